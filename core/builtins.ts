@@ -1,0 +1,20 @@
+/**
+ * Plugins shipped with Plexus, by `builtin:` name. Each entry imports its
+ * module lazily with a literal specifier so `deno bundle` and `deno compile`
+ * include it. Transports, consensus plugins and balancers register here as
+ * they land (`transports/NAME`, `consensus/NAME`, `balancers/NAME`).
+ *
+ * @module
+ */
+
+/** `builtin:` name → lazy module import. */
+export const BUILTINS: Record<string, () => Promise<{ default: unknown }>> = {
+  "examples/hello": () => import("../plugins/examples/hello.ts"),
+};
+
+/** Built-in names under a folder, e.g. `builtinNames("transports")`. */
+export function builtinNames(folder: string): string[] {
+  return Object.keys(BUILTINS)
+    .filter((k) => k.startsWith(folder + "/"))
+    .map((k) => k.slice(folder.length + 1));
+}

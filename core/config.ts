@@ -1,0 +1,371 @@
+/**
+ * Node configuration: one zod schema, filled from defaults < config file <
+ * environment < flags. Every flag, its variable and its default are declared
+ * once in {@linkcode FLAGS}; `--help` and the parser are built from it.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { join } from "node:path";
+import { z } from "zod";
+import { LOG_LEVELS } from "./observe/logger.ts";
+import { preview } from "./plugin.ts";
+
+/** Zod schema of the node configuration. */
+export const configSchema = z.strictObject({
+  port: z.number().int().min(0).max(65535).default(8086),
+  host: z.string().min(1).default("127.0.0.1"),
+  nodeId: z.string().regex(
+    /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/,
+    "expected 1-64 letters, digits, '.', '_' or '-'",
+  )
+    .optional(),
+  dataDir: z.string().min(1).default("./data"),
+  kv: z.string().min(1).optional(),
+  plugins: z.array(z.string().min(1)).default([]),
+  pluginsDir: z.string().min(1).default("./plugins.d"),
+  transport: z.string().min(1).optional(),
+  consensus: z.string().min(1).optional(),
+  balancer: z.string().min(1).optional(),
+  peers: z.array(z.url({ protocol: /^(https?|wss?)$/ })).default([]),
+  logLevel: z.enum(LOG_LEVELS).default("info"),
+  shutdownTimeoutMs: z.number().int().min(0).max(600_000).default(10_000),
+  pluginStartTimeoutMs: z.number().int().min(1).max(600_000).default(10_000),
+  /** Config per plugin name, validated against each plugin's own schema. */
+  pluginConfig: z.record(z.string(), z.unknown()).default({}),
+  logStream: z.strictObject({
+    replay: z.number().int().min(0).max(100_000).default(100),
+    heartbeatMs: z.number().int().min(0).default(30_000),
+    maxBufferedBytes: z.number().int().min(1024).default(1 << 20),
+  }).prefault({}),
+  health: z.strictObject({
+    /** Results are reused for this long so probes cannot overload plugins. */
+    cacheMs: z.number().int().min(0).max(60_000).default(1000),
+  }).prefault({}),
+});
+
+/** Validated configuration. */
+export type Config = z.output<typeof configSchema> & { kv: string };
+
+type FlagType = "string" | "integer" | "list";
+
+/** One command-line flag. */
+export interface FlagSpec {
+  /** Flag name without dashes. */
+  flag: string;
+  /** Config field it sets. */
+  key: keyof z.input<typeof configSchema>;
+  type: FlagType;
+  env?: string;
+  /** Default as shown by `--help`. */
+  shownDefault: string;
+  help: string;
+}
+
+/** Every `serve` flag. */
+export const FLAGS: FlagSpec[] = [
+  {
+    flag: "port",
+    key: "port",
+    type: "integer",
+    env: "PLEXUS_PORT",
+    shownDefault: "8086",
+    help: "HTTP port (0 picks a free one)",
+  },
+  {
+    flag: "host",
+    key: "host",
+    type: "string",
+    env: "PLEXUS_HOST",
+    shownDefault: "127.0.0.1",
+    help: "interface to listen on",
+  },
+  {
+    flag: "node-id",
+    key: "nodeId",
+    type: "string",
+    env: "PLEXUS_NODE_ID",
+    shownDefault: "generated once, kept in DATA_DIR/node-id",
+    help: "this node's id",
+  },
+  {
+    flag: "kv",
+    key: "kv",
+    type: "string",
+    env: "PLEXUS_KV",
+    shownDefault: "./data/plexus.kv",
+    help:
+      "Deno KV: a file path, :memory:, or a KV Connect URL (token in DENO_KV_ACCESS_TOKEN)",
+  },
+  {
+    flag: "plugin",
+    key: "plugins",
+    type: "list",
+    env: "PLEXUS_PLUGINS",
+    shownDefault: "none",
+    help: "plugin specifier, repeatable (env: comma-separated)",
+  },
+  {
+    flag: "plugins-dir",
+    key: "pluginsDir",
+    type: "string",
+    env: "PLEXUS_PLUGINS_DIR",
+    shownDefault: "./plugins.d",
+    help: "drop-in folder scanned for plugins at start",
+  },
+  {
+    flag: "transport",
+    key: "transport",
+    type: "string",
+    env: "PLEXUS_TRANSPORT",
+    shownDefault: "none",
+    help: "built-in transport plugin to load",
+  },
+  {
+    flag: "consensus",
+    key: "consensus",
+    type: "string",
+    env: "PLEXUS_CONSENSUS",
+    shownDefault: "none",
+    help: "built-in consensus plugin to load",
+  },
+  {
+    flag: "balancer",
+    key: "balancer",
+    type: "string",
+    env: "PLEXUS_BALANCER",
+    shownDefault: "none",
+    help: "built-in balancing strategy to load",
+  },
+  {
+    flag: "peers",
+    key: "peers",
+    type: "list",
+    env: "PLEXUS_PEERS",
+    shownDefault: "none",
+    help: "other nodes' URLs, comma-separated",
+  },
+  {
+    flag: "data-dir",
+    key: "dataDir",
+    type: "string",
+    env: "PLEXUS_DATA_DIR",
+    shownDefault: "./data",
+    help: "where the node keeps its files",
+  },
+  {
+    flag: "log-level",
+    key: "logLevel",
+    type: "string",
+    env: "PLEXUS_LOG_LEVEL",
+    shownDefault: "info",
+    help: "debug, info, warn or error",
+  },
+  {
+    flag: "shutdown-timeout",
+    key: "shutdownTimeoutMs",
+    type: "integer",
+    env: "PLEXUS_SHUTDOWN_TIMEOUT_MS",
+    shownDefault: "10000",
+    help: "ms in-flight requests get to finish on SIGTERM",
+  },
+  {
+    flag: "plugin-start-timeout",
+    key: "pluginStartTimeoutMs",
+    type: "integer",
+    env: "PLEXUS_PLUGIN_START_TIMEOUT_MS",
+    shownDefault: "10000",
+    help: "ms each plugin's setup may take",
+  },
+];
+
+/** Bad flags, environment or config: the CLI prints the message and exits 2. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** Where each top-level field's value came from, for error messages. */
+type Origins = Map<string, string>;
+
+function convert(spec: FlagSpec, raw: string, origin: string): unknown {
+  if (spec.type === "list") {
+    return raw.split(",").map((s) => s.trim()).filter(Boolean);
+  }
+  if (spec.type === "integer") {
+    if (!/^-?\d+$/.test(raw.trim())) {
+      throw new ConfigError(`${origin}: expected an integer, got '${raw}'`);
+    }
+    return Number(raw);
+  }
+  return raw;
+}
+
+/** Options for {@linkcode loadConfig}. */
+export interface LoadConfigOptions {
+  env?: Record<string, string | undefined>;
+  /** Reads the config file; injectable for tests. */
+  readFile?: (path: string) => string;
+}
+
+/** Result of parsing the command line. */
+export type ParsedCommand =
+  | { help: true }
+  | { help: false; config: Config };
+
+/**
+ * Builds the configuration from `argv` (flags after the subcommand), the
+ * environment and an optional JSON config file.
+ *
+ * @example Usage
+ * ```ts
+ * import { loadConfig } from "./config.ts";
+ * const parsed = loadConfig(["--port", "9000"], { env: { PLEXUS_PORT: "8000" } });
+ * if (!parsed.help) parsed.config.port; // 9000: flags beat the environment
+ * ```
+ */
+export function loadConfig(
+  argv: string[],
+  options: LoadConfigOptions = {},
+): ParsedCommand {
+  const env = options.env ?? Deno.env.toObject();
+  const readFile = options.readFile ??
+    ((p: string) => Deno.readTextFileSync(p));
+  let values: Record<string, string | string[] | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        help: { type: "boolean", short: "h" },
+        config: { type: "string" },
+        ...Object.fromEntries(
+          FLAGS.map((
+            f,
+          ) => [f.flag, {
+            type: "string" as const,
+            multiple: f.type === "list",
+          }]),
+        ),
+      },
+    }));
+  } catch (err) {
+    throw new ConfigError(cliMessage(err as Error));
+  }
+  if (values.help) return { help: true };
+
+  const merged: Record<string, unknown> = {};
+  const origins: Origins = new Map();
+
+  const file = (values.config as string | undefined) ?? env.PLEXUS_CONFIG;
+  if (file) {
+    let text: string;
+    try {
+      text = readFile(file);
+    } catch (err) {
+      throw new ConfigError(
+        `--config: cannot read '${file}': ${(err as Error).message}`,
+      );
+    }
+    let data: unknown;
+    try {
+      data = JSON.parse(text);
+    } catch (err) {
+      throw new ConfigError(
+        `--config: '${file}' is not valid JSON: ${(err as Error).message}`,
+      );
+    }
+    if (data === null || typeof data !== "object" || Array.isArray(data)) {
+      throw new ConfigError(
+        `--config: '${file}' must hold a JSON object, got ${preview(data)}`,
+      );
+    }
+    for (const [k, v] of Object.entries(data)) {
+      if (k === "__proto__" || k === "constructor") continue;
+      merged[k] = v;
+      origins.set(k, `config file ${file}`);
+    }
+  }
+  for (const spec of FLAGS) {
+    const raw = spec.env ? env[spec.env] : undefined;
+    if (raw === undefined || raw === "") continue;
+    merged[spec.key] = convert(spec, raw, `env ${spec.env}`);
+    origins.set(spec.key, `env ${spec.env}`);
+  }
+  for (const spec of FLAGS) {
+    const raw = values[spec.flag];
+    if (raw === undefined) continue;
+    const origin = `flag --${spec.flag}`;
+    merged[spec.key] = Array.isArray(raw)
+      ? raw.flatMap((r) => convert(spec, r, origin) as string[])
+      : convert(spec, raw as string, origin);
+    origins.set(spec.key, origin);
+  }
+
+  const parsed = configSchema.safeParse(merged);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const top = String(issue.path[0] ?? "");
+    const flag = FLAGS.find((f) => f.key === top);
+    const field = issue.path.join(".") || "(root)";
+    const origin = origins.get(top);
+    let seen: unknown = merged;
+    for (const p of issue.path) {
+      seen = (seen as Record<PropertyKey, unknown> | undefined)?.[p];
+    }
+    const name = origin?.startsWith("flag")
+      ? `--${flag!.flag}`
+      : origin?.startsWith("env")
+      ? flag!.env
+      : field;
+    const more = parsed.error.issues.length > 1
+      ? ` (and ${parsed.error.issues.length - 1} more)`
+      : "";
+    throw new ConfigError(
+      `${name}: ${issue.message}, got ${preview(seen)}${
+        origin ? ` from ${origin}` : ""
+      }${name !== field ? ` (field '${field}')` : ""}${more}`,
+    );
+  }
+  const config = parsed.data as Config;
+  config.kv ??= join(config.dataDir, "plexus.kv");
+  return { help: false, config };
+}
+
+function cliMessage(err: Error): string {
+  const unknown = /Unknown option '([^']+)'/.exec(err.message);
+  if (unknown) return `unknown flag ${unknown[1]} (see --help)`;
+  const missing = /Option '([^']+?)(?: <value>)?' argument missing/.exec(
+    err.message,
+  );
+  if (missing) {
+    return `flag ${missing[1].split(",").pop()!.trim()} needs a value`;
+  }
+  const positional = /Unexpected argument '([^']+)'/.exec(err.message);
+  if (positional) return `unexpected argument '${positional[1]}' (see --help)`;
+  return err.message;
+}
+
+/** The `serve --help` text, built from {@linkcode FLAGS}. */
+export function serveHelp(): string {
+  const rows = [
+    ...FLAGS.map((f) => [
+      `--${f.flag}${f.type === "list" ? " VALUE..." : " VALUE"}`,
+      `${f.help}; default ${f.shownDefault}${f.env ? `; env ${f.env}` : ""}`,
+    ]),
+    [
+      "--config FILE.json",
+      "JSON config file (any field of the schema); env PLEXUS_CONFIG",
+    ],
+    ["-h, --help", "show this help"],
+  ];
+  const width = Math.max(...rows.map((r) => r[0].length)) + 2;
+  return [
+    "Usage: plexus [serve] [flags]",
+    "",
+    "Runs one Plexus node. Precedence: defaults < config file < environment < flags.",
+    "",
+    "Flags:",
+    ...rows.map(([a, b]) => `  ${a.padEnd(width)}${b}`),
+  ].join("\n");
+}

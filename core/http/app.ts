@@ -1,0 +1,318 @@
+/**
+ * The node's Hono app: request ids and correlation, metrics, access logs, the
+ * JSON error shape, `/health`, `/metrics`, `/stats`, `/ws` and plugin routes.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import { HTTPException } from "hono/http-exception";
+import type { Kernel } from "../kernel.ts";
+import type { Logger } from "../observe/logger.ts";
+import { withCorrelation } from "../observe/logger.ts";
+import type { MetricsRegistry } from "../observe/metrics.ts";
+import type { LogStream } from "../observe/log_stream.ts";
+import type { NodeIdentity } from "../plugin.ts";
+import { HEALTH_PROBE_KEY } from "../state/keys.ts";
+import { errorBody, errorResponse } from "./errors.ts";
+
+/** Header carrying the request id on every response. */
+export const REQUEST_ID_HEADER = "X-Request-Id";
+const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+/** Routes logged at debug rather than info, so probes do not flood the logs. */
+const QUIET_ROUTES = new Set(["/health", "/metrics", "/stats"]);
+
+/** A service's health as `/health` reports it. */
+export interface ServiceHealth {
+  name: string;
+  status: "up" | "down";
+  latency?: number;
+  detail?: string;
+}
+
+/** The `/health` body. */
+export interface HealthReport {
+  status: "healthy" | "degraded" | "unhealthy";
+  timestamp: string;
+  version: string;
+  nodeId: string;
+  services: Record<string, ServiceHealth>;
+}
+
+/** Everything the app reads from the running node. */
+export interface AppDeps {
+  kernel: Kernel;
+  kv: Deno.Kv;
+  metrics: MetricsRegistry;
+  log: Logger;
+  logStream: LogStream;
+  node: NodeIdentity;
+  /** Reuse a health report for this long. @default {1000} */
+  healthCacheMs?: number;
+  /** True once shutdown began: health turns unhealthy, new sockets refused. */
+  draining: () => boolean;
+}
+
+/**
+ * Builds the app.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const app = createApp({ kernel, kv, metrics, log, logStream, node, draining: () => false });
+ * Deno.serve(app.fetch);
+ * ```
+ */
+export function createApp(deps: AppDeps): Hono {
+  const { kernel, kv, metrics, log, logStream, node } = deps;
+  const app = new Hono();
+  const requests = metrics.counter(
+    "plexus_http_requests_total",
+    "HTTP requests by method, route and status",
+  );
+  const duration = metrics.histogram(
+    "plexus_http_request_duration_seconds",
+    "HTTP request latency by method and route",
+  );
+  const started = performance.now();
+  const mem = () => Deno.memoryUsage();
+  const rss = metrics.gauge(
+    "plexus_process_resident_memory_bytes",
+    "Resident set size",
+    () => rss.set(mem().rss),
+  );
+  const heap = metrics.gauge(
+    "plexus_process_heap_used_bytes",
+    "V8 heap used",
+    () => heap.set(mem().heapUsed),
+  );
+  const heapTotal = metrics.gauge(
+    "plexus_process_heap_total_bytes",
+    "V8 heap total",
+    () => heapTotal.set(mem().heapTotal),
+  );
+  const uptime = metrics.gauge(
+    "plexus_process_uptime_seconds",
+    "Seconds since the node started",
+    () => uptime.set(Math.round((performance.now() - started) / 1000)),
+  );
+  const wsClients = metrics.gauge(
+    "plexus_log_stream_clients",
+    "Clients on the live log stream",
+    () => wsClients.set(logStream.stats().clients),
+  );
+  const wsPublished = metrics.gauge(
+    "plexus_log_stream_messages_published",
+    "Messages published on the live log stream since start",
+    () => wsPublished.set(logStream.stats().published),
+  );
+
+  app.use(async (c, next) => {
+    const given = c.req.header(REQUEST_ID_HEADER);
+    const id = given && REQUEST_ID_RE.test(given) ? given : crypto.randomUUID();
+    const t0 = performance.now();
+    await withCorrelation(id, () => next());
+    const seconds = (performance.now() - t0) / 1000;
+    c.header(REQUEST_ID_HEADER, id);
+    const route = c.req.routePath === "/*" ? "unmatched" : c.req.routePath;
+    const status = c.res.status;
+    requests.inc({ method: c.req.method, route, status: String(status) });
+    duration.observe(seconds, { method: c.req.method, route });
+    const level = QUIET_ROUTES.has(route) && status < 500
+      ? "debug"
+      : status >= 500
+      ? "error"
+      : "info";
+    if (log.enabled(level)) {
+      log[level]("http request", {
+        correlationId: id,
+        method: c.req.method,
+        path: c.req.path,
+        route,
+        status,
+        ms: +(seconds * 1000).toFixed(2),
+      });
+    }
+  });
+
+  app.onError((err, c) => {
+    if (err instanceof HTTPException) {
+      const res = err.getResponse();
+      if (res.headers.get("content-type")?.includes("application/json")) {
+        return res;
+      }
+      return c.json(
+        errorBody(err.status, err.message || res.statusText),
+        err.status,
+      );
+    }
+    log.error("unhandled error", { error: err, path: c.req.path });
+    return c.json(errorBody(500, "internal error"), 500);
+  });
+  app.notFound((c) =>
+    c.json(errorBody(404, `no route for ${c.req.method} ${c.req.path}`), 404)
+  );
+
+  let cached: { at: number; report: HealthReport } | undefined;
+  let inflight: Promise<HealthReport> | undefined;
+  const cacheMs = deps.healthCacheMs ?? 1000;
+  const computeHealth = async (): Promise<HealthReport> => {
+    const services: Record<string, ServiceHealth> = {};
+    const t0 = performance.now();
+    try {
+      await kv.get(HEALTH_PROBE_KEY);
+      services.kv = {
+        name: "kv",
+        status: "up",
+        latency: +(performance.now() - t0).toFixed(2),
+      };
+    } catch (err) {
+      services.kv = {
+        name: "kv",
+        status: "down",
+        detail: (err as Error).message,
+      };
+    }
+    Object.assign(services, await kernel.health());
+    const pluginsDown = Object.values(services).some((s) =>
+      s.status === "down"
+    );
+    const status = deps.draining() || services.kv.status === "down"
+      ? "unhealthy"
+      : pluginsDown
+      ? "degraded"
+      : "healthy";
+    return {
+      status,
+      timestamp: new Date().toISOString(),
+      version: node.version,
+      nodeId: node.id,
+      services,
+    };
+  };
+  const health = async (): Promise<HealthReport> => {
+    const now = performance.now();
+    if (!deps.draining() && cached && now - cached.at < cacheMs) {
+      return cached.report;
+    }
+    // Concurrent probes share one computation.
+    inflight ??= computeHealth().finally(() => (inflight = undefined));
+    const report = await inflight;
+    cached = { at: performance.now(), report };
+    return report;
+  };
+
+  app.get("/health", async (c) => {
+    const report = await health();
+    return c.json(report, report.status === "unhealthy" ? 503 : 200);
+  });
+
+  app.get("/metrics", (c) => {
+    if (c.req.header("accept")?.includes("application/json")) {
+      return c.json(metricsJson(deps));
+    }
+    return c.body(metrics.render(), 200, {
+      "Content-Type": "text/plain; version=0.0.4; charset=utf-8",
+    });
+  });
+
+  app.get("/stats", (c) => {
+    const s = logStream.stats();
+    return c.json({
+      clients: s.clients,
+      bufferSize: s.bufferSize,
+      uptime: s.uptime,
+    });
+  });
+
+  app.get("/ws", (c) => {
+    if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
+      return errorResponse(
+        426,
+        "GET /ws needs a WebSocket upgrade",
+        undefined,
+        { Upgrade: "websocket" },
+      );
+    }
+    if (deps.draining()) return errorResponse(503, "node is shutting down");
+    const { socket, response } = Deno.upgradeWebSocket(c.req.raw, {
+      idleTimeout: 0,
+    });
+    logStream.attach(socket);
+    return response;
+  });
+
+  app.get(
+    "/api/v1/plugins",
+    (c) =>
+      c.json(
+        kernel.list().map(({ name, version, kind, provides, status }) => ({
+          name,
+          version,
+          kind,
+          provides,
+          status,
+        })),
+      ),
+  );
+
+  app.all("/plugins/:name/*", (c) => {
+    const sub = kernel.httpFor(c.req.param("name"));
+    if (!sub) {
+      return errorResponse(
+        404,
+        `no running plugin '${c.req.param("name")}' serves routes`,
+      );
+    }
+    return sub.fetch(c.req.raw);
+  });
+
+  return app;
+}
+
+/** The JSON form of `/metrics` (the seed's `http_metrics`/`websocket_stats` shape). */
+function metricsJson(deps: AppDeps) {
+  const all = deps.metrics.toJSON() as Record<
+    string,
+    { series: { labels: string; value: unknown }[] }
+  >;
+  const byStatus: Record<string, number> = {};
+  const byRoute: Record<string, number> = {};
+  let total = 0;
+  for (const s of all.plexus_http_requests_total?.series ?? []) {
+    const n = s.value as number;
+    total += n;
+    const status = /status="(\d+)"/.exec(s.labels)?.[1] ?? "?";
+    const route = /route="([^"]*)"/.exec(s.labels)?.[1] ?? "?";
+    byStatus[status] = (byStatus[status] ?? 0) + n;
+    byRoute[route] = (byRoute[route] ?? 0) + n;
+  }
+  let count = 0;
+  let sum = 0;
+  for (const s of all.plexus_http_request_duration_seconds?.series ?? []) {
+    const v = s.value as { count: number; sum: number };
+    count += v.count;
+    sum += v.sum;
+  }
+  const ls = deps.logStream.stats();
+  const mem = Deno.memoryUsage();
+  return {
+    http_metrics: {
+      total_requests: total,
+      requests_by_status: byStatus,
+      requests_by_route: byRoute,
+      average_response_time_ms: count ? +((sum / count) * 1000).toFixed(3) : 0,
+    },
+    websocket_stats: {
+      active_connections: ls.clients,
+      buffer_size: ls.bufferSize,
+      messages_published: ls.published,
+      slow_consumers_closed: ls.slowConsumersClosed,
+    },
+    process: {
+      rss: mem.rss,
+      heap_used: mem.heapUsed,
+      heap_total: mem.heapTotal,
+      uptime_seconds: ls.uptime,
+    },
+    plugins: deps.kernel.list().map(({ name, status }) => ({ name, status })),
+  };
+}

@@ -1,0 +1,517 @@
+/**
+ * The kernel: plugin registry, dependency resolution, lifecycle and
+ * capability lookup.
+ *
+ * Boot is all or nothing. Every manifest, API range, dependency and config is
+ * checked before any plugin starts; plugins then start in dependency order,
+ * each under a deadline. If one fails, every plugin already started is
+ * stopped again in reverse order and {@linkcode Kernel.start} throws a
+ * {@linkcode PluginError} naming the plugin and the cause.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import {
+  capabilityMatches,
+  describeIssues,
+  type Health,
+  KERNEL_API_VERSION,
+  type KernelHandle,
+  type NodeIdentity,
+  parseRequirement,
+  type Plugin,
+  PluginError,
+  type PluginKind,
+  type Running,
+  validatePlugin,
+} from "./plugin.ts";
+import { satisfies } from "./_semver.ts";
+import type { Logger } from "./observe/logger.ts";
+import type { MetricsRegistry } from "./observe/metrics.ts";
+import type { Router } from "./router.ts";
+import { scopeKv } from "./state/scoped_kv.ts";
+import { pluginPrefix } from "./state/keys.ts";
+
+/** Lifecycle states of a plugin. */
+export type PluginState =
+  | "registered"
+  | "starting"
+  | "running"
+  | "stopping"
+  | "stopped"
+  | "failed";
+
+/** A plugin as the kernel tracks it. */
+export interface PluginRecord {
+  plugin: Plugin;
+  /** Where it was loaded from (specifier or "inline"). */
+  origin: string;
+  state: PluginState;
+  running?: Running;
+  http?: Hono;
+  error?: string;
+}
+
+/** One row of `GET /api/v1/plugins`. */
+export interface PluginInfo {
+  name: string;
+  version: string;
+  kind: PluginKind;
+  provides: string[];
+  status: PluginState;
+  origin: string;
+  error?: string;
+}
+
+/** Capabilities the kernel itself provides to every plugin. */
+export const CORE_CAPABILITIES = [
+  "state:kv",
+  "router:local",
+  "http:hono",
+] as const;
+
+/** Options for {@linkcode createKernel}. */
+export interface KernelOptions {
+  log: Logger;
+  metrics: MetricsRegistry;
+  kv: Deno.Kv;
+  router: Router;
+  node: NodeIdentity;
+  /** Raw config per plugin name, validated against each manifest's schema. */
+  pluginConfig?: Record<string, unknown>;
+  /** Deadline for a setup without its own `startTimeoutMs`. @default {10000} */
+  startTimeoutMs?: number;
+  /** Deadline for each plugin's stop. @default {5000} */
+  stopTimeoutMs?: number;
+  /** Deadline for each plugin's health check. @default {2000} */
+  healthTimeoutMs?: number;
+  /** Told about every state change (feeds the live log stream). */
+  onStatus?: (
+    event: { plugin: string; state: PluginState; error?: string },
+  ) => void;
+}
+
+/** The kernel. */
+export interface Kernel extends KernelHandle {
+  /** Adds a plugin module's default export; validates manifest and API range. */
+  register(candidate: unknown, origin?: string): Plugin;
+  /** Resolves dependencies, validates configs, starts everything or nothing. */
+  start(): Promise<void>;
+  /** Stops running plugins in reverse start order; resolves with failures. */
+  stop(): Promise<PluginError[]>;
+  /** Health of every registered plugin, with latency in ms. */
+  health(): Promise<
+    Record<
+      string,
+      { name: string; status: "up" | "down"; latency?: number; detail?: string }
+    >
+  >;
+  list(): PluginInfo[];
+  /** The Hono sub-app of a running plugin, if it registered routes. */
+  httpFor(name: string): Hono | undefined;
+}
+
+/** A plugin name → the names it must start after. */
+export interface ResolvedPlan {
+  order: string[];
+  dependsOn: Map<string, string[]>;
+}
+
+/**
+ * Resolves `requires` against `provides` and orders plugins so each starts
+ * after its providers. Throws a {@linkcode PluginError} for a missing
+ * capability, a version mismatch, a duplicate provider or a cycle, naming the
+ * plugins involved.
+ */
+export function resolvePlan(
+  plugins: readonly Plugin[],
+  coreCapabilities: readonly string[] = CORE_CAPABILITIES,
+): ResolvedPlan {
+  const byName = new Map(plugins.map((p) => [p.manifest.name, p]));
+  const providerOf = new Map<string, string>();
+  for (const p of plugins) {
+    for (const cap of p.manifest.provides) {
+      const other = providerOf.get(cap);
+      if (other !== undefined || coreCapabilities.includes(cap)) {
+        throw new PluginError(
+          p.manifest.name,
+          "resolve",
+          `capability '${cap}' is provided by both '${
+            other ?? "the kernel"
+          }' and '${p.manifest.name}'`,
+        );
+      }
+      providerOf.set(cap, p.manifest.name);
+    }
+  }
+  const dependsOn = new Map<string, string[]>();
+  for (const p of plugins) {
+    const deps = new Set<string>();
+    for (const req of p.manifest.requires ?? []) {
+      const { capability, range } = parseRequirement(req);
+      if (coreCapabilities.some((c) => capabilityMatches(capability, c))) {
+        if (range && !satisfies(KERNEL_API_VERSION, range)) {
+          throw new PluginError(
+            p.manifest.name,
+            "resolve",
+            `plugin '${p.manifest.name}' requires '${req}' but the kernel provides version ${KERNEL_API_VERSION}`,
+          );
+        }
+        continue;
+      }
+      const matches = [...providerOf].filter(([cap]) =>
+        capabilityMatches(capability, cap)
+      );
+      if (matches.length === 0) {
+        throw new PluginError(
+          p.manifest.name,
+          "resolve",
+          `plugin '${p.manifest.name}' requires '${capability}', which no loaded plugin provides` +
+            ` (loaded: ${
+              plugins.map((x) => x.manifest.name).join(", ") || "none"
+            })`,
+        );
+      }
+      const fitting = matches.filter(([, name]) =>
+        !range || satisfies(byName.get(name)!.manifest.version, range)
+      );
+      if (fitting.length === 0) {
+        const seen = matches.map(([, n]) =>
+          `'${n}' ${byName.get(n)!.manifest.version}`
+        ).join(", ");
+        throw new PluginError(
+          p.manifest.name,
+          "resolve",
+          `plugin '${p.manifest.name}' requires '${capability}@${range}' but only ${seen} provide it`,
+        );
+      }
+      for (const [, name] of fitting) {
+        if (name !== p.manifest.name) deps.add(name);
+      }
+    }
+    dependsOn.set(p.manifest.name, [...deps]);
+  }
+  // Depth-first topological sort in registration order; grey nodes on the
+  // stack reveal a cycle, which is reported as the path that closes it.
+  const order: string[] = [];
+  const color = new Map<string, "grey" | "black">();
+  const stack: string[] = [];
+  const visit = (name: string) => {
+    const c = color.get(name);
+    if (c === "black") return;
+    if (c === "grey") {
+      const cycle = [...stack.slice(stack.indexOf(name)), name];
+      throw new PluginError(
+        name,
+        "resolve",
+        `dependency cycle: ${cycle.join(" -> ")}`,
+      );
+    }
+    color.set(name, "grey");
+    stack.push(name);
+    for (const dep of dependsOn.get(name)!) visit(dep);
+    stack.pop();
+    color.set(name, "black");
+    order.push(name);
+  };
+  for (const p of plugins) visit(p.manifest.name);
+  return { order, dependsOn };
+}
+
+function deadline<T>(
+  promise: Promise<T>,
+  ms: number,
+  what: string,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`${what} did not finish within ${ms} ms`)),
+      ms,
+    );
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Creates a kernel.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const kernel = createKernel({ log, metrics, kv, router, node });
+ * kernel.register(helloPlugin, "builtin:examples/hello");
+ * await kernel.start();
+ * ```
+ */
+export function createKernel(options: KernelOptions): Kernel {
+  const { log, metrics, kv, router, node } = options;
+  const records = new Map<string, PluginRecord>();
+  const started: string[] = [];
+  const controllers = new Map<string, AbortController>();
+  const startTimeout = options.startTimeoutMs ?? 10_000;
+  const stopTimeout = options.stopTimeoutMs ?? 5_000;
+  const healthTimeout = options.healthTimeoutMs ?? 2_000;
+
+  const stateGauge = metrics.gauge(
+    "plexus_plugin_state",
+    "1 for each plugin's current lifecycle state",
+    () => {
+      for (const [name, r] of records) {
+        for (
+          const s of [
+            "registered",
+            "starting",
+            "running",
+            "stopping",
+            "stopped",
+            "failed",
+          ] as const
+        ) {
+          stateGauge.set(r.state === s ? 1 : 0, { plugin: name, state: s });
+        }
+      }
+    },
+  );
+  const setupSeconds = metrics.gauge(
+    "plexus_plugin_setup_seconds",
+    "Seconds each plugin's setup took",
+  );
+
+  const setState = (r: PluginRecord, state: PluginState, error?: string) => {
+    r.state = state;
+    r.error = error;
+    options.onStatus?.({ plugin: r.plugin.manifest.name, state, error });
+  };
+
+  const kernel: Kernel = {
+    register(candidate, origin = "inline") {
+      const plugin = validatePlugin(candidate, origin);
+      const { name, api } = plugin.manifest;
+      if (!satisfies(KERNEL_API_VERSION, api)) {
+        throw new PluginError(
+          name,
+          "manifest",
+          `plugin '${name}' needs kernel API '${api}' but this kernel offers ${KERNEL_API_VERSION}`,
+        );
+      }
+      const existing = records.get(name);
+      if (existing) {
+        throw new PluginError(
+          name,
+          "manifest",
+          `plugin name '${name}' is used twice: by ${existing.origin} and by ${origin}`,
+        );
+      }
+      records.set(name, { plugin, origin, state: "registered" });
+      return plugin;
+    },
+
+    async start() {
+      const plugins = [...records.values()].map((r) => r.plugin);
+      const plan = resolvePlan(plugins);
+      // Validate every config before anything starts, so a typo never leaves
+      // half a node running.
+      const configs = new Map<string, unknown>();
+      for (const p of plugins) {
+        const raw = options.pluginConfig?.[p.manifest.name] ?? {};
+        if (!p.manifest.config) {
+          configs.set(p.manifest.name, raw);
+          continue;
+        }
+        const parsed = p.manifest.config.safeParse(raw);
+        if (!parsed.success) {
+          throw new PluginError(
+            p.manifest.name,
+            "config",
+            `plugin '${p.manifest.name}' has invalid config: ${
+              describeIssues(parsed.error, raw)
+            }`,
+          );
+        }
+        configs.set(p.manifest.name, parsed.data);
+      }
+      for (const name of plan.order) {
+        const r = records.get(name)!;
+        const controller = new AbortController();
+        controllers.set(name, controller);
+        const http = new Hono().basePath(`/plugins/${name}`);
+        const t0 = performance.now();
+        setState(r, "starting");
+        const setup = Promise.resolve().then(() =>
+          r.plugin.setup({
+            name,
+            config: configs.get(name),
+            log: log.child({ plugin: name }),
+            metrics,
+            kv: scopeKv(kv, pluginPrefix(name)),
+            router,
+            http,
+            kernel,
+            node,
+            signal: controller.signal,
+          })
+        );
+        const ms = r.plugin.manifest.startTimeoutMs ?? startTimeout;
+        try {
+          const running = await deadline(
+            setup,
+            ms,
+            `setup of plugin '${name}'`,
+          );
+          if (!running || typeof running.stop !== "function") {
+            throw new Error(
+              `setup returned ${
+                running === undefined ? "nothing" : "a value without stop()"
+              }`,
+            );
+          }
+          r.running = running;
+          r.http = http;
+          started.push(name);
+          setupSeconds.set((performance.now() - t0) / 1000, { plugin: name });
+          setState(r, "running");
+        } catch (err) {
+          controller.abort(err);
+          // A setup that finishes after its deadline must still be undone.
+          setup.then((late) => late?.stop?.(AbortSignal.timeout(stopTimeout)))
+            .catch(() => {});
+          setState(r, "failed", message(err));
+          log.error("plugin setup failed; rolling back", {
+            plugin: name,
+            error: message(err),
+          });
+          await kernel.stop();
+          throw new PluginError(
+            name,
+            "setup",
+            `plugin '${name}' failed to start: ${message(err)}`,
+            {
+              cause: err,
+            },
+          );
+        }
+      }
+    },
+
+    async stop() {
+      const failures: PluginError[] = [];
+      while (started.length > 0) {
+        const name = started.pop()!;
+        const r = records.get(name)!;
+        controllers.get(name)?.abort(new Error("node shutting down"));
+        setState(r, "stopping");
+        try {
+          await deadline(
+            r.running!.stop(AbortSignal.timeout(stopTimeout)),
+            stopTimeout,
+            `stop of plugin '${name}'`,
+          );
+          setState(r, "stopped");
+        } catch (err) {
+          setState(r, "failed", message(err));
+          failures.push(
+            new PluginError(
+              name,
+              "stop",
+              `plugin '${name}' failed to stop: ${message(err)}`,
+              { cause: err },
+            ),
+          );
+          log.error("plugin stop failed", {
+            plugin: name,
+            error: message(err),
+          });
+        }
+      }
+      return failures;
+    },
+
+    async health() {
+      const out: Record<
+        string,
+        {
+          name: string;
+          status: "up" | "down";
+          latency?: number;
+          detail?: string;
+        }
+      > = {};
+      await Promise.all([...records].map(async ([name, r]) => {
+        if (r.state !== "running") {
+          out[name] = { name, status: "down", detail: r.error ?? r.state };
+          return;
+        }
+        if (!r.running?.health) {
+          out[name] = { name, status: "up" };
+          return;
+        }
+        const t0 = performance.now();
+        try {
+          const h: Health = await deadline(
+            r.running.health(),
+            healthTimeout,
+            `health of '${name}'`,
+          );
+          out[name] = {
+            name,
+            status: h.status === "up" ? "up" : "down",
+            latency: +(performance.now() - t0).toFixed(2),
+          };
+          if (h.detail) out[name].detail = h.detail;
+        } catch (err) {
+          out[name] = {
+            name,
+            status: "down",
+            latency: +(performance.now() - t0).toFixed(2),
+            detail: message(err),
+          };
+        }
+      }));
+      return out;
+    },
+
+    list() {
+      return [...records.values()].map((r) => ({
+        name: r.plugin.manifest.name,
+        version: r.plugin.manifest.version,
+        kind: r.plugin.manifest.kind,
+        provides: r.plugin.manifest.provides,
+        status: r.state,
+        origin: r.origin,
+        ...(r.error ? { error: r.error } : {}),
+      }));
+    },
+
+    httpFor(name) {
+      const r = records.get(name);
+      return r?.state === "running" ? r.http : undefined;
+    },
+
+    get<T>(capability: string): T {
+      for (const name of started) {
+        const r = records.get(name)!;
+        if (
+          r.plugin.manifest.provides.some((c) =>
+            capabilityMatches(capability, c)
+          )
+        ) {
+          return r.running!.api as T;
+        }
+      }
+      throw new Error(`No running plugin provides '${capability}'`);
+    },
+
+    has(capability) {
+      return started.some((n) =>
+        records.get(n)!.plugin.manifest.provides.some((c) =>
+          capabilityMatches(capability, c)
+        )
+      );
+    },
+  };
+  return kernel;
+}

@@ -1,0 +1,245 @@
+/**
+ * Boots one node: logger and live log stream, node identity, Deno KV, the
+ * kernel with its plugins, and the HTTP server; and shuts it down again in
+ * reverse, gracefully.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import type { Config } from "./config.ts";
+import { ConfigError } from "./config.ts";
+import { builtinNames } from "./builtins.ts";
+import { createKernel, type Kernel } from "./kernel.ts";
+import { loadPlugin, scanDropIn } from "./loader.ts";
+import {
+  createLogger,
+  type Logger,
+  type LogSink,
+  stdoutSink,
+} from "./observe/logger.ts";
+import { createLogStream, type LogStream } from "./observe/log_stream.ts";
+import { createMetrics } from "./observe/metrics.ts";
+import type { NodeIdentity } from "./plugin.ts";
+import { createRouter } from "./router.ts";
+import { openStore } from "./state/store.ts";
+import { createApp } from "./http/app.ts";
+import { VERSION } from "./version.ts";
+
+/** A running node. */
+export interface NodeHandle {
+  /** Base URL the HTTP server listens on. */
+  url: string;
+  node: NodeIdentity;
+  kernel: Kernel;
+  log: Logger;
+  logStream: LogStream;
+  /**
+   * Stops accepting, lets in-flight requests finish within
+   * `shutdownTimeoutMs`, stops plugins in reverse order and closes KV.
+   */
+  shutdown(reason?: string): Promise<void>;
+}
+
+/** Options for {@linkcode startNode}. */
+export interface StartNodeOptions {
+  /** Log sinks besides the live log stream. @default {[stdoutSink]} */
+  sinks?: LogSink[];
+  /** Folder relative plugin paths resolve against. @default {Deno.cwd()} */
+  cwd?: string;
+}
+
+const KIND_FOLDERS = {
+  transport: "transports",
+  consensus: "consensus",
+  balancer: "balancers",
+} as const;
+
+/** Maps `--transport` & co. to `builtin:` specifiers, or a ConfigError listing what exists. */
+export function kindSpecifiers(
+  config: Pick<Config, "transport" | "consensus" | "balancer">,
+): string[] {
+  const specs: string[] = [];
+  for (
+    const [key, folder] of Object.entries(KIND_FOLDERS) as [
+      keyof typeof KIND_FOLDERS,
+      string,
+    ][]
+  ) {
+    const name = config[key];
+    if (!name) continue;
+    const known = builtinNames(folder);
+    if (!known.includes(name)) {
+      throw new ConfigError(
+        `--${key}: unknown ${key} '${name}' (built in: ${
+          known.length ? known.join(", ") : "none yet"
+        })`,
+      );
+    }
+    specs.push(`builtin:${folder}/${name}`);
+  }
+  return specs;
+}
+
+async function resolveNodeId(config: Config): Promise<string> {
+  if (config.nodeId) return config.nodeId;
+  const file = join(config.dataDir, "node-id");
+  try {
+    const id = (await Deno.readTextFile(file)).trim();
+    if (id) return id;
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  const id = `node-${crypto.randomUUID().slice(0, 8)}`;
+  await Deno.writeTextFile(file, id + "\n");
+  return id;
+}
+
+/**
+ * Starts a node from a validated config.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const { config } = loadConfig(["--port", "0", "--kv", ":memory:"]);
+ * const node = await startNode(config);
+ * await node.shutdown();
+ * ```
+ */
+export async function startNode(
+  config: Config,
+  options: StartNodeOptions = {},
+): Promise<NodeHandle> {
+  const logStream = createLogStream(config.logStream);
+  const log = createLogger({
+    level: config.logLevel,
+    sinks: [...(options.sinks ?? [stdoutSink]), logStream.sink],
+  });
+  const kindSpecs = kindSpecifiers(config);
+  await Deno.mkdir(config.dataDir, { recursive: true });
+  const nodeId = await resolveNodeId(config);
+  const nodeLog = log.child({ node: nodeId });
+  const kv = await openStore(config.kv);
+  const node: NodeIdentity = {
+    id: nodeId,
+    version: VERSION,
+    address: `http://${
+      config.host.includes(":") ? `[${config.host}]` : config.host
+    }:${config.port}`,
+    dataDir: config.dataDir,
+  };
+  const metrics = createMetrics("plexus_");
+  const router = createRouter({
+    onError: (err, topic) =>
+      nodeLog.error("router handler failed", { topic, error: err }),
+  });
+  const kernel = createKernel({
+    log: nodeLog,
+    metrics,
+    kv,
+    router,
+    node,
+    pluginConfig: config.pluginConfig,
+    startTimeoutMs: config.pluginStartTimeoutMs,
+    onStatus: (e) => {
+      logStream.publish("status", e);
+      nodeLog.info(
+        `plugin ${e.plugin} ${e.state}`,
+        e.error ? { plugin: e.plugin, error: e.error } : { plugin: e.plugin },
+      );
+    },
+  });
+
+  let server: Deno.HttpServer<Deno.NetAddr> | undefined;
+  try {
+    const specs = [
+      ...kindSpecs,
+      ...config.plugins,
+      ...await scanDropIn(config.pluginsDir, options.cwd),
+    ];
+    for (const spec of specs) {
+      const { value, origin } = await loadPlugin(spec, options.cwd);
+      kernel.register(value, origin);
+    }
+    await kernel.start();
+  } catch (err) {
+    kv.close();
+    logStream.close();
+    throw err;
+  }
+
+  let draining = false;
+  const app = createApp({
+    kernel,
+    kv,
+    metrics,
+    log: nodeLog,
+    logStream,
+    node,
+    healthCacheMs: config.health.cacheMs,
+    draining: () => draining,
+  });
+  const abort = new AbortController();
+  try {
+    server = Deno.serve({
+      port: config.port,
+      hostname: config.host,
+      signal: abort.signal,
+      onListen: () => {},
+    }, app.fetch);
+  } catch (err) {
+    await kernel.stop();
+    kv.close();
+    logStream.close();
+    throw new ConfigError(
+      `--port: cannot listen on ${config.host}:${config.port}: ${
+        (err as Error).message
+      }`,
+    );
+  }
+  const addr = server.addr;
+  const host = addr.hostname.includes(":")
+    ? `[${addr.hostname}]`
+    : addr.hostname;
+  const url = `http://${host}:${addr.port}`;
+  node.address = url;
+  nodeLog.info(`plexus listening on ${url}`, {
+    url,
+    version: VERSION,
+    kv: config.kv,
+  });
+
+  let closing: Promise<void> | undefined;
+  const shutdown = (reason = "shutdown requested") => {
+    closing ??= (async () => {
+      draining = true;
+      nodeLog.info("shutting down", {
+        reason,
+        deadlineMs: config.shutdownTimeoutMs,
+      });
+      logStream.close();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timedOut = await Promise.race([
+        server!.shutdown().then(() => false),
+        new Promise<boolean>((
+          r,
+        ) => (timer = setTimeout(() => r(true), config.shutdownTimeoutMs))),
+      ]);
+      clearTimeout(timer);
+      if (timedOut) {
+        nodeLog.warn(
+          "in-flight requests did not finish in time; closing them",
+          {
+            deadlineMs: config.shutdownTimeoutMs,
+          },
+        );
+        abort.abort();
+        await server!.finished.catch(() => {});
+      }
+      await kernel.stop();
+      kv.close();
+      nodeLog.info("stopped", { node: nodeId });
+    })();
+    return closing;
+  };
+
+  return { url, node, kernel, log: nodeLog, logStream, shutdown };
+}

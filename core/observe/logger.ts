@@ -1,0 +1,145 @@
+/**
+ * Structured JSON-lines logger with child loggers and correlation ids.
+ *
+ * A record is one JSON object per line: `{"ts","level","msg",...fields}`.
+ * The correlation id of the current request (set by the HTTP layer through
+ * {@linkcode withCorrelation}) is added to every record logged inside it, so
+ * plugin logs made while serving a request carry the request's id.
+ *
+ * @module
+ */
+import { AsyncLocalStorage } from "node:async_hooks";
+
+/** Log levels, lowest first. */
+export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+/** A log level name. */
+export type LogLevel = typeof LOG_LEVELS[number];
+
+/** One structured log record as written and as fanned out to sinks. */
+export interface LogRecord {
+  ts: string;
+  level: LogLevel;
+  msg: string;
+  [field: string]: unknown;
+}
+
+/** Receives every record at or above the logger's level. */
+export type LogSink = (record: LogRecord) => void;
+
+/** A structured logger. */
+export interface Logger {
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+  /** A logger whose records all carry `fields`. */
+  child(fields: Record<string, unknown>): Logger;
+  /** Whether a record at `level` would be written. */
+  enabled(level: LogLevel): boolean;
+}
+
+const correlation = new AsyncLocalStorage<string>();
+
+/**
+ * Runs `fn` with `id` as the correlation id of every record logged inside it.
+ *
+ * @example Usage
+ * ```ts
+ * import { createLogger, withCorrelation } from "./logger.ts";
+ * const log = createLogger({ sinks: [] });
+ * withCorrelation("req-1", () => log.info("handled"));
+ * ```
+ */
+export function withCorrelation<T>(id: string, fn: () => T): T {
+  return correlation.run(id, fn);
+}
+
+/** The correlation id in force, if any. */
+export function currentCorrelationId(): string | undefined {
+  return correlation.getStore();
+}
+
+/** Options for {@linkcode createLogger}. */
+export interface LoggerOptions {
+  /** Lowest level written. @default {"info"} */
+  level?: LogLevel;
+  /** Where records go. @default {[stdoutSink]} */
+  sinks?: LogSink[];
+  /** Fields on every record. @default {{}} */
+  fields?: Record<string, unknown>;
+}
+
+const encoder = new TextEncoder();
+
+/** Writes each record as one JSON line to stdout. */
+export const stdoutSink: LogSink = (record) => {
+  Deno.stdout.writeSync(encoder.encode(safeStringify(record) + "\n"));
+};
+
+/** JSON.stringify that turns errors into objects and never throws. */
+export function safeStringify(value: unknown): string {
+  try {
+    return JSON.stringify(value, (_k, v) => {
+      if (v instanceof Error) {
+        return { name: v.name, message: v.message, cause: v.cause };
+      }
+      if (typeof v === "bigint") return v.toString();
+      return v;
+    });
+  } catch (err) {
+    return JSON.stringify({ unserializable: String(err) });
+  }
+}
+
+/**
+ * Creates a logger.
+ *
+ * @example Usage
+ * ```ts
+ * import { createLogger } from "./logger.ts";
+ * const seen: string[] = [];
+ * const log = createLogger({ sinks: [(r) => seen.push(r.msg)] });
+ * log.child({ plugin: "hello" }).info("started");
+ * ```
+ */
+export function createLogger(options: LoggerOptions = {}): Logger {
+  const state = {
+    min: LOG_LEVELS.indexOf(options.level ?? "info"),
+    sinks: options.sinks ?? [stdoutSink],
+  };
+  return makeLogger(state, options.fields ?? {});
+}
+
+function makeLogger(
+  state: { min: number; sinks: LogSink[] },
+  base: Record<string, unknown>,
+): Logger {
+  const write = (
+    level: LogLevel,
+    msg: string,
+    fields?: Record<string, unknown>,
+  ) => {
+    if (LOG_LEVELS.indexOf(level) < state.min) return;
+    const record: LogRecord = { ts: new Date().toISOString(), level, msg };
+    Object.assign(record, base, fields);
+    const cid = correlation.getStore();
+    if (cid !== undefined && record.correlationId === undefined) {
+      record.correlationId = cid;
+    }
+    for (const sink of state.sinks) {
+      try {
+        sink(record);
+      } catch {
+        // A failing sink must never break the caller; the others still run.
+      }
+    }
+  };
+  return {
+    debug: (m, f) => write("debug", m, f),
+    info: (m, f) => write("info", m, f),
+    warn: (m, f) => write("warn", m, f),
+    error: (m, f) => write("error", m, f),
+    child: (fields) => makeLogger(state, { ...base, ...fields }),
+    enabled: (level) => LOG_LEVELS.indexOf(level) >= state.min,
+  };
+}

@@ -1,0 +1,306 @@
+/**
+ * The plugin contract: what a plugin module exports, what the kernel gives it,
+ * and the zod schema its manifest is checked against.
+ *
+ * A plugin is a module whose default export is a {@linkcode Plugin}. Use
+ * {@linkcode definePlugin} to get types for the config from its schema.
+ *
+ * @module
+ */
+import { z } from "zod";
+import type { Hono } from "hono";
+import type { Logger } from "./observe/logger.ts";
+import type { MetricsRegistry } from "./observe/metrics.ts";
+import type { ScopedKv } from "./state/scoped_kv.ts";
+import type { Router } from "./router.ts";
+import { isRange, isVersion } from "./_semver.ts";
+
+/** The kernel's plugin API version; manifests declare a range against it. */
+export const KERNEL_API_VERSION = "1.0.0";
+
+/** Plugin kinds. */
+export const PLUGIN_KINDS = [
+  "transport",
+  "consensus",
+  "balancer",
+  "extension",
+] as const;
+/** A plugin kind. */
+export type PluginKind = typeof PLUGIN_KINDS[number];
+
+/** Deno permissions a sandboxed copy of the plugin may use. */
+export interface PermissionSpec {
+  read?: boolean | string[];
+  write?: boolean | string[];
+  net?: boolean | string[];
+  env?: boolean | string[];
+  sys?: boolean | string[];
+  run?: boolean | string[];
+  ffi?: boolean | string[];
+  import?: boolean | string[];
+}
+
+/** What a plugin declares about itself. */
+export interface PluginManifest<C = unknown> {
+  /** Unique name: lower case letters, digits, `.`, `_`, `-`, optionally `@scope/`. */
+  name: string;
+  /** The plugin's own semantic version. */
+  version: string;
+  kind: PluginKind;
+  /** Kernel API range this plugin works with, e.g. `"^1"`. */
+  api: string;
+  /** Capabilities provided, `kind:name` (e.g. `transport:redis-streams`). */
+  provides: string[];
+  /**
+   * Capabilities needed, optionally with a version range on the provider:
+   * `state:kv`, `consensus:*`, `transport:redis-streams@^1.2`.
+   */
+  requires?: string[];
+  /** Schema the plugin's config is validated against before setup. */
+  config?: z.ZodType<C>;
+  permissions?: PermissionSpec;
+  /** Longest time setup may take before the boot fails. @default {10000} */
+  startTimeoutMs?: number;
+}
+
+/** Health reported by a running plugin. */
+export interface Health {
+  status: "up" | "down";
+  detail?: string;
+}
+
+/** A started plugin. */
+export interface Running {
+  /** Releases everything setup acquired; must finish before `signal` aborts. */
+  stop(signal: AbortSignal): Promise<void>;
+  health?(): Promise<Health>;
+  /** The value `kernel.get(capability)` returns for this plugin's capabilities. */
+  api?: unknown;
+}
+
+/** Who this node is. */
+export interface NodeIdentity {
+  id: string;
+  version: string;
+  /** Base URL other nodes and clients reach this node at. */
+  address: string;
+  dataDir: string;
+}
+
+/** Capability lookup offered to plugins. */
+export interface KernelHandle {
+  /** The `api` of the plugin providing `capability` (`"consensus:*"` matches any). Throws if none. */
+  get<T = unknown>(capability: string): T;
+  /** Whether a started plugin provides `capability`. */
+  has(capability: string): boolean;
+}
+
+/** What the kernel hands a plugin's setup. */
+export interface PluginContext<C = unknown> {
+  name: string;
+  /** Validated config (the manifest's schema applied to `pluginConfig[name]`). */
+  config: C;
+  /** Logger whose records carry `{plugin: name}`. */
+  log: Logger;
+  /** Metrics registry; names must start with `plexus_`. */
+  metrics: MetricsRegistry;
+  /** Deno KV keyspace private to this plugin. */
+  kv: ScopedKv;
+  /** In-process topic router (pub/sub, request/reply). */
+  router: Router;
+  /** Hono app mounted at `/plugins/{name}`. */
+  http: Hono;
+  kernel: KernelHandle;
+  node: NodeIdentity;
+  /** Aborted when the node begins to shut down. */
+  signal: AbortSignal;
+}
+
+/** A plugin module's default export. */
+export interface Plugin<C = unknown> {
+  manifest: PluginManifest<C>;
+  setup(ctx: PluginContext<C>): Promise<Running>;
+}
+
+/**
+ * Identity function that gives a plugin's `setup` the type of its config.
+ *
+ * @example Usage
+ * ```ts
+ * import { z } from "zod";
+ * import { definePlugin } from "./plugin.ts";
+ * export default definePlugin({
+ *   manifest: {
+ *     name: "greeter", version: "1.0.0", kind: "extension", api: "^1",
+ *     provides: ["extension:greeter"], config: z.object({ greeting: z.string().default("hi") }),
+ *   },
+ *   async setup(ctx) {
+ *     ctx.log.info(ctx.config.greeting);
+ *     return { stop: async () => {} };
+ *   },
+ * });
+ * ```
+ */
+export function definePlugin<C>(plugin: Plugin<C>): Plugin<C> {
+  return plugin;
+}
+
+const NAME_RE = /^(@[a-z0-9][a-z0-9._-]*\/)?[a-z0-9][a-z0-9._-]{0,63}$/;
+const CAPABILITY_RE = /^[a-z][a-z0-9-]*:(\*|[a-z0-9][a-z0-9._/-]*)$/;
+const REQUIREMENT_RE =
+  /^([a-z][a-z0-9-]*:(?:\*|[a-z0-9][a-z0-9._/-]*))(?:@(.+))?$/;
+
+const permissionValue = z.union([z.boolean(), z.array(z.string())]);
+
+/** Zod schema for {@linkcode PluginManifest}. */
+export const manifestSchema = z.strictObject({
+  name: z.string().regex(
+    NAME_RE,
+    "expected a lower-case name like 'redis-streams'",
+  ),
+  version: z.string().refine(
+    isVersion,
+    "expected a semantic version like '1.2.3'",
+  ),
+  kind: z.enum(PLUGIN_KINDS),
+  api: z.string().refine(isRange, "expected a semver range like '^1'"),
+  provides: z.array(
+    z.string().regex(
+      CAPABILITY_RE,
+      "expected 'kind:name' like 'transport:redis-streams'",
+    ),
+  ),
+  requires: z.array(
+    z.string().regex(
+      REQUIREMENT_RE,
+      "expected 'kind:name' or 'kind:name@range'",
+    ).refine(
+      (r) => {
+        const range = REQUIREMENT_RE.exec(r)?.[2];
+        return range === undefined || isRange(range);
+      },
+      "the part after '@' must be a semver range",
+    ),
+  ).optional(),
+  config: z.custom<z.ZodType>(
+    (v) =>
+      typeof v === "object" && v !== null &&
+      typeof (v as z.ZodType).safeParse === "function",
+    "expected a zod schema",
+  ).optional(),
+  permissions: z.strictObject({
+    read: permissionValue.optional(),
+    write: permissionValue.optional(),
+    net: permissionValue.optional(),
+    env: permissionValue.optional(),
+    sys: permissionValue.optional(),
+    run: permissionValue.optional(),
+    ffi: permissionValue.optional(),
+    import: permissionValue.optional(),
+  }).optional(),
+  startTimeoutMs: z.number().int().positive().max(600_000).optional(),
+});
+
+/** Splits `kind:name@range` into capability and optional range. */
+export function parseRequirement(
+  req: string,
+): { capability: string; range?: string } {
+  const m = REQUIREMENT_RE.exec(req);
+  if (!m) throw new TypeError(`Cannot parse requirement '${req}'`);
+  return { capability: m[1], range: m[2] };
+}
+
+/** Whether a provided capability satisfies a wanted one (`kind:*` matches any name). */
+export function capabilityMatches(wanted: string, provided: string): boolean {
+  if (wanted === provided) return true;
+  if (wanted.endsWith(":*")) return provided.startsWith(wanted.slice(0, -1));
+  return false;
+}
+
+/** Raised when a module is not a valid plugin; names the plugin or its specifier. */
+export class PluginError extends Error {
+  override name = "PluginError";
+  /** Plugin name, or the specifier when the name is not known yet. */
+  readonly plugin: string;
+  /** Which step failed. */
+  readonly phase: "load" | "manifest" | "config" | "resolve" | "setup" | "stop";
+  constructor(
+    plugin: string,
+    phase: PluginError["phase"],
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.plugin = plugin;
+    this.phase = phase;
+  }
+}
+
+/** Formats zod issues as `field: message (got value)` joined by `; `. */
+export function describeIssues(error: z.ZodError, input: unknown): string {
+  return error.issues.map((issue) => {
+    const path = issue.path.length ? issue.path.join(".") : "(root)";
+    const seen = valueAt(input, issue.path);
+    return `${path}: ${issue.message} (got ${preview(seen)})`;
+  }).join("; ");
+}
+
+function valueAt(input: unknown, path: PropertyKey[]): unknown {
+  let v: unknown = input;
+  for (const p of path) {
+    if (v === null || typeof v !== "object") return undefined;
+    v = (v as Record<PropertyKey, unknown>)[p];
+  }
+  return v;
+}
+
+/** A short printable form of a value for error messages. */
+export function preview(v: unknown): string {
+  if (v === undefined) return "nothing";
+  if (typeof v === "function") return "a function";
+  try {
+    const s = JSON.stringify(v);
+    return s.length > 60 ? s.slice(0, 57) + "..." : s;
+  } catch {
+    return String(v);
+  }
+}
+
+/**
+ * Checks that `value` is a plugin module's default export and its manifest is
+ * valid; returns it typed, or throws a {@linkcode PluginError} naming every bad field.
+ */
+export function validatePlugin(value: unknown, origin: string): Plugin {
+  if (value === null || typeof value !== "object") {
+    throw new PluginError(
+      origin,
+      "manifest",
+      `${origin}: default export must be a plugin object {manifest, setup}, got ${
+        preview(value)
+      }`,
+    );
+  }
+  const candidate = value as Partial<Plugin>;
+  const rawName = (candidate.manifest as { name?: unknown } | undefined)?.name;
+  const label = typeof rawName === "string" && rawName ? rawName : origin;
+  const parsed = manifestSchema.safeParse(candidate.manifest);
+  if (!parsed.success) {
+    throw new PluginError(
+      label,
+      "manifest",
+      `plugin '${label}' has an invalid manifest: ${
+        describeIssues(parsed.error, candidate.manifest)
+      }`,
+    );
+  }
+  if (typeof candidate.setup !== "function") {
+    throw new PluginError(
+      label,
+      "manifest",
+      `plugin '${label}' has no setup function (got ${
+        preview(candidate.setup)
+      })`,
+    );
+  }
+  return candidate as Plugin;
+}

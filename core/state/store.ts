@@ -1,0 +1,80 @@
+/**
+ * Opens the node's Deno KV: a file path (default `./data/plexus.kv`),
+ * `:memory:`, or a KV Connect URL (self-hosted `denokv`; the access token
+ * comes from `DENO_KV_ACCESS_TOKEN`).
+ *
+ * Several processes may share one KV file; SQLite then reports "database is
+ * locked" now and again, so opening is retried with jittered backoff.
+ *
+ * @module
+ */
+import { dirname } from "node:path";
+
+/** Options for {@linkcode openStore}. */
+export interface OpenStoreOptions {
+  /** Attempts before giving up on "database is locked". @default {8} */
+  attempts?: number;
+  /** First backoff in ms; doubles each attempt, with full jitter. @default {25} */
+  baseDelayMs?: number;
+}
+
+/** Whether `spec` names a KV Connect server rather than a file. */
+export function isRemoteKv(spec: string): boolean {
+  return /^https?:\/\//.test(spec);
+}
+
+/** Whether an error is SQLite's transient lock contention. */
+export function isLockedError(err: unknown): boolean {
+  return err instanceof Error &&
+    /database is locked|SQLITE_BUSY/i.test(err.message);
+}
+
+/**
+ * Runs `fn`, retrying with full-jitter exponential backoff while it fails
+ * with "database is locked".
+ */
+export async function retryLocked<T>(
+  fn: () => Promise<T>,
+  options: OpenStoreOptions = {},
+): Promise<T> {
+  const attempts = options.attempts ?? 8;
+  const base = options.baseDelayMs ?? 25;
+  for (let i = 1;; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isLockedError(err) || i >= attempts) throw err;
+      await new Promise((r) =>
+        setTimeout(r, Math.random() * base * 2 ** (i - 1))
+      );
+    }
+  }
+}
+
+/**
+ * Opens Deno KV at `spec`, creating the parent folder of a file path.
+ *
+ * @example Usage
+ * ```ts
+ * import { openStore } from "./store.ts";
+ * const kv = await openStore(":memory:");
+ * await kv.set(["k"], 1);
+ * kv.close();
+ * ```
+ */
+export async function openStore(
+  spec: string,
+  options: OpenStoreOptions = {},
+): Promise<Deno.Kv> {
+  if (spec !== ":memory:" && !isRemoteKv(spec)) {
+    await Deno.mkdir(dirname(spec), { recursive: true });
+  }
+  try {
+    return await retryLocked(() => Deno.openKv(spec), options);
+  } catch (err) {
+    throw new Error(
+      `Cannot open Deno KV at '${spec}': ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+}
