@@ -64,11 +64,7 @@ export interface PluginInfo {
 }
 
 /** Capabilities the kernel itself provides to every plugin. */
-export const CORE_CAPABILITIES = [
-  "state:kv",
-  "router:local",
-  "http:hono",
-] as const;
+export const CORE_CAPABILITIES = ["state:kv", "router:local"] as const;
 
 /** Options for {@linkcode createKernel}. */
 export interface KernelOptions {
@@ -492,6 +488,8 @@ export function createKernel(options: KernelOptions): Kernel {
     },
 
     get<T>(capability: string): T {
+      if (capability === "state:kv") return kv as T;
+      if (capability === "router:local") return router as T;
       for (const name of started) {
         const r = records.get(name)!;
         if (
@@ -506,6 +504,9 @@ export function createKernel(options: KernelOptions): Kernel {
     },
 
     has(capability) {
+      if ((CORE_CAPABILITIES as readonly string[]).includes(capability)) {
+        return true;
+      }
       return started.some((n) =>
         records.get(n)!.plugin.manifest.provides.some((c) =>
           capabilityMatches(capability, c)

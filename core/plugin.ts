@@ -240,8 +240,10 @@ export class PluginError extends Error {
 export function describeIssues(error: z.ZodError, input: unknown): string {
   return error.issues.map((issue) => {
     const path = issue.path.length ? issue.path.join(".") : "(root)";
-    const seen = valueAt(input, issue.path);
-    return `${path}: ${issue.message} (got ${preview(seen)})`;
+    if (issue.code === "unrecognized_keys") return `${path}: ${issue.message}`;
+    return `${path}: ${issue.message} (got ${
+      preview(valueAt(input, issue.path))
+    })`;
   }).join("; ");
 }
 

@@ -66,10 +66,10 @@ export async function openStore(
   spec: string,
   options: OpenStoreOptions = {},
 ): Promise<Deno.Kv> {
-  if (spec !== ":memory:" && !isRemoteKv(spec)) {
-    await Deno.mkdir(dirname(spec), { recursive: true });
-  }
   try {
+    if (spec !== ":memory:" && !isRemoteKv(spec)) {
+      await Deno.mkdir(dirname(spec), { recursive: true });
+    }
     return await retryLocked(() => Deno.openKv(spec), options);
   } catch (err) {
     throw new Error(

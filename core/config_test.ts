@@ -1,0 +1,179 @@
+import assert from "node:assert/strict";
+import { ConfigError, FLAGS, loadConfig, serveHelp } from "./config.ts";
+
+const files = (map: Record<string, string>) => (path: string) => {
+  if (path in map) return map[path];
+  throw new Deno.errors.NotFound(`No such file: ${path}`);
+};
+
+function config(
+  argv: string[],
+  env: Record<string, string> = {},
+  fileMap: Record<string, string> = {},
+) {
+  const parsed = loadConfig(argv, { env, readFile: files(fileMap) });
+  assert.ok(!parsed.help);
+  return parsed.config;
+}
+
+function configError(
+  argv: string[],
+  env: Record<string, string> = {},
+  fileMap: Record<string, string> = {},
+): string {
+  try {
+    loadConfig(argv, { env, readFile: files(fileMap) });
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${err}`);
+    return err.message;
+  }
+  assert.fail("no ConfigError");
+}
+
+Deno.test("config: defaults match the contract", () => {
+  const c = config([]);
+  assert.equal(c.port, 8086);
+  assert.equal(c.host, "127.0.0.1");
+  assert.equal(c.dataDir, "./data");
+  assert.equal(c.kv, "data/plexus.kv");
+  assert.equal(c.pluginsDir, "./plugins.d");
+  assert.deepEqual(c.plugins, []);
+  assert.equal(c.logStream.replay, 100);
+  assert.equal(c.logStream.heartbeatMs, 30_000);
+});
+
+Deno.test("config: precedence is defaults < file < env < flags", () => {
+  const file = {
+    "c.json": JSON.stringify({
+      port: 1000,
+      host: "0.0.0.0",
+      logLevel: "debug",
+      nodeId: "from-file",
+    }),
+  };
+  const env = {
+    PLEXUS_PORT: "2000",
+    PLEXUS_HOST: "::1",
+    PLEXUS_CONFIG: "c.json",
+  };
+  const c = config(["--port", "3000"], env, file);
+  assert.equal(c.port, 3000, "flag beats env");
+  assert.equal(c.host, "::1", "env beats file");
+  assert.equal(c.logLevel, "debug", "file beats default");
+  assert.equal(c.nodeId, "from-file");
+  assert.equal(
+    c.shutdownTimeoutMs,
+    10_000,
+    "default stays when nobody sets it",
+  );
+  assert.equal(config([], env, file).port, 2000);
+  assert.equal(config(["--config", "c.json"], {}, file).port, 1000);
+});
+
+Deno.test("config: list flags repeat on the command line and split on commas in env", () => {
+  assert.deepEqual(
+    config(["--plugin", "./a.ts", "--plugin", "builtin:x"]).plugins,
+    ["./a.ts", "builtin:x"],
+  );
+  assert.deepEqual(config([], { PLEXUS_PLUGINS: "./a.ts, ./b.ts" }).plugins, [
+    "./a.ts",
+    "./b.ts",
+  ]);
+  assert.deepEqual(config(["--peers", "http://a:1,http://b:2"]).peers, [
+    "http://a:1",
+    "http://b:2",
+  ]);
+});
+
+Deno.test("config: --kv defaults under --data-dir but an explicit --kv wins", () => {
+  assert.equal(config(["--data-dir", "/tmp/x"]).kv, "/tmp/x/plexus.kv");
+  assert.equal(
+    config(["--data-dir", "/tmp/x", "--kv", ":memory:"]).kv,
+    ":memory:",
+  );
+});
+
+Deno.test("config: errors name the flag, env variable or field and the value seen", () => {
+  assert.equal(
+    configError(["--port", "abc"]),
+    "flag --port: expected an integer, got 'abc'",
+  );
+  assert.match(
+    configError(["--port", "70000"]),
+    /^--port: .*got 70000 from flag --port/,
+  );
+  assert.equal(
+    configError([], { PLEXUS_PORT: "abc" }),
+    "env PLEXUS_PORT: expected an integer, got 'abc'",
+  );
+  assert.match(
+    configError([], { PLEXUS_LOG_LEVEL: "loud" }),
+    /^PLEXUS_LOG_LEVEL: .*got "loud" from env PLEXUS_LOG_LEVEL/,
+  );
+  assert.match(
+    configError(["--peers", "ftp://x"]),
+    /^--peers: .*got "ftp:\/\/x"/,
+  );
+  assert.match(
+    configError(["--node-id", "bad id"]),
+    /^--node-id: expected 1-64 letters/,
+  );
+  const file = { "c.json": JSON.stringify({ logStream: { replay: -1 } }) };
+  assert.match(
+    configError(["--config", "c.json"], {}, file),
+    /^logStream\.replay: .*got -1 from config file c\.json/,
+  );
+});
+
+Deno.test("config: bad flags, files and fields are ConfigErrors with one clear line", () => {
+  assert.equal(configError(["--bogus"]), "unknown flag --bogus (see --help)");
+  assert.equal(configError(["--port"]), "flag --port needs a value");
+  assert.equal(
+    configError(["stray"]),
+    "unexpected argument 'stray' (see --help)",
+  );
+  assert.match(
+    configError(["--config", "missing.json"]),
+    /^--config: cannot read 'missing\.json'/,
+  );
+  assert.match(
+    configError(["--config", "c.json"], {}, { "c.json": "{port:" }),
+    /^--config: 'c\.json' is not valid JSON/,
+  );
+  assert.match(
+    configError(["--config", "c.json"], {}, { "c.json": "[1]" }),
+    /must hold a JSON object, got \[1\]/,
+  );
+  assert.match(
+    configError(["--config", "c.json"], {}, { "c.json": '{"prot": 1}' }),
+    /Unrecognized key.*prot/,
+  );
+  for (const msg of [configError(["--bogus"]), configError(["--port", "x"])]) {
+    assert.ok(!msg.includes("\n"));
+  }
+});
+
+Deno.test("config: a __proto__ key in the file cannot pollute prototypes", () => {
+  const c = config(["--config", "c.json"], {}, {
+    "c.json": '{"__proto__": {"polluted": true}, "port": 1}',
+  });
+  assert.equal(c.port, 1);
+  assert.equal(({} as Record<string, unknown>).polluted, undefined);
+});
+
+Deno.test("config: --help lists every flag with its default", () => {
+  assert.deepEqual(loadConfig(["--help"], { env: {} }), { help: true });
+  const help = serveHelp();
+  for (const f of FLAGS) {
+    const line = help.split("\n").find((l) =>
+      l.trimStart().startsWith(`--${f.flag} `)
+    );
+    assert.ok(line, `--${f.flag} missing from help`);
+    assert.ok(
+      line.includes(`default ${f.shownDefault}`),
+      `--${f.flag} default missing`,
+    );
+    if (f.env) assert.ok(line.includes(f.env));
+  }
+  assert.match(help, /--config FILE\.json/);
+});

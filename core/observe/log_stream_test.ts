@@ -1,0 +1,170 @@
+import assert from "node:assert/strict";
+import {
+  createLogStream,
+  type LogStreamOptions,
+  SLOW_CONSUMER_CLOSE_CODE,
+  type StreamMessage,
+} from "./log_stream.ts";
+import { createLogger } from "./logger.ts";
+
+/** A real server whose only route attaches sockets to a hub. */
+function serveHub(options: LogStreamOptions) {
+  const hub = createLogStream(options);
+  const server = Deno.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    onListen: () => {},
+  }, (req) => {
+    const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 0 });
+    hub.attach(socket);
+    return response;
+  });
+  return {
+    hub,
+    url: `ws://127.0.0.1:${server.addr.port}/ws`,
+    port: server.addr.port,
+    async [Symbol.asyncDispose]() {
+      hub.close();
+      await server.shutdown();
+    },
+  };
+}
+
+/** A client that collects messages; `until(n)` waits for n of them. */
+function client(url: string) {
+  const ws = new WebSocket(url);
+  const got: StreamMessage[] = [];
+  let closed: CloseEvent | undefined;
+  let wake = () => {};
+  ws.onmessage = (e) => {
+    got.push(JSON.parse(e.data));
+    wake();
+  };
+  ws.onclose = (e) => {
+    closed = e;
+    wake();
+  };
+  const until = async (pred: () => boolean, what: string) => {
+    const deadline = Date.now() + 10_000;
+    while (!pred()) {
+      if (Date.now() > deadline) {
+        throw new Error(`timed out waiting for ${what}`);
+      }
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, 50);
+      });
+    }
+  };
+  return {
+    ws,
+    got,
+    closed: () => closed,
+    until,
+    count: (n: number) => until(() => got.length >= n, `${n} messages`),
+    async [Symbol.asyncDispose]() {
+      if (ws.readyState !== WebSocket.CLOSED) {
+        ws.close();
+        await until(() => closed !== undefined, "close");
+      }
+    },
+  };
+}
+
+Deno.test("log stream: a new client gets the last 100 messages in order, a connection marker, then live ones", async () => {
+  await using s = serveHub({ heartbeatMs: 0 });
+  const log = createLogger({ sinks: [s.hub.sink] });
+  for (let i = 0; i < 130; i++) log.info(`line ${i}`, { i });
+  log.error("bad thing");
+  await using c = client(s.url);
+  await c.count(101);
+  const replay = c.got.slice(0, 100);
+  assert.deepEqual(
+    replay.map((m) => (m.payload as { msg: string }).msg),
+    [...Array.from({ length: 99 }, (_, k) => `line ${31 + k}`), "bad thing"],
+  );
+  assert.equal(replay[99].type, "error");
+  assert.ok(
+    replay.every((m) =>
+      typeof m.messageId === "string" && !Number.isNaN(Date.parse(m.timestamp))
+    ),
+  );
+  assert.equal(c.got[100].type, "connection");
+  assert.deepEqual(c.got[100].payload, { replayed: 100, clients: 1 });
+  s.hub.publish("status", { plugin: "x", state: "running" });
+  await c.count(102);
+  assert.deepEqual(c.got[101], {
+    ...c.got[101],
+    type: "status",
+    payload: { plugin: "x", state: "running" },
+  });
+  assert.equal(s.hub.stats().clients, 1);
+  assert.equal(s.hub.stats().bufferSize, 100);
+});
+
+Deno.test("log stream: heartbeats reach clients but are not replayed", async () => {
+  await using s = serveHub({ heartbeatMs: 30 });
+  await using c = client(s.url);
+  await c.until(() => c.got.some((m) => m.type === "heartbeat"), "a heartbeat");
+  assert.equal(s.hub.stats().bufferSize, 0);
+});
+
+Deno.test("log stream: a client that stops reading is closed with 4008 and the others keep receiving", async () => {
+  await using s = serveHub({
+    heartbeatMs: 0,
+    maxBufferedBytes: 4 * 1024 * 1024,
+  });
+  // A raw TCP client that completes the handshake and then never reads.
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: s.port });
+  await conn.write(new TextEncoder().encode(
+    `GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+  ));
+  const buf = new Uint8Array(512);
+  const n = await conn.read(buf);
+  assert.match(
+    new TextDecoder().decode(buf.subarray(0, n ?? 0)),
+    /^HTTP\/1\.1 101/,
+  );
+  await using fast = client(s.url);
+  await fast.until(() => s.hub.stats().clients === 2, "both clients attached");
+  const big = "x".repeat(64 * 1024);
+  const total = 400; // 25 MiB: far more than the kernel's socket buffers hold
+  for (let i = 0; i < total; i++) {
+    s.hub.publish("log", { i, big });
+    // Keep the reading client's lag bounded so only the stalled one overflows.
+    if (i % 10 === 9) {
+      await fast.until(
+        () => fast.got.length >= i - 20,
+        "the fast client to catch up",
+      );
+    }
+  }
+  await fast.count(total + 1);
+  assert.equal(s.hub.stats().slowConsumersClosed, 1);
+  assert.equal(s.hub.stats().clients, 1);
+  const live = fast.got.filter((m) => m.type === "log").map((m) =>
+    (m.payload as { i: number }).i
+  );
+  assert.deepEqual(live, Array.from({ length: total }, (_, i) => i));
+  conn.close();
+});
+
+Deno.test("log stream: an oversized inbound message closes that client with 1009", async () => {
+  await using s = serveHub({ heartbeatMs: 0, maxInboundBytes: 16 });
+  await using c = client(s.url);
+  await c.count(1);
+  c.ws.send("y".repeat(100));
+  await c.until(() => c.closed() !== undefined, "close");
+  assert.equal(c.closed()!.code, 1009);
+});
+
+Deno.test("log stream: close() sends 1001 to every client and refuses new ones", async () => {
+  await using s = serveHub({ heartbeatMs: 0 });
+  await using c = client(s.url);
+  await c.count(1);
+  s.hub.close();
+  await c.until(() => c.closed() !== undefined, "close");
+  assert.equal(c.closed()!.code, 1001);
+  assert.equal(SLOW_CONSUMER_CLOSE_CODE, 4008);
+});

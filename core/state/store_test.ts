@@ -1,0 +1,92 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { isLockedError, isRemoteKv, openStore, retryLocked } from "./store.ts";
+import { scopeKv } from "./scoped_kv.ts";
+
+Deno.test("store: opens a file path, creating its folder, and the data survives reopening", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "nested", "plexus.kv");
+    const kv = await openStore(path);
+    await kv.set(["k"], "v");
+    kv.close();
+    const again = await openStore(path);
+    assert.equal((await again.get(["k"])).value, "v");
+    again.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("store: 'database is locked' is retried, other errors are not", async () => {
+  let calls = 0;
+  const v = await retryLocked(() => {
+    if (++calls < 3) return Promise.reject(new Error("database is locked"));
+    return Promise.resolve("ok");
+  }, { baseDelayMs: 1 });
+  assert.equal(v, "ok");
+  assert.equal(calls, 3);
+  calls = 0;
+  await assert.rejects(
+    retryLocked(() => {
+      calls++;
+      return Promise.reject(new Error("disk full"));
+    }, { baseDelayMs: 1 }),
+    /disk full/,
+  );
+  assert.equal(calls, 1);
+  await assert.rejects(
+    retryLocked(() => Promise.reject(new Error("database is locked")), {
+      attempts: 2,
+      baseDelayMs: 1,
+    }),
+    /locked/,
+  );
+  assert.ok(isLockedError(new Error("SQLITE_BUSY: database is locked")));
+  assert.ok(
+    isRemoteKv("http://127.0.0.1:4512") && !isRemoteKv("./data/plexus.kv"),
+  );
+});
+
+Deno.test("store: an unopenable path is an error naming it", async () => {
+  const file = await Deno.makeTempFile();
+  try {
+    await assert.rejects(
+      openStore(join(file, "x.kv")),
+      /Cannot open Deno KV at '.*x\.kv'/,
+    );
+  } finally {
+    await Deno.remove(file);
+  }
+});
+
+Deno.test("scoped kv: keys, lists and atomics stay under the prefix", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const a = scopeKv(kv, ["plugins", "a"]);
+    const b = scopeKv(kv, ["plugins", "b"]);
+    await a.set(["x"], 1);
+    await b.set(["x"], 2);
+    assert.equal((await a.get(["x"])).value, 1);
+    assert.deepEqual((await a.get(["x"])).key, ["x"]);
+    const first = await a.get(["x"]);
+    assert.equal(
+      (await a.atomic().check({ key: ["x"], versionstamp: first.versionstamp })
+        .set(["x"], 3).sum(["n"], 5n).commit()).ok,
+      true,
+    );
+    assert.equal(
+      (await a.atomic().check({ key: ["x"], versionstamp: first.versionstamp })
+        .set(["x"], 4).commit()).ok,
+      false,
+    );
+    const listed = [];
+    for await (const e of a.list({ prefix: [] })) listed.push([e.key, e.value]);
+    assert.deepEqual(listed, [[["n"], new Deno.KvU64(5n)], [["x"], 3]]);
+    await a.delete(["x"]);
+    assert.equal((await kv.get(["plugins", "a", "x"])).value, null);
+    assert.equal((await kv.get(["plugins", "b", "x"])).value, 2);
+  } finally {
+    kv.close();
+  }
+});
