@@ -66,6 +66,11 @@ export async function openStore(
   spec: string,
   options: OpenStoreOptions = {},
 ): Promise<Deno.Kv> {
+  if (typeof Deno.openKv !== "function") {
+    throw new Error(
+      `Cannot open Deno KV at '${spec}': Deno KV is unstable; run with --unstable-kv`,
+    );
+  }
   try {
     if (spec !== ":memory:" && !isRemoteKv(spec)) {
       await Deno.mkdir(dirname(spec), { recursive: true });

@@ -1,0 +1,87 @@
+/**
+ * The single-file artifact: `deno bundle` output runs on its own, outside the
+ * repo and without its deno.json, loads a plugin file next to it and serves.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+async function waitForUrl(lines: ReadableStream<Uint8Array>): Promise<string> {
+  const reader = lines.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += value;
+    const m = /"url":"(http:\/\/[^"]+)"/.exec(buf);
+    if (m) {
+      reader.releaseLock();
+      return m[1];
+    }
+  }
+  throw new Error(`node never said where it listens; output:\n${buf}`);
+}
+
+Deno.test("bundle: dist/plexus.js runs alone with --no-config and loads a plugin beside it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "plexus-bundle-" });
+  try {
+    const out = join(dir, "plexus.js");
+    const bundle = await new Deno.Command(Deno.execPath(), {
+      args: ["bundle", "--platform=deno", "-o", out, "main.ts"],
+      cwd: ROOT,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(bundle.code, 0, new TextDecoder().decode(bundle.stderr));
+    await Deno.writeTextFile(
+      join(dir, "beside.js"),
+      `export default { manifest: { name: "beside", version: "1.0.0", kind: "extension", api: "^1",
+        provides: ["extension:beside"] }, setup: async () => ({ stop: async () => {} }) };\n`,
+    );
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--no-config",
+        "--unstable-kv",
+        "--allow-net=127.0.0.1",
+        "--allow-read",
+        `--allow-write=${dir}`,
+        "--allow-env",
+        out,
+        "--port",
+        "0",
+        "--data-dir",
+        join(dir, "data"),
+        "--plugin",
+        "./beside.js",
+        "--plugin",
+        "builtin:examples/hello",
+      ],
+      cwd: dir,
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    try {
+      const url = await waitForUrl(child.stdout);
+      const res = await fetch(`${url}/health`);
+      const body = await res.json();
+      assert.equal(res.status, 200);
+      assert.deepEqual(Object.keys(body.services).sort(), [
+        "beside",
+        "hello",
+        "kv",
+      ]);
+      const greet = await fetch(`${url}/plugins/hello/greet/bundle`);
+      assert.deepEqual(await greet.json(), { message: "hello, bundle" });
+    } finally {
+      child.kill("SIGTERM");
+      const status = await child.status;
+      await child.stderr.cancel();
+      assert.equal(status.code, 0);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
