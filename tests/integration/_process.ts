@@ -1,0 +1,384 @@
+/**
+ * Spawns real `deno run ... main.ts` processes for the integration tests,
+ * with the same least-privilege permissions as the `start` task (writes only
+ * to a fresh temporary data folder), and watches their JSON log lines.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The repository root (where deno.json and main.ts live). */
+export const REPO: string = fileURLToPath(new URL("../../", import.meta.url));
+/** Absolute path of main.ts. */
+export const MAIN: string = join(REPO, "main.ts");
+/** Absolute path of the fixtures folder. */
+export const FIXTURES: string = fileURLToPath(
+  new URL("../fixtures/", import.meta.url),
+);
+
+/** Readiness and exit waits are generous: CI machines may be slow and busy. */
+export const START_TIMEOUT_MS = 90_000;
+export const EXIT_TIMEOUT_MS = 60_000;
+
+/** One parsed stdout JSON log line. */
+export interface LogLine {
+  ts?: string;
+  level?: string;
+  msg: string;
+  [field: string]: unknown;
+}
+
+/** Options for {@linkcode spawnPlexus}. */
+export interface SpawnOptions {
+  /** Arguments after `main.ts`, on top of the defaults below. */
+  args?: string[];
+  /** Add `--port 0 --data-dir DIR --kv DIR/plexus.kv --plugins-dir ...`. @default {true} */
+  defaults?: boolean;
+  /** The `--port` value among the defaults; `false` leaves the flag out. @default {"0"} */
+  port?: string | false;
+  /** Drop-in folder; by default an empty folder inside the data dir. */
+  pluginsDir?: string;
+  /** Extra environment (PLEXUS_* of the parent are never inherited). */
+  env?: Record<string, string>;
+  /** Extra `deno run` flags, e.g. `--cert ca.pem`. */
+  denoFlags?: string[];
+  /** Extra folders the node may write to (besides its data dir). */
+  allowWrite?: string[];
+  /** Use this (caller-made) temp folder as data dir; removed on close. */
+  dir?: string;
+}
+
+/** Races `promise` against a timer; the error names `what`. */
+export function deadline<T>(
+  promise: Promise<T>,
+  ms: number,
+  what: string,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)),
+      ms,
+    );
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function childEnv(extra: Record<string, string> = {}): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(Deno.env.toObject())) {
+    if (!k.startsWith("PLEXUS_")) env[k] = v;
+  }
+  env.NO_COLOR = "1";
+  return { ...env, ...extra };
+}
+
+interface Waiter {
+  pred: (line: LogLine) => boolean;
+  resolve: (line: LogLine) => void;
+  reject: (err: Error) => void;
+}
+
+/** A running (or finished) plexus process. */
+export class PlexusProcess {
+  readonly child: Deno.ChildProcess;
+  /** Temporary data dir; removed by {@linkcode close}. */
+  readonly dir: string;
+  /** Raw stdout lines. */
+  readonly lines: string[] = [];
+  /** Stdout lines that parsed as JSON objects. */
+  readonly records: LogLine[] = [];
+  /** Everything written to stderr so far. */
+  stderr = "";
+  /** Base URL once the node logged that it listens. */
+  url = "";
+  readonly status: Promise<Deno.CommandStatus>;
+  #waiters = new Set<Waiter>();
+  #readers: Promise<void>;
+  #eof = false;
+  exited = false;
+
+  constructor(child: Deno.ChildProcess, dir: string) {
+    this.child = child;
+    this.dir = dir;
+    this.status = child.status.then((s) => {
+      this.exited = true;
+      return s;
+    });
+    this.#readers = Promise.all([
+      this.#readStdout(),
+      this.#readStderr(),
+    ]).then(() => {});
+  }
+
+  async #readStdout(): Promise<void> {
+    let rest = "";
+    const decoder = new TextDecoder();
+    for await (const chunk of this.child.stdout) {
+      rest += decoder.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = rest.indexOf("\n")) >= 0) {
+        this.#line(rest.slice(0, nl));
+        rest = rest.slice(nl + 1);
+      }
+    }
+    rest += decoder.decode();
+    if (rest) this.#line(rest);
+    this.#eof = true;
+    for (const w of this.#waiters) {
+      w.reject(
+        new Error(
+          `plexus stdout closed before the expected log line; stderr:\n${this.stderr}`,
+        ),
+      );
+    }
+    this.#waiters.clear();
+  }
+
+  async #readStderr(): Promise<void> {
+    const decoder = new TextDecoder();
+    for await (const chunk of this.child.stderr) {
+      this.stderr += decoder.decode(chunk, { stream: true });
+    }
+    this.stderr += decoder.decode();
+  }
+
+  #line(text: string): void {
+    this.lines.push(text);
+    let rec: unknown;
+    try {
+      rec = JSON.parse(text);
+    } catch {
+      return;
+    }
+    if (rec === null || typeof rec !== "object" || Array.isArray(rec)) return;
+    const line = rec as LogLine;
+    this.records.push(line);
+    for (const w of this.#waiters) {
+      if (w.pred(line)) {
+        this.#waiters.delete(w);
+        w.resolve(line);
+      }
+    }
+  }
+
+  /** Resolves with the first (past or future) stdout record matching `pred`. */
+  waitForLog(
+    pred: (line: LogLine) => boolean,
+    what: string,
+    timeoutMs = START_TIMEOUT_MS,
+  ): Promise<LogLine> {
+    const seen = this.records.find(pred);
+    if (seen) return Promise.resolve(seen);
+    if (this.#eof) {
+      return Promise.reject(
+        new Error(
+          `plexus exited without logging ${what}; stderr:\n${this.stderr}`,
+        ),
+      );
+    }
+    let waiter!: Waiter;
+    const p = new Promise<LogLine>((resolve, reject) => {
+      waiter = { pred, resolve, reject };
+      this.#waiters.add(waiter);
+    });
+    return deadline(p, timeoutMs, what).catch((err) => {
+      this.#waiters.delete(waiter);
+      throw err;
+    });
+  }
+
+  /** Whether a stdout record with this exact `msg` was logged. */
+  logged(msg: string): boolean {
+    return this.records.some((r) => r.msg === msg);
+  }
+
+  /** Sends a signal unless the process already exited. */
+  signal(sig: Deno.Signal): void {
+    if (this.exited) return;
+    try {
+      this.child.kill(sig);
+    } catch (err) {
+      if (!(err instanceof TypeError)) throw err; // already gone
+    }
+  }
+
+  /** Waits for exit and for stdout/stderr to be fully read. */
+  async exit(timeoutMs = EXIT_TIMEOUT_MS): Promise<Deno.CommandStatus> {
+    const status = await deadline(this.status, timeoutMs, "plexus to exit");
+    await deadline(this.#readers, timeoutMs, "plexus output to close");
+    return status;
+  }
+
+  /** Kills the process if still running, waits for it and removes its data dir. */
+  async close(): Promise<void> {
+    try {
+      if (!this.exited) {
+        this.signal("SIGKILL");
+      }
+      await this.status;
+      await this.#readers;
+    } finally {
+      await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+    }
+  }
+
+  /** `fetch` relative to the node's URL. */
+  fetch(path: string, init?: RequestInit): Promise<Response> {
+    return fetch(new URL(path, this.url), init);
+  }
+}
+
+/**
+ * Spawns `deno run --allow-net --allow-read --allow-write=DIR --allow-env
+ * --allow-import main.ts ARGS` in the repository root with a fresh temporary
+ * data dir. Does not wait for readiness.
+ */
+export async function spawnPlexus(
+  options: SpawnOptions = {},
+): Promise<PlexusProcess> {
+  const dir = options.dir ??
+    await Deno.makeTempDir({ prefix: "plexus-it-" });
+  const writable = [dir, ...(options.allowWrite ?? [])].join(",");
+  // The child records what it imports (npm: packages, https: plugins) in a
+  // lockfile; give it a private copy so tests never rewrite the repo's.
+  const lock = join(dir, "deno.lock");
+  try {
+    await Deno.copyFile(join(REPO, "deno.lock"), lock);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  const args = [
+    "run",
+    `--lock=${lock}`,
+    "--allow-net",
+    "--allow-read",
+    `--allow-write=${writable}`,
+    "--allow-env",
+    "--allow-import",
+    ...(options.denoFlags ?? []),
+    MAIN,
+  ];
+  if (options.defaults ?? true) {
+    const port = options.port ?? "0";
+    if (port !== false) args.push("--port", port);
+    args.push(
+      "--data-dir",
+      dir,
+      "--kv",
+      join(dir, "plexus.kv"),
+      "--plugins-dir",
+      options.pluginsDir ?? join(dir, "plugins.d"),
+    );
+  }
+  args.push(...(options.args ?? []));
+  const child = new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: REPO,
+    env: childEnv(options.env),
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  return new PlexusProcess(child, dir);
+}
+
+/**
+ * Spawns a node and waits until it logs `plexus listening on URL`.
+ * On failure the process is cleaned up and the error carries its stderr.
+ */
+export async function startPlexus(
+  options: SpawnOptions = {},
+): Promise<PlexusProcess> {
+  const p = await spawnPlexus(options);
+  try {
+    const line = await p.waitForLog(
+      (r) => typeof r.url === "string" && r.msg.startsWith("plexus listening"),
+      "the 'plexus listening' log line",
+    );
+    const url = line.url as string;
+    if (!/^http:\/\/127\.0\.0\.1:\d+$/.test(url)) {
+      throw new Error(`unexpected listen url ${url}`);
+    }
+    p.url = url;
+    return p;
+  } catch (err) {
+    await p.close();
+    throw err;
+  }
+}
+
+/** Result of a process that ran to completion. */
+export interface Finished {
+  code: number;
+  stdout: string;
+  stderr: string;
+  records: LogLine[];
+}
+
+/** Spawns plexus and waits for it to exit on its own (bad flags, bad plugins). */
+export async function runToExit(
+  options: SpawnOptions = {},
+  timeoutMs = EXIT_TIMEOUT_MS + START_TIMEOUT_MS,
+): Promise<Finished> {
+  const p = await spawnPlexus(options);
+  try {
+    const status = await p.exit(timeoutMs);
+    return {
+      code: status.code,
+      stdout: p.lines.join("\n"),
+      stderr: p.stderr,
+      records: p.records,
+    };
+  } finally {
+    await p.close();
+  }
+}
+
+/** Writes a JSON config file into `dir` and returns its path. */
+export async function writeConfig(
+  dir: string,
+  config: unknown,
+  name = "config.json",
+): Promise<string> {
+  const path = join(dir, name);
+  await Deno.writeTextFile(path, JSON.stringify(config));
+  return path;
+}
+
+/** Polls `check` until it returns a truthy value. */
+export async function poll<T>(
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  what: string,
+  timeoutMs = START_TIMEOUT_MS,
+  everyMs = 50,
+): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  while (true) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** The source of a dependency-free plugin (plain object default export). */
+export function plainPluginSource(name: string): string {
+  return `// generated by the plexus integration tests
+export default {
+  manifest: {
+    name: ${JSON.stringify(name)},
+    version: "1.0.0",
+    kind: "extension",
+    api: "^1",
+    provides: [${JSON.stringify(`extension:${name}`)}],
+  },
+  setup(ctx) {
+    ctx.http.get("/whoami", (c) => c.json({ name: ctx.name, url: import.meta.url }));
+    return Promise.resolve({ stop: () => Promise.resolve() });
+  },
+};
+`;
+}
