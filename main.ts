@@ -69,7 +69,7 @@ if (import.meta.main) {
   if (first === "--version" || first === "-V") {
     console.log(VERSION);
   } else if (first === "--help" || first === "-h" || first === "help") {
-    console.log(USAGE);
+    console.log(`${USAGE}\n\n${serveHelp()}`);
   } else if (first === undefined || first.startsWith("-")) {
     await serve(Deno.args);
   } else if (COMMANDS.includes(first)) {

@@ -355,7 +355,7 @@ export function serveHelp(): string {
     ]),
     [
       "--config FILE.json",
-      "JSON config file (any field of the schema); env PLEXUS_CONFIG",
+      "JSON config file (any field of the schema); default none; env PLEXUS_CONFIG",
     ],
     ["-h, --help", "show this help"],
   ];

@@ -23,6 +23,7 @@ import type { NodeIdentity } from "./plugin.ts";
 import { createRouter } from "./router.ts";
 import { openStore } from "./state/store.ts";
 import { createApp } from "./http/app.ts";
+import { errorResponse } from "./http/errors.ts";
 import { VERSION } from "./version.ts";
 
 /** A running node. */
@@ -177,14 +178,36 @@ export async function startNode(
     healthCacheMs: config.health.cacheMs,
     draining: () => draining,
   });
-  const abort = new AbortController();
+  // Requests still running at the drain deadline are answered 503. (Deno
+  // cannot abort a server whose graceful shutdown has begun: aborting the
+  // serve signal then throws an uncaught BadResource and kills the process.)
+  const cutOff = new AbortController();
+  const handler = (
+    req: Request,
+    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+  ): Response | Promise<Response> => {
+    const res = app.fetch(req, info);
+    if (!(res instanceof Promise)) return res;
+    return new Promise<Response>((resolve, reject) => {
+      const onCutOff = () =>
+        resolve(
+          errorResponse(
+            503,
+            "node shutting down: request cut off at the deadline",
+          ),
+        );
+      cutOff.signal.addEventListener("abort", onCutOff, { once: true });
+      res.then(resolve, reject).finally(() =>
+        cutOff.signal.removeEventListener("abort", onCutOff)
+      );
+    });
+  };
   try {
     server = Deno.serve({
       port: config.port,
       hostname: config.host,
-      signal: abort.signal,
       onListen: () => {},
-    }, app.fetch);
+    }, handler);
   } catch (err) {
     await kernel.stop();
     kv.close();
@@ -231,8 +254,14 @@ export async function startNode(
             deadlineMs: config.shutdownTimeoutMs,
           },
         );
-        abort.abort();
-        await server!.finished.catch(() => {});
+        cutOff.abort();
+        // A streaming body may hold its connection; do not wait for ever.
+        let grace: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          server!.finished.catch(() => {}),
+          new Promise((r) => (grace = setTimeout(r, 1000))),
+        ]);
+        clearTimeout(grace);
       }
       await kernel.stop();
       kv.close();
