@@ -13,7 +13,12 @@ Deno.test("hello: greets over HTTP and counts greetings in its KV keyspace", asy
   const count = await (await t.request("/plugins/hello/count/ada")).json();
   assert.deepEqual(count, { count: 2 });
   // The count lives under the plugin's own prefix, not at the root.
-  const raw = await t.kv.get<Deno.KvU64>(["plugins", "hello", "greeted", "ada"]);
+  const raw = await t.kv.get<Deno.KvU64>([
+    "plugins",
+    "hello",
+    "greeted",
+    "ada",
+  ]);
   assert.equal(raw.value?.value, 2n);
   assert.equal((await t.kv.get(["greeted", "ada"])).value, null);
 });
