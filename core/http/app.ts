@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { Hono } from "hono";
+import { type ErrorHandler, Hono, type NotFoundHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { Kernel } from "../kernel.ts";
 import type { Logger } from "../observe/logger.ts";
@@ -133,7 +133,7 @@ export function createApp(deps: AppDeps): Hono {
     }
   });
 
-  app.onError((err, c) => {
+  const onError: ErrorHandler = (err, c) => {
     if (err instanceof HTTPException) {
       const res = err.getResponse();
       if (res.headers.get("content-type")?.includes("application/json")) {
@@ -146,10 +146,11 @@ export function createApp(deps: AppDeps): Hono {
     }
     log.error("unhandled error", { error: err, path: c.req.path });
     return c.json(errorBody(500, "internal error"), 500);
-  });
-  app.notFound((c) =>
-    c.json(errorBody(404, `no route for ${c.req.method} ${c.req.path}`), 404)
-  );
+  };
+  const notFound: NotFoundHandler = (c) =>
+    c.json(errorBody(404, `no route for ${c.req.method} ${c.req.path}`), 404);
+  app.onError(onError);
+  app.notFound(notFound);
 
   let cached: { at: number; report: HealthReport } | undefined;
   let inflight: Promise<HealthReport> | undefined;
@@ -254,6 +255,7 @@ export function createApp(deps: AppDeps): Hono {
       ),
   );
 
+  const withHandlers = new WeakSet<Hono>();
   app.all("/plugins/:name/*", (c) => {
     const sub = kernel.httpFor(c.req.param("name"));
     if (!sub) {
@@ -261,6 +263,11 @@ export function createApp(deps: AppDeps): Hono {
         404,
         `no running plugin '${c.req.param("name")}' serves routes`,
       );
+    }
+    // Plugin apps answer errors and unknown paths in the node's JSON shape.
+    if (!withHandlers.has(sub)) {
+      sub.onError(onError).notFound(notFound);
+      withHandlers.add(sub);
     }
     return sub.fetch(c.req.raw);
   });

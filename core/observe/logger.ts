@@ -76,13 +76,19 @@ export const stdoutSink: LogSink = (record) => {
   Deno.stdout.writeSync(encoder.encode(safeStringify(record) + "\n"));
 };
 
+function errorFields(err: Error): Record<string, unknown> {
+  const out: Record<string, unknown> = { name: err.name, message: err.message };
+  if (err.cause !== undefined) {
+    out.cause = err.cause instanceof Error ? errorFields(err.cause) : err.cause;
+  }
+  return out;
+}
+
 /** JSON.stringify that turns errors into objects and never throws. */
 export function safeStringify(value: unknown): string {
   try {
     return JSON.stringify(value, (_k, v) => {
-      if (v instanceof Error) {
-        return { name: v.name, message: v.message, cause: v.cause };
-      }
+      if (v instanceof Error) return errorFields(v);
       if (typeof v === "bigint") return v.toString();
       return v;
     });
@@ -122,6 +128,12 @@ function makeLogger(
     if (LOG_LEVELS.indexOf(level) < state.min) return;
     const record: LogRecord = { ts: new Date().toISOString(), level, msg };
     Object.assign(record, base, fields);
+    // Errors have no enumerable fields: make them plain so every sink
+    // (stdout, the live log stream) sees the message.
+    for (const k in fields) {
+      const v = fields[k];
+      if (v instanceof Error) record[k] = errorFields(v);
+    }
     const cid = correlation.getStore();
     if (cid !== undefined && record.correlationId === undefined) {
       record.correlationId = cid;

@@ -1,0 +1,108 @@
+import assert from "node:assert/strict";
+import { HTTPException } from "hono/http-exception";
+import { createTestKernel } from "../testing.ts";
+import { definePlugin } from "../plugin.ts";
+import { httpError } from "./errors.ts";
+
+const routes = definePlugin({
+  manifest: {
+    name: "routes",
+    version: "1.0.0",
+    kind: "extension",
+    api: "^1",
+    provides: ["extension:routes"],
+  },
+  setup(ctx) {
+    ctx.http.get("/log", async (c) => {
+      await new Promise((r) => setTimeout(r, 1));
+      ctx.log.info("inside handler");
+      return c.json({ ok: true });
+    });
+    ctx.http.get("/boom", () => {
+      throw new Error("secret internals");
+    });
+    ctx.http.get("/conflict", () => httpError(409, "already there"));
+    ctx.http.get("/plain", () => {
+      throw new HTTPException(403, { message: "nope" });
+    });
+    return Promise.resolve({ stop: () => Promise.resolve() });
+  },
+});
+
+Deno.test("http: plugin log lines made while serving carry the request's correlation id", async () => {
+  await using t = await createTestKernel([routes]);
+  const res = await t.request("/plugins/routes/log", {
+    headers: { "X-Request-Id": "req-42" },
+  });
+  assert.equal(res.headers.get("X-Request-Id"), "req-42");
+  const line = t.logs.find((r) => r.msg === "inside handler");
+  assert.equal(line?.correlationId, "req-42");
+  assert.equal(line?.plugin, "routes");
+  const access = t.logs.find((r) =>
+    r.msg === "http request" && r.path === "/plugins/routes/log"
+  );
+  assert.equal(access?.correlationId, "req-42");
+  const other = await t.request("/plugins/routes/log", {
+    headers: { "X-Request-Id": "bad id with spaces" },
+  });
+  assert.match(other.headers.get("X-Request-Id")!, /^[0-9a-f-]{36}$/);
+});
+
+Deno.test("http: errors are JSON with the right status and no internals", async () => {
+  await using t = await createTestKernel([routes]);
+  const boom = await t.request("/plugins/routes/boom");
+  assert.equal(boom.status, 500);
+  assert.deepEqual(await boom.json(), {
+    error: { code: "internal", message: "internal error" },
+  });
+  const logged = t.logs.find((r) =>
+    r.level === "error" && r.msg === "unhandled error"
+  );
+  assert.equal(
+    (logged?.error as { message: string }).message,
+    "secret internals",
+  );
+  const conflict = await t.request("/plugins/routes/conflict");
+  assert.equal(conflict.status, 409);
+  assert.deepEqual(await conflict.json(), {
+    error: { code: "conflict", message: "already there" },
+  });
+  const plain = await t.request("/plugins/routes/plain");
+  assert.equal(plain.status, 403);
+  assert.deepEqual(await plain.json(), {
+    error: { code: "forbidden", message: "nope" },
+  });
+  const missing = await t.request("/plugins/nobody/x");
+  assert.equal(missing.status, 404);
+  assert.equal((await missing.json()).error.code, "not_found");
+});
+
+Deno.test("http: metrics count requests by route pattern, not raw path", async () => {
+  await using t = await createTestKernel([routes]);
+  await t.request("/plugins/routes/log");
+  await t.request("/nope/1");
+  await t.request("/nope/2");
+  const text = await (await t.request("/metrics")).text();
+  assert.match(
+    text,
+    /plexus_http_requests_total\{method="GET",route="\/plugins\/:name\/\*",status="200"\} 1/,
+  );
+  assert.match(
+    text,
+    /plexus_http_requests_total\{method="GET",route="unmatched",status="404"\} 2/,
+  );
+  assert.ok(!text.includes("/nope/1"));
+});
+
+Deno.test("http: /api/v1/plugins lists name, version, kind, provides and status", async () => {
+  await using t = await createTestKernel([routes]);
+  assert.deepEqual(await (await t.request("/api/v1/plugins")).json(), [
+    {
+      name: "routes",
+      version: "1.0.0",
+      kind: "extension",
+      provides: ["extension:routes"],
+      status: "running",
+    },
+  ]);
+});
