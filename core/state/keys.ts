@@ -1,6 +1,22 @@
 /**
  * Every Deno KV key layout Plexus uses lives here, so the keyspace can be
- * read in one place. Later modules add their prefixes to this file.
+ * read in one place.
+ *
+ * ```
+ * ["plugins", plugin, ...]                       plugin-private keyspace (ctx.kv)
+ * ["kernel", "health-probe"]                     read by /health
+ * ["queue", q, "msg", id]                        queue message record
+ * ["queue", q, "ready", 9 - priority, vs]        ready index → id (vs = commit versionstamp: FIFO)
+ * ["queue", q, "delayed", availableAt, id]       delayed index → id
+ * ["queue", q, "inflight", leaseUntil, id]       lease index → id
+ * ["queue", q, "dead", deadAt, id]               dead-letter index → id
+ * ["queue", q, "idem", key]                      idempotency key → {id, until}
+ * ["queue", q, "count", state]                   KvU64 counters per state
+ * ["sessions", tokenHash]                        session record
+ * ["sessions-by-subject", subject, tokenHash]    index for listing/revoking a subject's sessions
+ * ["election", name]                             lease record {holder, nonce, epoch, ...}
+ * ["nodes", nodeId]                              node registry record
+ * ```
  *
  * @module
  */
@@ -17,3 +33,59 @@ export function pluginPrefix(name: string): Deno.KvKey {
 
 /** Key the health check reads to prove KV answers. */
 export const HEALTH_PROBE_KEY: Deno.KvKey = [KERNEL_PREFIX, "health-probe"];
+
+/** States a queue message moves through. */
+export type QueueCountState = "ready" | "delayed" | "inflight" | "dead";
+
+/** Key layout of durable queue `q`. */
+export function queueKeys(q: string) {
+  return {
+    all: ["queue", q] as Deno.KvKey,
+    msg: (id: string): Deno.KvKey => ["queue", q, "msg", id],
+    msgs: ["queue", q, "msg"] as Deno.KvKey,
+    readyPrefix: ["queue", q, "ready"] as Deno.KvKey,
+    /** `seq` is a versionstamp (or `kv.commitVersionstamp()` when writing). */
+    ready: (
+      priority: number,
+      seq: string | symbol,
+    ): Deno.KvKey => ["queue", q, "ready", 9 - priority, seq as string],
+    delayedPrefix: ["queue", q, "delayed"] as Deno.KvKey,
+    delayed: (
+      at: number,
+      id: string,
+    ): Deno.KvKey => ["queue", q, "delayed", at, id],
+    inflightPrefix: ["queue", q, "inflight"] as Deno.KvKey,
+    inflight: (
+      until: number,
+      id: string,
+    ): Deno.KvKey => ["queue", q, "inflight", until, id],
+    deadPrefix: ["queue", q, "dead"] as Deno.KvKey,
+    dead: (at: number, id: string): Deno.KvKey => ["queue", q, "dead", at, id],
+    idem: (key: string): Deno.KvKey => ["queue", q, "idem", key],
+    count: (state: QueueCountState): Deno.KvKey => ["queue", q, "count", state],
+  };
+}
+
+/** Session record by hashed token. */
+export function sessionKey(tokenHash: string): Deno.KvKey {
+  return ["sessions", tokenHash];
+}
+/** Index of a subject's sessions. */
+export function sessionsBySubjectKey(
+  subject: string,
+  tokenHash?: string,
+): Deno.KvKey {
+  return tokenHash === undefined
+    ? ["sessions-by-subject", subject]
+    : ["sessions-by-subject", subject, tokenHash];
+}
+
+/** Lease record of election `name`. */
+export function electionKey(name: string): Deno.KvKey {
+  return ["election", name];
+}
+
+/** Node registry record (or the prefix of all of them). */
+export function nodeKey(nodeId?: string): Deno.KvKey {
+  return nodeId === undefined ? ["nodes"] : ["nodes", nodeId];
+}

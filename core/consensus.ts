@@ -1,0 +1,36 @@
+/**
+ * The Consensus capability every consensus plugin provides (`consensus:NAME`):
+ * who leads, the fencing epoch, and membership.
+ *
+ * @module
+ */
+
+/** A member as consensus sees it. */
+export interface Member {
+  id: string;
+  address: string;
+  status: "up" | "suspect" | "down";
+  /** Wall-clock ms of the member's last heartbeat. */
+  lastSeen: number;
+}
+
+/** A change of leader. `leader` is null while nobody leads. */
+export interface LeaderChange {
+  leader: string | null;
+  epoch: number;
+}
+
+/** What `kernel.get("consensus:*")` returns. */
+export interface Consensus {
+  /** The plugin's name, e.g. "kv-lease". */
+  readonly name: string;
+  /** The current leader's node id as this node last saw it, or null. */
+  leader(): string | null;
+  /** Whether this node may do leader work right now (before its renew deadline). */
+  isLeader(): boolean;
+  /** The fencing token: increases with every change of leader. 0 before any. */
+  epoch(): number;
+  /** Calls `fn` on every change this node observes; returns the unsubscribe. */
+  onLeaderChange(fn: (change: LeaderChange) => void): () => void;
+  members(): Promise<Member[]>;
+}
