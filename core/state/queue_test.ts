@@ -1,0 +1,325 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { ManualClock } from "../clock.ts";
+import { type Delivery, DurableQueue, LeaseLostError } from "./queue.ts";
+import { openStore } from "./store.ts";
+
+async function setup(name = "jobs") {
+  const kv = await Deno.openKv(":memory:");
+  const clock = new ManualClock(1_000_000);
+  const q = new DurableQueue<string>(kv, name, { clock });
+  return { kv, clock, q, [Symbol.dispose]: () => kv.close() };
+}
+
+const payloads = (ds: Delivery<string>[]) => ds.map((d) => d.payload);
+
+Deno.test("queue: enqueue, claim, ack keeps the result and counts states", async () => {
+  using t = await setup();
+  const { id } = await t.q.enqueue("a");
+  assert.equal((await t.q.get(id))?.state, "ready");
+  const [d] = await t.q.claim(5, 1000, "w1");
+  assert.equal(d.id, id);
+  assert.equal(d.attempts, 1);
+  assert.deepEqual((await t.q.stats()).inflight, 1);
+  assert.equal((await t.q.get(id))?.consumer, "w1");
+  await d.ack({ ok: 1 });
+  const done = await t.q.get(id);
+  assert.equal(done?.state, "done");
+  assert.deepEqual(done?.result, { ok: 1 });
+  assert.deepEqual(await t.q.stats(), {
+    ready: 0,
+    delayed: 0,
+    inflight: 0,
+    dead: 0,
+    oldestReadyAgeMs: 0,
+  });
+  assert.deepEqual(await t.q.claim(5, 1000), []);
+  await assert.rejects(d.ack(), /already settled/);
+});
+
+Deno.test("queue: strict priority among due messages, FIFO within a priority", async () => {
+  using t = await setup();
+  for (
+    const [p, v] of [[1, "low-1"], [9, "top-1"], [4, "mid-1"], [9, "top-2"], [
+      1,
+      "low-2",
+    ], [4, "mid-2"]] as const
+  ) {
+    await t.q.enqueue(v, { priority: p });
+  }
+  assert.deepEqual(payloads(await t.q.claim(3, 1000)), [
+    "top-1",
+    "top-2",
+    "mid-1",
+  ]);
+  await t.q.enqueue("top-3", { priority: 9 });
+  assert.deepEqual(payloads(await t.q.claim(10, 1000)), [
+    "top-3",
+    "mid-2",
+    "low-1",
+    "low-2",
+  ]);
+});
+
+Deno.test("queue: a delayed message is not claimable until due and a sweep promotes it", async () => {
+  using t = await setup();
+  const { id } = await t.q.enqueue("later", { delayMs: 5000 });
+  assert.equal((await t.q.get(id))?.state, "delayed");
+  await t.clock.advance(4999);
+  assert.deepEqual(await t.q.sweep(), { expired: 0, promoted: 0 });
+  assert.deepEqual(await t.q.claim(1, 1000), []);
+  await t.clock.advance(1);
+  assert.deepEqual(await t.q.sweep(), { expired: 0, promoted: 1 });
+  assert.deepEqual(payloads(await t.q.claim(1, 1000)), ["later"]);
+});
+
+Deno.test("queue: an idempotency key deduplicates within its window only", async () => {
+  using t = await setup();
+  const a = await t.q.enqueue("x", {
+    idempotencyKey: "order-7",
+    idempotencyWindowMs: 10_000,
+  });
+  const b = await t.q.enqueue("x again", {
+    idempotencyKey: "order-7",
+    idempotencyWindowMs: 10_000,
+  });
+  assert.deepEqual(b, { id: a.id, deduplicated: true });
+  assert.equal((await t.q.stats()).ready, 1);
+  await t.clock.advance(10_000);
+  const c = await t.q.enqueue("x later", {
+    idempotencyKey: "order-7",
+    idempotencyWindowMs: 10_000,
+  });
+  assert.equal(c.deduplicated, false);
+  assert.notEqual(c.id, a.id);
+  // Concurrent enqueues with one key make exactly one message.
+  const racing = await Promise.all(
+    Array.from(
+      { length: 8 },
+      () => t.q.enqueue("r", { idempotencyKey: "race" }),
+    ),
+  );
+  assert.equal(new Set(racing.map((r) => r.id)).size, 1);
+  assert.equal(racing.filter((r) => !r.deduplicated).length, 1);
+});
+
+Deno.test("queue: an expired lease returns the message to ready and the old holder's ack fails", async () => {
+  using t = await setup();
+  await t.q.enqueue("job");
+  const [first] = await t.q.claim(1, 1000, "w1");
+  await t.clock.advance(999);
+  assert.deepEqual(await t.q.sweep(), { expired: 0, promoted: 0 });
+  await t.clock.advance(2);
+  assert.deepEqual(await t.q.sweep(), { expired: 1, promoted: 0 });
+  const msg = await t.q.get(first.id);
+  assert.equal(msg?.state, "ready");
+  assert.match(msg!.errors[0].error, /lease expired \(held by w1\)/);
+  const [second] = await t.q.claim(1, 1000, "w2");
+  assert.equal(second.attempts, 2);
+  await assert.rejects(first.ack(), LeaseLostError);
+  await second.ack();
+  assert.equal((await t.q.get(first.id))?.state, "done");
+});
+
+Deno.test("queue: inProgress extends the lease past its first deadline", async () => {
+  using t = await setup();
+  await t.q.enqueue("long");
+  const [d] = await t.q.claim(1, 1000);
+  await t.clock.advance(800);
+  await d.inProgress(1000);
+  await t.clock.advance(900);
+  assert.deepEqual(await t.q.sweep(), { expired: 0, promoted: 0 });
+  await d.ack();
+  assert.equal((await t.q.stats()).inflight, 0);
+});
+
+Deno.test("queue: nak with a delay waits that long; without one it backs off exponentially", async () => {
+  using t = await setup();
+  const { id } = await t.q.enqueue("flaky", {
+    maxAttempts: 5,
+    backoff: { baseMs: 100, maxMs: 250 },
+  });
+  let [d] = await t.q.claim(1, 1000);
+  await d.nak(2000, "busy");
+  assert.equal((await t.q.get(id))?.availableAt, t.clock.now() + 2000);
+  await t.clock.advance(2000);
+  await t.q.sweep();
+  const seen: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    [d] = await t.q.claim(1, 1000);
+    const before = t.clock.now();
+    await d.nak(undefined, `fail ${d.attempts}`);
+    seen.push((await t.q.get(id))!.availableAt - before);
+    await t.clock.advance(1000);
+    await t.q.sweep();
+  }
+  assert.deepEqual(
+    seen,
+    [200, 250, 250],
+    "attempts 2..4: 100*2^1, then capped at 250",
+  );
+  [d] = await t.q.claim(1, 1000);
+  await d.nak(0, "again");
+  assert.equal(
+    (await t.q.get(id))?.state,
+    "dead",
+    "the 5th attempt was the last",
+  );
+});
+
+Deno.test("queue: nak(0) makes the message ready at once", async () => {
+  using t = await setup();
+  await t.q.enqueue("now");
+  const [d] = await t.q.claim(1, 1000);
+  await d.nak(0);
+  assert.equal((await t.q.claim(1, 1000))[0].attempts, 2);
+});
+
+Deno.test("queue: after max attempts the message is dead-lettered with its error history", async () => {
+  using t = await setup();
+  const { id } = await t.q.enqueue("poison", { maxAttempts: 3 });
+  for (let i = 1; i <= 3; i++) {
+    const [d] = await t.q.claim(1, 1000, `w${i}`);
+    await d.nak(0, `boom ${i}`);
+  }
+  const dead = await t.q.get(id);
+  assert.equal(dead?.state, "dead");
+  assert.equal(dead?.deadReason, "max attempts (3) reached");
+  assert.deepEqual(dead?.errors.map((e) => [e.attempt, e.error, e.consumer]), [
+    [1, "boom 1", "w1"],
+    [2, "boom 2", "w2"],
+    [3, "boom 3", "w3"],
+  ]);
+  assert.deepEqual((await t.q.dlq()).map((m) => m.id), [id]);
+  assert.equal((await t.q.stats()).dead, 1);
+});
+
+Deno.test("queue: a lease that expires on the last attempt dead-letters the message", async () => {
+  using t = await setup();
+  const { id } = await t.q.enqueue("hangs", { maxAttempts: 1 });
+  await t.q.claim(1, 1000, "w1");
+  await t.clock.advance(1001);
+  assert.deepEqual(await t.q.sweep(), { expired: 1, promoted: 0 });
+  const dead = await t.q.get(id);
+  assert.equal(dead?.state, "dead");
+  assert.match(dead!.errors.at(-1)!.error, /lease expired/);
+});
+
+Deno.test("queue: term dead-letters at once; DLQ replay and purge", async () => {
+  using t = await setup();
+  const a = await t.q.enqueue("bad input", { maxAttempts: 10 });
+  const b = await t.q.enqueue("also bad", { maxAttempts: 10 });
+  for (const d of await t.q.claim(2, 1000)) await d.term("cannot parse");
+  // Same deadAt: DLQ order falls back to id.
+  const expected = [[a.id, "cannot parse"], [b.id, "cannot parse"]].sort();
+  assert.deepEqual(
+    (await t.q.dlq()).map((m) => [m.id, m.deadReason]),
+    expected,
+  );
+  assert.equal(await t.q.replay(a.id), true);
+  assert.equal(await t.q.replay(a.id), false, "not dead any more");
+  const [again] = await t.q.claim(1, 1000);
+  assert.equal(again.id, a.id);
+  assert.equal(again.attempts, 1, "replay resets the attempt budget");
+  assert.equal(await t.q.purge(), 1);
+  assert.equal(await t.q.get(b.id), null);
+  assert.deepEqual(await t.q.stats(), {
+    ready: 0,
+    delayed: 0,
+    inflight: 1,
+    dead: 0,
+    oldestReadyAgeMs: 0,
+  });
+});
+
+Deno.test("queue: stats report depth and the oldest ready age", async () => {
+  using t = await setup();
+  await t.q.enqueue("old", { priority: 1 });
+  await t.clock.advance(500);
+  await t.q.enqueue("new", { priority: 8 });
+  await t.q.enqueue("later", { delayMs: 1000 });
+  await t.clock.advance(250);
+  assert.deepEqual(await t.q.stats(), {
+    ready: 2,
+    delayed: 1,
+    inflight: 0,
+    dead: 0,
+    oldestReadyAgeMs: 750,
+  });
+});
+
+Deno.test("queue: bad input is refused with clear errors and stores nothing", async () => {
+  using t = await setup();
+  await assert.rejects(
+    t.q.enqueue("x", { priority: 10 }),
+    /priority must be an integer 0-9, got 10/,
+  );
+  await assert.rejects(
+    t.q.enqueue("x", { delayMs: -1 }),
+    /delayMs must be >= 0, got -1/,
+  );
+  await assert.rejects(
+    t.q.enqueue("x", { maxAttempts: 0 }),
+    /maxAttempts must be an integer 1-1000, got 0/,
+  );
+  await assert.rejects(t.q.enqueue("x".repeat(70_000)), (err: unknown) => {
+    assert.ok(err instanceof RangeError);
+    assert.match(err.message, /exceeds Deno KV's 64 KiB value limit/);
+    return true;
+  });
+  const { id } = await t.q.enqueue("ok", { id: "fixed" });
+  await assert.rejects(
+    t.q.enqueue("dup", { id }),
+    /message id 'fixed' already exists/,
+  );
+  await assert.rejects(t.q.claim(0, 1000), /n must be a positive integer/);
+  assert.throws(
+    () => new DurableQueue(t.kv, "bad name"),
+    /name must be 1-64 letters/,
+  );
+  assert.deepEqual(await t.q.stats(), {
+    ready: 1,
+    delayed: 0,
+    inflight: 0,
+    dead: 0,
+    oldestReadyAgeMs: 0,
+  });
+});
+
+Deno.test("queue: two handles on one KV file claim concurrently and never share a message", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = join(dir, "q.kv");
+  const kv1 = await openStore(path);
+  const kv2 = await openStore(path);
+  try {
+    const q1 = new DurableQueue<number>(kv1, "shared");
+    const q2 = new DurableQueue<number>(kv2, "shared");
+    for (let i = 0; i < 200; i++) await q1.enqueue(i);
+    const got: number[][] = [[], []];
+    await Promise.all([q1, q2].map(async (q, w) => {
+      for (;;) {
+        const ds = await q.claim(7, 60_000, `w${w}`);
+        if (ds.length === 0) break;
+        for (const d of ds) {
+          got[w].push(d.payload);
+          await d.ack();
+        }
+      }
+    }));
+    const all = [...got[0], ...got[1]].sort((a, b) => a - b);
+    assert.deepEqual(
+      all,
+      Array.from({ length: 200 }, (_, i) => i),
+      "every message exactly once",
+    );
+    assert.ok(
+      got[0].length > 0 && got[1].length > 0,
+      `both handles got work: ${got[0].length}/${got[1].length}`,
+    );
+    assert.equal((await q2.stats()).inflight, 0);
+  } finally {
+    kv1.close();
+    kv2.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
