@@ -441,7 +441,6 @@ export class DurableQueue<T = unknown> {
       }
       vs = res.versionstamp;
     };
-    const self = this;
     return {
       get id() {
         return msg.id;
@@ -458,38 +457,38 @@ export class DurableQueue<T = unknown> {
       get settled() {
         return settled;
       },
-      async ack(result?: unknown) {
+      ack: async (result?: unknown) => {
         await transition((m) => {
           const done: QueueMessage<T> = {
             ...m,
             state: "done",
-            finishedAt: self.#clock.now(),
+            finishedAt: this.#clock.now(),
             ...(result !== undefined ? { result } : {}),
           };
           delete done.leaseId;
-          const op = self.#kv.atomic()
-            .set(self.#keys.msg(m.id), done, { expireIn: self.#retention })
-            .delete(self.#keys.inflight(m.leaseUntil!, m.id));
-          self.#count(op, "inflight", -1);
+          const op = this.#kv.atomic()
+            .set(this.#keys.msg(m.id), done, { expireIn: this.#retention })
+            .delete(this.#keys.inflight(m.leaseUntil!, m.id));
+          this.#count(op, "inflight", -1);
           return op;
         }, "ack").catch((err) => tooLarge(err, `ack '${msg.id}'`));
         settled = true;
       },
-      async nak(delayMs?: number, error = "nak") {
-        await transition((m) => self.#retryOrDead(m, error, delayMs), "nak");
+      nak: async (delayMs?: number, error = "nak") => {
+        await transition((m) => this.#retryOrDead(m, error, delayMs), "nak");
         settled = true;
       },
-      async term(reason: string) {
-        await transition((m) => self.#toDead(m, reason, "inflight"), "term");
+      term: async (reason: string) => {
+        await transition((m) => this.#toDead(m, reason, "inflight"), "term");
         settled = true;
       },
-      async inProgress(extendMs = leaseMs) {
-        const next = { ...msg, leaseUntil: self.#clock.now() + extendMs };
+      inProgress: async (extendMs = leaseMs) => {
+        const next = { ...msg, leaseUntil: this.#clock.now() + extendMs };
         await transition((m) =>
-          self.#kv.atomic()
-            .delete(self.#keys.inflight(m.leaseUntil!, m.id))
-            .set(self.#keys.msg(m.id), next)
-            .set(self.#keys.inflight(next.leaseUntil, m.id), m.id), "extend");
+          this.#kv.atomic()
+            .delete(this.#keys.inflight(m.leaseUntil!, m.id))
+            .set(this.#keys.msg(m.id), next)
+            .set(this.#keys.inflight(next.leaseUntil, m.id), m.id), "extend");
         msg = next;
       },
     };
