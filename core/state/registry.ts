@@ -55,8 +55,11 @@ export interface StatusThresholds {
 /** Options for {@linkcode createRegistry}. */
 export interface RegistryOptions {
   nodeId: string;
-  /** Base URL other nodes reach this one at. */
-  address: string;
+  /**
+   * Base URL other nodes reach this one at, or a getter read at every
+   * heartbeat (the URL is known only once the server listens).
+   */
+  address: string | (() => string);
   version: string;
   /** @default {systemClock} */
   clock?: Clock;
@@ -228,11 +231,17 @@ export function createRegistry(
       }`,
     );
   }
-  if (typeof address !== "string" || typeof version !== "string") {
+  if (typeof address !== "string" && typeof address !== "function") {
     throw new TypeError(
-      `Cannot create registry: address and version must be strings, got ${typeof address} and ${typeof version}`,
+      `Cannot create registry: address must be a string or a function, got ${typeof address}`,
     );
   }
+  if (typeof version !== "string") {
+    throw new TypeError(
+      `Cannot create registry: version must be a string, got ${typeof version}`,
+    );
+  }
+  const addressNow = typeof address === "string" ? () => address : address;
   const clock = options.clock ?? systemClock;
   const heartbeatMs = checkMs("heartbeatMs", options.heartbeatMs ?? 1_000);
   const suspectAfterMs = checkMs(
@@ -258,7 +267,7 @@ export function createRegistry(
     const now = clock.now();
     const record: NodeRecord = {
       id: nodeId,
-      address,
+      address: addressNow(),
       version,
       load: load(),
       heartbeatAt: now,

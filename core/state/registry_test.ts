@@ -205,6 +205,24 @@ Deno.test("registry: two nodes on one KV see each other", async () => {
   }
 });
 
+Deno.test("registry: an address getter is read at every heartbeat", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const clock = new ManualClock(T0);
+    let address = "http://0.0.0.0:0";
+    const registry = createRegistry(
+      kv,
+      options("node-a", clock, { address: () => address }),
+    );
+    address = "http://127.0.0.1:41234"; // known once the server listens
+    await registry.start();
+    assert.equal((await record(kv, "node-a"))?.address, address);
+    await registry.stop();
+  } finally {
+    kv.close();
+  }
+});
+
 Deno.test("registry: a failed heartbeat goes to onError and the loop goes on", async () => {
   const kv = await Deno.openKv(":memory:");
   const clock = new ManualClock(T0);
@@ -298,6 +316,15 @@ Deno.test("registry: thresholds and identity are validated", async () => {
     assert.throws(
       () => createRegistry(kv, options("", clock)),
       (e) => e instanceof TypeError && /nodeId .* ''/.test(e.message),
+    );
+    assert.throws(
+      () =>
+        createRegistry(kv, {
+          nodeId: "a",
+          address: 8080 as unknown as string,
+          version: "1",
+        }),
+      (e) => e instanceof TypeError && /got number/.test(e.message),
     );
     // The defaults (1000 / 5000 / 15000) are consistent.
     assert.deepEqual(
