@@ -38,6 +38,14 @@ export const configSchema = z.strictObject({
     heartbeatMs: z.number().int().min(0).default(30_000),
     maxBufferedBytes: z.number().int().min(1024).default(1 << 20),
   }).prefault({}),
+  tasks: z.strictObject({
+    /** Task handlers running at once on this node. */
+    concurrency: z.number().int().min(1).max(1000).default(8),
+    /** Lease per task; renewed every half lease while it runs. */
+    leaseMs: z.number().int().min(100).max(3_600_000).default(30_000),
+    /** Attempts before a task is dead. */
+    maxAttempts: z.number().int().min(1).max(100).default(3),
+  }).prefault({}),
   health: z.strictObject({
     /** Results are reused for this long so probes cannot overload plugins. */
     cacheMs: z.number().int().min(0).max(60_000).default(1000),

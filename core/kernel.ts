@@ -63,7 +63,10 @@ export interface PluginInfo {
   error?: string;
 }
 
-/** Capabilities the kernel itself provides to every plugin. */
+/**
+ * Capabilities the kernel always provides (more can be added through
+ * {@linkcode KernelOptions.core}, e.g. `tasks:local`).
+ */
 export const CORE_CAPABILITIES = ["state:kv", "router:local"] as const;
 
 /** Options for {@linkcode createKernel}. */
@@ -81,6 +84,8 @@ export interface KernelOptions {
   stopTimeoutMs?: number;
   /** Deadline for each plugin's health check. @default {2000} */
   healthTimeoutMs?: number;
+  /** Extra kernel-provided capabilities and the values `get` returns for them. */
+  core?: Record<string, unknown>;
   /** Told about every state change (feeds the live log stream). */
   onStatus?: (
     event: { plugin: string; state: PluginState; error?: string },
@@ -250,6 +255,11 @@ export function createKernel(options: KernelOptions): Kernel {
   const controllers = new Map<string, AbortController>();
   const startTimeout = options.startTimeoutMs ?? 10_000;
   const stopTimeout = options.stopTimeoutMs ?? 5_000;
+  const coreApis: Record<string, unknown> = {
+    "state:kv": kv,
+    "router:local": router,
+    ...options.core,
+  };
   const healthTimeout = options.healthTimeoutMs ?? 2_000;
 
   const stateGauge = metrics.gauge(
@@ -308,7 +318,7 @@ export function createKernel(options: KernelOptions): Kernel {
 
     async start() {
       const plugins = [...records.values()].map((r) => r.plugin);
-      const plan = resolvePlan(plugins);
+      const plan = resolvePlan(plugins, Object.keys(coreApis));
       // Validate every config before anything starts, so a typo never leaves
       // half a node running.
       const configs = new Map<string, unknown>();
@@ -488,8 +498,7 @@ export function createKernel(options: KernelOptions): Kernel {
     },
 
     get<T>(capability: string): T {
-      if (capability === "state:kv") return kv as T;
-      if (capability === "router:local") return router as T;
+      if (capability in coreApis) return coreApis[capability] as T;
       for (const name of started) {
         const r = records.get(name)!;
         if (
@@ -504,7 +513,7 @@ export function createKernel(options: KernelOptions): Kernel {
     },
 
     has(capability) {
-      if ((CORE_CAPABILITIES as readonly string[]).includes(capability)) {
+      if (capability in coreApis) {
         return true;
       }
       return started.some((n) =>

@@ -25,6 +25,8 @@ import { openStore } from "./state/store.ts";
 import { createApp } from "./http/app.ts";
 import { errorResponse } from "./http/errors.ts";
 import { VERSION } from "./version.ts";
+import type { Consensus } from "./consensus.ts";
+import { createTaskService, type TaskService } from "./tasks.ts";
 
 /** A running node. */
 export interface NodeHandle {
@@ -32,6 +34,7 @@ export interface NodeHandle {
   url: string;
   node: NodeIdentity;
   kernel: Kernel;
+  tasks: TaskService;
   log: Logger;
   logStream: LogStream;
   /**
@@ -132,12 +135,27 @@ export async function startNode(
     onError: (err, topic) =>
       nodeLog.error("router handler failed", { topic, error: err }),
   });
+  const consensus = (): Consensus | undefined =>
+    kernel.has("consensus:*")
+      ? kernel.get<Consensus>("consensus:*")
+      : undefined;
+  const tasks = createTaskService(kv, {
+    nodeId,
+    log: nodeLog.child({ component: "tasks" }),
+    metrics,
+    concurrency: config.tasks.concurrency,
+    leaseMs: config.tasks.leaseMs,
+    maxAttempts: config.tasks.maxAttempts,
+    // The leader sweeps; with no consensus plugin every node does.
+    sweeper: () => consensus()?.isLeader() ?? true,
+  });
   const kernel = createKernel({
     log: nodeLog,
     metrics,
     kv,
     router,
     node,
+    core: { "tasks:local": tasks },
     pluginConfig: config.pluginConfig,
     startTimeoutMs: config.pluginStartTimeoutMs,
     onStatus: (e) => {
@@ -161,6 +179,7 @@ export async function startNode(
       kernel.register(value, origin);
     }
     await kernel.start();
+    tasks.start();
   } catch (err) {
     kv.close();
     logStream.close();
@@ -175,6 +194,7 @@ export async function startNode(
     log: nodeLog,
     logStream,
     node,
+    tasks,
     healthCacheMs: config.health.cacheMs,
     draining: () => draining,
   });
@@ -209,6 +229,7 @@ export async function startNode(
       onListen: () => {},
     }, handler);
   } catch (err) {
+    await tasks.stop(0);
     await kernel.stop();
     kv.close();
     logStream.close();
@@ -263,6 +284,9 @@ export async function startNode(
         ]);
         clearTimeout(grace);
       }
+      // Tasks still running at the deadline keep their leases, which expire
+      // and hand them to another node.
+      await tasks.stop(config.shutdownTimeoutMs);
       await kernel.stop();
       kv.close();
       nodeLog.info("stopped", { node: nodeId });
@@ -270,5 +294,5 @@ export async function startNode(
     return closing;
   };
 
-  return { url, node, kernel, log: nodeLog, logStream, shutdown };
+  return { url, node, kernel, tasks, log: nodeLog, logStream, shutdown };
 }

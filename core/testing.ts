@@ -13,6 +13,7 @@ import { createLogStream } from "./observe/log_stream.ts";
 import { createMetrics, type MetricsRegistry } from "./observe/metrics.ts";
 import { createRouter, type Router } from "./router.ts";
 import { VERSION } from "./version.ts";
+import { createTaskService, type TaskService } from "./tasks.ts";
 
 /** A kernel set up for tests. Dispose it with `await using` or `close()`. */
 export interface TestKernel extends AsyncDisposable {
@@ -20,6 +21,8 @@ export interface TestKernel extends AsyncDisposable {
   kv: Deno.Kv;
   router: Router;
   metrics: MetricsRegistry;
+  /** The task service (`tasks:local`), working its queue on this kernel. */
+  tasks: TaskService;
   /** Every log record, in order. */
   logs: LogRecord[];
   /** Sends a request through the node's HTTP app (routes, errors, metrics). */
@@ -73,12 +76,19 @@ export async function createTestKernel(
     address: "http://127.0.0.1:0",
     dataDir: ".",
   };
+  const tasks = createTaskService(kv, {
+    nodeId: node.id,
+    log,
+    metrics,
+    leaseMs: 5000,
+  });
   const kernel = createKernel({
     log,
     metrics,
     kv,
     router,
     node,
+    core: { "tasks:local": tasks },
     pluginConfig: options.pluginConfig,
     startTimeoutMs: options.startTimeoutMs,
   });
@@ -89,6 +99,7 @@ export async function createTestKernel(
     log,
     logStream,
     node,
+    tasks,
     healthCacheMs: 0,
     draining: () => false,
   });
@@ -96,13 +107,17 @@ export async function createTestKernel(
   const close = async () => {
     if (closed) return;
     closed = true;
+    await tasks.stop(1000);
     await kernel.stop();
     logStream.close();
     kv.close();
   };
   try {
     plugins.forEach((p, i) => kernel.register(p, `test:${i}`));
-    if (options.start ?? true) await kernel.start();
+    if (options.start ?? true) {
+      await kernel.start();
+      tasks.start();
+    }
   } catch (err) {
     await close();
     throw err;
@@ -112,6 +127,7 @@ export async function createTestKernel(
     kv,
     router,
     metrics,
+    tasks,
     logs,
     app,
     request: async (path, init) => await app.request(path, init),

@@ -14,6 +14,8 @@ import type { LogStream } from "../observe/log_stream.ts";
 import type { NodeIdentity } from "../plugin.ts";
 import { HEALTH_PROBE_KEY } from "../state/keys.ts";
 import { errorBody, errorResponse } from "./errors.ts";
+import type { TaskService } from "../tasks.ts";
+import { taskRoutes } from "./tasks.ts";
 
 /** Header carrying the request id on every response. */
 export const REQUEST_ID_HEADER = "X-Request-Id";
@@ -46,6 +48,8 @@ export interface AppDeps {
   log: Logger;
   logStream: LogStream;
   node: NodeIdentity;
+  /** Serves `/api/v1/tasks` when given. */
+  tasks?: TaskService;
   /** Reuse a health report for this long. @default {1000} */
   healthCacheMs?: number;
   /** True once shutdown began: health turns unhealthy, new sockets refused. */
@@ -254,6 +258,8 @@ export function createApp(deps: AppDeps): Hono {
         })),
       ),
   );
+
+  if (deps.tasks) app.route("/api/v1/tasks", taskRoutes(deps.tasks));
 
   const withHandlers = new WeakSet<Hono>();
   app.all("/plugins/:name/*", (c) => {

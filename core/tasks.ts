@@ -1,0 +1,274 @@
+/**
+ * Tasks: typed units of work submitted over HTTP to any node and run by some
+ * node, on the durable queue `tasks`. Plugins add task types with
+ * `kernel.get<TaskService>("tasks:local").register(type, handler)`; `echo`
+ * and `sleep` are built in for demos and tests.
+ *
+ * When a consensus plugin is loaded only its leader sweeps expired leases
+ * and promotes delayed tasks; without one every node sweeps (safe: sweeps
+ * use check-and-set).
+ *
+ * @module
+ */
+import { z } from "zod";
+import { type Clock, systemClock } from "./clock.ts";
+import { describeIssues } from "./plugin.ts";
+import type { Logger } from "./observe/logger.ts";
+import type { MetricsRegistry } from "./observe/metrics.ts";
+import { consume, type Consumer } from "./state/consumer.ts";
+import {
+  type Delivery,
+  DurableQueue,
+  type QueueMessage,
+} from "./state/queue.ts";
+
+/** What the queue carries for a task. */
+export interface TaskBody {
+  type: string;
+  payload: unknown;
+  key?: string;
+}
+
+/** A task as `GET /api/v1/tasks/{id}` shows it. */
+export interface TaskView {
+  id: string;
+  status: "ready" | "running" | "done" | "failed" | "dead";
+  attempts: number;
+  type: string;
+  node?: string;
+  result?: unknown;
+  error?: string;
+}
+
+/** Runs one task; the return value is its result. */
+export type TaskHandler = (
+  payload: unknown,
+  ctx: { id: string; attempt: number; signal: AbortSignal },
+) => Promise<unknown>;
+
+/** Options for {@linkcode createTaskService}. */
+export interface TaskServiceOptions {
+  nodeId: string;
+  log: Logger;
+  metrics: MetricsRegistry;
+  clock?: Clock;
+  /** True when this node should sweep (leader, or no consensus). @default {() => true} */
+  sweeper?: () => boolean;
+  /** Handlers running at once on this node. @default {8} */
+  concurrency?: number;
+  /** Lease per task, renewed while it runs. @default {30000} */
+  leaseMs?: number;
+  /** Attempts before a task is dead. @default {3} */
+  maxAttempts?: number;
+}
+
+/** Submission fields (the body of `POST /api/v1/tasks`). */
+export interface TaskSubmission {
+  type: string;
+  payload?: unknown;
+  key?: string;
+  priority?: number;
+  idempotencyKey?: string;
+}
+
+/** The task service. */
+export interface TaskService {
+  readonly queue: DurableQueue<TaskBody>;
+  /** Adds a task type; `schema` validates payloads at submit time (bad ones get 400). */
+  register(type: string, handler: TaskHandler, schema?: z.ZodType): void;
+  types(): string[];
+  submit(
+    task: TaskSubmission,
+  ): Promise<{ id: string; status: TaskView["status"]; deduplicated: boolean }>;
+  get(id: string): Promise<TaskView | null>;
+  /** Starts working the queue on this node. */
+  start(): void;
+  stop(deadlineMs?: number): Promise<void>;
+}
+
+/** Thrown for a submission the service cannot accept (maps to HTTP 400). */
+export class TaskInputError extends Error {
+  override name = "TaskInputError";
+}
+
+const TYPE_RE = /^[a-z][a-z0-9._-]{0,63}$/;
+
+/** The public view of a queue message. */
+export function taskView(m: QueueMessage<TaskBody>): TaskView {
+  const status: TaskView["status"] = m.state === "inflight"
+    ? "running"
+    : m.state === "done"
+    ? "done"
+    : m.state === "dead"
+    ? "dead"
+    : m.attempts > 0
+    ? "failed"
+    : "ready";
+  const view: TaskView = {
+    id: m.id,
+    status,
+    attempts: m.attempts,
+    type: m.payload.type,
+  };
+  if (m.consumer) view.node = m.consumer;
+  if (m.state === "done" && m.result !== undefined) view.result = m.result;
+  if ((status === "failed" || status === "dead") && m.errors.length) {
+    view.error = m.errors.at(-1)!.error;
+  }
+  return view;
+}
+
+/**
+ * Creates the task service on `kv`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const tasks = createTaskService(kv, { nodeId: "n1", log, metrics });
+ * tasks.start();
+ * const { id } = await tasks.submit({ type: "echo", payload: { hi: 1 } });
+ * ```
+ */
+export function createTaskService(
+  kv: Deno.Kv,
+  options: TaskServiceOptions,
+): TaskService {
+  const clock = options.clock ?? systemClock;
+  const queue = new DurableQueue<TaskBody>(kv, "tasks", { clock });
+  const handlers = new Map<string, TaskHandler>();
+  const schemas = new Map<string, z.ZodType>();
+  const completed = options.metrics.counter(
+    "plexus_tasks_completed_total",
+    "Tasks finished on this node by type and outcome",
+  );
+  const depth = options.metrics.gauge(
+    "plexus_queue_depth",
+    "Messages per durable queue and state",
+  );
+  const oldest = options.metrics.gauge(
+    "plexus_queue_oldest_ready_age_seconds",
+    "Age of the oldest ready message",
+  );
+  const aborts = new AbortController();
+  let consumer: Consumer | undefined;
+  let statsTimer: ReturnType<typeof setInterval> | undefined;
+
+  const service: TaskService = {
+    queue,
+    register(type, handler, schema) {
+      if (!TYPE_RE.test(type)) {
+        throw new TypeError(
+          `Cannot register task type '${type}': expected ${TYPE_RE}`,
+        );
+      }
+      if (handlers.has(type)) {
+        throw new Error(
+          `Cannot register task type '${type}': it is registered already`,
+        );
+      }
+      handlers.set(type, handler);
+      if (schema) schemas.set(type, schema);
+    },
+    types: () => [...handlers.keys()].sort(),
+    async submit(task) {
+      if (!handlers.has(task.type)) {
+        throw new TaskInputError(
+          `unknown task type '${task.type}' (known: ${
+            service.types().join(", ")
+          })`,
+        );
+      }
+      const schema = schemas.get(task.type);
+      if (schema) {
+        const parsed = schema.safeParse(task.payload);
+        if (!parsed.success) {
+          throw new TaskInputError(
+            `payload for '${task.type}': ${
+              describeIssues(parsed.error, task.payload)
+            }`,
+          );
+        }
+      }
+      const body: TaskBody = { type: task.type, payload: task.payload ?? null };
+      if (task.key !== undefined) body.key = task.key;
+      try {
+        const { id, deduplicated } = await queue.enqueue(body, {
+          priority: task.priority,
+          idempotencyKey: task.idempotencyKey,
+          maxAttempts: options.maxAttempts ?? 3,
+        });
+        const current = deduplicated ? await queue.get(id) : null;
+        return {
+          id,
+          status: current ? taskView(current).status : "ready",
+          deduplicated,
+        };
+      } catch (err) {
+        if (err instanceof RangeError) throw new TaskInputError(err.message);
+        throw err;
+      }
+    },
+    async get(id) {
+      const m = await queue.get(id);
+      return m ? taskView(m) : null;
+    },
+    start() {
+      const run = async (d: Delivery<TaskBody>) => {
+        const handler = handlers.get(d.payload.type);
+        if (!handler) {
+          // Another node may know this type; give it back with a delay.
+          await d.nak(
+            1000,
+            `no handler for task type '${d.payload.type}' on ${options.nodeId}`,
+          );
+          return;
+        }
+        try {
+          const result = await handler(d.payload.payload, {
+            id: d.id,
+            attempt: d.attempts,
+            signal: aborts.signal,
+          });
+          completed.inc({ type: d.payload.type, outcome: "done" });
+          return result;
+        } catch (err) {
+          completed.inc({ type: d.payload.type, outcome: "failed" });
+          throw err;
+        }
+      };
+      consumer = consume(queue, run, {
+        concurrency: options.concurrency ?? 8,
+        leaseMs: options.leaseMs ?? 30_000,
+        consumer: options.nodeId,
+        sweeper: options.sweeper,
+        clock,
+        onError: (err) => options.log.warn("task queue error", { error: err }),
+      });
+      const refresh = async () => {
+        const s = await queue.stats();
+        for (const state of ["ready", "delayed", "inflight", "dead"] as const) {
+          depth.set(s[state], { queue: queue.name, state });
+        }
+        oldest.set(s.oldestReadyAgeMs / 1000, { queue: queue.name });
+      };
+      statsTimer = setInterval(() => refresh().catch(() => {}), 2000);
+      Deno.unrefTimer(statsTimer);
+      refresh().catch(() => {});
+    },
+    async stop(deadlineMs = 10_000) {
+      clearInterval(statsTimer);
+      await consumer?.stop(deadlineMs);
+      aborts.abort(new Error("node shutting down"));
+    },
+  };
+
+  service.register("echo", (payload) => Promise.resolve(payload));
+  const sleepSchema = z.strictObject({
+    ms: z.number().int().min(0).max(3_600_000),
+  });
+  service.register("sleep", async (payload, ctx) => {
+    const { ms } = sleepSchema.parse(payload);
+    await clock.sleep(ms, ctx.signal);
+    return { slept: ms };
+  }, sleepSchema);
+  return service;
+}
