@@ -27,6 +27,7 @@ import { errorResponse } from "./http/errors.ts";
 import { VERSION } from "./version.ts";
 import type { Consensus } from "./consensus.ts";
 import { createTaskService, type TaskService } from "./tasks.ts";
+import { createRegistry } from "./state/registry.ts";
 
 /** A running node. */
 export interface NodeHandle {
@@ -186,8 +187,18 @@ export async function startNode(
     throw err;
   }
 
+  // Created now so the app can list members; started once the server listens
+  // and the address is known.
+  const registry = createRegistry(kv, {
+    nodeId,
+    address: () => node.address,
+    version: VERSION,
+    load: () => ({ inflight: tasks.running(), rss: Deno.memoryUsage().rss }),
+    onError: (err) => nodeLog.warn("registry heartbeat failed", { error: err }),
+  });
   let draining = false;
   const app = createApp({
+    registry,
     kernel,
     kv,
     metrics,
@@ -245,6 +256,19 @@ export async function startNode(
     : addr.hostname;
   const url = `http://${host}:${addr.port}`;
   node.address = url;
+  try {
+    await registry.start();
+  } catch (err) {
+    await server.shutdown();
+    await tasks.stop(0);
+    await kernel.stop();
+    kv.close();
+    logStream.close();
+    throw new Error(
+      `Cannot join the node registry: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
   nodeLog.info(`plexus listening on ${url}`, {
     url,
     version: VERSION,
@@ -260,6 +284,8 @@ export async function startNode(
         deadlineMs: config.shutdownTimeoutMs,
       });
       logStream.close();
+      // Leave the registry first: peers see this node down while it drains.
+      await registry.stop();
       let timer: ReturnType<typeof setTimeout> | undefined;
       const timedOut = await Promise.race([
         server!.shutdown().then(() => false),

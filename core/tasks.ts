@@ -81,6 +81,8 @@ export interface TaskService {
     task: TaskSubmission,
   ): Promise<{ id: string; status: TaskView["status"]; deduplicated: boolean }>;
   get(id: string): Promise<TaskView | null>;
+  /** Tasks running on this node now. */
+  running(): number;
   /** Starts working the queue on this node. */
   start(): void;
   stop(deadlineMs?: number): Promise<void>;
@@ -169,6 +171,7 @@ export function createTaskService(
       if (schema) schemas.set(type, schema);
     },
     types: () => [...handlers.keys()].sort(),
+    running: () => consumer?.running ?? 0,
     async submit(task) {
       if (!handlers.has(task.type)) {
         throw new TaskInputError(

@@ -15,6 +15,8 @@ import type { NodeIdentity } from "../plugin.ts";
 import { HEALTH_PROBE_KEY } from "../state/keys.ts";
 import { errorBody, errorResponse } from "./errors.ts";
 import type { TaskService } from "../tasks.ts";
+import type { Consensus } from "../consensus.ts";
+import { clusterView, type Registry } from "../state/registry.ts";
 import { taskRoutes } from "./tasks.ts";
 
 /** Header carrying the request id on every response. */
@@ -48,6 +50,8 @@ export interface AppDeps {
   log: Logger;
   logStream: LogStream;
   node: NodeIdentity;
+  /** The node registry; `/api/v1/cluster` lists its members when no consensus plugin runs. */
+  registry?: Pick<Registry, "members">;
   /** Serves `/api/v1/tasks` when given. */
   tasks?: TaskService;
   /** Reuse a health report for this long. @default {1000} */
@@ -258,6 +262,17 @@ export function createApp(deps: AppDeps): Hono {
         })),
       ),
   );
+
+  app.get("/api/v1/cluster", async (c) => {
+    const consensus = kernel.has("consensus:*")
+      ? kernel.get<Consensus>("consensus:*")
+      : undefined;
+    // A consensus plugin's own view of membership wins; else the registry's heartbeats.
+    const members = consensus
+      ? await consensus.members()
+      : await deps.registry?.members() ?? [];
+    return c.json(clusterView({ nodeId: node.id, consensus, members }));
+  });
 
   if (deps.tasks) app.route("/api/v1/tasks", taskRoutes(deps.tasks));
 
