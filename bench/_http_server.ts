@@ -1,0 +1,52 @@
+/**
+ * Server process for bench/http_health.ts.
+ *
+ *   deno run -A bench/_http_server.ts node --data-dir DIR
+ *   deno run -A bench/_http_server.ts bare --body-file F --content-type T
+ *
+ * `node` starts a real node in-process (`startNode`, KV in memory, log level
+ * warn, default sinks); `bare` serves the given bytes from a plain
+ * `Deno.serve`. Both print `{"ready":true,"url":...,"pid":...}` once
+ * listening, and shut down when stdin closes.
+ *
+ * @module
+ */
+import { loadConfig } from "../core/config.ts";
+import { startNode } from "../core/node.ts";
+import { flag, reply, stdinClosed } from "./_util.ts";
+
+const mode = Deno.args[0];
+if (mode === "node") {
+  const dataDir = flag("data-dir") ?? await Deno.makeTempDir();
+  const parsed = loadConfig([
+    "--port",
+    "0",
+    "--kv",
+    ":memory:",
+    "--data-dir",
+    dataDir,
+    "--log-level",
+    "warn",
+  ], { env: {} });
+  if (parsed.help) throw new Error("unexpected --help");
+  const node = await startNode(parsed.config);
+  reply({ ready: true, url: node.url, pid: Deno.pid });
+  await stdinClosed();
+  await node.shutdown("bench done");
+} else if (mode === "bare") {
+  const body = await Deno.readFile(flag("body-file")!);
+  const contentType = flag("content-type") ?? "application/json";
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    () => new Response(body, { headers: { "content-type": contentType } }),
+  );
+  reply({
+    ready: true,
+    url: `http://127.0.0.1:${server.addr.port}`,
+    pid: Deno.pid,
+  });
+  await stdinClosed();
+  await server.shutdown();
+} else {
+  throw new Error(`unknown mode '${mode}' (node | bare)`);
+}
