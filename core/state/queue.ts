@@ -60,6 +60,8 @@ export interface QueueMessage<T = unknown> {
   leaseId?: string;
   leaseUntil?: number;
   consumer?: string;
+  /** Tag of the last holder transition (recognises an ambiguous commit). */
+  lastOp?: string;
   /** Most recent failures, oldest first (at most 20 kept). */
   errors: AttemptError[];
   result?: unknown;
@@ -247,6 +249,23 @@ export class DurableQueue<T = unknown> {
     }
   }
 
+  /**
+   * Commits the operation `build` makes, retrying "database is locked" with
+   * a freshly built operation each time (one cannot be committed twice).
+   */
+  async #commit(
+    build: () => Deno.AtomicOperation,
+  ): Promise<
+    { res: Deno.KvCommitResult | Deno.KvCommitError; retried: boolean }
+  > {
+    let tries = 0;
+    const res = await retryLocked(() => {
+      tries++;
+      return build().commit();
+    });
+    return { res, retried: tries > 1 };
+  }
+
   /** Adds a message; with an idempotency key, a repeat within the window returns the first id. */
   async enqueue(payload: T, options: EnqueueOptions = {}): Promise<Enqueued> {
     const priority = validPriority(options.priority ?? 4);
@@ -284,34 +303,53 @@ export class DurableQueue<T = unknown> {
           ? { idempotencyKey: options.idempotencyKey }
           : {}),
       };
-      const op = this.#kv.atomic().check({
-        key: this.#keys.msg(id),
-        versionstamp: null,
-      });
+      let idem:
+        | { key: Deno.KvKey; versionstamp: string | null; window: number }
+        | undefined;
       if (options.idempotencyKey !== undefined) {
-        const idemKey = this.#keys.idem(options.idempotencyKey);
-        const seen = await this.#kv.get<{ id: string; until: number }>(idemKey);
+        const key = this.#keys.idem(options.idempotencyKey);
+        const seen = await this.#kv.get<{ id: string; until: number }>(key);
         if (seen.value && seen.value.until > now) {
           return { id: seen.value.id, deduplicated: true };
         }
-        const window = options.idempotencyWindowMs ?? 86_400_000;
-        op.check({ key: idemKey, versionstamp: seen.versionstamp })
-          .set(idemKey, { id, until: now + window }, { expireIn: window });
+        idem = {
+          key,
+          versionstamp: seen.versionstamp,
+          window: options.idempotencyWindowMs ?? 86_400_000,
+        };
       }
-      op.set(this.#keys.msg(id), msg);
-      if (delayMs > 0) op.set(this.#keys.delayed(msg.availableAt, id), id);
-      else {op.set(
-          this.#keys.ready(priority, this.#kv.commitVersionstamp()),
-          id,
-        );}
-      this.#count(op, delayMs > 0 ? "delayed" : "ready", 1);
+      const build = () => {
+        const op = this.#kv.atomic().check({
+          key: this.#keys.msg(id),
+          versionstamp: null,
+        });
+        if (idem) {
+          op.check({ key: idem.key, versionstamp: idem.versionstamp })
+            .set(idem.key, { id, until: now + idem.window }, {
+              expireIn: idem.window,
+            });
+        }
+        op.set(this.#keys.msg(id), msg);
+        if (delayMs > 0) op.set(this.#keys.delayed(msg.availableAt, id), id);
+        else {op.set(
+            this.#keys.ready(priority, this.#kv.commitVersionstamp()),
+            id,
+          );}
+        this.#count(op, delayMs > 0 ? "delayed" : "ready", 1);
+        return op;
+      };
       let res: Deno.KvCommitResult | Deno.KvCommitError;
+      let retried: boolean;
       try {
-        res = await retryLocked(() => op.commit());
+        ({ res, retried } = await this.#commit(build));
       } catch (err) {
         tooLarge(err, `enqueue on '${this.name}'`);
       }
-      if (res.ok) {
+      // After a "database is locked" retry the first try may have landed:
+      // a message under our fresh id can only be ours.
+      const landed = !res.ok && retried && options.id === undefined &&
+        (await this.get(id))?.enqueuedAt === now;
+      if (res.ok || landed) {
         if (delayMs === 0) this.#wake();
         return { id, deduplicated: false };
       }
@@ -384,31 +422,47 @@ export class DurableQueue<T = unknown> {
       entries.map((e) => this.#keys.msg(e.value)),
     );
     const now = this.#clock.now();
-    const op = this.#kv.atomic();
     const claimed: QueueMessage<T>[] = [];
     entries.forEach((e, i) => {
       const current = msgs[i].value;
-      op.check({ key: e.key, versionstamp: e.versionstamp }).delete(e.key);
-      if (!current || current.state !== "ready") return; // an orphaned index entry: just drop it
-      const next: QueueMessage<T> = {
+      if (!current || current.state !== "ready") return; // an orphaned index entry: dropped below
+      claimed.push({
         ...current,
         state: "inflight",
         attempts: current.attempts + 1,
         leaseId: crypto.randomUUID(),
         leaseUntil: now + leaseMs,
         consumer,
-      };
-      op.set(this.#keys.msg(next.id), next).set(
-        this.#keys.inflight(next.leaseUntil!, next.id),
-        next.id,
-      );
-      claimed.push(next);
+      });
     });
-    this.#count(op, "ready", -claimed.length);
-    this.#count(op, "inflight", claimed.length);
-    const res = await retryLocked(() => op.commit());
-    if (!res.ok) return null;
-    return claimed.map((m) => this.#delivery(m, res.versionstamp, leaseMs));
+    const { res, retried } = await this.#commit(() => {
+      const op = this.#kv.atomic();
+      for (const e of entries) {
+        op.check({ key: e.key, versionstamp: e.versionstamp }).delete(e.key);
+      }
+      for (const m of claimed) {
+        op.set(this.#keys.msg(m.id), m).set(
+          this.#keys.inflight(m.leaseUntil!, m.id),
+          m.id,
+        );
+      }
+      this.#count(op, "ready", -claimed.length);
+      this.#count(op, "inflight", claimed.length);
+      return op;
+    });
+    if (res.ok) {
+      return claimed.map((m) => this.#delivery(m, res.versionstamp, leaseMs));
+    }
+    if (!retried) return null;
+    // The locked first try may have landed: our lease ids say what is ours.
+    const after = await this.#kv.getMany<QueueMessage<T>[]>(
+      claimed.map((m) => this.#keys.msg(m.id)),
+    );
+    const ours = after.filter((e, i) =>
+      e.value?.leaseId === claimed[i].leaseId
+    );
+    if (ours.length === 0) return null;
+    return ours.map((e) => this.#delivery(e.value!, e.versionstamp!, leaseMs));
   }
 
   #delivery(
@@ -420,26 +474,46 @@ export class DurableQueue<T = unknown> {
     let vs = versionstamp;
     let settled = false;
     // Settles with a check on the versionstamp this holder last wrote, so a
-    // holder whose lease was taken over fails instead of clobbering.
-    const transition = async (
+    // holder whose lease was taken over fails instead of clobbering. One
+    // transition at a time: a lease extension never races an ack.
+    let chain: Promise<unknown> = Promise.resolve();
+    const transition = (
       build: (m: QueueMessage<T>) => Deno.AtomicOperation,
       verb: string,
-    ) => {
-      if (settled) {
-        throw new Error(
-          `Cannot ${verb} message '${msg.id}': it is already settled`,
+    ): Promise<void> => {
+      const run = async () => {
+        if (settled) {
+          throw new Error(
+            `Cannot ${verb} message '${msg.id}': it is already settled`,
+          );
+        }
+        // Every record a builder writes spreads `m`, so it carries this tag:
+        // after an ambiguous "database is locked" we can tell if it landed.
+        const opId = crypto.randomUUID();
+        const tagged = { ...msg, lastOp: opId };
+        const { res, retried } = await this.#commit(() =>
+          build(tagged).check({ key: this.#keys.msg(msg.id), versionstamp: vs })
         );
-      }
-      const op = build(msg);
-      const res = await retryLocked(() =>
-        op.check({ key: this.#keys.msg(msg.id), versionstamp: vs }).commit()
-      );
-      if (!res.ok) {
+        if (res.ok) {
+          vs = res.versionstamp;
+          return;
+        }
+        if (retried) {
+          const now = await this.#kv.get<QueueMessage<T>>(
+            this.#keys.msg(msg.id),
+          );
+          if (now.value?.lastOp === opId) {
+            vs = now.versionstamp!;
+            return;
+          }
+        }
         throw new LeaseLostError(
           `Cannot ${verb} message '${msg.id}' on '${this.name}': its lease expired and it was taken back`,
         );
-      }
-      vs = res.versionstamp;
+      };
+      const p = chain.then(run);
+      chain = p.catch(() => {});
+      return p;
     };
     return {
       get id() {
@@ -483,12 +557,15 @@ export class DurableQueue<T = unknown> {
         settled = true;
       },
       inProgress: async (extendMs = leaseMs) => {
-        const next = { ...msg, leaseUntil: this.#clock.now() + extendMs };
-        await transition((m) =>
-          this.#kv.atomic()
+        if (settled) return;
+        let next = msg;
+        await transition((m) => {
+          next = { ...m, leaseUntil: this.#clock.now() + extendMs };
+          return this.#kv.atomic()
             .delete(this.#keys.inflight(m.leaseUntil!, m.id))
             .set(this.#keys.msg(m.id), next)
-            .set(this.#keys.inflight(next.leaseUntil, m.id), m.id), "extend");
+            .set(this.#keys.inflight(next.leaseUntil!, m.id), m.id);
+        }, "extend");
         msg = next;
       },
     };
@@ -589,18 +666,16 @@ export class DurableQueue<T = unknown> {
         this.#keys.msg(e.value),
       );
       const m = msgEntry.value;
-      const op = m && m.state === "inflight" && m.leaseUntil === e.key[3]
-        ? this.#retryOrDead(
-          m,
-          `lease expired (held by ${m.consumer ?? "unknown"})`,
-          0,
-        )
-        : this.#kv.atomic().delete(e.key); // stale index entry
-      op.check({ key: e.key, versionstamp: e.versionstamp }, {
-        key: msgEntry.key,
-        versionstamp: msgEntry.versionstamp,
-      });
-      if ((await retryLocked(() => op.commit())).ok && m) expired++;
+      const build = () =>
+        (m && m.state === "inflight" && m.leaseUntil === e.key[3]
+          ? this.#retryOrDead(
+            m,
+            `lease expired (held by ${m.consumer ?? "unknown"})`,
+            0,
+          )
+          : this.#kv.atomic().delete(e.key)) // a stale index entry
+          .check(e, msgEntry);
+      if ((await this.#commit(build)).res.ok && m) expired++;
     }
     const due = this.#kv.list<string>({
       prefix: this.#keys.delayedPrefix,
@@ -613,22 +688,20 @@ export class DurableQueue<T = unknown> {
         this.#keys.msg(e.value),
       );
       const m = msgEntry.value;
-      const op = this.#kv.atomic()
-        .check({ key: e.key, versionstamp: e.versionstamp }, {
-          key: msgEntry.key,
-          versionstamp: msgEntry.versionstamp,
-        })
-        .delete(e.key);
-      if (m && m.state === "delayed") {
-        op.set(this.#keys.msg(m.id), { ...m, state: "ready" })
-          .set(
-            this.#keys.ready(m.priority, this.#kv.commitVersionstamp()),
-            m.id,
-          );
-        this.#count(op, "delayed", -1);
-        this.#count(op, "ready", 1);
-      }
-      if ((await retryLocked(() => op.commit())).ok && m) promoted++;
+      const build = () => {
+        const op = this.#kv.atomic().check(e, msgEntry).delete(e.key);
+        if (m && m.state === "delayed") {
+          op.set(this.#keys.msg(m.id), { ...m, state: "ready" })
+            .set(
+              this.#keys.ready(m.priority, this.#kv.commitVersionstamp()),
+              m.id,
+            );
+          this.#count(op, "delayed", -1);
+          this.#count(op, "ready", 1);
+        }
+        return op;
+      };
+      if ((await this.#commit(build)).res.ok && m) promoted++;
     }
     if (promoted > 0 || expired > 0) this.#wake();
     return { expired, promoted };
@@ -661,14 +734,17 @@ export class DurableQueue<T = unknown> {
     };
     delete next.deadAt;
     delete next.deadReason;
-    const op = this.#kv.atomic()
-      .check(entry)
-      .delete(this.#keys.dead(m.deadAt!, id))
-      .set(this.#keys.msg(id), next)
-      .set(this.#keys.ready(m.priority, this.#kv.commitVersionstamp()), id);
-    this.#count(op, "dead", -1);
-    this.#count(op, "ready", 1);
-    const ok = (await retryLocked(() => op.commit())).ok;
+    const { res } = await this.#commit(() => {
+      const op = this.#kv.atomic()
+        .check(entry)
+        .delete(this.#keys.dead(m.deadAt!, id))
+        .set(this.#keys.msg(id), next)
+        .set(this.#keys.ready(m.priority, this.#kv.commitVersionstamp()), id);
+      this.#count(op, "dead", -1);
+      this.#count(op, "ready", 1);
+      return op;
+    });
+    const ok = res.ok;
     if (ok) this.#wake();
     return ok;
   }
@@ -681,11 +757,14 @@ export class DurableQueue<T = unknown> {
       const entry = await this.#kv.get<QueueMessage<T>>(this.#keys.msg(id));
       const m = entry.value;
       if (!m || m.state !== "dead") continue;
-      const op = this.#kv.atomic().check(entry).delete(entry.key).delete(
-        this.#keys.dead(m.deadAt!, id),
-      );
-      this.#count(op, "dead", -1);
-      if ((await retryLocked(() => op.commit())).ok) n++;
+      const { res } = await this.#commit(() => {
+        const op = this.#kv.atomic().check(entry).delete(entry.key).delete(
+          this.#keys.dead(m.deadAt!, id),
+        );
+        this.#count(op, "dead", -1);
+        return op;
+      });
+      if (res.ok) n++;
     }
     return n;
   }

@@ -10,12 +10,16 @@
  */
 import { dirname } from "node:path";
 
-/** Options for {@linkcode openStore}. */
+/** Options for {@linkcode retryLocked} and {@linkcode openStore}. */
 export interface OpenStoreOptions {
-  /** Attempts before giving up on "database is locked". @default {8} */
+  /** Attempts before giving up on "database is locked". @default {Infinity} (the deadline decides) */
   attempts?: number;
-  /** First backoff in ms; doubles each attempt, with full jitter. @default {25} */
+  /** First backoff in ms; doubles each attempt up to `maxDelayMs`, with full jitter. @default {5} */
   baseDelayMs?: number;
+  /** Longest single backoff. @default {250} */
+  maxDelayMs?: number;
+  /** Give up once this much time has passed. @default {15000} */
+  deadlineMs?: number;
 }
 
 /** Whether `spec` names a KV Connect server rather than a file. */
@@ -37,15 +41,20 @@ export async function retryLocked<T>(
   fn: () => Promise<T>,
   options: OpenStoreOptions = {},
 ): Promise<T> {
-  const attempts = options.attempts ?? 8;
-  const base = options.baseDelayMs ?? 25;
+  const attempts = options.attempts ?? Infinity;
+  const base = options.baseDelayMs ?? 5;
+  const cap = options.maxDelayMs ?? 250;
+  const giveUpAt = performance.now() + (options.deadlineMs ?? 15_000);
   for (let i = 1;; i++) {
     try {
       return await fn();
     } catch (err) {
-      if (!isLockedError(err) || i >= attempts) throw err;
+      if (
+        !isLockedError(err) || i >= attempts || performance.now() >= giveUpAt
+      ) throw err;
+      // Several processes contend for one SQLite file; spread the retries out.
       await new Promise((r) =>
-        setTimeout(r, Math.random() * base * 2 ** (i - 1))
+        setTimeout(r, Math.random() * Math.min(cap, base * 2 ** (i - 1)))
       );
     }
   }
