@@ -423,7 +423,7 @@ export class DurableQueue<T = unknown> {
     );
     const now = this.#clock.now();
     const claimed: QueueMessage<T>[] = [];
-    entries.forEach((e, i) => {
+    entries.forEach((_e, i) => {
       const current = msgs[i].value;
       if (!current || current.state !== "ready") return; // an orphaned index entry: dropped below
       claimed.push({
