@@ -15,6 +15,7 @@
  * ["sessions", tokenHash]                        session record
  * ["sessions-by-subject", subject, tokenHash]    index for listing/revoking a subject's sessions
  * ["election", name]                             lease record {holder, nonce, epoch, ...}
+ * ["election", name, "epoch"]                    fencing record {epoch, holder, nonce}, written only on acquisition
  * ["nodes", nodeId]                              node registry record
  * ```
  *
@@ -88,4 +89,13 @@ export function electionKey(name: string): Deno.KvKey {
 /** Node registry record (or the prefix of all of them). */
 export function nodeKey(nodeId?: string): Deno.KvKey {
   return nodeId === undefined ? ["nodes"] : ["nodes", nodeId];
+}
+
+/**
+ * Fencing record of election `name`: `{epoch, holder, nonce}`, written only
+ * when leadership is acquired (never on renewal), so its versionstamp changes
+ * exactly when the epoch does and leader-guarded writes can check it.
+ */
+export function electionEpochKey(name: string): Deno.KvKey {
+  return ["election", name, "epoch"];
 }
