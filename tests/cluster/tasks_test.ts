@@ -94,11 +94,12 @@ for (const target of KV_TARGETS) {
       config: { tasks: { concurrency: 4, leaseMs: 1500 } },
     });
     if (!c) return;
-    const n = 240;
+    // Long enough that the tasks n2 holds when sampled still run at the kill.
+    const n = 120;
     await submit(
       c.nodes.map((x) => x.url),
       n,
-      () => ({ type: "sleep", payload: { ms: 40 } }),
+      () => ({ type: "sleep", payload: { ms: 400 } }),
       8,
     );
     const victim = c.nodes[1];
