@@ -10,6 +10,7 @@
 /** `builtin:` name → lazy module import. */
 export const BUILTINS: Record<string, () => Promise<{ default: unknown }>> = {
   "examples/hello": () => import("../plugins/examples/hello.ts"),
+  "consensus/kv-lease": () => import("../consensus/kv-lease/mod.ts"),
 };
 
 /** Built-in names under a folder, e.g. `builtinNames("transports")`. */
