@@ -74,6 +74,35 @@ export function consume<T>(
   const running = new Set<Promise<void>>();
   const stopping = new AbortController();
 
+  // Acks that complete in the same turn share one commit.
+  let pending: {
+    d: Delivery<T>;
+    result: unknown;
+    done: (err?: Error) => void;
+  }[] = [];
+  const flush = async () => {
+    const batch = pending;
+    pending = [];
+    try {
+      const errors = await queue.ackAll(
+        batch.map((p) => p.d),
+        batch.map((p) => p.result),
+      );
+      batch.forEach((p, i) => p.done(errors[i]));
+    } catch (err) {
+      batch.forEach((p) => p.done(err as Error));
+    }
+  };
+  const ackLater = (d: Delivery<T>, result: unknown) =>
+    new Promise<void>((resolve, reject) => {
+      if (pending.length === 0) setTimeout(flush, 0);
+      pending.push({
+        d,
+        result,
+        done: (err) => (err ? reject(err) : resolve()),
+      });
+    });
+
   const run = (d: Delivery<T>) => {
     const keepAlive = new AbortController();
     (async () => {
@@ -85,7 +114,7 @@ export function consume<T>(
     const p = (async () => {
       try {
         const result = await handler(d);
-        if (!d.settled) await d.ack(result);
+        if (!d.settled) await ackLater(d, result);
       } catch (err) {
         if (!d.settled) {
           await d.nak(

@@ -148,6 +148,49 @@ export interface Delivery<T = unknown> {
   readonly settled: boolean;
 }
 
+/** What a delivery knows about the message it holds. */
+interface Holder<T> {
+  msg: QueueMessage<T>;
+  /** Versionstamp of the last write this holder made. */
+  vs: string;
+  settled: boolean;
+  /** The holder's transitions, one at a time. */
+  chain: Promise<unknown>;
+}
+
+/** A batched settle in which at least one message was taken back. */
+class BatchLostError extends Error {
+  override name = "BatchLostError";
+}
+
+/** Part of a ready index entry a claim takes. */
+interface Pick {
+  entry: Deno.KvEntry<string[]>;
+  take: string[];
+  rest: string[];
+}
+
+/** Messages one claim commit moves at most (2 mutations each, of KV's 1000). */
+const MAX_CLAIM_PER_COMMIT = 100;
+
+/** Splits picks into groups of at most `entries` entries and `ids` ids. */
+function chunks(picks: Pick[], entries: number, ids: number): Pick[][] {
+  const out: Pick[][] = [];
+  let cur: Pick[] = [];
+  let n = 0;
+  for (const p of picks) {
+    if (cur.length && (cur.length >= entries || n + p.take.length > ids)) {
+      out.push(cur);
+      cur = [];
+      n = 0;
+    }
+    cur.push(p);
+    n += p.take.length;
+  }
+  if (cur.length) out.push(cur);
+  return out;
+}
+
 const MAX_ERRORS = 20;
 const U64 = 1n << 64n;
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -199,6 +242,11 @@ export class DurableQueue<T = unknown> {
   readonly #keys: ReturnType<typeof queueKeys>;
   readonly #retention: number;
   readonly #maxBatch: number;
+  readonly #holders = new WeakMap<Delivery<T>, Holder<T>>();
+  readonly #readyAdds = new WeakMap<
+    Deno.AtomicOperation,
+    Map<number, string[]>
+  >();
 
   constructor(kv: Deno.Kv, name: string, options: QueueOptions = {}) {
     if (!NAME_RE.test(name)) {
@@ -268,41 +316,9 @@ export class DurableQueue<T = unknown> {
 
   /** Adds a message; with an idempotency key, a repeat within the window returns the first id. */
   async enqueue(payload: T, options: EnqueueOptions = {}): Promise<Enqueued> {
-    const priority = validPriority(options.priority ?? 4);
-    const delayMs = options.delayMs ?? 0;
-    const maxAttempts = options.maxAttempts ?? 3;
-    if (!Number.isFinite(delayMs) || delayMs < 0) {
-      throw new RangeError(
-        `Cannot enqueue: delayMs must be >= 0, got ${delayMs}`,
-      );
-    }
-    if (
-      !Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 1000
-    ) {
-      throw new RangeError(
-        `Cannot enqueue: maxAttempts must be an integer 1-1000, got ${maxAttempts}`,
-      );
-    }
-    const id = options.id ?? crypto.randomUUID();
-    const backoff = { baseMs: 1000, maxMs: 60_000, ...options.backoff };
     for (let tries = 0;; tries++) {
       const now = this.#clock.now();
-      const msg: QueueMessage<T> = {
-        id,
-        queue: this.name,
-        priority,
-        payload,
-        state: delayMs > 0 ? "delayed" : "ready",
-        attempts: 0,
-        maxAttempts,
-        backoff,
-        enqueuedAt: now,
-        availableAt: now + delayMs,
-        errors: [],
-        ...(options.idempotencyKey !== undefined
-          ? { idempotencyKey: options.idempotencyKey }
-          : {}),
-      };
+      const msg = this.#newMessage(payload, options, now);
       let idem:
         | { key: Deno.KvKey; versionstamp: string | null; window: number }
         | undefined;
@@ -319,24 +335,14 @@ export class DurableQueue<T = unknown> {
         };
       }
       const build = () => {
-        const op = this.#kv.atomic().check({
-          key: this.#keys.msg(id),
-          versionstamp: null,
-        });
+        const op = this.#kv.atomic();
         if (idem) {
           op.check({ key: idem.key, versionstamp: idem.versionstamp })
-            .set(idem.key, { id, until: now + idem.window }, {
+            .set(idem.key, { id: msg.id, until: now + idem.window }, {
               expireIn: idem.window,
             });
         }
-        op.set(this.#keys.msg(id), msg);
-        if (delayMs > 0) op.set(this.#keys.delayed(msg.availableAt, id), id);
-        else {op.set(
-            this.#keys.ready(priority, this.#kv.commitVersionstamp()),
-            id,
-          );}
-        this.#count(op, delayMs > 0 ? "delayed" : "ready", 1);
-        return op;
+        return this.#enqueueInto(op, msg);
       };
       let res: Deno.KvCommitResult | Deno.KvCommitError;
       let retried: boolean;
@@ -348,18 +354,114 @@ export class DurableQueue<T = unknown> {
       // After a "database is locked" retry the first try may have landed:
       // a message under our fresh id can only be ours.
       const landed = !res.ok && retried && options.id === undefined &&
-        (await this.get(id))?.enqueuedAt === now;
+        (await this.get(msg.id))?.enqueuedAt === now;
       if (res.ok || landed) {
-        if (delayMs === 0) this.#wake();
-        return { id, deduplicated: false };
+        if (msg.state === "ready") this.#wake();
+        return { id: msg.id, deduplicated: false };
       }
       if (options.idempotencyKey === undefined || tries > 20) {
         throw new Error(
-          `Cannot enqueue on '${this.name}': message id '${id}' already exists`,
+          `Cannot enqueue on '${this.name}': message id '${msg.id}' already exists`,
         );
       }
       // Lost a race on the idempotency key: read it again.
     }
+  }
+
+  /**
+   * Enqueues many messages with one commit per `maxBatch` of them (no
+   * idempotency keys: use {@linkcode enqueue} for those). Returns their ids.
+   */
+  async enqueueMany(
+    items: { payload: T; options?: Omit<EnqueueOptions, "idempotencyKey"> }[],
+  ): Promise<string[]> {
+    const now = this.#clock.now();
+    const msgs = items.map((it) => {
+      if (
+        (it.options as EnqueueOptions | undefined)?.idempotencyKey !== undefined
+      ) {
+        throw new TypeError(
+          "Cannot enqueueMany with an idempotency key: use enqueue()",
+        );
+      }
+      return this.#newMessage(it.payload, it.options ?? {}, now);
+    });
+    for (let i = 0; i < msgs.length; i += this.#maxBatch) {
+      const part = msgs.slice(i, i + this.#maxBatch);
+      let res: Deno.KvCommitResult | Deno.KvCommitError;
+      let retried: boolean;
+      try {
+        ({ res, retried } = await this.#commit(() => {
+          const op = this.#kv.atomic();
+          for (const m of part) this.#enqueueInto(op, m);
+          return op;
+        }));
+      } catch (err) {
+        tooLarge(err, `enqueue on '${this.name}'`);
+      }
+      const landed = !res.ok && retried &&
+        (await this.get(part[0].id))?.enqueuedAt === now;
+      if (!res.ok && !landed) {
+        throw new Error(
+          `Cannot enqueue on '${this.name}': a message id in the batch already exists`,
+        );
+      }
+    }
+    this.#wake();
+    return msgs.map((m) => m.id);
+  }
+
+  #newMessage(
+    payload: T,
+    options: EnqueueOptions,
+    now: number,
+  ): QueueMessage<T> {
+    const priority = validPriority(options.priority ?? 4);
+    const delayMs = options.delayMs ?? 0;
+    const maxAttempts = options.maxAttempts ?? 3;
+    if (!Number.isFinite(delayMs) || delayMs < 0) {
+      throw new RangeError(
+        `Cannot enqueue: delayMs must be >= 0, got ${delayMs}`,
+      );
+    }
+    if (
+      !Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 1000
+    ) {
+      throw new RangeError(
+        `Cannot enqueue: maxAttempts must be an integer 1-1000, got ${maxAttempts}`,
+      );
+    }
+    return {
+      id: options.id ?? crypto.randomUUID(),
+      queue: this.name,
+      priority,
+      payload,
+      state: delayMs > 0 ? "delayed" : "ready",
+      attempts: 0,
+      maxAttempts,
+      backoff: { baseMs: 1000, maxMs: 60_000, ...options.backoff },
+      enqueuedAt: now,
+      availableAt: now + delayMs,
+      errors: [],
+      ...(options.idempotencyKey !== undefined
+        ? { idempotencyKey: options.idempotencyKey }
+        : {}),
+    };
+  }
+
+  #enqueueInto(
+    op: Deno.AtomicOperation,
+    m: QueueMessage<T>,
+  ): Deno.AtomicOperation {
+    op.check({ key: this.#keys.msg(m.id), versionstamp: null }).set(
+      this.#keys.msg(m.id),
+      m,
+    );
+    if (m.state === "delayed") {
+      op.set(this.#keys.delayed(m.availableAt, m.id), m.id);
+    } else this.#addReady(op, m.priority, m.id);
+    this.#count(op, m.state === "delayed" ? "delayed" : "ready", 1);
+    return op;
   }
 
   /** Reads a message by id (any state), or null. */
@@ -387,44 +489,47 @@ export class DurableQueue<T = unknown> {
     const out: Delivery<T>[] = [];
     for (let round = 0; out.length < n && round < 4; round++) {
       const want = n - out.length;
-      const entries: Deno.KvEntry<string>[] = [];
+      // Index entries hold the ids enqueued by one commit, in order.
+      const picks: Pick[] = [];
+      let count = 0;
       for await (
-        const e of this.#kv.list<string>({ prefix: this.#keys.readyPrefix }, {
+        const e of this.#kv.list<string[]>({ prefix: this.#keys.readyPrefix }, {
           limit: want,
         })
       ) {
-        entries.push(e);
+        const take = e.value.slice(0, want - count);
+        picks.push({ entry: e, take, rest: e.value.slice(take.length) });
+        count += take.length;
+        if (count >= want) break;
       }
-      if (entries.length === 0) break;
-      // Try each batch whole; under contention fall back to one by one.
-      for (let i = 0; i < entries.length; i += this.#maxBatch) {
-        const chunk = entries.slice(i, i + this.#maxBatch);
+      if (picks.length === 0) break;
+      // Try each batch whole; under contention fall back to entry by entry.
+      for (const chunk of chunks(picks, this.#maxBatch, MAX_CLAIM_PER_COMMIT)) {
         const claimed = await this.#claimBatch(chunk, leaseMs, consumer);
         if (claimed) out.push(...claimed);
         else {
-          for (const e of chunk) {
-            const one = await this.#claimBatch([e], leaseMs, consumer);
-            if (one) out.push(...one);
+          for (const pick of chunk) {
+            out.push(
+              ...(await this.#claimBatch([pick], leaseMs, consumer) ?? []),
+            );
           }
         }
       }
-      if (entries.length < want) break;
+      if (count < want) break;
     }
     return out;
   }
 
   async #claimBatch(
-    entries: Deno.KvEntry<string>[],
+    picks: Pick[],
     leaseMs: number,
     consumer: string,
   ): Promise<Delivery<T>[] | null> {
-    const msgs = await this.#kv.getMany<QueueMessage<T>[]>(
-      entries.map((e) => this.#keys.msg(e.value)),
-    );
+    const ids = picks.flatMap((p) => p.take);
+    const msgs = await this.#getMany(ids);
     const now = this.#clock.now();
     const claimed: QueueMessage<T>[] = [];
-    entries.forEach((_e, i) => {
-      const current = msgs[i].value;
+    msgs.forEach((current) => {
       if (!current || current.state !== "ready") return; // an orphaned index entry: dropped below
       claimed.push({
         ...current,
@@ -437,8 +542,10 @@ export class DurableQueue<T = unknown> {
     });
     const { res, retried } = await this.#commit(() => {
       const op = this.#kv.atomic();
-      for (const e of entries) {
-        op.check({ key: e.key, versionstamp: e.versionstamp }).delete(e.key);
+      for (const { entry, rest } of picks) {
+        op.check(entry);
+        if (rest.length) op.set(entry.key, rest);
+        else op.delete(entry.key);
       }
       for (const m of claimed) {
         op.set(this.#keys.msg(m.id), m).set(
@@ -465,110 +572,228 @@ export class DurableQueue<T = unknown> {
     return ours.map((e) => this.#delivery(e.value!, e.versionstamp!, leaseMs));
   }
 
+  /** Reads messages by id, 10 keys per read (KV's limit), in order. */
+  async #getMany(ids: string[]): Promise<(QueueMessage<T> | null)[]> {
+    const parts = await Promise.all(
+      Array.from(
+        { length: Math.ceil(ids.length / 10) },
+        (_, k) =>
+          this.#kv.getMany<QueueMessage<T>[]>(
+            ids.slice(k * 10, k * 10 + 10).map((id) => this.#keys.msg(id)),
+          ),
+      ),
+    );
+    return parts.flat().map((e) => e.value);
+  }
+
+  /**
+   * Adds `id` to the ready index entry this commit writes for `priority`.
+   * The entry's key ends in the commit's versionstamp, so entries sort in
+   * commit order (FIFO across processes); ids enqueued by one commit share
+   * one entry, in order, since a versionstamp may only end a key.
+   */
+  #addReady(op: Deno.AtomicOperation, priority: number, id: string): void {
+    let byPriority = this.#readyAdds.get(op);
+    if (!byPriority) this.#readyAdds.set(op, byPriority = new Map());
+    const ids = [...(byPriority.get(priority) ?? []), id];
+    byPriority.set(priority, ids);
+    op.set(this.#keys.ready(priority, this.#kv.commitVersionstamp()), ids);
+  }
+
   #delivery(
-    claimedMsg: QueueMessage<T>,
+    claimed: QueueMessage<T>,
     versionstamp: string,
     leaseMs: number,
   ): Delivery<T> {
-    let msg = claimedMsg;
-    let vs = versionstamp;
-    let settled = false;
-    // Settles with a check on the versionstamp this holder last wrote, so a
-    // holder whose lease was taken over fails instead of clobbering. One
-    // transition at a time: a lease extension never races an ack.
-    let chain: Promise<unknown> = Promise.resolve();
-    const transition = (
-      build: (m: QueueMessage<T>) => Deno.AtomicOperation,
-      verb: string,
-    ): Promise<void> => {
-      const run = async () => {
-        if (settled) {
-          throw new Error(
-            `Cannot ${verb} message '${msg.id}': it is already settled`,
-          );
-        }
-        // Every record a builder writes spreads `m`, so it carries this tag:
-        // after an ambiguous "database is locked" we can tell if it landed.
-        const opId = crypto.randomUUID();
-        const tagged = { ...msg, lastOp: opId };
-        const { res, retried } = await this.#commit(() =>
-          build(tagged).check({ key: this.#keys.msg(msg.id), versionstamp: vs })
-        );
-        if (res.ok) {
-          vs = res.versionstamp;
-          return;
-        }
-        if (retried) {
-          const now = await this.#kv.get<QueueMessage<T>>(
-            this.#keys.msg(msg.id),
-          );
-          if (now.value?.lastOp === opId) {
-            vs = now.versionstamp!;
-            return;
-          }
-        }
-        throw new LeaseLostError(
-          `Cannot ${verb} message '${msg.id}' on '${this.name}': its lease expired and it was taken back`,
-        );
-      };
-      const p = chain.then(run);
-      chain = p.catch(() => {});
-      return p;
+    const h: Holder<T> = {
+      msg: claimed,
+      vs: versionstamp,
+      settled: false,
+      chain: Promise.resolve(),
     };
-    return {
+    const d: Delivery<T> = {
       get id() {
-        return msg.id;
+        return h.msg.id;
       },
       get payload() {
-        return msg.payload;
+        return h.msg.payload;
       },
       get attempts() {
-        return msg.attempts;
+        return h.msg.attempts;
       },
       get message() {
-        return msg;
+        return h.msg;
       },
       get settled() {
-        return settled;
+        return h.settled;
       },
-      ack: async (result?: unknown) => {
-        await transition((m) => {
-          const done: QueueMessage<T> = {
-            ...m,
-            state: "done",
-            finishedAt: this.#clock.now(),
-            ...(result !== undefined ? { result } : {}),
-          };
-          delete done.leaseId;
-          const op = this.#kv.atomic()
-            .set(this.#keys.msg(m.id), done, { expireIn: this.#retention })
-            .delete(this.#keys.inflight(m.leaseUntil!, m.id));
-          this.#count(op, "inflight", -1);
-          return op;
-        }, "ack").catch((err) => tooLarge(err, `ack '${msg.id}'`));
-        settled = true;
-      },
-      nak: async (delayMs?: number, error = "nak") => {
-        await transition((m) => this.#retryOrDead(m, error, delayMs), "nak");
-        settled = true;
-      },
-      term: async (reason: string) => {
-        await transition((m) => this.#toDead(m, reason, "inflight"), "term");
-        settled = true;
-      },
+      ack: (result?: unknown) =>
+        this.#settle([h], (op, m) => this.#ackInto(op, m, result), "ack", true),
+      nak: (delayMs?: number, error = "nak") =>
+        this.#settle(
+          [h],
+          (op, m) => this.#retryOrDead(op, m, error, delayMs),
+          "nak",
+          true,
+        ),
+      term: (reason: string) =>
+        this.#settle(
+          [h],
+          (op, m) => this.#toDead(op, m, reason, "inflight"),
+          "term",
+          true,
+        ),
       inProgress: async (extendMs = leaseMs) => {
-        if (settled) return;
-        let next = msg;
-        await transition((m) => {
-          next = { ...m, leaseUntil: this.#clock.now() + extendMs };
-          return this.#kv.atomic()
-            .delete(this.#keys.inflight(m.leaseUntil!, m.id))
-            .set(this.#keys.msg(m.id), next)
-            .set(this.#keys.inflight(next.leaseUntil!, m.id), m.id);
-        }, "extend");
-        msg = next;
+        if (h.settled) return;
+        let until = 0;
+        await this.#settle(
+          [h],
+          (op, m) => {
+            until = this.#clock.now() + extendMs;
+            return op.delete(this.#keys.inflight(m.leaseUntil!, m.id))
+              .set(this.#keys.msg(m.id), { ...m, leaseUntil: until })
+              .set(this.#keys.inflight(until, m.id), m.id);
+          },
+          "extend",
+          false,
+        );
+        // The index key of the next transition depends on the new deadline.
+        h.msg = { ...h.msg, leaseUntil: until };
       },
     };
+    this.#holders.set(d, h);
+    return d;
+  }
+
+  #ackInto(
+    op: Deno.AtomicOperation,
+    m: QueueMessage<T>,
+    result: unknown,
+  ): Deno.AtomicOperation {
+    const done: QueueMessage<T> = {
+      ...m,
+      state: "done",
+      finishedAt: this.#clock.now(),
+      ...(result !== undefined ? { result } : {}),
+    };
+    delete done.leaseId;
+    this.#count(op, "inflight", -1);
+    return op.set(this.#keys.msg(m.id), done, { expireIn: this.#retention })
+      .delete(this.#keys.inflight(m.leaseUntil!, m.id));
+  }
+
+  /**
+   * Settles one or more held messages in one commit, each checked against
+   * the versionstamp its holder last wrote (so a holder whose lease was
+   * taken over fails instead of clobbering). Transitions of one holder run
+   * one at a time: a lease extension never races its ack. Each record the
+   * builder writes spreads the tagged message, so after an ambiguous
+   * "database is locked" a re-read tells whether the write landed.
+   */
+  #settle(
+    holders: Holder<T>[],
+    build: (
+      op: Deno.AtomicOperation,
+      m: QueueMessage<T>,
+      i: number,
+    ) => Deno.AtomicOperation,
+    verb: string,
+    final: boolean,
+  ): Promise<void> {
+    const run = async () => {
+      for (const h of holders) {
+        if (h.settled) {
+          throw new Error(
+            `Cannot ${verb} message '${h.msg.id}': it is already settled`,
+          );
+        }
+      }
+      const opId = crypto.randomUUID();
+      const tagged = holders.map((h) => ({ ...h.msg, lastOp: opId }));
+      let res: Deno.KvCommitResult | Deno.KvCommitError;
+      let retried: boolean;
+      try {
+        ({ res, retried } = await this.#commit(() => {
+          const op = this.#kv.atomic();
+          holders.forEach((h, i) => {
+            build(op, tagged[i], i).check({
+              key: this.#keys.msg(h.msg.id),
+              versionstamp: h.vs,
+            });
+          });
+          return op;
+        }));
+      } catch (err) {
+        tooLarge(err, `${verb} '${holders[0].msg.id}'`);
+      }
+      const landed = res.ok
+        ? holders.map(() => res.versionstamp as string | null)
+        : holders.map(() => null);
+      if (!res.ok && retried) {
+        const now = await this.#kv.getMany<QueueMessage<T>[]>(
+          holders.map((h) => this.#keys.msg(h.msg.id)),
+        );
+        now.forEach((
+          e,
+          i,
+        ) => (landed[i] = e.value?.lastOp === opId ? e.versionstamp : null));
+      }
+      if (landed.every((v) => v !== null)) {
+        holders.forEach((h, i) => {
+          h.vs = landed[i]!;
+          h.msg = tagged[i];
+          if (final) h.settled = true;
+        });
+        return;
+      }
+      if (holders.length > 1) throw new BatchLostError();
+      throw new LeaseLostError(
+        `Cannot ${verb} message '${
+          holders[0].msg.id
+        }' on '${this.name}': its lease expired and it was taken back`,
+      );
+    };
+    const p = Promise.all(holders.map((h) => h.chain)).then(run);
+    for (const h of holders) h.chain = p.catch(() => {});
+    return p;
+  }
+
+  /**
+   * Acks several deliveries in one commit (results by position). If any of
+   * them lost its lease, each is acked on its own so only that one fails;
+   * resolves with the errors per delivery (undefined = acked).
+   */
+  async ackAll(
+    deliveries: Delivery<T>[],
+    results: unknown[] = [],
+  ): Promise<(Error | undefined)[]> {
+    const holders = deliveries.map((d) => {
+      const h = this.#holders.get(d);
+      if (!h) throw new TypeError("Cannot ack: not a delivery of this queue");
+      return h;
+    });
+    const out: (Error | undefined)[] = deliveries.map(() => undefined);
+    for (let i = 0; i < holders.length; i += this.#maxBatch) {
+      const part = holders.slice(i, i + this.#maxBatch);
+      try {
+        await this.#settle(
+          part,
+          (op, m, k) => this.#ackInto(op, m, results[i + k]),
+          "ack",
+          true,
+        );
+      } catch (err) {
+        if (!(err instanceof BatchLostError)) throw err;
+        await Promise.all(
+          part.map((_, k) =>
+            deliveries[i + k].ack(results[i + k]).catch((
+              e,
+            ) => (out[i + k] = e as Error))
+          ),
+        );
+      }
+    }
+    return out;
   }
 
   #withError(m: QueueMessage<T>, error: string): AttemptError[] {
@@ -583,12 +808,14 @@ export class DurableQueue<T = unknown> {
 
   /** From in-flight: back to ready/delayed, or to the DLQ when attempts are used up. */
   #retryOrDead(
+    op: Deno.AtomicOperation,
     m: QueueMessage<T>,
     error: string,
     delayMs?: number,
   ): Deno.AtomicOperation {
     if (m.attempts >= m.maxAttempts) {
       return this.#toDead(
+        op,
         { ...m, errors: this.#withError(m, error) },
         `max attempts (${m.maxAttempts}) reached`,
         "inflight",
@@ -606,12 +833,11 @@ export class DurableQueue<T = unknown> {
     };
     delete next.leaseId;
     delete next.leaseUntil;
-    const op = this.#kv.atomic()
-      .delete(this.#keys.inflight(m.leaseUntil!, m.id))
+    op.delete(this.#keys.inflight(m.leaseUntil!, m.id))
       .set(this.#keys.msg(m.id), next);
     if (delay > 0) op.set(this.#keys.delayed(next.availableAt, m.id), m.id);
     else {
-      op.set(this.#keys.ready(m.priority, this.#kv.commitVersionstamp()), m.id);
+      this.#addReady(op, m.priority, m.id);
       queueMicrotask(() => this.#wake());
     }
     this.#count(op, "inflight", -1);
@@ -620,6 +846,7 @@ export class DurableQueue<T = unknown> {
   }
 
   #toDead(
+    op: Deno.AtomicOperation,
     m: QueueMessage<T>,
     reason: string,
     from: QueueCountState,
@@ -635,8 +862,7 @@ export class DurableQueue<T = unknown> {
     };
     delete dead.leaseId;
     delete dead.leaseUntil;
-    const op = this.#kv.atomic()
-      .set(this.#keys.msg(m.id), dead)
+    op.set(this.#keys.msg(m.id), dead)
       .set(this.#keys.dead(now, m.id), m.id);
     if (from === "inflight") {
       op.delete(this.#keys.inflight(m.leaseUntil!, m.id));
@@ -669,6 +895,7 @@ export class DurableQueue<T = unknown> {
       const build = () =>
         (m && m.state === "inflight" && m.leaseUntil === e.key[3]
           ? this.#retryOrDead(
+            this.#kv.atomic(),
             m,
             `lease expired (held by ${m.consumer ?? "unknown"})`,
             0,
@@ -691,11 +918,8 @@ export class DurableQueue<T = unknown> {
       const build = () => {
         const op = this.#kv.atomic().check(e, msgEntry).delete(e.key);
         if (m && m.state === "delayed") {
-          op.set(this.#keys.msg(m.id), { ...m, state: "ready" })
-            .set(
-              this.#keys.ready(m.priority, this.#kv.commitVersionstamp()),
-              m.id,
-            );
+          op.set(this.#keys.msg(m.id), { ...m, state: "ready" });
+          this.#addReady(op, m.priority, m.id);
           this.#count(op, "delayed", -1);
           this.#count(op, "ready", 1);
         }
@@ -738,8 +962,8 @@ export class DurableQueue<T = unknown> {
       const op = this.#kv.atomic()
         .check(entry)
         .delete(this.#keys.dead(m.deadAt!, id))
-        .set(this.#keys.msg(id), next)
-        .set(this.#keys.ready(m.priority, this.#kv.commitVersionstamp()), id);
+        .set(this.#keys.msg(id), next);
+      this.#addReady(op, m.priority, id);
       this.#count(op, "dead", -1);
       this.#count(op, "ready", 1);
       return op;
@@ -782,11 +1006,11 @@ export class DurableQueue<T = unknown> {
     let oldest = Infinity;
     await Promise.all(Array.from({ length: 10 }, async (_, p) => {
       for await (
-        const e of this.#kv.list<string>({
+        const e of this.#kv.list<string[]>({
           prefix: [...this.#keys.readyPrefix, p],
         }, { limit: 1 })
       ) {
-        const m = await this.get(e.value);
+        const m = await this.get(e.value[0]);
         if (m) oldest = Math.min(oldest, m.availableAt);
       }
     }));

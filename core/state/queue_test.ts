@@ -323,3 +323,73 @@ Deno.test("queue: two handles on one KV file claim concurrently and never share 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("queue: enqueueMany and ackAll batch many messages per commit, counts stay right", async () => {
+  using t = await setup();
+  const ids = await t.q.enqueueMany(
+    Array.from(
+      { length: 25 },
+      (_, i) => ({ payload: `m${i}`, options: { priority: i % 3 } }),
+    ),
+  );
+  assert.equal(ids.length, 25);
+  assert.equal((await t.q.stats()).ready, 25);
+  const ds = await t.q.claim(25, 1000);
+  assert.equal(ds.length, 25);
+  assert.deepEqual(
+    ds.slice(0, 3).map((d) => d.message.priority),
+    [2, 2, 2],
+    "priority order kept",
+  );
+  const errors = await t.q.ackAll(ds, ds.map((d) => d.payload.toUpperCase()));
+  assert.deepEqual(errors, ds.map(() => undefined));
+  assert.ok(ds.every((d) => d.settled));
+  assert.equal((await t.q.get(ids[7]))?.result, "M7");
+  assert.deepEqual(await t.q.stats(), {
+    ready: 0,
+    delayed: 0,
+    inflight: 0,
+    dead: 0,
+    oldestReadyAgeMs: 0,
+  });
+  await assert.rejects(
+    t.q.enqueueMany([{
+      payload: "x",
+      options: { idempotencyKey: "k" } as never,
+    }]),
+    /Cannot enqueueMany with an idempotency key/,
+  );
+});
+
+Deno.test("queue: in a batched ack, only the message whose lease was taken back fails", async () => {
+  using t = await setup();
+  await t.q.enqueueMany([{ payload: "a" }, { payload: "b" }, { payload: "c" }]);
+  const ds = await t.q.claim(3, 1000, "w1");
+  await ds[2].inProgress(5000);
+  await ds[0].inProgress(5000);
+  await t.clock.advance(1001);
+  assert.deepEqual(
+    await t.q.sweep(),
+    { expired: 1, promoted: 0 },
+    "only b's lease expired",
+  );
+  const errors = await t.q.ackAll(ds);
+  assert.equal(errors[0], undefined);
+  assert.ok(errors[1] instanceof LeaseLostError);
+  assert.equal(errors[2], undefined);
+  assert.deepEqual(
+    [
+      (await t.q.get(ds[0].id))?.state,
+      (await t.q.get(ds[1].id))?.state,
+      (await t.q.get(ds[2].id))?.state,
+    ],
+    ["done", "ready", "done"],
+  );
+  assert.deepEqual(await t.q.stats(), {
+    ready: 1,
+    delayed: 0,
+    inflight: 0,
+    dead: 0,
+    oldestReadyAgeMs: 0, // back to ready just now
+  });
+});
