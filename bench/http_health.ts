@@ -250,6 +250,10 @@ try {
       bodyBytes: body.length,
       fullRps: full.results.map((r) => Math.round(r.rps)),
       bareRps: bare.results.map((r) => Math.round(r.rps)),
+      // full/bare within each round (the two ran back to back).
+      roundRatios: full.results.map((r, i) =>
+        round(r.rps / bare.results[i].rps, 2)
+      ),
       serverCpuUsPerReq: {
         full: round(f.serverUs, 1),
         bare: round(b.serverUs, 1),

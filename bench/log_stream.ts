@@ -35,7 +35,7 @@ import {
 
 const quick = isQuick();
 const rounds = numFlag("rounds", quick ? 3 : 5);
-const seconds = numFlag("seconds", quick ? 1 : 2.5);
+const seconds = numFlag("seconds", quick ? 1 : 2);
 const nClients = numFlag("clients", 100);
 const batch = numFlag("batch", 16);
 const clientKind = flag("client") ?? "raw";
@@ -267,6 +267,19 @@ try {
   const hubBound = bound("hub", h);
   const bareBound = bound("bare broadcast", b);
   info(`log_stream: hub is ${hubBound}-bound, bare is ${bareBound}-bound`);
+  const peak = Math.max(0, ...bare.results.map((r) => r.peakBuffered));
+  info(
+    `log_stream: bare server's peak socket.bufferedAmount ${peak} B: ${
+      peak < 64 * 1024
+        ? "sends never queued, so the clients kept up with the server"
+        : "sends queued up, so the clients (or the network) fell behind"
+    }`,
+  );
+  if (peak >= 64 * 1024) {
+    notes.push(
+      `bare sends queued up to ${peak} B per socket: the clients fell behind`,
+    );
+  }
   const cpuRatio = b.serverUs / h.serverUs;
   info(
     `log_stream: per-delivery server CPU ratio (bare/hub) ${
@@ -307,6 +320,10 @@ try {
       messagesPerRound: { hub: hub.n, bare: bare.n },
       hubRates: hub.results.map((r) => Math.round(r.rate)),
       bareRates: bare.results.map((r) => Math.round(r.rate)),
+      // hub/bare within each round (the two ran back to back).
+      roundRatios: hub.results.map((r, i) =>
+        round(r.rate / bare.results[i].rate, 2)
+      ),
       serverCpuUsPerDelivery: {
         hub: round(h.serverUs, 2),
         bare: round(b.serverUs, 2),
@@ -314,10 +331,7 @@ try {
       serverCpuRatio: round(cpuRatio, 2),
       dropped,
       maxBufferedBytes: maxBuffered,
-      barePeakBufferedBytes: Math.max(
-        0,
-        ...bare.results.map((r) => r.peakBuffered),
-      ),
+      barePeakBufferedBytes: peak,
       bound: { hub: hubBound, bare: bareBound },
     },
     notes,
