@@ -119,7 +119,12 @@ export function createApp(deps: AppDeps): Hono {
     const t0 = performance.now();
     await withCorrelation(id, () => next());
     const seconds = (performance.now() - t0) / 1000;
-    c.header(REQUEST_ID_HEADER, id);
+    // Set on the response in place: c.header() after next() would rebuild it.
+    try {
+      c.res.headers.set(REQUEST_ID_HEADER, id);
+    } catch {
+      c.header(REQUEST_ID_HEADER, id); // immutable headers, e.g. a fetched response
+    }
     const route = c.req.routePath === "/*" ? "unmatched" : c.req.routePath;
     const status = c.res.status;
     requests.inc({ method: c.req.method, route, status: String(status) });

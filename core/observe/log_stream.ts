@@ -12,6 +12,8 @@
  */
 import type { LogRecord, LogSink } from "./logger.ts";
 
+const encoder = new TextEncoder();
+
 /** Message types on the stream. */
 export type StreamMessageType =
   | "log"
@@ -30,6 +32,8 @@ export interface StreamMessage {
 
 /** Close code sent to a client that cannot keep up. */
 export const SLOW_CONSUMER_CLOSE_CODE = 4008;
+/** How long a client may stay over `maxBufferedBytes` before it is closed. */
+export const SLOW_CHECK_MS = 100;
 /** Close code sent to clients when the node shuts down (RFC 6455 "going away"). */
 export const GOING_AWAY_CLOSE_CODE = 1001;
 
@@ -39,7 +43,7 @@ export interface LogStreamOptions {
   replay?: number;
   /** Heartbeat period in ms; 0 turns heartbeats off. @default {30000} */
   heartbeatMs?: number;
-  /** Unsent bytes a client may accumulate before it is closed. @default {1048576} */
+  /** Unsent bytes a client may hold for longer than SLOW_CHECK_MS (or, at any moment, 8 times as many and at least 8 MiB) before it is closed. @default {1048576} */
   maxBufferedBytes?: number;
   /** Largest message a client may send us before it is closed with 1009. @default {4096} */
   maxInboundBytes?: number;
@@ -100,18 +104,45 @@ export function createLogStream(options: LogStreamOptions = {}): LogStream {
     messageId: crypto.randomUUID(),
   });
 
+  // `bufferedAmount` only drops once the event loop writes, so a burst sent
+  // in one tick makes every client look slow for a moment. A client over
+  // the limit is closed only if it is still over it SLOW_CHECK_MS later, or
+  // at once past the hard cap.
+  const hardCap = Math.max(maxBuffered * 8, 8 << 20);
+  const suspects = new Map<WebSocket, number>();
+  let checkTimer: ReturnType<typeof setInterval> | undefined;
+  const closeSlow = (socket: WebSocket) => {
+    clients.delete(socket);
+    suspects.delete(socket);
+    slowClosed++;
+    socket.close(
+      SLOW_CONSUMER_CLOSE_CODE,
+      `slow consumer: more than ${maxBuffered} bytes unsent`,
+    );
+  };
+  const checkSuspects = () => {
+    const now = performance.now();
+    for (const [socket, since] of suspects) {
+      if (
+        socket.readyState !== WebSocket.OPEN ||
+        socket.bufferedAmount <= maxBuffered
+      ) suspects.delete(socket);
+      else if (now - since >= SLOW_CHECK_MS) closeSlow(socket);
+    }
+    if (suspects.size === 0) {
+      clearInterval(checkTimer);
+      checkTimer = undefined;
+    }
+  };
   const sendTo = (socket: WebSocket, text: string): void => {
     if (socket.readyState !== WebSocket.OPEN) return;
-    if (socket.bufferedAmount > maxBuffered) {
-      clients.delete(socket);
-      slowClosed++;
-      socket.close(
-        SLOW_CONSUMER_CLOSE_CODE,
-        `slow consumer: more than ${maxBuffered} bytes unsent`,
-      );
-      return;
-    }
+    const buffered = socket.bufferedAmount;
+    if (buffered > hardCap) return closeSlow(socket);
     socket.send(text);
+    if (buffered > maxBuffered && !suspects.has(socket)) {
+      suspects.set(socket, performance.now());
+      checkTimer ??= setInterval(checkSuspects, SLOW_CHECK_MS / 2);
+    }
   };
 
   const broadcast = (text: string): void => {
@@ -173,8 +204,11 @@ export function createLogStream(options: LogStreamOptions = {}): LogStream {
       socket.addEventListener("close", () => clients.delete(socket));
       socket.addEventListener("error", () => clients.delete(socket));
       socket.addEventListener("message", (ev) => {
+        // A string's UTF-8 size is at least its length and at most 3 times it.
         const size = typeof ev.data === "string"
-          ? ev.data.length
+          ? (ev.data.length * 3 <= maxInbound
+            ? ev.data.length
+            : encoder.encode(ev.data).length)
           : (ev.data as ArrayBuffer).byteLength ?? 0;
         if (size > maxInbound) {
           clients.delete(socket);
@@ -195,6 +229,8 @@ export function createLogStream(options: LogStreamOptions = {}): LogStream {
     close() {
       closed = true;
       if (timer !== undefined) clearInterval(timer);
+      clearInterval(checkTimer);
+      suspects.clear();
       for (const socket of clients) {
         try {
           socket.close(GOING_AWAY_CLOSE_CODE, "node shutting down");

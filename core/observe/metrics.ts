@@ -55,22 +55,30 @@ export const DEFAULT_BUCKETS = [
 const NAME_RE = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 const LABEL_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 
+const validLabels = new Set<string>();
+
 function labelKey(labels: Labels | undefined): string {
   if (!labels) return "";
   const names = Object.keys(labels);
   if (names.length === 0) return "";
-  names.sort();
+  if (names.length > 1) names.sort();
   let out = "";
   for (const n of names) {
-    if (!LABEL_RE.test(n)) {
-      throw new TypeError(`Cannot use metric label: invalid name '${n}'`);
+    if (!validLabels.has(n)) {
+      if (!LABEL_RE.test(n)) {
+        throw new TypeError(`Cannot use metric label: invalid name '${n}'`);
+      }
+      validLabels.add(n);
     }
     out += `${out ? "," : ""}${n}="${escapeLabel(String(labels[n]))}"`;
   }
   return out;
 }
 
+const NEEDS_ESCAPE = /[\\\n"]/;
+
 function escapeLabel(v: string): string {
+  if (!NEEDS_ESCAPE.test(v)) return v;
   return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
 }
 

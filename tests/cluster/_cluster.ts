@@ -150,10 +150,15 @@ export async function eventually<T>(
   ms = 60_000,
 ): Promise<T> {
   const deadline = Date.now() + ms;
-  let last: T;
+  let last: T | undefined;
   for (;;) {
-    last = await fn();
-    if (ok(last)) return last;
+    try {
+      last = await fn();
+      if (ok(last)) return last;
+    } catch (err) {
+      // A node busy or restarting answers late; keep polling until the deadline.
+      last = String(err) as T;
+    }
     if (Date.now() > deadline) {
       throw new Error(
         `timed out after ${ms} ms waiting for ${what}; last: ${
