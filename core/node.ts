@@ -197,7 +197,7 @@ export async function startNode(
     onError: (err) => nodeLog.warn("registry heartbeat failed", { error: err }),
   });
   let draining = false;
-  const app = createApp({
+  const { fetch: serveHttp } = createApp({
     registry,
     kernel,
     kv,
@@ -217,7 +217,7 @@ export async function startNode(
     req: Request,
     info: Deno.ServeHandlerInfo<Deno.NetAddr>,
   ): Response | Promise<Response> => {
-    const res = app.fetch(req, info);
+    const res = serveHttp(req, info);
     if (!(res instanceof Promise)) return res;
     return new Promise<Response>((resolve, reject) => {
       const onCutOff = () =>

@@ -25,7 +25,7 @@ export interface TestKernel extends AsyncDisposable {
   tasks: TaskService;
   /** Every log record, in order. */
   logs: LogRecord[];
-  /** Sends a request through the node's HTTP app (routes, errors, metrics). */
+  /** Sends a request through the node's HTTP handler (routes, errors, metrics). */
   request(path: string, init?: RequestInit): Promise<Response>;
   app: Hono;
   /** Stops the plugins and closes KV; safe to call twice. */
@@ -38,6 +38,8 @@ export interface TestKernelOptions {
   pluginConfig?: Record<string, unknown>;
   /** Start the registered plugins at once. @default {true} */
   start?: boolean;
+  /** How long /health reuses a report. @default {0} */
+  healthCacheMs?: number;
   /** Setup deadline in ms. @default {10000} */
   startTimeoutMs?: number;
 }
@@ -92,7 +94,7 @@ export async function createTestKernel(
     pluginConfig: options.pluginConfig,
     startTimeoutMs: options.startTimeoutMs,
   });
-  const app = createApp({
+  const { app, fetch: serveHttp } = createApp({
     kernel,
     kv,
     metrics,
@@ -100,7 +102,7 @@ export async function createTestKernel(
     logStream,
     node,
     tasks,
-    healthCacheMs: 0,
+    healthCacheMs: options.healthCacheMs ?? 0,
     draining: () => false,
   });
   let closed = false;
@@ -130,7 +132,8 @@ export async function createTestKernel(
     tasks,
     logs,
     app,
-    request: async (path, init) => await app.request(path, init),
+    request: async (path, init) =>
+      await serveHttp(new Request(new URL(path, "http://localhost"), init)),
     close,
     [Symbol.asyncDispose]: close,
   };

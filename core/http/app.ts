@@ -60,16 +60,31 @@ export interface AppDeps {
   draining: () => boolean;
 }
 
+/** The node's HTTP surface. */
+export interface HttpApp {
+  /** The Hono app (every route). */
+  app: Hono;
+  /**
+   * The handler to serve: answers `GET /health` from its cached report ahead
+   * of the router (probes are the hottest path), with the same request id,
+   * metrics and logging as every other route; everything else goes to `app`.
+   */
+  fetch(
+    req: Request,
+    info?: Deno.ServeHandlerInfo<Deno.NetAddr>,
+  ): Response | Promise<Response>;
+}
+
 /**
  * Builds the app.
  *
  * @example Usage
  * ```ts ignore
- * const app = createApp({ kernel, kv, metrics, log, logStream, node, draining: () => false });
- * Deno.serve(app.fetch);
+ * const { fetch } = createApp({ kernel, kv, metrics, log, logStream, node, draining: () => false });
+ * Deno.serve(fetch);
  * ```
  */
-export function createApp(deps: AppDeps): Hono {
+export function createApp(deps: AppDeps): HttpApp {
   const { kernel, kv, metrics, log, logStream, node } = deps;
   const app = new Hono();
   const requests = metrics.counter(
@@ -113,9 +128,57 @@ export function createApp(deps: AppDeps): Hono {
     () => wsPublished.set(logStream.stats().published),
   );
 
+  // Bound series per (method, route, status): label encoding once, not per request.
+  const bound = new Map<string, { inc(): void; observe(v: number): void }>();
+  const record = (
+    method: string,
+    route: string,
+    status: number,
+    seconds: number,
+  ) => {
+    const key = `${method} ${route} ${status}`;
+    let b = bound.get(key);
+    if (!b) {
+      const c = requests.labels({ method, route, status: String(status) });
+      const h = duration.labels({ method, route });
+      b = { inc: () => c.inc(), observe: (v) => h.observe(v) };
+      bound.set(key, b);
+    }
+    b.inc();
+    b.observe(seconds);
+  };
+  const requestId = (req: Request) => {
+    const given = req.headers.get(REQUEST_ID_HEADER);
+    return given && REQUEST_ID_RE.test(given) ? given : crypto.randomUUID();
+  };
+  const finish = (
+    id: string,
+    method: string,
+    path: string,
+    route: string,
+    status: number,
+    seconds: number,
+  ) => {
+    record(method, route, status, seconds);
+    const level = QUIET_ROUTES.has(route) && status < 500
+      ? "debug"
+      : status >= 500
+      ? "error"
+      : "info";
+    if (log.enabled(level)) {
+      log[level]("http request", {
+        correlationId: id,
+        method,
+        path,
+        route,
+        status,
+        ms: +(seconds * 1000).toFixed(2),
+      });
+    }
+  };
+
   app.use(async (c, next) => {
-    const given = c.req.header(REQUEST_ID_HEADER);
-    const id = given && REQUEST_ID_RE.test(given) ? given : crypto.randomUUID();
+    const id = requestId(c.req.raw);
     const t0 = performance.now();
     await withCorrelation(id, () => next());
     const seconds = (performance.now() - t0) / 1000;
@@ -126,24 +189,7 @@ export function createApp(deps: AppDeps): Hono {
       c.header(REQUEST_ID_HEADER, id); // immutable headers, e.g. a fetched response
     }
     const route = c.req.routePath === "/*" ? "unmatched" : c.req.routePath;
-    const status = c.res.status;
-    requests.inc({ method: c.req.method, route, status: String(status) });
-    duration.observe(seconds, { method: c.req.method, route });
-    const level = QUIET_ROUTES.has(route) && status < 500
-      ? "debug"
-      : status >= 500
-      ? "error"
-      : "info";
-    if (log.enabled(level)) {
-      log[level]("http request", {
-        correlationId: id,
-        method: c.req.method,
-        path: c.req.path,
-        route,
-        status,
-        ms: +(seconds * 1000).toFixed(2),
-      });
-    }
+    finish(id, c.req.method, c.req.path, route, c.res.status, seconds);
   });
 
   const onError: ErrorHandler = (err, c) => {
@@ -165,8 +211,8 @@ export function createApp(deps: AppDeps): Hono {
   app.onError(onError);
   app.notFound(notFound);
 
-  let cached: { at: number; report: HealthReport } | undefined;
-  let inflight: Promise<HealthReport> | undefined;
+  let cached: { at: number; report: HealthReport; body: string } | undefined;
+  let inflight: Promise<{ report: HealthReport; body: string }> | undefined;
   const cacheMs = deps.healthCacheMs ?? 1000;
   const computeHealth = async (): Promise<HealthReport> => {
     const services: Record<string, ServiceHealth> = {};
@@ -202,21 +248,38 @@ export function createApp(deps: AppDeps): Hono {
       services,
     };
   };
-  const health = async (): Promise<HealthReport> => {
-    const now = performance.now();
-    if (!deps.draining() && cached && now - cached.at < cacheMs) {
-      return cached.report;
-    }
-    // Concurrent probes share one computation.
-    inflight ??= computeHealth().finally(() => (inflight = undefined));
-    const report = await inflight;
-    cached = { at: performance.now(), report };
-    return report;
+  /** The cached report while fresh (and not draining), else undefined. */
+  const freshHealth = () =>
+    !deps.draining() && cached && performance.now() - cached.at < cacheMs
+      ? cached
+      : undefined;
+  const health = async (): Promise<{ report: HealthReport; body: string }> => {
+    const fresh = freshHealth();
+    if (fresh) return fresh;
+    // Concurrent probes share one computation; the body is serialized once.
+    inflight ??= computeHealth().then((report) => ({
+      report,
+      body: JSON.stringify(report),
+    }))
+      .finally(() => (inflight = undefined));
+    const r = await inflight;
+    cached = { at: performance.now(), ...r };
+    return r;
   };
+  const healthResponse = (
+    r: { report: HealthReport; body: string },
+    id: string,
+  ) =>
+    new Response(r.body, {
+      status: r.report.status === "unhealthy" ? 503 : 200,
+      headers: { "content-type": "application/json", [REQUEST_ID_HEADER]: id },
+    });
 
   app.get("/health", async (c) => {
-    const report = await health();
-    return c.json(report, report.status === "unhealthy" ? 503 : 200);
+    const r = await health();
+    return c.body(r.body, r.report.status === "unhealthy" ? 503 : 200, {
+      "content-type": "application/json",
+    });
   });
 
   app.get("/metrics", (c) => {
@@ -298,7 +361,33 @@ export function createApp(deps: AppDeps): Hono {
     return sub.fetch(c.req.raw);
   });
 
-  return app;
+  const fetch: HttpApp["fetch"] = (req, info) => {
+    if (req.method === "GET") {
+      // The path without parsing the whole URL: after "scheme://host".
+      const url = req.url;
+      const start = url.indexOf("/", url.indexOf("//") + 2);
+      const q = url.indexOf("?", start);
+      if ((q < 0 ? url.slice(start) : url.slice(start, q)) === "/health") {
+        const fresh = freshHealth();
+        if (fresh) {
+          const t0 = performance.now();
+          const id = requestId(req);
+          const res = healthResponse(fresh, id);
+          finish(
+            id,
+            "GET",
+            "/health",
+            "/health",
+            res.status,
+            (performance.now() - t0) / 1000,
+          );
+          return res;
+        }
+      }
+    }
+    return app.fetch(req, info);
+  };
+  return { app, fetch };
 }
 
 /** The JSON form of `/metrics` (the seed's `http_metrics`/`websocket_stats` shape). */

@@ -106,3 +106,28 @@ Deno.test("http: /api/v1/plugins lists name, version, kind, provides and status"
     },
   ]);
 });
+
+Deno.test("http: a cached /health is answered ahead of the router with the same shape, id and metrics", async () => {
+  await using t = await createTestKernel([routes], { healthCacheMs: 60_000 });
+  const first = await t.request("/health");
+  const body = await first.json();
+  const second = await t.request("/health?probe=1", {
+    headers: { "X-Request-Id": "probe-7" },
+  });
+  assert.equal(second.status, 200);
+  assert.equal(second.headers.get("content-type"), "application/json");
+  assert.equal(second.headers.get("X-Request-Id"), "probe-7");
+  assert.deepEqual(await second.json(), body, "the cached report");
+  assert.deepEqual(Object.keys(body.services).sort(), ["kv", "routes"]);
+  const text = await (await t.request("/metrics")).text();
+  assert.match(
+    text,
+    /plexus_http_requests_total\{method="GET",route="\/health",status="200"\} 2/,
+  );
+  assert.match(
+    text,
+    /plexus_http_request_duration_seconds_count\{method="GET",route="\/health"\} 2/,
+  );
+  const head = await t.request("/healthz");
+  assert.equal(head.status, 404, "only the exact path takes the fast path");
+});

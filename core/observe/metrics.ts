@@ -12,6 +12,8 @@ export type Labels = Record<string, string>;
 export interface Counter {
   inc(labels?: Labels, by?: number): void;
   get(labels?: Labels): number;
+  /** The series for `labels`, bound once so hot paths skip label encoding. */
+  labels(labels: Labels): { inc(by?: number): void };
 }
 /** A value that goes up and down, or is read on collection. */
 export interface Gauge {
@@ -22,6 +24,8 @@ export interface Gauge {
 /** A histogram with cumulative buckets. */
 export interface Histogram {
   observe(value: number, labels?: Labels): void;
+  /** The series for `labels`, bound once so hot paths skip label encoding. */
+  labels(labels: Labels): { observe(value: number): void };
   /** Count and sum for one label set. */
   get(labels?: Labels): { count: number; sum: number };
 }
@@ -148,6 +152,20 @@ export function createMetrics(prefix = "plexus_"): MetricsRegistry {
           f.series.set(k, (f.series.get(k) ?? 0) + by);
         },
         get: (labels) => f.series.get(labelKey(labels)) ?? 0,
+        labels(labels) {
+          const k = labelKey(labels);
+          if (!f.series.has(k)) f.series.set(k, 0);
+          return {
+            inc(by = 1) {
+              if (by < 0) {
+                throw new RangeError(
+                  `Cannot decrease counter '${name}' by ${by}`,
+                );
+              }
+              f.series.set(k, f.series.get(k)! + by);
+            },
+          };
+        },
       };
     },
     gauge(name, help, collect) {
@@ -176,23 +194,31 @@ export function createMetrics(prefix = "plexus_"): MetricsRegistry {
         buckets: sorted,
         series: new Map(),
       });
+      const series = (k: string) => {
+        let s = f.series.get(k);
+        if (!s) {
+          s = { counts: new Array(f.buckets.length).fill(0), count: 0, sum: 0 };
+          f.series.set(k, s);
+        }
+        return s;
+      };
+      const record = (
+        s: { counts: number[]; count: number; sum: number },
+        value: number,
+      ) => {
+        s.count++;
+        s.sum += value;
+        for (let i = 0; i < f.buckets.length; i++) {
+          if (value <= f.buckets[i]) s.counts[i]++;
+        }
+      };
       return {
         observe(value, labels) {
-          const k = labelKey(labels);
-          let s = f.series.get(k);
-          if (!s) {
-            s = {
-              counts: new Array(f.buckets.length).fill(0),
-              count: 0,
-              sum: 0,
-            };
-            f.series.set(k, s);
-          }
-          s.count++;
-          s.sum += value;
-          for (let i = 0; i < f.buckets.length; i++) {
-            if (value <= f.buckets[i]) s.counts[i]++;
-          }
+          record(series(labelKey(labels)), value);
+        },
+        labels(labels) {
+          const s = series(labelKey(labels));
+          return { observe: (value: number) => record(s, value) };
         },
         get(labels) {
           const s = f.series.get(labelKey(labels));

@@ -64,3 +64,18 @@ Deno.test("metrics: bad names, label names and negative increments are refused",
   m.counter("plexus_ok_total", "x").inc();
   assert.equal(c.get(), 1, "registering the same name again shares the series");
 });
+
+Deno.test("metrics: bound series count into the same series as labelled calls", () => {
+  const m = createMetrics("plexus_");
+  const c = m.counter("plexus_bound_total", "x");
+  const bound = c.labels({ route: "/a", method: "GET" });
+  bound.inc();
+  bound.inc(2);
+  c.inc({ method: "GET", route: "/a" });
+  assert.equal(c.get({ route: "/a", method: "GET" }), 4);
+  assert.throws(() => bound.inc(-1), /Cannot decrease/);
+  const h = m.histogram("plexus_bound_seconds", "x", [1]);
+  h.labels({ route: "/a" }).observe(0.5);
+  h.observe(2, { route: "/a" });
+  assert.deepEqual(h.get({ route: "/a" }), { count: 2, sum: 2.5 });
+});
