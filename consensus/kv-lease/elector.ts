@@ -243,6 +243,8 @@ export class LeaseElector {
   #term: Term | null = null;
   #acquisitions: string[] = [];
   #observed: { versionstamp: string; at: number } | null = null;
+  /** Monotonic ms at which the observed record's lease runs out, if known. */
+  #expiresAt: number | null = null;
   #view: LeaderChange = { leader: null, epoch: 0 };
   #listeners = new Set<(change: LeaderChange) => void>();
   #loop: Promise<void> | null = null;
@@ -373,12 +375,20 @@ export class LeaseElector {
       } catch (err) {
         this.#report(err, "read");
       }
-      const period = this.retryPeriodMs * (1 + RETRY_JITTER * this.#random());
+      // Leaders renew every 1 to 1.2 periods; candidates poll every 0.8 to 1,
+      // so one sees a renewal at most a period after it was written, and they
+      // wake exactly when the lease they watch runs out.
+      const period = this.retryPeriodMs *
+        (this.#term
+          ? 1 + RETRY_JITTER * this.#random()
+          : 1 - RETRY_JITTER * this.#random());
+      let wait = Math.max(0, started + period - this.#clock.mono());
+      const expiry = this.#term ? null : this.#expiresAt;
+      if (expiry !== null && expiry > this.#clock.mono()) {
+        wait = Math.min(wait, expiry - this.#clock.mono());
+      }
       try {
-        await this.#clock.sleep(
-          Math.max(0, started + period - this.#clock.mono()),
-          signal,
-        );
+        await this.#clock.sleep(wait, signal);
       } catch {
         return;
       }
@@ -430,8 +440,11 @@ export class LeaseElector {
       this.#begin(record, res.versionstamp, res.versionstamp, start);
       return;
     }
-    // A failed check means someone moved first; the next read shows who.
-    if (res) return;
+    // A failed check means someone moved first: read at once who it was.
+    if (res) {
+      this.#observe(await this.#read(), this.#clock.mono());
+      return;
+    }
     // Unknown outcome: the record says whether this attempt won.
     const again = await this.#read();
     if (
@@ -565,9 +578,11 @@ export class LeaseElector {
   }
 
   #mayTakeOver(snap: Snapshot, seenAt: number): boolean {
+    this.#expiresAt = null;
     if (snap.record.versionstamp === null) return true;
     if (this.#isOwn(snap)) return true;
     const lease = Math.max(this.leaseMs, snap.record.value?.leaseMs ?? 0);
+    this.#expiresAt = this.#observed ? this.#observed.at + lease : null;
     return this.#observed !== null && seenAt - this.#observed.at >= lease;
   }
 

@@ -124,8 +124,8 @@ Deno.test("elector: a candidate waits a full leaseMs of an unchanged record on i
   const w = world();
   w.ghost(4);
   const b = w.join("b");
-  // First read returns at 2; the first poll at least 1500 ms later is at 1600.
-  assert.equal(await w.when(() => b.elector.isLeader(), 5_000), 1_604);
+  // First read returns at 2; it wakes when that lease runs out (1502).
+  assert.equal(await w.when(() => b.elector.isLeader(), 5_000), 1_506);
   assert.deepEqual(b.changes.map(({ leader, epoch }) => ({ leader, epoch })), [
     { leader: "ghost", epoch: 4 },
     { leader: "b", epoch: 5 },
@@ -141,10 +141,9 @@ Deno.test("elector: a fast clock takes over sooner in global time, exactly a lea
   const w = world();
   w.ghost(1);
   const b = w.join("b", { rate: 2 });
-  // mono = 2 × t and polls come every 100 ms of global time. Seen at mono 4;
-  // the poll at t=700 returns at mono 1404 (too soon), the one at t=800 at
-  // mono 1604: half the global time a rate-1 clock needs (1604).
-  assert.equal(await w.when(() => b.elector.isLeader(), 5_000), 804);
+  // mono = 2 × t. Seen at mono 4, it wakes at mono 1504 (t=752) when the
+  // lease runs out: half the global time a rate-1 clock needs (1506).
+  assert.equal(await w.when(() => b.elector.isLeader(), 5_000), 756);
   assert.equal(b.elector.epoch(), 2);
 });
 
@@ -367,8 +366,8 @@ Deno.test("elector: a restarted process with the same node id waits a full lease
   assert.ok(a1.elector.isLeader());
   a1.clock.crash();
   const a2 = w.join("a"); // mono starts at 0 at t=500
-  // a2 reads at 500 (seen at mono 2) and needs mono 1502: its poll at 2100.
-  assert.equal(await w.when(() => a2.elector.isLeader(), 5_000), 2_104);
+  // a2 reads at 500 (seen at mono 2) and wakes at mono 1502 (t=2002).
+  assert.equal(await w.when(() => a2.elector.isLeader(), 5_000), 2_006);
   assert.equal(a2.elector.epoch(), 2);
 });
 

@@ -562,9 +562,7 @@ export class DurableQueue<T = unknown> {
     }
     if (!retried) return null;
     // The locked first try may have landed: our lease ids say what is ours.
-    const after = await this.#kv.getMany<QueueMessage<T>[]>(
-      claimed.map((m) => this.#keys.msg(m.id)),
-    );
+    const after = await this.#getEntries(claimed.map((m) => m.id));
     const ours = after.filter((e, i) =>
       e.value?.leaseId === claimed[i].leaseId
     );
@@ -572,8 +570,10 @@ export class DurableQueue<T = unknown> {
     return ours.map((e) => this.#delivery(e.value!, e.versionstamp!, leaseMs));
   }
 
-  /** Reads messages by id, 10 keys per read (KV's limit), in order. */
-  async #getMany(ids: string[]): Promise<(QueueMessage<T> | null)[]> {
+  /** Reads message entries by id, 10 keys per read (KV's limit), in order. */
+  async #getEntries(
+    ids: string[],
+  ): Promise<Deno.KvEntryMaybe<QueueMessage<T>>[]> {
     const parts = await Promise.all(
       Array.from(
         { length: Math.ceil(ids.length / 10) },
@@ -583,7 +583,12 @@ export class DurableQueue<T = unknown> {
           ),
       ),
     );
-    return parts.flat().map((e) => e.value);
+    return parts.flat();
+  }
+
+  /** Reads messages by id, 10 keys per read (KV's limit), in order. */
+  async #getMany(ids: string[]): Promise<(QueueMessage<T> | null)[]> {
+    return (await this.#getEntries(ids)).map((e) => e.value);
   }
 
   /**
@@ -730,9 +735,7 @@ export class DurableQueue<T = unknown> {
         ? holders.map(() => res.versionstamp as string | null)
         : holders.map(() => null);
       if (!res.ok && retried) {
-        const now = await this.#kv.getMany<QueueMessage<T>[]>(
-          holders.map((h) => this.#keys.msg(h.msg.id)),
-        );
+        const now = await this.#getEntries(holders.map((h) => h.msg.id));
         now.forEach((
           e,
           i,
