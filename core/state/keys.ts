@@ -17,6 +17,9 @@
  * ["election", name]                             lease record {holder, nonce, epoch, ...}
  * ["election", name, "epoch"]                    fencing record {epoch, holder, nonce}, written only on acquisition
  * ["nodes", nodeId]                              node registry record
+ * ["jwt-revoked", jti]                           revoked JWT id → {revokedAt, exp} (expireIn past exp)
+ * ["ratelimit", scope, id]                       GCRA state {tat} per principal/IP/handshake scope
+ * ["sig-nonce", keyid, nonce]                    RFC 9421 nonce replay store (expireIn past max age)
  * ```
  *
  * @module
@@ -98,4 +101,19 @@ export function nodeKey(nodeId?: string): Deno.KvKey {
  */
 export function electionEpochKey(name: string): Deno.KvKey {
   return ["election", name, "epoch"];
+}
+
+/** A revoked JWT id. */
+export function revokedJtiKey(jti: string): Deno.KvKey {
+  return ["jwt-revoked", jti];
+}
+
+/** GCRA state of `id` (a principal, an IP) within a limit `scope`. */
+export function rateLimitKey(scope: string, id: string): Deno.KvKey {
+  return ["ratelimit", scope, id];
+}
+
+/** A seen RFC 9421 signature nonce for `keyid`. */
+export function signatureNonceKey(keyid: string, nonce: string): Deno.KvKey {
+  return ["sig-nonce", keyid, nonce];
 }
