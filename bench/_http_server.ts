@@ -2,11 +2,11 @@
  * Server process for bench/http_health.ts.
  *
  *   deno run -A bench/_http_server.ts node --data-dir DIR
- *   deno run -A bench/_http_server.ts bare --body-file F --content-type T
+ *   deno run -A bench/_http_server.ts bare --body-file F --headers-file H
  *
  * `node` starts a real node in-process (`startNode`, KV in memory, log level
- * warn, default sinks); `bare` serves the given bytes from a plain
- * `Deno.serve`. Both print `{"ready":true,"url":...,"pid":...}` once
+ * warn, default sinks); `bare` serves the given body with the given headers
+ * (a JSON array of [name, value]) from a plain `Deno.serve`. Both print `{"ready":true,"url":...,"pid":...}` once
  * listening, and shut down when stdin closes.
  *
  * @module
@@ -35,10 +35,12 @@ if (mode === "node") {
   await node.shutdown("bench done");
 } else if (mode === "bare") {
   const body = await Deno.readFile(flag("body-file")!);
-  const contentType = flag("content-type") ?? "application/json";
+  const headers: [string, string][] = JSON.parse(
+    await Deno.readTextFile(flag("headers-file")!),
+  );
   const server = Deno.serve(
     { port: 0, hostname: "127.0.0.1", onListen: () => {} },
-    () => new Response(body, { headers: { "content-type": contentType } }),
+    () => new Response(body, { headers }),
   );
   reply({
     ready: true,

@@ -108,16 +108,25 @@ try {
     throw new Error(`/health answered ${res.status}: ${body.length} bytes`);
   }
   await Deno.writeFile(`${tmp}/health.body`, body);
+  // The same response, headers included (security headers, request id):
+  // only Date and Content-Length are the server's own.
+  const headers = [...res.headers].filter(([k]) =>
+    k !== "date" && k !== "content-length"
+  );
+  await Deno.writeTextFile(`${tmp}/health.headers`, JSON.stringify(headers));
   const bare = await startServer("bare", [
     "bare",
     "--body-file",
     `${tmp}/health.body`,
-    "--content-type",
-    contentType,
+    "--headers-file",
+    `${tmp}/health.headers`,
   ]);
   const check = await fetch(bare.url + "/health");
   const checkBody = new Uint8Array(await check.arrayBuffer());
+  const names = (h: Headers) =>
+    [...h.keys()].filter((k) => k !== "date" && k !== "content-length").join();
   if (
+    names(check.headers) !== names(res.headers) ||
     check.headers.get("content-type") !== contentType ||
     checkBody.length !== body.length || !checkBody.every((b, i) =>
       b === body[i]
@@ -126,7 +135,7 @@ try {
     throw new Error("bare server does not return the captured bytes");
   }
   info(
-    `http_health: /health is ${body.length} bytes of ${contentType}; ` +
+    `http_health: /health is ${body.length} bytes of ${contentType} with ${headers.length} headers; ` +
       `${rounds} rounds x ${durationMs} ms, ${connections} ${client} connections`,
   );
 
@@ -238,7 +247,7 @@ try {
     unit: "1/s",
     value: Math.round(f.rps),
     baseline: {
-      name: "bare Deno.serve returning the same bytes",
+      name: "bare Deno.serve returning the same bytes (body and headers)",
       value: Math.round(b.rps),
     },
     ratio: round(ratio, 2),

@@ -46,6 +46,12 @@ export const configSchema = z.strictObject({
     /** Attempts before a task is dead. */
     maxAttempts: z.number().int().min(1).max(100).default(3),
   }).prefault({}),
+  http: z.strictObject({
+    /** Origins allowed by CORS (e.g. "https://ops.example.com"); empty = no CORS. */
+    corsOrigins: z.array(z.url()).default([]),
+    /** Largest request body on any route; larger gets 413. */
+    bodyLimitBytes: z.number().int().min(1024).max(64 << 20).default(1 << 20),
+  }).prefault({}),
   health: z.strictObject({
     /** Results are reused for this long so probes cannot overload plugins. */
     cacheMs: z.number().int().min(0).max(60_000).default(1000),

@@ -207,6 +207,8 @@ export async function startNode(
     node,
     tasks,
     healthCacheMs: config.health.cacheMs,
+    corsOrigins: config.http.corsOrigins,
+    bodyLimitBytes: config.http.bodyLimitBytes,
     draining: () => draining,
   });
   // Requests still running at the drain deadline are answered 503. (Deno

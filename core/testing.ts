@@ -38,6 +38,8 @@ export interface TestKernelOptions {
   pluginConfig?: Record<string, unknown>;
   /** Start the registered plugins at once. @default {true} */
   start?: boolean;
+  /** CORS origins and body limit, as in the node config's `http` block. */
+  http?: { corsOrigins?: string[]; bodyLimitBytes?: number };
   /** How long /health reuses a report. @default {0} */
   healthCacheMs?: number;
   /** Setup deadline in ms. @default {10000} */
@@ -103,6 +105,8 @@ export async function createTestKernel(
     node,
     tasks,
     healthCacheMs: options.healthCacheMs ?? 0,
+    corsOrigins: options.http?.corsOrigins,
+    bodyLimitBytes: options.http?.bodyLimitBytes,
     draining: () => false,
   });
   let closed = false;

@@ -6,6 +6,8 @@
  */
 import { type ErrorHandler, Hono, type NotFoundHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
+import { bodyLimit } from "hono/body-limit";
+import { cors } from "hono/cors";
 import type { Kernel } from "../kernel.ts";
 import type { Logger } from "../observe/logger.ts";
 import { withCorrelation } from "../observe/logger.ts";
@@ -22,6 +24,17 @@ import { taskRoutes } from "./tasks.ts";
 /** Header carrying the request id on every response. */
 export const REQUEST_ID_HEADER = "X-Request-Id";
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+/**
+ * Security headers on every answer: the OWASP REST set for a JSON API (no
+ * HTML here, so no script policy, just no framing, no sniffing, HTTPS only).
+ */
+export const API_SECURITY_HEADERS: readonly [string, string][] = [
+  ["content-security-policy", "frame-ancestors 'none'"],
+  ["strict-transport-security", "max-age=15552000; includeSubDomains"],
+  ["x-content-type-options", "nosniff"],
+  ["x-frame-options", "DENY"],
+  ["referrer-policy", "no-referrer"],
+];
 /** Routes logged at debug rather than info, so probes do not flood the logs. */
 const QUIET_ROUTES = new Set(["/health", "/metrics", "/stats"]);
 
@@ -52,6 +65,10 @@ export interface AppDeps {
   node: NodeIdentity;
   /** The node registry; `/api/v1/cluster` lists its members when no consensus plugin runs. */
   registry?: Pick<Registry, "members">;
+  /** Origins allowed by CORS; none means no CORS headers at all. @default {[]} */
+  corsOrigins?: string[];
+  /** Largest request body on any route (413 above). @default {1048576} */
+  bodyLimitBytes?: number;
   /** Serves `/api/v1/tasks` when given. */
   tasks?: TaskService;
   /** Reuse a health report for this long. @default {1000} */
@@ -192,6 +209,41 @@ export function createApp(deps: AppDeps): HttpApp {
     finish(id, c.req.method, c.req.path, route, c.res.status, seconds);
   });
 
+  app.use(async (c, next) => {
+    await next();
+    try {
+      for (const [k, v] of API_SECURITY_HEADERS) c.res.headers.set(k, v);
+    } catch {
+      for (const [k, v] of API_SECURITY_HEADERS) c.header(k, v); // immutable headers
+    }
+  });
+  if (deps.corsOrigins?.length) {
+    app.use(cors({
+      origin: deps.corsOrigins,
+      allowMethods: ["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+      allowHeaders: [
+        "Authorization",
+        "Content-Type",
+        "Content-Digest",
+        "Signature",
+        "Signature-Input",
+        REQUEST_ID_HEADER,
+      ],
+      exposeHeaders: [
+        REQUEST_ID_HEADER,
+        "Retry-After",
+        "RateLimit",
+        "RateLimit-Policy",
+      ],
+      maxAge: 600,
+    }));
+  }
+  const maxBody = deps.bodyLimitBytes ?? 1 << 20;
+  app.use(bodyLimit({
+    maxSize: maxBody,
+    onError: () => errorResponse(413, `request body over ${maxBody} bytes`),
+  }));
+
   const onError: ErrorHandler = (err, c) => {
     if (err instanceof HTTPException) {
       const res = err.getResponse();
@@ -266,14 +318,21 @@ export function createApp(deps: AppDeps): HttpApp {
     cached = { at: performance.now(), ...r };
     return r;
   };
+  // Headers the full stack put on its last /health answer (secure headers,
+  // CORS), replayed by the fast path so both answer alike.
+  let healthHeaders: [string, string][] | undefined;
   const healthResponse = (
     r: { report: HealthReport; body: string },
     id: string,
-  ) =>
-    new Response(r.body, {
+    base: [string, string][],
+  ) => {
+    const headers = new Headers(base);
+    headers.set(REQUEST_ID_HEADER, id);
+    return new Response(r.body, {
       status: r.report.status === "unhealthy" ? 503 : 200,
-      headers: { "content-type": "application/json", [REQUEST_ID_HEADER]: id },
+      headers,
     });
+  };
 
   app.get("/health", async (c) => {
     const r = await health();
@@ -369,10 +428,10 @@ export function createApp(deps: AppDeps): HttpApp {
       const q = url.indexOf("?", start);
       if ((q < 0 ? url.slice(start) : url.slice(start, q)) === "/health") {
         const fresh = freshHealth();
-        if (fresh) {
+        if (fresh && healthHeaders && !req.headers.has("origin")) {
           const t0 = performance.now();
           const id = requestId(req);
-          const res = healthResponse(fresh, id);
+          const res = healthResponse(fresh, id, healthHeaders);
           finish(
             id,
             "GET",
@@ -383,6 +442,14 @@ export function createApp(deps: AppDeps): HttpApp {
           );
           return res;
         }
+        return Promise.resolve(app.fetch(req, info)).then((res) => {
+          if (!req.headers.has("origin")) {
+            healthHeaders = [...res.headers].filter(([k]) =>
+              !["x-request-id", "content-length", "date"].includes(k)
+            );
+          }
+          return res;
+        });
       }
     }
     return app.fetch(req, info);

@@ -131,3 +131,84 @@ Deno.test("http: a cached /health is answered ahead of the router with the same 
   const head = await t.request("/healthz");
   assert.equal(head.status, 404, "only the exact path takes the fast path");
 });
+
+Deno.test("http: secure headers on every answer, the cached /health fast path included", async () => {
+  await using t = await createTestKernel([routes], { healthCacheMs: 60_000 });
+  const full = await t.request("/health");
+  const fast = await t.request("/health");
+  for (const res of [full, fast, await t.request("/nope")]) {
+    assert.equal(res.headers.get("x-content-type-options"), "nosniff");
+    assert.equal(res.headers.get("x-frame-options"), "DENY");
+    assert.equal(
+      res.headers.get("content-security-policy"),
+      "frame-ancestors 'none'",
+    );
+    assert.match(
+      res.headers.get("strict-transport-security") ?? "",
+      /max-age=/,
+    );
+  }
+  const names = (r: Response) =>
+    [...r.headers.keys()].filter((k) =>
+      k !== "x-request-id" && k !== "content-length"
+    ).sort();
+  assert.deepEqual(
+    names(fast),
+    names(full),
+    "the fast path answers with the same headers",
+  );
+});
+
+Deno.test("http: CORS allows only configured origins", async () => {
+  await using t = await createTestKernel([routes], {
+    http: { corsOrigins: ["https://ops.example.com"] },
+    healthCacheMs: 60_000,
+  });
+  await t.request("/health");
+  const ok = await t.request("/health", {
+    headers: { Origin: "https://ops.example.com" },
+  });
+  assert.equal(
+    ok.headers.get("access-control-allow-origin"),
+    "https://ops.example.com",
+  );
+  const other = await t.request("/health", {
+    headers: { Origin: "https://evil.example" },
+  });
+  assert.equal(other.headers.get("access-control-allow-origin"), null);
+  const preflight = await t.request("/api/v1/tasks", {
+    method: "OPTIONS",
+    headers: {
+      Origin: "https://ops.example.com",
+      "Access-Control-Request-Method": "POST",
+    },
+  });
+  assert.equal(preflight.status, 204);
+  assert.match(
+    preflight.headers.get("access-control-allow-headers") ?? "",
+    /Authorization/,
+  );
+  await using none = await createTestKernel([routes]);
+  const noCors = await none.request("/health", {
+    headers: { Origin: "https://ops.example.com" },
+  });
+  assert.equal(noCors.headers.get("access-control-allow-origin"), null);
+});
+
+Deno.test("http: a body over the limit gets 413 on any route and the node keeps serving", async () => {
+  await using t = await createTestKernel([routes], {
+    http: { bodyLimitBytes: 2048 },
+  });
+  const big = await t.request("/plugins/routes/log", {
+    method: "POST",
+    body: "x".repeat(5000),
+  });
+  assert.equal(big.status, 413);
+  assert.deepEqual(await big.json(), {
+    error: {
+      code: "payload_too_large",
+      message: "request body over 2048 bytes",
+    },
+  });
+  assert.equal((await t.request("/plugins/routes/log")).status, 200);
+});
