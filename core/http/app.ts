@@ -20,6 +20,7 @@ import type { TaskService } from "../tasks.ts";
 import type { Consensus } from "../consensus.ts";
 import { clusterView, type Registry } from "../state/registry.ts";
 import { taskRoutes } from "./tasks.ts";
+import { auditLog } from "../security/audit.ts";
 
 /** Header carrying the request id on every response. */
 export const REQUEST_ID_HEADER = "X-Request-Id";
@@ -375,6 +376,16 @@ export function createApp(deps: AppDeps): HttpApp {
     logStream.attach(socket);
     return response;
   });
+
+  // Every mutating API call is audited (principal, route, outcome, correlation id).
+  app.use(
+    "/api/v1/*",
+    auditLog({
+      kv,
+      log,
+      onError: (err) => log.warn("audit record not stored", { error: err }),
+    }),
+  );
 
   app.get(
     "/api/v1/plugins",

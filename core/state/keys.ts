@@ -20,6 +20,7 @@
  * ["jwt-revoked", jti]                           revoked JWT id → {revokedAt, exp} (expireIn past exp)
  * ["ratelimit", scope, id]                       GCRA state {tat} per principal/IP/handshake scope
  * ["sig-nonce", keyid, nonce]                    RFC 9421 nonce replay store (expireIn past max age)
+ * ["audit", at, id]                              audit record of a mutating call (expireIn = retention)
  * ```
  *
  * @module
@@ -116,4 +117,9 @@ export function rateLimitKey(scope: string, id: string): Deno.KvKey {
 /** A seen RFC 9421 signature nonce for `keyid`. */
 export function signatureNonceKey(keyid: string, nonce: string): Deno.KvKey {
   return ["sig-nonce", keyid, nonce];
+}
+
+/** An audit record (or the prefix of all of them, in time order). */
+export function auditKey(at?: number, id?: string): Deno.KvKey {
+  return at === undefined ? ["audit"] : ["audit", at, id ?? ""];
 }

@@ -1,0 +1,52 @@
+import assert from "node:assert/strict";
+import { createTestKernel } from "../testing.ts";
+import { listAudit, outcomeOf } from "./audit.ts";
+
+Deno.test("audit: mutating API calls are recorded in KV and the log, reads are not", async () => {
+  await using t = await createTestKernel([]);
+  const ok = await t.request("/api/v1/tasks", {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      "X-Request-Id": "req-audit-1",
+    },
+    body: JSON.stringify({ type: "echo", payload: 1 }),
+  });
+  assert.equal(ok.status, 202);
+  const bad = await t.request("/api/v1/tasks", {
+    method: "POST",
+    body: "{nope",
+  });
+  assert.equal(bad.status, 400);
+  await t.request("/api/v1/plugins");
+  const records = await listAudit(t.kv);
+  assert.deepEqual(
+    records.map((r) => [r.method, r.route, r.status, r.outcome, r.principal]),
+    [["POST", "/api/v1/tasks", 202, "ok", "anonymous"], [
+      "POST",
+      "/api/v1/tasks",
+      400,
+      "failed",
+      "anonymous",
+    ]],
+  );
+  assert.equal(records[0].correlationId, "req-audit-1");
+  const lines = t.logs.filter((r) => r.msg === "audit");
+  assert.equal(lines.length, 2);
+  assert.equal(
+    (lines[0].audit as { correlationId: string }).correlationId,
+    "req-audit-1",
+  );
+});
+
+Deno.test("audit: outcomes", () => {
+  assert.deepEqual([200, 202, 401, 403, 429, 400, 500].map(outcomeOf), [
+    "ok",
+    "ok",
+    "denied",
+    "denied",
+    "denied",
+    "failed",
+    "failed",
+  ]);
+});
