@@ -1,26 +1,34 @@
 /**
- * The `plexus` command line: `serve` (the default) runs one node.
+ * The `plexus` command line: `serve` (the default) runs one node; `token`
+ * prints a signed API token (JWT) made with this node's key.
  *
  * Exit codes: 0 after a graceful shutdown; 1 when a plugin or the node fails
- * to start (stderr names the plugin and the cause); 2 for bad flags, bad
- * environment or bad config (one line on stderr naming the field).
+ * to start (stderr names the plugin and the cause) or `token` cannot load or
+ * make the node key; 2 for bad flags, bad environment or bad config (one
+ * line on stderr naming the field).
  *
  * @module
  */
+import { parseArgs } from "node:util";
 import { ConfigError, loadConfig, serveHelp } from "./core/config.ts";
 import { startNode } from "./core/node.ts";
 import { PluginError } from "./core/plugin.ts";
+import { formatDuration, parseDuration } from "./core/security/duration.ts";
+import { createJwtAuthority, DEFAULT_MAX_TTL_MS } from "./core/security/jwt.ts";
+import { loadOrCreateNodeKey } from "./core/security/node_key.ts";
+import { isRole, ROLES } from "./core/security/roles.ts";
 import { VERSION } from "./core/version.ts";
 
-const COMMANDS = ["serve"];
+const COMMANDS = ["serve", "token"];
 const USAGE = `plexus ${VERSION}: a Deno-native distributed plugin host
 
 Usage: plexus [command] [flags]
 
 Commands:
   serve    run one node (the default)
+  token    print a signed API token (JWT) for this node
 
-Run 'plexus serve --help' for the flags. 'plexus --version' prints the version.`;
+Run 'plexus serve --help' or 'plexus token --help' for the flags. 'plexus --version' prints the version.`;
 
 function fail(code: number, message: string): never {
   console.error(`plexus: ${message}`);
@@ -64,6 +72,136 @@ async function serve(argv: string[]): Promise<void> {
   Deno.addSignalListener("SIGTERM", onSignal("SIGTERM", 15));
 }
 
+function tokenHelp(): string {
+  const rows = [
+    ["--role ROLE", `required; one of ${ROLES.join(", ")}`],
+    [
+      "--ttl DURATION",
+      `required; lifetime such as 30s, 15m, 1h, 7d (at most ${
+        formatDuration(DEFAULT_MAX_TTL_MS)
+      })`,
+    ],
+    ["--sub NAME", "required; who the token is for (its 'sub'), e.g. ci"],
+    [
+      "--data-dir DIR",
+      "where the node key lives (DIR/node-key.jwk, made if missing); default ./data; env PLEXUS_DATA_DIR",
+    ],
+    [
+      "--config FILE.json",
+      "JSON config file (its dataDir is used); default none; env PLEXUS_CONFIG",
+    ],
+    ["-h, --help", "show this help"],
+  ];
+  const width = Math.max(...rows.map((r) => r[0].length)) + 2;
+  return [
+    "Usage: plexus token --role ROLE --ttl DURATION --sub NAME [flags]",
+    "",
+    "Prints one JWT for the HTTP API on stdout, signed with this node's key.",
+    "",
+    "Flags:",
+    ...rows.map(([a, b]) => `  ${a.padEnd(width)}${b}`),
+  ].join("\n");
+}
+
+/** node:util parseArgs errors as one line naming the flag. */
+function flagMessage(err: Error): string {
+  const unknown = /Unknown option '([^']+)'/.exec(err.message);
+  if (unknown) return `unknown flag ${unknown[1]} (see --help)`;
+  const missing = /Option '([^']+?)(?: <value>)?' argument missing/.exec(
+    err.message,
+  );
+  if (missing) {
+    return `flag ${missing[1].split(",").pop()!.trim()} needs a value`;
+  }
+  const ambiguous = /Option '([^']+)' argument is ambiguous/.exec(err.message);
+  if (ambiguous) {
+    return `flag ${ambiguous[1]} needs a value (write ${
+      ambiguous[1]
+    }=VALUE for one starting with '-')`;
+  }
+  const positional = /Unexpected argument '([^']+)'/.exec(err.message);
+  if (positional) return `unexpected argument '${positional[1]}' (see --help)`;
+  return err.message.split("\n")[0];
+}
+
+async function token(argv: string[]): Promise<void> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        help: { type: "boolean", short: "h" },
+        role: { type: "string" },
+        ttl: { type: "string" },
+        sub: { type: "string" },
+        "data-dir": { type: "string" },
+        config: { type: "string" },
+      },
+    }));
+  } catch (err) {
+    fail(2, flagMessage(err as Error));
+  }
+  if (values.help) {
+    console.log(tokenHelp());
+    return;
+  }
+  const { role, ttl, sub } = values;
+  if (role === undefined) {
+    fail(2, `--role: required, one of ${ROLES.join(", ")}`);
+  }
+  if (!isRole(role)) {
+    fail(
+      2,
+      `--role: expected one of ${ROLES.join(", ")}, got '${
+        JSON.stringify(role).slice(1, -1)
+      }'`,
+    );
+  }
+  if (ttl === undefined) fail(2, "--ttl: required, e.g. --ttl 1h");
+  let ttlMs: number;
+  try {
+    ttlMs = parseDuration(ttl, { minMs: 1000, maxMs: DEFAULT_MAX_TTL_MS });
+  } catch (err) {
+    fail(2, `--ttl: ${(err as Error).message}`);
+  }
+  // deno-lint-ignore no-control-regex
+  if (sub === undefined || !/^[^\u0000-\u001f\u007f]{1,256}$/.test(sub)) {
+    fail(
+      2,
+      sub === undefined
+        ? "--sub: required, e.g. --sub ci"
+        : `--sub: expected 1-256 printable characters, got ${
+          JSON.stringify(sub).slice(0, 80)
+        }`,
+    );
+  }
+  const configArgs = [
+    ...(values["data-dir"] === undefined
+      ? []
+      : [`--data-dir=${values["data-dir"]}`]),
+    ...(values.config === undefined ? [] : [`--config=${values.config}`]),
+  ];
+  let dataDir: string;
+  try {
+    const parsed = loadConfig(configArgs);
+    if (parsed.help) throw new Error("unreachable: --help was handled");
+    dataDir = parsed.config.dataDir;
+  } catch (err) {
+    if (err instanceof ConfigError) fail(2, err.message);
+    throw err;
+  }
+  let jwt: string;
+  try {
+    const key = await loadOrCreateNodeKey(dataDir);
+    jwt = await createJwtAuthority(key).issue(sub, role, { ttl: ttlMs });
+  } catch (err) {
+    fail(1, `cannot issue a token: ${(err as Error).message}`);
+  }
+  console.log(jwt);
+}
+
 if (import.meta.main) {
   const [first, ...rest] = Deno.args;
   if (first === "--version" || first === "-V") {
@@ -72,6 +210,8 @@ if (import.meta.main) {
     console.log(`${USAGE}\n\n${serveHelp()}`);
   } else if (first === undefined || first.startsWith("-")) {
     await serve(Deno.args);
+  } else if (first === "token") {
+    await token(rest);
   } else if (COMMANDS.includes(first)) {
     await serve(rest);
   } else {
