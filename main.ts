@@ -10,7 +10,12 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { ConfigError, loadConfig, serveHelp } from "./core/config.ts";
+import {
+  cliMessage,
+  ConfigError,
+  loadConfig,
+  serveHelp,
+} from "./core/config.ts";
 import { startNode } from "./core/node.ts";
 import { PluginError } from "./core/plugin.ts";
 import { formatDuration, parseDuration } from "./core/security/duration.ts";
@@ -104,25 +109,6 @@ function tokenHelp(): string {
 }
 
 /** node:util parseArgs errors as one line naming the flag. */
-function flagMessage(err: Error): string {
-  const unknown = /Unknown option '([^']+)'/.exec(err.message);
-  if (unknown) return `unknown flag ${unknown[1]} (see --help)`;
-  const missing = /Option '([^']+?)(?: <value>)?' argument missing/.exec(
-    err.message,
-  );
-  if (missing) {
-    return `flag ${missing[1].split(",").pop()!.trim()} needs a value`;
-  }
-  const ambiguous = /Option '([^']+)' argument is ambiguous/.exec(err.message);
-  if (ambiguous) {
-    return `flag ${ambiguous[1]} needs a value (write ${
-      ambiguous[1]
-    }=VALUE for one starting with '-')`;
-  }
-  const positional = /Unexpected argument '([^']+)'/.exec(err.message);
-  if (positional) return `unexpected argument '${positional[1]}' (see --help)`;
-  return err.message.split("\n")[0];
-}
 
 async function token(argv: string[]): Promise<void> {
   let values;
@@ -141,7 +127,7 @@ async function token(argv: string[]): Promise<void> {
       },
     }));
   } catch (err) {
-    fail(2, flagMessage(err as Error));
+    fail(2, cliMessage(err as Error));
   }
   if (values.help) {
     console.log(tokenHelp());

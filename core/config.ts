@@ -346,7 +346,8 @@ export function loadConfig(
   return { help: false, config };
 }
 
-function cliMessage(err: Error): string {
+/** One line for an error from `node:util`'s `parseArgs`, naming the flag. */
+export function cliMessage(err: Error): string {
   const unknown = /Unknown option '([^']+)'/.exec(err.message);
   if (unknown) return `unknown flag ${unknown[1]} (see --help)`;
   const missing = /Option '([^']+?)(?: <value>)?' argument missing/.exec(
@@ -355,9 +356,15 @@ function cliMessage(err: Error): string {
   if (missing) {
     return `flag ${missing[1].split(",").pop()!.trim()} needs a value`;
   }
+  const ambiguous = /Option '([^']+)' argument is ambiguous/.exec(err.message);
+  if (ambiguous) {
+    return `flag ${ambiguous[1]} needs a value (write ${
+      ambiguous[1]
+    }=VALUE for one starting with '-')`;
+  }
   const positional = /Unexpected argument '([^']+)'/.exec(err.message);
   if (positional) return `unexpected argument '${positional[1]}' (see --help)`;
-  return err.message;
+  return err.message.split("\n")[0];
 }
 
 /** The `serve --help` text, built from {@linkcode FLAGS}. */

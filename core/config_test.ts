@@ -177,3 +177,11 @@ Deno.test("config: --help lists every flag with its default", () => {
   }
   assert.match(help, /--config FILE\.json/);
 });
+
+Deno.test("config: a flag followed by another flag asks for a value on one line", () => {
+  const msg = configError(["--plugin", "--port", "1"]);
+  assert.match(
+    msg,
+    /^flag --plugin needs a value \(write --plugin=VALUE for one starting with '-'\)$/,
+  );
+});
