@@ -13,6 +13,7 @@ import { parseArgs } from "node:util";
 import {
   cliMessage,
   ConfigError,
+  formatHelp,
   loadConfig,
   serveHelp,
 } from "./core/config.ts";
@@ -97,15 +98,11 @@ function tokenHelp(): string {
     ],
     ["-h, --help", "show this help"],
   ];
-  const width = Math.max(...rows.map((r) => r[0].length)) + 2;
-  return [
+  return formatHelp(
     "Usage: plexus token --role ROLE --ttl DURATION --sub NAME [flags]",
-    "",
     "Prints one JWT for the HTTP API on stdout, signed with this node's key.",
-    "",
-    "Flags:",
-    ...rows.map(([a, b]) => `  ${a.padEnd(width)}${b}`),
-  ].join("\n");
+    rows,
+  );
 }
 
 /** node:util parseArgs errors as one line naming the flag. */

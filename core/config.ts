@@ -380,11 +380,24 @@ export function serveHelp(): string {
     ],
     ["-h, --help", "show this help"],
   ];
+  return formatHelp(
+    "Usage: plexus [serve] [flags]",
+    "Runs one Plexus node. Precedence: defaults < config file < environment < flags.",
+    rows,
+  );
+}
+
+/** A subcommand's `--help` text: usage, one line about it, aligned flag rows. */
+export function formatHelp(
+  usage: string,
+  about: string,
+  rows: string[][],
+): string {
   const width = Math.max(...rows.map((r) => r[0].length)) + 2;
   return [
-    "Usage: plexus [serve] [flags]",
+    usage,
     "",
-    "Runs one Plexus node. Precedence: defaults < config file < environment < flags.",
+    about,
     "",
     "Flags:",
     ...rows.map(([a, b]) => `  ${a.padEnd(width)}${b}`),

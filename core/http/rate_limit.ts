@@ -180,6 +180,18 @@ function limitedResponse(checked: Checked[], refusal: Checked): Response {
   );
 }
 
+/** Reports a refusal to `onLimited` and answers it with 429. */
+function refuse(
+  c: Context,
+  onLimited: ((c: Context, refusal: RateLimitRefusal) => void) | undefined,
+  checked: Checked[],
+  refused: Checked,
+  id: string,
+): Response {
+  onLimited?.(c, { name: refused.rule.name, id, decision: refused.decision });
+  return limitedResponse(checked, refused);
+}
+
 /** Checks `rules` in order; stops at the first refusal. */
 async function checkAll(
   rules: Rule[],
@@ -320,14 +332,7 @@ export function rateLimit(
   const headersOnSuccess = options.headersOnSuccess ?? true;
   return async (c, next) => {
     const { checked, refused, id } = await checkAll(rules, c);
-    if (refused) {
-      options.onLimited?.(c, {
-        name: refused.rule.name,
-        id: id!,
-        decision: refused.decision,
-      });
-      return limitedResponse(checked, refused);
-    }
+    if (refused) return refuse(c, options.onLimited, checked, refused, id!);
     await next();
     if (!headersOnSuccess || checked.length === 0) return;
     const [policy, state] = headerValues(checked);
@@ -411,14 +416,7 @@ export function websocketHandshakeLimit(
   return async (c, next) => {
     if (c.req.header("upgrade")?.toLowerCase() !== "websocket") return next();
     const { checked, refused, id } = await checkAll(rules, c);
-    if (refused) {
-      options.onLimited?.(c, {
-        name: refused.rule.name,
-        id: id!,
-        decision: refused.decision,
-      });
-      return limitedResponse(checked, refused);
-    }
+    if (refused) return refuse(c, options.onLimited, checked, refused, id!);
     return next();
   };
 }
