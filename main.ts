@@ -167,10 +167,11 @@ async function token(argv: string[]): Promise<void> {
     ...(values.config === undefined ? [] : [`--config=${values.config}`]),
   ];
   let dataDir: string;
+  let issuer: string, audience: string;
   try {
     const parsed = loadConfig(configArgs);
     if (parsed.help) throw new Error("unreachable: --help was handled");
-    dataDir = parsed.config.dataDir;
+    ({ dataDir, auth: { issuer, audience } } = parsed.config);
   } catch (err) {
     if (err instanceof ConfigError) fail(2, err.message);
     throw err;
@@ -178,7 +179,9 @@ async function token(argv: string[]): Promise<void> {
   let jwt: string;
   try {
     const key = await loadOrCreateNodeKey(dataDir);
-    jwt = await createJwtAuthority(key).issue(sub, role, { ttl: ttlMs });
+    jwt = await createJwtAuthority(key, { issuer, audience }).issue(sub, role, {
+      ttl: ttlMs,
+    });
   } catch (err) {
     fail(1, `cannot issue a token: ${(err as Error).message}`);
   }

@@ -28,6 +28,8 @@
  *
  * @module
  */
+import { createJwtAuthority } from "../core/security/jwt.ts";
+import { loadNodeKey, NODE_KEY_FILE } from "../core/security/node_key.ts";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { nodeKey } from "../core/state/keys.ts";
@@ -57,6 +59,8 @@ interface Node {
   id: string;
   child: Deno.ChildProcess;
   url: string;
+  /** An API token signed with its own key (read from its data dir). */
+  token: string;
   exited: boolean;
   /** Its stdout and stderr (warnings and errors only, at warn level). */
   output: string[];
@@ -71,6 +75,9 @@ const lock = join(dir, "deno.lock");
 await Deno.writeTextFile(
   configFile,
   JSON.stringify({
+    // Polled every POLL_MS on every node from one IP: the API rate limits
+    // would refuse the probes (and add shared-KV commits to what is measured).
+    rateLimit: { enabled: false },
     pluginConfig: {
       "kv-lease": {
         leaseMs: LEASE_MS,
@@ -132,7 +139,14 @@ async function startNode(): Promise<Node> {
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const node: Node = { id, child, url: "", exited: false, output: [] };
+  const node: Node = {
+    id,
+    child,
+    url: "",
+    token: "",
+    exited: false,
+    output: [],
+  };
   all.push(node);
   child.status.then(() => (node.exited = true));
   drain(child.stdout, node.output);
@@ -152,12 +166,16 @@ async function startNode(): Promise<Node> {
       node.url = rec.value.address;
     } else await sleep(POLL_MS);
   }
+  node.token = await createJwtAuthority(
+    await loadNodeKey(join(data, NODE_KEY_FILE)),
+  ).issue("bench", "viewer", { ttl: "1h" });
   return node;
 }
 
 async function view(node: Node): Promise<View | null> {
   try {
     const res = await fetch(new URL("/api/v1/cluster", node.url), {
+      headers: { authorization: `Bearer ${node.token}` },
       signal: AbortSignal.timeout(2_000),
     });
     return await res.json() as View;

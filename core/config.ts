@@ -56,7 +56,45 @@ export const configSchema = z.strictObject({
     /** Results are reused for this long so probes cannot overload plugins. */
     cacheMs: z.number().int().min(0).max(60_000).default(1000),
   }).prefault({}),
+  auth: z.strictObject({
+    /** `iss` of issued tokens and the only one accepted. */
+    issuer: z.string().min(1).max(256).default("plexus"),
+    /** `aud` of issued tokens and the only one accepted. */
+    audience: z.string().min(1).max(256).default("plexus-api"),
+    /** Leeway for `exp`/`nbf`/`iat`, seconds (at most 60). */
+    clockToleranceS: z.number().int().min(0).max(60).default(30),
+    /** Oldest acceptable RFC 9421 `created`, seconds. */
+    signatureMaxAgeSec: z.number().int().min(1).max(3600).default(300),
+    /** Refuse RFC 9421 signatures without a `nonce` (each nonce is accepted once). */
+    requireNonce: z.boolean().default(true),
+    /** Trusted-key lookups are reused this long (a removed key works elsewhere at most this long). */
+    keyCacheMs: z.number().int().min(0).max(300_000).default(5000),
+    /** `token`: `/ws` needs a viewer token like `/api/v1`; `open`: a token is optional. */
+    logStream: z.enum(["open", "token"]).default("open"),
+    /** Sign responses to requests carrying `Accept-Signature` with the node key. */
+    signResponses: z.boolean().default(true),
+  }).prefault({}),
+  rateLimit: z.strictObject({
+    /** Off only for benchmarks and closed test rigs. */
+    enabled: z.boolean().default(true),
+    /** Per client IP (IPv6 by /64), before authentication. */
+    ip: rateLimitSchema(200, 400),
+    /** Per authenticated principal (`sub`). */
+    principal: rateLimitSchema(100, 200),
+    /** WebSocket handshakes per client IP. */
+    wsHandshake: rateLimitSchema(5, 20),
+  }).prefault({}),
 });
+
+function rateLimitSchema(rate: number, burst: number) {
+  return z.strictObject({
+    /** Requests admitted per `periodMs`, sustained. */
+    rate: z.number().int().min(1).max(1_000_000).default(rate),
+    periodMs: z.number().int().min(1).max(86_400_000).default(1000),
+    /** Requests admitted back to back. */
+    burst: z.number().int().min(1).max(1_000_000).default(burst),
+  }).prefault({});
+}
 
 /** Validated configuration. */
 export type Config = z.output<typeof configSchema> & { kv: string };

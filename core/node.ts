@@ -28,11 +28,15 @@ import { VERSION } from "./version.ts";
 import type { Consensus } from "./consensus.ts";
 import { createTaskService, type TaskService } from "./tasks.ts";
 import { createRegistry } from "./state/registry.ts";
+import { loadOrCreateNodeKey } from "./security/node_key.ts";
+import { createSecurity, type Security } from "./http/security.ts";
 
 /** A running node. */
 export interface NodeHandle {
   /** Base URL the HTTP server listens on. */
   url: string;
+  /** Token authority, keyring and limits (e.g. `security.jwt.issue` in tests). */
+  security: Security;
   node: NodeIdentity;
   kernel: Kernel;
   tasks: TaskService;
@@ -122,7 +126,15 @@ export async function startNode(
   await Deno.mkdir(config.dataDir, { recursive: true });
   const nodeId = await resolveNodeId(config);
   const nodeLog = log.child({ node: nodeId });
+  // The signing key first: a bad key file stops the node before KV opens.
+  const nodeKey = await loadOrCreateNodeKey(config.dataDir);
   const kv = await openStore(config.kv);
+  const security = createSecurity({
+    kv,
+    nodeKey,
+    auth: config.auth,
+    rateLimit: config.rateLimit,
+  });
   const node: NodeIdentity = {
     id: nodeId,
     version: VERSION,
@@ -179,6 +191,8 @@ export async function startNode(
       const { value, origin } = await loadPlugin(spec, options.cwd);
       kernel.register(value, origin);
     }
+    // Published before serving, so tokens from this node verify everywhere.
+    await security.keyring.publishNode(nodeKey, nodeId);
     await kernel.start();
     tasks.start();
   } catch (err) {
@@ -209,6 +223,7 @@ export async function startNode(
     healthCacheMs: config.health.cacheMs,
     corsOrigins: config.http.corsOrigins,
     bodyLimitBytes: config.http.bodyLimitBytes,
+    security,
     draining: () => draining,
   });
   // Requests still running at the drain deadline are answered 503. (Deno
@@ -322,5 +337,14 @@ export async function startNode(
     return closing;
   };
 
-  return { url, node, kernel, tasks, log: nodeLog, logStream, shutdown };
+  return {
+    url,
+    node,
+    kernel,
+    tasks,
+    log: nodeLog,
+    logStream,
+    security,
+    shutdown,
+  };
 }

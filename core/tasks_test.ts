@@ -30,7 +30,7 @@ const post = (body: unknown, headers: Record<string, string> = {}) => ({
 
 Deno.test("tasks: echo and sleep run to done over HTTP with their results", async () => {
   await using t = await createTestKernel([]);
-  const res = await t.request(
+  const res = await t.api(
     "/api/v1/tasks",
     post({ type: "echo", payload: { hi: 1 }, priority: 7 }),
   );
@@ -38,7 +38,7 @@ Deno.test("tasks: echo and sleep run to done over HTTP with their results", asyn
   const { id, status } = await res.json();
   assert.equal(status, "ready");
   const done = await until(
-    () => t.request(`/api/v1/tasks/${id}`).then((r) => r.json()),
+    () => t.api(`/api/v1/tasks/${id}`).then((r) => r.json()),
     (v) => v.status === "done",
     "echo",
   );
@@ -50,7 +50,7 @@ Deno.test("tasks: echo and sleep run to done over HTTP with their results", asyn
     node: "test-node",
     result: { hi: 1 },
   });
-  const sleep = await (await t.request(
+  const sleep = await (await t.api(
     "/api/v1/tasks",
     post({ type: "sleep", payload: { ms: 5 } }),
   )).json();
@@ -64,11 +64,11 @@ Deno.test("tasks: echo and sleep run to done over HTTP with their results", asyn
 
 Deno.test("tasks: an idempotency key returns the first task with 200", async () => {
   await using t = await createTestKernel([]);
-  const a = await t.request(
+  const a = await t.api(
     "/api/v1/tasks",
     post({ type: "echo", payload: 1, idempotencyKey: "k1" }),
   );
-  const b = await t.request(
+  const b = await t.api(
     "/api/v1/tasks",
     post({ type: "echo", payload: 2, idempotencyKey: "k1" }),
   );
@@ -113,7 +113,7 @@ Deno.test("tasks: bad submissions get 400/413 with a reason and enqueue nothing"
     ],
   ];
   for (const [init, status, message] of cases) {
-    const res = await t.request("/api/v1/tasks", init);
+    const res = await t.api("/api/v1/tasks", init);
     const body = await res.json();
     assert.equal(
       res.status,
@@ -124,7 +124,7 @@ Deno.test("tasks: bad submissions get 400/413 with a reason and enqueue nothing"
   }
   assert.equal(({} as Record<string, unknown>).polluted, undefined);
   assert.equal((await t.tasks.queue.stats()).ready, 0);
-  const missing = await t.request("/api/v1/tasks/nope");
+  const missing = await t.api("/api/v1/tasks/nope");
   assert.equal(missing.status, 404);
 });
 

@@ -7,6 +7,7 @@
  */
 import type { Hono } from "hono";
 import { createApp } from "./http/app.ts";
+import type { AuthVariables } from "./http/auth.ts";
 import { createKernel, type Kernel } from "./kernel.ts";
 import { createLogger, type LogRecord } from "./observe/logger.ts";
 import { createLogStream } from "./observe/log_stream.ts";
@@ -14,6 +15,10 @@ import { createMetrics, type MetricsRegistry } from "./observe/metrics.ts";
 import { createRouter, type Router } from "./router.ts";
 import { VERSION } from "./version.ts";
 import { createTaskService, type TaskService } from "./tasks.ts";
+import { createSecurity, type Security } from "./http/security.ts";
+import { generateNodeKey } from "./security/node_key.ts";
+import type { Role } from "./security/roles.ts";
+import type { Config } from "./config.ts";
 
 /** A kernel set up for tests. Dispose it with `await using` or `close()`. */
 export interface TestKernel extends AsyncDisposable {
@@ -27,7 +32,19 @@ export interface TestKernel extends AsyncDisposable {
   logs: LogRecord[];
   /** Sends a request through the node's HTTP handler (routes, errors, metrics). */
   request(path: string, init?: RequestInit): Promise<Response>;
-  app: Hono;
+  app: Hono<{ Variables: AuthVariables }>;
+  /** Token authority, keyring and limits of this test node. */
+  security: Security;
+  /**
+   * A signed API token for `/api/v1` routes, e.g.
+   * `t.request("/api/v1/tasks", { headers: { authorization: `Bearer ${await t.token("analyst")}` } })`.
+   */
+  token(role?: Role, sub?: string): Promise<string>;
+  /**
+   * Like `request`, with a `Bearer` token for `role` (default `admin`): for
+   * `/api/v1` routes, which refuse anonymous calls.
+   */
+  api(path: string, init?: RequestInit, role?: Role): Promise<Response>;
   /** Stops the plugins and closes KV; safe to call twice. */
   close(): Promise<void>;
 }
@@ -44,6 +61,10 @@ export interface TestKernelOptions {
   healthCacheMs?: number;
   /** Setup deadline in ms. @default {10000} */
   startTimeoutMs?: number;
+  /** The node config's `auth` block. @default {the config defaults} */
+  auth?: Partial<Config["auth"]>;
+  /** The node config's `rateLimit` block. @default {the config defaults} */
+  rateLimit?: Partial<Config["rateLimit"]>;
 }
 
 /**
@@ -96,6 +117,14 @@ export async function createTestKernel(
     pluginConfig: options.pluginConfig,
     startTimeoutMs: options.startTimeoutMs,
   });
+  const nodeKey = await generateNodeKey();
+  const security = createSecurity({
+    kv,
+    nodeKey,
+    auth: options.auth,
+    rateLimit: options.rateLimit,
+  });
+  await security.keyring.publishNode(nodeKey, node.id);
   const { app, fetch: serveHttp } = createApp({
     kernel,
     kv,
@@ -107,8 +136,17 @@ export async function createTestKernel(
     healthCacheMs: options.healthCacheMs ?? 0,
     corsOrigins: options.http?.corsOrigins,
     bodyLimitBytes: options.http?.bodyLimitBytes,
+    security,
     draining: () => false,
   });
+  const request = async (path: string, init?: RequestInit) =>
+    await serveHttp(new Request(new URL(path, "http://localhost"), init));
+  const tokens = new Map<string, Promise<string>>();
+  const token = (role: Role = "admin", sub = "test") => {
+    const k = `${role} ${sub}`;
+    if (!tokens.has(k)) tokens.set(k, security.jwt.issue(sub, role));
+    return tokens.get(k)!;
+  };
   let closed = false;
   const close = async () => {
     if (closed) return;
@@ -136,8 +174,14 @@ export async function createTestKernel(
     tasks,
     logs,
     app,
-    request: async (path, init) =>
-      await serveHttp(new Request(new URL(path, "http://localhost"), init)),
+    security,
+    token,
+    request,
+    api: async (path, init = {}, role = "admin") => {
+      const headers = new Headers(init.headers);
+      headers.set("authorization", `Bearer ${await token(role)}`);
+      return await request(path, { ...init, headers });
+    },
     close,
     [Symbol.asyncDispose]: close,
   };

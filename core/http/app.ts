@@ -21,6 +21,19 @@ import type { Consensus } from "../consensus.ts";
 import { clusterView, type Registry } from "../state/registry.ts";
 import { taskRoutes } from "./tasks.ts";
 import { auditLog } from "../security/audit.ts";
+import { clientIp, rateLimit, websocketHandshakeLimit } from "./rate_limit.ts";
+import {
+  type AuthVariables,
+  principalOf,
+  requireAuth,
+  requirePermission,
+  unauthorized,
+} from "./auth.ts";
+import {
+  maybeSignResponse,
+  type Security,
+  securityRoutes,
+} from "./security.ts";
 
 /** Header carrying the request id on every response. */
 export const REQUEST_ID_HEADER = "X-Request-Id";
@@ -74,6 +87,8 @@ export interface AppDeps {
   tasks?: TaskService;
   /** Reuse a health report for this long. @default {1000} */
   healthCacheMs?: number;
+  /** Authentication, keys and rate limits: `/api/v1/*` is closed without them. */
+  security: Security;
   /** True once shutdown began: health turns unhealthy, new sockets refused. */
   draining: () => boolean;
 }
@@ -81,7 +96,7 @@ export interface AppDeps {
 /** The node's HTTP surface. */
 export interface HttpApp {
   /** The Hono app (every route). */
-  app: Hono;
+  app: Hono<{ Variables: AuthVariables }>;
   /**
    * The handler to serve: answers `GET /health` from its cached report ahead
    * of the router (probes are the hottest path), with the same request id,
@@ -103,8 +118,8 @@ export interface HttpApp {
  * ```
  */
 export function createApp(deps: AppDeps): HttpApp {
-  const { kernel, kv, metrics, log, logStream, node } = deps;
-  const app = new Hono();
+  const { kernel, kv, metrics, log, logStream, node, security } = deps;
+  const app = new Hono<{ Variables: AuthVariables }>();
   const requests = metrics.counter(
     "plexus_http_requests_total",
     "HTTP requests by method, route and status",
@@ -360,7 +375,13 @@ export function createApp(deps: AppDeps): HttpApp {
     });
   });
 
-  app.get("/ws", (c) => {
+  if (security.limits) {
+    app.use(
+      "/ws",
+      websocketHandshakeLimit({ limiter: security.limits.wsHandshake }),
+    );
+  }
+  app.get("/ws", async (c) => {
     if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
       return errorResponse(
         426,
@@ -370,14 +391,81 @@ export function createApp(deps: AppDeps): HttpApp {
       );
     }
     if (deps.draining()) return errorResponse(503, "node is shutting down");
+    // Browsers cannot set headers on a WebSocket: `?access_token=` also works.
+    const queryToken = c.req.query("access_token");
+    const credentials = c.req.header("authorization") ??
+      (queryToken === undefined ? undefined : `Bearer ${queryToken}`);
+    let expiresAt: number | undefined;
+    if (credentials !== undefined || security.logStream === "token") {
+      if (credentials === undefined) return unauthorized();
+      const r = await security.auth.authenticate(
+        new Request(c.req.url, { headers: { authorization: credentials } }),
+      );
+      if (!r.ok) {
+        log.warn("authentication refused", {
+          method: r.failure.method,
+          reason: r.failure.reason,
+          detail: r.failure.detail,
+          path: c.req.path,
+        });
+        return unauthorized();
+      }
+      expiresAt = r.principal.exp;
+    }
     const { socket, response } = Deno.upgradeWebSocket(c.req.raw, {
       idleTimeout: 0,
     });
     logStream.attach(socket);
+    if (expiresAt !== undefined) endAtExpiry(socket, credentials!);
     return response;
   });
 
-  // Every mutating API call is audited (principal, route, outcome, correlation id).
+  /**
+   * A token-authenticated socket ends when its token does: closed with 4001
+   * at `exp` (plus nothing: leeway is for clock skew between machines, not
+   * for this node's own timer), and re-verified every 30 s so a revoked
+   * token ends it too.
+   */
+  const endAtExpiry = (socket: WebSocket, credentials: string) => {
+    const req = new Request("http://node/ws", {
+      headers: { authorization: credentials },
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let check: ReturnType<typeof setInterval> | undefined;
+    const end = (why: string) => {
+      clearTimeout(timer);
+      clearInterval(check);
+      if (socket.readyState === WebSocket.OPEN) socket.close(4001, why);
+    };
+    const schedule = async () => {
+      const r = await security.auth.authenticate(req);
+      if (!r.ok || r.principal.exp === undefined) return end("token expired");
+      clearTimeout(timer);
+      const ms = r.principal.exp * 1000 - Date.now();
+      timer = setTimeout(() => end("token expired"), Math.max(0, ms));
+    };
+    socket.addEventListener("open", () => {
+      schedule().catch(() => end("token check failed"));
+      check = setInterval(
+        () => schedule().catch(() => end("token check failed")),
+        30_000,
+      );
+    }, { once: true });
+    socket.addEventListener("close", () => {
+      clearTimeout(timer);
+      clearInterval(check);
+    }, { once: true });
+  };
+
+  // /api/v1: the per-IP limit first (cheap, before any signature is
+  // checked), then audit (so refused calls are recorded too), then
+  // authentication, then the per-principal limit.
+  if (security.limits) {
+    app.use(
+      "/api/v1/*",
+      rateLimit({ limiters: [{ limiter: security.limits.ip, key: clientIp }] }),
+    );
+  }
   app.use(
     "/api/v1/*",
     auditLog({
@@ -386,9 +474,26 @@ export function createApp(deps: AppDeps): HttpApp {
       onError: (err) => log.warn("audit record not stored", { error: err }),
     }),
   );
+  app.use("/api/v1/*", async (c, next) => {
+    await next();
+    c.res = await maybeSignResponse(security, c.req.raw, c.res);
+  });
+  app.use("/api/v1/*", requireAuth(security.auth, { log, metrics }));
+  if (security.limits) {
+    app.use(
+      "/api/v1/*",
+      rateLimit({
+        limiters: [{
+          limiter: security.limits.principal,
+          key: (c) => principalOf(c)?.sub,
+        }],
+      }),
+    );
+  }
 
   app.get(
     "/api/v1/plugins",
+    requirePermission("plugins:read"),
     (c) =>
       c.json(
         kernel.list().map(({ name, version, kind, provides, status }) => ({
@@ -401,7 +506,7 @@ export function createApp(deps: AppDeps): HttpApp {
       ),
   );
 
-  app.get("/api/v1/cluster", async (c) => {
+  app.get("/api/v1/cluster", requirePermission("cluster:read"), async (c) => {
     const consensus = kernel.has("consensus:*")
       ? kernel.get<Consensus>("consensus:*")
       : undefined;
@@ -413,6 +518,7 @@ export function createApp(deps: AppDeps): HttpApp {
   });
 
   if (deps.tasks) app.route("/api/v1/tasks", taskRoutes(deps.tasks));
+  app.route("/api/v1", securityRoutes(security, kv));
 
   const withHandlers = new WeakSet<Hono>();
   app.all("/plugins/:name/*", (c) => {

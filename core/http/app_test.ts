@@ -96,7 +96,7 @@ Deno.test("http: metrics count requests by route pattern, not raw path", async (
 
 Deno.test("http: /api/v1/plugins lists name, version, kind, provides and status", async () => {
   await using t = await createTestKernel([routes]);
-  assert.deepEqual(await (await t.request("/api/v1/plugins")).json(), [
+  assert.deepEqual(await (await t.api("/api/v1/plugins")).json(), [
     {
       name: "routes",
       version: "1.0.0",
@@ -176,7 +176,7 @@ Deno.test("http: CORS allows only configured origins", async () => {
     headers: { Origin: "https://evil.example" },
   });
   assert.equal(other.headers.get("access-control-allow-origin"), null);
-  const preflight = await t.request("/api/v1/tasks", {
+  const preflight = await t.api("/api/v1/tasks", {
     method: "OPTIONS",
     headers: {
       Origin: "https://ops.example.com",

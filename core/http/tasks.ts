@@ -6,9 +6,10 @@
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { z } from "zod";
-import { describeIssues } from "../plugin.ts";
 import { TaskInputError, type TaskService } from "../tasks.ts";
 import { errorResponse } from "./errors.ts";
+import { readJson } from "./json.ts";
+import { requirePermission } from "./auth.ts";
 
 /** Largest accepted request body; a queue message must fit one 64 KiB KV value. */
 export const TASK_BODY_LIMIT = 60 * 1024;
@@ -21,45 +22,22 @@ const submission = z.strictObject({
   idempotencyKey: z.string().min(1).max(256).optional(),
 });
 
-/** Nesting deeper than this is refused before validation. */
-const MAX_DEPTH = 32;
-
-function depth(v: unknown, d = 0): number {
-  if (d > MAX_DEPTH || v === null || typeof v !== "object") return d;
-  let max = d;
-  for (const x of Object.values(v)) max = Math.max(max, depth(x, d + 1));
-  return max;
-}
-
 /** Routes for tasks, to mount at `/api/v1/tasks`. */
 export function taskRoutes(tasks: TaskService): Hono {
   const app = new Hono();
   app.post(
     "/",
+    requirePermission("tasks:write"),
     bodyLimit({
       maxSize: TASK_BODY_LIMIT,
       onError: () =>
         errorResponse(413, `request body over ${TASK_BODY_LIMIT} bytes`),
     }),
     async (c) => {
-      let body: unknown;
+      const body = await readJson(c, submission);
+      if (body instanceof Response) return body;
       try {
-        body = JSON.parse(await c.req.text());
-      } catch (err) {
-        return errorResponse(
-          400,
-          `body is not JSON: ${(err as Error).message}`,
-        );
-      }
-      if (depth(body) > MAX_DEPTH) {
-        return errorResponse(400, `body nests deeper than ${MAX_DEPTH} levels`);
-      }
-      const parsed = submission.safeParse(body);
-      if (!parsed.success) {
-        return errorResponse(400, describeIssues(parsed.error, body));
-      }
-      try {
-        const r = await tasks.submit(parsed.data);
+        const r = await tasks.submit(body);
         return c.json(
           { id: r.id, status: r.status },
           r.deduplicated ? 200 : 202,
@@ -72,7 +50,7 @@ export function taskRoutes(tasks: TaskService): Hono {
       }
     },
   );
-  app.get("/:id", async (c) => {
+  app.get("/:id", requirePermission("tasks:read"), async (c) => {
     const view = await tasks.get(c.req.param("id"));
     return view
       ? c.json(view)

@@ -4,7 +4,7 @@ import { listAudit, outcomeOf } from "./audit.ts";
 
 Deno.test("audit: mutating API calls are recorded in KV and the log, reads are not", async () => {
   await using t = await createTestKernel([]);
-  const ok = await t.request("/api/v1/tasks", {
+  const ok = await t.api("/api/v1/tasks", {
     method: "POST",
     headers: {
       "content-type": "application/json",
@@ -13,26 +13,35 @@ Deno.test("audit: mutating API calls are recorded in KV and the log, reads are n
     body: JSON.stringify({ type: "echo", payload: 1 }),
   });
   assert.equal(ok.status, 202);
-  const bad = await t.request("/api/v1/tasks", {
+  const bad = await t.api("/api/v1/tasks", {
     method: "POST",
     body: "{nope",
   });
   assert.equal(bad.status, 400);
-  await t.request("/api/v1/plugins");
+  const anonymous = await t.request("/api/v1/tasks", {
+    method: "POST",
+    body: JSON.stringify({ type: "echo" }),
+  });
+  assert.equal(anonymous.status, 401);
+  const viewer = await t.api("/api/v1/tasks", {
+    method: "POST",
+    body: JSON.stringify({ type: "echo" }),
+  }, "viewer");
+  assert.equal(viewer.status, 403);
+  await t.api("/api/v1/plugins");
   const records = await listAudit(t.kv);
   assert.deepEqual(
     records.map((r) => [r.method, r.route, r.status, r.outcome, r.principal]),
-    [["POST", "/api/v1/tasks", 202, "ok", "anonymous"], [
-      "POST",
-      "/api/v1/tasks",
-      400,
-      "failed",
-      "anonymous",
-    ]],
+    [
+      ["POST", "/api/v1/tasks", 202, "ok", "test"],
+      ["POST", "/api/v1/tasks", 400, "failed", "test"],
+      ["POST", "/api/v1/*", 401, "denied", "anonymous"],
+      ["POST", "/api/v1/tasks", 403, "denied", "test"],
+    ],
   );
   assert.equal(records[0].correlationId, "req-audit-1");
   const lines = t.logs.filter((r) => r.msg === "audit");
-  assert.equal(lines.length, 2);
+  assert.equal(lines.length, 4);
   assert.equal(
     (lines[0].audit as { correlationId: string }).correlationId,
     "req-audit-1",

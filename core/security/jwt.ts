@@ -88,6 +88,12 @@ export interface JwtAuthorityOptions {
   sharedSecret?: SharedSecretOptions;
   /** Time source. @default {systemClock} */
   clock?: Pick<Clock, "now">;
+  /**
+   * Other trusted Ed25519 keys (the cluster's other nodes) by `kid`, checked
+   * with EdDSA only; undefined when `kid` is not one. The keyring's
+   * `nodeJwtKey` fits. Tokens are still only ever issued with this node's key.
+   */
+  resolveKey?: (kid: string) => Promise<CryptoKey | undefined>;
 }
 
 /** Options for {@linkcode JwtAuthority.issue}. */
@@ -265,7 +271,22 @@ export function createJwtAuthority(
     }
     // Only an absent kid means the node key; null, "" or a number do not.
     const kid: unknown = header.kid === undefined ? key.kid : header.kid;
-    const trusted = typeof kid === "string" ? keys.get(kid) : undefined;
+    let trusted = typeof kid === "string" ? keys.get(kid) : undefined;
+    if (
+      trusted === undefined && typeof kid === "string" &&
+      options.resolveKey !== undefined && kid.length <= MAX_CLAIM_CHARS
+    ) {
+      let other: CryptoKey | undefined;
+      try {
+        other = await options.resolveKey(kid);
+      } catch (err) {
+        throw new JwtError(
+          `key store unavailable: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+      if (other !== undefined) trusted = { alg: NODE_KEY_ALG, key: other };
+    }
     if (trusted === undefined) {
       throw new JwtError(
         `unknown kid ${JSON.stringify(String(kid).slice(0, 64))}`,

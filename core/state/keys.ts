@@ -21,6 +21,7 @@
  * ["ratelimit", scope, id]                       GCRA state {tat} per principal/IP/handshake scope
  * ["sig-nonce", keyid, nonce]                    RFC 9421 nonce replay store (expireIn past max age)
  * ["audit", at, id]                              audit record of a mutating call (expireIn = retention)
+ * ["keys", keyid]                                trusted key (node or enrolled service key) for JWTs and RFC 9421
  * ```
  *
  * @module
@@ -122,4 +123,9 @@ export function signatureNonceKey(keyid: string, nonce: string): Deno.KvKey {
 /** An audit record (or the prefix of all of them, in time order). */
 export function auditKey(at?: number, id?: string): Deno.KvKey {
   return at === undefined ? ["audit"] : ["audit", at, id ?? ""];
+}
+
+/** A trusted key (a node's, or an enrolled service key), or the prefix of all of them. */
+export function trustedKeyKey(keyid?: string): Deno.KvKey {
+  return keyid === undefined ? ["keys"] : ["keys", keyid];
 }

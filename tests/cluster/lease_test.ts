@@ -25,7 +25,7 @@ interface View {
 }
 
 async function view(node: PlexusProcess): Promise<View> {
-  return await (await node.fetch("/api/v1/cluster", {
+  return await (await node.api("/api/v1/cluster", {
     signal: AbortSignal.timeout(5000),
   })).json();
 }

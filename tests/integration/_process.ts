@@ -7,6 +7,9 @@
  */
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { createJwtAuthority } from "../../core/security/jwt.ts";
+import { loadNodeKey, NODE_KEY_FILE } from "../../core/security/node_key.ts";
+import type { Role } from "../../core/security/roles.ts";
 
 /** The repository root (where deno.json and main.ts live). */
 export const REPO: string = fileURLToPath(new URL("../../", import.meta.url));
@@ -227,6 +230,33 @@ export class PlexusProcess {
   /** `fetch` relative to the node's URL. */
   fetch(path: string, init?: RequestInit): Promise<Response> {
     return fetch(new URL(path, this.url), init);
+  }
+
+  #tokens = new Map<Role, Promise<string>>();
+  /**
+   * A token for `role` signed with this node's key (read from its data dir,
+   * as `plexus token` does): valid on every node sharing its KV.
+   */
+  token(role: Role = "admin"): Promise<string> {
+    let t = this.#tokens.get(role);
+    if (!t) {
+      t = loadNodeKey(join(this.dir, NODE_KEY_FILE)).then((key) =>
+        createJwtAuthority(key).issue("it", role, { ttl: "1h" })
+      );
+      this.#tokens.set(role, t);
+    }
+    return t;
+  }
+
+  /** {@linkcode fetch} with a Bearer token for `role` (default admin). */
+  async api(
+    path: string,
+    init: RequestInit = {},
+    role: Role = "admin",
+  ): Promise<Response> {
+    const headers = new Headers(init.headers);
+    headers.set("authorization", `Bearer ${await this.token(role)}`);
+    return await fetch(new URL(path, this.url), { ...init, headers });
   }
 }
 

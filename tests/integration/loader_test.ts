@@ -185,7 +185,7 @@ Deno.test("loader: relative, absolute, file:, https:, drop-in and builtin: plugi
       ],
     });
 
-    const list = await (await p.fetch("/api/v1/plugins")).json() as {
+    const list = await (await p.api("/api/v1/plugins")).json() as {
       name: string;
       status: string;
     }[];
@@ -243,7 +243,7 @@ Deno.test("loader: PLEXUS_PLUGINS (comma-separated) loads plugins", async () => 
     },
   });
   try {
-    const list = await (await p.fetch("/api/v1/plugins")).json() as {
+    const list = await (await p.api("/api/v1/plugins")).json() as {
       name: string;
     }[];
     assert.deepEqual(list.map((x) => x.name).sort(), ["hello", "plain"]);
