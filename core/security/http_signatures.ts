@@ -671,11 +671,10 @@ export interface SignedParts {
 }
 
 function randomNonce(): string {
-  let bin = "";
-  for (const b of crypto.getRandomValues(new Uint8Array(16))) {
-    bin += String.fromCharCode(b);
-  }
-  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  return crypto.getRandomValues(new Uint8Array(16)).toBase64({
+    alphabet: "base64url",
+    omitPadding: true,
+  });
 }
 
 function checkLabel(label: string): void {
