@@ -1,0 +1,386 @@
+/**
+ * The agent gateway's record layer: one ChaCha20-Poly1305 key per direction,
+ * counter nonces, a sliding replay window, and rekeying by message count and
+ * time. Specified in `docs/protocol.md` ("Records").
+ *
+ * A record is one binary WebSocket frame:
+ *
+ * ```
+ * offset  size  field
+ * 0       1     record version (1)
+ * 1       1     flags (bit 0: the body starts with a 64-byte Ed25519 signature)
+ * 2       4     epoch, u32 big-endian (0 after the handshake, +1 per rekey)
+ * 6       8     sequence number within the epoch, u64 big-endian, from 0
+ * 14      2     header length H, u16 big-endian
+ * 16      H     header: UTF-8 JSON {"sid","from","to","ch","type","id",...}
+ * 16+H    ...   ciphertext of the body, then the 16-byte Poly1305 tag
+ * ```
+ *
+ * The 12-byte nonce is epoch ‖ sequence; the additional data is every byte
+ * before the ciphertext, so the header (session id, sender, recipient,
+ * channel, type, message id) is authenticated: change one byte and the
+ * record is refused. Everything here is synchronous (node:crypto), so records
+ * are sealed and sent in sequence order.
+ *
+ * @module
+ */
+import { createCipheriv, createDecipheriv, hkdfSync } from "node:crypto";
+
+/** Record format version. */
+export const RECORD_VERSION = 1;
+/** Bytes before the header. */
+export const RECORD_PREFIX_BYTES = 16;
+/** Poly1305 tag length. */
+export const TAG_BYTES = 16;
+/** Flag: the body begins with a detached Ed25519 signature. */
+export const FLAG_SIGNED = 1;
+/** Largest header, bytes. */
+export const MAX_HEADER_BYTES = 4096;
+/** HKDF info for the next epoch's key. */
+export const REKEY_INFO = "plexus-gateway/v1 rekey";
+
+/** The authenticated routing header of a record. */
+export interface RecordHeader {
+  /** Session id (from the handshake). */
+  sid: string;
+  /** Sender: the agent id, or `node:{id}` for the gateway. */
+  from: string;
+  /** Recipient: the agent id, or `backend`. */
+  to: string;
+  /** Channel, e.g. `agent.{id}.heartbeat`; empty for control records. */
+  ch: string;
+  /** Record type: `auth`, `ready`, `msg`, `ack`, `sub`, `unsub`, `ping`, ... */
+  type: string;
+  /** Message id (unique per sender). */
+  id: string;
+  /** Further string/number fields (priority, reply-to, correlation). */
+  [field: string]: string | number | boolean | undefined;
+}
+
+/** An opened record. */
+export interface OpenedRecord {
+  header: RecordHeader;
+  /** The decrypted body (without the signature, when signed). */
+  body: Uint8Array;
+  /** The detached signature, when the record is flagged signed. */
+  signature?: Uint8Array;
+  /** The exact header bytes (what a signature covers, with the body). */
+  headerBytes: Uint8Array;
+  epoch: number;
+  seq: bigint;
+}
+
+/** Why a record was refused; the gateway closes with 4403 (1009 for size). */
+export class RecordError extends Error {
+  override name = "RecordError";
+  constructor(
+    readonly reason:
+      | "too-large"
+      | "malformed"
+      | "bad-version"
+      | "bad-epoch"
+      | "replayed"
+      | "too-old"
+      | "bad-tag"
+      | "exhausted",
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** When a sender moves to a new key. */
+export interface RekeyPolicy {
+  /** Records per epoch. @default {1048576} */
+  afterMessages?: number;
+  /** Age of an epoch's key, ms. @default {600000} (10 min) */
+  afterMs?: number;
+}
+
+/** The key of the next epoch: HKDF-SHA256(ikm = key, salt = "", info = REKEY_INFO), 32 bytes. */
+export function nextKey(key: Uint8Array): Uint8Array {
+  return new Uint8Array(
+    hkdfSync("sha256", key, new Uint8Array(0), REKEY_INFO, 32),
+  );
+}
+
+function nonceOf(epoch: number, seq: bigint): Uint8Array {
+  const n = new Uint8Array(12);
+  const v = new DataView(n.buffer);
+  v.setUint32(0, epoch);
+  v.setBigUint64(4, seq);
+  return n;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * The sending half: seals records in sequence and rekeys on schedule.
+ *
+ * @example Usage
+ * ```ts
+ * import { RecordOpener, RecordSealer } from "./record.ts";
+ * import assert from "node:assert/strict";
+ * const key = new Uint8Array(32).fill(1);
+ * const tx = new RecordSealer(key);
+ * const rx = new RecordOpener(key);
+ * const header = { sid: "s", from: "a", to: "backend", ch: "agent.a.x", type: "msg", id: "1" };
+ * const frame = tx.seal(header, new TextEncoder().encode("hi"));
+ * assert.equal(new TextDecoder().decode(rx.open(frame).body), "hi");
+ * ```
+ */
+export class RecordSealer {
+  #key: Uint8Array;
+  #epoch = 0;
+  #seq = 0n;
+  #epochStarted: number;
+  readonly #afterMessages: bigint;
+  readonly #afterMs: number;
+  readonly #now: () => number;
+
+  constructor(
+    key: Uint8Array,
+    policy: RekeyPolicy = {},
+    now: () => number = Date.now,
+  ) {
+    if (key.length !== 32) throw new RangeError("key must be 32 bytes");
+    this.#key = key.slice();
+    this.#afterMessages = BigInt(policy.afterMessages ?? 1 << 20);
+    this.#afterMs = policy.afterMs ?? 600_000;
+    this.#now = now;
+    this.#epochStarted = now();
+  }
+
+  /** The current epoch (for metrics and tests). */
+  get epoch(): number {
+    return this.#epoch;
+  }
+
+  /** Seals one record. `signature`, when given, is put before the body and flagged. */
+  seal(
+    header: RecordHeader,
+    body: Uint8Array,
+    signature?: Uint8Array,
+  ): Uint8Array<ArrayBuffer> {
+    if (
+      this.#seq >= this.#afterMessages ||
+      this.#now() - this.#epochStarted >= this.#afterMs
+    ) {
+      if (this.#epoch === 0xffff_ffff) {
+        throw new RecordError("exhausted", "epochs exhausted; reconnect");
+      }
+      this.#key = nextKey(this.#key);
+      this.#epoch++;
+      this.#seq = 0n;
+      this.#epochStarted = this.#now();
+    }
+    const h = encoder.encode(JSON.stringify(header));
+    if (h.length > MAX_HEADER_BYTES) {
+      throw new RecordError(
+        "malformed",
+        `header is ${h.length} bytes (limit ${MAX_HEADER_BYTES})`,
+      );
+    }
+    if (signature !== undefined && signature.length !== 64) {
+      throw new RangeError("signature must be 64 bytes");
+    }
+    const plainLength = body.length + (signature ? 64 : 0);
+    const out = new Uint8Array(
+      RECORD_PREFIX_BYTES + h.length + plainLength + TAG_BYTES,
+    );
+    const v = new DataView(out.buffer);
+    out[0] = RECORD_VERSION;
+    out[1] = signature ? FLAG_SIGNED : 0;
+    v.setUint32(2, this.#epoch);
+    v.setBigUint64(6, this.#seq);
+    v.setUint16(14, h.length);
+    out.set(h, RECORD_PREFIX_BYTES);
+    const aadEnd = RECORD_PREFIX_BYTES + h.length;
+    const cipher = createCipheriv(
+      "chacha20-poly1305",
+      this.#key,
+      nonceOf(this.#epoch, this.#seq),
+      { authTagLength: TAG_BYTES },
+    );
+    cipher.setAAD(out.subarray(0, aadEnd), { plaintextLength: plainLength });
+    let at = aadEnd;
+    if (signature) {
+      const c = cipher.update(signature);
+      out.set(c, at);
+      at += c.length;
+    }
+    const c = cipher.update(body);
+    out.set(c, at);
+    at += c.length;
+    const f = cipher.final();
+    out.set(f, at);
+    at += f.length;
+    out.set(cipher.getAuthTag(), at);
+    this.#seq++;
+    return out;
+  }
+}
+
+/** Sliding-window size of the replay check (records). */
+export const REPLAY_WINDOW = 64;
+
+/**
+ * The receiving half: checks size, version and epoch, authenticates and
+ * decrypts, then updates the replay window (only after the tag verified).
+ */
+export class RecordOpener {
+  #key: Uint8Array;
+  #epoch = 0;
+  /** Highest sequence number accepted in this epoch, -1n before the first. */
+  #top = -1n;
+  /** Bit i set: sequence `#top - i` was accepted. */
+  #seen = 0n;
+  readonly #maxBytes: number;
+
+  constructor(key: Uint8Array, options: { maxRecordBytes?: number } = {}) {
+    if (key.length !== 32) throw new RangeError("key must be 32 bytes");
+    this.#key = key.slice();
+    this.#maxBytes = options.maxRecordBytes ?? (1 << 20) + 8192;
+  }
+
+  get epoch(): number {
+    return this.#epoch;
+  }
+
+  /** Opens one frame or throws {@linkcode RecordError}. */
+  open(frame: Uint8Array): OpenedRecord {
+    if (frame.length > this.#maxBytes) {
+      throw new RecordError(
+        "too-large",
+        `record of ${frame.length} bytes (limit ${this.#maxBytes})`,
+      );
+    }
+    if (frame.length < RECORD_PREFIX_BYTES + TAG_BYTES) {
+      throw new RecordError(
+        "malformed",
+        `record of ${frame.length} bytes is truncated`,
+      );
+    }
+    const v = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+    if (frame[0] !== RECORD_VERSION) {
+      throw new RecordError("bad-version", `record version ${frame[0]}`);
+    }
+    const flags = frame[1];
+    if ((flags & ~FLAG_SIGNED) !== 0) {
+      throw new RecordError("malformed", `unknown flags ${flags}`);
+    }
+    const epoch = v.getUint32(2);
+    const seq = v.getBigUint64(6);
+    const hLen = v.getUint16(14);
+    const aadEnd = RECORD_PREFIX_BYTES + hLen;
+    if (hLen > MAX_HEADER_BYTES || aadEnd + TAG_BYTES > frame.length) {
+      throw new RecordError("malformed", `header length ${hLen} does not fit`);
+    }
+    let key = this.#key;
+    if (epoch === this.#epoch + 1) key = nextKey(this.#key);
+    else if (epoch !== this.#epoch) {
+      throw new RecordError(
+        "bad-epoch",
+        `epoch ${epoch} (current ${this.#epoch})`,
+      );
+    }
+    const sameEpoch = epoch === this.#epoch;
+    if (sameEpoch && seq <= this.#top) {
+      const age = this.#top - seq;
+      if (age >= BigInt(REPLAY_WINDOW)) {
+        throw new RecordError(
+          "too-old",
+          `sequence ${seq} is behind the window`,
+        );
+      }
+      if ((this.#seen >> age) & 1n) {
+        throw new RecordError(
+          "replayed",
+          `sequence ${seq} was already received`,
+        );
+      }
+    }
+    const tagAt = frame.length - TAG_BYTES;
+    const decipher = createDecipheriv(
+      "chacha20-poly1305",
+      key,
+      nonceOf(epoch, seq),
+      { authTagLength: TAG_BYTES },
+    );
+    decipher.setAAD(frame.subarray(0, aadEnd), {
+      plaintextLength: tagAt - aadEnd,
+    });
+    decipher.setAuthTag(frame.subarray(tagAt));
+    let plain: Uint8Array;
+    try {
+      const a = decipher.update(frame.subarray(aadEnd, tagAt));
+      const b = decipher.final();
+      plain = b.length
+        ? concat(a, b)
+        : new Uint8Array(a.buffer, a.byteOffset, a.length);
+    } catch {
+      throw new RecordError("bad-tag", "record failed authentication");
+    }
+    // Authentic: now parse the header and move the window.
+    const headerBytes = frame.slice(RECORD_PREFIX_BYTES, aadEnd);
+    let header: RecordHeader;
+    try {
+      header = JSON.parse(decoder.decode(headerBytes));
+    } catch {
+      throw new RecordError("malformed", "header is not UTF-8 JSON");
+    }
+    if (!isHeader(header)) {
+      throw new RecordError(
+        "malformed",
+        "header lacks sid/from/to/ch/type/id strings",
+      );
+    }
+    const signed = (flags & FLAG_SIGNED) !== 0;
+    if (signed && plain.length < 64) {
+      throw new RecordError(
+        "malformed",
+        "signed record shorter than its signature",
+      );
+    }
+    if (!sameEpoch) {
+      this.#key = key;
+      this.#epoch = epoch;
+      this.#top = -1n;
+      this.#seen = 0n;
+    }
+    if (seq > this.#top) {
+      const shift = seq - this.#top;
+      this.#seen = shift >= BigInt(REPLAY_WINDOW)
+        ? 1n
+        : ((this.#seen << shift) | 1n) & ((1n << BigInt(REPLAY_WINDOW)) - 1n);
+      this.#top = seq;
+    } else {
+      this.#seen |= 1n << (this.#top - seq);
+    }
+    return {
+      header,
+      body: signed ? plain.subarray(64) : plain,
+      signature: signed ? plain.slice(0, 64) : undefined,
+      headerBytes,
+      epoch,
+      seq,
+    };
+  }
+}
+
+function isHeader(h: unknown): h is RecordHeader {
+  if (typeof h !== "object" || h === null || Array.isArray(h)) return false;
+  const r = h as Record<string, unknown>;
+  for (const k of ["sid", "from", "to", "ch", "type", "id"]) {
+    if (typeof r[k] !== "string") return false;
+  }
+  return true;
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}

@@ -1,0 +1,169 @@
+import assert from "node:assert/strict";
+import {
+  nextKey,
+  RECORD_PREFIX_BYTES,
+  RecordError,
+  type RecordHeader,
+  RecordOpener,
+  RecordSealer,
+  REPLAY_WINDOW,
+} from "./record.ts";
+
+const key = new Uint8Array(32).fill(7);
+const header = (
+  id: string,
+  extra: Partial<RecordHeader> = {},
+): RecordHeader => ({
+  sid: "s1",
+  from: "agent-1",
+  to: "backend",
+  ch: "agent.agent-1.telemetry",
+  type: "msg",
+  id,
+  ...extra,
+});
+const bytes = (s: string) => new TextEncoder().encode(s);
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+function refused(fn: () => unknown, reason: RecordError["reason"]) {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof RecordError, String(err));
+    assert.equal(err.reason, reason, err.message);
+    return true;
+  });
+}
+
+Deno.test("record: seal and open, with and without a detached signature", () => {
+  const tx = new RecordSealer(key);
+  const rx = new RecordOpener(key);
+  const plain = rx.open(tx.seal(header("1", { prio: 7 }), bytes("hello")));
+  assert.equal(text(plain.body), "hello");
+  assert.deepEqual(plain.header, header("1", { prio: 7 }));
+  assert.equal(plain.signature, undefined);
+  assert.equal(plain.seq, 0n);
+  const sig = new Uint8Array(64).fill(9);
+  const signed = rx.open(tx.seal(header("2"), bytes("audited"), sig));
+  assert.deepEqual(signed.signature, sig);
+  assert.equal(text(signed.body), "audited");
+  assert.equal(text(signed.headerBytes), JSON.stringify(header("2")));
+  const empty = rx.open(tx.seal(header("3"), new Uint8Array(0)));
+  assert.equal(empty.body.length, 0);
+});
+
+Deno.test("record: every flipped byte is refused and does not disturb the window", () => {
+  const tx = new RecordSealer(key);
+  const frame = tx.seal(header("1"), bytes("payload"));
+  const next = tx.seal(header("2"), bytes("next"));
+  const rx = new RecordOpener(key);
+  const reasons = new Set<string>();
+  for (let i = 0; i < frame.length; i++) {
+    const t = frame.slice();
+    t[i] ^= 0x01;
+    assert.throws(() => rx.open(t), (err: unknown) => {
+      assert.ok(err instanceof RecordError, `byte ${i}: ${err}`);
+      reasons.add(err.reason);
+      return true;
+    });
+  }
+  // Header bytes (routing) and ciphertext/tag fail authentication.
+  assert.ok(reasons.has("bad-tag"));
+  assert.ok(reasons.has("bad-version"));
+  assert.equal(text(rx.open(frame).body), "payload");
+  assert.equal(text(rx.open(next).body), "next");
+});
+
+Deno.test("record: a re-addressed header (another agent, channel or session) fails authentication", () => {
+  const tx = new RecordSealer(key);
+  const frame = tx.seal(header("1"), bytes("x"));
+  const h = JSON.stringify(header("1"));
+  for (
+    const [from, to] of [
+      ['"from":"agent-1"', '"from":"agent-2"'],
+      ['"ch":"agent.agent-1.telemetry"', '"ch":"agent.agent-1.telemetrz"'],
+      ['"sid":"s1"', '"sid":"s2"'],
+    ]
+  ) {
+    const forged = h.replace(from, to);
+    assert.equal(forged.length, h.length);
+    const t = frame.slice();
+    t.set(bytes(forged), RECORD_PREFIX_BYTES);
+    refused(() => new RecordOpener(key).open(t), "bad-tag");
+  }
+});
+
+Deno.test("record: replays are refused; reordering inside the window is accepted once; older is refused", () => {
+  const tx = new RecordSealer(key);
+  const frames = Array.from(
+    { length: REPLAY_WINDOW + 10 },
+    (_, i) => tx.seal(header(String(i)), bytes(String(i))),
+  );
+  const rx = new RecordOpener(key);
+  rx.open(frames[0]);
+  refused(() => rx.open(frames[0]), "replayed");
+  rx.open(frames[5]);
+  rx.open(frames[3]); // late but inside the window
+  refused(() => rx.open(frames[3]), "replayed");
+  refused(() => rx.open(frames[5]), "replayed");
+  rx.open(frames[REPLAY_WINDOW + 9]);
+  refused(() => rx.open(frames[4]), "too-old");
+  rx.open(frames[REPLAY_WINDOW + 8]);
+  refused(() => rx.open(frames[REPLAY_WINDOW + 8]), "replayed");
+});
+
+Deno.test("record: rekey after a count and after a time; the receiver follows one epoch at a time", () => {
+  let now = 0;
+  const tx = new RecordSealer(
+    key,
+    { afterMessages: 3, afterMs: 1000 },
+    () => now,
+  );
+  const rx = new RecordOpener(key);
+  for (let i = 0; i < 7; i++) rx.open(tx.seal(header(String(i)), bytes("x")));
+  assert.equal(tx.epoch, 2);
+  assert.equal(rx.epoch, 2);
+  now += 1000;
+  rx.open(tx.seal(header("t"), bytes("x")));
+  assert.equal(tx.epoch, 3, "time-based rekey");
+  // A receiver two epochs behind cannot follow (and must not guess).
+  const skipping = new RecordSealer(nextKey(nextKey(key)));
+  const lagging = new RecordOpener(key);
+  const frame = skipping.seal(header("z"), bytes("x"));
+  new DataView(frame.buffer).setUint32(2, 2);
+  refused(() => lagging.open(frame), "bad-epoch");
+  // The other direction's key (a reflected record) does not open.
+  refused(
+    () =>
+      new RecordOpener(new Uint8Array(32).fill(8)).open(
+        new RecordSealer(key).seal(header("r"), bytes("x")),
+      ),
+    "bad-tag",
+  );
+});
+
+Deno.test("record: size, truncation and malformed frames are refused before decryption", () => {
+  const rx = new RecordOpener(key, { maxRecordBytes: 1024 });
+  const tx = new RecordSealer(key);
+  refused(
+    () => rx.open(tx.seal(header("big"), new Uint8Array(2000))),
+    "too-large",
+  );
+  const ok = tx.seal(header("1"), bytes("x"));
+  refused(() => rx.open(ok.subarray(0, 20)), "malformed");
+  const lying = ok.slice();
+  new DataView(lying.buffer).setUint16(14, 4000);
+  refused(() => rx.open(lying), "malformed");
+  const flags = ok.slice();
+  flags[1] = 0x80;
+  refused(() => rx.open(flags), "malformed");
+  assert.equal(text(rx.open(ok).body), "x", "the genuine record still opens");
+  // A header that is authentic but not the right shape.
+  const odd = new RecordSealer(key);
+  const rx2 = new RecordOpener(key);
+  refused(
+    () =>
+      rx2.open(
+        odd.seal({ ...header("1"), sid: 5 as unknown as string }, bytes("x")),
+      ),
+    "malformed",
+  );
+});
