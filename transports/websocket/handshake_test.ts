@@ -260,3 +260,31 @@ Deno.test("handshake: malformed hellos are refused with reason malformed; a low-
   );
   assert.deepEqual(parseHello(a.text), a.hello);
 });
+
+Deno.test("channels: parse and build agent/backend channels; bad ids and names are refused", async () => {
+  const { agentChannel, backendChannel, parseChannel } = await import(
+    "./channels.ts"
+  );
+  const did = "did:key:z6MktwupdmLXVVqTzCw4i46r4uGyosGXRnR3XjN4Zq7oMMsw";
+  assert.deepEqual(parseChannel(`backend.${did}.policies.v2`), {
+    side: "backend",
+    id: did,
+    name: "policies.v2",
+  });
+  assert.equal(agentChannel(did, "heartbeat"), `agent.${did}.heartbeat`);
+  for (
+    const bad of [
+      "agent..x",
+      "agent.a",
+      "other.a.x",
+      "agent.a.x..y",
+      "agent.a b.x",
+      "agent.a.x*",
+      "agent.a.>",
+    ]
+  ) {
+    assert.equal(parseChannel(bad), undefined, bad);
+  }
+  assert.throws(() => backendChannel("a.b", "x"), RangeError);
+  assert.throws(() => backendChannel("a", "x y"), RangeError);
+});

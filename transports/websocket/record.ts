@@ -115,6 +115,11 @@ function nonceOf(epoch: number, seq: bigint): Uint8Array {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
+/** The exact header bytes a record carries (and a message signature covers). */
+export function encodeHeader(header: RecordHeader): Uint8Array {
+  return encoder.encode(JSON.stringify(header));
+}
+
 /**
  * The sending half: seals records in sequence and rekeys on schedule.
  *
@@ -175,7 +180,7 @@ export class RecordSealer {
       this.#seq = 0n;
       this.#epochStarted = this.#now();
     }
-    const h = encoder.encode(JSON.stringify(header));
+    const h = encodeHeader(header);
     if (h.length > MAX_HEADER_BYTES) {
       throw new RecordError(
         "malformed",

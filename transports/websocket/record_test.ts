@@ -167,3 +167,48 @@ Deno.test("record: size, truncation and malformed frames are refused before decr
     "malformed",
   );
 });
+
+Deno.test("record: a per-message signature covers the exact header bytes and content", async () => {
+  const { signMessage, verifyMessageSignature } = await import("./channels.ts");
+  const { encodeHeader } = await import("./record.ts");
+  const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, true, [
+    "sign",
+    "verify",
+  ]) as CryptoKeyPair;
+  const pub = new Uint8Array(
+    await crypto.subtle.exportKey("raw", pair.publicKey),
+  );
+  const h = header("s1");
+  const sig = await signMessage(
+    pair.privateKey,
+    encodeHeader(h),
+    bytes("audit me"),
+  );
+  const opened = new RecordOpener(key).open(
+    new RecordSealer(key).seal(h, bytes("audit me"), sig),
+  );
+  assert.ok(
+    await verifyMessageSignature(
+      pub,
+      opened.signature!,
+      opened.headerBytes,
+      opened.body,
+    ),
+  );
+  assert.ok(
+    !await verifyMessageSignature(
+      pub,
+      opened.signature!,
+      encodeHeader(header("s2")),
+      opened.body,
+    ),
+  );
+  assert.ok(
+    !await verifyMessageSignature(
+      pub,
+      opened.signature!,
+      opened.headerBytes,
+      bytes("audit mE"),
+    ),
+  );
+});
