@@ -336,13 +336,21 @@ export function rateLimit(
     await next();
     if (!headersOnSuccess || checked.length === 0) return;
     const [policy, state] = headerValues(checked);
+    // An inner limiter (e.g. per principal) may have set its members
+    // already, on a refusal or an admitted answer: list ours first, keep its.
+    const join = (name: string, ours: string) => {
+      const inner = c.res.headers.get(name);
+      return inner ? `${ours}, ${inner}` : ours;
+    };
+    const p = join("RateLimit-Policy", policy);
+    const r = join("RateLimit", state);
     try {
-      c.res.headers.set("RateLimit-Policy", policy);
-      c.res.headers.set("RateLimit", state);
+      c.res.headers.set("RateLimit-Policy", p);
+      c.res.headers.set("RateLimit", r);
     } catch {
       // Immutable headers (e.g. a fetched response): let Hono copy it.
-      c.header("RateLimit-Policy", policy);
-      c.header("RateLimit", state);
+      c.header("RateLimit-Policy", p);
+      c.header("RateLimit", r);
     }
   };
 }
