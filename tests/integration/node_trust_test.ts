@@ -182,3 +182,32 @@ Deno.test("trust: a log-stream session ends when its token expires; bad tokens a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("trust: the per-IP limit runs before authentication, so a credential-stuffing flood is cut cheaply", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "plexus-trust-ip-" });
+  const n = await node(dir, "ip", {
+    rateLimit: { ip: { rate: 1, periodMs: 60_000, burst: 3 } },
+  });
+  try {
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const res = await fetch(`${n.url}/api/v1/plugins`, {
+        headers: { authorization: `Bearer not-a-token-${i}` },
+      });
+      statuses.push(res.status);
+      if (res.status === 429) {
+        assert.match(res.headers.get("ratelimit-policy")!, /^"ip";q=3;w=180$/);
+        assert.ok(Number(res.headers.get("retry-after")) > 0);
+      }
+      await res.body?.cancel();
+    }
+    assert.deepEqual(statuses, [401, 401, 401, 429, 429]);
+    // Probes stay open: /health is not behind the API limits.
+    const health = await fetch(`${n.url}/health`);
+    assert.equal(health.status, 200);
+    await health.body?.cancel();
+  } finally {
+    await n.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
