@@ -30,6 +30,11 @@ import { createTaskService, type TaskService } from "./tasks.ts";
 import { createRegistry } from "./state/registry.ts";
 import { loadOrCreateNodeKey } from "./security/node_key.ts";
 import { createSecurity, type Security } from "./http/security.ts";
+import { nodeClient } from "./http/node_client.ts";
+import {
+  createGateway,
+  type Gateway,
+} from "../transports/websocket/gateway.ts";
 
 /** A running node. */
 export interface NodeHandle {
@@ -40,6 +45,8 @@ export interface NodeHandle {
   node: NodeIdentity;
   kernel: Kernel;
   tasks: TaskService;
+  /** The agent gateway (`WS /ws/agent`, `/api/v1/agents`; `gateway:agents` for plugins). */
+  gateway: Gateway;
   log: Logger;
   logStream: LogStream;
   /**
@@ -162,13 +169,23 @@ export async function startNode(
     // The leader sweeps; with no consensus plugin every node does.
     sweeper: () => consensus()?.isLeader() ?? true,
   });
+  const gateway = createGateway({
+    kv,
+    node,
+    nodeKey,
+    router,
+    metrics,
+    log: nodeLog.child({ component: "gateway" }),
+    config: config.gateway,
+    nodeFetch: nodeClient(security),
+  });
   const kernel = createKernel({
     log: nodeLog,
     metrics,
     kv,
     router,
     node,
-    core: { "tasks:local": tasks },
+    core: { "tasks:local": tasks, "gateway:agents": gateway.api },
     pluginConfig: config.pluginConfig,
     startTimeoutMs: config.pluginStartTimeoutMs,
     onStatus: (e) => {
@@ -220,6 +237,7 @@ export async function startNode(
     logStream,
     node,
     tasks,
+    gateway,
     healthCacheMs: config.health.cacheMs,
     corsOrigins: config.http.corsOrigins,
     bodyLimitBytes: config.http.bodyLimitBytes,
@@ -303,6 +321,9 @@ export async function startNode(
       logStream.close();
       // Leave the registry first: peers see this node down while it drains.
       await registry.stop();
+      // Agents go first (1001), so their un-acked messages are back in
+      // their queues before KV closes.
+      await gateway.stop();
       let timer: ReturnType<typeof setTimeout> | undefined;
       const timedOut = await Promise.race([
         server!.shutdown().then(() => false),
@@ -342,6 +363,7 @@ export async function startNode(
     node,
     kernel,
     tasks,
+    gateway,
     log: nodeLog,
     logStream,
     security,

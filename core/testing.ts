@@ -19,6 +19,12 @@ import { createSecurity, type Security } from "./http/security.ts";
 import { generateNodeKey } from "./security/node_key.ts";
 import type { Role } from "./security/roles.ts";
 import type { Config } from "./config.ts";
+import { configSchema } from "./config.ts";
+import { nodeClient } from "./http/node_client.ts";
+import {
+  createGateway,
+  type Gateway,
+} from "../transports/websocket/gateway.ts";
 
 /** A kernel set up for tests. Dispose it with `await using` or `close()`. */
 export interface TestKernel extends AsyncDisposable {
@@ -28,6 +34,8 @@ export interface TestKernel extends AsyncDisposable {
   metrics: MetricsRegistry;
   /** The task service (`tasks:local`), working its queue on this kernel. */
   tasks: TaskService;
+  /** The agent gateway (`gateway:agents`); its HTTP routes answer on `request`, sockets need a real server. */
+  gateway: Gateway;
   /** Every log record, in order. */
   logs: LogRecord[];
   /** Sends a request through the node's HTTP handler (routes, errors, metrics). */
@@ -65,6 +73,8 @@ export interface TestKernelOptions {
   auth?: Partial<Config["auth"]>;
   /** The node config's `rateLimit` block. @default {the config defaults} */
   rateLimit?: Partial<Config["rateLimit"]>;
+  /** The node config's `gateway` block. @default {the config defaults} */
+  gateway?: Partial<Config["gateway"]>;
 }
 
 /**
@@ -107,22 +117,32 @@ export async function createTestKernel(
     metrics,
     leaseMs: 5000,
   });
-  const kernel = createKernel({
-    log,
-    metrics,
-    kv,
-    router,
-    node,
-    core: { "tasks:local": tasks },
-    pluginConfig: options.pluginConfig,
-    startTimeoutMs: options.startTimeoutMs,
-  });
   const nodeKey = await generateNodeKey();
   const security = createSecurity({
     kv,
     nodeKey,
     auth: options.auth,
     rateLimit: options.rateLimit,
+  });
+  const gateway = createGateway({
+    kv,
+    node,
+    nodeKey,
+    router,
+    metrics,
+    log,
+    config: configSchema.shape.gateway.parse(options.gateway ?? {}),
+    nodeFetch: nodeClient(security),
+  });
+  const kernel = createKernel({
+    log,
+    metrics,
+    kv,
+    router,
+    node,
+    core: { "tasks:local": tasks, "gateway:agents": gateway.api },
+    pluginConfig: options.pluginConfig,
+    startTimeoutMs: options.startTimeoutMs,
   });
   await security.keyring.publishNode(nodeKey, node.id);
   const { app, fetch: serveHttp } = createApp({
@@ -133,6 +153,7 @@ export async function createTestKernel(
     logStream,
     node,
     tasks,
+    gateway,
     healthCacheMs: options.healthCacheMs ?? 0,
     corsOrigins: options.http?.corsOrigins,
     bodyLimitBytes: options.http?.bodyLimitBytes,
@@ -151,6 +172,7 @@ export async function createTestKernel(
   const close = async () => {
     if (closed) return;
     closed = true;
+    await gateway.stop();
     await tasks.stop(1000);
     await kernel.stop();
     logStream.close();
@@ -172,6 +194,7 @@ export async function createTestKernel(
     router,
     metrics,
     tasks,
+    gateway,
     logs,
     app,
     security,

@@ -20,6 +20,8 @@ import type { TaskService } from "../tasks.ts";
 import type { Consensus } from "../consensus.ts";
 import { clusterView, type Registry } from "../state/registry.ts";
 import { taskRoutes } from "./tasks.ts";
+import { agentRoutes } from "./agents.ts";
+import type { Gateway } from "../../transports/websocket/gateway.ts";
 import { auditLog } from "../security/audit.ts";
 import { clientIp, rateLimit, websocketHandshakeLimit } from "./rate_limit.ts";
 import {
@@ -85,6 +87,8 @@ export interface AppDeps {
   bodyLimitBytes?: number;
   /** Serves `/api/v1/tasks` when given. */
   tasks?: TaskService;
+  /** Serves `WS /ws/agent` and `/api/v1/agents` when given. */
+  gateway?: Gateway;
   /** Reuse a health report for this long. @default {1000} */
   healthCacheMs?: number;
   /** Authentication, keys and rate limits: `/api/v1/*` is closed without them. */
@@ -457,6 +461,28 @@ export function createApp(deps: AppDeps): HttpApp {
     }, { once: true });
   };
 
+  const gateway = deps.gateway;
+  if (gateway) {
+    if (security.limits) {
+      app.use(
+        "/ws/agent",
+        websocketHandshakeLimit({ limiter: security.limits.wsHandshake }),
+      );
+    }
+    app.get("/ws/agent", (c) => {
+      if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
+        return errorResponse(
+          426,
+          "GET /ws/agent needs a WebSocket upgrade",
+          undefined,
+          { Upgrade: "websocket" },
+        );
+      }
+      if (deps.draining()) return errorResponse(503, "node is shutting down");
+      return gateway.accept(c.req.raw);
+    });
+  }
+
   // /api/v1: the per-IP limit first (cheap, before any signature is
   // checked), then audit (so refused calls are recorded too), then
   // authentication, then the per-principal limit.
@@ -518,6 +544,7 @@ export function createApp(deps: AppDeps): HttpApp {
   });
 
   if (deps.tasks) app.route("/api/v1/tasks", taskRoutes(deps.tasks));
+  if (gateway) app.route("/api/v1", agentRoutes(gateway));
   app.route("/api/v1", securityRoutes(security, kv));
 
   const withHandlers = new WeakSet<Hono>();

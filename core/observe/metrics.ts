@@ -20,6 +20,8 @@ export interface Gauge {
   set(value: number, labels?: Labels): void;
   inc(labels?: Labels, by?: number): void;
   get(labels?: Labels): number;
+  /** Drops the series for `labels` (keeps label sets bounded, e.g. per connected client). */
+  remove(labels?: Labels): void;
 }
 /** A histogram with cumulative buckets. */
 export interface Histogram {
@@ -184,6 +186,9 @@ export function createMetrics(prefix = "plexus_"): MetricsRegistry {
           f.series.set(k, (f.series.get(k) ?? 0) + by);
         },
         get: (labels) => f.series.get(labelKey(labels)) ?? 0,
+        remove(labels) {
+          f.series.delete(labelKey(labels));
+        },
       };
     },
     histogram(name, help, buckets = DEFAULT_BUCKETS) {

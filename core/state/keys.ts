@@ -22,7 +22,14 @@
  * ["sig-nonce", keyid, nonce]                    RFC 9421 nonce replay store (expireIn past max age)
  * ["audit", at, id]                              audit record of a mutating call (expireIn = retention)
  * ["keys", keyid]                                trusted key (node or enrolled service key) for JWTs and RFC 9421
+ * ["gateway", "agents", agentId]                 enrolled agent {agentId, publicKey, roles, enrolledAt, enrolledBy}
+ * ["gateway", "presence", agentId]               where the agent is connected {connected, nodeId, address, session, lastSeen, channels, ...}
+ * ["gateway", "outbox", agentId, channel]        the agent's durable queue for one backend channel name → {queue}
+ * ["gateway", "body", queue, messageId, i]       chunk i of a queued message body too large for one KV value
  * ```
+ *
+ * Agent resumption tokens are sessions (`["sessions", tokenHash]`) of kind
+ * `agent` with subject `agent:{agentId}`.
  *
  * @module
  */
@@ -128,4 +135,43 @@ export function auditKey(at?: number, id?: string): Deno.KvKey {
 /** A trusted key (a node's, or an enrolled service key), or the prefix of all of them. */
 export function trustedKeyKey(keyid?: string): Deno.KvKey {
   return keyid === undefined ? ["keys"] : ["keys", keyid];
+}
+
+/** An enrolled agent (or the prefix of all of them). */
+export function gatewayAgentKey(agentId?: string): Deno.KvKey {
+  return agentId === undefined
+    ? ["gateway", "agents"]
+    : ["gateway", "agents", agentId];
+}
+
+/** Where an agent is connected (or the prefix of every agent's record). */
+export function gatewayPresenceKey(agentId?: string): Deno.KvKey {
+  return agentId === undefined
+    ? ["gateway", "presence"]
+    : ["gateway", "presence", agentId];
+}
+
+/** The index of an agent's durable queues, one per backend channel name. */
+export function gatewayOutboxKey(
+  agentId: string,
+  channel?: string,
+): Deno.KvKey {
+  return channel === undefined
+    ? ["gateway", "outbox", agentId]
+    : ["gateway", "outbox", agentId, channel];
+}
+
+/**
+ * Chunk `index` of a queued message body (or the prefix of all its chunks,
+ * or of all the queue's bodies).
+ */
+export function gatewayBodyKey(
+  queue: string,
+  messageId?: string,
+  index?: number,
+): Deno.KvKey {
+  if (messageId === undefined) return ["gateway", "body", queue];
+  return index === undefined
+    ? ["gateway", "body", queue, messageId]
+    : ["gateway", "body", queue, messageId, index];
 }

@@ -1,0 +1,821 @@
+/**
+ * The agent gateway on a node: accepts `WS /ws/agent` sockets (each one an
+ * {@linkcode AgentConnection}), keeps one connection per agent (a newer one
+ * replaces an older one, on this node or another), delivers backend →
+ * agent messages (durable queue first, then a push to wherever the agent is
+ * connected) and runs backend handlers for agents' requests.
+ *
+ * Plugins reach it as the kernel capability `gateway:agents`
+ * ({@linkcode AgentGateway}):
+ *
+ * ```ts ignore
+ * const agents = ctx.kernel.get<AgentGateway>("gateway:agents");
+ * ctx.router.subscribe("agent.*.heartbeat", (env) => seen((env as Envelope).source));
+ * agents.onRequest("agent.*.requests", ({ agentId, payload }) => ({ ok: true }));
+ * await agents.send("agent-1", "policies", { v: 2 }, { priority: 7 });
+ * ```
+ *
+ * Across nodes (one shared KV), presence says which node holds an agent;
+ * that node is woken with a signed node-to-node call
+ * (`POST /api/v1/gateway/wake|push|kick`) so it pushes at once.
+ *
+ * @module
+ */
+import type { Logger } from "../../core/observe/logger.ts";
+import type { MetricsRegistry } from "../../core/observe/metrics.ts";
+import type { NodeIdentity } from "../../core/plugin.ts";
+import { type Router, topicMatches, validateTopic } from "../../core/router.ts";
+import type { NodeKey } from "../../core/security/node_key.ts";
+import {
+  createSessionStore,
+  type SessionStore,
+} from "../../core/state/sessions.ts";
+import type { NodeFetch } from "../../core/http/node_client.ts";
+import { CHANNEL_NAME_RE, isAgentId, parseChannel } from "./channels.ts";
+import {
+  AgentConnection,
+  type AgentRequest,
+  type ConnectionContext,
+  type GatewayConfig,
+  type GatewayMetrics,
+  GatewayRequestError,
+} from "./connection.ts";
+import {
+  type AgentEnrolment,
+  type AgentRecord,
+  enrolAgent,
+  EnrolmentError,
+  getAgent,
+  listAgents,
+  removeAgent,
+} from "./enrolment.ts";
+import { Outbox } from "./outbox.ts";
+import {
+  createPresence,
+  isLive,
+  type PresenceRecord,
+  type PresenceStore,
+} from "./presence.ts";
+import { canSubscribe, channelPolicy, isDurable } from "./policy.ts";
+
+export { type AgentRequest, GatewayRequestError } from "./connection.ts";
+
+/** Options of {@linkcode AgentGateway.send} and {@linkcode AgentGateway.broadcast}. */
+export interface SendOptions {
+  /** The `mt` header. @default {"notification"} */
+  messageType?: string;
+  /** 0-9, 9 most urgent. @default {4} */
+  priority?: number;
+  /** Queued messages older than this are dead-lettered. @default {gateway.messageTtlMs} */
+  ttlMs?: number;
+  /** The `cid` header. */
+  correlationId?: string;
+  /** Who is sending (kept with the message for audit). @default {"plugin"} */
+  sender?: string;
+  /** Message id. @default {a random UUID} */
+  id?: string;
+}
+
+/** What became of one send. */
+export interface SendResult {
+  messageId: string;
+  /** `sent`: pushed to a live connection now; `queued`: stored, the agent is offline or busy; `failed`: not stored. */
+  status: "sent" | "queued" | "failed";
+  /** Why it failed. */
+  error?: string;
+}
+
+/** What became of one broadcast. */
+export interface BroadcastResult {
+  messageId: string;
+  /** Agents it was pushed to now. */
+  sentTo: string[];
+  /** Agents it was stored for but not pushed now (their node did not answer, or they are busy). */
+  queued: string[];
+  /** Agents it could not be stored (durable) or pushed (non-durable) for. */
+  failed: string[];
+}
+
+/** `GET /api/v1/agents/{id}/status` (CONTRACTS.md). */
+export interface AgentStatus {
+  agent_id: string;
+  connected: boolean;
+  /** ISO 8601, or null when never connected. */
+  last_seen: string | null;
+  /** Subscribed backend channel names (empty when not connected). */
+  channels: string[];
+  /** ISO 8601 end of the current session, or null when not connected. */
+  session_expires: string | null;
+}
+
+/** A backend handler of agents' requests; its return value is the reply. */
+export type RequestHandler = (req: AgentRequest) => unknown;
+
+/** The `gateway:agents` capability. */
+export interface AgentGateway {
+  /** Sends `message` (JSON) to one agent on backend channel `channel` (a name, or `backend.{id}.{name}`). */
+  send(
+    agentId: string,
+    channel: string,
+    message: unknown,
+    options?: SendOptions,
+  ): Promise<SendResult>;
+  /** Sends `message` to every connected agent subscribed to channel name `channel`. */
+  broadcast(
+    channel: string,
+    message: unknown,
+    options?: SendOptions,
+  ): Promise<BroadcastResult>;
+  /** Where the agent is; null when it is not enrolled. */
+  status(agentId: string): Promise<AgentStatus | null>;
+  /**
+   * Answers agents' `req` records on channels matching `pattern`
+   * (`agent.*.requests`); throw a {@linkcode GatewayRequestError} to pick
+   * the `err` code. Returns the function that removes the handler. Requests
+   * no handler matches go to the router (`router.request`), then `no_handler`.
+   */
+  onRequest(pattern: string, handler: RequestHandler): () => void;
+  /** Enrols an agent (see `POST /api/v1/agents`). */
+  enrol(
+    input: AgentEnrolment,
+    by?: string,
+  ): Promise<{ record: AgentRecord; replaced: boolean }>;
+  /** Disconnects (4401) and removes an agent, its tokens and queued messages. */
+  remove(agentId: string): Promise<boolean>;
+  get(agentId: string): Promise<AgentRecord | null>;
+  list(limit?: number): Promise<AgentRecord[]>;
+}
+
+/** One item of a node-to-node wake call. */
+export interface WakeItem {
+  agentId: string;
+  messageId: string;
+}
+
+/** One item of a node-to-node push call (non-durable channels). */
+export interface PushItem {
+  agentId: string;
+  channel: string;
+  /** The message as JSON text. */
+  body: string;
+  id: string;
+  priority: number;
+  messageType: string;
+  correlationId?: string;
+}
+
+/** The node's gateway. */
+export interface Gateway extends AgentGateway {
+  /** The plugin-facing part, registered as `gateway:agents`. */
+  readonly api: AgentGateway;
+  /** Upgrades `WS /ws/agent`. */
+  accept(req: Request): Response;
+  /** Pushes queued messages to agents connected here; says which ids went out. */
+  wakeLocal(items: WakeItem[]): Promise<(WakeItem & { pushed: boolean })[]>;
+  /** Pushes non-durable messages to agents connected here. */
+  pushLocal(items: PushItem[]): Promise<{ agentId: string; pushed: boolean }[]>;
+  /** Closes the agent's connection here (only connection `session`, when given). */
+  kickLocal(
+    agentId: string,
+    session: string | undefined,
+    code: number,
+    reason: string,
+  ): AgentConnection | undefined;
+  /** Authenticated connections on this node. */
+  readonly connections: number;
+  /** Closes every socket (1001) and returns un-acked messages to their queues. */
+  stop(): Promise<void>;
+}
+
+/** A refused gateway call, with its HTTP status. */
+export class GatewayError extends Error {
+  override name = "GatewayError";
+  constructor(readonly status: 400 | 404 | 409 | 413 | 503, message: string) {
+    super(message);
+  }
+}
+
+/** Options for {@linkcode createGateway}. */
+export interface GatewayOptions {
+  kv: Deno.Kv;
+  /** This node (its `address` is read when agents connect). */
+  node: NodeIdentity;
+  nodeKey: NodeKey;
+  router: Router;
+  metrics: MetricsRegistry;
+  log: Logger;
+  config: GatewayConfig;
+  /** Signed node-to-node fetch (`nodeClient(security)`). */
+  nodeFetch: NodeFetch;
+  /** Resumption tokens. @default {sessions in `kv`} */
+  sessions?: SessionStore;
+}
+
+/** Node-to-node calls give up after this long (the message stays queued). */
+const NODE_CALL_TIMEOUT_MS = 3000;
+/** How long `stop()` waits for sockets to close and messages to go back. */
+const STOP_TIMEOUT_MS = 5000;
+const MESSAGE_TYPE_RE = /^[A-Za-z0-9._-]{1,64}$/;
+const encoder = new TextEncoder();
+
+function gatewayMetrics(
+  metrics: MetricsRegistry,
+  connections: () => number,
+): GatewayMetrics {
+  const conns = metrics.gauge(
+    "plexus_gateway_connections",
+    "Authenticated agent connections on this node",
+    () => conns.set(connections()),
+  );
+  const handshakes = metrics.counter(
+    "plexus_gateway_handshakes_total",
+    "Agent handshakes by outcome (ok, refused) and reason",
+  );
+  const messages = metrics.counter(
+    "plexus_gateway_messages_total",
+    "Sealed agent records by direction (in: agent to node, out: node to agent)",
+  );
+  const bytes = metrics.counter(
+    "plexus_gateway_bytes_total",
+    "Sealed agent record bytes by direction",
+  );
+  const refused = metrics.counter(
+    "plexus_gateway_records_refused_total",
+    "Agent records refused, by reason",
+  );
+  const closes = metrics.counter(
+    "plexus_gateway_closes_total",
+    "Agent sockets closed, by close code",
+  );
+  const deliveries = metrics.counter(
+    "plexus_gateway_deliveries_total",
+    "Queued backend-to-agent messages by outcome (pushed, acked, ack_timeout, expired, dead)",
+  );
+  const depth = metrics.gauge(
+    "plexus_gateway_queue_depth",
+    "Messages waiting for each agent connected to this node",
+  );
+  const dir = {
+    in: {
+      m: messages.labels({ direction: "in" }),
+      b: bytes.labels({ direction: "in" }),
+    },
+    out: {
+      m: messages.labels({ direction: "out" }),
+      b: bytes.labels({ direction: "out" }),
+    },
+  };
+  return {
+    handshake: (outcome, reason) => handshakes.inc({ outcome, reason }),
+    message(direction, n) {
+      dir[direction].m.inc();
+      dir[direction].b.inc(n);
+    },
+    refused: (reason) => refused.inc({ reason }),
+    closed: (code) => closes.inc({ code: String(code) }),
+    delivery: (outcome) => deliveries.inc({ outcome }),
+    queueDepth(agent, n) {
+      if (n === undefined) depth.remove({ agent });
+      else depth.set(n, { agent });
+    },
+  };
+}
+
+/**
+ * Creates the node's gateway.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const gateway = createGateway({ kv, node, nodeKey, router, metrics, log, config: config.gateway, nodeFetch: nodeClient(security) });
+ * app.get("/ws/agent", (c) => gateway.accept(c.req.raw));
+ * ```
+ */
+export function createGateway(options: GatewayOptions): Gateway {
+  const { kv, node, router, log, config } = options;
+  const nodeFetch = options.nodeFetch;
+  const presence: PresenceStore = createPresence(kv);
+  const outbox = new Outbox(kv, {
+    maxAttempts: config.maxAttempts,
+    ttlMs: config.messageTtlMs,
+  });
+  const sessions = options.sessions ?? createSessionStore(kv);
+  /** Every socket, authenticated or not. */
+  const sockets = new Set<AgentConnection>();
+  /** The authenticated connection of each agent on this node. */
+  const local = new Map<string, AgentConnection>();
+  const handlers: { pattern: string; fn: RequestHandler }[] = [];
+  const metrics = gatewayMetrics(options.metrics, () => local.size);
+  let stopping = false;
+
+  const call = async (
+    address: string,
+    path: string,
+    body: unknown,
+  ): Promise<unknown> => {
+    try {
+      const res = await nodeFetch(new URL(path, address), {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(NODE_CALL_TIMEOUT_MS),
+      });
+      if (!res.ok) {
+        log.warn("gateway node call refused", {
+          address,
+          path,
+          status: res.status,
+          body: (await res.text()).slice(0, 200),
+        });
+        return undefined;
+      }
+      return await res.json();
+    } catch (err) {
+      log.warn("gateway node call failed", { address, path, error: err });
+      return undefined;
+    }
+  };
+
+  const kickRemote = (
+    p: PresenceRecord,
+    code: number,
+    reason: string,
+  ): Promise<unknown> =>
+    call(p.address, "/api/v1/gateway/kick", {
+      agentId: p.agentId,
+      session: p.session,
+      code,
+      reason,
+    });
+
+  const withTimeout = <T>(p: Promise<T>, ms: number, what: string) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    return Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              new GatewayRequestError(
+                "timeout",
+                `${what} timed out after ${ms} ms`,
+              ),
+            ),
+          ms,
+        );
+      }),
+    ]).finally(() => clearTimeout(timer));
+  };
+
+  const ctx: ConnectionContext = {
+    config,
+    node,
+    identity: {
+      nodeId: node.id,
+      privateKey: options.nodeKey.privateKey,
+      publicRaw: Uint8Array.fromBase64(options.nodeKey.publicJwk.x, {
+        alphabet: "base64url",
+      }),
+    },
+    kv,
+    router,
+    log,
+    metrics,
+    presence,
+    outbox,
+    sessions,
+    async request(req) {
+      const ms = config.requestTimeoutMs;
+      const h = handlers.find((h) => topicMatches(h.pattern, req.channel));
+      if (h) {
+        return await withTimeout(
+          Promise.resolve().then(() => h.fn(req)),
+          ms,
+          `request on '${req.name}'`,
+        );
+      }
+      try {
+        return await router.request(req.channel, req.envelope, {
+          timeoutMs: ms,
+        });
+      } catch (err) {
+        const m = (err as Error).message;
+        if (/No subscriber/.test(m)) {
+          throw new GatewayRequestError(
+            "no_handler",
+            `no handler for requests on '${req.name}'`,
+          );
+        }
+        if (/timed out/.test(m)) throw new GatewayRequestError("timeout", m);
+        throw err;
+      }
+    },
+    attach(conn, previous) {
+      const old = local.get(conn.agentId);
+      local.set(conn.agentId, conn);
+      if (old && old !== conn) {
+        old.close(4409, "replaced by a newer connection");
+      }
+      if (
+        previous && previous.session !== conn.session &&
+        previous.nodeId !== node.id && isLive(previous, Date.now())
+      ) {
+        kickRemote(previous, 4409, "replaced by a newer connection");
+      }
+    },
+    detach(conn) {
+      if (local.get(conn.agentId) === conn) local.delete(conn.agentId);
+    },
+  };
+
+  /** The channel name of `channel` for `agentId`: a bare name or `backend.{agentId}.{name}`. */
+  const channelName = (agentId: string, channel: unknown): string => {
+    if (typeof channel !== "string") {
+      throw new GatewayError(400, "channel must be a string");
+    }
+    if (channel.startsWith("backend.")) {
+      const ch = parseChannel(channel);
+      if (!ch || ch.id !== agentId) {
+        throw new GatewayError(
+          400,
+          `channel '${
+            channel.slice(0, 80)
+          }' is not a backend channel of agent '${agentId}'`,
+        );
+      }
+      return ch.name;
+    }
+    if (!CHANNEL_NAME_RE.test(channel)) {
+      throw new GatewayError(
+        400,
+        `channel '${
+          channel.slice(0, 80)
+        }' is neither a channel name nor backend.{id}.{name}`,
+      );
+    }
+    return channel;
+  };
+
+  const encodeMessage = (message: unknown): Uint8Array => {
+    let text: string | undefined;
+    try {
+      text = JSON.stringify(message);
+    } catch (err) {
+      throw new GatewayError(
+        400,
+        `message is not JSON-serialisable: ${(err as Error).message}`,
+      );
+    }
+    if (text === undefined) {
+      throw new GatewayError(400, "message must be a JSON value");
+    }
+    const body = encoder.encode(text);
+    if (body.length > config.maxMessageBytes) {
+      throw new GatewayError(
+        413,
+        `message of ${body.length} bytes is over the limit of ${config.maxMessageBytes}`,
+      );
+    }
+    return body;
+  };
+
+  const checkOptions = (o: SendOptions) => {
+    if (
+      o.priority !== undefined &&
+      (!Number.isInteger(o.priority) || o.priority < 0 || o.priority > 9)
+    ) throw new GatewayError(400, "priority must be an integer 0-9");
+    if (
+      o.messageType !== undefined && !MESSAGE_TYPE_RE.test(o.messageType)
+    ) {
+      throw new GatewayError(
+        400,
+        "message_type must be 1-64 letters, digits, '.', '_', '-'",
+      );
+    }
+    if (o.ttlMs !== undefined && !(o.ttlMs > 0)) {
+      throw new GatewayError(400, "ttl must be > 0");
+    }
+  };
+
+  /** Which of `ids` (queued for `agentId`) went out to a live connection now. */
+  const deliverNow = async (
+    agentId: string,
+    ids: string[],
+  ): Promise<boolean[]> => {
+    const conn = local.get(agentId);
+    if (conn?.ready) {
+      await conn.pump();
+      return ids.map((id) => conn.pushed(id));
+    }
+    const p = await presence.get(agentId);
+    if (!p || p.nodeId === node.id || !isLive(p, Date.now())) {
+      return ids.map(() => false);
+    }
+    const r = await call(p.address, "/api/v1/gateway/wake", {
+      items: ids.map((messageId) => ({ agentId, messageId })),
+    }) as { results?: { messageId: string; pushed: boolean }[] } | undefined;
+    return ids.map((id) =>
+      !!r?.results?.some((x) => x.messageId === id && x.pushed === true)
+    );
+  };
+
+  const api: AgentGateway = {
+    async send(agentId, channel, message, opts = {}) {
+      checkOptions(opts);
+      const agent = isAgentId(agentId) ? await getAgent(kv, agentId) : null;
+      if (!agent) {
+        throw new GatewayError(
+          404,
+          `no agent '${String(agentId).slice(0, 80)}'`,
+        );
+      }
+      const name = channelName(agentId, channel);
+      const policy = channelPolicy(config.channels, name);
+      if (!canSubscribe(policy, agent.roles)) {
+        throw new GatewayError(
+          400,
+          `agent '${agentId}' (roles [${
+            agent.roles.join(", ")
+          }]) may not subscribe to channel '${name}'`,
+        );
+      }
+      const body = encodeMessage(message);
+      const id = opts.id ?? crypto.randomUUID();
+      const priority = opts.priority ?? 4;
+      const messageType = opts.messageType ?? "notification";
+      if (!isDurable(policy)) {
+        const [r] = await pushTo([{
+          agentId,
+          channel: name,
+          body: new TextDecoder().decode(body),
+          id,
+          priority,
+          messageType,
+          ...(opts.correlationId ? { correlationId: opts.correlationId } : {}),
+        }]);
+        return { messageId: id, status: r ? "sent" : "failed" };
+      }
+      try {
+        await outbox.put(agentId, name, body, {
+          id,
+          priority,
+          messageType,
+          ttlMs: opts.ttlMs,
+          correlationId: opts.correlationId,
+          sender: opts.sender ?? "plugin",
+        });
+      } catch (err) {
+        log.error("agent message not stored", { agent: agentId, error: err });
+        return {
+          messageId: id,
+          status: "failed",
+          error: (err as Error).message,
+        };
+      }
+      const [pushed] = await deliverNow(agentId, [id]);
+      return { messageId: id, status: pushed ? "sent" : "queued" };
+    },
+
+    async broadcast(channel, message, opts = {}) {
+      checkOptions(opts);
+      if (typeof channel !== "string" || !CHANNEL_NAME_RE.test(channel)) {
+        throw new GatewayError(400, "channel must be a channel name");
+      }
+      const policy = channelPolicy(config.channels, channel);
+      const body = encodeMessage(message);
+      const id = opts.id ?? crypto.randomUUID();
+      const priority = opts.priority ?? 4;
+      const messageType = opts.messageType ?? "notification";
+      const now = Date.now();
+      const targets: PresenceRecord[] = [];
+      for await (const p of presence.list()) {
+        if (isLive(p, now) && p.channels.includes(channel)) targets.push(p);
+      }
+      const result: BroadcastResult = {
+        messageId: id,
+        sentTo: [],
+        queued: [],
+        failed: [],
+      };
+      const allowed: PresenceRecord[] = [];
+      for (const p of targets) {
+        const agent = await getAgent(kv, p.agentId);
+        if (agent && canSubscribe(policy, agent.roles)) allowed.push(p);
+      }
+      if (!isDurable(policy)) {
+        const text = new TextDecoder().decode(body);
+        const pushed = await pushTo(allowed.map((p) => ({
+          agentId: p.agentId,
+          channel,
+          body: text,
+          id,
+          priority,
+          messageType,
+        })));
+        allowed.forEach((p, i) =>
+          (pushed[i] ? result.sentTo : result.failed).push(p.agentId)
+        );
+        return result;
+      }
+      const stored: PresenceRecord[] = [];
+      await Promise.all(allowed.map(async (p) => {
+        try {
+          await outbox.put(p.agentId, channel, body, {
+            id,
+            priority,
+            messageType,
+            ttlMs: opts.ttlMs,
+            correlationId: opts.correlationId,
+            sender: opts.sender ?? "plugin",
+          });
+          stored.push(p);
+        } catch (err) {
+          log.error("agent message not stored", {
+            agent: p.agentId,
+            error: err,
+          });
+          result.failed.push(p.agentId);
+        }
+      }));
+      const pushed = await wakeAll(stored.map((p) => p.agentId), id);
+      stored.forEach((p, i) =>
+        (pushed[i] ? result.sentTo : result.queued).push(p.agentId)
+      );
+      for (const list of [result.sentTo, result.queued, result.failed]) {
+        list.sort();
+      }
+      return result;
+    },
+
+    async status(agentId) {
+      const agent = isAgentId(agentId) ? await getAgent(kv, agentId) : null;
+      if (!agent) return null;
+      const p = await presence.get(agentId);
+      const live = isLive(p, Date.now());
+      return {
+        agent_id: agentId,
+        connected: live,
+        last_seen: p ? new Date(p.lastSeen).toISOString() : null,
+        channels: live ? [...p!.channels] : [],
+        session_expires: live
+          ? new Date(p!.sessionExpires).toISOString()
+          : null,
+      };
+    },
+
+    onRequest(pattern, fn) {
+      validateTopic(pattern, true);
+      const h = { pattern, fn };
+      handlers.push(h);
+      return () => {
+        const i = handlers.indexOf(h);
+        if (i >= 0) handlers.splice(i, 1);
+      };
+    },
+
+    async enrol(input, by = "plugin") {
+      try {
+        return await enrolAgent(kv, input, by);
+      } catch (err) {
+        if (err instanceof EnrolmentError) {
+          throw new GatewayError(err.status, err.message);
+        }
+        throw err;
+      }
+    },
+
+    async remove(agentId) {
+      if (!await removeAgent(kv, agentId)) return false;
+      await sessions.revokeSubject(`agent:${agentId}`);
+      const conn = gateway.kickLocal(agentId, undefined, 4401, "agent removed");
+      if (conn) await conn.closed;
+      const p = await presence.get(agentId);
+      if (p && p.nodeId !== node.id && isLive(p, Date.now())) {
+        await kickRemote(p, 4401, "agent removed");
+      }
+      await presence.remove(agentId);
+      await outbox.purge(agentId);
+      return true;
+    },
+
+    get: (agentId) => getAgent(kv, agentId),
+    list: (limit) => listAgents(kv, limit),
+  };
+
+  /** Pushes queued message `id` to each agent; true where it went out now. */
+  const wakeAll = async (agents: string[], id: string): Promise<boolean[]> => {
+    const out = agents.map(() => false);
+    const remote = new Map<string, number[]>();
+    await Promise.all(agents.map(async (agentId, i) => {
+      const conn = local.get(agentId);
+      if (conn?.ready) {
+        await conn.pump();
+        out[i] = conn.pushed(id);
+        return;
+      }
+      const p = await presence.get(agentId);
+      if (p && p.nodeId !== node.id && isLive(p, Date.now())) {
+        remote.set(p.address, [...remote.get(p.address) ?? [], i]);
+      }
+    }));
+    await Promise.all([...remote].map(async ([address, idx]) => {
+      const r = await call(address, "/api/v1/gateway/wake", {
+        items: idx.map((i) => ({ agentId: agents[i], messageId: id })),
+      }) as { results?: (WakeItem & { pushed: boolean })[] } | undefined;
+      for (const i of idx) {
+        out[i] = !!r?.results?.some((x) =>
+          x.agentId === agents[i] && x.pushed === true
+        );
+      }
+    }));
+    return out;
+  };
+
+  /** Pushes non-durable messages wherever the agents are connected. */
+  const pushTo = async (items: PushItem[]): Promise<boolean[]> => {
+    const out = items.map(() => false);
+    const remote = new Map<string, number[]>();
+    await Promise.all(items.map(async (item, i) => {
+      if (local.get(item.agentId)?.ready) {
+        [out[i]] = (await gateway.pushLocal([item])).map((r) => r.pushed);
+        return;
+      }
+      const p = await presence.get(item.agentId);
+      if (p && p.nodeId !== node.id && isLive(p, Date.now())) {
+        remote.set(p.address, [...remote.get(p.address) ?? [], i]);
+      }
+    }));
+    await Promise.all([...remote].map(async ([address, idx]) => {
+      const r = await call(address, "/api/v1/gateway/push", {
+        items: idx.map((i) => items[i]),
+      }) as { results?: { agentId: string; pushed: boolean }[] } | undefined;
+      idx.forEach((i, k) => (out[i] = r?.results?.[k]?.pushed === true));
+    }));
+    return out;
+  };
+
+  const gateway: Gateway = {
+    ...api,
+    api,
+    accept(req) {
+      const { socket, response } = Deno.upgradeWebSocket(req, {
+        idleTimeout: 0,
+      });
+      const conn = new AgentConnection(socket, ctx);
+      sockets.add(conn);
+      conn.closed.then(() => sockets.delete(conn));
+      if (stopping) conn.close(1001, "node shutting down");
+      return response;
+    },
+    async wakeLocal(items) {
+      const byAgent = new Map<string, WakeItem[]>();
+      for (const it of items) {
+        byAgent.set(it.agentId, [...byAgent.get(it.agentId) ?? [], it]);
+      }
+      const pushed = new Map<WakeItem, boolean>();
+      await Promise.all([...byAgent].map(async ([agentId, its]) => {
+        const conn = local.get(agentId);
+        if (!conn?.ready) return;
+        await conn.pump();
+        for (const it of its) pushed.set(it, conn.pushed(it.messageId));
+      }));
+      return items.map((it) => ({ ...it, pushed: pushed.get(it) ?? false }));
+    },
+    async pushLocal(items) {
+      return await Promise.all(items.map(async (it) => {
+        const conn = local.get(it.agentId);
+        const ok = conn?.ready
+          ? await conn.pushEphemeral(it.channel, encoder.encode(it.body), {
+            id: it.id,
+            priority: it.priority,
+            messageType: it.messageType,
+            cid: it.correlationId,
+          })
+          : false;
+        return { agentId: it.agentId, pushed: ok };
+      }));
+    },
+    kickLocal(agentId, session, code, reason) {
+      const conn = local.get(agentId);
+      if (!conn || (session !== undefined && conn.session !== session)) {
+        return undefined;
+      }
+      conn.close(code, reason);
+      return conn;
+    },
+    get connections() {
+      return local.size;
+    },
+    async stop() {
+      stopping = true;
+      const all = [...sockets];
+      for (const conn of all) conn.close(1001, "node shutting down");
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.all(all.map((c) => c.closed)),
+        new Promise((r) => (timer = setTimeout(r, STOP_TIMEOUT_MS))),
+      ]);
+      clearTimeout(timer);
+    },
+  };
+  return gateway;
+}
