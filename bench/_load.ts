@@ -1,9 +1,11 @@
 /**
- * HTTP load generator for bench/http_health.ts (run as its own process).
+ * HTTP load generator for bench/http_health.ts and bench/http_auth.ts (run
+ * as its own process).
  *
  *   deno run -A bench/_load.ts --url http://127.0.0.1:PORT/health
  *     [--connections 32] [--duration 3000] [--warmup 500]
  *     [--client raw|fetch] [--server-pid PID]
+ *     [--header "Name: value"]... [--requests-file FILE]
  *
  * Opens N keep-alive connections, each looping request -> full response, for
  * `warmup` ms (not counted) and then `duration` ms (counted). Every response
@@ -13,6 +15,13 @@
  * `raw` (default) speaks HTTP/1.1 over `Deno.connect` and parses responses by
  * hand, which costs far less CPU per request than `fetch`, so the generator
  * stays ahead of the server for longer. `fetch` uses N `fetch` loops.
+ *
+ * `--header` (repeatable) adds a header to every request. `--requests-file`
+ * holds one JSON array of `[name, value]` pairs per line: extra headers for
+ * ONE request each (e.g. pre-signed single-use signatures), taken in order
+ * across all connections. When they run out during the counted window, the
+ * window ends there (`exhausted: true`); running out during warm-up is a
+ * failure.
  *
  * Prints one JSON line: requests, seconds, rps, failures and the CPU time
  * this process and `--server-pid` used during the counted window.
@@ -27,11 +36,63 @@ const durationMs = numFlag("duration", 3000);
 const warmupMs = numFlag("warmup", 500);
 const client = flag("client") ?? "raw";
 const serverPid = numFlag("server-pid", 0);
+const requestsFile = flag("requests-file");
+
+/** Every `--header "Name: value"` given. */
+function headerFlags(args = Deno.args): [string, string][] {
+  const out: [string, string][] = [];
+  for (let i = 0; i < args.length; i++) {
+    const v = args[i] === "--header"
+      ? args[++i]
+      : args[i].startsWith("--header=")
+      ? args[i].slice(9)
+      : undefined;
+    if (v === undefined) continue;
+    const colon = v.indexOf(":");
+    if (colon < 1) {
+      throw new Error(`--header: expected 'Name: value', got ${v}`);
+    }
+    out.push([v.slice(0, colon).trim(), v.slice(colon + 1).trim()]);
+  }
+  return out;
+}
+const fixedHeaders = headerFlags();
+/** Per-request extra headers from --requests-file, each used once. */
+const pool: [string, string][][] = requestsFile
+  ? (await Deno.readTextFile(requestsFile)).split("\n").filter((l) => l)
+    .map((l) => JSON.parse(l))
+  : [];
+let poolNext = 0;
 
 let phase: "warmup" | "measure" | "stop" = "warmup";
 let ok = 0;
 let failures = 0;
 let firstFailure = "";
+let exhausted = false;
+let endMeasure = () => {};
+/** Requests sent and not yet answered (matters once the pool is used up). */
+let inflight = 0;
+const NONE: [string, string][] = [];
+
+/** Extra headers for the next request: none without a pool, undefined once it is used up. */
+function nextPooled(): [string, string][] | undefined {
+  if (!requestsFile) return NONE;
+  if (poolNext < pool.length) return pool[poolNext++];
+  if (phase === "warmup") fail("requests file used up during warm-up");
+  else answered();
+  return undefined;
+}
+
+/** Called after each answer: the counted window ends once the pool is used up and every request answered. */
+function answered(): void {
+  if (
+    requestsFile && poolNext === pool.length && inflight === 0 &&
+    phase === "measure"
+  ) {
+    exhausted = true;
+    endMeasure();
+  }
+}
 
 function fail(why: string): void {
   failures++;
@@ -59,10 +120,11 @@ async function rawLoop(): Promise<void> {
     port: Number(url.port || 80),
   });
   conn.setNoDelay(true);
-  const request = new TextEncoder().encode(
+  const encoder = new TextEncoder();
+  const requestHead =
     `GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\n` +
-      `Accept: */*\r\n\r\n`,
-  );
+    `Accept: */*\r\n` + fixedHeaders.map(([k, v]) => `${k}: ${v}\r\n`).join("");
+  const fixed = encoder.encode(requestHead + "\r\n");
   let buf = new Uint8Array(16 * 1024);
   let start = 0;
   let end = 0;
@@ -84,7 +146,15 @@ async function rawLoop(): Promise<void> {
   };
   try {
     while (phase !== "stop") {
-      await conn.write(request);
+      const extra = nextPooled();
+      if (extra === undefined) break;
+      inflight++;
+      await conn.write(
+        extra.length === 0 ? fixed : encoder.encode(
+          requestHead + extra.map(([k, v]) => `${k}: ${v}\r\n`).join("") +
+            "\r\n",
+        ),
+      );
       let headEnd: number;
       while ((headEnd = indexOfHeaderEnd(buf, start, end)) === -1) {
         await fill();
@@ -102,6 +172,8 @@ async function rawLoop(): Promise<void> {
       if (start === end) start = end = 0;
       if (status !== 200) fail(`status ${status}`);
       else if (phase === "measure") ok++;
+      inflight--;
+      answered();
     }
   } finally {
     conn.close();
@@ -112,10 +184,17 @@ async function rawLoop(): Promise<void> {
 async function fetchLoop(): Promise<void> {
   const target = url.href;
   while (phase !== "stop") {
-    const res = await fetch(target);
+    const extra = nextPooled();
+    if (extra === undefined) break;
+    inflight++;
+    const res = await fetch(target, {
+      headers: [...fixedHeaders, ...extra],
+    });
     await res.arrayBuffer();
     if (res.status !== 200) fail(`status ${res.status}`);
     else if (phase === "measure") ok++;
+    inflight--;
+    answered();
   }
 }
 
@@ -134,7 +213,13 @@ const srv0 = serverPid ? cpuMs(serverPid) : NaN;
 const sys0 = systemCpuMs();
 const t0 = performance.now();
 phase = "measure";
-await new Promise((r) => setTimeout(r, durationMs));
+await new Promise<void>((r) => {
+  const timer = setTimeout(r, durationMs);
+  endMeasure = () => {
+    clearTimeout(timer);
+    r();
+  };
+});
 const count = ok;
 const seconds = (performance.now() - t0) / 1000;
 const cpu1 = cpuMs("self");
@@ -148,6 +233,8 @@ reply({
   rps: count / seconds,
   failures,
   firstFailure,
+  exhausted,
+  pooled: requestsFile ? poolNext : undefined,
   connections,
   client,
   // Share of one core used during the counted window.
