@@ -1,0 +1,2051 @@
+/**
+ * The agent SDK: a client for the node's agent gateway (`WS /ws/agent`,
+ * `docs/protocol.md`). It runs the handshake, keeps the session alive
+ * (heartbeats, reconnects with backoff, resumption tokens), and offers
+ * publish, subscribe and request/reply over sealed records.
+ *
+ * Delivery rules, in short:
+ *
+ * - `publish` is at-least-once: it resolves on the node's `ack`; an
+ *   unacknowledged message is sent again (same id) after a reconnect.
+ * - `request` is at-most-once: a request whose connection drops before the
+ *   answer rejects with code `unavailable` and is not resent.
+ * - Sends made while disconnected wait in a bounded queue and go out after
+ *   the next handshake, most urgent priority first (9 before 0), oldest first
+ *   within a priority.
+ * - Incoming backend messages are handled one at a time per channel, then
+ *   acknowledged; a handler that throws leaves the message unacknowledged so
+ *   the node delivers it again. Message ids are remembered (a bounded LRU),
+ *   so a redelivered message reaches its handler once but is acknowledged
+ *   each time.
+ *
+ * @module
+ */
+import {
+  agentFinish,
+  agentHello,
+  b64u,
+  ed25519FromSeed,
+  type Ephemeral,
+  fromB64u,
+  HandshakeError,
+  type Hello,
+} from "./handshake.ts";
+import {
+  encodeHeader,
+  type OpenedRecord,
+  type RecordHeader,
+  RecordOpener,
+  RecordSealer,
+  type RekeyPolicy,
+} from "./record.ts";
+import {
+  agentChannel,
+  backendChannel,
+  isAgentId,
+  parseChannel,
+  signMessage,
+  verifyMessageSignature,
+} from "./channels.ts";
+import {
+  ed25519DidKey,
+  parseEd25519PublicKey,
+} from "../../core/security/ed25519.ts";
+
+/** WebSocket close codes of the agent gateway (`docs/protocol.md`, "Close codes"). */
+export const CloseCode = {
+  /** Normal close (the agent's `close()`). */
+  normal: 1000,
+  /** Binary frame during the hello/welcome exchange, or text frame after it. */
+  unsupportedData: 1003,
+  /** A text frame that is not UTF-8. */
+  invalidPayload: 1007,
+  /** Frame over the size limit. */
+  tooBig: 1009,
+  /** Session expired. */
+  sessionExpired: 4001,
+  /** Slow consumer: the node's send buffer stayed over its limit. */
+  slowConsumer: 4008,
+  /** Protocol violation. */
+  protocol: 4400,
+  /** Authentication failed. */
+  authFailed: 4401,
+  /** Record refused (bad tag, replay, window, epoch, re-addressed header). */
+  recordRefused: 4403,
+  /** Handshake (or, closed by the agent, the heartbeat) timed out. */
+  timeout: 4408,
+  /** Replaced: the same agent connected again elsewhere. */
+  replaced: 4409,
+} as const;
+
+/** Message priorities: 0 (least urgent) to 9 (most urgent). */
+export const DEFAULT_PRIORITY = 4;
+
+/**
+ * Error codes: those the node sends in `err` records, and the SDK's own
+ * (`queue_full`, `closed`, `auth_failed`, `replaced`).
+ */
+export type AgentErrorCode =
+  | "forbidden"
+  | "bad_request"
+  | "unavailable"
+  | "timeout"
+  | "no_handler"
+  | "queue_full"
+  | "closed"
+  | "auth_failed"
+  | "replaced";
+
+const NODE_ERROR_CODES: ReadonlySet<string> = new Set([
+  "forbidden",
+  "bad_request",
+  "unavailable",
+  "timeout",
+  "no_handler",
+]);
+
+/**
+ * A failed publish, request or subscription, or the end of the client.
+ * `code` is one of {@linkcode AgentErrorCode} or, from a newer node, another
+ * code it sent.
+ *
+ * @example Usage
+ * ```ts
+ * import { AgentError } from "./client.ts";
+ * import assert from "node:assert/strict";
+ * const err = new AgentError("forbidden", "not allowed to subscribe");
+ * assert.equal(err.code, "forbidden");
+ * assert.equal(err.retryable, false);
+ * assert.equal(new AgentError("unavailable", "lost").retryable, true);
+ * ```
+ */
+export class AgentError extends Error {
+  override name = "AgentError";
+  /** Why: see {@linkcode AgentErrorCode}. */
+  readonly code: AgentErrorCode | (string & Record<never, never>);
+  /** The WebSocket close code, when the error comes from a closed connection. */
+  readonly closeCode?: number;
+
+  constructor(
+    code: AgentErrorCode | (string & Record<never, never>),
+    message: string,
+    options: { cause?: unknown; closeCode?: number } = {},
+  ) {
+    super(message, { cause: options.cause });
+    this.code = code;
+    this.closeCode = options.closeCode;
+  }
+
+  /** Whether trying again later may succeed. */
+  get retryable(): boolean {
+    return ["unavailable", "timeout", "queue_full"].includes(this.code);
+  }
+}
+
+/** Reconnect delays: exponential with full jitter. */
+export interface BackoffOptions {
+  /** The first delay's upper bound, ms. @default {5000} */
+  initialMs?: number;
+  /** The largest upper bound, ms. @default {60000} */
+  maxMs?: number;
+  /** Source of randomness in [0, 1). @default {Math.random} */
+  random?: () => number;
+}
+
+/**
+ * The delay before reconnect attempt `attempt` (0 for the first): a uniform
+ * random value in [0, min(maxMs, initialMs × 2^attempt)) ("full jitter").
+ *
+ * @example Usage
+ * ```ts
+ * import { backoffDelay } from "./client.ts";
+ * import assert from "node:assert/strict";
+ * const top = () => 0.999999;
+ * assert.equal(backoffDelay(0, { random: top }), 4999);
+ * assert.equal(backoffDelay(2, { random: top }), 19999);
+ * assert.equal(backoffDelay(10, { random: top }), 59999);
+ * assert.equal(backoffDelay(3, { random: () => 0 }), 0);
+ * ```
+ */
+export function backoffDelay(
+  attempt: number,
+  options: BackoffOptions = {},
+): number {
+  const initial = options.initialMs ?? 5000;
+  const max = options.maxMs ?? 60_000;
+  const cap = Math.min(max, initial * 2 ** Math.min(Math.max(attempt, 0), 30));
+  return Math.floor((options.random ?? Math.random)() * cap);
+}
+
+/** Defaults for one channel name (the part after `agent.{id}.`). */
+export interface ChannelOptions {
+  /** Sign every message on it with the agent key (for audit). @default {false} */
+  signed?: boolean;
+  /** Priority 0-9 of its messages. @default {4} */
+  priority?: number;
+}
+
+/** Where the SDK's diagnostics go. */
+export type AgentLogger = (
+  level: "debug" | "info" | "warn" | "error",
+  message: string,
+  fields?: Record<string, unknown>,
+) => void;
+
+/** Options of {@linkcode AgentClient} and {@linkcode connectAgent}. */
+export interface AgentClientOptions {
+  /**
+   * The gateway, e.g. `ws://127.0.0.1:8086/ws/agent`. A node's base URL
+   * (`http://127.0.0.1:8086`) also works: `http(s)` becomes `ws(s)` and an
+   * empty path becomes `/ws/agent`.
+   */
+  url: string | URL;
+  /** The enrolled agent id, e.g. the `id` printed by `plexus keygen`. */
+  id: string;
+  /** The agent's Ed25519 key: its 32-byte seed, or a private CryptoKey. */
+  privateKey: Uint8Array | CryptoKey;
+  /**
+   * Node public keys to accept (base64url, hex, did:key or raw bytes), e.g.
+   * the `"kind":"node"` keys of `GET /api/v1/keys`.
+   * @default {undefined} any node whose welcome signature verifies
+   */
+  trustedNodeKeys?: Iterable<string | Uint8Array>;
+  /** Per-name defaults of the agent's channels, e.g. `{ audit: { signed: true } }`. @default {{}} */
+  channels?: Record<string, ChannelOptions>;
+  /** Diagnostics. @default {undefined} silent */
+  log?: AgentLogger;
+  /** Reconnect delays. @default {{ initialMs: 5000, maxMs: 60000 }} */
+  backoff?: BackoffOptions;
+  /** Give up on a handshake (and retry) after this long, ms. @default {10000} */
+  handshakeTimeoutMs?: number;
+  /**
+   * Heartbeat period, ms: the agent pings this often and treats twice this
+   * long without a frame from the node as a dead connection.
+   * @default {undefined} the node's `heartbeatMs` from `ready` (30000)
+   */
+  heartbeatMs?: number;
+  /** How long `publish` waits for its ack, ms; 0 waits forever. @default {60000} */
+  ackTimeoutMs?: number;
+  /** How long `request`, `subscribe` and `unsubscribe` wait for an answer, ms; 0 waits forever. @default {30000} */
+  requestTimeoutMs?: number;
+  /** Most publishes and requests outstanding (queued or awaiting an answer). @default {1000} */
+  maxQueued?: number;
+  /** How many incoming message ids are remembered to drop duplicates. @default {10000} */
+  dedupeSize?: number;
+  /** Largest message body, bytes (the node refuses bigger frames with 1009). @default {1048576} */
+  maxBodyBytes?: number;
+  /** How long `close()` waits for outstanding publishes, ms. @default {2000} */
+  drainMs?: number;
+  /** When the sending key moves to the next epoch. @default {{ afterMessages: 1048576, afterMs: 600000 }} */
+  rekey?: RekeyPolicy;
+}
+
+/** Per-call options of {@linkcode AgentClient.publish}. */
+export interface PublishOptions {
+  /** 0-9, 9 most urgent. @default {the channel's, else 4} */
+  priority?: number;
+  /** Sign the message with the agent key. @default {the channel's, else false} */
+  signed?: boolean;
+  /** Message type (the `mt` header), e.g. `notification`, `command`. @default {undefined} */
+  type?: string;
+  /** Correlation id (the `cid` header). @default {undefined} */
+  correlationId?: string;
+  /** Overrides `ackTimeoutMs` (publish) or `requestTimeoutMs` (request); 0 waits forever. */
+  timeoutMs?: number;
+}
+
+/** Per-call options of {@linkcode AgentClient.request}. */
+export type RequestOptions = PublishOptions;
+
+/** A `msg` or `req` from the backend. */
+export interface AgentMessage {
+  /** `backend.{id}.{name}`. */
+  channel: string;
+  /** The channel's name part. */
+  name: string;
+  /** The message id (stable across redeliveries). */
+  id: string;
+  /** The message type (`mt` header), when given. */
+  type?: string;
+  /** 0-9. */
+  priority: number;
+  /** The correlation id (`cid` header), when given. */
+  correlationId?: string;
+  /** The body parsed as JSON; the text when it is not JSON; undefined when empty. */
+  payload: unknown;
+  /** The raw body (without the signature). */
+  body: Uint8Array;
+  /** Whether the node signed it (and the signature verified). */
+  signed: boolean;
+  /** The full record header. */
+  header: RecordHeader;
+}
+
+/** Handles backend messages; resolve to acknowledge, throw to have it redelivered. */
+export type MessageHandler = (message: AgentMessage) => void | Promise<void>;
+/** Answers backend requests; the resolved value (JSON) is the reply, a throw becomes `err`. */
+export type RequestHandler = (request: AgentMessage) => unknown;
+
+/** What {@linkcode AgentClient.subscribe} and {@linkcode AgentClient.handle} return. */
+export interface Subscription {
+  /** The full channel, `backend.{id}.{name}`. */
+  channel: string;
+  /** Removes this handler (and, when no other is left, unsubscribes at the node). */
+  unsubscribe(): Promise<void>;
+}
+
+/** The client's connection state. */
+export type AgentState =
+  | "idle"
+  | "connecting"
+  | "ready"
+  | "disconnected"
+  | "closed";
+
+/** Events of {@linkcode AgentClient.on}. */
+export interface AgentEvents {
+  /** A connection attempt starts. */
+  connecting: { attempt: number; url: string; resume: boolean };
+  /** The handshake finished: records may flow. */
+  ready: {
+    node: string;
+    sid: string;
+    /** The node's Ed25519 public key, base64url. */
+    nodeKey: string;
+    resumed: boolean;
+    heartbeatMs: number;
+  };
+  /** A connection ended. `retryInMs` is set when the client will reconnect. */
+  disconnected: {
+    code: number;
+    reason: string;
+    /** Whether the node closed it (false: the agent gave up on it). */
+    byNode: boolean;
+    retryInMs?: number;
+  };
+  /** The client stopped for good: `close()` or a final error (4401, 4409). */
+  closed: AgentCloseInfo;
+  /** Something went wrong that the client survives (a handler threw, a signature failed, a handshake failed). */
+  error: { error: Error; context: string };
+}
+
+/** How the client ended. */
+export interface AgentCloseInfo {
+  code?: number;
+  reason?: string;
+  /** Set when the client stopped because of an error (not `close()`). */
+  error?: AgentError;
+}
+
+/** Counters since the client was made; see {@linkcode AgentClient.stats}. */
+export interface AgentStats {
+  state: AgentState;
+  /** Handshakes that reached `ready`. */
+  connects: number;
+  /** Of those, resumed with a token. */
+  resumed: number;
+  /** Connection attempts that ended before `ready`. */
+  failedAttempts: number;
+  /** Ready connections that ended. */
+  disconnects: number;
+  /** Connections given up for lack of traffic. */
+  deadConnections: number;
+  recordsIn: number;
+  recordsOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  /** Publishes acknowledged by the node. */
+  acked: number;
+  /** Publishes sent again after a reconnect. */
+  resent: number;
+  /** Publishes and requests refused or dropped because the queue was full. */
+  dropped: number;
+  /** Publishes and requests waiting to be sent. */
+  queued: number;
+  /** Publishes and requests sent and not yet answered. */
+  inFlight: number;
+  /** Backend messages handled and acknowledged. */
+  delivered: number;
+  /** Backend messages seen before (acknowledged again, not handled). */
+  duplicates: number;
+  /** Backend messages whose handler threw (left unacknowledged). */
+  handlerErrors: number;
+  /** Backend messages held because no handler is registered for their channel. */
+  unhandled: number;
+  /** Backend requests answered (`res` or `err`). */
+  requestsAnswered: number;
+  /** Signed records from the node whose signature failed (dropped). */
+  badSignatures: number;
+  pingsSent: number;
+  pongsReceived: number;
+}
+
+// ---------------------------------------------------------------- keys
+
+/** An agent key as `plexus keygen` prints it. */
+export interface AgentKey {
+  /** `did:key:z6Mk…` of the public key. */
+  id: string;
+  /** The raw 32-byte Ed25519 public key, base64url. */
+  publicKey: string;
+  /** The 32-byte Ed25519 seed, base64url. Keep it secret. */
+  privateKey: string;
+}
+
+/**
+ * A fresh Ed25519 agent key, with its did:key id.
+ *
+ * @example Usage
+ * ```ts
+ * import { generateAgentKey } from "./client.ts";
+ * import assert from "node:assert/strict";
+ * const key = await generateAgentKey();
+ * assert.match(key.id, /^did:key:z6Mk/);
+ * assert.equal(Uint8Array.fromBase64(key.privateKey, { alphabet: "base64url" }).length, 32);
+ * ```
+ */
+export async function generateAgentKey(): Promise<AgentKey> {
+  return await agentKeyFromSeed(crypto.getRandomValues(new Uint8Array(32)));
+}
+
+/**
+ * The agent key of a 32-byte Ed25519 seed.
+ *
+ * @example Usage
+ * ```ts
+ * import { agentKeyFromSeed } from "./client.ts";
+ * import assert from "node:assert/strict";
+ * const key = await agentKeyFromSeed(new Uint8Array(32).fill(0xa1));
+ * assert.equal(key.id, "did:key:z6Mks931aemXLmTDGrasbApX8araucPWxRhzP8iqL7XHhXeC");
+ * ```
+ */
+export async function agentKeyFromSeed(seed: Uint8Array): Promise<AgentKey> {
+  if (seed.length !== 32) {
+    throw new RangeError(
+      `Cannot use agent key: the seed must be 32 bytes, got ${seed.length}`,
+    );
+  }
+  const { publicRaw } = await ed25519FromSeed(seed);
+  return {
+    id: ed25519DidKey(publicRaw),
+    publicKey: b64u(publicRaw),
+    privateKey: b64u(seed),
+  };
+}
+
+/**
+ * Reads an agent key file: the JSON object `plexus keygen` prints, or just
+ * the base64url seed. Checks that `publicKey` (and a did:key `id`) belong
+ * to the seed. A non-did:key `id` is kept as the agent id.
+ *
+ * @example Usage
+ * ```ts
+ * import { generateAgentKey, parseAgentKey } from "./client.ts";
+ * import assert from "node:assert/strict";
+ * const key = await generateAgentKey();
+ * assert.deepEqual(await parseAgentKey(JSON.stringify(key)), key);
+ * assert.deepEqual(await parseAgentKey(key.privateKey + "\n"), key);
+ * await assert.rejects(parseAgentKey("{}"), /privateKey/);
+ * ```
+ */
+export async function parseAgentKey(text: string): Promise<AgentKey> {
+  const trimmed = text.trim();
+  let seedText: unknown = trimmed;
+  let given: Record<string, unknown> = {};
+  if (trimmed.startsWith("{")) {
+    try {
+      given = JSON.parse(trimmed);
+    } catch (err) {
+      throw new TypeError(
+        `Cannot parse agent key: not valid JSON (${(err as Error).message})`,
+      );
+    }
+    if (given === null || typeof given !== "object" || Array.isArray(given)) {
+      throw new TypeError("Cannot parse agent key: expected a JSON object");
+    }
+    seedText = given.privateKey;
+  }
+  let seed: Uint8Array;
+  try {
+    seed = fromB64u(seedText, 32, "privateKey");
+  } catch {
+    throw new TypeError(
+      `Cannot parse agent key: privateKey must be base64url of 32 bytes${
+        typeof seedText === "string" ? "" : ` (got ${typeof seedText})`
+      }`,
+    );
+  }
+  const key = await agentKeyFromSeed(seed);
+  if (given.publicKey !== undefined && given.publicKey !== key.publicKey) {
+    throw new TypeError(
+      "Cannot parse agent key: publicKey does not belong to privateKey",
+    );
+  }
+  if (given.id !== undefined) {
+    if (typeof given.id !== "string" || !isAgentId(given.id)) {
+      throw new TypeError(
+        `Cannot parse agent key: id must be an agent id (letters, digits, ':', '_', '-'), got ${
+          JSON.stringify(given.id)?.slice(0, 80)
+        }`,
+      );
+    }
+    if (given.id.startsWith("did:key:") && given.id !== key.id) {
+      throw new TypeError(
+        "Cannot parse agent key: the did:key id does not belong to privateKey",
+      );
+    }
+    key.id = given.id;
+  }
+  return key;
+}
+
+/**
+ * The gateway URL for `url`: `http(s)` becomes `ws(s)`, an empty path
+ * becomes `/ws/agent`.
+ *
+ * @example Usage
+ * ```ts
+ * import { agentGatewayUrl } from "./client.ts";
+ * import assert from "node:assert/strict";
+ * assert.equal(agentGatewayUrl("http://127.0.0.1:8086"), "ws://127.0.0.1:8086/ws/agent");
+ * assert.equal(agentGatewayUrl("wss://n1.example/ws/agent"), "wss://n1.example/ws/agent");
+ * ```
+ */
+export function agentGatewayUrl(url: string | URL): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new TypeError(
+      `Cannot use gateway URL: '${String(url).slice(0, 80)}' is not a URL`,
+    );
+  }
+  if (u.protocol === "http:") u.protocol = "ws:";
+  else if (u.protocol === "https:") u.protocol = "wss:";
+  if (u.protocol !== "ws:" && u.protocol !== "wss:") {
+    throw new TypeError(
+      `Cannot use gateway URL: expected ws:, wss:, http: or https:, got '${u.protocol}'`,
+    );
+  }
+  if (u.pathname === "/" || u.pathname === "") u.pathname = "/ws/agent";
+  return u.href;
+}
+
+// ------------------------------------------------------------ internals
+
+type Timer = ReturnType<typeof setTimeout>;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const EMPTY = new Uint8Array(0);
+const MAX_HELD_UNHANDLED = 1000;
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+  reject(err: Error): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  const d = Promise.withResolvers<T>();
+  return d;
+}
+
+/** A publish or request between the call and its answer. */
+interface Outgoing {
+  /** Call order: FIFO within a priority. */
+  order: number;
+  id: string;
+  type: "msg" | "req";
+  ch: string;
+  prio: number;
+  mt?: string;
+  cid?: string;
+  body: Uint8Array;
+  signed: boolean;
+  resolve(value: unknown): void;
+  reject(err: Error): void;
+  timer?: Timer;
+  /** The connection it was last sent on. */
+  sentOn?: Connection;
+  sends: number;
+  done: boolean;
+}
+
+/** A sub/unsub awaiting `ok`/`err`. */
+interface Control {
+  conn: Connection;
+  kind: "sub" | "unsub";
+  entry?: ChannelEntry;
+  done?: Deferred<void>;
+  timer?: Timer;
+}
+
+interface ChannelEntry {
+  ch: string;
+  onMessage?: MessageHandler;
+  onRequest?: RequestHandler;
+  /** The connection on which the node confirmed the subscription. */
+  confirmedOn?: Connection;
+  /** The connection a `sub` is outstanding on. */
+  pendingOn?: Connection;
+  waiters: Deferred<void>[];
+}
+
+interface Connection {
+  ws: WebSocket;
+  phase: "hello" | "welcome" | "auth" | "ready";
+  handshake: { hello: Hello; ephemeral: Ephemeral };
+  resumeToken?: string;
+  sid?: string;
+  node?: string;
+  nodeKey?: Uint8Array;
+  nodeKeyText?: string;
+  sealer?: RecordSealer;
+  opener?: RecordOpener;
+  heartbeatMs: number;
+  lastRx: number;
+  lastPing: number;
+  timer?: Timer;
+  /** Resolves when the socket's close event fired. */
+  gone: Promise<void>;
+}
+
+function parseBody(body: Uint8Array): unknown {
+  if (body.length === 0) return undefined;
+  const text = decoder.decode(body);
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+function jsonBody(value: unknown): Uint8Array {
+  return encoder.encode(JSON.stringify(value === undefined ? null : value));
+}
+
+function checkPriority(p: number): number {
+  if (!Number.isInteger(p) || p < 0 || p > 9) {
+    throw new RangeError(
+      `Cannot send: priority must be an integer 0-9, got ${p}`,
+    );
+  }
+  return p;
+}
+
+// ---------------------------------------------------------------- client
+
+/**
+ * A connection to the agent gateway that survives disconnects.
+ * {@linkcode connectAgent} makes one and waits for the first handshake.
+ *
+ * Register handlers before `connect()` when messages may be waiting for the
+ * agent (they are delivered right after the handshake); a message that
+ * arrives before its channel has a handler is held (unacknowledged) until
+ * one is registered.
+ *
+ * Close codes from the node: 4401 after a resumption token makes the client
+ * retry once at once with its signature, and ends it (error `auth_failed`)
+ * after a signature; 4409 ends it (error `replaced`); any other close makes
+ * it reconnect after {@linkcode backoffDelay}.
+ *
+ * @example Usage
+ * ```ts
+ * import { AgentClient, generateAgentKey } from "./client.ts";
+ * import { startTestGateway } from "./_test_gateway.ts";
+ * import assert from "node:assert/strict";
+ *
+ * await using gateway = await startTestGateway();
+ * const key = await generateAgentKey();
+ * gateway.enrol(key.id, key.publicKey);
+ *
+ * const agent = new AgentClient({
+ *   url: gateway.url,
+ *   id: key.id,
+ *   privateKey: Uint8Array.fromBase64(key.privateKey, { alphabet: "base64url" }),
+ * });
+ * const seen: unknown[] = [];
+ * const sub = agent.subscribe("commands", (m) => { seen.push(m.payload); });
+ * await agent.connect();
+ * await sub;
+ * await agent.publish("heartbeat", { uptime: 42 }, { priority: 6 });
+ * gateway.send(key.id, "commands", { run: "report" });
+ * await gateway.waitFor((r) => r.header.type === "ack");
+ * assert.deepEqual(seen, [{ run: "report" }]);
+ * await agent.close();
+ * ```
+ */
+export class AgentClient implements AsyncDisposable {
+  readonly #url: string;
+  readonly #id: string;
+  readonly #privateKey: Uint8Array | CryptoKey;
+  readonly #trusted?: ReadonlySet<string>;
+  readonly #channelDefaults: Record<string, ChannelOptions>;
+  readonly #log: AgentLogger;
+  readonly #backoff: BackoffOptions;
+  readonly #handshakeTimeoutMs: number;
+  readonly #heartbeatMs?: number;
+  readonly #ackTimeoutMs: number;
+  readonly #requestTimeoutMs: number;
+  readonly #maxQueued: number;
+  readonly #dedupeSize: number;
+  readonly #maxBodyBytes: number;
+  readonly #drainMs: number;
+  readonly #rekey?: RekeyPolicy;
+
+  #signingKey?: Promise<CryptoKey>;
+  #state: AgentState = "idle";
+  #conn?: Connection;
+  #closing = false;
+  #retryTimer?: Timer;
+  /** Consecutive attempts that did not reach `ready`. */
+  #failures = 0;
+  #attempts = 0;
+  #resume?: { token: string; expiresAt: number };
+  #order = 0;
+  /** Publishes and requests not yet answered, by record id. */
+  readonly #pending = new Map<string, Outgoing>();
+  /** The unsent ones, sorted by priority (high first), then call order. */
+  readonly #queue: Outgoing[] = [];
+  #pumping = false;
+  readonly #controls = new Map<string, Control>();
+  readonly #channels = new Map<string, ChannelEntry>();
+  /** Per-channel processing chains (one message at a time per channel). */
+  readonly #chains = new Map<string, Promise<void>>();
+  /** Backend messages waiting for a handler, by channel. */
+  readonly #held = new Map<string, OpenedRecord[]>();
+  #heldCount = 0;
+  /** Ids of handled backend messages (LRU, insertion order). */
+  readonly #seen = new Map<string, true>();
+  readonly #listeners = new Map<string, Set<(event: never) => void>>();
+  readonly #sockets = new Set<Promise<void>>();
+  readonly #firstReady = deferred<void>();
+  readonly #closed = deferred<AgentCloseInfo>();
+  #drainWaiter?: Deferred<void>;
+  readonly #stats: Omit<AgentStats, "state" | "queued" | "inFlight"> = {
+    connects: 0,
+    resumed: 0,
+    failedAttempts: 0,
+    disconnects: 0,
+    deadConnections: 0,
+    recordsIn: 0,
+    recordsOut: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    acked: 0,
+    resent: 0,
+    dropped: 0,
+    delivered: 0,
+    duplicates: 0,
+    handlerErrors: 0,
+    unhandled: 0,
+    requestsAnswered: 0,
+    badSignatures: 0,
+    pingsSent: 0,
+    pongsReceived: 0,
+  };
+
+  /** Checks the options; nothing connects before {@linkcode connect}. */
+  constructor(options: AgentClientOptions) {
+    this.#url = agentGatewayUrl(options.url);
+    if (!isAgentId(options.id)) {
+      throw new RangeError(
+        `Cannot create agent client: id must be 1-128 letters, digits, ':', '_' or '-', got '${
+          String(options.id).slice(0, 80)
+        }'`,
+      );
+    }
+    this.#id = options.id;
+    const key = options.privateKey;
+    if (key instanceof Uint8Array) {
+      if (key.length !== 32) {
+        throw new RangeError(
+          `Cannot create agent client: privateKey must be a 32-byte Ed25519 seed, got ${key.length} bytes`,
+        );
+      }
+      this.#privateKey = key.slice();
+    } else if (
+      key instanceof CryptoKey && key.type === "private" &&
+      key.algorithm.name === "Ed25519" && key.usages.includes("sign")
+    ) {
+      this.#privateKey = key;
+    } else {
+      throw new TypeError(
+        "Cannot create agent client: privateKey must be a 32-byte seed or an Ed25519 private CryptoKey that can sign",
+      );
+    }
+    if (options.trustedNodeKeys !== undefined) {
+      this.#trusted = new Set(
+        [...options.trustedNodeKeys].map((k) => b64u(parseEd25519PublicKey(k))),
+      );
+    }
+    this.#channelDefaults = { ...options.channels };
+    for (const [name, c] of Object.entries(this.#channelDefaults)) {
+      agentChannel(this.#id, name);
+      if (c.priority !== undefined) checkPriority(c.priority);
+    }
+    this.#log = options.log ?? (() => {});
+    this.#backoff = { ...options.backoff };
+    this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? 10_000;
+    this.#heartbeatMs = options.heartbeatMs;
+    this.#ackTimeoutMs = options.ackTimeoutMs ?? 60_000;
+    this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.#maxQueued = options.maxQueued ?? 1000;
+    this.#dedupeSize = options.dedupeSize ?? 10_000;
+    this.#maxBodyBytes = options.maxBodyBytes ?? 1 << 20;
+    this.#drainMs = options.drainMs ?? 2000;
+    this.#rekey = options.rekey;
+    if (this.#maxQueued < 1 || this.#dedupeSize < 1) {
+      throw new RangeError(
+        "Cannot create agent client: maxQueued and dedupeSize must be at least 1",
+      );
+    }
+    this.#firstReady.promise.catch(() => {});
+  }
+
+  /** The agent id. */
+  get id(): string {
+    return this.#id;
+  }
+
+  /** The current state. */
+  get state(): AgentState {
+    return this.#state;
+  }
+
+  /** The node of the current connection, once ready. */
+  get node(): string | undefined {
+    return this.#conn?.phase === "ready" ? this.#conn.node : undefined;
+  }
+
+  /** The current session id, once ready. */
+  get sessionId(): string | undefined {
+    return this.#conn?.phase === "ready" ? this.#conn.sid : undefined;
+  }
+
+  /** Settles when the client has stopped for good. */
+  get closed(): Promise<AgentCloseInfo> {
+    return this.#closed.promise;
+  }
+
+  /** A snapshot of the counters. */
+  stats(): AgentStats {
+    let inFlight = 0;
+    for (const o of this.#pending.values()) if (o.sentOn) inFlight++;
+    return {
+      state: this.#state,
+      queued: this.#queue.length,
+      inFlight,
+      ...this.#stats,
+    };
+  }
+
+  /** Adds a listener; returns a function that removes it. */
+  on<K extends keyof AgentEvents>(
+    type: K,
+    listener: (event: AgentEvents[K]) => void,
+  ): () => void {
+    let set = this.#listeners.get(type);
+    if (!set) this.#listeners.set(type, set = new Set());
+    set.add(listener as (event: never) => void);
+    return () => set.delete(listener as (event: never) => void);
+  }
+
+  /**
+   * Starts connecting (once) and resolves after the first handshake. Keeps
+   * retrying through transient failures; rejects with an {@linkcode AgentError}
+   * when the client stops first (`close()`, 4401, 4409).
+   */
+  async connect(): Promise<this> {
+    if (this.#state === "closed") {
+      throw new AgentError("closed", "Cannot connect: the client is closed");
+    }
+    if (this.#state === "idle") {
+      this.#state = "connecting";
+      void this.#open();
+    }
+    await this.#firstReady.promise;
+    return this;
+  }
+
+  /**
+   * Subscribes to `backend.{id}.{name}` (`channel` is the name or the full
+   * channel) and resolves when the node confirms; rejects with an
+   * {@linkcode AgentError} (`forbidden`, …) when it refuses. The handler
+   * runs for one message at a time per channel; the message is acknowledged
+   * after it resolves. Subscriptions are renewed after every reconnect.
+   */
+  async subscribe(
+    channel: string,
+    handler: MessageHandler,
+  ): Promise<Subscription> {
+    const ch = this.#backendChannelOf(channel);
+    const entry = this.#entry(ch);
+    if (entry.onMessage) {
+      throw new TypeError(`Cannot subscribe: ${ch} already has a handler`);
+    }
+    entry.onMessage = handler;
+    this.#release(ch);
+    try {
+      await this.#confirm(entry);
+    } catch (err) {
+      if (entry.onMessage === handler) entry.onMessage = undefined;
+      this.#dropEntryIfUnused(entry);
+      throw err;
+    }
+    return {
+      channel: ch,
+      unsubscribe: () => this.#removeHandler(ch, "onMessage", handler),
+    };
+  }
+
+  /**
+   * Answers backend requests on `backend.{id}.{name}`: `fn`'s result is sent
+   * as `res`; a throw becomes `err` (its `code` when it is an
+   * {@linkcode AgentError} with a protocol code, else `unavailable`).
+   * Subscribes like {@linkcode subscribe}.
+   */
+  async handle(channel: string, fn: RequestHandler): Promise<Subscription> {
+    const ch = this.#backendChannelOf(channel);
+    const entry = this.#entry(ch);
+    if (entry.onRequest) {
+      throw new TypeError(`Cannot handle: ${ch} already has a request handler`);
+    }
+    entry.onRequest = fn;
+    try {
+      await this.#confirm(entry);
+    } catch (err) {
+      if (entry.onRequest === fn) entry.onRequest = undefined;
+      this.#dropEntryIfUnused(entry);
+      throw err;
+    }
+    return {
+      channel: ch,
+      unsubscribe: () => this.#removeHandler(ch, "onRequest", fn),
+    };
+  }
+
+  /** Removes every handler of `channel` and unsubscribes at the node. */
+  async unsubscribe(channel: string): Promise<void> {
+    const entry = this.#channels.get(this.#backendChannelOf(channel));
+    if (!entry) return;
+    entry.onMessage = undefined;
+    entry.onRequest = undefined;
+    await this.#unsubscribeEntry(entry);
+  }
+
+  /**
+   * Publishes `payload` (JSON) on `agent.{id}.{name}` (`channel` is the name
+   * or the full channel); resolves when the node acknowledges it. Queued
+   * while disconnected and sent again after a reconnect until acknowledged
+   * (at-least-once, same message id). Rejects with an {@linkcode AgentError}:
+   * `forbidden` (and other `err` codes from the node), `timeout`,
+   * `queue_full`, `closed`.
+   */
+  publish(
+    channel: string,
+    payload: unknown,
+    options: PublishOptions = {},
+  ): Promise<void> {
+    return this.#send("msg", channel, payload, options) as Promise<void>;
+  }
+
+  /**
+   * Sends a request on `agent.{id}.{name}`; resolves with the node's `res`
+   * body (parsed JSON), rejects with an {@linkcode AgentError} on `err`,
+   * `timeout`, or `unavailable` when the connection dropped after it was
+   * sent (requests are not resent).
+   */
+  request(
+    channel: string,
+    payload: unknown,
+    options: RequestOptions = {},
+  ): Promise<unknown> {
+    return this.#send("req", channel, payload, options);
+  }
+
+  /**
+   * Stops: waits up to `drainMs` for outstanding publishes when connected,
+   * closes the socket (1000) and rejects whatever is left with `closed`.
+   */
+  async close(): Promise<void> {
+    if (this.#closing || this.#state === "closed") {
+      await this.#closed.promise;
+      return;
+    }
+    this.#closing = true;
+    clearTimeout(this.#retryTimer);
+    if (this.#conn?.phase === "ready" && this.#pending.size > 0) {
+      const d = this.#drainWaiter = deferred<void>();
+      const timer = setTimeout(d.resolve, this.#drainMs);
+      await d.promise;
+      clearTimeout(timer);
+      this.#drainWaiter = undefined;
+    }
+    const conn = this.#conn;
+    if (conn) {
+      this.#conn = undefined;
+      this.#endConnection(conn);
+      try {
+        conn.ws.close(CloseCode.normal, "agent closing");
+      } catch { /* already closed */ }
+    }
+    this.#finish({ code: CloseCode.normal, reason: "closed by the agent" });
+    await this.#settleSockets();
+  }
+
+  /** `await using agent = …` closes it. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  // -------------------------------------------------------- connection
+
+  #emit<K extends keyof AgentEvents>(type: K, event: AgentEvents[K]): void {
+    for (const l of this.#listeners.get(type) ?? []) {
+      try {
+        (l as (e: AgentEvents[K]) => void)(event);
+      } catch (err) {
+        this.#log("warn", `agent ${type} listener threw`, {
+          error: (err as Error).message,
+        });
+      }
+    }
+  }
+
+  #signer(): Promise<CryptoKey> {
+    if (!this.#signingKey) {
+      const key = this.#privateKey;
+      this.#signingKey = key instanceof CryptoKey
+        ? Promise.resolve(key)
+        : ed25519FromSeed(key).then((k) => k.privateKey);
+    }
+    return this.#signingKey;
+  }
+
+  async #open(): Promise<void> {
+    this.#retryTimer = undefined;
+    if (this.#closing || this.#state === "closed") return;
+    const attempt = ++this.#attempts;
+    const resume = this.#resume && this.#resume.expiresAt > Date.now() + 1000
+      ? this.#resume.token
+      : undefined;
+    // Tokens are single-use: whatever happens to this attempt, never again.
+    this.#resume = undefined;
+    this.#state = "connecting";
+    this.#emit("connecting", { attempt, url: this.#url, resume: !!resume });
+    this.#log("debug", "agent connecting", { url: this.#url, attempt });
+    let handshake;
+    try {
+      handshake = await agentHello(this.#id, { resume: !!resume });
+      if (!resume) await this.#signer();
+    } catch (err) {
+      this.#fail(
+        new AgentError("closed", `Cannot connect: ${(err as Error).message}`, {
+          cause: err,
+        }),
+      );
+      return;
+    }
+    if (this.#closing) return;
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(this.#url);
+    } catch (err) {
+      this.#fail(
+        new AgentError("closed", `Cannot connect: ${(err as Error).message}`, {
+          cause: err,
+        }),
+      );
+      return;
+    }
+    ws.binaryType = "arraybuffer";
+    const gone = deferred<void>();
+    const conn: Connection = {
+      ws,
+      phase: "hello",
+      handshake,
+      resumeToken: resume,
+      heartbeatMs: 0,
+      lastRx: Date.now(),
+      lastPing: Date.now(),
+      gone: gone.promise,
+    };
+    this.#conn = conn;
+    this.#sockets.add(conn.gone);
+    conn.gone.then(() => this.#sockets.delete(conn.gone));
+    conn.timer = setTimeout(
+      () =>
+        this.#abandon(
+          conn,
+          CloseCode.timeout,
+          `handshake not finished within ${this.#handshakeTimeoutMs} ms`,
+        ),
+      this.#handshakeTimeoutMs,
+    );
+    ws.onopen = () => {
+      if (this.#conn === conn) this.#sendRaw(conn, handshake.text);
+    };
+    ws.onmessage = (ev: MessageEvent) => this.#onFrame(conn, ev.data);
+    ws.onerror = (ev) => {
+      this.#log("debug", "agent socket error", {
+        error: (ev as ErrorEvent).message,
+      });
+    };
+    ws.onclose = (ev: CloseEvent) => {
+      gone.resolve();
+      this.#onClosed(conn, ev.code, ev.reason, true);
+    };
+  }
+
+  #sendRaw(conn: Connection, data: string | Uint8Array<ArrayBuffer>): boolean {
+    if (conn.ws.readyState !== WebSocket.OPEN) return false;
+    conn.ws.send(data);
+    this.#stats.bytesOut += typeof data === "string"
+      ? encoder.encode(data).length
+      : data.length;
+    return true;
+  }
+
+  /** Seals and sends one record; false when the socket is no longer open. */
+  #write(
+    conn: Connection,
+    header: RecordHeader,
+    body: Uint8Array,
+    signature?: Uint8Array,
+  ): boolean {
+    if (conn.ws.readyState !== WebSocket.OPEN || !conn.sealer) return false;
+    const frame = conn.sealer.seal(header, body, signature);
+    this.#sendRaw(conn, frame);
+    this.#stats.recordsOut++;
+    return true;
+  }
+
+  #header(
+    conn: Connection,
+    ch: string,
+    type: string,
+    extra: Record<string, string | number | undefined> = {},
+    id: string = crypto.randomUUID(),
+  ): RecordHeader {
+    const header: RecordHeader = {
+      sid: conn.sid!,
+      from: this.#id,
+      to: "backend",
+      ch,
+      type,
+      id,
+    };
+    for (const [k, v] of Object.entries(extra)) {
+      if (v !== undefined) header[k] = v;
+    }
+    return header;
+  }
+
+  /** Sends a control record on the ready connection, if any. */
+  #control(
+    ch: string,
+    type: string,
+    extra: Record<string, string | number | undefined> = {},
+    body: Uint8Array = EMPTY,
+  ): void {
+    const conn = this.#conn;
+    if (conn?.phase !== "ready") return;
+    this.#write(conn, this.#header(conn, ch, type, extra), body);
+  }
+
+  #onFrame(conn: Connection, data: unknown): void {
+    if (this.#conn !== conn) return;
+    conn.lastRx = Date.now();
+    if (typeof data === "string") {
+      this.#stats.bytesIn += encoder.encode(data).length;
+      if (conn.phase !== "hello") {
+        this.#abandon(conn, CloseCode.protocol, "text frame after the welcome");
+        return;
+      }
+      conn.phase = "welcome";
+      void this.#finishHandshake(conn, data);
+      return;
+    }
+    if (!(data instanceof ArrayBuffer)) return;
+    this.#stats.bytesIn += data.byteLength;
+    if (conn.phase !== "auth" && conn.phase !== "ready") {
+      this.#abandon(
+        conn,
+        CloseCode.protocol,
+        "binary frame before the welcome",
+      );
+      return;
+    }
+    let rec: OpenedRecord;
+    try {
+      rec = conn.opener!.open(new Uint8Array(data));
+    } catch (err) {
+      this.#abandon(
+        conn,
+        CloseCode.recordRefused,
+        `record refused: ${(err as Error).message}`,
+      );
+      return;
+    }
+    this.#stats.recordsIn++;
+    const h = rec.header;
+    if (h.sid !== conn.sid || h.to !== this.#id) {
+      this.#abandon(
+        conn,
+        CloseCode.recordRefused,
+        "record addressed to another session or agent",
+      );
+      return;
+    }
+    if (conn.phase === "auth") {
+      if (h.type !== "ready") {
+        this.#abandon(conn, CloseCode.protocol, `${h.type} before ready`);
+        return;
+      }
+      this.#onReady(conn, rec);
+      return;
+    }
+    this.#onRecord(conn, rec);
+  }
+
+  async #finishHandshake(conn: Connection, text: string): Promise<void> {
+    let result;
+    try {
+      result = await agentFinish(conn.handshake, text, {
+        signingKey: conn.resumeToken ? undefined : await this.#signer(),
+        trustedNodeKeys: this.#trusted,
+      });
+    } catch (err) {
+      if (this.#conn !== conn) return;
+      this.#emit("error", { error: err as Error, context: "handshake" });
+      const reason = err instanceof HandshakeError ? err.reason : "error";
+      this.#abandon(
+        conn,
+        reason === "untrusted-node" || reason === "bad-signature"
+          ? CloseCode.authFailed
+          : CloseCode.protocol,
+        `welcome refused (${reason}): ${(err as Error).message}`,
+      );
+      return;
+    }
+    if (this.#conn !== conn) return;
+    const { keys, welcome, signature } = result;
+    conn.sid = keys.sid;
+    conn.node = welcome.node;
+    conn.nodeKeyText = welcome.key;
+    conn.nodeKey = fromB64u(welcome.key, 32, "welcome.key");
+    conn.sealer = new RecordSealer(keys.c2s, this.#rekey);
+    conn.opener = new RecordOpener(keys.s2c, {
+      maxRecordBytes: this.#maxBodyBytes + 64 + 4096 + 16 + 16,
+    });
+    conn.phase = "auth";
+    const body = conn.resumeToken
+      ? { resume: conn.resumeToken }
+      : { sig: b64u(signature!) };
+    this.#write(
+      conn,
+      this.#header(conn, "", "auth", {}, "auth"),
+      jsonBody(body),
+    );
+  }
+
+  #onReady(conn: Connection, rec: OpenedRecord): void {
+    const body = parseBody(rec.body) as Record<string, unknown> | undefined;
+    if (typeof body !== "object" || body === null) {
+      this.#abandon(conn, CloseCode.protocol, "ready body is not an object");
+      return;
+    }
+    clearTimeout(conn.timer);
+    conn.phase = "ready";
+    conn.heartbeatMs = this.#heartbeatMs ??
+      (typeof body.heartbeatMs === "number" && body.heartbeatMs > 0
+        ? body.heartbeatMs
+        : 30_000);
+    if (typeof body.resume === "string" && body.resume.length > 0) {
+      this.#resume = {
+        token: body.resume,
+        expiresAt: typeof body.resumeExpiresAt === "number"
+          ? body.resumeExpiresAt
+          : Date.now() + 3_600_000,
+      };
+    }
+    if (typeof body.node === "string") conn.node = body.node;
+    this.#state = "ready";
+    this.#failures = 0;
+    this.#stats.connects++;
+    if (conn.resumeToken) this.#stats.resumed++;
+    conn.lastPing = Date.now();
+    const hb = conn.heartbeatMs;
+    conn.timer = setInterval(
+      () => this.#tick(conn),
+      Math.max(5, Math.floor(hb / 4)),
+    );
+    this.#log("info", "agent ready", {
+      node: conn.node,
+      sid: conn.sid,
+      resumed: !!conn.resumeToken,
+    });
+    this.#emit("ready", {
+      node: conn.node!,
+      sid: conn.sid!,
+      nodeKey: conn.nodeKeyText!,
+      resumed: !!conn.resumeToken,
+      heartbeatMs: hb,
+    });
+    this.#firstReady.resolve();
+    // Subscriptions first, so the node knows them before our sends.
+    for (const entry of this.#channels.values()) this.#sendSub(entry, conn);
+    void this.#pump();
+  }
+
+  #tick(conn: Connection): void {
+    if (this.#conn !== conn) return;
+    const now = Date.now();
+    const hb = conn.heartbeatMs;
+    if (now - conn.lastRx >= 2 * hb) {
+      this.#stats.deadConnections++;
+      this.#abandon(
+        conn,
+        CloseCode.timeout,
+        `no traffic from the node for ${2 * hb} ms`,
+      );
+      return;
+    }
+    if (now - conn.lastPing >= hb) {
+      conn.lastPing = now;
+      this.#stats.pingsSent++;
+      this.#control("", "ping");
+    }
+  }
+
+  /** The agent gives up on a connection (protocol error, timeout). */
+  #abandon(conn: Connection, code: number, reason: string): void {
+    if (this.#conn !== conn) return;
+    this.#log("warn", "agent dropping connection", { code, reason });
+    try {
+      conn.ws.close(code, reason.slice(0, 120));
+    } catch { /* already closing */ }
+    this.#onClosed(conn, code, reason, false);
+  }
+
+  /** Stops timers and fails or requeues what depended on `conn`. */
+  #endConnection(conn: Connection): void {
+    clearTimeout(conn.timer);
+    clearInterval(conn.timer);
+    for (const o of this.#pending.values()) {
+      if (o.sentOn !== conn) continue;
+      o.sentOn = undefined;
+      if (o.type === "req") {
+        this.#settle(
+          o,
+          new AgentError(
+            "unavailable",
+            `request ${o.id} on ${o.ch}: the connection closed before the reply`,
+          ),
+        );
+      } else this.#insert(o);
+    }
+    for (const [id, c] of this.#controls) {
+      if (c.conn !== conn) continue;
+      clearTimeout(c.timer);
+      this.#controls.delete(id);
+      // A session's subscriptions end with it: an unsub is done.
+      c.done?.resolve();
+    }
+    for (const entry of this.#channels.values()) {
+      if (entry.confirmedOn === conn) entry.confirmedOn = undefined;
+      if (entry.pendingOn === conn) entry.pendingOn = undefined;
+    }
+  }
+
+  #onClosed(
+    conn: Connection,
+    code: number,
+    reason: string,
+    byNode: boolean,
+  ): void {
+    if (this.#conn !== conn) return;
+    this.#conn = undefined;
+    const wasReady = conn.phase === "ready";
+    this.#endConnection(conn);
+    if (wasReady) this.#stats.disconnects++;
+    else this.#stats.failedAttempts++;
+    this.#log(wasReady ? "info" : "debug", "agent disconnected", {
+      code,
+      reason,
+      byNode,
+    });
+    if (this.#closing) {
+      this.#drainWaiter?.resolve();
+      return;
+    }
+    if (byNode && code === CloseCode.replaced) {
+      this.#emit("disconnected", { code, reason, byNode });
+      this.#fail(
+        new AgentError(
+          "replaced",
+          `the node closed the connection with 4409 (replaced: ${reason}); not reconnecting`,
+          { closeCode: code },
+        ),
+        code,
+        reason,
+      );
+      return;
+    }
+    if (byNode && code === CloseCode.authFailed) {
+      if (conn.resumeToken) {
+        // The token may have expired or been used: prove ourselves once more.
+        this.#emit("disconnected", { code, reason, byNode, retryInMs: 0 });
+        this.#state = "disconnected";
+        this.#retryTimer = setTimeout(() => void this.#open(), 0);
+        return;
+      }
+      this.#emit("disconnected", { code, reason, byNode });
+      this.#fail(
+        new AgentError(
+          "auth_failed",
+          `the node refused the agent's signature (4401: ${reason}); check the id, the key and the enrolment`,
+          { closeCode: code },
+        ),
+        code,
+        reason,
+      );
+      return;
+    }
+    const delay = backoffDelay(this.#failures++, this.#backoff);
+    this.#state = "disconnected";
+    this.#emit("disconnected", { code, reason, byNode, retryInMs: delay });
+    this.#retryTimer = setTimeout(() => void this.#open(), delay);
+  }
+
+  /** Stops for good because of `error`. */
+  #fail(error: AgentError, code?: number, reason?: string): void {
+    this.#log("error", "agent stopped", { error: error.message });
+    const conn = this.#conn;
+    if (conn) {
+      this.#conn = undefined;
+      this.#endConnection(conn);
+      try {
+        conn.ws.close(CloseCode.normal, "agent stopping");
+      } catch { /* closed */ }
+    }
+    this.#finish({ code, reason, error });
+  }
+
+  #finish(info: AgentCloseInfo): void {
+    if (this.#state === "closed") return;
+    clearTimeout(this.#retryTimer);
+    this.#closing = true;
+    this.#state = "closed";
+    const err = info.error ??
+      new AgentError("closed", "the agent client is closed");
+    for (const o of [...this.#pending.values()]) this.#settle(o, err);
+    for (const [id, c] of this.#controls) {
+      clearTimeout(c.timer);
+      this.#controls.delete(id);
+      c.done?.reject(err);
+    }
+    for (const entry of this.#channels.values()) {
+      for (const w of entry.waiters.splice(0)) w.reject(err);
+    }
+    this.#held.clear();
+    this.#heldCount = 0;
+    this.#firstReady.reject(err);
+    this.#closed.resolve(info);
+    this.#emit("closed", info);
+  }
+
+  async #settleSockets(): Promise<void> {
+    if (this.#sockets.size === 0) return;
+    let timer: Timer | undefined;
+    await Promise.race([
+      Promise.all([...this.#sockets]),
+      new Promise((r) => timer = setTimeout(r, 1000)),
+    ]);
+    clearTimeout(timer);
+  }
+
+  // ------------------------------------------------------------ records
+
+  #onRecord(conn: Connection, rec: OpenedRecord): void {
+    const h = rec.header;
+    const re = typeof h.re === "string" ? h.re : undefined;
+    switch (h.type) {
+      case "ping":
+        this.#control("", "pong", { re: h.id });
+        return;
+      case "pong":
+        this.#stats.pongsReceived++;
+        return;
+      case "ack": {
+        const o = re === undefined ? undefined : this.#pending.get(re);
+        if (o?.type === "msg") {
+          this.#stats.acked++;
+          this.#settle(o, undefined, undefined);
+        }
+        return;
+      }
+      case "res": {
+        const o = re === undefined ? undefined : this.#pending.get(re);
+        if (o?.type === "req") this.#settle(o, undefined, parseBody(rec.body));
+        return;
+      }
+      case "ok":
+      case "err": {
+        if (re === undefined) return;
+        const c = this.#controls.get(re);
+        if (c) {
+          this.#onControlAnswer(re, c, h.type, rec.body);
+          return;
+        }
+        const o = this.#pending.get(re);
+        if (o && h.type === "err") this.#settle(o, errorFromBody(rec.body, o));
+        return;
+      }
+      case "msg":
+      case "req": {
+        const parsed = parseChannel(h.ch);
+        if (parsed?.side !== "backend" || parsed.id !== this.#id) {
+          this.#log("warn", "agent ignored a record on a foreign channel", {
+            ch: h.ch,
+            type: h.type,
+          });
+          if (h.type === "req") {
+            this.#answerError(
+              conn,
+              h,
+              "bad_request",
+              `not a channel of ${this.#id}`,
+            );
+          }
+          return;
+        }
+        if (h.type === "req") void this.#onRequest(conn, rec);
+        else this.#chain(h.ch, () => this.#onMessage(conn, rec, false));
+        return;
+      }
+      default:
+        this.#log("debug", "agent ignored a record", { type: h.type });
+    }
+  }
+
+  #chain(ch: string, step: () => Promise<void>): void {
+    const next = (this.#chains.get(ch) ?? Promise.resolve()).then(step).catch(
+      (err) =>
+        this.#log("error", "agent message processing failed", {
+          ch,
+          error: (err as Error).message,
+        }),
+    );
+    this.#chains.set(ch, next);
+    next.then(() => {
+      if (this.#chains.get(ch) === next) this.#chains.delete(ch);
+    });
+  }
+
+  async #verified(conn: Connection, rec: OpenedRecord): Promise<boolean> {
+    if (!rec.signature) return true;
+    const ok = await verifyMessageSignature(
+      conn.nodeKey!,
+      rec.signature,
+      rec.headerBytes,
+      rec.body,
+    );
+    if (!ok) {
+      this.#stats.badSignatures++;
+      const error = new AgentError(
+        "bad_request",
+        `${rec.header.type} ${rec.header.id} on ${rec.header.ch}: the node's signature does not verify; dropped`,
+      );
+      this.#log("warn", error.message);
+      this.#emit("error", { error, context: "signature" });
+    }
+    return ok;
+  }
+
+  async #onMessage(
+    conn: Connection | undefined,
+    rec: OpenedRecord,
+    verified: boolean,
+  ): Promise<void> {
+    if (this.#state === "closed") return;
+    if (!verified && !await this.#verified(conn!, rec)) return;
+    const h = rec.header;
+    if (this.#seen.has(h.id)) {
+      this.#stats.duplicates++;
+      this.#seen.delete(h.id);
+      this.#seen.set(h.id, true);
+      this.#control(h.ch, "ack", { re: h.id });
+      return;
+    }
+    const handler = this.#channels.get(h.ch)?.onMessage;
+    if (!handler) {
+      this.#hold(rec);
+      return;
+    }
+    try {
+      await handler(toMessage(rec));
+    } catch (err) {
+      this.#stats.handlerErrors++;
+      this.#log("warn", "agent message handler threw; not acknowledged", {
+        ch: h.ch,
+        id: h.id,
+        error: (err as Error).message,
+      });
+      this.#emit("error", { error: err as Error, context: `handler ${h.ch}` });
+      return;
+    }
+    this.#stats.delivered++;
+    this.#seen.set(h.id, true);
+    if (this.#seen.size > this.#dedupeSize) {
+      this.#seen.delete(this.#seen.keys().next().value!);
+    }
+    // On the current connection: the id is stable across redeliveries.
+    this.#control(h.ch, "ack", { re: h.id });
+  }
+
+  #hold(rec: OpenedRecord): void {
+    this.#stats.unhandled++;
+    this.#log("warn", "agent holds a message without a handler", {
+      ch: rec.header.ch,
+      id: rec.header.id,
+    });
+    let list = this.#held.get(rec.header.ch);
+    if (!list) this.#held.set(rec.header.ch, list = []);
+    list.push(rec);
+    if (++this.#heldCount > MAX_HELD_UNHANDLED) {
+      const [ch, oldest] = this.#held.entries().next().value!;
+      oldest.shift();
+      if (oldest.length === 0) this.#held.delete(ch);
+      this.#heldCount--;
+    }
+  }
+
+  /** Hands held messages of `ch` to its new handler. */
+  #release(ch: string): void {
+    const list = this.#held.get(ch);
+    if (!list) return;
+    this.#held.delete(ch);
+    this.#heldCount -= list.length;
+    for (const rec of list) {
+      this.#chain(ch, () => this.#onMessage(undefined, rec, true));
+    }
+  }
+
+  async #onRequest(conn: Connection, rec: OpenedRecord): Promise<void> {
+    const h = rec.header;
+    if (!await this.#verified(conn, rec)) {
+      this.#answerError(conn, h, "bad_request", "signature does not verify");
+      return;
+    }
+    const handler = this.#channels.get(h.ch)?.onRequest;
+    if (!handler) {
+      this.#answerError(conn, h, "no_handler", `no handler for ${h.ch}`);
+      return;
+    }
+    let result: unknown;
+    try {
+      result = await handler(toMessage(rec));
+    } catch (err) {
+      const code = err instanceof AgentError && NODE_ERROR_CODES.has(err.code)
+        ? err.code
+        : "unavailable";
+      this.#answerError(conn, h, code, (err as Error).message);
+      return;
+    }
+    if (this.#conn !== conn || conn.phase !== "ready") return;
+    this.#stats.requestsAnswered++;
+    this.#write(
+      conn,
+      this.#header(conn, h.ch, "res", { re: h.id }),
+      jsonBody(result),
+    );
+  }
+
+  #answerError(
+    conn: Connection,
+    h: RecordHeader,
+    code: string,
+    message: string,
+  ): void {
+    // An answer belongs to the session the request came on.
+    if (this.#conn !== conn || conn.phase !== "ready") return;
+    this.#stats.requestsAnswered++;
+    this.#write(
+      conn,
+      this.#header(conn, h.ch, "err", { re: h.id }),
+      jsonBody({ code, message: message.slice(0, 500) }),
+    );
+  }
+
+  // ------------------------------------------------------ subscriptions
+
+  #backendChannelOf(channel: string): string {
+    if (channel.startsWith("backend.") || channel.startsWith("agent.")) {
+      const parsed = parseChannel(channel);
+      if (parsed?.side !== "backend" || parsed.id !== this.#id) {
+        throw new RangeError(
+          `Cannot subscribe: '${
+            channel.slice(0, 80)
+          }' is not a backend.${this.#id}.{name} channel`,
+        );
+      }
+      return channel;
+    }
+    return backendChannel(this.#id, channel);
+  }
+
+  #entry(ch: string): ChannelEntry {
+    if (this.#state === "closed" || this.#closing) {
+      throw new AgentError("closed", "Cannot subscribe: the client is closed");
+    }
+    let entry = this.#channels.get(ch);
+    if (!entry) this.#channels.set(ch, entry = { ch, waiters: [] });
+    return entry;
+  }
+
+  #dropEntryIfUnused(entry: ChannelEntry): void {
+    if (entry.onMessage || entry.onRequest) return;
+    if (this.#channels.get(entry.ch) === entry) this.#channels.delete(entry.ch);
+  }
+
+  /** Resolves once the node has confirmed `entry` on the current connection. */
+  #confirm(entry: ChannelEntry): Promise<void> {
+    const conn = this.#conn;
+    if (conn?.phase === "ready" && entry.confirmedOn === conn) {
+      return Promise.resolve();
+    }
+    const d = deferred<void>();
+    entry.waiters.push(d);
+    if (conn?.phase === "ready" && entry.pendingOn !== conn) {
+      this.#sendSub(entry, conn);
+    }
+    return d.promise;
+  }
+
+  #sendSub(entry: ChannelEntry, conn: Connection): void {
+    const header = this.#header(conn, entry.ch, "sub");
+    entry.pendingOn = conn;
+    entry.confirmedOn = undefined;
+    const control: Control = { conn, kind: "sub", entry };
+    this.#controls.set(header.id, control);
+    control.timer = this.#controlTimer(header.id);
+    this.#write(conn, header, EMPTY);
+  }
+
+  #controlTimer(id: string): Timer | undefined {
+    if (this.#requestTimeoutMs <= 0) return undefined;
+    return setTimeout(() => {
+      const c = this.#controls.get(id);
+      if (!c) return;
+      this.#controls.delete(id);
+      const err = new AgentError(
+        "timeout",
+        `${c.kind} ${
+          c.entry?.ch ?? ""
+        }: no answer within ${this.#requestTimeoutMs} ms`,
+      );
+      if (c.entry) {
+        c.entry.pendingOn = undefined;
+        for (const w of c.entry.waiters.splice(0)) w.reject(err);
+      }
+      c.done?.reject(err);
+    }, this.#requestTimeoutMs);
+  }
+
+  #onControlAnswer(
+    id: string,
+    c: Control,
+    type: "ok" | "err",
+    body: Uint8Array,
+  ): void {
+    clearTimeout(c.timer);
+    this.#controls.delete(id);
+    if (c.kind === "unsub") {
+      c.done?.resolve();
+      return;
+    }
+    const entry = c.entry!;
+    if (entry.pendingOn === c.conn) entry.pendingOn = undefined;
+    if (type === "ok") {
+      entry.confirmedOn = c.conn;
+      for (const w of entry.waiters.splice(0)) w.resolve();
+      return;
+    }
+    const err = errorFromBody(body);
+    err.message = `Cannot subscribe to ${entry.ch}: ${err.message}`;
+    const waiters = entry.waiters.splice(0);
+    if (waiters.length === 0) {
+      // A renewal the node now refuses (roles changed): drop it, say so.
+      this.#emit("error", { error: err, context: `subscribe ${entry.ch}` });
+    }
+    for (const w of waiters) w.reject(err);
+    entry.onMessage = undefined;
+    entry.onRequest = undefined;
+    this.#dropEntryIfUnused(entry);
+  }
+
+  async #removeHandler(
+    ch: string,
+    field: "onMessage" | "onRequest",
+    fn: MessageHandler | RequestHandler,
+  ): Promise<void> {
+    const entry = this.#channels.get(ch);
+    if (!entry || entry[field] !== fn) return;
+    entry[field] = undefined;
+    if (!entry.onMessage && !entry.onRequest) {
+      await this.#unsubscribeEntry(entry);
+    }
+  }
+
+  async #unsubscribeEntry(entry: ChannelEntry): Promise<void> {
+    this.#dropEntryIfUnused(entry);
+    for (const w of entry.waiters.splice(0)) {
+      w.reject(new AgentError("closed", `unsubscribed from ${entry.ch}`));
+    }
+    const conn = this.#conn;
+    if (conn?.phase !== "ready" || this.#state === "closed") return;
+    const header = this.#header(conn, entry.ch, "unsub");
+    const done = deferred<void>();
+    const control: Control = { conn, kind: "unsub", done };
+    this.#controls.set(header.id, control);
+    control.timer = this.#controlTimer(header.id);
+    this.#write(conn, header, EMPTY);
+    await done.promise;
+  }
+
+  // ------------------------------------------------------------ sending
+
+  #agentChannelOf(channel: string): { ch: string; name: string } {
+    if (channel.startsWith("agent.") || channel.startsWith("backend.")) {
+      const parsed = parseChannel(channel);
+      if (parsed?.side !== "agent" || parsed.id !== this.#id) {
+        throw new RangeError(
+          `Cannot send: '${
+            channel.slice(0, 80)
+          }' is not an agent.${this.#id}.{name} channel`,
+        );
+      }
+      return { ch: channel, name: parsed.name };
+    }
+    return { ch: agentChannel(this.#id, channel), name: channel };
+  }
+
+  #send(
+    type: "msg" | "req",
+    channel: string,
+    payload: unknown,
+    options: PublishOptions,
+  ): Promise<unknown> {
+    let o: Outgoing;
+    const d = deferred<unknown>();
+    try {
+      if (this.#closing || this.#state === "closed") {
+        throw new AgentError("closed", "Cannot send: the client is closed");
+      }
+      const { ch, name } = this.#agentChannelOf(channel);
+      const defaults = this.#channelDefaults[name] ?? {};
+      const prio = checkPriority(
+        options.priority ?? defaults.priority ?? DEFAULT_PRIORITY,
+      );
+      const body = jsonBody(payload);
+      const signed = options.signed ?? defaults.signed ?? false;
+      if (body.length + (signed ? 64 : 0) > this.#maxBodyBytes) {
+        throw new RangeError(
+          `Cannot send on ${ch}: body of ${body.length} bytes is over the limit of ${this.#maxBodyBytes}`,
+        );
+      }
+      o = {
+        order: this.#order++,
+        id: crypto.randomUUID(),
+        type,
+        ch,
+        prio,
+        mt: options.type,
+        cid: options.correlationId,
+        body,
+        signed,
+        resolve: d.resolve,
+        reject: d.reject,
+        sends: 0,
+        done: false,
+      };
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (this.#pending.size >= this.#maxQueued) {
+      // Keep the most urgent, oldest calls: the last queued entry is the
+      // least urgent and newest; in-flight ones are never dropped.
+      const last = this.#queue.at(-1);
+      const full = new AgentError(
+        "queue_full",
+        `Cannot send on ${o.ch}: ${this.#pending.size} publishes and requests are outstanding (maxQueued ${this.#maxQueued})`,
+      );
+      this.#stats.dropped++;
+      if (!last || last.prio >= o.prio) return Promise.reject(full);
+      this.#settle(last, full);
+    }
+    this.#pending.set(o.id, o);
+    const timeoutMs = options.timeoutMs ??
+      (type === "msg" ? this.#ackTimeoutMs : this.#requestTimeoutMs);
+    if (timeoutMs > 0) {
+      o.timer = setTimeout(
+        () =>
+          this.#settle(
+            o,
+            new AgentError(
+              "timeout",
+              `${
+                type === "msg" ? "publish" : "request"
+              } ${o.id} on ${o.ch}: no ${
+                type === "msg" ? "ack" : "answer"
+              } within ${timeoutMs} ms`,
+            ),
+          ),
+        timeoutMs,
+      );
+    }
+    this.#insert(o);
+    void this.#pump();
+    return d.promise;
+  }
+
+  /** Puts `o` in the queue in (priority desc, order asc) order. */
+  #insert(o: Outgoing): void {
+    const q = this.#queue;
+    let lo = 0, hi = q.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const m = q[mid];
+      if (m.prio > o.prio || (m.prio === o.prio && m.order < o.order)) {
+        lo = mid + 1;
+      } else hi = mid;
+    }
+    q.splice(lo, 0, o);
+  }
+
+  #settle(o: Outgoing, err?: Error, value?: unknown): void {
+    if (o.done) return;
+    o.done = true;
+    clearTimeout(o.timer);
+    this.#pending.delete(o.id);
+    if (!o.sentOn) {
+      const at = this.#queue.indexOf(o);
+      if (at >= 0) this.#queue.splice(at, 1);
+    }
+    if (err) o.reject(err);
+    else o.resolve(value);
+    if (this.#pending.size === 0) this.#drainWaiter?.resolve();
+  }
+
+  /** Sends queued publishes and requests while connected. */
+  async #pump(): Promise<void> {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      for (;;) {
+        const conn = this.#conn;
+        if (conn?.phase !== "ready") return;
+        const o = this.#queue.shift();
+        if (!o) return;
+        const header = this.#header(conn, o.ch, o.type, {
+          prio: o.prio,
+          mt: o.mt,
+          cid: o.cid,
+        }, o.id);
+        let signature: Uint8Array | undefined;
+        if (o.signed) {
+          signature = await signMessage(
+            await this.#signer(),
+            encodeHeader(header),
+            o.body,
+          );
+          if (o.done) continue;
+          if (this.#conn !== conn || conn.phase !== "ready") {
+            this.#insert(o);
+            continue;
+          }
+        }
+        try {
+          if (!this.#write(conn, header, o.body, signature)) {
+            this.#insert(o);
+            return;
+          }
+        } catch (err) {
+          this.#settle(o, err as Error);
+          continue;
+        }
+        if (o.sends++ > 0) this.#stats.resent++;
+        o.sentOn = conn;
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+}
+
+function toMessage(rec: OpenedRecord): AgentMessage {
+  const h = rec.header;
+  const prio = typeof h.prio === "number" ? h.prio : DEFAULT_PRIORITY;
+  return {
+    channel: h.ch,
+    name: parseChannel(h.ch)!.name,
+    id: h.id,
+    type: typeof h.mt === "string" ? h.mt : undefined,
+    priority: prio,
+    correlationId: typeof h.cid === "string" ? h.cid : undefined,
+    payload: parseBody(rec.body),
+    body: rec.body,
+    signed: rec.signature !== undefined,
+    header: h,
+  };
+}
+
+function errorFromBody(body: Uint8Array, o?: Outgoing): AgentError {
+  const parsed = parseBody(body) as Record<string, unknown> | undefined;
+  const code = typeof parsed?.code === "string" ? parsed.code : "unavailable";
+  const message = typeof parsed?.message === "string"
+    ? parsed.message
+    : "the node answered err";
+  return new AgentError(
+    code,
+    o
+      ? `${o.type === "msg" ? "publish" : "request"} on ${o.ch}: ${message}`
+      : message,
+  );
+}
+
+/**
+ * Makes an {@linkcode AgentClient} and waits for its first handshake.
+ *
+ * @example Usage
+ * ```ts
+ * import { connectAgent, generateAgentKey } from "./client.ts";
+ * import { startTestGateway } from "./_test_gateway.ts";
+ * import assert from "node:assert/strict";
+ *
+ * await using gateway = await startTestGateway({
+ *   onRequest: (req) => ({ echo: req.payload }),
+ * });
+ * const key = await generateAgentKey();
+ * gateway.enrol(key.id, key.publicKey);
+ * await using agent = await connectAgent({
+ *   url: gateway.url,
+ *   id: key.id,
+ *   privateKey: Uint8Array.fromBase64(key.privateKey, { alphabet: "base64url" }),
+ * });
+ * assert.deepEqual(await agent.request("config", { v: 1 }), { echo: { v: 1 } });
+ * ```
+ */
+export async function connectAgent(
+  options: AgentClientOptions,
+): Promise<AgentClient> {
+  const agent = new AgentClient(options);
+  try {
+    return await agent.connect();
+  } catch (err) {
+    await agent.close();
+    throw err;
+  }
+}
