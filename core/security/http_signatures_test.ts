@@ -813,6 +813,53 @@ Deno.test("http signatures: the KV nonce store admits a nonce once per keyid", a
   }
 });
 
+Deno.test("http signatures: concurrent nonces are grouped into few commits and exactly the replays are refused", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    let commits = 0;
+    const counting = new Proxy(kv, {
+      get(target, prop) {
+        if (prop === "atomic") {
+          return () => {
+            const op = target.atomic();
+            const commit = op.commit.bind(op);
+            op.commit = () => {
+              commits++;
+              return commit();
+            };
+            return op;
+          };
+        }
+        const v = Reflect.get(target, prop);
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
+    const seen = kvNonceStore(counting, { maxBatch: 10, maxInFlight: 1 });
+    assert.equal(await seen("k", "old", 60), true);
+    commits = 0;
+    // 40 fresh nonces, one already seen, and one fresh nonce sent twice.
+    const names = [
+      ...Array.from({ length: 40 }, (_, i) => `n${i}`),
+      "old",
+      "twice",
+      "twice",
+    ];
+    const results = await Promise.all(names.map((n) => seen("k", n, 60)));
+    assert.deepEqual(
+      results,
+      [...Array(40).fill(true), false, true, false],
+    );
+    // Without grouping this is 43 commits; the batch holding "old" falls
+    // back to one commit per nonce.
+    assert.ok(commits < 25, `${commits} commits`);
+    for (const n of ["n0", "n39", "twice"]) {
+      assert.equal(await seen("k", n, 60), false, n);
+    }
+  } finally {
+    kv.close();
+  }
+});
+
 Deno.test("http signatures: an alg parameter that disagrees with the key fails", async () => {
   const { signing, verifying } = await ed25519Pair("k");
   const clock = new ManualClock(T0 * 1000);

@@ -43,6 +43,8 @@ export const INVALID_TOKEN_MESSAGE = "invalid or expired token";
 const MAX_TOKEN_CHARS = 8192;
 const MAX_CLAIM_CHARS = 256;
 const MAX_JTI_CHARS = 128;
+/** Verified tokens remembered per authority (a few hundred bytes each). */
+const MAX_CACHED_TOKENS = 10_000;
 const MIN_SECRET_BYTES = 32;
 const DEFAULT_SHARED_KID = "plexus-shared";
 const REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "jti"];
@@ -249,10 +251,7 @@ export function createJwtAuthority(
       .sign(key.privateKey);
   }
 
-  async function verifyToken(
-    token: unknown,
-    store: Deno.Kv,
-  ): Promise<VerifiedToken> {
+  async function verifyToken(token: unknown): Promise<VerifiedToken> {
     if (typeof token !== "string") {
       throw new JwtError(`token is a ${typeof token}, not a string`);
     }
@@ -339,18 +338,6 @@ export function createJwtAuthority(
         `lifetime exp - iat = ${exp! - iat!} s exceeds maxTtl ${maxTtlS} s`,
       );
     }
-    let revoked: Deno.KvEntryMaybe<unknown>;
-    try {
-      revoked = await retryLocked(() => store.get(revokedJtiKey(jti)));
-    } catch (err) {
-      throw new JwtError(
-        `revocation store unavailable: ${(err as Error).message}`,
-        { cause: err },
-      );
-    }
-    if (revoked.versionstamp !== null) {
-      throw new JwtError(`jti ${JSON.stringify(jti)} is revoked`);
-    }
     return Object.freeze({
       sub,
       role,
@@ -363,11 +350,86 @@ export function createJwtAuthority(
     });
   }
 
+  // Requests carrying the same token while its revocation read is in flight
+  // share that read: one KV get per token per read time, not per request.
+  // (A revocation committed during the shared read is seen by the next one:
+  // the window is one KV read, well under a millisecond on a local file.)
+  const revocationReads = new Map<
+    string,
+    Promise<Deno.KvEntryMaybe<unknown>>
+  >();
+
+  function readRevocation(
+    jti: string,
+    store: Deno.Kv,
+  ): Promise<Deno.KvEntryMaybe<unknown>> {
+    let read = revocationReads.get(jti);
+    if (read === undefined) {
+      read = retryLocked(() => store.get(revokedJtiKey(jti))).finally(() =>
+        revocationReads.delete(jti)
+      );
+      revocationReads.set(jti, read);
+    }
+    return read;
+  }
+
+  async function checkNotRevoked(jti: string, store: Deno.Kv): Promise<void> {
+    let revoked: Deno.KvEntryMaybe<unknown>;
+    try {
+      revoked = await readRevocation(jti, store);
+    } catch (err) {
+      throw new JwtError(
+        `revocation store unavailable: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    if (revoked.versionstamp !== null) {
+      throw new JwtError(`jti ${JSON.stringify(jti)} is revoked`);
+    }
+  }
+
+  // Tokens whose signature and claims already verified, by their exact
+  // string, oldest first: a hit skips parsing and the Ed25519 check (the
+  // costly part) but never the time checks, the key's trust or revocation.
+  const verified = new Map<string, VerifiedToken>();
+
+  /** The cached claims of `token` while still within their times, else undefined. */
+  async function cachedClaims(
+    token: string,
+  ): Promise<VerifiedToken | undefined> {
+    const claims = verified.get(token);
+    if (claims === undefined) return undefined;
+    const nowS = clock.now() / 1000;
+    const stillTrusted = claims.kid === key.kid || keys.has(claims.kid) ||
+      await options.resolveKey?.(claims.kid).catch(() => undefined) !==
+        undefined;
+    if (
+      nowS - toleranceS >= claims.exp ||
+      nowS - claims.iat > maxTtlS + toleranceS ||
+      !stillTrusted
+    ) {
+      verified.delete(token);
+      return undefined;
+    }
+    return claims;
+  }
+
   async function verify(token: string): Promise<VerifiedToken> {
     // A missing store is a wiring bug, not a bad token: fail loudly.
     const store = needKv("verify tokens");
     try {
-      return await verifyToken(token, store);
+      let claims = typeof token === "string"
+        ? await cachedClaims(token)
+        : undefined;
+      if (claims === undefined) {
+        claims = await verifyToken(token);
+        if (verified.size >= MAX_CACHED_TOKENS) {
+          verified.delete(verified.keys().next().value!);
+        }
+        verified.set(token, claims);
+      }
+      await checkNotRevoked(claims.jti, store);
+      return claims;
     } catch (err) {
       if (err instanceof JwtError) throw err;
       throw new JwtError(`unexpected: ${(err as Error).message}`, {

@@ -672,3 +672,21 @@ Deno.test("jwt: a failing revocation store refuses the token (fail closed)", asy
     /revocation store unavailable: connection reset/,
   );
 });
+
+Deno.test("jwt: a remembered token is refused once its issuer's key is no longer trusted", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const other = await generateNodeKey();
+  let trusted = true;
+  const auth = createJwtAuthority(await generateNodeKey(), {
+    kv,
+    resolveKey: (kid) =>
+      Promise.resolve(
+        trusted && kid === other.kid ? other.publicKey : undefined,
+      ),
+  });
+  const token = await createJwtAuthority(other).issue("ops", "operator");
+  assert.equal((await auth.verify(token)).sub, "ops");
+  assert.equal((await auth.verify(token)).sub, "ops", "served from memory");
+  trusted = false;
+  await assert.rejects(auth.verify(token), /invalid or expired token/);
+});
