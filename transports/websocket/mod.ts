@@ -1,0 +1,86 @@
+/**
+ * The agent side of the Plexus agent gateway (`docs/protocol.md`): the SDK
+ * client, agent keys, and the protocol pieces an agent needs (channel names,
+ * per-message signatures, versions, close codes).
+ *
+ * @example Connect, subscribe, publish
+ * ```ts
+ * import { AgentClient, generateAgentKey } from "./mod.ts";
+ * import { startTestGateway } from "./_test_gateway.ts";
+ * import assert from "node:assert/strict";
+ *
+ * // A real node: url "ws://127.0.0.1:8086/ws/agent" (or "http://127.0.0.1:8086"),
+ * // after enrolling the key with POST /api/v1/agents.
+ * await using gateway = await startTestGateway();
+ * const key = await generateAgentKey();
+ * gateway.enrol(key.id, key.publicKey);
+ *
+ * await using agent = new AgentClient({
+ *   url: gateway.url,
+ *   id: key.id,
+ *   privateKey: Uint8Array.fromBase64(key.privateKey, { alphabet: "base64url" }),
+ *   channels: { audit: { signed: true } },
+ * });
+ * agent.on("disconnected", (e) => console.error("disconnected", e.code, e.reason));
+ * const commands = agent.subscribe("commands", async (m) => {
+ *   await agent.publish("results", { for: m.id, ok: true });
+ * });
+ * await agent.connect();
+ * await commands;
+ * await agent.publish("audit", { action: "started" }, { priority: 7 });
+ * gateway.send(key.id, "commands", { run: "inventory" });
+ * const result = await gateway.waitFor((r) => r.header.ch.endsWith(".results"));
+ * assert.equal((result.payload as { ok: boolean }).ok, true);
+ * ```
+ *
+ * @module
+ */
+export {
+  AgentClient,
+  type AgentClientOptions,
+  type AgentCloseInfo,
+  AgentError,
+  type AgentErrorCode,
+  type AgentEvents,
+  agentGatewayUrl,
+  type AgentKey,
+  agentKeyFromSeed,
+  type AgentLogger,
+  type AgentMessage,
+  type AgentState,
+  type AgentStats,
+  backoffDelay,
+  type BackoffOptions,
+  type ChannelOptions,
+  CloseCode,
+  connectAgent,
+  DEFAULT_PRIORITY,
+  generateAgentKey,
+  type MessageHandler,
+  parseAgentKey,
+  type PublishOptions,
+  type RequestHandler,
+  type RequestOptions,
+  type Subscription,
+} from "./client.ts";
+export {
+  AGENT_ID_RE,
+  agentChannel,
+  backendChannel,
+  type Channel,
+  CHANNEL_NAME_RE,
+  isAgentId,
+  MESSAGE_CONTEXT,
+  messageSignedBytes,
+  parseChannel,
+  verifyMessageSignature,
+} from "./channels.ts";
+export {
+  HandshakeError,
+  type Hello,
+  SUITE,
+  SUITES,
+  VERSIONS,
+  type Welcome,
+} from "./handshake.ts";
+export { FLAG_SIGNED, type RecordHeader, type RekeyPolicy } from "./record.ts";
