@@ -1466,7 +1466,7 @@ export interface KvNonceStoreOptions {
    * servers may allow only 10 per operation). @default {10}
    */
   maxBatch?: number;
-  /** Batch commits in flight at once. @default {4} */
+  /** Batch commits in flight at once (one lets batches grow under load). @default {1} */
   maxInFlight?: number;
 }
 
