@@ -1,11 +1,13 @@
 /**
  * The `plexus` command line: `serve` (the default) runs one node; `token`
- * prints a signed API token (JWT) made with this node's key.
+ * prints a signed API token (JWT) made with this node's key; `keygen` prints
+ * a new agent key; `agent` runs a demo agent on the agent SDK.
  *
  * Exit codes: 0 after a graceful shutdown; 1 when a plugin or the node fails
- * to start (stderr names the plugin and the cause) or `token` cannot load or
- * make the node key; 2 for bad flags, bad environment or bad config (one
- * line on stderr naming the field).
+ * to start (stderr names the plugin and the cause), `token` cannot load or
+ * make the node key, or the node refuses an `agent` for good (4401, 4409);
+ * 2 for bad flags, bad environment, bad config or an unusable key file (one
+ * line on stderr naming the field or file).
  *
  * @module
  */
@@ -24,8 +26,22 @@ import { createJwtAuthority, DEFAULT_MAX_TTL_MS } from "./core/security/jwt.ts";
 import { loadOrCreateNodeKey } from "./core/security/node_key.ts";
 import { isRole, ROLES } from "./core/security/roles.ts";
 import { VERSION } from "./core/version.ts";
+import {
+  AgentClient,
+  agentGatewayUrl,
+  type AgentKey,
+  type AgentMessage,
+  generateAgentKey,
+  parseAgentKey,
+} from "./transports/websocket/client.ts";
+import {
+  CHANNEL_NAME_RE,
+  isAgentId,
+  parseChannel,
+} from "./transports/websocket/channels.ts";
+import { parseEd25519PublicKey } from "./core/security/ed25519.ts";
 
-const COMMANDS = ["serve", "token"];
+const COMMANDS = ["serve", "token", "keygen", "agent"];
 const USAGE = `plexus ${VERSION}: a Deno-native distributed plugin host
 
 Usage: plexus [command] [flags]
@@ -33,8 +49,10 @@ Usage: plexus [command] [flags]
 Commands:
   serve    run one node (the default)
   token    print a signed API token (JWT) for this node
+  keygen   print a new Ed25519 agent key as JSON
+  agent    run a demo agent: subscribe and print what arrives
 
-Run 'plexus serve --help' or 'plexus token --help' for the flags. 'plexus --version' prints the version.`;
+Run 'plexus COMMAND --help' for its flags. 'plexus --version' prints the version.`;
 
 function fail(code: number, message: string): never {
   console.error(`plexus: ${message}`);
@@ -188,6 +206,207 @@ async function token(argv: string[]): Promise<void> {
   console.log(jwt);
 }
 
+function keygenHelp(): string {
+  return formatHelp(
+    "Usage: plexus keygen",
+    'Prints a new Ed25519 agent key as one JSON object on stdout: {"id": did:key, "publicKey": base64url, "privateKey": base64url of the 32-byte seed}. Keep privateKey secret; enrol id and publicKey with POST /api/v1/agents. Needs no permissions.',
+    [["-h, --help", "show this help"]],
+  );
+}
+
+async function keygen(argv: string[]): Promise<void> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: { help: { type: "boolean", short: "h" } },
+    }));
+  } catch (err) {
+    fail(2, cliMessage(err as Error));
+  }
+  if (values.help) {
+    console.log(keygenHelp());
+    return;
+  }
+  console.log(JSON.stringify(await generateAgentKey()));
+}
+
+function agentHelp(): string {
+  return formatHelp(
+    "Usage: plexus agent --url URL --key FILE [--subscribe TOPIC]... [flags]",
+    "Runs a demo agent: connects to a node's agent gateway, subscribes, prints each message it receives as one JSON line on stdout (state changes go to stderr), reconnects with backoff; SIGINT/SIGTERM close it. Needs --allow-net and --allow-read for the key file.",
+    [
+      [
+        "--url URL",
+        "required; the gateway, e.g. ws://127.0.0.1:8086/ws/agent (a node's http://HOST:PORT works too)",
+      ],
+      [
+        "--key FILE",
+        "required; the JSON printed by 'plexus keygen', or just the base64url seed",
+      ],
+      ["--id ID", "the enrolled agent id; default the key file's id (did:key)"],
+      [
+        "--subscribe TOPIC",
+        "repeatable; a channel name (backend.{id}.TOPIC) or a full backend.{id}.NAME channel",
+      ],
+      [
+        "--node-key KEY",
+        "repeatable; accept only these node keys (base64url, hex or did:key); default any",
+      ],
+      ["-h, --help", "show this help"],
+    ],
+  );
+}
+
+async function agent(argv: string[]): Promise<void> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        help: { type: "boolean", short: "h" },
+        url: { type: "string" },
+        id: { type: "string" },
+        key: { type: "string" },
+        subscribe: { type: "string", multiple: true },
+        "node-key": { type: "string", multiple: true },
+      },
+    }));
+  } catch (err) {
+    fail(2, cliMessage(err as Error));
+  }
+  if (values.help) {
+    console.log(agentHelp());
+    return;
+  }
+  if (values.url === undefined) {
+    fail(2, "--url: required, e.g. --url ws://127.0.0.1:8086/ws/agent");
+  }
+  let url: string;
+  try {
+    url = agentGatewayUrl(values.url);
+  } catch (err) {
+    fail(2, `--url: ${(err as Error).message}`);
+  }
+  if (values.key === undefined) {
+    fail(2, "--key: required, a file holding the output of 'plexus keygen'");
+  }
+  if (values.id !== undefined && !isAgentId(values.id)) {
+    fail(
+      2,
+      `--id: expected 1-128 letters, digits, ':', '_' or '-', got ${
+        JSON.stringify(values.id).slice(0, 80)
+      }`,
+    );
+  }
+  const nodeKeys: string[] = [];
+  for (const k of values["node-key"] ?? []) {
+    try {
+      parseEd25519PublicKey(k);
+    } catch (err) {
+      fail(2, `--node-key: ${(err as Error).message}`);
+    }
+    nodeKeys.push(k);
+  }
+  const file = values.key;
+  let key: AgentKey;
+  try {
+    key = await parseAgentKey(await Deno.readTextFile(file));
+  } catch (err) {
+    fail(
+      2,
+      err instanceof TypeError
+        ? `--key: '${file}' is not an agent key: ${err.message}`
+        : `--key: cannot read '${file}': ${(err as Error).message}`,
+    );
+  }
+  const id = values.id ?? key.id;
+  const channels: string[] = [];
+  for (const topic of values.subscribe ?? []) {
+    const full = topic.startsWith("backend.") ? parseChannel(topic) : undefined;
+    if (
+      full
+        ? full.side !== "backend" || full.id !== id
+        : !CHANNEL_NAME_RE.test(topic)
+    ) {
+      fail(
+        2,
+        `--subscribe: expected a channel name such as 'commands' or backend.${id}.NAME, got ${
+          JSON.stringify(topic).slice(0, 80)
+        }`,
+      );
+    }
+    channels.push(topic);
+  }
+
+  const say = (line: string) => console.error(`plexus agent: ${line}`);
+  const client = new AgentClient({
+    url,
+    id,
+    privateKey: Uint8Array.fromBase64(key.privateKey, {
+      alphabet: "base64url",
+    }),
+    ...(nodeKeys.length ? { trustedNodeKeys: nodeKeys } : {}),
+  });
+  client.on("connecting", (e) => {
+    say(
+      `connecting to ${e.url} (attempt ${e.attempt}${
+        e.resume ? ", resuming" : ""
+      })`,
+    );
+  });
+  client.on("ready", (e) => {
+    say(
+      `ready: node ${e.node}, session ${e.sid}${e.resumed ? " (resumed)" : ""}`,
+    );
+  });
+  client.on("disconnected", (e) => {
+    say(
+      `disconnected (${e.code}${e.reason ? `: ${e.reason}` : ""})${
+        e.retryInMs === undefined ? "" : `; reconnecting in ${e.retryInMs} ms`
+      }`,
+    );
+  });
+  client.on("error", (e) => say(`${e.context}: ${e.error.message}`));
+  const print = (m: AgentMessage) => {
+    console.log(JSON.stringify({
+      channel: m.channel,
+      type: m.type ?? "msg",
+      id: m.id,
+      payload: m.payload,
+      priority: m.priority,
+      signed: m.signed,
+      ...(m.correlationId === undefined
+        ? {}
+        : { correlationId: m.correlationId }),
+      receivedAt: new Date().toISOString(),
+    }));
+  };
+  // Handlers first: messages queued for the agent arrive right after the handshake.
+  for (const ch of channels) {
+    client.subscribe(ch, print).then(
+      (s) => say(`subscribed to ${s.channel}`),
+      (err) => say(`cannot subscribe to ${ch}: ${(err as Error).message}`),
+    );
+  }
+  let signals = 0;
+  const onSignal = (signal: Deno.Signal, code: number) => () => {
+    if (++signals > 1) Deno.exit(128 + code);
+    say(`${signal}: closing`);
+    void client.close();
+  };
+  Deno.addSignalListener("SIGINT", onSignal("SIGINT", 2));
+  Deno.addSignalListener("SIGTERM", onSignal("SIGTERM", 15));
+  client.connect().catch(() => {}); // the outcome is in client.closed
+  const info = await client.closed;
+  if (info.error) fail(1, `agent stopped: ${info.error.message}`);
+  Deno.exit(0);
+}
+
 if (import.meta.main) {
   const [first, ...rest] = Deno.args;
   if (first === "--version" || first === "-V") {
@@ -198,6 +417,10 @@ if (import.meta.main) {
     await serve(Deno.args);
   } else if (first === "token") {
     await token(rest);
+  } else if (first === "keygen") {
+    await keygen(rest);
+  } else if (first === "agent") {
+    await agent(rest);
   } else if (COMMANDS.includes(first)) {
     await serve(rest);
   } else {
