@@ -117,6 +117,11 @@ export interface ConnectionContext {
   attach(conn: AgentConnection, previous: PresenceRecord | null): void;
   /** The connection ended. */
   detach(conn: AgentConnection): void;
+  /**
+   * Whether `agentId` already sent a `msg` with this id lately (an agent
+   * resends un-acked messages after a reconnect); records it if not.
+   */
+  seenInbound(agentId: string, id: string): boolean;
 }
 
 /** A refused agent request, with the `err` code the agent receives. */
@@ -160,6 +165,8 @@ const MAX_PENDING_REQUESTS = 256;
 const PUSHED_MEMORY = 1024;
 /** A slow consumer is closed once over the limit this long (as the log stream does). */
 const SLOW_CHECK_MS = 100;
+/** The queue depth gauge is refreshed at most this often per agent. */
+const DEPTH_EVERY_MS = 250;
 const RECORD_ID_RE = /^[\x21-\x7e]{1,128}$/;
 const MESSAGE_TYPE_RE = /^[A-Za-z0-9._-]{1,64}$/;
 const ENVELOPE_TYPES = new Set([
@@ -201,6 +208,8 @@ export class AgentConnection {
   #subs = new Set<string>();
   #inflight = new Map<string, InFlight>();
   #pushed = new Set<string>();
+  /** Acks for messages not (yet) pushed on this connection (acks may come in a later session). */
+  #earlyAcks = new Set<string>();
   #registered = false;
   #sessionExpires = 0;
   #lastHeard = Date.now();
@@ -216,6 +225,7 @@ export class AgentConnection {
   #timers = new Set<ReturnType<typeof setTimeout>>();
   #intervals = new Set<ReturnType<typeof setInterval>>();
   #slowTimer?: ReturnType<typeof setInterval>;
+  #depthTimer?: ReturnType<typeof setTimeout>;
   #resolveClosed!: () => void;
   #cleaning = false;
 
@@ -368,9 +378,13 @@ export class AgentConnection {
     try {
       const rec = this.#opener!.open(frame);
       const h = rec.header;
+      if (h.type !== "auth") {
+        // An authentic record, but not the auth the handshake needs first.
+        return this.close(4400, "record before ready", "premature_record");
+      }
       if (
-        h.type !== "auth" || h.sid !== keys.sid || h.from !== hello.agent ||
-        h.to !== "backend" || h.ch !== "" || rec.signature
+        h.sid !== keys.sid || h.from !== hello.agent || h.to !== "backend" ||
+        h.ch !== "" || rec.signature
       ) refused = "bad_auth_header";
       else body = parseObject(rec.body);
       if (!refused && !body) refused = "bad_auth_body";
@@ -489,6 +503,7 @@ export class AgentConnection {
       resumed,
       sessionExpires: new Date(sessionExpires).toISOString(),
     });
+    this.#refreshDepth();
     this.#every(cfg.heartbeatMs, () => this.#heartbeat());
     this.#every(cfg.pollMs, () => {
       this.#sweepNext = true;
@@ -675,7 +690,9 @@ export class AgentConnection {
       ...(h.cid !== undefined ? { correlationId: String(h.cid) } : {}),
     };
     if (h.type === "msg") {
-      this.#ctx.router.publish(h.ch, envelope);
+      if (!this.#ctx.seenInbound(this.agentId, h.id)) {
+        this.#ctx.router.publish(h.ch, envelope);
+      }
       return this.#reply(h, "ack", undefined);
     }
     if (this.#pendingRequests >= MAX_PENDING_REQUESTS) {
@@ -775,11 +792,29 @@ export class AgentConnection {
       }
       this.#agent = agent; // roles may have changed
       if (this.#lastHeard > this.#lastWritten) await this.#writePresence({});
-      this.#ctx.metrics.queueDepth(
-        this.agentId,
-        await this.#ctx.outbox.depth(this.agentId),
-      );
+      this.#refreshDepth();
     }).catch((err) => this.#fail(err));
+  }
+
+  /** Updates this agent's queue depth gauge soon (at most every DEPTH_EVERY_MS). */
+  #refreshDepth(): void {
+    if (this.#depthTimer !== undefined || this.#state !== "ready") return;
+    this.#depthTimer = setTimeout(() => {
+      this.#depthTimer = undefined;
+      if (this.#state !== "ready") return;
+      this.#ctx.outbox.depth(this.agentId).then(
+        (n) => {
+          if (this.#state === "ready") {
+            this.#ctx.metrics.queueDepth(this.agentId, n);
+          }
+        },
+        (err) =>
+          this.#ctx.log.warn("queue depth not read", {
+            agent: this.agentId,
+            error: err,
+          }),
+      );
+    }, DEPTH_EVERY_MS);
   }
 
   // ----------------------------------------------------------- sending
@@ -926,6 +961,7 @@ export class AgentConnection {
       a.delivery.message.enqueuedAt - b.delivery.message.enqueuedAt
     );
     for (const c of claimed) await this.#push(c);
+    if (sweep || claimed.length) this.#refreshDepth();
   }
 
   async #push(c: Claimed): Promise<void> {
@@ -934,6 +970,13 @@ export class AgentConnection {
     const m = d.payload;
     if (this.#state !== "ready" || !this.#subs.has(name)) {
       return await this.#giveBack(c, 0, "not delivered: connection closed");
+    }
+    if (this.#earlyAcks.delete(d.id)) {
+      // Processed in an earlier session; its ack arrived before this claim.
+      await d.ack();
+      await ctx.outbox.discard(queue.name, d.id, m);
+      ctx.metrics.delivery("acked");
+      return;
     }
     if (m.expiresAt <= Date.now()) {
       await d.term("expired before delivery (ttl)");
@@ -1009,22 +1052,26 @@ export class AgentConnection {
     return true;
   }
 
-  #remember(id: string): void {
-    this.#pushed.add(id);
-    if (this.#pushed.size > PUSHED_MEMORY) {
-      this.#pushed.delete(this.#pushed.values().next().value!);
-    }
+  #remember(id: string, set = this.#pushed): void {
+    set.add(id);
+    if (set.size > PUSHED_MEMORY) set.delete(set.values().next().value!);
   }
 
   #onAck(re: string): void {
     const f = this.#inflight.get(re);
-    if (!f) return; // a duplicate, a late ack, or an ephemeral message
+    if (!f) {
+      // A duplicate, an ephemeral message, or one from an earlier session
+      // that this connection has not claimed yet: ack it when it does.
+      if (!this.#pushed.has(re)) this.#remember(re, this.#earlyAcks);
+      return;
+    }
     this.#inflight.delete(re);
     clearTimeout(f.timer);
     f.delivery.ack().then(
       async () => {
         this.#ctx.metrics.delivery("acked");
         await this.#ctx.outbox.discard(f.queue.name, re, f.delivery.payload);
+        this.#refreshDepth();
         this.pump();
       },
       (err) =>
@@ -1134,6 +1181,7 @@ export class AgentConnection {
     this.#timers.clear();
     this.#intervals.clear();
     this.#clearSlow();
+    clearTimeout(this.#depthTimer);
     const held = [...this.#inflight.values()];
     this.#inflight.clear();
     for (const f of held) clearTimeout(f.timer);

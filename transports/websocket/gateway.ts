@@ -216,6 +216,10 @@ const NODE_CALL_TIMEOUT_MS = 3000;
 /** How long `stop()` waits for sockets to close and messages to go back. */
 const STOP_TIMEOUT_MS = 5000;
 const MESSAGE_TYPE_RE = /^[A-Za-z0-9._-]{1,64}$/;
+/** Agents whose recent inbound message ids are remembered (duplicate drops). */
+const INBOUND_AGENTS = 10_000;
+/** Inbound message ids remembered per agent. */
+const INBOUND_IDS = 256;
 const encoder = new TextEncoder();
 
 function gatewayMetrics(
@@ -304,6 +308,8 @@ export function createGateway(options: GatewayOptions): Gateway {
   /** The authenticated connection of each agent on this node. */
   const local = new Map<string, AgentConnection>();
   const handlers: { pattern: string; fn: RequestHandler }[] = [];
+  /** Recent inbound `msg` ids per agent (oldest agents and ids dropped first). */
+  const inbound = new Map<string, Set<string>>();
   const metrics = gatewayMetrics(options.metrics, () => local.size);
   let stopping = false;
 
@@ -424,6 +430,19 @@ export function createGateway(options: GatewayOptions): Gateway {
     },
     detach(conn) {
       if (local.get(conn.agentId) === conn) local.delete(conn.agentId);
+    },
+    seenInbound(agentId, id) {
+      let ids = inbound.get(agentId);
+      if (ids) inbound.delete(agentId); // re-insert: most recent last
+      else ids = new Set();
+      inbound.set(agentId, ids);
+      if (inbound.size > INBOUND_AGENTS) {
+        inbound.delete(inbound.keys().next().value!);
+      }
+      if (ids.has(id)) return true;
+      ids.add(id);
+      if (ids.size > INBOUND_IDS) ids.delete(ids.values().next().value!);
+      return false;
     },
   };
 

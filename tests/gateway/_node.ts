@@ -1,0 +1,146 @@
+/**
+ * In-process nodes for the gateway tests: real HTTP and WebSocket servers
+ * on loopback (`startNode`), a KV file in a temporary folder (shareable by
+ * several nodes), and helpers for the agent API.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { loadConfig } from "../../core/config.ts";
+import { type NodeHandle, startNode } from "../../core/node.ts";
+import type { Role } from "../../core/security/roles.ts";
+import type { AgentKey } from "./_raw_client.ts";
+
+/** A test node and its helpers. */
+export interface TestNode {
+  handle: NodeHandle;
+  url: string;
+  /** `ws://…/ws/agent`. */
+  ws: string;
+  /** fetch with a Bearer token for `role` (default operator). */
+  api(path: string, init?: RequestInit, role?: Role): Promise<Response>;
+  /** POST JSON with a token; returns status and parsed body. */
+  post(
+    path: string,
+    body: unknown,
+    role?: Role,
+  ): Promise<{ status: number; body: Record<string, unknown> }>;
+  /** Enrols `agent` with `roles`. */
+  enrol(agent: AgentKey, roles?: string[]): Promise<void>;
+  /** The value of a metric series in the Prometheus text. */
+  metric(name: string, labels?: Record<string, string>): Promise<number>;
+  shutdown(): Promise<void>;
+}
+
+/** Options for {@linkcode startTestNode}. */
+export interface TestNodeOptions {
+  /** Folder for the KV file and data dirs. */
+  dir: string;
+  name?: string;
+  /** The `gateway` config block. */
+  gateway?: Record<string, unknown>;
+  /** KV file name inside `dir` (nodes sharing it share state). @default {"shared.kv"} */
+  kv?: string;
+}
+
+/** Starts a node on port 0 with relaxed handshake rate limits. */
+export async function startTestNode(
+  options: TestNodeOptions,
+): Promise<TestNode> {
+  const name = options.name ?? "a";
+  const file = join(options.dir, `${name}.json`);
+  await Deno.writeTextFile(
+    file,
+    JSON.stringify({
+      gateway: options.gateway ?? {},
+      rateLimit: { wsHandshake: { rate: 10_000, burst: 10_000 } },
+    }),
+  );
+  const parsed = loadConfig([
+    "--port",
+    "0",
+    "--node-id",
+    name,
+    "--kv",
+    join(options.dir, options.kv ?? "shared.kv"),
+    "--data-dir",
+    join(options.dir, name),
+    "--plugins-dir",
+    join(options.dir, "none"),
+    "--config",
+    file,
+    "--log-level",
+    "error",
+  ], { env: {} });
+  if (parsed.help) throw new Error("unreachable");
+  const handle = await startNode(parsed.config, { sinks: [] });
+  const tokens = new Map<string, Promise<string>>();
+  const token = (role: Role) => {
+    if (!tokens.has(role)) {
+      tokens.set(role, handle.security.jwt.issue(`test-${role}`, role));
+    }
+    return tokens.get(role)!;
+  };
+  const api = async (
+    path: string,
+    init: RequestInit = {},
+    role: Role = "operator",
+  ) => {
+    const headers = new Headers(init.headers);
+    headers.set("authorization", `Bearer ${await token(role)}`);
+    return await fetch(`${handle.url}${path}`, { ...init, headers });
+  };
+  const post = async (path: string, body: unknown, role?: Role) => {
+    const res = await api(path, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    }, role);
+    return { status: res.status, body: await res.json() };
+  };
+  return {
+    handle,
+    url: handle.url,
+    ws: `${handle.url.replace("http", "ws")}/ws/agent`,
+    api,
+    post,
+    async enrol(agent, roles = ["agent"]) {
+      const r = await post("/api/v1/agents", {
+        agentId: agent.id,
+        publicKey: agent.publicKey,
+        roles,
+      });
+      assert.equal(r.status, 201, JSON.stringify(r.body));
+    },
+    async metric(metric, labels = {}) {
+      const text = await (await fetch(`${handle.url}/metrics`)).text();
+      const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+      let sum = 0;
+      for (const line of text.split("\n")) {
+        if (!line.startsWith(metric)) continue;
+        const m = /^([a-z_]+)(\{([^}]*)\})? (\S+)$/.exec(line);
+        if (!m || m[1] !== metric) continue;
+        const have = (m[3] ?? "").split(",");
+        if (want.every((w) => have.includes(w))) sum += Number(m[4]);
+      }
+      return sum;
+    },
+    shutdown: () => handle.shutdown(),
+  };
+}
+
+/** Polls `check` until it returns true (or a truthy value). */
+export async function until<T>(
+  check: () => Promise<T> | T,
+  what: string,
+  ms = 5000,
+): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
