@@ -78,7 +78,7 @@ export const CloseCode = {
   replaced: 4409,
 } as const;
 
-/** Message priorities: 0 (least urgent) to 9 (most urgent). */
+/** The priority of a message that names none (0 least urgent, 9 most urgent). */
 export const DEFAULT_PRIORITY = 4;
 
 /**
@@ -874,6 +874,8 @@ export class AgentClient implements AsyncDisposable {
    * {@linkcode AgentError} (`forbidden`, …) when it refuses. The handler
    * runs for one message at a time per channel; the message is acknowledged
    * after it resolves. Subscriptions are renewed after every reconnect.
+   * Called before {@linkcode connect}, it settles after the first handshake:
+   * start `connect()` before awaiting it.
    */
   async subscribe(
     channel: string,
