@@ -207,6 +207,8 @@ export class TcpFrameSocket implements FrameSocket {
               ? (f.payload[0] << 8) | f.payload[1]
               : 1005;
             closeInfo = { code, reason: decoder.decode(f.payload.subarray(2)) };
+            // Answer it, so the server ends the TCP connection.
+            this.#frame(0x8, f.payload.subarray(0, 2));
             throw new Error("closed");
           }
           if (f.opcode === 0x1) {
