@@ -21,7 +21,10 @@ import type { Consensus } from "../consensus.ts";
 import { clusterView, type Registry } from "../state/registry.ts";
 import { taskRoutes } from "./tasks.ts";
 import { agentRoutes } from "./agents.ts";
-import type { Gateway } from "../../transports/websocket/gateway.ts";
+import {
+  type Gateway,
+  GatewayError,
+} from "../../transports/websocket/gateway.ts";
 import { auditLog } from "../security/audit.ts";
 import { clientIp, rateLimit, websocketHandshakeLimit } from "./rate_limit.ts";
 import {
@@ -479,7 +482,14 @@ export function createApp(deps: AppDeps): HttpApp {
         );
       }
       if (deps.draining()) return errorResponse(503, "node is shutting down");
-      return gateway.accept(c.req.raw);
+      try {
+        return gateway.accept(c.req.raw);
+      } catch (err) {
+        if (err instanceof GatewayError) {
+          return errorResponse(err.status, err.message);
+        }
+        throw err;
+      }
     });
   }
 

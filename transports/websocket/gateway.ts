@@ -168,7 +168,7 @@ export interface PushItem {
 export interface Gateway extends AgentGateway {
   /** The plugin-facing part, registered as `gateway:agents`. */
   readonly api: AgentGateway;
-  /** Upgrades `WS /ws/agent`. */
+  /** Upgrades `WS /ws/agent` (a {@linkcode GatewayError} 400 when the request cannot be upgraded). */
   accept(req: Request): Response;
   /** Pushes queued messages to agents connected here; says which ids went out. */
   wakeLocal(items: WakeItem[]): Promise<(WakeItem & { pushed: boolean })[]>;
@@ -776,9 +776,16 @@ export function createGateway(options: GatewayOptions): Gateway {
     ...api,
     api,
     accept(req) {
-      const { socket, response } = Deno.upgradeWebSocket(req, {
-        idleTimeout: 0,
-      });
+      let upgraded: ReturnType<typeof Deno.upgradeWebSocket>;
+      try {
+        upgraded = Deno.upgradeWebSocket(req, { idleTimeout: 0 });
+      } catch (err) {
+        throw new GatewayError(
+          400,
+          `not a WebSocket upgrade: ${(err as Error).message}`,
+        );
+      }
+      const { socket, response } = upgraded;
       const conn = new AgentConnection(socket, ctx);
       sockets.add(conn);
       conn.closed.then(() => sockets.delete(conn));
