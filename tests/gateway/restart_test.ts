@@ -4,7 +4,7 @@
  * with its token, and nothing sent before or during the restart is lost.
  */
 import assert from "node:assert/strict";
-import { startPlexus, writeConfig } from "../integration/_process.ts";
+import { poll, startPlexus, writeConfig } from "../integration/_process.ts";
 import { connect, json, newAgentKey } from "./_raw_client.ts";
 
 Deno.test("gateway restart: the node is stopped with SIGTERM and started again on the same KV; the agent resumes and gets every message", async () => {
@@ -69,6 +69,15 @@ Deno.test("gateway restart: the node is stopped with SIGTERM and started again o
     assert.equal(second.header.att, 2);
     s2.ack(first);
     s2.ack(second);
+    // The node settles both queue messages: the agent's queue depth reaches 0.
+    const depth = `plexus_gateway_queue_depth{agent="${agent.id}"}`;
+    await poll(
+      async () =>
+        (await (await p2!.fetch("/metrics")).text()).split("\n")
+          .includes(`${depth} 0`),
+      "the queue to empty",
+      5000,
+    );
     // The first token was spent by the resumption.
     await assert.rejects(connect(ws2, agent, { resume: s1.ready.resume }));
     const status = await (await p2.api(`/api/v1/agents/${agent.id}/status`))
