@@ -69,6 +69,8 @@ export const configSchema = z.strictObject({
     clockToleranceS: z.number().int().min(0).max(60).default(30),
     /** Oldest acceptable RFC 9421 `created`, seconds. */
     signatureMaxAgeSec: z.number().int().min(1).max(3600).default(300),
+    /** Revocations made on another node take effect here within this many ms (0: every request reads KV). */
+    revocationRefreshMs: z.number().int().min(0).max(60_000).default(100),
     /** Refuse RFC 9421 signatures without a `nonce` (each nonce is accepted once). */
     requireNonce: z.boolean().default(true),
     /** Trusted-key lookups are reused this long (a removed key works elsewhere at most this long). */

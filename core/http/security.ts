@@ -96,6 +96,7 @@ export function createSecurity(options: SecurityOptions): Security {
     issuer: a.issuer,
     audience: a.audience,
     clockToleranceS: a.clockToleranceS,
+    revocationRefreshMs: a.revocationRefreshMs ?? 100,
     clock: options.clock,
     resolveKey: (kid) => keyring.nodeJwtKey(kid),
   });

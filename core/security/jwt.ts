@@ -18,7 +18,7 @@
  */
 import { decodeProtectedHeader, errors, jwtVerify, SignJWT } from "jose";
 import type { Clock } from "../clock.ts";
-import { revokedJtiKey } from "../state/keys.ts";
+import { REVOCATIONS_KEY, revokedJtiKey } from "../state/keys.ts";
 import { retryLocked } from "../state/store.ts";
 import { parseDuration } from "./duration.ts";
 import { NODE_KEY_ALG, type NodeKey } from "./node_key.ts";
@@ -96,6 +96,13 @@ export interface JwtAuthorityOptions {
    * `nodeJwtKey` fits. Tokens are still only ever issued with this node's key.
    */
   resolveKey?: (kid: string) => Promise<CryptoKey | undefined>;
+  /**
+   * How long a read of the revocation counter is reused, in ms. 0: every
+   * verification reads KV (or joins a read in flight). A node that revokes a
+   * token refuses it at once either way; other nodes sharing the KV within
+   * this time. @default {0}
+   */
+  revocationRefreshMs?: number;
 }
 
 /** Options for {@linkcode JwtAuthority.issue}. */
@@ -350,40 +357,64 @@ export function createJwtAuthority(
     });
   }
 
-  // Requests carrying the same token while its revocation read is in flight
-  // share that read: one KV get per token per read time, not per request.
-  // (A revocation committed during the shared read is seen by the next one:
-  // the window is one KV read, well under a millisecond on a local file.)
-  const revocationReads = new Map<
-    string,
-    Promise<Deno.KvEntryMaybe<unknown>>
-  >();
+  // Revoked ids are mirrored in memory and reloaded when the revocation
+  // counter changes. Every check reads the counter, but concurrent checks
+  // share one read: a busy node does one small KV read per read latency,
+  // not one per request. A revocation committed while a shared read is in
+  // flight is seen by the next read: the window is one KV read (well under a
+  // millisecond on a local file), on every node sharing the KV.
+  let mirror: { count: bigint; ids: Set<string> } | undefined;
+  let counterRead: Promise<Set<string>> | undefined;
+  const refreshMs = options.revocationRefreshMs ?? 0;
+  if (!Number.isFinite(refreshMs) || refreshMs < 0 || refreshMs > 60_000) {
+    throw new RangeError(
+      `revocationRefreshMs must be 0-60000 ms, got ${refreshMs}`,
+    );
+  }
+  /** performance.now() when the last successful counter read started. */
+  let lastReadStarted = -Infinity;
 
-  function readRevocation(
-    jti: string,
-    store: Deno.Kv,
-  ): Promise<Deno.KvEntryMaybe<unknown>> {
-    let read = revocationReads.get(jti);
-    if (read === undefined) {
-      read = retryLocked(() => store.get(revokedJtiKey(jti))).finally(() =>
-        revocationReads.delete(jti)
-      );
-      revocationReads.set(jti, read);
+  async function loadRevoked(store: Deno.Kv): Promise<Set<string>> {
+    const counter = await retryLocked(() =>
+      store.get<Deno.KvU64>(REVOCATIONS_KEY)
+    );
+    const count = counter.value?.value ?? 0n;
+    if (mirror?.count === count) return mirror.ids;
+    const ids = new Set<string>();
+    if (count > 0n) {
+      for await (
+        const e of store.list({ prefix: revokedJtiKey() }, { batchSize: 500 })
+      ) ids.add(e.key[1] as string);
     }
-    return read;
+    mirror = { count, ids };
+    return ids;
+  }
+
+  function revokedIds(store: Deno.Kv): Promise<Set<string>> {
+    if (mirror && performance.now() - lastReadStarted < refreshMs) {
+      return Promise.resolve(mirror.ids);
+    }
+    if (counterRead === undefined) {
+      const started = performance.now();
+      counterRead = loadRevoked(store).then((ids) => {
+        lastReadStarted = started;
+        return ids;
+      }).finally(() => (counterRead = undefined));
+    }
+    return counterRead;
   }
 
   async function checkNotRevoked(jti: string, store: Deno.Kv): Promise<void> {
-    let revoked: Deno.KvEntryMaybe<unknown>;
+    let ids: Set<string>;
     try {
-      revoked = await readRevocation(jti, store);
+      ids = await revokedIds(store);
     } catch (err) {
       throw new JwtError(
         `revocation store unavailable: ${(err as Error).message}`,
         { cause: err },
       );
     }
-    if (revoked.versionstamp !== null) {
+    if (ids.has(jti)) {
       throw new JwtError(`jti ${JSON.stringify(jti)} is revoked`);
     }
   }
@@ -451,8 +482,12 @@ export function createJwtAuthority(
     const expireIn = Math.max(0, exp * 1000 - now) + toleranceS * 1000 +
       60_000;
     await retryLocked(() =>
-      store.set(revokedJtiKey(jti), { revokedAt: now, exp }, { expireIn })
+      store.atomic()
+        .set(revokedJtiKey(jti), { revokedAt: now, exp }, { expireIn })
+        .sum(REVOCATIONS_KEY, 1n)
+        .commit()
     );
+    mirror?.ids.add(jti); // at once here; elsewhere with the next counter read
   }
 
   return Object.freeze({

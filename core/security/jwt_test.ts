@@ -11,7 +11,7 @@ import {
 } from "./jwt.ts";
 import { generateNodeKey, type NodeKey } from "./node_key.ts";
 import { can } from "./roles.ts";
-import { revokedJtiKey } from "../state/keys.ts";
+import { REVOCATIONS_KEY, revokedJtiKey } from "../state/keys.ts";
 
 /** A fixed wall clock (ms) that tests move by hand. */
 const T0 = 1_900_000_000_000;
@@ -318,7 +318,7 @@ Deno.test({
     assert.deepEqual(calls, [], "KV was never consulted");
     // The same token with the right kid does reach the revocation check.
     await auth.verify(await signWithNodeKey(key, claims({ jti: "j1" })));
-    assert.deepEqual(calls, [`get(${JSON.stringify(revokedJtiKey("j1"))})`]);
+    assert.deepEqual(calls, [`get(${JSON.stringify(REVOCATIONS_KEY)})`]);
   },
 });
 
@@ -689,4 +689,38 @@ Deno.test("jwt: a remembered token is refused once its issuer's key is no longer
   assert.equal((await auth.verify(token)).sub, "ops", "served from memory");
   trusted = false;
   await assert.rejects(auth.verify(token), /invalid or expired token/);
+});
+
+Deno.test("jwt: another node sees a revocation within revocationRefreshMs; the revoking node at once", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const key = await generateNodeKey();
+  const a = createJwtAuthority(key, { kv, revocationRefreshMs: 200 });
+  const b = createJwtAuthority(key, { kv, revocationRefreshMs: 200 });
+  const exact = createJwtAuthority(key, { kv });
+  const token = await a.issue("ops", "viewer");
+  const { jti, exp } = await b.verify(token);
+  await exact.verify(token);
+  await a.verify(token);
+  await a.revoke(jti, exp);
+  await assert.rejects(
+    a.verify(token),
+    /invalid or expired/,
+    "at once where revoked",
+  );
+  await assert.rejects(
+    exact.verify(token),
+    /invalid or expired/,
+    "at once with 0",
+  );
+  assert.equal((await b.verify(token)).jti, jti, "still inside b's window");
+  await new Promise((r) => setTimeout(r, 250));
+  await assert.rejects(
+    b.verify(token),
+    /invalid or expired/,
+    "after the window",
+  );
+  assert.throws(
+    () => createJwtAuthority(key, { kv, revocationRefreshMs: -1 }),
+    RangeError,
+  );
 });

@@ -18,6 +18,7 @@
  * ["election", name, "epoch"]                    fencing record {epoch, holder, nonce}, written only on acquisition
  * ["nodes", nodeId]                              node registry record
  * ["jwt-revoked", jti]                           revoked JWT id → {revokedAt, exp} (expireIn past exp)
+ * ["jwt-revocations"]                            KvU64 count of revocations: a change means reload the revoked ids
  * ["ratelimit", scope, id]                       GCRA state {tat} per principal/IP/handshake scope
  * ["sig-nonce", keyid, nonce]                    RFC 9421 nonce replay store (expireIn past max age)
  * ["audit", at, id]                              audit record of a mutating call (expireIn = retention)
@@ -112,10 +113,13 @@ export function electionEpochKey(name: string): Deno.KvKey {
   return ["election", name, "epoch"];
 }
 
-/** A revoked JWT id. */
-export function revokedJtiKey(jti: string): Deno.KvKey {
-  return ["jwt-revoked", jti];
+/** A revoked JWT id, or the prefix of all of them. */
+export function revokedJtiKey(jti?: string): Deno.KvKey {
+  return jti === undefined ? ["jwt-revoked"] : ["jwt-revoked", jti];
 }
+
+/** The revocation counter, bumped with every revocation (KvU64). */
+export const REVOCATIONS_KEY: Deno.KvKey = ["jwt-revocations"];
 
 /** GCRA state of `id` (a principal, an IP) within a limit `scope`. */
 export function rateLimitKey(scope: string, id: string): Deno.KvKey {

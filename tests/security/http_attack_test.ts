@@ -1292,7 +1292,23 @@ const clusterCases: AttackCase[] = [
       assert.equal(before.status, 200, await before.text());
       const revoked = await post(ctx, "/api/v1/auth/revoke", admin, { token });
       assert.equal(revoked.status, 200, await revoked.text());
-      return get(ctx, WHOAMI, bearer(token), two);
+      // Refused on the revoking node at once...
+      const here = await get(ctx, WHOAMI, bearer(token), one);
+      assert.equal(here.status, 401);
+      // ...and on the other within auth.revocationRefreshMs (100 ms).
+      const at = performance.now();
+      for (;;) {
+        const res = await get(ctx, WHOAMI, bearer(token), two);
+        if (res.status === 401 || performance.now() - at > 1000) {
+          assert.ok(
+            performance.now() - at < 100 + 150,
+            `refused after ${Math.round(performance.now() - at)} ms`,
+          );
+          return res;
+        }
+        await res.body?.cancel();
+        await new Promise((r) => setTimeout(r, 10));
+      }
     },
   },
 ];
