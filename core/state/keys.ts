@@ -6,7 +6,7 @@
  * ["plugins", plugin, ...]                       plugin-private keyspace (ctx.kv)
  * ["kernel", "health-probe"]                     read by /health
  * ["queue", q, "msg", id]                        queue message record
- * ["queue", q, "ready", 9 - priority, vs]        ready index → id (vs = commit versionstamp: FIFO)
+ * ["queue", q, "ready", 9 - priority, vs]        ready index → [ids] enqueued by the commit with versionstamp vs (FIFO)
  * ["queue", q, "delayed", availableAt, id]       delayed index → id
  * ["queue", q, "inflight", leaseUntil, id]       lease index → id
  * ["queue", q, "dead", deadAt, id]               dead-letter index → id
@@ -27,6 +27,7 @@
  * ["gateway", "presence", agentId]               where the agent is connected {connected, nodeId, address, session, lastSeen, channels, ...}
  * ["gateway", "outbox", agentId, channel]        the agent's durable queue for one backend channel name → {queue}
  * ["gateway", "body", queue, messageId, i]       chunk i of a queued message body too large for one KV value
+ * ["test", ...]                                  written by test fixtures only
  * ```
  *
  * Agent resumption tokens are sessions (`["sessions", tokenHash]`) of kind
