@@ -216,49 +216,36 @@ export interface Ephemeral {
   publicRaw: Uint8Array;
 }
 
-const X25519_PKCS8_PREFIX = Uint8Array.from([
-  0x30,
-  0x2e,
-  0x02,
-  0x01,
-  0x00,
-  0x30,
-  0x05,
-  0x06,
-  0x03,
-  0x2b,
-  0x65,
-  0x6e,
-  0x04,
-  0x22,
-  0x04,
-  0x20,
-]);
-const ED25519_PKCS8_PREFIX = Uint8Array.from([
-  0x30,
-  0x2e,
-  0x02,
-  0x01,
-  0x00,
-  0x30,
-  0x05,
-  0x06,
-  0x03,
-  0x2b,
-  0x65,
-  0x70,
-  0x04,
-  0x22,
-  0x04,
-  0x20,
-]);
+// PKCS #8 DER before the 32 private bytes (RFC 8410): X25519, then Ed25519.
+const X25519_PKCS8_PREFIX = Uint8Array.fromHex(
+  "302e020100300506032b656e04220420",
+);
+const ED25519_PKCS8_PREFIX = Uint8Array.fromHex(
+  "302e020100300506032b657004220420",
+);
 
-function pkcs8(prefix: Uint8Array, seed: Uint8Array): Uint8Array<ArrayBuffer> {
+/** Imports 32 private bytes (PKCS #8) and returns the key with its raw public half. */
+async function fromPrivateBytes(
+  name: "X25519" | "Ed25519",
+  seed: Uint8Array,
+  usages: KeyUsage[],
+): Promise<{ privateKey: CryptoKey; publicRaw: Uint8Array }> {
   if (seed.length !== 32) throw new RangeError("private key must be 32 bytes");
-  const out = new Uint8Array(48);
-  out.set(prefix);
-  out.set(seed, 16);
-  return out;
+  const der = new Uint8Array(48);
+  der.set(name === "X25519" ? X25519_PKCS8_PREFIX : ED25519_PKCS8_PREFIX);
+  der.set(seed, 16);
+  const privateKey = await crypto.subtle.importKey(
+    "pkcs8",
+    der,
+    { name },
+    true,
+    usages,
+  );
+  const jwk = await crypto.subtle.exportKey("jwk", privateKey);
+  return {
+    privateKey,
+    publicRaw: Uint8Array.fromBase64(jwk.x!, { alphabet: "base64url" }),
+  };
 }
 
 /** A fresh X25519 ephemeral. */
@@ -275,39 +262,15 @@ export async function generateEphemeral(): Promise<Ephemeral> {
 }
 
 /** An X25519 key from its 32 private bytes (for test vectors). */
-export async function ephemeralFromPrivate(
-  seed: Uint8Array,
-): Promise<Ephemeral> {
-  const privateKey = await crypto.subtle.importKey(
-    "pkcs8",
-    pkcs8(X25519_PKCS8_PREFIX, seed),
-    { name: "X25519" },
-    true,
-    ["deriveBits"],
-  );
-  const jwk = await crypto.subtle.exportKey("jwk", privateKey);
-  return {
-    privateKey,
-    publicRaw: Uint8Array.fromBase64(jwk.x!, { alphabet: "base64url" }),
-  };
+export function ephemeralFromPrivate(seed: Uint8Array): Promise<Ephemeral> {
+  return fromPrivateBytes("X25519", seed, ["deriveBits"]);
 }
 
 /** An Ed25519 signing key from its 32-byte seed, with the raw public key. */
-export async function ed25519FromSeed(
+export function ed25519FromSeed(
   seed: Uint8Array,
 ): Promise<{ privateKey: CryptoKey; publicRaw: Uint8Array }> {
-  const privateKey = await crypto.subtle.importKey(
-    "pkcs8",
-    pkcs8(ED25519_PKCS8_PREFIX, seed),
-    { name: "Ed25519" },
-    true,
-    ["sign"],
-  );
-  const jwk = await crypto.subtle.exportKey("jwk", privateKey);
-  return {
-    privateKey,
-    publicRaw: Uint8Array.fromBase64(jwk.x!, { alphabet: "base64url" }),
-  };
+  return fromPrivateBytes("Ed25519", seed, ["sign"]);
 }
 
 async function x25519(
