@@ -627,19 +627,12 @@ Deno.test("sdk: a node process restarted with SIGTERM on the same port, data dir
   }
 });
 
-// Bug: transports/websocket/client.ts, AgentClient#open, sets
-// `this.#resume = undefined` (line 1036) before the socket is even opened.
-// An attempt that never reaches the node (connection refused while it
-// restarts) therefore throws the token away although it was never sent, and
-// the next attempt proves the key again instead of resuming the session.
-// Expected: the reconnect after the restart is a resumption
-// (`ready.resumed`, `handshakes_total{reason="resumed"}`); actual: a new
-// signature session. Keep the token until the auth record carrying it is
-// written.
+// Attempts that never reach the node (connection refused while it
+// restarts) must not use up the resumption token: it is given back unless
+// the auth record carrying it was sent.
 Deno.test({
   name:
-    "sdk: BUG(client.ts #open drops the resumption token on attempts that never reach the node): after a node restart the SDK resumes its session",
-  ignore: true,
+    "sdk: after a node restart the SDK resumes its session, even after attempts that never reached the node",
   fn: async () => {
     const { startA } = await restartRig();
     let a1: PlexusProcess | undefined;

@@ -596,6 +596,8 @@ interface Connection {
   phase: "hello" | "welcome" | "auth" | "ready";
   handshake: { hello: Hello; ephemeral: Ephemeral };
   resumeToken?: string;
+  /** The token and its expiry, given back if this attempt ends before sending it. */
+  resumeSaved?: { token: string; expiresAt: number };
   sid?: string;
   node?: string;
   nodeKey?: Uint8Array;
@@ -1029,10 +1031,12 @@ export class AgentClient implements AsyncDisposable {
     this.#retryTimer = undefined;
     if (this.#closing || this.#state === "closed") return;
     const attempt = ++this.#attempts;
-    const resume = this.#resume && this.#resume.expiresAt > Date.now() + 1000
-      ? this.#resume.token
+    const saved = this.#resume && this.#resume.expiresAt > Date.now() + 1000
+      ? this.#resume
       : undefined;
-    // Tokens are single-use: whatever happens to this attempt, never again.
+    const resume = saved?.token;
+    // Tokens are single-use: taken for this attempt, and given back only if
+    // the attempt ends before the auth record carrying it is sent.
     this.#resume = undefined;
     this.#state = "connecting";
     this.#emit("connecting", { attempt, url: this.#url, resume: !!resume });
@@ -1068,6 +1072,7 @@ export class AgentClient implements AsyncDisposable {
       phase: "hello",
       handshake,
       resumeToken: resume,
+      resumeSaved: saved,
       heartbeatMs: 0,
       lastRx: Date.now(),
       lastPing: Date.now(),
@@ -1370,6 +1375,10 @@ export class AgentClient implements AsyncDisposable {
     if (this.#conn !== conn) return;
     this.#conn = undefined;
     const wasReady = conn.phase === "ready";
+    if (
+      (conn.phase === "hello" || conn.phase === "welcome") &&
+      conn.resumeSaved && this.#resume === undefined
+    ) this.#resume = conn.resumeSaved; // never sent: still unused
     this.#endConnection(conn);
     if (wasReady) this.#stats.disconnects++;
     else this.#stats.failedAttempts++;
