@@ -1,0 +1,159 @@
+/**
+ * Server processes for bench/gateway.ts.
+ *
+ *   deno run -A bench/_gateway_server.ts node --data-dir DIR
+ *   deno run -A bench/_gateway_server.ts bare
+ *
+ * `node` starts a real node in-process (`startNode`, KV file
+ * `DIR/plexus.kv`, rate limits off, log level warn, logs to stderr) and
+ * registers a backend request handler through the kernel's
+ * `gateway:agents` capability that answers every `req` on
+ * `agent.*.requests` with its payload. It prints
+ * `{"ready":true,"url","pid","token"}` (`token`: an operator JWT for
+ * `POST /api/v1/agents`, ttl 1 h).
+ *
+ * `bare` is a plain `Deno.serve` + `Deno.upgradeWebSocket` echo: every frame
+ * received is sent back as it came. It prints `{"ready":true,"url","pid"}`.
+ *
+ * Commands (JSON lines on stdin, one JSON reply each): `{"cmd":"stats"}` →
+ * `{"connections":n,"echoed":n,"kv":{"commits":n,"reads":n}}`. The node's
+ * KV calls are counted by wrapping `Deno.Kv` and `Deno.AtomicOperation`
+ * methods in this process (one extra function call each): `commits` =
+ * `atomic().commit()`, `set`, `delete`; `reads` = `get`, `getMany`, `list`.
+ * Both exit on stdin EOF.
+ *
+ * @module
+ */
+import { loadConfig } from "../core/config.ts";
+import { startNode } from "../core/node.ts";
+import { safeStringify } from "../core/observe/logger.ts";
+import type { AgentGateway } from "../transports/websocket/gateway.ts";
+import { commands, flag, reply } from "./_util.ts";
+
+/** The channel name the benchmark's agents send their requests on. */
+export const REQUEST_CHANNEL = "requests";
+
+const encoder = new TextEncoder();
+const mode = Deno.args[0];
+
+interface Server {
+  url: string;
+  token?: string;
+  stats(): { connections: number; echoed: number };
+  close(): Promise<void>;
+}
+
+const kvCalls = { commits: 0, reads: 0 };
+
+/** Counts the KV calls this process makes (see the module doc). */
+function countKvCalls(): void {
+  type Methods = Record<string, (...args: unknown[]) => unknown>;
+  const wrap = (proto: Methods, names: string[], kind: "commits" | "reads") => {
+    for (const name of names) {
+      const original = proto[name];
+      proto[name] = function (this: unknown, ...args: unknown[]) {
+        kvCalls[kind]++;
+        return original.apply(this, args);
+      };
+    }
+  };
+  const kv = Deno.Kv.prototype as unknown as Methods;
+  wrap(kv, ["set", "delete"], "commits");
+  wrap(kv, ["get", "getMany", "list"], "reads");
+  wrap(
+    Deno.AtomicOperation.prototype as unknown as Methods,
+    ["commit"],
+    "commits",
+  );
+}
+
+async function nodeServer(): Promise<Server> {
+  countKvCalls();
+  const dataDir = flag("data-dir") ?? await Deno.makeTempDir();
+  // Rate limits are their own concern: the per-IP handshake budget (5/s)
+  // would refuse the handshake rounds and the 100 agents' connects.
+  const configFile = `${dataDir}/bench-config.json`;
+  await Deno.writeTextFile(
+    configFile,
+    JSON.stringify({ rateLimit: { enabled: false } }),
+  );
+  const parsed = loadConfig([
+    "--config",
+    configFile,
+    "--port",
+    "0",
+    "--kv",
+    `${dataDir}/plexus.kv`,
+    "--data-dir",
+    dataDir,
+    "--log-level",
+    "warn",
+  ], { env: {} });
+  if (parsed.help) throw new Error("unexpected --help");
+  // stdout is the reply channel: logs go to stderr.
+  const node = await startNode(parsed.config, {
+    sinks: [
+      (r) => Deno.stderr.writeSync(encoder.encode(safeStringify(r) + "\n")),
+    ],
+  });
+  let echoed = 0;
+  const agents = node.kernel.get<AgentGateway>("gateway:agents");
+  agents.onRequest(`agent.*.${REQUEST_CHANNEL}`, ({ payload }) => {
+    echoed++;
+    return payload;
+  });
+  const token = await node.security.jwt.issue("bench", "operator", {
+    ttl: "1h",
+  });
+  return {
+    url: node.url,
+    token,
+    stats: () => ({ connections: node.gateway.connections, echoed }),
+    close: () => node.shutdown("bench done"),
+  };
+}
+
+function bareServer(): Server {
+  let connections = 0;
+  let echoed = 0;
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    (req) => {
+      if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+        return new Response("needs a WebSocket upgrade", { status: 426 });
+      }
+      const { socket, response } = Deno.upgradeWebSocket(req, {
+        idleTimeout: 0,
+      });
+      socket.binaryType = "arraybuffer";
+      socket.onopen = () => connections++;
+      socket.onclose = () => connections--;
+      socket.onmessage = (ev) => {
+        echoed++;
+        socket.send(ev.data);
+      };
+      return response;
+    },
+  );
+  return {
+    url: `http://127.0.0.1:${server.addr.port}`,
+    stats: () => ({ connections, echoed }),
+    close: () => server.shutdown(),
+  };
+}
+
+if (import.meta.main) {
+  let server: Server;
+  if (mode === "node") server = await nodeServer();
+  else if (mode === "bare") server = bareServer();
+  else throw new Error(`unknown mode '${mode}' (node | bare)`);
+
+  reply({ ready: true, url: server.url, pid: Deno.pid, token: server.token });
+  for await (const cmd of commands()) {
+    if (cmd.cmd === "stats") reply({ ...server.stats(), kv: kvCalls });
+    else reply({ error: `unknown command ${JSON.stringify(cmd)}` });
+  }
+  await server.close();
+  // Timers of plugins must not keep the process (and a --cpu-prof write) waiting.
+  Deno.exit(0);
+}
