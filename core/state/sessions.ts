@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { createHash } from "node:crypto";
 import { serialize } from "node:v8";
 import { type Clock, systemClock } from "../clock.ts";
 import { sessionKey, sessionsBySubjectKey } from "./keys.ts";
@@ -118,9 +119,11 @@ function base64url(bytes: Uint8Array): string {
  * id.length; // 43
  * ```
  */
-export async function hashToken(token: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", encoder.encode(token));
-  return base64url(new Uint8Array(digest));
+export function hashToken(token: string): Promise<string> {
+  // node:crypto: synchronous, ~5 µs, where WebCrypto's async digest is ~70.
+  return Promise.resolve(
+    base64url(createHash("sha256").update(token).digest()),
+  );
 }
 
 function newToken(): string {
