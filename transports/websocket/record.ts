@@ -67,7 +67,7 @@ export interface OpenedRecord {
   /** The exact header bytes (what a signature covers, with the body). */
   headerBytes: Uint8Array;
   epoch: number;
-  seq: bigint;
+  seq: number;
 }
 
 /** Why a record was refused; the gateway closes with 4403 (1009 for size). */
@@ -104,12 +104,20 @@ export function nextKey(key: Uint8Array): Uint8Array {
   );
 }
 
-function nonceOf(epoch: number, seq: bigint): Uint8Array {
-  const n = new Uint8Array(12);
-  const v = new DataView(n.buffer);
+/** Writes the 12-byte nonce epoch ‖ sequence into `into` (reused per direction). */
+function nonceOf(into: Uint8Array, epoch: number, seq: number): Uint8Array {
+  const v = new DataView(into.buffer, into.byteOffset, 12);
   v.setUint32(0, epoch);
-  v.setBigUint64(4, seq);
-  return n;
+  v.setUint32(4, Math.floor(seq / 0x1_0000_0000));
+  v.setUint32(8, seq >>> 0);
+  return into;
+}
+
+/** Reads the u64 sequence at `at`; above 2^53 - 1 (never sent) → -1. */
+function readSeq(v: DataView, at: number): number {
+  const hi = v.getUint32(at);
+  if (hi > 0x1f_ffff) return -1;
+  return hi * 0x1_0000_0000 + v.getUint32(at + 4);
 }
 
 const encoder = new TextEncoder();
@@ -138,9 +146,10 @@ export function encodeHeader(header: RecordHeader): Uint8Array {
 export class RecordSealer {
   #key: Uint8Array;
   #epoch = 0;
-  #seq = 0n;
+  #seq = 0;
+  readonly #nonce = new Uint8Array(12);
   #epochStarted: number;
-  readonly #afterMessages: bigint;
+  readonly #afterMessages: number;
   readonly #afterMs: number;
   readonly #now: () => number;
 
@@ -151,7 +160,14 @@ export class RecordSealer {
   ) {
     if (key.length !== 32) throw new RangeError("key must be 32 bytes");
     this.#key = key.slice();
-    this.#afterMessages = BigInt(policy.afterMessages ?? 1 << 20);
+    this.#afterMessages = policy.afterMessages ?? 1 << 20;
+    if (
+      !Number.isSafeInteger(this.#afterMessages) || this.#afterMessages < 1
+    ) {
+      throw new RangeError(
+        `afterMessages must be a safe integer >= 1, got ${this.#afterMessages}`,
+      );
+    }
     this.#afterMs = policy.afterMs ?? 600_000;
     this.#now = now;
     this.#epochStarted = now();
@@ -177,7 +193,7 @@ export class RecordSealer {
       }
       this.#key = nextKey(this.#key);
       this.#epoch++;
-      this.#seq = 0n;
+      this.#seq = 0;
       this.#epochStarted = this.#now();
     }
     const h = encodeHeader(header);
@@ -198,14 +214,15 @@ export class RecordSealer {
     out[0] = RECORD_VERSION;
     out[1] = signature ? FLAG_SIGNED : 0;
     v.setUint32(2, this.#epoch);
-    v.setBigUint64(6, this.#seq);
+    v.setUint32(6, Math.floor(this.#seq / 0x1_0000_0000));
+    v.setUint32(10, this.#seq >>> 0);
     v.setUint16(14, h.length);
     out.set(h, RECORD_PREFIX_BYTES);
     const aadEnd = RECORD_PREFIX_BYTES + h.length;
     const cipher = createCipheriv(
       "chacha20-poly1305",
       this.#key,
-      nonceOf(this.#epoch, this.#seq),
+      nonceOf(this.#nonce, this.#epoch, this.#seq),
       { authTagLength: TAG_BYTES },
     );
     cipher.setAAD(out.subarray(0, aadEnd), { plaintextLength: plainLength });
@@ -237,10 +254,15 @@ export const REPLAY_WINDOW = 64;
 export class RecordOpener {
   #key: Uint8Array;
   #epoch = 0;
-  /** Highest sequence number accepted in this epoch, -1n before the first. */
-  #top = -1n;
-  /** Bit i set: sequence `#top - i` was accepted. */
-  #seen = 0n;
+  /** Highest sequence number accepted in this epoch, -1 before the first. */
+  #top = -1;
+  /**
+   * The replay window: slot `seq % REPLAY_WINDOW` holds the last sequence
+   * accepted there. Any sequence inside the window maps to a slot that holds
+   * either itself (seen) or one at least a window older (not seen).
+   */
+  #slots = new Float64Array(REPLAY_WINDOW).fill(-1);
+  readonly #nonce = new Uint8Array(12);
   readonly #maxBytes: number;
 
   constructor(key: Uint8Array, options: { maxRecordBytes?: number } = {}) {
@@ -276,7 +298,10 @@ export class RecordOpener {
       throw new RecordError("malformed", `unknown flags ${flags}`);
     }
     const epoch = v.getUint32(2);
-    const seq = v.getBigUint64(6);
+    const seq = readSeq(v, 6);
+    if (seq < 0) {
+      throw new RecordError("malformed", "sequence number out of range");
+    }
     const hLen = v.getUint16(14);
     const aadEnd = RECORD_PREFIX_BYTES + hLen;
     if (hLen > MAX_HEADER_BYTES || aadEnd + TAG_BYTES > frame.length) {
@@ -292,14 +317,13 @@ export class RecordOpener {
     }
     const sameEpoch = epoch === this.#epoch;
     if (sameEpoch && seq <= this.#top) {
-      const age = this.#top - seq;
-      if (age >= BigInt(REPLAY_WINDOW)) {
+      if (this.#top - seq >= REPLAY_WINDOW) {
         throw new RecordError(
           "too-old",
           `sequence ${seq} is behind the window`,
         );
       }
-      if ((this.#seen >> age) & 1n) {
+      if (this.#slots[seq % REPLAY_WINDOW] === seq) {
         throw new RecordError(
           "replayed",
           `sequence ${seq} was already received`,
@@ -310,7 +334,7 @@ export class RecordOpener {
     const decipher = createDecipheriv(
       "chacha20-poly1305",
       key,
-      nonceOf(epoch, seq),
+      nonceOf(this.#nonce, epoch, seq),
       { authTagLength: TAG_BYTES },
     );
     decipher.setAAD(frame.subarray(0, aadEnd), {
@@ -351,18 +375,11 @@ export class RecordOpener {
     if (!sameEpoch) {
       this.#key = key;
       this.#epoch = epoch;
-      this.#top = -1n;
-      this.#seen = 0n;
+      this.#top = -1;
+      this.#slots.fill(-1);
     }
-    if (seq > this.#top) {
-      const shift = seq - this.#top;
-      this.#seen = shift >= BigInt(REPLAY_WINDOW)
-        ? 1n
-        : ((this.#seen << shift) | 1n) & ((1n << BigInt(REPLAY_WINDOW)) - 1n);
-      this.#top = seq;
-    } else {
-      this.#seen |= 1n << (this.#top - seq);
-    }
+    this.#slots[seq % REPLAY_WINDOW] = seq;
+    if (seq > this.#top) this.#top = seq;
     return {
       header,
       body: signed ? plain.subarray(64) : plain,

@@ -40,7 +40,7 @@ Deno.test("record: seal and open, with and without a detached signature", () => 
   assert.equal(text(plain.body), "hello");
   assert.deepEqual(plain.header, header("1", { prio: 7 }));
   assert.equal(plain.signature, undefined);
-  assert.equal(plain.seq, 0n);
+  assert.equal(plain.seq, 0);
   const sig = new Uint8Array(64).fill(9);
   const signed = rx.open(tx.seal(header("2"), bytes("audited"), sig));
   assert.deepEqual(signed.signature, sig);
@@ -210,5 +210,15 @@ Deno.test("record: a per-message signature covers the exact header bytes and con
       opened.headerBytes,
       bytes("audit mE"),
     ),
+  );
+});
+
+Deno.test("record: a sequence number above 2^53 - 1 (never sent by a sealer) is refused", () => {
+  const frame = new RecordSealer(key).seal(header("1"), bytes("x"));
+  new DataView(frame.buffer).setUint32(6, 0x20_0000);
+  refused(() => new RecordOpener(key).open(frame), "malformed");
+  assert.throws(
+    () => new RecordSealer(key, { afterMessages: 2 ** 53 }),
+    RangeError,
   );
 });
