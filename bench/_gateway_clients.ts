@@ -10,7 +10,7 @@
  *   `{"enrolled":n,"ms"}`.
  * - `{"cmd":"connect","set":"agent"|"ws","url","n"}`: opens `n` connections
  *   and keeps them: agents with `connectAgent` (a full signature handshake
- *   each, agents `0..n-1`), plain clients with `new WebSocket` →
+ *   each, agents `0..n-1`), plain clients (the SDK's WebSocket client) →
  *   `{"connected":n,"ms"}`.
  * - `{"cmd":"run","set","conns","size","ms"}`: on the first `conns`
  *   connections of `set`, each runs a closed loop for `ms`: send a
@@ -46,6 +46,10 @@ import {
   RecordOpener,
   RecordSealer,
 } from "../transports/websocket/record.ts";
+import {
+  openWebSocket,
+  type WebSocketLike,
+} from "../transports/websocket/ws_client.ts";
 import { commands, reply } from "./_util.ts";
 import { REQUEST_CHANNEL } from "./_gateway_server.ts";
 
@@ -60,7 +64,7 @@ interface Agent {
 }
 
 const agents: Agent[] = [];
-const connected: { agent: AgentClient[]; ws: WebSocket[] } = {
+const connected: { agent: AgentClient[]; ws: WebSocketLike[] } = {
   agent: [],
   ws: [],
 };
@@ -119,16 +123,19 @@ function agentOptions(url: string, a: Agent) {
   };
 }
 
-function openWs(url: string): Promise<WebSocket> {
+// The same WebSocket client the SDK uses (TCP_NODELAY, one write per frame),
+// so the baseline is not held back by `new WebSocket`'s stall on frames over
+// 1 KiB (bench/_gateway_nagle.ts) while the node's side is not.
+function openWs(url: string): Promise<WebSocketLike> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url);
+    const ws = openWebSocket(url);
     ws.binaryType = "arraybuffer";
     ws.onopen = () => resolve(ws);
     ws.onerror = () => reject(new Error(`cannot open ${url}`));
   });
 }
 
-function closeWs(ws: WebSocket): Promise<void> {
+function closeWs(ws: WebSocketLike): Promise<void> {
   return new Promise((resolve) => {
     if (ws.readyState === WebSocket.CLOSED) return resolve();
     ws.onclose = () => resolve();
@@ -217,7 +224,7 @@ async function run(
 }
 
 /** Waits for the next frame of `ws` (the socket keeps one waiter). */
-function nextFrame(ws: WebSocket): Promise<string | ArrayBuffer> {
+function nextFrame(ws: WebSocketLike): Promise<string | ArrayBuffer> {
   return new Promise((resolve, reject) => {
     ws.onmessage = (ev) => resolve(ev.data);
     ws.onclose = (ev) => reject(new Error(`closed ${ev.code} ${ev.reason}`));

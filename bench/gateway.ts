@@ -28,9 +28,9 @@
  * open for the whole run (in the 1-connection cases the other 99 idle).
  * Rounds alternate node and bare; values are medians of the rounds, CPU
  * per operation is pooled over them, and the node's KV calls per operation
- * are counted. At 16 KiB both sides wait out a ~44 ms stall of Deno's
- * `new WebSocket` on every frame over 1 KiB (bench/_gateway_nagle.ts), so
- * there the server CPU, not the rate, compares them. Handshakes/s: 8 loops, each on its own enrolled agent, of connect →
+ * are counted. Both sides' clients use the SDK's WebSocket client
+ * (transports/websocket/ws_client.ts): Deno's `new WebSocket` stalls ~44 ms
+ * on every frame over 1 KiB (bench/_gateway_nagle.ts). Handshakes/s: 8 loops, each on its own enrolled agent, of connect →
  * ready → close: full signature handshakes (SDK `connectAgent` + `close`),
  * resumed ones (token), and plain WebSocket open + close on the bare server.
  *
