@@ -5,14 +5,28 @@
 # $PLEXUS_RUN (default /tmp/plexus-services). Progress goes to stderr; stdout
 # is only the `export VAR=...` lines, so `eval "$(deno task services)"` works.
 #
-# Services: denokv (self-hosted Deno KV, `cargo install denokv`).
-# Redis and Kafka join this script with the transport work.
+# Services:
+#   denokv  self-hosted Deno KV (`cargo install denokv`), 127.0.0.1:4512
+#   redis   Debian's redis-server (apt-get when missing), our own instance on
+#           127.0.0.1:${PLEXUS_REDIS_PORT:-6390}; the system service is never used
+#   kafka   Apache Kafka (KRaft, one combined broker+controller node) from the
+#           org.apache.kafka:kafka_2.13 jars fetched with Maven
+#           (scripts/kafka-pom.xml), Java 17; 127.0.0.1:${PLEXUS_KAFKA_PORT:-9092}
+#
+# Stopping everything: kill "$(cat $PLEXUS_RUN/<name>.pid)" for denokv, redis,
+# kafka. Running this script again restarts whatever is not listening.
 set -euo pipefail
 
 CACHE=${PLEXUS_CACHE:-$HOME/.cache/plexus}
 RUN=${PLEXUS_RUN:-/tmp/plexus-services}
 DENOKV_VERSION=0.14.0
 DENOKV_PORT=${PLEXUS_DENOKV_PORT:-4512}
+REDIS_PORT=${PLEXUS_REDIS_PORT:-6390}
+KAFKA_VERSION=4.1.1 # Java 17+, KRaft only (no ZooKeeper)
+KAFKA_PORT=${PLEXUS_KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${PLEXUS_KAFKA_CONTROLLER_PORT:-9093}
+KAFKA_HEAP=${PLEXUS_KAFKA_HEAP:--Xms256m -Xmx512m}
+HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$CACHE" "$RUN"
 
 log() { echo "services: $*" >&2; }
@@ -51,4 +65,155 @@ else
   wait_port "$DENOKV_PORT" denokv
 fi
 
-echo "export DENO_KV_URL=http://127.0.0.1:$DENOKV_PORT DENO_KV_ACCESS_TOKEN=$DENOKV_TOKEN"
+# --- redis ------------------------------------------------------------------
+redis_ping() {
+  if command -v redis-cli >/dev/null; then
+    [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]
+  else
+    local reply
+    { exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT"; } 2>/dev/null || return 1
+    printf 'PING\r\n' >&3
+    IFS= read -r -t 2 reply <&3 || reply=
+    exec 3<&- 3>&-
+    [ "${reply%$'\r'}" = "+PONG" ]
+  fi
+}
+
+if ! command -v redis-server >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then SUDO=(); elif command -v sudo >/dev/null; then SUDO=(sudo -n); else
+    log "redis-server is missing and neither root nor sudo is available: install Debian's redis-server"; exit 1
+  fi
+  log "installing Debian's redis-server (apt-get)"
+  apt_install() { "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server >&2; }
+  if ! apt_install; then
+    log "apt-get install failed; refreshing the package lists once and retrying"
+    "${SUDO[@]}" apt-get update >&2
+    apt_install
+  fi
+fi
+
+if redis_ping; then
+  log "redis already answering on 127.0.0.1:$REDIS_PORT"
+elif port_open "$REDIS_PORT"; then
+  log "port $REDIS_PORT is taken by something that is not Redis (set PLEXUS_REDIS_PORT)"; exit 1
+else
+  log "starting redis $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/') on 127.0.0.1:$REDIS_PORT"
+  mkdir -p "$RUN/redis"
+  # No RDB snapshots; an append-only file instead, so the "broker restarted
+  # during a run" tests keep every acknowledged entry. appendfsync everysec
+  # (the default) is enough for that: Redis write()s the AOF before it replies,
+  # so a killed redis-server loses nothing (only a kernel crash could).
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes \
+    --save "" --appendonly yes --appendfsync everysec --dir "$RUN/redis" \
+    --daemonize yes --pidfile "$RUN/redis.pid" --logfile "$RUN/redis.log" \
+    </dev/null >&2
+  ok=
+  for _ in $(seq 1 100); do
+    if redis_ping; then ok=1; break; fi
+    sleep 0.1
+  done
+  if [ -z "$ok" ]; then
+    log "redis did not answer PING on port $REDIS_PORT; its log: $RUN/redis.log"
+    tail -n 20 "$RUN/redis.log" >&2 || true
+    exit 1
+  fi
+fi
+
+# --- kafka ------------------------------------------------------------------
+KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
+if [ ! -e "$KAFKA_LIBS/.complete" ]; then
+  command -v java >/dev/null || { log "java (17+) is needed for Kafka (Debian: openjdk-17-jre-headless)"; exit 1; }
+  command -v mvn >/dev/null || { log "mvn is needed to fetch Kafka's jars (Debian: maven)"; exit 1; }
+  log "fetching kafka_2.13 $KAFKA_VERSION and its dependencies with Maven (first run only)"
+  rm -rf "$KAFKA_LIBS.tmp"
+  mvn -B -q -Dstyle.color=never -f "$HERE/kafka-pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+    -Dmaven.repo.local="$CACHE/m2" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS.tmp" >&2
+  # Quiet logging for the command-line tools (a WARN-level log4j2.properties
+  # on the classpath); the broker is given its own configuration file.
+  mkdir -p "$KAFKA_LIBS.tmp/.conf"
+  cat >"$KAFKA_LIBS.tmp/.conf/log4j2.properties" <<'EOF'
+status = error
+appender.err.type = Console
+appender.err.name = STDERR
+appender.err.target = SYSTEM_ERR
+appender.err.layout.type = PatternLayout
+appender.err.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.err.ref = STDERR
+EOF
+  (cd "$KAFKA_LIBS.tmp/.conf" && jar cf ../plexus-tools-log4j2.jar log4j2.properties)
+  rm -rf "$KAFKA_LIBS.tmp/.conf" "$KAFKA_LIBS"
+  touch "$KAFKA_LIBS.tmp/.complete"
+  mv "$KAFKA_LIBS.tmp" "$KAFKA_LIBS"
+fi
+
+if port_open "$KAFKA_PORT"; then
+  log "kafka already listening on 127.0.0.1:$KAFKA_PORT"
+else
+  KDIR="$RUN/kafka"
+  mkdir -p "$KDIR"
+  [ -s "$KDIR/cluster.id" ] || head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$KDIR/cluster.id"
+  cat >"$KDIR/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$KDIR/data
+num.partitions=3
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+EOF
+  cat >"$KDIR/log4j2.properties" <<'EOF'
+status = error
+appender.out.type = Console
+appender.out.name = STDOUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.out.ref = STDOUT
+logger.clients.name = org.apache.kafka.clients
+logger.clients.level = warn
+EOF
+  if [ ! -e "$KDIR/data/meta.properties" ]; then
+    log "formatting kafka storage in $KDIR/data (cluster id $(cat "$KDIR/cluster.id"))"
+    java -cp "$KAFKA_LIBS/*" \
+      kafka.tools.StorageTool format -t "$(cat "$KDIR/cluster.id")" \
+      -c "$KDIR/server.properties" --ignore-formatted >&2
+  fi
+  log "starting kafka $KAFKA_VERSION (KRaft) on 127.0.0.1:$KAFKA_PORT, controller on :$KAFKA_CONTROLLER_PORT"
+  # shellcheck disable=SC2086 # KAFKA_HEAP is a list of JVM options
+  nohup java $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$KDIR/log4j2.properties" \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$KDIR/server.properties" \
+    </dev/null >"$RUN/kafka.log" 2>&1 &
+  echo $! >"$RUN/kafka.pid"
+  # "Kafka Server started" is logged once the broker has registered with the
+  # controller and been unfenced, i.e. it serves metadata and produce requests.
+  ok=
+  deadline=$((SECONDS + 90))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    if grep -q "Kafka Server started" "$RUN/kafka.log" && port_open "$KAFKA_PORT"; then ok=1; break; fi
+    kill -0 "$(cat "$RUN/kafka.pid")" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$ok" ]; then
+    log "kafka did not become ready within 90 s (or exited); its log: $RUN/kafka.log"
+    tail -n 30 "$RUN/kafka.log" >&2 || true
+    exit 1
+  fi
+fi
+log "kafka tools: java -cp \"\$PLEXUS_KAFKA_LIBS/*\" org.apache.kafka.tools.ConsoleProducer --bootstrap-server 127.0.0.1:$KAFKA_PORT --topic T"
+log "             java -cp \"\$PLEXUS_KAFKA_LIBS/*\" org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server 127.0.0.1:$KAFKA_PORT --topic T --from-beginning"
+log "             (also org.apache.kafka.tools.TopicCommand, kafka.tools.StorageTool)"
+
+echo "export DENO_KV_URL=http://127.0.0.1:$DENOKV_PORT DENO_KV_ACCESS_TOKEN=$DENOKV_TOKEN REDIS_URL=redis://127.0.0.1:$REDIS_PORT KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT PLEXUS_KAFKA_LIBS=$(printf %q "$KAFKA_LIBS") PLEXUS_RUN=$(printf %q "$RUN")"
