@@ -1,0 +1,233 @@
+/**
+ * The Transport contract (DESIGN §3): how envelopes travel between nodes over
+ * a broker or a mesh. Every transport declares its {@linkcode TransportCaps}
+ * and passes the shared conformance suite (`tests/conformance/`) for them.
+ *
+ * Delivery semantics, shared by every transport:
+ * - A subscription with a `group` shares the work with every other
+ *   subscription of that group on the topic: each message reaches one of
+ *   them. Subscriptions without a group each get every message.
+ * - A {@linkcode Delivery} has JetStream's verbs, like the KV queue's:
+ *   `ack`, `nak(delayMs?)`, `inProgress`, `term(reason)`.
+ * - A handler that returns without settling acks; one that throws naks with
+ *   the error recorded (backoff from `envelope.delivery.backoff`). After
+ *   `envelope.delivery.maxAttempts` failed attempts the message goes to the
+ *   dead-letter queue with its error history, as `term` does at once.
+ * - Size is the UTF-8 length of `JSON.stringify(envelope)`
+ *   ({@linkcode envelopeBytes}); above `caps.maxMessageBytes`, `publish`
+ *   rejects with a {@linkcode TransportError} coded `too_large`.
+ *
+ * @example A consumer group
+ * ```ts ignore
+ * import type { Transport } from "./transport.ts";
+ * declare const transport: Transport;
+ * const sub = await transport.subscribe("orders.created", async (d) => {
+ *   if (d.envelope.payload === null) return d.term("empty order");
+ *   await d.ack();
+ * }, { group: "billing", maxInFlight: 8 });
+ * await sub.close();
+ * ```
+ *
+ * @module
+ */
+import type { Envelope } from "./envelope.ts";
+
+/** What a transport promises; the conformance suite tests exactly these. */
+export interface TransportCaps {
+  /** Messages survive a broker restart and a consumer crash (acked = kept). */
+  durable: boolean;
+  /** Order kept for consumers: none, per `publish({key})`, or per topic. */
+  ordering: "none" | "per-key" | "total";
+  /** Consumer groups (work sharing) are supported. */
+  groups: boolean;
+  /** Largest accepted `envelopeBytes(envelope)`. */
+  maxMessageBytes: number;
+}
+
+/** Options of {@linkcode Transport.publish}. */
+export interface PublishOptions {
+  /** Ordering (and partitioning) key: messages with one key stay in order. */
+  key?: string;
+}
+
+/** Options of {@linkcode Transport.subscribe}. */
+export interface SubscribeOptions {
+  /** Consumer group; members share the work. @default {undefined} (every message) */
+  group?: string;
+  /** Deliveries handled at once by this subscription. @default {1} */
+  maxInFlight?: number;
+}
+
+/** One failed attempt, as kept in a dead letter's history. */
+export interface AttemptError {
+  /** Epoch ms. */
+  at: number;
+  /** 1 for the first delivery. */
+  attempt: number;
+  error: string;
+  consumer?: string;
+}
+
+/** A received message and the verbs that settle it. */
+export interface Delivery {
+  readonly envelope: Envelope;
+  /** The topic it was published on. */
+  readonly topic: string;
+  /** The ordering key given at publish, if any. */
+  readonly key?: string;
+  /** 1 on first delivery. */
+  readonly attempts: number;
+  /** Done: the message is not delivered to this group again. */
+  ack(): Promise<void>;
+  /** Redeliver after `delayMs` (default: the envelope's backoff); `error` goes to the history. */
+  nak(delayMs?: number, error?: string): Promise<void>;
+  /** Still working: restarts the redelivery timer (JetStream's `+WPI`). */
+  inProgress(): Promise<void>;
+  /** Straight to the dead-letter queue, with `reason`. */
+  term(reason: string): Promise<void>;
+  /** Whether ack/nak/term already ran. */
+  readonly settled: boolean;
+}
+
+/** A dead-lettered message. */
+export interface DeadLetter {
+  envelope: Envelope;
+  topic: string;
+  group?: string;
+  /** Why: the `term` reason, or `max attempts (N) reached`. */
+  reason: string;
+  attempts: number;
+  /** Failed attempts, oldest first. */
+  errors: AttemptError[];
+  /** Epoch ms. */
+  deadAt: number;
+}
+
+/** A live subscription. */
+export interface Subscription {
+  readonly topic: string;
+  readonly group?: string;
+  /** Stops receiving; waits for deliveries in flight to settle. */
+  close(): Promise<void>;
+}
+
+/** Handler of deliveries. */
+export type DeliveryHandler = (delivery: Delivery) => Promise<void>;
+
+/** A message transport (DESIGN §3). */
+export interface Transport {
+  /** Short name, e.g. `redis-streams`. */
+  readonly name: string;
+  readonly caps: TransportCaps;
+  /** Resolves once the broker has the message (durable transports: stored). */
+  publish(
+    topic: string,
+    envelope: Envelope,
+    opts?: PublishOptions,
+  ): Promise<void>;
+  /** Starts delivering; resolves once the subscription receives new messages. */
+  subscribe(
+    topic: string,
+    handler: DeliveryHandler,
+    opts?: SubscribeOptions,
+  ): Promise<Subscription>;
+  /** Dead letters of `topic`, oldest first (transports that keep a DLQ). */
+  deadLetters?(topic: string, opts?: { limit?: number }): Promise<DeadLetter[]>;
+  /** Closes every subscription and connection. */
+  close(): Promise<void>;
+}
+
+/** Why a transport operation failed. */
+export type TransportErrorCode =
+  | "too_large"
+  | "closed"
+  | "unavailable"
+  | "bad_message"
+  | "invalid_argument";
+
+/**
+ * A transport failure with a stable `code` and whether retrying may help.
+ *
+ * @example Usage
+ * ```ts
+ * import { TransportError } from "./transport.ts";
+ * const err = new TransportError("too_large", "message is 2048 bytes; the limit is 1024", { data: { bytes: 2048, limit: 1024 } });
+ * err.code; // "too_large"
+ * err.retryable; // false
+ * ```
+ */
+export class TransportError extends Error {
+  override name = "TransportError";
+  readonly code: TransportErrorCode;
+  readonly retryable: boolean;
+  readonly data?: Record<string, unknown>;
+  constructor(
+    code: TransportErrorCode,
+    message: string,
+    options: { cause?: unknown; data?: Record<string, unknown> } = {},
+  ) {
+    super(message, { cause: options.cause });
+    this.code = code;
+    this.retryable = code === "unavailable";
+    this.data = options.data;
+  }
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * The size `caps.maxMessageBytes` is checked against: UTF-8 bytes of the
+ * envelope's JSON.
+ *
+ * @example Usage
+ * ```ts
+ * import { envelopeBytes } from "./transport.ts";
+ * import { createEnvelope } from "./envelope.ts";
+ * envelopeBytes(createEnvelope({ type: "event", topic: "t", source: "s", payload: "é" })) > 0; // true
+ * ```
+ */
+export function envelopeBytes(envelope: Envelope): number {
+  return encoder.encode(JSON.stringify(envelope)).length;
+}
+
+/**
+ * Throws `TransportError("too_large")` when `envelope` exceeds `limit`.
+ *
+ * @example Usage
+ * ```ts
+ * import { assertFits } from "./transport.ts";
+ * import { createEnvelope } from "./envelope.ts";
+ * assertFits(createEnvelope({ type: "event", topic: "t", source: "s", payload: 1 }), 1_000_000);
+ * ```
+ */
+export function assertFits(envelope: Envelope, limit: number): void {
+  const bytes = envelopeBytes(envelope);
+  if (bytes > limit) {
+    throw new TransportError(
+      "too_large",
+      `Cannot publish message '${envelope.id}': it is ${bytes} bytes; the limit is ${limit} bytes`,
+      { data: { bytes, limit } },
+    );
+  }
+}
+
+/**
+ * Redelivery delay after failed attempt `attempt` (1-based), from the
+ * envelope's `delivery.backoff`: none → 0, fixed → `baseMs`, exponential →
+ * `min(maxMs, baseMs * 2^(attempt-1))`.
+ *
+ * @example Usage
+ * ```ts
+ * import { backoffDelay } from "./transport.ts";
+ * backoffDelay("exponential", 3, { baseMs: 100, maxMs: 1000 }); // 400
+ * ```
+ */
+export function backoffDelay(
+  backoff: "none" | "fixed" | "exponential",
+  attempt: number,
+  options: { baseMs: number; maxMs: number },
+): number {
+  if (backoff === "none") return 0;
+  if (backoff === "fixed") return options.baseMs;
+  return Math.min(options.maxMs, options.baseMs * 2 ** (attempt - 1));
+}

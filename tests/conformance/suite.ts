@@ -1,0 +1,545 @@
+/**
+ * The transport conformance suite (DESIGN §3): one set of cases every
+ * {@linkcode Transport} runs, chosen by its declared caps.
+ *
+ * `conformance(name, makeTransport)` registers a `Deno.test` per applicable
+ * case. Each case calls `makeTransport()` once per simulated node and closes
+ * what it made. The assertion helpers are exported so tests can show that a
+ * misbehaving transport fails them.
+ *
+ * @module
+ */
+import { createEnvelope, type Envelope } from "../../core/envelope.ts";
+import {
+  type DeadLetter,
+  type Delivery,
+  envelopeBytes,
+  type Transport,
+  type TransportCaps,
+  TransportError,
+} from "../../core/transport.ts";
+
+/** Options of {@linkcode conformance}. */
+export interface ConformanceOptions {
+  /** Reason to ignore every case (e.g. the broker is not configured). */
+  ignore?: string;
+  /** Longest wait for an expected delivery. @default {10000} */
+  timeoutMs?: number;
+  /** Deno's op/resource sanitizers. @default {true} */
+  sanitize?: boolean;
+}
+
+/** Makes one connected transport (one "node"). */
+export type MakeTransport = () => Promise<Transport>;
+
+/** One conformance case. */
+export interface ConformanceCase {
+  name: string;
+  /** Whether the case applies to a transport with these caps. */
+  applies(caps: TransportCaps, hasDeadLetters: boolean): boolean;
+  run(make: MakeTransport, timeoutMs: number): Promise<void>;
+}
+
+/** Fails with `message` unless `cond`. */
+function check(cond: unknown, message: string): asserts cond {
+  if (!cond) throw new Error(message);
+}
+
+/** Polls `fn` until it returns a value other than undefined/false. */
+export async function waitFor<T>(
+  what: string,
+  fn: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs: number,
+): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > end) {
+      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/**
+ * Each published id was received exactly once across the group's members;
+ * with `shared`, every member received at least one.
+ */
+export function assertOncePerGroup(
+  published: string[],
+  receivedByMember: string[][],
+  options: { shared?: boolean; group?: string } = {},
+): void {
+  const label = options.group ? ` in group '${options.group}'` : "";
+  const counts = new Map<string, number>();
+  for (const ids of receivedByMember) {
+    for (const id of ids) counts.set(id, (counts.get(id) ?? 0) + 1);
+  }
+  const dup = [...counts].filter(([, n]) => n > 1);
+  check(
+    dup.length === 0,
+    `${dup.length} message(s) delivered more than once${label}, e.g. '${
+      dup[0]?.[0]
+    }' ${dup[0]?.[1]} times`,
+  );
+  const missing = published.filter((id) => !counts.has(id));
+  check(
+    missing.length === 0,
+    `${missing.length} of ${published.length} message(s) never delivered${label}, e.g. '${
+      missing[0]
+    }'`,
+  );
+  const extra = [...counts.keys()].filter((id) => !published.includes(id));
+  check(extra.length === 0, `unexpected message(s)${label}: ${extra[0]}`);
+  if (options.shared) {
+    const idle = receivedByMember.findIndex((ids) => ids.length === 0);
+    check(
+      idle < 0,
+      `member ${idle + 1}${label} received nothing: work not shared`,
+    );
+  }
+}
+
+/** Per key, sequence numbers were started in ascending order and never overlapped. */
+export function assertPerKeyOrder(
+  starts: { key: string; seq: number }[],
+  overlaps: string[],
+): void {
+  check(
+    overlaps.length === 0,
+    `messages with key '${overlaps[0]}' were handled concurrently`,
+  );
+  const last = new Map<string, number>();
+  for (const { key, seq } of starts) {
+    const prev = last.get(key) ?? -1;
+    check(seq > prev, `key '${key}': message ${seq} started after ${prev}`);
+    last.set(key, seq);
+  }
+}
+
+/** A dead letter for `id` exists with `reason` (and, if given, these errors). */
+export function assertDeadLetter(
+  letters: DeadLetter[],
+  id: string,
+  expect: { reason?: RegExp; errors?: string[]; attempts?: number },
+): DeadLetter {
+  const found = letters.filter((l) => l.envelope.id === id);
+  check(found.length > 0, `message '${id}' is not in the dead-letter queue`);
+  check(
+    found.length === 1,
+    `message '${id}' dead-lettered ${found.length} times`,
+  );
+  const l = found[0];
+  if (expect.reason) {
+    check(
+      expect.reason.test(l.reason),
+      `dead letter reason '${l.reason}' does not match ${expect.reason}`,
+    );
+  }
+  if (expect.attempts !== undefined) {
+    check(
+      l.attempts === expect.attempts,
+      `dead letter attempts ${l.attempts}, expected ${expect.attempts}`,
+    );
+  }
+  if (expect.errors) {
+    const seen = l.errors.map((e) => e.error);
+    check(
+      JSON.stringify(seen) === JSON.stringify(expect.errors),
+      `dead letter error history ${JSON.stringify(seen)}, expected ${
+        JSON.stringify(expect.errors)
+      }`,
+    );
+    l.errors.forEach((e, i) =>
+      check(
+        e.attempt === i + 1,
+        `error ${i} has attempt ${e.attempt}, expected ${i + 1}`,
+      )
+    );
+  }
+  return l;
+}
+
+function topicFor(name: string): string {
+  return `conformance.${name}.${crypto.randomUUID().slice(0, 8)}`;
+}
+
+function envelope(
+  topic: string,
+  payload: unknown,
+  extra: Partial<Envelope> = {},
+): Envelope {
+  return createEnvelope({
+    type: "event",
+    topic,
+    source: "conformance",
+    payload,
+    ...extra,
+  });
+}
+
+/** Makes `n` transports, runs `fn`, closes them all. */
+async function withTransports(
+  make: MakeTransport,
+  n: number,
+  fn: (ts: Transport[]) => Promise<void>,
+): Promise<void> {
+  const ts: Transport[] = [];
+  try {
+    for (let i = 0; i < n; i++) ts.push(await make());
+    await fn(ts);
+  } finally {
+    await Promise.allSettled(ts.map((t) => t.close()));
+  }
+}
+
+const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Publishes `n` events, returns their ids. */
+async function publishMany(
+  t: Transport,
+  topic: string,
+  n: number,
+): Promise<string[]> {
+  const ids: string[] = [];
+  await Promise.all(
+    Array.from({ length: n }, (_, i) => {
+      const e = envelope(topic, { i });
+      ids.push(e.id);
+      return t.publish(topic, e);
+    }),
+  );
+  return ids;
+}
+
+/** Every case, in order. */
+export const CASES: ConformanceCase[] = [
+  {
+    name: "a subscriber receives every message published after it subscribed",
+    applies: () => true,
+    run: (make, timeoutMs) =>
+      withTransports(make, 2, async ([a, b]) => {
+        const topic = topicFor("pubsub");
+        const got: string[] = [];
+        let payloadOk = true;
+        await b.subscribe(topic, async (d) => {
+          got.push(d.envelope.id);
+          payloadOk &&=
+            typeof (d.envelope.payload as { i: number }).i === "number" &&
+            d.topic === topic && d.attempts === 1;
+          await d.ack();
+        });
+        const ids = await publishMany(a, topic, 20);
+        await waitFor(`20 messages (have ${got.length})`, () =>
+          got.length >= 20, timeoutMs);
+        await delay(100);
+        assertOncePerGroup(ids, [got]);
+        check(payloadOk, "a delivery lost its payload, topic or attempts = 1");
+      }),
+  },
+  {
+    name: "one group shares the work: each message reaches one member once",
+    applies: (caps) => caps.groups,
+    run: (make, timeoutMs) =>
+      withTransports(make, 3, async ([pub, m1, m2]) => {
+        const topic = topicFor("group");
+        const got: string[][] = [[], []];
+        for (const [i, t] of [m1, m2].entries()) {
+          await t.subscribe(topic, async (d) => {
+            got[i].push(d.envelope.id);
+            await delay(10);
+            await d.ack();
+          }, { group: "workers", maxInFlight: 2 });
+        }
+        const ids = await publishMany(pub, topic, 40);
+        await waitFor(
+          "40 messages across the group",
+          () => got[0].length + got[1].length >= 40,
+          timeoutMs,
+        );
+        await delay(200);
+        assertOncePerGroup(ids, got, { shared: true, group: "workers" });
+      }),
+  },
+  {
+    name: "two groups each receive every message",
+    applies: (caps) => caps.groups,
+    run: (make, timeoutMs) =>
+      withTransports(make, 3, async ([pub, a, b]) => {
+        const topic = topicFor("groups");
+        const got: Record<string, string[]> = { g1: [], g2: [] };
+        await a.subscribe(topic, async (d) => {
+          got.g1.push(d.envelope.id);
+          await d.ack();
+        }, { group: "g1" });
+        await b.subscribe(topic, async (d) => {
+          got.g2.push(d.envelope.id);
+          await d.ack();
+        }, { group: "g2" });
+        const ids = await publishMany(pub, topic, 20);
+        await waitFor("20 messages in each group", () =>
+          got.g1.length >= 20 && got.g2.length >= 20, timeoutMs);
+        await delay(100);
+        assertOncePerGroup(ids, [got.g1], { group: "g1" });
+        assertOncePerGroup(ids, [got.g2], { group: "g2" });
+      }),
+  },
+  {
+    name: "nak with a delay redelivers no sooner than the delay",
+    applies: () => true,
+    run: (make, timeoutMs) =>
+      withTransports(make, 1, async ([t]) => {
+        const topic = topicFor("nak");
+        const nakDelay = 300;
+        const seen: { attempts: number; at: number }[] = [];
+        let nakAt = 0;
+        await t.subscribe(topic, async (d) => {
+          seen.push({ attempts: d.attempts, at: performance.now() });
+          if (d.attempts === 1) {
+            nakAt = performance.now();
+            await d.nak(nakDelay, "try later");
+          } else await d.ack();
+        }, { group: "nak" });
+        await t.publish(topic, envelope(topic, "x"));
+        await waitFor("the redelivery", () => seen.length >= 2, timeoutMs);
+        await delay(100);
+        check(seen.length === 2, `delivered ${seen.length} times, expected 2`);
+        check(
+          seen[1].attempts === 2,
+          `redelivery has attempts ${seen[1].attempts}, expected 2`,
+        );
+        const waited = seen[1].at - nakAt;
+        // 1 ms of slack for timer granularity.
+        check(
+          waited >= nakDelay - 1,
+          `redelivered after ${
+            waited.toFixed(0)
+          } ms, before the ${nakDelay} ms delay`,
+        );
+      }),
+  },
+  {
+    name: "term sends the message to the dead-letter queue at once",
+    applies: (_caps, dlq) => dlq,
+    run: (make, timeoutMs) =>
+      withTransports(make, 1, async ([t]) => {
+        const topic = topicFor("term");
+        let calls = 0;
+        await t.subscribe(topic, async (d) => {
+          calls++;
+          await d.term("poison: bad schema");
+        }, { group: "term" });
+        const e = envelope(topic, "poison", {
+          delivery: {
+            guarantee: "at-least-once",
+            maxAttempts: 5,
+            backoff: "none",
+            timeoutMs: 30_000,
+            persistent: true,
+          },
+        });
+        await t.publish(topic, e);
+        const letters = await waitFor("the dead letter", async () => {
+          const l = await t.deadLetters!(topic);
+          return l.length > 0 && l;
+        }, timeoutMs);
+        await delay(200);
+        assertDeadLetter(letters, e.id, { reason: /poison: bad schema/ });
+        check(calls === 1, `handler ran ${calls} times after term, expected 1`);
+      }),
+  },
+  {
+    name:
+      "after maxAttempts failures the message is dead-lettered with its error history",
+    applies: (_caps, dlq) => dlq,
+    run: (make, timeoutMs) =>
+      withTransports(make, 1, async ([t]) => {
+        const topic = topicFor("maxattempts");
+        let calls = 0;
+        await t.subscribe(topic, () => {
+          calls++;
+          return Promise.reject(new Error(`boom ${calls}`));
+        }, { group: "fail" });
+        const e = envelope(topic, "fails", {
+          delivery: {
+            guarantee: "at-least-once",
+            maxAttempts: 3,
+            backoff: "none",
+            timeoutMs: 30_000,
+            persistent: true,
+          },
+        });
+        await t.publish(topic, e);
+        const letters = await waitFor("the dead letter", async () => {
+          const l = await t.deadLetters!(topic);
+          return l.length > 0 && l;
+        }, timeoutMs);
+        await delay(200);
+        assertDeadLetter(letters, e.id, {
+          reason: /max attempts/,
+          attempts: 3,
+          errors: ["boom 1", "boom 2", "boom 3"],
+        });
+        check(calls === 3, `handler ran ${calls} times, expected 3`);
+      }),
+  },
+  {
+    name: "messages with one key are handled in order, one at a time",
+    applies: (caps) => caps.ordering !== "none",
+    run: (make, timeoutMs) =>
+      withTransports(make, 3, async ([pub, ...members]) => {
+        const topic = topicFor("order");
+        const keys = ["k0", "k1", "k2", "k3"];
+        const perKey = 15;
+        const starts: { key: string; seq: number }[] = [];
+        const overlaps: string[] = [];
+        const busy = new Set<string>();
+        let done = 0;
+        const handler = async (d: Delivery) => {
+          const { key, seq } = d.envelope.payload as {
+            key: string;
+            seq: number;
+          };
+          if (busy.has(key)) overlaps.push(key);
+          busy.add(key);
+          starts.push({ key, seq });
+          await delay(Math.random() * 5);
+          busy.delete(key);
+          done++;
+          await d.ack();
+        };
+        const caps = pub.caps;
+        for (const t of caps.groups ? members : members.slice(0, 1)) {
+          await t.subscribe(
+            topic,
+            handler,
+            caps.groups
+              ? { group: "ordered", maxInFlight: 4 }
+              : { maxInFlight: 4 },
+          );
+        }
+        for (let seq = 0; seq < perKey; seq++) {
+          await Promise.all(
+            keys.map((key) =>
+              pub.publish(topic, envelope(topic, { key, seq }), { key })
+            ),
+          );
+        }
+        const total = keys.length * perKey;
+        await waitFor(
+          `${total} ordered messages (have ${done})`,
+          () => done >= total,
+          timeoutMs,
+        );
+        assertPerKeyOrder(starts, overlaps);
+      }),
+  },
+  {
+    name:
+      "a message of exactly maxMessageBytes is accepted and one byte more is refused",
+    applies: () => true,
+    run: (make, timeoutMs) =>
+      withTransports(make, 1, async ([t]) => {
+        const topic = topicFor("size");
+        const limit = t.caps.maxMessageBytes;
+        const base = envelope(topic, "");
+        const fit = {
+          ...base,
+          payload: "x".repeat(limit - envelopeBytes(base)),
+        };
+        check(
+          envelopeBytes(fit) === limit,
+          "test bug: could not build an exact-size message",
+        );
+        const over = {
+          ...fit,
+          id: crypto.randomUUID(),
+          payload: (fit.payload as string) + "x",
+        };
+        const got: string[] = [];
+        await t.subscribe(topic, async (d) => {
+          got.push(d.envelope.id);
+          check(
+            (d.envelope.payload as string).length ===
+              (fit.payload as string).length,
+            "payload changed",
+          );
+          await d.ack();
+        });
+        await t.publish(topic, fit);
+        let refused: unknown;
+        try {
+          await t.publish(topic, over);
+        } catch (err) {
+          refused = err;
+        }
+        check(
+          refused !== undefined,
+          `a message of ${limit + 1} bytes was accepted (limit ${limit})`,
+        );
+        check(
+          refused instanceof TransportError && refused.code === "too_large",
+          `expected TransportError too_large, got ${refused}`,
+        );
+        check(
+          (refused as Error).message.includes(String(limit)),
+          `the error does not name the limit: ${(refused as Error).message}`,
+        );
+        await waitFor(
+          "the exact-size message",
+          () => got.includes(fit.id),
+          timeoutMs,
+        );
+        await delay(100);
+        check(!got.includes(over.id), "the refused message was delivered");
+      }),
+  },
+];
+
+/**
+ * Registers the conformance cases that apply to the transport `name`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { conformance } from "./suite.ts";
+ * import { memoryTransport } from "./_memory_transport.ts";
+ * conformance("memory", () => Promise.resolve(memoryTransport()));
+ * ```
+ */
+export function conformance(
+  name: string,
+  makeTransport: MakeTransport,
+  options: ConformanceOptions = {},
+): void {
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const sanitize = options.sanitize ?? true;
+  if (options.ignore) {
+    console.log(`ignored: conformance of ${name}: ${options.ignore}`);
+  }
+  for (const c of CASES) {
+    Deno.test({
+      name: `conformance ${name}: ${c.name}`,
+      ignore: options.ignore !== undefined,
+      sanitizeOps: sanitize,
+      sanitizeResources: sanitize,
+      async fn() {
+        const probe = await makeTransport();
+        const applies = c.applies(
+          probe.caps,
+          typeof probe.deadLetters === "function",
+        );
+        await probe.close();
+        if (!applies) {
+          console.log(
+            `  (not applicable to ${name}'s caps: ${
+              JSON.stringify(probe.caps)
+            })`,
+          );
+          return;
+        }
+        await c.run(makeTransport, timeoutMs);
+      },
+    });
+  }
+}
