@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import {
   cliMessage,
   ConfigError,
@@ -57,6 +57,22 @@ Run 'plexus COMMAND --help' for its flags. 'plexus --version' prints the version
 function fail(code: number, message: string): never {
   console.error(`plexus: ${message}`);
   Deno.exit(code);
+}
+
+const HELP = { help: { type: "boolean", short: "h" } } as const;
+
+/** A subcommand's flags, strictly (no positionals); a bad one exits 2 with one line. */
+function flags<O extends ParseArgsOptionsConfig>(argv: string[], options: O) {
+  try {
+    return parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options,
+    }).values;
+  } catch (err) {
+    fail(2, cliMessage(err as Error));
+  }
 }
 
 async function serve(argv: string[]): Promise<void> {
@@ -126,24 +142,14 @@ function tokenHelp(): string {
 /** node:util parseArgs errors as one line naming the flag. */
 
 async function token(argv: string[]): Promise<void> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        help: { type: "boolean", short: "h" },
-        role: { type: "string" },
-        ttl: { type: "string" },
-        sub: { type: "string" },
-        "data-dir": { type: "string" },
-        config: { type: "string" },
-      },
-    }));
-  } catch (err) {
-    fail(2, cliMessage(err as Error));
-  }
+  const values = flags(argv, {
+    ...HELP,
+    role: { type: "string" },
+    ttl: { type: "string" },
+    sub: { type: "string" },
+    "data-dir": { type: "string" },
+    config: { type: "string" },
+  });
   if (values.help) {
     console.log(tokenHelp());
     return;
@@ -215,17 +221,7 @@ function keygenHelp(): string {
 }
 
 async function keygen(argv: string[]): Promise<void> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: { help: { type: "boolean", short: "h" } },
-    }));
-  } catch (err) {
-    fail(2, cliMessage(err as Error));
-  }
+  const values = flags(argv, HELP);
   if (values.help) {
     console.log(keygenHelp());
     return;
@@ -261,24 +257,14 @@ function agentHelp(): string {
 }
 
 async function agent(argv: string[]): Promise<void> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        help: { type: "boolean", short: "h" },
-        url: { type: "string" },
-        id: { type: "string" },
-        key: { type: "string" },
-        subscribe: { type: "string", multiple: true },
-        "node-key": { type: "string", multiple: true },
-      },
-    }));
-  } catch (err) {
-    fail(2, cliMessage(err as Error));
-  }
+  const values = flags(argv, {
+    ...HELP,
+    url: { type: "string" },
+    id: { type: "string" },
+    key: { type: "string" },
+    subscribe: { type: "string", multiple: true },
+    "node-key": { type: "string", multiple: true },
+  });
   if (values.help) {
     console.log(agentHelp());
     return;
