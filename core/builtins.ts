@@ -11,6 +11,8 @@
 export const BUILTINS: Record<string, () => Promise<{ default: unknown }>> = {
   "examples/hello": () => import("../plugins/examples/hello.ts"),
   "consensus/kv-lease": () => import("../consensus/kv-lease/mod.ts"),
+  "transports/redis-streams": () =>
+    import("../transports/redis-streams/mod.ts"),
 };
 
 /** Built-in names under a folder, e.g. `builtinNames("transports")`. */

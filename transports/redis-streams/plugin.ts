@@ -1,0 +1,82 @@
+/**
+ * The `transports/redis-streams` plugin: provides `transport:redis-streams`,
+ * a {@linkcode RedisStreamsTransport} (see `transport.ts`).
+ *
+ * Config (under `pluginConfig["redis-streams"]`): `url` (default `REDIS_URL`,
+ * else `redis://127.0.0.1:6379`), `prefix`, `maxLen`, `maxMessageBytes`,
+ * `ackWaitMs`, `claimIntervalMs`, `blockMs`, `retryBaseMs`, `retryMaxMs`,
+ * `startFrom`, `connectTimeoutMs`.
+ *
+ * @module
+ */
+import { z } from "zod";
+import { definePlugin, type Plugin } from "../../core/plugin.ts";
+import {
+  connectRedisStreams,
+  type RedisStreamsTransport,
+} from "./transport.ts";
+
+const ms = z.number().int().positive().max(3_600_000);
+
+/** Schema of the plugin's config. */
+export const redisStreamsConfig = z.strictObject({
+  url: z.string().regex(/^rediss?:\/\//, "expected a redis:// or rediss:// URL")
+    .optional(),
+  prefix: z.string().min(1).max(100).default("plexus:"),
+  maxLen: z.number().int().nonnegative().default(100_000),
+  maxMessageBytes: z.number().int().positive().max(512 * 1024 * 1024).default(
+    1024 * 1024,
+  ),
+  ackWaitMs: ms.default(30_000),
+  claimIntervalMs: ms.default(1000),
+  blockMs: ms.default(1000),
+  retryBaseMs: ms.default(1000),
+  retryMaxMs: ms.default(60_000),
+  startFrom: z.enum(["new", "all"]).default("new"),
+  connectTimeoutMs: ms.default(5000),
+});
+
+/** Config of the plugin after defaults. */
+export type RedisStreamsConfig = z.infer<typeof redisStreamsConfig>;
+
+/** The redis-streams plugin (`builtin:transports/redis-streams`). */
+const redisStreams: Plugin<RedisStreamsConfig> = definePlugin({
+  manifest: {
+    name: "redis-streams",
+    version: "1.0.0",
+    kind: "transport",
+    api: "^1",
+    provides: ["transport:redis-streams"],
+    config: redisStreamsConfig,
+    permissions: { net: true, env: ["REDIS_URL"] },
+  },
+  async setup(ctx) {
+    const transport = await connectRedisStreams({
+      ...ctx.config,
+      url: ctx.config.url ?? Deno.env.get("REDIS_URL") ??
+        "redis://127.0.0.1:6379",
+      consumerName: `${ctx.node.id}-${crypto.randomUUID().slice(0, 8)}`,
+    });
+    ctx.log.info("redis-streams transport connected", {
+      prefix: ctx.config.prefix,
+    });
+    return {
+      api: transport satisfies RedisStreamsTransport,
+      async health() {
+        const t0 = performance.now();
+        try {
+          await transport.redis.ping();
+          return {
+            status: "up",
+            detail: `ping ${(performance.now() - t0).toFixed(1)} ms`,
+          };
+        } catch (err) {
+          return { status: "down", detail: (err as Error).message };
+        }
+      },
+      stop: () => transport.close(),
+    };
+  },
+});
+
+export default redisStreams;

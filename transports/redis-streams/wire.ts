@@ -1,0 +1,186 @@
+/**
+ * The Redis Streams field layout of an envelope (docs/wire-format.md), so
+ * `redis-cli XADD plexus:orders * payload '{"n":1}'` interoperates.
+ *
+ * @module
+ */
+import { type Envelope, envelopeSchema } from "../../core/envelope.ts";
+import type { AttemptError, DeadLetter } from "../../core/transport.ts";
+
+/** Stream of `topic`: `{prefix}{topic}`. */
+export function streamKey(prefix: string, topic: string): string {
+  return `${prefix}${topic}`;
+}
+
+/** Dead-letter stream of `topic`: `{prefix}dlq:{topic}`. */
+export function dlqKey(prefix: string, topic: string): string {
+  return `${prefix}dlq:${topic}`;
+}
+
+/**
+ * Envelope → flat XADD field list. JSON-valued fields: `payload`, `headers`,
+ * `delivery`, `destination`; the rest are plain strings.
+ *
+ * @example Usage
+ * ```ts
+ * import { encodeFields } from "./wire.ts";
+ * import { createEnvelope } from "../../core/envelope.ts";
+ * const f = encodeFields(createEnvelope({ type: "event", topic: "orders", source: "s", payload: { n: 1 } }));
+ * f.includes("payload"); // true
+ * ```
+ */
+export function encodeFields(envelope: Envelope, key?: string): string[] {
+  const f: string[] = [
+    "id",
+    envelope.id,
+    "type",
+    envelope.type,
+    "topic",
+    envelope.topic,
+    "source",
+    envelope.source,
+    "timestamp",
+    String(envelope.timestamp),
+    "priority",
+    String(envelope.priority),
+    "payload",
+    JSON.stringify(envelope.payload ?? null),
+    "delivery",
+    JSON.stringify(envelope.delivery),
+  ];
+  if (Object.keys(envelope.headers).length > 0) {
+    f.push("headers", JSON.stringify(envelope.headers));
+  }
+  if (envelope.destination) {
+    f.push("destination", JSON.stringify(envelope.destination));
+  }
+  if (envelope.correlationId !== undefined) {
+    f.push("correlationId", envelope.correlationId);
+  }
+  if (envelope.replyTo !== undefined) f.push("replyTo", envelope.replyTo);
+  if (envelope.ttlMs !== undefined) f.push("ttlMs", String(envelope.ttlMs));
+  if (key !== undefined) f.push("key", key);
+  return f;
+}
+
+/** Flat field list → map (later duplicates win, as XADD would keep both). */
+export function fieldMap(fields: string[]): Map<string, string> {
+  const m = new Map<string, string>();
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    m.set(fields[i], fields[i + 1]);
+  }
+  return m;
+}
+
+function json(m: Map<string, string>, name: string): unknown {
+  const v = m.get(name);
+  if (v === undefined) return undefined;
+  try {
+    return JSON.parse(v);
+  } catch {
+    throw new Error(`field '${name}' is not JSON: ${v.slice(0, 80)}`);
+  }
+}
+
+/**
+ * Stream entry → envelope. Missing fields take defaults so tools need only
+ * `payload`: id = the entry id, type `event`, source `redis`, timestamp = the
+ * entry id's milliseconds, topic = the stream's topic. A `payload` that is
+ * not JSON is taken as a string. Throws (with the reason) on a bad entry.
+ */
+export function decodeFields(
+  fields: string[],
+  entryId: string,
+  topic: string,
+): { envelope: Envelope; key?: string } {
+  const m = fieldMap(fields);
+  let payload: unknown = null;
+  const raw = m.get("payload");
+  if (raw !== undefined) {
+    try {
+      payload = JSON.parse(raw);
+    } catch {
+      payload = raw;
+    }
+  }
+  const num = (name: string) => {
+    const v = m.get(name);
+    return v === undefined ? undefined : Number(v);
+  };
+  const parsed = envelopeSchema.safeParse({
+    id: m.get("id") ?? entryId,
+    type: m.get("type") ?? "event",
+    topic: m.get("topic") ?? topic,
+    source: m.get("source") ?? "redis",
+    timestamp: num("timestamp") ?? Number(entryId.split("-")[0]),
+    priority: num("priority"),
+    payload,
+    headers: json(m, "headers"),
+    delivery: json(m, "delivery"),
+    destination: json(m, "destination"),
+    correlationId: m.get("correlationId"),
+    replyTo: m.get("replyTo"),
+    ttlMs: num("ttlMs"),
+  });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Error(
+      `entry ${entryId} is not an envelope: ${
+        issue.path.join(".")
+      }: ${issue.message}`,
+    );
+  }
+  return { envelope: parsed.data, key: m.get("key") };
+}
+
+/** Fields a dead letter adds to the original entry's (all prefixed `dlq.`). */
+export function deadLetterFields(
+  d: Omit<DeadLetter, "envelope" | "topic"> & { entryId: string },
+): string[] {
+  return [
+    "dlq.reason",
+    d.reason,
+    "dlq.attempts",
+    String(d.attempts),
+    "dlq.errors",
+    JSON.stringify(d.errors),
+    "dlq.group",
+    d.group ?? "",
+    "dlq.entry",
+    d.entryId,
+    "dlq.at",
+    String(d.deadAt),
+  ];
+}
+
+/** A DLQ stream entry → {@linkcode DeadLetter}. */
+export function decodeDeadLetter(
+  fields: string[],
+  entryId: string,
+  topic: string,
+): DeadLetter {
+  const m = fieldMap(fields);
+  let envelope: Envelope;
+  try {
+    envelope = decodeFields(fields, entryId, topic).envelope;
+  } catch {
+    // A bad message is dead-lettered as it came; keep its raw fields.
+    envelope = envelopeSchema.parse({
+      id: m.get("id") || entryId,
+      type: "event",
+      topic,
+      source: "redis",
+      timestamp: Number(entryId.split("-")[0]),
+      payload: Object.fromEntries(m),
+    });
+  }
+  return {
+    envelope,
+    topic,
+    group: m.get("dlq.group") || undefined,
+    reason: m.get("dlq.reason") ?? "",
+    attempts: Number(m.get("dlq.attempts") ?? 0),
+    errors: (json(m, "dlq.errors") ?? []) as AttemptError[],
+    deadAt: Number(m.get("dlq.at") ?? 0),
+  };
+}
