@@ -109,7 +109,7 @@ for (const target of KV_TARGETS) {
     await submit(
       c.nodes,
       n,
-      () => ({ type: "sleep", payload: { ms: 400 } }),
+      () => ({ type: "sleep", payload: { ms: 600 } }),
       8,
     );
     const victim = c.nodes[1];
@@ -123,6 +123,16 @@ for (const target of KV_TARGETS) {
     );
     victim.signal("SIGKILL");
     await victim.exit();
+    // What n2 held when it died: its leases stay until they expire (1.5 s),
+    // so read them now. (It may have finished the sampled tasks and taken
+    // others between the sample and the kill.)
+    const heldAtDeath = (await allTasks(c.kv)).filter((t) =>
+      t.state === "inflight" && t.consumer === "n2"
+    ).map((t) => t.id).sort();
+    assert.ok(
+      heldAtDeath.length >= 1,
+      "n2 held tasks when it died (it runs 4 at a time while work is ready)",
+    );
     const q = new DurableQueue(c.kv, "tasks");
     await eventually(
       () => q.stats(),
@@ -149,13 +159,18 @@ for (const target of KV_TARGETS) {
       );
       assert.notEqual(t.consumer, "n2");
     }
-    assert.ok(redone.length >= 1, "the tasks n2 held were redone");
+    // Exactly the tasks n2 held when it died ran again, no others.
+    assert.deepEqual(
+      redone.map((t) => t.id).sort(),
+      heldAtDeath,
+      "the tasks n2 held at its death, and only those, were redone",
+    );
     assert.ok(
       redone.length <= 4,
       `duplicates at most n2's concurrency (4), got ${redone.length}`,
     );
     console.log(
-      `  n2 held ${holding.length} when sampled; ${redone.length} task(s) ran twice`,
+      `  n2 held ${holding.length} when sampled, ${heldAtDeath.length} at its death; ${redone.length} task(s) ran twice`,
     );
   });
 }
