@@ -7,7 +7,6 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import {
   AgentClient,
   type AgentClientOptions,
@@ -15,13 +14,7 @@ import {
   type AgentMessage,
   generateAgentKey,
 } from "../../transports/websocket/mod.ts";
-import {
-  deadline,
-  EXIT_TIMEOUT_MS,
-  MAIN,
-  type PlexusProcess,
-  REPO,
-} from "../integration/_process.ts";
+import { deadline, type PlexusProcess } from "../integration/_process.ts";
 import type { TestNode } from "./_node.ts";
 
 /** Reconnect delays small enough for tests (the SDK's default is 5 s → 60 s). */
@@ -199,50 +192,4 @@ export class LineReader {
   }
 }
 
-function childEnv(): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(Deno.env.toObject())) {
-    if (!k.startsWith("PLEXUS_")) env[k] = v;
-  }
-  return { ...env, NO_COLOR: "1" };
-}
-
-/** `deno run --lock=COPY PERMISSIONS main.ts ARGS` in the repository root, stdout and stderr piped. */
-export async function spawnMain(
-  dir: string,
-  permissions: string[],
-  args: string[],
-): Promise<Deno.ChildProcess> {
-  // A private lockfile copy, so the child never rewrites the repo's.
-  const lock = join(dir, "deno.lock");
-  await Deno.copyFile(join(REPO, "deno.lock"), lock).catch(() => {});
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", `--lock=${lock}`, ...permissions, MAIN, ...args],
-    cwd: REPO,
-    env: childEnv(),
-    clearEnv: true,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-}
-
-/** Runs a `main.ts` subcommand to its end. */
-export async function runMain(
-  dir: string,
-  permissions: string[],
-  args: string[],
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const child = await spawnMain(dir, permissions, args);
-  const out = await deadline(
-    child.output(),
-    EXIT_TIMEOUT_MS,
-    `plexus ${args.join(" ")}`,
-  );
-  const text = new TextDecoder();
-  return {
-    code: out.code,
-    stdout: text.decode(out.stdout),
-    stderr: text.decode(out.stderr),
-  };
-}
+export { runMain, spawnMain } from "../integration/_process.ts";

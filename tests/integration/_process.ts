@@ -367,6 +367,50 @@ export async function runToExit(
   }
 }
 
+/**
+ * `deno run --lock=COPY PERMISSIONS main.ts ARGS` in the repository root
+ * with only the given permissions (for subcommands other than `serve`),
+ * stdout and stderr piped.
+ */
+export async function spawnMain(
+  dir: string,
+  permissions: string[],
+  args: string[],
+): Promise<Deno.ChildProcess> {
+  // A private lockfile copy, so the child never rewrites the repo's.
+  const lock = join(dir, "deno.lock");
+  await Deno.copyFile(join(REPO, "deno.lock"), lock).catch(() => {});
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", `--lock=${lock}`, ...permissions, MAIN, ...args],
+    cwd: REPO,
+    env: childEnv(),
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
+/** Runs a `main.ts` subcommand (see {@linkcode spawnMain}) to its end. */
+export async function runMain(
+  dir: string,
+  permissions: string[],
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const child = await spawnMain(dir, permissions, args);
+  const out = await deadline(
+    child.output(),
+    EXIT_TIMEOUT_MS,
+    `plexus ${args.join(" ")}`,
+  );
+  const text = new TextDecoder();
+  return {
+    code: out.code,
+    stdout: text.decode(out.stdout),
+    stderr: text.decode(out.stderr),
+  };
+}
+
 /** Writes a JSON config file into `dir` and returns its path. */
 export async function writeConfig(
   dir: string,

@@ -8,59 +8,12 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { ed25519DidKey } from "../../core/security/ed25519.ts";
 import { startTestGateway } from "../../transports/websocket/_test_gateway.ts";
-import { deadline, EXIT_TIMEOUT_MS, MAIN, REPO } from "./_process.ts";
+import { deadline, EXIT_TIMEOUT_MS, runMain, spawnMain } from "./_process.ts";
 
 interface Run {
   code: number;
   stdout: string;
   stderr: string;
-}
-
-function childEnv(): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(Deno.env.toObject())) {
-    if (!k.startsWith("PLEXUS_")) env[k] = v;
-  }
-  return { ...env, NO_COLOR: "1" };
-}
-
-/** `deno run --lock=COPY PERMISSIONS main.ts ARGS` in the repository root. */
-async function spawnMain(
-  dir: string,
-  permissions: string[],
-  args: string[],
-): Promise<Deno.ChildProcess> {
-  // A private lockfile copy, so the child never rewrites the repo's.
-  const lock = join(dir, "deno.lock");
-  await Deno.copyFile(join(REPO, "deno.lock"), lock).catch(() => {});
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", `--lock=${lock}`, ...permissions, MAIN, ...args],
-    cwd: REPO,
-    env: childEnv(),
-    clearEnv: true,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-}
-
-async function runMain(
-  dir: string,
-  permissions: string[],
-  args: string[],
-): Promise<Run> {
-  const child = await spawnMain(dir, permissions, args);
-  const out = await deadline(
-    child.output(),
-    EXIT_TIMEOUT_MS,
-    `plexus ${args.join(" ")}`,
-  );
-  const text = new TextDecoder();
-  return {
-    code: out.code,
-    stdout: text.decode(out.stdout),
-    stderr: text.decode(out.stderr),
-  };
 }
 
 async function withDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
