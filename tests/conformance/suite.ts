@@ -27,7 +27,20 @@ export interface ConformanceOptions {
   timeoutMs?: number;
   /** Deno's op/resource sanitizers. @default {true} */
   sanitize?: boolean;
+  /**
+   * URL of a module whose default export makes this transport from the
+   * environment; enables the case that SIGKILLs a consumer process.
+   */
+  connectModule?: string;
+  /** Kills and restarts the broker; enables the broker-restart case. */
+  restartBroker?: () => Promise<void>;
 }
+
+/** What a case may use beyond `makeTransport`. */
+export type CaseContext = Pick<
+  ConformanceOptions,
+  "connectModule" | "restartBroker"
+>;
 
 /** Makes one connected transport (one "node"). */
 export type MakeTransport = () => Promise<Transport>;
@@ -36,8 +49,16 @@ export type MakeTransport = () => Promise<Transport>;
 export interface ConformanceCase {
   name: string;
   /** Whether the case applies to a transport with these caps. */
-  applies(caps: TransportCaps, hasDeadLetters: boolean): boolean;
-  run(make: MakeTransport, timeoutMs: number): Promise<void>;
+  applies(
+    caps: TransportCaps,
+    hasDeadLetters: boolean,
+    ctx: CaseContext,
+  ): boolean;
+  run(
+    make: MakeTransport,
+    timeoutMs: number,
+    ctx?: CaseContext,
+  ): Promise<void>;
 }
 
 /** Fails with `message` unless `cond`. */
@@ -211,6 +232,80 @@ async function publishMany(
     }),
   );
   return ids;
+}
+
+/** A consumer process (`_consumer_child.ts`) and its JSON lines. */
+interface ChildConsumer {
+  /** The next line that has the field `field`. */
+  next(field: string, timeoutMs: number): Promise<Record<string, string>>;
+  kill(): void;
+  exited: Promise<Deno.CommandStatus>;
+}
+
+function spawnConsumer(
+  connectModule: string,
+  topic: string,
+  group: string,
+): ChildConsumer {
+  const script = new URL("./_consumer_child.ts", import.meta.url).pathname;
+  // -A: the child runs whichever transport module the suite is given.
+  const proc = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", script, connectModule, topic, group],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const lines: Record<string, string>[] = [];
+  let notify = () => {};
+  let ended = false;
+  const reading = (async () => {
+    let buf = "";
+    for await (
+      const chunk of proc.stdout.pipeThrough(new TextDecoderStream())
+    ) {
+      buf += chunk;
+      let nl;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl).trim();
+        buf = buf.slice(nl + 1);
+        if (line.startsWith("{")) lines.push(JSON.parse(line));
+        notify();
+      }
+    }
+    ended = true;
+    notify();
+  })();
+  let killed = false;
+  return {
+    async next(field, timeoutMs) {
+      const end = Date.now() + timeoutMs;
+      for (;;) {
+        const i = lines.findIndex((l) => field in l);
+        if (i >= 0) return lines.splice(i, 1)[0];
+        check(!ended, `the consumer process exited before '${field}'`);
+        const left = end - Date.now();
+        check(
+          left > 0,
+          `no '${field}' from the consumer process in ${timeoutMs} ms`,
+        );
+        await new Promise<void>((r) => {
+          notify = r;
+          setTimeout(r, Math.min(left, 100));
+        });
+      }
+    },
+    kill() {
+      if (killed) return;
+      killed = true;
+      try {
+        proc.kill("SIGKILL");
+      } catch { /* already gone */ }
+    },
+    exited: proc.status.then(async (s) => {
+      await reading;
+      return s;
+    }),
+  };
 }
 
 /** Every case, in order. */
@@ -495,6 +590,98 @@ export const CASES: ConformanceCase[] = [
         check(!got.includes(over.id), "the refused message was delivered");
       }),
   },
+  {
+    name:
+      "a consumer process SIGKILLed mid-message: the message is redelivered to another member",
+    applies: (caps, _dlq, ctx) =>
+      caps.durable && caps.groups && ctx.connectModule !== undefined,
+    run: (make, timeoutMs, ctx) =>
+      withTransports(make, 2, async ([pub, survivor]) => {
+        const topic = topicFor("sigkill");
+        const child = spawnConsumer(ctx!.connectModule!, topic, "crash");
+        let redelivered: { id: string; attempts: number }[] = [];
+        try {
+          await child.next("ready", timeoutMs * 3);
+          const e = envelope(topic, "held when killed");
+          await pub.publish(topic, e);
+          const got = await child.next("got", timeoutMs * 3);
+          check(got.got === e.id, `the child got '${got.got}', not '${e.id}'`);
+          child.kill();
+          await child.exited;
+          await survivor.subscribe(topic, async (d) => {
+            redelivered.push({ id: d.envelope.id, attempts: d.attempts });
+            await d.ack();
+          }, { group: "crash" });
+          await waitFor(
+            "the killed consumer's message at the surviving member",
+            () => redelivered.length > 0,
+            timeoutMs * 4,
+          );
+          await delay(500);
+          redelivered = [...redelivered];
+          check(
+            redelivered.length === 1 && redelivered[0].id === e.id,
+            `after the kill the survivor got ${
+              JSON.stringify(redelivered)
+            }, expected '${e.id}' once`,
+          );
+        } finally {
+          child.kill();
+          await child.exited;
+        }
+      }),
+  },
+  {
+    name: "the broker restarted during a run: no acknowledged message is lost",
+    applies: (caps, _dlq, ctx) =>
+      caps.durable && ctx.restartBroker !== undefined,
+    run: (make, timeoutMs, ctx) =>
+      withTransports(make, 2, async ([pub, sub]) => {
+        const topic = topicFor("restart");
+        const received = new Set<string>();
+        let deliveries = 0;
+        await sub.subscribe(topic, async (d) => {
+          deliveries++;
+          received.add(d.envelope.id);
+          await d.ack();
+        }, { group: "survive", maxInFlight: 4 });
+        const acked: string[] = [];
+        let refused = 0;
+        let restarted = false;
+        let afterRestart = 0;
+        let restart: Promise<void> | undefined;
+        const end = Date.now() + timeoutMs * 6;
+        while (!restarted || afterRestart < 20) {
+          check(Date.now() < end, "publishing did not recover after restart");
+          const e = envelope(topic, { n: acked.length });
+          try {
+            await pub.publish(topic, e);
+            acked.push(e.id);
+            if (restarted) afterRestart++;
+          } catch {
+            refused++; // not acknowledged: allowed to be lost
+            await delay(50);
+          }
+          if (acked.length === 20 && !restart) {
+            restart = ctx!.restartBroker!().then(() => {
+              restarted = true;
+            });
+          }
+          await delay(5);
+        }
+        await restart;
+        await waitFor(
+          `all ${acked.length} acknowledged messages (have ${received.size})`,
+          () => acked.every((id) => received.has(id)),
+          timeoutMs * 6,
+        );
+        console.log(
+          `  restart: ${acked.length} acknowledged, ${refused} refused during the restart, ${
+            deliveries - received.size
+          } redelivered`,
+        );
+      }),
+  },
 ];
 
 /**
@@ -528,17 +715,20 @@ export function conformance(
         const applies = c.applies(
           probe.caps,
           typeof probe.deadLetters === "function",
+          options,
         );
         await probe.close();
         if (!applies) {
           console.log(
-            `  (not applicable to ${name}'s caps: ${
+            `  (not applicable to ${name}: caps ${
               JSON.stringify(probe.caps)
-            })`,
+            }, connectModule ${
+              options.connectModule ? "set" : "unset"
+            }, restartBroker ${options.restartBroker ? "set" : "unset"})`,
           );
           return;
         }
-        await c.run(makeTransport, timeoutMs);
+        await c.run(makeTransport, timeoutMs, options);
       },
     });
   }

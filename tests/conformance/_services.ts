@@ -1,0 +1,58 @@
+/**
+ * Restarts a test service started by `scripts/services.sh` (`deno task
+ * services`), for the conformance case that restarts the broker mid-run.
+ *
+ * @module
+ */
+
+const SERVICES = new URL("../../scripts/services.sh", import.meta.url)
+  .pathname;
+
+function alive(pid: number): boolean {
+  try {
+    return Deno.statSync(`/proc/${pid}`).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Kills the service `name` (`redis`, `kafka` or `denokv`) with `signal`,
+ * waits for the process to exit, and starts it again with the services
+ * script (which starts only what is not answering). Needs `PLEXUS_RUN`.
+ */
+export async function restartService(
+  name: "redis" | "kafka" | "denokv",
+  options: { signal?: Deno.Signal; timeoutMs?: number } = {},
+): Promise<void> {
+  const run = Deno.env.get("PLEXUS_RUN");
+  if (!run) {
+    throw new Error(
+      `Cannot restart ${name}: PLEXUS_RUN is not set (run: eval "$(deno task services)")`,
+    );
+  }
+  const pid = Number((await Deno.readTextFile(`${run}/${name}.pid`)).trim());
+  if (!Number.isInteger(pid) || pid <= 0) {
+    throw new Error(`Cannot restart ${name}: bad pid file ${run}/${name}.pid`);
+  }
+  const deadline = Date.now() + (options.timeoutMs ?? 60_000);
+  if (alive(pid)) Deno.kill(pid, options.signal ?? "SIGKILL");
+  while (alive(pid)) {
+    if (Date.now() > deadline) {
+      throw new Error(`${name} (pid ${pid}) did not exit after the signal`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const out = await new Deno.Command("bash", {
+    args: [SERVICES],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(
+      `Cannot restart ${name}: services.sh exited ${out.code}: ${
+        new TextDecoder().decode(out.stderr).slice(-500)
+      }`,
+    );
+  }
+}
