@@ -1,0 +1,713 @@
+/**
+ * A linearizability checker for histories of concurrent clients.
+ *
+ * It is the Wing–Gong search with Lowe's memoization, as Porcupine
+ * (anishathalye/porcupine, `checker.go`) does it: the call and return events
+ * of every operation, sorted by time, form a doubly linked list; the search
+ * walks it, "lifts" an operation out of the list when the model accepts it
+ * as the next one to take effect, and backtracks (unlifts) when it meets a
+ * return event whose operation has not taken effect yet. A cache of
+ * (set of linearized operations, model state) pairs already explored prunes
+ * the search (Lowe, "Testing for linearizability", 2017), and the history is
+ * split into independent partitions first (per key for a key-value store:
+ * linearizability is compositional), each checked on its own.
+ *
+ * - An operation that never returned (a crashed or timed-out client) has
+ *   return time `Infinity` and output `undefined`: it may have taken effect
+ *   at any time after its call, or never. The model must accept any output
+ *   for it, and the search does not require it to be linearized.
+ * - Events at the same instant count as concurrent (calls sort before
+ *   returns), as in Porcupine.
+ * - A deadline (`timeoutMs`, checked every 1024 search steps) turns an
+ *   unfinished search into `"unknown"`: the problem is NP-complete, and a
+ *   pathological history would otherwise run for ever.
+ * - On `"illegal"`, {@linkcode checkDetailed} re-runs the failing partition
+ *   keeping, for every operation, the longest linearizable prefix that
+ *   contains it (Porcupine's partial linearizations), and explains the
+ *   longest one: what took effect, in which order, the state after each, and
+ *   which operations could not come next.
+ *
+ * @module
+ */
+
+/** One operation of a client, from its call to its return. */
+export interface Operation<I, O> {
+  /** Which client (process) ran it; a client runs one operation at a time. */
+  clientId: number;
+  /** What was asked, e.g. `{ op: "write", key: "x", value: 1 }`. */
+  input: I;
+  /** When the client called it (any monotonic time unit). */
+  call: number;
+  /** What came back; `undefined` when unknown (the client never got it). */
+  output: O | undefined;
+  /** When it returned; `Infinity` if it never did. */
+  return: number;
+}
+
+/**
+ * A sequential specification: the state machine a linearizable history must
+ * be explainable by.
+ */
+export interface Model<S, I, O> {
+  /** The initial state. */
+  init(): S;
+  /**
+   * Whether `input` may take effect in `state` and produce `output`, and
+   * the state after it. `output` is `undefined` for an operation whose
+   * result is unknown: accept it (any output is possible). Must not mutate
+   * `state`.
+   */
+  step(state: S, input: I, output: O | undefined): [ok: boolean, next: S];
+  /** State equality for the cache. @default `Object.is` */
+  equal?(a: S, b: S): boolean;
+  /**
+   * Splits a history into parts that can be checked independently (each
+   * part starts from `init()`). @default the whole history is one part
+   */
+  partition?(history: Operation<I, O>[]): Operation<I, O>[][];
+  /** A short text for an operation, e.g. `read(x) -> 1`. */
+  describeOperation?(input: I, output: O | undefined): string;
+  /** A short text for a state. @default `JSON.stringify` */
+  describeState?(state: S): string;
+}
+
+/** The answer of a check. `"unknown"`: the deadline passed first. */
+export type CheckResult = "ok" | "illegal" | "unknown";
+
+/** Options of {@linkcode check} and {@linkcode checkDetailed}. */
+export interface CheckOptions {
+  /**
+   * Give up with `"unknown"` after this long (measured with `now`).
+   * @default Infinity
+   */
+  timeoutMs?: number;
+  /**
+   * The clock the deadline is measured on, in milliseconds; inject a fake
+   * one to make timeouts deterministic in tests.
+   * @default performance.now
+   */
+  now?: () => number;
+}
+
+/** Why a history is not linearizable: one partition explained. */
+export interface IllegalDiagnostic<I, O> {
+  /** Index of the failing partition (in the model's partition order). */
+  partition: number;
+  /** How many partitions the history has. */
+  partitions: number;
+  /** The failing partition's operations (indices below point here). */
+  operations: Operation<I, O>[];
+  /** The longest linearizable prefix found, in the order it took effect. */
+  longest: Operation<I, O>[];
+  /** Model state after each operation of `longest`, described. */
+  states: string[];
+  /**
+   * The operations that could have come next after `longest` (they were
+   * called before the earliest return still outstanding), none of which the
+   * model accepts there.
+   */
+  stuck: Operation<I, O>[];
+  /**
+   * Porcupine's partial linearizations: for each operation, the longest
+   * linearizable prefix containing it, deduplicated; indices into
+   * `operations`. Absent if the re-run for the diagnostic hit the deadline.
+   */
+  partialLinearizations?: number[][];
+  /** All of the above as readable text. */
+  text: string;
+}
+
+/** The result of {@linkcode checkDetailed}. */
+export interface CheckReport<I, O> {
+  /** The answer. */
+  result: CheckResult;
+  /** How many partitions the history has. */
+  partitions: number;
+  /** How many of them were fully decided before the answer. */
+  decided: number;
+  /** Search steps taken, over all partitions (a machine-independent cost). */
+  steps: number;
+  /** On `"illegal"`: which partition fails and why. */
+  illegal?: IllegalDiagnostic<I, O>;
+  /**
+   * On `"ok"`: for each partition, an order in which its operations can
+   * take effect (pending operations that need not are left out).
+   */
+  linearizations?: Operation<I, O>[][];
+}
+
+/** Search steps between two looks at the clock. */
+const CLOCK_EVERY = 1024;
+const NIL = -1;
+
+/** Raised inside the search when the deadline has passed. */
+class DeadlineExceeded extends Error {
+  override name = "DeadlineExceeded";
+}
+
+interface SingleResult {
+  ok: boolean;
+  /** For each operation, the longest linearizable prefix containing it. */
+  longest?: (number[] | undefined)[];
+  /** The full linearization when `ok` (pending operations may be absent). */
+  order?: number[];
+}
+
+/** Deadline bookkeeping shared by the partitions of one check. */
+interface Budget {
+  deadline: number;
+  now: () => number;
+  steps: number;
+}
+
+/**
+ * The search on one partition (Porcupine's `checkSingle`). Operation `i` has
+ * its call event at index `2i` and its return event at `2i + 1`; the list
+ * head is `2n`.
+ */
+function checkSingle<S, I, O>(
+  model: Model<S, I, O>,
+  ops: Operation<I, O>[],
+  budget: Budget,
+  computePartial: boolean,
+): SingleResult {
+  const n = ops.length;
+  const head = 2 * n;
+  const time = new Float64Array(2 * n);
+  for (let i = 0; i < n; i++) {
+    time[2 * i] = ops[i].call;
+    time[2 * i + 1] = ops[i].return;
+  }
+  const sorted = Array.from({ length: 2 * n }, (_, e) => e);
+  // By time; at the same instant calls first (the two overlap), then by id.
+  sorted.sort((a, b) => time[a] - time[b] || (a & 1) - (b & 1) || a - b);
+  const next = new Int32Array(2 * n + 1);
+  const prev = new Int32Array(2 * n + 1);
+  let last = head;
+  for (const e of sorted) {
+    next[last] = e;
+    prev[e] = last;
+    last = e;
+  }
+  next[last] = NIL;
+  prev[head] = NIL;
+
+  const equal = model.equal ?? Object.is;
+  const words = new Uint32Array((n + 31) >>> 5);
+  // Zobrist hashing: the set's hash is the XOR of its members' random keys,
+  // updated in O(1) per lift/unlift; the cache compares words only on a hit.
+  const zobrist = new Int32Array(n);
+  let seed = 0x9e3779b9 ^ n;
+  for (let i = 0; i < n; i++) {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    zobrist[i] = t ^ (t >>> 14);
+  }
+  let hash = 0;
+  const cache = new Map<number, { words: Uint32Array; state: S }[]>();
+  const callStack: number[] = [];
+  const stateStack: S[] = [];
+  const longest: (number[] | undefined)[] | undefined = computePartial
+    ? new Array(n)
+    : undefined;
+
+  let state = model.init();
+  let entry = next[head];
+  let sinceClock = 0;
+  while (next[head] !== NIL) {
+    if (++sinceClock === CLOCK_EVERY) {
+      budget.steps += sinceClock;
+      sinceClock = 0;
+      if (budget.now() > budget.deadline) throw new DeadlineExceeded();
+    }
+    if ((entry & 1) === 0) {
+      const op = entry >>> 1;
+      const [ok, newState] = model.step(state, ops[op].input, ops[op].output);
+      if (ok) {
+        const word = op >>> 5;
+        const bit = 1 << (op & 31);
+        words[word] |= bit;
+        const newHash = hash ^ zobrist[op];
+        const bucket = cache.get(newHash);
+        if (!seen(bucket, words, newState, equal)) {
+          const saved = { words: words.slice(), state: newState };
+          if (bucket) bucket.push(saved);
+          else cache.set(newHash, [saved]);
+          callStack.push(entry);
+          stateStack.push(state);
+          state = newState;
+          hash = newHash;
+          lift(next, prev, entry);
+          entry = next[head];
+          continue;
+        }
+        words[word] &= ~bit;
+      }
+      entry = next[entry];
+    } else {
+      // The first outstanding return: its operation had to take effect by
+      // now. If it never returned, only pending operations are left, and
+      // they need not take effect at all.
+      if (time[entry] === Infinity) break;
+      if (callStack.length === 0) {
+        budget.steps += sinceClock;
+        return { ok: false, longest };
+      }
+      if (longest) recordPrefix(longest, callStack);
+      entry = callStack.pop()!;
+      state = stateStack.pop()!;
+      const op = entry >>> 1;
+      words[op >>> 5] &= ~(1 << (op & 31));
+      hash ^= zobrist[op];
+      unlift(next, prev, entry);
+      entry = next[entry];
+    }
+  }
+  budget.steps += sinceClock;
+  const order = callStack.map((e) => e >>> 1);
+  if (longest) longest.fill(order);
+  return { ok: true, longest, order };
+}
+
+function seen<S>(
+  bucket: { words: Uint32Array; state: S }[] | undefined,
+  words: Uint32Array,
+  state: S,
+  equal: (a: S, b: S) => boolean,
+): boolean {
+  if (!bucket) return false;
+  outer: for (const c of bucket) {
+    for (let i = 0; i < words.length; i++) {
+      if (c.words[i] !== words[i]) continue outer;
+    }
+    if (equal(c.state, state)) return true;
+  }
+  return false;
+}
+
+/** Takes call event `e` and its return `e + 1` out of the list. */
+function lift(next: Int32Array, prev: Int32Array, e: number): void {
+  next[prev[e]] = next[e];
+  prev[next[e]] = prev[e];
+  const r = e + 1;
+  next[prev[r]] = next[r];
+  if (next[r] !== NIL) prev[next[r]] = prev[r];
+}
+
+/** Puts them back (their own links were left untouched by `lift`). */
+function unlift(next: Int32Array, prev: Int32Array, e: number): void {
+  const r = e + 1;
+  next[prev[r]] = r;
+  if (next[r] !== NIL) prev[next[r]] = r;
+  next[prev[e]] = e;
+  prev[next[e]] = e;
+}
+
+function recordPrefix(
+  longest: (number[] | undefined)[],
+  callStack: number[],
+): void {
+  let seq: number[] | undefined;
+  for (const e of callStack) {
+    const op = e >>> 1;
+    const best = longest[op];
+    if (best === undefined || callStack.length > best.length) {
+      seq ??= callStack.map((c) => c >>> 1);
+      longest[op] = seq;
+    }
+  }
+}
+
+function validate<I, O>(history: Operation<I, O>[]): void {
+  history.forEach((op, i) => {
+    if (!Number.isFinite(op.call)) {
+      throw new RangeError(
+        `Cannot check history: operation ${i} has call time ${op.call}, expected a finite number`,
+      );
+    }
+    if (Number.isNaN(op.return) || op.return < op.call) {
+      throw new RangeError(
+        `Cannot check history: operation ${i} returns at ${op.return}, before its call at ${op.call}`,
+      );
+    }
+  });
+}
+
+/**
+ * Checks whether `history` is linearizable with respect to `model`.
+ *
+ * @example A write, then a read that sees it
+ * ```ts
+ * import { check, kvModel } from "./linearizability.ts";
+ * const result = check(kvModel(), [
+ *   { clientId: 0, input: { op: "write", key: "x", value: 1 }, output: { ok: true }, call: 0, return: 10 },
+ *   { clientId: 1, input: { op: "read", key: "x" }, output: { value: 1 }, call: 5, return: 15 },
+ * ]);
+ * if (result !== "ok") throw new Error(result);
+ * ```
+ */
+export function check<S, I, O>(
+  model: Model<S, I, O>,
+  history: Operation<I, O>[],
+  options: CheckOptions = {},
+): CheckResult {
+  return run(model, history, options, false).result;
+}
+
+/**
+ * Like {@linkcode check}, but also says, when the history is not
+ * linearizable, which partition fails and why (see
+ * {@linkcode IllegalDiagnostic}; `report.illegal.text` is readable).
+ *
+ * @example A read that misses a write which completed before it started
+ * ```ts
+ * import { checkDetailed, kvModel } from "./linearizability.ts";
+ * const report = checkDetailed(kvModel(), [
+ *   { clientId: 0, input: { op: "write", key: "x", value: 1 }, output: { ok: true }, call: 0, return: 10 },
+ *   { clientId: 1, input: { op: "read", key: "x" }, output: { value: null }, call: 20, return: 30 },
+ * ]);
+ * if (report.result !== "illegal") throw new Error(report.result);
+ * // "... then none of these can take effect (state 1):
+ * //   client 1: read(x) -> null  [t 20..30]  (rejected by the model)"
+ * if (!report.illegal!.text.includes("read(x) -> null")) throw new Error(report.illegal!.text);
+ * ```
+ */
+export function checkDetailed<S, I, O>(
+  model: Model<S, I, O>,
+  history: Operation<I, O>[],
+  options: CheckOptions = {},
+): CheckReport<I, O> {
+  return run(model, history, options, true);
+}
+
+function run<S, I, O>(
+  model: Model<S, I, O>,
+  history: Operation<I, O>[],
+  options: CheckOptions,
+  explain: boolean,
+): CheckReport<I, O> {
+  validate(history);
+  const now = options.now ?? (() => performance.now());
+  const timeoutMs = options.timeoutMs ?? Infinity;
+  if (!(timeoutMs >= 0)) {
+    throw new RangeError(
+      `Cannot check history: timeoutMs must be >= 0, got ${timeoutMs}`,
+    );
+  }
+  const budget: Budget = { deadline: now() + timeoutMs, now, steps: 0 };
+  const parts = model.partition ? model.partition(history) : [history];
+  // Small partitions first: an illegal one is then found sooner.
+  const order = parts.map((_, i) => i).sort((a, b) =>
+    parts[a].length - parts[b].length
+  );
+  let decided = 0;
+  const linearizations: Operation<I, O>[][] = new Array(parts.length);
+  for (const p of order) {
+    let single: SingleResult;
+    try {
+      single = checkSingle(model, parts[p], budget, false);
+    } catch (e) {
+      if (!(e instanceof DeadlineExceeded)) throw e;
+      return {
+        result: "unknown",
+        partitions: parts.length,
+        decided,
+        steps: budget.steps,
+      };
+    }
+    decided++;
+    if (single.ok) {
+      if (explain) linearizations[p] = single.order!.map((i) => parts[p][i]);
+      continue;
+    }
+    const report: CheckReport<I, O> = {
+      result: "illegal",
+      partitions: parts.length,
+      decided,
+      steps: budget.steps,
+    };
+    if (explain) {
+      report.illegal = diagnose(model, parts, p, budget);
+      report.steps = budget.steps;
+    }
+    return report;
+  }
+  return {
+    result: "ok",
+    partitions: parts.length,
+    decided,
+    steps: budget.steps,
+    ...(explain ? { linearizations } : {}),
+  };
+}
+
+/** Re-runs partition `p` with partial linearizations and explains it. */
+function diagnose<S, I, O>(
+  model: Model<S, I, O>,
+  parts: Operation<I, O>[][],
+  p: number,
+  budget: Budget,
+): IllegalDiagnostic<I, O> {
+  const ops = parts[p];
+  let partials: number[][] | undefined;
+  try {
+    const { longest } = checkSingle(model, ops, budget, true);
+    const unique = new Set<number[]>();
+    for (const seq of longest!) if (seq) unique.add(seq);
+    partials = [...unique].sort((a, b) => b.length - a.length);
+  } catch (e) {
+    // The verdict stands; only the explanation is cut short.
+    if (!(e instanceof DeadlineExceeded)) throw e;
+  }
+  const best = partials?.[0] ?? [];
+  const describeState = model.describeState ??
+    ((s: S) => JSON.stringify(s) ?? String(s));
+  const states: string[] = [];
+  let state = model.init();
+  for (const i of best) {
+    state = model.step(state, ops[i].input, ops[i].output)[1];
+    states.push(describeState(state));
+  }
+  const taken = new Set(best);
+  const rest = ops.map((_, i) => i).filter((i) => !taken.has(i));
+  const firstReturn = Math.min(...rest.map((i) => ops[i].return));
+  const stuck = rest.filter((i) => ops[i].call <= firstReturn);
+  const lines = [
+    `not linearizable: partition ${
+      p + 1
+    } of ${parts.length} (${ops.length} operations)`,
+  ];
+  if (!partials) {
+    lines.push("(the deadline passed before the longest prefix was found)");
+  }
+  lines.push(
+    `longest linearizable prefix: ${best.length} of ${ops.length} operations`,
+  );
+  const width = String(best.length).length;
+  best.forEach((i, k) => {
+    lines.push(
+      `  ${String(k + 1).padStart(width)}. ${
+        describeOp(model, ops[i])
+      }  => state ${states[k]}`,
+    );
+  });
+  lines.push(
+    `then none of these can take effect (state ${
+      best.length ? states[states.length - 1] : describeState(model.init())
+    }):`,
+  );
+  for (const i of stuck) {
+    const [ok] = model.step(state, ops[i].input, ops[i].output);
+    lines.push(
+      `  ${describeOp(model, ops[i])}  ${
+        ok ? "(accepted, but no continuation works)" : "(rejected by the model)"
+      }`,
+    );
+  }
+  lines.push(
+    `${rest.length} operation(s) never linearized; ${
+      partials?.length ?? 0
+    } distinct partial linearization(s)`,
+  );
+  return {
+    partition: p,
+    partitions: parts.length,
+    operations: ops,
+    longest: best.map((i) => ops[i]),
+    states,
+    stuck: stuck.map((i) => ops[i]),
+    partialLinearizations: partials,
+    text: lines.join("\n"),
+  };
+}
+
+function describeOp<S, I, O>(
+  model: Model<S, I, O>,
+  op: Operation<I, O>,
+): string {
+  const what = model.describeOperation
+    ? model.describeOperation(op.input, op.output)
+    : `${JSON.stringify(op.input)} -> ${
+      op.output === undefined ? "?" : JSON.stringify(op.output)
+    }`;
+  const end = op.return === Infinity ? "∞" : String(op.return);
+  return `client ${op.clientId}: ${what}  [t ${op.call}..${end}]`;
+}
+
+/** A value in the key-value model; keys start out `null`. */
+export type KvValue = string | number | boolean | null;
+
+/** An operation on the key-value model. */
+export type KvInput =
+  | { op: "read"; key: string }
+  | { op: "write"; key: string; value: KvValue }
+  | { op: "cas"; key: string; expected: KvValue; value: KvValue };
+
+/**
+ * What a key-value operation returned: `{ value }` for a read, `{ ok }` for
+ * a write (always `true`) or a cas (whether it swapped). A write or cas that
+ * definitely failed never took effect: leave it out of the history
+ * ({@linkcode HistoryRecorder.fail}).
+ */
+export type KvOutput = { value: KvValue } | { ok: boolean };
+
+/**
+ * A linearizable key-value store of registers with `read`, `write` and
+ * `cas` (compare-and-set: succeeds iff the current value equals
+ * `expected`), partitioned per key. An unknown output (`undefined`) is
+ * accepted: a read may have seen anything, a write or cas applies as it
+ * would have.
+ *
+ * @example
+ * ```ts
+ * import { kvModel } from "./linearizability.ts";
+ * const model = kvModel();
+ * const [ok, next] = model.step(null, { op: "cas", key: "x", expected: null, value: 1 }, { ok: true });
+ * if (!ok || next !== 1) throw new Error("cas from the initial null should swap");
+ * ```
+ */
+export function kvModel(): Model<KvValue, KvInput, KvOutput> {
+  return {
+    init: () => null,
+    step(state, input, output) {
+      switch (input.op) {
+        case "read":
+          return [
+            output === undefined ||
+            ("value" in output && output.value === state),
+            state,
+          ];
+        case "write":
+          return [true, input.value];
+        case "cas": {
+          const swaps = state === input.expected;
+          if (output !== undefined && "ok" in output && output.ok !== swaps) {
+            return [false, state];
+          }
+          return [true, swaps ? input.value : state];
+        }
+      }
+    },
+    partition(history) {
+      const byKey = new Map<string, Operation<KvInput, KvOutput>[]>();
+      for (const op of history) {
+        const part = byKey.get(op.input.key);
+        if (part) part.push(op);
+        else byKey.set(op.input.key, [op]);
+      }
+      return [...byKey.values()];
+    },
+    describeOperation(input, output) {
+      const v = (x: KvValue) => JSON.stringify(x);
+      const out = output === undefined
+        ? "?"
+        : "value" in output
+        ? v(output.value)
+        : output.ok
+        ? "ok"
+        : "failed";
+      switch (input.op) {
+        case "read":
+          return `read(${input.key}) -> ${out}`;
+        case "write":
+          return `write(${input.key}, ${v(input.value)}) -> ${out}`;
+        case "cas":
+          return `cas(${input.key}, ${v(input.expected)} => ${
+            v(input.value)
+          }) -> ${out}`;
+      }
+    },
+    describeState: (s) => JSON.stringify(s),
+  };
+}
+
+/**
+ * Records a history as clients run: call `call` when a client sends an
+ * operation and `ret` when the answer arrives. Operations never returned
+ * stay pending (return `Infinity`, output unknown); ones known not to have
+ * taken effect are dropped with `fail`; one the client gave up on (timed
+ * out) is `abandon`ed, stays pending, and frees the client for its next.
+ *
+ * @example
+ * ```ts
+ * import { check, HistoryRecorder, kvModel } from "./linearizability.ts";
+ * import type { KvInput, KvOutput } from "./linearizability.ts";
+ * const rec = new HistoryRecorder<KvInput, KvOutput>();
+ * const w = rec.call(1, { op: "write", key: "x", value: 7 }, 0);
+ * const r = rec.call(2, { op: "read", key: "x" }, 1);
+ * rec.ret(w, { ok: true }, 5);
+ * rec.ret(r, { value: 7 }, 6);
+ * rec.call(3, { op: "write", key: "x", value: 8 }, 7); // never answered
+ * if (check(kvModel(), rec.history()) !== "ok") throw new Error("not linearizable");
+ * ```
+ */
+export class HistoryRecorder<I, O> {
+  #ops: (Operation<I, O> | undefined)[] = [];
+  #open = new Map<number, number>();
+
+  /** Starts an operation of `clientId` at time `now`; returns its id. */
+  call(clientId: number, input: I, now: number): number {
+    for (const [id, client] of this.#open) {
+      if (client === clientId) {
+        throw new Error(
+          `Cannot record call: client ${clientId} still has operation ${id} open`,
+        );
+      }
+    }
+    const id = this.#ops.length;
+    this.#ops.push({
+      clientId,
+      input,
+      call: now,
+      output: undefined,
+      return: Infinity,
+    });
+    this.#open.set(id, clientId);
+    return id;
+  }
+
+  /** Records that operation `id` returned `output` at time `now`. */
+  ret(id: number, output: O, now: number): void {
+    const op = this.#open.has(id) ? this.#ops[id] : undefined;
+    if (op !== undefined && now < op.call) {
+      throw new RangeError(
+        `Cannot record return of operation ${id}: time ${now} is before its call at ${op.call}`,
+      );
+    }
+    this.#take(id, "return");
+    op!.output = output;
+    op!.return = now;
+  }
+
+  /** Drops operation `id`: it definitely did not take effect. */
+  fail(id: number): void {
+    this.#take(id, "failure");
+    this.#ops[id] = undefined;
+  }
+
+  /**
+   * Gives up on operation `id` (e.g. its client timed out): it stays
+   * pending, and its client may start another operation.
+   */
+  abandon(id: number): void {
+    this.#take(id, "abandonment");
+  }
+
+  /** The operations recorded so far, in call order. */
+  history(): Operation<I, O>[] {
+    return this.#ops.filter((op): op is Operation<I, O> => op !== undefined)
+      .map((op) => ({ ...op }));
+  }
+
+  #take(id: number, what: string): Operation<I, O> {
+    const op = this.#ops[id];
+    if (op === undefined || !this.#open.has(id)) {
+      throw new Error(
+        `Cannot record ${what} of operation ${id}: it is not open (unknown, already returned or dropped)`,
+      );
+    }
+    this.#open.delete(id);
+    return op;
+  }
+}
