@@ -235,27 +235,36 @@ async function publishMany(
 }
 
 /** A consumer process (`_consumer_child.ts`) and its JSON lines. */
-interface ChildConsumer {
+export interface ChildConsumer {
   /** The next line that has the field `field`. */
   next(field: string, timeoutMs: number): Promise<Record<string, string>>;
+  /** Every JSON line printed so far, in order. */
+  readonly lines: readonly Record<string, unknown>[];
   kill(): void;
   exited: Promise<Deno.CommandStatus>;
 }
 
-function spawnConsumer(
+/**
+ * Starts `_consumer_child.ts` on `connectModule`: a member of `group` in a
+ * process of its own that holds each delivery (`mode` "hold") or acks it
+ * after some ms (`"ack:MS"`).
+ */
+export function spawnConsumer(
   connectModule: string,
   topic: string,
   group: string,
+  mode = "hold",
 ): ChildConsumer {
   const script = new URL("./_consumer_child.ts", import.meta.url).pathname;
   // -A: the child runs whichever transport module the suite is given.
   const proc = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", script, connectModule, topic, group],
+    args: ["run", "-A", "--quiet", script, connectModule, topic, group, mode],
     stdin: "null",
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
   const lines: Record<string, string>[] = [];
+  const all: Record<string, unknown>[] = [];
   let notify = () => {};
   let ended = false;
   const reading = (async () => {
@@ -268,7 +277,11 @@ function spawnConsumer(
       while ((nl = buf.indexOf("\n")) >= 0) {
         const line = buf.slice(0, nl).trim();
         buf = buf.slice(nl + 1);
-        if (line.startsWith("{")) lines.push(JSON.parse(line));
+        if (line.startsWith("{")) {
+          const parsed = JSON.parse(line);
+          lines.push(parsed);
+          all.push(parsed);
+        }
         notify();
       }
     }
@@ -277,6 +290,7 @@ function spawnConsumer(
   })();
   let killed = false;
   return {
+    lines: all,
     async next(field, timeoutMs) {
       const end = Date.now() + timeoutMs;
       for (;;) {

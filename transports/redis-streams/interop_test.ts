@@ -3,6 +3,7 @@ import { createEnvelope } from "../../core/envelope.ts";
 import type { Delivery } from "../../core/transport.ts";
 import { waitFor } from "../../tests/conformance/suite.ts";
 import { connectRedisStreams } from "./transport.ts";
+import { partitionOf } from "./wire.ts";
 
 const url = Deno.env.get("REDIS_URL");
 const required = Deno.env.get("PLEXUS_REQUIRE_SERVICES") === "1";
@@ -98,7 +99,9 @@ Deno.test({
         headers: { a: "b" },
       });
       await t.publish(topic, e, { key: "order-9" });
-      const out = await cli("--json", "XRANGE", `plexus:${topic}`, "-", "+");
+      // A keyed message lives in partition FNV-1a("order-9") mod 8 = 5 (0x237fc0d5 % 8).
+      assert.equal(partitionOf("order-9", 8), 5);
+      const out = await cli("--json", "XRANGE", `plexus:${topic}#5`, "-", "+");
       const [[, fields]] = JSON.parse(out) as [string, string[]][];
       const m = new Map<string, string>();
       for (let i = 0; i < fields.length; i += 2) {

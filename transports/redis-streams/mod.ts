@@ -27,5 +27,7 @@ export {
   decodeFields,
   dlqKey,
   encodeFields,
+  partitionKey,
+  partitionOf,
   streamKey,
 } from "./wire.ts";

@@ -5,7 +5,8 @@
  * Config (under `pluginConfig["redis-streams"]`): `url` (default `REDIS_URL`,
  * else `redis://127.0.0.1:6379`), `prefix`, `maxLen`, `maxMessageBytes`,
  * `ackWaitMs`, `claimIntervalMs`, `blockMs`, `retryBaseMs`, `retryMaxMs`,
- * `startFrom`, `connectTimeoutMs`.
+ * `startFrom`, `connectTimeoutMs`, `partitions` (streams per topic for keyed
+ * messages; equal on every node).
  *
  * @module
  */
@@ -34,6 +35,7 @@ export const redisStreamsConfig = z.strictObject({
   retryMaxMs: ms.default(60_000),
   startFrom: z.enum(["new", "all"]).default("new"),
   connectTimeoutMs: ms.default(5000),
+  partitions: z.number().int().min(1).max(1024).default(8),
 });
 
 /** Config of the plugin after defaults. */

@@ -19,6 +19,12 @@
  *   publishes issued in one tick go out as one pipeline.
  * - ioredis reconnects (retryStrategy); commands wait through a restart, and
  *   a group lost with the data (NOGROUP) is re-created from `0`.
+ * - Per-key order: a message published with a key goes to partition stream
+ *   `{topic}#{n}` (n = FNV-1a(key) mod `partitions`). Within a group each
+ *   partition has one owner at a time (leases, `partitions.ts`), which runs
+ *   a key's messages one at a time in stream order, retrying a failed one in
+ *   place before the key's next. Messages without a key keep the topic
+ *   stream and no order.
  *
  * @module
  */
@@ -38,12 +44,17 @@ import {
   type TransportCaps,
   TransportError,
 } from "../../core/transport.ts";
+import { validateTopic } from "../../core/router.ts";
+import { PartitionOwner } from "./partitions.ts";
 import {
   deadLetterFields,
   decodeDeadLetter,
   decodeFields,
   dlqKey,
   encodeFields,
+  fieldMap,
+  partitionKey,
+  partitionOf,
   streamKey,
 } from "./wire.ts";
 
@@ -73,6 +84,11 @@ export interface RedisStreamsOptions {
   consumerName?: string;
   /** Longest wait for the first connection. @default {5000} */
   connectTimeoutMs?: number;
+  /**
+   * Partition streams per topic for keyed messages; every publisher and
+   * subscriber of a topic must agree on it. @default {8}
+   */
+  partitions?: number;
 }
 
 /** The Redis Streams transport, with its client for diagnostics. */
@@ -81,6 +97,27 @@ export interface RedisStreamsTransport extends Transport {
 }
 
 type Entry = [id: string, fields: string[] | null];
+
+/** A stream the subscription reads: the topic's, or one of its partitions. */
+interface Source {
+  stream: string;
+  partition?: number;
+}
+
+/** Topics as the router takes them, minus `#` (partition streams use it). */
+function checkTopic(topic: string): void {
+  try {
+    validateTopic(topic);
+  } catch (err) {
+    throw new TransportError("invalid_argument", (err as Error).message);
+  }
+  if (topic.includes("#")) {
+    throw new TransportError(
+      "invalid_argument",
+      `Cannot use topic '${topic}': '#' is reserved for partition streams`,
+    );
+  }
+}
 
 function isNoGroup(err: unknown): boolean {
   return err instanceof Error && err.message.startsWith("NOGROUP");
@@ -113,6 +150,7 @@ export async function connectRedisStreams(
     startFrom: "new" as const,
     consumerName: `c-${crypto.randomUUID().slice(0, 8)}`,
     connectTimeoutMs: 5000,
+    partitions: 8,
     ...options,
   };
   const clientOptions = {
@@ -148,7 +186,7 @@ export async function connectRedisStreams(
 
   const caps: TransportCaps = {
     durable: true,
-    ordering: "none",
+    ordering: "per-key",
     groups: true,
     maxMessageBytes: o.maxMessageBytes,
   };
@@ -164,7 +202,13 @@ export async function connectRedisStreams(
     opts: SubscribeOptions = {},
   ): Promise<Subscription> {
     if (closed) throw new TransportError("closed", "transport is closed");
-    const stream = streamKey(o.prefix, topic);
+    checkTopic(topic);
+    const main: Source = { stream: streamKey(o.prefix, topic) };
+    const parts: Source[] = Array.from({ length: o.partitions }, (_, n) => ({
+      stream: partitionKey(o.prefix, topic, n),
+      partition: n,
+    }));
+    const byStream = new Map([main, ...parts].map((s) => [s.stream, s]));
     const errorsKey = `${o.prefix}errors:${topic}`;
     const dlq = dlqKey(o.prefix, topic);
     const consumer = `${o.consumerName}-${++subCounter}`;
@@ -176,13 +220,25 @@ export async function connectRedisStreams(
     const held = new Set<string>();
     const timers = new Set<ReturnType<typeof setTimeout>>();
     const running = new Set<Promise<void>>();
+    // Slots: main-stream entries being handled plus keyed entries accepted
+    // and not finished (queued behind their key or running).
     let inFlight = 0;
+    const keyedByPartition = new Map<number, number>();
+    const chains = new Map<string, Promise<void>>();
+    // Newly held partitions whose pending entries are still being claimed:
+    // not read until then, so their new entries queue behind the old.
+    const recovering = new Set<number>();
+    // Partitions in the XREADGROUP now in flight: not handed over until it
+    // returns, or entries read for them would be stranded here.
+    let reading = new Set<number>();
+    // Keyed entries accepted here and not finished, by `${partition}|${id}`.
+    const keyedIds = new Set<string>();
     let stopped = false;
     let wake: (() => void) | undefined;
     let onStop = () => {};
     const stoppedP = new Promise<void>((r) => (onStop = r));
 
-    const ensureGroup = async (from: string) => {
+    const createGroup = async (stream: string, from: string) => {
       try {
         await redis.xgroup("CREATE", stream, group, from, "MKSTREAM");
       } catch (err) {
@@ -191,9 +247,14 @@ export async function connectRedisStreams(
         }
       }
     };
-    await ensureGroup(ephemeral || o.startFrom === "new" ? "$" : "0");
+    const ensureGroups = (from: string) =>
+      Promise.all([...byStream.keys()].map((s) => createGroup(s, from)));
+    await ensureGroups(ephemeral || o.startFrom === "new" ? "$" : "0");
 
-    const errKey = (id: string) => `${group}|${id}`;
+    const errKey = (src: Source, id: string) =>
+      src.partition === undefined
+        ? `${group}|${id}`
+        : `${group}|#${src.partition}|${id}`;
     const later = (ms: number, fn: () => void) => {
       const t = setTimeout(() => {
         timers.delete(t);
@@ -201,8 +262,11 @@ export async function connectRedisStreams(
       }, ms);
       timers.add(t);
     };
+    const sleep = (ms: number) =>
+      Promise.race([new Promise<void>((r) => later(ms, r)), stoppedP]);
 
     const deadLetter = async (
+      src: Source,
       id: string,
       fields: string[],
       reason: string,
@@ -224,51 +288,59 @@ export async function connectRedisStreams(
             deadAt: Date.now(),
           }),
         )
-        .xack(stream, group, id)
-        .hdel(errorsKey, errKey(id))
+        .xack(src.stream, group, id)
+        .hdel(errorsKey, errKey(src, id))
         .exec();
     };
 
-    const history = async (id: string): Promise<AttemptError[]> => {
-      const raw = await redis.hget(errorsKey, errKey(id));
+    const history = async (src: Source, id: string) => {
+      const raw = await redis.hget(errorsKey, errKey(src, id));
       return raw ? JSON.parse(raw) as AttemptError[] : [];
     };
 
-    const dispatch = async (id: string, fields: string[], attempts: number) => {
+    /**
+     * Runs the handler once and settles. Resolves with the delay before the
+     * next attempt when the entry was nak'ed (or the handler threw) and has
+     * attempts left; with undefined when it is done (acked or dead).
+     */
+    const dispatch = async (
+      src: Source,
+      id: string,
+      fields: string[],
+      attempts: number,
+    ): Promise<number | undefined> => {
       let decoded: ReturnType<typeof decodeFields>;
       try {
         decoded = decodeFields(fields, id, topic);
       } catch (err) {
         await deadLetter(
+          src,
           id,
           fields,
           `bad_message: ${(err as Error).message}`,
           attempts,
           [],
         );
-        return;
+        return undefined;
       }
       const { envelope, key } = decoded;
       const max = envelope.delivery.maxAttempts;
       if (attempts > max) {
         // A consumer died holding it (its attempt left no error behind).
         await deadLetter(
+          src,
           id,
           fields,
           `max attempts (${max}) reached`,
           attempts - 1,
-          await history(id),
+          await history(src, id),
         );
-        return;
+        return undefined;
       }
-      held.add(id);
-      inFlight++;
       let settled = false;
-      const release = () => {
-        held.delete(id);
-      };
+      let retryIn: number | undefined;
       const fail = async (delayMs: number | undefined, error: string) => {
-        const errors = [...await history(id), {
+        const errors = [...await history(src, id), {
           at: Date.now(),
           attempt: attempts,
           error,
@@ -276,22 +348,21 @@ export async function connectRedisStreams(
         }].slice(-20);
         if (attempts >= max) {
           await deadLetter(
+            src,
             id,
             fields,
             `max attempts (${max}) reached`,
             attempts,
             errors,
           );
-          release();
           return;
         }
-        await redis.hset(errorsKey, errKey(id), JSON.stringify(errors));
-        const wait = delayMs ??
+        await redis.hset(errorsKey, errKey(src, id), JSON.stringify(errors));
+        retryIn = delayMs ??
           backoffDelay(envelope.delivery.backoff, attempts, {
             baseMs: o.retryBaseMs,
             maxMs: o.retryMaxMs,
           });
-        scheduleRetry(id, attempts, wait);
       };
       const delivery: Delivery = {
         envelope,
@@ -304,11 +375,10 @@ export async function connectRedisStreams(
         async ack() {
           if (settled) return;
           settled = true;
-          await redis.multi().xack(stream, group, id).hdel(
+          await redis.multi().xack(src.stream, group, id).hdel(
             errorsKey,
-            errKey(id),
+            errKey(src, id),
           ).exec();
-          release();
         },
         async nak(delayMs?: number, error = "nak") {
           if (settled) return;
@@ -317,13 +387,19 @@ export async function connectRedisStreams(
         },
         async inProgress() {
           if (settled) return;
-          await redis.xclaim(stream, group, consumer, 0, id, "JUSTID");
+          await redis.xclaim(src.stream, group, consumer, 0, id, "JUSTID");
         },
         async term(reason: string) {
           if (settled) return;
           settled = true;
-          await deadLetter(id, fields, reason, attempts, await history(id));
-          release();
+          await deadLetter(
+            src,
+            id,
+            fields,
+            reason,
+            attempts,
+            await history(src, id),
+          );
         },
       };
       try {
@@ -334,22 +410,35 @@ export async function connectRedisStreams(
           await delivery.nak(
             undefined,
             err instanceof Error ? err.message : String(err),
-          )
-            .catch(() => {}); // stays pending; XAUTOCLAIM retries it
+          );
         }
-      } finally {
-        inFlight--;
-        wake?.();
       }
+      return retryIn;
     };
 
+    const track = (p: Promise<void>) => {
+      const t = p.finally(() => running.delete(t));
+      running.add(t);
+    };
+
+    // --- the main stream: any member, any order, XAUTOCLAIM takeover ----
     const start = (id: string, fields: string[], attempts: number) => {
-      const p = dispatch(id, fields, attempts)
-        .catch(() => {
-          held.delete(id); // Redis unreachable: left pending, reclaimed later
-        })
-        .finally(() => running.delete(p));
-      running.add(p);
+      held.add(id);
+      inFlight++;
+      track(
+        dispatch(main, id, fields, attempts)
+          .then((retryIn) => {
+            if (retryIn === undefined) held.delete(id);
+            else scheduleRetry(id, attempts, retryIn);
+          })
+          .catch(() => {
+            held.delete(id); // Redis unreachable: left pending, reclaimed later
+          })
+          .finally(() => {
+            inFlight--;
+            wake?.();
+          }),
+      );
     };
 
     const scheduleRetry = (id: string, attempts: number, wait: number) => {
@@ -362,7 +451,7 @@ export async function connectRedisStreams(
         if (left > 0) {
           later(Math.min(left, touchEvery), step);
           if (left > touchEvery) {
-            redis.xclaim(stream, group, consumer, 0, id, "JUSTID").catch(
+            redis.xclaim(main.stream, group, consumer, 0, id, "JUSTID").catch(
               () => {},
             );
           }
@@ -372,32 +461,167 @@ export async function connectRedisStreams(
           later(10, step);
           return;
         }
-        redis.xclaim(stream, group, consumer, 0, id).then((claimed) => {
+        redis.xclaim(main.stream, group, consumer, 0, id).then((claimed) => {
           const entry = (claimed as Entry[])[0];
-          if (!entry || !entry[1]) {
-            held.delete(id);
-            return redis.hdel(errorsKey, errKey(id)).then(() => {});
-          }
           held.delete(id);
+          if (!entry || !entry[1]) {
+            return redis.hdel(errorsKey, errKey(main, id)).then(() => {});
+          }
           start(entry[0], entry[1], attempts + 1);
         }).catch(() => held.delete(id));
       };
       step();
     };
 
+    // --- partition streams: one owner per partition, one entry per key at a time
+    const owner = new PartitionOwner(redis, {
+      prefix: o.prefix,
+      topic,
+      group,
+      consumer,
+      partitions: o.partitions,
+      leaseMs: o.ackWaitMs,
+      idle: (n) => (keyedByPartition.get(n) ?? 0) === 0 && !reading.has(n),
+      onAcquire: (n) => {
+        recovering.add(n);
+        track(
+          recover(parts[n]).finally(() => {
+            recovering.delete(n);
+            wake?.();
+          }),
+        );
+      },
+    });
+
+    /** Handles one keyed entry until it is done, retrying in place. */
+    const runKeyed = async (
+      src: Source,
+      id: string,
+      fields: string[],
+      attempts: number,
+    ) => {
+      while (!stopped && owner.owns(src.partition!)) {
+        let retryIn: number | undefined;
+        try {
+          retryIn = await dispatch(src, id, fields, attempts);
+        } catch {
+          retryIn = o.retryBaseMs; // Redis unreachable: try again
+        }
+        if (retryIn === undefined) return;
+        await sleep(retryIn);
+        if (stopped || !owner.owns(src.partition!)) return;
+        const [entry] = await redis.xclaim(
+          src.stream,
+          group,
+          consumer,
+          0,
+          id,
+        ) as Entry[];
+        if (!entry?.[1]) {
+          await redis.hdel(errorsKey, errKey(src, id));
+          return;
+        }
+        fields = entry[1];
+        attempts++;
+      }
+    };
+
+    const enqueueKeyed = (
+      src: Source,
+      id: string,
+      fields: string[],
+      attempts: number,
+    ) => {
+      const n = src.partition!;
+      const chain = `${n}|${fieldMap(fields).get("key") ?? ""}`;
+      if (keyedIds.has(`${n}|${id}`)) return;
+      keyedIds.add(`${n}|${id}`);
+      keyedByPartition.set(n, (keyedByPartition.get(n) ?? 0) + 1);
+      const prev = chains.get(chain) ?? Promise.resolve();
+      const next = prev.then(() => runKeyed(src, id, fields, attempts))
+        .catch(() => {}) // left pending; the partition's next owner claims it
+        .finally(() => {
+          keyedIds.delete(`${n}|${id}`);
+          keyedByPartition.set(n, keyedByPartition.get(n)! - 1);
+          if (chains.get(chain) === next) chains.delete(chain);
+          wake?.();
+        });
+      chains.set(chain, next);
+      track(next);
+    };
+
+    /**
+     * Claims a held partition's pending entries idle for `minIdleMs` and
+     * queues them: on taking a partition over (0: a previous owner's entries
+     * come first), and periodically for entries a stalled former owner read
+     * after losing its lease.
+     */
+    const recover = async (src: Source, minIdleMs = 0) => {
+      let cursor = "0-0";
+      do {
+        const [next, entries, deleted] = await redis.xautoclaim(
+          src.stream,
+          group,
+          consumer,
+          minIdleMs,
+          cursor,
+          "COUNT",
+          100,
+        ) as [string, Entry[], string[]?];
+        cursor = next;
+        for (const gone of deleted ?? []) {
+          await redis.xack(src.stream, group, gone);
+        }
+        if (entries.length === 0) continue;
+        const counts = new Map(
+          (await redis.xpending(
+            src.stream,
+            group,
+            entries[0][0],
+            entries[entries.length - 1][0],
+            entries.length,
+            consumer,
+          ) as [string, string, number, number][]).map((
+            [id, , , count],
+          ) => [id, count]),
+        );
+        for (const [id, fields] of entries) {
+          if (!fields) await redis.xack(src.stream, group, id);
+          else enqueueKeyed(src, id, fields, counts.get(id) ?? 1);
+        }
+      } while (cursor !== "0-0" && !stopped);
+    };
+
+    const slots = () => {
+      let keyed = 0;
+      for (const v of keyedByPartition.values()) keyed += v;
+      return maxInFlight - inFlight - keyed;
+    };
+
+    const leaseLoop = async () => {
+      while (!stopped) {
+        try {
+          await owner.tick();
+        } catch {
+          // Redis unreachable: leases run out and others take over.
+        }
+        await sleep(Math.max(50, Math.floor(o.ackWaitMs / 3)));
+      }
+    };
+
     const claimLoop = async () => {
       let cursor = "0-0";
       while (!stopped) {
-        await Promise.race([
-          new Promise<void>((r) => later(o.claimIntervalMs, r)),
-          stoppedP,
-        ]);
+        await sleep(o.claimIntervalMs);
         if (stopped) break;
         const free = maxInFlight - inFlight;
         if (free <= 0) continue;
         try {
+          for (const n of owner.readable()) {
+            if (!recovering.has(n)) await recover(parts[n], o.ackWaitMs);
+          }
           const [next, entries, deleted] = await redis.xautoclaim(
-            stream,
+            main.stream,
             group,
             consumer,
             o.ackWaitMs,
@@ -407,27 +631,28 @@ export async function connectRedisStreams(
           ) as [string, Entry[], string[]?];
           cursor = next;
           for (const gone of deleted ?? []) {
-            await redis.multi().xack(stream, group, gone).hdel(
+            await redis.multi().xack(main.stream, group, gone).hdel(
               errorsKey,
-              errKey(gone),
+              errKey(main, gone),
             ).exec();
           }
           for (const [id, fields] of entries) {
             if (held.has(id)) continue;
             if (!fields) {
-              await redis.xack(stream, group, id);
+              await redis.xack(main.stream, group, id);
               continue;
             }
-            const pending = await redis.xpending(stream, group, id, id, 1) as [
-              string,
-              string,
-              number,
-              number,
-            ][];
+            const pending = await redis.xpending(
+              main.stream,
+              group,
+              id,
+              id,
+              1,
+            ) as [string, string, number, number][];
             start(id, fields, pending[0]?.[3] ?? 1);
           }
         } catch (err) {
-          if (isNoGroup(err)) await ensureGroup("0").catch(() => {});
+          if (isNoGroup(err)) await ensureGroups("0").catch(() => {});
         }
       }
     };
@@ -435,12 +660,15 @@ export async function connectRedisStreams(
     const readLoop = async () => {
       let failures = 0;
       while (!stopped) {
-        const free = maxInFlight - inFlight;
+        const free = slots();
         if (free <= 0) {
           await new Promise<void>((r) => (wake = r));
           wake = undefined;
           continue;
         }
+        const readable = owner.readable().filter((n) => !recovering.has(n));
+        const streams = [main.stream, ...readable.map((n) => parts[n].stream)];
+        reading = new Set(readable);
         try {
           const res = await reader.xreadgroup(
             "GROUP",
@@ -451,20 +679,25 @@ export async function connectRedisStreams(
             "BLOCK",
             o.blockMs,
             "STREAMS",
-            stream,
-            ">",
+            ...streams,
+            ...streams.map(() => ">"),
           ) as [string, Entry[]][] | null;
+          reading = new Set();
           failures = 0;
-          for (const [, entries] of res ?? []) {
+          for (const [stream, entries] of res ?? []) {
+            const src = byStream.get(stream)!;
             for (const [id, fields] of entries) {
-              if (fields) start(id, fields, 1);
+              if (!fields) continue;
+              if (src.partition === undefined) start(id, fields, 1);
+              else enqueueKeyed(src, id, fields, 1);
             }
           }
         } catch (err) {
+          reading = new Set();
           if (stopped) break;
           if (isNoGroup(err)) {
             // Redis lost the group (restart without persistence): everything in the stream is new to us.
-            await ensureGroup("0").catch(() => {});
+            await ensureGroups("0").catch(() => {});
           } else {
             await new Promise((r) =>
               setTimeout(r, Math.min(50 * ++failures, 1000))
@@ -474,7 +707,8 @@ export async function connectRedisStreams(
       }
     };
 
-    const loops = Promise.all([readLoop(), claimLoop()]);
+    await owner.tick();
+    const loops = Promise.all([readLoop(), claimLoop(), leaseLoop()]);
     const sub: Subscription = {
       topic,
       group: opts.group,
@@ -489,15 +723,19 @@ export async function connectRedisStreams(
         timers.clear();
         await loops;
         await Promise.allSettled([...running]);
+        await owner.stop().catch(() => {});
         if (ephemeral) {
-          await redis.xgroup("DESTROY", stream, group).catch(() => {});
+          await Promise.all(
+            [...byStream.keys()].map((s) =>
+              redis.xgroup("DESTROY", s, group).catch(() => {})
+            ),
+          );
         }
       },
     };
     subs.add(sub);
     return sub;
   }
-
   return {
     name: "redis-streams",
     caps,
@@ -508,10 +746,15 @@ export async function connectRedisStreams(
       opts: PublishOptions = {},
     ) {
       if (closed) throw new TransportError("closed", "transport is closed");
+      checkTopic(topic);
       assertFits(envelope, caps.maxMessageBytes);
       try {
         await redis.xadd(
-          streamKey(o.prefix, topic),
+          opts.key === undefined ? streamKey(o.prefix, topic) : partitionKey(
+            o.prefix,
+            topic,
+            partitionOf(opts.key, o.partitions),
+          ),
           ...trim(),
           "*",
           ...encodeFields(envelope, opts.key),

@@ -12,6 +12,54 @@ export function streamKey(prefix: string, topic: string): string {
   return `${prefix}${topic}`;
 }
 
+/**
+ * Stream of partition `n` of `topic`, where messages published with a key
+ * go: `{prefix}{topic}#{n}` (`#` is refused in topics for this reason).
+ */
+export function partitionKey(prefix: string, topic: string, n: number): string {
+  return `${prefix}${topic}#${n}`;
+}
+
+/**
+ * Partition of an ordering key: FNV-1a (32-bit) of its UTF-8 bytes, modulo
+ * `partitions`. Producers outside Plexus compute the same to keep order.
+ *
+ * @example Usage
+ * ```ts
+ * import { partitionOf } from "./wire.ts";
+ * partitionOf("customer-7", 8); // 1
+ * ```
+ */
+export function partitionOf(key: string, partitions: number): number {
+  let h = 0x811c9dc5;
+  for (const b of encoder.encode(key)) {
+    h ^= b;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h % partitions;
+}
+
+const encoder = new TextEncoder();
+
+/** Lease of partition `n` for `group`: `{prefix}lease:{topic}#{n}:{group}`. */
+export function leaseKey(
+  prefix: string,
+  topic: string,
+  group: string,
+  n: number,
+): string {
+  return `${prefix}lease:${topic}#${n}:${group}`;
+}
+
+/** Live members of `group` (sorted set, score = last heartbeat ms). */
+export function membersKey(
+  prefix: string,
+  topic: string,
+  group: string,
+): string {
+  return `${prefix}members:${topic}:${group}`;
+}
+
 /** Dead-letter stream of `topic`: `{prefix}dlq:{topic}`. */
 export function dlqKey(prefix: string, topic: string): string {
   return `${prefix}dlq:${topic}`;
