@@ -215,6 +215,7 @@ export async function connectRedisStreams(
     const ephemeral = opts.group === undefined;
     const group = opts.group ?? `~${consumer}`;
     const maxInFlight = Math.max(1, opts.maxInFlight ?? 1);
+    const lowWater = Math.max(1, Math.floor(maxInFlight / 4));
     const reader = redis.duplicate();
     reader.on("error", () => {});
     const held = new Set<string>();
@@ -375,10 +376,14 @@ export async function connectRedisStreams(
         async ack() {
           if (settled) return;
           settled = true;
-          await redis.multi().xack(src.stream, group, id).hdel(
-            errorsKey,
-            errKey(src, id),
-          ).exec();
+          // A first delivery has no error history to clear.
+          if (attempts === 1) await redis.xack(src.stream, group, id);
+          else {
+            await redis.multi().xack(src.stream, group, id).hdel(
+              errorsKey,
+              errKey(src, id),
+            ).exec();
+          }
         },
         async nak(delayMs?: number, error = "nak") {
           if (settled) return;
@@ -660,8 +665,10 @@ export async function connectRedisStreams(
     const readLoop = async () => {
       let failures = 0;
       while (!stopped) {
+        // Read again once a quarter of the slots are free: fewer, larger
+        // XREADGROUPs (whatever is busy calls wake when it finishes).
         const free = slots();
-        if (free <= 0) {
+        if (free < lowWater) {
           await new Promise<void>((r) => (wake = r));
           wake = undefined;
           continue;
