@@ -13,6 +13,8 @@ export const BUILTINS: Record<string, () => Promise<{ default: unknown }>> = {
   "consensus/kv-lease": () => import("../consensus/kv-lease/mod.ts"),
   "transports/redis-streams": () =>
     import("../transports/redis-streams/mod.ts"),
+  "transports/websocket-mesh": () =>
+    import("../transports/websocket/mesh_plugin.ts"),
 };
 
 /** Built-in names under a folder, e.g. `builtinNames("transports")`. */
