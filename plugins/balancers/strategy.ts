@@ -1,0 +1,157 @@
+/**
+ * The one interface every balancing strategy implements: `pick` a candidate
+ * for a call, then `report` how the call went.
+ *
+ * A candidate is anything with an `id` (a node for work, an agent for tasks
+ * routed by capability), an optional `weight` and optional `meta`. A pick
+ * counts as in flight for its candidate until the matching `report`, which
+ * is how least-connections, P2C-EWMA and bounded-load hashing see load: make
+ * exactly one `report` per `pick` (use {@linkcode dispatch} to get that for
+ * free). Strategies draw randomness from an injected source so a seed makes
+ * them deterministic in tests.
+ *
+ * @module
+ */
+
+/** Something a balancer can choose: a node, an agent, a backend. */
+export interface Candidate {
+  /** Stable identity; state (weights, latency, connections) is kept by id. */
+  readonly id: string;
+  /** Relative capacity, a positive finite number. @default {1} */
+  readonly weight?: number;
+  /** Free-form data for custom strategies (zone, capabilities, version). */
+  readonly meta?: Readonly<Record<string, unknown>>;
+}
+
+/** Per-call input to `pick`. */
+export interface PickContext {
+  /** Affinity key: calls with the same key go to the same candidate (consistent hashing). */
+  readonly key?: string;
+}
+
+/** How a call to a picked candidate went. */
+export interface Outcome {
+  ok: boolean;
+  /** Time from pick to completion, in milliseconds. */
+  latencyMs: number;
+}
+
+/** A balancing strategy. */
+export interface Balancer {
+  /** Strategy name, e.g. `round-robin`. */
+  readonly name: string;
+  /**
+   * Chooses one of `candidates` (undefined when there are none). The choice
+   * counts as in flight until {@linkcode Balancer.report} for its id.
+   */
+  pick<C extends Candidate>(
+    candidates: readonly C[],
+    ctx?: PickContext,
+  ): C | undefined;
+  /** Ends one in-flight pick of `endpoint` (an id) and feeds its outcome. */
+  report(endpoint: string, outcome: Outcome): void;
+}
+
+/** Source of uniform numbers in [0, 1). */
+export type RandomSource = () => number;
+
+/**
+ * Thrown by {@linkcode dispatch} when there is nothing to pick from.
+ * Retryable: endpoints may come back.
+ *
+ * @example Usage
+ * ```ts
+ * import { NoCandidateError } from "./strategy.ts";
+ * new NoCandidateError("round-robin", 0).message;
+ * // "round-robin: no candidate to pick from (0 offered)"
+ * ```
+ */
+export class NoCandidateError extends Error {
+  override name = "NoCandidateError";
+  readonly code = "no_candidate";
+  readonly retryable = true;
+  constructor(balancer: string, offered: number) {
+    super(
+      offered === 0
+        ? `${balancer}: no candidate to pick from (0 offered)`
+        : `${balancer}: none of the ${offered} candidates is available (circuits open)`,
+    );
+  }
+}
+
+/**
+ * Picks a candidate, runs `call` on it and reports the outcome (ok when
+ * `call` resolves) with the time it took; returns what `call` returns.
+ *
+ * @example Usage
+ * ```ts
+ * import { dispatch } from "./strategy.ts";
+ * import { createLeastConnections } from "./least_connections.ts";
+ * const balancer = createLeastConnections();
+ * const nodes = [{ id: "a" }, { id: "b" }];
+ * await dispatch(balancer, nodes, (node) => Promise.resolve(`sent to ${node.id}`));
+ * ```
+ */
+export async function dispatch<C extends Candidate, T>(
+  balancer: Balancer,
+  candidates: readonly C[],
+  call: (candidate: C) => Promise<T>,
+  options: { ctx?: PickContext; now?: () => number } = {},
+): Promise<T> {
+  const candidate = balancer.pick(candidates, options.ctx);
+  if (!candidate) throw new NoCandidateError(balancer.name, candidates.length);
+  const now = options.now ?? performance.now.bind(performance);
+  const start = now();
+  let result: T;
+  try {
+    result = await call(candidate);
+  } catch (err) {
+    balancer.report(candidate.id, { ok: false, latencyMs: now() - start });
+    throw err;
+  }
+  balancer.report(candidate.id, { ok: true, latencyMs: now() - start });
+  return result;
+}
+
+/**
+ * The weight of `c`, checked: a positive finite number, 1 when absent.
+ *
+ * @example Usage
+ * ```ts
+ * import { weightOf } from "./strategy.ts";
+ * weightOf({ id: "a" }); // 1
+ * weightOf({ id: "b", weight: 5 }); // 5
+ * ```
+ */
+export function weightOf(c: Candidate): number {
+  const w = c.weight;
+  if (w === undefined) return 1;
+  if (!(w > 0 && w < Infinity)) {
+    throw new RangeError(
+      `Cannot balance: candidate '${c.id}' has weight ${w}, expected a positive finite number`,
+    );
+  }
+  return w;
+}
+
+/**
+ * A seeded uniform source in [0, 1) (mulberry32): the same seed gives the
+ * same sequence, so strategies and simulations replay exactly.
+ *
+ * @example Usage
+ * ```ts
+ * import { seededRandom } from "./strategy.ts";
+ * const a = seededRandom(42), b = seededRandom(42);
+ * a() === b(); // true
+ * ```
+ */
+export function seededRandom(seed: number): RandomSource {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
