@@ -6,24 +6,28 @@
 
 /** In-flight calls per endpoint, and their total. */
 export class Inflight {
-  #counts = new Map<string, number>();
+  // Boxed counts: one map lookup per change instead of a get and a set.
+  #counts = new Map<string, { n: number }>();
   total = 0;
 
   get(id: string): number {
-    return this.#counts.get(id) ?? 0;
+    return this.#counts.get(id)?.n ?? 0;
   }
 
   start(id: string): void {
-    this.#counts.set(id, (this.#counts.get(id) ?? 0) + 1);
+    const slot = this.#counts.get(id);
+    if (slot) slot.n++;
+    else this.#counts.set(id, { n: 1 });
     this.total++;
   }
 
   /** Ends one call; a report without a pick (a health probe) changes nothing. */
   end(id: string): void {
-    const n = this.#counts.get(id);
-    if (!n) return;
-    if (n === 1) this.#counts.delete(id);
-    else this.#counts.set(id, n - 1);
+    const slot = this.#counts.get(id);
+    if (!slot || slot.n === 0) return;
+    slot.n--;
     this.total--;
+    // Endpoints that left are forgotten once idle, so churn stays bounded.
+    if (slot.n === 0 && this.#counts.size > 1024) this.#counts.delete(id);
   }
 }

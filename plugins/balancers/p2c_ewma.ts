@@ -19,7 +19,6 @@
  * @module
  */
 import { z } from "zod";
-import { Inflight } from "./_inflight.ts";
 import { balancerPlugin } from "./plugin.ts";
 import {
   type Balancer,
@@ -50,9 +49,12 @@ export interface P2cEwma extends Balancer {
   inflight(endpoint: string): number;
 }
 
-interface Stat {
+/** What is known of one endpoint; one map lookup per pick or report. */
+interface Slot {
+  /** Latency EWMA in ms as of `stamp`; NaN before the first report. */
   ewma: number;
   stamp: number;
+  inflight: number;
 }
 
 // Cost of an endpoint with no latency sample yet and calls in flight.
@@ -88,18 +90,36 @@ export function createP2cEwma(options: P2cEwmaOptions = {}): P2cEwma {
       `Cannot create p2c-ewma balancer: failurePenalty must be ≥ 1, got ${failurePenalty}`,
     );
   }
-  const stats = new Map<string, Stat>();
-  const inflight = new Inflight();
+  let slots = new Map<string, Slot>();
+  let pruneAt = 1024;
 
-  const decayed = (s: Stat, t: number): number => {
+  const slotOf = (id: string): Slot => {
+    let slot = slots.get(id);
+    if (!slot) {
+      if (slots.size >= pruneAt) {
+        forgetIdle();
+        pruneAt = Math.max(1024, 2 * slots.size);
+      }
+      slots.set(id, slot = { ewma: NaN, stamp: 0, inflight: 0 });
+    }
+    return slot;
+  };
+  // Past a size that doubles each time, endpoints with nothing in flight are
+  // dropped (they start afresh if they come back), so churn stays bounded.
+  const forgetIdle = () => {
+    const kept = new Map<string, Slot>();
+    for (const [id, slot] of slots) if (slot.inflight > 0) kept.set(id, slot);
+    slots = kept;
+  };
+  const decayed = (s: Slot, t: number): number => {
     const dt = t - s.stamp;
     return dt > 0 ? s.ewma * Math.exp(-dt / decayMs) : s.ewma;
   };
   const cost = (c: Candidate, t: number): number => {
-    const s = stats.get(c.id);
-    const k = inflight.get(c.id);
-    if (!s) return k === 0 ? 0 : PENALTY + k;
-    return decayed(s, t) * (k + 1) / weightOf(c);
+    const s = slots.get(c.id);
+    if (!s) return 0;
+    if (s.ewma !== s.ewma) return s.inflight === 0 ? 0 : PENALTY + s.inflight;
+    return decayed(s, t) * (s.inflight + 1) / weightOf(c);
   };
 
   return {
@@ -117,19 +137,18 @@ export function createP2cEwma(options: P2cEwmaOptions = {}): P2cEwma {
         const b = candidates[j];
         chosen = cost(b, t) < cost(a, t) ? b : a;
       }
-      inflight.start(chosen.id);
+      slotOf(chosen.id).inflight++;
       return chosen;
     },
     report(endpoint: string, outcome: Outcome): void {
-      inflight.end(endpoint);
+      const s = slots.get(endpoint);
+      if (!s) return;
+      if (s.inflight > 0) s.inflight--;
       const t = now();
-      const s = stats.get(endpoint);
       const latency = Math.max(0, outcome.latencyMs);
-      if (!s) {
-        stats.set(endpoint, {
-          ewma: outcome.ok ? latency : latency * failurePenalty,
-          stamp: t,
-        });
+      if (s.ewma !== s.ewma) {
+        s.ewma = outcome.ok ? latency : latency * failurePenalty;
+        s.stamp = t;
         return;
       }
       const current = decayed(s, t);
@@ -145,10 +164,10 @@ export function createP2cEwma(options: P2cEwmaOptions = {}): P2cEwma {
       s.stamp = t;
     },
     latency(endpoint) {
-      const s = stats.get(endpoint);
-      return s && decayed(s, now());
+      const s = slots.get(endpoint);
+      return s && s.ewma === s.ewma ? decayed(s, now()) : undefined;
     },
-    inflight: (endpoint) => inflight.get(endpoint),
+    inflight: (endpoint) => slots.get(endpoint)?.inflight ?? 0,
   };
 }
 
