@@ -23,6 +23,7 @@ export interface BulkheadOptions {
 
 /** Emitted when a call is refused. */
 export interface BulkheadEvents extends Record<string, unknown> {
+  /** A call was refused; the figures are the bulkhead's at that moment. */
   rejected: {
     name: string;
     active: number;
@@ -40,6 +41,7 @@ export interface Bulkhead {
   readonly active: number;
   /** Calls waiting now. */
   readonly queued: number;
+  /** Calls `listener` on `event`; returns a function that stops it. */
   on<K extends keyof BulkheadEvents>(
     event: K,
     listener: (e: BulkheadEvents[K]) => void,

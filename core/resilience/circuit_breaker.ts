@@ -19,8 +19,11 @@ export type CircuitState = "closed" | "open" | "half-open";
 
 /** Emitted on every state change. */
 export interface CircuitEvent {
+  /** The endpoint whose circuit changed. */
   endpoint: string;
+  /** State left. */
   from: CircuitState;
+  /** State entered. */
   to: CircuitState;
   /** Failed calls ÷ calls in the window when the change happened. */
   failureRate: number;
@@ -47,7 +50,7 @@ export interface CircuitBreakerOptions {
   halfOpenMaxCalls?: number;
   /** Which errors thrown inside `call` count as failures. @default {every error} */
   isFailure?: (err: unknown) => boolean;
-  /** @default {systemClock} */
+  /** Time source (`mono()` is read). @default {systemClock} */
   clock?: Clock;
   /** Registry for `plexus_circuit_*` metrics, labelled by endpoint. */
   metrics?: MetricsRegistry;
@@ -55,6 +58,7 @@ export interface CircuitBreakerOptions {
 
 /** One endpoint's circuit. */
 export interface CircuitBreaker {
+  /** The endpoint this circuit guards. */
   readonly endpoint: string;
   /** The current state (an open circuit past its wait reads as half-open). */
   readonly state: CircuitState;
@@ -71,6 +75,7 @@ export interface CircuitBreaker {
   call<T>(fn: () => Promise<T>): Promise<T>;
   /** Calls and failures in the current window. */
   stats(): { requests: number; failures: number; failureRate: number };
+  /** Calls `listener` on `event`; returns a function that stops it. */
   on<K extends keyof CircuitEvents>(
     event: K,
     listener: (e: CircuitEvents[K]) => void,
@@ -92,6 +97,7 @@ export interface CircuitBreakers {
   readonly notClosed: number;
   /** Forgets endpoints not in `keep` (bounded memory under churn). */
   prune(keep: Iterable<string>): void;
+  /** Calls `listener` on `event`; returns a function that stops it. */
   on<K extends keyof CircuitEvents>(
     event: K,
     listener: (e: CircuitEvents[K]) => void,
@@ -302,6 +308,7 @@ class Breaker implements CircuitBreaker {
     };
   }
 
+  /** Calls `listener` on `event`; returns a function that stops it. */
   on<K extends keyof CircuitEvents>(
     event: K,
     listener: (e: CircuitEvents[K]) => void,

@@ -26,10 +26,13 @@ export type ResilienceErrorCode =
  */
 export class ResilienceError extends Error {
   override name = "ResilienceError";
+  /** What kind of refusal or failure this is. */
   readonly code: ResilienceErrorCode;
   /** Whether trying again later may succeed. */
   readonly retryable: boolean;
+  /** The figures behind the error (endpoint, limits, attempts). */
   readonly data: Record<string, unknown>;
+  /** `options.retryable` says whether trying again later may succeed. */
   constructor(
     code: ResilienceErrorCode,
     message: string,

@@ -1,6 +1,7 @@
 /**
- * The resilience layer: per-endpoint circuit breakers, retry with
- * exponential backoff and full jitter, timeouts and bulkheads. Each takes an
+ * The resilience layer: per-endpoint circuit breakers, active health
+ * checks, retry with exponential backoff and full jitter, timeouts and
+ * bulkheads. Each takes an
  * injectable clock (and randomness where it has any), emits events through
  * `on(...)`, counts `plexus_*` metrics in an optional registry, and refuses
  * with a typed {@linkcode ResilienceError} carrying `code` and `retryable`.
@@ -29,4 +30,5 @@ export * from "./circuit_breaker.ts";
 export * from "./retry.ts";
 export * from "./timeout.ts";
 export * from "./bulkhead.ts";
+export * from "./health_check.ts";
 export type { Unsubscribe } from "./_events.ts";

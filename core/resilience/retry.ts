@@ -30,7 +30,7 @@ export interface RetryOptions {
   retryIf?: (err: unknown) => boolean;
   /** Source of uniform numbers in [0, 1). @default {Math.random} */
   random?: () => number;
-  /** Sleeps between attempts. @default {systemClock} */
+  /** Sleeps between attempts (`sleep()` is used). @default {systemClock} */
   clock?: Clock;
   /** Registry for `plexus_retry_*` metrics. */
   metrics?: MetricsRegistry;
@@ -38,7 +38,9 @@ export interface RetryOptions {
 
 /** Emitted before each wait (`retry`) and when the last attempt failed (`exhausted`). */
 export interface RetryEvents extends Record<string, unknown> {
+  /** A retryable error; `delayMs` is the wait before attempt `attempt + 1`. */
   retry: { name: string; attempt: number; delayMs: number; error: unknown };
+  /** The last allowed attempt failed with a retryable error. */
   exhausted: { name: string; attempts: number; error: unknown };
 }
 
@@ -53,6 +55,7 @@ export interface Retry {
     fn: (attempt: number) => Promise<T>,
     signal?: AbortSignal,
   ): Promise<T>;
+  /** Calls `listener` on `event`; returns a function that stops it. */
   on<K extends keyof RetryEvents>(
     event: K,
     listener: (e: RetryEvents[K]) => void,

@@ -14,7 +14,7 @@ import { TimeoutError } from "./errors.ts";
 export interface TimeoutOptions {
   /** Name in error messages, events and the `policy` metric label. @default {"call"} */
   name?: string;
-  /** @default {systemClock} */
+  /** Time source; the deadline is a `clock.sleep`. @default {systemClock} */
   clock?: Clock;
   /** Registry for the `plexus_timeouts_total` counter. */
   metrics?: MetricsRegistry;
@@ -22,6 +22,7 @@ export interface TimeoutOptions {
 
 /** Emitted when a call misses its deadline. */
 export interface TimeoutEvents extends Record<string, unknown> {
+  /** A call missed its deadline of `timeoutMs`. */
   timeout: { name: string; timeoutMs: number };
 }
 
@@ -33,6 +34,7 @@ export interface Timeout {
     timeoutMs: number,
     signal?: AbortSignal,
   ): Promise<T>;
+  /** Calls `listener` on `event`; returns a function that stops it. */
   on<K extends keyof TimeoutEvents>(
     event: K,
     listener: (e: TimeoutEvents[K]) => void,

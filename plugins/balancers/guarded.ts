@@ -1,11 +1,14 @@
 /**
- * Circuit breakers in front of any strategy: endpoints whose circuit is
- * open are left out of the candidates, and every report feeds the
- * endpoint's circuit as well as the strategy.
+ * Circuit breakers and health checks in front of any strategy: endpoints
+ * whose circuit is open or whose probes fail are left out of the
+ * candidates, and every report feeds the endpoint's circuit as well as the
+ * strategy. The two compose:
+ * `withCircuitBreakers(withHealthChecks(strategy, checks), breakers)`.
  *
  * @module
  */
 import type { CircuitBreakers } from "../../core/resilience/circuit_breaker.ts";
+import type { HealthChecks } from "../../core/resilience/health_check.ts";
 import type { Balancer, Candidate, Outcome, PickContext } from "./strategy.ts";
 
 /**
@@ -47,5 +50,35 @@ export function withCircuitBreakers(
       balancer.report(endpoint, outcome);
       breakers.get(endpoint).record(outcome.ok);
     },
+  };
+}
+
+/**
+ * Wraps `balancer` so it never picks an endpoint its health checks mark
+ * down. When all are up the candidates pass through untouched.
+ *
+ * @example Usage
+ * ```ts
+ * import { withHealthChecks } from "./guarded.ts";
+ * import { createRoundRobin } from "./round_robin.ts";
+ * import { createHealthChecks } from "../../core/resilience/health_check.ts";
+ * const checks = createHealthChecks({
+ *   probe: (id) => id === "a" ? Promise.reject(new Error("refused")) : Promise.resolve(),
+ *   unhealthyThreshold: 1,
+ * });
+ * checks.track(["a", "b"]);
+ * await checks.check();
+ * const balancer = withHealthChecks(createRoundRobin(), checks);
+ * balancer.pick([{ id: "a" }, { id: "b" }])?.id; // "b"
+ * ```
+ */
+export function withHealthChecks(
+  balancer: Balancer,
+  checks: HealthChecks,
+): Balancer {
+  return {
+    name: balancer.name,
+    pick: (candidates, ctx) => balancer.pick(checks.filter(candidates), ctx),
+    report: (endpoint, outcome) => balancer.report(endpoint, outcome),
   };
 }

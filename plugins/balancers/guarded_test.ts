@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { ManualClock } from "../../core/clock.ts";
 import { createCircuitBreakers } from "../../core/resilience/circuit_breaker.ts";
+import { createHealthChecks } from "../../core/resilience/health_check.ts";
 import { nodes } from "./_test_util.ts";
-import { withCircuitBreakers } from "./guarded.ts";
+import { withCircuitBreakers, withHealthChecks } from "./guarded.ts";
 import { createLeastConnections } from "./least_connections.ts";
 import { createRoundRobin } from "./round_robin.ts";
 import { dispatch, NoCandidateError } from "./strategy.ts";
@@ -60,4 +61,37 @@ Deno.test("guarded: reports reach both the strategy and the circuit", () => {
     failures: 1,
     failureRate: 1,
   });
+});
+
+Deno.test("guarded: endpoints failing health checks are skipped, with breakers on top", async () => {
+  const failing = new Set(["n0"]);
+  const checks = createHealthChecks({
+    probe: (id) =>
+      failing.has(id) ? Promise.reject(new Error("down")) : Promise.resolve(),
+    unhealthyThreshold: 1,
+    healthyThreshold: 1,
+  });
+  const breakers = createCircuitBreakers({ minRequests: 1 });
+  const b = withCircuitBreakers(
+    withHealthChecks(createRoundRobin(), checks),
+    breakers,
+  );
+  const c = nodes(3);
+  checks.track(c.map((n) => n.id));
+  await checks.check();
+  const picked = Array.from({ length: 6 }, () => {
+    const p = b.pick(c)!;
+    b.report(p.id, { ok: p.id !== "n2", latencyMs: 1 });
+    return p.id;
+  });
+  assert.ok(!picked.includes("n0"), `${picked}`);
+  // n2 failed a call: its circuit is open, n0 is down: only n1 is left.
+  assert.deepEqual(Array.from({ length: 3 }, () => b.pick(c)!.id), [
+    "n1",
+    "n1",
+    "n1",
+  ]);
+  failing.clear();
+  await checks.check();
+  assert.ok(Array.from({ length: 4 }, () => b.pick(c)!.id).includes("n0"));
 });

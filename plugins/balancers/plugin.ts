@@ -43,7 +43,7 @@ export const circuitBreakerConfig = z.strictObject({
 export interface BalancerPluginSpec<S extends z.ZodRawShape> {
   /** Strategy name: plugin name and the `balancer:NAME` capability. */
   name: string;
-  /** @default {"1.0.0"} */
+  /** The plugin's version. @default {"1.0.0"} */
   version?: string;
   /** The strategy's own config fields (with defaults). */
   options: S;

@@ -16,7 +16,7 @@ import {
 
 /** Options for {@linkcode createRandom}. */
 export interface RandomOptions {
-  /** @default {Math.random} */
+  /** Draws the picks; pass `seededRandom(n)` to replay. @default {Math.random} */
   random?: RandomSource;
 }
 

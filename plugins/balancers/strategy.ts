@@ -31,6 +31,7 @@ export interface PickContext {
 
 /** How a call to a picked candidate went. */
 export interface Outcome {
+  /** Whether the call succeeded (failures feed circuit breakers and latency penalties). */
   ok: boolean;
   /** Time from pick to completion, in milliseconds. */
   latencyMs: number;
