@@ -612,7 +612,11 @@ export class RaftNode {
           return;
         }
         const wasPaused = pr.isPaused();
-        if (pr.maybeUpdate(m.index!)) {
+        // An ack of exactly the match still answers a probe (etcd does the same).
+        if (
+          pr.maybeUpdate(m.index!) ||
+          (pr.match === m.index && pr.state === "probe")
+        ) {
           if (pr.state === "probe") pr.becomeReplicate();
           else if (
             pr.state === "snapshot" && pr.match >= pr.pendingSnapshot
