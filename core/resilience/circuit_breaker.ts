@@ -46,7 +46,11 @@ export interface CircuitBreakerOptions {
   windowBuckets?: number;
   /** Time an open circuit refuses calls before it lets trials through. @default {10000} */
   halfOpenAfterMs?: number;
-  /** Trial calls let through at once while half-open. @default {1} */
+  /**
+   * Trial calls let through at once while half-open. A trial never
+   * recorded (its caller lost it) frees its slot after `halfOpenAfterMs`.
+   * @default {1}
+   */
   halfOpenMaxCalls?: number;
   /** Which errors thrown inside `call` count as failures. @default {every error} */
   isFailure?: (err: unknown) => boolean;
@@ -201,6 +205,7 @@ class Breaker implements CircuitBreaker {
   #state: CircuitState = "closed";
   #openedAt = 0;
   #trials = 0;
+  #trialAt = 0;
   #bucketMs: number;
   // Sliding window: slot i holds the counts of bucket number #epochs[i].
   #epochs: number[];
@@ -235,6 +240,10 @@ class Breaker implements CircuitBreaker {
     this.#maybeHalfOpen();
     if (this.#state === "closed") return true;
     if (this.#state === "open") return false;
+    if (
+      this.#trials >= this.#o.halfOpenMaxCalls &&
+      this.#o.clock.mono() - this.#trialAt >= this.#o.halfOpenAfterMs
+    ) this.#trials = 0;
     return this.#trials < this.#o.halfOpenMaxCalls;
   }
 
@@ -252,7 +261,10 @@ class Breaker implements CircuitBreaker {
           : { state: "half-open" },
       );
     }
-    if (this.#state === "half-open") this.#trials++;
+    if (this.#state === "half-open") {
+      this.#trials++;
+      this.#trialAt = this.#o.clock.mono();
+    }
   }
 
   record(ok: boolean): void {

@@ -136,6 +136,21 @@ Deno.test("circuit breaker: a failed trial reopens the circuit and restarts the 
   assert.equal(b.state, "half-open");
 });
 
+Deno.test("circuit breaker: a trial never recorded frees its slot after halfOpenAfterMs", async () => {
+  const clock = new ManualClock();
+  const b = createCircuitBreaker("n", { clock, minRequests: 1 });
+  b.record(false);
+  await clock.advance(10_000);
+  b.acquire();
+  await clock.advance(9_999);
+  assert.equal(b.canPass(), false);
+  await clock.advance(1);
+  assert.equal(b.canPass(), true);
+  b.acquire();
+  b.record(true);
+  assert.equal(b.state, "closed");
+});
+
 Deno.test("circuit breaker: failures older than the window are forgotten", async () => {
   const clock = new ManualClock();
   const b = createCircuitBreaker("n", { clock });

@@ -142,9 +142,9 @@ export class RetriesExhaustedError extends ResilienceError {
   constructor(operation: string, attempts: number, lastError: unknown) {
     super(
       "retries_exhausted",
-      `'${operation}' failed after ${attempts} attempts: ${
-        lastError instanceof Error ? lastError.message : String(lastError)
-      }`,
+      `'${operation}' failed after ${attempts} attempt${
+        attempts === 1 ? "" : "s"
+      }: ${lastError instanceof Error ? lastError.message : String(lastError)}`,
       { retryable: false, cause: lastError, data: { operation, attempts } },
     );
     this.attempts = attempts;

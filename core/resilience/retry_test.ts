@@ -158,6 +158,18 @@ Deno.test("retry: an aborted signal stops further attempts", async () => {
   assert.equal(calls, 2);
 });
 
+Deno.test("retry: with no retries a retryable error ends the call after one attempt", async () => {
+  const retry = createRetry({
+    name: "once",
+    retries: 0,
+    clock: recordingClock(),
+  });
+  await assert.rejects(
+    retry.run(() => Promise.reject(new Unavailable("gone"))),
+    /'once' failed after 1 attempt: gone/,
+  );
+});
+
 Deno.test("retry: options out of range are refused with the value seen", () => {
   assert.throws(() => createRetry({ retries: -1 }), /retries .* got -1/);
   assert.throws(
