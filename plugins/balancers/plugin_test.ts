@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { loadPlugin } from "../../core/loader.ts";
 import { createTestKernel } from "../../core/testing.ts";
 import consistentHash from "./consistent_hash.ts";
 import leastConnections from "./least_connections.ts";
@@ -104,4 +105,24 @@ Deno.test("balancer plugins: circuit breakers can be turned off; bad config is r
     }),
     /plugin 'consistent-hash' has invalid config: boundedLoad/,
   );
+});
+
+Deno.test("balancer plugins: each file loads by path through the plugin loader (what --plugin and builtin: do)", async () => {
+  const files = [
+    "round_robin.ts",
+    "random.ts",
+    "smooth_weighted.ts",
+    "least_connections.ts",
+    "p2c_ewma.ts",
+    "consistent_hash.ts",
+    "examples/least_recent.ts",
+  ];
+  const dir = new URL(".", import.meta.url).pathname;
+  const loaded = await Promise.all(
+    files.map(async (f) => (await loadPlugin(`./${f}`, dir)).value),
+  );
+  await using t = await createTestKernel(loaded);
+  for (const name of ["round-robin", "p2c-ewma", "least-recent"]) {
+    assert.equal(t.kernel.get<BalancerApi>(`balancer:${name}`).name, name);
+  }
 });
