@@ -11,7 +11,8 @@
  * 2. A seeded discrete-event simulation on a virtual clock: 10 backends,
  *    each a FIFO single-server queue with exponential service times (mean
  *    10 ms; one backend 100 ms, 10× slower), Poisson arrivals at 70 req/s
- *    (the slow backend at 70 % load under round-robin). Every strategy sees
+ *    (the slow backend at 70 % load under round-robin; 50 and 90 req/s are
+ *    run too, for round-robin and P2C-EWMA). Every strategy sees
  *    the same arrivals and service draws; latency is arrival to completion
  *    (queueing included) and is reported back to the balancer at the
  *    completion time. Deterministic: the same seed prints the same figures.
@@ -125,7 +126,7 @@ for (const [name, v] of Object.entries(picksPerS)) {
 const BACKENDS = 10;
 const FAST_MS = 10;
 const SLOW_MS = 100;
-const RATE_PER_MS = 70 / 1000;
+const RATE_PER_S = 70;
 
 /** Min-heap of pending completions ordered by time. */
 class Completions {
@@ -197,7 +198,9 @@ function exponential(random: RandomSource, mean: number): number {
 function simulate(
   make: (now: () => number) => Balancer,
   requests: number,
+  ratePerS = RATE_PER_S,
 ): SimResult {
+  const ratePerMs = ratePerS / 1000;
   let clock = 0;
   const balancer = make(() => clock);
   const candidates: Candidate[] = Array.from(
@@ -220,7 +223,7 @@ function simulate(
   let toSlow = 0;
   let t = 0;
   for (let r = 0; r < requests; r++) {
-    t += exponential(arrivals, 1 / RATE_PER_MS);
+    t += exponential(arrivals, 1 / ratePerMs);
     // Completions due before this arrival reach the balancer first.
     while (pending.size && pending.peek() <= t) {
       clock = pending.peek();
@@ -280,6 +283,19 @@ info(
   } strategies in ${Math.round(performance.now() - simStart)} ms of real time`,
 );
 
+// The same comparison at lighter and heavier load (slow backend at 50 % and
+// 90 % under round-robin).
+const sweep: Record<
+  string,
+  { rr_p99: number; p2c_p99: number; ratio: number }
+> = {};
+for (const rate of [50, 90]) {
+  const r = simulate(strategies["round-robin"], SIM_REQUESTS, rate).p99;
+  const p = simulate(strategies["p2c-ewma"], SIM_REQUESTS, rate).p99;
+  sweep[`${rate}_per_s`] = { rr_p99: r, p2c_p99: p, ratio: round(p / r, 3) };
+  info(`sim at ${rate} req/s: p99 round-robin ${r} ms, p2c-ewma ${p} ms`);
+}
+
 const p2c = sim["p2c-ewma"].p99;
 const rr = sim["round-robin"].p99;
 console.log(JSON.stringify({
@@ -294,10 +310,11 @@ console.log(JSON.stringify({
     simulation: {
       backends: BACKENDS,
       service_mean_ms: { fast: FAST_MS, slow: SLOW_MS },
-      arrivals_per_s: RATE_PER_MS * 1000,
+      arrivals_per_s: RATE_PER_S,
       requests: SIM_REQUESTS,
       seed: SEED,
       results: sim,
+      load_sweep: sweep,
     },
   },
   notes:
