@@ -117,6 +117,8 @@ export function runRaftSim(
   const boundMs = options.livenessBoundMs ?? 3000;
   const snapshotEvery = options.snapshotEvery ?? 12;
   const unsafe = options.unsafeSendBeforePersist ?? false;
+  // One entry per append in half the runs: more partial replication.
+  const maxSizePerMsg = rng() < 0.5 ? 1 : 256;
 
   const report: RaftSimReport = {
     seed,
@@ -208,7 +210,7 @@ export function runRaftSim(
       electionTick: 10,
       heartbeatTick: 1,
       random: mulberry32(fnv(seed, `${p.id}/${p.incarnation}`)),
-      maxSizePerMsg: 256,
+      maxSizePerMsg,
       maxInflight: 4,
       storage: st,
     });
