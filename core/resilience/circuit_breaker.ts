@@ -99,7 +99,7 @@ export interface CircuitBreakers {
   ): readonly T[];
   /** How many circuits are open or half-open. */
   readonly notClosed: number;
-  /** Forgets endpoints not in `keep` (bounded memory under churn). */
+  /** Forgets endpoints not in `keep` and their state gauge (bounded memory and series under churn). */
   prune(keep: Iterable<string>): void;
   /** Calls `listener` on `event`; returns a function that stops it. */
   on<K extends keyof CircuitEvents>(
@@ -164,6 +164,7 @@ function resolve(options: CircuitBreakerOptions): Resolved {
 
 interface Meters {
   state(endpoint: string, s: CircuitState): void;
+  forget(endpoint: string): void;
   transition(endpoint: string, to: CircuitState): void;
   rejected(endpoint: string): void;
   result(endpoint: string, ok: boolean): void;
@@ -189,6 +190,7 @@ function meters(metrics: MetricsRegistry | undefined): Meters | undefined {
   );
   return {
     state: (endpoint, s) => state.set(STATE_VALUE[s], { endpoint }),
+    forget: (endpoint) => state.remove({ endpoint }),
     transition: (endpoint, to) => transitions.inc({ endpoint, state: to }),
     rejected: (endpoint) => rejected.inc({ endpoint }),
     result: (endpoint, ok) =>
@@ -435,6 +437,7 @@ export function createCircuitBreakers(
         if (wanted.has(id)) continue;
         if (b.state !== "closed") notClosed--;
         breakers.delete(id);
+        m?.forget(id);
       }
     },
     on: (event, listener) => events.on(event, listener),

@@ -213,6 +213,21 @@ Deno.test("circuit breakers: filter drops open endpoints and returns the same ar
   breakers.get("c").record(false);
   breakers.prune(["a", "b"]);
   assert.equal(breakers.notClosed, 0);
+  assert.equal(breakers.get("c").state, "closed", "c starts afresh");
+});
+
+Deno.test("circuit breakers: prune drops the state gauge of forgotten endpoints", () => {
+  const metrics = createMetrics("plexus_");
+  const breakers = createCircuitBreakers({ metrics });
+  breakers.get("gone");
+  breakers.get("kept");
+  assert.match(metrics.render(), /endpoint="gone"/);
+  breakers.prune(["kept"]);
+  assert.doesNotMatch(
+    metrics.render(),
+    /plexus_circuit_state\{endpoint="gone"\}/,
+  );
+  assert.match(metrics.render(), /plexus_circuit_state\{endpoint="kept"\} 0/);
 });
 
 Deno.test("circuit breaker: options out of range are refused with the value seen", () => {
