@@ -1,7 +1,8 @@
 /**
  * The `plexus` command line: `serve` (the default) runs one node; `token`
  * prints a signed API token (JWT) made with this node's key; `keygen` prints
- * a new agent key; `agent` runs a demo agent on the agent SDK.
+ * a new agent key; `agent` runs a demo agent on the agent SDK; `cluster`
+ * runs N local nodes as child processes.
  *
  * Exit codes: 0 after a graceful shutdown; 1 when a plugin or the node fails
  * to start (stderr names the plugin and the cause), `token` cannot load or
@@ -40,8 +41,10 @@ import {
   parseChannel,
 } from "./transports/websocket/channels.ts";
 import { parseEd25519PublicKey } from "./core/security/ed25519.ts";
+import { builtinNames } from "./core/builtins.ts";
+import { startLocalCluster } from "./core/local_cluster.ts";
 
-const COMMANDS = ["serve", "token", "keygen", "agent"];
+const COMMANDS = ["serve", "token", "keygen", "agent", "cluster"];
 const USAGE = `plexus ${VERSION}: a Deno-native distributed plugin host
 
 Usage: plexus [command] [flags]
@@ -51,6 +54,7 @@ Commands:
   token    print a signed API token (JWT) for this node
   keygen   print a new Ed25519 agent key as JSON
   agent    run a demo agent: subscribe and print what arrives
+  cluster  run N local nodes on consecutive ports, sharing one KV
 
 Run 'plexus COMMAND --help' for its flags. 'plexus --version' prints the version.`;
 
@@ -393,6 +397,91 @@ async function agent(argv: string[]): Promise<void> {
   Deno.exit(0);
 }
 
+function clusterHelp(): string {
+  return formatHelp(
+    "Usage: plexus cluster --nodes N [--consensus NAME] [flags] [-- SERVE FLAGS...]",
+    "Runs N nodes (node-1..node-N) as child processes on consecutive ports, sharing one KV and listing each other as --peers. A node that exits is reported and the rest keep running; SIGINT/SIGTERM stop them all.",
+    [
+      ["--nodes N", "required; 1 to 32"],
+      [
+        "--consensus NAME",
+        `default kv-lease; built in: ${builtinNames("consensus").join(", ")}`,
+      ],
+      ["--port PORT", "first node's port; default 8086"],
+      ["--host HOST", "default 127.0.0.1"],
+      [
+        "--data-dir DIR",
+        "parent of the nodes' data dirs; default ./data/cluster",
+      ],
+      ["--kv PATH|URL", "shared KV; default DIR/cluster.kv"],
+      ["-- FLAGS", "anything after -- is passed to every node's serve"],
+      ["-h, --help", "show this help"],
+    ],
+  );
+}
+
+async function cluster(argv: string[]): Promise<void> {
+  const cut = argv.indexOf("--");
+  const extraArgs = cut >= 0 ? argv.slice(cut + 1) : [];
+  const values = flags(cut >= 0 ? argv.slice(0, cut) : argv, {
+    ...HELP,
+    nodes: { type: "string" },
+    consensus: { type: "string" },
+    port: { type: "string" },
+    host: { type: "string" },
+    "data-dir": { type: "string" },
+    kv: { type: "string" },
+  });
+  if (values.help) {
+    console.log(clusterHelp());
+    return;
+  }
+  const nodes = Number(values.nodes);
+  if (values.nodes === undefined) fail(2, "cluster: --nodes is required");
+  if (!Number.isInteger(nodes) || nodes < 1 || nodes > 32) {
+    fail(
+      2,
+      `cluster: --nodes must be an integer from 1 to 32, got '${values.nodes}'`,
+    );
+  }
+  const consensus = values.consensus ?? "kv-lease";
+  const known = builtinNames("consensus");
+  if (!known.includes(consensus)) {
+    fail(
+      2,
+      `cluster: --consensus '${consensus}' is not built in (built in: ${
+        known.join(", ")
+      })`,
+    );
+  }
+  const port = Number(values.port ?? 8086);
+  if (!Number.isInteger(port) || port < 1 || port + nodes - 1 > 65535) {
+    fail(
+      2,
+      `cluster: --port must leave room for ${nodes} ports below 65536, got '${values.port}'`,
+    );
+  }
+  const c = startLocalCluster({
+    nodes,
+    consensus,
+    port,
+    host: values.host,
+    dataDir: values["data-dir"],
+    kv: values.kv,
+    extraArgs,
+    script: new URL(import.meta.url).pathname,
+  });
+  let signals = 0;
+  const onSignal = (signal: Deno.Signal, code: number) => () => {
+    if (++signals > 1) Deno.exit(128 + code);
+    console.error(`cluster: ${signal}: stopping every node`);
+    c.stop();
+  };
+  Deno.addSignalListener("SIGINT", onSignal("SIGINT", 2));
+  Deno.addSignalListener("SIGTERM", onSignal("SIGTERM", 15));
+  Deno.exit((await c.done) ? 0 : 1);
+}
+
 if (import.meta.main) {
   const [first, ...rest] = Deno.args;
   if (first === "--version" || first === "-V") {
@@ -407,6 +496,8 @@ if (import.meta.main) {
     await keygen(rest);
   } else if (first === "agent") {
     await agent(rest);
+  } else if (first === "cluster") {
+    await cluster(rest);
   } else if (COMMANDS.includes(first)) {
     await serve(rest);
   } else {

@@ -1,0 +1,163 @@
+/**
+ * `plexus cluster`: N local nodes as child processes on consecutive ports,
+ * sharing what their consensus needs (one KV file for kv-lease) and knowing
+ * each other as `--peers`.
+ *
+ * Node `i` (1-based) is `node-i` on `port + i - 1`, with data dir
+ * `DIR/node-i`; every node gets the same `--kv` (default `DIR/cluster.kv`)
+ * and `--consensus`. Children inherit stdout/stderr (their JSON log lines
+ * name their node). A child that exits is reported and the others keep
+ * running, so you can kill one and watch the rest take over; SIGINT/SIGTERM
+ * stop them all gracefully; the command exits when every child has (0 if all
+ * exited 0). Nodes run in their own process groups, so a SIGKILL of the
+ * cluster process leaves them running (their pids are printed at start).
+ *
+ * @module
+ */
+import { join } from "node:path";
+
+/** Options of {@linkcode startLocalCluster}. */
+export interface LocalClusterOptions {
+  nodes: number;
+  consensus: string;
+  /** First node's port. @default {8086} */
+  port?: number;
+  /** @default {"127.0.0.1"} */
+  host?: string;
+  /** Parent of the nodes' data dirs. @default {"./data/cluster"} */
+  dataDir?: string;
+  /** Shared KV (path or KV Connect URL). @default {DIR/cluster.kv} */
+  kv?: string;
+  /** Extra flags for every node's `serve`. */
+  extraArgs?: string[];
+  /** The script to run (`main.ts` or a bundle). */
+  script: string;
+  /** Where progress lines go. @default {console.error} */
+  say?: (line: string) => void;
+}
+
+/** A running local cluster. */
+export interface LocalCluster {
+  readonly urls: string[];
+  /** SIGTERM to every child still running. */
+  stop(): void;
+  /** Resolves when every child has exited: whether all exited 0. */
+  readonly done: Promise<boolean>;
+}
+
+/** Deno permissions of a node: those of `deno task start`, writes limited to its dirs. */
+function nodePermissions(dataDir: string, kv: string): string[] {
+  const writes = [dataDir];
+  if (!/^https?:/.test(kv) && kv !== ":memory:") {
+    writes.push(kv, `${kv}-shm`, `${kv}-wal`);
+  }
+  return [
+    "--allow-net",
+    "--allow-read",
+    `--allow-write=${writes.join(",")}`,
+    "--allow-env",
+    "--allow-import",
+  ];
+}
+
+/**
+ * This Deno's executable if we may run it, else `deno` from PATH (what
+ * `--allow-run=deno` grants: it resolves the name, which for an npm install
+ * is a symlink, not the executable's own path).
+ */
+function denoCommand(): string {
+  const exec = Deno.execPath();
+  const q = Deno.permissions.querySync({ name: "run", command: exec });
+  return q.state === "granted" ? exec : "deno";
+}
+
+/**
+ * Starts the nodes (it does not wait for them to listen).
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { startLocalCluster } from "./local_cluster.ts";
+ * const c = startLocalCluster({ nodes: 3, consensus: "kv-lease", script: "main.ts" });
+ * c.urls; // ["http://127.0.0.1:8086", "http://127.0.0.1:8087", "http://127.0.0.1:8088"]
+ * c.stop();
+ * await c.done;
+ * ```
+ */
+export function startLocalCluster(options: LocalClusterOptions): LocalCluster {
+  const port = options.port ?? 8086;
+  const host = options.host ?? "127.0.0.1";
+  const dir = options.dataDir ?? "./data/cluster";
+  const kv = options.kv ?? join(dir, "cluster.kv");
+  const say = options.say ?? ((l: string) => console.error(l));
+  Deno.mkdirSync(dir, { recursive: true });
+  const urls = Array.from(
+    { length: options.nodes },
+    (_, i) => `http://${host}:${port + i}`,
+  );
+  const children = urls.map((url, i) => {
+    const id = `node-${i + 1}`;
+    const nodeDir = join(dir, id);
+    Deno.mkdirSync(nodeDir, { recursive: true });
+    const peers = urls.filter((u) => u !== url);
+    const args = [
+      "run",
+      ...nodePermissions(dir, kv),
+      options.script,
+      "serve",
+      "--node-id",
+      id,
+      "--host",
+      host,
+      "--port",
+      String(port + i),
+      "--data-dir",
+      nodeDir,
+      "--kv",
+      kv,
+      "--consensus",
+      options.consensus,
+      ...(peers.length ? ["--peers", peers.join(",")] : []),
+      ...(options.extraArgs ?? []),
+    ];
+    const child = new Deno.Command(denoCommand(), {
+      args,
+      stdin: "null",
+      stdout: "inherit",
+      stderr: "inherit",
+      // Own process group: a terminal's Ctrl-C reaches only this process,
+      // which stops each node once (a second signal would skip its drain).
+      detached: true,
+    }).spawn();
+    const exited = child.status.then((s) => {
+      say(
+        `cluster: ${id} (pid ${child.pid}) exited ${
+          s.signal ? `on ${s.signal}` : `with code ${s.code}`
+        }`,
+      );
+      return s.success;
+    });
+    return { id, child, exited, running: true };
+  });
+  for (const c of children) c.exited.then(() => (c.running = false));
+  say(
+    `cluster: ${options.nodes} nodes (${options.consensus}) ${
+      children.map((c, i) => `${c.id}=${urls[i]} pid ${c.child.pid}`).join(
+        ", ",
+      )
+    }; shared KV ${kv}`,
+  );
+  return {
+    urls,
+    stop() {
+      for (const c of children) {
+        if (!c.running) continue;
+        try {
+          c.child.kill("SIGTERM");
+        } catch { /* already exited */ }
+      }
+    },
+    done: Promise.all(children.map((c) => c.exited)).then((ok) =>
+      ok.every(Boolean)
+    ),
+  };
+}

@@ -1,0 +1,147 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { poll, runMain, spawnMain } from "./_process.ts";
+
+const PERMS = [
+  "--allow-run=deno",
+  "--allow-read",
+  "--allow-env",
+];
+
+/** A base port with `n` free consecutive ports after it. */
+function freePorts(n: number): number {
+  for (let tries = 0; tries < 50; tries++) {
+    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    const held: Deno.Listener[] = [];
+    try {
+      for (let i = 0; i < n; i++) {
+        held.push(Deno.listen({ hostname: "127.0.0.1", port: base + i }));
+      }
+      return base;
+    } catch {
+      // taken: try another range
+    } finally {
+      for (const l of held) l.close();
+    }
+  }
+  throw new Error(`no ${n} free consecutive ports`);
+}
+
+Deno.test("cluster: bad flags exit 2 with one line naming the problem", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "plexus-cluster-" });
+  try {
+    for (
+      const [args, expect] of [
+        [["cluster"], /--nodes is required/],
+        [
+          ["cluster", "--nodes", "0"],
+          /--nodes must be an integer from 1 to 32, got '0'/,
+        ],
+        [
+          ["cluster", "--nodes", "2", "--consensus", "nope"],
+          /'nope' is not built in \(built in: .*kv-lease/,
+        ],
+        [
+          ["cluster", "--nodes", "2", "--port", "65535"],
+          /--port must leave room for 2 ports/,
+        ],
+        [["cluster", "--nodez", "2"], /nodez/],
+      ] as const
+    ) {
+      const r = await runMain(dir, [...PERMS, `--allow-write=${dir}`], [
+        ...args,
+      ]);
+      assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, expect);
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name:
+    "cluster: --nodes 3 starts three nodes sharing one KV; a SIGKILLed leader is replaced; SIGTERM stops the rest",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "plexus-cluster-" });
+    const port = freePorts(3);
+    const child = await spawnMain(dir, [...PERMS, `--allow-write=${dir}`], [
+      "cluster",
+      "--nodes",
+      "3",
+      "--consensus",
+      "kv-lease",
+      "--port",
+      String(port),
+      "--data-dir",
+      join(dir, "c"),
+    ]);
+    const stderr = child.stderr.pipeThrough(new TextDecoderStream());
+    let err = "";
+    const reading = (async () => {
+      for await (const chunk of stderr) err += chunk;
+    })();
+    const stdout = child.stdout.cancel();
+    /** "node-N@epoch" as node `i` (0-based) sees the leader, or undefined. */
+    const view = async (i: number) => {
+      try {
+        const res = await fetch(`http://127.0.0.1:${port + i}/health`);
+        const d = String((await res.json()).services?.["kv-lease"]?.detail);
+        const own = /^leader of '.*', epoch (\d+)$/.exec(d);
+        if (own) return `node-${i + 1}@${own[1]}`;
+        const other = /leader: (node-\d), epoch (\d+)/.exec(d);
+        return other ? `${other[1]}@${other[2]}` : undefined;
+      } catch {
+        return undefined;
+      }
+    };
+    const agreed = async (nodes: number[]) => {
+      const views = await Promise.all(nodes.map(view));
+      return views.every((v) => v && v === views[0]) && views[0];
+    };
+    try {
+      const first = await poll(
+        () => agreed([0, 1, 2]),
+        "three nodes agreeing on a leader",
+      );
+      const [leader, epoch] = first.split("@");
+      const pid = Number(
+        new RegExp(`${leader}=http://127.0.0.1:\\d+ pid (\\d+)`).exec(err)![1],
+      );
+      Deno.kill(pid, "SIGKILL");
+      await poll(
+        () => err.includes(`${leader} (pid ${pid}) exited on SIGKILL`),
+        "the kill report",
+      );
+      const survivors = [0, 1, 2].filter((i) => `node-${i + 1}` !== leader);
+      const next = await poll(async () => {
+        const v = await agreed(survivors);
+        return v && !v.startsWith(`${leader}@`) && v;
+      }, "a new leader on both survivors");
+      const nextEpoch = next.split("@")[1];
+      assert.ok(
+        Number(nextEpoch) > Number(epoch),
+        `epoch ${nextEpoch} after ${epoch}`,
+      );
+      child.kill("SIGTERM");
+      const status = await child.status;
+      await reading;
+      assert.equal(
+        status.code,
+        1,
+        "a node was SIGKILLed, so the cluster exits 1",
+      );
+      assert.equal((err.match(/exited with code 0/g) ?? []).length, 2, err);
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* exited */ }
+      await child.status;
+      await stdout.catch(() => {});
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
