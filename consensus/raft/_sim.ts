@@ -289,6 +289,18 @@ export function runRaftSim(
         if (p.incarnation === inc) p.storage.save(rd);
       });
     } else {
+      const before = p.storage.hardState;
+      const hs = rd.hardState;
+      if (
+        hs &&
+        (hs.term < before.term ||
+          (hs.term === before.term && before.vote !== "" &&
+            hs.vote !== before.vote))
+      ) {
+        violate(
+          `${p.id} persisted term ${hs.term} vote '${hs.vote}' over term ${before.term} vote '${before.vote}'`,
+        );
+      }
       p.storage.save(rd);
       for (const m of rd.messages) send(m);
     }
@@ -447,9 +459,11 @@ export function runRaftSim(
       return;
     }
     const copies = chaos && rng() < dupRate ? 2 : 1;
+    // Over the wire: the receiver gets its own copy, as JSON carries it.
+    const wire = JSON.stringify(m);
     for (let c = 0; c < copies; c++) {
       const delay = chaos && rng() < 0.05 ? between(20, 80) : between(1, 8);
-      at(delay, () => deliver(m));
+      at(delay, () => deliver(JSON.parse(wire)));
     }
   };
 
