@@ -27,6 +27,7 @@
  * @module
  */
 import { type GossipConfig, gossipConfig } from "./config.ts";
+import { decodePacket } from "./codec.ts";
 import { GossipSim, mulberry32, simId } from "./_sim.ts";
 
 /** Options for {@linkcode measureDetection}. */
@@ -60,6 +61,17 @@ export interface DetectionResult {
   disseminationMs: number[];
   /** Victims not detected (or not fully known) before the run's limit. */
   undetected: number;
+  /**
+   * Victims left out because their first suspicion came from a probe sent
+   * before the crash (a datagram lost just before it): that is a false
+   * suspicion that happened to coincide, not a detection. Leaving them out
+   * does not bias the rest: later target choices are independent of it.
+   */
+  excluded: number;
+  /** Mean Lifeguard multiplier (health score + 1) of live members at the crash. */
+  meanProbeScale: number;
+  /** {@linkcode theoryMs} with T′ stretched by {@linkcode meanProbeScale}. */
+  theoryScaledMs: number;
   /** (n − f)/(n − 1). */
   qf: number;
   /** T′/(1 − e^(−q_f)), the paper's expected detection time. */
@@ -92,10 +104,14 @@ export function measureDetection(o: DetectionOptions): DetectionResult {
     detectionMs: [],
     disseminationMs: [],
     undetected: 0,
+    excluded: 0,
+    meanProbeScale: 0,
+    theoryScaledMs: 0,
     qf,
     theoryMs: detectionTheoryMs(T, qf),
     exactMs: T / (1 - (1 - 1 / (o.n - 1)) ** (o.n - f)),
   };
+  let scaleSum = 0;
   for (let r = 0; r < o.runs; r++) {
     const seed = o.seed + r;
     const sim = new GossipSim({ n: o.n, seed, loss: o.loss, config });
@@ -107,7 +123,12 @@ export function measureDetection(o: DetectionOptions): DetectionResult {
     // the crash is new at every member.
     const victims = new Map<
       string,
-      { first?: number; knowers: Set<number>; done?: number }
+      {
+        first?: number;
+        knowers: Set<number>;
+        done?: number;
+        excluded?: boolean;
+      }
     >();
     for (let tries = 0; victims.size < f && tries < 50 * f; tries++) {
       const i = Math.floor(rng() * o.n);
@@ -124,12 +145,29 @@ export function measureDetection(o: DetectionOptions): DetectionResult {
     }
     for (const id of victims.keys()) sim.crash(Number(id.slice(1)));
     const live = o.n - victims.size;
+    scaleSum += sim.live().reduce((a, m) => a + m.node.healthScore + 1, 0) /
+      live;
     let pending = victims.size;
+    // When each member last pinged each victim, to tell a probe sent
+    // before the crash from one sent after.
+    const lastPing = new Map<string, number>();
+    sim.onSend = (from, to, data) => {
+      const id = simId(to);
+      if (!victims.has(id)) return;
+      if (decodePacket(data).some((m) => m.type === "ping")) {
+        lastPing.set(`${from}>${id}`, sim.now);
+      }
+    };
     sim.onEvent = (i, ev) => {
       if (ev.type !== "suspect" && ev.type !== "failed") return;
       const v = victims.get(ev.id);
       if (!v || v.done !== undefined) return;
-      v.first ??= ev.at;
+      if (v.first === undefined) {
+        v.first = ev.at;
+        if ((lastPing.get(`${i}>${ev.id}`) ?? -1) < crashAt - 0.5) {
+          v.excluded = true;
+        }
+      }
       v.knowers.add(i);
       if (v.knowers.size === live) {
         v.done = ev.at;
@@ -138,6 +176,10 @@ export function measureDetection(o: DetectionOptions): DetectionResult {
     };
     sim.runUntil(crashAt + 60 * T, () => pending === 0);
     for (const v of victims.values()) {
+      if (v.excluded) {
+        result.excluded++;
+        continue;
+      }
       if (v.first === undefined || v.done === undefined) {
         result.undetected++;
         continue;
@@ -146,6 +188,8 @@ export function measureDetection(o: DetectionOptions): DetectionResult {
       result.disseminationMs.push(v.done - v.first);
     }
   }
+  result.meanProbeScale = scaleSum / o.runs;
+  result.theoryScaledMs = detectionTheoryMs(T * result.meanProbeScale, qf);
   return result;
 }
 

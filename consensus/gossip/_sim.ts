@@ -66,6 +66,8 @@ export class GossipSim {
   readonly members: SimMember[] = [];
   /** Called for each membership event as it happens. */
   onEvent?: (member: number, event: MembershipEvent) => void;
+  /** Called for each packet sent (before loss is applied). */
+  onSend?: (from: number, to: number, data: Uint8Array) => void;
   readonly loss: number;
   #rng: () => number;
   #latency: [number, number];
@@ -176,6 +178,7 @@ export class GossipSim {
     for (const p of node.drainPackets()) {
       const to = this.#byAddr.get(p.to);
       if (to === undefined) continue;
+      this.onSend?.(m.index, to, p.data);
       if (!p.reliable && this.loss > 0 && this.#rng() < this.loss) continue;
       let delay = lo + (hi - lo) * this.#rng();
       if (this.members[to].slow) {

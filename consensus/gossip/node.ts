@@ -23,6 +23,15 @@
  *   long and shrinks as independent members confirm it; a ping to a suspected
  *   member carries the suspicion, so it can refute at once (buddy system).
  *
+ * Two small departures from memberlist, both to cut false positives: a
+ * helper sends its nack at 80 % of the probe timeout, so it is back before
+ * the prober's period ends (memberlist's lands just after it with the
+ * defaults); and a member accused at an incarnation it already refuted
+ * sends its current one again, so a member that missed the refutation (the
+ * infection-style spread misses each member with probability about
+ * e^(−retransmits)) is corrected by its next buddy-system ping instead of
+ * declaring a healthy member dead.
+ *
  * Gossip gives membership and failure detection only. It does not give a
  * safe leader: two members may see different memberships at the same time.
  *
@@ -786,7 +795,11 @@ export class SwimNode {
 
   #onSuspect(m: Extract<GossipMessage, { type: "suspect" }>): void {
     const r = this.#members.get(m.node);
-    if (!r || m.incarnation < r.incarnation) return;
+    if (!r) return;
+    if (m.incarnation < r.incarnation) {
+      if (r === this.#self) this.#reannounce();
+      return;
+    }
     if (r.suspicion) {
       if (r.suspicion.confirm(m.from)) {
         this.#broadcast(r.id, m);
@@ -825,7 +838,11 @@ export class SwimNode {
 
   #onDead(m: Extract<GossipMessage, { type: "dead" }>): void {
     const r = this.#members.get(m.node);
-    if (!r || m.incarnation < r.incarnation) return;
+    if (!r) return;
+    if (m.incarnation < r.incarnation) {
+      if (r === this.#self) this.#reannounce();
+      return;
+    }
     if (r.state === "dead" || r.state === "left") return;
     if (r === this.#self) {
       this.#refute(m.incarnation);
@@ -846,6 +863,21 @@ export class SwimNode {
     this.#broadcast(this.id, {
       type: "alive",
       incarnation: self.incarnation,
+      node: this.id,
+      addr: this.addr,
+    });
+  }
+
+  /**
+   * Someone still accuses an incarnation we already refuted: it missed the
+   * refutation, so send our current one again (piggybacked on the reply to
+   * a buddy-system ping, this reaches the accuser at once).
+   */
+  #reannounce(): void {
+    if (this.#left || this.#queue.has(this.id)) return;
+    this.#broadcast(this.id, {
+      type: "alive",
+      incarnation: this.#self.incarnation,
       node: this.id,
       addr: this.addr,
     });
