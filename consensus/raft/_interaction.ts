@@ -26,7 +26,16 @@ function fmtEntry(e: Entry): string {
   }`;
 }
 
-/** One message on one line. */
+/**
+ * One message on one line.
+ *
+ * @example Usage
+ * ```ts
+ * import { fmtMessage } from "./_interaction.ts";
+ * fmtMessage({ type: "heartbeat", from: "1", to: "2", term: 3, commit: 4 });
+ * // "1->2 heartbeat term=3 commit=4"
+ * ```
+ */
 export function fmtMessage(m: Message): string {
   let s = `${m.from}->${m.to} ${m.type} term=${m.term}`;
   if (m.logTerm !== undefined) s += ` logTerm=${m.logTerm}`;
@@ -64,7 +73,16 @@ function fmtReady(id: string, rd: Ready): string[] {
   return out;
 }
 
-/** Runs one script and returns it with every output recomputed. */
+/**
+ * Runs one script and returns it with every output recomputed.
+ *
+ * @example Usage
+ * ```ts
+ * import { runScript } from "./_interaction.ts";
+ * runScript("add-nodes 1\n----\n").split("\n")[2];
+ * // "1: follower term=0 vote=- lead=- commit=0 applied=0 last=0 voters=1"
+ * ```
+ */
 export function runScript(text: string): string {
   let cluster: TestCluster | undefined;
   const c = () => {

@@ -28,6 +28,21 @@ Deno.test("raft: a new leader appends a no-op entry of its term and commits it",
   for (const id of ids) assert.equal(c.peers.get(id)!.applied.length, 1);
 });
 
+Deno.test("raft: election timeouts are drawn from [electionTick, 2·electionTick) with the injected randomness", () => {
+  const at = (r: number) => {
+    const n = createRaft({ id: "1", peers: ids, random: () => r });
+    let ticks = 0;
+    while (n.role === "follower") {
+      n.tick();
+      ticks++;
+    }
+    return ticks;
+  };
+  assert.equal(at(0), 10);
+  assert.equal(at(0.5), 15);
+  assert.equal(at(0.999), 19);
+});
+
 Deno.test("raft: PreVote: a node cut off from the cluster does not raise its term, so it cannot disrupt the leader when it returns", () => {
   const c = elected();
   c.isolate("3");
