@@ -11,6 +11,15 @@
 export const BUILTINS: Record<string, () => Promise<{ default: unknown }>> = {
   "examples/hello": () => import("../plugins/examples/hello.ts"),
   "consensus/kv-lease": () => import("../consensus/kv-lease/mod.ts"),
+  "balancers/round-robin": () => import("../plugins/balancers/round_robin.ts"),
+  "balancers/random": () => import("../plugins/balancers/random.ts"),
+  "balancers/smooth-weighted": () =>
+    import("../plugins/balancers/smooth_weighted.ts"),
+  "balancers/least-connections": () =>
+    import("../plugins/balancers/least_connections.ts"),
+  "balancers/p2c-ewma": () => import("../plugins/balancers/p2c_ewma.ts"),
+  "balancers/consistent-hash": () =>
+    import("../plugins/balancers/consistent_hash.ts"),
   "transports/redis-streams": () =>
     import("../transports/redis-streams/mod.ts"),
   "transports/websocket-mesh": () =>
