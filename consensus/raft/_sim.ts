@@ -28,7 +28,7 @@ export interface RaftSimOptions {
   liveness?: boolean;
   /** Virtual ms after healing by which a new operation must commit. @default {3000} */
   livenessBoundMs?: number;
-  /** Compact a node's log once this many entries are applied past its snapshot. @default {12} */
+  /** Compact a node's log once this many entries are applied past its snapshot. @default {4, 12 or 40, drawn from the seed} */
   snapshotEvery?: number;
   /**
    * A deliberately broken driver that sends a Ready's messages before it
@@ -115,10 +115,12 @@ export function runRaftSim(
   const nodeCount = options.nodes ?? (rng() < 0.5 ? 3 : 5);
   const chaosMs = options.chaosMs ?? 2000;
   const boundMs = options.livenessBoundMs ?? 3000;
-  const snapshotEvery = options.snapshotEvery ?? 12;
+  const snapshotEvery = options.snapshotEvery ?? pick([4, 12, 40]);
   const unsafe = options.unsafeSendBeforePersist ?? false;
   // One entry per append in half the runs: more partial replication.
   const maxSizePerMsg = rng() < 0.5 ? 1 : 256;
+  const heartbeatTick = pick([1, 2, 3]);
+  const maxInflight = pick([1, 4, 16]);
 
   const report: RaftSimReport = {
     seed,
@@ -208,10 +210,10 @@ export function runRaftSim(
       id: p.id,
       peers: peersList,
       electionTick: 10,
-      heartbeatTick: 1,
+      heartbeatTick,
       random: mulberry32(fnv(seed, `${p.id}/${p.incarnation}`)),
       maxSizePerMsg,
-      maxInflight: 4,
+      maxInflight,
       storage: st,
     });
     // The state machine restarts from the snapshot and replays the log.
