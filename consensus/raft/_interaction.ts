@@ -10,7 +10,8 @@
  * add nodes that join with no configuration), `campaign ID`,
  * `propose ID DATA`, `conf-change add|remove NODE [via=ID]`,
  * `transfer-leadership from=ID to=ID`, `read-index ID CTX`,
- * `process-ready [ID...]`, `deliver-msgs [ID...]`, `stabilize`,
+ * `process-ready [ID...]`, `deliver-msgs [ID...]`, `drop-msgs [ID...]`,
+ * `stabilize`,
  * `tick ID [N]`, `tick-election ID`, `tick-heartbeat ID`,
  * `partition A B`, `cut FROM TO` (one way), `isolate ID`, `heal`,
  * `crash ID`, `restart ID`, `compact ID`, `raft-state`, `raft-log ID`.
@@ -41,7 +42,8 @@ export function fmtMessage(m: Message): string {
   if (m.logTerm !== undefined) s += ` logTerm=${m.logTerm}`;
   if (m.index !== undefined) s += ` index=${m.index}`;
   if (m.commit !== undefined) s += ` commit=${m.commit}`;
-  if (m.reject) s += ` reject rejectHint=${m.rejectHint ?? ""}`;
+  if (m.reject) s += " reject";
+  if (m.rejectHint !== undefined) s += ` rejectHint=${m.rejectHint}`;
   if (m.entries) s += ` entries=[${m.entries.map(fmtEntry).join(", ")}]`;
   if (m.snapshot) {
     s += ` snapshot=${m.snapshot.term}/${m.snapshot.index} voters=${
@@ -167,6 +169,12 @@ export function runScript(text: string): string {
         return process(args.length ? args : all());
       case "deliver-msgs":
         return deliver(args.length ? args : all());
+      case "drop-msgs": {
+        const ids = args.length ? args : all();
+        const n = c().inflight.length;
+        c().inflight = c().inflight.filter((m) => !ids.includes(m.to));
+        return [`dropped ${n - c().inflight.length}`];
+      }
       case "stabilize": {
         const res: string[] = [];
         for (let round = 0; round < 100; round++) {
