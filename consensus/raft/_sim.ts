@@ -456,6 +456,11 @@ export function runRaftSim(
 
   // ---- the network --------------------------------------------------
   const send = (m: Message) => {
+    if (cut.has(`${m.from}->${m.to}`)) {
+      // The driver sees the link down and says so, as etcd's does.
+      peers.get(m.from)?.node?.reportUnreachable(m.to);
+      return;
+    }
     if (chaos && rng() < dropRate) {
       trace(`drop ${m.type} ${m.from}->${m.to}`);
       return;

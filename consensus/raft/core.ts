@@ -268,6 +268,27 @@ export class RaftNode {
     else if (this.lead) this.#send({ ...m, to: this.lead });
   }
 
+  /**
+   * The driver could not reach `id`: a leader stops pipelining to it and
+   * probes again (etcd's ReportUnreachable).
+   */
+  reportUnreachable(id: string): void {
+    const pr = this.progress(id);
+    if (pr?.state === "replicate") pr.becomeProbe();
+  }
+
+  /**
+   * The driver finished (or failed) sending a snapshot to `id`; either way
+   * the leader probes from there instead of waiting for the next heartbeat.
+   */
+  reportSnapshot(id: string, failed: boolean): void {
+    const pr = this.progress(id);
+    if (pr?.state !== "snapshot") return;
+    if (failed) pr.pendingSnapshot = 0;
+    pr.becomeProbe();
+    pr.probeSent = true;
+  }
+
   /** Feeds one message from the network. */
   step(m: Message): void {
     if (m.term === 0) {

@@ -154,3 +154,36 @@ Deno.test("raft: a node restarts from a compacted storage with its snapshot and 
     "b",
   ]);
 });
+
+Deno.test("raft: reportSnapshot and reportUnreachable move a follower's progress back to probing", () => {
+  const c = new TestCluster(ids);
+  c.get("1").campaign();
+  c.stabilize();
+  c.isolate("3");
+  c.get("1").propose("a");
+  c.stabilize();
+  compact(c, "1");
+  c.heal();
+  c.tick("1");
+  for (let i = 0; i < 6; i++) {
+    c.processAll();
+    c.inflight = c.inflight.filter((m) => m.type !== "snap");
+    c.deliver();
+  }
+  const l = c.get("1");
+  assert.equal(l.progress("3")!.state, "snapshot");
+  l.reportSnapshot("3", true);
+  assert.equal(l.progress("3")!.state, "probe");
+  assert.equal(
+    l.progress("3")!.next,
+    2,
+    "probe from the match, not past the failed snapshot",
+  );
+  c.stabilize();
+  l.tick();
+  c.stabilize();
+  assert.equal(c.get("3").log.snapIndex, 2);
+  assert.equal(l.progress("2")!.state, "replicate");
+  l.reportUnreachable("2");
+  assert.equal(l.progress("2")!.state, "probe");
+});
