@@ -68,7 +68,13 @@ export interface DetectionResult {
    * does not bias the rest: later target choices are independent of it.
    */
   excluded: number;
-  /** Mean Lifeguard multiplier (health score + 1) of live members at the crash. */
+  /**
+   * The protocol period in force, in units of T′: Lifeguard stretches each
+   * member's period by its health score + 1, so the group probes at
+   * mean(1/(score + 1)) times the nominal rate; this is the inverse of that
+   * mean, sampled every half period from the crash until each victim's
+   * first detection.
+   */
   meanProbeScale: number;
   /** {@linkcode theoryMs} with T′ stretched by {@linkcode meanProbeScale}. */
   theoryScaledMs: number;
@@ -112,6 +118,7 @@ export function measureDetection(o: DetectionOptions): DetectionResult {
     exactMs: T / (1 - (1 - 1 / (o.n - 1)) ** (o.n - f)),
   };
   let scaleSum = 0;
+  let scaleSamples = 0;
   for (let r = 0; r < o.runs; r++) {
     const seed = o.seed + r;
     const sim = new GossipSim({ n: o.n, seed, loss: o.loss, config });
@@ -145,9 +152,18 @@ export function measureDetection(o: DetectionOptions): DetectionResult {
     }
     for (const id of victims.keys()) sim.crash(Number(id.slice(1)));
     const live = o.n - victims.size;
-    scaleSum += sim.live().reduce((a, m) => a + m.node.healthScore + 1, 0) /
-      live;
     let pending = victims.size;
+    let undetected = victims.size;
+    // Sample the members' probe-interval multiplier every half period until
+    // every victim was first detected: the protocol period actually used.
+    const sample = () => {
+      scaleSum += sim.live().reduce((a, m) =>
+        a + 1 / (m.node.healthScore + 1), 0) /
+        live;
+      scaleSamples++;
+      if (undetected > 0) sim.at(sim.now + T / 2, sample);
+    };
+    sample();
     // When each member last pinged each victim, to tell a probe sent
     // before the crash from one sent after.
     const lastPing = new Map<string, number>();
@@ -164,6 +180,7 @@ export function measureDetection(o: DetectionOptions): DetectionResult {
       if (!v || v.done !== undefined) return;
       if (v.first === undefined) {
         v.first = ev.at;
+        undetected--;
         if ((lastPing.get(`${i}>${ev.id}`) ?? -1) < crashAt - 0.5) {
           v.excluded = true;
         }
@@ -188,7 +205,7 @@ export function measureDetection(o: DetectionOptions): DetectionResult {
       result.disseminationMs.push(v.done - v.first);
     }
   }
-  result.meanProbeScale = scaleSum / o.runs;
+  result.meanProbeScale = scaleSamples / scaleSum;
   result.theoryScaledMs = detectionTheoryMs(T * result.meanProbeScale, qf);
   return result;
 }
@@ -218,6 +235,8 @@ export interface FalsePositiveResult {
   perNodeHour: number;
   /** Bytes sent per member per second (datagrams and push/pull). */
   bytesPerNodePerSecond: number;
+  /** Of those, push/pull (stream) bytes. */
+  pushPullBytesPerNodePerSecond: number;
   /** Virtual ms per real ms, to size runs. */
   speed: number;
 }
@@ -248,6 +267,10 @@ export function measureFalsePositives(
   sim.runUntil(o.durationMs);
   const nodeHours = (o.n * o.durationMs) / 3_600_000;
   const bytes = sim.members.reduce((a, m) => a + m.node.stats.bytesSent, 0);
+  const stream = sim.members.reduce(
+    (a, m) => a + m.node.stats.bytesSentReliable,
+    0,
+  );
   return {
     falsePositives: failed.size,
     falsePositivesOfFastMembers: fast,
@@ -255,6 +278,7 @@ export function measureFalsePositives(
     nodeHours,
     perNodeHour: failed.size / nodeHours,
     bytesPerNodePerSecond: bytes / o.n / (o.durationMs / 1000),
+    pushPullBytesPerNodePerSecond: stream / o.n / (o.durationMs / 1000),
     speed: o.durationMs / (performance.now() - started),
   };
 }

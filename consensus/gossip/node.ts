@@ -97,7 +97,10 @@ export interface Member extends MemberSnapshot {
 /** Counters a driver can export as metrics. */
 export interface SwimStats {
   packetsSent: number;
+  /** All bytes sent, datagrams and streams. */
   bytesSent: number;
+  /** Of those, bytes of stream (push/pull) messages. */
+  bytesSentReliable: number;
   packetsReceived: number;
   bytesReceived: number;
   /** Packets that failed to decode (ignored). */
@@ -197,6 +200,7 @@ export class SwimNode {
   readonly stats: SwimStats = {
     packetsSent: 0,
     bytesSent: 0,
+    bytesSentReliable: 0,
     packetsReceived: 0,
     bytesReceived: 0,
     malformed: 0,
@@ -267,7 +271,10 @@ export class SwimNode {
       this.#now + (c.staggerStart ? this.#random() * period : period);
     this.#timers.push(first(c.probeIntervalMs), { kind: "probe" });
     this.#timers.push(first(c.gossipIntervalMs), { kind: "gossip" });
-    this.#timers.push(first(c.pushPullIntervalMs), { kind: "push-pull" });
+    this.#timers.push(
+      first(pushPullIntervalFor(c.pushPullIntervalMs, this.#members.size)),
+      { kind: "push-pull" },
+    );
   }
 
   /** This member's current incarnation. */
@@ -930,6 +937,7 @@ export class SwimNode {
   #emitPacket(to: string, data: Uint8Array, reliable: boolean): void {
     this.stats.packetsSent++;
     this.stats.bytesSent += data.length;
+    if (reliable) this.stats.bytesSentReliable += data.length;
     this.#packets.push({ to, data, reliable });
   }
 }
