@@ -58,6 +58,15 @@ export interface Model<S, I, O> {
    * `state`.
    */
   step(state: S, input: I, output: O | undefined): [ok: boolean, next: S];
+  /**
+   * Whether this operation, whenever `step` accepts it, leaves the state as
+   * it was (a read; a cas that failed). The search then never backtracks
+   * over it: if it fits now, it could go first in any order that works
+   * (an exchange argument; not in Porcupine). Answering `true` for an
+   * operation that can change the state makes the checker unsound.
+   * @default every operation may change the state
+   */
+  readOnly?(input: I, output: O | undefined): boolean;
   /** State equality for the cache. @default `Object.is` */
   equal?(a: S, b: S): boolean;
   /**
@@ -212,6 +221,18 @@ function checkSingle<S, I, O>(
     ? new Array(n)
     : undefined;
 
+  // For each lifted operation, whether it is read-only: if the search
+  // fails after lifting one, it fails without it too (it could have gone
+  // first in any order that works), so backtracking goes past it instead of
+  // trying the alternatives to it.
+  const readOnly = new Uint8Array(n);
+  if (model.readOnly) {
+    for (let i = 0; i < n; i++) {
+      readOnly[i] = model.readOnly(ops[i].input, ops[i].output) ? 1 : 0;
+    }
+  }
+  const unchanged: number[] = [];
+
   let state = model.init();
   let entry = next[head];
   let sinceClock = 0;
@@ -236,6 +257,7 @@ function checkSingle<S, I, O>(
           else cache.set(newHash, [saved]);
           callStack.push(entry);
           stateStack.push(state);
+          unchanged.push(readOnly[op]);
           state = newState;
           hash = newHash;
           lift(next, prev, entry);
@@ -255,12 +277,20 @@ function checkSingle<S, I, O>(
         return { ok: false, longest };
       }
       if (longest) recordPrefix(longest, callStack);
-      entry = callStack.pop()!;
-      state = stateStack.pop()!;
-      const op = entry >>> 1;
-      words[op >>> 5] &= ~(1 << (op & 31));
-      hash ^= zobrist[op];
-      unlift(next, prev, entry);
+      let again: number;
+      do {
+        entry = callStack.pop()!;
+        state = stateStack.pop()!;
+        again = unchanged.pop()!;
+        const op = entry >>> 1;
+        words[op >>> 5] &= ~(1 << (op & 31));
+        hash ^= zobrist[op];
+        unlift(next, prev, entry);
+      } while (again === 1 && callStack.length > 0);
+      if (again === 1) {
+        budget.steps += sinceClock;
+        return { ok: false, longest };
+      }
       entry = next[entry];
     }
   }
@@ -570,6 +600,10 @@ export type KvOutput = { value: KvValue } | { ok: boolean };
 export function kvModel(): Model<KvValue, KvInput, KvOutput> {
   return {
     init: () => null,
+    readOnly: (input, output) =>
+      input.op === "read" ||
+      (input.op === "cas" && output !== undefined && "ok" in output &&
+        !output.ok),
     step(state, input, output) {
       switch (input.op) {
         case "read":

@@ -14,6 +14,7 @@ import {
   mulberry32,
   simulateRegister,
 } from "./testdata/replicated_register.ts";
+import { randomKvHistory } from "./testdata/random_history.ts";
 
 type KvOp = Operation<KvInput, KvOutput>;
 const model = kvModel();
@@ -45,67 +46,11 @@ const cas = (
 const describe = (ops: KvOp[]) =>
   ops.map((o) => model.describeOperation!(o.input, o.output));
 
-/**
- * A history of a real linearizable store: clients call, the operation takes
- * effect on a sequential store at a random later instant, and returns later
- * still; some clients crash between call and return (their operation stays
- * pending, having taken effect or not).
- */
 function randomHistory(
   seed: number,
   opts: { ops: number; clients: number; keys: number; crashRate?: number },
 ): KvOp[] {
-  const random = mulberry32(seed);
-  const int = (n: number) => Math.floor(random() * n);
-  const rec = new HistoryRecorder<KvInput, KvOutput>();
-  const store = new Map<string, KvValue>();
-  const slots = Array.from({ length: opts.clients }, (_, i) => ({
-    process: i,
-    opId: -1,
-    input: undefined as KvInput | undefined,
-    output: undefined as KvOutput | undefined,
-  }));
-  let processes = opts.clients;
-  let time = 0;
-  let started = 0;
-  const busy = () => slots.some((s) => s.opId >= 0);
-  while (started < opts.ops || busy()) {
-    time += 1 + int(3);
-    const slot = slots[int(slots.length)];
-    if (slot.opId < 0) {
-      if (started === opts.ops) continue;
-      started++;
-      const key = `k${int(opts.keys)}`;
-      const roll = random();
-      slot.input = roll < 0.5
-        ? { op: "read", key }
-        : roll < 0.8
-        ? { op: "write", key, value: int(6) }
-        : { op: "cas", key, expected: int(6), value: int(6) };
-      slot.output = undefined;
-      slot.opId = rec.call(slot.process, slot.input, time);
-    } else if (random() < (opts.crashRate ?? 0)) {
-      rec.abandon(slot.opId);
-      slot.opId = -1;
-      slot.process = processes++;
-    } else if (slot.output === undefined) {
-      const input = slot.input!;
-      const current = store.get(input.key) ?? null;
-      if (input.op === "read") slot.output = { value: current };
-      else if (input.op === "write") {
-        store.set(input.key, input.value);
-        slot.output = { ok: true };
-      } else {
-        const ok = current === input.expected;
-        if (ok) store.set(input.key, input.value);
-        slot.output = { ok };
-      }
-    } else {
-      rec.ret(slot.opId, slot.output, time);
-      slot.opId = -1;
-    }
-  }
-  return rec.history();
+  return randomKvHistory(seed, opts).history;
 }
 
 Deno.test("linearizability: overlapping writes and reads are accepted in their only valid order", () => {
@@ -438,4 +383,80 @@ Deno.test("linearizability: the recorder and the checker reject malformed input 
     /timeoutMs must be >= 0, got -1/,
   );
   assert.equal(check(model, []), "ok");
+});
+
+/** Linearizable by definition: some subset of the pending operations and
+ * some order of them with the rest that respects real time, that the model
+ * accepts. Exponential; for tiny histories only. */
+function bruteForce(history: KvOp[]): boolean {
+  const n = history.length;
+  const pending = history.flatMap((o, i) => o.return === Infinity ? [i] : []);
+  const precedes = (a: KvOp, b: KvOp) => a.return < b.call;
+  const search = (left: number[], state: KvValue): boolean => {
+    if (left.length === 0) return true;
+    return left.some((i) => {
+      const rest = left.filter((j) => j !== i);
+      if (rest.some((j) => precedes(history[j], history[i]))) return false;
+      const [ok, next] = model.step(state, history[i].input, history[i].output);
+      return ok && search(rest, next);
+    });
+  };
+  for (let mask = 0; mask < 1 << pending.length; mask++) {
+    const dropped = new Set(pending.filter((_, k) => mask & (1 << k)));
+    const left = [...Array(n).keys()].filter((i) => !dropped.has(i));
+    if (search(left, null)) return true;
+  }
+  return false;
+}
+
+Deno.test("linearizability: on thousands of small random histories the checker agrees with brute force", () => {
+  const random = mulberry32(2026);
+  const int = (k: number) => Math.floor(random() * k);
+  const value = (): KvValue => int(4) || null;
+  const verdicts = { ok: 0, illegal: 0 };
+  for (let round = 0; round < 3000; round++) {
+    const history: KvOp[] = Array.from({ length: 2 + int(5) }, (_, c) => {
+      const call = int(12);
+      const pending = random() < 0.15;
+      const roll = random();
+      const input: KvInput = roll < 0.45
+        ? { op: "read", key: "x" }
+        : roll < 0.75
+        ? { op: "write", key: "x", value: value() }
+        : { op: "cas", key: "x", expected: value(), value: value() };
+      const output: KvOutput | undefined = pending
+        ? undefined
+        : input.op === "read"
+        ? { value: value() }
+        : input.op === "write"
+        ? { ok: true }
+        : { ok: random() < 0.5 };
+      return op(input, output, call, pending ? Infinity : call + int(6), c);
+    });
+    const expected = bruteForce(history) ? "ok" : "illegal";
+    const report = checkDetailed(model, history);
+    assert.equal(report.result, expected, JSON.stringify(history));
+    verdicts[expected]++;
+    if (expected === "ok") {
+      // The linearization it gives holds every completed operation, keeps
+      // real-time order, and the model accepts it in that order.
+      const order = report.linearizations![0];
+      const done = history.filter((o) => o.return !== Infinity);
+      assert.ok(done.every((o) => order.includes(o)));
+      order.forEach((o, k) =>
+        assert.ok(order.slice(k + 1).every((later) => !(later.return < o.call)))
+      );
+      let state: KvValue = null;
+      for (const o of order) {
+        const [ok, next] = model.step(state, o.input, o.output);
+        assert.ok(ok, JSON.stringify(history));
+        state = next;
+      }
+    }
+  }
+  // Both answers are well represented, so the agreement means something.
+  assert.ok(
+    verdicts.ok > 300 && verdicts.illegal > 300,
+    JSON.stringify(verdicts),
+  );
 });
