@@ -667,7 +667,9 @@ export function runRaftSim(
     if (firstLiveCommitAt < 0) {
       const states = [...peers.values()].map((p) =>
         p.node
-          ? `${p.id}:${p.node.role}/t${p.node.term}/c${p.node.log.committed}`
+          ? `${p.id}:${p.node.role}/t${p.node.term}/c${p.node.log.committed}/v${
+            p.node.voters().join(",")
+          }`
           : `${p.id}:down`
       );
       violate(
