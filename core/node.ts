@@ -27,7 +27,9 @@ import { errorResponse } from "./http/errors.ts";
 import { VERSION } from "./version.ts";
 import type { Consensus } from "./consensus.ts";
 import { createTaskService, type TaskService } from "./tasks.ts";
-import { createRegistry } from "./state/registry.ts";
+import { createTaskRouter, type TaskRouter } from "./task_router.ts";
+import type { Balancer } from "../plugins/balancers/strategy.ts";
+import { createRegistry, memberStatus } from "./state/registry.ts";
 import { loadOrCreateNodeKey } from "./security/node_key.ts";
 import { createSecurity, type Security } from "./http/security.ts";
 import { nodeClient } from "./http/node_client.ts";
@@ -168,7 +170,16 @@ export async function startNode(
     maxAttempts: config.tasks.maxAttempts,
     // The leader sweeps; with no consensus plugin every node does.
     sweeper: () => consensus()?.isLeader() ?? true,
+    // With --balancer, claimed tasks run where the balancer picks.
+    router: () => taskRouter,
+    clusterTypes: async () => {
+      const now = Date.now();
+      return (await registry.nodes())
+        .filter((n) => memberStatus(n, now, registry.thresholds) === "up")
+        .flatMap((n) => (n.meta?.taskTypes as string[] | undefined) ?? []);
+    },
   });
+  let taskRouter: TaskRouter | undefined;
   const gateway = createGateway({
     kv,
     node,
@@ -225,8 +236,21 @@ export async function startNode(
     address: () => node.address,
     version: VERSION,
     load: () => ({ inflight: tasks.running(), rss: Deno.memoryUsage().rss }),
+    meta: () => ({ taskTypes: tasks.types() }),
     onError: (err) => nodeLog.warn("registry heartbeat failed", { error: err }),
   });
+  if (config.balancer) {
+    taskRouter = createTaskRouter({
+      nodeId,
+      balancer: kernel.get<Balancer>(`balancer:${config.balancer}`),
+      registry,
+      call: nodeClient(security),
+      handlesHere: (type) => tasks.types().includes(type),
+      log: nodeLog.child({ component: "task-router" }),
+      metrics,
+      timeoutMs: config.tasks.leaseMs,
+    });
+  }
   let draining = false;
   const { fetch: serveHttp } = createApp({
     registry,

@@ -16,6 +16,7 @@ import { describeIssues } from "./plugin.ts";
 import type { Logger } from "./observe/logger.ts";
 import type { MetricsRegistry } from "./observe/metrics.ts";
 import { consume, type Consumer } from "./state/consumer.ts";
+import type { TaskRouter, TaskRun } from "./task_router.ts";
 import {
   type Delivery,
   DurableQueue,
@@ -60,6 +61,16 @@ export interface TaskServiceOptions {
   leaseMs?: number;
   /** Attempts before a task is dead. @default {3} */
   maxAttempts?: number;
+  /**
+   * The router that decides where each claimed task runs (read per task);
+   * undefined runs it here. See `core/task_router.ts`.
+   */
+  router?: () => TaskRouter | undefined;
+  /**
+   * Task types other live nodes handle; with a router, `submit` accepts
+   * them too (only this node's own types have payload schemas to check).
+   */
+  clusterTypes?: () => Promise<string[]>;
 }
 
 /** Submission fields (the body of `POST /api/v1/tasks`). */
@@ -83,6 +94,11 @@ export interface TaskService {
   get(id: string): Promise<TaskView | null>;
   /** Tasks running on this node now. */
   running(): number;
+  /**
+   * Runs one task here, for a node that routed it to this one; a
+   * {@linkcode TaskInputError} when this node has no handler for its type.
+   */
+  runHere(task: TaskRun): Promise<unknown>;
   /** Starts working the queue on this node. */
   start(): void;
   stop(deadlineMs?: number): Promise<void>;
@@ -152,6 +168,7 @@ export function createTaskService(
   );
   const aborts = new AbortController();
   let consumer: Consumer | undefined;
+  let running = 0;
   let statsTimer: ReturnType<typeof setInterval> | undefined;
 
   const service: TaskService = {
@@ -171,14 +188,20 @@ export function createTaskService(
       if (schema) schemas.set(type, schema);
     },
     types: () => [...handlers.keys()].sort(),
-    running: () => consumer?.running ?? 0,
+    // Tasks this node runs: its own claims plus runs routed here.
+    running: () => running,
     async submit(task) {
       if (!handlers.has(task.type)) {
-        throw new TaskInputError(
-          `unknown task type '${task.type}' (known: ${
-            service.types().join(", ")
-          })`,
-        );
+        const known = options.router?.() && options.clusterTypes
+          ? await options.clusterTypes()
+          : [];
+        if (!known.includes(task.type)) {
+          throw new TaskInputError(
+            `unknown task type '${task.type}' (known: ${
+              [...new Set([...service.types(), ...known])].sort().join(", ")
+            })`,
+          );
+        }
       }
       const schema = schemas.get(task.type);
       if (schema) {
@@ -214,29 +237,49 @@ export function createTaskService(
       const m = await queue.get(id);
       return m ? taskView(m) : null;
     },
+    async runHere(task) {
+      const handler = handlers.get(task.type);
+      if (!handler) {
+        throw new TaskInputError(
+          `no handler for task type '${task.type}' on ${options.nodeId}`,
+        );
+      }
+      running++;
+      try {
+        const result = await handler(task.payload, {
+          id: task.id,
+          attempt: task.attempt,
+          signal: aborts.signal,
+        });
+        completed.inc({ type: task.type, outcome: "done" });
+        return result;
+      } catch (err) {
+        completed.inc({ type: task.type, outcome: "failed" });
+        throw err;
+      } finally {
+        running--;
+      }
+    },
     start() {
       const run = async (d: Delivery<TaskBody>) => {
-        const handler = handlers.get(d.payload.type);
-        if (!handler) {
+        const task: TaskRun = {
+          id: d.id,
+          type: d.payload.type,
+          payload: d.payload.payload,
+          attempt: d.attempts,
+          ...(d.payload.key === undefined ? {} : { key: d.payload.key }),
+        };
+        const router = options.router?.();
+        if (router) return await router.run(task, () => service.runHere(task));
+        if (!handlers.has(task.type)) {
           // Another node may know this type; give it back with a delay.
           await d.nak(
             1000,
-            `no handler for task type '${d.payload.type}' on ${options.nodeId}`,
+            `no handler for task type '${task.type}' on ${options.nodeId}`,
           );
           return;
         }
-        try {
-          const result = await handler(d.payload.payload, {
-            id: d.id,
-            attempt: d.attempts,
-            signal: aborts.signal,
-          });
-          completed.inc({ type: d.payload.type, outcome: "done" });
-          return result;
-        } catch (err) {
-          completed.inc({ type: d.payload.type, outcome: "failed" });
-          throw err;
-        }
+        return await service.runHere(task);
       };
       consumer = consume(queue, run, {
         concurrency: options.concurrency ?? 8,

@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { Hono, type MiddlewareHandler } from "hono";
+import { Hono } from "hono";
 import { z } from "zod";
 import {
   agentEnrolmentSchema,
@@ -23,7 +23,12 @@ import {
   GatewayError,
   type SendOptions,
 } from "../../transports/websocket/gateway.ts";
-import { type AuthVariables, principalOf, requirePermission } from "./auth.ts";
+import {
+  type AuthVariables,
+  principalOf,
+  requireNodeSignature,
+  requirePermission,
+} from "./auth.ts";
 import { errorResponse } from "./errors.ts";
 import { readJson } from "./json.ts";
 
@@ -74,15 +79,6 @@ const kickSchema = z.strictObject({
   code: z.union([z.literal(4401), z.literal(4409)]),
   reason: z.string().max(100).default("closed by another node"),
 });
-
-/** Only other nodes (an RFC 9421 signature by a node key) may call. */
-const nodeOnly: MiddlewareHandler = async (c, next) => {
-  const p = principalOf(c);
-  if (!p || p.via !== "signature" || !p.sub.startsWith("node:")) {
-    return errorResponse(403, "node-to-node route: needs a node's signature");
-  }
-  await next();
-};
 
 function agentJson(r: AgentRecord) {
   return {
@@ -216,29 +212,44 @@ export function agentRoutes(
     }
   });
 
-  app.post("/gateway/wake", requirePermission("admin"), nodeOnly, async (c) => {
-    const body = await readJson(c, wakeSchema);
-    if (body instanceof Response) return body;
-    return c.json({ results: await gateway.wakeLocal(body.items) });
-  });
+  app.post(
+    "/gateway/wake",
+    requirePermission("admin"),
+    requireNodeSignature,
+    async (c) => {
+      const body = await readJson(c, wakeSchema);
+      if (body instanceof Response) return body;
+      return c.json({ results: await gateway.wakeLocal(body.items) });
+    },
+  );
 
-  app.post("/gateway/push", requirePermission("admin"), nodeOnly, async (c) => {
-    const body = await readJson(c, pushSchema);
-    if (body instanceof Response) return body;
-    return c.json({ results: await gateway.pushLocal(body.items) });
-  });
+  app.post(
+    "/gateway/push",
+    requirePermission("admin"),
+    requireNodeSignature,
+    async (c) => {
+      const body = await readJson(c, pushSchema);
+      if (body instanceof Response) return body;
+      return c.json({ results: await gateway.pushLocal(body.items) });
+    },
+  );
 
-  app.post("/gateway/kick", requirePermission("admin"), nodeOnly, async (c) => {
-    const body = await readJson(c, kickSchema);
-    if (body instanceof Response) return body;
-    const conn = gateway.kickLocal(
-      body.agentId,
-      body.session,
-      body.code,
-      body.reason,
-    );
-    return c.json({ closed: conn !== undefined });
-  });
+  app.post(
+    "/gateway/kick",
+    requirePermission("admin"),
+    requireNodeSignature,
+    async (c) => {
+      const body = await readJson(c, kickSchema);
+      if (body instanceof Response) return body;
+      const conn = gateway.kickLocal(
+        body.agentId,
+        body.session,
+        body.code,
+        body.reason,
+      );
+      return c.json({ closed: conn !== undefined });
+    },
+  );
 
   return app;
 }

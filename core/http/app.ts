@@ -19,7 +19,7 @@ import { errorBody, errorResponse } from "./errors.ts";
 import type { TaskService } from "../tasks.ts";
 import type { Consensus } from "../consensus.ts";
 import { clusterView, type Registry } from "../state/registry.ts";
-import { taskRoutes } from "./tasks.ts";
+import { clusterTaskRoutes, taskRoutes } from "./tasks.ts";
 import { agentRoutes } from "./agents.ts";
 import {
   type Gateway,
@@ -553,7 +553,10 @@ export function createApp(deps: AppDeps): HttpApp {
     return c.json(clusterView({ nodeId: node.id, consensus, members }));
   });
 
-  if (deps.tasks) app.route("/api/v1/tasks", taskRoutes(deps.tasks));
+  if (deps.tasks) {
+    app.route("/api/v1/tasks", taskRoutes(deps.tasks));
+    app.route("/api/v1/cluster/tasks", clusterTaskRoutes(deps.tasks));
+  }
   if (gateway) app.route("/api/v1", agentRoutes(gateway));
   app.route("/api/v1", securityRoutes(security, kv));
 

@@ -306,3 +306,15 @@ export function requirePermission(permission: Permission): MiddlewareHandler {
     await next();
   };
 }
+
+/**
+ * Only other nodes (an RFC 9421 signature by a node key) may call: 403
+ * otherwise. For node-to-node routes (gateway wake/push/kick, routed tasks).
+ */
+export const requireNodeSignature: MiddlewareHandler = async (c, next) => {
+  const p = principalOf(c);
+  if (!p || p.via !== "signature" || !p.sub.startsWith("node:")) {
+    return errorResponse(403, "node-to-node route: needs a node's signature");
+  }
+  await next();
+};

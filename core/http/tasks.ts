@@ -9,7 +9,7 @@ import { z } from "zod";
 import { TaskInputError, type TaskService } from "../tasks.ts";
 import { errorResponse } from "./errors.ts";
 import { readJson } from "./json.ts";
-import { requirePermission } from "./auth.ts";
+import { requireNodeSignature, requirePermission } from "./auth.ts";
 
 /** Largest accepted request body; a queue message must fit one 64 KiB KV value. */
 export const TASK_BODY_LIMIT = 60 * 1024;
@@ -56,5 +56,43 @@ export function taskRoutes(tasks: TaskService): Hono {
       ? c.json(view)
       : errorResponse(404, `no task '${c.req.param("id")}'`);
   });
+  return app;
+}
+
+const routedRun = z.strictObject({
+  id: z.string().min(1).max(128),
+  type: z.string().min(1).max(64),
+  payload: z.unknown(),
+  key: z.string().min(1).max(256).optional(),
+  attempt: z.number().int().min(1).max(1000),
+});
+
+/**
+ * `POST /run` (mount at `/api/v1/cluster/tasks`): another node routed a
+ * claimed task here (`core/task_router.ts`). Node signatures only. 200
+ * `{result}`; 422 `{error}` when the handler failed or this node has no
+ * handler for the type (the caller fails that attempt).
+ */
+export function clusterTaskRoutes(tasks: TaskService): Hono {
+  const app = new Hono();
+  app.post(
+    "/run",
+    requireNodeSignature,
+    bodyLimit({
+      maxSize: TASK_BODY_LIMIT + 1024,
+      onError: () =>
+        errorResponse(413, `request body over ${TASK_BODY_LIMIT} bytes`),
+    }),
+    async (c) => {
+      const body = await readJson(c, routedRun);
+      if (body instanceof Response) return body;
+      try {
+        const result = await tasks.runHere(body);
+        return c.json({ result: result ?? null });
+      } catch (err) {
+        return errorResponse(422, (err as Error).message ?? String(err));
+      }
+    },
+  );
   return app;
 }

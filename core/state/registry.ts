@@ -44,6 +44,8 @@ export interface NodeRecord {
   startedAt: number;
   /** Wall-clock ms when the node left cleanly; it counts as down from then on. */
   leftAt?: number;
+  /** What the node offers, e.g. `{taskTypes: [...]}` (task routing reads it). */
+  meta?: Record<string, unknown>;
 }
 
 /** Heartbeat ages at which a member turns suspect, then down. */
@@ -73,6 +75,8 @@ export interface RegistryOptions {
   load?: () => NodeLoad;
   /** Told about failed heartbeats (the loop goes on); the registry logs nothing itself. */
   onError?: (err: unknown) => void;
+  /** Read at each heartbeat into the record's `meta`. */
+  meta?: () => Record<string, unknown>;
 }
 
 /** This node's membership in the registry, and everyone's records. */
@@ -273,6 +277,7 @@ export function createRegistry(
       heartbeatAt: now,
       startedAt,
       ...(leftAt === undefined ? {} : { leftAt }),
+      ...(options.meta ? { meta: options.meta() } : {}),
     };
     await retryLocked(() => kv.set(nodeKey(nodeId), record, { expireIn }));
     return record;
