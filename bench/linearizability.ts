@@ -1,0 +1,165 @@
+/**
+ * Speed of the linearizability checker (`tests/simulation/linearizability.ts`)
+ * on random linearizable key-value histories generated from a real
+ * sequential execution (`tests/simulation/testdata/random_history.ts`).
+ *
+ *   deno run -A bench/linearizability.ts [--quick] [--rounds 5]
+ *
+ * Headline: operations checked per second on the "raft-like" shape (2000
+ * operations, 8 clients, 2 keys, 1 % of operations left pending by crashed
+ * clients), median of `--rounds` rounds over 10 seeded histories each.
+ * Baseline, measured in the same run: replaying the same histories through
+ * the model in the order their operations really took effect — one model
+ * step per operation, the floor any checker that has to find that order
+ * stands on. Other shapes (more clients, one key, more crashes) are printed
+ * on stderr with their search steps, which do not depend on the machine.
+ *
+ * @module
+ */
+import { checkDetailed, kvModel } from "../tests/simulation/linearizability.ts";
+import {
+  type RandomHistory,
+  type RandomHistoryOptions,
+  randomKvHistory,
+} from "../tests/simulation/testdata/random_history.ts";
+import { info, isQuick, median, numFlag, round } from "./_util.ts";
+
+const quick = isQuick();
+const ROUNDS = numFlag("rounds", quick ? 3 : 5);
+const HISTORIES = quick ? 4 : 10;
+const model = kvModel();
+
+interface Shape extends RandomHistoryOptions {
+  name: string;
+}
+const HEADLINE: Shape = {
+  name: "2000 ops, 8 clients, 2 keys, 1% crashed",
+  ops: 2000,
+  clients: 8,
+  keys: 2,
+  crashRate: 0.01,
+};
+const OTHERS: Shape[] = [
+  { name: "1000 ops, 5 clients, 1 key", ops: 1000, clients: 5 },
+  {
+    name: "2000 ops, 10 clients, 1 key, 3% crashed",
+    ops: 2000,
+    clients: 10,
+    crashRate: 0.03,
+  },
+  {
+    name: "5000 ops, 16 clients, 4 keys, 1% crashed",
+    ops: 5000,
+    clients: 16,
+    keys: 4,
+    crashRate: 0.01,
+  },
+  ...(quick
+    ? []
+    : [{ name: "3000 ops, 16 clients, 1 key", ops: 3000, clients: 16 }]),
+];
+
+function generate(shape: Shape): RandomHistory[] {
+  return Array.from(
+    { length: HISTORIES },
+    (_, i) => randomKvHistory(1000 + i, shape),
+  );
+}
+
+/** Checks every history; returns operations per second and mean steps. */
+function checkAll(runs: RandomHistory[]): { rate: number; steps: number } {
+  let ops = 0;
+  let steps = 0;
+  const t0 = performance.now();
+  for (const { history } of runs) {
+    const report = checkDetailed(model, history);
+    if (report.result !== "ok") {
+      throw new Error(`A generated history was judged ${report.result}`);
+    }
+    ops += history.length;
+    steps += report.steps;
+  }
+  const s = (performance.now() - t0) / 1000;
+  return { rate: ops / s, steps: steps / runs.length };
+}
+
+/** Replays each history in its real effect order, per key. */
+function replayAll(runs: RandomHistory[]): number {
+  let ops = 0;
+  const t0 = performance.now();
+  // Enough repetitions to be measurable: a replay is ~1000x a check's speed.
+  const reps = 200;
+  for (let k = 0; k < reps; k++) {
+    for (const { history, applied } of runs) {
+      const states = new Map<string, ReturnType<typeof model.init>>();
+      for (const op of applied) {
+        const key = op.input.key;
+        const [ok, next] = model.step(
+          states.get(key) ?? model.init(),
+          op.input,
+          op.output,
+        );
+        if (!ok) throw new Error("The real execution does not replay");
+        states.set(key, next);
+      }
+      ops += history.length;
+    }
+  }
+  return ops / ((performance.now() - t0) / 1000);
+}
+
+const headline = generate(HEADLINE);
+checkAll(headline); // warm-up
+replayAll(headline);
+const rates: number[] = [];
+const baselines: number[] = [];
+let headlineSteps = 0;
+for (let r = 0; r < ROUNDS; r++) {
+  const c = checkAll(headline);
+  rates.push(c.rate);
+  headlineSteps = c.steps;
+  baselines.push(replayAll(headline));
+}
+const value = median(rates);
+const baseline = median(baselines);
+info(
+  `${HEADLINE.name}: ${round(value)} ops/s checked (${
+    round(2000 / value * 1000, 1)
+  } ms per history, ${round(headlineSteps)} steps), replay ${
+    round(baseline)
+  } ops/s`,
+);
+const shapes: Record<string, unknown> = {};
+for (const shape of OTHERS) {
+  const runs = generate(shape);
+  const c = checkAll(runs);
+  const msPerHistory = shape.ops / c.rate * 1000;
+  shapes[shape.name] = {
+    ms_per_history: round(msPerHistory, 1),
+    steps_per_history: round(c.steps),
+  };
+  info(
+    `${shape.name}: ${round(msPerHistory, 1)} ms per history, ${
+      round(c.steps)
+    } search steps`,
+  );
+}
+console.log(JSON.stringify({
+  bench: "linearizability",
+  metric: "ops_checked_per_s",
+  unit: "1/s",
+  value: round(value),
+  baseline: {
+    name: "replay of the real effect order through the model",
+    value: round(baseline),
+  },
+  ratio: round(value / baseline, 4),
+  details: {
+    shape: HEADLINE.name,
+    histories: HISTORIES,
+    rounds: ROUNDS,
+    ms_per_history: round(HEADLINE.ops / value * 1000, 2),
+    steps_per_history: round(headlineSteps),
+    shapes,
+  },
+}));
