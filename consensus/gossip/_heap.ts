@@ -11,7 +11,18 @@ interface Entry<T> {
   value: T;
 }
 
-/** Timed entries, earliest first. */
+/**
+ * Timed entries, earliest first.
+ *
+ * @example Usage
+ * ```ts
+ * import { TimerHeap } from "./_heap.ts";
+ * const h = new TimerHeap<string>();
+ * h.push(5, "late");
+ * h.push(1, "early");
+ * h.pop()?.value; // "early"
+ * ```
+ */
 export class TimerHeap<T> {
   #items: Entry<T>[] = [];
   #seq = 0;

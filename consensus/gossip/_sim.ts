@@ -57,7 +57,19 @@ type SimEvent =
   | { kind: "wake"; index: number }
   | { kind: "call"; fn: () => void };
 
-/** The simulated cluster. */
+/**
+ * The simulated cluster.
+ *
+ * @example Usage
+ * ```ts
+ * import { GossipSim } from "./_sim.ts";
+ * const sim = new GossipSim({ n: 5, seed: 1, loss: 0.05 });
+ * sim.runUntil(2000);
+ * sim.crash(4);
+ * sim.runUntil(40_000);
+ * sim.members[0].node.member("n4")?.state; // "dead"
+ * ```
+ */
 export class GossipSim {
   /** Virtual time, ms. */
   now = 0;
@@ -200,17 +212,41 @@ export class GossipSim {
   }
 }
 
-/** The id of simulated member `i`. */
+/**
+ * The id of simulated member `i`.
+ *
+ * @example Usage
+ * ```ts
+ * import { simId } from "./_sim.ts";
+ * simId(3); // "n3"
+ * ```
+ */
 export function simId(i: number): string {
   return `n${i}`;
 }
 
-/** The address of simulated member `i`. */
+/**
+ * The address of simulated member `i`.
+ *
+ * @example Usage
+ * ```ts
+ * import { simAddr } from "./_sim.ts";
+ * simAddr(300); // "10.0.1.44:7946"
+ * ```
+ */
 export function simAddr(i: number): string {
   return `10.0.${i >> 8}.${i & 255}:7946`;
 }
 
-/** Member index of a simulated id. */
+/**
+ * Member index of a simulated id.
+ *
+ * @example Usage
+ * ```ts
+ * import { simIndex } from "./_sim.ts";
+ * simIndex("n12"); // 12
+ * ```
+ */
 export function simIndex(id: string): number {
   return Number(id.slice(1));
 }
