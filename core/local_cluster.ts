@@ -5,7 +5,8 @@
  *
  * Node `i` (1-based) is `node-i` on `port + i - 1`, with data dir
  * `DIR/node-i`; every node gets the same `--kv` (default `DIR/cluster.kv`)
- * and `--consensus`. Children inherit stdout/stderr (their JSON log lines
+ * and `--consensus`, and one `PLEXUS_MESH_SECRET` (yours, or a random one)
+ * for node-to-node links. Children inherit stdout/stderr (their JSON log lines
  * name their node). A child that exits is reported and the others keep
  * running, so you can kill one and watch the rest take over; SIGINT/SIGTERM
  * stop them all gracefully; the command exits when every child has (0 if all
@@ -94,6 +95,9 @@ export function startLocalCluster(options: LocalClusterOptions): LocalCluster {
     { length: options.nodes },
     (_, i) => `http://${host}:${port + i}`,
   );
+  // One cluster secret for node-to-node links (websocket-mesh, raft).
+  const secret = Deno.env.get("PLEXUS_MESH_SECRET") ??
+    crypto.randomUUID().replaceAll("-", "");
   const children = urls.map((url, i) => {
     const id = `node-${i + 1}`;
     const nodeDir = join(dir, id);
@@ -121,6 +125,7 @@ export function startLocalCluster(options: LocalClusterOptions): LocalCluster {
     ];
     const child = new Deno.Command(denoCommand(), {
       args,
+      env: { PLEXUS_MESH_SECRET: secret },
       stdin: "null",
       stdout: "inherit",
       stderr: "inherit",

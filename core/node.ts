@@ -151,6 +151,7 @@ export async function startNode(
       config.host.includes(":") ? `[${config.host}]` : config.host
     }:${config.port}`,
     dataDir: config.dataDir,
+    peers: config.peers,
   };
   const metrics = createMetrics("plexus_");
   const router = createRouter({

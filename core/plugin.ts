@@ -85,6 +85,8 @@ export interface NodeIdentity {
   /** Base URL other nodes and clients reach this node at. */
   address: string;
   dataDir: string;
+  /** Other nodes' base URLs (`--peers`), for plugins that link nodes. */
+  peers?: string[];
 }
 
 /** Capability lookup offered to plugins. */

@@ -5,7 +5,7 @@
  *
  * Config (under `pluginConfig["websocket-mesh"]`): `secret` (required; or
  * env `PLEXUS_MESH_SECRET`), `peers` (other nodes' base URLs, e.g.
- * `http://10.0.0.2:8086`), `maxMessageBytes`, `retryBaseMs`, `retryMaxMs`,
+ * `http://10.0.0.2:8086`; default the node's `--peers`), `maxMessageBytes`, `retryBaseMs`, `retryMaxMs`,
  * `reconnectMs`, `handshakeTimeoutMs`.
  *
  * @module
@@ -19,7 +19,7 @@ const ms = z.number().int().positive().max(3_600_000);
 /** Schema of the plugin's config. */
 export const meshConfig = z.strictObject({
   secret: z.string().min(16, "use at least 16 characters").optional(),
-  peers: z.array(z.url({ protocol: /^(https?|wss?)$/ })).default([]),
+  peers: z.array(z.url({ protocol: /^(https?|wss?)$/ })).optional(),
   maxMessageBytes: z.number().int().positive().max(64 * 1024 * 1024).default(
     1024 * 1024,
   ),
@@ -60,22 +60,23 @@ const websocketMesh: Plugin<MeshConfig> = definePlugin({
         'websocket-mesh needs a cluster secret of at least 16 characters: set pluginConfig["websocket-mesh"].secret or PLEXUS_MESH_SECRET',
       );
     }
+    const peers = ctx.config.peers ?? ctx.node.peers ?? [];
     const mesh = await startMesh({
       ...ctx.config,
       secret,
       nodeId: ctx.node.id,
       listen: false,
-      peers: ctx.config.peers.map(linkUrl),
+      peers: peers.map(linkUrl),
     });
     ctx.http.get("/link", (c) => mesh.handleUpgrade(c.req.raw));
     ctx.log.info("websocket-mesh transport ready", {
-      peers: ctx.config.peers.length,
+      peers: peers.length,
     });
     return {
       api: mesh satisfies MeshTransport,
       health() {
         const up = mesh.connectedPeers().length;
-        const want = ctx.config.peers.length;
+        const want = peers.length;
         return Promise.resolve({
           status: up >= want ? "up" : "down",
           detail: `${up} of ${want} configured peers linked`,
