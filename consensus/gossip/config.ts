@@ -54,6 +54,13 @@ export interface GossipConfig {
   suspicionDecay: boolean;
   /** Lifeguard buddy system: a ping to a suspect carries the suspicion. @default {true} */
   buddy: boolean;
+  /**
+   * Answer a suspect or dead notice about an already-refuted incarnation
+   * with the current alive notice, sent straight back to the sender (not in
+   * SWIM or Lifeguard; it stops a member that missed a refutation from
+   * declaring a healthy member dead). @default {true}
+   */
+  answerStaleNotices: boolean;
   /** Start the periodic timers at a random offset within their period. @default {true} */
   staggerStart: boolean;
 }
@@ -77,14 +84,19 @@ export const DEFAULT_GOSSIP_CONFIG: Readonly<GossipConfig> = Object.freeze({
   awareness: true,
   suspicionDecay: true,
   buddy: true,
+  answerStaleNotices: true,
   staggerStart: true,
 });
 
-/** The three Lifeguard extensions off: the plain SWIM of the 2002 paper. */
+/**
+ * The three Lifeguard extensions and the stale-notice answer off: the plain
+ * SWIM of the 2002 paper.
+ */
 export const PLAIN_SWIM: Readonly<Partial<GossipConfig>> = Object.freeze({
   awareness: false,
   suspicionDecay: false,
   buddy: false,
+  answerStaleNotices: false,
 });
 
 /**

@@ -26,11 +26,11 @@
  * Two small departures from memberlist, both to cut false positives: a
  * helper sends its nack at 80 % of the probe timeout, so it is back before
  * the prober's period ends (memberlist's lands just after it with the
- * defaults); and a member accused at an incarnation it already refuted
- * sends its current one again, so a member that missed the refutation (the
- * infection-style spread misses each member with probability about
- * e^(−retransmits)) is corrected by its next buddy-system ping instead of
- * declaring a healthy member dead.
+ * defaults); and a suspect or dead notice about an incarnation already
+ * refuted is answered with the current alive notice, sent straight back to
+ * whoever sent it. The infection-style spread misses each member with
+ * probability about e^(−retransmits); without the answer such a member
+ * declares a healthy member dead when its suspicion timer runs out.
  *
  * Gossip gives membership and failure detection only. It does not give a
  * safe leader: two members may see different memberships at the same time.
@@ -449,10 +449,10 @@ export class SwimNode {
         this.#onAlive(m);
         return;
       case "suspect":
-        this.#onSuspect(m);
+        this.#onSuspect(m, from);
         return;
       case "dead":
-        this.#onDead(m);
+        this.#onDead(m, from);
         return;
       case "push-pull":
         for (const s of m.members) this.#merge(s);
@@ -800,11 +800,14 @@ export class SwimNode {
     if (was !== "alive") this.#emit(was === "suspect" ? "alive" : "join", r);
   }
 
-  #onSuspect(m: Extract<GossipMessage, { type: "suspect" }>): void {
+  #onSuspect(
+    m: Extract<GossipMessage, { type: "suspect" }>,
+    sender?: string,
+  ): void {
     const r = this.#members.get(m.node);
     if (!r) return;
     if (m.incarnation < r.incarnation) {
-      if (r === this.#self) this.#reannounce();
+      this.#correct(r, sender);
       return;
     }
     if (r.suspicion) {
@@ -843,11 +846,11 @@ export class SwimNode {
     this.#emit("suspect", r);
   }
 
-  #onDead(m: Extract<GossipMessage, { type: "dead" }>): void {
+  #onDead(m: Extract<GossipMessage, { type: "dead" }>, sender?: string): void {
     const r = this.#members.get(m.node);
     if (!r) return;
     if (m.incarnation < r.incarnation) {
-      if (r === this.#self) this.#reannounce();
+      this.#correct(r, sender);
       return;
     }
     if (r.state === "dead" || r.state === "left") return;
@@ -876,9 +879,28 @@ export class SwimNode {
   }
 
   /**
-   * Someone still accuses an incarnation we already refuted: it missed the
-   * refutation, so send our current one again (piggybacked on the reply to
-   * a buddy-system ping, this reaches the accuser at once).
+   * A suspect or dead notice about an incarnation already refuted: whoever
+   * sent it missed the refutation (the infection-style spread misses a
+   * member now and then), and if nothing tells it, its suspicion timer will
+   * declare a healthy member dead. So the sender gets the current alive
+   * notice straight back, and a member accused about itself re-announces.
+   */
+  #correct(r: Rec, sender: string | undefined): void {
+    if (!this.config.answerStaleNotices) return;
+    if (r === this.#self) this.#reannounce();
+    if (sender === undefined || r.state !== "alive") return;
+    this.#sendMsg(sender, {
+      type: "alive",
+      incarnation: r.incarnation,
+      node: r.id,
+      addr: r.addr,
+    });
+  }
+
+  /**
+   * Someone still accuses an incarnation we already refuted: send our
+   * current one again (piggybacked on the reply to a buddy-system ping, this
+   * reaches the accuser at once).
    */
   #reannounce(): void {
     if (this.#left || this.#queue.has(this.id)) return;

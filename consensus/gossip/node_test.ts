@@ -21,6 +21,8 @@ class Net {
     options: {
       config?: Partial<GossipConfig>;
       members?: string[];
+      /** Incarnations this node starts out believing, by member id. */
+      believes?: Record<string, number>;
       incarnation?: number;
       addr?: string;
     } = {},
@@ -33,7 +35,11 @@ class Net {
       random: mulberry32(this.#seed++),
       config: options.config,
       incarnation: options.incarnation,
-      members: options.members?.map((m) => ({ id: m, addr: `${m}:7946` })),
+      members: options.members?.map((m) => ({
+        id: m,
+        addr: `${m}:7946`,
+        incarnation: options.believes?.[m],
+      })),
     });
     this.nodes.set(addr, node);
     this.down.delete(addr);
@@ -360,6 +366,37 @@ Deno.test("lifeguard: a suspicion with independent confirmations expires sooner"
     Math.abs(deadAt[1] - min) < 2,
     `confirmed twice: dead at ${deadAt[1]}`,
   );
+});
+
+Deno.test("swim: a member that missed a refutation is corrected by whoever it gossips the stale suspicion to", () => {
+  for (const answerStaleNotices of [true, false]) {
+    const net = new Net();
+    const config = { answerStaleNotices, gossipToTheDeadMs: 600_000 };
+    const names = ["a", "b", "c"];
+    const a = net.add("a", { config, members: names });
+    const b = net.add("b", { config, members: names, incarnation: 1 });
+    net.add("c", { config, members: names, believes: { b: 1 } });
+    // b already refuted incarnation 0 (everyone but a knows) and cannot
+    // reach a (a's probes get through via c), so only c can tell a.
+    net.cut.add(`${b.addr}>${a.addr}`);
+    net.inject(a, "x:7946", [{
+      type: "suspect",
+      incarnation: 0,
+      node: "b",
+      from: "x",
+    }]);
+    net.run(60_000);
+    if (answerStaleNotices) {
+      assert.equal(a.member("b")?.incarnation, 1);
+      assert.deepEqual(net.about("b", "failed"), []);
+    } else {
+      assert.deepEqual(
+        net.about("b", "failed").map((e) => e.by),
+        ["a"],
+        "control",
+      );
+    }
+  }
 });
 
 Deno.test("swim: a malformed packet is counted and ignored", () => {
