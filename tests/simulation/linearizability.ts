@@ -27,6 +27,21 @@
  *   longest one: what took effect, in which order, the state after each, and
  *   which operations could not come next.
  *
+ * Beyond Porcupine, three sound prunings (each checked against a brute-force
+ * search on thousands of small random histories):
+ * - read-only operations (`Model.readOnly`: reads, failed cas) are never
+ *   backtracked over — if one fits now it could go first in any order that
+ *   works (8x fewer steps on a 12-client history);
+ * - the cache holds nodes whose search failed, and a failed node also
+ *   covers nodes with the same returned operations and state but more
+ *   pending operations linearized (those need not have happened);
+ * - with pending operations, Porcupine's candidate order and one that tries
+ *   pending operations last run interleaved, the first to finish answering.
+ *
+ * Histories with many pending operations can still take time exponential in
+ * their number (illegal ones above all, which must be searched through);
+ * the deadline is the answer to that.
+ *
  * @module
  */
 
