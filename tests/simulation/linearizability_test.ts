@@ -513,3 +513,30 @@ Deno.test("linearizability: with heavy message loss (a quarter of operations pen
   // Lost answers hide some stale reads; most runs still show one.
   assert.ok(illegal >= 6, `caught ${illegal} of 10`);
 });
+
+Deno.test("linearizability: a frozen history of the stale-read register stays illegal, stuck on the same read", async () => {
+  // testdata/stale_read_seed1.jsonl: simulateRegister({ seed: 1,
+  // staleReads: true }) as JSON lines; `return: null` for pending.
+  const text = await Deno.readTextFile(
+    new URL("./testdata/stale_read_seed1.jsonl", import.meta.url),
+  );
+  const history: KvOp[] = text.trim().split("\n").map((line) => {
+    const o = JSON.parse(line);
+    return { ...o, return: o.return ?? Infinity };
+  });
+  assert.equal(history.length, 120);
+  const report = checkDetailed(model, history);
+  assert.equal(report.result, "illegal");
+  const d = report.illegal!;
+  assert.ok(d.operations.every((o) => o.input.key === "x"));
+  // The read started at 441, after write(x, 2) had returned at 436.
+  assert.deepEqual(
+    d.stuck.map((o) => [model.describeOperation!(o.input, o.output), o.call]),
+    [["read(x) -> 1", 441]],
+  );
+  assert.ok(
+    d.operations.some((o) =>
+      o.input.op === "write" && o.input.value === 2 && o.return === 436
+    ),
+  );
+});
