@@ -668,6 +668,21 @@ function diagnose<S, I, O>(
         ok ? "(accepted, but no continuation works)" : "(rejected by the model)"
       }`,
     );
+    // What it had to come after: often the write a stale read missed.
+    let before = -1;
+    ops.forEach((op, j) => {
+      if (
+        op.return < ops[i].call &&
+        (before < 0 || op.return > ops[before].return)
+      ) {
+        before = j;
+      }
+    });
+    if (before >= 0) {
+      lines.push(
+        `    called after this returned: ${describeOp(model, ops[before])}`,
+      );
+    }
   }
   lines.push(
     `${rest.length} operation(s) never linearized; ${
