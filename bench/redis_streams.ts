@@ -68,10 +68,10 @@ function summarize(n: number, ms: number, lat: number[]): Run {
   };
 }
 
-function envelopes(topic: string): Envelope[] {
+function envelopes(topic: string, n: number): Envelope[] {
   const payload = "x".repeat(1024);
   return Array.from(
-    { length: N },
+    { length: n },
     () => createEnvelope({ type: "event", topic, source: "bench", payload }),
   );
 }
