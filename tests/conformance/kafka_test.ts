@@ -1,0 +1,21 @@
+import connect from "./_kafka_connect.ts";
+import { restartService } from "./_services.ts";
+import { conformance } from "./suite.ts";
+
+const brokers = Deno.env.get("KAFKA_BROKERS");
+if (!brokers && Deno.env.get("PLEXUS_REQUIRE_SERVICES") === "1") {
+  Deno.test("conformance kafka: KAFKA_BROKERS is set", () => {
+    throw new Error(
+      'KAFKA_BROKERS required (PLEXUS_REQUIRE_SERVICES=1) but not set (run: eval "$(deno task services)")',
+    );
+  });
+}
+
+conformance("kafka", connect, {
+  ignore: brokers
+    ? undefined
+    : 'KAFKA_BROKERS is not set (run: eval "$(deno task services)")',
+  sanitize: false,
+  connectModule: new URL("./_kafka_connect.ts", import.meta.url).href,
+  restartBroker: () => restartService("kafka"),
+});
