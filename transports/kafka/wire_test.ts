@@ -1,0 +1,148 @@
+import assert from "node:assert/strict";
+import { createEnvelope } from "../../core/envelope.ts";
+import { TransportError } from "../../core/transport.ts";
+import {
+  checkGroup,
+  checkTopic,
+  deadLetterHeaders,
+  decodeDeadLetter,
+  decodeRecord,
+  encodeRecord,
+  type FetchedRecord,
+  H,
+} from "./wire.ts";
+
+const enc = new TextEncoder();
+
+function fetched(
+  r: { key: string | null; value: string; headers: Record<string, string> },
+  offset = "5",
+): FetchedRecord {
+  return {
+    key: r.key === null ? null : enc.encode(r.key),
+    value: enc.encode(r.value),
+    headers: Object.fromEntries(
+      Object.entries(r.headers).map(([k, v]) => [k, enc.encode(v)]),
+    ),
+    timestamp: 1_700_000_000_000,
+    partition: 2,
+    offset,
+  };
+}
+
+Deno.test("kafka wire: an envelope survives encode and decode with its key", () => {
+  const e = createEnvelope({
+    type: "command",
+    topic: "orders",
+    source: "node-1",
+    payload: { n: 1, s: "é" },
+    headers: { trace: "t1" },
+    destination: ["a"],
+    correlationId: "c1",
+    replyTo: "replies",
+    ttlMs: 5000,
+  });
+  const r = encodeRecord(e, "customer-7");
+  assert.equal(r.key, "customer-7");
+  assert.equal(r.value, '{"n":1,"s":"é"}');
+  const d = decodeRecord(fetched(r), "orders", "plexus.orders");
+  assert.deepEqual(d.envelope, e);
+  assert.equal(d.key, "customer-7");
+  assert.equal(d.attempt, 1);
+  assert.deepEqual(d.errors, []);
+});
+
+Deno.test("kafka wire: a bare console-produced value becomes an event with defaults", () => {
+  const d = decodeRecord(
+    fetched({ key: null, value: "plain text", headers: {} }),
+    "orders",
+    "plexus.orders",
+  );
+  assert.equal(d.envelope.payload, "plain text");
+  assert.equal(d.envelope.type, "event");
+  assert.equal(d.envelope.source, "kafka");
+  assert.equal(d.envelope.id, "plexus.orders-2-5");
+  assert.equal(d.envelope.timestamp, 1_700_000_000_000);
+  assert.equal(d.key, undefined);
+  const j = decodeRecord(
+    fetched({ key: "k", value: '{"a":[1]}', headers: { [H.type]: "command" } }),
+    "orders",
+    "plexus.orders",
+  );
+  assert.deepEqual(j.envelope.payload, { a: [1] });
+  assert.equal(j.envelope.type, "command");
+});
+
+Deno.test("kafka wire: a record with a malformed plexus header or bad UTF-8 is refused with the reason", () => {
+  assert.throws(
+    () =>
+      decodeRecord(
+        fetched({ key: null, value: "1", headers: { [H.delivery]: "{nope" } }),
+        "t",
+        "plexus.t",
+      ),
+    /plexus-delivery' is not JSON/,
+  );
+  assert.throws(
+    () =>
+      decodeRecord(
+        fetched({ key: null, value: "1", headers: { [H.type]: "shout" } }),
+        "t",
+        "plexus.t",
+      ),
+    /not an envelope: type/,
+  );
+  assert.throws(
+    () =>
+      decodeRecord(
+        {
+          ...fetched({ key: null, value: "", headers: {} }),
+          value: new Uint8Array([0xff, 0xfe]),
+        },
+        "t",
+        "plexus.t",
+      ),
+    /value is not UTF-8/,
+  );
+});
+
+Deno.test("kafka wire: a dead-lettered garbage record keeps its raw value, reason and history", () => {
+  const raw = fetched({
+    key: null,
+    value: "garbage",
+    headers: {
+      [H.type]: "shout",
+      ...deadLetterHeaders({
+        reason: "bad_message: no",
+        attempts: 2,
+        errors: [{ at: 1, attempt: 1, error: "boom" }],
+        group: "g",
+        deadAt: 42,
+        origin: "plexus.t/0/1",
+      }),
+    },
+  });
+  const l = decodeDeadLetter(raw, "t", "plexus._dlq.t");
+  assert.equal(l.reason, "bad_message: no");
+  assert.equal(l.attempts, 2);
+  assert.equal(l.group, "g");
+  assert.equal(l.deadAt, 42);
+  assert.deepEqual(l.errors, [{ at: 1, attempt: 1, error: "boom" }]);
+  assert.deepEqual((l.envelope.payload as { value: string }).value, "garbage");
+});
+
+Deno.test("kafka wire: topics and groups Kafka cannot name are refused as invalid_argument naming them", () => {
+  checkTopic("orders.created-v2_x");
+  for (const bad of ["orders created", "a..b", "ordres/é", "_internal", ""]) {
+    assert.throws(
+      () => checkTopic(bad),
+      (e) =>
+        e instanceof TransportError && e.code === "invalid_argument" &&
+        (bad === "" || e.message.includes(bad)),
+      bad,
+    );
+  }
+  assert.throws(() => checkTopic("x".repeat(240)), /too long/);
+  checkGroup("billing-1");
+  assert.throws(() => checkGroup("a.b"), /group 'a.b'/);
+});
