@@ -26,8 +26,12 @@ import { createApp } from "./http/app.ts";
 import { errorResponse } from "./http/errors.ts";
 import { VERSION } from "./version.ts";
 import type { Consensus } from "./consensus.ts";
-import { createTaskService, type TaskService } from "./tasks.ts";
-import { createTaskRouter, type TaskRouter } from "./task_router.ts";
+import { createTaskService, NoAgentError, type TaskService } from "./tasks.ts";
+import {
+  createTaskRouter,
+  type TaskRouter,
+  type TaskRun,
+} from "./task_router.ts";
 import type { Balancer } from "../plugins/balancers/strategy.ts";
 import { createRegistry, memberStatus } from "./state/registry.ts";
 import { loadOrCreateNodeKey } from "./security/node_key.ts";
@@ -173,6 +177,7 @@ export async function startNode(
     sweeper: () => consensus()?.isLeader() ?? true,
     // With --balancer, claimed tasks run where the balancer picks.
     router: () => taskRouter,
+    runOnAgent: (task) => runOnAgent(task),
     clusterTypes: async () => {
       const now = Date.now();
       return (await registry.nodes())
@@ -181,6 +186,46 @@ export async function startNode(
     },
   });
   let taskRouter: TaskRouter | undefined;
+  let balancer: Balancer | undefined;
+  /** A capability task on an agent connected here, picked by the balancer. */
+  const runOnAgent = async (task: TaskRun): Promise<unknown> => {
+    const cap = task.capability!;
+    const ids = gateway.api.capabilities()[cap] ?? [];
+    if (ids.length === 0) {
+      throw new NoAgentError(
+        `no agent offers capability '${cap}' on ${nodeId}`,
+      );
+    }
+    const agents = ids.map((id) => ({ id }));
+    const agent = balancer
+      ? balancer.pick(agents, task.key ? { key: task.key } : undefined)
+      : agents[Math.floor(Math.random() * agents.length)];
+    if (!agent) {
+      throw new NoAgentError(
+        `every agent offering '${cap}' has an open circuit`,
+      );
+    }
+    const start = performance.now();
+    try {
+      const result = await gateway.api.request(agent.id, `tasks.${cap}`, {
+        id: task.id,
+        type: task.type,
+        payload: task.payload,
+        attempt: task.attempt,
+      }, { timeoutMs: config.tasks.leaseMs });
+      balancer?.report(agent.id, {
+        ok: true,
+        latencyMs: performance.now() - start,
+      });
+      return result;
+    } catch (err) {
+      balancer?.report(agent.id, {
+        ok: false,
+        latencyMs: performance.now() - start,
+      });
+      throw err;
+    }
+  };
   const gateway = createGateway({
     kv,
     node,
@@ -237,16 +282,23 @@ export async function startNode(
     address: () => node.address,
     version: VERSION,
     load: () => ({ inflight: tasks.running(), rss: Deno.memoryUsage().rss }),
-    meta: () => ({ taskTypes: tasks.types() }),
+    meta: () => ({
+      taskTypes: tasks.types(),
+      agentCapabilities: Object.keys(gateway.api.capabilities()),
+    }),
     onError: (err) => nodeLog.warn("registry heartbeat failed", { error: err }),
   });
   if (config.balancer) {
+    balancer = kernel.get<Balancer>(`balancer:${config.balancer}`);
     taskRouter = createTaskRouter({
       nodeId,
-      balancer: kernel.get<Balancer>(`balancer:${config.balancer}`),
+      balancer,
       registry,
       call: nodeClient(security),
-      handlesHere: (type) => tasks.types().includes(type),
+      handlesHere: (task) =>
+        task.capability === undefined
+          ? tasks.types().includes(task.type)
+          : (gateway.api.capabilities()[task.capability]?.length ?? 0) > 0,
       log: nodeLog.child({ component: "task-router" }),
       metrics,
       timeoutMs: config.tasks.leaseMs,

@@ -9,7 +9,9 @@
  * handle the task's type — with the task's `key` as the affinity key, so
  * `consistent-hash` keeps a key on one node — and calls that node
  * (`POST /api/v1/cluster/tasks/run`, signed with its node key), or runs it in
- * place when it picked itself. The balancer's circuit breakers drop nodes
+ * place when it picked itself. A task with a `capability` goes to a node
+ * with a connected agent offering it (nodes publish their agents'
+ * capabilities), where it runs on such an agent. The balancer's circuit breakers drop nodes
  * that keep failing; the call has a timeout (the task lease), and a call
  * that fails before the worker answered (connection refused, a node
  * stopping, an open circuit) is retried at once on another pick. A worker's
@@ -32,6 +34,8 @@ export interface TaskRun {
   type: string;
   payload: unknown;
   key?: string;
+  /** Run by an agent offering this capability (see `core/tasks.ts`). */
+  capability?: string;
   attempt: number;
 }
 
@@ -54,8 +58,11 @@ export interface TaskRouterOptions {
   balancer: Balancer;
   registry: Pick<Registry, "nodes" | "thresholds">;
   call: NodeFetch;
-  /** Whether this node has a handler for `type` (it is then always a candidate). */
-  handlesHere: (type: string) => boolean;
+  /**
+   * Whether this node can run `task` (a handler for its type, or a connected
+   * agent with its capability); it is then always a candidate.
+   */
+  handlesHere: (task: TaskRun) => boolean;
   log: Logger;
   metrics: MetricsRegistry;
   /** Longest a remote run may take (the task lease). @default {30000} */
@@ -91,7 +98,7 @@ export function createTaskRouter(options: TaskRouterOptions): TaskRouter {
   );
   let cache: { at: number; nodes: NodeRecord[] } | undefined;
 
-  const candidates = async (type: string): Promise<NodeCandidate[]> => {
+  const candidates = async (task: TaskRun): Promise<NodeCandidate[]> => {
     const now = Date.now();
     if (!cache || now - cache.at > ttl) {
       cache = { at: now, nodes: await options.registry.nodes() };
@@ -100,11 +107,15 @@ export function createTaskRouter(options: TaskRouterOptions): TaskRouter {
       .filter((n) =>
         n.id !== options.nodeId &&
         memberStatus(n, now, options.registry.thresholds) === "up" &&
-        (n.meta?.taskTypes as string[] | undefined)?.includes(type)
+        (task.capability === undefined
+          ? (n.meta?.taskTypes as string[] | undefined)?.includes(task.type)
+          : (n.meta?.agentCapabilities as string[] | undefined)?.includes(
+            task.capability,
+          ))
       )
       .map((n) => ({ id: n.id, address: n.address }));
     // This node, whether or not its own heartbeat is out yet.
-    if (options.handlesHere(type)) {
+    if (options.handlesHere(task)) {
       list.push({ id: options.nodeId, address: "" });
     }
     return list.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
@@ -134,7 +145,7 @@ export function createTaskRouter(options: TaskRouterOptions): TaskRouter {
       const tried = new Set<string>();
       let lastError: unknown;
       for (let pick = 0; pick < maxPicks; pick++) {
-        const all = await candidates(task.type);
+        const all = await candidates(task);
         const fresh = all.filter((c) => !tried.has(c.id));
         const node = options.balancer.pick(
           fresh.length ? fresh : all,
@@ -173,7 +184,9 @@ export function createTaskRouter(options: TaskRouterOptions): TaskRouter {
       }
       if (lastError) throw lastError;
       throw new Error(
-        `no live node handles task type '${task.type}' (or every circuit is open)`,
+        task.capability === undefined
+          ? `no live node handles task type '${task.type}' (or every circuit is open)`
+          : `no live node has an agent offering capability '${task.capability}' (or every circuit is open)`,
       );
     },
   };

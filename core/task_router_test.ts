@@ -51,7 +51,7 @@ function setup(
       calls.push(node);
       return await answer(node, JSON.parse(String(init?.body)));
     },
-    handlesHere: (t) => here.types.includes(t),
+    handlesHere: (t) => here.types.includes(t.type),
     log,
     metrics: createMetrics("plexus_"),
     membersTtlMs: 0,

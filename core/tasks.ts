@@ -28,6 +28,8 @@ export interface TaskBody {
   type: string;
   payload: unknown;
   key?: string;
+  /** Run by a connected agent that offers this capability (handles `tasks.{capability}`). */
+  capability?: string;
 }
 
 /** A task as `GET /api/v1/tasks/{id}` shows it. */
@@ -71,6 +73,12 @@ export interface TaskServiceOptions {
    * them too (only this node's own types have payload schemas to check).
    */
   clusterTypes?: () => Promise<string[]>;
+  /**
+   * Runs a task on an agent connected to this node that offers
+   * `task.capability`; rejects when none does. Undefined: capability tasks
+   * cannot run here.
+   */
+  runOnAgent?: (task: TaskRun) => Promise<unknown>;
 }
 
 /** Submission fields (the body of `POST /api/v1/tasks`). */
@@ -78,6 +86,8 @@ export interface TaskSubmission {
   type: string;
   payload?: unknown;
   key?: string;
+  /** Run by an agent offering this capability instead of a node's handler. */
+  capability?: string;
   priority?: number;
   idempotencyKey?: string;
 }
@@ -104,12 +114,19 @@ export interface TaskService {
   stop(deadlineMs?: number): Promise<void>;
 }
 
+/** No agent connected to this node offers the task's capability. */
+export class NoAgentError extends Error {
+  override name = "NoAgentError";
+}
+
 /** Thrown for a submission the service cannot accept (maps to HTTP 400). */
 export class TaskInputError extends Error {
   override name = "TaskInputError";
 }
 
 const TYPE_RE = /^[a-z][a-z0-9._-]{0,63}$/;
+/** A capability is one channel-name word: agents offer it by handling `tasks.{capability}`. */
+const CAPABILITY_RE = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** The public view of a queue message. */
 export function taskView(m: QueueMessage<TaskBody>): TaskView {
@@ -191,7 +208,16 @@ export function createTaskService(
     // Tasks this node runs: its own claims plus runs routed here.
     running: () => running,
     async submit(task) {
-      if (!handlers.has(task.type)) {
+      if (task.capability !== undefined) {
+        if (!CAPABILITY_RE.test(task.capability)) {
+          throw new TaskInputError(
+            `capability '${task.capability}': expected ${CAPABILITY_RE}`,
+          );
+        }
+        if (!TYPE_RE.test(task.type)) {
+          throw new TaskInputError(`type '${task.type}': expected ${TYPE_RE}`);
+        }
+      } else if (!handlers.has(task.type)) {
         const known = options.router?.() && options.clusterTypes
           ? await options.clusterTypes()
           : [];
@@ -216,6 +242,7 @@ export function createTaskService(
       }
       const body: TaskBody = { type: task.type, payload: task.payload ?? null };
       if (task.key !== undefined) body.key = task.key;
+      if (task.capability !== undefined) body.capability = task.capability;
       try {
         const { id, deduplicated } = await queue.enqueue(body, {
           priority: task.priority,
@@ -238,6 +265,24 @@ export function createTaskService(
       return m ? taskView(m) : null;
     },
     async runHere(task) {
+      if (task.capability !== undefined) {
+        if (!options.runOnAgent) {
+          throw new NoAgentError(
+            `no agent offers capability '${task.capability}' on ${options.nodeId}`,
+          );
+        }
+        running++;
+        try {
+          const result = await options.runOnAgent(task);
+          completed.inc({ type: task.type, outcome: "done" });
+          return result;
+        } catch (err) {
+          completed.inc({ type: task.type, outcome: "failed" });
+          throw err;
+        } finally {
+          running--;
+        }
+      }
       const handler = handlers.get(task.type);
       if (!handler) {
         throw new TaskInputError(
@@ -268,9 +313,22 @@ export function createTaskService(
           payload: d.payload.payload,
           attempt: d.attempts,
           ...(d.payload.key === undefined ? {} : { key: d.payload.key }),
+          ...(d.payload.capability === undefined
+            ? {}
+            : { capability: d.payload.capability }),
         };
         const router = options.router?.();
         if (router) return await router.run(task, () => service.runHere(task));
+        if (task.capability !== undefined) {
+          try {
+            return await service.runHere(task);
+          } catch (err) {
+            if (!(err instanceof NoAgentError)) throw err;
+            // An agent with it may be connected to another node.
+            await d.nak(1000, err.message);
+            return;
+          }
+        }
         if (!handlers.has(task.type)) {
           // Another node may know this type; give it back with a delay.
           await d.nak(

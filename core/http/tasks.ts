@@ -20,6 +20,7 @@ const submission = z.strictObject({
   key: z.string().min(1).max(256).optional(),
   priority: z.number().int().min(0).max(9).optional(),
   idempotencyKey: z.string().min(1).max(256).optional(),
+  capability: z.string().min(1).max(64).optional(),
 });
 
 /** Routes for tasks, to mount at `/api/v1/tasks`. */
@@ -64,6 +65,7 @@ const routedRun = z.strictObject({
   type: z.string().min(1).max(64),
   payload: z.unknown(),
   key: z.string().min(1).max(256).optional(),
+  capability: z.string().min(1).max(64).optional(),
   attempt: z.number().int().min(1).max(1000),
 });
 

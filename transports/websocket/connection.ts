@@ -228,6 +228,15 @@ export class AgentConnection {
   #depthTimer?: ReturnType<typeof setTimeout>;
   #resolveClosed!: () => void;
   #cleaning = false;
+  /** The node's own requests to the agent, by record id. */
+  #asked = new Map<
+    string,
+    {
+      resolve: (v: unknown) => void;
+      reject: (e: Error) => void;
+      timer: ReturnType<typeof setTimeout>;
+    }
+  >();
 
   constructor(socket: WebSocket, ctx: ConnectionContext) {
     this.socket = socket;
@@ -575,8 +584,33 @@ export class AgentConnection {
         ) => this.#fail(err));
         return;
       case "res":
-      case "err":
-        return; // the node sends agents no requests (yet)
+      case "err": {
+        const waiting = typeof h.re === "string" && this.#asked.get(h.re);
+        if (!waiting) return; // late (timed out) or not ours
+        this.#asked.delete(h.re as string);
+        clearTimeout(waiting.timer);
+        let body: unknown = null;
+        try {
+          body = rec.body.length ? JSON.parse(decoder.decode(rec.body)) : null;
+        } catch {
+          return waiting.reject(
+            new GatewayRequestError(
+              "bad_request",
+              "the agent's answer is not JSON",
+            ),
+          );
+        }
+        if (h.type === "res") return waiting.resolve(body);
+        const e = body as { code?: string; message?: string } | null;
+        return waiting.reject(
+          new GatewayRequestError(
+            (e?.code ?? "unavailable") as ErrorCode,
+            `agent ${this.agentId} answered ${e?.code ?? "err"}: ${
+              e?.message ?? ""
+            }`,
+          ),
+        );
+      }
       case "auth":
       case "ready":
         return this.close(4400, `unexpected ${h.type} record`);
@@ -1124,6 +1158,49 @@ export class AgentConnection {
     }
   }
 
+  /**
+   * Sends the agent a request on its backend channel `name` (it must have
+   * subscribed, e.g. with the SDK's `handle`) and resolves with its `res`
+   * body; rejects with a {@linkcode GatewayRequestError}: the agent's `err`
+   * code, `timeout`, or `unavailable` when the connection is not ready or
+   * closes first.
+   */
+  ask(name: string, body: unknown, timeoutMs: number): Promise<unknown> {
+    if (this.#state !== "ready") {
+      return Promise.reject(
+        new GatewayRequestError(
+          "unavailable",
+          `agent ${this.agentId} is not connected here`,
+        ),
+      );
+    }
+    if (!this.#subs.has(name)) {
+      return Promise.reject(
+        new GatewayRequestError(
+          "no_handler",
+          `agent ${this.agentId} is not subscribed to backend channel '${name}'`,
+        ),
+      );
+    }
+    const id = crypto.randomUUID();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#asked.delete(id);
+        reject(
+          new GatewayRequestError(
+            "timeout",
+            `agent ${this.agentId} did not answer on '${name}' within ${timeoutMs} ms`,
+          ),
+        );
+      }, timeoutMs);
+      this.#asked.set(id, { resolve, reject, timer });
+      this.#send(
+        { type: "req", id, ch: `backend.${this.agentId}.${name}` },
+        encoder.encode(JSON.stringify(body ?? null)),
+      );
+    });
+  }
+
   // ------------------------------------------------------------ closing
 
   /** Closes with `code` (once) and cleans up; `reason` goes to the peer. */
@@ -1176,6 +1253,16 @@ export class AgentConnection {
   #cleanup(code: number, reason: string): void {
     if (this.#cleaning) return;
     this.#cleaning = true;
+    for (const [id, w] of this.#asked) {
+      clearTimeout(w.timer);
+      w.reject(
+        new GatewayRequestError(
+          "unavailable",
+          `agent ${this.agentId} disconnected (${code}) before answering`,
+        ),
+      );
+      this.#asked.delete(id);
+    }
     for (const t of this.#timers) clearTimeout(t);
     for (const i of this.#intervals) clearInterval(i);
     this.#timers.clear();

@@ -135,6 +135,23 @@ export interface AgentGateway {
    * no handler matches go to the router (`router.request`), then `no_handler`.
    */
   onRequest(pattern: string, handler: RequestHandler): () => void;
+  /**
+   * Asks an agent connected to this node on its backend channel `channel`
+   * (which it handles, e.g. with the SDK's `handle`) and resolves with its
+   * answer; a {@linkcode GatewayRequestError} on its `err`, `timeout`, or
+   * `unavailable` when it is not connected here.
+   */
+  request(
+    agentId: string,
+    channel: string,
+    body: unknown,
+    options?: { timeoutMs?: number },
+  ): Promise<unknown>;
+  /**
+   * Capabilities of the agents connected here: an agent that handles
+   * backend channel `tasks.X` offers capability `X`. Capability → agent ids.
+   */
+  capabilities(): Record<string, string[]>;
   /** Enrols an agent (see `POST /api/v1/agents`). */
   enrol(
     input: AgentEnrolment,
@@ -538,6 +555,30 @@ export function createGateway(options: GatewayOptions): Gateway {
   };
 
   const api: AgentGateway = {
+    request(agentId, channel, body, opts = {}) {
+      const conn = local.get(agentId);
+      if (!conn?.ready) {
+        return Promise.reject(
+          new GatewayRequestError(
+            "unavailable",
+            `agent ${agentId} is not connected to this node`,
+          ),
+        );
+      }
+      return conn.ask(channel, body, opts.timeoutMs ?? config.requestTimeoutMs);
+    },
+    capabilities() {
+      const out: Record<string, string[]> = {};
+      for (const [id, conn] of local) {
+        if (!conn.ready) continue;
+        for (const ch of conn.channels) {
+          if (!ch.startsWith("tasks.")) continue;
+          const cap = ch.slice("tasks.".length);
+          (out[cap] ??= []).push(id);
+        }
+      }
+      return out;
+    },
     async send(agentId, channel, message, opts = {}) {
       checkOptions(opts);
       const agent = isAgentId(agentId) ? await getAgent(kv, agentId) : null;
