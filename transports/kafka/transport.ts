@@ -121,6 +121,8 @@ export interface KafkaOptions {
 export interface KafkaTransport extends Transport {
   readonly kafka: Kafka;
   readonly admin: Admin;
+  /** Dead letters of `topic` (its `{prefix}_dlq.{topic}`), oldest first. */
+  deadLetters(topic: string, opts?: { limit?: number }): Promise<DeadLetter[]>;
 }
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
