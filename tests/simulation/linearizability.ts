@@ -126,9 +126,10 @@ export interface IllegalDiagnostic<I, O> {
   /** Model state after each operation of `longest`, described. */
   states: string[];
   /**
-   * The operations that could have come next after `longest` (they were
-   * called before the earliest return still outstanding), none of which the
-   * model accepts there.
+   * The returned operations that could have come next after `longest`
+   * (called before the earliest return still outstanding), none of which
+   * the model accepts there. Pending ones are left out: they need not
+   * happen.
    */
   stuck: Operation<I, O>[];
   /**
@@ -252,8 +253,11 @@ function* checkSingle<S, I, O>(
   // Operations that never returned: a set of them linearized is never
   // better than a subset of it (the rest may simply not have happened).
   const pendingMask = new Uint32Array(words.length);
+  const never = new Uint8Array(n);
   for (let i = 0; i < n; i++) {
-    if (ops[i].return === Infinity) pendingMask[i >>> 5] |= 1 << (i & 31);
+    if (ops[i].return !== Infinity) continue;
+    pendingMask[i >>> 5] |= 1 << (i & 31);
+    never[i] = 1;
   }
   // Zobrist hashing: the hash of the linearized set (its returned
   // operations only, so that sets differing in pending ones meet in one
@@ -311,7 +315,9 @@ function* checkSingle<S, I, O>(
         continue;
       }
       const [ok, newState] = model.step(state, ops[op].input, ops[op].output);
-      if (ok) {
+      // A pending operation that would change nothing is never needed: any
+      // order that works still works without it.
+      if (ok && !(never[op] === 1 && equal(newState, state))) {
         const word = op >>> 5;
         const bit = 1 << (op & 31);
         words[word] |= bit;
@@ -636,7 +642,9 @@ function diagnose<S, I, O>(
   const taken = new Set(best);
   const rest = ops.map((_, i) => i).filter((i) => !taken.has(i));
   const firstReturn = Math.min(...rest.map((i) => ops[i].return));
-  const stuck = rest.filter((i) => ops[i].call <= firstReturn);
+  const stuck = rest.filter((i) =>
+    ops[i].call <= firstReturn && ops[i].return !== Infinity
+  );
   const lines = [
     `not linearizable: partition ${
       p + 1
