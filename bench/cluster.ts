@@ -19,7 +19,8 @@
  * @module
  */
 import { join } from "node:path";
-import { DurableQueue, type QueueMessage } from "../core/state/queue.ts";
+import { DurableQueue } from "../core/state/queue.ts";
+import { allTasks } from "../tests/cluster/_cluster.ts";
 import type { TaskBody } from "../core/tasks.ts";
 import {
   type PlexusProcess,
@@ -94,12 +95,7 @@ async function phase(count: number, balancer: string): Promise<Phase> {
       await new Promise((r) => setTimeout(r, 20));
     }
     const seconds = (performance.now() - t0) / 1000;
-    const tasks: QueueMessage<TaskBody>[] = [];
-    for await (
-      const e of kv.list<QueueMessage<TaskBody>>({
-        prefix: ["queue", "tasks", "msg"],
-      })
-    ) tasks.push(e.value);
+    const tasks = await allTasks(kv);
     const done = tasks.filter((t) => t.state === "done");
     const spread: Record<string, number> = {};
     for (const t of done) {

@@ -265,37 +265,32 @@ export function createTaskService(
       return m ? taskView(m) : null;
     },
     async runHere(task) {
+      let exec: () => Promise<unknown>;
       if (task.capability !== undefined) {
-        if (!options.runOnAgent) {
+        const onAgent = options.runOnAgent;
+        if (!onAgent) {
           throw new NoAgentError(
             `no agent offers capability '${task.capability}' on ${options.nodeId}`,
           );
         }
-        running++;
-        try {
-          const result = await options.runOnAgent(task);
-          completed.inc({ type: task.type, outcome: "done" });
-          return result;
-        } catch (err) {
-          completed.inc({ type: task.type, outcome: "failed" });
-          throw err;
-        } finally {
-          running--;
+        exec = () => onAgent(task);
+      } else {
+        const handler = handlers.get(task.type);
+        if (!handler) {
+          throw new TaskInputError(
+            `no handler for task type '${task.type}' on ${options.nodeId}`,
+          );
         }
-      }
-      const handler = handlers.get(task.type);
-      if (!handler) {
-        throw new TaskInputError(
-          `no handler for task type '${task.type}' on ${options.nodeId}`,
-        );
+        exec = () =>
+          handler(task.payload, {
+            id: task.id,
+            attempt: task.attempt,
+            signal: aborts.signal,
+          });
       }
       running++;
       try {
-        const result = await handler(task.payload, {
-          id: task.id,
-          attempt: task.attempt,
-          signal: aborts.signal,
-        });
+        const result = await exec();
         completed.inc({ type: task.type, outcome: "done" });
         return result;
       } catch (err) {

@@ -24,26 +24,8 @@ import { setImmediate } from "node:timers";
 import type { Clock } from "../../core/clock.ts";
 import type { ElectionAtomic, ElectionKv } from "./elector.ts";
 
-/**
- * A tiny seeded PRNG (mulberry32): uniform floats in [0, 1).
- *
- * @example Usage
- * ```ts
- * import { mulberry32 } from "./_sim_kv.ts";
- * const a = mulberry32(42), b = mulberry32(42);
- * a() === b(); // true
- * ```
- */
-export function mulberry32(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The seeded PRNG the simulations share (see `core/random.ts`). */
+export { mulberry32 } from "../../core/random.ts";
 
 interface SimEvent {
   at: number;

@@ -13,6 +13,8 @@
  * @module
  */
 
+import { mulberry32 } from "../../core/random.ts";
+
 /** Something a balancer can choose: a node, an agent, a backend. */
 export interface Candidate {
   /** Stable identity; state (weights, latency, connections) is kept by id. */
@@ -147,12 +149,5 @@ export function weightOf(c: Candidate): number {
  * ```
  */
 export function seededRandom(seed: number): RandomSource {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return mulberry32(seed);
 }

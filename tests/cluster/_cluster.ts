@@ -6,6 +6,8 @@
  */
 import { join } from "node:path";
 import { type PlexusProcess, startPlexus } from "../integration/_process.ts";
+import type { QueueMessage } from "../../core/state/queue.ts";
+import type { TaskBody } from "../../core/tasks.ts";
 
 /** Where the nodes keep shared state. */
 export interface KvTarget {
@@ -168,4 +170,17 @@ export async function eventually<T>(
     }
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** Every message of the `tasks` queue as stored, whatever its state. */
+export async function allTasks(
+  kv: Deno.Kv,
+): Promise<QueueMessage<TaskBody>[]> {
+  const out: QueueMessage<TaskBody>[] = [];
+  for await (
+    const e of kv.list<QueueMessage<TaskBody>>({
+      prefix: ["queue", "tasks", "msg"],
+    })
+  ) out.push(e.value);
+  return out;
 }

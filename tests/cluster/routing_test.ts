@@ -5,9 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { DurableQueue, type QueueMessage } from "../../core/state/queue.ts";
-import type { TaskBody } from "../../core/tasks.ts";
-import { eventually, fileTarget, startCluster } from "./_cluster.ts";
+import { DurableQueue } from "../../core/state/queue.ts";
+import { allTasks, eventually, fileTarget, startCluster } from "./_cluster.ts";
 import {
   connectAgent,
   generateAgentKey,
@@ -30,16 +29,6 @@ export default {
   },
 };
 `;
-
-async function allTasks(kv: Deno.Kv): Promise<QueueMessage<TaskBody>[]> {
-  const out: QueueMessage<TaskBody>[] = [];
-  for await (
-    const e of kv.list<QueueMessage<TaskBody>>({
-      prefix: ["queue", "tasks", "msg"],
-    })
-  ) out.push(e.value);
-  return out;
-}
 
 async function post(url: string, token: string, body: unknown) {
   const res = await fetch(`${url}/api/v1/tasks`, {

@@ -3,20 +3,9 @@
  * some node, survive a SIGKILLed worker, and are never lost.
  */
 import assert from "node:assert/strict";
-import { DurableQueue, type QueueMessage } from "../../core/state/queue.ts";
-import type { TaskBody } from "../../core/tasks.ts";
-import { eventually, KV_TARGETS, startCluster } from "./_cluster.ts";
+import { DurableQueue } from "../../core/state/queue.ts";
+import { allTasks, eventually, KV_TARGETS, startCluster } from "./_cluster.ts";
 import type { PlexusProcess } from "../integration/_process.ts";
-
-async function allTasks(kv: Deno.Kv): Promise<QueueMessage<TaskBody>[]> {
-  const out: QueueMessage<TaskBody>[] = [];
-  for await (
-    const e of kv.list<QueueMessage<TaskBody>>({
-      prefix: ["queue", "tasks", "msg"],
-    })
-  ) out.push(e.value);
-  return out;
-}
 
 /** Posts `n` tasks spread round-robin over the nodes, `parallel` at a time. */
 async function submit(
