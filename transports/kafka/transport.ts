@@ -314,7 +314,11 @@ export async function connectKafka(
         bytes += k.length + record.headers[k].length;
       }
       queue.push({ topic, record, bytes, resolve, reject });
-      if (!sending) flush();
+      // After this microtask, so publishes issued together go as one batch.
+      if (!sending) {
+        sending = true;
+        queueMicrotask(flush);
+      }
     });
   }
   /** Produces until the broker takes it (or the transport closes). */
