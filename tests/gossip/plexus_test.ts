@@ -1,0 +1,102 @@
+/**
+ * The gossip plugin inside real `main.ts` nodes: three nodes with
+ * `--consensus gossip` and a shared KV find each other through `--peers`
+ * (gossip ports derived from the HTTP ports), agree on the KV-lease leader,
+ * and see a SIGKILLed node go down.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { type PlexusProcess, startPlexus } from "../integration/_process.ts";
+import { eventually } from "../cluster/_cluster.ts";
+import { freePort } from "./_ports.ts";
+
+interface ClusterJson {
+  leader: string | null;
+  epoch: number;
+  consensus: string;
+  members: { id: string; address: string; status: string }[];
+}
+
+const PROBE_MS = 200;
+
+Deno.test("gossip plugin: three main.ts nodes see each other, share the lease leader and mark a SIGKILLed node down", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "plexus-gossip-" });
+  const ports = [freePort(), freePort(), freePort()];
+  const urls = ports.map((p) => `http://127.0.0.1:${p}`);
+  const config = join(dir, "config.json");
+  await Deno.writeTextFile(
+    config,
+    JSON.stringify({
+      pluginConfig: {
+        gossip: {
+          protocol: { probeIntervalMs: PROBE_MS, probeTimeoutMs: 100 },
+          leaseMs: 3000,
+          renewDeadlineMs: 2000,
+          retryPeriodMs: 500,
+        },
+      },
+    }),
+  );
+  const nodes: PlexusProcess[] = [];
+  try {
+    for (let i = 0; i < 3; i++) {
+      nodes.push(
+        await startPlexus({
+          port: String(ports[i]),
+          args: [
+            "--node-id",
+            `g${i + 1}`,
+            "--kv",
+            join(dir, "shared.kv"),
+            "--config",
+            config,
+            "--consensus",
+            "gossip",
+            "--peers",
+            urls.filter((_, j) => j !== i).join(","),
+          ],
+          allowWrite: [dir],
+          env: { PLEXUS_MESH_SECRET: "gossip-test-secret-0123456789" },
+        }),
+      );
+    }
+    const view = async (n: PlexusProcess) =>
+      (await (await n.api("/api/v1/cluster")).json()) as ClusterJson;
+    for (const n of nodes) {
+      const v = await eventually(
+        () => view(n),
+        (v) =>
+          v.members.length === 3 && v.members.every((m) => m.status === "up") &&
+          v.leader !== null,
+        `3 gossip members up and a leader on ${n.url}`,
+        30_000,
+      );
+      assert.equal(v.consensus, "gossip");
+      assert.deepEqual(
+        v.members.map((m) => m.address).sort(),
+        [...urls].sort(),
+        "members carry their HTTP base URLs (derived by the port rule)",
+      );
+    }
+    const leaders = await Promise.all(
+      nodes.map(async (n) => (await view(n)).leader),
+    );
+    assert.equal(new Set(leaders).size, 1, `one lease leader, saw ${leaders}`);
+
+    nodes[2].signal("SIGKILL");
+    await nodes[2].status;
+    // Detection within suspicion timeout bounds: generous for a loaded machine.
+    for (const n of nodes.slice(0, 2)) {
+      const v = await eventually(
+        () => view(n),
+        (v) => v.members.find((m) => m.id === "g3")?.status === "down",
+        `g3 down in ${n.url}'s view`,
+        30_000,
+      );
+      assert.ok(v.members.filter((m) => m.status === "up").length === 2);
+    }
+  } finally {
+    await Promise.all(nodes.map((n) => n.close()));
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
