@@ -82,6 +82,15 @@ export interface Model<S, I, O> {
    * @default every operation may change the state
    */
   readOnly?(input: I, output: O | undefined): boolean;
+  /**
+   * Whether this operation is accepted in every state and leaves one that
+   * does not depend on the state before (a blind write). Used for pending
+   * operations: one of these right after another pending one makes that
+   * one pointless, so the search does not try it there. Answering `true`
+   * wrongly makes the checker unsound.
+   * @default no operation overwrites
+   */
+  overwrites?(input: I, output: O | undefined): boolean;
   /** State equality for the cache. @default `Object.is` */
   equal?(a: S, b: S): boolean;
   /**
@@ -291,6 +300,12 @@ function* checkSingle<S, I, O>(
     }
   }
   const unchanged: number[] = [];
+  const overwrites = new Uint8Array(n);
+  if (model.overwrites) {
+    for (let i = 0; i < n; i++) {
+      overwrites[i] = model.overwrites(ops[i].input, ops[i].output) ? 1 : 0;
+    }
+  }
   // With `pendingLast`, candidates are scanned twice: returned operations
   // (pass 0), then pending ones (pass 1).
   const pending = new Uint8Array(n);
@@ -316,13 +331,21 @@ function* checkSingle<S, I, O>(
       }
       const [ok, newState] = model.step(state, ops[op].input, ops[op].output);
       // A pending operation that would change nothing is never needed: any
-      // order that works still works without it.
-      if (ok && !(never[op] === 1 && equal(newState, state))) {
+      // order that works still works without it. Nor is an overwriting one
+      // (a blind write) right after another pending one: that one could as
+      // well not have happened, and the parent tries the write alone.
+      if (
+        ok &&
+        !(never[op] === 1 &&
+          (equal(newState, state) ||
+            (overwrites[op] === 1 && callStack.length > 0 &&
+              never[callStack[callStack.length - 1] >>> 1] === 1)))
+      ) {
         const word = op >>> 5;
         const bit = 1 << (op & 31);
         words[word] |= bit;
         const newHash = hash ^ zobrist[op];
-        if (!failed.covers(newHash, words, newState)) {
+        if (!failed.covers(newHash, words, newState, never[op] === 1)) {
           callStack.push(entry);
           stateStack.push(state);
           unchanged.push(readOnly[op]);
@@ -355,7 +378,12 @@ function* checkSingle<S, I, O>(
       if (longest) recordPrefix(longest, callStack);
       let again: number;
       do {
-        failed.add(hash, words, state);
+        failed.add(
+          hash,
+          words,
+          state,
+          never[callStack[callStack.length - 1] >>> 1] === 1,
+        );
         entry = callStack.pop()!;
         state = stateStack.pop()!;
         again = unchanged.pop()!;
@@ -386,8 +414,7 @@ function* checkSingle<S, I, O>(
  * pending ones; adding a node drops the ones it covers.
  */
 class FailedNodes<S> {
-  #groups = new Map<number, Map<unknown, Uint32Array[]>>();
-  #states = new Map<Uint32Array, S>();
+  #groups = new Map<number, Map<unknown, FailedNode<S>[]>>();
   #pendingMask: Uint32Array;
   #equal: (a: S, b: S) => boolean;
   #length: number;
@@ -402,50 +429,71 @@ class FailedNodes<S> {
     this.#equal = equal;
   }
 
-  covers(hash: number, words: Uint32Array, state: S): boolean {
+  covers(
+    hash: number,
+    words: Uint32Array,
+    state: S,
+    restricted: boolean,
+  ): boolean {
     const group = this.#groups.get(hash)?.get(groupKey(state));
     if (!group) return false;
     for (const f of group) {
-      if (this.#within(f, words) && this.#equal(this.#states.get(f)!, state)) {
-        return true;
-      }
+      if (this.#covering(f, words, state, restricted)) return true;
     }
     return false;
   }
 
-  add(hash: number, words: Uint32Array, state: S): void {
+  add(hash: number, words: Uint32Array, state: S, restricted: boolean): void {
     let byState = this.#groups.get(hash);
     if (!byState) this.#groups.set(hash, byState = new Map());
     const key = groupKey(state);
+    const node = { words: words.slice(), state, restricted };
     const group = byState.get(key);
-    const saved = words.slice();
-    this.#states.set(saved, state);
     if (!group) {
-      byState.set(key, [saved]);
+      byState.set(key, [node]);
       return;
     }
     // Keep the group an antichain: drop what the new node covers.
     let kept = 0;
     for (const f of group) {
-      if (this.#within(saved, f) && this.#equal(this.#states.get(f)!, state)) {
-        this.#states.delete(f);
-      } else group[kept++] = f;
+      if (!this.#covering(node, f.words, f.state, f.restricted)) {
+        group[kept++] = f;
+      }
     }
     group.length = kept;
-    group.push(saved);
+    group.push(node);
   }
 
-  /** Same returned operations, and `f`'s pending ones a subset of `w`'s. */
-  #within(f: Uint32Array, w: Uint32Array): boolean {
+  /**
+   * Whether failed node `f` covers the node given: the same returned
+   * operations linearized, `f`'s pending ones a subset of its, an equal
+   * state, and no fewer next steps allowed at `f`.
+   */
+  #covering(
+    f: FailedNode<S>,
+    words: Uint32Array,
+    state: S,
+    restricted: boolean,
+  ): boolean {
+    if (f.restricted && !restricted) return false;
+    const fw = f.words;
     for (let i = 0; i < this.#length; i++) {
       if (
-        ((f[i] ^ w[i]) & ~this.#pendingMask[i]) !== 0 || (f[i] & ~w[i]) !== 0
+        ((fw[i] ^ words[i]) & ~this.#pendingMask[i]) !== 0 ||
+        (fw[i] & ~words[i]) !== 0
       ) {
         return false;
       }
     }
-    return true;
+    return this.#equal(f.state, state);
   }
+}
+
+interface FailedNode<S> {
+  words: Uint32Array;
+  state: S;
+  /** Its last lift was pending: overwriting pending ones may not follow. */
+  restricted: boolean;
 }
 
 const OBJECT_STATE = Symbol("object state");
@@ -757,6 +805,7 @@ export type KvOutput = { value: KvValue } | { ok: boolean };
 export function kvModel(): Model<KvValue, KvInput, KvOutput> {
   return {
     init: () => null,
+    overwrites: (input) => input.op === "write",
     readOnly: (input, output) =>
       input.op === "read" ||
       (input.op === "cas" && output !== undefined && "ok" in output &&
