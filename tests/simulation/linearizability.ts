@@ -211,17 +211,50 @@ function searchPartition<S, I, O>(
   budget: Budget,
   computePartial: boolean,
 ): SingleResult {
-  const searches = [checkSingle(model, ops, budget, computePartial, false)];
-  if (ops.some((op) => op.return === Infinity)) {
-    searches.push(checkSingle(model, ops, budget, computePartial, true));
+  // Pending read-only operations never matter (they need not happen, and
+  // change nothing if they do); left in, every scan would walk past them.
+  const kept = ops.flatMap((op, i) =>
+    op.return === Infinity && model.readOnly?.(op.input, op.output) ? [] : [i]
+  );
+  const sub = kept.length === ops.length ? ops : kept.map((i) => ops[i]);
+  const searches = [checkSingle(model, sub, budget, computePartial, false)];
+  if (sub.some((op) => op.return === Infinity)) {
+    searches.push(checkSingle(model, sub, budget, computePartial, true));
   }
   for (;;) {
     for (const search of searches) {
       const step = search.next();
-      if (step.done) return step.value;
+      if (!step.done) continue;
+      return sub === ops ? step.value : renumber(step.value, kept, ops.length);
     }
     if (budget.now() > budget.deadline) throw new DeadlineExceeded();
   }
+}
+
+/** Maps a result on `kept` operations back to indices of all `n`. */
+function renumber(
+  result: SingleResult,
+  kept: number[],
+  n: number,
+): SingleResult {
+  const mapped = new Map<number[], number[]>();
+  const map = (seq: number[]) => {
+    let m = mapped.get(seq);
+    if (!m) mapped.set(seq, m = seq.map((k) => kept[k]));
+    return m;
+  };
+  let longest: (number[] | undefined)[] | undefined;
+  if (result.longest) {
+    longest = new Array(n);
+    result.longest.forEach((seq, k) => {
+      if (seq) longest![kept[k]] = map(seq);
+    });
+  }
+  return {
+    ok: result.ok,
+    longest,
+    order: result.order && map(result.order),
+  };
 }
 
 /**
