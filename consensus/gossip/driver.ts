@@ -119,6 +119,7 @@ export class GossipDriver {
   #listeners = new Set<(e: MembershipEvent) => void>();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #udpCheck: ReturnType<typeof setTimeout> | undefined;
+  #joinRetry: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
   #log: NonNullable<GossipDriverOptions["log"]>;
   #onUnauthenticated: (() => void) | undefined;
@@ -226,10 +227,27 @@ export class GossipDriver {
     return { ...this.node.stats, ...this.#extra };
   }
 
-  /** Contacts seed addresses (host:port) for a full-state exchange. */
+  /**
+   * Contacts seed addresses (host:port) for a full-state exchange, and again
+   * (backing off from 500 ms to 30 s) while no other member is alive: seeds
+   * started at the same moment may not be listening yet.
+   */
   join(seeds: readonly string[]): void {
-    this.node.join(seeds, performance.now());
-    this.#pump();
+    clearTimeout(this.#joinRetry);
+    if (seeds.length === 0) return;
+    let wait = 500;
+    const attempt = () => {
+      if (this.#closed) return;
+      const others = this.node.members().some((m) =>
+        m.id !== this.node.id && m.state === "alive"
+      );
+      if (others) return;
+      this.node.join(seeds, performance.now());
+      this.#pump();
+      this.#joinRetry = setTimeout(attempt, wait);
+      wait = Math.min(wait * 2, 30_000);
+    };
+    attempt();
   }
 
   /** Members known, this one included, with when each was last heard from. */
@@ -268,6 +286,7 @@ export class GossipDriver {
     this.#closed = true;
     clearTimeout(this.#timer);
     clearTimeout(this.#udpCheck);
+    clearTimeout(this.#joinRetry);
     this.#udp?.close();
     try {
       this.#tcp.close();
