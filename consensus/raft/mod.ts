@@ -59,3 +59,31 @@ export type {
   Role,
   Snapshot,
 } from "./types.ts";
+export {
+  type DriverStorage,
+  type ProposeResult,
+  RaftDriver,
+  type RaftDriverOptions,
+  RaftTimeoutError,
+  RaftUnavailableError,
+  type ReadResult,
+} from "./driver.ts";
+export {
+  crc32,
+  FileStorage,
+  type FileStorageOptions,
+  type LoadReport,
+} from "./file_storage.ts";
+export {
+  type KvCommand,
+  KvMachine,
+  type KvResult,
+  parseKvCommand,
+} from "./kv_machine.ts";
+export {
+  type LinkPeer,
+  type RaftLinks,
+  type RaftLinksOptions,
+  raftLinkUrl,
+  startLinks,
+} from "./links.ts";

@@ -1,0 +1,333 @@
+/**
+ * The `consensus/raft` plugin: provides `consensus:raft`, a Raft node (the
+ * deterministic core run by {@linkcode RaftDriver}) over authenticated
+ * WebSocket links ({@linkcode startLinks}) with a file-backed log
+ * ({@linkcode FileStorage}) under `DATA_DIR/raft/`, and a replicated KV
+ * state machine served at `/api/v1/raft/*` (mounted by the node's app).
+ *
+ * Membership: node ids are learned at the link handshake. On its first
+ * start a node waits until every peer URL (`members` config, else the
+ * node's `--peers`) has proved its id, records `[self, ...peers]` as the
+ * bootstrap voters in its log, and only then starts Raft; a restart reads
+ * them back and starts at once.
+ *
+ * Config (under `pluginConfig.raft`): `secret` (else env
+ * `PLEXUS_MESH_SECRET`; at least 16 characters), `peers` (base URLs;
+ * default `--peers`), `tickMs` (50), `electionTick` (10: a timeout random
+ * in [500, 1000) ms), `heartbeatTick` (2), `requestTimeoutMs` (5000),
+ * `compactEvery` (20000 entries).
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { Hono } from "hono";
+import { z } from "zod";
+import type { Consensus, Member } from "../../core/consensus.ts";
+import { definePlugin, type Plugin } from "../../core/plugin.ts";
+import { errorResponse } from "../../core/http/errors.ts";
+import {
+  type ProposeResult,
+  RaftDriver,
+  RaftTimeoutError,
+  RaftUnavailableError,
+  type ReadResult,
+} from "./driver.ts";
+import { FileStorage } from "./file_storage.ts";
+import { type KvCommand, parseKvCommand } from "./kv_machine.ts";
+import { startLinks } from "./links.ts";
+import type { RaftStatus } from "./core.ts";
+
+const ms = z.number().int().positive().max(3_600_000);
+
+/** Schema of the plugin's config. */
+export const raftConfig = z.strictObject({
+  secret: z.string().min(16, "use at least 16 characters").optional(),
+  peers: z.array(z.url({ protocol: /^https?$/ })).optional(),
+  tickMs: ms.default(50),
+  electionTick: z.number().int().min(2).max(1000).default(10),
+  heartbeatTick: z.number().int().min(1).max(999).default(2),
+  requestTimeoutMs: ms.default(5000),
+  compactEvery: z.number().int().min(100).default(20_000),
+}).refine((c) => c.heartbeatTick < c.electionTick, {
+  message: "heartbeatTick must be below electionTick",
+  path: ["heartbeatTick"],
+});
+
+/** Config of the plugin after defaults. */
+export type RaftConfig = z.infer<typeof raftConfig>;
+
+/** What `kernel.get("consensus:raft")` returns. */
+export interface RaftConsensus extends Consensus {
+  /** Commits a KV command through the log; resolves once applied on this node. */
+  propose(command: KvCommand): Promise<ProposeResult>;
+  /** A linearizable read (ReadIndex). */
+  read(key: string): Promise<ReadResult>;
+  /** The core's status, or undefined before the bootstrap voters are known. */
+  status(): (RaftStatus & { applied: number }) | undefined;
+  /** Routes under `/api/v1/raft/*`, mounted by the node's app behind its auth. */
+  readonly http: Hono;
+}
+
+function failure(err: unknown): Response {
+  if (err instanceof RaftUnavailableError) {
+    return errorResponse(503, err.message, "unavailable", {
+      "retry-after": "1",
+    });
+  }
+  if (err instanceof RaftTimeoutError) {
+    return errorResponse(504, err.message, "timeout");
+  }
+  if (err instanceof TypeError || err instanceof SyntaxError) {
+    return errorResponse(400, err.message, "bad_request");
+  }
+  throw err;
+}
+
+/** The raft plugin (`builtin:consensus/raft`). */
+const raft: Plugin<RaftConfig> = definePlugin({
+  manifest: {
+    name: "raft",
+    version: "1.0.0",
+    kind: "consensus",
+    api: "^1",
+    provides: ["consensus:raft"],
+    config: raftConfig,
+    permissions: {
+      net: true,
+      read: true,
+      write: true,
+      env: ["PLEXUS_MESH_SECRET"],
+    },
+  },
+  async setup(ctx) {
+    const c = ctx.config;
+    const secret = c.secret ?? Deno.env.get("PLEXUS_MESH_SECRET");
+    if (!secret || secret.length < 16) {
+      throw new Error(
+        "raft needs a cluster secret of at least 16 characters: set pluginConfig.raft.secret or PLEXUS_MESH_SECRET",
+      );
+    }
+    const me = ctx.node.id;
+    const peerUrls = c.peers ?? ctx.node.peers ?? [];
+    const storage = await FileStorage.open(join(ctx.node.dataDir, "raft"));
+    if (storage.report.truncatedBytes > 0) {
+      ctx.log.warn("raft log had a torn last record; cut it off", {
+        ...storage.report,
+      });
+    }
+    let driver: RaftDriver | undefined;
+    const known = new Set<string>();
+    const electionMs = c.tickMs * c.electionTick;
+    const listeners = new Set<
+      (ch: { leader: string | null; epoch: number }) => void
+    >();
+    const links = startLinks({
+      id: me,
+      address: () => ctx.node.address,
+      secret,
+      peers: peerUrls,
+      onMessages: (_from, ms) => driver?.receive(ms),
+      onPeer: (id) => {
+        known.add(id);
+        maybeBootstrap();
+      },
+    });
+    ctx.http.get("/link", (h) => links.handleUpgrade(h.req.raw));
+
+    const startDriver = (voters: string[]) => {
+      driver = new RaftDriver({
+        id: me,
+        voters,
+        storage,
+        send: (to, ms) => {
+          if (!links.send(to, ms)) driver?.node.reportUnreachable(to);
+        },
+        tickMs: c.tickMs,
+        electionTick: c.electionTick,
+        heartbeatTick: c.heartbeatTick,
+        requestTimeoutTicks: Math.max(
+          1,
+          Math.ceil(c.requestTimeoutMs / c.tickMs),
+        ),
+        compactEvery: c.compactEvery,
+        onFatal: (err) =>
+          ctx.log.error("raft storage failed; this node stopped", {
+            error: err,
+          }),
+      });
+      driver.onLeaderChange((ch) => {
+        ctx.log.info("raft leader changed", {
+          leader: ch.leader,
+          term: ch.epoch,
+          self: ch.leader === me,
+        });
+        for (const fn of listeners) fn(ch);
+      });
+      driver.start();
+      ctx.log.info("raft started", {
+        voters: driver.node.voters(),
+        term: driver.node.term,
+        lastIndex: driver.node.log.lastIndex(),
+        records: storage.report.records,
+      });
+    };
+    let bootstrapping = false;
+    const maybeBootstrap = () => {
+      if (driver || bootstrapping || known.size < peerUrls.length) return;
+      bootstrapping = true;
+      const voters = [me, ...known].sort();
+      storage.saveVoters(voters).then(
+        () => {
+          if (!ctx.signal.aborted) startDriver(voters);
+        },
+        (err) =>
+          ctx.log.error("cannot record bootstrap voters", { error: err }),
+      );
+    };
+    const saved = storage.voters();
+    if (saved) startDriver(saved);
+    else {
+      ctx.log.info("raft waiting for every peer's id before bootstrap", {
+        peers: peerUrls,
+      });
+      maybeBootstrap();
+    }
+
+    const need = (): RaftDriver => {
+      if (!driver) {
+        throw new RaftUnavailableError(
+          `raft on ${me} has not bootstrapped: waiting for peers (${known.size} of ${peerUrls.length} linked)`,
+        );
+      }
+      return driver;
+    };
+
+    const http = new Hono().basePath("/api/v1/raft");
+    http.get("/status", (h) =>
+      h.json({
+        id: me,
+        address: ctx.node.address,
+        ...(driver?.status() ?? { role: "bootstrapping" }),
+        peers: links.peers(),
+      }));
+    http.get("/kv/:key", async (h) => {
+      try {
+        const r = await need().read(h.req.param("key"));
+        return h.json({ key: h.req.param("key"), ...r });
+      } catch (err) {
+        return failure(err);
+      }
+    });
+    const write = async (cmd: unknown) => {
+      try {
+        return Response.json(await need().propose(parseKvCommand(cmd)));
+      } catch (err) {
+        return failure(err);
+      }
+    };
+    const body = async (req: Request): Promise<Record<string, unknown>> => {
+      try {
+        const b = await req.json();
+        if (b && typeof b === "object" && !Array.isArray(b)) return b;
+      } catch { /* answered below */ }
+      throw new TypeError("expected a JSON object body");
+    };
+    http.put("/kv/:key", async (h) => {
+      try {
+        const b = await body(h.req.raw);
+        return await write({
+          op: "write",
+          key: h.req.param("key"),
+          value: b.value,
+        });
+      } catch (err) {
+        return failure(err);
+      }
+    });
+    http.post("/kv/:key", async (h) => {
+      try {
+        const b = await body(h.req.raw);
+        return await write({
+          op: "cas",
+          key: h.req.param("key"),
+          expect: b.expect === undefined ? null : b.expect,
+          value: b.value,
+        });
+      } catch (err) {
+        return failure(err);
+      }
+    });
+    http.delete(
+      "/kv/:key",
+      (h) => write({ op: "delete", key: h.req.param("key") }),
+    );
+
+    const api: RaftConsensus = {
+      name: "raft",
+      leader: () => driver?.leader() || null,
+      isLeader: () => driver?.isLeader() ?? false,
+      epoch: () => driver?.node.term ?? 0,
+      onLeaderChange: (fn) => {
+        listeners.add(fn);
+        return () => listeners.delete(fn);
+      },
+      members: () => {
+        const now = Date.now();
+        const voters = driver?.node.voters() ?? [me];
+        const peers = new Map(links.peers().map((p) => [p.id, p]));
+        return Promise.resolve(voters.map((id): Member => {
+          if (id === me) {
+            return {
+              id,
+              address: ctx.node.address,
+              status: "up",
+              lastSeen: now,
+            };
+          }
+          const p = peers.get(id);
+          const seen = driver?.lastHeard(id) ?? 0;
+          return {
+            id,
+            address: p?.address ?? "",
+            status: !p?.connected
+              ? "down"
+              : now - seen <= 2 * electionMs
+              ? "up"
+              : "suspect",
+            lastSeen: seen,
+          };
+        }));
+      },
+      propose: (cmd) => need().propose(cmd),
+      read: (key) => need().read(key),
+      status: () => driver?.status(),
+      http,
+    };
+    return {
+      api,
+      health: () =>
+        Promise.resolve(
+          !driver
+            ? {
+              status: "down" as const,
+              detail: "waiting for peers to bootstrap",
+            }
+            : {
+              status: driver.leader() ? "up" as const : "down" as const,
+              detail:
+                `${driver.node.role} in term ${driver.node.term}, leader ${
+                  driver.leader() || "none"
+                }`,
+            },
+        ),
+      stop: () => {
+        driver?.stop();
+        if (!driver) storage.close();
+        links.close();
+        return Promise.resolve();
+      },
+    };
+  },
+});
+
+export default raft;
