@@ -12,7 +12,6 @@ export const BUILTINS: Record<string, () => Promise<{ default: unknown }>> = {
   "examples/hello": () => import("../plugins/examples/hello.ts"),
   "consensus/kv-lease": () => import("../consensus/kv-lease/mod.ts"),
   "consensus/raft": () => import("../consensus/raft/plugin.ts"),
-  "consensus/raft": () => import("../consensus/raft/plugin.ts"),
   "consensus/gossip": () => import("../consensus/gossip/plugin.ts"),
   "balancers/round-robin": () => import("../plugins/balancers/round_robin.ts"),
   "balancers/random": () => import("../plugins/balancers/random.ts"),
