@@ -17,6 +17,8 @@ export interface Faults {
   delayMs?: number;
   /** Drop every datagram and refuse TCP (a partition). @default {false} */
   partition?: boolean;
+  /** Drop every datagram, keep forwarding TCP (a firewall blocking UDP). @default {false} */
+  blockUdp?: boolean;
 }
 
 /**
@@ -53,7 +55,13 @@ export class FaultProxy {
     this.#target = target;
     this.port = (tcp.addr as Deno.NetAddr).port;
     this.addr = `127.0.0.1:${this.port}`;
-    this.#faults = { drop: 0, delayMs: 0, partition: false, ...faults };
+    this.#faults = {
+      drop: 0,
+      delayMs: 0,
+      partition: false,
+      blockUdp: false,
+      ...faults,
+    };
     udp.on("message", (msg: Uint8Array) => this.#datagram(msg));
     this.#accept();
   }
@@ -81,7 +89,9 @@ export class FaultProxy {
 
   #datagram(msg: Uint8Array): void {
     const f = this.#faults;
-    if (this.#closed || f.partition || Math.random() < f.drop) {
+    if (
+      this.#closed || f.partition || f.blockUdp || Math.random() < f.drop
+    ) {
       this.counts.dropped++;
       return;
     }
