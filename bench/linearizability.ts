@@ -11,8 +11,10 @@
  * Baseline, measured in the same run: replaying the same histories through
  * the model in the order their operations really took effect — one model
  * step per operation, the floor any checker that has to find that order
- * stands on. Other shapes (more clients, one key, more crashes) are printed
- * on stderr with their search steps, which do not depend on the machine.
+ * stands on. Other shapes (more clients, one key, more crashes, and the
+ * lossy stale-read register of the tests with about half its operations
+ * pending) are printed on stderr and in `details` with their search steps,
+ * which do not depend on the machine.
  *
  * @module
  */
@@ -22,6 +24,7 @@ import {
   type RandomHistoryOptions,
   randomKvHistory,
 } from "../tests/simulation/testdata/random_history.ts";
+import { simulateRegister } from "../tests/simulation/testdata/replicated_register.ts";
 import { info, isQuick, median, numFlag, round } from "./_util.ts";
 
 const quick = isQuick();
@@ -142,6 +145,44 @@ for (const shape of OTHERS) {
     `${shape.name}: ${round(msPerHistory, 1)} ms per history, ${
       round(c.steps)
     } search steps`,
+  );
+}
+{
+  // Jepsen-like: the stale-read register with 30 % of messages lost, so
+  // about half the operations never return; some histories are illegal.
+  const name = "lossy register: 400 ops, 10 clients, 1 key, ~50% pending";
+  const histories = Array.from(
+    { length: HISTORIES },
+    (_, i) =>
+      simulateRegister({
+        seed: i + 1,
+        staleReads: true,
+        lossRate: 0.3,
+        clients: 10,
+        opsPerClient: 40,
+        keys: ["x"],
+      }).history,
+  );
+  let steps = 0;
+  let illegal = 0;
+  const t0 = performance.now();
+  for (const history of histories) {
+    const report = checkDetailed(model, history);
+    steps += report.steps;
+    if (report.result === "illegal") illegal++;
+  }
+  const msPerHistory = (performance.now() - t0) / histories.length;
+  shapes[name] = {
+    ms_per_history: round(msPerHistory, 1),
+    steps_per_history: round(steps / histories.length),
+    illegal: `${illegal}/${histories.length}`,
+  };
+  info(
+    `${name}: ${
+      round(msPerHistory, 1)
+    } ms per history (illegal ones with their diagnostic), ${
+      round(steps / histories.length)
+    } search steps, ${illegal}/${histories.length} illegal`,
   );
 }
 console.log(JSON.stringify({
