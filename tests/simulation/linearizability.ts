@@ -346,10 +346,7 @@ function* checkSingle<S, I, O>(
   }
   // With `pendingLast`, candidates are scanned twice: returned operations
   // (pass 0), then pending ones (pass 1).
-  const pending = new Uint8Array(n);
-  if (pendingLast) {
-    for (let i = 0; i < n; i++) pending[i] = ops[i].return === Infinity ? 1 : 0;
-  }
+  const pending = pendingLast ? never : new Uint8Array(n);
   let pass = 0;
 
   let state = model.init();
