@@ -1,0 +1,122 @@
+/**
+ * `plexus cluster --nodes 3 --consensus gossip`: the nodes start at once,
+ * derive their gossip ports from their HTTP ports, find each other through
+ * `--peers` with the secret the command hands them, agree on the KV-lease
+ * leader (the cluster shares one KV file), see a SIGKILLed member go, and
+ * stop gracefully on SIGTERM.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { poll, spawnMain } from "../integration/_process.ts";
+
+/** A base port with 3 free consecutive ports, and the same 1000 above. */
+function freePorts(): number {
+  for (let tries = 0; tries < 50; tries++) {
+    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    const held: Deno.Listener[] = [];
+    try {
+      for (const p of [0, 1, 2, 1000, 1001, 1002]) {
+        held.push(Deno.listen({ hostname: "127.0.0.1", port: base + p }));
+      }
+      return base;
+    } catch {
+      // taken: try another range
+    } finally {
+      for (const l of held) l.close();
+    }
+  }
+  throw new Error("no free port range for 3 nodes and their gossip ports");
+}
+
+Deno.test({
+  name:
+    "gossip cluster command: 3 nodes started together see each other over UDP, agree on the lease leader and drop a SIGKILLed node",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "plexus-gossip-cluster-" });
+    const port = freePorts();
+    const config = join(dir, "config.json");
+    await Deno.writeTextFile(
+      config,
+      JSON.stringify({
+        pluginConfig: {
+          gossip: { protocol: { probeIntervalMs: 200, probeTimeoutMs: 100 } },
+        },
+      }),
+    );
+    const child = await spawnMain(dir, [
+      "--allow-run=deno",
+      "--allow-read",
+      "--allow-env",
+      `--allow-write=${dir}`,
+    ], [
+      "cluster",
+      "--nodes",
+      "3",
+      "--consensus",
+      "gossip",
+      "--port",
+      String(port),
+      "--data-dir",
+      join(dir, "c"),
+      "--",
+      "--config",
+      config,
+    ]);
+    let err = "";
+    const reading = (async () => {
+      for await (
+        const chunk of child.stderr.pipeThrough(new TextDecoderStream())
+      ) err += chunk;
+    })();
+    const stdout = child.stdout.cancel();
+    const detail = async (i: number) => {
+      try {
+        const res = await fetch(`http://127.0.0.1:${port + i}/health`);
+        return String((await res.json()).services?.gossip?.detail);
+      } catch {
+        return "";
+      }
+    };
+    try {
+      const details = await poll(async () => {
+        const d = await Promise.all([0, 1, 2].map(detail));
+        const leaders = d.map((x) =>
+          /leader (node-\d) \(kv-lease, fenced/.exec(x)?.[1]
+        );
+        return d.every((x) => x.startsWith("3/3 members alive over udp")) &&
+          leaders.every((l) => l && l === leaders[0]) && d;
+      }, "3 gossip members alive and one lease leader on every node");
+      const leader = /leader (node-\d)/.exec(details[0])![1];
+      const victim = [1, 2, 3].map((i) => `node-${i}`).find((n) =>
+        n !== leader
+      )!;
+      const pid = Number(
+        new RegExp(`${victim}=http://127.0.0.1:\\d+ pid (\\d+)`).exec(err)![1],
+      );
+      Deno.kill(pid, "SIGKILL");
+      const survivors = [0, 1, 2].filter((i) => `node-${i + 1}` !== victim);
+      await poll(async () => {
+        const d = await Promise.all(survivors.map(detail));
+        return d.every((x) => x.startsWith("2/3 members alive"));
+      }, `${victim} no longer alive on both survivors`);
+      child.kill("SIGTERM");
+      const status = await child.status;
+      await reading;
+      assert.equal(
+        status.code,
+        1,
+        "a node was SIGKILLed, so the cluster exits 1",
+      );
+      assert.equal((err.match(/exited with code 0/g) ?? []).length, 2, err);
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* exited */ }
+      await child.status;
+      await stdout.catch(() => {});
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
