@@ -174,6 +174,8 @@ export interface CheckReport<I, O> {
   linearizations?: Operation<I, O>[][];
 }
 
+/** How many operations of the longest prefix the diagnostic text shows. */
+const PREFIX_LINES = 40;
 /** Search steps between two looks at the clock. */
 const CLOCK_EVERY = 1024;
 const NIL = -1;
@@ -724,7 +726,10 @@ function diagnose<S, I, O>(
   }
   const taken = new Set(best);
   const rest = ops.map((_, i) => i).filter((i) => !taken.has(i));
-  const firstReturn = Math.min(...rest.map((i) => ops[i].return));
+  const firstReturn = rest.reduce(
+    (t, i) => Math.min(t, ops[i].return),
+    Infinity,
+  );
   const stuck = rest.filter((i) =>
     ops[i].call <= firstReturn && ops[i].return !== Infinity
   );
@@ -740,7 +745,11 @@ function diagnose<S, I, O>(
     `longest linearizable prefix: ${best.length} of ${ops.length} operations`,
   );
   const width = String(best.length).length;
+  // The end of the prefix is where it goes wrong; the start is in `longest`.
+  const shown = Math.max(0, best.length - PREFIX_LINES);
+  if (shown > 0) lines.push(`  ... ${shown} earlier operation(s)`);
   best.forEach((i, k) => {
+    if (k < shown) return;
     lines.push(
       `  ${String(k + 1).padStart(width)}. ${
         describeOp(model, ops[i])
