@@ -71,7 +71,7 @@ export class RaftUnavailableError extends Error {
   override name = "RaftUnavailableError";
 }
 
-/** A proposal or read that was placed but not answered in time: its outcome is unknown. */
+/** A proposal or read that was placed but not answered (in time, or before the node stopped): its outcome is unknown. */
 export class RaftTimeoutError extends Error {
   override name = "RaftTimeoutError";
 }
@@ -258,6 +258,11 @@ export class RaftDriver {
     return { ...this.node.status(), applied: this.#applied };
   }
 
+  /** Whether a drain of Readys is scheduled or running (simulations flush until idle). */
+  get busy(): boolean {
+    return this.#draining;
+  }
+
   /** The index the state machine has applied. */
   get applied(): number {
     return this.#applied;
@@ -279,8 +284,12 @@ export class RaftDriver {
     if (this.#stopped) return;
     this.#stopped = true;
     clearInterval(this.#timer);
+    // A proposal in the log may still commit elsewhere: its outcome is unknown.
+    const unknown = new RaftTimeoutError(
+      "raft node stopped before answering; the proposal may still commit",
+    );
+    for (const w of this.#proposals.values()) w.reject(unknown);
     const err = new RaftUnavailableError("raft node stopped");
-    for (const w of this.#proposals.values()) w.reject(err);
     for (const w of this.#reads.values()) w.reject(err);
     this.#proposals.clear();
     this.#reads.clear();
