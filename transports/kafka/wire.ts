@@ -223,11 +223,25 @@ export function headerValue(
   if (Array.isArray(v)) v = v[v.length - 1];
   if (v === undefined) return undefined;
   if (typeof v === "string") return v;
+  const ascii = asciiText(v);
+  if (ascii !== undefined) return ascii;
   try {
     return utf8.decode(v);
   } catch {
     throw new Error(`header '${name}' is not UTF-8`);
   }
+}
+
+/** Short all-ASCII bytes as a string without a decoder call (most headers). */
+function asciiText(b: Uint8Array): string | undefined {
+  if (b.length > 64) return undefined;
+  let s = "";
+  for (let i = 0; i < b.length; i++) {
+    const c = b[i];
+    if (c > 0x7f) return undefined;
+    s += String.fromCharCode(c);
+  }
+  return s;
 }
 
 /** Every header as strings (undecodable ones as base64). */
