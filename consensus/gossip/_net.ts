@@ -68,6 +68,8 @@ export async function openUdp(
           onDatagram(data);
         } catch {
           if (!open) return;
+          // e.g. an ICMP port-unreachable surfaced on receive: keep going.
+          await new Promise((r) => setTimeout(r, 10));
         }
       }
     })();
@@ -107,6 +109,7 @@ export async function openUdp(
 }
 
 const MAX_STREAM_FRAME = 4 << 20;
+const STREAM_IDLE_MS = 10_000;
 
 /** Accepts TCP connections carrying length-prefixed frames. */
 export function serveFrames(
@@ -121,10 +124,16 @@ export function serveFrames(
       } catch {
         return; // closed
       }
-      readFrames(conn, onFrame).catch(() => {}).finally(() => {
+      // A peer sends its frames and hangs up; one that lingers is cut off.
+      const close = () => {
         try {
           conn.close();
         } catch { /* already closed */ }
+      };
+      const idle = setTimeout(close, STREAM_IDLE_MS);
+      readFrames(conn, onFrame).catch(() => {}).finally(() => {
+        clearTimeout(idle);
+        close();
       });
     }
   })();
@@ -163,11 +172,16 @@ export async function sendFrame(
   const out = new Uint8Array(4 + frame.length);
   new DataView(out.buffer).setUint32(0, frame.length);
   out.set(frame, 4);
+  const connecting = Deno.connect({ hostname, port });
   const conn = await withTimeout(
-    Deno.connect({ hostname, port }),
+    connecting,
     timeoutMs,
     `connect ${joinAddr(hostname, port)}`,
-  );
+  ).catch((err) => {
+    // A connection that completes after the timeout is closed, not leaked.
+    connecting.then((c) => c.close(), () => {});
+    throw err;
+  });
   try {
     let off = 0;
     while (off < out.length) {

@@ -40,7 +40,7 @@ Deno.test("gossip driver: members on UDP join through a seed and a leave reaches
       () => [a, b, c].every((d) => aliveIds(d).length === 3),
     );
     assert.equal(a.transport, "udp");
-    assert.ok(a.stats.udpReceived > 0, "datagrams arrived over UDP");
+    await until("datagrams arrive over UDP", () => a.stats.udpReceived > 0);
     assert.ok(a.stats.tcpReceived > 0, "push/pull arrived over TCP");
     const seenB = a.members().find((m) => m.id === "b")!;
     assert.ok(Date.now() - seenB.lastSeen < 10_000, "lastSeen is recent");
