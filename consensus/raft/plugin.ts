@@ -286,12 +286,15 @@ const raft: Plugin<RaftConfig> = definePlugin({
           }
           const p = peers.get(id);
           const seen = driver?.lastHeard(id) ?? 0;
+          // Only leader<->follower pairs talk all the time; two followers
+          // judge each other by their link alone.
+          const talks = driver?.isLeader() || driver?.leader() === id;
           return {
             id,
             address: p?.address ?? "",
             status: !p?.connected
               ? "down"
-              : now - seen <= 2 * electionMs
+              : !talks || now - seen <= 2 * electionMs
               ? "up"
               : "suspect",
             lastSeen: seen,
