@@ -145,3 +145,106 @@ Deno.test({
     }
   },
 });
+
+for (const consensus of ["kv-lease", "raft", "gossip"]) {
+  Deno.test({
+    name:
+      `cluster: --consensus ${consensus} — three nodes agree on a leader, share routed tasks, and stop cleanly on SIGTERM`,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    async fn() {
+      const dir = await Deno.makeTempDir({ prefix: "plexus-cluster-" });
+      const port = freePorts(3);
+      const child = await spawnMain(dir, [...PERMS, `--allow-write=${dir}`], [
+        "cluster",
+        "--nodes",
+        "3",
+        "--consensus",
+        consensus,
+        "--port",
+        String(port),
+        "--data-dir",
+        join(dir, "c"),
+        "--",
+        "--balancer",
+        "round-robin",
+      ]);
+      const stdout = child.stdout.cancel();
+      const stderr = child.stderr.pipeThrough(new TextDecoderStream());
+      let err = "";
+      const reading = (async () => {
+        for await (const chunk of stderr) err += chunk;
+      })();
+      try {
+        const urls = [0, 1, 2].map((i) => `http://127.0.0.1:${port + i}`);
+        await poll(async () => {
+          try {
+            return (await Promise.all(urls.map((u) => fetch(`${u}/health`))))
+              .every((r) => (r.body?.cancel(), r.status === 200));
+          } catch {
+            return false;
+          }
+        }, "three healthy nodes");
+        const tok = await runMain(dir, [
+          "--allow-read",
+          "--allow-env",
+          `--allow-write=${dir}`,
+        ], [
+          "token",
+          "--role",
+          "analyst",
+          "--ttl",
+          "1h",
+          "--sub",
+          "test",
+          "--data-dir",
+          join(dir, "c", "node-1"),
+        ]);
+        assert.equal(tok.code, 0, tok.stderr);
+        const auth = { authorization: `Bearer ${tok.stdout.trim()}` };
+        const leader = await poll(async () => {
+          const views = await Promise.all(urls.map(async (u) => {
+            const r = await fetch(`${u}/api/v1/cluster`, { headers: auth });
+            return r.status === 200 ? (await r.json()).leader : null;
+          }));
+          return views[0] && views.every((v) => v === views[0]) && views[0];
+        }, "the three nodes to agree on a leader");
+        assert.match(leader, /^node-[123]$/);
+        const ids: string[] = [];
+        for (let i = 0; i < 30; i++) {
+          const r = await fetch(`${urls[i % 3]}/api/v1/tasks`, {
+            method: "POST",
+            headers: { ...auth, "content-type": "application/json" },
+            body: JSON.stringify({ type: "sleep", payload: { ms: 10 } }),
+          });
+          const body = await r.json();
+          assert.equal(r.status, 202, JSON.stringify(body));
+          ids.push(body.id);
+        }
+        const views = await poll(async () => {
+          const v = await Promise.all(ids.map(async (id, i) => {
+            const r = await fetch(`${urls[(i + 1) % 3]}/api/v1/tasks/${id}`, {
+              headers: auth,
+            });
+            return await r.json() as { status: string; node?: string };
+          }));
+          return v.every((x) => x.status === "done") && v;
+        }, "30 tasks done");
+        const claimers = new Set(views.map((v) => v.node));
+        assert.ok(claimers.size >= 2, `one node did all: ${[...claimers]}`);
+        child.kill("SIGTERM");
+        const status = await child.status;
+        await reading;
+        assert.equal(status.code, 0, err);
+        assert.equal((err.match(/exited with code 0/g) ?? []).length, 3, err);
+      } finally {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* exited */ }
+        await child.status;
+        await stdout.catch(() => {});
+        await Deno.remove(dir, { recursive: true }).catch(() => {});
+      }
+    },
+  });
+}
