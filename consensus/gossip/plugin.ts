@@ -65,6 +65,8 @@ export const gossipPluginConfig = z.strictObject({
   protocol: z.record(z.string(), z.unknown()).default({}),
   /** How long a stopping node keeps gossiping its leave notice. */
   leaveTimeoutMs: ms.default(2000),
+  /** Period of the check that gossip members share this node's KV (kv-lease). */
+  sharedKvCheckMs: ms.default(10_000),
 }).superRefine((c, ctx) => {
   try {
     validateLeaseDurations(c);
@@ -256,6 +258,49 @@ const gossip: Plugin<GossipPluginConfig> = definePlugin({
     } else {
       recompute();
     }
+    // The lease fences only among nodes sharing one KV. Each node stamps its
+    // id in the plugin's keyspace; a live gossip member missing there twice
+    // in a row writes to another KV, and its lease is its own.
+    let unshared: string[] = [];
+    let missingBefore = new Set<string>();
+    const checkSharedKv = async () => {
+      await ctx.kv.set(["nodes", ctx.node.id], Date.now(), {
+        expireIn: 3 * c.sharedKvCheckMs,
+      });
+      const missing = new Set<string>();
+      for (const m of driver.node.members()) {
+        if (m.id === ctx.node.id || m.state !== "alive") continue;
+        if ((await ctx.kv.get(["nodes", m.id])).value === null) {
+          missing.add(m.id);
+        }
+      }
+      const next = [...missing].filter((id) => missingBefore.has(id)).sort();
+      missingBefore = missing;
+      if (next.join() !== unshared.join() && next.length > 0) {
+        ctx.log.warn(
+          `gossip: member(s) ${
+            next.join(", ")
+          } do not share this node's KV, so the KV lease does not fence across them; use one --kv for all nodes or leader: "lowest-id"`,
+          { members: next },
+        );
+      }
+      unshared = next;
+    };
+    let kvCheck: ReturnType<typeof setTimeout> | undefined;
+    let checking: Promise<void> | undefined;
+    let stopped = false;
+    const scheduleKvCheck = (delay: number) => {
+      kvCheck = setTimeout(() => {
+        checking = checkSharedKv().catch((err) =>
+          ctx.log.debug("gossip: shared-KV check failed", {
+            error: (err as Error).message,
+          })
+        ).finally(() => {
+          if (!stopped) scheduleKvCheck(c.sharedKvCheckMs);
+        });
+      }, delay);
+    };
+    if (elector) scheduleKvCheck(0);
     driver.join(seeds);
     ctx.log.info("gossip: listening", {
       addr: driver.addr,
@@ -298,7 +343,13 @@ const gossip: Plugin<GossipPluginConfig> = definePlugin({
         const leader = elector
           ? `leader ${
             elector.leader() ?? "none"
-          } (kv-lease, fenced, epoch ${elector.epoch()})`
+          } (kv-lease, fenced, epoch ${elector.epoch()})${
+            unshared.length
+              ? `; KV not shared with ${
+                unshared.join(", ")
+              }: not fenced across them`
+              : ""
+          }`
           : `leader ${localLeader ?? "none"} (lowest id, not fenced)`;
         return Promise.resolve({
           status: "up" as const,
@@ -308,6 +359,9 @@ const gossip: Plugin<GossipPluginConfig> = definePlugin({
       },
       stop: async (signal) => {
         offEvents();
+        stopped = true;
+        clearTimeout(kvCheck);
+        await checking;
         if (elector) await elector.stop(signal);
         await driver.leave(c.leaveTimeoutMs);
       },

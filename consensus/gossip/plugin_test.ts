@@ -133,3 +133,42 @@ Deno.test("gossip plugin: seeds without a cluster secret fail the setup with a h
     if (before !== undefined) Deno.env.set("PLEXUS_MESH_SECRET", before);
   }
 });
+
+Deno.test("gossip plugin: a live member that does not share the KV is named in the health detail as not fenced", async () => {
+  const peer = await GossipDriver.start({
+    id: "other-kv",
+    secret: SECRET,
+    config: PROTOCOL,
+    log: () => {},
+  });
+  try {
+    await using t = await createTestKernel([gossip], {
+      pluginConfig: {
+        gossip: {
+          secret: SECRET,
+          seeds: [peer.addr],
+          protocol: PROTOCOL,
+          sharedKvCheckMs: 100,
+          leaveTimeoutMs: 200,
+        },
+      },
+    });
+    const detail = async () =>
+      String(
+        (await (await t.request("/health")).json()).services.gossip.detail,
+      );
+    await until(
+      "the unshared KV named",
+      async () =>
+        /KV not shared with other-kv: not fenced across them/.test(
+          await detail(),
+        ),
+    );
+    assert.ok(
+      t.logs.some((r) => /other-kv do not share this node's KV/.test(r.msg)),
+      "warned once in the log",
+    );
+  } finally {
+    await peer.close();
+  }
+});

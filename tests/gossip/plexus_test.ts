@@ -30,6 +30,7 @@ Deno.test("gossip plugin: three main.ts nodes see each other, share the lease le
       pluginConfig: {
         gossip: {
           protocol: { probeIntervalMs: PROBE_MS, probeTimeoutMs: 100 },
+          sharedKvCheckMs: 200,
           leaseMs: 3000,
           renewDeadlineMs: 2000,
           retryPeriodMs: 500,
@@ -82,6 +83,14 @@ Deno.test("gossip plugin: three main.ts nodes see each other, share the lease le
       nodes.map(async (n) => (await view(n)).leader),
     );
     assert.equal(new Set(leaders).size, 1, `one lease leader, saw ${leaders}`);
+
+    // Several shared-KV checks later, nobody reports an unshared KV.
+    await new Promise((r) => setTimeout(r, 1500));
+    for (const n of nodes) {
+      const health = await (await fetch(`${n.url}/health`)).json();
+      assert.doesNotMatch(health.services.gossip.detail, /not shared/);
+      assert.match(health.services.gossip.detail, /kv-lease, fenced/);
+    }
 
     nodes[2].signal("SIGKILL");
     await nodes[2].status;
