@@ -85,7 +85,9 @@ async function raw(topic: string, n: number, window: number): Promise<Run> {
   await admin.createTopics({
     topics: [{ topic: name, numPartitions: 3 }],
     waitForLeaders: true,
-  });
+  }).catch((err) =>
+    info(`  (createTopics ${name}: ${err.message}; continuing)`)
+  );
   const producer = kafka.producer({
     idempotent: true,
     maxInFlightRequests: 1,

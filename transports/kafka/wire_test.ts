@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createEnvelope } from "../../core/envelope.ts";
+import { createEnvelope, envelopeSchema } from "../../core/envelope.ts";
 import { TransportError } from "../../core/transport.ts";
 import {
   checkGroup,
@@ -145,4 +145,46 @@ Deno.test("kafka wire: topics and groups Kafka cannot name are refused as invali
   assert.throws(() => checkTopic("x".repeat(240)), /too long/);
   checkGroup("billing-1");
   assert.throws(() => checkGroup("a.b"), /group 'a.b'/);
+});
+
+Deno.test("kafka wire: the hand-checked common envelope equals what the schema makes, and odd ones still meet the schema", () => {
+  const base = createEnvelope({
+    type: "event",
+    topic: "t",
+    source: "s",
+    payload: [1, "two"],
+  });
+  const variants = [
+    base,
+    { ...base, priority: 0, headers: { a: "b" } },
+    {
+      ...base,
+      delivery: { ...base.delivery, persistent: true, maxAttempts: 1000 },
+    },
+    { ...base, ttlMs: 10, correlationId: "c" },
+  ];
+  for (const e of variants) {
+    const d = decodeRecord(fetched(encodeRecord(e)), "t", "plexus.t").envelope;
+    assert.deepEqual(d, envelopeSchema.parse(e));
+  }
+  const r = encodeRecord(base);
+  for (
+    const [name, bad, why] of [
+      [H.priority, "10", /priority/],
+      [H.timestamp, "-1", /timestamp/],
+      [H.delivery, '{"maxAttempts":0}', /delivery/],
+      [H.headers, '{"a":1}', /headers/],
+      [H.id, "", /id/],
+    ] as const
+  ) {
+    assert.throws(
+      () =>
+        decodeRecord(
+          fetched({ ...r, headers: { ...r.headers, [name]: bad } }),
+          "t",
+          "plexus.t",
+        ),
+      why,
+    );
+  }
 });
