@@ -251,6 +251,24 @@ Deno.test({
         );
       },
     );
+    // Informational: failures of members nobody stopped (refuted later).
+    const falseFailures = members.slice(0, N - 2).flatMap((m) =>
+      m.events.filter((e) =>
+        e.ev === "failed" && e.id !== members[N - 1].id &&
+        e.id !== members[N - 2].id
+      )
+    ).length;
+    const dropped = members.reduce((n, m) =>
+      n + m.proxy.counts.dropped, 0);
+    const forwarded = members.reduce(
+      (n, m) => n + m.proxy.counts.forwarded,
+      0,
+    );
+    console.log(
+      `proxies dropped ${dropped} of ${
+        dropped + forwarded
+      } datagrams; live members declared failed: ${falseFailures}`,
+    );
   } finally {
     await stopMembers(members);
   }
