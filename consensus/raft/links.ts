@@ -230,7 +230,8 @@ export function startLinks(options: RaftLinksOptions): RaftLinks {
       const set = links.get(to);
       if (!set) return false;
       const frame = JSON.stringify({ t: "m", m: messages });
-      for (const l of set) {
+      // Newest first: an older link may be a dead socket not yet closed.
+      for (const l of [...set].reverse()) {
         if (l.ws.readyState === WebSocket.OPEN) {
           l.ws.send(frame);
           return true;
