@@ -40,7 +40,16 @@ import { joinAddr } from "./_net.ts";
 
 const ms = z.number().int().positive().max(3_600_000);
 
-/** Schema of the plugin's config (`pluginConfig.gossip`). */
+/**
+ * Schema of the plugin's config (`pluginConfig.gossip`).
+ *
+ * @example Usage
+ * ```ts
+ * import { gossipPluginConfig } from "./plugin.ts";
+ * const c = gossipPluginConfig.parse({ leader: "lowest-id" });
+ * c.portOffset; // 1000
+ * ```
+ */
 export const gossipPluginConfig = z.strictObject({
   /** UDP/TCP port; default: the HTTP port + portOffset. */
   port: z.number().int().min(0).max(65535).optional(),
@@ -108,7 +117,16 @@ function urlHostPort(url: string): { hostname: string; port: number } {
   return { hostname: u.hostname.replace(/^\[|\]$/g, ""), port };
 }
 
-/** `--peers` URLs → gossip seed address, by the port rule. */
+/**
+ * `--peers` URLs → gossip seed address (host, HTTP port + `portOffset`) →
+ * the URL it came from.
+ *
+ * @example Usage
+ * ```ts
+ * import { seedsFromPeers } from "./plugin.ts";
+ * [...seedsFromPeers(["http://127.0.0.1:8087"], 1000).keys()]; // ["127.0.0.1:9087"]
+ * ```
+ */
 export function seedsFromPeers(
   peers: readonly string[],
   portOffset: number,
@@ -128,7 +146,19 @@ const STATUS = {
   left: "down",
 } as const;
 
-/** The gossip plugin (`builtin:consensus/gossip`). */
+/**
+ * The gossip plugin (`builtin:consensus/gossip`, `--consensus gossip`).
+ *
+ * @example Usage
+ * ```ts
+ * import gossip, { type GossipConsensus } from "./plugin.ts";
+ * import { createTestKernel } from "../../core/testing.ts";
+ * await using t = await createTestKernel([gossip], {
+ *   pluginConfig: { gossip: { leader: "lowest-id", leaveTimeoutMs: 100 } },
+ * });
+ * t.kernel.get<GossipConsensus>("consensus:gossip").leader(); // "test-node"
+ * ```
+ */
 const gossip: Plugin<GossipPluginConfig> = definePlugin({
   manifest: {
     name: "gossip",
