@@ -43,8 +43,9 @@ import {
 import { parseEd25519PublicKey } from "./core/security/ed25519.ts";
 import { builtinNames } from "./core/builtins.ts";
 import { startLocalCluster } from "./core/local_cluster.ts";
+import { raftCommand } from "./consensus/raft/recover.ts";
 
-const COMMANDS = ["serve", "token", "keygen", "agent", "cluster"];
+const COMMANDS = ["serve", "token", "keygen", "agent", "cluster", "raft"];
 const USAGE = `plexus ${VERSION}: a Deno-native distributed plugin host
 
 Usage: plexus [command] [flags]
@@ -55,6 +56,7 @@ Commands:
   keygen   print a new Ed25519 agent key as JSON
   agent    run a demo agent: subscribe and print what arrives
   cluster  run N local nodes on consecutive ports, sharing one KV
+  raft     Raft maintenance: 'raft recover' after the loss of quorum
 
 Run 'plexus COMMAND --help' for its flags. 'plexus --version' prints the version.`;
 
@@ -498,6 +500,8 @@ if (import.meta.main) {
     await agent(rest);
   } else if (first === "cluster") {
     await cluster(rest);
+  } else if (first === "raft") {
+    Deno.exit(await raftCommand(rest));
   } else if (COMMANDS.includes(first)) {
     await serve(rest);
   } else {
