@@ -109,7 +109,10 @@ const raft: Plugin<RaftConfig> = definePlugin({
     }
     const me = ctx.node.id;
     const peerUrls = c.peers ?? ctx.node.peers ?? [];
-    const storage = await FileStorage.open(join(ctx.node.dataDir, "raft"));
+    const raftDir = join(ctx.node.dataDir, "raft");
+    const storage = await FileStorage.open(raftDir);
+    // For `plexus raft recover` on a node started with --node-id.
+    await Deno.writeTextFile(join(raftDir, "node-id"), me + "\n");
     if (storage.report.truncatedBytes > 0) {
       ctx.log.warn("raft log had a torn last record; cut it off", {
         ...storage.report,
