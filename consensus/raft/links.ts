@@ -67,6 +67,8 @@ type Frame =
 interface Link {
   ws: WebSocket;
   peer?: string;
+  /** The address the peer claimed in its hello. */
+  addr?: string;
   ready: boolean;
 }
 
@@ -180,9 +182,7 @@ export function startLinks(options: RaftLinksOptions): RaftLinks {
         }
         if (f.node === o.id) return fail(4009, "link to self");
         link.peer = f.node;
-        if (typeof f.addr === "string" && f.addr) {
-          addresses.set(f.node, f.addr);
-        }
+        if (typeof f.addr === "string") link.addr = f.addr;
         sendFrame(link, { t: "auth", mac: mac(String(f.nonce), o.id) });
         return;
       }
@@ -194,6 +194,8 @@ export function startLinks(options: RaftLinksOptions): RaftLinks {
         }
         clearTimeout(handshake);
         link.ready = true;
+        // Only a proven peer's address counts.
+        if (link.addr) addresses.set(link.peer, link.addr);
         let set = links.get(link.peer);
         if (!set) links.set(link.peer, set = new Set());
         set.add(link);

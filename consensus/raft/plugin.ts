@@ -300,7 +300,7 @@ const raft: Plugin<RaftConfig> = definePlugin({
               : !talks || now - seen <= 2 * electionMs
               ? "up"
               : "suspect",
-            lastSeen: seen,
+            lastSeen: seen || (p?.connected && !talks ? now : 0),
           };
         }));
       },
