@@ -22,6 +22,7 @@ export const BUILTINS: Record<string, () => Promise<{ default: unknown }>> = {
   "balancers/p2c-ewma": () => import("../plugins/balancers/p2c_ewma.ts"),
   "balancers/consistent-hash": () =>
     import("../plugins/balancers/consistent_hash.ts"),
+  "transports/kafka": () => import("../transports/kafka/mod.ts"),
   "transports/redis-streams": () =>
     import("../transports/redis-streams/mod.ts"),
   "transports/websocket-mesh": () =>
