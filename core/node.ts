@@ -295,6 +295,12 @@ export async function startNode(
       balancer,
       registry,
       call: nodeClient(security),
+      memberStatus: async () => {
+        const c = consensus();
+        return new Map(
+          c ? (await c.members()).map((m) => [m.id, m.status]) : [],
+        );
+      },
       handlesHere: (task) =>
         task.capability === undefined
           ? tasks.types().includes(task.type)

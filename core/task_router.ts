@@ -71,6 +71,12 @@ export interface TaskRouterOptions {
   maxPicks?: number;
   /** How long the member list is reused. @default {500} */
   membersTtlMs?: number;
+  /**
+   * Membership from the consensus plugin (gossip's failure detector, Raft's
+   * links), by node id; where it knows a node, its status decides instead
+   * of the registry's heartbeat age.
+   */
+  memberStatus?: () => Promise<Map<string, "up" | "suspect" | "down">>;
 }
 
 /** The router. */
@@ -96,17 +102,29 @@ export function createTaskRouter(options: TaskRouterOptions): TaskRouter {
     "plexus_task_routes_total",
     "Task runs routed, by where they ran and outcome",
   );
-  let cache: { at: number; nodes: NodeRecord[] } | undefined;
+  let cache:
+    | {
+      at: number;
+      nodes: NodeRecord[];
+      status?: Map<string, "up" | "suspect" | "down">;
+    }
+    | undefined;
 
   const candidates = async (task: TaskRun): Promise<NodeCandidate[]> => {
     const now = Date.now();
     if (!cache || now - cache.at > ttl) {
-      cache = { at: now, nodes: await options.registry.nodes() };
+      const [nodes, status] = await Promise.all([
+        options.registry.nodes(),
+        options.memberStatus?.().catch(() => undefined),
+      ]);
+      cache = { at: now, nodes, status };
     }
+    const live = (n: NodeRecord) =>
+      (cache!.status?.get(n.id) ??
+        memberStatus(n, now, options.registry.thresholds)) === "up";
     const list: NodeCandidate[] = cache.nodes
       .filter((n) =>
-        n.id !== options.nodeId &&
-        memberStatus(n, now, options.registry.thresholds) === "up" &&
+        n.id !== options.nodeId && live(n) &&
         (task.capability === undefined
           ? (n.meta?.taskTypes as string[] | undefined)?.includes(task.type)
           : (n.meta?.agentCapabilities as string[] | undefined)?.includes(

@@ -37,6 +37,7 @@ function setup(
   answer: (node: string, task: TaskRun) => Response | Promise<Response>,
   balancer: Balancer = createRoundRobin(),
   here = { id: "self", types: ["echo"] },
+  status?: Record<string, "up" | "suspect" | "down">,
 ) {
   const calls: string[] = [];
   const router = createTaskRouter({
@@ -55,6 +56,9 @@ function setup(
     log,
     metrics: createMetrics("plexus_"),
     membersTtlMs: 0,
+    memberStatus: status
+      ? () => Promise.resolve(new Map(Object.entries(status)))
+      : undefined,
   });
   return { router, calls };
 }
@@ -162,5 +166,25 @@ Deno.test("task router: a node whose runs keep failing is cut off by its circuit
   assert.ok(
     toBad >= 4 && toBad <= 5,
     `bad was called ${toBad} times before its circuit opened`,
+  );
+});
+
+Deno.test("task router: the consensus plugin's membership overrides heartbeat age where it knows a node", async () => {
+  const { router, calls } = setup(
+    [
+      record("fresh-but-dead", ["echo"]),
+      record("stale-but-alive", ["echo"], Date.now() - 60_000),
+      record("unknown", ["echo"]),
+    ],
+    ok,
+    createRoundRobin(),
+    { id: "self", types: [] },
+    { "fresh-but-dead": "down", "stale-but-alive": "up" },
+  );
+  for (let i = 0; i < 6; i++) await router.run(task(), () => Promise.resolve());
+  assert.deepEqual(
+    [...new Set(calls)].sort(),
+    ["stale-but-alive", "unknown"],
+    "gossip's down wins over a fresh heartbeat; nodes it does not know fall back to the registry",
   );
 });
