@@ -32,6 +32,8 @@ export interface SimOptions {
   unsafeLocalReads?: boolean;
   /** Inject crashes and partitions. @default {true} */
   faults?: boolean;
+  /** Snapshot every this many applied entries (small: InstallSnapshot happens). @default {20000} */
+  compactEvery?: number;
 }
 
 /** What a run produced. */
@@ -40,6 +42,10 @@ export interface SimResult {
   completed: number;
   crashes: number;
   partitions: number;
+  /** Nodes whose storage holds a snapshot at the end. */
+  snapshots: number;
+  /** InstallSnapshot messages delivered. */
+  installs: number;
 }
 
 /** mulberry32: a small seeded PRNG. */
@@ -68,6 +74,7 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     durationMs: 5000,
     unsafeLocalReads: false,
     faults: true,
+    compactEvery: 20_000,
     ...options,
   };
   const rand = prng(o.seed);
@@ -84,6 +91,7 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
   const pair = (a: string, b: string) => (a < b ? `${a}|${b}` : `${b}|${a}`);
   let crashes = 0;
   let partitions = 0;
+  let installs = 0;
 
   const boot = (id: string) => {
     const d = new RaftDriver({
@@ -96,10 +104,14 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
       requestTimeoutTicks: 40,
       random: prng(o.seed * 31 + id.charCodeAt(1) + crashes * 7),
       unsafeLocalReads: o.unsafeLocalReads,
+      compactEvery: o.compactEvery,
       send: (to: string, ms: Message[]) => {
         if (cut.has(pair(id, to)) || rand() < 0.02) return;
         at(1 + Math.floor(rand() * 8), () => {
-          if (!cut.has(pair(id, to))) drivers.get(to)?.receive(ms);
+          const d = drivers.get(to);
+          if (cut.has(pair(id, to)) || !d) return;
+          installs += ms.filter((m) => m.type === "snap").length;
+          d.receive(ms);
         });
       },
     });
@@ -208,5 +220,13 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
   }
   for (const d of drivers.values()) d?.stop();
   await flush();
-  return { history: rec.history(), completed, crashes, partitions };
+  const snapshots = [...storages.values()].filter((s) => s.snapshot).length;
+  return {
+    history: rec.history(),
+    completed,
+    crashes,
+    partitions,
+    snapshots,
+    installs,
+  };
 }

@@ -25,6 +25,29 @@ Deno.test(`raft: histories of concurrent read/write/cas clients are linearizable
   assert.ok(ops > SEEDS * 100);
 });
 
+Deno.test("raft: histories stay linearizable when nodes compact their logs every 40 entries and laggards install snapshots", async () => {
+  let snapshots = 0;
+  let installs = 0;
+  for (let seed = 101; seed <= 100 + Math.ceil(SEEDS / 2); seed++) {
+    const r = await simulate({ seed, compactEvery: 40 });
+    snapshots += r.snapshots;
+    installs += r.installs;
+    const verdict = check(kvModel(), r.history, { timeoutMs: 20_000 });
+    assert.equal(verdict, "ok", `seed ${seed}: history is ${verdict}`);
+  }
+  assert.ok(snapshots > 0, "no node ever compacted");
+  assert.ok(installs > 0, "no snapshot was ever sent to a laggard");
+});
+
+Deno.test("raft: 5-node histories are linearizable too", async () => {
+  for (let seed = 201; seed <= 200 + Math.ceil(SEEDS / 4); seed++) {
+    const r = await simulate({ seed, nodes: 5, clients: 6 });
+    assert.ok(r.completed > 100, `seed ${seed}: ${r.completed} completed`);
+    const verdict = check(kvModel(), r.history, { timeoutMs: 20_000 });
+    assert.equal(verdict, "ok", `seed ${seed}: history is ${verdict}`);
+  }
+});
+
 Deno.test("raft: the checker catches a build that serves reads without ReadIndex", async () => {
   const verdicts: string[] = [];
   for (let seed = 1; seed <= 6; seed++) {
