@@ -66,12 +66,36 @@ export interface RaftDriverOptions {
   onFatal?: (error: unknown) => void;
 }
 
-/** A proposal or read that could not be placed (no leader known, transfer under way): retry. */
+/**
+ * A proposal or read that could not be placed (no leader known, transfer
+ * under way): it did not happen; retry.
+ *
+ * @example Usage
+ * ```ts
+ * import { RaftDriver, RaftUnavailableError } from "./driver.ts";
+ * import { MemoryStorage } from "./storage.ts";
+ * const d = new RaftDriver({ id: "a", voters: ["a", "b", "c"], storage: new MemoryStorage(), send: () => {}, tickMs: 0 });
+ * d.start();
+ * const err = await d.propose({ op: "write", key: "x", value: "1" }).catch((e) => e);
+ * err instanceof RaftUnavailableError; // true: no leader yet
+ * d.stop();
+ * ```
+ */
 export class RaftUnavailableError extends Error {
   override name = "RaftUnavailableError";
 }
 
-/** A proposal or read that was placed but not answered (in time, or before the node stopped): its outcome is unknown. */
+/**
+ * A proposal or read that was placed but not answered (in time, or before
+ * the node stopped): its outcome is unknown — a write may still commit.
+ *
+ * @example Usage
+ * ```ts
+ * import { RaftTimeoutError } from "./driver.ts";
+ * const err = new RaftTimeoutError("raft proposal a/1 not applied within 100 ticks");
+ * err.name; // "RaftTimeoutError"
+ * ```
+ */
 export class RaftTimeoutError extends Error {
   override name = "RaftTimeoutError";
 }

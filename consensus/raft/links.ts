@@ -74,7 +74,15 @@ interface Link {
 
 const encoder = new TextEncoder();
 
-/** A peer base URL → its link URL (`ws:`/`wss:`). */
+/**
+ * A peer base URL → its link URL (`ws:`/`wss:`).
+ *
+ * @example Usage
+ * ```ts
+ * import { raftLinkUrl } from "./links.ts";
+ * raftLinkUrl("https://10.0.0.2:8086"); // "wss://10.0.0.2:8086/plugins/raft/link"
+ * ```
+ */
 export function raftLinkUrl(base: string, path = "/plugins/raft/link"): string {
   const u = new URL(base);
   u.protocol = u.protocol === "https:" || u.protocol === "wss:"

@@ -39,7 +39,15 @@ import type { RaftStatus } from "./core.ts";
 
 const ms = z.number().int().positive().max(3_600_000);
 
-/** Schema of the plugin's config. */
+/**
+ * Schema of the plugin's config.
+ *
+ * @example Usage
+ * ```ts
+ * import { raftConfig } from "./plugin.ts";
+ * raftConfig.parse({ secret: "0123456789abcdef" }).tickMs; // 50
+ * ```
+ */
 export const raftConfig = z.strictObject({
   secret: z.string().min(16, "use at least 16 characters").optional(),
   peers: z.array(z.url({ protocol: /^https?$/ })).optional(),
@@ -83,7 +91,18 @@ function failure(err: unknown): Response {
   throw err;
 }
 
-/** The raft plugin (`builtin:consensus/raft`). */
+/**
+ * The raft plugin (`builtin:consensus/raft`).
+ *
+ * @example A one-node cluster in a test kernel
+ * ```ts ignore
+ * import { createTestKernel } from "../../core/testing.ts";
+ * import raft, { type RaftConsensus } from "./plugin.ts";
+ * await using t = await createTestKernel([raft], { pluginConfig: { raft: { secret: "0123456789abcdef" } } });
+ * const api = t.kernel.get<RaftConsensus>("consensus:raft");
+ * await api.propose({ op: "write", key: "x", value: "1" }); // once it leads
+ * ```
+ */
 const raft: Plugin<RaftConfig> = definePlugin({
   manifest: {
     name: "raft",

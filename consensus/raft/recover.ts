@@ -46,9 +46,17 @@ export interface RecoverReport {
  * must be stopped).
  *
  * @example Usage
- * ```ts ignore
- * const report = await recoverQuorum("./data/node-1", { members: ["node-1"] });
- * report.voters; // ["node-1"]
+ * ```ts
+ * import { join } from "node:path";
+ * import { FileStorage } from "./file_storage.ts";
+ * import { recoverQuorum } from "./recover.ts";
+ * const dataDir = await Deno.makeTempDir();
+ * const log = await FileStorage.open(join(dataDir, "raft"));
+ * await log.saveVoters(["n1", "n2", "n3"]); // a node of a lost 3-node cluster
+ * log.close();
+ * const report = await recoverQuorum(dataDir, { members: ["n1"], nodeId: "n1" });
+ * report.voters; // ["n1"]
+ * await Deno.remove(dataDir, { recursive: true });
  * ```
  */
 export async function recoverQuorum(
