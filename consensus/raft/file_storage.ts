@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type {
   Entry,
   HardState,
@@ -152,11 +152,13 @@ export class FileStorage {
     await Deno.mkdir(dir, { recursive: true });
     const path = join(dir, "raft.log");
     let bytes: Uint8Array;
+    let created = false;
     try {
       bytes = await Deno.readFile(path);
     } catch (err) {
       if (!(err instanceof Deno.errors.NotFound)) throw err;
       bytes = new Uint8Array();
+      created = true;
     }
     const state: PersistedState = {
       hardState: { term: 0, vote: "", commit: 0 },
@@ -192,6 +194,9 @@ export class FileStorage {
       await file.syncData();
     }
     await file.seek(off, Deno.SeekMode.Start);
+    // A new file's directory entry must be durable too, or a crash could
+    // lose the whole log of a node that already voted.
+    if (created && (options.sync ?? true)) await syncDir(dir);
     return new FileStorage(
       path,
       file,
@@ -258,7 +263,7 @@ export class FileStorage {
     this.#file.close();
     await Deno.rename(tmp, this.path);
     this.#file = await Deno.open(this.path, { read: true, write: true });
-    if (this.#sync) await this.#file.sync();
+    if (this.#sync) await syncDir(dirname(this.path));
     await this.#file.seek(bytes.length, Deno.SeekMode.Start);
     this.#size = bytes.length;
     this.#state = state;
@@ -292,6 +297,15 @@ export class FileStorage {
     if (this.#sync) await this.#file.syncData();
     this.#size += bytes.length;
     this.writes++;
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const d = await Deno.open(dir, { read: true });
+  try {
+    await d.sync();
+  } finally {
+    d.close();
   }
 }
 

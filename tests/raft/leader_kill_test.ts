@@ -26,7 +26,7 @@ Deno.test({
         terms.push((await c.status(l))!.term);
         // Let some writes through under this leader.
         const before = writers.acked.size;
-        const end = Date.now() + 5_000;
+        const end = Date.now() + 20_000;
         while (writers.acked.size < before + 5 && Date.now() < end) {
           await new Promise((r) => setTimeout(r, 5));
         }
