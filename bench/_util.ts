@@ -7,6 +7,7 @@
  */
 
 import { fileURLToPath } from "node:url";
+import { createEnvelope, type Envelope } from "../core/envelope.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -292,4 +293,35 @@ export type Bound = "server" | "client" | "balanced";
 export function bottleneck(serverUs: number, clientUs: number): Bound {
   const r = clientUs / serverUs;
   return r > 1.1 ? "client" : r < 0.9 ? "server" : "balanced";
+}
+
+/** A messaging run: rate and latency percentiles (ms). */
+export interface RateRun {
+  perS: number;
+  p50: number;
+  p99: number;
+}
+
+/** The value at quantile `p` (0..1) of an ascending list. */
+export function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+}
+
+/** `n` messages in `ms`, with per-message latencies `lat` (sorted in place). */
+export function rateRun(n: number, ms: number, lat: number[]): RateRun {
+  lat.sort((a, b) => a - b);
+  return {
+    perS: n / (ms / 1000),
+    p50: percentile(lat, 0.5),
+    p99: percentile(lat, 0.99),
+  };
+}
+
+/** `n` 1 KiB event envelopes on `topic`, for the transport benchmarks. */
+export function kibEnvelopes(topic: string, n: number): Envelope[] {
+  const payload = "x".repeat(1024);
+  return Array.from(
+    { length: n },
+    () => createEnvelope({ type: "event", topic, source: "bench", payload }),
+  );
 }

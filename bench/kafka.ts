@@ -23,10 +23,16 @@
  * @module
  */
 import { Kafka, logLevel, Partitioners } from "kafkajs";
-import { createEnvelope, type Envelope } from "../core/envelope.ts";
 import { connectKafka } from "../transports/kafka/transport.ts";
 import { encodeRecord } from "../transports/kafka/wire.ts";
-import { info, median, round } from "./_util.ts";
+import {
+  info,
+  kibEnvelopes,
+  median,
+  type RateRun,
+  rateRun,
+  round,
+} from "./_util.ts";
 
 const args = Deno.args;
 const quick = args.includes("--quick");
@@ -45,33 +51,6 @@ if (!brokers) {
 }
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
-interface Run {
-  perS: number;
-  p50: number;
-  p99: number;
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
-}
-
-function summarize(n: number, ms: number, lat: number[]): Run {
-  lat.sort((a, b) => a - b);
-  return {
-    perS: n / (ms / 1000),
-    p50: percentile(lat, 0.5),
-    p99: percentile(lat, 0.99),
-  };
-}
-
-function envelopes(topic: string, n: number): Envelope[] {
-  const payload = "x".repeat(1024);
-  return Array.from(
-    { length: n },
-    () => createEnvelope({ type: "event", topic, source: "bench", payload }),
-  );
-}
-
 const kafka = new Kafka({
   clientId: "bench-raw",
   brokers: brokers.split(","),
@@ -80,7 +59,7 @@ const kafka = new Kafka({
 const admin = kafka.admin();
 await admin.connect();
 
-async function raw(topic: string, n: number, window: number): Promise<Run> {
+async function raw(topic: string, n: number, window: number): Promise<RateRun> {
   const name = `bench.raw.${topic}`;
   await admin.createTopics({
     topics: [{ topic: name, numPartitions: 3 }],
@@ -125,7 +104,7 @@ async function raw(topic: string, n: number, window: number): Promise<Run> {
     },
   });
   await ready;
-  const all = envelopes(topic, n);
+  const all = kibEnvelopes(topic, n);
   const t0 = performance.now();
   for (let i = 0; i < n; i += window) {
     const slice = all.slice(i, i + window);
@@ -141,14 +120,14 @@ async function raw(topic: string, n: number, window: number): Promise<Run> {
   const ms = performance.now() - t0;
   await Promise.all([consumer.disconnect(), producer.disconnect()]);
   await admin.deleteTopics({ topics: [name] }).catch(() => {});
-  return summarize(n, ms, lat);
+  return rateRun(n, ms, lat);
 }
 
 async function plexus(
   topic: string,
   n: number,
   window: number,
-): Promise<Run> {
+): Promise<RateRun> {
   const opts = { brokers, prefix: "bench.plexus.", fetchMaxWaitMs: 500 };
   const pub = await connectKafka(opts);
   const sub = await connectKafka(opts);
@@ -162,7 +141,7 @@ async function plexus(
     await d.ack();
     if (++handled === n) done();
   }, { group: "g", maxInFlight: WINDOW });
-  const all = envelopes(topic, n);
+  const all = kibEnvelopes(topic, n);
   const t0 = performance.now();
   for (let i = 0; i < n; i += window) {
     await Promise.all(
@@ -180,14 +159,14 @@ async function plexus(
   await admin.deleteTopics({
     topics: [`bench.plexus.${topic}`, `bench.plexus._retry.g.${topic}`],
   }).catch(() => {});
-  return summarize(n, ms, lat);
+  return rateRun(n, ms, lat);
 }
 
-const raws: Run[] = [];
-const ours: Run[] = [];
-const rawPing: Run[] = [];
-const ourPing: Run[] = [];
-const fmt = (r: Run | undefined) =>
+const raws: RateRun[] = [];
+const ours: RateRun[] = [];
+const rawPing: RateRun[] = [];
+const ourPing: RateRun[] = [];
+const fmt = (r: RateRun | undefined) =>
   JSON.stringify(r, (_, v) => typeof v === "number" ? round(v, 2) : v);
 info(`kafka: ${N} messages of 1 KiB, ${ROUNDS} round(s) each`);
 for (let r = 0; r < ROUNDS; r++) {
@@ -202,7 +181,7 @@ for (let r = 0; r < ROUNDS; r++) {
 await admin.disconnect();
 const rawPerS = median(raws.map((r) => r.perS));
 const ourPerS = median(ours.map((r) => r.perS));
-const p = (runs: Run[], k: "p50" | "p99") =>
+const p = (runs: RateRun[], k: "p50" | "p99") =>
   round(median(runs.map((r) => r[k])), 2);
 info(
   `raw kafkajs: ${round(rawPerS)} msg/s; one at a time p50 ${

@@ -25,10 +25,16 @@
  * @module
  */
 import { Redis } from "ioredis";
-import { createEnvelope, type Envelope } from "../core/envelope.ts";
 import { connectRedisStreams } from "../transports/redis-streams/transport.ts";
 import { encodeFields, fieldMap } from "../transports/redis-streams/wire.ts";
-import { info, median, round } from "./_util.ts";
+import {
+  info,
+  kibEnvelopes,
+  median,
+  type RateRun,
+  rateRun,
+  round,
+} from "./_util.ts";
 
 const args = Deno.args;
 const quick = args.includes("--quick");
@@ -49,34 +55,7 @@ if (!url) {
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
-interface Run {
-  perS: number;
-  p50: number;
-  p99: number;
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
-}
-
-function summarize(n: number, ms: number, lat: number[]): Run {
-  lat.sort((a, b) => a - b);
-  return {
-    perS: n / (ms / 1000),
-    p50: percentile(lat, 0.5),
-    p99: percentile(lat, 0.99),
-  };
-}
-
-function envelopes(topic: string, n: number): Envelope[] {
-  const payload = "x".repeat(1024);
-  return Array.from(
-    { length: n },
-    () => createEnvelope({ type: "event", topic, source: "bench", payload }),
-  );
-}
-
-async function raw(topic: string, n: number, window: number): Promise<Run> {
+async function raw(topic: string, n: number, window: number): Promise<RateRun> {
   const N = n;
   const stream = `bench:raw:${topic}`;
   const pub = new Redis(url!, { enableAutoPipelining: true });
@@ -117,7 +96,7 @@ async function raw(topic: string, n: number, window: number): Promise<Run> {
     }
     done();
   };
-  const all = envelopes(topic, N);
+  const all = kibEnvelopes(topic, N);
   const t0 = performance.now();
   const consuming = consume();
   for (let i = 0; i < N; i += window) {
@@ -142,14 +121,14 @@ async function raw(topic: string, n: number, window: number): Promise<Run> {
   await pub.del(stream);
   pub.disconnect();
   cons.disconnect();
-  return summarize(N, ms, lat);
+  return rateRun(N, ms, lat);
 }
 
 async function plexus(
   topic: string,
   n: number,
   window: number,
-): Promise<Run> {
+): Promise<RateRun> {
   const N = n;
   const pub = await connectRedisStreams({ url, prefix: "bench:plexus:" });
   const sub = await connectRedisStreams({ url, prefix: "bench:plexus:" });
@@ -163,7 +142,7 @@ async function plexus(
     await d.ack();
     if (++acked === N) done();
   }, { group: "g", maxInFlight: WINDOW });
-  const all = envelopes(topic, N);
+  const all = kibEnvelopes(topic, N);
   const t0 = performance.now();
   for (let i = 0; i < N; i += window) {
     await Promise.all(
@@ -179,14 +158,14 @@ async function plexus(
   await sub.close();
   await pub.redis.del(`bench:plexus:${topic}`);
   await pub.close();
-  return summarize(N, ms, lat);
+  return rateRun(N, ms, lat);
 }
 
 const PINGS = quick ? 200 : 1000;
-const raws: Run[] = [];
-const ours: Run[] = [];
-const rawPing: Run[] = [];
-const ourPing: Run[] = [];
+const raws: RateRun[] = [];
+const ours: RateRun[] = [];
+const rawPing: RateRun[] = [];
+const ourPing: RateRun[] = [];
 info(`redis_streams: ${N} messages of 1 KiB, ${ROUNDS} round(s) each`);
 for (let r = 0; r < ROUNDS; r++) {
   const id = crypto.randomUUID().slice(0, 8);
@@ -213,7 +192,7 @@ for (let r = 0; r < ROUNDS; r++) {
 }
 const rawPerS = median(raws.map((r) => r.perS));
 const ourPerS = median(ours.map((r) => r.perS));
-const p = (runs: Run[], k: "p50" | "p99") =>
+const p = (runs: RateRun[], k: "p50" | "p99") =>
   round(median(runs.map((r) => r[k])), 2);
 info(
   `raw ioredis: ${round(rawPerS)} msg/s; one at a time p50 ${

@@ -9,6 +9,7 @@ import {
   type RateLimiterOptions,
   type RateLimitKv,
 } from "./rate_limit.ts";
+import { mulberry32 } from "../random.ts";
 
 const T0 = 1_700_000_000_000;
 
@@ -471,13 +472,6 @@ function model(emissionUs: number, burst: number) {
   };
 }
 
-function prng(seed: number) {
-  return () => {
-    seed = (seed * 1664525 + 1013904223) >>> 0;
-    return seed / 2 ** 32;
-  };
-}
-
 Deno.test("rate limit: local pre-limits on several nodes never admit beyond the shared limit (seeded random walk against a reference GCRA)", async () => {
   await withTwoNodes(async (kvA, kvB) => {
     const clock = new ManualClock(T0);
@@ -494,7 +488,7 @@ Deno.test("rate limit: local pre-limits on several nodes never admit beyond the 
       createRateLimiter(kvB, { ...options, localPreLimit: { maxIds: 1 } }),
     ];
     const reference = model(200_000, 4);
-    const random = prng(42);
+    const random = mulberry32(42);
     let admitted = 0;
     for (let step = 0; step < 600; step++) {
       if (random() < 0.3) await clock.advance(Math.floor(random() * 250));

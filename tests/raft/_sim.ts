@@ -20,6 +20,7 @@ import {
   type KvOutput,
   type Operation,
 } from "../simulation/linearizability.ts";
+import { mulberry32 } from "../../core/random.ts";
 
 /** Options of {@linkcode simulate}. */
 export interface SimOptions {
@@ -48,18 +49,6 @@ export interface SimResult {
   installs: number;
 }
 
-/** mulberry32: a small seeded PRNG. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 interface Ev {
   at: number;
   seq: number;
@@ -77,7 +66,7 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     compactEvery: 20_000,
     ...options,
   };
-  const rand = prng(o.seed);
+  const rand = mulberry32(o.seed);
   const ids = Array.from({ length: o.nodes }, (_, i) => `n${i + 1}`);
   const events: Ev[] = [];
   let seq = 0;
@@ -102,7 +91,7 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
       electionTick: 10,
       heartbeatTick: 2,
       requestTimeoutTicks: 40,
-      random: prng(o.seed * 31 + id.charCodeAt(1) + crashes * 7),
+      random: mulberry32(o.seed * 31 + id.charCodeAt(1) + crashes * 7),
       unsafeLocalReads: o.unsafeLocalReads,
       compactEvery: o.compactEvery,
       send: (to: string, ms: Message[]) => {
