@@ -168,6 +168,11 @@ export class RaftNode {
     return this.#baseVoters;
   }
 
+  /** Index of the latest configuration entry in the log (0: none since the bootstrap voters or snapshot). */
+  confIndex(): number {
+    return this.#confs.at(-1)?.index ?? 0;
+  }
+
   /** True when this node is a voter and may campaign. */
   promotable(): boolean {
     return this.voters().includes(this.id);

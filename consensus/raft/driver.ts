@@ -17,6 +17,7 @@ import { createRaft, type RaftNode, type RaftStatus } from "./core.ts";
 import type { LeaderChange } from "../../core/consensus.ts";
 import { type KvCommand, KvMachine, type KvResult } from "./kv_machine.ts";
 import type {
+  ConfChange,
   Entry,
   Message,
   PersistedState,
@@ -265,6 +266,18 @@ export class RaftDriver {
     });
     this.#kick();
     return p.promise;
+  }
+
+  /**
+   * Proposes a membership change on the leader; returns the index of its
+   * entry, or undefined when refused (not the leader, a change pending, no
+   * entry of this term committed yet, or the change is invalid).
+   */
+  proposeConfChange(cc: ConfChange): number | undefined {
+    if (this.#stopped || !this.isLeader()) return undefined;
+    if (!this.node.proposeConfChange(cc)) return undefined;
+    this.#kick();
+    return this.node.log.lastIndex();
   }
 
   /** The leader's id as this node knows it, or "". */

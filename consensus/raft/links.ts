@@ -12,7 +12,11 @@
  *
  * After the handshake each text frame is a JSON array of Raft messages, all
  * `from` the linked peer (others are dropped). Delivery is best effort, as
- * Raft expects; nothing is stored.
+ * Raft expects; nothing is stored. A frame `{t: "c", d}` carries one
+ * control value (membership requests between plugins) the same way.
+ *
+ * Peers can be added at runtime with {@linkcode RaftLinks.dial} (a node
+ * joining a running cluster).
  *
  * @module
  */
@@ -33,6 +37,8 @@ export interface RaftLinksOptions {
   path?: string;
   /** Called with each authenticated batch. */
   onMessages: (from: string, messages: Message[]) => void;
+  /** Called with each authenticated control value (see {@linkcode RaftLinks.control}). */
+  onControl?: (from: string, data: unknown) => void;
   /** Called when a peer's id (and address) is first learned or its link comes up. */
   onPeer?: (id: string, address: string) => void;
   /** @default {300} */
@@ -52,6 +58,12 @@ export interface LinkPeer {
 export interface RaftLinks {
   /** Sends a batch to `to` over any authenticated link; false if none is up. */
   send(to: string, messages: Message[]): boolean;
+  /** Sends one control value to `to` over any authenticated link; false if none is up. */
+  control(to: string, data: unknown): boolean;
+  /** Starts dialing another peer base URL (again: a no-op). */
+  dial(base: string): void;
+  /** Stops redialing a base URL (a failed join); a link already up stays. */
+  forget(base: string): void;
   /** Accepts a link (a WebSocket upgrade request) on the node's HTTP server. */
   handleUpgrade(req: Request): Response;
   /** Peers whose id is known. */
@@ -62,7 +74,8 @@ export interface RaftLinks {
 type Frame =
   | { t: "hello"; node: string; addr: string; nonce: string }
   | { t: "auth"; mac: string }
-  | { t: "m"; m: Message[] };
+  | { t: "m"; m: Message[] }
+  | { t: "c"; d: unknown };
 
 interface Link {
   ws: WebSocket;
@@ -176,6 +189,7 @@ export function startLinks(options: RaftLinksOptions): RaftLinks {
         return fail(1007, "frame is not JSON");
       }
       if (link.ready) {
+        if (f.t === "c") return o.onControl?.(link.peer!, f.d);
         if (f.t !== "m" || !Array.isArray(f.m)) {
           return fail(1002, "expected a message batch");
         }
@@ -225,29 +239,44 @@ export function startLinks(options: RaftLinksOptions): RaftLinks {
     }
     attach(ws, () => redial(base));
   };
+  const dialed = new Set<string>();
   const redial = (base: string) => {
-    if (closed) return;
+    if (closed || !dialed.has(new URL(base).origin)) return;
     const t = setTimeout(() => {
       timers.delete(t);
-      dial(base);
+      if (dialed.has(new URL(base).origin)) dial(base);
     }, o.reconnectMs);
     timers.add(t);
   };
-  for (const p of o.peers) dial(p);
+  const dialOnce = (base: string) => {
+    const key = new URL(base).origin;
+    if (dialed.has(key)) return;
+    dialed.add(key);
+    dial(base);
+  };
+  for (const p of o.peers) dialOnce(p);
+  const sendTo = (to: string, f: Frame): boolean => {
+    const set = links.get(to);
+    if (!set) return false;
+    const frame = JSON.stringify(f);
+    // Newest first: an older link may be a dead socket not yet closed.
+    for (const l of [...set].reverse()) {
+      if (l.ws.readyState === WebSocket.OPEN) {
+        l.ws.send(frame);
+        return true;
+      }
+    }
+    return false;
+  };
 
   return {
-    send(to, messages) {
-      const set = links.get(to);
-      if (!set) return false;
-      const frame = JSON.stringify({ t: "m", m: messages });
-      // Newest first: an older link may be a dead socket not yet closed.
-      for (const l of [...set].reverse()) {
-        if (l.ws.readyState === WebSocket.OPEN) {
-          l.ws.send(frame);
-          return true;
-        }
-      }
-      return false;
+    send: (to, messages) => sendTo(to, { t: "m", m: messages }),
+    control: (to, data) => sendTo(to, { t: "c", d: data }),
+    dial(base) {
+      if (!closed) dialOnce(base);
+    },
+    forget(base) {
+      dialed.delete(new URL(base).origin);
     },
     handleUpgrade(req) {
       if (closed) return new Response("closed", { status: 503 });

@@ -116,3 +116,73 @@ Deno.test("raft links: a short secret is refused", () => {
     /at least 16 characters, got 5/,
   );
 });
+
+Deno.test("raft links: a peer dialed at runtime links, and control values reach its onControl", async () => {
+  const control: [string, unknown][] = [];
+  const box: { links?: RaftLinks } = {};
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    (req) => box.links!.handleUpgrade(req),
+  );
+  const url = `http://127.0.0.1:${server.addr.port}`;
+  box.links = startLinks({
+    id: "b",
+    address: url,
+    secret: SECRET,
+    peers: [],
+    onMessages: () => {},
+    onControl: (from, d) => control.push([from, d]),
+  });
+  const a = startLinks({
+    id: "a",
+    address: "http://a.example",
+    secret: SECRET,
+    peers: [],
+    onMessages: () => {},
+  });
+  try {
+    assert.equal(a.control("b", { k: "x" }), false);
+    a.dial(url);
+    a.dial(url + "/"); // the same origin: not dialed twice
+    await wait(() => a.peers().some((p) => p.connected), "a linked to b");
+    assert.equal(a.control("b", { k: "peer", url: "http://c" }), true);
+    await wait(() => control.length > 0, "the control value");
+    assert.deepEqual(control, [["a", { k: "peer", url: "http://c" }]]);
+  } finally {
+    a.close();
+    box.links.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test("raft links: a forgotten URL is not redialed", async () => {
+  let attempts = 0;
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => {
+      attempts++;
+      return new Response("no", { status: 503 });
+    },
+  );
+  const url = `http://127.0.0.1:${server.addr.port}`;
+  const a = startLinks({
+    id: "a",
+    address: "http://a.example",
+    secret: SECRET,
+    peers: [],
+    onMessages: () => {},
+    reconnectMs: 10,
+  });
+  try {
+    a.dial(url);
+    await wait(() => attempts >= 2, "two dial attempts");
+    a.forget(url);
+    // At most the attempt already under way still arrives.
+    const seen = attempts;
+    await new Promise((r) => setTimeout(r, 300));
+    assert.ok(attempts <= seen + 1, `${attempts - seen} attempts after forget`);
+  } finally {
+    a.close();
+    await server.shutdown();
+  }
+});

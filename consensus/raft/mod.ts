@@ -87,3 +87,11 @@ export {
   raftLinkUrl,
   startLinks,
 } from "./links.ts";
+export {
+  createMembership,
+  type MemberAnswer,
+  type MemberChange,
+  type Membership,
+  type MembershipOptions,
+  parseMemberAdd,
+} from "./members.ts";
