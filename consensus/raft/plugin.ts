@@ -9,18 +9,20 @@
  * start a node waits until every peer URL (`members` config, else the
  * node's `--peers`) has proved its id, records `[self, ...peers]` as the
  * bootstrap voters in its log, and only then starts Raft; a restart reads
- * them back and starts at once.
+ * them back and starts at once. A node started with `join: true` instead
+ * waits for one peer's link and starts as an empty non-voter, until a
+ * leader adds it (`POST /api/v1/raft/members`, see {@linkcode createMembership}).
  *
  * Config (under `pluginConfig.raft`): `secret` (else env
  * `PLEXUS_MESH_SECRET`; at least 16 characters), `peers` (base URLs;
  * default `--peers`), `tickMs` (50), `electionTick` (10: a timeout random
  * in [500, 1000) ms), `heartbeatTick` (2), `requestTimeoutMs` (5000),
- * `compactEvery` (20000 entries).
+ * `compactEvery` (20000 entries), `join` (false).
  *
  * @module
  */
 import { join } from "node:path";
-import { Hono } from "hono";
+import { Hono, type MiddlewareHandler } from "hono";
 import { z } from "zod";
 import type { Consensus, Member } from "../../core/consensus.ts";
 import { definePlugin, type Plugin } from "../../core/plugin.ts";
@@ -35,6 +37,12 @@ import {
 import { FileStorage } from "./file_storage.ts";
 import { type KvCommand, parseKvCommand } from "./kv_machine.ts";
 import { startLinks } from "./links.ts";
+import {
+  createMembership,
+  type MemberChange,
+  parseMemberAdd,
+} from "./members.ts";
+import { type Principal, requirePermission } from "../../core/http/auth.ts";
 import type { RaftStatus } from "./core.ts";
 
 const ms = z.number().int().positive().max(3_600_000);
@@ -56,6 +64,7 @@ export const raftConfig = z.strictObject({
   heartbeatTick: z.number().int().min(1).max(999).default(2),
   requestTimeoutMs: ms.default(5000),
   compactEvery: z.number().int().min(100).default(20_000),
+  join: z.boolean().default(false),
 }).refine((c) => c.heartbeatTick < c.electionTick, {
   message: "heartbeatTick must be below electionTick",
   path: ["heartbeatTick"],
@@ -138,6 +147,13 @@ const raft: Plugin<RaftConfig> = definePlugin({
       });
     }
     let driver: RaftDriver | undefined;
+    const removedFile = join(raftDir, "removed");
+    const peersFile = join(raftDir, "peers.json");
+    let removed = await Deno.stat(removedFile).then(() => true, () => false);
+    const learned: string[] = await Deno.readTextFile(peersFile).then(
+      (t) => JSON.parse(t),
+      () => [],
+    );
     const known = new Set<string>();
     const electionMs = c.tickMs * c.electionTick;
     const listeners = new Set<
@@ -147,8 +163,9 @@ const raft: Plugin<RaftConfig> = definePlugin({
       id: me,
       address: () => ctx.node.address,
       secret,
-      peers: peerUrls,
+      peers: [...new Set([...peerUrls, ...learned])],
       onMessages: (_from, ms) => driver?.receive(ms),
+      onControl: (from, d) => membership.onControl(from, d),
       onPeer: (id) => {
         known.add(id);
         maybeBootstrap();
@@ -195,9 +212,12 @@ const raft: Plugin<RaftConfig> = definePlugin({
     };
     let bootstrapping = false;
     const maybeBootstrap = () => {
-      if (driver || bootstrapping || known.size < peerUrls.length) return;
+      if (driver || bootstrapping || removed) return;
+      if (c.join ? known.size === 0 : known.size < peerUrls.length) return;
       bootstrapping = true;
-      const voters = [me, ...known].sort();
+      // A joining node starts with no voters: it never campaigns and only
+      // follows a leader, until a configuration entry names it.
+      const voters = c.join ? [] : [me, ...known].sort();
       storage.saveVoters(voters).then(
         () => {
           if (!ctx.signal.aborted) startDriver(voters);
@@ -207,15 +227,62 @@ const raft: Plugin<RaftConfig> = definePlugin({
       );
     };
     const saved = storage.voters();
-    if (saved) startDriver(saved);
+    if (removed) {
+      ctx.log.warn(
+        "raft: this node was removed from its cluster; not starting",
+        {
+          marker: removedFile,
+        },
+      );
+    } else if (saved) startDriver(saved);
     else {
-      ctx.log.info("raft waiting for every peer's id before bootstrap", {
-        peers: peerUrls,
-      });
+      ctx.log.info(
+        c.join
+          ? "raft waiting for a peer's link before joining"
+          : "raft waiting for every peer's id before bootstrap",
+        { peers: peerUrls },
+      );
       maybeBootstrap();
     }
 
+    const membership = createMembership({
+      id: me,
+      driver: () => (removed ? undefined : driver),
+      links,
+      timeoutMs: c.requestTimeoutMs,
+      rememberPeer: (url) => {
+        if (learned.includes(url) || peerUrls.includes(url)) return;
+        learned.push(url);
+        Deno.writeTextFile(peersFile, JSON.stringify(learned)).catch((err) =>
+          ctx.log.error("cannot record a raft peer's URL", { url, error: err })
+        );
+      },
+      onRemoved: () => {
+        if (removed) return;
+        removed = true;
+        ctx.log.warn("raft: this node was removed from the cluster", {});
+        Deno.writeTextFile(removedFile, new Date().toISOString() + "\n")
+          .catch((err) =>
+            ctx.log.error("cannot record the raft removal", { error: err })
+          );
+        // Let the last messages (a removed leader's final append) leave first.
+        const d = driver;
+        const t = setTimeout(() => d?.stop(), 2 * electionMs);
+        Deno.unrefTimer(t);
+      },
+    });
+
     const need = (): RaftDriver => {
+      if (removed) {
+        throw new RaftUnavailableError(
+          `raft node ${me} was removed from the cluster; send requests to a member`,
+        );
+      }
+      if (driver && !driver.node.promotable()) {
+        throw new RaftUnavailableError(
+          `raft node ${me} is not a voter (yet): add it with POST /api/v1/raft/members on a member`,
+        );
+      }
       if (!driver) {
         throw new RaftUnavailableError(
           `raft on ${me} has not bootstrapped: waiting for peers (${known.size} of ${peerUrls.length} linked)`,
@@ -230,6 +297,7 @@ const raft: Plugin<RaftConfig> = definePlugin({
         id: me,
         address: ctx.node.address,
         ...(driver?.status() ?? { role: "bootstrapping" }),
+        ...(removed ? { role: "removed" } : {}),
         peers: links.peers(),
       }));
     http.get("/kv/:key", async (h) => {
@@ -282,6 +350,38 @@ const raft: Plugin<RaftConfig> = definePlugin({
     http.delete(
       "/kv/:key",
       (h) => write({ op: "delete", key: h.req.param("key") }),
+    );
+
+    // Membership changes are for admins. The node's app checks only
+    // `tasks:write` on non-GET raft routes and hands its verified principal
+    // over as the env of this sub-app (no principal: 401).
+    const adminOnly: MiddlewareHandler = (h, next) => {
+      if (h.req.method === "GET" || h.req.method === "HEAD") return next();
+      const p = (h.env as { principal?: Principal } | undefined)?.principal;
+      if (p) h.set("principal" as never, p as never);
+      return requirePermission("admin")(h, next);
+    };
+    http.use("/members", adminOnly);
+    http.use("/members/*", adminOnly);
+    const answer = async (req: MemberChange) => {
+      const a = await membership.change(req);
+      return Response.json(a.body, { status: a.status });
+    };
+    http.get("/members", async (h) =>
+      h.json({
+        leader: driver?.leader() || null,
+        voters: removed ? [] : await api.members(),
+      }));
+    http.post("/members", async (h) => {
+      try {
+        return await answer(parseMemberAdd(await body(h.req.raw)));
+      } catch (err) {
+        return failure(err);
+      }
+    });
+    http.delete(
+      "/members/:id",
+      (h) => answer({ op: "remove", id: h.req.param("id") }),
     );
 
     const api: RaftConsensus = {
