@@ -10,6 +10,7 @@
  */
 import type { RaftDriver } from "./driver.ts";
 import type { RaftLinks } from "./links.ts";
+import type { ConfChangeData } from "./types.ts";
 
 /** A membership change asked through the API. */
 export type MemberChange =
@@ -43,6 +44,11 @@ export interface Membership {
   change(req: MemberChange, forwarded?: boolean): Promise<MemberAnswer>;
   /** Feeds a control value that arrived from a linked peer. */
   onControl(from: string, data: unknown): void;
+  /**
+   * Called when a peer's link comes up: a leader tells a node that was
+   * removed while it was down (its log still names it a voter) that it is out.
+   */
+  onPeerLinked(id: string): void;
 }
 
 type Control =
@@ -249,8 +255,27 @@ export function createMembership(o: MembershipOptions): Membership {
     return forward(d, req);
   };
 
+  /** Whether the last configuration entry in the log naming `id` removed it. */
+  const removedInLog = (d: RaftDriver, id: string): boolean => {
+    const log = d.node.log;
+    for (let i = log.lastIndex(); i >= log.firstIndex(); i--) {
+      const e = log.entry(i);
+      if (e.type !== "conf") continue;
+      const cc = JSON.parse(e.data) as ConfChangeData;
+      if (cc.node === id) return cc.type === "remove";
+    }
+    return false;
+  };
+
   return {
     change,
+    onPeerLinked(id) {
+      const d = o.driver();
+      if (!d?.isLeader() || d.node.voters().includes(id)) return;
+      if (removedInLog(d, id)) {
+        o.links.control(id, { k: "removed" } satisfies Control);
+      }
+    },
     onControl(from, data) {
       const c = data as Control;
       if (!c || typeof c !== "object") return;

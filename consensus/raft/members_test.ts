@@ -114,7 +114,7 @@ Deno.test("raft members: an add asked on a follower is forwarded to the leader a
   }
 });
 
-Deno.test("raft members: a removed follower is told it is out; unknown ids get 404 and an unreachable URL 502 and is no longer dialed", async () => {
+Deno.test("raft members: a removed follower is told it is out (again when it links later); unknown ids get 404 and an unreachable URL 502 and is no longer dialed", async () => {
   const w = new World();
   try {
     for (const id of ["a", "b", "c"]) w.add(id, ["a", "b", "c"]);
@@ -132,6 +132,14 @@ Deno.test("raft members: a removed follower is told it is out; unknown ids get 4
     for (let i = 0; i < 200 && w.removed.length === 0; i++) {
       await new Promise((r) => setTimeout(r, 5));
     }
+    assert.deepEqual(w.removed, [victim]);
+    // Had it been down, the leader tells it again when its link comes up;
+    // a voter's link coming up tells nobody anything.
+    w.removed.length = 0;
+    const voter = ["a", "b", "c"].find((id) => id !== lead && id !== victim)!;
+    m.onPeerLinked(voter);
+    m.onPeerLinked(victim);
+    await new Promise((r) => setTimeout(r, 20));
     assert.deepEqual(w.removed, [victim]);
   } finally {
     w.stop();

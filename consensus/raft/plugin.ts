@@ -168,6 +168,7 @@ const raft: Plugin<RaftConfig> = definePlugin({
       onControl: (from, d) => membership.onControl(from, d),
       onPeer: (id) => {
         known.add(id);
+        membership.onPeerLinked(id);
         maybeBootstrap();
       },
     });
