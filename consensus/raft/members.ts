@@ -215,11 +215,14 @@ export function createMembership(o: MembershipOptions): Membership {
       }
       if (req.op === "add") {
         o.rememberPeer(req.url);
+        // Everyone learns the new URL; the new node learns everyone's.
         for (const p of o.links.peers()) {
-          if (p.id !== req.id) {
+          if (p.id === req.id) continue;
+          o.links.control(p.id, { k: "peer", url: req.url } satisfies Control);
+          if (p.address) {
             o.links.control(
-              p.id,
-              { k: "peer", url: req.url } satisfies Control,
+              req.id,
+              { k: "peer", url: p.address } satisfies Control,
             );
           }
         }

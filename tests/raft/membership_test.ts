@@ -15,20 +15,29 @@ import {
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-/** Starts a node with `join: true` and `--peers` of only `peers`; appends it to `c.nodes`. */
+/**
+ * Starts a node with `join: true` and `--peers` of only `peers`; appends it
+ * to `c.nodes`, or restarts node `again` on its port and data dir.
+ */
 async function spawnJoiner(
   c: RaftCluster,
   id: string,
   peers: string[],
+  again?: number,
 ): Promise<number> {
-  const [port] = freePorts(1);
-  const node: RaftProc = {
-    id,
-    port,
-    url: `http://127.0.0.1:${port}`,
-    dir: join(c.root, id),
-  };
-  await Deno.mkdir(node.dir, { recursive: true });
+  if (again === undefined) {
+    const [port] = freePorts(1);
+    const fresh: RaftProc = {
+      id,
+      port,
+      url: `http://127.0.0.1:${port}`,
+      dir: join(c.root, id),
+    };
+    await Deno.mkdir(fresh.dir, { recursive: true });
+    c.nodes.push(fresh);
+  }
+  const i = again ?? c.nodes.length - 1;
+  const node = c.nodes[i];
   const config = join(c.root, `${id}.json`);
   await Deno.writeTextFile(
     config,
@@ -36,7 +45,7 @@ async function spawnJoiner(
   );
   const proc = await spawnPlexus({
     dir: node.dir,
-    port: String(port),
+    port: String(node.port),
     args: [
       "--node-id",
       id,
@@ -53,7 +62,6 @@ async function spawnJoiner(
   });
   proc.url = node.url;
   node.proc = proc;
-  c.nodes.push(node);
   await poll(async () => {
     if (proc.exited) throw new Error(`${id} exited; stderr:\n${proc.stderr}`);
     try {
@@ -64,7 +72,7 @@ async function spawnJoiner(
       return false;
     }
   }, `${id} listening`);
-  return c.nodes.length - 1;
+  return i;
 }
 
 async function json(
@@ -117,7 +125,7 @@ async function leaderAmong(c: RaftCluster, among: number[]): Promise<number> {
 
 Deno.test({
   name:
-    "raft: a node started with join is added through the API, catches up, counts in the quorum, and removed nodes (the leader, and one that was down) stop serving",
+    "raft: a node started with join is added through the API, catches up, counts in the quorum, and removed nodes (the leader, and one that was down) stop serving; the joined node restarts as a voter",
   ...opts,
   async fn() {
     const c = await RaftCluster.start(3);
@@ -221,6 +229,26 @@ Deno.test({
       const after = (await c.status(nl))!;
       assert.equal(after.role, "leader");
       assert.deepEqual(after.voters.toSorted(), ns.voters.toSorted());
+
+      // n4 restarts from its own log (its config still says join): it is a
+      // voter at once, and the two-voter cluster needs it for every write.
+      await c.kill(n4);
+      await spawnJoiner(c, "n4", [c.nodes[first].url], n4);
+      const again = await leaderAmong(c, [follower, n4]);
+      await putOk(c, again, "after-restart", "ok");
+      const back = await poll(
+        async () => {
+          const res = await c.api(n4, "/api/v1/raft/kv/after");
+          return res.ok ? await res.json() : void await res.body?.cancel();
+        },
+        "a read on the restarted n4",
+        30_000,
+      );
+      assert.equal(back.value, "ok");
+      assert.deepEqual(
+        (await c.status(n4))!.voters.toSorted(),
+        ns.voters.toSorted(),
+      );
     } finally {
       await c.close();
     }
