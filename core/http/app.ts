@@ -575,9 +575,11 @@ export function createApp(deps: AppDeps): HttpApp {
           "no raft on this node: /api/v1/raft/* needs the consensus:raft plugin (--consensus raft)",
         );
       }
-      return kernel.get<{ http: { fetch(req: Request): Promise<Response> } }>(
+      return kernel.get<
+        { http: { fetch(req: Request, env?: unknown): Promise<Response> } }
+      >(
         "consensus:raft",
-      ).http.fetch(c.req.raw);
+      ).http.fetch(c.req.raw, { principal: principalOf(c) });
     },
   );
 
