@@ -8,6 +8,7 @@
 
 import { fileURLToPath } from "node:url";
 import { createEnvelope, type Envelope } from "../core/envelope.ts";
+import type { Transport } from "../core/transport.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -324,4 +325,45 @@ export function kibEnvelopes(topic: string, n: number): Envelope[] {
     { length: n },
     () => createEnvelope({ type: "event", topic, source: "bench", payload }),
   );
+}
+
+/**
+ * Publish → consume through Plexus transports: `sub` subscribes to `topic`
+ * in group "g" (`maxInFlight`), `pub` publishes `n` 1 KiB envelopes in
+ * windows of `window` concurrent publishes (with `window` 1, each waits for
+ * its delivery: one at a time). Rate = n / (first publish → last ack);
+ * latency = handler start − publish call.
+ */
+export async function transportRun(
+  pub: Transport,
+  sub: Transport,
+  topic: string,
+  options: { n: number; window: number; maxInFlight: number },
+): Promise<RateRun> {
+  const { n, window } = options;
+  const sentAt = new Map<string, number>();
+  const lat: number[] = [];
+  let acked = 0;
+  let done = () => {};
+  const finished = new Promise<void>((r) => (done = r));
+  await sub.subscribe(topic, async (d) => {
+    lat.push(performance.now() - sentAt.get(d.envelope.id)!);
+    await d.ack();
+    if (++acked === n) done();
+  }, { group: "g", maxInFlight: options.maxInFlight });
+  const all = kibEnvelopes(topic, n);
+  const t0 = performance.now();
+  for (let i = 0; i < n; i += window) {
+    await Promise.all(
+      all.slice(i, i + window).map((e) => {
+        sentAt.set(e.id, performance.now());
+        return pub.publish(topic, e);
+      }),
+    );
+    while (window === 1 && lat.length <= i) {
+      await new Promise((r) => setTimeout(r, 0));
+    }
+  }
+  await finished;
+  return rateRun(n, performance.now() - t0, lat);
 }

@@ -32,6 +32,7 @@ import {
   type RateRun,
   rateRun,
   round,
+  transportRun,
 } from "./_util.ts";
 
 const args = Deno.args;
@@ -131,35 +132,17 @@ async function plexus(
   const opts = { brokers, prefix: "bench.plexus.", fetchMaxWaitMs: 500 };
   const pub = await connectKafka(opts);
   const sub = await connectKafka(opts);
-  const sentAt = new Map<string, number>();
-  const lat: number[] = [];
-  let handled = 0;
-  let done = () => {};
-  const finished = new Promise<void>((r) => (done = r));
-  await sub.subscribe(topic, async (d) => {
-    lat.push(performance.now() - sentAt.get(d.envelope.id)!);
-    await d.ack();
-    if (++handled === n) done();
-  }, { group: "g", maxInFlight: WINDOW });
-  const all = kibEnvelopes(topic, n);
-  const t0 = performance.now();
-  for (let i = 0; i < n; i += window) {
-    await Promise.all(
-      all.slice(i, i + window).map((e) => {
-        sentAt.set(e.id, performance.now());
-        return pub.publish(topic, e);
-      }),
-    );
-    if (window === 1) { while (lat.length <= i) await tick(); }
-  }
-  await finished;
-  const ms = performance.now() - t0;
+  const run = await transportRun(pub, sub, topic, {
+    n,
+    window,
+    maxInFlight: WINDOW,
+  });
   await sub.close();
   await pub.close();
   await admin.deleteTopics({
     topics: [`bench.plexus.${topic}`, `bench.plexus._retry.g.${topic}`],
   }).catch(() => {});
-  return rateRun(n, ms, lat);
+  return run;
 }
 
 const raws: RateRun[] = [];

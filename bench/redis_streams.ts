@@ -34,6 +34,7 @@ import {
   type RateRun,
   rateRun,
   round,
+  transportRun,
 } from "./_util.ts";
 
 const args = Deno.args;
@@ -129,36 +130,17 @@ async function plexus(
   n: number,
   window: number,
 ): Promise<RateRun> {
-  const N = n;
   const pub = await connectRedisStreams({ url, prefix: "bench:plexus:" });
   const sub = await connectRedisStreams({ url, prefix: "bench:plexus:" });
-  const sentAt = new Map<string, number>();
-  const lat: number[] = [];
-  let acked = 0;
-  let done = () => {};
-  const finished = new Promise<void>((r) => (done = r));
-  await sub.subscribe(topic, async (d) => {
-    lat.push(performance.now() - sentAt.get(d.envelope.id)!);
-    await d.ack();
-    if (++acked === N) done();
-  }, { group: "g", maxInFlight: WINDOW });
-  const all = kibEnvelopes(topic, N);
-  const t0 = performance.now();
-  for (let i = 0; i < N; i += window) {
-    await Promise.all(
-      all.slice(i, i + window).map((e) => {
-        sentAt.set(e.id, performance.now());
-        return pub.publish(topic, e);
-      }),
-    );
-    if (window === 1) { while (lat.length <= i) await tick(); }
-  }
-  await finished;
-  const ms = performance.now() - t0;
+  const run = await transportRun(pub, sub, topic, {
+    n,
+    window,
+    maxInFlight: WINDOW,
+  });
   await sub.close();
   await pub.redis.del(`bench:plexus:${topic}`);
   await pub.close();
-  return rateRun(N, ms, lat);
+  return run;
 }
 
 const PINGS = quick ? 200 : 1000;
