@@ -114,14 +114,6 @@ export class Inbox {
   }
 }
 
-/** A TCP port that was free a moment ago (for a node restarted on the same port). */
-export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
 /** A `plexus_…` series' value in Prometheus text (the sum over matching label sets). */
 export function metricValue(
   text: string,
@@ -192,4 +184,4 @@ export class LineReader {
   }
 }
 
-export { runMain, spawnMain } from "../integration/_process.ts";
+export { freePort, runMain, spawnMain } from "../integration/_process.ts";

@@ -7,26 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { poll, spawnMain } from "../integration/_process.ts";
-
-/** A base port with 3 free consecutive ports, and the same 1000 above. */
-function freePorts(): number {
-  for (let tries = 0; tries < 50; tries++) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000);
-    const held: Deno.Listener[] = [];
-    try {
-      for (const p of [0, 1, 2, 1000, 1001, 1002]) {
-        held.push(Deno.listen({ hostname: "127.0.0.1", port: base + p }));
-      }
-      return base;
-    } catch {
-      // taken: try another range
-    } finally {
-      for (const l of held) l.close();
-    }
-  }
-  throw new Error("no free port range for 3 nodes and their gossip ports");
-}
+import { freePortRange, poll, spawnMain } from "../integration/_process.ts";
 
 Deno.test({
   name:
@@ -35,7 +16,7 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "plexus-gossip-cluster-" });
-    const port = freePorts();
+    const port = freePortRange(3, { alsoAbove: 1000 });
     const config = join(dir, "config.json");
     await Deno.writeTextFile(
       config,

@@ -456,3 +456,41 @@ export default {
 };
 `;
 }
+
+/**
+ * A base port B with B … B+n−1 free on loopback right now (and, with
+ * `alsoAbove`, the same ports plus `alsoAbove`: gossip listens on the HTTP
+ * port + 1000). For nodes started on consecutive ports.
+ */
+export function freePortRange(
+  n: number,
+  options: { alsoAbove?: number } = {},
+): number {
+  const offsets = Array.from({ length: n }, (_, i) => i);
+  if (options.alsoAbove) {
+    offsets.push(...offsets.map((i) => i + options.alsoAbove!));
+  }
+  for (let tries = 0; tries < 100; tries++) {
+    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    const held: Deno.Listener[] = [];
+    try {
+      for (const o of offsets) {
+        held.push(Deno.listen({ hostname: "127.0.0.1", port: base + o }));
+      }
+      return base;
+    } catch {
+      // taken: try another range
+    } finally {
+      for (const l of held) l.close();
+    }
+  }
+  throw new Error(`no ${n} free consecutive loopback ports`);
+}
+
+/** A loopback port free right now (e.g. for a node restarted on the same port). */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}

@@ -1,31 +1,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { poll, runMain, spawnMain } from "./_process.ts";
+import { freePortRange, poll, runMain, spawnMain } from "./_process.ts";
 
 const PERMS = [
   "--allow-run=deno",
   "--allow-read",
   "--allow-env",
 ];
-
-/** A base port with `n` free consecutive ports after it. */
-function freePorts(n: number): number {
-  for (let tries = 0; tries < 50; tries++) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000);
-    const held: Deno.Listener[] = [];
-    try {
-      for (let i = 0; i < n; i++) {
-        held.push(Deno.listen({ hostname: "127.0.0.1", port: base + i }));
-      }
-      return base;
-    } catch {
-      // taken: try another range
-    } finally {
-      for (const l of held) l.close();
-    }
-  }
-  throw new Error(`no ${n} free consecutive ports`);
-}
 
 Deno.test("cluster: bad flags exit 2 with one line naming the problem", async () => {
   const dir = await Deno.makeTempDir({ prefix: "plexus-cluster-" });
@@ -67,7 +48,7 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "plexus-cluster-" });
-    const port = freePorts(3);
+    const port = freePortRange(3, { alsoAbove: 1000 });
     const child = await spawnMain(dir, [...PERMS, `--allow-write=${dir}`], [
       "cluster",
       "--nodes",
@@ -154,7 +135,7 @@ for (const consensus of ["kv-lease", "raft", "gossip"]) {
     sanitizeResources: false,
     async fn() {
       const dir = await Deno.makeTempDir({ prefix: "plexus-cluster-" });
-      const port = freePorts(3);
+      const port = freePortRange(3, { alsoAbove: 1000 });
       const child = await spawnMain(dir, [...PERMS, `--allow-write=${dir}`], [
         "cluster",
         "--nodes",
