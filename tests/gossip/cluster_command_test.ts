@@ -6,8 +6,7 @@
  * stop gracefully on SIGTERM.
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { freePortRange, poll, spawnMain } from "../integration/_process.ts";
+import { freePortRange, poll, spawnCluster } from "../integration/_process.ts";
 
 Deno.test({
   name:
@@ -15,9 +14,8 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "plexus-gossip-cluster-" });
     const port = freePortRange(3, { alsoAbove: 1000 });
-    const config = join(dir, "config.json");
+    const config = await Deno.makeTempFile({ suffix: ".json" });
     await Deno.writeTextFile(
       config,
       JSON.stringify({
@@ -26,32 +24,17 @@ Deno.test({
         },
       }),
     );
-    const child = await spawnMain(dir, [
-      "--allow-run=deno",
-      "--allow-read",
-      "--allow-env",
-      `--allow-write=${dir}`,
-    ], [
-      "cluster",
+    await using cluster = await spawnCluster([
       "--nodes",
       "3",
       "--consensus",
       "gossip",
       "--port",
       String(port),
-      "--data-dir",
-      join(dir, "c"),
       "--",
       "--config",
       config,
     ]);
-    let err = "";
-    const reading = (async () => {
-      for await (
-        const chunk of child.stderr.pipeThrough(new TextDecoderStream())
-      ) err += chunk;
-    })();
-    const stdout = child.stdout.cancel();
     const detail = async (i: number) => {
       try {
         const res = await fetch(`http://127.0.0.1:${port + i}/health`);
@@ -73,18 +56,14 @@ Deno.test({
       const victim = [1, 2, 3].map((i) => `node-${i}`).find((n) =>
         n !== leader
       )!;
-      const pid = Number(
-        new RegExp(`${victim}=http://127.0.0.1:\\d+ pid (\\d+)`).exec(err)![1],
-      );
-      Deno.kill(pid, "SIGKILL");
+      Deno.kill(cluster.pidOf(victim), "SIGKILL");
       const survivors = [0, 1, 2].filter((i) => `node-${i + 1}` !== victim);
       await poll(async () => {
         const d = await Promise.all(survivors.map(detail));
         return d.every((x) => x.startsWith("2/3 members alive"));
       }, `${victim} no longer alive on both survivors`);
-      child.kill("SIGTERM");
-      const status = await child.status;
-      await reading;
+      const status = await cluster.stop();
+      const err = cluster.stderr;
       assert.equal(
         status.code,
         1,
@@ -92,12 +71,7 @@ Deno.test({
       );
       assert.equal((err.match(/exited with code 0/g) ?? []).length, 2, err);
     } finally {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* exited */ }
-      await child.status;
-      await stdout.catch(() => {});
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      await Deno.remove(config).catch(() => {});
     }
   },
 });

@@ -494,3 +494,75 @@ export function freePort(): number {
   l.close();
   return port;
 }
+
+/** A running `plexus cluster` process (see {@linkcode spawnCluster}). */
+export interface ClusterProcess extends AsyncDisposable {
+  /** Its temp dir; node `node-i` keeps its data in `DIR/c/node-i`. */
+  readonly dir: string;
+  /** Its stderr so far: the start line with pids, exit reports. */
+  readonly stderr: string;
+  /** The pid of node `node-i`, from the start line. */
+  pidOf(nodeId: string): number;
+  /** Sends `signal`, waits for the exit and the end of stderr. */
+  stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
+}
+
+/**
+ * Runs `main.ts cluster ARGS` in a fresh temp dir (nodes' data under
+ * `DIR/c`), with only the permissions `deno task cluster` has; disposing
+ * kills it and removes the dir.
+ */
+export async function spawnCluster(args: string[]): Promise<ClusterProcess> {
+  const dir = await Deno.makeTempDir({ prefix: "plexus-cluster-" });
+  const child = await spawnMain(dir, [
+    "--allow-run=deno",
+    "--allow-read",
+    "--allow-env",
+    `--allow-write=${dir}`,
+  ], ["cluster", "--data-dir", join(dir, "c"), ...args]);
+  const stdout = child.stdout.cancel();
+  let err = "";
+  const reading = (async () => {
+    for await (
+      const chunk of child.stderr.pipeThrough(new TextDecoderStream())
+    ) {
+      err += chunk;
+    }
+  })();
+  const stop = async (signal: Deno.Signal = "SIGTERM") => {
+    try {
+      child.kill(signal);
+    } catch { /* exited */ }
+    const status = await child.status;
+    await reading;
+    return status;
+  };
+  let exited = false;
+  child.status.then(() => (exited = true));
+  return {
+    dir,
+    get stderr() {
+      return err;
+    },
+    pidOf(nodeId) {
+      const m = new RegExp(`${nodeId}=http://[^ ]+ pid (\\d+)`).exec(err);
+      if (!m) throw new Error(`no pid for ${nodeId} in: ${err}`);
+      return Number(m[1]);
+    },
+    stop,
+    async [Symbol.asyncDispose]() {
+      // SIGTERM first: its nodes run in their own process groups and would
+      // outlive a SIGKILLed cluster process.
+      if (!exited) {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* exited */ }
+        await deadline(child.status, EXIT_TIMEOUT_MS, "plexus cluster to exit")
+          .catch(() => {});
+      }
+      await stop("SIGKILL");
+      await stdout.catch(() => {});
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { freePortRange, poll, runMain, spawnMain } from "./_process.ts";
+import { freePortRange, poll, runMain, spawnCluster } from "./_process.ts";
 
 const PERMS = [
   "--allow-run=deno",
@@ -47,25 +47,15 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "plexus-cluster-" });
     const port = freePortRange(3, { alsoAbove: 1000 });
-    const child = await spawnMain(dir, [...PERMS, `--allow-write=${dir}`], [
-      "cluster",
+    await using cluster = await spawnCluster([
       "--nodes",
       "3",
       "--consensus",
       "kv-lease",
       "--port",
       String(port),
-      "--data-dir",
-      join(dir, "c"),
     ]);
-    const stderr = child.stderr.pipeThrough(new TextDecoderStream());
-    let err = "";
-    const reading = (async () => {
-      for await (const chunk of stderr) err += chunk;
-    })();
-    const stdout = child.stdout.cancel();
     /** "node-N@epoch" as node `i` (0-based) sees the leader, or undefined. */
     const view = async (i: number) => {
       try {
@@ -83,18 +73,17 @@ Deno.test({
       const views = await Promise.all(nodes.map(view));
       return views.every((v) => v && v === views[0]) && views[0];
     };
-    try {
+    {
       const first = await poll(
         () => agreed([0, 1, 2]),
         "three nodes agreeing on a leader",
       );
       const [leader, epoch] = first.split("@");
-      const pid = Number(
-        new RegExp(`${leader}=http://127.0.0.1:\\d+ pid (\\d+)`).exec(err)![1],
-      );
+      const pid = cluster.pidOf(leader);
       Deno.kill(pid, "SIGKILL");
       await poll(
-        () => err.includes(`${leader} (pid ${pid}) exited on SIGKILL`),
+        () =>
+          cluster.stderr.includes(`${leader} (pid ${pid}) exited on SIGKILL`),
         "the kill report",
       );
       const survivors = [0, 1, 2].filter((i) => `node-${i + 1}` !== leader);
@@ -107,22 +96,14 @@ Deno.test({
         Number(nextEpoch) > Number(epoch),
         `epoch ${nextEpoch} after ${epoch}`,
       );
-      child.kill("SIGTERM");
-      const status = await child.status;
-      await reading;
+      const status = await cluster.stop();
+      const err = cluster.stderr;
       assert.equal(
         status.code,
         1,
         "a node was SIGKILLed, so the cluster exits 1",
       );
       assert.equal((err.match(/exited with code 0/g) ?? []).length, 2, err);
-    } finally {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* exited */ }
-      await child.status;
-      await stdout.catch(() => {});
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },
 });
@@ -134,29 +115,20 @@ for (const consensus of ["kv-lease", "raft", "gossip"]) {
     sanitizeOps: false,
     sanitizeResources: false,
     async fn() {
-      const dir = await Deno.makeTempDir({ prefix: "plexus-cluster-" });
       const port = freePortRange(3, { alsoAbove: 1000 });
-      const child = await spawnMain(dir, [...PERMS, `--allow-write=${dir}`], [
-        "cluster",
+      await using cluster = await spawnCluster([
         "--nodes",
         "3",
         "--consensus",
         consensus,
         "--port",
         String(port),
-        "--data-dir",
-        join(dir, "c"),
         "--",
         "--balancer",
         "round-robin",
       ]);
-      const stdout = child.stdout.cancel();
-      const stderr = child.stderr.pipeThrough(new TextDecoderStream());
-      let err = "";
-      const reading = (async () => {
-        for await (const chunk of stderr) err += chunk;
-      })();
-      try {
+      const dir = cluster.dir;
+      {
         const urls = [0, 1, 2].map((i) => `http://127.0.0.1:${port + i}`);
         await poll(async () => {
           try {
@@ -213,18 +185,10 @@ for (const consensus of ["kv-lease", "raft", "gossip"]) {
         }, "30 tasks done");
         const claimers = new Set(views.map((v) => v.node));
         assert.ok(claimers.size >= 2, `one node did all: ${[...claimers]}`);
-        child.kill("SIGTERM");
-        const status = await child.status;
-        await reading;
+        const status = await cluster.stop();
+        const err = cluster.stderr;
         assert.equal(status.code, 0, err);
         assert.equal((err.match(/exited with code 0/g) ?? []).length, 3, err);
-      } finally {
-        try {
-          child.kill("SIGKILL");
-        } catch { /* exited */ }
-        await child.status;
-        await stdout.catch(() => {});
-        await Deno.remove(dir, { recursive: true }).catch(() => {});
       }
     },
   });
