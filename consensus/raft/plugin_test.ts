@@ -37,10 +37,19 @@ Deno.test("raft plugin: a one-node cluster leads, serves the KV API and keeps it
     assert.equal(t.kernel.get<Consensus>("consensus:*"), api);
     const changes: (string | null)[] = [];
     api.onLeaderChange((c) => changes.push(c.leader));
+    // With 10 ms ticks a single node may have elected itself before the
+    // listener was added (its event may still be on its way).
+    const ledAlready = api.isLeader();
     await waitFor("leadership", () => api.isLeader());
     assert.equal(api.leader(), "test-node");
     assert.ok(api.epoch() >= 1);
-    assert.deepEqual(changes, ["test-node"]);
+    if (!ledAlready) {
+      await waitFor("the leader change event", () => changes.length > 0);
+    }
+    assert.ok(
+      changes.length <= 1 && changes.every((c) => c === "test-node"),
+      `leader changes seen: ${JSON.stringify(changes)}`,
+    );
     const put = await t.api("/api/v1/raft/kv/a%20b", {
       method: "PUT",
       body: JSON.stringify({ value: "1" }),
