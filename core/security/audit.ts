@@ -1,7 +1,9 @@
 /**
  * The audit log: who did what to which route, with what outcome, for every
  * mutating call (POST, PUT, PATCH, DELETE). Each record is written as a JSON
- * log line (`"msg":"audit"`) and kept in Deno KV for `retentionMs`.
+ * log line (`"msg":"audit"`) and kept in Deno KV for `retentionMs`, keyed by
+ * time and commit versionstamp so records list in the order they were
+ * written, even within one millisecond.
  *
  * The principal comes from the request context (`c.get("principal")`, set by
  * the authentication middleware); a request without one is recorded as
@@ -78,9 +80,13 @@ export function auditLog(options: AuditOptions): MiddlewareHandler {
     if (cid) record.correlationId = cid;
     options.log.info("audit", { audit: record });
     try {
-      await options.kv.set(auditKey(record.at, record.id), record, {
-        expireIn: retention,
-      });
+      // The versionstamp ends the key: calls in one millisecond keep their
+      // order (a random id there sorted them at random).
+      await options.kv.atomic().set(
+        auditKey(record.at, options.kv.commitVersionstamp()),
+        record,
+        { expireIn: retention },
+      ).commit();
     } catch (err) {
       options.onError?.(err);
     }

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
+import { Hono } from "hono";
+import { ManualClock } from "../clock.ts";
+import { createLogger } from "../observe/logger.ts";
 import { createTestKernel } from "../testing.ts";
-import { listAudit, outcomeOf } from "./audit.ts";
+import { auditLog, listAudit, outcomeOf } from "./audit.ts";
 
 Deno.test("audit: mutating API calls are recorded in KV and the log, reads are not", async () => {
   await using t = await createTestKernel([]);
@@ -58,4 +61,34 @@ Deno.test("audit: outcomes", () => {
     "failed",
     "failed",
   ]);
+});
+
+Deno.test("audit: calls within one millisecond list in call order", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const app = new Hono();
+    app.use(
+      "*",
+      auditLog({
+        kv,
+        log: createLogger({ sinks: [] }),
+        clock: new ManualClock(5),
+      }),
+    );
+    app.post("/calls/:n", (c) => c.text("ok"));
+    const calls = Array.from({ length: 40 }, (_, i) => `/calls/${i}`);
+    for (const path of calls) {
+      assert.equal((await app.request(path, { method: "POST" })).status, 200);
+    }
+    const records = await listAudit(kv);
+    assert.ok(records.every((r) => r.at === 5), "all in one millisecond");
+    assert.deepEqual(records.map((r) => r.path), calls);
+    assert.deepEqual(
+      (await listAudit(kv, { since: 5, limit: 3 })).map((r) => r.path),
+      calls.slice(0, 3),
+    );
+    assert.deepEqual(await listAudit(kv, { since: 6 }), []);
+  } finally {
+    kv.close();
+  }
 });

@@ -21,7 +21,7 @@
  * ["jwt-revocations"]                            KvU64 count of revocations: a change means reload the revoked ids
  * ["ratelimit", scope, id]                       GCRA state {tat} per principal/IP/handshake scope
  * ["sig-nonce", keyid, nonce]                    RFC 9421 nonce replay store (expireIn past max age)
- * ["audit", at, id]                              audit record of a mutating call (expireIn = retention)
+ * ["audit", at, vs]                              audit record of a mutating call, vs = commit versionstamp (call order within a ms; expireIn = retention)
  * ["keys", keyid]                                trusted key (node or enrolled service key) for JWTs and RFC 9421
  * ["gateway", "agents", agentId]                 enrolled agent {agentId, publicKey, roles, enrolledAt, enrolledBy}
  * ["gateway", "presence", agentId]               where the agent is connected {connected, nodeId, address, session, lastSeen, channels, ...}
@@ -132,9 +132,14 @@ export function signatureNonceKey(keyid: string, nonce: string): Deno.KvKey {
   return ["sig-nonce", keyid, nonce];
 }
 
-/** An audit record (or the prefix of all of them, in time order). */
-export function auditKey(at?: number, id?: string): Deno.KvKey {
-  return at === undefined ? ["audit"] : ["audit", at, id ?? ""];
+/**
+ * An audit record (or the prefix of all of them, in time order; or the
+ * start of those from `at`). `seq` is the commit versionstamp (pass
+ * `kv.commitVersionstamp()` when writing), so records of one millisecond
+ * sort in commit order.
+ */
+export function auditKey(at?: number, seq?: string | symbol): Deno.KvKey {
+  return at === undefined ? ["audit"] : ["audit", at, (seq ?? "") as string];
 }
 
 /** A trusted key (a node's, or an enrolled service key), or the prefix of all of them. */
