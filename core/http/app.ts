@@ -27,6 +27,7 @@ import {
 } from "../../transports/websocket/gateway.ts";
 import { auditLog } from "../security/audit.ts";
 import { clientIp, rateLimit, websocketHandshakeLimit } from "./rate_limit.ts";
+import { upgradeOriginGuard } from "./origin.ts";
 import {
   type AuthVariables,
   principalOf,
@@ -84,7 +85,10 @@ export interface AppDeps {
   node: NodeIdentity;
   /** The node registry; `/api/v1/cluster` lists its members when no consensus plugin runs. */
   registry?: Pick<Registry, "members">;
-  /** Origins allowed by CORS; none means no CORS headers at all. @default {[]} */
+  /**
+   * Origins allowed by CORS and to open WebSockets (besides the node's own);
+   * none means no CORS headers at all. @default {[]}
+   */
   corsOrigins?: string[];
   /** Largest request body on any route (413 above). @default {1048576} */
   bodyLimitBytes?: number;
@@ -261,6 +265,21 @@ export function createApp(deps: AppDeps): HttpApp {
       maxAge: 600,
     }));
   }
+  // Every WebSocket upgrade on this port (/ws, /ws/agent, plugin links):
+  // CORS does not cover them, so a foreign page is refused here.
+  const originRefused = metrics.counter(
+    "plexus_http_websocket_origin_refused_total",
+    "WebSocket upgrades refused for a foreign Origin",
+  );
+  const refuseOrigin = upgradeOriginGuard({
+    allowed: deps.corsOrigins,
+    onRefused: () => originRefused.inc(),
+  });
+  app.use(async (c, next) => {
+    const refused = refuseOrigin(c.req.raw);
+    if (refused) return refused;
+    await next();
+  });
   const maxBody = deps.bodyLimitBytes ?? 1 << 20;
   app.use(bodyLimit({
     maxSize: maxBody,

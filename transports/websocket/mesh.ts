@@ -45,6 +45,7 @@ import {
   TransportError,
 } from "../../core/transport.ts";
 import { openWebSocket, type WebSocketLike } from "./ws_client.ts";
+import { upgradeOriginGuard } from "../../core/http/origin.ts";
 
 /** Options of {@linkcode startMesh}. */
 export interface MeshOptions {
@@ -442,11 +443,15 @@ export async function startMesh(
   };
 
   // --- listener and dialers ------------------------------------------------
+  // Peers send no Origin; a browser page may not link (nor probe the secret).
+  const refuseOrigin = upgradeOriginGuard();
   const handleUpgrade = (req: Request): Response => {
     if (closed) return new Response("mesh closed", { status: 503 });
     if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return new Response("expected a WebSocket upgrade", { status: 426 });
     }
+    const refused = refuseOrigin(req);
+    if (refused) return refused;
     const { socket, response } = Deno.upgradeWebSocket(req, {
       idleTimeout: 30,
     });

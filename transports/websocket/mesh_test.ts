@@ -3,6 +3,7 @@ import { createEnvelope } from "../../core/envelope.ts";
 import { waitFor } from "../../tests/conformance/suite.ts";
 import { type MeshTransport, startMesh } from "./mesh.ts";
 import { openWebSocket } from "./ws_client.ts";
+import { rawUpgrade } from "../../tests/_raw_upgrade.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -192,6 +193,25 @@ Deno.test({
       );
     } finally {
       await a.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "mesh: its own listener refuses an upgrade from a browser page on another origin (403) and links peers, which send none",
+  async fn() {
+    const a = await startMesh({ secret: "s" });
+    try {
+      const foreign = await rawUpgrade(a.url, {
+        origin: "https://evil.example",
+      });
+      assert.equal(foreign.status, 403);
+      assert.equal(JSON.parse(foreign.body).error.code, "forbidden");
+      assert.equal((await rawUpgrade(a.url)).status, 101);
+    } finally {
+      await closeAll(a);
     }
   },
 });
