@@ -12,6 +12,7 @@
  * ["queue", q, "dead", deadAt, id]               dead-letter index → id
  * ["queue", q, "idem", key]                      idempotency key → {id, until}
  * ["queue", q, "count", state]                   KvU64 counters per state
+ * ["queue", q, "result", id, ref, i]             chunk i of a result too large for its done record (written first; expireIn past it)
  * ["sessions", tokenHash]                        session record
  * ["sessions-by-subject", subject, tokenHash]    index for listing/revoking a subject's sessions
  * ["election", name]                             lease record {holder, nonce, epoch, ...}
@@ -78,6 +79,18 @@ export function queueKeys(q: string) {
     dead: (at: number, id: string): Deno.KvKey => ["queue", q, "dead", at, id],
     idem: (key: string): Deno.KvKey => ["queue", q, "idem", key],
     count: (state: QueueCountState): Deno.KvKey => ["queue", q, "count", state],
+    /**
+     * Chunk `index` of result `ref` of message `id` (or the prefix of the
+     * result's chunks, or of all the queue's stored results).
+     */
+    result: (id?: string, ref?: string, index?: number): Deno.KvKey =>
+      id === undefined
+        ? ["queue", q, "result"]
+        : ref === undefined
+        ? ["queue", q, "result", id]
+        : index === undefined
+        ? ["queue", q, "result", id, ref]
+        : ["queue", q, "result", id, ref, index],
   };
 }
 

@@ -24,11 +24,18 @@
  *   leader does.
  * - Every transition out of a state checks the versionstamp of what it read,
  *   so a deposed lease holder's ack fails with {@linkcode LeaseLostError}.
+ * - An ack's result is kept in the done record when both fit one KV value;
+ *   a larger one is stored in chunks first, under a fresh reference the done
+ *   record then names, so a reader sees all of it or none. A result over
+ *   `maxResultBytes`, or one KV cannot store, dead-letters its message (the
+ *   ack rejects with {@linkcode UnstorableResultError}); in a batched ack,
+ *   any failure fails only its own message.
  * - Wall-clock times (`availableAt`, `leaseUntil`) come from the injected
  *   clock; across machines, keep leases well above the clock skew.
  *
  * @module
  */
+import { deserialize, serialize } from "node:v8";
 import { type Clock, systemClock } from "../clock.ts";
 import { type QueueCountState, queueKeys } from "./keys.ts";
 import { retryLocked } from "./store.ts";
@@ -65,9 +72,21 @@ export interface QueueMessage<T = unknown> {
   /** Most recent failures, oldest first (at most 20 kept). */
   errors: AttemptError[];
   result?: unknown;
+  /** Where a result too large for the done record is stored. */
+  resultRef?: StoredResult;
   finishedAt?: number;
   deadAt?: number;
   deadReason?: string;
+}
+
+/**
+ * A result stored beside its done record: `chunks` values under
+ * `["queue", q, "result", id, ref, i]` holding its `bytes` serialized bytes.
+ */
+export interface StoredResult {
+  ref: string;
+  bytes: number;
+  chunks: number;
 }
 
 /** Exponential backoff between attempts: `min(maxMs, baseMs * 2^(attempt-1))`. */
@@ -117,6 +136,18 @@ export class LeaseLostError extends Error {
   override name = "LeaseLostError";
 }
 
+/**
+ * An ack's result cannot be stored: it serializes to more than
+ * `maxResultBytes`, or KV cannot serialize it at all. The message was
+ * dead-lettered with this error's message as the reason.
+ */
+export class UnstorableResultError extends RangeError {
+  override name = "UnstorableResultError";
+}
+
+/** Largest result an ack stores by default (serialized bytes). */
+export const DEFAULT_MAX_RESULT_BYTES = 4 * 1024 * 1024;
+
 /** Options for {@linkcode DurableQueue}. */
 export interface QueueOptions {
   clock?: Clock;
@@ -127,6 +158,12 @@ export interface QueueOptions {
    * allow only 10 checks per operation. @default {10}
    */
   maxBatch?: number;
+  /**
+   * Largest ack result stored, in serialized bytes (V8 structured clone, as
+   * KV stores values); a larger one dead-letters its message.
+   * @default {4194304}
+   */
+  maxResultBytes?: number;
 }
 
 /** A claimed message and the verbs that settle it. */
@@ -168,6 +205,21 @@ interface Pick {
   entry: Deno.KvEntry<string[]>;
   take: string[];
   rest: string[];
+}
+
+/** A done record with its result inline stays under this (KV's limit is 64 KiB). */
+const INLINE_RECORD_BYTES = 60 * 1024;
+/** Chunk size of a result stored beside its record. */
+const RESULT_CHUNK_BYTES = 60 * 1024;
+/** Result chunks written per commit (KV caps a commit's total size). */
+const RESULT_CHUNKS_PER_COMMIT = 8;
+/** Result chunks, written before their record, outlive it by this much. */
+const RESULT_SLACK_MS = 600_000;
+
+/** How an ack stores its result: inline, by reference, or not at all. */
+interface PreparedResult {
+  result?: unknown;
+  ref?: StoredResult;
 }
 
 /** Messages one claim commit moves at most (2 mutations each, of KV's 1000). */
@@ -242,6 +294,7 @@ export class DurableQueue<T = unknown> {
   readonly #keys: ReturnType<typeof queueKeys>;
   readonly #retention: number;
   readonly #maxBatch: number;
+  readonly #maxResult: number;
   readonly #holders = new WeakMap<Delivery<T>, Holder<T>>();
   readonly #readyAdds = new WeakMap<
     Deno.AtomicOperation,
@@ -260,6 +313,12 @@ export class DurableQueue<T = unknown> {
     this.#keys = queueKeys(name);
     this.#retention = options.doneRetentionMs ?? 3_600_000;
     this.#maxBatch = options.maxBatch ?? 10;
+    this.#maxResult = options.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
+    if (!Number.isInteger(this.#maxResult) || this.#maxResult < 1) {
+      throw new RangeError(
+        `Cannot create queue: maxResultBytes must be a positive integer, got ${this.#maxResult}`,
+      );
+    }
   }
 
   #wake(): void {
@@ -464,9 +523,116 @@ export class DurableQueue<T = unknown> {
     return op;
   }
 
-  /** Reads a message by id (any state), or null. */
+  /**
+   * Reads a message by id (any state), or null. A done message's result is
+   * read back whole, from its chunks when it has a `resultRef`.
+   */
   async get(id: string): Promise<QueueMessage<T> | null> {
-    return (await this.#kv.get<QueueMessage<T>>(this.#keys.msg(id))).value;
+    const m = (await this.#kv.get<QueueMessage<T>>(this.#keys.msg(id))).value;
+    if (m?.resultRef) {
+      const stored = await this.#readResult(id, m.resultRef);
+      if (stored) m.result = stored.value;
+    }
+    return m;
+  }
+
+  /**
+   * Decides where `result` goes: inline when the done record still fits one
+   * KV value, else into chunks written now (before the record names them).
+   */
+  async #prepareResult(
+    m: QueueMessage<T>,
+    result: unknown,
+  ): Promise<PreparedResult> {
+    if (result === undefined) return {};
+    let bytes: Uint8Array;
+    try {
+      const b = serialize(result);
+      bytes = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+    } catch (err) {
+      throw new UnstorableResultError(
+        `Cannot ack message '${m.id}' on '${this.name}': its result cannot be stored (${
+          (err as Error).message
+        })`,
+        { cause: err },
+      );
+    }
+    if (bytes.length > this.#maxResult) {
+      throw new UnstorableResultError(
+        `Cannot ack message '${m.id}' on '${this.name}': its result is ${bytes.length} bytes, over the limit of ${this.#maxResult} bytes`,
+      );
+    }
+    if (bytes.length + serialize(m).length <= INLINE_RECORD_BYTES) {
+      return { result };
+    }
+    return { ref: await this.#writeResult(m.id, bytes) };
+  }
+
+  async #writeResult(id: string, bytes: Uint8Array): Promise<StoredResult> {
+    const ref = crypto.randomUUID();
+    const chunks = Math.ceil(bytes.length / RESULT_CHUNK_BYTES);
+    const expireIn = this.#retention + RESULT_SLACK_MS;
+    try {
+      for (let i = 0; i < chunks; i += RESULT_CHUNKS_PER_COMMIT) {
+        const end = Math.min(chunks, i + RESULT_CHUNKS_PER_COMMIT);
+        await retryLocked(() => {
+          const op = this.#kv.atomic();
+          for (let k = i; k < end; k++) {
+            op.set(
+              this.#keys.result(id, ref, k),
+              bytes.slice(k * RESULT_CHUNK_BYTES, (k + 1) * RESULT_CHUNK_BYTES),
+              { expireIn },
+            );
+          }
+          return op.commit();
+        });
+      }
+    } catch (err) {
+      await this.#deleteResult(id, ref).catch(() => {});
+      throw err;
+    }
+    return { ref, bytes: bytes.length, chunks };
+  }
+
+  /** The stored result, or null when a chunk is gone. */
+  async #readResult(
+    id: string,
+    stored: StoredResult,
+  ): Promise<{ value: unknown } | null> {
+    const keys = Array.from(
+      { length: stored.chunks },
+      (_, i) => this.#keys.result(id, stored.ref, i),
+    );
+    const parts = await Promise.all(
+      Array.from(
+        { length: Math.ceil(keys.length / 10) },
+        (_, k) =>
+          this.#kv.getMany<Uint8Array[]>(keys.slice(k * 10, k * 10 + 10)),
+      ),
+    );
+    const out = new Uint8Array(stored.bytes);
+    let at = 0;
+    for (const e of parts.flat()) {
+      if (!(e.value instanceof Uint8Array)) return null;
+      if (at + e.value.length > out.length) return null;
+      out.set(e.value, at);
+      at += e.value.length;
+    }
+    return at === out.length ? { value: deserialize(out) } : null;
+  }
+
+  async #deleteResult(id: string, ref: string): Promise<void> {
+    const keys: Deno.KvKey[] = [];
+    for await (
+      const e of this.#kv.list({ prefix: this.#keys.result(id, ref) })
+    ) keys.push(e.key);
+    for (let i = 0; i < keys.length; i += 500) {
+      await retryLocked(() => {
+        const op = this.#kv.atomic();
+        for (const k of keys.slice(i, i + 500)) op.delete(k);
+        return op.commit();
+      });
+    }
   }
 
   /**
@@ -632,8 +798,10 @@ export class DurableQueue<T = unknown> {
       get settled() {
         return h.settled;
       },
-      ack: (result?: unknown) =>
-        this.#settle([h], (op, m) => this.#ackInto(op, m, result), "ack", true),
+      ack: async (result?: unknown) => {
+        const [err] = await this.ackAll([d], [result]);
+        if (err) throw err;
+      },
       nak: (delayMs?: number, error = "nak") =>
         this.#settle(
           [h],
@@ -673,13 +841,14 @@ export class DurableQueue<T = unknown> {
   #ackInto(
     op: Deno.AtomicOperation,
     m: QueueMessage<T>,
-    result: unknown,
+    stored: PreparedResult,
   ): Deno.AtomicOperation {
     const done: QueueMessage<T> = {
       ...m,
       state: "done",
       finishedAt: this.#clock.now(),
-      ...(result !== undefined ? { result } : {}),
+      ...(stored.result !== undefined ? { result: stored.result } : {}),
+      ...(stored.ref ? { resultRef: stored.ref } : {}),
     };
     delete done.leaseId;
     this.#count(op, "inflight", -1);
@@ -762,9 +931,12 @@ export class DurableQueue<T = unknown> {
   }
 
   /**
-   * Acks several deliveries in one commit (results by position). If any of
-   * them lost its lease, each is acked on its own so only that one fails;
-   * resolves with the errors per delivery (undefined = acked).
+   * Acks several deliveries in one commit (results by position). Each result
+   * is checked and stored first, on its own: one that cannot be stored
+   * dead-letters only its message. If the commit fails (a lease lost, a
+   * delivery already settled, anything), each is acked on its own so only
+   * the culprit fails. Resolves with the errors per delivery (undefined =
+   * acked).
    */
   async ackAll(
     deliveries: Delivery<T>[],
@@ -777,26 +949,58 @@ export class DurableQueue<T = unknown> {
     });
     const out: (Error | undefined)[] = deliveries.map(() => undefined);
     for (let i = 0; i < holders.length; i += this.#maxBatch) {
-      const part = holders.slice(i, i + this.#maxBatch);
-      try {
-        await this.#settle(
-          part,
-          (op, m, k) => this.#ackInto(op, m, results[i + k]),
+      const part = holders.slice(i, i + this.#maxBatch).map((_, k) => i + k);
+      const prepared = new Map<number, PreparedResult>();
+      await Promise.all(part.map(async (j) => {
+        try {
+          prepared.set(
+            j,
+            await this.#prepareResult(holders[j].msg, results[j]),
+          );
+        } catch (err) {
+          out[j] = err as Error;
+          if (!(err instanceof UnstorableResultError)) return;
+          // Retrying would most likely produce the same result.
+          await this.#settle(
+            [holders[j]],
+            (op, m) => this.#toDead(op, m, err.message, "inflight"),
+            "term",
+            true,
+          ).catch(() => {});
+        }
+      }));
+      const ready = part.filter((j) => prepared.has(j));
+      const ack = (js: number[]) =>
+        this.#settle(
+          js.map((j) => holders[j]),
+          (op, m, k) => this.#ackInto(op, m, prepared.get(js[k])!),
           "ack",
           true,
         );
+      try {
+        if (ready.length) await ack(ready);
       } catch (err) {
-        if (!(err instanceof BatchLostError)) throw err;
-        await Promise.all(
-          part.map((_, k) =>
-            deliveries[i + k].ack(results[i + k]).catch((
-              e,
-            ) => (out[i + k] = e as Error))
-          ),
-        );
+        if (ready.length === 1) out[ready[0]] = err as Error;
+        else {
+          await Promise.all(
+            ready.map((j) => ack([j]).catch((e) => (out[j] = e as Error))),
+          );
+        }
       }
+      await Promise.all(
+        ready.filter((j) => out[j] && prepared.get(j)!.ref).map((j) =>
+          this.#dropUnusedResult(holders[j].msg.id, prepared.get(j)!.ref!.ref)
+            .catch(() => {})
+        ),
+      );
     }
     return out;
+  }
+
+  /** Deletes result chunks `ref` of a failed ack, unless the record names them after all. */
+  async #dropUnusedResult(id: string, ref: string): Promise<void> {
+    const m = (await this.#kv.get<QueueMessage<T>>(this.#keys.msg(id))).value;
+    if (m?.resultRef?.ref !== ref) await this.#deleteResult(id, ref);
   }
 
   #withError(m: QueueMessage<T>, error: string): AttemptError[] {

@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { ManualClock } from "../clock.ts";
-import { type Delivery, DurableQueue, LeaseLostError } from "./queue.ts";
+import { consume } from "./consumer.ts";
+import { queueKeys } from "./keys.ts";
+import {
+  type Delivery,
+  DurableQueue,
+  LeaseLostError,
+  UnstorableResultError,
+} from "./queue.ts";
 import { openStore } from "./store.ts";
 
 async function setup(name = "jobs") {
@@ -399,4 +406,211 @@ Deno.test("queue: in a batched ack, only the message whose lease was taken back 
     dead: 0,
     oldestReadyAgeMs: 0, // back to ready just now
   });
+});
+
+/** A string that serializes to about `n` bytes and does not compress. */
+const bulky = (n: number, seed = 1) => {
+  let x = seed;
+  return Array.from({ length: n }, () => {
+    x = (x * 1103515245 + 12345) % 2 ** 31;
+    return String.fromCharCode(33 + (x % 90));
+  }).join("");
+};
+
+Deno.test("queue: a result larger than one KV value is stored in chunks and read back whole (KV file)", async () => {
+  const dir = await Deno.makeTempDir();
+  const kv = await openStore(join(dir, "q.kv"));
+  try {
+    const q = new DurableQueue<string>(kv, "results");
+    // The done record held the message plus its result: a 40 KiB payload
+    // echoed back made it about 80 KiB.
+    const payload = bulky(40 * 1024);
+    const results = [
+      payload,
+      { rows: Array.from({ length: 5000 }, (_, i) => ({ i, v: `row-${i}` })) },
+      new Uint8Array(300 * 1024).map((_, i) => i % 251),
+      "small",
+    ];
+    const ids = await q.enqueueMany(results.map(() => ({ payload })));
+    const ds = await q.claim(results.length, 60_000);
+    assert.deepEqual(await q.ackAll(ds, results), results.map(() => undefined));
+    for (const [i, id] of ids.entries()) {
+      const m = await q.get(id);
+      assert.equal(m?.state, "done");
+      assert.deepEqual(m?.result, results[i]);
+    }
+    const raw = await kv.get<{ result?: unknown; resultRef?: object }>(
+      queueKeys("results").msg(ids[2]),
+    );
+    assert.equal(raw.value?.result, undefined, "not inline");
+    assert.equal(
+      (raw.value?.resultRef as { chunks: number }).chunks,
+      6,
+      "300 KiB in 60 KiB chunks",
+    );
+    const chunks = [];
+    for await (
+      const e of kv.list({ prefix: queueKeys("results").result(ids[2]) })
+    ) chunks.push(e.key);
+    assert.equal(chunks.length, 6);
+    // The same through a second handle, as another process would read it.
+    const kv2 = await openStore(join(dir, "q.kv"));
+    try {
+      const q2 = new DurableQueue<string>(kv2, "results");
+      assert.deepEqual((await q2.get(ids[1]))?.result, results[1]);
+    } finally {
+      kv2.close();
+    }
+  } finally {
+    kv.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("queue: a result over maxResultBytes dead-letters only its message; the others in the batch are acked", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const q = new DurableQueue<string>(kv, "limits", {
+      maxResultBytes: 100_000,
+    });
+    await q.enqueueMany(["big", "small", "fn", "fits"].map((payload) => ({
+      payload,
+    })));
+    const ds = await q.claim(4, 60_000);
+    assert.deepEqual(payloads(ds), ["big", "small", "fn", "fits"]);
+    const errors = await q.ackAll(ds, [
+      bulky(150_000),
+      "ok",
+      () => 1,
+      bulky(90_000),
+    ]);
+    assert.ok(errors[0] instanceof UnstorableResultError);
+    assert.match(
+      errors[0].message,
+      /Cannot ack message '.+' on 'limits': its result is 1500\d\d bytes, over the limit of 100000 bytes/,
+    );
+    assert.equal(errors[1], undefined);
+    assert.ok(errors[2] instanceof UnstorableResultError);
+    assert.match(
+      errors[2].message,
+      /its result cannot be stored \(.*could not be cloned/,
+    );
+    assert.equal(errors[3], undefined);
+    const states = await Promise.all(ds.map((d) => q.get(d.id)));
+    assert.deepEqual(states.map((m) => m?.state), [
+      "dead",
+      "done",
+      "dead",
+      "done",
+    ]);
+    assert.equal(states[0]?.errors.at(-1)?.error, errors[0].message);
+    assert.equal(states[0]?.attempts, 1, "not retried");
+    assert.equal(states[1]?.result, "ok");
+    assert.ok(ds.every((d) => d.settled));
+    const stored = [];
+    for await (const e of kv.list({ prefix: queueKeys("limits").result() })) {
+      stored.push(e.key[3]);
+    }
+    assert.deepEqual(
+      new Set(stored),
+      new Set([ds[3].id]),
+      "only the acked result's chunks",
+    );
+    assert.deepEqual(await q.stats(), {
+      ready: 0,
+      delayed: 0,
+      inflight: 0,
+      dead: 2,
+      oldestReadyAgeMs: 0,
+    });
+    await assert.rejects(
+      (async () => {
+        await q.enqueue("again");
+        const [d] = await q.claim(1, 60_000);
+        await d.ack(bulky(120_000));
+      })(),
+      UnstorableResultError,
+    );
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("queue: in a batched ack, a delivery already settled fails alone", async () => {
+  using t = await setup();
+  await t.q.enqueueMany([{ payload: "a" }, { payload: "b" }, { payload: "c" }]);
+  const ds = await t.q.claim(3, 1000, "w1");
+  await ds[1].nak(0, "try later");
+  const errors = await t.q.ackAll(ds, ["A", "B", "C"]);
+  assert.equal(errors[0], undefined);
+  assert.match(
+    String(errors[1]),
+    /Cannot ack message '.+': it is already settled/,
+  );
+  assert.equal(errors[2], undefined);
+  assert.deepEqual(
+    (await Promise.all(ds.map((d) => t.q.get(d.id)))).map((m) => m?.state),
+    ["done", "ready", "done"],
+  );
+});
+
+Deno.test("queue: a consumer acking a too-large result beside a small one fails only the large one", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const q = new DurableQueue<string>(kv, "mixed", {
+      maxResultBytes: 100_000,
+    });
+    const ids = await q.enqueueMany(
+      ["big", "s1", "s2", "s3"].map((payload) => ({ payload })),
+    );
+    // All four are claimed at once and finish in one turn: one ack batch.
+    const c = consume(
+      q,
+      (d) => Promise.resolve(d.payload === "big" ? bulky(200_000) : d.payload),
+      { concurrency: 4 },
+    );
+    try {
+      for (;;) {
+        const ms = await Promise.all(ids.map((id) => q.get(id)));
+        if (ms.every((m) => m?.state === "done" || m?.state === "dead")) {
+          assert.deepEqual(ms.map((m) => m?.state), [
+            "dead",
+            "done",
+            "done",
+            "done",
+          ]);
+          assert.deepEqual(ms.slice(1).map((m) => m?.result), [
+            "s1",
+            "s2",
+            "s3",
+          ]);
+          assert.match(
+            ms[0]!.errors.at(-1)!.error,
+            /over the limit of 100000 bytes/,
+          );
+          assert.equal(ms[0]!.attempts, 1);
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    } finally {
+      await c.stop();
+    }
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("queue: chunks of a result whose ack lost its lease are deleted", async () => {
+  using t = await setup();
+  await t.q.enqueue("slow");
+  const [d] = await t.q.claim(1, 1000, "w1");
+  await t.clock.advance(1001);
+  await t.q.sweep();
+  await assert.rejects(d.ack(bulky(200_000)), LeaseLostError);
+  const left = [];
+  for await (const e of t.kv.list({ prefix: queueKeys("jobs").result() })) {
+    left.push(e.key);
+  }
+  assert.deepEqual(left, []);
 });
