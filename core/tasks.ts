@@ -64,6 +64,13 @@ export interface TaskServiceOptions {
   /** Attempts before a task is dead. @default {3} */
   maxAttempts?: number;
   /**
+   * Largest result kept, in serialized bytes; a task whose handler returns
+   * more is dead at once with an error naming both sizes. Results too large
+   * for one KV value are stored in chunks (see docs/state.md).
+   * @default {4194304}
+   */
+  maxResultBytes?: number;
+  /**
    * The router that decides where each claimed task runs (read per task);
    * undefined runs it here. See `core/task_router.ts`.
    */
@@ -168,7 +175,10 @@ export function createTaskService(
   options: TaskServiceOptions,
 ): TaskService {
   const clock = options.clock ?? systemClock;
-  const queue = new DurableQueue<TaskBody>(kv, "tasks", { clock });
+  const queue = new DurableQueue<TaskBody>(kv, "tasks", {
+    clock,
+    maxResultBytes: options.maxResultBytes,
+  });
   const handlers = new Map<string, TaskHandler>();
   const schemas = new Map<string, z.ZodType>();
   const completed = options.metrics.counter(

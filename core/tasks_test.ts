@@ -171,3 +171,74 @@ Deno.test("tasks: a plugin registers a task type; a failure is reported as faile
     /payload for 'divide': a: /,
   );
 });
+
+/** Returns `bytes` characters of result: a task type whose results are large. */
+const blob = definePlugin({
+  manifest: {
+    name: "blob",
+    version: "1.0.0",
+    kind: "extension",
+    api: "^1",
+    provides: ["extension:blob"],
+    requires: ["tasks:local"],
+  },
+  setup(ctx) {
+    ctx.kernel.get<TaskService>("tasks:local").register(
+      "blob",
+      (p) => Promise.resolve("b".repeat((p as { bytes: number }).bytes)),
+      z.strictObject({ bytes: z.number().int().min(0) }),
+    );
+    return Promise.resolve({ stop: () => Promise.resolve() });
+  },
+});
+
+Deno.test("tasks: results larger than one KV value are kept and returned by GET", async () => {
+  await using t = await createTestKernel([blob]);
+  // The done record held the payload and the result: an echo of 40 KiB died.
+  const payload = { text: "e".repeat(40 * 1024) };
+  const echo = await (await t.api(
+    "/api/v1/tasks",
+    post({ type: "echo", payload }),
+  )).json();
+  const big = await (await t.api(
+    "/api/v1/tasks",
+    post({ type: "blob", payload: { bytes: 300_000 } }),
+  )).json();
+  for (
+    const [id, result] of [[echo.id, payload], [big.id, "b".repeat(300_000)]]
+  ) {
+    const view = await until(
+      () => t.api(`/api/v1/tasks/${id}`).then((r) => r.json()),
+      (v) => v.status !== "ready" && v.status !== "running",
+      "a large result",
+    );
+    assert.equal(view.status, "done", JSON.stringify(view).slice(0, 300));
+    assert.equal(view.attempts, 1);
+    assert.deepEqual(view.result, result);
+  }
+});
+
+Deno.test("tasks: a result over the limit fails only its task, at once, naming size and limit", async () => {
+  await using t = await createTestKernel([blob]);
+  const over = 4 * 1024 * 1024 + 1;
+  const [bad, ok] = await Promise.all([
+    t.tasks.submit({ type: "blob", payload: { bytes: over } }),
+    t.tasks.submit({ type: "echo", payload: "beside it" }),
+  ]);
+  const failed = await until(
+    () => t.tasks.get(bad.id),
+    (v) => v?.status === "dead",
+    "the over-limit task",
+  );
+  assert.equal(failed?.attempts, 1);
+  assert.match(
+    failed?.error ?? "",
+    /its result is 4194\d\d\d bytes, over the limit of 4194304 bytes/,
+  );
+  const done = await until(
+    () => t.tasks.get(ok.id),
+    (v) => v?.status === "done",
+    "the small task",
+  );
+  assert.equal(done?.result, "beside it");
+});
