@@ -9,7 +9,10 @@
  * together in the next one: that is the group commit. A proposal's entry
  * carries `{id, c}`; whichever node proposed it (a follower's proposal is
  * forwarded to the leader by the core) resolves its promise when it applies
- * that entry.
+ * that entry. A proposal still waiting when a leader of a newer term is
+ * known is proposed again, with the same id: the one sent to the old leader
+ * may be lost with it. Should both copies commit, the state machine applies
+ * the first and skips the other.
  *
  * @module
  */
@@ -118,6 +121,13 @@ interface Waiter<T> {
   deadline: number;
 }
 
+interface PendingProposal extends Waiter<ProposeResult> {
+  /** The entry's data, to propose again to a new leader. */
+  data: string;
+  /** The term in which it was last proposed. */
+  term: number;
+}
+
 interface PendingRead extends Waiter<ReadResult> {
   key: string;
   index?: number;
@@ -153,7 +163,11 @@ export class RaftDriver {
   #applied = 0;
   #ticks = 0;
   #seq = 0;
-  #proposals = new Map<string, Waiter<ProposeResult>>();
+  /** Proposal ids count on their own, so the state machine sees no gaps. */
+  #proposalSeq = 0;
+  /** The term whose leader has every waiting proposal (0: none yet). */
+  #routedTerm = 0;
+  #proposals = new Map<string, PendingProposal>();
   #reads = new Map<string, PendingRead>();
   #draining = false;
   #stopped = false;
@@ -228,15 +242,19 @@ export class RaftDriver {
     if (this.#stopped) {
       return Promise.reject(new RaftUnavailableError("raft node stopped"));
     }
-    const id = this.#prefix + ++this.#seq;
-    if (!this.node.propose(JSON.stringify({ id, c: cmd }))) {
+    const id = this.#prefix + (this.#proposalSeq + 1);
+    const data = JSON.stringify({ id, c: cmd });
+    if (!this.node.propose(data)) {
       return Promise.reject(this.#unavailable("proposal"));
     }
+    this.#proposalSeq++;
     const p = Promise.withResolvers<ProposeResult>();
     this.#proposals.set(id, {
       resolve: p.resolve,
       reject: p.reject,
       deadline: this.#ticks + this.#o.requestTimeoutTicks,
+      data,
+      term: this.node.term,
     });
     this.#kick();
     return p.promise;
@@ -349,7 +367,9 @@ export class RaftDriver {
 
   async #drain(): Promise<void> {
     try {
-      while (!this.#stopped && this.node.hasReady()) {
+      while (!this.#stopped) {
+        this.#reroute();
+        if (!this.node.hasReady()) break;
         const rd = this.node.ready();
         await this.#o.storage.save(rd);
         if (this.#stopped) return;
@@ -395,12 +415,36 @@ export class RaftDriver {
     } catch {
       return; // not ours: every replica skips it alike
     }
-    const result = this.machine.apply(parsed.c);
+    const result = this.machine.applyProposal(parsed.id, parsed.c);
     const w = this.#proposals.get(parsed.id);
-    if (w) {
-      this.#proposals.delete(parsed.id);
-      w.resolve({ ...result, index: e.index });
+    if (!w) return;
+    this.#proposals.delete(parsed.id);
+    if (result) w.resolve({ ...result, index: e.index });
+    else {
+      // The copy applied first came in a snapshot, or this one is below
+      // its session's watermark (see AppliedProposals).
+      w.reject(
+        new RaftTimeoutError(
+          `raft proposal ${parsed.id} was skipped at ${e.index}: a copy of it was applied earlier, or it came too late to tell; its outcome is unknown`,
+        ),
+      );
     }
+  }
+
+  /**
+   * Proposes again what waits since an older term, once this term's leader
+   * is known: the old leader may have lost it (stopped, cut off, deposed).
+   */
+  #reroute(): void {
+    const term = this.node.term;
+    if (term === this.#routedTerm || this.node.lead === "") return;
+    let all = true;
+    for (const w of this.#proposals.values()) {
+      if (w.term >= term) continue;
+      if (this.node.propose(w.data)) w.term = term;
+      else all = false; // a transfer under way: again on the next drain
+    }
+    if (all) this.#routedTerm = term;
   }
 
   #readState(r: ReadState): void {

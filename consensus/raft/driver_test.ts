@@ -147,3 +147,113 @@ Deno.test("raft driver: a node restarted from its storage replays the log into i
   assert.equal(again.machine.get("k"), "v");
   assert.equal(again.node.term, 1);
 });
+
+Deno.test("raft driver: writes forwarded to a leader that stops answering are re-sent to the new leader, answered long before the timeout and applied once", async () => {
+  const queue: Message[] = [];
+  const held: Message[] = [];
+  let paused = "";
+  const drivers = new Map<string, RaftDriver>();
+  const applies = new Map<string, number>();
+  for (const id of ["a", "b", "c"]) {
+    const d = new RaftDriver({
+      id,
+      voters: ["a", "b", "c"],
+      storage: new MemoryStorage(),
+      send: (_to, ms) => queue.push(...ms),
+      tickMs: 0,
+      requestTimeoutTicks: 200,
+      random: () => (id === "a" ? 0 : 0.9),
+    });
+    const apply = d.machine.apply.bind(d.machine);
+    d.machine.apply = (cmd) => {
+      const k = `${id} ${JSON.stringify(cmd)}`;
+      applies.set(k, (applies.get(k) ?? 0) + 1);
+      return apply(cmd);
+    };
+    drivers.set(id, d);
+    d.start();
+  }
+  const [a, b, c] = ["a", "b", "c"].map((id) => drivers.get(id)!);
+  // Delivers until quiet; `drop` loses messages, a paused node's are held.
+  const settle = async (drop: (m: Message) => boolean = () => false) => {
+    for (let round = 0; round < 50; round++) {
+      for (let i = 0; i < 5; i++) await Promise.resolve();
+      const batch = queue.splice(0);
+      for (const m of batch) {
+        if (drop(m)) continue;
+        if (m.from === paused || m.to === paused) held.push(m);
+        else drivers.get(m.to)!.receive([m]);
+      }
+      if (batch.length === 0 && ![...drivers.values()].some((d) => d.busy)) {
+        return;
+      }
+    }
+  };
+  while (!a.isLeader()) {
+    a.tick();
+    await settle();
+  }
+  await settle();
+
+  // y: the leader appends it and replicates it to c, but learns of no ack
+  // before it stops, so it is in c's log uncommitted.
+  const y = b.propose({ op: "write", key: "y", value: "1" });
+  await settle((m) =>
+    m.type === "appResp" || (m.type === "app" && m.to === "b")
+  );
+  assert.equal(c.node.log.lastIndex(), 2);
+  assert.equal(c.node.log.committed, 1);
+  paused = "a";
+  // x: forwarded to the stopped leader, where it waits.
+  const x = b.propose({ op: "write", key: "x", value: "1" });
+  const answeredAt = new Map<string, number>();
+  let ticks = 0;
+  x.then(() => answeredAt.set("x", ticks));
+  y.then(() => answeredAt.set("y", ticks));
+  await settle();
+  assert.equal(held.filter((m) => m.type === "prop").length, 1);
+
+  // c (whose log is longer) is elected after its 19-tick election timeout;
+  // b re-sends both writes to it.
+  while (ticks < 25 && answeredAt.size < 2) {
+    ticks++;
+    b.tick();
+    c.tick();
+    await settle();
+  }
+  assert.ok(c.isLeader(), `c is ${c.node.role}`);
+  assert.ok(
+    answeredAt.size === 2,
+    `after ${ticks} ticks (timeout 200) answered only ${[
+      ...answeredAt.keys(),
+    ]}`,
+  );
+  assert.equal((await x).value, "1");
+  assert.equal((await y).value, "1");
+
+  // The old leader comes back: the held proposal reaches it, and its term-1
+  // copy of y commits through c as well as c's re-sent copy.
+  paused = "";
+  for (const m of held.splice(0)) queue.push(m);
+  for (let i = 0; i < 20; i++) {
+    for (const d of drivers.values()) d.tick();
+    await settle();
+  }
+  assert.equal(a.leader(), "c");
+  const copies = (key: string) =>
+    c.node.log.entries.filter((e) => e.data.includes(`"key":"${key}"`))
+      .length;
+  assert.equal(
+    copies("y"),
+    2,
+    "the re-sent y and the old leader's y are both in the log",
+  );
+  for (const d of drivers.values()) {
+    assert.equal(d.applied, c.node.log.lastIndex());
+    assert.equal(d.machine.get("x"), "1");
+    assert.equal(d.machine.get("y"), "1");
+  }
+  for (const [k, n] of applies) assert.equal(n, 1, `${k} applied ${n} times`);
+  assert.equal(applies.size, 6);
+  for (const d of drivers.values()) d.stop();
+});

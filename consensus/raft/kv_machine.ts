@@ -1,9 +1,16 @@
 /**
  * The replicated key-value state machine: every node applies the same
  * committed commands in the same order, so every node holds the same map.
+ * Proposals carry ids, and a copy of one already applied is skipped (see
+ * {@linkcode AppliedProposals}).
  *
  * @module
  */
+import {
+  AppliedProposals,
+  type AppliedProposalsJson,
+  type AppliedProposalsOptions,
+} from "./applied_proposals.ts";
 
 /** A command in the log. `id` ties the result back to its proposer. */
 export type KvCommand =
@@ -76,7 +83,7 @@ export function parseKvCommand(v: unknown): KvCommand {
 
 /**
  * An in-memory map driven by committed {@linkcode KvCommand}s, with a JSON
- * snapshot.
+ * snapshot that also holds the ids of the proposals applied.
  *
  * @example Usage
  * ```ts
@@ -85,10 +92,28 @@ export function parseKvCommand(v: unknown): KvCommand {
  * m.apply({ op: "write", key: "x", value: "1" });
  * m.apply({ op: "cas", key: "x", expect: "1", value: "2" }).ok; // true
  * m.get("x"); // "2"
+ * m.applyProposal("n1/ab12/1", { op: "write", key: "x", value: "3" }); // applied
+ * m.applyProposal("n1/ab12/1", { op: "write", key: "x", value: "3" }); // undefined: a copy
  * ```
  */
 export class KvMachine {
   #map = new Map<string, string>();
+  #proposals: AppliedProposals;
+  readonly #options: AppliedProposalsOptions;
+
+  constructor(options: AppliedProposalsOptions = {}) {
+    this.#options = options;
+    this.#proposals = new AppliedProposals(options);
+  }
+
+  /**
+   * Applies proposal `id` unless a copy of it was applied before (it was
+   * re-sent to a new leader and both copies committed): then returns
+   * undefined and changes nothing.
+   */
+  applyProposal(id: string, cmd: KvCommand): KvResult | undefined {
+    return this.#proposals.admit(id) ? this.apply(cmd) : undefined;
+  }
 
   /** Applies one command; deterministic, so every replica agrees. */
   apply(cmd: KvCommand): KvResult {
@@ -119,13 +144,30 @@ export class KvMachine {
     return this.#map.size;
   }
 
-  /** The whole map as JSON, for a Raft snapshot. */
+  /** The whole map and the applied proposal ids as JSON, for a Raft snapshot. */
   snapshot(): string {
-    return JSON.stringify([...this.#map]);
+    return JSON.stringify({
+      kv: [...this.#map],
+      proposals: this.#proposals.toJSON(),
+    });
   }
 
-  /** Replaces the map with a {@linkcode snapshot}'s (empty string: empty map). */
+  /**
+   * Replaces the state with a {@linkcode snapshot}'s (empty string: empty
+   * map; a bare array of pairs: a snapshot from before proposal ids were kept).
+   */
   restore(data: string): void {
-    this.#map = new Map(data ? JSON.parse(data) as [string, string][] : []);
+    const parsed = data ? JSON.parse(data) as SnapshotJson : [];
+    this.#proposals = new AppliedProposals(this.#options);
+    if (Array.isArray(parsed)) {
+      this.#map = new Map(parsed);
+      return;
+    }
+    this.#map = new Map(parsed.kv);
+    this.#proposals.restore(parsed.proposals);
   }
 }
+
+type SnapshotJson =
+  | [string, string][]
+  | { kv: [string, string][]; proposals: AppliedProposalsJson };

@@ -46,6 +46,35 @@ Deno.test("raft kv: a snapshot restores the same map", () => {
   assert.equal(copy.size, 0);
 });
 
+Deno.test("raft kv: a proposal applies once, and its snapshot remembers which were applied", () => {
+  const m = new KvMachine();
+  const w = { op: "write", key: "x", value: "1" } as const;
+  assert.deepEqual(m.applyProposal("n1/ab/1", w), {
+    ok: true,
+    value: "1",
+    previous: null,
+  });
+  m.apply({ op: "write", key: "x", value: "2" });
+  // A re-sent copy committed later must not overwrite the newer value.
+  assert.equal(m.applyProposal("n1/ab/1", w), undefined);
+  assert.equal(m.get("x"), "2");
+  const copy = new KvMachine();
+  copy.restore(m.snapshot());
+  assert.equal(copy.applyProposal("n1/ab/1", w), undefined);
+  assert.equal(copy.get("x"), "2");
+  assert.equal(copy.applyProposal("n1/ab/2", w)?.value, "1");
+});
+
+Deno.test("raft kv: a snapshot taken before proposal ids were kept still restores", () => {
+  const m = new KvMachine();
+  m.restore(JSON.stringify([["a", "1"]]));
+  assert.equal(m.get("a"), "1");
+  assert.equal(
+    m.applyProposal("n1/ab/1", { op: "delete", key: "a" })?.ok,
+    true,
+  );
+});
+
 Deno.test("raft kv: malformed commands are refused with the value seen", () => {
   assert.throws(() => parseKvCommand({ op: "put", key: "x" }), /got "put"/);
   assert.throws(() => parseKvCommand({ op: "write", key: "" }), /non-empty/);

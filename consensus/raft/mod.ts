@@ -75,6 +75,11 @@ export {
   type LoadReport,
 } from "./file_storage.ts";
 export {
+  AppliedProposals,
+  type AppliedProposalsJson,
+  type AppliedProposalsOptions,
+} from "./applied_proposals.ts";
+export {
   type KvCommand,
   KvMachine,
   type KvResult,

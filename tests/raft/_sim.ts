@@ -3,7 +3,9 @@
  * the plugin runs) on a virtual clock: a network that delays, drops and
  * partitions, nodes that crash and restart from their storage, and clients
  * running concurrent read/write/cas operations whose history is recorded
- * for the linearizability checker.
+ * for the linearizability checker. It also watches every proposal the state
+ * machines apply: one applied at two log indexes (a re-sent copy applied as
+ * well as the original) is a duplicate.
  *
  * @module
  */
@@ -35,6 +37,12 @@ export interface SimOptions {
   faults?: boolean;
   /** Snapshot every this many applied entries (small: InstallSnapshot happens). @default {20000} */
   compactEvery?: number;
+  /**
+   * BROKEN ON PURPOSE, to show the duplicate check bites: the state machines
+   * apply every copy of a re-sent proposal.
+   * @default {false}
+   */
+  unsafeApplyCopies?: boolean;
 }
 
 /** What a run produced. */
@@ -47,6 +55,8 @@ export interface SimResult {
   snapshots: number;
   /** InstallSnapshot messages delivered. */
   installs: number;
+  /** Proposals applied at more than one log index, as "id at i and j". */
+  duplicates: string[];
 }
 
 interface Ev {
@@ -64,6 +74,7 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     unsafeLocalReads: false,
     faults: true,
     compactEvery: 20_000,
+    unsafeApplyCopies: false,
     ...options,
   };
   const rand = mulberry32(o.seed);
@@ -81,6 +92,8 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
   let crashes = 0;
   let partitions = 0;
   let installs = 0;
+  const appliedAt = new Map<string, number>(); // proposal id -> log index
+  const duplicates: string[] = [];
 
   const boot = (id: string) => {
     const d = new RaftDriver({
@@ -104,6 +117,20 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
         });
       },
     });
+    const m = d.machine;
+    const applyProposal = m.applyProposal.bind(m);
+    m.applyProposal = (pid, cmd) => {
+      const r = o.unsafeApplyCopies ? m.apply(cmd) : applyProposal(pid, cmd);
+      if (r) {
+        // The driver sets its applied index to the entry's before applying.
+        const first = appliedAt.get(pid);
+        if (first === undefined) appliedAt.set(pid, d.applied);
+        else if (first !== d.applied) {
+          duplicates.push(`${pid} at ${first} and ${d.applied}`);
+        }
+      }
+      return r;
+    };
     drivers.set(id, d);
     d.start();
   };
@@ -217,5 +244,6 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     partitions,
     snapshots,
     installs,
+    duplicates: [...new Set(duplicates)],
   };
 }
