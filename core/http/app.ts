@@ -166,11 +166,7 @@ export function createApp(deps: AppDeps): HttpApp {
     "Clients on the live log stream",
     () => wsClients.set(logStream.stats().clients),
   );
-  const wsPublished = metrics.gauge(
-    "plexus_log_stream_messages_published",
-    "Messages published on the live log stream since start",
-    () => wsPublished.set(logStream.stats().published),
-  );
+  logStream.instrument(metrics);
 
   // Bound series per (method, route, status): label encoding once, not per request.
   const bound = new Map<string, { inc(): void; observe(v: number): void }>();
@@ -221,6 +217,8 @@ export function createApp(deps: AppDeps): HttpApp {
     }
   };
 
+  // The route label of requests a plugin's app answered (see pluginRoute).
+  const pluginRoutes = new WeakMap<Request, string>();
   app.use(async (c, next) => {
     const id = requestId(c.req.raw);
     const t0 = performance.now();
@@ -232,7 +230,8 @@ export function createApp(deps: AppDeps): HttpApp {
     } catch {
       c.header(REQUEST_ID_HEADER, id); // immutable headers, e.g. a fetched response
     }
-    const route = c.req.routePath === "/*" ? "unmatched" : c.req.routePath;
+    const route = pluginRoutes.get(c.req.raw) ??
+      (c.req.routePath === "/*" ? "unmatched" : c.req.routePath);
     finish(id, c.req.method, c.req.path, route, c.res.status, seconds);
   });
 
@@ -611,6 +610,10 @@ export function createApp(deps: AppDeps): HttpApp {
         `no running plugin '${c.req.param("name")}' serves routes`,
       );
     }
+    pluginRoutes.set(
+      c.req.raw,
+      pluginRoute(sub, c.req.param("name"), c.req.method, c.req.path),
+    );
     // Plugin apps answer errors and unknown paths in the node's JSON shape.
     if (!withHandlers.has(sub)) {
       sub.onError(onError).notFound(notFound);
@@ -654,6 +657,28 @@ export function createApp(deps: AppDeps): HttpApp {
     return app.fetch(req, info);
   };
   return { app, fetch };
+}
+
+/**
+ * The route label of a plugin request: the pattern of the plugin's route that
+ * matches (`/plugins/hello/greet/:name`), so series stay bounded by the
+ * routes plugins declare. A concrete method's route wins over middleware
+ * and `all()` (the last of those is the fallback); nothing matched is
+ * `/plugins/{name}/*`.
+ */
+function pluginRoute(
+  sub: Hono,
+  name: string,
+  method: string,
+  path: string,
+): string {
+  const [matched] = sub.router.match(method === "HEAD" ? "GET" : method, path);
+  let fallback: string | undefined;
+  for (const [[, route]] of matched) {
+    if (route.method !== "ALL") return route.path;
+    fallback = route.path;
+  }
+  return fallback ?? `/plugins/${name}/*`;
 }
 
 /** The JSON form of `/metrics` (the seed's `http_metrics`/`websocket_stats` shape). */

@@ -22,6 +22,7 @@ const routes = definePlugin({
       throw new Error("secret internals");
     });
     ctx.http.get("/conflict", () => httpError(409, "already there"));
+    ctx.http.get("/items/:id", (c) => c.json({ id: c.req.param("id") }));
     ctx.http.get("/plain", () => {
       throw new HTTPException(403, { message: "nope" });
     });
@@ -85,13 +86,67 @@ Deno.test("http: metrics count requests by route pattern, not raw path", async (
   const text = await (await t.request("/metrics")).text();
   assert.match(
     text,
-    /plexus_http_requests_total\{method="GET",route="\/plugins\/:name\/\*",status="200"\} 1/,
+    /plexus_http_requests_total\{method="GET",route="\/plugins\/routes\/log",status="200"\} 1/,
   );
   assert.match(
     text,
     /plexus_http_requests_total\{method="GET",route="unmatched",status="404"\} 2/,
   );
   assert.ok(!text.includes("/nope/1"));
+});
+
+Deno.test("http: each plugin route gets its own route label, its pattern, with bounded series", async () => {
+  await using t = await createTestKernel([routes]);
+  for (const id of ["1", "2", "3"]) {
+    assert.equal((await t.request(`/plugins/routes/items/${id}`)).status, 200);
+  }
+  await t.request("/plugins/routes/log");
+  await t.request("/plugins/routes/log", { method: "HEAD" });
+  await t.request("/plugins/routes/missing/a");
+  await t.request("/plugins/routes/missing/b");
+  await t.request("/plugins/ghost-1/x");
+  await t.request("/plugins/ghost-2/x");
+  const series = (await (await t.request("/metrics")).text()).split("\n")
+    .filter((l) => l.startsWith("plexus_http_requests_total{"))
+    .filter((l) => l.includes('route="/plugins/'))
+    .sort();
+  assert.deepEqual(series, [
+    'plexus_http_requests_total{method="GET",route="/plugins/:name/*",status="404"} 2',
+    'plexus_http_requests_total{method="GET",route="/plugins/routes/*",status="404"} 2',
+    'plexus_http_requests_total{method="GET",route="/plugins/routes/items/:id",status="200"} 3',
+    'plexus_http_requests_total{method="GET",route="/plugins/routes/log",status="200"} 1',
+    'plexus_http_requests_total{method="HEAD",route="/plugins/routes/log",status="200"} 1',
+  ]);
+  const json = await (await t.request("/metrics", {
+    headers: { accept: "application/json" },
+  })).json();
+  assert.equal(
+    json.http_metrics.requests_by_route["/plugins/routes/items/:id"],
+    3,
+  );
+});
+
+Deno.test("http: the log stream's published messages are a _total counter that follows publishes", async () => {
+  await using t = await createTestKernel([routes]);
+  // Every log record is published once (no heartbeats in tests); /metrics
+  // renders before its own access log line.
+  const read = async () => {
+    const logged = t.logs.length;
+    const text = await (await t.request("/metrics")).text();
+    assert.match(
+      text,
+      /^# TYPE plexus_log_stream_messages_published_total counter$/m,
+    );
+    assert.doesNotMatch(text, /^plexus_log_stream_messages_published /m);
+    const value = Number(
+      /^plexus_log_stream_messages_published_total (\d+)$/m.exec(text)?.[1],
+    );
+    assert.equal(value, logged);
+    return value;
+  };
+  const before = await read();
+  await t.request("/plugins/routes/log"); // "inside handler", the access log
+  assert.ok(await read() >= before + 2);
 });
 
 Deno.test("http: /api/v1/plugins lists name, version, kind, provides and status", async () => {

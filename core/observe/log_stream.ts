@@ -11,6 +11,7 @@
  * @module
  */
 import type { LogRecord, LogSink } from "./logger.ts";
+import type { MetricsRegistry } from "./metrics.ts";
 
 const encoder = new TextEncoder();
 
@@ -67,6 +68,12 @@ export interface LogStream {
   /** A logger sink that publishes each record (`error` level as `error`). */
   sink: LogSink;
   stats(): LogStreamStats;
+  /**
+   * Counts published messages in `metrics` as the counter
+   * `plexus_log_stream_messages_published_total`, those published before the
+   * call included.
+   */
+  instrument(metrics: MetricsRegistry): void;
   /** Closes every client with 1001 and stops heartbeats. */
   close(): void;
 }
@@ -94,6 +101,7 @@ export function createLogStream(options: LogStreamOptions = {}): LogStream {
   let ringStart = 0;
   const clients = new Set<WebSocket>();
   let published = 0;
+  let countPublished: ((by?: number) => void) | undefined;
   let slowClosed = 0;
   let closed = false;
 
@@ -157,6 +165,7 @@ export function createLogStream(options: LogStreamOptions = {}): LogStream {
     if (closed) return msg;
     const text = JSON.stringify(msg);
     published++;
+    countPublished?.();
     if (type !== "heartbeat" && type !== "connection" && replay > 0) {
       if (ring.length < replay) ring.push(text);
       else {
@@ -218,6 +227,14 @@ export function createLogStream(options: LogStreamOptions = {}): LogStream {
     },
     sink(record: LogRecord) {
       publish(record.level === "error" ? "error" : "log", record);
+    },
+    instrument(metrics) {
+      const counter = metrics.counter(
+        "plexus_log_stream_messages_published_total",
+        "Messages published on the live log stream (heartbeats included)",
+      ).labels({});
+      counter.inc(published);
+      countPublished = counter.inc;
     },
     stats: () => ({
       clients: clients.size,

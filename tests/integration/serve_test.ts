@@ -203,7 +203,7 @@ Deno.test("serve: /metrics is Prometheus text a real parser accepts; counters gr
     assert.equal(rss?.type, "GAUGE");
     assert.ok(Number(rss.metrics[0].value) > 1_000_000, "rss is plausible");
 
-    const pluginRoute = { route: "/plugins/:name/*", status: "200" };
+    const pluginRoute = { route: "/plugins/hello/greet/:name", status: "200" };
     const n0 = counterValue(requests, pluginRoute);
     assert.ok(n0 >= 1, "the warm-up request was counted");
     for (let i = 0; i < 5; i++) {
@@ -224,7 +224,7 @@ Deno.test("serve: /metrics is Prometheus text a real parser accepts; counters gr
       "the first scrape was counted",
     );
     const countSeries =
-      'plexus_http_request_duration_seconds_count{method="GET",route="/plugins/:name/*"}';
+      'plexus_http_request_duration_seconds_count{method="GET",route="/plugins/hello/greet/:name"}';
     const c0 = rawSample(beforeText, countSeries);
     assert.ok(c0 !== undefined && c0 >= 1, "histogram _count series present");
     assert.equal(
