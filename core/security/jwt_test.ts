@@ -231,6 +231,22 @@ Deno.test("jwt: with a shared secret, HS256 verifies under its kid only", () =>
     );
   }));
 
+Deno.test("jwt: a token without a kid is checked against this node's key, as docs/security.md says", () =>
+  withAuth(async ({ auth, key }) => {
+    const noKid = await new SignJWT(claims())
+      .setProtectedHeader({ alg: "EdDSA", typ: TOKEN_TYPE })
+      .sign(key.privateKey);
+    assert.equal((await auth.verify(noKid)).sub, "tester");
+    // Only an absent kid means the node key.
+    for (const kid of [null, "", 7]) {
+      await refused(
+        auth,
+        await signWithNodeKey(key, claims(), { kid }),
+        /unknown kid/,
+      );
+    }
+  }));
+
 Deno.test("jwt: a token signed by another Ed25519 key is refused", () =>
   withAuth(async ({ auth, key }) => {
     const other = await generateNodeKey();
