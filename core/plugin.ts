@@ -4,6 +4,9 @@
  *
  * A plugin is a module whose default export is a {@linkcode Plugin}. Use
  * {@linkcode definePlugin} to get types for the config from its schema.
+ * This module is the package's `./plugin` export: a plugin written outside
+ * this repository imports everything it needs from here, `z` included, so
+ * it needs no zod of its own (see "Writing a plugin" in the README).
  *
  * @module
  */
@@ -13,7 +16,78 @@ import type { Logger } from "./observe/logger.ts";
 import type { MetricsRegistry } from "./observe/metrics.ts";
 import type { ScopedKv } from "./state/scoped_kv.ts";
 import type { Router } from "./router.ts";
+import type * as tasks from "./tasks.ts";
 import { isRange, isVersion } from "./_semver.ts";
+
+/**
+ * The zod the kernel validates manifests and configs with, re-exported so a
+ * plugin's config schema needs no import map entry of its own.
+ *
+ * @example Usage
+ * ```ts
+ * import { z } from "./plugin.ts";
+ * const config = z.strictObject({ topic: z.string().default("audit.>") });
+ * config.parse({}).topic; // "audit.>"
+ * ```
+ */
+export { z };
+
+/**
+ * The task service, the `api` of the kernel's `tasks:local` capability: a
+ * plugin adds task types with `register(type, handler, schema?)` (the schema
+ * checks payloads when a task is submitted; a refused one gets 400).
+ *
+ * @example Usage
+ * ```ts
+ * import { definePlugin, type TaskService, z } from "./plugin.ts";
+ * export default definePlugin({
+ *   manifest: {
+ *     name: "resizer", version: "1.0.0", kind: "extension", api: "^1",
+ *     provides: ["extension:resizer"],
+ *   },
+ *   async setup(ctx) {
+ *     ctx.kernel.get<TaskService>("tasks:local").register(
+ *       "resize",
+ *       async (payload, { attempt }) => ({ payload, attempt }),
+ *       z.strictObject({ width: z.number().int().positive() }),
+ *     );
+ *     return { stop: async () => {} };
+ *   },
+ * });
+ * ```
+ */
+export type TaskService = tasks.TaskService;
+
+/**
+ * Runs one task: `payload` is what was submitted (checked by the type's
+ * schema when it has one), the resolved value is the task's result, and a
+ * throw fails this attempt (retried with backoff, then dead-lettered).
+ * A node that dies mid-task loses its lease and the task runs again
+ * elsewhere, so a handler must tolerate a repeat.
+ *
+ * @example Usage
+ * ```ts
+ * import type { TaskHandler } from "./plugin.ts";
+ * const echo: TaskHandler = async (payload, { signal }) => {
+ *   signal.throwIfAborted();
+ *   return payload;
+ * };
+ * ```
+ */
+export type TaskHandler = tasks.TaskHandler;
+
+/**
+ * The second argument of a {@linkcode TaskHandler}: `id` is the task's id
+ * (as `POST /api/v1/tasks` returned it), `attempt` counts runs from 1, and
+ * `signal` aborts when the node shuts down (stop early and throw).
+ *
+ * @example Usage
+ * ```ts
+ * import type { TaskRunContext } from "./plugin.ts";
+ * const describe = ({ id, attempt }: TaskRunContext) => `${id} try ${attempt}`;
+ * ```
+ */
+export type TaskRunContext = Parameters<tasks.TaskHandler>[1];
 
 /** The kernel's plugin API version; manifests declare a range against it. */
 export const KERNEL_API_VERSION = "1.0.0";
