@@ -131,6 +131,8 @@ interface PendingProposal extends Waiter<ProposeResult> {
 interface PendingRead extends Waiter<ReadResult> {
   key: string;
   index?: number;
+  /** The term in which it was last asked. */
+  term: number;
 }
 
 /**
@@ -278,6 +280,7 @@ export class RaftDriver {
     const p = Promise.withResolvers<ReadResult>();
     this.#reads.set(ctx, {
       key,
+      term: this.node.term,
       resolve: p.resolve,
       reject: p.reject,
       deadline: this.#ticks + this.#o.requestTimeoutTicks,
@@ -432,8 +435,9 @@ export class RaftDriver {
   }
 
   /**
-   * Proposes again what waits since an older term, once this term's leader
-   * is known: the old leader may have lost it (stopped, cut off, deposed).
+   * Proposes again (and asks again for read indexes) what waits since an
+   * older term, once this term's leader is known: the old leader may have
+   * lost it (stopped, cut off, deposed).
    */
   #reroute(): void {
     const term = this.node.term;
@@ -443,6 +447,12 @@ export class RaftDriver {
       if (w.term >= term) continue;
       if (this.node.propose(w.data)) w.term = term;
       else all = false; // a transfer under way: again on the next drain
+    }
+    for (const [ctx, w] of this.#reads) {
+      // A deposed leader cannot confirm a read: no second answer comes.
+      if (w.index !== undefined || w.term >= term) continue;
+      if (this.node.readIndex(ctx)) w.term = term;
+      else all = false;
     }
     if (all) this.#routedTerm = term;
   }

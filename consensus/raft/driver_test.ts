@@ -257,3 +257,29 @@ Deno.test("raft driver: writes forwarded to a leader that stops answering are re
   assert.equal(applies.size, 6);
   for (const d of drivers.values()) d.stop();
 });
+
+Deno.test("raft driver: a read forwarded to a leader that stops answering is asked again of the new leader", async () => {
+  const t = trio();
+  await t.elect();
+  const w = t.drivers.get("a")!.propose({ op: "write", key: "x", value: "1" });
+  await t.settle();
+  await w;
+  let answered = -1;
+  let ticks = 0;
+  const r = t.drivers.get("b")!.read("x").then((v) => {
+    answered = ticks;
+    return v;
+  });
+  // a stops: the forwarded ReadIndex request and everything after is lost.
+  t.drivers.get("a")!.stop();
+  while (ticks < 25 && answered < 0) {
+    ticks++;
+    t.queue.splice(0, t.queue.length, ...t.queue.filter((m) => m.to !== "a"));
+    // b's clock runs slower, so c campaigns first and b votes for it.
+    if (ticks % 3 !== 0) t.drivers.get("b")!.tick();
+    t.drivers.get("c")!.tick();
+    await t.settle();
+  }
+  assert.ok(answered >= 0, `not answered in ${ticks} ticks (timeout 30)`);
+  assert.equal((await r).value, "1");
+});
