@@ -8,12 +8,19 @@
  * permanent one-way link) and requires a leader and a new committed
  * operation within a bound.
  *
+ * Clients behave like the driver: each proposal carries an id, one still
+ * waiting when a leader of a newer term is known is proposed again, and the
+ * state machines skip copies with {@linkcode AppliedProposals} (kept in
+ * their snapshots). A proposal taking effect at two log indexes is a
+ * violation.
+ *
  * Everything random comes from one seeded PRNG, so a seed replays exactly
  * and gives the same trace hash.
  *
  * @module
  */
 import { mulberry32 } from "../kv-lease/_sim_kv.ts";
+import { AppliedProposals } from "./applied_proposals.ts";
 import { createRaft, type RaftNode } from "./core.ts";
 import { MemoryStorage } from "./storage.ts";
 import type { Entry, Message, Ready } from "./types.ts";
@@ -40,6 +47,12 @@ export interface RaftSimOptions {
   membership?: boolean;
   /** Keep the trace lines in the report. @default {false} */
   keepTrace?: boolean;
+  /**
+   * A deliberately broken state machine that applies every copy of a
+   * re-sent proposal; used to show that the checks catch it.
+   * @default {false}
+   */
+  unsafeApplyCopies?: boolean;
 }
 
 /** What one simulated run saw. */
@@ -57,6 +70,10 @@ export interface RaftSimReport {
   snapshotsInstalled: number;
   readsServed: number;
   confChanges: number;
+  /** Proposals proposed again to a newer term's leader. */
+  reproposals: number;
+  /** Copies of an applied proposal that the state machines skipped. */
+  copiesSkipped: number;
   /** Liveness mode: virtual ms from healing to the first new committed operation (-1 if none within the bound). */
   recoveryMs?: number;
   trace?: string[];
@@ -75,6 +92,11 @@ interface SimPeer {
   /** State machine: last applied index and a running digest of applied entries. */
   smApplied: number;
   digest: number;
+  /** State machine: the proposals it applied (copies are skipped). */
+  proposals: AppliedProposals;
+  /** Client proposals waiting here: data → the term last proposed in, and when to give up. */
+  waiting: Map<string, { term: number; until: number }>;
+  proposalSeq: number;
   seenCommit: number;
   leaderView?: { term: number; first: number; terms: number[] };
 }
@@ -117,6 +139,7 @@ export function runRaftSim(
   const boundMs = options.livenessBoundMs ?? 3000;
   const snapshotEvery = options.snapshotEvery ?? pick([4, 12, 40]);
   const unsafe = options.unsafeSendBeforePersist ?? false;
+  const applyCopies = options.unsafeApplyCopies ?? false;
   // One entry per append in half the runs: more partial replication.
   const maxSizePerMsg = rng() < 0.5 ? 1 : 256;
   const heartbeatTick = pick([1, 2, 3]);
@@ -134,6 +157,8 @@ export function runRaftSim(
     snapshotsInstalled: 0,
     readsServed: 0,
     confChanges: 0,
+    reproposals: 0,
+    copiesSkipped: 0,
   };
   let now = 0;
   let hash = FNV;
@@ -190,6 +215,7 @@ export function runRaftSim(
   let maxCommit = 0;
   const appliedKey: string[] = []; // index -> entry key applied
   const appliedDigest: number[] = [FNV]; // index -> digest of 1..index
+  const proposalAt = new Map<string, number>(); // proposal id -> index it took effect at
   const readIssuedAt = new Map<string, number>();
   const liveOps = new Set<string>();
   let firstLiveCommitAt = -1;
@@ -218,7 +244,9 @@ export function runRaftSim(
     });
     // The state machine restarts from the snapshot and replays the log.
     p.smApplied = st.snapshot?.index ?? 0;
-    p.digest = st.snapshot ? Number(st.snapshot.data) : FNV;
+    restoreMachine(p, st.snapshot?.data);
+    p.waiting.clear();
+    p.proposalSeq = 0;
     p.seenCommit = p.node.log.committed;
     p.leaderView = undefined;
     const inc = p.incarnation;
@@ -245,6 +273,9 @@ export function runRaftSim(
       incarnation: 0,
       smApplied: 0,
       digest: FNV,
+      proposals: new AppliedProposals(),
+      waiting: new Map(),
+      proposalSeq: 0,
       seenCommit: 0,
     };
     peers.set(id, p);
@@ -253,8 +284,30 @@ export function runRaftSim(
   };
 
   const afterStep = (p: SimPeer) => {
+    reroute(p);
     check(p);
     scheduleReady(p);
+  };
+
+  // What the driver does: propose again what waits since an older term.
+  const reroute = (p: SimPeer) => {
+    const n = p.node;
+    if (!n || n.lead === "") return;
+    for (const [data, w] of p.waiting) {
+      if (w.until < now) p.waiting.delete(data);
+      else if (w.term < n.term && n.propose(data)) {
+        w.term = n.term;
+        report.reproposals++;
+        trace(`repropose ${p.id} ${data}`);
+      }
+    }
+  };
+
+  const restoreMachine = (p: SimPeer, data?: string) => {
+    const m = data ? JSON.parse(data) : undefined;
+    p.digest = m?.digest ?? FNV;
+    p.proposals = new AppliedProposals();
+    if (m) p.proposals.restore(m.proposals);
   };
 
   const scheduleReady = (p: SimPeer) => {
@@ -309,7 +362,10 @@ export function runRaftSim(
     applyReady(p, rd);
     node.advance(rd);
     if (node.log.applied - node.log.snapIndex >= snapshotEvery) {
-      const snap = node.compact(node.log.applied, String(p.digest));
+      const snap = node.compact(
+        node.log.applied,
+        JSON.stringify({ digest: p.digest, proposals: p.proposals.toJSON() }),
+      );
       if (!unsafe) p.storage.compact(snap);
       trace(`compact ${p.id} ${snap.index}`);
     }
@@ -320,13 +376,13 @@ export function runRaftSim(
   const applyReady = (p: SimPeer, rd: Ready) => {
     if (rd.snapshot) {
       const s = rd.snapshot;
-      if (appliedDigest[s.index] !== Number(s.data)) {
+      if (appliedDigest[s.index] !== JSON.parse(s.data).digest) {
         violate(
           `State Machine Safety: ${p.id} installed a snapshot at ${s.index} whose state differs from what others applied`,
         );
       }
       p.smApplied = s.index;
-      p.digest = Number(s.data);
+      restoreMachine(p, s.data);
       report.snapshotsInstalled++;
     }
     for (const e of rd.committed) apply(p, e);
@@ -349,7 +405,8 @@ export function runRaftSim(
         `State Machine Safety: ${p.id} applied index ${e.index} after ${p.smApplied}`,
       );
     }
-    const key = `${e.term}/${e.type}/${e.data}`;
+    // Whether the entry took effect is part of the state every node agrees on.
+    const key = `${e.term}/${e.type}/${e.data}/${applyOnce(p, e)}`;
     const seen = appliedKey[e.index];
     if (seen === undefined) {
       appliedKey[e.index] = key;
@@ -362,6 +419,25 @@ export function runRaftSim(
     p.digest = fnv(p.digest, key);
     p.smApplied = e.index;
     if (liveOps.has(e.data) && firstLiveCommitAt < 0) firstLiveCommitAt = now;
+  };
+
+  /** Applies a client proposal unless a copy took effect before; "" for other entries. */
+  const applyOnce = (p: SimPeer, e: Entry): string => {
+    if (e.type !== "normal" || !e.data.startsWith("{")) return "";
+    const { id } = JSON.parse(e.data) as { id: string };
+    p.waiting.delete(e.data);
+    if (!p.proposals.admit(id) && !applyCopies) {
+      report.copiesSkipped++;
+      return "skip";
+    }
+    const first = proposalAt.get(id);
+    if (first === undefined) proposalAt.set(id, e.index);
+    else if (first !== e.index) {
+      violate(
+        `Exactly once: ${p.id} applied proposal ${id} at ${e.index}; it took effect at ${first} before`,
+      );
+    }
+    return "apply";
   };
 
   // ---- the five safety properties, checked after every event ---------
@@ -616,10 +692,16 @@ export function runRaftSim(
     if (targets.length > 0) {
       const p = pick(targets);
       if (rng() < 0.8) {
-        const data = `${chaos ? "op" : "live"}-${++opNo}`;
+        const data = JSON.stringify({
+          id: `${p.id}.${p.incarnation}/${p.proposalSeq + 1}`,
+          c: `${chaos ? "op" : "live"}-${++opNo}`,
+        });
         if (!chaos) liveOps.add(data);
         trace(`propose ${p.id} ${data}`);
-        p.node!.propose(data);
+        if (p.node!.propose(data)) {
+          p.proposalSeq++;
+          p.waiting.set(data, { term: p.node!.term, until: now + 1000 });
+        }
       } else {
         const ctx = `read-${++opNo}`;
         readIssuedAt.set(ctx, maxCommit);

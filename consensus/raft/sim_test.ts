@@ -25,6 +25,8 @@ Deno.test({
       confChanges: 0,
       leaders: 0,
       committed: 0,
+      reproposals: 0,
+      copiesSkipped: 0,
     };
     for (let seed = 1; seed <= seeds; seed++) {
       const r = runRaftSim(seed, optionsFor(seed));
@@ -41,6 +43,8 @@ Deno.test({
       totals.confChanges += r.confChanges;
       totals.leaders += r.leaders;
       totals.committed += r.committed;
+      totals.reproposals += r.reproposals;
+      totals.copiesSkipped += r.copiesSkipped;
     }
     if (failed.length > 0) {
       console.error(
@@ -57,6 +61,8 @@ Deno.test({
     assert(totals.confChanges > 0, `conf changes: ${totals.confChanges}`);
     assert(totals.leaders > 2 * seeds, `leaders: ${totals.leaders}`);
     assert(totals.committed > 20 * seeds, `committed: ${totals.committed}`);
+    assert(totals.reproposals > seeds, `reproposals: ${totals.reproposals}`);
+    assert(totals.copiesSkipped > 0, `copies skipped: ${totals.copiesSkipped}`);
   },
 });
 
@@ -92,4 +98,16 @@ Deno.test("raft sim: the checks catch a driver that sends messages before persis
     caught.push(...r.violations);
   }
   assert(caught.length > 0, "no seed exposed the broken driver");
+});
+
+Deno.test("raft sim: the checks catch a state machine that applies both copies of a re-sent proposal", () => {
+  const caught: string[] = [];
+  for (let seed = 1; seed <= 50 && caught.length === 0; seed++) {
+    const r = runRaftSim(seed, {
+      ...optionsFor(seed),
+      unsafeApplyCopies: true,
+    });
+    caught.push(...r.violations.filter((v) => v.includes("Exactly once")));
+  }
+  assert(caught.length > 0, "no seed exposed the broken state machine");
 });
