@@ -449,7 +449,6 @@ export class RaftDriver {
       else all = false; // a transfer under way: again on the next drain
     }
     for (const [ctx, w] of this.#reads) {
-      // A deposed leader cannot confirm a read: no second answer comes.
       if (w.index !== undefined || w.term >= term) continue;
       if (this.node.readIndex(ctx)) w.term = term;
       else all = false;
@@ -459,7 +458,8 @@ export class RaftDriver {
 
   #readState(r: ReadState): void {
     const w = this.#reads.get(r.context);
-    if (w) w.index = r.index;
+    // A read asked again may be confirmed twice; either index is safe.
+    if (w && w.index === undefined) w.index = r.index;
   }
 
   #serveReads(): void {
