@@ -372,8 +372,13 @@ export function loadConfig(
         `--config: '${file}' must hold a JSON object, got ${preview(data)}`,
       );
     }
+    const polluting = prototypeKeyPath(data);
+    if (polluting !== undefined) {
+      throw new ConfigError(
+        `config file ${file}: field '${polluting}' is not allowed (__proto__ and constructor keys are refused at any depth)`,
+      );
+    }
     for (const [k, v] of Object.entries(data)) {
-      if (k === "__proto__" || k === "constructor") continue;
       merged[k] = v;
       origins.set(k, `config file ${file}`);
     }
@@ -397,6 +402,17 @@ export function loadConfig(
   const parsed = configSchema.safeParse(merged);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
+    const more = parsed.error.issues.length > 1
+      ? ` (and ${parsed.error.issues.length - 1} more)`
+      : "";
+    if (issue.code === "unrecognized_keys") {
+      // Only the file can hold unknown fields: flags and env set known ones.
+      throw new ConfigError(
+        `${file ? `config file ${file}` : "config"}: ${
+          unknownFields(issue.path, issue.keys)
+        }${more}`,
+      );
+    }
     const top = String(issue.path[0] ?? "");
     const flag = FLAGS.find((f) => f.key === top);
     const field = issue.path.join(".") || "(root)";
@@ -410,9 +426,6 @@ export function loadConfig(
       : origin?.startsWith("env")
       ? flag!.env
       : field;
-    const more = parsed.error.issues.length > 1
-      ? ` (and ${parsed.error.issues.length - 1} more)`
-      : "";
     throw new ConfigError(
       `${name}: ${issue.message}, got ${preview(seen)}${
         origin ? ` from ${origin}` : ""
@@ -422,6 +435,110 @@ export function loadConfig(
   const config = parsed.data as Config;
   config.kv ??= join(config.dataDir, "plexus.kv");
   return { help: false, config };
+}
+
+const PROTOTYPE_KEYS = new Set(["__proto__", "constructor"]);
+
+/** The dotted path of the first `__proto__` or `constructor` key in parsed JSON, if any. */
+function prototypeKeyPath(data: unknown): string | undefined {
+  // Iterative, so a deeply nested file cannot overflow the stack.
+  const stack: { value: unknown; path: string }[] = [{ value: data, path: "" }];
+  while (stack.length > 0) {
+    const { value, path } = stack.pop()!;
+    if (value === null || typeof value !== "object") continue;
+    for (const [k, v] of Object.entries(value)) {
+      const at = path ? `${path}.${k}` : k;
+      if (PROTOTYPE_KEYS.has(k)) return at;
+      stack.push({ value: v, path: at });
+    }
+  }
+  return undefined;
+}
+
+/**
+ * "unknown field 'plugin' (did you mean 'plugins'?)" for the keys zod did not
+ * recognise at `path`, or the known fields there when none is close.
+ */
+function unknownFields(path: PropertyKey[], keys: string[]): string {
+  const known = knownFields(path);
+  const prefix = path.length ? `${path.join(".")}.` : "";
+  const named = keys.map((k) => `'${prefix}${k}'`).join(", ");
+  const hints = keys.flatMap((k) => {
+    const near = closestField(k, known, path.length === 0);
+    return near === undefined ? [] : [`'${prefix}${near}'`];
+  });
+  const hint = hints.length
+    ? ` (did you mean ${hints.join(", ")}?)`
+    : known.length
+    ? ` (known here: ${known.join(", ")})`
+    : "";
+  return `unknown field${keys.length > 1 ? "s" : ""} ${named}${hint}`;
+}
+
+/** Field names the schema knows at `path` (an object section), else none. */
+function knownFields(path: PropertyKey[]): string[] {
+  let schema: z.ZodType | undefined = configSchema;
+  for (const p of [...path, undefined]) {
+    while (
+      schema instanceof z.ZodDefault || schema instanceof z.ZodPrefault ||
+      schema instanceof z.ZodOptional
+    ) {
+      schema = schema.unwrap() as z.ZodType;
+    }
+    if (!(schema instanceof z.ZodObject)) return [];
+    if (p === undefined) return Object.keys(schema.shape);
+    schema = schema.shape[String(p)] as z.ZodType | undefined;
+  }
+  return [];
+}
+
+/**
+ * The known field `key` most likely meant: the field a flag of that name sets
+ * (`plugin` → `plugins`), the camelCase of a kebab-case key, or the nearest
+ * by edit distance (at most one edit per three characters).
+ */
+function closestField(
+  key: string,
+  known: string[],
+  topLevel: boolean,
+): string | undefined {
+  if (topLevel) {
+    const flag = FLAGS.find((f) => f.flag === key);
+    if (flag) return flag.key;
+  }
+  const camel = key.replace(/[-_]+([a-z0-9])/gi, (_, c) => c.toUpperCase())
+    .toLowerCase();
+  const same = known.find((k) => k.toLowerCase() === camel);
+  if (same) return same;
+  let best: string | undefined;
+  let bestDistance = Math.max(1, Math.floor(key.length / 3)) + 1;
+  for (const k of known) {
+    const d = editDistance(camel, k.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [k, d];
+  }
+  return best;
+}
+
+/** Levenshtein distance with adjacent transpositions counted as one edit. */
+function editDistance(a: string, b: string): number {
+  const d = Array.from(
+    { length: a.length + 1 },
+    (_, i) => Array.from({ length: b.length + 1 }, (_, j) => i || j),
+  );
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(
+        d[i - 1][j] + 1,
+        d[i][j - 1] + 1,
+        d[i - 1][j - 1] + cost,
+      );
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.length][b.length];
 }
 
 /** One line for an error from `node:util`'s `parseArgs`, naming the flag. */

@@ -144,21 +144,87 @@ Deno.test("config: bad flags, files and fields are ConfigErrors with one clear l
     configError(["--config", "c.json"], {}, { "c.json": "[1]" }),
     /must hold a JSON object, got \[1\]/,
   );
-  assert.match(
+  assert.equal(
     configError(["--config", "c.json"], {}, { "c.json": '{"prot": 1}' }),
-    /Unrecognized key.*prot/,
+    "config file c.json: unknown field 'prot' (did you mean 'port'?)",
   );
   for (const msg of [configError(["--bogus"]), configError(["--port", "x"])]) {
     assert.ok(!msg.includes("\n"));
   }
 });
 
-Deno.test("config: a __proto__ key in the file cannot pollute prototypes", () => {
-  const c = config(["--config", "c.json"], {}, {
-    "c.json": '{"__proto__": {"polluted": true}, "port": 1}',
-  });
-  assert.equal(c.port, 1);
+Deno.test("config: an unknown field in the file names the file and the field it most likely meant", () => {
+  const file = (json: unknown) => ({ "c.json": JSON.stringify(json) });
+  const error = (json: unknown) =>
+    configError(["--config", "c.json"], {}, file(json));
+  // The issue's case: a flag's name where the file wants the field's.
+  assert.equal(
+    error({ plugin: ["./a.ts"] }),
+    "config file c.json: unknown field 'plugin' (did you mean 'plugins'?)",
+  );
+  assert.equal(
+    error({ "node-id": "a", "log-level": "debug" }),
+    "config file c.json: unknown fields 'node-id', 'log-level' (did you mean 'nodeId', 'logLevel'?)",
+  );
+  assert.equal(
+    error({ pluginconfig: {} }),
+    "config file c.json: unknown field 'pluginconfig' (did you mean 'pluginConfig'?)",
+  );
+  // Inside a section: the section's own fields.
+  assert.equal(
+    error({ http: { corsOrigin: [] } }),
+    "config file c.json: unknown field 'http.corsOrigin' (did you mean 'http.corsOrigins'?)",
+  );
+  assert.equal(
+    error({ logStream: { bogus: 1 } }),
+    "config file c.json: unknown field 'logStream.bogus' (known here: replay, heartbeatMs, maxBufferedBytes)",
+  );
+  // PLEXUS_CONFIG names the file the same way.
+  assert.match(
+    configError([], { PLEXUS_CONFIG: "c.json" }, file({ plugin: [] })),
+    /^config file c\.json: unknown field 'plugin'/,
+  );
+});
+
+Deno.test("config: __proto__ and constructor keys are refused at every depth of the file, naming the path", () => {
+  // Pairs, not an object literal: `{"__proto__": …}` there would set a prototype.
+  const refused: [path: string, json: string][] = [
+    ["__proto__", '{"__proto__": {"polluted": true}, "port": 1}'],
+    ["constructor", '{"constructor": {"prototype": {"polluted": true}}}'],
+    ["logStream.__proto__", '{"logStream": {"__proto__": {"replay": 1}}}'],
+    ["pluginConfig.__proto__", '{"pluginConfig": {"__proto__": {"x": 1}}}'],
+    [
+      "pluginConfig.hello.constructor",
+      '{"pluginConfig": {"hello": {"constructor": {"prototype": {}}}}}',
+    ],
+    [
+      "pluginConfig.hello.list.1.__proto__",
+      '{"pluginConfig": {"hello": {"list": [{}, {"__proto__": {}}]}}}',
+    ],
+    [
+      "gateway.channels.__proto__",
+      '{"gateway": {"channels": {"__proto__": {"subscribe": ["agent"]}}}}',
+    ],
+  ];
+  for (const [path, json] of refused) {
+    assert.equal(
+      configError(["--config", "c.json"], {}, { "c.json": json }),
+      `config file c.json: field '${path}' is not allowed (__proto__ and constructor keys are refused at any depth)`,
+    );
+  }
   assert.equal(({} as Record<string, unknown>).polluted, undefined);
+  // As values, and as part of longer names, they are ordinary.
+  const c = config(["--config", "c.json"], {}, {
+    "c.json": JSON.stringify({
+      nodeId: "constructor",
+      pluginConfig: { hello: { greeting: "__proto__", constructorName: "x" } },
+    }),
+  });
+  assert.equal(c.nodeId, "constructor");
+  assert.deepEqual(c.pluginConfig.hello, {
+    greeting: "__proto__",
+    constructorName: "x",
+  });
 });
 
 Deno.test("config: --help lists every flag with its default", () => {
