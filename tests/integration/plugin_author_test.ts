@@ -137,6 +137,9 @@ Deno.test("plugin guide: from an empty folder beside the clone, the guide's plug
     }
     const env = await authorEnv(home);
 
+    // A hung child is killed rather than hanging the suite.
+    const killer = new AbortController();
+    const timer = setTimeout(() => killer.abort(), START_TIMEOUT_MS);
     const test = await new Deno.Command(testCmd[0], {
       args: testCmd.slice(1),
       cwd: dir,
@@ -145,7 +148,8 @@ Deno.test("plugin guide: from an empty folder beside the clone, the guide's plug
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
-    }).output();
+      signal: killer.signal,
+    }).output().finally(() => clearTimeout(timer));
     const testOut = new TextDecoder().decode(test.stdout) +
       new TextDecoder().decode(test.stderr);
     assert.equal(test.code, 0, `'${testCmd.join(" ")}' failed:\n${testOut}`);
