@@ -67,6 +67,8 @@ const kafkaPlugin: Plugin<KafkaConfig> = definePlugin({
       brokers: ctx.config.brokers ?? Deno.env.get("KAFKA_BROKERS") ??
         "127.0.0.1:9092",
       clientId: `${ctx.node.id}-${crypto.randomUUID().slice(0, 8)}`,
+      log: ctx.log,
+      metrics: ctx.metrics,
     });
     ctx.log.info("kafka transport connected", { prefix: ctx.config.prefix });
     return {

@@ -32,6 +32,8 @@
  * - After `maxAttempts`, on `term`, or for a record that is not an envelope
  *   (`bad_message`), the record goes to `{prefix}_dlq.{topic}` with
  *   `plexus-dlq-*` headers; `deadLetters(topic)` reads it back.
+ * - A handler that throws and a dead-lettered record are logged and counted
+ *   (`../_telemetry.ts`).
  *
  * @module
  */
@@ -45,6 +47,9 @@ import {
   type Producer,
 } from "kafkajs";
 import type { Envelope } from "../../core/envelope.ts";
+import type { Logger } from "../../core/observe/logger.ts";
+import type { MetricsRegistry } from "../../core/observe/metrics.ts";
+import { transportTelemetry } from "../_telemetry.ts";
 import {
   assertFits,
   type AttemptError,
@@ -123,6 +128,10 @@ export interface KafkaOptions {
    * @default {20}
    */
   commitIntervalMs?: number;
+  /** Warnings for failed handlers and dead letters. */
+  log?: Logger;
+  /** Counts failed handlers and dead letters. */
+  metrics?: MetricsRegistry;
 }
 
 /** The Kafka transport, with its client for health checks and tools. */
@@ -222,6 +231,7 @@ export async function connectKafka(
     commitIntervalMs: 20,
     ...options,
   };
+  const report = transportTelemetry("kafka", o);
   const brokers = brokerList(options.brokers);
   const kafka = new Kafka({
     clientId: o.clientId,
@@ -468,6 +478,7 @@ export async function connectKafka(
       raw: FetchedRecord,
       sourceTopic: string,
       d: { reason: string; attempts: number; errors: AttemptError[] },
+      messageId = `${sourceTopic}/${raw.partition}/${raw.offset}`,
     ) {
       await produceSurely(
         dlqTopic(o.prefix, topic),
@@ -481,6 +492,13 @@ export async function connectKafka(
           }),
         ),
       );
+      report.deadLettered({
+        topic,
+        messageId,
+        reason: d.reason,
+        attempts: d.attempts,
+        group,
+      });
     }
 
     /** Runs one record through the handler (and its retries, without a group). */
@@ -519,7 +537,7 @@ export async function connectKafka(
               reason: outcome.reason,
               attempts: attempt,
               errors,
-            });
+            }, decoded.envelope.id);
             return;
           }
           errors = [...errors, {
@@ -534,7 +552,7 @@ export async function connectKafka(
               reason: `max attempts (${max}) reached`,
               attempts: attempt,
               errors,
-            });
+            }, decoded.envelope.id);
             return;
           }
           const d = outcome.delayMs ??
@@ -608,6 +626,13 @@ export async function connectKafka(
         await handler(delivery);
         return outcome ?? { kind: "ack" };
       } catch (err) {
+        report.handlerFailed({
+          topic,
+          messageId: envelope.id,
+          attempt: attempts,
+          error: err,
+          group,
+        });
         return outcome ??
           { kind: "nak", error: (err as Error)?.message ?? String(err) };
       } finally {

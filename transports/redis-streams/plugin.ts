@@ -58,6 +58,8 @@ const redisStreams: Plugin<RedisStreamsConfig> = definePlugin({
       url: ctx.config.url ?? Deno.env.get("REDIS_URL") ??
         "redis://127.0.0.1:6379",
       consumerName: `${ctx.node.id}-${crypto.randomUUID().slice(0, 8)}`,
+      log: ctx.log,
+      metrics: ctx.metrics,
     });
     ctx.log.info("redis-streams transport connected", {
       prefix: ctx.config.prefix,

@@ -19,6 +19,8 @@
  *   publishes issued in one tick go out as one pipeline.
  * - ioredis reconnects (retryStrategy); commands wait through a restart, and
  *   a group lost with the data (NOGROUP) is re-created from `0`.
+ * - A handler that throws and a dead-lettered message are logged and counted
+ *   (`../_telemetry.ts`).
  * - Per-key order: a message published with a key goes to partition stream
  *   `{topic}#{n}` (n = FNV-1a(key) mod `partitions`). Within a group each
  *   partition has one owner at a time (leases, `partitions.ts`), which runs
@@ -30,6 +32,9 @@
  */
 import { Redis } from "ioredis";
 import type { Envelope } from "../../core/envelope.ts";
+import type { Logger } from "../../core/observe/logger.ts";
+import type { MetricsRegistry } from "../../core/observe/metrics.ts";
+import { transportTelemetry } from "../_telemetry.ts";
 import {
   assertFits,
   type AttemptError,
@@ -89,6 +94,10 @@ export interface RedisStreamsOptions {
    * subscriber of a topic must agree on it. @default {8}
    */
   partitions?: number;
+  /** Warnings for failed handlers and dead letters. */
+  log?: Logger;
+  /** Counts failed handlers and dead letters. */
+  metrics?: MetricsRegistry;
 }
 
 /** The Redis Streams transport, with its client for diagnostics. */
@@ -195,6 +204,7 @@ export async function connectRedisStreams(
   const subs = new Set<Subscription>();
   let closed = false;
   let subCounter = 0;
+  const report = transportTelemetry("redis-streams", o);
 
   async function subscribe(
     topic: string,
@@ -273,6 +283,7 @@ export async function connectRedisStreams(
       reason: string,
       attempts: number,
       errors: AttemptError[],
+      messageId = id,
     ) => {
       await redis.multi()
         .xadd(
@@ -292,6 +303,13 @@ export async function connectRedisStreams(
         .xack(src.stream, group, id)
         .hdel(errorsKey, errKey(src, id))
         .exec();
+      report.deadLettered({
+        topic,
+        messageId,
+        reason,
+        attempts,
+        group: opts.group,
+      });
     };
 
     const history = async (src: Source, id: string) => {
@@ -335,6 +353,7 @@ export async function connectRedisStreams(
           `max attempts (${max}) reached`,
           attempts - 1,
           await history(src, id),
+          envelope.id,
         );
         return undefined;
       }
@@ -355,6 +374,7 @@ export async function connectRedisStreams(
             `max attempts (${max}) reached`,
             attempts,
             errors,
+            envelope.id,
           );
           return;
         }
@@ -404,13 +424,25 @@ export async function connectRedisStreams(
             reason,
             attempts,
             await history(src, id),
+            envelope.id,
           );
         },
       };
+      let returned = false;
       try {
         await handler(delivery);
+        returned = true;
         await delivery.ack();
       } catch (err) {
+        if (!returned) {
+          report.handlerFailed({
+            topic,
+            messageId: envelope.id,
+            attempt: attempts,
+            error: err,
+            group: opts.group,
+          });
+        }
         if (!delivery.settled) {
           await delivery.nak(
             undefined,

@@ -46,6 +46,9 @@ import {
 } from "../../core/transport.ts";
 import { openWebSocket, type WebSocketLike } from "./ws_client.ts";
 import { upgradeOriginGuard } from "../../core/http/origin.ts";
+import type { Logger } from "../../core/observe/logger.ts";
+import type { MetricsRegistry } from "../../core/observe/metrics.ts";
+import { transportTelemetry } from "../_telemetry.ts";
 
 /** Options of {@linkcode startMesh}. */
 export interface MeshOptions {
@@ -73,6 +76,10 @@ export interface MeshOptions {
   handshakeTimeoutMs?: number;
   /** Dead letters kept per topic (oldest dropped). @default {1000} */
   maxDeadLetters?: number;
+  /** Warnings for failed handlers and dead letters. */
+  log?: Logger;
+  /** Counts failed handlers and dead letters. */
+  metrics?: MetricsRegistry;
 }
 
 /** The mesh transport. */
@@ -169,6 +176,7 @@ export async function startMesh(
     ...options,
   };
   const me = o.nodeId;
+  const report = transportTelemetry("websocket-mesh", o);
   const caps: TransportCaps = {
     durable: false,
     ordering: "none",
@@ -349,6 +357,13 @@ export async function startMesh(
     });
     if (list.length > o.maxDeadLetters) list.shift();
     dead.set(sub.topic, list);
+    report.deadLettered({
+      topic: sub.topic,
+      messageId: env.id,
+      reason,
+      attempts,
+      group: sub.group,
+    });
   };
 
   const enqueue = (
@@ -435,6 +450,13 @@ export async function startMesh(
       await sub.handler(delivery);
       settled = true;
     } catch (err) {
+      report.handlerFailed({
+        topic: sub.topic,
+        messageId: env.id,
+        attempt: attempts,
+        error: err,
+        group: sub.group,
+      });
       await delivery.nak(
         undefined,
         err instanceof Error ? err.message : String(err),

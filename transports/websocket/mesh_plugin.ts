@@ -67,6 +67,8 @@ const websocketMesh: Plugin<MeshConfig> = definePlugin({
       nodeId: ctx.node.id,
       listen: false,
       peers: peers.map(linkUrl),
+      log: ctx.log,
+      metrics: ctx.metrics,
     });
     ctx.http.get("/link", (c) => mesh.handleUpgrade(c.req.raw));
     ctx.log.info("websocket-mesh transport ready", {

@@ -4,6 +4,9 @@ import { waitFor } from "../../tests/conformance/suite.ts";
 import { type MeshTransport, startMesh } from "./mesh.ts";
 import { openWebSocket } from "./ws_client.ts";
 import { rawUpgrade } from "../../tests/_raw_upgrade.ts";
+import { checkTelemetry } from "../../tests/conformance/_telemetry_cases.ts";
+import { createLogger, type LogRecord } from "../../core/observe/logger.ts";
+import { createMetrics } from "../../core/observe/metrics.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -210,6 +213,32 @@ Deno.test({
       assert.equal(foreign.status, 403);
       assert.equal(JSON.parse(foreign.body).error.code, "forbidden");
       assert.equal((await rawUpgrade(a.url)).status, 101);
+    } finally {
+      await closeAll(a);
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "mesh: a failing handler and a dead letter are logged and counted",
+  async fn() {
+    const logs: LogRecord[] = [];
+    const metrics = createMetrics("plexus_");
+    const a = await startMesh({
+      secret: "s",
+      retryBaseMs: 10,
+      log: createLogger({ sinks: [(r) => logs.push(r)] }),
+      metrics,
+    });
+    try {
+      await checkTelemetry({
+        transport: a,
+        name: "websocket-mesh",
+        logs,
+        metrics,
+        timeoutMs: 5000,
+      });
     } finally {
       await closeAll(a);
     }
