@@ -57,7 +57,8 @@ const redisStreams: Plugin<RedisStreamsConfig> = definePlugin({
       ...ctx.config,
       url: ctx.config.url ?? Deno.env.get("REDIS_URL") ??
         "redis://127.0.0.1:6379",
-      consumerName: `${ctx.node.id}-${crypto.randomUUID().slice(0, 8)}`,
+      // Stable across restarts: a restarted node reuses its consumers.
+      consumerName: ctx.node.id,
       log: ctx.log,
       metrics: ctx.metrics,
     });

@@ -19,6 +19,11 @@
  *   publishes issued in one tick go out as one pipeline.
  * - ioredis reconnects (retryStrategy); commands wait through a restart, and
  *   a group lost with the data (NOGROUP) is re-created from `0`.
+ * - Consumer names are stable: `consumerName` (the plugin passes the node
+ *   id), `~n` added for a second live subscription of the same topic and
+ *   group. A restart reuses the name, so its pending entries stay under it
+ *   and `XINFO CONSUMERS` does not grow; `close` deletes the consumer
+ *   (`XGROUP DELCONSUMER`, atomically only when it has nothing pending).
  * - A handler that throws and a dead-lettered message are logged and counted
  *   (`../_telemetry.ts`).
  * - Per-key order: a message published with a key goes to partition stream
@@ -85,7 +90,11 @@ export interface RedisStreamsOptions {
   retryMaxMs?: number;
   /** Where a new group starts: new messages only, or the whole stream. @default {"new"} */
   startFrom?: "new" | "all";
-  /** Consumer name prefix (unique per process by default). */
+  /**
+   * This node's consumer name in every group, kept across restarts (the
+   * plugin passes the node id); two live transports must not share it.
+   * @default {a random name}
+   */
   consumerName?: string;
   /** Longest wait for the first connection. @default {5000} */
   connectTimeoutMs?: number;
@@ -127,6 +136,16 @@ function checkTopic(topic: string): void {
     );
   }
 }
+
+/**
+ * Deletes a group's consumer only when it has nothing pending (a restart
+ * under the same name takes those over); -1 when it was kept.
+ */
+const DELETE_IDLE_CONSUMER = `
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then
+  return -1
+end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])`;
 
 function isNoGroup(err: unknown): boolean {
   return err instanceof Error && err.message.startsWith("NOGROUP");
@@ -203,8 +222,9 @@ export async function connectRedisStreams(
     o.maxLen > 0 ? ["MAXLEN", "~", o.maxLen] : [];
   const subs = new Set<Subscription>();
   let closed = false;
-  let subCounter = 0;
   const report = transportTelemetry("redis-streams", o);
+  /** Name suffixes in use per topic and group (`~n` for a second one). */
+  const liveNames = new Map<string, Set<number>>();
 
   async function subscribe(
     topic: string,
@@ -221,9 +241,21 @@ export async function connectRedisStreams(
     const byStream = new Map([main, ...parts].map((s) => [s.stream, s]));
     const errorsKey = `${o.prefix}errors:${topic}`;
     const dlq = dlqKey(o.prefix, topic);
-    const consumer = `${o.consumerName}-${++subCounter}`;
     const ephemeral = opts.group === undefined;
-    const group = opts.group ?? `~${consumer}`;
+    const nameKey = `${topic}\n${opts.group ?? ""}`;
+    const taken = liveNames.get(nameKey) ?? new Set<number>();
+    liveNames.set(nameKey, taken);
+    let slot = 0;
+    while (taken.has(slot)) slot++;
+    taken.add(slot);
+    const consumer = slot === 0 ? o.consumerName : `${o.consumerName}~${slot}`;
+    const releaseName = () => {
+      taken.delete(slot);
+      if (taken.size === 0) liveNames.delete(nameKey);
+    };
+    // A group of its own starts at the end each time: never a crashed run's.
+    const group = opts.group ??
+      `~${consumer}.${crypto.randomUUID().slice(0, 8)}`;
     const maxInFlight = Math.max(1, opts.maxInFlight ?? 1);
     const lowWater = Math.max(1, Math.floor(maxInFlight / 4));
     const reader = redis.duplicate();
@@ -260,7 +292,12 @@ export async function connectRedisStreams(
     };
     const ensureGroups = (from: string) =>
       Promise.all([...byStream.keys()].map((s) => createGroup(s, from)));
-    await ensureGroups(ephemeral || o.startFrom === "new" ? "$" : "0");
+    try {
+      await ensureGroups(ephemeral || o.startFrom === "new" ? "$" : "0");
+    } catch (err) {
+      releaseName();
+      throw err;
+    }
 
     const errKey = (src: Source, id: string) =>
       src.partition === undefined
@@ -515,7 +552,8 @@ export async function connectRedisStreams(
       prefix: o.prefix,
       topic,
       group,
-      consumer,
+      // Unique per run: a restart must not renew what its last run held.
+      consumer: `${consumer}#${crypto.randomUUID().slice(0, 8)}`,
       partitions: o.partitions,
       leaseMs: o.ackWaitMs,
       idle: (n) => (keyedByPartition.get(n) ?? 0) === 0 && !reading.has(n),
@@ -746,7 +784,13 @@ export async function connectRedisStreams(
       }
     };
 
-    await owner.tick();
+    try {
+      await owner.tick();
+    } catch (err) {
+      reader.disconnect();
+      releaseName();
+      throw err;
+    }
     const loops = Promise.all([readLoop(), claimLoop(), leaseLoop()]);
     const sub: Subscription = {
       topic,
@@ -763,13 +807,15 @@ export async function connectRedisStreams(
         await loops;
         await Promise.allSettled([...running]);
         await owner.stop().catch(() => {});
-        if (ephemeral) {
-          await Promise.all(
-            [...byStream.keys()].map((s) =>
-              redis.xgroup("DESTROY", s, group).catch(() => {})
-            ),
-          );
-        }
+        await Promise.all(
+          [...byStream.keys()].map((s) =>
+            (ephemeral
+              ? redis.xgroup("DESTROY", s, group)
+              : redis.eval(DELETE_IDLE_CONSUMER, 1, s, group, consumer))
+              .catch(() => {})
+          ),
+        );
+        releaseName();
       },
     };
     subs.add(sub);
