@@ -55,6 +55,14 @@ export const configSchema = z.strictObject({
     corsOrigins: z.array(z.url()).default([]),
     /** Largest request body on any route; larger gets 413. */
     bodyLimitBytes: z.number().int().min(1024).max(64 << 20).default(1 << 20),
+    /** Open connections at once, WebSockets included; more are refused with 503 (default: from the open-file limit, see docs/http.md). */
+    maxConnections: z.number().int().min(1).max(1_000_000).optional(),
+    /** Open connections from one client IP (IPv6 by /64) (default: a quarter of maxConnections). */
+    maxConnectionsPerIp: z.number().int().min(1).max(1_000_000).optional(),
+    /** A connection must send a whole request head this soon after opening. */
+    headTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
+    /** A keep-alive connection with no request in flight closes after this long. */
+    idleTimeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),
   }).prefault({}),
   health: z.strictObject({
     /** Results are reused for this long so probes cannot overload plugins. */

@@ -24,6 +24,11 @@ import { createRouter } from "./router.ts";
 import { openStore } from "./state/store.ts";
 import { createApp } from "./http/app.ts";
 import { errorResponse } from "./http/errors.ts";
+import {
+  defaultConnectionLimits,
+  type GuardedServer,
+  serveGuarded,
+} from "./http/listener.ts";
 import { VERSION } from "./version.ts";
 import type { Consensus } from "./consensus.ts";
 import { createTaskService, NoAgentError, type TaskService } from "./tasks.ts";
@@ -254,7 +259,7 @@ export async function startNode(
     },
   });
 
-  let server: Deno.HttpServer<Deno.NetAddr> | undefined;
+  let server: GuardedServer | undefined;
   try {
     const specs = [
       ...kindSpecs,
@@ -351,11 +356,23 @@ export async function startNode(
       );
     });
   };
+  const limits = defaultConnectionLimits();
+  limits.maxConnections = config.http.maxConnections ?? limits.maxConnections;
+  limits.maxConnectionsPerIp = config.http.maxConnectionsPerIp ??
+    Math.min(limits.maxConnectionsPerIp, limits.maxConnections);
+  limits.headTimeoutMs = config.http.headTimeoutMs;
+  limits.idleTimeoutMs = config.http.idleTimeoutMs;
   try {
-    server = Deno.serve({
+    server = serveGuarded({
       port: config.port,
       hostname: config.host,
-      onListen: () => {},
+      limits,
+      log: nodeLog.child({ component: "http" }),
+      metrics,
+      onError: (err) => {
+        nodeLog.error("request handler threw", { error: err });
+        return errorResponse(500, "internal error");
+      },
     }, handler);
   } catch (err) {
     await tasks.stop(0);
