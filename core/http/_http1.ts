@@ -60,8 +60,8 @@ export async function readHead(
   conn: Deno.Conn,
   maxBytes: number,
 ): Promise<RequestHead | undefined> {
-  const buf = new Uint8Array(Math.min(maxBytes + 4096, 65_536));
-  let data = buf;
+  // Most heads fit in 2 KiB; the buffer doubles up to the limit.
+  let data = new Uint8Array(Math.min(2048, maxBytes + 4));
   let n = 0;
   while (true) {
     if (n === data.length) {

@@ -126,9 +126,12 @@ export function openFileLimit(): number | null {
 }
 
 /**
- * Limits sized from the open-file limit (`null`: unknown): three quarters
- * of the descriptors, less 64 for KV, plugins' sockets and outbound calls,
- * go to clients, at most 16,384; one IP may hold a quarter of them.
+ * Limits sized from the open-file limit (`null`: unknown, as it is without
+ * `--allow-all`, which Deno requires to read `/proc/self/limits`): three
+ * quarters of the descriptors, less 64 for KV, plugins' sockets and
+ * outbound calls, go to clients, at most 16,384; unknown gives 4096. One IP
+ * may hold a quarter. Either way the server lowers the budget by itself the
+ * first time an accept runs out of descriptors.
  *
  * @example Usage
  * ```ts
@@ -236,6 +239,9 @@ function isFdExhaustion(err: unknown): boolean {
   return /too many open files|os error 2[34]\b/i.test(msg);
 }
 
+/** The budget is lowered at most this often when descriptors run out. */
+const LEARN_INTERVAL_MS = 2000;
+
 /** How long an answer marked `connection: close` may linger before the node closes it. */
 const LINGER_MS = 1000;
 
@@ -299,10 +305,15 @@ export function serveGuarded(
     "Open client connections (HTTP and upgraded WebSockets)",
   );
   opened.set(0);
-  metrics.gauge(
+  // The budget in force: http.maxConnections, lowered to what the process's
+  // descriptors allow once an accept has run out of them.
+  let budget = limits.maxConnections;
+  let lowered = 0;
+  const budgetGauge = metrics.gauge(
     "plexus_http_connections_max",
-    "Connection budget of this node (http.maxConnections)",
-  ).set(limits.maxConnections);
+    "Connection budget in force (http.maxConnections, lowered when the open-file limit is reached)",
+  );
+  budgetGauge.set(budget);
   const accepted = metrics.counter(
     "plexus_http_connections_accepted_total",
     "Client connections accepted",
@@ -366,24 +377,34 @@ export function serveGuarded(
     clearTimeout(c.timer);
     c.timer = setTimeout(() => kill(c, reason), ms);
   };
-  /** The oldest connection doing nothing: no request yet first, then idle keep-alive. */
+  /**
+   * A connection that has not sent a whole request yet, from the address
+   * holding the most connections (the oldest of its). Clients that have
+   * been served keep their connections: only the idle timeout closes those;
+   * and a flood from some addresses sheds its own connections first.
+   */
   const victim = (): Conn | undefined => {
-    let idle: Conn | undefined;
+    let best: Conn | undefined;
+    let bestCount = 0;
     for (const c of open) {
-      if (c.phase === "head") return c;
-      if (c.phase === "native" && c.inflight === 0) idle ??= c;
+      if (c.phase !== "head") continue;
+      const n = perIp.get(c.ip) ?? 0;
+      if (n > bestCount) {
+        best = c;
+        bestCount = n;
+      }
     }
-    return idle;
+    return best;
   };
-  const refuse = (conn: Deno.Conn, budget: "node" | "ip", ip: string) => {
-    refused.inc({ budget });
+  const refuse = (conn: Deno.Conn, which: "node" | "ip", ip: string) => {
+    refused.inc({ budget: which });
     warnThrottled(
-      `refused-${budget}`,
-      `connection refused: ${budget} connection budget full`,
+      `refused-${which}`,
+      `connection refused: ${which} connection budget full`,
       {
         ip,
         open: open.size,
-        maxConnections: limits.maxConnections,
+        maxConnections: budget,
         maxConnectionsPerIp: limits.maxConnectionsPerIp,
       },
     );
@@ -606,7 +627,7 @@ export function serveGuarded(
     if ((perIp.get(ip) ?? 0) >= limits.maxConnectionsPerIp) {
       return refuse(conn, "ip", ip);
     }
-    if (open.size >= limits.maxConnections) {
+    if (open.size >= budget) {
       const v = victim();
       if (!v) return refuse(conn, "node", ip);
       kill(v, "evicted");
@@ -649,11 +670,39 @@ export function serveGuarded(
           fds
             ? "out of file descriptors: not accepting for a moment"
             : "accept failed; retrying",
-          { error: err, open: open.size },
+          { error: err, open: open.size, maxConnections: budget },
         );
+        let shed = 0;
+        if (fds) {
+          // The limit is reached with this many open: that is the budget
+          // from now on, less a margin for the node's own descriptors. Once
+          // per interval only: closed sockets free their descriptors a
+          // moment later, and a flood would otherwise ratchet it down.
+          const now = Date.now();
+          if (now - lowered > LEARN_INTERVAL_MS) {
+            lowered = now;
+            const learned = Math.max(16, open.size - 16);
+            if (learned < budget) {
+              budget = learned;
+              budgetGauge.set(budget);
+              log.warn("open-file limit reached: connection budget lowered", {
+                maxConnections: budget,
+                open: open.size,
+              });
+            }
+          }
+          // The connections still waiting for a head make room.
+          for (let v = victim(); v && open.size >= budget; v = victim()) {
+            kill(v, "evicted");
+            forget(v);
+            shed++;
+          }
+        }
         // Established clients are still served meanwhile; accepts resume
-        // as soon as descriptors free up.
-        backoffMs = Math.min(1000, backoffMs ? backoffMs * 2 : 10);
+        // as soon as descriptors free up (a moment after a shed socket's).
+        backoffMs = shed > 0
+          ? 5
+          : Math.min(1000, backoffMs ? backoffMs * 2 : 10);
         await new Promise((r) => setTimeout(r, backoffMs));
         continue;
       }

@@ -50,6 +50,8 @@ export interface SpawnOptions {
   allowWrite?: string[];
   /** Use this (caller-made) temp folder as data dir; removed on close. */
   dir?: string;
+  /** Start the node under `ulimit -n` of this many open files. */
+  fileLimit?: number;
 }
 
 /** Races `promise` against a timer; the error names `what`. */
@@ -303,8 +305,18 @@ export async function spawnPlexus(
     );
   }
   args.push(...(options.args ?? []));
-  const child = new Deno.Command(Deno.execPath(), {
-    args,
+  // Under a file limit: `bash -c 'ulimit -n N && exec deno ...'`.
+  const [cmd, cmdArgs] = options.fileLimit === undefined
+    ? [Deno.execPath(), args]
+    : ["bash", [
+      "-c",
+      'ulimit -n "$0" && exec "$@"',
+      String(options.fileLimit),
+      Deno.execPath(),
+      ...args,
+    ]];
+  const child = new Deno.Command(cmd, {
+    args: cmdArgs,
     cwd: REPO,
     env: childEnv(options.env),
     clearEnv: true,
