@@ -2,7 +2,12 @@
  * The `plexus` command line: `serve` (the default) runs one node; `token`
  * prints a signed API token (JWT) made with this node's key; `keygen` prints
  * a new agent key; `agent` runs a demo agent on the agent SDK; `cluster`
- * runs N local nodes as child processes.
+ * runs N local nodes as child processes; `dev` runs `serve` under deno's
+ * file watcher.
+ *
+ * A Ctrl-C (SIGINT) or SIGTERM starts a graceful stop; copies arriving
+ * within half a second are the same press (under `deno task` one press
+ * arrives several times); a later one cuts the stop short (exit 128+n).
  *
  * Exit codes: 0 after a graceful shutdown; 1 when a plugin or the node fails
  * to start (stderr names the plugin and the cause), `token` cannot load or
@@ -12,6 +17,7 @@
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import {
   cliMessage,
@@ -42,16 +48,25 @@ import {
 } from "./transports/websocket/channels.ts";
 import { parseEd25519PublicKey } from "./core/security/ed25519.ts";
 import { builtinNames } from "./core/builtins.ts";
-import { startLocalCluster } from "./core/local_cluster.ts";
+import { denoCommand, startLocalCluster } from "./core/local_cluster.ts";
 import { raftCommand } from "./consensus/raft/recover.ts";
 
-const COMMANDS = ["serve", "token", "keygen", "agent", "cluster", "raft"];
+const COMMANDS = [
+  "serve",
+  "dev",
+  "token",
+  "keygen",
+  "agent",
+  "cluster",
+  "raft",
+];
 const USAGE = `plexus ${VERSION}: a Deno-native distributed plugin host
 
 Usage: plexus [command] [flags]
 
 Commands:
   serve    run one node (the default)
+  dev      run one node under deno's file watcher (deno task dev)
   token    print a signed API token (JWT) for this node
   keygen   print a new Ed25519 agent key as JSON
   agent    run a demo agent: subscribe and print what arrives
@@ -66,6 +81,42 @@ function fail(code: number, message: string): never {
 }
 
 const HELP = { help: { type: "boolean", short: "h" } } as const;
+
+const SIGNAL_NUMBER = { SIGINT: 2, SIGTERM: 15 } as const;
+type StopSignal = keyof typeof SIGNAL_NUMBER;
+
+/**
+ * How long after a first SIGINT/SIGTERM more of them are still the same
+ * request to stop. One Ctrl-C under `deno task` arrives more than once: the
+ * terminal signals the whole foreground process group, the task runner
+ * forwards its own copy, and under `deno run --watch` the watcher passes on a
+ * SIGINT and a SIGTERM; they land about 0.1-0.3 ms apart here (later on a
+ * loaded machine). A person pressing again to cut a slow drain short does so
+ * well after half a second.
+ */
+const SAME_PRESS_MS = 500;
+
+/**
+ * Calls `stop` on the first SIGINT or SIGTERM, ignores those within
+ * {@linkcode SAME_PRESS_MS} of it, and calls `force` on each later one.
+ */
+function onStopSignals(
+  stop: (signal: StopSignal) => void,
+  force: (signal: StopSignal) => void,
+): void {
+  let first: number | undefined;
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => {
+      const now = performance.now();
+      if (first === undefined) {
+        first = now;
+        stop(signal);
+      } else if (now - first >= SAME_PRESS_MS) {
+        force(signal);
+      }
+    });
+  }
+}
 
 /** A subcommand's flags, strictly (no positionals); a bad one exits 2 with one line. */
 function flags<O extends ParseArgsOptionsConfig>(argv: string[], options: O) {
@@ -103,19 +154,95 @@ async function serve(argv: string[]): Promise<void> {
     }
     fail(1, `cannot start: ${(err as Error).message}`);
   }
-  let signals = 0;
-  const onSignal = (signal: Deno.Signal, code: number) => () => {
-    if (++signals > 1) {
+  onStopSignals(
+    (signal) => {
+      node.shutdown(signal).then(
+        () => Deno.exit(0),
+        (err) => fail(1, `shutdown failed: ${(err as Error).message}`),
+      );
+    },
+    (signal) => {
       console.error(`plexus: second ${signal}; exiting now`);
-      Deno.exit(128 + code);
-    }
-    node.shutdown(signal).then(
-      () => Deno.exit(0),
-      (err) => fail(1, `shutdown failed: ${(err as Error).message}`),
-    );
+      Deno.exit(128 + SIGNAL_NUMBER[signal]);
+    },
+  );
+}
+
+/** What `plexus dev` watches (besides every module it loads), relative to main.ts. */
+const DEV_WATCH = ["core/", "plugins/", "consensus/", "transports/", "main.ts"];
+/** The drop-in folder `plexus dev` makes and watches, relative to the working directory. */
+const DEV_PLUGINS_DIR = "plugins.d";
+
+function devHelp(): string {
+  return formatHelp(
+    "Usage: plexus dev [SERVE FLAGS...]",
+    `Runs 'plexus serve' under 'deno run --watch' with the permissions of 'deno task start', restarting the node when ${
+      DEV_WATCH.join(", ")
+    } or ./${DEV_PLUGINS_DIR}/ change (./${DEV_PLUGINS_DIR}/ is made if missing: deno does not watch a path that does not exist yet). Ctrl-C or SIGTERM drains the node and ends the watcher: SIGTERM is passed on as SIGINT, since the watcher sends its program SIGTERM itself to restart it. The watcher gives a drain 0.5 s (on a restart too), then ends the run. Needs --allow-run=deno and --allow-write=./${DEV_PLUGINS_DIR}.`,
+    [["-h, --help", "show this help"]],
+  );
+}
+
+async function dev(argv: string[]): Promise<void> {
+  if (argv.includes("-h") || argv.includes("--help")) {
+    console.log(devHelp());
+    return;
+  }
+  try {
+    await Deno.mkdir(DEV_PLUGINS_DIR, { recursive: true });
+  } catch (err) {
+    fail(1, `dev: cannot make ./${DEV_PLUGINS_DIR}: ${(err as Error).message}`);
+  }
+  const script = new URL(import.meta.url);
+  const watch = [
+    ...DEV_WATCH.map((p) => fileURLToPath(new URL(p, script))),
+    `${DEV_PLUGINS_DIR}/`,
+  ];
+  let watcher: Deno.ChildProcess;
+  try {
+    watcher = new Deno.Command(denoCommand(), {
+      args: [
+        "run",
+        `--watch=${watch.join(",")}`,
+        "--allow-net",
+        "--allow-read",
+        "--allow-write=./data",
+        "--allow-env",
+        "--allow-import",
+        fileURLToPath(script),
+        "serve",
+        ...argv,
+      ],
+      stdin: "inherit",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+  } catch (err) {
+    fail(1, `dev: cannot start deno: ${(err as Error).message}`);
+  }
+  const send = (signal: Deno.Signal) => {
+    try {
+      watcher.kill(signal);
+    } catch { /* already exited */ }
   };
-  Deno.addSignalListener("SIGINT", onSignal("SIGINT", 2));
-  Deno.addSignalListener("SIGTERM", onSignal("SIGTERM", 15));
+  let stopping = false;
+  let forced: number | undefined;
+  onStopSignals(
+    () => {
+      stopping = true;
+      // The watcher ends on SIGINT; on SIGTERM it would only end this run.
+      send("SIGINT");
+    },
+    (signal) => {
+      forced = 128 + SIGNAL_NUMBER[signal];
+      send("SIGKILL");
+    },
+  );
+  const status = await watcher.status;
+  // A watcher idle between runs (the node already stopped, or failed to
+  // start) has no listener left and dies of the SIGINT we sent: a stop too.
+  const asked = stopping && status.signal === "SIGINT";
+  Deno.exit(forced ?? (asked ? 0 : status.code));
 }
 
 function tokenHelp(): string {
@@ -385,14 +512,13 @@ async function agent(argv: string[]): Promise<void> {
       (err) => say(`cannot subscribe to ${ch}: ${(err as Error).message}`),
     );
   }
-  let signals = 0;
-  const onSignal = (signal: Deno.Signal, code: number) => () => {
-    if (++signals > 1) Deno.exit(128 + code);
-    say(`${signal}: closing`);
-    void client.close();
-  };
-  Deno.addSignalListener("SIGINT", onSignal("SIGINT", 2));
-  Deno.addSignalListener("SIGTERM", onSignal("SIGTERM", 15));
+  onStopSignals(
+    (signal) => {
+      say(`${signal}: closing`);
+      void client.close();
+    },
+    (signal) => Deno.exit(128 + SIGNAL_NUMBER[signal]),
+  );
   client.connect().catch(() => {}); // the outcome is in client.closed
   const info = await client.closed;
   if (info.error) fail(1, `agent stopped: ${info.error.message}`);
@@ -473,15 +599,21 @@ async function cluster(argv: string[]): Promise<void> {
     extraArgs,
     script: new URL(import.meta.url).pathname,
   });
-  let signals = 0;
-  const onSignal = (signal: Deno.Signal, code: number) => () => {
-    if (++signals > 1) Deno.exit(128 + code);
-    console.error(`cluster: ${signal}: stopping every node`);
-    c.stop();
-  };
-  Deno.addSignalListener("SIGINT", onSignal("SIGINT", 2));
-  Deno.addSignalListener("SIGTERM", onSignal("SIGTERM", 15));
-  Deno.exit((await c.done) ? 0 : 1);
+  let forced: number | undefined;
+  onStopSignals(
+    (signal) => {
+      console.error(`cluster: ${signal}: stopping every node`);
+      c.stop();
+    },
+    (signal) => {
+      console.error(`cluster: second ${signal}: killing every node`);
+      forced = 128 + SIGNAL_NUMBER[signal];
+      c.kill();
+    },
+  );
+  // Return only once every node has exited, even when forced.
+  const ok = await c.done;
+  Deno.exit(forced ?? (ok ? 0 : 1));
 }
 
 if (import.meta.main) {
@@ -498,6 +630,8 @@ if (import.meta.main) {
     await keygen(rest);
   } else if (first === "agent") {
     await agent(rest);
+  } else if (first === "dev") {
+    await dev(rest);
   } else if (first === "cluster") {
     await cluster(rest);
   } else if (first === "raft") {

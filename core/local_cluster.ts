@@ -9,9 +9,10 @@
  * for node-to-node links. Children inherit stdout/stderr (their JSON log lines
  * name their node). A child that exits is reported and the others keep
  * running, so you can kill one and watch the rest take over; SIGINT/SIGTERM
- * stop them all gracefully; the command exits when every child has (0 if all
- * exited 0). Nodes run in their own process groups, so a SIGKILL of the
- * cluster process leaves them running (their pids are printed at start).
+ * stop them all gracefully (one SIGTERM each), a later second one kills
+ * them; the command exits when every child has (0 if all exited 0). Nodes
+ * run in their own process groups, so a SIGKILL of the cluster process
+ * leaves them running (their pids are printed at start).
  *
  * @module
  */
@@ -40,8 +41,10 @@ export interface LocalClusterOptions {
 /** A running local cluster. */
 export interface LocalCluster {
   readonly urls: string[];
-  /** SIGTERM to every child still running. */
+  /** SIGTERM to every child still running, once: a second one would skip its drain. */
   stop(): void;
+  /** SIGKILL to every child still running. */
+  kill(): void;
   /** Resolves when every child has exited: whether all exited 0. */
   readonly done: Promise<boolean>;
 }
@@ -65,8 +68,14 @@ function nodePermissions(dataDir: string, kv: string): string[] {
  * This Deno's executable if we may run it, else `deno` from PATH (what
  * `--allow-run=deno` grants: it resolves the name, which for an npm install
  * is a symlink, not the executable's own path).
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { denoCommand } from "./local_cluster.ts";
+ * new Deno.Command(denoCommand(), { args: ["--version"] }).spawn();
+ * ```
  */
-function denoCommand(): string {
+export function denoCommand(): string {
   const exec = Deno.execPath();
   const q = Deno.permissions.querySync({ name: "run", command: exec });
   return q.state === "granted" ? exec : "deno";
@@ -141,7 +150,7 @@ export function startLocalCluster(options: LocalClusterOptions): LocalCluster {
       );
       return s.success;
     });
-    return { id, child, exited, running: true };
+    return { id, child, exited, running: true, stopped: false };
   });
   for (const c of children) c.exited.then(() => (c.running = false));
   say(
@@ -151,16 +160,19 @@ export function startLocalCluster(options: LocalClusterOptions): LocalCluster {
       )
     }; shared KV ${kv}`,
   );
+  const send = (signal: Deno.Signal) => {
+    for (const c of children) {
+      if (!c.running || (signal === "SIGTERM" && c.stopped)) continue;
+      c.stopped = true;
+      try {
+        c.child.kill(signal);
+      } catch { /* already exited */ }
+    }
+  };
   return {
     urls,
-    stop() {
-      for (const c of children) {
-        if (!c.running) continue;
-        try {
-          c.child.kill("SIGTERM");
-        } catch { /* already exited */ }
-      }
-    },
+    stop: () => send("SIGTERM"),
+    kill: () => send("SIGKILL"),
     done: Promise.all(children.map((c) => c.exited)).then((ok) =>
       ok.every(Boolean)
     ),
