@@ -167,6 +167,8 @@ interface Conn {
   inflight: number;
   closeAfter: boolean;
   timer?: ReturnType<typeof setTimeout>;
+  /** When the last answer on Deno's server was delivered (idle since). */
+  lastActive: number;
   ended: boolean;
 }
 
@@ -428,7 +430,7 @@ export function serveGuarded(
         clearTimeout(c.timer);
         c.timer = setTimeout(() => kill(c), LINGER_MS);
       } else if (stopping) kill(c);
-      else arm(c, limits.idleTimeoutMs, "idle_timeout");
+      else c.lastActive = Date.now();
     };
     const done = (res: Response, req: Request) => {
       // An error answer to a request with a body the handler may not have
@@ -447,8 +449,6 @@ export function serveGuarded(
       return res;
     };
     return (req, info) => {
-      clearTimeout(c.timer);
-      c.timer = undefined;
       c.inflight++;
       info.completed.then(settle, settle);
       if (isUpgradeRequest(req)) {
@@ -492,7 +492,7 @@ export function serveGuarded(
       kill(c);
       return;
     }
-    arm(c, limits.idleTimeoutMs, "idle_timeout");
+    c.lastActive = Date.now();
     const f = served.finished.catch(() => {}).finally(() => {
       forget(c);
       finishing.delete(f);
@@ -640,6 +640,7 @@ export function serveGuarded(
       phase: "head",
       inflight: 0,
       closeAfter: false,
+      lastActive: 0,
       ended: false,
     };
     open.add(c);
@@ -652,6 +653,20 @@ export function serveGuarded(
     }).finally(() => finishing.delete(f));
     finishing.add(f);
   };
+
+  // Idle keep-alive connections are found by one sweep rather than a timer
+  // re-armed per request, which costs keep-alive throughput.
+  const sweepMs = Math.max(25, Math.min(1000, limits.idleTimeoutMs / 4));
+  const sweeper = setInterval(() => {
+    const now = Date.now();
+    for (const c of open) {
+      if (
+        c.phase === "native" && c.inflight === 0 && !c.closeAfter &&
+        now - c.lastActive >= limits.idleTimeoutMs
+      ) kill(c, "idle_timeout");
+    }
+  }, sweepMs);
+  Deno.unrefTimer(sweeper);
 
   let stopping = false;
   const loop = (async () => {
@@ -722,6 +737,7 @@ export function serveGuarded(
   const shutdown = () => {
     if (!stopping) {
       stopping = true;
+      clearInterval(sweeper);
       try {
         listener.close();
       } catch { /* already closed */ }
