@@ -49,6 +49,8 @@ export const configSchema = z.strictObject({
     leaseMs: z.number().int().min(100).max(3_600_000).default(30_000),
     /** Attempts before a task is dead. */
     maxAttempts: z.number().int().min(1).max(100).default(3),
+    /** Largest task result stored (in KV chunks); a larger one fails its task at once. */
+    maxResultBytes: z.number().int().min(1024).max(64 << 20).default(4 << 20),
   }).prefault({}),
   http: z.strictObject({
     /** Origins allowed by CORS (e.g. "https://ops.example.com"); empty = no CORS. */

@@ -178,6 +178,7 @@ export async function startNode(
     concurrency: config.tasks.concurrency,
     leaseMs: config.tasks.leaseMs,
     maxAttempts: config.tasks.maxAttempts,
+    maxResultBytes: config.tasks.maxResultBytes,
     // The leader sweeps; with no consensus plugin every node does.
     sweeper: () => consensus()?.isLeader() ?? true,
     // With --balancer, claimed tasks run where the balancer picks.

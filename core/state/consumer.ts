@@ -114,7 +114,16 @@ export function consume<T>(
     const p = (async () => {
       try {
         const result = await handler(d);
-        if (!d.settled) await ackLater(d, result);
+        if (!d.settled) {
+          try {
+            await ackLater(d, result);
+          } catch (err) {
+            // A result the queue refused (too large, not serializable) has
+            // dead-lettered its message: say so, or nobody hears of it.
+            if (d.settled) return onError(err);
+            throw err;
+          }
+        }
       } catch (err) {
         if (!d.settled) {
           await d.nak(

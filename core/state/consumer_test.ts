@@ -124,3 +124,30 @@ Deno.test("consumer: a long handler keeps its lease, so no other consumer takes 
     kv.close();
   }
 });
+
+Deno.test("consumer: a result the queue refuses dead-letters its message and is reported to onError", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const q = new DurableQueue<number>(kv, "big", { maxResultBytes: 1024 });
+  const errors: unknown[] = [];
+  const c = consume(q, (d) => Promise.resolve("x".repeat(d.payload)), {
+    onError: (e) => errors.push(e),
+    minPollMs: 5,
+    maxPollMs: 50,
+  });
+  try {
+    const big = await q.enqueue(4096);
+    const small = await q.enqueue(10);
+    await waitFor(
+      async () =>
+        (await q.get(big.id))?.state === "dead" &&
+        (await q.get(small.id))?.state === "done",
+      "the big result dead, the small one done",
+    );
+    await waitFor(() => errors.length > 0, "onError");
+    assert.equal((errors[0] as Error).name, "UnstorableResultError");
+    assert.match((errors[0] as Error).message, /over the limit of 1024 bytes/);
+  } finally {
+    await c.stop();
+    kv.close();
+  }
+});
