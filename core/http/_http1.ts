@@ -166,11 +166,8 @@ export function parseHead(bytes: Uint8Array, rest: Uint8Array): RequestHead {
         expect = value.toLowerCase();
         break;
     }
-    // Header values become JS strings as UTF-8, as Deno's server does.
-    headers.push([
-      name,
-      dec.decode(Uint8Array.from(value, (ch) => ch.charCodeAt(0))),
-    ]);
+    // One char per byte (a ByteString), as Deno's own server hands them on.
+    headers.push([name, value]);
   }
   const minor = Number(minorText);
   if (minor === 1 && host !== 1) {

@@ -547,14 +547,22 @@ export function serveGuarded(
     });
     const bodyless = head.method === "GET" || head.method === "HEAD";
     const signal = new AbortController();
-    const req = new Request(url, {
-      method: head.method,
-      headers: head.headers,
-      body: bodyless || head.body.kind === "none" ? null : body.stream(),
-      signal: signal.signal,
-      // @ts-ignore: Deno's RequestInit takes `duplex` for streamed bodies.
-      duplex: "half",
-    });
+    let req: Request;
+    try {
+      req = new Request(url, {
+        method: head.method,
+        headers: head.headers,
+        body: bodyless || head.body.kind === "none" ? null : body.stream(),
+        signal: signal.signal,
+        // @ts-ignore: Deno's RequestInit takes `duplex` for streamed bodies.
+        duplex: "half",
+      });
+    } catch (err) {
+      // E.g. a method fetch forbids (CONNECT, TRACE).
+      closed.inc({ reason: "bad_head" });
+      await conn.write(errorBytes(400, (err as Error).message)).catch(() => {});
+      return kill(c);
+    }
     let upgraded = false;
     if (head.upgrade && bodyless) {
       rawRequests.set(req, {

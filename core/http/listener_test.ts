@@ -445,6 +445,7 @@ Deno.test("listener: malformed and ambiguous heads get 400/431/501 and a closed 
       /^HTTP\/1\.1 431/,
     ],
     ["PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", /^HTTP\/1\.1 505/],
+    ["TRACE / HTTP/1.1\r\nHost: x\r\n\r\n", /^HTTP\/1\.1 400/],
   ];
   for (const [request, expected] of bad) {
     const c = await Raw.open(r.port);
@@ -496,6 +497,25 @@ Deno.test("listener: a streamed first response is sent chunked, and the client s
   });
   const res = await fetch(`http://127.0.0.1:${r.port}/`);
   assert.equal(await res.text(), "part0.part1.part2.");
+});
+
+Deno.test("listener: header values keep their bytes (Latin-1), as Deno's own server gives them", async () => {
+  await using r = rig(
+    {},
+    (req) => new Response(req.headers.get("x-name") ?? ""),
+  );
+  const c = await Raw.open(r.port);
+  await c.conn.write(
+    new Uint8Array([
+      ...new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\nX-Name: caf"),
+      0xe9,
+      ...new TextEncoder().encode("\r\nConnection: close\r\n\r\n"),
+    ]),
+  );
+  await within(c.closed, 3000, "close");
+  assert.match(c.text, /^HTTP\/1\.1 200/);
+  assert.ok(c.text.endsWith("caf\u00e9"), c.text);
+  c.close();
 });
 
 Deno.test("listener: the handler sees the client's address and a completed promise", async () => {
