@@ -230,6 +230,32 @@ function patchUpgrade(ridSymbol: symbol): void {
   });
 }
 
+/**
+ * Aborts a connection's signal. When Deno's one-connection server has just
+ * closed on its own (its `finished` not yet settled), its abort listener
+ * throws `BadResource`, which Deno reports as an uncaught error that would
+ * end the process: that one report is cancelled, since the connection is
+ * gone, which is what the abort wanted.
+ */
+let aborting = false;
+let abortGuard = false;
+export function abortQuietly(ac: AbortController): void {
+  if (!abortGuard) {
+    abortGuard = true;
+    globalThis.addEventListener("error", (e) => {
+      if (aborting && e.error instanceof Deno.errors.BadResource) {
+        e.preventDefault();
+      }
+    });
+  }
+  aborting = true;
+  try {
+    ac.abort();
+  } finally {
+    aborting = false;
+  }
+}
+
 const REFUSAL = new TextEncoder().encode(
   "HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n" +
     "retry-after: 1\r\ncontent-type: application/json\r\ncontent-length: 79\r\n\r\n" +
@@ -367,7 +393,7 @@ export function serveGuarded(
     if (reason) closed.inc({ reason });
     if (c.phase === "native") {
       // Deno's server closes the socket; `finished` then forgets it.
-      c.ac!.abort();
+      abortQuietly(c.ac!);
       return;
     }
     try {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import {
+  abortQuietly,
   type ConnectionLimits,
   defaultConnectionLimits,
   type GuardedServer,
@@ -543,4 +544,14 @@ Deno.test("listener: the handler sees the client's address and a completed promi
   } finally {
     await server.shutdown();
   }
+});
+
+Deno.test("listener: closing a connection whose Deno server has just ended on its own does not end the process", () => {
+  // What Deno's one-connection server does on abort once its resource is gone.
+  const ac = new AbortController();
+  ac.signal.addEventListener("abort", () => {
+    throw new Deno.errors.BadResource("Bad resource ID");
+  });
+  abortQuietly(ac);
+  assert.ok(ac.signal.aborted);
 });
