@@ -37,7 +37,7 @@ import {
   type TaskRouter,
   type TaskRun,
 } from "./task_router.ts";
-import type { Balancer } from "../plugins/balancers/strategy.ts";
+import type { Balancer } from "./contracts/balancer.ts";
 import { createRegistry, memberStatus } from "./state/registry.ts";
 import { loadOrCreateNodeKey } from "./security/node_key.ts";
 import { createSecurity, type Security } from "./http/security.ts";

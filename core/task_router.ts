@@ -26,7 +26,7 @@ import type { MetricsRegistry } from "./observe/metrics.ts";
 import type { NodeRecord, Registry } from "./state/registry.ts";
 import { memberStatus } from "./state/registry.ts";
 import type { NodeFetch } from "./http/node_client.ts";
-import type { Balancer, Candidate } from "../plugins/balancers/strategy.ts";
+import type { Balancer, Candidate } from "./contracts/balancer.ts";
 
 /** One run of a task, as routed. */
 export interface TaskRun {

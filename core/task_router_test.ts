@@ -11,7 +11,7 @@ import { createRoundRobin } from "../plugins/balancers/round_robin.ts";
 import { createConsistentHash } from "../plugins/balancers/consistent_hash.ts";
 import { withCircuitBreakers } from "../plugins/balancers/guarded.ts";
 import { createCircuitBreakers } from "./resilience/circuit_breaker.ts";
-import type { Balancer } from "../plugins/balancers/strategy.ts";
+import type { Balancer } from "./contracts/balancer.ts";
 
 const log = createLogger({ sinks: [] });
 

@@ -1,6 +1,8 @@
 /**
  * The one interface every balancing strategy implements: `pick` a candidate
- * for a call, then `report` how the call went.
+ * for a call, then `report` how the call went. The types live in
+ * `core/contracts/balancer.ts` (the kernel needs them) and are re-exported
+ * here beside the helpers strategies share.
  *
  * A candidate is anything with an `id` (a node for work, an agent for tasks
  * routed by capability), an optional `weight` and optional `meta`. A pick
@@ -14,49 +16,20 @@
  */
 
 import { mulberry32 } from "../../core/random.ts";
+import type {
+  Balancer,
+  Candidate,
+  PickContext,
+  RandomSource,
+} from "../../core/contracts/balancer.ts";
 
-/** Something a balancer can choose: a node, an agent, a backend. */
-export interface Candidate {
-  /** Stable identity; state (weights, latency, connections) is kept by id. */
-  readonly id: string;
-  /** Relative capacity, a positive finite number. @default {1} */
-  readonly weight?: number;
-  /** Free-form data for custom strategies (zone, capabilities, version). */
-  readonly meta?: Readonly<Record<string, unknown>>;
-}
-
-/** Per-call input to `pick`. */
-export interface PickContext {
-  /** Affinity key: calls with the same key go to the same candidate (consistent hashing). */
-  readonly key?: string;
-}
-
-/** How a call to a picked candidate went. */
-export interface Outcome {
-  /** Whether the call succeeded (failures feed circuit breakers and latency penalties). */
-  ok: boolean;
-  /** Time from pick to completion, in milliseconds. */
-  latencyMs: number;
-}
-
-/** A balancing strategy. */
-export interface Balancer {
-  /** Strategy name, e.g. `round-robin`. */
-  readonly name: string;
-  /**
-   * Chooses one of `candidates` (undefined when there are none). The choice
-   * counts as in flight until {@linkcode Balancer.report} for its id.
-   */
-  pick<C extends Candidate>(
-    candidates: readonly C[],
-    ctx?: PickContext,
-  ): C | undefined;
-  /** Ends one in-flight pick of `endpoint` (an id) and feeds its outcome. */
-  report(endpoint: string, outcome: Outcome): void;
-}
-
-/** Source of uniform numbers in [0, 1). */
-export type RandomSource = () => number;
+export type {
+  Balancer,
+  Candidate,
+  Outcome,
+  PickContext,
+  RandomSource,
+} from "../../core/contracts/balancer.ts";
 
 /**
  * Thrown by {@linkcode dispatch} when there is nothing to pick from.
