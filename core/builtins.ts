@@ -9,24 +9,40 @@
 
 /** `builtin:` name → lazy module import. */
 export const BUILTINS: Record<string, () => Promise<{ default: unknown }>> = {
-  "examples/hello": () => import("../plugins/examples/hello.ts"),
+  "examples/hello": () =>
+    import("../plugins/examples/mod.ts").then((m) => ({ default: m.hello })),
   "consensus/kv-lease": () => import("../consensus/kv-lease/mod.ts"),
-  "consensus/raft": () => import("../consensus/raft/plugin.ts"),
-  "consensus/gossip": () => import("../consensus/gossip/plugin.ts"),
-  "balancers/round-robin": () => import("../plugins/balancers/round_robin.ts"),
-  "balancers/random": () => import("../plugins/balancers/random.ts"),
+  "consensus/raft": () => import("../consensus/raft/mod.ts"),
+  "consensus/gossip": () => import("../consensus/gossip/mod.ts"),
+  "balancers/round-robin": () =>
+    import("../plugins/balancers/mod.ts").then((m) => ({
+      default: m.roundRobinPlugin,
+    })),
+  "balancers/random": () =>
+    import("../plugins/balancers/mod.ts").then((m) => ({
+      default: m.randomPlugin,
+    })),
   "balancers/smooth-weighted": () =>
-    import("../plugins/balancers/smooth_weighted.ts"),
+    import("../plugins/balancers/mod.ts").then((m) => ({
+      default: m.smoothWeightedPlugin,
+    })),
   "balancers/least-connections": () =>
-    import("../plugins/balancers/least_connections.ts"),
-  "balancers/p2c-ewma": () => import("../plugins/balancers/p2c_ewma.ts"),
+    import("../plugins/balancers/mod.ts").then((m) => ({
+      default: m.leastConnectionsPlugin,
+    })),
+  "balancers/p2c-ewma": () =>
+    import("../plugins/balancers/mod.ts").then((m) => ({
+      default: m.p2cEwmaPlugin,
+    })),
   "balancers/consistent-hash": () =>
-    import("../plugins/balancers/consistent_hash.ts"),
+    import("../plugins/balancers/mod.ts").then((m) => ({
+      default: m.consistentHashPlugin,
+    })),
   "transports/kafka": () => import("../transports/kafka/mod.ts"),
   "transports/redis-streams": () =>
     import("../transports/redis-streams/mod.ts"),
   "transports/websocket-mesh": () =>
-    import("../transports/websocket/mesh_plugin.ts"),
+    import("../transports/websocket-mesh/mod.ts"),
 };
 
 /** Built-in names under a folder, e.g. `builtinNames("transports")`. */

@@ -7,6 +7,10 @@
  * members can see different memberships at the same moment. Pair it with the
  * KV lease for anything that must be fenced.
  *
+ * The default export is the plugin (`builtin:consensus/gossip`,
+ * `--consensus gossip`), which provides `consensus:gossip`, a
+ * {@linkcode GossipConsensus}.
+ *
  * @example Usage
  * ```ts
  * import { SwimNode } from "./mod.ts";
@@ -19,6 +23,13 @@
  *
  * @module
  */
+export { default } from "./plugin.ts";
+export {
+  type GossipConsensus,
+  type GossipPluginConfig,
+  gossipPluginConfig,
+  seedsFromPeers,
+} from "./plugin.ts";
 export { Awareness } from "./awareness.ts";
 export { BroadcastQueue } from "./broadcast.ts";
 export {

@@ -19,6 +19,10 @@
  * when appended; a leader must first commit an entry of its term; a removed
  * leader steps down once its removal commits).
  *
+ * The default export is the plugin (`builtin:consensus/raft`,
+ * `--consensus raft`), which provides `consensus:raft`, a
+ * {@linkcode RaftConsensus}.
+ *
  * @example Usage
  * ```ts
  * import { createRaft, MemoryStorage } from "./mod.ts";
@@ -35,6 +39,8 @@
  *
  * @module
  */
+export { default } from "./plugin.ts";
+export { type RaftConfig, raftConfig, type RaftConsensus } from "./plugin.ts";
 export {
   createRaft,
   RaftNode,

@@ -10,6 +10,9 @@
  * ({@linkcode withCircuitBreakers}). A third-party strategy is one file
  * written against this module; see `examples/least_recent.ts`.
  *
+ * The plugins are exported by name (`roundRobinPlugin`, ...): each is
+ * `builtin:balancers/NAME`, providing `balancer:NAME`.
+ *
  * @example Usage
  * ```ts
  * import { createP2cEwma, dispatch, seededRandom } from "./mod.ts";
@@ -31,3 +34,9 @@ export * from "./consistent_hash.ts";
 export * from "./guarded.ts";
 export * from "./plugin.ts";
 export * from "./registry.ts";
+export { default as roundRobinPlugin } from "./round_robin.ts";
+export { default as randomPlugin } from "./random.ts";
+export { default as smoothWeightedPlugin } from "./smooth_weighted.ts";
+export { default as leastConnectionsPlugin } from "./least_connections.ts";
+export { default as p2cEwmaPlugin } from "./p2c_ewma.ts";
+export { default as consistentHashPlugin } from "./consistent_hash.ts";

@@ -1,4 +1,4 @@
-import { startMesh } from "../../transports/websocket/mesh.ts";
+import { startMesh } from "../../transports/websocket-mesh/mesh.ts";
 import { conformance } from "./suite.ts";
 
 // Each transport the suite makes is one node: it dials every live node.
