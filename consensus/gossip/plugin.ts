@@ -5,7 +5,7 @@
  * Membership (`members()`) comes from gossip: alive → up, suspect → suspect,
  * dead or left → down, `lastSeen` the last authenticated packet from it.
  * Gossip alone cannot give a safe leader, so by default the plugin runs the
- * KV lease elector (`consensus/kv-lease/elector.ts`) on the node's KV beside
+ * KV lease elector (`core/state/lease_elector.ts`) on the node's KV beside
  * it: `leader()`, `isLeader()` and `epoch()` are the lease's, fenced. With
  * `leader: "lowest-id"` (no shared KV) the leader is the lowest id among the
  * members this node sees up or suspect: deterministic, but NOT fenced — two
@@ -33,7 +33,7 @@ import {
   DEFAULT_RETRY_PERIOD_MS,
   LeaseElector,
   validateLeaseDurations,
-} from "../kv-lease/elector.ts";
+} from "../../core/state/lease_elector.ts";
 import { gossipConfig } from "./config.ts";
 import { type DriverMember, GossipDriver } from "./driver.ts";
 import { joinAddr } from "./_net.ts";

@@ -22,7 +22,10 @@
  */
 import { setImmediate } from "node:timers";
 import type { Clock } from "../../core/clock.ts";
-import type { ElectionAtomic, ElectionKv } from "./elector.ts";
+import type {
+  ElectionAtomic,
+  ElectionKv,
+} from "../../core/state/lease_elector.ts";
 
 /** The seeded PRNG the simulations share (see `core/random.ts`). */
 export { mulberry32 } from "../../core/random.ts";

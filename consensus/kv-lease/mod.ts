@@ -2,8 +2,9 @@
  * `consensus/kv-lease`: leader election on Deno KV leases with fencing.
  *
  * The default export is the plugin (`builtin:consensus/kv-lease`), which
- * provides `consensus:kv-lease`, a {@linkcode KvLeaseConsensus}. The elector,
- * the fencing helpers and the membership reader are exported for direct use.
+ * provides `consensus:kv-lease`, a {@linkcode KvLeaseConsensus}. The elector
+ * and the fencing helpers (which live in `core/state/`) and the membership
+ * reader are exported for direct use.
  *
  * @example Usage
  * ```ts
@@ -37,14 +38,14 @@ export {
   type LeaseElectorOptions,
   RETRY_JITTER,
   validateLeaseDurations,
-} from "./elector.ts";
+} from "../../core/state/lease_elector.ts";
 export {
   type Checkable,
   fenceCheck,
   type FenceToken,
   guardedAtomic,
   NotLeaderError,
-} from "./fence.ts";
+} from "../../core/state/fence.ts";
 export {
   type MembersKv,
   memberStatus,

@@ -1,6 +1,6 @@
 /**
  * The `consensus/kv-lease` plugin: leader election on the node's Deno KV
- * (see `elector.ts`), provided as the `consensus:kv-lease` capability.
+ * (see `core/state/lease_elector.ts`), provided as the `consensus:kv-lease` capability.
  *
  * Config (under `pluginConfig["kv-lease"]`): `name` (election name, default
  * "plexus"), `leaseMs`/`renewDeadlineMs`/`retryPeriodMs` (Kubernetes'
@@ -19,8 +19,12 @@ import {
   DEFAULT_RETRY_PERIOD_MS,
   LeaseElector,
   validateLeaseDurations,
-} from "./elector.ts";
-import { type Checkable, type FenceToken, guardedAtomic } from "./fence.ts";
+} from "../../core/state/lease_elector.ts";
+import {
+  type Checkable,
+  type FenceToken,
+  guardedAtomic,
+} from "../../core/state/fence.ts";
 import { readMembers } from "./members.ts";
 
 const ms = z.number().int().positive().max(3_600_000);

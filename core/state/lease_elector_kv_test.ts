@@ -2,9 +2,9 @@
 // shared machine, so these tests wait with generous limits and assert only
 // what holds however slow the machine is.
 import assert from "node:assert/strict";
-import type { LeaderChange } from "../../core/consensus.ts";
-import { electionKey } from "../../core/state/keys.ts";
-import { type ElectionKv, LeaseElector } from "./elector.ts";
+import type { LeaderChange } from "../consensus.ts";
+import { electionKey } from "./keys.ts";
+import { type ElectionKv, LeaseElector } from "./lease_elector.ts";
 import { guardedAtomic } from "./fence.ts";
 
 const FAST = {

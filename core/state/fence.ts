@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { electionEpochKey } from "../../core/state/keys.ts";
+import { electionEpochKey } from "./keys.ts";
 
 /** Proof of leadership for one term, to attach to guarded writes. */
 export interface FenceToken {
@@ -82,7 +82,7 @@ export function fenceCheck(token: FenceToken): Deno.AtomicCheck {
  * @example Usage
  * ```ts
  * import { guardedAtomic } from "./fence.ts";
- * import { electionEpochKey } from "../../core/state/keys.ts";
+ * import { electionEpochKey } from "./keys.ts";
  * const kv = await Deno.openKv(":memory:");
  * const { versionstamp } = await kv.set(electionEpochKey("plexus"), { epoch: 1 });
  * const token = { election: "plexus", epoch: 1, holder: "n1", versionstamp };

@@ -3,15 +3,15 @@
 // at 3, reply at 4) and renews at 200, 400, ...; each test's timeline below
 // follows from that, so the bounds are exact.
 import assert from "node:assert/strict";
-import type { LeaderChange } from "../../core/consensus.ts";
-import { electionEpochKey, electionKey } from "../../core/state/keys.ts";
+import type { LeaderChange } from "../consensus.ts";
+import { electionEpochKey, electionKey } from "./keys.ts";
 import {
   type ElectionRecord,
   type EpochRecord,
   type LeaseDurations,
   LeaseElector,
   validateLeaseDurations,
-} from "./elector.ts";
+} from "./lease_elector.ts";
 import { guardedAtomic, NotLeaderError } from "./fence.ts";
 import {
   Sim,
@@ -19,7 +19,7 @@ import {
   SimKv,
   type SimKvClient,
   type SimLinkFaults,
-} from "./_sim_kv.ts";
+} from "../../consensus/kv-lease/_sim_kv.ts";
 
 const D: LeaseDurations = {
   leaseMs: 1_500,

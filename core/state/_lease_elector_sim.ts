@@ -9,8 +9,8 @@
  *
  * @module
  */
-import { electionEpochKey } from "../../core/state/keys.ts";
-import { type LeaseDurations, LeaseElector } from "./elector.ts";
+import { electionEpochKey } from "./keys.ts";
+import { type LeaseDurations, LeaseElector } from "./lease_elector.ts";
 import { guardedAtomic } from "./fence.ts";
 import {
   type CommitFault,
@@ -20,7 +20,7 @@ import {
   SimKv,
   type SimKvClient,
   type SimLinkFaults,
-} from "./_sim_kv.ts";
+} from "../../consensus/kv-lease/_sim_kv.ts";
 
 /** The key leaders write through the fence. */
 export const RESOURCE_KEY: Deno.KvKey = ["resource"];

@@ -1,12 +1,12 @@
-// Seeded chaos simulations of the lease elector (see _sim_cluster.ts for the
+// Seeded chaos simulations of the lease elector (see _lease_elector_sim.ts for the
 // fault menu and the invariants). A failing run names its seed; replay just
-// that one with `SEED=<n> deno test --allow-all consensus/kv-lease/elector_sim_test.ts`.
+// that one with `SEED=<n> deno test --allow-all core/state/lease_elector_sim_test.ts`.
 import assert from "node:assert/strict";
 import {
   type ChaosOptions,
   type ChaosReport,
   runChaos,
-} from "./_sim_cluster.ts";
+} from "./_lease_elector_sim.ts";
 
 const SEEDS = 200;
 

@@ -48,10 +48,10 @@
  *
  * @module
  */
-import { type Clock, systemClock } from "../../core/clock.ts";
-import type { LeaderChange } from "../../core/consensus.ts";
-import { electionEpochKey, electionKey } from "../../core/state/keys.ts";
-import { retryLocked } from "../../core/state/store.ts";
+import { type Clock, systemClock } from "../clock.ts";
+import type { LeaderChange } from "../consensus.ts";
+import { electionEpochKey, electionKey } from "./keys.ts";
+import { retryLocked } from "./store.ts";
 import {
   type Checkable,
   fenceCheck,
@@ -155,7 +155,7 @@ export interface LeaseElectorOptions extends Partial<LeaseDurations> {
  *
  * @example Usage
  * ```ts
- * import { validateLeaseDurations } from "./elector.ts";
+ * import { validateLeaseDurations } from "./lease_elector.ts";
  * validateLeaseDurations({ leaseMs: 300, renewDeadlineMs: 200, retryPeriodMs: 50 });
  * ```
  */
@@ -207,7 +207,7 @@ const TIMED_OUT = Symbol("timed out");
  *
  * @example Usage
  * ```ts
- * import { LeaseElector } from "./elector.ts";
+ * import { LeaseElector } from "./lease_elector.ts";
  * const kv = await Deno.openKv(":memory:");
  * const elector = new LeaseElector({
  *   kv, nodeId: "n1", leaseMs: 300, renewDeadlineMs: 200, retryPeriodMs: 50,

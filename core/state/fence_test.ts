@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { electionEpochKey } from "../../core/state/keys.ts";
+import { electionEpochKey } from "./keys.ts";
 import { fenceCheck, guardedAtomic, NotLeaderError } from "./fence.ts";
 
 Deno.test("fence: a guarded write commits while the term is current and fails once a new term begins", async () => {
