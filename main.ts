@@ -47,7 +47,8 @@ import {
   parseChannel,
 } from "./transports/websocket/channels.ts";
 import { parseEd25519PublicKey } from "./core/security/ed25519.ts";
-import { builtinNames } from "./core/builtins.ts";
+import { BUILTINS } from "./builtins.ts";
+import { builtinNames } from "./core/loader.ts";
 import { denoCommand, startLocalCluster } from "./core/local_cluster.ts";
 import { raftCommand } from "./consensus/raft/recover.ts";
 
@@ -146,7 +147,7 @@ async function serve(argv: string[]): Promise<void> {
   }
   let node;
   try {
-    node = await startNode(parsed.config);
+    node = await startNode(parsed.config, { builtins: BUILTINS });
   } catch (err) {
     if (err instanceof ConfigError) fail(2, err.message);
     if (err instanceof PluginError) {
@@ -533,7 +534,9 @@ function clusterHelp(): string {
       ["--nodes N", "required; 1 to 32"],
       [
         "--consensus NAME",
-        `default kv-lease; built in: ${builtinNames("consensus").join(", ")}`,
+        `default kv-lease; built in: ${
+          builtinNames(BUILTINS, "consensus").join(", ")
+        }`,
       ],
       ["--port PORT", "first node's port; default 8086"],
       ["--host HOST", "default 127.0.0.1"],
@@ -573,7 +576,7 @@ async function cluster(argv: string[]): Promise<void> {
     );
   }
   const consensus = values.consensus ?? "kv-lease";
-  const known = builtinNames("consensus");
+  const known = builtinNames(BUILTINS, "consensus");
   if (!known.includes(consensus)) {
     fail(
       2,

@@ -5,15 +5,46 @@
  * path, a `file:`, `https:` or `http:` URL, and `npm:`/`jsr:` packages. A
  * drop-in folder (default `./plugins.d/`) is scanned at start: every `.ts`,
  * `.js` or `.mjs` file in it, and every sub-folder's `mod.ts`, in name order.
+ * What `builtin:` can name is a {@linkcode PluginCatalog} the caller passes
+ * in (Plexus's own is `builtins.ts` beside `main.ts`); the kernel knows none.
  *
  * @module
  */
 import { isAbsolute, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { BUILTINS } from "./builtins.ts";
 import { PluginError } from "./plugin.ts";
 
 const URL_SCHEMES = /^(file|https?|npm|jsr):/;
+
+/**
+ * Plugins by `builtin:` name (`transports/kafka`). Each entry imports its
+ * module lazily and resolves to the plugin, as a file's default export would.
+ */
+export type PluginCatalog = Readonly<Record<string, () => Promise<unknown>>>;
+
+/** Options for {@linkcode resolveSpecifier} and {@linkcode loadPlugin}. */
+export interface LoadOptions {
+  /** Folder relative paths resolve against. @default {Deno.cwd()} */
+  cwd?: string;
+  /** What `builtin:NAME` can name. @default {{}} */
+  builtins?: PluginCatalog;
+}
+
+/**
+ * Catalog names under a folder, without it.
+ *
+ * @example Usage
+ * ```ts
+ * import { builtinNames } from "./loader.ts";
+ * const catalog = { "balancers/random": () => Promise.resolve({}) };
+ * builtinNames(catalog, "balancers"); // ["random"]
+ * ```
+ */
+export function builtinNames(catalog: PluginCatalog, folder: string): string[] {
+  return Object.keys(catalog)
+    .filter((k) => k.startsWith(folder + "/"))
+    .map((k) => k.slice(folder.length + 1));
+}
 
 /** A plugin module's default export with where it came from. */
 export interface LoadedModule {
@@ -24,21 +55,23 @@ export interface LoadedModule {
 }
 
 /**
- * Turns a specifier into what `import()` needs: a builtin's loader or a URL.
- * Relative paths resolve against `cwd`.
+ * Turns a specifier into what `import()` needs: a catalog name or a URL.
+ * Relative paths resolve against `options.cwd`.
  */
 export function resolveSpecifier(
   spec: string,
-  cwd: string = Deno.cwd(),
+  options: LoadOptions = {},
 ): { builtin: string } | { url: string } {
+  const { cwd = Deno.cwd(), builtins = {} } = options;
   if (spec.startsWith("builtin:")) {
     const name = spec.slice("builtin:".length);
-    if (!(name in BUILTINS)) {
+    if (!Object.hasOwn(builtins, name)) {
+      const known = Object.keys(builtins);
       throw new PluginError(
         spec,
         "load",
         `unknown built-in plugin '${name}' (built in: ${
-          Object.keys(BUILTINS).join(", ")
+          known.length ? known.join(", ") : "none"
         })`,
       );
     }
@@ -63,18 +96,22 @@ export function resolveSpecifier(
  * @example Usage
  * ```ts
  * import { loadPlugin } from "./loader.ts";
- * const { value } = await loadPlugin("builtin:examples/hello");
+ * const noop = { manifest: { name: "noop" } };
+ * const builtins = { "examples/noop": () => Promise.resolve(noop) };
+ * const { value } = await loadPlugin("builtin:examples/noop", { builtins });
+ * value === noop; // true
  * ```
  */
 export async function loadPlugin(
   spec: string,
-  cwd?: string,
+  options: LoadOptions = {},
 ): Promise<LoadedModule> {
-  const target = resolveSpecifier(spec, cwd);
+  const target = resolveSpecifier(spec, options);
+  const { builtins = {} } = options;
   let mod: Record<string, unknown>;
   try {
     mod = "builtin" in target
-      ? await BUILTINS[target.builtin]()
+      ? { default: await builtins[target.builtin]() }
       : await import(target.url);
   } catch (err) {
     throw new PluginError(

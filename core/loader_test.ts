@@ -1,19 +1,31 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadPlugin, resolveSpecifier, scanDropIn } from "./loader.ts";
-import { PluginError } from "./plugin.ts";
+import { definePlugin, PluginError } from "./plugin.ts";
+
+const noop = definePlugin({
+  manifest: {
+    name: "noop",
+    version: "1.0.0",
+    kind: "extension",
+    api: "^1",
+    provides: ["extension:noop"],
+  },
+  setup: () => Promise.resolve({ stop: () => Promise.resolve() }),
+});
+const builtins = { "examples/noop": () => Promise.resolve(noop) };
 
 Deno.test("loader: specifiers resolve to builtins, file URLs or pass-through URLs", () => {
-  assert.deepEqual(resolveSpecifier("builtin:examples/hello"), {
-    builtin: "examples/hello",
+  assert.deepEqual(resolveSpecifier("builtin:examples/noop", { builtins }), {
+    builtin: "examples/noop",
   });
-  assert.deepEqual(resolveSpecifier("./p.ts", "/srv/app"), {
+  assert.deepEqual(resolveSpecifier("./p.ts", { cwd: "/srv/app" }), {
     url: "file:///srv/app/p.ts",
   });
-  assert.deepEqual(resolveSpecifier("../p.ts", "/srv/app"), {
+  assert.deepEqual(resolveSpecifier("../p.ts", { cwd: "/srv/app" }), {
     url: "file:///srv/p.ts",
   });
-  assert.deepEqual(resolveSpecifier("/opt/p.ts", "/srv/app"), {
+  assert.deepEqual(resolveSpecifier("/opt/p.ts", { cwd: "/srv/app" }), {
     url: "file:///opt/p.ts",
   });
   for (
@@ -29,15 +41,26 @@ Deno.test("loader: specifiers resolve to builtins, file URLs or pass-through URL
 });
 
 Deno.test("loader: unknown builtins and bare names are refused with a hint", () => {
-  assert.throws(() => resolveSpecifier("builtin:nope"), (e: unknown) => {
-    assert.ok(e instanceof PluginError);
-    assert.equal(e.plugin, "builtin:nope");
-    assert.match(
-      e.message,
-      /unknown built-in plugin 'nope' \(built in: .*examples\/hello/,
-    );
-    return true;
-  });
+  assert.throws(
+    () => resolveSpecifier("builtin:nope", { builtins }),
+    (e: unknown) => {
+      assert.ok(e instanceof PluginError);
+      assert.equal(e.plugin, "builtin:nope");
+      assert.match(
+        e.message,
+        /unknown built-in plugin 'nope' \(built in: examples\/noop\)/,
+      );
+      return true;
+    },
+  );
+  assert.throws(
+    () => resolveSpecifier("builtin:examples/noop"),
+    /unknown built-in plugin 'examples\/noop' \(built in: none\)/,
+  );
+  assert.throws(
+    () => resolveSpecifier("builtin:toString", { builtins }),
+    /unknown built-in plugin 'toString'/,
+  );
   assert.throws(
     () => resolveSpecifier("hello.ts"),
     /cannot resolve plugin specifier 'hello\.ts': use builtin:NAME/,
@@ -48,7 +71,7 @@ Deno.test("loader: a missing file and a module without default export are load e
   const dir = await Deno.makeTempDir();
   try {
     await assert.rejects(
-      loadPlugin("./missing.ts", dir),
+      loadPlugin("./missing.ts", { cwd: dir }),
       /cannot load plugin '\.\/missing\.ts': Module not found/,
     );
     await Deno.writeTextFile(
@@ -56,7 +79,7 @@ Deno.test("loader: a missing file and a module without default export are load e
       "export const plugin = {};\n",
     );
     await assert.rejects(
-      loadPlugin("./named.ts", dir),
+      loadPlugin("./named.ts", { cwd: dir }),
       /cannot load plugin '\.\/named\.ts': the module has no default export/,
     );
     await Deno.writeTextFile(
@@ -64,14 +87,11 @@ Deno.test("loader: a missing file and a module without default export are load e
       "throw new Error('top-level boom');\nexport default {};\n",
     );
     await assert.rejects(
-      loadPlugin("./throws.ts", dir),
+      loadPlugin("./throws.ts", { cwd: dir }),
       /cannot load plugin '\.\/throws\.ts': .*top-level boom/,
     );
-    const ok = await loadPlugin("builtin:examples/hello");
-    assert.equal(
-      (ok.value as { manifest: { name: string } }).manifest.name,
-      "hello",
-    );
+    const ok = await loadPlugin("builtin:examples/noop", { builtins });
+    assert.equal(ok.value, noop);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -8,9 +8,13 @@
 import { join } from "node:path";
 import type { Config } from "./config.ts";
 import { ConfigError } from "./config.ts";
-import { builtinNames } from "./builtins.ts";
 import { createKernel, type Kernel } from "./kernel.ts";
-import { loadPlugin, scanDropIn } from "./loader.ts";
+import {
+  builtinNames,
+  loadPlugin,
+  type PluginCatalog,
+  scanDropIn,
+} from "./loader.ts";
 import {
   createLogger,
   type Logger,
@@ -73,6 +77,11 @@ export interface StartNodeOptions {
   sinks?: LogSink[];
   /** Folder relative plugin paths resolve against. @default {Deno.cwd()} */
   cwd?: string;
+  /**
+   * What `builtin:` specifiers and `--transport`/`--consensus`/`--balancer`
+   * can name (`main.ts` passes `BUILTINS` from `builtins.ts`). @default {{}}
+   */
+  builtins?: PluginCatalog;
 }
 
 const KIND_FOLDERS = {
@@ -84,6 +93,7 @@ const KIND_FOLDERS = {
 /** Maps `--transport` & co. to `builtin:` specifiers, or a ConfigError listing what exists. */
 export function kindSpecifiers(
   config: Pick<Config, "transport" | "consensus" | "balancer">,
+  builtins: PluginCatalog,
 ): string[] {
   const specs: string[] = [];
   for (
@@ -94,11 +104,11 @@ export function kindSpecifiers(
   ) {
     const name = config[key];
     if (!name) continue;
-    const known = builtinNames(folder);
+    const known = builtinNames(builtins, folder);
     if (!known.includes(name)) {
       throw new ConfigError(
         `--${key}: unknown ${key} '${name}' (built in: ${
-          known.length ? known.join(", ") : "none yet"
+          known.length ? known.join(", ") : "none"
         })`,
       );
     }
@@ -140,7 +150,7 @@ export async function startNode(
     level: config.logLevel,
     sinks: [...(options.sinks ?? [stdoutSink]), logStream.sink],
   });
-  const kindSpecs = kindSpecifiers(config);
+  const kindSpecs = kindSpecifiers(config, options.builtins ?? {});
   await Deno.mkdir(config.dataDir, { recursive: true });
   const nodeId = await resolveNodeId(config);
   const nodeLog = log.child({ node: nodeId });
@@ -268,7 +278,10 @@ export async function startNode(
       ...await scanDropIn(config.pluginsDir, options.cwd),
     ];
     for (const spec of specs) {
-      const { value, origin } = await loadPlugin(spec, options.cwd);
+      const { value, origin } = await loadPlugin(spec, {
+        cwd: options.cwd,
+        builtins: options.builtins,
+      });
       kernel.register(value, origin);
     }
     // Published before serving, so tokens from this node verify everywhere.

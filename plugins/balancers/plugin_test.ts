@@ -119,7 +119,7 @@ Deno.test("balancer plugins: each file loads by path through the plugin loader (
   ];
   const dir = new URL(".", import.meta.url).pathname;
   const loaded = await Promise.all(
-    files.map(async (f) => (await loadPlugin(`./${f}`, dir)).value),
+    files.map(async (f) => (await loadPlugin(`./${f}`, { cwd: dir })).value),
   );
   await using t = await createTestKernel(loaded);
   for (const name of ["round-robin", "p2c-ewma", "least-recent"]) {
