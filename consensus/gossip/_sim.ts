@@ -17,7 +17,7 @@
 import type { GossipConfig } from "./config.ts";
 import { type MembershipEvent, SwimNode } from "./node.ts";
 import { TimerHeap } from "./_heap.ts";
-import { mulberry32 } from "../kv-lease/_sim_kv.ts";
+import { mulberry32 } from "../../core/random.ts";
 
 export { mulberry32 };
 

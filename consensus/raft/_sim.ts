@@ -19,7 +19,7 @@
  *
  * @module
  */
-import { mulberry32 } from "../kv-lease/_sim_kv.ts";
+import { mulberry32 } from "../../core/random.ts";
 import { AppliedProposals } from "./applied_proposals.ts";
 import { createRaft, type RaftNode } from "./core.ts";
 import { MemoryStorage } from "./storage.ts";

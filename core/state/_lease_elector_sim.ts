@@ -12,15 +12,15 @@
 import { electionEpochKey } from "./keys.ts";
 import { type LeaseDurations, LeaseElector } from "./lease_elector.ts";
 import { guardedAtomic } from "./fence.ts";
+import { mulberry32 } from "../random.ts";
 import {
   type CommitFault,
-  mulberry32,
   Sim,
   SimClock,
   SimKv,
   type SimKvClient,
   type SimLinkFaults,
-} from "../../consensus/kv-lease/_sim_kv.ts";
+} from "../../testing/sim_kv.ts";
 
 /** The key leaders write through the fence. */
 export const RESOURCE_KEY: Deno.KvKey = ["resource"];

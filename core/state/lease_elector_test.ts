@@ -19,7 +19,7 @@ import {
   SimKv,
   type SimKvClient,
   type SimLinkFaults,
-} from "../../consensus/kv-lease/_sim_kv.ts";
+} from "../../testing/sim_kv.ts";
 
 const D: LeaseDurations = {
   leaseMs: 1_500,

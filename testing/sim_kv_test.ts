@@ -1,7 +1,8 @@
 // The simulator must itself behave as its doc says, or the elector's
 // simulation tests prove nothing.
 import assert from "node:assert/strict";
-import { mulberry32, Sim, SimClock, SimKv } from "./_sim_kv.ts";
+import { mulberry32 } from "../core/random.ts";
+import { Sim, SimClock, SimKv } from "./sim_kv.ts";
 
 Deno.test("sim: mulberry32 is deterministic per seed and uniform in [0, 1)", () => {
   const a = mulberry32(1), b = mulberry32(1), c = mulberry32(2);

@@ -21,14 +21,11 @@
  * @module
  */
 import { setImmediate } from "node:timers";
-import type { Clock } from "../../core/clock.ts";
+import type { Clock } from "../core/clock.ts";
 import type {
   ElectionAtomic,
   ElectionKv,
-} from "../../core/state/lease_elector.ts";
-
-/** The seeded PRNG the simulations share (see `core/random.ts`). */
-export { mulberry32 } from "../../core/random.ts";
+} from "../core/state/lease_elector.ts";
 
 interface SimEvent {
   at: number;
