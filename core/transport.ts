@@ -31,6 +31,7 @@
  * @module
  */
 import type { Envelope } from "./envelope.ts";
+import { backoffDelay as exponentialDelay } from "./resilience/backoff.ts";
 
 /** What a transport promises; the conformance suite tests exactly these. */
 export interface TransportCaps {
@@ -229,5 +230,5 @@ export function backoffDelay(
 ): number {
   if (backoff === "none") return 0;
   if (backoff === "fixed") return options.baseMs;
-  return Math.min(options.maxMs, options.baseMs * 2 ** (attempt - 1));
+  return exponentialDelay(attempt, options);
 }

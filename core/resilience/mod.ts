@@ -1,7 +1,7 @@
 /**
  * The resilience layer: per-endpoint circuit breakers, active health
- * checks, retry with exponential backoff and full jitter, timeouts and
- * bulkheads. Each takes an
+ * checks, retry with exponential backoff and full jitter (`backoffDelay`,
+ * shared by every retry loop), timeouts, deadlines and bulkheads. Each takes an
  * injectable clock (and randomness where it has any), emits events through
  * `on(...)`, counts `plexus_*` metrics in an optional registry, and refuses
  * with a typed {@linkcode ResilienceError} carrying `code` and `retryable`.
@@ -27,7 +27,9 @@
  */
 export * from "./errors.ts";
 export * from "./circuit_breaker.ts";
+export * from "./backoff.ts";
 export * from "./retry.ts";
+export * from "./deadline.ts";
 export * from "./timeout.ts";
 export * from "./bulkhead.ts";
 export * from "./health_check.ts";

@@ -12,6 +12,7 @@
 import { type Clock, systemClock } from "../clock.ts";
 import type { MetricsRegistry } from "../observe/metrics.ts";
 import { Emitter, type Unsubscribe } from "./_events.ts";
+import { backoffDelay } from "./backoff.ts";
 import { isRetryable, RetriesExhaustedError } from "./errors.ts";
 
 /** Options for {@linkcode createRetry}. */
@@ -60,29 +61,6 @@ export interface Retry {
     event: K,
     listener: (e: RetryEvents[K]) => void,
   ): Unsubscribe;
-}
-
-/**
- * The full-jitter wait before retry `retry` (1-based): uniform in
- * `[0, min(maxDelayMs, delayMs × factor^(retry-1)))`.
- *
- * @example Usage
- * ```ts
- * import { backoffDelay } from "./retry.ts";
- * backoffDelay(3, { delayMs: 100, maxDelayMs: 1000, factor: 2 }, () => 0.5); // 200
- * backoffDelay(9, { delayMs: 100, maxDelayMs: 1000, factor: 2 }, () => 0.5); // 500
- * ```
- */
-export function backoffDelay(
-  retry: number,
-  options: { delayMs: number; maxDelayMs: number; factor: number },
-  random: () => number = Math.random,
-): number {
-  const cap = Math.min(
-    options.maxDelayMs,
-    options.delayMs * options.factor ** (retry - 1),
-  );
-  return random() * cap;
 }
 
 /**
@@ -156,7 +134,13 @@ export function createRetry(options: RetryOptions = {}): Retry {
             });
             throw new RetriesExhaustedError(o.name, attempt, err);
           }
-          const delayMs = backoffDelay(attempt, o, o.random);
+          const delayMs = backoffDelay(attempt, {
+            baseMs: o.delayMs,
+            maxMs: o.maxDelayMs,
+            factor: o.factor,
+            jitter: "full",
+            random: o.random,
+          });
           retried?.inc();
           events.emit("retry", { name: o.name, attempt, delayMs, error: err });
           await o.clock.sleep(delayMs, signal);

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import type { Clock } from "../clock.ts";
 import { createMetrics } from "../observe/metrics.ts";
 import { RetriesExhaustedError, TimeoutError } from "./errors.ts";
-import { backoffDelay, createRetry } from "./retry.ts";
+import { createRetry } from "./retry.ts";
 
 /** A clock whose sleeps return at once and are recorded. */
 function recordingClock(): Clock & { slept: number[] } {
@@ -17,18 +17,6 @@ function recordingClock(): Clock & { slept: number[] } {
         ? Promise.reject(signal.reason)
         : Promise.resolve();
     },
-  };
-}
-
-/** A deterministic uniform source (mulberry32). */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 
@@ -108,23 +96,6 @@ Deno.test("retry: succeeds on a later attempt and retries only retryable errors"
     /stop/,
   );
   assert.equal(calls, 2);
-});
-
-Deno.test("retry: full-jitter waits stay in [0, min(max, base × factor^(n-1)))", () => {
-  const o = { delayMs: 100, maxDelayMs: 1000, factor: 2 };
-  const caps = [100, 200, 400, 800, 1000, 1000];
-  for (let n = 1; n <= caps.length; n++) {
-    assert.equal(backoffDelay(n, o, () => 0), 0);
-    assert.equal(backoffDelay(n, o, () => 0.5), caps[n - 1] / 2);
-    assert.ok(backoffDelay(n, o, () => 1 - 2 ** -53) < caps[n - 1]);
-  }
-  // Over many draws the waits cover the whole range, not a fixed point.
-  const random = seeded(7);
-  const draws = Array.from({ length: 2000 }, () => backoffDelay(3, o, random));
-  const mean = draws.reduce((a, b) => a + b, 0) / draws.length;
-  assert.ok(Math.min(...draws) >= 0 && Math.min(...draws) < 10);
-  assert.ok(Math.max(...draws) < 400 && Math.max(...draws) > 390);
-  assert.ok(Math.abs(mean - 200) < 15, `mean ${mean}`);
 });
 
 Deno.test("retry: the waits slept are the jittered backoffs, in order", async () => {

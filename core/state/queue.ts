@@ -39,6 +39,7 @@ import { deserialize, serialize } from "node:v8";
 import { type Clock, systemClock } from "../clock.ts";
 import { type QueueCountState, queueKeys } from "./keys.ts";
 import { retryLocked } from "./store.ts";
+import { backoffDelay } from "../resilience/backoff.ts";
 
 /** Where a message is in its life. */
 export type MessageState = "ready" | "delayed" | "inflight" | "done" | "dead";
@@ -1029,8 +1030,7 @@ export class DurableQueue<T = unknown> {
         false,
       );
     }
-    const delay = delayMs ??
-      Math.min(m.backoff.maxMs, m.backoff.baseMs * 2 ** (m.attempts - 1));
+    const delay = delayMs ?? backoffDelay(m.attempts, m.backoff);
     const now = this.#clock.now();
     const next: QueueMessage<T> = {
       ...m,

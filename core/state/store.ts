@@ -9,6 +9,7 @@
  * @module
  */
 import { dirname } from "node:path";
+import { backoffDelay } from "../resilience/backoff.ts";
 
 /** Options for {@linkcode retryLocked} and {@linkcode openStore}. */
 export interface OpenStoreOptions {
@@ -54,7 +55,10 @@ export async function retryLocked<T>(
       ) throw err;
       // Several processes contend for one SQLite file; spread the retries out.
       await new Promise((r) =>
-        setTimeout(r, Math.random() * Math.min(cap, base * 2 ** (i - 1)))
+        setTimeout(
+          r,
+          backoffDelay(i, { baseMs: base, maxMs: cap, jitter: "full" }),
+        )
       );
     }
   }

@@ -52,6 +52,7 @@ import {
   parseEd25519PublicKey,
 } from "../../core/security/ed25519.ts";
 import { openWebSocket, type WebSocketLike } from "./ws_client.ts";
+import { backoffDelay as exponentialDelay } from "../../core/resilience/backoff.ts";
 
 /** WebSocket close codes of the agent gateway (`docs/protocol.md`, "Close codes"). */
 export const CloseCode = {
@@ -172,10 +173,14 @@ export function backoffDelay(
   attempt: number,
   options: BackoffOptions = {},
 ): number {
-  const initial = options.initialMs ?? 5000;
-  const max = options.maxMs ?? 60_000;
-  const cap = Math.min(max, initial * 2 ** Math.min(Math.max(attempt, 0), 30));
-  return Math.floor((options.random ?? Math.random)() * cap);
+  return Math.floor(
+    exponentialDelay(Math.max(attempt, 0) + 1, {
+      baseMs: options.initialMs ?? 5000,
+      maxMs: options.maxMs ?? 60_000,
+      jitter: "full",
+      random: options.random,
+    }),
+  );
 }
 
 /** Defaults for one channel name (the part after `agent.{id}.`). */

@@ -27,6 +27,7 @@ import type { NodeIdentity } from "../../core/plugin.ts";
 import type { Router } from "../../core/router.ts";
 import type { Delivery, DurableQueue } from "../../core/state/queue.ts";
 import type { SessionStore } from "../../core/state/sessions.ts";
+import { backoffDelay } from "../../core/resilience/backoff.ts";
 import {
   HandshakeError,
   type Hello,
@@ -180,11 +181,6 @@ const ENVELOPE_TYPES = new Set([
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 const EMPTY = new Uint8Array(0);
-
-/** Backoff of a nak'd queue message after `attempts` deliveries (the queue's default). */
-function backoffMs(attempts: number): number {
-  return Math.min(60_000, 1000 * 2 ** Math.max(0, attempts - 1));
-}
 
 /** One agent's WebSocket, from upgrade to close. */
 export class AgentConnection {
@@ -1122,7 +1118,8 @@ export class AgentConnection {
     if (!f) return;
     this.#inflight.delete(id);
     this.#ctx.metrics.delivery("ack_timeout");
-    const delay = backoffMs(f.delivery.attempts);
+    // The queue's default backoff (1 s doubling to 60 s).
+    const delay = backoffDelay(f.delivery.attempts);
     this.#giveBack(
       f,
       delay,
