@@ -6,6 +6,7 @@
  * @module
  */
 import dgram from "node:dgram";
+import { deadline } from "../../core/resilience/deadline.ts";
 
 /** A bound UDP socket. */
 export interface UdpSocket {
@@ -196,15 +197,9 @@ export async function sendFrame(
   }
 }
 
+/** `p`, or an error naming `what` once `ms` have passed. */
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`${what}: no answer within ${ms} ms`)),
-        ms,
-      );
-    }),
-  ]).finally(() => clearTimeout(timer));
+  return deadline(p, ms, {
+    error: () => new Error(`${what}: no answer within ${ms} ms`),
+  });
 }

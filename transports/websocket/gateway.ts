@@ -31,6 +31,7 @@ import {
   type SessionStore,
 } from "../../core/state/sessions.ts";
 import type { NodeFetch } from "../../core/http/node_client.ts";
+import { deadline } from "../../core/resilience/deadline.ts";
 import { CHANNEL_NAME_RE, isAgentId, parseChannel } from "./channels.ts";
 import {
   AgentConnection,
@@ -370,25 +371,6 @@ export function createGateway(options: GatewayOptions): Gateway {
       reason,
     });
 
-  const withTimeout = <T>(p: Promise<T>, ms: number, what: string) => {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    return Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () =>
-            reject(
-              new GatewayRequestError(
-                "timeout",
-                `${what} timed out after ${ms} ms`,
-              ),
-            ),
-          ms,
-        );
-      }),
-    ]).finally(() => clearTimeout(timer));
-  };
-
   const ctx: ConnectionContext = {
     config,
     node,
@@ -410,11 +392,13 @@ export function createGateway(options: GatewayOptions): Gateway {
       const ms = config.requestTimeoutMs;
       const h = handlers.find((h) => topicMatches(h.pattern, req.channel));
       if (h) {
-        return await withTimeout(
-          Promise.resolve().then(() => h.fn(req)),
-          ms,
-          `request on '${req.name}'`,
-        );
+        return await deadline(Promise.resolve().then(() => h.fn(req)), ms, {
+          error: () =>
+            new GatewayRequestError(
+              "timeout",
+              `request on '${req.name}' timed out after ${ms} ms`,
+            ),
+        });
       }
       try {
         return await router.request(req.channel, req.envelope, {
