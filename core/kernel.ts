@@ -31,6 +31,12 @@ import type { MetricsRegistry } from "./observe/metrics.ts";
 import type { Router } from "./router.ts";
 import { scopeKv } from "./state/scoped_kv.ts";
 import { pluginPrefix } from "./state/keys.ts";
+import {
+  type ApiEnv,
+  CORE_API_PREFIXES,
+  createPluginApi,
+  type PluginApi,
+} from "./http/plugin_api.ts";
 
 /** Lifecycle states of a plugin. */
 export type PluginState =
@@ -49,6 +55,8 @@ export interface PluginRecord {
   state: PluginState;
   running?: Running;
   http?: Hono;
+  /** Prefixes under `/api/v1` this plugin claimed in setup. */
+  api?: Map<string, PluginApi>;
   error?: string;
 }
 
@@ -110,6 +118,8 @@ export interface Kernel extends KernelHandle {
   list(): PluginInfo[];
   /** The Hono sub-app of a running plugin, if it registered routes. */
   httpFor(name: string): Hono | undefined;
+  /** The app serving `/api/v1/{prefix}` for a running plugin, if one claimed it. */
+  apiFor(prefix: string): Hono<ApiEnv> | undefined;
 }
 
 /** A plugin name → the names it must start after. */
@@ -293,6 +303,14 @@ export function createKernel(options: KernelOptions): Kernel {
     options.onStatus?.({ plugin: r.plugin.manifest.name, state, error });
   };
 
+  /** Who serves `/api/v1/{prefix}` already: "the node's core routes" or "plugin 'x'". */
+  const apiOwner = (prefix: string): string | undefined => {
+    if (CORE_API_PREFIXES.includes(prefix)) return "the node's core routes";
+    for (const [name, r] of records) {
+      if (r.api?.has(prefix)) return `plugin '${name}'`;
+    }
+  };
+
   const kernel: Kernel = {
     register(candidate, origin = "inline") {
       const plugin = validatePlugin(candidate, origin);
@@ -345,6 +363,18 @@ export function createKernel(options: KernelOptions): Kernel {
         const controller = new AbortController();
         controllers.set(name, controller);
         const http = new Hono().basePath(`/plugins/${name}`);
+        const claimed = r.api = new Map<string, PluginApi>();
+        const api = (prefix: string) => {
+          const owner = apiOwner(prefix);
+          if (owner) {
+            throw new Error(
+              `/api/v1/${prefix} is already served by ${owner}`,
+            );
+          }
+          const created = createPluginApi(prefix);
+          claimed.set(prefix, created);
+          return created.routes;
+        };
         const t0 = performance.now();
         setState(r, "starting");
         const setup = Promise.resolve().then(() =>
@@ -356,6 +386,7 @@ export function createKernel(options: KernelOptions): Kernel {
             kv: scopeKv(kv, pluginPrefix(name)),
             router,
             http,
+            api,
             kernel,
             node,
             signal: controller.signal,
@@ -495,6 +526,13 @@ export function createKernel(options: KernelOptions): Kernel {
     httpFor(name) {
       const r = records.get(name);
       return r?.state === "running" ? r.http : undefined;
+    },
+
+    apiFor(prefix) {
+      for (const r of records.values()) {
+        const api = r.api?.get(prefix);
+        if (api) return r.state === "running" ? api.app : undefined;
+      }
     },
 
     get<T>(capability: string): T {

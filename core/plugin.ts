@@ -17,6 +17,7 @@ import type { MetricsRegistry } from "./observe/metrics.ts";
 import type { ScopedKv } from "./state/scoped_kv.ts";
 import type { Router } from "./router.ts";
 import type * as tasks from "./tasks.ts";
+import type { ApiRoutes } from "./http/plugin_api.ts";
 import { isRange, isVersion } from "./_semver.ts";
 
 /**
@@ -31,6 +32,15 @@ import { isRange, isVersion } from "./_semver.ts";
  * ```
  */
 export { z };
+
+export type {
+  ApiContext,
+  ApiHandler,
+  ApiMethod,
+  ApiRoutes,
+} from "./http/plugin_api.ts";
+export type { Principal } from "./http/auth.ts";
+export type { Permission, Role } from "./security/roles.ts";
 
 /**
  * The task service, the `api` of the kernel's `tasks:local` capability: a
@@ -184,8 +194,15 @@ export interface PluginContext<C = unknown> {
   kv: ScopedKv;
   /** In-process topic router (pub/sub, request/reply). */
   router: Router;
-  /** Hono app mounted at `/plugins/{name}`. */
+  /** Hono app mounted at `/plugins/{name}`, outside the API's auth chain. */
   http: Hono;
+  /**
+   * Claims `/api/v1/{prefix}` for routes behind the node's authentication,
+   * permission, rate-limit and audit chain, each declared with the
+   * permission it needs. Throws if a core route or another plugin has the
+   * prefix (the start fails naming both).
+   */
+  api(prefix: string): ApiRoutes;
   kernel: KernelHandle;
   node: NodeIdentity;
   /** Aborted when the node begins to shut down. */

@@ -1,10 +1,11 @@
 /**
  * The node's Hono app: request ids and correlation, metrics, access logs, the
- * JSON error shape, `/health`, `/metrics`, `/stats`, `/ws` and plugin routes.
+ * JSON error shape, `/health`, `/metrics`, `/stats`, `/ws` and plugin routes
+ * (`/plugins/{name}/*` outside the API chain, `/api/v1/{prefix}/*` inside it).
  *
  * @module
  */
-import { type ErrorHandler, Hono, type NotFoundHandler } from "hono";
+import { type Env, type ErrorHandler, Hono, type NotFoundHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
@@ -601,7 +602,28 @@ export function createApp(deps: AppDeps): HttpApp {
     },
   );
 
-  const withHandlers = new WeakSet<Hono>();
+  // Plugin apps answer errors and unknown paths in the node's JSON shape.
+  const withHandlers = new WeakSet<object>();
+  const jsonErrors = <E extends Env>(sub: Hono<E>): Hono<E> => {
+    if (!withHandlers.has(sub)) {
+      sub.onError(onError).notFound(notFound);
+      withHandlers.add(sub);
+    }
+    return sub;
+  };
+  // Plugin routes under /api/v1 (ctx.api), after the core ones and behind
+  // the whole chain above; the plugin's app gets the verified principal.
+  app.all("/api/v1/:prefix/*", (c) => {
+    const prefix = c.req.param("prefix");
+    const sub = kernel.apiFor(prefix);
+    if (!sub) return notFound(c);
+    pluginRoutes.set(
+      c.req.raw,
+      pluginRoute(sub, c.req.method, c.req.path) ?? `/api/v1/${prefix}/*`,
+    );
+    return jsonErrors(sub).fetch(c.req.raw, { principal: principalOf(c) });
+  });
+
   app.all("/plugins/:name/*", (c) => {
     const sub = kernel.httpFor(c.req.param("name"));
     if (!sub) {
@@ -612,14 +634,10 @@ export function createApp(deps: AppDeps): HttpApp {
     }
     pluginRoutes.set(
       c.req.raw,
-      pluginRoute(sub, c.req.param("name"), c.req.method, c.req.path),
+      pluginRoute(sub, c.req.method, c.req.path) ??
+        `/plugins/${c.req.param("name")}/*`,
     );
-    // Plugin apps answer errors and unknown paths in the node's JSON shape.
-    if (!withHandlers.has(sub)) {
-      sub.onError(onError).notFound(notFound);
-      withHandlers.add(sub);
-    }
-    return sub.fetch(c.req.raw);
+    return jsonErrors(sub).fetch(c.req.raw);
   });
 
   const fetch: HttpApp["fetch"] = (req, info) => {
@@ -664,21 +682,20 @@ export function createApp(deps: AppDeps): HttpApp {
  * matches (`/plugins/hello/greet/:name`), so series stay bounded by the
  * routes plugins declare. A concrete method's route wins over middleware
  * and `all()` (the last of those is the fallback); nothing matched is
- * `/plugins/{name}/*`.
+ * undefined (the caller labels it `/plugins/{name}/*` or `/api/v1/{prefix}/*`).
  */
-function pluginRoute(
-  sub: Hono,
-  name: string,
+function pluginRoute<E extends Env>(
+  sub: Hono<E>,
   method: string,
   path: string,
-): string {
+): string | undefined {
   const [matched] = sub.router.match(method === "HEAD" ? "GET" : method, path);
   let fallback: string | undefined;
   for (const [[, route]] of matched) {
     if (route.method !== "ALL") return route.path;
     fallback = route.path;
   }
-  return fallback ?? `/plugins/${name}/*`;
+  return fallback;
 }
 
 /** The JSON form of `/metrics` (the seed's `http_metrics`/`websocket_stats` shape). */

@@ -1,0 +1,124 @@
+/**
+ * Plugin routes under `/api/v1/{prefix}`: a plugin claims a prefix with
+ * `ctx.api(prefix)` and declares each route with the permission it needs.
+ * The node's app answers them behind the same chain as its own `/api/v1`
+ * routes (per-IP limit, audit, authentication, per-principal limit), then
+ * checks the declared permission, and the handler reads the verified caller
+ * as `c.var.principal`.
+ *
+ * @module
+ */
+import { type Context, Hono } from "hono";
+import type { Permission } from "../security/roles.ts";
+import { type Principal, requirePermission } from "./auth.ts";
+
+/**
+ * First path segments under `/api/v1` that the node's own routes use; no
+ * plugin may claim them (a test keeps this list equal to the app's routes).
+ */
+export const CORE_API_PREFIXES: readonly string[] = [
+  "agents",
+  "audit",
+  "auth",
+  "cluster",
+  "gateway",
+  "keys",
+  "plugins",
+  "tasks",
+];
+
+const PREFIX_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+
+/** The Hono environment of plugin API routes: the verified caller. */
+export type ApiEnv = {
+  Bindings: { principal?: Principal };
+  Variables: { principal: Principal };
+};
+
+/** What a plugin API handler gets: `c.var.principal` is the verified caller. */
+export type ApiContext<P extends string = string> = Context<ApiEnv, P>;
+
+/** Answers one plugin API route. */
+export type ApiHandler<P extends string = string> = (
+  c: ApiContext<P>,
+) => Response | Promise<Response>;
+
+/** Adds one route: `path` under the prefix, answered only with `permission`. */
+export type ApiMethod = <P extends string>(
+  path: P,
+  permission: Permission,
+  handler: ApiHandler<P>,
+) => ApiRoutes;
+
+/**
+ * The routes a plugin serves under `/api/v1/{prefix}`, returned by
+ * `ctx.api(prefix)`. Each method adds a route and returns the same object.
+ *
+ * @example Usage
+ * ```ts ignore
+ * ctx.api("notes")
+ *   .get("/:id", "tasks:read", (c) => c.json({ id: c.req.param("id") }))
+ *   .put("/:id", "tasks:write", (c) => c.json({ by: c.var.principal.sub }));
+ * ```
+ */
+export interface ApiRoutes {
+  /** The claimed prefix (`notes` serves `/api/v1/notes/...`). */
+  readonly prefix: string;
+  get: ApiMethod;
+  post: ApiMethod;
+  put: ApiMethod;
+  patch: ApiMethod;
+  delete: ApiMethod;
+}
+
+/** A plugin's claimed prefix: the routes it hands out and the app serving them. */
+export interface PluginApi {
+  routes: ApiRoutes;
+  /** Serves `/api/v1/{prefix}/...`; `env.principal` is the verified caller. */
+  app: Hono<ApiEnv>;
+}
+
+/**
+ * Checks `prefix` and builds the app that serves it.
+ *
+ * @example Usage
+ * ```ts
+ * import { createPluginApi } from "./plugin_api.ts";
+ * import assert from "node:assert/strict";
+ * const { routes, app } = createPluginApi("notes");
+ * routes.get("/me", "tasks:read", (c) => c.json({ sub: c.var.principal.sub }));
+ * const res = await app.request("/api/v1/notes/me", {}, {
+ *   principal: { sub: "ci", role: "viewer", via: "jwt", keyid: "k" },
+ * });
+ * assert.deepEqual(await res.json(), { sub: "ci" });
+ * ```
+ */
+export function createPluginApi(prefix: string): PluginApi {
+  if (!PREFIX_RE.test(prefix)) {
+    throw new TypeError(
+      `Cannot serve /api/v1/${prefix}: a prefix is one lower-case path segment like 'raft' (got '${prefix}')`,
+    );
+  }
+  const app = new Hono<ApiEnv>().basePath(`/api/v1/${prefix}`);
+  app.use(async (c, next) => {
+    // No principal means the app's auth chain did not run: refused below.
+    if (c.env?.principal) c.set("principal", c.env.principal);
+    await next();
+  });
+  const method = (name: "get" | "post" | "put" | "patch" | "delete") => {
+    const add: ApiMethod = (path, permission, handler) => {
+      app[name](path, requirePermission(permission), handler);
+      return routes;
+    };
+    return add;
+  };
+  const routes: ApiRoutes = {
+    prefix,
+    get: method("get"),
+    post: method("post"),
+    put: method("put"),
+    patch: method("patch"),
+    delete: method("delete"),
+  };
+  return { routes, app };
+}
