@@ -12,6 +12,7 @@
  */
 import { z } from "zod";
 import { type Clock, systemClock } from "./clock.ts";
+import { PlexusError } from "./errors.ts";
 import { describeIssues } from "./plugin.ts";
 import type { Logger } from "./observe/logger.ts";
 import type { MetricsRegistry } from "./observe/metrics.ts";
@@ -121,14 +122,26 @@ export interface TaskService {
   stop(deadlineMs?: number): Promise<void>;
 }
 
-/** No agent connected to this node offers the task's capability. */
-export class NoAgentError extends Error {
+/** No agent connected to this node offers the task's capability (retryable: one may connect). */
+export class NoAgentError extends PlexusError {
   override name = "NoAgentError";
+  /** `message` names the capability and the node. */
+  constructor(message: string, options?: ErrorOptions) {
+    super("no_agent", message, {
+      retryable: true,
+      status: 503,
+      cause: options?.cause,
+    });
+  }
 }
 
-/** Thrown for a submission the service cannot accept (maps to HTTP 400). */
-export class TaskInputError extends Error {
+/** Thrown for a submission the service cannot accept (HTTP 400). */
+export class TaskInputError extends PlexusError {
   override name = "TaskInputError";
+  /** `message` says what was wrong with the submission. */
+  constructor(message: string, options?: ErrorOptions) {
+    super("bad_request", message, { status: 400, cause: options?.cause });
+  }
 }
 
 const TYPE_RE = /^[a-z][a-z0-9._-]{0,63}$/;

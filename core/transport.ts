@@ -31,6 +31,7 @@
  * @module
  */
 import type { Envelope } from "./envelope.ts";
+import { PlexusError } from "./errors.ts";
 import { backoffDelay as exponentialDelay } from "./resilience/backoff.ts";
 
 /** What a transport promises; the conformance suite tests exactly these. */
@@ -157,22 +158,31 @@ export type TransportErrorCode =
  * err.retryable; // false
  * ```
  */
-export class TransportError extends Error {
+export class TransportError extends PlexusError {
   override name = "TransportError";
-  readonly code: TransportErrorCode;
-  readonly retryable: boolean;
-  readonly data?: Record<string, unknown>;
+  declare readonly code: TransportErrorCode;
+  /** Retryable only when `unavailable`; the status follows the code. */
   constructor(
     code: TransportErrorCode,
     message: string,
     options: { cause?: unknown; data?: Record<string, unknown> } = {},
   ) {
-    super(message, { cause: options.cause });
-    this.code = code;
-    this.retryable = code === "unavailable";
-    this.data = options.data;
+    super(code, message, {
+      retryable: code === "unavailable",
+      status: TRANSPORT_STATUS[code],
+      data: options.data,
+      cause: options.cause,
+    });
   }
 }
+
+const TRANSPORT_STATUS: Record<TransportErrorCode, number> = {
+  too_large: 413,
+  closed: 503,
+  unavailable: 503,
+  bad_message: 400,
+  invalid_argument: 400,
+};
 
 const encoder = new TextEncoder();
 

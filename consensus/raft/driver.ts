@@ -18,6 +18,7 @@
  */
 import { createRaft, type RaftNode, type RaftStatus } from "./core.ts";
 import type { LeaderChange } from "../../core/consensus.ts";
+import { PlexusError } from "../../core/errors.ts";
 import { type KvCommand, KvMachine, type KvResult } from "./kv_machine.ts";
 import type {
   ConfChange,
@@ -85,8 +86,17 @@ export interface RaftDriverOptions {
  * d.stop();
  * ```
  */
-export class RaftUnavailableError extends Error {
+export class RaftUnavailableError extends PlexusError {
   override name = "RaftUnavailableError";
+  /** `message` says why (no leader yet, stopped). HTTP 503, retry after 1 s. */
+  constructor(message: string, options?: ErrorOptions) {
+    super("unavailable", message, {
+      retryable: true,
+      status: 503,
+      retryAfterS: 1,
+      cause: options?.cause,
+    });
+  }
 }
 
 /**
@@ -100,8 +110,12 @@ export class RaftUnavailableError extends Error {
  * err.name; // "RaftTimeoutError"
  * ```
  */
-export class RaftTimeoutError extends Error {
+export class RaftTimeoutError extends PlexusError {
   override name = "RaftTimeoutError";
+  /** HTTP 504; not retryable, since a write may still commit. */
+  constructor(message: string, options?: ErrorOptions) {
+    super("timeout", message, { status: 504, cause: options?.cause });
+  }
 }
 
 /** What a committed write returned, and the log index it committed at. */

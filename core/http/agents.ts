@@ -29,7 +29,7 @@ import {
   requireNodeSignature,
   requirePermission,
 } from "./auth.ts";
-import { errorResponse } from "./errors.ts";
+import { errorResponse, plexusErrorResponse } from "./errors.ts";
 import { readJson } from "./json.ts";
 
 const messageFields = {
@@ -104,9 +104,7 @@ function sendOptions(
 }
 
 function refused(err: unknown): Response {
-  if (err instanceof GatewayError) {
-    return errorResponse(err.status, err.message);
-  }
+  if (err instanceof GatewayError) return plexusErrorResponse(err);
   throw err;
 }
 

@@ -7,7 +7,7 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { z } from "zod";
 import { TaskInputError, type TaskService } from "../tasks.ts";
-import { errorResponse } from "./errors.ts";
+import { errorResponse, plexusErrorResponse } from "./errors.ts";
 import { readJson } from "./json.ts";
 import { requireNodeSignature, requirePermission } from "./auth.ts";
 
@@ -44,9 +44,7 @@ export function taskRoutes(tasks: TaskService): Hono {
           r.deduplicated ? 200 : 202,
         );
       } catch (err) {
-        if (err instanceof TaskInputError) {
-          return errorResponse(400, err.message);
-        }
+        if (err instanceof TaskInputError) return plexusErrorResponse(err);
         throw err;
       }
     },

@@ -1,10 +1,11 @@
 /**
  * Typed errors of the resilience layer. Each carries a `code`, whether a
  * retry may succeed (`retryable`) and the figures behind it (`data`), like
- * `TransportError` in `core/transport.ts`.
+ * `TransportError` in `core/transport.ts`; all are {@linkcode PlexusError}s.
  *
  * @module
  */
+import { PlexusError } from "../errors.ts";
 
 /** Codes of {@linkcode ResilienceError}. */
 export type ResilienceErrorCode =
@@ -24,15 +25,16 @@ export type ResilienceErrorCode =
  * err.retryable; // true
  * ```
  */
-export class ResilienceError extends Error {
+export class ResilienceError extends PlexusError {
   override name = "ResilienceError";
   /** What kind of refusal or failure this is. */
-  readonly code: ResilienceErrorCode;
-  /** Whether trying again later may succeed. */
-  readonly retryable: boolean;
+  declare readonly code: ResilienceErrorCode;
   /** The figures behind the error (endpoint, limits, attempts). */
-  readonly data: Record<string, unknown>;
-  /** `options.retryable` says whether trying again later may succeed. */
+  declare readonly data: Record<string, unknown>;
+  /**
+   * `options.retryable` says whether trying again later may succeed; a
+   * timeout answers HTTP 504, every other refusal 503.
+   */
   constructor(
     code: ResilienceErrorCode,
     message: string,
@@ -42,10 +44,12 @@ export class ResilienceError extends Error {
       data?: Record<string, unknown>;
     },
   ) {
-    super(message, { cause: options.cause });
-    this.code = code;
-    this.retryable = options.retryable;
-    this.data = options.data ?? {};
+    super(code, message, {
+      retryable: options.retryable,
+      status: code === "timeout" ? 504 : 503,
+      data: options.data ?? {},
+      cause: options.cause,
+    });
   }
 }
 

@@ -19,6 +19,7 @@
  * @module
  */
 import { electionEpochKey } from "./keys.ts";
+import { PlexusError } from "../errors.ts";
 
 /** Proof of leadership for one term, to attach to guarded writes. */
 export interface FenceToken {
@@ -39,18 +40,23 @@ export interface Checkable<A> {
 }
 
 /** Raised when leader-only work is attempted on a node that does not lead. */
-export class NotLeaderError extends Error {
+export class NotLeaderError extends PlexusError {
   /** Always "NotLeaderError". */
   override name = "NotLeaderError";
   /** Stable code for callers and HTTP error mapping. */
-  readonly code = "NOT_LEADER";
-  /** Retrying on another node (the leader) may succeed. */
-  readonly retryable = true;
+  declare readonly code: "NOT_LEADER";
   /** The leader this node last saw, if any. */
   readonly leader: string | null;
-  /** `leader` is the leader this node last saw, if any. */
+  /**
+   * `leader` is the leader this node last saw, if any. Retryable on another
+   * node (the leader); HTTP 503.
+   */
   constructor(message: string, leader: string | null, options?: ErrorOptions) {
-    super(message, options);
+    super("NOT_LEADER", message, {
+      retryable: true,
+      status: 503,
+      cause: options?.cause,
+    });
     this.leader = leader;
   }
 }

@@ -40,6 +40,7 @@ import { type Clock, systemClock } from "../clock.ts";
 import { type QueueCountState, queueKeys } from "./keys.ts";
 import { retryLocked } from "./store.ts";
 import { backoffDelay } from "../resilience/backoff.ts";
+import { PlexusError } from "../errors.ts";
 
 /** Where a message is in its life. */
 export type MessageState = "ready" | "delayed" | "inflight" | "done" | "dead";
@@ -133,8 +134,12 @@ export interface QueueStats {
 }
 
 /** Thrown when an ack/nak/extend comes from a holder whose lease is gone. */
-export class LeaseLostError extends Error {
+export class LeaseLostError extends PlexusError {
   override name = "LeaseLostError";
+  /** `message` names the message and the holder. HTTP 409, not retryable. */
+  constructor(message: string, options?: ErrorOptions) {
+    super("lease_lost", message, { status: 409, cause: options?.cause });
+  }
 }
 
 /**

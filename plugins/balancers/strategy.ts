@@ -16,6 +16,7 @@
  */
 
 import { mulberry32 } from "../../core/random.ts";
+import { PlexusError } from "../../core/errors.ts";
 import type {
   Balancer,
   Candidate,
@@ -42,15 +43,17 @@ export type {
  * // "round-robin: no candidate to pick from (0 offered)"
  * ```
  */
-export class NoCandidateError extends Error {
+export class NoCandidateError extends PlexusError {
   override name = "NoCandidateError";
-  readonly code = "no_candidate";
-  readonly retryable = true;
+  declare readonly code: "no_candidate";
+  /** Retryable (a candidate may come back); HTTP 503. */
   constructor(balancer: string, offered: number) {
     super(
+      "no_candidate",
       offered === 0
         ? `${balancer}: no candidate to pick from (0 offered)`
         : `${balancer}: none of the ${offered} candidates is available (circuits open)`,
+      { retryable: true, status: 503, data: { balancer, offered } },
     );
   }
 }

@@ -32,6 +32,8 @@ import {
 } from "../../core/state/sessions.ts";
 import type { NodeFetch } from "../../core/http/node_client.ts";
 import { deadline } from "../../core/resilience/deadline.ts";
+import { PlexusError } from "../../core/errors.ts";
+import { statusCode } from "../../core/http/errors.ts";
 import { CHANNEL_NAME_RE, isAgentId, parseChannel } from "./channels.ts";
 import {
   AgentConnection,
@@ -206,10 +208,12 @@ export interface Gateway extends AgentGateway {
 }
 
 /** A refused gateway call, with its HTTP status. */
-export class GatewayError extends Error {
+export class GatewayError extends PlexusError {
   override name = "GatewayError";
-  constructor(readonly status: 400 | 404 | 409 | 413 | 503, message: string) {
-    super(message);
+  declare readonly status: 400 | 404 | 409 | 413 | 503;
+  /** The code is the status's usual one; a 503 is retryable. */
+  constructor(status: 400 | 404 | 409 | 413 | 503, message: string) {
+    super(statusCode(status), message, { status, retryable: status === 503 });
   }
 }
 
