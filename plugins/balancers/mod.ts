@@ -33,7 +33,6 @@ export * from "./p2c_ewma.ts";
 export * from "./consistent_hash.ts";
 export * from "./guarded.ts";
 export * from "./plugin.ts";
-export * from "./registry.ts";
 export { default as roundRobinPlugin } from "./round_robin.ts";
 export { default as randomPlugin } from "./random.ts";
 export { default as smoothWeightedPlugin } from "./smooth_weighted.ts";
