@@ -33,6 +33,7 @@ export interface PlexusErrorOptions {
  * ```
  */
 export class PlexusError extends Error {
+  /** Always "PlexusError" (subclasses set their own). */
   override name = "PlexusError";
   /** What kind of failure this is, stable for callers and clients. */
   readonly code: string;
