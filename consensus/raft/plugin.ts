@@ -3,7 +3,8 @@
  * deterministic core run by {@linkcode RaftDriver}) over authenticated
  * WebSocket links ({@linkcode startLinks}) with a file-backed log
  * ({@linkcode FileStorage}) under `DATA_DIR/raft/`, and a replicated KV
- * state machine served at `/api/v1/raft/*` (mounted by the node's app).
+ * state machine served at `/api/v1/raft/*` (claimed with `ctx.api`, so behind
+ * the node's authentication, permission, rate-limit and audit chain).
  *
  * Membership: node ids are learned at the link handshake. On its first
  * start a node waits until every peer URL (`members` config, else the
@@ -22,7 +23,6 @@
  * @module
  */
 import { join } from "node:path";
-import { Hono, type MiddlewareHandler } from "hono";
 import { z } from "zod";
 import type { Consensus, Member } from "../../core/consensus.ts";
 import { definePlugin, type Plugin } from "../../core/plugin.ts";
@@ -42,7 +42,6 @@ import {
   type MemberChange,
   parseMemberAdd,
 } from "./members.ts";
-import { type Principal, requirePermission } from "../../core/http/auth.ts";
 import type { RaftStatus } from "./core.ts";
 
 const ms = z.number().int().positive().max(3_600_000);
@@ -81,8 +80,6 @@ export interface RaftConsensus extends Consensus {
   read(key: string): Promise<ReadResult>;
   /** The core's status, or undefined before the bootstrap voters are known. */
   status(): (RaftStatus & { applied: number }) | undefined;
-  /** Routes under `/api/v1/raft/*`, mounted by the node's app behind its auth. */
-  readonly http: Hono;
 }
 
 function failure(err: unknown): Response {
@@ -292,8 +289,9 @@ const raft: Plugin<RaftConfig> = definePlugin({
       return driver;
     };
 
-    const http = new Hono().basePath("/api/v1/raft");
-    http.get("/status", (h) =>
+    // Reads need a viewer, KV writes an analyst, membership changes an admin.
+    const routes = ctx.api("raft");
+    routes.get("/status", "cluster:read", (h) =>
       h.json({
         id: me,
         address: ctx.node.address,
@@ -301,7 +299,7 @@ const raft: Plugin<RaftConfig> = definePlugin({
         ...(removed ? { role: "removed" } : {}),
         peers: links.peers(),
       }));
-    http.get("/kv/:key", async (h) => {
+    routes.get("/kv/:key", "cluster:read", async (h) => {
       try {
         const r = await need().read(h.req.param("key"));
         return h.json({ key: h.req.param("key"), ...r });
@@ -323,7 +321,7 @@ const raft: Plugin<RaftConfig> = definePlugin({
       } catch { /* answered below */ }
       throw new TypeError("expected a JSON object body");
     };
-    http.put("/kv/:key", async (h) => {
+    routes.put("/kv/:key", "tasks:write", async (h) => {
       try {
         const b = await body(h.req.raw);
         return await write({
@@ -335,7 +333,7 @@ const raft: Plugin<RaftConfig> = definePlugin({
         return failure(err);
       }
     });
-    http.post("/kv/:key", async (h) => {
+    routes.post("/kv/:key", "tasks:write", async (h) => {
       try {
         const b = await body(h.req.raw);
         return await write({
@@ -348,40 +346,31 @@ const raft: Plugin<RaftConfig> = definePlugin({
         return failure(err);
       }
     });
-    http.delete(
+    routes.delete(
       "/kv/:key",
+      "tasks:write",
       (h) => write({ op: "delete", key: h.req.param("key") }),
     );
 
-    // Membership changes are for admins. The node's app checks only
-    // `tasks:write` on non-GET raft routes and hands its verified principal
-    // over as the env of this sub-app (no principal: 401).
-    const adminOnly: MiddlewareHandler = (h, next) => {
-      if (h.req.method === "GET" || h.req.method === "HEAD") return next();
-      const p = (h.env as { principal?: Principal } | undefined)?.principal;
-      if (p) h.set("principal" as never, p as never);
-      return requirePermission("admin")(h, next);
-    };
-    http.use("/members", adminOnly);
-    http.use("/members/*", adminOnly);
     const answer = async (req: MemberChange) => {
       const a = await membership.change(req);
       return Response.json(a.body, { status: a.status });
     };
-    http.get("/members", async (h) =>
+    routes.get("/members", "cluster:read", async (h) =>
       h.json({
         leader: driver?.leader() || null,
         voters: removed ? [] : await api.members(),
       }));
-    http.post("/members", async (h) => {
+    routes.post("/members", "admin", async (h) => {
       try {
         return await answer(parseMemberAdd(await body(h.req.raw)));
       } catch (err) {
         return failure(err);
       }
     });
-    http.delete(
+    routes.delete(
       "/members/:id",
+      "admin",
       (h) => answer({ op: "remove", id: h.req.param("id") }),
     );
 
@@ -427,7 +416,6 @@ const raft: Plugin<RaftConfig> = definePlugin({
       propose: (cmd) => need().propose(cmd),
       read: (key) => need().read(key),
       status: () => driver?.status(),
-      http,
     };
     return {
       api,

@@ -578,30 +578,6 @@ export function createApp(deps: AppDeps): HttpApp {
   }
   if (gateway) app.route("/api/v1", agentRoutes(gateway));
   app.route("/api/v1", securityRoutes(security, kv));
-  // Raft's replicated KV (consensus/raft): reads need a viewer, writes more.
-  app.all(
-    "/api/v1/raft/*",
-    (c, next) =>
-      requirePermission(
-        c.req.method === "GET" || c.req.method === "HEAD"
-          ? "cluster:read"
-          : "tasks:write",
-      )(c, next),
-    (c) => {
-      if (!kernel.has("consensus:raft")) {
-        return errorResponse(
-          404,
-          "no raft on this node: /api/v1/raft/* needs the consensus:raft plugin (--consensus raft)",
-        );
-      }
-      return kernel.get<
-        { http: { fetch(req: Request, env?: unknown): Promise<Response> } }
-      >(
-        "consensus:raft",
-      ).http.fetch(c.req.raw, { principal: principalOf(c) });
-    },
-  );
-
   // Plugin apps answer errors and unknown paths in the node's JSON shape.
   const withHandlers = new WeakSet<object>();
   const jsonErrors = <E extends Env>(sub: Hono<E>): Hono<E> => {

@@ -174,8 +174,7 @@ Deno.test("plugin api: CORE_API_PREFIXES lists exactly the first segments of the
   await using t = await createTestKernel([]);
   const segments = new Set(
     t.app.routes.map((r) => /^\/api\/v1\/([^/:*]+)/.exec(r.path)?.[1])
-      // Raft's routes are still special-cased in app.ts until they move onto ctx.api.
-      .filter((s): s is string => s !== undefined && s !== "raft"),
+      .filter((s): s is string => s !== undefined),
   );
   assert.deepEqual([...segments].sort(), [...CORE_API_PREFIXES].sort());
 });
