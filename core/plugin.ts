@@ -35,6 +35,7 @@ export { z };
 
 export type {
   ApiContext,
+  ApiEnv,
   ApiHandler,
   ApiMethod,
   ApiRoutes,

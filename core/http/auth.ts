@@ -43,7 +43,9 @@ export const AUTH_CHALLENGE = 'Bearer realm="plexus", Signature';
 export interface Principal {
   /** The token's `sub`, or the signing key's subject. */
   sub: string;
+  /** The token's or the enrolled key's role (node keys are `admin`). */
   role: Role;
+  /** How the request proved it: a bearer JWT or an RFC 9421 signature. */
   via: "jwt" | "signature";
   /** The token's `kid` or the signature's `keyid`. */
   keyid: string;

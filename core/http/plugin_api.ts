@@ -64,10 +64,15 @@ export type ApiMethod = <P extends string>(
 export interface ApiRoutes {
   /** The claimed prefix (`notes` serves `/api/v1/notes/...`). */
   readonly prefix: string;
+  /** Adds a `GET` (and `HEAD`) route. */
   get: ApiMethod;
+  /** Adds a `POST` route. */
   post: ApiMethod;
+  /** Adds a `PUT` route. */
   put: ApiMethod;
+  /** Adds a `PATCH` route. */
   patch: ApiMethod;
+  /** Adds a `DELETE` route. */
   delete: ApiMethod;
 }
 
