@@ -34,7 +34,7 @@ export interface CircuitEvent {
 /** Event names: the state entered, or `change` for every transition. */
 export type CircuitEvents = Record<CircuitState | "change", CircuitEvent>;
 
-/** Options for {@linkcode createCircuitBreakers} and {@linkcode createCircuitBreaker}. */
+/** Options for {@linkcode createCircuitBreakers}. */
 export interface CircuitBreakerOptions {
   /** Failure rate (0..1] in the window at which the circuit opens. @default {0.5} */
   threshold?: number;
@@ -442,22 +442,4 @@ export function createCircuitBreakers(
     },
     on: (event, listener) => events.on(event, listener),
   };
-}
-
-/**
- * Creates the circuit breaker of a single endpoint.
- *
- * @example Usage
- * ```ts
- * import { createCircuitBreaker } from "./circuit_breaker.ts";
- * const breaker = createCircuitBreaker("payments", { minRequests: 2 });
- * await breaker.call(() => Promise.resolve("ok"));
- * breaker.state; // "closed"
- * ```
- */
-export function createCircuitBreaker(
-  endpoint: string,
-  options: CircuitBreakerOptions = {},
-): CircuitBreaker {
-  return createCircuitBreakers(options).get(endpoint);
 }

@@ -2,11 +2,20 @@ import assert from "node:assert/strict";
 import { ManualClock } from "../clock.ts";
 import { createMetrics } from "../observe/metrics.ts";
 import {
+  type CircuitBreaker,
+  type CircuitBreakerOptions,
   type CircuitEvent,
-  createCircuitBreaker,
   createCircuitBreakers,
 } from "./circuit_breaker.ts";
 import { CircuitOpenError } from "./errors.ts";
+
+/** The breaker of one endpoint, from a set of its own. */
+function breaker(
+  endpoint: string,
+  options: CircuitBreakerOptions = {},
+): CircuitBreaker {
+  return createCircuitBreakers(options).get(endpoint);
+}
 
 function failMany(record: (ok: boolean) => void, ok: number, failed: number) {
   for (let i = 0; i < ok; i++) record(true);
@@ -36,11 +45,11 @@ Deno.test("circuit breaker: stays closed until minRequests calls were seen, then
 
 Deno.test("circuit breaker: opens at a failure rate of 0.5, not below it", () => {
   const clock = new ManualClock();
-  const below = createCircuitBreaker("a", { clock });
+  const below = breaker("a", { clock });
   failMany((ok) => below.record(ok), 11, 9);
   assert.equal(below.state, "closed");
   assert.equal(below.stats().failureRate, 9 / 20);
-  const at = createCircuitBreaker("b", { clock });
+  const at = breaker("b", { clock });
   failMany((ok) => at.record(ok), 10, 10);
   assert.equal(at.state, "open");
 });
@@ -48,7 +57,7 @@ Deno.test("circuit breaker: opens at a failure rate of 0.5, not below it", () =>
 Deno.test("circuit breaker: an open circuit refuses calls, naming the endpoint and the wait", async () => {
   const clock = new ManualClock();
   const metrics = createMetrics("plexus_");
-  const b = createCircuitBreaker("node-7", { clock, minRequests: 2, metrics });
+  const b = breaker("node-7", { clock, minRequests: 2, metrics });
   b.record(false);
   b.record(false);
   await clock.advance(4000);
@@ -88,7 +97,7 @@ Deno.test("circuit breaker: an open circuit refuses calls, naming the endpoint a
 Deno.test("circuit breaker: half-open after 10 s lets one trial through; success closes it", async () => {
   const clock = new ManualClock();
   const metrics = createMetrics("plexus_");
-  const b = createCircuitBreaker("n", { clock, minRequests: 4, metrics });
+  const b = breaker("n", { clock, minRequests: 4, metrics });
   const seen: string[] = [];
   b.on("open", () => seen.push("open"));
   b.on("half-open", () => seen.push("half-open"));
@@ -124,7 +133,7 @@ Deno.test("circuit breaker: half-open after 10 s lets one trial through; success
 
 Deno.test("circuit breaker: a failed trial reopens the circuit and restarts the wait", async () => {
   const clock = new ManualClock();
-  const b = createCircuitBreaker("n", { clock, minRequests: 1 });
+  const b = breaker("n", { clock, minRequests: 1 });
   b.record(false);
   await clock.advance(10_000);
   b.acquire();
@@ -138,7 +147,7 @@ Deno.test("circuit breaker: a failed trial reopens the circuit and restarts the 
 
 Deno.test("circuit breaker: a trial never recorded frees its slot after halfOpenAfterMs", async () => {
   const clock = new ManualClock();
-  const b = createCircuitBreaker("n", { clock, minRequests: 1 });
+  const b = breaker("n", { clock, minRequests: 1 });
   b.record(false);
   await clock.advance(10_000);
   b.acquire();
@@ -153,7 +162,7 @@ Deno.test("circuit breaker: a trial never recorded frees its slot after halfOpen
 
 Deno.test("circuit breaker: failures older than the window are forgotten", async () => {
   const clock = new ManualClock();
-  const b = createCircuitBreaker("n", { clock });
+  const b = breaker("n", { clock });
   failMany((ok) => b.record(ok), 0, 19);
   await clock.advance(60_000);
   b.record(false);
@@ -163,7 +172,7 @@ Deno.test("circuit breaker: failures older than the window are forgotten", async
 
 Deno.test("circuit breaker: the window slides by buckets, keeping recent calls", async () => {
   const clock = new ManualClock();
-  const b = createCircuitBreaker("n", { clock });
+  const b = breaker("n", { clock });
   failMany((ok) => b.record(ok), 0, 10);
   await clock.advance(30_000);
   failMany((ok) => b.record(ok), 0, 9);
@@ -175,7 +184,7 @@ Deno.test("circuit breaker: the window slides by buckets, keeping recent calls",
 
 Deno.test("circuit breaker: call() counts only errors the predicate calls failures", async () => {
   const clock = new ManualClock();
-  const b = createCircuitBreaker("n", {
+  const b = breaker("n", {
     clock,
     minRequests: 2,
     isFailure: (err) => !(err instanceof TypeError),
@@ -232,11 +241,11 @@ Deno.test("circuit breakers: prune drops the state gauge of forgotten endpoints"
 
 Deno.test("circuit breaker: options out of range are refused with the value seen", () => {
   assert.throws(
-    () => createCircuitBreaker("n", { threshold: 1.5 }),
+    () => breaker("n", { threshold: 1.5 }),
     /threshold must be in \(0, 1\], got 1.5/,
   );
   assert.throws(
-    () => createCircuitBreaker("n", { minRequests: 0 }),
+    () => breaker("n", { minRequests: 0 }),
     /minRequests must be a positive integer, got 0/,
   );
 });

@@ -150,19 +150,3 @@ export function createRetry(options: RetryOptions = {}): Retry {
     on: (event, listener) => events.on(event, listener),
   };
 }
-
-/**
- * Runs `fn` under a one-off {@linkcode createRetry} policy.
- *
- * @example Usage
- * ```ts
- * import { retry } from "./retry.ts";
- * await retry(() => Promise.resolve(42), { retries: 2 }); // 42
- * ```
- */
-export function retry<T>(
-  fn: (attempt: number) => Promise<T>,
-  options: RetryOptions & { signal?: AbortSignal } = {},
-): Promise<T> {
-  return createRetry(options).run(fn, options.signal);
-}

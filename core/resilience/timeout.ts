@@ -111,20 +111,3 @@ export function createTimeout(options: TimeoutOptions = {}): Timeout {
     on: (event, listener) => events.on(event, listener),
   };
 }
-
-/**
- * Runs `fn` with a deadline of `timeoutMs` under a one-off policy.
- *
- * @example Usage
- * ```ts
- * import { withTimeout } from "./timeout.ts";
- * await withTimeout(() => Promise.resolve("fast"), 1000); // "fast"
- * ```
- */
-export function withTimeout<T>(
-  fn: (signal: AbortSignal) => Promise<T>,
-  timeoutMs: number,
-  options: TimeoutOptions & { signal?: AbortSignal } = {},
-): Promise<T> {
-  return createTimeout(options).run(fn, timeoutMs, options.signal);
-}

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { ManualClock } from "../clock.ts";
 import { createMetrics } from "../observe/metrics.ts";
 import { TimeoutError } from "./errors.ts";
-import { createTimeout, withTimeout } from "./timeout.ts";
+import { createTimeout } from "./timeout.ts";
 
 Deno.test("timeout: a call past its deadline rejects with TimeoutError and sees its signal abort", async () => {
   const clock = new ManualClock();
@@ -59,13 +59,13 @@ Deno.test("timeout: the caller's signal aborts the call before the deadline", as
   const clock = new ManualClock();
   const ctl = new AbortController();
   let callSignal!: AbortSignal;
-  const p = withTimeout(
+  const p = createTimeout({ clock }).run(
     (signal) => {
       callSignal = signal;
       return new Promise<never>(() => {});
     },
     1000,
-    { clock, signal: ctl.signal },
+    ctl.signal,
   );
   ctl.abort(new Error("client went away"));
   await assert.rejects(p, /client went away/);
@@ -74,7 +74,7 @@ Deno.test("timeout: the caller's signal aborts the call before the deadline", as
 
 Deno.test("timeout: a deadline of 0 or less is refused with the value seen", async () => {
   await assert.rejects(
-    withTimeout(() => Promise.resolve(), 0),
+    createTimeout().run(() => Promise.resolve(), 0),
     /timeoutMs must be > 0, got 0/,
   );
 });
