@@ -592,7 +592,10 @@ export function createApp(deps: AppDeps): HttpApp {
   app.all("/api/v1/:prefix/*", (c) => {
     const prefix = c.req.param("prefix");
     const sub = kernel.apiFor(prefix);
-    if (!sub) return notFound(c);
+    if (!sub) {
+      pluginRoutes.set(c.req.raw, "unmatched");
+      return notFound(c);
+    }
     pluginRoutes.set(
       c.req.raw,
       pluginRoute(sub, c.req.method, c.req.path) ?? `/api/v1/${prefix}/*`,

@@ -139,13 +139,15 @@ Deno.test("plugin api: mutating calls are audited with principal and outcome, re
   );
 });
 
-Deno.test("plugin api: requests are labelled with the plugin's route pattern in metrics", async () => {
+Deno.test("plugin api: requests are labelled with the plugin's route pattern in metrics, an unclaimed prefix as unmatched", async () => {
   await using t = await createTestKernel([notes()]);
   await (await t.api("/api/v1/notes/note/a", {}, "viewer")).body?.cancel();
   await (await t.api("/api/v1/notes/zzz", {}, "viewer")).body?.cancel();
+  await (await t.api("/api/v1/unclaimed/x", {}, "viewer")).body?.cancel();
   const text = t.metrics.render();
   assert.match(text, /route="\/api\/v1\/notes\/note\/:id",status="200"/);
   assert.match(text, /route="\/api\/v1\/notes\/\*",status="404"/);
+  assert.match(text, /route="unmatched",status="404"/);
 });
 
 Deno.test("plugin api: a prefix claimed twice fails the start naming both plugins", async () => {
