@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { deadline as withDeadline } from "./resilience/deadline.ts";
 import { Hono } from "hono";
 import {
   capabilityMatches,
@@ -234,14 +235,9 @@ function deadline<T>(
   ms: number,
   what: string,
 ): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`${what} did not finish within ${ms} ms`)),
-      ms,
-    );
+  return withDeadline(promise, ms, {
+    error: () => new Error(`${what} did not finish within ${ms} ms`),
   });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 function message(err: unknown): string {

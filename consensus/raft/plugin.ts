@@ -26,7 +26,7 @@ import { join } from "node:path";
 import { z } from "zod";
 import type { Consensus, Member } from "../../core/consensus.ts";
 import { definePlugin, type Plugin } from "../../core/plugin.ts";
-import { errorResponse } from "../../core/http/errors.ts";
+import { errorResponse, plexusErrorResponse } from "../../core/http/errors.ts";
 import {
   type ProposeResult,
   RaftDriver,
@@ -83,13 +83,8 @@ export interface RaftConsensus extends Consensus {
 }
 
 function failure(err: unknown): Response {
-  if (err instanceof RaftUnavailableError) {
-    return errorResponse(503, err.message, "unavailable", {
-      "retry-after": "1",
-    });
-  }
-  if (err instanceof RaftTimeoutError) {
-    return errorResponse(504, err.message, "timeout");
+  if (err instanceof RaftUnavailableError || err instanceof RaftTimeoutError) {
+    return plexusErrorResponse(err);
   }
   if (err instanceof TypeError || err instanceof SyntaxError) {
     return errorResponse(400, err.message, "bad_request");

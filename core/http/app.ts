@@ -16,7 +16,7 @@ import type { MetricsRegistry } from "../observe/metrics.ts";
 import type { LogStream } from "../observe/log_stream.ts";
 import type { NodeIdentity } from "../plugin.ts";
 import { HEALTH_PROBE_KEY } from "../state/keys.ts";
-import { errorBody, errorResponse } from "./errors.ts";
+import { errorBody, errorResponse, plexusErrorResponse } from "./errors.ts";
 import type { TaskService } from "../tasks.ts";
 import type { Consensus } from "../consensus.ts";
 import { clusterView, type Registry } from "../state/registry.ts";
@@ -504,9 +504,7 @@ export function createApp(deps: AppDeps): HttpApp {
       try {
         return gateway.accept(c.req.raw);
       } catch (err) {
-        if (err instanceof GatewayError) {
-          return errorResponse(err.status, err.message);
-        }
+        if (err instanceof GatewayError) return plexusErrorResponse(err);
         throw err;
       }
     });
