@@ -178,9 +178,7 @@ export async function startNode(
       nodeLog.error("router handler failed", { topic, error: err }),
   });
   const consensus = (): Consensus | undefined =>
-    kernel.has("consensus:*")
-      ? kernel.get<Consensus>("consensus:*")
-      : undefined;
+    kernel.has("consensus:*") ? kernel.get("consensus:*") : undefined;
   const tasks = createTaskService(kv, {
     nodeId,
     log: nodeLog.child({ component: "tasks" }),
@@ -308,7 +306,7 @@ export async function startNode(
     onError: (err) => nodeLog.warn("registry heartbeat failed", { error: err }),
   });
   if (config.balancer) {
-    balancer = kernel.get<Balancer>(`balancer:${config.balancer}`);
+    balancer = kernel.get(`balancer:${config.balancer}`);
     taskRouter = createTaskRouter({
       nodeId,
       balancer,

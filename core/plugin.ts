@@ -18,6 +18,9 @@ import type { ScopedKv } from "./state/scoped_kv.ts";
 import type { Router } from "./router.ts";
 import type * as tasks from "./tasks.ts";
 import type { ApiRoutes } from "./http/plugin_api.ts";
+import type { Transport } from "./transport.ts";
+import type { Consensus } from "./consensus.ts";
+import type { Balancer } from "./contracts/balancer.ts";
 import { isRange, isVersion } from "./_semver.ts";
 
 /**
@@ -42,6 +45,24 @@ export type {
 } from "./http/plugin_api.ts";
 export type { Principal } from "./http/auth.ts";
 export type { Permission, Role } from "./security/roles.ts";
+export type { Router } from "./router.ts";
+export type {
+  DeadLetter,
+  Delivery,
+  DeliveryHandler,
+  PublishOptions,
+  SubscribeOptions,
+  Subscription,
+  Transport,
+  TransportCaps,
+} from "./transport.ts";
+export type { Consensus, LeaderChange, Member } from "./consensus.ts";
+export type {
+  Balancer,
+  Candidate,
+  Outcome,
+  PickContext,
+} from "./contracts/balancer.ts";
 
 /**
  * The task service, the `api` of the kernel's `tasks:local` capability: a
@@ -50,14 +71,14 @@ export type { Permission, Role } from "./security/roles.ts";
  *
  * @example Usage
  * ```ts
- * import { definePlugin, type TaskService, z } from "./plugin.ts";
+ * import { definePlugin, z } from "./plugin.ts";
  * export default definePlugin({
  *   manifest: {
  *     name: "resizer", version: "1.0.0", kind: "extension", api: "^1",
  *     provides: ["extension:resizer"],
  *   },
  *   async setup(ctx) {
- *     ctx.kernel.get<TaskService>("tasks:local").register(
+ *     ctx.kernel.get("tasks:local").register(
  *       "resize",
  *       async (payload, { attempt }) => ({ payload, attempt }),
  *       z.strictObject({ width: z.number().int().positive() }),
@@ -174,9 +195,48 @@ export interface NodeIdentity {
   peers?: string[];
 }
 
+/**
+ * What `kernel.get(capability)` returns for the capabilities whose type the
+ * kernel knows: the ones it provides itself, and the contract of every
+ * transport, consensus and balancer by kind. Any other capability (an
+ * extension's, `gateway:agents`) takes a type argument:
+ * `get<AgentGateway>("gateway:agents")`.
+ *
+ * @example Usage
+ * ```ts
+ * import type { Capabilities } from "./plugin.ts";
+ * type Tasks = Capabilities["tasks:local"]; // TaskService
+ * type Leader = Capabilities["consensus:*"]; // Consensus
+ * ```
+ */
+export interface Capabilities {
+  /** The node's raw Deno KV (`ctx.kv` is the plugin's own scoped part of it). */
+  "state:kv": Deno.Kv;
+  /** The node's in-process topic router (the same one as `ctx.router`). */
+  "router:local": Router;
+  /** The task service: register task types and submit tasks. */
+  "tasks:local": TaskService;
+  /** Any transport (`transport:*` or one by name). */
+  [transport: `transport:${string}`]: Transport;
+  /** Any consensus (`consensus:*` or one by name). */
+  [consensus: `consensus:${string}`]: Consensus;
+  /** Any balancer (`balancer:NAME`). */
+  [balancer: `balancer:${string}`]: Balancer;
+}
+
 /** Capability lookup offered to plugins. */
 export interface KernelHandle {
-  /** The `api` of the plugin providing `capability` (`"consensus:*"` matches any). Throws if none. */
+  /**
+   * The `api` of the plugin (or kernel service) providing `capability`
+   * (`"consensus:*"` matches any), typed by {@linkcode Capabilities}.
+   * Throws if none.
+   */
+  get<K extends keyof Capabilities>(capability: K): Capabilities[K];
+  /**
+   * The `api` of the plugin providing `capability`, typed by the caller
+   * (a capability outside {@linkcode Capabilities}, or a plugin's richer
+   * type, e.g. `get<RaftConsensus>("consensus:raft")`). Throws if none.
+   */
   get<T = unknown>(capability: string): T;
   /** Whether a started plugin provides `capability`. */
   has(capability: string): boolean;

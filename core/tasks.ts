@@ -1,7 +1,7 @@
 /**
  * Tasks: typed units of work submitted over HTTP to any node and run by some
  * node, on the durable queue `tasks`. Plugins add task types with
- * `kernel.get<TaskService>("tasks:local").register(type, handler)`; `echo`
+ * `kernel.get("tasks:local").register(type, handler)`; `echo`
  * and `sleep` are built in for demos and tests.
  *
  * When a consensus plugin is loaded only its leader sweeps expired leases

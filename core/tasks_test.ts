@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { z } from "zod";
 import { createTestKernel } from "./testing.ts";
 import { definePlugin } from "./plugin.ts";
-import type { TaskService } from "./tasks.ts";
 
 async function until<T>(
   fn: () => Promise<T>,
@@ -139,7 +138,7 @@ Deno.test("tasks: a plugin registers a task type; a failure is reported as faile
       requires: ["tasks:local"],
     },
     setup(ctx) {
-      const tasks = ctx.kernel.get<TaskService>("tasks:local");
+      const tasks = ctx.kernel.get("tasks:local");
       tasks.register("divide", (p) => {
         const { a, b } = p as { a: number; b: number };
         if (b === 0) return Promise.reject(new Error("division by zero"));
@@ -183,7 +182,7 @@ const blob = definePlugin({
     requires: ["tasks:local"],
   },
   setup(ctx) {
-    ctx.kernel.get<TaskService>("tasks:local").register(
+    ctx.kernel.get("tasks:local").register(
       "blob",
       (p) => Promise.resolve("b".repeat((p as { bytes: number }).bytes)),
       z.strictObject({ bytes: z.number().int().min(0) }),

@@ -233,7 +233,7 @@ const gossip: Plugin<GossipPluginConfig> = definePlugin({
     }
     const elector = useLease
       ? new LeaseElector({
-        kv: ctx.kernel.get<Deno.Kv>("state:kv"),
+        kv: ctx.kernel.get("state:kv"),
         nodeId: ctx.node.id,
         name: c.election,
         leaseMs: c.leaseMs,

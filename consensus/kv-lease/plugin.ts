@@ -92,7 +92,7 @@ const kvLease: Plugin<KvLeaseConfig> = definePlugin({
   setup(ctx) {
     const c = ctx.config;
     // The election is global; ctx.kv is scoped to this plugin's prefix.
-    const kv = ctx.kernel.get<Deno.Kv>("state:kv");
+    const kv = ctx.kernel.get("state:kv");
     const elector = new LeaseElector({
       kv,
       nodeId: ctx.node.id,

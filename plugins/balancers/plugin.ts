@@ -66,7 +66,7 @@ export interface BalancerPluginSpec<S extends z.ZodRawShape> {
  *   create: () => createRoundRobin(),
  * });
  * await using t = await createTestKernel([plugin]);
- * t.kernel.get<{ name: string }>("balancer:my-rr").name; // "round-robin"
+ * t.kernel.get("balancer:my-rr").name; // "round-robin"
  * ```
  */
 export function balancerPlugin<S extends z.ZodRawShape>(

@@ -142,7 +142,7 @@ Deno.test("cluster: a replaced connection whose node missed the call notices on 
     await a.enrol(agent);
     const s = await connect(a.ws, agent);
     // Another node took the agent over without reaching A.
-    const presence = createPresence(a.handle.kernel.get<Deno.Kv>("state:kv"));
+    const presence = createPresence(a.handle.kernel.get("state:kv"));
     const rec = await presence.get(agent.id);
     await presence.claim({ ...rec!, nodeId: "elsewhere", session: "other" });
     assert.equal((await s.socket.closed).code, 4409);

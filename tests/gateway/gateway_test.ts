@@ -34,11 +34,11 @@ async function agent(n: TestNode, roles = ["agent"]): Promise<AgentKey> {
 }
 
 function kvOf(n: TestNode): Deno.Kv {
-  return n.handle.kernel.get<Deno.Kv>("state:kv");
+  return n.handle.kernel.get("state:kv");
 }
 
 function router(n: TestNode): Router {
-  return n.handle.kernel.get<Router>("router:local");
+  return n.handle.kernel.get("router:local");
 }
 
 const b64 = (s: string) => Uint8Array.fromBase64(s, { alphabet: "base64url" });

@@ -64,7 +64,7 @@ async function withNode(
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function router(n: TestNode): Router {
-  return n.handle.kernel.get<Router>("router:local");
+  return n.handle.kernel.get("router:local");
 }
 
 function isAgentError(code: string) {
@@ -107,7 +107,7 @@ Deno.test("sdk: a backend send on 'policies' reaches the subscribed SDK handler 
     assert.equal(m.signed, false);
     // The SDK's ack settles the durable queue message and empties the queue.
     const q = new DurableQueue(
-      n.handle.kernel.get<Deno.Kv>("state:kv"),
+      n.handle.kernel.get("state:kv"),
       outboxQueueName(key.id, "policies"),
     );
     await until(

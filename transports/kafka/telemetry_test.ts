@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { createTestKernel } from "../../core/testing.ts";
-import type { Transport } from "../../core/transport.ts";
 import { checkTelemetry } from "../../tests/conformance/_telemetry_cases.ts";
 import kafka from "./plugin.ts";
 
@@ -33,7 +32,7 @@ Deno.test({
       startTimeoutMs: 30_000,
     });
     await checkTelemetry({
-      transport: t.kernel.get<Transport>("transport:kafka"),
+      transport: t.kernel.get("transport:kafka"),
       name: "kafka",
       logs: t.logs,
       metrics: t.metrics,

@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { Redis } from "ioredis";
 import { createEnvelope } from "../../core/envelope.ts";
 import { createTestKernel, type TestKernel } from "../../core/testing.ts";
-import type { Transport } from "../../core/transport.ts";
 import { waitFor } from "../../tests/conformance/suite.ts";
 import redisStreams from "./plugin.ts";
 
@@ -97,7 +96,7 @@ Deno.test({
       for (let run = 1; run <= 3; run++) {
         const t = await startNode(prefix);
         try {
-          const transport = t.kernel.get<Transport>("transport:redis-streams");
+          const transport = t.kernel.get("transport:redis-streams");
           const got: string[] = [];
           await transport.subscribe("orders", async (d) => {
             got.push(d.envelope.id);
@@ -158,7 +157,7 @@ Deno.test({
         source: "test",
         payload: "lost",
       });
-      await t0.kernel.get<Transport>("transport:redis-streams").publish(
+      await t0.kernel.get("transport:redis-streams").publish(
         "orders",
         lost,
       );
@@ -182,7 +181,7 @@ Deno.test({
       // Restarted, it fails the entry (or closes before claiming it).
       const t1 = await startNode(prefix);
       try {
-        await t1.kernel.get<Transport>("transport:redis-streams").subscribe(
+        await t1.kernel.get("transport:redis-streams").subscribe(
           "orders",
           () => Promise.reject(new Error("not yet")),
           { group: "billing" },
@@ -212,7 +211,7 @@ Deno.test({
       const t2 = await startNode(prefix);
       try {
         const got: { id: string; attempts: number }[] = [];
-        await t2.kernel.get<Transport>("transport:redis-streams").subscribe(
+        await t2.kernel.get("transport:redis-streams").subscribe(
           "orders",
           async (d) => {
             got.push({ id: d.envelope.id, attempts: d.attempts });
