@@ -46,6 +46,11 @@ export type {
 export type { Principal } from "./http/auth.ts";
 export type { Permission, Role } from "./security/roles.ts";
 export type { Router } from "./router.ts";
+export {
+  transportPlugin,
+  type TransportPluginSpec,
+  type TransportTelemetry,
+} from "./transport_plugin.ts";
 export type {
   DeadLetter,
   Delivery,

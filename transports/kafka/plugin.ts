@@ -1,6 +1,6 @@
 /**
  * The `transports/kafka` plugin: provides `transport:kafka`, a
- * {@linkcode KafkaTransport} (see `transport.ts`).
+ * `KafkaTransport` (see `transport.ts`).
  *
  * Config (under `pluginConfig["kafka"]`): `brokers` (default
  * `KAFKA_BROKERS`, else `127.0.0.1:9092`), `prefix`, `maxMessageBytes`,
@@ -12,8 +12,8 @@
  * @module
  */
 import { z } from "zod";
-import { definePlugin, type Plugin } from "../../core/plugin.ts";
-import { connectKafka, type KafkaTransport } from "./transport.ts";
+import { type Plugin, transportPlugin } from "../../core/plugin.ts";
+import { connectKafka } from "./transport.ts";
 
 const ms = z.number().int().positive().max(3_600_000);
 
@@ -51,43 +51,22 @@ export const kafkaConfig = z.strictObject({
 export type KafkaConfig = z.infer<typeof kafkaConfig>;
 
 /** The kafka plugin (`builtin:transports/kafka`). */
-const kafkaPlugin: Plugin<KafkaConfig> = definePlugin({
-  manifest: {
-    name: "kafka",
-    version: "1.0.0",
-    kind: "transport",
-    api: "^1",
-    provides: ["transport:kafka"],
-    config: kafkaConfig,
-    permissions: { net: true, env: ["KAFKA_BROKERS"] },
-  },
-  async setup(ctx) {
-    const transport = await connectKafka({
-      ...ctx.config,
-      brokers: ctx.config.brokers ?? Deno.env.get("KAFKA_BROKERS") ??
+const kafkaPlugin: Plugin<KafkaConfig> = transportPlugin({
+  name: "kafka",
+  config: kafkaConfig,
+  permissions: { net: true, env: ["KAFKA_BROKERS"] },
+  connect: (options, node) =>
+    connectKafka({
+      ...options,
+      brokers: options.brokers ?? Deno.env.get("KAFKA_BROKERS") ??
         "127.0.0.1:9092",
-      clientId: `${ctx.node.id}-${crypto.randomUUID().slice(0, 8)}`,
-      log: ctx.log,
-      metrics: ctx.metrics,
-    });
-    ctx.log.info("kafka transport connected", { prefix: ctx.config.prefix });
-    return {
-      api: transport satisfies KafkaTransport,
-      async health() {
-        const t0 = performance.now();
-        try {
-          await transport.admin.describeCluster();
-          return {
-            status: "up",
-            detail: `describeCluster ${(performance.now() - t0).toFixed(1)} ms`,
-          };
-        } catch (err) {
-          return { status: "down", detail: (err as Error).message };
-        }
-      },
-      stop: () => transport.close(),
-    };
+      clientId: `${node.id}-${crypto.randomUUID().slice(0, 8)}`,
+    }),
+  probe: {
+    name: "describeCluster",
+    run: (transport) => transport.admin.describeCluster(),
   },
+  logFields: (config) => ({ prefix: config.prefix }),
 });
 
 export default kafkaPlugin;

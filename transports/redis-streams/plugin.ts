@@ -1,6 +1,6 @@
 /**
  * The `transports/redis-streams` plugin: provides `transport:redis-streams`,
- * a {@linkcode RedisStreamsTransport} (see `transport.ts`).
+ * a `RedisStreamsTransport` (see `transport.ts`).
  *
  * Config (under `pluginConfig["redis-streams"]`): `url` (default `REDIS_URL`,
  * else `redis://127.0.0.1:6379`), `prefix`, `maxLen`, `maxMessageBytes`,
@@ -11,11 +11,8 @@
  * @module
  */
 import { z } from "zod";
-import { definePlugin, type Plugin } from "../../core/plugin.ts";
-import {
-  connectRedisStreams,
-  type RedisStreamsTransport,
-} from "./transport.ts";
+import { type Plugin, transportPlugin } from "../../core/plugin.ts";
+import { connectRedisStreams } from "./transport.ts";
 
 const ms = z.number().int().positive().max(3_600_000);
 
@@ -42,46 +39,20 @@ export const redisStreamsConfig = z.strictObject({
 export type RedisStreamsConfig = z.infer<typeof redisStreamsConfig>;
 
 /** The redis-streams plugin (`builtin:transports/redis-streams`). */
-const redisStreams: Plugin<RedisStreamsConfig> = definePlugin({
-  manifest: {
-    name: "redis-streams",
-    version: "1.0.0",
-    kind: "transport",
-    api: "^1",
-    provides: ["transport:redis-streams"],
-    config: redisStreamsConfig,
-    permissions: { net: true, env: ["REDIS_URL"] },
-  },
-  async setup(ctx) {
-    const transport = await connectRedisStreams({
-      ...ctx.config,
-      url: ctx.config.url ?? Deno.env.get("REDIS_URL") ??
+const redisStreams: Plugin<RedisStreamsConfig> = transportPlugin({
+  name: "redis-streams",
+  config: redisStreamsConfig,
+  permissions: { net: true, env: ["REDIS_URL"] },
+  connect: (options, node) =>
+    connectRedisStreams({
+      ...options,
+      url: options.url ?? Deno.env.get("REDIS_URL") ??
         "redis://127.0.0.1:6379",
       // Stable across restarts: a restarted node reuses its consumers.
-      consumerName: ctx.node.id,
-      log: ctx.log,
-      metrics: ctx.metrics,
-    });
-    ctx.log.info("redis-streams transport connected", {
-      prefix: ctx.config.prefix,
-    });
-    return {
-      api: transport satisfies RedisStreamsTransport,
-      async health() {
-        const t0 = performance.now();
-        try {
-          await transport.redis.ping();
-          return {
-            status: "up",
-            detail: `ping ${(performance.now() - t0).toFixed(1)} ms`,
-          };
-        } catch (err) {
-          return { status: "down", detail: (err as Error).message };
-        }
-      },
-      stop: () => transport.close(),
-    };
-  },
+      consumerName: node.id,
+    }),
+  probe: { name: "ping", run: (transport) => transport.redis.ping() },
+  logFields: (config) => ({ prefix: config.prefix }),
 });
 
 export default redisStreams;

@@ -1,0 +1,118 @@
+/**
+ * Turns a transport's connect function into its plugin, so every broker
+ * transport has the same wrapper: kind `transport`, provides
+ * `transport:NAME`, the config checked by its schema, the node's logger and
+ * metrics handed to `connect` (the transport's failure and dead-letter
+ * telemetry lands in the node's registry), a health check timed around one
+ * cheap broker call, and `close()` on stop.
+ *
+ * @module
+ */
+import type { z } from "zod";
+import type { Logger } from "./observe/logger.ts";
+import type { MetricsRegistry } from "./observe/metrics.ts";
+import type {
+  Health,
+  NodeIdentity,
+  PermissionSpec,
+  Plugin,
+  PluginManifest,
+} from "./plugin.ts";
+import type { Transport } from "./transport.ts";
+
+/** The node's logger and metrics, handed to a transport's `connect`. */
+export interface TransportTelemetry {
+  /** The plugin's logger (records carry `{plugin: name}`). */
+  log: Logger;
+  /** The node's metrics registry. */
+  metrics: MetricsRegistry;
+}
+
+/** What {@linkcode transportPlugin} needs to know about a transport. */
+export interface TransportPluginSpec<C, T extends Transport> {
+  /** Transport name: plugin name and the `transport:NAME` capability. */
+  name: string;
+  /** The plugin's version. @default {"1.0.0"} */
+  version?: string;
+  /** Schema of the plugin's config (`pluginConfig[name]`). */
+  config: z.ZodType<C>;
+  /** Deno permissions the transport uses (net, the env vars it reads). */
+  permissions?: PermissionSpec;
+  /** Connects with the validated config plus the node's telemetry. */
+  connect(options: C & TransportTelemetry, node: NodeIdentity): Promise<T>;
+  /**
+   * The health check: one cheap broker round trip, reported as
+   * `"{name} {ms} ms"` when it resolves and as its error when it throws.
+   * @default {undefined} (no health check)
+   */
+  probe?: { name: string; run(transport: T): Promise<unknown> };
+  /** Fields of the "NAME transport connected" log line. @default {{}} */
+  logFields?(config: C): Record<string, unknown>;
+}
+
+/**
+ * Builds the plugin of a transport.
+ *
+ * @example Usage
+ * ```ts
+ * import { transportPlugin } from "./plugin.ts";
+ * import { z } from "zod";
+ * import { memoryTransport } from "../tests/conformance/_memory_transport.ts";
+ * import { createTestKernel } from "./testing.ts";
+ * const plugin = transportPlugin({
+ *   name: "memory",
+ *   config: z.strictObject({ maxMessageBytes: z.number().default(1024) }),
+ *   connect: (options) => Promise.resolve(memoryTransport(options)),
+ * });
+ * await using t = await createTestKernel([plugin]);
+ * t.kernel.get("transport:memory").caps.maxMessageBytes; // 1024
+ * ```
+ */
+export function transportPlugin<C, T extends Transport>(
+  spec: TransportPluginSpec<C, T>,
+): Plugin<C> {
+  const manifest: PluginManifest<C> = {
+    name: spec.name,
+    version: spec.version ?? "1.0.0",
+    kind: "transport",
+    api: "^1",
+    provides: [`transport:${spec.name}`],
+    config: spec.config,
+    ...(spec.permissions ? { permissions: spec.permissions } : {}),
+  };
+  return {
+    manifest,
+    async setup(ctx) {
+      const transport = await spec.connect(
+        { ...ctx.config, log: ctx.log, metrics: ctx.metrics },
+        ctx.node,
+      );
+      ctx.log.info(
+        `${spec.name} transport connected`,
+        spec.logFields?.(ctx.config) ?? {},
+      );
+      const probe = spec.probe;
+      return {
+        api: transport,
+        ...(probe ? { health: () => probeHealth(probe, transport) } : {}),
+        stop: () => transport.close(),
+      };
+    },
+  };
+}
+
+async function probeHealth<T>(
+  probe: { name: string; run(transport: T): Promise<unknown> },
+  transport: T,
+): Promise<Health> {
+  const t0 = performance.now();
+  try {
+    await probe.run(transport);
+    return {
+      status: "up",
+      detail: `${probe.name} ${(performance.now() - t0).toFixed(1)} ms`,
+    };
+  } catch (err) {
+    return { status: "down", detail: (err as Error).message };
+  }
+}
