@@ -7,8 +7,11 @@
 
 /** A member as consensus sees it. */
 export interface Member {
+  /** The node's id. */
   id: string;
+  /** The node's base URL. */
   address: string;
+  /** Whether it answers (`suspect`: missed beats, not yet given up on). */
   status: "up" | "suspect" | "down";
   /** Wall-clock ms of the member's last heartbeat. */
   lastSeen: number;
@@ -16,7 +19,9 @@ export interface Member {
 
 /** A change of leader. `leader` is null while nobody leads. */
 export interface LeaderChange {
+  /** The new leader's node id, or null. */
   leader: string | null;
+  /** The fencing token that goes with this leader. */
   epoch: number;
 }
 
@@ -32,5 +37,6 @@ export interface Consensus {
   epoch(): number;
   /** Calls `fn` on every change this node observes; returns the unsubscribe. */
   onLeaderChange(fn: (change: LeaderChange) => void): () => void;
+  /** The cluster's members as this node knows them. */
   members(): Promise<Member[]>;
 }

@@ -45,13 +45,14 @@ export type {
 } from "./http/plugin_api.ts";
 export type { Principal } from "./http/auth.ts";
 export type { Permission, Role } from "./security/roles.ts";
-export type { Router } from "./router.ts";
+export type { Router, TopicHandler } from "./router.ts";
 export {
   transportPlugin,
   type TransportPluginSpec,
   type TransportTelemetry,
 } from "./transport_plugin.ts";
 export type {
+  AttemptError,
   DeadLetter,
   Delivery,
   DeliveryHandler,

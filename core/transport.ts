@@ -66,12 +66,15 @@ export interface AttemptError {
   at: number;
   /** 1 for the first delivery. */
   attempt: number;
+  /** The error's message. */
   error: string;
+  /** The consumer that made the attempt, where the transport knows it. */
   consumer?: string;
 }
 
 /** A received message and the verbs that settle it. */
 export interface Delivery {
+  /** The message. */
   readonly envelope: Envelope;
   /** The topic it was published on. */
   readonly topic: string;
@@ -93,11 +96,15 @@ export interface Delivery {
 
 /** A dead-lettered message. */
 export interface DeadLetter {
+  /** The message as it was published. */
   envelope: Envelope;
+  /** The topic it was published on. */
   topic: string;
+  /** The consumer group that gave up on it, if any. */
   group?: string;
   /** Why: the `term` reason, or `max attempts (N) reached`. */
   reason: string;
+  /** Deliveries made before it was dead-lettered. */
   attempts: number;
   /** Failed attempts, oldest first. */
   errors: AttemptError[];
@@ -107,7 +114,9 @@ export interface DeadLetter {
 
 /** A live subscription. */
 export interface Subscription {
+  /** The topic subscribed to. */
   readonly topic: string;
+  /** The consumer group, if any. */
   readonly group?: string;
   /** Stops receiving; waits for deliveries in flight to settle. */
   close(): Promise<void>;
@@ -120,6 +129,7 @@ export type DeliveryHandler = (delivery: Delivery) => Promise<void>;
 export interface Transport {
   /** Short name, e.g. `redis-streams`. */
   readonly name: string;
+  /** What this transport promises (the conformance cases that apply). */
   readonly caps: TransportCaps;
   /** Resolves once the broker has the message (durable transports: stored). */
   publish(
