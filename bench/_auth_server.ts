@@ -33,7 +33,10 @@ import { safeStringify } from "../core/observe/logger.ts";
 import { type Authenticator, createAuthenticator } from "../core/http/auth.ts";
 import { createSecurity } from "../core/http/security.ts";
 import { generateNodeKey } from "../core/security/node_key.ts";
-import { kvNonceStore, signRequest } from "../core/security/http_signatures.ts";
+import {
+  kvNonceStore,
+  signRequest,
+} from "../core/security/http_signatures/mod.ts";
 import { revokedJtiKey } from "../core/state/keys.ts";
 import {
   cpuMs,

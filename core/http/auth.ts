@@ -30,7 +30,7 @@ import {
   type VerificationPolicy,
   type VerificationSuccess,
   verifyRequest,
-} from "../security/http_signatures.ts";
+} from "../security/http_signatures/mod.ts";
 import { can, type Permission, type Role } from "../security/roles.ts";
 import { errorResponse } from "./errors.ts";
 
@@ -111,7 +111,7 @@ const BEARER = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/;
  * import { createJwtAuthority } from "../security/jwt.ts";
  * import { createKeyring } from "../security/keyring.ts";
  * import { generateNodeKey } from "../security/node_key.ts";
- * import { kvNonceStore } from "../security/http_signatures.ts";
+ * import { kvNonceStore } from "../security/http_signatures/mod.ts";
  * import assert from "node:assert/strict";
  * const kv = await Deno.openKv(":memory:");
  * const jwt = createJwtAuthority(await generateNodeKey(), { kv });

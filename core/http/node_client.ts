@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { signRequest } from "../security/http_signatures.ts";
+import { signRequest } from "../security/http_signatures/mod.ts";
 import type { Security } from "./security.ts";
 
 /** A `fetch` for node-to-node calls. */

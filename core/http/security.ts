@@ -23,7 +23,7 @@ import {
   type SignatureKey,
   signResponse,
   verificationBlock,
-} from "../security/http_signatures.ts";
+} from "../security/http_signatures/mod.ts";
 import { createRateLimiter, type RateLimiter } from "../security/rate_limit.ts";
 import { listAudit } from "../security/audit.ts";
 import { JwtError } from "../security/jwt.ts";

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { createTestKernel } from "../testing.ts";
-import { signRequest, verifyResponse } from "../security/http_signatures.ts";
+import {
+  signRequest,
+  verifyResponse,
+} from "../security/http_signatures/mod.ts";
 import { AUTH_CHALLENGE, AUTH_FAILED_MESSAGE } from "./auth.ts";
 
 const json = (body: unknown): RequestInit => ({

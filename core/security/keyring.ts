@@ -36,7 +36,10 @@ import {
 } from "./ed25519.ts";
 import type { NodeKey } from "./node_key.ts";
 import { type Role, ROLES } from "./roles.ts";
-import type { SignatureAlgorithm, SignatureKey } from "./http_signatures.ts";
+import type {
+  SignatureAlgorithm,
+  SignatureKey,
+} from "./http_signatures/mod.ts";
 
 /** A key id: printable ASCII without spaces, quotes or backslashes (an RFC 8941 string), 1-256 characters. */
 export const KEYID_RE = /^[\x21\x23-\x5b\x5d-\x7e]{1,256}$/;

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { loadConfig } from "../../core/config.ts";
 import { type NodeHandle, startNode } from "../../core/node.ts";
 import { nodeClient } from "../../core/http/node_client.ts";
-import { signRequest } from "../../core/security/http_signatures.ts";
+import { signRequest } from "../../core/security/http_signatures/mod.ts";
 
 async function node(
   dir: string,

@@ -14,7 +14,7 @@ import {
   createSignatureBase,
   messageFromRequest,
   type SignatureKey,
-} from "../../core/security/http_signatures.ts";
+} from "../../core/security/http_signatures/mod.ts";
 import type { Role } from "../../core/security/roles.ts";
 
 /** A node started for the suite, with the folder it lives in. */

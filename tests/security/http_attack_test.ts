@@ -23,7 +23,7 @@ import {
   type SignOptions,
   signRequest,
   verifyMessage,
-} from "../../core/security/http_signatures.ts";
+} from "../../core/security/http_signatures/mod.ts";
 import { createContentDigest } from "../../core/security/content_digest.ts";
 import {
   assertNoPollution,

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { ManualClock } from "../clock.ts";
-import { signatureNonceKey } from "../state/keys.ts";
-import { createContentDigest } from "./content_digest.ts";
+import { ManualClock } from "../../clock.ts";
+import { signatureNonceKey } from "../../state/keys.ts";
+import { createContentDigest } from "../content_digest.ts";
 import {
   createSignatureBase,
   kvNonceStore,
@@ -21,7 +21,7 @@ import {
   type VerifyOptions,
   verifyRequest,
   verifyResponse,
-} from "./http_signatures.ts";
+} from "./mod.ts";
 
 // ------------------------------------------------------------ RFC 9421 B.1/B.2
 
