@@ -40,12 +40,12 @@ import {
   type AgentMessage,
   generateAgentKey,
   parseAgentKey,
-} from "./transports/websocket/client.ts";
+} from "./sdk/client.ts";
 import {
   CHANNEL_NAME_RE,
   isAgentId,
   parseChannel,
-} from "./transports/websocket/channels.ts";
+} from "./sdk/protocol/channels.ts";
 import { parseEd25519PublicKey } from "./core/security/ed25519.ts";
 import { BUILTINS } from "./builtins.ts";
 import { builtinNames } from "./core/loader.ts";

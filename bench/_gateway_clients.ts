@@ -34,22 +34,19 @@ import {
   agentGatewayUrl,
   connectAgent,
   generateAgentKey,
-} from "../transports/websocket/client.ts";
+} from "../sdk/client.ts";
 import {
   agentFinish,
   agentHello,
   b64u,
   ed25519FromSeed,
-} from "../transports/websocket/handshake.ts";
+} from "../sdk/protocol/handshake.ts";
 import {
   type RecordHeader,
   RecordOpener,
   RecordSealer,
-} from "../transports/websocket/record.ts";
-import {
-  openWebSocket,
-  type WebSocketLike,
-} from "../transports/websocket/ws_client.ts";
+} from "../sdk/protocol/record.ts";
+import { openWebSocket, type WebSocketLike } from "../sdk/ws_client.ts";
 import { commands, reply } from "./_util.ts";
 import { REQUEST_CHANNEL } from "./_gateway_server.ts";
 

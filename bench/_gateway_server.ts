@@ -27,7 +27,7 @@
 import { loadConfig } from "../core/config.ts";
 import { startNode } from "../core/node.ts";
 import { safeStringify } from "../core/observe/logger.ts";
-import type { AgentGateway } from "../transports/websocket/gateway.ts";
+import type { AgentGateway } from "../gateway/gateway.ts";
 import { commands, flag, reply } from "./_util.ts";
 
 /** The channel name the benchmark's agents send their requests on. */

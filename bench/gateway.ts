@@ -29,7 +29,7 @@
  * Rounds alternate node and bare; values are medians of the rounds, CPU
  * per operation is pooled over them, and the node's KV calls per operation
  * are counted. Both sides' clients use the SDK's WebSocket client
- * (transports/websocket/ws_client.ts): Deno's `new WebSocket` stalls ~44 ms
+ * (sdk/ws_client.ts): Deno's `new WebSocket` stalls ~44 ms
  * on every frame over 1 KiB (bench/_gateway_nagle.ts). Handshakes/s: 8 loops, each on its own enrolled agent, of connect →
  * ready → close: full signature handshakes (SDK `connectAgent` + `close`),
  * resumed ones (token), and plain WebSocket open + close on the bare server.

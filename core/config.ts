@@ -10,10 +10,7 @@ import { join } from "node:path";
 import { z } from "zod";
 import { LOG_LEVELS } from "./observe/logger.ts";
 import { preview } from "./plugin.ts";
-import {
-  channelsSchema,
-  DEFAULT_CHANNELS,
-} from "../transports/websocket/policy.ts";
+import { channelsSchema, DEFAULT_CHANNELS } from "../gateway/policy.ts";
 
 /** Zod schema of the node configuration. */
 export const configSchema = z.strictObject({

@@ -46,10 +46,7 @@ import { createRegistry, memberStatus } from "./state/registry.ts";
 import { loadOrCreateNodeKey } from "./security/node_key.ts";
 import { createSecurity, type Security } from "./http/security.ts";
 import { nodeClient } from "./http/node_client.ts";
-import {
-  createGateway,
-  type Gateway,
-} from "../transports/websocket/gateway.ts";
+import { createGateway, type Gateway } from "../gateway/gateway.ts";
 
 /** A running node. */
 export interface NodeHandle {

@@ -21,10 +21,7 @@ import type { Role } from "./security/roles.ts";
 import type { Config } from "./config.ts";
 import { configSchema } from "./config.ts";
 import { nodeClient } from "./http/node_client.ts";
-import {
-  createGateway,
-  type Gateway,
-} from "../transports/websocket/gateway.ts";
+import { createGateway, type Gateway } from "../gateway/gateway.ts";
 
 /** A kernel set up for tests. Dispose it with `await using` or `close()`. */
 export interface TestKernel extends AsyncDisposable {

@@ -21,11 +21,8 @@ import type { TaskService } from "../tasks.ts";
 import type { Consensus } from "../consensus.ts";
 import { clusterView, type Registry } from "../state/registry.ts";
 import { clusterTaskRoutes, taskRoutes } from "./tasks.ts";
-import { agentRoutes } from "./agents.ts";
-import {
-  type Gateway,
-  GatewayError,
-} from "../../transports/websocket/gateway.ts";
+import { agentRoutes } from "../../gateway/agents.ts";
+import { type Gateway, GatewayError } from "../../gateway/gateway.ts";
 import { auditLog } from "../security/audit.ts";
 import { clientIp, rateLimit, websocketHandshakeLimit } from "./rate_limit.ts";
 import { upgradeOriginGuard } from "./origin.ts";

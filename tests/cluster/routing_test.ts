@@ -7,10 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DurableQueue } from "../../core/state/queue.ts";
 import { allTasks, eventually, fileTarget, startCluster } from "./_cluster.ts";
-import {
-  connectAgent,
-  generateAgentKey,
-} from "../../transports/websocket/mod.ts";
+import { connectAgent, generateAgentKey } from "../../sdk/mod.ts";
 import { enrolOn, seedOf, TEST_BACKOFF } from "../gateway/_sdk_helpers.ts";
 
 /** A task type `whoami` (answers the node id), `sleepy` (waits `ms`, answers the node id). */

@@ -15,15 +15,15 @@ import {
   b64u,
   type Hello,
   type SessionKeys,
-} from "../../transports/websocket/handshake.ts";
+} from "../../sdk/protocol/handshake.ts";
 import {
   encodeHeader,
   type OpenedRecord,
   type RecordHeader,
   RecordOpener,
   RecordSealer,
-} from "../../transports/websocket/record.ts";
-import { signMessage } from "../../transports/websocket/channels.ts";
+} from "../../sdk/protocol/record.ts";
+import { signMessage } from "../../sdk/protocol/channels.ts";
 import { ed25519DidKey } from "../../core/security/ed25519.ts";
 
 const encoder = new TextEncoder();

@@ -13,7 +13,7 @@ import {
   type AgentKey,
   type AgentMessage,
   generateAgentKey,
-} from "../../transports/websocket/mod.ts";
+} from "../../sdk/mod.ts";
 import { deadline, type PlexusProcess } from "../integration/_process.ts";
 import type { TestNode } from "./_node.ts";
 

@@ -6,8 +6,8 @@ import assert from "node:assert/strict";
 import {
   type AgentGateway,
   GatewayRequestError,
-} from "../../transports/websocket/gateway.ts";
-import { AgentError, connectAgent } from "../../transports/websocket/mod.ts";
+} from "../../gateway/gateway.ts";
+import { AgentError, connectAgent } from "../../sdk/mod.ts";
 import { startTestNode, type TestNode, until } from "./_node.ts";
 import { enrolledKey, seedOf, TEST_BACKOFF } from "./_sdk_helpers.ts";
 

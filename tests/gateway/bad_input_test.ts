@@ -6,18 +6,14 @@
  * is delivered once its agent reconnects.
  */
 import assert from "node:assert/strict";
-import {
-  agentHello,
-  b64u,
-  VERSIONS,
-} from "../../transports/websocket/handshake.ts";
+import { agentHello, b64u, VERSIONS } from "../../sdk/protocol/handshake.ts";
 import {
   encodeHeader,
   MAX_HEADER_BYTES,
   RECORD_PREFIX_BYTES,
   RecordSealer,
   TAG_BYTES,
-} from "../../transports/websocket/record.ts";
+} from "../../sdk/protocol/record.ts";
 import {
   type AgentKey,
   type AgentSession,

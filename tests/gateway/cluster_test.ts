@@ -3,7 +3,7 @@
  * broadcasts, replacement and removal reach the node that holds the agent.
  */
 import assert from "node:assert/strict";
-import { createPresence } from "../../transports/websocket/presence.ts";
+import { createPresence } from "../../gateway/presence.ts";
 import { connect, json, newAgentKey } from "./_raw_client.ts";
 import { startTestNode, type TestNode, until } from "./_node.ts";
 

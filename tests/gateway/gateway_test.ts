@@ -5,9 +5,9 @@
 import assert from "node:assert/strict";
 import type { Envelope } from "../../core/envelope.ts";
 import type { Router } from "../../core/router.ts";
-import { verifyMessageSignature } from "../../transports/websocket/channels.ts";
-import { GatewayRequestError } from "../../transports/websocket/gateway.ts";
-import { outboxQueueName } from "../../transports/websocket/outbox.ts";
+import { verifyMessageSignature } from "../../sdk/protocol/channels.ts";
+import { GatewayRequestError } from "../../gateway/gateway.ts";
+import { outboxQueueName } from "../../gateway/outbox.ts";
 import { DurableQueue } from "../../core/state/queue.ts";
 import { gatewayBodyKey } from "../../core/state/keys.ts";
 import { type AgentKey, connect, json, newAgentKey } from "./_raw_client.ts";

@@ -1,6 +1,6 @@
 /**
  * The agent SDK (`connectAgent`/`AgentClient` from
- * transports/websocket/mod.ts) end to end against the real gateway over
+ * sdk/mod.ts) end to end against the real gateway over
  * loopback: nodes started in-process (`startTestNode`) and as real
  * `main.ts` processes, backend sends through the HTTP API, plugins'
  * views through the router and the `gateway:agents` capability.
@@ -13,7 +13,7 @@ import { DurableQueue } from "../../core/state/queue.ts";
 import {
   type AgentGateway,
   GatewayRequestError,
-} from "../../transports/websocket/gateway.ts";
+} from "../../gateway/gateway.ts";
 import {
   AgentError,
   type AgentEvents,
@@ -21,8 +21,8 @@ import {
   connectAgent,
   generateAgentKey,
   HandshakeError,
-} from "../../transports/websocket/mod.ts";
-import { outboxQueueName } from "../../transports/websocket/outbox.ts";
+} from "../../sdk/mod.ts";
+import { outboxQueueName } from "../../gateway/outbox.ts";
 import {
   deadline,
   EXIT_TIMEOUT_MS,

@@ -2,12 +2,12 @@
  * The `keygen` and `agent` subcommands as real processes with least
  * privilege: `keygen` with no permissions at all, `agent` with network
  * access to loopback and read access to its key file only. The live runs
- * use the SDK's in-test gateway (transports/websocket/_test_gateway.ts).
+ * use the SDK's in-test gateway (sdk/_test_gateway.ts).
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { ed25519DidKey } from "../../core/security/ed25519.ts";
-import { startTestGateway } from "../../transports/websocket/_test_gateway.ts";
+import { startTestGateway } from "../../sdk/_test_gateway.ts";
 import { deadline, EXIT_TIMEOUT_MS, runMain, spawnMain } from "./_process.ts";
 
 interface Run {

@@ -44,7 +44,7 @@ import {
   type TransportCaps,
   TransportError,
 } from "../../core/transport.ts";
-import { openWebSocket, type WebSocketLike } from "../websocket/ws_client.ts";
+import { openWebSocket, type WebSocketLike } from "../../sdk/ws_client.ts";
 import { upgradeOriginGuard } from "../../core/http/origin.ts";
 import type { Logger } from "../../core/observe/logger.ts";
 import type { MetricsRegistry } from "../../core/observe/metrics.ts";

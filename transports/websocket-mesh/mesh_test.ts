@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createEnvelope } from "../../core/envelope.ts";
 import { waitFor } from "../../tests/conformance/suite.ts";
 import { type MeshTransport, startMesh } from "./mesh.ts";
-import { openWebSocket } from "../websocket/ws_client.ts";
+import { openWebSocket } from "../../sdk/ws_client.ts";
 import { rawUpgrade } from "../../tests/_raw_upgrade.ts";
 import { checkTelemetry } from "../../tests/conformance/_telemetry_cases.ts";
 import { createLogger, type LogRecord } from "../../core/observe/logger.ts";

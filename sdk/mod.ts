@@ -74,7 +74,7 @@ export {
   messageSignedBytes,
   parseChannel,
   verifyMessageSignature,
-} from "./channels.ts";
+} from "./protocol/channels.ts";
 export {
   HandshakeError,
   type Hello,
@@ -82,5 +82,9 @@ export {
   SUITES,
   VERSIONS,
   type Welcome,
-} from "./handshake.ts";
-export { FLAG_SIGNED, type RecordHeader, type RekeyPolicy } from "./record.ts";
+} from "./protocol/handshake.ts";
+export {
+  FLAG_SIGNED,
+  type RecordHeader,
+  type RekeyPolicy,
+} from "./protocol/record.ts";

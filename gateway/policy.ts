@@ -9,7 +9,7 @@
  * @module
  */
 import { z } from "zod";
-import { CHANNEL_NAME_RE } from "./channels.ts";
+import { CHANNEL_NAME_RE } from "../sdk/protocol/channels.ts";
 
 /** Agent role names: lower case, 1-32 characters. */
 export const ROLE_RE = /^[a-z][a-z0-9_-]{0,31}$/;

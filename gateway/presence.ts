@@ -12,8 +12,8 @@
  *
  * @module
  */
-import { gatewayPresenceKey } from "../../core/state/keys.ts";
-import { retryLocked } from "../../core/state/store.ts";
+import { gatewayPresenceKey } from "../core/state/keys.ts";
+import { retryLocked } from "../core/state/store.ts";
 
 /** Where and how an agent is (or was last) connected. */
 export interface PresenceRecord {

@@ -30,7 +30,7 @@ import {
   fromB64u,
   HandshakeError,
   type Hello,
-} from "./handshake.ts";
+} from "./protocol/handshake.ts";
 import {
   encodeHeader,
   type OpenedRecord,
@@ -38,7 +38,7 @@ import {
   RecordOpener,
   RecordSealer,
   type RekeyPolicy,
-} from "./record.ts";
+} from "./protocol/record.ts";
 import {
   agentChannel,
   backendChannel,
@@ -46,13 +46,13 @@ import {
   parseChannel,
   signMessage,
   verifyMessageSignature,
-} from "./channels.ts";
+} from "./protocol/channels.ts";
 import {
   ed25519DidKey,
   parseEd25519PublicKey,
-} from "../../core/security/ed25519.ts";
+} from "../core/security/ed25519.ts";
 import { openWebSocket, type WebSocketLike } from "./ws_client.ts";
-import { backoffDelay as exponentialDelay } from "../../core/resilience/backoff.ts";
+import { backoffDelay as exponentialDelay } from "../core/resilience/backoff.ts";
 
 /** WebSocket close codes of the agent gateway (`docs/protocol.md`, "Close codes"). */
 export const CloseCode = {

@@ -15,11 +15,11 @@ import {
   ed25519DidKey,
   KeyFormatError,
   parseEd25519PublicKey,
-} from "../../core/security/ed25519.ts";
-import { gatewayAgentKey } from "../../core/state/keys.ts";
-import { retryLocked } from "../../core/state/store.ts";
-import { b64u } from "./handshake.ts";
-import { AGENT_ID_RE, isAgentId } from "./channels.ts";
+} from "../core/security/ed25519.ts";
+import { gatewayAgentKey } from "../core/state/keys.ts";
+import { retryLocked } from "../core/state/store.ts";
+import { b64u } from "../sdk/protocol/handshake.ts";
+import { AGENT_ID_RE, isAgentId } from "../sdk/protocol/channels.ts";
 import { roleSchema } from "./policy.ts";
 
 /** An enrolled agent as stored. */

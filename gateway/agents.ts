@@ -14,23 +14,16 @@
  */
 import { Hono } from "hono";
 import { z } from "zod";
-import {
-  agentEnrolmentSchema,
-  type AgentRecord,
-} from "../../transports/websocket/enrolment.ts";
-import {
-  type Gateway,
-  GatewayError,
-  type SendOptions,
-} from "../../transports/websocket/gateway.ts";
+import { agentEnrolmentSchema, type AgentRecord } from "./enrolment.ts";
+import { type Gateway, GatewayError, type SendOptions } from "./gateway.ts";
 import {
   type AuthVariables,
   principalOf,
   requireNodeSignature,
   requirePermission,
-} from "./auth.ts";
-import { errorResponse, plexusErrorResponse } from "./errors.ts";
-import { readJson } from "./json.ts";
+} from "../core/http/auth.ts";
+import { errorResponse, plexusErrorResponse } from "../core/http/errors.ts";
+import { readJson } from "../core/http/json.ts";
 
 const messageFields = {
   /** Any JSON value (required). */

@@ -4,7 +4,7 @@
  * {@linkcode protocolVectors} and a test keeps the two equal, so a client in
  * another language can be checked against it.
  *
- *   deno run transports/websocket/vectors.ts   # prints the vectors as JSON
+ *   deno run sdk/protocol/vectors.ts   # prints the vectors as JSON
  *
  * @module
  */

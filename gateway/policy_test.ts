@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { configSchema } from "../../core/config.ts";
+import { configSchema } from "../core/config.ts";
 import {
   canPublish,
   canSubscribe,

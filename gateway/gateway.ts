@@ -21,20 +21,24 @@
  *
  * @module
  */
-import type { Logger } from "../../core/observe/logger.ts";
-import type { MetricsRegistry } from "../../core/observe/metrics.ts";
-import type { NodeIdentity } from "../../core/plugin.ts";
-import { type Router, topicMatches, validateTopic } from "../../core/router.ts";
-import type { NodeKey } from "../../core/security/node_key.ts";
+import type { Logger } from "../core/observe/logger.ts";
+import type { MetricsRegistry } from "../core/observe/metrics.ts";
+import type { NodeIdentity } from "../core/plugin.ts";
+import { type Router, topicMatches, validateTopic } from "../core/router.ts";
+import type { NodeKey } from "../core/security/node_key.ts";
 import {
   createSessionStore,
   type SessionStore,
-} from "../../core/state/sessions.ts";
-import type { NodeFetch } from "../../core/http/node_client.ts";
-import { deadline } from "../../core/resilience/deadline.ts";
-import { PlexusError } from "../../core/errors.ts";
-import { statusCode } from "../../core/http/errors.ts";
-import { CHANNEL_NAME_RE, isAgentId, parseChannel } from "./channels.ts";
+} from "../core/state/sessions.ts";
+import type { NodeFetch } from "../core/http/node_client.ts";
+import { deadline } from "../core/resilience/deadline.ts";
+import { PlexusError } from "../core/errors.ts";
+import { statusCode } from "../core/http/errors.ts";
+import {
+  CHANNEL_NAME_RE,
+  isAgentId,
+  parseChannel,
+} from "../sdk/protocol/channels.ts";
 import {
   AgentConnection,
   type AgentRequest,

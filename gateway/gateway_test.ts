@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { createTestKernel } from "../../core/testing.ts";
-import { definePlugin } from "../../core/plugin.ts";
+import { createTestKernel } from "../core/testing.ts";
+import { definePlugin } from "../core/plugin.ts";
 import type { AgentGateway } from "./gateway.ts";
 
 const DID = "did:key:z6MktwupdmLXVVqTzCw4i46r4uGyosGXRnR3XjN4Zq7oMMsw";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { ed25519DidKey } from "../../core/security/ed25519.ts";
-import { b64u } from "./handshake.ts";
+import { ed25519DidKey } from "../core/security/ed25519.ts";
+import { b64u } from "../sdk/protocol/handshake.ts";
 import {
   agentEnrolmentSchema,
   enrolAgent,

@@ -17,16 +17,20 @@ import {
   nodeWelcome,
   type SessionKeys,
   verifyAgentSignature,
-} from "./handshake.ts";
+} from "./protocol/handshake.ts";
 import {
   encodeHeader,
   type OpenedRecord,
   type RecordHeader,
   RecordOpener,
   RecordSealer,
-} from "./record.ts";
-import { backendChannel, parseChannel, signMessage } from "./channels.ts";
-import { parseEd25519PublicKey } from "../../core/security/ed25519.ts";
+} from "./protocol/record.ts";
+import {
+  backendChannel,
+  parseChannel,
+  signMessage,
+} from "./protocol/channels.ts";
+import { parseEd25519PublicKey } from "../core/security/ed25519.ts";
 
 /** Options of {@linkcode startTestGateway}. */
 export interface TestGatewayOptions {

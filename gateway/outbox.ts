@@ -16,14 +16,14 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import { type Clock, systemClock } from "../../core/clock.ts";
-import { DurableQueue } from "../../core/state/queue.ts";
+import { type Clock, systemClock } from "../core/clock.ts";
+import { DurableQueue } from "../core/state/queue.ts";
 import {
   gatewayBodyKey,
   gatewayOutboxKey,
   queueKeys,
-} from "../../core/state/keys.ts";
-import { retryLocked } from "../../core/state/store.ts";
+} from "../core/state/keys.ts";
+import { retryLocked } from "../core/state/store.ts";
 
 /** The payload of an outbox queue message. */
 export interface OutboxMessage {

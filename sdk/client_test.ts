@@ -13,7 +13,7 @@ import {
   parseAgentKey,
 } from "./client.ts";
 import { startTestGateway, type TestGatewayOptions } from "./_test_gateway.ts";
-import { verifyMessageSignature } from "./channels.ts";
+import { verifyMessageSignature } from "./protocol/channels.ts";
 
 function seedOf(key: AgentKey): Uint8Array {
   return Uint8Array.fromBase64(key.privateKey, { alphabet: "base64url" });

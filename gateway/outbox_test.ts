@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { ManualClock } from "../../core/clock.ts";
-import { gatewayBodyKey } from "../../core/state/keys.ts";
+import { ManualClock } from "../core/clock.ts";
+import { gatewayBodyKey } from "../core/state/keys.ts";
 import {
   CHUNK_BYTES,
   INLINE_BODY_BYTES,

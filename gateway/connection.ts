@@ -20,14 +20,14 @@
  *
  * @module
  */
-import type { Config } from "../../core/config.ts";
-import type { Envelope } from "../../core/envelope.ts";
-import type { Logger } from "../../core/observe/logger.ts";
-import type { NodeIdentity } from "../../core/plugin.ts";
-import type { Router } from "../../core/router.ts";
-import type { Delivery, DurableQueue } from "../../core/state/queue.ts";
-import type { SessionStore } from "../../core/state/sessions.ts";
-import { backoffDelay } from "../../core/resilience/backoff.ts";
+import type { Config } from "../core/config.ts";
+import type { Envelope } from "../core/envelope.ts";
+import type { Logger } from "../core/observe/logger.ts";
+import type { NodeIdentity } from "../core/plugin.ts";
+import type { Router } from "../core/router.ts";
+import type { Delivery, DurableQueue } from "../core/state/queue.ts";
+import type { SessionStore } from "../core/state/sessions.ts";
+import { backoffDelay } from "../core/resilience/backoff.ts";
 import {
   HandshakeError,
   type Hello,
@@ -35,7 +35,7 @@ import {
   nodeWelcome,
   type SessionKeys,
   verifyAgentSignature,
-} from "./handshake.ts";
+} from "../sdk/protocol/handshake.ts";
 import {
   encodeHeader,
   MAX_HEADER_BYTES,
@@ -45,14 +45,14 @@ import {
   RecordOpener,
   RecordSealer,
   TAG_BYTES,
-} from "./record.ts";
+} from "../sdk/protocol/record.ts";
 import {
   backendChannel,
   type Channel,
   parseChannel,
   signMessage,
   verifyMessageSignature,
-} from "./channels.ts";
+} from "../sdk/protocol/channels.ts";
 import { agentKeyBytes, type AgentRecord, getAgent } from "./enrolment.ts";
 import type { PresenceRecord, PresenceStore } from "./presence.ts";
 import type { Outbox, OutboxMessage } from "./outbox.ts";
