@@ -36,6 +36,7 @@ interface SimEvent {
 
 /** A scheduled event that can be cancelled. */
 export interface SimTimer {
+  /** Keeps the event from running (nothing happens if it already ran). */
   cancel(): void;
 }
 
@@ -147,6 +148,7 @@ export class SimClock implements Clock {
   #crashed = false;
   #held: (() => void)[] = [];
 
+  /** A clock on `sim`'s timeline, starting now. */
   constructor(sim: Sim, options: SimClockOptions = {}) {
     this.#sim = sim;
     this.rate = options.rate ?? 1;
@@ -263,6 +265,7 @@ export class SimKv {
   #store = new Map<string, Stored>();
   #version = 0;
 
+  /** An empty database whose requests travel on `sim`. */
   constructor(sim: Sim) {
     this.sim = sim;
   }
@@ -320,6 +323,7 @@ export class SimKvClient implements ElectionKv {
   #kv: SimKv;
   #clock: SimClock;
 
+  /** A connection to `kv`; {@linkcode SimKv.client} makes one. */
   constructor(kv: SimKv, clock: SimClock, faults: SimLinkFaults) {
     this.#kv = kv;
     this.#clock = clock;
@@ -388,7 +392,8 @@ export class SimKvClient implements ElectionKv {
   }
 }
 
-type Send = (
+/** How a {@linkcode SimAtomic} sends its commit: over a client's link. */
+export type SimSend = (
   checks: Deno.AtomicCheck[],
   mutations: SimMutation[],
 ) => Promise<Deno.KvCommitResult | Deno.KvCommitError>;
@@ -397,9 +402,10 @@ type Send = (
 export class SimAtomic implements ElectionAtomic {
   #checks: Deno.AtomicCheck[] = [];
   #mutations: SimMutation[] = [];
-  #send: Send;
+  #send: SimSend;
 
-  constructor(send: Send) {
+  /** An empty operation; {@linkcode SimKvClient.atomic} makes one. */
+  constructor(send: SimSend) {
     this.#send = send;
   }
   check(...checks: Deno.AtomicCheck[]): SimAtomic {

@@ -10,7 +10,7 @@ import { createEnvelope } from "../../core/envelope.ts";
 import type { LogRecord } from "../../core/observe/logger.ts";
 import type { MetricsRegistry } from "../../core/observe/metrics.ts";
 import type { Transport } from "../../core/transport.ts";
-import { waitFor } from "./suite.ts";
+import { waitFor } from "../../testing/conformance.ts";
 
 /** Where the transport under test reports. */
 export interface TelemetryTarget {

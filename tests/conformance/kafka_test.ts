@@ -1,6 +1,6 @@
 import connect from "./_kafka_connect.ts";
 import { restartService } from "./_services.ts";
-import { conformance } from "./suite.ts";
+import { conformance } from "../../testing/conformance.ts";
 
 const brokers = Deno.env.get("KAFKA_BROKERS");
 if (!brokers && Deno.env.get("PLEXUS_REQUIRE_SERVICES") === "1") {

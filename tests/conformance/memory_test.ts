@@ -4,8 +4,8 @@ import {
   type MemoryFaults,
   memoryTransport,
   stopBroker,
-} from "./_memory_transport.ts";
-import { CASES, conformance } from "./suite.ts";
+} from "../../testing/memory_transport.ts";
+import { CASES, conformance } from "../../testing/conformance.ts";
 
 const broker = new MemoryBroker();
 conformance(

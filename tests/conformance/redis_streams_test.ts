@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import connect from "./_redis_streams_connect.ts";
 import { restartService } from "./_services.ts";
-import { CASES, conformance } from "./suite.ts";
+import { CASES, conformance } from "../../testing/conformance.ts";
 
 const url = Deno.env.get("REDIS_URL");
 if (!url && Deno.env.get("PLEXUS_REQUIRE_SERVICES") === "1") {

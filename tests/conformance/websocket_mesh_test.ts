@@ -1,5 +1,5 @@
 import { startMesh } from "../../transports/websocket-mesh/mesh.ts";
-import { conformance } from "./suite.ts";
+import { conformance } from "../../testing/conformance.ts";
 
 // Each transport the suite makes is one node: it dials every live node.
 const live = new Set<string>();

@@ -1,5 +1,6 @@
 /**
- * A consumer in a process of its own, for tests that kill it:
+ * A consumer in a process of its own, for tests that kill it (started by
+ * `spawnConsumer` in conformance.ts):
  * `deno run -A _consumer_child.ts CONNECT_MODULE TOPIC GROUP [ack:MS]`.
  *
  * It imports CONNECT_MODULE (whose default export makes the transport from
@@ -10,7 +11,7 @@
  *
  * @module
  */
-import type { Transport } from "../../core/transport.ts";
+import type { Transport } from "../core/transport.ts";
 
 const [connectModule, topic, group, mode = "hold"] = Deno.args;
 if (!connectModule || !topic || !group) {
