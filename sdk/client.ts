@@ -19,6 +19,13 @@
  *   so a redelivered message reaches its handler once but is acknowledged
  *   each time.
  *
+ * The client composes its pieces: `errors.ts` ({@linkcode AgentError},
+ * {@linkcode CloseCode}), `keys.ts` (agent keys), `reconnect.ts` (backoff,
+ * the retry schedule and the resumption token), `send_queue.ts` (outgoing
+ * publishes and requests) and `subscriptions.ts` (handlers, `sub`/`unsub`
+ * and their renewal). It keeps the connection: handshake, heartbeats,
+ * records in and out. The moved public names are re-exported here too.
+ *
  * @module
  */
 import {
@@ -47,141 +54,35 @@ import {
   signMessage,
   verifyMessageSignature,
 } from "./protocol/channels.ts";
-import {
-  ed25519DidKey,
-  parseEd25519PublicKey,
-} from "../core/security/ed25519.ts";
+import { parseEd25519PublicKey } from "../core/security/ed25519.ts";
 import { openWebSocket, type WebSocketLike } from "./ws_client.ts";
-import { backoffDelay as exponentialDelay } from "../core/resilience/backoff.ts";
+import { jsonBody, parseBody } from "./_body.ts";
+import {
+  AgentError,
+  CloseCode,
+  errorFromBody,
+  NODE_ERROR_CODES,
+} from "./errors.ts";
+import {
+  type BackoffOptions,
+  ReconnectSchedule,
+  ResumeTokenSlot,
+  type SavedResumeToken,
+} from "./reconnect.ts";
+import { SendQueue } from "./send_queue.ts";
+import { type ChannelEntry, Subscriptions } from "./subscriptions.ts";
 
-/** WebSocket close codes of the agent gateway (`docs/protocol.md`, "Close codes"). */
-export const CloseCode = {
-  /** Normal close (the agent's `close()`). */
-  normal: 1000,
-  /** Binary frame during the hello/welcome exchange, or text frame after it. */
-  unsupportedData: 1003,
-  /** A text frame that is not UTF-8. */
-  invalidPayload: 1007,
-  /** Frame over the size limit. */
-  tooBig: 1009,
-  /** Session expired. */
-  sessionExpired: 4001,
-  /** Slow consumer: the node's send buffer stayed over its limit. */
-  slowConsumer: 4008,
-  /** Protocol violation. */
-  protocol: 4400,
-  /** Authentication failed. */
-  authFailed: 4401,
-  /** Record refused (bad tag, replay, window, epoch, re-addressed header). */
-  recordRefused: 4403,
-  /** Handshake (or, closed by the agent, the heartbeat) timed out. */
-  timeout: 4408,
-  /** Replaced: the same agent connected again elsewhere. */
-  replaced: 4409,
-} as const;
+export { AgentError, type AgentErrorCode, CloseCode } from "./errors.ts";
+export {
+  type AgentKey,
+  agentKeyFromSeed,
+  generateAgentKey,
+  parseAgentKey,
+} from "./keys.ts";
+export { backoffDelay, type BackoffOptions } from "./reconnect.ts";
 
 /** The priority of a message that names none (0 least urgent, 9 most urgent). */
 export const DEFAULT_PRIORITY = 4;
-
-/**
- * Error codes: those the node sends in `err` records, and the SDK's own
- * (`queue_full`, `closed`, `auth_failed`, `replaced`).
- */
-export type AgentErrorCode =
-  | "forbidden"
-  | "bad_request"
-  | "unavailable"
-  | "timeout"
-  | "no_handler"
-  | "queue_full"
-  | "closed"
-  | "auth_failed"
-  | "replaced";
-
-const NODE_ERROR_CODES: ReadonlySet<string> = new Set([
-  "forbidden",
-  "bad_request",
-  "unavailable",
-  "timeout",
-  "no_handler",
-]);
-
-/**
- * A failed publish, request or subscription, or the end of the client.
- * `code` is one of {@linkcode AgentErrorCode} or, from a newer node, another
- * code it sent.
- *
- * @example Usage
- * ```ts
- * import { AgentError } from "./client.ts";
- * import assert from "node:assert/strict";
- * const err = new AgentError("forbidden", "not allowed to subscribe");
- * assert.equal(err.code, "forbidden");
- * assert.equal(err.retryable, false);
- * assert.equal(new AgentError("unavailable", "lost").retryable, true);
- * ```
- */
-export class AgentError extends Error {
-  override name = "AgentError";
-  /** Why: see {@linkcode AgentErrorCode}. */
-  readonly code: AgentErrorCode | (string & Record<never, never>);
-  /** The WebSocket close code, when the error comes from a closed connection. */
-  readonly closeCode?: number;
-
-  constructor(
-    code: AgentErrorCode | (string & Record<never, never>),
-    message: string,
-    options: { cause?: unknown; closeCode?: number } = {},
-  ) {
-    super(message, { cause: options.cause });
-    this.code = code;
-    this.closeCode = options.closeCode;
-  }
-
-  /** Whether trying again later may succeed. */
-  get retryable(): boolean {
-    return ["unavailable", "timeout", "queue_full"].includes(this.code);
-  }
-}
-
-/** Reconnect delays: exponential with full jitter. */
-export interface BackoffOptions {
-  /** The first delay's upper bound, ms. @default {5000} */
-  initialMs?: number;
-  /** The largest upper bound, ms. @default {60000} */
-  maxMs?: number;
-  /** Source of randomness in [0, 1). @default {Math.random} */
-  random?: () => number;
-}
-
-/**
- * The delay before reconnect attempt `attempt` (0 for the first): a uniform
- * random value in [0, min(maxMs, initialMs × 2^attempt)) ("full jitter").
- *
- * @example Usage
- * ```ts
- * import { backoffDelay } from "./client.ts";
- * import assert from "node:assert/strict";
- * const top = () => 0.999999;
- * assert.equal(backoffDelay(0, { random: top }), 4999);
- * assert.equal(backoffDelay(2, { random: top }), 19999);
- * assert.equal(backoffDelay(10, { random: top }), 59999);
- * assert.equal(backoffDelay(3, { random: () => 0 }), 0);
- * ```
- */
-export function backoffDelay(
-  attempt: number,
-  options: BackoffOptions = {},
-): number {
-  return Math.floor(
-    exponentialDelay(Math.max(attempt, 0) + 1, {
-      baseMs: options.initialMs ?? 5000,
-      maxMs: options.maxMs ?? 60_000,
-      jitter: "full",
-      random: options.random,
-    }),
-  );
-}
 
 /** Defaults for one channel name (the part after `agent.{id}.`). */
 export interface ChannelOptions {
@@ -337,7 +238,9 @@ export interface AgentEvents {
 
 /** How the client ended. */
 export interface AgentCloseInfo {
+  /** The WebSocket close code, when a close (by the agent or the node) ended it. */
   code?: number;
+  /** The close reason that goes with `code`. */
   reason?: string;
   /** Set when the client stopped because of an error (not `close()`). */
   error?: AgentError;
@@ -345,6 +248,7 @@ export interface AgentCloseInfo {
 
 /** Counters since the client was made; see {@linkcode AgentClient.stats}. */
 export interface AgentStats {
+  /** The connection state now. */
   state: AgentState;
   /** Handshakes that reached `ready`. */
   connects: number;
@@ -356,9 +260,13 @@ export interface AgentStats {
   disconnects: number;
   /** Connections given up for lack of traffic. */
   deadConnections: number;
+  /** Records received from the node (opened). */
   recordsIn: number;
+  /** Records sent to the node (sealed). */
   recordsOut: number;
+  /** Bytes received in WebSocket messages. */
   bytesIn: number;
+  /** Bytes given to the WebSocket to send. */
   bytesOut: number;
   /** Publishes acknowledged by the node. */
   acked: number;
@@ -382,127 +290,10 @@ export interface AgentStats {
   requestsAnswered: number;
   /** Signed records from the node whose signature failed (dropped). */
   badSignatures: number;
+  /** Heartbeat pings sent to the node. */
   pingsSent: number;
+  /** Pongs received from the node. */
   pongsReceived: number;
-}
-
-// ---------------------------------------------------------------- keys
-
-/** An agent key as `plexus keygen` prints it. */
-export interface AgentKey {
-  /** `did:key:z6Mk…` of the public key. */
-  id: string;
-  /** The raw 32-byte Ed25519 public key, base64url. */
-  publicKey: string;
-  /** The 32-byte Ed25519 seed, base64url. Keep it secret. */
-  privateKey: string;
-}
-
-/**
- * A fresh Ed25519 agent key, with its did:key id.
- *
- * @example Usage
- * ```ts
- * import { generateAgentKey } from "./client.ts";
- * import assert from "node:assert/strict";
- * const key = await generateAgentKey();
- * assert.match(key.id, /^did:key:z6Mk/);
- * assert.equal(Uint8Array.fromBase64(key.privateKey, { alphabet: "base64url" }).length, 32);
- * ```
- */
-export async function generateAgentKey(): Promise<AgentKey> {
-  return await agentKeyFromSeed(crypto.getRandomValues(new Uint8Array(32)));
-}
-
-/**
- * The agent key of a 32-byte Ed25519 seed.
- *
- * @example Usage
- * ```ts
- * import { agentKeyFromSeed } from "./client.ts";
- * import assert from "node:assert/strict";
- * const key = await agentKeyFromSeed(new Uint8Array(32).fill(0xa1));
- * assert.equal(key.id, "did:key:z6Mks931aemXLmTDGrasbApX8araucPWxRhzP8iqL7XHhXeC");
- * ```
- */
-export async function agentKeyFromSeed(seed: Uint8Array): Promise<AgentKey> {
-  if (seed.length !== 32) {
-    throw new RangeError(
-      `Cannot use agent key: the seed must be 32 bytes, got ${seed.length}`,
-    );
-  }
-  const { publicRaw } = await ed25519FromSeed(seed);
-  return {
-    id: ed25519DidKey(publicRaw),
-    publicKey: b64u(publicRaw),
-    privateKey: b64u(seed),
-  };
-}
-
-/**
- * Reads an agent key file: the JSON object `plexus keygen` prints, or just
- * the base64url seed. Checks that `publicKey` (and a did:key `id`) belong
- * to the seed. A non-did:key `id` is kept as the agent id.
- *
- * @example Usage
- * ```ts
- * import { generateAgentKey, parseAgentKey } from "./client.ts";
- * import assert from "node:assert/strict";
- * const key = await generateAgentKey();
- * assert.deepEqual(await parseAgentKey(JSON.stringify(key)), key);
- * assert.deepEqual(await parseAgentKey(key.privateKey + "\n"), key);
- * await assert.rejects(parseAgentKey("{}"), /privateKey/);
- * ```
- */
-export async function parseAgentKey(text: string): Promise<AgentKey> {
-  const trimmed = text.trim();
-  let seedText: unknown = trimmed;
-  let given: Record<string, unknown> = {};
-  if (trimmed.startsWith("{")) {
-    try {
-      given = JSON.parse(trimmed);
-    } catch (err) {
-      throw new TypeError(
-        `Cannot parse agent key: not valid JSON (${(err as Error).message})`,
-      );
-    }
-    if (given === null || typeof given !== "object" || Array.isArray(given)) {
-      throw new TypeError("Cannot parse agent key: expected a JSON object");
-    }
-    seedText = given.privateKey;
-  }
-  let seed: Uint8Array;
-  try {
-    seed = fromB64u(seedText, 32, "privateKey");
-  } catch {
-    throw new TypeError(
-      `Cannot parse agent key: privateKey must be base64url of 32 bytes${
-        typeof seedText === "string" ? "" : ` (got ${typeof seedText})`
-      }`,
-    );
-  }
-  const key = await agentKeyFromSeed(seed);
-  if (given.publicKey !== undefined && given.publicKey !== key.publicKey) {
-    throw new TypeError(
-      "Cannot parse agent key: publicKey does not belong to privateKey",
-    );
-  }
-  if (given.id !== undefined) {
-    if (typeof given.id !== "string" || !isAgentId(given.id)) {
-      throw new TypeError(
-        `Cannot parse agent key: id must be an agent id (letters, digits, ':', '_', '-'), got ${
-          JSON.stringify(given.id)?.slice(0, 80)
-        }`,
-      );
-    }
-    if (given.id.startsWith("did:key:") && given.id !== key.id) {
-      throw new TypeError(
-        "Cannot parse agent key: the did:key id does not belong to privateKey",
-      );
-    }
-    key.id = given.id;
-  }
-  return key;
 }
 
 /**
@@ -541,69 +332,14 @@ export function agentGatewayUrl(url: string | URL): string {
 
 type Timer = ReturnType<typeof setTimeout>;
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 const EMPTY = new Uint8Array(0);
-const MAX_HELD_UNHANDLED = 1000;
-
-interface Deferred<T> {
-  promise: Promise<T>;
-  resolve(value: T): void;
-  reject(err: Error): void;
-}
-
-function deferred<T>(): Deferred<T> {
-  const d = Promise.withResolvers<T>();
-  return d;
-}
-
-/** A publish or request between the call and its answer. */
-interface Outgoing {
-  /** Call order: FIFO within a priority. */
-  order: number;
-  id: string;
-  type: "msg" | "req";
-  ch: string;
-  prio: number;
-  mt?: string;
-  cid?: string;
-  body: Uint8Array;
-  signed: boolean;
-  resolve(value: unknown): void;
-  reject(err: Error): void;
-  timer?: Timer;
-  /** The connection it was last sent on. */
-  sentOn?: Connection;
-  sends: number;
-  done: boolean;
-}
-
-/** A sub/unsub awaiting `ok`/`err`. */
-interface Control {
-  conn: Connection;
-  kind: "sub" | "unsub";
-  entry?: ChannelEntry;
-  done?: Deferred<void>;
-  timer?: Timer;
-}
-
-interface ChannelEntry {
-  ch: string;
-  onMessage?: MessageHandler;
-  onRequest?: RequestHandler;
-  /** The connection on which the node confirmed the subscription. */
-  confirmedOn?: Connection;
-  /** The connection a `sub` is outstanding on. */
-  pendingOn?: Connection;
-  waiters: Deferred<void>[];
-}
-
 interface Connection {
   ws: WebSocketLike;
   phase: "hello" | "welcome" | "auth" | "ready";
   handshake: { hello: Hello; ephemeral: Ephemeral };
   resumeToken?: string;
   /** The token and its expiry, given back if this attempt ends before sending it. */
-  resumeSaved?: { token: string; expiresAt: number };
+  resumeSaved?: SavedResumeToken;
   sid?: string;
   node?: string;
   nodeKey?: Uint8Array;
@@ -616,20 +352,6 @@ interface Connection {
   timer?: Timer;
   /** Resolves when the socket's close event fired. */
   gone: Promise<void>;
-}
-
-function parseBody(body: Uint8Array): unknown {
-  if (body.length === 0) return undefined;
-  const text = decoder.decode(body);
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
-  }
-}
-
-function jsonBody(value: unknown): Uint8Array {
-  return encoder.encode(JSON.stringify(value === undefined ? null : value));
 }
 
 function checkPriority(p: number): number {
@@ -690,12 +412,10 @@ export class AgentClient implements AsyncDisposable {
   readonly #trusted?: ReadonlySet<string>;
   readonly #channelDefaults: Record<string, ChannelOptions>;
   readonly #log: AgentLogger;
-  readonly #backoff: BackoffOptions;
   readonly #handshakeTimeoutMs: number;
   readonly #heartbeatMs?: number;
   readonly #ackTimeoutMs: number;
   readonly #requestTimeoutMs: number;
-  readonly #maxQueued: number;
   readonly #dedupeSize: number;
   readonly #maxBodyBytes: number;
   readonly #drainMs: number;
@@ -705,31 +425,24 @@ export class AgentClient implements AsyncDisposable {
   #state: AgentState = "idle";
   #conn?: Connection;
   #closing = false;
-  #retryTimer?: Timer;
-  /** Consecutive attempts that did not reach `ready`. */
-  #failures = 0;
-  #attempts = 0;
-  #resume?: { token: string; expiresAt: number };
-  #order = 0;
-  /** Publishes and requests not yet answered, by record id. */
-  readonly #pending = new Map<string, Outgoing>();
-  /** The unsent ones, sorted by priority (high first), then call order. */
-  readonly #queue: Outgoing[] = [];
+  /** When to connect again, after which failures. */
+  readonly #reconnect: ReconnectSchedule;
+  /** The resumption token of the last `ready`. */
+  readonly #resume = new ResumeTokenSlot();
+  /** Publishes and requests not yet answered. */
+  readonly #sendQueue: SendQueue<Connection>;
   #pumping = false;
-  readonly #controls = new Map<string, Control>();
-  readonly #channels = new Map<string, ChannelEntry>();
+  /** Backend channels: handlers, `sub`/`unsub`, held messages. */
+  readonly #subs: Subscriptions<Connection>;
   /** Per-channel processing chains (one message at a time per channel). */
   readonly #chains = new Map<string, Promise<void>>();
-  /** Backend messages waiting for a handler, by channel. */
-  readonly #held = new Map<string, OpenedRecord[]>();
-  #heldCount = 0;
   /** Ids of handled backend messages (LRU, insertion order). */
   readonly #seen = new Map<string, true>();
   readonly #listeners = new Map<string, Set<(event: never) => void>>();
   readonly #sockets = new Set<Promise<void>>();
-  readonly #firstReady = deferred<void>();
-  readonly #closed = deferred<AgentCloseInfo>();
-  #drainWaiter?: Deferred<void>;
+  readonly #firstReady = Promise.withResolvers<void>();
+  readonly #closed = Promise.withResolvers<AgentCloseInfo>();
+  #drainWaiter?: PromiseWithResolvers<void>;
   readonly #stats: Omit<AgentStats, "state" | "queued" | "inFlight"> = {
     connects: 0,
     resumed: 0,
@@ -793,21 +506,34 @@ export class AgentClient implements AsyncDisposable {
       if (c.priority !== undefined) checkPriority(c.priority);
     }
     this.#log = options.log ?? (() => {});
-    this.#backoff = { ...options.backoff };
+    this.#reconnect = new ReconnectSchedule(options.backoff);
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? 10_000;
     this.#heartbeatMs = options.heartbeatMs;
     this.#ackTimeoutMs = options.ackTimeoutMs ?? 60_000;
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
-    this.#maxQueued = options.maxQueued ?? 1000;
+    const maxQueued = options.maxQueued ?? 1000;
     this.#dedupeSize = options.dedupeSize ?? 10_000;
     this.#maxBodyBytes = options.maxBodyBytes ?? 1 << 20;
     this.#drainMs = options.drainMs ?? 2000;
     this.#rekey = options.rekey;
-    if (this.#maxQueued < 1 || this.#dedupeSize < 1) {
+    if (maxQueued < 1 || this.#dedupeSize < 1) {
       throw new RangeError(
         "Cannot create agent client: maxQueued and dedupeSize must be at least 1",
       );
     }
+    this.#sendQueue = new SendQueue({
+      maxQueued,
+      onDropped: () => this.#stats.dropped++,
+      onIdle: () => this.#drainWaiter?.resolve(),
+    });
+    this.#subs = new Subscriptions({
+      requestTimeoutMs: this.#requestTimeoutMs,
+      ready: () => this.#readyConnection(),
+      send: (conn, ch, type, id) =>
+        this.#write(conn, this.#header(conn, ch, type, {}, id), EMPTY),
+      onRefused: (error, ch) =>
+        this.#emit("error", { error, context: `subscribe ${ch}` }),
+    });
     this.#firstReady.promise.catch(() => {});
   }
 
@@ -838,12 +564,10 @@ export class AgentClient implements AsyncDisposable {
 
   /** A snapshot of the counters. */
   stats(): AgentStats {
-    let inFlight = 0;
-    for (const o of this.#pending.values()) if (o.sentOn) inFlight++;
     return {
       state: this.#state,
-      queued: this.#queue.length,
-      inFlight,
+      queued: this.#sendQueue.queued,
+      inFlight: this.#sendQueue.inFlight(),
       ...this.#stats,
     };
   }
@@ -897,15 +621,15 @@ export class AgentClient implements AsyncDisposable {
     entry.onMessage = handler;
     this.#release(ch);
     try {
-      await this.#confirm(entry);
+      await this.#subs.confirm(entry);
     } catch (err) {
       if (entry.onMessage === handler) entry.onMessage = undefined;
-      this.#dropEntryIfUnused(entry);
+      this.#subs.dropIfUnused(entry);
       throw err;
     }
     return {
       channel: ch,
-      unsubscribe: () => this.#removeHandler(ch, "onMessage", handler),
+      unsubscribe: () => this.#subs.removeHandler(ch, "onMessage", handler),
     };
   }
 
@@ -923,25 +647,25 @@ export class AgentClient implements AsyncDisposable {
     }
     entry.onRequest = fn;
     try {
-      await this.#confirm(entry);
+      await this.#subs.confirm(entry);
     } catch (err) {
       if (entry.onRequest === fn) entry.onRequest = undefined;
-      this.#dropEntryIfUnused(entry);
+      this.#subs.dropIfUnused(entry);
       throw err;
     }
     return {
       channel: ch,
-      unsubscribe: () => this.#removeHandler(ch, "onRequest", fn),
+      unsubscribe: () => this.#subs.removeHandler(ch, "onRequest", fn),
     };
   }
 
   /** Removes every handler of `channel` and unsubscribes at the node. */
   async unsubscribe(channel: string): Promise<void> {
-    const entry = this.#channels.get(this.#backendChannelOf(channel));
+    const entry = this.#subs.get(this.#backendChannelOf(channel));
     if (!entry) return;
     entry.onMessage = undefined;
     entry.onRequest = undefined;
-    await this.#unsubscribeEntry(entry);
+    await this.#subs.unsubscribe(entry);
   }
 
   /**
@@ -984,9 +708,9 @@ export class AgentClient implements AsyncDisposable {
       return;
     }
     this.#closing = true;
-    clearTimeout(this.#retryTimer);
-    if (this.#conn?.phase === "ready" && this.#pending.size > 0) {
-      const d = this.#drainWaiter = deferred<void>();
+    this.#reconnect.cancel();
+    if (this.#conn?.phase === "ready" && this.#sendQueue.size > 0) {
+      const d = this.#drainWaiter = Promise.withResolvers<void>();
       const timer = setTimeout(d.resolve, this.#drainMs);
       await d.promise;
       clearTimeout(timer);
@@ -1034,16 +758,12 @@ export class AgentClient implements AsyncDisposable {
   }
 
   async #open(): Promise<void> {
-    this.#retryTimer = undefined;
     if (this.#closing || this.#state === "closed") return;
-    const attempt = ++this.#attempts;
-    const saved = this.#resume && this.#resume.expiresAt > Date.now() + 1000
-      ? this.#resume
-      : undefined;
-    const resume = saved?.token;
+    const attempt = this.#reconnect.nextAttempt();
     // Tokens are single-use: taken for this attempt, and given back only if
     // the attempt ends before the auth record carrying it is sent.
-    this.#resume = undefined;
+    const saved = this.#resume.take();
+    const resume = saved?.token;
     this.#state = "connecting";
     this.#emit("connecting", { attempt, url: this.#url, resume: !!resume });
     this.#log("debug", "agent connecting", { url: this.#url, attempt });
@@ -1073,7 +793,7 @@ export class AgentClient implements AsyncDisposable {
       return;
     }
     ws.binaryType = "arraybuffer";
-    const gone = deferred<void>();
+    const gone = Promise.withResolvers<void>();
     const conn: Connection = {
       ws,
       phase: "hello",
@@ -1277,16 +997,16 @@ export class AgentClient implements AsyncDisposable {
         ? body.heartbeatMs
         : 30_000);
     if (typeof body.resume === "string" && body.resume.length > 0) {
-      this.#resume = {
+      this.#resume.store({
         token: body.resume,
         expiresAt: typeof body.resumeExpiresAt === "number"
           ? body.resumeExpiresAt
           : Date.now() + 3_600_000,
-      };
+      });
     }
     if (typeof body.node === "string") conn.node = body.node;
     this.#state = "ready";
-    this.#failures = 0;
+    this.#reconnect.connected();
     this.#stats.connects++;
     if (conn.resumeToken) this.#stats.resumed++;
     conn.lastPing = Date.now();
@@ -1309,7 +1029,7 @@ export class AgentClient implements AsyncDisposable {
     });
     this.#firstReady.resolve();
     // Subscriptions first, so the node knows them before our sends.
-    for (const entry of this.#channels.values()) this.#sendSub(entry, conn);
+    this.#subs.renew(conn);
     void this.#pump();
   }
 
@@ -1347,30 +1067,8 @@ export class AgentClient implements AsyncDisposable {
   #endConnection(conn: Connection): void {
     clearTimeout(conn.timer);
     clearInterval(conn.timer);
-    for (const o of this.#pending.values()) {
-      if (o.sentOn !== conn) continue;
-      o.sentOn = undefined;
-      if (o.type === "req") {
-        this.#settle(
-          o,
-          new AgentError(
-            "unavailable",
-            `request ${o.id} on ${o.ch}: the connection closed before the reply`,
-          ),
-        );
-      } else this.#insert(o);
-    }
-    for (const [id, c] of this.#controls) {
-      if (c.conn !== conn) continue;
-      clearTimeout(c.timer);
-      this.#controls.delete(id);
-      // A session's subscriptions end with it: an unsub is done.
-      c.done?.resolve();
-    }
-    for (const entry of this.#channels.values()) {
-      if (entry.confirmedOn === conn) entry.confirmedOn = undefined;
-      if (entry.pendingOn === conn) entry.pendingOn = undefined;
-    }
+    this.#sendQueue.connectionLost(conn);
+    this.#subs.connectionLost(conn);
   }
 
   #onClosed(
@@ -1384,8 +1082,8 @@ export class AgentClient implements AsyncDisposable {
     const wasReady = conn.phase === "ready";
     if (
       (conn.phase === "hello" || conn.phase === "welcome") &&
-      conn.resumeSaved && this.#resume === undefined
-    ) this.#resume = conn.resumeSaved; // never sent: still unused
+      conn.resumeSaved
+    ) this.#resume.giveBack(conn.resumeSaved); // never sent: still unused
     this.#endConnection(conn);
     if (wasReady) this.#stats.disconnects++;
     else this.#stats.failedAttempts++;
@@ -1416,7 +1114,7 @@ export class AgentClient implements AsyncDisposable {
         // The token may have expired or been used: prove ourselves once more.
         this.#emit("disconnected", { code, reason, byNode, retryInMs: 0 });
         this.#state = "disconnected";
-        this.#retryTimer = setTimeout(() => void this.#open(), 0);
+        this.#reconnect.schedule(() => void this.#open(), 0);
         return;
       }
       this.#emit("disconnected", { code, reason, byNode });
@@ -1431,10 +1129,10 @@ export class AgentClient implements AsyncDisposable {
       );
       return;
     }
-    const delay = backoffDelay(this.#failures++, this.#backoff);
+    const delay = this.#reconnect.nextDelay();
     this.#state = "disconnected";
     this.#emit("disconnected", { code, reason, byNode, retryInMs: delay });
-    this.#retryTimer = setTimeout(() => void this.#open(), delay);
+    this.#reconnect.schedule(() => void this.#open(), delay);
   }
 
   /** Stops for good because of `error`. */
@@ -1453,22 +1151,13 @@ export class AgentClient implements AsyncDisposable {
 
   #finish(info: AgentCloseInfo): void {
     if (this.#state === "closed") return;
-    clearTimeout(this.#retryTimer);
+    this.#reconnect.cancel();
     this.#closing = true;
     this.#state = "closed";
     const err = info.error ??
       new AgentError("closed", "the agent client is closed");
-    for (const o of [...this.#pending.values()]) this.#settle(o, err);
-    for (const [id, c] of this.#controls) {
-      clearTimeout(c.timer);
-      this.#controls.delete(id);
-      c.done?.reject(err);
-    }
-    for (const entry of this.#channels.values()) {
-      for (const w of entry.waiters.splice(0)) w.reject(err);
-    }
-    this.#held.clear();
-    this.#heldCount = 0;
+    this.#sendQueue.rejectAll(err);
+    this.#subs.close(err);
     this.#firstReady.reject(err);
     this.#closed.resolve(info);
     this.#emit("closed", info);
@@ -1497,28 +1186,34 @@ export class AgentClient implements AsyncDisposable {
         this.#stats.pongsReceived++;
         return;
       case "ack": {
-        const o = re === undefined ? undefined : this.#pending.get(re);
+        const o = re === undefined ? undefined : this.#sendQueue.get(re);
         if (o?.type === "msg") {
           this.#stats.acked++;
-          this.#settle(o, undefined, undefined);
+          this.#sendQueue.settle(o, undefined, undefined);
         }
         return;
       }
       case "res": {
-        const o = re === undefined ? undefined : this.#pending.get(re);
-        if (o?.type === "req") this.#settle(o, undefined, parseBody(rec.body));
+        const o = re === undefined ? undefined : this.#sendQueue.get(re);
+        if (o?.type === "req") {
+          this.#sendQueue.settle(o, undefined, parseBody(rec.body));
+        }
         return;
       }
       case "ok":
       case "err": {
         if (re === undefined) return;
-        const c = this.#controls.get(re);
-        if (c) {
-          this.#onControlAnswer(re, c, h.type, rec.body);
-          return;
+        if (this.#subs.answer(re, h.type, rec.body)) return;
+        const o = this.#sendQueue.get(re);
+        if (o && h.type === "err") {
+          this.#sendQueue.settle(
+            o,
+            errorFromBody(
+              rec.body,
+              `${o.type === "msg" ? "publish" : "request"} on ${o.ch}`,
+            ),
+          );
         }
-        const o = this.#pending.get(re);
-        if (o && h.type === "err") this.#settle(o, errorFromBody(rec.body, o));
         return;
       }
       case "msg":
@@ -1597,7 +1292,7 @@ export class AgentClient implements AsyncDisposable {
       this.#control(h.ch, "ack", { re: h.id });
       return;
     }
-    const handler = this.#channels.get(h.ch)?.onMessage;
+    const handler = this.#subs.get(h.ch)?.onMessage;
     if (!handler) {
       this.#hold(rec);
       return;
@@ -1629,24 +1324,12 @@ export class AgentClient implements AsyncDisposable {
       ch: rec.header.ch,
       id: rec.header.id,
     });
-    let list = this.#held.get(rec.header.ch);
-    if (!list) this.#held.set(rec.header.ch, list = []);
-    list.push(rec);
-    if (++this.#heldCount > MAX_HELD_UNHANDLED) {
-      const [ch, oldest] = this.#held.entries().next().value!;
-      oldest.shift();
-      if (oldest.length === 0) this.#held.delete(ch);
-      this.#heldCount--;
-    }
+    this.#subs.hold(rec);
   }
 
   /** Hands held messages of `ch` to its new handler. */
   #release(ch: string): void {
-    const list = this.#held.get(ch);
-    if (!list) return;
-    this.#held.delete(ch);
-    this.#heldCount -= list.length;
-    for (const rec of list) {
+    for (const rec of this.#subs.release(ch)) {
       this.#chain(ch, () => this.#onMessage(undefined, rec, true));
     }
   }
@@ -1657,7 +1340,7 @@ export class AgentClient implements AsyncDisposable {
       this.#answerError(conn, h, "bad_request", "signature does not verify");
       return;
     }
-    const handler = this.#channels.get(h.ch)?.onRequest;
+    const handler = this.#subs.get(h.ch)?.onRequest;
     if (!handler) {
       this.#answerError(conn, h, "no_handler", `no handler for ${h.ch}`);
       return;
@@ -1714,123 +1397,19 @@ export class AgentClient implements AsyncDisposable {
     return backendChannel(this.#id, channel);
   }
 
-  #entry(ch: string): ChannelEntry {
+  #entry(ch: string): ChannelEntry<Connection> {
     if (this.#state === "closed" || this.#closing) {
       throw new AgentError("closed", "Cannot subscribe: the client is closed");
     }
-    let entry = this.#channels.get(ch);
-    if (!entry) this.#channels.set(ch, entry = { ch, waiters: [] });
-    return entry;
+    return this.#subs.entry(ch);
   }
 
-  #dropEntryIfUnused(entry: ChannelEntry): void {
-    if (entry.onMessage || entry.onRequest) return;
-    if (this.#channels.get(entry.ch) === entry) this.#channels.delete(entry.ch);
-  }
-
-  /** Resolves once the node has confirmed `entry` on the current connection. */
-  #confirm(entry: ChannelEntry): Promise<void> {
+  /** The ready connection of a client not closed, if any. */
+  #readyConnection(): Connection | undefined {
     const conn = this.#conn;
-    if (conn?.phase === "ready" && entry.confirmedOn === conn) {
-      return Promise.resolve();
-    }
-    const d = deferred<void>();
-    entry.waiters.push(d);
-    if (conn?.phase === "ready" && entry.pendingOn !== conn) {
-      this.#sendSub(entry, conn);
-    }
-    return d.promise;
-  }
-
-  #sendSub(entry: ChannelEntry, conn: Connection): void {
-    const header = this.#header(conn, entry.ch, "sub");
-    entry.pendingOn = conn;
-    entry.confirmedOn = undefined;
-    const control: Control = { conn, kind: "sub", entry };
-    this.#controls.set(header.id, control);
-    control.timer = this.#controlTimer(header.id);
-    this.#write(conn, header, EMPTY);
-  }
-
-  #controlTimer(id: string): Timer | undefined {
-    if (this.#requestTimeoutMs <= 0) return undefined;
-    return setTimeout(() => {
-      const c = this.#controls.get(id);
-      if (!c) return;
-      this.#controls.delete(id);
-      const err = new AgentError(
-        "timeout",
-        `${c.kind} ${
-          c.entry?.ch ?? ""
-        }: no answer within ${this.#requestTimeoutMs} ms`,
-      );
-      if (c.entry) {
-        c.entry.pendingOn = undefined;
-        for (const w of c.entry.waiters.splice(0)) w.reject(err);
-      }
-      c.done?.reject(err);
-    }, this.#requestTimeoutMs);
-  }
-
-  #onControlAnswer(
-    id: string,
-    c: Control,
-    type: "ok" | "err",
-    body: Uint8Array,
-  ): void {
-    clearTimeout(c.timer);
-    this.#controls.delete(id);
-    if (c.kind === "unsub") {
-      c.done?.resolve();
-      return;
-    }
-    const entry = c.entry!;
-    if (entry.pendingOn === c.conn) entry.pendingOn = undefined;
-    if (type === "ok") {
-      entry.confirmedOn = c.conn;
-      for (const w of entry.waiters.splice(0)) w.resolve();
-      return;
-    }
-    const err = errorFromBody(body);
-    err.message = `Cannot subscribe to ${entry.ch}: ${err.message}`;
-    const waiters = entry.waiters.splice(0);
-    if (waiters.length === 0) {
-      // A renewal the node now refuses (roles changed): drop it, say so.
-      this.#emit("error", { error: err, context: `subscribe ${entry.ch}` });
-    }
-    for (const w of waiters) w.reject(err);
-    entry.onMessage = undefined;
-    entry.onRequest = undefined;
-    this.#dropEntryIfUnused(entry);
-  }
-
-  async #removeHandler(
-    ch: string,
-    field: "onMessage" | "onRequest",
-    fn: MessageHandler | RequestHandler,
-  ): Promise<void> {
-    const entry = this.#channels.get(ch);
-    if (!entry || entry[field] !== fn) return;
-    entry[field] = undefined;
-    if (!entry.onMessage && !entry.onRequest) {
-      await this.#unsubscribeEntry(entry);
-    }
-  }
-
-  async #unsubscribeEntry(entry: ChannelEntry): Promise<void> {
-    this.#dropEntryIfUnused(entry);
-    for (const w of entry.waiters.splice(0)) {
-      w.reject(new AgentError("closed", `unsubscribed from ${entry.ch}`));
-    }
-    const conn = this.#conn;
-    if (conn?.phase !== "ready" || this.#state === "closed") return;
-    const header = this.#header(conn, entry.ch, "unsub");
-    const done = deferred<void>();
-    const control: Control = { conn, kind: "unsub", done };
-    this.#controls.set(header.id, control);
-    control.timer = this.#controlTimer(header.id);
-    this.#write(conn, header, EMPTY);
-    await done.promise;
+    return conn?.phase === "ready" && this.#state !== "closed"
+      ? conn
+      : undefined;
   }
 
   // ------------------------------------------------------------ sending
@@ -1856,8 +1435,7 @@ export class AgentClient implements AsyncDisposable {
     payload: unknown,
     options: PublishOptions,
   ): Promise<unknown> {
-    let o: Outgoing;
-    const d = deferred<unknown>();
+    let sent: Promise<unknown>;
     try {
       if (this.#closing || this.#state === "closed") {
         throw new AgentError("closed", "Cannot send: the client is closed");
@@ -1874,9 +1452,9 @@ export class AgentClient implements AsyncDisposable {
           `Cannot send on ${ch}: body of ${body.length} bytes is over the limit of ${this.#maxBodyBytes}`,
         );
       }
-      o = {
-        order: this.#order++,
-        id: crypto.randomUUID(),
+      const timeoutMs = options.timeoutMs ??
+        (type === "msg" ? this.#ackTimeoutMs : this.#requestTimeoutMs);
+      sent = this.#sendQueue.add({
         type,
         ch,
         prio,
@@ -1884,77 +1462,12 @@ export class AgentClient implements AsyncDisposable {
         cid: options.correlationId,
         body,
         signed,
-        resolve: d.resolve,
-        reject: d.reject,
-        sends: 0,
-        done: false,
-      };
+      }, timeoutMs);
     } catch (err) {
       return Promise.reject(err);
     }
-    if (this.#pending.size >= this.#maxQueued) {
-      // Keep the most urgent, oldest calls: the last queued entry is the
-      // least urgent and newest; in-flight ones are never dropped.
-      const last = this.#queue.at(-1);
-      const full = new AgentError(
-        "queue_full",
-        `Cannot send on ${o.ch}: ${this.#pending.size} publishes and requests are outstanding (maxQueued ${this.#maxQueued})`,
-      );
-      this.#stats.dropped++;
-      if (!last || last.prio >= o.prio) return Promise.reject(full);
-      this.#settle(last, full);
-    }
-    this.#pending.set(o.id, o);
-    const timeoutMs = options.timeoutMs ??
-      (type === "msg" ? this.#ackTimeoutMs : this.#requestTimeoutMs);
-    if (timeoutMs > 0) {
-      o.timer = setTimeout(
-        () =>
-          this.#settle(
-            o,
-            new AgentError(
-              "timeout",
-              `${
-                type === "msg" ? "publish" : "request"
-              } ${o.id} on ${o.ch}: no ${
-                type === "msg" ? "ack" : "answer"
-              } within ${timeoutMs} ms`,
-            ),
-          ),
-        timeoutMs,
-      );
-    }
-    this.#insert(o);
     void this.#pump();
-    return d.promise;
-  }
-
-  /** Puts `o` in the queue in (priority desc, order asc) order. */
-  #insert(o: Outgoing): void {
-    const q = this.#queue;
-    let lo = 0, hi = q.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      const m = q[mid];
-      if (m.prio > o.prio || (m.prio === o.prio && m.order < o.order)) {
-        lo = mid + 1;
-      } else hi = mid;
-    }
-    q.splice(lo, 0, o);
-  }
-
-  #settle(o: Outgoing, err?: Error, value?: unknown): void {
-    if (o.done) return;
-    o.done = true;
-    clearTimeout(o.timer);
-    this.#pending.delete(o.id);
-    if (!o.sentOn) {
-      const at = this.#queue.indexOf(o);
-      if (at >= 0) this.#queue.splice(at, 1);
-    }
-    if (err) o.reject(err);
-    else o.resolve(value);
-    if (this.#pending.size === 0) this.#drainWaiter?.resolve();
+    return sent;
   }
 
   /** Sends queued publishes and requests while connected. */
@@ -1965,7 +1478,7 @@ export class AgentClient implements AsyncDisposable {
       for (;;) {
         const conn = this.#conn;
         if (conn?.phase !== "ready") return;
-        const o = this.#queue.shift();
+        const o = this.#sendQueue.next();
         if (!o) return;
         const header = this.#header(conn, o.ch, o.type, {
           prio: o.prio,
@@ -1981,17 +1494,17 @@ export class AgentClient implements AsyncDisposable {
           );
           if (o.done) continue;
           if (this.#conn !== conn || conn.phase !== "ready") {
-            this.#insert(o);
+            this.#sendQueue.requeue(o);
             continue;
           }
         }
         try {
           if (!this.#write(conn, header, o.body, signature)) {
-            this.#insert(o);
+            this.#sendQueue.requeue(o);
             return;
           }
         } catch (err) {
-          this.#settle(o, err as Error);
+          this.#sendQueue.settle(o, err as Error);
           continue;
         }
         if (o.sends++ > 0) this.#stats.resent++;
@@ -2018,20 +1531,6 @@ function toMessage(rec: OpenedRecord): AgentMessage {
     signed: rec.signature !== undefined,
     header: h,
   };
-}
-
-function errorFromBody(body: Uint8Array, o?: Outgoing): AgentError {
-  const parsed = parseBody(body) as Record<string, unknown> | undefined;
-  const code = typeof parsed?.code === "string" ? parsed.code : "unavailable";
-  const message = typeof parsed?.message === "string"
-    ? parsed.message
-    : "the node answered err";
-  return new AgentError(
-    code,
-    o
-      ? `${o.type === "msg" ? "publish" : "request"} on ${o.ch}: ${message}`
-      : message,
-  );
 }
 
 /**

@@ -39,30 +39,29 @@ export {
   AgentClient,
   type AgentClientOptions,
   type AgentCloseInfo,
-  AgentError,
-  type AgentErrorCode,
   type AgentEvents,
   agentGatewayUrl,
-  type AgentKey,
-  agentKeyFromSeed,
   type AgentLogger,
   type AgentMessage,
   type AgentState,
   type AgentStats,
-  backoffDelay,
-  type BackoffOptions,
   type ChannelOptions,
-  CloseCode,
   connectAgent,
   DEFAULT_PRIORITY,
-  generateAgentKey,
   type MessageHandler,
-  parseAgentKey,
   type PublishOptions,
   type RequestHandler,
   type RequestOptions,
   type Subscription,
 } from "./client.ts";
+export { AgentError, type AgentErrorCode, CloseCode } from "./errors.ts";
+export {
+  type AgentKey,
+  agentKeyFromSeed,
+  generateAgentKey,
+  parseAgentKey,
+} from "./keys.ts";
+export { backoffDelay, type BackoffOptions } from "./reconnect.ts";
 export {
   AGENT_ID_RE,
   agentChannel,
