@@ -418,7 +418,8 @@ function flagTable(): string {
   return markdownTable(
     ["flag", "config file key", "env", "default", "meaning"],
     FLAGS.map((f) => [
-      f.type === "boolean"
+      // A string comparison: "boolean" joins FlagType with the --[no-]gateway flag.
+      (f.type as string) === "boolean"
         ? code(`--[no-]${f.flag}`)
         : code(`--${f.flag}`) + (f.type === "list" ? " (repeatable)" : ""),
       code(f.key),
