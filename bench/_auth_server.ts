@@ -29,6 +29,7 @@
  */
 import { loadConfig } from "../core/config.ts";
 import { startNode } from "../core/node.ts";
+import { BUILTINS } from "../builtins.ts";
 import { safeStringify } from "../core/observe/logger.ts";
 import { type Authenticator, createAuthenticator } from "../core/http/auth.ts";
 import { createSecurity } from "../core/http/security.ts";
@@ -81,6 +82,7 @@ async function serve(open: boolean): Promise<void> {
   if (parsed.help) throw new Error("unexpected --help");
   // stdout is the reply channel: logs go to stderr.
   const node = await startNode(parsed.config, {
+    builtins: BUILTINS,
     sinks: [
       (r) => Deno.stderr.writeSync(encoder.encode(safeStringify(r) + "\n")),
     ],

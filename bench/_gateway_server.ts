@@ -28,6 +28,8 @@ import { loadConfig } from "../core/config.ts";
 import { startNode } from "../core/node.ts";
 import { safeStringify } from "../core/observe/logger.ts";
 import type { AgentGateway } from "../gateway/gateway.ts";
+import { localGateway } from "../gateway/mod.ts";
+import { BUILTINS } from "../builtins.ts";
 import { commands, flag, reply } from "./_util.ts";
 
 /** The channel name the benchmark's agents send their requests on. */
@@ -92,6 +94,7 @@ async function nodeServer(): Promise<Server> {
   if (parsed.help) throw new Error("unexpected --help");
   // stdout is the reply channel: logs go to stderr.
   const node = await startNode(parsed.config, {
+    builtins: BUILTINS,
     sinks: [
       (r) => Deno.stderr.writeSync(encoder.encode(safeStringify(r) + "\n")),
     ],
@@ -108,7 +111,10 @@ async function nodeServer(): Promise<Server> {
   return {
     url: node.url,
     token,
-    stats: () => ({ connections: node.gateway.connections, echoed }),
+    stats: () => ({
+      connections: localGateway(node.kernel).connections,
+      echoed,
+    }),
     close: () => node.shutdown("bench done"),
   };
 }

@@ -13,6 +13,7 @@
  */
 import { loadConfig } from "../core/config.ts";
 import { startNode } from "../core/node.ts";
+import { BUILTINS } from "../builtins.ts";
 import { flag, reply, stdinClosed } from "./_util.ts";
 
 const mode = Deno.args[0];
@@ -29,7 +30,7 @@ if (mode === "node") {
     "warn",
   ], { env: {} });
   if (parsed.help) throw new Error("unexpected --help");
-  const node = await startNode(parsed.config);
+  const node = await startNode(parsed.config, { builtins: BUILTINS });
   reply({ ready: true, url: node.url, pid: Deno.pid });
   await stdinClosed();
   await node.shutdown("bench done");

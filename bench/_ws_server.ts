@@ -23,6 +23,7 @@
 import { setImmediate } from "node:timers";
 import { loadConfig } from "../core/config.ts";
 import { startNode } from "../core/node.ts";
+import { BUILTINS } from "../builtins.ts";
 import { commands, flag, numFlag, reply } from "./_util.ts";
 
 const mode = Deno.args[0];
@@ -60,7 +61,7 @@ async function hubTarget(): Promise<Target> {
   // 100 clients connect from one IP at once: the WebSocket handshake limit
   // (burst 20) would refuse most of them. Rate limits are not measured here.
   config.rateLimit.enabled = false;
-  const node = await startNode(config, { sinks: [] });
+  const node = await startNode(config, { sinks: [], builtins: BUILTINS });
   const log = node.log;
   return {
     url: node.url.replace(/^http/, "ws") + "/ws",

@@ -10,7 +10,6 @@ import { join } from "node:path";
 import { z } from "zod";
 import { LOG_LEVELS } from "./observe/logger.ts";
 import { preview } from "./plugin.ts";
-import { channelsSchema, DEFAULT_CHANNELS } from "../gateway/policy.ts";
 
 /** Zod schema of the node configuration. */
 export const configSchema = z.strictObject({
@@ -97,40 +96,12 @@ export const configSchema = z.strictObject({
     /** WebSocket handshakes per client IP. */
     wsHandshake: rateLimitSchema(5, 20),
   }).prefault({}),
-  /** The agent gateway (`WS /ws/agent`, `/api/v1/agents`); see docs/gateway.md. */
-  gateway: z.strictObject({
-    /** An agent must finish the handshake this soon after opening (else 4408). */
-    handshakeTimeoutMs: z.number().int().min(100).max(60_000).default(5000),
-    /** Largest message body either way; a bigger frame is closed with 1009 before decryption. */
-    maxMessageBytes: z.number().int().min(1024).max(64 << 20).default(1 << 20),
-    /** The node pings every agent this often; two intervals without a word close the socket (4002). */
-    heartbeatMs: z.number().int().min(100).max(600_000).default(30_000),
-    /** A session ends this long after the agent last proved its key (4001); resuming does not extend it. */
-    maxSessionAgeMs: z.number().int().min(1000).max(30 * 86_400_000)
-      .default(86_400_000),
-    /** Lifetime of a resumption token (never past the session's end). */
-    resumeTtlMs: z.number().int().min(1000).max(30 * 86_400_000).default(
-      86_400_000,
-    ),
-    /** Unsent bytes a connection may hold for 100 ms before it is closed as a slow consumer (4008). */
-    sendBufferBytes: z.number().int().min(1024).max(1 << 30).default(1 << 20),
-    /** A pushed message not acked this soon goes back to the queue (retried later). */
-    ackTimeoutMs: z.number().int().min(50).max(3_600_000).default(30_000),
-    /** Default time-to-live of a queued message; expired ones go to the dead-letter queue. */
-    messageTtlMs: z.number().int().min(1000).max(30 * 86_400_000).default(
-      3_600_000,
-    ),
-    /** Deliveries of a queued message before it is dead-lettered. */
-    maxAttempts: z.number().int().min(1).max(100).default(3),
-    /** Pushed, un-acked messages per connection. */
-    maxInFlight: z.number().int().min(1).max(10_000).default(64),
-    /** How long a backend request handler may take before the agent gets `err` `timeout`. */
-    requestTimeoutMs: z.number().int().min(10).max(600_000).default(30_000),
-    /** Fallback poll of a connected agent's queues (sends normally wake it at once). */
-    pollMs: z.number().int().min(50).max(600_000).default(5000),
-    /** Channel permissions by name; replaces the built-in set when given. */
-    channels: channelsSchema.default({ ...DEFAULT_CHANNELS }),
-  }).prefault({}),
+  /**
+   * Loads the agent gateway plugin (`builtin:gateway`: `WS /ws/agent`,
+   * `/api/v1/agents`); its settings are `pluginConfig.gateway`
+   * (docs/gateway.md).
+   */
+  gateway: z.boolean().default(true),
 });
 
 function rateLimitSchema(rate: number, burst: number) {
@@ -146,7 +117,7 @@ function rateLimitSchema(rate: number, burst: number) {
 /** Validated configuration. */
 export type Config = z.output<typeof configSchema> & { kv: string };
 
-type FlagType = "string" | "integer" | "list";
+type FlagType = "string" | "integer" | "list" | "boolean";
 
 /** One command-line flag. */
 export interface FlagSpec {
@@ -237,6 +208,15 @@ export const FLAGS: FlagSpec[] = [
     help: "built-in balancing strategy to load",
   },
   {
+    flag: "gateway",
+    key: "gateway",
+    type: "boolean",
+    env: "PLEXUS_GATEWAY",
+    shownDefault: "on",
+    help:
+      "load the agent gateway (WS /ws/agent, /api/v1/agents); --no-gateway runs without it",
+  },
+  {
     flag: "peers",
     key: "peers",
     type: "list",
@@ -290,6 +270,12 @@ function convert(spec: FlagSpec, raw: string, origin: string): unknown {
   if (spec.type === "list") {
     return raw.split(",").map((s) => s.trim()).filter(Boolean);
   }
+  if (spec.type === "boolean") {
+    const v = raw.trim().toLowerCase();
+    if (["true", "1", "on", "yes"].includes(v)) return true;
+    if (["false", "0", "off", "no"].includes(v)) return false;
+    throw new ConfigError(`${origin}: expected true or false, got '${raw}'`);
+  }
   if (spec.type === "integer") {
     if (!/^-?\d+$/.test(raw.trim())) {
       throw new ConfigError(`${origin}: expected an integer, got '${raw}'`);
@@ -339,12 +325,20 @@ export function loadConfig(
         help: { type: "boolean", short: "h" },
         config: { type: "string" },
         ...Object.fromEntries(
-          FLAGS.map((
-            f,
-          ) => [f.flag, {
-            type: "string" as const,
-            multiple: f.type === "list",
-          }]),
+          FLAGS.flatMap((f): [
+            string,
+            { type: "boolean" | "string"; multiple?: boolean },
+          ][] =>
+            f.type === "boolean"
+              ? [[f.flag, { type: "boolean" as const }], [
+                `no-${f.flag}`,
+                { type: "boolean" as const },
+              ]]
+              : [[f.flag, {
+                type: "string" as const,
+                multiple: f.type === "list",
+              }]]
+          ),
         ),
       },
     }));
@@ -397,6 +391,18 @@ export function loadConfig(
     origins.set(spec.key, `env ${spec.env}`);
   }
   for (const spec of FLAGS) {
+    if (spec.type === "boolean") {
+      const on = values[spec.flag], off = values[`no-${spec.flag}`];
+      if (on && off) {
+        throw new ConfigError(
+          `--${spec.flag} and --no-${spec.flag} contradict each other`,
+        );
+      }
+      if (on === undefined && off === undefined) continue;
+      merged[spec.key] = Boolean(on);
+      origins.set(spec.key, `flag --${on ? "" : "no-"}${spec.flag}`);
+      continue;
+    }
     const raw = values[spec.flag];
     if (raw === undefined) continue;
     const origin = `flag --${spec.flag}`;
@@ -406,6 +412,14 @@ export function loadConfig(
     origins.set(spec.key, origin);
   }
 
+  const gateway = merged.gateway;
+  if (gateway !== null && typeof gateway === "object") {
+    throw new ConfigError(
+      `${
+        origins.get("gateway") ?? "config"
+      }: 'gateway' is now true or false (load the gateway plugin or not); its settings moved to 'pluginConfig.gateway' (docs/gateway.md)`,
+    );
+  }
   const parsed = configSchema.safeParse(merged);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -573,7 +587,9 @@ export function cliMessage(err: Error): string {
 export function serveHelp(): string {
   const rows = [
     ...FLAGS.map((f) => [
-      `--${f.flag}${f.type === "list" ? " VALUE..." : " VALUE"}`,
+      f.type === "boolean"
+        ? `--[no-]${f.flag}`
+        : `--${f.flag}${f.type === "list" ? " VALUE..." : " VALUE"}`,
       `${f.help}; default ${f.shownDefault}${f.env ? `; env ${f.env}` : ""}`,
     ]),
     [

@@ -202,8 +202,8 @@ Deno.test("config: __proto__ and constructor keys are refused at every depth of 
       '{"pluginConfig": {"hello": {"list": [{}, {"__proto__": {}}]}}}',
     ],
     [
-      "gateway.channels.__proto__",
-      '{"gateway": {"channels": {"__proto__": {"subscribe": ["agent"]}}}}',
+      "pluginConfig.gateway.channels.__proto__",
+      '{"pluginConfig": {"gateway": {"channels": {"__proto__": {"subscribe": ["agent"]}}}}}',
     ],
   ];
   for (const [path, json] of refused) {
@@ -232,7 +232,9 @@ Deno.test("config: --help lists every flag with its default", () => {
   const help = serveHelp();
   for (const f of FLAGS) {
     const line = help.split("\n").find((l) =>
-      l.trimStart().startsWith(`--${f.flag} `)
+      l.trimStart().startsWith(
+        f.type === "boolean" ? `--[no-]${f.flag} ` : `--${f.flag} `,
+      )
     );
     assert.ok(line, `--${f.flag} missing from help`);
     assert.ok(
@@ -250,4 +252,31 @@ Deno.test("config: a flag followed by another flag asks for a value on one line"
     msg,
     /^flag --plugin needs a value \(write --plugin=VALUE for one starting with '-'\)$/,
   );
+});
+
+Deno.test("config: the gateway plugin is on by default; --no-gateway, PLEXUS_GATEWAY=false or false in the file turn it off; the old settings block is refused naming its new home", () => {
+  assert.equal(config([]).gateway, true);
+  assert.equal(config(["--no-gateway"]).gateway, false);
+  assert.equal(config(["--gateway"], { PLEXUS_GATEWAY: "off" }).gateway, true);
+  assert.equal(config([], { PLEXUS_GATEWAY: "false" }).gateway, false);
+  assert.equal(
+    config(["--config", "c.json"], {}, { "c.json": '{"gateway": false}' })
+      .gateway,
+    false,
+  );
+  assert.equal(
+    configError([], { PLEXUS_GATEWAY: "maybe" }),
+    "env PLEXUS_GATEWAY: expected true or false, got 'maybe'",
+  );
+  assert.equal(
+    configError(["--gateway", "--no-gateway"]),
+    "--gateway and --no-gateway contradict each other",
+  );
+  assert.match(
+    configError(["--config", "c.json"], {}, {
+      "c.json": '{"gateway": {"heartbeatMs": 1000}}',
+    }),
+    /config file c\.json: 'gateway' is now true or false .*'pluginConfig\.gateway'/,
+  );
+  assert.match(serveHelp(), /--\[no-\]gateway/);
 });

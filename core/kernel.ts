@@ -25,6 +25,7 @@ import {
   type PluginKind,
   type Running,
   validatePlugin,
+  type WebSocketHandler,
 } from "./plugin.ts";
 import { satisfies } from "./_semver.ts";
 import type { Logger } from "./observe/logger.ts";
@@ -32,6 +33,7 @@ import type { MetricsRegistry } from "./observe/metrics.ts";
 import type { Router } from "./router.ts";
 import { scopeKv } from "./state/scoped_kv.ts";
 import { pluginPrefix } from "./state/keys.ts";
+import type { NodeFetch } from "./http/node_client.ts";
 import {
   type ApiEnv,
   CORE_API_PREFIXES,
@@ -58,6 +60,8 @@ export interface PluginRecord {
   http?: Hono;
   /** Prefixes under `/api/v1` this plugin claimed in setup. */
   api?: Map<string, PluginApi>;
+  /** Names under `/ws/` this plugin claimed in setup, and their handlers. */
+  ws?: Map<string, WebSocketHandler>;
   error?: string;
 }
 
@@ -95,6 +99,11 @@ export interface KernelOptions {
   healthTimeoutMs?: number;
   /** Extra kernel-provided capabilities and the values `get` returns for them. */
   core?: Record<string, unknown>;
+  /**
+   * Signed node-to-node fetch handed to plugins as `ctx.nodeFetch`.
+   * @default {a fetch that refuses: this kernel has no node key}
+   */
+  nodeFetch?: NodeFetch;
   /** Told about every state change (feeds the live log stream). */
   onStatus?: (
     event: { plugin: string; state: PluginState; error?: string },
@@ -107,6 +116,12 @@ export interface Kernel extends KernelHandle {
   register(candidate: unknown, origin?: string): Plugin;
   /** Resolves dependencies, validates configs, starts everything or nothing. */
   start(): Promise<void>;
+  /**
+   * Calls `drain` of every running plugin that has one, in reverse start
+   * order, each within the stop deadline (the node's shutdown does this
+   * before its HTTP server drains); failures are logged, not thrown.
+   */
+  drain(): Promise<void>;
   /** Stops running plugins in reverse start order; resolves with failures. */
   stop(): Promise<PluginError[]>;
   /** Health of every registered plugin, with latency in ms. */
@@ -121,7 +136,11 @@ export interface Kernel extends KernelHandle {
   httpFor(name: string): Hono | undefined;
   /** The app serving `/api/v1/{prefix}` for a running plugin, if one claimed it. */
   apiFor(prefix: string): Hono<ApiEnv> | undefined;
+  /** The handler of `GET /ws/{name}` for a running plugin, if one claimed it. */
+  websocketFor(name: string): WebSocketHandler | undefined;
 }
+
+const WS_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
 /** A plugin name → the names it must start after. */
 export interface ResolvedPlan {
@@ -267,6 +286,11 @@ export function createKernel(options: KernelOptions): Kernel {
     ...options.core,
   };
   const healthTimeout = options.healthTimeoutMs ?? 2_000;
+  const nodeFetch: NodeFetch = options.nodeFetch ??
+    (() =>
+      Promise.reject(
+        new Error("this kernel has no node key: node-to-node calls are off"),
+      ));
 
   const stateGauge = metrics.gauge(
     "plexus_plugin_state",
@@ -371,6 +395,22 @@ export function createKernel(options: KernelOptions): Kernel {
           claimed.set(prefix, created);
           return created.routes;
         };
+        const sockets = r.ws = new Map<string, WebSocketHandler>();
+        const websocket = (wsName: string, handler: WebSocketHandler) => {
+          if (!WS_NAME_RE.test(wsName)) {
+            throw new TypeError(
+              `Cannot serve /ws/${wsName}: a name is one lower-case path segment like 'agent'`,
+            );
+          }
+          for (const [other, o] of records) {
+            if (o.ws?.has(wsName)) {
+              throw new Error(
+                `/ws/${wsName} is already served by plugin '${other}'`,
+              );
+            }
+          }
+          sockets.set(wsName, handler);
+        };
         const t0 = performance.now();
         setState(r, "starting");
         const setup = Promise.resolve().then(() =>
@@ -383,6 +423,8 @@ export function createKernel(options: KernelOptions): Kernel {
             router,
             http,
             api,
+            websocket,
+            nodeFetch,
             kernel,
             node,
             signal: controller.signal,
@@ -426,6 +468,25 @@ export function createKernel(options: KernelOptions): Kernel {
               cause: err,
             },
           );
+        }
+      }
+    },
+
+    async drain() {
+      for (const name of [...started].reverse()) {
+        const r = records.get(name)!;
+        if (!r.running?.drain) continue;
+        try {
+          await deadline(
+            r.running.drain(AbortSignal.timeout(stopTimeout)),
+            stopTimeout,
+            `drain of plugin '${name}'`,
+          );
+        } catch (err) {
+          log.error("plugin drain failed", {
+            plugin: name,
+            error: message(err),
+          });
         }
       }
     },
@@ -522,6 +583,13 @@ export function createKernel(options: KernelOptions): Kernel {
     httpFor(name) {
       const r = records.get(name);
       return r?.state === "running" ? r.http : undefined;
+    },
+
+    websocketFor(name) {
+      for (const r of records.values()) {
+        const handler = r.ws?.get(name);
+        if (handler) return r.state === "running" ? handler : undefined;
+      }
     },
 
     apiFor(prefix) {

@@ -46,7 +46,6 @@ import { createRegistry, memberStatus } from "./state/registry.ts";
 import { loadOrCreateNodeKey } from "./security/node_key.ts";
 import { createSecurity, type Security } from "./http/security.ts";
 import { nodeClient } from "./http/node_client.ts";
-import { createGateway, type Gateway } from "../gateway/gateway.ts";
 
 /** A running node. */
 export interface NodeHandle {
@@ -57,8 +56,6 @@ export interface NodeHandle {
   node: NodeIdentity;
   kernel: Kernel;
   tasks: TaskService;
-  /** The agent gateway (`WS /ws/agent`, `/api/v1/agents`; `gateway:agents` for plugins). */
-  gateway: Gateway;
   log: Logger;
   logStream: LogStream;
   /**
@@ -87,12 +84,25 @@ const KIND_FOLDERS = {
   balancer: "balancers",
 } as const;
 
-/** Maps `--transport` & co. to `builtin:` specifiers, or a ConfigError listing what exists. */
+/**
+ * Maps `--gateway` and `--transport` & co. to `builtin:` specifiers, or a
+ * ConfigError listing what exists.
+ */
 export function kindSpecifiers(
-  config: Pick<Config, "transport" | "consensus" | "balancer">,
+  config:
+    & Pick<Config, "transport" | "consensus" | "balancer">
+    & Partial<Pick<Config, "gateway">>,
   builtins: PluginCatalog,
 ): string[] {
   const specs: string[] = [];
+  if (config.gateway) {
+    if (!("gateway" in builtins)) {
+      throw new ConfigError(
+        "--gateway: this build has no gateway plugin (run with --no-gateway)",
+      );
+    }
+    specs.push("builtin:gateway");
+  }
   for (
     const [key, folder] of Object.entries(KIND_FOLDERS) as [
       keyof typeof KIND_FOLDERS,
@@ -198,16 +208,18 @@ export async function startNode(
   });
   let taskRouter: TaskRouter | undefined;
   let balancer: Balancer | undefined;
-  /** A capability task on an agent connected here, picked by the balancer. */
+  /**
+   * A capability task on a worker here (an agent of the gateway plugin),
+   * picked by the balancer.
+   */
   const runOnAgent = async (task: TaskRun): Promise<unknown> => {
     const cap = task.capability!;
-    const ids = gateway.api.capabilities()[cap] ?? [];
-    if (ids.length === 0) {
+    const agents = tasks.workers(cap);
+    if (agents.length === 0) {
       throw new NoAgentError(
         `no agent offers capability '${cap}' on ${nodeId}`,
       );
     }
-    const agents = ids.map((id) => ({ id }));
     const agent = balancer
       ? balancer.pick(agents, task.key ? { key: task.key } : undefined)
       : agents[Math.floor(Math.random() * agents.length)];
@@ -218,12 +230,9 @@ export async function startNode(
     }
     const start = performance.now();
     try {
-      const result = await gateway.api.request(agent.id, `tasks.${cap}`, {
-        id: task.id,
-        type: task.type,
-        payload: task.payload,
-        attempt: task.attempt,
-      }, { timeoutMs: config.tasks.leaseMs });
+      const result = await agent.run(task, {
+        timeoutMs: config.tasks.leaseMs,
+      });
       balancer?.report(agent.id, {
         ok: true,
         latencyMs: performance.now() - start,
@@ -237,23 +246,14 @@ export async function startNode(
       throw err;
     }
   };
-  const gateway = createGateway({
-    kv,
-    node,
-    nodeKey,
-    router,
-    metrics,
-    log: nodeLog.child({ component: "gateway" }),
-    config: config.gateway,
-    nodeFetch: nodeClient(security),
-  });
   const kernel = createKernel({
     log: nodeLog,
     metrics,
     kv,
     router,
     node,
-    core: { "tasks:local": tasks, "gateway:agents": gateway.api },
+    core: { "tasks:local": tasks, "node:key": nodeKey },
+    nodeFetch: nodeClient(security),
     pluginConfig: config.pluginConfig,
     startTimeoutMs: config.pluginStartTimeoutMs,
     onStatus: (e) => {
@@ -298,7 +298,7 @@ export async function startNode(
     load: () => ({ inflight: tasks.running(), rss: Deno.memoryUsage().rss }),
     meta: () => ({
       taskTypes: tasks.types(),
-      agentCapabilities: Object.keys(gateway.api.capabilities()),
+      agentCapabilities: Object.keys(tasks.capabilities()),
     }),
     onError: (err) => nodeLog.warn("registry heartbeat failed", { error: err }),
   });
@@ -318,7 +318,7 @@ export async function startNode(
       handlesHere: (task) =>
         task.capability === undefined
           ? tasks.types().includes(task.type)
-          : (gateway.api.capabilities()[task.capability]?.length ?? 0) > 0,
+          : tasks.workers(task.capability).length > 0,
       log: nodeLog.child({ component: "task-router" }),
       metrics,
       timeoutMs: config.tasks.leaseMs,
@@ -334,7 +334,6 @@ export async function startNode(
     logStream,
     node,
     tasks,
-    gateway,
     healthCacheMs: config.health.cacheMs,
     corsOrigins: config.http.corsOrigins,
     bodyLimitBytes: config.http.bodyLimitBytes,
@@ -430,9 +429,10 @@ export async function startNode(
       logStream.close();
       // Leave the registry first: peers see this node down while it drains.
       await registry.stop();
-      // Agents go first (1001), so their un-acked messages are back in
-      // their queues before KV closes.
-      await gateway.stop();
+      // Long-lived connections go first (the gateway closes its agents with
+      // 1001, so their un-acked messages are back in their queues before
+      // KV closes), then in-flight requests drain.
+      await kernel.drain();
       let timer: ReturnType<typeof setTimeout> | undefined;
       const timedOut = await Promise.race([
         server!.shutdown().then(() => false),
@@ -472,7 +472,6 @@ export async function startNode(
     node,
     kernel,
     tasks,
-    gateway,
     log: nodeLog,
     logStream,
     security,

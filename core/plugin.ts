@@ -18,6 +18,8 @@ import type { ScopedKv } from "./state/scoped_kv.ts";
 import type { Router } from "./router.ts";
 import type * as tasks from "./tasks.ts";
 import type { ApiRoutes } from "./http/plugin_api.ts";
+import type { NodeFetch } from "./http/node_client.ts";
+import type { NodeKey } from "./security/node_key.ts";
 import type { Transport } from "./transport.ts";
 import type { Consensus } from "./consensus.ts";
 import type { Balancer } from "./contracts/balancer.ts";
@@ -37,6 +39,7 @@ import { isRange, isVersion } from "./_semver.ts";
 export { z };
 
 export type {
+  ApiAccess,
   ApiContext,
   ApiEnv,
   ApiHandler,
@@ -95,6 +98,17 @@ export type {
  * ```
  */
 export type TaskService = tasks.TaskService;
+
+/**
+ * What a plugin hands `tasks:local`'s `provideCapabilities` to run
+ * capability tasks on its workers (the gateway does this for its agents).
+ */
+export type CapabilityExecutor = tasks.CapabilityExecutor;
+/** One worker offering a capability, as `TaskService.workers` lists it. */
+export type CapabilityWorker = tasks.CapabilityWorker;
+export type { TaskRun } from "./task_router.ts";
+export type { NodeFetch } from "./http/node_client.ts";
+export type { NodeKey } from "./security/node_key.ts";
 
 /**
  * Runs one task: `payload` is what was submitted (checked by the type's
@@ -188,7 +202,22 @@ export interface Running {
   health?(): Promise<Health>;
   /** The value `kernel.get(capability)` returns for this plugin's capabilities. */
   api?: unknown;
+  /**
+   * Called once when the node begins to shut down, after it left the
+   * cluster registry and before the HTTP server drains (plugins in reverse
+   * start order, each within the stop deadline): close long-lived
+   * connections here, such as WebSockets, so their clients reconnect to
+   * another node while requests finish. `stop` follows later.
+   */
+  drain?(signal: AbortSignal): Promise<void>;
 }
+
+/**
+ * Answers a WebSocket upgrade request claimed with `ctx.websocket(name)`,
+ * usually with `Deno.upgradeWebSocket(req).response`. A thrown
+ * `PlexusError` becomes its JSON error response.
+ */
+export type WebSocketHandler = (req: Request) => Response | Promise<Response>;
 
 /** Who this node is. */
 export interface NodeIdentity {
@@ -228,6 +257,13 @@ export interface Capabilities {
   [consensus: `consensus:${string}`]: Consensus;
   /** Any balancer (`balancer:NAME`). */
   [balancer: `balancer:${string}`]: Balancer;
+  /**
+   * The node's Ed25519 signing key (the one its tokens and HTTP signatures
+   * use): for plugins that prove the node's identity, like the gateway's
+   * handshake. Any plugin can read it today; the sandbox (issue 16) limits
+   * it to plugins granted it.
+   */
+  "node:key": NodeKey;
 }
 
 /** Capability lookup offered to plugins. */
@@ -270,6 +306,20 @@ export interface PluginContext<C = unknown> {
    * prefix (the start fails naming both).
    */
   api(prefix: string): ApiRoutes;
+  /**
+   * Claims `GET /ws/{name}` for WebSocket upgrades. The node answers
+   * plain requests 426, refuses upgrades while draining (503), from origins
+   * it does not allow (403) and over the per-IP handshake rate limit (429),
+   * then calls `handler`; authentication is the plugin's own (a socket
+   * cannot carry the API's headers from a browser). Throws if the name is
+   * taken.
+   */
+  websocket(name: string, handler: WebSocketHandler): void;
+  /**
+   * `fetch` for calls to other nodes, signed with this node's key (RFC 9421),
+   * so routes declared with access `"node"` on the receiving node accept them.
+   */
+  nodeFetch: NodeFetch;
   kernel: KernelHandle;
   node: NodeIdentity;
   /** Aborted when the node begins to shut down. */

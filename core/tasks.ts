@@ -82,11 +82,36 @@ export interface TaskServiceOptions {
    */
   clusterTypes?: () => Promise<string[]>;
   /**
-   * Runs a task on an agent connected to this node that offers
-   * `task.capability`; rejects when none does. Undefined: capability tasks
-   * cannot run here.
+   * Runs a capability task on one of the workers offering
+   * `task.capability` here (the node picks one with its balancer, see
+   * {@linkcode TaskService.workers}); rejects with {@linkcode NoAgentError}
+   * when none does. Undefined: capability tasks cannot run here.
    */
   runOnAgent?: (task: TaskRun) => Promise<unknown>;
+}
+
+/**
+ * Runs capability tasks (`{capability}` submissions) on workers a plugin
+ * holds: the agent gateway's connected agents. A plugin hands one to
+ * {@linkcode TaskService.provideCapabilities}.
+ */
+export interface CapabilityExecutor {
+  /** Capability → ids of the workers offering it here, now. */
+  capabilities(): Record<string, string[]>;
+  /** Runs `task` on worker `id`; rejects on failure or after `timeoutMs`. */
+  run(
+    id: string,
+    task: TaskRun,
+    options: { timeoutMs: number },
+  ): Promise<unknown>;
+}
+
+/** One worker able to run a capability task, as {@linkcode TaskService.workers} lists it. */
+export interface CapabilityWorker {
+  /** The worker's id (an agent id), unique across executors. */
+  id: string;
+  /** Runs the task on this worker. */
+  run(task: TaskRun, options: { timeoutMs: number }): Promise<unknown>;
 }
 
 /** Submission fields (the body of `POST /api/v1/tasks`). */
@@ -117,6 +142,15 @@ export interface TaskService {
    * {@linkcode TaskInputError} when this node has no handler for its type.
    */
   runHere(task: TaskRun): Promise<unknown>;
+  /**
+   * Lets a plugin run capability tasks on its workers (the gateway's agents);
+   * returns the function that withdraws them (call it on stop).
+   */
+  provideCapabilities(executor: CapabilityExecutor): () => void;
+  /** Capability → worker ids on this node, over every executor. */
+  capabilities(): Record<string, string[]>;
+  /** The workers on this node offering `capability`. */
+  workers(capability: string): CapabilityWorker[];
   /** Starts working the queue on this node. */
   start(): void;
   stop(deadlineMs?: number): Promise<void>;
@@ -210,9 +244,31 @@ export function createTaskService(
   let consumer: Consumer | undefined;
   let running = 0;
   let statsTimer: ReturnType<typeof setInterval> | undefined;
+  const executors = new Set<CapabilityExecutor>();
 
   const service: TaskService = {
     queue,
+    provideCapabilities(executor) {
+      executors.add(executor);
+      return () => void executors.delete(executor);
+    },
+    capabilities() {
+      const out: Record<string, string[]> = {};
+      for (const e of executors) {
+        for (const [cap, ids] of Object.entries(e.capabilities())) {
+          (out[cap] ??= []).push(...ids);
+        }
+      }
+      return out;
+    },
+    workers(capability) {
+      return [...executors].flatMap((e) =>
+        (e.capabilities()[capability] ?? []).map((id) => ({
+          id,
+          run: (task: TaskRun, o: { timeoutMs: number }) => e.run(id, task, o),
+        }))
+      );
+    },
     register(type, handler, schema) {
       if (!TYPE_RE.test(type)) {
         throw new TypeError(

@@ -19,9 +19,7 @@ import { createSecurity, type Security } from "./http/security.ts";
 import { generateNodeKey } from "./security/node_key.ts";
 import type { Role } from "./security/roles.ts";
 import type { Config } from "./config.ts";
-import { configSchema } from "./config.ts";
 import { nodeClient } from "./http/node_client.ts";
-import { createGateway, type Gateway } from "../gateway/gateway.ts";
 
 /** A kernel set up for tests. Dispose it with `await using` or `close()`. */
 export interface TestKernel extends AsyncDisposable {
@@ -31,8 +29,6 @@ export interface TestKernel extends AsyncDisposable {
   metrics: MetricsRegistry;
   /** The task service (`tasks:local`), working its queue on this kernel. */
   tasks: TaskService;
-  /** The agent gateway (`gateway:agents`); its HTTP routes answer on `request`, sockets need a real server. */
-  gateway: Gateway;
   /** Every log record, in order. */
   logs: LogRecord[];
   /** Sends a request through the node's HTTP handler (routes, errors, metrics). */
@@ -70,8 +66,6 @@ export interface TestKernelOptions {
   auth?: Partial<Config["auth"]>;
   /** The node config's `rateLimit` block. @default {the config defaults} */
   rateLimit?: Partial<Config["rateLimit"]>;
-  /** The node config's `gateway` block. @default {the config defaults} */
-  gateway?: Partial<Config["gateway"]>;
 }
 
 /**
@@ -121,23 +115,14 @@ export async function createTestKernel(
     auth: options.auth,
     rateLimit: options.rateLimit,
   });
-  const gateway = createGateway({
-    kv,
-    node,
-    nodeKey,
-    router,
-    metrics,
-    log,
-    config: configSchema.shape.gateway.parse(options.gateway ?? {}),
-    nodeFetch: nodeClient(security),
-  });
   const kernel = createKernel({
     log,
     metrics,
     kv,
     router,
     node,
-    core: { "tasks:local": tasks, "gateway:agents": gateway.api },
+    core: { "tasks:local": tasks, "node:key": nodeKey },
+    nodeFetch: nodeClient(security),
     pluginConfig: options.pluginConfig,
     startTimeoutMs: options.startTimeoutMs,
   });
@@ -150,7 +135,6 @@ export async function createTestKernel(
     logStream,
     node,
     tasks,
-    gateway,
     healthCacheMs: options.healthCacheMs ?? 0,
     corsOrigins: options.http?.corsOrigins,
     bodyLimitBytes: options.http?.bodyLimitBytes,
@@ -169,7 +153,7 @@ export async function createTestKernel(
   const close = async () => {
     if (closed) return;
     closed = true;
-    await gateway.stop();
+    await kernel.drain();
     await tasks.stop(1000);
     await kernel.stop();
     logStream.close();
@@ -191,7 +175,6 @@ export async function createTestKernel(
     router,
     metrics,
     tasks,
-    gateway,
     logs,
     app,
     security,

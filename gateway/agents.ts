@@ -1,6 +1,7 @@
 /**
- * The agent gateway's HTTP routes, mounted at `/api/v1` behind
- * authentication (docs/gateway.md):
+ * The agent gateway's HTTP routes, claimed with `ctx.api("agents")` and
+ * `ctx.api("gateway")`, so they sit behind the node's authentication,
+ * permission, rate-limit and audit chain (docs/gateway.md):
  *
  * - `POST /agents` (`agents:write`): enrol `{"agentId","publicKey","roles","replace"?}`;
  * - `GET /agents` (`agents:read`): enrolled agents;
@@ -8,20 +9,15 @@
  * - `DELETE /agents/{id}` (`agents:write`): disconnect (4401) and remove;
  * - `POST /agents/{id}/send` (`agents:send`);
  * - `POST /agents/broadcast` (`agents:broadcast`);
- * - `POST /gateway/wake|push|kick`: node-to-node only (a node's signature).
+ * - `POST /gateway/wake|push|kick` (`"node"`): node-to-node only (a node's
+ *   signature).
  *
  * @module
  */
-import { Hono } from "hono";
 import { z } from "zod";
 import { agentEnrolmentSchema, type AgentRecord } from "./enrolment.ts";
 import { type Gateway, GatewayError, type SendOptions } from "./gateway.ts";
-import {
-  type AuthVariables,
-  principalOf,
-  requireNodeSignature,
-  requirePermission,
-} from "../core/http/auth.ts";
+import type { ApiRoutes } from "../core/plugin.ts";
 import { errorResponse, plexusErrorResponse } from "../core/http/errors.ts";
 import { readJson } from "../core/http/json.ts";
 
@@ -102,25 +98,26 @@ function refused(err: unknown): Response {
 }
 
 /**
- * The routes (relative to `/api/v1`).
+ * Adds the routes: `agents` serves `/api/v1/agents/...`, `peers`
+ * `/api/v1/gateway/...` (node-to-node).
  *
  * @example Usage
  * ```ts ignore
- * app.route("/api/v1", agentRoutes(gateway));
+ * agentRoutes(ctx.api("agents"), ctx.api("gateway"), gateway);
  * ```
  */
 export function agentRoutes(
+  agents: ApiRoutes,
+  peers: ApiRoutes,
   gateway: Gateway,
-): Hono<{ Variables: AuthVariables }> {
-  const app = new Hono<{ Variables: AuthVariables }>();
-
-  app.post("/agents", requirePermission("agents:write"), async (c) => {
+): void {
+  agents.post("/", "agents:write", async (c) => {
     const input = await readJson(c, agentEnrolmentSchema);
     if (input instanceof Response) return input;
     try {
       const { record, replaced } = await gateway.enrol(
         input,
-        principalOf(c)!.sub,
+        c.var.principal.sub,
       );
       return c.json({ ...agentJson(record), replaced }, replaced ? 200 : 201);
     } catch (err) {
@@ -128,11 +125,11 @@ export function agentRoutes(
     }
   });
 
-  app.get("/agents", requirePermission("agents:read"), async (c) => {
+  agents.get("/", "agents:read", async (c) => {
     return c.json((await gateway.list()).map(agentJson));
   });
 
-  app.get("/agents/:id/status", requirePermission("agents:read"), async (c) => {
+  agents.get("/:id/status", "agents:read", async (c) => {
     const id = c.req.param("id");
     const status = await gateway.status(id);
     return status
@@ -140,41 +137,37 @@ export function agentRoutes(
       : errorResponse(404, `no agent '${id.slice(0, 80)}'`);
   });
 
-  app.delete("/agents/:id", requirePermission("agents:write"), async (c) => {
+  agents.delete("/:id", "agents:write", async (c) => {
     const id = c.req.param("id");
     return await gateway.remove(id)
       ? c.body(null, 204)
       : errorResponse(404, `no agent '${id.slice(0, 80)}'`);
   });
 
-  app.post(
-    "/agents/broadcast",
-    requirePermission("agents:broadcast"),
-    async (c) => {
-      const body = await readJson(c, broadcastSchema);
-      if (body instanceof Response) return body;
-      if (body.message === undefined) {
-        return errorResponse(400, "message is required");
-      }
-      try {
-        const r = await gateway.broadcast(
-          body.channel,
-          body.message,
-          sendOptions(body, principalOf(c)!.sub),
-        );
-        return c.json({
-          message_id: r.messageId,
-          sent_to: r.sentTo,
-          queued: r.queued,
-          failed: r.failed,
-        });
-      } catch (err) {
-        return refused(err);
-      }
-    },
-  );
+  agents.post("/broadcast", "agents:broadcast", async (c) => {
+    const body = await readJson(c, broadcastSchema);
+    if (body instanceof Response) return body;
+    if (body.message === undefined) {
+      return errorResponse(400, "message is required");
+    }
+    try {
+      const r = await gateway.broadcast(
+        body.channel,
+        body.message,
+        sendOptions(body, c.var.principal.sub),
+      );
+      return c.json({
+        message_id: r.messageId,
+        sent_to: r.sentTo,
+        queued: r.queued,
+        failed: r.failed,
+      });
+    } catch (err) {
+      return refused(err);
+    }
+  });
 
-  app.post("/agents/:id/send", requirePermission("agents:send"), async (c) => {
+  agents.post("/:id/send", "agents:send", async (c) => {
     const body = await readJson(c, sendSchema);
     if (body instanceof Response) return body;
     if (body.message === undefined) {
@@ -185,7 +178,7 @@ export function agentRoutes(
         c.req.param("id"),
         body.channel,
         body.message,
-        sendOptions(body, principalOf(c)!.sub),
+        sendOptions(body, c.var.principal.sub),
       );
       if (r.status === "failed") {
         return c.json({
@@ -203,44 +196,27 @@ export function agentRoutes(
     }
   });
 
-  app.post(
-    "/gateway/wake",
-    requirePermission("admin"),
-    requireNodeSignature,
-    async (c) => {
-      const body = await readJson(c, wakeSchema);
-      if (body instanceof Response) return body;
-      return c.json({ results: await gateway.wakeLocal(body.items) });
-    },
-  );
+  peers.post("/wake", "node", async (c) => {
+    const body = await readJson(c, wakeSchema);
+    if (body instanceof Response) return body;
+    return c.json({ results: await gateway.wakeLocal(body.items) });
+  });
 
-  app.post(
-    "/gateway/push",
-    requirePermission("admin"),
-    requireNodeSignature,
-    async (c) => {
-      const body = await readJson(c, pushSchema);
-      if (body instanceof Response) return body;
-      return c.json({ results: await gateway.pushLocal(body.items) });
-    },
-  );
+  peers.post("/push", "node", async (c) => {
+    const body = await readJson(c, pushSchema);
+    if (body instanceof Response) return body;
+    return c.json({ results: await gateway.pushLocal(body.items) });
+  });
 
-  app.post(
-    "/gateway/kick",
-    requirePermission("admin"),
-    requireNodeSignature,
-    async (c) => {
-      const body = await readJson(c, kickSchema);
-      if (body instanceof Response) return body;
-      const conn = gateway.kickLocal(
-        body.agentId,
-        body.session,
-        body.code,
-        body.reason,
-      );
-      return c.json({ closed: conn !== undefined });
-    },
-  );
-
-  return app;
+  peers.post("/kick", "node", async (c) => {
+    const body = await readJson(c, kickSchema);
+    if (body instanceof Response) return body;
+    const conn = gateway.kickLocal(
+      body.agentId,
+      body.session,
+      body.code,
+      body.reason,
+    );
+    return c.json({ closed: conn !== undefined });
+  });
 }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createTestKernel } from "../core/testing.ts";
 import { definePlugin } from "../core/plugin.ts";
 import type { AgentGateway } from "./gateway.ts";
+import gatewayPlugin, { localGateway } from "./mod.ts";
 
 const DID = "did:key:z6MktwupdmLXVVqTzCw4i46r4uGyosGXRnR3XjN4Zq7oMMsw";
 
@@ -22,7 +23,7 @@ Deno.test("gateway: plugins get the gateway:agents capability (send, status, onR
       return Promise.resolve({ stop: () => Promise.resolve(off()) });
     },
   });
-  await using t = await createTestKernel([plugin]);
+  await using t = await createTestKernel([gatewayPlugin, plugin]);
   assert.ok(api);
   await api.enrol({ agentId: DID, publicKey: DID, roles: ["agent"] }, "fleet");
   const sent = await api.send(DID, "policies", { v: 1 }, { priority: 6 });
@@ -50,7 +51,7 @@ Deno.test("gateway: plugins get the gateway:agents capability (send, status, onR
 });
 
 Deno.test("gateway: /ws/agent wants a WebSocket upgrade and spends the handshake rate limit", async () => {
-  await using t = await createTestKernel([], {
+  await using t = await createTestKernel([gatewayPlugin], {
     rateLimit: { wsHandshake: { rate: 1, periodMs: 60_000, burst: 2 } },
   });
   const plain = await t.request("/ws/agent");
@@ -70,4 +71,51 @@ Deno.test("gateway: /ws/agent wants a WebSocket upgrade and spends the handshake
   assert.equal(limited.status, 429);
   assert.ok(limited.headers.get("retry-after"));
   await limited.body?.cancel();
+});
+
+Deno.test("gateway: a kernel without the gateway plugin serves everything else, and /ws/agent and /api/v1/agents are 404", async () => {
+  await using t = await createTestKernel([]);
+  const health = await t.request("/health");
+  assert.equal(health.status, 200);
+  await health.body?.cancel();
+  for (
+    const [path, init] of [
+      ["/ws/agent", { headers: { upgrade: "websocket" } }],
+      ["/api/v1/agents", {}],
+      ["/api/v1/gateway/wake", { method: "POST" }],
+    ] as const
+  ) {
+    const r = path.startsWith("/api")
+      ? await t.api(path, init)
+      : await t.request(path, init);
+    assert.equal(r.status, 404, path);
+    await r.body?.cancel();
+  }
+  assert.equal(t.kernel.has("gateway:agents"), false);
+  assert.deepEqual(t.tasks.capabilities(), {});
+  assert.throws(() => localGateway(t.kernel), /not running/);
+});
+
+Deno.test("gateway: its config is pluginConfig.gateway, checked at start with the field named", async () => {
+  await using t = await createTestKernel([gatewayPlugin], {
+    pluginConfig: { gateway: { heartbeatMs: 1234 } },
+  });
+  assert.equal(t.kernel.list()[0].status, "running");
+  await assert.rejects(
+    createTestKernel([gatewayPlugin], {
+      pluginConfig: { gateway: { heartbeatMs: "soon" } },
+    }),
+    /plugin 'gateway' has invalid config: .*heartbeatMs/,
+  );
+});
+
+Deno.test("gateway: node-to-node routes refuse a caller with a token, even an admin's", async () => {
+  await using t = await createTestKernel([gatewayPlugin]);
+  const r = await t.api("/api/v1/gateway/kick", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ agentId: DID, code: 4401 }),
+  }, "admin");
+  assert.equal(r.status, 403);
+  assert.match((await r.json()).error.message, /node's signature/);
 });

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { configSchema } from "../core/config.ts";
+import { gatewayConfigSchema } from "./config.ts";
 import {
   canPublish,
   canSubscribe,
@@ -41,16 +41,16 @@ Deno.test("policy: durable unless said otherwise", () => {
 });
 
 Deno.test("policy: the config defaults are the built-in channels; a channels block replaces them and is validated", () => {
-  const defaults = configSchema.parse({}).gateway;
+  const defaults = gatewayConfigSchema.parse({});
   assert.deepEqual(defaults.channels, DEFAULT_CHANNELS);
   assert.equal(defaults.handshakeTimeoutMs, 5000);
   assert.equal(defaults.maxMessageBytes, 1 << 20);
   assert.equal(defaults.heartbeatMs, 30_000);
   assert.equal(canSubscribe(defaults.channels.tasks, ["agent"]), false);
   assert.equal(canSubscribe(defaults.channels.tasks, ["worker"]), true);
-  const mine = configSchema.parse({
-    gateway: { channels: { jobs: { subscribe: ["runner"] } } },
-  }).gateway.channels;
+  const mine = gatewayConfigSchema.parse({
+    channels: { jobs: { subscribe: ["runner"] } },
+  }).channels;
   assert.deepEqual(Object.keys(mine), ["jobs"]);
   for (
     const bad of [

@@ -21,8 +21,7 @@ import type { TaskService } from "../tasks.ts";
 import type { Consensus } from "../consensus.ts";
 import { clusterView, type Registry } from "../state/registry.ts";
 import { clusterTaskRoutes, taskRoutes } from "./tasks.ts";
-import { agentRoutes } from "../../gateway/agents.ts";
-import { type Gateway, GatewayError } from "../../gateway/gateway.ts";
+import { PlexusError } from "../errors.ts";
 import { auditLog } from "../security/audit.ts";
 import { clientIp, rateLimit, websocketHandshakeLimit } from "./rate_limit.ts";
 import { upgradeOriginGuard } from "./origin.ts";
@@ -92,8 +91,6 @@ export interface AppDeps {
   bodyLimitBytes?: number;
   /** Serves `/api/v1/tasks` when given. */
   tasks?: TaskService;
-  /** Serves `WS /ws/agent` and `/api/v1/agents` when given. */
-  gateway?: Gateway;
   /** Reuse a health report for this long. @default {1000} */
   healthCacheMs?: number;
   /** Authentication, keys and rate limits: `/api/v1/*` is closed without them. */
@@ -480,32 +477,36 @@ export function createApp(deps: AppDeps): HttpApp {
     }, { once: true });
   };
 
-  const gateway = deps.gateway;
-  if (gateway) {
-    if (security.limits) {
-      app.use(
-        "/ws/agent",
-        websocketHandshakeLimit({ limiter: security.limits.wsHandshake }),
+  // Plugin WebSocket routes (ctx.websocket): the same handshake limit,
+  // origin check (above) and drain refusal as /ws; the plugin authenticates.
+  if (security.limits) {
+    app.use(
+      "/ws/:name",
+      websocketHandshakeLimit({ limiter: security.limits.wsHandshake }),
+    );
+  }
+  app.get("/ws/:name", async (c) => {
+    const name = c.req.param("name");
+    const handler = kernel.websocketFor(name);
+    if (!handler) {
+      return errorResponse(404, `no running plugin serves /ws/${name}`);
+    }
+    if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
+      return errorResponse(
+        426,
+        `GET /ws/${name} needs a WebSocket upgrade`,
+        undefined,
+        { Upgrade: "websocket" },
       );
     }
-    app.get("/ws/agent", (c) => {
-      if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
-        return errorResponse(
-          426,
-          "GET /ws/agent needs a WebSocket upgrade",
-          undefined,
-          { Upgrade: "websocket" },
-        );
-      }
-      if (deps.draining()) return errorResponse(503, "node is shutting down");
-      try {
-        return gateway.accept(c.req.raw);
-      } catch (err) {
-        if (err instanceof GatewayError) return plexusErrorResponse(err);
-        throw err;
-      }
-    });
-  }
+    if (deps.draining()) return errorResponse(503, "node is shutting down");
+    try {
+      return await handler(c.req.raw);
+    } catch (err) {
+      if (err instanceof PlexusError) return plexusErrorResponse(err);
+      throw err;
+    }
+  });
 
   // /api/v1: the per-IP limit first (cheap, before any signature is
   // checked), then audit (so refused calls are recorded too), then
@@ -571,7 +572,6 @@ export function createApp(deps: AppDeps): HttpApp {
     app.route("/api/v1/tasks", taskRoutes(deps.tasks));
     app.route("/api/v1/cluster/tasks", clusterTaskRoutes(deps.tasks));
   }
-  if (gateway) app.route("/api/v1", agentRoutes(gateway));
   app.route("/api/v1", securityRoutes(security, kv));
   // Plugin apps answer errors and unknown paths in the node's JSON shape.
   const withHandlers = new WeakSet<object>();

@@ -7,6 +7,25 @@ import { rawUpgrade } from "../../tests/_raw_upgrade.ts";
 const upgrade = (port: number, path: string, origin?: string) =>
   rawUpgrade(`ws://127.0.0.1:${port}${path}`, { origin });
 
+/** A plugin upgrading `WS /ws/echo` through `ctx.websocket`. */
+const echo = definePlugin({
+  manifest: {
+    name: "echo",
+    version: "1.0.0",
+    kind: "extension",
+    api: "^1",
+    provides: ["extension:echo"],
+  },
+  setup(ctx) {
+    ctx.websocket("echo", (req) => {
+      const { socket, response } = Deno.upgradeWebSocket(req);
+      socket.onopen = () => socket.close();
+      return response;
+    });
+    return Promise.resolve({ stop: () => Promise.resolve() });
+  },
+});
+
 function serve(t: TestKernel) {
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen: () => {} },
@@ -34,14 +53,14 @@ async function statuses(
   return out;
 }
 
-Deno.test("origin: with corsOrigins, /ws and /ws/agent refuse a foreign Origin with 403 and upgrade a listed, own or absent one", async () => {
-  await using t = await createTestKernel([], {
+Deno.test("origin: with corsOrigins, /ws and plugin sockets (/ws/echo) refuse a foreign Origin with 403 and upgrade a listed, own or absent one", async () => {
+  await using t = await createTestKernel([echo], {
     http: { corsOrigins: ["https://ops.example.com"] },
   });
   await using s = serve(t);
   const own = `http://127.0.0.1:${s.port}`;
   const expected: Record<string, number> = {};
-  for (const path of ["/ws", "/ws/agent"]) {
+  for (const path of ["/ws", "/ws/echo"]) {
     expected[`${path} https://evil.example`] = 403;
     expected[`${path} null`] = 403; // an opaque origin (sandboxed frame, file:)
     expected[`${path} https://ops.example.com`] = 101;
@@ -49,7 +68,7 @@ Deno.test("origin: with corsOrigins, /ws and /ws/agent refuse a foreign Origin w
     expected[`${path} (none)`] = 101; // not a browser
   }
   assert.deepEqual(
-    await statuses(s.port, ["/ws", "/ws/agent"], [
+    await statuses(s.port, ["/ws", "/ws/echo"], [
       "https://evil.example",
       "null",
       "https://ops.example.com",
@@ -58,7 +77,7 @@ Deno.test("origin: with corsOrigins, /ws and /ws/agent refuse a foreign Origin w
     ]),
     expected,
   );
-  const refused = await upgrade(s.port, "/ws/agent", "https://evil.example");
+  const refused = await upgrade(s.port, "/ws/echo", "https://evil.example");
   assert.deepEqual(JSON.parse(refused.body).error.code, "forbidden");
   assert.match(JSON.parse(refused.body).error.message, /evil\.example/);
   assert.match(
@@ -67,8 +86,8 @@ Deno.test("origin: with corsOrigins, /ws and /ws/agent refuse a foreign Origin w
   );
 });
 
-Deno.test("origin: without corsOrigins only the node's own origin and clients without Origin may open /ws and /ws/agent", async () => {
-  await using t = await createTestKernel([]);
+Deno.test("origin: without corsOrigins only the node's own origin and clients without Origin may open /ws and plugin sockets", async () => {
+  await using t = await createTestKernel([echo]);
   await using s = serve(t);
   const own = `http://127.0.0.1:${s.port}`;
   const others = [
@@ -77,13 +96,13 @@ Deno.test("origin: without corsOrigins only the node's own origin and clients wi
     `http://localhost:${s.port}`,
   ];
   const expected: Record<string, number> = {};
-  for (const path of ["/ws", "/ws/agent"]) {
+  for (const path of ["/ws", "/ws/echo"]) {
     for (const o of others) expected[`${path} ${o}`] = 403;
     expected[`${path} ${own}`] = 101;
     expected[`${path} (none)`] = 101;
   }
   assert.deepEqual(
-    await statuses(s.port, ["/ws", "/ws/agent"], [...others, own, undefined]),
+    await statuses(s.port, ["/ws", "/ws/echo"], [...others, own, undefined]),
     expected,
   );
 });

@@ -10,18 +10,20 @@
  */
 import { type Context, Hono } from "hono";
 import type { Permission } from "../security/roles.ts";
-import { type Principal, requirePermission } from "./auth.ts";
+import {
+  type Principal,
+  requireNodeSignature,
+  requirePermission,
+} from "./auth.ts";
 
 /**
  * First path segments under `/api/v1` that the node's own routes use; no
  * plugin may claim them (a test keeps this list equal to the app's routes).
  */
 export const CORE_API_PREFIXES: readonly string[] = [
-  "agents",
   "audit",
   "auth",
   "cluster",
-  "gateway",
   "keys",
   "plugins",
   "tasks",
@@ -43,10 +45,17 @@ export type ApiHandler<P extends string = string> = (
   c: ApiContext<P>,
 ) => Response | Promise<Response>;
 
-/** Adds one route: `path` under the prefix, answered only with `permission`. */
+/**
+ * Who may call a route: callers holding a permission (`"agents:read"`), or
+ * `"node"`: only another node of the cluster, proven by its request
+ * signature (what `ctx.nodeFetch` sends).
+ */
+export type ApiAccess = Permission | "node";
+
+/** Adds one route: `path` under the prefix, answered only with `access`. */
 export type ApiMethod = <P extends string>(
   path: P,
-  permission: Permission,
+  access: ApiAccess,
   handler: ApiHandler<P>,
 ) => ApiRoutes;
 
@@ -111,8 +120,15 @@ export function createPluginApi(prefix: string): PluginApi {
     await next();
   });
   const method = (name: "get" | "post" | "put" | "patch" | "delete") => {
-    const add: ApiMethod = (path, permission, handler) => {
-      app[name](path, requirePermission(permission), handler);
+    const add: ApiMethod = (path, access, handler) => {
+      if (access === "node") {
+        app[name](
+          path,
+          requirePermission("admin"),
+          requireNodeSignature,
+          handler,
+        );
+      } else app[name](path, requirePermission(access), handler);
       return routes;
     };
     return add;

@@ -199,3 +199,150 @@ Deno.test("plugin api: a plugin without API routes adds none", async () => {
   assert.deepEqual(paths(t.app.routes), paths(bare.app.routes));
   assert.equal(t.kernel.apiFor("quiet"), undefined);
 });
+
+/** A plugin with a node-only route and a way to call it with ctx.nodeFetch. */
+function peerPlugin() {
+  let call: ((url: string) => Promise<Response>) | undefined;
+  const plugin = definePlugin({
+    manifest: {
+      name: "peer",
+      version: "1.0.0",
+      kind: "extension",
+      api: "^1",
+      provides: ["extension:peer"],
+    },
+    setup(ctx) {
+      ctx.api("peer").post(
+        "/ping",
+        "node",
+        (c) => c.json({ from: c.var.principal.sub }),
+      );
+      call = (url) => ctx.nodeFetch(url, { method: "POST", body: "{}" });
+      return Promise.resolve({ stop: () => Promise.resolve() });
+    },
+  });
+  return { plugin, call: (url: string) => call!(url) };
+}
+
+Deno.test("plugin api: a route with access 'node' answers a call signed with ctx.nodeFetch and refuses tokens, even an admin's", async () => {
+  const peer = peerPlugin();
+  await using t = await createTestKernel([peer.plugin]);
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    t.app.fetch,
+  );
+  try {
+    const url = `http://127.0.0.1:${server.addr.port}/api/v1/peer/ping`;
+    const signed = await peer.call(url);
+    assert.equal(signed.status, 200);
+    assert.deepEqual(await signed.json(), { from: "node:test-node" });
+    const admin = await t.api("/api/v1/peer/ping", { method: "POST" });
+    assert.equal(admin.status, 403);
+    assert.match((await admin.json()).error.message, /node's signature/);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+/** A plugin upgrading `/ws/{name}` that counts its drains and stops. */
+function socketPlugin(name: string, wsName: string, events: string[]) {
+  return definePlugin({
+    manifest: {
+      name,
+      version: "1.0.0",
+      kind: "extension",
+      api: "^1",
+      provides: [`extension:${name}`],
+    },
+    setup(ctx) {
+      ctx.websocket(wsName, () => new Response("upgraded", { status: 200 }));
+      return Promise.resolve({
+        drain: () => Promise.resolve(void events.push(`drain ${name}`)),
+        stop: () => Promise.resolve(void events.push(`stop ${name}`)),
+      });
+    },
+  });
+}
+
+Deno.test("plugin websocket: /ws/{name} reaches the plugin only as an upgrade; unclaimed names are 404; a name claimed twice fails the start", async () => {
+  const events: string[] = [];
+  await using t = await createTestKernel([socketPlugin("a", "alpha", events)]);
+  const plain = await t.request("/ws/alpha");
+  assert.equal(plain.status, 426);
+  assert.equal(plain.headers.get("upgrade"), "websocket");
+  await plain.body?.cancel();
+  const up = await t.request("/ws/alpha", {
+    headers: { upgrade: "websocket" },
+  });
+  assert.equal(await up.text(), "upgraded");
+  const none = await t.request("/ws/beta", {
+    headers: { upgrade: "websocket" },
+  });
+  assert.equal(none.status, 404);
+  assert.match((await none.json()).error.message, /no running plugin/);
+  await assert.rejects(
+    createTestKernel([
+      socketPlugin("one", "same", []),
+      socketPlugin("two", "same", []),
+    ]),
+    /\/ws\/same is already served by plugin 'one'/,
+  );
+  await assert.rejects(
+    createTestKernel([socketPlugin("bad", "A/B", [])]),
+    /Cannot serve \/ws\/A\/B/,
+  );
+});
+
+Deno.test("plugin drain: kernel.drain calls drain in reverse start order, before any stop", async () => {
+  const events: string[] = [];
+  const t = await createTestKernel([
+    socketPlugin("first", "one", events),
+    socketPlugin("second", "two", events),
+  ]);
+  await t.kernel.drain();
+  assert.deepEqual(events, ["drain second", "drain first"]);
+  await t.close();
+  assert.deepEqual(events.slice(2), [
+    "drain second",
+    "drain first",
+    "stop second",
+    "stop first",
+  ]);
+});
+
+Deno.test("tasks: a plugin's capability executor runs capability tasks here and is withdrawn on stop", async () => {
+  const ran: string[] = [];
+  const workers = definePlugin({
+    manifest: {
+      name: "workers",
+      version: "1.0.0",
+      kind: "extension",
+      api: "^1",
+      provides: ["extension:workers"],
+      requires: ["tasks:local"],
+    },
+    setup(ctx) {
+      const withdraw = ctx.kernel.get("tasks:local").provideCapabilities({
+        capabilities: () => ({ resize: ["w1", "w2"] }),
+        run: (id, task) => {
+          ran.push(`${id} ${task.type}`);
+          return Promise.resolve({ by: id });
+        },
+      });
+      return Promise.resolve({ stop: () => Promise.resolve(withdraw()) });
+    },
+  });
+  await using t = await createTestKernel([workers]);
+  assert.deepEqual(t.tasks.capabilities(), { resize: ["w1", "w2"] });
+  const [w1] = t.tasks.workers("resize");
+  assert.deepEqual(
+    await w1.run({ id: "t1", type: "img", payload: 1, attempt: 1 }, {
+      timeoutMs: 1000,
+    }),
+    { by: "w1" },
+  );
+  assert.deepEqual(ran, ["w1 img"]);
+  assert.deepEqual(t.tasks.workers("other"), []);
+  await t.kernel.stop();
+  assert.deepEqual(t.tasks.capabilities(), {});
+});

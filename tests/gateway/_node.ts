@@ -11,10 +11,14 @@ import { loadConfig } from "../../core/config.ts";
 import { type NodeHandle, startNode } from "../../core/node.ts";
 import type { Role } from "../../core/security/roles.ts";
 import type { AgentKey } from "./_raw_client.ts";
+import { BUILTINS } from "../../builtins.ts";
+import { type Gateway, localGateway } from "../../gateway/mod.ts";
 
 /** A test node and its helpers. */
 export interface TestNode {
   handle: NodeHandle;
+  /** The node's gateway plugin, whole (local kicks, connection counts). */
+  gateway: Gateway;
   url: string;
   /** `ws://…/ws/agent`. */
   ws: string;
@@ -38,7 +42,7 @@ export interface TestNodeOptions {
   /** Folder for the KV file and data dirs. */
   dir: string;
   name?: string;
-  /** The `gateway` config block. */
+  /** The gateway plugin's config (`pluginConfig.gateway`). */
   gateway?: Record<string, unknown>;
   /** KV file name inside `dir` (nodes sharing it share state). @default {"shared.kv"} */
   kv?: string;
@@ -53,7 +57,7 @@ export async function startTestNode(
   await Deno.writeTextFile(
     file,
     JSON.stringify({
-      gateway: options.gateway ?? {},
+      pluginConfig: { gateway: options.gateway ?? {} },
       rateLimit: { wsHandshake: { rate: 10_000, burst: 10_000 } },
     }),
   );
@@ -74,7 +78,10 @@ export async function startTestNode(
     "error",
   ], { env: {} });
   if (parsed.help) throw new Error("unreachable");
-  const handle = await startNode(parsed.config, { sinks: [] });
+  const handle = await startNode(parsed.config, {
+    sinks: [],
+    builtins: BUILTINS,
+  });
   const tokens = new Map<string, Promise<string>>();
   const token = (role: Role) => {
     if (!tokens.has(role)) {
@@ -101,6 +108,7 @@ export async function startTestNode(
   };
   return {
     handle,
+    gateway: localGateway(handle.kernel),
     url: handle.url,
     ws: `${handle.url.replace("http", "ws")}/ws/agent`,
     api,

@@ -121,7 +121,7 @@ Deno.test("cluster: connecting to A replaces the agent's connection on B (4409);
     const onA = await connect(a.ws, agent, { resume: onB.ready.resume });
     assert.equal((await onB.socket.closed).code, 4409);
     await onA.ping();
-    const status = await b.handle.gateway.status(agent.id);
+    const status = await b.gateway.status(agent.id);
     assert.equal(status?.connected, true);
     const onB2 = await connect(b.ws, agent);
     assert.equal((await onA.socket.closed).code, 4409);
@@ -159,8 +159,7 @@ Deno.test("cluster: while its node is down an agent's messages queue; they arriv
     await b.shutdown();
     assert.equal((await s.socket.closed).code, 1001);
     await until(
-      async () =>
-        (await a.handle.gateway.status(agent.id))?.connected === false,
+      async () => (await a.gateway.status(agent.id))?.connected === false,
       "B's agent to show disconnected",
     );
     const r = await a.post(`/api/v1/agents/${agent.id}/send`, {

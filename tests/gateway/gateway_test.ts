@@ -142,7 +142,7 @@ Deno.test("gateway: publishing outside the agent's roles or on an unknown channe
 Deno.test("gateway: agent requests are answered by onRequest handlers, router responders, or err", async () => {
   await withNode({ requestTimeoutMs: 300 }, async (n) => {
     const a = await agent(n);
-    const gw = n.handle.gateway;
+    const gw = n.gateway;
     const off = gw.onRequest("agent.*.requests", async (req) => {
       const p = req.payload as { op: string };
       if (p.op === "deny") throw new GatewayRequestError("forbidden", "no way");
@@ -459,7 +459,7 @@ Deno.test("gateway: an un-acked message comes back with the same id; after maxAt
 Deno.test("gateway: a queued message past its TTL is dead-lettered, not delivered", async () => {
   await withNode({}, async (n) => {
     const a = await agent(n);
-    const r = await n.handle.gateway.send(a.id, "policies", "stale", {
+    const r = await n.gateway.send(a.id, "policies", "stale", {
       ttlMs: 30,
     });
     assert.equal(r.status, "queued");
@@ -594,7 +594,7 @@ Deno.test("gateway: a non-durable channel is pushed when the agent is subscribed
     });
     assert.equal(r.body.status, "sent");
     assert.equal(json(await s.message("alerts")), 2);
-    assert.deepEqual(await n.handle.gateway.list().then((l) => l.length), 1);
+    assert.deepEqual(await n.gateway.list().then((l) => l.length), 1);
     s.close();
   });
 });

@@ -9,7 +9,9 @@ import { connect, json, newAgentKey } from "./_raw_client.ts";
 
 Deno.test("gateway restart: the node is stopped with SIGTERM and started again on the same KV; the agent resumes and gets every message", async () => {
   const dir = await Deno.makeTempDir({ prefix: "plexus-gw-restart-" });
-  const config = await writeConfig(dir, { gateway: { heartbeatMs: 5000 } });
+  const config = await writeConfig(dir, {
+    pluginConfig: { gateway: { heartbeatMs: 5000 } },
+  });
   const args = ["--config", config];
   const p1 = await startPlexus({ dir, args });
   let p2: Awaited<ReturnType<typeof startPlexus>> | undefined;

@@ -335,7 +335,7 @@ Deno.test("sdk: messages sent while the agent was offline arrive after it connec
 
     // The node drops the connection; the SDK reconnects (resuming) and
     // subscribes again; nothing comes back, not even as a duplicate.
-    const kicked = n.handle.gateway.kickLocal(
+    const kicked = n.gateway.kickLocal(
       key.id,
       undefined,
       4002,
@@ -470,7 +470,7 @@ async function restartRig() {
   await Deno.mkdir(plugins);
   await Deno.writeTextFile(join(plugins, "sdk_probe.js"), PROBE_PLUGIN);
   const config = await writeConfig(dir, {
-    gateway: { heartbeatMs: 5000 },
+    pluginConfig: { gateway: { heartbeatMs: 5000 } },
     rateLimit: { wsHandshake: { rate: 10_000, burst: 10_000 } },
   });
   const port = freePort();

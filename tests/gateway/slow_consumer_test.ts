@@ -27,7 +27,7 @@ Deno.test("gateway: a reader that stalls is closed with 4008; nothing durable is
     const body = "s".repeat(100 * 1024);
     const ids = new Set<string>();
     for (let i = 0; i < total; i++) {
-      const r = await n.handle.gateway.send(a.id, "policies", { i, body });
+      const r = await n.gateway.send(a.id, "policies", { i, body });
       assert.equal(r.status, "queued");
       ids.add(r.messageId);
     }
@@ -42,7 +42,7 @@ Deno.test("gateway: a reader that stalls is closed with 4008; nothing durable is
       10_000,
     );
     await until(
-      async () => (await n.handle.gateway.status(a.id))?.connected === false,
+      async () => (await n.gateway.status(a.id))?.connected === false,
       "presence to say disconnected (the client has not read the close yet)",
     );
     tcp.resume();

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadConfig } from "../../core/config.ts";
 import { type NodeHandle, startNode } from "../../core/node.ts";
+import { BUILTINS } from "../../builtins.ts";
 import { nodeClient } from "../../core/http/node_client.ts";
 import { signRequest } from "../../core/security/http_signatures/mod.ts";
 
@@ -33,7 +34,7 @@ async function node(
     "error",
   ], { env: {} });
   if (parsed.help) throw new Error("unreachable");
-  return await startNode(parsed.config, { sinks: [] });
+  return await startNode(parsed.config, { sinks: [], builtins: BUILTINS });
 }
 
 Deno.test("trust: a token from one node works on another; node-to-node calls are signed and cannot be replayed", async () => {

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { type JWTHeaderParameters, type JWTPayload, SignJWT } from "jose";
 import { loadConfig } from "../../core/config.ts";
 import { type NodeHandle, startNode } from "../../core/node.ts";
+import { BUILTINS } from "../../builtins.ts";
 import {
   createSignatureBase,
   messageFromRequest,
@@ -59,7 +60,10 @@ export async function startTestNode(
       file,
     ], { env: {} });
     if (parsed.help) throw new Error("unexpected --help");
-    const handle = await startNode(parsed.config, { sinks: [] });
+    const handle = await startNode(parsed.config, {
+      sinks: [],
+      builtins: BUILTINS,
+    });
     return {
       url: handle.url,
       handle,

@@ -1,0 +1,100 @@
+/**
+ * The agent gateway as a plugin (`builtin:gateway`, loaded unless the node
+ * runs with `--no-gateway`): agents connect over `WS /ws/agent`, operators
+ * manage them under `/api/v1/agents`, other nodes reach this one's agents
+ * through `/api/v1/gateway/*` (signed node-to-node calls), and capability
+ * tasks (`{capability}` submissions) run on the agents offering them.
+ * Plugins use it as the `gateway:agents` capability. Settings are
+ * `pluginConfig.gateway` (see {@linkcode gatewayConfigSchema} and
+ * docs/gateway.md).
+ *
+ * @example A plugin that sends to agents
+ * ```ts ignore
+ * const agents = ctx.kernel.get("gateway:agents"); // typed AgentGateway
+ * await agents.send(agentId, "policies", { v: 2 });
+ * ```
+ *
+ * @module
+ */
+import { definePlugin, type KernelHandle } from "../core/plugin.ts";
+import { VERSION } from "../core/version.ts";
+import { gatewayConfigSchema } from "./config.ts";
+import { type AgentGateway, createGateway, type Gateway } from "./gateway.ts";
+import { agentRoutes } from "./agents.ts";
+
+export { type GatewayConfig, gatewayConfigSchema } from "./config.ts";
+export type { AgentGateway, Gateway } from "./gateway.ts";
+
+declare module "../core/plugin.ts" {
+  interface Capabilities {
+    /** The agent gateway: send to, ask and list agents (gateway/mod.ts). */
+    "gateway:agents": AgentGateway;
+  }
+}
+
+const running = new WeakMap<KernelHandle, Gateway>();
+
+/**
+ * The whole gateway started on `kernel` (connection counts, local kicks),
+ * for embedders and tests; plugins use the `gateway:agents` capability.
+ * Throws when the gateway plugin is not running there.
+ */
+export function localGateway(kernel: KernelHandle): Gateway {
+  const gateway = running.get(kernel);
+  if (!gateway) throw new Error("the gateway plugin is not running here");
+  return gateway;
+}
+
+/** The gateway plugin. */
+const gatewayPlugin = definePlugin({
+  manifest: {
+    name: "gateway",
+    version: VERSION,
+    kind: "extension",
+    api: "^1",
+    provides: ["gateway:agents"],
+    requires: ["tasks:local"],
+    config: gatewayConfigSchema,
+  },
+  setup(ctx) {
+    const gateway = createGateway({
+      kv: ctx.kernel.get("state:kv"),
+      node: ctx.node,
+      nodeKey: ctx.kernel.get("node:key"),
+      router: ctx.router,
+      metrics: ctx.metrics,
+      log: ctx.log,
+      config: ctx.config,
+      nodeFetch: ctx.nodeFetch,
+    });
+    agentRoutes(ctx.api("agents"), ctx.api("gateway"), gateway);
+    ctx.websocket("agent", (req) => gateway.accept(req));
+    const withdraw = ctx.kernel.get("tasks:local").provideCapabilities({
+      capabilities: () => gateway.api.capabilities(),
+      run: (id, task, { timeoutMs }) =>
+        gateway.api.request(id, `tasks.${task.capability}`, {
+          id: task.id,
+          type: task.type,
+          payload: task.payload,
+          attempt: task.attempt,
+        }, { timeoutMs }),
+    });
+    running.set(ctx.kernel, gateway);
+    const close = async () => {
+      withdraw();
+      await gateway.stop();
+    };
+    return Promise.resolve({
+      api: gateway.api,
+      // Agents go first (1001), so their un-acked messages are back in
+      // their queues while KV is still open and requests still drain.
+      drain: close,
+      stop: async () => {
+        await close();
+        running.delete(ctx.kernel);
+      },
+    });
+  },
+});
+
+export default gatewayPlugin;
