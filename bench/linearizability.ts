@@ -1,5 +1,5 @@
 /**
- * Speed of the linearizability checker (`tests/simulation/linearizability.ts`)
+ * Speed of the linearizability checker (`testing/linearizability.ts`)
  * on random linearizable key-value histories generated from a real
  * sequential execution (`tests/simulation/testdata/random_history.ts`).
  *
@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { checkDetailed, kvModel } from "../tests/simulation/linearizability.ts";
+import { checkDetailed, kvModel } from "../testing/linearizability.ts";
 import {
   type RandomHistory,
   type RandomHistoryOptions,

@@ -62,4 +62,4 @@ export type {
 export * from "./conformance.ts";
 export * from "./memory_transport.ts";
 export * from "./sim_kv.ts";
-export * as linearizability from "../tests/simulation/linearizability.ts";
+export * as linearizability from "./linearizability.ts";

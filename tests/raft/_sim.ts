@@ -21,7 +21,7 @@ import {
   type KvInput,
   type KvOutput,
   type Operation,
-} from "../simulation/linearizability.ts";
+} from "../../testing/linearizability.ts";
 import { mulberry32 } from "../../core/random.ts";
 
 /** Options of {@linkcode simulate}. */

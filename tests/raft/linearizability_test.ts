@@ -7,7 +7,7 @@
  * caught.
  */
 import assert from "node:assert/strict";
-import { check, kvModel } from "../simulation/linearizability.ts";
+import { check, kvModel } from "../../testing/linearizability.ts";
 import { simulate } from "./_sim.ts";
 
 const SEEDS = Number(Deno.env.get("SEEDS") ?? 20);

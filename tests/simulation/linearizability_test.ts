@@ -9,7 +9,7 @@ import {
   type KvValue,
   type Model,
   type Operation,
-} from "./linearizability.ts";
+} from "../../testing/linearizability.ts";
 import {
   mulberry32,
   simulateRegister,

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { Redis } from "ioredis";
 import { createEnvelope } from "../../core/envelope.ts";
 import { createTestKernel, type TestKernel } from "../../core/testing.ts";
-import { waitFor } from "../../tests/conformance/suite.ts";
+import { waitFor } from "../../testing/conformance.ts";
 import redisStreams from "./plugin.ts";
 
 const url = Deno.env.get("REDIS_URL");

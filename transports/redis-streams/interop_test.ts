@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createEnvelope } from "../../core/envelope.ts";
 import type { Delivery } from "../../core/transport.ts";
-import { waitFor } from "../../tests/conformance/suite.ts";
+import { waitFor } from "../../testing/conformance.ts";
 import { connectRedisStreams } from "./transport.ts";
 import { partitionOf } from "./wire.ts";
 

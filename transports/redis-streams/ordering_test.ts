@@ -5,7 +5,7 @@ import {
   assertPerKeyOrder,
   spawnConsumer,
   waitFor,
-} from "../../tests/conformance/suite.ts";
+} from "../../testing/conformance.ts";
 import { connectRedisStreams } from "./transport.ts";
 
 const url = Deno.env.get("REDIS_URL");

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createEnvelope } from "../../core/envelope.ts";
-import { waitFor } from "../../tests/conformance/suite.ts";
+import { waitFor } from "../../testing/conformance.ts";
 import { connectRedisStreams } from "./transport.ts";
 
 const url = Deno.env.get("REDIS_URL");

@@ -5,7 +5,7 @@ import {
   checkTelemetry,
   sample,
 } from "../../tests/conformance/_telemetry_cases.ts";
-import { waitFor } from "../../tests/conformance/suite.ts";
+import { waitFor } from "../../testing/conformance.ts";
 import redisStreams from "./plugin.ts";
 
 const url = Deno.env.get("REDIS_URL");

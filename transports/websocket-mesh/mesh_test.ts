@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createEnvelope } from "../../core/envelope.ts";
-import { waitFor } from "../../tests/conformance/suite.ts";
+import { waitFor } from "../../testing/conformance.ts";
 import { type MeshTransport, startMesh } from "./mesh.ts";
 import { openWebSocket } from "../../sdk/ws_client.ts";
 import { rawUpgrade } from "../../tests/_raw_upgrade.ts";

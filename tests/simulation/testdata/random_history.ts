@@ -14,7 +14,7 @@ import {
   type KvOutput,
   type KvValue,
   type Operation,
-} from "../linearizability.ts";
+} from "../../../testing/linearizability.ts";
 import { mulberry32 } from "./replicated_register.ts";
 
 /** Options of {@linkcode randomKvHistory}. */
@@ -45,7 +45,7 @@ export interface RandomHistory {
  * @example
  * ```ts
  * import { randomKvHistory } from "./random_history.ts";
- * import { check, kvModel } from "../linearizability.ts";
+ * import { check, kvModel } from "../../../testing/linearizability.ts";
  * const { history } = randomKvHistory(1, { ops: 200, clients: 5 });
  * if (check(kvModel(), history) !== "ok") throw new Error("a real execution is linearizable");
  * ```

@@ -24,7 +24,7 @@ import {
   type KvOutput,
   type KvValue,
   type Operation,
-} from "../linearizability.ts";
+} from "../../../testing/linearizability.ts";
 
 /** Options of {@linkcode simulateRegister}. */
 export interface RegisterSimOptions {
@@ -95,7 +95,7 @@ const CLIENT_TIMEOUT_MS = 300;
  * @example
  * ```ts
  * import { simulateRegister } from "./replicated_register.ts";
- * import { check, kvModel } from "../linearizability.ts";
+ * import { check, kvModel } from "../../../testing/linearizability.ts";
  * const { history } = simulateRegister({ seed: 1 });
  * if (check(kvModel(), history) !== "ok") throw new Error("the correct register should be linearizable");
  * ```
