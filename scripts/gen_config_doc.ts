@@ -277,7 +277,7 @@ promotes delayed tasks), the fencing epoch, and the membership that
   to TCP, saying why, when UDP is blocked. Gossip alone gives no safe leader: by
   default the leader is the KV lease; \`leader: "lowest-id"\` works without a
   shared KV but is not fenced, and says so in the API and health detail.
-- \`tests/simulation/linearizability.ts\` is a Porcupine-style checker
+- \`testing/linearizability.ts\` is a Porcupine-style checker
   (partitioned per key, a time limit that answers "unknown", a diagnostic with
   the longest linearizable prefix) with a \`HistoryRecorder\` for your own models.`,
   },
