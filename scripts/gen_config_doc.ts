@@ -277,9 +277,9 @@ promotes delayed tasks), the fencing epoch, and the membership that
   to TCP, saying why, when UDP is blocked. Gossip alone gives no safe leader: by
   default the leader is the KV lease; \`leader: "lowest-id"\` works without a
   shared KV but is not fenced, and says so in the API and health detail.
-- \`testing/linearizability.ts\` is a Porcupine-style checker
-  (partitioned per key, a time limit that answers "unknown", a diagnostic with
-  the longest linearizable prefix) with a \`HistoryRecorder\` for your own models.`,
+- \`testing/linearizability.ts\` is a Porcupine-style checker (partitioned per
+  key, a time limit that answers "unknown", a diagnostic with the longest
+  linearizable prefix) with a \`HistoryRecorder\` for your own models.`,
   },
   transports: {
     title: "Transports",
@@ -371,14 +371,14 @@ Other plugins use a balancer directly:
 \`b.report(node.id, { ok, latencyMs })\` (\`dispatch(b, nodes, call)\` does both).
 Write your own strategy in one file against \`plugins/balancers/mod.ts\` (see
 \`plugins/balancers/examples/least_recent.ts\`) and load it with \`--plugin\`.
-\`core/resilience\` offers the building blocks for any call:
-\`createCircuitBreakers\`, \`createRetry\` (exponential backoff, full jitter,
-retryable errors only), \`createTimeout\`, \`createBulkhead\` and
-\`createHealthChecks\`, plus \`backoffDelay\` (the one backoff formula every retry
-loop uses) and \`deadline\`; refusals are typed errors with \`code\` and
-\`retryable\`, and each emits events and \`plexus_*\` metrics. Typed errors extend
-\`PlexusError\` (\`core/errors.ts\`: \`code\`, \`retryable\`, HTTP \`status\`), which
-\`core/http/errors.ts\` turns into the JSON error response.`,
+\`core/resilience\` holds what the node's own calls use: \`createCircuitBreakers\`
+(the balancers' per-target breakers), \`createHealthChecks\` and \`createTimeout\`
+(behind \`withHealthChecks\`), \`backoffDelay\` (the one backoff formula every retry
+loop uses, exponential with full jitter) and \`deadline\`; refusals are typed
+errors with \`code\` and \`retryable\`, and each emits events and \`plexus_*\`
+metrics. Typed errors extend \`PlexusError\` (\`core/errors.ts\`: \`code\`,
+\`retryable\`, HTTP \`status\`), which \`core/http/errors.ts\` turns into the JSON
+error response.`,
   },
   examples: {
     title: "Examples",

@@ -10,17 +10,15 @@ import { PlexusError } from "../errors.ts";
 /** Codes of {@linkcode ResilienceError}. */
 export type ResilienceErrorCode =
   | "circuit_open"
-  | "bulkhead_full"
-  | "timeout"
-  | "retries_exhausted";
+  | "timeout";
 
 /**
  * Base class of the resilience errors.
  *
  * @example Usage
  * ```ts
- * import { BulkheadFullError, ResilienceError } from "./errors.ts";
- * const err = new BulkheadFullError("db", { concurrency: 2, queueSize: 0 });
+ * import { ResilienceError, TimeoutError } from "./errors.ts";
+ * const err = new TimeoutError("db", 100);
  * err instanceof ResilienceError; // true
  * err.retryable; // true
  * ```
@@ -86,30 +84,6 @@ export class CircuitOpenError extends ResilienceError {
 }
 
 /**
- * A call refused because a bulkhead's slots and queue are all taken.
- *
- * @example Usage
- * ```ts
- * import { BulkheadFullError } from "./errors.ts";
- * new BulkheadFullError("db", { concurrency: 4, queueSize: 10 }).message;
- * // "Bulkhead 'db' is full: 4 calls running (limit 4) and 10 queued (limit 10)"
- * ```
- */
-export class BulkheadFullError extends ResilienceError {
-  override name = "BulkheadFullError";
-  constructor(
-    bulkhead: string,
-    limits: { concurrency: number; queueSize: number },
-  ) {
-    super(
-      "bulkhead_full",
-      `Bulkhead '${bulkhead}' is full: ${limits.concurrency} calls running (limit ${limits.concurrency}) and ${limits.queueSize} queued (limit ${limits.queueSize})`,
-      { retryable: true, data: { bulkhead, ...limits } },
-    );
-  }
-}
-
-/**
  * A call that did not settle within its deadline. Retryable.
  *
  * @example Usage
@@ -127,46 +101,4 @@ export class TimeoutError extends ResilienceError {
       data: { operation, timeoutMs },
     });
   }
-}
-
-/**
- * Every allowed attempt failed with a retryable error; `cause` is the last
- * one. Not retryable itself (the retry budget is spent).
- *
- * @example Usage
- * ```ts
- * import { RetriesExhaustedError } from "./errors.ts";
- * const err = new RetriesExhaustedError("send", 4, new Error("reset"));
- * err.message; // "'send' failed after 4 attempts: reset"
- * ```
- */
-export class RetriesExhaustedError extends ResilienceError {
-  override name = "RetriesExhaustedError";
-  readonly attempts: number;
-  constructor(operation: string, attempts: number, lastError: unknown) {
-    super(
-      "retries_exhausted",
-      `'${operation}' failed after ${attempts} attempt${
-        attempts === 1 ? "" : "s"
-      }: ${lastError instanceof Error ? lastError.message : String(lastError)}`,
-      { retryable: false, cause: lastError, data: { operation, attempts } },
-    );
-    this.attempts = attempts;
-  }
-}
-
-/**
- * Whether `err` says a retry may succeed: its `retryable` property is `true`
- * (resilience errors, `TransportError`, Moleculer-style errors).
- *
- * @example Usage
- * ```ts
- * import { isRetryable, TimeoutError } from "./errors.ts";
- * isRetryable(new TimeoutError("x", 1)); // true
- * isRetryable(new TypeError("bad input")); // false
- * ```
- */
-export function isRetryable(err: unknown): boolean {
-  return typeof err === "object" && err !== null &&
-    (err as { retryable?: unknown }).retryable === true;
 }
