@@ -18,7 +18,6 @@ import type { NodeIdentity } from "../plugin.ts";
 import { HEALTH_PROBE_KEY } from "../state/keys.ts";
 import { errorBody, errorResponse, plexusErrorResponse } from "./errors.ts";
 import type { TaskService } from "../tasks.ts";
-import type { Consensus } from "../consensus.ts";
 import { clusterView, type Registry } from "../state/registry.ts";
 import { clusterTaskRoutes, taskRoutes } from "./tasks.ts";
 import { PlexusError } from "../errors.ts";
@@ -559,7 +558,7 @@ export function createApp(deps: AppDeps): HttpApp {
 
   app.get("/api/v1/cluster", requirePermission("cluster:read"), async (c) => {
     const consensus = kernel.has("consensus:*")
-      ? kernel.get<Consensus>("consensus:*")
+      ? kernel.get("consensus:*")
       : undefined;
     // A consensus plugin's own view of membership wins; else the registry's heartbeats.
     const members = consensus
