@@ -8,7 +8,7 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { z } from "zod";
-import { LOG_LEVELS } from "./observe/logger.ts";
+import { LOG_LEVELS, type LogLevel } from "./observe/logger.ts";
 import { preview } from "./plugin.ts";
 
 /** Zod schema of the node configuration. */
@@ -114,8 +114,139 @@ function rateLimitSchema(rate: number, burst: number) {
   }).prefault({});
 }
 
-/** Validated configuration. */
-export type Config = z.output<typeof configSchema> & { kv: string };
+/** A rate limit: a token bucket refilled with `rate` per `periodMs`. */
+export interface RateLimit {
+  /** Requests admitted per `periodMs`, sustained. */
+  rate: number;
+  /** The refill period, ms. @default {1000} */
+  periodMs: number;
+  /** Requests admitted back to back. */
+  burst: number;
+}
+
+/**
+ * Validated configuration: what {@linkcode loadConfig} returns, with every
+ * default filled in. docs/configuration.md describes each field (its flag,
+ * environment variable and default).
+ */
+export interface Config {
+  /** HTTP port (0 picks a free one). */
+  port: number;
+  /** Interface to listen on. */
+  host: string;
+  /** This node's id (generated once and kept in the data directory when unset). */
+  nodeId?: string;
+  /** Where the node keeps its files. */
+  dataDir: string;
+  /** Deno KV: a file path, `:memory:`, or a KV Connect URL (default: `plexus.kv` in `dataDir`). */
+  kv: string;
+  /** Plugin specifiers to load. */
+  plugins: string[];
+  /** Drop-in folder scanned for plugins at start. */
+  pluginsDir: string;
+  /** Built-in transport plugin to load. */
+  transport?: string;
+  /** Built-in consensus plugin to load. */
+  consensus?: string;
+  /** Built-in balancing strategy to load. */
+  balancer?: string;
+  /** Other nodes' URLs. */
+  peers: string[];
+  /** The lowest level logged. */
+  logLevel: LogLevel;
+  /** Ms in-flight requests get to finish on SIGTERM. */
+  shutdownTimeoutMs: number;
+  /** Ms each plugin's setup may take. */
+  pluginStartTimeoutMs: number;
+  /** Config per plugin name, validated against each plugin's own schema. */
+  pluginConfig: Record<string, unknown>;
+  /** The live log stream (`/ws`). */
+  logStream: {
+    /** Messages kept for replay to new clients. */
+    replay: number;
+    /** Heartbeat period in ms; 0 turns heartbeats off. */
+    heartbeatMs: number;
+    /** Unsent bytes a client may hold before it is closed as too slow. */
+    maxBufferedBytes: number;
+  };
+  /** The task service. */
+  tasks: {
+    /** Task handlers running at once on this node. */
+    concurrency: number;
+    /** Lease per task; renewed every half lease while it runs. */
+    leaseMs: number;
+    /** Attempts before a task is dead. */
+    maxAttempts: number;
+    /** Largest task result stored (in KV chunks); a larger one fails its task at once. */
+    maxResultBytes: number;
+  };
+  /** The HTTP server. */
+  http: {
+    /** Origins allowed by CORS (e.g. "https://ops.example.com"); empty = no CORS. */
+    corsOrigins: string[];
+    /** Largest request body on any route; larger gets 413. */
+    bodyLimitBytes: number;
+    /** Open connections at once, WebSockets included; more are refused with 503 (default: from the open-file limit, see docs/http.md). */
+    maxConnections?: number;
+    /** Open connections from one client IP (IPv6 by /64) (default: a quarter of maxConnections). */
+    maxConnectionsPerIp?: number;
+    /** A connection must send a whole request head this soon after opening. */
+    headTimeoutMs: number;
+    /** A keep-alive connection with no request in flight closes after this long. */
+    idleTimeoutMs: number;
+  };
+  /** The health check. */
+  health: {
+    /** Results are reused for this long so probes cannot overload plugins. */
+    cacheMs: number;
+  };
+  /** API authentication. */
+  auth: {
+    /** `iss` of issued tokens and the only one accepted. */
+    issuer: string;
+    /** `aud` of issued tokens and the only one accepted. */
+    audience: string;
+    /** Leeway for `exp`/`nbf`/`iat`, seconds (at most 60). */
+    clockToleranceS: number;
+    /** Oldest acceptable RFC 9421 `created`, seconds. */
+    signatureMaxAgeSec: number;
+    /** Revocations made on another node take effect here within this many ms (0: every request reads KV). */
+    revocationRefreshMs: number;
+    /** Refuse RFC 9421 signatures without a `nonce` (each nonce is accepted once). */
+    requireNonce: boolean;
+    /** Trusted-key lookups are reused this long (a removed key works elsewhere at most this long). */
+    keyCacheMs: number;
+    /** `token`: `/ws` needs a viewer token like `/api/v1`; `open`: a token is optional. */
+    logStream: "open" | "token";
+    /** Sign responses to requests carrying `Accept-Signature` with the node key. */
+    signResponses: boolean;
+  };
+  /** Rate limits. */
+  rateLimit: {
+    /** Off only for benchmarks and closed test rigs. */
+    enabled: boolean;
+    /** Per client IP (IPv6 by /64), before authentication. */
+    ip: RateLimit;
+    /** Per authenticated principal (`sub`). */
+    principal: RateLimit;
+    /** WebSocket handshakes per client IP. */
+    wsHandshake: RateLimit;
+  };
+  /**
+   * Loads the agent gateway plugin (`builtin:gateway`: `WS /ws/agent`,
+   * `/api/v1/agents`); its settings are `pluginConfig.gateway`
+   * (docs/gateway.md).
+   */
+  gateway: boolean;
+}
+
+// Config is written out for the documentation and for JSR; this fails type
+// checking when it and the schema drift apart.
+type Same<A, B> = [A] extends [B] ? [B] extends [A] ? true : false : false;
+type Assert<T extends true> = T;
+type _ConfigMatchesSchema = Assert<
+  Same<Config, z.output<typeof configSchema> & { kv: string }>
+>;
 
 type FlagType = "string" | "integer" | "list" | "boolean";
 
@@ -260,6 +391,7 @@ export const FLAGS: FlagSpec[] = [
 
 /** Bad flags, environment or config: the CLI prints the message and exits 2. */
 export class ConfigError extends Error {
+  /** Always `"ConfigError"`. */
   override name = "ConfigError";
 }
 
@@ -287,6 +419,7 @@ function convert(spec: FlagSpec, raw: string, origin: string): unknown {
 
 /** Options for {@linkcode loadConfig}. */
 export interface LoadConfigOptions {
+  /** The environment variables to read. @default {Deno.env.toObject()} */
   env?: Record<string, string | undefined>;
   /** Reads the config file; injectable for tests. */
   readFile?: (path: string) => string;

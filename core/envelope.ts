@@ -4,9 +4,9 @@
  * @module
  */
 import { z } from "zod";
+import type * as npm from "./_npm_types.ts";
 
-/** Zod schema of {@linkcode Envelope}. */
-export const envelopeSchema = z.object({
+const schema = z.object({
   id: z.string().min(1).max(128),
   type: z.enum(["command", "event", "request", "response", "notification"]),
   topic: z.string().min(1).max(512),
@@ -29,8 +29,84 @@ export const envelopeSchema = z.object({
   }).prefault({}),
 });
 
-/** A message on any transport. */
-export type Envelope = z.output<typeof envelopeSchema>;
+/** The message kinds an envelope can carry. */
+export type EnvelopeType =
+  | "command"
+  | "event"
+  | "request"
+  | "response"
+  | "notification";
+
+/** How a message is to be delivered, as {@linkcode Envelope}'s `delivery`. */
+export interface EnvelopeDelivery {
+  /** The delivery guarantee asked for. @default {"at-least-once"} */
+  guarantee: "at-most-once" | "at-least-once" | "exactly-once";
+  /** Attempts (1 to 1000) before the message is dead-lettered. @default {3} */
+  maxAttempts: number;
+  /** Wait between attempts. @default {"exponential"} */
+  backoff: "none" | "fixed" | "exponential";
+  /** How long one attempt may take, in ms. @default {30000} */
+  timeoutMs: number;
+  /** Whether the message must survive a restart. @default {false} */
+  persistent: boolean;
+}
+
+/** A message on any transport (what {@linkcode envelopeSchema} parses to). */
+export interface Envelope {
+  /** Unique message id (1-128 characters). */
+  id: string;
+  /** What kind of message this is. */
+  type: EnvelopeType;
+  /** The topic it is published on (1-512 characters). */
+  topic: string;
+  /** Who sent it (1-256 characters). */
+  source: string;
+  /** The intended receivers, if it is addressed (at most 1024). */
+  destination?: string[];
+  /** When it was created, in epoch ms. */
+  timestamp: number;
+  /** Ties a response to its request. */
+  correlationId?: string;
+  /** The topic a response goes to. */
+  replyTo?: string;
+  /** 0 (lowest) to 9 (highest). @default {4} */
+  priority: number;
+  /** How long the message stays deliverable, in ms. */
+  ttlMs?: number;
+  /** String headers. @default {{}} */
+  headers: Record<string, string>;
+  /** The message body: any JSON value. */
+  payload: unknown;
+  /** How it is to be delivered. */
+  delivery: EnvelopeDelivery;
+}
+
+/**
+ * What {@linkcode envelopeSchema} accepts: an {@linkcode Envelope} whose
+ * fields with defaults may be left out.
+ */
+export interface EnvelopeInput
+  extends Omit<Envelope, "priority" | "headers" | "delivery"> {
+  /** 0 (lowest) to 9 (highest). @default {4} */
+  priority?: number;
+  /** String headers. @default {{}} */
+  headers?: Record<string, string>;
+  /** How it is to be delivered; each field has its default. */
+  delivery?: Partial<EnvelopeDelivery>;
+}
+
+/** Zod schema of {@linkcode Envelope}. */
+export const envelopeSchema: npm.ZodType<Envelope, EnvelopeInput> = schema;
+
+// The types above are written out for the documentation and for JSR; this
+// fails type checking when they and the schema drift apart.
+type Same<A, B> = [A] extends [B] ? [B] extends [A] ? true : false : false;
+type Assert<T extends true> = T;
+type _EnvelopeTypesMatchSchema = Assert<
+  Same<Envelope, z.output<typeof schema>> extends true
+    ? Same<EnvelopeInput, z.input<typeof schema>>
+    : false
+>;
 
 /**
  * Builds a valid envelope, filling id, timestamp and delivery defaults.
@@ -43,7 +119,7 @@ export type Envelope = z.output<typeof envelopeSchema>;
  * ```
  */
 export function createEnvelope(
-  fields: Omit<z.input<typeof envelopeSchema>, "id" | "timestamp"> & {
+  fields: Omit<EnvelopeInput, "id" | "timestamp"> & {
     id?: string;
     timestamp?: number;
   },

@@ -12,6 +12,7 @@
  */
 import { deadline as withDeadline } from "./resilience/deadline.ts";
 import { Hono } from "hono";
+import type * as npm from "./_npm_types.ts";
 import {
   capabilityMatches,
   describeIssues,
@@ -67,12 +68,19 @@ export interface PluginRecord {
 
 /** One row of `GET /api/v1/plugins`. */
 export interface PluginInfo {
+  /** The plugin's name. */
   name: string;
+  /** The plugin's version. */
   version: string;
+  /** The plugin's kind. */
   kind: PluginKind;
+  /** The capabilities it provides. */
   provides: string[];
+  /** Where it is in its life cycle. */
   status: PluginState;
+  /** Where it was loaded from (specifier or "inline"). */
   origin: string;
+  /** Why it failed, when it did. */
   error?: string;
 }
 
@@ -84,10 +92,15 @@ export const CORE_CAPABILITIES = ["state:kv", "router:local"] as const;
 
 /** Options for {@linkcode createKernel}. */
 export interface KernelOptions {
+  /** The node's logger; each plugin gets a child of it. */
   log: Logger;
+  /** The node's metrics registry. */
   metrics: MetricsRegistry;
+  /** The node's Deno KV (`state:kv`; each plugin gets a scoped part as `ctx.kv`). */
   kv: Deno.Kv;
+  /** The node's topic router (`router:local`). */
   router: Router;
+  /** Who the node is, handed to every plugin. */
   node: NodeIdentity;
   /** Raw config per plugin name, validated against each manifest's schema. */
   pluginConfig?: Record<string, unknown>;
@@ -131,11 +144,12 @@ export interface Kernel extends KernelHandle {
       { name: string; status: "up" | "down"; latency?: number; detail?: string }
     >
   >;
+  /** Every registered plugin, in registration order. */
   list(): PluginInfo[];
   /** The Hono sub-app of a running plugin, if it registered routes. */
-  httpFor(name: string): Hono | undefined;
+  httpFor(name: string): npm.Hono | undefined;
   /** The app serving `/api/v1/{prefix}` for a running plugin, if one claimed it. */
-  apiFor(prefix: string): Hono<ApiEnv> | undefined;
+  apiFor(prefix: string): npm.Hono<ApiEnv> | undefined;
   /** The handler of `GET /ws/{name}` for a running plugin, if one claimed it. */
   websocketFor(name: string): WebSocketHandler | undefined;
 }
@@ -144,7 +158,9 @@ const WS_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
 /** A plugin name → the names it must start after. */
 export interface ResolvedPlan {
+  /** Plugin names in start order. */
   order: string[];
+  /** Each plugin's name → the names of the plugins it starts after. */
   dependsOn: Map<string, string[]>;
 }
 

@@ -35,7 +35,8 @@ import {
 } from "./http/listener.ts";
 import { VERSION } from "./version.ts";
 import type { Consensus } from "./consensus.ts";
-import { createTaskService, NoAgentError, type TaskService } from "./tasks.ts";
+import { createTaskService, NoAgentError } from "./tasks.ts";
+import type { TaskService } from "./plugin.ts";
 import {
   createTaskRouter,
   type TaskRouter,
@@ -53,10 +54,15 @@ export interface NodeHandle {
   url: string;
   /** Token authority, keyring and limits (e.g. `security.jwt.issue` in tests). */
   security: Security;
+  /** Who the node is. */
   node: NodeIdentity;
+  /** The node's kernel, with its plugins started. */
   kernel: Kernel;
+  /** The task service (`tasks:local`). */
   tasks: TaskService;
+  /** The node's logger. */
   log: Logger;
+  /** The live log stream behind `WS /ws`. */
   logStream: LogStream;
   /**
    * Stops accepting, lets in-flight requests finish within

@@ -10,8 +10,8 @@
  *
  * @module
  */
-import { z } from "zod";
-import type { Hono } from "hono";
+import { z as zod } from "zod";
+import type * as npm from "./_npm_types.ts";
 import type { Logger } from "./observe/logger.ts";
 import type { MetricsRegistry } from "./observe/metrics.ts";
 import type { ScopedKv } from "./state/scoped_kv.ts";
@@ -26,17 +26,45 @@ import type { Balancer } from "./contracts/balancer.ts";
 import { isRange, isVersion } from "./_semver.ts";
 
 /**
- * The zod the kernel validates manifests and configs with, re-exported so a
- * plugin's config schema needs no import map entry of its own.
+ * zod's `z` (the very object `import { z } from "zod"` gives), the one the
+ * kernel validates manifests and configs with, re-exported so a plugin's
+ * config schema needs no import map entry of its own. Its types, such as
+ * `z.infer<typeof schema>`, are in the {@linkcode z} namespace below; zod's
+ * documentation is at https://zod.dev.
  *
  * @example Usage
  * ```ts
  * import { z } from "./plugin.ts";
  * const config = z.strictObject({ topic: z.string().default("audit.>") });
- * config.parse({}).topic; // "audit.>"
+ * type Config = z.infer<typeof config>; // { topic: string }
+ * const parsed: Config = config.parse({});
+ * parsed.topic; // "audit.>"
  * ```
  */
-export { z };
+export const z: typeof zod = zod;
+
+/**
+ * The zod types a plugin usually names, under the same `z` as the value:
+ * `z.infer` (or `z.output`) and `z.input` for a schema's types, `z.ZodType`
+ * for any schema, `z.ZodError` for what `parse` throws. For another zod type,
+ * use the type of a value: `ReturnType<typeof z.string>`. (Types only, so
+ * the namespace merges with the const `z` as zod's own `z` does.)
+ */
+export declare namespace z {
+  /** The type a schema parses to (zod's `z.infer`, the same as `z.output`). */
+  export type infer<T> = npm.ZodOutput<T>;
+  /** The type a schema parses to (zod's `z.output`). */
+  export type output<T> = npm.ZodOutput<T>;
+  /** The type a schema accepts (zod's `z.input`): fields with defaults are optional. */
+  export type input<T> = npm.ZodInput<T>;
+  /** Any zod schema whose parsed value is an `Output` (zod's `z.ZodType`). */
+  export type ZodType<Output = unknown, Input = unknown> = npm.ZodType<
+    Output,
+    Input
+  >;
+  /** What `schema.parse` throws (zod's `z.ZodError`), with the `issues` found. */
+  export type ZodError<T = unknown> = npm.ZodError<T>;
+}
 
 export type {
   ApiAccess,
@@ -47,23 +75,47 @@ export type {
   ApiRoutes,
 } from "./http/plugin_api.ts";
 export type { Principal } from "./http/auth.ts";
-export type { Permission, Role } from "./security/roles.ts";
+export type {
+  SignatureAlgorithm,
+  VerificationSuccess,
+} from "./security/http_signatures/mod.ts";
+export {
+  type Permission,
+  PERMISSION_NAMES,
+  type Role,
+  ROLES,
+} from "./security/roles.ts";
 export type { Router, TopicHandler } from "./router.ts";
+export { LOG_LEVELS, type Logger, type LogLevel } from "./observe/logger.ts";
+export type {
+  Counter,
+  Gauge,
+  Histogram,
+  Labels,
+  MetricsRegistry,
+} from "./observe/metrics.ts";
+export type { ScopedAtomic, ScopedKv } from "./state/scoped_kv.ts";
+export type { Envelope, EnvelopeDelivery, EnvelopeType } from "./envelope.ts";
+export { PlexusError, type PlexusErrorOptions } from "./errors.ts";
 export {
   transportPlugin,
   type TransportPluginSpec,
   type TransportTelemetry,
 } from "./transport_plugin.ts";
-export type {
-  AttemptError,
-  DeadLetter,
-  Delivery,
-  DeliveryHandler,
-  PublishOptions,
-  SubscribeOptions,
-  Subscription,
-  Transport,
-  TransportCaps,
+export {
+  assertFits,
+  type AttemptError,
+  type DeadLetter,
+  type Delivery,
+  type DeliveryHandler,
+  envelopeBytes,
+  type PublishOptions,
+  type SubscribeOptions,
+  type Subscription,
+  type Transport,
+  type TransportCaps,
+  TransportError,
+  type TransportErrorCode,
 } from "./transport.ts";
 export type { Consensus, LeaderChange, Member } from "./consensus.ts";
 export type {
@@ -108,7 +160,11 @@ export type CapabilityExecutor = tasks.CapabilityExecutor;
 export type CapabilityWorker = tasks.CapabilityWorker;
 export type { TaskRun } from "./task_router.ts";
 export type { NodeFetch } from "./http/node_client.ts";
-export type { NodeKey } from "./security/node_key.ts";
+export {
+  NODE_KEY_ALG,
+  type NodeKey,
+  type NodePublicJwk,
+} from "./security/node_key.ts";
 
 /**
  * Runs one task: `payload` is what was submitted (checked by the type's
@@ -139,7 +195,7 @@ export type TaskHandler = tasks.TaskHandler;
  * const describe = ({ id, attempt }: TaskRunContext) => `${id} try ${attempt}`;
  * ```
  */
-export type TaskRunContext = Parameters<tasks.TaskHandler>[1];
+export type TaskRunContext = Parameters<TaskHandler>[1];
 
 /** The kernel's plugin API version; manifests declare a range against it. */
 export const KERNEL_API_VERSION = "1.0.0";
@@ -154,15 +210,27 @@ export const PLUGIN_KINDS = [
 /** A plugin kind. */
 export type PluginKind = typeof PLUGIN_KINDS[number];
 
-/** Deno permissions a sandboxed copy of the plugin may use. */
+/**
+ * Deno permissions a sandboxed copy of the plugin may use. Each is `true`
+ * (all), `false` (none) or the allowed list, as Deno's `--allow-*` flags take
+ * it.
+ */
 export interface PermissionSpec {
+  /** File system reads (`--allow-read`): paths. */
   read?: boolean | string[];
+  /** File system writes (`--allow-write`): paths. */
   write?: boolean | string[];
+  /** Network (`--allow-net`): hosts, optionally with a port. */
   net?: boolean | string[];
+  /** Environment variables (`--allow-env`): names. */
   env?: boolean | string[];
+  /** System information (`--allow-sys`): API names such as `hostname`. */
   sys?: boolean | string[];
+  /** Subprocesses (`--allow-run`): programs. */
   run?: boolean | string[];
+  /** Native libraries (`--allow-ffi`): paths. */
   ffi?: boolean | string[];
+  /** Remote module imports (`--allow-import`): hosts. */
   import?: boolean | string[];
 }
 
@@ -172,6 +240,7 @@ export interface PluginManifest<C = unknown> {
   name: string;
   /** The plugin's own semantic version. */
   version: string;
+  /** What the plugin is: a transport, consensus, balancer or extension. */
   kind: PluginKind;
   /** Kernel API range this plugin works with, e.g. `"^1"`. */
   api: string;
@@ -184,6 +253,7 @@ export interface PluginManifest<C = unknown> {
   requires?: string[];
   /** Schema the plugin's config is validated against before setup. */
   config?: z.ZodType<C>;
+  /** Deno permissions the plugin needs (see {@linkcode PermissionSpec}). */
   permissions?: PermissionSpec;
   /** Longest time setup may take before the boot fails. @default {10000} */
   startTimeoutMs?: number;
@@ -191,7 +261,9 @@ export interface PluginManifest<C = unknown> {
 
 /** Health reported by a running plugin. */
 export interface Health {
+  /** Whether the plugin works. */
   status: "up" | "down";
+  /** A short human-readable explanation, such as the failing check's error. */
   detail?: string;
 }
 
@@ -199,6 +271,7 @@ export interface Health {
 export interface Running {
   /** Releases everything setup acquired; must finish before `signal` aborts. */
   stop(signal: AbortSignal): Promise<void>;
+  /** Reports the plugin's health for the node's health check. */
   health?(): Promise<Health>;
   /** The value `kernel.get(capability)` returns for this plugin's capabilities. */
   api?: unknown;
@@ -221,10 +294,13 @@ export type WebSocketHandler = (req: Request) => Response | Promise<Response>;
 
 /** Who this node is. */
 export interface NodeIdentity {
+  /** The node's id (`--node-id`), unique in the cluster. */
   id: string;
+  /** The Plexus version the node runs. */
   version: string;
   /** Base URL other nodes and clients reach this node at. */
   address: string;
+  /** The node's data directory (`--data-dir`). */
   dataDir: string;
   /** Other nodes' base URLs (`--peers`), for plugins that link nodes. */
   peers?: string[];
@@ -286,6 +362,7 @@ export interface KernelHandle {
 
 /** What the kernel hands a plugin's setup. */
 export interface PluginContext<C = unknown> {
+  /** The plugin's name, from its manifest. */
   name: string;
   /** Validated config (the manifest's schema applied to `pluginConfig[name]`). */
   config: C;
@@ -298,7 +375,7 @@ export interface PluginContext<C = unknown> {
   /** In-process topic router (pub/sub, request/reply). */
   router: Router;
   /** Hono app mounted at `/plugins/{name}`, outside the API's auth chain. */
-  http: Hono;
+  http: npm.Hono;
   /**
    * Claims `/api/v1/{prefix}` for routes behind the node's authentication,
    * permission, rate-limit and audit chain, each declared with the
@@ -320,7 +397,9 @@ export interface PluginContext<C = unknown> {
    * so routes declared with access `"node"` on the receiving node accept them.
    */
   nodeFetch: NodeFetch;
+  /** Capability lookup: the `api` of other plugins and kernel services. */
   kernel: KernelHandle;
+  /** Who this node is. */
   node: NodeIdentity;
   /** Aborted when the node begins to shut down. */
   signal: AbortSignal;
@@ -328,7 +407,12 @@ export interface PluginContext<C = unknown> {
 
 /** A plugin module's default export. */
 export interface Plugin<C = unknown> {
+  /** What the plugin declares about itself, checked before `setup`. */
   manifest: PluginManifest<C>;
+  /**
+   * Starts the plugin with its validated config; the returned
+   * {@linkcode Running} stops it.
+   */
   setup(ctx: PluginContext<C>): Promise<Running>;
 }
 
@@ -363,7 +447,7 @@ const REQUIREMENT_RE =
 const permissionValue = z.union([z.boolean(), z.array(z.string())]);
 
 /** Zod schema for {@linkcode PluginManifest}. */
-export const manifestSchema = z.strictObject({
+export const manifestSchema: z.ZodType<PluginManifest> = z.strictObject({
   name: z.string().regex(
     NAME_RE,
     "expected a lower-case name like 'redis-streams'",
@@ -429,11 +513,20 @@ export function capabilityMatches(wanted: string, provided: string): boolean {
 
 /** Raised when a module is not a valid plugin; names the plugin or its specifier. */
 export class PluginError extends Error {
+  /** `"PluginError"`. */
   override name = "PluginError";
   /** Plugin name, or the specifier when the name is not known yet. */
   readonly plugin: string;
   /** Which step failed. */
   readonly phase: "load" | "manifest" | "config" | "resolve" | "setup" | "stop";
+  /**
+   * Creates the error for `plugin`'s failed `phase`.
+   *
+   * @param plugin The plugin's name, or its specifier when the name is not known yet.
+   * @param phase Which step failed.
+   * @param message The error message.
+   * @param options The standard error options (`cause`).
+   */
   constructor(
     plugin: string,
     phase: PluginError["phase"],

@@ -30,12 +30,17 @@ import type { Balancer, Candidate } from "./contracts/balancer.ts";
 
 /** One run of a task, as routed. */
 export interface TaskRun {
+  /** The task's id. */
   id: string;
+  /** The task type, as registered with `TaskService.register`. */
   type: string;
+  /** What was submitted. */
   payload: unknown;
+  /** The task's affinity key, if submitted with one (`consistent-hash` keeps a key on one node). */
   key?: string;
   /** Run by an agent offering this capability (see `core/tasks.ts`). */
   capability?: string;
+  /** Which run of the task this is, from 1. */
   attempt: number;
 }
 

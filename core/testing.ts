@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Hono } from "hono";
+import type { Hono } from "./_npm_types.ts";
 import { createApp } from "./http/app.ts";
 import type { AuthVariables } from "./http/auth.ts";
 import { createKernel, type Kernel } from "./kernel.ts";
@@ -14,7 +14,8 @@ import { createLogStream } from "./observe/log_stream.ts";
 import { createMetrics, type MetricsRegistry } from "./observe/metrics.ts";
 import { createRouter, type Router } from "./router.ts";
 import { VERSION } from "./version.ts";
-import { createTaskService, type TaskService } from "./tasks.ts";
+import { createTaskService } from "./tasks.ts";
+import type { TaskService } from "./plugin.ts";
 import { createSecurity, type Security } from "./http/security.ts";
 import { generateNodeKey } from "./security/node_key.ts";
 import type { Role } from "./security/roles.ts";
@@ -23,9 +24,13 @@ import { nodeClient } from "./http/node_client.ts";
 
 /** A kernel set up for tests. Dispose it with `await using` or `close()`. */
 export interface TestKernel extends AsyncDisposable {
+  /** The kernel, with the plugins registered (and started, unless `start: false`). */
   kernel: Kernel;
+  /** The in-memory Deno KV the kernel runs on. */
   kv: Deno.Kv;
+  /** The kernel's topic router (`router:local`). */
   router: Router;
+  /** The kernel's metrics registry. */
   metrics: MetricsRegistry;
   /** The task service (`tasks:local`), working its queue on this kernel. */
   tasks: TaskService;
@@ -33,6 +38,7 @@ export interface TestKernel extends AsyncDisposable {
   logs: LogRecord[];
   /** Sends a request through the node's HTTP handler (routes, errors, metrics). */
   request(path: string, init?: RequestInit): Promise<Response>;
+  /** The node's HTTP app (what `request` calls). */
   app: Hono<{ Variables: AuthVariables }>;
   /** Token authority, keyring and limits of this test node. */
   security: Security;

@@ -1,7 +1,9 @@
 /**
  * The Transport contract (DESIGN §3): how envelopes travel between nodes over
  * a broker or a mesh. Every transport declares its {@linkcode TransportCaps}
- * and passes the shared conformance suite (`tests/conformance/`) for them.
+ * and passes the shared conformance suite for them (`testing/conformance.ts`,
+ * public as `conformance` in `@plexus/host/testing`, so a transport written
+ * outside this repository runs it too).
  *
  * Delivery semantics, shared by every transport:
  * - A subscription with a `group` shares the work with every other
@@ -169,7 +171,9 @@ export type TransportErrorCode =
  * ```
  */
 export class TransportError extends PlexusError {
+  /** Always `"TransportError"`. */
   override name = "TransportError";
+  /** Why the operation failed. */
   declare readonly code: TransportErrorCode;
   /** Retryable only when `unavailable`; the status follows the code. */
   constructor(

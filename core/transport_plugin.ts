@@ -8,7 +8,7 @@
  *
  * @module
  */
-import type { z } from "zod";
+import type * as npm from "./_npm_types.ts";
 import type { Logger } from "./observe/logger.ts";
 import type { MetricsRegistry } from "./observe/metrics.ts";
 import type {
@@ -35,7 +35,7 @@ export interface TransportPluginSpec<C, T extends Transport> {
   /** The plugin's version. @default {"1.0.0"} */
   version?: string;
   /** Schema of the plugin's config (`pluginConfig[name]`). */
-  config: z.ZodType<C>;
+  config: npm.ZodType<C>;
   /** Deno permissions the transport uses (net, the env vars it reads). */
   permissions?: PermissionSpec;
   /** Connects with the validated config plus the node's telemetry. */
@@ -57,7 +57,7 @@ export interface TransportPluginSpec<C, T extends Transport> {
  * ```ts
  * import { transportPlugin } from "./plugin.ts";
  * import { z } from "zod";
- * import { memoryTransport } from "../tests/conformance/_memory_transport.ts";
+ * import { memoryTransport } from "../testing/mod.ts";
  * import { createTestKernel } from "./testing.ts";
  * const plugin = transportPlugin({
  *   name: "memory",

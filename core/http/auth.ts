@@ -62,6 +62,7 @@ export type AuthVariables = { principal: Principal };
 
 /** Why a request was refused (logs and metrics only). */
 export interface AuthFailure {
+  /** What the request tried: a bearer JWT, an RFC 9421 signature, or nothing. */
   method: "jwt" | "signature" | "none";
   /** A short fixed code, safe as a metric label. */
   reason: string;
@@ -93,6 +94,7 @@ export interface AuthenticatorOptions {
 
 /** Verifies requests. */
 export interface Authenticator {
+  /** Checks the request's bearer token or signature: the caller, or why not. */
   authenticate(
     request: Request,
   ): Promise<

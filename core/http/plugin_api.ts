@@ -8,7 +8,8 @@
  *
  * @module
  */
-import { type Context, Hono } from "hono";
+import { Hono } from "hono";
+import type { HonoContext } from "../_npm_types.ts";
 import type { Permission } from "../security/roles.ts";
 import {
   type Principal,
@@ -38,7 +39,7 @@ export type ApiEnv = {
 };
 
 /** What a plugin API handler gets: `c.var.principal` is the verified caller. */
-export type ApiContext<P extends string = string> = Context<ApiEnv, P>;
+export type ApiContext<P extends string = string> = HonoContext<ApiEnv, P>;
 
 /** Answers one plugin API route. */
 export type ApiHandler<P extends string = string> = (

@@ -39,9 +39,13 @@ import { readJson } from "./json.ts";
 
 /** What the app needs to secure `/api/v1` and `/ws`. */
 export interface Security {
+  /** The node's signing key. */
   nodeKey: NodeKey;
+  /** Issues, verifies and revokes API tokens. */
   jwt: JwtAuthority;
+  /** The trusted keys (nodes' and enrolled services'). */
   keyring: Keyring;
+  /** Verifies requests' tokens and signatures. */
   auth: Authenticator;
   /** Shared limiters; absent when rate limiting is off. */
   limits?: {

@@ -25,9 +25,13 @@ export type StreamMessageType =
 
 /** One message on the live log stream. */
 export interface StreamMessage {
+  /** What the message is. */
   type: StreamMessageType;
+  /** Its content (a log record for `log` and `error`). */
   payload: unknown;
+  /** When it was published, ISO 8601. */
   timestamp: string;
+  /** A unique id. */
   messageId: string;
 }
 
@@ -52,10 +56,15 @@ export interface LogStreamOptions {
 
 /** Counters a caller can report (`GET /stats`, `/metrics`). */
 export interface LogStreamStats {
+  /** Clients connected now. */
   clients: number;
+  /** Messages held for replay. */
   bufferSize: number;
+  /** Seconds since the hub was created. */
   uptime: number;
+  /** Messages published so far (heartbeats included). */
   published: number;
+  /** Clients closed for falling behind. */
   slowConsumersClosed: number;
 }
 
@@ -67,6 +76,7 @@ export interface LogStream {
   attach(socket: WebSocket): void;
   /** A logger sink that publishes each record (`error` level as `error`). */
   sink: LogSink;
+  /** The hub's counters now. */
   stats(): LogStreamStats;
   /**
    * Counts published messages in `metrics` as the counter

@@ -17,9 +17,13 @@ export type LogLevel = typeof LOG_LEVELS[number];
 
 /** One structured log record as written and as fanned out to sinks. */
 export interface LogRecord {
+  /** When it was logged, ISO 8601. */
   ts: string;
+  /** Its level. */
   level: LogLevel;
+  /** The message. */
   msg: string;
+  /** The record's fields (the logger's, the call's, the correlation id). */
   [field: string]: unknown;
 }
 
@@ -28,9 +32,13 @@ export type LogSink = (record: LogRecord) => void;
 
 /** A structured logger. */
 export interface Logger {
+  /** Logs `msg` with `fields` at level `debug`. */
   debug(msg: string, fields?: Record<string, unknown>): void;
+  /** Logs `msg` with `fields` at level `info`. */
   info(msg: string, fields?: Record<string, unknown>): void;
+  /** Logs `msg` with `fields` at level `warn`. */
   warn(msg: string, fields?: Record<string, unknown>): void;
+  /** Logs `msg` with `fields` at level `error`. */
   error(msg: string, fields?: Record<string, unknown>): void;
   /** A logger whose records all carry `fields`. */
   child(fields: Record<string, unknown>): Logger;

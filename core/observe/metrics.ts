@@ -10,21 +10,27 @@ export type Labels = Record<string, string>;
 
 /** A monotonically increasing counter. */
 export interface Counter {
+  /** Adds `by` (default 1, never negative) to the series for `labels`. */
   inc(labels?: Labels, by?: number): void;
+  /** The series' current value (0 before the first `inc`). */
   get(labels?: Labels): number;
   /** The series for `labels`, bound once so hot paths skip label encoding. */
   labels(labels: Labels): { inc(by?: number): void };
 }
 /** A value that goes up and down, or is read on collection. */
 export interface Gauge {
+  /** Sets the series for `labels` to `value`. */
   set(value: number, labels?: Labels): void;
+  /** Adds `by` (default 1; negative to decrease) to the series for `labels`. */
   inc(labels?: Labels, by?: number): void;
+  /** The series' current value (0 before it is set). */
   get(labels?: Labels): number;
   /** Drops the series for `labels` (keeps label sets bounded, e.g. per connected client). */
   remove(labels?: Labels): void;
 }
 /** A histogram with cumulative buckets. */
 export interface Histogram {
+  /** Records one observation in the series for `labels`. */
   observe(value: number, labels?: Labels): void;
   /** The series for `labels`, bound once so hot paths skip label encoding. */
   labels(labels: Labels): { observe(value: number): void };
@@ -34,8 +40,20 @@ export interface Histogram {
 
 /** Registers and renders metrics. Metric names must start with the prefix. */
 export interface MetricsRegistry {
+  /**
+   * The counter `name` with its `help` text, registered on first use (the
+   * same one again after that).
+   */
   counter(name: string, help: string): Counter;
+  /**
+   * The gauge `name`, registered on first use; `collect`, if given, runs
+   * each time the registry is rendered or read as JSON, to set the value.
+   */
   gauge(name: string, help: string, collect?: () => void): Gauge;
+  /**
+   * The histogram `name`, registered on first use, with the upper bounds of
+   * its buckets (default: the Prometheus client's latency buckets, seconds).
+   */
   histogram(name: string, help: string, buckets?: number[]): Histogram;
   /** Prometheus text exposition. */
   render(): string;

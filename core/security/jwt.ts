@@ -115,16 +115,21 @@ export interface IssueOptions {
 
 /** What a verified token says. Other claims in the token are dropped. */
 export interface VerifiedToken {
+  /** Who the token was issued to. */
   sub: string;
+  /** The role it grants. */
   role: Role;
+  /** The token id (what revocation names). */
   jti: string;
   /** Issued at, seconds since the epoch. */
   iat: number;
   /** Expires at, seconds since the epoch. */
   exp: number;
+  /** The issuer. */
   iss: string;
   /** The key that verified it and that key's pinned algorithm. */
   kid: string;
+  /** The algorithm it was verified with (the key's, never the token's). */
   alg: typeof NODE_KEY_ALG | "HS256";
 }
 
@@ -132,7 +137,9 @@ export interface VerifiedToken {
 export interface JwtAuthority {
   /** `kid` of the node key, set on every issued token. */
   readonly kid: string;
+  /** `iss` of issued tokens, and the only one accepted. */
   readonly issuer: string;
+  /** `aud` of issued tokens, and the only one accepted. */
   readonly audience: string;
   /** Signs a token for `sub` with `role`. Throws `TypeError`/`RangeError`/`SyntaxError` on bad input. */
   issue(sub: string, role: Role, options?: IssueOptions): Promise<string>;

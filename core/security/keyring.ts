@@ -49,12 +49,15 @@ const MAX_SECRET_BYTES = 128;
 
 /** A trusted key as stored. `secret` never leaves the keyring's API except once, at enrolment. */
 export interface TrustedKey {
+  /** The key's id: the `keyid` of its signatures. */
   keyid: string;
+  /** The algorithm the key is used with (never taken from a message). */
   alg: SignatureAlgorithm;
   /** `node`: a node's own key (also trusted for JWTs); `service`: enrolled. */
   kind: "node" | "service";
   /** Who a request signed with this key acts as. */
   sub: string;
+  /** The role that subject has. */
   role: Role;
   /** Ed25519: the 32-byte public key, base64url. */
   publicKey?: string;

@@ -21,13 +21,17 @@ const B64URL_32_BYTES = /^[A-Za-z0-9_-]{43}$/;
 
 /** The public half of the node key as a JWK, ready for a JWKS document. */
 export interface NodePublicJwk {
+  /** Key type: `"OKP"` (octet key pair). */
   kty: "OKP";
+  /** Curve: `"Ed25519"`. */
   crv: "Ed25519";
   /** base64url public key. */
   x: string;
   /** RFC 7638 thumbprint of `{crv, kty, x}`. */
   kid: string;
+  /** The algorithm the key is used with: {@linkcode NODE_KEY_ALG}. */
   alg: typeof NODE_KEY_ALG;
+  /** Public key use: `"sig"` (signatures). */
   use: "sig";
 }
 
@@ -37,8 +41,11 @@ export interface NodeKey {
   readonly kid: string;
   /** Pinned algorithm: tokens for this key are signed and checked with it only. */
   readonly alg: typeof NODE_KEY_ALG;
+  /** The private key (Ed25519, not extractable). */
   readonly privateKey: CryptoKey;
+  /** The public key. */
   readonly publicKey: CryptoKey;
+  /** The public key as a JWK. */
   readonly publicJwk: Readonly<NodePublicJwk>;
   /** Where the key lives; `undefined` for an in-memory key. */
   readonly path?: string;

@@ -7,31 +7,42 @@
 
 /** Atomic operation on a scoped keyspace (keys are relative to the scope). */
 export interface ScopedAtomic {
+  /** Adds version checks, as `Deno.AtomicOperation.check`. */
   check(...checks: Deno.AtomicCheck[]): ScopedAtomic;
+  /** Adds a set, as `Deno.AtomicOperation.set`. */
   set(
     key: Deno.KvKey,
     value: unknown,
     options?: { expireIn?: number },
   ): ScopedAtomic;
+  /** Adds a delete, as `Deno.AtomicOperation.delete`. */
   delete(key: Deno.KvKey): ScopedAtomic;
+  /** Adds a sum on a `Deno.KvU64`, as `Deno.AtomicOperation.sum`. */
   sum(key: Deno.KvKey, n: bigint): ScopedAtomic;
+  /** Commits, as `Deno.AtomicOperation.commit`. */
   commit(): Promise<Deno.KvCommitResult | Deno.KvCommitError>;
 }
 
 /** Deno KV confined to a prefix; keys given and returned are relative to it. */
 export interface ScopedKv {
+  /** The prefix every key is stored under. */
   readonly prefix: Deno.KvKey;
+  /** Reads one entry, as `Deno.Kv.get`. */
   get<T = unknown>(key: Deno.KvKey): Promise<Deno.KvEntryMaybe<T>>;
+  /** Writes one entry, as `Deno.Kv.set`. */
   set(
     key: Deno.KvKey,
     value: unknown,
     options?: { expireIn?: number },
   ): Promise<Deno.KvCommitResult>;
+  /** Deletes one entry, as `Deno.Kv.delete`. */
   delete(key: Deno.KvKey): Promise<void>;
+  /** Lists the entries under `selector.prefix`, as `Deno.Kv.list`. */
   list<T = unknown>(
     selector: { prefix: Deno.KvKey },
     options?: Deno.KvListOptions,
   ): AsyncIterable<Deno.KvEntry<T>>;
+  /** Starts an atomic operation, as `Deno.Kv.atomic`. */
   atomic(): ScopedAtomic;
 }
 

@@ -23,6 +23,7 @@ export function isAgentId(id: unknown): id is string {
 export interface Channel {
   /** `agent`: agent → backend; `backend`: backend → agent. */
   side: "agent" | "backend";
+  /** The agent's id (the `{id}` of `{side}.{id}.{name}`). */
   id: string;
   /** What follows `{side}.{id}.` (e.g. `heartbeat`, `policies.v2`). */
   name: string;

@@ -42,7 +42,15 @@ const MAX_ID_CHARS = 256;
 
 /** A refused handshake message. The gateway closes with 4400 (malformed, unsupported) or 4401 (the rest). */
 export class HandshakeError extends Error {
+  /** Always `"HandshakeError"`. */
   override name = "HandshakeError";
+  /**
+   * Creates the error; `reason` says why the message was refused (and so
+   * which close code the gateway sends).
+   *
+   * @param reason Why the message was refused.
+   * @param message What was wrong, for logs.
+   */
   constructor(
     readonly reason:
       | "malformed"
@@ -58,14 +66,17 @@ export class HandshakeError extends Error {
 
 /** The agent's first message. */
 export interface Hello {
+  /** The message type: `"hello"`. */
   t: "hello";
+  /** Protocol versions the agent speaks (1-16 integers 1-255), preferred first. */
   versions: number[];
+  /** Cipher suites the agent supports (1-16 names), preferred first. */
   suites: string[];
   /** The agent id as enrolled (often its did:key). */
   agent: string;
   /** The agent's ephemeral X25519 public key, base64url (32 bytes). */
   e: string;
-  /** 32 random bytes, base64url. */
+  /** 32 fresh random bytes, base64url. */
   n: string;
   /** The agent will prove itself with a resumption token, not a signature. */
   resume?: boolean;
@@ -73,14 +84,19 @@ export interface Hello {
 
 /** The node's answer. */
 export interface Welcome {
+  /** The message type: `"welcome"`. */
   t: "welcome";
+  /** The protocol version the node picked from the agent's `versions`. */
   version: number;
+  /** The cipher suite the node picked from the agent's `suites`. */
   suite: string;
+  /** The node's id. */
   node: string;
   /** The node's Ed25519 public key, base64url (32 bytes). */
   key: string;
   /** The node's ephemeral X25519 public key, base64url. */
   e: string;
+  /** 32 fresh random bytes, base64url. */
   n: string;
   /** Ed25519 signature of NODE_CONTEXT ‖ th1, base64url (64 bytes). */
   sig: string;

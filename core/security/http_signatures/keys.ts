@@ -13,9 +13,11 @@ export type SignatureAlgorithm = "ed25519" | "hmac-sha256";
  * an HMAC-SHA256 secret; for verifying: an Ed25519 public key or the secret.
  */
 export interface SignatureKey {
+  /** The `keyid` signatures with this key carry. */
   keyid: string;
   /** Fixed per key by configuration, never taken from the message. */
   alg: SignatureAlgorithm;
+  /** The key itself (private to sign, public or secret to verify). */
   key: CryptoKey;
   /** The key owner (e.g. a `did:key`), reported in verification results. */
   agentDid?: string;

@@ -147,16 +147,25 @@ export type VerificationFailureReason =
 
 /** An accepted signature. */
 export interface VerificationSuccess {
+  /** Always `true`: the signature was accepted. */
   verified: true;
+  /** Always `true`: the cryptographic check passed. */
   signatureValid: true;
+  /** The label of the accepted signature in `Signature-Input`. */
   label: string;
+  /** The signature's `keyid` parameter. */
   keyid: string;
+  /** The algorithm it was checked with (the key's, never the message's). */
   alg: SignatureAlgorithm;
+  /** The key owner (e.g. a `did:key`), when the key has one. */
   agentDid?: string;
   /** Seconds since the epoch. */
   created: number;
+  /** The signature's `expires` parameter, seconds since the epoch. */
   expires?: number;
+  /** The signature's `nonce` parameter. */
   nonce?: string;
+  /** The signature's `tag` parameter. */
   tag?: string;
   /** Covered component identifiers, serialized, in signed order. */
   components: string[];
