@@ -170,7 +170,16 @@ async function serve(argv: string[]): Promise<void> {
 }
 
 /** What `plexus dev` watches (besides every module it loads), relative to main.ts. */
-const DEV_WATCH = ["core/", "plugins/", "consensus/", "transports/", "main.ts"];
+const DEV_WATCH = [
+  "core/",
+  "plugins/",
+  "consensus/",
+  "transports/",
+  "gateway/",
+  "sdk/",
+  "builtins.ts",
+  "main.ts",
+];
 /** The drop-in folder `plexus dev` makes and watches, relative to the working directory. */
 const DEV_PLUGINS_DIR = "plugins.d";
 
