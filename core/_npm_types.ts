@@ -66,3 +66,17 @@ export type HonoContext<E extends hono.Env, P extends string> = hono.Context<
   E,
   P
 >;
+
+/**
+ * zod's `z.ZodRawShape`: the fields of an object schema, by name.
+ *
+ * @internal
+ */
+export type ZodRawShape = zod.ZodRawShape;
+
+/**
+ * zod's `z.ZodObject` of a shape: an object schema.
+ *
+ * @internal
+ */
+export type ZodObject<S extends ZodRawShape> = zod.ZodObject<S>;

@@ -123,7 +123,21 @@ export type {
   Candidate,
   Outcome,
   PickContext,
+  RandomSource,
 } from "./contracts/balancer.ts";
+export {
+  type BalancerApi,
+  balancerPlugin,
+  type BalancerPluginSpec,
+} from "./balancer_plugin.ts";
+export type {
+  CircuitBreaker,
+  CircuitBreakers,
+  CircuitEvent,
+  CircuitEvents,
+  CircuitState,
+} from "./resilience/circuit_breaker.ts";
+export type { Unsubscribe } from "./resilience/_events.ts";
 
 /**
  * The task service, the `api` of the kernel's `tasks:local` capability: a

@@ -9,7 +9,7 @@ import {
 } from "./task_router.ts";
 import { createRoundRobin } from "../plugins/balancers/round_robin.ts";
 import { createConsistentHash } from "../plugins/balancers/consistent_hash.ts";
-import { withCircuitBreakers } from "../plugins/balancers/guarded.ts";
+import { withCircuitBreakers } from "./resilience/guarded.ts";
 import { createCircuitBreakers } from "./resilience/circuit_breaker.ts";
 import type { Balancer } from "./contracts/balancer.ts";
 

@@ -369,8 +369,9 @@ Other plugins use a balancer directly:
 \`const b = kernel.get("balancer:p2c-ewma")\`,
 \`const node = b.pick(nodes, { key })\`, then exactly one
 \`b.report(node.id, { ok, latencyMs })\` (\`dispatch(b, nodes, call)\` does both).
-Write your own strategy in one file against \`plugins/balancers/mod.ts\` (see
-\`plugins/balancers/examples/least_recent.ts\`) and load it with \`--plugin\`.
+Write your own strategy in one file with \`balancerPlugin\` from
+\`@plexus/host/plugin\` (see \`plugins/balancers/examples/least_recent.ts\`) and
+load it with \`--plugin\`.
 \`core/resilience\` holds what the node's own calls use: \`createCircuitBreakers\`
 (the balancers' per-target breakers), \`createHealthChecks\` and \`createTimeout\`
 (behind \`withHealthChecks\`), \`backoffDelay\` (the one backoff formula every retry
@@ -411,7 +412,33 @@ export async function renderConfigDoc(): Promise<string> {
     PLUGINS_INTRO,
     ...await pluginSections(),
   ];
-  return parts.join("\n\n") + "\n";
+  return await formatMarkdown(parts.join("\n\n") + "\n");
+}
+
+/**
+ * The page as `deno fmt` lays it out (prose re-flowed to 80 columns), so the
+ * generated file is fmt-clean however the hand-written text is wrapped.
+ */
+async function formatMarkdown(text: string): Promise<string> {
+  // By name: the task's --allow-run=deno grants the deno on PATH.
+  const child = new Deno.Command("deno", {
+    args: ["fmt", "--ext=md", "-"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(text));
+  await writer.close();
+  const out = await child.output();
+  if (!out.success) {
+    throw new Error(
+      `deno fmt refused the generated page: ${
+        new TextDecoder().decode(out.stderr)
+      }`,
+    );
+  }
+  return new TextDecoder().decode(out.stdout);
 }
 
 function flagTable(): string {

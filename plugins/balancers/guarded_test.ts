@@ -3,7 +3,10 @@ import { ManualClock } from "../../core/clock.ts";
 import { createCircuitBreakers } from "../../core/resilience/circuit_breaker.ts";
 import { createHealthChecks } from "../../core/resilience/health_check.ts";
 import { nodes } from "./_test_util.ts";
-import { withCircuitBreakers, withHealthChecks } from "./guarded.ts";
+import {
+  withCircuitBreakers,
+  withHealthChecks,
+} from "../../core/resilience/guarded.ts";
 import { createLeastConnections } from "./least_connections.ts";
 import { createRoundRobin } from "./round_robin.ts";
 import { dispatch, NoCandidateError } from "./strategy.ts";

@@ -11,7 +11,7 @@
  */
 import { z } from "zod";
 import { Inflight } from "./_inflight.ts";
-import { balancerPlugin } from "./plugin.ts";
+import { balancerPlugin } from "../../core/balancer_plugin.ts";
 import {
   type Balancer,
   type Candidate,

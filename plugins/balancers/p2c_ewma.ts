@@ -19,7 +19,7 @@
  * @module
  */
 import { z } from "zod";
-import { balancerPlugin } from "./plugin.ts";
+import { balancerPlugin } from "../../core/balancer_plugin.ts";
 import {
   type Balancer,
   type Candidate,

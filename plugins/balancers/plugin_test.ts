@@ -4,7 +4,7 @@ import { createTestKernel } from "../../core/testing.ts";
 import consistentHash from "./consistent_hash.ts";
 import leastConnections from "./least_connections.ts";
 import p2cEwma from "./p2c_ewma.ts";
-import type { BalancerApi } from "./plugin.ts";
+import type { BalancerApi } from "../../core/balancer_plugin.ts";
 import random from "./random.ts";
 import roundRobin from "./round_robin.ts";
 import smoothWeighted from "./smooth_weighted.ts";

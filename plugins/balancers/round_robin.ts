@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { balancerPlugin } from "./plugin.ts";
+import { balancerPlugin } from "../../core/balancer_plugin.ts";
 import type { Balancer, Candidate } from "./strategy.ts";
 
 /**

@@ -1,6 +1,7 @@
 /**
  * An example third-party balancing strategy, written only against the
- * public balancer interface (`../mod.ts`): "least recent" picks the
+ * plugin entry (`core/plugin.ts`, `@plexus/host/plugin` outside this
+ * repository): "least recent" picks the
  * candidate that was picked longest ago (never-picked ones first, in list
  * order). Like round-robin it spreads calls evenly, but it stays fair when
  * the candidate list changes from call to call (agents that come and go),
@@ -12,7 +13,11 @@
  *
  * @module
  */
-import { type Balancer, balancerPlugin, type Candidate } from "../mod.ts";
+import {
+  type Balancer,
+  balancerPlugin,
+  type Candidate,
+} from "../../../core/plugin.ts";
 
 /**
  * Creates a least-recently-picked balancer.

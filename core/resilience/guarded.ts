@@ -7,9 +7,14 @@
  *
  * @module
  */
-import type { CircuitBreakers } from "../../core/resilience/circuit_breaker.ts";
-import type { HealthChecks } from "../../core/resilience/health_check.ts";
-import type { Balancer, Candidate, Outcome, PickContext } from "./strategy.ts";
+import type { CircuitBreakers } from "./circuit_breaker.ts";
+import type { HealthChecks } from "./health_check.ts";
+import type {
+  Balancer,
+  Candidate,
+  Outcome,
+  PickContext,
+} from "../contracts/balancer.ts";
 
 /**
  * Wraps `balancer` so it only picks endpoints whose circuit lets a call
@@ -20,13 +25,14 @@ import type { Balancer, Candidate, Outcome, PickContext } from "./strategy.ts";
  * @example Usage
  * ```ts
  * import { withCircuitBreakers } from "./guarded.ts";
- * import { createRoundRobin } from "./round_robin.ts";
- * import { createCircuitBreakers } from "../../core/resilience/circuit_breaker.ts";
+ * import { createCircuitBreakers } from "./circuit_breaker.ts";
  * const breakers = createCircuitBreakers({ minRequests: 1 });
- * const balancer = withCircuitBreakers(createRoundRobin(), breakers);
+ * // A strategy that always picks the first candidate it is offered.
+ * const first = { name: "first", pick: <C>(c: C[]) => c[0], report: () => {} };
+ * const balancer = withCircuitBreakers(first, breakers);
  * const nodes = [{ id: "a" }, { id: "b" }];
- * const first = balancer.pick(nodes)!;
- * balancer.report(first.id, { ok: false, latencyMs: 3 });
+ * const a = balancer.pick(nodes)!;
+ * balancer.report(a.id, { ok: false, latencyMs: 3 });
  * balancer.pick(nodes)?.id; // "b"
  * balancer.pick(nodes)?.id; // "b" (a's circuit is open)
  * ```
@@ -60,15 +66,15 @@ export function withCircuitBreakers(
  * @example Usage
  * ```ts
  * import { withHealthChecks } from "./guarded.ts";
- * import { createRoundRobin } from "./round_robin.ts";
- * import { createHealthChecks } from "../../core/resilience/health_check.ts";
+ * import { createHealthChecks } from "./health_check.ts";
  * const checks = createHealthChecks({
  *   probe: (id) => id === "a" ? Promise.reject(new Error("refused")) : Promise.resolve(),
  *   unhealthyThreshold: 1,
  * });
  * checks.track(["a", "b"]);
  * await checks.check();
- * const balancer = withHealthChecks(createRoundRobin(), checks);
+ * const first = { name: "first", pick: <C>(c: C[]) => c[0], report: () => {} };
+ * const balancer = withHealthChecks(first, checks);
  * balancer.pick([{ id: "a" }, { id: "b" }])?.id; // "b"
  * ```
  */

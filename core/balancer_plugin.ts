@@ -7,13 +7,14 @@
  * @module
  */
 import { z } from "zod";
-import { definePlugin, type Plugin } from "../../core/plugin.ts";
+import { definePlugin, type Plugin } from "./plugin.ts";
 import {
   type CircuitBreakers,
   createCircuitBreakers,
-} from "../../core/resilience/circuit_breaker.ts";
-import { withCircuitBreakers } from "./guarded.ts";
-import type { Balancer } from "./strategy.ts";
+} from "./resilience/circuit_breaker.ts";
+import { withCircuitBreakers } from "./resilience/guarded.ts";
+import type { ZodObject, ZodOutput, ZodRawShape } from "./_npm_types.ts";
+import type { Balancer } from "./contracts/balancer.ts";
 
 /** What `kernel.get("balancer:NAME")` returns. */
 export interface BalancerApi extends Balancer {
@@ -40,7 +41,7 @@ export const circuitBreakerConfig = z.strictObject({
 });
 
 /** What {@linkcode balancerPlugin} needs to know about a strategy. */
-export interface BalancerPluginSpec<S extends z.ZodRawShape> {
+export interface BalancerPluginSpec<S extends ZodRawShape> {
   /** Strategy name: plugin name and the `balancer:NAME` capability. */
   name: string;
   /** The plugin's version. @default {"1.0.0"} */
@@ -48,7 +49,7 @@ export interface BalancerPluginSpec<S extends z.ZodRawShape> {
   /** The strategy's own config fields (with defaults). */
   options: S;
   /** Builds one balancer from the validated options. */
-  create(options: z.infer<z.ZodObject<S>>): Balancer;
+  create(options: ZodOutput<ZodObject<S>>): Balancer;
 }
 
 /**
@@ -57,19 +58,19 @@ export interface BalancerPluginSpec<S extends z.ZodRawShape> {
  * @example Usage
  * ```ts
  * import { z } from "zod";
- * import { balancerPlugin } from "./plugin.ts";
- * import { createRoundRobin } from "./round_robin.ts";
- * import { createTestKernel } from "../../core/testing.ts";
+ * import { balancerPlugin } from "./balancer_plugin.ts";
+ * import { createTestKernel } from "./testing.ts";
  * const plugin = balancerPlugin({
- *   name: "my-rr",
+ *   name: "first",
  *   options: { note: z.string().default("") },
- *   create: () => createRoundRobin(),
+ *   // The simplest strategy: the first candidate, every time.
+ *   create: () => ({ name: "first", pick: (c) => c[0], report: () => {} }),
  * });
  * await using t = await createTestKernel([plugin]);
- * t.kernel.get("balancer:my-rr").name; // "round-robin"
+ * t.kernel.get("balancer:first").pick([{ id: "a" }, { id: "b" }])?.id; // "a"
  * ```
  */
-export function balancerPlugin<S extends z.ZodRawShape>(
+export function balancerPlugin<S extends ZodRawShape>(
   spec: BalancerPluginSpec<S>,
 ): Plugin {
   const config = z.strictObject({
