@@ -68,8 +68,10 @@ Deno.test("bundle: dist/plexus.js runs alone with --no-config and loads a plugin
       const res = await fetch(`${url}/health`);
       const body = await res.json();
       assert.equal(res.status, 200);
+      // The gateway is a built-in plugin the bundle carries, on by default.
       assert.deepEqual(Object.keys(body.services).sort(), [
         "beside",
+        "gateway",
         "hello",
         "kv",
       ]);
