@@ -196,6 +196,7 @@ Deno.test("loader: relative, absolute, file:, https:, drop-in and builtin: plugi
         "abs-path",
         "dropped-folder",
         "file-url",
+        "gateway", // built in, on by default
         "hello",
         "plain",
         "remote",
@@ -246,7 +247,11 @@ Deno.test("loader: PLEXUS_PLUGINS (comma-separated) loads plugins", async () => 
     const list = await (await p.api("/api/v1/plugins")).json() as {
       name: string;
     }[];
-    assert.deepEqual(list.map((x) => x.name).sort(), ["hello", "plain"]);
+    assert.deepEqual(list.map((x) => x.name).sort(), [
+      "gateway",
+      "hello",
+      "plain",
+    ]);
     await whoami(p, "plain");
   } finally {
     await p.close();
