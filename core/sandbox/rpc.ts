@@ -1,0 +1,266 @@
+/**
+ * Calls across a sandbox boundary (a Worker's message port; later a child
+ * process's stdio): each side serves named methods and calls the other's,
+ * with structured-clone arguments, one deadline per call and typed errors
+ * that keep their `name`, `code`, `status` and `retryable` across.
+ *
+ * Wire messages: `{t: "call", id, m, a}`, answered by `{t: "ok", id, v}` or
+ * `{t: "err", id, e}`; `{t: "note", m, a}` expects no answer.
+ *
+ * @module
+ */
+import { PlexusError } from "../errors.ts";
+
+/** The end of a channel: a Worker, a MessagePort or the worker's `self`. */
+export interface Port {
+  postMessage(message: unknown): void;
+  onmessage: ((ev: MessageEvent) => unknown) | null;
+}
+
+/** What one side serves: method name → handler of the structured-clone args. */
+export type Handlers = Record<
+  string,
+  (args: unknown) => unknown | Promise<unknown>
+>;
+
+/** An error as it crosses the boundary. */
+export interface WireError {
+  name: string;
+  message: string;
+  code?: string;
+  status?: number;
+  retryable?: boolean;
+}
+
+/** Options of {@linkcode createRpc}. */
+export interface RpcOptions {
+  /** Deadline of a call without its own. @default {10000} */
+  timeoutMs?: number;
+  /** Calls waiting for an answer at once; more are refused. @default {10000} */
+  maxPending?: number;
+  /** Told about a message that is not a wire message (it is dropped). */
+  onMalformed?: (message: unknown) => void;
+}
+
+/** One side of the channel. */
+export interface Rpc {
+  /** Calls `method` on the other side and resolves with its answer. */
+  call<T = unknown>(
+    method: string,
+    args?: unknown,
+    options?: { timeoutMs?: number },
+  ): Promise<T>;
+  /** Sends `method` with no answer expected. */
+  notify(method: string, args?: unknown): void;
+  /** Calls waiting for an answer. */
+  readonly pending: number;
+  /** Rejects every waiting call with `reason`; later calls reject at once. */
+  close(reason: string): void;
+}
+
+/** A call across the sandbox that failed on the other side or timed out. */
+export class SandboxCallError extends PlexusError {
+  override name = "SandboxCallError";
+  /** `message` says what failed; `code`, `status`, `retryable` are the original's. */
+  constructor(
+    code: string,
+    message: string,
+    options: { status?: number; retryable?: boolean; remoteName?: string } = {},
+  ) {
+    super(code, message, {
+      status: options.status ?? 500,
+      retryable: options.retryable ?? false,
+      data: options.remoteName ? { remoteName: options.remoteName } : undefined,
+    });
+  }
+}
+
+/** The wire form of a thrown value. */
+export function toWireError(err: unknown): WireError {
+  if (err instanceof Error) {
+    const e = err as Error & {
+      code?: unknown;
+      status?: unknown;
+      retryable?: unknown;
+    };
+    return {
+      name: e.name,
+      message: e.message,
+      ...(typeof e.code === "string" ? { code: e.code } : {}),
+      ...(typeof e.status === "number" ? { status: e.status } : {}),
+      ...(typeof e.retryable === "boolean" ? { retryable: e.retryable } : {}),
+    };
+  }
+  return { name: "Error", message: String(err) };
+}
+
+function fromWireError(e: WireError): SandboxCallError {
+  return new SandboxCallError(e.code ?? "sandbox_error", e.message, {
+    status: e.status,
+    retryable: e.retryable,
+    remoteName: e.name,
+  });
+}
+
+type Wire =
+  | { t: "call"; id: number; m: string; a: unknown }
+  | { t: "ok"; id: number; v: unknown }
+  | { t: "err"; id: number; e: WireError }
+  | { t: "note"; m: string; a: unknown };
+
+function isWire(x: unknown): x is Wire {
+  if (x === null || typeof x !== "object") return false;
+  const t = (x as { t?: unknown }).t;
+  return t === "call" || t === "ok" || t === "err" || t === "note";
+}
+
+/**
+ * Serves `handlers` on `port` and returns the caller of the other side's.
+ *
+ * @example Usage
+ * ```ts
+ * import { createRpc } from "./rpc.ts";
+ * import assert from "node:assert/strict";
+ * const { port1, port2 } = new MessageChannel();
+ * const a = createRpc(port1, { add: (x) => (x as number[])[0] + (x as number[])[1] });
+ * const b = createRpc(port2, {});
+ * assert.equal(await b.call("add", [2, 3]), 5);
+ * a.close("done"); b.close("done"); port1.close(); port2.close();
+ * ```
+ */
+export function createRpc(
+  port: Port,
+  handlers: Handlers,
+  options: RpcOptions = {},
+): Rpc {
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const maxPending = options.maxPending ?? 10_000;
+  const waiting = new Map<
+    number,
+    {
+      resolve: (v: unknown) => void;
+      reject: (e: Error) => void;
+      timer: ReturnType<typeof setTimeout>;
+    }
+  >();
+  let nextId = 1;
+  let closed: string | undefined;
+
+  const answer = (id: number, run: () => unknown) => {
+    Promise.resolve().then(run).then(
+      (v) => {
+        if (closed === undefined) port.postMessage({ t: "ok", id, v });
+      },
+      (err) => {
+        if (closed === undefined) {
+          port.postMessage({ t: "err", id, e: toWireError(err) });
+        }
+      },
+    );
+  };
+
+  port.onmessage = (ev: MessageEvent) => {
+    const msg = ev.data;
+    if (!isWire(msg)) return options.onMalformed?.(msg);
+    switch (msg.t) {
+      case "call": {
+        const h = Object.hasOwn(handlers, msg.m) ? handlers[msg.m] : undefined;
+        answer(msg.id, () => {
+          if (!h) {
+            throw new SandboxCallError(
+              "no_method",
+              `no method '${String(msg.m).slice(0, 64)}' across the sandbox`,
+            );
+          }
+          return h(msg.a);
+        });
+        return;
+      }
+      case "note": {
+        const h = Object.hasOwn(handlers, msg.m) ? handlers[msg.m] : undefined;
+        if (h) {
+          Promise.resolve().then(() => h(msg.a)).catch(() => {});
+        }
+        return;
+      }
+      case "ok":
+      case "err": {
+        const w = waiting.get(msg.id);
+        if (!w) return; // answered after its deadline
+        waiting.delete(msg.id);
+        clearTimeout(w.timer);
+        if (msg.t === "ok") w.resolve(msg.v);
+        else w.reject(fromWireError(msg.e));
+      }
+    }
+  };
+
+  return {
+    call<T>(
+      method: string,
+      args?: unknown,
+      o?: { timeoutMs?: number },
+    ): Promise<T> {
+      if (closed !== undefined) {
+        return Promise.reject(
+          new SandboxCallError("sandbox_closed", closed, { status: 503 }),
+        );
+      }
+      if (waiting.size >= maxPending) {
+        return Promise.reject(
+          new SandboxCallError(
+            "sandbox_busy",
+            `${waiting.size} calls already wait across the sandbox`,
+            { status: 503, retryable: true },
+          ),
+        );
+      }
+      const id = nextId++;
+      const ms = o?.timeoutMs ?? timeoutMs;
+      return new Promise<T>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiting.delete(id);
+          reject(
+            new SandboxCallError(
+              "timeout",
+              `'${method}' across the sandbox did not answer within ${ms} ms`,
+              { status: 504, retryable: true },
+            ),
+          );
+        }, ms);
+        waiting.set(id, {
+          resolve: resolve as (v: unknown) => void,
+          reject,
+          timer,
+        });
+        try {
+          port.postMessage({ t: "call", id, m: method, a: args });
+        } catch (err) {
+          waiting.delete(id);
+          clearTimeout(timer);
+          reject(err);
+        }
+      });
+    },
+    notify(method, args) {
+      if (closed === undefined) {
+        port.postMessage({ t: "note", m: method, a: args });
+      }
+    },
+    get pending() {
+      return waiting.size;
+    },
+    close(reason) {
+      if (closed !== undefined) return;
+      closed = reason;
+      for (const [id, w] of waiting) {
+        clearTimeout(w.timer);
+        w.reject(
+          new SandboxCallError("sandbox_closed", reason, { status: 503 }),
+        );
+        waiting.delete(id);
+      }
+      port.onmessage = null;
+    },
+  };
+}

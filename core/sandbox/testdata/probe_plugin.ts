@@ -1,0 +1,92 @@
+// A plugin that tries what a sandbox should refuse unless granted: each
+// route answers what happened ({ok, value} or {error: name}).
+import { definePlugin, z } from "../../plugin.ts";
+
+const attempt = async (f: () => unknown) => {
+  try {
+    return { ok: true, value: await f() };
+  } catch (err) {
+    return {
+      ok: false,
+      error: (err as Error).name,
+      message: (err as Error).message,
+    };
+  }
+};
+
+export default definePlugin({
+  manifest: {
+    name: "probe",
+    version: "1.0.0",
+    kind: "extension",
+    api: "^1",
+    provides: ["extension:probe"],
+    requires: ["tasks:local"],
+    config: z.strictObject({
+      url: z.string().default("http://127.0.0.1:9/"),
+      file: z.string().default("/etc/passwd"),
+    }),
+  },
+  setup(ctx) {
+    ctx.http.get(
+      "/fetch",
+      async (c) =>
+        c.json(await attempt(async () => (await fetch(ctx.config.url)).status)),
+    );
+    ctx.http.get(
+      "/read",
+      async (c) =>
+        c.json(
+          await attempt(() =>
+            Deno.readTextFile(ctx.config.file).then((t) => t.length)
+          ),
+        ),
+    );
+    ctx.http.get(
+      "/env",
+      async (c) => c.json(await attempt(() => Deno.env.get("HOME"))),
+    );
+    ctx.http.get(
+      "/raw-kv",
+      async (c) =>
+        c.json(await attempt(() => typeof ctx.kernel.get("state:kv"))),
+    );
+    ctx.http.get("/kv", async (c) => {
+      await ctx.kv.set(["mine"], c.req.query("v") ?? "1");
+      const seen: unknown[] = [];
+      for await (const e of ctx.kv.list({ prefix: [] })) seen.push(e.key);
+      return c.json({ seen, mine: (await ctx.kv.get(["mine"])).value });
+    });
+    ctx.http.get("/throw-later", (c) => {
+      setTimeout(() => {
+        throw new Error("boom from a timer");
+      }, 0);
+      return c.json({ ok: true });
+    });
+    ctx.http.get("/reject-later", (c) => {
+      Promise.reject(new Error("stray rejection"));
+      return c.json({ ok: true });
+    });
+    ctx.http.get("/spin", (c) => {
+      setTimeout(() => {
+        for (;;) { /* never yields */ }
+      }, 0);
+      return c.json({ ok: true });
+    });
+    ctx.api("probe").get(
+      "/me",
+      "tasks:read",
+      (c) => c.json({ sub: c.var.principal.sub, role: c.var.principal.role }),
+    );
+    ctx.router.subscribe("probe.ask", (payload, _topic, replyTo) => {
+      if (replyTo) ctx.router.publish(replyTo, { echo: payload });
+    });
+    ctx.kernel.get("tasks:local").register(
+      "probe.double",
+      (p) => Promise.resolve((p as number) * 2),
+    );
+    ctx.metrics.counter("plexus_probe_calls_total", "Probe calls").inc();
+    ctx.log.info("probe ready", { sandboxed: true });
+    return Promise.resolve({ stop: () => Promise.resolve() });
+  },
+});

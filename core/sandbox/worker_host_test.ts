@@ -1,0 +1,222 @@
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { openWorkerSandbox, type WorkerSandbox } from "./worker_host.ts";
+import { createTestKernel, type TestKernel } from "../testing.ts";
+import { definePlugin } from "../plugin.ts";
+
+const PROBE = new URL("./testdata/probe_plugin.ts", import.meta.url).href;
+
+/** Every permission off: what a sandboxed plugin gets when it asks for nothing. */
+const NONE: Deno.PermissionOptionsObject = {
+  read: false,
+  write: false,
+  net: false,
+  env: false,
+  sys: false,
+  run: false,
+  ffi: false,
+  import: false,
+};
+
+async function probe(
+  permissions: Deno.PermissionOptionsObject,
+  config: Record<string, unknown> = {},
+  others: Parameters<typeof createTestKernel>[0] = [],
+): Promise<{ sandbox: WorkerSandbox; t: TestKernel }> {
+  const sandbox = await openWorkerSandbox(PROBE, { permissions });
+  const t = await createTestKernel([...others, sandbox.plugin], {
+    pluginConfig: { probe: config },
+  });
+  return { sandbox, t };
+}
+
+async function get(t: TestKernel, path: string) {
+  const res = await t.request(`/plugins/probe${path}`);
+  assert.equal(res.status, 200, path);
+  return await res.json();
+}
+
+/** A loopback HTTP server answering 200 "pong". */
+function pong() {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => new Response("pong"),
+  );
+  return {
+    url: `http://127.0.0.1:${server.addr.port}/`,
+    host: `127.0.0.1:${server.addr.port}`,
+    [Symbol.asyncDispose]: () => server.shutdown(),
+  };
+}
+
+Deno.test("worker sandbox: without grants, fetch, reading a file and reading the environment are NotCapable, and nothing else happens", async () => {
+  await using server = pong();
+  const file = await Deno.makeTempFile();
+  await Deno.writeTextFile(file, "secret");
+  const { t } = await probe(NONE, { url: server.url, file });
+  try {
+    for (const path of ["/fetch", "/read", "/env"]) {
+      const r = await get(t, path);
+      assert.equal(r.ok, false, path);
+      assert.equal(r.error, "NotCapable", `${path}: ${r.message}`);
+    }
+    // The node is untouched: its own routes and the plugin's others answer.
+    assert.equal((await t.request("/health")).status, 200);
+    assert.equal((await get(t, "/kv?v=1")).mine, "1");
+  } finally {
+    await t.close();
+    await Deno.remove(file);
+  }
+});
+
+Deno.test("worker sandbox: with the grant, the same calls work, and only what was granted", async () => {
+  await using server = pong();
+  const file = await Deno.makeTempFile();
+  await Deno.writeTextFile(file, "secret");
+  const { t } = await probe({
+    ...NONE,
+    net: [server.host],
+    read: [file],
+    env: ["HOME"],
+  }, { url: server.url, file });
+  try {
+    assert.deepEqual(await get(t, "/fetch"), { ok: true, value: 200 });
+    assert.deepEqual(await get(t, "/read"), { ok: true, value: 6 });
+    assert.deepEqual(await get(t, "/env"), {
+      ok: true,
+      value: Deno.env.get("HOME"),
+    });
+  } finally {
+    await t.close();
+    await Deno.remove(file);
+  }
+  // A path beside the granted one stays closed.
+  const other = await Deno.makeTempFile();
+  const { t: t2 } = await probe({ ...NONE, read: [fileURLToPath(PROBE)] }, {
+    file: other,
+  });
+  try {
+    assert.equal((await get(t2, "/read")).error, "NotCapable");
+  } finally {
+    await t2.close();
+    await Deno.remove(other);
+  }
+});
+
+Deno.test("worker sandbox: the plugin sees only its own KV scope, never the raw KV or another plugin's keys", async () => {
+  const neighbour = definePlugin({
+    manifest: {
+      name: "neighbour",
+      version: "1.0.0",
+      kind: "extension",
+      api: "^1",
+      provides: ["extension:neighbour"],
+    },
+    async setup(ctx) {
+      await ctx.kv.set(["secret"], "neighbour's");
+      return { stop: () => Promise.resolve() };
+    },
+  });
+  const { t } = await probe(NONE, {}, [neighbour]);
+  try {
+    const r = await get(t, "/kv?v=mine");
+    assert.deepEqual(r, { seen: [["mine"]], mine: "mine" });
+    const raw = await get(t, "/raw-kv");
+    assert.equal(raw.error, "SandboxUnavailable");
+    // The write landed in the plugin's own scope of the node's KV.
+    const keys = [];
+    for await (const e of t.kv.list({ prefix: [] })) keys.push(e.key);
+    assert.ok(
+      keys.some((k) => k.at(-2) === "probe" && k.at(-1) === "mine"),
+      JSON.stringify(keys),
+    );
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("worker sandbox: API routes keep the node's auth chain and the declared permission; router, tasks, metrics and logs cross", async () => {
+  const { t } = await probe(NONE);
+  try {
+    const anon = await t.request("/api/v1/probe/me");
+    assert.equal(anon.status, 401);
+    await anon.body?.cancel();
+    const me = await t.api("/api/v1/probe/me", {}, "viewer");
+    assert.deepEqual(await me.json(), { sub: "test", role: "viewer" });
+    assert.deepEqual(
+      await t.router.request("probe.ask", { hi: 1 }, { timeoutMs: 2000 }),
+      { echo: { hi: 1 } },
+    );
+    const { id } = await t.tasks.submit({ type: "probe.double", payload: 21 });
+    let view = await t.tasks.get(id);
+    for (let i = 0; i < 100 && view?.status !== "done"; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      view = await t.tasks.get(id);
+    }
+    assert.equal(view?.result, 42);
+    assert.match(t.metrics.render(), /^plexus_probe_calls_total 1$/m);
+    assert.ok(
+      t.logs.some((r) => r.msg === "probe ready" && r.sandboxed === true),
+    );
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("worker sandbox: an uncaught error or stray rejection turns the plugin's health down; the node keeps serving", async () => {
+  for (const path of ["/throw-later", "/reject-later"]) {
+    const { sandbox, t } = await probe(NONE);
+    try {
+      assert.deepEqual(await get(t, path), { ok: true });
+      for (let i = 0; i < 50 && sandbox.crashes.length === 0; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const health = await (await t.request("/health")).json();
+      assert.equal(health.services.probe.status, "down", path);
+      assert.match(
+        health.services.probe.detail,
+        /boom from a timer|stray rejection/,
+      );
+      assert.equal((await t.request("/health")).status, 200);
+    } finally {
+      await t.close();
+    }
+  }
+});
+
+Deno.test("worker sandbox: a plugin stuck in an endless loop fails its health check at the deadline, and stop ends its Worker", async () => {
+  const { t } = await probe(NONE);
+  try {
+    assert.deepEqual(await get(t, "/spin"), { ok: true });
+    const t0 = performance.now();
+    const health = await (await t.request("/health")).json();
+    assert.equal(health.services.probe.status, "down");
+    assert.match(health.services.probe.detail, /did not answer within 1500 ms/);
+    assert.ok(performance.now() - t0 < 5000);
+  } finally {
+    // An unresponsive sandbox is not waited for: drain and stop end it.
+    const t1 = performance.now();
+    await t.close();
+    assert.ok(performance.now() - t1 < 2000, "closed without waiting");
+  }
+});
+
+Deno.test("worker sandbox: a module that fails to load is refused at once, naming the error", async () => {
+  const dir = await Deno.makeTempDir();
+  const bad = `${dir}/bad.ts`;
+  await Deno.writeTextFile(bad, "export default {;\n");
+  const notPlugin = `${dir}/not_plugin.ts`;
+  await Deno.writeTextFile(notPlugin, "export const x = 1;\n");
+  try {
+    await assert.rejects(
+      openWorkerSandbox(`file://${bad}`, { permissions: NONE }),
+      /cannot load plugin in its sandbox/,
+    );
+    await assert.rejects(
+      openWorkerSandbox(`file://${notPlugin}`, { permissions: NONE }),
+      /no default export/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,417 @@
+/**
+ * The inside of a plugin's Worker sandbox: imports the plugin with the
+ * Worker's own (narrow) permissions, and gives its `setup` a
+ * {@linkcode PluginContext} whose every effect is a call to the node across
+ * the boundary (see `worker_host.ts` for the other side): the logger,
+ * metrics, the plugin's own KV scope, the router, HTTP and API routes, and
+ * `kernel.get` of the capabilities the manifest `requires` (today
+ * `tasks:local`). The node's raw KV, its signing key, `ctx.nodeFetch` and
+ * `ctx.websocket` are not available here.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import { createRpc, type Rpc, toWireError } from "./rpc.ts";
+import { PlexusError } from "../errors.ts";
+import type {
+  KernelHandle,
+  NodeIdentity,
+  Plugin,
+  PluginContext,
+  Running,
+} from "../plugin.ts";
+import type {
+  ApiAccess,
+  ApiEnv,
+  ApiMethod,
+  ApiRoutes,
+} from "../http/plugin_api.ts";
+import type { Logger, LogLevel } from "../observe/logger.ts";
+import type {
+  Counter,
+  Gauge,
+  Histogram,
+  Labels,
+  MetricsRegistry,
+} from "../observe/metrics.ts";
+import type { ScopedAtomic, ScopedKv } from "../state/scoped_kv.ts";
+import type { Router, TopicHandler } from "../router.ts";
+import type { TaskHandler, TaskService } from "../tasks.ts";
+import { type SerialRequest, serialResponse, toRequest } from "./serial.ts";
+
+/** The manifest as it crosses: everything but the config schema. */
+export interface WireManifest {
+  name: string;
+  version: string;
+  kind: string;
+  api: string;
+  provides: string[];
+  requires?: string[];
+  permissions?: Record<string, boolean | string[]>;
+  startTimeoutMs?: number;
+  /** Whether the plugin has a config schema (validated in here). */
+  hasConfig: boolean;
+}
+
+/** What `setup` is told. */
+export interface WireSetup {
+  name: string;
+  config: unknown;
+  node: NodeIdentity;
+  /** Capabilities `kernel.has` answers true for. */
+  capabilities: string[];
+}
+
+class Unavailable extends PlexusError {
+  override name = "SandboxUnavailable";
+  constructor(what: string) {
+    super(
+      "sandbox_unavailable",
+      `${what} is not available to a sandboxed plugin (run it trusted, see docs/sandbox.md)`,
+      { status: 501 },
+    );
+  }
+}
+
+// deno-lint-ignore no-explicit-any
+const scope = globalThis as any;
+let plugin: Plugin | undefined;
+let running: Running | undefined;
+let app: Hono | undefined;
+const apis = new Map<string, Hono<ApiEnv>>();
+const subscriptions = new Map<number, TopicHandler>();
+const tasks = new Map<string, TaskHandler>();
+const aborts = new AbortController();
+
+const rpc: Rpc = createRpc(scope, {
+  load() {
+    // The entry module imported the plugin statically (see worker_host.ts).
+    const mod = scope.__plexusPluginModule as
+      | Record<string, unknown>
+      | undefined;
+    if (!mod || !("default" in mod)) {
+      throw new Error(
+        "the module has no default export (export default a {manifest, setup} object)",
+      );
+    }
+    const p = mod.default as Plugin;
+    if (!p?.manifest || typeof p.setup !== "function") {
+      throw new Error("the default export is not a {manifest, setup} object");
+    }
+    plugin = p;
+    const { config, ...rest } = p.manifest;
+    return { ...rest, hasConfig: config !== undefined } as WireManifest;
+  },
+  async setup(a) {
+    const s = a as WireSetup;
+    const p = plugin!;
+    let config = s.config;
+    if (p.manifest.config) {
+      const parsed = p.manifest.config.safeParse(s.config ?? {});
+      if (!parsed.success) {
+        throw new Error(
+          `plugin '${s.name}' has invalid config: ${
+            parsed.error.issues.map((i) =>
+              `${i.path.join(".") || "(root)"}: ${i.message}`
+            ).join("; ")
+          }`,
+        );
+      }
+      config = parsed.data;
+    }
+    running = await p.setup(context(s, config));
+    return { hasHealth: typeof running?.health === "function" };
+  },
+  async stop() {
+    aborts.abort(new Error("node shutting down"));
+    await running?.stop(AbortSignal.timeout(5000));
+  },
+  async drain() {
+    await running?.drain?.(AbortSignal.timeout(5000));
+  },
+  async health() {
+    return running?.health ? await running.health() : { status: "up" };
+  },
+  async http(a) {
+    const req = toRequest(a as SerialRequest);
+    if (!app) return serialResponse(new Response(null, { status: 404 }));
+    return await serialResponse(await app.fetch(req));
+  },
+  async api(a) {
+    const { prefix, req, principal } = a as {
+      prefix: string;
+      req: SerialRequest;
+      principal: unknown;
+    };
+    const sub = apis.get(prefix);
+    if (!sub) return serialResponse(new Response(null, { status: 404 }));
+    return await serialResponse(
+      await sub.fetch(toRequest(req), { principal } as ApiEnv["Bindings"]),
+    );
+  },
+  async deliver(a) {
+    const { sub, payload, topic, replyTo } = a as {
+      sub: number;
+      payload: unknown;
+      topic: string;
+      replyTo?: string;
+    };
+    await subscriptions.get(sub)?.(payload, topic, replyTo);
+  },
+  async task(a) {
+    const { type, payload, run } = a as {
+      type: string;
+      payload: unknown;
+      run: { id: string; attempt: number };
+    };
+    const handler = tasks.get(type);
+    if (!handler) throw new Error(`no task handler '${type}' in the sandbox`);
+    return await handler(payload, { ...run, signal: aborts.signal });
+  },
+}, { timeoutMs: 30_000 });
+
+// A plugin's stray throw or rejection is reported, not fatal to the node.
+scope.addEventListener("unhandledrejection", (e: PromiseRejectionEvent) => {
+  e.preventDefault();
+  rpc.notify("crash", toWireError(e.reason));
+});
+scope.addEventListener("error", (e: ErrorEvent) => {
+  e.preventDefault();
+  rpc.notify("crash", toWireError(e.error ?? e.message));
+});
+
+function logger(fields: Record<string, unknown>): Logger {
+  const emit =
+    (level: LogLevel) => (msg: string, more?: Record<string, unknown>) =>
+      rpc.notify("log", { level, msg, fields: { ...fields, ...more } });
+  return {
+    debug: emit("debug"),
+    info: emit("info"),
+    warn: emit("warn"),
+    error: emit("error"),
+    child: (more) => logger({ ...fields, ...more }),
+    enabled: () => true,
+  };
+}
+
+function metrics(): MetricsRegistry {
+  const key = (l?: Labels) => JSON.stringify(l ?? {});
+  const send = (
+    kind: string,
+    name: string,
+    help: string,
+    op: string,
+    value: number | undefined,
+    labels?: Labels,
+    buckets?: number[],
+  ) => rpc.notify("metric", { kind, name, help, op, value, labels, buckets });
+  return {
+    counter(name, help): Counter {
+      const seen = new Map<string, number>();
+      const inc = (labels?: Labels, by = 1) => {
+        seen.set(key(labels), (seen.get(key(labels)) ?? 0) + by);
+        send("counter", name, help, "inc", by, labels);
+      };
+      return {
+        inc,
+        get: (labels) => seen.get(key(labels)) ?? 0,
+        labels: (labels) => ({ inc: (by?: number) => inc(labels, by) }),
+      };
+    },
+    gauge(name, help): Gauge {
+      const seen = new Map<string, number>();
+      return {
+        set(value, labels) {
+          seen.set(key(labels), value);
+          send("gauge", name, help, "set", value, labels);
+        },
+        inc(labels, by = 1) {
+          seen.set(key(labels), (seen.get(key(labels)) ?? 0) + by);
+          send("gauge", name, help, "inc", by, labels);
+        },
+        get: (labels) => seen.get(key(labels)) ?? 0,
+        remove(labels) {
+          seen.delete(key(labels));
+          send("gauge", name, help, "remove", undefined, labels);
+        },
+      };
+    },
+    histogram(name, help, buckets): Histogram {
+      const seen = new Map<string, { count: number; sum: number }>();
+      const observe = (value: number, labels?: Labels) => {
+        const s = seen.get(key(labels)) ?? { count: 0, sum: 0 };
+        seen.set(key(labels), { count: s.count + 1, sum: s.sum + value });
+        send("histogram", name, help, "observe", value, labels, buckets);
+      };
+      return {
+        observe,
+        labels: (labels) => ({ observe: (v: number) => observe(v, labels) }),
+        get: (labels) => seen.get(key(labels)) ?? { count: 0, sum: 0 },
+      };
+    },
+    render: () => {
+      throw new Unavailable("metrics.render");
+    },
+    toJSON: () => {
+      throw new Unavailable("metrics.toJSON");
+    },
+  };
+}
+
+function kv(): ScopedKv {
+  const atomic = (): ScopedAtomic => {
+    const checks: Deno.AtomicCheck[] = [];
+    const ops: unknown[] = [];
+    const op: ScopedAtomic = {
+      check(...c) {
+        checks.push(...c);
+        return op;
+      },
+      set(key, value, options) {
+        ops.push({ op: "set", key, value, options });
+        return op;
+      },
+      delete(key) {
+        ops.push({ op: "delete", key });
+        return op;
+      },
+      sum(key, n) {
+        ops.push({ op: "sum", key, n });
+        return op;
+      },
+      commit: () => rpc.call("kv.atomic", { checks, ops }),
+    };
+    return op;
+  };
+  return {
+    get: (key) => rpc.call("kv.get", { key }),
+    set: (key, value, options) => rpc.call("kv.set", { key, value, options }),
+    delete: (key) => rpc.call("kv.delete", { key }),
+    list<T>(
+      selector: { prefix: Deno.KvKey },
+      options?: Deno.KvListOptions,
+    ): AsyncIterable<Deno.KvEntry<T>> {
+      return {
+        async *[Symbol.asyncIterator]() {
+          const entries = await rpc.call<Deno.KvEntry<T>[]>("kv.list", {
+            prefix: selector.prefix,
+            options,
+          });
+          yield* entries;
+        },
+      };
+    },
+    atomic,
+  } as ScopedKv;
+}
+
+function router(): Router {
+  let next = 1;
+  return {
+    subscribe(pattern, handler) {
+      const sub = next++;
+      subscriptions.set(sub, handler);
+      const ready = rpc.call("router.subscribe", { pattern, sub });
+      ready.catch((err) =>
+        rpc.notify("log", {
+          level: "error",
+          msg: "subscribe failed",
+          fields: { pattern, error: toWireError(err) },
+        })
+      );
+      return () => {
+        subscriptions.delete(sub);
+        ready.then(() => rpc.notify("router.unsubscribe", { sub }), () => {});
+      };
+    },
+    // The count of subscribers is not known this side of the boundary.
+    publish(topic, payload, replyTo) {
+      rpc.notify("router.publish", { topic, payload, replyTo });
+      return 0;
+    },
+    request: (topic, payload, options) =>
+      rpc.call("router.request", { topic, payload, options }, {
+        timeoutMs: (options?.timeoutMs ?? 5000) + 1000,
+      }),
+  };
+}
+
+function apiRoutes(prefix: string): ApiRoutes {
+  const sub = new Hono<ApiEnv>().basePath(`/api/v1/${prefix}`);
+  sub.use(async (c, next) => {
+    if (c.env?.principal) c.set("principal", c.env.principal);
+    await next();
+  });
+  apis.set(prefix, sub);
+  rpc.notify("api.claim", { prefix });
+  const method = (name: "get" | "post" | "put" | "patch" | "delete") => {
+    const add: ApiMethod = (path, access: ApiAccess, handler) => {
+      sub[name](path, handler);
+      rpc.notify("api.route", { prefix, method: name, path, access });
+      return routes;
+    };
+    return add;
+  };
+  const routes: ApiRoutes = {
+    prefix,
+    get: method("get"),
+    post: method("post"),
+    put: method("put"),
+    patch: method("patch"),
+    delete: method("delete"),
+  };
+  return routes;
+}
+
+function taskService(): TaskService {
+  const service = {
+    register(type: string, handler: TaskHandler) {
+      tasks.set(type, handler);
+      rpc.notify("tasks.register", { type });
+    },
+    types: () => [...tasks.keys()].sort(),
+    submit: (task: unknown) => rpc.call("tasks.submit", task),
+    get: (id: string) => rpc.call("tasks.get", { id }),
+  };
+  return new Proxy(service, {
+    get(target, prop) {
+      if (prop in target) return target[prop as keyof typeof target];
+      if (typeof prop === "symbol" || prop === "then") return undefined;
+      throw new Unavailable(`tasks:local.${prop}`);
+    },
+  }) as unknown as TaskService;
+}
+
+function context(s: WireSetup, config: unknown): PluginContext {
+  app = new Hono().basePath(`/plugins/${s.name}`);
+  const requires = new Set(plugin!.manifest.requires ?? []);
+  const kernel: KernelHandle = {
+    get(capability: string) {
+      if (!requires.has(capability)) {
+        throw new Unavailable(
+          `capability '${capability}' (not in the manifest's requires)`,
+        );
+      }
+      if (capability === "tasks:local") return taskService();
+      throw new Unavailable(`capability '${capability}'`);
+    },
+    has: (capability: string) => s.capabilities.includes(capability),
+  } as KernelHandle;
+  return {
+    name: s.name,
+    config,
+    log: logger({}),
+    metrics: metrics(),
+    kv: kv(),
+    router: router(),
+    http: app,
+    api: apiRoutes,
+    websocket() {
+      throw new Unavailable("ctx.websocket");
+    },
+    nodeFetch: () => Promise.reject(new Unavailable("ctx.nodeFetch")),
+    kernel,
+    node: s.node,
+    signal: aborts.signal,
+  };
+}
