@@ -458,7 +458,25 @@ const CAPABILITY_RE = /^[a-z][a-z0-9-]*:(\*|[a-z0-9][a-z0-9._/-]*)$/;
 const REQUIREMENT_RE =
   /^([a-z][a-z0-9-]*:(?:\*|[a-z0-9][a-z0-9._/-]*))(?:@(.+))?$/;
 
-const permissionValue = z.union([z.boolean(), z.array(z.string())]);
+const permissionValue = z.union([z.boolean(), z.array(z.string())], {
+  error: "expected true, false or a list of strings",
+});
+
+/**
+ * Zod schema for {@linkcode PermissionSpec}: each permission `true`, `false`
+ * or a list of strings, and no other key. The manifest's `permissions` and
+ * the operator's `pluginGrants` are both checked with it.
+ */
+export const permissionSpecSchema: z.ZodType<PermissionSpec> = z.strictObject({
+  read: permissionValue.optional(),
+  write: permissionValue.optional(),
+  net: permissionValue.optional(),
+  env: permissionValue.optional(),
+  sys: permissionValue.optional(),
+  run: permissionValue.optional(),
+  ffi: permissionValue.optional(),
+  import: permissionValue.optional(),
+});
 
 /** Zod schema for {@linkcode PluginManifest}. */
 export const manifestSchema: z.ZodType<PluginManifest> = z.strictObject({
@@ -496,16 +514,7 @@ export const manifestSchema: z.ZodType<PluginManifest> = z.strictObject({
       typeof (v as z.ZodType).safeParse === "function",
     "expected a zod schema",
   ).optional(),
-  permissions: z.strictObject({
-    read: permissionValue.optional(),
-    write: permissionValue.optional(),
-    net: permissionValue.optional(),
-    env: permissionValue.optional(),
-    sys: permissionValue.optional(),
-    run: permissionValue.optional(),
-    ffi: permissionValue.optional(),
-    import: permissionValue.optional(),
-  }).optional(),
+  permissions: permissionSpecSchema.optional(),
   startTimeoutMs: z.number().int().positive().max(600_000).optional(),
 });
 
