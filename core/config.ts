@@ -9,7 +9,24 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { z } from "zod";
 import { LOG_LEVELS, type LogLevel } from "./observe/logger.ts";
-import { preview } from "./plugin.ts";
+import {
+  type PermissionSpec,
+  permissionSpecSchema,
+  preview,
+} from "./plugin.ts";
+
+/**
+ * Where a plugin runs: `trusted` in the node's own process, `worker` in a
+ * Deno Worker with only the permissions granted, `process` in a child
+ * `deno run` (docs/sandbox.md).
+ */
+export const TRUST_LEVELS = [
+  "trusted",
+  "worker",
+  "process",
+] as const satisfies readonly TrustLevel[];
+/** A plugin's trust level, one of {@linkcode TRUST_LEVELS}. */
+export type TrustLevel = "trusted" | "worker" | "process";
 
 /** Zod schema of the node configuration. */
 export const configSchema = z.strictObject({
@@ -33,6 +50,10 @@ export const configSchema = z.strictObject({
   pluginStartTimeoutMs: z.number().int().min(1).max(600_000).default(10_000),
   /** Config per plugin name, validated against each plugin's own schema. */
   pluginConfig: z.record(z.string(), z.unknown()).default({}),
+  /** Trust level per plugin name (default: trusted for built-ins, worker otherwise). */
+  pluginTrust: z.record(z.string().min(1), z.enum(TRUST_LEVELS)).default({}),
+  /** Deno permissions granted per plugin name to its sandbox (none by default). */
+  pluginGrants: z.record(z.string().min(1), permissionSpecSchema).default({}),
   logStream: z.strictObject({
     replay: z.number().int().min(0).max(100_000).default(100),
     heartbeatMs: z.number().int().min(0).default(30_000),
@@ -160,6 +181,19 @@ export interface Config {
   pluginStartTimeoutMs: number;
   /** Config per plugin name, validated against each plugin's own schema. */
   pluginConfig: Record<string, unknown>;
+  /**
+   * Trust level per plugin name: `trusted` (in the node's process), `worker`
+   * (a Deno Worker with only the granted permissions) or `process` (a child
+   * `deno run`). A plugin not named here is `trusted` when built in
+   * (`builtin:`) and `worker` otherwise (docs/sandbox.md).
+   */
+  pluginTrust: Record<string, "trusted" | "worker" | "process">;
+  /**
+   * Deno permissions the operator grants per plugin name to its sandbox; a
+   * sandboxed plugin starts only when its manifest's `permissions` are all
+   * granted here (docs/sandbox.md).
+   */
+  pluginGrants: Record<string, PermissionSpec>;
   /** The live log stream (`/ws`). */
   logStream: {
     /** Messages kept for replay to new clients. */
@@ -248,7 +282,12 @@ type _ConfigMatchesSchema = Assert<
   Same<Config, z.output<typeof configSchema> & { kv: string }>
 >;
 
-type FlagType = "string" | "integer" | "list" | "boolean";
+/**
+ * `list`: repeatable, each value split on commas. `map`: the same, each item
+ * `NAME=VALUE`, filling a record per name (a later source overrides one name,
+ * not the whole record).
+ */
+type FlagType = "string" | "integer" | "list" | "boolean" | "map";
 
 /** One command-line flag. */
 export interface FlagSpec {
@@ -258,6 +297,8 @@ export interface FlagSpec {
   key: keyof z.input<typeof configSchema>;
   type: FlagType;
   env?: string;
+  /** What `--help` and errors call the value (`map`: the part after `=`). @default {"VALUE"} */
+  valueName?: string;
   /** Default as shown by `--help`. */
   shownDefault: string;
   help: string;
@@ -387,6 +428,16 @@ export const FLAGS: FlagSpec[] = [
     shownDefault: "10000",
     help: "ms each plugin's setup may take",
   },
+  {
+    flag: "plugin-trust",
+    key: "pluginTrust",
+    type: "map",
+    env: "PLEXUS_PLUGIN_TRUST",
+    valueName: "LEVEL",
+    shownDefault: "trusted for builtin:, else worker",
+    help:
+      "NAME=LEVEL: run plugin NAME trusted, worker or process (env: comma-separated)",
+  },
 ];
 
 /** Bad flags, environment or config: the CLI prints the message and exits 2. */
@@ -401,6 +452,27 @@ type Origins = Map<string, string>;
 function convert(spec: FlagSpec, raw: string, origin: string): unknown {
   if (spec.type === "list") {
     return raw.split(",").map((s) => s.trim()).filter(Boolean);
+  }
+  if (spec.type === "map") {
+    const pairs: [string, string][] = [];
+    for (const item of raw.split(",").map((s) => s.trim()).filter(Boolean)) {
+      const m = /^([^=]+)=(.*)$/.exec(item);
+      const name = m?.[1].trim(), value = m?.[2].trim();
+      if (!name || !value) {
+        throw new ConfigError(
+          `${origin}: expected NAME=${
+            spec.valueName ?? "VALUE"
+          }, got '${item}'`,
+        );
+      }
+      if (PROTOTYPE_KEYS.has(name)) {
+        throw new ConfigError(
+          `${origin}: name '${name}' is not allowed, got '${item}'`,
+        );
+      }
+      pairs.push([name, value]);
+    }
+    return Object.fromEntries(pairs);
   }
   if (spec.type === "boolean") {
     const v = raw.trim().toLowerCase();
@@ -469,7 +541,7 @@ export function loadConfig(
               ]]
               : [[f.flag, {
                 type: "string" as const,
-                multiple: f.type === "list",
+                multiple: f.type === "list" || f.type === "map",
               }]]
           ),
         ),
@@ -482,6 +554,29 @@ export function loadConfig(
 
   const merged: Record<string, unknown> = {};
   const origins: Origins = new Map();
+  /**
+   * Sets a field from the environment or a flag. A `map` flag overrides only
+   * the names it gives (each remembered as `key.name` for error messages).
+   */
+  const set = (spec: FlagSpec, value: unknown, origin: string) => {
+    if (spec.type !== "map") {
+      merged[spec.key] = value;
+      origins.set(spec.key, origin);
+      return;
+    }
+    const before = merged[spec.key];
+    const keep = before !== null && typeof before === "object" &&
+        !Array.isArray(before)
+      ? before
+      : {};
+    merged[spec.key] = { ...keep, ...value as Record<string, string> };
+    if (keep !== before || !origins.has(spec.key)) {
+      origins.set(spec.key, origin);
+    }
+    for (const name of Object.keys(value as object)) {
+      origins.set(`${spec.key}.${name}`, origin);
+    }
+  };
 
   const file = (values.config as string | undefined) ?? env.PLEXUS_CONFIG;
   if (file) {
@@ -520,8 +615,7 @@ export function loadConfig(
   for (const spec of FLAGS) {
     const raw = spec.env ? env[spec.env] : undefined;
     if (raw === undefined || raw === "") continue;
-    merged[spec.key] = convert(spec, raw, `env ${spec.env}`);
-    origins.set(spec.key, `env ${spec.env}`);
+    set(spec, convert(spec, raw, `env ${spec.env}`), `env ${spec.env}`);
   }
   for (const spec of FLAGS) {
     if (spec.type === "boolean") {
@@ -539,6 +633,12 @@ export function loadConfig(
     const raw = values[spec.flag];
     if (raw === undefined) continue;
     const origin = `flag --${spec.flag}`;
+    if (spec.type === "map") {
+      for (const r of raw as string[]) {
+        set(spec, convert(spec, r, origin), origin);
+      }
+      continue;
+    }
     merged[spec.key] = Array.isArray(raw)
       ? raw.flatMap((r) => convert(spec, r, origin) as string[])
       : convert(spec, raw as string, origin);
@@ -570,7 +670,8 @@ export function loadConfig(
     const top = String(issue.path[0] ?? "");
     const flag = FLAGS.find((f) => f.key === top);
     const field = issue.path.join(".") || "(root)";
-    const origin = origins.get(top);
+    const origin = origins.get(issue.path.slice(0, 2).join(".")) ??
+      origins.get(top);
     let seen: unknown = merged;
     for (const p of issue.path) {
       seen = (seen as Record<PropertyKey, unknown> | undefined)?.[p];
@@ -638,6 +739,11 @@ function knownFields(path: PropertyKey[]): string[] {
       schema instanceof z.ZodOptional
     ) {
       schema = schema.unwrap() as z.ZodType;
+    }
+    if (schema instanceof z.ZodRecord && p !== undefined) {
+      // Any key of a record (a plugin name): on to its value's fields.
+      schema = schema.valueType as z.ZodType;
+      continue;
     }
     if (!(schema instanceof z.ZodObject)) return [];
     if (p === undefined) return Object.keys(schema.shape);
@@ -722,7 +828,13 @@ export function serveHelp(): string {
     ...FLAGS.map((f) => [
       f.type === "boolean"
         ? `--[no-]${f.flag}`
-        : `--${f.flag}${f.type === "list" ? " VALUE..." : " VALUE"}`,
+        : `--${f.flag}${
+          f.type === "map"
+            ? ` NAME=${f.valueName ?? "VALUE"}...`
+            : f.type === "list"
+            ? ` ${f.valueName ?? "VALUE"}...`
+            : ` ${f.valueName ?? "VALUE"}`
+        }`,
       `${f.help}; default ${f.shownDefault}${f.env ? `; env ${f.env}` : ""}`,
     ]),
     [

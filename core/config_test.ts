@@ -280,3 +280,154 @@ Deno.test("config: the gateway plugin is on by default; --no-gateway, PLEXUS_GAT
   );
   assert.match(serveHelp(), /--\[no-\]gateway/);
 });
+
+Deno.test("config: pluginTrust and pluginGrants default to empty", () => {
+  const c = config([]);
+  assert.deepEqual(c.pluginTrust, {});
+  assert.deepEqual(c.pluginGrants, {});
+});
+
+Deno.test("config: --plugin-trust NAME=LEVEL repeats, splits on commas, and fills pluginTrust", () => {
+  assert.deepEqual(
+    config([
+      "--plugin-trust",
+      "fetcher=worker",
+      "--plugin-trust",
+      "audit=trusted, heavy=process",
+      "--plugin-trust=@acme/x=worker",
+    ]).pluginTrust,
+    {
+      fetcher: "worker",
+      audit: "trusted",
+      heavy: "process",
+      "@acme/x": "worker",
+    },
+  );
+  assert.deepEqual(
+    config([], { PLEXUS_PLUGIN_TRUST: "a=worker, b = trusted" }).pluginTrust,
+    { a: "worker", b: "trusted" },
+  );
+  assert.deepEqual(
+    config(["--plugin-trust", "a=worker", "--plugin-trust", "a=trusted"])
+      .pluginTrust,
+    { a: "trusted" },
+    "the last one for a name wins",
+  );
+});
+
+Deno.test("config: pluginTrust is merged per name: flags override env override file", () => {
+  const file = {
+    "c.json": JSON.stringify({
+      pluginTrust: { a: "worker", b: "worker", c: "worker" },
+    }),
+  };
+  const env = {
+    PLEXUS_CONFIG: "c.json",
+    PLEXUS_PLUGIN_TRUST: "b=process,a=process",
+  };
+  assert.deepEqual(
+    config(
+      ["--plugin-trust", "a=trusted", "--plugin-trust", "d=process"],
+      env,
+      file,
+    )
+      .pluginTrust,
+    { a: "trusted", b: "process", c: "worker", d: "process" },
+  );
+  assert.deepEqual(config([], env, file).pluginTrust, {
+    a: "process",
+    b: "process",
+    c: "worker",
+  });
+  assert.deepEqual(config(["--config", "c.json"], {}, file).pluginTrust, {
+    a: "worker",
+    b: "worker",
+    c: "worker",
+  });
+});
+
+Deno.test("config: a bad trust level or a malformed NAME=LEVEL is a ConfigError naming the flag, variable or field and the value", () => {
+  assert.equal(
+    configError(["--plugin-trust", "fetcher"]),
+    "flag --plugin-trust: expected NAME=LEVEL, got 'fetcher'",
+  );
+  assert.equal(
+    configError(["--plugin-trust", "=worker"]),
+    "flag --plugin-trust: expected NAME=LEVEL, got '=worker'",
+  );
+  assert.equal(
+    configError(["--plugin-trust", "a=worker,b="]),
+    "flag --plugin-trust: expected NAME=LEVEL, got 'b='",
+  );
+  assert.match(
+    configError([], { PLEXUS_PLUGIN_TRUST: "a=worker;b=worker" }),
+    /^PLEXUS_PLUGIN_TRUST: .*got "worker;b=worker" from env PLEXUS_PLUGIN_TRUST \(field 'pluginTrust\.a'\)$/,
+  );
+  assert.match(
+    configError(["--plugin-trust", "fetcher=sandboxed"]),
+    /^--plugin-trust: .*"trusted"\|"worker"\|"process".*got "sandboxed" from flag --plugin-trust \(field 'pluginTrust\.fetcher'\)$/,
+  );
+  assert.match(
+    configError([], { PLEXUS_PLUGIN_TRUST: "a=worker,b=Trusted" }),
+    /^PLEXUS_PLUGIN_TRUST: .*got "Trusted" from env PLEXUS_PLUGIN_TRUST \(field 'pluginTrust\.b'\)$/,
+  );
+  // A bad level in the file is blamed on the file, even when a flag sets another name.
+  assert.match(
+    configError(["--config", "c.json", "--plugin-trust", "a=worker"], {}, {
+      "c.json": JSON.stringify({ pluginTrust: { b: "yes" } }),
+    }),
+    /^pluginTrust\.b: .*got "yes" from config file c\.json$/,
+  );
+  assert.equal(
+    configError(["--plugin-trust", "__proto__=trusted"]),
+    "flag --plugin-trust: name '__proto__' is not allowed, got '__proto__=trusted'",
+  );
+  assert.equal(({} as Record<string, unknown>).trusted, undefined);
+});
+
+Deno.test("config: pluginGrants holds a permission spec per plugin, checked like a manifest's permissions", () => {
+  const grants = {
+    fetcher: {
+      net: ["api.example.com", "db:5432"],
+      env: ["TOKEN"],
+      read: false,
+    },
+    audit: { write: true },
+  };
+  const c = config(["--config", "c.json"], {}, {
+    "c.json": JSON.stringify({ pluginGrants: grants }),
+  });
+  assert.deepEqual(c.pluginGrants, grants);
+  const error = (json: unknown) =>
+    configError(["--config", "c.json"], {}, { "c.json": JSON.stringify(json) });
+  assert.equal(
+    error({ pluginGrants: { fetcher: { nett: true } } }),
+    "config file c.json: unknown field 'pluginGrants.fetcher.nett' (did you mean 'pluginGrants.fetcher.net'?)",
+  );
+  assert.equal(
+    error({ pluginGrants: { fetcher: { network: true } } }),
+    "config file c.json: unknown field 'pluginGrants.fetcher.network' (known here: read, write, net, env, sys, run, ffi, import)",
+  );
+  assert.equal(
+    error({ pluginGrants: { fetcher: { net: "api.example.com" } } }),
+    'pluginGrants.fetcher.net: expected true, false or a list of strings, got "api.example.com" from config file c.json',
+  );
+  assert.match(
+    error({ pluginGrants: { fetcher: true } }),
+    /^pluginGrants\.fetcher: .*got true from config file c\.json$/,
+  );
+  assert.match(
+    error({ pluginGrants: ["fetcher"] }),
+    /^pluginGrants: .*from config file c\.json$/,
+  );
+});
+
+Deno.test("config: --plugin-trust is in --help with its variable and default", () => {
+  const line = serveHelp().split("\n").find((l) =>
+    l.includes("--plugin-trust ")
+  );
+  assert.ok(line);
+  assert.match(line, /--plugin-trust NAME=LEVEL\.\.\./);
+  assert.match(line, /PLEXUS_PLUGIN_TRUST/);
+  assert.match(line, /default trusted for builtin:, else worker/);
+});

@@ -162,7 +162,16 @@ share one computation), so a probe storm cannot overload plugins' checks.
 
 \`gateway\` (\`--[no-]gateway\`) says whether the agent gateway plugin
 (\`WS /ws/agent\`, \`/api/v1/agents\`) is loaded; its settings are
-\`pluginConfig.gateway\` ([gateway.md](gateway.md)).`;
+\`pluginConfig.gateway\` ([gateway.md](gateway.md)).
+
+\`pluginTrust\` (\`--plugin-trust NAME=LEVEL\`, repeatable;
+\`PLEXUS_PLUGIN_TRUST=a=worker,b=process\`) sets where each plugin runs:
+\`trusted\` (in the node's process), \`worker\` (a Deno Worker) or \`process\`; a
+flag or the environment overrides the file one name at a time. A plugin not
+named is \`trusted\` when built in and \`worker\` otherwise. \`pluginGrants.NAME\`
+(file only) is what the operator grants plugin NAME's sandbox, in the shape of a
+manifest's \`permissions\` (\`read\`, \`write\`, \`net\`, \`env\`, \`sys\`, \`run\`,
+\`ffi\`, \`import\`: \`true\`, \`false\` or a list). See [sandbox.md](sandbox.md).`;
 
 const EXIT_CODES = `## Exit codes
 
@@ -448,7 +457,8 @@ function flagTable(): string {
       // A string comparison: "boolean" joins FlagType with the --[no-]gateway flag.
       (f.type as string) === "boolean"
         ? code(`--[no-]${f.flag}`)
-        : code(`--${f.flag}`) + (f.type === "list" ? " (repeatable)" : ""),
+        : code(`--${f.flag}`) +
+          (f.type === "list" || f.type === "map" ? " (repeatable)" : ""),
       code(f.key),
       f.env ? code(f.env) : "",
       f.shownDefault,
