@@ -13,6 +13,7 @@ export {
   type Kernel,
   type KernelOptions,
   type PluginInfo,
+  type PluginIsolation,
   type PluginState,
   type ResolvedPlan,
   resolvePlan,

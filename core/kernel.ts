@@ -21,6 +21,7 @@ import {
   type KernelHandle,
   type NodeIdentity,
   parseRequirement,
+  type PermissionSpec,
   type Plugin,
   PluginError,
   type PluginKind,
@@ -63,7 +64,21 @@ export interface PluginRecord {
   api?: Map<string, PluginApi>;
   /** Names under `/ws/` this plugin claimed in setup, and their handlers. */
   ws?: Map<string, WebSocketHandler>;
+  /** Where it runs and what it may do (see {@linkcode PluginIsolation}). */
+  isolation: PluginIsolation;
   error?: string;
+}
+
+/**
+ * Where a plugin runs and what it may do: `trusted` plugins run in the
+ * node's process with all of its permissions; a `worker` plugin runs in its
+ * own Worker with exactly `permissions` (docs/sandbox.md).
+ */
+export interface PluginIsolation {
+  /** The operator's trust level for it. */
+  trust: "trusted" | "worker" | "process";
+  /** `"all"` (the node's) when trusted, else the Deno permissions it has. */
+  permissions: "all" | PermissionSpec;
 }
 
 /** One row of `GET /api/v1/plugins`. */
@@ -80,6 +95,10 @@ export interface PluginInfo {
   status: PluginState;
   /** Where it was loaded from (specifier or "inline"). */
   origin: string;
+  /** Its trust level. */
+  trust: PluginIsolation["trust"];
+  /** What it may do: `"all"` when trusted, else its Deno permissions. */
+  permissions: PluginIsolation["permissions"];
   /** Why it failed, when it did. */
   error?: string;
 }
@@ -126,7 +145,11 @@ export interface KernelOptions {
 /** The kernel. */
 export interface Kernel extends KernelHandle {
   /** Adds a plugin module's default export; validates manifest and API range. */
-  register(candidate: unknown, origin?: string): Plugin;
+  register(
+    candidate: unknown,
+    origin?: string,
+    isolation?: PluginIsolation,
+  ): Plugin;
   /** Resolves dependencies, validates configs, starts everything or nothing. */
   start(): Promise<void>;
   /**
@@ -348,7 +371,11 @@ export function createKernel(options: KernelOptions): Kernel {
   };
 
   const kernel: Kernel = {
-    register(candidate, origin = "inline") {
+    register(
+      candidate,
+      origin = "inline",
+      isolation = { trust: "trusted", permissions: "all" },
+    ) {
       const plugin = validatePlugin(candidate, origin);
       const { name, api } = plugin.manifest;
       if (!satisfies(KERNEL_API_VERSION, api)) {
@@ -366,7 +393,12 @@ export function createKernel(options: KernelOptions): Kernel {
           `plugin name '${name}' is used twice: by ${existing.origin} and by ${origin}`,
         );
       }
-      records.set(name, { plugin, origin, state: "registered" });
+      records.set(name, {
+        plugin,
+        origin,
+        isolation,
+        state: "registered",
+      });
       return plugin;
     },
 
@@ -592,6 +624,8 @@ export function createKernel(options: KernelOptions): Kernel {
         provides: r.plugin.manifest.provides,
         status: r.state,
         origin: r.origin,
+        trust: r.isolation.trust,
+        permissions: r.isolation.permissions,
         ...(r.error ? { error: r.error } : {}),
       }));
     },

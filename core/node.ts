@@ -9,12 +9,9 @@ import { join } from "node:path";
 import type { Config } from "./config.ts";
 import { ConfigError } from "./config.ts";
 import { createKernel, type Kernel } from "./kernel.ts";
-import {
-  builtinNames,
-  loadPlugin,
-  type PluginCatalog,
-  scanDropIn,
-} from "./loader.ts";
+import { builtinNames, type PluginCatalog, scanDropIn } from "./loader.ts";
+import { loadAtTrust } from "./sandbox/load.ts";
+import type { WorkerSandbox } from "./sandbox/worker_host.ts";
 import {
   createLogger,
   type Logger,
@@ -272,6 +269,11 @@ export async function startNode(
   });
 
   let server: GuardedServer | undefined;
+  // Sandboxed plugins' Workers: ended with the node even if never started.
+  const sandboxes: WorkerSandbox[] = [];
+  const endSandboxes = () => {
+    for (const s of sandboxes) s.terminate("node stopped");
+  };
   try {
     const specs = [
       ...kindSpecs,
@@ -279,17 +281,24 @@ export async function startNode(
       ...await scanDropIn(config.pluginsDir, options.cwd),
     ];
     for (const spec of specs) {
-      const { value, origin } = await loadPlugin(spec, {
+      const loaded = await loadAtTrust(spec, {
         cwd: options.cwd,
         builtins: options.builtins,
+        pluginTrust: config.pluginTrust,
+        pluginGrants: config.pluginGrants,
       });
-      kernel.register(value, origin);
+      if (loaded.sandbox) sandboxes.push(loaded.sandbox);
+      kernel.register(loaded.value, loaded.origin, {
+        trust: loaded.trust,
+        permissions: loaded.permissions,
+      });
     }
     // Published before serving, so tokens from this node verify everywhere.
     await security.keyring.publishNode(nodeKey, nodeId);
     await kernel.start();
     tasks.start();
   } catch (err) {
+    endSandboxes();
     kv.close();
     logStream.close();
     throw err;
@@ -391,6 +400,7 @@ export async function startNode(
   } catch (err) {
     await tasks.stop(0);
     await kernel.stop();
+    endSandboxes();
     kv.close();
     logStream.close();
     throw new ConfigError(
@@ -411,6 +421,7 @@ export async function startNode(
     await server.shutdown();
     await tasks.stop(0);
     await kernel.stop();
+    endSandboxes();
     kv.close();
     logStream.close();
     throw new Error(
@@ -467,6 +478,7 @@ export async function startNode(
       // and hand them to another node.
       await tasks.stop(config.shutdownTimeoutMs);
       await kernel.stop();
+      endSandboxes();
       kv.close();
       nodeLog.info("stopped", { node: nodeId });
     })();

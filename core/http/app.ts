@@ -546,12 +546,16 @@ export function createApp(deps: AppDeps): HttpApp {
     requirePermission("plugins:read"),
     (c) =>
       c.json(
-        kernel.list().map(({ name, version, kind, provides, status }) => ({
+        kernel.list().map((
+          { name, version, kind, provides, status, trust, permissions },
+        ) => ({
           name,
           version,
           kind,
           provides,
           status,
+          trust,
+          permissions,
         })),
       ),
   );

@@ -149,7 +149,7 @@ Deno.test("http: the log stream's published messages are a _total counter that f
   assert.ok(await read() >= before + 2);
 });
 
-Deno.test("http: /api/v1/plugins lists name, version, kind, provides and status", async () => {
+Deno.test("http: /api/v1/plugins lists name, version, kind, provides, status, trust level and permissions", async () => {
   await using t = await createTestKernel([routes]);
   assert.deepEqual(await (await t.api("/api/v1/plugins")).json(), [
     {
@@ -158,6 +158,8 @@ Deno.test("http: /api/v1/plugins lists name, version, kind, provides and status"
       kind: "extension",
       provides: ["extension:routes"],
       status: "running",
+      trust: "trusted",
+      permissions: "all",
     },
   ]);
 });

@@ -1,0 +1,141 @@
+/**
+ * Loads a plugin at the trust level the operator chose for it
+ * (`pluginTrust`, `--plugin-trust NAME=LEVEL`): in-process when `trusted`,
+ * in its own Worker with exactly its granted permissions when `worker`.
+ *
+ * The level is keyed by the plugin's name, which only its manifest says, so
+ * a plugin that might be sandboxed is first loaded in a Worker with no
+ * permissions at all (its top-level code never runs in the node with the
+ * node's permissions); that Worker is kept when it already has what the
+ * plugin may use, else replaced by one with the effective permissions.
+ * Built-ins (`builtin:`) are always trusted.
+ *
+ * Until the sandbox covers the whole plugin context and the `process` level
+ * exists, a plugin without an entry in `pluginTrust` stays `trusted` (see
+ * docs/sandbox.md); the sandbox is the operator's opt-in.
+ *
+ * @module
+ */
+import { type LoadOptions, loadPlugin, resolveSpecifier } from "../loader.ts";
+import { PluginError } from "../plugin.ts";
+import type { PermissionSpec } from "../plugin.ts";
+import type { TrustLevel } from "../config.ts";
+import {
+  checkGrants,
+  effectivePermissions,
+  workerPermissions,
+} from "./permissions.ts";
+import { openWorkerSandbox, type WorkerSandbox } from "./worker_host.ts";
+
+/** The operator's choices {@linkcode loadAtTrust} applies. */
+export interface TrustOptions extends LoadOptions {
+  /** Level by plugin name. @default {{}} */
+  pluginTrust?: Readonly<Record<string, TrustLevel>>;
+  /** Permissions granted by plugin name. @default {{}} */
+  pluginGrants?: Readonly<Record<string, PermissionSpec>>;
+}
+
+/** A loaded plugin and how it runs. */
+export interface TrustedLoad {
+  /** The module's default export (or the sandbox's stand-in for it). */
+  value: unknown;
+  /** The specifier it came from. */
+  origin: string;
+  /** Where it runs. */
+  trust: TrustLevel;
+  /** What it may do: all of the node's when trusted, else exactly this. */
+  permissions: "all" | Required<PermissionSpec>;
+  /** Its Worker, when sandboxed. */
+  sandbox?: WorkerSandbox;
+}
+
+const NONE: Required<PermissionSpec> = effectivePermissions(undefined, {});
+
+/**
+ * Loads `spec` at its operator-chosen trust level. Rejects with a
+ * `PluginError` naming the spec when it cannot load, with a
+ * `PermissionError` naming every missing grant when the plugin asks for
+ * more than it was granted, and refuses the `process` level (not built yet).
+ *
+ * @example Usage
+ * ```ts ignore
+ * const loaded = await loadAtTrust("./fetcher.ts", {
+ *   pluginTrust: { fetcher: "worker" },
+ *   pluginGrants: { fetcher: { net: ["api.example.com"] } },
+ * });
+ * kernel.register(loaded.value, loaded.origin, { trust: loaded.trust, permissions: loaded.permissions });
+ * ```
+ */
+export async function loadAtTrust(
+  spec: string,
+  options: TrustOptions = {},
+): Promise<TrustedLoad> {
+  const trust = options.pluginTrust ?? {};
+  const sandboxing = Object.values(trust).some((l) => l !== "trusted");
+  const target = resolveSpecifier(spec, options);
+  if ("builtin" in target || !sandboxing) {
+    const { value, origin } = await loadPlugin(spec, options);
+    return { value, origin, trust: "trusted", permissions: "all" };
+  }
+  const url = target.url;
+  let probe: WorkerSandbox;
+  try {
+    probe = await openWorkerSandbox(url, {
+      permissions: workerPermissions(NONE, url),
+    });
+  } catch (err) {
+    throw new PluginError(
+      spec,
+      "load",
+      `cannot load plugin '${spec}': ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  const name = probe.manifest.name;
+  const level: TrustLevel = Object.hasOwn(trust, name)
+    ? trust[name]
+    : "trusted";
+  if (level === "trusted") {
+    probe.terminate("trusted: loaded in-process instead");
+    const { value, origin } = await loadPlugin(spec, options);
+    return { value, origin, trust: "trusted", permissions: "all" };
+  }
+  if (level === "process") {
+    probe.terminate("process level refused");
+    throw new PluginError(
+      name,
+      "load",
+      `plugin '${name}': trust level 'process' is not built yet (use 'worker' or 'trusted'; see docs/sandbox.md)`,
+    );
+  }
+  let effective: Required<PermissionSpec>;
+  try {
+    effective = checkGrants(
+      name,
+      probe.manifest.permissions as PermissionSpec | undefined,
+      options.pluginGrants?.[name],
+    );
+  } catch (err) {
+    probe.terminate("grants missing");
+    throw err;
+  }
+  const wanted = workerPermissions(effective, url);
+  if (JSON.stringify(wanted) === JSON.stringify(workerPermissions(NONE, url))) {
+    return {
+      value: probe.plugin,
+      origin: spec,
+      trust: "worker",
+      permissions: effective,
+      sandbox: probe,
+    };
+  }
+  probe.terminate("reopened with the plugin's permissions");
+  const sandbox = await openWorkerSandbox(url, { permissions: wanted });
+  return {
+    value: sandbox.plugin,
+    origin: spec,
+    trust: "worker",
+    permissions: effective,
+    sandbox,
+  };
+}

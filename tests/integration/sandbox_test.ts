@@ -1,0 +1,66 @@
+/**
+ * A real `main.ts` node running a third-party plugin in a Worker sandbox
+ * (issue 16): the operator picks the level (`--plugin-trust`) and the
+ * grants (`pluginGrants`); the plugin gets exactly what it declared and was
+ * granted, the plugin list says so, and a plugin asking for more than it
+ * was granted stops the start naming each missing grant.
+ */
+import assert from "node:assert/strict";
+import { runToExit, startPlexus, writeConfig } from "./_process.ts";
+
+const PLUGIN = "./tests/fixtures/sandbox_plugin.ts";
+
+Deno.test("sandbox: a --plugin-trust NAME=worker plugin gets exactly its granted permissions, and /api/v1/plugins shows its level", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "plexus-sandbox-" });
+  const config = await writeConfig(dir, {
+    pluginGrants: { sandboxed: { env: ["PLEXUS_SANDBOX_PROBE"] } },
+  });
+  const p = await startPlexus({
+    dir,
+    args: [
+      "--plugin",
+      PLUGIN,
+      "--plugin-trust",
+      "sandboxed=worker",
+      "--config",
+      config,
+    ],
+    env: { PLEXUS_SANDBOX_PROBE: "granted" },
+  });
+  try {
+    const get = async (path: string) =>
+      await (await fetch(`${p.url}/plugins/sandboxed${path}`)).json();
+    assert.deepEqual(await get("/env"), { ok: true, value: "granted" });
+    assert.deepEqual(await get("/home"), { ok: false, error: "NotCapable" });
+    assert.deepEqual(await get("/read"), { ok: false, error: "NotCapable" });
+    assert.deepEqual(await get("/fetch"), { ok: false, error: "NotCapable" });
+    const list = await (await p.api("/api/v1/plugins")).json() as {
+      name: string;
+      trust: string;
+      permissions: unknown;
+    }[];
+    const mine = list.find((x) => x.name === "sandboxed")!;
+    assert.equal(mine.trust, "worker");
+    assert.deepEqual(
+      (mine.permissions as Record<string, unknown>).env,
+      ["PLEXUS_SANDBOX_PROBE"],
+    );
+    assert.equal((mine.permissions as Record<string, unknown>).net, false);
+    assert.equal(list.find((x) => x.name === "gateway")?.trust, "trusted");
+    // The node itself is untouched.
+    assert.equal((await fetch(`${p.url}/health`)).status, 200);
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("sandbox: a sandboxed plugin asking for more than it was granted stops the start, naming the missing grant", async () => {
+  const r = await runToExit({
+    args: ["--plugin", PLUGIN, "--plugin-trust", "sandboxed=worker"],
+  });
+  assert.notEqual(r.code, 0);
+  assert.match(
+    r.stderr + r.stdout,
+    /plugin 'sandboxed' asks for more than it was granted: env: .*pluginGrants/,
+  );
+});
