@@ -35,6 +35,13 @@ Deno.test({
     try {
       const old = await c.leader();
       const follower = (old + 1) % 3;
+      // A node knows it leads before its first heartbeat reaches the others;
+      // until then the follower answers 503 "no leader known".
+      await poll(
+        async () => (await c.status(follower))?.lead === c.nodes[old].id,
+        "the follower to learn the leader",
+        10_000,
+      );
       const warm = await put(c, follower, "k", "v0");
       assert.equal(warm.status, 200, warm.body);
       c.nodes[old].proc!.signal("SIGSTOP");
