@@ -7,13 +7,23 @@
  * router, its HTTP and API routes (each API route behind the node's chain
  * with the access the plugin declared), and `tasks:local` when required.
  *
- * A plugin's uncaught error or rejection never reaches the node: it is
- * reported, logged, and the plugin's health turns down. A plugin that stops
- * answering (an endless loop) fails its health check at the deadline.
+ * Containment: a plugin's uncaught error or rejection never reaches the
+ * node, and neither does an endless loop (a missed health deadline). Either
+ * is a crash: the Worker is ended and a new one is started after a backoff
+ * (1 s, 2 s, 4 s … 30 s) with the same routes, task types and config; its
+ * setup makes its subscriptions again. After `maxCrashes` crashes within
+ * `crashWindowMs` it stays down, and `/health` says so. Requests to its
+ * routes meanwhile answer 503.
  *
  * @module
  */
-import { createRpc, type Rpc, type WireError } from "./rpc.ts";
+import {
+  createRpc,
+  type Rpc,
+  SandboxCallError,
+  toWireError,
+  type WireError,
+} from "./rpc.ts";
 import type { WireManifest, WireSetup } from "./worker_main.ts";
 import type {
   Health,
@@ -22,16 +32,26 @@ import type {
   PluginManifest,
   Running,
 } from "../plugin.ts";
+import { PlexusError } from "../errors.ts";
+import { plexusErrorResponse } from "../http/errors.ts";
+import { backoffDelay } from "../resilience/backoff.ts";
 import type { ApiAccess, ApiRoutes } from "../http/plugin_api.ts";
 import type { LogLevel } from "../observe/logger.ts";
 import type { Labels } from "../observe/metrics.ts";
 import type { TaskSubmission } from "../tasks.ts";
-import {
-  type SerialRequest,
-  serialRequest,
-  type SerialResponse,
-  toResponse,
-} from "./serial.ts";
+import { serialRequest, type SerialResponse, toResponse } from "./serial.ts";
+
+/** When a crashed sandboxed plugin is started again, and when it stays down. */
+export interface RestartPolicy {
+  /** Crashes within `crashWindowMs` after which it stays down. @default {5} */
+  maxCrashes?: number;
+  /** The window `maxCrashes` counts in, ms. @default {60000} */
+  crashWindowMs?: number;
+  /** Delay before the first restart, doubling per recent crash, ms. @default {1000} */
+  baseDelayMs?: number;
+  /** Longest delay before a restart, ms. @default {30000} */
+  maxDelayMs?: number;
+}
 
 /** Options of {@linkcode openWorkerSandbox}. */
 export interface WorkerSandboxOptions {
@@ -41,6 +61,26 @@ export interface WorkerSandboxOptions {
   timeoutMs?: number;
   /** Deadline of loading the plugin module. @default {30000} */
   loadTimeoutMs?: number;
+  /** Deadline of the plugin's health answer (inside the kernel's 2 s). @default {1500} */
+  healthTimeoutMs?: number;
+  /** Restarts after a crash. */
+  restart?: RestartPolicy;
+}
+
+/** Where a sandboxed plugin is in its life. */
+export type SandboxState =
+  | "loaded"
+  | "running"
+  | "restarting"
+  | "down"
+  | "stopped";
+
+/** One crash of a sandboxed plugin. */
+export interface Crash {
+  /** When, ms since the epoch. */
+  at: number;
+  /** What it raised (or why it was ended). */
+  error: WireError;
 }
 
 /** A plugin loaded in its own Worker. */
@@ -49,15 +89,28 @@ export interface WorkerSandbox {
   readonly manifest: WireManifest;
   /** What the kernel registers: `setup` starts serving the sandbox's calls. */
   readonly plugin: Plugin;
-  /** Uncaught errors the plugin raised since setup (its health is down after one). */
-  readonly crashes: WireError[];
-  /** Ends the Worker at once. */
+  /** Its crashes, oldest first (the last 100). */
+  readonly crashes: readonly Crash[];
+  /** Where it is now. */
+  readonly state: SandboxState;
+  /** Workers started for it so far (1 + restarts). */
+  readonly starts: number;
+  /** Ends the Worker at once; no restart follows. */
   terminate(reason?: string): void;
 }
 
 /** Entries `kv.list` may return across the sandbox in one call. */
 const MAX_LIST = 10_000;
 const WORKER_URL = new URL("./worker_main.ts", import.meta.url).href;
+
+/** One Worker and its call channel. */
+interface Conn {
+  worker: Worker;
+  rpc: Rpc;
+  /** Router subscriptions made for this Worker. */
+  unsubscribe: Map<number, () => void>;
+  ended: boolean;
+}
 
 /**
  * Starts a Worker with `options.permissions` and loads the plugin at `url`
@@ -74,250 +127,368 @@ export async function openWorkerSandbox(
   url: string,
   options: WorkerSandboxOptions,
 ): Promise<WorkerSandbox> {
-  // The plugin is part of the Worker's initial static module graph, which
-  // Deno loads without read permission (a dynamic import() of it would need
-  // read access to every file it imports). The entry sets up the call
-  // channel first, then evaluates the plugin module.
-  const entry = [
-    `import ${JSON.stringify(WORKER_URL)};`,
-    `import * as mod from ${JSON.stringify(url)};`,
-    `globalThis.__plexusPluginModule = mod;`,
-  ].join("\n");
-  const worker = new Worker(
-    `data:application/javascript,${encodeURIComponent(entry)}`,
-    {
-      type: "module",
-      name: `plugin ${url}`,
-      deno: { permissions: options.permissions },
-    },
-  );
-  let failLoad: ((err: Error) => void) | undefined;
-  const loadFailed = new Promise<never>((_, reject) => {
-    failLoad = reject;
-  });
-  loadFailed.catch(() => {});
+  const policy = {
+    maxCrashes: options.restart?.maxCrashes ?? 5,
+    crashWindowMs: options.restart?.crashWindowMs ?? 60_000,
+    baseDelayMs: options.restart?.baseDelayMs ?? 1000,
+    maxDelayMs: options.restart?.maxDelayMs ?? 30_000,
+  };
+  const healthTimeoutMs = options.healthTimeoutMs ?? 1500;
+  // Host-side state that outlives a Worker: routes and task types are
+  // registered once and call whichever Worker is current.
   let ctx: PluginContext | undefined;
   let claimError: Error | undefined;
-  const crashes: WireError[] = [];
-  const unsubscribe = new Map<number, () => void>();
+  const crashes: Crash[] = [];
   const apis = new Map<string, ApiRoutes>();
-  let ended = false;
+  const apiRoutes = new Set<string>();
+  const taskTypes = new Set<string>();
+  let current: Conn | undefined;
+  let state: SandboxState = "loaded";
+  let starts = 0;
+  let restartTimer: ReturnType<typeof setTimeout> | undefined;
 
   const need = (): PluginContext => {
     if (!ctx) throw new Error("the sandboxed plugin is not set up yet");
     return ctx;
   };
-  const crashed = (e: WireError) => {
-    crashes.push(e);
+  const name = () => ctx?.name ?? url;
+  /** A call into the current Worker; 503 while there is none. */
+  const call = <T>(
+    method: string,
+    args?: unknown,
+    o?: { timeoutMs?: number },
+  ): Promise<T> => {
+    if (!current || state !== "running") {
+      return Promise.reject(
+        new SandboxCallError(
+          "unavailable",
+          `plugin '${name()}' is ${state === "down" ? "down" : "restarting"}`,
+          { status: 503, retryable: state !== "down" },
+        ),
+      );
+    }
+    return current.rpc.call<T>(method, args, o);
+  };
+  /** A route's answer from the sandbox, or the node's JSON error. */
+  const answer = async (
+    run: () => Promise<SerialResponse>,
+  ): Promise<Response> => {
+    try {
+      return toResponse(await run());
+    } catch (err) {
+      if (err instanceof PlexusError) return plexusErrorResponse(err);
+      throw err;
+    }
+  };
+
+  const end = (conn: Conn, reason: string) => {
+    if (conn.ended) return;
+    conn.ended = true;
+    conn.rpc.close(reason);
+    for (const off of conn.unsubscribe.values()) off();
+    conn.unsubscribe.clear();
+    conn.worker.terminate();
+    if (current === conn) current = undefined;
+  };
+
+  /** Records a crash of `conn` (or of a start that failed) and decides what follows. */
+  const crashed = (conn: Conn | undefined, error: WireError) => {
+    if (conn && (conn.ended || conn !== current)) return;
+    const at = Date.now();
+    crashes.push({ at, error });
     if (crashes.length > 100) crashes.shift();
-    ctx?.log.error("sandboxed plugin raised an uncaught error", {
-      error: `${e.name}: ${e.message}`,
+    ctx?.log.error("sandboxed plugin crashed", {
+      error: `${error.name}: ${error.message}`,
     });
+    if (state !== "running" && state !== "restarting") return;
+    if (conn) end(conn, `crashed: ${error.message}`);
+    const recent = crashes.filter((c) => at - c.at < policy.crashWindowMs)
+      .length;
+    if (recent >= policy.maxCrashes) {
+      state = "down";
+      ctx?.log.error("sandboxed plugin stays down", {
+        crashes: recent,
+        windowMs: policy.crashWindowMs,
+      });
+      return;
+    }
+    state = "restarting";
+    const delay = backoffDelay(recent, {
+      baseMs: policy.baseDelayMs,
+      maxMs: policy.maxDelayMs,
+    });
+    ctx?.log.warn("restarting sandboxed plugin", { inMs: delay });
+    restartTimer = setTimeout(restart, delay);
   };
 
-  const rpc: Rpc = createRpc(worker, {
-    log(a) {
-      const { level, msg, fields } = a as {
-        level: LogLevel;
-        msg: string;
-        fields?: Record<string, unknown>;
-      };
-      const log = need().log;
-      (log[level] ?? log.info).call(log, String(msg), fields);
-    },
-    metric(a) {
-      const m = a as {
-        kind: string;
-        name: string;
-        help: string;
-        op: string;
-        value?: number;
-        labels?: Labels;
-        buckets?: number[];
-      };
-      const reg = need().metrics;
-      try {
-        if (m.kind === "counter") {
-          reg.counter(m.name, m.help).inc(m.labels, m.value);
-        } else if (m.kind === "gauge") {
-          const g = reg.gauge(m.name, m.help);
-          if (m.op === "set") g.set(m.value ?? 0, m.labels);
-          else if (m.op === "inc") g.inc(m.labels, m.value);
-          else g.remove(m.labels);
-        } else if (m.kind === "histogram") {
-          reg.histogram(m.name, m.help, m.buckets).observe(
-            m.value ?? 0,
-            m.labels,
-          );
-        }
-      } catch (err) {
-        need().log.warn("metric from the sandbox refused", {
-          metric: m.name,
-          error: (err as Error).message,
-        });
-      }
-    },
-    "kv.get": (a) => need().kv.get((a as { key: Deno.KvKey }).key),
-    "kv.set": (a) => {
-      const { key, value, options: o } = a as {
-        key: Deno.KvKey;
-        value: unknown;
-        options?: { expireIn?: number };
-      };
-      return need().kv.set(key, value, o);
-    },
-    "kv.delete": (a) => need().kv.delete((a as { key: Deno.KvKey }).key),
-    async "kv.list"(a) {
-      const { prefix, options: o } = a as {
-        prefix: Deno.KvKey;
-        options?: Deno.KvListOptions;
-      };
-      const out: Deno.KvEntry<unknown>[] = [];
-      for await (const e of need().kv.list({ prefix }, o)) {
-        if (out.length === MAX_LIST) {
-          throw new Error(
-            `kv.list across the sandbox returns at most ${MAX_LIST} entries: page with limit and cursor`,
-          );
-        }
-        out.push(e);
-      }
-      return out;
-    },
-    "kv.atomic"(a) {
-      const { checks, ops } = a as {
-        checks: Deno.AtomicCheck[];
-        ops: {
-          op: "set" | "delete" | "sum";
-          key: Deno.KvKey;
-          value?: unknown;
-          options?: { expireIn?: number };
-          n?: bigint;
-        }[];
-      };
-      const atomic = need().kv.atomic().check(...checks);
-      for (const o of ops) {
-        if (o.op === "set") atomic.set(o.key, o.value, o.options);
-        else if (o.op === "delete") atomic.delete(o.key);
-        else atomic.sum(o.key, BigInt(o.n ?? 0n));
-      }
-      return atomic.commit();
-    },
-    "router.subscribe"(a) {
-      const { pattern, sub } = a as { pattern: string; sub: number };
-      const off = need().router.subscribe(
-        pattern,
-        (payload, topic, replyTo) =>
-          rpc.call("deliver", { sub, payload, topic, replyTo }),
-      );
-      unsubscribe.set(sub, off);
-    },
-    "router.unsubscribe"(a) {
-      const { sub } = a as { sub: number };
-      unsubscribe.get(sub)?.();
-      unsubscribe.delete(sub);
-    },
-    "router.publish"(a) {
-      const { topic, payload, replyTo } = a as {
-        topic: string;
-        payload: unknown;
-        replyTo?: string;
-      };
-      need().router.publish(topic, payload, replyTo);
-    },
-    "router.request"(a) {
-      const { topic, payload, options: o } = a as {
-        topic: string;
-        payload: unknown;
-        options?: { timeoutMs?: number };
-      };
-      return need().router.request(topic, payload, o);
-    },
-    "api.claim"(a) {
-      const { prefix } = a as { prefix: string };
-      try {
-        apis.set(prefix, need().api(prefix));
-      } catch (err) {
-        claimError ??= err as Error;
-      }
-    },
-    "api.route"(a) {
-      const { prefix, method, path, access } = a as {
-        prefix: string;
-        method: "get" | "post" | "put" | "patch" | "delete";
-        path: string;
-        access: ApiAccess;
-      };
-      const routes = apis.get(prefix);
-      if (!routes) return;
-      try {
-        routes[method](path, access, async (c) =>
-          toResponse(
-            await rpc.call<SerialResponse>("api", {
-              prefix,
-              req: await serialRequest(c.req.raw),
-              principal: c.var.principal,
-            }),
-          ));
-      } catch (err) {
-        claimError ??= err as Error;
-      }
-    },
-    "tasks.register"(a) {
-      const { type } = a as { type: string };
-      const c = need();
-      if (!(c.kernel as { has(c: string): boolean }).has("tasks:local")) return;
-      c.kernel.get("tasks:local").register(
-        type,
-        (payload, run) =>
-          rpc.call("task", {
-            type,
-            payload,
-            run: { id: run.id, attempt: run.attempt },
-          }, { timeoutMs: 60_000 }),
-      );
-    },
-    "tasks.submit": (a) =>
-      need().kernel.get("tasks:local").submit(a as TaskSubmission),
-    "tasks.get": (a) =>
-      need().kernel.get("tasks:local").get((a as { id: string }).id),
-    crash(a) {
-      crashed(a as WireError);
-    },
-  }, { timeoutMs: options.timeoutMs ?? 10_000 });
-
-  // An error the worker did not handle must not end the node.
-  worker.onerror = (e: ErrorEvent) => {
-    e.preventDefault();
-    if (failLoad) return failLoad(new Error(e.message));
-    crashed({ name: "Error", message: e.message });
-  };
-  const terminate = (reason = "sandbox ended") => {
-    if (ended) return;
-    ended = true;
-    rpc.close(reason);
-    for (const off of unsubscribe.values()) off();
-    unsubscribe.clear();
-    worker.terminate();
+  const restart = async () => {
+    restartTimer = undefined;
+    if (state !== "restarting") return;
+    let conn: Conn;
+    try {
+      conn = (await spawn()).conn;
+    } catch (err) {
+      // It did not even load: a crash too, retried later.
+      return crashed(undefined, toWireError(err));
+    }
+    if (state !== "restarting") return end(conn, "stopped meanwhile");
+    current = conn;
+    state = "running";
+    try {
+      await setupInside(conn);
+      ctx?.log.info("sandboxed plugin restarted", { starts });
+    } catch (err) {
+      crashed(conn, toWireError(err));
+    }
   };
 
-  let manifest: WireManifest;
-  try {
-    manifest = await Promise.race([
-      rpc.call<WireManifest>("load", { url }, {
-        timeoutMs: options.loadTimeoutMs ?? 30_000,
-      }),
-      loadFailed,
-    ]);
-    failLoad = undefined;
-  } catch (err) {
-    terminate("load failed");
-    throw new Error(
-      `cannot load plugin in its sandbox: ${(err as Error).message}`,
+  const setupInside = async (conn: Conn) => {
+    const c = need();
+    const setup: WireSetup = {
+      name: c.name,
+      config: c.config,
+      node: { ...c.node },
+      capabilities: (manifest.requires ?? []).filter((r) => c.kernel.has(r)),
+    };
+    await conn.rpc.call("setup", setup, {
+      timeoutMs: manifest.startTimeoutMs ?? 10_000,
+    });
+    if (claimError) throw claimError;
+  };
+
+  const spawn = async (): Promise<{ conn: Conn; manifest: WireManifest }> => {
+    // The plugin is part of the Worker's initial static module graph, which
+    // Deno loads without read permission (a dynamic import() of it would
+    // need read access to every file it imports). The entry sets up the
+    // call channel first, then evaluates the plugin module.
+    const entry = [
+      `import ${JSON.stringify(WORKER_URL)};`,
+      `import * as mod from ${JSON.stringify(url)};`,
+      `globalThis.__plexusPluginModule = mod;`,
+    ].join("\n");
+    const worker = new Worker(
+      `data:application/javascript,${encodeURIComponent(entry)}`,
       {
-        cause: err,
+        type: "module",
+        name: `plugin ${url}`,
+        deno: { permissions: options.permissions },
       },
     );
-  }
+    starts++;
+    let failLoad: ((err: Error) => void) | undefined;
+    const loadFailed = new Promise<never>((_, reject) => {
+      failLoad = reject;
+    });
+    loadFailed.catch(() => {});
+    const conn = {
+      worker,
+      unsubscribe: new Map(),
+      ended: false,
+    } as unknown as Conn;
+    conn.rpc = createRpc(worker, {
+      log(a) {
+        const { level, msg, fields } = a as {
+          level: LogLevel;
+          msg: string;
+          fields?: Record<string, unknown>;
+        };
+        const log = need().log;
+        (log[level] ?? log.info).call(log, String(msg), fields);
+      },
+      metric(a) {
+        const m = a as {
+          kind: string;
+          name: string;
+          help: string;
+          op: string;
+          value?: number;
+          labels?: Labels;
+          buckets?: number[];
+        };
+        const reg = need().metrics;
+        try {
+          if (m.kind === "counter") {
+            reg.counter(m.name, m.help).inc(m.labels, m.value);
+          } else if (m.kind === "gauge") {
+            const g = reg.gauge(m.name, m.help);
+            if (m.op === "set") g.set(m.value ?? 0, m.labels);
+            else if (m.op === "inc") g.inc(m.labels, m.value);
+            else g.remove(m.labels);
+          } else if (m.kind === "histogram") {
+            reg.histogram(m.name, m.help, m.buckets).observe(
+              m.value ?? 0,
+              m.labels,
+            );
+          }
+        } catch (err) {
+          need().log.warn("metric from the sandbox refused", {
+            metric: m.name,
+            error: (err as Error).message,
+          });
+        }
+      },
+      "kv.get": (a) => need().kv.get((a as { key: Deno.KvKey }).key),
+      "kv.set": (a) => {
+        const { key, value, options: o } = a as {
+          key: Deno.KvKey;
+          value: unknown;
+          options?: { expireIn?: number };
+        };
+        return need().kv.set(key, value, o);
+      },
+      "kv.delete": (a) => need().kv.delete((a as { key: Deno.KvKey }).key),
+      async "kv.list"(a) {
+        const { prefix, options: o } = a as {
+          prefix: Deno.KvKey;
+          options?: Deno.KvListOptions;
+        };
+        const out: Deno.KvEntry<unknown>[] = [];
+        for await (const e of need().kv.list({ prefix }, o)) {
+          if (out.length === MAX_LIST) {
+            throw new Error(
+              `kv.list across the sandbox returns at most ${MAX_LIST} entries: page with limit and cursor`,
+            );
+          }
+          out.push(e);
+        }
+        return out;
+      },
+      "kv.atomic"(a) {
+        const { checks, ops } = a as {
+          checks: Deno.AtomicCheck[];
+          ops: {
+            op: "set" | "delete" | "sum";
+            key: Deno.KvKey;
+            value?: unknown;
+            options?: { expireIn?: number };
+            n?: bigint;
+          }[];
+        };
+        const atomic = need().kv.atomic().check(...checks);
+        for (const o of ops) {
+          if (o.op === "set") atomic.set(o.key, o.value, o.options);
+          else if (o.op === "delete") atomic.delete(o.key);
+          else atomic.sum(o.key, BigInt(o.n ?? 0n));
+        }
+        return atomic.commit();
+      },
+      "router.subscribe"(a) {
+        const { pattern, sub } = a as { pattern: string; sub: number };
+        const off = need().router.subscribe(
+          pattern,
+          (payload, topic, replyTo) =>
+            conn.rpc.call("deliver", { sub, payload, topic, replyTo }),
+        );
+        conn.unsubscribe.set(sub, off);
+      },
+      "router.unsubscribe"(a) {
+        const { sub } = a as { sub: number };
+        conn.unsubscribe.get(sub)?.();
+        conn.unsubscribe.delete(sub);
+      },
+      "router.publish"(a) {
+        const { topic, payload, replyTo } = a as {
+          topic: string;
+          payload: unknown;
+          replyTo?: string;
+        };
+        need().router.publish(topic, payload, replyTo);
+      },
+      "router.request"(a) {
+        const { topic, payload, options: o } = a as {
+          topic: string;
+          payload: unknown;
+          options?: { timeoutMs?: number };
+        };
+        return need().router.request(topic, payload, o);
+      },
+      "api.claim"(a) {
+        const { prefix } = a as { prefix: string };
+        if (apis.has(prefix)) return; // claimed before a restart
+        try {
+          apis.set(prefix, need().api(prefix));
+        } catch (err) {
+          claimError ??= err as Error;
+        }
+      },
+      "api.route"(a) {
+        const { prefix, method, path, access } = a as {
+          prefix: string;
+          method: "get" | "post" | "put" | "patch" | "delete";
+          path: string;
+          access: ApiAccess;
+        };
+        const routes = apis.get(prefix);
+        const id = `${prefix} ${method} ${path}`;
+        if (!routes || apiRoutes.has(id)) return; // registered before a restart
+        apiRoutes.add(id);
+        try {
+          routes[method](
+            path,
+            access,
+            (c) =>
+              answer(async () =>
+                await call<SerialResponse>("api", {
+                  prefix,
+                  req: await serialRequest(c.req.raw),
+                  principal: c.var.principal,
+                })
+              ),
+          );
+        } catch (err) {
+          claimError ??= err as Error;
+        }
+      },
+      "tasks.register"(a) {
+        const { type } = a as { type: string };
+        const c = need();
+        if (!c.kernel.has("tasks:local") || taskTypes.has(type)) return;
+        taskTypes.add(type);
+        c.kernel.get("tasks:local").register(
+          type,
+          (payload, run) =>
+            call("task", {
+              type,
+              payload,
+              run: { id: run.id, attempt: run.attempt },
+            }, { timeoutMs: 60_000 }),
+        );
+      },
+      "tasks.submit": (a) =>
+        need().kernel.get("tasks:local").submit(a as TaskSubmission),
+      "tasks.get": (a) =>
+        need().kernel.get("tasks:local").get((a as { id: string }).id),
+      crash(a) {
+        crashed(conn, a as WireError);
+      },
+    }, { timeoutMs: options.timeoutMs ?? 10_000 });
+    // An error the worker did not handle must not end the node.
+    worker.onerror = (e: ErrorEvent) => {
+      e.preventDefault();
+      if (failLoad) return failLoad(new Error(e.message));
+      crashed(conn, { name: "Error", message: e.message });
+    };
+    try {
+      const m = await Promise.race([
+        conn.rpc.call<WireManifest>("load", { url }, {
+          timeoutMs: options.loadTimeoutMs ?? 30_000,
+        }),
+        loadFailed,
+      ]);
+      failLoad = undefined;
+      return { conn, manifest: m };
+    } catch (err) {
+      end(conn, "load failed");
+      throw new Error(
+        `cannot load plugin in its sandbox: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+  };
+
+  const first = await spawn();
+  current = first.conn;
+  const manifest = first.manifest;
   const { hasConfig: _, ...declared } = manifest;
 
   const plugin: Plugin = {
@@ -325,64 +496,65 @@ export async function openWorkerSandbox(
     async setup(c) {
       ctx = c;
       // Every plugin route goes in; the sandbox's own app answers or 404s.
-      c.http.all("*", async (hc) =>
-        toResponse(
-          await rpc.call<SerialResponse>(
-            "http",
-            await serialRequest(hc.req.raw) satisfies SerialRequest,
+      c.http.all(
+        "*",
+        (hc) =>
+          answer(async () =>
+            await call<SerialResponse>("http", await serialRequest(hc.req.raw))
           ),
-        ));
-      const capabilities = (manifest.requires ?? []).filter((r) =>
-        c.kernel.has(r)
       );
-      const setup: WireSetup = {
-        name: c.name,
-        config: c.config,
-        node: { ...c.node },
-        capabilities,
-      };
-      await rpc.call("setup", setup, {
-        timeoutMs: manifest.startTimeoutMs ?? 10_000,
-      });
-      if (claimError) throw claimError;
-      // Set when the sandbox misses a health deadline (an endless loop, a
-      // blocked event loop): drain and stop then end the Worker at once.
-      let unresponsive = false;
+      if (!current) throw new Error("the sandbox ended before its setup");
+      state = "running";
+      try {
+        await setupInside(current);
+      } catch (err) {
+        state = "stopped";
+        throw err;
+      }
       const running: Running = {
         async stop() {
+          const was = state;
+          state = "stopped";
+          clearTimeout(restartTimer);
+          const conn = current;
+          if (!conn) return;
           try {
-            if (!unresponsive) {
-              await rpc.call("stop", undefined, { timeoutMs: 5000 });
+            if (was === "running") {
+              await conn.rpc.call("stop", undefined, { timeoutMs: 5000 });
             }
           } finally {
-            terminate("plugin stopped");
+            end(conn, "plugin stopped");
           }
         },
         async drain() {
-          if (unresponsive) return;
-          await rpc.call("drain", undefined, { timeoutMs: 5000 });
+          if (state !== "running" || !current) return;
+          await current.rpc.call("drain", undefined, { timeoutMs: 5000 });
         },
-        async health() {
-          if (crashes.length > 0) {
-            const last = crashes.at(-1)!;
+        async health(): Promise<Health> {
+          const last = crashes.at(-1)?.error;
+          const why = last ? `${last.name}: ${last.message}` : "";
+          if (state === "down") {
             return {
               status: "down",
-              detail: `uncaught ${last.name}: ${last.message}`,
+              detail:
+                `crashed ${policy.maxCrashes} times within ${policy.crashWindowMs} ms; not restarted (last: ${why})`,
             };
           }
+          if (state === "restarting" || !current) {
+            return { status: "down", detail: `restarting after ${why}` };
+          }
+          const conn = current;
           try {
-            // Inside the kernel's own 2 s health deadline, so the detail
-            // says the sandbox did not answer.
-            const h = await rpc.call<Health>("health", undefined, {
-              timeoutMs: 1500,
+            return await conn.rpc.call<Health>("health", undefined, {
+              timeoutMs: healthTimeoutMs,
             });
-            unresponsive = false;
-            return h;
           } catch (err) {
-            if ((err as { code?: string }).code === "timeout") {
-              unresponsive = true;
-            }
-            throw err;
+            if ((err as { code?: string }).code !== "timeout") throw err;
+            // A blocked event loop: end this Worker and start another.
+            const message =
+              `did not answer its health check within ${healthTimeoutMs} ms`;
+            crashed(conn, { name: "Unresponsive", message });
+            return { status: "down", detail: message };
           }
         },
       };
@@ -394,6 +566,16 @@ export async function openWorkerSandbox(
     manifest,
     plugin,
     crashes,
-    terminate,
+    get state() {
+      return state;
+    },
+    get starts() {
+      return starts;
+    },
+    terminate(reason = "sandbox ended") {
+      state = "stopped";
+      clearTimeout(restartTimer);
+      if (current) end(current, reason);
+    },
   };
 }

@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { openWorkerSandbox, type WorkerSandbox } from "./worker_host.ts";
+import {
+  openWorkerSandbox,
+  type WorkerSandbox,
+  type WorkerSandboxOptions,
+} from "./worker_host.ts";
 import { createTestKernel, type TestKernel } from "../testing.ts";
 import { definePlugin } from "../plugin.ts";
 
@@ -22,8 +26,9 @@ async function probe(
   permissions: Deno.PermissionOptionsObject,
   config: Record<string, unknown> = {},
   others: Parameters<typeof createTestKernel>[0] = [],
+  more: Partial<WorkerSandboxOptions> = {},
 ): Promise<{ sandbox: WorkerSandbox; t: TestKernel }> {
-  const sandbox = await openWorkerSandbox(PROBE, { permissions });
+  const sandbox = await openWorkerSandbox(PROBE, { permissions, ...more });
   const t = await createTestKernel([...others, sandbox.plugin], {
     pluginConfig: { probe: config },
   });
@@ -163,7 +168,7 @@ Deno.test("worker sandbox: API routes keep the node's auth chain and the declare
   }
 });
 
-Deno.test("worker sandbox: an uncaught error or stray rejection turns the plugin's health down; the node keeps serving", async () => {
+Deno.test("worker sandbox: an uncaught error or stray rejection turns the plugin's health down while it restarts; the node keeps serving", async () => {
   for (const path of ["/throw-later", "/reject-later"]) {
     const { sandbox, t } = await probe(NONE);
     try {
@@ -191,7 +196,10 @@ Deno.test("worker sandbox: a plugin stuck in an endless loop fails its health ch
     const t0 = performance.now();
     const health = await (await t.request("/health")).json();
     assert.equal(health.services.probe.status, "down");
-    assert.match(health.services.probe.detail, /did not answer within 1500 ms/);
+    assert.match(
+      health.services.probe.detail,
+      /did not answer its health check within 1500 ms/,
+    );
     assert.ok(performance.now() - t0 < 5000);
   } finally {
     // An unresponsive sandbox is not waited for: drain and stop end it.
@@ -218,5 +226,76 @@ Deno.test("worker sandbox: a module that fails to load is refused at once, namin
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("worker sandbox: a crashed plugin is restarted with backoff and serves again; after maxCrashes in the window it stays down (503), while another plugin serves throughout", async () => {
+  const neighbour = definePlugin({
+    manifest: {
+      name: "neighbour",
+      version: "1.0.0",
+      kind: "extension",
+      api: "^1",
+      provides: ["extension:neighbour"],
+    },
+    setup(ctx) {
+      ctx.http.get("/ping", (c) => c.json({ pong: true }));
+      return Promise.resolve({ stop: () => Promise.resolve() });
+    },
+  });
+  const { sandbox, t } = await probe(NONE, {}, [neighbour], {
+    restart: { baseDelayMs: 20, maxCrashes: 3, crashWindowMs: 60_000 },
+  });
+  const neighbourUp = async () => {
+    const r = await t.request("/plugins/neighbour/ping");
+    assert.equal(r.status, 200);
+    await r.body?.cancel();
+  };
+  const waitFor = async (what: string, ok: () => boolean) => {
+    for (let i = 0; i < 300 && !ok(); i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.ok(ok(), what);
+  };
+  try {
+    for (let crash = 1; crash <= 2; crash++) {
+      assert.deepEqual(await get(t, "/throw-later"), { ok: true });
+      await waitFor(
+        `crash ${crash} seen`,
+        () => sandbox.crashes.length === crash,
+      );
+      await neighbourUp();
+      await waitFor(
+        `restart ${crash}`,
+        () => sandbox.state === "running" && sandbox.starts === crash + 1,
+      );
+      // The new Worker has the same routes, KV scope and subscriptions.
+      assert.equal((await get(t, "/kv?v=again")).mine, "again");
+      assert.deepEqual(
+        await t.router.request("probe.ask", crash, { timeoutMs: 2000 }),
+        { echo: crash },
+      );
+      const me = await t.api("/api/v1/probe/me", {}, "viewer");
+      assert.equal(me.status, 200);
+      await me.body?.cancel();
+    }
+    assert.deepEqual(await get(t, "/throw-later"), { ok: true });
+    await waitFor("the third crash", () => sandbox.state === "down");
+    const health = await (await t.request("/health")).json();
+    assert.equal(health.services.probe.status, "down");
+    assert.match(
+      health.services.probe.detail,
+      /crashed 3 times within 60000 ms; not restarted \(last: Error: boom/,
+    );
+    const refused = await t.request("/plugins/probe/kv");
+    assert.equal(refused.status, 503);
+    assert.match(
+      (await refused.json()).error.message,
+      /plugin 'probe' is down/,
+    );
+    await neighbourUp();
+    assert.equal(sandbox.starts, 3);
+  } finally {
+    await t.close();
   }
 });
