@@ -286,6 +286,7 @@ export async function startNode(
         builtins: options.builtins,
         pluginTrust: config.pluginTrust,
         pluginGrants: config.pluginGrants,
+        log: nodeLog,
       });
       if (loaded.sandbox) sandboxes.push(loaded.sandbox);
       kernel.register(loaded.value, loaded.origin, {

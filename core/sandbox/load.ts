@@ -22,10 +22,13 @@ import type { PermissionSpec } from "../plugin.ts";
 import type { TrustLevel } from "../config.ts";
 import {
   checkGrants,
+  denoFlags,
   effectivePermissions,
   workerPermissions,
 } from "./permissions.ts";
 import { openWorkerSandbox, type WorkerSandbox } from "./worker_host.ts";
+import { processLauncher } from "./process_host.ts";
+import type { Logger } from "../observe/logger.ts";
 
 /** The operator's choices {@linkcode loadAtTrust} applies. */
 export interface TrustOptions extends LoadOptions {
@@ -33,6 +36,8 @@ export interface TrustOptions extends LoadOptions {
   pluginTrust?: Readonly<Record<string, TrustLevel>>;
   /** Permissions granted by plugin name. @default {{}} */
   pluginGrants?: Readonly<Record<string, PermissionSpec>>;
+  /** Where a `process` plugin's stderr goes (one record per line). */
+  log?: Logger;
 }
 
 /** A loaded plugin and how it runs. */
@@ -101,12 +106,18 @@ export async function loadAtTrust(
     return { value, origin, trust: "trusted", permissions: "all" };
   }
   if (level === "process") {
-    probe.terminate("process level refused");
-    throw new PluginError(
-      name,
-      "load",
-      `plugin '${name}': trust level 'process' is not built yet (use 'worker' or 'trusted'; see docs/sandbox.md)`,
-    );
+    const run = Deno.permissions.querySync({
+      name: "run",
+      command: Deno.execPath(),
+    });
+    if (run.state !== "granted") {
+      probe.terminate("process level refused");
+      throw new PluginError(
+        name,
+        "load",
+        `plugin '${name}': trust level 'process' starts a child deno, so the node needs --allow-run=${Deno.execPath()} (see docs/sandbox.md)`,
+      );
+    }
   }
   let effective: Required<PermissionSpec>;
   try {
@@ -120,6 +131,25 @@ export async function loadAtTrust(
     throw err;
   }
   const wanted = workerPermissions(effective, url);
+  if (level === "process") {
+    probe.terminate("reopened as a process");
+    const log = options.log?.child({ plugin: name, stream: "stderr" });
+    const sandbox = await openWorkerSandbox(url, {
+      permissions: wanted,
+      launcher: processLauncher({
+        flags: denoFlags(effective, url),
+        env: grantedEnv(effective.env),
+        onStderr: (line) => log?.warn(line),
+      }),
+    });
+    return {
+      value: sandbox.plugin,
+      origin: spec,
+      trust: "process",
+      permissions: effective,
+      sandbox,
+    };
+  }
   if (JSON.stringify(wanted) === JSON.stringify(workerPermissions(NONE, url))) {
     return {
       value: probe.plugin,
@@ -138,4 +168,16 @@ export async function loadAtTrust(
     permissions: effective,
     sandbox,
   };
+}
+
+/** The node's environment variables a plugin was granted to read. */
+function grantedEnv(env: boolean | string[]): Record<string, string> {
+  if (env === true) return Deno.env.toObject();
+  if (env === false) return {};
+  const out: Record<string, string> = {};
+  for (const name of env) {
+    const value = Deno.env.get(name);
+    if (value !== undefined) out[name] = value;
+  }
+  return out;
 }

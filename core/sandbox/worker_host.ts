@@ -19,6 +19,7 @@
  */
 import {
   createRpc,
+  type Port,
   type Rpc,
   SandboxCallError,
   toWireError,
@@ -53,10 +54,65 @@ export interface RestartPolicy {
   maxDelayMs?: number;
 }
 
+/** A started sandbox: its port to the node, and how it ends. */
+export interface Launched {
+  /** Messages to and from the plugin's side (`worker_main.ts`). */
+  port: Port;
+  /** Ends it at once. */
+  terminate(): void;
+  /** Told once when it ends by itself or raises an error it did not handle. */
+  onExit(callback: (why: string) => void): void;
+}
+
+/** Starts a sandbox running the plugin at `pluginUrl` (a Worker, or a child process). */
+export type Launcher = (pluginUrl: string) => Launched;
+
+/**
+ * Starts a Worker with `permissions` whose initial static module graph is
+ * the sandbox's inside and the plugin: Deno loads that graph without read
+ * permission (a dynamic `import()` of the plugin would need read access to
+ * every file it imports). The entry sets up the call channel first, then
+ * evaluates the plugin module.
+ */
+export function workerLauncher(
+  permissions: Deno.PermissionOptionsObject,
+): Launcher {
+  return (pluginUrl) => {
+    const entry = [
+      `import ${JSON.stringify(WORKER_URL)};`,
+      `import * as mod from ${JSON.stringify(pluginUrl)};`,
+      `globalThis.__plexusPluginModule = mod;`,
+    ].join("\n");
+    const worker = new Worker(
+      `data:application/javascript,${encodeURIComponent(entry)}`,
+      {
+        type: "module",
+        name: `plugin ${pluginUrl}`,
+        deno: { permissions },
+      },
+    );
+    let exit: ((why: string) => void) | undefined;
+    // An error the worker did not handle must not end the node.
+    worker.onerror = (e: ErrorEvent) => {
+      e.preventDefault();
+      exit?.(e.message);
+    };
+    return {
+      port: worker,
+      terminate: () => worker.terminate(),
+      onExit: (cb) => {
+        exit = cb;
+      },
+    };
+  };
+}
+
 /** Options of {@linkcode openWorkerSandbox}. */
 export interface WorkerSandboxOptions {
   /** The Worker's permissions (every key explicit; see `permissions.ts`). */
   permissions: Deno.PermissionOptionsObject;
+  /** Starts the sandbox instead of a Worker (the `process` level). @default {workerLauncher(permissions)} */
+  launcher?: Launcher;
   /** Deadline of a call into the sandbox without its own. @default {10000} */
   timeoutMs?: number;
   /** Deadline of loading the plugin module. @default {30000} */
@@ -105,7 +161,7 @@ const WORKER_URL = new URL("./worker_main.ts", import.meta.url).href;
 
 /** One Worker and its call channel. */
 interface Conn {
-  worker: Worker;
+  launched: Launched;
   rpc: Rpc;
   /** Router subscriptions made for this Worker. */
   unsubscribe: Map<number, () => void>;
@@ -187,7 +243,7 @@ export async function openWorkerSandbox(
     conn.rpc.close(reason);
     for (const off of conn.unsubscribe.values()) off();
     conn.unsubscribe.clear();
-    conn.worker.terminate();
+    conn.launched.terminate();
     if (current === conn) current = undefined;
   };
 
@@ -257,22 +313,8 @@ export async function openWorkerSandbox(
   };
 
   const spawn = async (): Promise<{ conn: Conn; manifest: WireManifest }> => {
-    // The plugin is part of the Worker's initial static module graph, which
-    // Deno loads without read permission (a dynamic import() of it would
-    // need read access to every file it imports). The entry sets up the
-    // call channel first, then evaluates the plugin module.
-    const entry = [
-      `import ${JSON.stringify(WORKER_URL)};`,
-      `import * as mod from ${JSON.stringify(url)};`,
-      `globalThis.__plexusPluginModule = mod;`,
-    ].join("\n");
-    const worker = new Worker(
-      `data:application/javascript,${encodeURIComponent(entry)}`,
-      {
-        type: "module",
-        name: `plugin ${url}`,
-        deno: { permissions: options.permissions },
-      },
+    const launched = (options.launcher ?? workerLauncher(options.permissions))(
+      url,
     );
     starts++;
     let failLoad: ((err: Error) => void) | undefined;
@@ -281,11 +323,11 @@ export async function openWorkerSandbox(
     });
     loadFailed.catch(() => {});
     const conn = {
-      worker,
+      launched,
       unsubscribe: new Map(),
       ended: false,
     } as unknown as Conn;
-    conn.rpc = createRpc(worker, {
+    conn.rpc = createRpc(launched.port, {
       log(a) {
         const { level, msg, fields } = a as {
           level: LogLevel;
@@ -462,12 +504,10 @@ export async function openWorkerSandbox(
         crashed(conn, a as WireError);
       },
     }, { timeoutMs: options.timeoutMs ?? 10_000 });
-    // An error the worker did not handle must not end the node.
-    worker.onerror = (e: ErrorEvent) => {
-      e.preventDefault();
-      if (failLoad) return failLoad(new Error(e.message));
-      crashed(conn, { name: "Error", message: e.message });
-    };
+    launched.onExit((why) => {
+      if (failLoad) return failLoad(new Error(why));
+      crashed(conn, { name: "Error", message: why });
+    });
     try {
       const m = await Promise.race([
         conn.rpc.call<WireManifest>("load", { url }, {

@@ -83,7 +83,9 @@ const subscriptions = new Map<number, TopicHandler>();
 const tasks = new Map<string, TaskHandler>();
 const aborts = new AbortController();
 
-const rpc: Rpc = createRpc(scope, {
+// A Worker talks through its global scope; a child process through the
+// stdio port `process_entry.ts` installed before this module ran.
+const rpc: Rpc = createRpc(scope.__plexusPort ?? scope, {
   load() {
     // The entry module imported the plugin statically (see worker_host.ts).
     const mod = scope.__plexusPluginModule as

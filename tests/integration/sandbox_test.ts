@@ -64,3 +64,45 @@ Deno.test("sandbox: a sandboxed plugin asking for more than it was granted stops
     /plugin 'sandboxed' asks for more than it was granted: env: .*pluginGrants/,
   );
 });
+
+Deno.test("sandbox: --plugin-trust NAME=process runs the plugin in a child deno with only its granted flags; without --allow-run for deno the node refuses it, saying so", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "plexus-sandbox-" });
+  const config = await writeConfig(dir, {
+    pluginGrants: { sandboxed: { env: ["PLEXUS_SANDBOX_PROBE"] } },
+  });
+  const args = [
+    "--plugin",
+    PLUGIN,
+    "--plugin-trust",
+    "sandboxed=process",
+    "--config",
+    config,
+  ];
+  const refused = await runToExit({ args });
+  assert.notEqual(refused.code, 0);
+  assert.match(
+    refused.stderr + refused.stdout,
+    /trust level 'process' starts a child deno, so the node needs --allow-run=/,
+  );
+  const p = await startPlexus({
+    dir,
+    args,
+    env: { PLEXUS_SANDBOX_PROBE: "granted" },
+    denoFlags: [`--allow-run=${Deno.execPath()}`],
+  });
+  try {
+    const get = async (path: string) =>
+      await (await fetch(`${p.url}/plugins/sandboxed${path}`)).json();
+    // The child gets the granted variable from the node, nothing else.
+    assert.deepEqual(await get("/env"), { ok: true, value: "granted" });
+    assert.deepEqual(await get("/home"), { ok: false, error: "NotCapable" });
+    assert.deepEqual(await get("/read"), { ok: false, error: "NotCapable" });
+    const list = await (await p.api("/api/v1/plugins")).json() as {
+      name: string;
+      trust: string;
+    }[];
+    assert.equal(list.find((x) => x.name === "sandboxed")?.trust, "process");
+  } finally {
+    await p.close();
+  }
+});

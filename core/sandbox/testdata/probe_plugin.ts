@@ -67,6 +67,16 @@ export default definePlugin({
       Promise.reject(new Error("stray rejection"));
       return c.json({ ok: true });
     });
+    ctx.http.get("/hog", (c) => {
+      // Keeps allocating until the heap cap (process level) stops it.
+      const keep: number[][] = [];
+      const grow = () => {
+        for (let i = 0; i < 50; i++) keep.push(new Array(250_000).fill(i));
+        setTimeout(grow, 0);
+      };
+      setTimeout(grow, 0);
+      return c.json({ ok: true });
+    });
     ctx.http.get("/spin", (c) => {
       setTimeout(() => {
         for (;;) { /* never yields */ }

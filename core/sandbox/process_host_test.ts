@@ -1,0 +1,110 @@
+import assert from "node:assert/strict";
+import { openWorkerSandbox } from "./worker_host.ts";
+import { processLauncher } from "./process_host.ts";
+import {
+  denoFlags,
+  effectivePermissions,
+  workerPermissions,
+} from "./permissions.ts";
+import type { PermissionSpec } from "../plugin.ts";
+import { createTestKernel } from "../testing.ts";
+
+const PROBE = new URL("./testdata/probe_plugin.ts", import.meta.url).href;
+
+async function probe(granted: PermissionSpec, config = {}) {
+  const eff = effectivePermissions(granted, granted);
+  const stderr: string[] = [];
+  const sandbox = await openWorkerSandbox(PROBE, {
+    permissions: workerPermissions(eff, PROBE),
+    launcher: processLauncher({
+      flags: denoFlags(eff, PROBE),
+      heapMb: 48,
+      onStderr: (l) => stderr.push(l),
+    }),
+    restart: { baseDelayMs: 20, maxCrashes: 3 },
+  });
+  const t = await createTestKernel([sandbox.plugin], {
+    pluginConfig: { probe: config },
+  });
+  const get = async (path: string) => {
+    const res = await t.request(`/plugins/probe${path}`);
+    assert.equal(res.status, 200, path);
+    return await res.json();
+  };
+  return { sandbox, t, get, stderr };
+}
+
+Deno.test("process sandbox: the plugin runs in a child deno with only its flags: NotCapable without, success with the grant", async () => {
+  const file = await Deno.makeTempFile();
+  await Deno.writeTextFile(file, "secret");
+  try {
+    const none = await probe({}, { file });
+    try {
+      assert.equal((await none.get("/read")).error, "NotCapable");
+      assert.equal((await none.get("/env")).error, "NotCapable");
+      assert.equal((await none.get("/raw-kv")).error, "SandboxUnavailable");
+      assert.equal((await none.get("/kv?v=p")).mine, "p");
+    } finally {
+      await none.t.close();
+    }
+    const some = await probe({ read: [file], env: ["HOME"] }, { file });
+    try {
+      assert.deepEqual(await some.get("/read"), { ok: true, value: 6 });
+      assert.equal((await some.get("/env")).ok, true);
+    } finally {
+      await some.t.close();
+    }
+  } finally {
+    await Deno.remove(file);
+  }
+});
+
+Deno.test("process sandbox: a plugin that eats memory dies at its heap cap, not the node; it is restarted and serves again", async () => {
+  const { sandbox, t, get } = await probe({});
+  try {
+    const before = Deno.memoryUsage().rss;
+    assert.deepEqual(await get("/hog"), { ok: true });
+    for (let i = 0; i < 600 && sandbox.crashes.length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(sandbox.crashes.length, 1, "the child died");
+    assert.match(
+      sandbox.crashes[0].error.message,
+      /the plugin's process (was killed by|exited with)/,
+    );
+    // The node did not grow by the child's heap.
+    assert.ok(Deno.memoryUsage().rss - before < 40 << 20);
+    for (let i = 0; i < 300 && sandbox.state !== "running"; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(sandbox.state, "running");
+    assert.equal(sandbox.starts, 2);
+    assert.equal((await get("/kv?v=back")).mine, "back");
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("process sandbox: a plugin in an endless loop misses its health deadline, is killed and restarted; the node's event loop never stalls", async () => {
+  const { sandbox, t, get } = await probe({});
+  try {
+    assert.deepEqual(await get("/spin"), { ok: true });
+    // The node keeps answering while the child spins.
+    const t0 = performance.now();
+    const health = await (await t.request("/health")).json();
+    assert.ok(performance.now() - t0 < 2500);
+    assert.equal(health.services.probe.status, "down");
+    for (let i = 0; i < 300 && sandbox.state !== "running"; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(sandbox.starts, 2);
+    assert.equal((await get("/kv?v=ok")).mine, "ok");
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("process sandbox: the launcher refuses -A", () => {
+  const launch = processLauncher({ flags: ["--no-prompt", "-A"] });
+  assert.throws(() => launch(PROBE), /refusing to start a sandbox with -A/);
+});
