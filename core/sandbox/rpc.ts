@@ -140,11 +140,37 @@ export function createRpc(
     {
       resolve: (v: unknown) => void;
       reject: (e: Error) => void;
-      timer: ReturnType<typeof setTimeout>;
+      /** When it times out, `performance.now()` ms. */
+      deadline: number;
+      method: string;
+      ms: number;
     }
   >();
   let nextId = 1;
   let closed: string | undefined;
+  // One sweep for every deadline, not a timer per call (a timer per call
+  // costs more than the call on a busy route). A deadline fires up to one
+  // sweep late.
+  const SWEEP_MS = 25;
+  let sweeper: ReturnType<typeof setInterval> | undefined;
+  const sweep = () => {
+    const now = performance.now();
+    for (const [id, w] of waiting) {
+      if (w.deadline > now) continue;
+      waiting.delete(id);
+      w.reject(
+        new SandboxCallError(
+          "timeout",
+          `'${w.method}' across the sandbox did not answer within ${w.ms} ms`,
+          { status: 504, retryable: true },
+        ),
+      );
+    }
+    if (waiting.size === 0) {
+      clearInterval(sweeper);
+      sweeper = undefined;
+    }
+  };
 
   const answer = (id: number, run: () => unknown) => {
     Promise.resolve().then(run).then(
@@ -188,7 +214,6 @@ export function createRpc(
         const w = waiting.get(msg.id);
         if (!w) return; // answered after its deadline
         waiting.delete(msg.id);
-        clearTimeout(w.timer);
         if (msg.t === "ok") w.resolve(msg.v);
         else w.reject(fromWireError(msg.e));
       }
@@ -218,26 +243,18 @@ export function createRpc(
       const id = nextId++;
       const ms = o?.timeoutMs ?? timeoutMs;
       return new Promise<T>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          waiting.delete(id);
-          reject(
-            new SandboxCallError(
-              "timeout",
-              `'${method}' across the sandbox did not answer within ${ms} ms`,
-              { status: 504, retryable: true },
-            ),
-          );
-        }, ms);
         waiting.set(id, {
           resolve: resolve as (v: unknown) => void,
           reject,
-          timer,
+          deadline: performance.now() + ms,
+          method,
+          ms,
         });
+        sweeper ??= setInterval(sweep, SWEEP_MS);
         try {
           port.postMessage({ t: "call", id, m: method, a: args });
         } catch (err) {
           waiting.delete(id);
-          clearTimeout(timer);
           reject(err);
         }
       });
@@ -253,8 +270,9 @@ export function createRpc(
     close(reason) {
       if (closed !== undefined) return;
       closed = reason;
+      clearInterval(sweeper);
+      sweeper = undefined;
       for (const [id, w] of waiting) {
-        clearTimeout(w.timer);
         w.reject(
           new SandboxCallError("sandbox_closed", reason, { status: 503 }),
         );
