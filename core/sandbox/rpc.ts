@@ -172,21 +172,63 @@ export function createRpc(
     }
   };
 
+  // Messages posted in one turn of the event loop go as one batch: one
+  // structured clone and one wake-up of the other side instead of many.
+  let outbox: Wire[] = [];
+  const flush = () => {
+    const batch = outbox;
+    outbox = [];
+    if (closed !== undefined || batch.length === 0) return;
+    try {
+      port.postMessage(
+        batch.length === 1 ? batch[0] : { t: "batch", m: batch },
+      );
+    } catch {
+      // One value in the batch cannot be cloned: send them one by one, so
+      // only its own call fails.
+      for (const msg of batch) {
+        try {
+          port.postMessage(msg);
+        } catch (err) {
+          if (msg.t === "call") {
+            const w = waiting.get(msg.id);
+            waiting.delete(msg.id);
+            w?.reject(err as Error);
+          } else if (msg.t === "ok") {
+            port.postMessage({ t: "err", id: msg.id, e: toWireError(err) });
+          }
+        }
+      }
+    }
+  };
+  const post = (msg: Wire) => {
+    if (outbox.push(msg) === 1) queueMicrotask(flush);
+  };
+
   const answer = (id: number, run: () => unknown) => {
     Promise.resolve().then(run).then(
       (v) => {
-        if (closed === undefined) port.postMessage({ t: "ok", id, v });
+        if (closed === undefined) post({ t: "ok", id, v });
       },
       (err) => {
         if (closed === undefined) {
-          port.postMessage({ t: "err", id, e: toWireError(err) });
+          post({ t: "err", id, e: toWireError(err) });
         }
       },
     );
   };
 
   port.onmessage = (ev: MessageEvent) => {
-    const msg = ev.data;
+    const data = ev.data;
+    if (
+      data !== null && typeof data === "object" &&
+      (data as { t?: unknown }).t === "batch" &&
+      Array.isArray((data as { m?: unknown }).m)
+    ) {
+      for (const msg of (data as { m: unknown[] }).m) receive(msg);
+    } else receive(data);
+  };
+  const receive = (msg: unknown) => {
     if (!isWire(msg)) return options.onMalformed?.(msg);
     switch (msg.t) {
       case "call": {
@@ -251,17 +293,12 @@ export function createRpc(
           ms,
         });
         sweeper ??= setInterval(sweep, SWEEP_MS);
-        try {
-          port.postMessage({ t: "call", id, m: method, a: args });
-        } catch (err) {
-          waiting.delete(id);
-          reject(err);
-        }
+        post({ t: "call", id, m: method, a: args });
       });
     },
     notify(method, args) {
       if (closed === undefined) {
-        port.postMessage({ t: "note", m: method, a: args });
+        post({ t: "note", m: method, a: args });
       }
     },
     get pending() {

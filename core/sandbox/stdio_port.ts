@@ -17,7 +17,7 @@ import type { Port } from "./rpc.ts";
 export const MAX_FRAME = 64 << 20;
 
 /** The frame of one message. */
-export function encodeFrame(message: unknown): Uint8Array {
+export function encodeFrame(message: unknown): Uint8Array<ArrayBuffer> {
   const body = serialize(message);
   if (body.length > MAX_FRAME) {
     throw new RangeError(
