@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { isAbsolute, join, resolve } from "node:path";
+import { dirname, isAbsolute, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { PluginError } from "./plugin.ts";
 
@@ -170,6 +170,26 @@ export async function scanDropIn(
         cause: err,
       },
     );
+  }
+  // Anyone who can write a drop-in can run code in the node: refuse a
+  // folder or file that every user of the machine may write.
+  const paths = [
+    root,
+    ...found.flatMap((f) =>
+      f.endsWith("/mod.ts") && dirname(f) !== root ? [dirname(f), f] : [f]
+    ),
+  ];
+  for (const path of paths) {
+    const mode = (await Deno.stat(path)).mode;
+    if (mode !== null && (mode & 0o002) !== 0) {
+      throw new PluginError(
+        path,
+        "load",
+        `refusing drop-in plugin path '${path}': any user may write it (mode ${
+          (mode & 0o7777).toString(8)
+        }); run chmod o-w on it`,
+      );
+    }
   }
   return found.sort();
 }

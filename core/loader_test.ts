@@ -127,3 +127,27 @@ Deno.test("loader: the drop-in folder yields plugin files and folder mod.ts file
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("loader: the drop-in folder refuses a file, a folder plugin or the folder itself that any user may write", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(join(dir, "ok.ts"), "");
+    await Deno.mkdir(join(dir, "folder"));
+    await Deno.writeTextFile(join(dir, "folder", "mod.ts"), "");
+    assert.equal((await scanDropIn(dir)).length, 2);
+    for (const path of [join(dir, "ok.ts"), join(dir, "folder"), dir]) {
+      const before = (await Deno.stat(path)).mode! & 0o777;
+      await Deno.chmod(path, before | 0o002);
+      await assert.rejects(
+        scanDropIn(dir),
+        new RegExp(
+          `refusing drop-in plugin path '${path}': any user may write it .*chmod o-w`,
+        ),
+      );
+      await Deno.chmod(path, before);
+    }
+    assert.equal((await scanDropIn(dir)).length, 2);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

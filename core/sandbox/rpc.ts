@@ -40,6 +40,12 @@ export interface RpcOptions {
   maxPending?: number;
   /** Told about a message that is not a wire message (it is dropped). */
   onMalformed?: (message: unknown) => void;
+  /**
+   * Asked for each call and note the other side sends: `false` refuses it
+   * (a call is answered `over_budget`, 429; a note is dropped). Answers to
+   * this side's own calls always pass. @default {() => true}
+   */
+  admit?: () => boolean;
 }
 
 /** One side of the channel. */
@@ -228,8 +234,25 @@ export function createRpc(
       for (const msg of (data as { m: unknown[] }).m) receive(msg);
     } else receive(data);
   };
+  const admit = options.admit ?? (() => true);
   const receive = (msg: unknown) => {
     if (!isWire(msg)) return options.onMalformed?.(msg);
+    if ((msg.t === "call" || msg.t === "note") && !admit()) {
+      if (msg.t === "call") {
+        post({
+          t: "err",
+          id: msg.id,
+          e: {
+            name: "SandboxCallError",
+            code: "over_budget",
+            message: "over the sandbox's message budget; slow down",
+            status: 429,
+            retryable: true,
+          },
+        });
+      }
+      return;
+    }
     switch (msg.t) {
       case "call": {
         const h = Object.hasOwn(handlers, msg.m) ? handlers[msg.m] : undefined;

@@ -121,6 +121,13 @@ export interface WorkerSandboxOptions {
   healthTimeoutMs?: number;
   /** Restarts after a crash. */
   restart?: RestartPolicy;
+  /**
+   * Calls and notes per second the plugin may send the node; more are
+   * refused (calls answered 429, notes dropped and counted), and a plugin
+   * over budget for 3 seconds in a row is ended as a crash (a flood).
+   * @default {20000}
+   */
+  messagesPerSecond?: number;
 }
 
 /** Where a sandboxed plugin is in its life. */
@@ -162,6 +169,12 @@ const WORKER_URL = new URL("./worker_main.ts", import.meta.url).href;
 /** One Worker and its call channel. */
 interface Conn {
   launched: Launched;
+  /** Messages admitted in the current second, and seconds over budget in a row. */
+  budget: {
+    used: number;
+    strikes: number;
+    timer?: ReturnType<typeof setInterval>;
+  };
   rpc: Rpc;
   /** Router subscriptions made for this Worker. */
   unsubscribe: Map<number, () => void>;
@@ -190,6 +203,7 @@ export async function openWorkerSandbox(
     maxDelayMs: options.restart?.maxDelayMs ?? 30_000,
   };
   const healthTimeoutMs = options.healthTimeoutMs ?? 1500;
+  const budget = options.messagesPerSecond ?? 20_000;
   // Host-side state that outlives a Worker: routes and task types are
   // registered once and call whichever Worker is current.
   let ctx: PluginContext | undefined;
@@ -243,6 +257,7 @@ export async function openWorkerSandbox(
     conn.rpc.close(reason);
     for (const off of conn.unsubscribe.values()) off();
     conn.unsubscribe.clear();
+    clearInterval(conn.budget.timer);
     conn.launched.terminate();
     if (current === conn) current = undefined;
   };
@@ -326,7 +341,27 @@ export async function openWorkerSandbox(
       launched,
       unsubscribe: new Map(),
       ended: false,
+      budget: { used: 0, strikes: 0 },
     } as unknown as Conn;
+    let refused = 0;
+    conn.budget.timer = setInterval(() => {
+      const over = conn.budget.used > budget;
+      conn.budget.strikes = over ? conn.budget.strikes + 1 : 0;
+      if (refused > 0) {
+        ctx?.metrics.counter(
+          "plexus_sandbox_messages_refused_total",
+          "Calls and notes a sandboxed plugin sent over its message budget",
+        ).inc({ plugin: name() }, refused);
+        refused = 0;
+      }
+      conn.budget.used = 0;
+      if (conn.budget.strikes >= 3) {
+        crashed(conn, {
+          name: "Flood",
+          message: `sent more than ${budget} messages a second for 3 seconds`,
+        });
+      }
+    }, 1000);
     conn.rpc = createRpc(launched.port, {
       log(a) {
         const { level, msg, fields } = a as {
@@ -503,7 +538,14 @@ export async function openWorkerSandbox(
       crash(a) {
         crashed(conn, a as WireError);
       },
-    }, { timeoutMs: options.timeoutMs ?? 10_000 });
+    }, {
+      timeoutMs: options.timeoutMs ?? 10_000,
+      admit: () => {
+        if (++conn.budget.used <= budget) return true;
+        refused++;
+        return false;
+      },
+    });
     launched.onExit((why) => {
       if (failLoad) return failLoad(new Error(why));
       crashed(conn, { name: "Error", message: why });

@@ -299,3 +299,45 @@ Deno.test("worker sandbox: a crashed plugin is restarted with backoff and serves
     await t.close();
   }
 });
+
+Deno.test("worker sandbox: a plugin flooding the router is held to its message budget, then ended and restarted; the node answers throughout", async () => {
+  const { sandbox, t } = await probe(NONE, {}, [], {
+    messagesPerSecond: 2000,
+    restart: { baseDelayMs: 20 },
+  });
+  let delivered = 0;
+  const off = t.router.subscribe("probe.flood", () => void delivered++);
+  try {
+    assert.deepEqual(await get(t, "/flood"), { ok: true });
+    const t0 = performance.now();
+    let slowest = 0;
+    while (sandbox.crashes.length === 0 && performance.now() - t0 < 8000) {
+      const s = performance.now();
+      const res = await t.request("/health");
+      await res.body?.cancel();
+      slowest = Math.max(slowest, performance.now() - s);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(sandbox.crashes.length, 1, "the flood was ended");
+    assert.equal(sandbox.crashes[0].error.name, "Flood");
+    assert.match(
+      sandbox.crashes[0].error.message,
+      /more than 2000 messages a second for 3 seconds/,
+    );
+    // At most the budget got through per second (3 to 4 seconds of it).
+    assert.ok(delivered <= 2000 * 5, `${delivered} delivered`);
+    assert.ok(slowest < 1000, `health took ${slowest} ms during the flood`);
+    assert.match(
+      t.metrics.render(),
+      /plexus_sandbox_messages_refused_total\{plugin="probe"\} [1-9]/,
+    );
+    for (let i = 0; i < 300 && sandbox.state !== "running"; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(sandbox.starts, 2);
+    assert.equal((await get(t, "/kv?v=calm")).mine, "calm");
+  } finally {
+    off();
+    await t.close();
+  }
+});

@@ -77,6 +77,15 @@ export default definePlugin({
       setTimeout(grow, 0);
       return c.json({ ok: true });
     });
+    ctx.http.get("/flood", (c) => {
+      // Publishes as fast as it can, for ever.
+      const flood = () => {
+        for (let i = 0; i < 2000; i++) ctx.router.publish("probe.flood", i);
+        setTimeout(flood, 0);
+      };
+      setTimeout(flood, 0);
+      return c.json({ ok: true });
+    });
     ctx.http.get("/spin", (c) => {
       setTimeout(() => {
         for (;;) { /* never yields */ }
