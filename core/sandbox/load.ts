@@ -134,14 +134,15 @@ export async function loadAtTrust(
   if (level === "process") {
     probe.terminate("reopened as a process");
     const log = options.log?.child({ plugin: name, stream: "stderr" });
-    const sandbox = await openWorkerSandbox(url, {
-      permissions: wanted,
-      launcher: processLauncher({
-        flags: denoFlags(effective, url),
-        env: grantedEnv(effective.env),
-        onStderr: (line) => log?.warn(line),
-      }),
-    });
+    const sandbox = await open(name, () =>
+      openWorkerSandbox(url, {
+        permissions: wanted,
+        launcher: processLauncher({
+          flags: denoFlags(effective, url),
+          env: grantedEnv(effective.env),
+          onStderr: (line) => log?.warn(line),
+        }),
+      }));
     return {
       value: sandbox.plugin,
       origin: spec,
@@ -160,7 +161,10 @@ export async function loadAtTrust(
     };
   }
   probe.terminate("reopened with the plugin's permissions");
-  const sandbox = await openWorkerSandbox(url, { permissions: wanted });
+  const sandbox = await open(
+    name,
+    () => openWorkerSandbox(url, { permissions: wanted }),
+  );
   return {
     value: sandbox.plugin,
     origin: spec,
@@ -180,4 +184,27 @@ function grantedEnv(env: boolean | string[]): Record<string, string> {
     if (value !== undefined) out[name] = value;
   }
   return out;
+}
+
+/**
+ * Opens a sandbox, turning Deno's refusal to give a Worker more than the node
+ * has into an error that says what to do.
+ */
+async function open(
+  name: string,
+  run: () => Promise<WorkerSandbox>,
+): Promise<WorkerSandbox> {
+  try {
+    return await run();
+  } catch (err) {
+    const message = (err as Error).message;
+    throw new PluginError(
+      name,
+      "load",
+      /escalate parent/i.test(message)
+        ? `plugin '${name}' was granted a permission this node itself lacks (${message}): start the node with that permission too, or grant less`
+        : `plugin '${name}' cannot start in its sandbox: ${message}`,
+      { cause: err },
+    );
+  }
 }
