@@ -303,19 +303,20 @@ export class QueueDelivery {
     }
     this.#inflight.delete(re);
     clearTimeout(f.timer);
-    f.delivery.ack().then(
-      async () => {
-        host.metrics.delivery("acked");
-        await host.outbox.discard(f.queue.name, re, f.delivery.payload);
-        this.refreshDepth();
-        this.pump();
-      },
-      (err) =>
-        host.log.warn("queue ack failed", {
-          agent: host.agentId(),
-          id: re,
-          error: err,
-        }),
+    // One handler for the ack and the clean-up after it: the node may close
+    // its KV between the two (an ack racing shutdown), which must be logged,
+    // not left as an unhandled rejection.
+    f.delivery.ack().then(async () => {
+      host.metrics.delivery("acked");
+      await host.outbox.discard(f.queue.name, re, f.delivery.payload);
+      this.refreshDepth();
+      this.pump();
+    }).catch((err) =>
+      host.log.warn("queue ack failed", {
+        agent: host.agentId(),
+        id: re,
+        error: err,
+      })
     );
   }
 
