@@ -166,7 +166,11 @@ Deno.test("loader: relative, absolute, file:, https:, drop-in and builtin: plugi
         headers: { "content-type": "application/typescript" },
       });
     });
-    const remoteUrl = `https://127.0.0.1:${server.addr.port}/remote_plugin.ts`;
+    // A URL no earlier run used: Deno caches remote modules by URL across
+    // runs, and a port reused by chance would load the cached copy without
+    // fetching it (a CI run saw served = 0).
+    const remoteUrl =
+      `https://127.0.0.1:${server.addr.port}/remote_plugin.ts?run=${crypto.randomUUID()}`;
 
     p = await startPlexus({
       pluginsDir: drop,
