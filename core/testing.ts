@@ -80,7 +80,17 @@ export interface TestKernelOptions {
  * @example Usage
  * ```ts
  * import { createTestKernel } from "./testing.ts";
- * import hello from "../plugins/examples/hello.ts";
+ * import { definePlugin } from "./plugin.ts";
+ * const hello = definePlugin({
+ *   manifest: {
+ *     name: "hello", version: "1.0.0", kind: "extension", api: "^1",
+ *     provides: ["extension:hello"],
+ *   },
+ *   setup(ctx) {
+ *     ctx.http.get("/greet/:name", (c) => c.json({ message: `hello, ${c.req.param("name")}` }));
+ *     return Promise.resolve({ stop: () => Promise.resolve() });
+ *   },
+ * });
  * await using t = await createTestKernel([hello]);
  * const res = await t.request("/plugins/hello/greet/ada");
  * (await res.json()).message; // "hello, ada"
