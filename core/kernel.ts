@@ -37,6 +37,15 @@ import { scopeKv } from "./state/scoped_kv.ts";
 import { pluginPrefix } from "./state/keys.ts";
 import type { NodeFetch } from "./http/node_client.ts";
 import {
+  createScope,
+  promoteTasks,
+  type Scope,
+  scopeRouter,
+  scopeTasks,
+  type TaskSlots,
+} from "./plugin_scope.ts";
+import type { TaskHandler, TaskService } from "./tasks.ts";
+import {
   type ApiEnv,
   CORE_API_PREFIXES,
   createPluginApi,
@@ -67,6 +76,10 @@ export interface PluginRecord {
   /** Where it runs and what it may do (see {@linkcode PluginIsolation}). */
   isolation: PluginIsolation;
   error?: string;
+  /** Whether this copy hears router messages and task runs, and its work in flight. */
+  scope: Scope;
+  /** Aborted when this copy stops. */
+  controller?: AbortController;
 }
 
 /**
@@ -160,6 +173,20 @@ export interface Kernel extends KernelHandle {
   drain(): Promise<void>;
   /** Stops running plugins in reverse start order; resolves with failures. */
   stop(): Promise<PluginError[]>;
+  /**
+   * Hot swap: starts `candidate` (a new version of the running plugin of the
+   * same name) beside the old one, then moves its HTTP and API routes,
+   * WebSocket names, router subscriptions and task types over in one step,
+   * lets the old copy finish its work in flight within the stop deadline and
+   * stops it. Rejects with a {@linkcode PluginError} — and leaves the old
+   * copy serving — when the new one is invalid (manifest, API range,
+   * dependencies, config) or its setup fails.
+   */
+  replace(
+    candidate: unknown,
+    origin?: string,
+    isolation?: PluginIsolation,
+  ): Promise<SwapReport>;
   /** Health of every registered plugin, with latency in ms. */
   health(): Promise<
     Record<
@@ -175,6 +202,22 @@ export interface Kernel extends KernelHandle {
   apiFor(prefix: string): npm.Hono<ApiEnv> | undefined;
   /** The handler of `GET /ws/{name}` for a running plugin, if one claimed it. */
   websocketFor(name: string): WebSocketHandler | undefined;
+}
+
+/** What {@linkcode Kernel.replace} did. */
+export interface SwapReport {
+  /** The plugin's name. */
+  name: string;
+  /** The version that was serving. */
+  from: string;
+  /** The version serving now. */
+  to: string;
+  /** Setup of the new copy, ms (the old one served meanwhile). */
+  setupMs: number;
+  /** Waiting for the old copy's work in flight, then stopping it, ms. */
+  retireMs: number;
+  /** Whether the old copy's work finished before the stop deadline. */
+  drained: boolean;
 }
 
 const WS_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
@@ -298,6 +341,28 @@ function deadline<T>(
   });
 }
 
+/** Refuses a plugin whose manifest's `api` range this kernel does not satisfy. */
+function checkApiRange(plugin: Plugin): void {
+  const { name, api } = plugin.manifest;
+  if (!satisfies(KERNEL_API_VERSION, api)) {
+    throw new PluginError(
+      name,
+      "manifest",
+      `plugin '${name}' needs kernel API '${api}' but this kernel offers ${KERNEL_API_VERSION}`,
+    );
+  }
+}
+
+/** The handler of a task type whose plugin no longer handles it. */
+function noHandler(plugin: string, type: string): TaskHandler {
+  return () =>
+    Promise.reject(
+      new Error(
+        `plugin '${plugin}' no longer handles task type '${type}' (it was replaced or failed to start)`,
+      ),
+    );
+}
+
 function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -316,7 +381,6 @@ export function createKernel(options: KernelOptions): Kernel {
   const { log, metrics, kv, router, node } = options;
   const records = new Map<string, PluginRecord>();
   const started: string[] = [];
-  const controllers = new Map<string, AbortController>();
   const startTimeout = options.startTimeoutMs ?? 10_000;
   const stopTimeout = options.stopTimeoutMs ?? 5_000;
   const coreApis: Record<string, unknown> = {
@@ -362,11 +426,163 @@ export function createKernel(options: KernelOptions): Kernel {
     options.onStatus?.({ plugin: r.plugin.manifest.name, state, error });
   };
 
-  /** Who serves `/api/v1/{prefix}` already: "the node's core routes" or "plugin 'x'". */
-  const apiOwner = (prefix: string): string | undefined => {
+  /** Who other than plugin `self` serves `/api/v1/{prefix}`: "the node's core routes" or "plugin 'x'". */
+  const apiOwner = (prefix: string, self: string): string | undefined => {
     if (CORE_API_PREFIXES.includes(prefix)) return "the node's core routes";
     for (const [name, r] of records) {
-      if (r.api?.has(prefix)) return `plugin '${name}'`;
+      if (name !== self && r.api?.has(prefix)) return `plugin '${name}'`;
+    }
+  };
+  // Task types registered through plugins' scopes, and who runs each.
+  const taskSlots: TaskSlots = new Map();
+  const swapping = new Set<string>();
+
+  /** Validates `plugin`'s config against its manifest's schema. */
+  const configFor = (plugin: Plugin): unknown => {
+    const name = plugin.manifest.name;
+    const raw = options.pluginConfig?.[name] ?? {};
+    if (!plugin.manifest.config) return raw;
+    const parsed = plugin.manifest.config.safeParse(raw);
+    if (!parsed.success) {
+      throw new PluginError(
+        name,
+        "config",
+        `plugin '${name}' has invalid config: ${
+          describeIssues(parsed.error, raw)
+        }`,
+      );
+    }
+    return parsed.data;
+  };
+
+  /** One started copy of a plugin and what it claimed. */
+  interface Launched {
+    running: Running;
+    http: Hono;
+    api: Map<string, PluginApi>;
+    ws: Map<string, WebSocketHandler>;
+    controller: AbortController;
+    /** Task handlers a replacement registered, taking over at the swap. */
+    staged: Map<string, TaskHandler>;
+    setupMs: number;
+  }
+
+  /**
+   * Runs one copy's setup under its deadline, with the router and task
+   * service seen through `scope`; if it fails, undoes what the copy made
+   * and throws.
+   */
+  const launch = async (
+    plugin: Plugin,
+    config: unknown,
+    scope: Scope,
+  ): Promise<Launched> => {
+    const name = plugin.manifest.name;
+    const controller = new AbortController();
+    // Requests are counted, so a swap knows when the old copy's are done.
+    const counted = async (_c: unknown, next: () => Promise<void>) => {
+      await scope.track(next);
+    };
+    const http = new Hono().basePath(`/plugins/${name}`);
+    http.use(counted);
+    const claimed = new Map<string, PluginApi>();
+    const api = (prefix: string) => {
+      const owner = claimed.has(prefix)
+        ? `plugin '${name}'`
+        : apiOwner(prefix, name);
+      if (owner) {
+        throw new Error(`/api/v1/${prefix} is already served by ${owner}`);
+      }
+      const created = createPluginApi(prefix);
+      created.app.use(counted);
+      claimed.set(prefix, created);
+      return created.routes;
+    };
+    const sockets = new Map<string, WebSocketHandler>();
+    const websocket = (wsName: string, handler: WebSocketHandler) => {
+      if (!WS_NAME_RE.test(wsName)) {
+        throw new TypeError(
+          `Cannot serve /ws/${wsName}: a name is one lower-case path segment like 'agent'`,
+        );
+      }
+      for (const [other, o] of records) {
+        if (
+          (other !== name && o.ws?.has(wsName)) ||
+          (other === name && sockets.has(wsName))
+        ) {
+          throw new Error(
+            `/ws/${wsName} is already served by plugin '${other}'`,
+          );
+        }
+      }
+      sockets.set(wsName, handler);
+    };
+    const staged = new Map<string, TaskHandler>();
+    const scopedRouter = scopeRouter(router, scope);
+    const scoped: Record<string, unknown> = {
+      ...coreApis,
+      "router:local": scopedRouter,
+    };
+    if (coreApis["tasks:local"]) {
+      scoped["tasks:local"] = scopeTasks(
+        coreApis["tasks:local"] as TaskService,
+        { slots: taskSlots, plugin: name, scope, staged },
+      );
+    }
+    const handle: KernelHandle = {
+      get: <T>(capability: string): T =>
+        capability in scoped
+          ? scoped[capability] as T
+          : kernel.get<T>(capability),
+      has: (capability) => kernel.has(capability),
+    } as KernelHandle;
+    const t0 = performance.now();
+    const setup = Promise.resolve().then(() =>
+      plugin.setup({
+        name,
+        config,
+        log: log.child({ plugin: name }),
+        metrics,
+        kv: scopeKv(kv, pluginPrefix(name)),
+        router: scopedRouter,
+        http,
+        api,
+        websocket,
+        nodeFetch,
+        kernel: handle,
+        node,
+        signal: controller.signal,
+      })
+    );
+    const ms = plugin.manifest.startTimeoutMs ?? startTimeout;
+    try {
+      const running = await deadline(setup, ms, `setup of plugin '${name}'`);
+      if (!running || typeof running.stop !== "function") {
+        throw new Error(
+          `setup returned ${
+            running === undefined ? "nothing" : "a value without stop()"
+          }`,
+        );
+      }
+      return {
+        running,
+        http,
+        api: claimed,
+        ws: sockets,
+        controller,
+        staged,
+        setupMs: performance.now() - t0,
+      };
+    } catch (err) {
+      controller.abort(err);
+      // A setup that finishes after its deadline must still be undone.
+      setup.then((late) => late?.stop?.(AbortSignal.timeout(stopTimeout)))
+        .catch(() => {});
+      scope.unsubscribeAll();
+      for (const [type, slot] of taskSlots) {
+        if (slot.scope === scope) slot.handler = noHandler(name, type);
+      }
+      throw err;
     }
   };
 
@@ -377,14 +593,8 @@ export function createKernel(options: KernelOptions): Kernel {
       isolation = { trust: "trusted", permissions: "all" },
     ) {
       const plugin = validatePlugin(candidate, origin);
-      const { name, api } = plugin.manifest;
-      if (!satisfies(KERNEL_API_VERSION, api)) {
-        throw new PluginError(
-          name,
-          "manifest",
-          `plugin '${name}' needs kernel API '${api}' but this kernel offers ${KERNEL_API_VERSION}`,
-        );
-      }
+      const { name } = plugin.manifest;
+      checkApiRange(plugin);
       const existing = records.get(name);
       if (existing) {
         throw new PluginError(
@@ -398,6 +608,7 @@ export function createKernel(options: KernelOptions): Kernel {
         origin,
         isolation,
         state: "registered",
+        scope: createScope(true),
       });
       return plugin;
     },
@@ -408,100 +619,23 @@ export function createKernel(options: KernelOptions): Kernel {
       // Validate every config before anything starts, so a typo never leaves
       // half a node running.
       const configs = new Map<string, unknown>();
-      for (const p of plugins) {
-        const raw = options.pluginConfig?.[p.manifest.name] ?? {};
-        if (!p.manifest.config) {
-          configs.set(p.manifest.name, raw);
-          continue;
-        }
-        const parsed = p.manifest.config.safeParse(raw);
-        if (!parsed.success) {
-          throw new PluginError(
-            p.manifest.name,
-            "config",
-            `plugin '${p.manifest.name}' has invalid config: ${
-              describeIssues(parsed.error, raw)
-            }`,
-          );
-        }
-        configs.set(p.manifest.name, parsed.data);
-      }
+      for (const p of plugins) configs.set(p.manifest.name, configFor(p));
       for (const name of plan.order) {
         const r = records.get(name)!;
-        const controller = new AbortController();
-        controllers.set(name, controller);
-        const http = new Hono().basePath(`/plugins/${name}`);
-        const claimed = r.api = new Map<string, PluginApi>();
-        const api = (prefix: string) => {
-          const owner = apiOwner(prefix);
-          if (owner) {
-            throw new Error(
-              `/api/v1/${prefix} is already served by ${owner}`,
-            );
-          }
-          const created = createPluginApi(prefix);
-          claimed.set(prefix, created);
-          return created.routes;
-        };
-        const sockets = r.ws = new Map<string, WebSocketHandler>();
-        const websocket = (wsName: string, handler: WebSocketHandler) => {
-          if (!WS_NAME_RE.test(wsName)) {
-            throw new TypeError(
-              `Cannot serve /ws/${wsName}: a name is one lower-case path segment like 'agent'`,
-            );
-          }
-          for (const [other, o] of records) {
-            if (o.ws?.has(wsName)) {
-              throw new Error(
-                `/ws/${wsName} is already served by plugin '${other}'`,
-              );
-            }
-          }
-          sockets.set(wsName, handler);
-        };
-        const t0 = performance.now();
         setState(r, "starting");
-        const setup = Promise.resolve().then(() =>
-          r.plugin.setup({
-            name,
-            config: configs.get(name),
-            log: log.child({ plugin: name }),
-            metrics,
-            kv: scopeKv(kv, pluginPrefix(name)),
-            router,
-            http,
-            api,
-            websocket,
-            nodeFetch,
-            kernel,
-            node,
-            signal: controller.signal,
-          })
-        );
-        const ms = r.plugin.manifest.startTimeoutMs ?? startTimeout;
         try {
-          const running = await deadline(
-            setup,
-            ms,
-            `setup of plugin '${name}'`,
-          );
-          if (!running || typeof running.stop !== "function") {
-            throw new Error(
-              `setup returned ${
-                running === undefined ? "nothing" : "a value without stop()"
-              }`,
-            );
-          }
-          r.running = running;
-          r.http = http;
+          const l = await launch(r.plugin, configs.get(name), r.scope);
+          Object.assign(r, {
+            running: l.running,
+            http: l.http,
+            api: l.api,
+            ws: l.ws,
+            controller: l.controller,
+          });
           started.push(name);
-          setupSeconds.set((performance.now() - t0) / 1000, { plugin: name });
+          setupSeconds.set(l.setupMs / 1000, { plugin: name });
           setState(r, "running");
         } catch (err) {
-          controller.abort(err);
-          // A setup that finishes after its deadline must still be undone.
-          setup.then((late) => late?.stop?.(AbortSignal.timeout(stopTimeout)))
-            .catch(() => {});
           setState(r, "failed", message(err));
           log.error("plugin setup failed; rolling back", {
             plugin: name,
@@ -517,6 +651,141 @@ export function createKernel(options: KernelOptions): Kernel {
             },
           );
         }
+      }
+    },
+
+    async replace(
+      candidate,
+      origin = "inline",
+      isolation = { trust: "trusted", permissions: "all" },
+    ) {
+      const plugin = validatePlugin(candidate, origin);
+      const name = plugin.manifest.name;
+      const r = records.get(name);
+      if (!r) {
+        throw new PluginError(
+          name,
+          "swap",
+          `no plugin named '${name}' is loaded (loaded: ${
+            [...records.keys()].join(", ") || "none"
+          })`,
+        );
+      }
+      if (r.state !== "running") {
+        throw new PluginError(
+          name,
+          "swap",
+          `plugin '${name}' is ${r.state}: only a running plugin can be replaced`,
+        );
+      }
+      if (swapping.has(name)) {
+        throw new PluginError(
+          name,
+          "swap",
+          `plugin '${name}' is being replaced already`,
+        );
+      }
+      checkApiRange(plugin);
+      // Every other plugin must still find what it requires, and the new
+      // version what it requires.
+      resolvePlan(
+        [...records.values()].map((o) =>
+          o.plugin === r.plugin ? plugin : o.plugin
+        ),
+        Object.keys(coreApis),
+      );
+      const config = configFor(plugin);
+      swapping.add(name);
+      try {
+        const scope = createScope(false);
+        let l: Launched;
+        try {
+          l = await launch(plugin, config, scope);
+        } catch (err) {
+          throw new PluginError(
+            name,
+            "setup",
+            `plugin '${name}' ${plugin.manifest.version} failed to start, so ${r.plugin.manifest.version} keeps serving: ${
+              message(err)
+            }`,
+            { cause: err },
+          );
+        }
+        // The swap, in one synchronous step: from here on every request,
+        // message and task run reaches the new copy.
+        const old = { ...r };
+        Object.assign(r, {
+          plugin,
+          origin,
+          isolation,
+          running: l.running,
+          http: l.http,
+          api: l.api,
+          ws: l.ws,
+          controller: l.controller,
+          scope,
+        });
+        old.scope.live = false;
+        scope.live = true;
+        promoteTasks(taskSlots, scope, l.staged);
+        for (const [type, slot] of taskSlots) {
+          if (slot.plugin === name && slot.scope === old.scope) {
+            slot.scope = scope;
+            slot.handler = noHandler(name, type);
+          }
+        }
+        setupSeconds.set(l.setupMs / 1000, { plugin: name });
+        log.info(`plugin ${name} replaced`, {
+          plugin: name,
+          from: old.plugin.manifest.version,
+          to: plugin.manifest.version,
+        });
+        setState(r, "running");
+        // Retire the old copy: it drains, finishes what it runs, stops.
+        const t0 = performance.now();
+        if (old.running?.drain) {
+          await deadline(
+            old.running.drain(AbortSignal.timeout(stopTimeout)),
+            stopTimeout,
+            `drain of the old copy of '${name}'`,
+          ).catch((err) =>
+            log.warn("old copy's drain failed", {
+              plugin: name,
+              error: message(err),
+            })
+          );
+        }
+        const drained = await old.scope.idle(stopTimeout);
+        if (!drained) {
+          log.warn("old copy still had work running at the stop deadline", {
+            plugin: name,
+            inflight: old.scope.inflight,
+          });
+        }
+        old.controller?.abort(new Error("replaced by a new version"));
+        try {
+          await deadline(
+            old.running!.stop(AbortSignal.timeout(stopTimeout)),
+            stopTimeout,
+            `stop of the old copy of '${name}'`,
+          );
+        } catch (err) {
+          log.error("old copy failed to stop", {
+            plugin: name,
+            error: message(err),
+          });
+        }
+        old.scope.unsubscribeAll();
+        return {
+          name,
+          from: old.plugin.manifest.version,
+          to: plugin.manifest.version,
+          setupMs: +l.setupMs.toFixed(2),
+          retireMs: +(performance.now() - t0).toFixed(2),
+          drained,
+        };
+      } finally {
+        swapping.delete(name);
       }
     },
 
@@ -544,7 +813,7 @@ export function createKernel(options: KernelOptions): Kernel {
       while (started.length > 0) {
         const name = started.pop()!;
         const r = records.get(name)!;
-        controllers.get(name)?.abort(new Error("node shutting down"));
+        r.controller?.abort(new Error("node shutting down"));
         setState(r, "stopping");
         try {
           await deadline(

@@ -541,7 +541,14 @@ export class PluginError extends Error {
   /** Plugin name, or the specifier when the name is not known yet. */
   readonly plugin: string;
   /** Which step failed. */
-  readonly phase: "load" | "manifest" | "config" | "resolve" | "setup" | "stop";
+  readonly phase:
+    | "load"
+    | "manifest"
+    | "config"
+    | "resolve"
+    | "setup"
+    | "stop"
+    | "swap";
   /**
    * Creates the error for `plugin`'s failed `phase`.
    *
