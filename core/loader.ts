@@ -28,6 +28,12 @@ export interface LoadOptions {
   cwd?: string;
   /** What `builtin:NAME` can name. @default {{}} */
   builtins?: PluginCatalog;
+  /**
+   * A reload's number: a `file:` module is then imported under a query
+   * that holds it, so Deno's module cache cannot answer with the copy it
+   * evaluated before (hot swap). Modules it imports stay cached.
+   */
+  fresh?: number;
 }
 
 /**
@@ -90,6 +96,20 @@ export function resolveSpecifier(
 }
 
 /**
+ * `url` under a query naming reload `fresh`, for a `file:` URL (hot swap).
+ *
+ * @example Usage
+ * ```ts
+ * import { freshUrl } from "./loader.ts";
+ * freshUrl("file:///p/mod.ts", 2); // "file:///p/mod.ts?plexus-reload=2"
+ * ```
+ */
+export function freshUrl(url: string, fresh?: number): string {
+  if (!fresh || !url.startsWith("file:")) return url;
+  return `${url}${url.includes("?") ? "&" : "?"}plexus-reload=${fresh}`;
+}
+
+/**
  * Imports the module a specifier names and returns its default export.
  * Throws a {@linkcode PluginError} naming the specifier when it cannot.
  *
@@ -112,7 +132,7 @@ export async function loadPlugin(
   try {
     mod = "builtin" in target
       ? { default: await builtins[target.builtin]() }
-      : await import(target.url);
+      : await import(freshUrl(target.url, options.fresh));
   } catch (err) {
     throw new PluginError(
       spec,
