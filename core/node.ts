@@ -8,7 +8,7 @@
 import { join } from "node:path";
 import type { Config } from "./config.ts";
 import { ConfigError } from "./config.ts";
-import { createKernel, type Kernel } from "./kernel.ts";
+import { createKernel, type Kernel, type SwapReport } from "./kernel.ts";
 import { builtinNames, type PluginCatalog, scanDropIn } from "./loader.ts";
 import { loadAtTrust } from "./sandbox/load.ts";
 import type { WorkerSandbox } from "./sandbox/worker_host.ts";
@@ -20,7 +20,7 @@ import {
 } from "./observe/logger.ts";
 import { createLogStream, type LogStream } from "./observe/log_stream.ts";
 import { createMetrics } from "./observe/metrics.ts";
-import type { NodeIdentity } from "./plugin.ts";
+import { type NodeIdentity, type Plugin, PluginError } from "./plugin.ts";
 import { createRouter } from "./router.ts";
 import { openStore } from "./state/store.ts";
 import { createApp } from "./http/app.ts";
@@ -61,6 +61,14 @@ export interface NodeHandle {
   log: Logger;
   /** The live log stream behind `WS /ws`. */
   logStream: LogStream;
+  /**
+   * Hot swap: loads plugin `name` again from where it came (at its trust
+   * level, its file read afresh) and replaces the running copy with it
+   * (`Kernel.replace`). Rejects with a `PluginError` and leaves the old copy
+   * serving when the new one cannot load or start; built-ins cannot be
+   * reloaded (phase `swap`).
+   */
+  reload(name: string): Promise<SwapReport & { trust: string }>;
   /**
    * Stops accepting, lets in-flight requests finish within
    * `shutdownTimeoutMs`, stops plugins in reverse order and closes KV.
@@ -270,29 +278,34 @@ export async function startNode(
 
   let server: GuardedServer | undefined;
   // Sandboxed plugins' Workers: ended with the node even if never started.
-  const sandboxes: WorkerSandbox[] = [];
+  const sandboxes = new Map<string, WorkerSandbox>();
   const endSandboxes = () => {
-    for (const s of sandboxes) s.terminate("node stopped");
+    for (const s of sandboxes.values()) s.terminate("node stopped");
+  };
+  // Where each plugin that is not built in came from, for a reload.
+  const specs = new Map<string, string>();
+  const trustOptions = {
+    cwd: options.cwd,
+    builtins: options.builtins,
+    pluginTrust: config.pluginTrust,
+    pluginGrants: config.pluginGrants,
+    log: nodeLog,
+    pins: config,
   };
   try {
-    const specs = [
+    const all = [
       ...kindSpecs,
       ...config.plugins,
       ...await scanDropIn(config.pluginsDir, options.cwd),
     ];
-    for (const spec of specs) {
-      const loaded = await loadAtTrust(spec, {
-        cwd: options.cwd,
-        builtins: options.builtins,
-        pluginTrust: config.pluginTrust,
-        pluginGrants: config.pluginGrants,
-        log: nodeLog,
-      });
-      if (loaded.sandbox) sandboxes.push(loaded.sandbox);
-      kernel.register(loaded.value, loaded.origin, {
+    for (const spec of all) {
+      const loaded = await loadAtTrust(spec, trustOptions);
+      const { name } = kernel.register(loaded.value, loaded.origin, {
         trust: loaded.trust,
         permissions: loaded.permissions,
-      });
+      }).manifest;
+      if (loaded.sandbox) sandboxes.set(name, loaded.sandbox);
+      if (!spec.startsWith("builtin:")) specs.set(name, spec);
     }
     // Published before serving, so tokens from this node verify everywhere.
     await security.keyring.publishNode(nodeKey, nodeId);
@@ -341,7 +354,47 @@ export async function startNode(
     });
   }
   let draining = false;
+  let reloads = 0;
+  const reload = async (name: string) => {
+    const spec = specs.get(name);
+    if (spec === undefined) {
+      throw new PluginError(
+        name,
+        "swap",
+        kernel.list().some((p) => p.name === name)
+          ? `plugin '${name}' is built into this node and cannot be reloaded`
+          : `no plugin named '${name}' is loaded`,
+      );
+    }
+    const loaded = await loadAtTrust(spec, {
+      ...trustOptions,
+      fresh: ++reloads,
+    });
+    try {
+      const named = (loaded.value as Partial<Plugin> | null)?.manifest?.name;
+      if (named !== undefined && named !== name) {
+        throw new PluginError(
+          name,
+          "manifest",
+          `'${spec}' now names plugin '${named}', not '${name}': a reload cannot rename a plugin`,
+        );
+      }
+      const report = await kernel.replace(loaded.value, loaded.origin, {
+        trust: loaded.trust,
+        permissions: loaded.permissions,
+      });
+      const old = sandboxes.get(name);
+      if (loaded.sandbox) sandboxes.set(name, loaded.sandbox);
+      else sandboxes.delete(name);
+      old?.terminate("replaced by a new version");
+      return { ...report, trust: loaded.trust };
+    } catch (err) {
+      loaded.sandbox?.terminate("new version refused");
+      throw err;
+    }
+  };
   const { fetch: serveHttp } = createApp({
+    reload,
     registry,
     kernel,
     kv,
@@ -494,6 +547,7 @@ export async function startNode(
     log: nodeLog,
     logStream,
     security,
+    reload,
     shutdown,
   };
 }

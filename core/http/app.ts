@@ -9,12 +9,12 @@ import { type Env, type ErrorHandler, Hono, type NotFoundHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
-import type { Kernel } from "../kernel.ts";
+import type { Kernel, SwapReport } from "../kernel.ts";
 import type { Logger } from "../observe/logger.ts";
 import { withCorrelation } from "../observe/logger.ts";
 import type { MetricsRegistry } from "../observe/metrics.ts";
 import type { LogStream } from "../observe/log_stream.ts";
-import type { NodeIdentity } from "../plugin.ts";
+import { type NodeIdentity, PluginError } from "../plugin.ts";
 import { HEALTH_PROBE_KEY } from "../state/keys.ts";
 import { errorBody, errorResponse, plexusErrorResponse } from "./errors.ts";
 import type { TaskService } from "../tasks.ts";
@@ -96,6 +96,11 @@ export interface AppDeps {
   security: Security;
   /** True once shutdown began: health turns unhealthy, new sockets refused. */
   draining: () => boolean;
+  /**
+   * Serves `POST /api/v1/plugins/{name}/reload` (hot swap, admin) when
+   * given: the node's `reload`.
+   */
+  reload?: (name: string) => Promise<SwapReport & { trust: string }>;
 }
 
 /** The node's HTTP surface. */
@@ -559,6 +564,33 @@ export function createApp(deps: AppDeps): HttpApp {
         })),
       ),
   );
+
+  if (deps.reload) {
+    const reload = deps.reload;
+    app.post(
+      "/api/v1/plugins/:name/reload",
+      requirePermission("admin"),
+      async (c) => {
+        const name = c.req.param("name");
+        try {
+          return c.json(await reload(name));
+        } catch (err) {
+          if (!(err instanceof PluginError)) throw err;
+          log.warn("plugin reload refused", { plugin: name, error: err });
+          const status = err.phase !== "swap"
+            ? 422
+            : /^no plugin named/.test(err.message)
+            ? 404
+            : 409;
+          return errorResponse(
+            status,
+            err.message,
+            status === 422 ? "plugin_refused" : undefined,
+          );
+        }
+      },
+    );
+  }
 
   app.get("/api/v1/cluster", requirePermission("cluster:read"), async (c) => {
     const consensus = kernel.has("consensus:*")
