@@ -41,6 +41,7 @@ import type { LogLevel } from "../observe/logger.ts";
 import type { Labels } from "../observe/metrics.ts";
 import type { TaskSubmission } from "../tasks.ts";
 import { serialRequest, type SerialResponse, toResponse } from "./serial.ts";
+import { type Accepted, type NodeRelay, nodeRelay } from "./websocket_relay.ts";
 
 /** When a crashed sandboxed plugin is started again, and when it stays down. */
 export interface RestartPolicy {
@@ -128,6 +129,13 @@ export interface WorkerSandboxOptions {
    * @default {20000}
    */
   messagesPerSecond?: number;
+  /**
+   * Bytes a relayed WebSocket may have in flight each way (frames the plugin
+   * has not taken yet, or the client has not); past it the socket is closed
+   * 1013, and a single larger frame 1009.
+   * @default {4194304}
+   */
+  socketBufferBytes?: number;
 }
 
 /** Where a sandboxed plugin is in its life. */
@@ -178,6 +186,8 @@ interface Conn {
   rpc: Rpc;
   /** Router subscriptions made for this Worker. */
   unsubscribe: Map<number, () => void>;
+  /** WebSockets relayed to this Worker. */
+  sockets: NodeRelay;
   ended: boolean;
 }
 
@@ -212,6 +222,8 @@ export async function openWorkerSandbox(
   const apis = new Map<string, ApiRoutes>();
   const apiRoutes = new Set<string>();
   const taskTypes = new Set<string>();
+  const socketNames = new Set<string>();
+  let nextSocket = 1;
   let current: Conn | undefined;
   let state: SandboxState = "loaded";
   let starts = 0;
@@ -251,9 +263,36 @@ export async function openWorkerSandbox(
     }
   };
 
-  const end = (conn: Conn, reason: string) => {
+  /** A relayed WebSocket upgrade: the plugin's handler decides inside. */
+  const openSocket = async (
+    wsName: string,
+    req: Request,
+  ): Promise<Response> => {
+    try {
+      const conn = current;
+      const id = nextSocket++;
+      const r = await call<
+        { accepted: Accepted } | { response: SerialResponse }
+      >("ws.open", { name: wsName, id, req: await serialRequest(req) });
+      if ("response" in r) return toResponse(r.response);
+      if (conn !== current || !conn || conn.ended) {
+        throw new SandboxCallError(
+          "unavailable",
+          `plugin '${name()}' restarted while accepting /ws/${wsName}`,
+          { status: 503, retryable: true },
+        );
+      }
+      return conn.sockets.attach(id, req, r.accepted);
+    } catch (err) {
+      if (err instanceof PlexusError) return plexusErrorResponse(err);
+      throw err;
+    }
+  };
+
+  const end = (conn: Conn, reason: string, socketCode = 1011) => {
     if (conn.ended) return;
     conn.ended = true;
+    conn.sockets.closeAll(socketCode, `plugin sandbox ended: ${reason}`);
     conn.rpc.close(reason);
     for (const off of conn.unsubscribe.values()) off();
     conn.unsubscribe.clear();
@@ -343,6 +382,11 @@ export async function openWorkerSandbox(
       ended: false,
       budget: { used: 0, strikes: 0 },
     } as unknown as Conn;
+    conn.sockets = nodeRelay(() => conn.rpc, {
+      maxBufferBytes: options.socketBufferBytes ?? 4 << 20,
+      onOverflow: (code, reason) =>
+        ctx?.log.warn("relayed websocket closed", { code, reason }),
+    });
     let refused = 0;
     conn.budget.timer = setInterval(() => {
       const over = conn.budget.used > budget;
@@ -516,6 +560,17 @@ export async function openWorkerSandbox(
           claimError ??= err as Error;
         }
       },
+      "ws.claim"(a) {
+        const { name: wsName } = a as { name: string };
+        if (socketNames.has(wsName)) return; // claimed before a restart
+        try {
+          need().websocket(wsName, (req) => openSocket(wsName, req));
+          socketNames.add(wsName);
+        } catch (err) {
+          claimError ??= err as Error;
+        }
+      },
+      ...conn.sockets.handlers,
       "tasks.register"(a) {
         const { type } = a as { type: string };
         const c = need();
@@ -605,7 +660,7 @@ export async function openWorkerSandbox(
               await conn.rpc.call("stop", undefined, { timeoutMs: 5000 });
             }
           } finally {
-            end(conn, "plugin stopped");
+            end(conn, "plugin stopped", 1001);
           }
         },
         async drain() {

@@ -3,10 +3,10 @@
  * Worker's own (narrow) permissions, and gives its `setup` a
  * {@linkcode PluginContext} whose every effect is a call to the node across
  * the boundary (see `worker_host.ts` for the other side): the logger,
- * metrics, the plugin's own KV scope, the router, HTTP and API routes, and
- * `kernel.get` of the capabilities the manifest `requires` (today
- * `tasks:local`). The node's raw KV, its signing key, `ctx.nodeFetch` and
- * `ctx.websocket` are not available here.
+ * metrics, the plugin's own KV scope, the router, HTTP and API routes,
+ * WebSockets relayed from the node (`websocket_relay.ts`), and `kernel.get`
+ * of the capabilities the manifest `requires` (today `tasks:local`). The
+ * node's raw KV, its signing key and `ctx.nodeFetch` are not available here.
  *
  * @module
  */
@@ -19,6 +19,7 @@ import type {
   Plugin,
   PluginContext,
   Running,
+  WebSocketHandler,
 } from "../plugin.ts";
 import type {
   ApiAccess,
@@ -38,6 +39,7 @@ import type { ScopedAtomic, ScopedKv } from "../state/scoped_kv.ts";
 import type { Router, TopicHandler } from "../router.ts";
 import type { TaskHandler, TaskService } from "../tasks.ts";
 import { type SerialRequest, serialResponse, toRequest } from "./serial.ts";
+import { insideRelay } from "./websocket_relay.ts";
 
 /** The manifest as it crosses: everything but the config schema. */
 export interface WireManifest {
@@ -81,6 +83,7 @@ let app: Hono | undefined;
 const apis = new Map<string, Hono<ApiEnv>>();
 const subscriptions = new Map<number, TopicHandler>();
 const tasks = new Map<string, TaskHandler>();
+const sockets = new Map<string, WebSocketHandler>();
 const aborts = new AbortController();
 
 // A Worker talks through its global scope; a child process through the
@@ -160,6 +163,24 @@ const rpc: Rpc = createRpc(scope.__plexusPort ?? scope, {
     };
     await subscriptions.get(sub)?.(payload, topic, replyTo);
   },
+  async "ws.open"(a) {
+    const { name, id, req } = a as {
+      name: string;
+      id: number;
+      req: SerialRequest;
+    };
+    const handler = sockets.get(name);
+    if (!handler) {
+      return {
+        response: await serialResponse(new Response(null, { status: 404 })),
+      };
+    }
+    const r = await relay.open(id, toRequest(req), handler);
+    return "accepted" in r ? r : { response: await serialResponse(r.response) };
+  },
+  "ws.opened": (a) => relay.handlers["ws.opened"](a),
+  "ws.message": (a) => relay.handlers["ws.message"](a),
+  "ws.closed": (a) => relay.handlers["ws.closed"](a),
   async task(a) {
     const { type, payload, run } = a as {
       type: string;
@@ -171,6 +192,7 @@ const rpc: Rpc = createRpc(scope.__plexusPort ?? scope, {
     return await handler(payload, { ...run, signal: aborts.signal });
   },
 }, { timeoutMs: 30_000 });
+const relay = insideRelay(rpc);
 
 // A plugin's stray throw or rejection is reported, not fatal to the node.
 scope.addEventListener("unhandledrejection", (e: PromiseRejectionEvent) => {
@@ -408,8 +430,9 @@ function context(s: WireSetup, config: unknown): PluginContext {
     router: router(),
     http: app,
     api: apiRoutes,
-    websocket() {
-      throw new Unavailable("ctx.websocket");
+    websocket(name, handler) {
+      sockets.set(name, handler);
+      rpc.notify("ws.claim", { name });
     },
     nodeFetch: () => Promise.reject(new Unavailable("ctx.nodeFetch")),
     kernel,

@@ -93,6 +93,45 @@ export default definePlugin({
       }, 0);
       return c.json({ ok: true });
     });
+    // A socket written for an in-process plugin: its own auth, an echo of
+    // text and binary frames, and on request a close, a crash, a blocked
+    // event loop, or more output than the client takes.
+    ctx.websocket("probe", (req) => {
+      if (new URL(req.url).searchParams.get("token") !== "letmein") {
+        return new Response("who are you?", { status: 401 });
+      }
+      const { socket, response } = Deno.upgradeWebSocket(req);
+      socket.onopen = () => socket.send("hello");
+      socket.onmessage = (e) => {
+        if (typeof e.data !== "string") {
+          return socket.send(new Uint8Array(e.data).reverse());
+        }
+        if (e.data === "bye") return socket.close(4000, "bye");
+        if (e.data === "crash") {
+          setTimeout(() => {
+            throw new Error("boom from a socket");
+          }, 0);
+          return;
+        }
+        if (e.data === "block") {
+          const until = Date.now() + 1000;
+          while (Date.now() < until) { /* busy */ }
+          return;
+        }
+        if (e.data.startsWith("spam:")) {
+          const chunk = new Uint8Array(64 * 1024);
+          for (let i = 0; i < Number(e.data.slice(5)); i++) socket.send(chunk);
+          return;
+        }
+        socket.send(`echo:${e.data}`);
+      };
+      socket.addEventListener("close", (e) => {
+        ctx.router.publish("probe.socket.closed", {
+          code: (e as CloseEvent).code,
+        });
+      });
+      return response;
+    });
     ctx.api("probe").get(
       "/me",
       "tasks:read",
