@@ -178,8 +178,13 @@ export function createRpc(
     }
   };
 
-  // Messages posted in one turn of the event loop go as one batch: one
-  // structured clone and one wake-up of the other side instead of many.
+  // Messages posted in one iteration of the event loop go as one batch: one
+  // structured clone and one wake-up of the other side instead of many. The
+  // batch leaves in the iteration's check phase (setImmediate), after every
+  // I/O callback of the iteration: Deno hands over HTTP requests and port
+  // messages one callback each, so a microtask flush sent one message per
+  // request under load (~12 µs of CPU on each side per message), while
+  // setImmediate adds no timer and no wait for the next iteration.
   let outbox: Wire[] = [];
   const flush = () => {
     const batch = outbox;
@@ -208,7 +213,7 @@ export function createRpc(
     }
   };
   const post = (msg: Wire) => {
-    if (outbox.push(msg) === 1) queueMicrotask(flush);
+    if (outbox.push(msg) === 1) setImmediate(flush);
   };
 
   const answer = (id: number, run: () => unknown) => {
