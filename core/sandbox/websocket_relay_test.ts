@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { openWorkerSandbox, type WorkerSandbox } from "./worker_host.ts";
+import {
+  openWorkerSandbox,
+  type WorkerSandbox,
+  type WorkerSandboxOptions,
+} from "./worker_host.ts";
+import { processLauncher } from "./process_host.ts";
 import { createTestKernel, type TestKernel } from "../testing.ts";
 
 const PROBE = new URL("./testdata/probe_plugin.ts", import.meta.url).href;
@@ -17,7 +22,7 @@ const NONE: Deno.PermissionOptionsObject = {
 
 /** The probe plugin in a Worker, behind a real HTTP server on loopback. */
 async function node(
-  more: { socketBufferBytes?: number; restart?: { baseDelayMs: number } } = {},
+  more: Partial<WorkerSandboxOptions> = {},
 ): Promise<
   { sandbox: WorkerSandbox; t: TestKernel; ws: string; close(): Promise<void> }
 > {
@@ -174,6 +179,25 @@ Deno.test("relayed websocket: backpressure: a client sending faster than the plu
     assert.equal(out.code, 1013);
     assert.match(out.reason, /client is behind by more than 262144 bytes/);
     overflowed(1013, /^the client is behind/);
+  } finally {
+    await n.close();
+  }
+});
+
+Deno.test("relayed websocket: the same socket works from a process sandbox, across its stdio frames", async () => {
+  const n = await node({ launcher: processLauncher({ flags: [] }) });
+  try {
+    const c = connect(`${n.ws}?token=letmein`);
+    assert.equal(await c.next(), "hello");
+    c.ws.send("over a pipe");
+    assert.equal(await c.next(), "echo:over a pipe");
+    c.ws.send(new Uint8Array([9, 8]));
+    assert.deepEqual([...new Uint8Array(await c.next() as ArrayBuffer)], [
+      8,
+      9,
+    ]);
+    c.ws.send("bye");
+    assert.equal((await c.closed).code, 4000);
   } finally {
     await n.close();
   }

@@ -40,7 +40,13 @@ import type { ApiAccess, ApiRoutes } from "../http/plugin_api.ts";
 import type { LogLevel } from "../observe/logger.ts";
 import type { Labels } from "../observe/metrics.ts";
 import type { TaskSubmission } from "../tasks.ts";
-import { serialRequest, type SerialResponse, toResponse } from "./serial.ts";
+import {
+  type SerialRequest,
+  serialRequest,
+  type SerialResponse,
+  serialResponse,
+  toResponse,
+} from "./serial.ts";
 import { type Accepted, type NodeRelay, nodeRelay } from "./websocket_relay.ts";
 
 /** When a crashed sandboxed plugin is started again, and when it stays down. */
@@ -590,6 +596,36 @@ export async function openWorkerSandbox(
         need().kernel.get("tasks:local").submit(a as TaskSubmission),
       "tasks.get": (a) =>
         need().kernel.get("tasks:local").get((a as { id: string }).id),
+      async nodeFetch(a) {
+        const s = a as SerialRequest;
+        const c = need();
+        if (
+          !(manifest.requires ?? []).some((r) =>
+            r === "node:key" || r.startsWith("node:key@")
+          )
+        ) {
+          throw new PlexusError(
+            "sandbox_unavailable",
+            `plugin '${c.name}' may use ctx.nodeFetch only when its manifest requires 'node:key'`,
+            { status: 501 },
+          );
+        }
+        const target = new URL(s.url);
+        if (!netAllows(options.permissions.net, target)) {
+          throw new PlexusError(
+            "not_capable",
+            `plugin '${c.name}': ctx.nodeFetch to '${target.host}' is outside its net permission (ask for it in the manifest's permissions.net and grant it in pluginGrants.${c.name})`,
+            { status: 403 },
+          );
+        }
+        return await serialResponse(
+          await c.nodeFetch(s.url, {
+            method: s.method,
+            headers: s.headers,
+            body: s.body,
+          }),
+        );
+      },
       crash(a) {
         crashed(conn, a as WireError);
       },
@@ -715,4 +751,15 @@ export async function openWorkerSandbox(
       if (current) end(current, reason);
     },
   };
+}
+
+/** Whether a sandbox's `net` permission covers `url` (a host without a port covers any). */
+function netAllows(
+  net: Deno.PermissionOptionsObject["net"],
+  url: URL,
+): boolean {
+  if (net === true || net === "inherit") return true;
+  if (!Array.isArray(net)) return false;
+  const port = url.port || (url.protocol === "https:" ? "443" : "80");
+  return net.some((h) => h === url.hostname || h === `${url.hostname}:${port}`);
 }

@@ -341,3 +341,63 @@ Deno.test("worker sandbox: a plugin flooding the router is held to its message b
     await t.close();
   }
 });
+
+Deno.test("worker sandbox: ctx.nodeFetch signs with the node's key when the manifest requires node:key, only to hosts its net permission covers; the key itself never crosses", async () => {
+  const signer = new URL("./testdata/signer_plugin.ts", import.meta.url).href;
+  const granted = await openWorkerSandbox(signer, {
+    permissions: { ...NONE, net: ["127.0.0.1"] },
+  });
+  const t = await createTestKernel([granted.plugin]);
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    (req, info) => t.app.fetch(req, info),
+  );
+  const url = `http://127.0.0.1:${server.addr.port}/api/v1/plugins`;
+  try {
+    // The same call unsigned is refused; signed by the node it is admitted.
+    const unsigned = await fetch(url);
+    assert.equal(unsigned.status, 401);
+    await unsigned.body?.cancel();
+    const signed = await (await t.request(
+      `/plugins/signer/call?url=${encodeURIComponent(url)}`,
+    )).json();
+    assert.equal(signed.ok, true, signed.message);
+    assert.equal(signed.value.status, 200);
+    assert.ok(
+      signed.value.body.some((p: { name: string }) => p.name === "signer"),
+    );
+    const key = await (await t.request("/plugins/signer/key")).json();
+    assert.equal(key.error, "SandboxUnavailable");
+    assert.match(key.message, /capability 'node:key'.*run it trusted/);
+  } finally {
+    await t.close();
+    await server.shutdown();
+  }
+  // Without a net permission for the host, the node refuses to send it.
+  const closed = await openWorkerSandbox(signer, { permissions: NONE });
+  const t2 = await createTestKernel([closed.plugin]);
+  try {
+    const r = await (await t2.request(
+      `/plugins/signer/call?url=${encodeURIComponent("http://127.0.0.1:9/x")}`,
+    )).json();
+    assert.equal(r.code, "not_capable");
+    assert.match(
+      r.message,
+      /nodeFetch to '127.0.0.1:9' is outside its net permission/,
+    );
+  } finally {
+    await t2.close();
+  }
+  // A plugin that does not require node:key is told to.
+  const { t: t3 } = await probe(NONE);
+  try {
+    const r = await get(t3, "/node-fetch");
+    assert.equal(r.error, "SandboxUnavailable");
+    assert.match(
+      r.message,
+      /plugin 'probe' may use it in its sandbox only when its manifest requires 'node:key'/,
+    );
+  } finally {
+    await t3.close();
+  }
+});

@@ -38,7 +38,14 @@ import type {
 import type { ScopedAtomic, ScopedKv } from "../state/scoped_kv.ts";
 import type { Router, TopicHandler } from "../router.ts";
 import type { TaskHandler, TaskService } from "../tasks.ts";
-import { type SerialRequest, serialResponse, toRequest } from "./serial.ts";
+import {
+  type SerialRequest,
+  serialRequest,
+  type SerialResponse,
+  serialResponse,
+  toRequest,
+  toResponse,
+} from "./serial.ts";
 import { insideRelay } from "./websocket_relay.ts";
 
 /** The manifest as it crosses: everything but the config schema. */
@@ -66,13 +73,43 @@ export interface WireSetup {
 
 class Unavailable extends PlexusError {
   override name = "SandboxUnavailable";
-  constructor(what: string) {
+  constructor(what: string, why?: string) {
     super(
       "sandbox_unavailable",
-      `${what} is not available to a sandboxed plugin (run it trusted, see docs/sandbox.md)`,
+      why ??
+        `${what} is not available to a sandboxed plugin (run it trusted, see docs/sandbox.md)`,
       { status: 501 },
     );
   }
+}
+
+/** Whether `requires` names `capability` (with or without a version range). */
+function requiresCapability(requires: readonly string[], capability: string) {
+  return requires.some((r) =>
+    r === capability || r.startsWith(`${capability}@`)
+  );
+}
+
+/**
+ * `ctx.nodeFetch` from inside: the request crosses and the node signs and
+ * sends it (its key never leaves the node). An aborted `signal` rejects
+ * here; the node's call runs to its end.
+ */
+function nodeFetch(input: string | URL, init?: RequestInit) {
+  const req = new Request(input, init);
+  const answer = serialRequest(req).then((s) =>
+    rpc.call<SerialResponse>("nodeFetch", s, { timeoutMs: 60_000 })
+  );
+  const signal = init?.signal;
+  if (!signal) return answer.then(toResponse);
+  return new Promise<Response>((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const abort = () => reject(signal.reason);
+    signal.addEventListener("abort", abort, { once: true });
+    answer.then(toResponse).then(resolve, reject).finally(() =>
+      signal.removeEventListener("abort", abort)
+    );
+  });
 }
 
 // deno-lint-ignore no-explicit-any
@@ -434,7 +471,15 @@ function context(s: WireSetup, config: unknown): PluginContext {
       sockets.set(name, handler);
       rpc.notify("ws.claim", { name });
     },
-    nodeFetch: () => Promise.reject(new Unavailable("ctx.nodeFetch")),
+    nodeFetch: requiresCapability([...requires], "node:key")
+      ? nodeFetch
+      : () =>
+        Promise.reject(
+          new Unavailable(
+            "ctx.nodeFetch",
+            `ctx.nodeFetch signs with the node's key: plugin '${s.name}' may use it in its sandbox only when its manifest requires 'node:key'`,
+          ),
+        ),
     kernel,
     node: s.node,
     signal: aborts.signal,

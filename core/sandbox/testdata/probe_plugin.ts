@@ -51,6 +51,10 @@ export default definePlugin({
       async (c) =>
         c.json(await attempt(() => typeof ctx.kernel.get("state:kv"))),
     );
+    ctx.http.get(
+      "/node-fetch",
+      async (c) => c.json(await attempt(() => ctx.nodeFetch(ctx.config.url))),
+    );
     ctx.http.get("/kv", async (c) => {
       await ctx.kv.set(["mine"], c.req.query("v") ?? "1");
       const seen: unknown[] = [];
