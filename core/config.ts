@@ -14,6 +14,7 @@ import {
   permissionSpecSchema,
   preview,
 } from "./plugin.ts";
+import { INTEGRITY_HINT, isIntegrity } from "./sandbox/integrity.ts";
 
 /**
  * Where a plugin runs: `trusted` in the node's own process, `worker` in a
@@ -54,6 +55,13 @@ export const configSchema = z.strictObject({
   pluginTrust: z.record(z.string().min(1), z.enum(TRUST_LEVELS)).default({}),
   /** Deno permissions granted per plugin name to its sandbox (none by default). */
   pluginGrants: z.record(z.string().min(1), permissionSpecSchema).default({}),
+  /** Pinned digest per plugin specifier as written in plugins (`sha256-<base64>`, SRI form). */
+  pluginIntegrity: z.record(
+    z.string().min(1),
+    z.string().refine(isIntegrity, INTEGRITY_HINT),
+  ).default({}),
+  /** Load https:, http:, npm: and jsr: plugins that have no pluginIntegrity entry. */
+  allowUnpinnedPlugins: z.boolean().default(false),
   logStream: z.strictObject({
     replay: z.number().int().min(0).max(100_000).default(100),
     heartbeatMs: z.number().int().min(0).default(30_000),
@@ -194,6 +202,18 @@ export interface Config {
    * granted here (docs/sandbox.md).
    */
   pluginGrants: Record<string, PermissionSpec>;
+  /**
+   * Pinned digest per plugin specifier as written in `plugins`
+   * (`sha256-<base64>`, SRI form; `sha384-`/`sha512-` too; for `npm:` the
+   * package's npm integrity): the plugin loads only when its bytes match, and
+   * is refused before any of its code runs otherwise (docs/sandbox.md).
+   */
+  pluginIntegrity: Record<string, string>;
+  /**
+   * Load `https:`, `http:`, `npm:` and `jsr:` plugins that have no
+   * `pluginIntegrity` entry (refused by default).
+   */
+  allowUnpinnedPlugins: boolean;
   /** The live log stream (`/ws`). */
   logStream: {
     /** Messages kept for replay to new clients. */
@@ -437,6 +457,15 @@ export const FLAGS: FlagSpec[] = [
     shownDefault: "trusted for builtin:, else worker",
     help:
       "NAME=LEVEL: run plugin NAME trusted, worker or process (env: comma-separated)",
+  },
+  {
+    flag: "allow-unpinned-plugins",
+    key: "allowUnpinnedPlugins",
+    type: "boolean",
+    env: "PLEXUS_ALLOW_UNPINNED_PLUGINS",
+    shownDefault: "off",
+    help:
+      "load https:, http:, npm: and jsr: plugins without a pluginIntegrity pin",
   },
 ];
 

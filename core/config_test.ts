@@ -431,3 +431,67 @@ Deno.test("config: --plugin-trust is in --help with its variable and default", (
   assert.match(line, /PLEXUS_PLUGIN_TRUST/);
   assert.match(line, /default trusted for builtin:, else worker/);
 });
+
+Deno.test("config: pluginIntegrity and allowUnpinnedPlugins (flag, env, file; off by default)", () => {
+  const c = config([]);
+  assert.deepEqual(c.pluginIntegrity, {});
+  assert.equal(c.allowUnpinnedPlugins, false);
+  const pin = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+  const npmPin =
+    "sha512-41Cifkg6e8TylSpdtTpeLVMqvSBEVzTttHvERD741+pnZ8ANv0004MRL43QKPDlK9cGvNp6NZWZUBlbGXYxxng==";
+  const file = {
+    "c.json": JSON.stringify({
+      pluginIntegrity: {
+        "https://plugins.example.com/a.js": pin,
+        "npm:is-number@7.0.0": npmPin,
+      },
+    }),
+  };
+  assert.deepEqual(config(["--config", "c.json"], {}, file).pluginIntegrity, {
+    "https://plugins.example.com/a.js": pin,
+    "npm:is-number@7.0.0": npmPin,
+  });
+  assert.equal(config(["--allow-unpinned-plugins"]).allowUnpinnedPlugins, true);
+  assert.equal(
+    config([], { PLEXUS_ALLOW_UNPINNED_PLUGINS: "true" }).allowUnpinnedPlugins,
+    true,
+  );
+  assert.equal(
+    config(["--no-allow-unpinned-plugins"], {
+      PLEXUS_ALLOW_UNPINNED_PLUGINS: "1",
+    }).allowUnpinnedPlugins,
+    false,
+    "the flag beats the environment",
+  );
+  assert.match(serveHelp(), /--\[no-\]allow-unpinned-plugins/);
+});
+
+Deno.test("config: a bad pluginIntegrity value is a ConfigError naming the field and the value", () => {
+  const bad = (value: string) =>
+    configError(["--config", "c.json"], {}, {
+      "c.json": JSON.stringify({
+        pluginIntegrity: { "https://h.example/p.js": value },
+      }),
+    });
+  for (
+    const value of [
+      "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=", // no algorithm
+      "md5-1B2M2Y8AsgTpgAmY7PhCfg==", // not offered
+      "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU", // unpadded
+      "sha512-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=", // 32 bytes, not 64
+      "sha256-not base64!",
+    ]
+  ) {
+    const message = bad(value);
+    assert.match(
+      message,
+      /^pluginIntegrity\.https:\/\/h\.example\/p\.js: expected an SRI digest/,
+      value,
+    );
+    assert.ok(message.includes(`got ${JSON.stringify(value)}`), message);
+  }
+  assert.match(
+    configError(["--allow-unpinned-plugins=yes"]),
+    /allow-unpinned-plugins/,
+  );
+});

@@ -122,11 +122,32 @@ export function freshUrl(url: string, fresh?: number): string {
  * value === noop; // true
  * ```
  */
-export async function loadPlugin(
+export function loadPlugin(
   spec: string,
   options: LoadOptions = {},
 ): Promise<LoadedModule> {
-  const target = resolveSpecifier(spec, options);
+  return importPlugin(spec, resolveSpecifier(spec, options), options);
+}
+
+/**
+ * Imports an already resolved `target` (what {@linkcode resolveSpecifier}
+ * returned, or the URL of a verified copy of it) and returns its default
+ * export; errors name `spec`, as {@linkcode loadPlugin}'s do.
+ *
+ * @example Usage
+ * ```ts
+ * import { importPlugin } from "./loader.ts";
+ * const noop = { manifest: { name: "noop" } };
+ * const builtins = { "examples/noop": () => Promise.resolve(noop) };
+ * const { origin } = await importPlugin("builtin:examples/noop", { builtin: "examples/noop" }, { builtins });
+ * origin; // "builtin:examples/noop"
+ * ```
+ */
+export async function importPlugin(
+  spec: string,
+  target: { builtin: string } | { url: string },
+  options: LoadOptions = {},
+): Promise<LoadedModule> {
   const { builtins = {} } = options;
   let mod: Record<string, unknown>;
   try {

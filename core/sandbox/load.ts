@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { type LoadOptions, loadPlugin, resolveSpecifier } from "../loader.ts";
+import { importPlugin, type LoadOptions, resolveSpecifier } from "../loader.ts";
 import { PluginError } from "../plugin.ts";
 import type { PermissionSpec } from "../plugin.ts";
 import type { TrustLevel } from "../config.ts";
@@ -29,6 +29,7 @@ import {
 import { openWorkerSandbox, type WorkerSandbox } from "./worker_host.ts";
 import { processLauncher } from "./process_host.ts";
 import type { Logger } from "../observe/logger.ts";
+import { type PinOptions, verifyPluginSource } from "./integrity.ts";
 
 /** The operator's choices {@linkcode loadAtTrust} applies. */
 export interface TrustOptions extends LoadOptions {
@@ -38,6 +39,8 @@ export interface TrustOptions extends LoadOptions {
   pluginGrants?: Readonly<Record<string, PermissionSpec>>;
   /** Where a `process` plugin's stderr goes (one record per line). */
   log?: Logger;
+  /** Pins, unpinned remote plugins, the data dir for verified copies (the config's fields). @default {{}} */
+  pins?: PinOptions;
 }
 
 /** A loaded plugin and how it runs. */
@@ -77,9 +80,13 @@ export async function loadAtTrust(
 ): Promise<TrustedLoad> {
   const trust = options.pluginTrust ?? {};
   const sandboxing = Object.values(trust).some((l) => l !== "trusted");
-  const target = resolveSpecifier(spec, options);
+  const resolved = resolveSpecifier(spec, options);
+  // Checked before any of its code runs, in the node or in the probe Worker.
+  const target = "builtin" in resolved
+    ? resolved
+    : { url: await verifyPluginSource(spec, resolved.url, options.pins) };
   if ("builtin" in target || !sandboxing) {
-    const { value, origin } = await loadPlugin(spec, options);
+    const { value, origin } = await importPlugin(spec, target, options);
     return { value, origin, trust: "trusted", permissions: "all" };
   }
   const url = target.url;
@@ -102,7 +109,7 @@ export async function loadAtTrust(
     : "trusted";
   if (level === "trusted") {
     probe.terminate("trusted: loaded in-process instead");
-    const { value, origin } = await loadPlugin(spec, options);
+    const { value, origin } = await importPlugin(spec, target, options);
     return { value, origin, trust: "trusted", permissions: "all" };
   }
   if (level === "process") {
