@@ -186,6 +186,9 @@ Deno.test("loader: relative, absolute, file:, https:, drop-in and builtin: plugi
         remoteUrl,
         "--plugin",
         "builtin:examples/hello",
+        // The remote plugin is not pinned (tests/integration/pinned_test.ts
+        // covers pins): this test is about loading by URL.
+        "--allow-unpinned-plugins",
       ],
     });
 
@@ -263,7 +266,9 @@ Deno.test("loader: PLEXUS_PLUGINS (comma-separated) loads plugins", async () => 
 });
 
 Deno.test("loader: an npm: package that is not a plugin is imported, refused and named", async () => {
-  const r = await runToExit({ args: ["--plugin", "npm:is-number@7.0.0"] });
+  const r = await runToExit({
+    args: ["--plugin", "npm:is-number@7.0.0", "--allow-unpinned-plugins"],
+  });
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /npm:is-number@7\.0\.0/);
   // The message describes the module's actual default export (a function),
