@@ -1,0 +1,47 @@
+import assert from "node:assert/strict";
+import {
+  serialRequest,
+  serialResponse,
+  toRequest,
+  toResponse,
+} from "./serial.ts";
+
+Deno.test("serial: a request keeps its method, url, headers and body across; a GET has no body", async () => {
+  const get = await serialRequest(
+    new Request("http://x/a?b=1", {
+      headers: [["accept", "text/plain"], ["x-two", "1"], ["x-two", "2"]],
+    }),
+  );
+  assert.equal(get.body, undefined);
+  assert.deepEqual(get.headers, [["accept", "text/plain"], ["x-two", "1, 2"]]);
+  const back = toRequest(get);
+  assert.equal(back.url, "http://x/a?b=1");
+  assert.equal(back.headers.get("x-two"), "1, 2");
+
+  const post = await serialRequest(
+    new Request("http://x/p", { method: "POST", body: "hi" }),
+  );
+  const req = toRequest(structuredClone(post));
+  assert.equal(req.method, "POST");
+  assert.equal(await req.text(), "hi");
+});
+
+Deno.test("serial: a response keeps its status, every set-cookie, a header named __proto__ and its bytes", async () => {
+  const headers = new Headers([["content-type", "application/octet-stream"]]);
+  headers.append("set-cookie", "a=1");
+  headers.append("set-cookie", "b=2");
+  headers.append("__proto__", "kept");
+  const bytes = new Uint8Array([0xef, 0xbb, 0xbf, 0xff, 0]);
+  const s = await serialResponse(new Response(bytes, { status: 201, headers }));
+  const res = toResponse(structuredClone(s));
+  assert.equal(res.status, 201);
+  assert.deepEqual(res.headers.getSetCookie(), ["a=1", "b=2"]);
+  assert.equal(res.headers.get("__proto__"), "kept");
+  assert.deepEqual(new Uint8Array(await res.arrayBuffer()), bytes);
+
+  const single = toResponse(
+    await serialResponse(new Response(null, { headers: [["__proto__", "x"]] })),
+  );
+  assert.equal(single.headers.get("__proto__"), "x");
+  assert.equal(toResponse({ status: 204, headers: [] }).body, null);
+});
