@@ -114,6 +114,11 @@ type Wire =
   | { t: "err"; id: number; e: WireError }
   | { t: "note"; m: string; a: unknown };
 
+function isThenable(x: unknown): x is PromiseLike<unknown> {
+  return x !== null && typeof x === "object" &&
+    typeof (x as { then?: unknown }).then === "function";
+}
+
 function isWire(x: unknown): x is Wire {
   if (x === null || typeof x !== "object") return false;
   const t = (x as { t?: unknown }).t;
@@ -216,17 +221,23 @@ export function createRpc(
     if (outbox.push(msg) === 1) setImmediate(flush);
   };
 
-  const answer = (id: number, run: () => unknown) => {
-    Promise.resolve().then(run).then(
-      (v) => {
-        if (closed === undefined) post({ t: "ok", id, v });
-      },
-      (err) => {
-        if (closed === undefined) {
-          post({ t: "err", id, e: toWireError(err) });
-        }
-      },
-    );
+  const ok = (id: number, v: unknown) => {
+    if (closed === undefined) post({ t: "ok", id, v });
+  };
+  const fail = (id: number, err: unknown) => {
+    if (closed === undefined) post({ t: "err", id, e: toWireError(err) });
+  };
+  // A handler runs at once and a plain value is answered without a promise:
+  // every promise hop is an allocation and a microtask per call.
+  const answer = (id: number, h: Handlers[string], a: unknown) => {
+    let v: unknown;
+    try {
+      v = h(a);
+    } catch (err) {
+      return fail(id, err);
+    }
+    if (isThenable(v)) v.then((x) => ok(id, x), (err) => fail(id, err));
+    else ok(id, v);
   };
 
   port.onmessage = (ev: MessageEvent) => {
@@ -260,22 +271,25 @@ export function createRpc(
     }
     switch (msg.t) {
       case "call": {
-        const h = Object.hasOwn(handlers, msg.m) ? handlers[msg.m] : undefined;
-        answer(msg.id, () => {
-          if (!h) {
-            throw new SandboxCallError(
+        if (!Object.hasOwn(handlers, msg.m)) {
+          return fail(
+            msg.id,
+            new SandboxCallError(
               "no_method",
               `no method '${String(msg.m).slice(0, 64)}' across the sandbox`,
-            );
-          }
-          return h(msg.a);
-        });
-        return;
+            ),
+          );
+        }
+        return answer(msg.id, handlers[msg.m], msg.a);
       }
       case "note": {
         const h = Object.hasOwn(handlers, msg.m) ? handlers[msg.m] : undefined;
-        if (h) {
-          Promise.resolve().then(() => h(msg.a)).catch(() => {});
+        if (!h) return;
+        try {
+          const v = h(msg.a);
+          if (isThenable(v)) v.then(undefined, () => {});
+        } catch {
+          // A note has no one to tell.
         }
         return;
       }
