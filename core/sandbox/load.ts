@@ -28,6 +28,7 @@ import {
 } from "./permissions.ts";
 import { openWorkerSandbox, type WorkerSandbox } from "./worker_host.ts";
 import { processLauncher } from "./process_host.ts";
+import { SYNCHRONOUS_KINDS } from "./capability_proxy.ts";
 import type { Logger } from "../observe/logger.ts";
 import { type PinOptions, verifyPluginSource } from "./integrity.ts";
 
@@ -111,6 +112,14 @@ export async function loadAtTrust(
     probe.terminate("trusted: loaded in-process instead");
     const { value, origin } = await importPlugin(spec, target, options);
     return { value, origin, trust: "trusted", permissions: "all" };
+  }
+  if (SYNCHRONOUS_KINDS.includes(probe.manifest.kind)) {
+    probe.terminate("synchronous contract");
+    throw new PluginError(
+      name,
+      "load",
+      `plugin '${name}' is a ${probe.manifest.kind}: that contract is synchronous and on the node's hot path, so it cannot be called across a sandbox; run it trusted (pluginTrust: {"${name}": "trusted"}, see docs/sandbox.md)`,
+    );
   }
   if (level === "process") {
     const run = Deno.permissions.querySync({

@@ -48,6 +48,8 @@ import {
   toResponse,
 } from "./serial.ts";
 import { type Accepted, type NodeRelay, nodeRelay } from "./websocket_relay.ts";
+import { callProxy, methodNames, refusal } from "./capability_proxy.ts";
+import { parseRequirement } from "../plugin.ts";
 
 /** When a crashed sandboxed plugin is started again, and when it stays down. */
 export interface RestartPolicy {
@@ -231,6 +233,8 @@ export async function openWorkerSandbox(
   const socketNames = new Set<string>();
   let nextSocket = 1;
   let current: Conn | undefined;
+  /** The node's view of the api the sandboxed plugin's setup returned. */
+  let providedApi: unknown;
   let state: SandboxState = "loaded";
   let starts = 0;
   let restartTimer: ReturnType<typeof setTimeout> | undefined;
@@ -360,16 +364,52 @@ export async function openWorkerSandbox(
 
   const setupInside = async (conn: Conn) => {
     const c = need();
+    const apis: Record<string, string[]> = {};
+    for (const cap of required()) {
+      if (refusal(cap) || cap === "tasks:local" || cap === "router:local") {
+        continue;
+      }
+      try {
+        apis[cap] = requiredApi(cap).methods;
+      } catch {
+        // Not provided: the plugin's kernel.get says so, as the node's would.
+      }
+    }
     const setup: WireSetup = {
       name: c.name,
       config: c.config,
       node: { ...c.node },
       capabilities: (manifest.requires ?? []).filter((r) => c.kernel.has(r)),
+      apis,
     };
-    await conn.rpc.call("setup", setup, {
+    const answer = await conn.rpc.call<{ api?: string[] }>("setup", setup, {
       timeoutMs: manifest.startTimeoutMs ?? 10_000,
     });
     if (claimError) throw claimError;
+    // The api a restarted Worker returns is called through the first proxy.
+    if (answer?.api && !providedApi) {
+      providedApi = callProxy(
+        manifest.provides[0] ?? c.name,
+        answer.api,
+        (method, args) =>
+          call("api.call", { method, args }, { timeoutMs: 60_000 }),
+      );
+    }
+  };
+
+  /** The capabilities the manifest requires, without version ranges. */
+  const required = () =>
+    (manifest.requires ?? []).map((r) => parseRequirement(r).capability);
+  const requiredApis = new Map<string, { api: object; methods: string[] }>();
+  /** A required capability's provider api, and the methods that may be called. */
+  const requiredApi = (cap: string) => {
+    const api = need().kernel.get(cap) as object;
+    let known = requiredApis.get(cap);
+    if (known?.api !== api) {
+      known = { api, methods: methodNames(api) };
+      requiredApis.set(cap, known);
+    }
+    return known;
   };
 
   const spawn = async (): Promise<{ conn: Conn; manifest: WireManifest }> => {
@@ -596,6 +636,41 @@ export async function openWorkerSandbox(
         need().kernel.get("tasks:local").submit(a as TaskSubmission),
       "tasks.get": (a) =>
         need().kernel.get("tasks:local").get((a as { id: string }).id),
+      async "kernel.call"(a) {
+        const { capability, method, args } = a as {
+          capability: string;
+          method: string;
+          args: unknown[];
+        };
+        const c = need();
+        if (!required().includes(capability)) {
+          throw new PlexusError(
+            "sandbox_unavailable",
+            `plugin '${c.name}' does not require '${capability}'`,
+            { status: 403 },
+          );
+        }
+        // These two cross through their own narrower calls (tasks.*, router.*).
+        const refused = capability === "tasks:local" ||
+            capability === "router:local"
+          ? `capability '${capability}' is reached through its own calls`
+          : refusal(capability);
+        if (refused) {
+          throw new PlexusError("sandbox_unavailable", refused, {
+            status: 501,
+          });
+        }
+        const { api, methods } = requiredApi(capability);
+        if (!methods.includes(method)) {
+          throw new TypeError(
+            `capability '${capability}' has no method '${method}'`,
+          );
+        }
+        const fn = (api as Record<string, (...a: unknown[]) => unknown>)[
+          method
+        ];
+        return await fn.apply(api, args);
+      },
       async nodeFetch(a) {
         const s = a as SerialRequest;
         const c = need();
@@ -685,6 +760,7 @@ export async function openWorkerSandbox(
         throw err;
       }
       const running: Running = {
+        api: providedApi,
         async stop() {
           const was = state;
           state = "stopped";

@@ -47,6 +47,8 @@ import {
   toResponse,
 } from "./serial.ts";
 import { insideRelay } from "./websocket_relay.ts";
+import { callProxy, methodNames, refusal } from "./capability_proxy.ts";
+import { parseRequirement } from "../plugin.ts";
 
 /** The manifest as it crosses: everything but the config schema. */
 export interface WireManifest {
@@ -69,6 +71,8 @@ export interface WireSetup {
   node: NodeIdentity;
   /** Capabilities `kernel.has` answers true for. */
   capabilities: string[];
+  /** The method names of each required capability's provider (its `running.api`). */
+  apis: Record<string, string[]>;
 }
 
 class Unavailable extends PlexusError {
@@ -81,13 +85,6 @@ class Unavailable extends PlexusError {
       { status: 501 },
     );
   }
-}
-
-/** Whether `requires` names `capability` (with or without a version range). */
-function requiresCapability(requires: readonly string[], capability: string) {
-  return requires.some((r) =>
-    r === capability || r.startsWith(`${capability}@`)
-  );
 }
 
 /**
@@ -162,7 +159,10 @@ const rpc: Rpc = createRpc(scope.__plexusPort ?? scope, {
       config = parsed.data;
     }
     running = await p.setup(context(s, config));
-    return { hasHealth: typeof running?.health === "function" };
+    return {
+      hasHealth: typeof running?.health === "function",
+      api: running?.api === undefined ? undefined : methodNames(running.api),
+    };
   },
   async stop() {
     aborts.abort(new Error("node shutting down"));
@@ -218,6 +218,15 @@ const rpc: Rpc = createRpc(scope.__plexusPort ?? scope, {
   "ws.opened": (a) => relay.handlers["ws.opened"](a),
   "ws.message": (a) => relay.handlers["ws.message"](a),
   "ws.closed": (a) => relay.handlers["ws.closed"](a),
+  async "api.call"(a) {
+    const { method, args } = a as { method: string; args: unknown[] };
+    const api = running?.api as Record<string, unknown> | undefined;
+    const fn = api?.[method];
+    if (typeof fn !== "function") {
+      throw new TypeError(`the plugin's api has no method '${method}'`);
+    }
+    return await fn.apply(api, args);
+  },
   async task(a) {
     const { type, payload, run } = a as {
       type: string;
@@ -445,7 +454,13 @@ function taskService(): TaskService {
 
 function context(s: WireSetup, config: unknown): PluginContext {
   app = new Hono().basePath(`/plugins/${s.name}`);
-  const requires = new Set(plugin!.manifest.requires ?? []);
+  const requires = new Set(
+    (plugin!.manifest.requires ?? []).map((r) =>
+      parseRequirement(r).capability
+    ),
+  );
+  const ctxRouter = router();
+  const proxies = new Map<string, unknown>();
   const kernel: KernelHandle = {
     get(capability: string) {
       if (!requires.has(capability)) {
@@ -453,8 +468,28 @@ function context(s: WireSetup, config: unknown): PluginContext {
           `capability '${capability}' (not in the manifest's requires)`,
         );
       }
+      const refused = refusal(capability);
+      if (refused) throw new Unavailable(capability, refused);
       if (capability === "tasks:local") return taskService();
-      throw new Unavailable(`capability '${capability}'`);
+      if (capability === "router:local") return ctxRouter;
+      const methods = s.apis[capability];
+      if (!methods) {
+        throw new Error(`no running plugin provides '${capability}'`);
+      }
+      if (!proxies.has(capability)) {
+        proxies.set(
+          capability,
+          callProxy(
+            capability,
+            methods,
+            (method, args) =>
+              rpc.call("kernel.call", { capability, method, args }, {
+                timeoutMs: 60_000,
+              }),
+          ),
+        );
+      }
+      return proxies.get(capability);
     },
     has: (capability: string) => s.capabilities.includes(capability),
   } as KernelHandle;
@@ -464,22 +499,20 @@ function context(s: WireSetup, config: unknown): PluginContext {
     log: logger({}),
     metrics: metrics(),
     kv: kv(),
-    router: router(),
+    router: ctxRouter,
     http: app,
     api: apiRoutes,
     websocket(name, handler) {
       sockets.set(name, handler);
       rpc.notify("ws.claim", { name });
     },
-    nodeFetch: requiresCapability([...requires], "node:key")
-      ? nodeFetch
-      : () =>
-        Promise.reject(
-          new Unavailable(
-            "ctx.nodeFetch",
-            `ctx.nodeFetch signs with the node's key: plugin '${s.name}' may use it in its sandbox only when its manifest requires 'node:key'`,
-          ),
+    nodeFetch: requires.has("node:key") ? nodeFetch : () =>
+      Promise.reject(
+        new Unavailable(
+          "ctx.nodeFetch",
+          `ctx.nodeFetch signs with the node's key: plugin '${s.name}' may use it in its sandbox only when its manifest requires 'node:key'`,
         ),
+      ),
     kernel,
     node: s.node,
     signal: aborts.signal,
