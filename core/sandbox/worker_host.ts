@@ -5,7 +5,10 @@
  * sandboxed plugin makes (`worker_main.ts` is the inside) against the real
  * {@linkcode PluginContext}: its logger, metrics, its own KV scope, the
  * router, its HTTP and API routes (each API route behind the node's chain
- * with the access the plugin declared), and `tasks:local` when required.
+ * with the access the plugin declared), its WebSockets (relayed,
+ * `websocket_relay.ts`), `ctx.nodeFetch` when it requires `node:key`, and
+ * the api of each capability it requires (`capability_proxy.ts`); the
+ * node's `kernel.get` of a capability it provides calls into it.
  *
  * Containment: a plugin's uncaught error or rejection never reaches the
  * node, and neither does an endless loop (a missed health deadline). Either
