@@ -48,24 +48,62 @@ export function encodeFrame(message: unknown): Uint8Array<ArrayBuffer> {
 export async function* readFrames(
   readable: ReadableStream<Uint8Array>,
 ): AsyncGenerator<unknown> {
-  let buf = new Uint8Array(0);
+  const parse = frameParser();
+  const out: unknown[] = [];
   for await (const chunk of readable) {
-    const joined = new Uint8Array(buf.length + chunk.length);
-    joined.set(buf);
-    joined.set(chunk, buf.length);
-    buf = joined;
-    for (;;) {
-      if (buf.length < 4) break;
-      const len = new DataView(buf.buffer, buf.byteOffset).getUint32(0);
+    try {
+      parse(chunk, (message) => out.push(message));
+    } finally {
+      // The frames before a bad one are still the stream's.
+      yield* out.splice(0);
+    }
+  }
+  parse.end();
+}
+
+/**
+ * Splits chunks into messages: each call takes the next chunk and hands
+ * `onMessage` every message it completes, in order. Frames are decoded
+ * where they lie in the chunk; only an incomplete frame's bytes are kept
+ * (copied) for the next chunk.
+ */
+function frameParser():
+  & ((
+    chunk: Uint8Array,
+    onMessage: (message: unknown) => void,
+  ) => void)
+  & { end(): void } {
+  let rest: Uint8Array | undefined;
+  const parse = (
+    chunk: Uint8Array,
+    onMessage: (message: unknown) => void,
+  ) => {
+    let buf = chunk;
+    if (rest) {
+      buf = new Uint8Array(rest.length + chunk.length);
+      buf.set(rest);
+      buf.set(chunk, rest.length);
+      rest = undefined;
+    }
+    const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    let at = 0;
+    while (buf.length - at >= 4) {
+      const len = view.getUint32(at);
       if (len > MAX_FRAME) {
         throw new RangeError(`frame of ${len} bytes over ${MAX_FRAME}`);
       }
-      if (buf.length < 4 + len) break;
-      yield deserialize(buf.subarray(4, 4 + len));
-      buf = buf.slice(4 + len);
+      if (buf.length - at < 4 + len) break;
+      const body = buf.subarray(at + 4, at + 4 + len);
+      at += 4 + len;
+      onMessage(deserialize(body));
     }
-  }
-  if (buf.length > 0) throw new Error("stream ended inside a frame");
+    if (at < buf.length) rest = buf.slice(at);
+  };
+  return Object.assign(parse, {
+    end() {
+      if (rest) throw new Error("stream ended inside a frame");
+    },
+  });
 }
 
 /**
@@ -91,9 +129,13 @@ export function streamPort(
   };
   (async () => {
     try {
-      for await (const data of readFrames(readable)) {
-        port.onmessage?.({ data } as MessageEvent);
+      // Every message of a chunk is delivered in the same turn, with no
+      // generator step between them.
+      const parse = frameParser();
+      for await (const chunk of readable) {
+        parse(chunk, (data) => port.onmessage?.({ data } as MessageEvent));
       }
+      parse.end();
       onEnd("stream ended");
     } catch (err) {
       onEnd(`bad frame: ${(err as Error).message}`);
