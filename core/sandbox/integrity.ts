@@ -13,22 +13,25 @@
  * self-contained file: its own imports would resolve beside the copy, so any
  * import other than `npm:`, `node:`, `data:` or a bare name the node's import
  * map sends there is refused. For `npm:` the pin is the package's npm
- * integrity, as in `deno.lock`: see {@linkcode verifyPluginSource} for what
- * is and is not checked.
+ * integrity, as in `deno.lock` (`_npm_pin.ts` says what is checked).
  *
  * @module
  */
 import { basename, extname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { PluginError } from "../plugin.ts";
+import { checkNpmPin, denoDir, npmPublishedIntegrity } from "./_npm_pin.ts";
 
-/** Digest algorithms a pin may use, with the digest length in bytes. */
-const ALGORITHMS = {
-  sha256: { hash: "SHA-256", bytes: 32 },
-  sha384: { hash: "SHA-384", bytes: 48 },
-  sha512: { hash: "SHA-512", bytes: 64 },
-} as const;
-type Algorithm = keyof typeof ALGORITHMS;
+/** A digest algorithm a pin may use. */
+export type IntegrityAlgorithm = "sha256" | "sha384" | "sha512";
+
+/** Each algorithm's WebCrypto name and digest length in bytes. */
+const ALGORITHMS: Record<IntegrityAlgorithm, { hash: string; bytes: number }> =
+  {
+    sha256: { hash: "SHA-256", bytes: 32 },
+    sha384: { hash: "SHA-384", bytes: 48 },
+    sha512: { hash: "SHA-512", bytes: 64 },
+  };
 
 /** What a bad `pluginIntegrity` value is told (config errors use it). */
 export const INTEGRITY_HINT =
@@ -51,10 +54,10 @@ export function isIntegrity(value: string): boolean {
 
 function parseIntegrity(
   value: string,
-): { algorithm: Algorithm; digest: Uint8Array } | undefined {
+): { algorithm: IntegrityAlgorithm; digest: Uint8Array } | undefined {
   const m = /^(sha256|sha384|sha512)-([A-Za-z0-9+/]+={0,2})$/.exec(value);
   if (!m) return undefined;
-  const algorithm = m[1] as Algorithm;
+  const algorithm = m[1] as IntegrityAlgorithm;
   let digest: Uint8Array;
   try {
     digest = Uint8Array.from(atob(m[2]), (c) => c.charCodeAt(0));
@@ -79,7 +82,7 @@ function parseIntegrity(
  */
 export async function integrityOf(
   bytes: Uint8Array<ArrayBuffer>,
-  algorithm: Algorithm = "sha256",
+  algorithm: IntegrityAlgorithm = "sha256",
 ): Promise<string> {
   const digest = new Uint8Array(
     await crypto.subtle.digest(ALGORITHMS[algorithm].hash, bytes),
@@ -108,17 +111,14 @@ const REMOTE = new Set(["https:", "http:", "npm:", "jsr:"]);
  * differ from the pin (with the expected and the actual digest), when a
  * remote plugin has no pin and `allowUnpinnedPlugins` is off (with the
  * digest to pin, when it could be computed), when a pinned file imports what
- * the pin does not cover, and when a pin cannot apply (`jsr:`, `builtin:`, an
+ * the pin does not cover, and when a pin cannot apply (`jsr:`, an
  * `npm:` version range).
  *
- * For `npm:NAME@VERSION`: Deno is made to fetch the package without
- * evaluating it (its `package.json` as JSON), and the pin must equal the
- * integrity the registry published for that version, as Deno keeps it in its
- * npm cache (`registry.json`); Deno refuses a downloaded tarball whose
- * checksum differs from it (or from the node's `deno.lock`). Deno does not
- * re-check a package already in its cache, keeps no tarball to hash again,
- * and the package's own dependencies are checked only against the registry
- * (docs/sandbox.md says what follows).
+ * For `npm:NAME@VERSION` (an exact version): Deno fetches the package
+ * without evaluating it, the registry's integrity for that version must be
+ * the pin, the tarball must hash to it, and Deno's unpacked copy must be
+ * exactly the tarball's files (`_npm_pin.ts`); the package's dependencies
+ * are checked only by Deno, against the registry or the node's `deno.lock`.
  *
  * @example Usage
  * ```ts ignore
@@ -152,7 +152,10 @@ export async function verifyPluginSource(
     );
   }
   if (protocol === "npm:") {
-    await checkNpm(spec, url, pin);
+    await checkNpmPin(spec, url, pin, {
+      dataDir: options.dataDir ?? "./data",
+      digest: (bytes, alg) => integrityOf(bytes, alg as IntegrityAlgorithm),
+    });
     return url;
   }
   if (protocol === "jsr:") {
@@ -195,8 +198,7 @@ async function unpinnedMessage(spec: string, url: string): Promise<string> {
   const protocol = new URL(url).protocol;
   try {
     if (protocol === "npm:") {
-      const { name, version } = npmPackage(spec, url);
-      return how(await npmIntegrity(name, version), "that package");
+      return how(await npmPublishedIntegrity(spec, url), "that package");
     }
     if (protocol === "https:" || protocol === "http:") {
       const { bytes } = await readSource(spec, url);
@@ -322,105 +324,4 @@ function covered(specifier: string): boolean {
   // An npm package the import map names resolves into Deno's npm cache.
   return /^(npm|node):/.test(resolved) ||
     resolved.startsWith(pathToFileURL(join(denoDir(), "npm")).href + "/");
-}
-
-/** `npm:NAME@VERSION[/path]` with an exact version, else a refusal. */
-function npmPackage(
-  spec: string,
-  url: string,
-): { name: string; version: string } {
-  const m = /^npm:\/?((?:@[^/@]+\/)?[^/@]+)@([^/]+)(?:\/.*)?$/.exec(url);
-  if (
-    !m || !/^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$/.test(m[2])
-  ) {
-    throw new PluginError(
-      spec,
-      "load",
-      `plugin '${spec}' cannot be pinned without an exact version: write npm:NAME@1.2.3 (a pin is the integrity of one published version)`,
-    );
-  }
-  return { name: m[1], version: m[2] };
-}
-
-async function checkNpm(spec: string, url: string, pin: string) {
-  const { name, version } = npmPackage(spec, url);
-  let actual: string;
-  try {
-    actual = await npmIntegrity(name, version);
-  } catch (err) {
-    throw new PluginError(
-      spec,
-      "load",
-      `cannot check plugin '${spec}' against its pin: ${
-        (err as Error).message
-      }`,
-      { cause: err },
-    );
-  }
-  if (actual !== pin) {
-    throw new PluginError(
-      spec,
-      "load",
-      `plugin '${spec}' does not match its pin: expected ${pin}, got ${actual} (the integrity the registry published for ${name}@${version})`,
-    );
-  }
-}
-
-/**
- * The integrity the registry published for `name@version`, after Deno has
- * fetched the package into its cache without evaluating any of it.
- */
-async function npmIntegrity(name: string, version: string): Promise<string> {
-  try {
-    // JSON is never evaluated; Deno downloads, checks and unpacks the
-    // tarball to find it (even when `exports` then refuses the subpath).
-    await import(`npm:${name}@${version}/package.json`, {
-      with: { type: "json" },
-    });
-  } catch (err) {
-    if (!/ERR_PACKAGE_PATH_NOT_EXPORTED/.test(String(err))) throw err;
-  }
-  const seen = new Set<string>();
-  const npmCache = join(denoDir(), "npm");
-  for await (const registry of Deno.readDir(npmCache)) {
-    if (!registry.isDirectory) continue;
-    let text: string;
-    try {
-      text = await Deno.readTextFile(
-        join(npmCache, registry.name, ...name.split("/"), "registry.json"),
-      );
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) continue;
-      throw err;
-    }
-    const integrity = JSON.parse(text)?.versions?.[version]?.dist?.integrity;
-    if (typeof integrity === "string") seen.add(integrity.trim());
-  }
-  if (seen.size === 0) {
-    throw new Error(
-      `no registry record of ${name}@${version} in Deno's npm cache (${npmCache})`,
-    );
-  }
-  if (seen.size > 1) {
-    throw new Error(
-      `registries in Deno's npm cache (${npmCache}) disagree on ${name}@${version}: ${
-        [...seen].join(", ")
-      }`,
-    );
-  }
-  return [...seen][0];
-}
-
-/** Deno's cache folder: `DENO_DIR`, else its platform default. */
-function denoDir(): string {
-  const set = Deno.env.get("DENO_DIR");
-  if (set) return resolve(set);
-  if (Deno.build.os === "windows") {
-    return join(Deno.env.get("LOCALAPPDATA") ?? "", "deno");
-  }
-  const home = Deno.env.get("HOME") ?? "";
-  if (Deno.build.os === "darwin") {
-    return join(home, "Library", "Caches", "deno");
-  }
-  return join(Deno.env.get("XDG_CACHE_HOME") || join(home, ".cache"), "deno");
 }

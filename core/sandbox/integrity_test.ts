@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { integrityOf, isIntegrity, verifyPluginSource } from "./integrity.ts";
 import { loadAtTrust } from "./load.ts";
+import { denoDir } from "./_npm_pin.ts";
 import { PluginError } from "../plugin.ts";
 import type { TrustLevel } from "../config.ts";
 
@@ -32,16 +33,6 @@ export default {
   },
 };
 `;
-}
-
-async function ran(markers: string, tag: string): Promise<boolean> {
-  try {
-    await Deno.stat(join(markers, tag));
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
-  }
 }
 
 /** A local server for plugin files (`files`, changeable) that counts fetches. */
@@ -108,10 +99,16 @@ Deno.test("integrity: a pinned https: plugin loads from its verified copy, trust
     srv.files.set(path, good);
     const pins = { pluginIntegrity: { [spec]: await digest(good) }, dataDir };
 
-    const trusted = await loadAtTrust(spec, { pins });
+    const trusted = await loadAtTrust(spec, {
+      pins,
+      pluginTrust: { pinned: "trusted" },
+    });
     assert.equal(trusted.trust, "trusted");
     assert.equal(trusted.origin, spec);
-    assert.ok(await ran(markers, "good"), "the pinned plugin's code ran");
+    assert.ok(
+      await exists(join(markers, "good")),
+      "the pinned plugin's code ran",
+    );
     assert.equal(srv.served(path), 1, "its bytes were fetched once");
     const copy = join(
       dataDir,
@@ -130,7 +127,7 @@ Deno.test("integrity: a pinned https: plugin loads from its verified copy, trust
     try {
       assert.equal(sandboxed.trust, "worker");
       assert.equal(srv.served(path), 2, "fetched once more, by the check");
-      assert.ok(await ran(markers, "good"), "it ran in its Worker");
+      assert.ok(await exists(join(markers, "good")), "it ran in its Worker");
     } finally {
       sandboxed.sandbox?.terminate();
     }
@@ -161,7 +158,7 @@ Deno.test("integrity: a pinned https: plugin loads from its verified copy, trust
     }
     assert.equal(srv.served(path), 5, "each refusal fetched it once");
     assert.equal(
-      await ran(markers, "tampered"),
+      await exists(join(markers, "tampered")),
       false,
       "the tampered code never ran",
     );
@@ -171,7 +168,7 @@ Deno.test("integrity: a pinned https: plugin loads from its verified copy, trust
   }
 });
 
-Deno.test("integrity: an unpinned remote plugin is refused with the digest to pin, and loads when unpinned plugins are allowed", async () => {
+Deno.test("integrity: an unpinned remote plugin is refused with the digest to pin, and passes unchanged when unpinned plugins are allowed", async () => {
   const markers = await Deno.makeTempDir({ prefix: "plexus-pin-markers-" });
   await using srv = pluginServer();
   try {
@@ -194,7 +191,7 @@ Deno.test("integrity: an unpinned remote plugin is refused with the digest to pi
       },
     );
     assert.equal(
-      await ran(markers, "unpinned"),
+      await exists(join(markers, "unpinned")),
       false,
       "refused before its code ran",
     );
@@ -280,44 +277,30 @@ export default { manifest: { name: "local", version: "1.0.0", kind: "extension",
   }
 });
 
-Deno.test("integrity: npm: pins are the registry's integrity of one exact version", async () => {
-  // is-number@7.0.0's integrity as published (and as deno.lock records it).
-  const spec = "npm:is-number@7.0.0";
-  const published =
+Deno.test("integrity: an npm: pin needs an exact version; jsr: plugins cannot be pinned", async () => {
+  const pin =
     "sha512-41Cifkg6e8TylSpdtTpeLVMqvSBEVzTttHvERD741+pnZ8ANv0004MRL43QKPDlK9cGvNp6NZWZUBlbGXYxxng==";
-  assert.equal(
-    await verifyPluginSource(spec, spec, {
-      pluginIntegrity: { [spec]: published },
-    }),
-    spec,
-  );
-  const wrong = `sha512-${btoa(String.fromCharCode(...new Uint8Array(64)))}`;
-  await assert.rejects(
-    verifyPluginSource(spec, spec, { pluginIntegrity: { [spec]: wrong } }),
-    (err: Error) => {
-      assert.ok(
-        err.message.startsWith(
-          `plugin '${spec}' does not match its pin: expected ${wrong}, got ${published}`,
-        ),
-        err.message,
-      );
-      return true;
-    },
-  );
-  await assert.rejects(
-    verifyPluginSource("npm:is-number@7", "npm:is-number@7", {
-      pluginIntegrity: { "npm:is-number@7": published },
-    }),
-    /cannot be pinned without an exact version/,
-  );
-  await assert.rejects(
-    verifyPluginSource(spec, spec),
-    (err: Error) => err.message.includes(`{"${spec}": "${published}"}`),
-    "unpinned: refused, naming the integrity to pin",
-  );
+  for (
+    const spec of ["npm:is-number@7", "npm:is-number@^7.0.0", "npm:is-number"]
+  ) {
+    await assert.rejects(
+      verifyPluginSource(spec, spec, { pluginIntegrity: { [spec]: pin } }),
+      new RegExp(
+        `plugin '${
+          spec.replace(/[\^$.*+?()[\]{}|]/g, "\\$&")
+        }' cannot be pinned without an exact version: write npm:NAME@1\\.2\\.3`,
+      ),
+    );
+  }
   await assert.rejects(
     verifyPluginSource("jsr:@std/path@1", "jsr:@std/path@1"),
     /is not pinned and jsr: plugins cannot be pinned/,
+  );
+  await assert.rejects(
+    verifyPluginSource("jsr:@std/path@1", "jsr:@std/path@1", {
+      pluginIntegrity: { "jsr:@std/path@1": pin },
+    }),
+    /plugin 'jsr:@std\/path@1' cannot be pinned: jsr: plugins are not supported/,
   );
 });
 
@@ -328,4 +311,243 @@ async function hex(text: string): Promise<string> {
   );
   return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0"))
     .join("");
+}
+
+/** A gzipped npm tarball (`package/…`, ustar) holding `files`. */
+async function npmTarball(
+  files: Record<string, string>,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const enc = new TextEncoder();
+  const blocks: Uint8Array[] = [];
+  for (const [path, text] of Object.entries(files)) {
+    const data = enc.encode(text);
+    const header = new Uint8Array(512);
+    const put = (at: number, value: string) =>
+      header.set(enc.encode(value), at);
+    put(0, `package/${path}`);
+    put(100, "0000644\0");
+    put(108, "0000000\0");
+    put(116, "0000000\0");
+    put(124, data.length.toString(8).padStart(11, "0") + "\0");
+    put(136, "00000000000\0");
+    put(148, "        ");
+    put(156, "0");
+    put(257, "ustar\x0000");
+    const sum = header.reduce((a, b) => a + b, 0);
+    put(148, sum.toString(8).padStart(6, "0") + "\0 ");
+    blocks.push(header, data, new Uint8Array((512 - data.length % 512) % 512));
+  }
+  blocks.push(new Uint8Array(1024));
+  return new Uint8Array(
+    await new Response(
+      new Blob(blocks as BlobPart[]).stream().pipeThrough(
+        new CompressionStream("gzip"),
+      ),
+    ).arrayBuffer(),
+  );
+}
+
+function npmPluginFiles(version: string, marker: string) {
+  return {
+    "package.json": JSON.stringify({
+      name: "@plexus-test/pin-fixture",
+      version,
+      type: "module",
+      main: "index.js",
+    }),
+    "index.js": `import { writeFileSync } from "node:fs";
+try {
+  writeFileSync(${JSON.stringify(marker)}, "ran");
+} catch {
+  // a probe Worker has no permissions
+}
+export default {
+  manifest: { name: "npm-pinned", version: "1.0.0", kind: "extension", api: "^1", provides: ["extension:npm-pinned"] },
+  setup: () => Promise.resolve({ stop: () => Promise.resolve() }),
+};
+`,
+  };
+}
+
+Deno.test("integrity: a pinned npm: plugin is refused before any of its code runs when the registry serves other bytes or Deno's cached copy was changed", async () => {
+  const work = await Deno.makeTempDir({ prefix: "plexus-pin-npm-" });
+  // What the local registry publishes, by version: its tarball, and the
+  // integrity its packument claims (a lying registry may claim another).
+  const published = new Map<
+    string,
+    { tgz: Uint8Array<ArrayBuffer>; integrity: string }
+  >();
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    (req) => {
+      const path = decodeURIComponent(new URL(req.url).pathname);
+      const tgz = /^\/-\/(.+)\.tgz$/.exec(path);
+      if (tgz) {
+        const entry = published.get(tgz[1]);
+        return entry
+          ? new Response(entry.tgz)
+          : new Response("not found", { status: 404 });
+      }
+      if (path !== "/@plexus-test/pin-fixture") {
+        return new Response("not found", { status: 404 });
+      }
+      const versions = Object.fromEntries(
+        [...published].map(([version, { integrity }]) => [version, {
+          name: "@plexus-test/pin-fixture",
+          version,
+          dist: {
+            tarball: `${new URL(req.url).origin}/-/${version}.tgz`,
+            integrity,
+          },
+        }]),
+      );
+      return Response.json({
+        name: "@plexus-test/pin-fixture",
+        "dist-tags": {},
+        versions,
+      });
+    },
+  );
+  const npmCache = join(denoDir(), "npm");
+  const before = new Set<string>();
+  for await (const e of Deno.readDir(npmCache)) before.add(e.name);
+  try {
+    await Deno.writeTextFile(
+      join(work, ".npmrc"),
+      `@plexus-test:registry=http://127.0.0.1:${server.addr.port}/\n`,
+    );
+    // Unique versions: the registry's folder in Deno's cache is per port,
+    // and a port may come back in a later run.
+    const run = crypto.randomUUID().slice(0, 8);
+    const load = async (version: string, pin: string) => {
+      const spec = `npm:@plexus-test/pin-fixture@${version}`;
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          "--no-lock",
+          `--config=${
+            fileURLToPath(new URL("../../deno.json", import.meta.url))
+          }`,
+          fileURLToPath(
+            new URL("./testdata/npm_pin_child.ts", import.meta.url),
+          ),
+          spec,
+          pin,
+          join(work, "data"),
+        ],
+        env: { HOME: work, DENO_DIR: denoDir(), NO_COLOR: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(out.stdout).trim();
+      assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+      return { spec, ...JSON.parse(text) as { ok?: true; error?: string } };
+    };
+    const marker = (tag: string) => join(work, tag);
+    const publish = async (version: string, tag: string) => {
+      const tgz = await npmTarball(npmPluginFiles(version, marker(tag)));
+      const integrity = await integrityOf(tgz, "sha512");
+      published.set(version, { tgz, integrity });
+      return integrity;
+    };
+
+    // 1. Not pinned: refused, naming the integrity to pin; then pinned to
+    // the bytes published: loads, and its code ran.
+    const good = `1.0.0-${run}.1`;
+    const goodPin = await publish(good, "good");
+    const r1 = await load(good, "-");
+    assert.ok(
+      r1.error?.startsWith(
+        `plugin '${r1.spec}' is not pinned: add "pluginIntegrity": {"${r1.spec}": "${goodPin}"}`,
+      ),
+      r1.error,
+    );
+    assert.equal(await exists(marker("good")), false, "refused before it ran");
+    assert.deepEqual((await load(good, goodPin)).ok, true);
+    assert.ok(await exists(marker("good")), "the pinned package's code ran");
+
+    // 2. The registry serves (and vouches for) other bytes than pinned.
+    const swapped = `1.0.0-${run}.2`;
+    const genuine = await integrityOf(
+      await npmTarball(npmPluginFiles(swapped, marker("genuine"))),
+      "sha512",
+    );
+    const served = await publish(swapped, "tampered");
+    const r2 = await load(swapped, genuine);
+    assert.ok(
+      r2.error?.startsWith(
+        `plugin '${r2.spec}' does not match its pin: expected ${genuine}, got ${served}`,
+      ),
+      r2.error,
+    );
+
+    // 3. It vouches for the pinned bytes but serves others: Deno itself
+    // refuses the download.
+    const lying = `1.0.0-${run}.3`;
+    await publish(lying, "tampered");
+    const honest = await npmTarball(npmPluginFiles(lying, marker("genuine")));
+    published.get(lying)!.integrity = await integrityOf(honest, "sha512");
+    const r3 = await load(lying, published.get(lying)!.integrity);
+    assert.match(
+      r3.error ?? "",
+      /cannot check plugin .* against its pin: .*checksum/s,
+    );
+
+    // 4. Deno's cached copy of the good version is changed on disk: Deno
+    // would run it as it is; the pin check compares it with the tarball.
+    const registry = [...await Array.fromAsync(Deno.readDir(npmCache))]
+      .map((e) => e.name).find((n) =>
+        !before.has(n) && n.includes(String(server.addr.port))
+      );
+    assert.ok(
+      registry,
+      "Deno cached the package under the test registry's folder",
+    );
+    const cachedIndex = join(
+      npmCache,
+      registry,
+      "@plexus-test",
+      "pin-fixture",
+      good,
+      "index.js",
+    );
+    const original = await Deno.readTextFile(cachedIndex);
+    await Deno.writeTextFile(
+      cachedIndex,
+      original.replace(marker("good"), marker("tampered")),
+    );
+    const r4 = await load(good, goodPin);
+    assert.equal(
+      r4.error,
+      `plugin '${r4.spec}' does not match its pin: Deno's cached copy of @plexus-test/pin-fixture@${good} in ${
+        join(npmCache, registry, "@plexus-test", "pin-fixture", good)
+      } differs from the pinned tarball at 'index.js' (delete that folder so Deno fetches it again)`,
+    );
+
+    assert.equal(
+      await exists(marker("tampered")),
+      false,
+      "no tampered code ran",
+    );
+    assert.equal(await exists(marker("genuine")), false);
+  } finally {
+    await server.shutdown();
+    for await (const e of Deno.readDir(npmCache)) {
+      if (!before.has(e.name) && e.name.includes(String(server.addr.port))) {
+        await Deno.remove(join(npmCache, e.name), { recursive: true });
+      }
+    }
+    await Deno.remove(work, { recursive: true });
+  }
+});
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
 }
