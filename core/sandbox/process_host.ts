@@ -73,7 +73,10 @@ export function processLauncher(options: ProcessLauncherOptions): Launcher {
       stdout: "piped",
       stderr: "piped",
       clearEnv: true,
-      env: { ...options.env, NO_COLOR: "1" },
+      // Deno's own cache folder, so an npm: plugin runs from the copy the
+      // node checked against its pin (integrity.ts); the plugin cannot read
+      // it without an env grant.
+      env: { ...options.env, ...denoDirEnv(), NO_COLOR: "1" },
     }).spawn();
     let exit: ((why: string) => void) | undefined;
     let ended = false;
@@ -127,4 +130,12 @@ export function processLauncher(options: ProcessLauncherOptions): Launcher {
       },
     };
   };
+}
+
+/** `DENO_DIR` as the node has it, when set. */
+function denoDirEnv(): Record<string, string> {
+  const query = { name: "env", variable: "DENO_DIR" } as const;
+  if (Deno.permissions.querySync(query).state !== "granted") return {};
+  const dir = Deno.env.get("DENO_DIR");
+  return dir ? { DENO_DIR: dir } : {};
 }
