@@ -16,7 +16,10 @@
  *   (no sockets), `concurrency` in flight, for `seconds`: the boundary's
  *   cost with nothing around it to hide it.
  * - router: `router.request("bench.echo")` answered by the plugin's
- *   subscription (the reply crosses back as a publish); round trips/s.
+ *   subscription (the reply crosses back as a publish); round trips/s. The
+ *   sandboxes run with their message budget lifted: each reply is a note,
+ *   and the default 20,000 notes a second would drop replies (their
+ *   requests then time out) rather than measure the boundary.
  * - cold start: load and set up the plugin, ms (trusted: import + setup;
  *   worker: a new Worker, load, setup).
  *
@@ -72,6 +75,10 @@ async function start(level: Level): Promise<{
   }
   const sandbox = await openWorkerSandbox(PLUGIN, {
     permissions: PERMISSIONS,
+    // The router echo sends one note per round trip (the reply's publish):
+    // past the default budget of 20,000 a second, replies would be dropped
+    // and their requests time out. This measures the boundary, not the cap.
+    messagesPerSecond: Infinity,
     launcher: level === "process"
       ? processLauncher({ flags: denoFlags(NONE, PLUGIN) })
       : undefined,
