@@ -17,6 +17,7 @@
  *
  * @module
  */
+import { basename, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import {
@@ -188,7 +189,7 @@ function devHelp(): string {
     "Usage: plexus dev [SERVE FLAGS...]",
     `Runs 'plexus serve' under 'deno run --watch' with the permissions of 'deno task start', restarting the node when ${
       DEV_WATCH.join(", ")
-    } or ./${DEV_PLUGINS_DIR}/ change (./${DEV_PLUGINS_DIR}/ is made if missing: deno does not watch a path that does not exist yet). Ctrl-C or SIGTERM drains the node and ends the watcher: SIGTERM is passed on as SIGINT, since the watcher sends its program SIGTERM itself to restart it. The watcher gives a drain 0.5 s (on a restart too), then ends the run. Needs --allow-run=deno and --allow-write=./${DEV_PLUGINS_DIR}.`,
+    } change. Plugins loaded from local files (--plugin ./x.ts, the drop-in folder, ./${DEV_PLUGINS_DIR}/ made if missing) are not restarted but hot swapped by the node itself (serve --watch-plugins, docs/hot-swap.md). Ctrl-C or SIGTERM drains the node and ends the watcher: SIGTERM is passed on as SIGINT, since the watcher sends its program SIGTERM itself to restart it. The watcher gives a drain 0.5 s (on a restart too), then ends the run. Needs --allow-run=deno and --allow-write=./${DEV_PLUGINS_DIR}; with --allow-read and --allow-env it reads the config to find the plugin files.`,
     [["-h, --help", "show this help"]],
   );
 }
@@ -204,16 +205,37 @@ async function dev(argv: string[]): Promise<void> {
     fail(1, `dev: cannot make ./${DEV_PLUGINS_DIR}: ${(err as Error).message}`);
   }
   const script = new URL(import.meta.url);
-  const watch = [
-    ...DEV_WATCH.map((p) => fileURLToPath(new URL(p, script))),
-    `${DEV_PLUGINS_DIR}/`,
-  ];
+  const watch = DEV_WATCH.map((p) => fileURLToPath(new URL(p, script)));
+  // Plugins are the node's to reload (--watch-plugins): deno's watcher,
+  // which would restart the node, must not see their files. A bad flag is
+  // left for 'serve' to report.
+  const plugins = [`${DEV_PLUGINS_DIR}/`];
+  const mayRead = ["read", "env"].every((name) =>
+    Deno.permissions.querySync({ name } as Deno.PermissionDescriptor)
+      .state === "granted"
+  );
+  if (mayRead) {
+    try {
+      const parsed = loadConfig(argv);
+      const config = parsed.help ? undefined : parsed.config;
+      for (const spec of config?.plugins ?? []) {
+        if (/^(\.{0,2}\/|file:)/.test(spec)) {
+          const file = spec.startsWith("file:")
+            ? fileURLToPath(spec)
+            : resolve(spec);
+          plugins.push(basename(file) === "mod.ts" ? dirname(file) : file);
+        }
+      }
+      if (config) plugins.push(resolve(config.pluginsDir));
+    } catch { /* serve says what is wrong */ }
+  }
   let watcher: Deno.ChildProcess;
   try {
     watcher = new Deno.Command(denoCommand(), {
       args: [
         "run",
         `--watch=${watch.join(",")}`,
+        `--watch-exclude=${plugins.join(",")}`,
         "--allow-net",
         "--allow-read",
         "--allow-write=./data",
@@ -221,6 +243,7 @@ async function dev(argv: string[]): Promise<void> {
         "--allow-import",
         fileURLToPath(script),
         "serve",
+        "--watch-plugins",
         ...argv,
       ],
       stdin: "inherit",

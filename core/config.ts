@@ -62,6 +62,8 @@ export const configSchema = z.strictObject({
   ).default({}),
   /** Load https:, http:, npm: and jsr: plugins that have no pluginIntegrity entry. */
   allowUnpinnedPlugins: z.boolean().default(false),
+  /** Hot swap a plugin loaded from a local file when the file changes. */
+  watchPlugins: z.boolean().default(false),
   logStream: z.strictObject({
     replay: z.number().int().min(0).max(100_000).default(100),
     heartbeatMs: z.number().int().min(0).default(30_000),
@@ -214,6 +216,11 @@ export interface Config {
    * `pluginIntegrity` entry (refused by default).
    */
   allowUnpinnedPlugins: boolean;
+  /**
+   * Hot swap a plugin loaded from a local file (or a drop-in folder) when
+   * its file changes (`deno task dev` turns it on; docs/hot-swap.md).
+   */
+  watchPlugins: boolean;
   /** The live log stream (`/ws`). */
   logStream: {
     /** Messages kept for replay to new clients. */
@@ -466,6 +473,15 @@ export const FLAGS: FlagSpec[] = [
     shownDefault: "off",
     help:
       "load https:, http:, npm: and jsr: plugins without a pluginIntegrity pin",
+  },
+  {
+    flag: "watch-plugins",
+    key: "watchPlugins",
+    type: "boolean",
+    env: "PLEXUS_WATCH_PLUGINS",
+    shownDefault: "off (on in deno task dev)",
+    help:
+      "hot swap a plugin loaded from a local file when the file changes (docs/hot-swap.md)",
   },
 ];
 

@@ -9,7 +9,13 @@ import { join } from "node:path";
 import type { Config } from "./config.ts";
 import { ConfigError } from "./config.ts";
 import { createKernel, type Kernel, type SwapReport } from "./kernel.ts";
-import { builtinNames, type PluginCatalog, scanDropIn } from "./loader.ts";
+import {
+  builtinNames,
+  type PluginCatalog,
+  resolveSpecifier,
+  scanDropIn,
+} from "./loader.ts";
+import { type PluginWatch, watchPlugins } from "./plugin_watch.ts";
 import { loadAtTrust } from "./sandbox/load.ts";
 import type { WorkerSandbox } from "./sandbox/worker_host.ts";
 import {
@@ -488,6 +494,18 @@ export async function startNode(
     version: VERSION,
     kv: config.kv,
   });
+  let watch: PluginWatch | undefined;
+  if (config.watchPlugins) {
+    const urls = new Map<string, string>();
+    for (const [name, spec] of specs) {
+      const target = resolveSpecifier(spec, { cwd: options.cwd });
+      if ("url" in target) urls.set(name, target.url);
+    }
+    watch = watchPlugins(urls, {
+      reload,
+      log: nodeLog.child({ component: "plugin-watch" }),
+    });
+  }
 
   let closing: Promise<void> | undefined;
   const shutdown = (reason = "shutdown requested") => {
@@ -498,6 +516,7 @@ export async function startNode(
         deadlineMs: config.shutdownTimeoutMs,
       });
       logStream.close();
+      watch?.close();
       // Leave the registry first: peers see this node down while it drains.
       await registry.stop();
       // Long-lived connections go first (the gateway closes its agents with

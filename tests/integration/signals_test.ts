@@ -223,32 +223,49 @@ Deno.test(
 );
 
 Deno.test(
-  "signals: 'deno task dev' restarts the node when a file appears in ./plugins.d/",
+  "signals: 'deno task dev' hot swaps a drop-in plugin when its file changes, without restarting the node",
   () =>
     withDir(async (dir) => {
-      // A dotfile: the watcher sees it, the plugin loader skips it.
-      const marker = join(
-        REPO,
-        "plugins.d",
-        `.it-signals-${crypto.randomUUID()}.txt`,
-      );
-      // As on a fresh clone, where it does not exist (unless someone's
-      // plugins are in it: then only the restart is tested).
-      await Deno.remove(join(REPO, "plugins.d")).catch(() => {});
+      const plugin = (version: string) =>
+        `export default {
+  manifest: { name: "devswap", version: "${version}", kind: "extension", api: "^1", provides: [] },
+  setup(ctx) {
+    ctx.http.get("/version", (c) => c.json({ version: "${version}" }));
+    return Promise.resolve({ stop: () => Promise.resolve() });
+  },
+};
+`;
+      const file = join(dir, "plugins.d", "devswap.ts");
+      await Deno.mkdir(join(dir, "plugins.d"), { recursive: true });
+      await Deno.writeTextFile(file, plugin("1.0.0"));
       await using task = await startTask("dev", nodeArgs(dir), {
         terminal: false,
       });
-      try {
-        await nodeUrl(task);
-        await Deno.mkdir(join(REPO, "plugins.d"), { recursive: true });
-        await Deno.writeTextFile(marker, "restart, please\n");
-        await nodeUrl(task, 2, 15_000);
-        assert.ok(task.records.some(msg("stopped")), task.output);
-        kill(-task.pid, "SIGTERM");
-        assert.equal((await task.exit(20_000)).code, 0, task.output);
-      } finally {
-        await Deno.remove(marker).catch(() => {});
-      }
+      const url = await nodeUrl(task);
+      const version = async () =>
+        (await (await fetch(`${url}/plugins/devswap/version`)).json()).version;
+      assert.equal(await version(), "1.0.0");
+      await Deno.writeTextFile(file, plugin("2.0.0"));
+      await task.waitForLog(
+        msg("plugin devswap reloaded: 1.0.0 -> 2.0.0"),
+        "the reload",
+        { timeoutMs: 15_000 },
+      );
+      assert.equal(await version(), "2.0.0");
+      // A broken save is refused; the last good version keeps serving.
+      await Deno.writeTextFile(file, "export default {{{");
+      await task.waitForLog(
+        (r) => r.level === "error" && /devswap changed/.test(r.msg),
+        "the refusal",
+        { timeoutMs: 15_000 },
+      );
+      assert.equal(await version(), "2.0.0");
+      assert.ok(
+        !task.records.some(msg("stopped")),
+        `the node restarted:\n${task.output}`,
+      );
+      kill(-task.pid, "SIGTERM");
+      assert.equal((await task.exit(20_000)).code, 0, task.output);
     }),
 );
 
