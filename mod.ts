@@ -17,6 +17,7 @@ export {
   type PluginState,
   type ResolvedPlan,
   resolvePlan,
+  type SwapReport,
 } from "./core/kernel.ts";
 export {
   type Config,
