@@ -4,8 +4,11 @@
  * with structured-clone arguments, one deadline per call and typed errors
  * that keep their `name`, `code`, `status` and `retryable` across.
  *
- * Wire messages: `{t: "call", id, m, a}`, answered by `{t: "ok", id, v}` or
- * `{t: "err", id, e}`; `{t: "note", m, a}` expects no answer.
+ * On the wire every post is one flat array of messages, each a kind and its
+ * fields: `0, id, method, args` (a call), answered by `1, id, value` or
+ * `2, id, error`; `3, method, args` (a note) expects no answer. Arrays, not
+ * objects with named fields: a structured clone writes every property name
+ * of every object, and reading objects back costs about twice as much.
  *
  * @module
  */
@@ -108,21 +111,15 @@ function fromWireError(e: WireError): SandboxCallError {
   });
 }
 
-type Wire =
-  | { t: "call"; id: number; m: string; a: unknown }
-  | { t: "ok"; id: number; v: unknown }
-  | { t: "err"; id: number; e: WireError }
-  | { t: "note"; m: string; a: unknown };
+/** The kinds of message, first of each message's fields on the wire. */
+const CALL = 0;
+const OK = 1;
+const ERR = 2;
+const NOTE = 3;
 
 function isThenable(x: unknown): x is PromiseLike<unknown> {
   return x !== null && typeof x === "object" &&
     typeof (x as { then?: unknown }).then === "function";
-}
-
-function isWire(x: unknown): x is Wire {
-  if (x === null || typeof x !== "object") return false;
-  const t = (x as { t?: unknown }).t;
-  return t === "call" || t === "ok" || t === "err" || t === "note";
 }
 
 /**
@@ -190,42 +187,47 @@ export function createRpc(
   // messages one callback each, so a microtask flush sent one message per
   // request under load (~12 µs of CPU on each side per message), while
   // setImmediate adds no timer and no wait for the next iteration.
-  let outbox: Wire[] = [];
+  let outbox: unknown[] = [];
   const flush = () => {
     const batch = outbox;
     outbox = [];
     if (closed !== undefined || batch.length === 0) return;
     try {
-      port.postMessage(
-        batch.length === 1 ? batch[0] : { t: "batch", m: batch },
-      );
+      port.postMessage(batch);
     } catch {
       // One value in the batch cannot be cloned: send them one by one, so
       // only its own call fails.
-      for (const msg of batch) {
+      for (let i = 0; i < batch.length;) {
+        const kind = batch[i];
+        const n = kind === CALL ? 4 : 3;
+        const msg = batch.slice(i, i + n);
+        i += n;
         try {
           port.postMessage(msg);
         } catch (err) {
-          if (msg.t === "call") {
-            const w = waiting.get(msg.id);
-            waiting.delete(msg.id);
+          if (kind === CALL) {
+            const id = msg[1] as number;
+            const w = waiting.get(id);
+            waiting.delete(id);
             w?.reject(err as Error);
-          } else if (msg.t === "ok") {
-            port.postMessage({ t: "err", id: msg.id, e: toWireError(err) });
+          } else if (kind === OK) {
+            port.postMessage([ERR, msg[1], toWireError(err)]);
           }
         }
       }
     }
   };
-  const post = (msg: Wire) => {
-    if (outbox.push(msg) === 1) setImmediate(flush);
+  const post = (kind: number, x: unknown, y: unknown, z?: unknown) => {
+    if (outbox.length === 0) setImmediate(flush);
+    if (kind === CALL) outbox.push(kind, x, y, z);
+    else outbox.push(kind, x, y);
   };
 
   const ok = (id: number, v: unknown) => {
-    if (closed === undefined) post({ t: "ok", id, v });
+    if (closed === undefined) post(OK, id, v);
   };
   const fail = (id: number, err: unknown) => {
-    if (closed === undefined) post({ t: "err", id, e: toWireError(err) });
+    if (closed === undefined) post(ERR, id, toWireError(err));
   };
   // A handler runs at once and a plain value is answered without a promise:
   // every promise hop is an allocation and a microtask per call.
@@ -239,67 +241,64 @@ export function createRpc(
     if (isThenable(v)) v.then((x) => ok(id, x), (err) => fail(id, err));
     else ok(id, v);
   };
+  const handler = (m: unknown) =>
+    typeof m === "string" && Object.hasOwn(handlers, m)
+      ? handlers[m]
+      : undefined;
 
-  port.onmessage = (ev: MessageEvent) => {
-    const data = ev.data;
-    if (
-      data !== null && typeof data === "object" &&
-      (data as { t?: unknown }).t === "batch" &&
-      Array.isArray((data as { m?: unknown }).m)
-    ) {
-      for (const msg of (data as { m: unknown[] }).m) receive(msg);
-    } else receive(data);
-  };
   const admit = options.admit ?? (() => true);
-  const receive = (msg: unknown) => {
-    if (!isWire(msg)) return options.onMalformed?.(msg);
-    if ((msg.t === "call" || msg.t === "note") && !admit()) {
-      if (msg.t === "call") {
-        post({
-          t: "err",
-          id: msg.id,
-          e: {
+  port.onmessage = (ev: MessageEvent) => {
+    const data: unknown = ev.data;
+    if (!Array.isArray(data)) return options.onMalformed?.(data);
+    for (let i = 0; i < data.length;) {
+      const kind = data[i];
+      if (kind === CALL && typeof data[i + 1] === "number") {
+        const id = data[i + 1] as number, m = data[i + 2], a = data[i + 3];
+        i += 4;
+        if (!admit()) {
+          post(ERR, id, {
             name: "SandboxCallError",
             code: "over_budget",
             message: "over the sandbox's message budget; slow down",
             status: 429,
             retryable: true,
-          },
-        });
-      }
-      return;
-    }
-    switch (msg.t) {
-      case "call": {
-        if (!Object.hasOwn(handlers, msg.m)) {
-          return fail(
-            msg.id,
+          });
+          continue;
+        }
+        const h = handler(m);
+        if (h) answer(id, h, a);
+        else {
+          fail(
+            id,
             new SandboxCallError(
               "no_method",
-              `no method '${String(msg.m).slice(0, 64)}' across the sandbox`,
+              `no method '${String(m).slice(0, 64)}' across the sandbox`,
             ),
           );
         }
-        return answer(msg.id, handlers[msg.m], msg.a);
-      }
-      case "note": {
-        const h = Object.hasOwn(handlers, msg.m) ? handlers[msg.m] : undefined;
-        if (!h) return;
+      } else if (kind === NOTE) {
+        const m = data[i + 1], a = data[i + 2];
+        i += 3;
+        if (!admit()) continue;
+        const h = handler(m);
+        if (!h) continue;
         try {
-          const v = h(msg.a);
+          const v = h(a);
           if (isThenable(v)) v.then(undefined, () => {});
         } catch {
           // A note has no one to tell.
         }
-        return;
-      }
-      case "ok":
-      case "err": {
-        const w = waiting.get(msg.id);
-        if (!w) return; // answered after its deadline
-        waiting.delete(msg.id);
-        if (msg.t === "ok") w.resolve(msg.v);
-        else w.reject(fromWireError(msg.e));
+      } else if (kind === OK || kind === ERR) {
+        const id = data[i + 1] as number, v = data[i + 2];
+        i += 3;
+        const w = waiting.get(id);
+        if (!w) continue; // answered after its deadline
+        waiting.delete(id);
+        if (kind === OK) w.resolve(v);
+        else w.reject(fromWireError(v as WireError));
+      } else {
+        // Not a message: the rest of this post cannot be read either.
+        return options.onMalformed?.(data);
       }
     }
   };
@@ -335,13 +334,11 @@ export function createRpc(
           ms,
         });
         sweeper ??= setInterval(sweep, SWEEP_MS);
-        post({ t: "call", id, m: method, a: args });
+        post(CALL, id, method, args);
       });
     },
     notify(method, args) {
-      if (closed === undefined) {
-        post({ t: "note", m: method, a: args });
-      }
+      if (closed === undefined) post(NOTE, method, args);
     },
     get pending() {
       return waiting.size;

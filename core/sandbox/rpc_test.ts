@@ -72,3 +72,44 @@ Deno.test("rpc: close rejects every waiting call and any later one", async () =>
   await assert.rejects(p.client.call("never"), /sandbox ended/);
   assert.equal(p.client.pending, 0);
 });
+
+Deno.test("rpc: calls made in one event-loop iteration leave in one post; a post that is not a message list is reported and the channel keeps working", async () => {
+  const { port1, port2 } = new MessageChannel();
+  let posts = 0;
+  const counted = {
+    postMessage(m: unknown) {
+      posts++;
+      port2.postMessage(m);
+    },
+    get onmessage() {
+      return port2.onmessage;
+    },
+    set onmessage(h) {
+      port2.onmessage = h;
+    },
+  };
+  const malformed: unknown[] = [];
+  const server = createRpc(port1, { echo: (x) => x }, {
+    onMalformed: (m) => void malformed.push(m),
+  });
+  const client = createRpc(counted, {});
+  try {
+    assert.deepEqual(
+      await Promise.all([1, 2, 3].map((n) => client.call("echo", n))),
+      [1, 2, 3],
+    );
+    assert.equal(posts, 1);
+    port2.postMessage({ t: "call", id: 1, m: "echo", a: 1 });
+    port2.postMessage([9, "junk"]);
+    assert.equal(await client.call("echo", "still"), "still");
+    assert.deepEqual(malformed, [{ t: "call", id: 1, m: "echo", a: 1 }, [
+      9,
+      "junk",
+    ]]);
+  } finally {
+    server.close("done");
+    client.close("done");
+    port1.close();
+    port2.close();
+  }
+});
