@@ -436,6 +436,8 @@ export function createKernel(options: KernelOptions): Kernel {
   // Task types registered through plugins' scopes, and who runs each.
   const taskSlots: TaskSlots = new Map();
   const swapping = new Set<string>();
+  // Set by stop(): a swap whose new copy finishes starting after it is undone.
+  let stopped = false;
 
   /** Validates `plugin`'s config against its manifest's schema. */
   const configFor = (plugin: Plugin): unknown => {
@@ -711,6 +713,17 @@ export function createKernel(options: KernelOptions): Kernel {
             { cause: err },
           );
         }
+        if (stopped) {
+          scope.unsubscribeAll();
+          await l.running.stop(AbortSignal.timeout(stopTimeout)).catch(
+            () => {},
+          );
+          throw new PluginError(
+            name,
+            "swap",
+            `plugin '${name}' was not replaced: the node is stopping`,
+          );
+        }
         // The swap, in one synchronous step: from here on every request,
         // message and task run reaches the new copy.
         const old = { ...r };
@@ -809,6 +822,7 @@ export function createKernel(options: KernelOptions): Kernel {
     },
 
     async stop() {
+      stopped = true;
       const failures: PluginError[] = [];
       while (started.length > 0) {
         const name = started.pop()!;

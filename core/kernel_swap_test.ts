@@ -38,8 +38,11 @@ function greeter(
         }
         return c.json({ version });
       });
-      ctx.api("greeter").get("/version", "plugins:read", (c) =>
-        c.json({ version }));
+      ctx.api("greeter").get(
+        "/version",
+        "plugins:read",
+        (c) => c.json({ version }),
+      );
       const off = ctx.router.subscribe("greet.in", (payload) => {
         seen.push({ version, payload });
       });
@@ -135,8 +138,7 @@ Deno.test("swap: a new version that fails its setup is refused and the old one k
   const events: string[] = [];
   await using t = await createTestKernel([greeter("1.0.0", seen, { events })]);
   await assert.rejects(
-    () =>
-      t.kernel.replace(greeter("2.0.0", seen, { failSetup: true, events })),
+    () => t.kernel.replace(greeter("2.0.0", seen, { failSetup: true, events })),
     (err: unknown) =>
       err instanceof PluginError && err.phase === "setup" &&
       /greeter' 2\.0\.0 failed to start, so 1\.0\.0 keeps serving: setup of the new version broke/
@@ -212,4 +214,34 @@ Deno.test("swap: invalid config, unmet requires, a dropped capability others nee
     await (await t.request("/plugins/greeter/version")).json(),
     { version: "1.0.0" },
   );
+});
+
+Deno.test("swap: a new copy that finishes starting after the kernel stopped is stopped again, not swapped in", async () => {
+  const events: string[] = [];
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  const slow = definePlugin({
+    manifest: {
+      name: "greeter",
+      version: "2.0.0",
+      kind: "extension",
+      api: "^1",
+      provides: ["extension:greeter"],
+    },
+    async setup() {
+      await gate;
+      return {
+        stop: () => {
+          events.push("stop 2.0.0");
+          return Promise.resolve();
+        },
+      };
+    },
+  }) as Plugin;
+  const t = await createTestKernel([greeter("1.0.0", [], { events })]);
+  const swapping = t.kernel.replace(slow);
+  await t.close();
+  release();
+  await assert.rejects(swapping, /not replaced: the node is stopping/);
+  assert.deepEqual(events, ["stop 1.0.0", "stop 2.0.0"]);
 });
