@@ -1,9 +1,13 @@
 import assert from "node:assert/strict";
 import {
+  packRequest,
+  packResponse,
   serialRequest,
   serialResponse,
   toRequest,
   toResponse,
+  unpackRequest,
+  unpackResponse,
 } from "./serial.ts";
 
 Deno.test("serial: a request keeps its method, url, headers and body across; a GET has no body", async () => {
@@ -44,4 +48,42 @@ Deno.test("serial: a response keeps its status, every set-cookie, a header named
   );
   assert.equal(single.headers.get("__proto__"), "x");
   assert.equal(toResponse({ status: 204, headers: [] }).body, null);
+});
+
+Deno.test("serial: the packed forms keep method, url, body, status, every set-cookie, a header named __proto__ and binary bytes", async () => {
+  const get = await packRequest(
+    new Request("http://x/a?b=1", {
+      headers: [["x-two", "1"], ["x-two", "2"]],
+    }),
+  );
+  assert.deepEqual(get, ["GET", "http://x/a?b=1", undefined, "x-two", "1, 2"]);
+  const req = unpackRequest(
+    structuredClone(
+      await packRequest(
+        new Request("http://x/p", {
+          method: "POST",
+          body: "hi",
+          headers: [["__proto__", "kept"]],
+        }),
+      ),
+    ),
+  );
+  assert.equal(req.method, "POST");
+  assert.equal(req.headers.get("__proto__"), "kept");
+  assert.equal(await req.text(), "hi");
+
+  const headers = new Headers([["__proto__", "kept"]]);
+  headers.append("set-cookie", "a=1");
+  headers.append("set-cookie", "b=2");
+  const bytes = new Uint8Array([0xef, 0xbb, 0xbf, 0xff, 0]);
+  const res = unpackResponse(
+    structuredClone(
+      await packResponse(new Response(bytes, { status: 202, headers })),
+    ),
+  );
+  assert.equal(res.status, 202);
+  assert.deepEqual(res.headers.getSetCookie(), ["a=1", "b=2"]);
+  assert.equal(res.headers.get("__proto__"), "kept");
+  assert.deepEqual(new Uint8Array(await res.arrayBuffer()), bytes);
+  assert.equal(unpackResponse([304, new Uint8Array([1])]).body, null);
 });

@@ -44,11 +44,14 @@ import type { LogLevel } from "../observe/logger.ts";
 import type { Labels } from "../observe/metrics.ts";
 import type { TaskSubmission } from "../tasks.ts";
 import {
+  type PackedResponse,
+  packRequest,
   type SerialRequest,
   serialRequest,
   type SerialResponse,
   serialResponse,
   toResponse,
+  unpackResponse,
 } from "./serial.ts";
 import { type Accepted, type NodeRelay, nodeRelay } from "./websocket_relay.ts";
 import { callProxy, methodNames, refusal } from "./capability_proxy.ts";
@@ -747,13 +750,18 @@ export async function openWorkerSandbox(
     async setup(c) {
       ctx = c;
       // Every plugin route goes in; the sandbox's own app answers or 404s.
-      c.http.all(
-        "*",
-        (hc) =>
-          answer(async () =>
-            await call<SerialResponse>("http", await serialRequest(hc.req.raw))
-          ),
-      );
+      // The route's request and answer cross packed (serial.ts): the
+      // cheapest form to clone, paid on every request.
+      c.http.all("*", async (hc) => {
+        try {
+          return unpackResponse(
+            await call<PackedResponse>("http", await packRequest(hc.req.raw)),
+          );
+        } catch (err) {
+          if (err instanceof PlexusError) return plexusErrorResponse(err);
+          throw err;
+        }
+      });
       if (!current) throw new Error("the sandbox ended before its setup");
       state = "running";
       try {

@@ -39,12 +39,15 @@ import type { ScopedAtomic, ScopedKv } from "../state/scoped_kv.ts";
 import type { Router, TopicHandler } from "../router.ts";
 import type { TaskHandler, TaskService } from "../tasks.ts";
 import {
+  type PackedRequest,
+  packResponse,
   type SerialRequest,
   serialRequest,
   type SerialResponse,
   serialResponse,
   toRequest,
   toResponse,
+  unpackRequest,
 } from "./serial.ts";
 import { insideRelay } from "./websocket_relay.ts";
 import { callProxy, methodNames, refusal } from "./capability_proxy.ts";
@@ -175,9 +178,9 @@ const rpc: Rpc = createRpc(scope.__plexusPort ?? scope, {
     return running?.health ? await running.health() : { status: "up" };
   },
   async http(a) {
-    const req = toRequest(a as SerialRequest);
-    if (!app) return serialResponse(new Response(null, { status: 404 }));
-    return await serialResponse(await app.fetch(req));
+    const req = unpackRequest(a as PackedRequest);
+    if (!app) return packResponse(new Response(null, { status: 404 }));
+    return await packResponse(await app.fetch(req));
   },
   async api(a) {
     const { prefix, req, principal } = a as {
