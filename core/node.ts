@@ -295,6 +295,7 @@ export async function startNode(
     builtins: options.builtins,
     pluginTrust: config.pluginTrust,
     pluginGrants: config.pluginGrants,
+    pluginConfig: config.pluginConfig,
     log: nodeLog,
     pins: config,
   };

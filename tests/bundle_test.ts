@@ -1,6 +1,9 @@
 /**
  * The single-file artifact: `deno bundle` output runs on its own, outside the
  * repo and without its deno.json, loads a plugin file next to it and serves.
+ * The bundle cannot sandbox a plugin (it does not carry the sandbox's
+ * module), so the plugin beside it runs only when set trusted, and a plugin
+ * left at the default level is refused saying so.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -45,6 +48,8 @@ Deno.test("bundle: dist/plexus.js runs alone with --no-config and loads a plugin
         "run",
         "--no-config",
         "--unstable-kv",
+        // The plugin's name is read in a Worker with no permissions.
+        "--unstable-worker-options",
         "--allow-net=127.0.0.1",
         "--allow-read",
         `--allow-write=${dir}`,
@@ -56,6 +61,8 @@ Deno.test("bundle: dist/plexus.js runs alone with --no-config and loads a plugin
         join(dir, "data"),
         "--plugin",
         "./beside.js",
+        "--plugin-trust",
+        "beside=trusted",
         "--plugin",
         "builtin:examples/hello",
       ],
@@ -83,6 +90,33 @@ Deno.test("bundle: dist/plexus.js runs alone with --no-config and loads a plugin
       await child.stderr.cancel();
       assert.equal(status.code, 0);
     }
+    const refused = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--no-config",
+        "--unstable-kv",
+        "--unstable-worker-options",
+        "--allow-net=127.0.0.1",
+        "--allow-read",
+        `--allow-write=${dir}`,
+        "--allow-env",
+        out,
+        "--port",
+        "0",
+        "--data-dir",
+        join(dir, "data"),
+        "--plugin",
+        "./beside.js",
+      ],
+      cwd: dir,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.notEqual(refused.code, 0);
+    assert.match(
+      new TextDecoder().decode(refused.stderr),
+      /plugin 'beside' runs at level 'worker' \(the default for a plugin that is not built in\), but this node cannot start a sandbox: it runs from a bundle.*run the node from its source.*--plugin-trust beside=trusted/,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

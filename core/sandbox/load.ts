@@ -8,11 +8,8 @@
  * permissions at all (its top-level code never runs in the node with the
  * node's permissions); that Worker is kept when it already has what the
  * plugin may use, else replaced by one with the effective permissions.
- * Built-ins (`builtin:`) are always trusted.
- *
- * Until the sandbox covers the whole plugin context and the `process` level
- * exists, a plugin without an entry in `pluginTrust` stays `trusted` (see
- * docs/sandbox.md); the sandbox is the operator's opt-in.
+ * Built-ins (`builtin:`) are always trusted; any other plugin without an
+ * entry in `pluginTrust` runs at `worker` (see docs/sandbox.md).
  *
  * @module
  */
@@ -26,7 +23,12 @@ import {
   effectivePermissions,
   workerPermissions,
 } from "./permissions.ts";
-import { openWorkerSandbox, type WorkerSandbox } from "./worker_host.ts";
+import {
+  openWorkerSandbox,
+  readPluginName,
+  sandboxUnsupported,
+  type WorkerSandbox,
+} from "./worker_host.ts";
 import { processLauncher } from "./process_host.ts";
 import { SYNCHRONOUS_KINDS } from "./capability_proxy.ts";
 import type { Logger } from "../observe/logger.ts";
@@ -40,6 +42,12 @@ export interface TrustOptions extends LoadOptions {
   pluginGrants?: Readonly<Record<string, PermissionSpec>>;
   /** Where a `process` plugin's stderr goes (one record per line). */
   log?: Logger;
+  /**
+   * Raw config by plugin name: a sandboxed plugin's is validated at load,
+   * inside its sandbox (the kernel cannot see its schema), so a bad config
+   * stops the node before any plugin starts, as in-process. @default {{}}
+   */
+  pluginConfig?: Readonly<Record<string, unknown>>;
   /** Pins, unpinned remote plugins, the data dir for verified copies (the config's fields). @default {{}} */
   pins?: PinOptions;
 }
@@ -80,17 +88,35 @@ export async function loadAtTrust(
   options: TrustOptions = {},
 ): Promise<TrustedLoad> {
   const trust = options.pluginTrust ?? {};
-  const sandboxing = Object.values(trust).some((l) => l !== "trusted");
   const resolved = resolveSpecifier(spec, options);
   // Checked before any of its code runs, in the node or in the probe Worker.
   const target = "builtin" in resolved
     ? resolved
     : { url: await verifyPluginSource(spec, resolved.url, options.pins) };
-  if ("builtin" in target || !sandboxing) {
+  if ("builtin" in target) {
     const { value, origin } = await importPlugin(spec, target, options);
     return { value, origin, trust: "trusted", permissions: "all" };
   }
   const url = target.url;
+  // Deno prints a Worker's module-load error even when it is handled: a
+  // missing file is refused here, in one line.
+  if (url.startsWith("file:")) {
+    try {
+      await Deno.stat(new URL(url));
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) {
+        throw new PluginError(
+          spec,
+          "load",
+          `cannot load plugin '${spec}': Module not found "${url}"`,
+        );
+      }
+    }
+  }
+  const unsupported = sandboxUnsupported();
+  if (unsupported) {
+    return await loadUnsandboxed(spec, target, options, unsupported);
+  }
   let probe: WorkerSandbox;
   try {
     probe = await openWorkerSandbox(url, {
@@ -100,14 +126,13 @@ export async function loadAtTrust(
     throw new PluginError(
       spec,
       "load",
-      `cannot load plugin '${spec}': ${(err as Error).message}`,
+      // Deno's module errors carry a stack after the first line.
+      `cannot load plugin '${spec}': ${firstLine(err)}`,
       { cause: err },
     );
   }
   const name = probe.manifest.name;
-  const level: TrustLevel = Object.hasOwn(trust, name)
-    ? trust[name]
-    : "trusted";
+  const level: TrustLevel = Object.hasOwn(trust, name) ? trust[name] : "worker";
   if (level === "trusted") {
     probe.terminate("trusted: loaded in-process instead");
     const { value, origin } = await importPlugin(spec, target, options);
@@ -120,6 +145,12 @@ export async function loadAtTrust(
       "load",
       `plugin '${name}' is a ${probe.manifest.kind}: that contract is synchronous and on the node's hot path, so it cannot be called across a sandbox; run it trusted (pluginTrust: {"${name}": "trusted"}, see docs/sandbox.md)`,
     );
+  }
+  try {
+    await probe.checkConfig(options.pluginConfig?.[name] ?? {});
+  } catch (err) {
+    probe.terminate("invalid config");
+    throw err;
   }
   if (level === "process") {
     const run = Deno.permissions.querySync({
@@ -188,6 +219,52 @@ export async function loadAtTrust(
     permissions: effective,
     sandbox,
   };
+}
+
+/**
+ * Where no sandbox can start (the bundle): the plugin's name is read in a
+ * Worker with no permissions, and it loads in-process only when the
+ * operator set it `trusted`; any other level is refused, saying why.
+ */
+async function loadUnsandboxed(
+  spec: string,
+  target: { url: string },
+  options: TrustOptions,
+  why: string,
+): Promise<TrustedLoad> {
+  let name: string;
+  try {
+    name = await readPluginName(
+      target.url,
+      workerPermissions(NONE, target.url),
+    );
+  } catch (err) {
+    throw new PluginError(
+      spec,
+      "load",
+      `cannot load plugin '${spec}': ${firstLine(err)}`,
+      { cause: err },
+    );
+  }
+  const trust = options.pluginTrust ?? {};
+  const level = Object.hasOwn(trust, name) ? trust[name] : "worker";
+  if (level !== "trusted") {
+    throw new PluginError(
+      name,
+      "load",
+      `plugin '${name}' runs at level '${level}'${
+        Object.hasOwn(trust, name)
+          ? ""
+          : " (the default for a plugin that is not built in)"
+      }, but ${why}; or run it in-process with pluginTrust {"${name}": "trusted"} (--plugin-trust ${name}=trusted)`,
+    );
+  }
+  const { value, origin } = await importPlugin(spec, target, options);
+  return { value, origin, trust: "trusted", permissions: "all" };
+}
+
+function firstLine(err: unknown): string {
+  return String((err as Error)?.message ?? err).split("\n")[0];
 }
 
 /** The node's environment variables a plugin was granted to read. */

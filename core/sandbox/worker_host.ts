@@ -39,6 +39,7 @@ import type {
 import { PlexusError } from "../errors.ts";
 import { plexusErrorResponse } from "../http/errors.ts";
 import { backoffDelay } from "../resilience/backoff.ts";
+import type { Context } from "hono";
 import type { ApiAccess, ApiRoutes } from "../http/plugin_api.ts";
 import type { LogLevel } from "../observe/logger.ts";
 import type { Labels } from "../observe/metrics.ts";
@@ -55,7 +56,7 @@ import {
 } from "./serial.ts";
 import { type Accepted, type NodeRelay, nodeRelay } from "./websocket_relay.ts";
 import { callProxy, methodNames, refusal } from "./capability_proxy.ts";
-import { parseRequirement } from "../plugin.ts";
+import { parseRequirement, PluginError } from "../plugin.ts";
 
 /** When a crashed sandboxed plugin is started again, and when it stays down. */
 export interface RestartPolicy {
@@ -180,8 +181,73 @@ export interface WorkerSandbox {
   readonly state: SandboxState;
   /** Workers started for it so far (1 + restarts). */
   readonly starts: number;
+  /**
+   * Validates `raw` against the plugin's config schema inside the sandbox
+   * (the schema never leaves it); rejects with a `PluginError` (phase
+   * `config`) naming the plugin, the field and the value.
+   */
+  checkConfig(raw: unknown): Promise<void>;
   /** Ends the Worker at once; no restart follows. */
   terminate(reason?: string): void;
+}
+
+/**
+ * Why this node cannot start a sandbox, or `undefined` when it can (or
+ * cannot tell): the bundle (`dist/plexus.js`) does not carry the sandbox's
+ * inside, `worker_main.ts`, which a sandbox loads as a module of its own.
+ *
+ * @example Usage
+ * ```ts
+ * import { sandboxUnsupported } from "./worker_host.ts";
+ * import assert from "node:assert/strict";
+ * assert.equal(sandboxUnsupported(), undefined); // run from the source tree
+ * ```
+ */
+export function sandboxUnsupported(): string | undefined {
+  if (!WORKER_URL.startsWith("file:")) return;
+  try {
+    Deno.statSync(new URL(WORKER_URL));
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) return;
+    return `this node cannot start a sandbox: it runs from a bundle, which does not carry the sandbox's module (${WORKER_URL} is missing); run the node from its source (deno task start, or deno run main.ts serve in the repository) to sandbox plugins`;
+  }
+}
+
+/**
+ * The name in the manifest of the plugin at `url`, read in a Worker with
+ * `permissions` that runs nothing but the plugin's module (it needs no
+ * sandbox module, so it works from the bundle too).
+ *
+ * @example Usage
+ * ```ts ignore
+ * const name = await readPluginName(url, workerPermissions(NONE, url));
+ * ```
+ */
+export async function readPluginName(
+  url: string,
+  permissions: Deno.PermissionOptionsObject,
+): Promise<string> {
+  const entry = [
+    `import * as mod from ${JSON.stringify(url)};`,
+    `const name = mod.default?.manifest?.name;`,
+    `self.postMessage(typeof name === "string" ? { name } : { error: "the default export is not a {manifest, setup} object with a name" });`,
+  ].join("\n");
+  const worker = new Worker(
+    `data:application/javascript,${encodeURIComponent(entry)}`,
+    { type: "module", name: `plugin name ${url}`, deno: { permissions } },
+  );
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      worker.onmessage = (e) =>
+        e.data.name ? resolve(e.data.name) : reject(new Error(e.data.error));
+      worker.onerror = (e) => {
+        e.preventDefault();
+        reject(new Error(e.message));
+      };
+    });
+  } finally {
+    worker.terminate();
+  }
 }
 
 /** Entries `kv.list` may return across the sandbox in one call. */
@@ -241,6 +307,10 @@ export async function openWorkerSandbox(
   let current: Conn | undefined;
   /** The node's view of the api the sandboxed plugin's setup returned. */
   let providedApi: unknown;
+  /** Adds the plugin's HTTP routes on the node, once (its first setup). */
+  let routesFrom:
+    | ((routes: { method: string; path: string }[]) => void)
+    | undefined;
   let state: SandboxState = "loaded";
   let starts = 0;
   let restartTimer: ReturnType<typeof setTimeout> | undefined;
@@ -388,10 +458,14 @@ export async function openWorkerSandbox(
       capabilities: (manifest.requires ?? []).filter((r) => c.kernel.has(r)),
       apis,
     };
-    const answer = await conn.rpc.call<{ api?: string[] }>("setup", setup, {
+    const answer = await conn.rpc.call<
+      { api?: string[]; routes?: { method: string; path: string }[] }
+    >("setup", setup, {
       timeoutMs: manifest.startTimeoutMs ?? 10_000,
     });
     if (claimError) throw claimError;
+    routesFrom?.(answer?.routes ?? []);
+    routesFrom = undefined;
     // The api a restarted Worker returns is called through the first proxy.
     if (answer?.api && !providedApi) {
       providedApi = callProxy(
@@ -752,7 +826,7 @@ export async function openWorkerSandbox(
       // Every plugin route goes in; the sandbox's own app answers or 404s.
       // The route's request and answer cross packed (serial.ts): the
       // cheapest form to clone, paid on every request.
-      c.http.all("*", async (hc) => {
+      const forward = async (hc: Context) => {
         try {
           return unpackResponse(
             await call<PackedResponse>("http", await packRequest(hc.req.raw)),
@@ -761,7 +835,17 @@ export async function openWorkerSandbox(
           if (err instanceof PlexusError) return plexusErrorResponse(err);
           throw err;
         }
-      });
+      };
+      c.http.all("*", forward);
+      // The routes the plugin declared, too: they only name the node's
+      // route label (plexus_http_requests_total{route}), as in-process.
+      routesFrom = (routes) => {
+        const base = `/plugins/${c.name}`;
+        for (const { method, path } of routes) {
+          if (!path.startsWith(base)) continue;
+          c.http.on(method, path.slice(base.length) || "/", forward);
+        }
+      };
       if (!current) throw new Error("the sandbox ended before its setup");
       state = "running";
       try {
@@ -831,6 +915,14 @@ export async function openWorkerSandbox(
     },
     get starts() {
       return starts;
+    },
+    async checkConfig(raw) {
+      if (!manifest.hasConfig || !current) return;
+      try {
+        await current.rpc.call("config.check", { name: manifest.name, raw });
+      } catch (err) {
+        throw new PluginError(manifest.name, "config", (err as Error).message);
+      }
     },
     terminate(reason = "sandbox ended") {
       state = "stopped";

@@ -51,7 +51,7 @@ import {
 } from "./serial.ts";
 import { insideRelay } from "./websocket_relay.ts";
 import { callProxy, methodNames, refusal } from "./capability_proxy.ts";
-import { parseRequirement } from "../plugin.ts";
+import { describeIssues, parseRequirement, validatePlugin } from "../plugin.ts";
 
 /** The manifest as it crosses: everything but the config schema. */
 export interface WireManifest {
@@ -126,7 +126,7 @@ const aborts = new AbortController();
 // A Worker talks through its global scope; a child process through the
 // stdio port `process_entry.ts` installed before this module ran.
 const rpc: Rpc = createRpc(scope.__plexusPort ?? scope, {
-  load() {
+  load(a) {
     // The entry module imported the plugin statically (see worker_host.ts).
     const mod = scope.__plexusPluginModule as
       | Record<string, unknown>
@@ -136,35 +136,27 @@ const rpc: Rpc = createRpc(scope.__plexusPort ?? scope, {
         "the module has no default export (export default a {manifest, setup} object)",
       );
     }
-    const p = mod.default as Plugin;
-    if (!p?.manifest || typeof p.setup !== "function") {
-      throw new Error("the default export is not a {manifest, setup} object");
-    }
+    // The kernel's own check, so a sandboxed plugin is refused in its words.
+    const p = validatePlugin(mod.default, (a as { url: string }).url);
     plugin = p;
     const { config, ...rest } = p.manifest;
     return { ...rest, hasConfig: config !== undefined } as WireManifest;
   },
+  "config.check"(a) {
+    validConfig((a as { name: string }).name, (a as { raw: unknown }).raw);
+  },
   async setup(a) {
     const s = a as WireSetup;
-    const p = plugin!;
-    let config = s.config;
-    if (p.manifest.config) {
-      const parsed = p.manifest.config.safeParse(s.config ?? {});
-      if (!parsed.success) {
-        throw new Error(
-          `plugin '${s.name}' has invalid config: ${
-            parsed.error.issues.map((i) =>
-              `${i.path.join(".") || "(root)"}: ${i.message}`
-            ).join("; ")
-          }`,
-        );
-      }
-      config = parsed.data;
-    }
-    running = await p.setup(context(s, config));
+    const config = validConfig(s.name, s.config);
+    running = await plugin!.setup(context(s, config));
     return {
       hasHealth: typeof running?.health === "function",
       api: running?.api === undefined ? undefined : methodNames(running.api),
+      // Concrete routes only: middleware and all() are the node's fallback.
+      routes: app?.routes.filter((r) => r.method !== "ALL").map((r) => ({
+        method: r.method,
+        path: r.path,
+      })),
     };
   },
   async stop() {
@@ -242,6 +234,21 @@ const rpc: Rpc = createRpc(scope.__plexusPort ?? scope, {
   },
 }, { timeoutMs: 30_000 });
 const relay = insideRelay(rpc);
+
+/** `raw` through the manifest's config schema, as the kernel does in-process. */
+function validConfig(name: string, raw: unknown): unknown {
+  const schema = plugin!.manifest.config;
+  if (!schema) return raw;
+  const parsed = schema.safeParse(raw ?? {});
+  if (!parsed.success) {
+    throw new Error(
+      `plugin '${name}' has invalid config: ${
+        describeIssues(parsed.error, raw ?? {})
+      }`,
+    );
+  }
+  return parsed.data;
+}
 
 // A plugin's stray throw or rejection is reported, not fatal to the node.
 scope.addEventListener("unhandledrejection", (e: PromiseRejectionEvent) => {

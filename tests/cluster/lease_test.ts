@@ -90,7 +90,11 @@ function start(
   return startCluster(target, {
     nodes: 3,
     args: ["--consensus", "kv-lease", ...extra],
-    config: { pluginConfig: { "kv-lease": LEASE } },
+    config: {
+      pluginConfig: { "kv-lease": LEASE },
+      // fenced_writer uses the consensus contract and the raw KV: in-process.
+      pluginTrust: { "fenced-writer": "trusted" },
+    },
   });
 }
 

@@ -51,6 +51,8 @@ Deno.test("bad plugins: a setup that throws exits non-zero and rolls back starte
   const marker = join(dir, "marker.txt");
   const config = await writeConfig(dir, {
     pluginConfig: { marker: { markerFile: marker } },
+    // marker writes its file with the node's permissions: in-process.
+    pluginTrust: { marker: "trusted" },
   });
   const r = await runToExit({
     dir,
@@ -88,6 +90,7 @@ Deno.test("bad plugins: rollback leaves the marker file saying 'stopped'", async
     const marker = join(markerDir, "marker.txt");
     const config = await writeConfig(dir, {
       pluginConfig: { marker: { markerFile: marker } },
+      pluginTrust: { marker: "trusted" },
     });
     const r = await runToExit({
       dir,

@@ -51,6 +51,9 @@ async function node(
     pluginConfig: {
       "websocket-mesh": { secret: "integration-secret-0123456789", peers },
     },
+    // meshprobe calls the transport, whose contract is synchronous: it
+    // runs in-process (docs/sandbox.md).
+    pluginTrust: { meshprobe: "trusted" },
   }, `${name}.json`);
   return await startPlexus({
     args: [

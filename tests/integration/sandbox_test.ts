@@ -1,30 +1,25 @@
 /**
  * A real `main.ts` node running a third-party plugin in a Worker sandbox
- * (issue 16): the operator picks the level (`--plugin-trust`) and the
- * grants (`pluginGrants`); the plugin gets exactly what it declared and was
- * granted, the plugin list says so, and a plugin asking for more than it
- * was granted stops the start naming each missing grant.
+ * (issue 16): `worker` unless the operator picks another level
+ * (`--plugin-trust`), with the grants (`pluginGrants`); the plugin gets
+ * exactly what it declared and was granted, the plugin list says so, and a
+ * plugin asking for more than it was granted stops the start naming each
+ * missing grant.
  */
 import assert from "node:assert/strict";
 import { runToExit, startPlexus, writeConfig } from "./_process.ts";
 
 const PLUGIN = "./tests/fixtures/sandbox_plugin.ts";
 
-Deno.test("sandbox: a --plugin-trust NAME=worker plugin gets exactly its granted permissions, and /api/v1/plugins shows its level", async () => {
+Deno.test("sandbox: a plugin file with no pluginTrust entry runs at worker, with exactly its granted permissions, and /api/v1/plugins shows its level", async () => {
   const dir = await Deno.makeTempDir({ prefix: "plexus-sandbox-" });
   const config = await writeConfig(dir, {
     pluginGrants: { sandboxed: { env: ["PLEXUS_SANDBOX_PROBE"] } },
   });
   const p = await startPlexus({
     dir,
-    args: [
-      "--plugin",
-      PLUGIN,
-      "--plugin-trust",
-      "sandboxed=worker",
-      "--config",
-      config,
-    ],
+    // No --plugin-trust: worker is the default for a plugin not built in.
+    args: ["--plugin", PLUGIN, "--config", config],
     env: { PLEXUS_SANDBOX_PROBE: "granted" },
   });
   try {
