@@ -12,9 +12,13 @@
 #   kafka   Apache Kafka (KRaft, one combined broker+controller node) from the
 #           org.apache.kafka:kafka_2.13 jars fetched with Maven
 #           (scripts/kafka-pom.xml), Java 17; 127.0.0.1:${PLEXUS_KAFKA_PORT:-9092}
+#   nats    Debian's nats-server (apt-get when missing) with JetStream, our own
+#           instance on 127.0.0.1:${PLEXUS_NATS_PORT:-4222}, store in $PLEXUS_RUN/nats;
+#           plus the `nats` CLI (natscli, `go install` into the cache) when Go
+#           is there, for the interop tests
 #
 # Stopping everything: kill "$(cat $PLEXUS_RUN/<name>.pid)" for denokv, redis,
-# kafka. Running this script again restarts whatever is not listening.
+# kafka, nats. Running this script again restarts whatever is not listening.
 set -euo pipefail
 
 CACHE=${PLEXUS_CACHE:-$HOME/.cache/plexus}
@@ -26,6 +30,8 @@ KAFKA_VERSION=4.1.1 # Java 17+, KRaft only (no ZooKeeper)
 KAFKA_PORT=${PLEXUS_KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${PLEXUS_KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_HEAP=${PLEXUS_KAFKA_HEAP:--Xms256m -Xmx512m}
+NATS_PORT=${PLEXUS_NATS_PORT:-4222}
+NATSCLI_VERSION=v0.5.0
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$CACHE" "$RUN"
 
@@ -216,4 +222,57 @@ log "kafka tools: java -cp \"\$PLEXUS_KAFKA_LIBS/*\" org.apache.kafka.tools.Cons
 log "             java -cp \"\$PLEXUS_KAFKA_LIBS/*\" org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server 127.0.0.1:$KAFKA_PORT --topic T --from-beginning"
 log "             (also org.apache.kafka.tools.TopicCommand, kafka.tools.StorageTool)"
 
-echo "export DENO_KV_URL=http://127.0.0.1:$DENOKV_PORT DENO_KV_ACCESS_TOKEN=$DENOKV_TOKEN REDIS_URL=redis://127.0.0.1:$REDIS_PORT KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT PLEXUS_KAFKA_LIBS=$(printf %q "$KAFKA_LIBS") PLEXUS_RUN=$(printf %q "$RUN")"
+# --- nats -------------------------------------------------------------------
+if ! command -v nats-server >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then SUDO=(); elif command -v sudo >/dev/null; then SUDO=(sudo -n); else
+    log "nats-server is missing and neither root nor sudo is available: install Debian's nats-server"; exit 1
+  fi
+  log "installing Debian's nats-server (apt-get)"
+  nats_install() { "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nats-server >&2; }
+  if ! nats_install; then
+    log "apt-get install failed; refreshing the package lists once and retrying"
+    "${SUDO[@]}" apt-get update >&2
+    nats_install
+  fi
+fi
+# Debian's package runs a system nats-server on 4222 where systemd runs; ours
+# is a separate process with its own store, pid and log.
+NATSCLI="$CACHE/natscli-$NATSCLI_VERSION/bin/nats"
+GO=$(command -v go || { [ -x /usr/local/go/bin/go ] && echo /usr/local/go/bin/go; } || true)
+if [ ! -x "$NATSCLI" ] && [ -n "$GO" ]; then
+  log "building the nats CLI $NATSCLI_VERSION with go install (first run only)"
+  GOBIN="$CACHE/natscli-$NATSCLI_VERSION/bin" GOPATH="$CACHE/go" GOFLAGS=-modcacherw \
+    "$GO" install "github.com/nats-io/natscli/nats@$NATSCLI_VERSION" >&2 ||
+    log "go install of the nats CLI failed; its interop tests will be ignored"
+fi
+[ -x "$NATSCLI" ] || NATSCLI=
+
+if port_open "$NATS_PORT"; then
+  log "nats already listening on 127.0.0.1:$NATS_PORT"
+else
+  log "starting nats-server $(nats-server --version | sed -E 's/.*v//') (JetStream) on 127.0.0.1:$NATS_PORT"
+  mkdir -p "$RUN/nats"
+  # The file store writes each message before the publish is acknowledged, so
+  # a SIGKILLed server loses no acknowledged message (only a kernel crash could
+  # lose what is not yet fsynced).
+  nohup nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN/nats" \
+    --server_name plexus-test -l "$RUN/nats.log" \
+    </dev/null >/dev/null 2>&1 &
+  echo $! >"$RUN/nats.pid"
+  ok=
+  for _ in $(seq 1 100); do
+    if port_open "$NATS_PORT" && grep -q "Server is ready" "$RUN/nats.log" 2>/dev/null; then ok=1; break; fi
+    kill -0 "$(cat "$RUN/nats.pid")" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$ok" ]; then
+    log "nats-server did not become ready (or exited); its log: $RUN/nats.log"
+    tail -n 20 "$RUN/nats.log" >&2 || true
+    exit 1
+  fi
+fi
+if [ -n "$NATSCLI" ]; then
+  log "nats tools: \$PLEXUS_NATS_CLI -s nats://127.0.0.1:$NATS_PORT stream ls (also pub, sub, stream get)"
+fi
+
+echo "export DENO_KV_URL=http://127.0.0.1:$DENOKV_PORT DENO_KV_ACCESS_TOKEN=$DENOKV_TOKEN REDIS_URL=redis://127.0.0.1:$REDIS_PORT KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT PLEXUS_KAFKA_LIBS=$(printf %q "$KAFKA_LIBS") NATS_URL=nats://127.0.0.1:$NATS_PORT${NATSCLI:+ PLEXUS_NATS_CLI=$(printf %q "$NATSCLI")} PLEXUS_RUN=$(printf %q "$RUN")"

@@ -17,12 +17,12 @@ function alive(pid: number): boolean {
 }
 
 /**
- * Kills the service `name` (`redis`, `kafka` or `denokv`) with `signal`,
+ * Kills the service `name` (`redis`, `kafka`, `denokv` or `nats`) with `signal`,
  * waits for the process to exit, and starts it again with the services
  * script (which starts only what is not answering). Needs `PLEXUS_RUN`.
  */
 export async function restartService(
-  name: "redis" | "kafka" | "denokv",
+  name: "redis" | "kafka" | "denokv" | "nats",
   options: { signal?: Deno.Signal; timeoutMs?: number } = {},
 ): Promise<void> {
   const run = Deno.env.get("PLEXUS_RUN");
