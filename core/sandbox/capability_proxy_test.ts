@@ -118,6 +118,8 @@ Deno.test("sandbox capabilities: a sandboxed plugin's kernel.get of a required c
     /^extension:ledger callback\(\): its result cannot cross the sandbox/,
   );
   assert.deepEqual(await get("/router"), { ok: true, value: true });
+  // Required with a range (extension:ledger@^1), and kernel.has knows it.
+  assert.deepEqual(await get("/has"), { ledger: true });
   const undeclared = await get("/undeclared");
   assert.equal(undeclared.error, "SandboxUnavailable");
   assert.match(undeclared.message, /not in the manifest's requires/);

@@ -455,7 +455,7 @@ export async function openWorkerSandbox(
       name: c.name,
       config: c.config,
       node: { ...c.node },
-      capabilities: (manifest.requires ?? []).filter((r) => c.kernel.has(r)),
+      capabilities: required().filter((r) => c.kernel.has(r)),
       apis,
     };
     const answer = await conn.rpc.call<

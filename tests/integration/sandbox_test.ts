@@ -101,3 +101,42 @@ Deno.test("sandbox: --plugin-trust NAME=process runs the plugin in a child deno 
     await p.close();
   }
 });
+
+Deno.test("sandbox: a real node relays WebSockets to a plugin in its Worker: the plugin's own handler accepts, echoes and closes", async () => {
+  const p = await startPlexus({
+    args: ["--plugin", "./core/sandbox/testdata/probe_plugin.ts"],
+  });
+  try {
+    const ws = new WebSocket(
+      `${p.url.replace(/^http/, "ws")}/ws/probe?token=letmein`,
+    );
+    const frames: string[] = [];
+    const closed = new Promise<CloseEvent>((resolve) => {
+      ws.onclose = resolve;
+    });
+    const got = (n: number) =>
+      new Promise<void>((resolve) => {
+        ws.onmessage = (e) => {
+          frames.push(e.data);
+          if (frames.length === n) resolve();
+        };
+      });
+    const hello = got(1);
+    await hello;
+    const echoed = got(2);
+    ws.send("through the node");
+    await echoed;
+    assert.deepEqual(frames, ["hello", "echo:through the node"]);
+    ws.send("bye");
+    const c = await closed;
+    assert.equal(c.code, 4000);
+    assert.equal(c.reason, "bye");
+    const list = await (await p.api("/api/v1/plugins")).json() as {
+      name: string;
+      trust: string;
+    }[];
+    assert.equal(list.find((x) => x.name === "probe")?.trust, "worker");
+  } finally {
+    await p.close();
+  }
+});

@@ -63,6 +63,10 @@ export default definePlugin({
         ),
     );
     ctx.http.get(
+      "/has",
+      (c) => c.json({ ledger: ctx.kernel.has("extension:ledger") }),
+    );
+    ctx.http.get(
       "/undeclared",
       async (c) =>
         c.json(await attempt(() => ctx.kernel.get("extension:other"))),
