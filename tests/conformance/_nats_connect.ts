@@ -15,5 +15,6 @@ export default function connect(): Promise<Transport> {
     servers: Deno.env.get("NATS_URL"),
     ackWaitMs: 2000,
     retryBaseMs: 50,
+    groupInactiveMs: 300_000, // test groups go away on their own
   });
 }

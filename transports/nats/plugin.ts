@@ -6,7 +6,7 @@
  * else `nats://127.0.0.1:4222`), `mode` (`jetstream` | `core`), `prefix`,
  * `maxMessageBytes`, `partitions` (equal on every node), `ackWaitMs`,
  * `retryBaseMs`, `retryMaxMs`, `startFrom`, `maxMsgs`, `storage`,
- * `replicas`, `duplicateWindowMs`, `connectTimeoutMs`.
+ * `replicas`, `duplicateWindowMs`, `groupInactiveMs`, `connectTimeoutMs`.
  *
  * @module
  */
@@ -45,6 +45,7 @@ export const natsConfig = z.strictObject({
   storage: z.enum(["file", "memory"]).default("file"),
   replicas: z.number().int().min(1).max(5).default(1),
   duplicateWindowMs: ms.default(120_000),
+  groupInactiveMs: z.number().int().nonnegative().default(0),
   connectTimeoutMs: ms.default(5000),
 });
 

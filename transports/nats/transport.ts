@@ -100,6 +100,11 @@ export interface NatsOptions {
   storage?: "file" | "memory";
   /** Stream replicas (a clustered server). @default {1} */
   replicas?: number;
+  /**
+   * JetStream removes a group's consumers after this long without a member
+   * (its place in the stream is lost); 0 = never. @default {0}
+   */
+  groupInactiveMs?: number;
   /** JetStream's duplicate window for `Nats-Msg-Id`. @default {120000} */
   duplicateWindowMs?: number;
   /** Connection name, also the consumer in error histories. @default {"plexus-<random>"} */
@@ -185,6 +190,7 @@ export async function connectNats(
     storage: "file" as "file" | "memory",
     replicas: 1,
     duplicateWindowMs: 120_000,
+    groupInactiveMs: 0,
     name: `plexus-${crypto.randomUUID().slice(0, 8)}`,
     connectTimeoutMs: 5000,
     ...options,
@@ -399,7 +405,12 @@ export async function connectNats(
         const cfg: Partial<NatsJs.ConsumerConfig> = {
           ...(ephemeral
             ? { name: s.name, inactive_threshold: nanos(60_000) }
-            : { durable_name: s.name }),
+            : {
+              durable_name: s.name,
+              ...(o.groupInactiveMs > 0
+                ? { inactive_threshold: nanos(o.groupInactiveMs) }
+                : {}),
+            }),
           ack_policy: jsLib.AckPolicy.Explicit,
           ack_wait: nanos(o.ackWaitMs),
           max_deliver: -1,
@@ -457,9 +468,9 @@ export async function connectNats(
       const headers = core.headers();
       const key = m.headers?.get(H.key);
       if (key) headers.set(H.key, key);
-      const body = m.data.length > o.maxMessageBytes
-        ? m.data.subarray(0, o.maxMessageBytes)
-        : m.data;
+      const data = m.data;
+      const truncated = data.length > o.maxMessageBytes;
+      const body = truncated ? data.subarray(0, o.maxMessageBytes) : data;
       const fields = deadLetterHeaders({
         topic,
         group: opts.group,
@@ -468,14 +479,15 @@ export async function connectNats(
         errors,
         deadAt: Date.now(),
         origin: `${stream}:${m.seq}`,
-        truncated: body !== m.data,
+        truncated,
       });
       for (const [k, v] of Object.entries(fields)) headers.set(k, v);
       await js.publish(dlqSubject(o.prefix, topic), body, {
         headers,
         msgID: `dlq:${stream}:${m.seq}:${consumer}`,
       });
-      m.term(headerForTerm(reason));
+      // No reason: nats-server before 2.10 takes only a bare +TERM.
+      m.term();
       if (errors.length > 0) {
         await jsm.streams.purge(errorsStream, {
           filter: errorsSubject(o.prefix, consumer, m.seq),
@@ -698,11 +710,6 @@ export async function connectNats(
       await nc.drain().catch(() => nc.close());
     },
   };
-}
-
-/** JetStream's `+TERM` reason: one line. */
-function headerForTerm(reason: string): string {
-  return reason.replace(/[\r\n]+/g, " ").slice(0, 200);
 }
 
 /** The `core` mode: plain NATS subjects and queue groups, at most once. */
