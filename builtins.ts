@@ -2,7 +2,7 @@
  * The plugins shipped with Plexus, by `builtin:` name, as `main.ts` passes
  * them to the node. Each entry imports its folder's `mod.ts` with a literal
  * specifier, lazily: `deno bundle` and `deno compile` include every one, and
- * importing this file loads none (nor their drivers, ioredis and kafkajs).
+ * importing this file loads none (nor their drivers, ioredis, kafkajs and the NATS client).
  *
  * @module
  */
@@ -33,6 +33,8 @@ export const BUILTINS: PluginCatalog = {
     (await import("./plugins/balancers/mod.ts")).consistentHashPlugin,
   "transports/kafka": async () =>
     (await import("./transports/kafka/mod.ts")).default,
+  "transports/nats": async () =>
+    (await import("./transports/nats/mod.ts")).default,
   "transports/redis-streams": async () =>
     (await import("./transports/redis-streams/mod.ts")).default,
   "transports/websocket-mesh": async () =>
