@@ -16,7 +16,7 @@ import {
   scanDropIn,
 } from "./loader.ts";
 import { type PluginWatch, watchPlugins } from "./plugin_watch.ts";
-import { loadAtTrust } from "./sandbox/load.ts";
+import { loadAtTrust, type TrustedLoad } from "./sandbox/load.ts";
 import type { WorkerSandbox } from "./sandbox/worker_host.ts";
 import {
   createLogger,
@@ -103,13 +103,24 @@ const KIND_FOLDERS = {
 
 /**
  * Maps `--gateway` and `--transport` & co. to `builtin:` specifiers, or a
- * ConfigError listing what exists.
+ * ConfigError listing what exists. A name that is not built in is fine when
+ * a plugin loaded from elsewhere provides it (`provided` holds their
+ * capabilities, e.g. `balancer:fewest-picks`): nothing more to load.
+ *
+ * @example Usage
+ * ```ts
+ * import { kindSpecifiers } from "./node.ts";
+ * const builtins = { "balancers/random": () => Promise.resolve({}) };
+ * kindSpecifiers({ balancer: "random" }, builtins); // ["builtin:balancers/random"]
+ * kindSpecifiers({ balancer: "mine" }, builtins, ["balancer:mine"]); // []
+ * ```
  */
 export function kindSpecifiers(
   config:
     & Pick<Config, "transport" | "consensus" | "balancer">
     & Partial<Pick<Config, "gateway">>,
   builtins: PluginCatalog,
+  provided: readonly string[] = [],
 ): string[] {
   const specs: string[] = [];
   if (config.gateway) {
@@ -130,10 +141,11 @@ export function kindSpecifiers(
     if (!name) continue;
     const known = builtinNames(builtins, folder);
     if (!known.includes(name)) {
+      if (provided.includes(`${key}:${name}`)) continue;
       throw new ConfigError(
         `--${key}: unknown ${key} '${name}' (built in: ${
           known.length ? known.join(", ") : "none"
-        })`,
+        }; no loaded plugin provides '${key}:${name}')`,
       );
     }
     specs.push(`builtin:${folder}/${name}`);
@@ -169,12 +181,12 @@ export async function startNode(
   config: Config,
   options: StartNodeOptions = {},
 ): Promise<NodeHandle> {
+  const builtins = options.builtins ?? {};
   const logStream = createLogStream(config.logStream);
   const log = createLogger({
     level: config.logLevel,
     sinks: [...(options.sinks ?? [stdoutSink]), logStream.sink],
   });
-  const kindSpecs = kindSpecifiers(config, options.builtins ?? {});
   await Deno.mkdir(config.dataDir, { recursive: true });
   const nodeId = await resolveNodeId(config);
   const nodeLog = log.child({ node: nodeId });
@@ -292,21 +304,41 @@ export async function startNode(
   const specs = new Map<string, string>();
   const trustOptions = {
     cwd: options.cwd,
-    builtins: options.builtins,
+    builtins,
     pluginTrust: config.pluginTrust,
     pluginGrants: config.pluginGrants,
     pluginConfig: config.pluginConfig,
     log: nodeLog,
     pins: config,
   };
+  // Sandboxes loaded but not registered yet, ended if a later load fails.
+  const unregistered: WorkerSandbox[] = [];
   try {
-    const all = [
-      ...kindSpecs,
-      ...config.plugins,
-      ...await scanDropIn(config.pluginsDir, options.cwd),
-    ];
-    for (const spec of all) {
+    const load = async (spec: string) => {
       const loaded = await loadAtTrust(spec, trustOptions);
+      if (loaded.sandbox) unregistered.push(loaded.sandbox);
+      return loaded;
+    };
+    const others: [string, TrustedLoad][] = [];
+    for (
+      const spec of [
+        ...config.plugins,
+        ...await scanDropIn(config.pluginsDir, options.cwd),
+      ]
+    ) {
+      others.push([spec, await load(spec)]);
+    }
+    // `--transport` & co. name a built-in, or a plugin loaded above.
+    const provided = others.flatMap(([, l]) => {
+      const p = (l.value as Partial<Plugin> | null)?.manifest?.provides;
+      return Array.isArray(p) ? p : [];
+    });
+    const kinds: [string, TrustedLoad][] = [];
+    for (const spec of kindSpecifiers(config, builtins, provided)) {
+      kinds.push([spec, await load(spec)]);
+    }
+    // Built-ins first, as listed; then the rest in load order.
+    for (const [spec, loaded] of [...kinds, ...others]) {
       const { name } = kernel.register(loaded.value, loaded.origin, {
         trust: loaded.trust,
         permissions: loaded.permissions,
@@ -319,6 +351,7 @@ export async function startNode(
     await kernel.start();
     tasks.start();
   } catch (err) {
+    for (const s of unregistered) s.terminate("node stopped");
     endSandboxes();
     kv.close();
     logStream.close();

@@ -28,12 +28,28 @@ Deno.test("node: a kind missing from the catalog is a ConfigError listing what e
     () => kindSpecifiers({ consensus: "raft" }, builtins),
     (e: unknown) =>
       e instanceof ConfigError &&
-      /--consensus: unknown consensus 'raft' \(built in: coin\)/.test(
-        e.message,
-      ),
+      /--consensus: unknown consensus 'raft' \(built in: coin; no loaded plugin provides 'consensus:raft'\)/
+        .test(
+          e.message,
+        ),
   );
   assert.throws(
     () => kindSpecifiers({ transport: "kafka" }, {}),
-    /--transport: unknown transport 'kafka' \(built in: none\)/,
+    /--transport: unknown transport 'kafka' \(built in: none; no loaded plugin provides 'transport:kafka'\)/,
+  );
+});
+
+Deno.test("node: a kind that is not built in is fine when a loaded plugin provides it, and nothing more is loaded for it", () => {
+  assert.deepEqual(
+    kindSpecifiers(
+      { balancer: "fewest-picks", consensus: "coin" },
+      builtins,
+      ["balancer:fewest-picks", "extension:x"],
+    ),
+    ["builtin:consensus/coin"],
+  );
+  assert.throws(
+    () => kindSpecifiers({ balancer: "fewest" }, builtins, ["balancer:dice2"]),
+    /unknown balancer 'fewest'/,
   );
 });
