@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createEnvelope } from "../../core/envelope.ts";
+import { createEnvelope, envelopeSchema } from "../../core/envelope.ts";
 import { TransportError } from "../../core/transport.ts";
 import { partitionOf as redisPartitionOf } from "../redis-streams/wire.ts";
 import { natsConfig } from "./plugin.ts";
@@ -76,6 +76,23 @@ Deno.test("nats wire: the body is the envelope's JSON; garbage is refused saying
     /not an envelope: type/,
   );
   assert.throws(() => decodeBody(enc("[]"), 1e6, "m"), /not an envelope/);
+  // What the hand check passes on goes through the schema, as the schema says.
+  const { priority: _, ...noPriority } = e;
+  assert.equal(
+    decodeBody(enc(JSON.stringify(noPriority)), 1e6, "m").priority,
+    4,
+  );
+  const extra = JSON.stringify({ ...e, extra: 1 });
+  const viaSchema = envelopeSchema.safeParse(JSON.parse(extra));
+  if (viaSchema.success) {
+    assert.deepEqual(decodeBody(enc(extra), 1e6, "m"), viaSchema.data);
+  } else {assert.throws(() =>
+      decodeBody(enc(extra), 1e6, "m"), /not an envelope/);}
+  assert.throws(
+    () =>
+      decodeBody(enc(JSON.stringify({ ...e, headers: { a: 1 } })), 1e6, "m"),
+    /not an envelope: headers/,
+  );
 });
 
 Deno.test("nats wire: a dead letter round-trips through its headers, a bad body kept as text or base64", () => {
