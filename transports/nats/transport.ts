@@ -398,42 +398,43 @@ export async function connectNats(
         keyed: true,
       })),
     ];
+    type Spec = typeof specs[number];
+    /** Creates a consumer, or adopts the one another member made. */
+    const addConsumer = async (s: Spec) => {
+      const cfg: Partial<NatsJs.ConsumerConfig> = {
+        ...(ephemeral ? { name: s.name, inactive_threshold: nanos(60_000) } : {
+          durable_name: s.name,
+          ...(o.groupInactiveMs > 0
+            ? { inactive_threshold: nanos(o.groupInactiveMs) }
+            : {}),
+        }),
+        ack_policy: jsLib.AckPolicy.Explicit,
+        ack_wait: nanos(o.ackWaitMs),
+        max_deliver: -1,
+        filter_subject: s.filter,
+        deliver_policy: !ephemeral && o.startFrom === "all"
+          ? jsLib.DeliverPolicy.All
+          : jsLib.DeliverPolicy.New,
+        max_ack_pending: s.keyed ? 1 : Math.max(1000, maxInFlight * 4),
+      };
+      try {
+        await jsm.consumers.add(stream, cfg);
+      } catch (err) {
+        // Made by another member with other settings: keep it, adopt ours where JetStream lets us.
+        const info = await jsm.consumers.info(stream, s.name).catch(() =>
+          undefined
+        );
+        if (!info) throw err;
+        await jsm.consumers.update(stream, s.name, {
+          ack_wait: cfg.ack_wait,
+          max_ack_pending: cfg.max_ack_pending,
+        }).catch(() => {});
+      }
+    };
     try {
       stream = await streamFor(topic);
       await Promise.all([dlqReady(), errorsReady()]);
-      await Promise.all(specs.map(async (s) => {
-        const cfg: Partial<NatsJs.ConsumerConfig> = {
-          ...(ephemeral
-            ? { name: s.name, inactive_threshold: nanos(60_000) }
-            : {
-              durable_name: s.name,
-              ...(o.groupInactiveMs > 0
-                ? { inactive_threshold: nanos(o.groupInactiveMs) }
-                : {}),
-            }),
-          ack_policy: jsLib.AckPolicy.Explicit,
-          ack_wait: nanos(o.ackWaitMs),
-          max_deliver: -1,
-          filter_subject: s.filter,
-          deliver_policy: !ephemeral && o.startFrom === "all"
-            ? jsLib.DeliverPolicy.All
-            : jsLib.DeliverPolicy.New,
-          max_ack_pending: s.keyed ? 1 : Math.max(1000, maxInFlight * 4),
-        };
-        try {
-          await jsm.consumers.add(stream, cfg);
-        } catch (err) {
-          // Another member made it with other settings: keep it, adopt ours where JetStream lets us.
-          const info = await jsm.consumers.info(stream, s.name).catch(() =>
-            undefined
-          );
-          if (!info) throw err;
-          await jsm.consumers.update(stream, s.name, {
-            ack_wait: cfg.ack_wait,
-            max_ack_pending: cfg.max_ack_pending,
-          }).catch(() => {});
-        }
-      }));
+      await Promise.all(specs.map(addConsumer));
     } catch (err) {
       throw unavailable(`Cannot subscribe to '${topic}'`, err);
     }
@@ -454,7 +455,9 @@ export async function connectNats(
       else inFlight--;
     };
     const running = new Set<Promise<void>>();
-    const iterators: NatsJs.ConsumerMessages[] = [];
+    const iterators = new Set<NatsJs.ConsumerMessages>();
+    /** Wakes the loops pausing before they make a lost consumer again. */
+    const pauses = new Set<() => void>();
 
     const deadLetter = async (
       m: NatsJs.JsMsg,
@@ -621,14 +624,24 @@ export async function connectNats(
       }
     };
 
-    const loop = async (spec: typeof specs[number]) => {
+    /** Pulls one consumer's messages until closed. */
+    const pull = async (spec: Spec) => {
       const consumer = await js.consumers.get(stream, spec.name);
       const msgs = await consumer.consume({
         max_messages: spec.keyed ? 1 : maxInFlight,
         expires: 5000,
+        // Ends the pull, and so `loop` makes the consumer again.
+        abort_on_missing_resource: true,
       });
-      iterators.push(msgs);
+      iterators.add(msgs);
       if (stopped) msgs.stop();
+      try {
+        await handleAll(msgs, spec);
+      } finally {
+        iterators.delete(msgs);
+      }
+    };
+    const handleAll = async (msgs: NatsJs.ConsumerMessages, spec: Spec) => {
       for await (const m of msgs) {
         const wait = acquire();
         if (wait) await wait;
@@ -647,7 +660,34 @@ export async function connectNats(
         running.add(p);
       }
     };
-    const loops = Promise.all(specs.map((s) => loop(s).catch(() => {})));
+    // A pull that ends before close (the consumer was lost: a server that
+    // lost its store, an ephemeral consumer idle past its threshold while
+    // disconnected) is made again and resumed.
+    const loop = async (spec: Spec) => {
+      let failures = 0;
+      while (!stopped) {
+        try {
+          await pull(spec);
+          failures = 0;
+        } catch {
+          failures++;
+        }
+        if (stopped) break;
+        await new Promise<void>((r) => {
+          const t = setTimeout(() => {
+            pauses.delete(wake);
+            r();
+          }, Math.min(100 * 2 ** failures, 2000));
+          const wake = () => {
+            clearTimeout(t);
+            r();
+          };
+          pauses.add(wake);
+        });
+        if (!stopped) await addConsumer(spec).catch(() => {});
+      }
+    };
+    const loops = Promise.all(specs.map(loop));
 
     const sub: Subscription = {
       topic,
@@ -657,6 +697,7 @@ export async function connectNats(
         stopped = true;
         subs.delete(sub);
         for (const it of iterators) it.stop();
+        for (const wake of pauses) wake();
         for (const w of waiters.splice(0)) w();
         await loops;
         await Promise.allSettled([...running]);

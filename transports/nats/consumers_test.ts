@@ -1,0 +1,93 @@
+import assert from "node:assert/strict";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { createEnvelope } from "../../core/envelope.ts";
+import { waitFor } from "../../testing/conformance.ts";
+import { connectNats } from "./transport.ts";
+import { consumerOf, streamOf } from "./wire.ts";
+
+const url = Deno.env.get("NATS_URL");
+const required = Deno.env.get("PLEXUS_REQUIRE_SERVICES") === "1";
+const skip = !url
+  ? 'NATS_URL is not set (run: eval "$(deno task services)")'
+  : undefined;
+if (skip && !required) console.log(`ignored: nats consumers: ${skip}`);
+
+const opts = {
+  ignore: skip !== undefined && !required,
+  sanitizeOps: false,
+  sanitizeResources: false,
+};
+
+Deno.test({
+  ...opts,
+  name:
+    "nats: a group's consumer deleted on the server under a live subscription is made again and delivery goes on",
+  async fn() {
+    assert.ok(!skip, skip);
+    const t = await connectNats({ servers: url, partitions: 2 });
+    try {
+      const topic = `consumers.t${crypto.randomUUID().slice(0, 8)}`;
+      const got: string[] = [];
+      await t.subscribe(topic, async (d) => {
+        got.push(d.envelope.id);
+        await d.ack();
+      }, { group: "g" });
+      const e = (n: number) =>
+        createEnvelope({ type: "event", topic, source: "t", payload: n });
+      const first = e(1);
+      await t.publish(topic, first);
+      await waitFor("the first message", () => got.length === 1, 5000);
+      const jsm = await jetstreamManager(t.nc);
+      const stream = streamOf("plexus.", topic);
+      await jsm.consumers.delete(stream, `${consumerOf("g", topic)}_m`);
+      // Published after the loss: the consumer made again starts at the end.
+      await waitFor("the consumer to be made again", async () => {
+        const info = await jsm.consumers.info(
+          stream,
+          `${consumerOf("g", topic)}_m`,
+        ).catch(() => undefined);
+        return info !== undefined;
+      }, 5000);
+      const second = e(2);
+      await t.publish(topic, second);
+      await waitFor("the second message", () => got.length === 2, 5000);
+      assert.deepEqual(got, [first.id, second.id]);
+    } finally {
+      await t.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "nats: a subscription without a group removes its consumers on close; a group's stay",
+  async fn() {
+    assert.ok(!skip, skip);
+    const t = await connectNats({ servers: url, partitions: 2 });
+    try {
+      const topic = `consumers.c${crypto.randomUUID().slice(0, 8)}`;
+      const jsm = await jetstreamManager(t.nc);
+      const stream = streamOf("plexus.", topic);
+      const names = async () => {
+        const out: string[] = [];
+        for await (const c of jsm.consumers.list(stream)) out.push(c.name);
+        return out.filter((n) =>
+          n.startsWith("e_") || n.startsWith(consumerOf("g", topic))
+        );
+      };
+      const solo = await t.subscribe(topic, (d) => d.ack());
+      const group = await t.subscribe(topic, (d) => d.ack(), { group: "g" });
+      assert.equal((await names()).length, 6, "1 + 2 partitions each");
+      await solo.close();
+      await group.close();
+      assert.deepEqual(
+        (await names()).sort(),
+        ["_m", "_p0", "_p1"].map((s) => `${consumerOf("g", topic)}${s}`),
+      );
+      for (const n of await names()) await jsm.consumers.delete(stream, n);
+    } finally {
+      await t.close();
+    }
+  },
+});
