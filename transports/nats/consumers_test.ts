@@ -2,8 +2,9 @@ import assert from "node:assert/strict";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { createEnvelope } from "../../core/envelope.ts";
 import { waitFor } from "../../testing/conformance.ts";
-import { connectNats } from "./transport.ts";
-import { consumerOf, streamOf } from "./wire.ts";
+import { TransportError } from "../../core/transport.ts";
+import { connectNats, type StartFrom } from "./transport.ts";
+import { consumerOf, partitionOf, streamOf } from "./wire.ts";
 
 const url = Deno.env.get("NATS_URL");
 const required = Deno.env.get("PLEXUS_REQUIRE_SERVICES") === "1";
@@ -87,6 +88,70 @@ Deno.test({
       );
       for (const n of await names()) await jsm.consumers.delete(stream, n);
     } finally {
+      await t.close();
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "nats: startFrom replays a topic from a stream sequence or from a time; a time that is not one is refused",
+  async fn() {
+    assert.ok(!skip, skip);
+    const t = await connectNats({ servers: url, partitions: 2 });
+    const readers: { close(): Promise<void> }[] = [];
+    try {
+      const topic = `consumers.r${crypto.randomUUID().slice(0, 8)}`;
+      const e = (n: number) =>
+        createEnvelope({ type: "event", topic, source: "t", payload: n });
+      const sent = [e(1), e(2), e(3)];
+      await t.publish(topic, sent[0]);
+      // The next millisecond: message 1 was stored before it, 2 and 3 after.
+      const at = Date.now() + 1;
+      while (Date.now() < at) await new Promise((r) => setTimeout(r, 1));
+      await t.publish(topic, sent[1], { key: "k" });
+      await t.publish(topic, sent[2]);
+      const jsm = await jetstreamManager(t.nc);
+      const stream = streamOf("plexus.", topic);
+      const second = await jsm.streams.getMessage(stream, {
+        last_by_subj: `plexus.${topic}.~${partitionOf("k", 2)}`,
+      });
+      const replay = async (startFrom: StartFrom, group?: string) => {
+        const r = await connectNats({ servers: url, partitions: 2, startFrom });
+        readers.push(r);
+        const got: string[] = [];
+        await r.subscribe(topic, async (d) => {
+          got.push(d.envelope.id);
+          await d.ack();
+        }, { group });
+        await waitFor(
+          `2 replayed messages from ${JSON.stringify(startFrom)}`,
+          () => got.length >= 2,
+          5000,
+        );
+        return got.sort();
+      };
+      const want = [sent[1].id, sent[2].id].sort();
+      assert.deepEqual(await replay({ sequence: second!.seq }), want);
+      assert.deepEqual(await replay({ time: at }, "late"), want);
+      assert.deepEqual(
+        await replay({ time: new Date(at).toISOString() }),
+        want,
+      );
+      const bad = await connectNats({
+        servers: url,
+        startFrom: { time: "yesterday" },
+      });
+      readers.push(bad);
+      await assert.rejects(
+        () => bad.subscribe(topic, (d) => d.ack()),
+        (err) =>
+          err instanceof TransportError && err.code === "invalid_argument" &&
+          /startFrom\.time 'yesterday'/.test(err.message),
+      );
+    } finally {
+      await Promise.all(readers.map((r) => r.close()));
       await t.close();
     }
   },

@@ -23,6 +23,7 @@ export {
   loadNatsDriver,
   type NatsOptions,
   type NatsTransport,
+  type StartFrom,
 } from "./transport.ts";
 export {
   checkTopic,

@@ -40,7 +40,16 @@ export const natsConfig = z.strictObject({
   ackWaitMs: ms.default(30_000),
   retryBaseMs: ms.default(1000),
   retryMaxMs: ms.default(60_000),
-  startFrom: z.enum(["new", "all"]).default("new"),
+  startFrom: z.union([
+    z.enum(["new", "all"]),
+    z.strictObject({ sequence: z.number().int().positive() }),
+    z.strictObject({
+      time: z.union([
+        z.number().int().nonnegative(),
+        z.iso.datetime({ offset: true }),
+      ]),
+    }),
+  ]).default("new"),
   maxMsgs: z.number().int().nonnegative().default(1_000_000),
   storage: z.enum(["file", "memory"]).default("file"),
   replicas: z.number().int().min(1).max(5).default(1),

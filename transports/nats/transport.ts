@@ -92,8 +92,14 @@ export interface NatsOptions {
   retryBaseMs?: number;
   /** Cap of that backoff. @default {60000} */
   retryMaxMs?: number;
-  /** Where a new durable group starts: new messages only, or the whole stream. @default {"new"} */
-  startFrom?: "new" | "all";
+  /**
+   * Where a new group's consumers start: new messages only, the whole
+   * stream, or a replay from a stream sequence or a time (epoch ms or ISO
+   * 8601). A sequence or a time also applies to a subscription without a
+   * group. Sequences are those of the topic family's stream.
+   * @default {"new"}
+   */
+  startFrom?: StartFrom;
   /** Messages kept per stream (oldest dropped); 0 = no limit. @default {1000000} */
   maxMsgs?: number;
   /** Stream storage. @default {"file"} */
@@ -116,6 +122,13 @@ export interface NatsOptions {
   /** Counts failed handlers and dead letters. */
   metrics?: MetricsRegistry;
 }
+
+/** Where new consumers start (see {@linkcode NatsOptions.startFrom}). */
+export type StartFrom =
+  | "new"
+  | "all"
+  | { sequence: number }
+  | { time: number | string };
 
 /** The NATS transport, with its connection for health checks and tools. */
 export interface NatsTransport extends Transport {
@@ -160,6 +173,36 @@ export async function loadNatsDriver(
 }
 
 const nanos = (ms: number) => Math.round(ms * 1_000_000);
+
+/** JetStream's deliver policy for `startFrom`. */
+function startPolicy(
+  from: StartFrom,
+  ephemeral: boolean,
+): Partial<NatsJs.ConsumerConfig> {
+  if (typeof from === "object" && "sequence" in from) {
+    return {
+      deliver_policy: "by_start_sequence" as NatsJs.DeliverPolicy,
+      opt_start_seq: from.sequence,
+    };
+  }
+  if (typeof from === "object") {
+    const at = new Date(from.time);
+    if (Number.isNaN(at.getTime())) {
+      throw new TransportError(
+        "invalid_argument",
+        `nats startFrom.time '${from.time}' is not a time (epoch ms or ISO 8601)`,
+      );
+    }
+    return {
+      deliver_policy: "by_start_time" as NatsJs.DeliverPolicy,
+      opt_start_time: at.toISOString(),
+    };
+  }
+  return {
+    deliver_policy:
+      (!ephemeral && from === "all" ? "all" : "new") as NatsJs.DeliverPolicy,
+  };
+}
 const encoder = new TextEncoder();
 
 /**
@@ -185,7 +228,7 @@ export async function connectNats(
     ackWaitMs: 30_000,
     retryBaseMs: 1000,
     retryMaxMs: 60_000,
-    startFrom: "new" as "new" | "all",
+    startFrom: "new" as StartFrom,
     maxMsgs: 1_000_000,
     storage: "file" as "file" | "memory",
     replicas: 1,
@@ -412,9 +455,7 @@ export async function connectNats(
         ack_wait: nanos(o.ackWaitMs),
         max_deliver: -1,
         filter_subject: s.filter,
-        deliver_policy: !ephemeral && o.startFrom === "all"
-          ? jsLib.DeliverPolicy.All
-          : jsLib.DeliverPolicy.New,
+        ...startPolicy(o.startFrom, ephemeral),
         max_ack_pending: s.keyed ? 1 : Math.max(1000, maxInFlight * 4),
       };
       try {

@@ -137,6 +137,21 @@ Deno.test("nats plugin: the config fills defaults and refuses unknown or malform
   assert.equal(natsConfig.safeParse({ prefix: "no dot" }).success, false);
   assert.equal(natsConfig.safeParse({ mode: "push" }).success, false);
   assert.equal(natsConfig.safeParse({ partitons: 3 }).success, false);
+  assert.deepEqual(natsConfig.parse({ startFrom: { sequence: 5 } }).startFrom, {
+    sequence: 5,
+  });
+  assert.ok(
+    natsConfig.safeParse({ startFrom: { time: "2026-01-01T00:00:00Z" } })
+      .success,
+  );
+  assert.equal(
+    natsConfig.safeParse({ startFrom: { sequence: 0 } }).success,
+    false,
+  );
+  assert.equal(
+    natsConfig.safeParse({ startFrom: { time: "yesterday" } }).success,
+    false,
+  );
 });
 
 Deno.test("nats transport: a missing client library fails with the install hint", async () => {
