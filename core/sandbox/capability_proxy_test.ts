@@ -158,6 +158,18 @@ Deno.test("sandbox capabilities: the node's kernel.get of a capability a sandbox
   );
 });
 
+Deno.test("sandbox capabilities: a sandboxed plugin calls a capability another sandboxed plugin provides, through the node", async () => {
+  const { ledger } = neighbours();
+  const calc = await openWorkerSandbox(CALC, { permissions: NONE });
+  const user = await openWorkerSandbox(
+    new URL("./testdata/calc_user_plugin.ts", import.meta.url).href,
+    { permissions: NONE },
+  );
+  await using t = await createTestKernel([ledger, calc.plugin, user.plugin]);
+  const res = await t.request("/plugins/calc-user/sum");
+  assert.deepEqual(await res.json(), { sum: 42 });
+});
+
 Deno.test("sandbox capabilities: the raw KV, the node's key and synchronous contracts are refused inside; a balancer is refused at load at the worker level", async () => {
   assert.match(refusal("state:kv")!, /run it trusted/);
   assert.match(refusal("node:key")!, /run it trusted/);
