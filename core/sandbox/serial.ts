@@ -83,10 +83,17 @@ export type PackedRequest = [
   ...headers: string[],
 ];
 
-/** A response as a plugin route carries it back: status, body, headers as in {@linkcode PackedRequest}. */
+/**
+ * A response as a plugin route carries it back: status, body, headers as in
+ * {@linkcode PackedRequest}. A small body that is valid UTF-8, in a response
+ * with a content-type, crosses as a string: the node's side then makes no
+ * ArrayBuffer to read it and no copy to answer it (a Response keeps a
+ * string as it is; `new Response(bytes)` copies), about 1 µs per answer on
+ * the node's thread. The bytes sent are the same.
+ */
 export type PackedResponse = [
   status: number,
-  body: Uint8Array<ArrayBuffer> | undefined,
+  body: Uint8Array<ArrayBuffer> | string | undefined,
   ...headers: string[],
 ];
 
@@ -138,12 +145,30 @@ export function unpackRequest(p: PackedRequest): Request {
  * ```
  */
 export async function packResponse(res: Response): Promise<PackedResponse> {
-  const p: PackedResponse = [
-    res.status,
-    res.body === null ? undefined : new Uint8Array(await res.arrayBuffer()),
-  ];
-  res.headers.forEach((value, name) => p.push(name, value));
+  const p: PackedResponse = [res.status, undefined];
+  let typed = false;
+  res.headers.forEach((value, name) => {
+    if (name === "content-type") typed = true;
+    p.push(name, value);
+  });
+  if (res.body !== null) {
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    p[1] = typed && bytes.length <= TEXT_MAX && utf8(bytes) || bytes;
+  }
   return p;
+}
+
+// Without a content-type, `new Response(string)` would add text/plain; a
+// large body would be decoded and encoded again for little gain.
+const TEXT_MAX = 64 << 10;
+// fatal: bytes that are not UTF-8 stay bytes; ignoreBOM: a BOM stays in.
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+function utf8(bytes: Uint8Array): string | undefined {
+  try {
+    return strictUtf8.decode(bytes);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The response a packed form describes. */

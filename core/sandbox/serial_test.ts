@@ -87,3 +87,35 @@ Deno.test("serial: the packed forms keep method, url, body, status, every set-co
   assert.deepEqual(new Uint8Array(await res.arrayBuffer()), bytes);
   assert.equal(unpackResponse([304, new Uint8Array([1])]).body, null);
 });
+
+Deno.test("serial: a small UTF-8 answer with a content-type crosses as a string and answers the same bytes; other bodies stay bytes and no content-type is added", async () => {
+  const bom = new Uint8Array([
+    0xef,
+    0xbb,
+    0xbf,
+    ...new TextEncoder().encode("é{}"),
+  ]);
+  const text = await packResponse(
+    new Response(bom, { headers: { "content-type": "application/json" } }),
+  );
+  assert.equal(typeof text[1], "string");
+  const res = unpackResponse(structuredClone(text));
+  assert.deepEqual(new Uint8Array(await res.arrayBuffer()), bom);
+  assert.equal(res.headers.get("content-type"), "application/json");
+
+  const notUtf8 = new Uint8Array([0x7b, 0xff, 0x7d]);
+  const binary = await packResponse(
+    new Response(notUtf8, { headers: { "content-type": "text/plain" } }),
+  );
+  assert.ok(binary[1] instanceof Uint8Array);
+  assert.deepEqual(
+    new Uint8Array(await unpackResponse(binary).arrayBuffer()),
+    notUtf8,
+  );
+
+  const untyped = await packResponse(new Response(new Uint8Array([104, 105])));
+  assert.ok(untyped[1] instanceof Uint8Array);
+  const plain = unpackResponse(untyped);
+  assert.equal(plain.headers.get("content-type"), null);
+  assert.equal(await plain.text(), "hi");
+});
