@@ -209,7 +209,7 @@ export function sandboxUnsupported(): string | undefined {
     Deno.statSync(new URL(WORKER_URL));
   } catch (err) {
     if (!(err instanceof Deno.errors.NotFound)) return;
-    return `this node cannot start a sandbox: it runs from a bundle, which does not carry the sandbox's module (${WORKER_URL} is missing); run the node from its source (deno task start, or deno run main.ts serve in the repository) to sandbox plugins`;
+    return `this node cannot start a sandbox: it runs from a bundle (or a compiled binary), which does not carry the sandbox's module (${WORKER_URL} is missing); run the node from its source (deno task start, or deno run main.ts serve in the repository) to sandbox plugins`;
   }
 }
 
