@@ -21,7 +21,9 @@ export type Frame = string | ArrayBuffer;
 
 /** What the plugin's handler asked of `Deno.upgradeWebSocket`. */
 export interface Accepted {
+  /** The subprotocol the handler chose. */
   protocol?: string;
+  /** Seconds without a pong before the socket is closed (Deno's option). */
   idleTimeout?: number;
 }
 
