@@ -173,6 +173,7 @@ export async function loadNatsDriver(
 }
 
 const nanos = (ms: number) => Math.round(ms * 1_000_000);
+const DONE: Promise<void> = Promise.resolve();
 
 /** JetStream's deliver policy for `startFrom`. */
 function startPolicy(
@@ -495,7 +496,13 @@ export async function connectNats(
       if (next) next();
       else inFlight--;
     };
-    const running = new Set<Promise<void>>();
+    // Messages being handled; close waits for them.
+    let active = 0;
+    let idle: (() => void) | undefined;
+    const finish = () => {
+      release();
+      if (--active === 0) idle?.();
+    };
     const iterators = new Set<NatsJs.ConsumerMessages>();
     /** Wakes the loops pausing before they make a lost consumer again. */
     const pauses = new Set<() => void>();
@@ -546,123 +553,152 @@ export async function connectNats(
       });
     };
 
-    const dispatch = async (m: NatsJs.JsMsg, consumer: string) => {
+    const errSubjectOf = (d: NatsDelivery) =>
+      errorsSubject(o.prefix, d.consumer, d.msg.seq);
+    const fail = async (
+      d: NatsDelivery,
+      delayMs: number | undefined,
+      error: string,
+    ) => {
+      const { attempts, envelope, msg } = d;
+      const max = envelope.delivery.maxAttempts;
+      const errors = [
+        ...(attempts > 1 ? await history(errSubjectOf(d)) : []),
+        { at: Date.now(), attempt: attempts, error, consumer: o.name },
+      ].slice(-20);
+      if (attempts >= max) {
+        await deadLetter(
+          msg,
+          d.consumer,
+          `max attempts (${max}) reached`,
+          attempts,
+          errors,
+          envelope.id,
+        );
+        return;
+      }
+      await js.publish(
+        errSubjectOf(d),
+        encoder.encode(JSON.stringify(errors)),
+      );
+      msg.nak(
+        delayMs ?? backoffDelay(envelope.delivery.backoff, attempts, {
+          baseMs: o.retryBaseMs,
+          maxMs: o.retryMaxMs,
+        }),
+      );
+    };
+
+    /** One message and its verbs (a class: no closures per message). */
+    class NatsDelivery implements Delivery {
+      settled = false;
+      readonly topic = topic;
+      readonly key: string | undefined;
+      constructor(
+        readonly envelope: Envelope,
+        readonly attempts: number,
+        readonly msg: NatsJs.JsMsg,
+        readonly consumer: string,
+      ) {
+        this.key = msg.headers?.get(H.key) || undefined;
+      }
+      ack(): Promise<void> {
+        if (this.settled) return DONE;
+        this.settled = true;
+        this.msg.ack();
+        // A first delivery has no error history to clear.
+        if (this.attempts === 1) return DONE;
+        return jsm.streams.purge(errorsStream, { filter: errSubjectOf(this) })
+          .then(() => {});
+      }
+      nak(delayMs?: number, error = "nak"): Promise<void> {
+        if (this.settled) return DONE;
+        this.settled = true;
+        return fail(this, delayMs, error);
+      }
+      inProgress(): Promise<void> {
+        if (!this.settled) this.msg.working();
+        return DONE;
+      }
+      async term(reason: string): Promise<void> {
+        if (this.settled) return;
+        this.settled = true;
+        await deadLetter(
+          this.msg,
+          this.consumer,
+          reason,
+          this.attempts,
+          this.attempts > 1 ? await history(errSubjectOf(this)) : [],
+          this.envelope.id,
+        );
+      }
+    }
+
+    const failed = (d: NatsDelivery, err: unknown): Promise<void> | void => {
+      report.handlerFailed({
+        topic,
+        messageId: d.envelope.id,
+        attempt: d.attempts,
+        error: err,
+        group: opts.group,
+      });
+      if (!d.settled) {
+        return d.nak(
+          undefined,
+          err instanceof Error ? err.message : String(err),
+        );
+      }
+    };
+    const settle = (d: NatsDelivery) => d.settled ? undefined : d.ack();
+
+    /** Runs the handler on one message; a promise while it is not done. */
+    const dispatch = (
+      m: NatsJs.JsMsg,
+      consumer: string,
+    ): Promise<void> | void => {
       const attempts = m.info.deliveryCount;
-      const origin = `${stream}:${m.seq}`;
       let envelope: Envelope;
       try {
-        envelope = decodeBody(m.data, o.maxMessageBytes, `message ${origin}`);
+        envelope = decodeBody(
+          m.data,
+          o.maxMessageBytes,
+          `message ${stream}:${m.seq}`,
+        );
       } catch (err) {
-        await deadLetter(
+        return deadLetter(
           m,
           consumer,
           `bad_message: ${(err as Error).message}`,
           attempts,
           [],
-          origin,
+          `${stream}:${m.seq}`,
         );
-        return;
       }
-      const errSubject = errorsSubject(o.prefix, consumer, m.seq);
       const max = envelope.delivery.maxAttempts;
       if (attempts > max) {
         // A consumer died holding it (its attempt left no error behind).
-        await deadLetter(
-          m,
-          consumer,
-          `max attempts (${max}) reached`,
-          attempts - 1,
-          await history(errSubject),
-          envelope.id,
-        );
-        return;
-      }
-      let settled = false;
-      const fail = async (delayMs: number | undefined, error: string) => {
-        const errors = [
-          ...(attempts > 1 ? await history(errSubject) : []),
-          { at: Date.now(), attempt: attempts, error, consumer: o.name },
-        ].slice(-20);
-        if (attempts >= max) {
-          await deadLetter(
+        return history(errorsSubject(o.prefix, consumer, m.seq)).then((
+          errors,
+        ) =>
+          deadLetter(
             m,
             consumer,
             `max attempts (${max}) reached`,
-            attempts,
+            attempts - 1,
             errors,
             envelope.id,
-          );
-          return;
-        }
-        await js.publish(errSubject, encoder.encode(JSON.stringify(errors)));
-        m.nak(
-          delayMs ?? backoffDelay(envelope.delivery.backoff, attempts, {
-            baseMs: o.retryBaseMs,
-            maxMs: o.retryMaxMs,
-          }),
+          )
         );
-      };
-      const delivery: Delivery = {
-        envelope,
-        topic,
-        key: m.headers?.get(H.key) || undefined,
-        attempts,
-        get settled() {
-          return settled;
-        },
-        async ack() {
-          if (settled) return;
-          settled = true;
-          m.ack();
-          // A first delivery has no error history to clear.
-          if (attempts > 1) {
-            await jsm.streams.purge(errorsStream, { filter: errSubject });
-          }
-        },
-        async nak(delayMs?: number, error = "nak") {
-          if (settled) return;
-          settled = true;
-          await fail(delayMs, error);
-        },
-        inProgress() {
-          if (!settled) m.working();
-          return Promise.resolve();
-        },
-        async term(reason: string) {
-          if (settled) return;
-          settled = true;
-          await deadLetter(
-            m,
-            consumer,
-            reason,
-            attempts,
-            attempts > 1 ? await history(errSubject) : [],
-            envelope.id,
-          );
-        },
-      };
-      let returned = false;
-      try {
-        await handler(delivery);
-        returned = true;
-        await delivery.ack();
-      } catch (err) {
-        if (!returned) {
-          report.handlerFailed({
-            topic,
-            messageId: envelope.id,
-            attempt: attempts,
-            error: err,
-            group: opts.group,
-          });
-        }
-        if (!delivery.settled) {
-          await delivery.nak(
-            undefined,
-            err instanceof Error ? err.message : String(err),
-          );
-        }
       }
+      const d = new NatsDelivery(envelope, attempts, m, consumer);
+      let running: unknown;
+      try {
+        running = handler(d);
+      } catch (err) {
+        return failed(d, err);
+      }
+      if (!(running instanceof Promise)) return settle(d);
+      return running.then(() => settle(d), (err) => failed(d, err));
     };
 
     /** Pulls one consumer's messages until closed. */
@@ -691,14 +727,17 @@ export async function connectNats(
           m.nak();
           continue;
         }
-        const p = dispatch(m, spec.name)
-          // JetStream unreachable: unsettled, redelivered after ackWaitMs.
-          .catch(() => {})
-          .finally(() => {
-            running.delete(p);
-            release();
-          });
-        running.add(p);
+        let p: Promise<void> | void;
+        try {
+          p = dispatch(m, spec.name);
+        } catch {
+          p = undefined; // JetStream unreachable: redelivered after ackWaitMs
+        }
+        if (p === undefined) release();
+        else {
+          active++;
+          p.then(finish, finish);
+        }
       }
     };
     // A pull that ends before close (the consumer was lost: a server that
@@ -741,7 +780,7 @@ export async function connectNats(
         for (const wake of pauses) wake();
         for (const w of waiters.splice(0)) w();
         await loops;
-        await Promise.allSettled([...running]);
+        if (active > 0) await new Promise<void>((r) => (idle = r));
         if (ephemeral) {
           await Promise.allSettled(
             specs.map((s) => jsm.consumers.delete(stream, s.name)),
