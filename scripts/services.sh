@@ -235,8 +235,13 @@ if ! command -v nats-server >/dev/null; then
     nats_install
   fi
 fi
-# Debian's package runs a system nats-server on 4222 where systemd runs; ours
-# is a separate process with its own store, pid and log.
+# Debian's package starts a system nats-server (no JetStream) on 4222 where
+# systemd runs; ours is a separate process with its own store, pid and log.
+if command -v systemctl >/dev/null && systemctl is-active --quiet nats-server 2>/dev/null; then
+  log "stopping Debian's system nats-server (no JetStream) so ours can use port $NATS_PORT"
+  if [ "$(id -u)" = 0 ]; then systemctl disable --now nats-server >&2 || true
+  else sudo -n systemctl disable --now nats-server >&2 || true; fi
+fi
 NATSCLI="$CACHE/natscli-$NATSCLI_VERSION/bin/nats"
 GO=$(command -v go || { [ -x /usr/local/go/bin/go ] && echo /usr/local/go/bin/go; } || true)
 if [ ! -x "$NATSCLI" ] && [ -n "$GO" ]; then
@@ -247,8 +252,14 @@ if [ ! -x "$NATSCLI" ] && [ -n "$GO" ]; then
 fi
 [ -x "$NATSCLI" ] || NATSCLI=
 
-if port_open "$NATS_PORT"; then
+nats_ours() {
+  [ -s "$RUN/nats.pid" ] && kill -0 "$(cat "$RUN/nats.pid")" 2>/dev/null &&
+    [ "$(cat "$RUN/nats.port" 2>/dev/null)" = "$NATS_PORT" ]
+}
+if port_open "$NATS_PORT" && nats_ours; then
   log "nats already listening on 127.0.0.1:$NATS_PORT"
+elif port_open "$NATS_PORT"; then
+  log "port $NATS_PORT is taken by something that is not our nats-server (set PLEXUS_NATS_PORT)"; exit 1
 else
   log "starting nats-server $(nats-server --version | sed -E 's/.*v//') (JetStream) on 127.0.0.1:$NATS_PORT"
   mkdir -p "$RUN/nats"
@@ -259,6 +270,7 @@ else
     --server_name plexus-test -l "$RUN/nats.log" \
     </dev/null >/dev/null 2>&1 &
   echo $! >"$RUN/nats.pid"
+  echo "$NATS_PORT" >"$RUN/nats.port"
   ok=
   for _ in $(seq 1 100); do
     if port_open "$NATS_PORT" && grep -q "Server is ready" "$RUN/nats.log" 2>/dev/null; then ok=1; break; fi
