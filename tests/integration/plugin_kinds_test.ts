@@ -61,6 +61,8 @@ const FILES = [
 ];
 /** The node's config file: the guide's one `json` block. */
 const CONFIG_FILE = "plexus.json";
+/** The guide's config without its `pluginGrants`. */
+const UNGRANTED_FILE = "no-grants.json";
 /** The webhook URL in the guide's config; replaced by this test's webhook. */
 const DOC_WEBHOOK = "http://127.0.0.1:8087/hook";
 /** What the guide says a node needs for the `process` level. */
@@ -190,6 +192,18 @@ Deno.test("plugin kinds guide: from a folder beside the clone, each kind's examp
     section(doc, "## Trust levels", DOC).includes(ALLOW_RUN),
     `${DOC}: the trust levels section does not give ${ALLOW_RUN}`,
   );
+  // What the guide quotes the node saying: its plain blocks' `plexus:` lines.
+  const quoted = blocks.filter((b) => b.info === "")
+    .flatMap((b) => b.lines).filter((l) => l.startsWith("plexus: "));
+  const quotedRefusal = {
+    name: "solo",
+    text: quoted.find((l) => l.includes("plugin 'solo' is a consensus"))!,
+  };
+  assert.ok(quotedRefusal.text, `${DOC}: no quoted refusal of 'solo'`);
+  const quotedUngranted = quoted.find((l) =>
+    l.includes("asks for more than it was granted")
+  )!;
+  assert.ok(quotedUngranted, `${DOC}: no quoted refusal for a missing grant`);
   const testCmd = commands(blocks, "deno test");
   assert.equal(testCmd.length, 1, `${DOC}: expected one 'deno test' command`);
   const runs = new Map(
@@ -204,9 +218,15 @@ Deno.test("plugin kinds guide: from a folder beside the clone, each kind's examp
   await using folder = await authorFolder(AUTHOR_DIR, {
     ...Object.fromEntries(FILES.map((f) => [f, fileBlock(blocks, f, DOC)])),
     [CONFIG_FILE]: config.replaceAll(DOC_WEBHOOK, hook.url),
+    [UNGRANTED_FILE]: JSON.stringify({
+      ...JSON.parse(config.replaceAll(DOC_WEBHOOK, hook.url)),
+      pluginGrants: undefined,
+    }),
   });
   const env = await authorEnv(folder.home);
   const nodes: PlexusProcess[] = [];
+  // Ends the children that run to their exit, should the test fail first.
+  const killer = new AbortController();
 
   /** Runs one of the guide's command lines in the author's folder. */
   const spawn = (line: string, extra: string[] = []) =>
@@ -218,6 +238,7 @@ Deno.test("plugin kinds guide: from a folder beside the clone, each kind's examp
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
+      signal: killer.signal,
     }).spawn();
 
   /** Starts a node from `line` with its own data dir; waits until it listens. */
@@ -354,14 +375,9 @@ Deno.test("plugin kinds guide: from a folder beside the clone, each kind's examp
   };
 
   /** A synchronous kind at a sandbox level: the node must not start. */
-  const refused = async (example: Example, level: Level) => {
-    const line = runs.get(example.name)!.get(level)!;
-    const child = spawn(line, [
-      "--port",
-      "0",
-      "--data-dir",
-      `./data/${example.name}-${level}`,
-    ]);
+  /** Runs `line` to its exit; the node must refuse to start, exit 1. */
+  const mustRefuse = async (id: string, line: string): Promise<string> => {
+    const child = spawn(line, ["--port", "0", "--data-dir", `./data/${id}`]);
     const out = await deadline(
       child.output(),
       START_TIMEOUT_MS,
@@ -369,10 +385,38 @@ Deno.test("plugin kinds guide: from a folder beside the clone, each kind's examp
     );
     const stderr = new TextDecoder().decode(out.stderr);
     assert.equal(out.code, 1, `${line}: exit ${out.code}\n${stderr}`);
+    return stderr;
+  };
+
+  /** A synchronous kind at a sandbox level: the node must not start. */
+  const refused = async (example: Example, level: Level) => {
+    const line = runs.get(example.name)!.get(level)!;
+    const stderr = await mustRefuse(`${example.name}-${level}`, line);
     assert.ok(
       stderr.includes(`plugin '${example.name}' is a ${example.kind}`) &&
         stderr.includes(`{"${example.name}": "trusted"}`),
       `${line}: not the refusal naming '${example.name}' and trusted:\n${stderr}`,
+    );
+    // The refusal the guide quotes, word for word.
+    if (example.name === quotedRefusal.name) {
+      assert.ok(
+        stderr.includes(quotedRefusal.text),
+        `${DOC} quotes '${quotedRefusal.text}'; the node said:\n${stderr}`,
+      );
+    }
+  };
+
+  /** The relay sandboxed without its grant: refused as the guide quotes. */
+  const ungranted = async () => {
+    const line = runs.get("webhook-relay")!.get("worker")!;
+    assert.ok(line.includes(`--config ${CONFIG_FILE}`), line);
+    const stderr = await mustRefuse(
+      "relay-ungranted",
+      line.replace(`--config ${CONFIG_FILE}`, `--config ${UNGRANTED_FILE}`),
+    );
+    assert.ok(
+      stderr.includes(quotedUngranted),
+      `${DOC} quotes '${quotedUngranted}'; the node said:\n${stderr}`,
     );
   };
 
@@ -387,6 +431,7 @@ Deno.test("plugin kinds guide: from a folder beside the clone, each kind's examp
         stdin: "null",
         stdout: "piped",
         stderr: "piped",
+        signal: killer.signal,
       }).output(),
       START_TIMEOUT_MS,
       `'${testCmd[0]}' to finish`,
@@ -408,12 +453,13 @@ Deno.test("plugin kinds guide: from a folder beside the clone, each kind's examp
       balancer(),
       consensus(),
       transport(),
+      ungranted(),
       ...EXAMPLES.filter((e) => e.kind !== "extension").flatMap((e) =>
         (["worker", "process"] as const).map((l) => refused(e, l))
       ),
     ]);
     console.log(
-      `  ${nodes.length} nodes, 6 refusals and the authors' tests in ${
+      `  ${nodes.length} nodes, 7 refusals and the authors' tests in ${
         Math.round(performance.now() - started)
       } ms`,
     );
@@ -430,6 +476,7 @@ Deno.test("plugin kinds guide: from a folder beside the clone, each kind's examp
       "the repository's deno.lock changed",
     );
   } finally {
+    killer.abort();
     await Promise.all(nodes.map((n) => n.close()));
   }
 });
