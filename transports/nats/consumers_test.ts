@@ -156,3 +156,28 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "nats: a stream deleted on the server is made again by the next publish",
+  async fn() {
+    assert.ok(!skip, skip);
+    const t = await connectNats({ servers: url });
+    try {
+      const topic = `gone${crypto.randomUUID().slice(0, 8)}.t`;
+      const e = (n: number) =>
+        createEnvelope({ type: "event", topic, source: "t", payload: n });
+      await t.publish(topic, e(1));
+      const jsm = await jetstreamManager(t.nc);
+      const stream = streamOf("plexus.", topic);
+      await jsm.streams.delete(stream);
+      await t.publish(topic, e(2));
+      const info = await jsm.streams.info(stream);
+      assert.equal(info.state.messages, 1, "the new stream has the message");
+      await jsm.streams.delete(stream);
+    } finally {
+      await t.close();
+    }
+  },
+});

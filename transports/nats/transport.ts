@@ -401,16 +401,27 @@ export async function connectNats(
     opts: PublishOptions = {},
   ): Promise<void> {
     const body = encode(topic, envelope);
-    try {
+    const headers = core.headers();
+    if (opts.key !== undefined) headers.set(H.key, opts.key);
+    const send = async () => {
       await streamFor(topic);
-      const headers = core.headers();
-      if (opts.key !== undefined) headers.set(H.key, opts.key);
       await js.publish(subjectFor(topic, opts.key), body, {
         msgID: envelope.id,
         headers,
       });
+    };
+    try {
+      await send();
     } catch (err) {
-      throw unavailable(`Cannot publish to '${topic}'`, err);
+      // No stream answered for the subject: it was deleted (or lost with
+      // the server's store) since it was made here. Make it again, once.
+      if ((err as Error)?.name !== "JetStreamNotEnabled") {
+        throw unavailable(`Cannot publish to '${topic}'`, err);
+      }
+      streams.delete(streamOf(o.prefix, topic));
+      await send().catch((again) => {
+        throw unavailable(`Cannot publish to '${topic}'`, again);
+      });
     }
   }
 
