@@ -205,6 +205,11 @@ Deno.test("plugin kinds guide: from a folder beside the clone, each kind's examp
   )!;
   assert.ok(quotedUngranted, `${DOC}: no quoted refusal for a missing grant`);
   const testCmd = commands(blocks, "deno test");
+  // The summary the guide says `deno test` prints (its comment).
+  const testSummary = blocks.filter((b) => b.info === "sh")
+    .flatMap((b) => b.lines).find((l) => l.startsWith("deno test "))
+    ?.match(/#\s*(ok \| \d+ passed \| 0 failed)/)?.[1];
+  assert.ok(testSummary, `${DOC}: the 'deno test' line gives no summary`);
   assert.equal(testCmd.length, 1, `${DOC}: expected one 'deno test' command`);
   const runs = new Map(
     EXAMPLES.map((e) => [
@@ -439,7 +444,7 @@ Deno.test("plugin kinds guide: from a folder beside the clone, each kind's examp
     const text = new TextDecoder().decode(out.stdout) +
       new TextDecoder().decode(out.stderr);
     assert.equal(out.code, 0, `'${testCmd[0]}' failed:\n${text}`);
-    assert.match(text, /ok \| \d+ passed \| 0 failed/);
+    assert.ok(text.includes(testSummary), `not '${testSummary}':\n${text}`);
     for (const f of FILES.filter((f) => f.endsWith("_test.ts"))) {
       assert.match(text, new RegExp(`running \\d+ tests? from \\./${f}`));
     }
