@@ -52,7 +52,7 @@ export function processLauncher(options: ProcessLauncherOptions): Launcher {
       `import ${JSON.stringify(ENTRY_PORT)};`,
       `import ${JSON.stringify(WORKER_MAIN)};`,
       `import * as mod from ${JSON.stringify(pluginUrl)};`,
-      `globalThis.__plexusPluginModule = mod;`,
+      `globalThis.__plexusPluginReady(mod);`,
     ].join("\n");
     for (const f of options.flags) {
       if (f === "-A" || f.startsWith("--allow-all")) {

@@ -108,3 +108,24 @@ Deno.test("process sandbox: the launcher refuses -A", () => {
   const launch = processLauncher({ flags: ["--no-prompt", "-A"] });
   assert.throws(() => launch(PROBE), /refusing to start a sandbox with -A/);
 });
+
+Deno.test("sandbox: a plugin with a top-level await loads once its module has finished evaluating, in a Worker and in a process", async () => {
+  const url = new URL("./testdata/tla_plugin.ts", import.meta.url).href;
+  const none = effectivePermissions(undefined, {});
+  for (const level of ["worker", "process"] as const) {
+    const sandbox = await openWorkerSandbox(url, {
+      permissions: workerPermissions(none, url),
+      launcher: level === "process"
+        ? processLauncher({ flags: denoFlags(none, url) })
+        : undefined,
+    });
+    try {
+      assert.equal(sandbox.manifest.name, "tla", level);
+      await using t = await createTestKernel([sandbox.plugin]);
+      const res = await t.request("/plugins/tla/ready");
+      assert.deepEqual(await res.json(), { ready: "late" }, level);
+    } finally {
+      sandbox.terminate();
+    }
+  }
+});

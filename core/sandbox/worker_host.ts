@@ -97,7 +97,7 @@ export function workerLauncher(
     const entry = [
       `import ${JSON.stringify(WORKER_URL)};`,
       `import * as mod from ${JSON.stringify(pluginUrl)};`,
-      `globalThis.__plexusPluginModule = mod;`,
+      `globalThis.__plexusPluginReady(mod);`,
     ].join("\n");
     const worker = new Worker(
       `data:application/javascript,${encodeURIComponent(entry)}`,

@@ -125,12 +125,17 @@ const aborts = new AbortController();
 
 // A Worker talks through its global scope; a child process through the
 // stdio port `process_entry.ts` installed before this module ran.
+// The entry module imports this module, then the plugin, and hands the
+// plugin's module over once it is evaluated: a plugin with a top-level
+// await is still evaluating when the node's first call (load) arrives.
+const evaluated = new Promise<Record<string, unknown>>((resolve) => {
+  scope.__plexusPluginReady = resolve;
+});
+
 const rpc: Rpc = createRpc(scope.__plexusPort ?? scope, {
-  load(a) {
+  async load(a) {
     // The entry module imported the plugin statically (see worker_host.ts).
-    const mod = scope.__plexusPluginModule as
-      | Record<string, unknown>
-      | undefined;
+    const mod = await evaluated as Record<string, unknown> | undefined;
     if (!mod || !("default" in mod)) {
       throw new Error(
         "the module has no default export (export default a {manifest, setup} object)",
