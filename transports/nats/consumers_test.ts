@@ -181,3 +181,34 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "nats: the dead-letter stream deleted on the server is made again by the next dead letter",
+  async fn() {
+    assert.ok(!skip, skip);
+    const t = await connectNats({ servers: url, partitions: 1 });
+    try {
+      const topic = `consumers.d${crypto.randomUUID().slice(0, 8)}`;
+      await t.subscribe(topic, (d) => d.term("no"), { group: "g" });
+      const jsm = await jetstreamManager(t.nc);
+      await jsm.streams.delete("PLEXUS__DLQ");
+      const e = createEnvelope({
+        type: "event",
+        topic,
+        source: "t",
+        payload: 1,
+      });
+      await t.publish(topic, e);
+      const letters = await waitFor("the dead letter", async () => {
+        const l = await t.deadLetters!(topic);
+        return l.length > 0 && l;
+      }, 5000);
+      assert.equal(letters[0].envelope.id, e.id);
+      assert.equal(letters[0].reason, "no");
+    } finally {
+      await t.close();
+    }
+  },
+});

@@ -387,6 +387,27 @@ export async function connectNats(
       max_msgs_per_subject: 1,
       max_age: nanos(7 * 24 * 3600 * 1000),
     });
+  /**
+   * Publishes to one of the transport's own streams, making it again once
+   * when no stream answers (deleted, or lost with the server's store).
+   */
+  const publishOwn = async (
+    stream: string,
+    ready: () => Promise<string>,
+    subject: string,
+    body: Uint8Array,
+    options: Partial<NatsJs.JetStreamPublishOptions> = {},
+  ) => {
+    await ready();
+    try {
+      await js.publish(subject, body, options);
+    } catch (err) {
+      if ((err as Error)?.name !== "JetStreamNotEnabled") throw err;
+      streams.delete(stream);
+      await ready();
+      await js.publish(subject, body, options);
+    }
+  };
 
   const unavailable = (what: string, err: unknown) =>
     err instanceof TransportError ? err : new TransportError(
@@ -526,7 +547,6 @@ export async function connectNats(
       errors: AttemptError[],
       messageId: string,
     ) => {
-      await dlqReady();
       const headers = core.headers();
       const key = m.headers?.get(H.key);
       if (key) headers.set(H.key, key);
@@ -544,7 +564,7 @@ export async function connectNats(
         truncated,
       });
       for (const [k, v] of Object.entries(fields)) headers.set(k, v);
-      await js.publish(dlqSubject(o.prefix, topic), body, {
+      await publishOwn(dlqStream, dlqReady, dlqSubject(o.prefix, topic), body, {
         headers,
         msgID: `dlq:${stream}:${m.seq}:${consumer}`,
       });
@@ -588,7 +608,9 @@ export async function connectNats(
         );
         return;
       }
-      await js.publish(
+      await publishOwn(
+        errorsStream,
+        errorsReady,
         errSubjectOf(d),
         encoder.encode(JSON.stringify(errors)),
       );
