@@ -72,6 +72,11 @@ export function processLauncher(options: ProcessLauncherOptions): Launcher {
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
+      // Its own process group: a Ctrl-C meant for the node (the terminal
+      // signals the whole foreground group) must not kill the plugin before
+      // the node has drained it. It still ends with the node: it exits when
+      // its stdin closes, as it does when the node dies.
+      detached: true,
       clearEnv: true,
       // Deno's own cache folder, so an npm: plugin runs from the copy the
       // node checked against its pin (integrity.ts); the plugin cannot read

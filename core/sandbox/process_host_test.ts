@@ -129,3 +129,43 @@ Deno.test("sandbox: a plugin with a top-level await loads once its module has fi
     }
   }
 });
+
+/** Field `n` (1-based, after the command name) of /proc/PID/stat. */
+async function statField(pid: number, n: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[n - 3]);
+}
+
+/** Pids of this process's children whose command line mentions `needle`. */
+async function childrenWith(needle: string): Promise<number[]> {
+  const out: number[] = [];
+  for await (const e of Deno.readDir("/proc")) {
+    const pid = Number(e.name);
+    if (!Number.isInteger(pid)) continue;
+    try {
+      if (await statField(pid, 4) !== Deno.pid) continue;
+      const cmd = await Deno.readTextFile(`/proc/${pid}/cmdline`);
+      if (cmd.includes(needle)) out.push(pid);
+    } catch { /* gone */ }
+  }
+  return out;
+}
+
+Deno.test({
+  name:
+    "process sandbox: the child runs in its own process group, so a Ctrl-C to the node's group does not reach it before the node drains",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    const { sandbox, t } = await probe({});
+    try {
+      const [child] = await childrenWith("max-old-space-size");
+      assert.ok(child, "the plugin's child process");
+      const ownGroup = await statField(Deno.pid, 5);
+      assert.notEqual(await statField(child, 5), ownGroup);
+      assert.equal(await statField(child, 5), child, "it leads its group");
+    } finally {
+      await t.close();
+      sandbox.terminate();
+    }
+  },
+});

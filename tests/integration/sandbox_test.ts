@@ -97,10 +97,38 @@ Deno.test("sandbox: --plugin-trust NAME=process runs the plugin in a child deno 
       trust: string;
     }[];
     assert.equal(list.find((x) => x.name === "sandboxed")?.trust, "process");
+    if (Deno.build.os === "linux") {
+      // The child leads its own process group (a terminal's Ctrl-C to the
+      // node's group does not reach it), and it still dies with the node.
+      const child = await childOf(p.child.pid);
+      const stat = (pid: number) =>
+        Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1].split(" ");
+      assert.equal(Number(stat(child)[2]), child);
+      p.signal("SIGKILL");
+      await p.status;
+      const gone = Date.now() + 10_000;
+      while (await Deno.stat(`/proc/${child}`).then(() => true, () => false)) {
+        assert.ok(Date.now() < gone, "the child outlived the SIGKILLed node");
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
   } finally {
     await p.close();
   }
 });
+
+/** The one child process of `pid` (Linux /proc). */
+async function childOf(pid: number): Promise<number> {
+  for await (const e of Deno.readDir("/proc")) {
+    const c = Number(e.name);
+    if (!Number.isInteger(c)) continue;
+    try {
+      const stat = await Deno.readTextFile(`/proc/${c}/stat`);
+      if (Number(stat.split(") ")[1].split(" ")[1]) === pid) return c;
+    } catch { /* gone */ }
+  }
+  throw new Error(`process ${pid} has no child`);
+}
 
 Deno.test("sandbox: a real node relays WebSockets to a plugin in its Worker: the plugin's own handler accepts, echoes and closes", async () => {
   const p = await startPlexus({
