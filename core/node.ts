@@ -372,7 +372,17 @@ export async function startNode(
     onError: (err) => nodeLog.warn("registry heartbeat failed", { error: err }),
   });
   if (config.balancer) {
-    balancer = kernel.get(`balancer:${config.balancer}`);
+    // Looked up at every call: a hot-swapped balancer plugin takes over at
+    // once (a report for a pick the old copy made goes to the new one).
+    const capability = `balancer:${config.balancer}`;
+    const current = () => kernel.get<Balancer>(capability);
+    balancer = {
+      get name() {
+        return current().name;
+      },
+      pick: (candidates, ctx) => current().pick(candidates, ctx),
+      report: (endpoint, outcome) => current().report(endpoint, outcome),
+    };
     taskRouter = createTaskRouter({
       nodeId,
       balancer,

@@ -242,3 +242,77 @@ Deno.test("hot swap: a broken new version (syntax error, throwing setup, bad man
     await p.close();
   }
 });
+
+Deno.test("hot swap: a reloaded --balancer plugin picks for the node's next task at once", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "plexus-swap-" });
+  const balancer = (version: string) =>
+    `let picks = 0;
+export default {
+  manifest: { name: "counting", version: "${version}", kind: "balancer", api: "^1", provides: ["balancer:counting"] },
+  setup(ctx) {
+    ctx.http.get("/picks", (c) => c.json({ version: "${version}", picks }));
+    return Promise.resolve({
+      stop: () => Promise.resolve(),
+      api: {
+        name: "counting",
+        pick(candidates) { picks++; return candidates[0]; },
+        report() {},
+      },
+    });
+  },
+};
+`;
+  const tasks = `export default {
+  manifest: { name: "noop-tasks", version: "1.0.0", kind: "extension", api: "^1", provides: [], requires: ["tasks:local"] },
+  setup(ctx) {
+    ctx.kernel.get("tasks:local").register("noop", () => Promise.resolve("done"));
+    return Promise.resolve({ stop: () => Promise.resolve() });
+  },
+};
+`;
+  const file = join(dir, "counting.ts");
+  await Deno.writeTextFile(file, balancer("1.0.0"));
+  await Deno.writeTextFile(join(dir, "tasks.ts"), tasks);
+  const p = await startPlexus({
+    dir,
+    args: [
+      "--plugin",
+      file,
+      "--plugin",
+      join(dir, "tasks.ts"),
+      "--plugin-trust",
+      "counting=trusted",
+      "--balancer",
+      "counting",
+    ],
+  });
+  try {
+    const runTask = async () => {
+      const res = await p.api("/api/v1/tasks", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ type: "noop" }),
+      });
+      const { id } = await res.json();
+      for (let i = 0; i < 200; i++) {
+        const view = await (await p.api(`/api/v1/tasks/${id}`)).json();
+        if (view.status === "done") return;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      throw new Error(`task ${id} did not finish`);
+    };
+    const picks = async () =>
+      await (await fetch(`${p.url}/plugins/counting/picks`)).json();
+    await runTask();
+    assert.deepEqual(await picks(), { version: "1.0.0", picks: 1 });
+    await Deno.writeTextFile(file, balancer("2.0.0"));
+    const res = await p.api("/api/v1/plugins/counting/reload", {
+      method: "POST",
+    });
+    assert.equal(res.status, 200, await res.text());
+    await runTask();
+    assert.deepEqual(await picks(), { version: "2.0.0", picks: 1 });
+  } finally {
+    await p.close();
+  }
+});
