@@ -181,7 +181,7 @@ Deno.test("sandbox capabilities: the raw KV, the node's key and synchronous cont
   assert.equal(refusal("extension:calc"), undefined);
   await assert.rejects(
     loadAtTrust(BALANCER, { pluginTrust: { "sync-balancer": "worker" } }),
-    /plugin 'sync-balancer' is a balancer: that contract is synchronous and on the node's hot path.*run it trusted \(pluginTrust: \{"sync-balancer": "trusted"\}/,
+    /plugin 'sync-balancer' is a balancer: that contract is synchronous and on the node's hot path.*run it trusted \(--plugin-trust sync-balancer=trusted, or pluginTrust: \{"sync-balancer": "trusted"\}/,
   );
   const trusted = await loadAtTrust(BALANCER, {
     pluginTrust: { "sync-balancer": "trusted" },

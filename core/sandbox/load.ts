@@ -143,7 +143,7 @@ export async function loadAtTrust(
     throw new PluginError(
       name,
       "load",
-      `plugin '${name}' is a ${probe.manifest.kind}: that contract is synchronous and on the node's hot path, so it cannot be called across a sandbox; run it trusted (pluginTrust: {"${name}": "trusted"}, see docs/sandbox.md)`,
+      `plugin '${name}' is a ${probe.manifest.kind}: that contract is synchronous and on the node's hot path, so it cannot be called across a sandbox; run it trusted (--plugin-trust ${name}=trusted, or pluginTrust: {"${name}": "trusted"}; see docs/sandbox.md)`,
     );
   }
   try {
