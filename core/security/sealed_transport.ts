@@ -1,0 +1,567 @@
+/**
+ * End-to-end sealed payloads over any {@linkcode Transport}
+ * (docs/security.md, "Sealed payloads"). {@linkcode sealedTransport} wraps a
+ * transport: on topics the policy marks sealed, `publish` encrypts the
+ * payload to the topic's recipients (HPKE, RFC 9180) and signs the envelope
+ * with the sender's Ed25519 key; delivery checks and opens it before the
+ * handler. The broker stores only the routing fields and ciphertext.
+ *
+ * Encryption: the sender keeps one **session** per rule: a random 32-byte
+ * content key wrapped once per recipient with single-shot HPKE (one `enc`
+ * and one wrapped key per recipient), reused for up to
+ * `rotateAfterMessages` messages or `rotateAfterMs`. Each payload is
+ * ChaCha20-Poly1305 under the session key with the message's sequence
+ * number in the session as nonce (never repeated: the key is new with each
+ * session). Every message carries the wraps, so any one message opens on
+ * its own; receivers cache unwrapped session keys, so HPKE's two X25519
+ * operations are paid per session, not per message.
+ *
+ * Signature: Ed25519 by the sender's node key over the id, type, topic,
+ * source, timestamp, correlation id, reply-to, destination, sender,
+ * recipients' wraps, session, sequence and ciphertext.
+ *
+ * Refusals (each `term`ed, so dead-lettered with the reason, and counted
+ * in `plexus_sealed_refused_total{reason}`): `not_sealed`, `malformed`,
+ * `readdressed`, `replay_window`, `unknown_sender`, `bad_signature`,
+ * `not_recipient`, `no_key`, `tampered`, `replay`.
+ *
+ * @module
+ */
+import type { Envelope } from "../envelope.ts";
+import type { Clock } from "../clock.ts";
+import { systemClock } from "../clock.ts";
+import type { Logger } from "../observe/logger.ts";
+import type { MetricsRegistry } from "../observe/metrics.ts";
+import { topicMatches } from "../router.ts";
+import {
+  type Delivery,
+  type DeliveryHandler,
+  type PublishOptions,
+  type SubscribeOptions,
+  type Subscription,
+  type Transport,
+  TransportError,
+} from "../transport.ts";
+import {
+  aeadOpen,
+  aeadSeal,
+  type HpkeKeyPair,
+  open as hpkeOpen,
+  seal as hpkeSeal,
+} from "./hpke.ts";
+import type { SealingDirectory } from "./sealing_keys.ts";
+
+/** Topics whose payloads are sealed, and to whom. */
+export interface SealedTopicRule {
+  /** Topic pattern (`orders.*`, `billing.>`); the first matching rule applies. */
+  pattern: string;
+  /** Directory ids the payload is encrypted to, e.g. `node:n1`. */
+  recipients: string[];
+}
+
+/** Which topics are sealed, and the receiving side's limits. */
+export interface SealingPolicy {
+  /** The sealed topics; a topic no rule matches is passed through as it is. */
+  topics: SealedTopicRule[];
+  /** Oldest envelope `timestamp` accepted, in ms before now. @default {300000} */
+  replayWindowMs?: number;
+  /** How far an envelope's `timestamp` may be ahead of this clock. @default {30000} */
+  clockSkewMs?: number;
+  /** Message ids remembered per subscription to refuse replays in the window. @default {100000} */
+  maxSeen?: number;
+  /** A session key seals at most this many messages. @default {100000} */
+  rotateAfterMessages?: number;
+  /** A session key is used at most this long. @default {600000} */
+  rotateAfterMs?: number;
+}
+
+/** This node's sealing identity and where peers' keys are found. */
+export interface SealingKeys {
+  /** This node's directory id (`node:ID`): the sender, and the recipient id it opens as. */
+  id: string;
+  /** The Ed25519 private key envelopes are signed with (the node key). */
+  signingKey: CryptoKey;
+  /** This node's X25519 key pair (what senders encrypt to). */
+  x25519: HpkeKeyPair;
+  /** Peers' public keys. */
+  directory: SealingDirectory;
+}
+
+/** Options of {@linkcode sealedTransport}. */
+export interface SealedTransportOptions {
+  /** Where refusals and seal/open counts go. @default {undefined} (not counted) */
+  metrics?: MetricsRegistry;
+  /** Where refusals are logged (warn). @default {undefined} */
+  log?: Logger;
+  /** @default {systemClock} */
+  clock?: Clock;
+}
+
+/** Why a sealed delivery was refused (the first word of its dead-letter reason). */
+export type SealedRefusal =
+  | "not_sealed"
+  | "malformed"
+  | "readdressed"
+  | "replay_window"
+  | "unknown_sender"
+  | "bad_signature"
+  | "not_recipient"
+  | "no_key"
+  | "tampered"
+  | "replay";
+
+/** The header carried in `envelope.headers` of a sealed message. */
+export const SEALED_HEADER = "plexus-sealed";
+/** Set on delivered (opened) envelopes: the verified sender's directory id. */
+export const SEALED_FROM_HEADER = "plexus-sealed-from";
+
+const VERSION = "1";
+const INFO = new TextEncoder().encode("plexus-sealed/v1 session key");
+const SIG_CONTEXT = "plexus-sealed/v1 signature\0";
+const AAD_CONTEXT = "plexus-sealed/v1 payload\0";
+const B64 = { alphabet: "base64url", omitPadding: true } as const;
+const B64_IN = { alphabet: "base64url" } as const;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** The sealed payload as it travels (`envelope.payload`). */
+interface SealedPayload {
+  v: string;
+  from: string;
+  topic: string;
+  s: string;
+  w: { r: string; enc: string; k: string }[];
+  n: number;
+  ct: string;
+  sig: string;
+}
+
+interface Session {
+  id: string;
+  key: Uint8Array;
+  wraps: SealedPayload["w"];
+  /** The recipients' X25519 keys the wraps were made for. */
+  fingerprint: string;
+  next: number;
+  startedAt: number;
+}
+
+class Refused extends Error {
+  constructor(readonly code: SealedRefusal, message: string) {
+    super(message);
+  }
+}
+
+/**
+ * Wraps `inner` so that topics `policy` marks sealed carry only ciphertext
+ * and a signature on the broker. `publish` on a sealed topic rejects with
+ * `TransportError("invalid_argument")` when a recipient has no published
+ * key. Delivery on a sealed topic hands the handler the envelope with its
+ * plaintext payload (and {@linkcode SEALED_FROM_HEADER}); a refused delivery
+ * is `term`ed with `"sealed <code>: <detail>"` and never reaches the handler.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { sealedTransport } from "./sealed_transport.ts";
+ * const t = sealedTransport(inner, {
+ *   topics: [{ pattern: "orders.>", recipients: ["node:billing-1"] }],
+ * }, keys, { metrics });
+ * await t.publish("orders.created", envelope); // the broker sees ciphertext
+ * ```
+ */
+export function sealedTransport(
+  inner: Transport,
+  policy: SealingPolicy,
+  keys: SealingKeys,
+  options: SealedTransportOptions = {},
+): Transport {
+  const clock = options.clock ?? systemClock;
+  const windowMs = policy.replayWindowMs ?? 300_000;
+  const skewMs = policy.clockSkewMs ?? 30_000;
+  const maxSeen = policy.maxSeen ?? 100_000;
+  const rotateAfter = policy.rotateAfterMessages ?? 100_000;
+  const rotateMs = policy.rotateAfterMs ?? 600_000;
+  const refused = options.metrics?.counter(
+    "plexus_sealed_refused_total",
+    "Sealed deliveries refused and dead-lettered, by reason",
+  );
+  const counted = options.metrics?.counter(
+    "plexus_sealed_messages_total",
+    "Payloads sealed on publish and opened on delivery",
+  );
+  const sealedCount = counted?.labels({ op: "sealed" });
+  const openedCount = counted?.labels({ op: "opened" });
+  const sessions = new Map<SealedTopicRule, Session>();
+  // Unwrapped session keys, by sender, session and our wrap.
+  const sessionKeys = new Map<string, Promise<Uint8Array>>();
+  const MAX_SESSION_KEYS = 1024;
+
+  const ruleFor = (topic: string) =>
+    policy.topics.find((r) => topicMatches(r.pattern, topic));
+
+  async function session(rule: SealedTopicRule, topic: string) {
+    const peers = await Promise.all(rule.recipients.map(async (id) => {
+      const peer = await keys.directory.lookup(id);
+      if (!peer) {
+        throw new TransportError(
+          "invalid_argument",
+          `Cannot seal a message on '${topic}': recipient '${id}' has no published sealing key (rule '${rule.pattern}')`,
+          { data: { topic, recipient: id } },
+        );
+      }
+      return peer;
+    }));
+    const fingerprint = peers.map((p) => p.x25519.toBase64(B64)).join(",");
+    const current = sessions.get(rule);
+    if (
+      current && current.fingerprint === fingerprint &&
+      current.next < rotateAfter &&
+      clock.mono() - current.startedAt < rotateMs
+    ) return current;
+    const id = crypto.getRandomValues(new Uint8Array(16)).toBase64(B64);
+    const key = crypto.getRandomValues(new Uint8Array(32));
+    const wraps = await Promise.all(peers.map(async (p) => {
+      const aad = encoder.encode(JSON.stringify([keys.id, id, p.id]));
+      const { enc, ct } = await hpkeSeal(p.x25519, INFO, aad, key);
+      return { r: p.id, enc: enc.toBase64(B64), k: ct.toBase64(B64) };
+    }));
+    // Re-check: a concurrent publish may have made one meanwhile.
+    const raced = sessions.get(rule);
+    if (raced && raced !== current && raced.fingerprint === fingerprint) {
+      return raced;
+    }
+    const fresh: Session = {
+      id,
+      key,
+      wraps,
+      fingerprint,
+      next: 0,
+      startedAt: clock.mono(),
+    };
+    sessions.set(rule, fresh);
+    return fresh;
+  }
+
+  async function seal(
+    rule: SealedTopicRule,
+    topic: string,
+    envelope: Envelope,
+  ): Promise<Envelope> {
+    const s = await session(rule, topic);
+    const n = s.next++;
+    const plain = encoder.encode(JSON.stringify(envelope.payload ?? null));
+    const ct = aeadSeal(
+      s.key,
+      nonceOf(n),
+      aadOf(envelope, keys.id, s.id, n),
+      plain,
+    )
+      .toBase64(B64);
+    const body: Omit<SealedPayload, "sig"> = {
+      v: VERSION,
+      from: keys.id,
+      topic,
+      s: s.id,
+      w: s.wraps,
+      n,
+      ct,
+    };
+    const sig = new Uint8Array(
+      await crypto.subtle.sign(
+        "Ed25519",
+        keys.signingKey,
+        signedBytes(envelope, body),
+      ),
+    );
+    sealedCount?.inc();
+    return {
+      ...envelope,
+      headers: { ...envelope.headers, [SEALED_HEADER]: VERSION },
+      payload: { ...body, sig: sig.toBase64(B64) },
+    };
+  }
+
+  async function open(d: Delivery): Promise<Envelope> {
+    const env = d.envelope;
+    const p = parseSealed(env.payload);
+    if (p.topic !== env.topic || p.topic !== d.topic) {
+      throw new Refused(
+        "readdressed",
+        `sealed for topic '${p.topic}', found on '${d.topic}' (envelope topic '${env.topic}')`,
+      );
+    }
+    const now = clock.now();
+    if (env.timestamp < now - windowMs || env.timestamp > now + skewMs) {
+      throw new Refused(
+        "replay_window",
+        `timestamp ${env.timestamp} is outside the window [now-${windowMs} ms, now+${skewMs} ms] (now ${now})`,
+      );
+    }
+    const sender = await keys.directory.lookup(p.from);
+    if (!sender) {
+      throw new Refused(
+        "unknown_sender",
+        `sender '${p.from}' has no published key`,
+      );
+    }
+    const { sig, ...body } = p;
+    let sigBytes: Uint8Array<ArrayBuffer>;
+    try {
+      sigBytes = Uint8Array.fromBase64(sig, B64_IN);
+    } catch {
+      throw new Refused("malformed", "sig is not base64url");
+    }
+    const ok = await crypto.subtle.verify(
+      "Ed25519",
+      sender.ed25519,
+      sigBytes,
+      signedBytes(env, body),
+    );
+    if (!ok) {
+      throw new Refused(
+        "bad_signature",
+        `the signature of '${p.from}' does not cover this envelope (altered after sealing, or not sealed by '${p.from}')`,
+      );
+    }
+    const recipients = p.w.map((w) => w.r);
+    const mine = p.w.find((w) => w.r === keys.id);
+    if (!mine) {
+      throw new Refused(
+        "not_recipient",
+        `'${keys.id}' is not among the recipients [${recipients.join(", ")}]`,
+      );
+    }
+    let key: Uint8Array;
+    try {
+      key = await sessionKey(p, mine);
+    } catch (err) {
+      throw new Refused(
+        "no_key",
+        `this node's X25519 key does not open its wrap for '${keys.id}' (key replaced since the sender looked it up?): ${
+          (err as Error).message
+        }`,
+      );
+    }
+    let plain: Uint8Array;
+    try {
+      plain = aeadOpen(
+        key,
+        nonceOf(p.n),
+        aadOf(env, p.from, p.s, p.n),
+        Uint8Array.fromBase64(p.ct, B64_IN),
+      );
+    } catch (err) {
+      throw new Refused(
+        "tampered",
+        `the payload does not open for '${keys.id}': ${(err as Error).message}`,
+      );
+    }
+    let payload: unknown;
+    try {
+      payload = JSON.parse(decoder.decode(plain));
+    } catch {
+      throw new Refused("malformed", "the opened payload is not UTF-8 JSON");
+    }
+    openedCount?.inc();
+    const { [SEALED_HEADER]: _sealed, ...headers } = env.headers;
+    return {
+      ...env,
+      headers: { ...headers, [SEALED_FROM_HEADER]: p.from },
+      payload,
+    };
+  }
+
+  function sessionKey(
+    p: SealedPayload,
+    mine: SealedPayload["w"][number],
+  ): Promise<Uint8Array> {
+    const cacheKey = `${p.from}|${p.s}|${mine.enc}|${mine.k}`;
+    let key = sessionKeys.get(cacheKey);
+    if (!key) {
+      const aad = encoder.encode(JSON.stringify([p.from, p.s, keys.id]));
+      key = hpkeOpen(
+        keys.x25519,
+        Uint8Array.fromBase64(mine.enc, B64_IN),
+        INFO,
+        aad,
+        Uint8Array.fromBase64(mine.k, B64_IN),
+      );
+      if (sessionKeys.size >= MAX_SESSION_KEYS) {
+        sessionKeys.delete(sessionKeys.keys().next().value!);
+      }
+      sessionKeys.set(cacheKey, key);
+      key.catch(() => sessionKeys.delete(cacheKey));
+    }
+    return key;
+  }
+
+  return {
+    name: inner.name,
+    caps: inner.caps,
+    async publish(topic: string, envelope: Envelope, opts?: PublishOptions) {
+      const rule = ruleFor(topic);
+      await inner.publish(
+        topic,
+        rule ? await seal(rule, topic, envelope) : envelope,
+        opts,
+      );
+    },
+    subscribe(
+      topic: string,
+      handler: DeliveryHandler,
+      opts?: SubscribeOptions,
+    ): Promise<Subscription> {
+      // Per subscription: each one sees every message of its own stream.
+      const seen = new Map<string, number>();
+      const remember = (id: string, timestamp: number) => {
+        const now = clock.now();
+        for (const [k, exp] of seen) {
+          if (exp > now && seen.size < maxSeen) break;
+          seen.delete(k);
+        }
+        seen.set(id, timestamp + windowMs);
+      };
+      return inner.subscribe(topic, async (d) => {
+        const rule = ruleFor(d.topic);
+        if (!rule) return handler(d);
+        let opened: Envelope;
+        try {
+          opened = await open(d);
+          const seenId = `${opened.headers[SEALED_FROM_HEADER]}|${opened.id}`;
+          if (seen.has(seenId)) {
+            throw new Refused(
+              "replay",
+              `message '${opened.id}' from '${
+                opened.headers[SEALED_FROM_HEADER]
+              }' was already handled here`,
+            );
+          }
+        } catch (err) {
+          if (!(err instanceof Refused)) throw err;
+          refused?.inc({ reason: err.code });
+          options.log?.warn("sealed delivery refused", {
+            topic: d.topic,
+            id: d.envelope.id,
+            reason: err.code,
+            detail: err.message,
+          });
+          await d.term(`sealed ${err.code}: ${err.message}`);
+          return;
+        }
+        let naked = false;
+        const view: Delivery = {
+          envelope: opened,
+          topic: d.topic,
+          key: d.key,
+          attempts: d.attempts,
+          ack: () => d.ack(),
+          nak: (delayMs, error) => {
+            naked = true;
+            return d.nak(delayMs, error);
+          },
+          inProgress: () => d.inProgress(),
+          term: (reason) => d.term(reason),
+          get settled() {
+            return d.settled;
+          },
+        };
+        await handler(view);
+        // Handled (acked now or by the transport on return): a copy is a replay.
+        if (!naked) {
+          remember(
+            `${opened.headers[SEALED_FROM_HEADER]}|${opened.id}`,
+            opened.timestamp,
+          );
+        }
+      }, opts);
+    },
+    ...(inner.deadLetters
+      ? { deadLetters: inner.deadLetters.bind(inner) }
+      : {}),
+    close: () => inner.close(),
+  };
+}
+
+function parseSealed(payload: unknown): SealedPayload {
+  if (
+    payload === null || typeof payload !== "object" || Array.isArray(payload)
+  ) {
+    throw new Refused(
+      "not_sealed",
+      "the topic is sealed but the payload is not a sealed object",
+    );
+  }
+  const p = payload as Record<string, unknown>;
+  if (p.v === undefined && p.sig === undefined && p.ct === undefined) {
+    throw new Refused(
+      "not_sealed",
+      "the topic is sealed but the payload is plain",
+    );
+  }
+  const str = (k: string) =>
+    typeof p[k] === "string" && (p[k] as string).length <= 1 << 26;
+  if (p.v !== VERSION) {
+    throw new Refused("malformed", `unknown sealed version '${String(p.v)}'`);
+  }
+  if (
+    !str("from") || !str("topic") || !str("s") || !str("ct") || !str("sig") ||
+    !Number.isSafeInteger(p.n) || (p.n as number) < 0 ||
+    !Array.isArray(p.w) || p.w.length === 0 || p.w.length > 1024 ||
+    !p.w.every((w) =>
+      w !== null && typeof w === "object" && typeof w.r === "string" &&
+      typeof w.enc === "string" && typeof w.k === "string"
+    )
+  ) {
+    throw new Refused(
+      "malformed",
+      "the sealed payload lacks a field or has a wrong type (from, topic, s, w[{r, enc, k}], n, ct, sig)",
+    );
+  }
+  return p as unknown as SealedPayload;
+}
+
+function signedBytes(
+  env: Envelope,
+  body: Omit<SealedPayload, "sig">,
+): Uint8Array<ArrayBuffer> {
+  return encoder.encode(
+    SIG_CONTEXT + JSON.stringify([
+      env.id,
+      env.type,
+      env.topic,
+      env.source,
+      env.timestamp,
+      env.correlationId ?? null,
+      env.replyTo ?? null,
+      env.destination ?? null,
+      body.v,
+      body.from,
+      body.topic,
+      body.s,
+      body.w.map((w) => [w.r, w.enc, w.k]),
+      body.n,
+      body.ct,
+    ]),
+  );
+}
+
+function aadOf(env: Envelope, from: string, session: string, n: number) {
+  return encoder.encode(
+    AAD_CONTEXT +
+      JSON.stringify([
+        env.id,
+        env.topic,
+        env.source,
+        env.timestamp,
+        from,
+        session,
+        n,
+      ]),
+  );
+}
+
+function nonceOf(n: number): Uint8Array {
+  const nonce = new Uint8Array(12);
+  new DataView(nonce.buffer).setBigUint64(4, BigInt(n));
+  return nonce;
+}

@@ -1,0 +1,351 @@
+import assert from "node:assert/strict";
+import { createEnvelope, type Envelope } from "../envelope.ts";
+import { createMetrics, type MetricsRegistry } from "../observe/metrics.ts";
+import type { Clock } from "../clock.ts";
+import { systemClock } from "../clock.ts";
+import type { Delivery, Transport } from "../transport.ts";
+import {
+  MemoryBroker,
+  memoryTransport,
+  stopBroker,
+} from "../../testing/memory_transport.ts";
+import { waitFor } from "../../testing/conformance.ts";
+import { generateKeyPair } from "./hpke.ts";
+import {
+  SEALED_FROM_HEADER,
+  sealedTransport,
+  type SealingPolicy,
+} from "./sealed_transport.ts";
+import { kvSealingDirectory } from "./sealing_keys.ts";
+
+const SECRET = "tangerine-7731";
+const policy: SealingPolicy = {
+  topics: [
+    { pattern: "orders.*", recipients: ["node:b", "node:c"] },
+    { pattern: "audit.>", recipients: ["node:b", "node:nobody"] },
+  ],
+};
+
+/** A broker, a shared directory, and nodes on them. */
+async function rig() {
+  const broker = new MemoryBroker();
+  const kv = await Deno.openKv(":memory:");
+  const directory = kvSealingDirectory(kv, { cacheMs: 0 });
+  const raw = memoryTransport({ broker, maxMessageBytes: 1 << 20 });
+  // What the broker was handed, as bytes.
+  const stored: string[] = [];
+  const closers: Transport[] = [raw];
+  async function node(
+    id: string,
+    options: { publish?: boolean; clock?: Clock; policy?: SealingPolicy } = {},
+  ) {
+    const ed = await crypto.subtle.generateKey({ name: "Ed25519" }, true, [
+      "sign",
+      "verify",
+    ]) as CryptoKeyPair;
+    const x25519 = await generateKeyPair();
+    if (options.publish !== false) {
+      await directory.publish(
+        `node:${id}`,
+        x25519.publicKey,
+        new Uint8Array(await crypto.subtle.exportKey("raw", ed.publicKey)),
+      );
+    }
+    const metrics = createMetrics("plexus_");
+    const inner = memoryTransport({ broker, maxMessageBytes: 1 << 20 });
+    const spy: Transport = {
+      ...inner,
+      name: inner.name,
+      caps: inner.caps,
+      publish(topic, envelope, opts) {
+        stored.push(JSON.stringify(envelope));
+        return inner.publish(topic, envelope, opts);
+      },
+      subscribe: inner.subscribe.bind(inner),
+      deadLetters: inner.deadLetters!.bind(inner),
+      close: inner.close.bind(inner),
+    };
+    const t = sealedTransport(spy, options.policy ?? policy, {
+      id: `node:${id}`,
+      signingKey: ed.privateKey,
+      x25519,
+      directory,
+    }, { metrics, clock: options.clock });
+    closers.push(t);
+    return { t, metrics, x25519, ed };
+  }
+  return {
+    node,
+    raw,
+    stored,
+    directory,
+    async [Symbol.asyncDispose]() {
+      for (const c of closers) await c.close();
+      stopBroker(broker);
+      kv.close();
+    },
+  };
+}
+
+function order(topic = "orders.created", fields: Partial<Envelope> = {}) {
+  return createEnvelope({
+    type: "event",
+    topic,
+    source: "shop",
+    payload: { item: SECRET, qty: 2 },
+    ...fields,
+  });
+}
+
+/** Collects deliveries of `topic` on `t` (its own group). */
+async function collect(t: Transport, topic: string, group: string) {
+  const got: Delivery[] = [];
+  await t.subscribe(topic, async (d) => {
+    got.push(d);
+    await d.ack();
+  }, { group });
+  return got;
+}
+
+function refused(metrics: MetricsRegistry, reason: string): number {
+  return metrics.counter("plexus_sealed_refused_total", "").get({ reason });
+}
+
+async function deadReason(raw: Transport, topic: string, min = 1) {
+  const dead = await waitFor(`a dead letter on ${topic}`, async () => {
+    const d = await raw.deadLetters!(topic);
+    return d.length >= min ? d : undefined;
+  }, 5000);
+  return dead.map((d) => d.reason);
+}
+
+Deno.test("sealed transport: every recipient gets the plaintext, the broker only ciphertext signed by the sender", async () => {
+  await using r = await rig();
+  const a = await r.node("a");
+  const b = await r.node("b");
+  const c = await r.node("c");
+  const atB = await collect(b.t, "orders.created", "b");
+  const atC = await collect(c.t, "orders.created", "c");
+  const msg = order();
+  await a.t.publish("orders.created", msg);
+  await a.t.publish("orders.created", order());
+  await waitFor(
+    "both at b and c",
+    () => atB.length === 2 && atC.length === 2,
+    5000,
+  );
+  for (const d of [atB[0], atC[0]]) {
+    assert.deepEqual(d.envelope.payload, { item: SECRET, qty: 2 });
+    assert.equal(d.envelope.id, msg.id);
+    assert.equal(d.envelope.headers[SEALED_FROM_HEADER], "node:a");
+  }
+  assert.equal(r.stored.length, 2);
+  for (const bytes of r.stored) {
+    assert.ok(!bytes.includes(SECRET), bytes);
+    assert.ok(!bytes.includes("qty"), bytes);
+    const payload = JSON.parse(bytes).payload;
+    assert.deepEqual(payload.w.map((w: { r: string }) => w.r), [
+      "node:b",
+      "node:c",
+    ]);
+    assert.equal(payload.from, "node:a");
+  }
+  // One session: both messages carry the same wraps, with nonces 0 and 1.
+  const [p0, p1] = r.stored.map((s) => JSON.parse(s).payload);
+  assert.equal(p0.s, p1.s);
+  assert.deepEqual([p0.n, p1.n], [0, 1]);
+  assert.equal(
+    a.metrics.counter("plexus_sealed_messages_total", "").get({
+      op: "sealed",
+    }),
+    2,
+  );
+  assert.equal(
+    b.metrics.counter("plexus_sealed_messages_total", "").get({
+      op: "opened",
+    }),
+    2,
+  );
+});
+
+Deno.test("sealed transport: a topic no rule matches passes through in the clear", async () => {
+  await using r = await rig();
+  const a = await r.node("a");
+  const b = await r.node("b");
+  const got = await collect(b.t, "news.daily", "b");
+  await a.t.publish("news.daily", order("news.daily"));
+  await waitFor("delivered", () => got.length === 1, 5000);
+  assert.deepEqual(got[0].envelope.payload, { item: SECRET, qty: 2 });
+  assert.ok(r.stored[0].includes(SECRET));
+});
+
+Deno.test("sealed transport: a node that is not a recipient refuses and dead-letters, and keeps serving", async () => {
+  await using r = await rig();
+  const a = await r.node("a");
+  await r.node("b");
+  await r.node("c");
+  const d = await r.node("d");
+  const got = await collect(d.t, "orders.created", "d");
+  await a.t.publish("orders.created", order());
+  const [reason] = await deadReason(r.raw, "orders.created");
+  assert.match(reason, /^sealed not_recipient: 'node:d' is not among/);
+  assert.equal(got.length, 0);
+  assert.equal(refused(d.metrics, "not_recipient"), 1);
+  // Still serving: a clear topic is delivered afterwards.
+  const news = await collect(d.t, "news.daily", "d");
+  await a.t.publish("news.daily", order("news.daily"));
+  await waitFor("news delivered", () => news.length === 1, 5000);
+});
+
+Deno.test("sealed transport: publishing to a recipient without a published key is refused at the sender", async () => {
+  await using r = await rig();
+  const a = await r.node("a");
+  await r.node("b");
+  await assert.rejects(
+    () => a.t.publish("audit.login", order("audit.login")),
+    /recipient 'node:nobody' has no published sealing key \(rule 'audit.>'\)/,
+  );
+  assert.equal(r.stored.length, 0);
+});
+
+Deno.test("sealed transport: a recipient whose X25519 key is not the one published refuses with no_key", async () => {
+  await using r = await rig();
+  const a = await r.node("a");
+  const b = await r.node("b");
+  await r.node("c");
+  // b's key was replaced in the directory by another (b lost its key file).
+  const other = await generateKeyPair();
+  await r.directory.publish(
+    "node:b",
+    other.publicKey,
+    new Uint8Array(await crypto.subtle.exportKey("raw", b.ed.publicKey)),
+  );
+  const got = await collect(b.t, "orders.created", "b");
+  await a.t.publish("orders.created", order());
+  const [reason] = await deadReason(r.raw, "orders.created");
+  assert.match(reason, /^sealed no_key: /);
+  assert.equal(got.length, 0);
+  assert.equal(refused(b.metrics, "no_key"), 1);
+});
+
+Deno.test("sealed transport: a tampered ciphertext or envelope field fails the sender's signature", async () => {
+  await using r = await rig();
+  const a = await r.node("a");
+  const b = await r.node("b");
+  await r.node("c");
+  const got = await collect(b.t, "orders.created", "b");
+  await a.t.publish("orders.created", order());
+  await waitFor("the original", () => got.length === 1, 5000);
+  const sealed: Envelope = JSON.parse(r.stored[0]);
+  const p = sealed.payload as { ct: string };
+  const flipped = p.ct[5] === "A" ? "B" : "A";
+  const ct = p.ct.slice(0, 5) + flipped + p.ct.slice(6);
+  await r.raw.publish("orders.created", {
+    ...sealed,
+    id: "tampered-ct",
+    payload: { ...p, ct },
+  });
+  await r.raw.publish("orders.created", {
+    ...sealed,
+    source: "someone-else",
+  });
+  const reasons = await deadReason(r.raw, "orders.created", 2);
+  for (const reason of reasons) {
+    assert.match(
+      reason,
+      /^sealed bad_signature: the signature of 'node:a' does not cover this envelope/,
+    );
+  }
+  assert.equal(got.length, 1);
+  assert.equal(refused(b.metrics, "bad_signature"), 2);
+});
+
+Deno.test("sealed transport: a message re-addressed to another topic is refused", async () => {
+  await using r = await rig();
+  const a = await r.node("a");
+  const b = await r.node("b");
+  await r.node("c");
+  const got = await collect(b.t, "orders.cancelled", "b");
+  await a.t.publish("orders.created", order());
+  const sealed: Envelope = JSON.parse(r.stored[0]);
+  // Moved as it is, and moved with its envelope topic rewritten.
+  await r.raw.publish("orders.cancelled", sealed);
+  await r.raw.publish("orders.cancelled", {
+    ...sealed,
+    topic: "orders.cancelled",
+  });
+  const reasons = await deadReason(r.raw, "orders.cancelled", 2);
+  for (const reason of reasons) {
+    assert.match(
+      reason,
+      /^sealed readdressed: sealed for topic 'orders.created', found on 'orders.cancelled'/,
+    );
+  }
+  assert.equal(got.length, 0);
+});
+
+Deno.test("sealed transport: a replay outside the window, a copy inside it, and a plain payload are refused", async () => {
+  await using r = await rig();
+  let skew = 0;
+  const clock: Clock = { ...systemClock, now: () => Date.now() + skew };
+  const a = await r.node("a");
+  const b = await r.node("b", { clock });
+  await r.node("c");
+  const got = await collect(b.t, "orders.created", "b");
+  await a.t.publish("orders.created", order());
+  await waitFor("the original", () => got.length === 1, 5000);
+  const sealed: Envelope = JSON.parse(r.stored[0]);
+  // The same bytes again, at once: a replay within the window.
+  await r.raw.publish("orders.created", sealed);
+  let reasons = await deadReason(r.raw, "orders.created", 1);
+  assert.match(
+    reasons[0],
+    /^sealed replay: message '.+' from 'node:a' was already handled here/,
+  );
+  // Six minutes later (window 5 min): outside the window.
+  skew = 6 * 60_000;
+  await r.raw.publish("orders.created", sealed);
+  reasons = await deadReason(r.raw, "orders.created", 2);
+  assert.match(reasons[1], /^sealed replay_window: timestamp \d+ is outside/);
+  // A plain payload on a sealed topic.
+  skew = 0;
+  await r.raw.publish("orders.created", order());
+  reasons = await deadReason(r.raw, "orders.created", 3);
+  assert.match(reasons[2], /^sealed not_sealed: /);
+  assert.equal(got.length, 1);
+  for (const reason of ["replay", "replay_window", "not_sealed"]) {
+    assert.equal(refused(b.metrics, reason), 1, reason);
+  }
+});
+
+Deno.test("sealed transport: a redelivery after the handler failed is not taken for a replay", async () => {
+  await using r = await rig();
+  const a = await r.node("a");
+  const b = await r.node("b");
+  await r.node("c");
+  const attempts: number[] = [];
+  await b.t.subscribe("orders.created", async (d) => {
+    attempts.push(d.attempts);
+    if (d.attempts === 1) throw new Error("database busy");
+    await d.ack();
+  }, { group: "b" });
+  await a.t.publish(
+    "orders.created",
+    order("orders.created", { delivery: { backoff: "none" } as never }),
+  );
+  await waitFor("the second attempt", () => attempts.length === 2, 5000);
+  assert.deepEqual(attempts, [1, 2]);
+  assert.deepEqual(await r.raw.deadLetters!("orders.created"), []);
+});
+
+Deno.test("sealed transport: a sender with no published key is refused", async () => {
+  await using r = await rig();
+  const stranger = await r.node("x", { publish: false });
+  const b = await r.node("b");
+  await r.node("c");
+  const got = await collect(b.t, "orders.created", "b");
+  await stranger.t.publish("orders.created", order());
+  const [reason] = await deadReason(r.raw, "orders.created");
+  assert.match(reason, /^sealed unknown_sender: sender 'node:x'/);
+  assert.equal(got.length, 0);
+});

@@ -1,0 +1,243 @@
+/**
+ * Keys for sealed payloads (docs/security.md, "Sealed payloads"):
+ *
+ * - the node's **X25519 key**, separate from its Ed25519 signing key, kept
+ *   as a private JWK in `DATA_DIR/node-x25519.jwk` (mode 0600), created on
+ *   first use. A separate key rather than the Ed25519 key converted to
+ *   Montgomery form: the signing key is not extractable (the node only holds
+ *   a `CryptoKey`), and one key used for both signing and key agreement
+ *   would tie a break of one use to the other.
+ * - the **sealing directory** in Deno KV under `["sealing", "keys", id]`:
+ *   for each recipient id (`node:ID`), its X25519 public key (what senders
+ *   encrypt to) and its Ed25519 public key (what receivers check its
+ *   signatures with). Each node publishes its own entry at start. As for the
+ *   keyring, the trust root is the shared KV itself.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import type { Clock } from "../clock.ts";
+import { systemClock } from "../clock.ts";
+import { sealingKeyKey } from "../state/keys.ts";
+import { retryLocked } from "../state/store.ts";
+import { type HpkeKeyPair, importPrivateKey } from "./hpke.ts";
+import { importEd25519PublicKey } from "./ed25519.ts";
+
+/** File name of the node's X25519 key inside the data dir. */
+export const SEALING_KEY_FILE = "node-x25519.jwk";
+
+const B64URL_32_BYTES = /^[A-Za-z0-9_-]{43}$/;
+const MAX_KEY_FILE_BYTES = 16 * 1024;
+
+/** The key file is malformed, unreadable or readable by group/others. */
+export class SealingKeyError extends Error {
+  /** Always `"SealingKeyError"`. */
+  override name = "SealingKeyError";
+}
+
+/**
+ * Loads the node's X25519 key from `DATA_DIR/node-x25519.jwk`, creating it
+ * (mode 0600) when missing. Throws {@linkcode SealingKeyError} when the file
+ * is not an X25519 private JWK or group/others may access it.
+ *
+ * @example Usage
+ * ```ts
+ * import { loadOrCreateSealingKey } from "./sealing_keys.ts";
+ * const dir = await Deno.makeTempDir();
+ * const a = await loadOrCreateSealingKey(dir);
+ * const b = await loadOrCreateSealingKey(dir);
+ * a.publicKey.toHex() === b.publicKey.toHex(); // true
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function loadOrCreateSealingKey(
+  dataDir: string,
+): Promise<HpkeKeyPair> {
+  const path = join(dataDir, SEALING_KEY_FILE);
+  let text = await readKeyFile(path);
+  if (text === undefined) {
+    await createKeyFile(dataDir, path);
+    text = await readKeyFile(path);
+    if (text === undefined) {
+      throw new SealingKeyError(`Sealing key file '${path}' vanished`);
+    }
+  }
+  let jwk: Record<string, unknown>;
+  try {
+    jwk = JSON.parse(text);
+  } catch (err) {
+    throw new SealingKeyError(
+      `Sealing key file '${path}' is not valid JSON: ${(err as Error).message}`,
+    );
+  }
+  if (
+    jwk?.kty !== "OKP" || jwk.crv !== "X25519" ||
+    typeof jwk.d !== "string" || !B64URL_32_BYTES.test(jwk.d) ||
+    typeof jwk.x !== "string"
+  ) {
+    throw new SealingKeyError(
+      `Sealing key file '${path}' is not an X25519 private JWK (kty OKP, crv X25519, 32-byte d and x)`,
+    );
+  }
+  const pair = await importPrivateKey(
+    Uint8Array.fromBase64(jwk.d, { alphabet: "base64url" }),
+  );
+  if (
+    pair.publicKey.toBase64({ alphabet: "base64url", omitPadding: true }) !==
+      jwk.x
+  ) {
+    throw new SealingKeyError(
+      `Sealing key file '${path}': 'x' is not the public key of 'd'`,
+    );
+  }
+  return pair;
+}
+
+async function readKeyFile(path: string): Promise<string | undefined> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return undefined;
+    throw new SealingKeyError(
+      `Cannot read sealing key file '${path}': ${(err as Error).message}`,
+    );
+  }
+  if (!info.isFile || info.size > MAX_KEY_FILE_BYTES) {
+    throw new SealingKeyError(`Sealing key file '${path}' is not a key file`);
+  }
+  if (info.mode !== null && (info.mode & 0o077) !== 0) {
+    const mode = (info.mode & 0o777).toString(8).padStart(4, "0");
+    throw new SealingKeyError(
+      `Refusing sealing key file '${path}': mode ${mode} lets group or others read the private key; run 'chmod 600 ${path}'`,
+    );
+  }
+  return await Deno.readTextFile(path);
+}
+
+async function createKeyFile(dataDir: string, path: string): Promise<void> {
+  const pair = await crypto.subtle.generateKey({ name: "X25519" }, true, [
+    "deriveBits",
+  ]) as CryptoKeyPair;
+  const { kty, crv, d, x } = await crypto.subtle.exportKey(
+    "jwk",
+    pair.privateKey,
+  );
+  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
+  await Deno.mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await Deno.writeTextFile(tmp, `${JSON.stringify({ kty, crv, d, x })}\n`, {
+    mode: 0o600,
+    createNew: true,
+  });
+  try {
+    // A hard link appears whole and never replaces a racing process's key.
+    await Deno.link(tmp, path);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+  } finally {
+    await Deno.remove(tmp).catch(() => {});
+  }
+}
+
+/** A recipient's (or sender's) public keys, as the directory returns them. */
+export interface SealingPeer {
+  /** Directory id, e.g. `node:n1`. */
+  id: string;
+  /** X25519 public key (32 bytes): what senders encrypt to. */
+  x25519: Uint8Array;
+  /** Ed25519 public key: what this peer's signatures are checked with. */
+  ed25519: CryptoKey;
+}
+
+/** Where sealing looks up peers' public keys. */
+export interface SealingDirectory {
+  /** The peer's keys, or undefined when it published none. */
+  lookup(id: string): Promise<SealingPeer | undefined>;
+}
+
+/** The KV-backed {@linkcode SealingDirectory}, which can also publish. */
+export interface KvSealingDirectory extends SealingDirectory {
+  /** Publishes (or replaces) `id`'s public keys (raw 32-byte keys). */
+  publish(id: string, x25519: Uint8Array, ed25519: Uint8Array): Promise<void>;
+}
+
+interface StoredPeer {
+  id: string;
+  x25519: string;
+  ed25519: string;
+  updatedAt: number;
+}
+
+/**
+ * The sealing directory in `kv`; lookups are reused for `cacheMs`
+ * (default 5 s), so a replaced key is picked up elsewhere within that time.
+ *
+ * @example Usage
+ * ```ts
+ * import { kvSealingDirectory } from "./sealing_keys.ts";
+ * import { generateKeyPair } from "./hpke.ts";
+ * const kv = await Deno.openKv(":memory:");
+ * const dir = kvSealingDirectory(kv);
+ * const ed = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]) as CryptoKeyPair;
+ * const edRaw = new Uint8Array(await crypto.subtle.exportKey("raw", ed.publicKey));
+ * await dir.publish("node:n1", (await generateKeyPair()).publicKey, edRaw);
+ * (await dir.lookup("node:n1"))?.x25519.length; // 32
+ * kv.close();
+ * ```
+ */
+export function kvSealingDirectory(
+  kv: Deno.Kv,
+  options: { cacheMs?: number; clock?: Clock } = {},
+): KvSealingDirectory {
+  const cacheMs = options.cacheMs ?? 5000;
+  const clock = options.clock ?? systemClock;
+  const cache = new Map<
+    string,
+    { at: number; peer: Promise<SealingPeer | undefined> }
+  >();
+  const MAX_CACHED = 10_000;
+
+  async function load(id: string): Promise<SealingPeer | undefined> {
+    const entry = await retryLocked(() =>
+      kv.get<StoredPeer>(sealingKeyKey(id))
+    );
+    const v = entry.value;
+    if (
+      !v || !B64URL_32_BYTES.test(v.x25519) || !B64URL_32_BYTES.test(v.ed25519)
+    ) {
+      return undefined;
+    }
+    const b64 = { alphabet: "base64url" } as const;
+    return {
+      id,
+      x25519: Uint8Array.fromBase64(v.x25519, b64),
+      ed25519: await importEd25519PublicKey(
+        Uint8Array.fromBase64(v.ed25519, b64),
+      ),
+    };
+  }
+
+  return {
+    lookup(id) {
+      const now = clock.mono();
+      const hit = cache.get(id);
+      if (hit && now - hit.at < cacheMs) return hit.peer;
+      const peer = load(id);
+      if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!);
+      cache.set(id, { at: now, peer });
+      peer.catch(() => cache.delete(id));
+      return peer;
+    },
+    async publish(id, x25519, ed25519) {
+      const b64 = { alphabet: "base64url", omitPadding: true } as const;
+      const record: StoredPeer = {
+        id,
+        x25519: x25519.toBase64(b64),
+        ed25519: ed25519.toBase64(b64),
+        updatedAt: clock.now(),
+      };
+      await retryLocked(() => kv.set(sealingKeyKey(id), record));
+      cache.delete(id);
+    },
+  };
+}
