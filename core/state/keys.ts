@@ -24,7 +24,7 @@
  * ["sig-nonce", keyid, nonce]                    RFC 9421 nonce replay store (expireIn past max age)
  * ["audit", at, vs]                              audit record of a mutating call, vs = commit versionstamp (call order within a ms; expireIn = retention)
  * ["keys", keyid]                                trusted key (node or enrolled service key) for JWTs and RFC 9421
- * ["sealing", "keys", id]                       a sealed-payload recipient's public keys {id, x25519, ed25519, updatedAt} (id: node:ID)
+ * ["sealing", "keys", id]                        a sealed-payload recipient's public keys {id, x25519, ed25519, updatedAt} (id: node:ID)
  * ["gateway", "agents", agentId]                 enrolled agent {agentId, publicKey, roles, enrolledAt, enrolledBy}
  * ["gateway", "presence", agentId]               where the agent is connected {connected, nodeId, address, session, lastSeen, channels, ...}
  * ["gateway", "outbox", agentId, channel]        the agent's durable queue for one backend channel name → {queue}
