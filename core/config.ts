@@ -133,6 +133,32 @@ export const configSchema = z.strictObject({
    * (docs/gateway.md).
    */
   gateway: z.boolean().default(true),
+  /** End-to-end sealed payloads on the node's transports (docs/security.md, "Sealed payloads"). */
+  sealed: z.strictObject({
+    /** Topic patterns whose payloads are sealed (first match applies), each encrypted to its recipients (`node:ID`). */
+    topics: z.array(z.strictObject({
+      pattern: z.string().min(1).max(512).regex(
+        /^([^.\s*>]+|\*)(\.([^.\s*>]+|\*))*(\.>)?$|^>$/,
+        "expected a topic pattern like 'orders.*' or 'billing.>'",
+      ),
+      recipients: z.array(
+        z.string().regex(
+          /^node:[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/,
+          "expected 'node:' and a node id",
+        ),
+      ).min(1).max(64),
+    })).max(256).default([]),
+    /** Oldest envelope timestamp a receiver accepts, ms before now; ids seen within it are refused as replays. */
+    replayWindowMs: z.number().int().min(1000).max(86_400_000).default(300_000),
+    /** How far a sealed envelope's timestamp may be ahead of the receiver's clock. */
+    clockSkewMs: z.number().int().min(0).max(600_000).default(30_000),
+    /** Message ids remembered per subscription for the replay check. */
+    maxSeen: z.number().int().min(1000).max(10_000_000).default(100_000),
+    /** Messages sealed under one session key before a new one is wrapped to the recipients. */
+    rotateAfterMessages: z.number().int().min(1).max(1 << 30).default(100_000),
+    /** Longest use of one session key. */
+    rotateAfterMs: z.number().int().min(1000).max(86_400_000).default(600_000),
+  }).prefault({}),
 });
 
 function rateLimitSchema(rate: number, burst: number) {
@@ -299,6 +325,21 @@ export interface Config {
    * (docs/gateway.md).
    */
   gateway: boolean;
+  /** End-to-end sealed payloads on the node's transports (docs/security.md, "Sealed payloads"). */
+  sealed: {
+    /** Topic patterns whose payloads are sealed (first match applies), each encrypted to its recipients (`node:ID`). */
+    topics: { pattern: string; recipients: string[] }[];
+    /** Oldest envelope timestamp a receiver accepts, ms before now; ids seen within it are refused as replays. */
+    replayWindowMs: number;
+    /** How far a sealed envelope's timestamp may be ahead of the receiver's clock. */
+    clockSkewMs: number;
+    /** Message ids remembered per subscription for the replay check. */
+    maxSeen: number;
+    /** Messages sealed under one session key before a new one is wrapped to the recipients. */
+    rotateAfterMessages: number;
+    /** Longest use of one session key. */
+    rotateAfterMs: number;
+  };
 }
 
 // Config is written out for the documentation and for JSR; this fails type

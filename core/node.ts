@@ -48,6 +48,7 @@ import {
 import type { Balancer } from "./contracts/balancer.ts";
 import { createRegistry, memberStatus } from "./state/registry.ts";
 import { loadOrCreateNodeKey } from "./security/node_key.ts";
+import { SEALING_POLICY } from "./security/sealed_transport.ts";
 import { createSecurity, type Security } from "./http/security.ts";
 import { nodeClient } from "./http/node_client.ts";
 
@@ -281,7 +282,11 @@ export async function startNode(
     kv,
     router,
     node,
-    core: { "tasks:local": tasks, "node:key": nodeKey },
+    core: {
+      "tasks:local": tasks,
+      "node:key": nodeKey,
+      [SEALING_POLICY]: config.sealed,
+    },
     nodeFetch: nodeClient(security),
     pluginConfig: config.pluginConfig,
     startTimeoutMs: config.pluginStartTimeoutMs,

@@ -4,7 +4,9 @@
  * `transport:NAME`, the config checked by its schema, the node's logger and
  * metrics handed to `connect` (the transport's failure and dead-letter
  * telemetry lands in the node's registry), a health check timed around one
- * cheap broker call, and `close()` on stop.
+ * cheap broker call, and `close()` on stop. When the node's `sealed` config
+ * names topics, the transport is wrapped so their payloads are sealed end to
+ * end (docs/security.md, "Sealed payloads").
  *
  * @module
  */
@@ -16,9 +18,16 @@ import type {
   NodeIdentity,
   PermissionSpec,
   Plugin,
+  PluginContext,
   PluginManifest,
 } from "./plugin.ts";
 import type { Transport } from "./transport.ts";
+import {
+  sealedTransport,
+  SEALING_POLICY,
+  type SealingPolicy,
+} from "./security/sealed_transport.ts";
+import { nodeSealingKeys } from "./security/sealing_keys.ts";
 
 /** The node's logger and metrics, handed to a transport's `connect`. */
 export interface TransportTelemetry {
@@ -92,13 +101,44 @@ export function transportPlugin<C, T extends Transport>(
         spec.logFields?.(ctx.config) ?? {},
       );
       const probe = spec.probe;
+      const api = await sealIfConfigured(transport, ctx).catch(async (err) => {
+        await transport.close();
+        throw err;
+      });
       return {
-        api: transport,
+        api,
         ...(probe ? { health: () => probeHealth(probe, transport) } : {}),
         stop: () => transport.close(),
       };
     },
   };
+}
+
+/**
+ * The node's `sealed` config (core capability `sealing:policy`) wraps the
+ * transport in {@linkcode sealedTransport} when it names any topic.
+ */
+async function sealIfConfigured(
+  transport: Transport,
+  ctx: PluginContext<unknown>,
+): Promise<Transport> {
+  if (!ctx.kernel.has(SEALING_POLICY)) return transport;
+  const policy = ctx.kernel.get<SealingPolicy>(SEALING_POLICY);
+  if (policy.topics.length === 0) return transport;
+  const keys = await nodeSealingKeys({
+    kv: ctx.kernel.get("state:kv"),
+    nodeKey: ctx.kernel.get("node:key"),
+    nodeId: ctx.node.id,
+    dataDir: ctx.node.dataDir,
+  });
+  ctx.log.info("sealed payloads on", {
+    topics: policy.topics.map((t) => t.pattern),
+    as: keys.id,
+  });
+  return sealedTransport(transport, policy, keys, {
+    metrics: ctx.metrics,
+    log: ctx.log,
+  });
 }
 
 async function probeHealth<T>(

@@ -110,6 +110,12 @@ export type SealedRefusal =
   | "tampered"
   | "replay";
 
+/**
+ * The core capability under which the node hands transports its `sealed`
+ * config (a {@linkcode SealingPolicy}).
+ */
+export const SEALING_POLICY = "sealing:policy";
+
 /** The header carried in `envelope.headers` of a sealed message. */
 export const SEALED_HEADER = "plexus-sealed";
 /** Set on delivered (opened) envelopes: the verified sender's directory id. */

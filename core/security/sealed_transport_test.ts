@@ -1,4 +1,10 @@
 import assert from "node:assert/strict";
+import { z } from "zod";
+import { createKernel } from "../kernel.ts";
+import { createLogger } from "../observe/logger.ts";
+import { createRouter } from "../router.ts";
+import { transportPlugin } from "../transport_plugin.ts";
+import { generateNodeKey } from "./node_key.ts";
 import { createEnvelope, type Envelope } from "../envelope.ts";
 import { createMetrics, type MetricsRegistry } from "../observe/metrics.ts";
 import type { Clock } from "../clock.ts";
@@ -14,6 +20,7 @@ import { generateKeyPair } from "./hpke.ts";
 import {
   SEALED_FROM_HEADER,
   sealedTransport,
+  SEALING_POLICY,
   type SealingPolicy,
 } from "./sealed_transport.ts";
 import { kvSealingDirectory } from "./sealing_keys.ts";
@@ -348,4 +355,62 @@ Deno.test("sealed transport: a sender with no published key is refused", async (
   const [reason] = await deadReason(r.raw, "orders.created");
   assert.match(reason, /^sealed unknown_sender: sender 'node:x'/);
   assert.equal(got.length, 0);
+});
+
+Deno.test("sealed transport: a transport plugin on a node whose config names sealed topics seals them, and publishes the node's keys", async () => {
+  const dataDir = await Deno.makeTempDir();
+  const kv = await Deno.openKv(":memory:");
+  const broker = new MemoryBroker();
+  const stored: string[] = [];
+  const plugin = transportPlugin({
+    name: "memory",
+    config: z.strictObject({}),
+    connect: () => {
+      const inner = memoryTransport({ broker, maxMessageBytes: 1 << 20 });
+      return Promise.resolve({
+        ...inner,
+        name: inner.name,
+        caps: inner.caps,
+        publish(topic: string, envelope: Envelope) {
+          stored.push(JSON.stringify(envelope));
+          return inner.publish(topic, envelope);
+        },
+        subscribe: inner.subscribe.bind(inner),
+        close: inner.close.bind(inner),
+      });
+    },
+  });
+  const kernel = createKernel({
+    log: createLogger({ level: "error", sinks: [] }),
+    metrics: createMetrics("plexus_"),
+    kv,
+    router: createRouter(),
+    node: { id: "n1", version: "0", address: "http://127.0.0.1:0", dataDir },
+    core: {
+      "node:key": await generateNodeKey(),
+      [SEALING_POLICY]: {
+        topics: [{ pattern: "orders.>", recipients: ["node:n1"] }],
+      },
+    },
+  });
+  try {
+    kernel.register(plugin);
+    await kernel.start();
+    const t = kernel.get<Transport>("transport:memory");
+    const got = await collect(t, "orders.created", "g");
+    await t.publish("orders.created", order());
+    await waitFor("delivered", () => got.length === 1, 5000);
+    assert.deepEqual(got[0].envelope.payload, { item: SECRET, qty: 2 });
+    assert.ok(!stored[0].includes(SECRET), stored[0]);
+    assert.equal(JSON.parse(stored[0]).payload.from, "node:n1");
+    const entry = await kvSealingDirectory(kv).lookup("node:n1");
+    assert.equal(entry?.x25519.length, 32);
+    const info = await Deno.stat(`${dataDir}/node-x25519.jwk`);
+    assert.equal(info.mode! & 0o777, 0o600);
+  } finally {
+    await kernel.stop();
+    stopBroker(broker);
+    kv.close();
+    await Deno.remove(dataDir, { recursive: true });
+  }
 });

@@ -22,6 +22,8 @@ import { sealingKeyKey } from "../state/keys.ts";
 import { retryLocked } from "../state/store.ts";
 import { type HpkeKeyPair, importPrivateKey } from "./hpke.ts";
 import { importEd25519PublicKey } from "./ed25519.ts";
+import type { NodeKey } from "./node_key.ts";
+import type { SealingKeys } from "./sealed_transport.ts";
 
 /** File name of the node's X25519 key inside the data dir. */
 export const SEALING_KEY_FILE = "node-x25519.jwk";
@@ -240,4 +242,41 @@ export function kvSealingDirectory(
       cache.delete(id);
     },
   };
+}
+
+/**
+ * This node's sealing identity (`node:ID`): loads or creates its X25519 key
+ * in `dataDir`, publishes its X25519 and Ed25519 public keys in the KV
+ * directory, and returns what `sealedTransport` needs.
+ *
+ * @example Usage
+ * ```ts
+ * import { nodeSealingKeys } from "./sealing_keys.ts";
+ * import { generateNodeKey } from "./node_key.ts";
+ * const kv = await Deno.openKv(":memory:");
+ * const dataDir = await Deno.makeTempDir();
+ * const keys = await nodeSealingKeys({ kv, nodeKey: await generateNodeKey(), nodeId: "n1", dataDir });
+ * keys.id; // "node:n1"
+ * (await keys.directory.lookup("node:n1"))?.x25519.length; // 32
+ * kv.close();
+ * await Deno.remove(dataDir, { recursive: true });
+ * ```
+ */
+export async function nodeSealingKeys(options: {
+  kv: Deno.Kv;
+  nodeKey: NodeKey;
+  nodeId: string;
+  dataDir: string;
+}): Promise<SealingKeys> {
+  const x25519 = await loadOrCreateSealingKey(options.dataDir);
+  const directory = kvSealingDirectory(options.kv);
+  const id = `node:${options.nodeId}`;
+  await directory.publish(
+    id,
+    x25519.publicKey,
+    Uint8Array.fromBase64(options.nodeKey.publicJwk.x, {
+      alphabet: "base64url",
+    }),
+  );
+  return { id, signingKey: options.nodeKey.privateKey, x25519, directory };
 }
