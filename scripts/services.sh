@@ -16,9 +16,18 @@
 #           instance on 127.0.0.1:${PLEXUS_NATS_PORT:-4222}, store in $PLEXUS_RUN/nats;
 #           plus the `nats` CLI (natscli, `go install` into the cache) when Go
 #           is there, for the interop tests
+#   rabbitmq Debian's rabbitmq-server (apt-get when missing), our own node
+#           (plexus@localhost) on 127.0.0.1:${PLEXUS_AMQP_PORT:-5672} with its
+#           config, store and logs in $PLEXUS_RUN/rabbitmq, its own epmd on
+#           127.0.0.1:${PLEXUS_AMQP_EPMD_PORT:-4370}, distribution on the AMQP
+#           port + 20000 (loopback), the management plugin on
+#           ${PLEXUS_AMQP_MGMT_PORT:-15672} for rabbitmqadmin; the system node is
+#           never used. rabbitmqctl/rabbitmqadmin wrappers bound to our node are
+#           in $PLEXUS_RUN/rabbitmq/bin (exported as PLEXUS_RABBITMQCTL and
+#           PLEXUS_RABBITMQADMIN)
 #
 # Stopping everything: kill "$(cat $PLEXUS_RUN/<name>.pid)" for denokv, redis,
-# kafka, nats. Running this script again restarts whatever is not listening.
+# kafka, nats, rabbitmq. Running this script again restarts whatever is not listening.
 set -euo pipefail
 
 CACHE=${PLEXUS_CACHE:-$HOME/.cache/plexus}
@@ -32,6 +41,10 @@ KAFKA_CONTROLLER_PORT=${PLEXUS_KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_HEAP=${PLEXUS_KAFKA_HEAP:--Xms256m -Xmx512m}
 NATS_PORT=${PLEXUS_NATS_PORT:-4222}
 NATSCLI_VERSION=v0.5.0
+AMQP_PORT=${PLEXUS_AMQP_PORT:-5672}
+AMQP_MGMT_PORT=${PLEXUS_AMQP_MGMT_PORT:-15672}
+AMQP_EPMD_PORT=${PLEXUS_AMQP_EPMD_PORT:-4370}
+AMQP_DIST_PORT=$((AMQP_PORT + 20000))
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$CACHE" "$RUN"
 
@@ -287,4 +300,118 @@ if [ -n "$NATSCLI" ]; then
   log "nats tools: \$PLEXUS_NATS_CLI -s nats://127.0.0.1:$NATS_PORT stream ls (also pub, sub, stream get)"
 fi
 
-echo "export DENO_KV_URL=http://127.0.0.1:$DENOKV_PORT DENO_KV_ACCESS_TOKEN=$DENOKV_TOKEN REDIS_URL=redis://127.0.0.1:$REDIS_PORT KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT PLEXUS_KAFKA_LIBS=$(printf %q "$KAFKA_LIBS") NATS_URL=nats://127.0.0.1:$NATS_PORT${NATSCLI:+ PLEXUS_NATS_CLI=$(printf %q "$NATSCLI")} PLEXUS_RUN=$(printf %q "$RUN")"
+# --- rabbitmq ---------------------------------------------------------------
+if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=(); elif command -v sudo >/dev/null; then SUDO=(sudo -n); else
+    log "rabbitmq-server is missing and neither root nor sudo is available: install Debian's rabbitmq-server"; exit 1
+  fi
+  log "installing Debian's rabbitmq-server (apt-get; Erlang comes with it)"
+  rabbit_install() { "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rabbitmq-server >&2; }
+  if ! rabbit_install; then
+    log "apt-get install failed; refreshing the package lists once and retrying"
+    "${SUDO[@]}" apt-get update >&2
+    rabbit_install
+  fi
+fi
+# Debian's package starts a system node where systemd runs (rabbit@HOST on
+# 5672, epmd on 4369); ours is another node with its own name, epmd and ports.
+if [ "$AMQP_PORT" = 5672 ] && command -v systemctl >/dev/null &&
+  systemctl is-active --quiet rabbitmq-server 2>/dev/null; then
+  log "stopping Debian's system rabbitmq-server so ours can use port $AMQP_PORT"
+  if [ "$(id -u)" = 0 ]; then systemctl disable --now rabbitmq-server >&2 || true
+  else sudo -n systemctl disable --now rabbitmq-server >&2 || true; fi
+fi
+RDIR="$RUN/rabbitmq"
+mkdir -p "$RDIR/bin" "$RDIR/home"
+# Everything that names our node; the CLI wrappers read the same file.
+{
+  echo "export HOME=$(printf %q "$RDIR/home")"
+  echo "export RABBITMQ_NODENAME=plexus@localhost"
+  echo "export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1"
+  echo "export RABBITMQ_NODE_PORT=$AMQP_PORT"
+  echo "export RABBITMQ_DIST_PORT=$AMQP_DIST_PORT"
+  echo "export ERL_EPMD_ADDRESS=127.0.0.1"
+  echo "export ERL_EPMD_PORT=$AMQP_EPMD_PORT"
+  echo "export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1}'"
+  echo "export RABBITMQ_CONF_ENV_FILE=$(printf %q "$RDIR/rabbitmq-env.conf")"
+  echo "export RABBITMQ_CONFIG_FILE=$(printf %q "$RDIR/rabbitmq.conf")"
+  echo "export RABBITMQ_ENABLED_PLUGINS_FILE=$(printf %q "$RDIR/enabled_plugins")"
+  echo "export RABBITMQ_MNESIA_BASE=$(printf %q "$RDIR/mnesia")"
+  echo "export RABBITMQ_LOG_BASE=$(printf %q "$RDIR/log")"
+  echo "export RABBITMQ_PID_FILE=$(printf %q "$RUN/rabbitmq.pid")"
+} >"$RDIR/env"
+: >"$RDIR/rabbitmq-env.conf" # instead of /etc/rabbitmq/rabbitmq-env.conf
+{
+  echo "listeners.tcp.default = 127.0.0.1:$AMQP_PORT"
+  echo "management.tcp.ip = 127.0.0.1"
+  echo "management.tcp.port = $AMQP_MGMT_PORT"
+  echo "disk_free_limit.absolute = 50MB"
+  echo "log.console = false"
+  echo "log.file.level = info"
+} >"$RDIR/rabbitmq.conf"
+MGMT=
+if ls -d /usr/lib/rabbitmq/lib/rabbitmq_server-*/plugins/rabbitmq_management-* >/dev/null 2>&1; then MGMT=1; fi
+if [ -n "$MGMT" ]; then echo '[rabbitmq_management].' >"$RDIR/enabled_plugins"; else echo '[].' >"$RDIR/enabled_plugins"; fi
+printf '#!/usr/bin/env bash\n. %q\nexec /usr/lib/rabbitmq/bin/rabbitmqctl "$@"\n' "$RDIR/env" >"$RDIR/bin/rabbitmqctl"
+chmod +x "$RDIR/bin/rabbitmqctl"
+RABBITMQADMIN=
+if [ -n "$MGMT" ] && [ -x /usr/bin/rabbitmqadmin ]; then
+  printf '#!/usr/bin/env bash\nexec /usr/bin/rabbitmqadmin -H 127.0.0.1 -P %q "$@"\n' "$AMQP_MGMT_PORT" >"$RDIR/bin/rabbitmqadmin"
+  chmod +x "$RDIR/bin/rabbitmqadmin"
+  RABBITMQADMIN="$RDIR/bin/rabbitmqadmin"
+fi
+
+rabbit_ours() {
+  [ -s "$RUN/rabbitmq.pid" ] && kill -0 "$(cat "$RUN/rabbitmq.pid")" 2>/dev/null &&
+    [ "$(cat "$RUN/rabbitmq.port" 2>/dev/null)" = "$AMQP_PORT" ]
+}
+# An AMQP 0-9-1 server answers the protocol header with a method frame
+# (type 1, connection.start) once the broker has booted.
+amqp_answers() {
+  local reply
+  { exec 3<>"/dev/tcp/127.0.0.1/$AMQP_PORT"; } 2>/dev/null || return 1
+  printf 'AMQP\0\0\011\001' >&3
+  reply=$(timeout 2 head -c 1 <&3 | od -An -tx1 | tr -d ' \n') || reply=
+  exec 3<&- 3>&-
+  [ "$reply" = 01 ]
+}
+if rabbit_ours && amqp_answers; then
+  log "rabbitmq already listening on 127.0.0.1:$AMQP_PORT"
+elif port_open "$AMQP_PORT" && ! rabbit_ours; then
+  log "port $AMQP_PORT is taken by something that is not our rabbitmq-server (set PLEXUS_AMQP_PORT)"; exit 1
+else
+  if rabbit_ours; then
+    log "our rabbitmq node (pid $(cat "$RUN/rabbitmq.pid")) does not answer AMQP; killing it"
+    kill -9 "$(cat "$RUN/rabbitmq.pid")" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$(cat "$RUN/rabbitmq.pid")" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$RUN/rabbitmq.pid"
+  log "starting rabbitmq-server $(basename /usr/lib/rabbitmq/lib/rabbitmq_server-* | sed -E 's/.*-//') (node plexus@localhost) on 127.0.0.1:$AMQP_PORT${MGMT:+, management on :$AMQP_MGMT_PORT}"
+  (
+    # shellcheck disable=SC1091
+    . "$RDIR/env"
+    # The node writes its own (Erlang VM) pid to RABBITMQ_PID_FILE: the
+    # process the broker-restart test SIGKILLs.
+    nohup /usr/lib/rabbitmq/bin/rabbitmq-server </dev/null >"$RUN/rabbitmq.log" 2>&1 &
+    echo $! >"$RDIR/launcher.pid"
+  )
+  echo "$AMQP_PORT" >"$RUN/rabbitmq.port"
+  # Erlang boots slowly, more so after a kill (the stores are replayed): wait
+  # up to 120 s for AMQP, stopping early when the launcher has exited.
+  ok=
+  deadline=$((SECONDS + 120))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    if [ -s "$RUN/rabbitmq.pid" ] && amqp_answers; then ok=1; break; fi
+    kill -0 "$(cat "$RDIR/launcher.pid")" 2>/dev/null || break
+    sleep 0.2
+  done
+  if [ -z "$ok" ]; then
+    log "rabbitmq did not answer AMQP on port $AMQP_PORT within 120 s (or exited); logs: $RUN/rabbitmq.log, $RDIR/log/"
+    tail -n 20 "$RUN/rabbitmq.log" >&2 || true
+    tail -n 20 "$RDIR"/log/*.log >&2 2>/dev/null || true
+    exit 1
+  fi
+fi
+log "rabbitmq tools: \$PLEXUS_RABBITMQCTL list_queues${RABBITMQADMIN:+, \$PLEXUS_RABBITMQADMIN list queues (also publish, get)}"
+
+echo "export DENO_KV_URL=http://127.0.0.1:$DENOKV_PORT DENO_KV_ACCESS_TOKEN=$DENOKV_TOKEN REDIS_URL=redis://127.0.0.1:$REDIS_PORT KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT PLEXUS_KAFKA_LIBS=$(printf %q "$KAFKA_LIBS") NATS_URL=nats://127.0.0.1:$NATS_PORT${NATSCLI:+ PLEXUS_NATS_CLI=$(printf %q "$NATSCLI")} AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT PLEXUS_RABBITMQCTL=$(printf %q "$RDIR/bin/rabbitmqctl")${RABBITMQADMIN:+ PLEXUS_RABBITMQADMIN=$(printf %q "$RABBITMQADMIN")} PLEXUS_RUN=$(printf %q "$RUN")"

@@ -17,12 +17,13 @@ function alive(pid: number): boolean {
 }
 
 /**
- * Kills the service `name` (`redis`, `kafka`, `denokv` or `nats`) with `signal`,
+ * Kills the service `name` (`redis`, `kafka`, `denokv`, `nats` or `rabbitmq`,
+ * whose pid file holds the Erlang VM's pid) with `signal`,
  * waits for the process to exit, and starts it again with the services
  * script (which starts only what is not answering). Needs `PLEXUS_RUN`.
  */
 export async function restartService(
-  name: "redis" | "kafka" | "denokv" | "nats",
+  name: "redis" | "kafka" | "denokv" | "nats" | "rabbitmq",
   options: { signal?: Deno.Signal; timeoutMs?: number } = {},
 ): Promise<void> {
   const run = Deno.env.get("PLEXUS_RUN");
