@@ -32,7 +32,9 @@ declare module "../core/plugin.ts" {
   }
 }
 
-const running = new WeakMap<KernelHandle, Gateway>();
+// By the capability's value: the kernel a test or embedder holds and the
+// handle the plugin's setup got are different objects, but both return it.
+const running = new WeakMap<AgentGateway, Gateway>();
 
 /**
  * The whole gateway started on `kernel` (connection counts, local kicks),
@@ -40,7 +42,9 @@ const running = new WeakMap<KernelHandle, Gateway>();
  * Throws when the gateway plugin is not running there.
  */
 export function localGateway(kernel: KernelHandle): Gateway {
-  const gateway = running.get(kernel);
+  const gateway = kernel.has("gateway:agents")
+    ? running.get(kernel.get("gateway:agents"))
+    : undefined;
   if (!gateway) throw new Error("the gateway plugin is not running here");
   return gateway;
 }
@@ -79,7 +83,7 @@ const gatewayPlugin = definePlugin({
           attempt: task.attempt,
         }, { timeoutMs }),
     });
-    running.set(ctx.kernel, gateway);
+    running.set(gateway.api, gateway);
     const close = async () => {
       withdraw();
       await gateway.stop();
@@ -91,7 +95,7 @@ const gatewayPlugin = definePlugin({
       drain: close,
       stop: async () => {
         await close();
-        running.delete(ctx.kernel);
+        running.delete(gateway.api);
       },
     });
   },
