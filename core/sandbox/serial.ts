@@ -45,11 +45,9 @@ export async function serialRequest(req: Request): Promise<SerialRequest> {
 
 /** The request a serial form describes. */
 export function toRequest(s: SerialRequest): Request {
-  return new Request(s.url, {
-    method: s.method,
-    headers: headerInit(s.headers),
-    body: s.body,
-  });
+  const req = newRequest(s.url, s.method, s.body);
+  for (const [name, value] of s.headers) req.headers.append(name, value);
+  return req;
 }
 
 /** Reads `res` into its serial form. */
@@ -62,11 +60,9 @@ export async function serialResponse(res: Response): Promise<SerialResponse> {
 
 /** The response a serial form describes. */
 export function toResponse(s: SerialResponse): Response {
-  const nullBody = s.status === 204 || s.status === 304 || s.status < 200;
-  return new Response(nullBody ? null : s.body, {
-    status: s.status,
-    headers: headerInit(s.headers),
-  });
+  const res = newResponse(s.status, s.body);
+  for (const [name, value] of s.headers) res.headers.append(name, value);
+  return res;
 }
 
 /**
@@ -124,11 +120,12 @@ export async function packRequest(req: Request): Promise<PackedRequest> {
 
 /** The request a packed form describes. */
 export function unpackRequest(p: PackedRequest): Request {
-  return new Request(p[1], {
-    method: p[0],
-    headers: flatHeaderInit(p, 3),
-    body: p[2],
-  });
+  const req = newRequest(p[1], p[0], p[2]);
+  const headers = req.headers;
+  for (let i = 3; i < p.length; i += 2) {
+    headers.append(p[i] as string, p[i + 1] as string);
+  }
+  return req;
 }
 
 /**
@@ -173,12 +170,16 @@ function utf8(bytes: Uint8Array): string | undefined {
 
 /** The response a packed form describes. */
 export function unpackResponse(p: PackedResponse): Response {
-  const status = p[0];
-  const nullBody = status === 204 || status === 304 || status < 200;
-  return new Response(nullBody ? null : p[1], {
-    status,
-    headers: flatHeaderInit(p, 2),
-  });
+  const res = newResponse(p[0], p[1]);
+  const headers = res.headers;
+  for (let i = 2; i < p.length; i += 2) {
+    // A string body made the constructor add text/plain; a packed string
+    // body always comes with its own content-type, which replaces it.
+    const name = p[i] as string, value = p[i + 1] as string;
+    if (name === "content-type") headers.set(name, value);
+    else headers.append(name, value);
+  }
+  return res;
 }
 
 // Headers.forEach costs a fifth of spreading its iterator (no iterator
@@ -190,32 +191,24 @@ function headerPairs(headers: Headers): [string, string][] {
   return out;
 }
 
-// A record is converted into Headers faster than a list of pairs (~0.5 µs
-// per Response); a list keeps a repeated name (set-cookie, the one name
-// Headers yields more than once). No prototype: a header named __proto__
-// stays a header.
-function headerInit(pairs: [string, string][]): HeadersInit {
-  const record: Record<string, string> = Object.create(null);
-  for (const [name, value] of pairs) {
-    if (name in record) return pairs;
-    record[name] = value;
-  }
-  return record;
+// Headers go in after construction: converting a HeadersInit (a record or a
+// list of pairs) costs ~2.5 µs per Request or Response, appending them
+// ~0.3 µs. Only a body of bytes or none is given here, so the constructor
+// adds no content-type of its own (a string's is replaced, see above).
+function newRequest(
+  url: string,
+  method: string,
+  body: Uint8Array<ArrayBuffer> | undefined,
+): Request {
+  return method === "GET" && body === undefined
+    ? new Request(url)
+    : new Request(url, { method, body });
 }
 
-/** {@linkcode headerInit} of the names and values in turn from `list[from]` on. */
-function flatHeaderInit(list: readonly unknown[], from: number): HeadersInit {
-  const record: Record<string, string> = Object.create(null);
-  for (let i = from; i < list.length; i += 2) {
-    const name = list[i] as string;
-    if (name in record) {
-      const pairs: [string, string][] = [];
-      for (let j = from; j < list.length; j += 2) {
-        pairs.push([list[j] as string, list[j + 1] as string]);
-      }
-      return pairs;
-    }
-    record[name] = list[i + 1] as string;
-  }
-  return record;
+function newResponse(
+  status: number,
+  body: Uint8Array<ArrayBuffer> | string | undefined,
+): Response {
+  const nullBody = status === 204 || status === 304 || status < 200;
+  return new Response(nullBody ? null : body, { status });
 }
