@@ -38,8 +38,8 @@ import {
 } from "./_util.ts";
 
 const quick = isQuick();
-const N = numFlag("--messages", quick ? 3000 : 20_000);
-const ROUNDS = numFlag("--rounds", quick ? 1 : 3);
+const N = numFlag("messages", quick ? 3000 : 20_000);
+const ROUNDS = numFlag("rounds", quick ? 1 : 3);
 const WINDOW = 100;
 const url = Deno.env.get("REDIS_URL");
 if (!url) {

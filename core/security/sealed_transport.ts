@@ -253,6 +253,14 @@ export function sealedTransport(
     topic: string,
     envelope: Envelope,
   ): Promise<Envelope> {
+    if (envelope.topic !== topic) {
+      // Receivers refuse a topic mismatch as re-addressed: fail here instead.
+      throw new TransportError(
+        "invalid_argument",
+        `Cannot seal message '${envelope.id}': its envelope topic '${envelope.topic}' is not the topic '${topic}' it is published on`,
+        { data: { topic, envelopeTopic: envelope.topic } },
+      );
+    }
     const s = await session(rule, topic);
     const n = s.next++;
     const plain = encoder.encode(JSON.stringify(envelope.payload ?? null));

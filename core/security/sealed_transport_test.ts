@@ -204,13 +204,17 @@ Deno.test("sealed transport: a node that is not a recipient refuses and dead-let
   await waitFor("news delivered", () => news.length === 1, 5000);
 });
 
-Deno.test("sealed transport: publishing to a recipient without a published key is refused at the sender", async () => {
+Deno.test("sealed transport: publishing to a recipient without a published key, or with an envelope topic that is not the publish topic, is refused at the sender", async () => {
   await using r = await rig();
   const a = await r.node("a");
   await r.node("b");
   await assert.rejects(
     () => a.t.publish("audit.login", order("audit.login")),
     /recipient 'node:nobody' has no published sealing key \(rule 'audit.>'\)/,
+  );
+  await assert.rejects(
+    () => a.t.publish("orders.created", order("orders.other")),
+    /envelope topic 'orders.other' is not the topic 'orders.created'/,
   );
   assert.equal(r.stored.length, 0);
 });
