@@ -512,23 +512,25 @@ function parseSealed(payload: unknown): SealedPayload {
       "the topic is sealed but the payload is plain",
     );
   }
-  const str = (k: string) =>
-    typeof p[k] === "string" && (p[k] as string).length <= 1 << 26;
+  // Bounded before any of them is used as a KV key or decoded.
+  const str = (v: unknown, max: number) =>
+    typeof v === "string" && v.length > 0 && v.length <= max;
   if (p.v !== VERSION) {
     throw new Refused("malformed", `unknown sealed version '${String(p.v)}'`);
   }
   if (
-    !str("from") || !str("topic") || !str("s") || !str("ct") || !str("sig") ||
+    !str(p.from, 256) || !str(p.topic, 512) || !str(p.s, 64) ||
+    !str(p.ct, 1 << 30) || !str(p.sig, 128) ||
     !Number.isSafeInteger(p.n) || (p.n as number) < 0 ||
     !Array.isArray(p.w) || p.w.length === 0 || p.w.length > 1024 ||
     !p.w.every((w) =>
-      w !== null && typeof w === "object" && typeof w.r === "string" &&
-      typeof w.enc === "string" && typeof w.k === "string"
+      w !== null && typeof w === "object" && str(w.r, 256) &&
+      str(w.enc, 64) && str(w.k, 128)
     )
   ) {
     throw new Refused(
       "malformed",
-      "the sealed payload lacks a field or has a wrong type (from, topic, s, w[{r, enc, k}], n, ct, sig)",
+      "the sealed payload lacks a field, or one has a wrong type or length (from, topic, s, w[{r, enc, k}], n, ct, sig)",
     );
   }
   return p as unknown as SealedPayload;

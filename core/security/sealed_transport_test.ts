@@ -349,6 +349,31 @@ Deno.test("sealed transport: a redelivery after the handler failed is not taken 
   assert.deepEqual(await r.raw.deadLetters!("orders.created"), []);
 });
 
+Deno.test("sealed transport: a sealed payload with a missing, mistyped or oversized field is refused as malformed", async () => {
+  await using r = await rig();
+  const a = await r.node("a");
+  const b = await r.node("b");
+  await r.node("c");
+  const got = await collect(b.t, "orders.created", "b");
+  await a.t.publish("orders.created", order());
+  await waitFor("the original", () => got.length === 1, 5000);
+  const sealed: Envelope = JSON.parse(r.stored[0]);
+  const p = sealed.payload as Record<string, unknown>;
+  const bad = [
+    { ...p, from: "x".repeat(3000) },
+    { ...p, n: -1 },
+    { ...p, w: [] },
+    { ...p, v: "2" },
+  ];
+  for (const payload of bad) {
+    await r.raw.publish("orders.created", { ...sealed, payload });
+  }
+  const reasons = await deadReason(r.raw, "orders.created", bad.length);
+  for (const reason of reasons) assert.match(reason, /^sealed malformed: /);
+  assert.equal(refused(b.metrics, "malformed"), bad.length);
+  assert.equal(got.length, 1);
+});
+
 Deno.test("sealed transport: a sender with no published key is refused", async () => {
   await using r = await rig();
   const stranger = await r.node("x", { publish: false });
