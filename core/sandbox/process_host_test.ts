@@ -130,25 +130,26 @@ Deno.test("sandbox: a plugin with a top-level await loads once its module has fi
   }
 });
 
-/** Field `n` (1-based, after the command name) of /proc/PID/stat. */
-async function statField(pid: number, n: number): Promise<number> {
-  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[n - 3]);
-}
-
-/** Pids of this process's children whose command line mentions `needle`. */
-async function childrenWith(needle: string): Promise<number[]> {
-  const out: number[] = [];
-  for await (const e of Deno.readDir("/proc")) {
-    const pid = Number(e.name);
-    if (!Number.isInteger(pid)) continue;
-    try {
-      if (await statField(pid, 4) !== Deno.pid) continue;
-      const cmd = await Deno.readTextFile(`/proc/${pid}/cmdline`);
-      if (cmd.includes(needle)) out.push(pid);
-    } catch { /* gone */ }
-  }
-  return out;
+/** `ps` rows (pid, process group, state, command line) of `pid`'s children, or of `pid` itself. */
+async function ps(
+  pid: number,
+  which: "children" | "self",
+): Promise<{ pid: number; pgid: number; stat: string; args: string }[]> {
+  // ps, not /proc: reading /proc needs --allow-all.
+  const { stdout } = await new Deno.Command("ps", {
+    args: [
+      "-o",
+      "pid=,pgid=,stat=,args=",
+      which === "children" ? "--ppid" : "-p",
+      String(pid),
+    ],
+    stdout: "piped",
+  }).output();
+  return new TextDecoder().decode(stdout).split("\n").filter((l) => l.trim())
+    .map((l) => {
+      const [p, g, stat, ...args] = l.trim().split(/\s+/);
+      return { pid: Number(p), pgid: Number(g), stat, args: args.join(" ") };
+    });
 }
 
 Deno.test({
@@ -156,19 +157,20 @@ Deno.test({
     "process sandbox: the child runs in its own process group, so a Ctrl-C to the node's group does not reach it before the node drains",
   ignore: Deno.build.os !== "linux",
   fn: async () => {
+    const sandboxes = async () =>
+      (await ps(Deno.pid, "children")).filter((c) =>
+        c.args.includes("max-old-space-size") && !c.stat.startsWith("Z")
+      );
     // Children from earlier tests may still be exiting: this probe's child
     // is the one that was not there before it started.
-    const before = new Set(await childrenWith("max-old-space-size"));
+    const before = new Set((await sandboxes()).map((c) => c.pid));
     const { sandbox, t } = await probe({});
     try {
-      const fresh = (await childrenWith("max-old-space-size")).filter((p) =>
-        !before.has(p)
-      );
-      assert.equal(fresh.length, 1, `new children: ${fresh}`);
-      const [child] = fresh;
-      const ownGroup = await statField(Deno.pid, 5);
-      assert.notEqual(await statField(child, 5), ownGroup);
-      assert.equal(await statField(child, 5), child, "it leads its group");
+      const fresh = (await sandboxes()).filter((c) => !before.has(c.pid));
+      assert.equal(fresh.length, 1, `new children: ${JSON.stringify(fresh)}`);
+      const [self] = await ps(Deno.pid, "self");
+      assert.notEqual(fresh[0].pgid, self.pgid);
+      assert.equal(fresh[0].pgid, fresh[0].pid, "it leads its group");
     } finally {
       await t.close();
       sandbox.terminate();

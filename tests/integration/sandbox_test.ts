@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { runToExit, startPlexus, writeConfig } from "./_process.ts";
+import { childPids, running } from "./_task.ts";
 
 const PLUGIN = "./tests/fixtures/sandbox_plugin.ts";
 
@@ -100,70 +101,23 @@ Deno.test("sandbox: --plugin-trust NAME=process runs the plugin in a child deno 
     if (Deno.build.os === "linux") {
       // The child leads its own process group (a terminal's Ctrl-C to the
       // node's group does not reach it), and it still dies with the node.
-      const child = await childOf(p.child.pid);
-      const stat = (pid: number) =>
-        Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1].split(" ");
-      assert.equal(Number(stat(child)[2]), child);
+      const [child] = await childPids(p.child.pid);
+      assert.ok(child, "the plugin's child process");
+      const pgid = new TextDecoder().decode(
+        (await new Deno.Command("ps", {
+          args: ["-o", "pgid=", "-p", String(child)],
+          stdout: "piped",
+        }).output()).stdout,
+      ).trim();
+      assert.equal(Number(pgid), child);
       p.signal("SIGKILL");
       await p.status;
       const gone = Date.now() + 10_000;
-      while (await Deno.stat(`/proc/${child}`).then(() => true, () => false)) {
+      while ((await running([child])).length > 0) {
         assert.ok(Date.now() < gone, "the child outlived the SIGKILLed node");
         await new Promise((r) => setTimeout(r, 50));
       }
     }
-  } finally {
-    await p.close();
-  }
-});
-
-/** The one child process of `pid` (Linux /proc). */
-async function childOf(pid: number): Promise<number> {
-  for await (const e of Deno.readDir("/proc")) {
-    const c = Number(e.name);
-    if (!Number.isInteger(c)) continue;
-    try {
-      const stat = await Deno.readTextFile(`/proc/${c}/stat`);
-      if (Number(stat.split(") ")[1].split(" ")[1]) === pid) return c;
-    } catch { /* gone */ }
-  }
-  throw new Error(`process ${pid} has no child`);
-}
-
-Deno.test("sandbox: a real node relays WebSockets to a plugin in its Worker: the plugin's own handler accepts, echoes and closes", async () => {
-  const p = await startPlexus({
-    args: ["--plugin", "./core/sandbox/testdata/probe_plugin.ts"],
-  });
-  try {
-    const ws = new WebSocket(
-      `${p.url.replace(/^http/, "ws")}/ws/probe?token=letmein`,
-    );
-    const frames: string[] = [];
-    const closed = new Promise<CloseEvent>((resolve) => {
-      ws.onclose = resolve;
-    });
-    const got = (n: number) =>
-      new Promise<void>((resolve) => {
-        ws.onmessage = (e) => {
-          frames.push(e.data);
-          if (frames.length === n) resolve();
-        };
-      });
-    const hello = got(1);
-    await hello;
-    const echoed = got(2);
-    ws.send("through the node");
-    await echoed;
-    assert.deepEqual(frames, ["hello", "echo:through the node"]);
-    ws.send("bye");
-    const c = await closed;
-    assert.equal(c.code, 4000);
-    assert.equal(c.reason, "bye");
-    const list = await (await p.api("/api/v1/plugins")).json() as {
-      name: string;
-      trust: string;
-    }[];
-    assert.equal(list.find((x) => x.name === "probe")?.trust, "worker");
   } finally {
     await p.close();
   }
