@@ -20,6 +20,11 @@
  * source, timestamp, correlation id, reply-to, destination, sender,
  * recipients' wraps, session, sequence and ciphertext.
  *
+ * Size: `caps.maxMessageBytes` is the inner transport's limit less what
+ * sealing adds (payload base64 and wraps), so a message that fits is
+ * accepted on any topic once sealed; it applies to every topic of the
+ * wrapped transport.
+ *
  * Refusals (each `term`ed, so dead-lettered with the reason, and counted
  * in `plexus_sealed_refused_total{reason}`): `not_sealed`, `malformed`,
  * `readdressed`, `replay_window`, `unknown_sender`, `bad_signature`,
@@ -34,6 +39,7 @@ import type { Logger } from "../observe/logger.ts";
 import type { MetricsRegistry } from "../observe/metrics.ts";
 import { topicMatches } from "../router.ts";
 import {
+  assertFits,
   type Delivery,
   type DeliveryHandler,
   type PublishOptions,
@@ -121,6 +127,10 @@ export const SEALED_HEADER = "plexus-sealed";
 /** Set on delivered (opened) envelopes: the verified sender's directory id. */
 export const SEALED_FROM_HEADER = "plexus-sealed-from";
 
+/** Bytes sealing adds besides the payload's base64, at most: ids, session, sequence, tag, signature, header. */
+const SEAL_OVERHEAD_BYTES = 1024;
+/** Bytes each recipient's wrap adds, at most (id up to 70, enc, wrapped key). */
+const SEAL_OVERHEAD_PER_RECIPIENT = 256;
 const VERSION = "1";
 const INFO = new TextEncoder().encode("plexus-sealed/v1 session key");
 const SIG_CONTEXT = "plexus-sealed/v1 signature\0";
@@ -201,6 +211,23 @@ export function sealedTransport(
   // Unwrapped session keys, by sender, session and our wrap.
   const sessionKeys = new Map<string, Promise<Uint8Array>>();
   const MAX_SESSION_KEYS = 1024;
+
+  // The limit holds for the envelope as given: leave room for what sealing
+  // adds (base64 is 4/3 of the payload; the wraps, ids and signature).
+  const recipientsMax = Math.max(
+    0,
+    ...policy.topics.map((r) => r.recipients.length),
+  );
+  const caps = policy.topics.length === 0 ? inner.caps : {
+    ...inner.caps,
+    maxMessageBytes: Math.max(
+      0,
+      Math.floor(
+        (inner.caps.maxMessageBytes - SEAL_OVERHEAD_BYTES -
+          SEAL_OVERHEAD_PER_RECIPIENT * recipientsMax) * 3 / 4,
+      ),
+    ),
+  };
 
   const ruleFor = (topic: string) =>
     policy.topics.find((r) => topicMatches(r.pattern, topic));
@@ -411,8 +438,9 @@ export function sealedTransport(
 
   return {
     name: inner.name,
-    caps: inner.caps,
+    caps,
     async publish(topic: string, envelope: Envelope, opts?: PublishOptions) {
+      assertFits(envelope, caps.maxMessageBytes);
       const rule = ruleFor(topic);
       await inner.publish(
         topic,
