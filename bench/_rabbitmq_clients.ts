@@ -37,7 +37,11 @@ interface Client {
   setup(exchange: string, queue: string): Promise<void>;
   publish(exchange: string, key: string, body: Buffer): Promise<void>;
   /** Consumes `n` messages, calling `each` and acking; resolves when done. */
-  consume(queue: string, n: number, each: (b: Uint8Array) => void): Promise<void>;
+  consume(
+    queue: string,
+    n: number,
+    each: (b: Uint8Array) => void,
+  ): Promise<void>;
   teardown(exchange: string, queue: string): Promise<void>;
   close(): Promise<void>;
 }
@@ -61,8 +65,12 @@ async function amqplib(): Promise<Client> {
     },
     publish: (exchange, key, body) =>
       new Promise((resolve, reject) =>
-        pub.publish(exchange, key, body, { persistent: true }, (err: Any) =>
-          err ? reject(err) : resolve()
+        pub.publish(
+          exchange,
+          key,
+          body,
+          { persistent: true },
+          (err: Any) => err ? reject(err) : resolve(),
         )
       ),
     async consume(queue, n, each) {
