@@ -2,7 +2,8 @@
  * The plugins shipped with Plexus, by `builtin:` name, as `main.ts` passes
  * them to the node. Each entry imports its folder's `mod.ts` with a literal
  * specifier, lazily: `deno bundle` and `deno compile` include every one, and
- * importing this file loads none (nor their drivers, ioredis, kafkajs and the NATS client).
+ * importing this file loads none (nor their drivers, ioredis, kafkajs, the NATS
+ * and RabbitMQ clients).
  *
  * @module
  */
@@ -35,6 +36,8 @@ export const BUILTINS: PluginCatalog = {
     (await import("./transports/kafka/mod.ts")).default,
   "transports/nats": async () =>
     (await import("./transports/nats/mod.ts")).default,
+  "transports/rabbitmq": async () =>
+    (await import("./transports/rabbitmq/mod.ts")).default,
   "transports/redis-streams": async () =>
     (await import("./transports/redis-streams/mod.ts")).default,
   "transports/websocket-mesh": async () =>
