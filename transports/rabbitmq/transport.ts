@@ -719,6 +719,8 @@ export async function connectRabbitmq(
             first.reject(err);
             return;
           }
+          // The connection was closed for good: nothing to come back to.
+          if ((err as Rmq.AMQPError)?.code === "CLOSING") break;
           failures++;
           o.log?.debug("rabbitmq subscription setup failed", {
             topic,
