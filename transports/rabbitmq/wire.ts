@@ -105,17 +105,41 @@ export function bindingOf(pattern: string): string {
   return pattern.split(".").map((p) => p === ">" ? "*.#" : p).join(".");
 }
 
-/** The exchange of keyed messages. */
+/**
+ * The exchange of keyed messages.
+ *
+ * @example Usage
+ * ```ts
+ * import { keyedExchange } from "./wire.ts";
+ * keyedExchange("plexus"); // "plexus.keyed"
+ * ```
+ */
 export function keyedExchange(prefix: string): string {
   return `${prefix}.keyed`;
 }
 
-/** Routing key of a keyed message of `topic` in partition `n`. */
+/**
+ * Routing key of a keyed message of `topic` in partition `n`.
+ *
+ * @example Usage
+ * ```ts
+ * import { keyedRoutingKey } from "./wire.ts";
+ * keyedRoutingKey("orders", 3); // "3.orders"
+ * ```
+ */
 export function keyedRoutingKey(topic: string, n: number): string {
   return `${n}.${topic}`;
 }
 
-/** The topic of a keyed routing key (`{n}.{topic}` → `topic`). */
+/**
+ * The topic of a keyed routing key (`{n}.{topic}` → `topic`).
+ *
+ * @example Usage
+ * ```ts
+ * import { topicOfKeyed } from "./wire.ts";
+ * topicOfKeyed("3.orders.created"); // "orders.created"
+ * ```
+ */
 export function topicOfKeyed(routingKey: string): string {
   return routingKey.slice(routingKey.indexOf(".") + 1);
 }
@@ -140,29 +164,69 @@ export function groupQueue(prefix: string, group: string, topic: string) {
   }`;
 }
 
-/** The queue of partition `n` beside the unkeyed queue `queue`. */
+/**
+ * The queue of partition `n` beside the unkeyed queue `queue`.
+ *
+ * @example Usage
+ * ```ts
+ * import { partitionQueue } from "./wire.ts";
+ * partitionQueue("plexus.g.b.orders.x1", 2); // "plexus.g.b.orders.x1.~2"
+ * ```
+ */
 export function partitionQueue(queue: string, n: number): string {
   return `${queue}.~${n}`;
 }
 
-/** The dead-letter queue of a subscription topic. */
+/**
+ * The dead-letter queue of a subscription topic.
+ *
+ * @example Usage
+ * ```ts
+ * import { dlqQueue } from "./wire.ts";
+ * dlqQueue("plexus", "orders"); // "plexus.dlq.orders"
+ * ```
+ */
 export function dlqQueue(prefix: string, topic: string): string {
   return topic.length > 200
     ? `${prefix}.dlq.${clip(topic, 180)}.${fnv1a(topic).toString(36)}`
     : `${prefix}.dlq.${topic}`;
 }
 
-/** The dead-letter exchange. */
+/**
+ * The dead-letter exchange.
+ *
+ * @example Usage
+ * ```ts
+ * import { dlxExchange } from "./wire.ts";
+ * dlxExchange("plexus"); // "plexus.dlx"
+ * ```
+ */
 export function dlxExchange(prefix: string): string {
   return `${prefix}.dlx`;
 }
 
-/** The header exchange of delayed retries. */
+/**
+ * The header exchange of delayed retries.
+ *
+ * @example Usage
+ * ```ts
+ * import { delayExchange } from "./wire.ts";
+ * delayExchange("plexus"); // "plexus.delay"
+ * ```
+ */
 export function delayExchange(prefix: string): string {
   return `${prefix}.delay`;
 }
 
-/** The queue holding retries of delay `ms`. */
+/**
+ * The queue holding retries of delay `ms`.
+ *
+ * @example Usage
+ * ```ts
+ * import { delayQueue } from "./wire.ts";
+ * delayQueue("plexus", 300); // "plexus.delay.300"
+ * ```
+ */
 export function delayQueue(prefix: string, ms: number): string {
   return `${prefix}.delay.${ms}`;
 }
@@ -187,14 +251,31 @@ export function delayBucket(ms: number): number {
   return Math.min(Math.ceil(ms / step) * step, max);
 }
 
-/** The error history in a header: JSON, each error cut to 500 characters, the last 20. */
+/**
+ * The error history in a header: JSON, each error cut to 500 characters,
+ * the last 20.
+ *
+ * @example Usage
+ * ```ts
+ * import { encodeErrors } from "./wire.ts";
+ * encodeErrors([{ at: 1, attempt: 1, error: "boom" }]);
+ * ```
+ */
 export function encodeErrors(errors: AttemptError[]): string {
   return JSON.stringify(
     errors.slice(-20).map((e) => ({ ...e, error: e.error.slice(0, 500) })),
   );
 }
 
-/** A header's error history; `[]` for anything else. */
+/**
+ * A header's error history; `[]` for anything else.
+ *
+ * @example Usage
+ * ```ts
+ * import { decodeErrors } from "./wire.ts";
+ * decodeErrors("not json"); // []
+ * ```
+ */
 export function decodeErrors(v: unknown): AttemptError[] {
   if (typeof v !== "string") return [];
   try {
@@ -205,7 +286,15 @@ export function decodeErrors(v: unknown): AttemptError[] {
   }
 }
 
-/** A dead letter's headers (besides the original `Plexus-Key`). */
+/**
+ * A dead letter's headers (besides the original `Plexus-Key`).
+ *
+ * @example Usage
+ * ```ts
+ * import { deadLetterHeaders } from "./wire.ts";
+ * deadLetterHeaders({ topic: "t", reason: "no", attempts: 1, errors: [], deadAt: 0, origin: "q" });
+ * ```
+ */
 export function deadLetterHeaders(
   d: Omit<DeadLetter, "envelope"> & { origin: string; truncated?: boolean },
 ): Record<string, string> {
@@ -225,6 +314,12 @@ export function deadLetterHeaders(
 /**
  * A message body as the client hands it over (bytes; a string for
  * `text/plain`; parsed JSON for `application/json`) → bytes.
+ *
+ * @example Usage
+ * ```ts
+ * import { bodyBytes } from "./wire.ts";
+ * bodyBytes("hi").length; // 2
+ * ```
  */
 export function bodyBytes(body: unknown): Uint8Array {
   if (body instanceof Uint8Array) return body;
@@ -236,6 +331,12 @@ export function bodyBytes(body: unknown): Uint8Array {
  * A dead-letter message (body and headers) → {@linkcode DeadLetter}. A body
  * that is not an envelope comes back as an envelope whose payload is
  * `{ data }`, the body as text (or base64 when it is not UTF-8).
+ *
+ * @example Usage
+ * ```ts
+ * import { decodeDeadLetter } from "./wire.ts";
+ * decodeDeadLetter(new TextEncoder().encode("junk"), { "Plexus-Dlq-Reason": "bad" }, "t").reason; // "bad"
+ * ```
  */
 export function decodeDeadLetter(
   body: Uint8Array,
