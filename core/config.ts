@@ -43,6 +43,8 @@ export const configSchema = z.strictObject({
   plugins: z.array(z.string().min(1)).default([]),
   pluginsDir: z.string().min(1).default("./plugins.d"),
   transport: z.string().min(1).optional(),
+  /** Transports to load besides `transport`; several are routed by `routing` (docs/transports.md). */
+  transports: z.array(z.string().min(1)).default([]),
   consensus: z.string().min(1).optional(),
   balancer: z.string().min(1).optional(),
   peers: z.array(z.url({ protocol: /^(https?|wss?)$/ })).default([]),
@@ -159,6 +161,26 @@ export const configSchema = z.strictObject({
     /** Longest use of one session key. */
     rotateAfterMs: z.number().int().min(1000).max(86_400_000).default(600_000),
   }).prefault({}),
+  /** Which transport each topic goes to, and its delivery guarantee (docs/transports.md). */
+  routing: z.strictObject({
+    /** Ordered rules; the first whose pattern matches a topic names its transport. */
+    rules: z.array(z.strictObject({
+      pattern: z.string().min(1).max(512).regex(
+        /^([^.\s*>]+|\*)(\.([^.\s*>]+|\*))*(\.>)?$|^>$/,
+        "expected a topic pattern like 'orders.*' or 'billing.>'",
+      ),
+      transport: z.string().min(1),
+      delivery: z.enum(["at-most-once", "at-least-once", "exactly-once"])
+        .optional(),
+    })).max(256).default([]),
+    /** Transport of topics no rule matches (default: the first transport loaded). */
+    default: z.string().min(1).optional(),
+    /** Guarantee of topics no rule matches (default: the transport's own, unchecked). */
+    defaultDelivery: z.enum(["at-most-once", "at-least-once", "exactly-once"])
+      .optional(),
+    /** How long a handled message id is remembered to drop its duplicates (in memory; in KV for exactly-once). */
+    dedupWindowMs: z.number().int().min(1000).max(86_400_000).default(600_000),
+  }).prefault({}),
 });
 
 function rateLimitSchema(rate: number, burst: number) {
@@ -203,6 +225,8 @@ export interface Config {
   pluginsDir: string;
   /** Built-in transport plugin to load. */
   transport?: string;
+  /** Transports to load besides `transport`; several are routed by `routing` (docs/transports.md). */
+  transports: string[];
   /** Built-in consensus plugin to load. */
   consensus?: string;
   /** Built-in balancing strategy to load. */
@@ -340,6 +364,21 @@ export interface Config {
     /** Longest use of one session key. */
     rotateAfterMs: number;
   };
+  /** Which transport each topic goes to, and its delivery guarantee (docs/transports.md). */
+  routing: {
+    /** Ordered rules; the first whose pattern matches a topic names its transport. */
+    rules: {
+      pattern: string;
+      transport: string;
+      delivery?: "at-most-once" | "at-least-once" | "exactly-once";
+    }[];
+    /** Transport of topics no rule matches (default: the first transport loaded). */
+    default?: string;
+    /** Guarantee of topics no rule matches (default: the transport's own, unchecked). */
+    defaultDelivery?: "at-most-once" | "at-least-once" | "exactly-once";
+    /** How long a handled message id is remembered to drop its duplicates (in memory; in KV for exactly-once). */
+    dedupWindowMs: number;
+  };
 }
 
 // Config is written out for the documentation and for JSR; this fails type
@@ -425,11 +464,12 @@ export const FLAGS: FlagSpec[] = [
   },
   {
     flag: "transport",
-    key: "transport",
-    type: "string",
+    key: "transports",
+    type: "list",
     env: "PLEXUS_TRANSPORT",
     shownDefault: "none",
-    help: "built-in transport plugin to load",
+    help:
+      "transport to load, repeatable (env: comma-separated); several are routed by the config's routing rules",
   },
   {
     flag: "consensus",

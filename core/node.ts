@@ -49,6 +49,7 @@ import type { Balancer } from "./contracts/balancer.ts";
 import { createRegistry, memberStatus } from "./state/registry.ts";
 import { loadOrCreateNodeKey } from "./security/node_key.ts";
 import { SEALING_POLICY } from "./security/sealed_transport.ts";
+import { transportRoutingPlugin } from "./transport_routing_plugin.ts";
 import { createSecurity, type Security } from "./http/security.ts";
 import { nodeClient } from "./http/node_client.ts";
 
@@ -119,7 +120,7 @@ const KIND_FOLDERS = {
 export function kindSpecifiers(
   config:
     & Pick<Config, "transport" | "consensus" | "balancer">
-    & Partial<Pick<Config, "gateway">>,
+    & Partial<Pick<Config, "gateway" | "transports">>,
   builtins: PluginCatalog,
   provided: readonly string[] = [],
 ): string[] {
@@ -138,20 +139,37 @@ export function kindSpecifiers(
       string,
     ][]
   ) {
-    const name = config[key];
-    if (!name) continue;
-    const known = builtinNames(builtins, folder);
-    if (!known.includes(name)) {
-      if (provided.includes(`${key}:${name}`)) continue;
-      throw new ConfigError(
-        `--${key}: unknown ${key} '${name}' (built in: ${
-          known.length ? known.join(", ") : "none"
-        }; no loaded plugin provides '${key}:${name}')`,
-      );
+    const names = key === "transport"
+      ? transportNames(config)
+      : config[key]
+      ? [config[key]]
+      : [];
+    for (const name of names) {
+      const known = builtinNames(builtins, folder);
+      if (!known.includes(name)) {
+        if (provided.includes(`${key}:${name}`)) continue;
+        throw new ConfigError(
+          `--${key}: unknown ${key} '${name}' (built in: ${
+            known.length ? known.join(", ") : "none"
+          }; no loaded plugin provides '${key}:${name}')`,
+        );
+      }
+      specs.push(`builtin:${folder}/${name}`);
     }
-    specs.push(`builtin:${folder}/${name}`);
   }
   return specs;
+}
+
+/** `transport` then `transports` (`--transport`, repeatable), each once. */
+function transportNames(
+  config: Partial<Pick<Config, "transport" | "transports">>,
+): string[] {
+  return [
+    ...new Set([
+      ...(config.transport ? [config.transport] : []),
+      ...(config.transports ?? []),
+    ]),
+  ];
 }
 
 async function resolveNodeId(config: Config): Promise<string> {
@@ -342,6 +360,14 @@ export async function startNode(
     for (const spec of kindSpecifiers(config, builtins, provided)) {
       kinds.push([spec, await load(spec)]);
     }
+    // Several transports (or any rule): one `transport:routed` over them.
+    const transports = transportNames(config);
+    if (transports.length > 1 || config.routing.rules.length > 0) {
+      kernel.register(
+        transportRoutingPlugin(config.routing, transports),
+        "builtin:transport-routing",
+      );
+    }
     // Built-ins first, as listed; then the rest in load order.
     for (const [spec, loaded] of [...kinds, ...others]) {
       const { name } = kernel.register(loaded.value, loaded.origin, {
@@ -360,6 +386,10 @@ export async function startNode(
     endSandboxes();
     kv.close();
     logStream.close();
+    // A routing rule the transports cannot serve is a config error (exit 2).
+    if (err instanceof PluginError && err.cause instanceof ConfigError) {
+      throw err.cause;
+    }
     throw err;
   }
 

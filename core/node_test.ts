@@ -53,3 +53,21 @@ Deno.test("node: a kind that is not built in is fine when a loaded plugin provid
     /unknown balancer 'fewest'/,
   );
 });
+
+Deno.test("node: --transport is repeatable and the config's transport is one more entry, each loaded once", () => {
+  const catalog = {
+    ...builtins,
+    "transports/pigeon": () => Promise.resolve({}),
+  };
+  assert.deepEqual(
+    kindSpecifiers(
+      { transport: "mail", transports: ["pigeon", "mail"] },
+      catalog,
+    ),
+    ["builtin:transports/mail", "builtin:transports/pigeon"],
+  );
+  assert.throws(
+    () => kindSpecifiers({ transports: ["mail", "owl"] }, catalog),
+    /--transport: unknown transport 'owl'/,
+  );
+});
