@@ -158,6 +158,22 @@ function redact(url: string): string {
 }
 
 const DONE: Promise<void> = Promise.resolve();
+
+/**
+ * Acks (or requeues) `msg` on the channel it came on. A channel that closed
+ * meanwhile cannot: the broker has already put the message back.
+ */
+function settleOn(
+  ch: Rmq.Channel,
+  msg: Rmq.AsyncMessage,
+  how: "ack" | "requeue",
+): void {
+  if (!ch.active) return;
+  try {
+    if (how === "ack") ch.basicAck({ deliveryTag: msg.deliveryTag });
+    else ch.basicNack({ deliveryTag: msg.deliveryTag, requeue: true });
+  } catch { /* closed in between: redelivered */ }
+}
 /** Delay queues are declared again after this long (they expire an hour after their TTL). */
 const REDECLARE_MS = 30 * 60 * 1000;
 
@@ -436,7 +452,7 @@ export async function connectRabbitmq(
         },
         Buffer.from(truncated ? data.subarray(0, o.maxMessageBytes) : data),
       );
-      d.ch.basicAck({ deliveryTag: d.msg.deliveryTag });
+      settleOn(d.ch, d.msg, "ack");
       histories.delete(`${d.queue}\n${d.msg.messageId}`);
       report.deadLettered({
         topic: d.topic,
@@ -467,7 +483,7 @@ export async function connectRabbitmq(
         if (this.attempts > 1) {
           histories.delete(`${this.queue}\n${this.msg.messageId}`);
         }
-        this.ch.basicAck({ deliveryTag: this.msg.deliveryTag });
+        settleOn(this.ch, this.msg, "ack");
         return DONE;
       }
       nak(delayMs?: number, error = "nak"): Promise<void> {
@@ -528,7 +544,7 @@ export async function connectRabbitmq(
           holds.set(t, resolve);
         });
         if (!stopped) {
-          d.ch.basicNack({ deliveryTag: d.msg.deliveryTag, requeue: true });
+          settleOn(d.ch, d.msg, "requeue");
         }
         return;
       }
@@ -553,7 +569,7 @@ export async function connectRabbitmq(
         },
         Buffer.from(bodyBytes(d.msg.body)),
       );
-      d.ch.basicAck({ deliveryTag: d.msg.deliveryTag });
+      settleOn(d.ch, d.msg, "ack");
     };
 
     const failed = (d: RabbitDelivery, err: unknown) => {
@@ -710,6 +726,8 @@ export async function connectRabbitmq(
         try {
           ({ ended } = await setup());
           failures = 0;
+          // Closed while the channel was being made: close() missed it.
+          if (stopped) await channel?.close().catch(() => {});
           if (!started) {
             started = true;
             first.resolve();
