@@ -24,8 +24,8 @@
  *   worker: a new Worker, load, setup).
  *
  * Each of `trusted`, `worker` and `process` (a child `deno run`) is measured
- * per round, in an order that alternates between rounds. Hot swap is not
- * built yet (issue 16), so swap time is not measured here.
+ * per round, in an order that alternates between rounds. The time of a hot
+ * swap (`kernel.replace`) is not measured here.
  *
  * @module
  */
@@ -254,5 +254,5 @@ console.log(JSON.stringify({
     },
   },
   notes:
-    "target: worker >= 0.5 of trusted on the route over HTTP (issue 16); hot swap is not built yet, so swap time is not measured",
+    "target: worker >= 0.5 of trusted on the route over HTTP (issue 16); on a shared machine cpuUsPerRequest.ratio is the steadier figure; hot swap time is not measured",
 }));
