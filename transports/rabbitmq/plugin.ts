@@ -15,7 +15,15 @@ import { connectRabbitmq } from "./transport.ts";
 
 const ms = z.number().int().positive().max(3_600_000);
 
-/** Schema of the plugin's config. */
+/**
+ * Schema of the plugin's config.
+ *
+ * @example Usage
+ * ```ts
+ * import { rabbitmqConfig } from "./plugin.ts";
+ * rabbitmqConfig.parse({ partitions: 8 }).queueType; // "classic"
+ * ```
+ */
 export const rabbitmqConfig = z.strictObject({
   url: z.string().regex(
     /^amqps?:\/\/[^\s]+$/,
@@ -38,10 +46,26 @@ export const rabbitmqConfig = z.strictObject({
   connectTimeoutMs: ms.default(5000),
 });
 
-/** Config of the plugin after defaults. */
+/**
+ * Config of the plugin after defaults.
+ *
+ * @example Usage
+ * ```ts
+ * import type { RabbitmqConfig } from "./plugin.ts";
+ * const prefix: RabbitmqConfig["prefix"] = "plexus";
+ * ```
+ */
 export type RabbitmqConfig = z.infer<typeof rabbitmqConfig>;
 
-/** The rabbitmq plugin (`builtin:transports/rabbitmq`). */
+/**
+ * The rabbitmq plugin (`builtin:transports/rabbitmq`).
+ *
+ * @example Usage
+ * ```ts
+ * import rabbitmqPlugin from "./plugin.ts";
+ * rabbitmqPlugin.manifest.provides; // ["transport:rabbitmq"]
+ * ```
+ */
 const rabbitmqPlugin: Plugin<RabbitmqConfig> = transportPlugin({
   name: "rabbitmq",
   config: rabbitmqConfig,

@@ -75,7 +75,15 @@ import {
   topicOfKeyed,
 } from "./wire.ts";
 
-/** Options of {@linkcode connectRabbitmq}. */
+/**
+ * Options of {@linkcode connectRabbitmq}.
+ *
+ * @example Usage
+ * ```ts
+ * import type { RabbitmqOptions } from "./transport.ts";
+ * const options: RabbitmqOptions = { prefix: "plexus", partitions: 4 };
+ * ```
+ */
 export interface RabbitmqOptions {
   /** Broker URL. @default {Deno.env.get("AMQP_URL") ?? "amqp://guest:guest@127.0.0.1:5672"} */
   url?: string;
@@ -113,7 +121,17 @@ export interface RabbitmqOptions {
   metrics?: MetricsRegistry;
 }
 
-/** The RabbitMQ transport, with its connection for health checks and tools. */
+/**
+ * The RabbitMQ transport, with its connection for health checks and tools.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { connectRabbitmq } from "./transport.ts";
+ * const t = await connectRabbitmq();
+ * await t.ping();
+ * await t.close();
+ * ```
+ */
 export interface RabbitmqTransport extends Transport {
   /** The client connection (reconnects on its own). */
   readonly connection: Rmq.Connection;
