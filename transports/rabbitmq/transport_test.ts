@@ -96,3 +96,52 @@ for (const queueType of ["classic", "quorum"] as const) {
     },
   });
 }
+
+Deno.test({
+  name:
+    "rabbitmq: a keyed message nak'd with a delay is retried in its place: the key's later messages wait for it, and its attempts and error history carry on to its dead letter",
+  ignore: skip !== undefined && !required,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    assert.ok(!skip, skip);
+    const t = await connectRabbitmq({ url, groupExpiresMs: 600_000 });
+    try {
+      const topic = `inplace.${crypto.randomUUID().slice(0, 8)}`;
+      const seen: string[] = [];
+      await t.subscribe(topic, async (d) => {
+        const { seq } = d.envelope.payload as { seq: number };
+        seen.push(`${seq}#${d.attempts}`);
+        if (seq !== 1) return await d.ack();
+        if (d.attempts < 3) return await d.nak(100, `not yet ${d.attempts}`);
+        await d.term("give up");
+      }, { group: "g", maxInFlight: 4 });
+      for (let seq = 0; seq < 5; seq++) {
+        await t.publish(
+          topic,
+          createEnvelope({
+            type: "event",
+            topic,
+            source: "t",
+            payload: { seq },
+          }),
+          { key: "k" },
+        );
+      }
+      await waitFor("every message", () => seen.length >= 7, 10_000);
+      assert.deepEqual(seen, ["0#1", "1#1", "1#2", "1#3", "2#1", "3#1", "4#1"]);
+      const [letter] = await waitFor("the dead letter", async () => {
+        const l = await t.deadLetters!(topic);
+        return l.length > 0 && l;
+      }, 5000);
+      assert.equal(letter.reason, "give up");
+      assert.equal(letter.attempts, 3);
+      assert.deepEqual(
+        letter.errors.map((e) => [e.attempt, e.error]),
+        [[1, "not yet 1"], [2, "not yet 2"]],
+      );
+    } finally {
+      await t.close();
+    }
+  },
+});
