@@ -22,10 +22,12 @@
  *   requests then time out) rather than measure the boundary.
  * - cold start: load and set up the plugin, ms (trusted: import + setup;
  *   worker: a new Worker, load, setup).
+ * - swap: a hot swap as `POST /api/v1/plugins/{name}/reload` does it
+ *   (`kernel.replace`): load a new copy at the same level, set it up beside
+ *   the old one, switch, let the old one drain and stop it; ms.
  *
  * Each of `trusted`, `worker` and `process` (a child `deno run`) is measured
- * per round, in an order that alternates between rounds. The time of a hot
- * swap (`kernel.replace`) is not measured here.
+ * per round, in an order that alternates between rounds.
  *
  * @module
  */
@@ -61,17 +63,14 @@ const PERMISSIONS = workerPermissions(NONE, PLUGIN);
 type Level = "trusted" | "worker" | "process";
 const LEVELS: Level[] = ["trusted", "worker", "process"];
 
-async function start(level: Level): Promise<{
-  t: TestKernel;
-  sandbox?: WorkerSandbox;
-  ms: number;
-}> {
-  const t0 = performance.now();
+/** Loads a copy of the plugin at `level`: its default export, or its sandbox's stand-in. */
+async function loadCopy(
+  level: Level,
+): Promise<{ plugin: unknown; sandbox?: WorkerSandbox }> {
   if (level === "trusted") {
     const plugin = (await import(`${PLUGIN}?fresh=${crypto.randomUUID()}`))
       .default;
-    const t = await createTestKernel([plugin]);
-    return { t, ms: performance.now() - t0 };
+    return { plugin };
   }
   const sandbox = await openWorkerSandbox(PLUGIN, {
     permissions: PERMISSIONS,
@@ -83,8 +82,37 @@ async function start(level: Level): Promise<{
       ? processLauncher({ flags: denoFlags(NONE, PLUGIN) })
       : undefined,
   });
-  const t = await createTestKernel([sandbox.plugin]);
+  return { plugin: sandbox.plugin, sandbox };
+}
+
+async function start(level: Level): Promise<{
+  t: TestKernel;
+  sandbox?: WorkerSandbox;
+  ms: number;
+}> {
+  const t0 = performance.now();
+  const { plugin, sandbox } = await loadCopy(level);
+  const t = await createTestKernel([plugin]);
   return { t, sandbox, ms: performance.now() - t0 };
+}
+
+/**
+ * Hot swap (kernel.replace, as POST /api/v1/plugins/{name}/reload does it):
+ * load a new copy at the same level, start it, switch, retire the old one;
+ * ms from the start of the load to the old copy stopped.
+ */
+async function swap(
+  t: TestKernel,
+  level: Level,
+  old?: WorkerSandbox,
+): Promise<{ ms: number; sandbox?: WorkerSandbox }> {
+  const t0 = performance.now();
+  const next = await loadCopy(level);
+  const report = await t.kernel.replace(next.plugin);
+  old?.terminate("replaced");
+  const ms = performance.now() - t0;
+  if (!report.drained) throw new Error(`${level}: the old copy did not drain`);
+  return { ms, sandbox: next.sandbox };
 }
 
 /** Calls `op` with `CONCURRENCY` in flight for `SECONDS`; completions/s. */
@@ -156,6 +184,7 @@ type Series = {
   route: number[];
   router: number[];
   cold: number[];
+  swap: number[];
 };
 const series = (): Series => ({
   http: [],
@@ -163,6 +192,7 @@ const series = (): Series => ({
   route: [],
   router: [],
   cold: [],
+  swap: [],
 });
 const results: Record<Level, Series> = {
   trusted: series(),
@@ -174,7 +204,8 @@ for (let r = 1; r <= ROUNDS; r++) {
   // falls on both.
   const order: Level[] = r % 2 ? LEVELS : [...LEVELS].reverse();
   for (const level of order) {
-    const { t, ms } = await start(level);
+    const { t, ms, sandbox } = await start(level);
+    let current = sandbox;
     try {
       await rate(route(t)); // warm-up, not counted
       results[level].cold.push(ms);
@@ -183,8 +214,14 @@ for (let r = 1; r <= ROUNDS; r++) {
       results[level].cpu.push(http.cpuUs);
       results[level].route.push(await rate(route(t)));
       results[level].router.push(await rate(echo(t)));
+      const swapped = await swap(t, level, current);
+      current = swapped.sandbox;
+      results[level].swap.push(swapped.ms);
+      // The new copy serves.
+      await route(t)();
     } finally {
       await t.close();
+      current?.terminate("bench round over");
     }
     const last = (k: keyof Series) => round(results[level][k].at(-1)!);
     info(
@@ -192,7 +229,9 @@ for (let r = 1; r <= ROUNDS; r++) {
         last("cpu")
       } µs CPU each), route ${last("route")}/s, router ${
         last("router")
-      }/s, cold start ${round(ms, 1)} ms`,
+      }/s, cold start ${round(ms, 1)} ms, swap ${
+        round(results[level].swap.at(-1)!, 1)
+      } ms`,
     );
   }
 }
@@ -252,7 +291,12 @@ console.log(JSON.stringify({
       worker: round(m("worker", "cold"), 1),
       process: round(m("process", "cold"), 1),
     },
+    swapMs: {
+      trusted: round(m("trusted", "swap"), 1),
+      worker: round(m("worker", "swap"), 1),
+      process: round(m("process", "swap"), 1),
+    },
   },
   notes:
-    "target: worker >= 0.5 of trusted on the route over HTTP (issue 16); on a shared machine cpuUsPerRequest.ratio is the steadier figure; hot swap time is not measured",
+    "target: worker >= 0.5 of trusted on the route over HTTP (issue 16); on a shared machine cpuUsPerRequest.ratio is the steadier figure; swapMs: a hot swap (kernel.replace) from loading the new copy to the old one stopped",
 }));
