@@ -6,12 +6,19 @@
  * A rule naming a transport that is not loaded, or a guarantee its transport
  * cannot give, fails its setup with a ConfigError (the CLI exits 2).
  *
+ * Routes (behind the node's auth chain): `GET /api/v1/transports` (the
+ * transports, rules in force and bridges; `cluster:read`) and
+ * `POST /api/v1/transports/bridge` `{family, to, topics?, groups?}` (starts a
+ * bridge; `admin`).
+ *
  * @module
  */
-import type { Config } from "./config.ts";
+import { type Config, ConfigError } from "./config.ts";
 import type { Plugin } from "./plugin.ts";
 import type { Transport } from "./transport.ts";
-import { routedTransport } from "./transport_routing.ts";
+import { type Bridge, routedTransport } from "./transport_routing.ts";
+import { TransportError } from "./transport.ts";
+import { errorResponse } from "./http/errors.ts";
 
 /** The capability the routing facade provides. */
 export const ROUTED_TRANSPORT = "transport:routed";
@@ -64,6 +71,59 @@ export function transportRoutingPlugin(
             error,
           }),
       });
+      const view = (b: Bridge) => ({
+        family: b.family,
+        from: b.from,
+        to: b.to,
+        drains: b.drains,
+        moved: b.moved,
+      });
+      ctx.api("transports")
+        .get("/", "cluster:read", (c) =>
+          c.json({
+            transports: names.map((name) => ({
+              name,
+              caps: ctx.kernel.get<Transport>(`transport:${name}`).caps,
+            })),
+            rules: transport.rules,
+            default: routing.default ?? names[0],
+            bridges: transport.bridges().map(view),
+          }))
+        .post("/bridge", "admin", async (c) => {
+          const body = await c.req.json().catch(() => undefined) as
+            | Record<string, unknown>
+            | undefined;
+          const strings = (v: unknown) =>
+            v === undefined ||
+            (Array.isArray(v) && v.every((x) => typeof x === "string"));
+          if (
+            typeof body?.family !== "string" || typeof body.to !== "string" ||
+            !strings(body.topics) || !strings(body.groups)
+          ) {
+            return errorResponse(
+              400,
+              "expected {family: string, to: string, topics?: string[], groups?: string[]}",
+            );
+          }
+          try {
+            const b = await transport.bridge(body.family, body.to, {
+              topics: body.topics as string[] | undefined,
+              groups: body.groups as string[] | undefined,
+            });
+            ctx.log.info("bridge started", view(b));
+            return c.json(view(b), 201);
+          } catch (err) {
+            // A bad family, an unknown target or a guarantee it cannot give.
+            if (
+              err instanceof TypeError || err instanceof ConfigError ||
+              (err instanceof TransportError &&
+                err.code === "invalid_argument")
+            ) {
+              return errorResponse(400, (err as Error).message);
+            }
+            throw err;
+          }
+        });
       ctx.log.info("transport routing on", {
         transports: names,
         rules: routing.rules.length,
