@@ -8,7 +8,8 @@
  *   the topic, else the default.
  * - `subscribe` subscribes on every transport a topic matching the pattern
  *   could be routed to (rules in order, stopping at the first whose pattern
- *   covers the subscription's), and on a bridge's target when one starts.
+ *   covers the subscription's; with today's exact-topic transports, one),
+ *   and on a bridge's target when one starts.
  * - Deliveries are deduplicated by message id within a window: one already
  *   handled by this subscription is acked without calling the handler, and a
  *   copy arriving while the first is in flight waits for its outcome.
@@ -149,9 +150,10 @@ export interface RoutedTransport extends Transport {
   /**
    * Moves the topic family `family` to transport `to`: from now on its
    * publishes go to `to`, live subscriptions on it also subscribe on `to`,
-   * and for each group a bridge consumer takes the group's backlog on the old
-   * transport and republishes it on `to` (same envelope and id), acking on
-   * the old one only once `to` has it.
+   * and for each (topic, group) of the live grouped subscriptions on it (and
+   * `options.topics` × `options.groups`) a bridge consumer joins the group on
+   * the old transport, takes its share of the backlog and republishes it on
+   * `to` (same envelope and id), acking on the old one only once `to` has it.
    */
   bridge(family: string, to: string, options?: BridgeOptions): Promise<Bridge>;
   /** Running bridges. */
