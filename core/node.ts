@@ -360,9 +360,12 @@ export async function startNode(
     for (const spec of kindSpecifiers(config, builtins, provided)) {
       kinds.push([spec, await load(spec)]);
     }
-    // Several transports (or any rule): one `transport:routed` over them.
+    // Several transports (or any routing): one `transport:routed` over them.
     const transports = transportNames(config);
-    if (transports.length > 1 || config.routing.rules.length > 0) {
+    if (
+      transports.length > 1 || config.routing.rules.length > 0 ||
+      config.routing.defaultDelivery !== undefined
+    ) {
       kernel.register(
         transportRoutingPlugin(config.routing, transports),
         "builtin:transport-routing",
