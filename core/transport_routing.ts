@@ -48,6 +48,7 @@ import {
   TransportError,
 } from "./transport.ts";
 import { ConfigError } from "./config.ts";
+import { transportDoneKey } from "./state/keys.ts";
 
 /** A topic's delivery guarantee. */
 export type DeliveryGuarantee =
@@ -160,8 +161,6 @@ export interface RoutedTransport extends Transport {
   bridges(): Bridge[];
 }
 
-const DONE_PREFIX = ["transport-routing", "done"] as const;
-
 /**
  * Key of the exactly-once dedup mark of message `id` in consumer `group`.
  *
@@ -172,7 +171,7 @@ const DONE_PREFIX = ["transport-routing", "done"] as const;
  * ```
  */
 export function dedupKey(group: string, id: string): Deno.KvKey {
-  return [...DONE_PREFIX, group, id];
+  return transportDoneKey(group, id);
 }
 
 /**

@@ -25,6 +25,7 @@
  * ["audit", at, vs]                              audit record of a mutating call, vs = commit versionstamp (call order within a ms; expireIn = retention)
  * ["keys", keyid]                                trusted key (node or enrolled service key) for JWTs and RFC 9421
  * ["sealing", "keys", id]                        a sealed-payload recipient's public keys {id, x25519, ed25519, updatedAt} (id: node:ID)
+ * ["transport-routing", "done", group, id]       exactly-once mark: message id handled by consumer group {topic, at} (expireIn = routing.dedupWindowMs)
  * ["gateway", "agents", agentId]                 enrolled agent {agentId, publicKey, roles, enrolledAt, enrolledBy}
  * ["gateway", "presence", agentId]               where the agent is connected {connected, nodeId, address, session, lastSeen, channels, ...}
  * ["gateway", "outbox", agentId, channel]        the agent's durable queue for one backend channel name → {queue}
@@ -164,6 +165,11 @@ export function trustedKeyKey(keyid?: string): Deno.KvKey {
 /** A recipient's public keys for sealed payloads (or the prefix of all of them). */
 export function sealingKeyKey(id?: string): Deno.KvKey {
   return id === undefined ? ["sealing", "keys"] : ["sealing", "keys", id];
+}
+
+/** The exactly-once mark of message `id` handled by consumer `group` (transport routing). */
+export function transportDoneKey(group: string, id: string): Deno.KvKey {
+  return ["transport-routing", "done", group, id];
 }
 
 /** An enrolled agent (or the prefix of all of them). */
