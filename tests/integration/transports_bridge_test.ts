@@ -35,8 +35,11 @@ async function redisCli(...args: string[]): Promise<string> {
   return decoder.decode(out.stdout);
 }
 
-/** Every record of a Kafka topic, read with the console consumer. */
-async function kafkaRecords(topic: string, atLeast: number): Promise<string> {
+/**
+ * Records of the Kafka topics matching `include` (a regex), read with the
+ * console consumer until `count` have come (or 20 s without one).
+ */
+async function kafkaRecords(include: string, count: number): Promise<string> {
   const out = await new Deno.Command("java", {
     args: [
       "-cp",
@@ -44,11 +47,11 @@ async function kafkaRecords(topic: string, atLeast: number): Promise<string> {
       "org.apache.kafka.tools.consumer.ConsoleConsumer",
       "--bootstrap-server",
       env.KAFKA_BROKERS,
-      "--topic",
-      topic,
+      "--include",
+      include,
       "--from-beginning",
       "--max-messages",
-      String(atLeast),
+      String(count),
       "--timeout-ms",
       "20000",
     ],
@@ -202,14 +205,18 @@ Deno.test({
         const pending = await redisCli("XPENDING", `plexus:${topic}`, "ship");
         assert.match(pending, /^0\n/, `pending on ${topic}: ${pending}`);
       }
+      // Both topics at once, until as many records as were published there
+      // after the move plus what the bridge says it moved: a shortfall (a
+      // loss) shows below; a count met early cannot hide one, since every
+      // seq is checked.
       const onKafka = new Set<number>();
-      for (const [i, topic] of topics.entries()) {
-        const expected = (N - SWITCH) / 2 +
-          [...onRedis].filter((s) => s % 2 === i).length;
-        for (const s of seqs(await kafkaRecords(`plexus.${topic}`, expected))) {
-          onKafka.add(s);
-        }
-      }
+      const include = topics.map((t) => `plexus\\.${t.replace(".", "\\.")}`)
+        .join("|");
+      for (
+        const s of seqs(
+          await kafkaRecords(include, N - SWITCH + bridge!.moved),
+        )
+      ) onKafka.add(s);
       const lost: number[] = [];
       for (let seq = 0; seq < N; seq++) {
         if (!onRedis.has(seq) && !onKafka.has(seq)) lost.push(seq);
