@@ -68,12 +68,14 @@ Precedence: defaults < config file < environment < flags.
 const BUILTIN_NAMES =
   `Built in: the consensus plugins \`--consensus kv-lease\` (leader election on Deno
 KV), \`raft\` and \`gossip\` (see [Consensus](#consensus)); the transports
-\`--transport redis-streams\`, \`kafka\` and \`websocket-mesh\` (see
-[Transports](#transports)); and the balancers \`--balancer round-robin\`,
+\`--transport redis-streams\`, \`kafka\`, \`nats\`, \`rabbitmq\` and
+\`websocket-mesh\` (see [Transports](#transports); several at once with routing
+rules, [transports.md](transports.md)); and the balancers \`--balancer round-robin\`,
 \`random\`, \`smooth-weighted\`, \`least-connections\`, \`p2c-ewma\` and
 \`consistent-hash\` (see [Balancing](#balancing-task-routing-and-resilience)).
-\`--transport\`, \`--consensus\` and \`--balancer\` refuse unknown names with the list
-of what is built in.`;
+\`--transport\`, \`--consensus\` and \`--balancer\` also take the name of a plugin
+loaded with \`--plugin\` (or from the drop-in folder) that provides it, and
+refuse any other name with the list of what is built in.`;
 
 const CONFIG_FILE = `## Config file
 
@@ -303,6 +305,8 @@ history after \`maxAttempts\`, and a size limit refused at publish with a
 | ---------------- | ------- | -------- | ------ | --------------------------------------------------------------------------------------------------------------------------- |
 | \`redis-streams\`  | yes     | per-key  | yes    | stream per topic; keyed messages in leased partition streams; XAUTOCLAIM takeover                                           |
 | \`kafka\`          | yes     | per-key  | yes    | topic \`plexus.{topic}\`; key → partition by Kafka's default partitioner; consumer groups; \`nak(delay)\` through a retry topic |
+| \`nats\`           | yes     | per-key  | yes    | JetStream: a stream per topic family, durable pull consumers per group, per-key partition consumers; \`mode: "core"\`: at-most-once |
+| \`rabbitmq\`       | yes     | per-key  | yes    | topic exchange \`plexus\`; a durable queue per group; per-key partition queues with a single active consumer; publisher confirms |
 | \`websocket-mesh\` | no      | none     | yes    | authenticated WebSocket links between nodes on their own port; nothing stored, no broker                                    |
 
 Every transport runs the same conformance suite (\`tests/conformance/\`), case by
@@ -339,6 +343,19 @@ The wire formats, so \`redis-cli\` and other tools interoperate, are in
   group's retry topic (the message leaves its key's order); after \`maxAttempts\`
   or \`term\`, messages go to \`plexus._dlq.{topic}\` with their error history.
   \`inProgress()\` is a no-op (Kafka has no per-message timer).
+- **NATS** (\`pluginConfig.nats\`: \`servers\`, default \`NATS_URL\`; \`mode\`
+  "jetstream" or "core"; \`partitions\` 8; \`ackWaitMs\` 30000; \`startFrom\` "new",
+  "all", a sequence or a time), on \`@nats-io/transport-node\` and
+  \`@nats-io/jetstream\` 3.4.0. JetStream's own verbs (\`ack\`, \`nak\` with a delay,
+  \`+WPI\`, \`+TERM\`); error histories and dead letters in their own streams. The
+  layout is in [wire-format.md](wire-format.md), so the \`nats\` CLI
+  interoperates.
+- **RabbitMQ** (\`pluginConfig.rabbitmq\`: \`url\`, default \`AMQP_URL\`;
+  \`queueType\` "classic" or "quorum"; \`partitions\` 4), on \`rabbitmq-client\`
+  5.0.8. Manual acks after the handler, \`nak(delay)\` through a TTL queue that
+  dead-letters back, dead letters through exchange \`plexus.dlx\` with their
+  error history; \`inProgress()\` is a no-op. Why classic queues by default, and
+  the layout for \`rabbitmqadmin\`, are in [wire-format.md](wire-format.md).
 - **WebSocket mesh** (\`pluginConfig["websocket-mesh"]\`: \`secret\`, at least 16
   characters, or \`PLEXUS_MESH_SECRET\`; \`peers\`, the other nodes' base URLs).
   Links live at \`/plugins/websocket-mesh/link\` on each node's port and prove the
