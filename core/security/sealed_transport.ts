@@ -16,9 +16,16 @@
  * its own; receivers cache unwrapped session keys, so HPKE's two X25519
  * operations are paid per session, not per message.
  *
- * Signature: Ed25519 by the sender's node key over the id, type, topic,
+ * Signature: each message's **digest** is SHA-256 over its id, type, topic,
  * source, timestamp, correlation id, reply-to, destination, sender,
- * recipients' wraps, session, sequence and ciphertext.
+ * recipients' wraps, session, sequence and ciphertext. Messages sealed in
+ * the same event-loop turn (up to {@linkcode SEAL_BATCH_MAX}) form a batch:
+ * their digests are the leaves of a Merkle tree (RFC 9162 style, leaf and
+ * node hashes domain-separated) and the sender signs the tree's root and
+ * size once with its Ed25519 node key. Each message carries the signature,
+ * the root, its index and its path to the root, so it verifies on its own
+ * with the sender's public key alone (anyone can check it; no recipient can
+ * forge it); a receiver verifies each batch signature once and caches it.
  *
  * Size: `caps.maxMessageBytes` is the inner transport's limit less what
  * sealing adds (payload base64 and wraps), so a message that fits is
@@ -42,12 +49,14 @@ import {
   assertFits,
   type Delivery,
   type DeliveryHandler,
+  envelopeBytes,
   type PublishOptions,
   type SubscribeOptions,
   type Subscription,
   type Transport,
   TransportError,
 } from "../transport.ts";
+import { createHash } from "node:crypto";
 import {
   aeadOpen,
   aeadSeal,
@@ -127,13 +136,31 @@ export const SEALED_HEADER = "plexus-sealed";
 /** Set on delivered (opened) envelopes: the verified sender's directory id. */
 export const SEALED_FROM_HEADER = "plexus-sealed-from";
 
-/** Bytes sealing adds besides the payload's base64, at most: ids, session, sequence, tag, signature, header. */
-const SEAL_OVERHEAD_BYTES = 1024;
+/**
+ * Most messages one batch signature covers: their Merkle paths have at most
+ * log2 of it (6) digests.
+ *
+ * @example
+ * ```ts
+ * import { SEAL_BATCH_MAX } from "./sealed_transport.ts";
+ * SEAL_BATCH_MAX; // 64
+ * ```
+ */
+export const SEAL_BATCH_MAX = 64;
+/** Largest batch a receiver accepts (a path of at most 12 digests). */
+const OPEN_BATCH_MAX = 4096;
+/** Bytes sealing adds besides the payload's base64, at most: ids, session, sequence, tag, signature, root, path, header. */
+const SEAL_OVERHEAD_BYTES = 1536;
 /** Bytes each recipient's wrap adds, at most (id up to 70, enc, wrapped key). */
 const SEAL_OVERHEAD_PER_RECIPIENT = 256;
-const VERSION = "1";
+const VERSION = "2";
 const INFO = new TextEncoder().encode("plexus-sealed/v1 session key");
-const SIG_CONTEXT = "plexus-sealed/v1 signature\0";
+const DIGEST_CONTEXT = "plexus-sealed/v2 message\0";
+const BATCH_CONTEXT = "plexus-sealed/v2 batch\0";
+/** Verified batch signatures remembered per sender key. */
+const MAX_VERIFIED_BATCHES = 4096;
+/** Tree nodes under verified roots remembered per sender key (about 2 per message). */
+const MAX_KNOWN_NODES = 16_384;
 const AAD_CONTEXT = "plexus-sealed/v1 payload\0";
 const B64 = { alphabet: "base64url", omitPadding: true } as const;
 const B64_IN = { alphabet: "base64url" } as const;
@@ -149,8 +176,20 @@ interface SealedPayload {
   w: { r: string; enc: string; k: string }[];
   n: number;
   ct: string;
+  /** The sender's Ed25519 signature over the batch (`root`, `m`). */
   sig: string;
+  /** The Merkle root of the batch's digests. */
+  root: string;
+  /** This message's leaf index in the batch, and the batch's size. */
+  i: number;
+  m: number;
+  /** The sibling digests from this message's leaf up to the root. */
+  p: string[];
 }
+
+/** What the per-message digest covers: everything but the batch proof. */
+type SealedBody = Omit<SealedPayload, "sig" | "root" | "i" | "m" | "p">;
+type BatchProof = Pick<SealedPayload, "sig" | "root" | "i" | "m" | "p">;
 
 interface Session {
   id: string;
@@ -288,17 +327,25 @@ export function sealedTransport(
         { data: { topic, envelopeTopic: envelope.topic } },
       );
     }
+    const plain = encoder.encode(JSON.stringify(envelope.payload ?? null));
+    // The size check on the plain envelope, without serialising the payload twice.
+    const plainBytes = envelope.payload === undefined
+      ? envelopeBytes(envelope)
+      : encoder.encode(JSON.stringify({ ...envelope, payload: 0 })).length - 1 +
+        plain.length;
+    if (plainBytes > caps.maxMessageBytes) {
+      assertFits(envelope, caps.maxMessageBytes);
+    }
     const s = await session(rule, topic);
     const n = s.next++;
-    const plain = encoder.encode(JSON.stringify(envelope.payload ?? null));
-    const ct = aeadSeal(
+    const sealed = aeadSeal(
       s.key,
       nonceOf(n),
       aadOf(envelope, keys.id, s.id, n),
       plain,
-    )
-      .toBase64(B64);
-    const body: Omit<SealedPayload, "sig"> = {
+    );
+    const ct = sealed.toBase64(B64);
+    const body: SealedBody = {
       v: VERSION,
       from: keys.id,
       topic,
@@ -307,19 +354,172 @@ export function sealedTransport(
       n,
       ct,
     };
-    const sig = new Uint8Array(
-      await crypto.subtle.sign(
-        "Ed25519",
-        keys.signingKey,
-        signedBytes(envelope, body),
-      ),
-    );
+    const proof = await signInBatch(digestOf(envelope, body, sealed));
     sealedCount?.inc();
     return {
       ...envelope,
       headers: { ...envelope.headers, [SEALED_HEADER]: VERSION },
-      payload: { ...body, sig: sig.toBase64(B64) },
+      payload: { ...body, ...proof },
     };
+  }
+
+  // Digests sealed in this event-loop turn, signed together on the next.
+  let batch: {
+    leaves: Uint8Array[];
+    waiters: PromiseWithResolvers<BatchProof>[];
+  } | undefined;
+
+  function signInBatch(leaf: Uint8Array): Promise<BatchProof> {
+    if (!batch) {
+      const b = {
+        leaves: [] as Uint8Array[],
+        waiters: [] as PromiseWithResolvers<BatchProof>[],
+      };
+      batch = b;
+      setTimeout(() => {
+        if (batch === b) signBatch(b);
+      }, 0);
+    }
+    const b = batch;
+    const waiter = Promise.withResolvers<BatchProof>();
+    b.leaves.push(leaf);
+    b.waiters.push(waiter);
+    if (b.leaves.length >= SEAL_BATCH_MAX) signBatch(b);
+    return waiter.promise;
+  }
+
+  async function signBatch(b: NonNullable<typeof batch>) {
+    if (batch === b) batch = undefined;
+    try {
+      const { root, paths } = merkleTree(b.leaves);
+      const m = b.leaves.length;
+      const sig = new Uint8Array(
+        await crypto.subtle.sign(
+          "Ed25519",
+          keys.signingKey,
+          batchBytes(keys.id, m, root),
+        ),
+      ).toBase64(B64);
+      const rootB64 = root.toBase64(B64);
+      b.waiters.forEach((w, i) =>
+        w.resolve({
+          sig,
+          root: rootB64,
+          i,
+          m,
+          p: paths[i].map((d) => d.toBase64(B64)),
+        })
+      );
+    } catch (err) {
+      for (const w of b.waiters) w.reject(err);
+    }
+  }
+
+  // Per sender key (a replaced key starts afresh): batch signatures
+  // verified or being verified, and the tree nodes (leaves and inner digests,
+  // base64url) under a verified root. A message whose climb reaches one of
+  // those nodes is in a batch the sender signed.
+  const verified = new WeakMap<
+    CryptoKey,
+    { batches: Map<string, Promise<boolean>>; nodes: Set<string> }
+  >();
+
+  async function authenticate(
+    senderKey: CryptoKey,
+    p: SealedPayload,
+    leaf: Uint8Array<ArrayBuffer>,
+  ): Promise<void> {
+    let known = verified.get(senderKey);
+    if (!known) {
+      verified.set(senderKey, known = { batches: new Map(), nodes: new Set() });
+    }
+    const { batches, nodes } = known;
+    const batchKey = `${p.m}|${p.root}|${p.sig}`;
+    // A member of this batch is being verified: its path likely covers ours.
+    const pending = batches.get(batchKey);
+    if (pending) await pending;
+    const learned: string[] = [];
+    const learn = () => {
+      for (const node of learned) {
+        if (nodes.size >= MAX_KNOWN_NODES) {
+          nodes.delete(nodes.values().next().value!);
+        }
+        nodes.add(node);
+      }
+    };
+    let h = leaf;
+    let node = h.toBase64(B64);
+    if (nodes.has(node)) return;
+    learned.push(node);
+    let k = 0;
+    for (
+      let idx = p.i, count = p.m;
+      count > 1;
+      idx >>= 1, count = (count + 1) >> 1
+    ) {
+      if ((idx ^ 1) >= count) continue;
+      const sibling = p.p[k++];
+      let d: Uint8Array;
+      try {
+        d = Uint8Array.fromBase64(sibling ?? "", B64_IN);
+      } catch {
+        d = new Uint8Array();
+      }
+      if (d.length !== 32) {
+        throw new Refused(
+          "malformed",
+          `the batch path of message ${p.i} of ${p.m} has ${p.p.length} digests, or one is not a base64url SHA-256`,
+        );
+      }
+      h = idx & 1 ? nodeHash(d, h) : nodeHash(h, d);
+      node = h.toBase64(B64);
+      learned.push(sibling);
+      if (nodes.has(node)) return learn();
+      learned.push(node);
+    }
+    if (k !== p.p.length) {
+      throw new Refused(
+        "malformed",
+        `the batch path of message ${p.i} of ${p.m} has ${p.p.length} digests, not ${k}`,
+      );
+    }
+    if (node !== p.root) {
+      throw new Refused(
+        "bad_signature",
+        `the signature of '${p.from}' does not cover this envelope: its digest is not in the batch it claims (message ${p.i} of ${p.m}; altered after sealing)`,
+      );
+    }
+    let ok = batches.get(batchKey);
+    if (!ok) {
+      let sig: Uint8Array<ArrayBuffer>;
+      try {
+        sig = Uint8Array.fromBase64(p.sig, B64_IN);
+      } catch {
+        throw new Refused("malformed", "sig is not base64url");
+      }
+      ok = crypto.subtle.verify(
+        "Ed25519",
+        senderKey,
+        sig,
+        batchBytes(p.from, p.m, h),
+      );
+      if (batches.size >= MAX_VERIFIED_BATCHES) {
+        batches.delete(batches.keys().next().value!);
+      }
+      batches.set(batchKey, ok);
+      // Only a good signature is remembered: a bad one must not shadow it.
+      ok.then(
+        (good) => good || batches.delete(batchKey),
+        () => batches.delete(batchKey),
+      );
+    }
+    if (!(await ok)) {
+      throw new Refused(
+        "bad_signature",
+        `the signature of '${p.from}' does not cover this envelope: the batch signature does not verify over its root (not sealed by '${p.from}')`,
+      );
+    }
+    learn();
   }
 
   async function open(d: Delivery): Promise<Envelope> {
@@ -345,25 +545,14 @@ export function sealedTransport(
         `sender '${p.from}' has no published key`,
       );
     }
-    const { sig, ...body } = p;
-    let sigBytes: Uint8Array<ArrayBuffer>;
+    const { sig: _sig, root: _root, i: _i, m: _m, p: _p, ...body } = p;
+    let ct: Uint8Array;
     try {
-      sigBytes = Uint8Array.fromBase64(sig, B64_IN);
+      ct = Uint8Array.fromBase64(p.ct, B64_IN);
     } catch {
-      throw new Refused("malformed", "sig is not base64url");
+      throw new Refused("malformed", "ct is not base64url");
     }
-    const ok = await crypto.subtle.verify(
-      "Ed25519",
-      sender.ed25519,
-      sigBytes,
-      signedBytes(env, body),
-    );
-    if (!ok) {
-      throw new Refused(
-        "bad_signature",
-        `the signature of '${p.from}' does not cover this envelope (altered after sealing, or not sealed by '${p.from}')`,
-      );
-    }
+    await authenticate(sender.ed25519, p, digestOf(env, body, ct));
     const recipients = p.w.map((w) => w.r);
     const mine = p.w.find((w) => w.r === keys.id);
     if (!mine) {
@@ -389,7 +578,7 @@ export function sealedTransport(
         key,
         nonceOf(p.n),
         aadOf(env, p.from, p.s, p.n),
-        Uint8Array.fromBase64(p.ct, B64_IN),
+        ct,
       );
     } catch (err) {
       throw new Refused(
@@ -440,8 +629,8 @@ export function sealedTransport(
     name: inner.name,
     caps,
     async publish(topic: string, envelope: Envelope, opts?: PublishOptions) {
-      assertFits(envelope, caps.maxMessageBytes);
       const rule = ruleFor(topic);
+      if (!rule) assertFits(envelope, caps.maxMessageBytes);
       await inner.publish(
         topic,
         rule ? await seal(rule, topic, envelope) : envelope,
@@ -550,6 +739,11 @@ function parseSealed(payload: unknown): SealedPayload {
     !str(p.from, 256) || !str(p.topic, 512) || !str(p.s, 64) ||
     !str(p.ct, 1 << 30) || !str(p.sig, 128) ||
     !Number.isSafeInteger(p.n) || (p.n as number) < 0 ||
+    !str(p.root, 64) || !Number.isSafeInteger(p.m) || (p.m as number) < 1 ||
+    (p.m as number) > OPEN_BATCH_MAX || !Number.isSafeInteger(p.i) ||
+    (p.i as number) < 0 || (p.i as number) >= (p.m as number) ||
+    !Array.isArray(p.p) || p.p.length > 12 ||
+    !p.p.every((d) => str(d, 64)) ||
     !Array.isArray(p.w) || p.w.length === 0 || p.w.length > 1024 ||
     !p.w.every((w) =>
       w !== null && typeof w === "object" && str(w.r, 256) &&
@@ -558,35 +752,94 @@ function parseSealed(payload: unknown): SealedPayload {
   ) {
     throw new Refused(
       "malformed",
-      "the sealed payload lacks a field, or one has a wrong type or length (from, topic, s, w[{r, enc, k}], n, ct, sig)",
+      "the sealed payload lacks a field, or one has a wrong type or length (from, topic, s, w[{r, enc, k}], n, ct, sig, root, i, m, p)",
     );
   }
   return p as unknown as SealedPayload;
 }
 
-function signedBytes(
+/**
+ * The message's digest, the Merkle leaf its batch signature covers: the
+ * covered fields as JSON (ending with the ciphertext's length), then the
+ * ciphertext's bytes.
+ */
+function digestOf(
   env: Envelope,
-  body: Omit<SealedPayload, "sig">,
+  body: SealedBody,
+  ct: Uint8Array,
+): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(
+    createHash("sha256").update(LEAF).update(
+      DIGEST_CONTEXT + JSON.stringify([
+        env.id,
+        env.type,
+        env.topic,
+        env.source,
+        env.timestamp,
+        env.correlationId ?? null,
+        env.replyTo ?? null,
+        env.destination ?? null,
+        body.v,
+        body.from,
+        body.topic,
+        body.s,
+        body.w.map((w) => [w.r, w.enc, w.k]),
+        body.n,
+        ct.length,
+      ]),
+    ).update(ct).digest(),
+  );
+}
+
+/** What the sender's Ed25519 key signs: its id, the batch size and root. */
+function batchBytes(
+  from: string,
+  m: number,
+  root: Uint8Array,
 ): Uint8Array<ArrayBuffer> {
   return encoder.encode(
-    SIG_CONTEXT + JSON.stringify([
-      env.id,
-      env.type,
-      env.topic,
-      env.source,
-      env.timestamp,
-      env.correlationId ?? null,
-      env.replyTo ?? null,
-      env.destination ?? null,
-      body.v,
-      body.from,
-      body.topic,
-      body.s,
-      body.w.map((w) => [w.r, w.enc, w.k]),
-      body.n,
-      body.ct,
-    ]),
+    BATCH_CONTEXT + JSON.stringify([from, m, root.toBase64(B64)]),
   );
+}
+
+const LEAF = new Uint8Array([0]);
+const NODE = new Uint8Array([1]);
+
+function nodeHash(
+  left: Uint8Array,
+  right: Uint8Array,
+): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(
+    createHash("sha256").update(NODE).update(left).update(right).digest(),
+  );
+}
+
+/**
+ * The Merkle root over `leaves` and each leaf's path (sibling digests, leaf
+ * upwards). A level's odd last node is carried up unpaired.
+ */
+function merkleTree(leaves: Uint8Array[]) {
+  const paths: Uint8Array[][] = leaves.map(() => []);
+  let level = leaves;
+  let owners = leaves.map((_, i) => [i]);
+  while (level.length > 1) {
+    const next: Uint8Array[] = [];
+    const nextOwners: number[][] = [];
+    for (let j = 0; j < level.length; j += 2) {
+      if (j + 1 === level.length) {
+        next.push(level[j]);
+        nextOwners.push(owners[j]);
+        continue;
+      }
+      for (const i of owners[j]) paths[i].push(level[j + 1]);
+      for (const i of owners[j + 1]) paths[i].push(level[j]);
+      next.push(nodeHash(level[j], level[j + 1]));
+      nextOwners.push([...owners[j], ...owners[j + 1]]);
+    }
+    level = next;
+    owners = nextOwners;
+  }
+  return { root: level[0], paths };
 }
 
 function aadOf(env: Envelope, from: string, session: string, n: number) {

@@ -271,6 +271,102 @@ Deno.test("sealed transport: a tampered ciphertext or envelope field fails the s
   assert.equal(refused(b.metrics, "bad_signature"), 2);
 });
 
+Deno.test("sealed transport: messages sealed in one turn share one batch signature, each with its own Merkle path, and all open", async () => {
+  await using r = await rig();
+  const a = await r.node("a");
+  const b = await r.node("b");
+  await r.node("c");
+  const got = await collect(b.t, "orders.created", "b");
+  await Promise.all(
+    [0, 1, 2].map(() => a.t.publish("orders.created", order())),
+  );
+  await waitFor("all three", () => got.length === 3, 5000);
+  const proofs = r.stored.map((e) =>
+    JSON.parse(e).payload as {
+      sig: string;
+      root: string;
+      i: number;
+      m: number;
+      p: string[];
+    }
+  );
+  assert.equal(new Set(proofs.map((p) => p.sig)).size, 1);
+  assert.equal(new Set(proofs.map((p) => p.root)).size, 1);
+  assert.deepEqual(proofs.map((p) => [p.i, p.m]), [[0, 3], [1, 3], [2, 3]]);
+  // Leaves 0 and 1 pair up under the root with 2; 2 is carried up alone.
+  assert.deepEqual(proofs.map((p) => p.p.length), [2, 2, 1]);
+  assert.deepEqual(
+    got.map((d) => d.envelope.payload),
+    [0, 1, 2].map(() => ({ item: SECRET, qty: 2 })),
+  );
+});
+
+Deno.test("sealed transport: a message whose digest is not in its batch's signed tree is refused, even with a genuine signature and path", async () => {
+  await using r = await rig();
+  const a = await r.node("a");
+  const b = await r.node("b");
+  await r.node("c");
+  const got = await collect(b.t, "orders.created", "b");
+  await Promise.all([0, 1].map(() => a.t.publish("orders.created", order())));
+  await waitFor("the originals", () => got.length === 2, 5000);
+  const [first, second] = r.stored.map((e) => JSON.parse(e) as Envelope);
+  const p1 = first.payload as Record<string, unknown>;
+  const p2 = second.payload as Record<string, unknown>;
+  // Message 1's body with message 2's place in the batch (a copy of a member
+  // moved to another index), and message 1 with a field altered.
+  await r.raw.publish("orders.created", {
+    ...first,
+    id: "swapped",
+    payload: { ...p1, i: p2.i, p: p2.p },
+  });
+  await r.raw.publish("orders.created", {
+    ...first,
+    type: "command",
+  });
+  const reasons = await deadReason(r.raw, "orders.created", 2);
+  for (const reason of reasons) {
+    assert.match(
+      reason,
+      /^sealed bad_signature: the signature of 'node:a' does not cover this envelope: its digest is not in the batch it claims/,
+    );
+  }
+  assert.equal(got.length, 2);
+  assert.equal(refused(b.metrics, "bad_signature"), 2);
+});
+
+Deno.test("sealed transport: a recipient cannot forge another sender's message: a batch it signs as that sender is refused", async () => {
+  await using r = await rig();
+  await r.node("a");
+  const b = await r.node("b");
+  const c = await r.node("c");
+  const got = await collect(b.t, "orders.created", "b");
+  // c holds every session key it is sent, but only its own signing key.
+  const forger = sealedTransport(
+    {
+      name: r.raw.name,
+      caps: r.raw.caps,
+      publish: r.raw.publish.bind(r.raw),
+      subscribe: r.raw.subscribe.bind(r.raw),
+      close: () => Promise.resolve(),
+    },
+    policy,
+    {
+      id: "node:a",
+      signingKey: c.ed.privateKey,
+      x25519: c.x25519,
+      directory: r.directory,
+    },
+  );
+  await forger.publish("orders.created", order());
+  const [reason] = await deadReason(r.raw, "orders.created");
+  assert.match(
+    reason,
+    /^sealed bad_signature: the signature of 'node:a' does not cover this envelope: the batch signature does not verify over its root/,
+  );
+  assert.equal(got.length, 0);
+  assert.equal(refused(b.metrics, "bad_signature"), 1);
+});
+
 Deno.test("sealed transport: a message re-addressed to another topic is refused", async () => {
   await using r = await rig();
   const a = await r.node("a");
@@ -363,7 +459,10 @@ Deno.test("sealed transport: a sealed payload with a missing, mistyped or oversi
     { ...p, from: "x".repeat(3000) },
     { ...p, n: -1 },
     { ...p, w: [] },
-    { ...p, v: "2" },
+    { ...p, v: "3" },
+    { ...p, i: 1 }, // the batch has one message
+    { ...p, p: [p.root] }, // a path one digest too long
+    { ...p, root: 7 },
   ];
   for (const payload of bad) {
     await r.raw.publish("orders.created", { ...sealed, payload });
