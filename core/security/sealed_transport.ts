@@ -64,7 +64,7 @@ import {
   open as hpkeOpen,
   seal as hpkeSeal,
 } from "./hpke.ts";
-import type { SealingDirectory } from "./sealing_keys.ts";
+import type { SealingDirectory, SealingPeer } from "./sealing_keys.ts";
 
 /** Topics whose payloads are sealed, and to whom. */
 export interface SealedTopicRule {
@@ -247,6 +247,10 @@ export function sealedTransport(
   const sealedCount = counted?.labels({ op: "sealed" });
   const openedCount = counted?.labels({ op: "opened" });
   const sessions = new Map<SealedTopicRule, Session>();
+  const opening = new Map<
+    SealedTopicRule,
+    { fingerprint: string; session: Promise<Session> }
+  >();
   // Unwrapped session keys, by sender, session and our wrap.
   const sessionKeys = new Map<string, Promise<Uint8Array>>();
   const MAX_SESSION_KEYS = 1024;
@@ -290,6 +294,27 @@ export function sealedTransport(
       current.next < rotateAfter &&
       clock.mono() - current.startedAt < rotateMs
     ) return current;
+    // One new session for all the publishes that found none (or a spent one).
+    const pending = opening.get(rule);
+    if (pending?.fingerprint === fingerprint) return pending.session;
+    const fresh = {
+      fingerprint,
+      session: openSession(peers, fingerprint),
+    };
+    opening.set(rule, fresh);
+    try {
+      const opened = await fresh.session;
+      sessions.set(rule, opened);
+      return opened;
+    } finally {
+      if (opening.get(rule) === fresh) opening.delete(rule);
+    }
+  }
+
+  async function openSession(
+    peers: SealingPeer[],
+    fingerprint: string,
+  ): Promise<Session> {
     const id = crypto.getRandomValues(new Uint8Array(16)).toBase64(B64);
     const key = crypto.getRandomValues(new Uint8Array(32));
     const wraps = await Promise.all(peers.map(async (p) => {
@@ -297,12 +322,7 @@ export function sealedTransport(
       const { enc, ct } = await hpkeSeal(p.x25519, INFO, aad, key);
       return { r: p.id, enc: enc.toBase64(B64), k: ct.toBase64(B64) };
     }));
-    // Re-check: a concurrent publish may have made one meanwhile.
-    const raced = sessions.get(rule);
-    if (raced && raced !== current && raced.fingerprint === fingerprint) {
-      return raced;
-    }
-    const fresh: Session = {
+    return {
       id,
       key,
       wraps,
@@ -310,8 +330,6 @@ export function sealedTransport(
       next: 0,
       startedAt: clock.mono(),
     };
-    sessions.set(rule, fresh);
-    return fresh;
   }
 
   async function seal(
@@ -407,7 +425,7 @@ export function sealedTransport(
           root: rootB64,
           i,
           m,
-          p: paths[i].map((d) => d.toBase64(B64)),
+          p: paths[i],
         })
       );
     } catch (err) {
@@ -421,17 +439,20 @@ export function sealedTransport(
   // those nodes is in a batch the sender signed.
   const verified = new WeakMap<
     CryptoKey,
-    { batches: Map<string, Promise<boolean>>; nodes: Set<string> }
+    { batches: Map<string, Promise<boolean>>; nodes: NodeSet }
   >();
 
   async function authenticate(
     senderKey: CryptoKey,
     p: SealedPayload,
-    leaf: Uint8Array<ArrayBuffer>,
+    leaf: Uint8Array,
   ): Promise<void> {
     let known = verified.get(senderKey);
     if (!known) {
-      verified.set(senderKey, known = { batches: new Map(), nodes: new Set() });
+      verified.set(
+        senderKey,
+        known = { batches: new Map(), nodes: new NodeSet(MAX_KNOWN_NODES) },
+      );
     }
     const { batches, nodes } = known;
     const batchKey = `${p.m}|${p.root}|${p.sig}`;
@@ -440,12 +461,7 @@ export function sealedTransport(
     if (pending) await pending;
     const learned: string[] = [];
     const learn = () => {
-      for (const node of learned) {
-        if (nodes.size >= MAX_KNOWN_NODES) {
-          nodes.delete(nodes.values().next().value!);
-        }
-        nodes.add(node);
-      }
+      for (const node of learned) nodes.add(node);
     };
     let h = leaf;
     let node = h.toBase64(B64);
@@ -767,28 +783,27 @@ function digestOf(
   env: Envelope,
   body: SealedBody,
   ct: Uint8Array,
-): Uint8Array<ArrayBuffer> {
-  return new Uint8Array(
-    createHash("sha256").update(LEAF).update(
-      DIGEST_CONTEXT + JSON.stringify([
-        env.id,
-        env.type,
-        env.topic,
-        env.source,
-        env.timestamp,
-        env.correlationId ?? null,
-        env.replyTo ?? null,
-        env.destination ?? null,
-        body.v,
-        body.from,
-        body.topic,
-        body.s,
-        body.w.map((w) => [w.r, w.enc, w.k]),
-        body.n,
-        ct.length,
-      ]),
-    ).update(ct).digest(),
-  );
+): Uint8Array {
+  // The leaf tag 0x00 is the string's first character (UTF-8 0x00).
+  return createHash("sha256").update(
+    "\0" + DIGEST_CONTEXT + JSON.stringify([
+      env.id,
+      env.type,
+      env.topic,
+      env.source,
+      env.timestamp,
+      env.correlationId ?? null,
+      env.replyTo ?? null,
+      env.destination ?? null,
+      body.v,
+      body.from,
+      body.topic,
+      body.s,
+      body.w.map((w) => [w.r, w.enc, w.k]),
+      body.n,
+      ct.length,
+    ]),
+  ).update(ct).digest();
 }
 
 /** What the sender's Ed25519 key signs: its id, the batch size and root. */
@@ -802,16 +817,35 @@ function batchBytes(
   );
 }
 
-const LEAF = new Uint8Array([0]);
-const NODE = new Uint8Array([1]);
+// Hashed as one buffer: each update() costs a Buffer conversion.
+const nodeInput = new Uint8Array(65);
+nodeInput[0] = 1;
 
-function nodeHash(
-  left: Uint8Array,
-  right: Uint8Array,
-): Uint8Array<ArrayBuffer> {
-  return new Uint8Array(
-    createHash("sha256").update(NODE).update(left).update(right).digest(),
-  );
+function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
+  nodeInput.set(left, 1);
+  nodeInput.set(right, 33);
+  return createHash("sha256").update(nodeInput).digest();
+}
+
+/**
+ * A bounded set of strings: two generations, the older dropped whole when
+ * the newer is full (deleting the oldest entry of a Set one at a time makes
+ * V8 walk the deleted slots).
+ */
+class NodeSet {
+  #current = new Set<string>();
+  #previous = new Set<string>();
+  constructor(readonly max: number) {}
+  has(node: string): boolean {
+    return this.#current.has(node) || this.#previous.has(node);
+  }
+  add(node: string): void {
+    if (this.#current.size >= this.max / 2) {
+      this.#previous = this.#current;
+      this.#current = new Set();
+    }
+    this.#current.add(node);
+  }
 }
 
 /**
@@ -819,7 +853,7 @@ function nodeHash(
  * upwards). A level's odd last node is carried up unpaired.
  */
 function merkleTree(leaves: Uint8Array[]) {
-  const paths: Uint8Array[][] = leaves.map(() => []);
+  const paths: string[][] = leaves.map(() => []);
   let level = leaves;
   let owners = leaves.map((_, i) => [i]);
   while (level.length > 1) {
@@ -831,8 +865,10 @@ function merkleTree(leaves: Uint8Array[]) {
         nextOwners.push(owners[j]);
         continue;
       }
-      for (const i of owners[j]) paths[i].push(level[j + 1]);
-      for (const i of owners[j + 1]) paths[i].push(level[j]);
+      const left = level[j].toBase64(B64);
+      const right = level[j + 1].toBase64(B64);
+      for (const i of owners[j]) paths[i].push(right);
+      for (const i of owners[j + 1]) paths[i].push(left);
       next.push(nodeHash(level[j], level[j + 1]));
       nextOwners.push([...owners[j], ...owners[j + 1]]);
     }
@@ -859,6 +895,16 @@ function aadOf(env: Envelope, from: string, session: string, n: number) {
 
 function nonceOf(n: number): Uint8Array {
   const nonce = new Uint8Array(12);
-  new DataView(nonce.buffer).setBigUint64(4, BigInt(n));
+  // n < 2^53: the high 32 bits from a division, the low from the remainder.
+  const high = Math.floor(n / 0x1_0000_0000);
+  const low = n >>> 0;
+  nonce[4] = high >>> 24;
+  nonce[5] = high >>> 16;
+  nonce[6] = high >>> 8;
+  nonce[7] = high;
+  nonce[8] = low >>> 24;
+  nonce[9] = low >>> 16;
+  nonce[10] = low >>> 8;
+  nonce[11] = low;
   return nonce;
 }
