@@ -149,6 +149,8 @@ export const SEALED_FROM_HEADER = "plexus-sealed-from";
 export const SEAL_BATCH_MAX = 64;
 /** Largest batch a receiver accepts (a path of at most 12 digests). */
 const OPEN_BATCH_MAX = 4096;
+/** ChaCha20-Poly1305's tag. */
+const TAG_BYTES = 16;
 /** Bytes sealing adds besides the payload's base64, at most: ids, session, sequence, tag, signature, root, path, header. */
 const SEAL_OVERHEAD_BYTES = 1536;
 /** Bytes each recipient's wrap adds, at most (id up to 70, enc, wrapped key). */
@@ -161,7 +163,6 @@ const BATCH_CONTEXT = "plexus-sealed/v2 batch\0";
 const MAX_VERIFIED_BATCHES = 4096;
 /** Tree nodes under verified roots remembered per sender key (about 2 per message). */
 const MAX_KNOWN_NODES = 16_384;
-const AAD_CONTEXT = "plexus-sealed/v1 payload\0";
 const B64 = { alphabet: "base64url", omitPadding: true } as const;
 const B64_IN = { alphabet: "base64url" } as const;
 const encoder = new TextEncoder();
@@ -356,28 +357,15 @@ export function sealedTransport(
     }
     const s = await session(rule, topic);
     const n = s.next++;
-    const sealed = aeadSeal(
-      s.key,
-      nonceOf(n),
-      aadOf(envelope, keys.id, s.id, n),
-      plain,
-    );
-    const ct = sealed.toBase64(B64);
-    const body: SealedBody = {
-      v: VERSION,
-      from: keys.id,
-      topic,
-      s: s.id,
-      w: s.wraps,
-      n,
-      ct,
-    };
-    const proof = await signInBatch(digestOf(envelope, body, sealed));
+    const head = { v: VERSION, from: keys.id, topic, s: s.id, w: s.wraps, n };
+    const header = headerOf(envelope, head, plain.length + TAG_BYTES);
+    const sealed = aeadSeal(s.key, nonceOf(n), header, plain);
+    const proof = await signInBatch(digestOf(header, sealed));
     sealedCount?.inc();
     return {
       ...envelope,
       headers: { ...envelope.headers, [SEALED_HEADER]: VERSION },
-      payload: { ...body, ...proof },
+      payload: { ...head, ct: sealed.toBase64(B64), ...proof },
     };
   }
 
@@ -456,6 +444,8 @@ export function sealedTransport(
     }
     const { batches, nodes } = known;
     const batchKey = `${p.m}|${p.root}|${p.sig}`;
+    let node = leaf.toBase64(B64);
+    if (nodes.has(node)) return;
     // A member of this batch is being verified: its path likely covers ours.
     const pending = batches.get(batchKey);
     if (pending) await pending;
@@ -464,7 +454,6 @@ export function sealedTransport(
       for (const node of learned) nodes.add(node);
     };
     let h = leaf;
-    let node = h.toBase64(B64);
     if (nodes.has(node)) return;
     learned.push(node);
     let k = 0;
@@ -561,14 +550,15 @@ export function sealedTransport(
         `sender '${p.from}' has no published key`,
       );
     }
-    const { sig: _sig, root: _root, i: _i, m: _m, p: _p, ...body } = p;
+    const { sig: _sig, root: _root, i: _i, m: _m, p: _p, ct: _ct, ...head } = p;
     let ct: Uint8Array;
     try {
       ct = Uint8Array.fromBase64(p.ct, B64_IN);
     } catch {
       throw new Refused("malformed", "ct is not base64url");
     }
-    await authenticate(sender.ed25519, p, digestOf(env, body, ct));
+    const header = headerOf(env, head, ct.length);
+    await authenticate(sender.ed25519, p, digestOf(header, ct));
     const recipients = p.w.map((w) => w.r);
     const mine = p.w.find((w) => w.r === keys.id);
     if (!mine) {
@@ -593,7 +583,7 @@ export function sealedTransport(
       plain = aeadOpen(
         key,
         nonceOf(p.n),
-        aadOf(env, p.from, p.s, p.n),
+        header,
         ct,
       );
     } catch (err) {
@@ -775,17 +765,16 @@ function parseSealed(payload: unknown): SealedPayload {
 }
 
 /**
- * The message's digest, the Merkle leaf its batch signature covers: the
- * covered fields as JSON (ending with the ciphertext's length), then the
- * ciphertext's bytes.
+ * What the message's digest covers besides the ciphertext, also the AEAD's
+ * associated data: the leaf tag 0x00, a context string, and the covered
+ * fields as JSON, ending with the ciphertext's length.
  */
-function digestOf(
+function headerOf(
   env: Envelope,
-  body: SealedBody,
-  ct: Uint8Array,
+  head: Omit<SealedBody, "ct">,
+  ctLength: number,
 ): Uint8Array {
-  // The leaf tag 0x00 is the string's first character (UTF-8 0x00).
-  return createHash("sha256").update(
+  return encoder.encode(
     "\0" + DIGEST_CONTEXT + JSON.stringify([
       env.id,
       env.type,
@@ -795,15 +784,20 @@ function digestOf(
       env.correlationId ?? null,
       env.replyTo ?? null,
       env.destination ?? null,
-      body.v,
-      body.from,
-      body.topic,
-      body.s,
-      body.w.map((w) => [w.r, w.enc, w.k]),
-      body.n,
-      ct.length,
+      head.v,
+      head.from,
+      head.topic,
+      head.s,
+      head.w.map((w) => [w.r, w.enc, w.k]),
+      head.n,
+      ctLength,
     ]),
-  ).update(ct).digest();
+  );
+}
+
+/** The message's digest, the Merkle leaf its batch signature covers. */
+function digestOf(header: Uint8Array, ct: Uint8Array): Uint8Array {
+  return createHash("sha256").update(header).update(ct).digest();
 }
 
 /** What the sender's Ed25519 key signs: its id, the batch size and root. */
@@ -876,21 +870,6 @@ function merkleTree(leaves: Uint8Array[]) {
     owners = nextOwners;
   }
   return { root: level[0], paths };
-}
-
-function aadOf(env: Envelope, from: string, session: string, n: number) {
-  return encoder.encode(
-    AAD_CONTEXT +
-      JSON.stringify([
-        env.id,
-        env.topic,
-        env.source,
-        env.timestamp,
-        from,
-        session,
-        n,
-      ]),
-  );
 }
 
 function nonceOf(n: number): Uint8Array {
