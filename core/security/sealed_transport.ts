@@ -16,16 +16,20 @@
  * its own; receivers cache unwrapped session keys, so HPKE's two X25519
  * operations are paid per session, not per message.
  *
- * Signature: each message's **digest** is SHA-256 over its id, type, topic,
- * source, timestamp, correlation id, reply-to, destination, sender,
- * recipients' wraps, session, sequence and ciphertext. Messages sealed in
- * the same event-loop turn (up to {@linkcode SEAL_BATCH_MAX}) form a batch:
- * their digests are the leaves of a Merkle tree (RFC 9162 style, leaf and
- * node hashes domain-separated) and the sender signs the tree's root and
- * size once with its Ed25519 node key. Each message carries the signature,
- * the root, its index and its path to the root, so it verifies on its own
- * with the sender's public key alone (anyone can check it; no recipient can
- * forge it); a receiver verifies each batch signature once and caches it.
+ * Signature: each message's **header** is a context string and the JSON of
+ * its id, type, topic, source, timestamp, correlation id, reply-to,
+ * destination, sender, recipients' wraps, session, sequence and ciphertext
+ * length (also the payload's AEAD associated data); its **digest** is
+ * SHA-256 over the header and the ciphertext. Messages sealed in the same
+ * event-loop turn (up to {@linkcode SEAL_BATCH_MAX}) form a batch: their
+ * digests are the leaves of a Merkle tree (leaf and node hashes
+ * domain-separated) and the sender signs the tree's root and size once with
+ * its Ed25519 node key. Each message carries the signature, the root, its
+ * index and its path to the root, so it verifies on its own with the
+ * sender's public key alone (anyone can check it; no recipient can forge
+ * it). A receiver verifies each batch signature once and remembers the
+ * digests under verified roots, so later members of a batch stop climbing
+ * at the first one it knows.
  *
  * Size: `caps.maxMessageBytes` is the inner transport's limit less what
  * sealing adds (payload base64 and wraps), so a message that fits is

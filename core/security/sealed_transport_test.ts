@@ -292,6 +292,11 @@ Deno.test("sealed transport: messages sealed in one turn share one batch signatu
   );
   assert.equal(new Set(proofs.map((p) => p.sig)).size, 1);
   assert.equal(new Set(proofs.map((p) => p.root)).size, 1);
+  // The three found no session: they share the one made for them.
+  assert.equal(
+    new Set(r.stored.map((e) => JSON.parse(e).payload.s)).size,
+    1,
+  );
   assert.deepEqual(proofs.map((p) => [p.i, p.m]), [[0, 3], [1, 3], [2, 3]]);
   // Leaves 0 and 1 pair up under the root with 2; 2 is carried up alone.
   assert.deepEqual(proofs.map((p) => p.p.length), [2, 2, 1]);
@@ -364,6 +369,32 @@ Deno.test("sealed transport: a recipient cannot forge another sender's message: 
     /^sealed bad_signature: the signature of 'node:a' does not cover this envelope: the batch signature does not verify over its root/,
   );
   assert.equal(got.length, 0);
+  assert.equal(refused(b.metrics, "bad_signature"), 1);
+});
+
+Deno.test("sealed transport: a copy with a forged batch signature is refused and does not spoil the genuine message's", async () => {
+  await using r = await rig();
+  const a = await r.node("a");
+  const b = await r.node("b");
+  await r.node("c");
+  // Sealed while nobody listens (the memory broker keeps nothing), replayed below.
+  await a.t.publish("orders.created", order());
+  const genuine: Envelope = JSON.parse(r.stored[0]);
+  const p = genuine.payload as { sig: string };
+  const flipped = p.sig[10] === "A" ? "B" : "A";
+  const got = await collect(b.t, "orders.created", "b");
+  await r.raw.publish("orders.created", {
+    ...genuine,
+    payload: { ...p, sig: p.sig.slice(0, 10) + flipped + p.sig.slice(11) },
+  });
+  await r.raw.publish("orders.created", genuine);
+  const [reason] = await deadReason(r.raw, "orders.created");
+  assert.match(
+    reason,
+    /^sealed bad_signature: .*the batch signature does not verify over its root/,
+  );
+  await waitFor("the genuine one", () => got.length === 1, 5000);
+  assert.equal(got[0].envelope.id, genuine.id);
   assert.equal(refused(b.metrics, "bad_signature"), 1);
 });
 
