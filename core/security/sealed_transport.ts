@@ -458,7 +458,7 @@ export function sealedTransport(
       for (const node of learned) nodes.add(node);
     };
     let h = leaf;
-    if (nodes.has(node)) return;
+    if (nodes.has(node)) return; // learned while we waited
     learned.push(node);
     let k = 0;
     for (
