@@ -351,12 +351,12 @@ export function sealedTransport(
       );
     }
     const plain = encoder.encode(JSON.stringify(envelope.payload ?? null));
-    // The size check on the plain envelope, without serialising the payload twice.
-    const plainBytes = envelope.payload === undefined
-      ? envelopeBytes(envelope)
-      : encoder.encode(JSON.stringify({ ...envelope, payload: 0 })).length - 1 +
-        plain.length;
-    if (plainBytes > caps.maxMessageBytes) {
+    // The size check without serialising the payload twice: exact only when
+    // 3 bytes a character (UTF-8's most for a UTF-16 unit) might not fit.
+    const surelyFits = envelope.payload !== undefined &&
+      (JSON.stringify({ ...envelope, payload: 0 }).length - 1) * 3 +
+            plain.length <= caps.maxMessageBytes;
+    if (!surelyFits && envelopeBytes(envelope) > caps.maxMessageBytes) {
       assertFits(envelope, caps.maxMessageBytes);
     }
     const s = await session(rule, topic);
@@ -847,33 +847,31 @@ class NodeSet {
 }
 
 /**
- * The Merkle root over `leaves` and each leaf's path (sibling digests, leaf
- * upwards). A level's odd last node is carried up unpaired.
+ * The Merkle root over `leaves` and each leaf's path (sibling digests,
+ * base64url, leaf upwards). A level's odd last node is carried up unpaired.
  */
 function merkleTree(leaves: Uint8Array[]) {
-  const paths: string[][] = leaves.map(() => []);
-  let level = leaves;
-  let owners = leaves.map((_, i) => [i]);
-  while (level.length > 1) {
+  const levels: Uint8Array[][] = [leaves];
+  const names: string[][] = [];
+  for (let level = leaves; level.length > 1;) {
     const next: Uint8Array[] = [];
-    const nextOwners: number[][] = [];
     for (let j = 0; j < level.length; j += 2) {
-      if (j + 1 === level.length) {
-        next.push(level[j]);
-        nextOwners.push(owners[j]);
-        continue;
-      }
-      const left = level[j].toBase64(B64);
-      const right = level[j + 1].toBase64(B64);
-      for (const i of owners[j]) paths[i].push(right);
-      for (const i of owners[j + 1]) paths[i].push(left);
-      next.push(nodeHash(level[j], level[j + 1]));
-      nextOwners.push([...owners[j], ...owners[j + 1]]);
+      next.push(
+        j + 1 < level.length ? nodeHash(level[j], level[j + 1]) : level[j],
+      );
     }
-    level = next;
-    owners = nextOwners;
+    names.push(level.map((d) => d.toBase64(B64)));
+    levels.push(level = next);
   }
-  return { root: level[0], paths };
+  const paths = leaves.map((_, i) => {
+    const path: string[] = [];
+    for (let l = 0, idx = i; l < names.length; l++, idx >>= 1) {
+      const sibling = names[l][idx ^ 1];
+      if (sibling !== undefined) path.push(sibling);
+    }
+    return path;
+  });
+  return { root: levels.at(-1)![0], paths };
 }
 
 function nonceOf(n: number): Uint8Array {
