@@ -18,6 +18,7 @@
  *
  * @module
  */
+import { serialPasses } from "./passes.ts";
 import type { Logger } from "../../core/observe/logger.ts";
 import type { Delivery, DurableQueue } from "../../core/state/queue.ts";
 import { backoffDelay } from "../../core/resilience/backoff.ts";
@@ -128,13 +129,16 @@ export class QueueDelivery {
   readonly #pushed = new Set<string>();
   /** Acks for messages not (yet) pushed on this connection (acks may come in a later session). */
   readonly #earlyAcks = new Set<string>();
-  #pumping?: Promise<void>;
-  #pumpAgain = false;
+  readonly #passes: { request(): Promise<void>; settled(): Promise<void> };
   #sweepNext = true;
   #depthTimer?: ReturnType<typeof setTimeout>;
 
   constructor(host: DeliveryHost) {
     this.#host = host;
+    this.#passes = serialPasses(() => this.#pass(), {
+      more: () => host.ready(),
+      fail: (err) => host.fail(err),
+    });
   }
 
   /** Whether queue message `id` was pushed on this connection (recently). */
@@ -148,19 +152,7 @@ export class QueueDelivery {
    * this call (so a caller that just enqueued knows whether it went out).
    */
   pump(): Promise<void> {
-    if (this.#pumping) {
-      this.#pumpAgain = true;
-      return this.#pumping;
-    }
-    this.#pumping = (async () => {
-      do {
-        this.#pumpAgain = false;
-        await this.#pass();
-      } while (this.#pumpAgain && this.#host.ready());
-    })().catch((err) => this.#host.fail(err)).finally(() =>
-      this.#pumping = undefined
-    );
-    return this.#pumping;
+    return this.#passes.request();
   }
 
   /**
@@ -392,7 +384,7 @@ export class QueueDelivery {
     this.#inflight.clear();
     for (const f of held) clearTimeout(f.timer);
     // Let a pass that is still claiming finish, so what it claimed goes back too.
-    await this.#pumping;
+    await this.#passes.settled();
     await Promise.all(
       held.map((f) => this.#giveBack(f, 0, `connection closed (${code})`)),
     );
