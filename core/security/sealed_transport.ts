@@ -20,8 +20,8 @@
  * its id, type, topic, source, timestamp, correlation id, reply-to,
  * destination, sender, recipients' wraps, session, sequence and ciphertext
  * length (also the payload's AEAD associated data); its **digest** is
- * SHA-256 over the header and the ciphertext. Messages sealed in the same
- * event-loop turn (up to {@linkcode SEAL_BATCH_MAX}) form a batch: their
+ * SHA-256 over the header and the ciphertext. Messages sealed before the
+ * next timer tick (up to {@linkcode SEAL_BATCH_MAX}) form a batch: their
  * digests are the leaves of a Merkle tree (leaf and node hashes
  * domain-separated) and the sender signs the tree's root and size once with
  * its Ed25519 node key. Each message carries the signature, the root, its
@@ -373,7 +373,9 @@ export function sealedTransport(
     };
   }
 
-  // Digests sealed in this event-loop turn, signed together on the next.
+  // Digests sealed until the next timer tick (setTimeout 0, up to ~2 ms
+  // here), signed together then. setImmediate would cut the wait, but
+  // publishes spread over I/O callbacks would then go one to a batch.
   let batch: {
     leaves: Uint8Array[];
     waiters: PromiseWithResolvers<BatchProof>[];

@@ -271,7 +271,7 @@ Deno.test("sealed transport: a tampered ciphertext or envelope field fails the s
   assert.equal(refused(b.metrics, "bad_signature"), 2);
 });
 
-Deno.test("sealed transport: messages sealed in one turn share one batch signature, each with its own Merkle path, and all open", async () => {
+Deno.test("sealed transport: messages published together share one batch signature, each with its own Merkle path, and all open", async () => {
   await using r = await rig();
   const a = await r.node("a");
   const b = await r.node("b");
