@@ -24,6 +24,9 @@
  *   group. A restart reuses the name, so its pending entries stay under it
  *   and `XINFO CONSUMERS` does not grow; `close` deletes the consumer
  *   (`XGROUP DELCONSUMER`, atomically only when it has nothing pending).
+ * - An entry that cannot be an envelope (a field that is not JSON or not
+ *   UTF-8, a member of the wrong type, values over `maxMessageBytes`) is
+ *   dead-lettered at once as `bad_message: …`, its bytes kept as they came.
  * - A handler that throws and a dead-lettered message are logged and counted
  *   (`../_telemetry.ts`).
  * - Per-key order: a message published with a key goes to partition stream
@@ -62,7 +65,10 @@ import {
   decodeFields,
   dlqKey,
   encodeFields,
+  entryTooLarge,
   fieldMap,
+  mayHideBadBytes,
+  notUtf8,
   partitionKey,
   partitionOf,
   streamKey,
@@ -316,7 +322,7 @@ export async function connectRedisStreams(
     const deadLetter = async (
       src: Source,
       id: string,
-      fields: string[],
+      fields: (string | Uint8Array)[],
       reason: string,
       attempts: number,
       errors: AttemptError[],
@@ -327,7 +333,7 @@ export async function connectRedisStreams(
           dlq,
           ...trim(),
           "*",
-          ...fields,
+          ...fields as string[], // ioredis sends bytes as they are
           ...deadLetterFields({
             reason,
             attempts,
@@ -365,15 +371,31 @@ export async function connectRedisStreams(
       fields: string[],
       attempts: number,
     ): Promise<number | undefined> => {
-      let decoded: ReturnType<typeof decodeFields>;
-      try {
-        decoded = decodeFields(fields, id, topic);
-      } catch (err) {
+      let decoded: ReturnType<typeof decodeFields> | undefined;
+      let problem = entryTooLarge(fields, id, o.maxMessageBytes);
+      let kept: (string | Uint8Array)[] = fields;
+      if (problem === undefined && mayHideBadBytes(fields)) {
+        // The client turned bytes that are not UTF-8 into U+FFFD: look at
+        // the bytes, and keep them as they were in the dead letter.
+        const [entry] = await redis.xrangeBuffer(src.stream, id, id);
+        if (entry) {
+          problem = notUtf8(entry[1], id);
+          if (problem !== undefined) kept = entry[1];
+        }
+      }
+      if (problem === undefined) {
+        try {
+          decoded = decodeFields(fields, id, topic);
+        } catch (err) {
+          problem = (err as Error).message;
+        }
+      }
+      if (decoded === undefined) {
         await deadLetter(
           src,
           id,
-          fields,
-          `bad_message: ${(err as Error).message}`,
+          kept,
+          `bad_message: ${problem}`,
           attempts,
           [],
         );

@@ -181,6 +181,86 @@ export function decodeFields(
   return { envelope: parsed.data, key: m.get("key") };
 }
 
+/**
+ * Why an entry read as strings cannot be an envelope before it is decoded,
+ * or `undefined`: its values (all but `key`, which is not part of the
+ * envelope) are more than `maxBytes` of UTF-8. Each value appears in the
+ * envelope's JSON, so an entry Plexus published within the limit passes.
+ *
+ * @example Usage
+ * ```ts
+ * import { entryTooLarge } from "./wire.ts";
+ * entryTooLarge(["payload", '"' + "x".repeat(200) + '"'], "1-0", 100);
+ * // "entry 1-0 is 202 bytes; the limit is 100 bytes"
+ * ```
+ */
+export function entryTooLarge(
+  fields: string[],
+  entryId: string,
+  maxBytes: number,
+): string | undefined {
+  let units = 0;
+  for (let i = 1; i < fields.length; i += 2) {
+    if (fields[i - 1] !== "key") units += fields[i].length;
+  }
+  // UTF-8 is at most 3 bytes per UTF-16 unit: count exactly only near the limit.
+  if (units * 3 <= maxBytes) return undefined;
+  let bytes = 0;
+  for (let i = 1; i < fields.length; i += 2) {
+    if (fields[i - 1] !== "key") bytes += encoder.encode(fields[i]).length;
+  }
+  return bytes > maxBytes
+    ? `entry ${entryId} is ${bytes} bytes; the limit is ${maxBytes} bytes`
+    : undefined;
+}
+
+/**
+ * Whether values read as strings may hide bytes that are not UTF-8: the
+ * client decodes those to U+FFFD, so only then are the raw bytes worth
+ * reading ({@linkcode notUtf8}).
+ *
+ * @example Usage
+ * ```ts
+ * import { mayHideBadBytes } from "./wire.ts";
+ * mayHideBadBytes(["payload", "ok"]); // false
+ * ```
+ */
+export function mayHideBadBytes(fields: string[]): boolean {
+  for (const f of fields) if (f.includes("\uFFFD")) return true;
+  return false;
+}
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Why an entry's raw fields (names and values as bytes) are not UTF-8, or
+ * `undefined` when they all are.
+ *
+ * @example Usage
+ * ```ts
+ * import { notUtf8 } from "./wire.ts";
+ * const b = (s: string) => new TextEncoder().encode(s);
+ * notUtf8([b("payload"), new Uint8Array([0xff])], "1-0");
+ * // "entry 1-0 field 'payload' is not UTF-8"
+ * ```
+ */
+export function notUtf8(
+  raw: Uint8Array[],
+  entryId: string,
+): string | undefined {
+  for (let i = 0; i < raw.length; i++) {
+    try {
+      strictUtf8.decode(raw[i]);
+    } catch {
+      const name = i % 2 === 0
+        ? "a field name"
+        : `field '${new TextDecoder().decode(raw[i - 1])}'`;
+      return `entry ${entryId} ${name} is not UTF-8`;
+    }
+  }
+  return undefined;
+}
+
 /** Fields a dead letter adds to the original entry's (all prefixed `dlq.`). */
 export function deadLetterFields(
   d: Omit<DeadLetter, "envelope" | "topic"> & { entryId: string },
@@ -208,13 +288,17 @@ export function decodeDeadLetter(
   topic: string,
 ): DeadLetter {
   const m = fieldMap(fields);
-  let envelope: Envelope;
-  try {
-    envelope = decodeFields(fields, entryId, topic).envelope;
-  } catch {
-    // A bad message is dead-lettered as it came; keep its raw fields.
+  let envelope: Envelope | undefined;
+  // A bad message is dead-lettered as it came: its raw fields, even when
+  // they decode here (bytes that were not UTF-8 read back as U+FFFD).
+  if (!m.get("dlq.reason")?.startsWith("bad_message: ")) {
+    try {
+      envelope = decodeFields(fields, entryId, topic).envelope;
+    } catch { /* kept raw below */ }
+  }
+  if (envelope === undefined) {
     envelope = envelopeSchema.parse({
-      id: m.get("id") || entryId,
+      id: (m.get("id") || entryId).slice(0, 128),
       type: "event",
       topic,
       source: "redis",
