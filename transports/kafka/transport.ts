@@ -30,8 +30,11 @@
  *   its time. Partition progress is kept; a retried message loses its place
  *   in its key's order. A subscription without a group retries in memory.
  * - After `maxAttempts`, on `term`, or for a record that is not an envelope
- *   (`bad_message`), the record goes to `{prefix}_dlq.{topic}` with
- *   `plexus-dlq-*` headers; `deadLetters(topic)` reads it back.
+ *   (`bad_message`: a value or key that is not UTF-8, a `plexus-*` header
+ *   of the wrong shape, more than `maxMessageBytes` of value and member
+ *   headers), the record goes to `{prefix}_dlq.{topic}` with its key and
+ *   value bytes as they came and `plexus-dlq-*` headers;
+ *   `deadLetters(topic)` reads it back.
  * - A handler that throws and a dead-lettered record are logged and counted
  *   (`../_telemetry.ts`).
  *
@@ -46,6 +49,7 @@ import {
   Partitioners,
   type Producer,
 } from "kafkajs";
+import { Buffer } from "node:buffer";
 import type { Envelope } from "../../core/envelope.ts";
 import type { Logger } from "../../core/observe/logger.ts";
 import type { MetricsRegistry } from "../../core/observe/metrics.ts";
@@ -175,9 +179,18 @@ interface Tracker {
   committed: number;
 }
 
+/**
+ * A record to produce: as encoded, or moved to the retry or dead-letter
+ * topic with its key and value as the bytes it came with.
+ */
+type OutRecord = Omit<WireRecord, "key" | "value"> & {
+  key: string | Buffer | null;
+  value: string | Buffer;
+};
+
 interface Queued {
   topic: string;
-  record: WireRecord;
+  record: OutRecord;
   bytes: number;
   resolve: () => void;
   reject: (err: unknown) => void;
@@ -299,7 +312,7 @@ export async function connectKafka(
         (n === 0 || bytes + queue[n].bytes <= o.maxBatchBytes)
       ) bytes += queue[n++].bytes;
       const batch = queue.splice(0, n);
-      const byTopic = new Map<string, WireRecord[]>();
+      const byTopic = new Map<string, OutRecord[]>();
       for (const q of batch) {
         let l = byTopic.get(q.topic);
         if (!l) byTopic.set(q.topic, l = []);
@@ -321,7 +334,7 @@ export async function connectKafka(
     }
     sending = false;
   }
-  function produce(topic: string, record: WireRecord): Promise<void> {
+  function produce(topic: string, record: OutRecord): Promise<void> {
     if (closed) {
       return Promise.reject(
         new TransportError("closed", "Cannot publish: the transport is closed"),
@@ -341,7 +354,7 @@ export async function connectKafka(
     });
   }
   /** Produces until the broker takes it (or the transport closes). */
-  async function produceSurely(topic: string, record: WireRecord) {
+  async function produceSurely(topic: string, record: OutRecord) {
     for (let wait = 100;; wait = Math.min(wait * 2, 5000)) {
       try {
         await ensureTopic(topic, topic.includes("._dlq.") ? 1 : o.partitions);
@@ -460,18 +473,22 @@ export async function connectKafka(
     function record(
       raw: FetchedRecord,
       extra: Record<string, string>,
-    ): WireRecord {
+    ): OutRecord {
       const headers = { ...headerStrings(raw.headers), ...extra };
+      // Key and value move as the bytes they came with (a dead-lettered
+      // record that is not UTF-8 keeps them).
+      const bytes = (b: Uint8Array) =>
+        Buffer.from(b.buffer, b.byteOffset, b.byteLength);
       const key = raw.key === null
         ? null
         : typeof raw.key === "string"
         ? raw.key
-        : new TextDecoder().decode(raw.key);
+        : bytes(raw.key);
       const value = raw.value === null
         ? ""
         : typeof raw.value === "string"
         ? raw.value
-        : new TextDecoder().decode(raw.value);
+        : bytes(raw.value);
       return { key, value, headers };
     }
     async function deadLetter(
@@ -512,7 +529,12 @@ export async function connectKafka(
       try {
         let decoded;
         try {
-          decoded = decodeRecord(raw, topic, sourceTopic);
+          decoded = decodeRecord(
+            raw,
+            topic,
+            sourceTopic,
+            o.maxMessageBytes,
+          );
         } catch (err) {
           await deadLetter(raw, sourceTopic, {
             reason: `bad_message: ${(err as Error).message}`,

@@ -244,6 +244,15 @@ function asciiText(b: Uint8Array): string | undefined {
   return s;
 }
 
+/** Bytes as base64, in chunks (one spread of a large array overflows). */
+function base64(b: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < b.length; i += 0x8000) {
+    s += String.fromCharCode(...b.subarray(i, i + 0x8000));
+  }
+  return btoa(s);
+}
+
 /** Every header as strings (undecodable ones as base64). */
 export function headerStrings(
   headers: FetchedHeaders | undefined,
@@ -256,7 +265,7 @@ export function headerStrings(
     } catch {
       const raw = headers![name];
       const b = Array.isArray(raw) ? raw[raw.length - 1] : raw;
-      if (b instanceof Uint8Array) out[name] = btoa(String.fromCharCode(...b));
+      if (b instanceof Uint8Array) out[name] = base64(b);
     }
   }
   return out;
@@ -353,8 +362,46 @@ function text(v: Uint8Array | string | null, what: string): string | null {
   try {
     return utf8.decode(v);
   } catch {
-    throw new Error(`the record ${what} is not UTF-8`);
+    throw new Error(`${what} is not UTF-8`);
   }
+}
+
+/** Headers whose values are envelope members (each appears in its JSON). */
+const MEMBER_HEADERS = [
+  H.id,
+  H.type,
+  H.topic,
+  H.source,
+  H.timestamp,
+  H.priority,
+  H.headers,
+  H.delivery,
+  H.destination,
+  H.correlationId,
+  H.replyTo,
+  H.ttlMs,
+];
+
+/**
+ * Bytes of a record's value and envelope-member headers. Each of those
+ * appears in the envelope's JSON, so a record Plexus published within
+ * `maxMessageBytes` never counts more.
+ */
+function memberBytes(record: FetchedRecord): number {
+  const size = (v: Uint8Array | string | null | undefined) =>
+    v == null ? 0 : typeof v === "string" ? utf8Length(v) : v.length;
+  let n = size(record.value);
+  for (const name of MEMBER_HEADERS) {
+    const v = record.headers?.[name];
+    if (Array.isArray(v)) { for (const x of v) n += size(x); }
+    else n += size(v);
+  }
+  return n;
+}
+
+const encoder = new TextEncoder();
+function utf8Length(s: string): number {
+  return encoder.encode(s).length;
 }
 
 /**
@@ -363,7 +410,8 @@ function text(v: Uint8Array | string | null, what: string): string | null {
  * `kafka`, timestamp = the record's, topic = `topic`. A value that is not
  * JSON is taken as a string payload; an empty value is `null`. Throws, with
  * the reason, on a record that cannot be an envelope (bad UTF-8, a
- * `plexus-*` header of the wrong shape).
+ * `plexus-*` header of the wrong shape, or more than `maxBytes` of value
+ * and envelope-member headers).
  *
  * @example Usage
  * ```ts
@@ -377,6 +425,7 @@ export function decodeRecord(
   record: FetchedRecord,
   topic: string,
   kafkaTopicName: string,
+  maxBytes = Infinity,
 ): {
   envelope: Envelope;
   key?: string;
@@ -385,7 +434,16 @@ export function decodeRecord(
   notBefore: number;
 } {
   const h = record.headers;
-  const raw = text(record.value, "value");
+  const where = `record ${kafkaTopicName}/${record.partition}@${record.offset}`;
+  if (maxBytes !== Infinity) {
+    const bytes = memberBytes(record);
+    if (bytes > maxBytes) {
+      throw new Error(
+        `${where} is ${bytes} bytes; the limit is ${maxBytes} bytes`,
+      );
+    }
+  }
+  const raw = text(record.value, `${where} value`);
   let payload: unknown = null;
   if (raw !== null && raw !== "") {
     try {
@@ -428,7 +486,7 @@ export function decodeRecord(
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
       throw new Error(
-        `record ${kafkaTopicName}/${record.partition}@${record.offset} is not an envelope: ${
+        `${where} is not an envelope: ${
           issue.path.join(".")
         }: ${issue.message}`,
       );
@@ -439,7 +497,7 @@ export function decodeRecord(
   if (!Array.isArray(errors)) {
     throw new Error(`header '${H.errors}' is not a JSON array`);
   }
-  const key = text(record.key, "key");
+  const key = text(record.key, `${where} key`);
   return {
     envelope,
     key: key ?? undefined,
@@ -481,18 +539,24 @@ export function decodeDeadLetter(
       return undefined;
     }
   };
-  let envelope: Envelope;
-  try {
-    envelope = decodeRecord(record, topic, kafkaTopicName).envelope;
-  } catch {
+  let envelope: Envelope | undefined;
+  // A bad message is dead-lettered as it came: kept raw, even when it
+  // decodes here (an oversize one does, without a limit).
+  if (!str(H.dlqReason)?.startsWith("bad_message: ")) {
+    try {
+      envelope = decodeRecord(record, topic, kafkaTopicName).envelope;
+    } catch { /* kept raw below */ }
+  }
+  if (envelope === undefined) {
     let value: string | null;
     try {
       value = text(record.value, "value");
     } catch {
-      value = btoa(String.fromCharCode(...record.value as Uint8Array));
+      value = base64(record.value as Uint8Array);
     }
     envelope = envelopeSchema.parse({
-      id: str(H.id) || `${kafkaTopicName}-${record.partition}-${record.offset}`,
+      id: (str(H.id) ||
+        `${kafkaTopicName}-${record.partition}-${record.offset}`).slice(0, 128),
       type: "event",
       topic,
       source: "kafka",

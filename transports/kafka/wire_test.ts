@@ -188,3 +188,35 @@ Deno.test("kafka wire: the hand-checked common envelope equals what the schema m
     );
   }
 });
+
+Deno.test("kafka wire: a record over the limit is refused, counting its value and member headers; one Plexus published at the limit passes", () => {
+  const e = createEnvelope({
+    type: "event",
+    topic: "orders",
+    source: "s",
+    payload: "é".repeat(100),
+    headers: { trace: "t1" },
+  });
+  const exact = new TextEncoder().encode(JSON.stringify(e)).length;
+  const r = fetched(encodeRecord(e, "a-long-key-that-is-not-counted"));
+  assert.equal(
+    decodeRecord(r, "orders", "plexus.orders", exact).envelope.id,
+    e.id,
+  );
+  assert.throws(
+    () => decodeRecord(r, "orders", "plexus.orders", 200),
+    /^Error: record plexus\.orders\/2@5 is \d+ bytes; the limit is 200 bytes$/,
+  );
+  // Headers that are not envelope members (a retry's history) do not count.
+  const retried = {
+    ...r,
+    headers: {
+      ...r.headers,
+      [H.errors]: enc.encode(JSON.stringify(["x".repeat(5000)])),
+    },
+  };
+  assert.equal(
+    decodeRecord(retried, "orders", "plexus.orders", exact).envelope.id,
+    e.id,
+  );
+});
