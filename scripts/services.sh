@@ -28,6 +28,9 @@
 #
 # Stopping everything: kill "$(cat $PLEXUS_RUN/<name>.pid)" for denokv, redis,
 # kafka, nats, rabbitmq. Running this script again restarts whatever is not listening.
+# Every service runs in a session of its own (setsid): whoever ran this
+# script may end its process group (a closed terminal, a CI step, a job
+# runner killing a finished command's group) and the services stay up.
 set -euo pipefail
 
 CACHE=${PLEXUS_CACHE:-$HOME/.cache/plexus}
@@ -77,7 +80,7 @@ if port_open "$DENOKV_PORT"; then
   log "denokv already listening on 127.0.0.1:$DENOKV_PORT"
 else
   log "starting denokv on 127.0.0.1:$DENOKV_PORT"
-  nohup "$DENOKV_BIN" --sqlite-path "$RUN/denokv.sqlite" serve \
+  setsid nohup "$DENOKV_BIN" --sqlite-path "$RUN/denokv.sqlite" serve \
     --addr "127.0.0.1:$DENOKV_PORT" --access-token "$DENOKV_TOKEN" \
     >"$RUN/denokv.log" 2>&1 &
   echo $! >"$RUN/denokv.pid"
@@ -211,7 +214,7 @@ EOF
   fi
   log "starting kafka $KAFKA_VERSION (KRaft) on 127.0.0.1:$KAFKA_PORT, controller on :$KAFKA_CONTROLLER_PORT"
   # shellcheck disable=SC2086 # KAFKA_HEAP is a list of JVM options
-  nohup java $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true \
+  setsid nohup java $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$KDIR/log4j2.properties" \
     -cp "$KAFKA_LIBS/*" kafka.Kafka "$KDIR/server.properties" \
     </dev/null >"$RUN/kafka.log" 2>&1 &
@@ -279,7 +282,7 @@ else
   # The file store writes each message before the publish is acknowledged, so
   # a SIGKILLed server loses no acknowledged message (only a kernel crash could
   # lose what is not yet fsynced).
-  nohup nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN/nats" \
+  setsid nohup nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN/nats" \
     --server_name plexus-test -l "$RUN/nats.log" \
     </dev/null >/dev/null 2>&1 &
   echo $! >"$RUN/nats.pid"
@@ -392,7 +395,7 @@ else
     . "$RDIR/env"
     # The node writes its own (Erlang VM) pid to RABBITMQ_PID_FILE: the
     # process the broker-restart test SIGKILLs.
-    nohup /usr/lib/rabbitmq/bin/rabbitmq-server </dev/null >"$RUN/rabbitmq.log" 2>&1 &
+    setsid nohup /usr/lib/rabbitmq/bin/rabbitmq-server </dev/null >"$RUN/rabbitmq.log" 2>&1 &
     echo $! >"$RDIR/launcher.pid"
   )
   echo "$AMQP_PORT" >"$RUN/rabbitmq.port"

@@ -8,12 +8,20 @@
 const SERVICES = new URL("../../scripts/services.sh", import.meta.url)
   .pathname;
 
-function alive(pid: number): boolean {
-  try {
-    return Deno.statSync(`/proc/${pid}`).isDirectory;
-  } catch {
-    return false;
-  }
+/**
+ * Whether `pid` runs (a zombie counts as gone). `ps`, not /proc: Deno lets
+ * only --allow-all read /proc, and `deno task test` does not grant it —
+ * reading it there threw, so every pid looked dead and the restart case
+ * killed nothing.
+ */
+async function alive(pid: number): Promise<boolean> {
+  const { stdout } = await new Deno.Command("ps", {
+    args: ["-o", "stat=", "-p", String(pid)],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const stat = new TextDecoder().decode(stdout).trim();
+  return stat !== "" && !stat.startsWith("Z");
 }
 
 /**
@@ -37,8 +45,13 @@ export async function restartService(
     throw new Error(`Cannot restart ${name}: bad pid file ${run}/${name}.pid`);
   }
   const deadline = Date.now() + (options.timeoutMs ?? 60_000);
-  if (alive(pid)) Deno.kill(pid, options.signal ?? "SIGKILL");
-  while (alive(pid)) {
+  if (!await alive(pid)) {
+    throw new Error(
+      `Cannot restart ${name}: its pid file names ${pid}, which is not running`,
+    );
+  }
+  Deno.kill(pid, options.signal ?? "SIGKILL");
+  while (await alive(pid)) {
     if (Date.now() > deadline) {
       throw new Error(`${name} (pid ${pid}) did not exit after the signal`);
     }
