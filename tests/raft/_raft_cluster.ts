@@ -191,6 +191,24 @@ export class RaftCluster {
     throw new Error(`no leader within ${timeoutMs} ms`);
   }
 
+  /**
+   * Waits until node `i` follows node `leader`: `leader()` returns once a
+   * majority agrees, and a third node may not have had a heartbeat yet (it
+   * answers 503 "no leader known" to a write it would forward).
+   */
+  async follows(i: number, leader: number, timeoutMs = 10_000): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    const id = this.nodes[leader].id;
+    while ((await this.status(i))?.lead !== id) {
+      if (Date.now() > end) {
+        throw new Error(
+          `node ${i} did not follow ${id} within ${timeoutMs} ms`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
   /** Kills every node and removes the folders. */
   async close(): Promise<void> {
     await Promise.all(this.nodes.map(async (n) => {

@@ -117,6 +117,7 @@ Deno.test({
     try {
       const l = await c.leader();
       const follower = (l + 1) % 3;
+      await c.follows(follower, l);
       const p = c.nodes[follower].proc!;
       const anon = await p.fetch("/api/v1/raft/kv/x");
       assert.equal(anon.status, 401);

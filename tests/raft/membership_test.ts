@@ -148,6 +148,7 @@ Deno.test({
 
       // Added through a follower: forwarded to the leader, which dials n4.
       const follower = (l + 2) % 3;
+      await c.follows(follower, l);
       const added = await post(c, follower, { id: "n4", url: c.nodes[n4].url });
       assert.equal(added.status, 200, JSON.stringify(added.body));
       assert.deepEqual(
