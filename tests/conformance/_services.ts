@@ -57,16 +57,33 @@ export async function restartService(
     }
     await new Promise((r) => setTimeout(r, 20));
   }
-  const out = await new Deno.Command("bash", {
-    args: [SERVICES],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error(
-      `Cannot restart ${name}: services.sh exited ${out.code}: ${
-        new TextDecoder().decode(out.stderr).slice(-500)
-      }`,
+  // The services script starts what does not answer; a port the dead
+  // process held can still accept for a moment, so run it until a new
+  // process runs under the pid file.
+  for (;;) {
+    const out = await new Deno.Command("bash", {
+      args: [SERVICES],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!out.success) {
+      throw new Error(
+        `Cannot restart ${name}: services.sh exited ${out.code}: ${
+          new TextDecoder().decode(out.stderr).slice(-500)
+        }`,
+      );
+    }
+    const now = Number(
+      (await Deno.readTextFile(`${run}/${name}.pid`).catch(() => "")).trim(),
     );
+    if (now !== pid && await alive(now)) return;
+    if (Date.now() > deadline) {
+      throw new Error(
+        `Cannot restart ${name}: no new process within ${
+          options.timeoutMs ?? 60_000
+        } ms (the services script left pid ${now})`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 200));
   }
 }
