@@ -44,14 +44,24 @@ Deno.test({
       }
     };
     try {
+      // What the nodes said last, for the message when they never agree.
+      let last: string[] = [];
       const details = await poll(async () => {
-        const d = await Promise.all([0, 1, 2].map(detail));
+        const d = last = await Promise.all([0, 1, 2].map(detail));
         const leaders = d.map((x) =>
           /leader (node-\d) \(kv-lease, fenced/.exec(x)?.[1]
         );
         return d.every((x) => x.startsWith("3/3 members alive over udp")) &&
           leaders.every((l) => l && l === leaders[0]) && d;
-      }, "3 gossip members alive and one lease leader on every node");
+      }, "3 gossip members alive and one lease leader on every node").catch(
+        (err) => {
+          throw new Error(
+            `${(err as Error).message}; last health details: ${
+              JSON.stringify(last)
+            }`,
+          );
+        },
+      );
       const leader = /leader (node-\d)/.exec(details[0])![1];
       const victim = [1, 2, 3].map((i) => `node-${i}`).find((n) =>
         n !== leader
