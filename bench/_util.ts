@@ -53,6 +53,34 @@ export function cpuMs(pid: number | "self"): number {
   }
 }
 
+/**
+ * Per-message CPU of a broker bench: `withCpu(n, into, fn)` runs `fn`
+ * (which moves `n` messages) and adds this process's and the broker's
+ * (`serverPid`, NaN when unknown) CPU µs per message to `into`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const withCpu = cpuPerMessage(serverPid);
+ * const cpu = { client: [] as number[], server: [] as number[] };
+ * await withCpu(1000, cpu, () => run(1000));
+ * ```
+ */
+export function cpuPerMessage(serverPid: number | undefined) {
+  return async <T>(
+    n: number,
+    into: { client: number[]; server: number[] },
+    fn: () => Promise<T>,
+  ): Promise<T> => {
+    const server = () => serverPid === undefined ? NaN : cpuMs(serverPid);
+    const c0 = cpuMs("self"), s0 = server();
+    const run = await fn();
+    const c1 = cpuMs("self"), s1 = server();
+    into.client.push(((c1 - c0) * 1000) / n);
+    into.server.push(((s1 - s0) * 1000) / n);
+    return run;
+  };
+}
+
 /** Busy and total jiffies summed over all cores, from `/proc/stat`. */
 export function systemCpuMs(): { busy: number; total: number } {
   try {

@@ -23,12 +23,12 @@
  *
  * @module
  */
-import { cpuUsage } from "node:process";
 import { Buffer } from "node:buffer";
 import { Connection } from "rabbitmq-client";
 import { connectRabbitmq } from "../transports/rabbitmq/transport.ts";
 import { groupQueue } from "../transports/rabbitmq/wire.ts";
 import {
+  cpuPerMessage,
   info,
   kibEnvelopes,
   median,
@@ -139,31 +139,8 @@ async function plexus(
 /** This process's CPU ms, and the services' RabbitMQ node's when its pid file is readable. */
 const serverPid = await Deno.readTextFile(
   `${Deno.env.get("PLEXUS_RUN") ?? "/tmp/plexus-services"}/rabbitmq.pid`,
-).then((s) => s.trim(), () => undefined);
-const hz = 100; // USER_HZ of /proc/PID/stat on Linux
-function cpuMs(): { client: number; server: number } {
-  const u = cpuUsage();
-  let server = NaN;
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${serverPid}/stat`);
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    server = (Number(f[11]) + Number(f[12])) * (1000 / hz);
-  } catch { /* not on Linux, or not the services' node */ }
-  return { client: (u.user + u.system) / 1000, server };
-}
-/** Runs `fn` and adds its CPU µs per message (client, server) to `into`. */
-async function withCpu(
-  n: number,
-  into: { client: number[]; server: number[] },
-  fn: () => Promise<RateRun>,
-): Promise<RateRun> {
-  const c0 = cpuMs();
-  const run = await fn();
-  const c1 = cpuMs();
-  into.client.push(((c1.client - c0.client) * 1000) / n);
-  into.server.push(((c1.server - c0.server) * 1000) / n);
-  return run;
-}
+).then((s) => Number(s.trim()) || undefined, () => undefined);
+const withCpu = cpuPerMessage(serverPid);
 const rawCpu = { client: [] as number[], server: [] as number[] };
 const ourCpu = { client: [] as number[], server: [] as number[] };
 
