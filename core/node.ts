@@ -39,6 +39,7 @@ import {
 import { VERSION } from "./version.ts";
 import type { Consensus } from "./consensus.ts";
 import { createTaskService, NoAgentError } from "./tasks.ts";
+import { createNodeEvents, emitPluginState } from "./events.ts";
 import type { TaskService } from "./plugin.ts";
 import {
   createTaskRouter,
@@ -232,6 +233,10 @@ export async function startNode(
     onError: (err, topic) =>
       nodeLog.error("router handler failed", { topic, error: err }),
   });
+  const events = createNodeEvents(nodeId, {
+    onInvalid: (type, error) =>
+      nodeLog.error("invalid node event dropped", { type, error }),
+  });
   const consensus = (): Consensus | undefined =>
     kernel.has("consensus:*") ? kernel.get("consensus:*") : undefined;
   const tasks = createTaskService(kv, {
@@ -242,6 +247,7 @@ export async function startNode(
     leaseMs: config.tasks.leaseMs,
     maxAttempts: config.tasks.maxAttempts,
     maxResultBytes: config.tasks.maxResultBytes,
+    events,
     // The leader sweeps; with no consensus plugin every node does.
     sweeper: () => consensus()?.isLeader() ?? true,
     // With --balancer, claimed tasks run where the balancer picks.
@@ -302,6 +308,7 @@ export async function startNode(
     node,
     core: {
       "tasks:local": tasks,
+      "events:local": events,
       "node:key": nodeKey,
       [SEALING_POLICY]: config.sealed,
     },
@@ -309,6 +316,7 @@ export async function startNode(
     pluginConfig: config.pluginConfig,
     startTimeoutMs: config.pluginStartTimeoutMs,
     onStatus: (e) => {
+      emitPluginState(events, e);
       logStream.publish("status", e);
       nodeLog.info(
         `plugin ${e.plugin} ${e.state}`,
@@ -383,6 +391,9 @@ export async function startNode(
     // Published before serving, so tokens from this node verify everywhere.
     await security.keyring.publishNode(nodeKey, nodeId);
     await kernel.start();
+    consensus()?.onLeaderChange((c) =>
+      events.emit("cluster.leader.changed", c)
+    );
     tasks.start();
   } catch (err) {
     for (const s of unregistered) s.terminate("node stopped");
@@ -571,6 +582,7 @@ export async function startNode(
       { cause: err },
     );
   }
+  events.emit("node.joined", { nodeId, address: url });
   nodeLog.info(`plexus listening on ${url}`, {
     url,
     version: VERSION,
@@ -601,6 +613,7 @@ export async function startNode(
       watch?.close();
       // Leave the registry first: peers see this node down while it drains.
       await registry.stop();
+      events.emit("node.left", { nodeId });
       // Long-lived connections go first (the gateway closes its agents with
       // 1001, so their un-acked messages are back in their queues before
       // KV closes), then in-flight requests drain.

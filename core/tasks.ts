@@ -18,6 +18,7 @@ import type { Logger } from "./observe/logger.ts";
 import type { MetricsRegistry } from "./observe/metrics.ts";
 import { consume, type Consumer } from "./state/consumer.ts";
 import type { TaskRouter, TaskRun } from "./task_router.ts";
+import type { NodeEvents } from "./events.ts";
 import {
   type Delivery,
   DurableQueue,
@@ -88,6 +89,8 @@ export interface TaskServiceOptions {
    * when none does. Undefined: capability tasks cannot run here.
    */
   runOnAgent?: (task: TaskRun) => Promise<unknown>;
+  /** Where `task.started|completed|failed` are emitted (`events:local`). */
+  events?: NodeEvents;
 }
 
 /**
@@ -182,6 +185,10 @@ const TYPE_RE = /^[a-z][a-z0-9._-]{0,63}$/;
 /** A capability is one channel-name word: agents offer it by handling `tasks.{capability}`. */
 const CAPABILITY_RE = /^[A-Za-z0-9_-]{1,64}$/;
 
+const since = (t0: number) => +(performance.now() - t0).toFixed(3);
+const capability = (task: TaskRun) =>
+  task.capability === undefined ? {} : { capability: task.capability };
+
 /** The public view of a queue message. */
 export function taskView(m: QueueMessage<TaskBody>): TaskView {
   const status: TaskView["status"] = m.state === "inflight"
@@ -241,6 +248,7 @@ export function createTaskService(
     "Age of the oldest ready message",
   );
   const aborts = new AbortController();
+  const events = options.events;
   let consumer: Consumer | undefined;
   let running = 0;
   let statsTimer: ReturnType<typeof setInterval> | undefined;
@@ -368,12 +376,21 @@ export function createTaskService(
           });
       }
       running++;
+      const t0 = performance.now();
+      const ev = { taskId: task.id, type: task.type, attempt: task.attempt };
+      events?.emit("task.started", { ...ev, ...capability(task) });
       try {
         const result = await exec();
         completed.inc({ type: task.type, outcome: "done" });
+        events?.emit("task.completed", { ...ev, durationMs: since(t0) });
         return result;
       } catch (err) {
         completed.inc({ type: task.type, outcome: "failed" });
+        events?.emit("task.failed", {
+          ...ev,
+          durationMs: since(t0),
+          error: String((err as Error)?.message ?? err).slice(0, 4096),
+        });
         throw err;
       } finally {
         running--;

@@ -15,6 +15,7 @@ import { createMetrics, type MetricsRegistry } from "./observe/metrics.ts";
 import { createRouter, type Router } from "./router.ts";
 import { VERSION } from "./version.ts";
 import { createTaskService } from "./tasks.ts";
+import { createNodeEvents, emitPluginState } from "./events.ts";
 import type { TaskService } from "./plugin.ts";
 import { createSecurity, type Security } from "./http/security.ts";
 import { generateNodeKey } from "./security/node_key.ts";
@@ -118,11 +119,16 @@ export async function createTestKernel(
     address: "http://127.0.0.1:0",
     dataDir: ".",
   };
+  const events = createNodeEvents(node.id, {
+    onInvalid: (type, error) =>
+      log.error("invalid node event dropped", { type, error }),
+  });
   const tasks = createTaskService(kv, {
     nodeId: node.id,
     log,
     metrics,
     leaseMs: 5000,
+    events,
   });
   const nodeKey = await generateNodeKey();
   const security = createSecurity({
@@ -137,10 +143,11 @@ export async function createTestKernel(
     kv,
     router,
     node,
-    core: { "tasks:local": tasks, "node:key": nodeKey },
+    core: { "tasks:local": tasks, "events:local": events, "node:key": nodeKey },
     nodeFetch: nodeClient(security),
     pluginConfig: options.pluginConfig,
     startTimeoutMs: options.startTimeoutMs,
+    onStatus: (e) => emitPluginState(events, e),
   });
   await security.keyring.publishNode(nodeKey, node.id);
   const { app, fetch: serveHttp } = createApp({

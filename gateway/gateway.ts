@@ -64,6 +64,7 @@ import {
   type PresenceStore,
 } from "./presence.ts";
 import { canSubscribe, channelPolicy, isDurable } from "./policy.ts";
+import type { NodeEvents } from "../core/events.ts";
 
 export { type AgentRequest, GatewayRequestError } from "./connection.ts";
 
@@ -235,6 +236,8 @@ export interface GatewayOptions {
   nodeFetch: NodeFetch;
   /** Resumption tokens. @default {sessions in `kv`} */
   sessions?: SessionStore;
+  /** Where agent.connected/disconnected are emitted (`events:local`). */
+  events?: NodeEvents;
 }
 
 /** Node-to-node calls give up after this long (the message stays queued). */
@@ -323,7 +326,7 @@ function gatewayMetrics(
 export function createGateway(options: GatewayOptions): Gateway {
   const { kv, node, router, log, config } = options;
   const nodeFetch = options.nodeFetch;
-  const presence: PresenceStore = createPresence(kv);
+  const presence: PresenceStore = createPresence(kv, options.events);
   const outbox = new Outbox(kv, {
     maxAttempts: config.maxAttempts,
     ttlMs: config.messageTtlMs,

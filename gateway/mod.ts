@@ -21,6 +21,7 @@ import { VERSION } from "../core/version.ts";
 import { gatewayConfigSchema } from "./config.ts";
 import { type AgentGateway, createGateway, type Gateway } from "./gateway.ts";
 import { agentRoutes } from "./agents.ts";
+import type { NodeEvents } from "../core/events.ts";
 
 export { type GatewayConfig, gatewayConfigSchema } from "./config.ts";
 export type { AgentGateway, Gateway } from "./gateway.ts";
@@ -70,6 +71,9 @@ const gatewayPlugin = definePlugin({
       log: ctx.log,
       config: ctx.config,
       nodeFetch: ctx.nodeFetch,
+      events: ctx.kernel.has("events:local")
+        ? ctx.kernel.get<NodeEvents>("events:local")
+        : undefined,
     });
     agentRoutes(ctx.api("agents"), ctx.api("gateway"), gateway);
     ctx.websocket("agent", (req) => gateway.accept(req));

@@ -14,6 +14,7 @@
  */
 import { gatewayPresenceKey } from "../core/state/keys.ts";
 import { retryLocked } from "../core/state/store.ts";
+import type { NodeEvents } from "../core/events.ts";
 
 /** Where and how an agent is (or was last) connected. */
 export interface PresenceRecord {
@@ -84,7 +85,8 @@ export interface PresenceStore {
 }
 
 /**
- * Presence over `kv`.
+ * Presence over `kv`; with `events`, a claim emits `agent.connected` and a
+ * release that marks the record disconnected emits `agent.disconnected`.
  *
  * @example Usage
  * ```ts
@@ -102,7 +104,10 @@ export interface PresenceStore {
  * kv.close();
  * ```
  */
-export function createPresence(kv: Deno.Kv): PresenceStore {
+export function createPresence(
+  kv: Deno.Kv,
+  events?: NodeEvents,
+): PresenceStore {
   const cas = async (
     agentId: string,
     next: (cur: PresenceRecord | null) => PresenceRecord | null | undefined,
@@ -127,7 +132,13 @@ export function createPresence(kv: Deno.Kv): PresenceStore {
       return (await kv.get<PresenceRecord>(gatewayPresenceKey(agentId))).value;
     },
     async claim(rec) {
-      return (await cas(rec.agentId, () => rec)).before;
+      const { before } = await cas(rec.agentId, () => rec);
+      events?.emit("agent.connected", {
+        agentId: rec.agentId,
+        session: rec.session,
+        channels: rec.channels,
+      });
+      return before;
     },
     async update(agentId, session, patch) {
       return (await cas(
@@ -136,7 +147,7 @@ export function createPresence(kv: Deno.Kv): PresenceStore {
       )).wrote;
     },
     async release(agentId, session, lastSeen) {
-      await cas(agentId, (cur) =>
+      const { wrote } = await cas(agentId, (cur) =>
         cur?.session === session
           ? {
             ...cur,
@@ -145,6 +156,7 @@ export function createPresence(kv: Deno.Kv): PresenceStore {
             disconnectedAt: Date.now(),
           }
           : undefined);
+      if (wrote) events?.emit("agent.disconnected", { agentId, session });
     },
     async remove(agentId) {
       await retryLocked(() => kv.delete(gatewayPresenceKey(agentId)));
