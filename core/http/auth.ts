@@ -9,7 +9,11 @@
  *   made with an enrolled key (Ed25519 or HMAC-SHA256) or a node key,
  *   covering at least `@method`, `@authority`, `@path`, `@query` and, when
  *   there is a body, a matching `Content-Digest`; `created` no older than
- *   `maxAgeSec`; a `nonce` never seen before (kept in KV).
+ *   `maxAgeSec`; a `nonce` never seen before (kept in KV); or
+ * - a dashboard session cookie (`core/http/session.ts`), with the session's
+ *   CSRF token in `X-CSRF-Token` on every state-changing call (a missing or
+ *   wrong one is 403, not 401: the person is known, the request is not
+ *   theirs).
  *
  * Every failure, whatever the cause (unknown key, bad signature, expired,
  * revoked, replayed, malformed, missing), is the same 401 with the same body
@@ -33,6 +37,7 @@ import {
 } from "../security/http_signatures/mod.ts";
 import { can, type Permission, type Role } from "../security/roles.ts";
 import { errorResponse } from "./errors.ts";
+import type { SessionVerifier } from "./session.ts";
 
 /** The one message of every authentication failure. */
 export const AUTH_FAILED_MESSAGE = "authentication failed";
@@ -45,11 +50,11 @@ export interface Principal {
   sub: string;
   /** The token's or the enrolled key's role (node keys are `admin`). */
   role: Role;
-  /** How the request proved it: a bearer JWT or an RFC 9421 signature. */
-  via: "jwt" | "signature";
+  /** How the request proved it: a bearer JWT, an RFC 9421 signature or a dashboard session. */
+  via: "jwt" | "signature" | "session";
   /** The token's `kid` or the signature's `keyid`. */
   keyid: string;
-  /** JWT only: expiry, seconds since the epoch. */
+  /** JWT and session: expiry, seconds since the epoch. */
   exp?: number;
   /** JWT only: the token id. */
   jti?: string;
@@ -62,8 +67,8 @@ export type AuthVariables = { principal: Principal };
 
 /** Why a request was refused (logs and metrics only). */
 export interface AuthFailure {
-  /** What the request tried: a bearer JWT, an RFC 9421 signature, or nothing. */
-  method: "jwt" | "signature" | "none";
+  /** What the request tried: a bearer JWT, an RFC 9421 signature, a session cookie, or nothing. */
+  method: "jwt" | "signature" | "session" | "none";
   /** A short fixed code, safe as a metric label. */
   reason: string;
   /** Precise, for the log. */
@@ -89,6 +94,8 @@ export interface AuthenticatorOptions {
   /** Replay store for signature nonces (required when nonces are required). */
   nonceStore?: NonceStore;
   signatures?: SignaturePolicyOptions;
+  /** Dashboard sessions: a request with neither header is checked by its cookie. */
+  sessions?: SessionVerifier;
   clock?: Clock;
 }
 
@@ -192,6 +199,8 @@ export function createAuthenticator(
     }
     const authorization = headers.get("authorization");
     if (authorization === null) {
+      const session = await options.sessions?.verify(request);
+      if (session) return session;
       return fail("none", "missing-credentials", "no Authorization header");
     }
     const m = BEARER.exec(authorization);
@@ -264,7 +273,9 @@ export function requireAuth(
         detail: r.failure.detail,
         path: c.req.path,
       });
-      return unauthorized();
+      return r.failure.reason === "csrf"
+        ? errorResponse(403, "missing or wrong CSRF token", "csrf")
+        : unauthorized();
     }
     count(r.principal.via, "ok", "ok");
     c.set("principal", r.principal);

@@ -35,6 +35,7 @@ import {
   requirePermission,
 } from "./auth.ts";
 import { errorResponse } from "./errors.ts";
+import { createOperatorSessions, type OperatorSessions } from "./session.ts";
 import { readJson } from "./json.ts";
 
 /** What the app needs to secure `/api/v1` and `/ws`. */
@@ -45,8 +46,10 @@ export interface Security {
   jwt: JwtAuthority;
   /** The trusted keys (nodes' and enrolled services'). */
   keyring: Keyring;
-  /** Verifies requests' tokens and signatures. */
+  /** Verifies requests' tokens, signatures and session cookies. */
   auth: Authenticator;
+  /** Dashboard sessions (the login plugin creates them; `auth` checks them). */
+  sessions: OperatorSessions;
   /** Shared limiters; absent when rate limiting is off. */
   limits?: {
     ip: RateLimiter;
@@ -104,9 +107,15 @@ export function createSecurity(options: SecurityOptions): Security {
     clock: options.clock,
     resolveKey: (kid) => keyring.nodeJwtKey(kid),
   });
+  const sessions = createOperatorSessions(kv, {
+    nodeKey,
+    issuer: a.issuer,
+    clock: options.clock,
+  });
   const auth = createAuthenticator({
     jwt,
     keyring,
+    sessions,
     nonceStore: kvNonceStore(kv, { clock: options.clock }),
     signatures: {
       maxAgeSec: a.signatureMaxAgeSec,
@@ -138,6 +147,7 @@ export function createSecurity(options: SecurityOptions): Security {
     jwt,
     keyring,
     auth,
+    sessions,
     limits,
     logStream: a.logStream ?? "open",
     signResponses: a.signResponses ?? true,

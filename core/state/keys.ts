@@ -15,6 +15,7 @@
  * ["queue", q, "result", id, ref, i]             chunk i of a result too large for its done record (written first; expireIn past it)
  * ["sessions", tokenHash]                        session record
  * ["sessions-by-subject", subject, tokenHash]    index for listing/revoking a subject's sessions
+ * ["login-link-used", jti]                       a redeemed one-time dashboard login link (expireIn past its exp)
  * ["election", name]                             lease record {holder, nonce, epoch, ...}
  * ["election", name, "epoch"]                    fencing record {epoch, holder, nonce}, written only on acquisition
  * ["nodes", nodeId]                              node registry record
@@ -108,6 +109,11 @@ export function sessionsBySubjectKey(
   return tokenHash === undefined
     ? ["sessions-by-subject", subject]
     : ["sessions-by-subject", subject, tokenHash];
+}
+
+/** Mark of a redeemed one-time login link (`plexus login-link`). */
+export function loginLinkUsedKey(jti: string): Deno.KvKey {
+  return ["login-link-used", jti];
 }
 
 /** Lease record of election `name`. */
