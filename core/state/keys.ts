@@ -31,6 +31,11 @@
  * ["gateway", "presence", agentId]               where the agent is connected {connected, nodeId, address, session, lastSeen, channels, ...}
  * ["gateway", "outbox", agentId, channel]        the agent's durable queue for one backend channel name → {queue}
  * ["gateway", "body", queue, messageId, i]       chunk i of a queued message body too large for one KV value
+ * ["events", "log", stream, vs]                 events appended to `stream` by the commit with versionstamp vs, in offset order
+ * ["events", "time", stream, at, vs]            time index: wall-clock ms of that batch's first event (replay from a time, retention by age)
+ * ["events", "count", stream]                   KvU64 events held in the stream's log (its keys list the streams)
+ * ["events", "head"]                            set by every append: its versionstamp is the newest append's
+ * ["events", "cursor", name]                    durable cursor of a named subscriber {offset, at}
  * ["test", ...]                                  written by test fixtures only
  * ```
  *
@@ -215,4 +220,45 @@ export function gatewayBodyKey(
   return index === undefined
     ? ["gateway", "body", queue, messageId]
     : ["gateway", "body", queue, messageId, index];
+}
+
+/**
+ * Event store keys (`plugins/events`): the batch of `stream` committed with
+ * versionstamp `vs` (pass `kv.commitVersionstamp()` when writing), so a
+ * stream's log lists in commit order, which is the cluster-wide order.
+ */
+export function eventLogKey(stream?: string, vs?: string | symbol): Deno.KvKey {
+  return stream === undefined
+    ? ["events", "log"]
+    : vs === undefined
+    ? ["events", "log", stream]
+    : ["events", "log", stream, vs as string];
+}
+
+/** Time index of an event stream: `at` is the batch's first event's wall-clock ms. */
+export function eventTimeKey(
+  stream: string,
+  at?: number,
+  vs?: string | symbol,
+): Deno.KvKey {
+  return at === undefined
+    ? ["events", "time", stream]
+    : vs === undefined
+    ? ["events", "time", stream, at]
+    : ["events", "time", stream, at, vs as string];
+}
+
+/** KvU64 count of a stream's stored events (or the prefix of every stream's). */
+export function eventCountKey(stream?: string): Deno.KvKey {
+  return stream === undefined
+    ? ["events", "count"]
+    : ["events", "count", stream];
+}
+
+/** Set by every event append; its versionstamp is the newest append's. */
+export const EVENT_HEAD_KEY: Deno.KvKey = ["events", "head"];
+
+/** A named event subscriber's durable cursor. */
+export function eventCursorKey(name: string): Deno.KvKey {
+  return ["events", "cursor", name];
 }
