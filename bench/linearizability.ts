@@ -19,6 +19,7 @@
  * @module
  */
 import { checkDetailed, kvModel } from "../testing/linearizability.ts";
+import { checkParallel } from "../testing/linearizability_parallel.ts";
 import {
   type RandomHistory,
   type RandomHistoryOptions,
@@ -183,6 +184,51 @@ for (const shape of OTHERS) {
     } ms per history (illegal ones with their diagnostic), ${
       round(steps / histories.length)
     } search steps, ${illegal}/${histories.length} illegal`,
+  );
+}
+{
+  // A hard multi-key history (12 clients and 3 % crashes per key, ~250 ms
+  // a partition): its partitions checked one after another here, then in
+  // Workers (checkParallel). Easy histories check in milliseconds, less
+  // than starting a Worker (~60 ms), and stay on one thread.
+  const keys = quick ? 4 : 8;
+  const shape = { ops: 2000 * keys, clients: 12 * keys, keys, crashRate: 0.03 };
+  const name =
+    `${shape.ops} ops, ${shape.clients} clients, ${keys} keys, 3% crashed`;
+  const { history } = randomKvHistory(77, shape);
+  const serial: number[] = [];
+  const parallel: number[] = [];
+  let workers = 0;
+  for (let r = 0; r < Math.min(ROUNDS, 3); r++) {
+    let t0 = performance.now();
+    if (checkDetailed(model, history).result !== "ok") {
+      throw new Error("the long history was judged not linearizable");
+    }
+    serial.push(performance.now() - t0);
+    t0 = performance.now();
+    const report = await checkParallel(
+      {
+        module: new URL("../testing/linearizability.ts", import.meta.url),
+        export: "kvModel",
+      },
+      history,
+    );
+    if (report.result !== "ok") {
+      throw new Error("the long history was judged not linearizable");
+    }
+    parallel.push(performance.now() - t0);
+    workers = report.workers;
+  }
+  shapes[name] = {
+    ms_one_thread: round(median(serial), 1),
+    ms_in_workers: round(median(parallel), 1),
+    workers,
+    speedup: round(median(serial) / median(parallel), 2),
+  };
+  info(
+    `${name}: ${round(median(serial), 1)} ms on one thread, ${
+      round(median(parallel), 1)
+    } ms in ${workers} Workers (startup included)`,
   );
 }
 console.log(JSON.stringify({
