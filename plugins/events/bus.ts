@@ -58,8 +58,8 @@ export interface SubscribeOptions {
   maxPollMs?: number;
   /** Ends the subscription. */
   signal?: AbortSignal;
-  /** Told when a handler throws (the event is retried). */
-  onError?: (err: unknown, event: StoredEvent) => void;
+  /** Told when a handler throws (the event is retried) or a read fails (no event). */
+  onError?: (err: unknown, event: StoredEvent | undefined) => void;
 }
 
 /** A running subscription. */
@@ -150,6 +150,9 @@ export function createEventBus(
   const transforms = new Set<EventTransform>();
   const defined = new Map<string, DefinedType>();
   let lastAppend: Promise<string> | null = null;
+  // Running subscriptions' stops, and their loops: close() ends them all.
+  const live = new Set<() => void>();
+  const loops = new Set<Promise<void>>();
 
   const append = (event: NodeEvent): Promise<string> => {
     let e: NewEvent | null = { stream: event.type.split(".")[0], ...event };
@@ -232,7 +235,15 @@ export function createEventBus(
       let since = 0;
       while (!stopped) {
         const before = offset;
-        const page = await store.read(pos!, { streams: o.streams });
+        let page;
+        try {
+          page = await store.read(pos!, { streams: o.streams });
+        } catch (err) {
+          if (stopped) break;
+          o.onError?.(err, undefined);
+          await sleep(maxPoll);
+          continue;
+        }
         for (const e of page.events) {
           if (stopped) break;
           if (match(e)) {
@@ -269,7 +280,12 @@ export function createEventBus(
       }
       await save();
     };
-    const done = loop();
+    const done = loop().finally(() => {
+      live.delete(stop);
+      loops.delete(done);
+    });
+    live.add(stop);
+    loops.add(done);
     return {
       get offset() {
         return offset;
@@ -350,6 +366,8 @@ export function createEventBus(
     subscribe,
     async close() {
       unlisten();
+      for (const stop of [...live]) stop();
+      await Promise.allSettled([...loops]);
       await store.close();
     },
   };
