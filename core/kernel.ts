@@ -46,6 +46,12 @@ import {
 } from "./plugin_scope.ts";
 import type { TaskHandler, TaskService } from "./tasks.ts";
 import {
+  createServiceBroker,
+  type ScopedServices,
+  scopeServices,
+  type ServiceBroker,
+} from "./services.ts";
+import {
   type ApiEnv,
   CORE_API_PREFIXES,
   createPluginApi,
@@ -80,6 +86,8 @@ export interface PluginRecord {
   scope: Scope;
   /** Aborted when this copy stops. */
   controller?: AbortController;
+  /** This copy's `ctx.services` (its actions go away with it). */
+  services?: ScopedServices;
 }
 
 /**
@@ -149,6 +157,11 @@ export interface KernelOptions {
    * @default {a fetch that refuses: this kernel has no node key}
    */
   nodeFetch?: NodeFetch;
+  /**
+   * The node's service broker, scoped into each plugin's `ctx.services`.
+   * @default {a broker on this node only (no transport attached)}
+   */
+  services?: ServiceBroker;
   /** Told about every state change (feeds the live log stream). */
   onStatus?: (
     event: { plugin: string; state: PluginState; error?: string },
@@ -202,6 +215,8 @@ export interface Kernel extends KernelHandle {
   apiFor(prefix: string): npm.Hono<ApiEnv> | undefined;
   /** The handler of `GET /ws/{name}` for a running plugin, if one claimed it. */
   websocketFor(name: string): WebSocketHandler | undefined;
+  /** The node's service broker (what every `ctx.services` is scoped from). */
+  readonly services: ServiceBroker;
 }
 
 /** What {@linkcode Kernel.replace} did. */
@@ -389,6 +404,8 @@ export function createKernel(options: KernelOptions): Kernel {
     ...options.core,
   };
   const healthTimeout = options.healthTimeoutMs ?? 2_000;
+  const services = options.services ??
+    createServiceBroker({ nodeId: node.id, log, metrics });
   const nodeFetch: NodeFetch = options.nodeFetch ??
     (() =>
       Promise.reject(
@@ -466,6 +483,7 @@ export function createKernel(options: KernelOptions): Kernel {
     controller: AbortController;
     /** Task handlers a replacement registered, taking over at the swap. */
     staged: Map<string, TaskHandler>;
+    services: ScopedServices;
     setupMs: number;
   }
 
@@ -538,6 +556,7 @@ export function createKernel(options: KernelOptions): Kernel {
           : kernel.get<T>(capability),
       has: (capability) => kernel.has(capability),
     } as KernelHandle;
+    const scopedServices = scopeServices(services, name, scope);
     const t0 = performance.now();
     const setup = Promise.resolve().then(() =>
       plugin.setup({
@@ -552,6 +571,7 @@ export function createKernel(options: KernelOptions): Kernel {
         websocket,
         nodeFetch,
         kernel: handle,
+        services: scopedServices,
         node,
         signal: controller.signal,
       })
@@ -573,6 +593,7 @@ export function createKernel(options: KernelOptions): Kernel {
         ws: sockets,
         controller,
         staged,
+        services: scopedServices,
         setupMs: performance.now() - t0,
       };
     } catch (err) {
@@ -584,11 +605,13 @@ export function createKernel(options: KernelOptions): Kernel {
       for (const [type, slot] of taskSlots) {
         if (slot.scope === scope) slot.handler = noHandler(name, type);
       }
+      await scopedServices.retire();
       throw err;
     }
   };
 
   const kernel: Kernel = {
+    services,
     register(
       candidate,
       origin = "inline",
@@ -633,6 +656,7 @@ export function createKernel(options: KernelOptions): Kernel {
             api: l.api,
             ws: l.ws,
             controller: l.controller,
+            services: l.services,
           });
           started.push(name);
           setupSeconds.set(l.setupMs / 1000, { plugin: name });
@@ -715,6 +739,7 @@ export function createKernel(options: KernelOptions): Kernel {
         }
         if (stopped) {
           scope.unsubscribeAll();
+          await l.services.retire();
           await l.running.stop(AbortSignal.timeout(stopTimeout)).catch(
             () => {},
           );
@@ -737,10 +762,12 @@ export function createKernel(options: KernelOptions): Kernel {
           ws: l.ws,
           controller: l.controller,
           scope,
+          services: l.services,
         });
         old.scope.live = false;
         scope.live = true;
         promoteTasks(taskSlots, scope, l.staged);
+        const servicesMoved = l.services.takeOver(old.services);
         for (const [type, slot] of taskSlots) {
           if (slot.plugin === name && slot.scope === old.scope) {
             slot.scope = scope;
@@ -789,6 +816,12 @@ export function createKernel(options: KernelOptions): Kernel {
           });
         }
         old.scope.unsubscribeAll();
+        await servicesMoved.catch((err) =>
+          log.warn("service actions not moved to the new copy", {
+            plugin: name,
+            error: message(err),
+          })
+        );
         return {
           name,
           from: old.plugin.manifest.version,
@@ -829,6 +862,7 @@ export function createKernel(options: KernelOptions): Kernel {
         const r = records.get(name)!;
         r.controller?.abort(new Error("node shutting down"));
         setState(r, "stopping");
+        await r.services?.retire().catch(() => {});
         try {
           await deadline(
             r.running!.stop(AbortSignal.timeout(stopTimeout)),

@@ -9,6 +9,9 @@ import { join } from "node:path";
 import type { Config } from "./config.ts";
 import { ConfigError } from "./config.ts";
 import { createKernel, type Kernel, type SwapReport } from "./kernel.ts";
+import { createServiceBroker } from "./services.ts";
+import type { BalancerApi } from "./balancer_plugin.ts";
+import type { Transport } from "./transport.ts";
 import {
   builtinNames,
   type PluginCatalog,
@@ -188,6 +191,35 @@ async function resolveNodeId(config: Config): Promise<string> {
 }
 
 /**
+ * Attaches the node's service calls to its request/reply transport: the
+ * mesh when loaded, else the first running transport that declares
+ * `caps.requestReply`. Without one, service calls stay on this node.
+ */
+async function attachServices(kernel: Kernel, log: Logger): Promise<void> {
+  const transports = kernel.list()
+    .filter((p) => p.kind === "transport" && p.status === "running")
+    .flatMap((p) => p.provides.filter((c) => c.startsWith("transport:")))
+    .sort((a, b) =>
+      Number(b === "transport:websocket-mesh") -
+      Number(a === "transport:websocket-mesh")
+    );
+  for (const capability of transports) {
+    const t = kernel.get<Transport>(capability);
+    if (t?.caps?.requestReply) {
+      await kernel.services.attach(t);
+      log.info("service calls ready", { transport: t.name });
+      return;
+    }
+  }
+  if (transports.length > 0) {
+    log.info(
+      "service calls stay on this node: no transport declares request/reply",
+      { transports },
+    );
+  }
+}
+
+/**
  * Starts a node from a validated config.
  *
  * @example Usage
@@ -300,7 +332,29 @@ export async function startNode(
       throw err;
     }
   };
+  // Service calls balance with the balancer plugins when loaded
+  // (consistent-hash for keyed calls, p2c-ewma for the rest), else the
+  // broker's built-in rendezvous hash and P2C.
+  // One pool per plugin copy (`create()`), apart from the task router's.
+  const pools = new WeakMap<BalancerApi, Balancer>();
+  const balancerFor = (capability: string) => () => {
+    if (!kernel.has(capability)) return undefined;
+    const api = kernel.get<BalancerApi>(capability);
+    let pool = pools.get(api);
+    if (!pool) pools.set(api, pool = api.create());
+    return pool;
+  };
+  const services = createServiceBroker({
+    nodeId,
+    log: nodeLog.child({ component: "services" }),
+    metrics,
+    balancers: {
+      keyed: balancerFor("balancer:consistent-hash"),
+      unkeyed: balancerFor("balancer:p2c-ewma"),
+    },
+  });
   const kernel = createKernel({
+    services,
     log: nodeLog,
     metrics,
     kv,
@@ -391,6 +445,7 @@ export async function startNode(
     // Published before serving, so tokens from this node verify everywhere.
     await security.keyring.publishNode(nodeKey, nodeId);
     await kernel.start();
+    await attachServices(kernel, nodeLog);
     consensus()?.onLeaderChange((c) =>
       events.emit("cluster.leader.changed", c)
     );
@@ -613,6 +668,7 @@ export async function startNode(
       watch?.close();
       // Leave the registry first: peers see this node down while it drains.
       await registry.stop();
+      await services.close();
       events.emit("node.left", { nodeId });
       // Long-lived connections go first (the gateway closes its agents with
       // 1001, so their un-acked messages are back in their queues before

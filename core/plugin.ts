@@ -23,6 +23,7 @@ import type { NodeKey } from "./security/node_key.ts";
 import type { Transport } from "./transport.ts";
 import type { Consensus } from "./consensus.ts";
 import type { Balancer } from "./contracts/balancer.ts";
+import type { Services } from "./contracts/services.ts";
 import { isRange, isVersion } from "./_semver.ts";
 
 /**
@@ -138,6 +139,19 @@ export type {
   CircuitState,
 } from "./resilience/circuit_breaker.ts";
 export type { Unsubscribe } from "./resilience/_events.ts";
+export type {
+  ActionCall,
+  ActionHandler,
+  ActionInfo,
+  ActionOptions,
+  CallOptions,
+  Services,
+} from "./contracts/services.ts";
+export {
+  registerErrorType,
+  ServiceError,
+  type ServiceErrorCode,
+} from "./services_errors.ts";
 
 /**
  * The task service, the `api` of the kernel's `tasks:local` capability: a
@@ -413,6 +427,12 @@ export interface PluginContext<C = unknown> {
   nodeFetch: NodeFetch;
   /** Capability lookup: the `api` of other plugins and kernel services. */
   kernel: KernelHandle;
+  /**
+   * Service calls (docs/services.md): `define` actions any node can call,
+   * `call` actions wherever they run. This copy's actions go away when it
+   * stops or is replaced.
+   */
+  services: Services;
   /** Who this node is. */
   node: NodeIdentity;
   /** Aborted when the node begins to shut down. */

@@ -46,6 +46,40 @@ export interface TransportCaps {
   groups: boolean;
   /** Largest accepted `envelopeBytes(envelope)`. */
   maxMessageBytes: number;
+  /**
+   * Request/reply to one chosen node: the transport implements
+   * {@linkcode Transport.respond}, {@linkcode Transport.responders} and
+   * {@linkcode Transport.request} (service calls, docs/services.md, need it).
+   * @default {false}
+   */
+  requestReply?: boolean;
+}
+
+/**
+ * Answers one request: `body` is what the caller sent, the resolved value
+ * the reply. A throw is sent back as an error the caller's `request`
+ * rejects with (a `TransportError` coded `bad_message` naming the topic);
+ * callers that need typed errors encode them in the reply.
+ */
+export type RequestHandler = (
+  body: unknown,
+  info: { from: string; headers: Record<string, string> },
+) => Promise<unknown>;
+
+/** Options of {@linkcode Transport.request}. */
+export interface RequestOptions {
+  /** Longest wait for the reply; then a `TimeoutError`. */
+  timeoutMs: number;
+  /** Small string metadata (trace and correlation ids). */
+  headers?: Record<string, string>;
+}
+
+/** A node's registration as a responder on a topic. */
+export interface Responder {
+  /** The topic answered. */
+  readonly topic: string;
+  /** Stops answering; other nodes stop seeing this node as a responder. */
+  close(): Promise<void>;
 }
 
 /** Options of {@linkcode Transport.publish}. */
@@ -145,6 +179,31 @@ export interface Transport {
     handler: DeliveryHandler,
     opts?: SubscribeOptions,
   ): Promise<Subscription>;
+  /**
+   * Answers requests on `topic` here, announced to every node; resolves once
+   * the nodes linked now know (`caps.requestReply` transports).
+   */
+  respond?(topic: string, handler: RequestHandler): Promise<Responder>;
+  /**
+   * Ids of the nodes answering `topic` that this node can reach now (itself
+   * included), sorted; a node that dies or loses its link drops out at once.
+   */
+  responders?(topic: string): readonly string[];
+  /** Every topic answered anywhere reachable, with its responders. */
+  listResponders?(): Map<string, readonly string[]>;
+  /**
+   * Sends `body` to the responder of `topic` on node `node` and resolves
+   * with its reply. Rejects with `TransportError("unavailable")` when the
+   * node is not reachable, does not answer `topic`, or its link drops before
+   * the reply (the request may or may not have run), and with a
+   * `TimeoutError` after `opts.timeoutMs`.
+   */
+  request?(
+    node: string,
+    topic: string,
+    body: unknown,
+    opts: RequestOptions,
+  ): Promise<unknown>;
   /** Dead letters of `topic`, oldest first (transports that keep a DLQ). */
   deadLetters?(topic: string, opts?: { limit?: number }): Promise<DeadLetter[]>;
   /** Closes every subscription and connection. */

@@ -20,6 +20,7 @@ import { errorBody, errorResponse, plexusErrorResponse } from "./errors.ts";
 import type { TaskService } from "../tasks.ts";
 import { clusterView, type Registry } from "../state/registry.ts";
 import { clusterTaskRoutes, taskRoutes } from "./tasks.ts";
+import { serviceRoutes } from "./services.ts";
 import { PlexusError } from "../errors.ts";
 import { auditLog } from "../security/audit.ts";
 import { clientIp, rateLimit, websocketHandshakeLimit } from "./rate_limit.ts";
@@ -607,6 +608,7 @@ export function createApp(deps: AppDeps): HttpApp {
     app.route("/api/v1/tasks", taskRoutes(deps.tasks));
     app.route("/api/v1/cluster/tasks", clusterTaskRoutes(deps.tasks));
   }
+  app.route("/api/v1/services", serviceRoutes(kernel.services));
   app.route("/api/v1", securityRoutes(security, kv));
   // Plugin apps answer errors and unknown paths in the node's JSON shape.
   const withHandlers = new WeakSet<object>();

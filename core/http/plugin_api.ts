@@ -27,6 +27,7 @@ export const CORE_API_PREFIXES: readonly string[] = [
   "cluster",
   "keys",
   "plugins",
+  "services",
   "tasks",
 ];
 

@@ -20,6 +20,13 @@
  *
  * @module
  */
+import { z } from "zod";
+import type { ActionOptions, CallOptions } from "../contracts/services.ts";
+import {
+  fromWireError,
+  toWireError as toServiceWireError,
+  type WireError as ServiceWireError,
+} from "../services_errors.ts";
 import {
   createRpc,
   type Port,
@@ -302,6 +309,7 @@ export async function openWorkerSandbox(
   const apis = new Map<string, ApiRoutes>();
   const apiRoutes = new Set<string>();
   const taskTypes = new Set<string>();
+  const actionNames = new Set<string>();
   const socketNames = new Set<string>();
   let nextSocket = 1;
   let current: Conn | undefined;
@@ -697,6 +705,46 @@ export async function openWorkerSandbox(
         }
       },
       ...conn.sockets.handlers,
+      async "services.define"(a) {
+        const { name: action, options: o } = a as {
+          name: string;
+          options?: ActionOptions;
+        };
+        if (actionNames.has(action)) return; // defined before a restart
+        // The schema cannot cross: the sandbox checks the params itself.
+        await need().services.define(action, z.unknown(), async (params, c) => {
+          const r = await call<{ v?: unknown; e?: ServiceWireError }>(
+            "service",
+            {
+              name: action,
+              params,
+              call: {
+                caller: c.caller,
+                correlationId: c.correlationId,
+                traceparent: c.traceparent,
+                role: c.role,
+              },
+            },
+            { timeoutMs: 600_000 },
+          );
+          if (r.e) throw fromWireError(r.e);
+          return r.v;
+        }, o);
+        actionNames.add(action);
+      },
+      async "services.call"(a) {
+        const { name: action, params, options: o } = a as {
+          name: string;
+          params: unknown;
+          options?: CallOptions;
+        };
+        try {
+          return { v: await need().services.call(action, params, o) };
+        } catch (err) {
+          return { e: toServiceWireError(err, need().node.id) };
+        }
+      },
+      "services.list": () => need().services.list(),
       "tasks.register"(a) {
         const { type } = a as { type: string };
         const c = need();

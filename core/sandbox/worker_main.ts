@@ -38,6 +38,19 @@ import type {
 import type { ScopedAtomic, ScopedKv } from "../state/scoped_kv.ts";
 import type { Router, TopicHandler } from "../router.ts";
 import type { TaskHandler, TaskService } from "../tasks.ts";
+import type {
+  ActionCall,
+  ActionHandler,
+  CallOptions,
+  Services,
+} from "../contracts/services.ts";
+import type { ZodType } from "../_npm_types.ts";
+import {
+  fromWireError,
+  ServiceError,
+  toWireError as toServiceWireError,
+  type WireError as ServiceWireError,
+} from "../services_errors.ts";
 import {
   type PackedRequest,
   packResponse,
@@ -120,6 +133,7 @@ let app: Hono | undefined;
 const apis = new Map<string, Hono<ApiEnv>>();
 const subscriptions = new Map<number, TopicHandler>();
 const tasks = new Map<string, TaskHandler>();
+const actions = new Map<string, { schema: ZodType; handler: ActionHandler }>();
 const sockets = new Map<string, WebSocketHandler>();
 const aborts = new AbortController();
 
@@ -226,6 +240,51 @@ const rpc: Rpc = createRpc(scope.__plexusPort ?? scope, {
       throw new TypeError(`the plugin's api has no method '${method}'`);
     }
     return await fn.apply(api, args);
+  },
+  async service(a) {
+    const { name, params, call } = a as {
+      name: string;
+      params: unknown;
+      call: Omit<ActionCall, "action" | "call">;
+    };
+    try {
+      const action = actions.get(name);
+      if (!action) {
+        throw new ServiceError(
+          "service_not_found",
+          `the sandbox no longer defines action '${name}'`,
+          { action: name },
+        );
+      }
+      const parsed = action.schema.safeParse(params);
+      if (!parsed.success) {
+        throw new ServiceError(
+          "invalid_params",
+          `action '${name}' refused its params: ${
+            describeIssues(parsed.error, params)
+          }`,
+          { action: name },
+        );
+      }
+      const nested = (
+        action: string,
+        p: unknown,
+        o: CallOptions = {},
+      ) =>
+        callService(action, p, {
+          correlationId: call.correlationId,
+          traceparent: call.traceparent,
+          ...o,
+        });
+      const v = await action.handler(parsed.data, {
+        ...call,
+        action: name,
+        call: nested as ActionCall["call"],
+      });
+      return { v };
+    } catch (err) {
+      return { e: toServiceWireError(err, "sandbox") };
+    }
   },
   async task(a) {
     const { type, payload, run } = a as {
@@ -448,6 +507,43 @@ function apiRoutes(prefix: string): ApiRoutes {
   return routes;
 }
 
+async function callService(
+  name: string,
+  params: unknown,
+  options?: CallOptions,
+): Promise<unknown> {
+  const r = await rpc.call<{ v?: unknown; e?: ServiceWireError }>(
+    "services.call",
+    { name, params, options },
+    { timeoutMs: (options?.timeout ?? 10_000) + 5_000 },
+  );
+  if (r.e) throw fromWireError(r.e);
+  return r.v;
+}
+
+/** `ctx.services` inside the sandbox: handlers and schemas stay here. */
+function services(): Services {
+  return {
+    define(name, schema, handler, options) {
+      if (actions.has(name)) {
+        return Promise.reject(
+          new Error(`Cannot define action '${name}': it is defined already`),
+        );
+      }
+      actions.set(name, { schema, handler: handler as ActionHandler });
+      return rpc.call<void>("services.define", { name, options }).catch(
+        (err) => {
+          actions.delete(name);
+          throw err;
+        },
+      );
+    },
+    call: <R>(name: string, params: unknown, options?: CallOptions) =>
+      callService(name, params, options) as Promise<R>,
+    list: () => rpc.call("services.list"),
+  };
+}
+
 function taskService(): TaskService {
   const service = {
     register(type: string, handler: TaskHandler) {
@@ -521,6 +617,7 @@ function context(s: WireSetup, config: unknown): PluginContext {
       sockets.set(name, handler);
       rpc.notify("ws.claim", { name });
     },
+    services: services(),
     nodeFetch: requires.has("node:key") ? nodeFetch : () =>
       Promise.reject(
         new Unavailable(

@@ -38,6 +38,9 @@ import {
   type Delivery,
   type DeliveryHandler,
   type PublishOptions,
+  type RequestHandler,
+  type RequestOptions,
+  type Responder,
   type SubscribeOptions,
   type Subscription,
   type Transport,
@@ -49,6 +52,7 @@ import { upgradeOriginGuard } from "../../core/http/origin.ts";
 import type { Logger } from "../../core/observe/logger.ts";
 import type { MetricsRegistry } from "../../core/observe/metrics.ts";
 import { transportTelemetry } from "../_telemetry.ts";
+import { TimeoutError } from "../../core/resilience/errors.ts";
 
 /** Options of {@linkcode startMesh}. */
 export interface MeshOptions {
@@ -101,11 +105,21 @@ interface SubInfo {
 
 type Frame =
   | { t: "hello"; node: string; nonce: string }
-  | { t: "auth"; mac: string; subs: SubInfo[] }
+  | { t: "auth"; mac: string; subs: SubInfo[]; serves?: string[] }
   | { t: "sub"; sub: SubInfo; req: number }
   | { t: "suback"; req: number }
   | { t: "unsub"; sid: string }
-  | { t: "msg"; sids: string[]; topic: string; key?: string; env: Envelope };
+  | { t: "msg"; sids: string[]; topic: string; key?: string; env: Envelope }
+  | { t: "srv"; topic: string; req: number }
+  | { t: "unsrv"; topic: string }
+  | {
+    t: "req";
+    id: number;
+    topic: string;
+    body: unknown;
+    h?: Record<string, string>;
+  }
+  | { t: "res"; id: number; body?: unknown; err?: string; none?: true };
 
 interface Link {
   ws: WebSocketLike | WebSocket;
@@ -115,6 +129,11 @@ interface Link {
   peer?: string;
   ready: boolean;
   subs: Map<string, SubInfo>;
+  /** Topics the peer answers requests on. */
+  serves: Set<string>;
+  /** Request and reply frames (JSON) waiting to go out as one batch. */
+  out: string[];
+  outChars: number;
 }
 
 interface LocalSub extends SubInfo {
@@ -132,6 +151,8 @@ interface LocalSub extends SubInfo {
 }
 
 const encoder = new TextEncoder();
+/** Request/reply frames sent in one WebSocket message at most. */
+const MAX_BATCH = 512;
 const randomId = () => crypto.randomUUID().slice(0, 12);
 
 function checkTopic(topic: string): void {
@@ -182,6 +203,7 @@ export async function startMesh(
     ordering: "none",
     groups: true,
     maxMessageBytes: o.maxMessageBytes,
+    requestReply: true,
   };
   const maxFrame = o.maxMessageBytes + 64 * 1024;
   const links = new Map<string, Link>(); // by peer id, authenticated
@@ -196,6 +218,31 @@ export async function startMesh(
   >();
   let reqs = 0;
   let closed = false;
+  // Request/reply: what this node answers, who answers what, calls waiting.
+  const served = new Map<string, RequestHandler>();
+  let responderIndex = new Map<string, string[]>();
+  const pending = new Map<number, {
+    node: string;
+    topic: string;
+    resolve: (v: unknown) => void;
+    reject: (e: unknown) => void;
+    timer: ReturnType<typeof setTimeout>;
+  }>();
+  let nextRequest = 0;
+  const reindex = () => {
+    const index = new Map<string, string[]>();
+    const add = (topic: string, node: string) => {
+      const nodes = index.get(topic);
+      if (nodes) nodes.push(node);
+      else index.set(topic, [node]);
+    };
+    for (const topic of served.keys()) add(topic, me);
+    for (const [node, link] of links) {
+      for (const topic of link.serves) add(topic, node);
+    }
+    for (const nodes of index.values()) nodes.sort();
+    responderIndex = index;
+  };
 
   const later = (ms: number, fn: () => void) => {
     const t = setTimeout(() => {
@@ -210,11 +257,47 @@ export async function startMesh(
   const send = (link: Link, f: Frame) => {
     if (link.ws.readyState === 1) link.ws.send(JSON.stringify(f));
   };
+  // Requests and replies made while one batch of frames is handled leave
+  // as one message (a JSON array of frames), flushed in a microtask: under
+  // load the per-message cost of a WebSocket send and receive, not the
+  // JSON, is what limits a link. Measured in one process, 256 B at
+  // concurrency 100: 23k calls/s one frame a message, 106k batched; a
+  // timer flush (setTimeout 0) costs ~4 ms a sequential call.
+  const flush = (link: Link) => {
+    const out = link.out;
+    if (out.length === 0) return;
+    link.out = [];
+    link.outChars = 0;
+    if (link.ws.readyState !== 1) return;
+    link.ws.send(out.length === 1 ? out[0] : `[${out.join(",")}]`);
+  };
+  const sendBatched = (link: Link, frame: string) => {
+    if (
+      link.out.length >= MAX_BATCH ||
+      link.outChars + frame.length > o.maxMessageBytes
+    ) flush(link);
+    link.out.push(frame);
+    link.outChars += frame.length;
+    if (link.out.length === 1) queueMicrotask(() => flush(link));
+  };
 
   const dropLink = (link: Link) => {
     allLinks.delete(link);
     if (link.peer && links.get(link.peer) === link) {
       links.delete(link.peer);
+      if (link.serves.size > 0) reindex();
+      for (const [id, p] of pending) {
+        if (p.node !== link.peer) continue;
+        pending.delete(id);
+        clearTimeout(p.timer);
+        p.reject(
+          new TransportError(
+            "unavailable",
+            `link to node '${link.peer}' closed before it answered request ${id} on '${p.topic}' (it may or may not have run)`,
+            { data: { node: link.peer, topic: p.topic } },
+          ),
+        );
+      }
       for (const [req, p] of pendingAcks) {
         if (p.left.delete(link.peer) && p.left.size === 0) {
           pendingAcks.delete(req);
@@ -233,6 +316,9 @@ export async function startMesh(
       dialer: dialed ? me : "",
       ready: false,
       subs: new Map(),
+      serves: new Set(),
+      out: [],
+      outChars: 0,
     };
     allLinks.add(link);
     const nonce = randomId() + randomId();
@@ -258,12 +344,22 @@ export async function startMesh(
       const data = ev.data;
       if (typeof data !== "string") return fail(1003, "text frames only");
       if (data.length > maxFrame) return fail(1009, "frame too large");
-      let f: Frame;
+      let parsed: Frame | Frame[];
       try {
-        f = JSON.parse(data);
+        parsed = JSON.parse(data);
       } catch {
         return fail(1007, "frame is not JSON");
       }
+      if (!Array.isArray(parsed)) return handle(parsed);
+      if (!link.ready) return fail(1002, "not authenticated");
+      for (const f of parsed) {
+        if (f?.t !== "req" && f?.t !== "res") {
+          return fail(1002, "only requests and replies come batched");
+        }
+        handle(f);
+      }
+    };
+    const handle = (f: Frame) => {
       if (f.t === "hello") {
         if (link.peer !== undefined || typeof f.node !== "string") {
           return fail(1002, "unexpected hello");
@@ -279,6 +375,7 @@ export async function startMesh(
             topic,
             group,
           })),
+          serves: [...served.keys()],
         });
         return;
       }
@@ -304,7 +401,9 @@ export async function startMesh(
         }
         link.ready = true;
         for (const s of f.subs ?? []) link.subs.set(s.sid, s);
+        for (const topic of f.serves ?? []) link.serves.add(String(topic));
         links.set(link.peer, link);
+        reindex();
         return;
       }
       if (!link.ready) return fail(1002, "not authenticated");
@@ -330,11 +429,85 @@ export async function startMesh(
             if (sub && sub.topic === f.topic) enqueue(sub, f.env, f.key, 1, []);
           }
           return;
+        case "srv":
+          link.serves.add(String(f.topic));
+          reindex();
+          send(link, { t: "suback", req: f.req });
+          return;
+        case "unsrv":
+          if (link.serves.delete(String(f.topic))) reindex();
+          return;
+        case "req":
+          answer(link, f);
+          return;
+        case "res": {
+          const p = pending.get(f.id);
+          if (!p || p.node !== link.peer) return;
+          pending.delete(f.id);
+          clearTimeout(p.timer);
+          if (f.err === undefined) p.resolve(f.body);
+          else {
+            p.reject(
+              new TransportError(
+                f.none ? "unavailable" : "bad_message",
+                f.none
+                  ? `node '${link.peer}' does not answer '${p.topic}'`
+                  : `responder for '${p.topic}' on node '${link.peer}' failed: ${f.err}`,
+                { data: { node: link.peer, topic: p.topic } },
+              ),
+            );
+          }
+          return;
+        }
         default:
           return fail(1002, `unknown frame type`);
       }
     };
     return link;
+  };
+
+  // --- requests answered here ---------------------------------------------
+  const reply = (link: Link, res: Extract<Frame, { t: "res" }>) => {
+    let frame: string;
+    try {
+      frame = JSON.stringify(res);
+    } catch (err) {
+      frame = JSON.stringify({
+        t: "res",
+        id: res.id,
+        err: `reply is not JSON: ${(err as Error).message}`,
+      });
+    }
+    if (frame.length > o.maxMessageBytes) {
+      frame = JSON.stringify({
+        t: "res",
+        id: res.id,
+        err:
+          `reply is ${frame.length} characters; the limit is ${o.maxMessageBytes} bytes`,
+      });
+    }
+    sendBatched(link, frame);
+  };
+  const answer = (link: Link, f: Extract<Frame, { t: "req" }>) => {
+    const handler = served.get(f.topic);
+    if (!handler) {
+      return reply(link, { t: "res", id: f.id, err: "", none: true });
+    }
+    let result: Promise<unknown>;
+    try {
+      result = handler(f.body, { from: link.peer!, headers: f.h ?? {} });
+    } catch (err) {
+      result = Promise.reject(err);
+    }
+    result.then(
+      (body) => reply(link, { t: "res", id: f.id, body }),
+      (err) =>
+        reply(link, {
+          t: "res",
+          id: f.id,
+          err: err instanceof Error ? err.message : String(err),
+        }),
+    );
   };
 
   // --- deliveries on this node ---------------------------------------------
@@ -640,6 +813,129 @@ export async function startMesh(
         },
       };
     },
+    async respond(topic: string, handler: RequestHandler): Promise<Responder> {
+      if (closed) throw new TransportError("closed", "transport is closed");
+      checkTopic(topic);
+      if (served.has(topic)) {
+        throw new TransportError(
+          "invalid_argument",
+          `Cannot answer '${topic}': this node answers it already`,
+        );
+      }
+      served.set(topic, handler);
+      reindex();
+      const peers = [...links.entries()];
+      if (peers.length > 0) {
+        const req = ++reqs;
+        const acked = new Promise<void>((done) =>
+          pendingAcks.set(req, { left: new Set(peers.map(([p]) => p)), done })
+        );
+        for (const [, link] of peers) send(link, { t: "srv", topic, req });
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          acked,
+          new Promise((r) => (timer = setTimeout(r, o.handshakeTimeoutMs))),
+        ]);
+        clearTimeout(timer);
+        pendingAcks.delete(req);
+      }
+      let open = true;
+      return {
+        topic,
+        close() {
+          if (open && served.get(topic) === handler) {
+            served.delete(topic);
+            reindex();
+            for (const link of links.values()) {
+              send(link, { t: "unsrv", topic });
+            }
+          }
+          open = false;
+          return Promise.resolve();
+        },
+      };
+    },
+    responders: (topic: string) => responderIndex.get(topic) ?? [],
+    listResponders: () => new Map(responderIndex),
+    request(
+      node: string,
+      topic: string,
+      body: unknown,
+      opts: RequestOptions,
+    ): Promise<unknown> {
+      if (closed) {
+        return Promise.reject(
+          new TransportError("closed", "transport is closed"),
+        );
+      }
+      if (node === me) {
+        const handler = served.get(topic);
+        if (!handler) {
+          return Promise.reject(
+            new TransportError(
+              "unavailable",
+              `node '${me}' does not answer '${topic}'`,
+            ),
+          );
+        }
+        return handler(body, { from: me, headers: opts.headers ?? {} });
+      }
+      const link = links.get(node);
+      if (!link) {
+        return Promise.reject(
+          new TransportError(
+            "unavailable",
+            `no link to node '${node}' (linked: ${
+              [...links.keys()].join(", ") || "none"
+            })`,
+            { data: { node, topic } },
+          ),
+        );
+      }
+      const id = ++nextRequest;
+      let frame: string;
+      try {
+        frame = JSON.stringify(
+          opts.headers
+            ? { t: "req", id, topic, body, h: opts.headers }
+            : { t: "req", id, topic, body },
+        );
+      } catch (err) {
+        return Promise.reject(
+          new TransportError(
+            "invalid_argument",
+            `Cannot send a request on '${topic}': its body is not JSON: ${
+              (err as Error).message
+            }`,
+          ),
+        );
+      }
+      const bytes = frame.length * 3 > o.maxMessageBytes
+        ? encoder.encode(frame).length
+        : frame.length;
+      if (bytes > o.maxMessageBytes) {
+        return Promise.reject(
+          new TransportError(
+            "too_large",
+            `Cannot send a request on '${topic}': it is ${bytes} bytes; the limit is ${o.maxMessageBytes} bytes`,
+            { data: { bytes, limit: o.maxMessageBytes } },
+          ),
+        );
+      }
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          pending.delete(id);
+          reject(
+            new TimeoutError(
+              `request '${topic}' to node '${node}'`,
+              opts.timeoutMs,
+            ),
+          );
+        }, opts.timeoutMs);
+        pending.set(id, { node, topic, resolve, reject, timer });
+        sendBatched(link, frame);
+      });
+    },
     deadLetters(topic: string, opts: { limit?: number } = {}) {
       return Promise.resolve(
         (dead.get(topic) ?? []).slice(0, opts.limit ?? o.maxDeadLetters),
@@ -650,6 +946,12 @@ export async function startMesh(
       closed = true;
       for (const t of timers) clearTimeout(t);
       timers.clear();
+      for (const [id, p] of pending) {
+        pending.delete(id);
+        clearTimeout(p.timer);
+        p.reject(new TransportError("closed", "transport is closed"));
+      }
+      served.clear();
       const subs = [...local.values()];
       for (const s of subs) {
         s.closed = true;
@@ -664,7 +966,12 @@ export async function startMesh(
       await Promise.all([...allLinks].map(async (l) => {
         try {
           l.ws.close(1001, "node leaving");
-        } catch { /* already closed */ }
+        } catch {
+          // A dialed link's client accepts only 1000 and 3000-4999.
+          try {
+            l.ws.close(1000, "node leaving");
+          } catch { /* already closed */ }
+        }
         let timer: ReturnType<typeof setTimeout> | undefined;
         await Promise.race([
           l.closed,
