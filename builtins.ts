@@ -12,6 +12,7 @@ import type { PluginCatalog } from "./core/loader.ts";
 /** `builtin:` name → the plugin, imported on first use. */
 export const BUILTINS: PluginCatalog = {
   "gateway": async () => (await import("./gateway/mod.ts")).default,
+  "events": async () => (await import("./plugins/events/mod.ts")).default,
   "examples/hello": async () =>
     (await import("./plugins/examples/mod.ts")).hello,
   "consensus/kv-lease": async () =>
