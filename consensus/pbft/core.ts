@@ -1,0 +1,1133 @@
+/**
+ * The deterministic PBFT state machine (Castro & Liskov, OSDI 1999 and TOCS
+ * 2002): inputs are messages ({@linkcode PbftNode.step}), client requests
+ * ({@linkcode PbftNode.request}), checkpoints of the application state
+ * ({@linkcode PbftNode.checkpoint}) and ticks ({@linkcode PbftNode.tick});
+ * outputs come out as a {@linkcode PbftReady}: records to persist, messages
+ * to send after that, a state to install and batches to execute. No clock,
+ * randomness or I/O inside; cryptography is injected ({@linkcode PbftAuth}).
+ *
+ * - Normal case: pre-prepare, prepare, commit with quorums of 2f + 1, in a
+ *   window of L sequence numbers above the stable checkpoint; the primary
+ *   batches pending requests, at most `maxInflight` batches unexecuted.
+ * - Checkpoints every `checkpointInterval` sequence numbers, signed; 2f + 1
+ *   matching ones make it stable and the log below it is dropped.
+ * - View change as in TOCS 2002 §4.5: each VIEW-CHANGE carries the P set
+ *   (latest prepared digest per sequence number) and the Q set (digests
+ *   pre-prepared, with their batches) and is signed, as is its stable
+ *   checkpoint's proof; the new primary's NEW-VIEW carries the view changes
+ *   it used, and every replica recomputes the new view's pre-prepares from
+ *   them with rules A1/A2 (a request, else a null request, else wait for
+ *   more view changes).
+ * - State transfer: a replica that learns of a stable checkpoint it has not
+ *   executed fetches the state from the others and installs the first one
+ *   whose digest matches the proven one.
+ *
+ * @module
+ */
+import type {
+  Checkpoint,
+  Executed,
+  NewView,
+  PbftAuth,
+  PbftMessage,
+  PbftPayload,
+  PbftReady,
+  PbftRecord,
+  PbftRequest,
+  PreparedEntry,
+  PrePreparedEntry,
+  Reply,
+  StableCheckpoint,
+  ViewChange,
+} from "./types.ts";
+
+/** Options for {@linkcode createPbft}. */
+export interface PbftOptions {
+  /** This replica's id; must be in `replicas`. */
+  id: string;
+  /** Every replica, in a fixed order: the primary of view v is `replicas[v mod n]`. n ≥ 3f + 1. */
+  replicas: string[];
+  /** Digest, MACs and signatures. */
+  auth: PbftAuth;
+  /** Take a checkpoint every this many sequence numbers (K). @default {16} */
+  checkpointInterval?: number;
+  /** Sequence numbers accepted above the stable checkpoint (L, a multiple of K). @default {4 · checkpointInterval} */
+  window?: number;
+  /** Requests per batch at most. @default {64} */
+  maxBatch?: number;
+  /** Batches the primary leaves unexecuted at most before it holds requests back (they batch up). @default {4} */
+  maxInflight?: number;
+  /** Ticks a request may wait (or a view change last) before moving to the next view; doubles per view change without progress. @default {20} */
+  viewChangeTicks?: number;
+  /** The view-change timeout doubles at most this many times. @default {3} */
+  maxBackoff?: number;
+  /** Ticks between re-sends of a view change or a state fetch. @default {5} */
+  retransmitTicks?: number;
+  /** What the driver persisted before a restart, in order. */
+  storage?: PbftRecord[];
+  /**
+   * BROKEN ON PURPOSE, for tests only: the replicas (pre-prepare included)
+   * that make a request prepared. Correct is 2f + 1.
+   */
+  unsafePrepareQuorum?: number;
+}
+
+/** What a replica tells about itself, for tests and dashboards. */
+export interface PbftStatus {
+  id: string;
+  view: number;
+  primary: string;
+  /** True between sending a view change and accepting the new view. */
+  changing: boolean;
+  /** Last executed sequence number. */
+  executed: number;
+  /** The stable checkpoint (low water mark). */
+  stable: number;
+  /** Requests known and not yet executed. */
+  pending: number;
+  /** True while fetching a state. */
+  fetching: boolean;
+}
+
+interface Slot {
+  pp?: { digest: string; batch: PbftRequest[] };
+  prepares: Map<string, string>;
+  commits: Map<string, string>;
+  prepared: boolean;
+  committed: boolean;
+}
+
+/** What rules A1/A2 give for a new view: its checkpoint and pre-prepares. */
+interface Decision {
+  stable: StableCheckpoint;
+  entries: { seq: number; digest: string; batch: PbftRequest[] }[];
+}
+
+const GENESIS: StableCheckpoint = { seq: 0, digest: "", proof: [] };
+
+function reqKey(r: PbftRequest): string {
+  return `${r.client}\u0000${r.t}`;
+}
+
+function isRequest(r: unknown): r is PbftRequest {
+  const x = r as PbftRequest;
+  return typeof x === "object" && x !== null &&
+    typeof x.client === "string" && Number.isSafeInteger(x.t) &&
+    typeof x.op === "string";
+}
+
+function isBatch(b: unknown): b is PbftRequest[] {
+  return Array.isArray(b) && b.every(isRequest);
+}
+
+const nat = (x: unknown): x is number =>
+  Number.isSafeInteger(x) && x as number >= 0;
+
+/**
+ * Creates a replica.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { createPbft } from "./core.ts";
+ * const node = createPbft({ id: "1", replicas: ["1", "2", "3", "4"], auth });
+ * node.request({ client: "c", t: 1, op: "x" });
+ * node.ready().messages.length; // 3 pre-prepares
+ * ```
+ */
+export function createPbft(options: PbftOptions): PbftNode {
+  return new PbftNode(options);
+}
+
+/**
+ * One PBFT replica as a pure state machine. See the module doc.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { createPbft } from "./core.ts";
+ * const node = createPbft({ id: "2", replicas: ["1", "2", "3", "4"], auth });
+ * node.step(messageFromTheWire);
+ * const rd = node.ready(); // persist, send, execute
+ * ```
+ */
+export class PbftNode {
+  readonly id: string;
+  readonly replicas: string[];
+  /** Byzantine replicas tolerated: ⌊(n − 1) / 3⌋. */
+  readonly f: number;
+  readonly checkpointInterval: number;
+  readonly window: number;
+  readonly #auth: PbftAuth;
+  readonly #maxBatch: number;
+  readonly #maxInflight: number;
+  readonly #vcTicks: number;
+  readonly #retransmitTicks: number;
+  readonly #maxBackoff: number;
+  readonly #prepareQuorum: number;
+
+  #view = 0;
+  #changing = false;
+  #stable: StableCheckpoint = GENESIS;
+  #stableData: string | undefined = "";
+  #executed = 0;
+  #lastAssigned = 0;
+  #slots = new Map<number, Slot>();
+  #committedBatches = new Map<
+    number,
+    { view: number; digest: string; batch: PbftRequest[] }
+  >();
+  #P = new Map<number, PreparedEntry>();
+  #Q = new Map<number, Map<string, PrePreparedEntry>>();
+  #checkpoints = new Map<number, Map<string, Checkpoint>>();
+  #ownSnapshots = new Map<number, string>();
+  #viewChanges = new Map<number, Map<string, ViewChange>>();
+  #latestVcView = new Map<string, number>();
+  #newView: NewView | undefined;
+  #future: PbftMessage[] = [];
+  #pending = new Map<string, PbftRequest>();
+  #inflight = new Set<string>();
+  #executedT = new Map<string, number>();
+  #timer = 0;
+  #backoff = 0;
+  /** Ticks since this replica last executed something. */
+  #stall = 0;
+  #fetch: { seq: number; elapsed: number } | undefined;
+  /** Executed batches above the stable checkpoint, for compaction. */
+  #execLog = new Map<number, ExecRecord>();
+
+  #out: PbftMessage[] = [];
+  #persist: PbftRecord[] = [];
+  #compact: PbftRecord[] | undefined;
+  #snapshot: { seq: number; data: string } | undefined;
+  #exec: Executed[] = [];
+  #replies: (Reply & { from: string })[] = [];
+
+  /** Messages dropped because their MAC, signature or shape was wrong. */
+  rejected = 0;
+
+  constructor(o: PbftOptions) {
+    if (!o.replicas.includes(o.id)) {
+      throw new RangeError(
+        `Cannot create PBFT replica '${o.id}': not in replicas [${o.replicas}]`,
+      );
+    }
+    if (new Set(o.replicas).size !== o.replicas.length) {
+      throw new RangeError(
+        `Cannot create PBFT replica '${o.id}': replicas [${o.replicas}] repeat an id`,
+      );
+    }
+    this.id = o.id;
+    this.replicas = [...o.replicas];
+    this.f = Math.floor((this.replicas.length - 1) / 3);
+    this.checkpointInterval = o.checkpointInterval ?? 16;
+    this.window = o.window ?? 4 * this.checkpointInterval;
+    if (this.window < this.checkpointInterval) {
+      throw new RangeError(
+        `Cannot create PBFT replica '${o.id}': window ${this.window} is below the checkpoint interval ${this.checkpointInterval}`,
+      );
+    }
+    this.#auth = o.auth;
+    this.#maxBatch = o.maxBatch ?? 64;
+    this.#maxInflight = o.maxInflight ?? 4;
+    this.#vcTicks = o.viewChangeTicks ?? 20;
+    this.#retransmitTicks = o.retransmitTicks ?? 5;
+    this.#maxBackoff = o.maxBackoff ?? 3;
+    this.#prepareQuorum = o.unsafePrepareQuorum ?? this.quorum;
+    if (o.storage) this.#restore(o.storage);
+  }
+
+  /** 2f + 1. */
+  get quorum(): number {
+    return 2 * this.f + 1;
+  }
+
+  /** The current view (the fencing epoch). */
+  get view(): number {
+    return this.#view;
+  }
+
+  /** The primary of the current view. */
+  get primary(): string {
+    return this.#primaryOf(this.#view);
+  }
+
+  /** A snapshot of this replica's state. */
+  status(): PbftStatus {
+    return {
+      id: this.id,
+      view: this.#view,
+      primary: this.primary,
+      changing: this.#changing,
+      executed: this.#executed,
+      stable: this.#stable.seq,
+      pending: this.#pending.size,
+      fetching: this.#fetch !== undefined,
+    };
+  }
+
+  /** Whether {@linkcode ready} has anything. */
+  hasReady(): boolean {
+    return this.#out.length > 0 || this.#persist.length > 0 ||
+      this.#compact !== undefined || this.#snapshot !== undefined ||
+      this.#exec.length > 0 || this.#replies.length > 0;
+  }
+
+  /** Takes the work accumulated since the last call (see {@linkcode PbftReady}). */
+  ready(): PbftReady {
+    const rd: PbftReady = {
+      persist: this.#persist,
+      messages: this.#out,
+      executed: this.#exec,
+      replies: this.#replies,
+    };
+    if (this.#compact) rd.compact = this.#compact;
+    if (this.#snapshot) rd.snapshot = this.#snapshot;
+    this.#persist = [];
+    this.#out = [];
+    this.#exec = [];
+    this.#replies = [];
+    this.#compact = undefined;
+    this.#snapshot = undefined;
+    return rd;
+  }
+
+  /**
+   * A client request arriving at this replica: relayed to the others,
+   * proposed by the primary. False when it is already known here (pending or
+   * executed): answer a retry from the state machine's last reply.
+   */
+  request(r: PbftRequest): boolean {
+    if (!isRequest(r)) {
+      throw new TypeError(
+        `Cannot take PBFT request: expected {client, t, op}, got ${
+          JSON.stringify(r)
+        }`,
+      );
+    }
+    if (!this.#addPending(r)) return false;
+    this.#multicast({ type: "request", request: r });
+    this.#propose();
+    return true;
+  }
+
+  /** Sends a result for `client`'s request `t` to `proxy`, the replica that relayed it for the client. */
+  reply(proxy: string, client: string, t: number, result: string): void {
+    const payload: Reply = {
+      type: "reply",
+      view: this.#view,
+      client,
+      t,
+      result,
+    };
+    if (proxy === this.id) this.#replies.push({ ...payload, from: this.id });
+    else if (this.replicas.includes(proxy)) this.#send(proxy, payload);
+  }
+
+  /**
+   * After applying an {@linkcode Executed} with `checkpoint` set: the
+   * application's state at `seq`, serialised the same way on every replica.
+   */
+  checkpoint(seq: number, data: string): void {
+    if (seq > this.#executed) return;
+    const digest = this.#auth.digest(data);
+    if (
+      seq === this.#stable.seq && this.#stableData === undefined &&
+      digest === this.#stable.digest
+    ) {
+      // Stable before the driver handed this state over: no fetch needed.
+      this.#makeStable(this.#stable, data);
+      return;
+    }
+    if (seq <= this.#stable.seq) return;
+    this.#ownSnapshots.set(seq, data);
+    const c = this.#signed<Checkpoint>({
+      type: "checkpoint",
+      seq,
+      digest,
+      replica: this.id,
+      sig: "",
+    });
+    this.#multicast(c);
+    this.#onCheckpoint(c);
+  }
+
+  /** One tick of the logical clock: view-change timer, re-sends. */
+  tick(): void {
+    if (this.#fetch && ++this.#fetch.elapsed >= this.#retransmitTicks) {
+      this.#fetch.elapsed = 0;
+      this.#multicast({ type: "fetch-state", seq: this.#fetch.seq });
+    }
+    const timeout = this.#vcTicks *
+      2 ** Math.min(this.#backoff, this.#maxBackoff);
+    if (this.#changing) {
+      // The new-view timer runs only once 2f + 1 replicas have left for this
+      // view or a later one (OSDI 1999 §4.5.2): otherwise one replica with a
+      // fast clock would race ahead through views alone.
+      let support = 0;
+      for (const v of this.#latestVcView.values()) {
+        if (v >= this.#view) support++;
+      }
+      if (support >= this.quorum) this.#timer++;
+      if (this.#timer >= timeout) return this.#startViewChange(this.#view + 1);
+      if (++this.#stall % this.#retransmitTicks === 0) {
+        const mine = this.#viewChanges.get(this.#view)?.get(this.id);
+        if (mine) this.#multicast(mine);
+        if (this.#primaryOf(this.#view) === this.id) this.#tryNewView();
+      }
+      return;
+    }
+    if (++this.#stall % this.#retransmitTicks === 0) this.#retransmit();
+    if (this.#pending.size === 0) {
+      this.#timer = 0;
+      return;
+    }
+    this.#timer++;
+    if (this.#timer >= timeout) return this.#startViewChange(this.#view + 1);
+    // Half-way, remind the primary of what waits (it may have missed it).
+    if (
+      this.#timer === Math.floor(timeout / 2) && this.primary !== this.id
+    ) {
+      for (const r of this.#pending.values()) {
+        this.#send(this.primary, { type: "request", request: r });
+      }
+    }
+    this.#propose();
+  }
+
+  /** A message from another replica. Unauthentic or malformed ones are dropped and counted in `rejected`. */
+  step(m: PbftMessage): void {
+    if (
+      m.to !== this.id || m.from === this.id ||
+      !this.replicas.includes(m.from) || typeof m.payload !== "object" ||
+      m.payload === null ||
+      !this.#auth.checkMac(m.from, macInput(m.from, m.to, m.payload), m.mac)
+    ) {
+      this.rejected++;
+      return;
+    }
+    const p = m.payload;
+    switch (p.type) {
+      case "request":
+        if (!isRequest(p.request)) return this.#reject();
+        this.#addPending(p.request);
+        this.#propose();
+        return;
+      case "pre-prepare":
+      case "prepare":
+      case "commit":
+        return this.#onNormal(m);
+      case "checkpoint":
+        if (p.replica !== m.from || !this.#validCheckpoint(p)) {
+          return this.#reject();
+        }
+        return this.#onCheckpoint(p);
+      case "view-change":
+        if (p.replica !== m.from || !this.#validViewChange(p)) {
+          return this.#reject();
+        }
+        return this.#onViewChange(p);
+      case "new-view":
+        return this.#onNewView(p);
+      case "fetch-state":
+        return this.#onFetch(m.from, p.seq);
+      case "state":
+        return this.#onState(p.stable, p.data);
+      case "reply":
+        if (
+          !nat(p.view) || !nat(p.t) || typeof p.client !== "string" ||
+          typeof p.result !== "string"
+        ) return this.#reject();
+        this.#replies.push({ ...p, from: m.from });
+        return;
+      default:
+        return this.#reject();
+    }
+  }
+
+  // ---- normal case ---------------------------------------------------
+
+  #onNormal(m: PbftMessage): void {
+    const p = m.payload as PbftPayload & {
+      view: number;
+      seq: number;
+      digest: string;
+    };
+    if (!nat(p.view) || !nat(p.seq) || typeof p.digest !== "string") {
+      return this.#reject();
+    }
+    if (p.view > this.#view || (p.view === this.#view && this.#changing)) {
+      // Early for a view this replica has not entered: keep a bounded few per sender.
+      const held = this.#future.filter((x) => x.from === m.from).length;
+      if (held < 2 * this.window) this.#future.push(m);
+      return;
+    }
+    if (p.view < this.#view) return;
+    if (p.seq <= this.#stable.seq || p.seq > this.#stable.seq + this.window) {
+      return;
+    }
+    const slot = this.#slot(p.seq);
+    if (p.type === "pre-prepare") {
+      if (m.from !== this.primary || slot.pp) return;
+      if (!isBatch(p.batch) || this.#digestOf(p.batch) !== p.digest) {
+        return this.#reject();
+      }
+      this.#acceptPrePrepare(p.seq, p.digest, p.batch);
+    } else if (p.type === "prepare") {
+      if (m.from === this.primary) return;
+      if (!slot.prepares.has(m.from)) slot.prepares.set(m.from, p.digest);
+    } else {
+      if (!slot.commits.has(m.from)) slot.commits.set(m.from, p.digest);
+    }
+    this.#advanceSlot(p.seq);
+  }
+
+  #slot(seq: number): Slot {
+    let s = this.#slots.get(seq);
+    if (!s) {
+      s = {
+        prepares: new Map(),
+        commits: new Map(),
+        prepared: false,
+        committed: false,
+      };
+      this.#slots.set(seq, s);
+    }
+    return s;
+  }
+
+  #acceptPrePrepare(seq: number, digest: string, batch: PbftRequest[]): void {
+    const slot = this.#slot(seq);
+    slot.pp = { digest, batch };
+    this.#addQ({ seq, view: this.#view, digest, batch });
+    for (const r of batch) this.#inflight.add(reqKey(r));
+    if (this.primary !== this.id) {
+      slot.prepares.set(this.id, digest);
+      this.#multicast({ type: "prepare", view: this.#view, seq, digest });
+    }
+  }
+
+  #addQ(e: PrePreparedEntry): void {
+    let byDigest = this.#Q.get(e.seq);
+    if (!byDigest) this.#Q.set(e.seq, byDigest = new Map());
+    const had = byDigest.get(e.digest);
+    if (had && had.view >= e.view) return;
+    byDigest.set(e.digest, e);
+    this.#persist.push({ k: "q", ...e });
+  }
+
+  #advanceSlot(seq: number): void {
+    const slot = this.#slots.get(seq);
+    if (!slot?.pp) return;
+    const d = slot.pp.digest;
+    if (!slot.prepared) {
+      let n = 0;
+      for (const v of slot.prepares.values()) if (v === d) n++;
+      if (n < this.#prepareQuorum - 1) return;
+      slot.prepared = true;
+      const e = { seq, view: this.#view, digest: d };
+      this.#P.set(seq, e);
+      this.#persist.push({ k: "p", ...e });
+      slot.commits.set(this.id, d);
+      this.#multicast({ type: "commit", view: this.#view, seq, digest: d });
+    }
+    if (slot.committed) return;
+    let n = 0;
+    for (const v of slot.commits.values()) if (v === d) n++;
+    if (n < this.quorum) return;
+    slot.committed = true;
+    if (seq > this.#executed) {
+      this.#committedBatches.set(seq, {
+        view: this.#view,
+        digest: d,
+        batch: slot.pp.batch,
+      });
+      this.#execute();
+    }
+  }
+
+  #execute(): void {
+    for (;;) {
+      const next = this.#executed + 1;
+      const c = this.#committedBatches.get(next);
+      if (!c) break;
+      this.#committedBatches.delete(next);
+      this.#executed = next;
+      const rec: ExecRecord = { k: "exec", seq: next, ...c };
+      this.#execLog.set(next, rec);
+      this.#persist.push(rec);
+      this.#exec.push({
+        seq: next,
+        ...c,
+        checkpoint: next % this.checkpointInterval === 0,
+      });
+      for (const r of c.batch) {
+        const k = reqKey(r);
+        this.#pending.delete(k);
+        this.#inflight.delete(k);
+        if ((this.#executedT.get(r.client) ?? -1) < r.t) {
+          this.#executedT.set(r.client, r.t);
+        }
+      }
+      this.#timer = 0;
+      this.#backoff = 0;
+      this.#stall = 0;
+    }
+    this.#propose();
+  }
+
+  /**
+   * Nothing executed for a while: send again what this replica said about
+   * each unexecuted sequence number, and its newest checkpoint not yet
+   * stable (messages may have been lost; receivers ignore copies).
+   */
+  #retransmit(): void {
+    for (const [seq, slot] of this.#slots) {
+      if (seq <= this.#executed || !slot.pp) continue;
+      const { digest, batch } = slot.pp;
+      const view = this.#view;
+      if (this.primary === this.id) {
+        this.#multicast({ type: "pre-prepare", view, seq, digest, batch });
+      } else this.#multicast({ type: "prepare", view, seq, digest });
+      if (slot.prepared) this.#multicast({ type: "commit", view, seq, digest });
+    }
+    const newest = Math.max(this.#stable.seq, ...this.#ownSnapshots.keys());
+    const own = this.#checkpoints.get(newest)?.get(this.id);
+    if (own && newest > this.#stable.seq) this.#multicast(own);
+  }
+
+  #addPending(r: PbftRequest): boolean {
+    const k = reqKey(r);
+    if (
+      this.#pending.has(k) || (this.#executedT.get(r.client) ?? -1) >= r.t ||
+      this.#pending.size >= 64 * this.window
+    ) return false;
+    this.#pending.set(k, r);
+    return true;
+  }
+
+  #propose(): void {
+    if (this.#changing || this.primary !== this.id || this.#fetch) return;
+    while (
+      this.#lastAssigned < this.#stable.seq + this.window &&
+      this.#lastAssigned - this.#executed < this.#maxInflight
+    ) {
+      const batch: PbftRequest[] = [];
+      for (const [k, r] of this.#pending) {
+        if (this.#inflight.has(k)) continue;
+        batch.push(r);
+        if (batch.length >= this.#maxBatch) break;
+      }
+      if (batch.length === 0) return;
+      const seq = Math.max(this.#lastAssigned, this.#stable.seq) + 1;
+      this.#lastAssigned = seq;
+      const digest = this.#digestOf(batch);
+      this.#acceptPrePrepare(seq, digest, batch);
+      this.#multicast({
+        type: "pre-prepare",
+        view: this.#view,
+        seq,
+        digest,
+        batch,
+      });
+    }
+  }
+
+  // ---- checkpoints and state transfer --------------------------------
+
+  #validCheckpoint(c: Checkpoint): boolean {
+    return nat(c.seq) && c.seq > 0 && typeof c.digest === "string" &&
+      typeof c.replica === "string" && this.replicas.includes(c.replica) &&
+      typeof c.sig === "string" &&
+      this.#auth.verify(c.replica, signInput(c), c.sig);
+  }
+
+  #validStable(s: StableCheckpoint): boolean {
+    if (typeof s !== "object" || s === null || !nat(s.seq)) return false;
+    if (s.seq === 0) return s.digest === "" && Array.isArray(s.proof);
+    if (!Array.isArray(s.proof) || typeof s.digest !== "string") return false;
+    const signers = new Set<string>();
+    for (const c of s.proof) {
+      if (
+        c?.seq !== s.seq || c.digest !== s.digest ||
+        signers.has(c.replica) || !this.#validCheckpoint(c)
+      ) return false;
+      signers.add(c.replica);
+    }
+    return signers.size >= this.quorum;
+  }
+
+  #onCheckpoint(c: Checkpoint): void {
+    if (c.seq <= this.#stable.seq) return;
+    let bySigner = this.#checkpoints.get(c.seq);
+    if (!bySigner) this.#checkpoints.set(c.seq, bySigner = new Map());
+    if (bySigner.has(c.replica)) return;
+    // Bound what one replica can make us hold: its 8 highest checkpoints.
+    const mine = [...this.#checkpoints].filter(([, m]) => m.has(c.replica));
+    if (mine.length >= 8) {
+      const lowest = Math.min(...mine.map(([s]) => s));
+      if (lowest > c.seq) return;
+      this.#checkpoints.get(lowest)!.delete(c.replica);
+    }
+    bySigner.set(c.replica, c);
+    const proof = [...bySigner.values()].filter((x) => x.digest === c.digest);
+    if (proof.length >= this.quorum) {
+      this.#makeStable({ seq: c.seq, digest: c.digest, proof });
+    }
+  }
+
+  /** Moves the low water mark to a proven checkpoint, fetching its state if not executed here. */
+  #makeStable(s: StableCheckpoint, transferred?: string): void {
+    // A transferred state may be for the checkpoint already stable here.
+    if (
+      s.seq < this.#stable.seq ||
+      (s.seq === this.#stable.seq && transferred === undefined)
+    ) return;
+    this.#stable = { seq: s.seq, digest: s.digest, proof: s.proof };
+    const own = transferred ?? this.#ownSnapshots.get(s.seq);
+    const haveIt = own !== undefined &&
+      (transferred !== undefined || this.#executed >= s.seq) &&
+      this.#auth.digest(own) === s.digest;
+    this.#stableData = haveIt ? own : undefined;
+    for (const k of [...this.#slots.keys()]) {
+      if (k <= s.seq) this.#slots.delete(k);
+    }
+    for (
+      const m of [this.#P, this.#Q, this.#committedBatches, this.#execLog]
+    ) {
+      for (const k of [...m.keys()]) if (k <= s.seq) m.delete(k);
+    }
+    for (const k of [...this.#checkpoints.keys()]) {
+      if (k <= s.seq) this.#checkpoints.delete(k);
+    }
+    for (const k of [...this.#ownSnapshots.keys()]) {
+      if (k <= s.seq) this.#ownSnapshots.delete(k);
+    }
+    if (this.#lastAssigned < s.seq) this.#lastAssigned = s.seq;
+    if (transferred !== undefined) {
+      this.#fetch = undefined;
+      if (this.#executed < s.seq) {
+        this.#executed = s.seq;
+        this.#snapshot = { seq: s.seq, data: transferred };
+        this.#exec = this.#exec.filter((e) => e.seq > s.seq);
+      }
+    }
+    if (haveIt) {
+      this.#compactNow();
+    } else {
+      // Behind (or diverged, which an honest replica cannot be): fetch it.
+      this.#fetch = { seq: s.seq, elapsed: 0 };
+      this.#multicast({ type: "fetch-state", seq: s.seq });
+    }
+    this.#propose();
+  }
+
+  #compactNow(): void {
+    const recs: PbftRecord[] = [
+      {
+        k: "view",
+        view: this.#view,
+        changing: this.#changing,
+        newView: this.#newView,
+      },
+      {
+        k: "stable",
+        seq: this.#stable.seq,
+        digest: this.#stable.digest,
+        proof: this.#stable.proof,
+        data: this.#stableData ?? "",
+      },
+    ];
+    for (const byDigest of this.#Q.values()) {
+      for (const e of byDigest.values()) recs.push({ k: "q", ...e });
+    }
+    for (const e of this.#P.values()) recs.push({ k: "p", ...e });
+    recs.push(...[...this.#execLog.values()].sort((a, b) => a.seq - b.seq));
+    this.#compact = recs;
+    this.#persist = [];
+  }
+
+  #onFetch(from: string, seq: number): void {
+    if (!nat(seq) || this.#stableData === undefined) return;
+    if (this.#stable.seq < seq || this.#stable.seq === 0) return;
+    this.#send(from, {
+      type: "state",
+      stable: this.#stable,
+      data: this.#stableData,
+    });
+  }
+
+  #onState(s: StableCheckpoint, data: string): void {
+    if (!this.#fetch || typeof data !== "string") return;
+    if (
+      !this.#validStable(s) || s.seq < this.#fetch.seq ||
+      this.#auth.digest(data) !== s.digest
+    ) return this.#reject();
+    this.#makeStable(s, data);
+    this.#execute();
+  }
+
+  // ---- view change ---------------------------------------------------
+
+  #primaryOf(view: number): string {
+    return this.replicas[view % this.replicas.length];
+  }
+
+  #startViewChange(view: number): void {
+    if (view <= this.#view && (this.#changing || view < this.#view)) return;
+    this.#view = view;
+    this.#changing = true;
+    this.#timer = 0;
+    this.#backoff++;
+    this.#slots.clear();
+    this.#inflight.clear();
+    this.#newView = undefined;
+    this.#persist.push({ k: "view", view, changing: true });
+    const vc = this.#signed<ViewChange>({
+      type: "view-change",
+      view,
+      replica: this.id,
+      stable: this.#stable,
+      prepared: [...this.#P.values()],
+      prePrepared: [...this.#Q.values()].flatMap((m) => [...m.values()]),
+      sig: "",
+    });
+    this.#multicast(vc);
+    this.#onViewChange(vc);
+  }
+
+  #validViewChange(vc: ViewChange): boolean {
+    if (
+      !nat(vc.view) || vc.view === 0 || typeof vc.replica !== "string" ||
+      !this.replicas.includes(vc.replica) || typeof vc.sig !== "string" ||
+      !Array.isArray(vc.prepared) || !Array.isArray(vc.prePrepared) ||
+      vc.prepared.length > this.window ||
+      vc.prePrepared.length > 4 * this.window ||
+      !this.#validStable(vc.stable)
+    ) return false;
+    const lo = vc.stable.seq, hi = vc.stable.seq + this.window;
+    const inRange = (e: { seq: number; view: number; digest: string }) =>
+      nat(e?.seq) && e.seq > lo && e.seq <= hi && nat(e.view) &&
+      e.view < vc.view && typeof e.digest === "string";
+    const pSeqs = new Set<number>();
+    for (const e of vc.prepared) {
+      if (!inRange(e) || pSeqs.has(e.seq)) return false;
+      pSeqs.add(e.seq);
+    }
+    for (const e of vc.prePrepared) {
+      if (!inRange(e) || !isBatch(e.batch)) return false;
+      if (this.#digestOf(e.batch) !== e.digest) return false;
+    }
+    return this.#auth.verify(vc.replica, signInput(vc), vc.sig);
+  }
+
+  #onViewChange(vc: ViewChange): void {
+    if (vc.view < this.#view) return;
+    let forView = this.#viewChanges.get(vc.view);
+    if (!forView) this.#viewChanges.set(vc.view, forView = new Map());
+    // The first one a replica sends for a view counts; a conflicting copy is ignored.
+    if (!forView.has(vc.replica)) forView.set(vc.replica, vc);
+    if ((this.#latestVcView.get(vc.replica) ?? -1) < vc.view) {
+      this.#latestVcView.set(vc.replica, vc.view);
+    }
+    for (const v of [...this.#viewChanges.keys()]) {
+      if (v < this.#view) this.#viewChanges.delete(v);
+    }
+    if (vc.replica !== this.id) {
+      // f + 1 replicas want a later view: at least one honest does, so join.
+      const later = [...this.#latestVcView.entries()]
+        .filter(([r, v]) => r !== this.id && v > this.#view)
+        .map(([, v]) => v);
+      if (later.length >= this.f + 1) {
+        const target = Math.min(...later);
+        if (target > this.#view) return this.#startViewChange(target);
+      }
+    }
+    if (vc.view !== this.#view) return;
+    if (this.#changing) {
+      if (this.#primaryOf(vc.view) === this.id) this.#tryNewView();
+      return;
+    }
+    if (this.#newView && vc.replica !== this.id) {
+      // It missed the NEW-VIEW; any replica may pass it on (it is signed).
+      this.#send(vc.replica, this.#newView);
+    }
+  }
+
+  #tryNewView(): void {
+    const vcs = [...(this.#viewChanges.get(this.#view)?.values() ?? [])];
+    const decision = this.#decide(vcs);
+    if (!decision) return;
+    const nv = this.#signed<NewView>({
+      type: "new-view",
+      view: this.#view,
+      replica: this.id,
+      viewChanges: vcs,
+      sig: "",
+    });
+    this.#multicast(nv);
+    this.#enterView(nv, decision);
+  }
+
+  /** Rules A1/A2 of TOCS 2002 §4.5 over a set of view changes; undefined when it cannot decide yet. */
+  #decide(vcs: ViewChange[]): Decision | undefined {
+    if (vcs.length < this.quorum) return undefined;
+    let stable = vcs[0].stable;
+    for (const m of vcs) if (m.stable.seq > stable.seq) stable = m.stable;
+    const h = stable.seq;
+    const pOf = vcs.map((m) => new Map(m.prepared.map((e) => [e.seq, e])));
+    let maxS = h;
+    for (const m of vcs) {
+      for (const e of m.prepared) if (e.seq > maxS) maxS = e.seq;
+    }
+    const entries: Decision["entries"] = [];
+    for (let n = h + 1; n <= maxS; n++) {
+      const candidates = new Map<string, PreparedEntry>();
+      for (const p of pOf) {
+        const e = p.get(n);
+        if (e) candidates.set(`${e.view}\u0000${e.digest}`, e);
+      }
+      const sorted = [...candidates.values()].sort((a, b) =>
+        b.view - a.view || (a.digest < b.digest ? -1 : 1)
+      );
+      let chosen: Decision["entries"][number] | undefined;
+      for (const c of sorted) {
+        let a1 = 0;
+        vcs.forEach((m, i) => {
+          const e = pOf[i].get(n);
+          if (
+            m.stable.seq < n &&
+            (!e || e.view < c.view ||
+              (e.view === c.view && e.digest === c.digest))
+          ) a1++;
+        });
+        if (a1 < this.quorum) continue;
+        let a2 = 0;
+        let batch: PbftRequest[] | undefined;
+        for (const m of vcs) {
+          const q = m.prePrepared.find((e) =>
+            e.seq === n && e.digest === c.digest && e.view >= c.view
+          );
+          if (q) {
+            a2++;
+            batch ??= q.batch;
+          }
+        }
+        if (a2 < this.f + 1 || !batch) continue;
+        chosen = { seq: n, digest: c.digest, batch };
+        break;
+      }
+      if (!chosen) {
+        let none = 0;
+        vcs.forEach((m, i) => {
+          if (m.stable.seq < n && !pOf[i].has(n)) none++;
+        });
+        if (none < this.quorum) return undefined;
+        chosen = { seq: n, digest: this.#digestOf([]), batch: [] };
+      }
+      entries.push(chosen);
+    }
+    return { stable, entries };
+  }
+
+  #onNewView(nv: NewView): void {
+    if (
+      !nat(nv.view) || nv.replica !== this.#primaryOf(nv.view) ||
+      typeof nv.sig !== "string" || !Array.isArray(nv.viewChanges)
+    ) return this.#reject();
+    if (nv.view < this.#view || (nv.view === this.#view && !this.#changing)) {
+      return;
+    }
+    if (!this.#auth.verify(nv.replica, signInput(nv), nv.sig)) {
+      return this.#reject();
+    }
+    const seen = new Set<string>();
+    for (const vc of nv.viewChanges) {
+      if (
+        vc?.view !== nv.view || seen.has(vc.replica) ||
+        !this.#validViewChange(vc)
+      ) return this.#reject();
+      seen.add(vc.replica);
+    }
+    const decision = this.#decide(nv.viewChanges);
+    if (!decision) return this.#reject();
+    this.#enterView(nv, decision);
+  }
+
+  #enterView(nv: NewView, d: Decision): void {
+    const view = nv.view;
+    this.#view = view;
+    this.#newView = nv;
+    // Still changing while the checkpoint moves: nothing may be proposed yet.
+    this.#changing = true;
+    this.#slots.clear();
+    this.#inflight.clear();
+    if (d.stable.seq > this.#stable.seq) this.#makeStable(d.stable);
+    this.#changing = false;
+    this.#timer = 0;
+    this.#persist.push({ k: "view", view, changing: false, newView: nv });
+    let maxS = this.#stable.seq;
+    for (const e of d.entries) {
+      if (e.seq <= this.#stable.seq) continue;
+      maxS = Math.max(maxS, e.seq);
+      this.#acceptPrePrepare(e.seq, e.digest, e.batch);
+    }
+    this.#lastAssigned = maxS;
+    const early = this.#future;
+    this.#future = [];
+    for (const m of early) {
+      const v = (m.payload as { view: number }).view;
+      if (v === view) this.#onNormal(m);
+      else if (v > view) this.#future.push(m);
+    }
+    this.#propose();
+  }
+
+  // ---- plumbing ------------------------------------------------------
+
+  #restore(records: PbftRecord[]): void {
+    for (const r of records) {
+      switch (r.k) {
+        case "view":
+          if (r.view >= this.#view) {
+            this.#view = r.view;
+            this.#changing = r.changing;
+            this.#newView = r.newView;
+          }
+          break;
+        case "stable":
+          if (r.seq >= this.#stable.seq) {
+            this.#stable = { seq: r.seq, digest: r.digest, proof: r.proof };
+            this.#stableData = r.data;
+            for (const m of [this.#P, this.#Q, this.#execLog]) {
+              for (const k of [...m.keys()]) if (k <= r.seq) m.delete(k);
+            }
+          }
+          break;
+        case "q": {
+          if (r.seq <= this.#stable.seq) break;
+          let byDigest = this.#Q.get(r.seq);
+          if (!byDigest) this.#Q.set(r.seq, byDigest = new Map());
+          const { k: _, ...e } = r;
+          byDigest.set(r.digest, e);
+          break;
+        }
+        case "p": {
+          if (r.seq <= this.#stable.seq) break;
+          const { k: _, ...e } = r;
+          this.#P.set(r.seq, e);
+          break;
+        }
+        case "exec":
+          if (r.seq > this.#stable.seq) this.#execLog.set(r.seq, r);
+          break;
+      }
+    }
+    this.#executed = this.#stable.seq;
+    if (this.#stable.seq > 0) {
+      this.#snapshot = { seq: this.#stable.seq, data: this.#stableData ?? "" };
+    }
+    for (;;) {
+      const r = this.#execLog.get(this.#executed + 1);
+      if (!r) break;
+      this.#executed = r.seq;
+      this.#exec.push({
+        seq: r.seq,
+        view: r.view,
+        digest: r.digest,
+        batch: r.batch,
+        checkpoint: r.seq % this.checkpointInterval === 0,
+      });
+      for (const q of r.batch) {
+        if ((this.#executedT.get(q.client) ?? -1) < q.t) {
+          this.#executedT.set(q.client, q.t);
+        }
+      }
+    }
+    // In the current view, pre-prepared sequence numbers stay assigned.
+    for (const [seq, byDigest] of this.#Q) {
+      for (const e of byDigest.values()) {
+        if (e.view === this.#view && !this.#changing) {
+          this.#slot(seq).pp = { digest: e.digest, batch: e.batch };
+          this.#lastAssigned = Math.max(this.#lastAssigned, seq);
+        }
+      }
+    }
+    this.#lastAssigned = Math.max(this.#lastAssigned, this.#executed);
+    if (this.#changing) {
+      // Re-send the view change on the next retransmit tick.
+      const vc = this.#signed<ViewChange>({
+        type: "view-change",
+        view: this.#view,
+        replica: this.id,
+        stable: this.#stable,
+        prepared: [...this.#P.values()],
+        prePrepared: [...this.#Q.values()].flatMap((m) => [...m.values()]),
+        sig: "",
+      });
+      let forView = this.#viewChanges.get(this.#view);
+      if (!forView) this.#viewChanges.set(this.#view, forView = new Map());
+      forView.set(this.id, vc);
+      this.#latestVcView.set(this.id, this.#view);
+    }
+  }
+
+  #digestOf(batch: PbftRequest[]): string {
+    return this.#auth.digest(JSON.stringify(batch));
+  }
+
+  #signed<T extends { sig: string }>(body: T): T {
+    return { ...body, sig: this.#auth.sign(signInput(body)) };
+  }
+
+  #send(to: string, payload: PbftPayload): void {
+    this.#out.push({
+      from: this.id,
+      to,
+      payload,
+      mac: this.#auth.mac(to, macInput(this.id, to, payload)),
+    });
+  }
+
+  #multicast(payload: PbftPayload): void {
+    for (const to of this.replicas) if (to !== this.id) this.#send(to, payload);
+  }
+
+  #reject(): void {
+    this.rejected++;
+  }
+}
+
+type ExecRecord = PbftRecord & { k: "exec" };
+
+/**
+ * The bytes a link MAC covers: both ends and the payload.
+ *
+ * @example Usage
+ * ```ts
+ * import { macInput } from "./core.ts";
+ * macInput("1", "2", { type: "fetch-state", seq: 4 });
+ * // '1>2:{"type":"fetch-state","seq":4}'
+ * ```
+ */
+export function macInput(
+  from: string,
+  to: string,
+  payload: PbftPayload,
+): string {
+  return `${from}>${to}:${JSON.stringify(payload)}`;
+}
+
+/**
+ * The bytes a signature covers: the payload with `sig` empty.
+ *
+ * @example Usage
+ * ```ts
+ * import { signInput } from "./core.ts";
+ * const c = { type: "checkpoint", seq: 4, digest: "d", replica: "1", sig: "x" };
+ * signInput(c);
+ * // '{"type":"checkpoint","seq":4,"digest":"d","replica":"1","sig":""}'
+ * ```
+ */
+export function signInput(p: { sig: string }): string {
+  return JSON.stringify({ ...p, sig: "" });
+}

@@ -1,0 +1,245 @@
+import assert from "node:assert/strict";
+import { TestCluster, testSecret } from "./_cluster.ts";
+import { fakeAuth } from "./_sim.ts";
+import { createPbft, macInput } from "./core.ts";
+import type { PbftMessage, PbftPayload, PrePrepare } from "./types.ts";
+
+const req = (t: number, client = "c") => ({ client, t, op: `op${t}` });
+const digests = (c: TestCluster, id: string) =>
+  c.replica(id).executed.map((e) => `${e.seq}:${e.digest}`);
+
+Deno.test("pbft core: a request commits through pre-prepare, prepare and commit on every replica", () => {
+  const c = new TestCluster(4);
+  assert.equal(c.get("1").f, 1);
+  assert.equal(c.get("1").quorum, 3);
+  c.get("1").request(req(1));
+  c.processAll();
+  const kinds = c.inflight.map((m) => m.payload.type);
+  // Relayed to the backups, and pre-prepared.
+  assert.equal(kinds.filter((k) => k === "pre-prepare").length, 3);
+  c.stabilize();
+  for (const id of c.ids) {
+    assert.equal(c.replica(id).executed.length, 1, `replica ${id}`);
+    assert.deepEqual(c.replica(id).executed[0].batch, [req(1)]);
+  }
+  assert.deepEqual(digests(c, "2"), digests(c, "1"));
+});
+
+Deno.test("pbft core: a commit needs 2f + 1 replicas; with two of four down nothing executes", () => {
+  const c = new TestCluster(4);
+  c.crash("3");
+  c.crash("4");
+  c.get("1").request(req(1));
+  c.stabilize();
+  assert.equal(c.replica("1").executed.length, 0);
+  assert.equal(c.replica("2").executed.length, 0);
+  // One replica silent (f = 1) is fine.
+  c.restart("3");
+  c.tickAll(5);
+  assert.equal(c.replica("1").executed.length, 1);
+  assert.equal(c.replica("3").executed.length, 1);
+});
+
+Deno.test("pbft core: requests that arrive while batches are in flight go out together in one batch", () => {
+  const c = new TestCluster(4, { maxInflight: 1, maxBatch: 10 });
+  c.get("1").request(req(1));
+  c.processAll();
+  for (let t = 2; t <= 6; t++) c.get("1").request(req(t));
+  c.stabilize();
+  const batches = c.replica("2").executed.map((e) => e.batch.length);
+  assert.deepEqual(batches, [1, 5]);
+});
+
+Deno.test("pbft core: a message with a wrong MAC, or claiming another sender, is dropped and counted", () => {
+  const c = new TestCluster(4);
+  const pp: PrePrepare = {
+    type: "pre-prepare",
+    view: 0,
+    seq: 1,
+    digest: fakeAuth("1", testSecret).digest(JSON.stringify([req(1)])),
+    batch: [req(1)],
+  };
+  // Replica 4 forges the primary's pre-prepare: it can only MAC with its own keys.
+  const forger = fakeAuth("4", testSecret);
+  const forged: PbftMessage = {
+    from: "1",
+    to: "2",
+    payload: pp,
+    mac: forger.mac("2", macInput("1", "2", pp)),
+  };
+  c.get("2").step(forged);
+  assert.equal(c.get("2").rejected, 1);
+  c.processAll();
+  assert.equal(c.inflight.length, 0, "no prepare for a forged pre-prepare");
+  // The same payload with a valid MAC from 4: not the primary, ignored.
+  c.get("2").step({
+    from: "4",
+    to: "2",
+    payload: pp,
+    mac: forger.mac("2", macInput("4", "2", pp)),
+  });
+  c.processAll();
+  assert.equal(c.inflight.length, 0);
+});
+
+Deno.test("pbft core: a pre-prepare whose batch does not match its digest is rejected", () => {
+  const c = new TestCluster(4);
+  const auth = fakeAuth("1", testSecret);
+  const pp: PrePrepare = {
+    type: "pre-prepare",
+    view: 0,
+    seq: 1,
+    digest: auth.digest(JSON.stringify([req(1)])),
+    batch: [req(2)],
+  };
+  c.get("2").step({
+    from: "1",
+    to: "2",
+    payload: pp,
+    mac: auth.mac("2", macInput("1", "2", pp)),
+  });
+  assert.equal(c.get("2").rejected, 1);
+});
+
+Deno.test("pbft core: checkpoints every K become stable with 2f + 1 and drop the log below them", () => {
+  const c = new TestCluster(4, {
+    checkpointInterval: 2,
+    window: 4,
+    maxBatch: 1,
+  });
+  for (let t = 1; t <= 5; t++) c.get("1").request(req(t));
+  c.stabilize();
+  for (const id of c.ids) {
+    const s = c.get(id).status();
+    assert.equal(s.executed, 5, `replica ${id}`);
+    assert.equal(s.stable, 4, `replica ${id}`);
+  }
+  // The records were compacted: nothing at or below the checkpoint but the checkpoint.
+  const recs = c.replica("2").records;
+  const stable = recs.find((r) => r.k === "stable");
+  assert.ok(stable && stable.k === "stable" && stable.seq === 4);
+  assert.equal(stable.proof.length >= 3, true);
+  assert.ok(
+    recs.every((r) => !("seq" in r) || r.k === "stable" || r.seq > 4),
+    JSON.stringify(recs.map((r) => r.k)),
+  );
+});
+
+Deno.test("pbft core: the primary proposes nothing above the high water mark until a checkpoint is stable", () => {
+  const c = new TestCluster(4, {
+    checkpointInterval: 2,
+    window: 2,
+    maxBatch: 1,
+    maxInflight: 10,
+  });
+  // Checkpoints are lost: the window cannot move past 2.
+  for (let t = 1; t <= 4; t++) c.get("1").request(req(t));
+  for (let i = 0; i < 50; i++) {
+    c.processAll();
+    c.drop((m) => m.payload.type === "checkpoint");
+    c.deliver();
+  }
+  assert.equal(c.get("2").status().executed, 2);
+  assert.equal(c.get("2").status().stable, 0);
+  // Checkpoints get through: the rest follows.
+  c.tickAll(6);
+  assert.equal(c.get("2").status().executed, 4);
+});
+
+Deno.test("pbft core: a silent primary is replaced and what was prepared keeps its sequence number", () => {
+  const c = new TestCluster(4, { viewChangeTicks: 4, retransmitTicks: 2 });
+  c.get("1").request(req(1));
+  // Everyone prepares seq 1, but the commits are lost.
+  c.processAll();
+  c.deliver();
+  c.processAll();
+  c.deliver((m) => m.payload.type !== "commit");
+  c.processAll();
+  c.drop((m) => m.payload.type === "commit");
+  c.crash("1");
+  for (const id of ["2", "3", "4"]) {
+    assert.equal(c.replica(id).executed.length, 0);
+    c.get(id).request(req(2));
+  }
+  c.tickAll(12, ["2", "3", "4"]);
+  for (const id of ["2", "3", "4"]) {
+    const s = c.get(id).status();
+    assert.equal(s.view, 1, `replica ${id}`);
+    assert.equal(s.primary, "2");
+    assert.deepEqual(
+      c.replica(id).executed.map((e) => e.batch.map((r) => r.t)),
+      [[1], [2]],
+      `replica ${id}`,
+    );
+  }
+});
+
+Deno.test("pbft core: a replica that fell behind fetches the state of a stable checkpoint and ignores a lying one", () => {
+  const c = new TestCluster(4, {
+    checkpointInterval: 2,
+    window: 4,
+    maxBatch: 1,
+  });
+  c.crash("4");
+  for (let t = 1; t <= 4; t++) c.get("1").request(req(t));
+  c.stabilize();
+  assert.equal(c.get("1").status().stable, 4);
+  c.restart("4");
+  for (let t = 5; t <= 6; t++) c.get("1").request(req(t));
+  // Hold back the state replica 4 asks for.
+  const held: PbftMessage[] = [];
+  for (let i = 0; i < 50; i++) {
+    c.processAll();
+    held.push(
+      ...c.inflight.filter((m) => m.to === "4" && m.payload.type === "state"),
+    );
+    c.drop((m) => m.to === "4" && m.payload.type === "state");
+    c.deliver();
+  }
+  assert.ok(held.length > 0, "replica 4 fetched the state");
+  assert.equal(c.get("4").status().fetching, true);
+  assert.equal(c.get("4").status().executed, 0);
+  // A lie first: replica 3 answers with other data under the real proof.
+  const liar = fakeAuth("3", testSecret);
+  const lie = { ...held[0].payload, data: "1:x;" } as PbftPayload;
+  const before = c.get("4").rejected;
+  c.get("4").step({
+    from: "3",
+    to: "4",
+    payload: lie,
+    mac: liar.mac("4", macInput("3", "4", lie)),
+  });
+  assert.equal(c.get("4").rejected, before + 1);
+  assert.equal(c.get("4").status().executed, 0);
+  for (const m of held) c.get("4").step(m);
+  c.stabilize();
+  const s = c.get("4").status();
+  assert.equal(s.fetching, false);
+  assert.equal(s.executed, 6);
+  assert.equal(s.stable, 6);
+  assert.equal(c.replica("4").state, c.replica("1").state);
+});
+
+Deno.test("pbft core: a restarted replica keeps its view and re-executes what it had executed", () => {
+  const c = new TestCluster(4);
+  for (let t = 1; t <= 3; t++) c.get("1").request(req(t));
+  c.stabilize();
+  const before = digests(c, "3");
+  c.crash("3");
+  c.restart("3");
+  c.process("3");
+  assert.deepEqual(digests(c, "3").slice(before.length), before);
+  assert.equal(c.get("3").status().executed, c.get("1").status().executed);
+});
+
+Deno.test("pbft core: replicas must be 3f + 1 distinct ids including this one", () => {
+  const auth = fakeAuth("1", testSecret);
+  assert.throws(
+    () => createPbft({ id: "9", replicas: ["1", "2", "3", "4"], auth }),
+    /'9': not in replicas/,
+  );
+  assert.throws(
+    () => createPbft({ id: "1", replicas: ["1", "1", "3", "4"], auth }),
+    /repeat an id/,
+  );
+});

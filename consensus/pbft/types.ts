@@ -1,0 +1,274 @@
+/**
+ * The plain, JSON-serialisable values the PBFT core takes in and hands out:
+ * client requests, protocol messages, the records a driver must persist and
+ * the {@linkcode PbftReady} batch.
+ *
+ * @module
+ */
+
+/**
+ * A client's operation. `t` increases per client: a replica executes each
+ * (client, t) at most once (the state machine keeps the last t per client).
+ *
+ * @example Usage
+ * ```ts
+ * import type { PbftRequest } from "./types.ts";
+ * const r: PbftRequest = { client: "c1", t: 1, op: '{"op":"write","key":"x","value":"1"}' };
+ * r.t; // 1
+ * ```
+ */
+export interface PbftRequest {
+  client: string;
+  t: number;
+  op: string;
+}
+
+/** The primary's proposal: `batch` takes sequence number `seq` in `view`. */
+export interface PrePrepare {
+  type: "pre-prepare";
+  view: number;
+  seq: number;
+  digest: string;
+  batch: PbftRequest[];
+}
+
+/** A backup's vote for the pre-prepare with `digest` at (`view`, `seq`). */
+export interface Prepare {
+  type: "prepare";
+  view: number;
+  seq: number;
+  digest: string;
+}
+
+/** Sent once prepared: a vote to execute `digest` at `seq`. */
+export interface Commit {
+  type: "commit";
+  view: number;
+  seq: number;
+  digest: string;
+}
+
+/**
+ * Signed: `replica` has executed up to `seq` and its state's digest is
+ * `digest`. 2f + 1 matching ones make a stable checkpoint.
+ */
+export interface Checkpoint {
+  type: "checkpoint";
+  seq: number;
+  digest: string;
+  replica: string;
+  sig: string;
+}
+
+/**
+ * A stable checkpoint with its proof: 2f + 1 signed matching checkpoints
+ * (none for the initial state, `seq` 0).
+ *
+ * @example Usage
+ * ```ts
+ * import type { StableCheckpoint } from "./types.ts";
+ * const genesis: StableCheckpoint = { seq: 0, digest: "", proof: [] };
+ * genesis.seq; // 0
+ * ```
+ */
+export interface StableCheckpoint {
+  seq: number;
+  digest: string;
+  proof: Checkpoint[];
+}
+
+/** A P-set entry: this replica prepared `digest` at `seq` in `view` (its latest such view). */
+export interface PreparedEntry {
+  seq: number;
+  view: number;
+  digest: string;
+}
+
+/** A Q-set entry: this replica pre-prepared `batch` (`digest`) at `seq`, last in `view`. */
+export interface PrePreparedEntry {
+  seq: number;
+  view: number;
+  digest: string;
+  batch: PbftRequest[];
+}
+
+/** Signed: `replica` asks to move to `view`, with what it knows (TOCS 2002 §4.5). */
+export interface ViewChange {
+  type: "view-change";
+  view: number;
+  replica: string;
+  stable: StableCheckpoint;
+  prepared: PreparedEntry[];
+  prePrepared: PrePreparedEntry[];
+  sig: string;
+}
+
+/**
+ * Signed by the new primary: the view changes it decided on. Every backup
+ * recomputes the new view's pre-prepares from them, so they are not sent.
+ */
+export interface NewView {
+  type: "new-view";
+  view: number;
+  replica: string;
+  viewChanges: ViewChange[];
+  sig: string;
+}
+
+/** A replica relays a client request so every backup's timer watches it. */
+export interface RequestRelay {
+  type: "request";
+  request: PbftRequest;
+}
+
+/** Ask for the state at (or after) stable checkpoint `seq`. */
+export interface FetchState {
+  type: "fetch-state";
+  seq: number;
+}
+
+/** State transfer: the state at `stable.seq`, checked against its proven digest. */
+export interface StateTransfer {
+  type: "state";
+  stable: StableCheckpoint;
+  data: string;
+}
+
+/** A replica's result for a client's request, sent to the replica that proxies that client. */
+export interface Reply {
+  type: "reply";
+  view: number;
+  client: string;
+  t: number;
+  result: string;
+}
+
+/** Everything a replica sends another. */
+export type PbftPayload =
+  | PrePrepare
+  | Prepare
+  | Commit
+  | Checkpoint
+  | ViewChange
+  | NewView
+  | RequestRelay
+  | FetchState
+  | StateTransfer
+  | Reply;
+
+/**
+ * One message on one link: `mac` authenticates (`from`, `to`, `payload`)
+ * with the key the two replicas share. Checkpoints, view changes and new
+ * views also carry a signature inside, so a third replica can check them.
+ *
+ * @example Usage
+ * ```ts
+ * import type { PbftMessage } from "./types.ts";
+ * const m: PbftMessage = {
+ *   from: "1", to: "2", mac: "…",
+ *   payload: { type: "prepare", view: 0, seq: 1, digest: "d" },
+ * };
+ * m.payload.type; // "prepare"
+ * ```
+ */
+export interface PbftMessage {
+  from: string;
+  to: string;
+  payload: PbftPayload;
+  mac: string;
+}
+
+/**
+ * What a replica must have on stable storage before it sends anything that
+ * depends on it. Replaying the records in order rebuilds the replica.
+ */
+export type PbftRecord =
+  | {
+    k: "view";
+    view: number;
+    changing: boolean;
+    /** The NEW-VIEW that started `view`, to hand to a replica that missed it. */
+    newView?: NewView;
+  }
+  | { k: "q"; seq: number; view: number; digest: string; batch: PbftRequest[] }
+  | { k: "p"; seq: number; view: number; digest: string }
+  | {
+    k: "exec";
+    seq: number;
+    view: number;
+    digest: string;
+    batch: PbftRequest[];
+  }
+  | {
+    k: "stable";
+    seq: number;
+    digest: string;
+    proof: Checkpoint[];
+    data: string;
+  };
+
+/** A batch to apply, in sequence order. */
+export interface Executed {
+  seq: number;
+  view: number;
+  digest: string;
+  batch: PbftRequest[];
+  /** Apply it, then call `checkpoint(seq, stateData)` before applying the next one. */
+  checkpoint: boolean;
+}
+
+/**
+ * One batch of work for the driver. Handle it in this order:
+ * 1. if `compact` is set, replace the stored records by it; then append
+ *    `persist`, durably;
+ * 2. only then send `messages`;
+ * 3. install `snapshot` (state transfer) if any, then apply `executed` in
+ *    order, calling `checkpoint` where an entry asks; hand `replies` to the
+ *    waiting clients.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const rd = node.ready();
+ * store(rd.compact, rd.persist); // durably
+ * for (const m of rd.messages) send(m);
+ * if (rd.snapshot) machine.restore(rd.snapshot.data);
+ * for (const e of rd.executed) apply(e);
+ * ```
+ */
+export interface PbftReady {
+  compact?: PbftRecord[];
+  persist: PbftRecord[];
+  messages: PbftMessage[];
+  snapshot?: { seq: number; data: string };
+  executed: Executed[];
+  replies: (Reply & { from: string })[];
+}
+
+/**
+ * The cryptography the core is given: a digest, per-link MACs and
+ * signatures. The driver passes SHA-256, HMAC-SHA256 and Ed25519; the
+ * simulation cheap stand-ins the adversary cannot forge.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const auth: PbftAuth = {
+ *   digest: (s) => sha256hex(s),
+ *   mac: (to, s) => hmac(linkKey(to), s),
+ *   checkMac: (from, s, mac) => hmac(linkKey(from), s) === mac,
+ *   sign: (s) => ed25519.sign(s, myKey),
+ *   verify: (replica, s, sig) => ed25519.verify(sig, s, publicKey(replica)),
+ * };
+ * ```
+ */
+export interface PbftAuth {
+  /** A collision-resistant digest of `data`. */
+  digest(data: string): string;
+  /** The MAC of `data` on the link from this replica to `to`. */
+  mac(to: string, data: string): string;
+  /** Whether `mac` is the MAC of `data` on the link from `from` to this replica. */
+  checkMac(from: string, data: string, mac: string): boolean;
+  /** This replica's signature over `data`. */
+  sign(data: string): string;
+  /** Whether `sig` is `replica`'s signature over `data`. */
+  verify(replica: string, data: string, sig: string): boolean;
+}
