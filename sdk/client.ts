@@ -699,6 +699,32 @@ export class AgentClient implements AsyncDisposable {
   }
 
   /**
+   * Asks another agent by capability, through the node: a request on
+   * `agent.{id}.requests.route` carrying `{capability, requestId, payload}`,
+   * which the node's prompt service routes to an agent offering
+   * `capability` (one handling `tasks.{capability}`) as one more hop of
+   * prompt `requestId`. Resolves with that agent's answer
+   * (`{response, agent, hop}`); rejects like {@linkcode request}.
+   *
+   * @example Usage
+   * ```ts ignore
+   * const plan = await agent.ask("plan", { prompt: "2 nights in Lisbon" }, { requestId });
+   * ```
+   */
+  ask(
+    capability: string,
+    payload: unknown,
+    options: RequestOptions & { requestId: string },
+  ): Promise<unknown> {
+    const { requestId, ...rest } = options;
+    return this.#send("req", "requests.route", {
+      capability,
+      requestId,
+      payload,
+    }, { correlationId: requestId, ...rest });
+  }
+
+  /**
    * Stops: waits up to `drainMs` for outstanding publishes when connected,
    * closes the socket (1000) and rejects whatever is left with `closed`.
    */

@@ -1,0 +1,132 @@
+/**
+ * The agent side of the node's prompt service (plugins/prompts): an agent
+ * that answers prompts for a capability (`prompt`, `prompt.hotel`, `plan`,
+ * …) handles backend channel `tasks.{capability}`, gets one hop of a prompt
+ * (`{requestId, hop, prompt, scenario, metadata, sage, payload}`), may ask
+ * other agents by capability through the node ({@linkcode PromptHopContext.ask}),
+ * and answers `{response, signature?}`: in SAGE mode the answer is signed
+ * with the agent's key over (requestId, hop, digest of the answer)
+ * (see `sage.ts`).
+ *
+ * @example A root agent that asks a planning agent
+ * ```ts ignore
+ * await servePrompts(agent, "prompt", async (hop) => {
+ *   const plan = await hop.ask("plan", { prompt: hop.prompt });
+ *   return `Plan: ${plan}`;
+ * }, { key: seed });
+ * ```
+ *
+ * @module
+ */
+import type { AgentClient, Subscription } from "./client.ts";
+import { AgentError } from "./errors.ts";
+import { signHop } from "./sage.ts";
+
+/** One hop of a prompt, as the node sends it on `tasks.{capability}`. */
+export interface PromptHop {
+  /** The prompt request's id. */
+  requestId: string;
+  /** 0 for the root agent; the node numbers every further hop. */
+  hop: number;
+  /** The prompt text (for a hop asked by another agent: what that agent sent as `prompt`, else the original prompt). */
+  prompt: string;
+  /** The scenario, when the client gave one. */
+  scenario?: string;
+  /** The client's metadata (`userId`, `sessionId`, …). */
+  metadata?: Record<string, unknown>;
+  /** Whether this hop's answer must be signed. */
+  sage: boolean;
+  /** What the asking agent sent (hops > 0). */
+  payload?: unknown;
+  /** The asking agent (hops > 0). */
+  from?: string;
+}
+
+/** What a prompt handler gets: the hop, and a way to ask other agents. */
+export interface PromptHopContext extends PromptHop {
+  /**
+   * Asks an agent offering `capability` through the node, as the next hop
+   * of this prompt; resolves with its answer text.
+   */
+  ask(capability: string, payload: unknown): Promise<string>;
+}
+
+/** Answers one hop: the answer text. */
+export type PromptHandler = (hop: PromptHopContext) => string | Promise<string>;
+
+/** Options of {@linkcode servePrompts}. */
+export interface ServePromptsOptions {
+  /** The key SAGE answers are signed with: the agent's own (its 32-byte seed or private CryptoKey). */
+  key: Uint8Array | CryptoKey;
+}
+
+/** What the node gets back for one hop. */
+export interface PromptAnswer {
+  response: string;
+  /** base64url Ed25519 signature (SAGE mode only). */
+  signature?: string;
+}
+
+function parseHop(payload: unknown): PromptHop {
+  const p = payload as Partial<PromptHop> | null;
+  if (
+    !p || typeof p !== "object" || typeof p.requestId !== "string" ||
+    !Number.isSafeInteger(p.hop) || typeof p.prompt !== "string"
+  ) {
+    throw new AgentError(
+      "bad_request",
+      "not a prompt hop: want {requestId, hop, prompt, sage}",
+    );
+  }
+  return { ...p, sage: p.sage === true } as PromptHop;
+}
+
+/**
+ * Answers prompt hops for `capability` on `agent` (handles
+ * `tasks.{capability}`; the agent needs a role that may subscribe to
+ * `tasks.*`, `worker` by default). Resolves once the node confirmed the
+ * subscription.
+ *
+ * @example Usage
+ * ```ts ignore
+ * await servePrompts(agent, "plan", (hop) => `3 steps for: ${hop.prompt}`, { key: seed });
+ * ```
+ */
+export function servePrompts(
+  agent: AgentClient,
+  capability: string,
+  handler: PromptHandler,
+  options: ServePromptsOptions,
+): Promise<Subscription> {
+  return agent.handle(`tasks.${capability}`, async (m) => {
+    const hop = parseHop(m.payload);
+    const response = await handler({
+      ...hop,
+      ask: async (cap, payload) => {
+        const r = await agent.ask(cap, payload, { requestId: hop.requestId });
+        const text = (r as { response?: unknown } | null)?.response;
+        if (typeof text !== "string") {
+          throw new AgentError(
+            "bad_request",
+            `agent for '${cap}' answered without a response text`,
+          );
+        }
+        return text;
+      },
+    });
+    if (typeof response !== "string") {
+      throw new TypeError(
+        `prompt handler for '${capability}' must return a string`,
+      );
+    }
+    const answer: PromptAnswer = { response };
+    if (hop.sage) {
+      answer.signature = await signHop(options.key, {
+        requestId: hop.requestId,
+        hop: hop.hop,
+        content: response,
+      });
+    }
+    return answer;
+  });
+}
