@@ -13,6 +13,7 @@ import type { PluginCatalog } from "./core/loader.ts";
 export const BUILTINS: PluginCatalog = {
   "gateway": async () => (await import("./gateway/mod.ts")).default,
   "events": async () => (await import("./plugins/events/mod.ts")).default,
+  "prompts": async () => (await import("./plugins/prompts/mod.ts")).default,
   "examples/hello": async () =>
     (await import("./plugins/examples/mod.ts")).hello,
   "consensus/kv-lease": async () =>

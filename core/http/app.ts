@@ -52,6 +52,8 @@ export const API_SECURITY_HEADERS: readonly [string, string][] = [
   ["x-frame-options", "DENY"],
   ["referrer-policy", "no-referrer"],
 ];
+/** The seed's prompt endpoint, an alias of `POST /api/v1/prompts` (CONTRACTS.md). */
+const SEND_PROMPT = "/send/prompt";
 /** Routes logged at debug rather than info, so probes do not flood the logs. */
 const QUIET_ROUTES = new Set(["/health", "/metrics", "/stats"]);
 
@@ -513,38 +515,43 @@ export function createApp(deps: AppDeps): HttpApp {
     }
   });
 
-  // /api/v1: the per-IP limit first (cheap, before any signature is
-  // checked), then audit (so refused calls are recorded too), then
-  // authentication, then the per-principal limit.
-  if (security.limits) {
+  // /api/v1 (and /send/prompt, the seed's alias of /api/v1/prompts): the
+  // per-IP limit first (cheap, before any signature is checked), then audit
+  // (so refused calls are recorded too), then authentication, then the
+  // per-principal limit.
+  for (const path of ["/api/v1/*", SEND_PROMPT]) {
+    if (security.limits) {
+      app.use(
+        path,
+        rateLimit({
+          limiters: [{ limiter: security.limits.ip, key: clientIp }],
+        }),
+      );
+    }
     app.use(
-      "/api/v1/*",
-      rateLimit({ limiters: [{ limiter: security.limits.ip, key: clientIp }] }),
-    );
-  }
-  app.use(
-    "/api/v1/*",
-    auditLog({
-      kv,
-      log,
-      onError: (err) => log.warn("audit record not stored", { error: err }),
-    }),
-  );
-  app.use("/api/v1/*", async (c, next) => {
-    await next();
-    c.res = await maybeSignResponse(security, c.req.raw, c.res);
-  });
-  app.use("/api/v1/*", requireAuth(security.auth, { log, metrics }));
-  if (security.limits) {
-    app.use(
-      "/api/v1/*",
-      rateLimit({
-        limiters: [{
-          limiter: security.limits.principal,
-          key: (c) => principalOf(c)?.sub,
-        }],
+      path,
+      auditLog({
+        kv,
+        log,
+        onError: (err) => log.warn("audit record not stored", { error: err }),
       }),
     );
+    app.use(path, async (c, next) => {
+      await next();
+      c.res = await maybeSignResponse(security, c.req.raw, c.res);
+    });
+    app.use(path, requireAuth(security.auth, { log, metrics }));
+    if (security.limits) {
+      app.use(
+        path,
+        rateLimit({
+          limiters: [{
+            limiter: security.limits.principal,
+            key: (c) => principalOf(c)?.sub,
+          }],
+        }),
+      );
+    }
   }
 
   app.get(
@@ -633,6 +640,23 @@ export function createApp(deps: AppDeps): HttpApp {
       pluginRoute(sub, c.req.method, c.req.path) ?? `/api/v1/${prefix}/*`,
     );
     return jsonErrors(sub).fetch(c.req.raw, { principal: principalOf(c) });
+  });
+
+  // The seed's prompt endpoint: the plugin that claimed /api/v1/prompts
+  // answers it, behind the same chain as the API.
+  app.post(SEND_PROMPT, (c) => {
+    const sub = kernel.apiFor("prompts");
+    if (!sub) {
+      return errorResponse(
+        404,
+        `no running plugin serves ${SEND_PROMPT} (it needs one that claims /api/v1/prompts, e.g. builtin:prompts)`,
+      );
+    }
+    const url = new URL(c.req.url);
+    url.pathname = "/api/v1/prompts";
+    return jsonErrors(sub).fetch(new Request(url, c.req.raw), {
+      principal: principalOf(c),
+    });
   });
 
   app.all("/plugins/:name/*", (c) => {

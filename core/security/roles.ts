@@ -10,6 +10,7 @@
  * | `tasks:read`       |   ✓    |    ✓    |    ✓     |   ✓   |
  * | `agents:read`      |   ✓    |    ✓    |    ✓     |   ✓   |
  * | `tasks:write`      |        |    ✓    |    ✓     |   ✓   |
+ * | `prompt:send`      |        |    ✓    |    ✓     |   ✓   |
  * | `agents:write`     |        |         |    ✓     |   ✓   |
  * | `agents:send`      |        |         |    ✓     |   ✓   |
  * | `agents:broadcast` |        |         |    ✓     |   ✓   |
@@ -18,7 +19,8 @@
  * Intended use on the HTTP API (CONTRACTS.md): `GET /api/v1/plugins` →
  * `plugins:read`; `GET /api/v1/cluster` → `cluster:read`;
  * `GET /api/v1/tasks/{id}` → `tasks:read`; `POST /api/v1/tasks` →
- * `tasks:write`; `GET /api/v1/agents/{id}/status` → `agents:read`;
+ * `tasks:write`; `POST /send/prompt` and `POST /api/v1/prompts` →
+ * `prompt:send`; `GET /api/v1/agents/{id}/status` → `agents:read`;
  * `POST /api/v1/agents` (enrol) → `agents:write`;
  * `POST /api/v1/agents/{id}/send` → `agents:send`;
  * `POST /api/v1/agents/broadcast` → `agents:broadcast`; token revocation and
@@ -40,6 +42,7 @@ export const PERMISSION_NAMES = [
   "tasks:read",
   "agents:read",
   "tasks:write",
+  "prompt:send",
   "agents:write",
   "agents:send",
   "agents:broadcast",
@@ -55,7 +58,11 @@ const VIEWER: readonly Permission[] = [
   "tasks:read",
   "agents:read",
 ];
-const ANALYST: readonly Permission[] = [...VIEWER, "tasks:write"];
+const ANALYST: readonly Permission[] = [
+  ...VIEWER,
+  "tasks:write",
+  "prompt:send",
+];
 const OPERATOR: readonly Permission[] = [
   ...ANALYST,
   "agents:write",

@@ -1,0 +1,142 @@
+/**
+ * The prompt answer cache, in the plugin's KV keyspace, so every node
+ * sharing the KV shares it: key = SHA-256 of the normalised prompt, the
+ * scenario and the values of a chosen set of metadata fields. An entry is
+ * fresh for `ttlMs`, then stale (served only when no agent can answer) for
+ * `maxStaleMs` more, then gone. Only answers given without SAGE are stored:
+ * a SAGE answer is proven per request and never replayed.
+ *
+ * @example Usage
+ * ```ts
+ * import { createPromptCache } from "./cache.ts";
+ * using kv = await Deno.openKv(":memory:");
+ * const cache = createPromptCache(kv, { ttlMs: 300_000, maxStaleMs: 3_600_000 });
+ * const key = await cache.key({ prompt: "Hi ", metadata: {} }, []);
+ * await cache.put(key, { response: "hello", agent: "a1" });
+ * (await cache.get(key))?.state; // "fresh"
+ * ```
+ *
+ * @module
+ */
+
+/** What is stored for one answer. */
+export interface CachedAnswer {
+  response: string;
+  /** The root agent that gave it. */
+  agent: string;
+}
+
+/** A read entry. */
+export interface CacheEntry extends CachedAnswer {
+  /** When it was stored, ms since the epoch. */
+  storedAt: number;
+  /** `fresh` within `ttlMs`, `stale` after. */
+  state: "fresh" | "stale";
+  /** Milliseconds since it was stored. */
+  ageMs: number;
+}
+
+/** Options of {@linkcode createPromptCache}. */
+export interface PromptCacheOptions {
+  /** How long an answer is served as a hit. */
+  ttlMs: number;
+  /** How long after that it may still be served as stale when no agent can answer. */
+  maxStaleMs: number;
+  /** Time source. @default {Date.now} */
+  now?: () => number;
+}
+
+/** The cache. */
+export interface PromptCache {
+  /** The key of a prompt: hash of normalised prompt, scenario and the values of `fields` in its metadata. */
+  key(
+    input: {
+      prompt: string;
+      scenario?: string;
+      metadata: Record<string, unknown>;
+    },
+    fields: readonly string[],
+  ): Promise<string>;
+  /** The entry under `key`, fresh or stale; undefined when none or too old. */
+  get(key: string): Promise<CacheEntry | undefined>;
+  /** Stores an answer; false when it is too large for one KV value (not stored). */
+  put(key: string, answer: CachedAnswer): Promise<boolean>;
+}
+
+/** The KV store a cache needs (a plugin's scoped `ctx.kv` is one). */
+export interface CacheKv {
+  get<T>(key: Deno.KvKey): Promise<Deno.KvEntryMaybe<T>>;
+  set(
+    key: Deno.KvKey,
+    value: unknown,
+    options?: { expireIn?: number },
+  ): Promise<Deno.KvCommitResult>;
+}
+
+/** Largest answer stored (a KV value is at most 64 KiB). */
+const MAX_STORED_CHARS = 20_000;
+const encoder = new TextEncoder();
+
+/**
+ * What "the same prompt" means: Unicode NFC, case folded, runs of
+ * whitespace as one space, trimmed.
+ *
+ * @example Usage
+ * ```ts
+ * import { normalisePrompt } from "./cache.ts";
+ * normalisePrompt("  Book a\n ROOM "); // "book a room"
+ * ```
+ */
+export function normalisePrompt(prompt: string): string {
+  return prompt.normalize("NFC").toLowerCase().replace(/\s+/g, " ").trim();
+}
+
+/** Creates a cache over `kv`. */
+export function createPromptCache(
+  kv: CacheKv,
+  options: PromptCacheOptions,
+): PromptCache {
+  const now = options.now ?? Date.now;
+  return {
+    async key(input, fields) {
+      const vary = [...new Set(fields)].sort().map((f) => [
+        f,
+        input.metadata[f] ?? null,
+      ]);
+      const text = JSON.stringify([
+        normalisePrompt(input.prompt),
+        input.scenario ?? "",
+        vary,
+      ]);
+      const digest = await crypto.subtle.digest(
+        "SHA-256",
+        encoder.encode(text),
+      );
+      return new Uint8Array(digest).toHex();
+    },
+    async get(key) {
+      const e = await kv.get<CachedAnswer & { storedAt: number }>([
+        "cache",
+        key,
+      ]);
+      if (!e.value) return undefined;
+      const ageMs = Math.max(0, now() - e.value.storedAt);
+      // expireIn is the earliest deletion, not a deadline: check the age.
+      if (ageMs > options.ttlMs + options.maxStaleMs) return undefined;
+      return {
+        ...e.value,
+        ageMs,
+        state: ageMs <= options.ttlMs ? "fresh" : "stale",
+      };
+    },
+    async put(key, answer) {
+      if (answer.response.length > MAX_STORED_CHARS) return false;
+      await kv.set(["cache", key], {
+        response: answer.response,
+        agent: answer.agent,
+        storedAt: now(),
+      }, { expireIn: options.ttlMs + options.maxStaleMs });
+      return true;
+    },
+  };
+}

@@ -1,0 +1,281 @@
+/**
+ * The prompt service as a plugin (`builtin:prompts`): `POST /send/prompt`
+ * and `POST /api/v1/prompts` (permission `prompt:send`) take
+ * `{"prompt","sageEnabled"?,"scenario"?,"metadata"?}` (headers
+ * `X-SAGE-Enabled` and `X-Scenario` win over the body), send the prompt to a
+ * root agent picked by capability through the agent gateway, route the
+ * agents' asks to each other, verify every hop's signature in SAGE mode, and
+ * answer `{"response","sageVerification"?,"metadata","logs"}`. Every routing
+ * step is also a `routing` record on `WS /ws`. Settings are
+ * `pluginConfig.prompts` ({@linkcode promptsConfigSchema}); see
+ * docs/prompts.md.
+ *
+ * It uses only the public plugin contract and the `gateway:agents`
+ * capability; another plugin reaches it as `extension:prompts`
+ * ({@linkcode PromptsApi}), e.g. to register a DID resolver.
+ *
+ * @example Load it
+ * ```sh ignore
+ * deno task start --plugin builtin:prompts
+ * ```
+ *
+ * @module
+ */
+import type { Context } from "hono";
+import {
+  type Balancer,
+  type BalancerApi,
+  definePlugin,
+  PlexusError,
+} from "../../core/plugin.ts";
+import { VERSION } from "../../core/version.ts";
+import type { AgentGateway } from "../../gateway/gateway.ts";
+import { type PromptsConfig, promptsConfigSchema } from "./config.ts";
+import { createDidResolvers, type DidResolvers } from "./did.ts";
+import { parsePromptInput, type PromptInput } from "./input.ts";
+import { type CacheEntry, createPromptCache } from "./cache.ts";
+import { createLimiter } from "./limiter.ts";
+import {
+  cachedResult,
+  createPromptService,
+  type PromptResult,
+  type PromptService,
+} from "./service.ts";
+
+export { type PromptsConfig, promptsConfigSchema } from "./config.ts";
+export {
+  createDidResolvers,
+  didKeyResolver,
+  type DidResolver,
+  type DidResolvers,
+} from "./did.ts";
+export { type PromptInput } from "./input.ts";
+export type {
+  ChainLink,
+  PromptResult,
+  RoutingLog,
+  SageVerification,
+} from "./service.ts";
+
+/** What `kernel.get("extension:prompts")` returns. */
+export interface PromptsApi {
+  /** The service (answer prompts from another plugin). */
+  service: PromptService;
+  /** DID resolvers used to verify SAGE hops: register `did:web` & co. here. */
+  resolvers: DidResolvers;
+}
+
+/** Round-robin over whatever candidates are given, when no balancer plugin is loaded. */
+function rotating(): Balancer {
+  let next = 0;
+  return {
+    name: "prompts-round-robin",
+    pick: (candidates) =>
+      candidates.length ? candidates[next++ % candidates.length] : undefined,
+    report: () => {},
+  };
+}
+
+/** The JSON error response of a refused prompt. */
+function errorJson(err: PlexusError): Response {
+  const headers: Record<string, string> = {};
+  if (err.retryable && err.retryAfterS !== undefined) {
+    headers["Retry-After"] = String(err.retryAfterS);
+  }
+  return Response.json(
+    { error: { code: err.code, message: err.message } },
+    { status: err.status, headers },
+  );
+}
+
+/** The prompt service plugin. */
+const promptsPlugin = definePlugin<PromptsConfig>({
+  manifest: {
+    name: "prompts",
+    version: VERSION,
+    kind: "extension",
+    api: "^1",
+    provides: ["extension:prompts"],
+    requires: ["gateway:agents"],
+    config: promptsConfigSchema,
+  },
+  setup(ctx) {
+    const config = ctx.config;
+    const gateway = ctx.kernel.get<AgentGateway>("gateway:agents");
+    const balancerName = `balancer:${config.balancer}`;
+    const balancer = ctx.kernel.has(balancerName)
+      ? (ctx.kernel.get<Partial<BalancerApi> & Balancer>(balancerName)
+        .create?.() ?? ctx.kernel.get<Balancer>(balancerName))
+      : rotating();
+    const resolvers = createDidResolvers();
+
+    const requests = ctx.metrics.counter(
+      "plexus_prompts_requests_total",
+      "Prompts answered, by scenario and outcome (ok, error, refused)",
+    );
+    const duration = ctx.metrics.histogram(
+      "plexus_prompts_duration_seconds",
+      "Time to answer a prompt, by scenario",
+      [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    );
+    const verificationFailures = ctx.metrics.counter(
+      "plexus_prompts_verification_failures_total",
+      "SAGE hop signatures that failed verification",
+    );
+    /** Latest root hop latency per agent (ms), for /health. */
+    const rootLatency = new Map<string, number>();
+
+    const service = createPromptService({
+      gateway,
+      log: ctx.log,
+      config,
+      nodeId: ctx.node.id,
+      balancer,
+      resolvers,
+      onVerificationFailure: () => verificationFailures.inc(),
+      onRootOutcome: (agent, ok, ms) => {
+        if (ok) rootLatency.set(agent, +ms.toFixed(2));
+      },
+    });
+    const offRoute = gateway.onRequest("agent.*.requests.route", service.route);
+    const limiter = createLimiter(config);
+
+    const cache = createPromptCache(ctx.kv, config.cache);
+    const cacheResults = ctx.metrics.counter(
+      "plexus_prompts_cache_total",
+      "Prompt cache lookups by result (hit, miss, stale, bypass)",
+    );
+
+    /** Whether an error means no agent could answer (a stale answer may stand in). */
+    const degradable = (err: PlexusError) =>
+      err.code === "no_agent" || err.code === "agent_unavailable" ||
+      err.code === "timeout";
+
+    const answer = async (
+      input: PromptInput,
+      signal: AbortSignal,
+      t0: number,
+    ): Promise<{ result: PromptResult; cache: "HIT" | "MISS" | "STALE" }> => {
+      const requestId = crypto.randomUUID();
+      const cacheable = config.cache.enabled && !input.sage;
+      const key = cacheable
+        ? await cache.key(input, input.cacheKeyFields)
+        : undefined;
+      let entry: CacheEntry | undefined;
+      if (key !== undefined && !input.noCache) {
+        entry = await cache.get(key);
+        if (entry?.state === "fresh") {
+          cacheResults.inc({ result: "hit" });
+          return {
+            cache: "HIT",
+            result: cachedResult(input, entry, {
+              nodeId: ctx.node.id,
+              requestId,
+              startedAt: t0,
+              log: ctx.log,
+            }),
+          };
+        }
+      }
+      if (key !== undefined) {
+        cacheResults.inc({ result: input.noCache ? "bypass" : "miss" });
+      }
+      const release = await limiter.acquire(signal);
+      try {
+        const result = await service.answer(input, { requestId, signal });
+        if (key !== undefined) {
+          await cache.put(key, {
+            response: result.response,
+            agent: result.metadata.agent,
+          })
+            .catch((err) =>
+              ctx.log.warn("prompt answer not cached", {
+                requestId,
+                error: err,
+              })
+            );
+        }
+        return { cache: "MISS", result };
+      } catch (err) {
+        if (
+          key === undefined || !(err instanceof PlexusError) || !degradable(err)
+        ) throw err;
+        entry ??= await cache.get(key);
+        if (!entry) throw err;
+        cacheResults.inc({ result: "stale" });
+        return {
+          cache: "STALE",
+          result: cachedResult(input, entry, {
+            nodeId: ctx.node.id,
+            requestId,
+            startedAt: t0,
+            stale: { reason: err.message },
+            log: ctx.log,
+          }),
+        };
+      } finally {
+        release();
+      }
+    };
+
+    const handle = async (c: Context): Promise<Response> => {
+      const t0 = performance.now();
+      let scenario = "none";
+      try {
+        let body: unknown;
+        try {
+          body = await c.req.json();
+        } catch (err) {
+          throw new PlexusError(
+            "bad_request",
+            `the body is not JSON: ${(err as Error).message}`,
+            { status: 400 },
+          );
+        }
+        const input = parsePromptInput(body, c.req.raw.headers, config);
+        scenario = input.scenario ?? "none";
+        const { result, cache } = await answer(input, c.req.raw.signal, t0);
+        requests.inc({ scenario, outcome: "ok" });
+        duration.observe((performance.now() - t0) / 1000, { scenario });
+        return c.json(result, 200, { "X-Cache": cache });
+      } catch (err) {
+        if (!(err instanceof PlexusError)) throw err;
+        requests.inc({
+          scenario,
+          outcome: err.status < 500 ? "refused" : "error",
+        });
+        if (err.status >= 500) {
+          duration.observe((performance.now() - t0) / 1000, { scenario });
+          ctx.log.warn("prompt failed", { code: err.code, error: err.message });
+        }
+        return errorJson(err);
+      }
+    };
+
+    ctx.api("prompts").post("/", "prompt:send", handle);
+    if (config.anonymous) ctx.http.post("/send", handle);
+
+    const api: PromptsApi = { service, resolvers };
+    return Promise.resolve({
+      api,
+      health() {
+        const roots = service.rootAgents();
+        const parts = roots.map((id) =>
+          `${id} ${rootLatency.get(id) ?? "-"} ms`
+        );
+        return Promise.resolve({
+          status: "up" as const,
+          detail: roots.length
+            ? `root agents: ${parts.join(", ")}`
+            : `no root agent ('${config.capability}') connected here`,
+        });
+      },
+      stop() {
+        offRoute();
+        return Promise.resolve();
+      },
+    });
+  },
+});
+
+export default promptsPlugin;

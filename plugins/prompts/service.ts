@@ -1,0 +1,626 @@
+/**
+ * The prompt service: one prompt becomes a chain of hops through agents.
+ * The node picks a root agent by capability (`prompt.{scenario}` when one is
+ * connected here, else `prompt`) with the balancer, sends it the prompt as a
+ * sealed gateway request on `tasks.{capability}`, and routes every
+ * agent-to-agent ask of that prompt (`agent.{id}.requests.route`) to an
+ * agent offering the asked capability. Each hop is logged as a `routing`
+ * record (on `WS /ws` and in the answer's `logs`); in SAGE mode each hop's
+ * answer must carry a signature by the answering agent's enrolled key
+ * (`sdk/sage.ts`), checked as it passes, and one that fails ends the whole
+ * prompt with a `sage_verification_failed` error.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const service = createPromptService({ gateway, log, config, nodeId, balancer, resolvers });
+ * const off = gateway.onRequest("agent.*.requests.route", service.route);
+ * const result = await service.answer({ prompt: "Book a room", sage: true, metadata: {} });
+ * ```
+ *
+ * @module
+ */
+import { type Balancer, type Logger, PlexusError } from "../../core/plugin.ts";
+import {
+  type AgentGateway,
+  type AgentRequest,
+  GatewayRequestError,
+} from "../../gateway/gateway.ts";
+import { sageDigest, verifyHop } from "../../sdk/sage.ts";
+import type { PromptsConfig } from "./config.ts";
+import { CAPABILITY_RE } from "./config.ts";
+import type { DidResolvers } from "./did.ts";
+import type { PromptInput } from "./input.ts";
+
+/** One routing step, as logged (the seed's `routing` log payload). */
+export interface RoutingLog {
+  type: "routing";
+  /** Who sent: `client`, `node:{id}` or an agent id. */
+  from: string;
+  /** Who received. */
+  to: string;
+  /** What went, shortened to 200 characters. */
+  content: string;
+  /** ISO 8601. */
+  timestamp: string;
+  messageId: string;
+  level: "info" | "warn" | "error";
+}
+
+/** One verified hop of the SAGE chain. */
+export interface ChainLink {
+  hop: number;
+  capability: string;
+  /** The agent that asked (`node:{id}` for the root hop). */
+  from: string;
+  /** The agent that answered. */
+  agent: string;
+  agentDid: string;
+  /** SHA-256 of the answer, base64url. */
+  digest: string;
+  signature: string;
+  signatureValid: boolean;
+  timestamp: string;
+}
+
+/** The `sageVerification` block of an answer. */
+export interface SageVerification {
+  verified: boolean;
+  /** The root agent's DID. */
+  agentDid: string;
+  signatureValid: boolean;
+  timestamp: string;
+  chain: ChainLink[];
+}
+
+/** What the service answers a prompt with (the seed's shape). */
+export interface PromptResult {
+  response: string;
+  sageVerification?: SageVerification;
+  metadata: {
+    requestId: string;
+    /** Milliseconds from arrival to answer. */
+    processingTime: number;
+    timestamp: string;
+    /** The root agent. */
+    agent: string;
+    cached: boolean;
+    /** Set on an answer served stale (`X-Cache: STALE`), with its age. */
+    stale?: boolean;
+    ageMs?: number;
+    scenario?: string;
+    sageEnabled: boolean;
+  };
+  logs: RoutingLog[];
+}
+
+/** Options of one {@linkcode PromptService.answer} call. */
+export interface AnswerOptions {
+  /** The request id. @default {a random UUID} */
+  requestId?: string;
+  /** Aborted when the client goes away. */
+  signal?: AbortSignal;
+}
+
+/** The service. */
+export interface PromptService {
+  /** Answers one checked prompt; throws a {@linkcode PlexusError} with the status to answer. */
+  answer(input: PromptInput, options?: AnswerOptions): Promise<PromptResult>;
+  /** The gateway handler of `agent.*.requests.route` (agent-to-agent asks). */
+  route(req: AgentRequest): Promise<unknown>;
+  /** Root agents connected here for `capability` (the configured one by default). */
+  rootAgents(capability?: string): string[];
+  /** Prompts being answered now. */
+  readonly active: number;
+}
+
+/** What {@linkcode createPromptService} needs. */
+export interface PromptServiceDeps {
+  gateway: AgentGateway;
+  log: Logger;
+  config: PromptsConfig;
+  nodeId: string;
+  /** Picks among candidate agents (and hears how each call went). */
+  balancer: Balancer;
+  resolvers: DidResolvers;
+  /** Counted on every failed hop verification. */
+  onVerificationFailure?: (agent: string) => void;
+  /** Hears each root hop's outcome (latency per agent for /health). */
+  onRootOutcome?: (agent: string, ok: boolean, latencyMs: number) => void;
+}
+
+interface Active {
+  requestId: string;
+  input: PromptInput;
+  participants: Set<string>;
+  hops: number;
+  logs: RoutingLog[];
+  chain: ChainLink[];
+  signal: AbortSignal;
+  deadline: number;
+  /** The first hop failure; it fails the prompt whatever the root answers. */
+  failure?: PlexusError;
+}
+
+const SHORT = 200;
+const short = (s: string) => s.length > SHORT ? `${s.slice(0, SHORT)}…` : s;
+
+/** Creates the prompt service. */
+export function createPromptService(deps: PromptServiceDeps): PromptService {
+  const { gateway, log, config, balancer, resolvers } = deps;
+  const self = `node:${deps.nodeId}`;
+  const actives = new Map<string, Active>();
+
+  const routing = (
+    a: Active,
+    from: string,
+    to: string,
+    content: string,
+    level: RoutingLog["level"] = "info",
+  ) => {
+    const entry: RoutingLog = {
+      type: "routing",
+      from,
+      to,
+      content: short(content),
+      timestamp: new Date().toISOString(),
+      messageId: crypto.randomUUID(),
+      level,
+    };
+    a.logs.push(entry);
+    log[level]("routing", { ...entry, requestId: a.requestId });
+  };
+
+  const agentsFor = (capability: string): string[] =>
+    gateway.capabilities()[capability] ?? [];
+
+  /** The DID and key an answer of `agentId` must be signed with. */
+  const keyOf = async (
+    agentId: string,
+  ): Promise<{ did: string; key: Uint8Array }> => {
+    const record = await gateway.get(agentId);
+    if (!record) throw new Error(`agent '${agentId}' is not enrolled`);
+    const key = Uint8Array.fromBase64(record.publicKey, {
+      alphabet: "base64url",
+    });
+    if (!agentId.startsWith("did:")) return { did: resolvers.didKey(key), key };
+    const resolved = await resolvers.resolve(agentId);
+    if (
+      resolved.length !== key.length || resolved.some((b, i) => b !== key[i])
+    ) {
+      throw new Error(
+        `DID '${agentId}' resolves to a key other than the enrolled one`,
+      );
+    }
+    return { did: agentId, key };
+  };
+
+  const failVerification = (
+    a: Active,
+    hop: number,
+    agent: string,
+    capability: string,
+    why: string,
+  ): PlexusError => {
+    deps.onVerificationFailure?.(agent);
+    const err = new PlexusError(
+      "sage_verification_failed",
+      `SAGE verification failed for request ${a.requestId}, hop ${hop} (agent '${agent}', capability '${capability}'): ${why}`,
+      { status: 502, data: { hop, agent, capability } },
+    );
+    a.failure ??= err;
+    routing(a, agent, self, err.message, "error");
+    return err;
+  };
+
+  /** Sends hop `hop` to `agent` and checks its answer; the answer text. */
+  const sendHop = async (
+    a: Active,
+    hop: number,
+    capability: string,
+    agent: string,
+    from: string,
+    body: Record<string, unknown>,
+  ): Promise<string> => {
+    const remaining = a.deadline - Date.now();
+    if (remaining <= 0) {
+      throw new PlexusError(
+        "timeout",
+        `request ${a.requestId} passed its ${config.timeoutMs} ms deadline before hop ${hop}`,
+        { status: 504 },
+      );
+    }
+    routing(a, from, agent, String(body.prompt ?? ""));
+    a.participants.add(agent);
+    const aborted = new Promise<never>((_, reject) => {
+      const stop = () =>
+        reject(
+          new PlexusError("cancelled", `request ${a.requestId} was cancelled`, {
+            status: 499,
+          }),
+        );
+      if (a.signal.aborted) stop();
+      else a.signal.addEventListener("abort", stop, { once: true });
+    });
+    aborted.catch(() => {});
+    const raw = await Promise.race([
+      gateway.request(agent, `tasks.${capability}`, {
+        requestId: a.requestId,
+        hop,
+        ...body,
+        sage: a.input.sage,
+      }, { timeoutMs: remaining }),
+      aborted,
+    ]);
+    const answer = raw as { response?: unknown; signature?: unknown } | null;
+    if (!answer || typeof answer.response !== "string") {
+      throw new PlexusError(
+        "bad_agent_answer",
+        `agent '${agent}' answered hop ${hop} of request ${a.requestId} without a response text`,
+        { status: 502 },
+      );
+    }
+    const response = answer.response;
+    if (a.input.sage) {
+      if (typeof answer.signature !== "string") {
+        throw failVerification(
+          a,
+          hop,
+          agent,
+          capability,
+          "the answer is not signed",
+        );
+      }
+      let did: string;
+      let key: Uint8Array;
+      try {
+        ({ did, key } = await keyOf(agent));
+      } catch (err) {
+        throw failVerification(
+          a,
+          hop,
+          agent,
+          capability,
+          (err as Error).message,
+        );
+      }
+      const fields = { requestId: a.requestId, hop, content: response };
+      if (!await verifyHop(key, fields, answer.signature)) {
+        throw failVerification(
+          a,
+          hop,
+          agent,
+          capability,
+          "the signature does not verify against the agent's enrolled key",
+        );
+      }
+      a.chain.push({
+        hop,
+        capability,
+        from,
+        agent,
+        agentDid: did,
+        digest: await sageDigest(response),
+        signature: answer.signature,
+        signatureValid: true,
+        timestamp: new Date().toISOString(),
+      });
+    }
+    routing(a, agent, from, response);
+    return response;
+  };
+
+  const isGatewayError = (err: unknown, code?: string) =>
+    err instanceof GatewayRequestError &&
+    (code === undefined || err.code === code);
+
+  const route = async (req: AgentRequest): Promise<unknown> => {
+    const p = req.payload as
+      | { capability?: unknown; requestId?: unknown; payload?: unknown }
+      | null;
+    if (
+      !p || typeof p.capability !== "string" ||
+      !CAPABILITY_RE.test(p.capability) || typeof p.requestId !== "string"
+    ) {
+      throw new GatewayRequestError(
+        "bad_request",
+        "a route request is {capability, requestId, payload} with capability a name like 'plan'",
+      );
+    }
+    const a = actives.get(p.requestId);
+    if (!a || !a.participants.has(req.agentId)) {
+      throw new GatewayRequestError(
+        "forbidden",
+        `agent '${req.agentId}' takes no part in a prompt '${
+          p.requestId.slice(0, 64)
+        }' answered on this node`,
+      );
+    }
+    if (a.failure) {
+      throw new GatewayRequestError("unavailable", a.failure.message);
+    }
+    if (a.hops >= config.maxHops) {
+      throw new GatewayRequestError(
+        "unavailable",
+        `request ${a.requestId} reached its limit of ${config.maxHops} hops`,
+      );
+    }
+    const capability = p.capability;
+    const candidates = agentsFor(capability).filter((id) => id !== req.agentId);
+    const picked = balancer.pick(candidates.map((id) => ({ id })));
+    if (!picked) {
+      routing(
+        a,
+        req.agentId,
+        self,
+        `no agent offers '${capability}' on this node`,
+        "warn",
+      );
+      throw new GatewayRequestError(
+        "unavailable",
+        `no agent offering '${capability}' is connected to node ${deps.nodeId}`,
+      );
+    }
+    const hop = ++a.hops;
+    const payload = p.payload as { prompt?: unknown } | undefined;
+    const t0 = performance.now();
+    try {
+      const response = await sendHop(
+        a,
+        hop,
+        capability,
+        picked.id,
+        req.agentId,
+        {
+          prompt: typeof payload?.prompt === "string"
+            ? payload.prompt
+            : a.input.prompt,
+          ...(a.input.scenario ? { scenario: a.input.scenario } : {}),
+          metadata: a.input.metadata,
+          payload: p.payload,
+          from: req.agentId,
+        },
+      );
+      balancer.report(picked.id, {
+        ok: true,
+        latencyMs: performance.now() - t0,
+      });
+      return { response, agent: picked.id, hop };
+    } catch (err) {
+      balancer.report(picked.id, {
+        ok: false,
+        latencyMs: performance.now() - t0,
+      });
+      if (err instanceof PlexusError) {
+        throw new GatewayRequestError(
+          err.code === "timeout" ? "timeout" : "unavailable",
+          err.message,
+        );
+      }
+      if (isGatewayError(err)) {
+        routing(a, picked.id, req.agentId, (err as Error).message, "warn");
+      }
+      throw err;
+    }
+  };
+
+  const answer = async (
+    input: PromptInput,
+    options: AnswerOptions = {},
+  ): Promise<PromptResult> => {
+    const t0 = performance.now();
+    const requestId = options.requestId ?? crypto.randomUUID();
+    const controller = new AbortController();
+    const signal = options.signal
+      ? AbortSignal.any([options.signal, controller.signal])
+      : controller.signal;
+    const a: Active = {
+      requestId,
+      input,
+      participants: new Set(),
+      hops: 0,
+      logs: [],
+      chain: [],
+      signal,
+      deadline: Date.now() + config.timeoutMs,
+    };
+    actives.set(requestId, a);
+    const timer = setTimeout(() => controller.abort(), config.timeoutMs);
+    try {
+      routing(a, "client", self, input.prompt);
+      if (!input.sage) {
+        routing(
+          a,
+          self,
+          "client",
+          "SAGE disabled: agent answers are not signed nor verified",
+          "warn",
+        );
+      }
+      const scenarioCap = input.scenario
+        ? `${config.capability}.${input.scenario}`
+        : undefined;
+      const capability = scenarioCap && agentsFor(scenarioCap).length
+        ? scenarioCap
+        : config.capability;
+      const tried = new Set<string>();
+      let lastError: unknown;
+      for (let attempt = 0; attempt < config.attempts; attempt++) {
+        const candidates = agentsFor(capability).filter((id) => !tried.has(id));
+        const picked = balancer.pick(candidates.map((id) => ({ id })));
+        if (!picked) break;
+        tried.add(picked.id);
+        const h0 = performance.now();
+        try {
+          const response = await sendHop(a, 0, capability, picked.id, self, {
+            prompt: input.prompt,
+            ...(input.scenario ? { scenario: input.scenario } : {}),
+            metadata: input.metadata,
+          });
+          const ms = performance.now() - h0;
+          balancer.report(picked.id, { ok: true, latencyMs: ms });
+          deps.onRootOutcome?.(picked.id, true, ms);
+          if (a.failure) throw a.failure;
+          routing(a, self, "client", response);
+          const root = a.chain.find((l) => l.hop === 0);
+          return {
+            response,
+            ...(input.sage && root
+              ? {
+                sageVerification: {
+                  verified: true,
+                  agentDid: root.agentDid,
+                  signatureValid: true,
+                  timestamp: new Date().toISOString(),
+                  chain: [...a.chain].sort((x, y) => x.hop - y.hop),
+                },
+              }
+              : {}),
+            metadata: {
+              requestId,
+              processingTime: +(performance.now() - t0).toFixed(2),
+              timestamp: new Date().toISOString(),
+              agent: picked.id,
+              cached: false,
+              ...(input.scenario ? { scenario: input.scenario } : {}),
+              sageEnabled: input.sage,
+            },
+            logs: a.logs,
+          };
+        } catch (err) {
+          const ms = performance.now() - h0;
+          balancer.report(picked.id, { ok: false, latencyMs: ms });
+          deps.onRootOutcome?.(picked.id, false, ms);
+          lastError = a.failure ?? err;
+          // Only a root agent that went away is retried on another one:
+          // a refusal, a timeout or a failed signature is the answer.
+          if (!a.failure && isGatewayError(err, "unavailable")) {
+            routing(
+              a,
+              picked.id,
+              self,
+              `root agent dropped: ${(err as Error).message}`,
+              "warn",
+            );
+            continue;
+          }
+          throw toPlexusError(err, picked.id, requestId);
+        }
+      }
+      if (lastError) {
+        throw toPlexusError(lastError, [...tried].at(-1)!, requestId);
+      }
+      throw new PlexusError(
+        "no_agent",
+        `no agent offering '${capability}' is connected to node ${deps.nodeId}` +
+          (tried.size ? " (or its circuit is open)" : ""),
+        { status: 503, retryable: true, retryAfterS: 5, data: { capability } },
+      );
+    } finally {
+      clearTimeout(timer);
+      actives.delete(requestId);
+    }
+  };
+
+  return {
+    answer,
+    route,
+    rootAgents: (capability = config.capability) => agentsFor(capability),
+    get active() {
+      return actives.size;
+    },
+  };
+}
+
+/** The error a failed root hop answers with. */
+function toPlexusError(
+  err: unknown,
+  agent: string,
+  requestId: string,
+): PlexusError {
+  if (err instanceof PlexusError) return err;
+  if (err instanceof GatewayRequestError) {
+    if (err.code === "timeout") {
+      return new PlexusError("timeout", err.message, { status: 504 });
+    }
+    if (err.code === "unavailable" || err.code === "no_handler") {
+      return new PlexusError(
+        "agent_unavailable",
+        `root agent '${agent}' dropped request ${requestId}: ${err.message}`,
+        { status: 503, retryable: true, retryAfterS: 1 },
+      );
+    }
+    return new PlexusError(
+      "agent_error",
+      `root agent '${agent}' refused request ${requestId} (${err.code}): ${err.message}`,
+      { status: 502 },
+    );
+  }
+  return new PlexusError(
+    "agent_error",
+    `request ${requestId} failed at root agent '${agent}': ${
+      (err as Error)?.message ?? String(err)
+    }`,
+    { status: 502, cause: err },
+  );
+}
+
+/**
+ * The answer to a prompt served from the cache: the stored response and
+ * root agent, `cached: true` (and `stale` with the entry's age for a stale
+ * one), and the two routing steps of this request.
+ */
+export function cachedResult(
+  input: PromptInput,
+  entry: { response: string; agent: string; ageMs: number },
+  options: {
+    nodeId: string;
+    requestId: string;
+    startedAt: number;
+    stale?: { reason: string };
+    log: Logger;
+  },
+): PromptResult {
+  const self = `node:${options.nodeId}`;
+  const at = () => new Date().toISOString();
+  const logs: RoutingLog[] = [
+    {
+      type: "routing",
+      from: "client",
+      to: self,
+      content: short(input.prompt),
+      timestamp: at(),
+      messageId: crypto.randomUUID(),
+      level: "info",
+    },
+    {
+      type: "routing",
+      from: self,
+      to: "client",
+      content: options.stale
+        ? `stale cached answer (${
+          Math.round(entry.ageMs / 1000)
+        } s old): ${options.stale.reason}`
+        : `cached answer (${Math.round(entry.ageMs / 1000)} s old)`,
+      timestamp: at(),
+      messageId: crypto.randomUUID(),
+      level: options.stale ? "warn" : "info",
+    },
+  ];
+  for (const l of logs) {
+    options.log[l.level]("routing", { ...l, requestId: options.requestId });
+  }
+  return {
+    response: entry.response,
+    metadata: {
+      requestId: options.requestId,
+      processingTime: +(performance.now() - options.startedAt).toFixed(2),
+      timestamp: at(),
+      agent: entry.agent,
+      cached: true,
+      ...(options.stale ? { stale: true, ageMs: Math.round(entry.ageMs) } : {}),
+      ...(input.scenario ? { scenario: input.scenario } : {}),
+      sageEnabled: input.sage,
+    },
+    logs,
+  };
+}
