@@ -614,3 +614,103 @@ Deno.test("queue: chunks of a result whose ack lost its lease are deleted", asyn
   }
   assert.deepEqual(left, []);
 });
+
+/** `kv` with its commits counted. */
+function countCommits(kv: Deno.Kv): { kv: Deno.Kv; commits: () => number } {
+  let n = 0;
+  const counted = new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "atomic") {
+        return () => {
+          const op = target.atomic();
+          const commit = op.commit.bind(op);
+          op.commit = () => {
+            n++;
+            return commit();
+          };
+          return op;
+        };
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  return { kv: counted, commits: () => n };
+}
+
+Deno.test("queue: concurrent enqueues share commits (group commit), each durable when it resolves, FIFO kept", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "plexus-queue-group-" });
+  const file = join(dir, "q.kv");
+  const kv = await openStore(file);
+  try {
+    const c = countCommits(kv);
+    const q = new DurableQueue<string>(c.kv, "jobs");
+    const ids = await Promise.all(
+      Array.from({ length: 250 }, (_, i) => q.enqueue(`m${i}`)),
+    );
+    // 250 calls in one turn: groups of 100, 100 and 50.
+    assert.equal(c.commits(), 3);
+    assert.equal(new Set(ids.map((e) => e.id)).size, 250);
+    // Another handle on the file sees every message the calls resolved for.
+    const other = await openStore(file);
+    try {
+      const q2 = new DurableQueue<string>(other, "jobs");
+      assert.equal((await q2.stats()).ready, 250);
+      const ds = await q2.claim(250, 10_000);
+      assert.deepEqual(
+        ds.map((d) => d.payload),
+        Array.from({ length: 250 }, (_, i) => `m${i}`),
+      );
+    } finally {
+      other.close();
+    }
+  } finally {
+    kv.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("queue: in a group commit, a message KV refuses fails alone and the others land", async () => {
+  using t = await setup();
+  const results = await Promise.allSettled(
+    Array.from(
+      { length: 20 },
+      (_, i) => t.q.enqueue(i === 13 ? "x".repeat(70_000) : `m${i}`),
+    ),
+  );
+  const failed = results.flatMap((r, i) => r.status === "rejected" ? [i] : []);
+  assert.deepEqual(failed, [13]);
+  const reason = (results[13] as PromiseRejectedResult).reason;
+  assert.ok(reason instanceof RangeError);
+  assert.match(reason.message, /exceeds Deno KV's 64 KiB value limit/);
+  assert.equal((await t.q.stats()).ready, 19);
+  const ds = await t.q.claim(19, 1000);
+  assert.deepEqual(
+    ds.map((d) => d.payload),
+    Array.from({ length: 20 }, (_, i) => `m${i}`).filter((_, i) => i !== 13),
+  );
+});
+
+Deno.test("queue: with maxGroup 1, or an idempotency key or id, each enqueue commits on its own", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const c = countCommits(kv);
+    const q = new DurableQueue<string>(c.kv, "solo", { maxGroup: 1 });
+    await Promise.all(Array.from({ length: 10 }, (_, i) => q.enqueue(`m${i}`)));
+    assert.equal(c.commits(), 10);
+    const grouped = new DurableQueue<string>(c.kv, "keyed");
+    await Promise.all(
+      Array.from(
+        { length: 5 },
+        (_, i) => grouped.enqueue(`k${i}`, { idempotencyKey: `k${i}` }),
+      ),
+    );
+    assert.equal(c.commits(), 15);
+    assert.throws(
+      () => new DurableQueue(kv, "bad", { maxGroup: 0 }),
+      /maxGroup must be a positive integer, got 0/,
+    );
+  } finally {
+    kv.close();
+  }
+});
