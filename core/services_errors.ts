@@ -177,7 +177,8 @@ export function fromWireError(wire: WireError): Error {
     err.code = wire.code ?? "remote_error";
     err.status = wire.status ?? 500;
     err.retryable = wire.retryable ?? false;
-    err.data = { ...wire.data, node: wire.node };
+    // The first hop names the node; a relayed error keeps that name.
+    err.data = { node: wire.node, ...wire.data };
   }
   Object.defineProperty(err, "stack", {
     value: `${wire.name}: ${wire.message}\n    at node '${wire.node}'`,

@@ -134,6 +134,8 @@ const apis = new Map<string, Hono<ApiEnv>>();
 const subscriptions = new Map<number, TopicHandler>();
 const tasks = new Map<string, TaskHandler>();
 const actions = new Map<string, { schema: ZodType; handler: ActionHandler }>();
+/** The node this sandbox runs on, for the errors its actions throw. */
+let nodeId = "sandbox";
 const sockets = new Map<string, WebSocketHandler>();
 const aborts = new AbortController();
 
@@ -283,7 +285,7 @@ const rpc: Rpc = createRpc(scope.__plexusPort ?? scope, {
       });
       return { v };
     } catch (err) {
-      return { e: toServiceWireError(err, "sandbox") };
+      return { e: toServiceWireError(err, nodeId) };
     }
   },
   async task(a) {
@@ -564,6 +566,7 @@ function taskService(): TaskService {
 }
 
 function context(s: WireSetup, config: unknown): PluginContext {
+  nodeId = s.node.id;
   app = new Hono().basePath(`/plugins/${s.name}`);
   const requires = new Set(
     (plugin!.manifest.requires ?? []).map((r) =>
