@@ -23,8 +23,14 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { Message } from "./types.ts";
 
+/** What a link carries: any JSON message naming its two ends (Raft's by default; PBFT reuses the links). */
+export interface LinkMessage {
+  from: string;
+  to: string;
+}
+
 /** Options of {@linkcode startLinks}. */
-export interface RaftLinksOptions {
+export interface RaftLinksOptions<M extends LinkMessage = Message> {
   /** This node's id. */
   id: string;
   /** This node's base URL, told to peers (for members()); a function when known only later. */
@@ -36,7 +42,7 @@ export interface RaftLinksOptions {
   /** Path of the link endpoint on every node. @default {"/plugins/raft/link"} */
   path?: string;
   /** Called with each authenticated batch. */
-  onMessages: (from: string, messages: Message[]) => void;
+  onMessages: (from: string, messages: M[]) => void;
   /** Called with each authenticated control value (see {@linkcode RaftLinks.control}). */
   onControl?: (from: string, data: unknown) => void;
   /** Called when a peer's id (and address) is first learned or its link comes up. */
@@ -55,9 +61,9 @@ export interface LinkPeer {
 }
 
 /** Running links. */
-export interface RaftLinks {
+export interface RaftLinks<M extends LinkMessage = Message> {
   /** Sends a batch to `to` over any authenticated link; false if none is up. */
-  send(to: string, messages: Message[]): boolean;
+  send(to: string, messages: M[]): boolean;
   /** Sends one control value to `to` over any authenticated link; false if none is up. */
   control(to: string, data: unknown): boolean;
   /** Starts dialing another peer base URL (again: a no-op). */
@@ -71,10 +77,10 @@ export interface RaftLinks {
   close(): void;
 }
 
-type Frame =
+type Frame<M> =
   | { t: "hello"; node: string; addr: string; nonce: string }
   | { t: "auth"; mac: string }
-  | { t: "m"; m: Message[] }
+  | { t: "m"; m: M[] }
   | { t: "c"; d: unknown };
 
 interface Link {
@@ -128,7 +134,9 @@ export function raftLinkUrl(base: string, path = "/plugins/raft/link"): string {
  * await server.shutdown();
  * ```
  */
-export function startLinks(options: RaftLinksOptions): RaftLinks {
+export function startLinks<M extends LinkMessage = Message>(
+  options: RaftLinksOptions<M>,
+): RaftLinks<M> {
   const o = {
     path: "/plugins/raft/link",
     reconnectMs: 300,
@@ -148,7 +156,7 @@ export function startLinks(options: RaftLinksOptions): RaftLinks {
   const mac = (nonce: string, node: string) =>
     createHmac("sha256", o.secret).update(`plexus-raft|${nonce}|${node}`)
       .digest("base64url");
-  const sendFrame = (l: Link, f: Frame) => {
+  const sendFrame = (l: Link, f: Frame<M>) => {
     if (l.ws.readyState === WebSocket.OPEN) l.ws.send(JSON.stringify(f));
   };
 
@@ -182,7 +190,7 @@ export function startLinks(options: RaftLinksOptions): RaftLinks {
     };
     ws.onmessage = (ev: MessageEvent) => {
       if (typeof ev.data !== "string") return fail(1003, "text frames only");
-      let f: Frame;
+      let f: Frame<M>;
       try {
         f = JSON.parse(ev.data);
       } catch {
@@ -255,7 +263,7 @@ export function startLinks(options: RaftLinksOptions): RaftLinks {
     dial(base);
   };
   for (const p of o.peers) dialOnce(p);
-  const sendTo = (to: string, f: Frame): boolean => {
+  const sendTo = (to: string, f: Frame<M>): boolean => {
     const set = links.get(to);
     if (!set) return false;
     const frame = JSON.stringify(f);

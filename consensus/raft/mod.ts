@@ -92,6 +92,7 @@ export {
   parseKvCommand,
 } from "./kv_machine.ts";
 export {
+  type LinkMessage,
   type LinkPeer,
   type RaftLinks,
   type RaftLinksOptions,
