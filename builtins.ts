@@ -12,8 +12,9 @@ import type { PluginCatalog } from "./core/loader.ts";
 /** `builtin:` name → the plugin, imported on first use. */
 export const BUILTINS: PluginCatalog = {
   "gateway": async () => (await import("./gateway/mod.ts")).default,
-  "events": async () => (await import("./plugins/events/mod.ts")).default,
+  "dashboard": async () => (await import("./plugins/dashboard/mod.ts")).default,
   "prompts": async () => (await import("./plugins/prompts/mod.ts")).default,
+  "events": async () => (await import("./plugins/events/mod.ts")).default,
   "examples/hello": async () =>
     (await import("./plugins/examples/mod.ts")).hello,
   "consensus/kv-lease": async () =>

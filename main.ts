@@ -1,6 +1,7 @@
 /**
  * The `plexus` command line: `serve` (the default) runs one node; `token`
- * prints a signed API token (JWT) made with this node's key; `keygen` prints
+ * prints a signed API token (JWT) made with this node's key; `login-link`
+ * prints a one-time admin sign-in link for the dashboard; `keygen` prints
  * a new agent key; `agent` runs a demo agent on the agent SDK; `cluster`
  * runs N local nodes as child processes; `dev` runs `serve` under deno's
  * file watcher.
@@ -32,6 +33,7 @@ import { PluginError } from "./core/plugin.ts";
 import { formatDuration, parseDuration } from "./core/security/duration.ts";
 import { createJwtAuthority, DEFAULT_MAX_TTL_MS } from "./core/security/jwt.ts";
 import { loadOrCreateNodeKey } from "./core/security/node_key.ts";
+import { issueLoginLink } from "./core/http/session.ts";
 import { isRole, ROLES } from "./core/security/roles.ts";
 import { VERSION } from "./core/version.ts";
 import {
@@ -57,6 +59,7 @@ const COMMANDS = [
   "serve",
   "dev",
   "token",
+  "login-link",
   "keygen",
   "agent",
   "cluster",
@@ -70,6 +73,7 @@ Commands:
   serve    run one node (the default)
   dev      run one node under deno's file watcher (deno task dev)
   token    print a signed API token (JWT) for this node
+  login-link  print a one-time admin sign-in link for the dashboard
   keygen   print a new Ed25519 agent key as JSON
   agent    run a demo agent: subscribe and print what arrives
   cluster  run N local nodes on consecutive ports, sharing one KV
@@ -378,6 +382,82 @@ async function token(argv: string[]): Promise<void> {
   console.log(jwt);
 }
 
+function loginLinkHelp(): string {
+  return formatHelp(
+    "Usage: plexus login-link [flags]",
+    "Prints a one-time admin sign-in link for the dashboard of the node that uses this data dir (signed with its key; one use; for nodes without an identity provider, docs/console.md).",
+    [
+      [
+        "--url URL",
+        "the node's address as the browser reaches it; default http://HOST:PORT from the config",
+      ],
+      ["--ttl DURATION", "how long the link works, 10s to 1h; default 5m"],
+      [
+        "--data-dir DIR",
+        "where the node key lives (DIR/node-key.jwk); default ./data; env PLEXUS_DATA_DIR",
+      ],
+      [
+        "--config FILE.json",
+        "JSON config file (its dataDir, host, port and auth.issuer are used); env PLEXUS_CONFIG",
+      ],
+      ["-h, --help", "show this help"],
+    ],
+  );
+}
+
+async function loginLink(argv: string[]): Promise<void> {
+  const values = flags(argv, {
+    ...HELP,
+    url: { type: "string" },
+    ttl: { type: "string" },
+    "data-dir": { type: "string" },
+    config: { type: "string" },
+  });
+  if (values.help) {
+    console.log(loginLinkHelp());
+    return;
+  }
+  let ttlMs = 300_000;
+  if (values.ttl !== undefined) {
+    try {
+      ttlMs = parseDuration(values.ttl, { minMs: 10_000, maxMs: 3_600_000 });
+    } catch (err) {
+      fail(2, `--ttl: ${(err as Error).message}`);
+    }
+  }
+  const configArgs = [
+    ...(values["data-dir"] === undefined
+      ? []
+      : [`--data-dir=${values["data-dir"]}`]),
+    ...(values.config === undefined ? [] : [`--config=${values.config}`]),
+  ];
+  let dataDir: string, issuer: string, base: URL;
+  try {
+    const parsed = loadConfig(configArgs);
+    if (parsed.help) throw new Error("unreachable: --help was handled");
+    const { config } = parsed;
+    ({ dataDir, auth: { issuer } } = config);
+    const host = config.host.includes(":") ? `[${config.host}]` : config.host;
+    base = new URL(values.url ?? `http://${host}:${config.port}`);
+  } catch (err) {
+    if (err instanceof ConfigError) fail(2, err.message);
+    if (err instanceof TypeError) fail(2, `--url: not a URL: ${values.url}`);
+    throw err;
+  }
+  let token: string;
+  try {
+    token = await issueLoginLink(await loadOrCreateNodeKey(dataDir), {
+      issuer,
+      ttlMs,
+    });
+  } catch (err) {
+    fail(1, `cannot make a login link: ${(err as Error).message}`);
+  }
+  const link = new URL("/ui/auth/link", base);
+  link.searchParams.set("token", token);
+  console.log(link.href);
+}
+
 function keygenHelp(): string {
   return formatHelp(
     "Usage: plexus keygen",
@@ -661,6 +741,8 @@ if (import.meta.main) {
     await serve(Deno.args);
   } else if (first === "token") {
     await token(rest);
+  } else if (first === "login-link") {
+    await loginLink(rest);
   } else if (first === "keygen") {
     await keygen(rest);
   } else if (first === "agent") {

@@ -135,6 +135,12 @@ export const configSchema = z.strictObject({
    * (docs/gateway.md).
    */
   gateway: z.boolean().default(true),
+  /**
+   * Loads the operator's console (`builtin:dashboard`: the page at `/` and
+   * `/ui/`, sign-in, `WS /ws/dashboard`); its settings are
+   * `pluginConfig.dashboard` (docs/console.md).
+   */
+  dashboard: z.boolean().default(true),
   /** End-to-end sealed payloads on the node's transports (docs/security.md, "Sealed payloads"). */
   sealed: z.strictObject({
     /** Topic patterns whose payloads are sealed (first match applies), each encrypted to its recipients (`node:ID`). */
@@ -349,6 +355,12 @@ export interface Config {
    * (docs/gateway.md).
    */
   gateway: boolean;
+  /**
+   * Loads the operator's console (`builtin:dashboard`: the page at `/` and
+   * `/ui/`, sign-in, `WS /ws/dashboard`); its settings are
+   * `pluginConfig.dashboard` (docs/console.md).
+   */
+  dashboard: boolean;
   /** End-to-end sealed payloads on the node's transports (docs/security.md, "Sealed payloads"). */
   sealed: {
     /** Topic patterns whose payloads are sealed (first match applies), each encrypted to its recipients (`node:ID`). */
@@ -495,6 +507,15 @@ export const FLAGS: FlagSpec[] = [
     shownDefault: "on",
     help:
       "load the agent gateway (WS /ws/agent, /api/v1/agents); --no-gateway runs without it",
+  },
+  {
+    flag: "dashboard",
+    key: "dashboard",
+    type: "boolean",
+    env: "PLEXUS_DASHBOARD",
+    shownDefault: "on",
+    help:
+      "serve the operator's console at / and /ui/ (sign-in, live cluster view); --no-dashboard runs without it",
   },
   {
     flag: "peers",

@@ -27,7 +27,11 @@ import {
   type LogSink,
   stdoutSink,
 } from "./observe/logger.ts";
-import { createLogStream, type LogStream } from "./observe/log_stream.ts";
+import {
+  createLogStream,
+  LOG_STREAM_CAPABILITY,
+  type LogStream,
+} from "./observe/log_stream.ts";
 import { createMetrics } from "./observe/metrics.ts";
 import { type NodeIdentity, type Plugin, PluginError } from "./plugin.ts";
 import { createRouter } from "./router.ts";
@@ -55,6 +59,7 @@ import { loadOrCreateNodeKey } from "./security/node_key.ts";
 import { SEALING_POLICY } from "./security/sealed_transport.ts";
 import { transportRoutingPlugin } from "./transport_routing_plugin.ts";
 import { createSecurity, type Security } from "./http/security.ts";
+import { SESSIONS_CAPABILITY } from "./http/session.ts";
 import { nodeClient } from "./http/node_client.ts";
 
 /** A running node. */
@@ -124,7 +129,7 @@ const KIND_FOLDERS = {
 export function kindSpecifiers(
   config:
     & Pick<Config, "transport" | "consensus" | "balancer">
-    & Partial<Pick<Config, "gateway" | "transports">>,
+    & Partial<Pick<Config, "gateway" | "transports" | "dashboard">>,
   builtins: PluginCatalog,
   provided: readonly string[] = [],
 ): string[] {
@@ -136,6 +141,10 @@ export function kindSpecifiers(
       );
     }
     specs.push("builtin:gateway");
+  }
+  // A build without the console (a custom catalog) simply serves no page.
+  if (config.dashboard && "dashboard" in builtins) {
+    specs.push("builtin:dashboard");
   }
   for (
     const [key, folder] of Object.entries(KIND_FOLDERS) as [
@@ -365,6 +374,8 @@ export async function startNode(
       "events:local": events,
       "node:key": nodeKey,
       [SEALING_POLICY]: config.sealed,
+      [SESSIONS_CAPABILITY]: security.sessions,
+      [LOG_STREAM_CAPABILITY]: logStream,
     },
     nodeFetch: nodeClient(security),
     pluginConfig: config.pluginConfig,

@@ -18,6 +18,7 @@ import { createTaskService } from "./tasks.ts";
 import { createNodeEvents, emitPluginState } from "./events.ts";
 import type { TaskService } from "./plugin.ts";
 import { createSecurity, type Security } from "./http/security.ts";
+import { SESSIONS_CAPABILITY } from "./http/session.ts";
 import { generateNodeKey } from "./security/node_key.ts";
 import type { Role } from "./security/roles.ts";
 import type { Config } from "./config.ts";
@@ -143,7 +144,12 @@ export async function createTestKernel(
     kv,
     router,
     node,
-    core: { "tasks:local": tasks, "events:local": events, "node:key": nodeKey },
+    core: {
+      "tasks:local": tasks,
+      "events:local": events,
+      "node:key": nodeKey,
+      [SESSIONS_CAPABILITY]: security.sessions,
+    },
     nodeFetch: nodeClient(security),
     pluginConfig: options.pluginConfig,
     startTimeoutMs: options.startTimeoutMs,

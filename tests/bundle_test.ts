@@ -75,13 +75,19 @@ Deno.test("bundle: dist/plexus.js runs alone with --no-config and loads a plugin
       const res = await fetch(`${url}/health`);
       const body = await res.json();
       assert.equal(res.status, 200);
-      // The gateway is a built-in plugin the bundle carries, on by default.
+      // The gateway and the console are built-ins the bundle carries, on by default.
       assert.deepEqual(Object.keys(body.services).sort(), [
         "beside",
+        "dashboard",
         "gateway",
         "hello",
         "kv",
       ]);
+      // The console's page and script are in the bundle, not read from disk.
+      const login = await fetch(`${url}/ui/login`);
+      assert.match(await login.text(), /Plexus console/);
+      const script = await fetch(`${url}/ui/app.js`);
+      assert.match(await script.text(), /\/ws\/dashboard/);
       const greet = await fetch(`${url}/plugins/hello/greet/bundle`);
       assert.deepEqual(await greet.json(), { message: "hello, bundle" });
     } finally {

@@ -38,6 +38,8 @@ import {
   securityRoutes,
 } from "./security.ts";
 
+/** The plugin whose app answers `/` and `/ui/*` (the operator's console). */
+export const DASHBOARD_PLUGIN = "dashboard";
 /** Header carrying the request id on every response. */
 export const REQUEST_ID_HEADER = "X-Request-Id";
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -239,10 +241,14 @@ export function createApp(deps: AppDeps): HttpApp {
 
   app.use(async (c, next) => {
     await next();
+    // A page (the dashboard) sets its own, stricter script policy: kept.
+    const own = c.res.headers.get("content-security-policy");
     try {
       for (const [k, v] of API_SECURITY_HEADERS) c.res.headers.set(k, v);
+      if (own) c.res.headers.set("content-security-policy", own);
     } catch {
       for (const [k, v] of API_SECURITY_HEADERS) c.header(k, v); // immutable headers
+      if (own) c.header("content-security-policy", own);
     }
   });
   if (deps.corsOrigins?.length) {
@@ -657,6 +663,28 @@ export function createApp(deps: AppDeps): HttpApp {
     return jsonErrors(sub).fetch(new Request(url, c.req.raw), {
       principal: principalOf(c),
     });
+  });
+
+  // The operator's console (plugins/dashboard) at / and /ui/*: its app
+  // serves them under /plugins/dashboard/ui/*.
+  app.get(
+    "/",
+    (c) =>
+      kernel.httpFor(DASHBOARD_PLUGIN) ? c.redirect("/ui/", 302) : notFound(c),
+  );
+  app.all("/ui/*", (c) => {
+    const sub = kernel.httpFor(DASHBOARD_PLUGIN);
+    if (!sub) return notFound(c);
+    const url = new URL(c.req.url);
+    url.pathname = `/plugins/${DASHBOARD_PLUGIN}${url.pathname}`;
+    pluginRoutes.set(
+      c.req.raw,
+      pluginRoute(sub, c.req.method, url.pathname)?.replace(
+        `/plugins/${DASHBOARD_PLUGIN}`,
+        "",
+      ) ?? "/ui/*",
+    );
+    return jsonErrors(sub).fetch(new Request(url, c.req.raw));
   });
 
   app.all("/plugins/:name/*", (c) => {

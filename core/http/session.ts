@@ -30,6 +30,8 @@ import { loginLinkUsedKey } from "../state/keys.ts";
 import { retryLocked } from "../state/store.ts";
 import type { AuthFailure, Principal } from "./auth.ts";
 
+/** The kernel capability plugins read the node's {@linkcode OperatorSessions} under. */
+export const SESSIONS_CAPABILITY = "http:sessions";
 /** The session cookie's name. */
 export const SESSION_COOKIE = "plexus_session";
 /** The header carrying the CSRF token on state-changing calls. */

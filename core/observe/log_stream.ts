@@ -41,6 +41,8 @@ export const SLOW_CONSUMER_CLOSE_CODE = 4008;
 export const SLOW_CHECK_MS = 100;
 /** Close code sent to clients when the node shuts down (RFC 6455 "going away"). */
 export const GOING_AWAY_CLOSE_CODE = 1001;
+/** The kernel capability plugins read the node's {@linkcode LogStream} under (the dashboard's live feed). */
+export const LOG_STREAM_CAPABILITY = "observe:log-stream";
 
 /** Options for {@linkcode createLogStream}. */
 export interface LogStreamOptions {

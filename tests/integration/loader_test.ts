@@ -201,6 +201,7 @@ Deno.test("loader: relative, absolute, file:, https:, drop-in and builtin: plugi
       [...byName.keys()].sort(),
       [
         "abs-path",
+        "dashboard", // built in, on by default
         "dropped-folder",
         "file-url",
         "gateway", // built in, on by default
@@ -255,6 +256,7 @@ Deno.test("loader: PLEXUS_PLUGINS (comma-separated) loads plugins", async () => 
       name: string;
     }[];
     assert.deepEqual(list.map((x) => x.name).sort(), [
+      "dashboard",
       "gateway",
       "hello",
       "plain",

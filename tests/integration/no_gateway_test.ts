@@ -14,7 +14,11 @@ Deno.test("no gateway: a node started with --no-gateway serves health, plugins, 
   try {
     const health = await (await fetch(`${p.url}/health`)).json();
     assert.equal(health.status, "healthy");
-    assert.deepEqual(Object.keys(health.services).sort(), ["hello", "kv"]);
+    assert.deepEqual(Object.keys(health.services).sort(), [
+      "dashboard",
+      "hello",
+      "kv",
+    ]);
     const greet = await fetch(`${p.url}/plugins/hello/greet/ada`);
     assert.equal(greet.status, 200);
     await greet.body?.cancel();
@@ -41,7 +45,10 @@ Deno.test("no gateway: a node started with --no-gateway serves health, plugins, 
     const plugins = await (await fetch(`${p.url}/api/v1/plugins`, {
       headers: auth,
     })).json();
-    assert.deepEqual(plugins.map((x: { name: string }) => x.name), ["hello"]);
+    assert.deepEqual(plugins.map((x: { name: string }) => x.name), [
+      "dashboard",
+      "hello",
+    ]);
     for (const path of ["/api/v1/agents", "/api/v1/agents/x/status"]) {
       const r = await fetch(`${p.url}${path}`, { headers: auth });
       assert.equal(r.status, 404, path);

@@ -1,0 +1,170 @@
+/**
+ * The live snapshot pushed to every open dashboard page: the cluster view,
+ * each member's `/health` (status, version), the plugins and the node's
+ * metrics, gathered once per interval for all pages (never per page, never
+ * faster than once a second) and only while a page is open.
+ *
+ * @module
+ */
+import type { PluginContext } from "../../core/plugin.ts";
+
+/** What one snapshot holds (the page renders it). */
+export interface Snapshot {
+  /** `GET /api/v1/cluster` of this node. */
+  cluster: unknown;
+  /** `GET /health` of each member, by member id (an error string when it did not answer). */
+  health: Record<string, unknown>;
+  /** `GET /api/v1/plugins` of this node. */
+  plugins: unknown;
+  /** A few of this node's metrics (from `GET /metrics`). */
+  metrics: MetricSample;
+}
+
+/** The metrics the page charts and lists. */
+export interface MetricSample {
+  /** Resident set size, bytes. */
+  rss: number;
+  /** HTTP requests served since start (all routes). */
+  requests: number;
+  /** Queue depth by queue and state. */
+  queues: { queue: string; state: string; depth: number }[];
+}
+
+const LINE_RE = /^(plexus_[a-z_]+)(?:\{([^}]*)\})? ([0-9.eE+-]+|NaN)$/;
+const LABEL_RE = /([a-z_]+)="((?:[^"\\]|\\.)*)"/g;
+
+/**
+ * Reads the page's few numbers out of Prometheus text.
+ *
+ * @example Usage
+ * ```ts
+ * import { metricSample } from "./snapshot.ts";
+ * import assert from "node:assert/strict";
+ * const s = metricSample([
+ *   "plexus_process_resident_memory_bytes 1048576",
+ *   'plexus_http_requests_total{method="GET",route="/health",status="200"} 3',
+ *   'plexus_queue_depth{queue="tasks",state="dead"} 2',
+ * ].join("\n"));
+ * assert.deepEqual(s, { rss: 1048576, requests: 3, queues: [{ queue: "tasks", state: "dead", depth: 2 }] });
+ * ```
+ */
+export function metricSample(text: string): MetricSample {
+  const out: MetricSample = { rss: 0, requests: 0, queues: [] };
+  for (const line of text.split("\n")) {
+    const m = LINE_RE.exec(line);
+    if (!m) continue;
+    const value = Number(m[3]);
+    if (m[1] === "plexus_process_resident_memory_bytes") out.rss = value;
+    else if (m[1] === "plexus_http_requests_total") out.requests += value;
+    else if (m[1] === "plexus_queue_depth") {
+      const labels: Record<string, string> = {};
+      for (const l of (m[2] ?? "").matchAll(LABEL_RE)) labels[l[1]] = l[2];
+      out.queues.push({
+        queue: labels.queue ?? "?",
+        state: labels.state ?? "?",
+        depth: value,
+      });
+    }
+  }
+  return out;
+}
+
+/** The sockets that get snapshots. */
+export interface Snapshots {
+  /** Sends snapshots to `socket` until it closes. */
+  add(socket: WebSocket): void;
+  /** Stops the timer and forgets every socket. */
+  close(): void;
+}
+
+const MEMBER_TIMEOUT_MS = 800;
+
+/**
+ * Gathers snapshots through this node's own HTTP API (signed node calls, so
+ * the same routes and checks as any client) every `intervalMs`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const snapshots = createSnapshots(ctx, { intervalMs: 1000 });
+ * snapshots.add(socket);
+ * ```
+ */
+export function createSnapshots(
+  ctx: Pick<PluginContext, "nodeFetch" | "node" | "log">,
+  options: { intervalMs: number },
+): Snapshots {
+  const sockets = new Set<WebSocket>();
+  let timer: ReturnType<typeof setInterval> | undefined;
+  let running = false;
+  const self = () => ctx.node.address;
+  const get = async (url: string) => {
+    const res = await ctx.nodeFetch(url, {
+      signal: AbortSignal.timeout(MEMBER_TIMEOUT_MS),
+    });
+    if (!res.ok) throw new Error(`${url}: ${res.status}`);
+    return res;
+  };
+  const json = async (url: string) => await (await get(url)).json();
+  const gather = async (): Promise<Snapshot> => {
+    const [cluster, plugins, metrics] = await Promise.all([
+      json(`${self()}/api/v1/cluster`),
+      json(`${self()}/api/v1/plugins`),
+      get(`${self()}/metrics`).then(async (r) => metricSample(await r.text())),
+    ]);
+    const members = (cluster as { members?: { id: string; address: string }[] })
+      .members ?? [];
+    const health: Record<string, unknown> = {};
+    await Promise.all(members.map(async (m) => {
+      try {
+        const res = await fetch(`${m.address}/health`, {
+          signal: AbortSignal.timeout(MEMBER_TIMEOUT_MS),
+        });
+        health[m.id] = await res.json();
+      } catch (err) {
+        health[m.id] = { status: "unreachable", error: (err as Error).message };
+      }
+    }));
+    return { cluster, health, plugins, metrics };
+  };
+  const tick = async () => {
+    if (running) return; // a slow gather is skipped, never stacked
+    running = true;
+    try {
+      const payload = await gather();
+      const text = JSON.stringify({
+        type: "snapshot",
+        payload,
+        timestamp: new Date().toISOString(),
+      });
+      for (const s of sockets) {
+        if (s.readyState === WebSocket.OPEN) s.send(text);
+      }
+    } catch (err) {
+      ctx.log.debug("dashboard snapshot failed", { error: err });
+    } finally {
+      running = false;
+    }
+  };
+  const stopIfIdle = () => {
+    if (sockets.size === 0 && timer !== undefined) {
+      clearInterval(timer);
+      timer = undefined;
+    }
+  };
+  return {
+    add(socket) {
+      sockets.add(socket);
+      socket.addEventListener("open", () => tick(), { once: true });
+      socket.addEventListener("close", () => {
+        sockets.delete(socket);
+        stopIfIdle();
+      }, { once: true });
+      timer ??= setInterval(tick, options.intervalMs);
+    },
+    close() {
+      for (const s of sockets) s.close(1001, "dashboard stopping");
+      sockets.clear();
+      stopIfIdle();
+    },
+  };
+}

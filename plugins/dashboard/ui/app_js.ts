@@ -1,0 +1,222 @@
+/** The dashboard's page script (`/ui/app.js`), kept as a string so the bundle carries it. @module */
+
+/** `/ui/app.js`: plain browser JavaScript, no build step. */
+export const APP_JS = String
+  .raw`// Plexus console: renders the live snapshot and log stream from /ws/dashboard
+// and calls /api/v1 with the session cookie and its CSRF token.
+const $ = (sel) => document.querySelector(sel);
+const state = { session: null, samples: [], logs: [], lastSnapshot: null };
+const LOG_KEEP = 500;
+const SAMPLE_KEEP = 300; // five minutes at one snapshot a second
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) {
+    e.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
+  }
+  return e;
+}
+
+function toast(text) {
+  $("#toast").textContent = text;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => ($("#toast").textContent = ""), 5000);
+}
+
+async function api(method, path, body) {
+  const headers = { accept: "application/json" };
+  if (method !== "GET") headers["x-csrf-token"] = state.session.csrf;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const res = await fetch(path, {
+    method,
+    headers,
+    credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (res.status === 401) location.assign("/ui/login");
+  const data = await res.json().catch(() => null);
+  if (!res.ok) {
+    throw new Error((data && data.error && data.error.message) || res.statusText);
+  }
+  return data;
+}
+
+const can = (role) => {
+  const order = ["viewer", "analyst", "operator", "admin"];
+  return order.indexOf(state.session.role) >= order.indexOf(role);
+};
+
+function renderCluster(s) {
+  const c = s.cluster;
+  $("#leader").textContent = c.leader == null ? "none" : c.leader;
+  $("#epoch").textContent = c.epoch;
+  $("#consensus").textContent = c.consensus;
+  const rows = c.members.map((m) => {
+    const h = s.health[m.id] || {};
+    return el("tr", { "data-node": m.id },
+      el("td", {}, m.id, m.id === c.leader ? " ★" : ""),
+      el("td", {}, m.address),
+      el("td", { class: m.status }, m.status),
+      el("td", { class: h.status || "" }, h.status || "?"),
+      el("td", {}, h.version || ""),
+      el("td", {}, new Date(m.lastSeen).toLocaleTimeString()));
+  });
+  $("#members tbody").replaceChildren(...rows);
+}
+
+function renderPlugins(plugins) {
+  const rows = plugins.map((p) => {
+    const perms = p.permissions === "all" ? "all" : JSON.stringify(p.permissions || {});
+    const action = can("admin")
+      ? el("button", { type: "button", "data-reload": p.name, onclick: () => reload(p.name) }, "Reload")
+      : "";
+    return el("tr", { "data-plugin": p.name },
+      el("td", {}, p.name), el("td", {}, p.version), el("td", {}, p.kind),
+      el("td", { class: p.status }, p.status), el("td", {}, p.trust || ""),
+      el("td", { class: "perms" }, perms), el("td", {}, action));
+  });
+  $("#plugins tbody").replaceChildren(...rows);
+}
+
+function renderQueues(queues) {
+  const rows = queues.map((q) =>
+    el("tr", {}, el("td", {}, q.queue), el("td", { class: q.state === "dead" && q.depth ? "error" : "" }, q.state), el("td", {}, q.depth))
+  );
+  $("#queues tbody").replaceChildren(...rows);
+}
+
+function renderChart() {
+  const canvas = $("#chart");
+  const ctx = canvas.getContext("2d");
+  const w = canvas.width, h = canvas.height;
+  ctx.clearRect(0, 0, w, h);
+  const pts = state.samples;
+  if (pts.length < 2) return;
+  const rate = pts.slice(1).map((p, i) => ({ t: p.t, v: Math.max(0, (p.requests - pts[i].requests) / ((p.t - pts[i].t) / 1000)) }));
+  const mem = pts.map((p) => ({ t: p.t, v: p.rss / 1048576 }));
+  const t0 = pts[0].t, t1 = pts[pts.length - 1].t;
+  const line = (series, color) => {
+    const max = Math.max(1, ...series.map((p) => p.v));
+    ctx.strokeStyle = color;
+    ctx.beginPath();
+    series.forEach((p, i) => {
+      const x = ((p.t - t0) / Math.max(1, t1 - t0)) * (w - 4) + 2;
+      const y = h - 4 - (p.v / max) * (h - 8);
+      if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+    });
+    ctx.stroke();
+  };
+  line(mem, "#3182ce");
+  line(rate, "#dd6b20");
+}
+
+function onSnapshot(s) {
+  state.lastSnapshot = s;
+  renderCluster(s);
+  renderPlugins(s.plugins);
+  renderQueues(s.metrics.queues);
+  state.samples.push({ t: Date.now(), rss: s.metrics.rss, requests: s.metrics.requests });
+  if (state.samples.length > SAMPLE_KEEP) state.samples.shift();
+  renderChart();
+}
+
+function logMatches(entry) {
+  const f = new FormData($("#log-filter"));
+  const p = entry.payload || {};
+  const level = f.get("level"), plugin = f.get("plugin"), corr = f.get("correlation");
+  if (level && p.level !== level) return false;
+  if (plugin && p.plugin !== plugin) return false;
+  if (corr && p.correlationId !== corr) return false;
+  return true;
+}
+
+function logLine(entry) {
+  const p = entry.payload || {};
+  const text = typeof p === "object"
+    ? [p.time || entry.timestamp, p.level || entry.type, p.plugin ? "[" + p.plugin + "]" : "", p.msg || JSON.stringify(p), p.correlationId ? "corr=" + p.correlationId : ""].join(" ")
+    : String(p);
+  return el("li", { class: p.level || entry.type }, text);
+}
+
+function renderLogs() {
+  $("#logs").replaceChildren(...state.logs.filter(logMatches).slice(-200).map(logLine));
+}
+
+function onLog(entry) {
+  state.logs.push(entry);
+  if (state.logs.length > LOG_KEEP) state.logs.shift();
+  if (logMatches(entry)) {
+    const list = $("#logs");
+    list.append(logLine(entry));
+    while (list.children.length > 200) list.firstChild.remove();
+    list.scrollTop = list.scrollHeight;
+  }
+}
+
+function connect() {
+  const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/dashboard");
+  ws.onopen = () => { $("#live").textContent = "live"; $("#live").className = "badge live"; };
+  ws.onmessage = (ev) => {
+    const m = JSON.parse(ev.data);
+    if (m.type === "snapshot") onSnapshot(m.payload);
+    else if (m.type === "log" || m.type === "error" || m.type === "status") onLog(m);
+  };
+  ws.onclose = (ev) => {
+    $("#live").textContent = "offline";
+    $("#live").className = "badge offline";
+    if (ev.code === 4001) return location.assign("/ui/login");
+    setTimeout(connect, 2000);
+  };
+}
+
+async function reload(name) {
+  try {
+    const r = await api("POST", "/api/v1/plugins/" + encodeURIComponent(name) + "/reload");
+    toast("reloaded " + name + (r && r.version ? " (" + r.version + ")" : ""));
+  } catch (err) {
+    toast("reload " + name + ": " + err.message);
+  }
+}
+
+function formHandler(sel, fn) {
+  $(sel).addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      await fn(new FormData(ev.target));
+    } catch (err) {
+      toast(err.message);
+    }
+  });
+}
+
+async function main() {
+  const res = await fetch("/ui/session", { credentials: "same-origin" });
+  if (!res.ok) return location.assign("/ui/login");
+  state.session = await res.json();
+  $("#node").textContent = state.session.nodeId + " · " + state.session.version;
+  $("#who").textContent = (state.session.name || state.session.sub) + " (" + state.session.role + ")";
+  $("#logout").addEventListener("click", async () => {
+    await api("POST", "/ui/auth/logout").catch(() => {});
+    location.assign("/ui/login");
+  });
+  formHandler("#agent-status", async (f) => {
+    $("#agent-out").textContent = JSON.stringify(await api("GET", "/api/v1/agents/" + encodeURIComponent(f.get("id")) + "/status"), null, 2);
+  });
+  formHandler("#agent-send", async (f) => {
+    const r = await api("POST", "/api/v1/agents/" + encodeURIComponent(f.get("id")) + "/send", { channel: f.get("channel"), message: f.get("message"), message_type: "test" });
+    toast("message " + r.message_id + ": " + r.status);
+  });
+  formHandler("#task-get", async (f) => {
+    $("#task-out").textContent = JSON.stringify(await api("GET", "/api/v1/tasks/" + encodeURIComponent(f.get("id"))), null, 2);
+  });
+  $("#log-filter").addEventListener("input", renderLogs);
+  connect();
+}
+
+main();
+`;
