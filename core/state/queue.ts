@@ -38,7 +38,7 @@
 import { deserialize, serialize } from "node:v8";
 import { type Clock, systemClock } from "../clock.ts";
 import { type QueueCountState, queueKeys } from "./keys.ts";
-import { retryLocked } from "./store.ts";
+import { checksPerCommit, retryLocked } from "./store.ts";
 import { backoffDelay } from "../resilience/backoff.ts";
 import { PlexusError } from "../errors.ts";
 
@@ -160,8 +160,9 @@ export interface QueueOptions {
   /** How long finished messages stay readable (status lookups). @default {3600000} */
   doneRetentionMs?: number;
   /**
-   * Items per atomic claim. Each item costs one check; KV Connect servers may
-   * allow only 10 checks per operation. @default {10}
+   * Items per atomic claim and ack commit. Each item costs one check; KV
+   * Connect servers allow only 10 checks per operation, a local store 100.
+   * @default {checksPerCommit(kv)} (100 on a local store openStore opened, else 10)
    */
   maxBatch?: number;
   /**
@@ -336,7 +337,7 @@ export class DurableQueue<T = unknown> {
     this.#clock = options.clock ?? systemClock;
     this.#keys = queueKeys(name);
     this.#retention = options.doneRetentionMs ?? 3_600_000;
-    this.#maxBatch = options.maxBatch ?? 10;
+    this.#maxBatch = options.maxBatch ?? checksPerCommit(kv);
     this.#maxResult = options.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
     if (!Number.isInteger(this.#maxResult) || this.#maxResult < 1) {
       throw new RangeError(

@@ -714,3 +714,31 @@ Deno.test("queue: with maxGroup 1, or an idempotency key or id, each enqueue com
     kv.close();
   }
 });
+
+Deno.test("queue: on a local store, claims and acks of 100 messages take one commit each", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "plexus-queue-batch-" });
+  const kv = await openStore(join(dir, "q.kv"));
+  try {
+    const q = new DurableQueue<number>(kv, "wide");
+    await q.enqueueMany(
+      Array.from({ length: 100 }, (_, i) => ({ payload: i })),
+    );
+    const ds = await q.claim(100, 10_000);
+    assert.equal(ds.length, 100);
+    // Records written by one commit share its versionstamp.
+    const stamps = async () =>
+      new Set(
+        (await Promise.all(
+          ds.map((d) => kv.get(queueKeys("wide").msg(d.message.id))),
+        )).map((e) => e.versionstamp),
+      ).size;
+    assert.equal(await stamps(), 1);
+    const errs = await q.ackAll(ds);
+    assert.ok(errs.every((e) => e === undefined));
+    assert.equal(await stamps(), 1);
+    assert.equal((await q.stats()).inflight, 0);
+  } finally {
+    kv.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

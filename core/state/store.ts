@@ -28,6 +28,26 @@ export function isRemoteKv(spec: string): boolean {
   return /^https?:\/\//.test(spec);
 }
 
+/** Stores {@linkcode openStore} opened on a local file or `:memory:`. */
+const localStores = new WeakSet<Deno.Kv>();
+
+/**
+ * How many checks one atomic commit on `kv` may carry: 100 on a local
+ * store {@linkcode openStore} opened, 10 otherwise (KV Connect servers such
+ * as `denokv` refuse more; a store opened elsewhere may be one).
+ *
+ * @example
+ * ```ts
+ * import { checksPerCommit, openStore } from "./store.ts";
+ * const kv = await openStore(":memory:");
+ * if (checksPerCommit(kv) !== 100) throw new Error("a local store takes 100");
+ * kv.close();
+ * ```
+ */
+export function checksPerCommit(kv: Deno.Kv): number {
+  return localStores.has(kv) ? 100 : 10;
+}
+
 /** Whether an error is SQLite's transient lock contention. */
 export function isLockedError(err: unknown): boolean {
   return err instanceof Error &&
@@ -88,7 +108,9 @@ export async function openStore(
     if (spec !== ":memory:" && !isRemoteKv(spec)) {
       await Deno.mkdir(dirname(spec), { recursive: true });
     }
-    return await retryLocked(() => Deno.openKv(spec), options);
+    const kv = await retryLocked(() => Deno.openKv(spec), options);
+    if (!isRemoteKv(spec)) localStores.add(kv);
+    return kv;
   } catch (err) {
     throw new Error(
       `Cannot open Deno KV at '${spec}': ${(err as Error).message}`,

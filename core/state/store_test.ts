@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { isLockedError, isRemoteKv, openStore, retryLocked } from "./store.ts";
+import {
+  checksPerCommit,
+  isLockedError,
+  isRemoteKv,
+  openStore,
+  retryLocked,
+} from "./store.ts";
 import { scopeKv } from "./scoped_kv.ts";
 
 Deno.test("store: opens a file path, creating its folder, and the data survives reopening", async () => {
@@ -88,5 +94,37 @@ Deno.test("scoped kv: keys, lists and atomics stay under the prefix", async () =
     assert.equal((await kv.get(["plugins", "b", "x"])).value, 2);
   } finally {
     kv.close();
+  }
+});
+
+Deno.test("store: a local store takes 100 checks per commit, a KV Connect store or one opened elsewhere 10", async () => {
+  const local = await openStore(":memory:");
+  const other = await Deno.openKv(":memory:");
+  try {
+    assert.equal(checksPerCommit(local), 100);
+    assert.equal(checksPerCommit(other), 10);
+    // What the numbers stand for: 100 checks commit here, 101 do not.
+    const op = local.atomic();
+    for (let i = 0; i < 100; i++) {
+      op.check({ key: ["k", i], versionstamp: null });
+    }
+    assert.equal((await op.commit()).ok, true);
+  } finally {
+    local.close();
+    other.close();
+  }
+  const url = Deno.env.get("DENO_KV_URL");
+  if (url) {
+    const remote = await openStore(url);
+    try {
+      assert.equal(checksPerCommit(remote), 10);
+      const op = remote.atomic();
+      for (let i = 0; i < 11; i++) {
+        op.check({ key: ["k", crypto.randomUUID()], versionstamp: null });
+      }
+      await assert.rejects(op.commit(), /Too many checks/);
+    } finally {
+      remote.close();
+    }
   }
 });
