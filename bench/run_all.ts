@@ -1,7 +1,8 @@
 /**
- * Runs every benchmark in bench/ one after another.
+ * Runs every benchmark in bench/ one after another (or, with `--dir peers`,
+ * every peer benchmark in bench/peers/: `deno task bench:peers`).
  *
- *   deno run --allow-read --allow-run=deno bench/run_all.ts [--quick]
+ *   deno run --allow-read --allow-run=deno bench/run_all.ts [--quick] [--dir peers]
  *
  * Runs each `bench/*.ts` not starting with `_` (and not this file) as
  * `deno run -A bench/<file> [--quick]`, streaming its output. A benchmark
@@ -17,7 +18,11 @@ import { fileURLToPath } from "node:url";
 const quick = Deno.args.includes("--quick");
 /** Generous per-benchmark limit; each is meant to finish in under 60 s. */
 const LIMIT_MS = 180_000;
-const benchDir = new URL(".", import.meta.url);
+const dirIndex = Deno.args.indexOf("--dir");
+const benchDir = new URL(
+  dirIndex >= 0 ? `./${Deno.args[dirIndex + 1]}/` : ".",
+  import.meta.url,
+);
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 

@@ -1,0 +1,96 @@
+/**
+ * Service calls across two node processes against the bare mesh round trip
+ * in the same run.
+ *
+ *   deno run -A bench/services.ts [--quick] [--rounds R] [--seconds S]
+ *
+ * A server process (a mesh node whose broker defines `bench.echo`, a zod
+ * `z.object({ s: z.string() })` action returning its params, and which answers the topic
+ * `bench.raw` with the bare `transport.respond`) and a client process (a
+ * mesh node with a broker) run pinned to one core each when `taskset`
+ * works. The client keeps 100 calls in flight with `{ s: 256 B string }` for S
+ * seconds, alternating rounds: `broker.call("bench.echo", …)` (balancer
+ * pick, circuit breaker, deadline, trace and correlation ids, schema check
+ * on the server, error envelope) and `mesh.request("server", "bench.raw",
+ * …)` (the same frames and batching, nothing else). Value: calls/s, median
+ * over rounds; ratio = services ÷ bare; p50/p99 latency medians too.
+ *
+ * @module
+ */
+import { info, isQuick, median, numFlag, round, spawnDeno } from "./_util.ts";
+
+const quick = isQuick();
+const ROUNDS = numFlag("rounds", quick ? 2 : 5);
+const SECONDS = numFlag("seconds", quick ? 2 : 4);
+const CONCURRENCY = 100;
+const BYTES = 256;
+
+const server = await spawnDeno("server", "_services_node.ts", ["server"], 0);
+const { url } = await server.next<{ url: string }>();
+const client = await spawnDeno("client", "_services_node.ts", [
+  "client",
+  url,
+], 1);
+await client.next();
+
+type Run = { n: number; ms: number; p50: number; p99: number };
+const runs: Record<"services" | "raw", Run[]> = { services: [], raw: [] };
+// A short warm-up of each (JIT), not counted.
+for (const mode of ["services", "raw"] as const) {
+  await client.send({
+    cmd: "run",
+    mode,
+    ms: 1000,
+    concurrency: CONCURRENCY,
+    bytes: BYTES,
+  });
+  await client.next();
+}
+for (let r = 0; r < ROUNDS; r++) {
+  for (
+    const mode of r % 2
+      ? ["raw", "services"] as const
+      : ["services", "raw"] as const
+  ) {
+    await client.send({
+      cmd: "run",
+      mode,
+      ms: SECONDS * 1000,
+      concurrency: CONCURRENCY,
+      bytes: BYTES,
+    });
+    const run = await client.next<Run>(SECONDS * 1000 + 60_000);
+    runs[mode].push(run);
+    info(
+      `round ${r + 1} ${mode}: ${round(run.n / run.ms * 1000)} calls/s, p50 ${
+        round(run.p50, 2)
+      } ms, p99 ${round(run.p99, 2)} ms`,
+    );
+  }
+}
+await client.stop();
+await server.stop();
+
+const rate = (rs: Run[]) => median(rs.map((x) => x.n / x.ms * 1000));
+const p = (rs: Run[], k: "p50" | "p99") =>
+  round(median(rs.map((x) => x[k])), 2);
+const ours = rate(runs.services);
+const bare = rate(runs.raw);
+console.log(JSON.stringify({
+  bench: "services",
+  metric: "calls_per_s",
+  unit: "1/s",
+  value: round(ours),
+  baseline: {
+    name: "bare mesh request/reply (transport.request)",
+    value: round(bare),
+  },
+  ratio: round(ours / bare, 2),
+  p50_ms: p(runs.services, "p50"),
+  p99_ms: p(runs.services, "p99"),
+  baseline_p50_ms: p(runs.raw, "p50"),
+  baseline_p99_ms: p(runs.raw, "p99"),
+  bytes: BYTES,
+  concurrency: CONCURRENCY,
+  rounds: ROUNDS,
+}));
