@@ -26,6 +26,8 @@ export interface IdpOptions {
   groups: Record<string, string[]>;
   /** The client secret. @default {"plexus-test-secret"} */
   clientSecret?: string;
+  /** The loopback port (when the issuer URL must be known first). @default {0} */
+  port?: number;
 }
 
 /** A running provider. */
@@ -64,7 +66,9 @@ async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
 export async function startIdp(options: IdpOptions): Promise<Idp> {
   const clientSecret = options.clientSecret ?? "plexus-test-secret";
   const server = createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  await new Promise<void>((r) =>
+    server.listen(options.port ?? 0, "127.0.0.1", () => r())
+  );
   const port = (server.address() as AddressInfo).port;
   const issuer = `http://127.0.0.1:${port}`;
   const provider = new Provider(issuer, {

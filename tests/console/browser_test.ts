@@ -1,0 +1,207 @@
+/**
+ * The console in a real browser: Debian's chromium driven over the Chrome
+ * DevTools protocol (./_cdp.ts)
+ * against three real nodes (kv-lease over a shared KV file) and a real
+ * OpenID provider (npm oidc-provider) on loopback. Signs in through the
+ * provider, sees the cluster, watches the leader die and another take over
+ * live, reloads a plugin, logs out. Screenshots go to
+ * `$PLEXUS_RUN/console-browser/` (else a temp dir), printed at the end.
+ *
+ * Needs chromium (`bash scripts/browser.sh` installs it): ignored with the
+ * reason when it is missing, a failure under PLEXUS_REQUIRE_SERVICES=1.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { eventually, fileTarget, startCluster } from "../cluster/_cluster.ts";
+import type { PlexusProcess } from "../integration/_process.ts";
+import { startIdp } from "./_idp.ts";
+import { launch, type Page } from "./_cdp.ts";
+
+const CHROMIUM = Deno.env.get("PLEXUS_CHROMIUM") ?? "/usr/bin/chromium";
+const REQUIRED = Deno.env.get("PLEXUS_REQUIRE_SERVICES") === "1";
+const LEASE = { leaseMs: 1500, renewDeadlineMs: 1000, retryPeriodMs: 200 };
+
+const missing = await Deno.stat(CHROMIUM).then(() => false, () => true);
+if (missing && !REQUIRED) {
+  console.log(
+    `console browser test ignored: no chromium at ${CHROMIUM} (run: bash scripts/browser.sh)`,
+  );
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+async function leaderOf(node: PlexusProcess): Promise<string | null> {
+  const res = await node.api("/api/v1/cluster", {
+    signal: AbortSignal.timeout(5000),
+  });
+  return (await res.json()).leader;
+}
+
+Deno.test({
+  name:
+    "console in chromium: sign in through the OpenID provider, see the cluster, watch the leader change live, reload a plugin, log out",
+  ignore: missing && !REQUIRED,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    if (missing) {
+      throw new Error(
+        `chromium required (PLEXUS_REQUIRE_SERVICES=1) but missing at ${CHROMIUM}; run: bash scripts/browser.sh`,
+      );
+    }
+    const shots = join(
+      Deno.env.get("PLEXUS_RUN") ?? await Deno.makeTempDir(),
+      "console-browser",
+    );
+    await Deno.mkdir(shots, { recursive: true });
+    const idpPort = freePort();
+    const issuer = `http://127.0.0.1:${idpPort}`;
+    await using c = await startCluster(fileTarget, {
+      nodes: 3,
+      args: [
+        "--consensus",
+        "kv-lease",
+        "--plugin",
+        "./plugins/examples/hello.ts",
+      ],
+      config: {
+        pluginConfig: {
+          "kv-lease": LEASE,
+          dashboard: {
+            provider: {
+              issuer,
+              clientId: "plexus",
+              clientSecret: "plexus-test-secret",
+              scopes: ["openid", "profile", "email", "groups"],
+              roles: { "plexus-admins": "admin" },
+              allowHttp: true,
+            },
+          },
+        },
+      },
+    });
+    assert.ok(c, "a shared KV file is always available");
+    await using _idp = await startIdp({
+      port: idpPort,
+      redirectUris: c.nodes.map((n) => `${n.url}/ui/auth/callback`),
+      groups: { alice: ["plexus-admins"] },
+    });
+    const first = await eventually(
+      () => Promise.all(c.nodes.map(leaderOf)),
+      (ls) => ls[0] !== null && ls.every((l) => l === ls[0]),
+      "the nodes to agree on a leader",
+    ).then((ls) => ls[0]!);
+    // The page is served by a node that is not the leader, so it survives.
+    const ids = c.nodes.map((_, i) => `n${i + 1}`);
+    const home = c.nodes[ids.findIndex((id) => id !== first)];
+    const victim = c.nodes[ids.indexOf(first)];
+
+    const browser = await launch(CHROMIUM);
+    let page: Page | undefined;
+    try {
+      page = await browser.newPage();
+      const on = (path: string) =>
+        `location.href === ${JSON.stringify(`${home.url}${path}`)}`;
+
+      // Sign in: / → /ui/ → /ui/login → the provider's form → back signed in.
+      await page.goto(`${home.url}/`);
+      await page.waitFor(on("/ui/login"), "the sign-in page");
+      await page.screenshot(join(shots, "1-login.png"));
+      await page.click("#sign-in");
+      await page.waitFor(
+        `location.href.startsWith(${
+          JSON.stringify(`${issuer}/interaction/`)
+        }) && !!document.querySelector("#account")`,
+        "the provider's sign-in form",
+      );
+      await page.type("#account", "alice");
+      await page.click("#idp-submit");
+      await page.waitFor(
+        `${
+          on("/ui/")
+        } && /alice/.test(document.querySelector("#who")?.textContent ?? "")`,
+        "the console, signed in",
+      );
+      const cookie = (await page.cookies(home.url!)).find((k) =>
+        k.name === "plexus_session"
+      );
+      assert.ok(cookie, "the session cookie is set on http://127.0.0.1");
+      assert.equal(cookie.httpOnly, true);
+      assert.equal(cookie.secure, true);
+      assert.equal(cookie.sameSite, "Lax");
+      assert.match(
+        await page.eval<string>(`document.querySelector("#who").textContent`),
+        /alice \(admin\)/,
+      );
+
+      // The cluster, live: three members and the agreed leader, and log lines.
+      await page.waitFor(
+        `document.querySelector("#leader")?.textContent === ${
+          JSON.stringify(first)
+        } && document.querySelectorAll("#members tbody tr").length === 3`,
+        `leader ${first} and three members on the page`,
+      );
+      await page.waitFor(
+        `document.querySelectorAll("#logs li").length > 0`,
+        "log lines",
+      );
+      await page.screenshot(join(shots, "2-cluster.png"));
+
+      // The leader dies: the page shows another leader without a reload.
+      victim.signal("SIGKILL");
+      await page.waitFor(
+        `(() => { const t = document.querySelector("#leader")?.textContent; return !!t && t !== ${
+          JSON.stringify(first)
+        } && t !== "none" && t !== "?"; })()`,
+        "a new leader on the page",
+        60_000,
+      );
+      const next = await page.eval<string>(
+        `document.querySelector("#leader").textContent`,
+      );
+      assert.ok(ids.includes(next) && next !== first, `new leader '${next}'`);
+      await page.screenshot(join(shots, "3-leader-changed.png"));
+
+      // Reload a plugin (admin): the swap answers and the page says so.
+      await page.click('[data-reload="hello"]');
+      await page.waitFor(
+        `/reloaded hello/.test(document.querySelector("#toast")?.textContent ?? "")`,
+        "the reload's answer on the page",
+      );
+      await page.screenshot(join(shots, "4-plugin-reloaded.png"));
+
+      // Log out: the session is gone; the page sends us to sign in again.
+      await page.click("#logout");
+      await page.waitFor(on("/ui/login"), "the sign-in page after logout");
+      assert.equal(
+        await page.eval(`fetch("/api/v1/cluster").then((r) => r.status)`),
+        401,
+      );
+      await page.goto(`${home.url}/ui/`);
+      await page.waitFor(on("/ui/login"), "the sign-in page for /ui/");
+      await page.screenshot(join(shots, "5-logged-out.png"));
+      assert.deepEqual(
+        page.problems,
+        [],
+        "no script errors, console errors or CSP violations",
+      );
+    } catch (err) {
+      await page?.screenshot(join(shots, "failure.png")).catch(() => {});
+      throw err;
+    } finally {
+      await browser.close();
+      console.log(`  screenshots: ${shots}`);
+    }
+    // Ensure the dead node's eventual membership is seen as down by the survivor.
+    await eventually(
+      () => leaderOf(home),
+      (l) => l !== null && l !== first,
+      "the survivor to report the new leader",
+    );
+  },
+});
