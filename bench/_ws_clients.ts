@@ -130,6 +130,7 @@ function maskedFrame(opcode: number, payload: Uint8Array): Uint8Array {
 }
 
 async function connectRaw(url: URL, hub: boolean): Promise<Client> {
+  const lines = url.searchParams.get("batch") === "1";
   const conn = await Deno.connect({
     hostname: url.hostname,
     port: Number(url.port || 80),
@@ -139,7 +140,7 @@ async function connectRaw(url: URL, hub: boolean): Promise<Client> {
     String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))),
   );
   await conn.write(encoder.encode(
-    `GET ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\n` +
+    `GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\n` +
       `Upgrade: websocket\r\nConnection: Upgrade\r\n` +
       `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
   ));
@@ -243,14 +244,28 @@ async function connectRaw(url: URL, hub: boolean): Promise<Client> {
           const p = start + hdr;
           const opcode = b0 & 0x0f;
           if (opcode === 0x1 || opcode === 0x2) {
-            if (!c.connected) {
-              if (startsWith(buf, p, CONNECTION_PREFIX)) {
-                c.connected = true;
-                onConnected();
-              } else c.replayed++;
-            } else {
-              const window = Math.min(p + len, p + TAG_WINDOW);
-              onText(c, len, (r) => contains(buf, p, window, r.tag));
+            // `?batch=1`: several messages a frame, one per line.
+            for (let q = p, frameEnd = p + len; q < frameEnd;) {
+              let e = frameEnd;
+              if (lines) {
+                for (let i = q; i < frameEnd; i++) {
+                  if (buf[i] === 0x0a) {
+                    e = i;
+                    break;
+                  }
+                }
+              }
+              if (!c.connected) {
+                if (startsWith(buf, q, CONNECTION_PREFIX)) {
+                  c.connected = true;
+                  onConnected();
+                } else c.replayed++;
+              } else {
+                const from = q;
+                const window = Math.min(e, q + TAG_WINDOW);
+                onText(c, e - q, (r) => contains(buf, from, window, r.tag));
+              }
+              q = e + 1;
             }
           } else if (opcode === 0x8) {
             const code = len >= 2 ? (buf[p] << 8) | buf[p + 1] : 1005;
@@ -324,15 +339,16 @@ async function connectApi(url: URL, hub: boolean): Promise<Client> {
     if (!closedByUs) onClose(c, ev.code);
   };
   ws.onmessage = (ev) => {
-    const text = ev.data as string;
-    if (!c.connected) {
-      if (text.startsWith('{"type":"connection"')) {
-        c.connected = true;
-        onConnected();
-      } else c.replayed++;
-      return;
+    for (const text of (ev.data as string).split("\n")) {
+      if (!c.connected) {
+        if (text.startsWith('{"type":"connection"')) {
+          c.connected = true;
+          onConnected();
+        } else c.replayed++;
+        continue;
+      }
+      onText(c, text.length, (r) => text.indexOf(r.tagText) !== -1);
     }
-    onText(c, text.length, (r) => text.indexOf(r.tagText) !== -1);
   };
   await connected;
   return c;

@@ -5,7 +5,7 @@
  * (`for (const s of sockets) s.send(text)`) with messages of the same size.
  *
  *   deno run -A bench/log_stream.ts [--quick] [--rounds N] [--seconds S]
- *     [--clients 100] [--batch 16] [--client raw|api]
+ *     [--clients 100] [--batch 16] [--client raw|api] [--hub-frames batch]
  *
  * Servers (bench/_ws_server.ts) run pinned to core 0, the 100 clients
  * (bench/_ws_clients.ts) in one process pinned to core 1. A round connects
@@ -14,7 +14,9 @@
  * loop between batches, and stops the clock when every client has received
  * all N. Rate = N / that time. Rounds alternate the servers; the value is
  * the median. The hub's slow-consumer limit is raised to 256 MiB so nobody
- * is dropped; drops are counted and fail the run.
+ * is dropped; drops are counted and fail the run. `--hub-frames batch`
+ * connects the hub's clients with `?batch=1` (a burst per frame, one message
+ * per line); the bare loop still sends one frame per message.
  *
  * @module
  */
@@ -39,6 +41,7 @@ const seconds = numFlag("seconds", quick ? 1 : 2);
 const nClients = numFlag("clients", 100);
 const batch = numFlag("batch", 16);
 const clientKind = flag("client") ?? "raw";
+const hubFrames = flag("hub-frames") === "batch" ? "batch" : "single";
 /** The hub's slow-consumer limit (node default 1 MiB). */
 const maxBuffered = numFlag("max-buffered", 256 << 20);
 
@@ -102,7 +105,9 @@ async function waitClients(s: Server, want: number): Promise<void> {
 async function oneRound(s: Server, n: number): Promise<RoundResult> {
   await clients.send({
     cmd: "connect",
-    url: s.url,
+    url: s.label === "hub" && hubFrames === "batch"
+      ? `${s.url}?batch=1`
+      : s.url,
     n: nClients,
     hub: s.label === "hub",
   });
@@ -313,6 +318,7 @@ try {
       clientKind,
       rounds,
       batch,
+      hubFrames,
       messageBytes: {
         hub: Math.round(h.avgBytes),
         bare: Math.round(b.avgBytes),

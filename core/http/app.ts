@@ -448,7 +448,8 @@ export function createApp(deps: AppDeps): HttpApp {
     const { socket, response } = Deno.upgradeWebSocket(c.req.raw, {
       idleTimeout: 0,
     });
-    logStream.attach(socket);
+    // ?batch=1: a burst of messages in one frame, one per line.
+    logStream.attach(socket, { batch: c.req.query("batch") === "1" });
     if (expiresAt !== undefined) endAtExpiry(socket, credentials!);
     return response;
   });

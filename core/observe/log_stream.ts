@@ -8,6 +8,13 @@
  * A client whose unsent bytes exceed `maxBufferedBytes` is closed with
  * {@linkcode SLOW_CONSUMER_CLOSE_CODE} so it never holds the others back.
  *
+ * A client attached with `batch` gets the messages published in one turn of
+ * the event loop (a burst) in one frame, separated by `\n` (each message
+ * is one line: JSON has no raw newline), as Centrifugo writes its pushes;
+ * order and the replay are the same. A frame holds at most
+ * {@linkcode MAX_BATCH_FRAME_BYTES}. One frame per message costs the sender
+ * a WebSocket write each, and is what caps fan-out.
+ *
  * @module
  */
 import type { LogRecord, LogSink } from "./logger.ts";
@@ -41,6 +48,8 @@ export const SLOW_CONSUMER_CLOSE_CODE = 4008;
 export const SLOW_CHECK_MS = 100;
 /** Close code sent to clients when the node shuts down (RFC 6455 "going away"). */
 export const GOING_AWAY_CLOSE_CODE = 1001;
+/** A batched client's frame stops growing at this many bytes (more go in the next frame). */
+export const MAX_BATCH_FRAME_BYTES = 64 * 1024;
 /** The kernel capability plugins read the node's {@linkcode LogStream} under (the dashboard's live feed). */
 export const LOG_STREAM_CAPABILITY = "observe:log-stream";
 
@@ -74,8 +83,11 @@ export interface LogStreamStats {
 export interface LogStream {
   /** Sends a message to every client; `log`/`error`/`status` are kept for replay. */
   publish(type: StreamMessageType, payload: unknown): StreamMessage;
-  /** Adds a client socket; replay and live messages start once it opens. */
-  attach(socket: WebSocket): void;
+  /**
+   * Adds a client socket; replay and live messages start once it opens.
+   * With `batch`, a burst of messages shares a frame, one per line.
+   */
+  attach(socket: WebSocket, options?: { batch?: boolean }): void;
   /** A logger sink that publishes each record (`error` level as `error`). */
   sink: LogSink;
   /** The hub's counters now. */
@@ -133,6 +145,7 @@ export function createLogStream(options: LogStreamOptions = {}): LogStream {
   let checkTimer: ReturnType<typeof setInterval> | undefined;
   const closeSlow = (socket: WebSocket) => {
     clients.delete(socket);
+    batched.delete(socket);
     suspects.delete(socket);
     slowClosed++;
     socket.close(
@@ -165,8 +178,42 @@ export function createLogStream(options: LogStreamOptions = {}): LogStream {
     }
   };
 
+  // Batched clients: what this turn published for each, sent as one frame
+  // (or more, each up to MAX_BATCH_FRAME_BYTES) when the turn ends.
+  const batched = new Map<WebSocket, { lines: string[]; bytes: number }>();
+  let flushQueued = false;
+  const flushOne = (
+    socket: WebSocket,
+    pending: { lines: string[]; bytes: number },
+  ) => {
+    if (pending.lines.length === 0) return;
+    const text = pending.lines.length === 1
+      ? pending.lines[0]
+      : pending.lines.join("\n");
+    pending.lines = [];
+    pending.bytes = 0;
+    sendTo(socket, text);
+  };
+  const flushAll = () => {
+    flushQueued = false;
+    for (const [socket, pending] of batched) flushOne(socket, pending);
+  };
+  const deliver = (socket: WebSocket, text: string): void => {
+    const pending = batched.get(socket);
+    if (!pending) return sendTo(socket, text);
+    if (pending.bytes + text.length > MAX_BATCH_FRAME_BYTES) {
+      flushOne(socket, pending);
+    }
+    pending.lines.push(text);
+    pending.bytes += text.length + 1;
+    if (!flushQueued) {
+      flushQueued = true;
+      queueMicrotask(flushAll);
+    }
+  };
+
   const broadcast = (text: string): void => {
-    for (const socket of clients) sendTo(socket, text);
+    for (const socket of clients) deliver(socket, text);
   };
 
   const publish = (
@@ -203,9 +250,9 @@ export function createLogStream(options: LogStreamOptions = {}): LogStream {
       return;
     }
     for (let i = 0; i < ring.length; i++) {
-      sendTo(socket, ring[(ringStart + i) % ring.length]);
+      deliver(socket, ring[(ringStart + i) % ring.length]);
     }
-    sendTo(
+    deliver(
       socket,
       JSON.stringify(
         make("connection", {
@@ -219,11 +266,16 @@ export function createLogStream(options: LogStreamOptions = {}): LogStream {
 
   return {
     publish,
-    attach(socket) {
+    attach(socket, attachOptions) {
+      if (attachOptions?.batch) batched.set(socket, { lines: [], bytes: 0 });
+      const gone = () => {
+        clients.delete(socket);
+        batched.delete(socket);
+      };
       if (socket.readyState === WebSocket.OPEN) start(socket);
       else socket.addEventListener("open", () => start(socket), { once: true });
-      socket.addEventListener("close", () => clients.delete(socket));
-      socket.addEventListener("error", () => clients.delete(socket));
+      socket.addEventListener("close", gone);
+      socket.addEventListener("error", gone);
       socket.addEventListener("message", (ev) => {
         // A string's UTF-8 size is at least its length and at most 3 times it.
         const size = typeof ev.data === "string"
@@ -232,7 +284,7 @@ export function createLogStream(options: LogStreamOptions = {}): LogStream {
             : encoder.encode(ev.data).length)
           : (ev.data as ArrayBuffer).byteLength ?? 0;
         if (size > maxInbound) {
-          clients.delete(socket);
+          gone();
           socket.close(1009, `message too big: limit ${maxInbound} bytes`);
         }
       });
@@ -268,6 +320,7 @@ export function createLogStream(options: LogStreamOptions = {}): LogStream {
         }
       }
       clients.clear();
+      batched.clear();
     },
   };
 }

@@ -16,7 +16,7 @@ function serveHub(options: LogStreamOptions) {
     onListen: () => {},
   }, (req) => {
     const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 0 });
-    hub.attach(socket);
+    hub.attach(socket, { batch: new URL(req.url).searchParams.has("batch") });
     return response;
   });
   return {
@@ -34,10 +34,15 @@ function serveHub(options: LogStreamOptions) {
 function client(url: string) {
   const ws = new WebSocket(url);
   const got: StreamMessage[] = [];
+  /** Messages per frame received. */
+  const frames: number[] = [];
   let closed: CloseEvent | undefined;
   let wake = () => {};
   ws.onmessage = (e) => {
-    got.push(JSON.parse(e.data));
+    // A batched client's frame holds one message per line.
+    const lines = (e.data as string).split("\n");
+    for (const line of lines) got.push(JSON.parse(line));
+    frames.push(lines.length);
     wake();
   };
   ws.onclose = (e) => {
@@ -59,6 +64,7 @@ function client(url: string) {
   return {
     ws,
     got,
+    frames,
     closed: () => closed,
     until,
     count: (n: number) => until(() => got.length >= n, `${n} messages`),
@@ -182,4 +188,36 @@ Deno.test("log stream: a burst sent in one tick does not get a reading client cl
   await c.count(301);
   assert.equal(c.closed(), undefined);
   assert.equal(s.hub.stats().slowConsumersClosed, 0);
+});
+
+Deno.test("log stream: a batched client gets a burst in one frame, one message per line, in order; a plain client one per frame", async () => {
+  await using s = serveHub({ heartbeatMs: 0 });
+  const log = createLogger({ sinks: [s.hub.sink] });
+  for (let i = 0; i < 5; i++) log.info(`early ${i}`);
+  await using batched = client(`${s.url}?batch=1`);
+  await using plain = client(s.url);
+  await batched.count(6);
+  await plain.count(6);
+  // Replay and its connection marker: one frame for the batched client.
+  assert.deepEqual(batched.frames, [6]);
+  assert.equal(plain.frames.length, 6);
+  for (let i = 0; i < 300; i++) log.info(`burst ${i}`, { i });
+  await batched.count(306);
+  await plain.count(306);
+  const texts = (c: typeof batched) =>
+    c.got.slice(6).map((m) => (m.payload as { msg: string }).msg);
+  const expected = Array.from({ length: 300 }, (_, i) => `burst ${i}`);
+  assert.deepEqual(texts(batched), expected);
+  assert.deepEqual(texts(plain), expected);
+  assert.equal(plain.frames.length, 306);
+  // 300 messages of ~200 bytes in one turn: a few frames of at most 64 KiB.
+  const burstFrames = batched.frames.slice(1);
+  assert.ok(burstFrames.length <= 2, JSON.stringify(burstFrames));
+  assert.equal(burstFrames.reduce((a, b) => a + b, 0), 300);
+  // Messages published in separate turns still go out one by one.
+  s.hub.publish("status", { n: 1 });
+  await batched.count(307);
+  s.hub.publish("status", { n: 2 });
+  await batched.count(308);
+  assert.deepEqual(batched.frames.slice(-2), [1, 1]);
 });
