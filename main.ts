@@ -497,6 +497,15 @@ function agentHelp(): string {
         "--node-key KEY",
         "repeatable; accept only these node keys (base64url, hex or did:key); default any",
       ],
+      [
+        "--as ROLE",
+        "run a demo agent of the prompt service instead: root (capability prompt), planning (plan) or ordering (order); enrol its key with the worker role (docs/prompts.md)",
+      ],
+      [
+        "--llm-url URL",
+        "with --as: ask this Ollama-compatible endpoint (POST URL/api/generate) first, falling back to the rules",
+      ],
+      ["--llm-model NAME", "with --llm-url: the model (default llama3.2)"],
       ["-h, --help", "show this help"],
     ],
   );
@@ -510,6 +519,9 @@ async function agent(argv: string[]): Promise<void> {
     key: { type: "string" },
     subscribe: { type: "string", multiple: true },
     "node-key": { type: "string", multiple: true },
+    as: { type: "string" },
+    "llm-url": { type: "string" },
+    "llm-model": { type: "string" },
   });
   if (values.help) {
     console.log(agentHelp());
@@ -604,6 +616,28 @@ async function agent(argv: string[]): Promise<void> {
     );
   });
   client.on("error", (e) => say(`${e.context}: ${e.error.message}`));
+  if (values.as !== undefined) {
+    const demo = await import("./plugins/prompts/demo/agents.ts");
+    if (!(values.as in demo.DEMO_ROLES)) {
+      fail(
+        2,
+        `--as: expected one of ${
+          Object.keys(demo.DEMO_ROLES).join(", ")
+        }, got ${JSON.stringify(values.as).slice(0, 80)}`,
+      );
+    }
+    const role = values.as as keyof typeof demo.DEMO_ROLES;
+    const llmUrl = values["llm-url"];
+    demo.startDemoAgent(client, role, {
+      key: Uint8Array.fromBase64(key.privateKey, { alphabet: "base64url" }),
+      ...(llmUrl
+        ? { llm: demo.ollamaLlm(llmUrl, values["llm-model"] ?? "llama3.2") }
+        : {}),
+    }).then(
+      (s) => say(`${role} agent serving ${s.channel}`),
+      (err) => say(`cannot serve as ${role}: ${(err as Error).message}`),
+    );
+  }
   const print = (m: AgentMessage) => {
     console.log(JSON.stringify({
       channel: m.channel,

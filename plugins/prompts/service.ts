@@ -503,7 +503,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
             );
             continue;
           }
-          throw toPlexusError(err, picked.id, requestId);
+          throw a.failure ?? toPlexusError(err, picked.id, requestId);
         }
       }
       if (lastError) {
