@@ -23,6 +23,8 @@ export const BUILTINS: PluginCatalog = {
     (await import("./consensus/raft/mod.ts")).default,
   "consensus/gossip": async () =>
     (await import("./consensus/gossip/mod.ts")).default,
+  "consensus/pbft": async () =>
+    (await import("./consensus/pbft/mod.ts")).default,
   "balancers/round-robin": async () =>
     (await import("./plugins/balancers/mod.ts")).roundRobinPlugin,
   "balancers/random": async () =>

@@ -201,6 +201,7 @@ export class PbftNode {
   #snapshot: { seq: number; data: string } | undefined;
   #exec: Executed[] = [];
   #replies: (Reply & { from: string })[] = [];
+  #retried: PbftRequest[] = [];
 
   /** Messages dropped because their MAC, signature or shape was wrong. */
   rejected = 0;
@@ -269,7 +270,8 @@ export class PbftNode {
   hasReady(): boolean {
     return this.#out.length > 0 || this.#persist.length > 0 ||
       this.#compact !== undefined || this.#snapshot !== undefined ||
-      this.#exec.length > 0 || this.#replies.length > 0;
+      this.#exec.length > 0 || this.#replies.length > 0 ||
+      this.#retried.length > 0;
   }
 
   /** Takes the work accumulated since the last call (see {@linkcode PbftReady}). */
@@ -279,6 +281,7 @@ export class PbftNode {
       messages: this.#out,
       executed: this.#exec,
       replies: this.#replies,
+      retried: this.#retried,
     };
     if (this.#compact) rd.compact = this.#compact;
     if (this.#snapshot) rd.snapshot = this.#snapshot;
@@ -286,6 +289,7 @@ export class PbftNode {
     this.#out = [];
     this.#exec = [];
     this.#replies = [];
+    this.#retried = [];
     this.#compact = undefined;
     this.#snapshot = undefined;
     return rd;
@@ -296,7 +300,7 @@ export class PbftNode {
    * proposed by the primary. False when it is already known here (pending or
    * executed): answer a retry from the state machine's last reply.
    */
-  request(r: PbftRequest): boolean {
+  request(r: PbftRequest, options: { retry?: boolean } = {}): boolean {
     if (!isRequest(r)) {
       throw new TypeError(
         `Cannot take PBFT request: expected {client, t, op}, got ${
@@ -304,10 +308,18 @@ export class PbftNode {
         }`,
       );
     }
-    if (!this.#addPending(r)) return false;
-    this.#multicast({ type: "request", request: r });
+    const fresh = this.#addPending(r);
+    // A client's retry goes out again: replicas that executed it answer anew.
+    if (fresh || options.retry) {
+      this.#multicast({ type: "request", request: r });
+    }
+    if (!fresh && this.#wasExecuted(r)) this.#retried.push(r);
     this.#propose();
-    return true;
+    return fresh;
+  }
+
+  #wasExecuted(r: PbftRequest): boolean {
+    return (this.#executedT.get(r.client) ?? -1) >= r.t;
   }
 
   /** Sends a result for `client`'s request `t` to `proxy`, the replica that relayed it for the client. */
@@ -409,7 +421,9 @@ export class PbftNode {
     switch (p.type) {
       case "request":
         if (!isRequest(p.request)) return this.#reject();
-        this.#addPending(p.request);
+        if (!this.#addPending(p.request) && this.#wasExecuted(p.request)) {
+          this.#retried.push(p.request);
+        }
         this.#propose();
         return;
       case "pre-prepare":

@@ -223,8 +223,8 @@ export interface Executed {
  *    `persist`, durably;
  * 2. only then send `messages`;
  * 3. install `snapshot` (state transfer) if any, then apply `executed` in
- *    order, calling `checkpoint` where an entry asks; hand `replies` to the
- *    waiting clients.
+ *    order, calling `checkpoint` where an entry asks; answer `retried`
+ *    requests from the last replies; hand `replies` to the waiting clients.
  *
  * @example Usage
  * ```ts ignore
@@ -242,6 +242,8 @@ export interface PbftReady {
   snapshot?: { seq: number; data: string };
   executed: Executed[];
   replies: (Reply & { from: string })[];
+  /** Requests asked again that this replica already executed: answer from the last-reply table. */
+  retried: PbftRequest[];
 }
 
 /**

@@ -1,0 +1,406 @@
+/**
+ * Runs the deterministic PBFT core ({@linkcode PbftNode}) for real: ticks
+ * it on a timer, feeds it messages from the network, and drains its
+ * {@linkcode PbftReady}s in order — persist (one write and one fsync per
+ * Ready, however many requests it batches), only then send, install a
+ * transferred state, execute batches on the {@linkcode PbftKvState} and
+ * take checkpoints where asked.
+ *
+ * The driver is also its node's client proxy: {@linkcode PbftDriver.submit}
+ * makes a request `{client: "<node>/<boot nonce>", t}`, and every replica
+ * that executes it sends its result back to this node; the request
+ * resolves on f + 1 matching results (so at least one from an honest
+ * replica). Retries re-broadcast the request; replicas that already
+ * executed it answer from their last-reply table.
+ *
+ * @module
+ */
+import type { LeaderChange } from "../../core/consensus.ts";
+import { PlexusError } from "../../core/errors.ts";
+import {
+  createPbft,
+  macInput,
+  type PbftNode,
+  type PbftStatus,
+} from "./core.ts";
+import { type PbftKvOp, type PbftKvResult, PbftKvState } from "./kv_state.ts";
+import type {
+  PbftAuth,
+  PbftMessage,
+  PbftReady,
+  PbftRecord,
+  PbftRequest,
+} from "./types.ts";
+
+/** What the driver needs from durable storage ({@linkcode PbftFileLog} or a test double). */
+export interface PbftDriverStorage {
+  records(): PbftRecord[];
+  save(rd: Pick<PbftReady, "compact" | "persist">): Promise<void> | void;
+  close?(): void;
+}
+
+/** Options of {@linkcode PbftDriver}. */
+export interface PbftDriverOptions {
+  /** This replica's id. */
+  id: string;
+  /** Every replica, in order (the primary of view v is `replicas[v mod n]`). */
+  replicas: string[];
+  auth: PbftAuth;
+  storage: PbftDriverStorage;
+  /** Hands messages for one replica to the network (best effort). */
+  send: (to: string, messages: PbftMessage[]) => void;
+  /** Milliseconds per tick; 0 means the caller calls {@linkcode PbftDriver.tick}. @default {50} */
+  tickMs?: number;
+  /** Ticks before a waiting request moves the replicas to the next view. @default {40} */
+  viewChangeTicks?: number;
+  /** @default {128} */
+  checkpointInterval?: number;
+  /** @default {4 · checkpointInterval} */
+  window?: number;
+  /** @default {64} */
+  maxBatch?: number;
+  /** @default {4} */
+  maxInflight?: number;
+  /** Milliseconds a request may wait for f + 1 matching results. @default {5000} */
+  requestTimeoutMs?: number;
+  /** Milliseconds between re-broadcasts of a request still waiting. @default {1000} */
+  retryMs?: number;
+  /**
+   * BROKEN ON PURPOSE, for the real-process Byzantine test only: as primary,
+   * send half the replicas a different batch (equivocate), and go silent
+   * `silentAfterMs` after the first equivocation.
+   */
+  byzantine?: { silentAfterMs: number };
+  /** Called when persisting fails; the driver has stopped. */
+  onFatal?: (error: unknown) => void;
+}
+
+/**
+ * A request that could not be placed (the driver stopped): it did not happen.
+ *
+ * @example Usage
+ * ```ts
+ * import { PbftUnavailableError } from "./driver.ts";
+ * new PbftUnavailableError("stopped").status; // 503
+ * ```
+ */
+export class PbftUnavailableError extends PlexusError {
+  override name = "PbftUnavailableError";
+  /** HTTP 503, retry after 1 s. */
+  constructor(message: string, options?: ErrorOptions) {
+    super("unavailable", message, {
+      retryable: true,
+      status: 503,
+      retryAfterS: 1,
+      cause: options?.cause,
+    });
+  }
+}
+
+/**
+ * A request placed but without f + 1 matching results in time: its outcome
+ * is unknown (a write may still execute).
+ *
+ * @example Usage
+ * ```ts
+ * import { PbftTimeoutError } from "./driver.ts";
+ * new PbftTimeoutError("pbft request a/x/1 not answered").status; // 504
+ * ```
+ */
+export class PbftTimeoutError extends PlexusError {
+  override name = "PbftTimeoutError";
+  /** HTTP 504; not retryable, since a write may still execute. */
+  constructor(message: string, options?: ErrorOptions) {
+    super("timeout", message, { status: 504, cause: options?.cause });
+  }
+}
+
+/** What a request returned, with the view it was answered in. */
+export interface SubmitResult {
+  result: PbftKvResult;
+  view: number;
+  /** Replicas whose matching results were counted (f + 1 of them). */
+  matching: string[];
+}
+
+interface Waiter {
+  request: PbftRequest;
+  replies: Map<string, { result: string; view: number }>;
+  resolve: (v: SubmitResult) => void;
+  reject: (e: Error) => void;
+  deadline: number;
+  nextRetry: number;
+}
+
+/**
+ * The driver.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const d = new PbftDriver({ id: "a", replicas, auth, storage, send });
+ * d.start();
+ * links.onMessages = (_from, ms) => d.receive(ms);
+ * await d.submit({ op: "write", key: "x", value: "1" });
+ * ```
+ */
+export class PbftDriver {
+  readonly node: PbftNode;
+  readonly state = new PbftKvState();
+  readonly #o: PbftDriverOptions;
+  readonly #client: string;
+  #t = 0;
+  #waiting = new Map<number, Waiter>();
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #running = false;
+  #stopped = false;
+  #idle: PromiseWithResolvers<void> | undefined;
+  #listeners = new Set<(c: LeaderChange) => void>();
+  #last: LeaderChange = { leader: null, epoch: -1 };
+  #equivocatedAt: number | undefined;
+  /** Sequence numbers executed, for status. */
+  executed = 0;
+
+  constructor(o: PbftDriverOptions) {
+    this.#o = o;
+    this.#client = `${o.id}/${crypto.randomUUID().slice(0, 8)}`;
+    this.node = createPbft({
+      id: o.id,
+      replicas: o.replicas,
+      auth: o.auth,
+      checkpointInterval: o.checkpointInterval ?? 128,
+      window: o.window,
+      maxBatch: o.maxBatch,
+      maxInflight: o.maxInflight,
+      viewChangeTicks: o.viewChangeTicks ?? 40,
+      retransmitTicks: 5,
+      storage: o.storage.records(),
+    });
+  }
+
+  /** Starts ticking and drains what a restart replays. */
+  start(): void {
+    const ms = this.#o.tickMs ?? 50;
+    if (ms > 0) this.#timer = setInterval(() => this.tick(), ms);
+    this.#kick();
+  }
+
+  /** Stops ticking; waiting requests fail with {@linkcode PbftTimeoutError}. */
+  stop(): void {
+    this.#stopped = true;
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    for (const w of this.#waiting.values()) {
+      w.reject(
+        new PbftTimeoutError(
+          `pbft request ${this.#client}/${w.request.t}: the replica stopped before f + 1 results arrived`,
+        ),
+      );
+    }
+    this.#waiting.clear();
+    this.#o.storage.close?.();
+  }
+
+  /** One tick: the core's timers, request retries and deadlines. */
+  tick(): void {
+    if (this.#stopped) return;
+    this.node.tick();
+    const now = Date.now();
+    for (const [t, w] of this.#waiting) {
+      if (now >= w.deadline) {
+        this.#waiting.delete(t);
+        w.reject(
+          new PbftTimeoutError(
+            `pbft request ${this.#client}/${t} got no f + 1 matching results within ${
+              this.#o.requestTimeoutMs ?? 5000
+            } ms (view ${this.node.view}, primary ${this.node.primary})`,
+          ),
+        );
+      } else if (now >= w.nextRetry) {
+        w.nextRetry = now + (this.#o.retryMs ?? 1000);
+        this.node.request(w.request, { retry: true });
+      }
+    }
+    this.#kick();
+    this.#notify();
+  }
+
+  /** Messages from the network. */
+  receive(messages: PbftMessage[]): void {
+    if (this.#stopped) return;
+    for (const m of messages) this.node.step(m);
+    this.#kick();
+  }
+
+  /** Orders `op` through PBFT; resolves on f + 1 matching results. */
+  submit(op: PbftKvOp): Promise<SubmitResult> {
+    if (this.#stopped) {
+      return Promise.reject(
+        new PbftUnavailableError(`pbft replica ${this.#o.id} has stopped`),
+      );
+    }
+    const t = ++this.#t;
+    const request: PbftRequest = {
+      client: this.#client,
+      t,
+      op: JSON.stringify(op),
+    };
+    const { promise, resolve, reject } = Promise.withResolvers<SubmitResult>();
+    const now = Date.now();
+    this.#waiting.set(t, {
+      request,
+      replies: new Map(),
+      resolve,
+      reject,
+      deadline: now + (this.#o.requestTimeoutMs ?? 5000),
+      nextRetry: now + (this.#o.retryMs ?? 1000),
+    });
+    this.node.request(request);
+    this.#kick();
+    return promise;
+  }
+
+  /** The current primary, or null during a view change. */
+  leader(): string | null {
+    return this.node.status().changing ? null : this.node.primary;
+  }
+
+  /** Whether this replica is the primary of an active view. */
+  isLeader(): boolean {
+    return this.leader() === this.#o.id;
+  }
+
+  /** Calls `fn` on every change of view or primary; returns the unsubscribe. */
+  onLeaderChange(fn: (c: LeaderChange) => void): () => void {
+    this.#listeners.add(fn);
+    return () => this.#listeners.delete(fn);
+  }
+
+  /** The core's status. */
+  status(): PbftStatus & { waiting: number; writes?: number } {
+    return { ...this.node.status(), waiting: this.#waiting.size };
+  }
+
+  /** Resolves once no Ready is being handled (tests). */
+  idle(): Promise<void> {
+    if (!this.#running) return Promise.resolve();
+    this.#idle ??= Promise.withResolvers<void>();
+    return this.#idle.promise;
+  }
+
+  #notify(): void {
+    const c: LeaderChange = { leader: this.leader(), epoch: this.node.view };
+    if (c.leader === this.#last.leader && c.epoch === this.#last.epoch) return;
+    this.#last = c;
+    for (const fn of this.#listeners) fn(c);
+  }
+
+  #kick(): void {
+    if (this.#running || this.#stopped) return;
+    this.#running = true;
+    this.#drain().then(
+      () => {
+        this.#running = false;
+        this.#idle?.resolve();
+        this.#idle = undefined;
+        if (this.node.hasReady()) this.#kick();
+        this.#notify();
+      },
+      (err) => {
+        this.#running = false;
+        this.stop();
+        this.#o.onFatal?.(err);
+      },
+    );
+  }
+
+  async #drain(): Promise<void> {
+    while (this.node.hasReady() && !this.#stopped) {
+      const rd = this.node.ready();
+      await this.#o.storage.save(rd);
+      if (this.#stopped) return;
+      this.#send(rd.messages);
+      if (rd.snapshot) this.state.restore(rd.snapshot.data);
+      for (const e of rd.executed) {
+        for (const r of e.batch) {
+          const result = this.state.execute(r);
+          if (result !== undefined) this.#reply(r, result);
+        }
+        this.executed = e.seq;
+        if (e.checkpoint) this.node.checkpoint(e.seq, this.state.serialize());
+      }
+      for (const r of rd.retried) {
+        const result = this.state.lastReply(r.client, r.t);
+        if (result !== undefined) this.#reply(r, result);
+      }
+      for (const rep of rd.replies) this.#onReply(rep);
+    }
+  }
+
+  #reply(r: PbftRequest, result: string): void {
+    const slash = r.client.lastIndexOf("/");
+    if (slash <= 0) return;
+    this.node.reply(r.client.slice(0, slash), r.client, r.t, result);
+  }
+
+  #onReply(
+    rep: {
+      from: string;
+      client: string;
+      t: number;
+      result: string;
+      view: number;
+    },
+  ): void {
+    if (rep.client !== this.#client) return;
+    const w = this.#waiting.get(rep.t);
+    if (!w) return;
+    w.replies.set(rep.from, { result: rep.result, view: rep.view });
+    const matching = [...w.replies].filter(([, r]) => r.result === rep.result);
+    if (matching.length < this.node.f + 1) return;
+    this.#waiting.delete(rep.t);
+    w.resolve({
+      result: JSON.parse(rep.result),
+      view: Math.max(...matching.map(([, r]) => r.view)),
+      matching: matching.map(([id]) => id),
+    });
+  }
+
+  #send(messages: PbftMessage[]): void {
+    const byPeer = new Map<string, PbftMessage[]>();
+    for (const m0 of messages) {
+      const m = this.#o.byzantine ? this.#misbehave(m0) : m0;
+      if (!m) continue;
+      let list = byPeer.get(m.to);
+      if (!list) byPeer.set(m.to, list = []);
+      list.push(m);
+    }
+    for (const [to, ms] of byPeer) this.#o.send(to, ms);
+  }
+
+  /** The test-only Byzantine build: equivocate as primary, then go silent. */
+  #misbehave(m: PbftMessage): PbftMessage | undefined {
+    const b = this.#o.byzantine!;
+    if (
+      this.#equivocatedAt !== undefined &&
+      Date.now() - this.#equivocatedAt >= b.silentAfterMs
+    ) return undefined;
+    const p = m.payload;
+    const victims = this.#o.replicas.filter((r) => r !== this.#o.id);
+    if (p.type !== "pre-prepare" || victims.indexOf(m.to) % 2 === 1) return m;
+    this.#equivocatedAt ??= Date.now();
+    const batch = [...p.batch].reverse().concat({
+      client: "byzantine",
+      t: p.seq,
+      op: JSON.stringify({ op: "write", key: "byzantine", value: `${p.seq}` }),
+    });
+    const payload = {
+      ...p,
+      batch,
+      digest: this.#o.auth.digest(JSON.stringify(batch)),
+    };
+    return {
+      ...m,
+      payload,
+      mac: this.#o.auth.mac(m.to, macInput(m.from, m.to, payload)),
+    };
+  }
+}
