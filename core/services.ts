@@ -144,10 +144,20 @@ interface Parent {
   spanId: string;
 }
 
+const HEX = Array.from(
+  { length: 256 },
+  (_, i) => i.toString(16).padStart(2, "0"),
+);
+// Random bytes for trace and span ids, drawn 4 KiB at a time.
+const randomPool = new Uint8Array(4096);
+let randomAt = randomPool.length;
 const hex = (bytes: number) => {
-  const b = crypto.getRandomValues(new Uint8Array(bytes));
+  if (randomAt + bytes > randomPool.length) {
+    crypto.getRandomValues(randomPool);
+    randomAt = 0;
+  }
   let s = "";
-  for (let i = 0; i < b.length; i++) s += b[i].toString(16).padStart(2, "0");
+  for (let i = 0; i < bytes; i++) s += HEX[randomPool[randomAt++]];
   return s;
 };
 
@@ -195,6 +205,20 @@ export function createServiceBroker(
     "plexus_service_calls_total",
     "Service calls made from this node, by action and result (ok, error)",
   );
+  const counters = new Map<string, Record<"ok" | "error", () => void>>();
+  const count = (action: string, result: "ok" | "error") => {
+    if (!calls) return;
+    let c = counters.get(action);
+    if (!c) {
+      const ok = calls.labels({ action, result: "ok" });
+      const error = calls.labels({ action, result: "error" });
+      counters.set(
+        action,
+        c = { ok: () => ok.inc(), error: () => error.inc() },
+      );
+    }
+    c[result]();
+  };
   // Candidate objects per responder list (the transport hands out the same
   // array until the table changes), so a call allocates none.
   const candidateCache = new WeakMap<readonly string[], Candidate[]>();
@@ -426,7 +450,10 @@ export function createServiceBroker(
     }
     const timeout = opts.timeout ?? defaultTimeout;
     const retries = opts.nodeId === undefined ? opts.retries ?? 0 : 0;
-    const deadlineAt = performance.now() + timeout;
+    // performance.now() is an op in Deno: read it once per attempt and once
+    // per answer.
+    let t0 = performance.now();
+    const deadlineAt = t0 + timeout;
     let traceId = parent?.traceId;
     if (opts.traceparent) traceId = opts.traceparent.split("-")[1];
     const span: Parent = {
@@ -437,9 +464,10 @@ export function createServiceBroker(
     };
     const excluded = new Set<string>();
     for (let attempt = 0;; attempt++) {
-      const remaining = deadlineAt - performance.now();
+      if (attempt > 0) t0 = performance.now();
+      const remaining = deadlineAt - t0;
       if (remaining <= 0) {
-        calls?.inc({ action: name, result: "error" });
+        count(name, "error");
         throw new TimeoutError(`service call '${name}'`, timeout);
       }
       let node: string;
@@ -447,17 +475,16 @@ export function createServiceBroker(
       try {
         ({ node, balancer } = pickNode(name, opts, excluded));
       } catch (err) {
-        calls?.inc({ action: name, result: "error" });
+        count(name, "error");
         throw err;
       }
-      const t0 = performance.now();
       try {
         const value = await callOnce(name, params, node, span, role, remaining);
         balancer?.report(node, {
           ok: true,
           latencyMs: performance.now() - t0,
         });
-        calls?.inc({ action: name, result: "ok" });
+        count(name, "ok");
         return value;
       } catch (err) {
         // An action's own refusal (4xx) is an answer: the node is fine.
@@ -469,7 +496,7 @@ export function createServiceBroker(
         const retryable = err instanceof PlexusError && err.retryable &&
           !(err instanceof TimeoutError && node === me);
         if (!retryable || attempt >= retries) {
-          calls?.inc({ action: name, result: "error" });
+          count(name, "error");
           throw err;
         }
         excluded.add(node);
@@ -480,7 +507,7 @@ export function createServiceBroker(
           random,
         });
         if (deadlineAt - performance.now() <= wait) {
-          calls?.inc({ action: name, result: "error" });
+          count(name, "error");
           throw err instanceof CircuitOpenError ||
               !(err instanceof TimeoutError)
             ? err

@@ -153,6 +153,8 @@ interface LocalSub extends SubInfo {
 const encoder = new TextEncoder();
 /** Request/reply frames sent in one WebSocket message at most. */
 const MAX_BATCH = 512;
+/** Resolution of request deadlines: a request times out up to this late. */
+const DEADLINE_TICK_MS = 5;
 const randomId = () => crypto.randomUUID().slice(0, 12);
 
 function checkTopic(topic: string): void {
@@ -226,9 +228,45 @@ export async function startMesh(
     topic: string;
     resolve: (v: unknown) => void;
     reject: (e: unknown) => void;
-    timer: ReturnType<typeof setTimeout>;
+    /** The deadline's bucket (see `expireRequests`). */
+    bucket: number;
+    timeoutMs: number;
   }>();
   let nextRequest = 0;
+  // Request deadlines in buckets of DEADLINE_TICK_MS swept by one interval
+  // timer while requests wait, instead of a timer per request (a third of
+  // the caller's CPU per call went to creating and clearing timers).
+  const deadlines = new Map<number, Set<number>>();
+  let swept = Math.floor(Date.now() / DEADLINE_TICK_MS);
+  let sweeper: ReturnType<typeof setInterval> | undefined;
+  const settle = (id: number) => {
+    const p = pending.get(id);
+    if (!p) return undefined;
+    pending.delete(id);
+    deadlines.get(p.bucket)?.delete(id);
+    if (pending.size === 0 && sweeper !== undefined) {
+      clearInterval(sweeper);
+      sweeper = undefined;
+    }
+    return p;
+  };
+  const expireRequests = () => {
+    const now = Math.floor(Date.now() / DEADLINE_TICK_MS);
+    for (; swept < now; swept++) {
+      const ids = deadlines.get(swept + 1);
+      if (!ids) continue;
+      deadlines.delete(swept + 1);
+      for (const id of ids) {
+        const p = settle(id);
+        p?.reject(
+          new TimeoutError(
+            `request '${p.topic}' to node '${p.node}'`,
+            p.timeoutMs,
+          ),
+        );
+      }
+    }
+  };
   const reindex = () => {
     const index = new Map<string, string[]>();
     const add = (topic: string, node: string) => {
@@ -288,8 +326,7 @@ export async function startMesh(
       if (link.serves.size > 0) reindex();
       for (const [id, p] of pending) {
         if (p.node !== link.peer) continue;
-        pending.delete(id);
-        clearTimeout(p.timer);
+        settle(id);
         p.reject(
           new TransportError(
             "unavailable",
@@ -443,8 +480,7 @@ export async function startMesh(
         case "res": {
           const p = pending.get(f.id);
           if (!p || p.node !== link.peer) return;
-          pending.delete(f.id);
-          clearTimeout(p.timer);
+          settle(f.id);
           if (f.err === undefined) p.resolve(f.body);
           else {
             p.reject(
@@ -923,16 +959,24 @@ export async function startMesh(
         );
       }
       return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-          pending.delete(id);
-          reject(
-            new TimeoutError(
-              `request '${topic}' to node '${node}'`,
-              opts.timeoutMs,
-            ),
-          );
-        }, opts.timeoutMs);
-        pending.set(id, { node, topic, resolve, reject, timer });
+        const bucket = Math.ceil(
+          (Date.now() + opts.timeoutMs) / DEADLINE_TICK_MS,
+        );
+        const ids = deadlines.get(bucket);
+        if (ids) ids.add(id);
+        else deadlines.set(bucket, new Set([id]));
+        if (sweeper === undefined) {
+          swept = Math.floor(Date.now() / DEADLINE_TICK_MS);
+          sweeper = setInterval(expireRequests, DEADLINE_TICK_MS);
+        }
+        pending.set(id, {
+          node,
+          topic,
+          resolve,
+          reject,
+          bucket,
+          timeoutMs: opts.timeoutMs,
+        });
         sendBatched(link, frame);
       });
     },
@@ -946,10 +990,10 @@ export async function startMesh(
       closed = true;
       for (const t of timers) clearTimeout(t);
       timers.clear();
-      for (const [id, p] of pending) {
-        pending.delete(id);
-        clearTimeout(p.timer);
-        p.reject(new TransportError("closed", "transport is closed"));
+      for (const id of [...pending.keys()]) {
+        settle(id)?.reject(
+          new TransportError("closed", "transport is closed"),
+        );
       }
       served.clear();
       const subs = [...local.values()];
