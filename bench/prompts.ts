@@ -1,0 +1,252 @@
+/**
+ * The prompt layer's overhead: prompt round trips/s through one root agent
+ * (`POST /send/prompt`, SAGE off and on) versus the gateway's bare sealed
+ * request to the same agent behind the same HTTP chain, and cache hits/s
+ * versus `GET /health`, all in the same run.
+ *
+ *   deno run -A bench/prompts.ts [--quick] [--rounds N] [--ms MS] [--concurrency C]
+ *
+ * One node (`startNode`, KV file, rate limits off, log level warn) with
+ * `builtin:prompts` and a bench plugin whose `POST /api/v1/benchbare` (same
+ * `prompt:send` permission, same JWT, same per-IP/audit/auth chain) sends
+ * the body straight to the root agent with `gateway.request` and returns
+ * its answer: the bare sealed request. One SDK root agent answers at once
+ * (SAGE: signs its hop). Clients are `fetch` loops, `C` at a time, in the
+ * same process as node and agent (one event loop for all: the ratios
+ * compare like with like). A prompt round trip uses a new prompt each time
+ * with `Cache-Control: no-cache`, so the agent is asked every time (and the
+ * SAGE-off answer is still stored, as in production). Cache hits ask one
+ * stored prompt again and again. Rounds alternate the cases; values are
+ * medians.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { loadConfig } from "../core/config.ts";
+import { startNode } from "../core/node.ts";
+import { definePlugin } from "../core/plugin.ts";
+import { BUILTINS } from "../builtins.ts";
+import type { AgentGateway } from "../gateway/gateway.ts";
+import { AgentClient, generateAgentKey } from "../sdk/mod.ts";
+import { servePrompts } from "../sdk/prompt_agent.ts";
+import { info, isQuick, median, numFlag, round, spread } from "./_util.ts";
+
+const quick = isQuick();
+const rounds = numFlag("rounds", quick ? 2 : 4);
+const ms = numFlag("ms", quick ? 600 : 1500);
+const concurrency = numFlag("concurrency", 16);
+
+const bare = definePlugin({
+  manifest: {
+    name: "benchbare",
+    version: "1.0.0",
+    kind: "extension",
+    api: "^1",
+    provides: ["extension:benchbare"],
+    requires: ["gateway:agents"],
+  },
+  setup(ctx) {
+    const gateway = ctx.kernel.get<AgentGateway>("gateway:agents");
+    ctx.api("benchbare").post("/", "prompt:send", async (c) => {
+      const body = await c.req.json() as { prompt: string };
+      const [agent] = gateway.capabilities().prompt ?? [];
+      const answer = await gateway.request(agent, "tasks.prompt", {
+        requestId: crypto.randomUUID(),
+        hop: 0,
+        prompt: body.prompt,
+        sage: false,
+      });
+      return c.json(answer);
+    });
+    return Promise.resolve({ stop: () => Promise.resolve() });
+  },
+});
+
+const dir = await Deno.makeTempDir({ prefix: "plexus-bench-prompts-" });
+const file = join(dir, "config.json");
+await Deno.writeTextFile(
+  file,
+  JSON.stringify({
+    rateLimit: { enabled: false },
+    pluginConfig: {
+      prompts: { maxConcurrent: 1024, maxQueued: 1024, anonymous: true },
+    },
+  }),
+);
+const parsed = loadConfig([
+  "--port=0",
+  `--kv=${join(dir, "kv")}`,
+  `--data-dir=${dir}`,
+  `--plugins-dir=${join(dir, "none")}`,
+  "--plugin=builtin:prompts",
+  "--plugin=builtin:benchbare",
+  `--config=${file}`,
+  "--log-level=warn",
+], { env: {} });
+if (parsed.help) throw new Error("unreachable");
+const node = await startNode(parsed.config, {
+  sinks: [],
+  builtins: { ...BUILTINS, benchbare: () => Promise.resolve(bare) },
+});
+const token = await node.security.jwt.issue("bench", "analyst");
+
+// The root agent: enrolled over HTTP, answers at once.
+const key = await generateAgentKey();
+const operator = await node.security.jwt.issue("bench-ops", "operator");
+const enrol = await fetch(`${node.url}/api/v1/agents`, {
+  method: "POST",
+  headers: {
+    authorization: `Bearer ${operator}`,
+    "content-type": "application/json",
+  },
+  body: JSON.stringify({
+    agentId: key.id,
+    publicKey: key.publicKey,
+    roles: ["worker"],
+  }),
+});
+if (enrol.status !== 201) throw new Error(`enrol: ${await enrol.text()}`);
+const seed = Uint8Array.fromBase64(key.privateKey, { alphabet: "base64url" });
+const agent = new AgentClient({ url: node.url, id: key.id, privateKey: seed });
+const connected = agent.connect();
+await servePrompts(agent, "prompt", (hop) => `ok ${hop.prompt}`, {
+  key: seed,
+});
+await connected;
+
+type Case =
+  | "prompt"
+  | "prompt_sage"
+  | "bare"
+  | "cache_hit"
+  | "cache_hit_anonymous"
+  | "health";
+const headers = {
+  authorization: `Bearer ${token}`,
+  "content-type": "application/json",
+};
+let seq = 0;
+const request = (c: Case): Promise<Response> => {
+  switch (c) {
+    case "prompt":
+      return fetch(`${node.url}/send/prompt`, {
+        method: "POST",
+        headers: { ...headers, "cache-control": "no-cache" },
+        body: JSON.stringify({ prompt: `p${seq++}`, sageEnabled: false }),
+      });
+    case "prompt_sage":
+      return fetch(`${node.url}/send/prompt`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ prompt: `p${seq++}`, sageEnabled: true }),
+      });
+    case "bare":
+      return fetch(`${node.url}/api/v1/benchbare`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ prompt: `p${seq++}` }),
+      });
+    case "cache_hit":
+      return fetch(`${node.url}/send/prompt`, {
+        method: "POST",
+        headers,
+        body: '{"prompt":"the cached one","sageEnabled":false}',
+      });
+    case "cache_hit_anonymous":
+      return fetch(`${node.url}/plugins/prompts/send`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: '{"prompt":"the cached one","sageEnabled":false}',
+      });
+    case "health":
+      return fetch(`${node.url}/health`);
+  }
+};
+
+/** Requests/s of `c` over `ms` with `concurrency` loops; throws on a bad answer. */
+async function run(c: Case): Promise<number> {
+  const end = performance.now() + ms;
+  let done = 0;
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (performance.now() < end) {
+      const res = await request(c);
+      if (res.status !== 200) {
+        throw new Error(`${c}: ${res.status} ${await res.text()}`);
+      }
+      if (c.startsWith("cache_hit") && res.headers.get("x-cache") !== "HIT") {
+        throw new Error(`cache_hit: X-Cache ${res.headers.get("x-cache")}`);
+      }
+      await res.body?.cancel();
+      done++;
+    }
+  }));
+  return done / ((performance.now() - t0) / 1000);
+}
+
+// Warm up every path, and store the cached answer.
+const warm = await request("cache_hit");
+await warm.body?.cancel();
+const cases: Case[] = [
+  "bare",
+  "prompt",
+  "prompt_sage",
+  "health",
+  "cache_hit",
+  "cache_hit_anonymous",
+];
+for (const c of cases) await run(c);
+
+const rates = Object.fromEntries(
+  cases.map((c) => [c, [] as number[]]),
+) as Record<
+  Case,
+  number[]
+>;
+for (let r = 0; r < rounds; r++) {
+  for (const c of r % 2 ? [...cases].reverse() : cases) {
+    rates[c].push(await run(c));
+  }
+  info(
+    `round ${r + 1}/${rounds}: ${
+      cases.map((c) => `${c} ${round(rates[c].at(-1)!)}/s`).join(", ")
+    }`,
+  );
+}
+const m = Object.fromEntries(cases.map((c) => [c, median(rates[c])])) as Record<
+  Case,
+  number
+>;
+
+await agent.close();
+await node.shutdown();
+await Deno.remove(dir, { recursive: true }).catch(() => {});
+
+console.log(JSON.stringify({
+  bench: "prompts",
+  metric: "prompt_round_trips_per_s",
+  unit: "1/s",
+  value: round(m.prompt),
+  baseline: {
+    name: "bare sealed gateway request to the same agent, same HTTP chain",
+    value: round(m.bare),
+  },
+  ratio: round(m.prompt / m.bare, 2),
+  details: {
+    prompt_sage_per_s: round(m.prompt_sage),
+    sage_ratio: round(m.prompt_sage / m.bare, 2),
+    cache_hits_per_s: round(m.cache_hit),
+    health_per_s: round(m.health),
+    cache_ratio: round(m.cache_hit / m.health, 2),
+    cache_hits_anonymous_per_s: round(m.cache_hit_anonymous),
+    cache_anonymous_ratio: round(m.cache_hit_anonymous / m.health, 2),
+    spread: Object.fromEntries(
+      cases.map((c) => [c, round(spread(rates[c]), 2)]),
+    ),
+    concurrency,
+    rounds,
+    ms,
+  },
+  notes:
+    "one process: node, root agent and fetch clients share the event loop; targets: ratio >= 0.7 (without and with SAGE) and cache_ratio >= 0.7",
+}));
