@@ -1,12 +1,15 @@
 /**
- * `POST /api/v1/tasks` and `GET /api/v1/tasks/{id}`.
+ * `POST /api/v1/tasks`, `GET /api/v1/tasks/{id}` and the dead letters:
+ * `GET /api/v1/tasks/dead` (`tasks:read`), `POST /api/v1/tasks/dead/{id}/replay`
+ * and `POST /api/v1/tasks/dead/purge` (`queues:write`, operator).
  *
  * @module
  */
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { z } from "zod";
-import { TaskInputError, type TaskService } from "../tasks.ts";
+import { type TaskBody, TaskInputError, type TaskService } from "../tasks.ts";
+import type { QueueMessage } from "../state/queue.ts";
 import { errorResponse, plexusErrorResponse } from "./errors.ts";
 import { readJson } from "./json.ts";
 import { requireNodeSignature, requirePermission } from "./auth.ts";
@@ -22,6 +25,40 @@ const submission = z.strictObject({
   idempotencyKey: z.string().min(1).max(256).optional(),
   capability: z.string().min(1).max(64).optional(),
 });
+
+const deadQuery = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(1000).optional(),
+});
+const purgeBody = z.strictObject({
+  /** Only these dead letters; all of them (up to 1000) when absent. */
+  ids: z.array(z.string().min(1).max(128)).max(1000).optional(),
+});
+
+/** One dead letter as `GET /api/v1/tasks/dead` lists it. */
+export interface DeadLetterView {
+  id: string;
+  type: string;
+  attempts: number;
+  /** ISO 8601. */
+  enqueuedAt: string;
+  /** ISO 8601. */
+  deadAt: string | null;
+  reason: string | null;
+  /** The last attempt's error. */
+  lastError: string | null;
+}
+
+function deadLetterView(m: QueueMessage<TaskBody>): DeadLetterView {
+  return {
+    id: m.id,
+    type: m.payload.type,
+    attempts: m.attempts,
+    enqueuedAt: new Date(m.enqueuedAt).toISOString(),
+    deadAt: m.deadAt === undefined ? null : new Date(m.deadAt).toISOString(),
+    reason: m.deadReason ?? null,
+    lastError: m.errors.at(-1)?.error ?? null,
+  };
+}
 
 /** Routes for tasks, to mount at `/api/v1/tasks`. */
 export function taskRoutes(tasks: TaskService): Hono {
@@ -47,6 +84,37 @@ export function taskRoutes(tasks: TaskService): Hono {
         if (err instanceof TaskInputError) return plexusErrorResponse(err);
         throw err;
       }
+    },
+  );
+  app.get("/dead", requirePermission("tasks:read"), async (c) => {
+    const q = deadQuery.safeParse(c.req.query());
+    if (!q.success) {
+      return errorResponse(400, `limit: ${q.error.issues[0].message}`);
+    }
+    const dead = await tasks.queue.dlq({ limit: q.data.limit ?? 100 });
+    return c.json(dead.map(deadLetterView));
+  });
+  app.post(
+    "/dead/purge",
+    requirePermission("queues:write"),
+    async (c) => {
+      const body = await readJson(c, purgeBody);
+      if (body instanceof Response) return body;
+      return c.json({ purged: await tasks.queue.purge(body.ids) });
+    },
+  );
+  app.post(
+    "/dead/:id/replay",
+    requirePermission("queues:write"),
+    async (c) => {
+      const id = c.req.param("id");
+      if (!await tasks.queue.replay(id)) {
+        return errorResponse(
+          (await tasks.queue.get(id)) ? 409 : 404,
+          `task '${id}' is not a dead letter`,
+        );
+      }
+      return c.json({ id, status: "ready" });
     },
   );
   app.get("/:id", requirePermission("tasks:read"), async (c) => {

@@ -14,6 +14,7 @@
  * | `agents:write`     |        |         |    ✓     |   ✓   |
  * | `agents:send`      |        |         |    ✓     |   ✓   |
  * | `agents:broadcast` |        |         |    ✓     |   ✓   |
+ * | `queues:write`     |        |         |    ✓     |   ✓   |
  * | `admin`            |        |         |          |   ✓   |
  *
  * Intended use on the HTTP API (CONTRACTS.md): `GET /api/v1/plugins` →
@@ -23,7 +24,9 @@
  * `prompt:send`; `GET /api/v1/agents/{id}/status` → `agents:read`;
  * `POST /api/v1/agents` (enrol) → `agents:write`;
  * `POST /api/v1/agents/{id}/send` → `agents:send`;
- * `POST /api/v1/agents/broadcast` → `agents:broadcast`; token revocation and
+ * `POST /api/v1/agents/broadcast` → `agents:broadcast`;
+ * `POST /api/v1/tasks/dead/{id}/replay` and `POST /api/v1/tasks/dead/purge`
+ * → `queues:write`; token revocation and
  * other node administration → `admin`.
  *
  * @module
@@ -46,6 +49,7 @@ export const PERMISSION_NAMES = [
   "agents:write",
   "agents:send",
   "agents:broadcast",
+  "queues:write",
   "admin",
 ] as const;
 
@@ -68,6 +72,7 @@ const OPERATOR: readonly Permission[] = [
   "agents:write",
   "agents:send",
   "agents:broadcast",
+  "queues:write",
 ];
 const ADMIN: readonly Permission[] = [...OPERATOR, "admin"];
 

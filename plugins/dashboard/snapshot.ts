@@ -18,6 +18,8 @@ export interface Snapshot {
   plugins: unknown;
   /** A few of this node's metrics (from `GET /metrics`). */
   metrics: MetricSample;
+  /** The oldest dead letters of the task queue (`GET /api/v1/tasks/dead?limit=20`). */
+  dead: unknown;
 }
 
 /** The metrics the page charts and lists. */
@@ -28,6 +30,8 @@ export interface MetricSample {
   requests: number;
   /** Queue depth by queue and state. */
   queues: { queue: string; state: string; depth: number }[];
+  /** Age of the oldest ready message per queue, seconds. */
+  oldestReady: Record<string, number>;
 }
 
 const LINE_RE = /^(plexus_[a-z_]+)(?:\{([^}]*)\})? ([0-9.eE+-]+|NaN)$/;
@@ -45,20 +49,34 @@ const LABEL_RE = /([a-z_]+)="((?:[^"\\]|\\.)*)"/g;
  *   'plexus_http_requests_total{method="GET",route="/health",status="200"} 3',
  *   'plexus_queue_depth{queue="tasks",state="dead"} 2',
  * ].join("\n"));
- * assert.deepEqual(s, { rss: 1048576, requests: 3, queues: [{ queue: "tasks", state: "dead", depth: 2 }] });
+ * assert.deepEqual(s.queues, [{ queue: "tasks", state: "dead", depth: 2 }]);
+ * assert.equal(s.rss, 1048576);
+ * assert.equal(s.requests, 3);
  * ```
  */
 export function metricSample(text: string): MetricSample {
-  const out: MetricSample = { rss: 0, requests: 0, queues: [] };
+  const out: MetricSample = {
+    rss: 0,
+    requests: 0,
+    queues: [],
+    oldestReady: {},
+  };
   for (const line of text.split("\n")) {
     const m = LINE_RE.exec(line);
     if (!m) continue;
     const value = Number(m[3]);
     if (m[1] === "plexus_process_resident_memory_bytes") out.rss = value;
     else if (m[1] === "plexus_http_requests_total") out.requests += value;
-    else if (m[1] === "plexus_queue_depth") {
+    else if (
+      m[1] === "plexus_queue_depth" ||
+      m[1] === "plexus_queue_oldest_ready_age_seconds"
+    ) {
       const labels: Record<string, string> = {};
       for (const l of (m[2] ?? "").matchAll(LABEL_RE)) labels[l[1]] = l[2];
+      if (m[1] !== "plexus_queue_depth") {
+        out.oldestReady[labels.queue ?? "?"] = value;
+        continue;
+      }
       out.queues.push({
         queue: labels.queue ?? "?",
         state: labels.state ?? "?",
@@ -106,9 +124,10 @@ export function createSnapshots(
   };
   const json = async (url: string) => await (await get(url)).json();
   const gather = async (): Promise<Snapshot> => {
-    const [cluster, plugins, metrics] = await Promise.all([
+    const [cluster, plugins, dead, metrics] = await Promise.all([
       json(`${self()}/api/v1/cluster`),
       json(`${self()}/api/v1/plugins`),
+      json(`${self()}/api/v1/tasks/dead?limit=20`).catch(() => []),
       get(`${self()}/metrics`).then(async (r) => metricSample(await r.text())),
     ]);
     const members = (cluster as { members?: { id: string; address: string }[] })
@@ -124,7 +143,7 @@ export function createSnapshots(
         health[m.id] = { status: "unreachable", error: (err as Error).message };
       }
     }));
-    return { cluster, health, plugins, metrics };
+    return { cluster, health, plugins, metrics, dead };
   };
   const tick = async () => {
     if (running) return; // a slow gather is skipped, never stacked

@@ -4,7 +4,7 @@
  * against three real nodes (kv-lease over a shared KV file) and a real
  * OpenID provider (npm oidc-provider) on loopback. Signs in through the
  * provider, sees the cluster, watches the leader die and another take over
- * live, reloads a plugin, logs out. Screenshots go to
+ * live, replays and purges a dead letter, reloads a plugin, logs out. Screenshots go to
  * `$PLEXUS_RUN/console-browser/` (else a temp dir), printed at the end.
  *
  * Needs chromium (`bash scripts/browser.sh` installs it): ignored with the
@@ -16,6 +16,8 @@ import { eventually, fileTarget, startCluster } from "../cluster/_cluster.ts";
 import type { PlexusProcess } from "../integration/_process.ts";
 import { startIdp } from "./_idp.ts";
 import { launch, type Page } from "./_cdp.ts";
+import { DurableQueue } from "../../core/state/queue.ts";
+import type { TaskBody } from "../../core/tasks.ts";
 
 const CHROMIUM = Deno.env.get("PLEXUS_CHROMIUM") ?? "/usr/bin/chromium";
 const REQUIRED = Deno.env.get("PLEXUS_REQUIRE_SERVICES") === "1";
@@ -44,7 +46,7 @@ async function leaderOf(node: PlexusProcess): Promise<string | null> {
 
 Deno.test({
   name:
-    "console in chromium: sign in through the OpenID provider, see the cluster, watch the leader change live, reload a plugin, log out",
+    "console in chromium: sign in through the OpenID provider, see the cluster, watch the leader change live, replay and purge a dead letter, reload a plugin, log out",
   ignore: missing && !REQUIRED,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -167,13 +169,56 @@ Deno.test({
       assert.ok(ids.includes(next) && next !== first, `new leader '${next}'`);
       await page.screenshot(join(shots, "3-leader-changed.png"));
 
+      // A task no node handles dies; the page lists it, replays it (it runs
+      // and dies again: a later death), then purges it.
+      const tasks = new DurableQueue<TaskBody>(c.kv, "tasks");
+      const { id } = await tasks.enqueue({ type: "console-test", payload: 1 }, {
+        maxAttempts: 1,
+      });
+      const died = await eventually(
+        () => tasks.get(id),
+        (m) => m?.state === "dead",
+        "the test task to die",
+      );
+      const row = `[data-dead=${JSON.stringify(id)}]`;
+      await page.waitFor(
+        `!!document.querySelector(${JSON.stringify(row)})`,
+        "the dead letter on the page",
+      );
+      await page.screenshot(join(shots, "4-dead-letter.png"));
+      await page.click(`[data-replay=${JSON.stringify(id)}]`);
+      await eventually(
+        () => tasks.get(id),
+        (m) => m?.state !== "dead" || m.deadAt! > died!.deadAt!,
+        "the replayed task to run again",
+      );
+      await page.waitFor(
+        `/replayed/.test(document.querySelector("#toast")?.textContent ?? "")`,
+        "the replay's answer on the page",
+      );
+      await eventually(
+        () => tasks.get(id),
+        (m) => m?.state === "dead",
+        "the replayed task to die again",
+      );
+      await page.click(`[data-purge=${JSON.stringify(id)}]`);
+      await eventually(
+        () => tasks.get(id),
+        (m) => m === null,
+        "the purged task to be gone",
+      );
+      await page.waitFor(
+        `!document.querySelector(${JSON.stringify(row)})`,
+        "the purged dead letter to leave the page",
+      );
+
       // Reload a plugin (admin): the swap answers and the page says so.
       await page.click('[data-reload="hello"]');
       await page.waitFor(
         `/reloaded hello/.test(document.querySelector("#toast")?.textContent ?? "")`,
         "the reload's answer on the page",
       );
-      await page.screenshot(join(shots, "4-plugin-reloaded.png"));
+      await page.screenshot(join(shots, "5-plugin-reloaded.png"));
 
       // Log out: the session is gone; the page sends us to sign in again.
       await page.click("#logout");
@@ -184,7 +229,7 @@ Deno.test({
       );
       await page.goto(`${home.url}/ui/`);
       await page.waitFor(on("/ui/login"), "the sign-in page for /ui/");
-      await page.screenshot(join(shots, "5-logged-out.png"));
+      await page.screenshot(join(shots, "6-logged-out.png"));
       assert.deepEqual(
         page.problems,
         [],

@@ -16,7 +16,7 @@ function el(tag, attrs, ...children) {
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
     else e.setAttribute(k, v);
   }
-  for (const c of children) {
+  for (const c of children.flat()) {
     e.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
   }
   return e;
@@ -90,6 +90,45 @@ function renderQueues(queues) {
   $("#queues tbody").replaceChildren(...rows);
 }
 
+function renderDead(dead, oldest) {
+  const ops = can("operator");
+  $("#purge-all").hidden = !ops || dead.length === 0;
+  const rows = dead.map((d) =>
+    el("tr", { "data-dead": d.id },
+      el("td", { title: d.id }, d.id.slice(0, 8)),
+      el("td", {}, d.type),
+      el("td", {}, d.attempts),
+      el("td", {}, d.deadAt ? new Date(d.deadAt).toLocaleTimeString() : ""),
+      el("td", { class: "reason", title: d.reason || "" }, d.lastError || d.reason || ""),
+      el("td", {}, ops
+        ? [
+          el("button", { type: "button", "data-replay": d.id, onclick: () => deadAction("replay", d.id) }, "Replay"),
+          " ",
+          el("button", { type: "button", "data-purge": d.id, onclick: () => deadAction("purge", d.id) }, "Purge"),
+        ]
+        : ""))
+  );
+  $("#dead tbody").replaceChildren(...rows);
+  const ages = Object.entries(oldest || {}).filter(([, v]) => v > 0);
+  $("#oldest").textContent = ages.length
+    ? "oldest ready: " + ages.map(([q, v]) => q + " " + Math.round(v) + " s").join(", ")
+    : "";
+}
+
+async function deadAction(action, id) {
+  try {
+    if (action === "replay") {
+      await api("POST", "/api/v1/tasks/dead/" + encodeURIComponent(id) + "/replay", {});
+      toast("replayed " + id);
+    } else {
+      const r = await api("POST", "/api/v1/tasks/dead/purge", id ? { ids: [id] } : {});
+      toast("purged " + r.purged + " dead letter" + (r.purged === 1 ? "" : "s"));
+    }
+  } catch (err) {
+    toast(action + ": " + err.message);
+  }
+}
+
 function renderChart() {
   const canvas = $("#chart");
   const ctx = canvas.getContext("2d");
@@ -101,12 +140,14 @@ function renderChart() {
   const mem = pts.map((p) => ({ t: p.t, v: p.rss / 1048576 }));
   const t0 = pts[0].t, t1 = pts[pts.length - 1].t;
   const line = (series, color) => {
-    const max = Math.max(1, ...series.map((p) => p.v));
+    const vs = series.map((p) => p.v);
+    const min = Math.min(...vs), max = Math.max(...vs);
+    const span = max - min || 1;
     ctx.strokeStyle = color;
     ctx.beginPath();
     series.forEach((p, i) => {
       const x = ((p.t - t0) / Math.max(1, t1 - t0)) * (w - 4) + 2;
-      const y = h - 4 - (p.v / max) * (h - 8);
+      const y = h - 4 - ((p.v - min) / span) * (h - 8);
       if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
     });
     ctx.stroke();
@@ -120,6 +161,7 @@ function onSnapshot(s) {
   renderCluster(s);
   renderPlugins(s.plugins);
   renderQueues(s.metrics.queues);
+  renderDead(s.dead || [], s.metrics.oldestReady);
   state.samples.push({ t: Date.now(), rss: s.metrics.rss, requests: s.metrics.requests });
   if (state.samples.length > SAMPLE_KEEP) state.samples.shift();
   renderChart();
@@ -215,6 +257,7 @@ async function main() {
     $("#task-out").textContent = JSON.stringify(await api("GET", "/api/v1/tasks/" + encodeURIComponent(f.get("id"))), null, 2);
   });
   $("#log-filter").addEventListener("input", renderLogs);
+  $("#purge-all").addEventListener("click", () => deadAction("purge"));
   connect();
 }
 

@@ -44,6 +44,9 @@ export const INDEX_HTML = `${HEAD("Plexus console")}
   <section id="tasks-view">
     <h2>Tasks and queues</h2>
     <table id="queues"><thead><tr><th>queue</th><th>state</th><th>depth</th></tr></thead><tbody></tbody></table>
+    <p id="oldest"></p>
+    <h3>Dead letters <button id="purge-all" type="button" hidden>Purge all</button></h3>
+    <table id="dead"><thead><tr><th>task</th><th>type</th><th>attempts</th><th>died</th><th>reason</th><th></th></tr></thead><tbody></tbody></table>
     <form id="task-get"><input name="id" placeholder="task id" required> <button>Look up</button></form>
     <pre id="task-out"></pre>
   </section>
