@@ -1,5 +1,5 @@
-// One side of bench/peers/moleculer.ts, run with node from the folder
-// scripts/peers/moleculer.sh prints (MOLECULER_DIR): a Moleculer broker on
+// One side of bench/peers/moleculer.ts, run with the node installed in the
+// folder scripts/peers/moleculer.sh prints (MOLECULER_DIR): a Moleculer broker on
 // the TCP transporter (static urls, no UDP discovery, JSON serializer), as
 // `server PORT` (service `bench` with action `echo` returning its params,
 // prints {"ready":true} once started) or `client PORT SERVER_PORT` (prints

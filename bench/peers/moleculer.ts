@@ -7,7 +7,8 @@
  *   deno run -A bench/peers/moleculer.ts [--quick] [--rounds R] [--seconds S]
  *
  * Moleculer 0.15 comes from npm through `scripts/peers/moleculer.sh` (cache
- * outside the repo) and runs on `node` with its TCP transporter (static
+ * outside the repo) with the Node.js 22 it requires (also from npm) and
+ * runs with its TCP transporter (static
  * urls, no UDP discovery), the JSON serializer and no params validator:
  * a `bench.echo` action returning its params, called with `broker.call`.
  * Plexus runs `bench/_services_node.ts`: mesh nodes with service brokers,
@@ -66,10 +67,9 @@ async function spawnNode(
 ): Promise<Child> {
   const script = here("./_moleculer_node.mjs");
   const pin = await canPin();
-  const cmd = new Deno.Command(pin ? "taskset" : "node", {
-    args: pin
-      ? ["-c", String(core), "node", script, ...args]
-      : [script, ...args],
+  const node = `${dir}/node_modules/.bin/node`;
+  const cmd = new Deno.Command(pin ? "taskset" : node, {
+    args: pin ? ["-c", String(core), node, script, ...args] : [script, ...args],
     env: { MOLECULER_DIR: dir },
     stdin: "piped",
     stdout: "piped",
@@ -135,7 +135,9 @@ for (let r = 0; r < ROUNDS; r++) {
 await Promise.all([pClient, pServer, mClient, mServer].map((c) => c.stop()));
 
 const nodeVersion = new TextDecoder().decode(
-  (await new Deno.Command("node", { args: ["--version"] }).output()).stdout,
+  (await new Deno.Command(`${dir}/node_modules/.bin/node`, {
+    args: ["--version"],
+  }).output()).stdout,
 ).trim();
 const rate = (rs: Run[]) => median(rs.map((x) => x.n / x.ms * 1000));
 const p = (rs: Run[], k: "p50" | "p99") =>
@@ -148,7 +150,7 @@ console.log(JSON.stringify({
   unit: "1/s",
   value: round(ours),
   baseline: {
-    name: "Moleculer 0.15.2 TCP transporter (node), broker.call",
+    name: `Moleculer 0.15.2 TCP transporter (node ${nodeVersion}), broker.call`,
     value: round(theirs),
   },
   ratio: round(ours / theirs, 2),
