@@ -87,7 +87,10 @@ const dashboard = definePlugin<DashboardConfig>({
       ? createLogin(cfg.provider, { kv: ctx.kv })
       : undefined;
     const linksAllowed = cfg.loginLinks ?? !cfg.provider;
-    const snapshots = createSnapshots(ctx, { intervalMs: cfg.snapshotMs });
+    const snapshots = createSnapshots(ctx, {
+      intervalMs: cfg.snapshotMs,
+      kv: optional<Deno.Kv>(ctx, "state:kv"),
+    });
     const loginPage = (
       c: Context,
       error?: string,

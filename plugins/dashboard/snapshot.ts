@@ -7,6 +7,8 @@
  * @module
  */
 import type { PluginContext } from "../../core/plugin.ts";
+import type { NodeRecord } from "../../core/state/registry.ts";
+import { nodeKey } from "../../core/state/keys.ts";
 
 /** What one snapshot holds (the page renders it). */
 export interface Snapshot {
@@ -20,6 +22,14 @@ export interface Snapshot {
   metrics: MetricSample;
   /** The oldest dead letters of the task queue (`GET /api/v1/tasks/dead?limit=20`). */
   dead: unknown;
+  /** Each node's registry record as this node's KV holds it: version, load (in-flight tasks, RSS), start time. */
+  nodes: Record<string, Pick<NodeRecord, "version" | "load" | "startedAt">>;
+  /**
+   * The consensus plugin's own status of each member, when it serves
+   * `GET /api/v1/{consensus}/status` (Raft: role, term, commit and log
+   * indexes, applied), by member id.
+   */
+  consensus: Record<string, unknown>;
 }
 
 /** The metrics the page charts and lists. */
@@ -109,7 +119,7 @@ const MEMBER_TIMEOUT_MS = 800;
  */
 export function createSnapshots(
   ctx: Pick<PluginContext, "nodeFetch" | "node" | "log">,
-  options: { intervalMs: number },
+  options: { intervalMs: number; kv?: Deno.Kv },
 ): Snapshots {
   const sockets = new Set<WebSocket>();
   let timer: ReturnType<typeof setInterval> | undefined;
@@ -133,6 +143,11 @@ export function createSnapshots(
     const members = (cluster as { members?: { id: string; address: string }[] })
       .members ?? [];
     const health: Record<string, unknown> = {};
+    const consensus: Record<string, unknown> = {};
+    const name = (cluster as { consensus?: string }).consensus;
+    const detail = name && name !== "none" && /^[a-z0-9-]+$/.test(name)
+      ? `/api/v1/${name}/status`
+      : undefined;
     await Promise.all(members.map(async (m) => {
       try {
         const res = await fetch(`${m.address}/health`, {
@@ -141,9 +156,27 @@ export function createSnapshots(
         health[m.id] = await res.json();
       } catch (err) {
         health[m.id] = { status: "unreachable", error: (err as Error).message };
+        return;
+      }
+      if (!detail) return;
+      try {
+        consensus[m.id] = await json(`${m.address}${detail}`);
+      } catch {
+        // This consensus plugin has no status route, or the node is busy.
       }
     }));
-    return { cluster, health, plugins, metrics, dead };
+    const nodes: Snapshot["nodes"] = {};
+    if (options.kv) {
+      for await (
+        const e of options.kv.list<NodeRecord>({ prefix: nodeKey() }, {
+          limit: 256,
+        })
+      ) {
+        const { version, load, startedAt } = e.value;
+        nodes[e.value.id] = { version, load, startedAt };
+      }
+    }
+    return { cluster, health, plugins, metrics, dead, nodes, consensus };
   };
   const tick = async () => {
     if (running) return; // a slow gather is skipped, never stacked

@@ -148,6 +148,11 @@ Deno.test({
         } && document.querySelectorAll("#members tbody tr").length === 3`,
         `leader ${first} and three members on the page`,
       );
+      // Each node's load from the registry: its memory in MiB.
+      await page.waitFor(
+        `[...document.querySelectorAll("#members tbody tr")].every((r) => /MiB/.test(r.children[6].textContent))`,
+        "every member's memory on the page",
+      );
       await page.waitFor(
         `document.querySelectorAll("#logs li").length > 0`,
         "log lines",

@@ -58,15 +58,35 @@ function renderCluster(s) {
   $("#consensus").textContent = c.consensus;
   const rows = c.members.map((m) => {
     const h = s.health[m.id] || {};
+    const n = (s.nodes || {})[m.id];
     return el("tr", { "data-node": m.id },
       el("td", {}, m.id, m.id === c.leader ? " ★" : ""),
       el("td", {}, m.address),
       el("td", { class: m.status }, m.status),
       el("td", { class: h.status || "" }, h.status || "?"),
-      el("td", {}, h.version || ""),
+      el("td", {}, h.version || (n && n.version) || ""),
+      el("td", {}, n ? n.load.inflight : ""),
+      el("td", {}, n ? Math.round(n.load.rss / 1048576) + " MiB" : ""),
       el("td", {}, new Date(m.lastSeen).toLocaleTimeString()));
   });
   $("#members tbody").replaceChildren(...rows);
+  renderConsensus(s.consensus || {});
+}
+
+// Whatever scalar fields the consensus plugin's status route reports
+// (Raft: role, term, commit, lastIndex, applied, ...), one row per member.
+function renderConsensus(detail) {
+  const ids = Object.keys(detail).sort();
+  const keys = [];
+  for (const id of ids) {
+    for (const [k, v] of Object.entries(detail[id] || {})) {
+      if (k !== "id" && k !== "address" && (typeof v !== "object" || v === null) && !keys.includes(k)) keys.push(k);
+    }
+  }
+  $("#consensus-detail thead").replaceChildren(ids.length ? el("tr", {}, el("th", {}, "node"), ...keys.map((k) => el("th", {}, k))) : "");
+  $("#consensus-detail tbody").replaceChildren(...ids.map((id) =>
+    el("tr", { "data-consensus": id }, el("td", {}, id), ...keys.map((k) => el("td", {}, detail[id][k])))
+  ));
 }
 
 function renderPlugins(plugins) {

@@ -29,7 +29,8 @@ export const INDEX_HTML = `${HEAD("Plexus console")}
   <section id="cluster-view">
     <h2>Cluster</h2>
     <p>Leader <strong id="leader">?</strong> · epoch <strong id="epoch">?</strong> · consensus <strong id="consensus">?</strong></p>
-    <table id="members"><thead><tr><th>node</th><th>address</th><th>membership</th><th>health</th><th>version</th><th>last seen</th></tr></thead><tbody></tbody></table>
+    <table id="members"><thead><tr><th>node</th><th>address</th><th>membership</th><th>health</th><th>version</th><th>in flight</th><th>memory</th><th>last seen</th></tr></thead><tbody></tbody></table>
+    <table id="consensus-detail"><thead></thead><tbody></tbody></table>
   </section>
   <section id="plugins-view">
     <h2>Plugins</h2>
