@@ -835,7 +835,13 @@ export class PbftNode {
   }
 
   #onViewChange(vc: ViewChange): void {
-    if (vc.view < this.#view) return;
+    if (vc.view < this.#view) {
+      // It is views behind (restarted, or cut off): show it the view we are in.
+      if (!this.#changing && this.#newView && vc.replica !== this.id) {
+        this.#send(vc.replica, this.#newView);
+      }
+      return;
+    }
     let forView = this.#viewChanges.get(vc.view);
     if (!forView) this.#viewChanges.set(vc.view, forView = new Map());
     // The first one a replica sends for a view counts; a conflicting copy is ignored.

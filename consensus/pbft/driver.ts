@@ -70,7 +70,11 @@ export interface PbftDriverOptions {
    * send half the replicas a different batch (equivocate), and go silent
    * `silentAfterMs` after the first equivocation.
    */
-  byzantine?: { silentAfterMs: number };
+  byzantine?: {
+    silentAfterMs: number;
+    /** Told once when it first equivocates and once when it goes silent. */
+    onMisbehave?: (what: string) => void;
+  };
   /** Called when persisting fails; the driver has stopped. */
   onFatal?: (error: unknown) => void;
 }
@@ -157,6 +161,7 @@ export class PbftDriver {
   #listeners = new Set<(c: LeaderChange) => void>();
   #last: LeaderChange = { leader: null, epoch: -1 };
   #equivocatedAt: number | undefined;
+  #silent = false;
   /** Sequence numbers executed, for status. */
   executed = 0;
 
@@ -382,11 +387,20 @@ export class PbftDriver {
     if (
       this.#equivocatedAt !== undefined &&
       Date.now() - this.#equivocatedAt >= b.silentAfterMs
-    ) return undefined;
+    ) {
+      if (!this.#silent) b.onMisbehave?.("went silent");
+      this.#silent = true;
+      return undefined;
+    }
     const p = m.payload;
     const victims = this.#o.replicas.filter((r) => r !== this.#o.id);
     if (p.type !== "pre-prepare" || victims.indexOf(m.to) % 2 === 1) return m;
-    this.#equivocatedAt ??= Date.now();
+    if (this.#equivocatedAt === undefined) {
+      this.#equivocatedAt = Date.now();
+      b.onMisbehave?.(
+        `sent conflicting pre-prepares for view ${p.view} seq ${p.seq}`,
+      );
+    }
     const batch = [...p.batch].reverse().concat({
       client: "byzantine",
       t: p.seq,

@@ -195,9 +195,11 @@ const pbft: Plugin<PbftConfig> = definePlugin({
       maxBatch: c.maxBatch,
       maxInflight: c.maxInflight,
       requestTimeoutMs: c.requestTimeoutMs,
-      byzantine: c.unsafeByzantineSilentAfterMs === undefined
-        ? undefined
-        : { silentAfterMs: c.unsafeByzantineSilentAfterMs },
+      byzantine: c.unsafeByzantineSilentAfterMs === undefined ? undefined : {
+        silentAfterMs: c.unsafeByzantineSilentAfterMs,
+        onMisbehave: (what) =>
+          ctx.log.warn(`pbft: TEST-ONLY Byzantine: ${what}`),
+      },
       onFatal: (err) =>
         ctx.log.error("pbft storage failed; this replica stopped", {
           error: err,
@@ -240,9 +242,12 @@ const pbft: Plugin<PbftConfig> = definePlugin({
     };
     // Reads need a viewer and go through consensus (f + 1 matching answers).
     const routes = ctx.api("pbft");
+    // stateDigest: the KV state's SHA-256, equal on replicas that executed as far.
     routes.get("/status", "cluster:read", (h) =>
       h.json({
         ...d.status(),
+        executedSeq: d.executed,
+        stateDigest: auth.digest(d.state.serialize()),
         address: ctx.node.address,
         peers: links.peers(),
       }));
