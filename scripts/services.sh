@@ -25,6 +25,8 @@
 #           never used. rabbitmqctl/rabbitmqadmin wrappers bound to our node are
 #           in $PLEXUS_RUN/rabbitmq/bin (exported as PLEXUS_RABBITMQCTL and
 #           PLEXUS_RABBITMQADMIN)
+#   promtool Debian's prometheus package (apt-get when missing; scripts/promtool.sh),
+#           for `promtool check rules`; nothing is started
 #
 # Stopping everything: kill "$(cat $PLEXUS_RUN/<name>.pid)" for denokv, redis,
 # kafka, nats, rabbitmq. Running this script again restarts whatever is not listening.
@@ -416,5 +418,8 @@ else
   fi
 fi
 log "rabbitmq tools: \$PLEXUS_RABBITMQCTL list_queues${RABBITMQADMIN:+, \$PLEXUS_RABBITMQADMIN list queues (also publish, get)}"
+
+# promtool checks the prompt service's alert rules (tests/prompts/alerts_test.ts).
+bash "$HERE/promtool.sh" || log "promtool could not be installed: the alert rule tests fail under PLEXUS_REQUIRE_SERVICES=1"
 
 echo "export DENO_KV_URL=http://127.0.0.1:$DENOKV_PORT DENO_KV_ACCESS_TOKEN=$DENOKV_TOKEN REDIS_URL=redis://127.0.0.1:$REDIS_PORT KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT PLEXUS_KAFKA_LIBS=$(printf %q "$KAFKA_LIBS") NATS_URL=nats://127.0.0.1:$NATS_PORT${NATSCLI:+ PLEXUS_NATS_CLI=$(printf %q "$NATSCLI")} AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT PLEXUS_RABBITMQCTL=$(printf %q "$RDIR/bin/rabbitmqctl")${RABBITMQADMIN:+ PLEXUS_RABBITMQADMIN=$(printf %q "$RABBITMQADMIN")} PLEXUS_RUN=$(printf %q "$RUN")"

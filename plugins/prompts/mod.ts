@@ -65,6 +65,9 @@ export interface PromptsApi {
   resolvers: DidResolvers;
 }
 
+/** Answers per scenario the latency quantiles are computed over. */
+const LATENCY_WINDOW = 1024;
+
 /** Round-robin over whatever candidates are given, when no balancer plugin is loaded. */
 function rotating(): Balancer {
   let next = 0;
@@ -121,6 +124,31 @@ const promptsPlugin = definePlugin<PromptsConfig>({
     const verificationFailures = ctx.metrics.counter(
       "plexus_prompts_verification_failures_total",
       "SAGE hop signatures that failed verification",
+    );
+    /** The last LATENCY_WINDOW answer times per scenario, seconds, for the quantile gauge. */
+    const windows = new Map<string, number[]>();
+    const observe = (scenario: string, seconds: number) => {
+      duration.observe(seconds, { scenario });
+      let w = windows.get(scenario);
+      if (!w) windows.set(scenario, w = []);
+      w.push(seconds);
+      if (w.length > LATENCY_WINDOW) w.shift();
+    };
+    const quantiles = ctx.metrics.gauge(
+      "plexus_prompts_latency_seconds",
+      `Prompt answer time quantiles (0.5, 0.95, 0.99) over the last ${LATENCY_WINDOW} answers, by scenario`,
+      () => {
+        for (const [scenario, w] of windows) {
+          const sorted = [...w].sort((x, y) => x - y);
+          for (const q of [0.5, 0.95, 0.99]) {
+            const i = Math.min(
+              sorted.length - 1,
+              Math.ceil(q * sorted.length) - 1,
+            );
+            quantiles.set(sorted[i], { scenario, quantile: String(q) });
+          }
+        }
+      },
     );
     /** Latest root hop latency per agent (ms), for /health. */
     const rootLatency = new Map<string, number>();
@@ -236,7 +264,7 @@ const promptsPlugin = definePlugin<PromptsConfig>({
         scenario = input.scenario ?? "none";
         const { result, cache } = await answer(input, c.req.raw.signal, t0);
         requests.inc({ scenario, outcome: "ok" });
-        duration.observe((performance.now() - t0) / 1000, { scenario });
+        observe(scenario, (performance.now() - t0) / 1000);
         return c.json(result, 200, { "X-Cache": cache });
       } catch (err) {
         if (!(err instanceof PlexusError)) throw err;
@@ -245,7 +273,7 @@ const promptsPlugin = definePlugin<PromptsConfig>({
           outcome: err.status < 500 ? "refused" : "error",
         });
         if (err.status >= 500) {
-          duration.observe((performance.now() - t0) / 1000, { scenario });
+          observe(scenario, (performance.now() - t0) / 1000);
           ctx.log.warn("prompt failed", { code: err.code, error: err.message });
         }
         return errorJson(err);
