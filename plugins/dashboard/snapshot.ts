@@ -8,7 +8,7 @@
  */
 import type { PluginContext } from "../../core/plugin.ts";
 import type { NodeRecord } from "../../core/state/registry.ts";
-import { nodeKey } from "../../core/state/keys.ts";
+import { gatewayOutboxKey, nodeKey, queueKeys } from "../../core/state/keys.ts";
 
 /** What one snapshot holds (the page renders it). */
 export interface Snapshot {
@@ -30,7 +30,25 @@ export interface Snapshot {
    * indexes, applied), by member id.
    */
   consensus: Record<string, unknown>;
+  /** The first {@linkcode MAX_AGENTS} enrolled agents (with the gateway plugin): presence and queued messages. */
+  agents: AgentRow[];
 }
+
+/** One agent as the page lists it. */
+export interface AgentRow {
+  agentId: string;
+  roles: string[];
+  connected: boolean;
+  /** ISO 8601, or null when never seen. */
+  lastSeen: string | null;
+  /** The channels it is subscribed to while connected. */
+  channels: string[];
+  /** Messages waiting in its durable outboxes (ready, delayed or in flight). */
+  queued: number;
+}
+
+/** Agents listed per snapshot at most. */
+export const MAX_AGENTS = 50;
 
 /** The metrics the page charts and lists. */
 export interface MetricSample {
@@ -176,7 +194,67 @@ export function createSnapshots(
         nodes[e.value.id] = { version, load, startedAt };
       }
     }
-    return { cluster, health, plugins, metrics, dead, nodes, consensus };
+    const agents = await agentRows().catch((err) => {
+      ctx.log.debug("dashboard agents snapshot failed", { error: err });
+      return [];
+    });
+    return {
+      cluster,
+      health,
+      plugins,
+      metrics,
+      dead,
+      nodes,
+      consensus,
+      agents,
+    };
+  };
+  /** Messages waiting for `agentId` across its outbox queues (KV counters). */
+  const queued = async (agentId: string): Promise<number> => {
+    if (!options.kv) return 0;
+    let n = 0;
+    for await (
+      const e of options.kv.list<{ queue: string }>({
+        prefix: gatewayOutboxKey(agentId),
+      })
+    ) {
+      const k = queueKeys(e.value.queue);
+      const counts = await options.kv.getMany<Deno.KvU64[]>([
+        k.count("ready"),
+        k.count("delayed"),
+        k.count("inflight"),
+      ]);
+      for (const c of counts) {
+        const v = c.value?.value ?? 0n;
+        if (v < 1n << 63n) n += Number(v); // a transient wrap below zero reads as 0
+      }
+    }
+    return n;
+  };
+  const agentRows = async (): Promise<AgentRow[]> => {
+    const res = await ctx.nodeFetch(`${self()}/api/v1/agents`, {
+      signal: AbortSignal.timeout(MEMBER_TIMEOUT_MS),
+    });
+    if (res.status === 404) { // no gateway plugin on this node
+      await res.body?.cancel();
+      return [];
+    }
+    if (!res.ok) throw new Error(`/api/v1/agents: ${res.status}`);
+    const list = (await res.json() as { agentId: string; roles: string[] }[])
+      .slice(0, MAX_AGENTS);
+    return await Promise.all(list.map(async (a) => {
+      const s = await json(
+        `${self()}/api/v1/agents/${encodeURIComponent(a.agentId)}/status`,
+      ) as { connected: boolean; last_seen: string | null; channels: string[] };
+      return {
+        agentId: a.agentId,
+        roles: a.roles,
+        connected: s.connected,
+        lastSeen: s.last_seen,
+        channels: s.channels,
+        queued: await queued(a.agentId),
+      };
+    }));
   };
   const tick = async () => {
     if (running) return; // a slow gather is skipped, never stacked

@@ -18,6 +18,7 @@ import { startIdp } from "./_idp.ts";
 import { launch, type Page } from "./_cdp.ts";
 import { DurableQueue } from "../../core/state/queue.ts";
 import type { TaskBody } from "../../core/tasks.ts";
+import { generateAgentKey } from "../../sdk/keys.ts";
 
 const CHROMIUM = Deno.env.get("PLEXUS_CHROMIUM") ?? "/usr/bin/chromium";
 const REQUIRED = Deno.env.get("PLEXUS_REQUIRE_SERVICES") === "1";
@@ -173,6 +174,41 @@ Deno.test({
       );
       assert.ok(ids.includes(next) && next !== first, `new leader '${next}'`);
       await page.screenshot(join(shots, "3-leader-changed.png"));
+
+      // An enrolled agent, offline: listed; a test message sent from the
+      // page waits in its outbox, and the page counts it.
+      const agent = await generateAgentKey();
+      const enrolled = await home.api("/api/v1/agents", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          agentId: agent.id,
+          publicKey: agent.publicKey,
+          roles: ["agent"],
+        }),
+      });
+      assert.equal(enrolled.status, 201, await enrolled.text());
+      const agentRow = `[data-agent=${JSON.stringify(agent.id)}]`;
+      await page.waitFor(
+        `document.querySelector(${
+          JSON.stringify(agentRow + " td:nth-child(3)")
+        })?.textContent === "offline"`,
+        "the enrolled agent, offline, on the page",
+      );
+      await page.click(`[data-pick=${JSON.stringify(agent.id)}]`);
+      await page.type("#agent-send [name=channel]", "policies");
+      await page.type("#agent-send [name=message]", "hello from the console");
+      await page.click("#agent-send button");
+      await page.waitFor(
+        `/: queued/.test(document.querySelector("#toast")?.textContent ?? "")`,
+        "the send's answer on the page",
+      );
+      await page.waitFor(
+        `document.querySelector(${
+          JSON.stringify(agentRow + " .queued")
+        })?.textContent === "1"`,
+        "one queued message for the agent on the page",
+      );
 
       // A task no node handles dies; the page lists it, replays it (it runs
       // and dies again: a later death), then purges it.

@@ -103,6 +103,25 @@ function renderPlugins(plugins) {
   $("#plugins tbody").replaceChildren(...rows);
 }
 
+function renderAgents(agents) {
+  const rows = agents.map((a) =>
+    el("tr", { "data-agent": a.agentId },
+      el("td", { title: a.agentId }, a.agentId.length > 24 ? a.agentId.slice(0, 14) + "…" + a.agentId.slice(-6) : a.agentId),
+      el("td", {}, a.roles.join(", ")),
+      el("td", { class: a.connected ? "up" : "offline" }, a.connected ? "connected" : "offline"),
+      el("td", {}, a.channels.join(", ")),
+      el("td", { class: "queued" }, a.queued),
+      el("td", {}, a.lastSeen ? new Date(a.lastSeen).toLocaleTimeString() : "never"),
+      el("td", {}, can("operator")
+        ? el("button", { type: "button", "data-pick": a.agentId, onclick: () => {
+          $("#agent-send [name=id]").value = a.agentId;
+          $("#agent-send [name=channel]").focus();
+        } }, "Message")
+        : ""))
+  );
+  $("#agents tbody").replaceChildren(...rows);
+}
+
 function renderQueues(queues) {
   const rows = queues.map((q) =>
     el("tr", {}, el("td", {}, q.queue), el("td", { class: q.state === "dead" && q.depth ? "error" : "" }, q.state), el("td", {}, q.depth))
@@ -181,6 +200,7 @@ function onSnapshot(s) {
   renderCluster(s);
   renderPlugins(s.plugins);
   renderQueues(s.metrics.queues);
+  renderAgents(s.agents || []);
   renderDead(s.dead || [], s.metrics.oldestReady);
   state.samples.push({ t: Date.now(), rss: s.metrics.rss, requests: s.metrics.requests });
   if (state.samples.length > SAMPLE_KEEP) state.samples.shift();

@@ -38,6 +38,7 @@ export const INDEX_HTML = `${HEAD("Plexus console")}
   </section>
   <section id="agents-view">
     <h2>Agents</h2>
+    <table id="agents"><thead><tr><th>agent</th><th>roles</th><th>presence</th><th>channels</th><th>queued</th><th>last seen</th><th></th></tr></thead><tbody></tbody></table>
     <form id="agent-status"><input name="id" placeholder="agent id (did:key:…)" required> <button>Status</button></form>
     <pre id="agent-out"></pre>
     <form id="agent-send"><input name="id" placeholder="agent id" required> <input name="channel" placeholder="channel" required> <input name="message" placeholder="test message" required> <button>Send</button></form>
