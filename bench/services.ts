@@ -13,11 +13,20 @@
  * pick, circuit breaker, deadline, trace and correlation ids, schema check
  * on the server, error envelope) and `mesh.request("server", "bench.raw",
  * …)` (the same frames and batching, nothing else). Value: calls/s, median
- * over rounds; ratio = services ÷ bare; p50/p99 latency medians too.
+ * over rounds; ratio = services ÷ bare; p50/p99 latency medians too, and
+ * each process's CPU µs per call (steadier than rates on a shared machine).
  *
  * @module
  */
-import { info, isQuick, median, numFlag, round, spawnDeno } from "./_util.ts";
+import {
+  cpuMs,
+  info,
+  isQuick,
+  median,
+  numFlag,
+  round,
+  spawnDeno,
+} from "./_util.ts";
 
 const quick = isQuick();
 const ROUNDS = numFlag("rounds", quick ? 2 : 5);
@@ -33,7 +42,15 @@ const client = await spawnDeno("client", "_services_node.ts", [
 ], 1);
 await client.next();
 
-type Run = { n: number; ms: number; p50: number; p99: number };
+type Run = {
+  n: number;
+  ms: number;
+  p50: number;
+  p99: number;
+  /** CPU µs per call of the client and of the server process. */
+  clientUs?: number;
+  serverUs?: number;
+};
 const runs: Record<"services" | "raw", Run[]> = { services: [], raw: [] };
 // A short warm-up of each (JIT), not counted.
 for (const mode of ["services", "raw"] as const) {
@@ -59,12 +76,17 @@ for (let r = 0; r < ROUNDS; r++) {
       concurrency: CONCURRENCY,
       bytes: BYTES,
     });
+    const c0 = cpuMs(client.pid), s0 = cpuMs(server.pid);
     const run = await client.next<Run>(SECONDS * 1000 + 60_000);
+    run.clientUs = (cpuMs(client.pid) - c0) * 1000 / run.n;
+    run.serverUs = (cpuMs(server.pid) - s0) * 1000 / run.n;
     runs[mode].push(run);
     info(
       `round ${r + 1} ${mode}: ${round(run.n / run.ms * 1000)} calls/s, p50 ${
         round(run.p50, 2)
-      } ms, p99 ${round(run.p99, 2)} ms`,
+      } ms, p99 ${round(run.p99, 2)} ms, CPU µs/call client ${
+        round(run.clientUs, 1)
+      } server ${round(run.serverUs, 1)}`,
     );
   }
 }
@@ -74,6 +96,8 @@ await server.stop();
 const rate = (rs: Run[]) => median(rs.map((x) => x.n / x.ms * 1000));
 const p = (rs: Run[], k: "p50" | "p99") =>
   round(median(rs.map((x) => x[k])), 2);
+const cpu = (rs: Run[], k: "clientUs" | "serverUs") =>
+  round(median(rs.map((x) => x[k]!)), 1);
 const ours = rate(runs.services);
 const bare = rate(runs.raw);
 console.log(JSON.stringify({
@@ -90,6 +114,12 @@ console.log(JSON.stringify({
   p99_ms: p(runs.services, "p99"),
   baseline_p50_ms: p(runs.raw, "p50"),
   baseline_p99_ms: p(runs.raw, "p99"),
+  cpu_us_per_call: {
+    client: cpu(runs.services, "clientUs"),
+    server: cpu(runs.services, "serverUs"),
+    baseline_client: cpu(runs.raw, "clientUs"),
+    baseline_server: cpu(runs.raw, "serverUs"),
+  },
   bytes: BYTES,
   concurrency: CONCURRENCY,
   rounds: ROUNDS,

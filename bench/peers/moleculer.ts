@@ -16,7 +16,8 @@
  * with `broker.call` (balancer pick, circuit breaker, deadline, correlation
  * and trace ids). Rounds alternate Plexus and Moleculer; value = Plexus
  * calls/s, median over rounds, baseline = Moleculer's; p50/p99 medians of
- * both.
+ * both, and each process's CPU µs per call (steadier than rates on a shared
+ * machine).
  *
  * @module
  */
@@ -24,6 +25,7 @@ import { fileURLToPath } from "node:url";
 import {
   canPin,
   Child,
+  cpuMs,
   info,
   isQuick,
   median,
@@ -102,7 +104,15 @@ const pClient = await spawnDeno("plexus-client", "_services_node.ts", [
 ], 1);
 await pClient.next();
 
-type Run = { n: number; ms: number; p50: number; p99: number };
+type Run = {
+  n: number;
+  ms: number;
+  p50: number;
+  p99: number;
+  /** CPU µs per call of the client and of the server process. */
+  clientUs?: number;
+  serverUs?: number;
+};
 const sides = { plexus: pClient, moleculer: mClient };
 const runs: Record<keyof typeof sides, Run[]> = { plexus: [], moleculer: [] };
 const run = async (side: keyof typeof sides, ms: number) => {
@@ -113,7 +123,12 @@ const run = async (side: keyof typeof sides, ms: number) => {
     concurrency: CONCURRENCY,
     bytes: BYTES,
   });
-  return await sides[side].next<Run>(ms + 60_000);
+  const server = side === "plexus" ? pServer : mServer;
+  const c0 = cpuMs(sides[side].pid), s0 = cpuMs(server.pid);
+  const x = await sides[side].next<Run>(ms + 60_000);
+  x.clientUs = (cpuMs(sides[side].pid) - c0) * 1000 / x.n;
+  x.serverUs = (cpuMs(server.pid) - s0) * 1000 / x.n;
+  return x;
 };
 // Warm-up (JIT, connections), not counted.
 await run("plexus", 1000);
@@ -128,7 +143,9 @@ for (let r = 0; r < ROUNDS; r++) {
     info(
       `round ${r + 1} ${side}: ${round(x.n / x.ms * 1000)} calls/s, p50 ${
         round(x.p50, 2)
-      } ms, p99 ${round(x.p99, 2)} ms`,
+      } ms, p99 ${round(x.p99, 2)} ms, CPU µs/call client ${
+        round(x.clientUs!, 1)
+      } server ${round(x.serverUs!, 1)}`,
     );
   }
 }
@@ -142,6 +159,8 @@ const nodeVersion = new TextDecoder().decode(
 const rate = (rs: Run[]) => median(rs.map((x) => x.n / x.ms * 1000));
 const p = (rs: Run[], k: "p50" | "p99") =>
   round(median(rs.map((x) => x[k])), 2);
+const cpu = (rs: Run[], k: "clientUs" | "serverUs") =>
+  round(median(rs.map((x) => x[k]!)), 1);
 const ours = rate(runs.plexus);
 const theirs = rate(runs.moleculer);
 console.log(JSON.stringify({
@@ -158,6 +177,12 @@ console.log(JSON.stringify({
   p99_ms: p(runs.plexus, "p99"),
   baseline_p50_ms: p(runs.moleculer, "p50"),
   baseline_p99_ms: p(runs.moleculer, "p99"),
+  cpu_us_per_call: {
+    client: cpu(runs.plexus, "clientUs"),
+    server: cpu(runs.plexus, "serverUs"),
+    baseline_client: cpu(runs.moleculer, "clientUs"),
+    baseline_server: cpu(runs.moleculer, "serverUs"),
+  },
   bytes: BYTES,
   concurrency: CONCURRENCY,
   rounds: ROUNDS,
