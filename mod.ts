@@ -20,6 +20,13 @@ export {
   type SwapReport,
 } from "./core/kernel.ts";
 export {
+  actionTopic,
+  createServiceBroker,
+  type LocalAction,
+  type ServiceBroker,
+  type ServiceBrokerOptions,
+} from "./core/services.ts";
+export {
   type Config,
   ConfigError,
   loadConfig,

@@ -111,6 +111,9 @@ export {
   type DeliveryHandler,
   envelopeBytes,
   type PublishOptions,
+  type RequestHandler,
+  type RequestOptions,
+  type Responder,
   type SubscribeOptions,
   type Subscription,
   type Transport,
@@ -148,6 +151,7 @@ export type {
   Services,
 } from "./contracts/services.ts";
 export {
+  type ErrorClass,
   registerErrorType,
   ServiceError,
   type ServiceErrorCode,

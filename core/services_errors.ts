@@ -83,8 +83,9 @@ export interface WireError {
   node: string;
 }
 
+/** A class of errors (its constructor; only its prototype is used to rebuild one). */
 // deno-lint-ignore no-explicit-any -- constructors differ; only the prototype is used
-type ErrorClass = abstract new (...args: any[]) => Error;
+export type ErrorClass = abstract new (...args: any[]) => Error;
 const TYPES = new Map<string, ErrorClass>([
   ["Error", Error],
   ["TypeError", TypeError],
