@@ -785,6 +785,97 @@ export const CASES: ConformanceCase[] = [
         );
       }),
   },
+  {
+    name:
+      "request/reply: a request reaches the named node's responder with its headers, and resolves with the answer",
+    applies: (caps) => caps.requestReply === true,
+    run: (make, timeoutMs) =>
+      withTransports(make, 2, async ([a, b]) => {
+        const topic = topicFor("rr");
+        const responder = await b.respond!(topic, (body, info) =>
+          Promise.resolve({ body, headers: info.headers, from: info.from }));
+        const bId = b.responders!(topic)[0];
+        check(bId !== undefined, "the responding node does not list itself");
+        await waitFor(
+          "the requester to see the responder",
+          () =>
+            a.responders!(topic).includes(bId),
+          timeoutMs,
+        );
+        check(
+          a.listResponders!().get(topic)?.includes(bId),
+          "listResponders() does not list the responder",
+        );
+        const answers = await Promise.all(
+          Array.from({ length: 50 }, (_, i) =>
+            a.request!(bId, topic, { i }, {
+              timeoutMs,
+              headers: { cid: `c-${i}` },
+            })),
+        ) as { body: { i: number }; headers: Record<string, string> }[];
+        answers.forEach((x, i) => {
+          check(x.body.i === i, `answer ${i} is for request ${x.body.i}`);
+          check(x.headers.cid === `c-${i}`, `request ${i} lost its headers`);
+        });
+        await responder.close();
+        await waitFor(
+          "the closed responder to drop out",
+          () =>
+            !a.responders!(topic).includes(bId),
+          timeoutMs,
+        );
+      }),
+  },
+  {
+    name:
+      "request/reply: a failing responder, a node that does not answer and a deadline each reject",
+    applies: (caps) => caps.requestReply === true,
+    run: (make, timeoutMs) =>
+      withTransports(make, 2, async ([a, b]) => {
+        const failing = topicFor("rr-fail");
+        const silent = topicFor("rr-silent");
+        await b.respond!(failing, () => Promise.reject(new Error("boom")));
+        await b.respond!(silent, () => new Promise(() => {}));
+        const bId = b.responders!(failing)[0];
+        await waitFor(
+          "the requester to see the responders",
+          () => a.responders!(silent).includes(bId),
+          timeoutMs,
+        );
+        const rejection = async (p: Promise<unknown>) => {
+          try {
+            await p;
+          } catch (err) {
+            return err as Error & { code?: string };
+          }
+          throw new Error("the request resolved");
+        };
+        const failed = await rejection(
+          a.request!(bId, failing, 1, { timeoutMs }),
+        );
+        check(
+          /boom/.test(failed.message),
+          `a failing responder's error does not say why: ${failed.message}`,
+        );
+        const nobody = await rejection(
+          a.request!("no-such-node", failing, 1, { timeoutMs }),
+        );
+        check(
+          nobody.code === "unavailable",
+          `a request to an unknown node rejected with ${nobody.code}`,
+        );
+        const t0 = Date.now();
+        const late = await rejection(
+          a.request!(bId, silent, 1, { timeoutMs: 100 }),
+        );
+        check(
+          late.name === "TimeoutError" && Date.now() - t0 < timeoutMs,
+          `a silent responder ended with ${late.name} after ${
+            Date.now() - t0
+          } ms`,
+        );
+      }),
+  },
 ];
 
 /**
