@@ -3,8 +3,10 @@
  * that answers prompts for a capability (`prompt`, `prompt.hotel`, `plan`,
  * …) handles backend channel `tasks.{capability}`, gets one hop of a prompt
  * (`{requestId, hop, prompt, scenario, metadata, sage, payload}`), may ask
- * other agents by capability through the node ({@linkcode PromptHopContext.ask}),
- * and answers `{response, signature?}`: in SAGE mode the answer is signed
+ * other agents by capability through the node ({@linkcode PromptHopContext.ask})
+ * and stream pieces of its answer ({@linkcode PromptHopContext.stream}), is
+ * told when the node cancels the prompt (`signal`; the node sends
+ * `{cancel: requestId}` on the same channel), and answers `{response, signature?}`: in SAGE mode the answer is signed
  * with the agent's key over (requestId, hop, digest of the answer)
  * (see `sage.ts`).
  *
@@ -42,13 +44,22 @@ export interface PromptHop {
   from?: string;
 }
 
-/** What a prompt handler gets: the hop, and a way to ask other agents. */
+/** What a prompt handler gets: the hop, and ways to ask other agents and to stream. */
 export interface PromptHopContext extends PromptHop {
   /**
    * Asks an agent offering `capability` through the node, as the next hop
    * of this prompt; resolves with its answer text.
    */
   ask(capability: string, payload: unknown): Promise<string>;
+  /**
+   * Sends a piece of the answer as it is produced (a `msg` on
+   * `agent.{id}.requests.stream`): a client reading the answer as
+   * Server-Sent Events sees it at once. The handler still returns the whole
+   * answer, which is what is signed. Resolves once the node has it.
+   */
+  stream(delta: string): Promise<void>;
+  /** Aborted when the node cancels this prompt (its client went away, or its deadline passed). */
+  signal: AbortSignal;
 }
 
 /** Answers one hop: the answer text. */
@@ -65,6 +76,15 @@ export interface PromptAnswer {
   response: string;
   /** base64url Ed25519 signature (SAGE mode only). */
   signature?: string;
+}
+
+/** A node's cancellation of a prompt, sent on the same channel as its hops. */
+interface CancelHop {
+  cancel: string;
+}
+
+function isCancel(payload: unknown): payload is CancelHop {
+  return typeof (payload as CancelHop | null)?.cancel === "string";
 }
 
 function parseHop(payload: unknown): PromptHop {
@@ -98,22 +118,48 @@ export function servePrompts(
   handler: PromptHandler,
   options: ServePromptsOptions,
 ): Promise<Subscription> {
+  /** Running hops by request id, so a cancellation reaches them. */
+  const running = new Map<string, Set<AbortController>>();
   return agent.handle(`tasks.${capability}`, async (m) => {
+    if (isCancel(m.payload)) {
+      const hops = running.get(m.payload.cancel);
+      for (const c of hops ?? []) c.abort(new Error("cancelled by the node"));
+      return { cancelled: hops?.size ?? 0 };
+    }
     const hop = parseHop(m.payload);
-    const response = await handler({
-      ...hop,
-      ask: async (cap, payload) => {
-        const r = await agent.ask(cap, payload, { requestId: hop.requestId });
-        const text = (r as { response?: unknown } | null)?.response;
-        if (typeof text !== "string") {
-          throw new AgentError(
-            "bad_request",
-            `agent for '${cap}' answered without a response text`,
-          );
-        }
-        return text;
-      },
-    });
+    const controller = new AbortController();
+    let hops = running.get(hop.requestId);
+    if (!hops) running.set(hop.requestId, hops = new Set());
+    hops.add(controller);
+    let response: string;
+    try {
+      response = await handler({
+        ...hop,
+        signal: controller.signal,
+        stream: (delta) =>
+          agent.publish("requests.stream", {
+            requestId: hop.requestId,
+            hop: hop.hop,
+            delta,
+          }),
+        ask: async (cap, payload) => {
+          const r = await agent.ask(cap, payload, {
+            requestId: hop.requestId,
+          });
+          const text = (r as { response?: unknown } | null)?.response;
+          if (typeof text !== "string") {
+            throw new AgentError(
+              "bad_request",
+              `agent for '${cap}' answered without a response text`,
+            );
+          }
+          return text;
+        },
+      });
+    } finally {
+      hops.delete(controller);
+      if (hops.size === 0) running.delete(hop.requestId);
+    }
     if (typeof response !== "string") {
       throw new TypeError(
         `prompt handler for '${capability}' must return a string`,

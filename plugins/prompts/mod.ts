@@ -26,6 +26,7 @@ import {
   type Balancer,
   type BalancerApi,
   definePlugin,
+  type Envelope,
   PlexusError,
 } from "../../core/plugin.ts";
 import { VERSION } from "../../core/version.ts";
@@ -36,6 +37,7 @@ import { parsePromptInput, type PromptInput } from "./input.ts";
 import { type CacheEntry, createPromptCache } from "./cache.ts";
 import { createLimiter } from "./limiter.ts";
 import {
+  type AnswerOptions,
   cachedResult,
   createPromptService,
   type PromptResult,
@@ -166,6 +168,14 @@ const promptsPlugin = definePlugin<PromptsConfig>({
       },
     });
     const offRoute = gateway.onRequest("agent.*.requests.route", service.route);
+    // Pieces of answers agents stream (`msg` on agent.{id}.requests.stream).
+    const offStream = ctx.router.subscribe(
+      "agent.*.requests.stream",
+      (event) => {
+        const env = event as Envelope;
+        service.partial(env.source, env.payload);
+      },
+    );
     const limiter = createLimiter(config);
 
     const cache = createPromptCache(ctx.kv, config.cache);
@@ -179,56 +189,65 @@ const promptsPlugin = definePlugin<PromptsConfig>({
       err.code === "no_agent" || err.code === "agent_unavailable" ||
       err.code === "timeout";
 
-    const answer = async (
+    type CacheState = "HIT" | "MISS" | "STALE";
+    /** The cache key of a prompt (undefined: not cacheable), and a fresh answer when there is one. */
+    const lookup = async (
       input: PromptInput,
-      signal: AbortSignal,
+      requestId: string,
       t0: number,
-    ): Promise<{ result: PromptResult; cache: "HIT" | "MISS" | "STALE" }> => {
-      const requestId = crypto.randomUUID();
-      const cacheable = config.cache.enabled && !input.sage;
-      const key = cacheable
-        ? await cache.key(input, input.cacheKeyFields)
-        : undefined;
-      let entry: CacheEntry | undefined;
-      if (key !== undefined && !input.noCache) {
-        entry = await cache.get(key);
-        if (entry?.state === "fresh") {
-          cacheResults.inc({ result: "hit" });
-          return {
-            cache: "HIT",
-            result: cachedResult(input, entry, {
-              nodeId: ctx.node.id,
-              requestId,
-              startedAt: t0,
-              log: ctx.log,
-            }),
-          };
-        }
+    ): Promise<
+      { key?: string; entry?: CacheEntry; hit?: PromptResult }
+    > => {
+      if (!config.cache.enabled || input.sage) return {};
+      const key = await cache.key(input, input.cacheKeyFields);
+      if (input.noCache) {
+        cacheResults.inc({ result: "bypass" });
+        return { key };
       }
-      if (key !== undefined) {
-        cacheResults.inc({ result: input.noCache ? "bypass" : "miss" });
+      const entry = await cache.get(key);
+      if (entry?.state !== "fresh") {
+        cacheResults.inc({ result: "miss" });
+        return { key, entry };
       }
-      const release = await limiter.acquire(signal);
+      cacheResults.inc({ result: "hit" });
+      return {
+        key,
+        entry,
+        hit: cachedResult(input, entry, {
+          nodeId: ctx.node.id,
+          requestId,
+          startedAt: t0,
+          log: ctx.log,
+        }),
+      };
+    };
+
+    /** Asks the agents (after a miss), storing the answer; a stale one when none can answer. */
+    const ask = async (
+      input: PromptInput,
+      found: { key?: string; entry?: CacheEntry },
+      options: AnswerOptions & { requestId: string; signal: AbortSignal },
+      t0: number,
+    ): Promise<{ result: PromptResult; cache: CacheState }> => {
+      const { key } = found;
+      const requestId = options.requestId;
+      const release = await limiter.acquire(options.signal);
       try {
-        const result = await service.answer(input, { requestId, signal });
+        const result = await service.answer(input, options);
         if (key !== undefined) {
           await cache.put(key, {
             response: result.response,
             agent: result.metadata.agent,
-          })
-            .catch((err) =>
-              ctx.log.warn("prompt answer not cached", {
-                requestId,
-                error: err,
-              })
-            );
+          }).catch((err) =>
+            ctx.log.warn("prompt answer not cached", { requestId, error: err })
+          );
         }
         return { cache: "MISS", result };
       } catch (err) {
         if (
           key === undefined || !(err instanceof PlexusError) || !degradable(err)
         ) throw err;
-        entry ??= await cache.get(key);
+        const entry = found.entry ?? await cache.get(key);
         if (!entry) throw err;
         cacheResults.inc({ result: "stale" });
         return {
@@ -244,6 +263,89 @@ const promptsPlugin = definePlugin<PromptsConfig>({
       } finally {
         release();
       }
+    };
+
+    const outcome = (scenario: string, t0: number, err?: unknown) => {
+      if (err === undefined) {
+        requests.inc({ scenario, outcome: "ok" });
+        observe(scenario, (performance.now() - t0) / 1000);
+        return;
+      }
+      if (!(err instanceof PlexusError)) return;
+      requests.inc({
+        scenario,
+        outcome: err.status < 500 ? "refused" : "error",
+      });
+      if (err.status >= 500) {
+        observe(scenario, (performance.now() - t0) / 1000);
+        ctx.log.warn("prompt failed", { code: err.code, error: err.message });
+      }
+    };
+
+    /** The answer as Server-Sent Events: routing logs and partial output as they come, then the result. */
+    const streamed = (
+      input: PromptInput,
+      found: { key?: string; entry?: CacheEntry },
+      requestId: string,
+      t0: number,
+      cacheHeader: CacheState,
+    ): Response => {
+      const encoder = new TextEncoder();
+      const gone = new AbortController();
+      let open = true;
+      const body = new ReadableStream<Uint8Array>({
+        start(out) {
+          const send = (event: string, data: unknown) => {
+            if (!open) return;
+            try {
+              out.enqueue(
+                encoder.encode(
+                  `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`,
+                ),
+              );
+            } catch {
+              open = false;
+            }
+          };
+          const scenario = input.scenario ?? "none";
+          ask(input, found, {
+            requestId,
+            signal: gone.signal,
+            onLog: (entry) => send("log", entry),
+            onPartial: (p) => send("partial", p),
+          }, t0).then(({ result, cache }) => {
+            outcome(scenario, t0);
+            send("result", { ...result, cache });
+          }, (err) => {
+            outcome(scenario, t0, err);
+            const e = err instanceof PlexusError
+              ? { code: err.code, message: err.message }
+              : { code: "internal", message: "internal error" };
+            if (!(err instanceof PlexusError)) {
+              ctx.log.error("prompt stream failed", { requestId, error: err });
+            }
+            send("error", { error: e });
+          }).finally(() => {
+            if (!open) return;
+            open = false;
+            try {
+              out.close();
+            } catch { /* cancelled meanwhile */ }
+          });
+        },
+        cancel() {
+          open = false;
+          gone.abort(new Error("the client went away"));
+        },
+      });
+      return new Response(body, {
+        headers: {
+          "content-type": "text/event-stream; charset=utf-8",
+          "cache-control": "no-cache",
+          "x-cache": cacheHeader,
+          "x-request-id": requestId,
+        },
+      });
     };
 
     const handle = async (c: Context): Promise<Response> => {
@@ -262,20 +364,35 @@ const promptsPlugin = definePlugin<PromptsConfig>({
         }
         const input = parsePromptInput(body, c.req.raw.headers, config);
         scenario = input.scenario ?? "none";
-        const { result, cache } = await answer(input, c.req.raw.signal, t0);
-        requests.inc({ scenario, outcome: "ok" });
-        observe(scenario, (performance.now() - t0) / 1000);
+        const requestId = crypto.randomUUID();
+        const found = await lookup(input, requestId, t0);
+        const sse = /\btext\/event-stream\b/.test(c.req.header("accept") ?? "");
+        if (sse && !found.hit) {
+          return streamed(input, found, requestId, t0, "MISS");
+        }
+        const { result, cache } = found.hit
+          ? { result: found.hit, cache: "HIT" as const }
+          : await ask(input, found, {
+            requestId,
+            signal: c.req.raw.signal,
+          }, t0);
+        outcome(scenario, t0);
+        if (sse) {
+          return new Response(
+            `event: result\ndata: ${JSON.stringify({ ...result, cache })}\n\n`,
+            {
+              headers: {
+                "content-type": "text/event-stream; charset=utf-8",
+                "cache-control": "no-cache",
+                "x-cache": cache,
+              },
+            },
+          );
+        }
         return c.json(result, 200, { "X-Cache": cache });
       } catch (err) {
         if (!(err instanceof PlexusError)) throw err;
-        requests.inc({
-          scenario,
-          outcome: err.status < 500 ? "refused" : "error",
-        });
-        if (err.status >= 500) {
-          observe(scenario, (performance.now() - t0) / 1000);
-          ctx.log.warn("prompt failed", { code: err.code, error: err.message });
-        }
+        outcome(scenario, t0, err);
         return errorJson(err);
       }
     };
@@ -300,6 +417,7 @@ const promptsPlugin = definePlugin<PromptsConfig>({
       },
       stop() {
         offRoute();
+        offStream();
         return Promise.resolve();
       },
     });

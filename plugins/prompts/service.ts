@@ -97,8 +97,19 @@ export interface PromptResult {
 export interface AnswerOptions {
   /** The request id. @default {a random UUID} */
   requestId?: string;
-  /** Aborted when the client goes away. */
+  /** Aborted when the client goes away: the agents working on it are told to stop. */
   signal?: AbortSignal;
+  /** Hears each routing record as it is made (streaming answers). */
+  onLog?: (entry: RoutingLog) => void;
+  /** Hears each piece of an answer an agent streams. */
+  onPartial?: (partial: PartialAnswer) => void;
+}
+
+/** A piece of an answer, streamed by an agent before its whole answer. */
+export interface PartialAnswer {
+  hop: number;
+  agent: string;
+  delta: string;
 }
 
 /** The service. */
@@ -107,6 +118,8 @@ export interface PromptService {
   answer(input: PromptInput, options?: AnswerOptions): Promise<PromptResult>;
   /** The gateway handler of `agent.*.requests.route` (agent-to-agent asks). */
   route(req: AgentRequest): Promise<unknown>;
+  /** Takes a piece of an answer agent `agentId` streamed (`{requestId, hop, delta}`); false when refused. */
+  partial(agentId: string, body: unknown): boolean;
   /** Root agents connected here for `capability` (the configured one by default). */
   rootAgents(capability?: string): string[];
   /** Prompts being answered now. */
@@ -139,6 +152,10 @@ interface Active {
   deadline: number;
   /** The first hop failure; it fails the prompt whatever the root answers. */
   failure?: PlexusError;
+  onLog?: (entry: RoutingLog) => void;
+  onPartial?: (partial: PartialAnswer) => void;
+  /** Hops sent and not answered yet: agent → capabilities. */
+  inflight: Map<string, string[]>;
 }
 
 const SHORT = 200;
@@ -168,6 +185,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
     };
     a.logs.push(entry);
     log[level]("routing", { ...entry, requestId: a.requestId });
+    a.onLog?.(entry);
   };
 
   const agentsFor = (capability: string): string[] =>
@@ -242,15 +260,25 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
       else a.signal.addEventListener("abort", stop, { once: true });
     });
     aborted.catch(() => {});
-    const raw = await Promise.race([
-      gateway.request(agent, `tasks.${capability}`, {
-        requestId: a.requestId,
-        hop,
-        ...body,
-        sage: a.input.sage,
-      }, { timeoutMs: remaining }),
-      aborted,
-    ]);
+    const caps = a.inflight.get(agent) ?? [];
+    a.inflight.set(agent, [...caps, capability]);
+    let raw: unknown;
+    try {
+      raw = await Promise.race([
+        gateway.request(agent, `tasks.${capability}`, {
+          requestId: a.requestId,
+          hop,
+          ...body,
+          sage: a.input.sage,
+        }, { timeoutMs: remaining }),
+        aborted,
+      ]);
+    } finally {
+      const left = [...a.inflight.get(agent) ?? []];
+      left.splice(left.indexOf(capability), 1);
+      if (left.length) a.inflight.set(agent, left);
+      else a.inflight.delete(agent);
+    }
     const answer = raw as { response?: unknown; signature?: unknown } | null;
     if (!answer || typeof answer.response !== "string") {
       throw new PlexusError(
@@ -422,9 +450,33 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
       chain: [],
       signal,
       deadline: Date.now() + config.timeoutMs,
+      onLog: options.onLog,
+      onPartial: options.onPartial,
+      inflight: new Map(),
     };
     actives.set(requestId, a);
     const timer = setTimeout(() => controller.abort(), config.timeoutMs);
+    // Gone client or passed deadline: the agents still working are told to stop.
+    signal.addEventListener("abort", () => {
+      for (const [agent, caps] of a.inflight) {
+        routing(
+          a,
+          self,
+          agent,
+          `cancel: ${
+            String((signal.reason as Error)?.message ?? signal.reason)
+          }`,
+          "warn",
+        );
+        for (const capability of new Set(caps)) {
+          gateway.request(agent, `tasks.${capability}`, {
+            cancel: requestId,
+          }, { timeoutMs: 5000 }).catch((err) =>
+            log.debug("cancel not delivered", { agent, requestId, error: err })
+          );
+        }
+      }
+    }, { once: true });
     try {
       routing(a, "client", self, input.prompt);
       if (!input.sage) {
@@ -521,9 +573,22 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
     }
   };
 
+  const partial = (agentId: string, body: unknown): boolean => {
+    const p = body as { requestId?: unknown; hop?: unknown; delta?: unknown };
+    if (
+      typeof p?.requestId !== "string" || typeof p.delta !== "string" ||
+      !Number.isSafeInteger(p.hop)
+    ) return false;
+    const a = actives.get(p.requestId);
+    if (!a || !a.participants.has(agentId) || a.signal.aborted) return false;
+    a.onPartial?.({ hop: p.hop as number, agent: agentId, delta: p.delta });
+    return true;
+  };
+
   return {
     answer,
     route,
+    partial,
     rootAgents: (capability = config.capability) => agentsFor(capability),
     get active() {
       return actives.size;

@@ -123,11 +123,14 @@ export const demoRules: Record<
   async root(hop) {
     const scenario = hop.scenario ?? detectScenario(hop.prompt);
     if (scenario === "hotel") {
+      await hop.stream("Hotel request handled.");
       const plan = await hop.ask("plan", { prompt: `stay: ${hop.prompt}` });
+      await hop.stream(` ${plan}`);
       const order = await hop.ask("order", {
         prompt: hop.prompt,
         item: "hotel room",
       });
+      await hop.stream(` ${order}`);
       return `Hotel request handled. ${plan} ${order}`;
     }
     if (scenario === "order") {

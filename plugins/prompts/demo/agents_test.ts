@@ -13,6 +13,8 @@ const hop = (
     prompt,
     sage: false,
     asked,
+    signal: new AbortController().signal,
+    stream: () => Promise.resolve(),
     ask: (cap, payload) => {
       asked.push([cap, payload]);
       return Promise.resolve(`<${cap}>`);

@@ -1,0 +1,172 @@
+/**
+ * Answers as Server-Sent Events on a real node with SDK agents: partial
+ * output reaches the client while the agent still works, the stream ends
+ * with the verification block, and a client that goes away cancels the
+ * agent's work.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { promptAgent, startPromptNode } from "./_node.ts";
+
+const tmp = () => Deno.makeTempDir({ prefix: "plexus-prompts-sse-" });
+
+interface Event {
+  event: string;
+  data: Record<string, unknown>;
+}
+
+/** Reads SSE events from `res` one at a time. */
+function events(res: Response) {
+  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  return {
+    async next(): Promise<Event | undefined> {
+      for (;;) {
+        const end = buffer.indexOf("\n\n");
+        if (end >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const event = /^event: (.*)$/m.exec(block)?.[1] ?? "message";
+          const data = JSON.parse(/^data: (.*)$/m.exec(block)?.[1] ?? "null");
+          return { event, data };
+        }
+        const { value, done } = await reader.read();
+        if (done) return undefined;
+        buffer += value;
+      }
+    },
+    cancel: () => reader.cancel(),
+  };
+}
+
+function post(
+  url: string,
+  token: string,
+  body: unknown,
+  signal?: AbortSignal,
+) {
+  return fetch(`${url}/send/prompt`, {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${token}`,
+      "content-type": "application/json",
+      accept: "text/event-stream",
+    },
+    body: JSON.stringify(body),
+    signal,
+  });
+}
+
+Deno.test("prompt streaming: partial output arrives while the agent works; the stream ends with the verification block", async () => {
+  await using node = await startPromptNode({ dir: await tmp() });
+  const key = await node.enrolled();
+  const go = Promise.withResolvers<void>();
+  await using _root = await promptAgent(node, key, "prompt", async (hop) => {
+    await hop.stream("Hel");
+    await go.promise; // the client must see "Hel" before the rest exists
+    await hop.stream("lo");
+    return "Hello";
+  });
+  const token = await node.handle.security.jwt.issue("sse", "analyst");
+  const res = await post(node.url, token, { prompt: "hi", sageEnabled: true });
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get("content-type")!, /^text\/event-stream/);
+  assert.equal(res.headers.get("x-cache"), "MISS");
+  const stream = events(res);
+  const seen: Event[] = [];
+  for (;;) {
+    const e = await stream.next();
+    assert.ok(e, "the stream ended before the first partial");
+    seen.push(e);
+    if (e.event === "partial") break;
+  }
+  assert.deepEqual(seen.at(-1)!.data, { hop: 0, agent: key.id, delta: "Hel" });
+  assert.ok(seen.some((e) => e.event === "log" && e.data.to === key.id));
+  go.resolve();
+  for (;;) {
+    const e = await stream.next();
+    if (!e) break;
+    seen.push(e);
+  }
+  const partials = seen.filter((e) => e.event === "partial").map((e) =>
+    e.data.delta
+  );
+  assert.deepEqual(partials, ["Hel", "lo"]);
+  const last = seen.at(-1)!;
+  assert.equal(last.event, "result");
+  assert.equal(last.data.response, "Hello");
+  assert.equal(last.data.cache, "MISS");
+  const v = last.data.sageVerification as {
+    verified: boolean;
+    chain: unknown[];
+  };
+  assert.equal(v.verified, true);
+  assert.equal(v.chain.length, 1);
+});
+
+Deno.test("prompt streaming: a client that disconnects cancels the agent's work", async () => {
+  await using node = await startPromptNode({ dir: await tmp() });
+  const key = await node.enrolled();
+  const cancelled = Promise.withResolvers<string>();
+  await using _root = await promptAgent(node, key, "prompt", async (hop) => {
+    await hop.stream("working");
+    // Works until told to stop (or 20 s, which fails the test below).
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 20_000);
+      hop.signal.addEventListener("abort", () => {
+        clearTimeout(timer);
+        cancelled.resolve(String((hop.signal.reason as Error).message));
+        resolve();
+      });
+    });
+    return "never read";
+  });
+  const token = await node.handle.security.jwt.issue("sse", "analyst");
+  const client = new AbortController();
+  const res = await post(
+    node.url,
+    token,
+    { prompt: "long job", sageEnabled: false },
+    client.signal,
+  );
+  const stream = events(res);
+  for (;;) {
+    const e = await stream.next();
+    assert.ok(e);
+    if (e.event === "partial") break;
+  }
+  client.abort();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const reason = await Promise.race([
+    cancelled.promise,
+    new Promise<never>((_, reject) =>
+      timer = setTimeout(
+        () => reject(new Error("the agent was not cancelled within 10 s")),
+        10_000,
+      )
+    ),
+  ]);
+  clearTimeout(timer);
+  assert.equal(reason, "cancelled by the node");
+});
+
+Deno.test("prompt streaming: a cache hit is one result event with X-Cache: HIT", async () => {
+  await using node = await startPromptNode({ dir: await tmp() });
+  const key = await node.enrolled();
+  await using _root = await promptAgent(node, key, "prompt", () => "cached");
+  const first = await node.prompt({ prompt: "same", sageEnabled: false });
+  assert.equal(first.headers.get("x-cache"), "MISS");
+  const token = await node.handle.security.jwt.issue("sse", "analyst");
+  const res = await post(node.url, token, {
+    prompt: "same",
+    sageEnabled: false,
+  });
+  assert.equal(res.headers.get("x-cache"), "HIT");
+  const stream = events(res);
+  const e = await stream.next();
+  assert.equal(e?.event, "result");
+  assert.equal(e?.data.response, "cached");
+  assert.equal(e?.data.cache, "HIT");
+  assert.equal(await stream.next(), undefined);
+});
