@@ -668,6 +668,13 @@ export function createApp(deps: AppDeps): HttpApp {
 
   // The operator's console (plugins/dashboard) at / and /ui/*: its app
   // serves them under /plugins/dashboard/ui/*.
+  // Sign-in writes a KV record per attempt: the per-IP limit guards it.
+  if (security.limits) {
+    app.use(
+      "/ui/auth/*",
+      rateLimit({ limiters: [{ limiter: security.limits.ip, key: clientIp }] }),
+    );
+  }
   app.get(
     "/",
     (c) =>

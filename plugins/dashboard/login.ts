@@ -6,13 +6,17 @@
  * Connect, a `nonce` bound into the ID token; built on `oauth4webapi` (the
  * library `@deno/kv-oauth` is built on; that package is JSR-only).
  *
- * Each attempt is a KV record under its `state` holding the PKCE verifier
- * and the nonce; the callback takes it with a check-and-delete, so a
- * `state` works once and a replayed callback is refused. Claims map to a
- * Plexus role by config ({@linkcode roleFor}).
+ * Each attempt is a KV record under its `state` holding the PKCE verifier,
+ * the nonce and the hash of a browser binding (a random value the page
+ * keeps in a short-lived cookie): the callback takes the record with a
+ * check-and-delete, so a `state` works once and a replayed callback is
+ * refused, and only the browser that started the attempt can finish it (a
+ * callback URL handed to someone else, "login CSRF", is refused). Claims
+ * map to a Plexus role by config ({@linkcode roleFor}).
  *
  * @module
  */
+import { createHash } from "node:crypto";
 import * as oauth from "oauth4webapi";
 import { z } from "zod";
 import type { ScopedKv } from "../../core/plugin.ts";
@@ -88,6 +92,8 @@ export interface LoginResult {
 
 interface Attempt {
   verifier: string;
+  /** SHA-256 (base64url) of the browser binding. */
+  binding: string;
   nonce?: string;
   redirectUri: string;
   returnTo: string;
@@ -150,10 +156,20 @@ export function roleFor(
 
 /** Sign-in through one provider. */
 export interface Login {
-  /** The provider's authorization URL for a new attempt (the browser is redirected there). */
-  start(requestUrl: URL, returnTo?: string): Promise<URL>;
-  /** Finishes the attempt the callback URL names; throws {@linkcode LoginError}. */
-  finish(callbackUrl: URL): Promise<LoginResult>;
+  /**
+   * A new attempt: the provider's authorization URL (the browser is
+   * redirected there) and the browser binding to keep in a cookie until the
+   * callback.
+   */
+  start(
+    requestUrl: URL,
+    returnTo?: string,
+  ): Promise<{ url: URL; binding: string }>;
+  /**
+   * Finishes the attempt the callback URL names, for the browser holding
+   * `binding`; throws {@linkcode LoginError}.
+   */
+  finish(callbackUrl: URL, binding: string | undefined): Promise<LoginResult>;
 }
 
 /** Options for {@linkcode createLogin}. */
@@ -163,6 +179,9 @@ export interface LoginOptions {
   /** The env lookup for `clientSecretEnv`. @default {Deno.env.get} */
   env?: (name: string) => string | undefined;
 }
+
+const sha256 = (s: string) =>
+  createHash("sha256").update(s).digest("base64url");
 
 const RETURN_TO_RE = /^\/ui\/[A-Za-z0-9/_.-]*$/;
 
@@ -231,8 +250,10 @@ export function createLogin(
         : undefined;
       const redirectUri = config.redirectUri ??
         new URL("/ui/auth/callback", requestUrl.origin).href;
+      const binding = oauth.generateRandomState();
       const attempt: Attempt = {
         verifier,
+        binding: sha256(binding),
         ...(nonce ? { nonce } : {}),
         redirectUri,
         returnTo: returnTo && RETURN_TO_RE.test(returnTo) ? returnTo : "/ui/",
@@ -253,10 +274,10 @@ export function createLogin(
       url.searchParams.set("code_challenge_method", "S256");
       url.searchParams.set("state", state);
       if (nonce) url.searchParams.set("nonce", nonce);
-      return url;
+      return { url, binding };
     },
 
-    async finish(callbackUrl) {
+    async finish(callbackUrl, binding) {
       const as = await authorizationServer();
       const state = callbackUrl.searchParams.get("state");
       if (!state || state.length > 256) {
@@ -274,6 +295,12 @@ export function createLogin(
         );
       }
       const attempt = entry.value;
+      if (binding === undefined || sha256(binding) !== attempt.binding) {
+        throw new LoginError(
+          400,
+          "this login was started in another browser, or its cookie is gone; start again",
+        );
+      }
       let params: URLSearchParams;
       try {
         params = oauth.validateAuthResponse(as, client, callbackUrl, state);

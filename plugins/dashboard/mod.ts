@@ -17,6 +17,7 @@ import { definePlugin, type PluginContext } from "../../core/plugin.ts";
 import type { LogStream } from "../../core/observe/log_stream.ts";
 import {
   type OperatorSessions,
+  readCookie,
   SESSIONS_CAPABILITY,
 } from "../../core/http/session.ts";
 import { LOG_STREAM_CAPABILITY } from "../../core/observe/log_stream.ts";
@@ -44,6 +45,11 @@ export const dashboardConfigSchema = z.strictObject({
 
 /** The dashboard's validated config. */
 export type DashboardConfig = z.output<typeof dashboardConfigSchema>;
+
+/** The cookie binding a login attempt to the browser that started it (path `/ui/auth`). */
+export const LOGIN_COOKIE = "plexus_login";
+const bindingCookie = (value: string, maxAgeS: number) =>
+  `${LOGIN_COOKIE}=${value}; Path=/ui/auth; HttpOnly; Secure; SameSite=Lax; Max-Age=${maxAgeS}`;
 
 /** The page's Content-Security-Policy: only this node's own scripts, styles and sockets. */
 export const DASHBOARD_CSP =
@@ -148,11 +154,12 @@ const dashboard = definePlugin<DashboardConfig>({
         return loginPage(c, "no identity provider is configured", 400);
       }
       try {
-        const to = await login.start(
+        const { url, binding } = await login.start(
           new URL(c.req.url),
           c.req.query("returnTo"),
         );
-        return c.redirect(to.href, 302);
+        c.header("set-cookie", bindingCookie(binding, 600));
+        return c.redirect(url.href, 302);
       } catch (err) {
         return refused(c, err);
       }
@@ -162,7 +169,10 @@ const dashboard = definePlugin<DashboardConfig>({
         return loginPage(c, "no identity provider is configured", 400);
       }
       try {
-        const who = await login.finish(new URL(c.req.url));
+        const binding = readCookie(c.req.raw, LOGIN_COOKIE);
+        // The binding is spent whatever happens: the attempt is gone too.
+        c.header("set-cookie", bindingCookie("", 0));
+        const who = await login.finish(new URL(c.req.url), binding);
         const { cookie } = await sessions.login({
           sub: who.sub,
           role: who.role,
@@ -171,7 +181,7 @@ const dashboard = definePlugin<DashboardConfig>({
           request: c.req.raw,
         });
         ctx.log.info("dashboard login", { sub: who.sub, role: who.role });
-        c.header("set-cookie", cookie);
+        c.header("set-cookie", cookie, { append: true });
         return c.redirect(who.returnTo, 302);
       } catch (err) {
         return refused(c, err);

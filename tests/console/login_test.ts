@@ -55,14 +55,31 @@ async function throughIdp(authorize: URL, account: string): Promise<URL> {
   throw new Error("too many hops at the provider");
 }
 
+/** The browser binding cookie of each attempt, by its state. */
+const bindings = new Map<string, string>();
+
 async function start(t: TestKernel): Promise<URL> {
   const res = await t.request("/ui/auth/start");
   assert.equal(res.status, 302);
-  return new URL(res.headers.get("location")!);
+  const url = new URL(res.headers.get("location")!);
+  const binding = res.headers.getSetCookie().find((c) =>
+    c.startsWith("plexus_login=")
+  );
+  assert.match(binding!, /HttpOnly; Secure; SameSite=Lax/);
+  bindings.set(url.searchParams.get("state")!, binding!.split(";")[0]);
+  return url;
 }
 
+/** The provider sends the browser back: with the attempt's binding cookie when it has one. */
+function back(t: TestKernel, callback: URL): Promise<Response> {
+  const cookie = bindings.get(callback.searchParams.get("state") ?? "");
+  return t.request(callback.href, cookie ? { headers: { cookie } } : {});
+}
+
+/** The session cookie a response sets (`name=value`), if any. */
 const cookieOf = (res: Response) =>
-  res.headers.get("set-cookie")?.split(";")[0];
+  res.headers.getSetCookie().find((c) => /^plexus_session=[^;]/.test(c))
+    ?.split(";")[0];
 
 /** A plugin loaded from a file in real deployments; here one reloadable by name. */
 const hello = definePlugin({
@@ -82,6 +99,7 @@ async function setup(): Promise<{ idp: Idp; t: TestKernel }> {
     groups: {
       alice: ["plexus-admins", "staff"],
       olga: ["plexus-operators"],
+      vera: ["plexus-viewers"],
       victor: ["staff"],
     },
   });
@@ -93,7 +111,11 @@ async function setup(): Promise<{ idp: Idp; t: TestKernel }> {
           clientId: idp.clientId,
           clientSecret: idp.clientSecret,
           scopes: ["openid", "profile", "email", "groups"],
-          roles: { "plexus-admins": "admin", "plexus-operators": "operator" },
+          roles: {
+            "plexus-admins": "admin",
+            "plexus-operators": "operator",
+            "plexus-viewers": "viewer",
+          },
           allowHttp: true,
         },
       },
@@ -111,10 +133,12 @@ Deno.test("console login: a person signs in through the OpenID provider and gets
   assert.equal(authorize.searchParams.get("code_challenge_method"), "S256");
   assert.ok(authorize.searchParams.get("nonce"));
   const callback = await throughIdp(authorize, "alice");
-  const done = await t.request(callback.href);
+  const done = await back(t, callback);
   assert.equal(done.status, 302);
   assert.equal(done.headers.get("location"), "/ui/");
-  const setCookie = done.headers.get("set-cookie")!;
+  const setCookie = done.headers.getSetCookie().find((c) =>
+    c.startsWith("plexus_session=")
+  )!;
   assert.match(setCookie, /HttpOnly/);
   assert.match(setCookie, /Secure/);
   assert.match(setCookie, /SameSite=Lax/);
@@ -168,17 +192,17 @@ Deno.test("console login: tampered state, tampered nonce, PKCE mismatch and a re
   // A state that is not ours: no attempt to take.
   const a = await throughIdp(await start(t), "alice");
   a.searchParams.set("state", "forged-" + a.searchParams.get("state"));
-  const forged = await t.request(a.href);
+  const forged = await back(t, a);
   assert.equal(forged.status, 400);
-  assert.equal(forged.headers.get("set-cookie"), null);
+  assert.equal(cookieOf(forged), undefined);
   assert.match(await forged.text(), /unknown, used or expired login attempt/);
 
   // A nonce changed on the way to the provider: the ID token carries it.
   const n = await start(t);
   n.searchParams.set("nonce", "attacker-nonce");
-  const badNonce = await t.request((await throughIdp(n, "alice")).href);
+  const badNonce = await back(t, await throughIdp(n, "alice"));
   assert.equal(badNonce.status, 401);
-  assert.equal(badNonce.headers.get("set-cookie"), null);
+  assert.equal(cookieOf(badNonce), undefined);
   assert.match(await badNonce.text(), /nonce/);
 
   // A code_challenge that is not the verifier's: the provider refuses the code.
@@ -187,41 +211,61 @@ Deno.test("console login: tampered state, tampered nonce, PKCE mismatch and a re
     "code_challenge",
     "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
   );
-  const badPkce = await t.request((await throughIdp(p, "alice")).href);
+  const badPkce = await back(t, await throughIdp(p, "alice"));
   assert.equal(badPkce.status, 401);
-  assert.equal(badPkce.headers.get("set-cookie"), null);
+  assert.equal(cookieOf(badPkce), undefined);
   assert.match(await badPkce.text(), /code exchange failed/);
 
   // A replayed callback: the attempt is gone after the first use.
   const ok = await throughIdp(await start(t), "alice");
-  assert.equal((await t.request(ok.href)).status, 302);
-  const replay = await t.request(ok.href);
+  assert.equal((await back(t, ok)).status, 302);
+  const replay = await back(t, ok);
   assert.equal(replay.status, 400);
-  assert.equal(replay.headers.get("set-cookie"), null);
+  assert.equal(cookieOf(replay), undefined);
   // And the used code under a fresh attempt's state: the provider refuses it.
   const fresh = await start(t);
   const reused = new URL(ok);
   reused.searchParams.set("state", fresh.searchParams.get("state")!);
-  const codeAgain = await t.request(reused.href);
+  const codeAgain = await back(t, reused);
   assert.equal(codeAgain.status, 401);
-  assert.equal(codeAgain.headers.get("set-cookie"), null);
+  assert.equal(cookieOf(codeAgain), undefined);
+});
+
+Deno.test("console login: a callback finished in another browser (no binding cookie) is refused, and spends the attempt", async () => {
+  const { idp, t } = await setup();
+  await using _idp = idp;
+  await using _t = t;
+  // An attacker starts a login, signs in as themself, and hands the
+  // callback URL to a victim: the victim's browser has no binding cookie.
+  const handed = await throughIdp(await start(t), "alice");
+  const victim = await t.request(handed.href);
+  assert.equal(victim.status, 400);
+  assert.match(await victim.text(), /started in another browser/);
+  assert.equal(cookieOf(victim), undefined);
+  // A wrong binding is refused the same way.
+  const other = await throughIdp(await start(t), "alice");
+  const wrong = await t.request(other.href, {
+    headers: { cookie: "plexus_login=not-the-binding" },
+  });
+  assert.equal(wrong.status, 400);
+  assert.equal(cookieOf(wrong), undefined);
+  // The attempt is gone: even the right browser cannot use it now.
+  const late = await back(t, handed);
+  assert.equal(late.status, 400);
+  assert.match(await late.text(), /unknown, used or expired/);
 });
 
 Deno.test("console login: no mapped role is refused; a viewer's session cannot act as admin; CSRF is required", async () => {
   const { idp, t } = await setup();
   await using _idp = idp;
   await using _t = t;
-  const refused = await t.request(
-    (await throughIdp(await start(t), "victor")).href,
-  );
+  const refused = await back(t, await throughIdp(await start(t), "victor"));
   assert.equal(refused.status, 403);
   assert.match(await refused.text(), /has no Plexus role/);
-  assert.equal(refused.headers.get("set-cookie"), null);
+  assert.equal(cookieOf(refused), undefined);
 
   // An operator may read and send, but not administer the node (admin).
-  const done = await t.request(
-    (await throughIdp(await start(t), "olga")).href,
-  );
+  const done = await back(t, await throughIdp(await start(t), "olga"));
   const cookie = cookieOf(done)!;
   const { csrf, role } = await (await t.request("/ui/session", {
     headers: { cookie },
@@ -242,6 +286,22 @@ Deno.test("console login: no mapped role is refused; a viewer's session cannot a
     (await notAdmin.json()).error.message,
     /lacks permission 'admin'/,
   );
+  // A viewer's session reads, but neither writes nor administers.
+  const viewer = cookieOf(
+    await back(t, await throughIdp(await start(t), "vera")),
+  )!;
+  const vs = await (await t.request("/ui/session", {
+    headers: { cookie: viewer },
+  })).json();
+  assert.equal(vs.role, "viewer");
+  assert.equal(
+    (await t.request("/api/v1/cluster", { headers: { cookie: viewer } }))
+      .status,
+    200,
+  );
+  const viewerAdmin = await revoke({ cookie: viewer, [CSRF_HEADER]: vs.csrf });
+  assert.equal(viewerAdmin.status, 403);
+  assert.match((await viewerAdmin.json()).error.message, /role 'viewer'/);
   const noCsrfLogout = await t.request("/ui/auth/logout", {
     method: "POST",
     headers: { cookie },
@@ -288,7 +348,7 @@ Deno.test("console login: a plain OAuth 2 provider (GitHub style: endpoints give
   });
   const authorize = await start(t);
   assert.equal(authorize.searchParams.get("nonce"), null);
-  const done = await t.request((await throughIdp(authorize, "olga")).href);
+  const done = await back(t, await throughIdp(authorize, "olga"));
   assert.equal(done.status, 302);
   const s = await (await t.request("/ui/session", {
     headers: { cookie: cookieOf(done)! },
@@ -310,7 +370,7 @@ Deno.test("console login: without a provider, a one-time link from `plexus login
   assert.equal(s.role, "admin");
   const again = await t.request(`/ui/auth/link?token=${token}`);
   assert.equal(again.status, 401);
-  assert.equal(again.headers.get("set-cookie"), null);
+  assert.equal(cookieOf(again), undefined);
   // A link is not an API token.
   const api = await t.request("/api/v1/cluster", {
     headers: { authorization: `Bearer ${token}` },
@@ -319,4 +379,35 @@ Deno.test("console login: without a provider, a one-time link from `plexus login
   // No session, no page and no live socket.
   assert.equal((await t.request("/ui/")).status, 302);
   assert.equal((await t.request("/ui/session")).status, 401);
+});
+
+Deno.test("console login: sign-in routes are behind the per-IP rate limit", async () => {
+  const idp = await startIdp({ redirectUris: [CALLBACK], groups: {} });
+  await using _idp = idp;
+  await using t = await createTestKernel([dashboard], {
+    rateLimit: { ip: { rate: 1, periodMs: 60_000, burst: 3 } },
+    pluginConfig: {
+      dashboard: {
+        provider: {
+          issuer: idp.issuer,
+          clientId: idp.clientId,
+          clientSecret: idp.clientSecret,
+          allowHttp: true,
+        },
+      },
+    },
+  });
+  const statuses: number[] = [];
+  for (let i = 0; i < 4; i++) {
+    // From one client address (what the listener hands the app).
+    const res = await t.app.fetch(
+      new Request("http://localhost/ui/auth/start"),
+      { remoteAddr: { hostname: "203.0.113.9" } },
+    );
+    await res.body?.cancel();
+    statuses.push(res.status);
+  }
+  assert.deepEqual(statuses, [302, 302, 302, 429]);
+  // The page itself is not limited by sign-in attempts.
+  assert.equal((await t.request("/ui/login")).status, 200);
 });
