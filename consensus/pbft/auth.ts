@@ -17,6 +17,7 @@ import {
   createHmac,
   createPrivateKey,
   createPublicKey,
+  createSecretKey,
   type KeyObject,
   sign,
   verify,
@@ -110,8 +111,8 @@ export function createPbftAuth(o: PbftAuthOptions): PbftAuth {
     );
   }
   const mont = ed25519.utils.toMontgomerySecret(o.privateKey);
-  const linkKeys = new Map<string, Uint8Array>();
-  const linkKey = (peer: string): Uint8Array | undefined => {
+  const linkKeys = new Map<string, KeyObject>();
+  const linkKey = (peer: string): KeyObject | undefined => {
     let k = linkKeys.get(peer);
     if (k) return k;
     const pub = o.publicKeys.get(peer);
@@ -121,12 +122,14 @@ export function createPbftAuth(o: PbftAuthOptions): PbftAuth {
       ed25519.utils.toMontgomery(pub),
     );
     const [lo, hi] = [o.id, peer].sort();
-    k = hkdf(
-      sha256,
-      shared,
-      undefined,
-      encoder.encode(`plexus-pbft-link|${lo}|${hi}`),
-      32,
+    k = createSecretKey(
+      hkdf(
+        sha256,
+        shared,
+        undefined,
+        encoder.encode(`plexus-pbft-link|${lo}|${hi}`),
+        32,
+      ),
     );
     linkKeys.set(peer, k);
     return k;

@@ -27,6 +27,7 @@
  */
 import type {
   Checkpoint,
+  ClientResult,
   Executed,
   NewView,
   PbftAuth,
@@ -37,7 +38,6 @@ import type {
   PbftRequest,
   PreparedEntry,
   PrePreparedEntry,
-  Reply,
   StableCheckpoint,
   ViewChange,
 } from "./types.ts";
@@ -200,7 +200,10 @@ export class PbftNode {
   #compact: PbftRecord[] | undefined;
   #snapshot: { seq: number; data: string } | undefined;
   #exec: Executed[] = [];
-  #replies: (Reply & { from: string })[] = [];
+  #replies: (ClientResult & { from: string; view: number })[] = [];
+  /** Requests to relay and results to send, batched into one message each per Ready. */
+  #relay: PbftRequest[] = [];
+  #results = new Map<string, ClientResult[]>();
   #retried: PbftRequest[] = [];
 
   /** Messages dropped because their MAC, signature or shape was wrong. */
@@ -268,7 +271,8 @@ export class PbftNode {
 
   /** Whether {@linkcode ready} has anything. */
   hasReady(): boolean {
-    return this.#out.length > 0 || this.#persist.length > 0 ||
+    return this.#out.length > 0 || this.#relay.length > 0 ||
+      this.#results.size > 0 || this.#persist.length > 0 ||
       this.#compact !== undefined || this.#snapshot !== undefined ||
       this.#exec.length > 0 || this.#replies.length > 0 ||
       this.#retried.length > 0;
@@ -276,6 +280,14 @@ export class PbftNode {
 
   /** Takes the work accumulated since the last call (see {@linkcode PbftReady}). */
   ready(): PbftReady {
+    if (this.#relay.length > 0) {
+      this.#multicast({ type: "request", requests: this.#relay });
+      this.#relay = [];
+    }
+    for (const [proxy, results] of this.#results) {
+      this.#send(proxy, { type: "reply", view: this.#view, results });
+    }
+    this.#results.clear();
     const rd: PbftReady = {
       persist: this.#persist,
       messages: this.#out,
@@ -309,10 +321,10 @@ export class PbftNode {
       );
     }
     const fresh = this.#addPending(r);
-    // A client's retry goes out again: replicas that executed it answer anew.
-    if (fresh || options.retry) {
-      this.#multicast({ type: "request", request: r });
-    }
+    // A client's retry goes out again: replicas that executed it answer
+    // anew. An active primary need not relay: its pre-prepare will.
+    const proposing = !this.#changing && this.primary === this.id;
+    if ((fresh && !proposing) || options.retry) this.#relay.push(r);
     if (!fresh && this.#wasExecuted(r)) this.#retried.push(r);
     this.#propose();
     return fresh;
@@ -324,15 +336,19 @@ export class PbftNode {
 
   /** Sends a result for `client`'s request `t` to `proxy`, the replica that relayed it for the client. */
   reply(proxy: string, client: string, t: number, result: string): void {
-    const payload: Reply = {
-      type: "reply",
-      view: this.#view,
-      client,
-      t,
-      result,
-    };
-    if (proxy === this.id) this.#replies.push({ ...payload, from: this.id });
-    else if (this.replicas.includes(proxy)) this.#send(proxy, payload);
+    if (proxy === this.id) {
+      this.#replies.push({
+        client,
+        t,
+        result,
+        view: this.#view,
+        from: this.id,
+      });
+    } else if (this.replicas.includes(proxy)) {
+      let list = this.#results.get(proxy);
+      if (!list) this.#results.set(proxy, list = []);
+      list.push({ client, t, result });
+    }
   }
 
   /**
@@ -399,9 +415,10 @@ export class PbftNode {
     if (
       this.#timer === Math.floor(timeout / 2) && this.primary !== this.id
     ) {
-      for (const r of this.#pending.values()) {
-        this.#send(this.primary, { type: "request", request: r });
-      }
+      this.#send(this.primary, {
+        type: "request",
+        requests: [...this.#pending.values()],
+      });
     }
     this.#propose();
   }
@@ -420,9 +437,13 @@ export class PbftNode {
     const p = m.payload;
     switch (p.type) {
       case "request":
-        if (!isRequest(p.request)) return this.#reject();
-        if (!this.#addPending(p.request) && this.#wasExecuted(p.request)) {
-          this.#retried.push(p.request);
+        if (!Array.isArray(p.requests) || !p.requests.every(isRequest)) {
+          return this.#reject();
+        }
+        for (const r of p.requests) {
+          if (!this.#addPending(r) && this.#wasExecuted(r)) {
+            this.#retried.push(r);
+          }
         }
         this.#propose();
         return;
@@ -448,10 +469,21 @@ export class PbftNode {
         return this.#onState(p.stable, p.data);
       case "reply":
         if (
-          !nat(p.view) || !nat(p.t) || typeof p.client !== "string" ||
-          typeof p.result !== "string"
+          !nat(p.view) || !Array.isArray(p.results) ||
+          !p.results.every((x) =>
+            nat(x?.t) && typeof x.client === "string" &&
+            typeof x.result === "string"
+          )
         ) return this.#reject();
-        this.#replies.push({ ...p, from: m.from });
+        for (const x of p.results) {
+          this.#replies.push({
+            client: x.client,
+            t: x.t,
+            result: x.result,
+            view: p.view,
+            from: m.from,
+          });
+        }
         return;
       default:
         return this.#reject();
@@ -723,6 +755,10 @@ export class PbftNode {
         this.#executed = s.seq;
         this.#snapshot = { seq: s.seq, data: transferred };
         this.#exec = this.#exec.filter((e) => e.seq > s.seq);
+        // What waited here may be in that state; the core cannot tell, and a
+        // stale request would time out into a view change nobody else wants.
+        // Clients re-send what still waits.
+        this.#pending.clear();
       }
     }
     if (haveIt) {
@@ -1109,7 +1145,17 @@ export class PbftNode {
   }
 
   #multicast(payload: PbftPayload): void {
-    for (const to of this.replicas) if (to !== this.id) this.#send(to, payload);
+    // One serialisation for every link's MAC (a batch can be large).
+    const json = JSON.stringify(payload);
+    for (const to of this.replicas) {
+      if (to === this.id) continue;
+      this.#out.push({
+        from: this.id,
+        to,
+        payload,
+        mac: this.#auth.mac(to, `${this.id}>${to}:${json}`),
+      });
+    }
   }
 
   #reject(): void {

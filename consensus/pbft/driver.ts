@@ -346,15 +346,7 @@ export class PbftDriver {
     this.node.reply(r.client.slice(0, slash), r.client, r.t, result);
   }
 
-  #onReply(
-    rep: {
-      from: string;
-      client: string;
-      t: number;
-      result: string;
-      view: number;
-    },
-  ): void {
+  #onReply(rep: PbftReady["replies"][number]): void {
     if (rep.client !== this.#client) return;
     const w = this.#waiting.get(rep.t);
     if (!w) return;

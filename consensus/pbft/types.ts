@@ -115,10 +115,10 @@ export interface NewView {
   sig: string;
 }
 
-/** A replica relays a client request so every backup's timer watches it. */
+/** A replica relays client requests so every backup's timer watches them (one message per Ready). */
 export interface RequestRelay {
   type: "request";
-  request: PbftRequest;
+  requests: PbftRequest[];
 }
 
 /** Ask for the state at (or after) stable checkpoint `seq`. */
@@ -134,13 +134,18 @@ export interface StateTransfer {
   data: string;
 }
 
-/** A replica's result for a client's request, sent to the replica that proxies that client. */
-export interface Reply {
-  type: "reply";
-  view: number;
+/** A replica's result for one client request. */
+export interface ClientResult {
   client: string;
   t: number;
   result: string;
+}
+
+/** A replica's results for requests of clients another replica proxies (one message per Ready). */
+export interface Reply {
+  type: "reply";
+  view: number;
+  results: ClientResult[];
 }
 
 /** Everything a replica sends another. */
@@ -241,7 +246,7 @@ export interface PbftReady {
   messages: PbftMessage[];
   snapshot?: { seq: number; data: string };
   executed: Executed[];
-  replies: (Reply & { from: string })[];
+  replies: (ClientResult & { from: string; view: number })[];
   /** Requests asked again that this replica already executed: answer from the last-reply table. */
   retried: PbftRequest[];
 }
