@@ -49,6 +49,8 @@ export interface AgentRow {
 
 /** Agents listed per snapshot at most. */
 export const MAX_AGENTS = 50;
+/** The agents are read again every this many snapshots. */
+const AGENTS_EVERY = 3;
 
 /** The metrics the page charts and lists. */
 export interface MetricSample {
@@ -194,10 +196,14 @@ export function createSnapshots(
         nodes[e.value.id] = { version, load, startedAt };
       }
     }
-    const agents = await agentRows().catch((err) => {
-      ctx.log.debug("dashboard agents snapshot failed", { error: err });
-      return [];
-    });
+    // Presence moves with heartbeats (seconds apart): the agents are read
+    // every AGENTS_EVERY snapshots, not every one, to keep API calls few.
+    if (ticks++ % AGENTS_EVERY === 0) {
+      agents = await agentRows().catch((err) => {
+        ctx.log.debug("dashboard agents snapshot failed", { error: err });
+        return agents;
+      });
+    }
     return {
       cluster,
       health,
@@ -256,6 +262,8 @@ export function createSnapshots(
       };
     }));
   };
+  let ticks = 0;
+  let agents: AgentRow[] = [];
   const tick = async () => {
     if (running) return; // a slow gather is skipped, never stacked
     running = true;
