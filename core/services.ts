@@ -291,11 +291,7 @@ export function createServiceBroker(
   ): Promise<Reply> => {
     const h = info.headers;
     const [, traceId = hex(16), spanId = hex(8)] = (h.tp ?? "").split("-");
-    const parent: Parent = {
-      correlationId: h.cid ?? crypto.randomUUID(),
-      traceId,
-      spanId,
-    };
+    const parent: Parent = { correlationId: h.cid ?? traceId, traceId, spanId };
     try {
       const v = await runLocal(
         name,
@@ -424,9 +420,9 @@ export function createServiceBroker(
       );
     }
     const headers: Record<string, string> = {
-      cid: span.correlationId,
       tp: `00-${span.traceId}-${span.spanId}-01`,
     };
+    if (span.correlationId !== span.traceId) headers.cid = span.correlationId;
     if (role !== undefined) headers.role = role;
     const reply = await t.request(node, actionTopic(name), params, {
       timeoutMs: remainingMs,
@@ -454,12 +450,14 @@ export function createServiceBroker(
     // per answer.
     let t0 = performance.now();
     const deadlineAt = t0 + timeout;
-    let traceId = parent?.traceId;
-    if (opts.traceparent) traceId = opts.traceparent.split("-")[1];
+    const traceId =
+      (opts.traceparent ? opts.traceparent.split("-")[1] : parent?.traceId) ??
+        hex(16);
+    // Without one given, the trace id is the correlation id (one id less on
+    // the wire).
     const span: Parent = {
-      correlationId: opts.correlationId ?? parent?.correlationId ??
-        crypto.randomUUID(),
-      traceId: traceId ?? hex(16),
+      correlationId: opts.correlationId ?? parent?.correlationId ?? traceId,
+      traceId,
       spanId: hex(8),
     };
     const excluded = new Set<string>();

@@ -47,7 +47,7 @@ export interface CallOptions {
   nodeId?: string;
   /** Affinity key: calls with one key go to one node (consistent hash). */
   key?: string;
-  /** Carried to the handler and on to its own calls. @default {a new id} */
+  /** Carried to the handler and on to its own calls. @default {the trace id} */
   correlationId?: string;
   /** W3C `traceparent` of the caller's span; the call is a child span. */
   traceparent?: string;
@@ -72,7 +72,7 @@ export interface ActionCall {
   action: string;
   /** The node the call came from. */
   caller: string;
-  /** The call's correlation id (the caller's, or a new one). */
+  /** The call's correlation id (the caller's, else the trace id). */
   correlationId: string;
   /** This call's W3C `traceparent` (its own span under the caller's). */
   traceparent: string;
