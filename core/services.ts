@@ -255,8 +255,10 @@ export function createServiceBroker(
   ): Promise<unknown> => {
     const action = actions.get(name);
     if (!action) {
+      // Gone between the pick and the call (a stop or swap): another node
+      // may offer it, so this is retryable.
       throw new ServiceError(
-        "service_not_found",
+        "no_node",
         `node '${me}' no longer offers action '${name}'`,
         { action: name, node: me },
       );
