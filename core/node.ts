@@ -560,6 +560,7 @@ export async function startNode(
   };
   const { fetch: serveHttp } = createApp({
     reload,
+    sandboxOf: (name) => sandboxes.get(name),
     registry,
     kernel,
     kv,

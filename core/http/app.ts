@@ -106,6 +106,15 @@ export interface AppDeps {
    * given: the node's `reload`.
    */
   reload?: (name: string) => Promise<SwapReport & { trust: string }>;
+  /**
+   * A sandboxed plugin's Worker, for `GET /api/v1/plugins` to report its
+   * `restarts` and `crashes`; undefined for a trusted plugin.
+   */
+  sandboxOf?: (
+    name: string,
+  ) =>
+    | { readonly starts: number; readonly crashes: readonly unknown[] }
+    | undefined;
 }
 
 /** The node's HTTP surface. */
@@ -568,15 +577,25 @@ export function createApp(deps: AppDeps): HttpApp {
       c.json(
         kernel.list().map((
           { name, version, kind, provides, status, trust, permissions },
-        ) => ({
-          name,
-          version,
-          kind,
-          provides,
-          status,
-          trust,
-          permissions,
-        })),
+        ) => {
+          // A sandboxed plugin's Worker restarts after a crash: how often.
+          const sandbox = deps.sandboxOf?.(name);
+          return {
+            name,
+            version,
+            kind,
+            provides,
+            status,
+            trust,
+            permissions,
+            ...(sandbox
+              ? {
+                restarts: Math.max(0, sandbox.starts - 1),
+                crashes: sandbox.crashes.length,
+              }
+              : {}),
+          };
+        }),
       ),
   );
 

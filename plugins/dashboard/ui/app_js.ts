@@ -97,7 +97,9 @@ function renderPlugins(plugins) {
       : "";
     return el("tr", { "data-plugin": p.name },
       el("td", {}, p.name), el("td", {}, p.version), el("td", {}, p.kind),
-      el("td", { class: p.status }, p.status), el("td", {}, p.trust || ""),
+      el("td", { class: p.status }, p.status),
+      el("td", { class: p.restarts ? "warn" : "" }, p.restarts === undefined ? "" : p.restarts),
+      el("td", {}, p.trust || ""),
       el("td", { class: "perms" }, perms), el("td", {}, action));
   });
   $("#plugins tbody").replaceChildren(...rows);

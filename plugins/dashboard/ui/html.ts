@@ -34,7 +34,7 @@ export const INDEX_HTML = `${HEAD("Plexus console")}
   </section>
   <section id="plugins-view">
     <h2>Plugins</h2>
-    <table id="plugins"><thead><tr><th>name</th><th>version</th><th>kind</th><th>state</th><th>trust</th><th>permissions</th><th></th></tr></thead><tbody></tbody></table>
+    <table id="plugins"><thead><tr><th>name</th><th>version</th><th>kind</th><th>state</th><th>restarts</th><th>trust</th><th>permissions</th><th></th></tr></thead><tbody></tbody></table>
   </section>
   <section id="agents-view">
     <h2>Agents</h2>
