@@ -8,8 +8,11 @@
  * frames, which are parsed in place, so the client side costs far less CPU
  * per message than the `WebSocket` API (`api`), whose every message is an
  * event. Commands (JSON lines on stdin, one JSON reply each on stdout):
- * - `{"cmd":"connect","url","n","hub"}` opens n clients; with `hub` each
- *   waits for the hub's `connection` message, which ends its replay.
+ * - `{"cmd":"connect","url","n","hub","hello"?,"marker"?}` opens n clients;
+ *   with `hub` each waits for the hub's `connection` message, which ends its
+ *   replay. A peer server: `hello` is text each client sends once upgraded
+ *   (Centrifugo's connect and subscribe commands) and `marker` the start of
+ *   the reply line that stands for `connection` (raw clients only).
  *   Replies `{"connected":n,"replayed":...}`.
  * - `{"cmd":"expect","tag","n"}` starts counting messages containing `tag`;
  *   replies `{"armed":true}` at once and `{"done":true,...}` when every
@@ -129,8 +132,13 @@ function maskedFrame(opcode: number, payload: Uint8Array): Uint8Array {
   return frame;
 }
 
-async function connectRaw(url: URL, hub: boolean): Promise<Client> {
-  const lines = url.searchParams.get("batch") === "1";
+async function connectRaw(
+  url: URL,
+  hub: boolean,
+  peer?: { hello: string; marker: string },
+): Promise<Client> {
+  const lines = url.searchParams.get("batch") === "1" || peer !== undefined;
+  const marker = peer ? encoder.encode(peer.marker) : CONNECTION_PREFIX;
   const conn = await Deno.connect({
     hostname: url.hostname,
     port: Number(url.port || 80),
@@ -209,6 +217,7 @@ async function connectRaw(url: URL, hub: boolean): Promise<Client> {
     },
   };
   if (!hub) onConnected();
+  if (peer) await conn.write(maskedFrame(0x1, encoder.encode(peer.hello)));
 
   const pump = async () => {
     try {
@@ -256,7 +265,7 @@ async function connectRaw(url: URL, hub: boolean): Promise<Client> {
                 }
               }
               if (!c.connected) {
-                if (startsWith(buf, q, CONNECTION_PREFIX)) {
+                if (startsWith(buf, q, marker)) {
                   c.connected = true;
                   onConnected();
                 } else c.replayed++;
@@ -360,13 +369,19 @@ for await (const cmd of commands()) {
       const url = new URL(String(cmd.url));
       const n = Number(cmd.n);
       const hub = Boolean(cmd.hub);
+      const peer = typeof cmd.hello === "string"
+        ? { hello: cmd.hello, marker: String(cmd.marker) }
+        : undefined;
       const connect = clientKind === "api" ? connectApi : connectRaw;
       // Connect in small waves so the accept queue never overflows.
       for (let i = 0; i < n; i += 10) {
         const wave = Math.min(10, n - i);
         clients.push(
           ...await Promise.all(
-            Array.from({ length: wave }, () => connect(url, hub)),
+            Array.from(
+              { length: wave },
+              () => peer ? connectRaw(url, hub, peer) : connect(url, hub),
+            ),
           ),
         );
       }
