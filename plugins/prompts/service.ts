@@ -159,6 +159,8 @@ interface Active {
 }
 
 const SHORT = 200;
+/** How long an agent's enrolled key is reused for SAGE checks. */
+const KEY_CACHE_MS = 5000;
 const short = (s: string) => s.length > SHORT ? `${s.slice(0, SHORT)}…` : s;
 
 /** Creates the prompt service. */
@@ -191,8 +193,27 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
   const agentsFor = (capability: string): string[] =>
     gateway.capabilities()[capability] ?? [];
 
-  /** The DID and key an answer of `agentId` must be signed with. */
+  /**
+   * Enrolled keys read lately: a re-keyed or removed agent is seen within
+   * KEY_CACHE_MS (the gateway itself re-reads enrolments every heartbeat).
+   */
+  const keys = new Map<
+    string,
+    { did: string; key: Uint8Array; until: number }
+  >();
   const keyOf = async (
+    agentId: string,
+  ): Promise<{ did: string; key: Uint8Array }> => {
+    const known = keys.get(agentId);
+    if (known && known.until > Date.now()) return known;
+    const found = await readKey(agentId);
+    keys.delete(agentId);
+    keys.set(agentId, { ...found, until: Date.now() + KEY_CACHE_MS });
+    if (keys.size > 10_000) keys.delete(keys.keys().next().value!);
+    return found;
+  };
+  /** The DID and key an answer of `agentId` must be signed with. */
+  const readKey = async (
     agentId: string,
   ): Promise<{ did: string; key: Uint8Array }> => {
     const record = await gateway.get(agentId);
@@ -496,8 +517,10 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
         : config.capability;
       const tried = new Set<string>();
       let lastError: unknown;
+      let offered = 0;
       for (let attempt = 0; attempt < config.attempts; attempt++) {
         const candidates = agentsFor(capability).filter((id) => !tried.has(id));
+        offered = Math.max(offered, candidates.length);
         const picked = balancer.pick(candidates.map((id) => ({ id })));
         if (!picked) break;
         tried.add(picked.id);
@@ -544,8 +567,12 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
           deps.onRootOutcome?.(picked.id, false, ms);
           lastError = a.failure ?? err;
           // Only a root agent that went away is retried on another one:
-          // a refusal, a timeout or a failed signature is the answer.
-          if (!a.failure && isGatewayError(err, "unavailable")) {
+          // a refusal, a timeout or a failed signature is the answer. An
+          // agent's own `unavailable` (its handler threw) looks like a drop
+          // but leaves it connected.
+          const dropped = isGatewayError(err, "unavailable") &&
+            !agentsFor(capability).includes(picked.id);
+          if (!a.failure && dropped) {
             routing(
               a,
               picked.id,
@@ -555,16 +582,18 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
             );
             continue;
           }
-          throw a.failure ?? toPlexusError(err, picked.id, requestId);
+          throw a.failure ??
+            toPlexusError(err, picked.id, requestId, dropped);
         }
       }
       if (lastError) {
-        throw toPlexusError(lastError, [...tried].at(-1)!, requestId);
+        throw toPlexusError(lastError, [...tried].at(-1)!, requestId, true);
       }
       throw new PlexusError(
         "no_agent",
-        `no agent offering '${capability}' is connected to node ${deps.nodeId}` +
-          (tried.size ? " (or its circuit is open)" : ""),
+        offered && !tried.size
+          ? `every agent offering '${capability}' on node ${deps.nodeId} has its circuit open`
+          : `no agent offering '${capability}' is connected to node ${deps.nodeId}`,
         { status: 503, retryable: true, retryAfterS: 5, data: { capability } },
       );
     } finally {
@@ -601,13 +630,14 @@ function toPlexusError(
   err: unknown,
   agent: string,
   requestId: string,
+  dropped: boolean,
 ): PlexusError {
   if (err instanceof PlexusError) return err;
   if (err instanceof GatewayRequestError) {
     if (err.code === "timeout") {
       return new PlexusError("timeout", err.message, { status: 504 });
     }
-    if (err.code === "unavailable" || err.code === "no_handler") {
+    if (dropped || err.code === "no_handler") {
       return new PlexusError(
         "agent_unavailable",
         `root agent '${agent}' dropped request ${requestId}: ${err.message}`,

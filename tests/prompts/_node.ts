@@ -48,6 +48,10 @@ export interface PromptNodeOptions {
   kv?: string;
   /** What reaches `WS /ws` (routing records are `info`). @default {"error"} */
   logLevel?: "info" | "warn" | "error";
+  /** `--balancer NAME`. */
+  balancer?: string;
+  /** More `pluginConfig` entries (a balancer's, say). */
+  pluginConfig?: Record<string, unknown>;
 }
 
 /** Starts a node on port 0 with `builtin:prompts`. */
@@ -60,6 +64,7 @@ export async function startPromptNode(
     file,
     JSON.stringify({
       pluginConfig: {
+        ...options.pluginConfig,
         gateway: options.gateway ?? {},
         prompts: options.prompts ?? {},
       },
@@ -88,6 +93,7 @@ export async function startPromptNode(
     file,
     "--log-level",
     options.logLevel ?? "error",
+    ...options.balancer ? ["--balancer", options.balancer] : [],
   ], { env: {} });
   if (parsed.help) throw new Error("unreachable");
   const handle = await startNode(parsed.config, {

@@ -199,3 +199,56 @@ Deno.test("prompts: 1,000 concurrent prompts meet a bounded queue (429/503), the
   const after = await node.prompt({ prompt: "after", sageEnabled: true });
   assert.equal(after.status, 200, JSON.stringify(after.body));
 });
+
+Deno.test("prompt cache: with the root agent's circuit open (balancer plugin), the stale answer is served", async () => {
+  await using node = await startPromptNode({
+    dir: await tmp(),
+    balancer: "round-robin",
+    pluginConfig: {
+      "round-robin": {
+        circuitBreaker: {
+          minRequests: 2,
+          threshold: 0.5,
+          halfOpenAfterMs: 600_000,
+        },
+      },
+    },
+  });
+  const rootKey = await node.enrolled();
+  let failing = false;
+  await using _root = await promptAgent(node, rootKey, "prompt", () => {
+    if (failing) throw new Error("model backend down");
+    return "good answer";
+  });
+  const ok = await node.prompt({ prompt: "weather?", sageEnabled: false });
+  assert.equal(ok.headers.get("x-cache"), "MISS");
+  failing = true;
+  // A failure the agent reports is an answer (502), not a reason for a
+  // stand-in; with the success before it, half the calls failed: the
+  // circuit opens (minRequests 2, threshold 0.5).
+  const failed = await node.prompt(
+    { prompt: "weather?", sageEnabled: false },
+    { "Cache-Control": "no-cache" },
+  );
+  assert.equal(failed.status, 502, JSON.stringify(failed.body));
+  assert.match(
+    (failed.body.error as { message: string }).message,
+    /model backend down/,
+  );
+  const stale = await node.prompt(
+    { prompt: "weather?", sageEnabled: false },
+    { "Cache-Control": "no-cache" },
+  );
+  assert.equal(stale.status, 200, JSON.stringify(stale.body));
+  assert.equal(stale.headers.get("x-cache"), "STALE");
+  assert.equal(stale.body.response, "good answer");
+  const logs = stale.body.logs as { content: string }[];
+  assert.match(logs.at(-1)!.content, /has its circuit open/);
+  // SAGE on: nothing to stand in, 503.
+  const none = await node.prompt({ prompt: "weather?", sageEnabled: true });
+  assert.equal(none.status, 503, JSON.stringify(none.body));
+  assert.match(
+    (none.body.error as { message: string }).message,
+    /circuit open/,
+  );
+});
