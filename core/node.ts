@@ -483,6 +483,7 @@ export async function startNode(
     meta: () => ({
       taskTypes: tasks.types(),
       agentCapabilities: Object.keys(tasks.capabilities()),
+      actions: services.localNames(),
     }),
     onError: (err) => nodeLog.warn("registry heartbeat failed", { error: err }),
   });

@@ -127,6 +127,8 @@ export interface ServiceBroker extends Services {
   remove(name: string): Promise<void>;
   /** The action defined here under `name`. */
   local(name: string): LocalAction | undefined;
+  /** The names of the actions defined here, sorted (the node registry's `actions`). */
+  localNames(): string[];
   /** Calls with the caller's API role (the HTTP route): the action's permission is checked where it runs. */
   callAs<R = unknown>(
     role: string | undefined,
@@ -562,6 +564,7 @@ export function createServiceBroker(
       await (await r)?.close();
     },
     local: (name) => actions.get(name),
+    localNames: () => [...actions.keys()].sort(),
     define(name, schema, handler, opts = {}) {
       return broker.add({
         name,

@@ -7,6 +7,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
+import { nodeKey } from "../../core/state/keys.ts";
+import type { NodeRecord } from "../../core/state/registry.ts";
 import {
   type PlexusProcess,
   poll,
@@ -130,6 +132,29 @@ const probe = async (p: PlexusProcess, path: string, body?: unknown) => {
   return await res.json();
 };
 
+/** Waits until `p`'s node registry record (in its KV file) lists `actions`. */
+const registered = (p: PlexusProcess, actions: string[]) =>
+  poll(
+    async () => {
+      let kv: Deno.Kv | undefined;
+      try {
+        kv = await Deno.openKv(join(p.dir, "plexus.kv"));
+        for await (const e of kv.list<NodeRecord>({ prefix: nodeKey() })) {
+          const got = e.value?.meta?.actions;
+          if (JSON.stringify(got) === JSON.stringify(actions)) return true;
+        }
+      } catch {
+        // the node holds the file; try again
+      } finally {
+        kv?.close();
+      }
+      return false;
+    },
+    `the registry to list ${actions.join(", ")}`,
+    30_000,
+    200,
+  );
+
 /** Waits until `p` sees `action` offered by exactly `nodes`. */
 const offered = (p: PlexusProcess, action: string, nodes: string[]) =>
   poll(
@@ -237,6 +262,7 @@ Deno.test({
   async fn() {
     await withCluster(async (dir, [a, b]) => {
       await offered(a, "orders.create", ["node-b"]);
+      await registered(b, [...ALL].sort());
       const list = await a.api("/api/v1/services", {}, "viewer");
       assert.equal(list.status, 200);
       const body = await list.json();
@@ -304,6 +330,7 @@ Deno.test({
       assert.equal(reload.status, 200, await reload.clone().text());
       await offered(a, "probe.v2", ["node-b"]);
       await offered(a, "orders.create", []);
+      await registered(b, ["probe.v2"]);
       assert.deepEqual(
         await probe(a, "/call", { action: "probe.v2", params: null }),
         { value: "v2 on node-b" },
