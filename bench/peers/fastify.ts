@@ -1,0 +1,240 @@
+/**
+ * `GET /health` requests/s: a whole Plexus node against Fastify 5 on
+ * Node.js serving the same bytes (body and headers captured from the node),
+ * in the same run.
+ *
+ *   deno run -A bench/peers/fastify.ts [--quick] [--rounds N] [--duration MS]
+ *
+ * Fastify is installed with npm (pinned version) into
+ * `~/.cache/plexus/peers/fastify-VERSION` on the first run; its server is
+ * bench/peers/fastify/server.mjs. Each server runs pinned to core 0, the
+ * load generator (bench/_load.ts, 32 keep-alive connections) to core 1, a
+ * fresh one per round, as in bench/http_health.ts. Rounds alternate;
+ * medians; ratio = Plexus ÷ Fastify. Server CPU per request is reported
+ * beside the rates.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { homedir } from "node:os";
+import { fileURLToPath } from "node:url";
+import {
+  canPin,
+  Child,
+  info,
+  isQuick,
+  median,
+  numFlag,
+  round,
+  spawnDeno,
+} from "../_util.ts";
+
+const VERSION = "5.12.8";
+const quick = isQuick();
+const rounds = numFlag("rounds", quick ? 3 : 7);
+const durationMs = numFlag("duration", quick ? 1000 : 2000);
+const warmupMs = quick ? 300 : 500;
+const connections = numFlag("connections", 32);
+const cacheRoot = Deno.env.get("PLEXUS_CACHE") ??
+  join(Deno.env.get("XDG_CACHE_HOME") ?? join(homedir(), ".cache"), "plexus");
+const installDir = join(cacheRoot, "peers", `fastify-${VERSION}`);
+const serverScript = fileURLToPath(
+  new URL("./fastify/server.mjs", import.meta.url),
+);
+
+async function ensureFastify(): Promise<void> {
+  try {
+    await Deno.stat(
+      join(installDir, "node_modules", "fastify", "package.json"),
+    );
+    return;
+  } catch {
+    // install it
+  }
+  info(`fastify: installing fastify@${VERSION} with npm (first run only)`);
+  await Deno.mkdir(installDir, { recursive: true });
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command("npm", {
+      args: [
+        "install",
+        "--no-save",
+        "--no-audit",
+        "--no-fund",
+        `fastify@${VERSION}`,
+      ],
+      cwd: installDir,
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      console.error("bench/peers/fastify.ts needs Node.js and npm on PATH");
+      Deno.exit(2);
+    }
+    throw err;
+  }
+  if (!out.success) Deno.exit(1);
+}
+
+interface Server {
+  label: "plexus" | "fastify";
+  child: Child;
+  url: string;
+  pid: number;
+  results: { rps: number; serverUs: number }[];
+}
+
+async function startFastify(bodyFile: string, headersFile: string) {
+  const args = [serverScript, bodyFile, headersFile];
+  const pin = await canPin();
+  const child = new Child(
+    "fastify",
+    new Deno.Command(pin ? "taskset" : "node", {
+      args: pin ? ["-c", "0", "node", ...args] : args,
+      cwd: installDir,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn(),
+  );
+  const ready = await child.next<{ url: string; pid: number }>(30_000);
+  return { child, ...ready };
+}
+
+async function load(server: Server, ms: number) {
+  const gen = await spawnDeno("load", "_load.ts", [
+    "--url",
+    server.url + "/health",
+    "--connections",
+    String(connections),
+    "--duration",
+    String(ms),
+    "--warmup",
+    String(warmupMs),
+    "--client",
+    "raw",
+    "--server-pid",
+    String(server.pid),
+  ], 1);
+  try {
+    const r = await gen.next<
+      {
+        rps: number;
+        requests: number;
+        seconds: number;
+        failures: number;
+        firstFailure: string;
+        serverCpu: number;
+      }
+    >(ms + warmupMs + 30_000);
+    if (r.failures > 0) {
+      throw new Error(
+        `${server.label}: ${r.failures} failed requests (${r.firstFailure})`,
+      );
+    }
+    return { rps: r.rps, serverUs: r.serverCpu * r.seconds / r.requests * 1e6 };
+  } finally {
+    await gen.stop();
+  }
+}
+
+await ensureFastify();
+const tmp = await Deno.makeTempDir({ prefix: "plexus-peer-fastify-" });
+const children: Child[] = [];
+let exitCode = 0;
+try {
+  const nodeChild = await spawnDeno("plexus", "_http_server.ts", [
+    "node",
+    "--data-dir",
+    tmp,
+  ], 0);
+  children.push(nodeChild);
+  const nodeReady = await nodeChild.next<{ url: string; pid: number }>(30_000);
+  const plexus: Server = {
+    label: "plexus",
+    child: nodeChild,
+    ...nodeReady,
+    results: [],
+  };
+  const res = await fetch(plexus.url + "/health");
+  const body = new Uint8Array(await res.arrayBuffer());
+  if (res.status !== 200) throw new Error(`/health answered ${res.status}`);
+  const headers = [...res.headers].filter(([k]) =>
+    k !== "date" && k !== "content-length" && k !== "connection" &&
+    k !== "keep-alive"
+  );
+  await Deno.writeFile(join(tmp, "health.body"), body);
+  await Deno.writeTextFile(
+    join(tmp, "health.headers"),
+    JSON.stringify(headers),
+  );
+  const f = await startFastify(
+    join(tmp, "health.body"),
+    join(tmp, "health.headers"),
+  );
+  children.push(f.child);
+  const fastify: Server = {
+    label: "fastify",
+    child: f.child,
+    url: f.url,
+    pid: f.pid,
+    results: [],
+  };
+  const check = await fetch(fastify.url + "/health");
+  const checkBody = new Uint8Array(await check.arrayBuffer());
+  if (
+    checkBody.length !== body.length ||
+    !checkBody.every((b, i) => b === body[i])
+  ) {
+    throw new Error("Fastify does not return the node's /health bytes");
+  }
+  const nodeVersion = new TextDecoder().decode(
+    (await new Deno.Command("node", { args: ["--version"] }).output()).stdout,
+  ).trim();
+  info(
+    `fastify: /health is ${body.length} bytes with ${headers.length} headers; ${rounds} rounds x ${durationMs} ms, ${connections} connections; Fastify ${VERSION} on Node ${nodeVersion}`,
+  );
+  for (const s of [plexus, fastify]) await load(s, quick ? 500 : 1000); // warm-up
+  for (let i = 0; i < rounds; i++) {
+    for (const s of i % 2 ? [fastify, plexus] : [plexus, fastify]) {
+      const r = await load(s, durationMs);
+      s.results.push(r);
+      info(
+        `  round ${i + 1} ${s.label.padEnd(7)} ${round(r.rps)} req/s, server ${
+          round(r.serverUs, 1)
+        } µs CPU per request`,
+      );
+    }
+  }
+  const rps = (s: Server) => median(s.results.map((r) => r.rps));
+  const us = (s: Server) => round(median(s.results.map((r) => r.serverUs)), 1);
+  console.log(JSON.stringify({
+    bench: "peers/fastify",
+    metric: "requests_per_s",
+    unit: "1/s",
+    value: round(rps(plexus)),
+    baseline: {
+      name: `Fastify ${VERSION} on Node.js, same bytes`,
+      value: round(rps(fastify)),
+    },
+    ratio: round(rps(plexus) / rps(fastify), 2),
+    details: {
+      rounds,
+      durationMs,
+      connections,
+      bodyBytes: body.length,
+      headers: headers.length,
+      plexusRates: plexus.results.map((r) => round(r.rps)),
+      fastifyRates: fastify.results.map((r) => round(r.rps)),
+      serverCpuUsPerRequest: { plexus: us(plexus), fastify: us(fastify) },
+    },
+  }));
+} catch (err) {
+  info(`fastify failed: ${(err as Error).stack ?? err}`);
+  exitCode = 1;
+} finally {
+  await Promise.all(children.map((c) => c.stop()));
+  await Deno.remove(tmp, { recursive: true }).catch(() => {});
+}
+Deno.exit(exitCode);
