@@ -5,7 +5,13 @@
  *
  * @module
  */
-import { type Env, type ErrorHandler, Hono, type NotFoundHandler } from "hono";
+import {
+  type Context,
+  type Env,
+  type ErrorHandler,
+  Hono,
+  type NotFoundHandler,
+} from "hono";
 import { HTTPException } from "hono/http-exception";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
@@ -694,25 +700,21 @@ export function createApp(deps: AppDeps): HttpApp {
       rateLimit({ limiters: [{ limiter: security.limits.ip, key: clientIp }] }),
     );
   }
-  app.get(
-    "/",
-    (c) =>
-      kernel.httpFor(DASHBOARD_PLUGIN) ? c.redirect("/ui/", 302) : notFound(c),
-  );
-  app.all("/ui/*", (c) => {
+  const toDashboard = (c: Context, path: string) => {
     const sub = kernel.httpFor(DASHBOARD_PLUGIN);
     if (!sub) return notFound(c);
     const url = new URL(c.req.url);
-    url.pathname = `/plugins/${DASHBOARD_PLUGIN}${url.pathname}`;
+    url.pathname = `/plugins/${DASHBOARD_PLUGIN}${path}`;
     pluginRoutes.set(
       c.req.raw,
-      pluginRoute(sub, c.req.method, url.pathname)?.replace(
-        `/plugins/${DASHBOARD_PLUGIN}`,
-        "",
-      ) ?? "/ui/*",
+      c.req.path === "/" ? "/" : pluginRoute(sub, c.req.method, url.pathname)
+        ?.replace(`/plugins/${DASHBOARD_PLUGIN}`, "") ?? "/ui/*",
     );
     return jsonErrors(sub).fetch(new Request(url, c.req.raw));
-  });
+  };
+  // `/` is the console itself (its sign-in page until signed in).
+  app.get("/", (c) => toDashboard(c, "/ui/"));
+  app.all("/ui/*", (c) => toDashboard(c, c.req.path));
 
   app.all("/plugins/:name/*", (c) => {
     const sub = kernel.httpFor(c.req.param("name"));

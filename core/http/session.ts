@@ -66,6 +66,22 @@ export interface OperatorSessionView {
   expiresAt: number;
 }
 
+/** A session as an admin may see it: no token, no CSRF token. */
+export interface SessionSummary {
+  /** The first 12 characters of the session id (the token's hash). */
+  id: string;
+  sub: string;
+  role: Role;
+  /** How the person logged in. */
+  method: string;
+  /** Wall-clock ms. */
+  createdAt: number;
+  /** Wall-clock ms. */
+  lastSeen: number;
+  /** Wall-clock ms. */
+  expiresAt: number;
+}
+
 /** Verifies the session cookie of a request (what `auth.ts` calls). */
 export interface SessionVerifier {
   /**
@@ -109,6 +125,8 @@ export interface OperatorSessions extends SessionVerifier {
   logout(request: Request): Promise<string>;
   /** Revokes every session of `sub`; how many. */
   revokeSubject(sub: string): Promise<number>;
+  /** The live sessions of `sub`, oldest first (never their tokens or CSRF tokens). */
+  list(sub: string): Promise<SessionSummary[]>;
   /**
    * Redeems a one-time login link token (from {@linkcode issueLoginLink}):
    * the subject and role it grants, or a `JwtError` when it is bad, expired
@@ -341,6 +359,23 @@ export function createOperatorSessions(
     },
 
     revokeSubject: (sub) => store.revokeSubject(sub),
+
+    async list(sub) {
+      return (await store.list(sub))
+        .filter((s) => s.kind === "operator")
+        .map((s) => {
+          const d = s.data as OperatorSessionData;
+          return {
+            id: s.id.slice(0, 12),
+            sub: s.subject,
+            role: d.role,
+            method: d.method,
+            createdAt: s.createdAt,
+            lastSeen: s.lastSeen,
+            expiresAt: s.expiresAt,
+          };
+        });
+    },
 
     async redeemLink(token) {
       if (!links) {

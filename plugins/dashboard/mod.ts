@@ -125,10 +125,12 @@ const dashboard = definePlugin<DashboardConfig>({
     };
 
     const ui = ctx.http;
-    ui.get("/ui/", async (c) => {
-      if (!await sessions.current(c.req.raw)) return c.redirect("/ui/login");
-      return html(c, INDEX_HTML);
-    });
+    // The console, or its sign-in page until signed in (also what `/` shows).
+    ui.get(
+      "/ui/",
+      async (c) =>
+        await sessions.current(c.req.raw) ? html(c, INDEX_HTML) : loginPage(c),
+    );
     ui.get("/ui/login", (c) => loginPage(c));
     ui.get("/ui/app.js", (c) =>
       c.body(APP_JS, 200, {
@@ -228,6 +230,35 @@ const dashboard = definePlugin<DashboardConfig>({
       c.header("set-cookie", await sessions.logout(c.req.raw));
       return c.json({ loggedOut: true });
     });
+
+    // Admins list and end other people's sessions (every node: the
+    // sessions are in the shared KV).
+    const subject = z.strictObject({ sub: z.string().min(1).max(512) });
+    ctx.api("console")
+      .get("/sessions", "admin", async (c) => {
+        const q = subject.safeParse(c.req.query());
+        if (!q.success) {
+          return c.json({
+            error: { code: "bad_request", message: "?sub= is required" },
+          }, 400);
+        }
+        return c.json(await sessions.list(q.data.sub));
+      })
+      .post("/sessions/revoke", "admin", async (c) => {
+        const body = subject.safeParse(await c.req.json().catch(() => null));
+        if (!body.success) {
+          return c.json({
+            error: { code: "bad_request", message: 'expected {"sub": "..."}' },
+          }, 400);
+        }
+        const revoked = await sessions.revokeSubject(body.data.sub);
+        ctx.log.info("dashboard sessions revoked", {
+          sub: body.data.sub,
+          revoked,
+          by: c.var.principal.sub,
+        });
+        return c.json({ revoked });
+      });
 
     ctx.websocket("dashboard", async (req) => {
       const s = await sessions.current(req);

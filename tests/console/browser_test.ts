@@ -111,9 +111,12 @@ Deno.test({
       const on = (path: string) =>
         `location.href === ${JSON.stringify(`${home.url}${path}`)}`;
 
-      // Sign in: / → /ui/ → /ui/login → the provider's form → back signed in.
+      // Sign in: / (the sign-in page) → the provider's form → back signed in.
       await page.goto(`${home.url}/`);
-      await page.waitFor(on("/ui/login"), "the sign-in page");
+      await page.waitFor(
+        `${on("/")} && !!document.querySelector("#sign-in")`,
+        "the sign-in page at /",
+      );
       await page.screenshot(join(shots, "1-login.png"));
       await page.click("#sign-in");
       await page.waitFor(
@@ -269,7 +272,10 @@ Deno.test({
         401,
       );
       await page.goto(`${home.url}/ui/`);
-      await page.waitFor(on("/ui/login"), "the sign-in page for /ui/");
+      await page.waitFor(
+        `!!document.querySelector("#sign-in") && !document.querySelector("#members")`,
+        "the sign-in page at /ui/",
+      );
       await page.screenshot(join(shots, "6-logged-out.png"));
       assert.deepEqual(
         page.problems,

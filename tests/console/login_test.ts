@@ -148,8 +148,9 @@ Deno.test("console login: a person signs in through the OpenID provider and gets
   })).json();
   assert.equal(session.sub, "oidc:alice");
   assert.equal(session.role, "admin");
-  const page = await t.request("/ui/", { headers: { cookie } });
+  const page = await t.request("/", { headers: { cookie } });
   assert.equal(page.status, 200);
+  assert.match(await page.clone().text(), /src="\/ui\/app\.js"/);
   assert.match(
     page.headers.get("content-security-policy")!,
     /script-src 'self'/,
@@ -179,9 +180,14 @@ Deno.test("console login: a person signs in through the OpenID provider and gets
   assert.match(out.headers.get("set-cookie")!, /Max-Age=0/);
   const after = await t.request("/api/v1/cluster", { headers: { cookie } });
   assert.equal(after.status, 401);
-  const home = await t.request("/ui/", { headers: { cookie } });
-  assert.equal(home.status, 302);
-  assert.equal(home.headers.get("location"), "/ui/login");
+  // Signed out, the console's address shows the sign-in page.
+  for (const path of ["/", "/ui/"]) {
+    const home = await t.request(path, { headers: { cookie } });
+    assert.equal(home.status, 200);
+    const text = await home.text();
+    assert.match(text, /id="sign-in"/);
+    assert.doesNotMatch(text, /app\.js/);
+  }
 });
 
 Deno.test("console login: tampered state, tampered nonce, PKCE mismatch and a replayed code are refused", async () => {
@@ -376,8 +382,8 @@ Deno.test("console login: without a provider, a one-time link from `plexus login
     headers: { authorization: `Bearer ${token}` },
   });
   assert.equal(api.status, 401);
-  // No session, no page and no live socket.
-  assert.equal((await t.request("/ui/")).status, 302);
+  // No session: the sign-in page, not the console; no session data.
+  assert.doesNotMatch(await (await t.request("/ui/")).text(), /app\.js/);
   assert.equal((await t.request("/ui/session")).status, 401);
 });
 
@@ -410,4 +416,50 @@ Deno.test("console login: sign-in routes are behind the per-IP rate limit", asyn
   assert.deepEqual(statuses, [302, 302, 302, 429]);
   // The page itself is not limited by sign-in attempts.
   assert.equal((await t.request("/ui/login")).status, 200);
+});
+
+Deno.test("console login: an admin lists and revokes another person's sessions; they end at once", async () => {
+  const { idp, t } = await setup();
+  await using _idp = idp;
+  await using _t = t;
+  const olga = cookieOf(
+    await back(t, await throughIdp(await start(t), "olga")),
+  )!;
+  const alice = cookieOf(
+    await back(t, await throughIdp(await start(t), "alice")),
+  )!;
+  const csrf = async (cookie: string) =>
+    (await (await t.request("/ui/session", { headers: { cookie } })).json())
+      .csrf;
+  const revoke = async (cookie: string, sub: string) =>
+    await t.request("/api/v1/console/sessions/revoke", {
+      method: "POST",
+      headers: {
+        cookie,
+        [CSRF_HEADER]: await csrf(cookie),
+        "content-type": "application/json",
+      },
+      body: JSON.stringify({ sub }),
+    });
+  // Not for operators.
+  assert.equal((await revoke(olga, "oidc:alice")).status, 403);
+  const listed = await (await t.request(
+    "/api/v1/console/sessions?sub=oidc:olga",
+    { headers: { cookie: alice } },
+  )).json();
+  assert.equal(listed.length, 1);
+  assert.equal(listed[0].role, "operator");
+  assert.equal(listed[0].id.length, 12);
+  assert.equal("csrf" in listed[0], false);
+  const r = await revoke(alice, "oidc:olga");
+  assert.equal(r.status, 200);
+  assert.deepEqual(await r.json(), { revoked: 1 });
+  assert.equal(
+    (await t.request("/api/v1/cluster", { headers: { cookie: olga } })).status,
+    401,
+  );
+  assert.equal(
+    (await t.request("/api/v1/cluster", { headers: { cookie: alice } })).status,
+    200,
+  );
 });
