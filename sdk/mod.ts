@@ -63,6 +63,22 @@ export {
 } from "./keys.ts";
 export { backoffDelay, type BackoffOptions } from "./reconnect.ts";
 export {
+  type PromptAnswer,
+  type PromptHandler,
+  type PromptHop,
+  type PromptHopContext,
+  servePrompts,
+  type ServePromptsOptions,
+} from "./prompt_agent.ts";
+export {
+  type HopFields,
+  hopSignedBytes,
+  SAGE_CONTEXT,
+  sageDigest,
+  signHop,
+  verifyHop,
+} from "./sage.ts";
+export {
   AGENT_ID_RE,
   agentChannel,
   backendChannel,

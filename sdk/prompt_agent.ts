@@ -73,6 +73,7 @@ export interface ServePromptsOptions {
 
 /** What the node gets back for one hop. */
 export interface PromptAnswer {
+  /** The hop's answer text (what is signed). */
   response: string;
   /** base64url Ed25519 signature (SAGE mode only). */
   signature?: string;
