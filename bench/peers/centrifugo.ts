@@ -5,8 +5,9 @@
  *
  *   deno run -A bench/peers/centrifugo.ts [--quick] [--rounds R] [--messages N]
  *
- * Needs `go` on PATH the first time: Centrifugo is built with `go install`
- * into `~/.cache/plexus/peers/` (modules through the Go module proxy).
+ * Needs `go` on PATH the first time: `scripts/peers/centrifugo.sh` builds
+ * Centrifugo with `go install` into `~/.cache/plexus/peers/` (modules
+ * through the Go module proxy).
  *
  * Plexus: the node of bench/_ws_server.ts (`hub`) publishes through its
  * logger in bursts of 16 (a yield to the event loop between bursts); the
@@ -23,7 +24,6 @@
  * @module
  */
 import { join } from "node:path";
-import { homedir } from "node:os";
 import {
   type Child,
   cpuMs,
@@ -34,6 +34,7 @@ import {
   round,
   spawnDeno,
 } from "../_util.ts";
+import { installPeer } from "./_install.ts";
 
 const quick = isQuick();
 const ROUNDS = numFlag("rounds", quick ? 2 : 4);
@@ -42,47 +43,6 @@ const CLIENTS = numFlag("clients", 100);
 const BURST = 16;
 const VERSION = "v6.9.1";
 const API_KEY = "plexus-bench";
-const cacheRoot = Deno.env.get("PLEXUS_CACHE") ??
-  join(Deno.env.get("XDG_CACHE_HOME") ?? join(homedir(), ".cache"), "plexus");
-const binDir = join(cacheRoot, "peers", `centrifugo-${VERSION}`, "bin");
-const binary = join(binDir, "centrifugo");
-
-async function ensureCentrifugo(): Promise<void> {
-  try {
-    await Deno.stat(binary);
-    return;
-  } catch {
-    // build it
-  }
-  info(
-    `centrifugo: building Centrifugo ${VERSION} (go install, first run only; minutes)`,
-  );
-  let out: Deno.CommandOutput;
-  try {
-    out = await new Deno.Command("go", {
-      args: ["install", `github.com/centrifugal/centrifugo/v6@${VERSION}`],
-      env: {
-        GOBIN: binDir,
-        GOPATH: join(cacheRoot, "go"),
-        GOMODCACHE: join(cacheRoot, "go", "mod"),
-        GOFLAGS: "-modcacherw",
-        GOTOOLCHAIN: "local",
-      },
-      stdout: "inherit",
-      stderr: "inherit",
-    }).output();
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      console.error(
-        `bench/peers/centrifugo.ts needs Go on PATH to build Centrifugo ${VERSION}`,
-      );
-      Deno.exit(2);
-    }
-    throw err;
-  }
-  if (!out.success) Deno.exit(1);
-}
-
 async function startCentrifugo(dir: string) {
   const port = 20_000 + Math.floor(Math.random() * 20_000);
   const conf = join(dir, "centrifugo.json");
@@ -166,7 +126,7 @@ interface Round {
   serverUsPerDelivery: number;
 }
 
-await ensureCentrifugo();
+const [binary] = await installPeer("centrifugo");
 const tmp = await Deno.makeTempDir({ prefix: "plexus-peer-centrifugo-" });
 const children: Child[] = [];
 const centrifugo = await startCentrifugo(tmp);

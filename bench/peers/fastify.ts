@@ -5,8 +5,8 @@
  *
  *   deno run -A bench/peers/fastify.ts [--quick] [--rounds N] [--duration MS]
  *
- * Fastify is installed with npm (pinned version) into
- * `~/.cache/plexus/peers/fastify-VERSION` on the first run; its server is
+ * `scripts/peers/fastify.sh` installs Fastify with npm (pinned version)
+ * into `~/.cache/plexus/peers/` on the first run; its server is
  * bench/peers/fastify/server.mjs. Each server runs pinned to core 0, the
  * load generator (bench/_load.ts, 32 keep-alive connections) to core 1, a
  * fresh one per round, as in bench/http_health.ts. Rounds alternate;
@@ -16,7 +16,6 @@
  * @module
  */
 import { join } from "node:path";
-import { homedir } from "node:os";
 import { fileURLToPath } from "node:url";
 import {
   canPin,
@@ -28,6 +27,7 @@ import {
   round,
   spawnDeno,
 } from "../_util.ts";
+import { installPeer } from "./_install.ts";
 
 const VERSION = "5.12.8";
 const quick = isQuick();
@@ -35,47 +35,9 @@ const rounds = numFlag("rounds", quick ? 3 : 7);
 const durationMs = numFlag("duration", quick ? 1000 : 2000);
 const warmupMs = quick ? 300 : 500;
 const connections = numFlag("connections", 32);
-const cacheRoot = Deno.env.get("PLEXUS_CACHE") ??
-  join(Deno.env.get("XDG_CACHE_HOME") ?? join(homedir(), ".cache"), "plexus");
-const installDir = join(cacheRoot, "peers", `fastify-${VERSION}`);
 const serverScript = fileURLToPath(
   new URL("./fastify/server.mjs", import.meta.url),
 );
-
-async function ensureFastify(): Promise<void> {
-  try {
-    await Deno.stat(
-      join(installDir, "node_modules", "fastify", "package.json"),
-    );
-    return;
-  } catch {
-    // install it
-  }
-  info(`fastify: installing fastify@${VERSION} with npm (first run only)`);
-  await Deno.mkdir(installDir, { recursive: true });
-  let out: Deno.CommandOutput;
-  try {
-    out = await new Deno.Command("npm", {
-      args: [
-        "install",
-        "--no-save",
-        "--no-audit",
-        "--no-fund",
-        `fastify@${VERSION}`,
-      ],
-      cwd: installDir,
-      stdout: "inherit",
-      stderr: "inherit",
-    }).output();
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      console.error("bench/peers/fastify.ts needs Node.js and npm on PATH");
-      Deno.exit(2);
-    }
-    throw err;
-  }
-  if (!out.success) Deno.exit(1);
-}
 
 interface Server {
   label: "plexus" | "fastify";
@@ -139,7 +101,7 @@ async function load(server: Server, ms: number) {
   }
 }
 
-await ensureFastify();
+const [installDir] = await installPeer("fastify");
 const tmp = await Deno.makeTempDir({ prefix: "plexus-peer-fastify-" });
 const children: Child[] = [];
 let exitCode = 0;

@@ -7,9 +7,9 @@
  *
  *   deno run -A bench/peers/jetstream.ts [--quick] [--messages N] [--rounds R]
  *
- * Needs `go` on PATH the first time: it builds nats-server v2.15.3 with
- * `go install` into `~/.cache/plexus/peers/` (modules through the Go
- * module proxy). Two servers run on loopback with their own temporary
+ * Needs `go` on PATH the first time: `scripts/peers/nats-server.sh` builds
+ * nats-server v2.15.3 with `go install` into `~/.cache/plexus/peers/`
+ * (modules through the Go module proxy). Two servers run on loopback with their own temporary
  * stores: JetStream's default (`sync_interval` 2 min: a publish is acked
  * once written to the OS, fsync'd later) and `sync_interval: always` (fsync
  * before the ack, as every Deno KV commit is).
@@ -26,7 +26,6 @@
  * @module
  */
 import { join } from "node:path";
-import { homedir } from "node:os";
 import { connect } from "@nats-io/transport-node";
 import {
   AckPolicy,
@@ -38,58 +37,16 @@ import {
 import { DurableQueue } from "../../core/state/queue.ts";
 import { openStore } from "../../core/state/store.ts";
 import { cpuMs, info, isQuick, median, numFlag, round } from "../_util.ts";
+import { installPeer } from "./_install.ts";
 
 const quick = isQuick();
 const N = numFlag("messages", quick ? 5_000 : 20_000);
 const ROUNDS = numFlag("rounds", quick ? 1 : 3);
 const WINDOW = 100;
 const VERSION = "v2.15.3";
-const cacheRoot = join(
-  Deno.env.get("PLEXUS_CACHE") ??
-    join(Deno.env.get("XDG_CACHE_HOME") ?? join(homedir(), ".cache"), "plexus"),
-);
-const binDir = join(cacheRoot, "peers", `nats-server-${VERSION}`, "bin");
-const natsServer = join(binDir, "nats-server");
 const payload = new TextEncoder().encode(
   JSON.stringify({ x: "y".repeat(1000) }),
 );
-
-async function ensureServer(): Promise<void> {
-  try {
-    await Deno.stat(natsServer);
-    return;
-  } catch {
-    // build it below
-  }
-  info(
-    `jetstream: building nats-server ${VERSION} (go install, first run only)`,
-  );
-  let out: Deno.CommandOutput;
-  try {
-    out = await new Deno.Command("go", {
-      args: ["install", `github.com/nats-io/nats-server/v2@${VERSION}`],
-      env: {
-        GOBIN: binDir,
-        GOPATH: join(cacheRoot, "go"),
-        GOMODCACHE: join(cacheRoot, "go", "mod"),
-        GOFLAGS: "-modcacherw",
-        GOTOOLCHAIN: "local",
-      },
-      stdout: "inherit",
-      stderr: "inherit",
-    }).output();
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      console.error(
-        "bench/peers/jetstream.ts needs Go on PATH to build nats-server " +
-          VERSION,
-      );
-      Deno.exit(2);
-    }
-    throw err;
-  }
-  if (!out.success) Deno.exit(1);
-}
 
 interface Server {
   url: string;
@@ -224,7 +181,7 @@ async function jetStreamRun(server: Server, r: number): Promise<Run> {
   return { perS: N / (ms / 1000), cpuUs: cpu / N * 1000 };
 }
 
-await ensureServer();
+const [natsServer] = await installPeer("nats-server");
 const relaxed = await startServer("default", false);
 const always = await startServer("always", true);
 const runs = {

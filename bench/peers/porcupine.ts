@@ -5,9 +5,9 @@
  *
  *   deno run -A bench/peers/porcupine.ts [--quick] [--rounds R]
  *
- * Needs `go` on PATH. The bench builds `bench/peers/porcupine/main.go`
- * (our harness around Porcupine's public API; go.mod/go.sum pin the
- * version) with the Go module cache under `~/.cache/plexus/go`, so
+ * Needs `go` on PATH. `scripts/peers/porcupine.sh` builds
+ * `bench/peers/porcupine/main.go` (our harness around Porcupine's public
+ * API; go.mod/go.sum pin the version) into `~/.cache/plexus/peers`, so
  * Porcupine and its test data come through the Go module proxy and stay
  * out of the repo.
  *
@@ -29,8 +29,6 @@
  * @module
  */
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { homedir } from "node:os";
 import { check } from "../../testing/linearizability.ts";
 import {
   etcdModel,
@@ -39,61 +37,12 @@ import {
   type UnknownConvention,
 } from "./_jepsen_etcd.ts";
 import { info, isQuick, median, numFlag, round } from "../_util.ts";
+import { installPeer } from "./_install.ts";
 
 const quick = isQuick();
 const ROUNDS = numFlag("rounds", quick ? 2 : 5);
 const TIMEOUT_MS = 10_000;
-const harness = fileURLToPath(new URL("./porcupine/", import.meta.url));
-const cache = join(
-  Deno.env.get("XDG_CACHE_HOME") ?? join(homedir(), ".cache"),
-  "plexus",
-  "go",
-);
-const goEnv = {
-  GOPATH: cache,
-  GOMODCACHE: join(cache, "mod"),
-  GOFLAGS: "-modcacherw",
-  GOTOOLCHAIN: "local",
-};
-
-async function go(...args: string[]): Promise<string> {
-  let out: Deno.CommandOutput;
-  try {
-    out = await new Deno.Command("go", {
-      args,
-      cwd: harness,
-      env: goEnv,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      console.error(
-        "bench/peers/porcupine.ts needs Go on PATH (go 1.22 or newer) to build Porcupine",
-      );
-      Deno.exit(2);
-    }
-    throw err;
-  }
-  if (!out.success) {
-    console.error(
-      `go ${args.join(" ")} failed:\n${new TextDecoder().decode(out.stderr)}`,
-    );
-    Deno.exit(1);
-  }
-  return new TextDecoder().decode(out.stdout).trim();
-}
-
-info("porcupine: building the Porcupine harness (go build)");
-const binary = join(cache, "bin", "porcupine-bench");
-await go("build", "-o", binary, ".");
-const moduleDir = await go(
-  "list",
-  "-m",
-  "-f",
-  "{{.Dir}}",
-  "github.com/anishathalye/porcupine",
-);
+const [binary, moduleDir] = await installPeer("porcupine");
 const expected = expectedVerdicts(
   await Deno.readTextFile(join(moduleDir, "porcupine_test.go")),
 );
