@@ -183,12 +183,27 @@ async function withCluster(
 
 Deno.test({
   name:
-    "services (nodes): a node SIGKILLed mid-call has its calls retried on another node; a call pinned to it fails with a typed error at once",
+    "services (nodes): a call pinned to a SIGSTOPped node ends in a TimeoutError at its deadline; a node SIGKILLed mid-call has its calls retried on another node; a call pinned to it then fails with a typed error at once",
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
     await withCluster(async (_dir, [a, b]) => {
       await offered(a, "probe.hang", ["node-b", "node-c"]);
+      // A hung node keeps its link: a call pinned to it ends at its
+      // deadline with a TimeoutError.
+      b.signal("SIGSTOP");
+      try {
+        const t0 = performance.now();
+        const hung = await probe(a, "/call", {
+          action: "probe.where",
+          options: { nodeId: "node-b", timeout: 300 },
+        });
+        assert.equal(hung.error.name, "TimeoutError");
+        assert.equal(hung.error.status, 504);
+        assert.ok(performance.now() - t0 < 10_000, "ended at its deadline");
+      } finally {
+        b.signal("SIGCONT");
+      }
       const calls = probe(a, "/many", {
         action: "probe.hang",
         n: 20,
