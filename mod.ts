@@ -66,6 +66,13 @@ export type {
   StreamMessageType,
 } from "./core/observe/log_stream.ts";
 export type { Security } from "./core/http/security.ts";
+export type {
+  LoginInput,
+  OperatorSessions,
+  OperatorSessionView,
+  SessionSummary,
+  SessionVerifier,
+} from "./core/http/session.ts";
 export type { Authenticator, AuthFailure } from "./core/http/auth.ts";
 export type {
   IssueOptions,

@@ -58,7 +58,9 @@ export interface OperatorSessionData {
 export interface OperatorSessionView {
   /** Who: the provider's issuer-qualified subject, e.g. `oidc:alice`. */
   sub: string;
+  /** The Plexus role the session acts with. */
   role: Role;
+  /** A display name from the provider, when it gave one. */
   name?: string;
   /** The CSRF token to send in {@linkcode CSRF_HEADER}. */
   csrf: string;
@@ -70,7 +72,9 @@ export interface OperatorSessionView {
 export interface SessionSummary {
   /** The first 12 characters of the session id (the token's hash). */
   id: string;
+  /** Who: the issuer-qualified subject. */
   sub: string;
+  /** The Plexus role the session acts with. */
   role: Role;
   /** How the person logged in. */
   method: string;
@@ -102,7 +106,9 @@ export interface SessionVerifier {
 export interface LoginInput {
   /** The person's stable id, e.g. `oidc:<sub>`. */
   sub: string;
+  /** The Plexus role their claims map to. */
   role: Role;
+  /** A display name, when the provider gave one. */
   name?: string;
   /** `oidc`, `oauth2` or `link`. */
   method: string;
