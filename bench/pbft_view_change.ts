@@ -47,7 +47,12 @@ try {
   const until = async (what: string, pred: () => boolean, ms = 20_000) => {
     const t = performance.now();
     while (!pred()) {
-      if (performance.now() - t > ms) throw new Error(`timed out: ${what}`);
+      if (performance.now() - t > ms) {
+        const states = c.nodes.map((n) =>
+          n.driver ? JSON.stringify(n.driver.status()) : `${n.id} down`
+        );
+        throw new Error(`timed out: ${what}; replicas:\n${states.join("\n")}`);
+      }
       await sleep(5);
     }
   };

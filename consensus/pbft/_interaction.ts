@@ -58,6 +58,8 @@ export function fmtMessage(m: PbftMessage): string {
       }]`;
     case "fetch-state":
       return `${head} n=${p.seq}`;
+    case "status":
+      return `${head} v=${p.view} executed=${p.executed}`;
     case "state":
       return `${head} n=${p.stable.seq}`;
     case "reply":

@@ -191,6 +191,8 @@ export class PbftNode {
   #backoff = 0;
   /** Ticks since this replica last executed something. */
   #stall = 0;
+  /** Replicas seen working in a later view than this one's. */
+  #ahead = new Set<string>();
   #fetch: { seq: number; elapsed: number } | undefined;
   /** Executed batches above the stable checkpoint, for compaction. */
   #execLog = new Map<number, ExecRecord>();
@@ -404,7 +406,17 @@ export class PbftNode {
       }
       return;
     }
-    if (++this.#stall % this.#retransmitTicks === 0) this.#retransmit();
+    if (++this.#stall % this.#retransmitTicks === 0) {
+      this.#retransmit();
+      // f + 1 replicas work in a later view: ask for its NEW-VIEW.
+      if (this.#ahead.size >= this.f + 1) {
+        this.#multicast({
+          type: "status",
+          view: this.#view,
+          executed: this.#executed,
+        });
+      }
+    }
     if (this.#pending.size === 0) {
       this.#timer = 0;
       return;
@@ -452,10 +464,12 @@ export class PbftNode {
       case "commit":
         return this.#onNormal(m);
       case "checkpoint":
-        if (p.replica !== m.from || !this.#validCheckpoint(p)) {
-          return this.#reject();
-        }
+        // Signed, so one replica may pass on another's (status answers).
+        if (!this.#validCheckpoint(p)) return this.#reject();
         return this.#onCheckpoint(p);
+      case "status":
+        if (!nat(p.view) || !nat(p.executed)) return this.#reject();
+        return this.#onStatus(m.from, p.view, p.executed);
       case "view-change":
         if (p.replica !== m.from || !this.#validViewChange(p)) {
           return this.#reject();
@@ -505,6 +519,7 @@ export class PbftNode {
       // Early for a view this replica has not entered: keep a bounded few per sender.
       const held = this.#future.filter((x) => x.from === m.from).length;
       if (held < 2 * this.window) this.#future.push(m);
+      if (p.view > this.#view) this.#ahead.add(m.from);
       return;
     }
     if (p.view < this.#view) return;
@@ -639,6 +654,37 @@ export class PbftNode {
     const newest = Math.max(this.#stable.seq, ...this.#ownSnapshots.keys());
     const own = this.#checkpoints.get(newest)?.get(this.id);
     if (own && newest > this.#stable.seq) this.#multicast(own);
+    if (this.#pending.size > 0) {
+      this.#multicast({
+        type: "status",
+        view: this.#view,
+        executed: this.#executed,
+      });
+    }
+  }
+
+  /** A replica in this view that is behind: send it what it missed here. */
+  #onStatus(from: string, view: number, executed: number): void {
+    if (this.#changing) return;
+    if (view < this.#view) {
+      if (this.#newView) this.#send(from, this.#newView);
+      return;
+    }
+    if (view !== this.#view || executed >= this.#executed) return;
+    if (executed < this.#stable.seq) {
+      for (const c of this.#stable.proof) this.#send(from, c);
+      return;
+    }
+    for (const [seq, slot] of this.#slots) {
+      if (seq <= executed || !slot.pp) continue;
+      const { digest, batch } = slot.pp;
+      if (this.primary === this.id) {
+        this.#send(from, { type: "pre-prepare", view, seq, digest, batch });
+      } else this.#send(from, { type: "prepare", view, seq, digest });
+      if (slot.prepared) {
+        this.#send(from, { type: "commit", view, seq, digest });
+      }
+    }
   }
 
   #addPending(r: PbftRequest): boolean {
@@ -1012,6 +1058,7 @@ export class PbftNode {
   #enterView(nv: NewView, d: Decision): void {
     const view = nv.view;
     this.#view = view;
+    this.#ahead.clear();
     this.#newView = nv;
     // Still changing while the checkpoint moves: nothing may be proposed yet.
     this.#changing = true;

@@ -243,3 +243,33 @@ Deno.test("pbft core: replicas must be 3f + 1 distinct ids including this one", 
     /repeat an id/,
   );
 });
+
+Deno.test("pbft core: a replica restarted views behind is handed the NEW-VIEW it missed and takes part again", () => {
+  const c = new TestCluster(7, { viewChangeTicks: 4, retransmitTicks: 2 });
+  assert.equal(c.get("1").f, 2);
+  c.crash("1");
+  c.crash("7");
+  for (const id of ["2", "3", "4", "5", "6"]) c.get(id).request(req(1));
+  c.tickAll(12, ["2", "3", "4", "5", "6"]);
+  assert.equal(c.get("2").status().view, 1);
+  assert.equal(c.replica("2").executed.length, 1);
+  // 1 comes back from its records (view 0), 7 with an empty disk.
+  c.restart("1");
+  c.replica("7").records = [];
+  c.restart("7");
+  assert.equal(c.get("1").status().view, 0);
+  assert.equal(c.get("7").status().view, 0);
+  // A request they wait on times them out of view 0; the others answer with view 1's NEW-VIEW.
+  c.get("1").request(req(2));
+  c.get("7").request(req(2));
+  c.tickAll(12);
+  for (const id of c.ids) {
+    const s = c.get(id).status();
+    assert.equal(s.view, 1, `replica ${id}`);
+    assert.equal(s.changing, false, `replica ${id}`);
+  }
+  assert.deepEqual(
+    c.replica("7").executed.map((e) => e.batch.map((r) => r.t)),
+    [[1], [2]],
+  );
+});

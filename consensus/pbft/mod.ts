@@ -54,6 +54,7 @@ export {
 } from "./kv_state.ts";
 export type {
   Checkpoint,
+  ClientResult,
   Commit,
   Executed,
   FetchState,
@@ -72,5 +73,6 @@ export type {
   RequestRelay,
   StableCheckpoint,
   StateTransfer,
+  Status,
   ViewChange,
 } from "./types.ts";

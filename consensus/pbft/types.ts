@@ -121,6 +121,18 @@ export interface RequestRelay {
   requests: PbftRequest[];
 }
 
+/**
+ * A stalled replica with requests waiting says how far it got; replicas in
+ * the same view that got further send it again what it missed (their
+ * pre-prepares and commits above `executed`, or their stable checkpoint's
+ * proof if it is behind that).
+ */
+export interface Status {
+  type: "status";
+  view: number;
+  executed: number;
+}
+
 /** Ask for the state at (or after) stable checkpoint `seq`. */
 export interface FetchState {
   type: "fetch-state";
@@ -158,6 +170,7 @@ export type PbftPayload =
   | NewView
   | RequestRelay
   | FetchState
+  | Status
   | StateTransfer
   | Reply;
 
