@@ -131,6 +131,11 @@ interface Link {
   subs: Map<string, SubInfo>;
   /** Topics the peer answers requests on. */
   serves: Set<string>;
+  /**
+   * Whether the peer knows request/reply frames (its `auth` carried
+   * `serves`): an older node would close the link on them, so it gets none.
+   */
+  requestReply: boolean;
   /** Request and reply frames (JSON) waiting to go out as one batch. */
   out: string[];
   outChars: number;
@@ -354,6 +359,7 @@ export async function startMesh(
       ready: false,
       subs: new Map(),
       serves: new Set(),
+      requestReply: false,
       out: [],
       outChars: 0,
     };
@@ -438,6 +444,7 @@ export async function startMesh(
         }
         link.ready = true;
         for (const s of f.subs ?? []) link.subs.set(s.sid, s);
+        link.requestReply = Array.isArray(f.serves);
         for (const topic of f.serves ?? []) link.serves.add(String(topic));
         links.set(link.peer, link);
         reindex();
@@ -860,7 +867,7 @@ export async function startMesh(
       }
       served.set(topic, handler);
       reindex();
-      const peers = [...links.entries()];
+      const peers = [...links.entries()].filter(([, l]) => l.requestReply);
       if (peers.length > 0) {
         const req = ++reqs;
         const acked = new Promise<void>((done) =>
@@ -883,7 +890,7 @@ export async function startMesh(
             served.delete(topic);
             reindex();
             for (const link of links.values()) {
-              send(link, { t: "unsrv", topic });
+              if (link.requestReply) send(link, { t: "unsrv", topic });
             }
           }
           open = false;
@@ -924,6 +931,15 @@ export async function startMesh(
             `no link to node '${node}' (linked: ${
               [...links.keys()].join(", ") || "none"
             })`,
+            { data: { node, topic } },
+          ),
+        );
+      }
+      if (!link.requestReply) {
+        return Promise.reject(
+          new TransportError(
+            "unavailable",
+            `node '${node}' runs a mesh without request/reply (an older version)`,
             { data: { node, topic } },
           ),
         );
