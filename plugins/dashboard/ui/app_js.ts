@@ -195,6 +195,8 @@ function renderChart() {
   };
   line(mem, "#3182ce");
   line(rate, "#dd6b20");
+  $("#now-rss").textContent = Math.round(mem[mem.length - 1].v);
+  $("#now-rate").textContent = rate[rate.length - 1].v.toFixed(1);
 }
 
 function onSnapshot(s) {

@@ -55,7 +55,7 @@ export const INDEX_HTML = `${HEAD("Plexus console")}
   <section id="metrics-view">
     <h2>Metrics (last 5 minutes)</h2>
     <canvas id="chart" width="640" height="160"></canvas>
-    <p class="legend"><span class="l1">resident memory MiB</span> <span class="l2">HTTP requests/s</span></p>
+    <p class="legend"><span class="l1">resident memory <b id="now-rss"></b> MiB</span> <span class="l2">HTTP requests/s <b id="now-rate"></b></span></p>
   </section>
   <section id="logs-view">
     <h2>Live logs</h2>
