@@ -67,6 +67,8 @@ export const promptsConfigSchema = z.strictObject({
     maxStaleMs: 3_600_000,
     keyFields: [],
   }),
+  /** How often this node tells the others (through KV) which capabilities its agents offer. */
+  advertiseMs: z.number().int().min(100).max(60_000).default(2000),
   /**
    * Also serve `POST /plugins/prompts/send` without authentication
    * (the node's `/send/prompt` and `/api/v1/prompts` always need `prompt:send`).

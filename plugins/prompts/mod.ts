@@ -36,12 +36,15 @@ import { createDidResolvers, type DidResolvers } from "./did.ts";
 import { parsePromptInput, type PromptInput } from "./input.ts";
 import { type CacheEntry, createPromptCache } from "./cache.ts";
 import { createLimiter } from "./limiter.ts";
+import { createPromptCluster, type PromptNode } from "./cluster.ts";
+import { GatewayRequestError } from "../../gateway/gateway.ts";
 import {
   type AnswerOptions,
   cachedResult,
   createPromptService,
   type PromptResult,
   type PromptService,
+  type RemoteAsk,
 } from "./service.ts";
 
 export { type PromptsConfig, promptsConfigSchema } from "./config.ts";
@@ -66,6 +69,15 @@ export interface PromptsApi {
   /** DID resolvers used to verify SAGE hops: register `did:web` & co. here. */
   resolvers: DidResolvers;
 }
+
+/** The `err` codes of the agent protocol, rebuilt as such from another node's answer. */
+const PROTOCOL_CODES = new Set([
+  "forbidden",
+  "bad_request",
+  "unavailable",
+  "timeout",
+  "no_handler",
+]);
 
 /** Answers per scenario the latency quantiles are computed over. */
 const LATENCY_WINDOW = 1024;
@@ -155,6 +167,49 @@ const promptsPlugin = definePlugin<PromptsConfig>({
     /** Latest root hop latency per agent (ms), for /health. */
     const rootLatency = new Map<string, number>();
 
+    const cluster = createPromptCluster(
+      ctx.kv,
+      ctx.node, // its address is known once the node listens: read at each write
+      () => Object.keys(gateway.capabilities()),
+      { intervalMs: config.advertiseMs },
+    );
+    /** A node-to-node call to another node's prompt service. */
+    const callNode = async (
+      node: PromptNode,
+      path: string,
+      body: unknown,
+      timeoutMs: number,
+    ): Promise<unknown> => {
+      let res: Response;
+      try {
+        res = await ctx.nodeFetch(
+          new URL(`/api/v1/prompts/${path}`, node.address),
+          {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify(body),
+            signal: AbortSignal.timeout(timeoutMs),
+          },
+        );
+      } catch (err) {
+        throw new GatewayRequestError(
+          "unavailable",
+          `node ${node.id} (${node.address}) did not answer: ${
+            (err as Error).message
+          }`,
+        );
+      }
+      const json = await res.json().catch(() => ({})) as {
+        error?: { code?: string; message?: string };
+      };
+      if (res.ok) return json;
+      const code = json.error?.code ?? "unavailable";
+      const message = `node ${node.id}: ${json.error?.message ?? res.status}`;
+      if (PROTOCOL_CODES.has(code)) {
+        throw new GatewayRequestError(code as "unavailable", message);
+      }
+      throw new PlexusError(code, message, { status: res.status });
+    };
     const service = createPromptService({
       gateway,
       log: ctx.log,
@@ -166,7 +221,20 @@ const promptsPlugin = definePlugin<PromptsConfig>({
       onRootOutcome: (agent, ok, ms) => {
         if (ok) rootLatency.set(agent, +ms.toFixed(2));
       },
+      remote: {
+        nodesFor: cluster.nodesFor,
+        hop: async (node, capability, body, timeoutMs) =>
+          await callNode(node, "hop", {
+            capability,
+            body,
+            timeoutMs,
+            origin: { id: ctx.node.id, address: ctx.node.address },
+          }, timeoutMs + 1000) as { agent: string; answer: unknown },
+        route: (origin, ask) =>
+          callNode(origin, "route", ask, config.timeoutMs),
+      },
     });
+    cluster.start();
     const offRoute = gateway.onRequest("agent.*.requests.route", service.route);
     // Pieces of answers agents stream (`msg` on agent.{id}.requests.stream).
     const offStream = ctx.router.subscribe(
@@ -397,7 +465,61 @@ const promptsPlugin = definePlugin<PromptsConfig>({
       }
     };
 
-    ctx.api("prompts").post("/", "prompt:send", handle);
+    /** A refusal of a node-to-node call, with the code the caller rebuilds. */
+    const nodeError = (err: unknown): Response => {
+      if (err instanceof GatewayRequestError) {
+        return Response.json(
+          { error: { code: err.code, message: err.message } },
+          { status: 502 },
+        );
+      }
+      if (err instanceof PlexusError) return errorJson(err);
+      throw err;
+    };
+    const nodeOf = (c: { var: { principal: { sub: string } } }) =>
+      c.var.principal.sub.replace(/^node:/, "");
+
+    ctx.api("prompts")
+      .post("/", "prompt:send", handle)
+      // Another node sends a hop of one of its prompts to an agent here.
+      .post("/hop", "node", async (c) => {
+        const b = await c.req.json() as {
+          capability: string;
+          body: Record<string, unknown>;
+          timeoutMs: number;
+          origin: PromptNode;
+        };
+        if (b.origin?.id !== nodeOf(c)) {
+          return errorJson(
+            new PlexusError("forbidden", "origin is not the calling node", {
+              status: 403,
+            }),
+          );
+        }
+        try {
+          return c.json(
+            await service.carry(b.origin, b.capability, b.body, b.timeoutMs),
+          );
+        } catch (err) {
+          return nodeError(err);
+        }
+      })
+      // An agent connected to another node asks, for a prompt answered here.
+      .post("/route", "node", async (c) => {
+        const ask = await c.req.json() as RemoteAsk;
+        if (ask.via !== nodeOf(c)) {
+          return errorJson(
+            new PlexusError("forbidden", "via is not the calling node", {
+              status: 403,
+            }),
+          );
+        }
+        try {
+          return c.json(await service.routeRemote(ask));
+        } catch (err) {
+          return nodeError(err);
+        }
+      });
     if (config.anonymous) ctx.http.post("/send", handle);
 
     const api: PromptsApi = { service, resolvers };
@@ -415,10 +537,10 @@ const promptsPlugin = definePlugin<PromptsConfig>({
             : `no root agent ('${config.capability}') connected here`,
         });
       },
-      stop() {
+      async stop() {
         offRoute();
         offStream();
-        return Promise.resolve();
+        await cluster.stop();
       },
     });
   },

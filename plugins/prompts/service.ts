@@ -29,6 +29,7 @@ import { sageDigest, verifyHop } from "../../sdk/sage.ts";
 import type { PromptsConfig } from "./config.ts";
 import { CAPABILITY_RE } from "./config.ts";
 import type { DidResolvers } from "./did.ts";
+import type { PromptNode } from "./cluster.ts";
 import type { PromptInput } from "./input.ts";
 
 /** One routing step, as logged (the seed's `routing` log payload). */
@@ -118,6 +119,19 @@ export interface PromptService {
   answer(input: PromptInput, options?: AnswerOptions): Promise<PromptResult>;
   /** The gateway handler of `agent.*.requests.route` (agent-to-agent asks). */
   route(req: AgentRequest): Promise<unknown>;
+  /** Answers an ask forwarded by node `ask.via` for a prompt answered here. */
+  routeRemote(ask: RemoteAsk): Promise<unknown>;
+  /**
+   * Carries a hop of a prompt node `origin` answers to an agent here
+   * offering `capability` (picked by the balancer, never `exclude`); the
+   * agent's asks meanwhile go back to `origin`.
+   */
+  carry(
+    origin: PromptNode,
+    capability: string,
+    body: Record<string, unknown>,
+    timeoutMs: number,
+  ): Promise<{ agent: string; answer: unknown }>;
   /** Takes a piece of an answer agent `agentId` streamed (`{requestId, hop, delta}`); false when refused. */
   partial(agentId: string, body: unknown): boolean;
   /** Root agents connected here for `capability` (the configured one by default). */
@@ -139,6 +153,44 @@ export interface PromptServiceDeps {
   onVerificationFailure?: (agent: string) => void;
   /** Hears each root hop's outcome (latency per agent for /health). */
   onRootOutcome?: (agent: string, ok: boolean, latencyMs: number) => void;
+  /** Other nodes' agents, used when none here offers a capability. */
+  remote?: RemoteHops;
+}
+
+/** Hops to agents connected to other nodes (plugins/prompts/mod.ts wires them to node-to-node calls). */
+export interface RemoteHops {
+  /** Other live nodes with an agent offering `capability`. */
+  nodesFor(capability: string): Promise<PromptNode[]>;
+  /**
+   * Sends a hop body to an agent offering `capability` on `node`; its
+   * answer and which agent gave it. Rejects with a `GatewayRequestError`
+   * `unavailable` when the node or its agent went away, a
+   * {@linkcode PlexusError} otherwise.
+   */
+  hop(
+    node: PromptNode,
+    capability: string,
+    body: Record<string, unknown>,
+    timeoutMs: number,
+  ): Promise<{ agent: string; answer: unknown }>;
+  /** Hands an ask of an agent connected here, for a prompt another node answers, to that node. */
+  route(origin: PromptNode, ask: RemoteAsk): Promise<unknown>;
+}
+
+/** An agent's ask, forwarded to the node answering its prompt. */
+export interface RemoteAsk {
+  requestId: string;
+  agentId: string;
+  capability: string;
+  payload: unknown;
+  /** The node the agent is connected to (the caller, proven by its signature). */
+  via: string;
+}
+
+/** A hop this node carries for a prompt another node answers. */
+interface Proxied {
+  origin: PromptNode;
+  agent: string;
 }
 
 interface Active {
@@ -251,15 +303,19 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
     return err;
   };
 
-  /** Sends hop `hop` to `agent` and checks its answer; the answer text. */
+  /** Where a hop goes: an agent here, or a node with an agent for it. */
+  type Target = { agent: string } | { node: PromptNode };
+  const label = (t: Target) => "agent" in t ? t.agent : `node:${t.node.id}`;
+
+  /** Sends hop `hop` to `target` and checks its answer; the answer text and who gave it. */
   const sendHop = async (
     a: Active,
     hop: number,
     capability: string,
-    agent: string,
+    target: Target,
     from: string,
     body: Record<string, unknown>,
-  ): Promise<string> => {
+  ): Promise<{ response: string; agent: string }> => {
     const remaining = a.deadline - Date.now();
     if (remaining <= 0) {
       throw new PlexusError(
@@ -268,8 +324,9 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
         { status: 504 },
       );
     }
-    routing(a, from, agent, String(body.prompt ?? ""));
-    a.participants.add(agent);
+    const to = label(target);
+    routing(a, from, to, String(body.prompt ?? ""));
+    a.participants.add(to);
     const aborted = new Promise<never>((_, reject) => {
       const stop = () =>
         reject(
@@ -281,24 +338,39 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
       else a.signal.addEventListener("abort", stop, { once: true });
     });
     aborted.catch(() => {});
-    const caps = a.inflight.get(agent) ?? [];
-    a.inflight.set(agent, [...caps, capability]);
+    const caps = a.inflight.get(to) ?? [];
+    a.inflight.set(to, [...caps, capability]);
+    const hopBody = {
+      requestId: a.requestId,
+      hop,
+      ...body,
+      sage: a.input.sage,
+    };
     let raw: unknown;
+    let agent: string;
     try {
-      raw = await Promise.race([
-        gateway.request(agent, `tasks.${capability}`, {
-          requestId: a.requestId,
-          hop,
-          ...body,
-          sage: a.input.sage,
-        }, { timeoutMs: remaining }),
-        aborted,
-      ]);
+      if ("agent" in target) {
+        agent = target.agent;
+        raw = await Promise.race([
+          gateway.request(agent, `tasks.${capability}`, hopBody, {
+            timeoutMs: remaining,
+          }),
+          aborted,
+        ]);
+      } else {
+        const r = await Promise.race([
+          deps.remote!.hop(target.node, capability, hopBody, remaining),
+          aborted,
+        ]);
+        agent = r.agent;
+        raw = r.answer;
+        a.participants.add(agent);
+      }
     } finally {
-      const left = [...a.inflight.get(agent) ?? []];
+      const left = [...a.inflight.get(to) ?? []];
       left.splice(left.indexOf(capability), 1);
-      if (left.length) a.inflight.set(agent, left);
-      else a.inflight.delete(agent);
+      if (left.length) a.inflight.set(to, left);
+      else a.inflight.delete(to);
     }
     const answer = raw as { response?: unknown; signature?: unknown } | null;
     if (!answer || typeof answer.response !== "string") {
@@ -355,15 +427,34 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
       });
     }
     routing(a, agent, from, response);
-    return response;
+    return { response, agent };
   };
+
+  /** An agent here for `capability` picked by the balancer, else a node with one; why none when undefined. */
+  const pickTarget = async (
+    capability: string,
+    exclude: Set<string>,
+  ): Promise<{ target?: Target; offered: number }> => {
+    const local = agentsFor(capability).filter((id) => !exclude.has(id));
+    const picked = balancer.pick(local.map((id) => ({ id })));
+    if (picked) return { target: { agent: picked.id }, offered: local.length };
+    if (local.length || !deps.remote) return { offered: local.length };
+    const nodes = (await deps.remote.nodesFor(capability)).filter((n) =>
+      !exclude.has(`node:${n.id}`)
+    );
+    if (!nodes.length) return { offered: 0 };
+    return { target: { node: nodes[rotation++ % nodes.length] }, offered: 0 };
+  };
+  let rotation = 0;
+  /** Hops carried here for prompts other nodes answer: request id → origin and agent. */
+  const proxied = new Map<string, Proxied>();
 
   const isGatewayError = (err: unknown, code?: string) =>
     err instanceof GatewayRequestError &&
     (code === undefined || err.code === code);
 
-  const route = async (req: AgentRequest): Promise<unknown> => {
-    const p = req.payload as
+  const parseAsk = (payload: unknown) => {
+    const p = payload as
       | { capability?: unknown; requestId?: unknown; payload?: unknown }
       | null;
     if (
@@ -375,11 +466,49 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
         "a route request is {capability, requestId, payload} with capability a name like 'plan'",
       );
     }
+    return p as { capability: string; requestId: string; payload?: unknown };
+  };
+
+  const route = async (req: AgentRequest): Promise<unknown> => {
+    const p = parseAsk(req.payload);
     const a = actives.get(p.requestId);
-    if (!a || !a.participants.has(req.agentId)) {
+    if (!a) {
+      // A hop this node carries for another node's prompt: the ask goes there.
+      const carried = proxied.get(p.requestId);
+      if (carried && carried.agent === req.agentId && deps.remote) {
+        return await deps.remote.route(carried.origin, {
+          requestId: p.requestId,
+          agentId: req.agentId,
+          capability: p.capability,
+          payload: p.payload,
+          via: deps.nodeId,
+        });
+      }
+    }
+    return await ask(a, req.agentId, p);
+  };
+
+  const routeRemote = async (r: RemoteAsk): Promise<unknown> => {
+    const a = actives.get(r.requestId);
+    // The agent answers a hop sent to node `via`: it takes part from now on.
+    if (a?.participants.has(`node:${r.via}`)) a.participants.add(r.agentId);
+    return await ask(a, r.agentId, {
+      capability: r.capability,
+      requestId: r.requestId,
+      payload: r.payload,
+    });
+  };
+
+  /** Routes agent `asker`'s ask as the next hop of prompt `a`. */
+  const ask = async (
+    a: Active | undefined,
+    asker: string,
+    p: { capability: string; requestId: string; payload?: unknown },
+  ): Promise<unknown> => {
+    if (!a || !a.participants.has(asker)) {
       throw new GatewayRequestError(
         "forbidden",
-        `agent '${req.agentId}' takes no part in a prompt '${
+        `agent '${asker}' takes no part in a prompt '${
           p.requestId.slice(0, 64)
         }' answered on this node`,
       );
@@ -394,31 +523,38 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
       );
     }
     const capability = p.capability;
-    const candidates = agentsFor(capability).filter((id) => id !== req.agentId);
-    const picked = balancer.pick(candidates.map((id) => ({ id })));
-    if (!picked) {
+    const { target } = await pickTarget(capability, new Set([asker]));
+    if (!target) {
       routing(
         a,
-        req.agentId,
+        asker,
         self,
-        `no agent offers '${capability}' on this node`,
+        `no agent offers '${capability}' on this node or another`,
         "warn",
       );
       throw new GatewayRequestError(
         "unavailable",
-        `no agent offering '${capability}' is connected to node ${deps.nodeId}`,
+        `no agent offering '${capability}' is connected to node ${deps.nodeId} or another node`,
       );
     }
     const hop = ++a.hops;
     const payload = p.payload as { prompt?: unknown } | undefined;
     const t0 = performance.now();
+    const report = (ok: boolean) => {
+      if ("agent" in target) {
+        balancer.report(target.agent, {
+          ok,
+          latencyMs: performance.now() - t0,
+        });
+      }
+    };
     try {
-      const response = await sendHop(
+      const { response, agent } = await sendHop(
         a,
         hop,
         capability,
-        picked.id,
-        req.agentId,
+        target,
+        asker,
         {
           prompt: typeof payload?.prompt === "string"
             ? payload.prompt
@@ -426,19 +562,13 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
           ...(a.input.scenario ? { scenario: a.input.scenario } : {}),
           metadata: a.input.metadata,
           payload: p.payload,
-          from: req.agentId,
+          from: asker,
         },
       );
-      balancer.report(picked.id, {
-        ok: true,
-        latencyMs: performance.now() - t0,
-      });
-      return { response, agent: picked.id, hop };
+      report(true);
+      return { response, agent, hop };
     } catch (err) {
-      balancer.report(picked.id, {
-        ok: false,
-        latencyMs: performance.now() - t0,
-      });
+      report(false);
       if (err instanceof PlexusError) {
         throw new GatewayRequestError(
           err.code === "timeout" ? "timeout" : "unavailable",
@@ -446,9 +576,67 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
         );
       }
       if (isGatewayError(err)) {
-        routing(a, picked.id, req.agentId, (err as Error).message, "warn");
+        routing(a, label(target), asker, (err as Error).message, "warn");
       }
       throw err;
+    }
+  };
+
+  const carry = async (
+    origin: PromptNode,
+    capability: string,
+    body: Record<string, unknown>,
+    timeoutMs: number,
+  ): Promise<{ agent: string; answer: unknown }> => {
+    const exclude = typeof body.from === "string" ? [body.from] : [];
+    const candidates = agentsFor(capability).filter((id) =>
+      !exclude.includes(id)
+    );
+    const picked = balancer.pick(candidates.map((id) => ({ id })));
+    if (!picked) {
+      throw new GatewayRequestError(
+        "unavailable",
+        `no agent offering '${capability}' is connected to node ${deps.nodeId}`,
+      );
+    }
+    const requestId = String(body.requestId);
+    proxied.set(requestId, { origin, agent: picked.id });
+    const t0 = performance.now();
+    try {
+      const answer = await gateway.request(
+        picked.id,
+        `tasks.${capability}`,
+        body,
+        { timeoutMs },
+      );
+      balancer.report(picked.id, {
+        ok: true,
+        latencyMs: performance.now() - t0,
+      });
+      return { agent: picked.id, answer };
+    } catch (err) {
+      balancer.report(picked.id, {
+        ok: false,
+        latencyMs: performance.now() - t0,
+      });
+      // The agent's own failure, not a drop: it is still connected.
+      if (
+        isGatewayError(err, "unavailable") &&
+        agentsFor(capability).includes(picked.id)
+      ) {
+        throw new PlexusError(
+          "agent_error",
+          `agent '${picked.id}' on node ${deps.nodeId} failed: ${
+            (err as Error).message
+          }`,
+          { status: 502 },
+        );
+      }
+      throw err;
+    } finally {
+      if (proxied.get(requestId)?.agent === picked.id) {
+        proxied.delete(requestId);
+      }
     }
   };
 
@@ -480,6 +668,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
     // Gone client or passed deadline: the agents still working are told to stop.
     signal.addEventListener("abort", () => {
       for (const [agent, caps] of a.inflight) {
+        if (agent.startsWith("node:")) continue; // another node's agent: not reached
         routing(
           a,
           self,
@@ -519,21 +708,31 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
       let lastError: unknown;
       let offered = 0;
       for (let attempt = 0; attempt < config.attempts; attempt++) {
-        const candidates = agentsFor(capability).filter((id) => !tried.has(id));
-        offered = Math.max(offered, candidates.length);
-        const picked = balancer.pick(candidates.map((id) => ({ id })));
-        if (!picked) break;
+        const pick = await pickTarget(capability, tried);
+        offered = Math.max(offered, pick.offered);
+        const target = pick.target;
+        if (!target) break;
+        const picked = { id: label(target) };
         tried.add(picked.id);
         const h0 = performance.now();
         try {
-          const response = await sendHop(a, 0, capability, picked.id, self, {
-            prompt: input.prompt,
-            ...(input.scenario ? { scenario: input.scenario } : {}),
-            metadata: input.metadata,
-          });
+          const { response, agent } = await sendHop(
+            a,
+            0,
+            capability,
+            target,
+            self,
+            {
+              prompt: input.prompt,
+              ...(input.scenario ? { scenario: input.scenario } : {}),
+              metadata: input.metadata,
+            },
+          );
           const ms = performance.now() - h0;
-          balancer.report(picked.id, { ok: true, latencyMs: ms });
-          deps.onRootOutcome?.(picked.id, true, ms);
+          if ("agent" in target) {
+            balancer.report(agent, { ok: true, latencyMs: ms });
+          }
+          deps.onRootOutcome?.(agent, true, ms);
           if (a.failure) throw a.failure;
           routing(a, self, "client", response);
           const root = a.chain.find((l) => l.hop === 0);
@@ -554,7 +753,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
               requestId,
               processingTime: +(performance.now() - t0).toFixed(2),
               timestamp: new Date().toISOString(),
-              agent: picked.id,
+              agent,
               cached: false,
               ...(input.scenario ? { scenario: input.scenario } : {}),
               sageEnabled: input.sage,
@@ -563,15 +762,18 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
           };
         } catch (err) {
           const ms = performance.now() - h0;
-          balancer.report(picked.id, { ok: false, latencyMs: ms });
-          deps.onRootOutcome?.(picked.id, false, ms);
+          if ("agent" in target) {
+            balancer.report(picked.id, { ok: false, latencyMs: ms });
+            deps.onRootOutcome?.(picked.id, false, ms);
+          }
           lastError = a.failure ?? err;
           // Only a root agent that went away is retried on another one:
           // a refusal, a timeout or a failed signature is the answer. An
           // agent's own `unavailable` (its handler threw) looks like a drop
           // but leaves it connected.
           const dropped = isGatewayError(err, "unavailable") &&
-            !agentsFor(capability).includes(picked.id);
+            !("agent" in target &&
+              agentsFor(capability).includes(target.agent));
           if (!a.failure && dropped) {
             routing(
               a,
@@ -617,6 +819,8 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
   return {
     answer,
     route,
+    routeRemote,
+    carry,
     partial,
     rootAgents: (capability = config.capability) => agentsFor(capability),
     get active() {
