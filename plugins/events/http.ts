@@ -1,7 +1,9 @@
 /**
  * `GET /api/v1/events` as Server-Sent Events (or, with a WebSocket upgrade,
- * `WS /api/v1/events`) and `POST /api/v1/events` to publish a `custom.*`
- * event. Reading needs `cluster:read`, publishing `tasks:write`.
+ * `WS /api/v1/events`), `POST /api/v1/events` to publish a `custom.*`
+ * event and `POST /api/v1/events/filters` to check a filter (`{filter}` →
+ * the parsed tree, or 400). Reading needs `cluster:read`, publishing
+ * `tasks:write`.
  *
  * Query: `filter` (text or JSON, see filter.ts), `from` (`start`, `end`,
  * an offset, an ISO time or epoch ms; SSE's `Last-Event-ID` header wins),
@@ -17,7 +19,7 @@ import type { ApiContext, ApiRoutes } from "../../core/plugin.ts";
 import { PlexusError } from "../../core/plugin.ts";
 import { plexusErrorResponse } from "../../core/http/errors.ts";
 import type { EventBus, EventSubscription, SubscribeFrom } from "./bus.ts";
-import { filterFromParam } from "./filter.ts";
+import { checkFilter, filterFromParam, formatFilter } from "./filter.ts";
 import type { StoredEvent } from "./store.ts";
 
 /** Close code for a WebSocket client that cannot keep up. */
@@ -128,6 +130,24 @@ export function eventRoutes(
       }
       const offset = await bus.publish(body.type, body.data ?? {});
       return c.json({ offset }, 202);
+    }));
+
+  // Checks a filter without subscribing: for forms, and for filters too
+  // long for a URL (they are refused the same way).
+  routes.post("/filters", "cluster:read", (c) =>
+    answer(async () => {
+      let body: { filter?: unknown };
+      try {
+        body = await c.req.json();
+      } catch {
+        throw new PlexusError("bad_request", "body: expected JSON", {
+          status: 400,
+        });
+      }
+      const tree = typeof body?.filter === "string"
+        ? filterFromParam(body.filter)
+        : checkFilter(body?.filter);
+      return c.json({ filter: tree, text: formatFilter(tree) });
     }));
 
   type Req = ReturnType<typeof request>;

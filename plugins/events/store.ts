@@ -296,8 +296,11 @@ export function createEventStore(
     },
 
     async read(from, opts = {}) {
-      const names = opts.streams ?? await streams();
+      // The head first: every commit at or below it is visible to the reads
+      // below, including the stream list (a new stream's count key is
+      // written by its first commit).
       const top = await head();
+      const names = opts.streams ?? await streams();
       const after = "after" in from
         ? from.after
         : await afterTime(from.time, names);

@@ -149,3 +149,34 @@ Deno.test("event store: an event over the size limit or with a bad stream is ref
   await store.close();
   kv.close();
 });
+
+Deno.test("event store: a stream's first commit landing between a read's head and its listing is not skipped", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const writer = createEventStore(kv);
+  await writer.append(ev(0, "task"));
+  // The reader's KV commits a new stream's first event right as the head is read.
+  let injected = false;
+  const racing = new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "get") {
+        return async (key: Deno.KvKey) => {
+          const before = await target.get(key);
+          if (!injected && key[0] === "events" && key[1] === "head") {
+            injected = true;
+            await writer.append(ev(1, "agent"));
+            return await target.get(key);
+          }
+          return before;
+        };
+      }
+      const v = Reflect.get(target, prop);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  const reader = createEventStore(racing);
+  const seen = await readAll(reader);
+  assert.deepEqual(seen.map((e) => e.id), ["e0", "e1"]);
+  await writer.close();
+  await reader.close();
+  kv.close();
+});
