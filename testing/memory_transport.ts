@@ -2,8 +2,9 @@
  * TEST FAKE: an in-memory {@linkcode Transport}, the reference transport of
  * the conformance suite (it passes every case that applies to its caps:
  * not durable, per-key ordering, groups) and a stand-in broker for unit
- * tests of code that publishes or subscribes. One process, nothing survives
- * it. `faults` make it misbehave on purpose so tests can show the suite
+ * tests of code that publishes or subscribes, or calls services across
+ * "nodes" (request/reply: each transport is a node, `nodeId`). One process,
+ * nothing survives it. `faults` make it misbehave on purpose so tests can show the suite
  * catches it.
  *
  * @example Two nodes on one broker
@@ -31,6 +32,7 @@
  * @module
  */
 import type { Envelope } from "../core/envelope.ts";
+import { TimeoutError } from "../core/resilience/errors.ts";
 import {
   assertFits,
   type AttemptError,
@@ -39,6 +41,9 @@ import {
   type Delivery,
   type DeliveryHandler,
   type PublishOptions,
+  type RequestHandler,
+  type RequestOptions,
+  type Responder,
   type SubscribeOptions,
   type Subscription,
   type Transport,
@@ -61,6 +66,10 @@ export interface MemoryFaults {
   dropDeadLetters?: boolean;
   /** Run every delivery at once, ignoring keys. */
   ignoreKeys?: boolean;
+  /** Hand responders no headers. */
+  dropRequestHeaders?: boolean;
+  /** Let a request wait for its answer past its deadline. */
+  ignoreRequestTimeout?: boolean;
 }
 
 interface Item {
@@ -92,6 +101,9 @@ interface BrokerState {
   groups: Map<string, Map<string, Group>>;
   dead: Map<string, DeadLetter[]>;
   timers: Set<ReturnType<typeof setTimeout>>;
+  /** Request/reply: topic → node id → its responder. */
+  responders: Map<string, Map<string, RequestHandler>>;
+  nodes: number;
 }
 
 const brokers = new WeakMap<MemoryBroker, BrokerState>();
@@ -109,6 +121,8 @@ export class MemoryBroker {
       groups: new Map(),
       dead: new Map(),
       timers: new Set(),
+      responders: new Map(),
+      nodes: 0,
     });
   }
 }
@@ -121,11 +135,14 @@ export interface MemoryTransportOptions {
   maxMessageBytes?: number;
   /** Misbehaviour to switch on. @default {{}} */
   faults?: MemoryFaults;
+  /** This "node"'s id for request/reply. @default {"mem-N", N counting per broker} */
+  nodeId?: string;
 }
 
 /**
  * Makes a fake transport (one "node") on `options.broker`, a fresh one by
- * default. Its caps: not durable, per-key ordering, groups, dead letters.
+ * default. Its caps: not durable, per-key ordering, groups, dead letters,
+ * request/reply (bodies and answers cross as JSON, as on a wire).
  */
 export function memoryTransport(
   options: MemoryTransportOptions = {},
@@ -137,7 +154,12 @@ export function memoryTransport(
     ordering: "per-key",
     groups: true,
     maxMessageBytes: options.maxMessageBytes ?? 4096,
+    requestReply: true,
   };
+  const nodeId = options.nodeId ?? `mem-${++broker.nodes}`;
+  const answering = new Set<string>();
+  const json = (v: unknown) =>
+    v === undefined ? v : JSON.parse(JSON.stringify(v));
   const mine = new Set<{ close(): Promise<void> }>();
   let closed = false;
   let counter = 0;
@@ -258,6 +280,81 @@ export function memoryTransport(
   return {
     name: "memory",
     caps,
+    respond(topic: string, handler: RequestHandler): Promise<Responder> {
+      const nodes = broker.responders.get(topic) ?? new Map();
+      if (nodes.has(nodeId)) {
+        return Promise.reject(
+          new TransportError(
+            "invalid_argument",
+            `Cannot answer '${topic}': node '${nodeId}' answers it already`,
+          ),
+        );
+      }
+      nodes.set(nodeId, handler);
+      broker.responders.set(topic, nodes);
+      answering.add(topic);
+      return Promise.resolve({
+        topic,
+        close() {
+          if (nodes.get(nodeId) === handler) nodes.delete(nodeId);
+          answering.delete(topic);
+          return Promise.resolve();
+        },
+      });
+    },
+    responders: (topic: string) =>
+      [...broker.responders.get(topic)?.keys() ?? []].sort(),
+    listResponders: () =>
+      new Map(
+        [...broker.responders].filter(([, n]) => n.size > 0).map((
+          [t, n],
+        ) => [t, [...n.keys()].sort()]),
+      ),
+    request(node: string, topic: string, body: unknown, o: RequestOptions) {
+      const handler = broker.responders.get(topic)?.get(node);
+      if (closed || !handler) {
+        return Promise.reject(
+          new TransportError(
+            closed ? "closed" : "unavailable",
+            closed
+              ? "transport is closed"
+              : `node '${node}' does not answer '${topic}'`,
+          ),
+        );
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const answer: Promise<unknown> = Promise.resolve()
+        .then(() =>
+          handler(json(body), {
+            from: nodeId,
+            headers: faults.dropRequestHeaders ? {} : { ...o.headers },
+          })
+        )
+        .then(json, (err) => {
+          throw new TransportError(
+            "bad_message",
+            `responder for '${topic}' on node '${node}' failed: ${
+              err instanceof Error ? err.message : String(err)
+            }`,
+          );
+        });
+      if (faults.ignoreRequestTimeout) return answer;
+      return Promise.race([
+        answer,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () =>
+              reject(
+                new TimeoutError(
+                  `request '${topic}' to node '${node}'`,
+                  o.timeoutMs,
+                ),
+              ),
+            o.timeoutMs,
+          );
+        }),
+      ]).finally(() => clearTimeout(timer));
+    },
     publish(topic: string, envelope: Envelope, opts: PublishOptions = {}) {
       if (closed) {
         return Promise.reject(
@@ -326,6 +423,10 @@ export function memoryTransport(
     },
     async close() {
       closed = true;
+      for (const topic of answering) {
+        broker.responders.get(topic)?.delete(nodeId);
+      }
+      answering.clear();
       await Promise.all([...mine].map((s) => s.close()));
       if (options.broker === undefined) {
         for (const id of broker.timers) clearTimeout(id);

@@ -70,3 +70,17 @@ Deno.test("conformance: a transport that loses dead letters fails the term and m
 
 Deno.test("conformance: a transport that ignores keys fails the per-key ordering case", () =>
   mustFail("one key", { ignoreKeys: true }, "key '"));
+
+Deno.test("conformance: a transport that drops request headers fails the request/reply case", () =>
+  mustFail(
+    "request/reply: a request reaches",
+    { dropRequestHeaders: true },
+    "lost its headers",
+  ));
+
+Deno.test("conformance: a transport that lets a request outlive its deadline fails the request/reply deadline case", () =>
+  mustFail(
+    "request/reply: a failing responder",
+    { ignoreRequestTimeout: true },
+    "Timed out",
+  ));

@@ -239,3 +239,32 @@ Deno.test("services: a call that outlives its timeout is a TimeoutError (504)", 
   );
   assert.ok(performance.now() - t0 < 250, "the caller did not wait");
 });
+
+Deno.test("services: calls work over any transport declaring request/reply (the in-memory fake), and one without it is refused by name", async () => {
+  const { MemoryBroker, memoryTransport, stopBroker } = await import(
+    "../../testing/memory_transport.ts"
+  );
+  const shared = new MemoryBroker();
+  const ta = memoryTransport({ broker: shared, nodeId: "a" });
+  const tb = memoryTransport({ broker: shared, nodeId: "b" });
+  const a = createServiceBroker({ nodeId: "a" });
+  const b = createServiceBroker({ nodeId: "b" });
+  try {
+    await a.attach(ta);
+    await b.attach(tb);
+    await b.define("math.double", z.number(), (n) => n * 2);
+    assert.equal(await a.call("math.double", 21), 42);
+    await assert.rejects(
+      a.call("math.double", "x"),
+      (err) => err instanceof ServiceError && err.code === "invalid_params",
+    );
+    const plain = { ...ta, caps: { ...ta.caps, requestReply: false } };
+    await assert.rejects(
+      createServiceBroker({ nodeId: "c" }).attach(plain),
+      /Cannot call services over transport 'memory': it does not declare request\/reply/,
+    );
+  } finally {
+    await Promise.all([a.close(), b.close(), ta.close(), tb.close()]);
+    stopBroker(shared);
+  }
+});
