@@ -5,8 +5,11 @@
  * `X-SAGE-Enabled` and `X-Scenario` win over the body), send the prompt to a
  * root agent picked by capability through the agent gateway, route the
  * agents' asks to each other, verify every hop's signature in SAGE mode, and
- * answer `{"response","sageVerification"?,"metadata","logs"}`. Every routing
- * step is also a `routing` record on `WS /ws`. Settings are
+ * answer `{"response","sageVerification"?,"metadata","logs"}` (as
+ * Server-Sent Events with `Accept: text/event-stream`). Every routing step is
+ * also a `routing` record on `WS /ws`. Answers without SAGE are cached in KV
+ * (`X-Cache`), stale ones stand in when no agent can answer, and a node with
+ * no agent for a capability sends the hop to a node that has one. Settings are
  * `pluginConfig.prompts` ({@linkcode promptsConfigSchema}); see
  * docs/prompts.md.
  *
