@@ -39,7 +39,7 @@ import {
 } from "./contracts/services.ts";
 import { PlexusError } from "./errors.ts";
 import type { Logger } from "./observe/logger.ts";
-import type { MetricsRegistry } from "./observe/metrics.ts";
+import type { Labels, MetricsRegistry } from "./observe/metrics.ts";
 import { describeIssues } from "./plugin.ts";
 import { backoffDelay } from "./resilience/backoff.ts";
 import {
@@ -179,6 +179,41 @@ const coarseNow = () => {
 };
 const coarseClock: Clock = { ...systemClock, mono: coarseNow };
 
+/** `metrics` with `extra` labels added to every counter and gauge series. */
+function withLabels(metrics: MetricsRegistry, extra: Labels): MetricsRegistry {
+  const l = (labels?: Labels) => ({ ...labels, ...extra });
+  return {
+    ...metrics,
+    counter(name, help) {
+      const c = metrics.counter(name, help);
+      return {
+        inc: (labels, by) => c.inc(l(labels), by),
+        get: (labels) => c.get(l(labels)),
+        labels: (labels) => c.labels(l(labels)),
+      };
+    },
+    gauge(name, help, collect) {
+      const g = metrics.gauge(name, help, collect);
+      return {
+        set: (value, labels) => g.set(value, l(labels)),
+        inc: (labels, by) => g.inc(l(labels), by),
+        get: (labels) => g.get(l(labels)),
+        remove: (labels) => g.remove(l(labels)),
+      };
+    },
+    histogram(name, help, buckets) {
+      const h = metrics.histogram(name, help, buckets);
+      return {
+        observe: (value, labels) => h.observe(value, l(labels)),
+        labels: (labels) => h.labels(l(labels)),
+        get: (labels) => h.get(l(labels)),
+      };
+    },
+    render: () => metrics.render(),
+    toJSON: () => metrics.toJSON(),
+  };
+}
+
 /** Reply on the wire: the value, or the error. */
 type Reply = { v?: unknown; e?: WireError };
 
@@ -211,7 +246,10 @@ export function createServiceBroker(
   let closed = false;
   const breakers = options.breakers ??
     createCircuitBreakers({
-      metrics: options.metrics,
+      // The task router's breakers guard the same node ids: a label of
+      // their own keeps the two sets of series apart.
+      metrics: options.metrics &&
+        withLabels(options.metrics, { breakers: "services" }),
       clock: coarseClock,
       // An action's own refusal (4xx) says nothing about the node's health.
       isFailure: (err) => !(err instanceof PlexusError) || err.status >= 500,

@@ -268,3 +268,42 @@ Deno.test("services: calls work over any transport declaring request/reply (the 
     stopBroker(shared);
   }
 });
+
+Deno.test("services: calls are counted by action and result, and the broker's circuits carry their own label", async () => {
+  const { createMetrics } = await import("../../core/observe/metrics.ts");
+  const { MemoryBroker, memoryTransport, stopBroker } = await import(
+    "../../testing/memory_transport.ts"
+  );
+  const shared = new MemoryBroker();
+  const ta = memoryTransport({ broker: shared, nodeId: "a" });
+  const tb = memoryTransport({ broker: shared, nodeId: "b" });
+  const metrics = createMetrics("plexus_");
+  const a = createServiceBroker({ nodeId: "a", metrics });
+  const b = createServiceBroker({ nodeId: "b" });
+  try {
+    await a.attach(ta);
+    await b.attach(tb);
+    await b.define("math.half", z.number(), (n) => {
+      if (n % 2) throw new Error("odd");
+      return n / 2;
+    });
+    assert.equal(await a.call("math.half", 4), 2);
+    await assert.rejects(a.call("math.half", 3), /odd/);
+    const text = metrics.render();
+    assert.match(
+      text,
+      /plexus_service_calls_total\{action="math\.half",result="ok"\} 1/,
+    );
+    assert.match(
+      text,
+      /plexus_service_calls_total\{action="math\.half",result="error"\} 1/,
+    );
+    assert.match(
+      text,
+      /plexus_circuit_calls_total\{breakers="services",endpoint="b",result="failure"\} 1/,
+    );
+  } finally {
+    await Promise.all([a.close(), b.close(), ta.close(), tb.close()]);
+    stopBroker(shared);
+  }
+});
