@@ -61,6 +61,8 @@ export interface PbftDriverOptions {
   maxBatch?: number;
   /** @default {4} */
   maxInflight?: number;
+  /** Ticks without progress before a replica re-sends what it said (and asks others). @default {5} */
+  retransmitTicks?: number;
   /** Milliseconds a request may wait for f + 1 matching results. @default {5000} */
   requestTimeoutMs?: number;
   /** Milliseconds between re-broadcasts of a request still waiting. @default {1000} */
@@ -177,7 +179,7 @@ export class PbftDriver {
       maxBatch: o.maxBatch,
       maxInflight: o.maxInflight,
       viewChangeTicks: o.viewChangeTicks ?? 40,
-      retransmitTicks: 5,
+      retransmitTicks: o.retransmitTicks ?? 5,
       storage: o.storage.records(),
     });
   }
