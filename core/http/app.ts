@@ -537,6 +537,30 @@ export function createApp(deps: AppDeps): HttpApp {
     }
   });
 
+  // An anonymous prompt (no credentials at all) goes to the prompt plugin's
+  // public route, when its operator turned that on (it then serves POST
+  // /plugins/prompts/send); anything carrying credentials is authenticated.
+  const anonymousPrompt = (c: Context): Promise<Response> | undefined => {
+    const h = c.req.raw.headers;
+    if (
+      h.has("authorization") || h.has("signature") ||
+      h.has("signature-input") || h.has("cookie")
+    ) return undefined;
+    const sub = kernel.httpFor("prompts");
+    const path = "/plugins/prompts/send";
+    // Only a POST route of its own (not middleware) makes it open.
+    const served = sub?.router.match("POST", path)[0].some(([[, route]]) =>
+      route.method === "POST"
+    );
+    if (!sub || !served) return undefined;
+    const url = new URL(c.req.url);
+    url.pathname = path;
+    pluginRoutes.set(c.req.raw, SEND_PROMPT);
+    return Promise.resolve(
+      jsonErrors(sub).fetch(new Request(url, c.req.raw)),
+    );
+  };
+
   // /api/v1 (and /send/prompt, the seed's alias of /api/v1/prompts): the
   // per-IP limit first (cheap, before any signature is checked), then audit
   // (so refused calls are recorded too), then authentication, then the
@@ -562,7 +586,13 @@ export function createApp(deps: AppDeps): HttpApp {
       await next();
       c.res = await maybeSignResponse(security, c.req.raw, c.res);
     });
-    app.use(path, requireAuth(security.auth, { log, metrics }));
+    const auth = requireAuth(security.auth, { log, metrics });
+    app.use(
+      path,
+      path === SEND_PROMPT
+        ? (c, next) => anonymousPrompt(c) ?? auth(c, next)
+        : auth,
+    );
     if (security.limits) {
       app.use(
         path,

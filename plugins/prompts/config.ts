@@ -70,8 +70,9 @@ export const promptsConfigSchema = z.strictObject({
   /** How often this node tells the others (through KV) which capabilities its agents offer. */
   advertiseMs: z.number().int().min(100).max(60_000).default(2000),
   /**
-   * Also serve `POST /plugins/prompts/send` without authentication
-   * (the node's `/send/prompt` and `/api/v1/prompts` always need `prompt:send`).
+   * Answer callers without credentials: `POST /plugins/prompts/send`, and
+   * `POST /send/prompt` when the request carries none (`/api/v1/prompts`
+   * always needs `prompt:send`).
    */
   anonymous: z.boolean().default(false),
 });

@@ -272,3 +272,39 @@ Deno.test("prompts: no root agent connected → 503 with Retry-After; the permis
   assert.equal(open.status, 404);
   await open.body?.cancel();
 });
+
+Deno.test("prompts: with anonymous on, /send/prompt answers callers without credentials; a caller with bad credentials is still refused", async () => {
+  await using node = await startPromptNode({
+    dir: await tmp(),
+    prompts: { anonymous: true },
+  });
+  const rootKey = await node.enrolled();
+  await using _root = await promptAgent(node, rootKey, "prompt", () => "hi");
+  for (const path of ["/send/prompt", "/plugins/prompts/send"]) {
+    const res = await fetch(`${node.url}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: '{"prompt":"hello","sageEnabled":false}',
+    });
+    assert.equal(res.status, 200, path);
+    assert.equal((await res.json()).response, "hi");
+  }
+  const bad = await fetch(`${node.url}/send/prompt`, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      authorization: "Bearer not-a-token",
+    },
+    body: '{"prompt":"hello"}',
+  });
+  assert.equal(bad.status, 401);
+  await bad.body?.cancel();
+  // /api/v1/prompts itself always needs a caller.
+  const api = await fetch(`${node.url}/api/v1/prompts`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: '{"prompt":"hello"}',
+  });
+  assert.equal(api.status, 401);
+  await api.body?.cancel();
+});
