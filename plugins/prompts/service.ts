@@ -446,7 +446,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
     return { target: { node: nodes[rotation++ % nodes.length] }, offered: 0 };
   };
   let rotation = 0;
-  /** Hops carried here for prompts other nodes answer: request id → origin and agent. */
+  /** Hops carried here for prompts other nodes answer, by request id and agent. */
   const proxied = new Map<string, Proxied>();
 
   const isGatewayError = (err: unknown, code?: string) =>
@@ -474,8 +474,8 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
     const a = actives.get(p.requestId);
     if (!a) {
       // A hop this node carries for another node's prompt: the ask goes there.
-      const carried = proxied.get(p.requestId);
-      if (carried && carried.agent === req.agentId && deps.remote) {
+      const carried = proxied.get(`${p.requestId}\0${req.agentId}`);
+      if (carried && deps.remote) {
         return await deps.remote.route(carried.origin, {
           requestId: p.requestId,
           agentId: req.agentId,
@@ -600,7 +600,8 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
       );
     }
     const requestId = String(body.requestId);
-    proxied.set(requestId, { origin, agent: picked.id });
+    const carriedKey = `${requestId}\0${picked.id}`;
+    proxied.set(carriedKey, { origin, agent: picked.id });
     const t0 = performance.now();
     try {
       const answer = await gateway.request(
@@ -634,9 +635,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
       }
       throw err;
     } finally {
-      if (proxied.get(requestId)?.agent === picked.id) {
-        proxied.delete(requestId);
-      }
+      proxied.delete(carriedKey);
     }
   };
 
