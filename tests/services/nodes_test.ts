@@ -245,14 +245,17 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    await withCluster(async (_dir, [a]) => {
+    await withCluster(async (_dir, [a, b, c]) => {
       await offered(a, "probe.where", ["node-b", "node-c"]);
       const { counts, errors } = await probe(a, "/many", {
         action: "probe.where",
         n: 120,
         concurrency: 4,
       });
-      assert.deepEqual(errors, []);
+      const closes = [a, b, c].flatMap((p) =>
+        p.records.filter((r) => r.msg === "mesh link closed")
+      );
+      assert.deepEqual(errors, [], JSON.stringify(closes));
       const fast = counts["node-c"] ?? 0;
       const slow = counts["node-b"] ?? 0;
       assert.equal(fast + slow, 120);

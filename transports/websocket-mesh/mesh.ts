@@ -377,8 +377,17 @@ export async function startMesh(
     const hello = () => send(link, { t: "hello", node: me, nonce });
     if (ws.readyState === 1) hello();
     else ws.onopen = hello;
-    ws.onclose = () => {
+    ws.onclose = (ev: CloseEvent) => {
       clearTimeout(handshake);
+      if (link.ready && !closed) {
+        o.log?.warn("mesh link closed", {
+          peer: link.peer,
+          code: ev.code,
+          reason: ev.reason,
+          pending: [...pending.values()].filter((p) => p.node === link.peer)
+            .length,
+        });
+      }
       dropLink(link);
       gone.resolve();
     };
