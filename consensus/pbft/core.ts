@@ -105,6 +105,8 @@ interface Decision {
 }
 
 const GENESIS: StableCheckpoint = { seq: 0, digest: "", proof: [] };
+/** Digests a replica keeps per sequence number in its Q set (a VIEW-CHANGE may carry up to this many per number). */
+const Q_PER_SEQ = 4;
 
 function reqKey(r: PbftRequest): string {
   return `${r.client}\u0000${r.t}`;
@@ -193,6 +195,9 @@ export class PbftNode {
   #stall = 0;
   /** Replicas seen working in a later view than this one's. */
   #ahead = new Set<string>();
+  #ticks = 0;
+  /** When each replica's STATUS was last answered (in ticks). */
+  #statusAnswered = new Map<string, number>();
   #fetch: { seq: number; elapsed: number } | undefined;
   /** Executed batches above the stable checkpoint, for compaction. */
   #execLog = new Map<number, ExecRecord>();
@@ -383,6 +388,7 @@ export class PbftNode {
 
   /** One tick of the logical clock: view-change timer, re-sends. */
   tick(): void {
+    this.#ticks++;
     if (this.#fetch && ++this.#fetch.elapsed >= this.#retransmitTicks) {
       this.#fetch.elapsed = 0;
       this.#multicast({ type: "fetch-state", seq: this.#fetch.seq });
@@ -574,6 +580,7 @@ export class PbftNode {
     if (had && had.view >= e.view) return;
     byDigest.set(e.digest, e);
     this.#persist.push({ k: "q", ...e });
+    trimQ(byDigest, this.#P.get(e.seq)?.digest);
   }
 
   #advanceSlot(seq: number): void {
@@ -665,7 +672,10 @@ export class PbftNode {
 
   /** A replica in this view that is behind: send it what it missed here. */
   #onStatus(from: string, view: number, executed: number): void {
-    if (this.#changing) return;
+    // One answer per sender per retransmit period: a STATUS can cost a window of messages.
+    const last = this.#statusAnswered.get(from) ?? -Infinity;
+    if (this.#changing || this.#ticks - last < this.#retransmitTicks) return;
+    this.#statusAnswered.set(from, this.#ticks);
     if (view < this.#view) {
       if (this.#newView) this.#send(from, this.#newView);
       return;
@@ -897,7 +907,7 @@ export class PbftNode {
       !this.replicas.includes(vc.replica) || typeof vc.sig !== "string" ||
       !Array.isArray(vc.prepared) || !Array.isArray(vc.prePrepared) ||
       vc.prepared.length > this.window ||
-      vc.prePrepared.length > 4 * this.window ||
+      vc.prePrepared.length > Q_PER_SEQ * this.window ||
       !this.#validStable(vc.stable)
     ) return false;
     const lo = vc.stable.seq, hi = vc.stable.seq + this.window;
@@ -1125,6 +1135,9 @@ export class PbftNode {
           break;
       }
     }
+    for (const [seq, byDigest] of this.#Q) {
+      trimQ(byDigest, this.#P.get(seq)?.digest);
+    }
     this.#executed = this.#stable.seq;
     if (this.#stable.seq > 0) {
       this.#snapshot = { seq: this.#stable.seq, data: this.#stableData ?? "" };
@@ -1211,6 +1224,26 @@ export class PbftNode {
 }
 
 type ExecRecord = PbftRecord & { k: "exec" };
+
+/**
+ * Keeps a sequence number's Q entries bounded (view changes check the size):
+ * the digests of the newest views, and always the one this replica last
+ * prepared there (`keep`), which its P set may name. Dropping others can
+ * only make rule A2 fail for them (a view change waits), never choose one.
+ */
+function trimQ(
+  byDigest: Map<string, PrePreparedEntry>,
+  keep: string | undefined,
+): void {
+  while (byDigest.size > Q_PER_SEQ) {
+    let oldest: PrePreparedEntry | undefined;
+    for (const x of byDigest.values()) {
+      if (x.digest === keep) continue;
+      if (!oldest || x.view < oldest.view) oldest = x;
+    }
+    byDigest.delete(oldest!.digest);
+  }
+}
 
 /**
  * The bytes a link MAC covers: both ends and the payload.
