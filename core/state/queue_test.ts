@@ -742,3 +742,42 @@ Deno.test("queue: on a local store, claims and acks of 100 messages take one com
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("queue: the payload is written once under its own key; transitions rewrite a small record; a done record takes it back inline", async () => {
+  using t = await setup("split");
+  const keys = queueKeys("split");
+  const big = "p".repeat(2000);
+  const { id } = await t.q.enqueue(big);
+  const size = async () =>
+    JSON.stringify((await t.kv.get(keys.msg(id))).value).length;
+  assert.equal((await t.kv.get(keys.payload(id))).value, big);
+  assert.ok(await size() < 500, "the record holds no payload");
+  const [d] = await t.q.claim(1, 1000);
+  assert.equal(d.payload, big);
+  assert.ok(await size() < 500, "the claim rewrote only the record");
+  assert.equal((await t.q.get(id))?.payload, big);
+  await d.ack("ok");
+  assert.equal((await t.kv.get(keys.payload(id))).versionstamp, null);
+  const done = await t.q.get(id);
+  assert.equal(done?.payload, big);
+  assert.equal(done?.result, "ok");
+});
+
+Deno.test("queue: a message stored before payloads had their own key is claimed, nak'd and acked as before", async () => {
+  using t = await setup("legacy");
+  const keys = queueKeys("legacy");
+  const { id } = await t.q.enqueue("inline");
+  // Rewrite it as the old layout: payload inline, no payload key.
+  const stored = (await t.kv.get<Record<string, unknown>>(keys.msg(id))).value!;
+  delete stored.payloadKey;
+  await t.kv.atomic().set(keys.msg(id), { ...stored, payload: "inline" })
+    .delete(keys.payload(id)).commit();
+  const [d] = await t.q.claim(1, 1000);
+  assert.equal(d.payload, "inline");
+  await d.nak(0);
+  const [again] = await t.q.claim(1, 1000);
+  assert.equal(again.payload, "inline");
+  await again.ack();
+  assert.equal((await t.q.get(id))?.state, "done");
+  assert.equal((await t.q.get(id))?.payload, "inline");
+});
