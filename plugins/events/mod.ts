@@ -19,6 +19,8 @@ import type { NodeEvents } from "../../core/events.ts";
 import { VERSION } from "../../core/version.ts";
 import { createEventBus, type EventBus } from "./bus.ts";
 import { eventRoutes } from "./http.ts";
+import { type Mirror, startMirror } from "./mirror.ts";
+import type { Transport } from "../../core/transport.ts";
 
 export type { EventBus, EventSubscription, SubscribeOptions } from "./bus.ts";
 export type { StoredEvent } from "./store.ts";
@@ -46,6 +48,17 @@ const configSchema = z.strictObject({
     ),
   heartbeatMs: z.number().int().positive().default(15_000)
     .describe("SSE comment period that keeps idle streams open"),
+  mirror: z.strictObject({
+    enabled: z.boolean().default(true)
+      .describe("Mirror the store to a durable transport when one is loaded"),
+    transport: z.string().regex(/^[a-z0-9][a-z0-9._-]*$/).optional()
+      .describe("Which transport (its name); any durable one by default"),
+    prefix: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/).default("events")
+      .describe("Topic prefix: events go to {prefix}.{type}"),
+    checkMs: z.number().int().positive().default(1000)
+      .describe("How often leadership and the transport are looked at"),
+  }).default({ enabled: true, prefix: "events", checkMs: 1000 })
+    .describe("Mirroring to a durable transport (run by the leader)"),
 });
 
 /** The plugin. */
@@ -115,6 +128,35 @@ export default definePlugin({
       );
     }, retention.everyMs);
     Deno.unrefTimer(trim);
+    const mirrored = ctx.metrics.gauge(
+      "plexus_events_mirrored",
+      "Events this node published to the durable transport",
+      () => {
+        mirrored.set(mirror?.published ?? 0);
+        active.set(mirror?.active ? 1 : 0);
+      },
+    );
+    const active = ctx.metrics.gauge(
+      "plexus_events_mirror_active",
+      "1 while this node mirrors the event store to a durable transport",
+    );
+    const { mirror: m } = ctx.config;
+    const capability = `transport:${m.transport ?? "*"}`;
+    const mirror: Mirror | undefined = m.enabled
+      ? startMirror(bus, {
+        prefix: m.prefix,
+        transport: () =>
+          ctx.kernel.has(capability)
+            ? ctx.kernel.get<Transport>(capability)
+            : undefined,
+        leads,
+        checkMs: m.checkMs,
+        onError: (err) =>
+          ctx.log.warn("event mirror: publish failed, retrying", {
+            error: (err as Error)?.message ?? String(err),
+          }),
+      })
+      : undefined;
     return Promise.resolve({
       api: bus,
       drain() {
@@ -123,6 +165,7 @@ export default definePlugin({
       },
       async stop() {
         clearInterval(trim);
+        await mirror?.stop();
         http.closeAll();
         await bus.close();
       },
