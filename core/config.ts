@@ -118,6 +118,14 @@ export const configSchema = z.strictObject({
     logStream: z.enum(["open", "token"]).default("open"),
     /** Sign responses to requests carrying `Accept-Signature` with the node key. */
     signResponses: z.boolean().default(true),
+    /** A dashboard session unused this long ends (docs/console.md). */
+    sessionIdleMs: z.number().int().min(60_000).max(86_400_000).default(
+      3_600_000,
+    ),
+    /** A dashboard session ends this long after its login, used or not. */
+    sessionMaxMs: z.number().int().min(60_000).max(30 * 86_400_000).default(
+      43_200_000,
+    ),
   }).prefault({}),
   rateLimit: z.strictObject({
     /** Off only for benchmarks and closed test rigs. */
@@ -337,6 +345,10 @@ export interface Config {
     logStream: "open" | "token";
     /** Sign responses to requests carrying `Accept-Signature` with the node key. */
     signResponses: boolean;
+    /** A dashboard session unused this long ends (docs/console.md). */
+    sessionIdleMs: number;
+    /** A dashboard session ends this long after its login, used or not. */
+    sessionMaxMs: number;
   };
   /** Rate limits. */
   rateLimit: {

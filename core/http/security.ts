@@ -110,6 +110,8 @@ export function createSecurity(options: SecurityOptions): Security {
   const sessions = createOperatorSessions(kv, {
     nodeKey,
     issuer: a.issuer,
+    idleTtlMs: a.sessionIdleMs,
+    maxLifetimeMs: a.sessionMaxMs,
     clock: options.clock,
   });
   const auth = createAuthenticator({

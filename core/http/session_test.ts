@@ -3,6 +3,7 @@ import { ManualClock } from "../clock.ts";
 import { generateNodeKey } from "../security/node_key.ts";
 import { createJwtAuthority, JwtError } from "../security/jwt.ts";
 import { createTestKernel } from "../testing.ts";
+import { createSecurity } from "./security.ts";
 import {
   createOperatorSessions,
   CSRF_HEADER,
@@ -221,4 +222,21 @@ Deno.test("session: /api/v1 takes the cookie as a third method: 401 bad session,
     headers: { authorization: `Bearer ${await t.token("viewer")}` },
   });
   assert.equal(bearer.status, 200);
+});
+
+Deno.test("session: the node's auth.sessionIdleMs and auth.sessionMaxMs set the lifetimes", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const sec = createSecurity({
+    kv,
+    nodeKey: await generateNodeKey(),
+    auth: { sessionIdleMs: 90_000, sessionMaxMs: 120_000 },
+  });
+  const { cookie, session } = await sec.sessions.login({
+    sub: "u:a",
+    role: "viewer",
+    method: "link",
+  });
+  assert.match(cookie, /Max-Age=120(;|$)/);
+  const left = session.expiresAt - Date.now();
+  assert.ok(left > 80_000 && left <= 90_000, `idle expiry in ${left} ms`);
 });
