@@ -20,14 +20,16 @@ import Provider from "oidc-provider";
 
 /** Options for {@linkcode startIdp}. */
 export interface IdpOptions {
-  /** Redirect URIs of the `plexus` client. */
-  redirectUris: string[];
+  /**
+   * Redirect URIs of the `plexus` client, or a function giving them when the
+   * first request arrives (so the provider's port can be known before the
+   * nodes whose callbacks it lists are started).
+   */
+  redirectUris: string[] | (() => string[]);
   /** `groups` claim per account name. */
   groups: Record<string, string[]>;
   /** The client secret. @default {"plexus-test-secret"} */
   clientSecret?: string;
-  /** The loopback port (when the issuer URL must be known first). @default {0} */
-  port?: number;
 }
 
 /** A running provider. */
@@ -66,46 +68,49 @@ async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
 export async function startIdp(options: IdpOptions): Promise<Idp> {
   const clientSecret = options.clientSecret ?? "plexus-test-secret";
   const server = createServer();
-  await new Promise<void>((r) =>
-    server.listen(options.port ?? 0, "127.0.0.1", () => r())
-  );
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
   const port = (server.address() as AddressInfo).port;
   const issuer = `http://127.0.0.1:${port}`;
-  const provider = new Provider(issuer, {
-    clients: [{
-      client_id: "plexus",
-      client_secret: clientSecret,
-      redirect_uris: options.redirectUris,
-      grant_types: ["authorization_code"],
-      response_types: ["code"],
-      token_endpoint_auth_method: "client_secret_post",
-    }],
-    pkce: { required: () => true },
-    scopes: ["openid", "profile", "email", "groups"],
-    claims: {
-      openid: ["sub"],
-      profile: ["name"],
-      email: ["email"],
-      groups: ["groups"],
-    },
-    // Scope claims in the ID token itself (the RP reads roles from it).
-    conformIdTokenClaims: false,
-    features: { devInteractions: { enabled: false } },
-    findAccount: (_ctx: unknown, id: string) => ({
-      accountId: id,
-      claims: () => ({
-        sub: id,
-        name: id,
-        email: `${id}@example.test`,
-        groups: options.groups[id] ?? [],
+  const build = () =>
+    new Provider(issuer, {
+      clients: [{
+        client_id: "plexus",
+        client_secret: clientSecret,
+        redirect_uris: typeof options.redirectUris === "function"
+          ? options.redirectUris()
+          : options.redirectUris,
+        grant_types: ["authorization_code"],
+        response_types: ["code"],
+        token_endpoint_auth_method: "client_secret_post",
+      }],
+      pkce: { required: () => true },
+      scopes: ["openid", "profile", "email", "groups"],
+      claims: {
+        openid: ["sub"],
+        profile: ["name"],
+        email: ["email"],
+        groups: ["groups"],
+      },
+      // Scope claims in the ID token itself (the RP reads roles from it).
+      conformIdTokenClaims: false,
+      features: { devInteractions: { enabled: false } },
+      findAccount: (_ctx: unknown, id: string) => ({
+        accountId: id,
+        claims: () => ({
+          sub: id,
+          name: id,
+          email: `${id}@example.test`,
+          groups: options.groups[id] ?? [],
+        }),
       }),
-    }),
-    interactions: {
-      url: (_ctx: unknown, i: { uid: string }) => `/interaction/${i.uid}`,
-    },
-  });
-  const callback = provider.callback();
+      interactions: {
+        url: (_ctx: unknown, i: { uid: string }) => `/interaction/${i.uid}`,
+      },
+    });
+  let provider: ReturnType<typeof build> | undefined;
+  let callback: ReturnType<ReturnType<typeof build>["callback"]> | undefined;
   const interaction = async (req: IncomingMessage, res: ServerResponse) => {
+    provider ??= build();
     const details = await provider.interactionDetails(req, res);
     if (req.method === "GET") {
       res.writeHead(200, { "content-type": "text/html" });
@@ -129,7 +134,11 @@ export async function startIdp(options: IdpOptions): Promise<Idp> {
         res.writeHead(500);
         res.end(String(err));
       });
-    } else callback(req, res);
+    } else {
+      provider ??= build();
+      callback ??= provider.callback();
+      callback(req, res);
+    }
   });
   const close = () =>
     new Promise<void>((r) => {

@@ -44,13 +44,6 @@ const BROWSERS: {
   },
 ];
 
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
 async function leaderOf(node: PlexusProcess): Promise<string | null> {
   const res = await node.api("/api/v1/cluster", {
     signal: AbortSignal.timeout(5000),
@@ -68,8 +61,14 @@ async function scenario(
     browserName,
   );
   await Deno.mkdir(shots, { recursive: true });
-  const idpPort = freePort();
-  const issuer = `http://127.0.0.1:${idpPort}`;
+  // The provider listens first (its URL goes into the nodes' config) and
+  // learns the nodes' callback URLs when the first browser arrives.
+  let nodeUrls: string[] = [];
+  await using idp = await startIdp({
+    redirectUris: () => nodeUrls.map((u) => `${u}/ui/auth/callback`),
+    groups: { alice: ["plexus-admins"] },
+  });
+  const issuer = idp.issuer;
   await using c = await startCluster(fileTarget, {
     nodes: 3,
     args: [
@@ -95,11 +94,7 @@ async function scenario(
     },
   });
   assert.ok(c, "a shared KV file is always available");
-  await using _idp = await startIdp({
-    port: idpPort,
-    redirectUris: c.nodes.map((n) => `${n.url}/ui/auth/callback`),
-    groups: { alice: ["plexus-admins"] },
-  });
+  nodeUrls = c.nodes.map((n) => n.url!);
   const first = await eventually(
     () => Promise.all(c.nodes.map(leaderOf)),
     (ls) => ls[0] !== null && ls.every((l) => l === ls[0]),
