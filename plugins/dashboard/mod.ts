@@ -14,13 +14,15 @@
 import { z } from "zod";
 import type { Context } from "hono";
 import { definePlugin, type PluginContext } from "../../core/plugin.ts";
-import type { LogStream } from "../../core/observe/log_stream.ts";
 import {
   type OperatorSessions,
   readCookie,
   SESSIONS_CAPABILITY,
 } from "../../core/http/session.ts";
-import { LOG_STREAM_CAPABILITY } from "../../core/observe/log_stream.ts";
+import {
+  LOG_STREAM_CAPABILITY,
+  type LogStream,
+} from "../../core/observe/log_stream.ts";
 import { JwtError } from "../../core/security/jwt.ts";
 import {
   createLogin,
