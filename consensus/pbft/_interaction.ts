@@ -78,7 +78,9 @@ function fmtRecord(r: PbftRecord): string {
     case "exec":
       return `${r.k} n=${r.seq} v=${r.view} d=${short(r.digest)}`;
     case "stable":
-      return `stable n=${r.seq} proof=${r.proof.length}`;
+      return `stable n=${r.seq} proof=${r.proof.length}${
+        r.data === undefined ? " (state to fetch)" : ""
+      }`;
   }
 }
 

@@ -107,6 +107,12 @@ interface Decision {
 const GENESIS: StableCheckpoint = { seq: 0, digest: "", proof: [] };
 /** Digests a replica keeps per sequence number in its Q set (a VIEW-CHANGE may carry up to this many per number). */
 const Q_PER_SEQ = 4;
+/**
+ * Stable checkpoints between rewrites of the record file: a rewrite holds a
+ * window of batches, so doing it at every checkpoint wrote each batch many
+ * times over.
+ */
+const COMPACT_EVERY = 4;
 
 function reqKey(r: PbftRequest): string {
   return `${r.client}\u0000${r.t}`;
@@ -196,6 +202,7 @@ export class PbftNode {
   /** Replicas seen working in a later view than this one's. */
   #ahead = new Set<string>();
   #ticks = 0;
+  #stablesSinceCompact = 0;
   /** When each replica's STATUS was last answered (in ticks). */
   #statusAnswered = new Map<string, number>();
   #fetch: { seq: number; elapsed: number } | undefined;
@@ -620,7 +627,12 @@ export class PbftNode {
       if (!c) break;
       this.#committedBatches.delete(next);
       this.#executed = next;
-      const rec: ExecRecord = { k: "exec", seq: next, ...c };
+      const rec: ExecRecord = {
+        k: "exec",
+        seq: next,
+        view: c.view,
+        digest: c.digest,
+      };
       this.#execLog.set(next, rec);
       this.#persist.push(rec);
       this.#exec.push({
@@ -818,11 +830,29 @@ export class PbftNode {
       }
     }
     if (haveIt) {
-      this.#compactNow();
+      // Rewrite the whole file every few checkpoints; in between, append.
+      if (++this.#stablesSinceCompact >= COMPACT_EVERY) this.#compactNow();
+      else {
+        this.#persist.push({
+          k: "stable",
+          seq: s.seq,
+          digest: s.digest,
+          proof: s.proof,
+          data: own!,
+        });
+      }
     } else {
       // Behind (or diverged, which an honest replica cannot be): fetch it.
+      // The proof is persisted now: what this replica accepts from here on
+      // lies above it, and a restart must not pull the window back.
       this.#fetch = { seq: s.seq, elapsed: 0 };
       this.#multicast({ type: "fetch-state", seq: s.seq });
+      this.#persist.push({
+        k: "stable",
+        seq: s.seq,
+        digest: s.digest,
+        proof: s.proof,
+      });
     }
     this.#propose();
   }
@@ -850,6 +880,7 @@ export class PbftNode {
     recs.push(...[...this.#execLog.values()].sort((a, b) => a.seq - b.seq));
     this.#compact = recs;
     this.#persist = [];
+    this.#stablesSinceCompact = 0;
   }
 
   #onFetch(from: string, seq: number): void {
@@ -1098,6 +1129,7 @@ export class PbftNode {
   // ---- plumbing ------------------------------------------------------
 
   #restore(records: PbftRecord[]): void {
+    let proven: StableCheckpoint | undefined;
     for (const r of records) {
       switch (r.k) {
         case "view":
@@ -1108,7 +1140,10 @@ export class PbftNode {
           }
           break;
         case "stable":
-          if (r.seq >= this.#stable.seq) {
+          if (r.data === undefined) {
+            // Proven, state not fetched yet: applied after the replay below.
+            if (!proven || r.seq > proven.seq) proven = r;
+          } else if (r.seq >= this.#stable.seq) {
             this.#stable = { seq: r.seq, digest: r.digest, proof: r.proof };
             this.#stableData = r.data;
             for (const m of [this.#P, this.#Q, this.#execLog]) {
@@ -1144,16 +1179,17 @@ export class PbftNode {
     }
     for (;;) {
       const r = this.#execLog.get(this.#executed + 1);
-      if (!r) break;
+      const batch = r && this.#Q.get(r.seq)?.get(r.digest)?.batch;
+      if (!r || !batch) break;
       this.#executed = r.seq;
       this.#exec.push({
         seq: r.seq,
         view: r.view,
         digest: r.digest,
-        batch: r.batch,
+        batch,
         checkpoint: r.seq % this.checkpointInterval === 0,
       });
-      for (const q of r.batch) {
+      for (const q of batch) {
         if ((this.#executedT.get(q.client) ?? -1) < q.t) {
           this.#executedT.set(q.client, q.t);
         }
@@ -1169,6 +1205,7 @@ export class PbftNode {
       }
     }
     this.#lastAssigned = Math.max(this.#lastAssigned, this.#executed);
+    if (proven && proven.seq > this.#stable.seq) this.#makeStable(proven);
     if (this.#changing) {
       // Re-send the view change on the next retransmit tick.
       const vc = this.#signed<ViewChange>({

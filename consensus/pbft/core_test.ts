@@ -101,7 +101,7 @@ Deno.test("pbft core: a pre-prepare whose batch does not match its digest is rej
   assert.equal(c.get("2").rejected, 1);
 });
 
-Deno.test("pbft core: checkpoints every K become stable with 2f + 1 and drop the log below them", () => {
+Deno.test("pbft core: checkpoints every K become stable with 2f + 1, and every 4th rewrites the records without what lies below it", () => {
   const c = new TestCluster(4, {
     checkpointInterval: 2,
     window: 4,
@@ -114,15 +114,32 @@ Deno.test("pbft core: checkpoints every K become stable with 2f + 1 and drop the
     assert.equal(s.executed, 5, `replica ${id}`);
     assert.equal(s.stable, 4, `replica ${id}`);
   }
-  // The records were compacted: nothing at or below the checkpoint but the checkpoint.
-  const recs = c.replica("2").records;
-  const stable = recs.find((r) => r.k === "stable");
-  assert.ok(stable && stable.k === "stable" && stable.seq === 4);
-  assert.equal(stable.proof.length >= 3, true);
+  // Appended: the stable checkpoint with its proof and state.
+  let recs = c.replica("2").records;
+  const stable = recs.findLast((r) => r.k === "stable");
+  assert.ok(stable?.k === "stable" && stable.seq === 4);
+  assert.ok(stable.proof.length >= 3);
+  assert.equal(stable.data, c.replica("2").state.split("5:")[0]);
+  // The 4th checkpoint (8) rewrote the file: nothing at or below it but it;
+  // the later ones (10, 12) were appended.
+  for (let t = 6; t <= 13; t++) c.get("1").request(req(t));
+  c.stabilize();
+  assert.equal(c.get("2").status().stable, 12);
+  recs = c.replica("2").records;
+  assert.equal(recs[0].k, "view");
+  assert.deepEqual(
+    recs.filter((r) => r.k === "stable").map((r) => "seq" in r && r.seq),
+    [8, 10, 12],
+  );
   assert.ok(
-    recs.every((r) => !("seq" in r) || r.k === "stable" || r.seq > 4),
+    recs.every((r) => !("seq" in r) || r.k === "stable" || r.seq > 8),
     JSON.stringify(recs.map((r) => r.k)),
   );
+  // Either way a restart rebuilds the same state.
+  c.restart("2");
+  c.process("2");
+  assert.equal(c.get("2").status().executed, 13);
+  assert.equal(c.replica("2").state, c.replica("1").state);
 });
 
 Deno.test("pbft core: the primary proposes nothing above the high water mark until a checkpoint is stable", () => {
@@ -272,4 +289,36 @@ Deno.test("pbft core: a replica restarted views behind is handed the NEW-VIEW it
     c.replica("7").executed.map((e) => e.batch.map((r) => r.t)),
     [[1], [2]],
   );
+});
+
+Deno.test("pbft core: a stable checkpoint learned while behind survives a restart before its state arrives", () => {
+  const c = new TestCluster(4, {
+    checkpointInterval: 2,
+    window: 4,
+    maxBatch: 1,
+  });
+  c.crash("4");
+  for (let t = 1; t <= 4; t++) c.get("1").request(req(t));
+  c.stabilize();
+  c.restart("4");
+  for (let t = 5; t <= 6; t++) c.get("1").request(req(t));
+  // Replica 4 learns that 6 is stable, but every state answer is lost.
+  for (let i = 0; i < 30; i++) {
+    c.processAll();
+    c.drop((m) => m.to === "4" && m.payload.type === "state");
+    c.deliver();
+  }
+  assert.equal(c.get("4").status().stable, 6);
+  assert.equal(c.get("4").status().fetching, true);
+  c.crash("4");
+  c.restart("4");
+  c.process("4");
+  // The window did not fall back: it still stands at 6 and fetches.
+  const s = c.get("4").status();
+  assert.equal(s.stable, 6);
+  assert.equal(s.fetching, true);
+  c.stabilize();
+  c.tickAll(6);
+  assert.equal(c.get("4").status().executed, 6);
+  assert.equal(c.replica("4").state, c.replica("1").state);
 });

@@ -210,19 +210,15 @@ export type PbftRecord =
   }
   | { k: "q"; seq: number; view: number; digest: string; batch: PbftRequest[] }
   | { k: "p"; seq: number; view: number; digest: string }
-  | {
-    k: "exec";
-    seq: number;
-    view: number;
-    digest: string;
-    batch: PbftRequest[];
-  }
+  /** Executed: the batch is the Q entry with this digest (not stored twice). */
+  | { k: "exec"; seq: number; view: number; digest: string }
   | {
     k: "stable";
     seq: number;
     digest: string;
     proof: Checkpoint[];
-    data: string;
+    /** The state at `seq`; absent while it is being fetched (the proof alone still moves the window). */
+    data?: string;
   };
 
 /** A batch to apply, in sequence order. */
