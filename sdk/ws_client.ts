@@ -405,8 +405,7 @@ export class DenoWebSocket extends EventTarget implements WebSocketLike {
       let len = b1 & 0x7f;
       if (len === 126) {
         len = new DataView((await this.#take(2)).buffer).getUint16(0);
-      }
-      if (len === 127) {
+      } else if (len === 127) {
         const big = new DataView((await this.#take(8)).buffer).getBigUint64(0);
         len = big > BigInt(this.#maxMessageBytes) ? Infinity : Number(big);
       }

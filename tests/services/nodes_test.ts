@@ -247,16 +247,10 @@ Deno.test({
   async fn() {
     await withCluster(async (_dir, [a, b, c]) => {
       await offered(a, "probe.where", ["node-b", "node-c"]);
-      // Retries: under load a link through a node's port has been seen to
-      // close with 1009 (the dialing client reads a frame length the node
-      // never sent; see the 'mesh link closed' lines). A retried call is the
-      // feature's own answer to a lost link; where calls go is what this
-      // test checks.
       const { counts, errors } = await probe(a, "/many", {
         action: "probe.where",
         n: 120,
         concurrency: 4,
-        options: { retries: 2 },
       });
       const closes = [a, b, c].flatMap((p) =>
         p.records.filter((r) => r.msg === "mesh link closed")
