@@ -5,7 +5,8 @@
  * primary by many concurrent clients, each answered on f + 1 = 2 matching
  * results; then Raft's `bench/raft_commit.ts` setup (3 in-process nodes,
  * fsync'd logs, the same links, 1 KiB writes proposed on the leader) with
- * the same clients and duration. `ratio` = PBFT commits/s ÷ Raft commits/s.
+ * the same clients and duration, in four alternating slices each (both
+ * clusters up throughout). `ratio` = PBFT commits/s ÷ Raft commits/s.
  *
  * It also times the authenticators on this machine (HMAC-SHA256 per link,
  * Ed25519 sign and verify, SHA-256), since that choice drives PBFT's cost.
@@ -37,7 +38,29 @@ interface Run {
   failed: number;
 }
 
-async function drive(write: (key: string) => Promise<unknown>): Promise<Run> {
+/** Latencies and time measured over every slice of one system. */
+interface Tally {
+  lat: number[];
+  seconds: number;
+  failed: number;
+}
+
+function summary(t: Tally): Run {
+  const sorted = [...t.lat].sort((a, b) => a - b);
+  return {
+    commits: t.lat.length / t.seconds,
+    p50: pct(sorted, 0.5),
+    p99: pct(sorted, 0.99),
+    failed: t.failed,
+  };
+}
+
+/** One slice: warm up 0.5 s, then measure `seconds`, adding to `tally`. */
+async function drive(
+  write: (key: string) => Promise<unknown>,
+  seconds: number,
+  tally: Tally,
+): Promise<void> {
   const lat: number[] = [];
   let failed = 0;
   let stop = false;
@@ -55,21 +78,18 @@ async function drive(write: (key: string) => Promise<unknown>): Promise<Run> {
     }
   };
   const clients = Array.from({ length: CONCURRENCY }, client);
-  await new Promise((r) => setTimeout(r, 1000)); // warm up
+  await new Promise((r) => setTimeout(r, 500)); // warm up
   lat.length = 0;
+  failed = 0;
   const t0 = performance.now();
-  await new Promise((r) => setTimeout(r, SECONDS * 1000));
-  const done = lat.length;
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  const done = lat.slice(0);
   const elapsed = (performance.now() - t0) / 1000;
   stop = true;
   await Promise.all(clients);
-  const sorted = [...lat].sort((a, b) => a - b);
-  return {
-    commits: done / elapsed,
-    p50: pct(sorted, 0.5),
-    p99: pct(sorted, 0.99),
-    failed,
-  };
+  tally.lat.push(...done);
+  tally.seconds += elapsed;
+  tally.failed += failed;
 }
 
 /** Microseconds per call of each authenticator on a 300-byte message. */
@@ -104,6 +124,8 @@ try {
   const auth = authCosts();
   info(`authenticators (µs): ${JSON.stringify(auth)}`);
 
+  // Both clusters run side by side and take turns, so a change in the
+  // machine's load (it is shared) weighs on both alike.
   const p = await startPbftLoopback(4, {
     dir: `${dir}/pbft`,
     driver: {
@@ -112,15 +134,36 @@ try {
       checkpointInterval: 128,
     },
   });
-  let pbft: Run;
+  const r = await startLoopbackCluster(3, { dir: `${dir}/raft` });
+  const pbftTally: Tally = { lat: [], seconds: 0, failed: 0 };
+  const raftTally: Tally = { lat: [], seconds: 0, failed: 0 };
   try {
+    const t = performance.now();
+    while (r.leader() < 0) {
+      if (performance.now() - t > 20_000) throw new Error("no raft leader");
+      await new Promise((res) => setTimeout(res, 10));
+    }
     const primary = p.nodes[0].driver!;
-    pbft = await drive((key) =>
-      primary.submit({ op: "write", key, value: VALUE })
-    );
+    const leader = r.nodes[r.leader()].driver!;
+    const SLICES = 4;
+    for (let i = 0; i < SLICES; i++) {
+      await drive(
+        (key) => primary.submit({ op: "write", key, value: VALUE }),
+        SECONDS / SLICES,
+        pbftTally,
+      );
+      await drive(
+        (key) => leader.propose({ op: "write", key, value: VALUE }),
+        SECONDS / SLICES,
+        raftTally,
+      );
+    }
   } finally {
     await p.close();
+    await r.close();
   }
+  const pbft = summary(pbftTally);
+  const raft = summary(raftTally);
   info(
     `pbft: ${
       round(pbft.commits)
@@ -128,22 +171,6 @@ try {
       round(pbft.p50, 2)
     } ms, p99 ${round(pbft.p99, 2)} ms, ${pbft.failed} failed`,
   );
-
-  const r = await startLoopbackCluster(3, { dir: `${dir}/raft` });
-  let raft: Run;
-  try {
-    const t = performance.now();
-    while (r.leader() < 0) {
-      if (performance.now() - t > 20_000) throw new Error("no raft leader");
-      await new Promise((res) => setTimeout(res, 10));
-    }
-    const leader = r.nodes[r.leader()].driver!;
-    raft = await drive((key) =>
-      leader.propose({ op: "write", key, value: VALUE })
-    );
-  } finally {
-    await r.close();
-  }
   info(
     `raft: ${
       round(raft.commits)
