@@ -10,6 +10,7 @@ import {
   type Env,
   type ErrorHandler,
   Hono,
+  type Next,
   type NotFoundHandler,
 } from "hono";
 import { HTTPException } from "hono/http-exception";
@@ -18,6 +19,7 @@ import { cors } from "hono/cors";
 import type { Kernel, SwapReport } from "../kernel.ts";
 import type { Logger } from "../observe/logger.ts";
 import { withCorrelation } from "../observe/logger.ts";
+import { Kind, otelEnabled, span, traceIdOf } from "../observe/otel.ts";
 import type { MetricsRegistry } from "../observe/metrics.ts";
 import type { LogStream } from "../observe/log_stream.ts";
 import { type NodeIdentity, PluginError } from "../plugin.ts";
@@ -206,10 +208,13 @@ export function createApp(deps: AppDeps): HttpApp {
     b.inc();
     b.observe(seconds);
   };
-  const requestId = (req: Request) => {
+  const givenId = (req: Request) => {
     const given = req.headers.get(REQUEST_ID_HEADER);
-    return given && REQUEST_ID_RE.test(given) ? given : crypto.randomUUID();
+    if (given && REQUEST_ID_RE.test(given)) return given;
+    // A request that belongs to a trace is correlated by its trace id.
+    return traceIdOf(req.headers.get("traceparent"));
   };
+  const requestId = (req: Request) => givenId(req) ?? crypto.randomUUID();
   const finish = (
     id: string,
     method: string,
@@ -238,8 +243,7 @@ export function createApp(deps: AppDeps): HttpApp {
 
   // The route label of requests a plugin's app answered (see pluginRoute).
   const pluginRoutes = new WeakMap<Request, string>();
-  app.use(async (c, next) => {
-    const id = requestId(c.req.raw);
+  const handle = async (c: Context, next: Next, id: string) => {
     const t0 = performance.now();
     await withCorrelation(id, () => next());
     const seconds = (performance.now() - t0) / 1000;
@@ -252,7 +256,27 @@ export function createApp(deps: AppDeps): HttpApp {
     const route = pluginRoutes.get(c.req.raw) ??
       (c.req.routePath === "/*" ? "unmatched" : c.req.routePath);
     finish(id, c.req.method, c.req.path, route, c.res.status, seconds);
-  });
+    return route;
+  };
+  app.use(
+    otelEnabled
+      // A server span per request, continuing an incoming traceparent; its
+      // trace id is the correlation id unless the client sent X-Request-Id.
+      ? (c, next) =>
+        span(c.req.method, {
+          "http.request.method": c.req.method,
+          "url.path": c.req.path,
+        }, async (s) => {
+          const id = givenId(c.req.raw) ?? s!.spanContext().traceId;
+          const route = await handle(c, next, id);
+          s!.updateName(`${c.req.method} ${route}`);
+          s!.setAttribute("http.route", route);
+          s!.setAttribute("http.response.status_code", c.res.status);
+        }, { kind: Kind.SERVER, parent: c.req.header("traceparent") })
+      : async (c, next) => {
+        await handle(c, next, requestId(c.req.raw));
+      },
+  );
 
   app.use(async (c, next) => {
     await next();
@@ -770,7 +794,10 @@ export function createApp(deps: AppDeps): HttpApp {
       const q = url.indexOf("?", start);
       if ((q < 0 ? url.slice(start) : url.slice(start, q)) === "/health") {
         const fresh = freshHealth();
-        if (fresh && healthHeaders && !req.headers.has("origin")) {
+        // With OTel on every request goes through the traced middleware.
+        if (
+          fresh && healthHeaders && !otelEnabled && !req.headers.has("origin")
+        ) {
           const t0 = performance.now();
           const id = requestId(req);
           const res = healthResponse(fresh, id, healthHeaders);

@@ -6,9 +6,15 @@
  * {@linkcode withCorrelation}) is added to every record logged inside it, so
  * plugin logs made while serving a request carry the request's id.
  *
+ * With OpenTelemetry on (`OTEL_DENO=true`, see core/observe/otel.ts) a record
+ * made inside a span carries `trace_id` and `span_id`, and {@linkcode stdoutSink}
+ * writes through `console` so Deno also exports the line as an OTel log record
+ * linked to that span.
+ *
  * @module
  */
 import { AsyncLocalStorage } from "node:async_hooks";
+import { activeIds, otelEnabled } from "./otel.ts";
 
 /** Log levels, lowest first. */
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
@@ -79,10 +85,22 @@ export interface LoggerOptions {
 
 const encoder = new TextEncoder();
 
-/** Writes each record as one JSON line to stdout. */
-export const stdoutSink: LogSink = (record) => {
-  Deno.stdout.writeSync(encoder.encode(safeStringify(record) + "\n"));
-};
+/**
+ * Writes each record as one JSON line to stdout. With OTel on it writes
+ * through `console.debug`/`console.info` (both go to stdout), which Deno's
+ * OTel capture exports as log records of the active span; `writeSync` is
+ * cheaper and invisible to it. Warn and error lines keep stdout too, so their
+ * OTel severity is INFO: their `level` field is in the body.
+ */
+export const stdoutSink: LogSink = otelEnabled
+  ? (record) => {
+    const line = safeStringify(record);
+    if (record.level === "debug") console.debug(line);
+    else console.info(line);
+  }
+  : (record) => {
+    Deno.stdout.writeSync(encoder.encode(safeStringify(record) + "\n"));
+  };
 
 function errorFields(err: Error): Record<string, unknown> {
   const out: Record<string, unknown> = { name: err.name, message: err.message };
@@ -145,6 +163,13 @@ function makeLogger(
     const cid = correlation.getStore();
     if (cid !== undefined && record.correlationId === undefined) {
       record.correlationId = cid;
+    }
+    if (otelEnabled) {
+      const ids = activeIds();
+      if (ids) {
+        record.trace_id = ids.traceId;
+        record.span_id = ids.spanId;
+      }
     }
     for (const sink of state.sinks) {
       try {

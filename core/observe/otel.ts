@@ -1,0 +1,180 @@
+/**
+ * OpenTelemetry for Plexus's own work: spans around HTTP routes, tasks,
+ * transports, plugins and consensus, W3C `traceparent` propagation and the
+ * ids of the active span for log records.
+ *
+ * Deno exports what `npm:@opentelemetry/api` records when the process runs
+ * with `OTEL_DENO=true` (and `OTEL_EXPORTER_OTLP_ENDPOINT`); otherwise the API
+ * is a no-op. {@linkcode otelEnabled} is read once at start-up and every
+ * helper here is a plain call when it is false, so call sites cost one
+ * boolean test with OTel off (measured in docs/telemetry.md).
+ *
+ * @module
+ */
+import {
+  type Attributes,
+  type Context,
+  context,
+  propagation,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+} from "@opentelemetry/api";
+
+function readEnabled(): boolean {
+  try {
+    // A sandboxed plugin may lack env access: it then records nothing.
+    const q = Deno.permissions.querySync({
+      name: "env",
+      variable: "OTEL_DENO",
+    });
+    if (q.state !== "granted") return false;
+    const v = Deno.env.get("OTEL_DENO")?.toLowerCase();
+    return v === "true" || v === "1";
+  } catch {
+    return false;
+  }
+}
+
+/** Whether this process exports telemetry (`OTEL_DENO=true` at start-up). */
+export const otelEnabled: boolean = readEnabled();
+
+const tracer = trace.getTracer("plexus");
+
+/** Span kinds Plexus uses (OpenTelemetry's `SpanKind`). */
+export const Kind = SpanKind;
+
+/** Options for {@linkcode span}. */
+export interface SpanOptions {
+  /** The span's kind. @default {Kind.INTERNAL} */
+  kind?: SpanKind;
+  /**
+   * A W3C `traceparent` to continue (from a message or a stored task)
+   * instead of the active span. Ignored when malformed.
+   */
+  parent?: string;
+  /** When the span started, epoch ms (e.g. a claim made before the span). */
+  startTime?: number;
+}
+
+const TRACEPARENT_RE = /^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$/;
+
+function parentContext(traceparent: string | undefined): Context {
+  if (traceparent === undefined || !TRACEPARENT_RE.test(traceparent)) {
+    return context.active();
+  }
+  return propagation.extract(context.active(), { traceparent });
+}
+
+function fail(s: Span, err: unknown): void {
+  s.recordException(err instanceof Error ? err : String(err));
+  s.setStatus({
+    code: SpanStatusCode.ERROR,
+    message: err instanceof Error ? err.message : String(err),
+  });
+}
+
+/**
+ * Runs `fn` inside a new active span named `name` with `attrs`; the span ends
+ * when `fn` returns or its promise settles, with status ERROR if it throws.
+ * With OTel off it is `fn()`.
+ *
+ * @example Usage
+ * ```ts
+ * import { span } from "./otel.ts";
+ * const n = await span("task.run", { "task.type": "echo" }, () => Promise.resolve(1));
+ * ```
+ */
+export function span<T>(
+  name: string,
+  attrs: Attributes,
+  fn: (s: Span | undefined) => T,
+  options: SpanOptions = {},
+): T {
+  if (!otelEnabled) return fn(undefined);
+  return tracer.startActiveSpan(
+    name,
+    { attributes: attrs, kind: options.kind, startTime: options.startTime },
+    parentContext(options.parent),
+    (s) => {
+      let out: T;
+      try {
+        out = fn(s);
+      } catch (err) {
+        fail(s, err);
+        s.end();
+        throw err;
+      }
+      if (out instanceof Promise) {
+        return out.then(
+          (v) => {
+            s.end();
+            return v;
+          },
+          (err) => {
+            fail(s, err);
+            s.end();
+            throw err;
+          },
+        ) as T;
+      }
+      s.end();
+      return out;
+    },
+  );
+}
+
+/**
+ * The W3C `traceparent` of the active span, to carry in a message or a stored
+ * task; undefined with OTel off or outside any span.
+ *
+ * @example Usage
+ * ```ts
+ * import { currentTraceparent, span } from "./otel.ts";
+ * span("task.submit", {}, () => currentTraceparent());
+ * ```
+ */
+export function currentTraceparent(): string | undefined {
+  if (!otelEnabled) return undefined;
+  const carrier: Record<string, string> = {};
+  propagation.inject(context.active(), carrier);
+  return carrier.traceparent;
+}
+
+/**
+ * The trace and span ids of the active span (for log records); undefined
+ * with OTel off or outside any span.
+ *
+ * @example Usage
+ * ```ts
+ * import { activeIds } from "./otel.ts";
+ * const ids = activeIds(); // { traceId, spanId } inside a span
+ * ```
+ */
+export function activeIds(): { traceId: string; spanId: string } | undefined {
+  if (!otelEnabled) return undefined;
+  const s = trace.getActiveSpan();
+  if (!s) return undefined;
+  const { traceId, spanId } = s.spanContext();
+  return { traceId, spanId };
+}
+
+/**
+ * The trace id of a W3C `traceparent`, or undefined when it is malformed
+ * (all-zero ids are invalid too).
+ *
+ * @example Usage
+ * ```ts
+ * import { traceIdOf } from "./otel.ts";
+ * traceIdOf(`00-${"ab".repeat(16)}-${"cd".repeat(8)}-01`); // "abab…"
+ * ```
+ */
+export function traceIdOf(traceparent: string | null | undefined):
+  | string
+  | undefined {
+  if (!traceparent) return undefined;
+  const m = TRACEPARENT_RE.exec(traceparent);
+  if (!m || /^0+$/.test(m[1]) || /^0+$/.test(m[2])) return undefined;
+  return m[1];
+}
