@@ -15,6 +15,7 @@ import { type Clock, systemClock } from "./clock.ts";
 import { PlexusError } from "./errors.ts";
 import { describeIssues } from "./plugin.ts";
 import type { Logger } from "./observe/logger.ts";
+import { currentTraceparent, Kind, otelEnabled, span } from "./observe/otel.ts";
 import type { MetricsRegistry } from "./observe/metrics.ts";
 import { consume, type Consumer } from "./state/consumer.ts";
 import type { TaskRouter, TaskRun } from "./task_router.ts";
@@ -32,6 +33,8 @@ export interface TaskBody {
   key?: string;
   /** Run by a connected agent that offers this capability (handles `tasks.{capability}`). */
   capability?: string;
+  /** The submitter's W3C traceparent (OTel on): the run continues its trace. */
+  traceparent?: string;
 }
 
 /** A task as `GET /api/v1/tasks/{id}` shows it. */
@@ -331,11 +334,19 @@ export function createTaskService(
       if (task.key !== undefined) body.key = task.key;
       if (task.capability !== undefined) body.capability = task.capability;
       try {
-        const { id, deduplicated } = await queue.enqueue(body, {
-          priority: task.priority,
-          idempotencyKey: task.idempotencyKey,
-          maxAttempts: options.maxAttempts ?? 3,
-        });
+        const { id, deduplicated } = await span(
+          "task.submit",
+          { "plexus.task.type": task.type },
+          (s) => {
+            if (s) body.traceparent = currentTraceparent();
+            return queue.enqueue(body, {
+              priority: task.priority,
+              idempotencyKey: task.idempotencyKey,
+              maxAttempts: options.maxAttempts ?? 3,
+            }).then((r) => (s?.setAttribute("plexus.task.id", r.id), r));
+          },
+          { kind: Kind.PRODUCER },
+        );
         const current = deduplicated ? await queue.get(id) : null;
         return {
           id,
@@ -430,7 +441,37 @@ export function createTaskService(
         }
         return await service.runHere(task);
       };
-      consumer = consume(queue, run, {
+      // OTel on: claim, run and ack spans continue the submitter's trace; the
+      // ack is made here (not batched by the consumer) to be inside it.
+      const traced = (d: Delivery<TaskBody>) => {
+        const attrs = {
+          "plexus.task.id": d.id,
+          "plexus.task.type": d.payload.type,
+          "plexus.task.attempt": d.attempts,
+          "plexus.node": options.nodeId,
+        };
+        const parent = d.payload.traceparent;
+        const leaseMs = options.leaseMs ?? 30_000;
+        const claimedAt = (d.message.leaseUntil ?? clock.now() + leaseMs) -
+          leaseMs;
+        span("task.claim", attrs, () => {}, {
+          parent,
+          kind: Kind.CONSUMER,
+          startTime: claimedAt,
+        });
+        return span("task.run", attrs, async () => {
+          const result = await run(d);
+          if (d.settled) return;
+          try {
+            await span("task.ack", attrs, () => d.ack(result));
+          } catch (err) {
+            // A refused result dead-lettered the task: say so (as the consumer would).
+            if (!d.settled) throw err;
+            options.log.warn("task queue error", { error: err });
+          }
+        }, { parent, kind: Kind.CONSUMER });
+      };
+      consumer = consume(queue, otelEnabled ? traced : run, {
         concurrency: options.concurrency ?? 8,
         leaseMs: options.leaseMs ?? 30_000,
         consumer: options.nodeId,

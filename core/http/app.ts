@@ -19,7 +19,14 @@ import { cors } from "hono/cors";
 import type { Kernel, SwapReport } from "../kernel.ts";
 import type { Logger } from "../observe/logger.ts";
 import { withCorrelation } from "../observe/logger.ts";
-import { Kind, otelEnabled, span, traceIdOf } from "../observe/otel.ts";
+import {
+  activeIds,
+  Kind,
+  otelEnabled,
+  span,
+  type SpanOptions,
+  traceIdOf,
+} from "../observe/otel.ts";
 import type { MetricsRegistry } from "../observe/metrics.ts";
 import type { LogStream } from "../observe/log_stream.ts";
 import { type NodeIdentity, PluginError } from "../plugin.ts";
@@ -258,6 +265,12 @@ export function createApp(deps: AppDeps): HttpApp {
     finish(id, c.req.method, c.req.path, route, c.res.status, seconds);
     return route;
   };
+  // Under Deno's own server span (which already continued the incoming
+  // traceparent) the route span is its child; alone it is the server span.
+  const serverSpan = (req: Request): SpanOptions =>
+    activeIds()
+      ? {}
+      : { kind: Kind.SERVER, parent: req.headers.get("traceparent") ?? "" };
   app.use(
     otelEnabled
       // A server span per request, continuing an incoming traceparent; its
@@ -272,7 +285,7 @@ export function createApp(deps: AppDeps): HttpApp {
           s!.updateName(`${c.req.method} ${route}`);
           s!.setAttribute("http.route", route);
           s!.setAttribute("http.response.status_code", c.res.status);
-        }, { kind: Kind.SERVER, parent: c.req.header("traceparent") })
+        }, serverSpan(c.req.raw))
       : async (c, next) => {
         await handle(c, next, requestId(c.req.raw));
       },

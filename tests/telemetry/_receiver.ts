@@ -159,3 +159,27 @@ export function startReceiver(): OtlpReceiver {
     },
   };
 }
+
+/**
+ * Asserts that the route span `route` continues the caller's span `caller`:
+ * directly (a server span of its own) or under Deno's server span for the
+ * request, which Deno makes for some connections and not others.
+ */
+export async function assertContinues(
+  rx: OtlpReceiver,
+  route: ReceivedSpan,
+  caller: string,
+): Promise<void> {
+  if (route.parentSpanId === caller) {
+    if (route.kind !== 2) throw new Error(`${route.name}: not a server span`);
+    return;
+  }
+  const isParent = (s: ReceivedSpan) => s.spanId === route.parentSpanId;
+  await rx.until(() => rx.spans.some(isParent), `${route.name}'s parent span`);
+  const deno = rx.spans.find(isParent)!;
+  if (deno.parentSpanId !== caller || deno.kind !== 2) {
+    throw new Error(
+      `${route.name}'s parent ${deno.name} (kind ${deno.kind}) does not continue ${caller}`,
+    );
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * One trace across two real nodes: a task submitted over HTTP on node A and
+ * run on node B (sharing one KV file) is one trace in the OTLP receiver —
+ * A's route and submit spans, B's claim, run and ack spans as their children
+ * — with log records carrying its trace id and `plexus_*` metrics exported.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { startPlexus } from "../integration/_process.ts";
+import {
+  assertContinues,
+  otelEnv,
+  type ReceivedSpan,
+  startReceiver,
+} from "./_receiver.ts";
+
+Deno.test("telemetry: a task submitted on node A and run on node B is one trace with route, submit, claim, run and ack spans", async () => {
+  await using rx = startReceiver();
+  const dir = await Deno.makeTempDir({ prefix: "plexus-otel-" });
+  const kv = join(dir, "shared.kv");
+  const node = (id: string, config: unknown) => {
+    const file = join(dir, `${id}.json`);
+    Deno.writeTextFileSync(file, JSON.stringify(config));
+    return startPlexus({
+      args: ["--kv", kv, "--node-id", id, "--config", file],
+      allowWrite: [dir],
+      env: otelEnv(rx.url, `plexus-${id}`),
+    });
+  };
+  // A runs one task at a time and is kept busy, so only B can claim the next.
+  const a = await node("a", { tasks: { concurrency: 1 } });
+  let b: Awaited<ReturnType<typeof node>> | undefined;
+  try {
+    const post = (body: unknown, headers: Record<string, string> = {}) =>
+      a.api("/api/v1/tasks", {
+        method: "POST",
+        headers: { "content-type": "application/json", ...headers },
+        body: JSON.stringify(body),
+      }, "analyst");
+    const blocker = await (await post({
+      type: "sleep",
+      payload: { ms: 600_000 },
+    })).json();
+    await rx.until(
+      () =>
+        rx.spans.some((s) =>
+          s.name === "task.claim" && s.service === "plexus-a" &&
+          s.attributes["plexus.task.id"] === blocker.id
+        ),
+      "node A's claim of the blocking task",
+    );
+    b = await node("b", {});
+
+    const traceId = "5b8efff798038103d269b633813fc60c";
+    const caller = "eee19b7ec3c1b174";
+    const res = await post({ type: "echo", payload: { n: 1 } }, {
+      traceparent: `00-${traceId}-${caller}-01`,
+    });
+    const { id } = await res.json();
+    assert.equal(res.status, 202);
+
+    const inTrace = (name: string, service: string) =>
+      rx.spans.find((s) =>
+        s.traceId === traceId && s.name === name && s.service === service
+      );
+    await rx.until(
+      () => inTrace("task.ack", "plexus-b") !== undefined,
+      "node B's task.ack span in the submitted trace",
+    );
+    const route = inTrace("POST /api/v1/tasks", "plexus-a")!;
+    const submit = inTrace("task.submit", "plexus-a")!;
+    const claim = inTrace("task.claim", "plexus-b")!;
+    const run = inTrace("task.run", "plexus-b")!;
+    const ack = inTrace("task.ack", "plexus-b")!;
+    const names = () =>
+      rx.spans.filter((s: ReceivedSpan) => s.traceId === traceId)
+        .map((s) => `${s.service}:${s.name}`).join(", ");
+    for (const [name, s] of Object.entries({ route, submit, claim, run })) {
+      assert.ok(s, `${name} span missing: ${names()}`);
+    }
+    await assertContinues(rx, route, caller);
+    assert.equal(route.attributes["http.route"], "/api/v1/tasks");
+    assert.equal(submit.parentSpanId, route.spanId);
+    assert.equal(submit.kind, 4); // PRODUCER
+    assert.equal(submit.attributes["plexus.task.id"], id);
+    for (const s of [claim, run]) {
+      assert.equal(s.parentSpanId, submit.spanId, s.name);
+      assert.equal(s.kind, 5); // CONSUMER
+      assert.equal(s.attributes["plexus.task.id"], id);
+      assert.equal(s.attributes["plexus.task.type"], "echo");
+      assert.equal(s.attributes["plexus.node"], "b");
+      assert.equal(s.attributes["plexus.task.attempt"], 1);
+    }
+    assert.equal(ack.parentSpanId, run.spanId);
+    // Nothing of this trace ran on A after the submit.
+    assert.deepEqual(
+      rx.spans.filter((s) =>
+        s.traceId === traceId && s.service === "plexus-a" && s.name !== "POST"
+      ).map((s) => s.name).sort(),
+      ["POST /api/v1/tasks", "task.submit"],
+    );
+
+    await rx.until(
+      () => rx.logs.some((l) => l.traceId === traceId),
+      "a log record with the task's trace id",
+    );
+    const log = rx.logs.find((l) => l.traceId === traceId)!;
+    assert.equal(log.service, "plexus-a");
+    assert.equal(log.spanId, route.spanId);
+    assert.match(log.body, new RegExp(`"trace_id":"${traceId}"`));
+  } finally {
+    await b?.close();
+    await a.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
