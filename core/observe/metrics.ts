@@ -2,8 +2,12 @@
  * A small Prometheus metrics registry: counters, gauges and histograms with
  * labels, rendered in the Prometheus text exposition format (0.0.4).
  *
+ * With OTel on (`OTEL_DENO=true`) every family is also exported through the
+ * OTel meter, read at each collection (core/observe/otel.ts).
+ *
  * @module
  */
+import { observeMetric, otelEnabled } from "./otel.ts";
 
 /** Label values keyed by label name. */
 export type Labels = Record<string, string>;
@@ -127,6 +131,33 @@ type Family =
     series: Map<string, { counts: number[]; count: number; sum: number }>;
   };
 
+// The same series through OTel (OTEL_DENO=true), read at each collection;
+// a histogram as Prometheus shows it: cumulative _bucket{le}, _sum, _count.
+function exportFamily(name: string, f: Family): void {
+  if (f.type !== "histogram") {
+    observeMetric(name, f.help, f.type === "counter", () => {
+      f.collect?.();
+      return f.series;
+    });
+    return;
+  }
+  const sep = (k: string) => (k ? "," : "");
+  observeMetric(`${name}_bucket`, f.help, true, function* () {
+    for (const [k, s] of f.series) {
+      for (let i = 0; i < f.buckets.length; i++) {
+        yield [`${k}${sep(k)}le="${fmt(f.buckets[i])}"`, s.counts[i]];
+      }
+      yield [`${k}${sep(k)}le="+Inf"`, s.count];
+    }
+  });
+  observeMetric(`${name}_sum`, f.help, true, function* () {
+    for (const [k, s] of f.series) yield [k, s.sum];
+  });
+  observeMetric(`${name}_count`, f.help, true, function* () {
+    for (const [k, s] of f.series) yield [k, s.count];
+  });
+}
+
 /**
  * Creates a registry whose metric names must all start with `prefix`.
  *
@@ -157,6 +188,7 @@ export function createMetrics(prefix = "plexus_"): MetricsRegistry {
       return existing as F;
     }
     families.set(name, family);
+    if (otelEnabled) exportFamily(name, family);
     return family;
   }
 

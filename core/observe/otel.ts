@@ -15,6 +15,7 @@ import {
   type Attributes,
   type Context,
   context,
+  metrics,
   propagation,
   type Span,
   SpanKind,
@@ -177,4 +178,42 @@ export function traceIdOf(traceparent: string | null | undefined):
   const m = TRACEPARENT_RE.exec(traceparent);
   if (!m || /^0+$/.test(m[1]) || /^0+$/.test(m[2])) return undefined;
   return m[1];
+}
+
+const meter = metrics.getMeter("plexus");
+const LABEL_PAIR = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
+
+function labelAttrs(key: string): Attributes {
+  const out: Attributes = {};
+  for (const m of key.matchAll(LABEL_PAIR)) {
+    out[m[1]] = m[2].replace(/\\(.)/g, (_, c) => (c === "n" ? "\n" : c));
+  }
+  return out;
+}
+
+/**
+ * Exports one series family of the Prometheus registry through the OTel
+ * meter: an observable instrument that runs `read` at each OTel collection
+ * and reports its `[labelKey, value]` pairs (`k="v",…`, as the registry keys
+ * them). Counters are monotonic; gauges are not. A no-op with OTel off.
+ *
+ * @example Usage
+ * ```ts
+ * import { observeMetric } from "./otel.ts";
+ * observeMetric("plexus_jobs_total", "Jobs done", true, () => [['kind="a"', 1]]);
+ * ```
+ */
+export function observeMetric(
+  name: string,
+  help: string,
+  monotonic: boolean,
+  read: () => Iterable<[string, number]>,
+): void {
+  if (!otelEnabled) return;
+  const instrument = monotonic
+    ? meter.createObservableCounter(name, { description: help })
+    : meter.createObservableGauge(name, { description: help });
+  instrument.addCallback((result) => {
+    for (const [key, value] of read()) result.observe(value, labelAttrs(key));
+  });
 }

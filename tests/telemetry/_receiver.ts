@@ -16,6 +16,14 @@ export interface ReceivedSpan {
   attributes: Record<string, unknown>;
 }
 
+/** One metric data point (sum or gauge). */
+export interface ReceivedPoint {
+  service: string;
+  name: string;
+  attributes: Record<string, unknown>;
+  value: number;
+}
+
 /** One exported log record. */
 export interface ReceivedLog {
   service: string;
@@ -32,6 +40,8 @@ export interface OtlpReceiver extends AsyncDisposable {
   logs: ReceivedLog[];
   /** Metric name → the services that exported it. */
   metrics: Map<string, Set<string>>;
+  /** Every data point received, in order. */
+  points: ReceivedPoint[];
   /** Resolves once `ok()` holds after some export; fails after `ms` naming `what`. */
   until(ok: () => boolean, what: string, ms?: number): Promise<void>;
 }
@@ -75,6 +85,7 @@ export function startReceiver(): OtlpReceiver {
   const spans: ReceivedSpan[] = [];
   const logs: ReceivedLog[] = [];
   const metrics = new Map<string, Set<string>>();
+  const points: ReceivedPoint[] = [];
   const waiters = new Set<() => void>();
   // deno-lint-ignore no-explicit-any -- OTLP JSON, read field by field below
   const ingest = (path: string, body: any) => {
@@ -117,6 +128,14 @@ export function startReceiver(): OtlpReceiver {
             let set = metrics.get(m.name);
             if (!set) metrics.set(m.name, set = new Set());
             set.add(service);
+            for (const p of (m.sum ?? m.gauge)?.dataPoints ?? []) {
+              points.push({
+                service,
+                name: m.name,
+                attributes: attrs(p.attributes),
+                value: Number(p.asInt ?? p.asDouble),
+              });
+            }
           }
         }
       }
@@ -135,6 +154,7 @@ export function startReceiver(): OtlpReceiver {
     spans,
     logs,
     metrics,
+    points,
     until(ok, what, ms = 30_000) {
       if (ok()) return Promise.resolve();
       return new Promise((resolve, reject) => {

@@ -14,7 +14,7 @@ import {
   startReceiver,
 } from "./_receiver.ts";
 
-Deno.test("telemetry: a task submitted on node A and run on node B is one trace with route, submit, claim, run and ack spans", async () => {
+Deno.test("telemetry: a task submitted on node A and run on node B is one trace with route, submit, claim, run and ack spans; its log records and plexus_* metrics arrive", async () => {
   await using rx = startReceiver();
   const dir = await Deno.makeTempDir({ prefix: "plexus-otel-" });
   const kv = join(dir, "shared.kv");
@@ -108,6 +108,26 @@ Deno.test("telemetry: a task submitted on node A and run on node B is one trace 
     assert.equal(log.service, "plexus-a");
     assert.equal(log.spanId, route.spanId);
     assert.match(log.body, new RegExp(`"trace_id":"${traceId}"`));
+
+    // The Prometheus registry's families, through the OTel meter too.
+    const exported = (name: string, service: string) =>
+      rx.metrics.get(name)?.has(service) ?? false;
+    await rx.until(
+      () =>
+        exported("plexus_http_requests_total", "plexus-a") &&
+        exported("plexus_http_request_duration_seconds_bucket", "plexus-a") &&
+        exported("plexus_tasks_completed_total", "plexus-b"),
+      "plexus_* metrics from both nodes",
+    );
+    await rx.until(
+      () =>
+        rx.points.some((p) =>
+          p.name === "plexus_tasks_completed_total" &&
+          p.service === "plexus-b" && p.attributes.type === "echo" &&
+          p.attributes.outcome === "done" && p.value === 1
+        ),
+      "node B's count of the echo task it completed, with its labels",
+    );
   } finally {
     await b?.close();
     await a.close();
