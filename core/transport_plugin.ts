@@ -13,6 +13,7 @@
 import type * as npm from "./_npm_types.ts";
 import type { Logger } from "./observe/logger.ts";
 import type { MetricsRegistry } from "./observe/metrics.ts";
+import { tracedTransport } from "./observe/otel.ts";
 import type {
   Health,
   NodeIdentity,
@@ -106,7 +107,8 @@ export function transportPlugin<C, T extends Transport>(
         throw err;
       });
       return {
-        api,
+        // With OTel on: publish/deliver spans, traceparent in the headers.
+        api: tracedTransport(api),
         ...(probe ? { health: () => probeHealth(probe, transport) } : {}),
         stop: () => transport.close(),
       };

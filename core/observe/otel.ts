@@ -22,6 +22,7 @@ import {
   SpanStatusCode,
   trace,
 } from "@opentelemetry/api";
+import type { Transport } from "../transport.ts";
 
 function readEnabled(): boolean {
   try {
@@ -215,5 +216,53 @@ export function observeMetric(
     : meter.createObservableGauge(name, { description: help });
   instrument.addCallback((result) => {
     for (const [key, value] of read()) result.observe(value, labelAttrs(key));
+  });
+}
+
+/**
+ * Wraps a transport so that, with OTel on, each publish is a PRODUCER span
+ * whose W3C `traceparent` travels in the envelope's headers, and each
+ * delivery to a subscriber is a CONSUMER span continuing it — on whichever
+ * node receives it. Everything else passes through. With OTel off it returns
+ * `transport` itself.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { tracedTransport } from "./otel.ts";
+ * const api = tracedTransport(await connect(config));
+ * ```
+ */
+export function tracedTransport<T extends Transport>(transport: T): T {
+  if (!otelEnabled) return transport;
+  const system = transport.name;
+  const attrs = (topic: string, id: string): Attributes => ({
+    "messaging.system": system,
+    "messaging.destination.name": topic,
+    "messaging.message.id": id,
+  });
+  const publish: Transport["publish"] = (topic, envelope, opts) =>
+    span(`${topic} publish`, attrs(topic, envelope.id), () => {
+      const traceparent = currentTraceparent();
+      const sent = traceparent
+        ? { ...envelope, headers: { ...envelope.headers, traceparent } }
+        : envelope;
+      return transport.publish(topic, sent, opts);
+    }, { kind: Kind.PRODUCER });
+  const subscribe: Transport["subscribe"] = (topic, handler, opts) =>
+    transport.subscribe(topic, (d) =>
+      span(
+        `${d.topic} deliver`,
+        { ...attrs(d.topic, d.envelope.id), "messaging.attempt": d.attempts },
+        () => handler(d),
+        { kind: Kind.CONSUMER, parent: d.envelope.headers?.traceparent },
+      ), opts);
+  return new Proxy(transport, {
+    get(target, prop) {
+      if (prop === "publish") return publish;
+      if (prop === "subscribe") return subscribe;
+      const v = Reflect.get(target, prop, target);
+      // Bound to the transport itself: its methods may use private fields.
+      return typeof v === "function" ? v.bind(target) : v;
+    },
   });
 }

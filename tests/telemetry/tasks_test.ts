@@ -63,9 +63,17 @@ Deno.test("telemetry: a task submitted on node A and run on node B is one trace 
       rx.spans.find((s) =>
         s.traceId === traceId && s.name === name && s.service === service
       );
+    // Each node exports on its own schedule: wait for all five.
     await rx.until(
-      () => inTrace("task.ack", "plexus-b") !== undefined,
-      "node B's task.ack span in the submitted trace",
+      () =>
+        [
+          inTrace("POST /api/v1/tasks", "plexus-a"),
+          inTrace("task.submit", "plexus-a"),
+          inTrace("task.claim", "plexus-b"),
+          inTrace("task.run", "plexus-b"),
+          inTrace("task.ack", "plexus-b"),
+        ].every((s) => s !== undefined),
+      "A's route and submit spans and B's claim, run and ack spans in one trace",
     );
     const route = inTrace("POST /api/v1/tasks", "plexus-a")!;
     const submit = inTrace("task.submit", "plexus-a")!;

@@ -12,6 +12,7 @@
  */
 import { z } from "zod";
 import { definePlugin, type Plugin } from "../../core/plugin.ts";
+import { tracedTransport } from "../../core/observe/otel.ts";
 import { type MeshTransport, startMesh } from "./mesh.ts";
 
 const ms = z.number().int().positive().max(3_600_000);
@@ -75,7 +76,8 @@ const websocketMesh: Plugin<MeshConfig> = definePlugin({
       peers: peers.length,
     });
     return {
-      api: mesh satisfies MeshTransport,
+      // With OTel on: publish/deliver spans, traceparent in the headers.
+      api: tracedTransport(mesh) satisfies MeshTransport,
       health() {
         const up = mesh.connectedPeers().length;
         const want = peers.length;
