@@ -3,7 +3,7 @@
  * HTTP request and delivered to a subscriber on node B (another process) is
  * one trace — A's route span, its `publish` PRODUCER span, and B's `deliver`
  * CONSUMER span continuing it from the traceparent in the envelope headers —
- * over the websocket mesh and over Redis Streams.
+ * over the websocket mesh, Redis Streams and Kafka.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -48,6 +48,7 @@ interface Case {
 }
 
 const redisUrl = Deno.env.get("REDIS_URL");
+const kafkaBrokers = Deno.env.get("KAFKA_BROKERS");
 const prefix = `otel-${crypto.randomUUID().slice(0, 8)}:`;
 const CASES: Case[] = [
   {
@@ -62,6 +63,15 @@ const CASES: Case[] = [
       ? undefined
       : 'REDIS_URL is not set (run: eval "$(deno task services)")',
     config: () => ({ "redis-streams": { url: redisUrl, prefix } }),
+  },
+  {
+    transport: "kafka",
+    skip: kafkaBrokers
+      ? undefined
+      : 'KAFKA_BROKERS is not set (run: eval "$(deno task services)")',
+    config: () => ({
+      kafka: { brokers: kafkaBrokers, prefix: prefix.replace(":", ".") },
+    }),
   },
 ];
 
