@@ -95,6 +95,8 @@ export interface PbftSimOptions {
   keepTrace?: boolean;
   /** BROKEN ON PURPOSE: replicas that make a request prepared (correct: 2f + 1). */
   unsafePrepareQuorum?: number;
+  /** BROKEN ON PURPOSE: the new view trusts the newest prepared claim (no rules A1/A2). */
+  unsafeNewestClaim?: boolean;
   /** BROKEN ON PURPOSE: matching replies a client accepts a result on (correct: f + 1). */
   unsafeClientQuorum?: number;
 }
@@ -634,6 +636,7 @@ export function runPbftSim(
       retransmitTicks: 5,
       storage: r.records.length > 0 ? r.records : undefined,
       unsafePrepareQuorum: options.unsafePrepareQuorum,
+      unsafeNewestClaim: options.unsafeNewestClaim,
     });
     r.app = new KvApp();
     r.down = false;

@@ -71,6 +71,14 @@ export interface PbftOptions {
    * that make a request prepared. Correct is 2f + 1.
    */
   unsafePrepareQuorum?: number;
+  /**
+   * BROKEN ON PURPOSE, for tests only: the new view takes, for each
+   * sequence number, the prepared claim with the highest view that some
+   * view change backs with its batch, skipping rules A1 and A2 (the
+   * "trust the newest certificate" shortcut, unsafe without signed
+   * certificates).
+   */
+  unsafeNewestClaim?: boolean;
 }
 
 /** What a replica tells about itself, for tests and dashboards. */
@@ -172,6 +180,7 @@ export class PbftNode {
   readonly #retransmitTicks: number;
   readonly #maxBackoff: number;
   readonly #prepareQuorum: number;
+  readonly #newestClaim: boolean;
 
   #view = 0;
   #changing = false;
@@ -251,6 +260,7 @@ export class PbftNode {
     this.#retransmitTicks = o.retransmitTicks ?? 5;
     this.#maxBackoff = o.maxBackoff ?? 3;
     this.#prepareQuorum = o.unsafePrepareQuorum ?? this.quorum;
+    this.#newestClaim = o.unsafeNewestClaim ?? false;
     if (o.storage) this.#restore(o.storage);
   }
 
@@ -1043,7 +1053,7 @@ export class PbftNode {
               (e.view === c.view && e.digest === c.digest))
           ) a1++;
         });
-        if (a1 < this.quorum) continue;
+        if (a1 < this.quorum && !this.#newestClaim) continue;
         let a2 = 0;
         let batch: PbftRequest[] | undefined;
         for (const m of vcs) {
@@ -1055,7 +1065,7 @@ export class PbftNode {
             batch ??= q.batch;
           }
         }
-        if (a2 < this.f + 1 || !batch) continue;
+        if ((a2 < this.f + 1 && !this.#newestClaim) || !batch) continue;
         chosen = { seq: n, digest: c.digest, batch };
         break;
       }

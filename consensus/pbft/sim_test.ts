@@ -156,3 +156,19 @@ Deno.test("pbft sim: the checks catch a client that accepts a result on f matchi
   }
   assert(caught.length > 0, "no seed exposed the credulous client");
 });
+
+Deno.test("pbft sim: a view change that trusts the newest prepared claim (no rules A1/A2) is caught", () => {
+  // A Byzantine replica's VIEW-CHANGE claims prepared batches nobody
+  // pre-prepared; the shortcut orders them, and the clients see writes no
+  // client made.
+  const caught: string[] = [];
+  for (let seed = 1; seed <= 100 && caught.length === 0; seed++) {
+    const r = runPbftSim(seed, {
+      ...sweep,
+      unsafeNewestClaim: true,
+      behaviours: ["conflicting-view-change"],
+    });
+    caught.push(...r.violations.filter((v) => !v.includes("liveness")));
+  }
+  assert(caught.length > 0, "no seed exposed the newest-claim view change");
+});
