@@ -304,3 +304,77 @@ Deno.test("events (shared KV file): a named subscriber SIGKILLed mid-stream resu
     assert.deepEqual(run, [...run].sort(), "each run handles in offset order");
   }
 });
+
+Deno.test("events (shared KV file): an SSE client that stops reading is dropped with the reason once over its buffer; the bus goes on", async () => {
+  await using c = await startCluster(KV_TARGETS[0], {
+    nodes: 1,
+    args: ["--plugin", "builtin:events"],
+    config: {
+      rateLimit: { enabled: false },
+      pluginConfig: {
+        events: { maxClientBufferBytes: 65_536, slowClientMs: 300 },
+      },
+    },
+  });
+  if (!c) return;
+  const [n] = c.nodes;
+  const token = await n.token("viewer");
+  const { hostname, port } = new URL(n.url);
+  // A client that asks for the stream and then reads nothing.
+  const conn = await Deno.connect({ hostname, port: Number(port) });
+  await conn.write(new TextEncoder().encode(
+    `GET /api/v1/events?from=start&filter=${
+      encodeURIComponent('type == "custom.flood"')
+    } HTTP/1.1\r\nHost: ${hostname}\r\nAuthorization: Bearer ${token}\r\n\r\n`,
+  ));
+  const dropped = async () =>
+    Number(
+      /plexus_events_clients_dropped_total (\d+)/.exec(
+        await (await fetch(`${n.url}/metrics`)).text(),
+      )?.[1] ?? 0,
+    );
+  // Big events until the socket buffers are full and the node gives up.
+  const offsets: string[] = [];
+  const analyst = await n.token("analyst");
+  for (let i = 0; i < 3000 && (i % 50 !== 0 || await dropped() === 0); i++) {
+    const res = await fetch(`${n.url}/api/v1/events`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        authorization: `Bearer ${analyst}`,
+      },
+      body: JSON.stringify({
+        type: "custom.flood",
+        data: { i, pad: "x".repeat(12_000) },
+      }),
+    });
+    assert.equal(res.status, 202);
+    offsets.push((await res.json()).offset);
+  }
+  await eventually(dropped, (d) => d === 1, "the slow client dropped");
+  // The bus went on: every event is stored.
+  const stored = await storedCustom(c.kv);
+  assert.deepEqual(stored.map((e) => e.offset), offsets);
+  // Reading now: what was buffered, then the reason.
+  const decoder = new TextDecoder();
+  const buf = new Uint8Array(1 << 16);
+  let text = "";
+  while (!text.includes("event: dropped")) {
+    const got = await conn.read(buf);
+    if (got === null) break;
+    text += decoder.decode(buf.subarray(0, got));
+  }
+  conn.close();
+  const reason = /event: dropped\ndata: (.*)\n/.exec(text);
+  assert.ok(reason, "the stream ends with a dropped event");
+  const body = JSON.parse(reason[1]);
+  assert.match(
+    body.reason,
+    /slow consumer: over 65536 unsent bytes for 300 ms/,
+  );
+  const delivered = [...text.matchAll(/^id: (.*)$/gm)].map((m) => m[1]);
+  assert.ok(delivered.length < offsets.length, `${delivered.length} delivered`);
+  assert.deepEqual(delivered, offsets.slice(0, delivered.length));
+  // The last event written before the reason: resume after it.
+  assert.equal(body.offset, delivered.at(-1));
+});
