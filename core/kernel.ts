@@ -57,6 +57,7 @@ import {
   createPluginApi,
   type PluginApi,
 } from "./http/plugin_api.ts";
+import { timed } from "./observe/otel.ts";
 
 /** Lifecycle states of a plugin. */
 export type PluginState =
@@ -346,6 +347,16 @@ export function resolvePlan(
   return { order, dependsOn };
 }
 
+/** Attributes of a plugin's setup and stop spans (OTel on). */
+function pluginAttrs(plugin: Plugin): Record<string, string> {
+  const m = plugin.manifest;
+  return {
+    "plexus.plugin": m.name,
+    "plexus.plugin.version": m.version,
+    "plexus.plugin.kind": m.kind,
+  };
+}
+
 function deadline<T>(
   promise: Promise<T>,
   ms: number,
@@ -558,23 +569,29 @@ export function createKernel(options: KernelOptions): Kernel {
     } as KernelHandle;
     const scopedServices = scopeServices(services, name, scope);
     const t0 = performance.now();
-    const setup = Promise.resolve().then(() =>
-      plugin.setup({
-        name,
-        config,
-        log: log.child({ plugin: name }),
-        metrics,
-        kv: scopeKv(kv, pluginPrefix(name)),
-        router: scopedRouter,
-        http,
-        api,
-        websocket,
-        nodeFetch,
-        kernel: handle,
-        services: scopedServices,
-        node,
-        signal: controller.signal,
-      })
+    // Timed, not active: what setup starts (loops, subscriptions) must not
+    // become children of its span.
+    const setup = timed(
+      "plugin.setup",
+      pluginAttrs(plugin),
+      Promise.resolve().then(() =>
+        plugin.setup({
+          name,
+          config,
+          log: log.child({ plugin: name }),
+          metrics,
+          kv: scopeKv(kv, pluginPrefix(name)),
+          router: scopedRouter,
+          http,
+          api,
+          websocket,
+          nodeFetch,
+          kernel: handle,
+          services: scopedServices,
+          node,
+          signal: controller.signal,
+        })
+      ),
     );
     const ms = plugin.manifest.startTimeoutMs ?? startTimeout;
     try {
@@ -865,7 +882,11 @@ export function createKernel(options: KernelOptions): Kernel {
         await r.services?.retire().catch(() => {});
         try {
           await deadline(
-            r.running!.stop(AbortSignal.timeout(stopTimeout)),
+            timed(
+              "plugin.stop",
+              pluginAttrs(r.plugin),
+              r.running!.stop(AbortSignal.timeout(stopTimeout)),
+            ),
             stopTimeout,
             `stop of plugin '${name}'`,
           );

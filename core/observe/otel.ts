@@ -17,6 +17,7 @@ import {
   context,
   metrics,
   propagation,
+  ROOT_CONTEXT,
   type Span,
   SpanKind,
   SpanStatusCode,
@@ -53,7 +54,9 @@ export interface SpanOptions {
   kind?: SpanKind;
   /**
    * A W3C `traceparent` to continue (from a message or a stored task)
-   * instead of the active span. Ignored when malformed.
+   * instead of the active span. When the key is present but the value is
+   * missing or malformed the span starts a new trace: work picked up from a
+   * queue must not become a child of whatever started the loop.
    */
   parent?: string;
   /** When the span started, epoch ms (e.g. a claim made before the span). */
@@ -62,11 +65,13 @@ export interface SpanOptions {
 
 const TRACEPARENT_RE = /^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$/;
 
-function parentContext(traceparent: string | undefined): Context {
+function parentContext(options: SpanOptions): Context {
+  if (!("parent" in options)) return context.active();
+  const traceparent = options.parent;
   if (traceparent === undefined || !TRACEPARENT_RE.test(traceparent)) {
-    return context.active();
+    return ROOT_CONTEXT;
   }
-  return propagation.extract(context.active(), { traceparent });
+  return propagation.extract(ROOT_CONTEXT, { traceparent });
 }
 
 function fail(s: Span, err: unknown): void {
@@ -98,7 +103,7 @@ export function span<T>(
   return tracer.startActiveSpan(
     name,
     { attributes: attrs, kind: options.kind, startTime: options.startTime },
-    parentContext(options.parent),
+    parentContext(options),
     (s) => {
       let out: T;
       try {
@@ -125,6 +130,32 @@ export function span<T>(
       return out;
     },
   );
+}
+
+/**
+ * Returns `work` and, with OTel on, records a span named `name` from now
+ * until it settles (ERROR if it rejects), a child of the active span. Unlike
+ * {@linkcode span} the span is not made active, so what `work` starts does
+ * not inherit it (a plugin's setup starts loops that outlive it).
+ *
+ * @example Usage
+ * ```ts
+ * import { timed } from "./otel.ts";
+ * await timed("plugin.stop", { "plexus.plugin": "p" }, Promise.resolve());
+ * ```
+ */
+export function timed<T>(
+  name: string,
+  attrs: Attributes,
+  work: Promise<T>,
+): Promise<T> {
+  if (!otelEnabled) return work;
+  const s = tracer.startSpan(name, { attributes: attrs });
+  work.then(() => s.end(), (err) => {
+    fail(s, err);
+    s.end();
+  });
+  return work;
 }
 
 /**

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { startPlexus } from "../integration/_process.ts";
 import { assertContinues, otelEnv, startReceiver } from "./_receiver.ts";
 
-Deno.test("telemetry: an incoming traceparent continues the trace through a route span, the correlation id and the log records", async () => {
+Deno.test("telemetry: an incoming traceparent continues the trace through a route span, the correlation id and the log records; plugins' setup and stop are spans", async () => {
   await using rx = startReceiver();
   const node = await startPlexus({ env: otelEnv(rx.url, "plexus-http") });
   try {
@@ -51,6 +51,20 @@ Deno.test("telemetry: an incoming traceparent continues the trace through a rout
     assert.equal(line.trace_id, traceId);
     assert.equal(line.span_id, server.spanId);
     assert.equal(line.correlationId, traceId);
+
+    // Plugin setup and (on SIGTERM) stop spans, exported before the exit.
+    const setups = rx.spans.filter((s) => s.name === "plugin.setup");
+    assert.ok(setups.length > 0, "no plugin.setup span");
+    node.signal("SIGTERM");
+    assert.equal((await node.exit()).code, 0);
+    const plugin = setups[0].attributes["plexus.plugin"];
+    await rx.until(
+      () =>
+        rx.spans.some((s) =>
+          s.name === "plugin.stop" && s.attributes["plexus.plugin"] === plugin
+        ),
+      `the plugin.stop span of ${plugin}`,
+    );
   } finally {
     await node.close();
   }
