@@ -19,6 +19,7 @@
 import { createRaft, type RaftNode, type RaftStatus } from "./core.ts";
 import type { LeaderChange } from "../../core/consensus.ts";
 import { PlexusError } from "../../core/errors.ts";
+import { timed } from "../../core/observe/otel.ts";
 import { type KvCommand, KvMachine, type KvResult } from "./kv_machine.ts";
 import type {
   ConfChange,
@@ -273,7 +274,13 @@ export class RaftDriver {
       term: this.node.term,
     });
     this.#kick();
-    return p.promise;
+    // OTel on: a span from proposal to applied here.
+    return timed("raft.propose", {
+      "raft.node": this.id,
+      "raft.op": cmd.op,
+      "raft.term": this.node.term,
+      "raft.proposal": id,
+    }, p.promise);
   }
 
   /** A linearizable read of `key` (ReadIndex: a quorum confirms the leader first). */
