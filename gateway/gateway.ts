@@ -23,6 +23,7 @@
  */
 import type { Logger } from "../core/observe/logger.ts";
 import type { MetricsRegistry } from "../core/observe/metrics.ts";
+import { otelEnabled, timed } from "../core/observe/otel.ts";
 import type { NodeIdentity } from "../core/plugin.ts";
 import { type Router, topicMatches, validateTopic } from "../core/router.ts";
 import type { NodeKey } from "../core/security/node_key.ts";
@@ -755,6 +756,32 @@ export function createGateway(options: GatewayOptions): Gateway {
     get: (agentId) => getAgent(kv, agentId),
     list: (limit) => listAgents(kv, limit),
   };
+  if (otelEnabled) {
+    // Requests and sends to agents as spans of whatever asked for them.
+    const { request, send, broadcast } = api;
+    const attrs = (channel: string, agentId?: string) => ({
+      "plexus.channel": channel,
+      ...(agentId === undefined ? {} : { "plexus.agent": agentId }),
+    });
+    api.request = (agentId, channel, body, opts) =>
+      timed(
+        "gateway.request",
+        attrs(channel, agentId),
+        request(agentId, channel, body, opts),
+      );
+    api.send = (agentId, channel, message, opts) =>
+      timed(
+        "gateway.send",
+        attrs(channel, agentId),
+        send(agentId, channel, message, opts),
+      );
+    api.broadcast = (channel, message, opts) =>
+      timed(
+        "gateway.broadcast",
+        attrs(channel),
+        broadcast(channel, message, opts),
+      );
+  }
 
   /** Pushes queued message `id` to each agent; true where it went out now. */
   const wakeAll = async (agents: string[], id: string): Promise<boolean[]> => {
