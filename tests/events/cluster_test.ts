@@ -378,3 +378,76 @@ Deno.test("events (shared KV file): an SSE client that stops reading is dropped 
   // The last event written before the reason: resume after it.
   assert.equal(body.offset, delivered.at(-1));
 });
+
+Deno.test("events (shared KV file): a WebSocket client that stops reading is closed with 4008 and the reason", async () => {
+  await using c = await startCluster(KV_TARGETS[0], {
+    nodes: 1,
+    args: ["--plugin", "builtin:events"],
+    config: {
+      rateLimit: { enabled: false },
+      pluginConfig: {
+        events: { maxClientBufferBytes: 65_536, slowClientMs: 300 },
+      },
+    },
+  });
+  if (!c) return;
+  const [n] = c.nodes;
+  const token = await n.token("viewer");
+  const { hostname, port } = new URL(n.url);
+  // The opening handshake by hand, then nothing is read.
+  const conn = await Deno.connect({ hostname, port: Number(port) });
+  const key = crypto.getRandomValues(new Uint8Array(16)).toBase64();
+  await conn.write(new TextEncoder().encode(
+    `GET /api/v1/events?from=start&filter=${
+      encodeURIComponent('type == "custom.flood"')
+    } HTTP/1.1\r\nHost: ${hostname}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n` +
+      `Authorization: Bearer ${token}\r\n\r\n`,
+  ));
+  const dropped = async () =>
+    Number(
+      /plexus_events_clients_dropped_total (\d+)/.exec(
+        await (await fetch(`${n.url}/metrics`)).text(),
+      )?.[1] ?? 0,
+    );
+  const analyst = await n.token("analyst");
+  for (let i = 0; i < 3000 && (i % 50 !== 0 || await dropped() === 0); i++) {
+    const res = await fetch(`${n.url}/api/v1/events`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        authorization: `Bearer ${analyst}`,
+      },
+      body: JSON.stringify({
+        type: "custom.flood",
+        data: { i, pad: "x".repeat(12_000) },
+      }),
+    });
+    assert.equal(res.status, 202);
+    await res.body?.cancel();
+  }
+  await eventually(dropped, (d) => d === 1, "the slow client dropped");
+  // Reading now: the 101, the buffered messages, then a close frame (opcode
+  // 8) carrying 4008 and the reason.
+  const bytes: number[] = [];
+  const buf = new Uint8Array(1 << 16);
+  const reason = "slow consumer: over 65536 unsent bytes for 300 ms";
+  let text = "";
+  while (!text.includes(reason)) {
+    const got = await conn.read(buf);
+    if (got === null) break;
+    bytes.push(...buf.subarray(0, got));
+    text += String.fromCharCode(...buf.subarray(0, got));
+  }
+  conn.close();
+  assert.ok(text.startsWith("HTTP/1.1 101"), text.slice(0, 40));
+  const at = text.indexOf(reason);
+  assert.ok(at > 0, "the close reason arrives");
+  // 0x88 (FIN + close), length, then the code 4008 = 0x0FA8.
+  assert.deepEqual(bytes.slice(at - 4, at), [
+    0x88,
+    2 + reason.length,
+    0x0f,
+    0xa8,
+  ]);
+});
