@@ -39,6 +39,7 @@ import {
 } from "./contracts/services.ts";
 import { PlexusError } from "./errors.ts";
 import type { Logger } from "./observe/logger.ts";
+import { activeIds } from "./observe/otel.ts";
 import type { Labels, MetricsRegistry } from "./observe/metrics.ts";
 import { describeIssues } from "./plugin.ts";
 import { backoffDelay } from "./resilience/backoff.ts";
@@ -511,15 +512,17 @@ export function createServiceBroker(
     const retries = opts.nodeId === undefined ? opts.retries ?? 0 : 0;
     let t0 = coarseNow();
     const deadlineAt = t0 + timeout;
+    // OTel on, nothing given: the call continues the real active span.
+    const active = opts.traceparent || parent ? undefined : activeIds();
     const traceId =
       (opts.traceparent ? opts.traceparent.split("-")[1] : parent?.traceId) ??
-        hex(16);
+        active?.traceId ?? hex(16);
     // Without one given, the trace id is the correlation id (one id less on
     // the wire).
     const span: Parent = {
       correlationId: opts.correlationId ?? parent?.correlationId ?? traceId,
       traceId,
-      spanId: hex(8),
+      spanId: active?.spanId ?? hex(8),
     };
     const excluded = new Set<string>();
     for (let attempt = 0;; attempt++) {
