@@ -52,6 +52,23 @@ Deno.test("telemetry: an incoming traceparent continues the trace through a rout
     assert.equal(line.span_id, server.spanId);
     assert.equal(line.correlationId, traceId);
 
+    // GET /health twice: the app answers the first, the cached path the
+    // second; both are traced alike.
+    const healthTrace = "1f2e3d4c5b6a79881f2e3d4c5b6a7988";
+    for (let i = 0; i < 2; i++) {
+      const h = await node.fetch("/health", {
+        headers: { traceparent: `00-${healthTrace}-0123456789abcdef-01` },
+      });
+      await h.body?.cancel();
+      assert.equal(h.headers.get("x-request-id"), healthTrace);
+    }
+    const healthSpans = () =>
+      rx.spans.filter((s) =>
+        s.traceId === healthTrace && s.name === "GET /health" &&
+        s.attributes["http.route"] === "/health"
+      );
+    await rx.until(() => healthSpans().length === 2, "two GET /health spans");
+
     // Plugin setup and (on SIGTERM) stop spans, exported before the exit.
     const setups = rx.spans.filter((s) => s.name === "plugin.setup");
     assert.ok(setups.length > 0, "no plugin.setup span");
