@@ -37,6 +37,10 @@
  * ["events", "count", stream]                   KvU64 events held in the stream's log (its keys list the streams)
  * ["events", "head"]                            set by every append: its versionstamp is the newest append's
  * ["events", "cursor", name]                    durable cursor of a named subscriber {offset, at}
+ * ["sagas", "saga", id]                         saga state (plugins/sagas), written after every transition
+ * ["sagas", "open", id]                         index of sagas not finished → {createdAt}
+ * ["sagas", "timer", at, id, step]              a retry due at `at` (ms) for a saga's step
+ * ["sagas", "dead", id, step]                   a dead-lettered compensation {error, at}, for an operator
  * ["test", ...]                                  written by test fixtures only
  * ```
  *
@@ -264,3 +268,20 @@ export const EVENT_HEAD_KEY: Deno.KvKey = ["events", "head"];
 export function eventCursorKey(name: string): Deno.KvKey {
   return ["events", "cursor", name];
 }
+
+/** Saga keys (`plugins/sagas`): state, open index, due timers, dead letters. */
+export const sagaKeys = {
+  saga: (id: string): Deno.KvKey => ["sagas", "saga", id],
+  openPrefix: ["sagas", "open"] as Deno.KvKey,
+  open: (id: string): Deno.KvKey => ["sagas", "open", id],
+  timerPrefix: ["sagas", "timer"] as Deno.KvKey,
+  timer: (at: number, id: string, step: string): Deno.KvKey => [
+    "sagas",
+    "timer",
+    at,
+    id,
+    step,
+  ],
+  deadPrefix: ["sagas", "dead"] as Deno.KvKey,
+  dead: (id: string, step: string): Deno.KvKey => ["sagas", "dead", id, step],
+};

@@ -1,0 +1,205 @@
+/**
+ * Saga state in Deno KV, written after every transition of the machine, so
+ * any node can continue what a dead node started.
+ *
+ * - `apply(id, input)` reads the state, runs the pure machine, and writes the
+ *   new state with a check on the entry it read (two appliers never lose an
+ *   update: the loser reads again) and, given a fence token, on the
+ *   consensus plugin's fencing record (a deposed leader's write fails with
+ *   {@linkcode FencedError} inside KV, whatever its clock believes).
+ * - The same commit keeps the indexes: open sagas, due timers (a `schedule`
+ *   command writes one, its `due` input removes it) and dead-lettered
+ *   compensations for an operator.
+ *
+ * @module
+ */
+import { fenceCheck, type FenceToken } from "../../core/state/fence.ts";
+import { sagaKeys } from "../../core/state/keys.ts";
+import { retryLocked } from "../../core/state/store.ts";
+import { PlexusError } from "../../core/plugin.ts";
+import {
+  applyInput,
+  type SagaCommand,
+  type SagaDef,
+  type SagaInput,
+  type SagaState,
+  startSaga,
+  type Transition,
+} from "./machine.ts";
+
+/** A write refused because this node's leadership term ended. */
+export class FencedError extends PlexusError {
+  override name = "FencedError";
+  /** `message` names the saga and the epoch. */
+  constructor(message: string) {
+    super("fenced", message, { retryable: true, status: 503 });
+  }
+}
+
+/** A due timer: `input` for `saga` at `at`. */
+export interface DueTimer {
+  saga: string;
+  step: string;
+  at: number;
+}
+
+/** A compensation given up on, for an operator. */
+export interface DeadLetter {
+  saga: string;
+  step: string;
+  error: string;
+  at: number;
+}
+
+/** The store. */
+export interface SagaStore {
+  /** Starts saga `id` (refused if it exists); returns the commands to carry out. */
+  start(
+    id: string,
+    def: SagaDef,
+    now: number,
+    fence?: FenceToken,
+  ): Promise<Transition>;
+  /** The saga's state, or null. */
+  get(id: string): Promise<SagaState | null>;
+  /**
+   * Applies `input` at `now` and writes the result; null when the saga does
+   * not exist. Retries on a conflicting writer; throws FencedError when the
+   * fence moved.
+   */
+  apply(
+    id: string,
+    input: SagaInput,
+    now: number,
+    fence?: FenceToken,
+  ): Promise<Transition | null>;
+  /** Ids of sagas not finished. */
+  open(): Promise<string[]>;
+  /** Timers due at or before `now`, oldest first. */
+  due(now: number, limit?: number): Promise<DueTimer[]>;
+  /** Every dead-lettered compensation. */
+  deadLetters(): Promise<DeadLetter[]>;
+}
+
+const FINISHED = new Set(["completed", "compensated", "compensation-failed"]);
+
+function index(
+  op: Deno.AtomicOperation,
+  before: SagaState | null,
+  t: Transition,
+  now: number,
+) {
+  const k = sagaKeys;
+  const s = t.state;
+  op.set(k.saga(s.id), s);
+  if (FINISHED.has(s.status)) op.delete(k.open(s.id));
+  else if (!before) op.set(k.open(s.id), { createdAt: s.createdAt });
+  // Timers the machine no longer waits for are dropped.
+  if (before) {
+    for (const [step, st] of Object.entries(before.steps)) {
+      if (st.dueAt !== undefined && s.steps[step].dueAt !== st.dueAt) {
+        op.delete(k.timer(st.dueAt, s.id, step));
+      }
+    }
+  }
+  for (const c of t.commands as SagaCommand[]) {
+    if (c.type === "schedule") op.set(k.timer(c.at, s.id, c.step), null);
+    if (c.type === "dead-letter") {
+      op.set(k.dead(s.id, c.step), { error: c.error, at: now });
+    }
+  }
+}
+
+/**
+ * Creates the store over the raw `kv` (fence checks need unscoped keys).
+ *
+ * @example Usage
+ * ```ts
+ * import { createSagaStore } from "./store.ts";
+ * import assert from "node:assert/strict";
+ * const kv = await Deno.openKv(":memory:");
+ * const store = createSagaStore(kv);
+ * const retry = { maxAttempts: 1, backoffMs: 10, maxBackoffMs: 10 };
+ * const step = { id: "a", run: { kind: "task" as const, type: "a" }, timeoutMs: 1000, retry, compensationRetry: retry };
+ * await store.start("s1", { name: "one", groups: [[step]] }, 0);
+ * await store.apply("s1", { type: "succeeded", step: "a", attempt: 1 }, 5);
+ * assert.equal((await store.get("s1"))?.status, "completed");
+ * assert.deepEqual(await store.open(), []);
+ * kv.close();
+ * ```
+ */
+export function createSagaStore(kv: Deno.Kv): SagaStore {
+  const k = sagaKeys;
+  const fenced = (id: string, fence: FenceToken) =>
+    new FencedError(
+      `saga '${id}': this node's leadership (epoch ${fence.epoch}) ended; the write was refused`,
+    );
+  const fenceStill = async (fence: FenceToken) =>
+    (await kv.get(fenceCheck(fence).key)).versionstamp === fence.versionstamp;
+  return {
+    async start(id, def, now, fence) {
+      const t = startSaga(id, def, now);
+      const op = kv.atomic().check({ key: k.saga(id), versionstamp: null });
+      if (fence) op.check(fenceCheck(fence));
+      index(op, null, t, now);
+      const res = await retryLocked(() => op.commit());
+      if (!res.ok) {
+        if (fence && !await fenceStill(fence)) throw fenced(id, fence);
+        throw new PlexusError("conflict", `saga '${id}' exists already`, {
+          status: 409,
+        });
+      }
+      return t;
+    },
+    async get(id) {
+      return (await kv.get<SagaState>(k.saga(id))).value;
+    },
+    async apply(id, input, now, fence) {
+      for (;;) {
+        const entry = await kv.get<SagaState>(k.saga(id));
+        if (!entry.value) return null;
+        const t = applyInput(entry.value, input, now);
+        if (t.state === entry.value) return t;
+        const op = kv.atomic().check(entry);
+        if (fence) op.check(fenceCheck(fence));
+        index(op, entry.value, t, now);
+        const res = await retryLocked(() => op.commit());
+        if (res.ok) return t;
+        if (fence && !await fenceStill(fence)) throw fenced(id, fence);
+        // Another writer moved the saga on: apply to what it wrote.
+      }
+    },
+    async open() {
+      const out: string[] = [];
+      for await (const e of kv.list({ prefix: k.openPrefix })) {
+        out.push(e.key.at(-1) as string);
+      }
+      return out;
+    },
+    async due(now, limit = 100) {
+      const out: DueTimer[] = [];
+      for await (
+        const e of kv.list({
+          start: k.timerPrefix,
+          end: [...k.timerPrefix, now + 1],
+        }, { limit })
+      ) {
+        const [at, saga, step] = e.key.slice(-3) as [number, string, string];
+        out.push({ saga, step, at });
+      }
+      return out;
+    },
+    async deadLetters() {
+      const out: DeadLetter[] = [];
+      for await (
+        const e of kv.list<{ error: string; at: number }>({
+          prefix: k.deadPrefix,
+        })
+      ) {
+        const [saga, step] = e.key.slice(-2) as [string, string];
+        out.push({ saga, step, ...e.value });
+      }
+      return out;
+    },
+  };
+}

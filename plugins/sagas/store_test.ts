@@ -1,0 +1,120 @@
+import assert from "node:assert/strict";
+import { createSagaStore, FencedError } from "./store.ts";
+import type { SagaDef, StepDef } from "./machine.ts";
+import type { FenceToken } from "../../core/state/fence.ts";
+import { electionEpochKey } from "../../core/state/keys.ts";
+
+const once = { maxAttempts: 1, backoffMs: 10, maxBackoffMs: 10 };
+const step = (id: string, o: Partial<StepDef> = {}): StepDef => ({
+  id,
+  run: { kind: "task", type: id },
+  compensate: { kind: "task", type: `undo-${id}` },
+  timeoutMs: 1000,
+  retry: once,
+  compensationRetry: once,
+  ...o,
+});
+
+Deno.test("saga store: state is written after every transition, with the open index, timers and dead letters", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const store = createSagaStore(kv);
+  const def: SagaDef = {
+    name: "t",
+    groups: [
+      [step("a")],
+      [step("b", {
+        retry: { maxAttempts: 2, backoffMs: 100, maxBackoffMs: 100 },
+      })],
+    ],
+  };
+  await store.start("s1", def, 0);
+  await assert.rejects(store.start("s1", def, 0), /saga 's1' exists already/);
+  assert.deepEqual(await store.open(), ["s1"]);
+  await store.apply("s1", { type: "succeeded", step: "a", attempt: 1 }, 1);
+  await store.apply(
+    "s1",
+    { type: "failed", step: "b", attempt: 1, error: "x" },
+    2,
+  );
+  assert.deepEqual(await store.due(1000), [{ saga: "s1", step: "b", at: 102 }]);
+  assert.deepEqual(await store.due(50), []);
+  // Too early: nothing changes and the timer stays.
+  await store.apply("s1", { type: "due", step: "b" }, 50);
+  assert.equal((await store.due(1000)).length, 1);
+  await store.apply("s1", { type: "due", step: "b" }, 102);
+  assert.deepEqual(await store.due(1000), []);
+  await store.apply(
+    "s1",
+    { type: "failed", step: "b", attempt: 2, error: "y" },
+    103,
+  );
+  // a is being compensated; its compensation fails for good.
+  await store.apply("s1", {
+    type: "compensation-failed",
+    step: "a",
+    attempt: 1,
+    error: "refund refused",
+  }, 104);
+  const s = (await store.get("s1"))!;
+  assert.equal(s.status, "compensation-failed");
+  assert.deepEqual(await store.deadLetters(), [
+    { saga: "s1", step: "a", error: "refund refused", at: 104 },
+  ]);
+  assert.deepEqual(await store.open(), []);
+  kv.close();
+});
+
+Deno.test("saga store: concurrent appliers never lose an update", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const store = createSagaStore(kv);
+  const group = Array.from({ length: 20 }, (_, i) => step(`p${i}`));
+  await store.start("s2", { name: "par", groups: [group] }, 0);
+  await Promise.all(
+    group.map((g, i) =>
+      store.apply("s2", { type: "succeeded", step: g.id, attempt: 1 }, 1 + i)
+    ),
+  );
+  const s = (await store.get("s2"))!;
+  assert.equal(s.status, "completed");
+  assert.ok(group.every((g) => s.steps[g.id].status === "done"));
+  kv.close();
+});
+
+Deno.test("saga store: a deposed leader's write is refused by the fence", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const store = createSagaStore(kv);
+  const acquire = async (
+    holder: string,
+    epoch: number,
+  ): Promise<FenceToken> => {
+    const res = await kv.set(electionEpochKey("leader"), { epoch, holder });
+    return {
+      election: "leader",
+      epoch,
+      holder,
+      versionstamp: res.versionstamp,
+    };
+  };
+  const old = await acquire("n1", 1);
+  await store.start(
+    "s3",
+    { name: "f", groups: [[step("a")], [step("b")]] },
+    0,
+    old,
+  );
+  const fresh = await acquire("n2", 2);
+  await assert.rejects(
+    store.apply("s3", { type: "succeeded", step: "a", attempt: 1 }, 1, old),
+    (err: unknown) =>
+      err instanceof FencedError && /epoch 1\) ended/.test(err.message),
+  );
+  assert.equal((await store.get("s3"))!.steps.a.status, "running");
+  await store.apply(
+    "s3",
+    { type: "succeeded", step: "a", attempt: 1 },
+    1,
+    fresh,
+  );
+  assert.equal((await store.get("s3"))!.steps.b.status, "running");
+  kv.close();
+});
