@@ -7,6 +7,8 @@ import type { PbftMessage } from "./types.ts";
 
 interface Net {
   drivers: Map<string, PbftDriver>;
+  /** Waits until every live replica has executed as far and holds the same state (all quiet); returns it. */
+  converged(): Promise<string>;
   ids: string[];
   dirs: string[];
   down: Set<string>;
@@ -55,6 +57,24 @@ async function cluster(
     ids,
     dirs,
     down,
+    async converged() {
+      const until = performance.now() + 20_000;
+      for (;;) {
+        const live = ids.filter((id) => !down.has(id));
+        await Promise.all(live.map((id) => drivers.get(id)!.idle()));
+        const s = live.map((id) => drivers.get(id)!.state.serialize());
+        const quiet = live.every((id) => !drivers.get(id)!.node.hasReady());
+        if (quiet && s.every((x) => x === s[0])) return s[0];
+        if (performance.now() > until) {
+          throw new Error(
+            `replica states did not converge in 20 s: ${
+              live.map((id) => JSON.stringify(drivers.get(id)!.status()))
+            }`,
+          );
+        }
+        await new Promise((res) => setTimeout(res, 10));
+      }
+    },
     async close() {
       for (const d of drivers.values()) d.stop();
       for (const dir of dirs) await Deno.remove(dir, { recursive: true });
@@ -94,15 +114,7 @@ Deno.test("pbft driver: writes and reads resolve on f + 1 matching results and e
     );
     assert.equal(many.length, 40);
     // Replicas may still be executing the last batch: wait for all to agree.
-    const states = async () => {
-      for (let i = 0; i < 100; i++) {
-        const s = net.ids.map((id) => net.drivers.get(id)!.state.serialize());
-        if (s.every((x) => x === s[0])) return s[0];
-        await new Promise((res) => setTimeout(res, 20));
-      }
-      throw new Error("replica states never converged");
-    };
-    const s = await states();
+    const s = await net.converged();
     assert.match(s, /k9/);
   } finally {
     await net.close();
@@ -140,8 +152,8 @@ Deno.test("pbft driver: a replica restarted from its file log rejoins with its e
     for (let i = 0; i < 5; i++) {
       await b.submit({ op: "write", key: `k${i}`, value: `${i}` });
     }
-    await new Promise((res) => setTimeout(res, 100));
-    const before = net.drivers.get("d")!.state.serialize();
+    // All quiet and equal: nothing of d's is half persisted.
+    const before = await net.converged();
     net.down.add("d");
     net.drivers.get("d")!.stop();
     const ids = net.ids;
