@@ -1,0 +1,143 @@
+import assert from "node:assert/strict";
+import { createTestKernel } from "../../core/testing.ts";
+import { definePlugin } from "../../core/plugin.ts";
+import { createSagaStore } from "./store.ts";
+import { createSagaDriver } from "./driver.ts";
+import { parseSagaDefinition } from "./definition.ts";
+
+/** Task types that record their effect once per idempotency key. */
+function shop(log: string[], failing: Set<string>) {
+  const applied = new Set<string>();
+  return definePlugin({
+    manifest: {
+      name: "shop",
+      version: "1.0.0",
+      kind: "extension",
+      api: "^1",
+      provides: ["extension:shop"],
+    },
+    setup(ctx) {
+      const tasks = ctx.kernel.get("tasks:local");
+      for (
+        const type of ["reserve", "charge", "ship", "release", "refund"]
+      ) {
+        tasks.register(type, (payload) => {
+          const { saga } = payload as { saga: { idempotencyKey: string } };
+          if (failing.has(type)) {
+            return Promise.reject(new Error(`${type} broke`));
+          }
+          if (!applied.has(saga.idempotencyKey)) {
+            applied.add(saga.idempotencyKey);
+            log.push(type);
+          }
+          return Promise.resolve({ [type]: true });
+        });
+      }
+      return Promise.resolve({ stop: () => Promise.resolve() });
+    },
+  });
+}
+
+const def = parseSagaDefinition({
+  name: "order",
+  requireCompensation: false,
+  steps: [
+    {
+      id: "reserve",
+      run: { kind: "task", type: "reserve" },
+      compensate: { kind: "task", type: "release" },
+      retry: { maxAttempts: 1 },
+    },
+    {
+      id: "charge",
+      run: { kind: "task", type: "charge" },
+      compensate: { kind: "function", name: "refund.fn" },
+      retry: { maxAttempts: 1 },
+    },
+    {
+      id: "ship",
+      run: { kind: "task", type: "ship" },
+      retry: { maxAttempts: 1 },
+    },
+  ],
+});
+
+Deno.test("saga driver: task and function steps run through the task service to completion", async () => {
+  const log: string[] = [];
+  await using t = await createTestKernel([shop(log, new Set())]);
+  const store = createSagaStore(t.kv);
+  const driver = createSagaDriver({
+    store,
+    tasks: t.tasks,
+    functions: new Map([[
+      "refund.fn",
+      () => Promise.resolve(log.push("refund.fn")),
+    ]]),
+    tickMs: 10,
+  });
+  try {
+    await driver.submit("o1", def);
+    assert.equal(await driver.finished("o1"), "completed");
+    assert.deepEqual(log, ["reserve", "charge", "ship"]);
+    const s = (await store.get("o1"))!;
+    assert.deepEqual(s.steps.charge.result, { charge: true });
+  } finally {
+    await driver.stop();
+  }
+});
+
+Deno.test("saga driver: a failing last step compensates the others in reverse, each once, as the side-effect log shows", async () => {
+  const log: string[] = [];
+  await using t = await createTestKernel([shop(log, new Set(["ship"]))]);
+  const store = createSagaStore(t.kv);
+  const driver = createSagaDriver({
+    store,
+    tasks: t.tasks,
+    functions: new Map([[
+      "refund.fn",
+      () => Promise.resolve(log.push("refund.fn")),
+    ]]),
+    tickMs: 10,
+  });
+  try {
+    await driver.submit("o2", def);
+    assert.equal(await driver.finished("o2", 60_000), "compensated");
+    assert.deepEqual(log, ["reserve", "charge", "refund.fn", "release"]);
+    const s = (await store.get("o2"))!;
+    assert.match(
+      s.reason!,
+      /step 'ship' failed after 1 attempt\(s\): task .*ship broke/,
+    );
+  } finally {
+    await driver.stop();
+  }
+});
+
+Deno.test("saga driver: a driver taking over resumes what the stopped one had in flight, each effect once", async () => {
+  const log: string[] = [];
+  await using t = await createTestKernel([shop(log, new Set())]);
+  const store = createSagaStore(t.kv);
+  const functions = new Map([
+    ["refund.fn", () => Promise.resolve(log.push("refund.fn"))],
+  ]);
+  const a = createSagaDriver({ store, tasks: t.tasks, functions, tickMs: 10 });
+  await a.submit("o3", def);
+  // The first driver goes away with its first step in flight.
+  await a.stop();
+  assert.equal((await store.get("o3"))!.steps.reserve.status, "running");
+  const b = createSagaDriver({ store, tasks: t.tasks, functions, tickMs: 10 });
+  try {
+    await b.resume();
+    assert.equal(await b.finished("o3"), "completed");
+    assert.deepEqual(log, ["reserve", "charge", "ship"]);
+    // The re-issued run found the first driver's task (same key): one task.
+    const reserveTasks = (await Array.fromAsync(
+      t.kv.list<{ payload: { type: string } }>({
+        prefix: ["queue", "tasks", "msg"],
+      }),
+    )).filter((e) => e.value.payload.type === "reserve");
+    assert.equal(reserveTasks.length, 1);
+  } finally {
+    await b.stop();
+  }
+});
