@@ -214,11 +214,18 @@ async function attachServices(kernel: Kernel, log: Logger): Promise<void> {
     );
   for (const capability of transports) {
     const t = kernel.get<Transport>(capability);
-    if (t?.caps?.requestReply) {
-      await kernel.services.attach(t);
-      log.info("service calls ready", { transport: t.name });
-      return;
+    if (!t?.caps?.requestReply) continue;
+    // A wrapper may copy an inner transport's caps without its methods.
+    if (typeof t.respond !== "function" || typeof t.request !== "function") {
+      log.warn(
+        "transport declares request/reply but lacks respond() or request(): not used for service calls",
+        { transport: t.name },
+      );
+      continue;
     }
+    await kernel.services.attach(t);
+    log.info("service calls ready", { transport: t.name });
+    return;
   }
   if (transports.length > 0) {
     log.info(
