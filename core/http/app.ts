@@ -19,14 +19,7 @@ import { cors } from "hono/cors";
 import type { Kernel, SwapReport } from "../kernel.ts";
 import type { Logger } from "../observe/logger.ts";
 import { withCorrelation } from "../observe/logger.ts";
-import {
-  activeIds,
-  Kind,
-  otelEnabled,
-  span,
-  type SpanOptions,
-  traceIdOf,
-} from "../observe/otel.ts";
+import { otelEnabled, serverSpan, traceIdOf } from "../observe/otel.ts";
 import type { MetricsRegistry } from "../observe/metrics.ts";
 import type { LogStream } from "../observe/log_stream.ts";
 import { type NodeIdentity, PluginError } from "../plugin.ts";
@@ -265,27 +258,21 @@ export function createApp(deps: AppDeps): HttpApp {
     finish(id, c.req.method, c.req.path, route, c.res.status, seconds);
     return route;
   };
-  // Under Deno's own server span (which already continued the incoming
-  // traceparent) the route span is its child; alone it is the server span.
-  const serverSpan = (req: Request): SpanOptions =>
-    activeIds()
-      ? {}
-      : { kind: Kind.SERVER, parent: req.headers.get("traceparent") ?? "" };
   app.use(
     otelEnabled
       // A server span per request, continuing an incoming traceparent; its
       // trace id is the correlation id unless the client sent X-Request-Id.
       ? (c, next) =>
-        span(c.req.method, {
-          "http.request.method": c.req.method,
-          "url.path": c.req.path,
-        }, async (s) => {
+        serverSpan(c.req.raw, async (s) => {
           const id = givenId(c.req.raw) ?? s!.spanContext().traceId;
           const route = await handle(c, next, id);
           s!.updateName(`${c.req.method} ${route}`);
-          s!.setAttribute("http.route", route);
-          s!.setAttribute("http.response.status_code", c.res.status);
-        }, serverSpan(c.req.raw))
+          s!.setAttributes({
+            "http.route": route,
+            "url.path": c.req.path,
+            "http.response.status_code": c.res.status,
+          });
+        })
       : async (c, next) => {
         await handle(c, next, requestId(c.req.raw));
       },
@@ -829,16 +816,17 @@ export function createApp(deps: AppDeps): HttpApp {
           const cached = healthHeaders;
           if (!otelEnabled) return healthAnswer(fresh, requestId(req), cached);
           // The cached answer is traced like the middleware's (same span).
-          return span("GET /health", {
-            "http.request.method": "GET",
-            "url.path": "/health",
-            "http.route": "/health",
-          }, (s) => {
+          return serverSpan(req, (s) => {
             const id = givenId(req) ?? s!.spanContext().traceId;
             const res = healthAnswer(fresh, id, cached);
-            s!.setAttribute("http.response.status_code", res.status);
+            s!.updateName("GET /health");
+            s!.setAttributes({
+              "http.route": "/health",
+              "url.path": "/health",
+              "http.response.status_code": res.status,
+            });
             return res;
-          }, serverSpan(req));
+          });
         }
         return Promise.resolve(app.fetch(req, info)).then((res) => {
           if (!req.headers.has("origin")) {

@@ -133,6 +133,34 @@ export function span<T>(
 }
 
 /**
+ * Runs `fn` with the server span of HTTP request `req`: Deno's own when it
+ * made one for this request (it has already continued an incoming
+ * `traceparent`; a second span per request would double the cost), else a
+ * new SERVER span continuing the request's `traceparent`. The caller names it
+ * `{METHOD} {route}` and sets `http.route` once routed. With OTel off it is
+ * `fn(undefined)`.
+ *
+ * @example Usage
+ * ```ts
+ * import { serverSpan } from "./otel.ts";
+ * const req = new Request("http://localhost/health");
+ * serverSpan(req, (s) => s?.setAttribute("http.route", "/health"));
+ * ```
+ */
+export function serverSpan<T>(
+  req: Request,
+  fn: (s: Span | undefined) => T,
+): T {
+  if (!otelEnabled) return fn(undefined);
+  const deno = trace.getActiveSpan();
+  if (deno) return fn(deno);
+  return span(req.method, { "http.request.method": req.method }, fn, {
+    kind: Kind.SERVER,
+    parent: req.headers.get("traceparent") ?? "",
+  });
+}
+
+/**
  * Returns `work` and, with OTel on, records a span named `name` from now
  * until it settles (ERROR if it rejects), a child of the active span. Unlike
  * {@linkcode span} the span is not made active, so what `work` starts does

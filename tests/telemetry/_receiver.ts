@@ -181,9 +181,10 @@ export function startReceiver(): OtlpReceiver {
 }
 
 /**
- * Asserts that the route span `route` continues the caller's span `caller`:
- * directly (a server span of its own) or under Deno's server span for the
- * request, which Deno makes for some connections and not others.
+ * Asserts that the route span `route` continues the caller's span `caller`
+ * as a server span: Deno's own span for the request, renamed by the route, or
+ * Plexus's where Deno made none. A route span under another server span
+ * (what an earlier version made) is accepted when that one continues `caller`.
  */
 export async function assertContinues(
   rx: OtlpReceiver,
