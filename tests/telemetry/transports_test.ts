@@ -3,11 +3,14 @@
  * HTTP request and delivered to a subscriber on node B (another process) is
  * one trace — A's route span, its `publish` PRODUCER span, and B's `deliver`
  * CONSUMER span continuing it from the traceparent in the envelope headers —
- * over the websocket mesh, Redis Streams and Kafka.
+ * over the websocket mesh, Redis Streams, Kafka, NATS and RabbitMQ.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { poll, startPlexus, writeConfig } from "../integration/_process.ts";
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { streamPrefix } from "../../transports/nats/wire.ts";
 import { assertContinues, otelEnv, startReceiver } from "./_receiver.ts";
 
 /** Subscribes to `otel.e2e.<its node id>`; POST /publish sends to `otel.e2e.<to>`. */
@@ -45,11 +48,15 @@ interface Case {
   transport: string;
   skip?: string;
   config: (peers: string[]) => Record<string, unknown>;
+  cleanup?: () => Promise<void>;
 }
 
 const redisUrl = Deno.env.get("REDIS_URL");
 const kafkaBrokers = Deno.env.get("KAFKA_BROKERS");
-const prefix = `otel-${crypto.randomUUID().slice(0, 8)}:`;
+const natsUrl = Deno.env.get("NATS_URL");
+const amqpUrl = Deno.env.get("AMQP_URL");
+const tag = `otel-${crypto.randomUUID().slice(0, 8)}`;
+const prefix = `${tag}:`;
 const CASES: Case[] = [
   {
     transport: "websocket-mesh",
@@ -72,6 +79,36 @@ const CASES: Case[] = [
     config: () => ({
       kafka: { brokers: kafkaBrokers, prefix: prefix.replace(":", ".") },
     }),
+  },
+  {
+    transport: "nats",
+    skip: natsUrl
+      ? undefined
+      : 'NATS_URL is not set (run: eval "$(deno task services)")',
+    config: () => ({
+      nats: { servers: natsUrl, prefix: `${tag}.`, storage: "memory" },
+    }),
+    // Streams of their own (the fresh prefix), removed at the end.
+    async cleanup() {
+      const nc = await connect({ servers: natsUrl! });
+      try {
+        const jsm = await jetstreamManager(nc);
+        for await (const s of jsm.streams.list()) {
+          if (s.config.name.startsWith(streamPrefix(`${tag}.`))) {
+            await jsm.streams.delete(s.config.name);
+          }
+        }
+      } finally {
+        await nc.close();
+      }
+    },
+  },
+  {
+    transport: "rabbitmq",
+    skip: amqpUrl
+      ? undefined
+      : 'AMQP_URL is not set (run: eval "$(deno task services)")',
+    config: () => ({ rabbitmq: { url: amqpUrl, prefix: tag } }),
   },
 ];
 
@@ -163,6 +200,7 @@ for (const c of CASES) {
         );
       } finally {
         await Promise.all([a.close(), b.close()]);
+        await c.cleanup?.();
         await Deno.remove(dir, { recursive: true }).catch(() => {});
       }
     },
