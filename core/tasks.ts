@@ -442,8 +442,11 @@ export function createTaskService(
         return await service.runHere(task);
       };
       // OTel on: claim, run and ack spans continue the submitter's trace; the
-      // ack is made here (not batched by the consumer) to be inside it.
-      const traced = (d: Delivery<TaskBody>) => {
+      // ack is made here, still batched by the consumer, to be inside it.
+      const traced = (
+        d: Delivery<TaskBody>,
+        ack: (result: unknown) => Promise<void>,
+      ) => {
         const attrs = {
           "plexus.task.id": d.id,
           "plexus.task.type": d.payload.type,
@@ -463,7 +466,7 @@ export function createTaskService(
           const result = await run(d);
           if (d.settled) return;
           try {
-            await span("task.ack", attrs, () => d.ack(result));
+            await span("task.ack", attrs, () => ack(result));
           } catch (err) {
             // A refused result dead-lettered the task: say so (as the consumer would).
             if (!d.settled) throw err;

@@ -42,7 +42,9 @@ export interface Consumer {
 /**
  * Starts consuming `queue` with `handler`. The handler's return value is the
  * ack result; a throw naks with the error message. A handler may settle the
- * delivery itself (`d.nak(5000)`, `d.term("bad input")`).
+ * delivery itself (`d.nak(5000)`, `d.term("bad input")`), or ack it through
+ * its second argument, which joins the acks batched into one commit (to ack
+ * inside a trace span, say).
  *
  * @example Usage
  * ```ts
@@ -59,7 +61,10 @@ export interface Consumer {
  */
 export function consume<T>(
   queue: DurableQueue<T>,
-  handler: (delivery: Delivery<T>) => Promise<unknown>,
+  handler: (
+    delivery: Delivery<T>,
+    ack: (result: unknown) => Promise<void>,
+  ) => Promise<unknown>,
   options: ConsumeOptions = {},
 ): Consumer {
   const concurrency = options.concurrency ?? 4;
@@ -113,7 +118,7 @@ export function consume<T>(
     })().catch(() => {});
     const p = (async () => {
       try {
-        const result = await handler(d);
+        const result = await handler(d, (r) => ackLater(d, r));
         if (!d.settled) {
           try {
             await ackLater(d, result);

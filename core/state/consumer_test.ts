@@ -151,3 +151,33 @@ Deno.test("consumer: a result the queue refuses dead-letters its message and is 
     kv.close();
   }
 });
+
+Deno.test("consumer: a handler may ack through its second argument; the consumer does not ack again", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const q = new DurableQueue<number>(kv, "early");
+  const errors: unknown[] = [];
+  const settledInside: boolean[] = [];
+  const c = consume(q, async (d, ack) => {
+    await ack(`acked ${d.payload}`);
+    settledInside.push(d.settled);
+    return "returned after the ack";
+  }, { onError: (e) => errors.push(e), minPollMs: 5, maxPollMs: 50 });
+  try {
+    const ids = await Promise.all([1, 2, 3].map((n) => q.enqueue(n)));
+    await waitFor(
+      async () =>
+        (await Promise.all(ids.map(({ id }) => q.get(id)))).every((m) =>
+          m?.state === "done"
+        ),
+      "the three messages done",
+    );
+    for (const [i, { id }] of ids.entries()) {
+      assert.equal((await q.get(id))?.result, `acked ${i + 1}`);
+    }
+    assert.deepEqual(settledInside, [true, true, true]);
+    assert.deepEqual(errors, []);
+  } finally {
+    await c.stop();
+    kv.close();
+  }
+});
