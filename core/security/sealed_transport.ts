@@ -721,6 +721,13 @@ export function sealedTransport(
     ...(inner.deadLetters
       ? { deadLetters: inner.deadLetters.bind(inner) }
       : {}),
+    // Request/reply (service calls) is not a sealed topic: passed through.
+    ...(inner.respond ? { respond: inner.respond.bind(inner) } : {}),
+    ...(inner.responders ? { responders: inner.responders.bind(inner) } : {}),
+    ...(inner.listResponders
+      ? { listResponders: inner.listResponders.bind(inner) }
+      : {}),
+    ...(inner.request ? { request: inner.request.bind(inner) } : {}),
     close: () => inner.close(),
   };
 }
