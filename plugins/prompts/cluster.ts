@@ -80,20 +80,28 @@ export function createPromptCluster(
   return {
     advertise,
     async nodesFor(capability) {
-      if (!read || now() - read.at > intervalMs / 4) {
+      const load = async () => {
         const ads: [string, NodeAd][] = [];
         for await (const e of kv.list<NodeAd>({ prefix: ["nodes"] })) {
           ads.push([String(e.key[1]), e.value]);
         }
-        read = { at: now(), ads };
-      }
-      const fresh = now() - intervalMs * 3;
-      return read.ads
-        .filter(([id, ad]) =>
-          id !== self.id && ad.at >= fresh &&
-          ad.capabilities.includes(capability)
-        )
-        .map(([id, ad]) => ({ id, address: ad.address }));
+        return read = { at: now(), ads };
+      };
+      const pick = (r: NonNullable<typeof read>) => {
+        const fresh = now() - intervalMs * 3;
+        return r.ads
+          .filter(([id, ad]) =>
+            id !== self.id && ad.at >= fresh &&
+            ad.capabilities.includes(capability)
+          )
+          .map(([id, ad]) => ({ id, address: ad.address }));
+      };
+      const cached = read && now() - read.at <= intervalMs / 4
+        ? read
+        : undefined;
+      const found = pick(cached ?? await load());
+      // A miss on a cached read reads again: the advertisement may be new.
+      return found.length === 0 && cached ? pick(await load()) : found;
     },
     start() {
       const tick = () =>
