@@ -635,16 +635,8 @@ export class DurableQueue<T = unknown> {
    * read back whole, from its chunks when it has a `resultRef`.
    */
   async get(id: string): Promise<QueueMessage<T> | null> {
-    // One snapshot: an ack between two reads would delete the payload's key
-    // after the record still said it was there.
-    const [record, payload] = await this.#kv.getMany<[QueueMessage<T>, T]>([
-      this.#keys.msg(id),
-      this.#keys.payload(id),
-    ]);
-    const m = record.value;
-    if (m?.payloadKey && (m as { payload?: T }).payload === undefined) {
-      m.payload = payload.value as T;
-    }
+    const m = (await this.#kv.get<QueueMessage<T>>(this.#keys.msg(id))).value;
+    if (m) await this.#withPayloads([m]);
     if (m?.resultRef) {
       const stored = await this.#readResult(id, m.resultRef);
       if (stored) m.result = stored.value;

@@ -781,13 +781,3 @@ Deno.test("queue: a message stored before payloads had their own key is claimed,
   assert.equal((await t.q.get(id))?.state, "done");
   assert.equal((await t.q.get(id))?.payload, "inline");
 });
-
-Deno.test("queue: get() racing an ack always sees the payload (one snapshot of record and payload)", async () => {
-  using t = await setup("race");
-  for (let i = 0; i < 200; i++) {
-    await t.q.enqueue(`p${i}`);
-    const [d] = await t.q.claim(1, 1000);
-    const [seen] = await Promise.all([t.q.get(d.message.id), d.ack(i)]);
-    assert.equal(seen?.payload, `p${i}`, `round ${i}: ${seen?.state}`);
-  }
-});
