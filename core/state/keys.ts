@@ -5,8 +5,7 @@
  * ```
  * ["plugins", plugin, ...]                       plugin-private keyspace (ctx.kv)
  * ["kernel", "health-probe"]                     read by /health
- * ["queue", q, "msg", id]                        queue message record (its payload apart when `payloadKey`)
- * ["queue", q, "payload", id]                    a message's payload: written once at enqueue; the done record takes it back inline, a purge deletes it
+ * ["queue", q, "msg", id]                        queue message record
  * ["queue", q, "ready", 9 - priority, vs]        ready index → [ids] enqueued by the commit with versionstamp vs (FIFO)
  * ["queue", q, "delayed", availableAt, id]       delayed index → id
  * ["queue", q, "inflight", leaseUntil, id]       lease index → id
@@ -71,7 +70,6 @@ export function queueKeys(q: string) {
   return {
     all: ["queue", q] as Deno.KvKey,
     msg: (id: string): Deno.KvKey => ["queue", q, "msg", id],
-    payload: (id: string): Deno.KvKey => ["queue", q, "payload", id],
     msgs: ["queue", q, "msg"] as Deno.KvKey,
     readyPrefix: ["queue", q, "ready"] as Deno.KvKey,
     /** `seq` is a versionstamp (or `kv.commitVersionstamp()` when writing). */

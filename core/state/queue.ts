@@ -71,12 +71,6 @@ export interface QueueMessage<T = unknown> {
   consumer?: string;
   /** Tag of the last holder transition (recognises an ambiguous commit). */
   lastOp?: string;
-  /**
-   * The payload is stored under its own key, written once: the record, which
-   * every transition rewrites, stays small. Records written before this
-   * hold their payload inline.
-   */
-  payloadKey?: true;
   /** Most recent failures, oldest first (at most 20 kept). */
   errors: AttemptError[];
   result?: unknown;
@@ -608,7 +602,6 @@ export class DurableQueue<T = unknown> {
       enqueuedAt: now,
       availableAt: now + delayMs,
       errors: [],
-      payloadKey: true,
       ...(options.idempotencyKey !== undefined
         ? { idempotencyKey: options.idempotencyKey }
         : {}),
@@ -621,8 +614,7 @@ export class DurableQueue<T = unknown> {
     checkId = true,
   ): Deno.AtomicOperation {
     if (checkId) op.check({ key: this.#keys.msg(m.id), versionstamp: null });
-    op.set(this.#keys.payload(m.id), m.payload);
-    op.set(this.#keys.msg(m.id), this.#record(m));
+    op.set(this.#keys.msg(m.id), m);
     if (m.state === "delayed") {
       op.set(this.#keys.delayed(m.availableAt, m.id), m.id);
     } else this.#addReady(op, m.priority, m.id);
@@ -636,7 +628,6 @@ export class DurableQueue<T = unknown> {
    */
   async get(id: string): Promise<QueueMessage<T> | null> {
     const m = (await this.#kv.get<QueueMessage<T>>(this.#keys.msg(id))).value;
-    if (m) await this.#withPayloads([m]);
     if (m?.resultRef) {
       const stored = await this.#readResult(id, m.resultRef);
       if (stored) m.result = stored.value;
@@ -801,7 +792,6 @@ export class DurableQueue<T = unknown> {
   ): Promise<Delivery<T>[] | null> {
     const ids = picks.flatMap((p) => p.take);
     const msgs = await this.#getMany(ids);
-    await this.#withPayloads(msgs);
     const now = this.#clock.now();
     const claimed: QueueMessage<T>[] = [];
     msgs.forEach((current) => {
@@ -823,7 +813,7 @@ export class DurableQueue<T = unknown> {
         else op.delete(entry.key);
       }
       for (const m of claimed) {
-        op.set(this.#keys.msg(m.id), this.#record(m)).set(
+        op.set(this.#keys.msg(m.id), m).set(
           this.#keys.inflight(m.leaseUntil!, m.id),
           m.id,
         );
@@ -838,11 +828,11 @@ export class DurableQueue<T = unknown> {
     if (!retried) return null;
     // The locked first try may have landed: our lease ids say what is ours.
     const after = await this.#getEntries(claimed.map((m) => m.id));
-    const ours = claimed.flatMap((m, i) =>
-      after[i].value?.leaseId === m.leaseId ? [[m, after[i]] as const] : []
+    const ours = after.filter((e, i) =>
+      e.value?.leaseId === claimed[i].leaseId
     );
     if (ours.length === 0) return null;
-    return ours.map(([m, e]) => this.#delivery(m, e.versionstamp!, leaseMs));
+    return ours.map((e) => this.#delivery(e.value!, e.versionstamp!, leaseMs));
   }
 
   /** Reads message entries by id, 10 keys per read (KV's limit), in order. */
@@ -864,27 +854,6 @@ export class DurableQueue<T = unknown> {
   /** Reads messages by id, 10 keys per read (KV's limit), in order. */
   async #getMany(ids: string[]): Promise<(QueueMessage<T> | null)[]> {
     return (await this.#getEntries(ids)).map((e) => e.value);
-  }
-
-  /** What a message's record stores: all but a payload kept apart. */
-  #record(m: QueueMessage<T>): QueueMessage<T> {
-    if (!m.payloadKey) return m;
-    const { payload: _payload, ...record } = m;
-    return record as QueueMessage<T>;
-  }
-
-  /** Puts back the payloads kept apart (the message's own key) into `msgs`. */
-  async #withPayloads(msgs: (QueueMessage<T> | null)[]): Promise<void> {
-    const apart = msgs.filter((m): m is QueueMessage<T> =>
-      m !== null && m.payloadKey === true && !("payload" in m)
-    );
-    for (let i = 0; i < apart.length; i += 10) {
-      const part = apart.slice(i, i + 10);
-      const payloads = await this.#kv.getMany<T[]>(
-        part.map((m) => this.#keys.payload(m.id)),
-      );
-      part.forEach((m, k) => (m.payload = payloads[k].value as T));
-    }
   }
 
   /**
@@ -954,10 +923,7 @@ export class DurableQueue<T = unknown> {
           (op, m) => {
             until = this.#clock.now() + extendMs;
             return op.delete(this.#keys.inflight(m.leaseUntil!, m.id))
-              .set(
-                this.#keys.msg(m.id),
-                this.#record({ ...m, leaseUntil: until }),
-              )
+              .set(this.#keys.msg(m.id), { ...m, leaseUntil: until })
               .set(this.#keys.inflight(until, m.id), m.id);
           },
           "extend",
@@ -985,10 +951,6 @@ export class DurableQueue<T = unknown> {
     };
     delete done.leaseId;
     this.#count(op, "inflight", -1);
-    // The done record expires on its own: it takes the payload inline
-    // (status lookups read it) and the payload's key goes.
-    delete done.payloadKey;
-    if (m.payloadKey) op.delete(this.#keys.payload(m.id));
     return op.set(this.#keys.msg(m.id), done, { expireIn: this.#retention })
       .delete(this.#keys.inflight(m.leaseUntil!, m.id));
   }
@@ -1177,7 +1139,7 @@ export class DurableQueue<T = unknown> {
     delete next.leaseId;
     delete next.leaseUntil;
     op.delete(this.#keys.inflight(m.leaseUntil!, m.id))
-      .set(this.#keys.msg(m.id), this.#record(next));
+      .set(this.#keys.msg(m.id), next);
     if (delay > 0) op.set(this.#keys.delayed(next.availableAt, m.id), m.id);
     else {
       this.#addReady(op, m.priority, m.id);
@@ -1205,7 +1167,7 @@ export class DurableQueue<T = unknown> {
     };
     delete dead.leaseId;
     delete dead.leaseUntil;
-    op.set(this.#keys.msg(m.id), this.#record(dead))
+    op.set(this.#keys.msg(m.id), dead)
       .set(this.#keys.dead(now, m.id), m.id);
     if (from === "inflight") {
       op.delete(this.#keys.inflight(m.leaseUntil!, m.id));
@@ -1261,7 +1223,7 @@ export class DurableQueue<T = unknown> {
       const build = () => {
         const op = this.#kv.atomic().check(e, msgEntry).delete(e.key);
         if (m && m.state === "delayed") {
-          op.set(this.#keys.msg(m.id), this.#record({ ...m, state: "ready" }));
+          op.set(this.#keys.msg(m.id), { ...m, state: "ready" });
           this.#addReady(op, m.priority, m.id);
           this.#count(op, "delayed", -1);
           this.#count(op, "ready", 1);
@@ -1305,7 +1267,7 @@ export class DurableQueue<T = unknown> {
       const op = this.#kv.atomic()
         .check(entry)
         .delete(this.#keys.dead(m.deadAt!, id))
-        .set(this.#keys.msg(id), this.#record(next));
+        .set(this.#keys.msg(id), next);
       this.#addReady(op, m.priority, id);
       this.#count(op, "dead", -1);
       this.#count(op, "ready", 1);
@@ -1327,7 +1289,7 @@ export class DurableQueue<T = unknown> {
       const { res } = await this.#commit(() => {
         const op = this.#kv.atomic().check(entry).delete(entry.key).delete(
           this.#keys.dead(m.deadAt!, id),
-        ).delete(this.#keys.payload(id));
+        );
         this.#count(op, "dead", -1);
         return op;
       });
