@@ -28,28 +28,16 @@ import { encodeRecord } from "../transports/kafka/wire.ts";
 import {
   info,
   kibEnvelopes,
-  median,
   type RateRun,
   rateRun,
-  round,
   transportRun,
 } from "./_util.ts";
+import { brokerArgs, runBrokerBench, serviceUrl } from "./_broker.ts";
 
-const args = Deno.args;
-const quick = args.includes("--quick");
-const flag = (name: string, dflt: number) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : dflt;
-};
-const N = flag("--messages", quick ? 3000 : 15_000);
-const ROUNDS = flag("--rounds", quick ? 1 : 3);
+const { quick, messages: N, rounds: ROUNDS } = brokerArgs(15_000);
 const PINGS = quick ? 100 : 300;
 const WINDOW = 100;
-const brokers = Deno.env.get("KAFKA_BROKERS");
-if (!brokers) {
-  console.error('KAFKA_BROKERS is not set (run: eval "$(deno task services)")');
-  Deno.exit(1);
-}
+const brokers = serviceUrl("KAFKA_BROKERS");
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
 const kafka = new Kafka({
@@ -145,51 +133,16 @@ async function plexus(
   return run;
 }
 
-const raws: RateRun[] = [];
-const ours: RateRun[] = [];
-const rawPing: RateRun[] = [];
-const ourPing: RateRun[] = [];
-const fmt = (r: RateRun | undefined) =>
-  JSON.stringify(r, (_, v) => typeof v === "number" ? round(v, 2) : v);
-info(`kafka: ${N} messages of 1 KiB, ${ROUNDS} round(s) each`);
-for (let r = 0; r < ROUNDS; r++) {
-  const id = crypto.randomUUID().slice(0, 8);
-  raws.push(await raw(`r${r}.${id}`, N, WINDOW));
-  rawPing.push(await raw(`rl${r}.${id}`, PINGS, 1));
-  info(`  raw    ${fmt(raws.at(-1))} one at a time ${fmt(rawPing.at(-1))}`);
-  ours.push(await plexus(`p${r}.${id}`, N, WINDOW));
-  ourPing.push(await plexus(`pl${r}.${id}`, PINGS, 1));
-  info(`  plexus ${fmt(ours.at(-1))} one at a time ${fmt(ourPing.at(-1))}`);
-}
-await admin.disconnect();
-const rawPerS = median(raws.map((r) => r.perS));
-const ourPerS = median(ours.map((r) => r.perS));
-const p = (runs: RateRun[], k: "p50" | "p99") =>
-  round(median(runs.map((r) => r[k])), 2);
-info(
-  `raw kafkajs: ${round(rawPerS)} msg/s; one at a time p50 ${
-    p(rawPing, "p50")
-  } ms, p99 ${p(rawPing, "p99")} ms`,
-);
-info(
-  `plexus:      ${round(ourPerS)} msg/s; one at a time p50 ${
-    p(ourPing, "p50")
-  } ms, p99 ${p(ourPing, "p99")} ms`,
-);
-console.log(JSON.stringify({
+await runBrokerBench({
   bench: "kafka",
-  metric: "messages_per_s",
-  unit: "1/s",
-  value: round(ourPerS),
-  baseline: {
-    name: "raw kafkajs idempotent send / eachBatch / commitOffsets",
-    value: round(rawPerS),
-  },
-  ratio: round(ourPerS / rawPerS, 2),
-  p50_ms: p(ourPing, "p50"),
-  p99_ms: p(ourPing, "p99"),
-  baseline_p50_ms: p(rawPing, "p50"),
-  baseline_p99_ms: p(rawPing, "p99"),
+  rawLabel: "raw kafkajs",
+  baselineName: "raw kafkajs idempotent send / eachBatch / commitOffsets",
   messages: N,
-}));
+  rounds: ROUNDS,
+  pings: PINGS,
+  window: WINDOW,
+  raw,
+  plexus,
+});
+await admin.disconnect();
 Deno.exit(0);

@@ -29,32 +29,24 @@ import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connectNats } from "../transports/nats/transport.ts";
 import { encodeBody, streamOf } from "../transports/nats/wire.ts";
 import {
-  cpuPerMessage,
-  info,
   kibEnvelopes,
-  median,
+  numFlag,
   type RateRun,
   rateRun,
-  round,
   transportRun,
 } from "./_util.ts";
+import {
+  brokerArgs,
+  runBrokerBench,
+  servicePid,
+  serviceUrl,
+} from "./_broker.ts";
 
-const args = Deno.args;
-const quick = args.includes("--quick");
-const flag = (name: string, dflt: number) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : dflt;
-};
-const N = flag("--messages", quick ? 3000 : 15_000);
-const ROUNDS = flag("--rounds", quick ? 1 : 3);
+const { quick, messages: N, rounds: ROUNDS } = brokerArgs(15_000);
 const PINGS = quick ? 100 : 300;
 const WINDOW = 100;
-const PARTITIONS = flag("--partitions", 8);
-const servers = Deno.env.get("NATS_URL");
-if (!servers) {
-  console.error('NATS_URL is not set (run: eval "$(deno task services)")');
-  Deno.exit(1);
-}
+const PARTITIONS = numFlag("partitions", 8);
+const servers = serviceUrl("NATS_URL");
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
 const nc = await connect({ servers });
@@ -127,78 +119,20 @@ async function plexus(
   return run;
 }
 
-/** This process's CPU ms, and the services' nats-server's when its pid file is readable. */
-const serverPid = await Deno.readTextFile(
-  `${Deno.env.get("PLEXUS_RUN") ?? "/tmp/plexus-services"}/nats.pid`,
-).then((s) => Number(s.trim()) || undefined, () => undefined);
-const withCpu = cpuPerMessage(serverPid);
-const rawCpu = { client: [] as number[], server: [] as number[] };
-const ourCpu = { client: [] as number[], server: [] as number[] };
-
-const raws: RateRun[] = [];
-const ours: RateRun[] = [];
-const rawPing: RateRun[] = [];
-const ourPing: RateRun[] = [];
-const fmt = (r: RateRun | undefined) =>
-  JSON.stringify(r, (_, v) => typeof v === "number" ? round(v, 2) : v);
-info(`nats: ${N} messages of 1 KiB, ${ROUNDS} round(s) each`);
-for (let r = 0; r < ROUNDS; r++) {
-  const id = crypto.randomUUID().slice(0, 8);
-  raws.push(await withCpu(N, rawCpu, () => raw(`r${r}${id}.t`, N, WINDOW)));
-  rawPing.push(await raw(`rl${r}${id}.t`, PINGS, 1));
-  info(`  raw    ${fmt(raws.at(-1))} one at a time ${fmt(rawPing.at(-1))}`);
-  ours.push(
-    await withCpu(N, ourCpu, () => plexus(`p${r}${id}.t`, N, WINDOW)),
-  );
-  ourPing.push(await plexus(`pl${r}${id}.t`, PINGS, 1));
-  info(`  plexus ${fmt(ours.at(-1))} one at a time ${fmt(ourPing.at(-1))}`);
-}
-await nc.close();
-const rawPerS = median(raws.map((r) => r.perS));
-const ourPerS = median(ours.map((r) => r.perS));
-const p = (runs: RateRun[], k: "p50" | "p99") =>
-  round(median(runs.map((r) => r[k])), 2);
-info(
-  `raw nats.js: ${round(rawPerS)} msg/s; one at a time p50 ${
-    p(rawPing, "p50")
-  } ms, p99 ${p(rawPing, "p99")} ms`,
-);
-info(
-  `plexus:      ${round(ourPerS)} msg/s; one at a time p50 ${
-    p(ourPing, "p50")
-  } ms, p99 ${p(ourPing, "p99")} ms`,
-);
-const us = (xs: number[]) => round(median(xs), 1);
-info(
-  `CPU µs per message, client / nats-server: raw ${us(rawCpu.client)} / ${
-    us(rawCpu.server)
-  }, plexus ${us(ourCpu.client)} / ${us(ourCpu.server)}`,
-);
-console.log(JSON.stringify({
+const pid = await servicePid("nats");
+await runBrokerBench({
   bench: "nats",
-  metric: "messages_per_s",
-  unit: "1/s",
-  value: round(ourPerS),
-  baseline: {
-    name: "raw @nats-io/jetstream publish / consume / ack",
-    value: round(rawPerS),
-  },
-  ratio: round(ourPerS / rawPerS, 2),
-  p50_ms: p(ourPing, "p50"),
-  p99_ms: p(ourPing, "p99"),
-  baseline_p50_ms: p(rawPing, "p50"),
-  baseline_p99_ms: p(rawPing, "p99"),
-  cpu_us_per_message: { client: us(ourCpu.client), server: us(ourCpu.server) },
-  baseline_cpu_us_per_message: {
-    client: us(rawCpu.client),
-    server: us(rawCpu.server),
-  },
-  cpu_ratio: round(
-    (median(rawCpu.client) + median(rawCpu.server)) /
-      (median(ourCpu.client) + median(ourCpu.server)),
-    2,
-  ),
-  partitions: PARTITIONS,
+  rawLabel: "raw nats.js",
+  baselineName: "raw @nats-io/jetstream publish / consume / ack",
   messages: N,
-}));
+  rounds: ROUNDS,
+  pings: PINGS,
+  window: WINDOW,
+  raw,
+  plexus,
+  server: pid === undefined ? undefined : { pid, label: "nats-server" },
+  topic: (tag, id) => `${tag}${id}.t`,
+  extra: { partitions: PARTITIONS },
+});
+await nc.close();
 Deno.exit(0);

@@ -27,32 +27,12 @@
 import { Redis } from "ioredis";
 import { connectRedisStreams } from "../transports/redis-streams/transport.ts";
 import { encodeFields, fieldMap } from "../transports/redis-streams/wire.ts";
-import {
-  info,
-  kibEnvelopes,
-  median,
-  type RateRun,
-  rateRun,
-  round,
-  transportRun,
-} from "./_util.ts";
+import { kibEnvelopes, type RateRun, rateRun, transportRun } from "./_util.ts";
+import { brokerArgs, runBrokerBench, serviceUrl } from "./_broker.ts";
 
-const args = Deno.args;
-const quick = args.includes("--quick");
-const flag = (name: string, dflt: number) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : dflt;
-};
-const N = flag("--messages", quick ? 3000 : 20_000);
-const ROUNDS = flag("--rounds", quick ? 1 : 3);
+const { quick, messages: N, rounds: ROUNDS } = brokerArgs(20_000);
 const WINDOW = 100;
-const url = Deno.env.get("REDIS_URL");
-if (!url) {
-  console.error(
-    'REDIS_URL is not set (run: eval "$(deno task services)")',
-  );
-  Deno.exit(1);
-}
+const url = serviceUrl("REDIS_URL");
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
@@ -143,59 +123,14 @@ async function plexus(
   return run;
 }
 
-const PINGS = quick ? 200 : 1000;
-const raws: RateRun[] = [];
-const ours: RateRun[] = [];
-const rawPing: RateRun[] = [];
-const ourPing: RateRun[] = [];
-info(`redis_streams: ${N} messages of 1 KiB, ${ROUNDS} round(s) each`);
-for (let r = 0; r < ROUNDS; r++) {
-  const id = crypto.randomUUID().slice(0, 8);
-  raws.push(await raw(`r${r}.${id}`, N, WINDOW));
-  rawPing.push(await raw(`rl${r}.${id}`, PINGS, 1));
-  info(
-    `  raw    ${
-      JSON.stringify(
-        raws.at(-1),
-        (_, v) => typeof v === "number" ? round(v, 2) : v,
-      )
-    }`,
-  );
-  ours.push(await plexus(`p${r}.${id}`, N, WINDOW));
-  ourPing.push(await plexus(`pl${r}.${id}`, PINGS, 1));
-  info(
-    `  plexus ${
-      JSON.stringify(
-        ours.at(-1),
-        (_, v) => typeof v === "number" ? round(v, 2) : v,
-      )
-    }`,
-  );
-}
-const rawPerS = median(raws.map((r) => r.perS));
-const ourPerS = median(ours.map((r) => r.perS));
-const p = (runs: RateRun[], k: "p50" | "p99") =>
-  round(median(runs.map((r) => r[k])), 2);
-info(
-  `raw ioredis: ${round(rawPerS)} msg/s; one at a time p50 ${
-    p(rawPing, "p50")
-  } ms, p99 ${p(rawPing, "p99")} ms (backlogged p50 ${p(raws, "p50")} ms)`,
-);
-info(
-  `plexus:      ${round(ourPerS)} msg/s; one at a time p50 ${
-    p(ourPing, "p50")
-  } ms, p99 ${p(ourPing, "p99")} ms (backlogged p50 ${p(ours, "p50")} ms)`,
-);
-console.log(JSON.stringify({
+await runBrokerBench({
   bench: "redis_streams",
-  metric: "messages_per_s",
-  unit: "1/s",
-  value: round(ourPerS),
-  baseline: { name: "raw ioredis XADD/XREADGROUP/XACK", value: round(rawPerS) },
-  ratio: round(ourPerS / rawPerS, 2),
-  p50_ms: p(ourPing, "p50"),
-  p99_ms: p(ourPing, "p99"),
-  baseline_p50_ms: p(rawPing, "p50"),
-  baseline_p99_ms: p(rawPing, "p99"),
+  rawLabel: "raw ioredis",
+  baselineName: "raw ioredis XADD/XREADGROUP/XACK",
   messages: N,
-}));
+  rounds: ROUNDS,
+  pings: quick ? 200 : 1000,
+  window: WINDOW,
+  raw,
+  plexus,
+});
