@@ -15,6 +15,7 @@ export const BUILTINS: PluginCatalog = {
   "dashboard": async () => (await import("./plugins/dashboard/mod.ts")).default,
   "prompts": async () => (await import("./plugins/prompts/mod.ts")).default,
   "events": async () => (await import("./plugins/events/mod.ts")).default,
+  "sagas": async () => (await import("./plugins/sagas/mod.ts")).default,
   "examples/hello": async () =>
     (await import("./plugins/examples/mod.ts")).hello,
   "consensus/kv-lease": async () =>

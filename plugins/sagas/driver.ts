@@ -5,56 +5,95 @@
  * - `task` and `capability` steps are submitted to the task service with
  *   the idempotency key `{step key}:{attempt}` (so a re-issued command after
  *   a takeover does not submit twice) and the step's key in the payload
- *   (`{saga: {id, step, idempotencyKey}, input}`), for handlers to apply
- *   their effect once; the driver polls the task until it is done or dead.
+ *   (`{saga: {id, step, idempotencyKey, attempt}, input, sagaInput}`), for
+ *   handlers to apply their effect once; the driver polls the task until it
+ *   is done or dead. A capability step is a task with `capability` set: the
+ *   task service hands it to an agent offering that capability.
  * - `function` steps call a function a plugin registered by name.
  * - An attempt not finished within the step's `timeoutMs` fails.
- * - Due retry timers are swept every `tickMs` while `leads()` says so;
- *   `resume()` re-issues what open sagas had in flight (a node taking over).
+ * - A command already in flight on this node is not started twice (a
+ *   resume or a kick re-issues what is open).
+ * - Due retry timers and sagas other nodes started are swept every `tickMs`
+ *   while `leads()` says so; `resume()` re-issues what open sagas had in
+ *   flight (a node taking over).
+ * - A write refused by the fence (this node's term ended) stops the work
+ *   it belonged to: the new leader resumes it.
  *
  * @module
  */
 import type { TaskService } from "../../core/tasks.ts";
 import type { FenceToken } from "../../core/state/fence.ts";
-import { resumeSaga, type SagaCommand, type SagaDef } from "./machine.ts";
-import type { SagaStore } from "./store.ts";
+import {
+  resumeSaga,
+  type SagaCommand,
+  type SagaDef,
+  type SagaInput,
+  type SagaState,
+} from "./machine.ts";
+import type { AppliedTransition, SagaStore } from "./store.ts";
 
-/** A step implemented in code by a plugin. */
+/** What a function step is told besides its input. */
+export interface SagaFunctionContext {
+  /** The saga's id. */
+  sagaId: string;
+  /** The step's id. */
+  step: string;
+  /** `{sagaId}:{step}` (`:compensate` for a compensation): the same on every attempt and node. */
+  idempotencyKey: string;
+  /** Attempt number, from 1. */
+  attempt: number;
+  /** Whether this call undoes the step. */
+  compensating: boolean;
+  /** The input the saga was started with. */
+  sagaInput: unknown;
+  /** Results of the steps done so far, by step id. */
+  results: Record<string, unknown>;
+}
+
+/** A step implemented in code by a plugin: resolves with the step's result, rejects to fail it. */
 export type SagaFunction = (
   input: unknown,
-  ctx: { sagaId: string; step: string; idempotencyKey: string },
+  ctx: SagaFunctionContext,
 ) => Promise<unknown>;
 
 /** Options for {@linkcode createSagaDriver}. */
 export interface SagaDriverOptions {
   store: SagaStore;
   tasks: TaskService;
-  /** Functions steps may name. */
+  /** Functions steps may name (read at call time: later registrations count). */
   functions?: Map<string, SagaFunction>;
   /** Whether this node drives sagas now (the leader). @default {() => true} */
   leads?: () => boolean;
-  /** The fence token of this node's term, if any. */
+  /** The fence token of this node's term, if any (may throw when not leading). */
   fence?: () => FenceToken | undefined;
   /** Wall clock. @default {Date.now} */
   now?: () => number;
   /** Task polling and timer sweep period, ms. @default {50} */
   tickMs?: number;
+  /** Told about every transition written (events, metrics). */
+  onTransition?: (t: AppliedTransition) => void;
   /** Told about failures of the driver itself. */
   onError?: (err: unknown) => void;
 }
 
 /** The driver. */
 export interface SagaDriver {
-  /** Starts a saga and its first steps. */
-  submit(id: string, def: SagaDef): Promise<void>;
+  /** Starts a saga and its first steps (on a node not leading: marks it for the leader). */
+  submit(id: string, def: SagaDef, input?: unknown): Promise<void>;
+  /** Applies an input and carries out what it calls for (or marks it for the leader). */
+  apply(id: string, input: SagaInput): Promise<AppliedTransition | null>;
   /** Re-issues what every open saga had in flight. */
   resume(): Promise<void>;
   /** Resolves when saga `id` has finished (polls the store). */
   finished(id: string, timeoutMs?: number): Promise<string>;
+  /** Commands running on this node now. */
+  inflight(): number;
   stop(): Promise<void>;
 }
 
 const FINISHED = new Set(["completed", "compensated", "compensation-failed"]);
+
+type Work = SagaCommand & { type: "run" | "compensate" };
 
 /**
  * Creates the driver.
@@ -71,8 +110,11 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
   const leads = options.leads ?? (() => true);
   const tick = options.tickMs ?? 50;
   const inflight = new Set<Promise<void>>();
+  /** `{saga}|{type}|{step}|{attempt}` of commands running here. */
+  const running = new Set<string>();
   let stopped = false;
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const fence = () => options.fence?.();
 
   const track = (p: Promise<void>) => {
     const q = p.catch((err) => options.onError?.(err)).finally(() =>
@@ -81,22 +123,44 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
     inflight.add(q);
   };
 
+  const results = (s: SagaState) => {
+    const out: Record<string, unknown> = {};
+    for (const [id, st] of Object.entries(s.steps)) {
+      if (st.result !== undefined) out[id] = st.result;
+    }
+    return out;
+  };
+
   /** Runs one action to its outcome: the result, or throws. */
-  const perform = async (
-    sagaId: string,
-    c: SagaCommand & { type: "run" | "compensate" },
-  ): Promise<unknown> => {
+  const perform = async (s: SagaState, c: Work): Promise<unknown> => {
     const a = c.action;
-    const ctx = { sagaId, step: c.step, idempotencyKey: c.idempotencyKey };
     if (a.kind === "function") {
       const fn = options.functions?.get(a.name);
       if (!fn) throw new Error(`no saga function '${a.name}' on this node`);
-      return await fn(a.input, ctx);
+      return await fn(a.input, {
+        sagaId: s.id,
+        step: c.step,
+        idempotencyKey: c.idempotencyKey,
+        attempt: c.attempt,
+        compensating: c.type === "compensate",
+        sagaInput: s.input,
+        results: results(s),
+      });
     }
     const { id } = await tasks.submit({
       type: a.kind === "task" ? a.type : "saga.step",
       ...(a.kind === "capability" ? { capability: a.capability } : {}),
-      payload: { saga: ctx, input: a.payload ?? null },
+      payload: {
+        saga: {
+          id: s.id,
+          step: c.step,
+          idempotencyKey: c.idempotencyKey,
+          attempt: c.attempt,
+          compensating: c.type === "compensate",
+        },
+        input: a.payload ?? null,
+        ...(s.input === undefined ? {} : { sagaInput: s.input }),
+      },
       idempotencyKey: `${c.idempotencyKey}:${c.attempt}`,
     });
     for (;;) {
@@ -110,9 +174,48 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
     }
   };
 
-  const execute = (sagaId: string, commands: SagaCommand[]) => {
+  const outcomeInput = (
+    c: Work,
+    outcome: { ok: true; result: unknown } | { ok: false; error: string },
+  ): SagaInput =>
+    c.type === "run"
+      ? outcome.ok
+        ? {
+          type: "succeeded",
+          step: c.step,
+          attempt: c.attempt,
+          result: outcome.result,
+        }
+        : {
+          type: "failed",
+          step: c.step,
+          attempt: c.attempt,
+          error: outcome.error,
+        }
+      : outcome.ok
+      ? { type: "compensation-succeeded", step: c.step, attempt: c.attempt }
+      : {
+        type: "compensation-failed",
+        step: c.step,
+        attempt: c.attempt,
+        error: outcome.error,
+      };
+
+  /** Writes `input` fenced, tells the observer, carries out the commands. */
+  const drive = async (id: string, input: SagaInput) => {
+    const t = await store.apply(id, input, now(), fence());
+    if (!t) return null;
+    if (t.state !== t.before) options.onTransition?.(t);
+    execute(t.state, t.commands);
+    return t;
+  };
+
+  const execute = (s: SagaState, commands: SagaCommand[]) => {
     for (const c of commands) {
       if (c.type !== "run" && c.type !== "compensate") continue;
+      const key = `${s.id}|${c.type}|${c.step}|${c.attempt}`;
+      if (running.has(key) || stopped) continue;
+      running.add(key);
       track((async () => {
         let outcome: { ok: true; result: unknown } | {
           ok: false;
@@ -121,7 +224,7 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
         let timer: ReturnType<typeof setTimeout> | undefined;
         try {
           const result = await Promise.race([
-            perform(sagaId, c),
+            perform(s, c),
             new Promise<never>((_, reject) =>
               timer = setTimeout(
                 () => reject(new Error(`timed out after ${c.timeoutMs} ms`)),
@@ -138,36 +241,21 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
         } finally {
           clearTimeout(timer);
         }
-        if (stopped) return;
-        const input = c.type === "run"
-          ? outcome.ok
-            ? {
-              type: "succeeded" as const,
-              step: c.step,
-              attempt: c.attempt,
-              result: outcome.result,
-            }
-            : {
-              type: "failed" as const,
-              step: c.step,
-              attempt: c.attempt,
-              error: outcome.error,
-            }
-          : outcome.ok
-          ? {
-            type: "compensation-succeeded" as const,
-            step: c.step,
-            attempt: c.attempt,
-          }
-          : {
-            type: "compensation-failed" as const,
-            step: c.step,
-            attempt: c.attempt,
-            error: outcome.error,
-          };
-        const t = await store.apply(sagaId, input, now(), options.fence?.());
-        if (t) execute(sagaId, t.commands);
+        try {
+          if (stopped) return;
+          await drive(s.id, outcomeInput(c, outcome));
+        } finally {
+          running.delete(key);
+        }
       })());
+    }
+  };
+
+  /** Carries out what an open saga has in flight (timers stay with the sweep). */
+  const resumeOne = async (id: string) => {
+    const s = await store.get(id);
+    if (s && !FINISHED.has(s.status)) {
+      execute(s, resumeSaga(s).filter((c) => c.type !== "schedule"));
     }
   };
 
@@ -175,14 +263,12 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
     while (!stopped) {
       if (leads()) {
         try {
+          for (const { id, versionstamp } of await store.kicks()) {
+            await resumeOne(id);
+            await store.unkick(id, versionstamp);
+          }
           for (const d of await store.due(now())) {
-            const t = await store.apply(
-              d.saga,
-              { type: "due", step: d.step },
-              now(),
-              options.fence?.(),
-            );
-            if (t) execute(d.saga, t.commands);
+            await drive(d.saga, { type: "due", step: d.step });
           }
         } catch (err) {
           options.onError?.(err);
@@ -194,20 +280,23 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
   const sweeping = sweep();
 
   return {
-    async submit(id, def) {
-      const t = await store.start(id, def, now(), options.fence?.());
-      execute(id, t.commands);
+    async submit(id, def, input) {
+      const lead = leads();
+      const t = await store.start(id, def, now(), lead ? fence() : undefined, {
+        input,
+        kick: !lead,
+      });
+      options.onTransition?.(t);
+      if (lead) execute(t.state, t.commands);
+    },
+    async apply(id, input) {
+      if (leads()) return await drive(id, input);
+      const t = await store.apply(id, input, now(), undefined, { kick: true });
+      if (t && t.state !== t.before) options.onTransition?.(t);
+      return t;
     },
     async resume() {
-      for (const id of await store.open()) {
-        const s = await store.get(id);
-        if (s) {
-          execute(
-            id,
-            resumeSaga(s).filter((c) => c.type !== "schedule"),
-          );
-        }
-      }
+      for (const id of await store.open()) await resumeOne(id);
     },
     async finished(id, timeoutMs = 30_000) {
       const until = Date.now() + timeoutMs;
@@ -222,6 +311,7 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
         await sleep(tick);
       }
     },
+    inflight: () => running.size,
     async stop() {
       stopped = true;
       await sweeping;

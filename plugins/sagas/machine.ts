@@ -112,6 +112,8 @@ export interface SagaState {
   steps: Record<string, StepState>;
   /** Why the saga is compensating. */
   reason?: string;
+  /** The input the saga was started with, handed to every step. */
+  input?: unknown;
   createdAt: number;
   updatedAt: number;
 }
@@ -288,7 +290,12 @@ function fail(s: SagaState, reason: string, now: number): SagaCommand[] {
  * assert.deepEqual(commands.map((c) => c.type === "run" && c.idempotencyKey), ["s1:reserve"]);
  * ```
  */
-export function startSaga(id: string, def: SagaDef, now: number): Transition {
+export function startSaga(
+  id: string,
+  def: SagaDef,
+  now: number,
+  input?: unknown,
+): Transition {
   const steps: Record<string, StepState> = {};
   for (const g of def.groups) {
     for (const s of g) {
@@ -301,6 +308,7 @@ export function startSaga(id: string, def: SagaDef, now: number): Transition {
     status: "running",
     group: 0,
     steps,
+    ...(input === undefined ? {} : { input }),
     createdAt: now,
     updatedAt: now,
   };

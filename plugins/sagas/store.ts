@@ -27,6 +27,8 @@ import {
   type Transition,
 } from "./machine.ts";
 
+export type { Transition };
+
 /** A write refused because this node's leadership term ended. */
 export class FencedError extends PlexusError {
   override name = "FencedError";
@@ -51,6 +53,31 @@ export interface DeadLetter {
   at: number;
 }
 
+/** A transition as the store wrote it, with the state it replaced. */
+export interface AppliedTransition extends Transition {
+  /** The state before the input (null for a start). */
+  before: SagaState | null;
+}
+
+/** Options of {@linkcode SagaStore.start} and {@linkcode SagaStore.apply}. */
+export interface WriteOptions {
+  /** The saga's input (start only). */
+  input?: unknown;
+  /**
+   * Also mark the saga for the leader to drive (a write by a node that does
+   * not lead: the leader's sweep picks the mark up and carries out the
+   * commands).
+   */
+  kick?: boolean;
+}
+
+/** A page of sagas. */
+export interface SagaPage {
+  sagas: SagaState[];
+  /** Pass back for the next page; absent on the last. */
+  cursor?: string;
+}
+
 /** The store. */
 export interface SagaStore {
   /** Starts saga `id` (refused if it exists); returns the commands to carry out. */
@@ -59,7 +86,8 @@ export interface SagaStore {
     def: SagaDef,
     now: number,
     fence?: FenceToken,
-  ): Promise<Transition>;
+    options?: WriteOptions,
+  ): Promise<AppliedTransition>;
   /** The saga's state, or null. */
   get(id: string): Promise<SagaState | null>;
   /**
@@ -72,13 +100,22 @@ export interface SagaStore {
     input: SagaInput,
     now: number,
     fence?: FenceToken,
-  ): Promise<Transition | null>;
+    options?: WriteOptions,
+  ): Promise<AppliedTransition | null>;
   /** Ids of sagas not finished. */
   open(): Promise<string[]>;
   /** Timers due at or before `now`, oldest first. */
   due(now: number, limit?: number): Promise<DueTimer[]>;
   /** Every dead-lettered compensation. */
   deadLetters(): Promise<DeadLetter[]>;
+  /** Sagas marked for the leader to drive (see {@linkcode WriteOptions.kick}). */
+  kicks(limit?: number): Promise<{ id: string; versionstamp: string }[]>;
+  /** Removes the mark, unless it was set again since `versionstamp`. */
+  unkick(id: string, versionstamp: string): Promise<void>;
+  /** Sagas by id order, optionally of one status, a page at a time. */
+  list(
+    options?: { status?: string; limit?: number; cursor?: string },
+  ): Promise<SagaPage>;
 }
 
 const FINISHED = new Set(["completed", "compensated", "compensation-failed"]);
@@ -137,11 +174,12 @@ export function createSagaStore(kv: Deno.Kv): SagaStore {
   const fenceStill = async (fence: FenceToken) =>
     (await kv.get(fenceCheck(fence).key)).versionstamp === fence.versionstamp;
   return {
-    async start(id, def, now, fence) {
-      const t = startSaga(id, def, now);
+    async start(id, def, now, fence, options) {
+      const t = startSaga(id, def, now, options?.input);
       const op = kv.atomic().check({ key: k.saga(id), versionstamp: null });
       if (fence) op.check(fenceCheck(fence));
       index(op, null, t, now);
+      if (options?.kick) op.set(k.kick(id), null);
       const res = await retryLocked(() => op.commit());
       if (!res.ok) {
         if (fence && !await fenceStill(fence)) throw fenced(id, fence);
@@ -149,22 +187,23 @@ export function createSagaStore(kv: Deno.Kv): SagaStore {
           status: 409,
         });
       }
-      return t;
+      return { ...t, before: null };
     },
     async get(id) {
       return (await kv.get<SagaState>(k.saga(id))).value;
     },
-    async apply(id, input, now, fence) {
+    async apply(id, input, now, fence, options) {
       for (;;) {
         const entry = await kv.get<SagaState>(k.saga(id));
         if (!entry.value) return null;
         const t = applyInput(entry.value, input, now);
-        if (t.state === entry.value) return t;
+        if (t.state === entry.value) return { ...t, before: entry.value };
         const op = kv.atomic().check(entry);
         if (fence) op.check(fenceCheck(fence));
         index(op, entry.value, t, now);
+        if (options?.kick) op.set(k.kick(id), null);
         const res = await retryLocked(() => op.commit());
-        if (res.ok) return t;
+        if (res.ok) return { ...t, before: entry.value };
         if (fence && !await fenceStill(fence)) throw fenced(id, fence);
         // Another writer moved the saga on: apply to what it wrote.
       }
@@ -200,6 +239,41 @@ export function createSagaStore(kv: Deno.Kv): SagaStore {
         out.push({ saga, step, ...e.value });
       }
       return out;
+    },
+    async kicks(limit = 100) {
+      const out: { id: string; versionstamp: string }[] = [];
+      for await (const e of kv.list({ prefix: k.kickPrefix }, { limit })) {
+        out.push({ id: e.key.at(-1) as string, versionstamp: e.versionstamp });
+      }
+      return out;
+    },
+    async unkick(id, versionstamp) {
+      await kv.atomic().check({ key: k.kick(id), versionstamp })
+        .delete(k.kick(id)).commit();
+    },
+    async list(options = {}) {
+      const limit = options.limit ?? 100;
+      const sagas: SagaState[] = [];
+      const iter = kv.list<SagaState>({ prefix: k.sagaPrefix }, {
+        cursor: options.cursor,
+        batchSize: Math.min(500, limit + 1),
+      });
+      let cursor: string | undefined;
+      for await (const e of iter) {
+        if (!options.status || e.value.status === options.status) {
+          sagas.push(e.value);
+        }
+        if (sagas.length >= limit) {
+          cursor = iter.cursor;
+          break;
+        }
+      }
+      if (cursor) {
+        // A cursor only when something follows.
+        const more = kv.list({ prefix: k.sagaPrefix }, { cursor, limit: 1 });
+        if ((await more.next()).done) cursor = undefined;
+      }
+      return cursor ? { sagas, cursor } : { sagas };
     },
   };
 }

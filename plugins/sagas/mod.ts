@@ -1,0 +1,119 @@
+/**
+ * The sagas plugin (`builtin:sagas`, capability `extension:sagas`): durable
+ * sagas in the shared KV, driven by the node that leads (fenced by the
+ * consensus plugin's epoch when it offers one), with `saga.*` events on the
+ * node's emitter. See docs/sagas.md.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const sagas = ctx.kernel.get<SagaService>("extension:sagas");
+ * const id = await sagas.start({ name: "order", steps: [
+ *   { id: "reserve", run: { kind: "task", type: "stock.reserve" },
+ *     compensate: { kind: "task", type: "stock.release" } },
+ * ] });
+ * ```
+ *
+ * @module
+ */
+import { definePlugin, z } from "../../core/plugin.ts";
+import type { Consensus } from "../../core/consensus.ts";
+import type { NodeEvents } from "../../core/events.ts";
+import type { FenceToken } from "../../core/state/fence.ts";
+import { VERSION } from "../../core/version.ts";
+import { createSagaService, type SagaNode } from "./service.ts";
+import { SAGA_EVENT_SCHEMAS, sagaEvents } from "./events.ts";
+
+export type {
+  DeadLetter,
+  ListOptions,
+  SagaDef,
+  SagaFunction,
+  SagaFunctionContext,
+  SagaService,
+  SagaState,
+  SagaStatus,
+  StartOptions,
+  StepState,
+} from "./service.ts";
+export { SagaDefinitionError } from "./service.ts";
+export { SAGA_EVENT_SCHEMAS } from "./events.ts";
+
+const configSchema = z.strictObject({
+  tickMs: z.number().int().min(1).max(10_000).default(50)
+    .describe(
+      "How often the leader sweeps due retries and sagas other nodes started, and task steps are polled, ms",
+    ),
+  checkTaskTypes: z.boolean().default(true)
+    .describe(
+      "Refuse definitions naming a task type no handler on this node registered",
+    ),
+});
+
+/** The plugin. */
+export default definePlugin({
+  manifest: {
+    name: "sagas",
+    version: VERSION,
+    kind: "extension",
+    api: "^1",
+    provides: ["extension:sagas"],
+    requires: ["state:kv", "tasks:local"],
+    config: configSchema,
+  },
+  setup(ctx) {
+    const kv = ctx.kernel.get("state:kv");
+    const tasks = ctx.kernel.get("tasks:local");
+    const consensus = () =>
+      ctx.kernel.has("consensus:*")
+        ? ctx.kernel.get<Consensus & { fence?: () => FenceToken }>(
+          "consensus:*",
+        )
+        : undefined;
+    const events = ctx.kernel.has("events:local")
+      ? ctx.kernel.get<NodeEvents>("events:local")
+      : undefined;
+    const transitions = ctx.metrics.counter(
+      "plexus_sagas_transitions_total",
+      "Saga transitions this node wrote, by the saga's status after",
+    );
+    const sagas: SagaNode = createSagaService({
+      kv,
+      tasks,
+      tickMs: ctx.config.tickMs,
+      leads: () => consensus()?.isLeader() ?? true,
+      fence: () => consensus()?.fence?.(),
+      known: () =>
+        ctx.config.checkTaskTypes ? { taskTypes: tasks.types() } : {},
+      onTransition: (t) => {
+        transitions.inc({ status: t.state.status });
+        if (!events?.listening) return;
+        for (const e of sagaEvents(t)) {
+          const schema = SAGA_EVENT_SCHEMAS[e.type];
+          const data = schema.data.safeParse(e.data);
+          if (data.success) events.emitChecked(e.type, schema.version, e.data);
+          else ctx.log.warn("saga event dropped", { type: e.type });
+        }
+      },
+      onError: (err) =>
+        ctx.log.warn("saga driver", {
+          error: (err as Error)?.message ?? String(err),
+        }),
+    });
+    const resume = () =>
+      sagas.resume().catch((err) =>
+        ctx.log.warn("saga resume failed", { error: err?.message })
+      );
+    const c = consensus();
+    const off = c?.onLeaderChange((change) => {
+      if (change.leader === ctx.node.id) resume();
+    });
+    if (!c || c.isLeader()) resume();
+    return Promise.resolve({
+      api: sagas,
+      async stop() {
+        off?.();
+        await sagas.stop();
+      },
+    });
+  },
+});

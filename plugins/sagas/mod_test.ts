@@ -1,0 +1,171 @@
+import assert from "node:assert/strict";
+import { createTestKernel } from "../../core/testing.ts";
+import { definePlugin } from "../../core/plugin.ts";
+import type { NodeEvent, NodeEvents } from "../../core/events.ts";
+import sagasPlugin, { SagaDefinitionError, type SagaService } from "./mod.ts";
+
+/** A plugin using the capability: function steps that log their effects. */
+function user(log: string[], failing: Set<string>) {
+  return definePlugin({
+    manifest: {
+      name: "shop",
+      version: "1.0.0",
+      kind: "extension",
+      api: "^1",
+      provides: ["extension:shop"],
+      requires: ["extension:sagas"],
+    },
+    setup(ctx) {
+      const sagas = ctx.kernel.get<SagaService>("extension:sagas");
+      for (const name of ["reserve", "charge", "ship"]) {
+        sagas.registerFunction(`shop.${name}`, (input, c) => {
+          if (failing.has(name)) {
+            return Promise.reject(new Error(`${name} broke`));
+          }
+          log.push(`${name}:${JSON.stringify(c.sagaInput)}`);
+          return Promise.resolve({ [name]: input ?? true, after: c.results });
+        });
+        sagas.registerFunction(`shop.undo-${name}`, (_input, c) => {
+          assert.equal(c.compensating, true);
+          log.push(`undo-${name}`);
+          return Promise.resolve();
+        });
+      }
+      sagas.define("order", {
+        name: "order",
+        steps: ["reserve", "charge", "ship"].map((n) => ({
+          id: n,
+          run: { kind: "function", name: `shop.${n}` },
+          compensate: { kind: "function", name: `shop.undo-${n}` },
+          retry: { maxAttempts: 2, backoffMs: 1 },
+        })),
+      });
+      return Promise.resolve({ stop: () => Promise.resolve() });
+    },
+  });
+}
+
+const config = { pluginConfig: { sagas: { tickMs: 5 } } };
+
+Deno.test("sagas plugin: a registered definition runs its function steps in order with the saga's input and earlier results", async () => {
+  const log: string[] = [];
+  await using t = await createTestKernel(
+    [sagasPlugin, user(log, new Set())],
+    config,
+  );
+  const sagas = t.kernel.get<SagaService>("extension:sagas");
+  const id = await sagas.start("order", { input: { sku: "a1" } });
+  assert.equal(await sagas.finished(id, 10_000), "completed");
+  assert.deepEqual(log, [
+    'reserve:{"sku":"a1"}',
+    'charge:{"sku":"a1"}',
+    'ship:{"sku":"a1"}',
+  ]);
+  const s = (await sagas.get(id))!;
+  assert.deepEqual(s.steps.ship.result, {
+    ship: true,
+    after: {
+      reserve: { reserve: true, after: {} },
+      charge: s.steps.charge.result,
+    },
+  });
+  assert.equal(s.steps.ship.attempts.length, 1);
+  // The same id again starts nothing.
+  assert.equal(await sagas.start("order", { id: "fixed" }), "fixed");
+  assert.equal(await sagas.start("order", { id: "fixed" }), "fixed");
+  assert.equal(await sagas.finished("fixed", 10_000), "completed");
+  assert.equal(log.filter((l) => l.startsWith("ship")).length, 2);
+  const listed = await sagas.list({ status: "completed", limit: 1 });
+  assert.equal(listed.sagas.length, 1);
+  const rest = await sagas.list({ status: "completed", cursor: listed.cursor });
+  assert.deepEqual(
+    [...listed.sagas, ...rest.sagas].map((x) => x.id).sort(),
+    [id, "fixed"].sort(),
+  );
+});
+
+Deno.test("sagas plugin: a step failing after its retries compensates the done ones in reverse, and the bus sees saga.* events", async () => {
+  const log: string[] = [];
+  await using t = await createTestKernel(
+    [sagasPlugin, user(log, new Set(["ship"]))],
+    config,
+  );
+  const seen: NodeEvent[] = [];
+  const off = t.kernel.get<NodeEvents>("events:local").listen((e) => {
+    if (e.type.startsWith("saga.")) seen.push(e);
+  });
+  const sagas = t.kernel.get<SagaService>("extension:sagas");
+  const id = await sagas.start("order");
+  assert.equal(await sagas.finished(id, 10_000), "compensated");
+  off();
+  assert.deepEqual(log.slice(2), ["undo-charge", "undo-reserve"]);
+  const s = (await sagas.get(id))!;
+  assert.equal(s.steps.ship.attempts.length, 2);
+  assert.match(s.steps.ship.attempts[1].error!, /ship broke/);
+  const types = seen.map((e) => e.type);
+  assert.deepEqual(types.filter((x) => x === "saga.step.failed").length, 2);
+  assert.ok(types.includes("saga.started"));
+  assert.ok(
+    types.indexOf("saga.compensating") < types.indexOf("saga.compensated"),
+  );
+  assert.deepEqual(
+    seen.filter((e) => e.type === "saga.step.compensated").map((e) =>
+      (e.data as { step: string }).step
+    ),
+    ["charge", "reserve"],
+  );
+});
+
+Deno.test("sagas plugin: cancel compensates a running saga; bad definitions are refused naming the field", async () => {
+  const log: string[] = [];
+  await using t = await createTestKernel(
+    [sagasPlugin, user(log, new Set())],
+    config,
+  );
+  const sagas = t.kernel.get<SagaService>("extension:sagas");
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  sagas.registerFunction("slow", () => gate);
+  const id = await sagas.start({
+    name: "waits",
+    steps: [
+      {
+        id: "first",
+        run: { kind: "function", name: "shop.reserve" },
+        compensate: { kind: "function", name: "shop.undo-reserve" },
+      },
+      { id: "slow", run: { kind: "function", name: "slow" } },
+    ],
+  });
+  // Wait for the slow step to be running, by the state.
+  for (;;) {
+    if ((await sagas.get(id))!.steps.slow.status === "running") break;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  assert.equal(await sagas.cancel(id, "customer changed mind"), true);
+  assert.equal(await sagas.cancel(id), false);
+  release();
+  assert.equal(await sagas.finished(id, 10_000), "compensated");
+  assert.deepEqual(log.slice(1), ["undo-reserve"]);
+  assert.match((await sagas.get(id))!.reason!, /customer changed mind/);
+
+  await assert.rejects(
+    () =>
+      sagas.start({
+        name: "bad",
+        steps: [{ id: "x", run: { kind: "function", name: "nope" } }],
+      }),
+    (err: unknown) =>
+      err instanceof SagaDefinitionError && err.field === "steps[0].run" &&
+      /unknown function 'nope'/.test(err.message),
+  );
+  await assert.rejects(
+    () => sagas.start("missing"),
+    (err: unknown) =>
+      err instanceof SagaDefinitionError && err.field === "definition",
+  );
+  assert.throws(
+    () => sagas.define("bad", { name: "bad", steps: [] }),
+    SagaDefinitionError,
+  );
+});

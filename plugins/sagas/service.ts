@@ -1,0 +1,238 @@
+/**
+ * The `sagas` capability: what other plugins (and the HTTP routes) use to
+ * define, start, watch and cancel sagas. One service per node over the
+ * shared KV; the node that leads drives them (see `driver.ts`), any node
+ * may start, read and cancel.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const sagas = ctx.kernel.get<SagaService>("sagas");
+ * sagas.registerFunction("debate.open", async (input, { sagaInput }) => ({ opened: sagaInput }));
+ * sagas.define("debate", { name: "debate", steps: [{ id: "open", run: { kind: "function", name: "debate.open" } }] });
+ * const id = await sagas.start("debate", { input: { topic: "tabs" } });
+ * await sagas.finished(id); // "completed"
+ * ```
+ *
+ * @module
+ */
+import { PlexusError } from "../../core/plugin.ts";
+import type { TaskService } from "../../core/tasks.ts";
+import type { FenceToken } from "../../core/state/fence.ts";
+import {
+  type KnownActions,
+  parseSagaDefinition,
+  SagaDefinitionError,
+} from "./definition.ts";
+import {
+  createSagaDriver,
+  type SagaDriver,
+  type SagaFunction,
+} from "./driver.ts";
+import type { SagaDef, SagaState, SagaStatus } from "./machine.ts";
+import {
+  type AppliedTransition,
+  createSagaStore,
+  type DeadLetter,
+  type SagaStore,
+} from "./store.ts";
+
+export type { SagaFunction, SagaFunctionContext } from "./driver.ts";
+export type { SagaDef, SagaState, SagaStatus, StepState } from "./machine.ts";
+export type { DeadLetter } from "./store.ts";
+export { SagaDefinitionError } from "./definition.ts";
+
+/** Options of {@linkcode SagaService.start}. */
+export interface StartOptions {
+  /** The saga's id: starting again with the same id returns it and starts nothing. */
+  id?: string;
+  /** Handed to every step (`sagaInput`). */
+  input?: unknown;
+}
+
+/** Options of {@linkcode SagaService.list}. */
+export interface ListOptions {
+  status?: SagaStatus;
+  /** @default {100} */
+  limit?: number;
+  /** From the previous page. */
+  cursor?: string;
+}
+
+/** The `sagas` capability. */
+export interface SagaService {
+  /** A function step implementation, by name; every node registers the same ones at start. */
+  registerFunction(name: string, fn: SagaFunction): void;
+  /** A named definition registered in code (validated now, throws SagaDefinitionError). */
+  define(name: string, def: unknown): void;
+  /** Starts a saga from a registered name or a JSON definition; returns its id. `id` makes it idempotent. */
+  start(def: string | unknown, opts?: StartOptions): Promise<string>;
+  /** The saga's state (every step's attempts, results, errors), or null. */
+  get(id: string): Promise<SagaState | null>;
+  /** Sagas by id, a page at a time. */
+  list(
+    opts?: ListOptions,
+  ): Promise<{ sagas: SagaState[]; cursor?: string }>;
+  /** Cancels a running saga (it compensates); false if it was not running. */
+  cancel(id: string, reason?: string): Promise<boolean>;
+  /** Resolves with the final status (completed | compensated | compensation-failed). */
+  finished(id: string, timeoutMs?: number): Promise<SagaStatus>;
+  /** Compensations given up on, for an operator. */
+  deadLetters(): Promise<DeadLetter[]>;
+  /** Names of the definitions registered in code. */
+  definitions(): string[];
+  /** Checks a definition as `start` would; returns it with defaults filled in. */
+  validate(def: unknown): SagaDef;
+}
+
+/** Options of {@linkcode createSagaService}. */
+export interface SagaServiceOptions {
+  /** The node's raw KV (`state:kv`): fence checks need unscoped keys. */
+  kv: Deno.Kv;
+  tasks: TaskService;
+  /** Whether this node drives sagas now. @default {() => true} */
+  leads?: () => boolean;
+  /** This term's fence token (may throw when not leading). */
+  fence?: () => FenceToken | undefined;
+  /**
+   * Task types and capabilities a definition may name (functions are the
+   * registered ones); a list left out is not checked.
+   */
+  known?: () => Omit<KnownActions, "functions">;
+  /** Task polling and timer sweep period, ms. @default {50} */
+  tickMs?: number;
+  /** Wall clock. @default {Date.now} */
+  now?: () => number;
+  /** Told about every transition written. */
+  onTransition?: (t: AppliedTransition) => void;
+  /** Told about failures of the driver. */
+  onError?: (err: unknown) => void;
+}
+
+/** The service and what the plugin needs besides. */
+export interface SagaNode extends SagaService {
+  /** The store underneath. */
+  readonly store: SagaStore;
+  /** Re-issues what open sagas had in flight (on leadership gained). */
+  resume(): Promise<void>;
+  /** Commands running on this node now. */
+  inflight(): number;
+  stop(): Promise<void>;
+}
+
+const NAME_RE = /^[a-z][a-z0-9._-]{0,127}$/;
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$/;
+
+/**
+ * Creates the saga service of one node.
+ *
+ * @example Usage
+ * ```ts
+ * import { createSagaService } from "./service.ts";
+ * import { createTestKernel } from "../../core/testing.ts";
+ * import assert from "node:assert/strict";
+ * await using t = await createTestKernel([]);
+ * const sagas = createSagaService({ kv: t.kv, tasks: t.tasks, tickMs: 5 });
+ * sagas.registerFunction("greet", (input) => Promise.resolve(`hi ${input}`));
+ * const id = await sagas.start({ name: "hello", steps: [{ id: "greet", run: { kind: "function", name: "greet", input: "ann" } }] });
+ * assert.equal(await sagas.finished(id), "completed");
+ * assert.equal((await sagas.get(id))?.steps.greet.result, "hi ann");
+ * await sagas.stop();
+ * ```
+ */
+export function createSagaService(options: SagaServiceOptions): SagaNode {
+  const store = createSagaStore(options.kv);
+  const functions = new Map<string, SagaFunction>();
+  const defs = new Map<string, SagaDef>();
+  const driver: SagaDriver = createSagaDriver({
+    store,
+    tasks: options.tasks,
+    functions,
+    leads: options.leads,
+    fence: options.fence,
+    now: options.now,
+    tickMs: options.tickMs,
+    onTransition: options.onTransition,
+    onError: options.onError,
+  });
+  const known = (): KnownActions => ({
+    ...options.known?.(),
+    functions: [...functions.keys()],
+  });
+  const validate = (def: unknown) => parseSagaDefinition(def, known());
+
+  return {
+    store,
+    registerFunction(name, fn) {
+      if (!NAME_RE.test(name)) {
+        throw new PlexusError(
+          "bad_saga",
+          `saga function name '${name}': expected a name like 'debate.open'`,
+          { status: 400 },
+        );
+      }
+      if (typeof fn !== "function") {
+        throw new TypeError(`saga function '${name}' is not a function`);
+      }
+      functions.set(name, fn);
+    },
+    define(name, def) {
+      if (!NAME_RE.test(name)) {
+        throw new SagaDefinitionError(
+          "name",
+          `expected a definition name like 'order', got '${name}'`,
+        );
+      }
+      defs.set(name, validate(def));
+    },
+    validate,
+    definitions: () => [...defs.keys()].sort(),
+    async start(def, opts = {}) {
+      let parsed: SagaDef;
+      if (typeof def === "string") {
+        const found = defs.get(def);
+        if (!found) {
+          throw new SagaDefinitionError(
+            "definition",
+            `no saga definition named '${def}' (registered: ${
+              [...defs.keys()].sort().join(", ") || "none"
+            })`,
+          );
+        }
+        parsed = found;
+      } else parsed = validate(def);
+      if (opts.id !== undefined && !ID_RE.test(opts.id)) {
+        throw new SagaDefinitionError(
+          "id",
+          `expected a saga id of letters, digits and . _ : - (at most 200), got '${opts.id}'`,
+        );
+      }
+      const id = opts.id ?? crypto.randomUUID();
+      if (opts.id !== undefined && await store.get(id)) return id;
+      try {
+        await driver.submit(id, parsed, opts.input);
+      } catch (err) {
+        // Started by a concurrent call with the same id: the same saga.
+        if (
+          opts.id !== undefined && err instanceof PlexusError &&
+          err.code === "conflict" && await store.get(id)
+        ) return id;
+        throw err;
+      }
+      return id;
+    },
+    get: (id) => store.get(id),
+    list: (opts) => store.list(opts),
+    async cancel(id, reason = "cancelled by request") {
+      const t = await driver.apply(id, { type: "cancel", reason });
+      return !!t && t.before?.status === "running" &&
+        t.state.status !== "running";
+    },
+    async finished(id, timeoutMs) {
+      return await driver.finished(id, timeoutMs) as SagaStatus;
+    },
+    deadLetters: () => store.deadLetters(),
+    resume: () => driver.resume(),
+    inflight: () => driver.inflight(),
+    stop: () => driver.stop(),
+  };
+}
