@@ -6,9 +6,20 @@
  *
  * @module
  */
-import { createPbft, type PbftNode, type PbftOptions } from "./core.ts";
+import {
+  createPbft,
+  type PbftNode,
+  type PbftOptions,
+  requestSigner,
+  signRequest,
+} from "./core.ts";
 import { fakeAuth } from "./_sim.ts";
-import type { Executed, PbftMessage, PbftRecord } from "./types.ts";
+import type {
+  Executed,
+  PbftMessage,
+  PbftRecord,
+  PbftRequest,
+} from "./types.ts";
 
 /** One replica of a {@linkcode TestCluster}. */
 export interface TestReplica {
@@ -28,13 +39,35 @@ export type ClusterOptions = Omit<PbftOptions, "id" | "replicas" | "auth">;
 export const testSecret = (id: string): string => `secret-${id}`;
 
 /**
+ * A request signed by its client's stand-in key (the signer is the client
+ * id up to its first `/`).
+ *
+ * @example Usage
+ * ```ts
+ * import { clientRequest } from "./_cluster.ts";
+ * clientRequest("c", 1).sig.length > 0; // true
+ * ```
+ */
+export function clientRequest(
+  client: string,
+  t: number,
+  op = `op${t}`,
+): PbftRequest {
+  return signRequest(fakeAuth(requestSigner(client), testSecret), {
+    client,
+    t,
+    op,
+  });
+}
+
+/**
  * An explicit-delivery cluster of replicas "1".."n".
  *
  * @example Usage
  * ```ts
- * import { TestCluster } from "./_cluster.ts";
+ * import { clientRequest, TestCluster } from "./_cluster.ts";
  * const c = new TestCluster(4);
- * c.get("1").request({ client: "c", t: 1, op: "x" });
+ * c.get("1").request(clientRequest("c", 1));
  * c.stabilize();
  * c.replica("4").executed.length; // 1
  * ```

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { TestCluster } from "./_cluster.ts";
+import { clientRequest, TestCluster } from "./_cluster.ts";
 import type { PbftMessage, PbftReady, PbftRecord } from "./types.ts";
 
 const short = (d: string) => d.slice(0, 6);
@@ -180,11 +180,9 @@ export function runScript(text: string): string {
         result.push("ok");
         break;
       case "request":
-        cluster().get(pos[0]).request({
-          client: pos[1],
-          t: Number(pos[2]),
-          op: `${pos[1]}:${pos[2]}`,
-        });
+        cluster().get(pos[0]).request(
+          clientRequest(pos[1], Number(pos[2]), `${pos[1]}:${pos[2]}`),
+        );
         result.push("ok");
         break;
       case "process-ready":

@@ -34,7 +34,9 @@ import {
   macInput,
   type PbftNode,
   type PbftStatus,
+  requestSigner,
   signInput,
+  signRequest,
 } from "./core.ts";
 import type {
   Checkpoint,
@@ -58,7 +60,8 @@ export type Behaviour =
   | "silent-later"
   | "delay"
   | "lie-state"
-  | "false-replies";
+  | "false-replies"
+  | "invent-request";
 
 /** Every behaviour, for sweeps. */
 export const BEHAVIOURS: Behaviour[] = [
@@ -71,6 +74,7 @@ export const BEHAVIOURS: Behaviour[] = [
   "delay",
   "lie-state",
   "false-replies",
+  "invent-request",
 ];
 
 /** Options for {@linkcode runPbftSim}. */
@@ -99,6 +103,8 @@ export interface PbftSimOptions {
   unsafeNewestClaim?: boolean;
   /** BROKEN ON PURPOSE: matching replies a client accepts a result on (correct: f + 1). */
   unsafeClientQuorum?: number;
+  /** BROKEN ON PURPOSE: replicas take requests without checking their clients' signatures. */
+  unsafeTrustRequests?: boolean;
 }
 
 /** What one run saw. */
@@ -289,7 +295,10 @@ export function runPbftSim(
   const ids = Array.from({ length: n }, (_, i) => `r${i}`);
   const K = pick([2, 4, 8]);
   const L = K * pick([2, 4]);
-  const secrets = new Map(ids.map((id) => [id, `${seed}:${id}:${rng()}`]));
+  const clientIds = ["c0", "c1", "c2"];
+  const secrets = new Map(
+    [...ids, ...clientIds].map((id) => [id, `${seed}:${id}:${rng()}`]),
+  );
   const secret = (who: string) => secrets.get(who) ?? "?";
 
   // The adversary's replicas: the first primary in about half the runs.
@@ -403,6 +412,8 @@ export function runPbftSim(
 
   // ---- honest and Byzantine output ------------------------------------
   const committedAt = new Map<number, string>();
+  /** Every request the clients made: (client, t, op). */
+  const submitted = new Set<string>();
   const checkpointAt = new Map<number, string>();
   const results = new Map<string, string>();
 
@@ -436,6 +447,14 @@ export function runPbftSim(
           report.executed = Math.max(report.executed, e.seq);
         }
         for (const q of e.batch) {
+          if (
+            !r.byzantine && !byz.has(requestSigner(q.client)) &&
+            !submitted.has(`${q.client}\u0000${q.t}\u0000${q.op}`)
+          ) {
+            violate(
+              `authenticity: ${r.id} executed ${q.client}/${q.t} ${q.op} at ${e.seq}, which no client made`,
+            );
+          }
           const result = r.app.apply(q);
           if (result === undefined) continue;
           if (!r.byzantine) {
@@ -512,11 +531,9 @@ export function runPbftSim(
     if (does("equivocate")) {
       if (p.type === "pre-prepare" && half.has(m.to)) {
         // Another batch for the same (view, seq) to half of the replicas.
-        const batch = p.batch.length > 1 ? p.batch.slice(1) : [{
-          client: "evil",
-          t: Math.floor(rng() * 1e6),
-          op: '{"op":"write","key":"x","value":"evil"}',
-        }];
+        const batch = p.batch.length > 1
+          ? p.batch.slice(1)
+          : [evilRequest(m.from, Math.floor(rng() * 1e6), "x")];
         const digest = byzAuth.get(m.from)!.digest(JSON.stringify(batch));
         out = remac(m, { ...p, batch, digest } satisfies PrePrepare);
       } else if (
@@ -529,6 +546,18 @@ export function runPbftSim(
         if (vcs.length >= 2 * f + 1) {
           out = remac(m, resign<NewView>(m.from, { ...p, viewChanges: vcs }));
         }
+      }
+    }
+    if (does("invent-request") && rng() < 0.5) {
+      if (out.payload.type === "pre-prepare") {
+        const batch = inventRequest(out.payload.batch);
+        const digest = byzAuth.get(m.from)!.digest(JSON.stringify(batch));
+        out = remac(m, { ...out.payload, batch, digest });
+      } else if (out.payload.type === "request") {
+        out = remac(m, {
+          ...out.payload,
+          requests: inventRequest(out.payload.requests),
+        });
       }
     }
     if (does("conflicting-view-change") && p.type === "view-change") {
@@ -551,6 +580,39 @@ export function runPbftSim(
     if (does("replay") && rng() < 0.1) replay(r);
   };
 
+  /** A request the adversary's node signs as a client of its own: valid, and no sim client made it. */
+  const evilRequest = (from: string, t: number, key: string): PbftRequest =>
+    signRequest(byzAuth.get(from)!, {
+      client: `${from}/evil`,
+      t,
+      op: JSON.stringify({ op: "write", key, value: "evil" }),
+    });
+
+  /**
+   * A request the adversary cannot sign: an honest client's with its op
+   * altered (the signature kept), or one in a client's name with a made-up
+   * signature.
+   */
+  const inventRequest = (batch: PbftRequest[]): PbftRequest[] => {
+    const i = Math.floor(rng() * batch.length);
+    const victim = batch[i];
+    if (victim && !byz.has(requestSigner(victim.client)) && rng() < 0.5) {
+      const out = [...batch];
+      out[i] = {
+        ...victim,
+        op: JSON.stringify({ op: "write", key: "x", value: "invented" }),
+      };
+      return out;
+    }
+    const client = pick(clientIds);
+    return [...batch, {
+      client,
+      t: 1e6 + Math.floor(rng() * 1e6),
+      op: JSON.stringify({ op: "write", key: "y", value: "invented" }),
+      sig: hash64(`guess${rng()}`),
+    }];
+  };
+
   const conflictingViewChange = (from: string, vc: ViewChange): ViewChange => {
     const variant = rng();
     if (variant < 0.25) return vc;
@@ -563,11 +625,7 @@ export function runPbftSim(
     const lo = vc.stable.seq;
     for (let s = lo + 1; s <= lo + L && prepared.length < L; s++) {
       if (prepared.some((e) => e.seq === s) || rng() < 0.5) continue;
-      const batch = [{
-        client: "evil",
-        t: s,
-        op: '{"op":"write","key":"y","value":"evil"}',
-      }];
+      const batch = [evilRequest(from, s, "y")];
       const digest = hash64(JSON.stringify(batch));
       const view = Math.max(0, vc.view - 1 - Math.floor(rng() * 2));
       prepared.push({ seq: s, view, digest });
@@ -637,6 +695,7 @@ export function runPbftSim(
       storage: r.records.length > 0 ? r.records : undefined,
       unsafePrepareQuorum: options.unsafePrepareQuorum,
       unsafeNewestClaim: options.unsafeNewestClaim,
+      unsafeTrustRequests: options.unsafeTrustRequests,
     });
     r.app = new KvApp();
     r.down = false;
@@ -694,7 +753,12 @@ export function runPbftSim(
       op = { op: "cas", key, expected, value };
     }
     c.t++;
-    const req: PbftRequest = { client: c.id, t: c.t, op: JSON.stringify(op) };
+    const req = signRequest(fakeAuth(c.id, secret), {
+      client: c.id,
+      t: c.t,
+      op: JSON.stringify(op),
+    });
+    submitted.add(`${req.client}\u0000${req.t}\u0000${req.op}`);
     c.op = {
       req,
       input,
@@ -762,8 +826,8 @@ export function runPbftSim(
     at(between(1, 20), () => submit(c));
   };
   let stopClients = false;
-  for (let i = 0; i < 3; i++) {
-    const c: Client = { id: `c${i}`, t: 0 };
+  for (const id of clientIds) {
+    const c: Client = { id, t: 0 };
     clients.push(c);
     at(between(5, 30), () => submit(c));
   }

@@ -79,6 +79,11 @@ export interface PbftOptions {
    * certificates).
    */
   unsafeNewestClaim?: boolean;
+  /**
+   * BROKEN ON PURPOSE, for tests only: take requests without checking their
+   * clients' signatures (a Byzantine primary can then order made-up ones).
+   */
+  unsafeTrustRequests?: boolean;
 }
 
 /** What a replica tells about itself, for tests and dashboards. */
@@ -130,8 +135,11 @@ function isRequest(r: unknown): r is PbftRequest {
   const x = r as PbftRequest;
   return typeof x === "object" && x !== null &&
     typeof x.client === "string" && Number.isSafeInteger(x.t) &&
-    typeof x.op === "string";
+    typeof x.op === "string" && typeof x.sig === "string";
 }
+
+/** Client signatures checked and remembered (each replica verifies a request once). */
+const VERIFIED_MAX = 16_384;
 
 function isBatch(b: unknown): b is PbftRequest[] {
   return Array.isArray(b) && b.every(isRequest);
@@ -147,7 +155,7 @@ const nat = (x: unknown): x is number =>
  * ```ts ignore
  * import { createPbft } from "./core.ts";
  * const node = createPbft({ id: "1", replicas: ["1", "2", "3", "4"], auth });
- * node.request({ client: "c", t: 1, op: "x" });
+ * node.request(signRequest(clientAuth, { client: "c", t: 1, op: "x" }));
  * node.ready().messages.length; // 3 pre-prepares
  * ```
  */
@@ -181,6 +189,7 @@ export class PbftNode {
   readonly #maxBackoff: number;
   readonly #prepareQuorum: number;
   readonly #newestClaim: boolean;
+  readonly #trustRequests: boolean;
 
   #view = 0;
   #changing = false;
@@ -229,6 +238,9 @@ export class PbftNode {
   #results = new Map<string, ClientResult[]>();
   #retried: PbftRequest[] = [];
 
+  /** Client signatures verified here: sig → the input it was verified over. */
+  #verified = new Map<string, string>();
+
   /** Messages dropped because their MAC, signature or shape was wrong. */
   rejected = 0;
 
@@ -261,6 +273,7 @@ export class PbftNode {
     this.#maxBackoff = o.maxBackoff ?? 3;
     this.#prepareQuorum = o.unsafePrepareQuorum ?? this.quorum;
     this.#newestClaim = o.unsafeNewestClaim ?? false;
+    this.#trustRequests = o.unsafeTrustRequests ?? false;
     if (o.storage) this.#restore(o.storage);
   }
 
@@ -339,9 +352,16 @@ export class PbftNode {
   request(r: PbftRequest, options: { retry?: boolean } = {}): boolean {
     if (!isRequest(r)) {
       throw new TypeError(
-        `Cannot take PBFT request: expected {client, t, op}, got ${
+        `Cannot take PBFT request: expected {client, t, op, sig}, got ${
           JSON.stringify(r)
         }`,
+      );
+    }
+    if (!this.#authentic(r)) {
+      throw new TypeError(
+        `Cannot take PBFT request ${r.client}/${r.t}: its signature is not the one of client signer '${
+          requestSigner(r.client)
+        }'`,
       );
     }
     const fresh = this.#addPending(r);
@@ -476,6 +496,11 @@ export class PbftNode {
           return this.#reject();
         }
         for (const r of p.requests) {
+          // A relay may carry a request no client made: drop it alone.
+          if (!this.#authentic(r)) {
+            this.#reject();
+            continue;
+          }
           if (!this.#addPending(r) && this.#wasExecuted(r)) {
             this.#retried.push(r);
           }
@@ -555,6 +580,9 @@ export class PbftNode {
       if (!isBatch(p.batch) || this.#digestOf(p.batch) !== p.digest) {
         return this.#reject();
       }
+      // A primary that made up or altered a request: no prepare for it
+      // (the waiting requests' timer then replaces the primary).
+      if (!p.batch.every((r) => this.#authentic(r))) return this.#reject();
       this.#acceptPrePrepare(p.seq, p.digest, p.batch);
     } else if (p.type === "prepare") {
       if (m.from === this.primary) return;
@@ -1066,6 +1094,9 @@ export class PbftNode {
           }
         }
         if ((a2 < this.f + 1 && !this.#newestClaim) || !batch) continue;
+        // Never through a view change either: a batch with a request no
+        // client signed cannot have been prepared by an honest replica.
+        if (!batch.every((r) => this.#authentic(r))) continue;
         chosen = { seq: n, digest: c.digest, batch };
         break;
       }
@@ -1234,6 +1265,21 @@ export class PbftNode {
     }
   }
 
+  /** Whether `r` carries its client's signature (verified once, then remembered). */
+  #authentic(r: PbftRequest): boolean {
+    if (this.#trustRequests) return true;
+    const input = requestSignInput(r);
+    if (this.#verified.get(r.sig) === input) return true;
+    if (!this.#auth.verify(requestSigner(r.client), input, r.sig)) {
+      return false;
+    }
+    this.#verified.set(r.sig, input);
+    if (this.#verified.size > VERIFIED_MAX) {
+      this.#verified.delete(this.#verified.keys().next().value!);
+    }
+    return true;
+  }
+
   #digestOf(batch: PbftRequest[]): string {
     return this.#auth.digest(JSON.stringify(batch));
   }
@@ -1323,4 +1369,58 @@ export function macInput(
  */
 export function signInput(p: { sig: string }): string {
   return JSON.stringify({ ...p, sig: "" });
+}
+
+/**
+ * The bytes a client signs for a request: (client, t, op), prefixed so the
+ * signature cannot pass for any other message a node signs.
+ *
+ * @example Usage
+ * ```ts
+ * import { requestSignInput } from "./core.ts";
+ * requestSignInput({ client: "a/1", t: 2, op: "x", sig: "" });
+ * // 'plexus-pbft-request:["a/1",2,"x"]'
+ * ```
+ */
+export function requestSignInput(
+  r: Pick<PbftRequest, "client" | "t" | "op">,
+): string {
+  return `plexus-pbft-request:${JSON.stringify([r.client, r.t, r.op])}`;
+}
+
+/**
+ * Whose key signs a client's requests: the client id up to its first `/`
+ * (a node signs for the `"<node>/<boot nonce>"` clients it proxies).
+ *
+ * @example Usage
+ * ```ts
+ * import { requestSigner } from "./core.ts";
+ * requestSigner("a/3f2c"); // "a"
+ * requestSigner("c1"); // "c1"
+ * ```
+ */
+export function requestSigner(client: string): string {
+  const slash = client.indexOf("/");
+  return slash < 0 ? client : client.slice(0, slash);
+}
+
+/**
+ * A request signed by its client (`auth` is the signer's).
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { signRequest } from "./core.ts";
+ * node.request(signRequest(auth, { client: "a/1", t: 1, op: "x" }));
+ * ```
+ */
+export function signRequest(
+  auth: Pick<PbftAuth, "sign">,
+  r: Pick<PbftRequest, "client" | "t" | "op">,
+): PbftRequest {
+  return {
+    client: r.client,
+    t: r.t,
+    op: r.op,
+    sig: auth.sign(requestSignInput(r)),
+  };
 }

@@ -1,10 +1,16 @@
 import assert from "node:assert/strict";
-import { TestCluster, testSecret } from "./_cluster.ts";
+import { clientRequest, TestCluster, testSecret } from "./_cluster.ts";
 import { fakeAuth } from "./_sim.ts";
-import { createPbft, macInput } from "./core.ts";
-import type { PbftMessage, PbftPayload, PrePrepare } from "./types.ts";
+import { createPbft, macInput, requestSignInput, signInput } from "./core.ts";
+import type {
+  NewView,
+  PbftMessage,
+  PbftPayload,
+  PrePrepare,
+  ViewChange,
+} from "./types.ts";
 
-const req = (t: number, client = "c") => ({ client, t, op: `op${t}` });
+const req = (t: number, client = "c") => clientRequest(client, t);
 const digests = (c: TestCluster, id: string) =>
   c.replica(id).executed.map((e) => `${e.seq}:${e.digest}`);
 
@@ -321,4 +327,120 @@ Deno.test("pbft core: a stable checkpoint learned while behind survives a restar
   c.tickAll(6);
   assert.equal(c.get("4").status().executed, 6);
   assert.equal(c.replica("4").state, c.replica("1").state);
+});
+
+/** `payload` from `from` to `to`, MACed with `from`'s stand-in key. */
+function msg(from: string, to: string, payload: PbftPayload): PbftMessage {
+  const auth = fakeAuth(from, testSecret);
+  return { from, to, payload, mac: auth.mac(to, macInput(from, to, payload)) };
+}
+
+/** Client c's request 1 with its op changed and its signature kept. */
+const altered = () => ({ ...req(1), op: "op-altered" });
+/** A request in client c's name signed by replica 4's key. */
+const madeUp = () => ({
+  ...req(9),
+  sig: fakeAuth("4", testSecret).sign(requestSignInput(req(9))),
+});
+
+Deno.test("pbft core: a request whose signature is not its client's is refused at the door", () => {
+  const c = new TestCluster(4);
+  for (const bad of [altered(), madeUp(), { ...req(1), client: "d" }]) {
+    assert.throws(
+      () => c.get("2").request(bad),
+      (e: Error) =>
+        e instanceof TypeError &&
+        e.message.includes(`request ${bad.client}/${bad.t}`),
+    );
+  }
+  assert.equal(c.get("2").status().pending, 0);
+});
+
+Deno.test("pbft core: a relayed request that is not authentic is dropped and counted, the authentic ones in the relay are kept", () => {
+  const c = new TestCluster(4);
+  c.get("2").step(
+    msg("4", "2", { type: "request", requests: [altered(), madeUp(), req(2)] }),
+  );
+  assert.equal(c.get("2").rejected, 2);
+  assert.equal(c.get("2").status().pending, 1);
+});
+
+Deno.test("pbft core: backups refuse to prepare a pre-prepare whose batch holds a request no client signed", () => {
+  for (const bad of [altered(), madeUp()]) {
+    const c = new TestCluster(4);
+    const batch = [req(2), bad];
+    const pp: PrePrepare = {
+      type: "pre-prepare",
+      view: 0,
+      seq: 1,
+      digest: fakeAuth("1", testSecret).digest(JSON.stringify(batch)),
+      batch,
+    };
+    for (const id of ["2", "3", "4"]) c.get(id).step(msg("1", id, pp));
+    for (const id of ["2", "3", "4"]) {
+      assert.equal(c.get(id).rejected, 1, `replica ${id}`);
+    }
+    c.processAll();
+    assert.deepEqual(
+      c.inflight.filter((m) => m.payload.type === "prepare"),
+      [],
+      "no prepare",
+    );
+    c.stabilize();
+    for (const id of c.ids) assert.equal(c.replica(id).executed.length, 0);
+  }
+});
+
+Deno.test("pbft core: a new view does not re-propose a batch with a request no client signed, even when the view changes claim it prepared", () => {
+  // Two view changes (f + 1, one Byzantine) claim a batch with a made-up
+  // request prepared at 1 and hold it in Q; the third has nothing there.
+  // Rules A1/A2 alone would pick it; the request check rules it out, and
+  // with no 2f + 1 empty P entries at 1 nothing may be decided yet.
+  const c = new TestCluster(4);
+  const batch = [madeUp()];
+  const digest = fakeAuth("1", testSecret).digest(JSON.stringify(batch));
+  const vc = (replica: string, claims: boolean): ViewChange => {
+    const body: ViewChange = {
+      type: "view-change",
+      view: 1,
+      replica,
+      stable: { seq: 0, digest: "", proof: [] },
+      prepared: claims ? [{ seq: 1, view: 0, digest }] : [],
+      prePrepared: claims ? [{ seq: 1, view: 0, digest, batch }] : [],
+      sig: "",
+    };
+    return {
+      ...body,
+      sig: fakeAuth(replica, testSecret).sign(signInput(body)),
+    };
+  };
+  const vcs = [vc("3", true), vc("4", true), vc("1", false)];
+  // The new primary (2) does not start view 1 on them.
+  for (const v of vcs) c.get("2").step(msg(v.replica, "2", v));
+  c.processAll();
+  assert.deepEqual(
+    c.inflight.filter((m) => m.payload.type === "new-view"),
+    [],
+  );
+  // A NEW-VIEW built on them is refused by a backup.
+  const nvBody: NewView = {
+    type: "new-view",
+    view: 1,
+    replica: "2",
+    viewChanges: vcs,
+    sig: "",
+  };
+  const nv = {
+    ...nvBody,
+    sig: fakeAuth("2", testSecret).sign(signInput(nvBody)),
+  };
+  const before = c.get("4").rejected;
+  c.get("4").step(msg("2", "4", nv));
+  assert.equal(c.get("4").rejected, before + 1);
+  assert.equal(c.get("4").status().view, 0);
+  // The same view changes with an authentic batch are decided.
+  const ok = new TestCluster(4, { unsafeTrustRequests: true });
+  ok.get("4").step(msg("2", "4", nv));
+  assert.equal(ok.get("4").status().view, 1);
+  assert.equal(ok.get("4").status().changing, false);
 });

@@ -7,7 +7,9 @@
  * take checkpoints where asked.
  *
  * The driver is also its node's client proxy: {@linkcode PbftDriver.submit}
- * makes a request `{client: "<node>/<boot nonce>", t}`, and every replica
+ * makes a request `{client: "<node>/<boot nonce>", t}` signed with this
+ * node's Ed25519 key (replicas refuse a request whose signature is not its
+ * node's), and every replica
  * that executes it sends its result back to this node; the request
  * resolves on f + 1 matching results (so at least one from an honest
  * replica). Retries re-broadcast the request; replicas that already
@@ -22,6 +24,7 @@ import {
   macInput,
   type PbftNode,
   type PbftStatus,
+  signRequest,
 } from "./core.ts";
 import { type PbftKvOp, type PbftKvResult, PbftKvState } from "./kv_state.ts";
 import type {
@@ -245,11 +248,12 @@ export class PbftDriver {
       );
     }
     const t = ++this.#t;
-    const request: PbftRequest = {
+    // Signed with this node's key: the replicas check it is this node's.
+    const request = signRequest(this.#o.auth, {
       client: this.#client,
       t,
       op: JSON.stringify(op),
-    };
+    });
     const { promise, resolve, reject } = Promise.withResolvers<SubmitResult>();
     const now = Date.now();
     this.#waiting.set(t, {
@@ -395,11 +399,19 @@ export class PbftDriver {
         `sent conflicting pre-prepares for view ${p.view} seq ${p.seq}`,
       );
     }
-    const batch = [...p.batch].reverse().concat({
-      client: "byzantine",
-      t: p.seq,
-      op: JSON.stringify({ op: "write", key: "byzantine", value: `${p.seq}` }),
-    });
+    // A request of its own (signed: honest replicas take it), so the two
+    // halves really get different valid batches.
+    const batch = [...p.batch].reverse().concat(
+      signRequest(this.#o.auth, {
+        client: `${this.#o.id}/byzantine`,
+        t: p.seq,
+        op: JSON.stringify({
+          op: "write",
+          key: "byzantine",
+          value: `${p.seq}`,
+        }),
+      }),
+    );
     const payload = {
       ...p,
       batch,

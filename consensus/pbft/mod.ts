@@ -20,7 +20,7 @@
  * ```ts ignore
  * import { createPbft } from "./mod.ts";
  * const node = createPbft({ id: "a", replicas: ["a", "b", "c", "d"], auth });
- * node.request({ client: "c1", t: 1, op: "…" });
+ * node.request(signRequest(clientAuth, { client: "c1", t: 1, op: "…" }));
  * const rd = node.ready(); // persist rd.compact/rd.persist, send rd.messages, execute rd.executed
  * ```
  *
@@ -34,7 +34,10 @@ export {
   PbftNode,
   type PbftOptions,
   type PbftStatus,
+  requestSigner,
+  requestSignInput,
   signInput,
+  signRequest,
 } from "./core.ts";
 export { createPbftAuth, decodeKey32, type PbftAuthOptions } from "./auth.ts";
 export {

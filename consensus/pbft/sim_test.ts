@@ -172,3 +172,32 @@ Deno.test("pbft sim: a view change that trusts the newest prepared claim (no rul
   }
   assert(caught.length > 0, "no seed exposed the newest-claim view change");
 });
+
+Deno.test("pbft sim: a build that takes requests without checking their clients' signatures is caught", () => {
+  // A Byzantine primary alters an honest client's request or makes one up in
+  // a client's name; honest replicas must refuse to prepare it.
+  const caught: string[] = [];
+  for (let seed = 1; seed <= 50 && caught.length === 0; seed++) {
+    const r = runPbftSim(seed, {
+      ...sweep,
+      unsafeTrustRequests: true,
+      byzantinePrimary: true,
+      behaviours: ["invent-request"],
+    });
+    caught.push(...r.violations.filter((v) => v.includes("authenticity")));
+  }
+  assert(caught.length > 0, "no seed exposed the trusting build");
+  // The correct build refuses them under the same adversary.
+  let rejected = 0;
+  for (let seed = 1; seed <= 30; seed++) {
+    const r = runPbftSim(seed, {
+      ...sweep,
+      byzantine: 1,
+      byzantinePrimary: true,
+      behaviours: ["invent-request"],
+    });
+    assert.deepEqual(r.violations, [], `seed ${seed}`);
+    rejected += r.rejected;
+  }
+  assert(rejected > 30, `refused: ${rejected}`);
+});

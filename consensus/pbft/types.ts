@@ -9,11 +9,16 @@
 /**
  * A client's operation. `t` increases per client: a replica executes each
  * (client, t) at most once (the state machine keeps the last t per client).
+ * `sig` is the client's signature over (client, t, op) (see
+ * `requestSignInput` in core.ts): the key that signs is the one of the
+ * client id's part before the first `/` (a node signs for its
+ * `"<node>/<boot nonce>"` clients), so no replica can make up or alter a
+ * request.
  *
  * @example Usage
  * ```ts
  * import type { PbftRequest } from "./types.ts";
- * const r: PbftRequest = { client: "c1", t: 1, op: '{"op":"write","key":"x","value":"1"}' };
+ * const r: PbftRequest = { client: "c1", t: 1, op: '{"op":"write","key":"x","value":"1"}', sig: "…" };
  * r.t; // 1
  * ```
  */
@@ -21,6 +26,7 @@ export interface PbftRequest {
   client: string;
   t: number;
   op: string;
+  sig: string;
 }
 
 /** The primary's proposal: `batch` takes sequence number `seq` in `view`. */
@@ -285,6 +291,6 @@ export interface PbftAuth {
   checkMac(from: string, data: string, mac: string): boolean;
   /** This replica's signature over `data`. */
   sign(data: string): string;
-  /** Whether `sig` is `replica`'s signature over `data`. */
+  /** Whether `sig` is `replica`'s signature over `data` (`replica` may also be a client's signer, see {@linkcode PbftRequest}). */
   verify(replica: string, data: string, sig: string): boolean;
 }
