@@ -2,8 +2,15 @@
  * The audit log: who did what to which route, with what outcome, for every
  * mutating call (POST, PUT, PATCH, DELETE). Each record is written as a JSON
  * log line (`"msg":"audit"`) and kept in Deno KV for `retentionMs`, keyed by
- * time and commit versionstamp so records list in the order they were
- * written, even within one millisecond.
+ * time, the node's call counter and the commit versionstamp, so records list
+ * in the order they were written, even within one millisecond.
+ *
+ * Records are written in group commits: the calls answered while a commit is
+ * under way join the next one (up to `maxGroup` records in one atomic
+ * commit), and each call waits for its own group, so no call is answered
+ * before its record is stored. One commit per call capped a node at what KV
+ * commits per second (its fsync), and each held up the reads queued behind
+ * it on the same database.
  *
  * The principal comes from the request context (`c.get("principal")`, set by
  * the authentication middleware); a request without one is recorded as
@@ -37,8 +44,18 @@ export interface AuditOptions {
   /** How long records stay in KV. @default {2592000000} (30 days) */
   retentionMs?: number;
   clock?: Clock;
-  /** Told when a record could not be stored (the call itself is unaffected). */
+  /** Told when a group of records could not be stored (the calls themselves are unaffected). */
   onError?: (err: unknown) => void;
+  /** Most records in one commit (KV allows 1,000 mutations). @default {128} */
+  maxGroup?: number;
+}
+
+/** A record waiting for the group commit it joined. */
+interface Joined {
+  record: AuditRecord;
+  /** Its place among this node's calls (orders records of one millisecond). */
+  n: number;
+  stored: () => void;
 }
 
 const MUTATING = new Set(["POST", "PUT", "PATCH", "DELETE"]);
@@ -60,6 +77,47 @@ export function outcomeOf(status: number): AuditRecord["outcome"] {
 export function auditLog(options: AuditOptions): MiddlewareHandler {
   const retention = options.retentionMs ?? 30 * 24 * 3_600_000;
   const clock = options.clock ?? systemClock;
+  const maxGroup = options.maxGroup ?? 128;
+  if (!Number.isInteger(maxGroup) || maxGroup < 1 || maxGroup > 1000) {
+    throw new RangeError(`maxGroup must be 1-1000 records, got ${maxGroup}`);
+  }
+  const { kv } = options;
+  let waiting: Joined[] = [];
+  let flushing = false;
+  let calls = 0;
+
+  /** Commits the waiting records, `maxGroup` at a time, until none wait. */
+  const flush = async () => {
+    try {
+      while (waiting.length > 0) {
+        const group = waiting.slice(0, maxGroup);
+        waiting = waiting.slice(maxGroup);
+        try {
+          const vs = kv.commitVersionstamp();
+          const op = kv.atomic();
+          for (const { record, n } of group) {
+            op.set(auditKey(record.at, n, vs), record, { expireIn: retention });
+          }
+          await op.commit();
+        } catch (err) {
+          options.onError?.(err);
+        }
+        for (const j of group) j.stored();
+      }
+    } finally {
+      flushing = false;
+    }
+  };
+  const store = (record: AuditRecord) =>
+    new Promise<void>((stored) => {
+      waiting.push({ record, n: calls++, stored });
+      if (!flushing) {
+        flushing = true;
+        // After this turn's other calls have joined.
+        queueMicrotask(() => void flush());
+      }
+    });
+
   return async (c, next) => {
     await next();
     if (!MUTATING.has(c.req.method)) return;
@@ -79,17 +137,7 @@ export function auditLog(options: AuditOptions): MiddlewareHandler {
     const cid = currentCorrelationId();
     if (cid) record.correlationId = cid;
     options.log.info("audit", { audit: record });
-    try {
-      // The versionstamp ends the key: calls in one millisecond keep their
-      // order (a random id there sorted them at random).
-      await options.kv.atomic().set(
-        auditKey(record.at, options.kv.commitVersionstamp()),
-        record,
-        { expireIn: retention },
-      ).commit();
-    } catch (err) {
-      options.onError?.(err);
-    }
+    await store(record);
   };
 }
 

@@ -92,3 +92,99 @@ Deno.test("audit: calls within one millisecond list in call order", async () => 
     kv.close();
   }
 });
+
+/** A KV whose commits are counted and held until `open()`. */
+function gatedKv(kv: Deno.Kv) {
+  let open!: () => void;
+  const gate = new Promise<void>((r) => (open = r));
+  let commits = 0;
+  let committed!: () => void;
+  const firstCommit = new Promise<void>((r) => (committed = r));
+  const gated = {
+    commitVersionstamp: () => kv.commitVersionstamp(),
+    atomic() {
+      const op = kv.atomic();
+      const commit = op.commit.bind(op);
+      op.commit = async () => {
+        commits++;
+        committed();
+        await gate;
+        return await commit();
+      };
+      return op;
+    },
+  } as unknown as Deno.Kv;
+  return { kv: gated, open, firstCommit, commits: () => commits };
+}
+
+Deno.test("audit: concurrent calls share group commits, and none is answered before its record is stored", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const g = gatedKv(kv);
+  const app = new Hono();
+  app.use("*", auditLog({ kv: g.kv, log: createLogger({ sinks: [] }) }));
+  let handled = 0;
+  let allHandled!: () => void;
+  const everyCallHandled = new Promise<void>((r) => (allHandled = r));
+  app.post("/calls/:n", (c) => {
+    if (++handled === 50) allHandled();
+    return c.text("ok");
+  });
+  const answered: number[] = [];
+  const calls = Array.from(
+    { length: 50 },
+    (_, i) =>
+      Promise.resolve(app.request(`/calls/${i}`, { method: "POST" })).then(
+        (res) => {
+          answered.push(i);
+          return res.status;
+        },
+      ),
+  );
+  await g.firstCommit;
+  // Every call has reached the audit (one more turn), the first commit still held.
+  await everyCallHandled;
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(answered, [], "no call answered before its commit");
+  g.open();
+  assert.deepEqual(await Promise.all(calls), Array(50).fill(200));
+  const records = await listAudit(kv, { limit: 1000 });
+  assert.deepEqual(
+    records.map((r) => r.path).sort(),
+    Array.from({ length: 50 }, (_, i) => `/calls/${i}`).sort(),
+  );
+  // The calls that came while the first commit ran share the next one.
+  assert.ok(g.commits() <= 3, `${g.commits()} commits for 50 calls`);
+});
+
+Deno.test("audit: a failed group commit is reported and its calls are still answered", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const errors: unknown[] = [];
+  const failing = {
+    commitVersionstamp: () => kv.commitVersionstamp(),
+    atomic() {
+      const op = kv.atomic();
+      op.commit = () => Promise.reject(new Error("disk full"));
+      return op;
+    },
+  } as unknown as Deno.Kv;
+  const app = new Hono();
+  app.use(
+    "*",
+    auditLog({
+      kv: failing,
+      log: createLogger({ sinks: [] }),
+      onError: (err) => errors.push(err),
+    }),
+  );
+  app.post("/x", (c) => c.text("ok"));
+  const statuses = await Promise.all(
+    Array.from(
+      { length: 5 },
+      () => Promise.resolve(app.request("/x", { method: "POST" })),
+    ).map(async (r) => (await r).status),
+  );
+  assert.deepEqual(statuses, [200, 200, 200, 200, 200]);
+  assert.ok(errors.length >= 1 && errors.length <= 5);
+  assert.match(String(errors[0]), /disk full/);
+  assert.deepEqual(await listAudit(kv), []);
+});
