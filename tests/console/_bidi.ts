@@ -6,7 +6,12 @@
  *
  * @module
  */
-import type { Browser, Page } from "./_cdp.ts";
+import {
+  type Browser,
+  connectWhenListening,
+  type Page,
+  pageWaits,
+} from "./_cdp.ts";
 
 type Json = Record<string, unknown>;
 
@@ -73,29 +78,13 @@ export async function launchFirefox(executable: string): Promise<Browser> {
     stderr: "piped",
     env: { MOZ_CRASHREPORTER_DISABLE: "1" },
   }).spawn();
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  let endpoint: string | undefined;
-  const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-  while (!endpoint) {
-    const { value, done } = await reader.read();
-    if (done) {
-      clearTimeout(timer);
-      throw new Error(`firefox exited before listening: ${seen.slice(-500)}`);
-    }
-    seen += value;
-    endpoint = /WebDriver BiDi listening on (ws:\/\/\S+)/.exec(seen)?.[1];
-  }
-  clearTimeout(timer);
-  (async () => {
-    while (!(await reader.read()).done) { /* discard */ }
-  })().catch(() => {});
-
-  const ws = new WebSocket(`${endpoint}/session`);
-  await new Promise((resolve, reject) => {
-    ws.onopen = resolve;
-    ws.onerror = () => reject(new Error(`cannot connect to ${endpoint}`));
-  });
+  const ws = await connectWhenListening(
+    child,
+    /WebDriver BiDi listening on (ws:\/\/\S+)/,
+    "firefox",
+    60_000,
+    "/session",
+  );
   let nextId = 1;
   const pending = new Map<
     number,
@@ -142,41 +131,9 @@ export async function launchFirefox(executable: string): Promise<Browser> {
       }
       return plain(r.result as Json) as T;
     };
-    const waitFor = async (
-      expression: string,
-      what: string,
-      timeoutMs = 30_000,
-    ) => {
-      const deadline = Date.now() + timeoutMs;
-      let last: unknown;
-      for (;;) {
-        try {
-          last = await evaluate(expression);
-          if (last) return;
-        } catch (err) {
-          last = (err as Error).message; // mid-navigation: try again
-        }
-        if (Date.now() > deadline) {
-          throw new Error(
-            `timed out after ${timeoutMs} ms waiting for ${what} (${expression}); last: ${
-              JSON.stringify(last)
-            }`,
-          );
-        }
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    };
+    const { waitFor, center } = pageWaits(evaluate);
     const click = async (selector: string) => {
-      await waitFor(
-        `!!document.querySelector(${JSON.stringify(selector)})`,
-        `element ${selector}`,
-      );
-      const at = await evaluate<string>(
-        `(() => { const e = document.querySelector(${
-          JSON.stringify(selector)
-        }); e.scrollIntoView({ block: "center" }); const r = e.getBoundingClientRect(); return JSON.stringify({ x: Math.round(r.x + r.width / 2), y: Math.round(r.y + r.height / 2) }); })()`,
-      );
-      const { x, y } = JSON.parse(at);
+      const { x, y } = await center(selector);
       await send("input.performActions", {
         context,
         actions: [{

@@ -60,6 +60,107 @@ export interface Browser extends AsyncDisposable {
 }
 
 /**
+ * `waitFor` and `center` over a page's `evaluate`, the same for both
+ * drivers (CDP here, BiDi in `./_bidi.ts`).
+ *
+ * @example Usage
+ * ```ts ignore
+ * const { waitFor, center } = pageWaits(evaluate);
+ * await waitFor("document.readyState === 'complete'", "load");
+ * ```
+ */
+export function pageWaits(
+  evaluate: <T>(expression: string) => Promise<T>,
+): {
+  waitFor: Page["waitFor"];
+  center: (selector: string) => Promise<{ x: number; y: number }>;
+} {
+  const waitFor = async (
+    expression: string,
+    what: string,
+    timeoutMs = 30_000,
+  ) => {
+    const deadline = Date.now() + timeoutMs;
+    let last: unknown;
+    for (;;) {
+      try {
+        last = await evaluate(expression);
+        if (last) return;
+      } catch (err) {
+        last = (err as Error).message; // mid-navigation: try again
+      }
+      if (Date.now() > deadline) {
+        throw new Error(
+          `timed out after ${timeoutMs} ms waiting for ${what} (${expression}); last: ${
+            JSON.stringify(last)
+          }`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  // The middle of the element, scrolled into view; a JSON string because
+  // BiDi hands objects back as remote values.
+  const center = async (selector: string) => {
+    await waitFor(
+      `!!document.querySelector(${JSON.stringify(selector)})`,
+      `element ${selector}`,
+    );
+    return JSON.parse(
+      await evaluate<string>(
+        `(() => { const e = document.querySelector(${
+          JSON.stringify(selector)
+        }); e.scrollIntoView({ block: "center" }); const r = e.getBoundingClientRect(); return JSON.stringify({ x: Math.round(r.x + r.width / 2), y: Math.round(r.y + r.height / 2) }); })()`,
+      ),
+    ) as { x: number; y: number };
+  };
+  return { waitFor, center };
+}
+
+/**
+ * Reads the browser's stderr until `pattern` (one capture group: the
+ * WebSocket address) matches, then keeps draining it so the browser never
+ * blocks on a full pipe; kills the browser if it does not listen within
+ * `timeoutMs`. Returns an open WebSocket to `path` under that address.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const ws = await connectWhenListening(child, /listening on (ws:\/\/\S+)/, "chromium", 30_000);
+ * ```
+ */
+export async function connectWhenListening(
+  child: Deno.ChildProcess,
+  pattern: RegExp,
+  name: string,
+  timeoutMs: number,
+  path = "",
+): Promise<WebSocket> {
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  let endpoint: string | undefined;
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  while (!endpoint) {
+    const { value, done } = await reader.read();
+    if (done) {
+      clearTimeout(timer);
+      throw new Error(`${name} exited before listening: ${seen.slice(-500)}`);
+    }
+    seen += value;
+    endpoint = pattern.exec(seen)?.[1];
+  }
+  clearTimeout(timer);
+  (async () => {
+    while (!(await reader.read()).done) { /* discard */ }
+  })().catch(() => {});
+  const ws = new WebSocket(`${endpoint}${path}`);
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = () => reject(new Error(`cannot connect to ${endpoint}`));
+  });
+  return ws;
+}
+
+/**
  * Starts chromium at `executable` with a fresh profile.
  *
  * @example Usage
@@ -83,30 +184,12 @@ export async function launch(executable: string): Promise<Browser> {
     stderr: "piped",
   }).spawn();
   // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID"
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  let endpoint: string | undefined;
-  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-  while (!endpoint) {
-    const { value, done } = await reader.read();
-    if (done) {
-      clearTimeout(timer);
-      throw new Error(`chromium exited before listening: ${seen.slice(-500)}`);
-    }
-    seen += value;
-    endpoint = /DevTools listening on (ws:\/\/\S+)/.exec(seen)?.[1];
-  }
-  clearTimeout(timer);
-  // Keep draining stderr so chromium never blocks on a full pipe.
-  (async () => {
-    while (!(await reader.read()).done) { /* discard */ }
-  })().catch(() => {});
-
-  const ws = new WebSocket(endpoint);
-  await new Promise((resolve, reject) => {
-    ws.onopen = resolve;
-    ws.onerror = () => reject(new Error(`cannot connect to ${endpoint}`));
-  });
+  const ws = await connectWhenListening(
+    child,
+    /DevTools listening on (ws:\/\/\S+)/,
+    "chromium",
+    30_000,
+  );
   let nextId = 1;
   const pending = new Map<
     number,
@@ -189,41 +272,7 @@ export async function launch(executable: string): Promise<Browser> {
       }
       return (r.result as Json).value as T;
     };
-    const waitFor = async (
-      expression: string,
-      what: string,
-      timeoutMs = 30_000,
-    ) => {
-      const deadline = Date.now() + timeoutMs;
-      let last: unknown;
-      for (;;) {
-        try {
-          last = await evaluate(expression);
-          if (last) return;
-        } catch (err) {
-          last = (err as Error).message; // mid-navigation: try again
-        }
-        if (Date.now() > deadline) {
-          throw new Error(
-            `timed out after ${timeoutMs} ms waiting for ${what} (${expression}); last: ${
-              JSON.stringify(last)
-            }`,
-          );
-        }
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    };
-    const center = async (selector: string) => {
-      await waitFor(
-        `!!document.querySelector(${JSON.stringify(selector)})`,
-        `element ${selector}`,
-      );
-      return await evaluate<{ x: number; y: number }>(
-        `(() => { const e = document.querySelector(${
-          JSON.stringify(selector)
-        }); e.scrollIntoView({ block: "center" }); const r = e.getBoundingClientRect(); return { x: r.x + r.width / 2, y: r.y + r.height / 2 }; })()`,
-      );
-    };
+    const { waitFor, center } = pageWaits(evaluate);
     const click = async (selector: string) => {
       const { x, y } = await center(selector);
       for (const type of ["mousePressed", "mouseReleased"]) {
