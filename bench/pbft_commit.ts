@@ -131,7 +131,9 @@ try {
     driver: {
       requestTimeoutMs: 30_000,
       maxBatch: 256,
-      checkpointInterval: 128,
+      // Requests (about 32 full batches), as the plugin's default window.
+      checkpointInterval: 8192,
+      window: 512,
     },
   });
   const r = await startLoopbackCluster(3, { dir: `${dir}/raft` });

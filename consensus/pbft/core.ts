@@ -10,7 +10,9 @@
  * - Normal case: pre-prepare, prepare, commit with quorums of 2f + 1, in a
  *   window of L sequence numbers above the stable checkpoint; the primary
  *   batches pending requests, at most `maxInflight` batches unexecuted.
- * - Checkpoints every `checkpointInterval` sequence numbers, signed; 2f + 1
+ * - Checkpoints every `checkpointInterval` requests (K; after the batch that
+ *   reaches K since the last one, or after half a window of sequence
+ *   numbers if batches are empty), signed; 2f + 1
  *   matching ones make it stable and the log below it is dropped.
  * - View change as in TOCS 2002 §4.5: each VIEW-CHANGE carries the P set
  *   (latest prepared digest per sequence number) and the Q set (digests
@@ -50,9 +52,14 @@ export interface PbftOptions {
   replicas: string[];
   /** Digest, MACs and signatures. */
   auth: PbftAuth;
-  /** Take a checkpoint every this many sequence numbers (K). @default {16} */
+  /**
+   * Take a checkpoint every this many requests (K): after the first batch
+   * that brings the requests executed since the last checkpoint to K, or
+   * after `window / 2` sequence numbers without one (empty batches), so the
+   * window always moves. @default {16}
+   */
   checkpointInterval?: number;
-  /** Sequence numbers accepted above the stable checkpoint (L, a multiple of K). @default {4 · checkpointInterval} */
+  /** Sequence numbers accepted above the stable checkpoint (L, at least 2). @default {4 · checkpointInterval} */
   window?: number;
   /** Requests per batch at most. @default {64} */
   maxBatch?: number;
@@ -220,6 +227,9 @@ export class PbftNode {
   /** Replicas seen working in a later view than this one's. */
   #ahead = new Set<string>();
   #ticks = 0;
+  /** The last checkpoint position executed, and the requests executed since. */
+  #lastCheckpoint = 0;
+  #sinceCheckpoint = 0;
   #stablesSinceCompact = 0;
   /** When each replica's STATUS was last answered (in ticks). */
   #statusAnswered = new Map<string, number>();
@@ -260,9 +270,9 @@ export class PbftNode {
     this.f = Math.floor((this.replicas.length - 1) / 3);
     this.checkpointInterval = o.checkpointInterval ?? 16;
     this.window = o.window ?? 4 * this.checkpointInterval;
-    if (this.window < this.checkpointInterval) {
+    if (!Number.isSafeInteger(this.window) || this.window < 2) {
       throw new RangeError(
-        `Cannot create PBFT replica '${o.id}': window ${this.window} is below the checkpoint interval ${this.checkpointInterval}`,
+        `Cannot create PBFT replica '${o.id}': window ${this.window} must be an integer of at least 2`,
       );
     }
     this.#auth = o.auth;
@@ -658,6 +668,22 @@ export class PbftNode {
     }
   }
 
+  /**
+   * Whether executing `size` requests at `seq` ends at a checkpoint. Every
+   * honest replica executes the same batches from the same stable
+   * checkpoint (always a checkpoint position), so all find the same ones.
+   */
+  #countCheckpoint(seq: number, size: number): boolean {
+    this.#sinceCheckpoint += size;
+    if (
+      this.#sinceCheckpoint < this.checkpointInterval &&
+      seq - this.#lastCheckpoint < Math.floor(this.window / 2)
+    ) return false;
+    this.#lastCheckpoint = seq;
+    this.#sinceCheckpoint = 0;
+    return true;
+  }
+
   #execute(): void {
     for (;;) {
       const next = this.#executed + 1;
@@ -676,7 +702,7 @@ export class PbftNode {
       this.#exec.push({
         seq: next,
         ...c,
-        checkpoint: next % this.checkpointInterval === 0,
+        checkpoint: this.#countCheckpoint(next, c.batch.length),
       });
       for (const r of c.batch) {
         const k = reqKey(r);
@@ -859,6 +885,8 @@ export class PbftNode {
       this.#fetch = undefined;
       if (this.#executed < s.seq) {
         this.#executed = s.seq;
+        this.#lastCheckpoint = s.seq;
+        this.#sinceCheckpoint = 0;
         this.#snapshot = { seq: s.seq, data: transferred };
         this.#exec = this.#exec.filter((e) => e.seq > s.seq);
         // What waited here may be in that state; the core cannot tell, and a
@@ -1215,6 +1243,7 @@ export class PbftNode {
       trimQ(byDigest, this.#P.get(seq)?.digest);
     }
     this.#executed = this.#stable.seq;
+    this.#lastCheckpoint = this.#stable.seq;
     if (this.#stable.seq > 0) {
       this.#snapshot = { seq: this.#stable.seq, data: this.#stableData ?? "" };
     }
@@ -1228,7 +1257,7 @@ export class PbftNode {
         view: r.view,
         digest: r.digest,
         batch,
-        checkpoint: r.seq % this.checkpointInterval === 0,
+        checkpoint: this.#countCheckpoint(r.seq, batch.length),
       });
       for (const q of batch) {
         if ((this.#executedT.get(q.client) ?? -1) < q.t) {
@@ -1378,7 +1407,7 @@ export function signInput(p: { sig: string }): string {
  * @example Usage
  * ```ts
  * import { requestSignInput } from "./core.ts";
- * requestSignInput({ client: "a/1", t: 2, op: "x", sig: "" });
+ * requestSignInput({ client: "a/1", t: 2, op: "x" });
  * // 'plexus-pbft-request:["a/1",2,"x"]'
  * ```
  */

@@ -444,3 +444,67 @@ Deno.test("pbft core: a new view does not re-propose a batch with a request no c
   assert.equal(ok.get("4").status().view, 1);
   assert.equal(ok.get("4").status().changing, false);
 });
+
+Deno.test("pbft core: checkpoints come every K requests, not every K batches, and agree on every replica", () => {
+  const c = new TestCluster(4, {
+    checkpointInterval: 4,
+    window: 16,
+    maxBatch: 8,
+    maxInflight: 1,
+  });
+  // Each round: one request goes out alone, the rest wait for it and leave
+  // together. Batches of 1, 7 | 1, 1 | 1, 2: the 4th request is reached in
+  // the 2nd batch, the next 4 in the 6th (every 4 batches would be 4 only).
+  let t = 0;
+  for (const rest of [7, 1, 2]) {
+    c.get("1").request(req(++t));
+    for (let i = 0; i < rest; i++) c.get("1").request(req(++t));
+    c.stabilize();
+  }
+  for (const id of c.ids) {
+    const r = c.replica(id);
+    assert.deepEqual(
+      r.executed.map((e) => e.batch.length),
+      [1, 7, 1, 1, 1, 2],
+      `replica ${id}`,
+    );
+    assert.deepEqual(
+      r.executed.filter((e) => e.checkpoint).map((e) => e.seq),
+      [2, 6],
+      `replica ${id}`,
+    );
+    assert.equal(c.get(id).status().stable, 6, `replica ${id}`);
+  }
+  // A restarted replica counts the same from its stable checkpoint:
+  // batches of 1, 2 | 1, 1 reach 4 at the 9th.
+  c.restart("3");
+  c.process("3");
+  for (const rest of [2, 1]) {
+    c.get("1").request(req(++t));
+    for (let i = 0; i < rest; i++) c.get("1").request(req(++t));
+    c.stabilize();
+  }
+  assert.deepEqual(
+    c.replica("3").executed.slice(-4).map((e) => [e.seq, e.checkpoint]),
+    [[7, false], [8, false], [9, true], [10, false]],
+  );
+  assert.equal(c.get("1").status().stable, 9);
+  assert.equal(c.get("3").status().stable, 9);
+});
+
+Deno.test("pbft core: with batches that stay small, a checkpoint still comes every half window", () => {
+  const c = new TestCluster(4, {
+    checkpointInterval: 1000,
+    window: 4,
+    maxBatch: 1,
+    maxInflight: 1,
+  });
+  for (let t = 1; t <= 6; t++) c.get("1").request(req(t));
+  c.stabilize();
+  assert.deepEqual(
+    c.replica("2").executed.filter((e) => e.checkpoint).map((e) => e.seq),
+    [2, 4, 6],
+  );
+  assert.equal(c.get("2").status().executed, 6);
+  assert.equal(c.get("2").status().stable, 6);
+});

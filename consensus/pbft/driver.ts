@@ -56,9 +56,9 @@ export interface PbftDriverOptions {
   tickMs?: number;
   /** Ticks before a waiting request moves the replicas to the next view. @default {40} */
   viewChangeTicks?: number;
-  /** @default {128} */
+  /** A checkpoint every this many requests (K). @default {1024} */
   checkpointInterval?: number;
-  /** @default {4 · checkpointInterval} */
+  /** Sequence numbers accepted above the stable checkpoint (L). @default {4 · checkpointInterval} */
   window?: number;
   /** @default {64} */
   maxBatch?: number;
@@ -177,7 +177,7 @@ export class PbftDriver {
       id: o.id,
       replicas: o.replicas,
       auth: o.auth,
-      checkpointInterval: o.checkpointInterval ?? 128,
+      checkpointInterval: o.checkpointInterval ?? 1024,
       window: o.window,
       maxBatch: o.maxBatch,
       maxInflight: o.maxInflight,

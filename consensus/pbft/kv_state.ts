@@ -55,7 +55,7 @@ export function parsePbftKvOp(v: unknown): PbftKvOp {
  * ```ts
  * import { PbftKvState } from "./kv_state.ts";
  * const s = new PbftKvState();
- * const w = { client: "c", t: 1, op: JSON.stringify({ op: "write", key: "x", value: "1" }) };
+ * const w = { client: "c", t: 1, op: JSON.stringify({ op: "write", key: "x", value: "1" }), sig: "" };
  * s.execute(w); // '{"ok":true,"value":"1","previous":null}'
  * s.execute(w); // undefined: already executed
  * s.lastReply("c", 1); // the same result again

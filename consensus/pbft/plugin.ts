@@ -44,7 +44,7 @@ const ms = z.number().int().positive().max(3_600_000);
  * import { pbftConfig } from "./plugin.ts";
  * const key = "A".repeat(43);
  * const members = ["a", "b", "c", "d"].map((id, i) => ({ id, url: `http://127.0.0.1:${8086 + i}`, publicKey: key }));
- * pbftConfig.parse({ members }).checkpointInterval; // 128
+ * pbftConfig.parse({ members }).checkpointInterval; // 1024
  * ```
  */
 export const pbftConfig = z.strictObject({
@@ -67,9 +67,10 @@ export const pbftConfig = z.strictObject({
   tickMs: ms.default(50),
   /** Milliseconds a request may wait before the replicas move to the next view (doubles per failed view change, up to 8x). */
   viewChangeMs: ms.default(2000),
-  checkpointInterval: z.number().int().min(1).max(100_000).default(128),
-  /** Sequence numbers above the stable checkpoint (a multiple of checkpointInterval). @default {4 · checkpointInterval} */
-  window: z.number().int().min(1).optional(),
+  /** A checkpoint every this many requests (K); also every window / 2 sequence numbers. */
+  checkpointInterval: z.number().int().min(1).max(1_000_000).default(1024),
+  /** Sequence numbers (batches) accepted above the stable checkpoint (L). */
+  window: z.number().int().min(2).max(100_000).default(512),
   maxBatch: z.number().int().min(1).max(10_000).default(64),
   maxInflight: z.number().int().min(1).max(1000).default(4),
   requestTimeoutMs: ms.default(5000),
