@@ -2,7 +2,7 @@
  * The sagas plugin (`builtin:sagas`, capability `extension:sagas`): durable
  * sagas in the shared KV, driven by the node that leads (fenced by the
  * consensus plugin's epoch when it offers one), with `saga.*` events on the
- * node's emitter. See docs/sagas.md.
+ * node's emitter, and `/api/v1/sagas`. See docs/sagas.md.
  *
  * @example Usage
  * ```ts ignore
@@ -20,8 +20,11 @@ import type { Consensus } from "../../core/consensus.ts";
 import type { NodeEvents } from "../../core/events.ts";
 import type { FenceToken } from "../../core/state/fence.ts";
 import { VERSION } from "../../core/version.ts";
+import { gatewayPresenceKey } from "../../core/state/keys.ts";
+import type { TaskService } from "../../core/tasks.ts";
 import { createSagaService, type SagaNode } from "./service.ts";
 import { SAGA_EVENT_SCHEMAS, sagaEvents } from "./events.ts";
+import { sagaRoutes } from "./http.ts";
 
 export type {
   DeadLetter,
@@ -47,7 +50,34 @@ const configSchema = z.strictObject({
     .describe(
       "Refuse definitions naming a task type no handler on this node registered",
     ),
+  checkCapabilities: z.boolean().default(true)
+    .describe(
+      "Refuse definitions naming a capability no connected agent offers (any node's)",
+    ),
 });
+
+/**
+ * Capabilities agents offer now: those connected to this node, and every
+ * connected agent's `tasks.{capability}` channels in the gateway's presence
+ * records (any node's).
+ */
+async function knownCapabilities(
+  kv: Deno.Kv,
+  tasks: TaskService,
+): Promise<string[]> {
+  const out = new Set(Object.keys(tasks.capabilities()));
+  for await (
+    const e of kv.list<{ connected?: boolean; channels?: string[] }>({
+      prefix: gatewayPresenceKey(),
+    })
+  ) {
+    if (!e.value?.connected) continue;
+    for (const ch of e.value.channels ?? []) {
+      if (ch.startsWith("tasks.")) out.add(ch.slice("tasks.".length));
+    }
+  }
+  return [...out];
+}
 
 /** The plugin. */
 export default definePlugin({
@@ -82,8 +112,12 @@ export default definePlugin({
       tickMs: ctx.config.tickMs,
       leads: () => consensus()?.isLeader() ?? true,
       fence: () => consensus()?.fence?.(),
-      known: () =>
-        ctx.config.checkTaskTypes ? { taskTypes: tasks.types() } : {},
+      known: async () => ({
+        ...(ctx.config.checkTaskTypes ? { taskTypes: tasks.types() } : {}),
+        ...(ctx.config.checkCapabilities
+          ? { capabilities: await knownCapabilities(kv, tasks) }
+          : {}),
+      }),
       onTransition: (t) => {
         transitions.inc({ status: t.state.status });
         if (!events?.listening) return;
@@ -99,6 +133,7 @@ export default definePlugin({
           error: (err as Error)?.message ?? String(err),
         }),
     });
+    sagaRoutes(ctx.api("sagas"), sagas);
     const resume = () =>
       sagas.resume().catch((err) =>
         ctx.log.warn("saga resume failed", { error: err?.message })

@@ -23,6 +23,7 @@ import {
   parseSagaDefinition,
   SagaDefinitionError,
 } from "./definition.ts";
+export type { KnownActions } from "./definition.ts";
 import {
   createSagaDriver,
   type SagaDriver,
@@ -80,8 +81,11 @@ export interface SagaService {
   deadLetters(): Promise<DeadLetter[]>;
   /** Names of the definitions registered in code. */
   definitions(): string[];
-  /** Checks a definition as `start` would; returns it with defaults filled in. */
-  validate(def: unknown): SagaDef;
+  /**
+   * Checks a definition as `start` would (the task types, capabilities and
+   * functions it names must exist now); returns it with defaults filled in.
+   */
+  validate(def: unknown): Promise<SagaDef>;
 }
 
 /** Options of {@linkcode createSagaService}. */
@@ -97,7 +101,9 @@ export interface SagaServiceOptions {
    * Task types and capabilities a definition may name (functions are the
    * registered ones); a list left out is not checked.
    */
-  known?: () => Omit<KnownActions, "functions">;
+  known?: () =>
+    | Omit<KnownActions, "functions">
+    | Promise<Omit<KnownActions, "functions">>;
   /** Task polling and timer sweep period, ms. @default {50} */
   tickMs?: number;
   /** Wall clock. @default {Date.now} */
@@ -142,7 +148,8 @@ const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$/;
 export function createSagaService(options: SagaServiceOptions): SagaNode {
   const store = createSagaStore(options.kv);
   const functions = new Map<string, SagaFunction>();
-  const defs = new Map<string, SagaDef>();
+  /** Definitions registered in code, as given (checked again at start). */
+  const defs = new Map<string, unknown>();
   const driver: SagaDriver = createSagaDriver({
     store,
     tasks: options.tasks,
@@ -154,11 +161,11 @@ export function createSagaService(options: SagaServiceOptions): SagaNode {
     onTransition: options.onTransition,
     onError: options.onError,
   });
-  const known = (): KnownActions => ({
-    ...options.known?.(),
-    functions: [...functions.keys()],
-  });
-  const validate = (def: unknown) => parseSagaDefinition(def, known());
+  const validate = async (def: unknown) =>
+    parseSagaDefinition(def, {
+      ...await options.known?.(),
+      functions: [...functions.keys()],
+    });
 
   return {
     store,
@@ -182,7 +189,10 @@ export function createSagaService(options: SagaServiceOptions): SagaNode {
           `expected a definition name like 'order', got '${name}'`,
         );
       }
-      defs.set(name, validate(def));
+      // The shape now; what it names (task types, functions) at start, when
+      // every plugin has registered its own.
+      parseSagaDefinition(def);
+      defs.set(name, def);
     },
     validate,
     definitions: () => [...defs.keys()].sort(),
@@ -190,7 +200,7 @@ export function createSagaService(options: SagaServiceOptions): SagaNode {
       let parsed: SagaDef;
       if (typeof def === "string") {
         const found = defs.get(def);
-        if (!found) {
+        if (found === undefined) {
           throw new SagaDefinitionError(
             "definition",
             `no saga definition named '${def}' (registered: ${
@@ -198,8 +208,8 @@ export function createSagaService(options: SagaServiceOptions): SagaNode {
             })`,
           );
         }
-        parsed = found;
-      } else parsed = validate(def);
+        parsed = await validate(found);
+      } else parsed = await validate(def);
       if (opts.id !== undefined && !ID_RE.test(opts.id)) {
         throw new SagaDefinitionError(
           "id",
