@@ -16,6 +16,7 @@ export const BUILTINS: PluginCatalog = {
   "prompts": async () => (await import("./plugins/prompts/mod.ts")).default,
   "events": async () => (await import("./plugins/events/mod.ts")).default,
   "sagas": async () => (await import("./plugins/sagas/mod.ts")).default,
+  "debates": async () => (await import("./plugins/debates/mod.ts")).default,
   "examples/hello": async () =>
     (await import("./plugins/examples/mod.ts")).hello,
   "consensus/kv-lease": async () =>
