@@ -682,7 +682,7 @@ function clusterHelp(): string {
         "--consensus NAME",
         `default kv-lease; built in: ${
           builtinNames(BUILTINS, "consensus").join(", ")
-        }`,
+        }; pbft (4+ nodes) makes each node an Ed25519 key (DIR/node-i/pbft-key.json) and the member list DIR/pbft.json`,
       ],
       ["--port PORT", "first node's port; default 8086"],
       ["--host HOST", "default 127.0.0.1"],
@@ -731,6 +731,12 @@ async function cluster(argv: string[]): Promise<void> {
       })`,
     );
   }
+  if (consensus === "pbft" && nodes < 4) {
+    fail(
+      2,
+      `cluster: --consensus pbft needs --nodes 4 or more (3f + 1 with f = 1), got ${nodes}`,
+    );
+  }
   const port = Number(values.port ?? 8086);
   if (!Number.isInteger(port) || port < 1 || port + nodes - 1 > 65535) {
     fail(
@@ -738,16 +744,21 @@ async function cluster(argv: string[]): Promise<void> {
       `cluster: --port must leave room for ${nodes} ports below 65536, got '${values.port}'`,
     );
   }
-  const c = startLocalCluster({
-    nodes,
-    consensus,
-    port,
-    host: values.host,
-    dataDir: values["data-dir"],
-    kv: values.kv,
-    extraArgs,
-    script: new URL(import.meta.url).pathname,
-  });
+  let c: ReturnType<typeof startLocalCluster>;
+  try {
+    c = startLocalCluster({
+      nodes,
+      consensus,
+      port,
+      host: values.host,
+      dataDir: values["data-dir"],
+      kv: values.kv,
+      extraArgs,
+      script: new URL(import.meta.url).pathname,
+    });
+  } catch (err) {
+    fail(1, `cluster: ${(err as Error).message.replace(/^cluster: /, "")}`);
+  }
   let forced: number | undefined;
   onStopSignals(
     (signal) => {

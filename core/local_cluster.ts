@@ -14,9 +14,18 @@
  * run in their own process groups, so a SIGKILL of the cluster process
  * leaves them running (their pids are printed at start).
  *
+ * With `--consensus pbft` the nodes are PBFT replicas, which need a fixed
+ * member list with each one's Ed25519 public key (docs/pbft.md): the first
+ * start makes each node a key pair, kept in `DIR/node-i/pbft-key.json`
+ * (mode 600; later starts reuse it, since a replica's log holds what it
+ * signed), and writes `DIR/pbft.json` — `pluginConfig.pbft.members` in node
+ * order — which every node gets as `PLEXUS_CONFIG`, with its own private
+ * key as `PLEXUS_PBFT_PRIVATE_KEY`. PBFT needs 3f + 1 ≥ 4 nodes.
+ *
  * @module
  */
 import { join } from "node:path";
+import { ed25519 } from "@noble/curves/ed25519.js";
 
 /** Options of {@linkcode startLocalCluster}. */
 export interface LocalClusterOptions {
@@ -36,6 +45,88 @@ export interface LocalClusterOptions {
   script: string;
   /** Where progress lines go. @default {console.error} */
   say?: (line: string) => void;
+}
+
+/** One PBFT replica's key pair (base64url: the 32-byte seed and the public key). */
+export interface PbftNodeKey {
+  publicKey: string;
+  privateKey: string;
+}
+
+const b64url = (bytes: Uint8Array) =>
+  bytes.toBase64({ alphabet: "base64url", omitPadding: true });
+
+/**
+ * The PBFT member config of a local cluster: each node's key pair (read
+ * from `DIR/node-i/pbft-key.json`, made there if missing) and
+ * `DIR/pbft.json` holding `pluginConfig.pbft.members` in node order.
+ * Returns the config file's path and each node's private key.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { writePbftClusterConfig } from "./local_cluster.ts";
+ * const { configFile, keys } = writePbftClusterConfig("./data/cluster", [
+ *   { id: "node-1", url: "http://127.0.0.1:8086" },
+ *   { id: "node-2", url: "http://127.0.0.1:8087" },
+ *   { id: "node-3", url: "http://127.0.0.1:8088" },
+ *   { id: "node-4", url: "http://127.0.0.1:8089" },
+ * ]);
+ * keys.get("node-1")!.privateKey; // this node's PLEXUS_PBFT_PRIVATE_KEY
+ * ```
+ */
+export function writePbftClusterConfig(
+  dir: string,
+  nodes: { id: string; url: string }[],
+): { configFile: string; keys: Map<string, PbftNodeKey> } {
+  if (nodes.length < 4) {
+    throw new RangeError(
+      `pbft needs at least 4 nodes (3f + 1 with f = 1), got ${nodes.length}`,
+    );
+  }
+  const keys = new Map<string, PbftNodeKey>();
+  for (const n of nodes) {
+    const file = join(dir, n.id, "pbft-key.json");
+    let key: PbftNodeKey;
+    try {
+      key = JSON.parse(Deno.readTextFileSync(file));
+      const seed = Uint8Array.fromBase64(key.privateKey, {
+        alphabet: "base64url",
+      });
+      if (b64url(ed25519.getPublicKey(seed)) !== key.publicKey) {
+        throw new Error("its publicKey is not the one of its privateKey");
+      }
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) {
+        throw new Error(
+          `cluster: ${file} is not a PBFT key pair (${
+            (err as Error).message
+          }); remove it to make a new one (and the node's data dir: its log holds what the old key signed)`,
+        );
+      }
+      const seed = ed25519.utils.randomSecretKey();
+      key = {
+        publicKey: b64url(ed25519.getPublicKey(seed)),
+        privateKey: b64url(seed),
+      };
+      Deno.mkdirSync(join(dir, n.id), { recursive: true });
+      Deno.writeTextFileSync(file, JSON.stringify(key) + "\n", { mode: 0o600 });
+    }
+    keys.set(n.id, key);
+  }
+  const configFile = join(dir, "pbft.json");
+  const config = {
+    pluginConfig: {
+      pbft: {
+        members: nodes.map((n) => ({
+          id: n.id,
+          url: n.url,
+          publicKey: keys.get(n.id)!.publicKey,
+        })),
+      },
+    },
+  };
+  Deno.writeTextFileSync(configFile, JSON.stringify(config, null, 2) + "\n");
+  return { configFile, keys };
 }
 
 /** A running local cluster. */
@@ -107,6 +198,10 @@ export function startLocalCluster(options: LocalClusterOptions): LocalCluster {
   // One cluster secret for node-to-node links (websocket-mesh, raft).
   const secret = Deno.env.get("PLEXUS_MESH_SECRET") ??
     crypto.randomUUID().replaceAll("-", "");
+  const ids = urls.map((_, i) => `node-${i + 1}`);
+  const pbft = options.consensus === "pbft"
+    ? writePbftClusterConfig(dir, ids.map((id, i) => ({ id, url: urls[i] })))
+    : undefined;
   const children = urls.map((url, i) => {
     const id = `node-${i + 1}`;
     const nodeDir = join(dir, id);
@@ -134,7 +229,15 @@ export function startLocalCluster(options: LocalClusterOptions): LocalCluster {
     ];
     const child = new Deno.Command(denoCommand(), {
       args,
-      env: { PLEXUS_MESH_SECRET: secret },
+      env: {
+        PLEXUS_MESH_SECRET: secret,
+        ...(pbft
+          ? {
+            PLEXUS_CONFIG: pbft.configFile,
+            PLEXUS_PBFT_PRIVATE_KEY: pbft.keys.get(id)!.privateKey,
+          }
+          : {}),
+      },
       stdin: "null",
       stdout: "inherit",
       stderr: "inherit",
@@ -158,7 +261,9 @@ export function startLocalCluster(options: LocalClusterOptions): LocalCluster {
       children.map((c, i) => `${c.id}=${urls[i]} pid ${c.child.pid}`).join(
         ", ",
       )
-    }; shared KV ${kv}`,
+    }; shared KV ${kv}${
+      pbft ? `; PBFT members and public keys in ${pbft.configFile}` : ""
+    }`,
   );
   const send = (signal: Deno.Signal) => {
     for (const c of children) {
