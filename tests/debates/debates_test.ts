@@ -1,0 +1,281 @@
+/**
+ * Debates on a real node with real agents over the gateway: the SDK's demo
+ * debate agents (in this process, or as processes to SIGKILL), the saga
+ * engine running the rounds, the events read back over SSE.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import {
+  agentProcess,
+  debateAgent,
+  followDebate,
+  startDebateNode,
+} from "./_node.ts";
+
+const tempDir = () => Deno.makeTempDir({ prefix: "plexus-debates-" });
+
+Deno.test("debates: three agents over three rounds reach majority in round 2; every turn, tally and the consensus arrive over SSE in order", async () => {
+  await using node = await startDebateNode(await tempDir());
+  const pro = await debateAgent(node, "for");
+  const con = await debateAgent(node, "against");
+  const follower = await debateAgent(node, "follow-majority");
+  try {
+    const r = await node.post({
+      topic: "Should the prompt cache be on by default?",
+      participants: [pro.id, con.id, follower.id],
+      rounds: 3,
+      turnTimeoutMs: 10_000,
+      consensus: { method: "majority" },
+      moderator: follower.id,
+    });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    const id = String(r.body.id);
+    const events = await followDebate(node, id);
+
+    const d = await node.view(id);
+    assert.equal(d.status, "consensus");
+    assert.deepEqual(d.result, { position: "against", round: 2, share: 0.667 });
+    assert.equal(d.roundsRun, 2);
+    // Round 1: for, against, undecided; round 2 the follower joins 'against'.
+    const stances = d.turns.map((t) => [t.round, t.agent, t.position]);
+    assert.deepEqual(stances, [
+      [1, pro.id, "for"],
+      [1, con.id, "against"],
+      [1, follower.id, "undecided"],
+      [2, pro.id, "for"],
+      [2, con.id, "against"],
+      [2, follower.id, "against"],
+    ]);
+    assert.ok(
+      d.turns.every((t) => t.status === "answered" && t.latencyMs >= 0),
+    );
+    assert.deepEqual(
+      d.roundResults.map((x) => [x.round, x.tally.reached, x.summary]),
+      [
+        [1, false, "Round 1: 1 against, 1 for, 1 undecided."],
+        [2, true, "Round 2: 2 against, 1 for."],
+      ],
+    );
+
+    // The live view: per round its three turns, then its tally; the end.
+    const types = events.map((e) => e.type);
+    assert.equal(types[0], "debate.started");
+    const rounds = [1, 2].map((round) =>
+      events.filter((e) => e.data.round === round).map((e) => e.type)
+    );
+    for (const r of rounds) {
+      assert.deepEqual(
+        r.slice(0, 4).sort(),
+        [
+          "debate.round.completed",
+          "debate.turn",
+          "debate.turn",
+          "debate.turn",
+        ].sort(),
+      );
+      assert.equal(r[3], "debate.round.completed");
+    }
+    assert.deepEqual(types.slice(-2), ["debate.consensus", "debate.finished"]);
+    assert.equal(types.length, 1 + 4 + 4 + 2);
+    assert.deepEqual(events.at(-1)!.data, {
+      debateId: id,
+      status: "consensus",
+      roundsRun: 2,
+      position: "against",
+    });
+    const offsets = events.map((e) => e.offset);
+    assert.deepEqual([...offsets].sort(), offsets, "SSE in offset order");
+
+    // Listing by status, and the analytics.
+    const list = async (q: string) =>
+      (await (await node.api(`/api/v1/debates${q}`)).json()).debates.map((
+        x: { id: string },
+      ) => x.id);
+    assert.deepEqual(await list("?status=consensus"), [id]);
+    assert.deepEqual(await list("?status=running"), []);
+    assert.equal(
+      await node.metric("plexus_debates_rounds_to_consensus_sum"),
+      2,
+    );
+    assert.equal(
+      await node.metric("plexus_debates_turns_total", { outcome: "answered" }),
+      6,
+    );
+    assert.equal(
+      await node.metric("plexus_debates_turn_latency_seconds_count", {
+        agent: pro.id,
+      }),
+      2,
+    );
+    assert.equal(
+      await node.metric("plexus_debates_finished_total", {
+        status: "consensus",
+      }),
+      1,
+    );
+  } finally {
+    await Promise.all([pro, con, follower].map((a) => a.agent.close()));
+  }
+});
+
+Deno.test("debates: an agent process SIGKILLed in round 2 is recorded silent and the debate goes on to its last round", async () => {
+  await using node = await startDebateNode(await tempDir());
+  const pro = await agentProcess(node, "for");
+  // Slow enough to be killed after it got its round-2 question, before it answers.
+  const victim = await agentProcess(node, "against", ["--think-ms", "1500"]);
+  const follower = await agentProcess(node, "follow-majority");
+  try {
+    const r = await node.post({
+      topic: "Kill one?",
+      participants: [pro.id, victim.id, follower.id],
+      rounds: 3,
+      turnTimeoutMs: 6000,
+      consensus: { method: "majority" },
+    });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    const id = String(r.body.id);
+    const following = followDebate(node, id, 120_000);
+    await victim.asked((q) => q.round === 2);
+    await victim.kill();
+    const events = await following;
+
+    const d = await node.view(id);
+    assert.equal(d.status, "no-consensus");
+    assert.equal(d.roundsRun, 3);
+    const turn = (round: number, agent: string) =>
+      d.turns.find((t) => t.round === round && t.agent === agent);
+    assert.equal(turn(1, victim.id)?.status, "answered");
+    for (const round of [2, 3]) {
+      const t = turn(round, victim.id);
+      assert.equal(t?.status, "silent", `round ${round}: ${JSON.stringify(t)}`);
+      assert.ok(t?.reason, "a silent turn says why");
+    }
+    for (const a of [pro, follower]) {
+      assert.deepEqual(
+        [1, 2, 3].map((round) => turn(round, a.id)?.status),
+        ["answered", "answered", "answered"],
+      );
+    }
+    // The silent participant counts against consensus: 1 for, 1 against of 3.
+    assert.deepEqual(
+      d.roundResults.map((x) => [x.round, x.tally.silent, x.tally.reached]),
+      [[1, 0, false], [2, 1, false], [3, 1, false]],
+    );
+    const skipped = events.filter((e) => e.type === "debate.turn.skipped");
+    assert.deepEqual(
+      skipped.map((e) => [e.data.round, e.data.participant]),
+      [[2, victim.id], [3, victim.id]],
+    );
+    assert.equal(
+      await node.metric("plexus_debates_turns_total", { outcome: "silent" }),
+      2,
+    );
+  } finally {
+    await Promise.all([pro, victim, follower].map((a) => a.kill()));
+  }
+});
+
+Deno.test("debates: unanimous not reached is recorded as no consensus after the last round", async () => {
+  await using node = await startDebateNode(await tempDir());
+  const agents = await Promise.all(
+    (["for", "against", "follow-majority"] as const).map((s) =>
+      debateAgent(node, s)
+    ),
+  );
+  try {
+    const r = await node.post({
+      topic: "All of us?",
+      participants: agents.map((a) => a.id),
+      rounds: 2,
+      turnTimeoutMs: 10_000,
+      consensus: { method: "unanimous" },
+    });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    const id = String(r.body.id);
+    const events = await followDebate(node, id);
+    const d = await node.view(id);
+    assert.equal(d.status, "no-consensus");
+    assert.equal(d.result, undefined);
+    assert.equal(d.roundsRun, 2);
+    // Round 2 has a majority (2 against) but not everyone.
+    assert.deepEqual(
+      d.roundResults.map((x) => [x.tally.leading, x.tally.reached]),
+      [["against", false], ["against", false]],
+    );
+    assert.equal(events.some((e) => e.type === "debate.consensus"), false);
+    assert.equal(events.at(-1)?.data.status, "no-consensus");
+    const page = await (await node.api("/api/v1/debates?status=no-consensus"))
+      .json();
+    assert.deepEqual(page.debates.map((x: { id: string }) => x.id), [id]);
+  } finally {
+    await Promise.all(agents.map((a) => a.agent.close()));
+  }
+});
+
+Deno.test("debates: bad input is refused with 400 naming the field; a viewer may read but not start one", async () => {
+  await using node = await startDebateNode(await tempDir());
+  const a = await debateAgent(node, "for");
+  const b = await debateAgent(node, "against");
+  try {
+    const good = {
+      topic: "t",
+      participants: [a.id, b.id],
+      rounds: 3,
+      consensus: { method: "majority" },
+    };
+    const cases: [unknown, string, RegExp][] = [
+      [{ ...good, rounds: 0 }, "rounds", /^rounds: at least 1 round, got 0$/],
+      [
+        { ...good, rounds: 10_000 },
+        "rounds",
+        /^rounds: at most 50 rounds, got 10000$/,
+      ],
+      [
+        { ...good, participants: [a.id, "nobody"] },
+        "participants[1]",
+        /^participants\[1\]: unknown participant 'nobody'/,
+      ],
+      [
+        { ...good, topic: "x".repeat(100_000) },
+        "topic",
+        /^topic: at most 2000 characters, got a string of 100000 characters$/,
+      ],
+      [
+        { ...good, consensus: { method: "threshold", threshold: 0 } },
+        "consensus.threshold",
+        /^consensus\.threshold: must be over 0, got 0$/,
+      ],
+      [
+        { ...good, moderator: "nobody" },
+        "moderator",
+        /^moderator: unknown participant 'nobody'/,
+      ],
+      ["{not json", "(body)", /^\(body\): not JSON/],
+    ];
+    for (const [body, field, message] of cases) {
+      const r = await node.post(body);
+      assert.equal(r.status, 400, `${field}: ${JSON.stringify(r.body)}`);
+      const error = r.body.error as { code: string; message: string };
+      assert.equal(error.code, "bad_debate");
+      assert.match(error.message, message);
+    }
+    const listed = await (await node.api("/api/v1/debates")).json();
+    assert.deepEqual(listed.debates, [], "nothing refused was stored");
+    const bad = await node.api("/api/v1/debates?status=maybe");
+    assert.equal(bad.status, 400);
+    assert.match((await bad.json()).error.message, /^status: expected one of/);
+    const viewer = await node.post(good, "viewer");
+    assert.equal(viewer.status, 403);
+    assert.equal(
+      (await node.api("/api/v1/debates", {}, "viewer")).status,
+      200,
+    );
+    assert.equal((await node.api("/api/v1/debates/nope")).status, 404);
+    const anonymous = await fetch(`${node.url}/api/v1/debates`);
+    assert.equal(anonymous.status, 401);
+    await anonymous.body?.cancel();
+  } finally {
+    await Promise.all([a, b].map((x) => x.agent.close()));
+  }
+});
