@@ -4,16 +4,18 @@
  * `fdatasync`ed, so a driver that awaits {@linkcode FileStorage.save} before
  * sending keeps the persist-before-send contract.
  *
- * Record: `u32 length | u32 crc32 | JSON payload` (big endian). On open the
- * file is read up to the first short or corrupt record and cut there: a
- * crash in the middle of a write loses only that record, whose messages
- * never left the node. {@linkcode FileStorage.rewrite} replaces the file
- * with one record (snapshot + hard state + the entries after it) through a
- * temporary file and a rename.
+ * Record: `u32 length | u32 crc32 | JSON payload` (big endian), framed,
+ * checked and synced by {@linkcode RecordFile} (`consensus/_shared/`, shared
+ * with PBFT's log). On open the file is read up to the first short or
+ * corrupt record and cut there: a crash in the middle of a write loses only
+ * that record, whose messages never left the node.
+ * {@linkcode FileStorage.rewrite} replaces the file with one record
+ * (snapshot + hard state + the entries after it) through a temporary file
+ * and a rename.
  *
  * @module
  */
-import { dirname, join } from "node:path";
+import { crc32 as sharedCrc32, RecordFile } from "../_shared/record_file.ts";
 import type {
   Entry,
   HardState,
@@ -34,18 +36,9 @@ interface RecordBody {
   b?: string[];
 }
 
-const TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
 /**
- * CRC-32 (IEEE) of `bytes`.
+ * CRC-32 (IEEE) of `bytes` (the record checksum; it lives in
+ * `consensus/_shared/record_file.ts`, shared with PBFT's log).
  *
  * @example Usage
  * ```ts
@@ -53,29 +46,7 @@ const TABLE = (() => {
  * crc32(new TextEncoder().encode("123456789")).toString(16); // "cbf43926"
  * ```
  */
-export function crc32(bytes: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < bytes.length; i++) {
-    c = TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
-  }
-  return (c ^ 0xffffffff) >>> 0;
-}
-
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
-const HEADER = 8;
-/** A record longer than this is corruption, not data. */
-const MAX_RECORD = 1 << 30;
-
-function encodeRecord(body: RecordBody): Uint8Array {
-  const payload = encoder.encode(JSON.stringify(body));
-  const out = new Uint8Array(HEADER + payload.length);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, payload.length);
-  view.setUint32(4, crc32(payload));
-  out.set(payload, HEADER);
-  return out;
-}
+export const crc32: (bytes: Uint8Array) => number = sharedCrc32;
 
 /** Options of {@linkcode FileStorage.open}. */
 export interface FileStorageOptions {
@@ -116,32 +87,26 @@ export interface LoadReport {
 export class FileStorage {
   /** Path of the log file. */
   readonly path: string;
-  readonly #sync: boolean;
-  #file: Deno.FsFile;
+  readonly #file: RecordFile;
   #state: PersistedState;
   #voters?: string[];
-  #size: number;
+  #appends = 0;
   /** What opening found. */
   readonly report: LoadReport;
-  /** Records written since open (each one write + one fdatasync). */
-  writes = 0;
 
   private constructor(
-    path: string,
-    file: Deno.FsFile,
+    file: RecordFile,
     state: PersistedState,
     voters: string[] | undefined,
-    size: number,
-    report: LoadReport,
-    sync: boolean,
   ) {
-    this.path = path;
+    this.path = file.path;
     this.#file = file;
     this.#state = state;
     this.#voters = voters;
-    this.#size = size;
-    this.report = report;
-    this.#sync = sync;
+    this.report = {
+      records: file.bodies.length,
+      truncatedBytes: file.truncatedBytes,
+    };
   }
 
   /** Opens (or creates) `dir/raft.log`, reading back what it holds. */
@@ -149,68 +114,28 @@ export class FileStorage {
     dir: string,
     options: FileStorageOptions = {},
   ): Promise<FileStorage> {
-    await Deno.mkdir(dir, { recursive: true });
-    const path = join(dir, "raft.log");
-    let bytes: Uint8Array;
-    let created = false;
-    try {
-      bytes = await Deno.readFile(path);
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-      bytes = new Uint8Array();
-      created = true;
-    }
+    const file = await RecordFile.open(dir, "raft.log", options);
     const state: PersistedState = {
       hardState: { term: 0, vote: "", commit: 0 },
       entries: [],
     };
     let voters: string[] | undefined;
-    let off = 0;
-    let records = 0;
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-    while (off + HEADER <= bytes.length) {
-      const len = view.getUint32(off);
-      if (len > MAX_RECORD || off + HEADER + len > bytes.length) break;
-      const payload = bytes.subarray(off + HEADER, off + HEADER + len);
-      if (crc32(payload) !== view.getUint32(off + 4)) break;
-      let body: RecordBody;
-      try {
-        body = JSON.parse(decoder.decode(payload));
-      } catch {
-        break;
-      }
+    for (const b of file.bodies) {
+      const body = b as RecordBody;
       applyRecord(state, body);
       if (body.b) voters = body.b;
-      off += HEADER + len;
-      records++;
     }
-    const file = await Deno.open(path, {
-      read: true,
-      write: true,
-      create: true,
-    });
-    if (off < bytes.length) {
-      await file.truncate(off);
-      await file.syncData();
-    }
-    await file.seek(off, Deno.SeekMode.Start);
-    // A new file's directory entry must be durable too, or a crash could
-    // lose the whole log of a node that already voted.
-    if (created && (options.sync ?? true)) await syncDir(dir);
-    return new FileStorage(
-      path,
-      file,
-      state,
-      voters,
-      off,
-      { records, truncatedBytes: bytes.length - off },
-      options.sync ?? true,
-    );
+    return new FileStorage(file, state, voters);
   }
 
   /** Bytes in the file. */
   get size(): number {
-    return this.#size;
+    return this.#file.size;
+  }
+
+  /** Records appended since open (each one write + one fdatasync). */
+  get writes(): number {
+    return this.#appends;
   }
 
   /** The bootstrap voters recorded by {@linkcode saveVoters}, if any. */
@@ -247,25 +172,7 @@ export class FileStorage {
     const body: RecordBody = { h: state.hardState, e: state.entries };
     if (state.snapshot) body.s = state.snapshot;
     if (this.#voters) body.b = this.#voters;
-    const bytes = encodeRecord(body);
-    const tmp = this.path + ".tmp";
-    const f = await Deno.open(tmp, {
-      write: true,
-      create: true,
-      truncate: true,
-    });
-    try {
-      await writeAll(f, bytes);
-      if (this.#sync) await f.syncData();
-    } finally {
-      f.close();
-    }
-    this.#file.close();
-    await Deno.rename(tmp, this.path);
-    this.#file = await Deno.open(this.path, { read: true, write: true });
-    if (this.#sync) await syncDir(dirname(this.path));
-    await this.#file.seek(bytes.length, Deno.SeekMode.Start);
-    this.#size = bytes.length;
+    await this.#file.rewrite(body);
     this.#state = state;
   }
 
@@ -286,32 +193,13 @@ export class FileStorage {
 
   /** Closes the file. */
   close(): void {
-    try {
-      this.#file.close();
-    } catch { /* already closed */ }
+    this.#file.close();
   }
 
   async #append(body: RecordBody): Promise<void> {
-    const bytes = encodeRecord(body);
-    await writeAll(this.#file, bytes);
-    if (this.#sync) await this.#file.syncData();
-    this.#size += bytes.length;
-    this.writes++;
+    await this.#file.append(body);
+    this.#appends++;
   }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const d = await Deno.open(dir, { read: true });
-  try {
-    await d.sync();
-  } finally {
-    d.close();
-  }
-}
-
-async function writeAll(f: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < bytes.length) off += await f.write(bytes.subarray(off));
 }
 
 function applyRecord(state: PersistedState, body: RecordBody): void {
