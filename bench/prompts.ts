@@ -5,6 +5,7 @@
  * versus `GET /health`, all in the same run.
  *
  *   deno run -A bench/prompts.ts [--quick] [--rounds N] [--ms MS] [--concurrency C]
+ *     [--cases cache_hit,health]   (only these cases, e.g. to profile one path)
  *
  * One node (`startNode`, KV file, rate limits off, log level warn) with
  * `builtin:prompts` and a bench plugin whose `POST /api/v1/benchbare` (same
@@ -17,7 +18,9 @@
  * with `Cache-Control: no-cache`, so the agent is asked every time (and the
  * SAGE-off answer is still stored, as in production). Cache hits ask one
  * stored prompt again and again. Rounds alternate the cases; values are
- * medians.
+ * medians. `cpu_us_per_request` is this process's CPU (all threads: node,
+ * agent and clients) per request of each case, steadier than the rates when
+ * others share the machine.
  *
  * @module
  */
@@ -29,7 +32,16 @@ import { BUILTINS } from "../builtins.ts";
 import type { AgentGateway } from "../gateway/gateway.ts";
 import { AgentClient, generateAgentKey } from "../sdk/mod.ts";
 import { servePrompts } from "../sdk/prompt_agent.ts";
-import { info, isQuick, median, numFlag, round, spread } from "./_util.ts";
+import {
+  cpuMs,
+  flag,
+  info,
+  isQuick,
+  median,
+  numFlag,
+  round,
+  spread,
+} from "./_util.ts";
 
 const quick = isQuick();
 const rounds = numFlag("rounds", quick ? 2 : 4);
@@ -163,10 +175,14 @@ const request = (c: Case): Promise<Response> => {
   }
 };
 
+/** This process's CPU µs per request of each case, one value per round. */
+const cpu = new Map<Case, number[]>();
+
 /** Requests/s of `c` over `ms` with `concurrency` loops; throws on a bad answer. */
 async function run(c: Case): Promise<number> {
   const end = performance.now() + ms;
   let done = 0;
+  const cpu0 = cpuMs("self");
   const t0 = performance.now();
   await Promise.all(Array.from({ length: concurrency }, async () => {
     while (performance.now() < end) {
@@ -181,13 +197,16 @@ async function run(c: Case): Promise<number> {
       done++;
     }
   }));
-  return done / ((performance.now() - t0) / 1000);
+  const rate = done / ((performance.now() - t0) / 1000);
+  if (!cpu.has(c)) cpu.set(c, []);
+  cpu.get(c)!.push((cpuMs("self") - cpu0) * 1000 / done);
+  return rate;
 }
 
 // Warm up every path, and store the cached answer.
 const warm = await request("cache_hit");
 await warm.body?.cancel();
-const cases: Case[] = [
+const ALL_CASES: Case[] = [
   "bare",
   "prompt",
   "prompt_sage",
@@ -195,7 +214,16 @@ const cases: Case[] = [
   "cache_hit",
   "cache_hit_anonymous",
 ];
+const only = flag("cases")?.split(",");
+const unknown = only?.filter((c) => !ALL_CASES.includes(c as Case));
+if (unknown?.length) {
+  throw new Error(
+    `--cases: unknown ${unknown.join(", ")} (known: ${ALL_CASES.join(", ")})`,
+  );
+}
+const cases = only ? ALL_CASES.filter((c) => only.includes(c)) : ALL_CASES;
 for (const c of cases) await run(c);
+cpu.clear();
 
 const rates = Object.fromEntries(
   cases.map((c) => [c, [] as number[]]),
@@ -240,6 +268,11 @@ console.log(JSON.stringify({
     cache_ratio: round(m.cache_hit / m.health, 2),
     cache_hits_anonymous_per_s: round(m.cache_hit_anonymous),
     cache_anonymous_ratio: round(m.cache_hit_anonymous / m.health, 2),
+    // CPU of node, agent and clients together (one process): steadier than
+    // rates on a shared machine.
+    cpu_us_per_request: Object.fromEntries(
+      cases.map((c) => [c, round(median(cpu.get(c)!))]),
+    ),
     spread: Object.fromEntries(
       cases.map((c) => [c, round(spread(rates[c]), 2)]),
     ),
