@@ -21,6 +21,7 @@
  * @module
  */
 import { mulberry32 } from "../../core/random.ts";
+import { EventHeap, FNV, fnv } from "../_shared/sim_events.ts";
 import {
   check,
   HistoryRecorder,
@@ -137,13 +138,6 @@ export interface PbftSimReport {
   trace?: string[];
 }
 
-const FNV = 0x811c9dc5;
-function fnv(h: number, s: string): number {
-  for (let i = 0; i < s.length; i++) {
-    h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
-  }
-  return h;
-}
 /**
  * A 64-bit stand-in digest (two 32-bit hashes): fast, and the adversary
  * does not search for collisions.
@@ -343,40 +337,9 @@ export function runPbftSim(
     }
   };
 
-  // ---- event queue (binary heap on (at, seq)) ----------------------
-  type Ev = { at: number; seq: number; fn: () => void };
-  const heap: Ev[] = [];
-  let evSeq = 0;
-  const less = (a: Ev, b: Ev) =>
-    a.at < b.at || (a.at === b.at && a.seq < b.seq);
-  const at = (delay: number, fn: () => void) => {
-    heap.push({ at: now + delay, seq: evSeq++, fn });
-    let i = heap.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (!less(heap[i], heap[p])) break;
-      [heap[i], heap[p]] = [heap[p], heap[i]];
-      i = p;
-    }
-  };
-  const pop = (): Ev | undefined => {
-    const top = heap[0];
-    const last = heap.pop();
-    if (heap.length > 0 && last) {
-      heap[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1, r = l + 1;
-        let m = i;
-        if (l < heap.length && less(heap[l], heap[m])) m = l;
-        if (r < heap.length && less(heap[r], heap[m])) m = r;
-        if (m === i) break;
-        [heap[i], heap[m]] = [heap[m], heap[i]];
-        i = m;
-      }
-    }
-    return top;
-  };
+  // ---- event queue (consensus/_shared/sim_events.ts) ----------------
+  const events = new EventHeap();
+  const at = (delay: number, fn: () => void) => events.push(now + delay, fn);
 
   // ---- network -------------------------------------------------------
   let healed = false;
@@ -872,9 +835,8 @@ export function runPbftSim(
       for (const r of replicas.values()) if (r.down) boot(r);
     });
   }
-  for (;;) {
-    const ev = pop();
-    if (!ev || ev.at > end) break;
+  while (events.nextAt() <= end) {
+    const ev = events.pop()!;
     now = ev.at;
     ev.fn();
     if (report.violations.length > 0 && !options.keepTrace) break;

@@ -20,6 +20,7 @@
  * @module
  */
 import { mulberry32 } from "../../core/random.ts";
+import { EventHeap, FNV, fnv } from "../_shared/sim_events.ts";
 import { AppliedProposals } from "./applied_proposals.ts";
 import { createRaft, type RaftNode } from "./core.ts";
 import { MemoryStorage } from "./storage.ts";
@@ -101,20 +102,6 @@ interface SimPeer {
   leaderView?: { term: number; first: number; terms: number[] };
 }
 
-interface QueuedEvent {
-  at: number;
-  seq: number;
-  fn: () => void;
-}
-
-const FNV = 0x811c9dc5;
-function fnv(h: number, s: string): number {
-  for (let i = 0; i < s.length; i++) {
-    h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
-  }
-  return h;
-}
-
 /**
  * Runs one seeded simulation and reports violations (empty when safe).
  *
@@ -173,40 +160,9 @@ export function runRaftSim(
     }
   };
 
-  // ---- the event queue (a binary heap on (at, seq)) -----------------
-  const heap: QueuedEvent[] = [];
-  let seq = 0;
-  const less = (a: QueuedEvent, b: QueuedEvent) =>
-    a.at < b.at || (a.at === b.at && a.seq < b.seq);
-  const at = (delay: number, fn: () => void) => {
-    const ev = { at: now + delay, seq: seq++, fn };
-    heap.push(ev);
-    let i = heap.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (!less(heap[i], heap[p])) break;
-      [heap[i], heap[p]] = [heap[p], heap[i]];
-      i = p;
-    }
-  };
-  const pop = (): QueuedEvent | undefined => {
-    const top = heap[0];
-    const last = heap.pop();
-    if (heap.length > 0 && last) {
-      heap[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1, r = l + 1;
-        let m = i;
-        if (l < heap.length && less(heap[l], heap[m])) m = l;
-        if (r < heap.length && less(heap[r], heap[m])) m = r;
-        if (m === i) break;
-        [heap[i], heap[m]] = [heap[m], heap[i]];
-        i = m;
-      }
-    }
-    return top;
-  };
+  // ---- the event queue (consensus/_shared/sim_events.ts) -----------
+  const events = new EventHeap();
+  const at = (delay: number, fn: () => void) => events.push(now + delay, fn);
 
   // ---- global records for the safety checks -------------------------
   const leaderOf = new Map<number, string>();
@@ -718,8 +674,8 @@ export function runRaftSim(
   at(between(5, 40), client);
 
   const runUntil = (end: number, stop?: () => boolean) => {
-    while (heap.length > 0 && heap[0].at <= end) {
-      const ev = pop()!;
+    while (events.nextAt() <= end) {
+      const ev = events.pop()!;
       now = ev.at;
       ev.fn();
       report.events++;
