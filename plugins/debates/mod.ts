@@ -14,8 +14,10 @@
  * - `POST /api/v1/debates/{id}/cancel` (`tasks:write`).
  *
  * A participant is an enrolled agent's id (asked on its backend channel
- * `tasks.debate`) or a capability (any agent connected here that handles
- * `tasks.{capability}`). See docs/debates.md.
+ * `tasks.debate`) or a capability (an agent that handles
+ * `tasks.{capability}`, connected here or, when none is, to another node).
+ * An agent connected to another node is asked through that node
+ * (`POST /api/v1/debates/ask`, node-signed). See docs/debates.md.
  *
  * @example Load it
  * ```sh ignore
@@ -33,6 +35,7 @@ import {
   type AgentGateway,
   GatewayRequestError,
 } from "../../gateway/gateway.ts";
+import { createPresence, isLive } from "../../gateway/presence.ts";
 import type { SagaService } from "../sagas/mod.ts";
 import { DebateInputError, parseDebateInput } from "./input.ts";
 import {
@@ -96,10 +99,6 @@ export default definePlugin({
     const events = ctx.kernel.has("events:local")
       ? ctx.kernel.get<NodeEvents>("events:local")
       : undefined;
-    const store = createDebateStore(
-      ctx.kernel.get("state:kv"),
-      ctx.kv.prefix,
-    );
 
     const started = ctx.metrics.counter(
       "plexus_debates_started_total",
@@ -138,6 +137,37 @@ export default definePlugin({
       }
     };
 
+    const kv = ctx.kernel.get("state:kv");
+    const presence = createPresence(kv);
+    /** Agents connected to any node whose subscriptions include `channel`, by id. */
+    const offeringAnywhere = async (channel: string): Promise<string[]> => {
+      const now = Date.now();
+      const out: string[] = [];
+      for await (const p of presence.list()) {
+        if (isLive(p, now) && p.channels.includes(channel)) {
+          out.push(p.agentId);
+        }
+      }
+      return out.sort();
+    };
+
+    /** Asks an agent connected to this node. */
+    const askHere = async (
+      agent: string,
+      channel: string,
+      request: unknown,
+      timeoutMs: number,
+    ): Promise<unknown> => {
+      try {
+        return await gateway.request(agent, channel, request, { timeoutMs });
+      } catch (err) {
+        const why = err instanceof GatewayRequestError
+          ? `${err.code}: ${err.message}`
+          : (err as Error)?.message ?? String(err);
+        throw new DebateAskError(why, agent, { cause: err });
+      }
+    };
+
     const ask = async (
       p: Participant,
       slot: number,
@@ -147,28 +177,64 @@ export default definePlugin({
       let agent = p.ref;
       let channel = DEBATE_CHANNEL;
       if (p.kind === "capability") {
-        const offering = gateway.capabilities()[p.ref] ?? [];
+        channel = `tasks.${p.ref}`;
+        // Every node sees the same sorted pool, so a step re-run elsewhere asks the same agent.
+        const offering = [
+          ...new Set([
+            ...gateway.capabilities()[p.ref] ?? [],
+            ...await offeringAnywhere(channel),
+          ]),
+        ].sort();
         if (offering.length === 0) {
           throw new DebateAskError(
-            `no agent offering capability '${p.ref}' is connected to node ${ctx.node.id}`,
+            `no agent offering capability '${p.ref}' is connected to any node`,
           );
         }
         agent = offering[Math.max(slot, 0) % offering.length];
-        channel = `tasks.${p.ref}`;
       }
-      try {
+      const where = await presence.get(agent);
+      if (
+        !where || !isLive(where, Date.now()) || where.nodeId === ctx.node.id
+      ) {
         return {
           agent,
-          answer: await gateway.request(agent, channel, request, { timeoutMs }),
+          answer: await askHere(agent, channel, request, timeoutMs),
         };
-      } catch (err) {
-        const why = err instanceof GatewayRequestError
-          ? `${err.code}: ${err.message}`
-          : (err as Error)?.message ?? String(err);
-        throw new DebateAskError(why, agent, { cause: err });
       }
+      let res: Response;
+      try {
+        res = await ctx.nodeFetch(
+          new URL("/api/v1/debates/ask", where.address),
+          {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ agent, channel, request, timeoutMs }),
+            signal: AbortSignal.timeout(timeoutMs + 5000),
+          },
+        );
+      } catch (err) {
+        throw new DebateAskError(
+          `node ${where.nodeId} (${where.address}) did not answer: ${
+            (err as Error).message
+          }`,
+          agent,
+          { cause: err },
+        );
+      }
+      const json = await res.json().catch(() => ({})) as {
+        answer?: unknown;
+        error?: { code?: string; message?: string };
+      };
+      if (!res.ok) {
+        throw new DebateAskError(
+          `node ${where.nodeId}: ${json.error?.message ?? res.status}`,
+          agent,
+        );
+      }
+      return { agent, answer: json.answer };
     };
 
+    const store = createDebateStore(kv, ctx.kv.prefix);
     const engine = createDebateEngine({
       store,
       ask,
@@ -198,12 +264,13 @@ export default definePlugin({
       field: string,
     ): Promise<Participant> => {
       if (await gateway.get(ref)) return { ref, kind: "agent" };
-      if ((gateway.capabilities()[ref] ?? []).length > 0) {
-        return { ref, kind: "capability" };
-      }
+      if (
+        (gateway.capabilities()[ref] ?? []).length > 0 ||
+        (await offeringAnywhere(`tasks.${ref}`)).length > 0
+      ) return { ref, kind: "capability" };
       throw new DebateInputError(
         field,
-        `unknown participant '${ref}': no agent with this id is enrolled and no agent connected to node ${ctx.node.id} offers it as a capability`,
+        `unknown participant '${ref}': no agent with this id is enrolled and no connected agent offers it as a capability`,
       );
     };
 
@@ -290,7 +357,8 @@ export default definePlugin({
     const principal = (c: Context) =>
       (c.var as { principal?: { sub?: string } }).principal?.sub;
 
-    ctx.api("debates")
+    const routes = ctx.api("debates");
+    routes
       .post("/", "tasks:write", (c) =>
         answer(async () => {
           let body: unknown;
@@ -369,6 +437,38 @@ export default definePlugin({
           finished.inc({ status: "cancelled" });
           return c.json(cancelled);
         }));
+
+    const askSchema = z.strictObject({
+      agent: z.string().min(1).max(256),
+      channel: z.string().regex(/^tasks\.[A-Za-z0-9_.-]{1,64}$/),
+      request: z.unknown(),
+      timeoutMs: z.number().int().min(1).max(600_000),
+    });
+    // Another node asks an agent connected here, for a turn it runs.
+    routes.post("/ask", "node", (c) =>
+      answer(async () => {
+        const body = askSchema.safeParse(await c.req.json().catch(() => null));
+        if (!body.success) {
+          throw new PlexusError(
+            "bad_request",
+            `not an ask: ${body.error.issues[0]?.message}`,
+            { status: 400 },
+          );
+        }
+        const { agent, channel, request, timeoutMs } = body.data;
+        try {
+          return c.json({
+            answer: await askHere(agent, channel, request, timeoutMs),
+          });
+        } catch (err) {
+          return c.json({
+            error: {
+              code: "agent_unavailable",
+              message: (err as Error).message,
+            },
+          }, 502);
+        }
+      }));
 
     const api: DebatesApi = { start, get: (id) => store.get(id) };
     return Promise.resolve({ api, stop: () => Promise.resolve() });

@@ -46,17 +46,45 @@ export interface DebateNode {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-/** Starts a node on port 0 in `dir` with sagas, events and debates. */
-export async function startDebateNode(dir: string): Promise<DebateNode> {
+/** Options of {@linkcode startDebateNode}. */
+export interface DebateNodeOptions {
+  /** Node id. @default {"a"} */
+  name?: string;
+  /** Load kv-lease (short lease) so one node of several drives the sagas. */
+  lease?: boolean;
+}
+
+/** Starts a node on port 0 in `dir` (KV `dir/shared.kv`) with sagas, events and debates. */
+export async function startDebateNode(
+  dir: string,
+  options: DebateNodeOptions = {},
+): Promise<DebateNode> {
+  const name = options.name ?? "a";
+  const config = join(dir, `${name}.json`);
+  await Deno.writeTextFile(
+    config,
+    JSON.stringify({
+      pluginConfig: {
+        "kv-lease": {
+          leaseMs: 1500,
+          renewDeadlineMs: 1000,
+          retryPeriodMs: 100,
+        },
+      },
+    }),
+  );
   const parsed = loadConfig([
     "--port",
     "0",
     "--node-id",
-    "a",
+    name,
     "--kv",
     join(dir, "shared.kv"),
     "--data-dir",
-    join(dir, "a"),
+    join(dir, name),
+    "--config",
+    config,
+    ...options.lease ? ["--consensus", "kv-lease"] : [],
     "--plugins-dir",
     join(dir, "none"),
     "--plugin",
