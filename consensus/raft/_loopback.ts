@@ -1,15 +1,18 @@
 /**
  * In-process Raft nodes over real loopback sockets, for benchmarks: each
  * node has its own HTTP server (for its link endpoint), authenticated
- * WebSocket links, a file-backed log with fsync and a {@linkcode RaftDriver}.
- * A "kill" drops a node at once (no goodbye to its peers), like a crash.
+ * WebSocket links ({@linkcode startLinkedNodes} of
+ * `consensus/_shared/loopback.ts`, shared with PBFT's), a file-backed log
+ * with fsync and a {@linkcode RaftDriver}. A "kill" drops a node at once (no
+ * goodbye to its peers), like a crash.
  *
  * @module
  */
 import { join } from "node:path";
 import { RaftDriver } from "./driver.ts";
 import { FileStorage } from "./file_storage.ts";
-import { type RaftLinks, startLinks } from "./links.ts";
+import { type LinkedNode, startLinkedNodes } from "../_shared/loopback.ts";
+import type { Message } from "./types.ts";
 
 /** Options of {@linkcode startLoopbackCluster}. */
 export interface LoopbackOptions {
@@ -26,14 +29,7 @@ export interface LoopbackOptions {
 }
 
 /** One node. */
-export interface LoopbackNode {
-  id: string;
-  url: string;
-  port: number;
-  driver?: RaftDriver;
-  links?: RaftLinks;
-  server?: Deno.HttpServer<Deno.NetAddr>;
-}
+export type LoopbackNode = LinkedNode<RaftDriver, Message>;
 
 /** A running in-process cluster. */
 export interface LoopbackCluster {
@@ -71,61 +67,31 @@ export async function startLoopbackCluster(
     sync: true,
     ...options,
   };
-  const listeners = Array.from(
-    { length: n },
-    () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
-  );
-  const nodes: LoopbackNode[] = listeners.map((l, i) => {
-    const port = (l.addr as Deno.NetAddr).port;
-    l.close();
-    return { id: `n${i + 1}`, port, url: `http://127.0.0.1:${port}` };
+  const c = await startLinkedNodes<RaftDriver, Message>(n, {
+    idPrefix: "n",
+    secret: SECRET,
+    driver: async (node, ids, links) => {
+      const driver: RaftDriver = new RaftDriver({
+        id: node.id,
+        voters: ids,
+        storage: await FileStorage.open(join(o.dir, node.id), {
+          sync: o.sync,
+        }),
+        send: (to, ms) => {
+          if (!links.send(to, ms)) driver.node.reportUnreachable(to);
+        },
+        tickMs: o.tickMs,
+        electionTick: o.electionTick,
+        heartbeatTick: o.heartbeatTick,
+      });
+      return driver;
+    },
   });
-  const ids = nodes.map((x) => x.id);
-
-  const start = async (i: number) => {
-    const node = nodes[i];
-    const storage = await FileStorage.open(join(o.dir, node.id), {
-      sync: o.sync,
-    });
-    const links = startLinks({
-      id: node.id,
-      address: node.url,
-      secret: SECRET,
-      peers: nodes.filter((x) => x !== node).map((x) => x.url),
-      reconnectMs: 50,
-      onMessages: (_from, ms) => driver.receive(ms),
-    });
-    const driver: RaftDriver = new RaftDriver({
-      id: node.id,
-      voters: ids,
-      storage,
-      send: (to, ms) => {
-        if (!links.send(to, ms)) driver.node.reportUnreachable(to);
-      },
-      tickMs: o.tickMs,
-      electionTick: o.electionTick,
-      heartbeatTick: o.heartbeatTick,
-    });
-    node.server = Deno.serve(
-      { hostname: "127.0.0.1", port: node.port, onListen: () => {} },
-      (req) => links.handleUpgrade(req),
-    );
-    node.links = links;
-    node.driver = driver;
-    driver.start();
-  };
-  const kill = async (i: number) => {
-    const node = nodes[i];
-    node.driver?.stop();
-    node.links?.close();
-    await node.server?.shutdown();
-    node.driver = node.links = node.server = undefined;
-  };
-  await Promise.all(nodes.map((_, i) => start(i)));
+  const { nodes } = c;
   return {
     nodes,
-    start,
-    kill,
+    start: c.start,
+    kill: c.kill,
     leader() {
       for (let i = 0; i < n; i++) {
         const d = nodes[i].driver;
@@ -139,8 +105,6 @@ export async function startLoopbackCluster(
       }
       return -1;
     },
-    async close() {
-      await Promise.all(nodes.map((_, i) => kill(i)));
-    },
+    close: c.close,
   };
 }
