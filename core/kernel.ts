@@ -17,8 +17,10 @@ import {
   capabilityMatches,
   describeIssues,
   type Health,
+  type HealthEntry,
   KERNEL_API_VERSION,
   type KernelHandle,
+  MAX_HEALTH_ENTRIES,
   type NodeIdentity,
   parseRequirement,
   type PermissionSpec,
@@ -201,7 +203,10 @@ export interface Kernel extends KernelHandle {
     origin?: string,
     isolation?: PluginIsolation,
   ): Promise<SwapReport>;
-  /** Health of every registered plugin, with latency in ms. */
+  /**
+   * Health of every registered plugin, with latency in ms, and the entries
+   * plugins add ({@linkcode Health.entries}) as `{plugin}/{key}`.
+   */
   health(): Promise<
     Record<
       string,
@@ -942,6 +947,7 @@ export function createKernel(options: KernelOptions): Kernel {
             latency: +(performance.now() - t0).toFixed(2),
           };
           if (h.detail) out[name].detail = h.detail;
+          addHealthEntries(out, name, h.entries);
         } catch (err) {
           out[name] = {
             name,
@@ -1014,4 +1020,54 @@ export function createKernel(options: KernelOptions): Kernel {
     },
   };
   return kernel;
+}
+
+const ENTRY_KEY = /^[\x21-\x7e][\x20-\x7e]{0,199}$/;
+
+/**
+ * Adds a plugin's own `/health` entries as `{plugin}/{key}`, checked (a
+ * sandboxed plugin's answer is untrusted): at most MAX_HEALTH_ENTRIES, keys of
+ * printable ASCII, a status of up or down, a finite latency, a string detail.
+ * What is left out is counted in the plugin's detail.
+ */
+function addHealthEntries(
+  out: Record<
+    string,
+    { name: string; status: "up" | "down"; latency?: number; detail?: string }
+  >,
+  plugin: string,
+  entries: unknown,
+): void {
+  if (entries === undefined) return;
+  const list = typeof entries === "object" && entries !== null
+    ? Object.entries(entries as Record<string, unknown>)
+    : [];
+  let skipped = list.length === 0 && typeof entries !== "object" ? 1 : 0;
+  let added = 0;
+  for (const [key, value] of list) {
+    const e = value as Partial<HealthEntry> | null;
+    if (
+      added >= MAX_HEALTH_ENTRIES || !ENTRY_KEY.test(key) ||
+      typeof e !== "object" || e === null ||
+      (e.status !== "up" && e.status !== "down")
+    ) {
+      skipped++;
+      continue;
+    }
+    const name = `${plugin}/${key}`;
+    out[name] = { name, status: e.status };
+    if (typeof e.latency === "number" && Number.isFinite(e.latency)) {
+      out[name].latency = e.latency;
+    }
+    if (typeof e.detail === "string") out[name].detail = e.detail.slice(0, 500);
+    added++;
+  }
+  if (skipped > 0) {
+    const note = `${skipped} health entr${
+      skipped === 1 ? "y" : "ies"
+    } left out`;
+    out[plugin].detail = out[plugin].detail
+      ? `${out[plugin].detail}; ${note}`
+      : note;
+  }
 }

@@ -3,7 +3,12 @@ import { z } from "zod";
 import { createKernel, resolvePlan } from "./kernel.ts";
 import { createLogger, type LogRecord } from "./observe/logger.ts";
 import { createMetrics } from "./observe/metrics.ts";
-import { type Plugin, PluginError, type Running } from "./plugin.ts";
+import {
+  MAX_HEALTH_ENTRIES,
+  type Plugin,
+  PluginError,
+  type Running,
+} from "./plugin.ts";
 import { createRouter } from "./router.ts";
 
 /** A plugin that records its setup and stop in `events`. */
@@ -337,6 +342,55 @@ Deno.test("kernel: health rolls up up, down, thrown and missing checks", async (
   assert.equal(h.throws.detail, "boom");
   await k.kernel.stop();
   assert.equal((await k.kernel.health()).plain.status, "down");
+});
+
+Deno.test("kernel: a plugin adds its own health entries, a set that changes between checks, checked and bounded", async () => {
+  using k = await kernelWith();
+  let entries: Record<string, unknown> = {
+    "root/a1": { status: "up", latency: 2.5 },
+    "root/a2": { status: "down", detail: "no answer" },
+  };
+  k.kernel.register(fake("multi", [], {
+    setup: () =>
+      Promise.resolve({
+        stop: () => Promise.resolve(),
+        health: () =>
+          Promise.resolve({ status: "up" as const, entries } as never),
+      }),
+  }));
+  await k.kernel.start();
+  const h = await k.kernel.health();
+  assert.equal(h.multi.status, "up");
+  assert.deepEqual(h["multi/root/a1"], {
+    name: "multi/root/a1",
+    status: "up",
+    latency: 2.5,
+  });
+  assert.deepEqual(h["multi/root/a2"], {
+    name: "multi/root/a2",
+    status: "down",
+    detail: "no answer",
+  });
+  // The next check lists what the plugin reports then, and only what is valid.
+  entries = {
+    "root/a3": { status: "up", latency: Infinity },
+    "": { status: "up" },
+    "bad\nkey": { status: "up" },
+    "root/a4": { status: "sideways" },
+    ...Object.fromEntries(
+      Array.from({ length: 70 }, (_, i) => [`n${i}`, { status: "up" }]),
+    ),
+  };
+  const again = await k.kernel.health();
+  assert.equal(again["multi/root/a1"], undefined);
+  assert.deepEqual(again["multi/root/a3"], {
+    name: "multi/root/a3",
+    status: "up",
+  });
+  const listed = Object.keys(again).filter((n) => n.startsWith("multi/"));
+  assert.equal(listed.length, MAX_HEALTH_ENTRIES);
+  assert.equal(again.multi.detail, "10 health entries left out");
+  await k.kernel.stop();
 });
 
 Deno.test("kernel: each plugin's signal aborts when it is stopped and its kv is scoped", async () => {

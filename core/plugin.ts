@@ -291,13 +291,45 @@ export interface PluginManifest<C = unknown> {
   startTimeoutMs?: number;
 }
 
-/** Health reported by a running plugin. */
+/** One more line a plugin adds to `/health` (an agent, a peer, a link). */
+export interface HealthEntry {
+  /** Whether it works; a `down` entry makes the node `degraded`, as a down plugin does. */
+  status: "up" | "down";
+  /** Its latency in ms (e.g. its last round trip), when the plugin knows one. */
+  latency?: number;
+  /** A short human-readable explanation. */
+  detail?: string;
+}
+
+/**
+ * Health reported by a running plugin.
+ *
+ * @example A plugin listing each connected agent as its own `/health` entry
+ * ```ts
+ * import type { Health } from "./plugin.ts";
+ * const health: Health = {
+ *   status: "up",
+ *   entries: { "root/agent-1": { status: "up", latency: 2.5 } },
+ * };
+ * // GET /health: services["prompts/root/agent-1"] = {name, status, latency}
+ * ```
+ */
 export interface Health {
   /** Whether the plugin works. */
   status: "up" | "down";
   /** A short human-readable explanation, such as the failing check's error. */
   detail?: string;
+  /**
+   * More entries for `/health`'s `services`, a set that may change from one
+   * check to the next, each listed as `{plugin}/{key}`: at most
+   * {@linkcode MAX_HEALTH_ENTRIES}, keys of 1-200 printable characters
+   * (others are left out, and the plugin's `detail` says how many).
+   */
+  entries?: Record<string, HealthEntry>;
 }
+
+/** Most `/health` entries one plugin may add ({@linkcode Health.entries}). */
+export const MAX_HEALTH_ENTRIES = 64;
 
 /** A started plugin. */
 export interface Running {

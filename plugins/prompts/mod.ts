@@ -30,6 +30,7 @@ import {
   type BalancerApi,
   definePlugin,
   type Envelope,
+  type HealthEntry,
   PlexusError,
 } from "../../core/plugin.ts";
 import { VERSION } from "../../core/version.ts";
@@ -530,14 +531,23 @@ const promptsPlugin = definePlugin<PromptsConfig>({
       api,
       health() {
         const roots = service.rootAgents();
-        const parts = roots.map((id) =>
-          `${id} ${rootLatency.get(id) ?? "-"} ms`
-        );
+        // Each root agent connected here is its own /health entry
+        // (`prompts/root/{id}`), with the latency of its last answer.
+        const entries: Record<string, HealthEntry> = {};
+        for (const id of roots) {
+          const latency = rootLatency.get(id);
+          entries[`root/${id}`] = latency === undefined
+            ? { status: "up", detail: "connected; no prompt answered yet" }
+            : { status: "up", latency };
+        }
         return Promise.resolve({
           status: "up" as const,
           detail: roots.length
-            ? `root agents: ${parts.join(", ")}`
+            ? `${roots.length} root agent${
+              roots.length === 1 ? "" : "s"
+            } ('${config.capability}') connected here`
             : `no root agent ('${config.capability}') connected here`,
+          entries,
         });
       },
       async stop() {

@@ -52,6 +52,8 @@ export interface PromptNodeOptions {
   balancer?: string;
   /** More `pluginConfig` entries (a balancer's, say). */
   pluginConfig?: Record<string, unknown>;
+  /** More top-level config fields (`health`, say). */
+  config?: Record<string, unknown>;
 }
 
 /** Starts a node on port 0 with `builtin:prompts`. */
@@ -63,6 +65,7 @@ export async function startPromptNode(
   await Deno.writeTextFile(
     file,
     JSON.stringify({
+      ...options.config,
       pluginConfig: {
         ...options.pluginConfig,
         gateway: options.gateway ?? {},

@@ -66,6 +66,62 @@ Deno.test("prompts: a prompt is answered by a root agent, with the seed's shape 
   assert.equal(again.body.response, "echo: hi (-, undefined)");
 });
 
+Deno.test("prompts: /health lists the prompt service and each root agent connected here with its latency", async () => {
+  await using node = await startPromptNode({
+    dir: await tmp(),
+    config: { health: { cacheMs: 0 } },
+  });
+  const health = async () =>
+    (await (await fetch(`${node.url}/health`)).json()) as {
+      status: string;
+      services: Record<
+        string,
+        { name: string; status: string; latency?: number; detail?: string }
+      >;
+    };
+  const none = await health();
+  assert.equal(none.services.prompts.status, "up");
+  assert.equal(
+    none.services.prompts.detail,
+    "no root agent ('prompt') connected here",
+  );
+  assert.deepEqual(
+    Object.keys(none.services).filter((s) => s.startsWith("prompts/")),
+    [],
+  );
+
+  const [k1, k2] = [await node.enrolled(), await node.enrolled()];
+  await using _r1 = await promptAgent(node, k1, "prompt", () => "one");
+  await using _r2 = await promptAgent(node, k2, "prompt", () => "two");
+  const before = await health();
+  assert.equal(before.status, "healthy");
+  assert.equal(
+    before.services.prompts.detail,
+    "2 root agents ('prompt') connected here",
+  );
+  for (const k of [k1, k2]) {
+    assert.deepEqual(before.services[`prompts/root/${k.id}`], {
+      name: `prompts/root/${k.id}`,
+      status: "up",
+      detail: "connected; no prompt answered yet",
+    });
+  }
+  // Round robin: two prompts reach both agents; each then has a latency.
+  for (const p of ["a", "b"]) {
+    const r = await node.prompt({ prompt: p, sageEnabled: true });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+  }
+  const after = await health();
+  for (const k of [k1, k2]) {
+    const e = after.services[`prompts/root/${k.id}`];
+    assert.equal(e.status, "up");
+    assert.ok(
+      typeof e.latency === "number" && e.latency > 0,
+      JSON.stringify(e),
+    );
+  }
+});
+
 Deno.test("prompts: routing steps appear live on WS /ws", async () => {
   await using node = await startPromptNode({
     dir: await tmp(),
