@@ -88,6 +88,8 @@ export default {
 }
 
 const SECRET = "services-nodes-secret-0123456789";
+/** A prefix per run, so NATS subjects of parallel runs do not meet. */
+const RUN = crypto.randomUUID().slice(0, 8);
 const ALL = ["probe.where", "probe.hang", "orders.create", "stock.take"];
 
 async function node(
@@ -96,12 +98,17 @@ async function node(
   peers: PlexusProcess[],
   probe: Record<string, unknown> = {},
   actions: string[] = ALL,
+  transport: "websocket-mesh" | "nats" = "websocket-mesh",
 ): Promise<PlexusProcess> {
   const plugin = join(dir, `svcprobe-${name}.js`);
   await Deno.writeTextFile(plugin, probeSource("1.0.0", actions));
   const config = await writeConfig(dir, {
     pluginConfig: {
-      "websocket-mesh": { secret: SECRET, peers: peers.map((p) => p.url) },
+      ...(transport === "nats"
+        ? { nats: { mode: "core", prefix: `svc${RUN}.` } }
+        : {
+          "websocket-mesh": { secret: SECRET, peers: peers.map((p) => p.url) },
+        }),
       svcprobe: probe,
     },
   }, `${name}.json`);
@@ -110,7 +117,7 @@ async function node(
       "--node-id",
       name,
       "--transport",
-      "websocket-mesh",
+      transport,
       "--plugin",
       plugin,
       "--config",
@@ -359,6 +366,56 @@ Deno.test({
       const a = await node(dir, "node-a", [], {}, []);
       const b = await node(dir, "node-b", [a]);
       return [a, b];
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "services (nodes, NATS): calls cross nodes over NATS request/reply; a node SIGKILLed mid-call has its calls retried on another node once it goes silent; a call pinned to it then fails with a typed error",
+  ignore: !Deno.env.get("NATS_URL"),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await withCluster(async (_dir, [a, b]) => {
+      await offered(a, "probe.hang", ["node-b", "node-c"]);
+      const created = await probe(a, "/call", {
+        action: "orders.create",
+        params: { sku: "n-1" },
+        options: { nodeId: "node-c" },
+      });
+      assert.equal(created.value.node, "node-c");
+      assert.equal(created.value.caller, "node-a");
+      const calls = probe(a, "/many", {
+        action: "probe.hang",
+        n: 20,
+        concurrency: 20,
+        options: { retries: 2, timeout: 60_000 },
+      });
+      await poll(async () => (await probe(b, "/inflight")) > 0, "a call on b");
+      const t0 = performance.now();
+      b.signal("SIGKILL");
+      await b.exit();
+      const { counts, errors } = await calls;
+      assert.deepEqual(errors, []);
+      assert.deepEqual(counts, { "node-c": 20 });
+      assert.ok(
+        performance.now() - t0 < 30_000,
+        "retried once b went silent, not at the 60 s deadline",
+      );
+      await offered(a, "probe.hang", ["node-c"]);
+      const pinned = await probe(a, "/call", {
+        action: "probe.hang",
+        options: { nodeId: "node-b" },
+      });
+      assert.equal(pinned.error.name, "ServiceError");
+      assert.equal(pinned.error.code, "no_node");
+      assert.match(pinned.error.message, /node-b/);
+    }, async (dir) => {
+      const a = await node(dir, "node-a", [], {}, [], "nats");
+      const b = await node(dir, "node-b", [], { hang: true }, ALL, "nats");
+      const c = await node(dir, "node-c", [], {}, ALL, "nats");
+      return [a, b, c];
     });
   },
 });

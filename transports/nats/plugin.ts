@@ -74,6 +74,7 @@ const natsPlugin: Plugin<NatsConfig> = transportPlugin({
         : options.servers ?? Deno.env.get("NATS_URL") ??
           "nats://127.0.0.1:4222",
       name: `${node.id}-${crypto.randomUUID().slice(0, 8)}`,
+      nodeId: node.id,
     }),
   probe: { name: "rtt", run: (transport) => transport.nc.rtt() },
   logFields: (config) => ({ prefix: config.prefix, mode: config.mode }),

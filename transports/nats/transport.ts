@@ -39,6 +39,7 @@ import type { Envelope } from "../../core/envelope.ts";
 import type { Logger } from "../../core/observe/logger.ts";
 import type { MetricsRegistry } from "../../core/observe/metrics.ts";
 import { transportTelemetry } from "../_telemetry.ts";
+import { type NatsRequestReply, natsRequestReply } from "./request_reply.ts";
 import {
   type AttemptError,
   backoffDelay,
@@ -115,6 +116,13 @@ export interface NatsOptions {
   duplicateWindowMs?: number;
   /** Connection name, also the consumer in error histories. @default {"plexus-<random>"} */
   name?: string;
+  /**
+   * This node's id for request/reply (`request(nodeId, …)` on other nodes
+   * reaches it). @default {the connection name}
+   */
+  nodeId?: string;
+  /** Period of request/reply's directory announcements, ms. @default {1000} */
+  announceMs?: number;
   /** Longest wait for the first connection and for a JetStream call. @default {5000} */
   connectTimeoutMs?: number;
   /** Warnings for failed handlers and dead letters. */
@@ -133,6 +141,12 @@ export type StartFrom =
 /** The NATS transport, with its connection for health checks and tools. */
 export interface NatsTransport extends Transport {
   readonly nc: NatsCore.NatsConnection;
+  respond: NatsRequestReply["respond"];
+  responders: NatsRequestReply["responders"];
+  listResponders: NatsRequestReply["listResponders"];
+  request: NatsRequestReply["request"];
+  /** Ids of the nodes request/reply knows to be up, this one included, sorted. */
+  nodes: NatsRequestReply["nodes"];
 }
 
 interface Driver {
@@ -274,13 +288,21 @@ export async function connectNats(
       ordering: "none",
       groups: true,
       maxMessageBytes: o.maxMessageBytes,
+      requestReply: true,
     }
     : {
       durable: true,
       ordering: "per-key",
       groups: true,
       maxMessageBytes: o.maxMessageBytes,
+      requestReply: true,
     };
+  const rr = await natsRequestReply(nc, core, {
+    prefix: o.prefix,
+    nodeId: o.nodeId ?? o.name,
+    announceMs: o.announceMs,
+    log: o.log,
+  });
   const subs = new Set<Subscription>();
   let closed = false;
 
@@ -303,7 +325,7 @@ export async function connectNats(
       : partitionSubject(o.prefix, topic, partitionOf(key, o.partitions));
 
   if (o.mode === "core") {
-    return coreTransport(nc, core, o, caps, report, encode, subjectFor);
+    return coreTransport(nc, core, o, caps, report, encode, subjectFor, rr);
   }
 
   const js = jsLib.jetstream(nc, { timeout: o.connectTimeoutMs });
@@ -831,6 +853,11 @@ export async function connectNats(
     nc,
     publish,
     subscribe,
+    respond: rr.respond,
+    responders: rr.responders,
+    listResponders: rr.listResponders,
+    request: rr.request,
+    nodes: rr.nodes,
     async deadLetters(
       topic: string,
       opts: { limit?: number } = {},
@@ -860,6 +887,7 @@ export async function connectNats(
     async close() {
       if (closed) return;
       closed = true;
+      await rr.close();
       await Promise.allSettled([...subs].map((s) => s.close()));
       await nc.drain().catch(() => nc.close());
     },
@@ -870,11 +898,12 @@ export async function connectNats(
 function coreTransport(
   nc: NatsCore.NatsConnection,
   core: typeof NatsCore,
-  o: Required<Omit<NatsOptions, "log" | "metrics">>,
+  o: Required<Omit<NatsOptions, "log" | "metrics" | "nodeId" | "announceMs">>,
   caps: TransportCaps,
   report: ReturnType<typeof transportTelemetry>,
   encode: (topic: string, envelope: Envelope) => Uint8Array,
   subjectFor: (topic: string, key?: string) => string,
+  rr: NatsRequestReply,
 ): NatsTransport {
   const subs = new Set<Subscription>();
   let closed = false;
@@ -1061,9 +1090,15 @@ function coreTransport(
       }
     },
     subscribe,
+    respond: rr.respond,
+    responders: rr.responders,
+    listResponders: rr.listResponders,
+    request: rr.request,
+    nodes: rr.nodes,
     async close() {
       if (closed) return;
       closed = true;
+      await rr.close();
       await Promise.allSettled([...subs].map((s) => s.close()));
       await nc.drain().catch(() => nc.close());
     },
