@@ -23,7 +23,7 @@
  * ["jwt-revocations"]                            KvU64 count of revocations: a change means reload the revoked ids
  * ["ratelimit", scope, id]                       GCRA state {tat} per principal/IP/handshake scope
  * ["sig-nonce", keyid, nonce]                    RFC 9421 nonce replay store (expireIn past max age)
- * ["audit", at, vs]                              audit record of a mutating call, vs = commit versionstamp (call order within a ms; expireIn = retention)
+ * ["audit", at, n, vs]                           audit record of a mutating call, n = the node's call counter (call order within a ms), vs = commit versionstamp (unique across nodes); expireIn = retention
  * ["keys", keyid]                                trusted key (node or enrolled service key) for JWTs and RFC 9421
  * ["sealing", "keys", id]                        a sealed-payload recipient's public keys {id, x25519, ed25519, updatedAt} (id: node:ID)
  * ["transport-routing", "done", group, id]       exactly-once mark: message id handled by consumer group {topic, at} (expireIn = routing.dedupWindowMs)
@@ -165,12 +165,20 @@ export function signatureNonceKey(keyid: string, nonce: string): Deno.KvKey {
 
 /**
  * An audit record (or the prefix of all of them, in time order; or the
- * start of those from `at`). `seq` is the commit versionstamp (pass
- * `kv.commitVersionstamp()` when writing), so records of one millisecond
- * sort in commit order.
+ * start of those from `at`). `n` counts the node's calls, so records of one
+ * millisecond sort in call order (records are written in group commits, and
+ * KV allows a versionstamp only as a key's last part); `vs` is the commit
+ * versionstamp (pass `kv.commitVersionstamp()`), so two nodes' records never
+ * share a key.
  */
-export function auditKey(at?: number, seq?: string | symbol): Deno.KvKey {
-  return at === undefined ? ["audit"] : ["audit", at, (seq ?? "") as string];
+export function auditKey(
+  at?: number,
+  n?: number,
+  vs?: string | symbol,
+): Deno.KvKey {
+  if (at === undefined) return ["audit"];
+  if (n === undefined) return ["audit", at];
+  return ["audit", at, n, vs as string];
 }
 
 /** A trusted key (a node's, or an enrolled service key), or the prefix of all of them. */
