@@ -20,7 +20,7 @@ import { join } from "node:path";
 import { z } from "zod";
 import type { Consensus, Member } from "../../core/consensus.ts";
 import { definePlugin, type Plugin } from "../../core/plugin.ts";
-import { errorResponse, plexusErrorResponse } from "../../core/http/errors.ts";
+import { addKvRoutes } from "../_shared/kv_routes.ts";
 import { startLinks } from "../raft/links.ts";
 import { createPbftAuth, decodeKey32 } from "./auth.ts";
 import {
@@ -87,16 +87,6 @@ export interface PbftConsensus extends Consensus {
   submit(op: PbftKvOp): Promise<SubmitResult>;
   /** The core's status. */
   status(): PbftStatus & { waiting: number };
-}
-
-function failure(err: unknown): Response {
-  if (err instanceof PbftUnavailableError || err instanceof PbftTimeoutError) {
-    return plexusErrorResponse(err);
-  }
-  if (err instanceof TypeError || err instanceof SyntaxError) {
-    return errorResponse(400, err.message, "bad_request");
-  }
-  throw err;
 }
 
 /**
@@ -222,26 +212,11 @@ const pbft: Plugin<PbftConfig> = definePlugin({
       records: log.records().length,
     });
 
+    // Reads too go through consensus (f + 1 matching answers).
     const submit = async (op: unknown) => {
-      try {
-        const r = await d.submit(parsePbftKvOp(op));
-        return Response.json({
-          ...r.result,
-          view: r.view,
-          matching: r.matching,
-        });
-      } catch (err) {
-        return failure(err);
-      }
+      const r = await d.submit(parsePbftKvOp(op));
+      return { ...r.result, view: r.view, matching: r.matching };
     };
-    const body = async (req: Request): Promise<Record<string, unknown>> => {
-      try {
-        const b = await req.json();
-        if (b && typeof b === "object" && !Array.isArray(b)) return b;
-      } catch { /* answered below */ }
-      throw new TypeError("expected a JSON object body");
-    };
-    // Reads need a viewer and go through consensus (f + 1 matching answers).
     const routes = ctx.api("pbft");
     // stateDigest: the KV state's SHA-256, equal on replicas that executed as far.
     routes.get("/status", "cluster:read", (h) =>
@@ -252,41 +227,12 @@ const pbft: Plugin<PbftConfig> = definePlugin({
         address: ctx.node.address,
         peers: links.peers(),
       }));
-    routes.get("/kv/:key", "cluster:read", async (h) => {
-      const res = await submit({ op: "read", key: h.req.param("key") });
-      if (res.status !== 200) return res;
-      return Response.json({ key: h.req.param("key"), ...await res.json() });
+    addKvRoutes(routes, {
+      read: (key) => submit({ op: "read", key }),
+      write: submit,
+      isAnswer: (err) =>
+        err instanceof PbftUnavailableError || err instanceof PbftTimeoutError,
     });
-    routes.put("/kv/:key", "tasks:write", async (h) => {
-      try {
-        const b = await body(h.req.raw);
-        return await submit({
-          op: "write",
-          key: h.req.param("key"),
-          value: b.value,
-        });
-      } catch (err) {
-        return failure(err);
-      }
-    });
-    routes.post("/kv/:key", "tasks:write", async (h) => {
-      try {
-        const b = await body(h.req.raw);
-        return await submit({
-          op: "cas",
-          key: h.req.param("key"),
-          expect: b.expect === undefined ? null : b.expect,
-          value: b.value,
-        });
-      } catch (err) {
-        return failure(err);
-      }
-    });
-    routes.delete(
-      "/kv/:key",
-      "tasks:write",
-      (h) => submit({ op: "delete", key: h.req.param("key") }),
-    );
 
     const api: PbftConsensus = {
       name: "pbft",

@@ -26,7 +26,11 @@ import { join } from "node:path";
 import { z } from "zod";
 import type { Consensus, Member } from "../../core/consensus.ts";
 import { definePlugin, type Plugin } from "../../core/plugin.ts";
-import { errorResponse, plexusErrorResponse } from "../../core/http/errors.ts";
+import {
+  addKvRoutes,
+  jsonObjectBody,
+  kvFailure,
+} from "../_shared/kv_routes.ts";
 import {
   type ProposeResult,
   RaftDriver,
@@ -82,15 +86,9 @@ export interface RaftConsensus extends Consensus {
   status(): (RaftStatus & { applied: number }) | undefined;
 }
 
-function failure(err: unknown): Response {
-  if (err instanceof RaftUnavailableError || err instanceof RaftTimeoutError) {
-    return plexusErrorResponse(err);
-  }
-  if (err instanceof TypeError || err instanceof SyntaxError) {
-    return errorResponse(400, err.message, "bad_request");
-  }
-  throw err;
-}
+const isAnswer = (err: unknown) =>
+  err instanceof RaftUnavailableError || err instanceof RaftTimeoutError;
+const failure = (err: unknown): Response => kvFailure(err, isAnswer);
 
 /**
  * The raft plugin (`builtin:consensus/raft`).
@@ -294,58 +292,12 @@ const raft: Plugin<RaftConfig> = definePlugin({
         ...(removed ? { role: "removed" } : {}),
         peers: links.peers(),
       }));
-    routes.get("/kv/:key", "cluster:read", async (h) => {
-      try {
-        const r = await need().read(h.req.param("key"));
-        return h.json({ key: h.req.param("key"), ...r });
-      } catch (err) {
-        return failure(err);
-      }
+    addKvRoutes(routes, {
+      read: (key) => need().read(key),
+      write: (cmd) => need().propose(parseKvCommand(cmd)),
+      isAnswer,
     });
-    const write = async (cmd: unknown) => {
-      try {
-        return Response.json(await need().propose(parseKvCommand(cmd)));
-      } catch (err) {
-        return failure(err);
-      }
-    };
-    const body = async (req: Request): Promise<Record<string, unknown>> => {
-      try {
-        const b = await req.json();
-        if (b && typeof b === "object" && !Array.isArray(b)) return b;
-      } catch { /* answered below */ }
-      throw new TypeError("expected a JSON object body");
-    };
-    routes.put("/kv/:key", "tasks:write", async (h) => {
-      try {
-        const b = await body(h.req.raw);
-        return await write({
-          op: "write",
-          key: h.req.param("key"),
-          value: b.value,
-        });
-      } catch (err) {
-        return failure(err);
-      }
-    });
-    routes.post("/kv/:key", "tasks:write", async (h) => {
-      try {
-        const b = await body(h.req.raw);
-        return await write({
-          op: "cas",
-          key: h.req.param("key"),
-          expect: b.expect === undefined ? null : b.expect,
-          value: b.value,
-        });
-      } catch (err) {
-        return failure(err);
-      }
-    });
-    routes.delete(
-      "/kv/:key",
-      "tasks:write",
-      (h) => write({ op: "delete", key: h.req.param("key") }),
-    );
+    const body = jsonObjectBody;
 
     const answer = async (req: MemberChange) => {
       const a = await membership.change(req);
