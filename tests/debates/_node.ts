@@ -46,6 +46,27 @@ export interface DebateNode {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
+/** What the agent and event helpers need of a node (in this process or not). */
+export type NodeLike = Pick<DebateNode, "url" | "dir" | "api" | "enrolled">;
+
+/** Enrols a fresh key with the worker role through `api` (an operator's). */
+export async function enrol(
+  api: (path: string, init: RequestInit) => Promise<Response>,
+): Promise<AgentKey> {
+  const key = await generateAgentKey();
+  const res = await api("/api/v1/agents", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      agentId: key.id,
+      publicKey: key.publicKey,
+      roles: ["worker"],
+    }),
+  });
+  assert.equal(res.status, 201, await res.text());
+  return key;
+}
+
 /** Options of {@linkcode startDebateNode}. */
 export interface DebateNodeOptions {
   /** Node id. @default {"a"} */
@@ -135,20 +156,7 @@ export async function startDebateNode(
       assert.equal(res.status, 200, await res.clone().text());
       return await res.json();
     },
-    async enrolled() {
-      const key = await generateAgentKey();
-      const res = await api("/api/v1/agents", {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({
-          agentId: key.id,
-          publicKey: key.publicKey,
-          roles: ["worker"],
-        }),
-      }, "operator");
-      assert.equal(res.status, 201, await res.text());
-      return key;
-    },
+    enrolled: () => enrol((path, init) => api(path, init, "operator")),
     async metric(metric, labels = {}) {
       const text = await (await fetch(`${handle.url}/metrics`)).text();
       const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
@@ -199,7 +207,7 @@ export interface AgentProcess {
 
 /** Spawns `run.ts agent` with a fresh enrolled key; resolves once it is ready. */
 export async function agentProcess(
-  node: DebateNode,
+  node: NodeLike,
   stance: Stance,
   args: string[] = [],
 ): Promise<AgentProcess> {
@@ -295,7 +303,7 @@ export interface SeenEvent {
  * start of the store; resolves with every event up to `debate.finished`.
  */
 export async function followDebate(
-  node: DebateNode,
+  node: NodeLike,
   id: string,
   timeoutMs = 60_000,
 ): Promise<SeenEvent[]> {
