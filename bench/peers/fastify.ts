@@ -11,7 +11,10 @@
  * load generator (bench/_load.ts, 32 keep-alive connections) to core 1, a
  * fresh one per round, as in bench/http_health.ts. Rounds alternate;
  * medians; ratio = Plexus ÷ Fastify. Server CPU per request is reported
- * beside the rates.
+ * beside the rates. A third contestant, a bare `Deno.serve` returning the
+ * same bytes (bench/_http_server.ts `bare`), shows the runtime's floor:
+ * `details.bareDenoOverFastify` is the most any Deno server reaches here,
+ * `details.plexusOverBareDeno` the node's share of it.
  *
  * @module
  */
@@ -40,7 +43,7 @@ const serverScript = fileURLToPath(
 );
 
 interface Server {
-  label: "plexus" | "fastify";
+  label: "plexus" | "fastify" | "deno";
   child: Child;
   url: string;
   pid: number;
@@ -151,15 +154,32 @@ try {
   ) {
     throw new Error("Fastify does not return the node's /health bytes");
   }
+  // The runtime's floor: a bare Deno.serve returning the same bytes.
+  const bareChild = await spawnDeno("deno-bare", "_http_server.ts", [
+    "bare",
+    "--body-file",
+    join(tmp, "health.body"),
+    "--headers-file",
+    join(tmp, "health.headers"),
+  ], 0);
+  children.push(bareChild);
+  const bare: Server = {
+    label: "deno",
+    child: bareChild,
+    ...(await bareChild.next<{ url: string; pid: number }>(30_000)),
+    results: [],
+  };
   const nodeVersion = new TextDecoder().decode(
     (await new Deno.Command("node", { args: ["--version"] }).output()).stdout,
   ).trim();
   info(
     `fastify: /health is ${body.length} bytes with ${headers.length} headers; ${rounds} rounds x ${durationMs} ms, ${connections} connections; Fastify ${VERSION} on Node ${nodeVersion}`,
   );
-  for (const s of [plexus, fastify]) await load(s, quick ? 500 : 1000); // warm-up
+  const all = [plexus, fastify, bare];
+  for (const s of all) await load(s, quick ? 500 : 1000); // warm-up
   for (let i = 0; i < rounds; i++) {
-    for (const s of i % 2 ? [fastify, plexus] : [plexus, fastify]) {
+    // Rotate the order so no contestant always runs first.
+    for (const s of all.map((_, j) => all[(i + j) % all.length])) {
       const r = await load(s, durationMs);
       s.results.push(r);
       info(
@@ -189,7 +209,16 @@ try {
       headers: headers.length,
       plexusRates: plexus.results.map((r) => round(r.rps)),
       fastifyRates: fastify.results.map((r) => round(r.rps)),
-      serverCpuUsPerRequest: { plexus: us(plexus), fastify: us(fastify) },
+      bareDenoRates: bare.results.map((r) => round(r.rps)),
+      serverCpuUsPerRequest: {
+        plexus: us(plexus),
+        fastify: us(fastify),
+        bareDeno: us(bare),
+      },
+      // The floor: what Deno.serve itself reaches against Fastify, and
+      // the node's share of it.
+      bareDenoOverFastify: round(rps(bare) / rps(fastify), 2),
+      plexusOverBareDeno: round(rps(plexus) / rps(bare), 2),
     },
   }));
 } catch (err) {
