@@ -170,16 +170,20 @@ export function seedOf(key: AgentKey): Uint8Array {
   return Uint8Array.fromBase64(key.privateKey, { alphabet: "base64url" });
 }
 
-/** An SDK agent on `node` answering `capability` with `handler`, connected and subscribed. */
+/**
+ * An SDK agent on `node` answering `capability` with `handler`, connected and
+ * subscribed; `via` connects it through another URL (a proxy in front of the
+ * node).
+ */
 export async function promptAgent(
   node: PromptNode,
   key: AgentKey,
   capability: string,
   handler: PromptHandler,
-  options: { signWith?: Uint8Array } = {},
+  options: { signWith?: Uint8Array; via?: string } = {},
 ): Promise<AgentClient> {
   const agent = new AgentClient({
-    url: node.url,
+    url: options.via ?? node.url,
     id: key.id,
     privateKey: seedOf(key),
     backoff: { initialMs: 100, maxMs: 500 },
