@@ -6,6 +6,8 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { AgentClient } from "../../sdk/mod.ts";
+import type { SagaService } from "../../plugins/sagas/mod.ts";
 import {
   agentProcess,
   debateAgent,
@@ -277,5 +279,94 @@ Deno.test("debates: bad input is refused with 400 naming the field; a viewer may
     await anonymous.body?.cancel();
   } finally {
     await Promise.all([a, b].map((x) => x.agent.close()));
+  }
+});
+
+Deno.test("debates: an agent that never answers is silent after turnTimeoutMs, a bad answer is silent with the reason; threshold counts the rest", async () => {
+  await using node = await startDebateNode(await tempDir());
+  const [a, b, mute] = await Promise.all(
+    (["for", "for", "silent"] as const).map((s) => debateAgent(node, s)),
+  );
+  // An agent that answers nonsense.
+  const key = await node.enrolled();
+  const liar = new AgentClient({
+    url: node.url,
+    id: key.id,
+    privateKey: Uint8Array.fromBase64(key.privateKey, {
+      alphabet: "base64url",
+    }),
+  });
+  const connected = liar.connect();
+  await liar.handle("tasks.debate", () => ({ position: 42, confidence: 7 }));
+  await connected;
+  try {
+    const r = await node.post({
+      topic: "Half is enough?",
+      participants: [a.id, b.id, mute.id, key.id],
+      rounds: 2,
+      turnTimeoutMs: 500,
+      consensus: { method: "threshold", threshold: 0.5 },
+    });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    const id = String(r.body.id);
+    await followDebate(node, id);
+    const d = await node.view(id);
+    assert.equal(d.status, "consensus");
+    assert.deepEqual(d.result, { position: "for", round: 1, share: 0.5 });
+    const [, , silent, bad] = d.turns;
+    assert.equal(silent.status, "silent");
+    assert.match(silent.reason!, /timeout/i);
+    assert.ok(silent.latencyMs >= 450, `waited ${silent.latencyMs} ms`);
+    assert.equal(bad.status, "silent");
+    assert.match(bad.reason!, /^bad answer: position must be a word/);
+    assert.deepEqual(
+      [d.roundResults[0].tally.answered, d.roundResults[0].tally.silent],
+      [2, 2],
+    );
+  } finally {
+    await Promise.all([a, b, mute].map((x) => x.agent.close()));
+    await liar.close();
+  }
+});
+
+Deno.test("debates: cancel stops a running debate (its saga too) and says so; a finished one answers 409", async () => {
+  await using node = await startDebateNode(await tempDir());
+  const agents = await Promise.all(
+    (["silent", "silent"] as const).map((s) => debateAgent(node, s)),
+  );
+  try {
+    const r = await node.post({
+      topic: "Never ends?",
+      participants: agents.map((x) => x.id),
+      rounds: 5,
+      turnTimeoutMs: 600_000,
+      consensus: { method: "majority" },
+    });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    const id = String(r.body.id);
+    const following = followDebate(node, id);
+    const cancel = () =>
+      node.api(`/api/v1/debates/${id}/cancel`, { method: "POST" });
+    const first = await cancel();
+    assert.equal(first.status, 200);
+    assert.equal((await first.json()).status, "cancelled");
+    const events = await following;
+    assert.deepEqual(events.at(-1)?.data, {
+      debateId: id,
+      status: "cancelled",
+      roundsRun: 0,
+    });
+    const again = await cancel();
+    assert.equal(again.status, 409);
+    assert.match((await again.json()).error.message, /is cancelled already/);
+    const d = await node.view(id);
+    assert.equal(d.status, "cancelled");
+    const list = await (await node.api("/api/v1/debates?status=cancelled"))
+      .json();
+    assert.deepEqual(list.debates.map((x: { id: string }) => x.id), [id]);
+    const sagas = node.handle.kernel.get<SagaService>("extension:sagas");
+    assert.notEqual((await sagas.get(d.saga))?.status, "running");
+  } finally {
+    await Promise.all(agents.map((x) => x.agent.close()));
   }
 });
