@@ -101,6 +101,8 @@ export interface DebateEngineDeps {
   nodeId: string;
   /** Rounds of transcript sent with each question. @default {10} */
   transcriptRounds?: number;
+  /** A question's JSON is kept under this many bytes by dropping its oldest rounds. @default {524288} */
+  maxRequestBytes?: number;
   /** Told about every turn recorded (metrics). */
   onTurn?(turn: Turn): void;
   /** Told about every debate this node finished (metrics). */
@@ -192,6 +194,7 @@ export function createDebateEngine(deps: DebateEngineDeps): DebateEngine {
   const { store } = deps;
   const now = deps.now ?? Date.now;
   const window = deps.transcriptRounds ?? 10;
+  const maxRequestBytes = deps.maxRequestBytes ?? 512 * 1024;
 
   const load = async (id: string): Promise<DebateRecord> => {
     const d = await store.get(id);
@@ -226,7 +229,7 @@ export function createDebateEngine(deps: DebateEngineDeps): DebateEngine {
       store.turns(d.id, from, last),
       store.rounds(d.id, from, round - 1),
     ]);
-    return {
+    const req: DebateRequest = {
       debateId: d.id,
       topic: d.topic,
       role,
@@ -243,6 +246,16 @@ export function createDebateEngine(deps: DebateEngineDeps): DebateEngine {
         r.summary ? [{ round: r.round, summary: r.summary }] : []
       ),
     };
+    // Keep the question under the gateway's message size: oldest rounds go first.
+    while (
+      req.transcript.some((t) => t.round < last) &&
+      new TextEncoder().encode(JSON.stringify(req)).length > maxRequestBytes
+    ) {
+      const oldest = req.transcript[0].round;
+      req.transcript = req.transcript.filter((t) => t.round !== oldest);
+      req.summaries = req.summaries.filter((x) => x.round !== oldest);
+    }
+    return req;
   };
 
   const turn = async (raw: unknown) => {
@@ -296,6 +309,9 @@ export function createDebateEngine(deps: DebateEngineDeps): DebateEngine {
       };
     }
     t.latencyMs = Math.round(t.latencyMs * 100) / 100;
+    // Cancelled (or finished) while the agent thought: nothing to record.
+    const after = await load(id);
+    if (after.status !== "running") return { skipped: after.status };
     const { turn: kept, written } = await store.recordTurn(id, t);
     if (written) {
       deps.onTurn?.(kept);

@@ -370,3 +370,57 @@ Deno.test("debates: cancel stops a running debate (its saga too) and says so; a 
     await Promise.all(agents.map((x) => x.agent.close()));
   }
 });
+
+Deno.test("debates: GET /api/v1/debates pages newest first with a cursor; bad paging parameters are 400", async () => {
+  await using node = await startDebateNode(await tempDir());
+  const agents = await Promise.all(
+    (["for", "for"] as const).map((s) => debateAgent(node, s)),
+  );
+  try {
+    const ids: string[] = [];
+    for (const topic of ["one", "two", "three"]) {
+      const r = await node.post({
+        topic,
+        participants: agents.map((x) => x.id),
+        rounds: 1,
+        consensus: { method: "unanimous" },
+      });
+      assert.equal(r.status, 201, JSON.stringify(r.body));
+      ids.push(String(r.body.id));
+      await followDebate(node, ids.at(-1)!);
+    }
+    const page = async (q: string) => {
+      const res = await node.api(`/api/v1/debates${q}`);
+      assert.equal(res.status, 200);
+      return await res.json() as {
+        debates: { id: string; topic: string; status: string }[];
+        cursor?: string;
+      };
+    };
+    const first = await page("?limit=2");
+    assert.deepEqual(first.debates.map((d) => d.topic), ["three", "two"]);
+    assert.ok(first.cursor);
+    const second = await page(
+      `?limit=2&cursor=${encodeURIComponent(first.cursor)}`,
+    );
+    assert.deepEqual(second.debates.map((d) => d.topic), ["one"]);
+    assert.equal(second.cursor, undefined);
+    assert.deepEqual(
+      (await page("?status=consensus")).debates.map((d) => d.id),
+      [...ids].reverse(),
+    );
+    for (
+      const [q, message] of [
+        ["?limit=0", /^limit: expected an integer from 1 to 500, got '0'$/],
+        ["?limit=x", /^limit: /],
+        ["?cursor=garbage!!", /^cursor: not a cursor from this list/],
+      ] as const
+    ) {
+      const res = await node.api(`/api/v1/debates${q}`);
+      assert.equal(res.status, 400, q);
+      assert.match((await res.json()).error.message, message);
+    }
+  } finally {
+    await Promise.all(agents.map((x) => x.agent.close()));
+  }
+});

@@ -1,0 +1,177 @@
+import assert from "node:assert/strict";
+import {
+  createDebateEngine,
+  DebateAskError,
+  type DebateRequest,
+} from "./engine.ts";
+import { createDebateStore, type DebateRecord } from "./store.ts";
+
+const debate = (rounds = 3): DebateRecord => ({
+  id: "d1",
+  topic: "t",
+  participants: [
+    { ref: "a", kind: "agent" },
+    { ref: "b", kind: "agent" },
+    { ref: "c", kind: "agent" },
+  ],
+  rounds,
+  turnTimeoutMs: 1000,
+  consensus: { method: "unanimous" },
+  status: "running",
+  saga: "debate-d1",
+  createdAt: 1,
+  updatedAt: 1,
+  roundsRun: 0,
+});
+
+async function setup(
+  answer: (agent: string, req: DebateRequest) => unknown,
+  options: { maxRequestBytes?: number; transcriptRounds?: number } = {},
+) {
+  const kv = await Deno.openKv(":memory:");
+  const store = createDebateStore(kv, ["debates"]);
+  const asked: DebateRequest[] = [];
+  const events: [string, unknown][] = [];
+  const engine = createDebateEngine({
+    store,
+    nodeId: "n1",
+    ...options,
+    ask: (p, _slot, req) => {
+      asked.push(req);
+      const a = answer(p.ref, req);
+      if (a instanceof Error) return Promise.reject(a);
+      return Promise.resolve({ agent: p.ref, answer: a });
+    },
+    publish: (type, data) => void events.push([type, data]),
+  });
+  const turn = (round: number, participant: number) =>
+    engine.functions["debate.turn"]({ debate: "d1", round, participant });
+  const tally = (round: number) =>
+    engine.functions["debate.tally"]({ debate: "d1", round });
+  const playRound = async (round: number) => {
+    await Promise.all([0, 1, 2].map((p) => turn(round, p)));
+    return await tally(round);
+  };
+  return { kv, store, engine, asked, events, turn, tally, playRound };
+}
+
+Deno.test("debate engine: a turn step run again (after a crash, on another node) finds the recorded turn and asks nobody", async () => {
+  const t = await setup(() => ({ position: "for", confidence: 1 }));
+  try {
+    await t.store.create(debate());
+    assert.deepEqual(await t.turn(1, 0), { status: "answered" });
+    assert.deepEqual(await t.turn(1, 0), { status: "answered", again: true });
+    assert.equal(t.asked.length, 1);
+    assert.equal(t.events.filter(([type]) => type === "debate.turn").length, 1);
+  } finally {
+    t.kv.close();
+  }
+});
+
+Deno.test("debate engine: a failed ask or a bad answer records a silent turn and the step succeeds", async () => {
+  const t = await setup((agent) =>
+    agent === "a"
+      ? new DebateAskError("timeout: no answer in 1000 ms", "a")
+      : agent === "b"
+      ? { position: "", confidence: 1 }
+      : { position: "For", confidence: 0.5, argument: "x".repeat(5000) }
+  );
+  try {
+    await t.store.create(debate());
+    const out = await Promise.all([0, 1, 2].map((p) => t.turn(1, p)));
+    assert.deepEqual(out.map((o) => (o as { status: string }).status), [
+      "silent",
+      "silent",
+      "answered",
+    ]);
+    const turns = await t.store.turns("d1");
+    assert.equal(turns[0].reason, "timeout: no answer in 1000 ms");
+    assert.equal(turns[0].agent, "a");
+    assert.match(turns[1].reason!, /^bad answer: position must be/);
+    assert.equal(turns[2].position, "for");
+    assert.equal(turns[2].argument!.length, 2000);
+    assert.deepEqual(
+      t.events.map(([type]) => type).sort(),
+      ["debate.turn", "debate.turn.skipped", "debate.turn.skipped"],
+    );
+  } finally {
+    t.kv.close();
+  }
+});
+
+Deno.test("debate engine: each round sees the earlier ones; the last round without consensus finishes the debate, later steps are no-ops", async () => {
+  const t = await setup((agent) => ({ position: agent, confidence: 1 }));
+  try {
+    await t.store.create(debate(2));
+    await t.playRound(1);
+    assert.deepEqual(
+      t.asked.map((q) => q.transcript.length),
+      [0, 0, 0],
+      "round 1: an empty transcript",
+    );
+    assert.deepEqual(await t.playRound(2), {
+      status: "no-consensus",
+      reached: false,
+    });
+    assert.deepEqual(t.asked.slice(3).map((q) => q.transcript.length), [
+      3,
+      3,
+      3,
+    ]);
+    assert.deepEqual(await t.turn(3, 0), { skipped: "no-consensus" });
+    assert.deepEqual(await t.tally(2), { skipped: "no-consensus" });
+    assert.deepEqual(
+      t.events.filter(([type]) => type === "debate.finished").map(([, d]) => d),
+      [{ debateId: "d1", status: "no-consensus", roundsRun: 2 }],
+    );
+  } finally {
+    t.kv.close();
+  }
+});
+
+Deno.test("debate engine: the transcript keeps the last transcriptRounds rounds and stays under maxRequestBytes", async () => {
+  const long = "y".repeat(1500);
+  const t = await setup(
+    (agent) => ({ position: agent, confidence: 1, argument: long }),
+    { transcriptRounds: 3, maxRequestBytes: 12_000 },
+  );
+  try {
+    await t.store.create(debate(6));
+    for (let r = 1; r <= 5; r++) await t.playRound(r);
+    const rounds = (q: DebateRequest) => [
+      ...new Set(q.transcript.map((x) => x.round)),
+    ];
+    // Round 5 asks with rounds 2..4 by the window, then the budget drops
+    // the oldest until the JSON fits: 9 turns of 1.5 kB do not, 6 do.
+    const last = t.asked.at(-1)!;
+    assert.equal(last.round, 5);
+    assert.deepEqual(rounds(last), [3, 4]);
+    assert.ok(new TextEncoder().encode(JSON.stringify(last)).length <= 12_000);
+  } finally {
+    t.kv.close();
+  }
+});
+
+Deno.test("debate engine: the saga definition has, per round, a parallel group of turns, the moderator, the tally", () => {
+  const t = createDebateEngine({
+    store: {} as never,
+    ask: () => Promise.reject(new Error("unused")),
+    publish: () => {},
+    nodeId: "n1",
+  });
+  const def = t.definition({
+    ...debate(2),
+    moderator: { ref: "m", kind: "agent" },
+  }) as { steps: ({ id: string } | { parallel: { id: string }[] })[] };
+  assert.deepEqual(
+    def.steps.map((s) => "parallel" in s ? s.parallel.map((x) => x.id) : s.id),
+    [
+      ["r1.p0", "r1.p1", "r1.p2"],
+      "r1.moderator",
+      "r1.tally",
+      ["r2.p0", "r2.p1", "r2.p2"],
+      "r2.moderator",
+      "r2.tally",
+    ],
+  );
+});
