@@ -7,7 +7,7 @@
  *   a takeover does not submit twice) and the step's key in the payload
  *   (`{saga: {id, step, idempotencyKey, attempt}, input, sagaInput}`), for
  *   handlers to apply their effect once; the driver polls the task until it
- *   is done or dead. A capability step is a task with `capability` set: the
+ *   is done or dead (every tick, backing off to every 8 ticks). A capability step is a task with `capability` set: the
  *   task service hands it to an agent offering that capability.
  * - `function` steps call a function a plugin registered by name.
  * - An attempt not finished within the step's `timeoutMs` fails.
@@ -30,7 +30,11 @@ import {
   type SagaInput,
   type SagaState,
 } from "./machine.ts";
-import type { AppliedTransition, SagaStore } from "./store.ts";
+import {
+  type AppliedTransition,
+  FencedError,
+  type SagaStore,
+} from "./store.ts";
 
 /** What a function step is told besides its input. */
 export interface SagaFunctionContext {
@@ -93,6 +97,12 @@ export interface SagaDriver {
 
 const FINISHED = new Set(["completed", "compensated", "compensation-failed"]);
 
+/**
+ * Largest result a step may return, serialized: the saga's whole state is
+ * one KV value (64 KiB), results included. A larger one fails the attempt.
+ */
+export const MAX_RESULT_BYTES = 4096;
+
 type Work = SagaCommand & { type: "run" | "compensate" };
 
 /**
@@ -115,6 +125,18 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
   let stopped = false;
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   const fence = () => options.fence?.();
+  /**
+   * This node's fence token when it leads (undefined: it leads with no
+   * fence to offer), null when it does not.
+   */
+  const leaderToken = (): FenceToken | undefined | null => {
+    if (!leads()) return null;
+    try {
+      return fence();
+    } catch {
+      return null; // NotLeaderError: the term ended since leads() said so
+    }
+  };
 
   const track = (p: Promise<void>) => {
     const q = p.catch((err) => options.onError?.(err)).finally(() =>
@@ -163,14 +185,16 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
       },
       idempotencyKey: `${c.idempotencyKey}:${c.attempt}`,
     });
-    for (;;) {
+    // Polled every tick at first, then less often (up to 8 ticks): a
+    // thousand sagas waiting on slow tasks should not read KV flat out.
+    for (let wait = tick;; wait = Math.min(wait * 2, 8 * tick)) {
       const view = await tasks.get(id);
       if (view?.status === "done") return view.result;
       if (view?.status === "dead") {
         throw new Error(`task ${id}: ${view.error ?? "dead"}`);
       }
       if (stopped) throw new Error("the saga driver stopped");
-      await sleep(tick);
+      await sleep(wait);
     }
   };
 
@@ -232,7 +256,16 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
               )
             ),
           ]);
-          outcome = { ok: true, result };
+          const size = result === undefined
+            ? 0
+            : JSON.stringify(result)?.length ?? 0;
+          outcome = size > MAX_RESULT_BYTES
+            ? {
+              ok: false,
+              error:
+                `the step's result is ${size} bytes; a saga keeps at most ${MAX_RESULT_BYTES} per step (return a reference instead)`,
+            }
+            : { ok: true, result };
         } catch (err) {
           outcome = {
             ok: false,
@@ -243,7 +276,23 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
         }
         try {
           if (stopped) return;
-          await drive(s.id, outcomeInput(c, outcome));
+          try {
+            await drive(s.id, outcomeInput(c, outcome));
+          } catch (err) {
+            // A result that would push the state past one KV value fails
+            // the attempt instead of leaving the saga stuck.
+            if (!outcome.ok || !/too large/i.test(String(err))) throw err;
+            await drive(
+              s.id,
+              outcomeInput(c, {
+                ok: false,
+                error:
+                  `the saga's state would be over one KV value with this result: ${
+                    (err as Error).message
+                  }`,
+              }),
+            );
+          }
         } finally {
           running.delete(key);
         }
@@ -281,16 +330,32 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
 
   return {
     async submit(id, def, input) {
-      const lead = leads();
-      const t = await store.start(id, def, now(), lead ? fence() : undefined, {
-        input,
-        kick: !lead,
-      });
+      const token = leaderToken();
+      let t: AppliedTransition;
+      try {
+        t = await store.start(id, def, now(), token ?? undefined, {
+          input,
+          kick: token === null,
+        });
+      } catch (err) {
+        if (!(token !== null && err instanceof FencedError)) throw err;
+        // The term ended under us: start it for whoever leads now.
+        t = await store.start(id, def, now(), undefined, { input, kick: true });
+        options.onTransition?.(t);
+        return;
+      }
       options.onTransition?.(t);
-      if (lead) execute(t.state, t.commands);
+      if (token !== null) execute(t.state, t.commands);
     },
     async apply(id, input) {
-      if (leads()) return await drive(id, input);
+      const token = leaderToken();
+      if (token !== null) {
+        try {
+          return await drive(id, input);
+        } catch (err) {
+          if (!(err instanceof FencedError)) throw err;
+        }
+      }
       const t = await store.apply(id, input, now(), undefined, { kick: true });
       if (t && t.state !== t.before) options.onTransition?.(t);
       return t;

@@ -169,3 +169,46 @@ Deno.test("sagas plugin: cancel compensates a running saga; bad definitions are 
     SagaDefinitionError,
   );
 });
+
+Deno.test("sagas plugin: a saga whose state would not fit one KV value is refused at start; an oversized result fails its step", async () => {
+  await using t = await createTestKernel([sagasPlugin], config);
+  const sagas = t.kernel.get<SagaService>("extension:sagas");
+  sagas.registerFunction("big", () => Promise.resolve("x".repeat(10_000)));
+  sagas.registerFunction("ok", () => Promise.resolve(1));
+  sagas.registerFunction("undo", () => Promise.resolve());
+  const many = {
+    name: "many",
+    steps: Array.from({ length: 500 }, (_, i) => ({
+      id: `s${i}`,
+      run: { kind: "function", name: "ok" },
+    })),
+  };
+  await assert.rejects(
+    () => sagas.start(many),
+    (err: unknown) =>
+      err instanceof SagaDefinitionError && err.field === "steps" &&
+      /would start at \d+ bytes/.test(err.message),
+  );
+  assert.deepEqual((await sagas.list()).sagas, []);
+  const id = await sagas.start({
+    name: "big",
+    steps: [
+      {
+        id: "a",
+        run: { kind: "function", name: "ok" },
+        compensate: { kind: "function", name: "undo" },
+      },
+      {
+        id: "b",
+        run: { kind: "function", name: "big" },
+        retry: { maxAttempts: 1 },
+      },
+    ],
+  });
+  assert.equal(await sagas.finished(id, 10_000), "compensated");
+  const s = (await sagas.get(id))!;
+  assert.match(
+    s.steps.b.attempts[0].error!,
+    /result is 10002 bytes; a saga keeps at most 4096/,
+  );
+});

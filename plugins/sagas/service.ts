@@ -29,7 +29,12 @@ import {
   type SagaDriver,
   type SagaFunction,
 } from "./driver.ts";
-import type { SagaDef, SagaState, SagaStatus } from "./machine.ts";
+import {
+  type SagaDef,
+  type SagaState,
+  type SagaStatus,
+  startSaga,
+} from "./machine.ts";
 import {
   type AppliedTransition,
   createSagaStore,
@@ -126,6 +131,13 @@ export interface SagaNode extends SagaService {
 }
 
 const NAME_RE = /^[a-z][a-z0-9._-]{0,127}$/;
+
+/**
+ * Largest first state of a saga (definition, input, empty step states),
+ * serialized: it is one KV value of at most 64 KiB, and results and
+ * attempts grow it.
+ */
+export const MAX_START_BYTES = 32_768;
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$/;
 
 /**
@@ -214,6 +226,14 @@ export function createSagaService(options: SagaServiceOptions): SagaNode {
         throw new SagaDefinitionError(
           "id",
           `expected a saga id of letters, digits and . _ : - (at most 200), got '${opts.id}'`,
+        );
+      }
+      const size = JSON.stringify(startSaga("", parsed, 0, opts.input).state)
+        .length;
+      if (size > MAX_START_BYTES) {
+        throw new SagaDefinitionError(
+          "steps",
+          `the saga's state would start at ${size} bytes with its input; at most ${MAX_START_BYTES} (one KV value, with room for results): fewer or smaller steps, or a smaller input`,
         );
       }
       const id = opts.id ?? crypto.randomUUID();
