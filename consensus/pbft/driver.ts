@@ -18,7 +18,10 @@
  * @module
  */
 import type { LeaderChange } from "../../core/consensus.ts";
-import { PlexusError } from "../../core/errors.ts";
+import {
+  ConsensusTimeoutError,
+  ConsensusUnavailableError,
+} from "../_shared/errors.ts";
 import {
   createPbft,
   macInput,
@@ -93,17 +96,8 @@ export interface PbftDriverOptions {
  * new PbftUnavailableError("stopped").status; // 503
  * ```
  */
-export class PbftUnavailableError extends PlexusError {
+export class PbftUnavailableError extends ConsensusUnavailableError {
   override name = "PbftUnavailableError";
-  /** HTTP 503, retry after 1 s. */
-  constructor(message: string, options?: ErrorOptions) {
-    super("unavailable", message, {
-      retryable: true,
-      status: 503,
-      retryAfterS: 1,
-      cause: options?.cause,
-    });
-  }
 }
 
 /**
@@ -116,12 +110,8 @@ export class PbftUnavailableError extends PlexusError {
  * new PbftTimeoutError("pbft request a/x/1 not answered").status; // 504
  * ```
  */
-export class PbftTimeoutError extends PlexusError {
+export class PbftTimeoutError extends ConsensusTimeoutError {
   override name = "PbftTimeoutError";
-  /** HTTP 504; not retryable, since a write may still execute. */
-  constructor(message: string, options?: ErrorOptions) {
-    super("timeout", message, { status: 504, cause: options?.cause });
-  }
 }
 
 /** What a request returned, with the view it was answered in. */

@@ -20,15 +20,11 @@ import { join } from "node:path";
 import { z } from "zod";
 import type { Consensus, Member } from "../../core/consensus.ts";
 import { definePlugin, type Plugin } from "../../core/plugin.ts";
+import { isConsensusAnswer } from "../_shared/errors.ts";
 import { addKvRoutes } from "../_shared/kv_routes.ts";
 import { startLinks } from "../raft/links.ts";
 import { createPbftAuth, decodeKey32 } from "./auth.ts";
-import {
-  PbftDriver,
-  PbftTimeoutError,
-  PbftUnavailableError,
-  type SubmitResult,
-} from "./driver.ts";
+import { PbftDriver, type SubmitResult } from "./driver.ts";
 import { PbftFileLog } from "./file_log.ts";
 import { parsePbftKvOp, type PbftKvOp } from "./kv_state.ts";
 import type { PbftMessage } from "./types.ts";
@@ -230,8 +226,7 @@ const pbft: Plugin<PbftConfig> = definePlugin({
     addKvRoutes(routes, {
       read: (key) => submit({ op: "read", key }),
       write: submit,
-      isAnswer: (err) =>
-        err instanceof PbftUnavailableError || err instanceof PbftTimeoutError,
+      isAnswer: isConsensusAnswer,
     });
 
     const api: PbftConsensus = {

@@ -18,7 +18,10 @@
  */
 import { createRaft, type RaftNode, type RaftStatus } from "./core.ts";
 import type { LeaderChange } from "../../core/consensus.ts";
-import { PlexusError } from "../../core/errors.ts";
+import {
+  ConsensusTimeoutError,
+  ConsensusUnavailableError,
+} from "../_shared/errors.ts";
 import { timed } from "../../core/observe/otel.ts";
 import { type KvCommand, KvMachine, type KvResult } from "./kv_machine.ts";
 import type {
@@ -87,17 +90,8 @@ export interface RaftDriverOptions {
  * d.stop();
  * ```
  */
-export class RaftUnavailableError extends PlexusError {
+export class RaftUnavailableError extends ConsensusUnavailableError {
   override name = "RaftUnavailableError";
-  /** `message` says why (no leader yet, stopped). HTTP 503, retry after 1 s. */
-  constructor(message: string, options?: ErrorOptions) {
-    super("unavailable", message, {
-      retryable: true,
-      status: 503,
-      retryAfterS: 1,
-      cause: options?.cause,
-    });
-  }
 }
 
 /**
@@ -111,12 +105,8 @@ export class RaftUnavailableError extends PlexusError {
  * err.name; // "RaftTimeoutError"
  * ```
  */
-export class RaftTimeoutError extends PlexusError {
+export class RaftTimeoutError extends ConsensusTimeoutError {
   override name = "RaftTimeoutError";
-  /** HTTP 504; not retryable, since a write may still commit. */
-  constructor(message: string, options?: ErrorOptions) {
-    super("timeout", message, { status: 504, cause: options?.cause });
-  }
 }
 
 /** What a committed write returned, and the log index it committed at. */

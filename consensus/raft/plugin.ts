@@ -26,6 +26,7 @@ import { join } from "node:path";
 import { z } from "zod";
 import type { Consensus, Member } from "../../core/consensus.ts";
 import { definePlugin, type Plugin } from "../../core/plugin.ts";
+import { isConsensusAnswer } from "../_shared/errors.ts";
 import {
   addKvRoutes,
   jsonObjectBody,
@@ -34,7 +35,6 @@ import {
 import {
   type ProposeResult,
   RaftDriver,
-  RaftTimeoutError,
   RaftUnavailableError,
   type ReadResult,
 } from "./driver.ts";
@@ -86,8 +86,7 @@ export interface RaftConsensus extends Consensus {
   status(): (RaftStatus & { applied: number }) | undefined;
 }
 
-const isAnswer = (err: unknown) =>
-  err instanceof RaftUnavailableError || err instanceof RaftTimeoutError;
+const isAnswer = isConsensusAnswer;
 const failure = (err: unknown): Response => kvFailure(err, isAnswer);
 
 /**
