@@ -322,7 +322,7 @@ export default definePlugin({
       return debate;
     };
 
-    /** A running debate whose saga ended without finishing it is marked failed. */
+    /** A running debate whose saga ended without finishing it is marked failed (on its saga's event, and on read). */
     const reconcile = async (d: DebateRecord): Promise<DebateRecord> => {
       if (FINISHED_STATUSES.has(d.status)) return d;
       const saga = await sagas.get(d.saga);
@@ -471,6 +471,27 @@ export default definePlugin({
       }));
 
     const api: DebatesApi = { start, get: (id) => store.get(id) };
-    return Promise.resolve({ api, stop: () => Promise.resolve() });
+    // A debate's saga that ends compensated (a step failed all its retries,
+    // or it was cancelled through the sagas API) fails the debate at once.
+    const offSagaEvents = events?.listen((e) => {
+      if (e.type !== "saga.compensated" && e.type !== "saga.failed") return;
+      const sagaId = (e.data as { sagaId?: unknown } | null)?.sagaId;
+      if (typeof sagaId !== "string" || !sagaId.startsWith("debate-")) return;
+      store.get(sagaId.slice("debate-".length))
+        .then((d) => d && reconcile(d))
+        .catch((err) =>
+          ctx.log.warn("debate not reconciled with its saga", {
+            saga: sagaId,
+            error: (err as Error)?.message ?? String(err),
+          })
+        );
+    });
+    return Promise.resolve({
+      api,
+      stop() {
+        offSagaEvents?.();
+        return Promise.resolve();
+      },
+    });
   },
 });

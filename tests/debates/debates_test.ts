@@ -424,3 +424,37 @@ Deno.test("debates: GET /api/v1/debates pages newest first with a cursor; bad pa
     await Promise.all(agents.map((x) => x.agent.close()));
   }
 });
+
+Deno.test("debates: a debate whose saga ends compensated (cancelled through the sagas API) is marked failed at once, with the reason", async () => {
+  await using node = await startDebateNode(await tempDir());
+  const agents = await Promise.all(
+    (["silent", "silent"] as const).map((s) => debateAgent(node, s)),
+  );
+  try {
+    const r = await node.post({
+      topic: "Who stops this?",
+      participants: agents.map((x) => x.id),
+      rounds: 5,
+      turnTimeoutMs: 300,
+      consensus: { method: "majority" },
+    });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    const id = String(r.body.id);
+    const following = followDebate(node, id);
+    const sagas = node.handle.kernel.get<SagaService>("extension:sagas");
+    assert.equal(await sagas.cancel(`debate-${id}`, "operator said no"), true);
+    assert.equal(await sagas.finished(`debate-${id}`, 30_000), "compensated");
+    // No GET of the debate in between: the saga's event moved it.
+    const events = await following;
+    assert.deepEqual(events.at(-1)?.data, {
+      debateId: id,
+      status: "failed",
+      roundsRun: 0,
+    });
+    const d = await node.view(id);
+    assert.equal(d.status, "failed");
+    assert.match(d.error!, /^saga debate-\S+ ended compensated: cancelled: operator said no$/);
+  } finally {
+    await Promise.all(agents.map((x) => x.agent.close()));
+  }
+});
