@@ -520,6 +520,62 @@ export interface ClusterProcess extends AsyncDisposable {
 }
 
 /**
+ * Waits until every one of `urls` answers `GET /health` with 200.
+ *
+ * @example Usage
+ * ```ts ignore
+ * await waitHealthy(["http://127.0.0.1:8086", "http://127.0.0.1:8087"]);
+ * ```
+ */
+export async function waitHealthy(urls: string[]): Promise<void> {
+  await poll(async () => {
+    try {
+      return (await Promise.all(urls.map((u) => fetch(`${u}/health`))))
+        .every((r) => (r.body?.cancel(), r.status === 200));
+    } catch {
+      return false;
+    }
+  }, `${urls.length} healthy nodes`);
+}
+
+/**
+ * An `Authorization` header with a 1-hour token of `role` minted by
+ * `plexus token` with the key in `nodeDir` (a `plexus cluster` node's data
+ * dir), run in `dir`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const auth = await clusterAuth(dir, join(dir, "c", "node-1"), "analyst");
+ * await fetch(url, { headers: auth });
+ * ```
+ */
+export async function clusterAuth(
+  dir: string,
+  nodeDir: string,
+  role: string,
+): Promise<{ authorization: string }> {
+  const tok = await runMain(dir, [
+    "--allow-read",
+    "--allow-env",
+    `--allow-write=${dir}`,
+  ], [
+    "token",
+    "--role",
+    role,
+    "--ttl",
+    "1h",
+    "--sub",
+    "test",
+    "--data-dir",
+    nodeDir,
+  ]);
+  if (tok.code !== 0) {
+    throw new Error(`plexus token exited ${tok.code}: ${tok.stderr}`);
+  }
+  return { authorization: `Bearer ${tok.stdout.trim()}` };
+}
+
+/**
  * Runs `main.ts cluster ARGS` in a fresh temp dir (nodes' data under
  * `DIR/c`), with only the permissions `deno task cluster` has; disposing
  * kills it and removes the dir.

@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { freePortRange, poll, runMain, spawnCluster } from "./_process.ts";
+import {
+  clusterAuth,
+  freePortRange,
+  poll,
+  runMain,
+  spawnCluster,
+  waitHealthy,
+} from "./_process.ts";
 
 const PERMS = [
   "--allow-run=deno",
@@ -130,31 +137,12 @@ for (const consensus of ["kv-lease", "raft", "gossip"]) {
       const dir = cluster.dir;
       {
         const urls = [0, 1, 2].map((i) => `http://127.0.0.1:${port + i}`);
-        await poll(async () => {
-          try {
-            return (await Promise.all(urls.map((u) => fetch(`${u}/health`))))
-              .every((r) => (r.body?.cancel(), r.status === 200));
-          } catch {
-            return false;
-          }
-        }, "three healthy nodes");
-        const tok = await runMain(dir, [
-          "--allow-read",
-          "--allow-env",
-          `--allow-write=${dir}`,
-        ], [
-          "token",
-          "--role",
-          "analyst",
-          "--ttl",
-          "1h",
-          "--sub",
-          "test",
-          "--data-dir",
+        await waitHealthy(urls);
+        const auth = await clusterAuth(
+          dir,
           join(dir, "c", "node-1"),
-        ]);
-        assert.equal(tok.code, 0, tok.stderr);
-        const auth = { authorization: `Bearer ${tok.stdout.trim()}` };
+          "analyst",
+        );
         const leader = await poll(async () => {
           const views = await Promise.all(urls.map(async (u) => {
             const r = await fetch(`${u}/api/v1/cluster`, { headers: auth });

@@ -6,10 +6,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
+  clusterAuth,
   freePortRange,
   poll,
   runMain,
   spawnCluster,
+  waitHealthy,
 } from "../integration/_process.ts";
 
 Deno.test("pbft cluster: --consensus pbft with fewer than 4 nodes exits 2 naming the problem", async () => {
@@ -45,14 +47,7 @@ Deno.test({
     ]);
     const dir = cluster.dir;
     const urls = [0, 1, 2, 3].map((i) => `http://127.0.0.1:${port + i}`);
-    await poll(async () => {
-      try {
-        return (await Promise.all(urls.map((u) => fetch(`${u}/health`))))
-          .every((r) => (r.body?.cancel(), r.status === 200));
-      } catch {
-        return false;
-      }
-    }, "four healthy nodes");
+    await waitHealthy(urls);
     // The member list names every node with the public key of its key file.
     const config = JSON.parse(
       await Deno.readTextFile(join(dir, "c", "pbft.json")),
@@ -76,23 +71,7 @@ Deno.test({
       new Set(members.map((m: { publicKey: string }) => m.publicKey)).size,
       4,
     );
-    const tok = await runMain(dir, [
-      "--allow-read",
-      "--allow-env",
-      `--allow-write=${dir}`,
-    ], [
-      "token",
-      "--role",
-      "analyst",
-      "--ttl",
-      "1h",
-      "--sub",
-      "test",
-      "--data-dir",
-      join(dir, "c", "node-1"),
-    ]);
-    assert.equal(tok.code, 0, tok.stderr);
-    const auth = { authorization: `Bearer ${tok.stdout.trim()}` };
+    const auth = await clusterAuth(dir, join(dir, "c", "node-1"), "analyst");
     // The replicas agree on a primary in view 0 before the write.
     await poll(async () => {
       const views = await Promise.all(urls.map(async (u) => {
