@@ -49,6 +49,7 @@ import {
   type PromptResult,
   type PromptService,
   type RemoteAsk,
+  type RemotePartial,
 } from "./service.ts";
 
 export { type PromptsConfig, promptsConfigSchema } from "./config.ts";
@@ -183,8 +184,10 @@ const promptsPlugin = definePlugin<PromptsConfig>({
       path: string,
       body: unknown,
       timeoutMs: number,
+      signal?: AbortSignal,
     ): Promise<unknown> => {
       let res: Response;
+      const timeout = AbortSignal.timeout(timeoutMs);
       try {
         res = await ctx.nodeFetch(
           new URL(`/api/v1/prompts/${path}`, node.address),
@@ -192,7 +195,7 @@ const promptsPlugin = definePlugin<PromptsConfig>({
             method: "POST",
             headers: { "content-type": "application/json" },
             body: JSON.stringify(body),
-            signal: AbortSignal.timeout(timeoutMs),
+            signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
           },
         );
       } catch (err) {
@@ -227,15 +230,24 @@ const promptsPlugin = definePlugin<PromptsConfig>({
       },
       remote: {
         nodesFor: cluster.nodesFor,
-        hop: async (node, capability, body, timeoutMs) =>
-          await callNode(node, "hop", {
-            capability,
-            body,
-            timeoutMs,
-            origin: { id: ctx.node.id, address: ctx.node.address },
-          }, timeoutMs + 1000) as { agent: string; answer: unknown },
+        hop: async (node, capability, body, timeoutMs, signal) =>
+          await callNode(
+            node,
+            "hop",
+            {
+              capability,
+              body,
+              timeoutMs,
+              origin: { id: ctx.node.id, address: ctx.node.address },
+            },
+            timeoutMs + 1000,
+            signal,
+          ) as { agent: string; answer: unknown },
         route: (origin, ask) =>
           callNode(origin, "route", ask, config.timeoutMs),
+        partial: (origin, pieces) =>
+          callNode(origin, "partial", pieces, config.timeoutMs),
+        cancel: (node, c) => callNode(node, "cancel", c, 5000),
       },
     });
     cluster.start();
@@ -507,6 +519,39 @@ const promptsPlugin = definePlugin<PromptsConfig>({
         } catch (err) {
           return nodeError(err);
         }
+      })
+      // The node answering a prompt gave up on it: stop the hops carried here.
+      .post("/cancel", "node", async (c) => {
+        const b = await c.req.json() as { requestId?: unknown; via?: unknown };
+        if (b.via !== nodeOf(c) || typeof b.requestId !== "string") {
+          return errorJson(
+            new PlexusError(
+              "forbidden",
+              "via is not the calling node, or no requestId",
+              { status: 403 },
+            ),
+          );
+        }
+        return c.json({
+          cancelled: service.cancelRemote({
+            requestId: b.requestId,
+            via: b.via,
+          }),
+        });
+      })
+      // Pieces an agent connected to another node streamed, for a prompt answered here.
+      .post("/partial", "node", async (c) => {
+        const p = await c.req.json() as RemotePartial;
+        if (p.via !== nodeOf(c) || !Array.isArray(p.pieces)) {
+          return errorJson(
+            new PlexusError(
+              "forbidden",
+              "via is not the calling node, or no pieces",
+              { status: 403 },
+            ),
+          );
+        }
+        return c.json({ taken: service.partialRemote(p) });
       })
       // An agent connected to another node asks, for a prompt answered here.
       .post("/route", "node", async (c) => {

@@ -123,8 +123,8 @@ export interface PromptService {
   routeRemote(ask: RemoteAsk): Promise<unknown>;
   /**
    * Carries a hop of a prompt node `origin` answers to an agent here
-   * offering `capability` (picked by the balancer, never `exclude`); the
-   * agent's asks meanwhile go back to `origin`.
+   * offering `capability` (picked by the balancer, never `body.from`); the
+   * agent's asks and streamed pieces meanwhile go back to `origin`.
    */
   carry(
     origin: PromptNode,
@@ -132,8 +132,19 @@ export interface PromptService {
     body: Record<string, unknown>,
     timeoutMs: number,
   ): Promise<{ agent: string; answer: unknown }>;
-  /** Takes a piece of an answer agent `agentId` streamed (`{requestId, hop, delta}`); false when refused. */
+  /**
+   * Node `c.via` gave up on prompt `c.requestId` (its client went away):
+   * the agents here carrying hops of it are told to stop. How many.
+   */
+  cancelRemote(c: { requestId: string; via: string }): number;
+  /**
+   * Takes a piece of an answer agent `agentId` streamed (`{requestId, hop,
+   * delta}`): for a prompt answered here, or, for a hop carried here, passed
+   * on to the node answering it. False when refused.
+   */
   partial(agentId: string, body: unknown): boolean;
+  /** Takes pieces forwarded by node `p.via` for a prompt answered here; how many were taken. */
+  partialRemote(p: RemotePartial): number;
   /** Root agents connected here for `capability` (the configured one by default). */
   rootAgents(capability?: string): string[];
   /** Prompts being answered now. */
@@ -172,9 +183,26 @@ export interface RemoteHops {
     capability: string,
     body: Record<string, unknown>,
     timeoutMs: number,
+    signal?: AbortSignal,
   ): Promise<{ agent: string; answer: unknown }>;
   /** Hands an ask of an agent connected here, for a prompt another node answers, to that node. */
   route(origin: PromptNode, ask: RemoteAsk): Promise<unknown>;
+  /** Hands pieces an agent here streamed, for a prompt another node answers, to that node. */
+  partial(origin: PromptNode, pieces: RemotePartial): Promise<unknown>;
+  /** Tells `node`, carrying hops of prompt `requestId` answered here, to stop its agents. */
+  cancel(
+    node: PromptNode,
+    c: { requestId: string; via: string },
+  ): Promise<unknown>;
+}
+
+/** Pieces of answers an agent streamed, forwarded (in order) to the node answering the prompt. */
+export interface RemotePartial {
+  requestId: string;
+  agentId: string;
+  pieces: { hop: number; delta: string }[];
+  /** The node the agent is connected to (the caller, proven by its signature). */
+  via: string;
 }
 
 /** An agent's ask, forwarded to the node answering its prompt. */
@@ -191,6 +219,11 @@ export interface RemoteAsk {
 interface Proxied {
   origin: PromptNode;
   agent: string;
+  capability: string;
+  /** Streamed pieces not yet handed to `origin`, in the order they came. */
+  pending: { hop: number; delta: string }[];
+  /** The hand-over under way, if any. */
+  sending?: Promise<void>;
 }
 
 interface Active {
@@ -359,7 +392,13 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
         ]);
       } else {
         const r = await Promise.race([
-          deps.remote!.hop(target.node, capability, hopBody, remaining),
+          deps.remote!.hop(
+            target.node,
+            capability,
+            hopBody,
+            remaining,
+            a.signal,
+          ),
           aborted,
         ]);
         agent = r.agent;
@@ -443,9 +482,13 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
       !exclude.has(`node:${n.id}`)
     );
     if (!nodes.length) return { offered: 0 };
-    return { target: { node: nodes[rotation++ % nodes.length] }, offered: 0 };
+    const node = nodes[rotation++ % nodes.length];
+    remoteNodes.set(`node:${node.id}`, node);
+    return { target: { node }, offered: 0 };
   };
   let rotation = 0;
+  /** The nodes hops were sent to, by label (`node:{id}`), to reach them again. */
+  const remoteNodes = new Map<string, PromptNode>();
   /** Hops carried here for prompts other nodes answer, by request id and agent. */
   const proxied = new Map<string, Proxied>();
 
@@ -582,6 +625,32 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
     }
   };
 
+  /** Hands `c`'s pending pieces to its origin node, one call at a time, until none are left. */
+  const forwardPieces = (requestId: string, c: Proxied) => {
+    if (c.sending) return;
+    c.sending = (async () => {
+      try {
+        while (c.pending.length) {
+          const pieces = c.pending.splice(0);
+          await deps.remote!.partial(c.origin, {
+            requestId,
+            agentId: c.agent,
+            pieces,
+            via: deps.nodeId,
+          }).catch((err) =>
+            log.debug("streamed pieces not handed on", {
+              requestId,
+              node: c.origin.id,
+              error: err,
+            })
+          );
+        }
+      } finally {
+        c.sending = undefined;
+      }
+    })();
+  };
+
   const carry = async (
     origin: PromptNode,
     capability: string,
@@ -601,7 +670,13 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
     }
     const requestId = String(body.requestId);
     const carriedKey = `${requestId}\0${picked.id}`;
-    proxied.set(carriedKey, { origin, agent: picked.id });
+    const carried: Proxied = {
+      origin,
+      agent: picked.id,
+      capability,
+      pending: [],
+    };
+    proxied.set(carriedKey, carried);
     const t0 = performance.now();
     try {
       const answer = await gateway.request(
@@ -614,6 +689,8 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
         ok: true,
         latencyMs: performance.now() - t0,
       });
+      // The pieces streamed before the answer reach the origin before it.
+      while (carried.sending) await carried.sending;
       return { agent: picked.id, answer };
     } catch (err) {
       balancer.report(picked.id, {
@@ -637,6 +714,36 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
     } finally {
       proxied.delete(carriedKey);
     }
+  };
+
+  const cancelRemote = (c: { requestId: string; via: string }): number => {
+    let told = 0;
+    for (const [key, p] of proxied) {
+      if (!key.startsWith(`${c.requestId}\0`) || p.origin.id !== c.via) {
+        continue;
+      }
+      told++;
+      log.warn("routing", {
+        type: "routing",
+        from: `node:${c.via}`,
+        to: p.agent,
+        content: `cancel: node ${c.via} gave up on request ${c.requestId}`,
+        timestamp: new Date().toISOString(),
+        messageId: crypto.randomUUID(),
+        level: "warn",
+        requestId: c.requestId,
+      });
+      gateway.request(p.agent, `tasks.${p.capability}`, {
+        cancel: c.requestId,
+      }, { timeoutMs: 5000 }).catch((err) =>
+        log.debug("cancel not delivered", {
+          agent: p.agent,
+          requestId: c.requestId,
+          error: err,
+        })
+      );
+    }
+    return told;
   };
 
   const answer = async (
@@ -667,7 +774,31 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
     // Gone client or passed deadline: the agents still working are told to stop.
     signal.addEventListener("abort", () => {
       for (const [agent, caps] of a.inflight) {
-        if (agent.startsWith("node:")) continue; // another node's agent: not reached
+        if (agent.startsWith("node:")) {
+          // That node carries the hop: it tells its agent.
+          const node = remoteNodes.get(agent);
+          routing(
+            a,
+            self,
+            agent,
+            `cancel: ${
+              String((signal.reason as Error)?.message ?? signal.reason)
+            }`,
+            "warn",
+          );
+          if (node && deps.remote) {
+            deps.remote.cancel(node, { requestId, via: deps.nodeId }).catch((
+              err,
+            ) =>
+              log.debug("cancel not delivered", {
+                node: node.id,
+                requestId,
+                error: err,
+              })
+            );
+          }
+          continue;
+        }
         routing(
           a,
           self,
@@ -810,9 +941,32 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
       !Number.isSafeInteger(p.hop)
     ) return false;
     const a = actives.get(p.requestId);
-    if (!a || !a.participants.has(agentId) || a.signal.aborted) return false;
+    if (!a) {
+      // A hop carried here for another node's prompt: the piece goes there.
+      const carried = proxied.get(`${p.requestId}\0${agentId}`);
+      if (!carried || !deps.remote) return false;
+      carried.pending.push({ hop: p.hop as number, delta: p.delta });
+      forwardPieces(p.requestId, carried);
+      return true;
+    }
+    if (!a.participants.has(agentId) || a.signal.aborted) return false;
     a.onPartial?.({ hop: p.hop as number, agent: agentId, delta: p.delta });
     return true;
+  };
+
+  const partialRemote = (r: RemotePartial): number => {
+    const a = actives.get(r.requestId);
+    // Only from a node this prompt sent a hop to, while the prompt runs.
+    if (!a || !a.participants.has(`node:${r.via}`) || a.signal.aborted) {
+      return 0;
+    }
+    let taken = 0;
+    for (const { hop, delta } of r.pieces) {
+      if (!Number.isSafeInteger(hop) || typeof delta !== "string") continue;
+      a.onPartial?.({ hop, agent: r.agentId, delta });
+      taken++;
+    }
+    return taken;
   };
 
   return {
@@ -820,7 +974,9 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
     route,
     routeRemote,
     carry,
+    cancelRemote,
     partial,
+    partialRemote,
     rootAgents: (capability = config.capability) => agentsFor(capability),
     get active() {
       return actives.size;

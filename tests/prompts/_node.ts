@@ -234,3 +234,28 @@ export function logStream(url: string) {
       }),
   };
 }
+
+/**
+ * Waits until each node's advertisement in the shared KV (`shared.kv` in
+ * `dir`) lists its capabilities.
+ */
+export async function advertised(dir: string, want: Record<string, string[]>) {
+  const kv = await Deno.openKv(join(dir, "shared.kv"));
+  try {
+    for (const end = Date.now() + 10_000;;) {
+      const ads = await kv.getMany<{ capabilities: string[] }[]>(
+        Object.keys(want).map((id) => ["plugins", "prompts", "nodes", id]),
+      );
+      const ready = Object.values(want).every((caps, i) =>
+        caps.every((c) => ads[i].value?.capabilities.includes(c))
+      );
+      if (ready) return;
+      if (Date.now() > end) {
+        throw new Error(`advertisements never listed ${JSON.stringify(want)}`);
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  } finally {
+    kv.close();
+  }
+}

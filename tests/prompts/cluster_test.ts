@@ -7,30 +7,12 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { promptAgent, type PromptNode, startPromptNode } from "./_node.ts";
-
-/** Waits until each node's advertisement in the shared KV lists its capabilities. */
-async function advertised(dir: string, want: Record<string, string[]>) {
-  const kv = await Deno.openKv(join(dir, "shared.kv"));
-  try {
-    for (const end = Date.now() + 10_000;;) {
-      const ads = await kv.getMany<{ capabilities: string[] }[]>(
-        Object.keys(want).map((id) => ["plugins", "prompts", "nodes", id]),
-      );
-      const ready = Object.values(want).every((caps, i) =>
-        caps.every((c) => ads[i].value?.capabilities.includes(c))
-      );
-      if (ready) return;
-      if (Date.now() > end) {
-        throw new Error(`advertisements never listed ${JSON.stringify(want)}`);
-      }
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  } finally {
-    kv.close();
-  }
-}
+import {
+  advertised,
+  promptAgent,
+  type PromptNode,
+  startPromptNode,
+} from "./_node.ts";
 
 /** Posts `body` to `node` until it is answered (the other node's advertisement may not be read yet). */
 async function answered(node: PromptNode, body: unknown) {

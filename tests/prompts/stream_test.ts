@@ -7,7 +7,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { promptAgent, startPromptNode } from "./_node.ts";
+import { advertised, promptAgent, startPromptNode } from "./_node.ts";
 
 const tmp = () => Deno.makeTempDir({ prefix: "plexus-prompts-sse-" });
 
@@ -169,4 +169,111 @@ Deno.test("prompt streaming: a cache hit is one result event with X-Cache: HIT",
   assert.equal(e?.data.response, "cached");
   assert.equal(e?.data.cache, "HIT");
   assert.equal(await stream.next(), undefined);
+});
+
+Deno.test("prompt streaming across nodes: the root agent on the other node streams its pieces in order to the client of the node answering the prompt", async () => {
+  const dir = await tmp();
+  const prompts = { advertiseMs: 100 };
+  await using a = await startPromptNode({ dir, name: "a", prompts });
+  await using b = await startPromptNode({ dir, name: "b", prompts });
+  const key = await a.enrolled();
+  const go = Promise.withResolvers<void>();
+  await using _root = await promptAgent(b, key, "prompt", async (hop) => {
+    await hop.stream("Hel");
+    await go.promise; // the client on a must see "Hel" before the rest exists
+    for (const piece of ["l", "o", ",", " ", "w", "orld"]) {
+      await hop.stream(piece);
+    }
+    return "Hello, world";
+  });
+  await advertised(dir, { b: ["prompt"] });
+  const token = await a.handle.security.jwt.issue("sse", "analyst");
+  const res = await post(a.url, token, { prompt: "hi", sageEnabled: true });
+  assert.equal(res.status, 200);
+  const stream = events(res);
+  const seen: Event[] = [];
+  for (;;) {
+    const e = await stream.next();
+    assert.ok(e, "the stream ended before the first partial");
+    seen.push(e);
+    if (e.event === "partial") break;
+  }
+  assert.deepEqual(seen.at(-1)!.data, { hop: 0, agent: key.id, delta: "Hel" });
+  go.resolve();
+  for (;;) {
+    const e = await stream.next();
+    if (!e) break;
+    seen.push(e);
+  }
+  const partials = seen.filter((e) => e.event === "partial").map((e) =>
+    e.data.delta
+  );
+  // Every piece, in order, before the result.
+  assert.deepEqual(partials.join("|"), "Hel|l|o|,| |w|orld");
+  const last = seen.at(-1)!;
+  assert.equal(last.event, "result");
+  assert.equal(last.data.response, "Hello, world");
+  const v = last.data.sageVerification as {
+    verified: boolean;
+    chain: { agent: string }[];
+  };
+  assert.equal(v.verified, true);
+  assert.deepEqual(v.chain.map((l) => l.agent), [key.id]);
+  assert.ok(
+    seen.some((e) =>
+      e.event === "log" && e.data.from === "node:a" && e.data.to === "node:b"
+    ),
+  );
+});
+
+Deno.test("prompt streaming across nodes: a client that disconnects from the node answering the prompt cancels the root agent on the other node", async () => {
+  const dir = await tmp();
+  const prompts = { advertiseMs: 100 };
+  await using a = await startPromptNode({ dir, name: "a", prompts });
+  await using b = await startPromptNode({ dir, name: "b", prompts });
+  const key = await a.enrolled();
+  const cancelled = Promise.withResolvers<string>();
+  await using _root = await promptAgent(b, key, "prompt", async (hop) => {
+    await hop.stream("working");
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 20_000);
+      hop.signal.addEventListener("abort", () => {
+        clearTimeout(timer);
+        cancelled.resolve(String((hop.signal.reason as Error).message));
+        resolve();
+      });
+    });
+    return "never read";
+  });
+  await advertised(dir, { b: ["prompt"] });
+  const token = await a.handle.security.jwt.issue("sse", "analyst");
+  const client = new AbortController();
+  const res = await post(
+    a.url,
+    token,
+    { prompt: "long job", sageEnabled: false },
+    client.signal,
+  );
+  const stream = events(res);
+  for (;;) {
+    const e = await stream.next();
+    assert.ok(e);
+    if (e.event === "partial") {
+      assert.equal(e.data.delta, "working");
+      break;
+    }
+  }
+  client.abort();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const reason = await Promise.race([
+    cancelled.promise,
+    new Promise<never>((_, reject) =>
+      timer = setTimeout(
+        () => reject(new Error("the agent on b was not cancelled within 10 s")),
+        10_000,
+      )
+    ),
+  ]);
+  clearTimeout(timer);
+  assert.equal(reason, "cancelled by the node");
 });
