@@ -282,6 +282,16 @@ export default definePlugin({
       const moderator = input.moderator
         ? await resolve(input.moderator, "moderator")
         : undefined;
+      // One agent in two slots would speak twice a round; a capability may repeat.
+      participants.forEach((p, i) => {
+        const first = participants.findIndex((q) => q.ref === p.ref);
+        if (p.kind === "agent" && first < i) {
+          throw new DebateInputError(
+            `participants[${i}]`,
+            `agent '${p.ref}' is participants[${first}] already`,
+          );
+        }
+      });
       const id = crypto.randomUUID();
       const now = Date.now();
       const debate: DebateRecord = {

@@ -253,6 +253,11 @@ Deno.test("debates: bad input is refused with 400 naming the field; a viewer may
         "moderator",
         /^moderator: unknown participant 'nobody'/,
       ],
+      [
+        { ...good, participants: [a.id, b.id, a.id] },
+        "participants[2]",
+        /^participants\[2\]: agent '\S+' is participants\[0\] already$/,
+      ],
       ["{not json", "(body)", /^\(body\): not JSON/],
     ];
     for (const [body, field, message] of cases) {
@@ -453,7 +458,10 @@ Deno.test("debates: a debate whose saga ends compensated (cancelled through the 
     });
     const d = await node.view(id);
     assert.equal(d.status, "failed");
-    assert.match(d.error!, /^saga debate-\S+ ended compensated: cancelled: operator said no$/);
+    assert.match(
+      d.error!,
+      /^saga debate-\S+ ended compensated: cancelled: operator said no$/,
+    );
   } finally {
     await Promise.all(agents.map((x) => x.agent.close()));
   }

@@ -6,7 +6,8 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { RUN } from "./_node.ts";
+import { join } from "node:path";
+import { RUN, startDebateNode } from "./_node.ts";
 
 Deno.test("debates demo: deno task demo:debate prints every turn live and reaches consensus in round 2", async () => {
   const config = JSON.parse(
@@ -46,10 +47,52 @@ Deno.test("debates demo: deno task demo:debate prints every turn live and reache
   );
   assert.deepEqual(lines.slice(-3, -1), [
     "consensus: against in round 2 (67% of participants)",
-    "finished: consensus after 2 round(s)",
+    "finished: consensus after 2 rounds",
   ]);
   assert.match(
     lines.at(-1)!,
     /^full record: GET http:\/\/.+\/api\/v1\/debates\//,
   );
+});
+
+Deno.test("debates demo: --url uses a running node, signing its token with the node key in --data-dir", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "plexus-debates-demo-" });
+  await using node = await startDebateNode(dir);
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-sys",
+      RUN,
+      "--url",
+      node.url,
+      "--data-dir",
+      join(dir, "a"),
+      "--topic",
+      "Tabs or spaces?",
+      "--rounds",
+      "1",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(out.stdout);
+  assert.equal(
+    out.code,
+    0,
+    `${stdout}\n${new TextDecoder().decode(out.stderr)}`,
+  );
+  assert.doesNotMatch(stdout, /embedded/);
+  assert.match(
+    stdout,
+    /: "Tabs or spaces\?" \(for, against, follow-majority; 1 round, majority\)/,
+  );
+  assert.match(stdout, /^finished: no-consensus after 1 round$/m);
+  const list = await (await node.api("/api/v1/debates?status=no-consensus"))
+    .json();
+  assert.equal(list.debates.length, 1);
+  assert.equal(list.debates[0].by, "demo-debate");
 });

@@ -236,7 +236,7 @@ async function runDemo(argv: string[]): Promise<void> {
   console.log(
     `debate ${debate.id}: "${values.topic}" (${
       stances.join(", ")
-    }; ${debate.rounds} rounds, majority)`,
+    }; ${debate.rounds} round${debate.rounds === 1 ? "" : "s"}, majority)`,
   );
   const filter = `data.debateId == ${JSON.stringify(debate.id)}`;
   const sse = await api(
@@ -273,7 +273,9 @@ async function runDemo(argv: string[]): Promise<void> {
         }% of participants)`,
       );
     } else if (type === "debate.finished") {
-      outcome = `${d.status} after ${d.roundsRun} round(s)`;
+      outcome = `${d.status} after ${d.roundsRun} round${
+        d.roundsRun === 1 ? "" : "s"
+      }`;
       return true;
     }
     return false;
