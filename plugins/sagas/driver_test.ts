@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { createTestKernel } from "../../core/testing.ts";
 import { definePlugin } from "../../core/plugin.ts";
-import { createSagaStore } from "./store.ts";
+import { createSagaStore, FencedError } from "./store.ts";
+import { electionEpochKey } from "../../core/state/keys.ts";
 import { createSagaDriver } from "./driver.ts";
 import { parseSagaDefinition } from "./definition.ts";
 
@@ -139,5 +140,77 @@ Deno.test("saga driver: a driver taking over resumes what the stopped one had in
     assert.equal(reserveTasks.length, 1);
   } finally {
     await b.stop();
+  }
+});
+
+Deno.test("saga driver: a deposed leader's write fails with FencedError and its saga goes no further there; the new leader finishes it", async () => {
+  const log: string[] = [];
+  await using t = await createTestKernel([shop(log, new Set())]);
+  const store = createSagaStore(t.kv);
+  const term = async (epoch: number, holder: string) => ({
+    election: "plexus",
+    epoch,
+    holder,
+    versionstamp: (await t.kv.set(electionEpochKey("plexus"), { epoch }))
+      .versionstamp,
+  });
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  let holds = 0;
+  const functions = new Map([
+    ["hold", async () => {
+      holds++;
+      await gate;
+      return "held";
+    }],
+  ]);
+  const held = parseSagaDefinition({
+    name: "held",
+    steps: [
+      { id: "hold", run: { kind: "function", name: "hold" } },
+      { id: "reserve", run: { kind: "task", type: "reserve" } },
+    ],
+  });
+  const first = await term(1, "a");
+  const errors: unknown[] = [];
+  // `leads` stays true: only the fence in KV stops the old leader.
+  const a = createSagaDriver({
+    store,
+    tasks: t.tasks,
+    functions,
+    fence: () => first,
+    onError: (err) => errors.push(err),
+    tickMs: 10,
+  });
+  try {
+    await a.submit("f1", held);
+    while (holds === 0) await new Promise((r) => setTimeout(r, 5));
+    const second = await term(2, "b");
+    release();
+    while (errors.length === 0) await new Promise((r) => setTimeout(r, 5));
+    assert.ok(errors[0] instanceof FencedError, String(errors[0]));
+    assert.match((errors[0] as Error).message, /epoch 1\) ended/);
+    const s = (await store.get("f1"))!;
+    assert.equal(s.steps.hold.status, "running", "nothing written by a");
+    assert.equal(s.steps.reserve.status, "pending");
+    assert.equal(a.inflight(), 0);
+    // The new leader resumes: the function runs again (same key), then the task.
+    const c = createSagaDriver({
+      store,
+      tasks: t.tasks,
+      functions,
+      fence: () => second,
+      tickMs: 10,
+    });
+    try {
+      await c.resume();
+      assert.equal(await c.finished("f1"), "completed");
+    } finally {
+      await c.stop();
+    }
+    assert.equal(holds, 2);
+    assert.deepEqual(log, ["reserve"]);
+  } finally {
+    await a.stop();
   }
 });
