@@ -7,10 +7,12 @@
  *
  * @module
  */
+import { join } from "node:path";
 import {
   type ClusterNode,
   clusterNodes,
   ConsensusCluster,
+  freePorts,
 } from "../integration/_consensus_cluster.ts";
 import type { PlexusProcess } from "../integration/_process.ts";
 
@@ -61,13 +63,37 @@ export class RaftCluster extends ConsensusCluster<RaftStatusBody> {
     return c;
   }
 
-  /** Starts node `i` (again), on its port and data dir. */
-  spawn(i: number): Promise<PlexusProcess> {
+  /**
+   * Starts node `i` (again), on its port and data dir; `join` starts it as
+   * a joiner (plugin config `join: true`), `peers` replaces its `--peers`
+   * (default every other node).
+   */
+  spawn(
+    i: number,
+    o: { join?: boolean; peers?: string[] } = {},
+  ): Promise<PlexusProcess> {
     const node = this.nodes[i];
-    return this.spawnNode(i, { pluginConfig: { raft: this.timing } }, [
-      "--peers",
-      this.nodes.filter((o) => o !== node).map((o) => o.url).join(","),
-    ]);
+    const peers = o.peers ??
+      this.nodes.filter((x) => x !== node).map((x) => x.url);
+    return this.spawnNode(i, {
+      pluginConfig: {
+        raft: { ...this.timing, ...(o.join ? { join: true } : {}) },
+      },
+    }, ["--peers", peers.join(",")]);
+  }
+
+  /** Adds a node `id` with a free port and a folder (not started); returns its index. */
+  async add(id: string): Promise<number> {
+    const [port] = freePorts(1);
+    const node: RaftProc = {
+      id,
+      port,
+      url: `http://127.0.0.1:${port}`,
+      dir: join(this.root, id),
+    };
+    await Deno.mkdir(node.dir, { recursive: true });
+    this.nodes.push(node);
+    return this.nodes.length - 1;
   }
 
   /** Waits for a node that says it leads (and is believed by a running majority); returns its index. */

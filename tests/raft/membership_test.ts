@@ -4,14 +4,9 @@
  * node and then the leader are removed; the API's permissions and errors.
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { poll, spawnPlexus } from "../integration/_process.ts";
-import {
-  freePorts,
-  RaftCluster,
-  type RaftProc,
-  type RaftStatusBody,
-} from "./_raft_cluster.ts";
+import { freePorts } from "../integration/_consensus_cluster.ts";
+import { poll } from "../integration/_process.ts";
+import { RaftCluster, type RaftStatusBody } from "./_raft_cluster.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -25,53 +20,8 @@ async function spawnJoiner(
   peers: string[],
   again?: number,
 ): Promise<number> {
-  if (again === undefined) {
-    const [port] = freePorts(1);
-    const fresh: RaftProc = {
-      id,
-      port,
-      url: `http://127.0.0.1:${port}`,
-      dir: join(c.root, id),
-    };
-    await Deno.mkdir(fresh.dir, { recursive: true });
-    c.nodes.push(fresh);
-  }
-  const i = again ?? c.nodes.length - 1;
-  const node = c.nodes[i];
-  const config = join(c.root, `${id}.json`);
-  await Deno.writeTextFile(
-    config,
-    JSON.stringify({ pluginConfig: { raft: { ...c.timing, join: true } } }),
-  );
-  const proc = await spawnPlexus({
-    dir: node.dir,
-    port: String(node.port),
-    args: [
-      "--node-id",
-      id,
-      "--consensus",
-      "raft",
-      "--config",
-      config,
-      "--log-level",
-      "warn",
-      "--peers",
-      peers.join(","),
-    ],
-    env: { PLEXUS_MESH_SECRET: c.secret },
-  });
-  proc.url = node.url;
-  node.proc = proc;
-  await poll(async () => {
-    if (proc.exited) throw new Error(`${id} exited; stderr:\n${proc.stderr}`);
-    try {
-      const res = await fetch(`${node.url}/health`);
-      await res.body?.cancel();
-      return true;
-    } catch {
-      return false;
-    }
-  }, `${id} listening`);
+  const i = again ?? await c.add(id);
+  await c.spawn(i, { join: true, peers });
   return i;
 }
 
