@@ -3,6 +3,10 @@ import { createTestKernel } from "../../core/testing.ts";
 import { definePlugin } from "../../core/plugin.ts";
 import type { NodeEvent, NodeEvents } from "../../core/events.ts";
 import sagasPlugin, { SagaDefinitionError, type SagaService } from "./mod.ts";
+import eventsPlugin, {
+  type EventBus,
+  type StoredEvent,
+} from "../events/mod.ts";
 
 /** A plugin using the capability: function steps that log their effects. */
 function user(log: string[], failing: Set<string>) {
@@ -211,4 +215,53 @@ Deno.test("sagas plugin: a saga whose state would not fit one KV value is refuse
     s.steps.b.attempts[0].error!,
     /result is 10002 bytes; a saga keeps at most 4096/,
   );
+});
+
+Deno.test("sagas plugin: with the event bus loaded, a saga's events are stored in order in the saga stream", async () => {
+  const log: string[] = [];
+  await using t = await createTestKernel(
+    [eventsPlugin, sagasPlugin, user(log, new Set(["charge"]))],
+    config,
+  );
+  const sagas = t.kernel.get<SagaService>("extension:sagas");
+  const bus = t.kernel.get<EventBus>("events:bus");
+  const id = await sagas.start("order", { id: "bus-1" });
+  assert.equal(await sagas.finished(id, 10_000), "compensated");
+  // Every saga.* event of this saga, once the store has it.
+  const read = async () => {
+    const out: StoredEvent[] = [];
+    for (let after = "";;) {
+      const page = await bus.store.read({ after }, { streams: ["saga"] });
+      out.push(...page.events);
+      if (page.next === after) return out;
+      after = page.next;
+    }
+  };
+  let events: StoredEvent[] = [];
+  for (let i = 0; i < 200; i++) {
+    events = await read();
+    if (events.some((e) => e.type === "saga.compensated")) break;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.deepEqual(
+    events.map((e) => {
+      const d = e.data as { step?: string; attempt?: number };
+      return [e.type, d.step, d.attempt].filter((x) => x !== undefined)
+        .join(" ");
+    }),
+    [
+      "saga.started",
+      "saga.step.started reserve 1",
+      "saga.step.completed reserve 1",
+      "saga.step.started charge 1",
+      "saga.step.failed charge 1",
+      "saga.step.started charge 2",
+      "saga.step.failed charge 2",
+      "saga.compensating",
+      "saga.step.compensated reserve 1",
+      "saga.compensated",
+    ],
+  );
+  assert.ok(events.every((e) => (e.data as { sagaId: string }).sagaId === id));
+  assert.equal(events[0].version, 1);
 });
