@@ -14,7 +14,7 @@
  * @module
  */
 import { AsyncLocalStorage } from "node:async_hooks";
-import { activeIds, otelEnabled } from "./otel.ts";
+import { activeIds, otelConsoleMode, otelEnabled } from "./otel.ts";
 
 /** Log levels, lowest first. */
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
@@ -85,14 +85,35 @@ export interface LoggerOptions {
 
 const encoder = new TextEncoder();
 
+/** The console method Deno's OTel capture exports at each level's severity. */
+const CONSOLE_AT: Record<string, (line: string) => void> = {
+  debug: (line) => console.debug(line),
+  info: (line) => console.info(line),
+  warn: (line) => console.warn(line),
+  error: (line) => console.error(line),
+};
+
 /**
- * Writes each record as one JSON line to stdout. With OTel on it writes
- * through `console.debug`/`console.info` (both go to stdout), which Deno's
- * OTel capture exports as log records of the active span; `writeSync` is
- * cheaper and invisible to it. Warn and error lines keep stdout too, so their
- * OTel severity is INFO: their `level` field is in the body.
+ * Writes each record as one JSON line to stdout. With OTel on, Deno exports
+ * only what goes through `console` (as log records of the active span;
+ * `writeSync` is cheaper and invisible to it), and the level of a record is
+ * the console method's:
+ * - `OTEL_DENO_CONSOLE=replace` (console exported, not printed): the line
+ *   goes to stdout with `writeSync` and through the console method of its
+ *   level, so warn and error records are exported as WARN and ERROR;
+ * - `capture` (Deno's default: printed and exported): through
+ *   `console.debug`/`console.info`, the two that print to stdout, so the
+ *   JSON lines stay on stdout; warn and error are then exported as INFO (the
+ *   `level` field is in the body);
+ * - `ignore`, or OTel off: `writeSync` only.
  */
-export const stdoutSink: LogSink = otelEnabled
+export const stdoutSink: LogSink = otelEnabled && otelConsoleMode === "replace"
+  ? (record) => {
+    const line = safeStringify(record);
+    Deno.stdout.writeSync(encoder.encode(line + "\n"));
+    (CONSOLE_AT[record.level] ?? CONSOLE_AT.info)(line);
+  }
+  : otelEnabled && otelConsoleMode === "capture"
   ? (record) => {
     const line = safeStringify(record);
     if (record.level === "debug") console.debug(line);

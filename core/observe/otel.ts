@@ -43,6 +43,28 @@ function readEnabled(): boolean {
 /** Whether this process exports telemetry (`OTEL_DENO=true` at start-up). */
 export const otelEnabled: boolean = readEnabled();
 
+function readConsoleMode(): "capture" | "replace" | "ignore" {
+  try {
+    const q = Deno.permissions.querySync({
+      name: "env",
+      variable: "OTEL_DENO_CONSOLE",
+    });
+    if (q.state !== "granted") return "capture";
+    const v = Deno.env.get("OTEL_DENO_CONSOLE")?.toLowerCase();
+    return v === "replace" || v === "ignore" ? v : "capture";
+  } catch {
+    return "capture";
+  }
+}
+
+/**
+ * What Deno does with console output when OTel is on (`OTEL_DENO_CONSOLE`):
+ * `capture` (its default) prints it and exports it, `replace` only exports
+ * it, `ignore` only prints it.
+ */
+export const otelConsoleMode: "capture" | "replace" | "ignore" =
+  readConsoleMode();
+
 const tracer = trace.getTracer("plexus");
 
 /** Span kinds Plexus uses (OpenTelemetry's `SpanKind`). */

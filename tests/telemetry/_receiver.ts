@@ -30,6 +30,8 @@ export interface ReceivedLog {
   traceId: string;
   spanId: string;
   body: string;
+  /** OTLP `severityText` (INFO, WARN, ERROR, DEBUG). */
+  severity: string;
 }
 
 /** The receiver and what it has collected so far. */
@@ -116,6 +118,7 @@ export function startReceiver(): OtlpReceiver {
               traceId: r.traceId ?? "",
               spanId: r.spanId ?? "",
               body: String(r.body?.stringValue ?? ""),
+              severity: String(r.severityText ?? ""),
             });
           }
         }
