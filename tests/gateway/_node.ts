@@ -1,7 +1,9 @@
 /**
- * In-process nodes for the gateway tests: real HTTP and WebSocket servers
- * on loopback (`startNode`), a KV file in a temporary folder (shareable by
- * several nodes), and helpers for the agent API.
+ * In-process nodes for the gateway tests and the suites built on the
+ * gateway (tests/prompts/_node.ts adds the prompt service): real HTTP and
+ * WebSocket servers on loopback (`startNode`), a KV file in a temporary
+ * folder (shareable by several nodes) or a KV URL, and helpers for the
+ * agent API.
  *
  * @module
  */
@@ -30,11 +32,15 @@ export interface TestNode {
     body: unknown,
     role?: Role,
   ): Promise<{ status: number; body: Record<string, unknown> }>;
-  /** Enrols `agent` with `roles`. */
-  enrol(agent: AgentKey, roles?: string[]): Promise<void>;
-  /** The value of a metric series in the Prometheus text. */
+  /** Enrols `agent` with `roles` (default `agent`), as an operator. */
+  enrol(
+    agent: Pick<AgentKey, "id" | "publicKey">,
+    roles?: string[],
+  ): Promise<void>;
+  /** The value of a metric series in the Prometheus text (summed over matching label sets). */
   metric(name: string, labels?: Record<string, string>): Promise<number>;
   shutdown(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /** Options for {@linkcode startTestNode}. */
@@ -44,8 +50,22 @@ export interface TestNodeOptions {
   name?: string;
   /** The gateway plugin's config (`pluginConfig.gateway`). */
   gateway?: Record<string, unknown>;
-  /** KV file name inside `dir` (nodes sharing it share state). @default {"shared.kv"} */
+  /** KV file name inside `dir` (nodes sharing it share state), or a KV URL. @default {"shared.kv"} */
   kv?: string;
+  /** More plugins to load (`--plugin`), e.g. `builtin:prompts`. */
+  plugins?: string[];
+  /** More `pluginConfig` entries (beside `gateway`). */
+  pluginConfig?: Record<string, unknown>;
+  /** More top-level config fields (`health`, say). */
+  config?: Record<string, unknown>;
+  /** `rateLimit` config. @default {{ wsHandshake: { rate: 10000, burst: 10000 } }} */
+  rateLimit?: Record<string, unknown>;
+  /** `--log-level` (what reaches `WS /ws`). @default {"error"} */
+  logLevel?: "debug" | "info" | "warn" | "error";
+  /** `--balancer NAME`. */
+  balancer?: string;
+  /** The role of `api`'s token when a call names none. @default {"operator"} */
+  role?: Role;
 }
 
 /** Starts a node on port 0 with relaxed handshake rate limits. */
@@ -57,25 +77,33 @@ export async function startTestNode(
   await Deno.writeTextFile(
     file,
     JSON.stringify({
-      pluginConfig: { gateway: options.gateway ?? {} },
-      rateLimit: { wsHandshake: { rate: 10_000, burst: 10_000 } },
+      ...options.config,
+      pluginConfig: {
+        ...options.pluginConfig,
+        gateway: options.gateway ?? {},
+      },
+      rateLimit: options.rateLimit ??
+        { wsHandshake: { rate: 10_000, burst: 10_000 } },
     }),
   );
+  const kv = options.kv ?? "shared.kv";
   const parsed = loadConfig([
     "--port",
     "0",
     "--node-id",
     name,
     "--kv",
-    join(options.dir, options.kv ?? "shared.kv"),
+    /^https?:/.test(kv) ? kv : join(options.dir, kv),
     "--data-dir",
     join(options.dir, name),
     "--plugins-dir",
     join(options.dir, "none"),
+    ...(options.plugins ?? []).flatMap((p) => ["--plugin", p]),
     "--config",
     file,
     "--log-level",
-    "error",
+    options.logLevel ?? "error",
+    ...options.balancer ? ["--balancer", options.balancer] : [],
   ], { env: {} });
   if (parsed.help) throw new Error("unreachable");
   const handle = await startNode(parsed.config, {
@@ -92,7 +120,7 @@ export async function startTestNode(
   const api = async (
     path: string,
     init: RequestInit = {},
-    role: Role = "operator",
+    role: Role = options.role ?? "operator",
   ) => {
     const headers = new Headers(init.headers);
     headers.set("authorization", `Bearer ${await token(role)}`);
@@ -118,7 +146,7 @@ export async function startTestNode(
         agentId: agent.id,
         publicKey: agent.publicKey,
         roles,
-      });
+      }, "operator");
       assert.equal(r.status, 201, JSON.stringify(r.body));
     },
     async metric(metric, labels = {}) {
@@ -135,6 +163,7 @@ export async function startTestNode(
       return sum;
     },
     shutdown: () => handle.shutdown(),
+    [Symbol.asyncDispose]: () => handle.shutdown(),
   };
 }
 

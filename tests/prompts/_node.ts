@@ -1,27 +1,20 @@
 /**
- * Real nodes with the prompt service for the prompt tests: in-process
- * nodes (real HTTP, gateway and KV file, shareable by several nodes) with
- * `builtin:prompts` loaded, and SDK agents that answer prompts over the
- * gateway.
+ * Real nodes with the prompt service for the prompt tests: the gateway
+ * tests' in-process node (`tests/gateway/_node.ts`: real HTTP, gateway and
+ * KV file, shareable by several nodes) with `builtin:prompts` loaded, and
+ * SDK agents that answer prompts over the gateway.
  *
  * @module
  */
-import assert from "node:assert/strict";
 import { join } from "node:path";
-import { loadConfig } from "../../core/config.ts";
-import { type NodeHandle, startNode } from "../../core/node.ts";
 import type { Role } from "../../core/security/roles.ts";
-import { BUILTINS } from "../../builtins.ts";
 import { AgentClient, type AgentKey, generateAgentKey } from "../../sdk/mod.ts";
 import { type PromptHandler, servePrompts } from "../../sdk/prompt_agent.ts";
+import { startTestNode, type TestNode } from "../gateway/_node.ts";
 
-/** A node with the prompt service. */
-export interface PromptNode {
-  handle: NodeHandle;
-  url: string;
-  /** fetch with a Bearer token for `role` (default analyst). */
-  api(path: string, init?: RequestInit, role?: Role): Promise<Response>;
-  /** POSTs a prompt body to `path` (default /send/prompt) with a token. */
+/** A node with the prompt service: the gateway tests' node, plus prompt helpers. */
+export interface PromptNode extends TestNode {
+  /** POSTs a prompt body to `path` (default /send/prompt) with an analyst's token. */
   prompt(
     body: unknown,
     headers?: Record<string, string>,
@@ -31,9 +24,6 @@ export interface PromptNode {
   >;
   /** Enrols a fresh key with `roles` (default worker). */
   enrolled(roles?: string[]): Promise<AgentKey>;
-  /** The value of a metric series (summed over matching label sets). */
-  metric(name: string, labels?: Record<string, string>): Promise<number>;
-  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /** Options of {@linkcode startPromptNode}. */
@@ -56,75 +46,29 @@ export interface PromptNodeOptions {
   config?: Record<string, unknown>;
 }
 
-/** Starts a node on port 0 with `builtin:prompts`. */
+/**
+ * Starts a node on port 0 with `builtin:prompts` (through the gateway
+ * tests' {@linkcode startTestNode}), rate limits out of the way and
+ * `api` calling as an analyst (who may send prompts).
+ */
 export async function startPromptNode(
   options: PromptNodeOptions,
 ): Promise<PromptNode> {
-  const name = options.name ?? "a";
-  const file = join(options.dir, `${name}.json`);
-  await Deno.writeTextFile(
-    file,
-    JSON.stringify({
-      ...options.config,
-      pluginConfig: {
-        ...options.pluginConfig,
-        gateway: options.gateway ?? {},
-        prompts: options.prompts ?? {},
-      },
-      rateLimit: {
-        wsHandshake: { rate: 10_000, burst: 10_000 },
-        ip: { rate: 100_000, burst: 100_000 },
-        principal: { rate: 100_000, burst: 100_000 },
-      },
-    }),
-  );
-  const kv = options.kv ?? "shared.kv";
-  const parsed = loadConfig([
-    "--port",
-    "0",
-    "--node-id",
-    name,
-    "--kv",
-    /^https?:/.test(kv) ? kv : join(options.dir, kv),
-    "--data-dir",
-    join(options.dir, name),
-    "--plugins-dir",
-    join(options.dir, "none"),
-    "--plugin",
-    "builtin:prompts",
-    "--config",
-    file,
-    "--log-level",
-    options.logLevel ?? "error",
-    ...options.balancer ? ["--balancer", options.balancer] : [],
-  ], { env: {} });
-  if (parsed.help) throw new Error("unreachable");
-  const handle = await startNode(parsed.config, {
-    sinks: [],
-    builtins: BUILTINS,
+  const node = await startTestNode({
+    ...options,
+    plugins: ["builtin:prompts"],
+    pluginConfig: { ...options.pluginConfig, prompts: options.prompts ?? {} },
+    rateLimit: {
+      wsHandshake: { rate: 10_000, burst: 10_000 },
+      ip: { rate: 100_000, burst: 100_000 },
+      principal: { rate: 100_000, burst: 100_000 },
+    },
+    role: "analyst" satisfies Role,
   });
-  const tokens = new Map<string, Promise<string>>();
-  const token = (role: Role) => {
-    if (!tokens.has(role)) {
-      tokens.set(role, handle.security.jwt.issue(`test-${role}`, role));
-    }
-    return tokens.get(role)!;
-  };
-  const api = async (
-    path: string,
-    init: RequestInit = {},
-    role: Role = "analyst",
-  ) => {
-    const headers = new Headers(init.headers);
-    headers.set("authorization", `Bearer ${await token(role)}`);
-    return await fetch(`${handle.url}${path}`, { ...init, headers });
-  };
   return {
-    handle,
-    url: handle.url,
-    api,
+    ...node,
     async prompt(body, headers = {}, path = "/send/prompt") {
-      const res = await api(path, {
+      const res = await node.api(path, {
         method: "POST",
         headers: { "content-type": "application/json", ...headers },
         body: typeof body === "string" ? body : JSON.stringify(body),
@@ -137,31 +81,9 @@ export async function startPromptNode(
     },
     async enrolled(roles = ["worker"]) {
       const key = await generateAgentKey();
-      const res = await api("/api/v1/agents", {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({
-          agentId: key.id,
-          publicKey: key.publicKey,
-          roles,
-        }),
-      }, "operator");
-      assert.equal(res.status, 201, await res.text());
+      await node.enrol(key, roles);
       return key;
     },
-    async metric(metric, labels = {}) {
-      const text = await (await fetch(`${handle.url}/metrics`)).text();
-      const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-      let sum = 0;
-      for (const line of text.split("\n")) {
-        const m = /^([a-z_]+)(\{([^}]*)\})? (\S+)$/.exec(line);
-        if (!m || m[1] !== metric) continue;
-        const have = (m[3] ?? "").split(",");
-        if (want.every((w) => have.includes(w))) sum += Number(m[4]);
-      }
-      return sum;
-    },
-    [Symbol.asyncDispose]: () => handle.shutdown(),
   };
 }
 
