@@ -21,7 +21,7 @@
  *
  * @module
  */
-import type { TaskService } from "../../core/tasks.ts";
+import { TaskInputError, type TaskService } from "../../core/tasks.ts";
 import type { FenceToken } from "../../core/state/fence.ts";
 import {
   resumeSaga,
@@ -153,6 +153,26 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
     return out;
   };
 
+  /**
+   * `fn` again after a failure of the store underneath (a busy KV, a
+   * dropped connection) until `until`: submitting is idempotent by key and
+   * reading is harmless, so such a failure is not the step's. A refused
+   * submission (TaskInputError: an unknown type) is final.
+   */
+  const transient = async <T>(until: number, fn: () => Promise<T>) => {
+    for (let wait = tick;; wait = Math.min(wait * 2, 8 * tick)) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (err instanceof TaskInputError || stopped || Date.now() > until) {
+          throw err;
+        }
+        options.onError?.(err);
+        await sleep(wait);
+      }
+    }
+  };
+
   /** Runs one action to its outcome: the result, or throws. */
   const perform = async (s: SagaState, c: Work): Promise<unknown> => {
     const a = c.action;
@@ -169,26 +189,28 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
         results: results(s),
       });
     }
-    const { id } = await tasks.submit({
-      type: a.kind === "task" ? a.type : "saga.step",
-      ...(a.kind === "capability" ? { capability: a.capability } : {}),
-      payload: {
-        saga: {
-          id: s.id,
-          step: c.step,
-          idempotencyKey: c.idempotencyKey,
-          attempt: c.attempt,
-          compensating: c.type === "compensate",
+    const until = Date.now() + c.timeoutMs;
+    const { id } = await transient(until, () =>
+      tasks.submit({
+        type: a.kind === "task" ? a.type : "saga.step",
+        ...(a.kind === "capability" ? { capability: a.capability } : {}),
+        payload: {
+          saga: {
+            id: s.id,
+            step: c.step,
+            idempotencyKey: c.idempotencyKey,
+            attempt: c.attempt,
+            compensating: c.type === "compensate",
+          },
+          input: a.payload ?? null,
+          ...(s.input === undefined ? {} : { sagaInput: s.input }),
         },
-        input: a.payload ?? null,
-        ...(s.input === undefined ? {} : { sagaInput: s.input }),
-      },
-      idempotencyKey: `${c.idempotencyKey}:${c.attempt}`,
-    });
+        idempotencyKey: `${c.idempotencyKey}:${c.attempt}`,
+      }));
     // Polled every tick at first, then less often (up to 8 ticks): a
     // thousand sagas waiting on slow tasks should not read KV flat out.
     for (let wait = tick;; wait = Math.min(wait * 2, 8 * tick)) {
-      const view = await tasks.get(id);
+      const view = await transient(until, () => tasks.get(id));
       if (view?.status === "done") return view.result;
       if (view?.status === "dead") {
         throw new Error(`task ${id}: ${view.error ?? "dead"}`);

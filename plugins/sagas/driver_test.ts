@@ -214,3 +214,38 @@ Deno.test("saga driver: a deposed leader's write fails with FencedError and its 
     await a.stop();
   }
 });
+
+Deno.test("saga driver: a busy store failing a task submit or read is retried, not taken for the step's failure", async () => {
+  const log: string[] = [];
+  await using t = await createTestKernel([shop(log, new Set())]);
+  const store = createSagaStore(t.kv);
+  let submits = 0, gets = 0;
+  const busy = () => Promise.reject(new Error("database is locked"));
+  const tasks = {
+    ...t.tasks,
+    submit: (s: Parameters<typeof t.tasks.submit>[0]) =>
+      submits++ % 2 === 0 ? busy() : t.tasks.submit(s),
+    get: (id: string) => gets++ % 2 === 0 ? busy() : t.tasks.get(id),
+  } as typeof t.tasks;
+  const errors: unknown[] = [];
+  const driver = createSagaDriver({
+    store,
+    tasks,
+    functions: new Map([["refund.fn", () => Promise.resolve()]]),
+    onError: (err) => errors.push(err),
+    tickMs: 5,
+  });
+  try {
+    await driver.submit("busy", def);
+    assert.equal(await driver.finished("busy"), "completed");
+    assert.deepEqual(log, ["reserve", "charge", "ship"]);
+    const s = (await store.get("busy"))!;
+    for (const step of ["reserve", "charge", "ship"]) {
+      assert.equal(s.steps[step].attempts.length, 1, step);
+    }
+    assert.ok(errors.length >= 6, `${errors.length} busy errors reported`);
+    assert.match(String(errors[0]), /database is locked/);
+  } finally {
+    await driver.stop();
+  }
+});
