@@ -86,6 +86,32 @@ export interface DriverMember extends Member {
   lastSeen: number;
 }
 
+/** What {@linkcode GossipDriver.status} reports. */
+export interface GossipStatus {
+  id: string;
+  transport: GossipTransport;
+  /** Lifeguard local health: 0 is healthy; probe timeouts scale by score + 1. */
+  healthScore: number;
+  incarnation: number;
+  alive: number;
+  suspect: number;
+  dead: number;
+  left: number;
+  /** One line per suspicion this member holds (empty when none). */
+  suspicions: string;
+  members: {
+    id: string;
+    addr: string;
+    state: string;
+    incarnation: number;
+    /** How long it has been in its state here, ms. */
+    stateForMs: number;
+    /** Ms since an authenticated packet from it, or null when never. */
+    lastSeenMsAgo: number | null;
+    suspicion?: { confirmations: number; expected: number; deadInMs: number };
+  }[];
+}
+
 /**
  * One gossip member on the network.
  *
@@ -257,6 +283,55 @@ export class GossipDriver {
       ...m,
       lastSeen: m.id === this.node.id ? now : this.#lastSeen.get(m.addr) ?? 0,
     }));
+  }
+
+  /**
+   * This member's view for operators (`GET /api/v1/gossip/status`): its
+   * Lifeguard health score, counts by state, each member with how long ago
+   * its state changed and it was last heard from, and each suspicion's
+   * confirmations and time left before the member is declared dead.
+   */
+  status(): GossipStatus {
+    const now = performance.now();
+    const wall = Date.now();
+    const members = this.members().map((m) => {
+      const s = m.state === "suspect" ? this.node.suspicion(m.id) : undefined;
+      return {
+        id: m.id,
+        addr: m.addr,
+        state: m.state,
+        incarnation: m.incarnation,
+        stateForMs: Math.max(0, Math.round(now - m.since)),
+        lastSeenMsAgo: m.lastSeen ? Math.max(0, wall - m.lastSeen) : null,
+        ...(s
+          ? {
+            suspicion: {
+              confirmations: s.confirmations,
+              expected: s.expected,
+              deadInMs: Math.max(0, Math.round(s.deadline - now)),
+            },
+          }
+          : {}),
+      };
+    });
+    const count = (state: string) =>
+      members.filter((m) => m.state === state).length;
+    return {
+      id: this.node.id,
+      transport: this.#transport,
+      healthScore: this.node.healthScore,
+      incarnation: this.node.incarnation,
+      alive: count("alive"),
+      suspect: count("suspect"),
+      dead: count("dead"),
+      left: count("left"),
+      suspicions: members.filter((m) => m.suspicion).map((m) =>
+        `${m.id} ${m.suspicion!.confirmations}/${
+          m.suspicion!.expected
+        } confirmations, dead in ${(m.suspicion!.deadInMs / 1000).toFixed(1)} s`
+      ).join("; "),
+      members,
+    };
   }
 
   /** Calls `fn` with every membership event; returns the unsubscribe. */

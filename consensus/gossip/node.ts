@@ -325,6 +325,22 @@ export class SwimNode {
     };
   }
 
+  /**
+   * The suspicion this member holds about `id` while it is suspect:
+   * independent confirmations so far, how many would shorten its timer to
+   * the minimum, and when (virtual time) it is declared dead.
+   */
+  suspicion(
+    id: string,
+  ): { confirmations: number; expected: number; deadline: number } | undefined {
+    const s = this.#members.get(id)?.suspicion;
+    return s && {
+      confirmations: s.confirmations,
+      expected: s.k,
+      deadline: s.deadline,
+    };
+  }
+
   /** Packets produced since the last call. */
   drainPackets(): OutboundPacket[] {
     const out = this.#packets;

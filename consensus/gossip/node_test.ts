@@ -417,3 +417,31 @@ Deno.test("swim: the same inputs give the same outputs", () => {
   };
   assert.equal(trace(), trace());
 });
+
+Deno.test("swim: suspicion(id) reports a suspicion's confirmations, the number expected and its deadline while the member is suspect", () => {
+  const net = new Net();
+  const [a, b] = cluster(net, 5);
+  net.isolate(a);
+  net.crash(b);
+  assert.equal(a.suspicion("b"), undefined, "no suspicion before any");
+  for (const from of ["c", "d"]) {
+    net.inject(a, `${from}:7946`, [{
+      type: "suspect",
+      incarnation: 0,
+      node: "b",
+      from,
+    }]);
+  }
+  assert.equal(a.member("b")?.state, "suspect");
+  const s = a.suspicion("b")!;
+  // c raised it, d confirmed it; 5 members expect 2 confirmations.
+  assert.deepEqual(
+    { confirmations: s.confirmations, expected: s.expected },
+    { confirmations: 1, expected: 2 },
+  );
+  const max = 6 * 4 * Math.max(1, Math.log10(5)) * 1000;
+  assert.ok(s.deadline > 0 && s.deadline < max, `deadline ${s.deadline}`);
+  net.run(s.deadline + 1);
+  assert.equal(a.member("b")?.state, "dead");
+  assert.equal(a.suspicion("b"), undefined, "no suspicion once dead");
+});

@@ -365,6 +365,14 @@ const gossip: Plugin<GossipPluginConfig> = definePlugin({
           })),
         ),
     };
+    // Operators' view (and the console's consensus detail): members,
+    // suspicions, Lifeguard health. Reads need a viewer.
+    ctx.api("gossip").get("/status", "cluster:read", (h) =>
+      h.json({
+        ...driver.status(),
+        address: ctx.node.address,
+        leader: elector ? elector.leader() : localLeader,
+      }));
     return {
       api,
       health: () => {

@@ -92,8 +92,59 @@ Deno.test("gossip plugin: three main.ts nodes see each other, share the lease le
       assert.match(health.services.gossip.detail, /kv-lease, fenced/);
     }
 
+    // The operators' view (the console's consensus detail).
+    type Status = {
+      id: string;
+      healthScore: number;
+      alive: number;
+      suspicions: string;
+      members: {
+        id: string;
+        state: string;
+        lastSeenMsAgo: number | null;
+        suspicion?: {
+          confirmations: number;
+          expected: number;
+          deadInMs: number;
+        };
+      }[];
+    };
+    const status = async (n: PlexusProcess) => {
+      const res = await n.api("/api/v1/gossip/status", {}, "viewer");
+      assert.equal(res.status, 200);
+      return (await res.json()) as Status;
+    };
+    const before = await status(nodes[0]);
+    assert.equal(before.id, "g1");
+    assert.equal(before.alive, 3);
+    assert.equal(before.suspicions, "");
+    assert.equal(typeof before.healthScore, "number");
+    assert.ok(
+      before.members.every((m) =>
+        m.id === "g1" || (m.lastSeenMsAgo !== null && m.lastSeenMsAgo < 10_000)
+      ),
+      JSON.stringify(before.members),
+    );
+
     nodes[2].signal("SIGKILL");
     await nodes[2].status;
+    // g1's status shows g3 suspect (with its suspicion) or, once the timer
+    // ran out, dead; every suspicion seen has its fields.
+    await eventually(
+      () => status(nodes[0]),
+      (st) => {
+        const g3 = st.members.find((m) => m.id === "g3");
+        if (g3?.state === "suspect") {
+          assert.ok(g3.suspicion, JSON.stringify(g3));
+          assert.ok(g3.suspicion.expected >= 1);
+          assert.ok(g3.suspicion.deadInMs >= 0);
+          assert.match(st.suspicions, /^g3 \d+\/\d+ confirmations, dead in /);
+        }
+        return g3?.state === "dead";
+      },
+      "g3 dead in g1's gossip status",
+      30_000,
+    );
     // Detection within suspicion timeout bounds: generous for a loaded machine.
     for (const n of nodes.slice(0, 2)) {
       const v = await eventually(
