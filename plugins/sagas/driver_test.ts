@@ -249,3 +249,60 @@ Deno.test("saga driver: a busy store failing a task submit or read is retried, n
     await driver.stop();
   }
 });
+
+Deno.test("saga driver: a node that does not lead writes what it starts or cancels and marks it; the leader's sweep carries it out", async () => {
+  const log: string[] = [];
+  await using t = await createTestKernel([shop(log, new Set())]);
+  const store = createSagaStore(t.kv);
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  const calls: string[] = [];
+  const functions = new Map([
+    ["hold", (_: unknown, c: { compensating: boolean }) => {
+      calls.push(c.compensating ? "undo-hold" : "hold");
+      return c.compensating ? Promise.resolve() : gate;
+    }],
+  ]);
+  const held = parseSagaDefinition({
+    name: "held",
+    steps: [
+      {
+        id: "reserve",
+        run: { kind: "task", type: "reserve" },
+        compensate: { kind: "task", type: "release" },
+      },
+      { id: "hold", run: { kind: "function", name: "hold" } },
+    ],
+  });
+  const follower = createSagaDriver({
+    store,
+    tasks: t.tasks,
+    functions,
+    leads: () => false,
+    tickMs: 5,
+  });
+  const leader = createSagaDriver({
+    store,
+    tasks: t.tasks,
+    functions,
+    tickMs: 5,
+  });
+  try {
+    await follower.submit("k1", held);
+    assert.equal(follower.inflight(), 0, "the follower runs nothing");
+    while (!calls.includes("hold")) await new Promise((r) => setTimeout(r, 5));
+    assert.deepEqual(log, ["reserve"], "the leader ran the first step");
+    const t1 = await follower.apply("k1", {
+      type: "cancel",
+      reason: "changed mind",
+    });
+    assert.equal(t1?.state.status, "compensating");
+    release();
+    assert.equal(await leader.finished("k1"), "compensated");
+    assert.deepEqual(log, ["reserve", "release"]);
+    assert.deepEqual(await store.kicks(), []);
+  } finally {
+    await follower.stop();
+    await leader.stop();
+  }
+});

@@ -265,3 +265,58 @@ Deno.test("sagas plugin: with the event bus loaded, a saga's events are stored i
   assert.ok(events.every((e) => (e.data as { sagaId: string }).sagaId === id));
   assert.equal(events[0].version, 1);
 });
+
+Deno.test("sagas plugin: a compensation that keeps failing is dead-lettered, the others still run, and the operator sees it", async () => {
+  const log: string[] = [];
+  await using t = await createTestKernel([sagasPlugin], config);
+  const sagas = t.kernel.get<SagaService>("extension:sagas");
+  const fn = (name: string, fail = false) => () => {
+    log.push(name);
+    return fail
+      ? Promise.reject(new Error(`${name} broke`))
+      : Promise.resolve();
+  };
+  sagas.registerFunction("a", fn("a"));
+  sagas.registerFunction("undo-a", fn("undo-a"));
+  sagas.registerFunction("b", fn("b"));
+  sagas.registerFunction("undo-b", fn("undo-b", true));
+  sagas.registerFunction("c", fn("c", true));
+  const id = await sagas.start({
+    name: "stuck-refund",
+    steps: ["a", "b", "c"].map((s) => ({
+      id: s,
+      run: { kind: "function", name: s },
+      ...(s === "c"
+        ? {}
+        : { compensate: { kind: "function", name: `undo-${s}` } }),
+      retry: { maxAttempts: 1 },
+      compensationRetry: { maxAttempts: 3, backoffMs: 1, maxBackoffMs: 1 },
+    })),
+  });
+  assert.equal(await sagas.finished(id, 10_000), "compensation-failed");
+  // undo-b tried three times, then undo-a still ran: nothing skipped.
+  assert.deepEqual(log, [
+    "a",
+    "b",
+    "c",
+    "undo-b",
+    "undo-b",
+    "undo-b",
+    "undo-a",
+  ]);
+  const s = (await sagas.get(id))!;
+  assert.equal(s.steps.b.status, "dead-lettered");
+  assert.equal(s.steps.b.compensations.length, 3);
+  assert.equal(s.steps.a.status, "compensated");
+  const res = await t.api("/api/v1/sagas/dead-letters", {}, "viewer");
+  const { deadLetters } = await res.json();
+  assert.equal(deadLetters.length, 1);
+  assert.deepEqual(
+    {
+      saga: deadLetters[0].saga,
+      step: deadLetters[0].step,
+      error: deadLetters[0].error,
+    },
+    { saga: id, step: "b", error: "undo-b broke" },
+  );
+});
