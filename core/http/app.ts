@@ -738,10 +738,10 @@ export function createApp(deps: AppDeps): HttpApp {
         `no running plugin serves ${SEND_PROMPT} (it needs one that claims /api/v1/prompts, e.g. builtin:prompts)`,
       );
     }
-    const url = new URL(c.req.url);
-    url.pathname = "/api/v1/prompts";
-    return jsonErrors(sub).fetch(new Request(url, c.req.raw), {
+    // The same request, routed as /api/v1/prompts: no copy of it.
+    return jsonErrors(sub).fetch(c.req.raw, {
       principal: principalOf(c),
+      path: "/api/v1/prompts",
     });
   });
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createTestKernel } from "../testing.ts";
 import { definePlugin, type Plugin } from "../plugin.ts";
-import { CORE_API_PREFIXES } from "./plugin_api.ts";
+import { CORE_API_PREFIXES, createPluginApi } from "./plugin_api.ts";
 
 /** A plugin serving `/api/v1/{prefix}/note/:id`: reads for viewers, writes for analysts. */
 const notes = (name = "notes", prefix = "notes"): Plugin =>
@@ -345,4 +345,35 @@ Deno.test("tasks: a plugin's capability executor runs capability tasks here and 
   assert.deepEqual(t.tasks.workers("other"), []);
   await t.kernel.stop();
   assert.deepEqual(t.tasks.capabilities(), {});
+});
+
+Deno.test("plugin api: a request handed over with env.path is routed by that path, its body read once", async () => {
+  const { routes, app } = createPluginApi("notes");
+  routes.post(
+    "/",
+    "tasks:write",
+    async (c) => c.json({ path: c.req.path, body: await c.req.json() }),
+  );
+  const principal = {
+    sub: "ci",
+    role: "analyst" as const,
+    via: "jwt" as const,
+    keyid: "k",
+  };
+  const req = new Request("http://n/send/prompt", {
+    method: "POST",
+    body: '{"a":1}',
+  });
+  const res = await app.fetch(req, { principal, path: "/api/v1/notes" });
+  assert.equal(res.status, 200);
+  assert.deepEqual(await res.json(), {
+    path: "/api/v1/notes",
+    body: { a: 1 },
+  });
+  // Without it, the request's own path: not a route of this app.
+  const other = await app.fetch(
+    new Request("http://n/send/prompt", { method: "POST", body: "{}" }),
+    { principal },
+  );
+  assert.equal(other.status, 404);
 });
