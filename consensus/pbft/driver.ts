@@ -74,6 +74,12 @@ export interface PbftDriverOptions {
   /** Milliseconds between re-broadcasts of a request still waiting. @default {1000} */
   retryMs?: number;
   /**
+   * Requests this node keeps outstanding as a client at most; operations
+   * submitted meanwhile wait and leave together in the next one.
+   * @default {4}
+   */
+  maxOutstanding?: number;
+  /**
    * BROKEN ON PURPOSE, for the real-process Byzantine test only: as primary,
    * send half the replicas a different batch (equivocate), and go silent
    * `silentAfterMs` after the first equivocation.
@@ -122,14 +128,26 @@ export interface SubmitResult {
   matching: string[];
 }
 
-interface Waiter {
-  request: PbftRequest;
-  replies: Map<string, { result: string; view: number }>;
+/** One operation waiting to be sent, or for its request's answer. */
+interface Op {
+  op: PbftKvOp;
   resolve: (v: SubmitResult) => void;
   reject: (e: Error) => void;
+  queuedAt: number;
+}
+
+/** One of this node's outstanding requests: the operations it carries. */
+interface Outstanding {
+  request: PbftRequest;
+  ops: Op[];
+  replies: Map<string, { result: string; view: number }>;
   deadline: number;
   nextRetry: number;
 }
+
+/** Operations one request carries at most, and their JSON bytes at most. */
+const MAX_GROUP_OPS = 512;
+const MAX_GROUP_BYTES = 1 << 20;
 
 /**
  * The driver.
@@ -148,7 +166,9 @@ export class PbftDriver {
   readonly #o: PbftDriverOptions;
   readonly #client: string;
   #t = 0;
-  #waiting = new Map<number, Waiter>();
+  /** Operations not sent yet (they wait for an outstanding request to end). */
+  #queue: Op[] = [];
+  #outstanding = new Map<number, Outstanding>();
   #timer: ReturnType<typeof setInterval> | undefined;
   #running = false;
   #stopped = false;
@@ -159,6 +179,8 @@ export class PbftDriver {
   #silent = false;
   /** Sequence numbers executed, for status. */
   executed = 0;
+  /** Requests this node has sent as a client (each one signature, one or more operations). */
+  requests = 0;
 
   constructor(o: PbftDriverOptions) {
     this.#o = o;
@@ -188,14 +210,23 @@ export class PbftDriver {
   stop(): void {
     this.#stopped = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
-    for (const w of this.#waiting.values()) {
-      w.reject(
-        new PbftTimeoutError(
-          `pbft request ${this.#client}/${w.request.t}: the replica stopped before f + 1 results arrived`,
+    for (const w of this.#outstanding.values()) {
+      for (const o of w.ops) {
+        o.reject(
+          new PbftTimeoutError(
+            `pbft request ${this.#client}/${w.request.t}: the replica stopped before f + 1 results arrived`,
+          ),
+        );
+      }
+    }
+    this.#outstanding.clear();
+    for (const o of this.#queue.splice(0)) {
+      o.reject(
+        new PbftUnavailableError(
+          `pbft replica ${this.#o.id} stopped before sending the operation`,
         ),
       );
     }
-    this.#waiting.clear();
     this.#o.storage.close?.();
   }
 
@@ -204,21 +235,33 @@ export class PbftDriver {
     if (this.#stopped) return;
     this.node.tick();
     const now = Date.now();
-    for (const [t, w] of this.#waiting) {
+    const timeoutMs = this.#o.requestTimeoutMs ?? 5000;
+    for (const [t, w] of this.#outstanding) {
       if (now >= w.deadline) {
-        this.#waiting.delete(t);
-        w.reject(
-          new PbftTimeoutError(
-            `pbft request ${this.#client}/${t} got no f + 1 matching results within ${
-              this.#o.requestTimeoutMs ?? 5000
-            } ms (view ${this.node.view}, primary ${this.node.primary})`,
-          ),
-        );
+        this.#outstanding.delete(t);
+        for (const o of w.ops) {
+          o.reject(
+            new PbftTimeoutError(
+              `pbft request ${this.#client}/${t} got no f + 1 matching results within ${timeoutMs} ms (view ${this.node.view}, primary ${this.node.primary})`,
+            ),
+          );
+        }
       } else if (now >= w.nextRetry) {
         w.nextRetry = now + (this.#o.retryMs ?? 1000);
         this.node.request(w.request, { retry: true });
       }
     }
+    // Never sent: the ones before took all the time. It did not happen.
+    while (
+      this.#queue.length > 0 && now - this.#queue[0].queuedAt >= timeoutMs
+    ) {
+      this.#queue.shift()!.reject(
+        new PbftUnavailableError(
+          `pbft replica ${this.#o.id} could not send the operation within ${timeoutMs} ms: its earlier requests were not answered (view ${this.node.view}, primary ${this.node.primary})`,
+        ),
+      );
+    }
+    this.#flush();
     this.#kick();
     this.#notify();
   }
@@ -230,31 +273,25 @@ export class PbftDriver {
     this.#kick();
   }
 
-  /** Orders `op` through PBFT; resolves on f + 1 matching results. */
+  /**
+   * Orders `op` through PBFT; resolves on f + 1 matching results. This
+   * node keeps at most `maxOutstanding` requests outstanding as a client:
+   * operations submitted meanwhile leave together in the next one (one
+   * signature, one place in a batch, one list of results), so under load
+   * its requests grow instead of multiplying. (A request overtaken by a
+   * later one of the same node — a view change can reorder them — is not
+   * executed: the state machine keeps each client's last `t`; its
+   * operations end in {@linkcode PbftTimeoutError}.)
+   */
   submit(op: PbftKvOp): Promise<SubmitResult> {
     if (this.#stopped) {
       return Promise.reject(
         new PbftUnavailableError(`pbft replica ${this.#o.id} has stopped`),
       );
     }
-    const t = ++this.#t;
-    // Signed with this node's key: the replicas check it is this node's.
-    const request = signRequest(this.#o.auth, {
-      client: this.#client,
-      t,
-      op: JSON.stringify(op),
-    });
     const { promise, resolve, reject } = Promise.withResolvers<SubmitResult>();
-    const now = Date.now();
-    this.#waiting.set(t, {
-      request,
-      replies: new Map(),
-      resolve,
-      reject,
-      deadline: now + (this.#o.requestTimeoutMs ?? 5000),
-      nextRetry: now + (this.#o.retryMs ?? 1000),
-    });
-    this.node.request(request);
+    this.#queue.push({ op, resolve, reject, queuedAt: Date.now() });
+    this.#flush();
     this.#kick();
     return promise;
   }
@@ -277,7 +314,11 @@ export class PbftDriver {
 
   /** The core's status. */
   status(): PbftStatus & { waiting: number; writes?: number } {
-    return { ...this.node.status(), waiting: this.#waiting.size };
+    return {
+      ...this.node.status(),
+      waiting: this.#queue.length +
+        [...this.#outstanding.values()].reduce((n, w) => n + w.ops.length, 0),
+    };
   }
 
   /** Resolves once no Ready is being handled (tests). */
@@ -336,6 +377,42 @@ export class PbftDriver {
     }
   }
 
+  /** Sends the queued operations as this node's next requests, while fewer than `maxOutstanding` are. */
+  #flush(): void {
+    while (
+      this.#outstanding.size < (this.#o.maxOutstanding ?? 4) &&
+      this.#queue.length > 0 && !this.#stopped
+    ) this.#sendNext();
+  }
+
+  #sendNext(): void {
+    const ops: Op[] = [];
+    let bytes = 0;
+    while (this.#queue.length > 0 && ops.length < MAX_GROUP_OPS) {
+      const size = JSON.stringify(this.#queue[0].op).length;
+      if (ops.length > 0 && bytes + size > MAX_GROUP_BYTES) break;
+      bytes += size;
+      ops.push(this.#queue.shift()!);
+    }
+    // Signed with this node's key: the replicas check it is this node's.
+    const t = ++this.#t;
+    const request = signRequest(this.#o.auth, {
+      client: this.#client,
+      t,
+      op: JSON.stringify(ops.map((o) => o.op)),
+    });
+    this.requests++;
+    const now = Date.now();
+    this.#outstanding.set(t, {
+      request,
+      ops,
+      replies: new Map(),
+      deadline: now + (this.#o.requestTimeoutMs ?? 5000),
+      nextRetry: now + (this.#o.retryMs ?? 1000),
+    });
+    this.node.request(request);
+  }
+
   #reply(r: PbftRequest, result: string): void {
     const slash = r.client.lastIndexOf("/");
     if (slash <= 0) return;
@@ -343,18 +420,26 @@ export class PbftDriver {
   }
 
   #onReply(rep: PbftReady["replies"][number]): void {
-    if (rep.client !== this.#client) return;
-    const w = this.#waiting.get(rep.t);
-    if (!w) return;
+    const w = this.#outstanding.get(rep.t);
+    if (rep.client !== this.#client || !w) return;
     w.replies.set(rep.from, { result: rep.result, view: rep.view });
     const matching = [...w.replies].filter(([, r]) => r.result === rep.result);
     if (matching.length < this.node.f + 1) return;
-    this.#waiting.delete(rep.t);
-    w.resolve({
-      result: JSON.parse(rep.result),
-      view: Math.max(...matching.map(([, r]) => r.view)),
-      matching: matching.map(([id]) => id),
-    });
+    this.#outstanding.delete(rep.t);
+    const view = Math.max(...matching.map(([, r]) => r.view));
+    const ids = matching.map(([id]) => id);
+    const results = JSON.parse(rep.result) as PbftKvResult[];
+    w.ops.forEach((o, i) =>
+      o.resolve({
+        result: Array.isArray(results) ? results[i] : {
+          error:
+            "pbft: the replicas answered a request of several operations with one result",
+        },
+        view,
+        matching: ids,
+      })
+    );
+    this.#flush();
   }
 
   #send(messages: PbftMessage[]): void {

@@ -182,3 +182,31 @@ Deno.test("pbft driver: a replica restarted from its file log rejoins with its e
     await net.close();
   }
 });
+
+Deno.test("pbft driver: operations submitted while requests are outstanding leave together, each answered with its own result", async () => {
+  const net = await cluster(() => ({ maxOutstanding: 1 }));
+  try {
+    const b = net.drivers.get("b")!;
+    const before = b.requests;
+    // 1 request goes out at once; the other 29 wait for it and leave as one.
+    const writes = Array.from(
+      { length: 30 },
+      (_, i) => b.submit({ op: "write", key: `g${i}`, value: `${i}` }),
+    );
+    const results = await Promise.all(writes);
+    assert.equal(b.requests - before, 2);
+    results.forEach((r, i) =>
+      assert.deepEqual(r.result, { ok: true, value: `${i}`, previous: null })
+    );
+    // Two reads in flight at once: each gets its own answer.
+    const [read, other] = await Promise.all([
+      b.submit({ op: "read", key: "g7" }),
+      b.submit({ op: "read", key: "g8" }),
+    ]);
+    assert.deepEqual(read.result, { value: "7" });
+    assert.deepEqual(other.result, { value: "8" });
+    assert.equal(b.status().waiting, 0);
+  } finally {
+    await net.close();
+  }
+});

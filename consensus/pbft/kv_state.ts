@@ -65,22 +65,40 @@ export class PbftKvState {
   #kv = new KvMachine();
   #last = new Map<string, { t: number; result: string }>();
 
-  /** Executes `r` once per (client, t): the result as JSON, or undefined for an old request. */
+  /**
+   * Executes `r` once per (client, t): the result as JSON, or undefined for
+   * an old request. An `op` holding a JSON list of operations (what the
+   * driver sends) runs each in order and answers the list of results.
+   */
   execute(r: PbftRequest): string | undefined {
     const last = this.#last.get(r.client);
     if (last && last.t >= r.t) return undefined;
-    let result: PbftKvResult;
+    let parsed: unknown;
     try {
-      const op = parsePbftKvOp(JSON.parse(r.op));
-      result = op.op === "read"
+      parsed = JSON.parse(r.op);
+    } catch (err) {
+      parsed = err;
+    }
+    // A node sends its operations together: a list in, a list of results out.
+    const json = JSON.stringify(
+      Array.isArray(parsed)
+        ? parsed.map((op) => this.#run(op))
+        : this.#run(parsed),
+    );
+    this.#last.set(r.client, { t: r.t, result: json });
+    return json;
+  }
+
+  #run(v: unknown): PbftKvResult {
+    try {
+      if (v instanceof Error) throw v;
+      const op = parsePbftKvOp(v);
+      return op.op === "read"
         ? { value: this.#kv.get(op.key) }
         : this.#kv.apply(op);
     } catch (err) {
-      result = { error: err instanceof Error ? err.message : String(err) };
+      return { error: err instanceof Error ? err.message : String(err) };
     }
-    const json = JSON.stringify(result);
-    this.#last.set(r.client, { t: r.t, result: json });
-    return json;
   }
 
   /** The result of client's request `t` if it was its last one executed. */
