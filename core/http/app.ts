@@ -93,7 +93,7 @@ export interface AppDeps {
   logStream: LogStream;
   node: NodeIdentity;
   /** The node registry; `/api/v1/cluster` lists its members when no consensus plugin runs. */
-  registry?: Pick<Registry, "members">;
+  registry?: Pick<Registry, "members" | "self">;
   /**
    * Origins allowed by CORS and to open WebSockets (besides the node's own);
    * none means no CORS headers at all. @default {[]}
@@ -695,6 +695,15 @@ export function createApp(deps: AppDeps): HttpApp {
       ? await consensus.members()
       : await deps.registry?.members() ?? [];
     return c.json(clusterView({ nodeId: node.id, consensus, members }));
+  });
+
+  // This node's own version and load, for members that do not share its
+  // KV (the console's cluster view reads it from each of them).
+  app.get("/api/v1/cluster/self", requirePermission("cluster:read"), (c) => {
+    if (!deps.registry) {
+      return c.json(errorBody(404, "this node keeps no registry"), 404);
+    }
+    return c.json(deps.registry.self());
   });
 
   if (deps.tasks) {

@@ -99,6 +99,12 @@ export interface Registry {
   stop(): Promise<void>;
   /** Writes one heartbeat now and returns the record written. */
   heartbeat(): Promise<NodeRecord>;
+  /**
+   * This node's record as it would write it now (load read now), without
+   * writing: `GET /api/v1/cluster/self`, which a member that does not share
+   * this node's KV reads instead of the registry.
+   */
+  self(): Omit<NodeRecord, "heartbeatAt" | "leftAt" | "meta">;
   /** Every node's record, sorted by id. */
   nodes(): Promise<NodeRecord[]>;
   /** Every node as a {@linkcode Member}, sorted by id. */
@@ -296,6 +302,13 @@ export function createRegistry(
     nodeId,
     thresholds,
     heartbeat: () => write(),
+    self: () => ({
+      id: nodeId,
+      address: addressNow(),
+      version,
+      load: load(),
+      startedAt,
+    }),
     nodes,
 
     start() {

@@ -22,7 +22,11 @@ export interface Snapshot {
   metrics: MetricSample;
   /** The oldest dead letters of the task queue (`GET /api/v1/tasks/dead?limit=20`). */
   dead: unknown;
-  /** Each node's registry record as this node's KV holds it: version, load (in-flight tasks, RSS), start time. */
+  /**
+   * Each node's version, load (in-flight tasks, RSS) and start time: from
+   * the registry records in this node's KV, else (a member with its own KV)
+   * from its `GET /api/v1/cluster/self`.
+   */
   nodes: Record<string, Pick<NodeRecord, "version" | "load" | "startedAt">>;
   /**
    * The consensus plugin's own status of each member, when it serves
@@ -196,6 +200,29 @@ export function createSnapshots(
         nodes[e.value.id] = { version, load, startedAt };
       }
     }
+    // Members whose records this node's KV does not hold (each node has its
+    // own KV, as with Raft) report their own load.
+    await Promise.all(
+      members.filter((m) =>
+        !nodes[m.id] && (health[m.id] as { status?: string })?.status !==
+          "unreachable"
+      ).map(async (m) => {
+        try {
+          const r = await json(`${m.address}/api/v1/cluster/self`) as {
+            version: string;
+            load: NodeRecord["load"];
+            startedAt: number;
+          };
+          nodes[m.id] = {
+            version: r.version,
+            load: r.load,
+            startedAt: r.startedAt,
+          };
+        } catch {
+          // An older node without the route, or busy: no load shown.
+        }
+      }),
+    );
     // Presence moves with heartbeats (seconds apart): the agents are read
     // every AGENTS_EVERY snapshots, not every one, to keep API calls few.
     if (ticks++ % AGENTS_EVERY === 0) {

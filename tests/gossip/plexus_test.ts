@@ -126,6 +126,20 @@ Deno.test("gossip plugin: three main.ts nodes see each other, share the lease le
       JSON.stringify(before.members),
     );
 
+    // Each node's own version and load (the console reads it from members
+    // whose records its KV does not hold).
+    const self = await nodes[1].api("/api/v1/cluster/self", {}, "viewer");
+    assert.equal(self.status, 200);
+    const me = await self.json();
+    assert.equal(me.id, "g2");
+    assert.equal(me.address, urls[1]);
+    assert.equal(typeof me.version, "string");
+    assert.equal(typeof me.load.inflight, "number");
+    assert.ok(me.load.rss > 0);
+    const anonymous = await fetch(`${urls[1]}/api/v1/cluster/self`);
+    assert.equal(anonymous.status, 401);
+    await anonymous.body?.cancel();
+
     nodes[2].signal("SIGKILL");
     await nodes[2].status;
     // g1's status shows g3 suspect (with its suspicion) or, once the timer
