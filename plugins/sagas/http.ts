@@ -120,7 +120,7 @@ export function sagaRoutes(routes: ApiRoutes, sagas: SagaService): void {
         }
         noFunctionSteps(definition);
         try {
-          await sagas.validate(definition);
+          await sagas.check(definition);
         } catch (err) {
           if (err instanceof SagaDefinitionError) {
             throw new SagaDefinitionError(

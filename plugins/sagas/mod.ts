@@ -112,12 +112,11 @@ export default definePlugin({
       tickMs: ctx.config.tickMs,
       leads: () => consensus()?.isLeader() ?? true,
       fence: () => consensus()?.fence?.(),
-      known: async () => ({
-        ...(ctx.config.checkTaskTypes ? { taskTypes: tasks.types() } : {}),
-        ...(ctx.config.checkCapabilities
-          ? { capabilities: await knownCapabilities(kv, tasks) }
-          : {}),
-      }),
+      taskTypes: () => ctx.config.checkTaskTypes ? tasks.types() : undefined,
+      capabilities: async () =>
+        ctx.config.checkCapabilities
+          ? await knownCapabilities(kv, tasks)
+          : undefined,
       onTransition: (t) => {
         transitions.inc({ status: t.state.status });
         if (!events?.listening) return;

@@ -172,6 +172,32 @@ Deno.test("sagas plugin: cancel compensates a running saga; bad definitions are 
     () => sagas.define("bad", { name: "bad", steps: [] }),
     SagaDefinitionError,
   );
+  // validate is synchronous (shape, functions, task types); check adds the
+  // capabilities, as start does.
+  assert.equal(
+    sagas.validate({
+      name: "v",
+      steps: [{ id: "a", run: { kind: "function", name: "slow" } }],
+    }).groups[0][0].timeoutMs,
+    30_000,
+  );
+  assert.throws(
+    () =>
+      sagas.validate({
+        name: "v",
+        steps: [{ id: "a", run: { kind: "function", name: "nope" } }],
+      }),
+    (err: unknown) =>
+      err instanceof SagaDefinitionError && err.field === "steps[0].run",
+  );
+  await assert.rejects(
+    () =>
+      sagas.check({
+        name: "v",
+        steps: [{ id: "a", run: { kind: "capability", capability: "oracle" } }],
+      }),
+    /steps\[0\]\.run: unknown capability 'oracle'/,
+  );
 });
 
 Deno.test("sagas plugin: a saga whose state would not fit one KV value is refused at start; an oversized result fails its step", async () => {

@@ -18,11 +18,7 @@
 import { PlexusError } from "../../core/plugin.ts";
 import type { TaskService } from "../../core/tasks.ts";
 import type { FenceToken } from "../../core/state/fence.ts";
-import {
-  type KnownActions,
-  parseSagaDefinition,
-  SagaDefinitionError,
-} from "./definition.ts";
+import { parseSagaDefinition, SagaDefinitionError } from "./definition.ts";
 export type { KnownActions } from "./definition.ts";
 import {
   createSagaDriver,
@@ -87,10 +83,16 @@ export interface SagaService {
   /** Names of the definitions registered in code. */
   definitions(): string[];
   /**
-   * Checks a definition as `start` would (the task types, capabilities and
-   * functions it names must exist now); returns it with defaults filled in.
+   * Checks a definition's shape, functions and task types (what can be
+   * checked without I/O); returns it with defaults filled in, or throws
+   * SagaDefinitionError naming the field.
    */
-  validate(def: unknown): Promise<SagaDef>;
+  validate(def: unknown): SagaDef;
+  /**
+   * Checks a definition as `start` does: `validate`, and the capabilities
+   * it names must be offered by a connected agent now.
+   */
+  check(def: unknown): Promise<SagaDef>;
 }
 
 /** Options of {@linkcode createSagaService}. */
@@ -103,12 +105,12 @@ export interface SagaServiceOptions {
   /** This term's fence token (may throw when not leading). */
   fence?: () => FenceToken | undefined;
   /**
-   * Task types and capabilities a definition may name (functions are the
-   * registered ones); a list left out is not checked.
+   * Task types a definition may name (functions are the registered ones);
+   * left out, they are not checked.
    */
-  known?: () =>
-    | Omit<KnownActions, "functions">
-    | Promise<Omit<KnownActions, "functions">>;
+  taskTypes?: () => readonly string[] | undefined;
+  /** Capabilities a definition may name; left out, they are not checked. */
+  capabilities?: () => Promise<readonly string[] | undefined>;
   /** Task polling and timer sweep period, ms. @default {50} */
   tickMs?: number;
   /** Wall clock. @default {Date.now} */
@@ -173,11 +175,18 @@ export function createSagaService(options: SagaServiceOptions): SagaNode {
     onTransition: options.onTransition,
     onError: options.onError,
   });
-  const validate = async (def: unknown) =>
+  const validate = (def: unknown) =>
     parseSagaDefinition(def, {
-      ...await options.known?.(),
+      taskTypes: options.taskTypes?.(),
       functions: [...functions.keys()],
     });
+  const check = async (def: unknown) => {
+    return parseSagaDefinition(def, {
+      taskTypes: options.taskTypes?.(),
+      capabilities: await options.capabilities?.(),
+      functions: [...functions.keys()],
+    });
+  };
 
   return {
     store,
@@ -207,6 +216,7 @@ export function createSagaService(options: SagaServiceOptions): SagaNode {
       defs.set(name, def);
     },
     validate,
+    check,
     definitions: () => [...defs.keys()].sort(),
     async start(def, opts = {}) {
       let parsed: SagaDef;
@@ -220,8 +230,8 @@ export function createSagaService(options: SagaServiceOptions): SagaNode {
             })`,
           );
         }
-        parsed = await validate(found);
-      } else parsed = await validate(def);
+        parsed = await check(found);
+      } else parsed = await check(def);
       if (opts.id !== undefined && !ID_RE.test(opts.id)) {
         throw new SagaDefinitionError(
           "id",
