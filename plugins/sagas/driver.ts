@@ -14,8 +14,8 @@
  * - A command already in flight on this node is not started twice (a
  *   resume or a kick re-issues what is open).
  * - Due retry timers and sagas other nodes started are swept every `tickMs`
- *   while `leads()` says so; `resume()` re-issues what open sagas had in
- *   flight (a node taking over).
+ *   while `leads()` says so; when it turns true, `resume()` re-issues what
+ *   open sagas had in flight (a node taking over).
  * - A write refused by the fence (this node's term ended) stops the work
  *   it belonged to: the new leader resumes it.
  *
@@ -74,6 +74,11 @@ export interface SagaDriverOptions {
   now?: () => number;
   /** Task polling and timer sweep period, ms. @default {50} */
   tickMs?: number;
+  /**
+   * Resume open sagas whenever `leads()` turns true (checked every tick, so
+   * the order plugins start in does not matter). @default {true}
+   */
+  resumeOnLead?: boolean;
   /** Told about every transition written (events, metrics). */
   onTransition?: (t: AppliedTransition) => void;
   /** Told about failures of the driver itself. */
@@ -331,8 +336,20 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
   };
 
   const sweep = async () => {
+    let led = false;
     while (!stopped) {
-      if (leads()) {
+      const leading = leads();
+      if (leading && !led && options.resumeOnLead !== false) {
+        // Leadership gained (or the node started leading): take over what
+        // open sagas had in flight.
+        try {
+          await resume();
+          led = true;
+        } catch (err) {
+          options.onError?.(err);
+        }
+      } else if (!leading) led = false;
+      if (leading) {
         try {
           for (const { id, versionstamp } of await store.kicks()) {
             await resumeOne(id);
@@ -347,6 +364,9 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
       }
       await sleep(tick);
     }
+  };
+  const resume = async () => {
+    for (const id of await store.open()) await resumeOne(id);
   };
   const sweeping = sweep();
 
@@ -382,9 +402,7 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
       if (t && t.state !== t.before) options.onTransition?.(t);
       return t;
     },
-    async resume() {
-      for (const id of await store.open()) await resumeOne(id);
-    },
+    resume,
     async finished(id, timeoutMs = 30_000) {
       const until = Date.now() + timeoutMs;
       for (;;) {

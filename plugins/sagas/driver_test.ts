@@ -306,3 +306,32 @@ Deno.test("saga driver: a node that does not lead writes what it starts or cance
     await leader.stop();
   }
 });
+
+Deno.test("saga driver: a node that becomes leader takes over open sagas by itself", async () => {
+  const log: string[] = [];
+  await using t = await createTestKernel([shop(log, new Set())]);
+  const store = createSagaStore(t.kv);
+  const functions = new Map([["refund.fn", () => Promise.resolve()]]);
+  const a = createSagaDriver({ store, tasks: t.tasks, functions, tickMs: 5 });
+  await a.submit("o4", def);
+  await a.stop(); // the leader dies with the first step in flight
+  let leading = false;
+  const b = createSagaDriver({
+    store,
+    tasks: t.tasks,
+    functions,
+    leads: () => leading,
+    tickMs: 5,
+  });
+  try {
+    // Not leading: b leaves the saga alone (20 ticks).
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(b.inflight(), 0);
+    assert.equal((await store.get("o4"))!.steps.charge.status, "pending");
+    leading = true; // elected: no resume() call needed
+    assert.equal(await b.finished("o4"), "completed");
+    assert.deepEqual(log, ["reserve", "charge", "ship"]);
+  } finally {
+    await b.stop();
+  }
+});

@@ -133,19 +133,9 @@ export default definePlugin({
         }),
     });
     sagaRoutes(ctx.api("sagas"), sagas);
-    const resume = () =>
-      sagas.resume().catch((err) =>
-        ctx.log.warn("saga resume failed", { error: err?.message })
-      );
-    const c = consensus();
-    const off = c?.onLeaderChange((change) => {
-      if (change.leader === ctx.node.id) resume();
-    });
-    if (!c || c.isLeader()) resume();
     return Promise.resolve({
       api: sagas,
       async stop() {
-        off?.();
         await sagas.stop();
       },
     });
