@@ -58,6 +58,12 @@ export function fmtMessage(m: PbftMessage): string {
       }]`;
     case "fetch-state":
       return `${head} n=${p.seq}`;
+    case "fetch-batch":
+      return `${head} n=${p.seq} d=${short(p.digest)}`;
+    case "batch":
+      return `${head} n=${p.seq} d=${short(p.digest)} batch=[${
+        p.batch.map((r) => `${r.client}:${r.t}`).join(",")
+      }]`;
     case "status":
       return `${head} v=${p.view} executed=${p.executed}`;
     case "state":

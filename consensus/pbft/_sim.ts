@@ -125,6 +125,8 @@ export interface PbftSimReport {
   /** Highest view an honest replica reached. */
   maxView: number;
   stateTransfers: number;
+  /** Batches honest replicas were handed after asking for them (a new view chose a batch they lacked). */
+  batchFetches: number;
   crashes: number;
   /** Messages honest replicas rejected (bad MAC, signature or shape). */
   rejected: number;
@@ -318,6 +320,7 @@ export function runPbftSim(
     viewChanges: 0,
     maxView: 0,
     stateTransfers: 0,
+    batchFetches: 0,
     crashes: 0,
     rejected: 0,
     history: [],
@@ -368,7 +371,10 @@ export function runPbftSim(
     if (!r || r.down || !r.node) return;
     report.events++;
     trace(`${m.from}>${m.to} ${m.payload.type}`);
-    if (r.byzantine) r.seen.length < 200 && r.seen.push(m);
+    if (r.byzantine) {
+      r.seen.length < 200 && r.seen.push(m);
+      answerFetch(r, m);
+    } else if (m.payload.type === "batch") report.batchFetches++;
     r.node.step(m);
     drain(r);
   };
@@ -576,6 +582,29 @@ export function runPbftSim(
     }];
   };
 
+  /** Batches the adversary claimed in view changes, by digest. */
+  const madeUp = new Map<string, PbftRequest[]>();
+
+  /**
+   * A Byzantine replica asked for a batch: the one it made up, if any;
+   * with "lie-state", sometimes one that does not match the digest.
+   */
+  const answerFetch = (r: Replica, m: PbftMessage) => {
+    const p = m.payload;
+    if (p.type !== "fetch-batch" || does("silent")) return;
+    let batch = madeUp.get(p.digest);
+    if (does("lie-state") && rng() < 0.5) {
+      batch = [evilRequest(r.id, 1e6 + Math.floor(rng() * 1e6), "x")];
+    }
+    if (!batch) return;
+    transmit(remac({ from: r.id, to: m.from, payload: p, mac: "" }, {
+      type: "batch",
+      seq: p.seq,
+      digest: p.digest,
+      batch,
+    }));
+  };
+
   const conflictingViewChange = (from: string, vc: ViewChange): ViewChange => {
     const variant = rng();
     if (variant < 0.25) return vc;
@@ -592,7 +621,9 @@ export function runPbftSim(
       const digest = hash64(JSON.stringify(batch));
       const view = Math.max(0, vc.view - 1 - Math.floor(rng() * 2));
       prepared.push({ seq: s, view, digest });
-      prePrepared.push({ seq: s, view, digest, batch });
+      prePrepared.push({ seq: s, view, digest });
+      // It hands the batch to whoever asks (a new view that chose it).
+      madeUp.set(digest, batch);
     }
     return resign(from, { ...vc, prepared, prePrepared });
   };

@@ -118,10 +118,19 @@ interface Slot {
   committed: boolean;
 }
 
-/** What rules A1/A2 give for a new view: its checkpoint and pre-prepares. */
+/**
+ * What rules A1/A2 give for a new view: its checkpoint and pre-prepares.
+ * An entry's batch is missing when this replica does not hold it; `holders`
+ * are the replicas whose view changes name it (at least one honest).
+ */
 interface Decision {
   stable: StableCheckpoint;
-  entries: { seq: number; digest: string; batch: PbftRequest[] }[];
+  entries: {
+    seq: number;
+    digest: string;
+    batch?: PbftRequest[];
+    holders: string[];
+  }[];
 }
 
 const GENESIS: StableCheckpoint = { seq: 0, digest: "", proof: [] };
@@ -234,6 +243,10 @@ export class PbftNode {
   /** When each replica's STATUS was last answered (in ticks). */
   #statusAnswered = new Map<string, number>();
   #fetch: { seq: number; elapsed: number } | undefined;
+  /** A NEW-VIEW decided but not entered: batches it chose are being fetched. */
+  #awaiting: { nv: NewView; d: Decision; askedAt: number } | undefined;
+  /** Batches fetched for `#awaiting`, by `seq\0digest`. */
+  #fetched = new Map<string, PbftRequest[]>();
   /** Executed batches above the stable checkpoint, for compaction. */
   #execLog = new Map<number, ExecRecord>();
 
@@ -455,6 +468,7 @@ export class PbftNode {
       if (++this.#stall % this.#retransmitTicks === 0) {
         const mine = this.#viewChanges.get(this.#view)?.get(this.id);
         if (mine) this.#multicast(mine);
+        if (this.#awaiting) this.#askBatches(true);
         if (this.#primaryOf(this.#view) === this.id) this.#tryNewView();
       }
       return;
@@ -537,6 +551,11 @@ export class PbftNode {
         return this.#onNewView(p);
       case "fetch-state":
         return this.#onFetch(m.from, p.seq);
+      case "fetch-batch":
+        if (!nat(p.seq) || typeof p.digest !== "string") return this.#reject();
+        return this.#onFetchBatch(m.from, p.seq, p.digest);
+      case "batch":
+        return this.#onBatch(p);
       case "state":
         return this.#onState(p.stable, p.data);
       case "reply":
@@ -984,18 +1003,26 @@ export class PbftNode {
     this.#slots.clear();
     this.#inflight.clear();
     this.#newView = undefined;
+    this.#awaiting = undefined;
     this.#persist.push({ k: "view", view, changing: true });
-    const vc = this.#signed<ViewChange>({
+    const vc = this.#ownViewChange(view);
+    this.#multicast(vc);
+    this.#onViewChange(vc);
+  }
+
+  /** This replica's signed VIEW-CHANGE for `view`: its P set and its Q set's digests. */
+  #ownViewChange(view: number): ViewChange {
+    return this.#signed<ViewChange>({
       type: "view-change",
       view,
       replica: this.id,
       stable: this.#stable,
       prepared: [...this.#P.values()],
-      prePrepared: [...this.#Q.values()].flatMap((m) => [...m.values()]),
+      prePrepared: [...this.#Q.values()].flatMap((m) =>
+        [...m.values()].map(({ seq, view, digest }) => ({ seq, view, digest }))
+      ),
       sig: "",
     });
-    this.#multicast(vc);
-    this.#onViewChange(vc);
   }
 
   #validViewChange(vc: ViewChange): boolean {
@@ -1016,10 +1043,7 @@ export class PbftNode {
       if (!inRange(e) || pSeqs.has(e.seq)) return false;
       pSeqs.add(e.seq);
     }
-    for (const e of vc.prePrepared) {
-      if (!inRange(e) || !isBatch(e.batch)) return false;
-      if (this.#digestOf(e.batch) !== e.digest) return false;
-    }
+    for (const e of vc.prePrepared) if (!inRange(e)) return false;
     return this.#auth.verify(vc.replica, signInput(vc), vc.sig);
   }
 
@@ -1110,22 +1134,22 @@ export class PbftNode {
           ) a1++;
         });
         if (a1 < this.quorum && !this.#newestClaim) continue;
-        let a2 = 0;
-        let batch: PbftRequest[] | undefined;
+        const holders: string[] = [];
         for (const m of vcs) {
           const q = m.prePrepared.find((e) =>
             e.seq === n && e.digest === c.digest && e.view >= c.view
           );
-          if (q) {
-            a2++;
-            batch ??= q.batch;
-          }
+          if (q) holders.push(m.replica);
         }
-        if ((a2 < this.f + 1 && !this.#newestClaim) || !batch) continue;
+        if (holders.length < this.f + 1 && !this.#newestClaim) continue;
+        if (holders.length === 0) continue;
+        // The batch itself: held here, or fetched from the holders (and
+        // then checked like a pre-prepare's, see #onBatch).
+        const batch = this.#batchFor(n, c.digest);
         // Never through a view change either: a batch with a request no
         // client signed cannot have been prepared by an honest replica.
-        if (!batch.every((r) => this.#authentic(r))) continue;
-        chosen = { seq: n, digest: c.digest, batch };
+        if (batch && !batch.every((r) => this.#authentic(r))) continue;
+        chosen = { seq: n, digest: c.digest, batch, holders };
         break;
       }
       if (!chosen) {
@@ -1134,7 +1158,12 @@ export class PbftNode {
           if (m.stable.seq < n && !pOf[i].has(n)) none++;
         });
         if (none < this.quorum) return undefined;
-        chosen = { seq: n, digest: this.#digestOf([]), batch: [] };
+        chosen = {
+          seq: n,
+          digest: this.#digestOf([]),
+          batch: [],
+          holders: [],
+        };
       }
       entries.push(chosen);
     }
@@ -1166,6 +1195,31 @@ export class PbftNode {
   }
 
   #enterView(nv: NewView, d: Decision): void {
+    const top = Math.max(this.#stable.seq, d.stable.seq);
+    for (const e of d.entries) {
+      if (e.seq > top && !e.batch) e.batch = this.#batchFor(e.seq, e.digest);
+    }
+    if (d.entries.some((e) => e.seq > top && !e.batch)) {
+      // Still changing: the view is entered once every chosen batch is here.
+      if (this.#view < nv.view || !this.#changing) {
+        this.#view = nv.view;
+        this.#changing = true;
+        this.#timer = 0;
+        this.#slots.clear();
+        this.#inflight.clear();
+        this.#persist.push({ k: "view", view: nv.view, changing: true });
+      }
+      const fresh = this.#awaiting?.nv.view !== nv.view;
+      this.#awaiting = {
+        nv,
+        d,
+        askedAt: fresh ? -Infinity : this.#awaiting!.askedAt,
+      };
+      this.#askBatches(false);
+      return;
+    }
+    this.#awaiting = undefined;
+    this.#fetched.clear();
     const view = nv.view;
     this.#view = view;
     this.#ahead.clear();
@@ -1182,7 +1236,7 @@ export class PbftNode {
     for (const e of d.entries) {
       if (e.seq <= this.#stable.seq) continue;
       maxS = Math.max(maxS, e.seq);
-      this.#acceptPrePrepare(e.seq, e.digest, e.batch);
+      this.#acceptPrePrepare(e.seq, e.digest, e.batch!);
     }
     this.#lastAssigned = maxS;
     const early = this.#future;
@@ -1193,6 +1247,59 @@ export class PbftNode {
       else if (v > view) this.#future.push(m);
     }
     this.#propose();
+  }
+
+  /** The batch with `digest` at `seq` if this replica holds it. */
+  #batchFor(seq: number, digest: string): PbftRequest[] | undefined {
+    return this.#Q.get(seq)?.get(digest)?.batch ??
+      (this.#slots.get(seq)?.pp?.digest === digest
+        ? this.#slots.get(seq)!.pp!.batch
+        : undefined) ??
+      (this.#committedBatches.get(seq)?.digest === digest
+        ? this.#committedBatches.get(seq)!.batch
+        : undefined) ??
+      this.#fetched.get(`${seq}\u0000${digest}`);
+  }
+
+  /** Asks the holders for the batches the awaited new view lacks (again after a retransmit period). */
+  #askBatches(again: boolean): void {
+    const a = this.#awaiting!;
+    if (!again && this.#ticks - a.askedAt < this.#retransmitTicks) return;
+    a.askedAt = this.#ticks;
+    for (const e of a.d.entries) {
+      if (e.batch || e.seq <= this.#stable.seq) continue;
+      const ask = {
+        type: "fetch-batch" as const,
+        seq: e.seq,
+        digest: e.digest,
+      };
+      // Retries ask everyone: a holder may be silent, another may have it.
+      for (const to of again ? this.replicas : e.holders) {
+        if (to !== this.id) this.#send(to, ask);
+      }
+    }
+  }
+
+  #onFetchBatch(from: string, seq: number, digest: string): void {
+    const batch = this.#batchFor(seq, digest);
+    if (batch) this.#send(from, { type: "batch", seq, digest, batch });
+  }
+
+  #onBatch(p: { seq: number; digest: string; batch: PbftRequest[] }): void {
+    const a = this.#awaiting;
+    const e = a?.d.entries.find((x) =>
+      x.seq === p.seq && x.digest === p.digest && !x.batch
+    );
+    if (!a || !e) return;
+    if (
+      !isBatch(p.batch) || this.#digestOf(p.batch) !== p.digest ||
+      !p.batch.every((r) => this.#authentic(r))
+    ) return this.#reject();
+    this.#fetched.set(`${p.seq}\u0000${p.digest}`, p.batch);
+    e.batch = p.batch;
+    if (a.d.entries.every((x) => x.batch || x.seq <= this.#stable.seq)) {
+      this.#enterView(a.nv, a.d);
+    }
   }
 
   // ---- plumbing ------------------------------------------------------
@@ -1278,15 +1385,7 @@ export class PbftNode {
     if (proven && proven.seq > this.#stable.seq) this.#makeStable(proven);
     if (this.#changing) {
       // Re-send the view change on the next retransmit tick.
-      const vc = this.#signed<ViewChange>({
-        type: "view-change",
-        view: this.#view,
-        replica: this.id,
-        stable: this.#stable,
-        prepared: [...this.#P.values()],
-        prePrepared: [...this.#Q.values()].flatMap((m) => [...m.values()]),
-        sig: "",
-      });
+      const vc = this.#ownViewChange(this.#view);
       let forView = this.#viewChanges.get(this.#view);
       if (!forView) this.#viewChanges.set(this.#view, forView = new Map());
       forView.set(this.id, vc);

@@ -391,12 +391,12 @@ Deno.test("pbft core: backups refuse to prepare a pre-prepare whose batch holds 
   }
 });
 
-Deno.test("pbft core: a new view does not re-propose a batch with a request no client signed, even when the view changes claim it prepared", () => {
+Deno.test("pbft core: a new view does not take a batch with a request no client signed, even when the view changes claim it prepared", () => {
   // Two view changes (f + 1, one Byzantine) claim a batch with a made-up
-  // request prepared at 1 and hold it in Q; the third has nothing there.
-  // Rules A1/A2 alone would pick it; the request check rules it out, and
-  // with no 2f + 1 empty P entries at 1 nothing may be decided yet.
-  const c = new TestCluster(4);
+  // request prepared at 1 and hold its digest in Q; the third has nothing
+  // there. Rules A1/A2 pick it; replica 4 does not hold it, fetches it from
+  // the holders, and refuses the made-up batch it is handed: it stays
+  // between views (no pre-prepare, nothing executed).
   const batch = [madeUp()];
   const digest = fakeAuth("1", testSecret).digest(JSON.stringify(batch));
   const vc = (replica: string, claims: boolean): ViewChange => {
@@ -406,7 +406,7 @@ Deno.test("pbft core: a new view does not re-propose a batch with a request no c
       replica,
       stable: { seq: 0, digest: "", proof: [] },
       prepared: claims ? [{ seq: 1, view: 0, digest }] : [],
-      prePrepared: claims ? [{ seq: 1, view: 0, digest, batch }] : [],
+      prePrepared: claims ? [{ seq: 1, view: 0, digest }] : [],
       sig: "",
     };
     return {
@@ -414,15 +414,7 @@ Deno.test("pbft core: a new view does not re-propose a batch with a request no c
       sig: fakeAuth(replica, testSecret).sign(signInput(body)),
     };
   };
-  const vcs = [vc("3", true), vc("4", true), vc("1", false)];
-  // The new primary (2) does not start view 1 on them.
-  for (const v of vcs) c.get("2").step(msg(v.replica, "2", v));
-  c.processAll();
-  assert.deepEqual(
-    c.inflight.filter((m) => m.payload.type === "new-view"),
-    [],
-  );
-  // A NEW-VIEW built on them is refused by a backup.
+  const vcs = [vc("3", true), vc("2", true), vc("1", false)];
   const nvBody: NewView = {
     type: "new-view",
     view: 1,
@@ -434,15 +426,43 @@ Deno.test("pbft core: a new view does not re-propose a batch with a request no c
     ...nvBody,
     sig: fakeAuth("2", testSecret).sign(signInput(nvBody)),
   };
-  const before = c.get("4").rejected;
-  c.get("4").step(msg("2", "4", nv));
-  assert.equal(c.get("4").rejected, before + 1);
-  assert.equal(c.get("4").status().view, 0);
-  // The same view changes with an authentic batch are decided.
-  const ok = new TestCluster(4, { unsafeTrustRequests: true });
-  ok.get("4").step(msg("2", "4", nv));
-  assert.equal(ok.get("4").status().view, 1);
-  assert.equal(ok.get("4").status().changing, false);
+  const answer = msg("3", "4", { type: "batch", seq: 1, digest, batch });
+  for (const trust of [false, true]) {
+    const k = new TestCluster(4, { unsafeTrustRequests: trust });
+    k.get("4").step(msg("2", "4", nv));
+    k.processAll();
+    // It asks the holders (3 and 2) for the batch it lacks.
+    assert.deepEqual(
+      k.inflight.filter((m) => m.payload.type === "fetch-batch").map((m) =>
+        m.to
+      ).sort(),
+      ["2", "3"],
+    );
+    const before = k.get("4").rejected;
+    k.get("4").step(answer);
+    k.processAll();
+    const s = k.get("4").status();
+    if (!trust) {
+      assert.equal(k.get("4").rejected, before + 1);
+      assert.deepEqual([s.view, s.changing], [1, true]);
+      assert.equal(
+        k.inflight.filter((m) => m.payload.type === "prepare").length,
+        0,
+      );
+    } else {
+      // The build that trusts requests takes it and enters the view.
+      assert.deepEqual([s.view, s.changing], [1, false]);
+    }
+  }
+  // A batch that does not hash to the digest is refused by any build.
+  const k = new TestCluster(4, { unsafeTrustRequests: true });
+  k.get("4").step(msg("2", "4", nv));
+  const before = k.get("4").rejected;
+  k.get("4").step(
+    msg("3", "4", { type: "batch", seq: 1, digest, batch: [req(5)] }),
+  );
+  assert.equal(k.get("4").rejected, before + 1);
+  assert.equal(k.get("4").status().changing, true);
 });
 
 Deno.test("pbft core: checkpoints come every K requests, not every K batches, and agree on every replica", () => {

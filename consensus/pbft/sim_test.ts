@@ -18,6 +18,7 @@ Deno.test({
       accepted: 0,
       viewChanges: 0,
       stateTransfers: 0,
+      batchFetches: 0,
       crashes: 0,
       rejected: 0,
       byzantinePrimary: 0,
@@ -38,6 +39,7 @@ Deno.test({
       totals.accepted += r.accepted;
       totals.viewChanges += r.viewChanges;
       totals.stateTransfers += r.stateTransfers;
+      totals.batchFetches += r.batchFetches;
       totals.crashes += r.crashes;
       totals.rejected += r.rejected;
       if (r.byzantine.includes("r0")) totals.byzantinePrimary++;
@@ -67,6 +69,11 @@ Deno.test({
       `state transfers: ${totals.stateTransfers}`,
     );
     assert(totals.crashes > seeds, `crashes: ${totals.crashes}`);
+    // View changes name batches by digest; replicas that lacked one fetched it.
+    assert(
+      totals.batchFetches > seeds,
+      `batches fetched for new views: ${totals.batchFetches}`,
+    );
     assert(totals.rejected > seeds, `rejected: ${totals.rejected}`);
     assert(totals.accepted > 10 * seeds, `accepted: ${totals.accepted}`);
     assert(

@@ -98,14 +98,21 @@ export interface PrePreparedEntry {
   batch: PbftRequest[];
 }
 
-/** Signed: `replica` asks to move to `view`, with what it knows (TOCS 2002 §4.5). */
+/** A Q-set entry as a VIEW-CHANGE carries it: the digest only, not the batch. */
+export type PrePreparedDigest = Omit<PrePreparedEntry, "batch">;
+
+/**
+ * Signed: `replica` asks to move to `view`, with what it knows (TOCS 2002
+ * §4.5). Its Q set names batches by digest; a replica that the new view
+ * gives a batch it does not hold fetches it ({@linkcode FetchBatch}).
+ */
 export interface ViewChange {
   type: "view-change";
   view: number;
   replica: string;
   stable: StableCheckpoint;
   prepared: PreparedEntry[];
-  prePrepared: PrePreparedEntry[];
+  prePrepared: PrePreparedDigest[];
   sig: string;
 }
 
@@ -137,6 +144,21 @@ export interface Status {
   type: "status";
   view: number;
   executed: number;
+}
+
+/** Ask for the batch with `digest` at `seq` (a new view chose it, this replica does not hold it). */
+export interface FetchBatch {
+  type: "fetch-batch";
+  seq: number;
+  digest: string;
+}
+
+/** A batch asked for: taken only if it hashes to `digest` and every request in it is its client's. */
+export interface BatchReply {
+  type: "batch";
+  seq: number;
+  digest: string;
+  batch: PbftRequest[];
 }
 
 /** Ask for the state at (or after) stable checkpoint `seq`. */
@@ -176,6 +198,8 @@ export type PbftPayload =
   | NewView
   | RequestRelay
   | FetchState
+  | FetchBatch
+  | BatchReply
   | Status
   | StateTransfer
   | Reply;
