@@ -154,8 +154,13 @@ function isRequest(r: unknown): r is PbftRequest {
     typeof x.op === "string" && typeof x.sig === "string";
 }
 
-/** Client signatures checked and remembered (each replica verifies a request once). */
+/**
+ * Client signatures checked and remembered (each replica verifies a request
+ * once), at most this many and this many characters of signed input (a
+ * node's request can carry a MiB of operations).
+ */
 const VERIFIED_MAX = 16_384;
+const VERIFIED_MAX_CHARS = 32 << 20;
 
 function isBatch(b: unknown): b is PbftRequest[] {
   return Array.isArray(b) && b.every(isRequest);
@@ -263,6 +268,7 @@ export class PbftNode {
 
   /** Client signatures verified here: sig → the input it was verified over. */
   #verified = new Map<string, string>();
+  #verifiedChars = 0;
 
   /** Messages dropped because their MAC, signature or shape was wrong. */
   rejected = 0;
@@ -1401,9 +1407,17 @@ export class PbftNode {
     if (!this.#auth.verify(requestSigner(r.client), input, r.sig)) {
       return false;
     }
+    const had = this.#verified.get(r.sig);
+    if (had !== undefined) this.#verifiedChars -= had.length;
     this.#verified.set(r.sig, input);
-    if (this.#verified.size > VERIFIED_MAX) {
-      this.#verified.delete(this.#verified.keys().next().value!);
+    this.#verifiedChars += input.length;
+    while (
+      this.#verified.size > VERIFIED_MAX ||
+      this.#verifiedChars > VERIFIED_MAX_CHARS
+    ) {
+      const [sig, old] = this.#verified.entries().next().value!;
+      this.#verified.delete(sig);
+      this.#verifiedChars -= old.length;
     }
     return true;
   }
