@@ -22,7 +22,7 @@
  * @module
  */
 import { TaskInputError, type TaskService } from "../../core/tasks.ts";
-import type { FenceToken } from "../../core/state/fence.ts";
+import { type FenceToken, NotLeaderError } from "../../core/state/fence.ts";
 import {
   resumeSaga,
   type SagaCommand,
@@ -79,6 +79,12 @@ export interface SagaDriverOptions {
    * the order plugins start in does not matter). @default {true}
    */
   resumeOnLead?: boolean;
+  /**
+   * How often the leader also re-issues, for every open saga, what nobody
+   * on this node is running (an outcome lost when a term flickered between
+   * two ticks), ms. @default {5000}
+   */
+  resumeEveryMs?: number;
   /** Told about every transition written (events, metrics). */
   onTransition?: (t: AppliedTransition) => void;
   /** Told about failures of the driver itself. */
@@ -130,6 +136,9 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
   let stopped = false;
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   const fence = () => options.fence?.();
+  const resumeEveryMs = options.resumeEveryMs ?? 5000;
+  /** An outcome write was refused for leadership: resume at the next tick. */
+  let lostWrite = false;
   /**
    * This node's fence token when it leads (undefined: it leads with no
    * fence to offer), null when it does not.
@@ -254,7 +263,18 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
 
   /** Writes `input` fenced, tells the observer, carries out the commands. */
   const drive = async (id: string, input: SagaInput) => {
-    const t = await store.apply(id, input, now(), fence());
+    let t: AppliedTransition | null;
+    try {
+      t = await store.apply(id, input, now(), fence());
+    } catch (err) {
+      // The term ended (or flickered) under this write: the outcome is
+      // lost here, and whoever leads next, this node included, must
+      // re-issue the command to get it again.
+      if (err instanceof FencedError || err instanceof NotLeaderError) {
+        lostWrite = true;
+      }
+      throw err;
+    }
     if (!t) return null;
     if (t.state !== t.before) options.onTransition?.(t);
     execute(t.state, t.commands);
@@ -337,11 +357,19 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
 
   const sweep = async () => {
     let led = false;
+    let resumedAt = 0;
     while (!stopped) {
       const leading = leads();
-      if (leading && !led && options.resumeOnLead !== false) {
-        // Leadership gained (or the node started leading): take over what
-        // open sagas had in flight.
+      const stale = performance.now() - resumedAt >= resumeEveryMs;
+      if (
+        leading && (!led || lostWrite || stale) &&
+        options.resumeOnLead !== false
+      ) {
+        // Leadership gained (or the node started leading), an outcome lost
+        // to a term that ended under it, or the periodic pass: take over
+        // what open sagas have in flight and nobody here is running.
+        lostWrite = false;
+        resumedAt = performance.now();
         try {
           await resume();
           led = true;

@@ -3,6 +3,7 @@ import { createTestKernel } from "../../core/testing.ts";
 import { definePlugin } from "../../core/plugin.ts";
 import { createSagaStore, FencedError } from "./store.ts";
 import { electionEpochKey } from "../../core/state/keys.ts";
+import { NotLeaderError } from "../../core/state/fence.ts";
 import { createSagaDriver } from "./driver.ts";
 import { parseSagaDefinition } from "./definition.ts";
 
@@ -333,5 +334,36 @@ Deno.test("saga driver: a node that becomes leader takes over open sagas by itse
     assert.deepEqual(log, ["reserve", "charge", "ship"]);
   } finally {
     await b.stop();
+  }
+});
+
+Deno.test("saga driver: an outcome lost to a term that flickered between two ticks is fetched again, though leads() never said false", async () => {
+  const log: string[] = [];
+  await using t = await createTestKernel([shop(log, new Set())]);
+  const store = createSagaStore(t.kv);
+  let writes = 0;
+  const errors: unknown[] = [];
+  const driver = createSagaDriver({
+    store,
+    tasks: t.tasks,
+    functions: new Map([["refund.fn", () => Promise.resolve()]]),
+    // The second fenced write (reserve's outcome) meets a lost term.
+    fence: () => {
+      if (++writes === 2) throw new NotLeaderError("term ended", null);
+      return undefined;
+    },
+    onError: (err) => errors.push(err),
+    resumeEveryMs: 60_000, // only the lost write may trigger the resume
+    tickMs: 5,
+  });
+  try {
+    await driver.submit("o5", def);
+    assert.equal(await driver.finished("o5"), "completed");
+    assert.ok(errors.some((e) => e instanceof NotLeaderError));
+    assert.deepEqual(log, ["reserve", "charge", "ship"]);
+    const s = (await store.get("o5"))!;
+    assert.equal(s.steps.reserve.attempts.length, 1, "the same attempt");
+  } finally {
+    await driver.stop();
   }
 });

@@ -190,6 +190,63 @@ for (const target of KV_TARGETS) {
     assert.equal(view.steps.s2.attempts.length, 1);
     assert.match(view.steps.s2.attempts[0].error, /s2 refused/);
     assert.equal(view.steps.s1.compensations[0].ok, true);
+    // Bad definitions are refused at submit on any node, the field named.
+    const task = (id: string, type = "shop.step") => ({
+      id,
+      run: { kind: "task", type },
+    });
+    const bad: [unknown, string][] = [
+      [
+        { name: "x", steps: [{ id: "a", run: { kind: "rpc" } }] },
+        "definition.steps[0].run.kind",
+      ],
+      [
+        { name: "x", steps: [task("a", "shop.nope")] },
+        "definition.steps[0].run",
+      ],
+      [
+        {
+          name: "x",
+          steps: [{
+            id: "a",
+            run: { kind: "capability", capability: "oracle" },
+          }],
+        },
+        "definition.steps[0].run",
+      ],
+      [{ name: "x", steps: [task("a"), task("a")] }, "definition.steps[1].id"],
+      [
+        {
+          name: "x",
+          steps: [{ parallel: [task("a"), { parallel: [task("b")] }] }],
+        },
+        "definition.steps[0].parallel[1]",
+      ],
+      [
+        { name: "x", requireCompensation: true, steps: [task("a")] },
+        "definition.steps[0].compensate",
+      ],
+      [
+        {
+          name: "x",
+          steps: Array.from({ length: 10_000 }, (_, i) => task(`s${i}`)),
+        },
+        "definition.steps",
+      ],
+    ];
+    for (const [i, [definition, field]] of bad.entries()) {
+      const r: Response = await fetch(`${c.nodes[i % 3].url}/api/v1/sagas`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          authorization: `Bearer ${token}`,
+        },
+        body: JSON.stringify({ definition }),
+      });
+      const body = await r.json();
+      assert.equal(r.status, 400, JSON.stringify(body));
+      assert.equal(body.error.field, field);
+    }
   });
 
   Deno.test(`sagas (${target.name}): the leader SIGKILLed at step boundaries, mid-step and mid-compensation → another node finishes, each effect once`, async () => {
