@@ -6,6 +6,12 @@
  * `maxStaleMs` more, then gone. Only answers given without SAGE are stored:
  * a SAGE answer is proven per request and never replayed.
  *
+ * Answers are stored in group commits: the puts made while one commit runs
+ * share the next (up to 64 answers or ~512 KB in one atomic commit), and
+ * each put resolves when its own group has landed. With one commit per
+ * answer, uncached prompts queued on KV's commits (each a disk sync, 2.7 ms
+ * apiece on this machine under load) rather than on the agents.
+ *
  * @example Usage
  * ```ts
  * import { createPromptCache } from "./cache.ts";
@@ -68,15 +74,35 @@ export interface PromptCache {
 /** The KV store a cache needs (a plugin's scoped `ctx.kv` is one). */
 export interface CacheKv {
   get<T>(key: Deno.KvKey): Promise<Deno.KvEntryMaybe<T>>;
+  atomic(): CacheAtomic;
+}
+
+/** The atomic operation a cache needs (`Deno.AtomicOperation` is one). */
+export interface CacheAtomic {
   set(
     key: Deno.KvKey,
     value: unknown,
     options?: { expireIn?: number },
-  ): Promise<Deno.KvCommitResult>;
+  ): CacheAtomic;
+  commit(): Promise<Deno.KvCommitResult | Deno.KvCommitError>;
+}
+
+/** A put waiting for the group commit it joined. */
+interface Waiting {
+  key: string;
+  value: CachedAnswer & { storedAt: number };
+  /** Estimated bytes of its value. */
+  bytes: number;
+  resolve: (stored: boolean) => void;
+  reject: (err: unknown) => void;
 }
 
 /** Largest answer stored (a KV value is at most 64 KiB). */
 const MAX_STORED_CHARS = 20_000;
+/** Most answers in one commit. */
+const MAX_GROUP = 64;
+/** Most estimated bytes in one commit (KV takes ~800 KiB per atomic operation). */
+const MAX_GROUP_BYTES = 512 * 1024;
 
 /**
  * What "the same prompt" means: Unicode NFC, case folded, runs of
@@ -98,6 +124,39 @@ export function createPromptCache(
   options: PromptCacheOptions,
 ): PromptCache {
   const now = options.now ?? Date.now;
+  const expireIn = options.ttlMs + options.maxStaleMs;
+  let waiting: Waiting[] = [];
+  let flushing = false;
+
+  /** Commits the waiting puts, a bounded group at a time, until none wait. */
+  const flush = async () => {
+    try {
+      while (waiting.length > 0) {
+        let n = 0;
+        let bytes = 0;
+        while (
+          n < waiting.length && n < MAX_GROUP &&
+          (n === 0 || bytes + waiting[n].bytes <= MAX_GROUP_BYTES)
+        ) bytes += waiting[n++].bytes;
+        const group = waiting.slice(0, n);
+        waiting = waiting.slice(n);
+        try {
+          const op = kv.atomic();
+          for (const w of group) {
+            op.set(["cache", w.key], w.value, { expireIn });
+          }
+          const res = await op.commit();
+          if (!res.ok) throw new Error("the cache commit failed its checks");
+          for (const w of group) w.resolve(true);
+        } catch (err) {
+          for (const w of group) w.reject(err);
+        }
+      }
+    } finally {
+      flushing = false;
+    }
+  };
+
   return {
     key(input, fields) {
       const vary = [...new Set(fields)].sort().map((f) => [
@@ -127,14 +186,25 @@ export function createPromptCache(
         state: ageMs <= options.ttlMs ? "fresh" : "stale",
       };
     },
-    async put(key, answer) {
-      if (answer.response.length > MAX_STORED_CHARS) return false;
-      await kv.set(["cache", key], {
+    put(key, answer) {
+      if (answer.response.length > MAX_STORED_CHARS) {
+        return Promise.resolve(false);
+      }
+      const value = {
         response: answer.response,
         agent: answer.agent,
         storedAt: now(),
-      }, { expireIn: options.ttlMs + options.maxStaleMs });
-      return true;
+      };
+      // UTF-8 is at most 3 bytes per UTF-16 unit; plus the key and fields.
+      const bytes = 3 * (value.response.length + value.agent.length) + 256;
+      return new Promise<boolean>((resolve, reject) => {
+        waiting.push({ key, value, bytes, resolve, reject });
+        if (!flushing) {
+          flushing = true;
+          // After this turn's other puts have joined.
+          queueMicrotask(() => void flush());
+        }
+      });
     },
   };
 }

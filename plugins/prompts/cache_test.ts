@@ -55,3 +55,74 @@ Deno.test("prompt cache: the key is the normalised prompt, the scenario and the 
   );
   assert.match(await k("x"), /^[0-9a-f]{64}$/);
 });
+
+/** `kv` whose commits are counted (and fail while `failing`). */
+function countingKv(kv: Deno.Kv) {
+  const state = { commits: 0, failing: false };
+  return {
+    state,
+    kv: {
+      get: <T>(key: Deno.KvKey) => kv.get<T>(key),
+      atomic() {
+        const op = kv.atomic();
+        const commit = op.commit.bind(op);
+        op.commit = () => {
+          state.commits++;
+          return state.failing
+            ? Promise.reject(new Error("disk full"))
+            : commit();
+        };
+        return op;
+      },
+    },
+  };
+}
+
+Deno.test("prompt cache: concurrent puts share group commits, bounded in size, each resolved once stored", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const c = countingKv(kv);
+  const cache = createPromptCache(c.kv, { ttlMs: 60_000, maxStaleMs: 0 });
+  const small = await Promise.all(
+    Array.from(
+      { length: 40 },
+      (_, i) => cache.put(`k${i}`, { response: `answer ${i}`, agent: "a" }),
+    ),
+  );
+  assert.deepEqual(small, Array(40).fill(true));
+  assert.equal(c.state.commits, 1, "40 small answers in one commit");
+  for (let i = 0; i < 40; i++) {
+    assert.equal((await cache.get(`k${i}`))?.response, `answer ${i}`);
+  }
+  // 30 answers of 19,000 characters (~57 KB each as UTF-8 at worst): 8 a commit.
+  c.state.commits = 0;
+  const big = await Promise.all(
+    Array.from(
+      { length: 30 },
+      (_, i) =>
+        cache.put(`b${i}`, { response: "é".repeat(19_000), agent: "a" }),
+    ),
+  );
+  assert.deepEqual(big, Array(30).fill(true));
+  assert.equal(c.state.commits, 4);
+  assert.equal((await cache.get("b29"))?.response.length, 19_000);
+});
+
+Deno.test("prompt cache: a failed group commit rejects the puts of that group only", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const c = countingKv(kv);
+  const cache = createPromptCache(c.kv, { ttlMs: 60_000, maxStaleMs: 0 });
+  c.state.failing = true;
+  const failed = await Promise.allSettled([
+    cache.put("x", { response: "x", agent: "a" }),
+    cache.put("y", { response: "y", agent: "a" }),
+  ]);
+  assert.deepEqual(failed.map((r) => r.status), ["rejected", "rejected"]);
+  assert.match(
+    String((failed[0] as PromiseRejectedResult).reason),
+    /disk full/,
+  );
+  c.state.failing = false;
+  assert.equal(await cache.put("z", { response: "z", agent: "a" }), true);
+  assert.equal(await cache.get("x"), undefined);
+  assert.equal((await cache.get("z"))?.response, "z");
+});
