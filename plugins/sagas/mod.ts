@@ -133,6 +133,11 @@ export default definePlugin({
         }),
     });
     sagaRoutes(ctx.api("sagas"), sagas);
+    const inflight = ctx.metrics.gauge(
+      "plexus_sagas_inflight",
+      "Saga steps and compensations this node is carrying out now",
+      () => inflight.set(sagas.inflight()),
+    );
     return Promise.resolve({
       api: sagas,
       async stop() {

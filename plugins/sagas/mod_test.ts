@@ -146,6 +146,12 @@ Deno.test("sagas plugin: cancel compensates a running saga; bad definitions are 
     if ((await sagas.get(id))!.steps.slow.status === "running") break;
     await new Promise((r) => setTimeout(r, 5));
   }
+  const metrics = await (await t.request("/metrics")).text();
+  assert.match(metrics, /^plexus_sagas_inflight 1$/m);
+  assert.match(
+    metrics,
+    /^plexus_sagas_transitions_total\{status="running"\} \d+$/m,
+  );
   assert.equal(await sagas.cancel(id, "customer changed mind"), true);
   assert.equal(await sagas.cancel(id), false);
   release();
