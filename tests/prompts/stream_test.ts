@@ -7,6 +7,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { nodeClient } from "../../core/http/node_client.ts";
 import { advertised, promptAgent, startPromptNode } from "./_node.ts";
 
 const tmp = () => Deno.makeTempDir({ prefix: "plexus-prompts-sse-" });
@@ -224,6 +225,37 @@ Deno.test("prompt streaming across nodes: the root agent on the other node strea
       e.event === "log" && e.data.from === "node:a" && e.data.to === "node:b"
     ),
   );
+
+  // Pieces are taken only from the node the prompt sent a hop to, while it runs.
+  const asB = nodeClient(b.handle.security);
+  const send = (body: unknown) =>
+    asB(`${a.url}/api/v1/prompts/partial`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+  const pieces = [{ hop: 0, delta: "forged" }];
+  const over = await send({
+    requestId: (last.data.metadata as { requestId: string }).requestId,
+    agentId: key.id,
+    pieces,
+    via: "b",
+  });
+  assert.deepEqual(await over.json(), { taken: 0 }, "the prompt is over");
+  const posing = await send({
+    requestId: "r",
+    agentId: key.id,
+    pieces,
+    via: "c",
+  });
+  assert.equal(posing.status, 403);
+  await posing.body?.cancel();
+  const viewer = await a.api("/api/v1/prompts/partial", {
+    method: "POST",
+    body: JSON.stringify({ requestId: "r", agentId: key.id, pieces, via: "b" }),
+  });
+  assert.equal(viewer.status, 403, "a user's token is not a node's signature");
+  await viewer.body?.cancel();
 });
 
 Deno.test("prompt streaming across nodes: a client that disconnects from the node answering the prompt cancels the root agent on the other node", async () => {
