@@ -36,7 +36,49 @@ export interface Snapshot {
   consensus: Record<string, unknown>;
   /** The first {@linkcode MAX_AGENTS} enrolled agents (with the gateway plugin): presence and queued messages. */
   agents: AgentRow[];
+  /** Sagas running or compensating (with the sagas plugin), each step's state. */
+  sagas: SagaRow[];
+  /** The newest debates (with the debates plugin); the running ones with their turns. */
+  debates: DebateRow[];
 }
+
+/** One saga as the page lists it. */
+export interface SagaRow {
+  id: string;
+  name: string;
+  status: string;
+  /** Every step in order, with its state and attempts so far. */
+  steps: { id: string; status: string; attempts: number }[];
+  reason?: string;
+  updatedAt: number;
+}
+
+/** One debate as the page lists it. */
+export interface DebateRow {
+  id: string;
+  topic: string;
+  status: string;
+  roundsRun: number;
+  rounds: number;
+  participants: number;
+  result?: { position: string; round: number; share: number };
+  /** The turns of its latest round (running debates only). */
+  turns?: {
+    round: number;
+    participant: number;
+    ref: string;
+    status: string;
+    position?: string;
+    confidence?: number;
+    latencyMs: number;
+  }[];
+}
+
+/** Sagas listed per state, debates per snapshot, at most. */
+export const MAX_SAGAS = 20;
+export const MAX_DEBATES = 10;
+/** Running debates whose turns each snapshot reads. */
+const DEBATES_WITH_TURNS = 3;
 
 /** One agent as the page lists it. */
 export interface AgentRow {
@@ -231,6 +273,16 @@ export function createSnapshots(
         return agents;
       });
     }
+    const [sagas, debates] = await Promise.all([
+      sagaRows().catch((err) => {
+        ctx.log.debug("dashboard sagas snapshot failed", { error: err });
+        return [];
+      }),
+      debateRows().catch((err) => {
+        ctx.log.debug("dashboard debates snapshot failed", { error: err });
+        return [];
+      }),
+    ]);
     return {
       cluster,
       health,
@@ -240,7 +292,91 @@ export function createSnapshots(
       nodes,
       consensus,
       agents,
+      sagas,
+      debates,
     };
+  };
+  /** `path` of this node's API, or null when no plugin serves it (404). */
+  const optional = async (path: string): Promise<unknown | null> => {
+    const res = await ctx.nodeFetch(`${self()}${path}`, {
+      signal: AbortSignal.timeout(MEMBER_TIMEOUT_MS),
+    });
+    if (res.status === 404) {
+      await res.body?.cancel();
+      return null;
+    }
+    if (!res.ok) throw new Error(`${path}: ${res.status}`);
+    return await res.json();
+  };
+  const sagaRows = async (): Promise<SagaRow[]> => {
+    type Saga = {
+      id: string;
+      def: { name: string; groups: { id: string }[][] };
+      status: string;
+      steps: Record<string, { status: string; attempts: unknown[] }>;
+      reason?: string;
+      updatedAt: number;
+    };
+    const rows: SagaRow[] = [];
+    for (const status of ["running", "compensating"]) {
+      const page = await optional(
+        `/api/v1/sagas?status=${status}&limit=${MAX_SAGAS}`,
+      ) as { sagas: Saga[] } | null;
+      if (!page) return [];
+      for (const g of page.sagas) {
+        rows.push({
+          id: g.id,
+          name: g.def.name,
+          status: g.status,
+          steps: g.def.groups.flat().map((d) => ({
+            id: d.id,
+            status: g.steps[d.id]?.status ?? "pending",
+            attempts: g.steps[d.id]?.attempts.length ?? 0,
+          })),
+          ...(g.reason ? { reason: g.reason } : {}),
+          updatedAt: g.updatedAt,
+        });
+      }
+    }
+    return rows.sort((a, b) => b.updatedAt - a.updatedAt);
+  };
+  const debateRows = async (): Promise<DebateRow[]> => {
+    type Debate = Omit<DebateRow, "participants" | "turns"> & {
+      participants: unknown[];
+    };
+    const page = await optional(`/api/v1/debates?limit=${MAX_DEBATES}`) as
+      | { debates: Debate[] }
+      | null;
+    if (!page) return [];
+    const rows: DebateRow[] = page.debates.map((d) => ({
+      id: d.id,
+      topic: d.topic,
+      status: d.status,
+      roundsRun: d.roundsRun,
+      rounds: d.rounds,
+      participants: d.participants.length,
+      ...(d.result ? { result: d.result } : {}),
+    }));
+    await Promise.all(
+      rows.filter((r) => r.status === "running").slice(0, DEBATES_WITH_TURNS)
+        .map(async (r) => {
+          const view = await optional(
+            `/api/v1/debates/${encodeURIComponent(r.id)}`,
+          ) as { turns?: NonNullable<DebateRow["turns"]> } | null;
+          const turns = view?.turns ?? [];
+          const last = Math.max(0, ...turns.map((t) => t.round));
+          r.turns = turns.filter((t) => t.round === last).map((t) => ({
+            round: t.round,
+            participant: t.participant,
+            ref: t.ref,
+            status: t.status,
+            ...(t.position ? { position: t.position } : {}),
+            ...(t.confidence !== undefined ? { confidence: t.confidence } : {}),
+            latencyMs: t.latencyMs,
+          }));
+        }),
+    );
+    return rows;
   };
   /** Messages waiting for `agentId` across its outbox queues (KV counters). */
   const queued = async (agentId: string): Promise<number> => {

@@ -6,7 +6,7 @@ import { createSnapshots, type Snapshot } from "./snapshot.ts";
  * registry holds the other's record): the snapshot takes each member's
  * version and load from its `GET /api/v1/cluster/self`.
  */
-Deno.test("dashboard snapshot: a member whose record is not in this node's KV reports its own load through /api/v1/cluster/self", async () => {
+Deno.test("dashboard snapshot: a member whose record is not in this node's KV reports its own load through /api/v1/cluster/self; running sagas list every step, running debates their latest round's turns", async () => {
   const servers: Deno.HttpServer[] = [];
   const urls: string[] = [];
   const serve = (id: string, rss: number) => {
@@ -38,6 +38,73 @@ Deno.test("dashboard snapshot: a member whose record is not in this node's KV re
             return new Response("plexus_process_resident_memory_bytes 1\n");
           case "/health":
             return json({ status: "ok", version: "9.9.9", services: {} });
+          case "/api/v1/sagas": {
+            const status = new URL(req.url).searchParams.get("status");
+            return json({
+              sagas: status === "running"
+                ? [{
+                  id: "order-1",
+                  def: {
+                    name: "order",
+                    groups: [[{ id: "reserve" }], [{ id: "charge" }, {
+                      id: "mail",
+                    }]],
+                  },
+                  status: "running",
+                  group: 1,
+                  steps: {
+                    reserve: { status: "done", attempts: [{}] },
+                    charge: { status: "retrying", attempts: [{}, {}] },
+                  },
+                  createdAt: 1,
+                  updatedAt: 2,
+                }]
+                : [],
+            });
+          }
+          case "/api/v1/debates":
+            return json({
+              debates: [{
+                id: "d-1",
+                topic: "Tabs or spaces?",
+                status: "running",
+                roundsRun: 1,
+                rounds: 3,
+                participants: ["x", "y"],
+              }],
+            });
+          case "/api/v1/debates/d-1":
+            return json({
+              turns: [
+                {
+                  round: 1,
+                  participant: 0,
+                  ref: "x",
+                  status: "answered",
+                  position: "tabs",
+                  confidence: 0.5,
+                  latencyMs: 3,
+                },
+                {
+                  round: 2,
+                  participant: 0,
+                  ref: "x",
+                  status: "answered",
+                  position: "spaces",
+                  confidence: 0.9,
+                  latencyMs: 4,
+                  argument: "long",
+                },
+                {
+                  round: 2,
+                  participant: 1,
+                  ref: "y",
+                  status: "silent",
+                  reason: "timeout",
+                  latencyMs: 100,
+                },
+              ],
+            });
           case "/api/v1/cluster/self":
             return json({
               id,

@@ -76,10 +76,14 @@ async function scenario(
       "kv-lease",
       "--plugin",
       "./plugins/examples/hello.ts",
+      "--plugin",
+      "builtin:sagas",
     ],
     config: {
       pluginConfig: {
         "kv-lease": LEASE,
+        // The sagas view's saga names a task type no node handles.
+        sagas: { checkTaskTypes: false },
         dashboard: {
           provider: {
             issuer,
@@ -178,6 +182,38 @@ async function scenario(
     );
     assert.ok(ids.includes(next) && next !== first, `new leader '${next}'`);
     await page.screenshot(join(shots, "3-leader-changed.png"));
+
+    // A saga whose first step names a task type no node handles: its first
+    // attempt fails at once and the next is ten minutes away, so the page
+    // shows it live as retrying, with the step after it pending.
+    const saga = await home.api("/api/v1/sagas", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        id: "console-saga",
+        definition: {
+          name: "hold",
+          steps: [
+            {
+              id: "reserve",
+              run: { kind: "task", type: "console.never" },
+              retry: {
+                maxAttempts: 10,
+                backoffMs: 600_000,
+                maxBackoffMs: 600_000,
+              },
+            },
+            { id: "charge", run: { kind: "task", type: "console.never" } },
+          ],
+        },
+      }),
+    });
+    assert.equal(saga.status, 201, await saga.text());
+    await page.waitFor(
+      `(() => { const r = document.querySelector('[data-saga="console-saga"]'); return !!r && r.querySelector('[data-step="reserve"]')?.textContent === "reserve: retrying" && r.querySelector(".retrying") !== null && r.querySelector('[data-step="charge"]')?.textContent === "charge: pending"; })()`,
+      "the saga and its steps on the page",
+    );
+    await page.screenshot(join(shots, "3b-saga.png"));
 
     // An enrolled agent, offline: listed; a test message sent from the
     // page waits in its outbox, and the page counts it.

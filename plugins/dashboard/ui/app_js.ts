@@ -199,6 +199,28 @@ function renderChart() {
   $("#now-rate").textContent = rate[rate.length - 1].v.toFixed(1);
 }
 
+// Sagas running or compensating, each step as "id: state (attempts)";
+// debates newest first, the running ones with their latest round's turns.
+function renderWork(sagas, debates) {
+  $("#sagas tbody").replaceChildren(...sagas.map((g) =>
+    el("tr", { "data-saga": g.id },
+      el("td", {}, g.id),
+      el("td", {}, g.name),
+      el("td", { class: g.status }, g.status, g.reason ? " — " + g.reason : ""),
+      el("td", {}, g.steps.flatMap((st, i) => [i ? " → " : "", el("span", { class: "step " + st.status, "data-step": st.id }, st.id + ": " + st.status + (st.attempts > 1 ? " (" + st.attempts + ")" : ""))])),
+      el("td", {}, new Date(g.updatedAt).toLocaleTimeString()))
+  ));
+  $("#debates tbody").replaceChildren(...debates.map((d) =>
+    el("tr", { "data-debate": d.id },
+      el("td", {}, d.id.slice(0, 8)),
+      el("td", {}, d.topic.length > 60 ? d.topic.slice(0, 60) + "…" : d.topic),
+      el("td", { class: d.status }, d.status),
+      el("td", {}, d.roundsRun + " / " + d.rounds),
+      el("td", {}, d.result ? d.result.position + " (" + Math.round(d.result.share * 100) + " %, round " + d.result.round + ")" : ""),
+      el("td", {}, (d.turns || []).flatMap((t, i) => [i ? "; " : "", el("span", { class: "turn " + t.status }, "#" + t.participant + " " + (t.status === "answered" ? t.position + (t.confidence !== undefined ? " " + t.confidence : "") : "silent") + " " + t.latencyMs + " ms")])))
+  ));
+}
+
 function onSnapshot(s) {
   state.lastSnapshot = s;
   renderCluster(s);
@@ -206,6 +228,7 @@ function onSnapshot(s) {
   renderQueues(s.metrics.queues);
   renderAgents(s.agents || []);
   renderDead(s.dead || [], s.metrics.oldestReady);
+  renderWork(s.sagas || [], s.debates || []);
   state.samples.push({ t: Date.now(), rss: s.metrics.rss, requests: s.metrics.requests });
   if (state.samples.length > SAMPLE_KEEP) state.samples.shift();
   renderChart();

@@ -52,6 +52,11 @@ export const INDEX_HTML = `${HEAD("Plexus console")}
     <form id="task-get"><input name="id" placeholder="task id" required> <button>Look up</button></form>
     <pre id="task-out"></pre>
   </section>
+  <section id="work-view">
+    <h2>Sagas and debates</h2>
+    <table id="sagas"><thead><tr><th>saga</th><th>name</th><th>state</th><th>steps</th><th>updated</th></tr></thead><tbody></tbody></table>
+    <table id="debates"><thead><tr><th>debate</th><th>topic</th><th>state</th><th>round</th><th>consensus</th><th>turns (latest round)</th></tr></thead><tbody></tbody></table>
+  </section>
   <section id="metrics-view">
     <h2>Metrics (last 5 minutes)</h2>
     <canvas id="chart" width="640" height="160"></canvas>

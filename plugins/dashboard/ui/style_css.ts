@@ -15,9 +15,10 @@ section h2 { margin: 0 0 8px; font-size: 15px; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 4px 6px; border-bottom: 1px solid var(--line); white-space: nowrap; }
 .badge { padding: 1px 8px; border-radius: 10px; background: var(--line); font-size: 12px; }
-.up, .healthy, .running, .live { color: var(--ok); }
-.suspect, .degraded, .starting, .stopping { color: var(--warn); }
-.down, .unhealthy, .failed, .unreachable, .error, .offline { color: var(--bad); }
+.up, .healthy, .running, .live, .done, .completed, .consensus, .answered { color: var(--ok); }
+.suspect, .degraded, .starting, .stopping, .retrying, .compensating, .compensated, .silent, .no-consensus { color: var(--warn); }
+.down, .unhealthy, .failed, .unreachable, .error, .offline, .dead-lettered, .compensation-failed, .cancelled { color: var(--bad); }
+td:has(.step), td:has(.turn) { white-space: normal; }
 button, .button { font: inherit; padding: 3px 10px; border: 1px solid var(--accent); border-radius: 4px; background: transparent; color: var(--accent); cursor: pointer; text-decoration: none; }
 input, select { font: inherit; padding: 3px 6px; }
 form { margin: 6px 0; }
