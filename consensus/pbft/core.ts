@@ -155,6 +155,13 @@ function isRequest(r: unknown): r is PbftRequest {
 }
 
 /**
+ * A client's request overtaken by a later one of its own still runs if it
+ * is among the client's last this many timestamps (the state machine keeps
+ * the same window).
+ */
+export const RECENT_T = 16;
+
+/**
  * Client signatures checked and remembered (each replica verifies a request
  * once), at most this many and this many characters of signed input (a
  * node's request can carry a MiB of operations).
@@ -233,7 +240,9 @@ export class PbftNode {
   #future: PbftMessage[] = [];
   #pending = new Map<string, PbftRequest>();
   #inflight = new Set<string>();
+  /** Each client's highest executed `t`, and the recent ones below it that were skipped (not executed yet). */
   #executedT = new Map<string, number>();
+  #gapsT = new Map<string, Set<number>>();
   #timer = 0;
   #backoff = 0;
   /** Ticks since this replica last executed something. */
@@ -403,8 +412,34 @@ export class PbftNode {
     return fresh;
   }
 
+  /**
+   * Whether `r` counts as executed here: at or below its client's highest
+   * executed `t` and not one of the gaps that request skipped (a request
+   * overtaken by a later one of its client still runs if it is among the
+   * client's last {@linkcode RECENT_T} timestamps; the state machine decides
+   * the same way, see kv_state.ts).
+   */
   #wasExecuted(r: PbftRequest): boolean {
-    return (this.#executedT.get(r.client) ?? -1) >= r.t;
+    const max = this.#executedT.get(r.client);
+    if (max === undefined || r.t > max) return false;
+    if (r.t <= max - RECENT_T) return true;
+    return !(this.#gapsT.get(r.client)?.has(r.t) ?? false);
+  }
+
+  #markExecuted(r: PbftRequest): void {
+    const max = this.#executedT.get(r.client);
+    let gaps = this.#gapsT.get(r.client);
+    if (max === undefined || r.t > max) {
+      for (let t = Math.max((max ?? 0) + 1, r.t - RECENT_T + 1); t < r.t; t++) {
+        if (!gaps) this.#gapsT.set(r.client, gaps = new Set());
+        gaps.add(t);
+      }
+      if (gaps) {
+        for (const t of gaps) if (t <= r.t - RECENT_T) gaps.delete(t);
+      }
+      this.#executedT.set(r.client, r.t);
+    } else gaps?.delete(r.t);
+    if (gaps?.size === 0) this.#gapsT.delete(r.client);
   }
 
   /** Sends a result for `client`'s request `t` to `proxy`, the replica that relayed it for the client. */
@@ -733,9 +768,7 @@ export class PbftNode {
         const k = reqKey(r);
         this.#pending.delete(k);
         this.#inflight.delete(k);
-        if ((this.#executedT.get(r.client) ?? -1) < r.t) {
-          this.#executedT.set(r.client, r.t);
-        }
+        this.#markExecuted(r);
       }
       this.#timer = 0;
       this.#backoff = 0;
@@ -801,7 +834,7 @@ export class PbftNode {
   #addPending(r: PbftRequest): boolean {
     const k = reqKey(r);
     if (
-      this.#pending.has(k) || (this.#executedT.get(r.client) ?? -1) >= r.t ||
+      this.#pending.has(k) || this.#wasExecuted(r) ||
       this.#pending.size >= 64 * this.window
     ) return false;
     this.#pending.set(k, r);
@@ -1373,9 +1406,7 @@ export class PbftNode {
         checkpoint: this.#countCheckpoint(r.seq, batch.length),
       });
       for (const q of batch) {
-        if ((this.#executedT.get(q.client) ?? -1) < q.t) {
-          this.#executedT.set(q.client, q.t);
-        }
+        this.#markExecuted(q);
       }
     }
     // In the current view, pre-prepared sequence numbers stay assigned.

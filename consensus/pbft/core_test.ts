@@ -528,3 +528,26 @@ Deno.test("pbft core: with batches that stay small, a checkpoint still comes eve
   assert.equal(c.get("2").status().executed, 6);
   assert.equal(c.get("2").status().stable, 6);
 });
+
+Deno.test("pbft core: a client's request overtaken by its later one is still taken and executed once; one older than the window is not", () => {
+  const c = new TestCluster(4);
+  c.get("1").request(req(1));
+  c.get("1").request(req(3));
+  c.stabilize();
+  // 2 arrives after 3 executed: still fresh, proposed and executed.
+  assert.equal(c.get("1").request(req(2)), true);
+  c.stabilize();
+  assert.deepEqual(
+    c.replica("4").executed.flatMap((e) => e.batch.map((r) => r.t)),
+    [1, 3, 2],
+  );
+  // Again: already executed, not proposed twice.
+  assert.equal(c.get("1").request(req(2)), false);
+  c.stabilize();
+  assert.equal(c.replica("4").executed.length, 3);
+  // 40 executes; 20 is 20 below it (window 16): refused as done.
+  c.get("1").request(req(40));
+  c.stabilize();
+  assert.equal(c.get("1").request(req(20)), false);
+  assert.equal(c.get("1").request(req(30)), true);
+});

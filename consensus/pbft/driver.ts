@@ -279,9 +279,8 @@ export class PbftDriver {
    * operations submitted meanwhile leave together in the next one (one
    * signature, one place in a batch, one list of results), so under load
    * its requests grow instead of multiplying. (A request overtaken by a
-   * later one of the same node — a view change can reorder them — is not
-   * executed: the state machine keeps each client's last `t`; its
-   * operations end in {@linkcode PbftTimeoutError}.)
+   * later one of the same node still runs, once, if it is among the node's
+   * last 16; see kv_state.ts.)
    */
   submit(op: PbftKvOp): Promise<SubmitResult> {
     if (this.#stopped) {

@@ -14,7 +14,61 @@ import {
   type KvResult,
   parseKvCommand,
 } from "../raft/kv_machine.ts";
+import { RECENT_T } from "./core.ts";
 import type { PbftRequest } from "./types.ts";
+
+/**
+ * What the state machine keeps of a client (exactly once): its highest
+ * executed `t` and that request's result; the timestamps below it, within
+ * the last {@linkcode RECENT_T}, that it skipped (`gaps`: they may still run
+ * once, out of order); and the results of those that then did (`late`).
+ * Both lists are absent while the client's requests run in order, so the
+ * checkpointed state is what it was without them.
+ */
+interface ClientRecord {
+  t: number;
+  result: string;
+  gaps?: number[];
+  late?: [number, string][];
+}
+
+/** Whether a request `t` of this client already ran, or is too old to run now. */
+function ranBefore(c: ClientRecord, t: number): boolean {
+  if (t > c.t) return false;
+  if (t <= c.t - RECENT_T) return true;
+  return !(c.gaps?.includes(t) ?? false);
+}
+
+/** The client's record after its request `t` ran with `result`. */
+function record(
+  c: ClientRecord | undefined,
+  t: number,
+  result: string,
+): ClientRecord {
+  if (c && t < c.t) {
+    // Out of order: a gap filled.
+    const gaps = c.gaps!.filter((x) => x !== t);
+    const late = [...(c.late ?? []), [t, result] as [number, string]];
+    return {
+      t: c.t,
+      result: c.result,
+      ...(gaps.length ? { gaps } : {}),
+      late,
+    };
+  }
+  const from = Math.max((c?.t ?? 0) + 1, t - RECENT_T + 1);
+  const gaps = [
+    ...(c?.gaps ?? []).filter((x) => x > t - RECENT_T),
+    ...Array.from({ length: Math.max(0, t - from) }, (_, i) => from + i),
+  ];
+  const late = (c?.late ?? []).filter(([x]) => x > t - RECENT_T);
+  return {
+    t,
+    result,
+    ...(gaps.length ? { gaps } : {}),
+    ...(late.length ? { late } : {}),
+  };
+}
 
 /** An operation in a request: a KV command or a read. */
 export type PbftKvOp = KvCommand | { op: "read"; key: string };
@@ -63,7 +117,7 @@ export function parsePbftKvOp(v: unknown): PbftKvOp {
  */
 export class PbftKvState {
   #kv = new KvMachine();
-  #last = new Map<string, { t: number; result: string }>();
+  #last = new Map<string, ClientRecord>();
 
   /**
    * Executes `r` once per (client, t): the result as JSON, or undefined for
@@ -72,7 +126,7 @@ export class PbftKvState {
    */
   execute(r: PbftRequest): string | undefined {
     const last = this.#last.get(r.client);
-    if (last && last.t >= r.t) return undefined;
+    if (last && ranBefore(last, r.t)) return undefined;
     let parsed: unknown;
     try {
       parsed = JSON.parse(r.op);
@@ -85,7 +139,7 @@ export class PbftKvState {
         ? parsed.map((op) => this.#run(op))
         : this.#run(parsed),
     );
-    this.#last.set(r.client, { t: r.t, result: json });
+    this.#last.set(r.client, record(last, r.t, json));
     return json;
   }
 
@@ -104,7 +158,8 @@ export class PbftKvState {
   /** The result of client's request `t` if it was its last one executed. */
   lastReply(client: string, t: number): string | undefined {
     const last = this.#last.get(client);
-    return last?.t === t ? last.result : undefined;
+    if (last?.t === t) return last.result;
+    return last?.late?.find(([x]) => x === t)?.[1];
   }
 
   /** The value of `key` on this replica (not linearizable: read through consensus for that). */
@@ -125,7 +180,7 @@ export class PbftKvState {
     if (data === "") return;
     const o = JSON.parse(data) as {
       kv: string;
-      clients: [string, { t: number; result: string }][];
+      clients: [string, ClientRecord][];
     };
     this.#kv.restore(o.kv);
     this.#last = new Map(o.clients);

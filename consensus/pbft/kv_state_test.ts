@@ -31,3 +31,32 @@ Deno.test("pbft kv state: a request holding a list of operations runs each in or
     value: "2",
   });
 });
+
+Deno.test("pbft kv state: a request overtaken by a later one of its client still runs once; one older than the window never does", () => {
+  const s = new PbftKvState();
+  const w = (t: number) => req(t, { op: "write", key: `k${t}`, value: `${t}` });
+  assert.notEqual(s.execute(w(1)), undefined);
+  // 2 and 3 are overtaken by 4.
+  assert.notEqual(s.execute(w(4)), undefined);
+  assert.equal(s.execute(w(1)), undefined, "1 ran already");
+  const three = s.execute(w(3));
+  assert.notEqual(three, undefined, "3 runs late");
+  assert.equal(s.execute(w(3)), undefined, "and only once");
+  assert.equal(s.lastReply("a/1", 3), three);
+  // The state round-trips with the gap (2) still open.
+  const copy = new PbftKvState();
+  copy.restore(s.serialize());
+  assert.equal(copy.serialize(), s.serialize());
+  assert.notEqual(copy.execute(w(2)), undefined);
+  assert.equal(copy.execute(w(2)), undefined);
+  // 30 is 26 ahead: what lies 16 or more below it (up to 14) never runs.
+  assert.notEqual(s.execute(w(30)), undefined);
+  assert.equal(s.execute(w(2)), undefined, "2 is now too old");
+  assert.notEqual(s.execute(w(20)), undefined, "20 is within the window");
+  assert.equal(s.get("k2"), null);
+  // In order, nothing but t and result is kept: the old state format.
+  const inOrder = new PbftKvState();
+  inOrder.execute(w(1));
+  inOrder.execute(w(2));
+  assert.doesNotMatch(inOrder.serialize(), /gaps|late/);
+});
