@@ -10,6 +10,7 @@
  * @module
  */
 import { signRequest } from "../security/http_signatures/mod.ts";
+import { currentTraceparent } from "../observe/otel.ts";
 import type { Security } from "./security.ts";
 
 /** A `fetch` for node-to-node calls. */
@@ -31,6 +32,13 @@ export function nodeClient(
   security: Pick<Security, "signingKey">,
 ): NodeFetch {
   return async (input, init) => {
+    // OTel on: the call continues the caller's trace on the other node.
+    const traceparent = currentTraceparent();
+    if (traceparent) {
+      const headers = new Headers(init?.headers);
+      if (!headers.has("traceparent")) headers.set("traceparent", traceparent);
+      init = { ...init, headers };
+    }
     const request = await signRequest(new Request(input, init), {
       key: security.signingKey,
       label: "plexus-node",

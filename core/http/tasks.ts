@@ -12,6 +12,7 @@ import { type TaskBody, TaskInputError, type TaskService } from "../tasks.ts";
 import type { QueueMessage } from "../state/queue.ts";
 import { errorResponse, plexusErrorResponse } from "./errors.ts";
 import { readJson } from "./json.ts";
+import { Kind, span } from "../observe/otel.ts";
 import { requireNodeSignature, requirePermission } from "./auth.ts";
 
 /** Largest accepted request body; a queue message must fit one 64 KiB KV value. */
@@ -155,7 +156,18 @@ export function clusterTaskRoutes(tasks: TaskService): Hono {
       const body = await readJson(c, routedRun);
       if (body instanceof Response) return body;
       try {
-        const result = await tasks.runHere(body);
+        // OTel on: a span of the run on this node, under the route's span
+        // (which continues the routing node's trace).
+        const result = await span(
+          "task.run",
+          {
+            "plexus.task.id": body.id,
+            "plexus.task.type": body.type,
+            "plexus.task.routed": true,
+          },
+          () => tasks.runHere(body),
+          { kind: Kind.CONSUMER },
+        );
         return c.json({ result: result ?? null });
       } catch (err) {
         return errorResponse(422, (err as Error).message ?? String(err));
