@@ -1,7 +1,10 @@
 /**
- * A debate as a saga: the definition (per round a parallel group of
+ * A debate as sagas, one per round: the definition (a parallel group of
  * `debate.turn` steps, one per participant, then `debate.moderate` when
  * there is a moderator, then `debate.tally`) and the three saga functions.
+ * The tally of round _n_ starts the saga of round _n_ + 1 (idempotently, by
+ * its id `{debate.saga}-r{n+1}`), so a saga's state stays small whatever the
+ * number of rounds (the saga engine keeps a saga in one KV value).
  *
  * - `debate.turn` asks the participant's agent with the transcript so far
  *   (a sealed gateway request, `turnTimeoutMs`) and records the turn once
@@ -12,7 +15,9 @@
  * - `debate.moderate` asks the moderator for a summary of the round; its
  *   failure is recorded and changes nothing else.
  * - `debate.tally` tallies the round's turns, records the round and, on
- *   consensus or after the last round, finishes the debate.
+ *   consensus or after the last round, finishes the debate; otherwise it
+ *   starts the next round's saga before it returns (run again after a
+ *   crash, it finds the round recorded and only makes sure of that start).
  * - Once a debate is finished (consensus, no consensus, cancelled) every
  *   remaining step is a no-op, so the saga completes quickly.
  *
@@ -107,6 +112,12 @@ export interface DebateEngineDeps {
   onTurn?(turn: Turn): void;
   /** Told about every debate this node finished (metrics). */
   onFinished?(debate: DebateRecord): void;
+  /**
+   * Starts the saga of `round` of `debate` (the definition from
+   * {@linkcode DebateEngine.definition}, the id from {@linkcode roundSagaId});
+   * starting an id again must start nothing.
+   */
+  startRound(debate: DebateRecord, round: number): Promise<void>;
   /** Wall clock. @default {Date.now} */
   now?: () => number;
 }
@@ -131,8 +142,38 @@ export interface DebateEngine {
     typeof DEBATE_FUNCTIONS[keyof typeof DEBATE_FUNCTIONS],
     (input: unknown) => Promise<unknown>
   >;
-  /** The saga definition (JSON) that runs `debate`. */
-  definition(debate: DebateRecord): unknown;
+  /** The saga definition (JSON) that runs `round` of `debate`. */
+  definition(debate: DebateRecord, round: number): unknown;
+}
+
+/**
+ * The id of the saga running `round` of `debate`.
+ *
+ * @example Usage
+ * ```ts
+ * import { roundSagaId } from "./engine.ts";
+ * roundSagaId({ saga: "debate-d1" }, 2); // "debate-d1-r2"
+ * ```
+ */
+export function roundSagaId(debate: { saga: string }, round: number): string {
+  return `${debate.saga}-r${round}`;
+}
+
+/**
+ * The debate id and round of a round's saga id, or null for another saga.
+ *
+ * @example Usage
+ * ```ts
+ * import { parseRoundSagaId } from "./engine.ts";
+ * parseRoundSagaId("debate-6f1c-r3"); // { debate: "6f1c", round: 3 }
+ * parseRoundSagaId("order-1"); // null
+ * ```
+ */
+export function parseRoundSagaId(
+  sagaId: string,
+): { debate: string; round: number } | null {
+  const m = /^debate-(.+)-r([1-9][0-9]*)$/.exec(sagaId);
+  return m ? { debate: m[1], round: Number(m[2]) } : null;
 }
 
 const cut = (s: string, n: number) => s.length > n ? s.slice(0, n) : s;
@@ -185,9 +226,9 @@ export function parseAnswer(
  *
  * @example Usage
  * ```ts ignore
- * const engine = createDebateEngine({ store, ask, publish, nodeId: ctx.node.id });
+ * const engine = createDebateEngine({ store, ask, publish, nodeId: ctx.node.id, startRound });
  * for (const [name, fn] of Object.entries(engine.functions)) sagas.registerFunction(name, fn);
- * await sagas.start(engine.definition(debate), { id: debate.saga });
+ * await sagas.start(engine.definition(debate, 1), { id: roundSagaId(debate, 1) });
  * ```
  */
 export function createDebateEngine(deps: DebateEngineDeps): DebateEngine {
@@ -390,7 +431,16 @@ export function createDebateEngine(deps: DebateEngineDeps): DebateEngine {
     const { debate: id, round } = raw as RoundInput;
     const d = await load(id);
     if (d.status !== "running") return { skipped: d.status };
-    if (await store.round(id, round)) return { again: true };
+    /** The next round's saga, unless the debate is over. */
+    const next = async (cur: DebateRecord) => {
+      if (cur.status === "running" && round < cur.rounds) {
+        await deps.startRound(cur, round + 1);
+      }
+    };
+    if (await store.round(id, round)) {
+      await next(await load(id));
+      return { again: true };
+    }
     const [turns, moderation] = await Promise.all([
       store.turns(id, round, round),
       d.moderator ? store.moderation(id, round) : Promise.resolve(null),
@@ -433,7 +483,10 @@ export function createDebateEngine(deps: DebateEngineDeps): DebateEngine {
             : {}),
         },
     );
-    if (!written) return { again: true };
+    if (!written) {
+      await next(await load(id));
+      return { again: true };
+    }
     deps.publish("debate.round.completed", {
       debateId: id,
       round,
@@ -462,6 +515,7 @@ export function createDebateEngine(deps: DebateEngineDeps): DebateEngine {
       });
       deps.onFinished?.(after);
     }
+    await next(after);
     return { status: after.status, reached: result.reached };
   };
 
@@ -483,36 +537,31 @@ export function createDebateEngine(deps: DebateEngineDeps): DebateEngine {
       [DEBATE_FUNCTIONS.moderate]: moderate,
       [DEBATE_FUNCTIONS.tally]: tally,
     },
-    definition(d) {
+    definition(d, round) {
       // The step outlives the agent's deadline by enough for the KV writes.
       const askMs = d.turnTimeoutMs + 15_000;
-      const steps: unknown[] = [];
-      for (let round = 1; round <= d.rounds; round++) {
-        steps.push({
-          parallel: d.participants.map((_, participant) =>
-            step(`r${round}.p${participant}`, DEBATE_FUNCTIONS.turn, {
-              debate: d.id,
-              round,
-              participant,
-            }, askMs)
-          ),
-        });
-        if (d.moderator) {
-          steps.push(
-            step(`r${round}.moderator`, DEBATE_FUNCTIONS.moderate, {
-              debate: d.id,
-              round,
-            }, askMs),
-          );
-        }
-        steps.push(
-          step(`r${round}.tally`, DEBATE_FUNCTIONS.tally, {
+      const steps: unknown[] = [{
+        parallel: d.participants.map((_, participant) =>
+          step(`p${participant}`, DEBATE_FUNCTIONS.turn, {
             debate: d.id,
             round,
-          }, 15_000),
+            participant,
+          }, askMs)
+        ),
+      }];
+      if (d.moderator) {
+        steps.push(
+          step("moderator", DEBATE_FUNCTIONS.moderate, {
+            debate: d.id,
+            round,
+          }, askMs),
         );
       }
-      return { name: "debate", steps };
+      // Starting the next round's saga is part of the tally: more time.
+      steps.push(
+        step("tally", DEBATE_FUNCTIONS.tally, { debate: d.id, round }, 30_000),
+      );
+      return { name: "debate.round", steps };
     },
   };
 }

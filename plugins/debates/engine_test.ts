@@ -3,6 +3,8 @@ import {
   createDebateEngine,
   DebateAskError,
   type DebateRequest,
+  parseRoundSagaId,
+  roundSagaId,
 } from "./engine.ts";
 import { createDebateStore, type DebateRecord } from "./store.ts";
 
@@ -32,10 +34,15 @@ async function setup(
   const store = createDebateStore(kv, ["debates"]);
   const asked: DebateRequest[] = [];
   const events: [string, unknown][] = [];
+  const started: number[] = [];
   const engine = createDebateEngine({
     store,
     nodeId: "n1",
     ...options,
+    startRound: (_d, round) => {
+      started.push(round);
+      return Promise.resolve();
+    },
     ask: (p, _slot, req) => {
       asked.push(req);
       const a = answer(p.ref, req);
@@ -52,7 +59,7 @@ async function setup(
     await Promise.all([0, 1, 2].map((p) => turn(round, p)));
     return await tally(round);
   };
-  return { kv, store, engine, asked, events, turn, tally, playRound };
+  return { kv, store, engine, asked, events, started, turn, tally, playRound };
 }
 
 Deno.test("debate engine: a turn step run again (after a crash, on another node) finds the recorded turn and asks nobody", async () => {
@@ -104,6 +111,11 @@ Deno.test("debate engine: each round sees the earlier ones; the last round witho
   try {
     await t.store.create(debate(2));
     await t.playRound(1);
+    assert.deepEqual(t.started, [2], "round 1's tally starts round 2");
+    // Its step run again (a crash after the start) starts round 2 again: the
+    // saga id makes that a no-op.
+    assert.deepEqual(await t.tally(1), { again: true });
+    assert.deepEqual(t.started, [2, 2]);
     assert.deepEqual(
       t.asked.map((q) => q.transcript.length),
       [0, 0, 0],
@@ -118,6 +130,7 @@ Deno.test("debate engine: each round sees the earlier ones; the last round witho
       3,
       3,
     ]);
+    assert.deepEqual(t.started, [2, 2], "nothing after the last round");
     assert.deepEqual(await t.turn(3, 0), { skipped: "no-consensus" });
     assert.deepEqual(await t.tally(2), { skipped: "no-consensus" });
     assert.deepEqual(
@@ -152,26 +165,35 @@ Deno.test("debate engine: the transcript keeps the last transcriptRounds rounds 
   }
 });
 
-Deno.test("debate engine: the saga definition has, per round, a parallel group of turns, the moderator, the tally", () => {
+Deno.test("debate engine: a round's saga is a parallel group of turns, the moderator, the tally; its id names debate and round", () => {
   const t = createDebateEngine({
     store: {} as never,
     ask: () => Promise.reject(new Error("unused")),
     publish: () => {},
     nodeId: "n1",
+    startRound: () => Promise.resolve(),
   });
-  const def = t.definition({
-    ...debate(2),
-    moderator: { ref: "m", kind: "agent" },
-  }) as { steps: ({ id: string } | { parallel: { id: string }[] })[] };
+  const d = { ...debate(50), moderator: { ref: "m", kind: "agent" as const } };
+  const def = t.definition(d, 7) as {
+    name: string;
+    steps: (
+      | { id: string; run: { input: unknown } }
+      | { parallel: { id: string }[] }
+    )[];
+  };
+  assert.equal(def.name, "debate.round");
   assert.deepEqual(
     def.steps.map((s) => "parallel" in s ? s.parallel.map((x) => x.id) : s.id),
-    [
-      ["r1.p0", "r1.p1", "r1.p2"],
-      "r1.moderator",
-      "r1.tally",
-      ["r2.p0", "r2.p1", "r2.p2"],
-      "r2.moderator",
-      "r2.tally",
-    ],
+    [["p0", "p1", "p2"], "moderator", "tally"],
   );
+  assert.deepEqual((def.steps[2] as { run: { input: unknown } }).run.input, {
+    debate: "d1",
+    round: 7,
+  });
+  assert.equal(roundSagaId(d, 7), "debate-d1-r7");
+  assert.deepEqual(parseRoundSagaId("debate-a-b-c-r12"), {
+    debate: "a-b-c",
+    round: 12,
+  });
+  assert.equal(parseRoundSagaId("debate-x"), null);
 });

@@ -45,7 +45,12 @@ import {
   FINISHED_STATUSES,
   type Participant,
 } from "./store.ts";
-import { createDebateEngine, DebateAskError } from "./engine.ts";
+import {
+  createDebateEngine,
+  DebateAskError,
+  parseRoundSagaId,
+  roundSagaId,
+} from "./engine.ts";
 import { DEBATE_EVENT_SCHEMAS, type DebateEventType } from "./events.ts";
 
 export { DEBATE_EVENT_SCHEMAS } from "./events.ts";
@@ -235,7 +240,13 @@ export default definePlugin({
     };
 
     const store = createDebateStore(kv, ctx.kv.prefix);
+    const startRound = async (d: DebateRecord, round: number) => {
+      await sagas.start(engine.definition(d, round), {
+        id: roundSagaId(d, round),
+      });
+    };
     const engine = createDebateEngine({
+      startRound,
       store,
       ask,
       publish,
@@ -309,8 +320,7 @@ export default definePlugin({
         updatedAt: now,
         roundsRun: 0,
       };
-      const definition = engine.definition(debate);
-      sagas.validate(definition);
+      sagas.validate(engine.definition(debate, 1));
       await store.create(debate);
       publish("debate.started", {
         debateId: id,
@@ -320,10 +330,7 @@ export default definePlugin({
         method: debate.consensus.method,
       });
       try {
-        await sagas.start(definition, {
-          id: debate.saga,
-          input: { debate: id },
-        });
+        await startRound(debate, 1);
       } catch (err) {
         await store.finish(id, "failed", `the saga did not start: ${err}`);
         throw err;
@@ -332,16 +339,34 @@ export default definePlugin({
       return debate;
     };
 
-    /** A running debate whose saga ended without finishing it is marked failed (on its saga's event, and on read). */
-    const reconcile = async (d: DebateRecord): Promise<DebateRecord> => {
+    /**
+     * A running debate whose round's saga ended without finishing it is
+     * marked failed: on that saga's event (`sagaId`), and on read (the saga
+     * of the round in progress, else of the last one).
+     */
+    const reconcile = async (
+      d: DebateRecord,
+      sagaId?: string,
+    ): Promise<DebateRecord> => {
       if (FINISHED_STATUSES.has(d.status)) return d;
-      const saga = await sagas.get(d.saga);
-      if (!saga || saga.status === "running") return d;
+      const ids = sagaId ? [sagaId] : [
+        roundSagaId(d, d.roundsRun + 1),
+        ...d.roundsRun > 0 ? [roundSagaId(d, d.roundsRun)] : [],
+      ];
+      let ended: { id: string; status: string; reason?: string } | undefined;
+      for (const id of ids) {
+        const saga = await sagas.get(id);
+        if (!saga) continue;
+        if (saga.status === "running" || saga.status === "completed") return d;
+        ended = { id, status: saga.status, reason: saga.reason };
+        break;
+      }
+      if (!ended) return d;
       const failed = await store.finish(
         d.id,
         "failed",
-        `saga ${d.saga} ended ${saga.status}${
-          saga.reason ? `: ${saga.reason}` : ""
+        `saga ${ended.id} ended ${ended.status}${
+          ended.reason ? `: ${ended.reason}` : ""
         }`,
       );
       if (!failed) return (await store.get(d.id)) ?? d;
@@ -438,7 +463,10 @@ export default definePlugin({
               { status: 409 },
             );
           }
-          await sagas.cancel(d.saga, "debate cancelled by request");
+          await sagas.cancel(
+            roundSagaId(cancelled, cancelled.roundsRun + 1),
+            "debate cancelled by request",
+          );
           publish("debate.finished", {
             debateId: id,
             status: "cancelled",
@@ -486,9 +514,10 @@ export default definePlugin({
     const offSagaEvents = events?.listen((e) => {
       if (e.type !== "saga.compensated" && e.type !== "saga.failed") return;
       const sagaId = (e.data as { sagaId?: unknown } | null)?.sagaId;
-      if (typeof sagaId !== "string" || !sagaId.startsWith("debate-")) return;
-      store.get(sagaId.slice("debate-".length))
-        .then((d) => d && reconcile(d))
+      const of = typeof sagaId === "string" ? parseRoundSagaId(sagaId) : null;
+      if (!of) return;
+      store.get(of.debate)
+        .then((d) => d && reconcile(d, sagaId as string))
         .catch((err) =>
           ctx.log.warn("debate not reconciled with its saga", {
             saga: sagaId,

@@ -370,7 +370,7 @@ Deno.test("debates: cancel stops a running debate (its saga too) and says so; a 
       .json();
     assert.deepEqual(list.debates.map((x: { id: string }) => x.id), [id]);
     const sagas = node.handle.kernel.get<SagaService>("extension:sagas");
-    assert.notEqual((await sagas.get(d.saga))?.status, "running");
+    assert.notEqual((await sagas.get(`${d.saga}-r1`))?.status, "running");
   } finally {
     await Promise.all(agents.map((x) => x.agent.close()));
   }
@@ -447,8 +447,14 @@ Deno.test("debates: a debate whose saga ends compensated (cancelled through the 
     const id = String(r.body.id);
     const following = followDebate(node, id);
     const sagas = node.handle.kernel.get<SagaService>("extension:sagas");
-    assert.equal(await sagas.cancel(`debate-${id}`, "operator said no"), true);
-    assert.equal(await sagas.finished(`debate-${id}`, 30_000), "compensated");
+    assert.equal(
+      await sagas.cancel(`debate-${id}-r1`, "operator said no"),
+      true,
+    );
+    assert.equal(
+      await sagas.finished(`debate-${id}-r1`, 30_000),
+      "compensated",
+    );
     // No GET of the debate in between: the saga's event moved it.
     const events = await following;
     assert.deepEqual(events.at(-1)?.data, {
@@ -460,8 +466,59 @@ Deno.test("debates: a debate whose saga ends compensated (cancelled through the 
     assert.equal(d.status, "failed");
     assert.match(
       d.error!,
-      /^saga debate-\S+ ended compensated: cancelled: operator said no$/,
+      /^saga debate-\S+-r1 ended compensated: cancelled: operator said no$/,
     );
+  } finally {
+    await Promise.all(agents.map((x) => x.agent.close()));
+  }
+});
+
+Deno.test("debates: the largest debate is accepted (16 participants, 50 rounds) and a 50-round one runs to its end, one saga per round", async () => {
+  await using node = await startDebateNode(await tempDir());
+  const agents = await Promise.all(
+    (["for", "against", "for"] as const).map((s) => debateAgent(node, s)),
+  );
+  try {
+    const big = await node.post({
+      topic: "x".repeat(2000),
+      participants: Array(16).fill("debate"),
+      rounds: 50,
+      turnTimeoutMs: 600_000,
+      consensus: { method: "unanimous" },
+      moderator: "debate",
+    });
+    assert.equal(big.status, 201, JSON.stringify(big.body));
+    const cancel = await node.api(`/api/v1/debates/${big.body.id}/cancel`, {
+      method: "POST",
+    });
+    assert.equal(cancel.status, 200);
+    await cancel.body?.cancel();
+
+    const r = await node.post({
+      topic: "Fifty rounds?",
+      participants: agents.map((x) => x.id),
+      rounds: 50,
+      turnTimeoutMs: 10_000,
+      consensus: { method: "unanimous" },
+    });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    const id = String(r.body.id);
+    await followDebate(node, id, 120_000);
+    const d = await node.view(id);
+    assert.deepEqual([d.status, d.roundsRun, d.turns.length], [
+      "no-consensus",
+      50,
+      150,
+    ]);
+    const sagas = node.handle.kernel.get<SagaService>("extension:sagas");
+    for (const round of [1, 25, 50]) {
+      assert.equal(
+        (await sagas.get(`${d.saga}-r${round}`))?.status,
+        "completed",
+        `round ${round}'s saga`,
+      );
+    }
+    assert.equal(await sagas.get(`${d.saga}-r51`), null);
   } finally {
     await Promise.all(agents.map((x) => x.agent.close()));
   }
