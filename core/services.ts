@@ -39,7 +39,7 @@ import {
 } from "./contracts/services.ts";
 import { PlexusError } from "./errors.ts";
 import type { Logger } from "./observe/logger.ts";
-import { activeIds } from "./observe/otel.ts";
+import { activeIds, Kind, otelEnabled, span } from "./observe/otel.ts";
 import type { Labels, MetricsRegistry } from "./observe/metrics.ts";
 import { describeIssues } from "./plugin.ts";
 import { backoffDelay } from "./resilience/backoff.ts";
@@ -351,18 +351,41 @@ export function createServiceBroker(
     info: { from: string; headers: Record<string, string> },
   ): Promise<Reply> => {
     const h = info.headers;
-    const [, traceId = hex(16), spanId = hex(8)] = (h.tp ?? "").split("-");
-    const parent: Parent = { correlationId: h.cid ?? traceId, traceId, spanId };
-    try {
-      const v = await runLocal(
-        name,
-        body,
-        callContext(name, info.from, parent, h.role),
+    const run = async (): Promise<Reply> => {
+      // OTel on: the server span's ids, so nested calls hang under it.
+      const active = activeIds();
+      const [, wireTrace = hex(16), wireSpan = hex(8)] = (h.tp ?? "").split(
+        "-",
       );
-      return { v };
-    } catch (err) {
-      return { e: toWireError(err, me) };
-    }
+      const traceId = active?.traceId ?? wireTrace;
+      const parent: Parent = {
+        correlationId: h.cid ?? wireTrace,
+        traceId,
+        spanId: active?.spanId ?? wireSpan,
+      };
+      try {
+        const v = await runLocal(
+          name,
+          body,
+          callContext(name, info.from, parent, h.role),
+        );
+        return { v };
+      } catch (err) {
+        return { e: toWireError(err, me) };
+      }
+    };
+    return otelEnabled
+      ? span(
+        "service.handle",
+        {
+          "plexus.service.action": name,
+          "plexus.service.caller": info.from,
+          "plexus.node": me,
+        },
+        run,
+        { parent: h.tp, kind: Kind.SERVER },
+      )
+      : run();
   };
 
   const callContext = (
@@ -496,7 +519,27 @@ export function createServiceBroker(
     }).then(unwrap);
   };
 
-  const invoke = async (
+  /**
+   * A call. OTel on and no parent given: inside a client span (under the
+   * active one), whose ids travel as the call's traceparent.
+   */
+  const invoke = (
+    name: string,
+    params: unknown,
+    opts: CallOptions,
+    parent: Parent | undefined,
+    role: string | undefined,
+  ): Promise<unknown> =>
+    otelEnabled && parent === undefined && !opts.traceparent
+      ? span(
+        "service.call",
+        { "plexus.service.action": name, "plexus.node": me },
+        () => invokeUntraced(name, params, opts, parent, role),
+        { kind: Kind.CLIENT },
+      )
+      : invokeUntraced(name, params, opts, parent, role);
+
+  const invokeUntraced = async (
     name: string,
     params: unknown,
     opts: CallOptions,

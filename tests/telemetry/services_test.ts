@@ -25,7 +25,7 @@ export default {
 };
 `;
 
-Deno.test("telemetry: a service call continues the request's route span", async () => {
+Deno.test("telemetry: a service call continues the request's route span through a client span", async () => {
   await using rx = startReceiver();
   const dir = await Deno.makeTempDir({ prefix: "plexus-otel-svc-" });
   const plugin = join(dir, "otelsvc.js");
@@ -56,9 +56,97 @@ Deno.test("telemetry: a service call continues the request's route span", async 
     const route = rx.spans.find((s) =>
       s.name === "POST /plugins/otelsvc/call"
     )!;
-    assert.equal(spanId, route.spanId);
+    // A local call: the action sees the client span, under the route's.
+    await rx.until(
+      () => rx.spans.some((s) => s.name === "service.call"),
+      "the service.call span",
+    );
+    const call = rx.spans.find((s) => s.name === "service.call")!;
+    assert.equal(call.traceId, traceId);
+    assert.equal(call.parentSpanId, route.spanId);
+    assert.equal(call.kind, 3); // CLIENT
+    assert.equal(call.attributes["plexus.service.action"], "otel.where");
+    assert.equal(spanId, call.spanId);
   } finally {
     await node.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("telemetry: a service call to another node over the mesh is a client span on the caller and a server span on the callee, in the request's trace", async () => {
+  await using rx = startReceiver();
+  const dir = await Deno.makeTempDir({ prefix: "plexus-otel-svc2-" });
+  const secret = "otel-services-secret-0123456789";
+  const caller = join(dir, "caller.js");
+  const callee = join(dir, "callee.js");
+  // The caller only calls; the callee only answers.
+  await Deno.writeTextFile(
+    caller,
+    PROBE.replace(
+      /await ctx\.services\.define[^;]*;/s,
+      "",
+    ),
+  );
+  await Deno.writeTextFile(callee, PROBE);
+  const start = async (id: string, plugin: string, peers: string[]) =>
+    await startPlexus({
+      args: [
+        "--node-id",
+        id,
+        "--transport",
+        "websocket-mesh",
+        "--plugin",
+        plugin,
+        "--config",
+        await writeConfig(dir, {
+          pluginTrust: { otelsvc: "trusted" },
+          pluginConfig: { "websocket-mesh": { secret, peers } },
+        }, `${id}.json`),
+      ],
+      env: otelEnv(rx.url, `plexus-${id}`),
+    });
+  const a = await start("a", caller, []);
+  const b = await start("b", callee, [a.url]);
+  try {
+    const traceId = "feedface00feedface00feedface0000";
+    let body: { traceparent?: string; error?: unknown } = {};
+    // Until a has linked to b and seen its action, the call has no node.
+    for (let i = 0; i < 100 && !body.traceparent; i++) {
+      const res = await a.fetch("/plugins/otelsvc/call", {
+        method: "POST",
+        headers: { traceparent: `00-${traceId}-1234567890abcdef-01` },
+      });
+      body = await res.json().catch(() => ({}));
+      if (!body.traceparent) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(body.traceparent, JSON.stringify(body));
+    const [, trace, spanId] = body.traceparent!.split("-");
+    assert.equal(trace, traceId);
+    const find = (name: string, service: string) =>
+      rx.spans.find((s) =>
+        s.traceId === traceId && s.name === name && s.service === service
+      );
+    await rx.until(
+      () =>
+        find("service.call", "plexus-a") !== undefined &&
+        find("service.handle", "plexus-b") !== undefined,
+      "the client span on a and the server span on b",
+    );
+    const handles = rx.spans.filter((s) =>
+      s.traceId === traceId && s.name === "service.handle"
+    );
+    const handle = handles.find((s) => s.spanId === spanId);
+    assert.ok(handle, "the action saw the server span's ids");
+    assert.equal(handle.service, "plexus-b");
+    assert.equal(handle.kind, 2); // SERVER
+    assert.equal(handle.attributes["plexus.service.caller"], "a");
+    const call = rx.spans.find((s) => s.spanId === handle.parentSpanId);
+    assert.ok(call, "the server span's parent was exported");
+    assert.equal(call.name, "service.call");
+    assert.equal(call.service, "plexus-a");
+  } finally {
+    await b.close();
+    await a.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
