@@ -41,6 +41,7 @@
  * ["sagas", "timer", at, id, step]              a retry due at `at` (ms) for a saga's step
  * ["sagas", "dead", id, step]                   a dead-lettered compensation {error, at}, for an operator
  * ["sagas", "kick", id]                         a saga a non-leader started or cancelled, for the leader to drive
+ * ["sagas", "done", at, id]                    a saga that finished at `at` (ms), for retention
  * ["test", ...]                                  written by test fixtures only
  * ```
  *
@@ -294,4 +295,6 @@ export const sagaKeys = {
   dead: (id: string, step: string): Deno.KvKey => ["sagas", "dead", id, step],
   kickPrefix: ["sagas", "kick"] as Deno.KvKey,
   kick: (id: string): Deno.KvKey => ["sagas", "kick", id],
+  donePrefix: ["sagas", "done"] as Deno.KvKey,
+  done: (at: number, id: string): Deno.KvKey => ["sagas", "done", at, id],
 };

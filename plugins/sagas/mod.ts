@@ -50,6 +50,15 @@ const configSchema = z.strictObject({
     .describe(
       "Refuse definitions naming a task type no handler on this node registered",
     ),
+  retention: z.strictObject({
+    maxAgeMs: z.number().int().positive().default(7 * 24 * 3_600_000)
+      .describe(
+        "Finished sagas (and their dead letters) older than this are deleted",
+      ),
+    everyMs: z.number().int().positive().default(60_000)
+      .describe("How often the leader deletes them"),
+  }).default({ maxAgeMs: 7 * 24 * 3_600_000, everyMs: 60_000 })
+    .describe("Retention of finished sagas"),
   checkCapabilities: z.boolean().default(true)
     .describe(
       "Refuse definitions naming a capability no connected agent offers (any node's)",
@@ -138,9 +147,20 @@ export default definePlugin({
       "Saga steps and compensations this node is carrying out now",
       () => inflight.set(sagas.inflight()),
     );
+    const { retention } = ctx.config;
+    const trim = setInterval(() => {
+      if (!(consensus()?.isLeader() ?? true)) return;
+      sagas.store.trim(Date.now() - retention.maxAgeMs).then((n) => {
+        if (n > 0) ctx.log.info("saga retention", { deleted: n });
+      }).catch((err) =>
+        ctx.log.warn("saga retention failed", { error: err?.message })
+      );
+    }, retention.everyMs);
+    Deno.unrefTimer(trim);
     return Promise.resolve({
       api: sagas,
       async stop() {
+        clearInterval(trim);
         await sagas.stop();
       },
     });

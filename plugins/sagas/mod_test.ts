@@ -352,3 +352,30 @@ Deno.test("sagas plugin: a compensation that keeps failing is dead-lettered, the
     { saga: id, step: "b", error: "undo-b broke" },
   );
 });
+
+Deno.test("sagas plugin: the leader deletes finished sagas past retention.maxAgeMs", async () => {
+  await using t = await createTestKernel([sagasPlugin], {
+    pluginConfig: {
+      sagas: { tickMs: 5, retention: { maxAgeMs: 50, everyMs: 10 } },
+    },
+  });
+  const sagas = t.kernel.get<SagaService>("extension:sagas");
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  sagas.registerFunction("quick", () => Promise.resolve(1));
+  sagas.registerFunction("gated", () => gate);
+  const one = (name: string) => ({
+    name,
+    steps: [{ id: "a", run: { kind: "function", name } }],
+  });
+  const done = await sagas.start(one("quick"));
+  const open = await sagas.start(one("gated"));
+  assert.equal(await sagas.finished(done, 10_000), "completed");
+  for (let i = 0; await sagas.get(done); i++) {
+    assert.ok(i < 1000, "the finished saga was not deleted");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  // A saga still running is kept, however old.
+  assert.equal((await sagas.get(open))?.status, "running");
+  release();
+});

@@ -112,6 +112,11 @@ export interface SagaStore {
   kicks(limit?: number): Promise<{ id: string; versionstamp: string }[]>;
   /** Removes the mark, unless it was set again since `versionstamp`. */
   unkick(id: string, versionstamp: string): Promise<void>;
+  /**
+   * Deletes sagas that finished before `before` (ms), with their dead
+   * letters, at most `limit`; returns how many.
+   */
+  trim(before: number, limit?: number): Promise<number>;
   /** Sagas by id order, optionally of one status, a page at a time. */
   list(
     options?: { status?: string; limit?: number; cursor?: string },
@@ -129,8 +134,12 @@ function index(
   const k = sagaKeys;
   const s = t.state;
   op.set(k.saga(s.id), s);
-  if (FINISHED.has(s.status)) op.delete(k.open(s.id));
-  else if (!before) op.set(k.open(s.id), { createdAt: s.createdAt });
+  if (FINISHED.has(s.status)) {
+    op.delete(k.open(s.id));
+    if (!before || !FINISHED.has(before.status)) {
+      op.set(k.done(s.updatedAt, s.id), null);
+    }
+  } else if (!before) op.set(k.open(s.id), { createdAt: s.createdAt });
   // Timers the machine no longer waits for are dropped.
   if (before) {
     for (const [step, st] of Object.entries(before.steps)) {
@@ -250,6 +259,25 @@ export function createSagaStore(kv: Deno.Kv): SagaStore {
     async unkick(id, versionstamp) {
       await kv.atomic().check({ key: k.kick(id), versionstamp })
         .delete(k.kick(id)).commit();
+    },
+    async trim(before, limit = 500) {
+      let n = 0;
+      for await (
+        const e of kv.list({
+          start: k.donePrefix,
+          end: [...k.donePrefix, before],
+        }, { limit })
+      ) {
+        const id = e.key.at(-1) as string;
+        const op = kv.atomic().delete(e.key).delete(k.saga(id))
+          .delete(k.kick(id));
+        for await (const d of kv.list({ prefix: [...k.deadPrefix, id] })) {
+          op.delete(d.key);
+        }
+        await retryLocked(() => op.commit());
+        n++;
+      }
+      return n;
     },
     async list(options = {}) {
       const limit = options.limit ?? 100;

@@ -118,3 +118,56 @@ Deno.test("saga store: a deposed leader's write is refused by the fence", async 
   assert.equal((await store.get("s3"))!.steps.b.status, "running");
   kv.close();
 });
+
+Deno.test("saga store: trim deletes sagas finished before the cutoff with their dead letters, and nothing else", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const store = createSagaStore(kv);
+  const def: SagaDef = { name: "t", groups: [[step("a")], [step("b")]] };
+  // old-ok completes at 10; old-dead fails and its compensation is
+  // dead-lettered at 20; new-ok completes at 500; running never finishes.
+  await store.start("old-ok", def, 0);
+  await store.apply("old-ok", { type: "succeeded", step: "a", attempt: 1 }, 5);
+  await store.apply("old-ok", { type: "succeeded", step: "b", attempt: 1 }, 10);
+  await store.start("old-dead", def, 0);
+  await store.apply(
+    "old-dead",
+    { type: "succeeded", step: "a", attempt: 1 },
+    5,
+  );
+  await store.apply("old-dead", {
+    type: "failed",
+    step: "b",
+    attempt: 1,
+    error: "x",
+  }, 10);
+  await store.apply(
+    "old-dead",
+    { type: "compensation-failed", step: "a", attempt: 1, error: "y" },
+    20,
+  );
+  await store.start("new-ok", def, 0);
+  await store.apply(
+    "new-ok",
+    { type: "succeeded", step: "a", attempt: 1 },
+    400,
+  );
+  await store.apply(
+    "new-ok",
+    { type: "succeeded", step: "b", attempt: 1 },
+    500,
+  );
+  await store.start("running", def, 0);
+  assert.equal((await store.get("old-dead"))?.status, "compensation-failed");
+  assert.equal((await store.deadLetters()).length, 1);
+  assert.equal(await store.trim(100), 2);
+  assert.equal(await store.get("old-ok"), null);
+  assert.equal(await store.get("old-dead"), null);
+  assert.deepEqual(await store.deadLetters(), []);
+  assert.equal((await store.get("new-ok"))?.status, "completed");
+  assert.equal((await store.get("running"))?.status, "running");
+  assert.deepEqual(await store.open(), ["running"]);
+  assert.equal(await store.trim(100), 0);
+  assert.equal(await store.trim(1000), 1);
+  assert.deepEqual((await store.list()).sagas.map((s) => s.id), ["running"]);
+  kv.close();
+});
