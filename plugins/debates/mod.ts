@@ -31,26 +31,20 @@ import { definePlugin, PlexusError, z } from "../../core/plugin.ts";
 import type { NodeEvents } from "../../core/events.ts";
 import { plexusErrorResponse } from "../../core/http/errors.ts";
 import { VERSION } from "../../core/version.ts";
-import {
-  type AgentGateway,
-  GatewayRequestError,
-} from "../../gateway/gateway.ts";
-import { createPresence, isLive } from "../../gateway/presence.ts";
+import type { AgentGateway } from "../../gateway/gateway.ts";
+import { createPresence } from "../../gateway/presence.ts";
+import { createAgentAsker } from "./asker.ts";
 import type { SagaService } from "../sagas/mod.ts";
 import { DebateInputError, parseDebateInput } from "./input.ts";
 import {
   createDebateStore,
   type DebateRecord,
   type DebateStatus,
+  type DebateView,
   FINISHED_STATUSES,
   type Participant,
 } from "./store.ts";
-import {
-  createDebateEngine,
-  DebateAskError,
-  parseRoundSagaId,
-  roundSagaId,
-} from "./engine.ts";
+import { createDebateEngine, parseRoundSagaId, roundSagaId } from "./engine.ts";
 import { DEBATE_EVENT_SCHEMAS, type DebateEventType } from "./events.ts";
 
 export { DEBATE_EVENT_SCHEMAS } from "./events.ts";
@@ -63,8 +57,7 @@ export type {
   Turn,
 } from "./store.ts";
 
-/** The backend channel an agent named by id is asked on. */
-export const DEBATE_CHANNEL = "tasks.debate";
+export { DEBATE_CHANNEL } from "./asker.ts";
 
 const STATUSES: readonly DebateStatus[] = [
   "running",
@@ -84,7 +77,7 @@ export interface DebatesApi {
   /** Starts a debate from a `POST /api/v1/debates` body; throws DebateInputError. */
   start(body: unknown, by?: string): Promise<DebateRecord>;
   /** The debate, with its turns and rounds. */
-  get(id: string): Promise<DebateRecord | null>;
+  get(id: string): Promise<DebateView | null>;
 }
 
 /** The plugin. */
@@ -143,102 +136,12 @@ export default definePlugin({
     };
 
     const kv = ctx.kernel.get("state:kv");
-    const presence = createPresence(kv);
-    /** Agents connected to any node whose subscriptions include `channel`, by id. */
-    const offeringAnywhere = async (channel: string): Promise<string[]> => {
-      const now = Date.now();
-      const out: string[] = [];
-      for await (const p of presence.list()) {
-        if (isLive(p, now) && p.channels.includes(channel)) {
-          out.push(p.agentId);
-        }
-      }
-      return out.sort();
-    };
-
-    /** Asks an agent connected to this node. */
-    const askHere = async (
-      agent: string,
-      channel: string,
-      request: unknown,
-      timeoutMs: number,
-    ): Promise<unknown> => {
-      try {
-        return await gateway.request(agent, channel, request, { timeoutMs });
-      } catch (err) {
-        const why = err instanceof GatewayRequestError
-          ? `${err.code}: ${err.message}`
-          : (err as Error)?.message ?? String(err);
-        throw new DebateAskError(why, agent, { cause: err });
-      }
-    };
-
-    const ask = async (
-      p: Participant,
-      slot: number,
-      request: unknown,
-      timeoutMs: number,
-    ) => {
-      let agent = p.ref;
-      let channel = DEBATE_CHANNEL;
-      if (p.kind === "capability") {
-        channel = `tasks.${p.ref}`;
-        // Every node sees the same sorted pool, so a step re-run elsewhere asks the same agent.
-        const offering = [
-          ...new Set([
-            ...gateway.capabilities()[p.ref] ?? [],
-            ...await offeringAnywhere(channel),
-          ]),
-        ].sort();
-        if (offering.length === 0) {
-          throw new DebateAskError(
-            `no agent offering capability '${p.ref}' is connected to any node`,
-          );
-        }
-        agent = offering[Math.max(slot, 0) % offering.length];
-      }
-      const where = await presence.get(agent);
-      if (
-        !where || !isLive(where, Date.now()) || where.nodeId === ctx.node.id
-      ) {
-        return {
-          agent,
-          answer: await askHere(agent, channel, request, timeoutMs),
-        };
-      }
-      let res: Response;
-      try {
-        res = await ctx.nodeFetch(
-          new URL("/api/v1/debates/ask", where.address),
-          {
-            method: "POST",
-            headers: { "content-type": "application/json" },
-            body: JSON.stringify({ agent, channel, request, timeoutMs }),
-            signal: AbortSignal.timeout(timeoutMs + 5000),
-          },
-        );
-      } catch (err) {
-        throw new DebateAskError(
-          `node ${where.nodeId} (${where.address}) did not answer: ${
-            (err as Error).message
-          }`,
-          agent,
-          { cause: err },
-        );
-      }
-      const json = await res.json().catch(() => ({})) as {
-        answer?: unknown;
-        error?: { code?: string; message?: string };
-      };
-      if (!res.ok) {
-        throw new DebateAskError(
-          `node ${where.nodeId}: ${json.error?.message ?? res.status}`,
-          agent,
-        );
-      }
-      return { agent, answer: json.answer };
-    };
-
+    const asker = createAgentAsker({
+      gateway,
+      presence: createPresence(kv),
+      nodeId: ctx.node.id,
+      nodeFetch: ctx.nodeFetch,
+    });
     const store = createDebateStore(kv, ctx.kv.prefix);
     const startRound = async (d: DebateRecord, round: number) => {
       await sagas.start(engine.definition(d, round), {
@@ -248,7 +151,7 @@ export default definePlugin({
     const engine = createDebateEngine({
       startRound,
       store,
-      ask,
+      ask: asker.ask,
       publish,
       nodeId: ctx.node.id,
       transcriptRounds: ctx.config.transcriptRounds,
@@ -277,7 +180,7 @@ export default definePlugin({
       if (await gateway.get(ref)) return { ref, kind: "agent" };
       if (
         (gateway.capabilities()[ref] ?? []).length > 0 ||
-        (await offeringAnywhere(`tasks.${ref}`)).length > 0
+        (await asker.offering(`tasks.${ref}`)).length > 0
       ) return { ref, kind: "capability" };
       throw new DebateInputError(
         field,
@@ -496,7 +399,7 @@ export default definePlugin({
         const { agent, channel, request, timeoutMs } = body.data;
         try {
           return c.json({
-            answer: await askHere(agent, channel, request, timeoutMs),
+            answer: await asker.askHere(agent, channel, request, timeoutMs),
           });
         } catch (err) {
           return c.json({
@@ -508,7 +411,7 @@ export default definePlugin({
         }
       }));
 
-    const api: DebatesApi = { start, get: (id) => store.get(id) };
+    const api: DebatesApi = { start, get: (id) => store.view(id) };
     // A debate's saga that ends compensated (a step failed all its retries,
     // or it was cancelled through the sagas API) fails the debate at once.
     const offSagaEvents = events?.listen((e) => {
