@@ -394,7 +394,12 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
     }
   };
   const resume = async () => {
-    for (const id of await store.open()) await resumeOne(id);
+    // 16 reads at a time: a thousand open sagas over a networked KV should
+    // not hold the sweep (kicks, timers) for seconds.
+    const ids = await store.open();
+    for (let i = 0; i < ids.length && !stopped; i += 16) {
+      await Promise.all(ids.slice(i, i + 16).map(resumeOne));
+    }
   };
   const sweeping = sweep();
 
