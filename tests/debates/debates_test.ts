@@ -279,6 +279,19 @@ Deno.test("debates: bad input is refused with 400 naming the field; a viewer may
       200,
     );
     assert.equal((await node.api("/api/v1/debates/nope")).status, 404);
+    // Only another node (its signature) may ask an agent through this one.
+    const asked = await node.api("/api/v1/debates/ask", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        agent: a.id,
+        channel: "tasks.debate",
+        request: {},
+        timeoutMs: 1000,
+      }),
+    }, "admin");
+    assert.equal(asked.status, 403);
+    await asked.body?.cancel();
     const anonymous = await fetch(`${node.url}/api/v1/debates`);
     assert.equal(anonymous.status, 401);
     await anonymous.body?.cancel();
