@@ -467,7 +467,12 @@ export class AgentConnection {
    * code, `timeout`, or `unavailable` when the connection is not ready or
    * closes first.
    */
-  ask(name: string, body: unknown, timeoutMs: number): Promise<unknown> {
+  ask(
+    name: string,
+    body: unknown,
+    timeoutMs: number,
+    traceparent?: string,
+  ): Promise<unknown> {
     if (this.#state !== "ready") {
       return Promise.reject(
         new GatewayRequestError(
@@ -491,7 +496,14 @@ export class AgentConnection {
       `agent ${this.agentId} did not answer on '${name}' within ${timeoutMs} ms`,
       () =>
         this.#send(
-          { type: "req", id, ch: `backend.${this.agentId}.${name}` },
+          traceparent
+            ? {
+              type: "req",
+              id,
+              ch: `backend.${this.agentId}.${name}`,
+              tp: traceparent,
+            }
+            : { type: "req", id, ch: `backend.${this.agentId}.${name}` },
           encoder.encode(JSON.stringify(body ?? null)),
         ),
     );

@@ -23,7 +23,13 @@
  */
 import type { Logger } from "../core/observe/logger.ts";
 import type { MetricsRegistry } from "../core/observe/metrics.ts";
-import { otelEnabled, timed } from "../core/observe/otel.ts";
+import {
+  currentTraceparent,
+  Kind,
+  otelEnabled,
+  span,
+  timed,
+} from "../core/observe/otel.ts";
 import type { NodeIdentity } from "../core/plugin.ts";
 import { type Router, topicMatches, validateTopic } from "../core/router.ts";
 import type { NodeKey } from "../core/security/node_key.ts";
@@ -561,7 +567,12 @@ export function createGateway(options: GatewayOptions): Gateway {
           ),
         );
       }
-      return conn.ask(channel, body, opts.timeoutMs ?? config.requestTimeoutMs);
+      return conn.ask(
+        channel,
+        body,
+        opts.timeoutMs ?? config.requestTimeoutMs,
+        currentTraceparent(),
+      );
     },
     capabilities() {
       const out: Record<string, string[]> = {};
@@ -763,11 +774,14 @@ export function createGateway(options: GatewayOptions): Gateway {
       "plexus.channel": channel,
       ...(agentId === undefined ? {} : { "plexus.agent": agentId }),
     });
+    // Active while the request is sent, so its record carries the span's
+    // traceparent (`tp`) to the agent.
     api.request = (agentId, channel, body, opts) =>
-      timed(
+      span(
         "gateway.request",
         attrs(channel, agentId),
-        request(agentId, channel, body, opts),
+        () => request(agentId, channel, body, opts),
+        { kind: Kind.CLIENT },
       );
     api.send = (agentId, channel, message, opts) =>
       timed(

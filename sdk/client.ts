@@ -178,6 +178,12 @@ export interface AgentMessage {
   priority: number;
   /** The correlation id (`cid` header), when given. */
   correlationId?: string;
+  /**
+   * The W3C `traceparent` of the node's span that sent it (`tp` header;
+   * the node runs with OpenTelemetry on), for the agent's own tracing to
+   * continue.
+   */
+  traceparent?: string;
   /** The body parsed as JSON; the text when it is not JSON; undefined when empty. */
   payload: unknown;
   /** The raw body (without the signature). */
@@ -1552,6 +1558,7 @@ function toMessage(rec: OpenedRecord): AgentMessage {
     type: typeof h.mt === "string" ? h.mt : undefined,
     priority: prio,
     correlationId: typeof h.cid === "string" ? h.cid : undefined,
+    traceparent: typeof h.tp === "string" ? h.tp : undefined,
     payload: parseBody(rec.body),
     body: rec.body,
     signed: rec.signature !== undefined,

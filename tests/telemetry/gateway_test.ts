@@ -1,10 +1,13 @@
 /**
  * A send to an agent through the HTTP API is a `gateway.send` span under the
  * route span, in the caller's trace (the agent is enrolled but offline: the
- * durable channel queues the message).
+ * durable channel queues the message); a request to a connected agent is a
+ * `gateway.request` span whose traceparent the agent receives.
  */
 import assert from "node:assert/strict";
 import { generateAgentKey } from "../../sdk/keys.ts";
+import { connectAgent } from "../../sdk/mod.ts";
+import { enrolOn, seedOf, TEST_BACKOFF } from "../gateway/_sdk_helpers.ts";
 import { startPlexus } from "../integration/_process.ts";
 import { otelEnv, startReceiver } from "./_receiver.ts";
 
@@ -53,6 +56,57 @@ Deno.test("telemetry: a send to an agent is a gateway.send span under its route 
     );
     assert.equal(send.attributes["plexus.agent"], key.id);
     assert.equal(send.attributes["plexus.channel"], "policies");
+  } finally {
+    await node.close();
+  }
+});
+
+Deno.test("telemetry: a request to an agent is a gateway.request span whose traceparent reaches the agent (the record's tp header)", async () => {
+  await using rx = startReceiver();
+  const node = await startPlexus({ env: otelEnv(rx.url, "plexus-gw-req") });
+  try {
+    const key = await generateAgentKey();
+    await enrolOn(node, key, ["worker"]);
+    await using agent = await connectAgent({
+      url: node.url,
+      id: key.id,
+      privateKey: seedOf(key),
+      backoff: TEST_BACKOFF,
+    });
+    await agent.handle("tasks.gpu", (m) => ({ traceparent: m.traceparent }));
+    const traceId = "1234abcd1234abcd1234abcd1234abcd";
+    const res = await node.api("/api/v1/tasks", {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        traceparent: `00-${traceId}-00f067aa0ba902b7-01`,
+      },
+      body: JSON.stringify({ type: "x", capability: "gpu", payload: {} }),
+    }, "analyst");
+    const submitted = await res.json();
+    assert.equal(res.status, 202, JSON.stringify(submitted));
+    const { id } = submitted;
+    let task: { status: string; result?: { traceparent?: string } } = {
+      status: "",
+    };
+    for (let i = 0; i < 200 && task.status !== "done"; i++) {
+      task = await (await node.api(`/api/v1/tasks/${id}`)).json();
+      if (task.status !== "done") await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(task.status, "done", JSON.stringify(task));
+    const tp = task.result?.traceparent;
+    assert.ok(tp, "the agent saw a traceparent");
+    const [, trace, parentId] = tp.split("-");
+    assert.equal(trace, traceId);
+    await rx.until(
+      () => rx.spans.some((s) => s.spanId === parentId),
+      "the span the agent's traceparent names",
+    );
+    const request = rx.spans.find((s) => s.spanId === parentId)!;
+    assert.equal(request.name, "gateway.request");
+    assert.equal(request.kind, 3); // CLIENT
+    assert.equal(request.attributes["plexus.agent"], key.id);
+    assert.equal(request.attributes["plexus.channel"], "tasks.gpu");
   } finally {
     await node.close();
   }
