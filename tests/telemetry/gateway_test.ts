@@ -11,7 +11,7 @@ import { enrolOn, seedOf, TEST_BACKOFF } from "../gateway/_sdk_helpers.ts";
 import { startPlexus } from "../integration/_process.ts";
 import { otelEnv, startReceiver } from "./_receiver.ts";
 
-Deno.test("telemetry: a send to an agent is a gateway.send span under its route span", async () => {
+Deno.test("telemetry: a send to an agent is a gateway.send span and a broadcast a gateway.broadcast span, each under its route span", async () => {
   await using rx = startReceiver();
   const node = await startPlexus({ env: otelEnv(rx.url, "plexus-gw") });
   try {
@@ -56,6 +56,30 @@ Deno.test("telemetry: a send to an agent is a gateway.send span under its route 
     );
     assert.equal(send.attributes["plexus.agent"], key.id);
     assert.equal(send.attributes["plexus.channel"], "policies");
+
+    // A broadcast: a gateway.broadcast span under its route span.
+    const btrace = "0123456789abcdef0123456789abcdef";
+    const b = await post("/api/v1/agents/broadcast", {
+      channel: "policies",
+      message: { rule: 2 },
+    }, `00-${btrace}-0f1e2d3c4b5a6978-01`);
+    assert.equal(b.status, 200, await b.text());
+    const inB = (name: string) =>
+      rx.spans.find((s) => s.traceId === btrace && s.name === name);
+    await rx.until(
+      () =>
+        inB("gateway.broadcast") !== undefined &&
+        inB("POST /api/v1/agents/broadcast") !== undefined,
+      "the gateway.broadcast span and its route span",
+    );
+    assert.equal(
+      inB("gateway.broadcast")!.parentSpanId,
+      inB("POST /api/v1/agents/broadcast")!.spanId,
+    );
+    assert.equal(
+      inB("gateway.broadcast")!.attributes["plexus.channel"],
+      "policies",
+    );
   } finally {
     await node.close();
   }
