@@ -22,6 +22,7 @@
  * @module
  */
 import { TaskInputError, type TaskService } from "../../core/tasks.ts";
+import { PlexusError } from "../../core/plugin.ts";
 import { type FenceToken, NotLeaderError } from "../../core/state/fence.ts";
 import {
   resumeSaga,
@@ -440,10 +441,19 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
       const until = Date.now() + timeoutMs;
       for (;;) {
         const s = await store.get(id);
-        if (s && FINISHED.has(s.status)) return s.status;
+        if (!s) {
+          throw new PlexusError(
+            "not_found",
+            `no saga '${id}' (never started, or deleted by retention)`,
+            { status: 404 },
+          );
+        }
+        if (FINISHED.has(s.status)) return s.status;
         if (Date.now() > until) {
-          throw new Error(
-            `saga '${id}' not finished after ${timeoutMs} ms (${s?.status})`,
+          throw new PlexusError(
+            "timeout",
+            `saga '${id}' not finished after ${timeoutMs} ms (${s.status})`,
+            { status: 504, retryable: true },
           );
         }
         await sleep(tick);

@@ -170,6 +170,10 @@ Deno.test("sagas plugin: cancel compensates a running saga; bad definitions are 
       /unknown function 'nope'/.test(err.message),
   );
   await assert.rejects(
+    () => sagas.finished("never-started"),
+    /no saga 'never-started'/,
+  );
+  await assert.rejects(
     () => sagas.start("missing"),
     (err: unknown) =>
       err instanceof SagaDefinitionError && err.field === "definition",
