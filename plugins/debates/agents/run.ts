@@ -215,7 +215,6 @@ async function runDemo(argv: string[]): Promise<void> {
     names.set(key.id, stance);
   }
 
-  const from = Date.now() - 1000;
   const res = await api("/api/v1/debates", {
     method: "POST",
     body: JSON.stringify({
@@ -239,6 +238,8 @@ async function runDemo(argv: string[]): Promise<void> {
     }; ${debate.rounds} round${debate.rounds === 1 ? "" : "s"}, majority)`,
   );
   const filter = `data.debateId == ${JSON.stringify(debate.id)}`;
+  // From just before the debate, by the node's clock (its createdAt), not ours.
+  const from = debate.createdAt - 1000;
   const sse = await api(
     `/api/v1/events?filter=${encodeURIComponent(filter)}&from=${from}`,
     { headers: { accept: "text/event-stream" } },
