@@ -47,7 +47,17 @@ export const DEBATE_FUNCTIONS = {
 /** Slot number of the moderator in {@linkcode DebateEngineDeps.ask}. */
 export const MODERATOR_SLOT = -1;
 
-/** An ask that failed; `agent` is the one asked, when there was one. */
+/**
+ * An ask that failed; `agent` is the one asked, when there was one. The
+ * turn is recorded silent with the message as its reason.
+ *
+ * @example Usage
+ * ```ts
+ * import { DebateAskError } from "./engine.ts";
+ * const err = new DebateAskError("timeout: no answer in 5000 ms", "did:key:z6Mk…");
+ * err.agent; // "did:key:z6Mk…"
+ * ```
+ */
 export class DebateAskError extends Error {
   override name = "DebateAskError";
   /** The agent asked. */

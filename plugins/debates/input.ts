@@ -59,7 +59,17 @@ const schema = z.strictObject({
 /** A checked debate request. */
 export type DebateInput = z.output<typeof schema>;
 
-/** A refused debate request (HTTP 400); `field` names where. */
+/**
+ * A refused debate request (HTTP 400); `field` names where.
+ *
+ * @example Usage
+ * ```ts
+ * import { DebateInputError } from "./input.ts";
+ * const err = new DebateInputError("rounds", "at most 50 rounds, got 51");
+ * err.message; // "rounds: at most 50 rounds, got 51"
+ * err.status; // 400
+ * ```
+ */
 export class DebateInputError extends PlexusError {
   override name = "DebateInputError";
   /** The path of the bad field, e.g. `consensus.threshold`. */
