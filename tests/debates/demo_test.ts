@@ -96,3 +96,16 @@ Deno.test("debates demo: --url uses a running node, signing its token with the n
   assert.equal(list.debates.length, 1);
   assert.equal(list.debates[0].by, "demo-debate");
 });
+
+Deno.test("debates demo: a bad flag is a usage error (exit 2) naming the flag", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", RUN, "--bogus"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 2);
+  assert.match(
+    new TextDecoder().decode(out.stderr),
+    /Unknown option '--bogus'/,
+  );
+});

@@ -293,7 +293,10 @@ if (import.meta.main) {
     () => Deno.exit(0),
     (err) => {
       console.error(`demo:debate: ${(err as Error).message}`);
-      Deno.exit(1);
+      // A bad flag is a usage error (2), as for every plexus command.
+      const usage = String((err as { code?: unknown }).code)
+        .startsWith("ERR_PARSE_ARGS");
+      Deno.exit(usage ? 2 : 1);
     },
   );
 }
