@@ -42,6 +42,7 @@
  * ["sagas", "dead", id, step]                   a dead-lettered compensation {error, at}, for an operator
  * ["sagas", "kick", id]                         a saga a non-leader started or cancelled, for the leader to drive
  * ["sagas", "done", at, id]                    a saga that finished at `at` (ms), for retention
+ * ["sagas", "status", status, id]              index of sagas by status (GET /api/v1/sagas?status=)
  * ["test", ...]                                  written by test fixtures only
  * ```
  *
@@ -297,4 +298,11 @@ export const sagaKeys = {
   kick: (id: string): Deno.KvKey => ["sagas", "kick", id],
   donePrefix: ["sagas", "done"] as Deno.KvKey,
   done: (at: number, id: string): Deno.KvKey => ["sagas", "done", at, id],
+  statusPrefix: ["sagas", "status"] as Deno.KvKey,
+  status: (status: string, id: string): Deno.KvKey => [
+    "sagas",
+    "status",
+    status,
+    id,
+  ],
 };

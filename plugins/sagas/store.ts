@@ -134,6 +134,10 @@ function index(
   const k = sagaKeys;
   const s = t.state;
   op.set(k.saga(s.id), s);
+  if (before?.status !== s.status) {
+    if (before) op.delete(k.status(before.status, s.id));
+    op.set(k.status(s.status, s.id), null);
+  }
   if (FINISHED.has(s.status)) {
     op.delete(k.open(s.id));
     if (!before || !FINISHED.has(before.status)) {
@@ -271,6 +275,7 @@ export function createSagaStore(kv: Deno.Kv): SagaStore {
         const id = e.key.at(-1) as string;
         const op = kv.atomic().delete(e.key).delete(k.saga(id))
           .delete(k.kick(id));
+        for (const status of FINISHED) op.delete(k.status(status, id));
         for await (const d of kv.list({ prefix: [...k.deadPrefix, id] })) {
           op.delete(d.key);
         }
@@ -281,24 +286,35 @@ export function createSagaStore(kv: Deno.Kv): SagaStore {
     },
     async list(options = {}) {
       const limit = options.limit ?? 100;
-      const sagas: SagaState[] = [];
-      const iter = kv.list<SagaState>({ prefix: k.sagaPrefix }, {
+      // By id, or through the status index (ids of one status, in order).
+      const prefix = options.status
+        ? [...k.statusPrefix, options.status]
+        : k.sagaPrefix;
+      const iter = kv.list<SagaState>({ prefix }, {
         cursor: options.cursor,
-        batchSize: Math.min(500, limit + 1),
+        limit,
+        batchSize: Math.min(500, limit),
       });
+      const entries = await Array.fromAsync(iter);
+      let sagas: SagaState[];
+      if (options.status) {
+        const ids = entries.map((e) => e.key.at(-1) as string);
+        sagas = [];
+        for (let i = 0; i < ids.length; i += 10) {
+          const got = await kv.getMany<SagaState[]>(
+            ids.slice(i, i + 10).map((id) => k.saga(id)),
+          );
+          // A saga that moved on since the index was read is left out.
+          for (const g of got) {
+            if (g.value?.status === options.status) sagas.push(g.value);
+          }
+        }
+      } else sagas = entries.map((e) => e.value);
       let cursor: string | undefined;
-      for await (const e of iter) {
-        if (!options.status || e.value.status === options.status) {
-          sagas.push(e.value);
-        }
-        if (sagas.length >= limit) {
-          cursor = iter.cursor;
-          break;
-        }
-      }
-      if (cursor) {
+      if (entries.length === limit) {
+        cursor = iter.cursor;
         // A cursor only when something follows.
-        const more = kv.list({ prefix: k.sagaPrefix }, { cursor, limit: 1 });
+        const more = kv.list({ prefix }, { cursor, limit: 1 });
         if ((await more.next()).done) cursor = undefined;
       }
       return cursor ? { sagas, cursor } : { sagas };

@@ -171,3 +171,41 @@ Deno.test("saga store: trim deletes sagas finished before the cutoff with their 
   assert.deepEqual((await store.list()).sagas.map((s) => s.id), ["running"]);
   kv.close();
 });
+
+Deno.test("saga store: list by status reads the status index, which follows every transition, a page at a time", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const store = createSagaStore(kv);
+  const def: SagaDef = { name: "t", groups: [[step("a")]] };
+  for (let i = 0; i < 5; i++) await store.start(`s${i}`, def, 0);
+  // s1 and s3 complete, s4 fails (nothing to compensate: compensated).
+  for (const id of ["s1", "s3"]) {
+    await store.apply(id, { type: "succeeded", step: "a", attempt: 1 }, 1);
+  }
+  await store.apply(
+    "s4",
+    { type: "failed", step: "a", attempt: 1, error: "x" },
+    1,
+  );
+  const ids = async (status?: string, limit?: number, cursor?: string) => {
+    const page = await store.list({ status, limit, cursor });
+    return { ids: page.sagas.map((s) => s.id), cursor: page.cursor };
+  };
+  assert.deepEqual((await ids("running")).ids, ["s0", "s2"]);
+  assert.deepEqual((await ids("completed")).ids, ["s1", "s3"]);
+  assert.deepEqual((await ids("compensated")).ids, ["s4"]);
+  assert.deepEqual((await ids()).ids, ["s0", "s1", "s2", "s3", "s4"]);
+  const first = await ids("completed", 1);
+  assert.deepEqual(first.ids, ["s1"]);
+  const second = await ids("completed", 1, first.cursor);
+  assert.deepEqual(second, { ids: ["s3"], cursor: undefined });
+  // The index holds one entry per saga; trimming removes theirs.
+  const index = await Array.fromAsync(kv.list({ prefix: ["sagas", "status"] }));
+  assert.equal(index.length, 5, "one index entry per saga");
+  assert.equal(await store.trim(10), 3);
+  assert.deepEqual((await ids("completed")).ids, []);
+  assert.equal(
+    (await Array.fromAsync(kv.list({ prefix: ["sagas", "status"] }))).length,
+    2,
+  );
+  kv.close();
+});
