@@ -53,8 +53,9 @@ export interface StartOptions {
 
 /** Options of {@linkcode SagaService.list}. */
 export interface ListOptions {
+  /** Only sagas of this status (read through the status index). */
   status?: SagaStatus;
-  /** @default {100} */
+  /** Sagas per page. @default {100} */
   limit?: number;
   /** From the previous page. */
   cursor?: string;
@@ -99,6 +100,7 @@ export interface SagaService {
 export interface SagaServiceOptions {
   /** The node's raw KV (`state:kv`): fence checks need unscoped keys. */
   kv: Deno.Kv;
+  /** The node's task service (`tasks:local`): task and capability steps. */
   tasks: TaskService;
   /** Whether this node drives sagas now. @default {() => true} */
   leads?: () => boolean;
@@ -129,6 +131,7 @@ export interface SagaNode extends SagaService {
   resume(): Promise<void>;
   /** Commands running on this node now. */
   inflight(): number;
+  /** Stops driving; waits for what runs to settle. */
   stop(): Promise<void>;
 }
 

@@ -47,9 +47,13 @@ export interface DueTimer {
 
 /** A compensation given up on, for an operator. */
 export interface DeadLetter {
+  /** The saga's id. */
   saga: string;
+  /** The step whose compensation was given up on. */
   step: string;
+  /** The last attempt's error. */
   error: string;
+  /** When, wall-clock ms. */
   at: number;
 }
 
@@ -73,6 +77,7 @@ export interface WriteOptions {
 
 /** A page of sagas. */
 export interface SagaPage {
+  /** The sagas of this page. */
   sagas: SagaState[];
   /** Pass back for the next page; absent on the last. */
   cursor?: string;
