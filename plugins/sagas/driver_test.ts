@@ -367,3 +367,45 @@ Deno.test("saga driver: an outcome lost to a term that flickered between two tic
     await driver.stop();
   }
 });
+
+Deno.test("saga driver: a crash exactly at a step boundary (outcome written, next step not yet submitted) is resumed by the next leader, each task once", async () => {
+  const log: string[] = [];
+  await using t = await createTestKernel([shop(log, new Set())]);
+  const store = createSagaStore(t.kv);
+  // The dead leader started the saga, ran reserve and wrote its outcome,
+  // which also marks charge running, then died before submitting charge.
+  await store.start("b1", def, 0);
+  const reserve = await t.tasks.submit({
+    type: "reserve",
+    payload: { saga: { idempotencyKey: "b1:reserve" }, input: null },
+    idempotencyKey: "b1:reserve:1",
+  });
+  await store.apply("b1", {
+    type: "succeeded",
+    step: "reserve",
+    attempt: 1,
+    result: { reserve: true },
+  }, 1);
+  const s = (await store.get("b1"))!;
+  assert.equal(s.steps.charge.status, "running");
+  const functions = new Map([["refund.fn", () => Promise.resolve()]]);
+  const next = createSagaDriver({
+    store,
+    tasks: t.tasks,
+    functions,
+    tickMs: 5,
+  });
+  try {
+    assert.equal(await next.finished("b1"), "completed");
+    const types = (await Array.fromAsync(
+      t.kv.list<{ payload: { type: string } }>({
+        prefix: ["queue", "tasks", "msg"],
+      }),
+    )).map((e) => e.value.payload.type).sort();
+    assert.deepEqual(types, ["charge", "reserve", "ship"]);
+    assert.ok(reserve.id);
+    assert.deepEqual(log.sort(), ["charge", "reserve", "ship"]);
+  } finally {
+    await next.stop();
+  }
+});
