@@ -169,6 +169,11 @@ Deno.test("sagas plugin: cancel compensates a running saga; bad definitions are 
       err instanceof SagaDefinitionError && err.field === "steps[0].run" &&
       /unknown function 'nope'/.test(err.message),
   );
+  // ':' would let one saga's idempotency keys meet another's.
+  await assert.rejects(
+    () => sagas.start("order", { id: "x:s" }),
+    (err: unknown) => err instanceof SagaDefinitionError && err.field === "id",
+  );
   await assert.rejects(
     () => sagas.finished("never-started"),
     /no saga 'never-started'/,

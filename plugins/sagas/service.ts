@@ -143,7 +143,11 @@ const NAME_RE = /^[a-z][a-z0-9._-]{0,127}$/;
  * attempts grow it.
  */
 export const MAX_START_BYTES = 32_768;
-const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$/;
+/**
+ * A saga id: no `:`, which separates the parts of the idempotency keys
+ * (`{sagaId}:{stepId}:compensate`), so two sagas' keys cannot meet.
+ */
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 
 /**
  * Creates the saga service of one node.
@@ -238,7 +242,7 @@ export function createSagaService(options: SagaServiceOptions): SagaNode {
       if (opts.id !== undefined && !ID_RE.test(opts.id)) {
         throw new SagaDefinitionError(
           "id",
-          `expected a saga id of letters, digits and . _ : - (at most 200), got '${opts.id}'`,
+          `expected a saga id of letters, digits and . _ - (at most 200, no ':'), got '${opts.id}'`,
         );
       }
       const size = JSON.stringify(startSaga("", parsed, 0, opts.input).state)
