@@ -309,13 +309,18 @@ Deno.test("worker sandbox: a plugin flooding the router is held to its message b
   const off = t.router.subscribe("probe.flood", () => void delivered++);
   try {
     assert.deepEqual(await get(t, "/flood"), { ok: true });
+    // The node answers throughout: /health, asked every 50 ms until the
+    // flood is ended (about 3 s of it), answers every time and many times.
+    // A host starved by the flood would answer once or twice, when the flood
+    // ends. (Counted, not timed: a loaded machine slows every answer.)
     const t0 = performance.now();
-    let slowest = 0;
-    while (sandbox.crashes.length === 0 && performance.now() - t0 < 8000) {
-      const s = performance.now();
+    let answered = 0;
+    const statuses = new Set<number>();
+    while (sandbox.crashes.length === 0 && performance.now() - t0 < 20_000) {
       const res = await t.request("/health");
       await res.body?.cancel();
-      slowest = Math.max(slowest, performance.now() - s);
+      statuses.add(res.status);
+      answered++;
       await new Promise((r) => setTimeout(r, 50));
     }
     assert.equal(sandbox.crashes.length, 1, "the flood was ended");
@@ -326,7 +331,11 @@ Deno.test("worker sandbox: a plugin flooding the router is held to its message b
     );
     // At most the budget got through per second (3 to 4 seconds of it).
     assert.ok(delivered <= 2000 * 5, `${delivered} delivered`);
-    assert.ok(slowest < 1000, `health took ${slowest} ms during the flood`);
+    assert.deepEqual([...statuses], [200]);
+    assert.ok(
+      answered >= 10,
+      `/health answered ${answered} times during the flood`,
+    );
     assert.match(
       t.metrics.render(),
       /plexus_sandbox_messages_refused_total\{plugin="probe"\} [1-9]/,
