@@ -109,6 +109,9 @@ export interface SagaDriver {
 
 const FINISHED = new Set(["completed", "compensated", "compensation-failed"]);
 
+/** How long a written outcome keeps its command from being re-issued here, ms. */
+const SETTLED_MS = 60_000;
+
 /**
  * Largest result a step may return, serialized: the saga's whole state is
  * one KV value (64 KiB), results included. A larger one fails the attempt.
@@ -134,6 +137,12 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
   const inflight = new Set<Promise<void>>();
   /** `{saga}|{type}|{step}|{attempt}` of commands running here. */
   const running = new Set<string>();
+  /**
+   * Commands whose outcome this node wrote, with when: a resume that read
+   * the state just before that write would run them again for nothing (a
+   * function step twice). Kept a minute.
+   */
+  const settled = new Map<string, number>();
   let stopped = false;
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   const fence = () => options.fence?.();
@@ -286,7 +295,7 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
     for (const c of commands) {
       if (c.type !== "run" && c.type !== "compensate") continue;
       const key = `${s.id}|${c.type}|${c.step}|${c.attempt}`;
-      if (running.has(key) || stopped) continue;
+      if (running.has(key) || settled.has(key) || stopped) continue;
       running.add(key);
       track((async () => {
         let outcome: { ok: true; result: unknown } | {
@@ -326,6 +335,7 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
           if (stopped) return;
           try {
             await drive(s.id, outcomeInput(c, outcome));
+            settled.set(key, performance.now());
           } catch (err) {
             // A result that would push the state past one KV value fails
             // the attempt instead of leaving the saga stuck.
@@ -395,6 +405,8 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
     }
   };
   const resume = async () => {
+    const old = performance.now() - SETTLED_MS;
+    for (const [key, at] of settled) if (at < old) settled.delete(key);
     // 16 reads at a time: a thousand open sagas over a networked KV should
     // not hold the sweep (kicks, timers) for seconds.
     const ids = await store.open();

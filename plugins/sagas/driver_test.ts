@@ -6,6 +6,7 @@ import { electionEpochKey } from "../../core/state/keys.ts";
 import { NotLeaderError } from "../../core/state/fence.ts";
 import { createSagaDriver } from "./driver.ts";
 import { parseSagaDefinition } from "./definition.ts";
+import type { SagaState } from "./machine.ts";
 
 /** Task types that record their effect once per idempotency key. */
 function shop(log: string[], failing: Set<string>) {
@@ -407,5 +408,40 @@ Deno.test("saga driver: a crash exactly at a step boundary (outcome written, nex
     assert.deepEqual(log.sort(), ["charge", "reserve", "ship"]);
   } finally {
     await next.stop();
+  }
+});
+
+Deno.test("saga driver: a resume that read the state just before this node wrote a step's outcome does not run the step again", async () => {
+  await using t = await createTestKernel([]);
+  const base = createSagaStore(t.kv);
+  let stale: SagaState | null = null;
+  // A store whose reads can lag: what a resume racing an outcome sees.
+  const store = {
+    ...base,
+    get: (id: string) => stale ? Promise.resolve(stale) : base.get(id),
+    open: () => stale ? Promise.resolve([stale.id]) : base.open(),
+  };
+  let calls = 0;
+  const driver = createSagaDriver({
+    store,
+    tasks: t.tasks,
+    functions: new Map([["f", () => Promise.resolve(++calls)]]),
+    resumeEveryMs: 3_600_000,
+    tickMs: 5,
+  });
+  try {
+    const one = parseSagaDefinition({
+      name: "one",
+      steps: [{ id: "f", run: { kind: "function", name: "f" } }],
+    });
+    await driver.submit("r1", one);
+    const before = (await base.get("r1"))!;
+    assert.equal(await driver.finished("r1"), "completed");
+    stale = before; // f still "running" in what the resume reads
+    await driver.resume();
+    assert.equal(calls, 1, "f ran once");
+    assert.equal(driver.inflight(), 0);
+  } finally {
+    await driver.stop();
   }
 });
