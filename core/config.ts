@@ -151,19 +151,37 @@ export const configSchema = z.strictObject({
   dashboard: z.boolean().default(true),
   /** End-to-end sealed payloads on the node's transports (docs/security.md, "Sealed payloads"). */
   sealed: z.strictObject({
-    /** Topic patterns whose payloads are sealed (first match applies), each encrypted to its recipients (`node:ID`). */
-    topics: z.array(z.strictObject({
-      pattern: z.string().min(1).max(512).regex(
-        /^([^.\s*>]+|\*)(\.([^.\s*>]+|\*))*(\.>)?$|^>$/,
-        "expected a topic pattern like 'orders.*' or 'billing.>'",
-      ),
-      recipients: z.array(
-        z.string().regex(
-          /^node:[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/,
-          "expected 'node:' and a node id",
+    /** Topic patterns whose payloads are sealed (first match applies), each encrypted to its recipients (`node:ID`, `agent:ID`). */
+    topics: z.array(
+      z.strictObject({
+        pattern: z.string().min(1).max(512).regex(
+          /^([^.\s*>]+|\*)(\.([^.\s*>]+|\*))*(\.>)?$|^>$/,
+          "expected a topic pattern like 'orders.*' or 'billing.>'",
         ),
-      ).min(1).max(64),
-    })).max(256).default([]),
+        recipients: z.array(
+          z.string().regex(
+            /^node:[A-Za-z0-9][A-Za-z0-9._-]{0,63}$|^agent:[A-Za-z0-9:_-]{1,128}$/,
+            "expected 'node:' and a node id, or 'agent:' and an agent id",
+          ),
+        ).min(1).max(64),
+        /** Agent recipients: the backend channel (`sealed` → `backend.{id}.sealed`) nodes forward the still-sealed message on, and the topics they subscribe to for it (default: the pattern). */
+        deliver: z.strictObject({
+          channel: z.string().regex(
+            /^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,7}$/,
+            "expected a channel name like 'sealed'",
+          ),
+          topics: z.array(
+            z.string().min(1).max(512).regex(
+              /^[^.\s*>]+(\.[^.\s*>]+)*$/,
+              "expected a topic without wildcards",
+            ),
+          ).max(64).optional(),
+        }).optional(),
+      }).refine(
+        (r) => r.deliver || !r.recipients.some((id) => id.startsWith("agent:")),
+        "a rule with 'agent:' recipients needs 'deliver': {\"channel\": …}",
+      ),
+    ).max(256).default([]),
     /** Oldest envelope timestamp a receiver accepts, ms before now; ids seen within it are refused as replays. */
     replayWindowMs: z.number().int().min(1000).max(86_400_000).default(300_000),
     /** How far a sealed envelope's timestamp may be ahead of the receiver's clock. */
@@ -375,8 +393,13 @@ export interface Config {
   dashboard: boolean;
   /** End-to-end sealed payloads on the node's transports (docs/security.md, "Sealed payloads"). */
   sealed: {
-    /** Topic patterns whose payloads are sealed (first match applies), each encrypted to its recipients (`node:ID`). */
-    topics: { pattern: string; recipients: string[] }[];
+    /** Topic patterns whose payloads are sealed (first match applies), each encrypted to its recipients (`node:ID`, `agent:ID`). */
+    topics: {
+      pattern: string;
+      recipients: string[];
+      /** Agent recipients: the backend channel the still-sealed message is forwarded on, and the topics forwarders subscribe to. */
+      deliver?: { channel: string; topics?: string[] };
+    }[];
     /** Oldest envelope timestamp a receiver accepts, ms before now; ids seen within it are refused as replays. */
     replayWindowMs: number;
     /** How far a sealed envelope's timestamp may be ahead of the receiver's clock. */

@@ -22,12 +22,18 @@ import type {
   PluginContext,
   PluginManifest,
 } from "./plugin.ts";
-import type { Transport } from "./transport.ts";
+import type { Subscription, Transport } from "./transport.ts";
 import {
+  sealedOpener,
   sealedTransport,
   SEALING_POLICY,
   type SealingPolicy,
 } from "./security/sealed_transport.ts";
+import {
+  agentRules,
+  forwardSealedToAgents,
+  type SealedAgentSink,
+} from "./security/sealed_forward.ts";
 import { nodeSealingKeys } from "./security/sealing_keys.ts";
 
 /** The node's logger and metrics, handed to a transport's `connect`. */
@@ -102,15 +108,19 @@ export function transportPlugin<C, T extends Transport>(
         spec.logFields?.(ctx.config) ?? {},
       );
       const probe = spec.probe;
-      const api = await sealIfConfigured(transport, ctx).catch(async (err) => {
-        await transport.close();
-        throw err;
-      });
+      const { api, forwarding } = await sealIfConfigured(transport, ctx)
+        .catch(async (err) => {
+          await transport.close();
+          throw err;
+        });
       return {
         // With OTel on: publish/deliver spans, traceparent in the headers.
         api: tracedTransport(api),
         ...(probe ? { health: () => probeHealth(probe, transport) } : {}),
-        stop: () => transport.close(),
+        stop: async () => {
+          await Promise.allSettled(forwarding.map((s) => s.close()));
+          await transport.close();
+        },
       };
     },
   };
@@ -123,10 +133,12 @@ export function transportPlugin<C, T extends Transport>(
 async function sealIfConfigured(
   transport: Transport,
   ctx: PluginContext<unknown>,
-): Promise<Transport> {
-  if (!ctx.kernel.has(SEALING_POLICY)) return transport;
+): Promise<{ api: Transport; forwarding: Subscription[] }> {
+  if (!ctx.kernel.has(SEALING_POLICY)) {
+    return { api: transport, forwarding: [] };
+  }
   const policy = ctx.kernel.get<SealingPolicy>(SEALING_POLICY);
-  if (policy.topics.length === 0) return transport;
+  if (policy.topics.length === 0) return { api: transport, forwarding: [] };
   const keys = await nodeSealingKeys({
     kv: ctx.kernel.get("state:kv"),
     nodeKey: ctx.kernel.get("node:key"),
@@ -137,10 +149,27 @@ async function sealIfConfigured(
     topics: policy.topics.map((t) => t.pattern),
     as: keys.id,
   });
-  return sealedTransport(transport, policy, keys, {
+  const api = sealedTransport(transport, policy, keys, {
     metrics: ctx.metrics,
     log: ctx.log,
   });
+  // Agents are recipients through the gateway: this node forwards what is
+  // sealed to them, unopened (it holds no key of theirs).
+  const forwarding = agentRules(policy).length === 0
+    ? []
+    : await forwardSealedToAgents(transport, policy, {
+      opener: sealedOpener({ directory: keys.directory }, {
+        replayWindowMs: policy.replayWindowMs,
+        clockSkewMs: policy.clockSkewMs,
+      }),
+      sink: () =>
+        ctx.kernel.has("gateway:agents")
+          ? ctx.kernel.get<SealedAgentSink>("gateway:agents")
+          : undefined,
+      metrics: ctx.metrics,
+      log: ctx.log,
+    });
+  return { api, forwarding };
 }
 
 async function probeHealth<T>(

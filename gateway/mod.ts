@@ -20,6 +20,8 @@ import { definePlugin, type KernelHandle } from "../core/plugin.ts";
 import { VERSION } from "../core/version.ts";
 import { gatewayConfigSchema } from "./config.ts";
 import { type AgentGateway, createGateway, type Gateway } from "./gateway.ts";
+import { serveSealingKeys } from "./sealing.ts";
+import { kvSealingDirectory } from "../core/security/sealing_keys.ts";
 import { agentRoutes } from "./agents.ts";
 import type { NodeEvents } from "../core/events.ts";
 
@@ -76,6 +78,11 @@ const gatewayPlugin = definePlugin({
         : undefined,
     });
     agentRoutes(ctx.api("agents"), ctx.api("gateway"), gateway);
+    // Agents publish their sealing keys and read senders' over their session.
+    const offSealing = serveSealingKeys(
+      gateway.api,
+      kvSealingDirectory(ctx.kernel.get("state:kv")),
+    );
     ctx.websocket("agent", (req) => gateway.accept(req));
     const withdraw = ctx.kernel.get("tasks:local").provideCapabilities({
       capabilities: () => gateway.api.capabilities(),
@@ -90,6 +97,7 @@ const gatewayPlugin = definePlugin({
     running.set(gateway.api, gateway);
     const close = async () => {
       withdraw();
+      offSealing();
       await gateway.stop();
     };
     return Promise.resolve({

@@ -44,6 +44,7 @@
  * @module
  */
 import type { Envelope } from "../envelope.ts";
+import { PlexusError } from "../errors.ts";
 import type { Clock } from "../clock.ts";
 import { systemClock } from "../clock.ts";
 import type { Logger } from "../observe/logger.ts";
@@ -74,8 +75,22 @@ import type { SealingDirectory, SealingPeer } from "./sealing_keys.ts";
 export interface SealedTopicRule {
   /** Topic pattern (`orders.*`, `billing.>`); the first matching rule applies. */
   pattern: string;
-  /** Directory ids the payload is encrypted to, e.g. `node:n1`. */
+  /** Directory ids the payload is encrypted to: `node:ID` or `agent:ID`. */
   recipients: string[];
+  /**
+   * Where messages for `agent:` recipients go: the backend channel name
+   * (`sealed` → `backend.{id}.sealed`) a node hands the still-sealed
+   * envelope to through the gateway. Required when a recipient is an agent.
+   */
+  deliver?: {
+    /** The backend channel name, e.g. `sealed`. */
+    channel: string;
+    /**
+     * The topics forwarding nodes subscribe to. @default {[pattern]} (a
+     * wildcard pattern needs a transport that subscribes to wildcards)
+     */
+    topics?: string[];
+  };
 }
 
 /** Which topics are sealed, and the receiving side's limits. */
@@ -206,9 +221,27 @@ interface Session {
   startedAt: number;
 }
 
-class Refused extends Error {
-  constructor(readonly code: SealedRefusal, message: string) {
-    super(message);
+/**
+ * A sealed message refused: `code` is the refusal (the first word of its
+ * dead-letter reason), `message` the detail. Thrown by
+ * {@linkcode SealedOpener}; the transport turns it into a `term`.
+ *
+ * @example Usage
+ * ```ts
+ * import { SealedError } from "./sealed_transport.ts";
+ * const err = new SealedError("replay", "message 'm1' was already handled");
+ * err.code; // "replay"
+ * err instanceof Error; // true
+ * ```
+ */
+export class SealedError extends PlexusError {
+  /** Always "SealedError". */
+  override name = "SealedError";
+  /** Why it was refused. */
+  declare readonly code: SealedRefusal;
+  /** `code` is the refusal, `message` says what was found. */
+  constructor(code: SealedRefusal, message: string) {
+    super(code, message, { status: 400 });
   }
 }
 
@@ -256,9 +289,6 @@ export function sealedTransport(
     SealedTopicRule,
     { fingerprint: string; session: Promise<Session> }
   >();
-  // Unwrapped session keys, by sender, session and our wrap.
-  const sessionKeys = new Map<string, Promise<Uint8Array>>();
-  const MAX_SESSION_KEYS = 1024;
 
   // The limit holds for the envelope as given: leave room for what sealing
   // adds (base64 is 4/3 of the payload; the wraps, ids and signature).
@@ -282,7 +312,18 @@ export function sealedTransport(
 
   async function session(rule: SealedTopicRule, topic: string) {
     const peers = await Promise.all(rule.recipients.map(async (id) => {
-      const peer = await keys.directory.lookup(id);
+      let peer: SealingPeer | undefined;
+      try {
+        peer = await keys.directory.lookup(id);
+      } catch (err) {
+        throw new TransportError(
+          "invalid_argument",
+          `Cannot seal a message on '${topic}': the sealing key of recipient '${id}' is refused (rule '${rule.pattern}'): ${
+            (err as Error).message
+          }`,
+          { data: { topic, recipient: id } },
+        );
+      }
       if (!peer) {
         throw new TransportError(
           "invalid_argument",
@@ -427,215 +468,13 @@ export function sealedTransport(
     }
   }
 
-  // Per sender key (a replaced key starts afresh): batch signatures
-  // verified or being verified, and the tree nodes (leaves and inner digests,
-  // base64url) under a verified root. A message whose climb reaches one of
-  // those nodes is in a batch the sender signed.
-  const verified = new WeakMap<
-    CryptoKey,
-    { batches: Map<string, Promise<boolean>>; nodes: NodeSet }
-  >();
-
-  async function authenticate(
-    senderKey: CryptoKey,
-    p: SealedPayload,
-    leaf: Uint8Array,
-  ): Promise<void> {
-    let known = verified.get(senderKey);
-    if (!known) {
-      verified.set(
-        senderKey,
-        known = { batches: new Map(), nodes: new NodeSet(MAX_KNOWN_NODES) },
-      );
-    }
-    const { batches, nodes } = known;
-    const batchKey = `${p.m}|${p.root}|${p.sig}`;
-    let node = leaf.toBase64(B64);
-    if (nodes.has(node)) return;
-    // A member of this batch is being verified: its path likely covers ours.
-    const pending = batches.get(batchKey);
-    if (pending) await pending;
-    const learned: string[] = [];
-    const learn = () => {
-      for (const node of learned) nodes.add(node);
-    };
-    let h = leaf;
-    if (nodes.has(node)) return; // learned while we waited
-    learned.push(node);
-    let k = 0;
-    for (
-      let idx = p.i, count = p.m;
-      count > 1;
-      idx >>= 1, count = (count + 1) >> 1
-    ) {
-      if ((idx ^ 1) >= count) continue;
-      const sibling = p.p[k++];
-      let d: Uint8Array;
-      try {
-        d = Uint8Array.fromBase64(sibling ?? "", B64_IN);
-      } catch {
-        d = new Uint8Array();
-      }
-      if (d.length !== 32) {
-        throw new Refused(
-          "malformed",
-          `the batch path of message ${p.i} of ${p.m} has ${p.p.length} digests, or one is not a base64url SHA-256`,
-        );
-      }
-      h = idx & 1 ? nodeHash(d, h) : nodeHash(h, d);
-      node = h.toBase64(B64);
-      learned.push(sibling);
-      if (nodes.has(node)) return learn();
-      learned.push(node);
-    }
-    if (k !== p.p.length) {
-      throw new Refused(
-        "malformed",
-        `the batch path of message ${p.i} of ${p.m} has ${p.p.length} digests, not ${k}`,
-      );
-    }
-    if (node !== p.root) {
-      throw new Refused(
-        "bad_signature",
-        `the signature of '${p.from}' does not cover this envelope: its digest is not in the batch it claims (message ${p.i} of ${p.m}; altered after sealing)`,
-      );
-    }
-    let ok = batches.get(batchKey);
-    if (!ok) {
-      let sig: Uint8Array<ArrayBuffer>;
-      try {
-        sig = Uint8Array.fromBase64(p.sig, B64_IN);
-      } catch {
-        throw new Refused("malformed", "sig is not base64url");
-      }
-      ok = crypto.subtle.verify(
-        "Ed25519",
-        senderKey,
-        sig,
-        batchBytes(p.from, p.m, h),
-      );
-      if (batches.size >= MAX_VERIFIED_BATCHES) {
-        batches.delete(batches.keys().next().value!);
-      }
-      batches.set(batchKey, ok);
-      // Only a good signature is remembered: a bad one must not shadow it.
-      ok.then(
-        (good) => good || batches.delete(batchKey),
-        () => batches.delete(batchKey),
-      );
-    }
-    if (!(await ok)) {
-      throw new Refused(
-        "bad_signature",
-        `the signature of '${p.from}' does not cover this envelope: the batch signature does not verify over its root (not sealed by '${p.from}')`,
-      );
-    }
-    learn();
-  }
-
-  async function open(d: Delivery): Promise<Envelope> {
-    const env = d.envelope;
-    const p = parseSealed(env.payload);
-    if (p.topic !== env.topic || p.topic !== d.topic) {
-      throw new Refused(
-        "readdressed",
-        `sealed for topic '${p.topic}', found on '${d.topic}' (envelope topic '${env.topic}')`,
-      );
-    }
-    const now = clock.now();
-    if (env.timestamp < now - windowMs || env.timestamp > now + skewMs) {
-      throw new Refused(
-        "replay_window",
-        `timestamp ${env.timestamp} is outside the window [now-${windowMs} ms, now+${skewMs} ms] (now ${now})`,
-      );
-    }
-    const sender = await keys.directory.lookup(p.from);
-    if (!sender) {
-      throw new Refused(
-        "unknown_sender",
-        `sender '${p.from}' has no published key`,
-      );
-    }
-    const { sig: _sig, root: _root, i: _i, m: _m, p: _p, ct: _ct, ...head } = p;
-    let ct: Uint8Array;
-    try {
-      ct = Uint8Array.fromBase64(p.ct, B64_IN);
-    } catch {
-      throw new Refused("malformed", "ct is not base64url");
-    }
-    const header = headerOf(env, head, ct.length);
-    await authenticate(sender.ed25519, p, digestOf(header, ct));
-    const recipients = p.w.map((w) => w.r);
-    const mine = p.w.find((w) => w.r === keys.id);
-    if (!mine) {
-      throw new Refused(
-        "not_recipient",
-        `'${keys.id}' is not among the recipients [${recipients.join(", ")}]`,
-      );
-    }
-    let key: Uint8Array;
-    try {
-      key = await sessionKey(p, mine);
-    } catch (err) {
-      throw new Refused(
-        "no_key",
-        `this node's X25519 key does not open its wrap for '${keys.id}' (key replaced since the sender looked it up?): ${
-          (err as Error).message
-        }`,
-      );
-    }
-    let plain: Uint8Array;
-    try {
-      plain = aeadOpen(
-        key,
-        nonceOf(p.n),
-        header,
-        ct,
-      );
-    } catch (err) {
-      throw new Refused(
-        "tampered",
-        `the payload does not open for '${keys.id}': ${(err as Error).message}`,
-      );
-    }
-    let payload: unknown;
-    try {
-      payload = JSON.parse(decoder.decode(plain));
-    } catch {
-      throw new Refused("malformed", "the opened payload is not UTF-8 JSON");
-    }
-    openedCount?.inc();
-    const { [SEALED_HEADER]: _sealed, ...headers } = env.headers;
-    return {
-      ...env,
-      headers: { ...headers, [SEALED_FROM_HEADER]: p.from },
-      payload,
-    };
-  }
-
-  function sessionKey(
-    p: SealedPayload,
-    mine: SealedPayload["w"][number],
-  ): Promise<Uint8Array> {
-    const cacheKey = `${p.from}|${p.s}|${mine.enc}|${mine.k}`;
-    let key = sessionKeys.get(cacheKey);
-    if (!key) {
-      const aad = encoder.encode(JSON.stringify([p.from, p.s, keys.id]));
-      key = hpkeOpen(
-        keys.x25519,
-        Uint8Array.fromBase64(mine.enc, B64_IN),
-        INFO,
-        aad,
-        Uint8Array.fromBase64(mine.k, B64_IN),
-      );
-      if (sessionKeys.size >= MAX_SESSION_KEYS) {
-        sessionKeys.delete(sessionKeys.keys().next().value!);
-      }
-      sessionKeys.set(cacheKey, key);
-      key.catch(() => sessionKeys.delete(cacheKey));
-    }
-    return key;
-  }
+  const opener = sealedOpener(keys, {
+    clock,
+    replayWindowMs: windowMs,
+    clockSkewMs: skewMs,
+    onOpened: () => openedCount?.inc(),
+  });
+  const open = (d: Delivery) => opener.open(d.envelope, d.topic);
 
   return {
     name: inner.name,
@@ -672,7 +511,7 @@ export function sealedTransport(
           opened = await open(d);
           const seenId = `${opened.headers[SEALED_FROM_HEADER]}|${opened.id}`;
           if (seen.has(seenId)) {
-            throw new Refused(
+            throw new SealedError(
               "replay",
               `message '${opened.id}' from '${
                 opened.headers[SEALED_FROM_HEADER]
@@ -680,7 +519,7 @@ export function sealedTransport(
             );
           }
         } catch (err) {
-          if (!(err instanceof Refused)) throw err;
+          if (!(err instanceof SealedError)) throw err;
           refused?.inc({ reason: err.code });
           options.log?.warn("sealed delivery refused", {
             topic: d.topic,
@@ -732,18 +571,333 @@ export function sealedTransport(
   };
 }
 
+/** What a {@linkcode SealedOpener} opens as, and where it finds senders' keys. */
+export interface SealedOpenerKeys {
+  /** The recipient id it opens as (`node:ID`, `agent:ID`); none: it only verifies. */
+  id?: string;
+  /** The recipient's X25519 key pair; none: it only verifies. */
+  x25519?: HpkeKeyPair;
+  /** Senders' public keys. */
+  directory: SealingDirectory;
+}
+
+/** Options of {@linkcode sealedOpener}. */
+export interface SealedOpenerOptions {
+  /** @default {systemClock} */
+  clock?: Clock;
+  /** Oldest envelope `timestamp` accepted, in ms before now. @default {300000} */
+  replayWindowMs?: number;
+  /** How far an envelope's `timestamp` may be ahead of this clock. @default {30000} */
+  clockSkewMs?: number;
+  /** Called once per message opened. */
+  onOpened?: () => void;
+}
+
+/** What {@linkcode SealedOpener.verify} found in a sealed envelope. */
+export interface SealedCheck {
+  /** The verified sender's directory id. */
+  from: string;
+  /** The recipients' directory ids the payload is wrapped to. */
+  recipients: string[];
+}
+
+/** Checks and opens sealed envelopes (the receiving side of sealing). */
+export interface SealedOpener {
+  /**
+   * Checks what can be checked without a recipient's key: the shape, the
+   * topic (re-addressing), the replay window and the sender's batch
+   * signature. Throws {@linkcode SealedError}.
+   */
+  verify(envelope: Envelope, topic: string): Promise<SealedCheck>;
+  /**
+   * {@linkcode SealedOpener.verify}, then unwraps this recipient's session
+   * key and decrypts: the envelope with its plaintext payload and
+   * {@linkcode SEALED_FROM_HEADER}. Throws {@linkcode SealedError}.
+   */
+  open(envelope: Envelope, topic: string): Promise<Envelope>;
+}
+
+/**
+ * The receiving side of sealed payloads, on its own: what
+ * {@linkcode sealedTransport} runs for each delivery, what a forwarding
+ * node checks before handing a message to the gateway (without a key), and
+ * what the agent SDK opens messages with. Per-message replay memory is the
+ * caller's (ids are only unique per sender).
+ *
+ * @example Usage
+ * ```ts ignore
+ * const opener = sealedOpener({ id: "agent:a1", x25519, directory });
+ * const env = await opener.open(sealedEnvelope, sealedEnvelope.topic);
+ * env.payload; // the plaintext
+ * ```
+ */
+export function sealedOpener(
+  keys: SealedOpenerKeys,
+  options: SealedOpenerOptions = {},
+): SealedOpener {
+  const clock = options.clock ?? systemClock;
+  const windowMs = options.replayWindowMs ?? 300_000;
+  const skewMs = options.clockSkewMs ?? 30_000;
+  // Unwrapped session keys, by sender, session and our wrap.
+  const sessionKeys = new Map<string, Promise<Uint8Array>>();
+  const MAX_SESSION_KEYS = 1024;
+
+  // Per sender key (a replaced key starts afresh): batch signatures
+  // verified or being verified, and the tree nodes (leaves and inner digests,
+  // base64url) under a verified root. A message whose climb reaches one of
+  // those nodes is in a batch the sender signed.
+  const verified = new WeakMap<
+    CryptoKey,
+    { batches: Map<string, Promise<boolean>>; nodes: NodeSet }
+  >();
+
+  async function authenticate(
+    senderKey: CryptoKey,
+    p: SealedPayload,
+    leaf: Uint8Array,
+  ): Promise<void> {
+    let known = verified.get(senderKey);
+    if (!known) {
+      verified.set(
+        senderKey,
+        known = { batches: new Map(), nodes: new NodeSet(MAX_KNOWN_NODES) },
+      );
+    }
+    const { batches, nodes } = known;
+    const batchKey = `${p.m}|${p.root}|${p.sig}`;
+    let node = leaf.toBase64(B64);
+    if (nodes.has(node)) return;
+    // A member of this batch is being verified: its path likely covers ours.
+    const pending = batches.get(batchKey);
+    if (pending) await pending;
+    const learned: string[] = [];
+    const learn = () => {
+      for (const node of learned) nodes.add(node);
+    };
+    let h = leaf;
+    if (nodes.has(node)) return; // learned while we waited
+    learned.push(node);
+    let k = 0;
+    for (
+      let idx = p.i, count = p.m;
+      count > 1;
+      idx >>= 1, count = (count + 1) >> 1
+    ) {
+      if ((idx ^ 1) >= count) continue;
+      const sibling = p.p[k++];
+      let d: Uint8Array;
+      try {
+        d = Uint8Array.fromBase64(sibling ?? "", B64_IN);
+      } catch {
+        d = new Uint8Array();
+      }
+      if (d.length !== 32) {
+        throw new SealedError(
+          "malformed",
+          `the batch path of message ${p.i} of ${p.m} has ${p.p.length} digests, or one is not a base64url SHA-256`,
+        );
+      }
+      h = idx & 1 ? nodeHash(d, h) : nodeHash(h, d);
+      node = h.toBase64(B64);
+      learned.push(sibling);
+      if (nodes.has(node)) return learn();
+      learned.push(node);
+    }
+    if (k !== p.p.length) {
+      throw new SealedError(
+        "malformed",
+        `the batch path of message ${p.i} of ${p.m} has ${p.p.length} digests, not ${k}`,
+      );
+    }
+    if (node !== p.root) {
+      throw new SealedError(
+        "bad_signature",
+        `the signature of '${p.from}' does not cover this envelope: its digest is not in the batch it claims (message ${p.i} of ${p.m}; altered after sealing)`,
+      );
+    }
+    let ok = batches.get(batchKey);
+    if (!ok) {
+      let sig: Uint8Array<ArrayBuffer>;
+      try {
+        sig = Uint8Array.fromBase64(p.sig, B64_IN);
+      } catch {
+        throw new SealedError("malformed", "sig is not base64url");
+      }
+      ok = crypto.subtle.verify(
+        "Ed25519",
+        senderKey,
+        sig,
+        batchBytes(p.from, p.m, h),
+      );
+      if (batches.size >= MAX_VERIFIED_BATCHES) {
+        batches.delete(batches.keys().next().value!);
+      }
+      batches.set(batchKey, ok);
+      // Only a good signature is remembered: a bad one must not shadow it.
+      ok.then(
+        (good) => good || batches.delete(batchKey),
+        () => batches.delete(batchKey),
+      );
+    }
+    if (!(await ok)) {
+      throw new SealedError(
+        "bad_signature",
+        `the signature of '${p.from}' does not cover this envelope: the batch signature does not verify over its root (not sealed by '${p.from}')`,
+      );
+    }
+    learn();
+  }
+
+  async function verify(env: Envelope, topic: string) {
+    const p = parseSealed(env.payload);
+    if (p.topic !== env.topic || p.topic !== topic) {
+      throw new SealedError(
+        "readdressed",
+        `sealed for topic '${p.topic}', found on '${topic}' (envelope topic '${env.topic}')`,
+      );
+    }
+    const now = clock.now();
+    if (env.timestamp < now - windowMs || env.timestamp > now + skewMs) {
+      throw new SealedError(
+        "replay_window",
+        `timestamp ${env.timestamp} is outside the window [now-${windowMs} ms, now+${skewMs} ms] (now ${now})`,
+      );
+    }
+    let sender: SealingPeer | undefined;
+    try {
+      sender = await keys.directory.lookup(p.from);
+    } catch (err) {
+      throw new SealedError(
+        "unknown_sender",
+        `the key of sender '${p.from}' cannot be read: ${
+          (err as Error).message
+        }`,
+      );
+    }
+    if (!sender) {
+      throw new SealedError(
+        "unknown_sender",
+        `sender '${p.from}' has no published key`,
+      );
+    }
+    const { sig: _sig, root: _root, i: _i, m: _m, p: _p, ct: _ct, ...head } = p;
+    let ct: Uint8Array;
+    try {
+      ct = Uint8Array.fromBase64(p.ct, B64_IN);
+    } catch {
+      throw new SealedError("malformed", "ct is not base64url");
+    }
+    const header = headerOf(env, head, ct.length);
+    await authenticate(sender.ed25519, p, digestOf(header, ct));
+    return { p, header, ct };
+  }
+
+  async function open(env: Envelope, topic: string): Promise<Envelope> {
+    const { p, header, ct } = await verify(env, topic);
+    if (!keys.id || !keys.x25519) {
+      throw new SealedError(
+        "not_recipient",
+        "this opener has no recipient id or X25519 key",
+      );
+    }
+    const x25519 = keys.x25519;
+    const recipients = p.w.map((w) => w.r);
+    const mine = p.w.find((w) => w.r === keys.id);
+    if (!mine) {
+      throw new SealedError(
+        "not_recipient",
+        `'${keys.id}' is not among the recipients [${recipients.join(", ")}]`,
+      );
+    }
+    let key: Uint8Array;
+    try {
+      key = await sessionKey(p, mine, x25519);
+    } catch (err) {
+      throw new SealedError(
+        "no_key",
+        `this node's X25519 key does not open its wrap for '${keys.id}' (key replaced since the sender looked it up?): ${
+          (err as Error).message
+        }`,
+      );
+    }
+    let plain: Uint8Array;
+    try {
+      plain = aeadOpen(
+        key,
+        nonceOf(p.n),
+        header,
+        ct,
+      );
+    } catch (err) {
+      throw new SealedError(
+        "tampered",
+        `the payload does not open for '${keys.id}': ${(err as Error).message}`,
+      );
+    }
+    let payload: unknown;
+    try {
+      payload = JSON.parse(decoder.decode(plain));
+    } catch {
+      throw new SealedError(
+        "malformed",
+        "the opened payload is not UTF-8 JSON",
+      );
+    }
+    options.onOpened?.();
+    const { [SEALED_HEADER]: _sealed, ...headers } = env.headers;
+    return {
+      ...env,
+      headers: { ...headers, [SEALED_FROM_HEADER]: p.from },
+      payload,
+    };
+  }
+
+  function sessionKey(
+    p: SealedPayload,
+    mine: SealedPayload["w"][number],
+    x25519: HpkeKeyPair,
+  ): Promise<Uint8Array> {
+    const cacheKey = `${p.from}|${p.s}|${mine.enc}|${mine.k}`;
+    let key = sessionKeys.get(cacheKey);
+    if (!key) {
+      const aad = encoder.encode(JSON.stringify([p.from, p.s, keys.id]));
+      key = hpkeOpen(
+        x25519,
+        Uint8Array.fromBase64(mine.enc, B64_IN),
+        INFO,
+        aad,
+        Uint8Array.fromBase64(mine.k, B64_IN),
+      );
+      if (sessionKeys.size >= MAX_SESSION_KEYS) {
+        sessionKeys.delete(sessionKeys.keys().next().value!);
+      }
+      sessionKeys.set(cacheKey, key);
+      key.catch(() => sessionKeys.delete(cacheKey));
+    }
+    return key;
+  }
+
+  return {
+    async verify(envelope, topic) {
+      const { p } = await verify(envelope, topic);
+      return { from: p.from, recipients: p.w.map((w) => w.r) };
+    },
+    open,
+  };
+}
+
 function parseSealed(payload: unknown): SealedPayload {
   if (
     payload === null || typeof payload !== "object" || Array.isArray(payload)
   ) {
-    throw new Refused(
+    throw new SealedError(
       "not_sealed",
       "the topic is sealed but the payload is not a sealed object",
     );
   }
   const p = payload as Record<string, unknown>;
   if (p.v === undefined && p.sig === undefined && p.ct === undefined) {
-    throw new Refused(
+    throw new SealedError(
       "not_sealed",
       "the topic is sealed but the payload is plain",
     );
@@ -752,7 +906,10 @@ function parseSealed(payload: unknown): SealedPayload {
   const str = (v: unknown, max: number) =>
     typeof v === "string" && v.length > 0 && v.length <= max;
   if (p.v !== VERSION) {
-    throw new Refused("malformed", `unknown sealed version '${String(p.v)}'`);
+    throw new SealedError(
+      "malformed",
+      `unknown sealed version '${String(p.v)}'`,
+    );
   }
   if (
     !str(p.from, 256) || !str(p.topic, 512) || !str(p.s, 64) ||
@@ -769,7 +926,7 @@ function parseSealed(payload: unknown): SealedPayload {
       str(w.enc, 64) && str(w.k, 128)
     )
   ) {
-    throw new Refused(
+    throw new SealedError(
       "malformed",
       "the sealed payload lacks a field, or one has a wrong type or length (from, topic, s, w[{r, enc, k}], n, ct, sig, root, i, m, p)",
     );

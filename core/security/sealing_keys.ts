@@ -12,13 +12,20 @@
  *   encrypt to) and its Ed25519 public key (what receivers check its
  *   signatures with). Each node publishes its own entry at start. As for the
  *   keyring, the trust root is the shared KV itself.
+ * - **agents' entries** (`agent:ID`): an agent's X25519 key, published by
+ *   the node it is connected to, with the agent's Ed25519 signature over the
+ *   statement {@linkcode SEALING_KEY_STATEMENT} (its directory id and X25519
+ *   key). The entry's Ed25519 key must be the agent's **enrolled** key
+ *   (`["gateway", "agents", ID]`) and the signature must verify with it, or
+ *   the lookup is refused with {@linkcode SealingKeyError}: a writer of the
+ *   directory alone cannot bind another X25519 key to an enrolled agent.
  *
  * @module
  */
 import { join } from "node:path";
 import type { Clock } from "../clock.ts";
 import { systemClock } from "../clock.ts";
-import { sealingKeyKey } from "../state/keys.ts";
+import { gatewayAgentKey, sealingKeyKey } from "../state/keys.ts";
 import { retryLocked } from "../state/store.ts";
 import { type HpkeKeyPair, importPrivateKey } from "./hpke.ts";
 import { importEd25519PublicKey } from "./ed25519.ts";
@@ -30,6 +37,90 @@ export const SEALING_KEY_FILE = "node-x25519.jwk";
 
 const B64URL_32_BYTES = /^[A-Za-z0-9_-]{43}$/;
 const MAX_KEY_FILE_BYTES = 16 * 1024;
+
+/**
+ * The context string of an agent's sealing key statement: what the agent's
+ * Ed25519 key signs to bind its X25519 key to its id.
+ */
+export const SEALING_KEY_STATEMENT = "plexus-sealing-key/v1";
+
+const statementEncoder = new TextEncoder();
+const B64U = { alphabet: "base64url", omitPadding: true } as const;
+
+/**
+ * The bytes an agent signs to publish its X25519 key: the context
+ * {@linkcode SEALING_KEY_STATEMENT}, a zero byte, and the JSON array of its
+ * directory id (`agent:ID`) and its X25519 public key (base64url).
+ *
+ * @example Usage
+ * ```ts
+ * import { sealingKeyStatement } from "./sealing_keys.ts";
+ * const bytes = sealingKeyStatement("agent-1", new Uint8Array(32));
+ * new TextDecoder().decode(bytes).startsWith("plexus-sealing-key/v1\0"); // true
+ * ```
+ */
+export function sealingKeyStatement(
+  agentId: string,
+  x25519: Uint8Array,
+): Uint8Array<ArrayBuffer> {
+  return statementEncoder.encode(
+    `${SEALING_KEY_STATEMENT}\0${
+      JSON.stringify([`agent:${agentId}`, x25519.toBase64(B64U)])
+    }`,
+  );
+}
+
+/**
+ * Signs an agent's sealing key statement with its Ed25519 key (a
+ * `CryptoKey` with usage `sign`).
+ *
+ * @example Usage
+ * ```ts
+ * import { signSealingKeyStatement, verifySealingKeyStatement } from "./sealing_keys.ts";
+ * const ed = await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]) as CryptoKeyPair;
+ * const x = new Uint8Array(32).fill(7);
+ * const sig = await signSealingKeyStatement(ed.privateKey, "agent-1", x);
+ * await verifySealingKeyStatement(ed.publicKey, "agent-1", x, sig); // true
+ * await verifySealingKeyStatement(ed.publicKey, "agent-2", x, sig); // false
+ * ```
+ */
+export async function signSealingKeyStatement(
+  signingKey: CryptoKey,
+  agentId: string,
+  x25519: Uint8Array,
+): Promise<Uint8Array> {
+  return new Uint8Array(
+    await crypto.subtle.sign(
+      "Ed25519",
+      signingKey,
+      sealingKeyStatement(agentId, x25519),
+    ),
+  );
+}
+
+/**
+ * Whether `sig` is `ed25519`'s signature over the agent's sealing key
+ * statement for `x25519`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * if (!await verifySealingKeyStatement(enrolled, "agent-1", x, sig)) throw …;
+ * ```
+ */
+export async function verifySealingKeyStatement(
+  ed25519: CryptoKey,
+  agentId: string,
+  x25519: Uint8Array,
+  sig: Uint8Array,
+): Promise<boolean> {
+  if (sig.length !== 64 || x25519.length !== 32) return false;
+  return await crypto.subtle.verify(
+    "Ed25519",
+    ed25519,
+    sig.slice(),
+    sealingKeyStatement(agentId, x25519),
+  );
+}
 
 /** The key file is malformed, unreadable or readable by group/others. */
 export class SealingKeyError extends Error {
@@ -161,13 +252,44 @@ export interface SealingDirectory {
 export interface KvSealingDirectory extends SealingDirectory {
   /** Publishes (or replaces) `id`'s public keys (raw 32-byte keys). */
   publish(id: string, x25519: Uint8Array, ed25519: Uint8Array): Promise<void>;
+  /**
+   * Publishes (or replaces) agent `agentId`'s X25519 key, with its signature
+   * over {@linkcode sealingKeyStatement}; the entry's Ed25519 key is the
+   * agent's enrolled key. Throws {@linkcode SealingKeyError} when the agent
+   * is not enrolled or the signature does not verify with its enrolled key.
+   */
+  publishAgent(
+    agentId: string,
+    x25519: Uint8Array,
+    sig: Uint8Array,
+  ): Promise<void>;
 }
 
 interface StoredPeer {
   id: string;
   x25519: string;
   ed25519: string;
+  /** Agents' entries: the agent's signature over its key statement. */
+  sig?: string;
   updatedAt: number;
+}
+
+/** The agent's enrolled Ed25519 public key (raw), or undefined. */
+async function enrolledAgentKey(
+  kv: Deno.Kv,
+  agentId: string,
+): Promise<Uint8Array<ArrayBuffer> | undefined> {
+  const entry = await retryLocked(() =>
+    kv.get<{ publicKey?: unknown }>(gatewayAgentKey(agentId))
+  );
+  const key = entry.value?.publicKey;
+  if (typeof key !== "string") return undefined;
+  try {
+    const raw = Uint8Array.fromBase64(key, { alphabet: "base64url" });
+    return raw.length === 32 ? raw : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -210,13 +332,46 @@ export function kvSealingDirectory(
       return undefined;
     }
     const b64 = { alphabet: "base64url" } as const;
-    return {
-      id,
-      x25519: Uint8Array.fromBase64(v.x25519, b64),
-      ed25519: await importEd25519PublicKey(
-        Uint8Array.fromBase64(v.ed25519, b64),
-      ),
-    };
+    const x25519 = Uint8Array.fromBase64(v.x25519, b64);
+    const ed25519 = await importEd25519PublicKey(
+      Uint8Array.fromBase64(v.ed25519, b64),
+    );
+    if (id.startsWith("agent:")) {
+      await checkAgentEntry(id.slice(6), v, x25519, ed25519);
+    }
+    return { id, x25519, ed25519 };
+  }
+
+  // An agent's entry holds only if its Ed25519 key is the enrolled one and
+  // signs the statement binding the X25519 key to the agent's id.
+  async function checkAgentEntry(
+    agentId: string,
+    v: StoredPeer,
+    x25519: Uint8Array,
+    ed25519: CryptoKey,
+  ): Promise<void> {
+    const enrolled = await enrolledAgentKey(kv, agentId);
+    if (!enrolled) {
+      throw new SealingKeyError(
+        `Refusing the sealing key of 'agent:${agentId}': the agent is not enrolled`,
+      );
+    }
+    if (enrolled.toBase64(B64U) !== v.ed25519) {
+      throw new SealingKeyError(
+        `Refusing the sealing key of 'agent:${agentId}': its Ed25519 key is not the agent's enrolled key`,
+      );
+    }
+    let sig: Uint8Array;
+    try {
+      sig = Uint8Array.fromBase64(v.sig ?? "", { alphabet: "base64url" });
+    } catch {
+      sig = new Uint8Array();
+    }
+    if (!await verifySealingKeyStatement(ed25519, agentId, x25519, sig)) {
+      throw new SealingKeyError(
+        `Refusing the sealing key of 'agent:${agentId}': its key statement is not signed by the agent's enrolled key`,
+      );
+    }
   }
 
   return {
@@ -236,6 +391,37 @@ export function kvSealingDirectory(
         id,
         x25519: x25519.toBase64(b64),
         ed25519: ed25519.toBase64(b64),
+        updatedAt: clock.now(),
+      };
+      await retryLocked(() => kv.set(sealingKeyKey(id), record));
+      cache.delete(id);
+    },
+    async publishAgent(agentId, x25519, sig) {
+      const enrolled = await enrolledAgentKey(kv, agentId);
+      if (!enrolled) {
+        throw new SealingKeyError(
+          `Cannot publish a sealing key for 'agent:${agentId}': the agent is not enrolled`,
+        );
+      }
+      if (
+        x25519.length !== 32 ||
+        !await verifySealingKeyStatement(
+          await importEd25519PublicKey(enrolled),
+          agentId,
+          x25519,
+          sig,
+        )
+      ) {
+        throw new SealingKeyError(
+          `Cannot publish a sealing key for 'agent:${agentId}': the statement is not signed by the agent's enrolled key (or the key is not 32 bytes)`,
+        );
+      }
+      const id = `agent:${agentId}`;
+      const record: StoredPeer = {
+        id,
+        x25519: x25519.toBase64(B64U),
+        ed25519: enrolled.toBase64(B64U),
+        sig: sig.toBase64(B64U),
         updatedAt: clock.now(),
       };
       await retryLocked(() => kv.set(sealingKeyKey(id), record));

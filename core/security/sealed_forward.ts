@@ -1,0 +1,253 @@
+/**
+ * Sealed payloads for **agents** (docs/security.md, "Sealed payloads",
+ * "Agents as recipients"): agents reach a node through the gateway, not the
+ * broker, so a node forwards what is sealed to them. For each
+ * `sealed.topics` rule that names `agent:ID` recipients and a `deliver`
+ * channel, {@linkcode forwardSealedToAgents} subscribes to the rule's topics
+ * on the **inner** (unsealing-free) transport in the consumer group
+ * {@linkcode SEALED_FORWARD_GROUP} (so each message is handled by one node
+ * of the cluster), checks what it can without a recipient's key (shape,
+ * topic, replay window, the sender's batch signature: {@linkcode
+ * SealedOpener.verify}) and hands the envelope, still sealed, to the
+ * gateway's durable send for every agent among its recipients. The
+ * forwarding node never opens it; the agent's SDK does (`sdk/sealed.ts`).
+ *
+ * The gateway is a plugin and core does not import it: the forwarder asks
+ * for a {@linkcode SealedAgentSink} (the `gateway:agents` capability's
+ * `send`) at each delivery, and `nak`s with a delay while the node has none.
+ *
+ * @module
+ */
+import type { Clock } from "../clock.ts";
+import type { Envelope } from "../envelope.ts";
+import type { Logger } from "../observe/logger.ts";
+import type { MetricsRegistry } from "../observe/metrics.ts";
+import { topicMatches } from "../router.ts";
+import type { Subscription, Transport } from "../transport.ts";
+import {
+  SealedError,
+  type SealedOpener,
+  type SealedTopicRule,
+  type SealingPolicy,
+} from "./sealed_transport.ts";
+
+/** The consumer group forwarding nodes share on sealed topics for agents. */
+export const SEALED_FORWARD_GROUP = "plexus.sealed.agents";
+
+/** The message type (`mt`) of a sealed envelope handed to an agent. */
+export const SEALED_MESSAGE_TYPE = "plexus.sealed";
+
+/** What the forwarder hands sealed envelopes to: the gateway's `send`. */
+export interface SealedAgentSink {
+  /** Stores (and pushes) `message` for `agentId` on backend channel `channel`. */
+  send(
+    agentId: string,
+    channel: string,
+    message: unknown,
+    opts?: {
+      messageType?: string;
+      priority?: number;
+      correlationId?: string;
+      sender?: string;
+      id?: string;
+    },
+  ): Promise<{ messageId: string; status: string; error?: string }>;
+}
+
+/** Options of {@linkcode forwardSealedToAgents}. */
+export interface SealedForwardOptions {
+  /** Checks envelopes without opening them (`sealedOpener` with no key). */
+  opener: SealedOpener;
+  /** The gateway's send, or undefined while this node has none. */
+  sink: () => SealedAgentSink | undefined;
+  /** Counts forwards and refusals. */
+  metrics?: MetricsRegistry;
+  /** Refusals (warn) and forwards (debug). */
+  log?: Logger;
+  /** @default {systemClock} */
+  clock?: Clock;
+  /** Delay of the `nak` while no gateway is there, ms. @default {5000} */
+  noSinkDelayMs?: number;
+  /** Delay of the `nak` after a failed send, ms. @default {1000} */
+  retryDelayMs?: number;
+  /** Message ids (per sender) remembered to refuse replays. @default {100000} */
+  maxSeen?: number;
+  /** Replay window the seen ids are kept for, ms. @default {300000} */
+  replayWindowMs?: number;
+}
+
+/**
+ * The rules whose agent recipients are forwarded (those with `deliver`),
+ * and the topics forwarders subscribe to for each.
+ *
+ * @example Usage
+ * ```ts
+ * import { agentRules } from "./sealed_forward.ts";
+ * const rules = agentRules({ topics: [
+ *   { pattern: "ops.keys", recipients: ["agent:a1"], deliver: { channel: "sealed" } },
+ *   { pattern: "orders.>", recipients: ["node:n1"] },
+ * ] });
+ * rules.map((r) => r.topics); // [["ops.keys"]]
+ * ```
+ */
+export function agentRules(
+  policy: SealingPolicy,
+): { rule: SealedTopicRule; topics: string[] }[] {
+  return policy.topics
+    .filter((r) => r.deliver && r.recipients.some(isAgentRecipient))
+    .map((rule) => ({
+      rule,
+      topics: rule.deliver!.topics?.length
+        ? rule.deliver!.topics
+        : [rule.pattern],
+    }));
+}
+
+const isAgentRecipient = (id: string) => id.startsWith("agent:");
+
+/**
+ * Subscribes `inner` to the topics of every rule with agent recipients and
+ * forwards their sealed envelopes, unopened, to the agents through
+ * `options.sink()`. A delivery that fails the checks is `term`ed with
+ * `"sealed <code>: <detail>"` (dead-lettered) and counted in
+ * `plexus_sealed_refused_total{reason}`; each forward is counted in
+ * `plexus_sealed_forwarded_total{outcome}` (`forwarded`, `undeliverable`,
+ * `retry`, `no_gateway`). Resolves to the subscriptions (close them to stop).
+ *
+ * @example Usage
+ * ```ts ignore
+ * const subs = await forwardSealedToAgents(inner, policy, {
+ *   opener: sealedOpener({ directory }),
+ *   sink: () => kernel.has("gateway:agents") ? kernel.get("gateway:agents") : undefined,
+ * });
+ * ```
+ */
+export async function forwardSealedToAgents(
+  inner: Transport,
+  policy: SealingPolicy,
+  options: SealedForwardOptions,
+): Promise<Subscription[]> {
+  const refused = options.metrics?.counter(
+    "plexus_sealed_refused_total",
+    "Sealed deliveries refused and dead-lettered, by reason",
+  );
+  const forwarded = options.metrics?.counter(
+    "plexus_sealed_forwarded_total",
+    "Sealed envelopes handed, unopened, to the gateway for agent recipients",
+  );
+  const windowMs = options.replayWindowMs ?? policy.replayWindowMs ?? 300_000;
+  const maxSeen = options.maxSeen ?? policy.maxSeen ?? 100_000;
+  const now = () => options.clock?.now() ?? Date.now();
+  const seen = new Map<string, number>();
+  const remember = (id: string, timestamp: number) => {
+    for (const [k, exp] of seen) {
+      if (exp > now() && seen.size < maxSeen) break;
+      seen.delete(k);
+    }
+    seen.set(id, timestamp + windowMs);
+  };
+  const ruleFor = (topic: string) =>
+    policy.topics.find((r) => topicMatches(r.pattern, topic));
+  const subs: Subscription[] = [];
+  try {
+    for (const { rule, topics } of agentRules(policy)) {
+      const channel = rule.deliver!.channel;
+      for (const topic of topics) {
+        subs.push(
+          await inner.subscribe(topic, async (d) => {
+            // Another rule applies first: not this forwarder's message.
+            if (ruleFor(d.topic) !== rule) return await d.ack();
+            const env: Envelope = d.envelope;
+            let from: string;
+            let agents: string[];
+            try {
+              const check = await options.opener.verify(env, d.topic);
+              from = check.from;
+              agents = check.recipients.filter(isAgentRecipient).map((r) =>
+                r.slice(6)
+              );
+              if (seen.has(`${from}|${env.id}`)) {
+                throw new SealedError(
+                  "replay",
+                  `message '${env.id}' from '${from}' was already forwarded here`,
+                );
+              }
+            } catch (err) {
+              if (!(err instanceof SealedError)) throw err;
+              refused?.inc({ reason: err.code });
+              options.log?.warn("sealed delivery refused", {
+                topic: d.topic,
+                id: env.id,
+                reason: err.code,
+                detail: err.message,
+                forwarding: true,
+              });
+              await d.term(`sealed ${err.code}: ${err.message}`);
+              return;
+            }
+            const sink = options.sink();
+            if (!sink) {
+              forwarded?.inc({ outcome: "no_gateway" });
+              await d.nak(
+                options.noSinkDelayMs ?? 5000,
+                "no gateway on this node to hand sealed messages for agents to",
+              );
+              return;
+            }
+            for (const agentId of agents) {
+              let result: { status: string; error?: string };
+              try {
+                result = await sink.send(agentId, channel, env, {
+                  // Stable across redeliveries: the agent drops duplicates.
+                  id: env.id,
+                  messageType: SEALED_MESSAGE_TYPE,
+                  priority: env.priority,
+                  correlationId: env.correlationId,
+                  sender: from,
+                });
+              } catch (err) {
+                // Unknown agent, or one that may not use the channel: final.
+                forwarded?.inc({ outcome: "undeliverable" });
+                const reason =
+                  `sealed undeliverable: agent '${agentId}' on '${channel}': ${
+                    (err as Error).message
+                  }`;
+                options.log?.warn("sealed message for an agent undeliverable", {
+                  topic: d.topic,
+                  id: env.id,
+                  agent: agentId,
+                  error: (err as Error).message,
+                });
+                await d.term(reason);
+                return;
+              }
+              if (result.status === "failed") {
+                forwarded?.inc({ outcome: "retry" });
+                await d.nak(
+                  options.retryDelayMs ?? 1000,
+                  `sealed message for agent '${agentId}' not stored: ${
+                    result.error ?? "failed"
+                  }`,
+                );
+                return;
+              }
+              forwarded?.inc({ outcome: "forwarded" });
+              options.log?.debug("sealed message forwarded unopened", {
+                topic: d.topic,
+                id: env.id,
+                agent: agentId,
+                channel,
+              });
+            }
+            remember(`${from}|${env.id}`, env.timestamp);
+            await d.ack();
+          }, { group: SEALED_FORWARD_GROUP }),
+        );
+      }
+    }
+  } catch (err) {
+    await Promise.allSettled(subs.map((s) => s.close()));
+    throw err;
+  }
+  return subs;
+}

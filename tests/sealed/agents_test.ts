@@ -1,0 +1,331 @@
+/**
+ * Agents as recipients of sealed payloads (docs/security.md, "Agents as
+ * recipients"), with real components: an in-process node on Redis Streams
+ * (from `REDIS_URL`) with the gateway, a real SDK agent connected to it over
+ * `WS /ws/agent`, and a node recipient (a `sealedTransport` on its own Redis
+ * connection with keys in the same KV). The node publishes to a topic sealed
+ * for the agent and the node recipient; it forwards the message to the agent
+ * unopened; both open it. Redis' stored bytes (redis-cli XRANGE) hold no
+ * plaintext; refusals at the forwarder and at the agent carry their codes.
+ */
+import assert from "node:assert/strict";
+import { createEnvelope, type Envelope } from "../../core/envelope.ts";
+import type { Delivery, Transport } from "../../core/transport.ts";
+import { generateKeyPair } from "../../core/security/hpke.ts";
+import {
+  SealedError,
+  sealedTransport,
+  type SealingPolicy,
+} from "../../core/security/sealed_transport.ts";
+import { kvSealingDirectory } from "../../core/security/sealing_keys.ts";
+import { waitFor } from "../../testing/conformance.ts";
+import { connectRedisStreams } from "../../transports/redis-streams/transport.ts";
+import { DEFAULT_CHANNELS } from "../../gateway/policy.ts";
+import type { AgentMessage } from "../../sdk/client.ts";
+import { type SealedMessage, subscribeSealed } from "../../sdk/sealed.ts";
+import { startTestNode } from "../gateway/_node.ts";
+import { enrolledKey, sdkClient, seedOf } from "../gateway/_sdk_helpers.ts";
+
+const url = Deno.env.get("REDIS_URL");
+const required = Deno.env.get("PLEXUS_REQUIRE_SERVICES") === "1";
+const hasCli = await new Deno.Command("redis-cli", { args: ["--version"] })
+  .output().then((o) => o.success, () => false);
+const skip = !url
+  ? 'REDIS_URL is not set (run: eval "$(deno task services)")'
+  : !hasCli
+  ? "redis-cli is not installed"
+  : undefined;
+if (skip && !required) console.log(`ignored: sealed agents: ${skip}`);
+
+const MARKER = "agent-plaintext-marker-5be1";
+
+async function redisCli(...args: string[]): Promise<string> {
+  const out = await new Deno.Command("redis-cli", {
+    args: ["-u", url!, ...args],
+  }).output();
+  return new TextDecoder().decode(out.stdout);
+}
+
+Deno.test({
+  name:
+    "sealed agents: a message sealed for an agent and a node reaches both in plaintext through Redis and the gateway; the forwarding node never opens it; refusals carry their codes",
+  ignore: skip !== undefined && !required,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t) {
+    assert.ok(!skip, skip);
+    const dir = await Deno.makeTempDir({ prefix: "plexus-sealed-agents-" });
+    const run = crypto.randomUUID().slice(0, 8);
+    const prefix = `sealed-agents-${run}:`;
+    const topic = `sealedagents.${run}.keys`;
+    const other = `sealedagents.${run}.other`;
+    const cleanup: (() => Promise<unknown>)[] = [];
+    try {
+      // The node's KV file exists once the node runs: start it first, with
+      // the recipients' ids known in advance except the agent's.
+      const kvPath = `${dir}/shared.kv`;
+      // Agent keys are enrolled through the node, so the rule needs the
+      // agent id first: make the node, enrol, then restart with the rule?
+      // No: enrolment lives in KV, so enrol against a first node without
+      // the rule, stop it, and start the real one.
+      const first = await startTestNode({ dir, name: "a" });
+      const key = await enrolledKey(first);
+      const stranger = await enrolledKey(first);
+      await first.shutdown();
+
+      const policy: SealingPolicy = {
+        topics: [{
+          pattern: `sealedagents.${run}.*`,
+          recipients: [`agent:${key.id}`, "node:b"],
+          deliver: { channel: "sealed", topics: [topic, other] },
+        }],
+      };
+      const node = await startTestNode({
+        dir,
+        name: "a",
+        config: { transport: "redis-streams", sealed: policy },
+        pluginConfig: { "redis-streams": { url, prefix } },
+        gateway: {
+          channels: {
+            ...DEFAULT_CHANNELS,
+            sealed: { subscribe: ["agent"], durable: true },
+            "sealing-keys": { publish: ["agent"] },
+          },
+          ackTimeoutMs: 5000,
+        },
+      });
+      cleanup.push(() => node.shutdown());
+
+      // The node recipient: its own Redis connection, keys in the same KV.
+      const kv = await Deno.openKv(kvPath);
+      cleanup.push(() => Promise.resolve(kv.close()));
+      const directory = kvSealingDirectory(kv, { cacheMs: 0 });
+      const ed = await crypto.subtle.generateKey({ name: "Ed25519" }, true, [
+        "sign",
+        "verify",
+      ]) as CryptoKeyPair;
+      const x25519 = await generateKeyPair();
+      await directory.publish(
+        "node:b",
+        x25519.publicKey,
+        new Uint8Array(await crypto.subtle.exportKey("raw", ed.publicKey)),
+      );
+      const rawB = await connectRedisStreams({ url, prefix });
+      cleanup.push(() => rawB.close());
+      const b = sealedTransport(rawB, policy, {
+        id: "node:b",
+        signingKey: ed.privateKey,
+        x25519,
+        directory,
+      });
+      const atB: Envelope[] = [];
+      const bSub = await b.subscribe(topic, async (d: Delivery) => {
+        atB.push(d.envelope);
+        await d.ack();
+      }, { group: "billing" });
+      cleanup.push(() => bSub.close());
+
+      // The agent, and one that is enrolled but no recipient.
+      const agent = sdkClient(node.ws, key);
+      cleanup.push(() => agent.close());
+      await agent.connect();
+      let skewMs = 0;
+      const opened: SealedMessage[] = [];
+      const refused: { error: SealedError; message: AgentMessage }[] = [];
+      const sub = await subscribeSealed(agent, {
+        seed: seedOf(key),
+        handler: (m) => void opened.push(m),
+        onRefused: (error, message) => void refused.push({ error, message }),
+        now: () => Date.now() + skewMs,
+      });
+      assert.equal(sub.id, `agent:${key.id}`);
+      const outsider = sdkClient(node.ws, stranger);
+      cleanup.push(() => outsider.close());
+      await outsider.connect();
+      const strangerOpened: SealedMessage[] = [];
+      const strangerRefused: SealedError[] = [];
+      await subscribeSealed(outsider, {
+        seed: seedOf(stranger),
+        handler: (m) => void strangerOpened.push(m),
+        onRefused: (error) => void strangerRefused.push(error),
+      });
+
+      const transport = node.handle.kernel.get<Transport>(
+        "transport:redis-streams",
+      );
+      const publish = (payload: unknown, timestamp?: number) => {
+        const env = createEnvelope({
+          type: "event",
+          topic,
+          source: "a",
+          payload,
+        });
+        return transport.publish(topic, {
+          ...env,
+          ...(timestamp ? { timestamp } : {}),
+        });
+      };
+
+      await t.step(
+        "the agent and the node recipient both open it",
+        async () => {
+          await publish({ note: MARKER, n: 1 });
+          const m = await waitFor(
+            "the agent's opened message",
+            () => opened[0],
+            15_000,
+          );
+          assert.deepEqual(m.payload, { note: MARKER, n: 1 });
+          assert.equal(m.from, "node:a");
+          assert.equal(m.envelope.topic, topic);
+          const atNode = await waitFor(
+            "node b's opened message",
+            () => atB[0],
+            15_000,
+          );
+          assert.deepEqual(atNode.payload, { note: MARKER, n: 1 });
+          assert.equal(atNode.headers["plexus-sealed-from"], "node:a");
+          // The gateway carried the sealed envelope, not the plaintext.
+          const carried = JSON.stringify(m.message.payload);
+          assert.ok(!carried.includes(MARKER), carried);
+          assert.ok(carried.includes('"sig"'), carried);
+        },
+      );
+
+      await t.step("Redis stores only ciphertext", async () => {
+        const keys = (await redisCli("--scan", "--pattern", `${prefix}*`))
+          .split("\n").filter(Boolean);
+        let stored = "";
+        for (const k of keys) {
+          if ((await redisCli("TYPE", k)).trim() !== "stream") continue;
+          stored += await redisCli("XRANGE", k, "-", "+");
+        }
+        assert.ok(stored.includes('"sig"'), `no sealed entry in ${stored}`);
+        assert.ok(!stored.includes(MARKER), `plaintext in Redis: ${stored}`);
+      });
+
+      await t.step("the forwarding node did not open it", async () => {
+        assert.equal(
+          await node.metric("plexus_sealed_messages_total", { op: "opened" }),
+          0,
+        );
+        assert.equal(
+          await node.metric("plexus_sealed_forwarded_total", {
+            outcome: "forwarded",
+          }),
+          1,
+        );
+      });
+
+      const genuine = opened[0].message.payload as Envelope;
+      const sendRaw = (to: string, env: unknown) =>
+        node.gateway.api.send(to, "sealed", env, {
+          messageType: "plexus.sealed",
+        });
+      const refusal = async (n: number) =>
+        (await waitFor(
+          `refusal ${n} at the agent`,
+          () => refused[n - 1],
+          10_000,
+        ))
+          .error;
+
+      await t.step(
+        "at the agent: a tampered ciphertext is bad_signature",
+        async () => {
+          const p = genuine.payload as Record<string, string>;
+          const flipped = p.ct[5] === "A" ? "B" : "A";
+          await sendRaw(key.id, {
+            ...genuine,
+            payload: { ...p, ct: p.ct.slice(0, 5) + flipped + p.ct.slice(6) },
+          });
+          const err = await refusal(1);
+          assert.ok(err instanceof SealedError);
+          assert.equal(err.code, "bad_signature", err.message);
+        },
+      );
+
+      await t.step(
+        "at the agent: a re-addressed message is readdressed",
+        async () => {
+          await sendRaw(key.id, { ...genuine, topic: other });
+          assert.equal((await refusal(2)).code, "readdressed");
+        },
+      );
+
+      await t.step(
+        "at the agent: a copy already handled is a replay",
+        async () => {
+          await sendRaw(key.id, genuine);
+          assert.equal((await refusal(3)).code, "replay");
+        },
+      );
+
+      await t.step("at the agent: outside the replay window", async () => {
+        skewMs = 10 * 60_000;
+        await sendRaw(key.id, { ...genuine, id: crypto.randomUUID() });
+        const err = await refusal(4);
+        // A new id changes the signed header: either check refuses it; the
+        // window is checked first.
+        assert.equal(err.code, "replay_window", err.message);
+        skewMs = 0;
+      });
+
+      await t.step(
+        "an agent that is no recipient gets nothing, and refuses a copy",
+        async () => {
+          assert.deepEqual(strangerOpened, []);
+          await sendRaw(stranger.id, genuine);
+          const err = await waitFor(
+            "the outsider's refusal",
+            () => strangerRefused[0],
+            10_000,
+          );
+          assert.equal(err.code, "not_recipient", err.message);
+          assert.deepEqual(strangerOpened, []);
+        },
+      );
+
+      await t.step(
+        "at the forwarder: refusals are dead-lettered with their code",
+        async () => {
+          const raw = await connectRedisStreams({ url, prefix });
+          cleanup.push(() => raw.close());
+          const p = genuine.payload as Record<string, string>;
+          // Tampered on the broker.
+          await raw.publish(topic, {
+            ...genuine,
+            id: crypto.randomUUID(),
+            payload: { ...p, ct: "A" + p.ct.slice(1) },
+          });
+          // The genuine message put on another topic of the rule.
+          await raw.publish(other, { ...genuine, topic: other });
+          // Sealed and signed by the node, but older than the window.
+          await publish({ note: MARKER, old: true }, Date.now() - 3_600_000);
+          for (
+            const reason of ["bad_signature", "readdressed", "replay_window"]
+          ) {
+            await waitFor(
+              `forwarder refusal ${reason}`,
+              async () =>
+                await node.metric("plexus_sealed_refused_total", { reason }) >=
+                  1,
+              15_000,
+            );
+          }
+          const dead = await transport.deadLetters!(other);
+          assert.ok(
+            dead.some((d) => /^sealed readdressed/.test(d.reason)),
+            JSON.stringify(dead.map((d) => d.reason)),
+          );
+          // None of them reached the agent.
+          assert.equal(opened.length, 1);
+          assert.equal(refused.length, 4);
+        },
+      );
+    } finally {
+      for (const c of cleanup.reverse()) await c().catch(() => {});
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
