@@ -63,6 +63,15 @@ export {
 } from "./keys.ts";
 export { backoffDelay, type BackoffOptions } from "./reconnect.ts";
 export {
+  AGENT_SEALING_KEY_INFO,
+  agentSealingKey,
+  SealedError,
+  type SealedMessage,
+  type SealedSubscription,
+  subscribeSealed,
+  type SubscribeSealedOptions,
+} from "./sealed.ts";
+export {
   type PromptAnswer,
   type PromptHandler,
   type PromptHop,

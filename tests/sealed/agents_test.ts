@@ -61,13 +61,10 @@ Deno.test({
     const other = `sealedagents.${run}.other`;
     const cleanup: (() => Promise<unknown>)[] = [];
     try {
-      // The node's KV file exists once the node runs: start it first, with
-      // the recipients' ids known in advance except the agent's.
       const kvPath = `${dir}/shared.kv`;
-      // Agent keys are enrolled through the node, so the rule needs the
-      // agent id first: make the node, enrol, then restart with the rule?
-      // No: enrolment lives in KV, so enrol against a first node without
-      // the rule, stop it, and start the real one.
+      // The rule names the agent's id, and agents are enrolled through a
+      // node: enrol (into the KV file) on a node without the rule, stop it,
+      // then start the node under test on the same KV.
       const first = await startTestNode({ dir, name: "a" });
       const key = await enrolledKey(first);
       const stranger = await enrolledKey(first);
