@@ -346,7 +346,7 @@ export function createServiceBroker(
 
   /** The transport responder of action `name`. */
   const answer = (name: string) =>
-  async (
+  (
     body: unknown,
     info: { from: string; headers: Record<string, string> },
   ): Promise<Reply> => {
