@@ -1,0 +1,280 @@
+import assert from "node:assert/strict";
+import { createEnvelope, type Envelope } from "../envelope.ts";
+import { createMetrics } from "../observe/metrics.ts";
+import { gatewayAgentKey } from "../state/keys.ts";
+import {
+  MemoryBroker,
+  memoryTransport,
+  stopBroker,
+} from "../../testing/memory_transport.ts";
+import { waitFor } from "../../testing/conformance.ts";
+import { generateKeyPair } from "./hpke.ts";
+import {
+  SEALED_FROM_HEADER,
+  SealedError,
+  sealedOpener,
+  sealedTransport,
+  type SealingPolicy,
+} from "./sealed_transport.ts";
+import {
+  forwardSealedToAgents,
+  SEALED_MESSAGE_TYPE,
+  type SealedAgentSink,
+} from "./sealed_forward.ts";
+import { kvSealingDirectory, signSealingKeyStatement } from "./sealing_keys.ts";
+
+const SECRET = "persimmon-4410";
+const B64U = { alphabet: "base64url", omitPadding: true } as const;
+
+const policy: SealingPolicy = {
+  topics: [
+    { pattern: "ops.plain", recipients: ["node:b"] },
+    {
+      pattern: "ops.*",
+      recipients: ["agent:x", "agent:y", "node:b"],
+      deliver: {
+        channel: "sealed",
+        topics: ["ops.keys", "ops.plain", "ops.other"],
+      },
+    },
+  ],
+};
+
+async function ed25519() {
+  const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, true, [
+    "sign",
+    "verify",
+  ]) as CryptoKeyPair;
+  return {
+    ...pair,
+    raw: new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey)),
+  };
+}
+
+interface Sent {
+  agentId: string;
+  channel: string;
+  message: Envelope;
+  opts?: Parameters<SealedAgentSink["send"]>[3];
+}
+
+/** A broker, a directory with node a, node b and enrolled agents x and y. */
+async function rig() {
+  const broker = new MemoryBroker();
+  const kv = await Deno.openKv(":memory:");
+  const directory = kvSealingDirectory(kv, { cacheMs: 0 });
+  const agents = new Map<string, Awaited<ReturnType<typeof generateKeyPair>>>();
+  for (const id of ["x", "y"]) {
+    const key = await ed25519();
+    await kv.set(gatewayAgentKey(id), {
+      agentId: id,
+      publicKey: key.raw.toBase64(B64U),
+      roles: ["agent"],
+    });
+    const x = await generateKeyPair();
+    await directory.publishAgent(
+      id,
+      x.publicKey,
+      await signSealingKeyStatement(key.privateKey, id, x.publicKey),
+    );
+    agents.set(id, x);
+  }
+  const nodeKeys = async (id: string) => {
+    const ed = await ed25519();
+    const x25519 = await generateKeyPair();
+    await directory.publish(`node:${id}`, x25519.publicKey, ed.raw);
+    return { id: `node:${id}`, signingKey: ed.privateKey, x25519, directory };
+  };
+  const a = await nodeKeys("a");
+  await nodeKeys("b");
+  const sender = sealedTransport(
+    memoryTransport({ broker, maxMessageBytes: 1 << 20 }),
+    policy,
+    a,
+  );
+  const raw = memoryTransport({ broker, maxMessageBytes: 1 << 20 });
+  const metrics = createMetrics("plexus_");
+  const sent: Sent[] = [];
+  let sink: SealedAgentSink | undefined = {
+    send(agentId, channel, message, opts) {
+      sent.push({ agentId, channel, message: message as Envelope, opts });
+      return Promise.resolve({ messageId: opts?.id ?? "", status: "queued" });
+    },
+  };
+  const opened: string[] = [];
+  const subs = await forwardSealedToAgents(raw, policy, {
+    opener: sealedOpener({ directory }, {
+      onOpened: () => opened.push("forwarder opened a message"),
+    }),
+    sink: () => sink,
+    metrics,
+    noSinkDelayMs: 10,
+    retryDelayMs: 10,
+  });
+  const publish = (topic: string, payload: unknown) =>
+    sender.publish(
+      topic,
+      createEnvelope({ type: "event", topic, source: "a", payload }),
+    );
+  return {
+    raw,
+    sender,
+    directory,
+    agents,
+    metrics,
+    sent,
+    opened,
+    publish,
+    setSink(s: SealedAgentSink | undefined) {
+      sink = s;
+    },
+    async [Symbol.asyncDispose]() {
+      for (const s of subs) await s.close();
+      await sender.close();
+      await raw.close();
+      stopBroker(broker);
+      kv.close();
+    },
+  };
+}
+
+const metric = (r: Awaited<ReturnType<typeof rig>>, line: RegExp) =>
+  r.metrics.render().split("\n").find((l) => line.test(l));
+
+Deno.test("sealed forward: each agent recipient gets the envelope as it came off the broker, unopened; node recipients and other rules are not forwarded", async () => {
+  await using r = await rig();
+  await r.publish("ops.keys", { secret: SECRET });
+  await waitFor("two sends", () => r.sent.length === 2, 5000);
+  assert.deepEqual(r.sent.map((s) => s.agentId).sort(), ["x", "y"]);
+  for (const s of r.sent) {
+    assert.equal(s.channel, "sealed");
+    assert.equal(s.opts?.messageType, SEALED_MESSAGE_TYPE);
+    assert.equal(s.opts?.id, s.message.id);
+    assert.equal(s.opts?.sender, "node:a");
+    assert.ok(!JSON.stringify(s.message).includes(SECRET));
+  }
+  assert.deepEqual(r.opened, []);
+  assert.match(
+    metric(r, /^plexus_sealed_forwarded_total\{outcome="forwarded"\}/) ?? "",
+    / 2$/,
+  );
+  // Each agent opens its copy with its own key.
+  for (const s of r.sent) {
+    const opener = sealedOpener({
+      id: `agent:${s.agentId}`,
+      x25519: r.agents.get(s.agentId)!,
+      directory: r.directory,
+    });
+    const env = await opener.open(s.message, s.message.topic);
+    assert.deepEqual(env.payload, { secret: SECRET });
+    assert.equal(env.headers[SEALED_FROM_HEADER], "node:a");
+  }
+  // ops.plain matches an earlier rule with no agents: acked, not forwarded.
+  await r.publish("ops.plain", { n: 1 });
+  await r.publish("ops.keys", { n: 2 });
+  await waitFor("the next send", () => r.sent.length === 4, 5000);
+  assert.ok(r.sent.every((s) => s.message.topic === "ops.keys"));
+});
+
+Deno.test("sealed forward: a sealed envelope opens only for its recipients: another key is no_key, the verifier alone is not_recipient", async () => {
+  await using r = await rig();
+  await r.publish("ops.keys", { secret: SECRET });
+  await waitFor("sends", () => r.sent.length === 2, 5000);
+  const env = r.sent[0].message;
+  const wrongKey = sealedOpener({
+    id: `agent:${r.sent[0].agentId}`,
+    x25519: await generateKeyPair(),
+    directory: r.directory,
+  });
+  await assert.rejects(
+    wrongKey.open(env, env.topic),
+    (e: Error) => e instanceof SealedError && e.code === "no_key",
+  );
+  const verifier = sealedOpener({ directory: r.directory });
+  assert.deepEqual((await verifier.verify(env, env.topic)).from, "node:a");
+  await assert.rejects(
+    verifier.open(env, env.topic),
+    (e: Error) => e instanceof SealedError && e.code === "not_recipient",
+  );
+});
+
+Deno.test("sealed forward: tampered, re-addressed and replayed envelopes are dead-lettered with their code and never handed on", async () => {
+  await using r = await rig();
+  await r.publish("ops.keys", { secret: SECRET });
+  await waitFor("sends", () => r.sent.length === 2, 5000);
+  const env = r.sent[0].message;
+  const p = env.payload as Record<string, string>;
+  await r.raw.publish("ops.keys", {
+    ...env,
+    id: crypto.randomUUID(),
+    payload: { ...p, ct: (p.ct[0] === "A" ? "B" : "A") + p.ct.slice(1) },
+  });
+  await r.raw.publish("ops.other", { ...env, topic: "ops.other" });
+  await r.raw.publish("ops.keys", env);
+  for (const reason of ["bad_signature", "replay", "readdressed"]) {
+    await waitFor(
+      reason,
+      () =>
+        metric(
+          r,
+          new RegExp(`^plexus_sealed_refused_total\\{reason="${reason}"\\} 1`),
+        ),
+      5000,
+    );
+  }
+  const dead = await r.raw.deadLetters!("ops.keys");
+  assert.deepEqual(
+    dead.map((d) => d.reason.split(":")[0]).sort(),
+    ["sealed bad_signature", "sealed replay"],
+  );
+  const moved = await r.raw.deadLetters!("ops.other");
+  assert.match(
+    moved[0]?.reason ?? "",
+    /^sealed readdressed: sealed for topic 'ops.keys'/,
+  );
+  assert.equal(r.sent.length, 2);
+});
+
+Deno.test("sealed forward: without a gateway the message waits (nak) and goes once one is there; a failed store is retried; an unknown agent is dead-lettered", async () => {
+  await using r = await rig();
+  r.setSink(undefined);
+  await r.publish("ops.keys", { n: 1 });
+  await waitFor(
+    "a nak for want of a gateway",
+    () => metric(r, /^plexus_sealed_forwarded_total\{outcome="no_gateway"\}/),
+    5000,
+  );
+  assert.equal(r.sent.length, 0);
+  let failures = 1;
+  const sent: string[] = [];
+  r.setSink({
+    send(agentId, _channel, _message, opts) {
+      if (failures-- > 0) {
+        return Promise.resolve({
+          messageId: opts?.id ?? "",
+          status: "failed",
+          error: "kv unavailable",
+        });
+      }
+      if (agentId === "y") {
+        return Promise.reject(new Error("no agent 'y'"));
+      }
+      sent.push(agentId);
+      return Promise.resolve({ messageId: opts?.id ?? "", status: "sent" });
+    },
+  });
+  await waitFor(
+    "dead-lettered for the unknown agent",
+    async () => (await r.raw.deadLetters!("ops.keys")).length === 1,
+    5000,
+  );
+  const [dead] = await r.raw.deadLetters!("ops.keys");
+  assert.match(dead.reason, /^sealed undeliverable: agent 'y' on 'sealed'/);
+  assert.ok(sent.includes("x"));
+  assert.ok(
+    metric(r, /^plexus_sealed_forwarded_total\{outcome="retry"\} 1/),
+  );
+  assert.ok(
+    metric(r, /^plexus_sealed_forwarded_total\{outcome="undeliverable"\}/),
+  );
+});
