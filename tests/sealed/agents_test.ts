@@ -17,7 +17,11 @@ import {
   sealedTransport,
   type SealingPolicy,
 } from "../../core/security/sealed_transport.ts";
-import { kvSealingDirectory } from "../../core/security/sealing_keys.ts";
+import {
+  kvSealingDirectory,
+  signSealingKeyStatement,
+} from "../../core/security/sealing_keys.ts";
+import { AgentError } from "../../sdk/errors.ts";
 import { waitFor } from "../../testing/conformance.ts";
 import { connectRedisStreams } from "../../transports/redis-streams/transport.ts";
 import { DEFAULT_CHANNELS } from "../../gateway/policy.ts";
@@ -38,6 +42,7 @@ const skip = !url
 if (skip && !required) console.log(`ignored: sealed agents: ${skip}`);
 
 const MARKER = "agent-plaintext-marker-5be1";
+const B64U = { alphabet: "base64url", omitPadding: true } as const;
 
 async function redisCli(...args: string[]): Promise<string> {
   const out = await new Deno.Command("redis-cli", {
@@ -186,6 +191,37 @@ Deno.test({
           const carried = JSON.stringify(m.message.payload);
           assert.ok(!carried.includes(MARKER), carried);
           assert.ok(carried.includes('"sig"'), carried);
+        },
+      );
+
+      await t.step(
+        "the node refuses a key statement not signed by the enrolled key",
+        async () => {
+          const swapped = await generateKeyPair();
+          const forged = await signSealingKeyStatement(
+            (await crypto.subtle.generateKey({ name: "Ed25519" }, false, [
+              "sign",
+            ]) as CryptoKeyPair).privateKey,
+            key.id,
+            swapped.publicKey,
+          );
+          await assert.rejects(
+            agent.request("sealing-keys", {
+              op: "publish",
+              x25519: swapped.publicKey.toBase64(B64U),
+              sig: forged.toBase64(B64U),
+            }),
+            (err: Error) =>
+              err instanceof AgentError && err.code === "bad_request" &&
+              /not signed by the agent's enrolled key/.test(err.message),
+          );
+          // The published key is still the agent's own.
+          const peer = await directory.lookup(`agent:${key.id}`);
+          assert.deepEqual(peer?.x25519, sub.x25519);
+          await assert.rejects(
+            agent.request("sealing-keys", { op: "lookup", id: "node:nobody" }),
+            /no published sealing key/,
+          );
         },
       );
 
