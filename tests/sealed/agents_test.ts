@@ -316,6 +316,13 @@ Deno.test({
           );
           assert.equal(err.code, "not_recipient", err.message);
           assert.deepEqual(strangerOpened, []);
+          // The forwarder handed the message over once: to the recipient.
+          assert.equal(
+            await node.metric("plexus_sealed_forwarded_total", {
+              outcome: "forwarded",
+            }),
+            1,
+          );
         },
       );
 
