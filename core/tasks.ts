@@ -20,6 +20,7 @@ import type { MetricsRegistry } from "./observe/metrics.ts";
 import { consume, type Consumer } from "./state/consumer.ts";
 import type { TaskRouter, TaskRun } from "./task_router.ts";
 import type { NodeEvents } from "./events.ts";
+import { checkProgress } from "./task_progress.ts";
 import {
   type Delivery,
   DurableQueue,
@@ -37,21 +38,66 @@ export interface TaskBody {
   traceparent?: string;
 }
 
+/** The latest progress a task's handler reported (`GET /api/v1/tasks/{id}`). */
+export interface TaskProgress {
+  /** Done so far, 0 to 1. */
+  fraction: number;
+  message?: string;
+  /** When it was reported, ISO 8601. */
+  at: string;
+}
+
 /** A task as `GET /api/v1/tasks/{id}` shows it. */
 export interface TaskView {
   id: string;
-  status: "ready" | "running" | "done" | "failed" | "dead";
+  status: "ready" | "running" | "done" | "failed" | "dead" | "cancelled";
   attempts: number;
   type: string;
   node?: string;
   result?: unknown;
   error?: string;
+  /** Why it was cancelled (status `cancelled`). */
+  reason?: string;
+  /** The latest progress its handler reported, if any. */
+  progress?: TaskProgress;
 }
 
-/** Runs one task; the return value is its result. */
+/** What a task handler gets besides the payload. */
+export interface TaskContext {
+  id: string;
+  attempt: number;
+  /**
+   * Aborted when the task is cancelled (`POST /api/v1/tasks/{id}/cancel`,
+   * reason a {@linkcode TaskCancelledError}) or the node shuts down.
+   */
+  signal: AbortSignal;
+  /**
+   * Reports how far the task is: `fraction` in [0, 1] (a RangeError
+   * otherwise), `message` up to 1024 characters. Emitted as `task.progress`
+   * at most 10 times a second per task (the last report is always sent)
+   * and shown by `GET /api/v1/tasks/{id}`.
+   */
+  progress(fraction: number, message?: string): void;
+}
+
+/**
+ * Runs one task; the return value is its result.
+ *
+ * @example A handler reporting progress
+ * ```ts ignore
+ * tasks.register("resize", async (payload, ctx) => {
+ *   for (let i = 0; i < 4; i++) {
+ *     ctx.signal.throwIfAborted();
+ *     await resizeOne(payload, i);
+ *     ctx.progress((i + 1) / 4, `image ${i + 1} of 4`);
+ *   }
+ *   return { resized: 4 };
+ * });
+ * ```
+ */
 export type TaskHandler = (
   payload: unknown,
-  ctx: { id: string; attempt: number; signal: AbortSignal },
+  ctx: TaskContext,
 ) => Promise<unknown>;
 
 /** Options for {@linkcode createTaskService}. */
@@ -92,8 +138,13 @@ export interface TaskServiceOptions {
    * when none does. Undefined: capability tasks cannot run here.
    */
   runOnAgent?: (task: TaskRun) => Promise<unknown>;
-  /** Where `task.started|completed|failed` are emitted (`events:local`). */
+  /** Where `task.started|progress|completed|failed|cancelled` are emitted (`events:local`). */
   events?: NodeEvents;
+  /**
+   * How often a node running tasks checks KV for cancels of them made on
+   * other nodes. @default {500}
+   */
+  cancelPollMs?: number;
 }
 
 /**
@@ -141,6 +192,13 @@ export interface TaskService {
     task: TaskSubmission,
   ): Promise<{ id: string; status: TaskView["status"]; deduplicated: boolean }>;
   get(id: string): Promise<TaskView | null>;
+  /**
+   * Cancels a task: a ready or delayed one never runs; a running one's
+   * handler sees `ctx.signal` aborted (here at once, on another node within
+   * `cancelPollMs`) and is not retried. Emits `task.cancelled` once.
+   * Rejects with a {@linkcode TaskCancelError}: 404 unknown, 409 finished.
+   */
+  cancel(id: string, reason?: string): Promise<TaskView>;
   /** Tasks running on this node now. */
   running(): number;
   /**
@@ -175,6 +233,31 @@ export class NoAgentError extends PlexusError {
   }
 }
 
+/** A cancel the service refused: no such task (404) or it has finished (409). */
+export class TaskCancelError extends PlexusError {
+  override name = "TaskCancelError";
+  /** `message` names the task and, for 409, its status. */
+  constructor(
+    code: "not_found" | "conflict",
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(code, message, {
+      status: code === "not_found" ? 404 : 409,
+      cause: options?.cause,
+    });
+  }
+}
+
+/** The reason a cancelled task's `ctx.signal` is aborted with. */
+export class TaskCancelledError extends PlexusError {
+  override name = "TaskCancelledError";
+  /** `message` names the task and the cancel's reason. */
+  constructor(message: string, options?: ErrorOptions) {
+    super("cancelled", message, { status: 409, cause: options?.cause });
+  }
+}
+
 /** Thrown for a submission the service cannot accept (HTTP 400). */
 export class TaskInputError extends PlexusError {
   override name = "TaskInputError";
@@ -189,6 +272,8 @@ const TYPE_RE = /^[a-z][a-z0-9._-]{0,63}$/;
 const CAPABILITY_RE = /^[A-Za-z0-9_-]{1,64}$/;
 
 const since = (t0: number) => +(performance.now() - t0).toFixed(3);
+/** `task.progress` events per task at most every this many ms (10/s). */
+const PROGRESS_EVERY_MS = 100;
 const capability = (task: TaskRun) =>
   task.capability === undefined ? {} : { capability: task.capability };
 
@@ -196,10 +281,8 @@ const capability = (task: TaskRun) =>
 export function taskView(m: QueueMessage<TaskBody>): TaskView {
   const status: TaskView["status"] = m.state === "inflight"
     ? "running"
-    : m.state === "done"
-    ? "done"
-    : m.state === "dead"
-    ? "dead"
+    : m.state === "done" || m.state === "dead" || m.state === "cancelled"
+    ? m.state
     : m.attempts > 0
     ? "failed"
     : "ready";
@@ -213,6 +296,9 @@ export function taskView(m: QueueMessage<TaskBody>): TaskView {
   if (m.state === "done" && m.result !== undefined) view.result = m.result;
   if ((status === "failed" || status === "dead") && m.errors.length) {
     view.error = m.errors.at(-1)!.error;
+  }
+  if (m.state === "cancelled" && m.cancelReason !== undefined) {
+    view.reason = m.cancelReason;
   }
   return view;
 }
@@ -255,7 +341,67 @@ export function createTaskService(
   let consumer: Consumer | undefined;
   let running = 0;
   let statsTimer: ReturnType<typeof setInterval> | undefined;
+  let cancelTimer: ReturnType<typeof setInterval> | undefined;
   const executors = new Set<CapabilityExecutor>();
+  /** Handler runs on this node by task id: what a cancel aborts. */
+  const live = new Map<string, AbortController>();
+  const abortLive = (id: string, reason: string) =>
+    live.get(id)?.abort(
+      new TaskCancelledError(`task '${id}' was cancelled: ${reason}`),
+    );
+
+  /**
+   * `ctx.progress` of one run: validated, then emitted and stored at most
+   * every PROGRESS_EVERY_MS; a report inside the window waits for its end
+   * (a newer one replaces it) and `flush` sends the waiting one at once.
+   */
+  const progressReporter = (task: TaskRun) => {
+    let last = -Infinity;
+    let waiting: { fraction: number; message?: string } | undefined;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let writes = Promise.resolve();
+    const send = () => {
+      clearTimeout(timer);
+      timer = undefined;
+      if (!waiting) return;
+      const { fraction, message } = waiting;
+      waiting = undefined;
+      last = clock.mono();
+      events?.emit("task.progress", {
+        taskId: task.id,
+        type: task.type,
+        progress: fraction,
+        ...(message === undefined ? {} : { message }),
+      });
+      const stored = {
+        fraction,
+        ...(message === undefined ? {} : { message }),
+        at: clock.now(),
+      };
+      // One after another, so the record ends at the last report.
+      writes = writes.then(() => queue.setProgress(task.id, stored)).catch(
+        (err) =>
+          options.log.warn("task progress not stored", {
+            task: task.id,
+            error: err,
+          }),
+      );
+    };
+    return {
+      report(fraction: number, message?: string) {
+        checkProgress(task.id, fraction, message);
+        waiting = { fraction, ...(message === undefined ? {} : { message }) };
+        const wait = last + PROGRESS_EVERY_MS - clock.mono();
+        if (wait <= 0) send();
+        else timer ??= setTimeout(send, wait);
+      },
+      /** Sends a waiting report now; resolves once every report is stored. */
+      flush() {
+        send();
+        return writes;
+      },
+    };
+  };
 
   const service: TaskService = {
     queue,
@@ -359,10 +505,48 @@ export function createTaskService(
       }
     },
     async get(id) {
-      const m = await queue.get(id);
-      return m ? taskView(m) : null;
+      const [m, progress] = await Promise.all([
+        queue.get(id),
+        queue.progress<{ fraction: number; message?: string; at: number }>(id),
+      ]);
+      if (!m) return null;
+      const view = taskView(m);
+      if (progress) {
+        view.progress = {
+          fraction: progress.fraction,
+          ...(progress.message === undefined
+            ? {}
+            : { message: progress.message }),
+          at: new Date(progress.at).toISOString(),
+        };
+      }
+      return view;
+    },
+    async cancel(id, reason = "cancelled by request") {
+      const r = await queue.cancel(id, reason);
+      if (r.outcome === "unknown") {
+        throw new TaskCancelError("not_found", `no task '${id}'`);
+      }
+      if (r.outcome === "finished") {
+        throw new TaskCancelError(
+          "conflict",
+          `task '${id}' is ${
+            taskView(r.message).status
+          }: only a ready, delayed or running task can be cancelled`,
+        );
+      }
+      // Running here: stop it now; elsewhere its node sees the mark.
+      abortLive(id, reason);
+      events?.emit("task.cancelled", {
+        taskId: id,
+        type: r.message.payload.type,
+        reason,
+      });
+      return taskView(r.message);
     },
     async runHere(task) {
+      const cancel = new AbortController();
+      const progress = progressReporter(task);
       let exec: () => Promise<unknown>;
       if (task.capability !== undefined) {
         const onAgent = options.runOnAgent;
@@ -379,23 +563,34 @@ export function createTaskService(
             `no handler for task type '${task.type}' on ${options.nodeId}`,
           );
         }
-        exec = () =>
-          handler(task.payload, {
-            id: task.id,
-            attempt: task.attempt,
-            signal: aborts.signal,
-          });
+        const ctx: TaskContext = {
+          id: task.id,
+          attempt: task.attempt,
+          signal: AbortSignal.any([aborts.signal, cancel.signal]),
+          progress: (fraction, message) => progress.report(fraction, message),
+        };
+        exec = () => handler(task.payload, ctx);
       }
+      live.set(task.id, cancel);
       running++;
       const t0 = performance.now();
       const ev = { taskId: task.id, type: task.type, attempt: task.attempt };
       events?.emit("task.started", { ...ev, ...capability(task) });
       try {
         const result = await exec();
+        await progress.flush();
+        // Cancelled while finishing: the queue drops its ack; no completion.
+        if (cancel.signal.aborted) throw cancel.signal.reason;
         completed.inc({ type: task.type, outcome: "done" });
         events?.emit("task.completed", { ...ev, durationMs: since(t0) });
         return result;
       } catch (err) {
+        await progress.flush();
+        if (cancel.signal.aborted) {
+          // `task.cancelled` was emitted by the node that cancelled it.
+          completed.inc({ type: task.type, outcome: "cancelled" });
+          throw cancel.signal.reason;
+        }
         completed.inc({ type: task.type, outcome: "failed" });
         events?.emit("task.failed", {
           ...ev,
@@ -405,6 +600,7 @@ export function createTaskService(
         throw err;
       } finally {
         running--;
+        if (live.get(task.id) === cancel) live.delete(task.id);
       }
     },
     start() {
@@ -492,9 +688,26 @@ export function createTaskService(
       statsTimer = setInterval(() => refresh().catch(() => {}), 2000);
       Deno.unrefTimer(statsTimer);
       refresh().catch(() => {});
+      // Cancels made on other nodes reach the runs here through KV marks: one
+      // small read per 10 running tasks per poll, none when idle.
+      let polling = false;
+      cancelTimer = setInterval(async () => {
+        if (live.size === 0 || polling) return;
+        polling = true;
+        try {
+          const marks = await queue.cancelMarks([...live.keys()]);
+          for (const [id, mark] of marks) abortLive(id, mark.reason);
+        } catch (err) {
+          options.log.warn("task cancel poll failed", { error: err });
+        } finally {
+          polling = false;
+        }
+      }, options.cancelPollMs ?? 500);
+      Deno.unrefTimer(cancelTimer);
     },
     async stop(deadlineMs = 10_000) {
       clearInterval(statsTimer);
+      clearInterval(cancelTimer);
       await consumer?.stop(deadlineMs);
       aborts.abort(new Error("node shutting down"));
     },

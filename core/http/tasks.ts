@@ -1,5 +1,6 @@
 /**
- * `POST /api/v1/tasks`, `GET /api/v1/tasks/{id}` and the dead letters:
+ * `POST /api/v1/tasks`, `GET /api/v1/tasks/{id}`,
+ * `POST /api/v1/tasks/{id}/cancel` (`tasks:write`) and the dead letters:
  * `GET /api/v1/tasks/dead` (`tasks:read`), `POST /api/v1/tasks/dead/{id}/replay`
  * and `POST /api/v1/tasks/dead/purge` (`queues:write`, operator).
  *
@@ -8,7 +9,12 @@
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { z } from "zod";
-import { type TaskBody, TaskInputError, type TaskService } from "../tasks.ts";
+import {
+  type TaskBody,
+  TaskCancelError,
+  TaskInputError,
+  type TaskService,
+} from "../tasks.ts";
 import type { QueueMessage } from "../state/queue.ts";
 import { errorResponse, plexusErrorResponse } from "./errors.ts";
 import { readJson } from "./json.ts";
@@ -25,6 +31,10 @@ const submission = z.strictObject({
   priority: z.number().int().min(0).max(9).optional(),
   idempotencyKey: z.string().min(1).max(256).optional(),
   capability: z.string().min(1).max(64).optional(),
+});
+
+const cancelBody = z.strictObject({
+  reason: z.string().min(1).max(1024).optional(),
 });
 
 const deadQuery = z.strictObject({
@@ -116,6 +126,27 @@ export function taskRoutes(tasks: TaskService): Hono {
         );
       }
       return c.json({ id, status: "ready" });
+    },
+  );
+  app.post(
+    "/:id/cancel",
+    requirePermission("tasks:write"),
+    bodyLimit({
+      maxSize: 4096,
+      onError: () => errorResponse(413, "request body over 4096 bytes"),
+    }),
+    async (c) => {
+      // The body is optional: no body cancels without a reason.
+      const body = (await c.req.text()).trim() === ""
+        ? {}
+        : await readJson(c, cancelBody);
+      if (body instanceof Response) return body;
+      try {
+        return c.json(await tasks.cancel(c.req.param("id"), body.reason));
+      } catch (err) {
+        if (err instanceof TaskCancelError) return plexusErrorResponse(err);
+        throw err;
+      }
     },
   );
   app.get("/:id", requirePermission("tasks:read"), async (c) => {

@@ -50,7 +50,7 @@ import type { Context } from "hono";
 import type { ApiAccess, ApiRoutes } from "../http/plugin_api.ts";
 import type { LogLevel } from "../observe/logger.ts";
 import type { Labels } from "../observe/metrics.ts";
-import type { TaskSubmission } from "../tasks.ts";
+import type { TaskContext, TaskSubmission } from "../tasks.ts";
 import {
   type PackedResponse,
   packRequest,
@@ -309,6 +309,8 @@ export async function openWorkerSandbox(
   const apis = new Map<string, ApiRoutes>();
   const apiRoutes = new Set<string>();
   const taskTypes = new Set<string>();
+  /** Task runs in the sandbox now, by task id: where its progress goes. */
+  const taskRuns = new Map<string, TaskContext>();
   const actionNames = new Set<string>();
   const socketNames = new Set<string>();
   let nextSocket = 1;
@@ -750,15 +752,34 @@ export async function openWorkerSandbox(
         const c = need();
         if (!c.kernel.has("tasks:local") || taskTypes.has(type)) return;
         taskTypes.add(type);
-        c.kernel.get("tasks:local").register(
-          type,
-          (payload, run) =>
-            call("task", {
+        c.kernel.get("tasks:local").register(type, async (payload, run) => {
+          taskRuns.set(run.id, run);
+          // A cancel aborts the handler's signal inside the sandbox too.
+          const abort = () =>
+            void call("taskAbort", {
+              id: run.id,
+              reason: String((run.signal.reason as Error)?.message ?? ""),
+            }).catch(() => {});
+          run.signal.addEventListener("abort", abort, { once: true });
+          try {
+            return await call("task", {
               type,
               payload,
               run: { id: run.id, attempt: run.attempt },
-            }, { timeoutMs: 60_000 }),
-        );
+            }, { timeoutMs: 60_000 });
+          } finally {
+            run.signal.removeEventListener("abort", abort);
+            if (taskRuns.get(run.id) === run) taskRuns.delete(run.id);
+          }
+        });
+      },
+      "tasks.progress"(a) {
+        const { id, fraction, message } = a as {
+          id: string;
+          fraction: number;
+          message?: string;
+        };
+        taskRuns.get(id)?.progress(fraction, message);
       },
       "tasks.submit": (a) =>
         need().kernel.get("tasks:local").submit(a as TaskSubmission),

@@ -38,6 +38,7 @@ import type {
 import type { ScopedAtomic, ScopedKv } from "../state/scoped_kv.ts";
 import type { Router, TopicHandler } from "../router.ts";
 import type { TaskHandler, TaskService } from "../tasks.ts";
+import { checkProgress } from "../task_progress.ts";
 import type {
   ActionCall,
   ActionHandler,
@@ -133,6 +134,8 @@ let app: Hono | undefined;
 const apis = new Map<string, Hono<ApiEnv>>();
 const subscriptions = new Map<number, TopicHandler>();
 const tasks = new Map<string, TaskHandler>();
+/** Task runs here by id: what the host's `taskAbort` (a cancel) aborts. */
+const taskCancels = new Map<string, AbortController>();
 const actions = new Map<string, { schema: ZodType; handler: ActionHandler }>();
 /** The node this sandbox runs on, for the errors its actions throw. */
 let nodeId = "sandbox";
@@ -296,7 +299,24 @@ const rpc: Rpc = createRpc(scope.__plexusPort ?? scope, {
     };
     const handler = tasks.get(type);
     if (!handler) throw new Error(`no task handler '${type}' in the sandbox`);
-    return await handler(payload, { ...run, signal: aborts.signal });
+    const cancel = new AbortController();
+    taskCancels.set(run.id, cancel);
+    try {
+      return await handler(payload, {
+        ...run,
+        signal: AbortSignal.any([aborts.signal, cancel.signal]),
+        progress(fraction, message) {
+          checkProgress(run.id, fraction, message);
+          rpc.notify("tasks.progress", { id: run.id, fraction, message });
+        },
+      });
+    } finally {
+      if (taskCancels.get(run.id) === cancel) taskCancels.delete(run.id);
+    }
+  },
+  taskAbort(a) {
+    const { id, reason } = a as { id: string; reason: string };
+    taskCancels.get(id)?.abort(new Error(reason || `task '${id}' aborted`));
   },
 }, { timeoutMs: 30_000 });
 const relay = insideRelay(rpc);

@@ -13,6 +13,8 @@
  * ["queue", q, "idem", key]                      idempotency key → {id, until}
  * ["queue", q, "count", state]                   KvU64 counters per state
  * ["queue", q, "result", id, ref, i]             chunk i of a result too large for its done record (written first; expireIn past it)
+ * ["queue", q, "cancel", id]                     {reason, at}: an in-flight message was cancelled (its runner polls this)
+ * ["queue", q, "progress", id]                   {fraction, message?, at}: the latest progress a running handler reported
  * ["sessions", tokenHash]                        session record
  * ["sessions-by-subject", subject, tokenHash]    index for listing/revoking a subject's sessions
  * ["login-link-used", jti]                       a redeemed one-time dashboard login link (expireIn past its exp)
@@ -93,6 +95,9 @@ export function queueKeys(q: string) {
     deadPrefix: ["queue", q, "dead"] as Deno.KvKey,
     dead: (at: number, id: string): Deno.KvKey => ["queue", q, "dead", at, id],
     idem: (key: string): Deno.KvKey => ["queue", q, "idem", key],
+    /** Set when an in-flight message is cancelled; its holder polls it (small on purpose). */
+    cancel: (id: string): Deno.KvKey => ["queue", q, "cancel", id],
+    progress: (id: string): Deno.KvKey => ["queue", q, "progress", id],
     count: (state: QueueCountState): Deno.KvKey => ["queue", q, "count", state],
     /**
      * Chunk `index` of result `ref` of message `id` (or the prefix of the

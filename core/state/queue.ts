@@ -43,7 +43,13 @@ import { backoffDelay } from "../resilience/backoff.ts";
 import { PlexusError } from "../errors.ts";
 
 /** Where a message is in its life. */
-export type MessageState = "ready" | "delayed" | "inflight" | "done" | "dead";
+export type MessageState =
+  | "ready"
+  | "delayed"
+  | "inflight"
+  | "done"
+  | "dead"
+  | "cancelled";
 
 /** One failed attempt. */
 export interface AttemptError {
@@ -79,6 +85,27 @@ export interface QueueMessage<T = unknown> {
   finishedAt?: number;
   deadAt?: number;
   deadReason?: string;
+  /** When {@linkcode DurableQueue.cancel} took it out. */
+  cancelledAt?: number;
+  cancelReason?: string;
+}
+
+/** What {@linkcode DurableQueue.cancel} did. */
+export type CancelOutcome<T> =
+  | {
+    outcome: "cancelled";
+    /** The state it was cancelled from: in-flight means a holder is running it. */
+    from: "ready" | "delayed" | "inflight";
+    message: QueueMessage<T>;
+  }
+  /** Already done, dead or cancelled: nothing changed. */
+  | { outcome: "finished"; message: QueueMessage<T> }
+  | { outcome: "unknown" };
+
+/** The mark an in-flight message's cancel leaves for its holder. */
+export interface CancelMark {
+  reason: string;
+  at: number;
 }
 
 /**
@@ -1018,6 +1045,12 @@ export class DurableQueue<T = unknown> {
         return;
       }
       if (holders.length > 1) throw new BatchLostError();
+      // Cancelled under its holder: the message is finished, nothing to settle.
+      const [now] = await this.#getMany([holders[0].msg.id]);
+      if (now?.state === "cancelled") {
+        holders[0].settled = true;
+        return;
+      }
       throw new LeaseLostError(
         `Cannot ${verb} message '${
           holders[0].msg.id
@@ -1278,6 +1311,92 @@ export class DurableQueue<T = unknown> {
     return ok;
   }
 
+  /**
+   * Takes a message out for good: a ready or delayed one is never claimed; an
+   * in-flight one can no longer be acked, naked or retried (its holder's
+   * settles become no-ops) and a {@linkcode CancelMark} is left for the
+   * holder, which polls {@linkcode DurableQueue.cancelMarks} to stop its
+   * work. The record stays readable, state `cancelled`, for
+   * `doneRetentionMs`. A race with a claim or a settle is retried on the
+   * fresh record, so exactly one cancel wins.
+   */
+  async cancel(id: string, reason: string): Promise<CancelOutcome<T>> {
+    for (let tries = 0;; tries++) {
+      const entry = await this.#kv.get<QueueMessage<T>>(this.#keys.msg(id));
+      const m = entry.value;
+      if (!m) return { outcome: "unknown" };
+      if (
+        m.state !== "ready" && m.state !== "delayed" && m.state !== "inflight"
+      ) {
+        return { outcome: "finished", message: m };
+      }
+      const from = m.state;
+      const now = this.#clock.now();
+      const next: QueueMessage<T> = {
+        ...m,
+        state: "cancelled",
+        cancelledAt: now,
+        cancelReason: reason,
+        finishedAt: now,
+      };
+      delete next.leaseId;
+      delete next.leaseUntil;
+      const { res } = await this.#commit(() => {
+        // A ready message's index entry is left behind: claims drop entries
+        // whose message is no longer ready.
+        const op = this.#kv.atomic().check(entry)
+          .set(this.#keys.msg(id), next, { expireIn: this.#retention });
+        if (from === "delayed") {
+          op.delete(this.#keys.delayed(m.availableAt, id));
+        }
+        if (from === "inflight") {
+          op.delete(this.#keys.inflight(m.leaseUntil!, id)).set(
+            this.#keys.cancel(id),
+            { reason, at: now } satisfies CancelMark,
+            { expireIn: this.#retention },
+          );
+        }
+        this.#count(op, from, -1);
+        return op;
+      });
+      if (res.ok) return { outcome: "cancelled", from, message: next };
+      if (tries >= 20) {
+        throw new Error(
+          `Cannot cancel message '${id}' on '${this.name}': it kept changing under 20 tries`,
+        );
+      }
+    }
+  }
+
+  /** The cancel marks of those of `ids` cancelled while in flight. */
+  async cancelMarks(ids: string[]): Promise<Map<string, CancelMark>> {
+    const out = new Map<string, CancelMark>();
+    for (let i = 0; i < ids.length; i += 10) {
+      const part = ids.slice(i, i + 10);
+      const entries = await this.#kv.getMany<CancelMark[]>(
+        part.map((id) => this.#keys.cancel(id)),
+      );
+      entries.forEach((e, k) => e.value && out.set(part[k], e.value));
+    }
+    return out;
+  }
+
+  /**
+   * Records what a running message reports of its progress (any value KV
+   * stores), kept beside the record for `doneRetentionMs`: one small write,
+   * never touching the record its holder checks.
+   */
+  async setProgress(id: string, progress: unknown): Promise<void> {
+    await this.#kv.set(this.#keys.progress(id), progress, {
+      expireIn: this.#retention,
+    });
+  }
+
+  /** The last progress {@linkcode DurableQueue.setProgress} recorded for `id`, or null. */
+  async progress<P = unknown>(id: string): Promise<P | null> {
+    return (await this.#kv.get<P>(this.#keys.progress(id))).value;
+  }
+
   /** Deletes dead messages (the given ids, or all). Returns how many. */
   async purge(ids?: string[]): Promise<number> {
     const targets = ids ?? (await this.dlq({ limit: 1000 })).map((m) => m.id);
@@ -1316,7 +1435,7 @@ export class DurableQueue<T = unknown> {
         }, { limit: 1 })
       ) {
         const m = await this.get(e.value[0]);
-        if (m) oldest = Math.min(oldest, m.availableAt);
+        if (m?.state === "ready") oldest = Math.min(oldest, m.availableAt);
       }
     }));
     return {
