@@ -174,6 +174,42 @@ const offered = (p: PlexusProcess, action: string, nodes: string[]) =>
     30_000,
   );
 
+/**
+ * 20 calls to `probe.hang` from `a` with 2 retries; `b` (which hangs them)
+ * is SIGKILLed while it holds one: every call ends on node-c, well before
+ * the 60 s deadline (once the transport drops b: the mesh at once, NATS when
+ * b's directory entry expires), and a call pinned to b is then a 503
+ * `no_node` ServiceError naming it.
+ */
+async function killMidCall(a: PlexusProcess, b: PlexusProcess) {
+  const calls = probe(a, "/many", {
+    action: "probe.hang",
+    n: 20,
+    concurrency: 20,
+    options: { retries: 2, timeout: 60_000 },
+  });
+  await poll(async () => (await probe(b, "/inflight")) > 0, "a call on b");
+  const t0 = performance.now();
+  b.signal("SIGKILL");
+  await b.exit();
+  const { counts, errors } = await calls;
+  assert.deepEqual(errors, []);
+  assert.deepEqual(counts, { "node-c": 20 });
+  assert.ok(
+    performance.now() - t0 < 30_000,
+    "retried when the transport dropped b, not at the deadline",
+  );
+  await offered(a, "probe.hang", ["node-c"]);
+  const pinned = await probe(a, "/call", {
+    action: "probe.hang",
+    options: { nodeId: "node-b" },
+  });
+  assert.equal(pinned.error.name, "ServiceError");
+  assert.equal(pinned.error.code, "no_node");
+  assert.equal(pinned.error.status, 503);
+  assert.match(pinned.error.message, /node-b/);
+}
+
 async function withCluster(
   fn: (dir: string, nodes: PlexusProcess[]) => Promise<void>,
   setup: (dir: string) => Promise<PlexusProcess[]>,
@@ -211,32 +247,7 @@ Deno.test({
       } finally {
         b.signal("SIGCONT");
       }
-      const calls = probe(a, "/many", {
-        action: "probe.hang",
-        n: 20,
-        concurrency: 20,
-        options: { retries: 2, timeout: 60_000 },
-      });
-      await poll(async () => (await probe(b, "/inflight")) > 0, "a call on b");
-      const t0 = performance.now();
-      b.signal("SIGKILL");
-      await b.exit();
-      const { counts, errors } = await calls;
-      assert.deepEqual(errors, []);
-      assert.deepEqual(counts, { "node-c": 20 });
-      assert.ok(
-        performance.now() - t0 < 30_000,
-        "retried when the link dropped, not at the deadline",
-      );
-      await offered(a, "probe.hang", ["node-c"]);
-      const pinned = await probe(a, "/call", {
-        action: "probe.hang",
-        options: { nodeId: "node-b" },
-      });
-      assert.equal(pinned.error.name, "ServiceError");
-      assert.equal(pinned.error.code, "no_node");
-      assert.equal(pinned.error.status, 503);
-      assert.match(pinned.error.message, /node-b/);
+      await killMidCall(a, b);
     }, async (dir) => {
       const a = await node(dir, "node-a", [], {}, []);
       const b = await node(dir, "node-b", [a], { hang: true });
@@ -386,31 +397,7 @@ Deno.test({
       });
       assert.equal(created.value.node, "node-c");
       assert.equal(created.value.caller, "node-a");
-      const calls = probe(a, "/many", {
-        action: "probe.hang",
-        n: 20,
-        concurrency: 20,
-        options: { retries: 2, timeout: 60_000 },
-      });
-      await poll(async () => (await probe(b, "/inflight")) > 0, "a call on b");
-      const t0 = performance.now();
-      b.signal("SIGKILL");
-      await b.exit();
-      const { counts, errors } = await calls;
-      assert.deepEqual(errors, []);
-      assert.deepEqual(counts, { "node-c": 20 });
-      assert.ok(
-        performance.now() - t0 < 30_000,
-        "retried once b went silent, not at the 60 s deadline",
-      );
-      await offered(a, "probe.hang", ["node-c"]);
-      const pinned = await probe(a, "/call", {
-        action: "probe.hang",
-        options: { nodeId: "node-b" },
-      });
-      assert.equal(pinned.error.name, "ServiceError");
-      assert.equal(pinned.error.code, "no_node");
-      assert.match(pinned.error.message, /node-b/);
+      await killMidCall(a, b);
     }, async (dir) => {
       const a = await node(dir, "node-a", [], {}, [], "nats");
       const b = await node(dir, "node-b", [], { hang: true }, ALL, "nats");
