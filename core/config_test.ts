@@ -495,3 +495,48 @@ Deno.test("config: a bad pluginIntegrity value is a ConfigError naming the field
     /allow-unpinned-plugins/,
   );
 });
+
+Deno.test("config: sealed rules may name agent recipients, with a deliver channel; without one, or with a bad channel, it is a ConfigError", () => {
+  const file = (topics: unknown) => ({
+    "c.json": JSON.stringify({ sealed: { topics } }),
+  });
+  const agentRule = {
+    pattern: "ops.keys",
+    recipients: ["agent:did:key:z6MkAbc", "node:n1"],
+    deliver: { channel: "sealed" },
+  };
+  assert.deepEqual(
+    config(["--config", "c.json"], {}, file([agentRule])).sealed.topics,
+    [agentRule],
+  );
+  assert.match(
+    configError(
+      ["--config", "c.json"],
+      {},
+      file([{ pattern: "ops.keys", recipients: ["agent:a1"] }]),
+    ),
+    /sealed\.topics\.0.*needs 'deliver'/,
+  );
+  assert.match(
+    configError(
+      ["--config", "c.json"],
+      {},
+      file([{
+        ...agentRule,
+        deliver: { channel: "backend.x.sealed!" },
+      }]),
+    ),
+    /deliver\.channel.*channel name/,
+  );
+  assert.match(
+    configError(
+      ["--config", "c.json"],
+      {},
+      file([{
+        ...agentRule,
+        recipients: ["agent:a.b"],
+      }]),
+    ),
+    /'agent:' and an agent id/,
+  );
+});
