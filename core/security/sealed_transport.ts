@@ -39,7 +39,12 @@
  * Refusals (each `term`ed, so dead-lettered with the reason, and counted
  * in `plexus_sealed_refused_total{reason}`): `not_sealed`, `malformed`,
  * `readdressed`, `replay_window`, `unknown_sender`, `bad_signature`,
- * `not_recipient`, `no_key`, `tampered`, `replay`.
+ * `not_recipient`, `no_key`, `tampered`, `replay` ({@linkcode SealedError}).
+ *
+ * Recipients are `node:ID` and `agent:ID`. The receiving side is also
+ * {@linkcode sealedOpener} on its own: a node forwarding messages for agents
+ * verifies with it, without a key (`sealed_forward.ts`), and the agent SDK
+ * opens with it (`sdk/sealed.ts`).
  *
  * @module
  */
