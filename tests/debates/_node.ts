@@ -9,10 +9,9 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { loadConfig } from "../../core/config.ts";
-import { type NodeHandle, startNode } from "../../core/node.ts";
+import type { NodeHandle } from "../../core/node.ts";
+import { startTestNode } from "../gateway/_node.ts";
 import type { Role } from "../../core/security/roles.ts";
-import { BUILTINS } from "../../builtins.ts";
 import { AgentClient, type AgentKey, generateAgentKey } from "../../sdk/mod.ts";
 import {
   serveDebates,
@@ -80,67 +79,20 @@ export async function startDebateNode(
   dir: string,
   options: DebateNodeOptions = {},
 ): Promise<DebateNode> {
-  const name = options.name ?? "a";
-  const config = join(dir, `${name}.json`);
-  await Deno.writeTextFile(
-    config,
-    JSON.stringify({
-      pluginConfig: {
-        "kv-lease": {
-          leaseMs: 1500,
-          renewDeadlineMs: 1000,
-          retryPeriodMs: 100,
-        },
-      },
-    }),
-  );
-  const parsed = loadConfig([
-    "--port",
-    "0",
-    "--node-id",
-    name,
-    "--kv",
-    join(dir, "shared.kv"),
-    "--data-dir",
-    join(dir, name),
-    "--config",
-    config,
-    ...options.lease ? ["--consensus", "kv-lease"] : [],
-    "--plugins-dir",
-    join(dir, "none"),
-    "--plugin",
-    "builtin:sagas",
-    "--plugin",
-    "builtin:events",
-    "--plugin",
-    "builtin:debates",
-    "--log-level",
-    "error",
-  ], { env: {} });
-  if (parsed.help) throw new Error("unreachable");
-  const handle = await startNode(parsed.config, {
-    sinks: [],
-    builtins: BUILTINS,
+  const node = await startTestNode({
+    dir,
+    name: options.name ?? "a",
+    plugins: ["builtin:sagas", "builtin:events", "builtin:debates"],
+    pluginConfig: {
+      "kv-lease": { leaseMs: 1500, renewDeadlineMs: 1000, retryPeriodMs: 100 },
+    },
+    consensus: options.lease ? "kv-lease" : undefined,
+    role: "analyst",
   });
-  const tokens = new Map<string, Promise<string>>();
-  const token = (role: Role) => {
-    if (!tokens.has(role)) {
-      tokens.set(role, handle.security.jwt.issue(`test-${role}`, role));
-    }
-    return tokens.get(role)!;
-  };
-  const api = async (
-    path: string,
-    init: RequestInit = {},
-    role: Role = "analyst",
-  ) => {
-    const headers = new Headers(init.headers);
-    headers.set("authorization", `Bearer ${await token(role)}`);
-    return await fetch(`${handle.url}${path}`, { ...init, headers });
-  };
+  const api = node.api;
   return {
-    handle,
-    url: handle.url,
+    handle: node.handle,
+    url: node.url,
     dir,
     api,
     async post(body, role) {
@@ -157,19 +109,8 @@ export async function startDebateNode(
       return await res.json();
     },
     enrolled: () => enrol((path, init) => api(path, init, "operator")),
-    async metric(metric, labels = {}) {
-      const text = await (await fetch(`${handle.url}/metrics`)).text();
-      const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-      let sum = 0;
-      for (const line of text.split("\n")) {
-        const m = /^([a-z_]+)(\{([^}]*)\})? (\S+)$/.exec(line);
-        if (!m || m[1] !== metric) continue;
-        const have = (m[3] ?? "").split(",");
-        if (want.every((w) => have.includes(w))) sum += Number(m[4]);
-      }
-      return sum;
-    },
-    [Symbol.asyncDispose]: () => handle.shutdown(),
+    metric: node.metric,
+    [Symbol.asyncDispose]: () => node.shutdown(),
   };
 }
 

@@ -64,6 +64,8 @@ export interface TestNodeOptions {
   logLevel?: "debug" | "info" | "warn" | "error";
   /** `--balancer NAME`. */
   balancer?: string;
+  /** `--consensus NAME`, e.g. `kv-lease`. */
+  consensus?: string;
   /** The role of `api`'s token when a call names none. @default {"operator"} */
   role?: Role;
 }
@@ -104,6 +106,7 @@ export async function startTestNode(
     "--log-level",
     options.logLevel ?? "error",
     ...options.balancer ? ["--balancer", options.balancer] : [],
+    ...options.consensus ? ["--consensus", options.consensus] : [],
   ], { env: {} });
   if (parsed.help) throw new Error("unreachable");
   const handle = await startNode(parsed.config, {
