@@ -22,7 +22,7 @@ import type {
   PluginContext,
   PluginManifest,
 } from "./plugin.ts";
-import type { Subscription, Transport } from "./transport.ts";
+import type { Transport } from "./transport.ts";
 import {
   sealedOpener,
   sealedTransport,
@@ -33,6 +33,7 @@ import {
   agentRules,
   forwardSealedToAgents,
   type SealedAgentSink,
+  type SealedForwarder,
 } from "./security/sealed_forward.ts";
 import { nodeSealingKeys } from "./security/sealing_keys.ts";
 
@@ -118,7 +119,7 @@ export function transportPlugin<C, T extends Transport>(
         api: tracedTransport(api),
         ...(probe ? { health: () => probeHealth(probe, transport) } : {}),
         stop: async () => {
-          await Promise.allSettled(forwarding.map((s) => s.close()));
+          await forwarding?.close();
           await transport.close();
         },
       };
@@ -133,12 +134,12 @@ export function transportPlugin<C, T extends Transport>(
 async function sealIfConfigured(
   transport: Transport,
   ctx: PluginContext<unknown>,
-): Promise<{ api: Transport; forwarding: Subscription[] }> {
+): Promise<{ api: Transport; forwarding?: SealedForwarder }> {
   if (!ctx.kernel.has(SEALING_POLICY)) {
-    return { api: transport, forwarding: [] };
+    return { api: transport };
   }
   const policy = ctx.kernel.get<SealingPolicy>(SEALING_POLICY);
-  if (policy.topics.length === 0) return { api: transport, forwarding: [] };
+  if (policy.topics.length === 0) return { api: transport };
   const keys = await nodeSealingKeys({
     kv: ctx.kernel.get("state:kv"),
     nodeKey: ctx.kernel.get("node:key"),
@@ -156,8 +157,8 @@ async function sealIfConfigured(
   // Agents are recipients through the gateway: this node forwards what is
   // sealed to them, unopened (it holds no key of theirs).
   const forwarding = agentRules(policy).length === 0
-    ? []
-    : await forwardSealedToAgents(transport, policy, {
+    ? undefined
+    : forwardSealedToAgents(transport, policy, {
       opener: sealedOpener({ directory: keys.directory }, {
         replayWindowMs: policy.replayWindowMs,
         clockSkewMs: policy.clockSkewMs,
@@ -169,6 +170,11 @@ async function sealIfConfigured(
       metrics: ctx.metrics,
       log: ctx.log,
     });
+  forwarding?.ready.catch((err) =>
+    ctx.log.error("sealed messages for agents are not forwarded", {
+      error: err,
+    })
+  );
   return { api, forwarding };
 }
 

@@ -14,11 +14,15 @@
  *
  * The gateway is a plugin and core does not import it: the forwarder asks
  * for a {@linkcode SealedAgentSink} (the `gateway:agents` capability's
- * `send`) at each delivery, and `nak`s with a delay while the node has none.
+ * `send`). It joins the group only once the node has one (the gateway
+ * starts after the transports), and not at all on a node that has none
+ * after `waitForSinkMs`, so nodes without the gateway leave the work to
+ * others; a delivery that finds no sink later (the gateway stopped) is
+ * `nak`ed with a delay.
  *
  * @module
  */
-import type { Clock } from "../clock.ts";
+import { type Clock, systemClock } from "../clock.ts";
 import type { Envelope } from "../envelope.ts";
 import type { Logger } from "../observe/logger.ts";
 import type { MetricsRegistry } from "../observe/metrics.ts";
@@ -74,6 +78,22 @@ export interface SealedForwardOptions {
   maxSeen?: number;
   /** Replay window the seen ids are kept for, ms. @default {300000} */
   replayWindowMs?: number;
+  /** How long to wait for a sink before not forwarding at all, ms. @default {30000} */
+  waitForSinkMs?: number;
+  /** How often to look for the sink meanwhile, ms. @default {200} */
+  pollMs?: number;
+}
+
+/** A running forwarder. */
+export interface SealedForwarder {
+  /**
+   * Resolves true once subscribed, false when no sink came within
+   * `waitForSinkMs` (or it was closed first); rejects when a subscription
+   * failed.
+   */
+  ready: Promise<boolean>;
+  /** Stops waiting and closes the subscriptions. */
+  close(): Promise<void>;
 }
 
 /**
@@ -112,17 +132,57 @@ const isAgentRecipient = (id: string) => id.startsWith("agent:");
  * `"sealed <code>: <detail>"` (dead-lettered) and counted in
  * `plexus_sealed_refused_total{reason}`; each forward is counted in
  * `plexus_sealed_forwarded_total{outcome}` (`forwarded`, `undeliverable`,
- * `retry`, `no_gateway`). Resolves to the subscriptions (close them to stop).
+ * `retry`, `no_gateway`). Subscribes once `options.sink()` returns a sink
+ * (see {@linkcode SealedForwarder.ready}).
  *
  * @example Usage
  * ```ts ignore
- * const subs = await forwardSealedToAgents(inner, policy, {
+ * const forwarder = forwardSealedToAgents(inner, policy, {
  *   opener: sealedOpener({ directory }),
  *   sink: () => kernel.has("gateway:agents") ? kernel.get("gateway:agents") : undefined,
  * });
+ * await forwarder.ready; // true: forwarding
+ * await forwarder.close();
  * ```
  */
-export async function forwardSealedToAgents(
+export function forwardSealedToAgents(
+  inner: Transport,
+  policy: SealingPolicy,
+  options: SealedForwardOptions,
+): SealedForwarder {
+  const clock = options.clock ?? systemClock;
+  let closed = false;
+  const subs: Subscription[] = [];
+  const waker = new AbortController();
+  const ready = (async () => {
+    const end = clock.mono() + (options.waitForSinkMs ?? 30_000);
+    while (!options.sink()) {
+      if (closed) return false;
+      if (clock.mono() >= end) {
+        options.log?.info(
+          "no gateway on this node: sealed messages for agents are forwarded by other nodes",
+        );
+        return false;
+      }
+      await clock.sleep(options.pollMs ?? 200, waker.signal).catch(() => {});
+    }
+    if (closed) return false;
+    subs.push(...await subscribeAll(inner, policy, options));
+    if (closed) await Promise.allSettled(subs.map((s) => s.close()));
+    return !closed;
+  })();
+  return {
+    ready,
+    async close() {
+      closed = true;
+      waker.abort();
+      await ready.catch(() => {});
+      await Promise.allSettled(subs.map((s) => s.close()));
+    },
+  };
+}
+
+async function subscribeAll(
   inner: Transport,
   policy: SealingPolicy,
   options: SealedForwardOptions,
@@ -137,7 +197,7 @@ export async function forwardSealedToAgents(
   );
   const windowMs = options.replayWindowMs ?? policy.replayWindowMs ?? 300_000;
   const maxSeen = options.maxSeen ?? policy.maxSeen ?? 100_000;
-  const now = () => options.clock?.now() ?? Date.now();
+  const now = () => (options.clock ?? systemClock).now();
   const seen = new Map<string, number>();
   const remember = (id: string, timestamp: number) => {
     for (const [k, exp] of seen) {

@@ -59,7 +59,7 @@ interface Sent {
 }
 
 /** A broker, a directory with node a, node b and enrolled agents x and y. */
-async function rig() {
+async function rig(options: { forward?: boolean } = {}) {
   const broker = new MemoryBroker();
   const kv = await Deno.openKv(":memory:");
   const directory = kvSealingDirectory(kv, { cacheMs: 0 });
@@ -102,21 +102,27 @@ async function rig() {
     },
   };
   const opened: string[] = [];
-  const subs = await forwardSealedToAgents(raw, policy, {
-    opener: sealedOpener({ directory }, {
-      onOpened: () => opened.push("forwarder opened a message"),
-    }),
-    sink: () => sink,
-    metrics,
-    noSinkDelayMs: 10,
-    retryDelayMs: 10,
-  });
+  const forwarder = forwardSealedToAgents(
+    raw,
+    options.forward === false ? { topics: [] } : policy,
+    {
+      opener: sealedOpener({ directory }, {
+        onOpened: () => opened.push("forwarder opened a message"),
+      }),
+      sink: () => sink,
+      metrics,
+      noSinkDelayMs: 10,
+      retryDelayMs: 10,
+    },
+  );
+  assert.equal(await forwarder.ready, true);
   const publish = (topic: string, payload: unknown) =>
     sender.publish(
       topic,
       createEnvelope({ type: "event", topic, source: "a", payload }),
     );
   return {
+    broker,
     raw,
     sender,
     directory,
@@ -129,7 +135,7 @@ async function rig() {
       sink = s;
     },
     async [Symbol.asyncDispose]() {
-      for (const s of subs) await s.close();
+      await forwarder.close();
       await sender.close();
       await raw.close();
       stopBroker(broker);
@@ -235,7 +241,7 @@ Deno.test("sealed forward: tampered, re-addressed and replayed envelopes are dea
   assert.equal(r.sent.length, 2);
 });
 
-Deno.test("sealed forward: without a gateway the message waits (nak) and goes once one is there; a failed store is retried; an unknown agent is dead-lettered", async () => {
+Deno.test("sealed forward: when the gateway goes away the message waits (nak) and goes once one is back; a failed store is retried; an unknown agent is dead-lettered", async () => {
   await using r = await rig();
   r.setSink(undefined);
   await r.publish("ops.keys", { n: 1 });
@@ -277,4 +283,49 @@ Deno.test("sealed forward: without a gateway the message waits (nak) and goes on
   assert.ok(
     metric(r, /^plexus_sealed_forwarded_total\{outcome="undeliverable"\}/),
   );
+});
+
+Deno.test("sealed forward: a node that has no gateway after waitForSinkMs does not join the group; one that gets it later does", async () => {
+  await using r = await rig({ forward: false });
+  const raw = memoryTransport({ broker: r.broker, maxMessageBytes: 1 << 20 });
+  let subscribed = 0;
+  const spy = {
+    ...raw,
+    subscribe: (...args: Parameters<typeof raw.subscribe>) => {
+      subscribed++;
+      return raw.subscribe(...args);
+    },
+  };
+  const never = forwardSealedToAgents(spy, policy, {
+    opener: sealedOpener({ directory: r.directory }),
+    sink: () => undefined,
+    waitForSinkMs: 50,
+    pollMs: 10,
+  });
+  assert.equal(await never.ready, false);
+  assert.equal(subscribed, 0);
+  let sink: SealedAgentSink | undefined;
+  const got: string[] = [];
+  const later = forwardSealedToAgents(spy, policy, {
+    opener: sealedOpener({ directory: r.directory }),
+    sink: () => sink,
+    pollMs: 10,
+  });
+  try {
+    sink = {
+      send(agentId, _channel, _message, opts) {
+        got.push(agentId);
+        return Promise.resolve({ messageId: opts?.id ?? "", status: "sent" });
+      },
+    };
+    assert.equal(await later.ready, true);
+    assert.equal(subscribed, 3); // the rule's three topics
+    await r.publish("ops.keys", { n: 1 });
+    await waitFor("the forwarder's sends", () => got.length === 2, 5000);
+    assert.deepEqual(got.sort(), ["x", "y"]);
+  } finally {
+    await never.close();
+    await later.close();
+    await raw.close();
+  }
 });
