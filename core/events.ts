@@ -108,7 +108,14 @@ export const NODE_EVENT_SCHEMAS = {
   },
   "node.left": {
     version: 1,
-    data: z.strictObject({ nodeId: id }),
+    data: z.strictObject({
+      nodeId: id,
+      /**
+       * `shutdown`: the node said so as it stopped; `down`: the leader saw
+       * its heartbeats stop (a crash). Added later, so optional.
+       */
+      reason: z.enum(["shutdown", "down"]).optional(),
+    }),
   },
 } as const;
 

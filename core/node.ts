@@ -47,6 +47,7 @@ import { VERSION } from "./version.ts";
 import type { Consensus } from "./consensus.ts";
 import { createTaskService, NoAgentError } from "./tasks.ts";
 import { createNodeEvents, emitPluginState } from "./events.ts";
+import { startMembershipEvents } from "./membership_events.ts";
 import type { TaskService } from "./plugin.ts";
 import {
   createTaskRouter,
@@ -658,6 +659,15 @@ export async function startNode(
     );
   }
   events.emit("node.joined", { nodeId, address: url });
+  // Members that die without leaving: the leader announces node.left for
+  // them (and node.joined when one answers again), once per transition.
+  const membership = startMembershipEvents(kv, {
+    registry,
+    events,
+    isLeader: () => consensus()?.isLeader(),
+    onError: (err) =>
+      nodeLog.warn("membership events: a look failed", { error: err }),
+  });
   nodeLog.info(`plexus listening on ${url}`, {
     url,
     version: VERSION,
@@ -687,9 +697,10 @@ export async function startNode(
       logStream.close();
       watch?.close();
       // Leave the registry first: peers see this node down while it drains.
+      membership.stop();
       await registry.stop();
       await services.close();
-      events.emit("node.left", { nodeId });
+      events.emit("node.left", { nodeId, reason: "shutdown" });
       // Long-lived connections go first (the gateway closes its agents with
       // 1001, so their un-acked messages are back in their queues before
       // KV closes), then in-flight requests drain.

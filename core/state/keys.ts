@@ -21,6 +21,7 @@
  * ["election", name]                             lease record {holder, nonce, epoch, ...}
  * ["election", name, "epoch"]                    fencing record {epoch, holder, nonce}, written only on acquisition
  * ["nodes", nodeId]                              node registry record
+ * ["membership", nodeId]                         the leader's last announced status of a node {status, startedAt} (node.left/joined once per transition)
  * ["jwt-revoked", jti]                           revoked JWT id → {revokedAt, exp} (expireIn past exp)
  * ["jwt-revocations"]                            KvU64 count of revocations: a change means reload the revoked ids
  * ["ratelimit", scope, id]                       GCRA state {tat} per principal/IP/handshake scope
@@ -136,6 +137,14 @@ export function loginLinkUsedKey(jti: string): Deno.KvKey {
 /** Lease record of election `name`. */
 export function electionKey(name: string): Deno.KvKey {
   return ["election", name];
+}
+
+/**
+ * What the leader last announced of node `nodeId`'s membership (or the
+ * prefix of all of them): `node.left`/`node.joined` on a change only.
+ */
+export function membershipKey(nodeId?: string): Deno.KvKey {
+  return nodeId === undefined ? ["membership"] : ["membership", nodeId];
 }
 
 /** Node registry record (or the prefix of all of them). */
