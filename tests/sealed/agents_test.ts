@@ -14,6 +14,7 @@ import type { Delivery, Transport } from "../../core/transport.ts";
 import { generateKeyPair } from "../../core/security/hpke.ts";
 import {
   SealedError,
+  sealedOpener,
   sealedTransport,
   type SealingPolicy,
 } from "../../core/security/sealed_transport.ts";
@@ -23,6 +24,8 @@ import {
 } from "../../core/security/sealing_keys.ts";
 import { AgentError } from "../../sdk/errors.ts";
 import { waitFor } from "../../testing/conformance.ts";
+import { createMetrics } from "../../core/observe/metrics.ts";
+import { forwardSealedToAgents } from "../../core/security/sealed_forward.ts";
 import { connectRedisStreams } from "../../transports/redis-streams/transport.ts";
 import { DEFAULT_CHANNELS } from "../../gateway/policy.ts";
 import type { AgentMessage } from "../../sdk/client.ts";
@@ -238,15 +241,18 @@ Deno.test({
       });
 
       await t.step("the forwarding node did not open it", async () => {
+        // Counted once the gateway's send returned (the agent may be first).
+        await waitFor(
+          "the forward counted",
+          async () =>
+            await node.metric("plexus_sealed_forwarded_total", {
+              outcome: "forwarded",
+            }) === 1,
+          10_000,
+        );
         assert.equal(
           await node.metric("plexus_sealed_messages_total", { op: "opened" }),
           0,
-        );
-        assert.equal(
-          await node.metric("plexus_sealed_forwarded_total", {
-            outcome: "forwarded",
-          }),
-          1,
         );
       });
 
@@ -363,6 +369,123 @@ Deno.test({
           assert.equal(refused.length, 4);
         },
       );
+    } finally {
+      for (const c of cleanup.reverse()) await c().catch(() => {});
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "sealed agents: a node other than the agent's forwards it; the gateway carries it across nodes and the agent opens each message once",
+  ignore: skip !== undefined && !required,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    assert.ok(!skip, skip);
+    const dir = await Deno.makeTempDir({ prefix: "plexus-sealed-agents-" });
+    const run = crypto.randomUUID().slice(0, 8);
+    const prefix = `sealed-agents-x-${run}:`;
+    const topic = `sealedx.${run}.keys`;
+    const cleanup: (() => Promise<unknown>)[] = [];
+    const gateway = {
+      channels: {
+        ...DEFAULT_CHANNELS,
+        sealed: { subscribe: ["agent"], durable: true },
+        "sealing-keys": { publish: ["agent"] },
+      },
+    };
+    try {
+      // Node b (no transport) has the gateway the forwarder hands to.
+      const b = await startTestNode({ dir, name: "b", gateway });
+      cleanup.push(() => b.shutdown());
+      const key = await enrolledKey(b);
+      // Node a publishes; its own forwarder listens on another topic, so
+      // the forwarder below (on b's gateway) is the only one for `topic`.
+      const policy: SealingPolicy = {
+        topics: [{
+          pattern: `sealedx.${run}.*`,
+          recipients: [`agent:${key.id}`],
+          deliver: { channel: "sealed", topics: [`sealedx.${run}.unused`] },
+        }],
+      };
+      const a = await startTestNode({
+        dir,
+        name: "a",
+        config: { transport: "redis-streams", sealed: policy },
+        pluginConfig: { "redis-streams": { url, prefix } },
+        gateway,
+      });
+      cleanup.push(() => a.shutdown());
+      const agent = sdkClient(a.ws, key);
+      cleanup.push(() => agent.close());
+      await agent.connect();
+      const opened: SealedMessage[] = [];
+      const refused: SealedError[] = [];
+      await subscribeSealed(agent, {
+        seed: seedOf(key),
+        handler: (m) => void opened.push(m),
+        onRefused: (e) => void refused.push(e),
+      });
+
+      const kv = await Deno.openKv(`${dir}/shared.kv`);
+      cleanup.push(() => Promise.resolve(kv.close()));
+      const raw = await connectRedisStreams({ url, prefix });
+      cleanup.push(() => raw.close());
+      const metrics = createMetrics("plexus_");
+      const forwarder = forwardSealedToAgents(raw, {
+        ...policy,
+        topics: [{
+          ...policy.topics[0],
+          deliver: { channel: "sealed", topics: [topic] },
+        }],
+      }, {
+        opener: sealedOpener({ directory: kvSealingDirectory(kv) }),
+        sink: () => b.gateway.api,
+        metrics,
+      });
+      cleanup.push(() => forwarder.close());
+      assert.equal(await forwarder.ready, true);
+
+      const transport = a.handle.kernel.get<Transport>(
+        "transport:redis-streams",
+      );
+      const N = 5;
+      for (let i = 0; i < N; i++) {
+        await transport.publish(
+          topic,
+          createEnvelope({
+            type: "event",
+            topic,
+            source: "a",
+            payload: { note: MARKER, i },
+          }),
+        );
+      }
+      await waitFor(
+        "every message at the agent",
+        () => opened.length >= N,
+        20_000,
+      );
+      assert.deepEqual(
+        opened.map((m) => (m.payload as { i: number }).i).sort(),
+        [0, 1, 2, 3, 4],
+      );
+      assert.ok(opened.every((m) => m.from === "node:a"));
+      assert.deepEqual(refused, []);
+      // Counted once the gateway's send returned (the agent may be first).
+      await waitFor("the forwarder's count", () =>
+        new RegExp(
+          `plexus_sealed_forwarded_total\\{outcome="forwarded"\\} ${N}\n`,
+        ).test(metrics.render()), 10_000);
+      // Nobody on the way opened it.
+      for (const n of [a, b]) {
+        assert.equal(
+          await n.metric("plexus_sealed_messages_total", { op: "opened" }),
+          0,
+        );
+      }
     } finally {
       for (const c of cleanup.reverse()) await c().catch(() => {});
       await Deno.remove(dir, { recursive: true }).catch(() => {});
