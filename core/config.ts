@@ -192,6 +192,8 @@ export const configSchema = z.strictObject({
     rotateAfterMessages: z.number().int().min(1).max(1 << 30).default(100_000),
     /** Longest use of one session key. */
     rotateAfterMs: z.number().int().min(1000).max(86_400_000).default(600_000),
+    /** Messages for agents a node hands to its gateway at once per topic; above 1 an agent may get them out of order. */
+    forwardMaxInFlight: z.number().int().min(1).max(256).default(1),
   }).prefault({}),
   /** Which transport each topic goes to, and its delivery guarantee (docs/transports.md). */
   routing: z.strictObject({
@@ -410,6 +412,8 @@ export interface Config {
     rotateAfterMessages: number;
     /** Longest use of one session key. */
     rotateAfterMs: number;
+    /** Messages for agents a node hands to its gateway at once per topic; above 1 an agent may get them out of order. */
+    forwardMaxInFlight: number;
   };
   /** Which transport each topic goes to, and its delivery guarantee (docs/transports.md). */
   routing: {

@@ -82,6 +82,11 @@ export interface SealedForwardOptions {
   waitForSinkMs?: number;
   /** How often to look for the sink meanwhile, ms. @default {200} */
   pollMs?: number;
+  /**
+   * Deliveries forwarded at once per topic; above 1 an agent may get them
+   * out of order. @default {policy.forwardMaxInFlight ?? 1}
+   */
+  maxInFlight?: number;
 }
 
 /** A running forwarder. */
@@ -301,7 +306,10 @@ async function subscribeAll(
             }
             remember(`${from}|${env.id}`, env.timestamp);
             await d.ack();
-          }, { group: SEALED_FORWARD_GROUP }),
+          }, {
+            group: SEALED_FORWARD_GROUP,
+            maxInFlight: options.maxInFlight ?? policy.forwardMaxInFlight ?? 1,
+          }),
         );
       }
     }

@@ -329,3 +329,35 @@ Deno.test("sealed forward: a node that has no gateway after waitForSinkMs does n
     await raw.close();
   }
 });
+
+Deno.test("sealed forward: maxInFlight hands several messages to the gateway at once", async () => {
+  await using r = await rig({ forward: false });
+  const raw = memoryTransport({ broker: r.broker, maxMessageBytes: 1 << 20 });
+  const gate = Promise.withResolvers<void>();
+  let pending = 0;
+  let most = 0;
+  const forwarder = forwardSealedToAgents(raw, policy, {
+    opener: sealedOpener({ directory: r.directory }),
+    sink: () => ({
+      async send(_agentId, _channel, _message, opts) {
+        most = Math.max(most, ++pending);
+        await gate.promise;
+        pending--;
+        return { messageId: opts?.id ?? "", status: "sent" };
+      },
+    }),
+    maxInFlight: 3,
+  });
+  try {
+    assert.equal(await forwarder.ready, true);
+    for (let i = 0; i < 3; i++) await r.publish("ops.keys", { i });
+    await waitFor("three sends waiting at once", () => pending === 3, 5000);
+    gate.resolve();
+    await waitFor("all sent", () => pending === 0, 5000);
+    assert.equal(most, 3);
+  } finally {
+    gate.resolve();
+    await forwarder.close();
+    await raw.close();
+  }
+});

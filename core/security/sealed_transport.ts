@@ -112,6 +112,11 @@ export interface SealingPolicy {
   rotateAfterMessages?: number;
   /** A session key is used at most this long. @default {600000} */
   rotateAfterMs?: number;
+  /**
+   * Messages for agents a node hands to its gateway at once, per topic;
+   * above 1 they may reach an agent out of order. @default {1}
+   */
+  forwardMaxInFlight?: number;
 }
 
 /** This node's sealing identity and where peers' keys are found. */
