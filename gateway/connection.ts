@@ -44,7 +44,7 @@ import {
   TAG_BYTES,
 } from "../sdk/protocol/record.ts";
 import { type AgentRecord, getAgent } from "./enrolment.ts";
-import type { PresenceRecord, PresenceStore } from "./presence.ts";
+import type { AgentHealth, PresenceRecord, PresenceStore } from "./presence.ts";
 import type { Outbox } from "./outbox.ts";
 import {
   AUTH_FAILED,
@@ -130,6 +130,8 @@ export class AgentConnection {
   #sessionExpires = 0;
   #lastHeard = Date.now();
   #lastWritten = 0;
+  /** From `ready` on: emits `agent.health.changed` (rules in presence.ts). */
+  #health?: AgentHealth;
   #invalidUtf8 = false;
   #control: Promise<unknown> = Promise.resolve();
   #timers = new Set<ReturnType<typeof setTimeout>>();
@@ -356,7 +358,10 @@ export class AgentConnection {
       agent: () => this.#agent!,
       ready: () => this.#state === "ready",
       subs: this.#subs,
-      heard: () => (this.#lastHeard = Date.now()),
+      heard: () => {
+        this.#lastHeard = Date.now();
+        this.#health?.heard(this.#lastHeard);
+      },
       send: (fields, body) => this.#send(fields, body),
       serially: (task) => this.#serially(task),
       writePresence: (patch) => this.#writePresence(patch),
@@ -387,7 +392,12 @@ export class AgentConnection {
       sessionExpires: new Date(sessionExpires).toISOString(),
     });
     this.#delivery.refreshDepth();
+    this.#health = ctx.presence.health(agent.agentId, cfg.heartbeatMs);
     this.#every(cfg.heartbeatMs, () => this.#heartbeat());
+    // Half-interval looks, so a late heartbeat shows before the 4002 close.
+    this.#every(cfg.heartbeatMs / 2, () => {
+      if (this.#state === "ready") this.#health?.check(Date.now());
+    });
     this.#every(cfg.pollMs, () => this.#delivery.sweep());
     this.#after(
       Math.max(0, Math.min(sessionExpires - now, 2 ** 31 - 1)),
@@ -414,6 +424,7 @@ export class AgentConnection {
     if (this.#state !== "ready") return;
     const cfg = this.#ctx.config;
     if (Date.now() - this.#lastHeard > 2 * cfg.heartbeatMs) {
+      this.#health?.check(Date.now()); // unhealthy, then closed
       return this.close(4002, "heartbeat timeout");
     }
     this.#send({ type: "ping", id: crypto.randomUUID() }, EMPTY);
@@ -490,10 +501,12 @@ export class AgentConnection {
       );
     }
     const id = crypto.randomUUID();
-    return this.#asks.ask(
+    const message =
+      `agent ${this.agentId} did not answer on '${name}' within ${timeoutMs} ms`;
+    const asked = this.#asks.ask(
       id,
       timeoutMs,
-      `agent ${this.agentId} did not answer on '${name}' within ${timeoutMs} ms`,
+      message,
       () =>
         this.#send(
           traceparent
@@ -507,6 +520,13 @@ export class AgentConnection {
           encoder.encode(JSON.stringify(body ?? null)),
         ),
     );
+    // Its handler answering (even with an error) or not feeds its health.
+    asked.then(() => this.#health?.answered(Date.now()), (err) => {
+      if (!(err instanceof GatewayRequestError)) return;
+      if (err.code === "timeout") this.#health?.timedOut(Date.now(), message);
+      else if (err.code !== "unavailable") this.#health?.answered(Date.now());
+    });
+    return asked;
   }
 
   // ------------------------------------------------------------ closing

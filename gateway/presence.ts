@@ -82,6 +82,118 @@ export interface PresenceStore {
   remove(agentId: string): Promise<void>;
   /** Every record. */
   list(): AsyncIterable<PresenceRecord>;
+  /**
+   * A health tracker for a new connection of `agentId`: emits
+   * `agent.health.changed` on its transitions (see {@linkcode createAgentHealth}).
+   */
+  health(agentId: string, heartbeatMs: number): AgentHealth;
+}
+
+/** An agent connection's health, as `agent.health.changed` reports it. */
+export type AgentHealthStatus = "healthy" | "degraded" | "unhealthy";
+
+/** Request timeouts in a row that make an agent unhealthy. */
+export const UNHEALTHY_TIMEOUTS = 3;
+
+/**
+ * One connection's health: what the connection tells it (frames heard,
+ * requests answered or timed out, the clock at each check) in, a status
+ * out, reported to `onChange` on each transition. Starts healthy.
+ */
+export interface AgentHealth {
+  readonly status: AgentHealthStatus;
+  /** Any frame from the agent arrived (a pong, a message, an answer). */
+  heard(now: number): void;
+  /** A request to the agent was answered (its handler works again). */
+  answered(now: number): void;
+  /** A request to the agent timed out. */
+  timedOut(now: number, detail: string): void;
+  /** Re-judges the silence at `now` (the connection calls it on a timer). */
+  check(now: number): void;
+}
+
+/**
+ * A health tracker with these rules (`heartbeatMs` = h, the node's ping
+ * interval): **degraded** when nothing was heard for more than 1.5 h, or a
+ * request to the agent timed out; **unhealthy** when nothing was heard for
+ * more than 2 h (the node closes the connection with 4002 right after, as
+ * docs/protocol.md says), or {@linkcode UNHEALTHY_TIMEOUTS} requests in a
+ * row timed out while it still answers pings; **healthy** again once it is
+ * heard from and its last request (if any timed out) has been answered.
+ * The worse of the silence and request judgements wins.
+ *
+ * @example Usage
+ * ```ts
+ * import { createAgentHealth } from "./presence.ts";
+ * import assert from "node:assert/strict";
+ * const seen: string[] = [];
+ * const h = createAgentHealth(1000, (status) => seen.push(status), 0);
+ * h.check(1600); // 1.6 intervals silent
+ * h.check(2100); // 2.1
+ * h.heard(2200);
+ * assert.deepEqual(seen, ["degraded", "unhealthy", "healthy"]);
+ * ```
+ */
+export function createAgentHealth(
+  heartbeatMs: number,
+  onChange: (status: AgentHealthStatus, detail: string) => void,
+  now: number,
+): AgentHealth {
+  let lastHeard = now;
+  let timeouts = 0;
+  let lastTimeout = "";
+  let status: AgentHealthStatus = "healthy";
+  const judge = (at: number) => {
+    const silent = at - lastHeard;
+    const bySilence: [AgentHealthStatus, string] = silent > 2 * heartbeatMs
+      ? [
+        "unhealthy",
+        `nothing heard for ${silent} ms (heartbeat ${heartbeatMs} ms)`,
+      ]
+      : silent > 1.5 * heartbeatMs
+      ? [
+        "degraded",
+        `nothing heard for ${silent} ms (heartbeat ${heartbeatMs} ms)`,
+      ]
+      : ["healthy", "answering again"];
+    const byRequests: [AgentHealthStatus, string] =
+      timeouts >= UNHEALTHY_TIMEOUTS
+        ? [
+          "unhealthy",
+          `${timeouts} requests in a row timed out: ${lastTimeout}`,
+        ]
+        : timeouts > 0
+        ? ["degraded", `a request timed out: ${lastTimeout}`]
+        : ["healthy", "answering again"];
+    const rank = { healthy: 0, degraded: 1, unhealthy: 2 };
+    const [next, detail] = rank[byRequests[0]] > rank[bySilence[0]]
+      ? byRequests
+      : bySilence;
+    if (next !== status) {
+      status = next;
+      onChange(next, detail);
+    }
+  };
+  return {
+    get status() {
+      return status;
+    },
+    heard(at) {
+      lastHeard = Math.max(lastHeard, at);
+      judge(at);
+    },
+    answered(at) {
+      timeouts = 0;
+      lastHeard = Math.max(lastHeard, at);
+      judge(at);
+    },
+    timedOut(at, detail) {
+      timeouts++;
+      lastTimeout = detail;
+      judge(at);
+    },
+    check: judge,
+  };
 }
 
 /**
@@ -157,6 +269,18 @@ export function createPresence(
           }
           : undefined);
       if (wrote) events?.emit("agent.disconnected", { agentId, session });
+    },
+    health(agentId, heartbeatMs) {
+      return createAgentHealth(
+        heartbeatMs,
+        (status, detail) =>
+          events?.emit("agent.health.changed", {
+            agentId,
+            status,
+            detail: detail.slice(0, 1024),
+          }),
+        Date.now(),
+      );
     },
     async remove(agentId) {
       await retryLocked(() => kv.delete(gatewayPresenceKey(agentId)));
