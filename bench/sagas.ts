@@ -2,10 +2,11 @@
  * Sagas on 3 real nodes: 3-step sagas/s against the same work as plain
  * tasks, in the same run on the same nodes.
  *
- *   deno run -A bench/sagas.ts [--quick] [--sagas N] [--rounds R]
+ *   deno run -A bench/sagas.ts [--quick] [--sagas N] [--rounds R] [--tick 50]
  *
  * Three `main.ts` nodes share one fresh KV file (`kv-lease` elects the node
- * that drives sagas, task concurrency 16 per node, rate limits off), each
+ * that drives sagas, task concurrency 16 per node, rate limits off, the
+ * plugin's default `tickMs` 50 unless `--tick`), each
  * with `builtin:sagas` and the test fixture's `shop.step` task type (three
  * small KV writes: its call, its effect once per key, its log line).
  *
@@ -36,6 +37,8 @@ import { info, isQuick, median, numFlag, round, spread } from "./_util.ts";
 const N = numFlag("sagas", isQuick() ? 200 : 500);
 const ROUNDS = numFlag("rounds", isQuick() ? 1 : 3);
 const PARALLEL = 24;
+/** The sagas plugin's tickMs (sweep and task polling period). */
+const TICK = numFlag("tick", 50);
 const FIXTURE = join(import.meta.dirname!, "../tests/sagas/_shop_plugin.ts");
 
 const step = (i: number) => ({
@@ -99,7 +102,7 @@ const c = await startCluster(fileTarget, {
     FIXTURE,
   ],
   config: {
-    pluginConfig: { sagas: { tickMs: 20 } },
+    pluginConfig: { sagas: { tickMs: TICK } },
     pluginTrust: { "saga-shop": "trusted" },
     rateLimit: { enabled: false },
     tasks: { concurrency: 16 },
@@ -190,6 +193,7 @@ console.log(JSON.stringify({
   ratio: round(value / baseline, 2),
   sagas: N,
   rounds: ROUNDS,
+  tick_ms: TICK,
   not_completed: stuck,
   not_completed_why: reasons,
   dead_tasks: deadTasks,
