@@ -154,7 +154,7 @@ async function leader(c: Cluster): Promise<PlexusProcess> {
 }
 
 for (const target of KV_TARGETS) {
-  Deno.test(`sagas (${target.name}): a failure at step k of 4 compensates k−1…1 in reverse, each once by the handler's own log`, async () => {
+  Deno.test(`sagas (${target.name}): a failure at step k of 4 compensates k−1…1 in reverse, each once by the handler's own log; a cancel through a node that does not lead; bad definitions refused by every node`, async () => {
     await using c = await start(target);
     if (!c) return;
     const token = await c.nodes[0].token("analyst");
@@ -190,6 +190,50 @@ for (const target of KV_TARGETS) {
     assert.equal(view.steps.s2.attempts.length, 1);
     assert.match(view.steps.s2.attempts[0].error, /s2 refused/);
     assert.equal(view.steps.s1.compensations[0].ok, true);
+    // Cancelled through a node that does not lead while s2 runs: s2 still
+    // finishes, so it is undone too, then s1.
+    const lead = await leader(c);
+    const [n1, n2] = c.nodes.filter((n) => n !== lead);
+    const cancelled = await post(n1, token, {
+      id: "cancelled",
+      definition: definition(3, (i) => ({ holdMs: i === 2 ? 1500 : 0 })),
+    });
+    await eventually(
+      async () =>
+        (await c.kv.get([
+          "test",
+          "sagas",
+          "holding",
+          cancelled,
+          `${cancelled}:s2`,
+        ]))
+          .versionstamp,
+      (v) => v !== null,
+      "s2 holding",
+    );
+    const cancel = await fetch(`${n2.url}/api/v1/sagas/${cancelled}/cancel`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        authorization: `Bearer ${token}`,
+      },
+      body: JSON.stringify({ reason: "customer asked" }),
+    });
+    assert.deepEqual(await cancel.json(), {
+      id: cancelled,
+      cancelled: true,
+      status: "compensating",
+    });
+    const end = await finished(c.kv, cancelled);
+    assert.equal(end!.status, "compensated");
+    assert.match(end!.reason!, /cancelled: customer asked/);
+    assert.deepEqual(await effects(c.kv, cancelled), [
+      "s1",
+      "s2",
+      "undo-s2",
+      "undo-s1",
+    ]);
+    assert.equal((await calls(c.kv, cancelled)).has(`${cancelled}:s3`), false);
     // Bad definitions are refused at submit on any node, the field named.
     const task = (id: string, type = "shop.step") => ({
       id,
