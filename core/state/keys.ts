@@ -28,7 +28,7 @@
  * ["sig-nonce", keyid, nonce]                    RFC 9421 nonce replay store (expireIn past max age)
  * ["audit", at, n, vs]                           audit record of a mutating call, n = the node's call counter (call order within a ms), vs = commit versionstamp (unique across nodes); expireIn = retention
  * ["keys", keyid]                                trusted key (node or enrolled service key) for JWTs and RFC 9421
- * ["sealing", "keys", id]                        a sealed-payload recipient's public keys {id, x25519, ed25519, updatedAt} (id: node:ID)
+ * ["sealing", "keys", id]                        a sealed-payload recipient's public keys {id, x25519, ed25519, sig?, updatedAt} (id: node:ID, or agent:ID with sig, the agent's signed key statement)
  * ["transport-routing", "done", group, id]       exactly-once mark: message id handled by consumer group {topic, at} (expireIn = routing.dedupWindowMs)
  * ["gateway", "agents", agentId]                 enrolled agent {agentId, publicKey, roles, enrolledAt, enrolledBy}
  * ["gateway", "presence", agentId]               where the agent is connected {connected, nodeId, address, session, lastSeen, channels, ...}
