@@ -82,6 +82,7 @@ const gatewayPlugin = definePlugin({
     const offSealing = serveSealingKeys(
       gateway.api,
       kvSealingDirectory(ctx.kernel.get("state:kv")),
+      { metrics: ctx.metrics, log: ctx.log },
     );
     ctx.websocket("agent", (req) => gateway.accept(req));
     const withdraw = ctx.kernel.get("tasks:local").provideCapabilities({

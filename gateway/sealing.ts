@@ -11,6 +11,10 @@
  *   directory, `{"id","x25519","ed25519"}` (base64url), so the agent can
  *   check a sealed message's signature. The agent trusts its node's answer
  *   as nodes trust the shared KV.
+ * - `{"op":"refused","id","code","detail"}`: the agent refused sealed
+ *   message `id`; the node logs it (warn) and counts it in
+ *   `plexus_sealed_agent_refused_total{reason}`, so refusals at agents are
+ *   seen where refusals at nodes are. Answers `{}`.
  *
  * The channel must let the agent's roles publish (`gateway.channels`).
  *
@@ -22,9 +26,27 @@ import {
   type KvSealingDirectory,
   SealingKeyError,
 } from "../core/security/sealing_keys.ts";
+import type { SealedRefusal } from "../core/security/sealed_transport.ts";
+import type { Logger } from "../core/observe/logger.ts";
+import type { MetricsRegistry } from "../core/observe/metrics.ts";
 
 /** The agent channel name sealing-key requests use. */
 export const SEALING_KEYS_CHANNEL = "sealing-keys";
+
+const REFUSALS = new Set<string>(
+  [
+    "not_sealed",
+    "malformed",
+    "readdressed",
+    "replay_window",
+    "unknown_sender",
+    "bad_signature",
+    "not_recipient",
+    "no_key",
+    "tampered",
+    "replay",
+  ] satisfies SealedRefusal[],
+);
 
 const B64U = { alphabet: "base64url", omitPadding: true } as const;
 
@@ -52,11 +74,36 @@ function bytes(value: unknown, field: string): Uint8Array {
 export function serveSealingKeys(
   gateway: { onRequest(pattern: string, fn: RequestHandler): () => void },
   directory: KvSealingDirectory,
+  options: { metrics?: MetricsRegistry; log?: Logger } = {},
 ): () => void {
+  const refusals = options.metrics?.counter(
+    "plexus_sealed_agent_refused_total",
+    "Sealed messages agents refused (reported by their SDK), by reason",
+  );
   return gateway.onRequest(
     `agent.*.${SEALING_KEYS_CHANNEL}`,
     async ({ agentId, payload }) => {
       const p = (payload ?? {}) as Record<string, unknown>;
+      if (p.op === "refused") {
+        if (
+          typeof p.code !== "string" || !REFUSALS.has(p.code) ||
+          typeof p.id !== "string" || p.id.length > 128 ||
+          (p.detail !== undefined && typeof p.detail !== "string")
+        ) {
+          throw new GatewayRequestError(
+            "bad_request",
+            "'refused' needs 'id' (a message id), 'code' (a sealed refusal code) and an optional 'detail'",
+          );
+        }
+        refusals?.inc({ reason: p.code });
+        options.log?.warn("sealed message refused by agent", {
+          agent: agentId,
+          id: p.id,
+          reason: p.code,
+          detail: (p.detail as string | undefined)?.slice(0, 500),
+        });
+        return {};
+      }
       if (p.op === "publish") {
         try {
           await directory.publishAgent(

@@ -21,8 +21,8 @@
  *   the session, cached), the topic, the replay window and its own replay
  *   memory, unwraps with its X25519 key, and hands the handler the
  *   plaintext. A refusal is a {@linkcode SealedError} with the node's codes,
- *   given to `onRefused`; the message is acknowledged (dead for the agent),
- *   not redelivered.
+ *   given to `onRefused` and reported to the node (which logs and counts
+ *   it); the message is acknowledged (dead for the agent), not redelivered.
  *
  * @module
  */
@@ -117,6 +117,8 @@ export interface SubscribeSealedOptions {
   handler: (message: SealedMessage) => void | Promise<void>;
   /** Refused messages (acknowledged, not redelivered). @default {console.warn} */
   onRefused?: (error: SealedError, message: AgentMessage) => void;
+  /** Tell the node of each refusal (it logs and counts it). @default {true} */
+  reportRefusals?: boolean;
   /** The backend channel name the node delivers on (`deliver.channel`). @default {"sealed"} */
   channel?: string;
   /** Oldest envelope `timestamp` accepted, ms before now. @default {300000} */
@@ -243,6 +245,15 @@ export async function subscribeSealed(
       } catch (err) {
         if (!(err instanceof SealedError)) throw err;
         onRefused(err, message);
+        if (options.reportRefusals !== false) {
+          // Best effort, not awaited: the ack does not wait for it.
+          agent.request(SEALING_KEYS_CHANNEL, {
+            op: "refused",
+            id: message.id,
+            code: err.code,
+            detail: err.message.slice(0, 500),
+          }).catch(() => {});
+        }
         return; // acknowledged: a refused message is dead, not retried
       }
       await options.handler({

@@ -369,6 +369,29 @@ Deno.test({
           assert.equal(refused.length, 4);
         },
       );
+
+      await t.step(
+        "the node counts the refusals its agents reported",
+        async () => {
+          const expected: Record<string, number> = {
+            bad_signature: 1,
+            readdressed: 1,
+            replay: 1,
+            replay_window: 1,
+            not_recipient: 1,
+          };
+          for (const [reason, n] of Object.entries(expected)) {
+            await waitFor(
+              `the agents' ${reason} reported`,
+              async () =>
+                await node.metric("plexus_sealed_agent_refused_total", {
+                  reason,
+                }) === n,
+              10_000,
+            );
+          }
+        },
+      );
     } finally {
       for (const c of cleanup.reverse()) await c().catch(() => {});
       await Deno.remove(dir, { recursive: true }).catch(() => {});
