@@ -130,6 +130,12 @@ export function agentRules(
 
 const isAgentRecipient = (id: string) => id.startsWith("agent:");
 
+/** A refusal that will not change by trying again (the gateway's 4xx). */
+const isFinal = (err: unknown) => {
+  const status = (err as { status?: unknown })?.status;
+  return typeof status === "number" && status >= 400 && status < 500;
+};
+
 /**
  * Subscribes `inner` to the topics of every rule with agent recipients and
  * forwards their sealed envelopes, unopened, to the agents through
@@ -259,10 +265,13 @@ async function subscribeAll(
               );
               return;
             }
+            // Every agent is tried; a store that failed for one is retried
+            // for all (agents drop the copies they already have by id).
+            const undeliverable: string[] = [];
+            let retry: string | undefined;
             for (const agentId of agents) {
-              let result: { status: string; error?: string };
               try {
-                result = await sink.send(agentId, channel, env, {
+                const result = await sink.send(agentId, channel, env, {
                   // Stable across redeliveries: the agent drops duplicates.
                   id: env.id,
                   messageType: SEALED_MESSAGE_TYPE,
@@ -270,31 +279,31 @@ async function subscribeAll(
                   correlationId: env.correlationId,
                   sender: from,
                 });
-              } catch (err) {
-                // Unknown agent, or one that may not use the channel: final.
-                forwarded?.inc({ outcome: "undeliverable" });
-                const reason =
-                  `sealed undeliverable: agent '${agentId}' on '${channel}': ${
-                    (err as Error).message
+                if (result.status === "failed") {
+                  retry = `sealed message for agent '${agentId}' not stored: ${
+                    result.error ?? "failed"
                   }`;
+                  continue;
+                }
+              } catch (err) {
+                const message = (err as Error).message;
+                if (!isFinal(err)) {
+                  retry =
+                    `sealed message for agent '${agentId}' not stored: ${message}`;
+                  continue;
+                }
+                // Unknown agent, or one that may not use the channel.
+                forwarded?.inc({ outcome: "undeliverable" });
                 options.log?.warn("sealed message for an agent undeliverable", {
                   topic: d.topic,
                   id: env.id,
                   agent: agentId,
-                  error: (err as Error).message,
+                  error: message,
                 });
-                await d.term(reason);
-                return;
-              }
-              if (result.status === "failed") {
-                forwarded?.inc({ outcome: "retry" });
-                await d.nak(
-                  options.retryDelayMs ?? 1000,
-                  `sealed message for agent '${agentId}' not stored: ${
-                    result.error ?? "failed"
-                  }`,
+                undeliverable.push(
+                  `agent '${agentId}' on '${channel}': ${message}`,
                 );
-                return;
+                continue;
               }
               forwarded?.inc({ outcome: "forwarded" });
               options.log?.debug("sealed message forwarded unopened", {
@@ -303,6 +312,15 @@ async function subscribeAll(
                 agent: agentId,
                 channel,
               });
+            }
+            if (retry) {
+              forwarded?.inc({ outcome: "retry" });
+              await d.nak(options.retryDelayMs ?? 1000, retry);
+              return;
+            }
+            if (undeliverable.length > 0) {
+              await d.term(`sealed undeliverable: ${undeliverable.join("; ")}`);
+              return;
             }
             remember(`${from}|${env.id}`, env.timestamp);
             await d.ack();

@@ -251,11 +251,15 @@ Deno.test("sealed forward: when the gateway goes away the message waits (nak) an
     5000,
   );
   assert.equal(r.sent.length, 0);
-  let failures = 1;
+  // Attempt 2 (the nak was 1): x's store fails, y's send throws an error
+  // without a status: retried. Attempt 3: x is stored, y is unknown (404).
+  // Every attempt counts against the envelope's maxAttempts (3).
+  const calls = { x: 0, y: 0 };
   const sent: string[] = [];
   r.setSink({
     send(agentId, _channel, _message, opts) {
-      if (failures-- > 0) {
+      const n = ++calls[agentId as "x" | "y"];
+      if (agentId === "x" && n === 1) {
         return Promise.resolve({
           messageId: opts?.id ?? "",
           status: "failed",
@@ -263,7 +267,12 @@ Deno.test("sealed forward: when the gateway goes away the message waits (nak) an
         });
       }
       if (agentId === "y") {
-        return Promise.reject(new Error("no agent 'y'"));
+        return Promise.reject(
+          n === 1
+            ? new Error("database is locked")
+            // The gateway's GatewayError: a 4xx is final.
+            : Object.assign(new Error("no agent 'y'"), { status: 404 }),
+        );
       }
       sent.push(agentId);
       return Promise.resolve({ messageId: opts?.id ?? "", status: "sent" });
@@ -276,7 +285,8 @@ Deno.test("sealed forward: when the gateway goes away the message waits (nak) an
   );
   const [dead] = await r.raw.deadLetters!("ops.keys");
   assert.match(dead.reason, /^sealed undeliverable: agent 'y' on 'sealed'/);
-  assert.ok(sent.includes("x"));
+  assert.deepEqual(sent, ["x"]);
+  assert.deepEqual(calls, { x: 2, y: 2 });
   assert.ok(
     metric(r, /^plexus_sealed_forwarded_total\{outcome="retry"\} 1/),
   );
