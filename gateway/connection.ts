@@ -394,8 +394,9 @@ export class AgentConnection {
     this.#delivery.refreshDepth();
     this.#health = ctx.presence.health(agent.agentId, cfg.heartbeatMs);
     this.#every(cfg.heartbeatMs, () => this.#heartbeat());
-    // Half-interval looks, so a late heartbeat shows before the 4002 close.
-    this.#every(cfg.heartbeatMs / 2, () => {
+    // Quarter-interval looks, off the 1.5 and 2 interval edges, so a late
+    // heartbeat shows as degraded, then unhealthy, before the 4002 close.
+    this.#every(cfg.heartbeatMs / 4, () => {
       if (this.#state === "ready") this.#health?.check(Date.now());
     });
     this.#every(cfg.pollMs, () => this.#delivery.sweep());
