@@ -785,6 +785,10 @@ export async function openWorkerSandbox(
         need().kernel.get("tasks:local").submit(a as TaskSubmission),
       "tasks.get": (a) =>
         need().kernel.get("tasks:local").get((a as { id: string }).id),
+      "tasks.cancel": (a) => {
+        const { id, reason } = a as { id: string; reason?: string };
+        return need().kernel.get("tasks:local").cancel(id, reason);
+      },
       async "kernel.call"(a) {
         const { capability, method, args } = a as {
           capability: string;

@@ -575,6 +575,8 @@ function taskService(): TaskService {
     types: () => [...tasks.keys()].sort(),
     submit: (task: unknown) => rpc.call("tasks.submit", task),
     get: (id: string) => rpc.call("tasks.get", { id }),
+    cancel: (id: string, reason?: string) =>
+      rpc.call("tasks.cancel", { id, reason }),
   };
   return new Proxy(service, {
     get(target, prop) {

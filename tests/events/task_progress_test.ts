@@ -44,7 +44,7 @@ async function submit(n: PlexusProcess, body: unknown): Promise<string> {
 const view = async (n: PlexusProcess, id: string) =>
   await (await n.api(`/api/v1/tasks/${id}`)).json();
 
-Deno.test("tasks (shared KV file, sandboxed handlers): progress 0.25/0.5/1 stored in order and shown by GET; a cancel through another node aborts the sandboxed handler", async () => {
+Deno.test("tasks (shared KV file, sandboxed handlers): progress 0.25/0.5/1 stored in order and shown by GET; a cancel through another node, or by a sandboxed plugin, aborts the sandboxed handler", async () => {
   await using c = await startCluster(KV_TARGETS[0], {
     nodes: 2,
     args: [
@@ -118,4 +118,37 @@ Deno.test("tasks (shared KV file, sandboxed handlers): progress 0.25/0.5/1 store
   assert.equal(aborted!.task, wait);
   assert.match(String(aborted!.reason), /was cancelled: enough/);
   assert.equal((await view(n1, wait)).status, "cancelled");
+
+  // A sandboxed plugin cancels through its own task service.
+  const wait2 = await submit(n1, { type: "progress.wait" });
+  await eventually(
+    () => view(n1, wait2),
+    (v) => v.status === "running",
+    "the second progress.wait running",
+  );
+  const byPlugin = await submit(n2, {
+    type: "progress.cancel",
+    payload: { id: wait2 },
+  });
+  const outcome = await eventually(
+    () => view(n2, byPlugin),
+    (v) => v.status === "done",
+    "progress.cancel done",
+  );
+  assert.equal(outcome.result.status, "cancelled");
+  const v2 = await view(n1, wait2);
+  assert.deepEqual([v2.status, v2.reason], [
+    "cancelled",
+    "cancelled by a plugin",
+  ]);
+  const again = await submit(n2, {
+    type: "progress.cancel",
+    payload: { id: wait2 },
+  });
+  const refused = await eventually(
+    () => view(n2, again),
+    (v) => v.status === "done",
+    "the second progress.cancel done",
+  );
+  assert.match(refused.result.refused, /is cancelled: only a ready/);
 });
