@@ -62,6 +62,8 @@ export {
   parseAgentKey,
 } from "./keys.ts";
 export { backoffDelay, type BackoffOptions } from "./reconnect.ts";
+export type { HpkeKeyPair } from "../core/security/hpke.ts";
+export type { SealedRefusal } from "../core/security/sealed_transport.ts";
 export {
   AGENT_SEALING_KEY_INFO,
   agentSealingKey,

@@ -129,7 +129,7 @@ export interface SubscribeSealedOptions {
   maxSeen?: number;
   /** Senders' keys are re-read from the node after this, ms. @default {60000} */
   keyCacheMs?: number;
-  /** @default {Date.now} */
+  /** The clock the replay window is read against, epoch ms. @default {Date.now} */
   now?: () => number;
 }
 
