@@ -366,6 +366,8 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
     }
   };
 
+  let sweepTimer: ReturnType<typeof setTimeout> | undefined;
+  let wakeSweep: (() => void) | undefined;
   const sweep = async () => {
     let led = false;
     let resumedAt = 0;
@@ -401,7 +403,11 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
           options.onError?.(err);
         }
       }
-      await sleep(tick);
+      if (stopped) break;
+      await new Promise<void>((resolve) => {
+        sweepTimer = setTimeout(resolve, tick);
+        wakeSweep = resolve;
+      });
     }
   };
   const resume = async () => {
@@ -474,6 +480,9 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
     inflight: () => running.size,
     async stop() {
       stopped = true;
+      // The sweep's sleep ends now, not a tick later.
+      clearTimeout(sweepTimer);
+      wakeSweep?.();
       await sweeping;
       await Promise.allSettled([...inflight]);
     },

@@ -445,3 +445,21 @@ Deno.test("saga driver: a resume that read the state just before this node wrote
     await driver.stop();
   }
 });
+
+Deno.test("saga driver: stop() ends the sweep's sleep instead of waiting out the tick", async () => {
+  await using t = await createTestKernel([]);
+  const driver = createSagaDriver({
+    store: createSagaStore(t.kv),
+    tasks: t.tasks,
+    tickMs: 60_000,
+  });
+  // Whether the sweep is asleep or mid-pass when stop() comes.
+  await driver.resume();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const stopped = await Promise.race([
+    driver.stop().then(() => "stopped"),
+    new Promise((r) => timer = setTimeout(() => r("still sleeping"), 10_000)),
+  ]);
+  clearTimeout(timer);
+  assert.equal(stopped, "stopped");
+});
