@@ -555,7 +555,16 @@ export function createTaskService(
             `no agent offers capability '${task.capability}' on ${options.nodeId}`,
           );
         }
-        exec = () => onAgent(task);
+        // The agent is not told (the protocol has no cancel); the node stops
+        // waiting at once, freeing the slot, and drops its late answer.
+        exec = () =>
+          new Promise((resolve, reject) => {
+            const stop = () => reject(cancel.signal.reason);
+            cancel.signal.addEventListener("abort", stop, { once: true });
+            onAgent(task).then(resolve, reject).finally(() =>
+              cancel.signal.removeEventListener("abort", stop)
+            );
+          });
       } else {
         const handler = handlers.get(task.type);
         if (!handler) {

@@ -3,6 +3,9 @@ import { createTestKernel } from "./testing.ts";
 import { definePlugin } from "./plugin.ts";
 import type { NodeEvent, NodeEvents } from "./events.ts";
 import { DurableQueue } from "./state/queue.ts";
+import { createTaskService } from "./tasks.ts";
+import { createLogger } from "./observe/logger.ts";
+import { createMetrics } from "./observe/metrics.ts";
 
 async function until<T>(
   fn: () => Promise<T>,
@@ -249,5 +252,42 @@ Deno.test("tasks: ctx.progress is seen in order by a listener and the latest by 
       "failure",
     );
     assert.match(v!.error!, /fraction must be a number in \[0, 1\]/);
+  }
+});
+
+Deno.test("tasks: cancelling a capability task stops waiting for the agent at once; its late answer is dropped", async () => {
+  const kv = await Deno.openKv(":memory:");
+  let answer!: (v: unknown) => void;
+  let asked!: () => void;
+  const agentAsked = new Promise<void>((r) => (asked = r));
+  const tasks = createTaskService(kv, {
+    nodeId: "n1",
+    log: createLogger({ sinks: [] }),
+    metrics: createMetrics(),
+    runOnAgent: () => {
+      asked();
+      return new Promise((r) => (answer = r));
+    },
+  });
+  tasks.start();
+  try {
+    const { id } = await tasks.submit({
+      type: "crunch",
+      capability: "crunch",
+    });
+    await agentAsked;
+    assert.equal(tasks.running(), 1);
+    await tasks.cancel(id, "no need");
+    await until(
+      () => Promise.resolve(tasks.running()),
+      (n) => n === 0,
+      "the slot freed",
+    );
+    answer({ late: true });
+    const v = await tasks.get(id);
+    assert.deepEqual([v?.status, v?.result], ["cancelled", undefined]);
+  } finally {
+    await tasks.stop(1000);
+    kv.close();
   }
 });
