@@ -53,6 +53,10 @@ export const DEFAULT_CHANNELS: Readonly<Record<string, ChannelPolicy>> = {
   policies: { subscribe: ["agent", "worker"], durable: true },
   commands: { subscribe: ["agent", "worker"], signed: true, durable: true },
   tasks: { subscribe: ["worker"], durable: true },
+  // Sealed payloads for agents (docs/gateway.md): the delivery channel a
+  // rule's `deliver.channel` names by default, and the agent's key requests.
+  sealed: { subscribe: ["agent", "worker"], durable: true },
+  "sealing-keys": { publish: ["agent", "worker"] },
 };
 
 /** Zod schema of `gateway.channels`. */
