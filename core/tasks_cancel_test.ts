@@ -100,6 +100,63 @@ Deno.test("queue: cancel takes a ready, a delayed and an in-flight message out f
   }
 });
 
+Deno.test("queue: cancels racing claims never let a message cancelled from ready run; every message ends claimed or cancelled, once", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const q = new DurableQueue<number>(kv, "race", { maxGroup: 1 });
+    const ids: string[] = [];
+    // Several per commit too: one index entry shared by many ids.
+    for (let i = 0; i < 40; i++) ids.push((await q.enqueue(i)).id);
+    ids.push(
+      ...await q.enqueueMany(
+        Array.from({ length: 160 }, (_, i) => ({ payload: i })),
+      ),
+    );
+    const claimed = new Set<string>();
+    const cancelledFromReady = new Set<string>();
+    let cancelsLeft = ids.filter((_, i) => i % 2 === 0);
+    const claimer = (async () => {
+      for (let idle = 0; idle < 3;) {
+        const got = await q.claim(7, 60_000, "c");
+        for (const d of got) {
+          assert.ok(!claimed.has(d.id), `claimed twice: ${d.id}`);
+          claimed.add(d.id);
+        }
+        idle = got.length ? 0 : idle + 1;
+      }
+    })();
+    const canceller = (async () => {
+      while (cancelsLeft.length) {
+        const id = cancelsLeft.shift()!;
+        const r = await q.cancel(id, "race");
+        if (r.outcome === "cancelled" && r.from === "ready") {
+          cancelledFromReady.add(id);
+        }
+      }
+    })();
+    await Promise.all([claimer, canceller]);
+    cancelsLeft = [];
+    for (const id of cancelledFromReady) {
+      assert.ok(!claimed.has(id), `cancelled from ready, then claimed: ${id}`);
+    }
+    let inflight = 0;
+    for (const id of ids) {
+      const m = await q.get(id);
+      if (m?.state === "inflight") inflight++;
+      assert.ok(
+        m?.state === "cancelled" ||
+          (m?.state === "inflight" && claimed.has(id)),
+        `${id} ended ${m?.state}`,
+      );
+    }
+    const s = await q.stats();
+    assert.deepEqual([s.ready, s.delayed, s.inflight], [0, 0, inflight]);
+    assert.ok(cancelledFromReady.size > 0 && claimed.size > 0);
+  } finally {
+    kv.close();
+  }
+});
+
 Deno.test("tasks: cancel over HTTP — a ready task never runs and shows cancelled with its reason; done is 409, unknown 404, a bad body 400", async () => {
   let release!: () => void;
   const released = new Promise<void>((r) => (release = r));

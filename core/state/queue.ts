@@ -1341,11 +1341,25 @@ export class DurableQueue<T = unknown> {
       };
       delete next.leaseId;
       delete next.leaseUntil;
+      // A ready message's index entry was written by the commit that made it
+      // ready, so its key ends in the record's versionstamp. Taking the id
+      // out (checked) makes a claim that read the record before this commit
+      // fail its own check on that entry, instead of running a cancelled
+      // message; a claim that commits first fails this commit's check.
+      const index = from === "ready"
+        ? await this.#kv.get<string[]>(
+          this.#keys.ready(m.priority, entry.versionstamp!),
+        )
+        : null;
       const { res } = await this.#commit(() => {
-        // A ready message's index entry is left behind: claims drop entries
-        // whose message is no longer ready.
         const op = this.#kv.atomic().check(entry)
           .set(this.#keys.msg(id), next, { expireIn: this.#retention });
+        if (index?.value?.includes(id)) {
+          const rest = index.value.filter((x) => x !== id);
+          op.check(index);
+          if (rest.length) op.set(index.key, rest);
+          else op.delete(index.key);
+        }
         if (from === "delayed") {
           op.delete(this.#keys.delayed(m.availableAt, id));
         }
