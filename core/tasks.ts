@@ -45,6 +45,8 @@ export interface TaskProgress {
   message?: string;
   /** When it was reported, ISO 8601. */
   at: string;
+  /** The attempt that reported it (always the task's latest). */
+  attempt: number;
 }
 
 /** A task as `GET /api/v1/tasks/{id}` shows it. */
@@ -377,6 +379,7 @@ export function createTaskService(
         fraction,
         ...(message === undefined ? {} : { message }),
         at: clock.now(),
+        attempt: task.attempt,
       };
       // One after another, so the record ends at the last report.
       writes = writes.then(() => queue.setProgress(task.id, stored)).catch(
@@ -507,17 +510,21 @@ export function createTaskService(
     async get(id) {
       const [m, progress] = await Promise.all([
         queue.get(id),
-        queue.progress<{ fraction: number; message?: string; at: number }>(id),
+        queue.progress<
+          { fraction: number; message?: string; at: number; attempt: number }
+        >(id),
       ]);
       if (!m) return null;
       const view = taskView(m);
-      if (progress) {
+      // An earlier attempt's progress says nothing of the one running now.
+      if (progress && progress.attempt === m.attempts) {
         view.progress = {
           fraction: progress.fraction,
           ...(progress.message === undefined
             ? {}
             : { message: progress.message }),
           at: new Date(progress.at).toISOString(),
+          attempt: progress.attempt,
         };
       }
       return view;

@@ -270,6 +270,7 @@ Deno.test("tasks: ctx.progress is seen in order by a listener and the latest by 
   assert.equal(running.status, "running");
   assert.equal(running.progress.fraction, 1);
   assert.equal(running.progress.message, "at 1");
+  assert.equal(running.progress.attempt, 1);
   assert.ok(!Number.isNaN(Date.parse(running.progress.at)));
   // The burst of 200 sent its first report only (the others were replaced
   // by 0.25 within the same 100 ms), then 0.25, 0.5, 1 in order.
@@ -347,4 +348,49 @@ Deno.test("tasks: cancelling a capability task stops waiting for the agent at on
     await tasks.stop(1000);
     kv.close();
   }
+});
+
+Deno.test("tasks: GET shows only the running attempt's progress, not a failed earlier one's", async () => {
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  const flaky = definePlugin({
+    manifest: {
+      name: "flaky-progress",
+      version: "1.0.0",
+      kind: "extension",
+      api: "^1",
+      provides: ["extension:flaky-progress"],
+      requires: ["tasks:local"],
+    },
+    setup(ctx) {
+      ctx.kernel.get("tasks:local").register("flaky", async (_p, run) => {
+        if (run.attempt === 1) {
+          run.progress(0.9, "nearly");
+          throw new Error("fell over at 90%");
+        }
+        await released;
+        return "ok";
+      });
+      return Promise.resolve({ stop: () => Promise.resolve() });
+    },
+  });
+  await using t = await createTestKernel([flaky]);
+  const { id } = await t.tasks.submit({ type: "flaky" });
+  const failed = await until(
+    () => t.tasks.get(id),
+    (v) => v?.status === "failed",
+    "attempt 1 failed",
+  );
+  assert.deepEqual(
+    [failed?.progress?.fraction, failed?.progress?.attempt],
+    [0.9, 1],
+  );
+  const second = await until(
+    () => t.tasks.get(id),
+    (v) => v?.status === "running" && v.attempts === 2,
+    "attempt 2 running",
+  );
+  assert.equal(second?.progress, undefined);
+  release();
+  await until(() => t.tasks.get(id), (v) => v?.status === "done", "done");
 });
