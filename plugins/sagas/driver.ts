@@ -239,6 +239,13 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
       if (view?.status === "dead") {
         throw new Error(`task ${id}: ${view.error ?? "dead"}`);
       }
+      // Cancelled through the tasks API: the attempt failed, as when dead
+      // (not a wait until the step's timeout).
+      if (view?.status === "cancelled") {
+        throw new Error(
+          `task ${id} was cancelled${view.reason ? `: ${view.reason}` : ""}`,
+        );
+      }
       if (stopped) throw new Error("the saga driver stopped");
       await sleep(wait);
     }

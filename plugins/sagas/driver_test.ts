@@ -463,3 +463,74 @@ Deno.test("saga driver: stop() ends the sweep's sleep instead of waiting out the
   clearTimeout(timer);
   assert.equal(stopped, "stopped");
 });
+
+Deno.test("saga driver: a step's task cancelled through the tasks API fails the attempt at once (not at the step's timeout) and the saga compensates", async () => {
+  const log: string[] = [];
+  const running = Promise.withResolvers<string>();
+  const hold = definePlugin({
+    manifest: {
+      name: "hold",
+      version: "1.0.0",
+      kind: "extension",
+      api: "^1",
+      provides: ["extension:hold"],
+    },
+    setup(ctx) {
+      const tasks = ctx.kernel.get("tasks:local");
+      tasks.register("reserve", () => {
+        log.push("reserve");
+        return Promise.resolve({ reserve: true });
+      });
+      tasks.register("release", () => {
+        log.push("release");
+        return Promise.resolve({ release: true });
+      });
+      // Runs until cancelled.
+      tasks.register("wait", (_payload, task) => {
+        running.resolve(task.id);
+        return new Promise((_, reject) =>
+          task.signal.addEventListener(
+            "abort",
+            () => reject(task.signal.reason),
+          )
+        );
+      });
+      return Promise.resolve({ stop: () => Promise.resolve() });
+    },
+  });
+  await using t = await createTestKernel([hold]);
+  const store = createSagaStore(t.kv);
+  const driver = createSagaDriver({ store, tasks: t.tasks, tickMs: 10 });
+  try {
+    await driver.submit(
+      "o-cancel",
+      parseSagaDefinition({
+        name: "hold",
+        steps: [
+          {
+            id: "reserve",
+            run: { kind: "task", type: "reserve" },
+            compensate: { kind: "task", type: "release" },
+            retry: { maxAttempts: 1 },
+          },
+          {
+            id: "wait",
+            run: { kind: "task", type: "wait" },
+            timeoutMs: 600_000,
+            retry: { maxAttempts: 1 },
+          },
+        ],
+      }),
+    );
+    const taskId = await running.promise;
+    const t0 = Date.now();
+    await t.tasks.cancel(taskId, "operator stopped it");
+    assert.equal(await driver.finished("o-cancel", 30_000), "compensated");
+    assert.ok(Date.now() - t0 < 20_000, "well before the 600 s step timeout");
+    assert.deepEqual(log, ["reserve", "release"]);
+    const s = (await store.get("o-cancel"))!;
+    assert.match(s.reason!, /was cancelled: operator stopped it/);
+  } finally {
+    await driver.stop();
+  }
+});
