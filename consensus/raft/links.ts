@@ -20,6 +20,7 @@
  *
  * @module
  */
+import { openWebSocket, type WebSocketLike } from "../../sdk/ws_client.ts";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { Message } from "./types.ts";
 
@@ -84,7 +85,7 @@ type Frame<M> =
   | { t: "c"; d: unknown };
 
 interface Link {
-  ws: WebSocket;
+  ws: WebSocketLike;
   peer?: string;
   /** The address the peer claimed in its hello. */
   addr?: string;
@@ -160,7 +161,7 @@ export function startLinks<M extends LinkMessage = Message>(
     if (l.ws.readyState === WebSocket.OPEN) l.ws.send(JSON.stringify(f));
   };
 
-  const attach = (ws: WebSocket, onGone?: () => void) => {
+  const attach = (ws: WebSocketLike, onGone?: () => void) => {
     const link: Link = { ws, ready: false };
     all.add(link);
     const nonce = crypto.randomUUID();
@@ -238,9 +239,14 @@ export function startLinks<M extends LinkMessage = Message>(
 
   const dial = (base: string) => {
     if (closed) return;
-    let ws: WebSocket;
+    let ws: WebSocketLike;
     try {
-      ws = new WebSocket(raftLinkUrl(base, o.path));
+      // Not `new WebSocket`: Deno's client writes a frame over 1 KiB in
+      // several writes with Nagle on, and the peer's delayed ACK then holds
+      // each one ~40 ms (bench/_gateway_nagle.ts). A batch of 1 KiB entries
+      // is such a frame: it stalled Raft now and then and PBFT (whose
+      // pre-prepares carry the batch) every time (48 ms for one write).
+      ws = openWebSocket(raftLinkUrl(base, o.path));
     } catch {
       redial(base);
       return;
