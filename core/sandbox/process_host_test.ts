@@ -88,7 +88,13 @@ Deno.test("process sandbox: a plugin that eats memory dies at its heap cap, not 
 Deno.test("process sandbox: a plugin in an endless loop misses its health deadline, is killed and restarted; the node's event loop never stalls", async () => {
   const { sandbox, t, get } = await probe({});
   try {
-    assert.deepEqual(await get("/spin"), { ok: true });
+    // The route answers, then spins at the next timer. Whether its answer
+    // leaves the child first is a race (the write to the host is async and
+    // the loop never yields again): 200, or the node's 504 for a plugin
+    // that did not answer. Either is right; what follows is the point.
+    const spin = await t.request("/plugins/probe/spin");
+    await spin.body?.cancel();
+    assert.ok([200, 504].includes(spin.status), `/spin: ${spin.status}`);
     // The node keeps answering while the child spins.
     const t0 = performance.now();
     const health = await (await t.request("/health")).json();

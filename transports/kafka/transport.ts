@@ -397,12 +397,23 @@ export async function connectKafka(
     // to seek to once assigned (records before them are skipped).
     const startAt = new Map<string, number>();
     if (!group) {
-      try {
-        for (const p of await admin.fetchTopicOffsets(main)) {
-          startAt.set(`${main}:${p.partition}`, Number(p.high));
+      // A topic just created may not have its partition leaders elected
+      // yet (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE: retriable in
+      // Kafka's own terms): asked again for a few seconds before failing.
+      for (let attempt = 1;; attempt++) {
+        try {
+          for (const p of await admin.fetchTopicOffsets(main)) {
+            startAt.set(`${main}:${p.partition}`, Number(p.high));
+          }
+          break;
+        } catch (err) {
+          const retriable = (err as { retriable?: boolean }).retriable ||
+            (err as { cause?: { retriable?: boolean } }).cause?.retriable;
+          if (!retriable || attempt >= 20) {
+            throw unavailable(`Cannot read the offsets of '${main}'`, err);
+          }
+          await new Promise((r) => setTimeout(r, 100 * Math.min(attempt, 5)));
         }
-      } catch (err) {
-        throw unavailable(`Cannot read the offsets of '${main}'`, err);
       }
     }
     const consumer: Consumer = kafka.consumer({
