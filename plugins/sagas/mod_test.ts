@@ -107,7 +107,16 @@ Deno.test("sagas plugin: a step failing after its retries compensates the done o
   assert.equal(s.steps.ship.attempts.length, 2);
   assert.match(s.steps.ship.attempts[1].error!, /ship broke/);
   const types = seen.map((e) => e.type);
-  assert.deepEqual(types.filter((x) => x === "saga.step.failed").length, 2);
+  // Once (CI, 2026-12-07) only one of the two failures was seen: say what
+  // was, should it happen again.
+  assert.deepEqual(
+    types.filter((x) => x === "saga.step.failed").length,
+    2,
+    JSON.stringify({
+      seen: seen.map((e) => [e.seq, e.type, e.data]),
+      ship: s.steps.ship,
+    }),
+  );
   assert.ok(types.includes("saga.started"));
   assert.ok(
     types.indexOf("saga.compensating") < types.indexOf("saga.compensated"),
