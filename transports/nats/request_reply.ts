@@ -73,6 +73,19 @@ export interface NatsRequestReply {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+/** Bytes of a message's `max_payload` kept for its headers. */
+const HEADER_ROOM = 4096;
+
+/**
+ * Whether `text` encodes to more than `limit` UTF-8 bytes; encodes only when
+ * its length cannot settle it (a UTF-16 unit is 1 to 3 bytes).
+ */
+function over(text: string, limit: number): number | false {
+  if (text.length * 3 <= limit) return false;
+  const n = encoder.encode(text).length;
+  return n > limit ? n : false;
+}
+
 /** A node id as one subject token. */
 function nodeToken(node: string): string {
   return btoa(String.fromCharCode(...encoder.encode(node)))
@@ -231,6 +244,8 @@ export async function natsRequestReply(
   nc.publish(annSubject, JSON.stringify({ hello: me }));
   await nc.flush();
 
+  /** Largest request or reply body, bytes. */
+  const limit = () => (nc.info?.max_payload ?? 1024 * 1024) - HEADER_ROOM;
   const answer =
     (topic: string, handler: RequestHandler) => async (msg: NatsCore.Msg) => {
       const headers: Record<string, string> = {};
@@ -246,6 +261,16 @@ export async function natsRequestReply(
         reply = JSON.stringify(
           v === undefined ? { ok: true } : { ok: true, v },
         );
+        // NATS would refuse to send it and the caller would wait for its
+        // deadline: tell it now instead.
+        const n = over(reply, limit());
+        if (n !== false) {
+          reply = JSON.stringify({
+            ok: false,
+            error:
+              `the reply is ${n} bytes, over the ${limit()} a message may carry here (the NATS server's max_payload less ${HEADER_ROOM} for headers)`,
+          });
+        }
       } catch (err) {
         reply = JSON.stringify({
           ok: false,
@@ -334,6 +359,14 @@ export async function natsRequestReply(
           `Cannot send a request on '${topic}': its body is not JSON: ${
             (err as Error).message
           }`,
+        );
+      }
+      const n = over(payload, limit());
+      if (n !== false) {
+        throw new TransportError(
+          "too_large",
+          `Cannot send a request on '${topic}': it is ${n} bytes, over the ${limit()} a message may carry here (the NATS server's max_payload less ${HEADER_ROOM} for headers)`,
+          { data: { node, topic } },
         );
       }
       const headers = core.headers();

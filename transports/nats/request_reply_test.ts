@@ -192,3 +192,40 @@ Deno.test(
     });
   },
 );
+
+Deno.test(
+  "nats request/reply: a body or a reply over the server's max_payload is refused at once, and the connection goes on",
+  opts,
+  async () => {
+    await using nodes = await pair();
+    const [a, b] = nodes;
+    const t = topic();
+    const big = "x".repeat(2 * 1024 * 1024); // NATS's default max_payload is 1 MiB
+    await b.respond(t, (body) => Promise.resolve(body === "big" ? big : body));
+    const started = Date.now();
+    await assert.rejects(
+      () => a.request("b", t, big, { timeoutMs: 5000 }),
+      (err: unknown) =>
+        err instanceof TransportError && err.code === "too_large" &&
+        /it is \d{7} bytes, over the \d+ a message may carry here/.test(
+          err.message,
+        ),
+    );
+    // The responder says so instead of leaving the caller to its deadline.
+    await assert.rejects(
+      () => a.request("b", t, "big", { timeoutMs: 5000 }),
+      (err: unknown) =>
+        err instanceof TransportError && err.code === "bad_message" &&
+        /the reply is \d{7} bytes, over the \d+ a message may carry here/
+          .test(err.message),
+    );
+    assert.ok(Date.now() - started < 4000, "waited for a deadline");
+    // Both connections still carry requests.
+    assert.equal(
+      await a.request("b", t, "small", { timeoutMs: 2000 }),
+      "small",
+    );
+    await a.respond(t, (body) => Promise.resolve(body));
+    assert.equal(await b.request("a", t, 1, { timeoutMs: 2000 }), 1);
+  },
+);
