@@ -95,12 +95,27 @@ Deno.test("sagas plugin: a step failing after its retries compensates the done o
     config,
   );
   const seen: NodeEvent[] = [];
+  let ended!: () => void;
+  const end = new Promise<void>((r) => ended = r);
   const off = t.kernel.get<NodeEvents>("events:local").listen((e) => {
     if (e.type.startsWith("saga.")) seen.push(e);
+    if (e.type === "saga.compensated") ended();
   });
   const sagas = t.kernel.get<SagaService>("extension:sagas");
   const id = await sagas.start("order");
   assert.equal(await sagas.finished(id, 10_000), "compensated");
+  // The last write's events follow the write: `finished` polls the store and
+  // can see it first (twice in 300 runs this test stopped listening there).
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    end,
+    new Promise((_, reject) =>
+      timer = setTimeout(
+        () => reject(new Error(`no saga.compensated: ${JSON.stringify(seen)}`)),
+        10_000,
+      )
+    ),
+  ]).finally(() => clearTimeout(timer));
   off();
   assert.deepEqual(log.slice(2), ["undo-charge", "undo-reserve"]);
   const s = (await sagas.get(id))!;
