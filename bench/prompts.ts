@@ -11,7 +11,9 @@
  * `builtin:prompts` and a bench plugin whose `POST /api/v1/benchbare` (same
  * `prompt:send` permission, same JWT, same per-IP/audit/auth chain) sends
  * the body straight to the root agent with `gateway.request` and returns
- * its answer: the bare sealed request. One SDK root agent answers at once
+ * its answer: the bare sealed request; its `POST /api/v1/benchbare/const`
+ * reads the JSON body and answers a constant (the floor of an authenticated,
+ * audited API POST on this runtime). One SDK root agent answers at once
  * (SAGE: signs its hop). Clients are `fetch` loops, `C` at a time, in the
  * same process as node and agent (one event loop for all: the ratios
  * compare like with like). A prompt round trip uses a new prompt each time
@@ -48,6 +50,9 @@ const rounds = numFlag("rounds", quick ? 2 : 4);
 const ms = numFlag("ms", quick ? 600 : 1500);
 const concurrency = numFlag("concurrency", 16);
 
+/** What the floor route answers: about a cache hit's size. */
+const FLOOR_ANSWER = { response: "ok", metadata: { cached: true }, logs: [] };
+
 const bare = definePlugin({
   manifest: {
     name: "benchbare",
@@ -59,7 +64,8 @@ const bare = definePlugin({
   },
   setup(ctx) {
     const gateway = ctx.kernel.get<AgentGateway>("gateway:agents");
-    ctx.api("benchbare").post("/", "prompt:send", async (c) => {
+    const routes = ctx.api("benchbare");
+    routes.post("/", "prompt:send", async (c) => {
       const body = await c.req.json() as { prompt: string };
       const [agent] = gateway.capabilities().prompt ?? [];
       const answer = await gateway.request(agent, "tasks.prompt", {
@@ -69,6 +75,12 @@ const bare = definePlugin({
         sage: false,
       });
       return c.json(answer);
+    });
+    // The floor of an authenticated, audited API POST: the same chain
+    // (audit waited for, JWT, permission), a JSON body read, a constant answer.
+    routes.post("/const", "prompt:send", async (c) => {
+      await c.req.json();
+      return c.json(FLOOR_ANSWER);
     });
     return Promise.resolve({ stop: () => Promise.resolve() });
   },
@@ -132,6 +144,7 @@ type Case =
   | "bare"
   | "cache_hit"
   | "cache_hit_anonymous"
+  | "floor"
   | "health";
 const headers = {
   authorization: `Bearer ${token}`,
@@ -168,6 +181,12 @@ const request = (c: Case): Promise<Response> => {
       return fetch(`${node.url}/plugins/prompts/send`, {
         method: "POST",
         headers: { "content-type": "application/json" },
+        body: '{"prompt":"the cached one","sageEnabled":false}',
+      });
+    case "floor":
+      return fetch(`${node.url}/api/v1/benchbare/const`, {
+        method: "POST",
+        headers,
         body: '{"prompt":"the cached one","sageEnabled":false}',
       });
     case "health":
@@ -213,6 +232,7 @@ const ALL_CASES: Case[] = [
   "health",
   "cache_hit",
   "cache_hit_anonymous",
+  "floor",
 ];
 const only = flag("cases")?.split(",");
 const unknown = only?.filter((c) => !ALL_CASES.includes(c as Case));
@@ -268,6 +288,11 @@ console.log(JSON.stringify({
     cache_ratio: round(m.cache_hit / m.health, 2),
     cache_hits_anonymous_per_s: round(m.cache_hit_anonymous),
     cache_anonymous_ratio: round(m.cache_hit_anonymous / m.health, 2),
+    // An authenticated, audited POST answering a constant: the floor of any
+    // /api/v1 POST here, and a hit against it.
+    floor_per_s: round(m.floor),
+    floor_ratio: round(m.floor / m.health, 2),
+    cache_to_floor_ratio: round(m.cache_hit / m.floor, 2),
     // CPU of node, agent and clients together (one process): steadier than
     // rates on a shared machine.
     cpu_us_per_request: Object.fromEntries(

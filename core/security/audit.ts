@@ -12,6 +12,12 @@
  * commits per second (its fsync), and each held up the reads queued behind
  * it on the same database.
  *
+ * A handler whose call changed nothing (a prompt answered from the cache)
+ * may say so with {@linkcode markUnchanged}: its record joins the next group
+ * commit like any other, but the answer does not wait for that commit (an
+ * fsync, 2-5 ms), so a crash within one commit can lose records of such
+ * calls, never of a call that changed state.
+ *
  * The principal comes from the request context (`c.get("principal")`, set by
  * the authentication middleware); a request without one is recorded as
  * `anonymous`.
@@ -59,6 +65,27 @@ interface Joined {
 }
 
 const MUTATING = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+
+/** Requests whose handler said they changed nothing (see markUnchanged). */
+const unchanged = new WeakSet<Request>();
+
+/**
+ * Says that `request`'s call changed no state (e.g. an answer served from a
+ * cache): it is still audited, in the next group commit, but its answer is
+ * not held until that commit is durable. Call it from the handler, with the
+ * request the node handed it (`c.req.raw`).
+ *
+ * @example Usage
+ * ```ts ignore
+ * ctx.api("notes").post("/lookup", "tasks:read", (c) => {
+ *   markUnchanged(c.req.raw);
+ *   return c.json(found);
+ * });
+ * ```
+ */
+export function markUnchanged(request: Request): void {
+  unchanged.add(request);
+}
 
 /** Maps an HTTP status to an audit outcome. */
 export function outcomeOf(status: number): AuditRecord["outcome"] {
@@ -137,7 +164,9 @@ export function auditLog(options: AuditOptions): MiddlewareHandler {
     const cid = currentCorrelationId();
     if (cid) record.correlationId = cid;
     options.log.info("audit", { audit: record });
-    await store(record);
+    const stored = store(record);
+    // Nothing changed: the record is on its way, the answer need not wait.
+    if (!unchanged.has(c.req.raw)) await stored;
   };
 }
 

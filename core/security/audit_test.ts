@@ -3,7 +3,7 @@ import { Hono } from "hono";
 import { ManualClock } from "../clock.ts";
 import { createLogger } from "../observe/logger.ts";
 import { createTestKernel } from "../testing.ts";
-import { auditLog, listAudit, outcomeOf } from "./audit.ts";
+import { auditLog, listAudit, markUnchanged, outcomeOf } from "./audit.ts";
 
 Deno.test("audit: mutating API calls are recorded in KV and the log, reads are not", async () => {
   await using t = await createTestKernel([]);
@@ -187,4 +187,33 @@ Deno.test("audit: a failed group commit is reported and its calls are still answ
   assert.ok(errors.length >= 1 && errors.length <= 5);
   assert.match(String(errors[0]), /disk full/);
   assert.deepEqual(await listAudit(kv), []);
+});
+
+Deno.test("audit: a call marked unchanged is answered before its commit lands, and still recorded", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const g = gatedKv(kv);
+  const app = new Hono();
+  app.use("*", auditLog({ kv: g.kv, log: createLogger({ sinks: [] }) }));
+  app.post("/read", (c) => {
+    markUnchanged(c.req.raw);
+    return c.text("unchanged");
+  });
+  app.post("/write", (c) => c.text("changed"));
+  let wrote = false;
+  const write = Promise.resolve(app.request("/write", { method: "POST" }))
+    .then((res) => {
+      wrote = true;
+      return res.status;
+    });
+  // The read is answered while the commit holding both records is held.
+  const read = await app.request("/read", { method: "POST" });
+  assert.equal(await read.text(), "unchanged");
+  await g.firstCommit;
+  assert.equal(wrote, false, "the changing call still waits for its record");
+  g.open();
+  assert.equal(await write, 200);
+  assert.deepEqual(
+    (await listAudit(kv)).map((r) => [r.path, r.status]).sort(),
+    [["/read", 200], ["/write", 200]],
+  );
 });

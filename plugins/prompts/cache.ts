@@ -12,6 +12,13 @@
  * answer, uncached prompts queued on KV's commits (each a disk sync, 2.7 ms
  * apiece on this machine under load) rather than on the agents.
  *
+ * Each node also keeps the fresh answers it read or stored lately in memory
+ * (`localMs`, 1 s by default; at most 1,000 answers or 8 M characters), so a
+ * hit costs no KV read. A stored answer never changes; a newer answer under
+ * the same key (stored by a `no-cache` request on another node) is seen here
+ * once the local copy is `localMs` old, and a local copy is never served
+ * past its own freshness. Stale answers are always read from KV.
+ *
  * @example Usage
  * ```ts
  * import { createPromptCache } from "./cache.ts";
@@ -50,6 +57,12 @@ export interface PromptCacheOptions {
   ttlMs: number;
   /** How long after that it may still be served as stale when no agent can answer. */
   maxStaleMs: number;
+  /**
+   * How long this node serves a fresh answer from memory before reading KV
+   * again (another node's newer answer is seen within this). 0: every
+   * lookup reads KV. @default {1000}
+   */
+  localMs?: number;
   /** Time source. @default {Date.now} */
   now?: () => number;
 }
@@ -103,6 +116,16 @@ const MAX_STORED_CHARS = 20_000;
 const MAX_GROUP = 64;
 /** Most estimated bytes in one commit (KV takes ~800 KiB per atomic operation). */
 const MAX_GROUP_BYTES = 512 * 1024;
+/** Most answers kept in memory. */
+const MAX_LOCAL = 1000;
+/** Most characters of answers kept in memory. */
+const MAX_LOCAL_CHARS = 8_000_000;
+
+/** A fresh answer kept in memory until `until`. */
+interface Local {
+  value: CachedAnswer & { storedAt: number };
+  until: number;
+}
 
 /**
  * What "the same prompt" means: Unicode NFC, case folded, runs of
@@ -125,6 +148,38 @@ export function createPromptCache(
 ): PromptCache {
   const now = options.now ?? Date.now;
   const expireIn = options.ttlMs + options.maxStaleMs;
+  const localMs = options.localMs ?? 1000;
+  if (!Number.isInteger(localMs) || localMs < 0 || localMs > 60_000) {
+    throw new RangeError(`localMs must be 0-60000 ms, got ${localMs}`);
+  }
+  /** Fresh answers in memory, oldest first. */
+  const local = new Map<string, Local>();
+  let localChars = 0;
+  const forget = (key: string) => {
+    const l = local.get(key);
+    if (!l) return;
+    local.delete(key);
+    localChars -= l.value.response.length;
+  };
+  /** Keeps a fresh answer in memory for localMs, never past its freshness. */
+  const remember = (key: string, value: Local["value"]) => {
+    if (localMs === 0) return;
+    const until = Math.min(now() + localMs, value.storedAt + options.ttlMs);
+    forget(key);
+    local.set(key, { value, until });
+    localChars += value.response.length;
+    while (local.size > MAX_LOCAL || localChars > MAX_LOCAL_CHARS) {
+      forget(local.keys().next().value!);
+    }
+  };
+  const entryOf = (value: Local["value"], at: number): CacheEntry => {
+    const ageMs = Math.max(0, at - value.storedAt);
+    return {
+      ...value,
+      ageMs,
+      state: ageMs <= options.ttlMs ? "fresh" : "stale",
+    };
+  };
   let waiting: Waiting[] = [];
   let flushing = false;
 
@@ -147,7 +202,10 @@ export function createPromptCache(
           }
           const res = await op.commit();
           if (!res.ok) throw new Error("the cache commit failed its checks");
-          for (const w of group) w.resolve(true);
+          for (const w of group) {
+            remember(w.key, w.value);
+            w.resolve(true);
+          }
         } catch (err) {
           for (const w of group) w.reject(err);
         }
@@ -172,19 +230,22 @@ export function createPromptCache(
       return Promise.resolve(createHash("sha256").update(text).digest("hex"));
     },
     async get(key) {
+      const l = local.get(key);
+      if (l) {
+        const at = now();
+        if (at < l.until) return entryOf(l.value, at);
+        forget(key);
+      }
       const e = await kv.get<CachedAnswer & { storedAt: number }>([
         "cache",
         key,
       ]);
       if (!e.value) return undefined;
-      const ageMs = Math.max(0, now() - e.value.storedAt);
+      const entry = entryOf(e.value, now());
       // expireIn is the earliest deletion, not a deadline: check the age.
-      if (ageMs > options.ttlMs + options.maxStaleMs) return undefined;
-      return {
-        ...e.value,
-        ageMs,
-        state: ageMs <= options.ttlMs ? "fresh" : "stale",
-      };
+      if (entry.ageMs > options.ttlMs + options.maxStaleMs) return undefined;
+      if (entry.state === "fresh") remember(key, e.value);
+      return entry;
     },
     put(key, answer) {
       if (answer.response.length > MAX_STORED_CHARS) {

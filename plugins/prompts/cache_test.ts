@@ -126,3 +126,107 @@ Deno.test("prompt cache: a failed group commit rejects the puts of that group on
   assert.equal(await cache.get("x"), undefined);
   assert.equal((await cache.get("z"))?.response, "z");
 });
+
+/** `kv` whose reads are counted. */
+function readCountingKv(kv: Deno.Kv) {
+  const state = { reads: 0 };
+  return {
+    state,
+    kv: {
+      get: <T>(key: Deno.KvKey) => {
+        state.reads++;
+        return kv.get<T>(key);
+      },
+      atomic: () => kv.atomic(),
+    },
+  };
+}
+
+Deno.test("prompt cache: a fresh answer is served from memory for localMs, then read again; another node's newer answer is seen after that", async () => {
+  using kv = await Deno.openKv(":memory:");
+  let now = 1_000_000;
+  const a = readCountingKv(kv);
+  const here = createPromptCache(a.kv, {
+    ttlMs: 10_000,
+    maxStaleMs: 60_000,
+    localMs: 1000,
+    now: () => now,
+  });
+  const there = createPromptCache(kv, {
+    ttlMs: 10_000,
+    maxStaleMs: 60_000,
+    localMs: 1000,
+    now: () => now,
+  });
+  assert.equal(await there.put("k", { response: "first", agent: "a" }), true);
+  assert.equal((await here.get("k"))?.response, "first");
+  assert.equal(a.state.reads, 1);
+  // Another node stores a newer answer (a no-cache request there).
+  now += 10;
+  assert.equal(await there.put("k", { response: "second", agent: "b" }), true);
+  const fromMemory = await here.get("k");
+  assert.equal(fromMemory?.response, "first", "within localMs: the local copy");
+  assert.equal(fromMemory?.ageMs, 10, "its age is still counted");
+  assert.equal(a.state.reads, 1, "no KV read");
+  now += 1000;
+  assert.equal((await here.get("k"))?.response, "second", "seen after localMs");
+  assert.equal(a.state.reads, 2);
+  // An answer stored here is in memory at once (a no-cache request here).
+  assert.equal(await here.put("k", { response: "third", agent: "a" }), true);
+  assert.equal((await here.get("k"))?.response, "third");
+  assert.equal(a.state.reads, 2);
+});
+
+Deno.test("prompt cache: a local copy is never served past its freshness; stale answers come from KV", async () => {
+  using kv = await Deno.openKv(":memory:");
+  let now = 1_000_000;
+  const c = readCountingKv(kv);
+  const cache = createPromptCache(c.kv, {
+    ttlMs: 100,
+    maxStaleMs: 1000,
+    localMs: 60_000,
+    now: () => now,
+  });
+  assert.equal(await cache.put("k", { response: "x", agent: "a" }), true);
+  now += 99;
+  assert.equal((await cache.get("k"))?.state, "fresh");
+  assert.equal(c.state.reads, 0);
+  now += 2;
+  assert.equal((await cache.get("k"))?.state, "stale");
+  assert.equal(c.state.reads, 1);
+  assert.equal((await cache.get("k"))?.state, "stale");
+  assert.equal(c.state.reads, 2, "stale entries are not kept in memory");
+  now += 1000;
+  assert.equal(await cache.get("k"), undefined);
+});
+
+Deno.test("prompt cache: localMs 0 reads KV every time; memory is bounded", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const c = readCountingKv(kv);
+  const off = createPromptCache(c.kv, {
+    ttlMs: 60_000,
+    maxStaleMs: 0,
+    localMs: 0,
+  });
+  await off.put("k", { response: "x", agent: "a" });
+  await off.get("k");
+  await off.get("k");
+  assert.equal(c.state.reads, 2);
+  assert.throws(
+    () => createPromptCache(kv, { ttlMs: 1, maxStaleMs: 0, localMs: -1 }),
+    /localMs must be 0-60000 ms, got -1/,
+  );
+  // 1,001 answers: the oldest is no longer in memory, the newest is.
+  const d = readCountingKv(kv);
+  const bounded = createPromptCache(d.kv, { ttlMs: 60_000, maxStaleMs: 0 });
+  await Promise.all(
+    Array.from(
+      { length: 1001 },
+      (_, i) => bounded.put(`n${i}`, { response: `r${i}`, agent: "a" }),
+    ),
+  );
+  assert.equal((await bounded.get("n1000"))?.response, "r1000");
+  assert.equal(d.state.reads, 0);
+  assert.equal((await bounded.get("n0"))?.response, "r0");
+  assert.equal(d.state.reads, 1);
+});

@@ -61,11 +61,18 @@ export const promptsConfigSchema = z.strictObject({
     ),
     /** Metadata fields whose values are part of the key when the request names none (`X-Cache-Key`). */
     keyFields: z.array(z.string().regex(METADATA_KEY_RE)).max(8).default([]),
+    /**
+     * How long a node answers a hit from its own memory before reading KV
+     * again: another node's newer answer for the same prompt is seen within
+     * this. 0: every lookup reads KV.
+     */
+    localMs: z.number().int().min(0).max(60_000).default(1000),
   }).default({
     enabled: true,
     ttlMs: 300_000,
     maxStaleMs: 3_600_000,
     keyFields: [],
+    localMs: 1000,
   }),
   /** How often this node tells the others (through KV) which capabilities its agents offer. */
   advertiseMs: z.number().int().min(100).max(60_000).default(2000),

@@ -31,6 +31,7 @@ import {
   definePlugin,
   type Envelope,
   type HealthEntry,
+  markUnchanged,
   PlexusError,
 } from "../../core/plugin.ts";
 import { VERSION } from "../../core/version.ts";
@@ -461,6 +462,8 @@ const promptsPlugin = definePlugin<PromptsConfig>({
             signal: c.req.raw.signal,
           }, t0);
         outcome(scenario, t0);
+        // A hit changed nothing: its audit record need not be durable first.
+        if (found.hit) markUnchanged(c.req.raw);
         if (sse) {
           return new Response(
             `event: result\ndata: ${JSON.stringify({ ...result, cache })}\n\n`,
@@ -473,7 +476,10 @@ const promptsPlugin = definePlugin<PromptsConfig>({
             },
           );
         }
-        return c.json(result, 200, { "X-Cache": cache });
+        // Built here, not with c.json: Hono's copies the headers once more.
+        return new Response(JSON.stringify(result), {
+          headers: { "content-type": "application/json", "x-cache": cache },
+        });
       } catch (err) {
         if (!(err instanceof PlexusError)) throw err;
         outcome(scenario, t0, err);

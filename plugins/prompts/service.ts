@@ -1035,7 +1035,9 @@ export function cachedResult(
   },
 ): PromptResult {
   const self = `node:${options.nodeId}`;
-  const at = () => new Date().toISOString();
+  // One clock read for the three timestamps (they fall in the same ms).
+  const now = new Date().toISOString();
+  const at = () => now;
   const logs: RoutingLog[] = [
     {
       type: "routing",
@@ -1061,6 +1063,7 @@ export function cachedResult(
     },
   ];
   for (const l of logs) {
+    if (!options.log.enabled(l.level)) continue;
     options.log[l.level]("routing", { ...l, requestId: options.requestId });
   }
   return {

@@ -50,6 +50,24 @@ Deno.test("prompt cache: an answer without SAGE on one node is a hit on another 
     await b.metric("plexus_prompts_cache_total", { result: "hit" }),
     1,
   );
+  // A hit is answered without waiting for its audit record's commit, but
+  // it is audited: a later call on b waits for its own record, and b's
+  // records are committed in order, so the hit's is stored by then.
+  const later = await b.prompt({ prompt: "x", sageEnabled: true });
+  assert.equal(later.status, 503, JSON.stringify(later.body));
+  const audit = await (await b.api("/api/v1/audit", {}, "admin")).json() as {
+    path: string;
+    status: number;
+    correlationId: string;
+  }[];
+  const hitRecord = audit.find((r) =>
+    r.correlationId === hit.headers.get("x-request-id")
+  );
+  assert.deepEqual(
+    [hitRecord?.path, hitRecord?.status],
+    ["/send/prompt", 200],
+    JSON.stringify(audit),
+  );
 
   // Another scenario is another key.
   const other = await b.prompt({
