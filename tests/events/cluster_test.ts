@@ -8,24 +8,12 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { eventually, KV_TARGETS, startCluster } from "../cluster/_cluster.ts";
 import type { PlexusProcess } from "../integration/_process.ts";
-import {
-  createEventStore,
-  type StoredEvent,
-} from "../../plugins/events/store.ts";
+import type { StoredEvent } from "../../plugins/events/store.ts";
+import { storedEvents } from "./_util.ts";
 
 /** Every stored event of the `custom` stream, in offset order. */
-async function storedCustom(kv: Deno.Kv, after = ""): Promise<StoredEvent[]> {
-  const store = createEventStore(kv);
-  const out: StoredEvent[] = [];
-  for (;;) {
-    const page = await store.read({ after }, { streams: ["custom"] });
-    out.push(...page.events);
-    if (page.next === after) break;
-    after = page.next;
-  }
-  await store.close();
-  return out;
-}
+const storedCustom = (kv: Deno.Kv, after = "") =>
+  storedEvents(kv, "custom", after);
 
 /** Publishes `perNode` custom events on every node at once, `parallel` in flight per node. */
 async function publishAll(

@@ -13,25 +13,11 @@ import {
   KV_TARGETS,
   startCluster,
 } from "../cluster/_cluster.ts";
-import {
-  createEventStore,
-  type StoredEvent,
-} from "../../plugins/events/store.ts";
+import type { StoredEvent } from "../../plugins/events/store.ts";
+import { storedEvents } from "./_util.ts";
 
 /** Every stored event of the `node` stream, in offset order. */
-async function nodeEvents(kv: Deno.Kv): Promise<StoredEvent[]> {
-  const store = createEventStore(kv);
-  const out: StoredEvent[] = [];
-  let after = "";
-  for (;;) {
-    const page = await store.read({ after }, { streams: ["node"] });
-    out.push(...page.events);
-    if (page.next === after) break;
-    after = page.next;
-  }
-  await store.close();
-  return out;
-}
+const nodeEvents = (kv: Deno.Kv) => storedEvents(kv, "node");
 
 const about = (es: StoredEvent[], type: string, nodeId: string) =>
   es.filter((e) =>

@@ -8,41 +8,9 @@
 import assert from "node:assert/strict";
 import { eventually, KV_TARGETS, startCluster } from "../cluster/_cluster.ts";
 import type { PlexusProcess } from "../integration/_process.ts";
-import {
-  createEventStore,
-  type StoredEvent,
-} from "../../plugins/events/store.ts";
+import { json, storedEvents, submit, view } from "./_util.ts";
 
-/** Every stored event of the `task` stream, in offset order. */
-async function taskEvents(kv: Deno.Kv): Promise<StoredEvent[]> {
-  const store = createEventStore(kv);
-  const out: StoredEvent[] = [];
-  let after = "";
-  for (;;) {
-    const page = await store.read({ after }, { streams: ["task"] });
-    out.push(...page.events);
-    if (page.next === after) break;
-    after = page.next;
-  }
-  await store.close();
-  return out;
-}
-
-const json = { "content-type": "application/json" };
-
-async function submit(n: PlexusProcess, body: unknown): Promise<string> {
-  const res = await n.api("/api/v1/tasks", {
-    method: "POST",
-    headers: json,
-    body: JSON.stringify(body),
-  });
-  const out = await res.json();
-  assert.equal(res.status, 202, JSON.stringify(out));
-  return out.id;
-}
-
-const view = async (n: PlexusProcess, id: string) =>
-  await (await n.api(`/api/v1/tasks/${id}`)).json();
+const taskEvents = (kv: Deno.Kv) => storedEvents(kv, "task");
 
 const cancel = (n: PlexusProcess, id: string, reason?: string) =>
   n.api(`/api/v1/tasks/${id}/cancel`, {
