@@ -123,7 +123,7 @@ export class TestCluster {
       const rd = r.node.ready();
       if (rd.compact) r.records = [...rd.compact];
       r.records.push(...rd.persist);
-      this.inflight.push(...rd.messages);
+      this.inflight.push(...rd.early, ...rd.messages);
       if (rd.snapshot) r.state = rd.snapshot.data;
       for (const e of rd.executed) {
         r.executed.push(e);

@@ -92,6 +92,7 @@ function fmtRecord(r: PbftRecord): string {
 
 function fmtReady(id: string, rd: PbftReady): string[] {
   const out = [`> ${id} handling Ready`];
+  for (const m of rd.early) out.push(`  Send early ${fmtMessage(m)}`);
   if (rd.compact) {
     out.push(`  Compact [${rd.compact.map(fmtRecord).join("; ")}]`);
   }
@@ -151,7 +152,7 @@ export function runScript(text: string): string {
         result.push(...fmtReady(id, rd));
         if (rd.compact) r.records = [...rd.compact];
         r.records.push(...rd.persist);
-        cluster().inflight.push(...rd.messages);
+        cluster().inflight.push(...rd.early, ...rd.messages);
         if (rd.snapshot) r.state = rd.snapshot.data;
         for (const e of rd.executed) {
           r.executed.push(e);

@@ -392,7 +392,7 @@ export function runPbftSim(
       const rd = node.ready();
       if (rd.compact) r.records = [...rd.compact];
       r.records.push(...rd.persist);
-      for (const m of rd.messages) {
+      for (const m of [...rd.early, ...rd.messages]) {
         if (r.byzantine) adversarySend(r, m);
         else transmit(m);
       }

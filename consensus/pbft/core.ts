@@ -359,13 +359,21 @@ export class PbftNode {
       this.#multicast({ type: "request", requests: this.#relay });
       this.#relay = [];
     }
+    const early: PbftMessage[] = [];
     for (const [proxy, results] of this.#results) {
-      this.#send(proxy, { type: "reply", view: this.#view, results });
+      const payload = { type: "reply" as const, view: this.#view, results };
+      early.push({
+        from: this.id,
+        to: proxy,
+        payload,
+        mac: this.#auth.mac(proxy, macInput(this.id, proxy, payload)),
+      });
     }
     this.#results.clear();
     const rd: PbftReady = {
       persist: this.#persist,
       messages: this.#out,
+      early,
       executed: this.#exec,
       replies: this.#replies,
       retried: this.#retried,
@@ -442,12 +450,24 @@ export class PbftNode {
     if (gaps?.size === 0) this.#gapsT.delete(r.client);
   }
 
-  /** Sends a result for `client`'s request `t` to `proxy`, the replica that relayed it for the client. */
-  reply(proxy: string, client: string, t: number, result: string): void {
+  /**
+   * Sends a result for `client`'s request `t` to `proxy`, the replica that
+   * relayed it for the client: its digest only, unless `full` (the answer
+   * to a retry: the proxy may not have executed the request itself).
+   */
+  reply(
+    proxy: string,
+    client: string,
+    t: number,
+    result: string,
+    options: { full?: boolean } = {},
+  ): void {
+    const digest = this.#auth.digest(result);
     if (proxy === this.id) {
       this.#replies.push({
         client,
         t,
+        digest,
         result,
         view: this.#view,
         from: this.id,
@@ -455,7 +475,13 @@ export class PbftNode {
     } else if (this.replicas.includes(proxy)) {
       let list = this.#results.get(proxy);
       if (!list) this.#results.set(proxy, list = []);
-      list.push({ client, t, result });
+      list.push(
+        options.full ? { client, t, digest, result } : {
+          client,
+          t,
+          digest,
+        },
+      );
     }
   }
 
@@ -604,14 +630,18 @@ export class PbftNode {
           !nat(p.view) || !Array.isArray(p.results) ||
           !p.results.every((x) =>
             nat(x?.t) && typeof x.client === "string" &&
-            typeof x.result === "string"
+            typeof x.digest === "string" &&
+            (x.result === undefined ||
+              (typeof x.result === "string" &&
+                this.#auth.digest(x.result) === x.digest))
           )
         ) return this.#reject();
         for (const x of p.results) {
           this.#replies.push({
             client: x.client,
             t: x.t,
-            result: x.result,
+            digest: x.digest,
+            ...(x.result === undefined ? {} : { result: x.result }),
             view: p.view,
             from: m.from,
           });
@@ -1471,15 +1501,15 @@ export class PbftNode {
   }
 
   #multicast(payload: PbftPayload): void {
-    // One serialisation for every link's MAC (a batch can be large).
-    const json = JSON.stringify(payload);
+    // One serialisation for every link's MAC.
+    const body = macBody(payload);
     for (const to of this.replicas) {
       if (to === this.id) continue;
       this.#out.push({
         from: this.id,
         to,
         payload,
-        mac: this.#auth.mac(to, `${this.id}>${to}:${json}`),
+        mac: this.#auth.mac(to, `${this.id}>${to}:${body}`),
       });
     }
   }
@@ -1512,13 +1542,19 @@ function trimQ(
 }
 
 /**
- * The bytes a link MAC covers: both ends and the payload.
+ * The bytes a link MAC covers: both ends and the payload — of a
+ * pre-prepare, all but its batch. The batch is bound by the digest the MAC
+ * does cover, and a replica takes a pre-prepare only if its batch hashes to
+ * that digest (the paper's pre-prepare likewise carries the requests beside
+ * the authenticated part). So the MAC costs the same for any batch size.
  *
  * @example Usage
  * ```ts
  * import { macInput } from "./core.ts";
  * macInput("1", "2", { type: "fetch-state", seq: 4 });
  * // '1>2:{"type":"fetch-state","seq":4}'
+ * macInput("1", "2", { type: "pre-prepare", view: 0, seq: 1, digest: "d", batch: [] });
+ * // '1>2:["pre-prepare",0,1,"d"]'
  * ```
  */
 export function macInput(
@@ -1526,7 +1562,13 @@ export function macInput(
   to: string,
   payload: PbftPayload,
 ): string {
-  return `${from}>${to}:${JSON.stringify(payload)}`;
+  return `${from}>${to}:${macBody(payload)}`;
+}
+
+function macBody(p: PbftPayload): string {
+  return p.type === "pre-prepare"
+    ? JSON.stringify([p.type, p.view, p.seq, p.digest])
+    : JSON.stringify(p);
 }
 
 /**

@@ -107,6 +107,88 @@ Deno.test("pbft core: a pre-prepare whose batch does not match its digest is rej
   assert.equal(c.get("2").rejected, 1);
 });
 
+Deno.test("pbft core: a pre-prepare's MAC covers its digest, so a batch swapped under it fails the digest check", () => {
+  const c = new TestCluster(4);
+  c.get("1").request(req(1));
+  c.processAll();
+  const pp = c.inflight.find((m) =>
+    m.to === "2" && m.payload.type === "pre-prepare"
+  )!;
+  c.inflight = [];
+  const swapped = { ...pp.payload as PrePrepare, batch: [req(2)] };
+  assert.equal(
+    macInput("1", "2", swapped),
+    macInput("1", "2", pp.payload),
+    "the batch is outside the MAC",
+  );
+  c.get("2").step({ ...pp, payload: swapped });
+  assert.equal(c.get("2").rejected, 1);
+  c.processAll();
+  assert.equal(c.inflight.length, 0, "no prepare for the swapped batch");
+  c.get("2").step(pp);
+  c.processAll();
+  assert.deepEqual(c.inflight.map((m) => m.payload.type), [
+    "prepare",
+    "prepare",
+    "prepare",
+  ]);
+});
+
+Deno.test("pbft core: a replica answers another's client with its result's digest, whole only when asked again, and a result that does not hash to its digest is dropped", () => {
+  const c = new TestCluster(4);
+  const auth = fakeAuth("2", testSecret);
+  const result = JSON.stringify([{ ok: true, value: "v".repeat(1024) }]);
+  c.get("2").reply("1", "1/x", 1, result);
+  c.get("2").reply("1", "1/x", 2, result, { full: true });
+  // Nothing to persist first: the answer goes out as an early message.
+  const rd = c.get("2").ready();
+  assert.deepEqual([rd.early.length, rd.messages.length], [1, 0]);
+  const m = rd.early[0];
+  c.inflight.push(m);
+  assert.deepEqual(m.payload, {
+    type: "reply",
+    view: 0,
+    results: [
+      { client: "1/x", t: 1, digest: auth.digest(result) },
+      { client: "1/x", t: 2, digest: auth.digest(result), result },
+    ],
+  });
+  c.deliver();
+  assert.deepEqual(
+    c.get("1").ready().replies.map((r) => [r.t, r.digest, r.result]),
+    [[1, auth.digest(result), undefined], [2, auth.digest(result), result]],
+  );
+  // Replica 2 (Byzantine) sends a result under another result's digest.
+  const lie: PbftPayload = {
+    type: "reply",
+    view: 0,
+    results: [{
+      client: "1/x",
+      t: 3,
+      digest: auth.digest(result),
+      result: '[{"ok":false}]',
+    }],
+  };
+  c.get("1").step({
+    from: "2",
+    to: "1",
+    payload: lie,
+    mac: auth.mac("1", macInput("2", "1", lie)),
+  });
+  assert.equal(c.get("1").rejected, 1);
+  assert.deepEqual(c.get("1").ready().replies, []);
+  // Its own replica's result reaches the proxy whole.
+  c.get("1").reply("1", "1/x", 4, result);
+  assert.deepEqual(c.get("1").ready().replies, [{
+    client: "1/x",
+    t: 4,
+    digest: auth.digest(result),
+    result,
+    view: 0,
+    from: "1",
+  }]);
+});
+
 Deno.test("pbft core: checkpoints every K become stable with 2f + 1, and every 4th rewrites the records without what lies below it", () => {
   const c = new TestCluster(4, {
     checkpointInterval: 2,

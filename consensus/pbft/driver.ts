@@ -140,7 +140,10 @@ interface Op {
 interface Outstanding {
   request: PbftRequest;
   ops: Op[];
-  replies: Map<string, { result: string; view: number }>;
+  /** Each replica's reply: the digest of its result. */
+  replies: Map<string, { digest: string; view: number }>;
+  /** Full results received (the core checked each hashes to its digest), by digest. */
+  results: Map<string, string>;
   deadline: number;
   nextRetry: number;
 }
@@ -356,6 +359,9 @@ export class PbftDriver {
   async #drain(): Promise<void> {
     while (this.node.hasReady() && !this.#stopped) {
       const rd = this.node.ready();
+      // Results of batches applied after an earlier save: no fsync to wait for.
+      this.#send(rd.early);
+      for (const rep of rd.replies) this.#onReply(rep);
       await this.#o.storage.save(rd);
       if (this.#stopped) return;
       this.#send(rd.messages);
@@ -368,11 +374,11 @@ export class PbftDriver {
         this.executed = e.seq;
         if (e.checkpoint) this.node.checkpoint(e.seq, this.state.serialize());
       }
+      // A retry: its proxy may lack the result itself, so send it whole.
       for (const r of rd.retried) {
         const result = this.state.lastReply(r.client, r.t);
-        if (result !== undefined) this.#reply(r, result);
+        if (result !== undefined) this.#reply(r, result, true);
       }
-      for (const rep of rd.replies) this.#onReply(rep);
     }
   }
 
@@ -406,28 +412,37 @@ export class PbftDriver {
       request,
       ops,
       replies: new Map(),
+      results: new Map(),
       deadline: now + (this.#o.requestTimeoutMs ?? 5000),
       nextRetry: now + (this.#o.retryMs ?? 1000),
     });
     this.node.request(request);
   }
 
-  #reply(r: PbftRequest, result: string): void {
+  #reply(r: PbftRequest, result: string, full = false): void {
     const slash = r.client.lastIndexOf("/");
     if (slash <= 0) return;
-    this.node.reply(r.client.slice(0, slash), r.client, r.t, result);
+    this.node.reply(r.client.slice(0, slash), r.client, r.t, result, { full });
   }
 
+  /**
+   * Resolves a request once f + 1 replicas sent the same result digest and
+   * the result itself is known (from this replica, or a retry's answer):
+   * as good as f + 1 matching results, at the cost of one digest.
+   */
   #onReply(rep: PbftReady["replies"][number]): void {
     const w = this.#outstanding.get(rep.t);
     if (rep.client !== this.#client || !w) return;
-    w.replies.set(rep.from, { result: rep.result, view: rep.view });
-    const matching = [...w.replies].filter(([, r]) => r.result === rep.result);
+    w.replies.set(rep.from, { digest: rep.digest, view: rep.view });
+    if (rep.result !== undefined) w.results.set(rep.digest, rep.result);
+    const result = w.results.get(rep.digest);
+    if (result === undefined) return;
+    const matching = [...w.replies].filter(([, r]) => r.digest === rep.digest);
     if (matching.length < this.node.f + 1) return;
     this.#outstanding.delete(rep.t);
     const view = Math.max(...matching.map(([, r]) => r.view));
     const ids = matching.map(([id]) => id);
-    const results = JSON.parse(rep.result) as PbftKvResult[];
+    const results = JSON.parse(result) as PbftKvResult[];
     w.ops.forEach((o, i) =>
       o.resolve({
         result: Array.isArray(results) ? results[i] : {

@@ -174,11 +174,19 @@ export interface StateTransfer {
   data: string;
 }
 
-/** A replica's result for one client request. */
+/**
+ * A replica's result for one client request. `digest` is the result's
+ * digest; the result itself rides along only where asked for (the replica's
+ * own proxy, and answers to a client's retry), since the proxy holds its
+ * own replica's result and f matching digests vouch for it (Castro & Liskov
+ * §5.1.1, digest replies). A receiver drops a `result` that does not hash
+ * to `digest`.
+ */
 export interface ClientResult {
   client: string;
   t: number;
-  result: string;
+  digest: string;
+  result?: string;
 }
 
 /** A replica's results for requests of clients another replica proxies (one message per Ready). */
@@ -263,16 +271,20 @@ export interface Executed {
 
 /**
  * One batch of work for the driver. Handle it in this order:
+ * 0. `early` may leave and `replies` go to the waiting clients at once:
+ *    they depend on nothing in this Ready (results of batches applied after
+ *    an earlier Ready was persisted, and other replicas' answers);
  * 1. if `compact` is set, replace the stored records by it; then append
  *    `persist`, durably;
  * 2. only then send `messages`;
  * 3. install `snapshot` (state transfer) if any, then apply `executed` in
  *    order, calling `checkpoint` where an entry asks; answer `retried`
- *    requests from the last replies; hand `replies` to the waiting clients.
+ *    requests from the last replies.
  *
  * @example Usage
  * ```ts ignore
  * const rd = node.ready();
+ * for (const m of rd.early) send(m);
  * store(rd.compact, rd.persist); // durably
  * for (const m of rd.messages) send(m);
  * if (rd.snapshot) machine.restore(rd.snapshot.data);
@@ -283,6 +295,8 @@ export interface PbftReady {
   compact?: PbftRecord[];
   persist: PbftRecord[];
   messages: PbftMessage[];
+  /** Results for other replicas' clients: they need not wait for `persist`. */
+  early: PbftMessage[];
   snapshot?: { seq: number; data: string };
   executed: Executed[];
   replies: (ClientResult & { from: string; view: number })[];
