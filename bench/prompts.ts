@@ -13,7 +13,10 @@
  * the body straight to the root agent with `gateway.request` and returns
  * its answer: the bare sealed request; its `POST /api/v1/benchbare/const`
  * reads the JSON body and answers a constant (the floor of an authenticated,
- * audited API POST on this runtime). One SDK root agent answers at once
+ * audited API POST on this runtime; marked unchanged like a cache hit, and
+ * `/const-waited` the same answered once its audit record is durable); and a bare `Deno.serve` in the same
+ * process answers the same POST with a constant (`raw_post`: no app, auth
+ * or audit, the runtime's own floor for that request). One SDK root agent answers at once
  * (SAGE: signs its hop). Clients are `fetch` loops, `C` at a time, in the
  * same process as node and agent (one event loop for all: the ratios
  * compare like with like). A prompt round trip uses a new prompt each time
@@ -29,7 +32,7 @@
 import { join } from "node:path";
 import { loadConfig } from "../core/config.ts";
 import { startNode } from "../core/node.ts";
-import { definePlugin } from "../core/plugin.ts";
+import { definePlugin, markUnchanged } from "../core/plugin.ts";
 import { BUILTINS } from "../builtins.ts";
 import type { AgentGateway } from "../gateway/gateway.ts";
 import { AgentClient, generateAgentKey } from "../sdk/mod.ts";
@@ -79,6 +82,14 @@ const bare = definePlugin({
     // The floor of an authenticated, audited API POST: the same chain
     // (audit waited for, JWT, permission), a JSON body read, a constant answer.
     routes.post("/const", "prompt:send", async (c) => {
+      await c.req.json();
+      // Changes nothing, as a cache hit: its audit record is not waited for.
+      markUnchanged(c.req.raw);
+      return c.json(FLOOR_ANSWER);
+    });
+    // The same, answered only once its audit record is durable (as every
+    // call that changes something).
+    routes.post("/const-waited", "prompt:send", async (c) => {
       await c.req.json();
       return c.json(FLOOR_ANSWER);
     });
@@ -138,6 +149,17 @@ await servePrompts(agent, "prompt", (hop) => `ok ${hop.prompt}`, {
 });
 await connected;
 
+// The runtime's floor for a POST of this shape: a bare Deno.serve in this
+// process reading the JSON body and answering a constant, no app at all.
+const rawServer = Deno.serve(
+  { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+  async (req) => {
+    await req.json();
+    return Response.json(FLOOR_ANSWER);
+  },
+);
+const rawUrl = `http://127.0.0.1:${rawServer.addr.port}`;
+
 type Case =
   | "prompt"
   | "prompt_sage"
@@ -145,6 +167,8 @@ type Case =
   | "cache_hit"
   | "cache_hit_anonymous"
   | "floor"
+  | "floor_waited"
+  | "raw_post"
   | "health";
 const headers = {
   authorization: `Bearer ${token}`,
@@ -185,6 +209,18 @@ const request = (c: Case): Promise<Response> => {
       });
     case "floor":
       return fetch(`${node.url}/api/v1/benchbare/const`, {
+        method: "POST",
+        headers,
+        body: '{"prompt":"the cached one","sageEnabled":false}',
+      });
+    case "floor_waited":
+      return fetch(`${node.url}/api/v1/benchbare/const-waited`, {
+        method: "POST",
+        headers,
+        body: '{"prompt":"the cached one","sageEnabled":false}',
+      });
+    case "raw_post":
+      return fetch(`${rawUrl}/`, {
         method: "POST",
         headers,
         body: '{"prompt":"the cached one","sageEnabled":false}',
@@ -233,6 +269,8 @@ const ALL_CASES: Case[] = [
   "cache_hit",
   "cache_hit_anonymous",
   "floor",
+  "floor_waited",
+  "raw_post",
 ];
 const only = flag("cases")?.split(",");
 const unknown = only?.filter((c) => !ALL_CASES.includes(c as Case));
@@ -267,6 +305,7 @@ const m = Object.fromEntries(cases.map((c) => [c, median(rates[c])])) as Record<
 >;
 
 await agent.close();
+await rawServer.shutdown();
 await node.shutdown();
 await Deno.remove(dir, { recursive: true }).catch(() => {});
 
@@ -293,6 +332,13 @@ console.log(JSON.stringify({
     floor_per_s: round(m.floor),
     floor_ratio: round(m.floor / m.health, 2),
     cache_to_floor_ratio: round(m.cache_hit / m.floor, 2),
+    // The same floor answered only once its audit record is durable.
+    floor_waited_per_s: round(m.floor_waited),
+    floor_waited_ratio: round(m.floor_waited / m.health, 2),
+    // The same POST to a bare Deno.serve (no app, auth or audit): the most
+    // any POST of this shape can reach here.
+    raw_post_per_s: round(m.raw_post),
+    raw_post_ratio: round(m.raw_post / m.health, 2),
     // CPU of node, agent and clients together (one process): steadier than
     // rates on a shared machine.
     cpu_us_per_request: Object.fromEntries(

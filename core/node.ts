@@ -567,7 +567,7 @@ export async function startNode(
       throw err;
     }
   };
-  const { fetch: serveHttp } = createApp({
+  const { fetch: serveHttp, drainAudit } = createApp({
     reload,
     sandboxOf: (name) => sandboxes.get(name),
     registry,
@@ -734,6 +734,8 @@ export async function startNode(
       await tasks.stop(config.shutdownTimeoutMs);
       await kernel.stop();
       endSandboxes();
+      // Records of answered calls still lingering for a group commit.
+      await drainAudit();
       kv.close();
       nodeLog.info("stopped", { node: nodeId });
     })();

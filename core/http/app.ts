@@ -30,7 +30,7 @@ import { clusterView, type Registry } from "../state/registry.ts";
 import { clusterTaskRoutes, taskRoutes } from "./tasks.ts";
 import { serviceRoutes } from "./services.ts";
 import { PlexusError } from "../errors.ts";
-import { auditLog } from "../security/audit.ts";
+import { auditLog, type AuditMiddleware } from "../security/audit.ts";
 import { clientIp, rateLimit, websocketHandshakeLimit } from "./rate_limit.ts";
 import { upgradeOriginGuard } from "./origin.ts";
 import {
@@ -138,6 +138,8 @@ export interface HttpApp {
     req: Request,
     info?: Deno.ServeHandlerInfo<Deno.NetAddr>,
   ): Response | Promise<Response>;
+  /** Stores the audit records not yet committed (before KV closes). */
+  drainAudit(): Promise<void>;
 }
 
 /**
@@ -589,6 +591,7 @@ export function createApp(deps: AppDeps): HttpApp {
   // per-IP limit first (cheap, before any signature is checked), then audit
   // (so refused calls are recorded too), then authentication, then the
   // per-principal limit.
+  const audits: AuditMiddleware[] = [];
   for (const path of ["/api/v1/*", SEND_PROMPT]) {
     if (security.limits) {
       app.use(
@@ -598,14 +601,13 @@ export function createApp(deps: AppDeps): HttpApp {
         }),
       );
     }
-    app.use(
-      path,
-      auditLog({
-        kv,
-        log,
-        onError: (err) => log.warn("audit record not stored", { error: err }),
-      }),
-    );
+    const audit = auditLog({
+      kv,
+      log,
+      onError: (err) => log.warn("audit record not stored", { error: err }),
+    });
+    audits.push(audit);
+    app.use(path, audit);
     app.use(path, async (c, next) => {
       await next();
       c.res = await maybeSignResponse(security, c.req.raw, c.res);
@@ -849,7 +851,10 @@ export function createApp(deps: AppDeps): HttpApp {
     }
     return app.fetch(req, info);
   };
-  return { app, fetch };
+  const drainAudit = async () => {
+    await Promise.all(audits.map((a) => a.drain()));
+  };
+  return { app, fetch, drainAudit };
 }
 
 /**

@@ -217,3 +217,100 @@ Deno.test("audit: a call marked unchanged is answered before its commit lands, a
     [["/read", 200], ["/write", 200]],
   );
 });
+
+Deno.test("audit: records of unchanged calls linger for a larger group; a waiting call or drain() commits them", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const g = gatedKv(kv);
+  g.open();
+  const audit = auditLog({
+    kv: g.kv,
+    log: createLogger({ sinks: [] }),
+    lingerMs: 60_000,
+  });
+  const app = new Hono();
+  app.use("*", audit);
+  app.post("/read/:n", (c) => {
+    markUnchanged(c.req.raw);
+    return c.text("unchanged");
+  });
+  app.post("/write", (c) => c.text("changed"));
+  for (let i = 0; i < 5; i++) {
+    assert.equal(
+      (await app.request(`/read/${i}`, { method: "POST" })).status,
+      200,
+    );
+  }
+  assert.equal(g.commits(), 0, "answered, their records lingering");
+  // A call that waits for its record takes the lingering ones along.
+  assert.equal((await app.request("/write", { method: "POST" })).status, 200);
+  assert.equal(g.commits(), 1);
+  assert.equal((await listAudit(kv)).length, 6);
+  for (let i = 5; i < 8; i++) {
+    assert.equal(
+      (await app.request(`/read/${i}`, { method: "POST" })).status,
+      200,
+    );
+  }
+  assert.equal(g.commits(), 1);
+  await audit.drain();
+  assert.equal(g.commits(), 2, "drain() commits what lingers");
+  assert.deepEqual(
+    (await listAudit(kv)).map((r) => r.path).sort(),
+    [...Array.from({ length: 8 }, (_, i) => `/read/${i}`), "/write"].sort(),
+  );
+  await audit.drain(); // nothing left: returns at once
+  assert.equal(g.commits(), 2);
+  assert.throws(
+    () => auditLog({ kv, log: createLogger({ sinks: [] }), lingerMs: -1 }),
+    /lingerMs must be 0-60000 ms, got -1/,
+  );
+});
+
+Deno.test("audit: a full group of unchanged records is committed without lingering", async () => {
+  using kv = await Deno.openKv(":memory:");
+  // Resolves landed[k] when the k-th commit (from 1) has landed.
+  const landed = new Map<number, () => void>();
+  const commitLanded = (k: number) =>
+    new Promise<void>((r) => landed.set(k, r));
+  let commits = 0;
+  const counted = {
+    commitVersionstamp: () => kv.commitVersionstamp(),
+    atomic() {
+      const op = kv.atomic();
+      const commit = op.commit.bind(op);
+      op.commit = async () => {
+        const k = ++commits;
+        const res = await commit();
+        landed.get(k)?.();
+        return res;
+      };
+      return op;
+    },
+  } as unknown as Deno.Kv;
+  const second = commitLanded(2);
+  const audit = auditLog({
+    kv: counted,
+    log: createLogger({ sinks: [] }),
+    lingerMs: 60_000,
+    maxGroup: 4,
+  });
+  const app = new Hono();
+  app.use("*", audit);
+  app.post("/read/:n", (c) => {
+    markUnchanged(c.req.raw);
+    return c.text("unchanged");
+  });
+  await Promise.all(
+    Array.from(
+      { length: 9 },
+      (_, i) => Promise.resolve(app.request(`/read/${i}`, { method: "POST" })),
+    ),
+  );
+  // Two full groups are committed at once; the ninth record lingers.
+  await second;
+  assert.equal((await listAudit(kv)).length, 8);
+  assert.equal(commits, 2);
+  await audit.drain();
+  assert.equal(commits, 3);
+  assert.equal((await listAudit(kv)).length, 9);
+});

@@ -103,6 +103,22 @@ Deno.test("prompt cache: an answer without SAGE on one node is a hit on another 
   assert.equal(fresh.headers.get("x-cache"), "MISS");
   assert.match(String(fresh.body.response), /^answer \d+ to Book a room$/);
   assert.notEqual(fresh.body.response, miss.body.response);
+
+  // The last call before a shutdown: its lingering record is stored first.
+  const last = await b.prompt({
+    prompt: "Book a room",
+    scenario: "hotel",
+    sageEnabled: false,
+  });
+  assert.equal(last.headers.get("x-cache"), "HIT");
+  await b.shutdown();
+  const after = await (await a.api("/api/v1/audit", {}, "admin")).json() as {
+    correlationId: string;
+  }[];
+  assert.ok(
+    after.some((r) => r.correlationId === last.headers.get("x-request-id")),
+    "the hit's record was stored before the node closed its KV",
+  );
 });
 
 Deno.test("prompt cache: SAGE answers are never cached", async () => {
