@@ -16,7 +16,9 @@
  * audited API POST on this runtime; marked unchanged like a cache hit, and
  * `/const-waited` the same answered once its audit record is durable); and a bare `Deno.serve` in the same
  * process answers the same POST with a constant (`raw_post`: no app, auth
- * or audit, the runtime's own floor for that request). One SDK root agent answers at once
+ * or audit, the runtime's own floor for that request); `health_app` is
+ * `GET /health` with an `Origin` header, which the whole app answers instead
+ * of the cached-answer path. One SDK root agent answers at once
  * (SAGE: signs its hop). Clients are `fetch` loops, `C` at a time, in the
  * same process as node and agent (one event loop for all: the ratios
  * compare like with like). A prompt round trip uses a new prompt each time
@@ -169,6 +171,7 @@ type Case =
   | "floor"
   | "floor_waited"
   | "raw_post"
+  | "health_app"
   | "health";
 const headers = {
   authorization: `Bearer ${token}`,
@@ -227,6 +230,11 @@ const request = (c: Case): Promise<Response> => {
       });
     case "health":
       return fetch(`${node.url}/health`);
+    case "health_app":
+      // An Origin header skips the cached-answer path: the whole app answers.
+      return fetch(`${node.url}/health`, {
+        headers: { origin: "http://bench.invalid" },
+      });
   }
 };
 
@@ -271,6 +279,7 @@ const ALL_CASES: Case[] = [
   "floor",
   "floor_waited",
   "raw_post",
+  "health_app",
 ];
 const only = flag("cases")?.split(",");
 const unknown = only?.filter((c) => !ALL_CASES.includes(c as Case));
@@ -339,6 +348,10 @@ console.log(JSON.stringify({
     // any POST of this shape can reach here.
     raw_post_per_s: round(m.raw_post),
     raw_post_ratio: round(m.raw_post / m.health, 2),
+    // GET /health answered by the whole app (middleware, router, handler)
+    // rather than its cached-answer path: what the app adds to any request.
+    health_app_per_s: round(m.health_app),
+    health_app_ratio: round(m.health_app / m.health, 2),
     // CPU of node, agent and clients together (one process): steadier than
     // rates on a shared machine.
     cpu_us_per_request: Object.fromEntries(

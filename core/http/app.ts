@@ -329,10 +329,24 @@ export function createApp(deps: AppDeps): HttpApp {
     await next();
   });
   const maxBody = deps.bodyLimitBytes ?? 1 << 20;
-  app.use(bodyLimit({
-    maxSize: maxBody,
-    onError: () => errorResponse(413, `request body over ${maxBody} bytes`),
-  }));
+  const tooLarge = () =>
+    errorResponse(413, `request body over ${maxBody} bytes`);
+  const limitStream = bodyLimit({ maxSize: maxBody, onError: tooLarge });
+  app.use((c, next) => {
+    // A declared length is checked from the header alone, as Hono's
+    // bodyLimit does, but without touching `req.body` first: that getter
+    // turns a body Deno already holds whole into a stream read chunk by
+    // chunk (`req.json()` then takes the slow path). A body without a
+    // length (chunked) is still counted as it streams.
+    const h = c.req.raw.headers;
+    const length = h.get("content-length");
+    if (length !== null && !h.has("transfer-encoding")) {
+      return parseInt(length, 10) > maxBody
+        ? Promise.resolve(tooLarge())
+        : next();
+    }
+    return limitStream(c, next);
+  });
 
   const onError: ErrorHandler = (err, c) => {
     if (err instanceof HTTPException) {

@@ -23,6 +23,7 @@ const routes = definePlugin({
     });
     ctx.http.get("/conflict", () => httpError(409, "already there"));
     ctx.http.get("/items/:id", (c) => c.json({ id: c.req.param("id") }));
+    ctx.http.post("/echo", async (c) => c.json(await c.req.json()));
     ctx.http.get("/plain", () => {
       throw new HTTPException(403, { message: "nope" });
     });
@@ -268,4 +269,31 @@ Deno.test("http: a body over the limit gets 413 on any route and the node keeps 
     },
   });
   assert.equal((await t.request("/plugins/routes/log")).status, 200);
+});
+
+Deno.test("http: over real HTTP, a body with a declared length is limited by it, and a chunked one as it streams", async () => {
+  await using t = await createTestKernel([routes], {
+    http: { bodyLimitBytes: 2048 },
+  });
+  await using server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    t.app.fetch,
+  );
+  const url = `http://127.0.0.1:${server.addr.port}/plugins/routes/echo`;
+  // fetch sends a string body with Content-Length.
+  const big = await fetch(url, { method: "POST", body: "x".repeat(5000) });
+  assert.equal(big.status, 413);
+  assert.match((await big.json()).error.message, /over 2048 bytes/);
+  const small = await fetch(url, { method: "POST", body: '{"a":[1,2]}' });
+  assert.equal(small.status, 200);
+  assert.deepEqual(await small.json(), { a: [1, 2] });
+  // A stream body goes chunked, without a length: counted as it comes.
+  const chunked = (n: number) =>
+    new Blob(["[", '"x",'.repeat(n), '"y"]']).stream();
+  const over = await fetch(url, { method: "POST", body: chunked(1000) });
+  assert.equal(over.status, 413);
+  await over.body?.cancel();
+  const under = await fetch(url, { method: "POST", body: chunked(10) });
+  assert.equal(under.status, 200);
+  assert.equal((await under.json()).length, 11);
 });
