@@ -121,6 +121,11 @@ const MAX_LOCAL = 1000;
 /** Most characters of answers kept in memory. */
 const MAX_LOCAL_CHARS = 8_000_000;
 
+/** Most raw requests whose key is remembered. */
+const MAX_KEYS = 1000;
+/** Longest raw request (prompt, scenario, fields) whose key is remembered. */
+const MAX_KEYED_CHARS = 2048;
+
 /** A fresh answer kept in memory until `until`. */
 interface Local {
   value: CachedAnswer & { storedAt: number };
@@ -152,6 +157,8 @@ export function createPromptCache(
   if (!Number.isInteger(localMs) || localMs < 0 || localMs > 60_000) {
     throw new RangeError(`localMs must be 0-60000 ms, got ${localMs}`);
   }
+  /** Keys of raw requests lately seen (scenario, fields and prompt as sent). */
+  const keys = new Map<string, string>();
   /** Fresh answers in memory, oldest first. */
   const local = new Map<string, Local>();
   let localChars = 0;
@@ -217,17 +224,32 @@ export function createPromptCache(
 
   return {
     key(input, fields) {
-      const vary = [...new Set(fields)].sort().map((f) => [
-        f,
-        input.metadata[f] ?? null,
-      ]);
+      const vary = fields.length === 0
+        ? []
+        : [...new Set(fields)].sort().map((f) => [
+          f,
+          input.metadata[f] ?? null,
+        ]);
+      // The key is a pure function of these: the same raw request reuses it
+      // (normalising and hashing were ~6 % of a hit's CPU).
+      // A leading tag keeps the two shapes apart (a scenario has no "\n").
+      const raw = vary.length === 0
+        ? `0${input.scenario ?? ""}\n${input.prompt}`
+        : `1${input.scenario ?? ""}\n${JSON.stringify(vary)}\n${input.prompt}`;
+      const known = keys.get(raw);
+      if (known !== undefined) return Promise.resolve(known);
       const text = JSON.stringify([
         normalisePrompt(input.prompt),
         input.scenario ?? "",
         vary,
       ]);
       // Synchronous: WebCrypto's digest was a tenth of a cache hit's CPU.
-      return Promise.resolve(createHash("sha256").update(text).digest("hex"));
+      const key = createHash("sha256").update(text).digest("hex");
+      if (raw.length <= MAX_KEYED_CHARS) {
+        if (keys.size >= MAX_KEYS) keys.delete(keys.keys().next().value!);
+        keys.set(raw, key);
+      }
+      return Promise.resolve(key);
     },
     async get(key) {
       const l = local.get(key);

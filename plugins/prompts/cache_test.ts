@@ -230,3 +230,37 @@ Deno.test("prompt cache: localMs 0 reads KV every time; memory is bounded", asyn
   assert.equal((await bounded.get("n0"))?.response, "r0");
   assert.equal(d.state.reads, 1);
 });
+
+Deno.test("prompt cache: keys remembered per raw request are the keys computed afresh", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const fresh = () => createPromptCache(kv, { ttlMs: 100, maxStaleMs: 0 });
+  const cache = fresh();
+  const cases: [
+    string,
+    string | undefined,
+    Record<string, unknown>,
+    string[],
+  ][] = [
+    ["hello", undefined, {}, []],
+    ['[["userId","u1"]]\nhello', "hotel", {}, []],
+    ["hello", "hotel", { userId: "u1" }, ["userId"]],
+    ["Hello ", "hotel", { userId: "u1" }, ["userId"]],
+    ["hello", "hotel", { userId: "u2" }, ["userId"]],
+    ["x".repeat(3000), undefined, {}, []],
+  ];
+  const once = await Promise.all(
+    cases.map(([prompt, scenario, metadata, fields]) =>
+      cache.key({ prompt, scenario, metadata }, fields)
+    ),
+  );
+  // Asked again of the same cache (remembered) and of a new one (computed).
+  for (const [i, [prompt, scenario, metadata, fields]] of cases.entries()) {
+    const input = { prompt, scenario, metadata };
+    assert.equal(await cache.key(input, fields), once[i]);
+    assert.equal(await fresh().key(input, fields), once[i]);
+  }
+  // Same normalised prompt, same key; another user, another key.
+  assert.equal(once[2], once[3]);
+  assert.notEqual(once[2], once[4]);
+  assert.notEqual(once[1], once[2]);
+});
