@@ -278,8 +278,28 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
         error: outcome.error,
       };
 
+  /**
+   * The tail of each saga's writes from this node. A KV commit can be seen
+   * by other readers before its own promise resolves (here, a retry timer
+   * swept, run and failed before the write that set it returned), so
+   * without this a saga's transitions, and their events, could be told out
+   * of order. Each write waits for the one before it.
+   */
+  const chains = new Map<string, Promise<void>>();
+  const serial = <T>(id: string, fn: () => Promise<T>): Promise<T> => {
+    const run = (chains.get(id) ?? Promise.resolve()).then(fn);
+    const tail = run.then(() => {}, () => {});
+    chains.set(id, tail);
+    void tail.then(() => {
+      if (chains.get(id) === tail) chains.delete(id);
+    });
+    return run;
+  };
+
   /** Writes `input` fenced, tells the observer, carries out the commands. */
-  const drive = async (id: string, input: SagaInput) => {
+  const drive = (id: string, input: SagaInput) =>
+    serial(id, () => write(id, input));
+  const write = async (id: string, input: SagaInput) => {
     let t: AppliedTransition | null;
     try {
       t = await store.apply(id, input, now(), fence());
@@ -457,9 +477,13 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
           if (!(err instanceof FencedError)) throw err;
         }
       }
-      const t = await store.apply(id, input, now(), undefined, { kick: true });
-      if (t && t.state !== t.before) options.onTransition?.(t);
-      return t;
+      return await serial(id, async () => {
+        const t = await store.apply(id, input, now(), undefined, {
+          kick: true,
+        });
+        if (t && t.state !== t.before) options.onTransition?.(t);
+        return t;
+      });
     },
     resume,
     async finished(id, timeoutMs = 30_000) {

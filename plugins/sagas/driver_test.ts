@@ -7,6 +7,7 @@ import { NotLeaderError } from "../../core/state/fence.ts";
 import { createSagaDriver } from "./driver.ts";
 import { parseSagaDefinition } from "./definition.ts";
 import type { SagaState } from "./machine.ts";
+import { sagaEvents } from "./events.ts";
 
 /** Task types that record their effect once per idempotency key. */
 function shop(log: string[], failing: Set<string>) {
@@ -530,6 +531,63 @@ Deno.test("saga driver: a step's task cancelled through the tasks API fails the 
     assert.deepEqual(log, ["reserve", "release"]);
     const s = (await store.get("o-cancel"))!;
     assert.match(s.reason!, /was cancelled: operator stopped it/);
+  } finally {
+    await driver.stop();
+  }
+});
+
+Deno.test("saga driver: a write others see before its own promise resolves is still told before the writes that follow it", async () => {
+  // A KV commit can be read by others before its promise resolves: here the
+  // first failure's write returns 100 ms late, while its retry timer is
+  // already in KV for the sweep (tick 5 ms, backoff 1 ms) to run.
+  await using t = await createTestKernel([]);
+  const real = createSagaStore(t.kv);
+  let held = false;
+  const store = {
+    ...real,
+    async apply(...args: Parameters<typeof real.apply>) {
+      const out = await real.apply(...args);
+      if (args[1].type === "failed" && !held) {
+        held = true;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return out;
+    },
+  };
+  const told: string[] = [];
+  const driver = createSagaDriver({
+    store,
+    tasks: t.tasks,
+    functions: new Map([["boom", () => Promise.reject(new Error("boom"))]]),
+    tickMs: 5,
+    onTransition: (x) => told.push(...sagaEvents(x).map((e) => e.type)),
+  });
+  try {
+    await driver.submit(
+      "late",
+      parseSagaDefinition({
+        name: "late",
+        steps: [{
+          id: "a",
+          run: { kind: "function", name: "boom" },
+          retry: { maxAttempts: 2, backoffMs: 1, maxBackoffMs: 1 },
+        }],
+      }),
+    );
+    assert.equal(await driver.finished("late", 10_000), "compensated");
+    for (let i = 0; !told.includes("saga.compensated"); i++) {
+      assert.ok(i < 500, `never told saga.compensated: ${told}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.deepEqual(told, [
+      "saga.started",
+      "saga.step.started",
+      "saga.step.failed",
+      "saga.step.started",
+      "saga.step.failed",
+      "saga.compensating",
+      "saga.compensated",
+    ]);
   } finally {
     await driver.stop();
   }
