@@ -206,6 +206,91 @@ export interface QueueOptions {
    * @default {100}
    */
   maxGroup?: number;
+  /**
+   * When enqueues and acks count as done: `"sync"` once their commit is
+   * durable, or `{ windowMs }` (opt-in group commit with a loss window):
+   * once they join an in-memory group whose commit starts at most
+   * `windowMs` later, so a SIGKILL loses at most what was acknowledged in
+   * the last `windowMs` (plus two commits' time). See {@linkcode QueueCommitMode}.
+   * @default {"sync"}
+   */
+  commit?: QueueCommitMode;
+}
+
+/**
+ * How a queue commits enqueues (those without idempotency key or chosen id)
+ * and acks.
+ *
+ * - `"sync"`: a call resolves once its KV commit is durable; nothing
+ *   acknowledged is ever lost.
+ * - `{ windowMs, maxBuffered }`: a call resolves once it joins the in-memory
+ *   group of the next commit; that commit starts at most `windowMs` after
+ *   its oldest call joined (at once when it is full: `maxGroup` enqueues,
+ *   `maxBatch` acks). A call that would not fit the next commit, or that
+ *   comes while a call older than `windowMs` is still not durable, waits
+ *   for its own commit instead (it is never at risk, and its commit starts
+ *   at once). At most `maxBuffered` calls wait in memory; the next blocks
+ *   until a commit makes room. So a crash loses only calls acknowledged
+ *   within the last `windowMs` plus the duration of two commits (the one
+ *   under way, then their own). A commit that fails after its callers were
+ *   acknowledged is reported by {@linkcode DurableQueue.flush} and
+ *   {@linkcode DurableQueue.close} ({@linkcode QueueCommitError}); call
+ *   `close()` on a clean stop, or the waiting calls are lost as in a crash.
+ *
+ * @example
+ * ```ts
+ * import { DurableQueue } from "./queue.ts";
+ * const kv = await Deno.openKv(":memory:");
+ * const q = new DurableQueue(kv, "fast", { commit: { windowMs: 20 } });
+ * await q.enqueue("a"); // in memory; durable within 20 ms
+ * await q.close(); // commits what waits
+ * kv.close();
+ * ```
+ */
+export type QueueCommitMode = "sync" | {
+  /** Longest a call acknowledged early waits before its commit starts (1-60000). */
+  windowMs: number;
+  /** Calls held in memory at most; the next blocks. @default {10000} */
+  maxBuffered?: number;
+};
+
+/**
+ * Commits of a queue in `{ windowMs }` mode failed after their callers had
+ * been acknowledged: those enqueues were not stored (`lostEnqueues`), those
+ * acks did not land (`failedAcks`: the messages are delivered again when
+ * their leases run out). Thrown by {@linkcode DurableQueue.flush} and
+ * {@linkcode DurableQueue.close}.
+ *
+ * @example
+ * ```ts
+ * import { QueueCommitError } from "./queue.ts";
+ * const err = new QueueCommitError("jobs", ["id-1"], [], new Error("disk full"));
+ * if (err.lostEnqueues[0] !== "id-1") throw new Error("unexpected");
+ * ```
+ */
+export class QueueCommitError extends PlexusError {
+  override name = "QueueCommitError";
+  /** Ids of acknowledged enqueues that were not stored. */
+  readonly lostEnqueues: string[];
+  /** Ids of acknowledged acks that did not land. */
+  readonly failedAcks: string[];
+  /** `queue` names the queue; `cause` is the first commit error seen. */
+  constructor(
+    queue: string,
+    lostEnqueues: string[],
+    failedAcks: string[],
+    cause: unknown,
+  ) {
+    super(
+      "queue_commit_failed",
+      `Queue '${queue}': ${lostEnqueues.length} acknowledged enqueue(s) were not stored and ${failedAcks.length} acknowledged ack(s) did not land (${
+        (cause as Error)?.message ?? cause
+      })`,
+      { status: 503, cause },
+    );
+    this.lostEnqueues = lostEnqueues;
+    this.failedAcks = failedAcks;
+  }
 }
 
 /** An enqueue waiting for the group commit it joined. */
@@ -213,6 +298,21 @@ interface GroupedEnqueue<T> {
   msg: QueueMessage<T>;
   resolve: (e: Enqueued) => void;
   reject: (err: unknown) => void;
+  /** performance.now() when it joined (windowed mode). */
+  at?: number;
+  /** Windowed mode: its caller waits for the commit (not acknowledged early). */
+  waits?: boolean;
+}
+
+/** An ack waiting for its commit (windowed mode). */
+interface PendingAck<T> {
+  holder: Holder<T>;
+  prepared: PreparedResult;
+  at: number;
+  /** Its caller waits for the commit (not acknowledged early). */
+  waits: boolean;
+  /** Settles the caller (an early one was already told "acked"). */
+  done: (err: Error | undefined) => void;
 }
 
 /** A claimed message and the verbs that settle it. */
@@ -242,6 +342,8 @@ interface Holder<T> {
   settled: boolean;
   /** The holder's transitions, one at a time. */
   chain: Promise<unknown>;
+  /** An ack waits in the windowed group: no other verb may follow. */
+  closing?: boolean;
 }
 
 /** A batched settle in which at least one message was taken back. */
@@ -305,6 +407,20 @@ function validPriority(p: number): number {
   return p;
 }
 
+/** KV's largest value, in serialized bytes. */
+const KV_VALUE_BYTES = 65_536;
+
+/** Throws what a commit would: `value` does not fit one KV value. */
+function fitsValue(value: unknown, what: string): void {
+  const n = serialize(value).length;
+  if (n > KV_VALUE_BYTES) {
+    throw new RangeError(
+      `Cannot ${what}: the message is ${n} bytes, over Deno KV's 64 KiB value limit; ` +
+        `store large payloads elsewhere and enqueue a reference`,
+    );
+  }
+}
+
 function tooLarge(err: unknown, what: string): never {
   if (err instanceof TypeError && /too large/i.test(err.message)) {
     throw new RangeError(
@@ -347,6 +463,25 @@ export class DurableQueue<T = unknown> {
   readonly #maxGroup: number;
   #group: GroupedEnqueue<T>[] = [];
   #flushing = false;
+  /** Windowed mode: the window in ms (undefined: sync). */
+  readonly #windowMs: number | undefined;
+  readonly #maxBuffered: number;
+  #acks: PendingAck<T>[] = [];
+  /** Calls waiting in memory or in the commit under way (windowed mode). */
+  #buffered = 0;
+  /** When the oldest call of the commit under way joined. */
+  #committingSince: number | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #draining: Promise<void> | undefined;
+  /** Calls in the buffer not acknowledged early: their commit is due at once. */
+  #waiting = 0;
+  /** Callers blocked on a full buffer. */
+  #room: (() => void)[] = [];
+  #closed = false;
+  #lost: { enqueues: string[]; acks: string[]; cause?: unknown } = {
+    enqueues: [],
+    acks: [],
+  };
   readonly #holders = new WeakMap<Delivery<T>, Holder<T>>();
   readonly #readyAdds = new WeakMap<
     Deno.AtomicOperation,
@@ -376,6 +511,26 @@ export class DurableQueue<T = unknown> {
       throw new RangeError(
         `Cannot create queue: maxGroup must be a positive integer, got ${this.#maxGroup}`,
       );
+    }
+    const mode = options.commit ?? "sync";
+    if (mode === "sync") {
+      this.#windowMs = undefined;
+      this.#maxBuffered = 0;
+    } else {
+      const w = mode?.windowMs;
+      if (!Number.isInteger(w) || w < 1 || w > 60_000) {
+        throw new RangeError(
+          `Cannot create queue '${name}': commit.windowMs must be an integer 1-60000, got ${w}`,
+        );
+      }
+      const b = mode.maxBuffered ?? 10_000;
+      if (!Number.isInteger(b) || b < 1) {
+        throw new RangeError(
+          `Cannot create queue '${name}': commit.maxBuffered must be a positive integer, got ${b}`,
+        );
+      }
+      this.#windowMs = w;
+      this.#maxBuffered = b;
     }
   }
 
@@ -437,6 +592,29 @@ export class DurableQueue<T = unknown> {
    * made while a commit is under way share the next one (`maxGroup`).
    */
   async enqueue(payload: T, options: EnqueueOptions = {}): Promise<Enqueued> {
+    this.#open("enqueue");
+    if (
+      this.#windowMs !== undefined && options.idempotencyKey === undefined &&
+      options.id === undefined
+    ) {
+      const msg = this.#newMessage(payload, options, this.#clock.now());
+      // Refused now, while the caller still hears about it.
+      fitsValue(msg, `enqueue on '${this.name}'`);
+      const early = await this.#join("enqueue");
+      return await new Promise<Enqueued>((resolve, reject) => {
+        const ok = { id: msg.id, deduplicated: false };
+        if (!early) this.#waiting++;
+        this.#group.push({
+          msg,
+          at: performance.now(),
+          waits: !early,
+          resolve: early ? () => {} : resolve,
+          reject: early ? (err) => this.#lose("enqueues", msg.id, err) : reject,
+        });
+        if (early) resolve(ok);
+        this.#schedule();
+      });
+    }
     if (
       this.#maxGroup > 1 && options.idempotencyKey === undefined &&
       options.id === undefined
@@ -501,6 +679,150 @@ export class DurableQueue<T = unknown> {
       }
       // Lost a race on the idempotency key: read it again.
     }
+  }
+
+  #open(verb: string): void {
+    if (this.#closed) {
+      throw new Error(`Cannot ${verb} on '${this.name}': the queue is closed`);
+    }
+  }
+
+  /**
+   * Windowed mode: waits for room in the buffer, counts the caller in, and
+   * says whether it may be acknowledged before its commit (no call older
+   * than the window is still waiting for durability).
+   */
+  async #join(kind: "enqueue" | "ack"): Promise<boolean> {
+    while (this.#buffered >= this.#maxBuffered) {
+      await new Promise<void>((r) => this.#room.push(r));
+      this.#open(kind);
+    }
+    this.#buffered++;
+    // Early only into the next commit, and only while nothing waiting is
+    // older than the window: then the call is durable within windowMs plus
+    // two commits (the one under way, then its own).
+    const next = kind === "enqueue"
+      ? this.#group.length < this.#maxGroup
+      : this.#acks.length < this.#maxBatch;
+    const oldest = this.#oldestWaiting();
+    return next &&
+      (oldest === undefined || performance.now() - oldest < this.#windowMs!);
+  }
+
+  /** When the oldest call not yet durable joined, or undefined. */
+  #oldestWaiting(): number | undefined {
+    const times = [
+      this.#committingSince,
+      this.#group[0]?.at,
+      this.#acks[0]?.at,
+    ].filter((t): t is number => t !== undefined);
+    return times.length ? Math.min(...times) : undefined;
+  }
+
+  #lose(kind: "enqueues" | "acks", id: string, err: unknown): void {
+    this.#lost[kind].push(id);
+    this.#lost.cause ??= err;
+  }
+
+  /** Starts the next windowed commit when its oldest call is due, or at once when full. */
+  #schedule(): void {
+    if (this.#draining) return;
+    const oldest = Math.min(
+      this.#group[0]?.at ?? Infinity,
+      this.#acks[0]?.at ?? Infinity,
+    );
+    if (oldest === Infinity) return;
+    const full = this.#group.length >= this.#maxGroup ||
+      this.#acks.length >= this.#maxBatch || this.#closed || this.#waiting > 0;
+    const wait = full
+      ? 0
+      : Math.max(0, oldest + this.#windowMs! - performance.now());
+    if (this.#timer !== undefined) {
+      // A timer for the same oldest call; only a full group brings it forward.
+      if (!full) return;
+      clearTimeout(this.#timer);
+    }
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#draining = this.#drain().finally(() => {
+        this.#draining = undefined;
+        this.#schedule();
+      });
+    }, wait);
+  }
+
+  /** Commits waiting enqueues and acks (one commit each per round) until none are due. */
+  async #drain(all = false): Promise<void> {
+    for (;;) {
+      const enq = this.#group.splice(0, this.#maxGroup);
+      const acks = this.#acks.splice(0, this.#maxBatch);
+      if (enq.length === 0 && acks.length === 0) return;
+      this.#committingSince = Math.min(
+        enq[0]?.at ?? Infinity,
+        acks[0]?.at ?? Infinity,
+      );
+      try {
+        await Promise.all([
+          enq.length ? this.#commitGroup(enq) : undefined,
+          acks.length ? this.#commitAcks(acks) : undefined,
+        ]);
+      } finally {
+        this.#committingSince = undefined;
+        this.#buffered -= enq.length + acks.length;
+        for (const e of [...enq, ...acks]) if (e.waits) this.#waiting--;
+        for (const r of this.#room.splice(0)) r();
+      }
+      const oldest = this.#oldestWaiting();
+      const due = oldest !== undefined &&
+        (all || this.#closed || this.#waiting > 0 ||
+          performance.now() - oldest >= this.#windowMs! ||
+          this.#group.length >= this.#maxGroup ||
+          this.#acks.length >= this.#maxBatch);
+      if (!due) return;
+    }
+  }
+
+  /**
+   * Windowed mode: commits what waits now and resolves once it is durable.
+   * Rejects with {@linkcode QueueCommitError} if any commit since the last
+   * `flush()` failed after its callers were acknowledged. In sync mode
+   * there is nothing to flush.
+   */
+  async flush(): Promise<void> {
+    if (this.#windowMs !== undefined) {
+      for (;;) {
+        if (this.#timer !== undefined) {
+          clearTimeout(this.#timer);
+          this.#timer = undefined;
+        }
+        if (this.#draining) await this.#draining;
+        if (this.#group.length === 0 && this.#acks.length === 0) break;
+        this.#draining = this.#drain(true).finally(() => {
+          this.#draining = undefined;
+        });
+      }
+    }
+    const lost = this.#lost;
+    if (lost.enqueues.length || lost.acks.length) {
+      this.#lost = { enqueues: [], acks: [] };
+      throw new QueueCommitError(
+        this.name,
+        lost.enqueues,
+        lost.acks,
+        lost.cause,
+      );
+    }
+  }
+
+  /**
+   * Stops taking enqueues and acks, commits what waits (windowed mode) and
+   * resolves once it is durable; rejects like {@linkcode DurableQueue.flush}.
+   * Claims and reads still work. Call it on a clean stop.
+   */
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const r of this.#room.splice(0)) r();
+    await this.flush();
   }
 
   /** Commits the waiting enqueues, `maxGroup` at a time, until none wait. */
@@ -922,7 +1244,7 @@ export class DurableQueue<T = unknown> {
         return h.msg;
       },
       get settled() {
-        return h.settled;
+        return h.settled || h.closing === true;
       },
       ack: async (result?: unknown) => {
         const [err] = await this.ackAll([d], [result]);
@@ -943,7 +1265,7 @@ export class DurableQueue<T = unknown> {
           true,
         ),
       inProgress: async (extendMs = leaseMs) => {
-        if (h.settled) return;
+        if (h.settled || h.closing) return;
         let until = 0;
         await this.#settle(
           [h],
@@ -1002,7 +1324,7 @@ export class DurableQueue<T = unknown> {
   ): Promise<void> {
     const run = async () => {
       for (const h of holders) {
-        if (h.settled) {
+        if (h.settled || (h.closing && verb !== "ack")) {
           throw new Error(
             `Cannot ${verb} message '${h.msg.id}': it is already settled`,
           );
@@ -1085,6 +1407,13 @@ export class DurableQueue<T = unknown> {
       const prepared = new Map<number, PreparedResult>();
       await Promise.all(part.map(async (j) => {
         try {
+          if (holders[j].closing) {
+            throw new Error(
+              `Cannot ack message '${
+                holders[j].msg.id
+              }': it is already settled`,
+            );
+          }
           prepared.set(
             j,
             await this.#prepareResult(holders[j].msg, results[j]),
@@ -1102,6 +1431,71 @@ export class DurableQueue<T = unknown> {
         }
       }));
       const ready = part.filter((j) => prepared.has(j));
+      if (this.#windowMs !== undefined) {
+        this.#open("ack");
+        await Promise.all(ready.map(async (j) => {
+          if (holders[j].settled || holders[j].closing) {
+            out[j] = new Error(
+              `Cannot ack message '${
+                holders[j].msg.id
+              }': it is already settled`,
+            );
+            return;
+          }
+          holders[j].closing = true;
+          const early = await this.#join("ack");
+          await new Promise<void>((resolve) => {
+            const id = holders[j].msg.id;
+            if (!early) this.#waiting++;
+            this.#acks.push({
+              holder: holders[j],
+              prepared: prepared.get(j)!,
+              at: performance.now(),
+              waits: !early,
+              done: (err) => {
+                if (early) {
+                  if (err) this.#lose("acks", id, err);
+                  return;
+                }
+                out[j] = err;
+                resolve();
+              },
+            });
+            if (early) resolve();
+            this.#schedule();
+          });
+        }));
+        continue;
+      }
+      await this.#ackPrepared(holders, ready, prepared, out);
+    }
+    return out;
+  }
+
+  /** Windowed mode: one commit for waiting acks (then one by one if it fails). */
+  async #commitAcks(acks: PendingAck<T>[]): Promise<void> {
+    const holders = acks.map((a) => a.holder);
+    const prepared = new Map(acks.map((a, j) => [j, a.prepared]));
+    const out: (Error | undefined)[] = acks.map(() => undefined);
+    try {
+      await this.#ackPrepared(holders, acks.map((_, j) => j), prepared, out);
+    } catch (err) {
+      out.fill(err as Error);
+    }
+    acks.forEach((a, j) => {
+      a.holder.closing = false;
+      a.done(out[j]);
+    });
+  }
+
+  /** Acks `ready` (indexes into `holders`) in one commit, else one by one; errors into `out`. */
+  async #ackPrepared(
+    holders: Holder<T>[],
+    ready: number[],
+    prepared: Map<number, PreparedResult>,
+    out: (Error | undefined)[],
+  ): Promise<void> {
+    {
       const ack = (js: number[]) =>
         this.#settle(
           js.map((j) => holders[j]),
@@ -1126,7 +1520,6 @@ export class DurableQueue<T = unknown> {
         ),
       );
     }
-    return out;
   }
 
   /** Deletes result chunks `ref` of a failed ack, unless the record names them after all. */

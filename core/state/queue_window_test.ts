@@ -1,0 +1,273 @@
+/**
+ * The queue's opt-in group commit with a loss window (`commit: { windowMs }`):
+ * early acknowledgement, the window's deadline, flush on close,
+ * back-pressure, and failed commits reaching their callers.
+ */
+import assert from "node:assert/strict";
+import { queueKeys } from "./keys.ts";
+import { DurableQueue, QueueCommitError } from "./queue.ts";
+
+/** A promise with its settle functions outside. */
+function deferred<T = void>() {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+/**
+ * `kv` whose atomic commits first await `hook()` (which may throw, failing
+ * the commit as KV would).
+ */
+function hookedKv(kv: Deno.Kv, hook: () => Promise<void>): Deno.Kv {
+  const wrapOp = (o: Deno.AtomicOperation): Deno.AtomicOperation => {
+    const p: Deno.AtomicOperation = new Proxy(o, {
+      get(target, prop) {
+        if (prop === "commit") {
+          return async () => {
+            await hook();
+            return await target.commit();
+          };
+        }
+        const v = Reflect.get(target, prop, target);
+        if (typeof v !== "function") return v;
+        return (...args: unknown[]) => {
+          const r = v.apply(target, args);
+          return r === target ? p : r;
+        };
+      },
+    });
+    return p;
+  };
+  return new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "atomic") return () => wrapOp(target.atomic());
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+}
+
+Deno.test("queue window: enqueue resolves before its commit, which starts within windowMs", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const commits: number[] = [];
+  const q = new DurableQueue<string>(
+    hookedKv(kv, () => {
+      commits.push(performance.now());
+      return Promise.resolve();
+    }),
+    "w",
+    { commit: { windowMs: 50 } },
+  );
+  const t0 = performance.now();
+  const ids = await Promise.all(["a", "b", "c"].map((p) => q.enqueue(p)));
+  // Acknowledged, not yet stored: the group waits for its window.
+  assert.equal(commits.length, 0);
+  assert.equal(await q.get(ids[0].id), null);
+  const plain = new DurableQueue<string>(kv, "w");
+  for (;;) {
+    if ((await plain.get(ids[2].id)) !== null) break;
+    await q.waitForWork(5);
+  }
+  // One commit for the three, started no sooner than the window allows
+  // batching and no later than the window (plus scheduling slack).
+  assert.equal(commits.length, 1);
+  assert.ok(commits[0] - t0 >= 45, `committed after ${commits[0] - t0} ms`);
+  assert.ok(
+    commits[0] - t0 < 50 + 1000,
+    `committed after ${commits[0] - t0} ms`,
+  );
+  assert.deepEqual(
+    (await Promise.all(ids.map((i) => plain.get(i.id)))).map((m) => m?.payload),
+    ["a", "b", "c"],
+  );
+  await q.close();
+});
+
+Deno.test("queue window: close() commits what waits, then refuses enqueues and acks", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const q = new DurableQueue<number>(kv, "w", {
+    commit: { windowMs: 60_000 },
+    maxGroup: 40,
+  });
+  // Fewer than a commit's worth: all acknowledged early, none stored yet.
+  const ids = await Promise.all(
+    Array.from({ length: 30 }, (_, i) => q.enqueue(i)),
+  );
+  const plain = new DurableQueue<number>(kv, "w");
+  assert.equal(await plain.get(ids[0].id), null);
+  await q.close();
+  const stored = await Promise.all(ids.map((i) => plain.get(i.id)));
+  assert.deepEqual(
+    stored.map((m) => m?.payload),
+    Array.from({ length: 30 }, (_, i) => i),
+  );
+  assert.equal((await plain.stats()).ready, 30);
+  await assert.rejects(q.enqueue(1), /'w': the queue is closed/);
+  // Claims still work after close; acks are refused.
+  const [d] = await q.claim(1, 10_000);
+  assert.equal(d.payload, 0);
+  await assert.rejects(d.ack(), /'w': the queue is closed/);
+});
+
+Deno.test("queue window: a full buffer blocks the next call until a commit makes room", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const gate = deferred();
+  let commitsStarted = 0;
+  const q = new DurableQueue<number>(
+    hookedKv(kv, () => {
+      commitsStarted++;
+      return gate.promise;
+    }),
+    "w",
+    { commit: { windowMs: 1, maxBuffered: 5 } },
+  );
+  await Promise.all([0, 1, 2, 3, 4].map((i) => q.enqueue(i)));
+  let sixth = false;
+  const p = q.enqueue(5).then(() => (sixth = true));
+  // The first five are committing (held at the gate); the sixth waits.
+  while (commitsStarted === 0) await q.waitForWork(2);
+  await q.waitForWork(30);
+  assert.equal(sixth, false, "the sixth call was accepted past maxBuffered");
+  gate.resolve();
+  await p;
+  assert.equal(sixth, true);
+  await q.close();
+  assert.equal((await new DurableQueue(kv, "w").stats()).ready, 6);
+});
+
+Deno.test("queue window: a call beyond the next commit's worth waits for its own commit", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const gate = deferred();
+  const q = new DurableQueue<number>(
+    hookedKv(kv, () => gate.promise),
+    "w",
+    { commit: { windowMs: 60_000 }, maxGroup: 4 },
+  );
+  const early = await Promise.all([0, 1, 2, 3].map((i) => q.enqueue(i)));
+  assert.equal(early.length, 4);
+  // The fifth would go into a later commit: not acknowledged before it.
+  let fifth = false;
+  const p = q.enqueue(4).then(() => (fifth = true));
+  await q.waitForWork(30);
+  assert.equal(
+    fifth,
+    false,
+    "a call past the next commit was acknowledged early",
+  );
+  const t = performance.now();
+  gate.resolve();
+  await p;
+  // Committed as soon as the commit ahead ended, not a window later.
+  assert.ok(
+    performance.now() - t < 10_000,
+    "the waiting call sat out the window",
+  );
+  await q.close();
+  assert.equal((await new DurableQueue(kv, "w").stats()).ready, 5);
+});
+
+Deno.test("queue window: a failed group commit reaches waiting callers and flush() reports acknowledged ones", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const gate = deferred();
+  let started = false;
+  const q = new DurableQueue<number>(
+    hookedKv(kv, async () => {
+      started = true;
+      await gate.promise;
+      throw new Error("disk full");
+    }),
+    "w",
+    { commit: { windowMs: 20 } },
+  );
+  // Acknowledged at once (nothing older waits).
+  const early = await q.enqueue(1);
+  while (!started) await q.waitForWork(5);
+  // The commit under way is now older than the window: later calls wait
+  // for their own commit rather than be acknowledged early.
+  await q.waitForWork(40);
+  const waiting = [q.enqueue(2), q.enqueue(3)];
+  let settled = false;
+  Promise.allSettled(waiting).then(() => (settled = true));
+  await q.waitForWork(30);
+  assert.equal(settled, false, "a call past the window was acknowledged");
+  gate.resolve();
+  for (const p of waiting) await assert.rejects(p, /disk full/);
+  const err = await q.flush().then(() => null, (e) => e);
+  assert.ok(err instanceof QueueCommitError, `flush threw ${err}`);
+  assert.deepEqual(err.lostEnqueues, [early.id]);
+  assert.match(err.message, /'w': 1 acknowledged enqueue\(s\) were not stored/);
+  assert.match(err.message, /disk full/);
+  // Reported once.
+  await q.flush();
+  await q.close();
+});
+
+Deno.test("queue window: a message over KV's value limit is refused at enqueue, not lost later", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const q = new DurableQueue<string>(kv, "w", { commit: { windowMs: 10 } });
+  await assert.rejects(
+    q.enqueue("x".repeat(70_000)),
+    (e) => e instanceof RangeError && /64 KiB value limit/.test(e.message),
+  );
+  await q.close();
+});
+
+Deno.test("queue window: acks resolve early, land within the window, and cannot be repeated", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const q = new DurableQueue<number>(kv, "w", { commit: { windowMs: 30 } });
+  await Promise.all([1, 2, 3].map((i) => q.enqueue(i)));
+  await q.flush();
+  const ds = await q.claim(3, 60_000, "c");
+  assert.equal(ds.length, 3);
+  assert.deepEqual(await q.ackAll(ds, [undefined, { r: 2 }]), [
+    undefined,
+    undefined,
+    undefined,
+  ]);
+  // Not durable yet; the delivery counts as settled.
+  assert.equal((await q.get(ds[0].id))?.state, "inflight");
+  assert.equal(ds[0].settled, true);
+  await assert.rejects(ds[0].ack(), /already settled/);
+  await assert.rejects(ds[1].nak(), /already settled/);
+  await q.flush();
+  const after = await Promise.all(ds.map((d) => q.get(d.id)));
+  assert.deepEqual(after.map((m) => m?.state), ["done", "done", "done"]);
+  assert.deepEqual(after[1]?.result, { r: 2 });
+  assert.equal((await q.stats()).inflight, 0);
+  await q.close();
+});
+
+Deno.test("queue window: an acknowledged ack that does not land is reported, and the message comes back", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const q = new DurableQueue<number>(kv, "w", { commit: { windowMs: 60_000 } });
+  await q.enqueue(2);
+  await q.flush();
+  const [d2] = await q.claim(1, 60_000, "c");
+  const kv2 = new DurableQueue<number>(kv, "w");
+  // Someone else writes the record before the ack commits (a lease taken back).
+  const stolen = await kv.get<{ state: string }>(queueKeys("w").msg(d2.id));
+  await kv.set(stolen.key, { ...stolen.value, lastOp: "someone-else" });
+  await d2.ack();
+  const err = await q.flush().then(() => null, (e) => e);
+  assert.ok(err instanceof QueueCommitError, `flush threw ${err}`);
+  assert.deepEqual(err.failedAcks, [d2.id]);
+  assert.equal((await kv2.get(d2.id))?.state, "inflight");
+  await q.close();
+});
+
+Deno.test("queue window: bad options are refused with the value", () => {
+  const kv = {} as Deno.Kv;
+  assert.throws(
+    () => new DurableQueue(kv, "w", { commit: { windowMs: 0 } }),
+    /commit.windowMs must be an integer 1-60000, got 0/,
+  );
+  assert.throws(
+    () =>
+      new DurableQueue(kv, "w", { commit: { windowMs: 5, maxBuffered: 0 } }),
+    /commit.maxBuffered must be a positive integer, got 0/,
+  );
+});
