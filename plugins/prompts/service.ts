@@ -271,7 +271,9 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
       level,
     };
     a.logs.push(entry);
-    log[level]("routing", { ...entry, requestId: a.requestId });
+    if (log.enabled(level)) {
+      log[level]("routing", { ...entry, requestId: a.requestId });
+    }
     a.onLog?.(entry);
   };
 
