@@ -212,5 +212,16 @@ export function sagaRoutes(routes: ApiRoutes, sagas: SagaService): void {
       }
       return cancel(c.req.param("id"), reason);
     })
-    .delete("/:id", "tasks:write", (c) => cancel(c.req.param("id"), undefined));
+    .delete("/:id", "tasks:write", (c) => cancel(c.req.param("id"), undefined))
+    .post(
+      "/:id/dead-letters/:step/retry",
+      "tasks:write",
+      (c) =>
+        answer(async () => {
+          const id = c.req.param("id");
+          const step = c.req.param("step");
+          await sagas.retryDeadLetter(id, step);
+          return c.json({ id, step, status: "compensating" }, 202);
+        }),
+    );
 }

@@ -134,7 +134,13 @@ export type SagaInput =
     error: string;
   }
   | { type: "due"; step: string }
-  | { type: "cancel"; reason: string };
+  | { type: "cancel"; reason: string }
+  /**
+   * An operator's retry of a dead-lettered compensation, once the saga has
+   * finished `compensation-failed`: one more attempt; if it fails too, the
+   * step is dead-lettered again.
+   */
+  | { type: "retry-compensation"; step: string };
 
 /** What the driver must do. */
 export type SagaCommand =
@@ -345,6 +351,16 @@ export function applyInput(
   const step = stepOf(s.def, input.step);
   if (!step) return none;
   const st = s.steps[step.id];
+  if (input.type === "retry-compensation") {
+    if (s.status !== "compensation-failed" || st.status !== "dead-lettered") {
+      return none;
+    }
+    s.status = "compensating";
+    st.status = "compensating";
+    const n = st.compensations.length + 1;
+    st.compensations.push({ attempt: n, startedAt: now });
+    return { state: s, commands: [compensateCommand(s, step, n)] };
+  }
   const current = (list: Attempt[], n: number) =>
     list.length === n && list[n - 1].finishedAt === undefined
       ? list[n - 1]
@@ -421,6 +437,7 @@ export function applyInput(
         return none;
       }
       Object.assign(a, { finishedAt: now, ok: false, error: input.error });
+      // An operator's retry (numbered past the policy's attempts) is one try.
       if (input.attempt < step.compensationRetry.maxAttempts) {
         st.dueAt = now + retryDelay(step.compensationRetry, input.attempt + 1);
         return {

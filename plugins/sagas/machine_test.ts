@@ -253,6 +253,60 @@ Deno.test("saga: a compensation is retried until it succeeds, or dead-lettered a
   ]);
 });
 
+Deno.test("saga: an operator's retry of a dead-lettered compensation is one more try, refused unless the saga finished compensation-failed", () => {
+  const def: SagaDef = {
+    name: "c",
+    groups: [[step("a")], [step("b")], [step("c")]],
+  };
+  const dead = drive(
+    def,
+    (c) =>
+      c.type === "run" && c.step === "c"
+        ? "fail"
+        : c.type === "compensate" && c.step === "b"
+        ? "broken"
+        : null,
+  ).state;
+  assert.equal(dead.status, "compensation-failed");
+  const retry = (s: SagaState, step: string) =>
+    applyInput(s, { type: "retry-compensation", step }, 100);
+  // Refused: a step that is not dead-lettered, an unknown step, a saga
+  // still compensating.
+  assert.equal(retry(dead, "a").state, dead);
+  assert.equal(retry(dead, "zz").state, dead);
+  const t = retry(dead, "b");
+  assert.equal(t.state.status, "compensating");
+  assert.equal(t.state.steps.b.status, "compensating");
+  assert.equal(t.commands.length, 1);
+  const again = t.commands[0] as SagaCommand & { type: "compensate" };
+  assert.deepEqual([again.type, again.step], ["compensate", "b"]);
+  assert.equal(again.attempt, 2);
+  assert.equal(again.idempotencyKey, "s1:b:compensate");
+  assert.equal(retry(t.state, "b").state, t.state);
+  // It fails again: dead-lettered at once (one try), the saga as before.
+  const failed = applyInput(t.state, {
+    type: "compensation-failed",
+    step: "b",
+    attempt: 2,
+    error: "still broken",
+  }, 101);
+  assert.equal(failed.state.status, "compensation-failed");
+  assert.equal(failed.state.steps.b.status, "dead-lettered");
+  assert.deepEqual(failed.commands, [
+    { type: "dead-letter", step: "b", error: "still broken" },
+    { type: "finished", status: "compensation-failed" },
+  ]);
+  // It succeeds: nothing is dead-lettered any more, the saga is compensated.
+  const ok = applyInput(retry(failed.state, "b").state, {
+    type: "compensation-succeeded",
+    step: "b",
+    attempt: 3,
+  }, 102);
+  assert.equal(ok.state.status, "compensated");
+  assert.equal(ok.state.steps.b.status, "compensated");
+  assert.deepEqual(ok.commands, [{ type: "finished", status: "compensated" }]);
+});
+
 Deno.test("saga: a cancel stops new steps and compensates what was done", () => {
   const { state, log } = drive(
     seq(4),

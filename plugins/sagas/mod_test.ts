@@ -384,6 +384,35 @@ Deno.test("sagas plugin: a compensation that keeps failing is dead-lettered, the
     },
     { saga: id, step: "b", error: "undo-b broke" },
   );
+  // The operator mends undo-b and retries the dead letter over HTTP.
+  const retry = (sagaId: string, step: string) =>
+    t.api(`/api/v1/sagas/${sagaId}/dead-letters/${step}/retry`, {
+      method: "POST",
+    });
+  assert.equal((await retry(id, "a")).status, 409, "a is not dead-lettered");
+  assert.equal((await retry(id, "zz")).status, 404);
+  assert.equal((await retry("nope", "b")).status, 404);
+  assert.equal(
+    (await t.api(`/api/v1/sagas/${id}/dead-letters/b/retry`, {
+      method: "POST",
+    }, "viewer")).status,
+    403,
+  );
+  sagas.registerFunction("undo-b", fn("undo-b"));
+  const res2 = await retry(id, "b");
+  assert.equal(res2.status, 202, await res2.clone().text());
+  assert.deepEqual(await res2.json(), {
+    id,
+    step: "b",
+    status: "compensating",
+  });
+  assert.equal(await sagas.finished(id, 10_000), "compensated");
+  assert.deepEqual(log.slice(-1), ["undo-b"]);
+  const after = (await sagas.get(id))!;
+  assert.equal(after.steps.b.status, "compensated");
+  assert.equal(after.steps.b.compensations.length, 4);
+  assert.deepEqual(await sagas.deadLetters(), []);
+  assert.equal((await retry(id, "b")).status, 409, "nothing left to retry");
 });
 
 Deno.test("sagas plugin: the leader deletes finished sagas past retention.maxAgeMs", async () => {

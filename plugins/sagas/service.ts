@@ -81,6 +81,14 @@ export interface SagaService {
   finished(id: string, timeoutMs?: number): Promise<SagaStatus>;
   /** Compensations given up on, for an operator. */
   deadLetters(): Promise<DeadLetter[]>;
+  /**
+   * Tries a dead-lettered compensation once more (the operator fixed what
+   * made it fail); the saga compensates again and finishes `compensated`
+   * when no dead letter is left. Throws a 404 PlexusError for an unknown
+   * saga or step, 409 when the saga has not finished `compensation-failed`
+   * or the step is not dead-lettered.
+   */
+  retryDeadLetter(id: string, step: string): Promise<void>;
   /** Names of the definitions registered in code. */
   definitions(): string[];
   /**
@@ -278,6 +286,30 @@ export function createSagaService(options: SagaServiceOptions): SagaNode {
       return await driver.finished(id, timeoutMs) as SagaStatus;
     },
     deadLetters: () => store.deadLetters(),
+    async retryDeadLetter(id, step) {
+      const s = await store.get(id);
+      if (!s) {
+        throw new PlexusError("not_found", `no saga '${id}'`, { status: 404 });
+      }
+      if (!s.steps[step]) {
+        throw new PlexusError(
+          "not_found",
+          `saga '${id}' has no step '${step}'`,
+          { status: 404 },
+        );
+      }
+      const t = await driver.apply(id, { type: "retry-compensation", step });
+      if (!t || t.state === t.before) {
+        const now = t?.state ?? s;
+        throw new PlexusError(
+          "conflict",
+          `saga '${id}' is ${now.status} and its step '${step}' is ${
+            now.steps[step].status
+          }: only a dead-lettered compensation of a saga that finished compensation-failed is retried`,
+          { status: 409 },
+        );
+      }
+    },
     resume: () => driver.resume(),
     inflight: () => driver.inflight(),
     stop: () => driver.stop(),

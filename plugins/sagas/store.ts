@@ -148,13 +148,25 @@ function index(
     if (!before || !FINISHED.has(before.status)) {
       op.set(k.done(s.updatedAt, s.id), null);
     }
-  } else if (!before) op.set(k.open(s.id), { createdAt: s.createdAt });
+  } else if (!before || FINISHED.has(before.status)) {
+    // Started, or reopened by an operator's retry of a dead letter.
+    if (before) op.delete(k.done(before.updatedAt, s.id));
+    op.set(k.open(s.id), { createdAt: s.createdAt });
+  }
   // Timers the machine no longer waits for are dropped.
   if (before) {
     for (const [step, st] of Object.entries(before.steps)) {
       if (st.dueAt !== undefined && s.steps[step].dueAt !== st.dueAt) {
         op.delete(k.timer(st.dueAt, s.id, step));
       }
+    }
+  }
+  // A step undone now has no dead letter (one an operator retried).
+  for (const [step, st] of Object.entries(s.steps)) {
+    if (
+      st.status === "compensated" && before?.steps[step].status !== st.status
+    ) {
+      op.delete(k.dead(s.id, step));
     }
   }
   for (const c of t.commands as SagaCommand[]) {

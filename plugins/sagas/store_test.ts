@@ -61,6 +61,22 @@ Deno.test("saga store: state is written after every transition, with the open in
     { saga: "s1", step: "a", error: "refund refused", at: 104 },
   ]);
   assert.deepEqual(await store.open(), []);
+  // An operator retries the dead letter: the saga is open again (a leader
+  // taking over resumes it) and out of the finished index (retention does
+  // not delete it while it compensates); undone, the dead letter is gone.
+  await store.apply("s1", { type: "retry-compensation", step: "a" }, 200);
+  assert.deepEqual(await store.open(), ["s1"]);
+  assert.equal(await store.trim(10_000), 0);
+  assert.equal((await store.deadLetters()).length, 1);
+  await store.apply("s1", {
+    type: "compensation-succeeded",
+    step: "a",
+    attempt: 2,
+  }, 201);
+  assert.equal((await store.get("s1"))!.status, "compensated");
+  assert.deepEqual(await store.deadLetters(), []);
+  assert.deepEqual(await store.open(), []);
+  assert.equal(await store.trim(10_000), 1);
   kv.close();
 });
 
