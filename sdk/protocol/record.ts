@@ -104,14 +104,21 @@ export function nextKey(key: Uint8Array): Uint8Array {
   );
 }
 
-/** Writes the 12-byte nonce epoch ‖ sequence into `into` (reused per direction). */
-function nonceOf(into: Uint8Array, epoch: number, seq: number): Uint8Array {
-  const v = new DataView(into.buffer, into.byteOffset, 12);
-  v.setUint32(0, epoch);
-  v.setUint32(4, Math.floor(seq / 0x1_0000_0000));
-  v.setUint32(8, seq >>> 0);
-  return into;
+/** The 12-byte nonce epoch ‖ sequence, one buffer reused per direction. */
+class Nonce {
+  readonly bytes = new Uint8Array(12);
+  readonly #view = new DataView(this.bytes.buffer);
+
+  of(epoch: number, seq: number): Uint8Array {
+    this.#view.setUint32(0, epoch);
+    this.#view.setUint32(4, Math.floor(seq / 0x1_0000_0000));
+    this.#view.setUint32(8, seq >>> 0);
+    return this.bytes;
+  }
 }
+
+/** The cipher options of every record (one object, not one per record). */
+const AEAD = { authTagLength: TAG_BYTES } as const;
 
 /** Reads the u64 sequence at `at`; above 2^53 - 1 (never sent) → -1. */
 function readSeq(v: DataView, at: number): number {
@@ -147,7 +154,7 @@ export class RecordSealer {
   #key: Uint8Array;
   #epoch = 0;
   #seq = 0;
-  readonly #nonce = new Uint8Array(12);
+  readonly #nonce = new Nonce();
   #epochStarted: number;
   readonly #afterMessages: number;
   readonly #afterMs: number;
@@ -196,34 +203,58 @@ export class RecordSealer {
       this.#seq = 0;
       this.#epochStarted = this.#now();
     }
-    const h = encodeHeader(header);
-    if (h.length > MAX_HEADER_BYTES) {
-      throw new RecordError(
-        "malformed",
-        `header is ${h.length} bytes (limit ${MAX_HEADER_BYTES})`,
-      );
-    }
     if (signature !== undefined && signature.length !== 64) {
       throw new RangeError("signature must be 64 bytes");
     }
     const plainLength = body.length + (signature ? 64 : 0);
-    const out = new Uint8Array(
-      RECORD_PREFIX_BYTES + h.length + plainLength + TAG_BYTES,
+    // The header's JSON is written straight into the frame when it is ASCII
+    // (one allocation, no copy); otherwise encoded first.
+    const json = JSON.stringify(header);
+    let hLen = json.length;
+    let out = new Uint8Array(
+      RECORD_PREFIX_BYTES + hLen + plainLength + TAG_BYTES,
     );
-    const v = new DataView(out.buffer);
+    const wrote = encoder.encodeInto(json, out.subarray(RECORD_PREFIX_BYTES));
+    if (wrote.read !== json.length || wrote.written !== hLen) {
+      const h = encoder.encode(json);
+      hLen = h.length;
+      if (hLen <= MAX_HEADER_BYTES) {
+        out = new Uint8Array(
+          RECORD_PREFIX_BYTES + hLen + plainLength + TAG_BYTES,
+        );
+        out.set(h, RECORD_PREFIX_BYTES);
+      }
+    }
+    if (hLen > MAX_HEADER_BYTES) {
+      throw new RecordError(
+        "malformed",
+        `header is ${hLen} bytes (limit ${MAX_HEADER_BYTES})`,
+      );
+    }
+    const epoch = this.#epoch, seq = this.#seq;
+    const hi = Math.floor(seq / 0x1_0000_0000), lo = seq >>> 0;
     out[0] = RECORD_VERSION;
     out[1] = signature ? FLAG_SIGNED : 0;
-    v.setUint32(2, this.#epoch);
-    v.setUint32(6, Math.floor(this.#seq / 0x1_0000_0000));
-    v.setUint32(10, this.#seq >>> 0);
-    v.setUint16(14, h.length);
-    out.set(h, RECORD_PREFIX_BYTES);
-    const aadEnd = RECORD_PREFIX_BYTES + h.length;
+    out[2] = epoch >>> 24;
+    out[3] = epoch >>> 16;
+    out[4] = epoch >>> 8;
+    out[5] = epoch;
+    out[6] = hi >>> 24;
+    out[7] = hi >>> 16;
+    out[8] = hi >>> 8;
+    out[9] = hi;
+    out[10] = lo >>> 24;
+    out[11] = lo >>> 16;
+    out[12] = lo >>> 8;
+    out[13] = lo;
+    out[14] = hLen >>> 8;
+    out[15] = hLen;
+    const aadEnd = RECORD_PREFIX_BYTES + hLen;
     const cipher = createCipheriv(
       "chacha20-poly1305",
       this.#key,
-      nonceOf(this.#nonce, this.#epoch, this.#seq),
-      { authTagLength: TAG_BYTES },
+      this.#nonce.of(epoch, seq),
+      AEAD,
     );
     cipher.setAAD(out.subarray(0, aadEnd), { plaintextLength: plainLength });
     let at = aadEnd;
@@ -236,7 +267,7 @@ export class RecordSealer {
     out.set(c, at);
     at += c.length;
     const f = cipher.final();
-    out.set(f, at);
+    if (f.length) out.set(f, at);
     at += f.length;
     out.set(cipher.getAuthTag(), at);
     this.#seq++;
@@ -262,7 +293,7 @@ export class RecordOpener {
    * either itself (seen) or one at least a window older (not seen).
    */
   #slots = new Float64Array(REPLAY_WINDOW).fill(-1);
-  readonly #nonce = new Uint8Array(12);
+  readonly #nonce = new Nonce();
   readonly #maxBytes: number;
 
   constructor(key: Uint8Array, options: { maxRecordBytes?: number } = {}) {
@@ -334,8 +365,8 @@ export class RecordOpener {
     const decipher = createDecipheriv(
       "chacha20-poly1305",
       key,
-      nonceOf(this.#nonce, epoch, seq),
-      { authTagLength: TAG_BYTES },
+      this.#nonce.of(epoch, seq),
+      AEAD,
     );
     decipher.setAAD(frame.subarray(0, aadEnd), {
       plaintextLength: tagAt - aadEnd,
@@ -351,8 +382,9 @@ export class RecordOpener {
     } catch {
       throw new RecordError("bad-tag", "record failed authentication");
     }
-    // Authentic: now parse the header and move the window.
-    const headerBytes = frame.slice(RECORD_PREFIX_BYTES, aadEnd);
+    // Authentic: now parse the header and move the window. The header bytes
+    // are a view of the frame (the caller's, not written to here).
+    const headerBytes = frame.subarray(RECORD_PREFIX_BYTES, aadEnd);
     let header: RecordHeader;
     try {
       header = JSON.parse(decoder.decode(headerBytes));
