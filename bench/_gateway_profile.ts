@@ -2,9 +2,10 @@
  * Summarizes the V8 CPU profiles (`deno run --cpu-prof`) in a folder: the
  * hottest frames by self time and, for the project's own functions, by
  * total time (the frame and everything it called), as shares of the busy
- * (non-idle) samples. Used by `bench/gateway.ts --profile DIR`.
+ * (non-idle) samples and, given the CPU the process spent per operation,
+ * as µs per operation. Used by `bench/gateway.ts --profile DIR`.
  *
- *   deno run -A bench/_gateway_profile.ts DIR [--top 25]
+ *   deno run -A bench/_gateway_profile.ts DIR [--top 25] [--us-per-op 60]
  *
  * @module
  */
@@ -28,9 +29,13 @@ interface Profile {
   samples: number[];
 }
 
+/** A project file's URL; the first group is its top folder. */
+const PROJECT_URL =
+  /^file:\/\/.*?\/(core|transports|bench|gateway|sdk|plugins|consensus)\//;
+
 function frameName(n: ProfileNode): string {
   const f = n.callFrame;
-  const file = f.url.replace(/^file:\/\/.*?\/(core|transports|bench)\//, "$1/")
+  const file = f.url.replace(PROJECT_URL, "$1/")
     .replace(/^.*\/(ext|node)\//, "$1:")
     .replace(/^https?:\/\/[^/]+\//, "");
   return `${f.functionName || "(anonymous)"}${
@@ -40,11 +45,19 @@ function frameName(n: ProfileNode): string {
 
 /**
  * Lines like `12.3%  self  op_kv_atomic_write ext:kv/01_db.ts:123`, the
- * top `top` by self time, then the top project frames by total time.
+ * top `top` by self time, then the top project frames by total time; with
+ * `usPerOp` (the process's CPU per operation, µs), each line also gives its
+ * share of that in µs (`7.4 µs`).
+ *
+ * @example Usage
+ * ```ts ignore
+ * for (const line of await summarizeProfile("/tmp/prof/node", 25, 60)) console.log(line);
+ * ```
  */
 export async function summarizeProfile(
   dir: string,
   top = 25,
+  usPerOp?: number,
 ): Promise<string[]> {
   const self = new Map<string, number>();
   const total = new Map<string, number>();
@@ -84,7 +97,10 @@ export async function summarizeProfile(
     }
   }
   if (files === 0) return [`no .cpuprofile in ${dir}`];
-  const pct = (n: number) => `${(100 * n / busy).toFixed(1).padStart(5)}%`;
+  const pct = (n: number) =>
+    `${(100 * n / busy).toFixed(1).padStart(5)}%${
+      usPerOp ? ` ${(usPerOp * n / busy).toFixed(1).padStart(5)} µs` : ""
+    }`;
   const lines = [
     `${files} profile(s); busy ${
       (100 * busy / all).toFixed(1)
@@ -94,7 +110,7 @@ export async function summarizeProfile(
     lines.push(`${pct(n)}  self   ${name}`);
   }
   const project = [...total].filter(([name]) =>
-    / (core|transports)\//.test(name)
+    / (core|transports|gateway|sdk|plugins)\//.test(name)
   ).sort((a, b) => b[1] - a[1]).slice(0, top);
   for (const [name, n] of project) lines.push(`${pct(n)}  total  ${name}`);
   return lines;
@@ -103,7 +119,14 @@ export async function summarizeProfile(
 if (import.meta.main) {
   const dir = Deno.args.find((a) => !a.startsWith("--")) ?? flag("dir");
   if (!dir) throw new Error("usage: _gateway_profile.ts DIR [--top 25]");
-  for (const line of await summarizeProfile(dir, numFlag("top", 25))) {
+  const usPerOp = flag("us-per-op");
+  for (
+    const line of await summarizeProfile(
+      dir,
+      numFlag("top", 25),
+      usPerOp ? Number(usPerOp) : undefined,
+    )
+  ) {
     console.log(line);
   }
 }

@@ -4,7 +4,7 @@
  *
  *   deno run -A bench/gateway.ts [--quick] [--rounds N] [--seconds S]
  *     [--agents 100] [--profile DIR] [--only 256B_100_agents,handshakes]
- *     [--handshakes full,resume,ws]
+ *     [--handshakes full,resume,ws] [--sides node,bare]
  *
  * A sealed round trip: an agent (the SDK, `agent.request`) sends a `req`
  * record on `agent.{id}.requests`, the node opens it, checks session,
@@ -34,9 +34,12 @@
  * ready → close: full signature handshakes (SDK `connectAgent` + `close`),
  * resumed ones (token), and plain WebSocket open + close on the bare server.
  *
- * `--profile DIR` runs the node under `--cpu-prof` (figures then are not
- * comparable) and prints its hottest frames (bench/_gateway_profile.ts);
- * `--only` and `--handshakes` narrow a run (and a profile) to some parts.
+ * `--profile DIR` runs the node and the clients under `--cpu-prof`
+ * (`DIR/node`, `DIR/clients`; figures then are not comparable) and prints
+ * each one's hottest frames with their µs per round trip
+ * (bench/_gateway_profile.ts); `--only`, `--handshakes` and `--sides node`
+ * (no bare rounds, so the clients' profile is the agents' alone) narrow a
+ * run (and a profile) to some parts.
  *
  * @module
  */
@@ -52,7 +55,6 @@ import {
   median,
   numFlag,
   round,
-  spawnDeno,
   spread,
   systemCpuMs,
 } from "./_util.ts";
@@ -70,6 +72,7 @@ const profileDir = flag("profile");
 /** Runs only these parts (case names like `256B_100_agents`, or `handshakes`). */
 const only = flag("only")?.split(",");
 const wanted = (name: string) => !only || only.includes(name);
+const sides = (flag("sides") ?? "node,bare").split(",");
 const SIZES = [256, 16 * 1024];
 const CONNS = [1, nAgents];
 const HEADLINE = { size: 256, conns: nAgents };
@@ -109,7 +112,7 @@ interface Case {
 const tmp = await Deno.makeTempDir({ prefix: "plexus-bench-gateway-" });
 const children: Child[] = [];
 
-/** Like spawnDeno, with extra `deno run` flags (for --cpu-prof). */
+/** Like `spawnDeno` (_util.ts), with extra `deno run` flags (for --cpu-prof). */
 async function spawnWith(
   name: string,
   script: string,
@@ -259,12 +262,21 @@ function summarize(rs: Round[]) {
 let exitCode = 0;
 try {
   const t0 = performance.now();
-  const profFlags = profileDir
-    ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`]
-    : [];
-  const node = await startServer("node", ["--data-dir", tmp], profFlags);
+  const profFlags = (side: string) =>
+    profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}/${side}`] : [];
+  const node = await startServer(
+    "node",
+    ["--data-dir", tmp],
+    profFlags("node"),
+  );
   const bare = await startServer("bare", []);
-  const clients = await spawnDeno("clients", "_gateway_clients.ts", [], 1);
+  const clients = await spawnWith(
+    "clients",
+    "_gateway_clients.ts",
+    [],
+    1,
+    profFlags("clients"),
+  );
   children.push(clients);
   info(
     `gateway: ${nAgents} agents, ${rounds} rounds x ${seconds} s per case, pinned ${
@@ -310,7 +322,7 @@ try {
   // Warm-up: JIT on both sides, every size and connection count.
   for (const size of SIZES) {
     if (!CONNS.some((conns) => wanted(caseName(size, conns)))) continue;
-    for (const s of [node, bare]) {
+    for (const s of [node, bare].filter((s) => sides.includes(s.label))) {
       await oneRound(clients, s, size, nAgents, quick ? 200 : 400);
       await oneRound(clients, s, size, 1, 100);
     }
@@ -324,7 +336,7 @@ try {
       cases.push(c);
       for (let i = 0; i < rounds; i++) {
         const order = i % 2 === 0 ? [node, bare] : [bare, node];
-        for (const s of order) {
+        for (const s of order.filter((s) => sides.includes(s.label))) {
           const r = await oneRound(clients, s, size, conns, seconds * 1000);
           c[s.label].push(r);
           info(
@@ -375,18 +387,22 @@ try {
   const details: Record<string, unknown> = {};
   for (const c of cases) {
     const n = summarize(c.node);
-    const b = summarize(c.bare);
+    // `--sides node` (profiling) runs no bare rounds.
+    const b = c.bare.length ? summarize(c.bare) : null;
     details[caseName(c.size, c.conns)] = {
       node: n,
       bare: b,
-      ratio: round(n.rps / b.rps, 2),
-      server_cpu_ratio: b.server_cpu_us_per_rt && n.server_cpu_us_per_rt
+      ratio: b ? round(n.rps / b.rps, 2) : null,
+      server_cpu_ratio: b?.server_cpu_us_per_rt && n.server_cpu_us_per_rt
         ? round(b.server_cpu_us_per_rt / n.server_cpu_us_per_rt, 2)
+        : null,
+      client_cpu_ratio: b?.client_cpu_us_per_rt && n.client_cpu_us_per_rt
+        ? round(b.client_cpu_us_per_rt / n.client_cpu_us_per_rt, 2)
         : null,
       // Deno's `new WebSocket` (SDK and plain clients alike) leaves Nagle on
       // and stalls ~44 ms (delayed ACK) on payloads over 1 KiB
       // (bench/_gateway_nagle.ts): then latency sets the rate, not a server.
-      ...(b.p50_ms >= 30 ? { client_send_stall: true } : {}),
+      ...(b && b.p50_ms >= 30 ? { client_send_stall: true } : {}),
     };
   }
   const hsSummary = (rs: Round[]) => {
@@ -428,9 +444,30 @@ try {
   for (const c of children.reverse()) await c.stop();
   children.length = 0;
   if (profileDir) {
-    const top = await summarizeProfile(profileDir, 25);
-    info(`node CPU profile (${profileDir}), top frames by self time:`);
-    for (const line of top) info(`  ${line}`);
+    // µs per round trip: a frame's share of the CPU per round trip the
+    // headline case's node rounds measured (setup and warm-up are in the
+    // profile too, so these are approximate).
+    const c = cases.find((c) =>
+      c.size === HEADLINE.size && c.conns === HEADLINE.conns
+    ) ?? cases[0];
+    for (const side of ["node", "clients"] as const) {
+      const us = c
+        ? pooledUs(c.node, side === "node" ? "serverMs" : "clientMs")
+        : null;
+      const top = await summarizeProfile(
+        `${profileDir}/${side}`,
+        25,
+        us ?? undefined,
+      );
+      info(
+        `${side} CPU profile (${profileDir}/${side}${
+          us ? `, ${round(us, 1)} µs per round trip` : ""
+        }), top frames by self time:`,
+      );
+      for (const line of top) {
+        info(`  ${line}`);
+      }
+    }
   }
 
   const headCase = cases.find((c) =>
@@ -452,8 +489,8 @@ try {
   } else {
     const head = details[caseName(headCase.size, headCase.conns)] as {
       node: { rps: number };
-      bare: { rps: number };
-      ratio: number;
+      bare: { rps: number } | null;
+      ratio: number | null;
     };
 
     console.log(JSON.stringify({
@@ -466,7 +503,7 @@ try {
       baseline: {
         name:
           `bare Deno.serve WebSocket echo, ${headCase.conns} plain client(s), same ${headCase.size} B payload`,
-        value: head.bare.rps,
+        value: head.bare?.rps ?? null,
       },
       ratio: head.ratio,
       details,
