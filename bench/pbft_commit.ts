@@ -15,6 +15,7 @@
  *
  * @module
  */
+import process from "node:process";
 import { ed25519 } from "@noble/curves/ed25519.js";
 import { info, isQuick, numFlag, round } from "./_util.ts";
 import { startLoopbackCluster } from "../consensus/raft/_loopback.ts";
@@ -36,13 +37,17 @@ interface Run {
   p50: number;
   p99: number;
   failed: number;
+  /** CPU per commit: steadier than commits/s on a shared machine. */
+  cpuUsPerCommit: number;
 }
 
-/** Latencies and time measured over every slice of one system. */
+/** Latencies, time and process CPU measured over every slice of one system. */
 interface Tally {
   lat: number[];
   seconds: number;
   failed: number;
+  /** Microseconds of CPU (user + system, every thread) the process used. */
+  cpuUs: number;
 }
 
 function summary(t: Tally): Run {
@@ -52,6 +57,7 @@ function summary(t: Tally): Run {
     p50: pct(sorted, 0.5),
     p99: pct(sorted, 0.99),
     failed: t.failed,
+    cpuUsPerCommit: t.cpuUs / Math.max(1, t.lat.length),
   };
 }
 
@@ -82,14 +88,17 @@ async function drive(
   lat.length = 0;
   failed = 0;
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   await new Promise((r) => setTimeout(r, seconds * 1000));
   const done = lat.slice(0);
+  const cpu = process.cpuUsage(cpu0);
   const elapsed = (performance.now() - t0) / 1000;
   stop = true;
   await Promise.all(clients);
   tally.lat.push(...done);
   tally.seconds += elapsed;
   tally.failed += failed;
+  tally.cpuUs += cpu.user + cpu.system;
 }
 
 /** Microseconds per call of each authenticator on a 300-byte message. */
@@ -137,10 +146,10 @@ try {
     },
   });
   const r = await startLoopbackCluster(3, { dir: `${dir}/raft` });
-  const pbftTally: Tally = { lat: [], seconds: 0, failed: 0 };
+  const pbftTally: Tally = { lat: [], seconds: 0, failed: 0, cpuUs: 0 };
   /** PBFT operations submitted, and the client requests they left in. */
   let submitted = 0, requests = 0;
-  const raftTally: Tally = { lat: [], seconds: 0, failed: 0 };
+  const raftTally: Tally = { lat: [], seconds: 0, failed: 0, cpuUs: 0 };
   try {
     const t = performance.now();
     while (r.leader() < 0) {
@@ -203,6 +212,9 @@ try {
       raft_p50_ms: round(raft.p50, 2),
       raft_p99_ms: round(raft.p99, 2),
       failed: pbft.failed,
+      // Process CPU (all threads) per commit while each system ran.
+      cpu_us_per_commit: round(pbft.cpuUsPerCommit, 1),
+      raft_cpu_us_per_commit: round(raft.cpuUsPerCommit, 1),
       seconds: SECONDS,
       concurrency: CONCURRENCY,
       replicas: 4,

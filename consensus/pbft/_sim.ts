@@ -31,6 +31,7 @@ import {
   type Operation,
 } from "../../testing/linearizability.ts";
 import {
+  batchDigest,
   createPbft,
   macInput,
   type PbftNode,
@@ -503,7 +504,7 @@ export function runPbftSim(
         const batch = p.batch.length > 1
           ? p.batch.slice(1)
           : [evilRequest(m.from, Math.floor(rng() * 1e6), "x")];
-        const digest = byzAuth.get(m.from)!.digest(JSON.stringify(batch));
+        const digest = batchDigest(byzAuth.get(m.from)!, batch);
         out = remac(m, { ...p, batch, digest } satisfies PrePrepare);
       } else if (
         (p.type === "prepare" || p.type === "commit") && rng() < 0.3
@@ -520,7 +521,7 @@ export function runPbftSim(
     if (does("invent-request") && rng() < 0.5) {
       if (out.payload.type === "pre-prepare") {
         const batch = inventRequest(out.payload.batch);
-        const digest = byzAuth.get(m.from)!.digest(JSON.stringify(batch));
+        const digest = batchDigest(byzAuth.get(m.from)!, batch);
         out = remac(m, { ...out.payload, batch, digest });
       } else if (out.payload.type === "request") {
         out = remac(m, {
@@ -618,7 +619,7 @@ export function runPbftSim(
     for (let s = lo + 1; s <= lo + L && prepared.length < L; s++) {
       if (prepared.some((e) => e.seq === s) || rng() < 0.5) continue;
       const batch = [evilRequest(from, s, "y")];
-      const digest = hash64(JSON.stringify(batch));
+      const digest = batchDigest(byzAuth.get(from)!, batch);
       const view = Math.max(0, vc.view - 1 - Math.floor(rng() * 2));
       prepared.push({ seq: s, view, digest });
       prePrepared.push({ seq: s, view, digest });

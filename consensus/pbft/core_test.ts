@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { clientRequest, TestCluster, testSecret } from "./_cluster.ts";
 import { fakeAuth } from "./_sim.ts";
-import { createPbft, macInput, requestSignInput, signInput } from "./core.ts";
+import {
+  batchDigest,
+  createPbft,
+  macInput,
+  requestSignInput,
+  signInput,
+} from "./core.ts";
 import type {
   NewView,
   PbftMessage,
@@ -62,7 +68,7 @@ Deno.test("pbft core: a message with a wrong MAC, or claiming another sender, is
     type: "pre-prepare",
     view: 0,
     seq: 1,
-    digest: fakeAuth("1", testSecret).digest(JSON.stringify([req(1)])),
+    digest: batchDigest(fakeAuth("1", testSecret), [req(1)]),
     batch: [req(1)],
   };
   // Replica 4 forges the primary's pre-prepare: it can only MAC with its own keys.
@@ -95,7 +101,7 @@ Deno.test("pbft core: a pre-prepare whose batch does not match its digest is rej
     type: "pre-prepare",
     view: 0,
     seq: 1,
-    digest: auth.digest(JSON.stringify([req(1)])),
+    digest: batchDigest(auth, [req(1)]),
     batch: [req(2)],
   };
   c.get("2").step({
@@ -422,7 +428,9 @@ const altered = () => ({ ...req(1), op: "op-altered" });
 /** A request in client c's name signed by replica 4's key. */
 const madeUp = () => ({
   ...req(9),
-  sig: fakeAuth("4", testSecret).sign(requestSignInput(req(9))),
+  sig: fakeAuth("4", testSecret).sign(
+    requestSignInput(req(9), fakeAuth("4", testSecret).digest(req(9).op)),
+  ),
 });
 
 Deno.test("pbft core: a request whose signature is not its client's is refused at the door", () => {
@@ -455,7 +463,7 @@ Deno.test("pbft core: backups refuse to prepare a pre-prepare whose batch holds 
       type: "pre-prepare",
       view: 0,
       seq: 1,
-      digest: fakeAuth("1", testSecret).digest(JSON.stringify(batch)),
+      digest: batchDigest(fakeAuth("1", testSecret), batch),
       batch,
     };
     for (const id of ["2", "3", "4"]) c.get(id).step(msg("1", id, pp));
@@ -480,7 +488,7 @@ Deno.test("pbft core: a new view does not take a batch with a request no client 
   // the holders, and refuses the made-up batch it is handed: it stays
   // between views (no pre-prepare, nothing executed).
   const batch = [madeUp()];
-  const digest = fakeAuth("1", testSecret).digest(JSON.stringify(batch));
+  const digest = batchDigest(fakeAuth("1", testSecret), batch);
   const vc = (replica: string, claims: boolean): ViewChange => {
     const body: ViewChange = {
       type: "view-change",

@@ -23,6 +23,7 @@ import {
   ConsensusUnavailableError,
 } from "../_shared/errors.ts";
 import {
+  batchDigest,
   createPbft,
   macInput,
   type PbftNode,
@@ -392,20 +393,23 @@ export class PbftDriver {
 
   #sendNext(): void {
     const ops: Op[] = [];
+    /** Each operation's JSON: the request's op is their list. */
+    const parts: string[] = [];
     let bytes = 0;
     while (this.#queue.length > 0 && ops.length < MAX_GROUP_OPS) {
-      const size = JSON.stringify(this.#queue[0].op).length;
-      if (ops.length > 0 && bytes + size > MAX_GROUP_BYTES) break;
-      bytes += size;
+      const json = JSON.stringify(this.#queue[0].op);
+      if (ops.length > 0 && bytes + json.length > MAX_GROUP_BYTES) break;
+      bytes += json.length;
+      parts.push(json);
       ops.push(this.#queue.shift()!);
     }
     // Signed with this node's key: the replicas check it is this node's.
     const t = ++this.#t;
-    const request = signRequest(this.#o.auth, {
-      client: this.#client,
+    const request = this.node.ownRequest(
+      this.#client,
       t,
-      op: JSON.stringify(ops.map((o) => o.op)),
-    });
+      `[${parts.join(",")}]`,
+    );
     this.requests++;
     const now = Date.now();
     this.#outstanding.set(t, {
@@ -504,7 +508,7 @@ export class PbftDriver {
     const payload = {
       ...p,
       batch,
-      digest: this.#o.auth.digest(JSON.stringify(batch)),
+      digest: batchDigest(this.#o.auth, batch),
     };
     return {
       ...m,

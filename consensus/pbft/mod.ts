@@ -29,6 +29,7 @@
 export { default } from "./plugin.ts";
 export { type PbftConfig, pbftConfig, type PbftConsensus } from "./plugin.ts";
 export {
+  batchDigest,
   createPbft,
   macInput,
   PbftNode,
