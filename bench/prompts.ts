@@ -313,6 +313,12 @@ const m = Object.fromEntries(cases.map((c) => [c, median(rates[c])])) as Record<
   number
 >;
 
+/** CPU per request of `base` ÷ that of `c`, when both ran. */
+function cpuRatio(base: Case, c: Case): number | null {
+  const b = cpu.get(base), x = cpu.get(c);
+  return b && x ? round(median(b) / median(x), 2) : null;
+}
+
 await agent.close();
 await rawServer.shutdown();
 await node.shutdown();
@@ -352,6 +358,13 @@ console.log(JSON.stringify({
     // rather than its cached-answer path: what the app adds to any request.
     health_app_per_s: round(m.health_app),
     health_app_ratio: round(m.health_app / m.health, 2),
+    // The same ratios from CPU per request (baseline's ÷ the case's): what
+    // the rates would be if every case were CPU-bound on one core.
+    ratio_by_cpu: cpuRatio("bare", "prompt"),
+    sage_ratio_by_cpu: cpuRatio("bare", "prompt_sage"),
+    cache_ratio_by_cpu: cpuRatio("health", "cache_hit"),
+    floor_ratio_by_cpu: cpuRatio("health", "floor"),
+    cache_to_floor_ratio_by_cpu: cpuRatio("floor", "cache_hit"),
     // CPU of node, agent and clients together (one process): steadier than
     // rates on a shared machine.
     cpu_us_per_request: Object.fromEntries(
