@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ed25519 } from "@noble/curves/ed25519.js";
-import { createPbftAuth } from "./auth.ts";
+import { createPbftAuth, hmacSha256 } from "./auth.ts";
 
 function three() {
   const keys = new Map(
@@ -49,4 +49,24 @@ Deno.test("pbft auth: a private key that does not match the member list is refus
       }),
     /private key of replica 'a' does not match its public key/,
   );
+});
+
+Deno.test("pbft auth: the link MAC is HMAC-SHA256 (RFC 4231 test cases 1 and 2)", () => {
+  const hex = (b64url: string) =>
+    [...atob(b64url.replaceAll("-", "+").replaceAll("_", "/"))]
+      .map((c) => c.charCodeAt(0).toString(16).padStart(2, "0")).join("");
+  const one = hmacSha256(new Uint8Array(20).fill(0x0b));
+  assert.equal(
+    hex(one("Hi There")),
+    "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+  );
+  const two = hmacSha256(new TextEncoder().encode("Jefe"));
+  // Twice: each MAC starts again from the keyed states.
+  for (let i = 0; i < 2; i++) {
+    assert.equal(
+      hex(two("what do ya want for nothing?")),
+      "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+    );
+  }
+  assert.throws(() => hmacSha256(new Uint8Array(65)), /at most 64 bytes/);
 });
