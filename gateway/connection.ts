@@ -84,8 +84,12 @@ export interface ConnectionContext {
   presence: PresenceStore;
   outbox: Outbox;
   sessions: SessionStore;
-  /** Runs the backend handler of an agent's request; rejects with a {@linkcode GatewayRequestError} or any error. */
-  request(req: AgentRequest): Promise<unknown>;
+  /**
+   * Runs the backend handler of an agent's request: its answer, or a
+   * promise of it when the handler is asynchronous. Fails (throws or
+   * rejects) with a {@linkcode GatewayRequestError} or any error.
+   */
+  request(req: AgentRequest): unknown;
   /** The connection authenticated: make it the agent's one connection. */
   attach(conn: AgentConnection, previous: PresenceRecord | null): void;
   /** The connection ended. */

@@ -38,7 +38,7 @@ import {
   type SessionStore,
 } from "../core/state/sessions.ts";
 import type { NodeFetch } from "../core/http/node_client.ts";
-import { deadline } from "../core/resilience/deadline.ts";
+import { Deadlines } from "../sdk/deadlines.ts";
 import { PlexusError } from "../core/errors.ts";
 import { statusCode } from "../core/http/errors.ts";
 import {
@@ -256,7 +256,13 @@ const MESSAGE_TYPE_RE = /^[A-Za-z0-9._-]{1,64}$/;
 const INBOUND_AGENTS = 10_000;
 /** Inbound message ids remembered per agent. */
 const INBOUND_IDS = 256;
+/** Request channels whose handler is remembered (then forgotten all at once). */
+const MAX_HANDLER_CACHE = 10_000;
 const encoder = new TextEncoder();
+
+function isPromiseLike(v: unknown): v is PromiseLike<unknown> {
+  return typeof (v as PromiseLike<unknown> | null)?.then === "function";
+}
 
 function gatewayMetrics(
   metrics: MetricsRegistry,
@@ -344,6 +350,22 @@ export function createGateway(options: GatewayOptions): Gateway {
   /** The authenticated connection of each agent on this node. */
   const local = new Map<string, AgentConnection>();
   const handlers: { pattern: string; fn: RequestHandler }[] = [];
+  /**
+   * The handler of each request channel seen (null: none, the router's),
+   * so a request does not match every pattern; cleared when handlers change.
+   */
+  const handlerOf = new Map<string, RequestHandler | null>();
+  const handlerFor = (channel: string): RequestHandler | null => {
+    let fn = handlerOf.get(channel);
+    if (fn === undefined) {
+      fn = handlers.find((h) => topicMatches(h.pattern, channel))?.fn ?? null;
+      if (handlerOf.size >= MAX_HANDLER_CACHE) handlerOf.clear();
+      handlerOf.set(channel, fn);
+    }
+    return fn;
+  };
+  /** Deadlines of backend handlers still running (5 ms buckets, one timer). */
+  const deadlines = new Deadlines();
   /** Recent inbound `msg` ids per agent (oldest agents and ids dropped first). */
   const inbound = new Map<string, Set<string>>();
   const metrics = gatewayMetrics(options.metrics, () => local.size);
@@ -389,6 +411,25 @@ export function createGateway(options: GatewayOptions): Gateway {
       reason,
     });
 
+  /** A request no handler here takes goes to the router's responders. */
+  const routed = async (req: AgentRequest, ms: number): Promise<unknown> => {
+    try {
+      return await router.request(req.channel, req.envelope, {
+        timeoutMs: ms,
+      });
+    } catch (err) {
+      const m = (err as Error).message;
+      if (/No subscriber/.test(m)) {
+        throw new GatewayRequestError(
+          "no_handler",
+          `no handler for requests on '${req.name}'`,
+        );
+      }
+      if (/timed out/.test(m)) throw new GatewayRequestError("timeout", m);
+      throw err;
+    }
+  };
+
   const ctx: ConnectionContext = {
     config,
     node,
@@ -406,33 +447,32 @@ export function createGateway(options: GatewayOptions): Gateway {
     presence,
     outbox,
     sessions,
-    async request(req) {
+    request(req) {
       const ms = config.requestTimeoutMs;
-      const h = handlers.find((h) => topicMatches(h.pattern, req.channel));
-      if (h) {
-        return await deadline(Promise.resolve().then(() => h.fn(req)), ms, {
-          error: () =>
-            new GatewayRequestError(
-              "timeout",
-              `request on '${req.name}' timed out after ${ms} ms`,
-            ),
+      const fn = handlerFor(req.channel);
+      if (fn) {
+        // A handler that answers at once is answered at once: no promise,
+        // no timer. One that returns a promise gets the deadline.
+        const out = fn(req);
+        if (!isPromiseLike(out)) return out;
+        return new Promise((resolve, reject) => {
+          const d = deadlines.add(ms, () =>
+            reject(
+              new GatewayRequestError(
+                "timeout",
+                `request on '${req.name}' timed out after ${ms} ms`,
+              ),
+            ));
+          out.then((v) => {
+            deadlines.cancel(d);
+            resolve(v);
+          }, (err) => {
+            deadlines.cancel(d);
+            reject(err);
+          });
         });
       }
-      try {
-        return await router.request(req.channel, req.envelope, {
-          timeoutMs: ms,
-        });
-      } catch (err) {
-        const m = (err as Error).message;
-        if (/No subscriber/.test(m)) {
-          throw new GatewayRequestError(
-            "no_handler",
-            `no handler for requests on '${req.name}'`,
-          );
-        }
-        if (/timed out/.test(m)) throw new GatewayRequestError("timeout", m);
-        throw err;
-      }
+      return routed(req, ms);
     },
     attach(conn, previous) {
       const old = local.get(conn.agentId);
@@ -733,9 +773,11 @@ export function createGateway(options: GatewayOptions): Gateway {
       validateTopic(pattern, true);
       const h = { pattern, fn };
       handlers.push(h);
+      handlerOf.clear();
       return () => {
         const i = handlers.indexOf(h);
         if (i >= 0) handlers.splice(i, 1);
+        handlerOf.clear();
       };
     },
 
@@ -918,6 +960,8 @@ export function createGateway(options: GatewayOptions): Gateway {
         new Promise((r) => (timer = setTimeout(r, STOP_TIMEOUT_MS))),
       ]);
       clearTimeout(timer);
+      // Handlers still running answer no one now: their deadlines go too.
+      deadlines.clear();
     },
   };
   return gateway;

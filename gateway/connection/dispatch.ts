@@ -96,8 +96,11 @@ export interface DispatchHost {
   writePresence(patch: Partial<PresenceRecord>): Promise<boolean>;
   /** Whether the agent already sent a `msg` with this id lately; records it if not. */
   seenInbound(agentId: string, id: string): boolean;
-  /** Runs the backend handler of an agent request. */
-  request(req: AgentRequest): Promise<unknown>;
+  /**
+   * Runs the backend handler of an agent request: its answer, or a promise
+   * of it; a failure (thrown or rejected) is answered with an `err` record.
+   */
+  request(req: AgentRequest): unknown;
   /** The connection's deliveries (acks settle them; a durable subscription sweeps). */
   delivery: Pick<QueueDelivery, "ack" | "sweep">;
   /** The node's requests waiting for the agent's answer. */
@@ -358,35 +361,62 @@ export class Dispatcher {
         message: "too many requests in flight",
       });
     }
+    let out: unknown;
+    try {
+      out = host.request({
+        agentId: host.agentId,
+        roles: host.agent().roles,
+        channel: h.ch,
+        name: ch.name,
+        payload: envelope.payload,
+        envelope,
+      });
+    } catch (err) {
+      return this.#failed(h, err);
+    }
+    if (typeof (out as PromiseLike<unknown> | null)?.then !== "function") {
+      return this.#answered(h, out);
+    }
     this.#pendingRequests++;
-    host.request({
-      agentId: host.agentId,
-      roles: host.agent().roles,
-      channel: h.ch,
-      name: ch.name,
-      payload: envelope.payload,
-      envelope,
-    }).then(
+    (out as PromiseLike<unknown>).then(
       (reply) => {
-        const bytes = encoder.encode(JSON.stringify(reply ?? null));
-        if (bytes.length > host.config.maxMessageBytes) {
-          return this.#reply(h, "err", {
-            code: "unavailable",
-            message: "reply over the size limit",
-          });
-        }
-        this.#reply(h, "res", bytes);
+        this.#pendingRequests--;
+        this.#answered(h, reply);
       },
       (err) => {
-        const code = err instanceof GatewayRequestError
-          ? err.code
-          : "unavailable";
-        this.#reply(h, "err", {
-          code,
-          message: String((err as Error)?.message ?? err).slice(0, 200),
-        });
+        this.#pendingRequests--;
+        this.#failed(h, err);
       },
-    ).finally(() => this.#pendingRequests--);
+    );
+  }
+
+  /** Answers request `h` with its handler's reply. */
+  #answered(h: RecordHeader, reply: unknown): void {
+    let bytes: Uint8Array;
+    try {
+      bytes = encoder.encode(JSON.stringify(reply ?? null));
+    } catch (err) {
+      return this.#failed(
+        h,
+        new Error(`the reply is not JSON: ${(err as Error).message}`),
+      );
+    }
+    if (bytes.length > this.#host.config.maxMessageBytes) {
+      return this.#reply(h, "err", {
+        code: "unavailable",
+        message: "reply over the size limit",
+      });
+    }
+    this.#reply(h, "res", bytes);
+  }
+
+  /** Answers request `h` with its handler's failure. */
+  #failed(h: RecordHeader, err: unknown): void {
+    const code = err instanceof GatewayRequestError ? err.code : "unavailable";
+    this.#reply(h, "err", {
+      code,
+      message: String((err as Error)?.message ?? err).slice(0, 200),
+    });
   }
 
   async #subscribe(h: RecordHeader, ch: Channel): Promise<void> {

@@ -165,6 +165,31 @@ Deno.test("gateway: agent requests are answered by onRequest handlers, router re
     const slow = await s.request("requests", { op: "slow" });
     assert.equal((json(slow) as { code: string }).code, "timeout");
     off();
+    // A synchronous handler is answered at once; its throw is an err; a
+    // reply JSON cannot encode is an err too. Replacing the handler on the
+    // same channel takes effect (the channel's handler is not kept stale).
+    const offSync = gw.onRequest("agent.*.requests", (req) => {
+      const p = req.payload as { op: string };
+      if (p.op === "deny") {
+        throw new GatewayRequestError("forbidden", "sync no");
+      }
+      if (p.op === "bigint") return { n: 1n };
+      return { sync: p.op };
+    });
+    assert.deepEqual(json(await s.request("requests", { op: "hi" })), {
+      sync: "hi",
+    });
+    assert.deepEqual(json(await s.request("requests", { op: "deny" })), {
+      code: "forbidden",
+      message: "sync no",
+    });
+    const big = json(await s.request("requests", { op: "bigint" })) as {
+      code: string;
+      message: string;
+    };
+    assert.equal(big.code, "unavailable");
+    assert.match(big.message, /the reply is not JSON/);
+    offSync();
     // Without a handler: the router, then no_handler.
     const none = await s.request("requests", { op: "hi" });
     assert.equal((json(none) as { code: string }).code, "no_handler");
