@@ -302,6 +302,13 @@ interface GroupedEnqueue<T> {
   at?: number;
   /** Windowed mode: its caller waits for the commit (not acknowledged early). */
   waits?: boolean;
+  /** Windowed mode: taken into a commit (no longer claimable from memory). */
+  taken?: boolean;
+  /**
+   * Windowed mode: claimed from memory before its commit; settles with the
+   * versionstamp of the commit that stores it (its holder waits for it).
+   */
+  stored?: PromiseWithResolvers<string>;
 }
 
 /** An ack waiting for its commit (windowed mode). */
@@ -344,6 +351,8 @@ interface Holder<T> {
   chain: Promise<unknown>;
   /** An ack waits in the windowed group: no other verb may follow. */
   closing?: boolean;
+  /** Claimed from memory: the group entry that will store it. */
+  entry?: GroupedEnqueue<T>;
 }
 
 /** A batched settle in which at least one message was taken back. */
@@ -613,6 +622,8 @@ export class DurableQueue<T = unknown> {
         });
         if (early) resolve(ok);
         this.#schedule();
+        // Consumers here may take it from memory at once.
+        if (msg.state === "ready") this.#wake();
       });
     }
     if (
@@ -755,6 +766,7 @@ export class DurableQueue<T = unknown> {
   async #drain(all = false): Promise<void> {
     for (;;) {
       const enq = this.#group.splice(0, this.#maxGroup);
+      for (const g of enq) g.taken = true;
       const acks = this.#acks.splice(0, this.#maxBatch);
       if (enq.length === 0 && acks.length === 0) return;
       this.#committingSince = Math.min(
@@ -858,11 +870,19 @@ export class DurableQueue<T = unknown> {
           `Cannot enqueue on '${this.name}': the commit of ${msgs.length} message(s) failed its checks`,
         );
       }
+      const claimed = group.filter((g) => g.stored);
+      if (res.ok) {
+        for (const g of claimed) g.stored!.resolve(res.versionstamp);
+      } else if (claimed.length) {
+        const now = await this.#getEntries(claimed.map((g) => g.msg.id));
+        claimed.forEach((g, i) => g.stored!.resolve(now[i].versionstamp ?? ""));
+      }
     } catch (err) {
       if (group.length === 1) {
         try {
           tooLarge(err, `enqueue on '${this.name}'`);
         } catch (mapped) {
+          group[0].stored?.reject(mapped);
           group[0].reject(mapped);
         }
         return;
@@ -963,9 +983,18 @@ export class DurableQueue<T = unknown> {
     checkId = true,
   ): Deno.AtomicOperation {
     if (checkId) op.check({ key: this.#keys.msg(m.id), versionstamp: null });
+    if (m.state === "done") {
+      // Claimed and acked from memory before its first commit.
+      return op.set(this.#keys.msg(m.id), m, { expireIn: this.#retention });
+    }
     op.set(this.#keys.msg(m.id), m);
     if (m.state === "delayed") {
       op.set(this.#keys.delayed(m.availableAt, m.id), m.id);
+    } else if (m.state === "inflight") {
+      // Claimed from memory before its first commit.
+      op.set(this.#keys.inflight(m.leaseUntil!, m.id), m.id);
+      this.#count(op, "inflight", 1);
+      return op;
     } else this.#addReady(op, m.priority, m.id);
     this.#count(op, m.state === "delayed" ? "delayed" : "ready", 1);
     return op;
@@ -1131,7 +1160,48 @@ export class DurableQueue<T = unknown> {
       }
       if (count < want) break;
     }
+    if (this.#windowMs !== undefined && out.length < n) {
+      out.push(...this.#claimFromMemory(n - out.length, leaseMs, consumer));
+    }
     return out;
+  }
+
+  /**
+   * Windowed mode: claims up to `n` ready messages still waiting in memory
+   * for their first commit (after every stored one), highest priority
+   * first. Each is then stored in-flight by that commit; its holder's
+   * verbs wait for it, and an ack made before it folds into it.
+   */
+  #claimFromMemory(
+    n: number,
+    leaseMs: number,
+    consumer: string,
+  ): Delivery<T>[] {
+    const ready = this.#group.filter((g) => g.msg.state === "ready");
+    if (ready.length === 0) return [];
+    ready.sort((a, b) => b.msg.priority - a.msg.priority); // stable: FIFO within
+    const now = this.#clock.now();
+    return ready.slice(0, n).map((g) => {
+      g.msg = {
+        ...g.msg,
+        state: "inflight",
+        attempts: g.msg.attempts + 1,
+        leaseId: crypto.randomUUID(),
+        leaseUntil: now + leaseMs,
+        consumer,
+      };
+      g.stored = Promise.withResolvers<string>();
+      const d = this.#delivery(g.msg, "", leaseMs);
+      const h = this.#holders.get(d)!;
+      h.entry = g;
+      h.chain = g.stored.promise.then((vs) => {
+        h.vs = vs;
+        h.entry = undefined;
+      });
+      // Nobody may be left with an unhandled rejection: verbs see it.
+      h.chain.catch(() => {});
+      return d;
+    });
   }
 
   async #claimBatch(
@@ -1286,11 +1356,8 @@ export class DurableQueue<T = unknown> {
     return d;
   }
 
-  #ackInto(
-    op: Deno.AtomicOperation,
-    m: QueueMessage<T>,
-    stored: PreparedResult,
-  ): Deno.AtomicOperation {
+  /** `m` finished, with its result as `stored` says. */
+  #doneRecord(m: QueueMessage<T>, stored: PreparedResult): QueueMessage<T> {
     const done: QueueMessage<T> = {
       ...m,
       state: "done",
@@ -1299,6 +1366,15 @@ export class DurableQueue<T = unknown> {
       ...(stored.ref ? { resultRef: stored.ref } : {}),
     };
     delete done.leaseId;
+    return done;
+  }
+
+  #ackInto(
+    op: Deno.AtomicOperation,
+    m: QueueMessage<T>,
+    stored: PreparedResult,
+  ): Deno.AtomicOperation {
+    const done = this.#doneRecord(m, stored);
     this.#count(op, "inflight", -1);
     return op.set(this.#keys.msg(m.id), done, { expireIn: this.#retention })
       .delete(this.#keys.inflight(m.leaseUntil!, m.id));
@@ -1443,6 +1519,24 @@ export class DurableQueue<T = unknown> {
             return;
           }
           holders[j].closing = true;
+          const g = holders[j].entry;
+          if (g && !g.taken) {
+            // Claimed from memory and not yet stored: the commit that stores
+            // it stores it done (durable when that commit is).
+            g.msg = this.#doneRecord(g.msg, prepared.get(j)!);
+            const h = holders[j];
+            const stored = g.stored!.promise.then(() => {
+              h.settled = true;
+              h.closing = false;
+            }, (err) => {
+              h.closing = false;
+              throw err;
+            });
+            if (g.waits) {
+              await stored.catch((e) => (out[j] = e as Error));
+            } else stored.catch(() => {}); // reported as a lost enqueue
+            return;
+          }
           const early = await this.#join("ack");
           await new Promise<void>((resolve) => {
             const id = holders[j].msg.id;

@@ -271,3 +271,81 @@ Deno.test("queue window: bad options are refused with the value", () => {
     /commit.maxBuffered must be a positive integer, got 0/,
   );
 });
+
+Deno.test("queue window: a message claimed and acked before its first commit is stored once, done", async () => {
+  using kv = await Deno.openKv(":memory:");
+  let commits = 0;
+  const q = new DurableQueue<string>(
+    hookedKv(kv, () => {
+      commits++;
+      return Promise.resolve();
+    }),
+    "w",
+    { commit: { windowMs: 60_000 } },
+  );
+  await q.enqueue("low", { priority: 1 });
+  await q.enqueue("high", { priority: 8 });
+  await q.enqueue("low-2", { priority: 1 });
+  // Claimed from memory: highest priority first, FIFO within.
+  const ds = await q.claim(2, 30_000, "c");
+  assert.deepEqual(ds.map((d) => d.payload), ["high", "low"]);
+  assert.equal(ds[0].attempts, 1);
+  assert.equal(commits, 0);
+  assert.equal(await q.get(ds[0].id), null);
+  await ds[0].ack({ ok: true });
+  assert.equal(ds[0].settled, true);
+  await q.flush();
+  // One commit stored all three: one done, one in flight, one ready.
+  assert.equal(commits, 1);
+  const done = await q.get(ds[0].id);
+  assert.equal(done?.state, "done");
+  assert.deepEqual(done?.result, { ok: true });
+  const held = await q.get(ds[1].id);
+  assert.equal(held?.state, "inflight");
+  assert.equal(held?.consumer, "c");
+  const { oldestReadyAgeMs: _, ...counts } = await q.stats();
+  assert.deepEqual(counts, { ready: 1, delayed: 0, inflight: 1, dead: 0 });
+  // The stored in-flight one settles as usual: a nak makes it ready again.
+  await ds[1].nak(0, "retry");
+  assert.equal((await q.get(ds[1].id))?.state, "ready");
+  // Naked, it queues again behind the one stored ready.
+  assert.deepEqual(
+    (await q.claim(5, 30_000)).map((d) => d.payload),
+    ["low-2", "low"],
+  );
+  await q.close();
+});
+
+Deno.test("queue window: stored ready messages are claimed before those still in memory", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const q = new DurableQueue<string>(kv, "w", { commit: { windowMs: 60_000 } });
+  await q.enqueue("stored");
+  await q.flush();
+  await q.enqueue("memory");
+  const ds = await q.claim(5, 30_000);
+  assert.deepEqual(ds.map((d) => d.payload), ["stored", "memory"]);
+  await q.ackAll(ds);
+  await q.close();
+  assert.deepEqual(
+    (await Promise.all(ds.map((d) => q.get(d.id)))).map((m) => m?.state),
+    ["done", "done"],
+  );
+  assert.equal((await q.stats()).inflight, 0);
+});
+
+Deno.test("queue window: when the commit of a message claimed from memory fails, its holder's verbs fail with it", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const q = new DurableQueue<string>(
+    hookedKv(kv, () => Promise.reject(new Error("disk full"))),
+    "w",
+    { commit: { windowMs: 60_000 } },
+  );
+  const { id } = await q.enqueue("x");
+  const [d] = await q.claim(1, 30_000);
+  const nak = d.nak(0);
+  const err = await q.flush().then(() => null, (e) => e);
+  assert.ok(err instanceof QueueCommitError);
+  assert.deepEqual(err.lostEnqueues, [id]);
+  await assert.rejects(nak, /disk full/);
+  await q.close();
+});
