@@ -69,7 +69,7 @@ import {
   ResumeTokenSlot,
   type SavedResumeToken,
 } from "./reconnect.ts";
-import { SendQueue } from "./send_queue.ts";
+import { type Outgoing, SendQueue } from "./send_queue.ts";
 import { type ChannelEntry, Subscriptions } from "./subscriptions.ts";
 
 export { AgentError, type AgentErrorCode, CloseCode } from "./errors.ts";
@@ -908,6 +908,22 @@ export class AgentClient implements AsyncDisposable {
     return header;
   }
 
+  /** The header of a publish or request (`#header` without the loop over extras). */
+  #callHeader(conn: Connection, o: Outgoing<Connection>): RecordHeader {
+    const header: RecordHeader = {
+      sid: conn.sid!,
+      from: this.#id,
+      to: "backend",
+      ch: o.ch,
+      type: o.type,
+      id: o.id,
+      prio: o.prio,
+    };
+    if (o.mt !== undefined) header.mt = o.mt;
+    if (o.cid !== undefined) header.cid = o.cid;
+    return header;
+  }
+
   /** Sends a control record on the ready connection, if any. */
   #control(
     ch: string,
@@ -1062,7 +1078,7 @@ export class AgentClient implements AsyncDisposable {
     this.#firstReady.resolve();
     // Subscriptions first, so the node knows them before our sends.
     this.#subs.renew(conn);
-    void this.#pump();
+    this.#pump();
   }
 
   #tick(conn: Connection): void {
@@ -1498,53 +1514,84 @@ export class AgentClient implements AsyncDisposable {
     } catch (err) {
       return Promise.reject(err);
     }
-    void this.#pump();
+    this.#pump();
     return sent;
   }
 
-  /** Sends queued publishes and requests while connected. */
-  async #pump(): Promise<void> {
+  /**
+   * Sends queued publishes and requests while connected, at once (no
+   * promise) until a signed one, whose signature is made asynchronously;
+   * the pump stays busy until it is written, so the order holds.
+   */
+  #pump(): void {
     if (this.#pumping) return;
     this.#pumping = true;
+    let signing = false;
     try {
       for (;;) {
         const conn = this.#conn;
         if (conn?.phase !== "ready") return;
         const o = this.#sendQueue.next();
         if (!o) return;
-        const header = this.#header(conn, o.ch, o.type, {
-          prio: o.prio,
-          mt: o.mt,
-          cid: o.cid,
-        }, o.id);
-        let signature: Uint8Array | undefined;
+        const header = this.#callHeader(conn, o);
         if (o.signed) {
-          signature = await signMessage(
-            await this.#signer(),
-            encodeHeader(header),
-            o.body,
-          );
-          if (o.done) continue;
-          if (this.#conn !== conn || conn.phase !== "ready") {
-            this.#sendQueue.requeue(o);
-            continue;
-          }
+          signing = true;
+          this.#signAndWrite(conn, o, header).finally(() => {
+            this.#pumping = false;
+            this.#pump();
+          });
+          return;
         }
-        try {
-          if (!this.#write(conn, header, o.body, signature)) {
-            this.#sendQueue.requeue(o);
-            return;
-          }
-        } catch (err) {
-          this.#sendQueue.settle(o, err as Error);
-          continue;
-        }
-        if (o.sends++ > 0) this.#stats.resent++;
-        o.sentOn = conn;
+        if (!this.#writeCall(conn, o, header)) return;
       }
     } finally {
-      this.#pumping = false;
+      if (!signing) this.#pumping = false;
     }
+  }
+
+  async #signAndWrite(
+    conn: Connection,
+    o: Outgoing<Connection>,
+    header: RecordHeader,
+  ): Promise<void> {
+    let signature: Uint8Array;
+    try {
+      signature = await signMessage(
+        await this.#signer(),
+        encodeHeader(header),
+        o.body,
+      );
+    } catch (err) {
+      this.#sendQueue.settle(o, err as Error);
+      return;
+    }
+    if (o.done) return;
+    if (this.#conn !== conn || conn.phase !== "ready") {
+      this.#sendQueue.requeue(o);
+      return;
+    }
+    this.#writeCall(conn, o, header, signature);
+  }
+
+  /** Writes call `o`; false (and `o` back in line) when the socket is closed. */
+  #writeCall(
+    conn: Connection,
+    o: Outgoing<Connection>,
+    header: RecordHeader,
+    signature?: Uint8Array,
+  ): boolean {
+    try {
+      if (!this.#write(conn, header, o.body, signature)) {
+        this.#sendQueue.requeue(o);
+        return false;
+      }
+    } catch (err) {
+      this.#sendQueue.settle(o, err as Error);
+      return true;
+    }
+    if (o.sends++ > 0) this.#stats.resent++;
+    o.sentOn = conn;
+    return true;
   }
 }
 

@@ -307,6 +307,26 @@ Deno.test("client: messages on a signed channel carry an agent signature that ve
   assert.equal(msgs[1].signature, undefined);
 });
 
+Deno.test("client: signed and unsigned calls made together leave in call order (signing does not let later ones overtake)", async () => {
+  await using t = await setup({}, { channels: { audit: { signed: true } } });
+  const { gw, agent } = t;
+  await agent.connect();
+  await Promise.all([
+    agent.publish("audit", { n: 1 }),
+    agent.publish("plain", { n: 2 }),
+    agent.publish("audit", { n: 3 }),
+    agent.publish("plain", { n: 4 }),
+    agent.publish("plain", { n: 5 }),
+  ]);
+  const msgs = gw.received.filter((r) => r.header.type === "msg");
+  assert.deepEqual(
+    msgs.map((
+      m,
+    ) => [JSON.parse(new TextDecoder().decode(m.body)).n, !!m.signature]),
+    [[1, true], [2, false], [3, true], [4, false], [5, false]],
+  );
+});
+
 // ----------------------------------------------------------- subscribing
 
 Deno.test("client: subscribe resolves on ok and rejects with forbidden outside the roles", async () => {

@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { type Deadline, Deadlines } from "./deadlines.ts";
 import { AgentError } from "./errors.ts";
 
 /** A publish (`msg`) or request (`req`) as its caller made it. */
@@ -43,7 +44,7 @@ export interface Outgoing<C> extends OutgoingCall {
   /** Settles the call's promise with an error. */
   reject(err: Error): void;
   /** The call's timeout. */
-  timer?: ReturnType<typeof setTimeout>;
+  deadline?: Deadline;
   /** The connection it was last sent on; unset while it waits in the queue. */
   sentOn?: C;
   /** How often it was written (above 1: sent again after a reconnect). */
@@ -96,6 +97,8 @@ export class SendQueue<C> {
   readonly #pending = new Map<string, Outgoing<C>>();
   /** The unsent ones, sorted by priority (high first), then call order. */
   readonly #queue: Outgoing<C>[] = [];
+  /** The calls' timeouts, in 5 ms buckets under one timer. */
+  readonly #deadlines = new Deadlines();
 
   /** An empty queue. */
   constructor(options: SendQueueOptions) {
@@ -137,11 +140,19 @@ export class SendQueue<C> {
   add(call: OutgoingCall, timeoutMs: number): Promise<unknown> {
     const d = Promise.withResolvers<unknown>();
     const o: Outgoing<C> = {
-      ...call,
+      type: call.type,
+      ch: call.ch,
+      prio: call.prio,
+      mt: call.mt,
+      cid: call.cid,
+      body: call.body,
+      signed: call.signed,
       order: this.#order++,
       id: crypto.randomUUID(),
       resolve: d.resolve,
       reject: d.reject,
+      deadline: undefined,
+      sentOn: undefined,
       sends: 0,
       done: false,
     };
@@ -160,7 +171,8 @@ export class SendQueue<C> {
     this.#pending.set(o.id, o);
     const { type } = o;
     if (timeoutMs > 0) {
-      o.timer = setTimeout(
+      o.deadline = this.#deadlines.add(
+        timeoutMs,
         () =>
           this.settle(
             o,
@@ -173,7 +185,6 @@ export class SendQueue<C> {
               } within ${timeoutMs} ms`,
             ),
           ),
-        timeoutMs,
       );
     }
     this.requeue(o);
@@ -203,7 +214,7 @@ export class SendQueue<C> {
   settle(o: Outgoing<C>, err?: Error, value?: unknown): void {
     if (o.done) return;
     o.done = true;
-    clearTimeout(o.timer);
+    if (o.deadline) this.#deadlines.cancel(o.deadline);
     this.#pending.delete(o.id);
     if (!o.sentOn) {
       const at = this.#queue.indexOf(o);
