@@ -80,6 +80,8 @@ export const configSchema = z.strictObject({
     maxAttempts: z.number().int().min(1).max(100).default(3),
     /** Largest task result stored (in KV chunks); a larger one fails its task at once. */
     maxResultBytes: z.number().int().min(1024).max(64 << 20).default(4 << 20),
+    /** 0: a submit or completion returns once durable. N: opt-in group commit; a crash loses at most those of the last N ms (docs/state.md). */
+    commitWindowMs: z.number().int().min(0).max(60_000).default(0),
   }).prefault({}),
   http: z.strictObject({
     /** Origins allowed by CORS (e.g. "https://ops.example.com"); empty = no CORS. */
@@ -324,6 +326,8 @@ export interface Config {
     maxAttempts: number;
     /** Largest task result stored (in KV chunks); a larger one fails its task at once. */
     maxResultBytes: number;
+    /** 0: a submit or completion returns once durable. N: opt-in group commit; a crash loses at most those of the last N ms (docs/state.md). */
+    commitWindowMs: number;
   };
   /** The HTTP server. */
   http: {

@@ -296,6 +296,7 @@ export async function startNode(
     leaseMs: config.tasks.leaseMs,
     maxAttempts: config.tasks.maxAttempts,
     maxResultBytes: config.tasks.maxResultBytes,
+    commitWindowMs: config.tasks.commitWindowMs,
     events,
     // The leader sweeps; with no consensus plugin every node does.
     sweeper: () => consensus()?.isLeader() ?? true,

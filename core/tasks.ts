@@ -124,6 +124,14 @@ export interface TaskServiceOptions {
    */
   maxResultBytes?: number;
   /**
+   * 0: a submit or completion resolves once durable. N > 0: the queue's
+   * opt-in group commit (`commit: { windowMs: N }`, see docs/state.md): a
+   * crash loses at most what was acknowledged in the last N ms; `stop()`
+   * commits what waits.
+   * @default {0}
+   */
+  commitWindowMs?: number;
+  /**
    * The router that decides where each claimed task runs (read per task);
    * undefined runs it here. See `core/task_router.ts`.
    */
@@ -320,9 +328,11 @@ export function createTaskService(
   options: TaskServiceOptions,
 ): TaskService {
   const clock = options.clock ?? systemClock;
+  const windowMs = options.commitWindowMs ?? 0;
   const queue = new DurableQueue<TaskBody>(kv, "tasks", {
     clock,
     maxResultBytes: options.maxResultBytes,
+    commit: windowMs > 0 ? { windowMs } : "sync",
   });
   const handlers = new Map<string, TaskHandler>();
   const schemas = new Map<string, z.ZodType>();
@@ -726,6 +736,13 @@ export function createTaskService(
       clearInterval(cancelTimer);
       await consumer?.stop(deadlineMs);
       aborts.abort(new Error("node shutting down"));
+      if (windowMs > 0) {
+        await queue.close().catch((err) =>
+          options.log.error("tasks: acknowledged work was not stored", {
+            error: (err as Error).message,
+          })
+        );
+      }
     },
   };
 

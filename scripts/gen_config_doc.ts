@@ -158,6 +158,10 @@ Every answer carries \`Content-Security-Policy: frame-ancestors 'none'\`,
 \`tasks.concurrency\` is how many tasks this node runs at once, \`tasks.leaseMs\`
 how long a claimed task may go without its runner renewing the lease (renewed
 every half lease while it runs) before another node takes it over.
+\`tasks.commitWindowMs\` (default 0) opts into the task queue's group commit
+with a loss window: a submit or a completion is acknowledged before it is
+stored, and a crash loses at most those of the last N ms (plus two commits'
+time); see [state.md](state.md#commit-modes).
 
 \`health.cacheMs\` reuses a \`/health\` result for that long (concurrent probes
 share one computation), so a probe storm cannot overload plugins' checks.
