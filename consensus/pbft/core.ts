@@ -266,6 +266,8 @@ export class PbftNode {
 
   #out: PbftMessage[] = [];
   #persist: PbftRecord[] = [];
+  /** Sequence numbers whose P record is in `#persist` (not handed out yet). */
+  #freshP = new Set<number>();
   #compact: PbftRecord[] | undefined;
   #snapshot: { seq: number; data: string } | undefined;
   #exec: Executed[] = [];
@@ -361,6 +363,35 @@ export class PbftNode {
       this.#multicast({ type: "request", requests: this.#relay });
       this.#relay = [];
     }
+    const { early, replies } = this.takeEarly();
+    const rd: PbftReady = {
+      persist: this.#persist,
+      messages: this.#out,
+      early,
+      executed: this.#exec,
+      replies,
+      retried: this.#retried,
+    };
+    if (this.#compact) rd.compact = this.#compact;
+    if (this.#snapshot) rd.snapshot = this.#snapshot;
+    this.#persist = [];
+    this.#freshP.clear();
+    this.#out = [];
+    this.#exec = [];
+    this.#retried = [];
+    this.#compact = undefined;
+    this.#snapshot = undefined;
+    return rd;
+  }
+
+  /**
+   * Takes only what may leave before anything is persisted: results for
+   * other replicas' clients and the replies for this node's (a
+   * {@linkcode PbftReady}'s `early` and `replies`). A driver that applied
+   * batches ahead of an fsync (see {@linkcode Executed.afterPersist}) sends
+   * their results with this at once.
+   */
+  takeEarly(): Pick<PbftReady, "early" | "replies"> {
     const early: PbftMessage[] = [];
     for (const [proxy, results] of this.#results) {
       const payload = { type: "reply" as const, view: this.#view, results };
@@ -372,24 +403,9 @@ export class PbftNode {
       });
     }
     this.#results.clear();
-    const rd: PbftReady = {
-      persist: this.#persist,
-      messages: this.#out,
-      early,
-      executed: this.#exec,
-      replies: this.#replies,
-      retried: this.#retried,
-    };
-    if (this.#compact) rd.compact = this.#compact;
-    if (this.#snapshot) rd.snapshot = this.#snapshot;
-    this.#persist = [];
-    this.#out = [];
-    this.#exec = [];
+    const replies = this.#replies;
     this.#replies = [];
-    this.#retried = [];
-    this.#compact = undefined;
-    this.#snapshot = undefined;
-    return rd;
+    return { early, replies };
   }
 
   /**
@@ -764,6 +780,7 @@ export class PbftNode {
       const e = { seq, view: this.#view, digest: d };
       this.#P.set(seq, e);
       this.#persist.push({ k: "p", ...e });
+      this.#freshP.add(seq);
       slot.commits.set(this.id, d);
       this.#multicast({ type: "commit", view: this.#view, seq, digest: d });
     }
@@ -817,6 +834,7 @@ export class PbftNode {
         seq: next,
         ...c,
         checkpoint: this.#countCheckpoint(next, c.batch.length),
+        ...(this.#freshP.has(next) ? { afterPersist: true } : {}),
       });
       for (const r of c.batch) {
         const k = reqKey(r);

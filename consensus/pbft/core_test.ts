@@ -195,6 +195,30 @@ Deno.test("pbft core: a replica answers another's client with its result's diges
   }]);
 });
 
+Deno.test("pbft core: a batch that prepares and commits within one Ready is flagged to apply only after it persists; one prepared earlier is not", () => {
+  const c = new TestCluster(4);
+  c.get("1").request(req(1));
+  // Replica 2 gets the pre-prepare and everyone's commits, but the
+  // prepares to it wait.
+  const held = (m: PbftMessage) => m.to === "2" && m.payload.type === "prepare";
+  for (let i = 0; i < 20; i++) {
+    c.processAll();
+    c.deliver((m) => !held(m));
+  }
+  const three = c.replica("3").executed;
+  assert.equal(three.length, 1);
+  assert.equal(three[0].afterPersist, undefined, "3 prepared a Ready before");
+  assert.equal(c.replica("2").executed.length, 0);
+  c.deliver();
+  const rd = c.get("2").ready();
+  assert.deepEqual(
+    rd.persist.map((r) => r.k),
+    ["p", "exec"],
+    "prepared and committed at once",
+  );
+  assert.equal(rd.executed[0].afterPersist, true);
+});
+
 Deno.test("pbft core: checkpoints every K become stable with 2f + 1, and every 4th rewrites the records without what lies below it", () => {
   const c = new TestCluster(4, {
     checkpointInterval: 2,

@@ -267,6 +267,16 @@ export interface Executed {
   batch: PbftRequest[];
   /** Apply it, then call `checkpoint(seq, stateData)` before applying the next one. */
   checkpoint: boolean;
+  /**
+   * This replica's prepared certificate for `seq` is in the same Ready's
+   * `persist`: apply it (and answer its clients) only once that is durable.
+   * A batch without the flag, in a Ready with no `compact` or `snapshot`,
+   * may be applied and answered before the Ready is persisted: its
+   * certificate already is (a reply needs f + 1 honest replicas that hold
+   * one durably, this one included), and the `exec` record it comes with is
+   * only a shortcut for a restart, which can execute the batch again.
+   */
+  afterPersist?: boolean;
 }
 
 /**
