@@ -22,7 +22,7 @@ Deno.test("deadlines: each fires once, never before its time", async () => {
   assert.equal(deadlines.size, 0);
 });
 
-Deno.test("deadlines: a cancelled deadline never fires; the timer stops when none is pending", async () => {
+Deno.test("deadlines: a cancelled deadline never fires; an idle set lets the test end", async () => {
   const deadlines = new Deadlines(5);
   const cancelled = deadlines.add(5, () => assert.fail("cancelled, fired"));
   const kept = new Promise<string>((r) => deadlines.add(15, () => r("kept")));
@@ -31,9 +31,40 @@ Deno.test("deadlines: a cancelled deadline never fires; the timer stops when non
   assert.equal(deadlines.size, 1);
   assert.equal(await kept, "kept");
   assert.equal(deadlines.size, 0);
-  // Deno.test's sanitizer fails this test if the interval were left running.
-  const last = deadlines.add(1000, () => assert.fail("cleared, fired"));
+  // Deno.test's sanitizer fails this test if the timer still held the process.
+  const last = deadlines.add(1000, () => assert.fail("cancelled, fired"));
   deadlines.cancel(last);
+});
+
+/** Runs `code` (which gets `Deadlines` and `t0`) in a fresh process: its stdout. */
+async function inProcess(code: string): Promise<{ out: string }> {
+  const url = new URL("./deadlines.ts", import.meta.url).href;
+  const { stdout, success } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `import { Deadlines } from "${url}"; const t0 = Date.now(); ${code}`,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+    // A timer that held an idle process would make it run forever.
+    signal: AbortSignal.timeout(20_000),
+  }).output();
+  assert.ok(success);
+  return { out: new TextDecoder().decode(stdout).trim() };
+}
+
+Deno.test("deadlines: a pending deadline keeps the process alive until it fires; none pending, the process may end", async () => {
+  // Nothing else keeps this process: the deadline must.
+  const pending = await inProcess(
+    `new Deadlines().add(300, () => console.log("fired", Date.now() - t0 >= 300));`,
+  );
+  assert.equal(pending.out, "fired true");
+  // Cancelled right away, with a long deadline: the process does not wait
+  // for it (the timer lets go as the set goes idle).
+  const idle = await inProcess(
+    `const d = new Deadlines(); d.cancel(d.add(60_000, () => console.log("fired"))); console.log("idle", d.size);`,
+  );
+  assert.equal(idle.out, "idle 0");
 });
 
 Deno.test("deadlines: buckets follow the given clock; a bucket fires once its time has come", async () => {

@@ -15,6 +15,12 @@
 import { type Deadline, Deadlines } from "./deadlines.ts";
 import { AgentError } from "./errors.ts";
 
+/**
+ * The calls' timeouts of every client in the process, in 5 ms buckets under
+ * one timer (a process with 100 agents keeps one timer, not 100).
+ */
+const CALL_DEADLINES = new Deadlines();
+
 /** A publish (`msg`) or request (`req`) as its caller made it. */
 export interface OutgoingCall {
   /** Record type. */
@@ -97,8 +103,6 @@ export class SendQueue<C> {
   readonly #pending = new Map<string, Outgoing<C>>();
   /** The unsent ones, sorted by priority (high first), then call order. */
   readonly #queue: Outgoing<C>[] = [];
-  /** The calls' timeouts, in 5 ms buckets under one timer. */
-  readonly #deadlines = new Deadlines();
 
   /** An empty queue. */
   constructor(options: SendQueueOptions) {
@@ -171,7 +175,7 @@ export class SendQueue<C> {
     this.#pending.set(o.id, o);
     const { type } = o;
     if (timeoutMs > 0) {
-      o.deadline = this.#deadlines.add(
+      o.deadline = CALL_DEADLINES.add(
         timeoutMs,
         () =>
           this.settle(
@@ -214,7 +218,7 @@ export class SendQueue<C> {
   settle(o: Outgoing<C>, err?: Error, value?: unknown): void {
     if (o.done) return;
     o.done = true;
-    if (o.deadline) this.#deadlines.cancel(o.deadline);
+    if (o.deadline) CALL_DEADLINES.cancel(o.deadline);
     this.#pending.delete(o.id);
     if (!o.sentOn) {
       const at = this.#queue.indexOf(o);
