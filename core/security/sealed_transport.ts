@@ -227,6 +227,8 @@ interface Session {
   wraps: SealedPayload["w"];
   /** The recipients' X25519 keys the wraps were made for. */
   fingerprint: string;
+  /** The directory's answers those keys came from, per recipient. */
+  lookups: Promise<SealingPeer | undefined>[];
   next: number;
   startedAt: number;
 }
@@ -320,11 +322,43 @@ export function sealedTransport(
   const ruleFor = (topic: string) =>
     policy.topics.find((r) => topicMatches(r.pattern, topic));
 
-  async function session(rule: SealedTopicRule, topic: string) {
-    const peers = await Promise.all(rule.recipients.map(async (id) => {
+  const lookup = (id: string) => {
+    try {
+      return keys.directory.lookup(id);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  };
+
+  /**
+   * The rule's session. Without a wait when it is fresh and the directory
+   * hands back the very answers it was made from (a cached lookup is the
+   * same promise: the same keys); else the keys are looked at again.
+   */
+  function session(
+    rule: SealedTopicRule,
+    topic: string,
+  ): Session | Promise<Session> {
+    const lookups = rule.recipients.map(lookup);
+    const current = sessions.get(rule);
+    if (
+      current && current.next < rotateAfter &&
+      clock.mono() - current.startedAt < rotateMs &&
+      lookups.every((l, j) => l === current.lookups[j])
+    ) return current;
+    return renewSession(rule, topic, lookups);
+  }
+
+  async function renewSession(
+    rule: SealedTopicRule,
+    topic: string,
+    lookups: Promise<SealingPeer | undefined>[],
+  ): Promise<Session> {
+    const peers = await Promise.all(lookups.map(async (answer, j) => {
+      const id = rule.recipients[j];
       let peer: SealingPeer | undefined;
       try {
-        peer = await keys.directory.lookup(id);
+        peer = await answer;
       } catch (err) {
         throw new TransportError(
           "invalid_argument",
@@ -349,13 +383,16 @@ export function sealedTransport(
       current && current.fingerprint === fingerprint &&
       current.next < rotateAfter &&
       clock.mono() - current.startedAt < rotateMs
-    ) return current;
+    ) {
+      current.lookups = lookups;
+      return current;
+    }
     // One new session for all the publishes that found none (or a spent one).
     const pending = opening.get(rule);
     if (pending?.fingerprint === fingerprint) return pending.session;
     const fresh = {
       fingerprint,
-      session: openSession(peers, fingerprint),
+      session: openSession(peers, fingerprint, lookups),
     };
     opening.set(rule, fresh);
     try {
@@ -370,6 +407,7 @@ export function sealedTransport(
   async function openSession(
     peers: SealingPeer[],
     fingerprint: string,
+    lookups: Promise<SealingPeer | undefined>[],
   ): Promise<Session> {
     const id = crypto.getRandomValues(new Uint8Array(16)).toBase64(B64);
     const key = crypto.getRandomValues(new Uint8Array(32));
@@ -383,6 +421,7 @@ export function sealedTransport(
       key,
       wraps,
       fingerprint,
+      lookups,
       next: 0,
       startedAt: clock.mono(),
     };
@@ -410,7 +449,8 @@ export function sealedTransport(
     if (!surelyFits && envelopeBytes(envelope) > caps.maxMessageBytes) {
       assertFits(envelope, caps.maxMessageBytes);
     }
-    const s = await session(rule, topic);
+    const live = session(rule, topic);
+    const s = live instanceof Promise ? await live : live;
     const n = s.next++;
     const head = { v: VERSION, from: keys.id, topic, s: s.id, w: s.wraps, n };
     const header = headerOf(envelope, head, plain.length + TAG_BYTES);
@@ -790,14 +830,13 @@ export function sealedOpener(
         `sender '${p.from}' has no published key`,
       );
     }
-    const { sig: _sig, root: _root, i: _i, m: _m, p: _p, ct: _ct, ...head } = p;
     let ct: Uint8Array;
     try {
       ct = Uint8Array.fromBase64(p.ct, B64_IN);
     } catch {
       throw new SealedError("malformed", "ct is not base64url");
     }
-    const header = headerOf(env, head, ct.length);
+    const header = headerOf(env, p, ct.length);
     await authenticate(sender.ed25519, p, digestOf(header, ct));
     return { p, header, ct };
   }

@@ -50,6 +50,8 @@ async function rig() {
       policy?: SealingPolicy;
       /** This node's own directory view, caching lookups this long. @default {the shared one, uncached} */
       cacheMs?: number;
+      /** The clock of that view's cache. @default {systemClock} */
+      directoryClock?: Clock;
     } = {},
   ) {
     const ed = await crypto.subtle.generateKey({ name: "Ed25519" }, true, [
@@ -84,7 +86,10 @@ async function rig() {
       x25519,
       directory: options.cacheMs === undefined
         ? directory
-        : kvSealingDirectory(kv, { cacheMs: options.cacheMs }),
+        : kvSealingDirectory(kv, {
+          cacheMs: options.cacheMs,
+          clock: options.directoryClock,
+        }),
     }, { metrics, clock: options.clock });
     closers.push(t);
     return { t, metrics, x25519, ed };
@@ -245,6 +250,47 @@ Deno.test("sealed transport: a recipient whose X25519 key is not the one publish
   assert.match(reason, /^sealed no_key: /);
   assert.equal(got.length, 0);
   assert.equal(refused(b.metrics, "no_key"), 1);
+});
+
+Deno.test("sealed transport: a sender keeps its session while the directory's answers are cached, and wraps a new one to a replaced key or after rotateAfterMessages", async () => {
+  await using r = await rig();
+  const only = (extra: Partial<SealingPolicy> = {}): SealingPolicy => ({
+    topics: [{ pattern: "orders.*", recipients: ["node:b"] }],
+    ...extra,
+  });
+  let ahead = 0;
+  const directoryClock: Clock = {
+    ...systemClock,
+    mono: () => performance.now() + ahead,
+  };
+  const a = await r.node("a", {
+    cacheMs: 60_000,
+    directoryClock,
+    policy: only({ rotateAfterMessages: 3 }),
+  });
+  const b = await r.node("b", { policy: only() });
+  const got = await collect(b.t, "orders.created", "b");
+  const sessionOf = (i: number) => JSON.parse(r.stored[i]).payload.s;
+  await a.t.publish("orders.created", order());
+  await a.t.publish("orders.created", order());
+  assert.equal(sessionOf(1), sessionOf(0));
+  await waitFor("both opened by b", () => got.length === 2, 5000);
+
+  // b's key is replaced (b2 holds the new one); a's cached answer expires.
+  const b2 = await r.node("b", { policy: only() });
+  const got2 = await collect(b2.t, "orders.created", "b2");
+  ahead = 61_000;
+  await a.t.publish("orders.created", order());
+  assert.notEqual(sessionOf(2), sessionOf(0));
+  const fresh = await waitFor("b2 opens the message", () => got2[0], 5000);
+  assert.equal(fresh.envelope.id, JSON.parse(r.stored[2]).id);
+  assert.deepEqual(fresh.envelope.payload, { item: SECRET, qty: 2 });
+
+  // rotateAfterMessages 3: the fourth message of a session starts another.
+  for (let i = 0; i < 3; i++) await a.t.publish("orders.created", order());
+  assert.equal(sessionOf(4), sessionOf(2));
+  assert.notEqual(sessionOf(5), sessionOf(4));
+  await waitFor("b2 opens all four", () => got2.length === 4, 5000);
 });
 
 Deno.test("sealed transport: a tampered ciphertext or envelope field fails the sender's signature", async () => {
