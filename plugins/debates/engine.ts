@@ -309,12 +309,45 @@ export function createDebateEngine(deps: DebateEngineDeps): DebateEngine {
     return req;
   };
 
+  /**
+   * A recorded turn's event. Told by every run of the turn's step, not only
+   * the one that recorded it: that one may have died before telling it
+   * (events are at least once; a consumer dedupes by debate, round and
+   * participant).
+   */
+  const tellTurn = (d: DebateRecord, kept: Turn) => {
+    const participant = d.participants[kept.participant].ref;
+    if (kept.status === "answered") {
+      deps.publish("debate.turn", {
+        debateId: d.id,
+        round: kept.round,
+        participant,
+        agent: kept.agent!,
+        position: kept.position!,
+        confidence: kept.confidence!,
+        argument: cut(kept.argument ?? "", 1000),
+        latencyMs: kept.latencyMs,
+      });
+    } else {
+      deps.publish("debate.turn.skipped", {
+        debateId: d.id,
+        round: kept.round,
+        participant,
+        ...(kept.agent ? { agent: kept.agent } : {}),
+        reason: kept.reason ?? "silent",
+      });
+    }
+  };
+
   const turn = async (raw: unknown) => {
     const { debate: id, round, participant: slot } = raw as TurnInput;
     const d = await load(id);
     if (d.status !== "running") return { skipped: d.status };
     const recorded = await store.turn(id, round, slot);
-    if (recorded) return { status: recorded.status, again: true };
+    if (recorded) {
+      tellTurn(d, recorded);
+      return { status: recorded.status, again: true };
+    }
     const p = d.participants[slot];
     const startedAt = now();
     const t0 = performance.now();
@@ -364,29 +397,8 @@ export function createDebateEngine(deps: DebateEngineDeps): DebateEngine {
     const after = await load(id);
     if (after.status !== "running") return { skipped: after.status };
     const { turn: kept, written } = await store.recordTurn(id, t);
-    if (written) {
-      deps.onTurn?.(kept);
-      if (kept.status === "answered") {
-        deps.publish("debate.turn", {
-          debateId: id,
-          round,
-          participant: p.ref,
-          agent: kept.agent!,
-          position: kept.position!,
-          confidence: kept.confidence!,
-          argument: cut(kept.argument ?? "", 1000),
-          latencyMs: kept.latencyMs,
-        });
-      } else {
-        deps.publish("debate.turn.skipped", {
-          debateId: id,
-          round,
-          participant: p.ref,
-          ...(kept.agent ? { agent: kept.agent } : {}),
-          reason: kept.reason ?? "silent",
-        });
-      }
-    }
+    if (written) deps.onTurn?.(kept);
+    tellTurn(d, kept);
     return { status: kept.status, ...(written ? {} : { again: true }) };
   };
 
@@ -437,20 +449,60 @@ export function createDebateEngine(deps: DebateEngineDeps): DebateEngine {
     return { summarised: kept.summary !== undefined };
   };
 
+  /**
+   * The events of a recorded round: its tally, the consensus, and the end
+   * when this round ended the debate.
+   */
+  const announce = (d: DebateRecord, record: RoundRecord) => {
+    const result = record.tally;
+    deps.publish("debate.round.completed", {
+      debateId: d.id,
+      round: record.round,
+      tally: Object.fromEntries(
+        Object.entries(result.positions).map(([p, s]) => [p, s.count]),
+      ),
+      answered: result.answered,
+      silent: result.silent,
+      reached: result.reached,
+      ...(record.summary ? { summary: cut(record.summary, 1000) } : {}),
+    });
+    if (result.reached) {
+      deps.publish("debate.consensus", {
+        debateId: d.id,
+        round: record.round,
+        position: result.leading!,
+        share: result.share,
+      });
+    }
+    if (d.status !== "running" && d.finishedAt === record.completedAt) {
+      deps.publish("debate.finished", {
+        debateId: d.id,
+        status: d.status,
+        roundsRun: d.roundsRun,
+        ...(d.result ? { position: d.result.position } : {}),
+      });
+    }
+  };
+
   const tally = async (raw: unknown) => {
     const { debate: id, round } = raw as RoundInput;
     const d = await load(id);
-    if (d.status !== "running") return { skipped: d.status };
     /** The next round's saga, unless the debate is over. */
     const next = async (cur: DebateRecord) => {
       if (cur.status === "running" && round < cur.rounds) {
         await deps.startRound(cur, round + 1);
       }
     };
-    if (await store.round(id, round)) {
-      await next(await load(id));
+    // Recorded by a run before this one, which may have died before telling
+    // it or starting the next round: both again (events are at least once).
+    const recorded = await store.round(id, round);
+    if (recorded) {
+      const cur = await load(id);
+      announce(cur, recorded);
+      await next(cur);
       return { again: true };
     }
+    if (d.status !== "running") return { skipped: d.status };
     const [turns, moderation] = await Promise.all([
       store.turns(id, round, round),
       d.moderator ? store.moderation(id, round) : Promise.resolve(null),
@@ -494,37 +546,14 @@ export function createDebateEngine(deps: DebateEngineDeps): DebateEngine {
         },
     );
     if (!written) {
-      await next(await load(id));
+      const cur = await load(id);
+      const rec = await store.round(id, round);
+      if (rec) announce(cur, rec);
+      await next(cur);
       return { again: true };
     }
-    deps.publish("debate.round.completed", {
-      debateId: id,
-      round,
-      tally: Object.fromEntries(
-        Object.entries(result.positions).map(([p, s]) => [p, s.count]),
-      ),
-      answered: result.answered,
-      silent: result.silent,
-      reached: result.reached,
-      ...(record.summary ? { summary: cut(record.summary, 1000) } : {}),
-    });
-    if (result.reached) {
-      deps.publish("debate.consensus", {
-        debateId: id,
-        round,
-        position: result.leading!,
-        share: result.share,
-      });
-    }
-    if (after.status !== "running") {
-      deps.publish("debate.finished", {
-        debateId: id,
-        status: after.status,
-        roundsRun: after.roundsRun,
-        ...(after.result ? { position: after.result.position } : {}),
-      });
-      deps.onFinished?.(after);
-    }
+    announce(after, record);
+    if (after.status !== "running") deps.onFinished?.(after);
     await next(after);
     return { status: after.status, reached: result.reached };
   };

@@ -69,7 +69,54 @@ Deno.test("debate engine: a turn step run again (after a crash, on another node)
     assert.deepEqual(await t.turn(1, 0), { status: "answered" });
     assert.deepEqual(await t.turn(1, 0), { status: "answered", again: true });
     assert.equal(t.asked.length, 1);
-    assert.equal(t.events.filter(([type]) => type === "debate.turn").length, 1);
+    // Told again: the first run may have died between recording and telling.
+    assert.deepEqual(
+      t.events.filter(([type]) => type === "debate.turn").map(([, d]) => d),
+      [0, 1].map(() => ({
+        debateId: "d1",
+        round: 1,
+        participant: "a",
+        agent: "a",
+        position: "for",
+        confidence: 1,
+        argument: "",
+        latencyMs: (t.events[0][1] as { latencyMs: number }).latencyMs,
+      })),
+    );
+  } finally {
+    t.kv.close();
+  }
+});
+
+Deno.test("debate engine: a node dying between recording a round and telling it: the step run again tells the round, the consensus and the end, and starts nothing twice", async () => {
+  const t = await setup(() => ({ position: "for", confidence: 1 }));
+  try {
+    await t.store.create(debate());
+    await Promise.all([0, 1, 2].map((p) => t.turn(1, p)));
+    // The first tally records the round (unanimous: the debate ends) and
+    // dies as it tells the first event.
+    const told = t.events.length;
+    const realPush = t.events.push.bind(t.events);
+    t.events.push = () => {
+      throw new Error("the node died");
+    };
+    await assert.rejects(() => t.tally(1), /the node died/);
+    t.events.push = realPush;
+    assert.equal(t.events.length, told);
+    assert.equal((await t.store.get("d1"))?.status, "consensus");
+    assert.deepEqual(await t.tally(1), { again: true });
+    assert.deepEqual(t.events.slice(told).map(([type]) => type), [
+      "debate.round.completed",
+      "debate.consensus",
+      "debate.finished",
+    ]);
+    assert.deepEqual(t.events.at(-1)![1], {
+      debateId: "d1",
+      status: "consensus",
+      roundsRun: 1,
+      position: "for",
+    });
+    assert.deepEqual(t.started, [], "no next round for a finished debate");
   } finally {
     t.kv.close();
   }
@@ -132,10 +179,17 @@ Deno.test("debate engine: each round sees the earlier ones; the last round witho
     ]);
     assert.deepEqual(t.started, [2, 2], "nothing after the last round");
     assert.deepEqual(await t.turn(3, 0), { skipped: "no-consensus" });
-    assert.deepEqual(await t.tally(2), { skipped: "no-consensus" });
+    // The last tally run again tells its round and the end again (at least
+    // once) and starts nothing.
+    assert.deepEqual(await t.tally(2), { again: true });
+    assert.deepEqual(t.started, [2, 2]);
     assert.deepEqual(
       t.events.filter(([type]) => type === "debate.finished").map(([, d]) => d),
-      [{ debateId: "d1", status: "no-consensus", roundsRun: 2 }],
+      [1, 2].map(() => ({
+        debateId: "d1",
+        status: "no-consensus",
+        roundsRun: 2,
+      })),
     );
   } finally {
     t.kv.close();
