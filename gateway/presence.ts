@@ -180,6 +180,9 @@ export function createAgentHealth(
     },
     heard(at) {
       lastHeard = Math.max(lastHeard, at);
+      // Healthy with no timeout pending: hearing from it changes nothing
+      // (every record heard comes here; judge() allocates).
+      if (status === "healthy" && timeouts === 0) return;
       judge(at);
     },
     answered(at) {
