@@ -76,7 +76,7 @@ export type {
   ApiRoutes,
 } from "./http/plugin_api.ts";
 export type { Principal } from "./http/auth.ts";
-export { markUnchanged } from "./security/audit.ts";
+export { markUnchanged, storeWithAudit } from "./security/audit.ts";
 export type {
   SignatureAlgorithm,
   VerificationSuccess,

@@ -76,8 +76,24 @@ interface Joined {
   n: number;
   /** Whether its call is held until the record is stored. */
   waits: boolean;
-  stored: () => void;
+  /** Writes its handler asked to commit with the record (storeWithAudit). */
+  writes?: AlongWrite[];
+  stored: (ok: boolean) => void;
 }
+
+/** A KV write committed in the same atomic commit as a call's audit record. */
+interface AlongWrite {
+  key: Deno.KvKey;
+  value: unknown;
+  expireIn?: number;
+  bytes: number;
+  stored: (ok: boolean) => void;
+}
+
+/** Calls whose audit record is still open for writes (their handler runs). */
+const open = new WeakMap<Request, AlongWrite[]>();
+/** Most estimated bytes of handler writes in one commit (KV takes ~800 KiB). */
+const MAX_WRITE_BYTES = 512 * 1024;
 
 const MUTATING = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 
@@ -100,6 +116,43 @@ const unchanged = new WeakSet<Request>();
  */
 export function markUnchanged(request: Request): void {
   unchanged.add(request);
+}
+
+/**
+ * Commits `value` under `key` in `kv`'s keyspace (a plugin's `ctx.kv`) in
+ * the same atomic commit as `request`'s audit record, instead of a commit of
+ * its own: one fsync fewer for a call that writes once and is answered only
+ * once its record is durable. The promise says whether that commit landed
+ * (it settles after the handler has returned: do not await it there).
+ * Undefined when the request has no audit record open for writes (not
+ * audited, not a mutating method, or already answered): store it yourself.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const stored = storeWithAudit(c.req.raw, ctx.kv, ["cache", key], answer, { bytes: 2048 });
+ * if (!stored) await ctx.kv.set(["cache", key], answer);
+ * ```
+ */
+export function storeWithAudit(
+  request: Request,
+  kv: { readonly prefix: Deno.KvKey },
+  key: Deno.KvKey,
+  value: unknown,
+  options: { expireIn?: number; bytes?: number } = {},
+): Promise<boolean> | undefined {
+  const writes = open.get(request);
+  if (!writes) return undefined;
+  const bytes = options.bytes ?? 1024;
+  if (!(bytes > 0 && bytes <= MAX_WRITE_BYTES)) return undefined;
+  return new Promise<boolean>((stored) =>
+    writes.push({
+      key: [...kv.prefix, ...key],
+      value,
+      expireIn: options.expireIn,
+      bytes,
+      stored,
+    })
+  );
 }
 
 /** Maps an HTTP status to an audit outcome. */
@@ -144,20 +197,45 @@ export function auditLog(options: AuditOptions): AuditMiddleware {
   const flush = async () => {
     try {
       while (waiting.length > 0) {
-        const group = waiting.slice(0, maxGroup);
-        waiting = waiting.slice(maxGroup);
+        // At most maxGroup mutations and MAX_WRITE_BYTES of handler writes.
+        let n = 0;
+        let mutations = 0;
+        let bytes = 0;
+        while (n < waiting.length) {
+          const w = waiting[n].writes ?? [];
+          const more = w.reduce((sum, x) => sum + x.bytes, 0);
+          if (
+            n > 0 &&
+            (mutations + 1 + w.length > maxGroup ||
+              bytes + more > MAX_WRITE_BYTES)
+          ) break;
+          mutations += 1 + w.length;
+          bytes += more;
+          n++;
+        }
+        const group = waiting.slice(0, n);
+        waiting = waiting.slice(n);
         for (const j of group) if (j.waits) waiters--;
+        let ok = true;
         try {
           const vs = kv.commitVersionstamp();
           const op = kv.atomic();
-          for (const { record, n } of group) {
+          for (const { record, n, writes } of group) {
             op.set(auditKey(record.at, n, vs), record, { expireIn: retention });
+            for (const w of writes ?? []) {
+              op.set(w.key, w.value, { expireIn: w.expireIn });
+            }
           }
-          await op.commit();
+          const res = await op.commit();
+          if (!res.ok) throw new Error("the audit commit failed its checks");
         } catch (err) {
+          ok = false;
           options.onError?.(err);
         }
-        for (const j of group) j.stored();
+        for (const j of group) {
+          for (const w of j.writes ?? []) w.stored(ok);
+          j.stored(ok);
+        }
         // Records nobody waits on may linger for a larger group.
         if (!draining && waiters === 0 && waiting.length < maxGroup) break;
       }
@@ -191,17 +269,43 @@ export function auditLog(options: AuditOptions): AuditMiddleware {
       Deno.unrefTimer(timer);
     }
   };
-  const store = (record: AuditRecord, waits: boolean) =>
-    new Promise<void>((stored) => {
-      waiting.push({ record, n: calls++, waits, stored });
+  const store = (
+    record: AuditRecord,
+    waits: boolean,
+    writes: AlongWrite[] | undefined,
+  ) =>
+    new Promise<boolean>((stored) => {
+      waiting.push({
+        record,
+        n: calls++,
+        waits,
+        writes: writes?.length ? writes : undefined,
+        stored,
+      });
       if (waits) waiters++;
       // After this turn's other calls have joined (a microtask at the least).
       kick();
     });
 
   const middleware: MiddlewareHandler = async (c, next) => {
-    await next();
-    if (!MUTATING.has(c.req.method)) return;
+    const mutating = MUTATING.has(c.req.method);
+    const raw = c.req.raw;
+    // Open for storeWithAudit while the handler runs (one audit per request).
+    const owns = mutating && !open.has(raw);
+    if (owns) open.set(raw, []);
+    let writes: AlongWrite[] | undefined;
+    try {
+      await next();
+    } catch (err) {
+      for (const w of open.get(raw) ?? []) w.stored(false);
+      throw err;
+    } finally {
+      if (owns) {
+        writes = open.get(raw);
+        open.delete(raw);
+      }
+    }
+    if (!mutating) return;
     const principal =
       (c.get("principal" as never) as { sub?: string } | undefined)?.sub ??
         "anonymous";
@@ -219,8 +323,9 @@ export function auditLog(options: AuditOptions): AuditMiddleware {
     if (cid) record.correlationId = cid;
     options.log.info("audit", { audit: record });
     // Nothing changed: the record is on its way, the answer need not wait.
-    const waits = !unchanged.has(c.req.raw);
-    const stored = store(record, waits);
+    // A call whose writes go with its record waits for them too.
+    const waits = !unchanged.has(c.req.raw) || (writes?.length ?? 0) > 0;
+    const stored = store(record, waits, writes);
     if (waits) await stored;
   };
   const drain = async () => {

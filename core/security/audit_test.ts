@@ -3,7 +3,13 @@ import { Hono } from "hono";
 import { ManualClock } from "../clock.ts";
 import { createLogger } from "../observe/logger.ts";
 import { createTestKernel } from "../testing.ts";
-import { auditLog, listAudit, markUnchanged, outcomeOf } from "./audit.ts";
+import {
+  auditLog,
+  listAudit,
+  markUnchanged,
+  outcomeOf,
+  storeWithAudit,
+} from "./audit.ts";
 
 Deno.test("audit: mutating API calls are recorded in KV and the log, reads are not", async () => {
   await using t = await createTestKernel([]);
@@ -313,4 +319,87 @@ Deno.test("audit: a full group of unchanged records is committed without lingeri
   await audit.drain();
   assert.equal(commits, 3);
   assert.equal((await listAudit(kv)).length, 9);
+});
+
+Deno.test("audit: storeWithAudit commits a handler's write with the call's record, in the plugin's keyspace, before the call is answered", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const g = gatedKv(kv);
+  const audit = auditLog({ kv: g.kv, log: createLogger({ sinks: [] }) });
+  const scope = { prefix: ["plugins", "notes"] as Deno.KvKey };
+  const app = new Hono();
+  app.use("*", audit);
+  const landed: Promise<boolean>[] = [];
+  const raws: Request[] = [];
+  let late: Promise<boolean> | undefined | "unset" = "unset";
+  app.post("/note/:n", (c) => {
+    const stored = storeWithAudit(c.req.raw, scope, ["n", c.req.param("n")], {
+      text: `note ${c.req.param("n")}`,
+    }, { expireIn: 60_000, bytes: 100 });
+    assert.ok(stored, "open while the handler runs");
+    landed.push(stored);
+    // Even marked unchanged, a call with writes waits for them.
+    markUnchanged(c.req.raw);
+    raws.push(c.req.raw);
+    return c.text("ok");
+  });
+  app.get("/read", (c) => {
+    late = storeWithAudit(c.req.raw, scope, ["get"], 1);
+    return c.text("read");
+  });
+  let answered = 0;
+  const calls = [1, 2, 3].map((n) =>
+    Promise.resolve(app.request(`/note/${n}`, { method: "POST" })).then(
+      (res) => (answered++, res.status),
+    )
+  );
+  await g.firstCommit;
+  assert.equal(
+    answered,
+    0,
+    "no call answered before the commit with its write",
+  );
+  // The records are built and committing: too late to join.
+  late = storeWithAudit(raws[0], scope, ["late"], 1);
+  assert.equal(late, undefined, "closed once the record is built");
+  g.open();
+  assert.deepEqual(await Promise.all(calls), [200, 200, 200]);
+  assert.deepEqual(await Promise.all(landed), [true, true, true]);
+  assert.equal(g.commits(), 1, "records and writes in one commit");
+  assert.deepEqual((await kv.get(["plugins", "notes", "n", "2"])).value, {
+    text: "note 2",
+  });
+  assert.equal((await listAudit(kv)).length, 3);
+  assert.equal((await app.request("/read")).status, 200);
+  assert.equal(late, undefined, "a GET is not audited: nothing to join");
+});
+
+Deno.test("audit: storeWithAudit's promise says false when the commit failed", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const failing = {
+    commitVersionstamp: () => kv.commitVersionstamp(),
+    atomic() {
+      const op = kv.atomic();
+      op.commit = () => Promise.reject(new Error("disk full"));
+      return op;
+    },
+  } as unknown as Deno.Kv;
+  const errors: unknown[] = [];
+  const app = new Hono();
+  app.use(
+    "*",
+    auditLog({
+      kv: failing,
+      log: createLogger({ sinks: [] }),
+      onError: (err) => errors.push(err),
+    }),
+  );
+  let stored: Promise<boolean> | undefined;
+  app.post("/x", (c) => {
+    stored = storeWithAudit(c.req.raw, { prefix: ["p"] }, ["k"], 1);
+    return c.text("ok");
+  });
+  assert.equal((await app.request("/x", { method: "POST" })).status, 200);
+  assert.equal(await stored, false);
+  assert.match(String(errors[0]), /disk full/);
+  assert.equal((await kv.get(["p", "k"])).value, null);
 });

@@ -10,7 +10,10 @@
  * share the next (up to 64 answers or ~512 KB in one atomic commit), and
  * each put resolves when its own group has landed. With one commit per
  * answer, uncached prompts queued on KV's commits (each a disk sync, 2.7 ms
- * apiece on this machine under load) rather than on the agents.
+ * apiece on this machine under load) rather than on the agents. A caller
+ * that commits the answer itself (the prompt service, with the request's
+ * audit record) takes {@linkcode PromptCache.entry} and reports it with
+ * {@linkcode PromptCache.stored}.
  *
  * Each node also keeps the fresh answers it read or stored lately in memory
  * (`localMs`, 1 s by default; at most 1,000 answers or 8 M characters), so a
@@ -82,6 +85,25 @@ export interface PromptCache {
   get(key: string): Promise<CacheEntry | undefined>;
   /** Stores an answer; false when it is too large for one KV value (not stored). */
   put(key: string, answer: CachedAnswer): Promise<boolean>;
+  /**
+   * What {@linkcode PromptCache.put} would store, for a caller that commits
+   * it itself (with its audit record): the KV key relative to the cache's
+   * store, value, expiry and estimated bytes; undefined when too large.
+   * Call {@linkcode PromptCache.stored} once it has landed.
+   */
+  entry(key: string, answer: CachedAnswer): StoredEntry | undefined;
+  /** Tells the cache that an {@linkcode PromptCache.entry} was committed (kept in memory). */
+  stored(key: string, entry: StoredEntry): void;
+}
+
+/** An answer as stored in KV, for a caller committing it itself. */
+export interface StoredEntry {
+  /** Relative to the cache's store (`["cache", key]`). */
+  kvKey: Deno.KvKey;
+  value: CachedAnswer & { storedAt: number };
+  expireIn: number;
+  /** Estimated bytes of the value. */
+  bytes: number;
 }
 
 /** The KV store a cache needs (a plugin's scoped `ctx.kv` is one). */
@@ -187,6 +209,20 @@ export function createPromptCache(
       state: ageMs <= options.ttlMs ? "fresh" : "stale",
     };
   };
+  const makeEntry = (
+    key: string,
+    answer: CachedAnswer,
+  ): StoredEntry | undefined => {
+    if (answer.response.length > MAX_STORED_CHARS) return undefined;
+    const value = {
+      response: answer.response,
+      agent: answer.agent,
+      storedAt: now(),
+    };
+    // UTF-8 is at most 3 bytes per UTF-16 unit; plus the key and fields.
+    const bytes = 3 * (value.response.length + value.agent.length) + 256;
+    return { kvKey: ["cache", key], value, expireIn, bytes };
+  };
   let waiting: Waiting[] = [];
   let flushing = false;
 
@@ -269,17 +305,14 @@ export function createPromptCache(
       if (entry.state === "fresh") remember(key, e.value);
       return entry;
     },
+    entry: (key, answer) => makeEntry(key, answer),
+    stored(key, entry) {
+      remember(key, entry.value);
+    },
     put(key, answer) {
-      if (answer.response.length > MAX_STORED_CHARS) {
-        return Promise.resolve(false);
-      }
-      const value = {
-        response: answer.response,
-        agent: answer.agent,
-        storedAt: now(),
-      };
-      // UTF-8 is at most 3 bytes per UTF-16 unit; plus the key and fields.
-      const bytes = 3 * (value.response.length + value.agent.length) + 256;
+      const e = makeEntry(key, answer);
+      if (!e) return Promise.resolve(false);
+      const { value, bytes } = e;
       return new Promise<boolean>((resolve, reject) => {
         waiting.push({ key, value, bytes, resolve, reject });
         if (!flushing) {
