@@ -34,14 +34,30 @@ if (mode === "node") {
   reply({ ready: true, url: node.url, pid: Deno.pid });
   await stdinClosed();
   await node.shutdown("bench done");
-} else if (mode === "bare") {
+} else if (mode === "bare" || mode === "bare-headers") {
   const body = await Deno.readFile(flag("body-file")!);
   const headers: [string, string][] = JSON.parse(
     await Deno.readTextFile(flag("headers-file")!),
   );
+  // `bare-headers`: also what any node must ask of each request, and a bare
+  // server never does: the request's headers (a WebSocket upgrade, a CORS
+  // origin, a given request id or trace) and a request id of its own,
+  // answered in `x-request-id`.
+  const handler = mode === "bare"
+    ? () => new Response(body, { headers })
+    : (req: Request) => {
+      const h = req.headers;
+      const upgrade = h.get("upgrade");
+      const id = h.get("x-request-id") ?? h.get("traceparent") ??
+        crypto.randomUUID();
+      if (upgrade || h.has("origin")) throw new Error("not in this bench");
+      return new Response(body, {
+        headers: [...headers, ["x-request-id", id]],
+      });
+    };
   const server = Deno.serve(
     { port: 0, hostname: "127.0.0.1", onListen: () => {} },
-    () => new Response(body, { headers }),
+    handler,
   );
   reply({
     ready: true,
@@ -51,5 +67,5 @@ if (mode === "node") {
   await stdinClosed();
   await server.shutdown();
 } else {
-  throw new Error(`unknown mode '${mode}' (node | bare)`);
+  throw new Error(`unknown mode '${mode}' (node | bare | bare-headers)`);
 }

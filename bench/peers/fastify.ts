@@ -43,7 +43,7 @@ const serverScript = fileURLToPath(
 );
 
 interface Server {
-  label: "plexus" | "fastify" | "deno";
+  label: "plexus" | "fastify" | "deno" | "reads";
   child: Child;
   url: string;
   pid: number;
@@ -134,6 +134,10 @@ try {
     join(tmp, "health.headers"),
     JSON.stringify(headers),
   );
+  await Deno.writeTextFile(
+    join(tmp, "health.headers.noid"),
+    JSON.stringify(headers.filter(([k]) => k !== "x-request-id")),
+  );
   const f = await startFastify(
     join(tmp, "health.body"),
     join(tmp, "health.headers"),
@@ -169,13 +173,29 @@ try {
     ...(await bareChild.next<{ url: string; pid: number }>(30_000)),
     results: [],
   };
+  // Nearer the node's floor: the same, plus the header reads and the
+  // request id any node makes (bench/_http_server.ts `bare-headers`).
+  const readsChild = await spawnDeno("deno-reads", "_http_server.ts", [
+    "bare-headers",
+    "--body-file",
+    join(tmp, "health.body"),
+    "--headers-file",
+    join(tmp, "health.headers.noid"),
+  ], 0);
+  children.push(readsChild);
+  const reads: Server = {
+    label: "reads",
+    child: readsChild,
+    ...(await readsChild.next<{ url: string; pid: number }>(30_000)),
+    results: [],
+  };
   const nodeVersion = new TextDecoder().decode(
     (await new Deno.Command("node", { args: ["--version"] }).output()).stdout,
   ).trim();
   info(
     `fastify: /health is ${body.length} bytes with ${headers.length} headers; ${rounds} rounds x ${durationMs} ms, ${connections} connections; Fastify ${VERSION} on Node ${nodeVersion}`,
   );
-  const all = [plexus, fastify, bare];
+  const all = [plexus, fastify, bare, reads];
   for (const s of all) await load(s, quick ? 500 : 1000); // warm-up
   for (let i = 0; i < rounds; i++) {
     // Rotate the order so no contestant always runs first.
@@ -210,15 +230,20 @@ try {
       plexusRates: plexus.results.map((r) => round(r.rps)),
       fastifyRates: fastify.results.map((r) => round(r.rps)),
       bareDenoRates: bare.results.map((r) => round(r.rps)),
+      bareDenoWithHeaderReadsRates: reads.results.map((r) => round(r.rps)),
       serverCpuUsPerRequest: {
         plexus: us(plexus),
         fastify: us(fastify),
         bareDeno: us(bare),
+        bareDenoWithHeaderReads: us(reads),
       },
       // The floor: what Deno.serve itself reaches against Fastify, and
       // the node's share of it.
       bareDenoOverFastify: round(rps(bare) / rps(fastify), 2),
       plexusOverBareDeno: round(rps(plexus) / rps(bare), 2),
+      // The floor for a server that must read request headers at all.
+      headerReadsOverFastify: round(rps(reads) / rps(fastify), 2),
+      plexusOverHeaderReads: round(rps(plexus) / rps(reads), 2),
     },
   }));
 } catch (err) {
