@@ -30,7 +30,13 @@ import {
   type PbftStatus,
   signRequest,
 } from "./core.ts";
-import { type PbftKvOp, type PbftKvResult, PbftKvState } from "./kv_state.ts";
+import {
+  fullResult,
+  type PbftKvAnswer,
+  type PbftKvOp,
+  type PbftKvResult,
+  PbftKvState,
+} from "./kv_state.ts";
 import type {
   PbftAuth,
   PbftMessage,
@@ -461,13 +467,15 @@ export class PbftDriver {
     this.#outstanding.delete(rep.t);
     const view = Math.max(...matching.map(([, r]) => r.view));
     const ids = matching.map(([id]) => id);
-    const results = JSON.parse(result) as PbftKvResult[];
+    const answers = JSON.parse(result) as PbftKvAnswer[];
     w.ops.forEach((o, i) =>
       o.resolve({
-        result: Array.isArray(results) ? results[i] : {
-          error:
-            "pbft: the replicas answered a request of several operations with one result",
-        },
+        result: Array.isArray(answers) && answers[i] !== undefined
+          ? fullResult(o.op, answers[i])
+          : {
+            error:
+              `pbft: the replicas answered a request of ${w.ops.length} operations without a result for operation ${i}`,
+          },
         view,
         matching: ids,
       })

@@ -79,6 +79,44 @@ export type PbftKvResult = KvResult | { value: string | null } | {
 };
 
 /**
+ * What the replicas agree on and send for one operation: a command's
+ * result without its `value`, which follows from the command and `previous`
+ * (see {@linkcode fullResult}); a read's value; or an error. Leaving the
+ * value out halves a 1 KiB write's result, which every replica serialises
+ * and hashes and the client's node parses.
+ */
+export type PbftKvAnswer =
+  | { ok: boolean; previous: string | null }
+  | { value: string | null }
+  | { error: string };
+
+/**
+ * The result of `op` from the replicas' answer: a command's `value` is what
+ * it wrote when `ok` (null for a delete), else the value it found.
+ *
+ * @example Usage
+ * ```ts
+ * import { fullResult } from "./kv_state.ts";
+ * fullResult({ op: "write", key: "x", value: "1" }, { ok: true, previous: null });
+ * // { ok: true, value: "1", previous: null }
+ * fullResult({ op: "cas", key: "x", expect: "0", value: "2" }, { ok: false, previous: "1" });
+ * // { ok: false, value: "1", previous: "1" }
+ * ```
+ */
+export function fullResult(op: PbftKvOp, answer: PbftKvAnswer): PbftKvResult {
+  if (!("ok" in answer)) return answer;
+  if (op.op === "read") {
+    return { error: "pbft: a read was answered like a command" };
+  }
+  const value = !answer.ok
+    ? answer.previous
+    : op.op === "delete"
+    ? null
+    : op.value;
+  return { ok: answer.ok, value, previous: answer.previous };
+}
+
+/**
  * Parses an operation, with an error naming what was wrong.
  *
  * @example Usage
@@ -110,7 +148,7 @@ export function parsePbftKvOp(v: unknown): PbftKvOp {
  * import { PbftKvState } from "./kv_state.ts";
  * const s = new PbftKvState();
  * const w = { client: "c", t: 1, op: JSON.stringify({ op: "write", key: "x", value: "1" }), sig: "" };
- * s.execute(w); // '{"ok":true,"value":"1","previous":null}'
+ * s.execute(w); // '{"ok":true,"previous":null}' (see fullResult)
  * s.execute(w); // undefined: already executed
  * s.lastReply("c", 1); // the same result again
  * ```
@@ -143,13 +181,13 @@ export class PbftKvState {
     return json;
   }
 
-  #run(v: unknown): PbftKvResult {
+  #run(v: unknown): PbftKvAnswer {
     try {
       if (v instanceof Error) throw v;
       const op = parsePbftKvOp(v);
-      return op.op === "read"
-        ? { value: this.#kv.get(op.key) }
-        : this.#kv.apply(op);
+      if (op.op === "read") return { value: this.#kv.get(op.key) };
+      const { ok, previous } = this.#kv.apply(op);
+      return { ok, previous };
     } catch (err) {
       return { error: err instanceof Error ? err.message : String(err) };
     }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { PbftKvState } from "./kv_state.ts";
+import { fullResult, PbftKvState } from "./kv_state.ts";
 
 const req = (t: number, op: unknown) => ({
   client: "a/1",
@@ -18,7 +18,8 @@ Deno.test("pbft kv state: a request holding a list of operations runs each in or
   ]);
   const out = JSON.parse(s.execute(r)!);
   assert.equal(out.length, 4);
-  assert.deepEqual(out[0], { ok: true, value: "1", previous: null });
+  // A command's answer leaves out the value it wrote.
+  assert.deepEqual(out[0], { ok: true, previous: null });
   assert.deepEqual(out[1], { value: "1" });
   assert.match(out[2].error, /Cannot parse KV command/);
   assert.equal(out[3].ok, true);
@@ -59,4 +60,24 @@ Deno.test("pbft kv state: a request overtaken by a later one of its client still
   inOrder.execute(w(1));
   inOrder.execute(w(2));
   assert.doesNotMatch(inOrder.serialize(), /gaps|late/);
+});
+
+Deno.test("pbft kv state: a command's full result (its value) follows from the command and the answer the replicas agree on", () => {
+  const s = new PbftKvState();
+  const ops = [
+    { op: "write", key: "x", value: "1" },
+    { op: "cas", key: "x", expect: "1", value: "2" },
+    { op: "cas", key: "x", expect: "1", value: "3" },
+    { op: "delete", key: "x" },
+    { op: "read", key: "x" },
+  ] as const;
+  const answers = JSON.parse(s.execute(req(1, ops))!);
+  assert.deepEqual(ops.map((op, i) => fullResult(op, answers[i])), [
+    { ok: true, value: "1", previous: null },
+    { ok: true, value: "2", previous: "1" },
+    { ok: false, value: "2", previous: "2" },
+    { ok: true, value: null, previous: "2" },
+    { value: null },
+  ]);
+  assert.deepEqual(fullResult(ops[0], { error: "bad" }), { error: "bad" });
 });
