@@ -438,6 +438,8 @@ export class AgentClient implements AsyncDisposable {
   /** Publishes and requests not yet answered. */
   readonly #sendQueue: SendQueue<Connection>;
   #pumping = false;
+  /** Channels sent on, as given → full channel and name (checked once). */
+  readonly #channelsSeen = new Map<string, { ch: string; name: string }>();
   /** Backend channels: handlers, `sub`/`unsub`, held messages. */
   readonly #subs: Subscriptions<Connection>;
   /** Per-channel processing chains (one message at a time per channel). */
@@ -1463,6 +1465,18 @@ export class AgentClient implements AsyncDisposable {
   // ------------------------------------------------------------ sending
 
   #agentChannelOf(channel: string): { ch: string; name: string } {
+    let known = this.#channelsSeen.get(channel);
+    if (!known) {
+      known = this.#resolveChannel(channel);
+      // Bounded: an agent that makes up channel names forgets them all at once.
+      if (this.#channelsSeen.size >= 1000) this.#channelsSeen.clear();
+      this.#channelsSeen.set(channel, known);
+    }
+    return known;
+  }
+
+  /** The full channel and name of `channel`; throws RangeError for another agent's or a bad one. */
+  #resolveChannel(channel: string): { ch: string; name: string } {
     if (channel.startsWith("agent.") || channel.startsWith("backend.")) {
       const parsed = parseChannel(channel);
       if (parsed?.side !== "agent" || parsed.id !== this.#id) {

@@ -249,6 +249,28 @@ Deno.test("client: publish resolves on the node's ack and carries channel, prior
   await assert.rejects(agent.publish("backend.x.y", 1), RangeError);
 });
 
+Deno.test("client: a channel is the agent's own, by name or in full; another agent's is refused every time", async () => {
+  await using t = await setup();
+  const { gw, key, agent } = t;
+  await agent.connect();
+  for (let i = 0; i < 2; i++) {
+    await assert.rejects(
+      agent.publish(`agent.did:key:z6Mkother${i}.status`, {}),
+      RangeError,
+    );
+    await assert.rejects(
+      agent.publish("agent.did:key:z6Mkother.status", {}),
+      /is not an agent\..*\{name\} channel/,
+    );
+    await agent.publish("status", { i });
+    await agent.publish(`agent.${key.id}.status`, { i });
+  }
+  const chs = gw.received.filter((r) => r.header.type === "msg").map((r) =>
+    r.header.ch
+  );
+  assert.deepEqual(chs, Array(4).fill(`agent.${key.id}.status`));
+});
+
 Deno.test("client: a publish the node never acknowledges rejects with timeout", async () => {
   await using t = await setup({ ackPublishes: false });
   await t.agent.connect();
