@@ -139,7 +139,7 @@ export interface EnqueueOptions {
   /** Attempts before the DLQ. @default {3} */
   maxAttempts?: number;
   backoff?: Partial<BackoffOptions>;
-  /** Message id; a random UUID by default. */
+  /** Message id; by default a UUIDv7 (time-ordered: keys land together in KV). */
   id?: string;
 }
 
@@ -416,6 +416,26 @@ function validPriority(p: number): number {
   return p;
 }
 
+/**
+ * A UUIDv7 (RFC 9562): the time in ms, then random bits. Message keys made
+ * from it land near each other in KV's B-tree (most writes touch the same
+ * few pages), where random UUIDs scatter them over the whole file.
+ */
+function timeOrderedId(): string {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  let ms = Date.now();
+  for (let i = 5; i >= 0; i--) {
+    b[i] = ms % 256;
+    ms = Math.floor(ms / 256);
+  }
+  b[6] = (b[6] & 0x0f) | 0x70;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${
+    h.slice(16, 20)
+  }-${h.slice(20)}`;
+}
+
 /** KV's largest value, in serialized bytes. */
 const KV_VALUE_BYTES = 65_536;
 
@@ -590,7 +610,9 @@ export class DurableQueue<T = unknown> {
     let tries = 0;
     const res = await retryLocked(() => {
       tries++;
-      return build().commit();
+      const op = build();
+      this.#writeReady(op);
+      return op.commit();
     });
     return { res, retried: tries > 1 };
   }
@@ -960,7 +982,7 @@ export class DurableQueue<T = unknown> {
       );
     }
     return {
-      id: options.id ?? crypto.randomUUID(),
+      id: options.id ?? timeOrderedId(),
       queue: this.name,
       priority,
       payload,
@@ -1284,9 +1306,20 @@ export class DurableQueue<T = unknown> {
   #addReady(op: Deno.AtomicOperation, priority: number, id: string): void {
     let byPriority = this.#readyAdds.get(op);
     if (!byPriority) this.#readyAdds.set(op, byPriority = new Map());
-    const ids = [...(byPriority.get(priority) ?? []), id];
-    byPriority.set(priority, ids);
-    op.set(this.#keys.ready(priority, this.#kv.commitVersionstamp()), ids);
+    const ids = byPriority.get(priority);
+    if (ids) ids.push(id);
+    else byPriority.set(priority, [id]);
+  }
+
+  /**
+   * Writes the ready index entries {@linkcode #addReady} collected for `op`,
+   * once per priority: a set per message would make KV write every
+   * growing prefix of the list (the op keeps each mutation), O(n²) bytes.
+   */
+  #writeReady(op: Deno.AtomicOperation): void {
+    for (const [priority, ids] of this.#readyAdds.get(op) ?? []) {
+      op.set(this.#keys.ready(priority, this.#kv.commitVersionstamp()), ids);
+    }
   }
 
   #delivery(

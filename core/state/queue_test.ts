@@ -742,3 +742,23 @@ Deno.test("queue: on a local store, claims and acks of 100 messages take one com
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("queue: fresh message ids are UUIDv7s whose order follows the time they were made", async () => {
+  using t = await setup();
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const start = Date.now();
+    ids.push((await t.q.enqueue(`m${i}`)).id);
+    // The next id is made in a later millisecond.
+    while (Date.now() === start) await new Promise((r) => setTimeout(r, 1));
+  }
+  for (const id of ids) {
+    assert.match(
+      id,
+      /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
+    );
+  }
+  assert.deepEqual([...ids].sort(), ids);
+  const ms = parseInt(ids[0].replace("-", "").slice(0, 12), 16);
+  assert.ok(Math.abs(ms - Date.now()) < 60_000, `timestamp ${ms}`);
+});
