@@ -8,9 +8,11 @@
  * - `{"cmd":"enrol","url","token","n"}`: makes `n` agent keys (one keygen
  *   each) and enrols each with `POST /api/v1/agents` (role `agent`) →
  *   `{"enrolled":n,"ms"}`.
- * - `{"cmd":"connect","set":"agent"|"ws","url","n"}`: opens `n` connections
- *   and keeps them: agents with `connectAgent` (a full signature handshake
- *   each, agents `0..n-1`), plain clients (the SDK's WebSocket client) →
+ * - `{"cmd":"connect","set":"agent"|"ws"|"floor","url","n"}`: opens `n`
+ *   connections and keeps them: agents with `connectAgent` (a full
+ *   signature handshake each, agents `0..n-1`), plain clients (the SDK's
+ *   WebSocket client), or `floor` clients (the same WebSocket client with a
+ *   record sealer and opener on the `floor` server's fixed keys) →
  *   `{"connected":n,"ms"}`.
  * - `{"cmd":"run","set","conns","size","ms"}`: on the first `conns`
  *   connections of `set`, each runs a closed loop for `ms`: send a
@@ -18,7 +20,9 @@
  *   connection). Agents send `agent.request("requests", s)` where `s` is a
  *   string whose JSON is `size` bytes, and check the reply is that string;
  *   plain clients send those same `size` bytes as a binary frame and wait
- *   for the echo → `{"n","ms","p50","p99"}` (latencies in ms).
+ *   for the echo; `floor` clients seal that JSON as a `req` record (the
+ *   header an agent's request has), open the `res` and parse its JSON →
+ *   `{"n","ms","p50","p99"}` (latencies in ms).
  * - `{"cmd":"handshakes","kind":"full"|"resume"|"ws","url","first","conc","ms"}`:
  *   `conc` loops, each on its own agent (`first + i`), each repeating for
  *   `ms`: `full` = `connectAgent` → ready → `close()` (SDK); `resume` = a
@@ -48,7 +52,7 @@ import {
 } from "../sdk/protocol/record.ts";
 import { openWebSocket, type WebSocketLike } from "../sdk/ws_client.ts";
 import { commands, reply } from "./_util.ts";
-import { REQUEST_CHANNEL } from "./_gateway_server.ts";
+import { FLOOR_KEYS, REQUEST_CHANNEL } from "./_gateway_server.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -61,10 +65,20 @@ interface Agent {
 }
 
 const agents: Agent[] = [];
-const connected: { agent: AgentClient[]; ws: WebSocketLike[] } = {
-  agent: [],
-  ws: [],
-};
+/** A `floor` client: a plain socket with the record layer on fixed keys. */
+interface FloorClient {
+  ws: WebSocketLike;
+  /** Stands for an agent id in the records' headers. */
+  id: string;
+  sealer: RecordSealer;
+  opener: RecordOpener;
+}
+
+const connected: {
+  agent: AgentClient[];
+  ws: WebSocketLike[];
+  floor: FloorClient[];
+} = { agent: [], ws: [], floor: [] };
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
@@ -154,6 +168,20 @@ async function connect(set: string, url: string, n: number): Promise<void> {
         ),
       );
     }
+  } else if (set === "floor") {
+    const wsUrl = url.replace(/^http/, "ws") + "/floor";
+    for (let i = connected.floor.length; i < n; i += 10) {
+      connected.floor.push(
+        ...await Promise.all(
+          Array.from({ length: Math.min(10, n - i) }, async () => ({
+            ws: await openWs(wsUrl),
+            id: `did:key:z6Mk${crypto.randomUUID().replaceAll("-", "")}`,
+            sealer: new RecordSealer(FLOOR_KEYS.c2s),
+            opener: new RecordOpener(FLOOR_KEYS.s2c),
+          })),
+        ),
+      );
+    }
   } else {
     const wsUrl = url.replace(/^http/, "ws") + "/echo";
     for (let i = connected.ws.length; i < n; i += 10) {
@@ -195,6 +223,42 @@ async function run(
         }
       }
     }));
+  } else if (set === "floor") {
+    const list = connected.floor.slice(0, conns);
+    if (list.length < conns) throw new Error(`run: only ${list.length} floor`);
+    const sid = crypto.randomUUID();
+    await Promise.all(list.map((c) =>
+      new Promise<void>((resolve, reject) => {
+        const ch = `agent.${c.id}.${REQUEST_CHANNEL}`;
+        let s = 0;
+        const send = () => {
+          s = performance.now();
+          c.ws.send(c.sealer.seal({
+            sid,
+            from: c.id,
+            to: "backend",
+            ch,
+            type: "req",
+            id: crypto.randomUUID(),
+            prio: 4,
+          }, encoder.encode(JSON.stringify(payload))));
+        };
+        c.ws.onmessage = (ev) => {
+          const now = performance.now();
+          latencies.push(now - s);
+          const rec = c.opener.open(new Uint8Array(ev.data as ArrayBuffer));
+          const answer = JSON.parse(decoder.decode(rec.body));
+          if (rec.header.type !== "res" || answer.length !== payload.length) {
+            return reject(new Error(`floor: wrong reply`));
+          }
+          if (now >= end) return resolve();
+          send();
+        };
+        c.ws.onclose = (ev) => reject(new Error(`floor ws closed ${ev.code}`));
+        send();
+      })
+    ));
+    for (const c of list) c.ws.onclose = null;
   } else {
     const list = connected.ws.slice(0, conns);
     if (list.length < conns) throw new Error(`run: only ${list.length} ws`);
@@ -315,6 +379,8 @@ for await (const cmd of commands()) {
       reply({
         connected: set === "agent"
           ? connected.agent.length
+          : set === "floor"
+          ? connected.floor.length
           : connected.ws.length,
         ms: performance.now() - t0,
       });
@@ -357,4 +423,5 @@ for await (const cmd of commands()) {
 }
 await Promise.all(connected.agent.map((a) => a.close()));
 await Promise.all(connected.ws.map(closeWs));
+await Promise.all(connected.floor.map((c) => closeWs(c.ws)));
 Deno.exit(0);

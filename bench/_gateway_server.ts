@@ -3,6 +3,7 @@
  *
  *   deno run -A bench/_gateway_server.ts node --data-dir DIR
  *   deno run -A bench/_gateway_server.ts bare
+ *   deno run -A bench/_gateway_server.ts floor
  *
  * `node` starts a real node in-process (`startNode`, KV file
  * `DIR/plexus.kv`, rate limits off, log level warn, logs to stderr) and
@@ -14,6 +15,12 @@
  *
  * `bare` is a plain `Deno.serve` + `Deno.upgradeWebSocket` echo: every frame
  * received is sent back as it came. It prints `{"ready":true,"url","pid"}`.
+ *
+ * `floor` is the bare echo plus the record layer and nothing else: what any
+ * sealed echo must do per round trip. Each socket opens every frame as a
+ * record ({@linkcode FLOOR_KEYS}, no handshake), parses its JSON body,
+ * encodes the reply JSON and seals it as a `res` record answering it
+ * (bench/_gateway_clients.ts's `floor` set does the agent's half).
  *
  * Commands (JSON lines on stdin, one JSON reply each): `{"cmd":"stats"}` →
  * `{"connections":n,"echoed":n,"kv":{"commits":n,"reads":n}}`. The node's
@@ -31,9 +38,16 @@ import type { AgentGateway } from "../gateway/gateway.ts";
 import { localGateway } from "../gateway/mod.ts";
 import { BUILTINS } from "../builtins.ts";
 import { commands, flag, reply } from "./_util.ts";
+import { RecordOpener, RecordSealer } from "../sdk/protocol/record.ts";
 
 /** The channel name the benchmark's agents send their requests on. */
 export const REQUEST_CHANNEL = "requests";
+
+/** The `floor` set's session keys (agent → node, node → agent): fixed, no handshake. */
+export const FLOOR_KEYS = {
+  c2s: new Uint8Array(32).fill(1),
+  s2c: new Uint8Array(32).fill(2),
+} as const;
 
 const encoder = new TextEncoder();
 const mode = Deno.args[0];
@@ -148,11 +162,55 @@ function bareServer(): Server {
   };
 }
 
+/** The bare echo plus one record opened and one sealed per frame (see the module doc). */
+function floorServer(): Server {
+  let connections = 0;
+  let echoed = 0;
+  const decoder = new TextDecoder("utf-8", { fatal: true });
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    (req) => {
+      if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+        return new Response("needs a WebSocket upgrade", { status: 426 });
+      }
+      const { socket, response } = Deno.upgradeWebSocket(req, {
+        idleTimeout: 0,
+      });
+      const opener = new RecordOpener(FLOOR_KEYS.c2s);
+      const sealer = new RecordSealer(FLOOR_KEYS.s2c);
+      socket.binaryType = "arraybuffer";
+      socket.onopen = () => connections++;
+      socket.onclose = () => connections--;
+      socket.onmessage = (ev) => {
+        const { header, body } = opener.open(new Uint8Array(ev.data));
+        const payload = JSON.parse(decoder.decode(body));
+        echoed++;
+        socket.send(sealer.seal({
+          sid: header.sid,
+          from: "node:floor",
+          to: header.from,
+          ch: header.ch,
+          type: "res",
+          id: crypto.randomUUID(),
+          re: header.id,
+        }, encoder.encode(JSON.stringify(payload))));
+      };
+      return response;
+    },
+  );
+  return {
+    url: `http://127.0.0.1:${server.addr.port}`,
+    stats: () => ({ connections, echoed }),
+    close: () => server.shutdown(),
+  };
+}
+
 if (import.meta.main) {
   let server: Server;
   if (mode === "node") server = await nodeServer();
   else if (mode === "bare") server = bareServer();
-  else throw new Error(`unknown mode '${mode}' (node | bare)`);
+  else if (mode === "floor") server = floorServer();
+  else throw new Error(`unknown mode '${mode}' (node | bare | floor)`);
 
   reply({ ready: true, url: server.url, pid: Deno.pid, token: server.token });
   for await (const cmd of commands()) {

@@ -21,6 +21,13 @@
  * `WebSocket` clients sending the same payload bytes (the JSON body the
  * agent's record carries) as binary frames and waiting for the echo.
  *
+ * The floor, in the same run: that bare echo plus the record layer and
+ * nothing else (bench/_gateway_server.ts `floor`): each client seals its
+ * payload's JSON as a `req` record with an agent's header, the server opens
+ * it, parses the body, encodes the reply and seals a `res`, the client
+ * opens it and parses it (fixed keys, no handshake). What any sealed echo
+ * must do per round trip; `ratio_to_floor` is the node against it.
+ *
  * Both servers run pinned to core 0, all clients in one process pinned to
  * core 1 (bench/_gateway_clients.ts). Every connection runs a closed loop
  * with one request outstanding; a case is a payload size (256 B, 16 KiB) and
@@ -34,9 +41,9 @@
  * ready → close: full signature handshakes (SDK `connectAgent` + `close`),
  * resumed ones (token), and plain WebSocket open + close on the bare server.
  *
- * `--profile DIR` runs the node and the clients under `--cpu-prof`
- * (`DIR/node`, `DIR/clients`; figures then are not comparable) and prints
- * each one's hottest frames with their µs per round trip
+ * `--profile DIR` runs every process under `--cpu-prof` (`DIR/node`,
+ * `DIR/bare`, `DIR/floor`, `DIR/clients`; figures then are not comparable)
+ * and prints each one's hottest frames with their µs per round trip
  * (bench/_gateway_profile.ts); `--only`, `--handshakes` and `--sides node`
  * (no bare rounds, so the clients' profile is the agents' alone) narrow a
  * run (and a profile) to some parts.
@@ -72,13 +79,16 @@ const profileDir = flag("profile");
 /** Runs only these parts (case names like `256B_100_agents`, or `handshakes`). */
 const only = flag("only")?.split(",");
 const wanted = (name: string) => !only || only.includes(name);
-const sides = (flag("sides") ?? "node,bare").split(",");
+const sides = (flag("sides") ?? "node,bare,floor").split(",");
 const SIZES = [256, 16 * 1024];
 const CONNS = [1, nAgents];
 const HEADLINE = { size: 256, conns: nAgents };
 
+/** The node, the bare echo, and the bare echo plus the record layer (`floor`). */
+type Side = "node" | "bare" | "floor";
+
 interface Server {
-  label: "node" | "bare";
+  label: Side;
   child: Child;
   url: string;
   pid: number;
@@ -107,6 +117,7 @@ interface Case {
   conns: number;
   node: Round[];
   bare: Round[];
+  floor: Round[];
 }
 
 const tmp = await Deno.makeTempDir({ prefix: "plexus-bench-gateway-" });
@@ -132,7 +143,7 @@ async function spawnWith(
 }
 
 async function startServer(
-  label: "node" | "bare",
+  label: Side,
   args: string[],
   denoFlags: string[] = [],
 ): Promise<Server> {
@@ -214,7 +225,7 @@ function oneRound(
 ): Promise<Round> {
   return timed(clients, s, {
     cmd: "run",
-    set: s.label === "node" ? "agent" : "ws",
+    set: s.label === "node" ? "agent" : s.label === "bare" ? "ws" : "floor",
     conns,
     size,
     ms,
@@ -269,7 +280,8 @@ try {
     ["--data-dir", tmp],
     profFlags("node"),
   );
-  const bare = await startServer("bare", []);
+  const bare = await startServer("bare", [], profFlags("bare"));
+  const floor = await startServer("floor", [], profFlags("floor"));
   const clients = await spawnWith(
     "clients",
     "_gateway_clients.ts",
@@ -304,7 +316,14 @@ try {
   });
   await clients.send({ cmd: "connect", set: "ws", url: bare.url, n: nAgents });
   await clients.next();
-  for (const s of [node, bare]) {
+  await clients.send({
+    cmd: "connect",
+    set: "floor",
+    url: floor.url,
+    n: nAgents,
+  });
+  await clients.next();
+  for (const s of [node, bare, floor]) {
     await s.child.send({ cmd: "stats" });
     const st = await s.child.next<{ connections: number }>();
     if (st.connections !== nAgents) {
@@ -316,13 +335,15 @@ try {
   info(
     `  connected ${nAgents} agents in ${
       Math.round(connect.r.ms)
-    } ms (node CPU ${connect.serverMs} ms) and ${nAgents} plain clients`,
+    } ms (node CPU ${connect.serverMs} ms), ${nAgents} plain clients and ${nAgents} floor clients`,
   );
 
   // Warm-up: JIT on both sides, every size and connection count.
   for (const size of SIZES) {
     if (!CONNS.some((conns) => wanted(caseName(size, conns)))) continue;
-    for (const s of [node, bare].filter((s) => sides.includes(s.label))) {
+    for (
+      const s of [node, bare, floor].filter((s) => sides.includes(s.label))
+    ) {
       await oneRound(clients, s, size, nAgents, quick ? 200 : 400);
       await oneRound(clients, s, size, 1, 100);
     }
@@ -332,10 +353,12 @@ try {
   for (const size of SIZES) {
     for (const conns of CONNS) {
       if (!wanted(caseName(size, conns))) continue;
-      const c: Case = { size, conns, node: [], bare: [] };
+      const c: Case = { size, conns, node: [], bare: [], floor: [] };
       cases.push(c);
       for (let i = 0; i < rounds; i++) {
-        const order = i % 2 === 0 ? [node, bare] : [bare, node];
+        // Each side goes first, second and third in turn.
+        const all = [node, bare, floor];
+        const order = [...all.slice(i % 3), ...all.slice(0, i % 3)];
         for (const s of order.filter((s) => sides.includes(s.label))) {
           const r = await oneRound(clients, s, size, conns, seconds * 1000);
           c[s.label].push(r);
@@ -389,6 +412,7 @@ try {
     const n = summarize(c.node);
     // `--sides node` (profiling) runs no bare rounds.
     const b = c.bare.length ? summarize(c.bare) : null;
+    const f = c.floor.length ? summarize(c.floor) : null;
     details[caseName(c.size, c.conns)] = {
       node: n,
       bare: b,
@@ -398,6 +422,18 @@ try {
         : null,
       client_cpu_ratio: b?.client_cpu_us_per_rt && n.client_cpu_us_per_rt
         ? round(b.client_cpu_us_per_rt / n.client_cpu_us_per_rt, 2)
+        : null,
+      // The bare echo plus the record layer: what a sealed echo must do.
+      floor: f,
+      ratio_to_floor: f ? round(n.rps / f.rps, 2) : null,
+      floor_ratio: f && b ? round(f.rps / b.rps, 2) : null,
+      server_cpu_ratio_to_floor: f?.server_cpu_us_per_rt &&
+          n.server_cpu_us_per_rt
+        ? round(f.server_cpu_us_per_rt / n.server_cpu_us_per_rt, 2)
+        : null,
+      client_cpu_ratio_to_floor: f?.client_cpu_us_per_rt &&
+          n.client_cpu_us_per_rt
+        ? round(f.client_cpu_us_per_rt / n.client_cpu_us_per_rt, 2)
         : null,
       // Deno's `new WebSocket` (SDK and plain clients alike) leaves Nagle on
       // and stalls ~44 ms (delayed ACK) on payloads over 1 KiB
@@ -450,9 +486,15 @@ try {
     const c = cases.find((c) =>
       c.size === HEADLINE.size && c.conns === HEADLINE.conns
     ) ?? cases[0];
-    for (const side of ["node", "clients"] as const) {
+    for (const side of ["node", "bare", "floor", "clients"] as const) {
+      if (side !== "clients" && !sides.includes(side)) {
+        continue;
+      }
       const us = c
-        ? pooledUs(c.node, side === "node" ? "serverMs" : "clientMs")
+        ? pooledUs(
+          c[side === "clients" ? "node" : side],
+          side === "clients" ? "clientMs" : "serverMs",
+        )
         : null;
       const top = await summarizeProfile(
         `${profileDir}/${side}`,
