@@ -33,6 +33,7 @@ import { systemClock } from "../core/clock.ts";
 import { deriveKeyPair, type HpkeKeyPair } from "../core/security/hpke.ts";
 import { importEd25519PublicKey } from "../core/security/ed25519.ts";
 import {
+  ReplayMemory,
   SEALED_FROM_HEADER,
   SealedError,
   sealedOpener,
@@ -210,7 +211,7 @@ export async function subscribeSealed(
     clockSkewMs: options.clockSkewMs,
   });
   const maxSeen = options.maxSeen ?? 100_000;
-  const seen = new Map<string, number>();
+  const seen = new ReplayMemory(maxSeen);
   const onRefused = options.onRefused ??
     ((err: SealedError, m: AgentMessage) =>
       console.warn(
@@ -262,12 +263,7 @@ export async function subscribeSealed(
         from: opened.headers[SEALED_FROM_HEADER],
         message,
       });
-      const t = now();
-      for (const [k, exp] of seen) {
-        if (exp > t && seen.size < maxSeen) break;
-        seen.delete(k);
-      }
-      seen.set(seenId, opened.timestamp + windowMs);
+      seen.add(seenId, opened.timestamp + windowMs, now());
     },
   );
   return { ...sub, id, x25519: x25519.publicKey };

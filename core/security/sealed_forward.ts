@@ -29,6 +29,7 @@ import type { MetricsRegistry } from "../observe/metrics.ts";
 import { topicMatches } from "../router.ts";
 import type { Subscription, Transport } from "../transport.ts";
 import {
+  ReplayMemory,
   SealedError,
   type SealedOpener,
   type SealedTopicRule,
@@ -209,14 +210,9 @@ async function subscribeAll(
   const windowMs = options.replayWindowMs ?? policy.replayWindowMs ?? 300_000;
   const maxSeen = options.maxSeen ?? policy.maxSeen ?? 100_000;
   const now = () => (options.clock ?? systemClock).now();
-  const seen = new Map<string, number>();
-  const remember = (id: string, timestamp: number) => {
-    for (const [k, exp] of seen) {
-      if (exp > now() && seen.size < maxSeen) break;
-      seen.delete(k);
-    }
-    seen.set(id, timestamp + windowMs);
-  };
+  const seen = new ReplayMemory(maxSeen);
+  const remember = (id: string, timestamp: number) =>
+    seen.add(id, timestamp + windowMs, now());
   const ruleFor = (topic: string) =>
     policy.topics.find((r) => topicMatches(r.pattern, topic));
   const subs: Subscription[] = [];

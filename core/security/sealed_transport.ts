@@ -544,15 +544,9 @@ export function sealedTransport(
       opts?: SubscribeOptions,
     ): Promise<Subscription> {
       // Per subscription: each one sees every message of its own stream.
-      const seen = new Map<string, number>();
-      const remember = (id: string, timestamp: number) => {
-        const now = clock.now();
-        for (const [k, exp] of seen) {
-          if (exp > now && seen.size < maxSeen) break;
-          seen.delete(k);
-        }
-        seen.set(id, timestamp + windowMs);
-      };
+      const seen = new ReplayMemory(maxSeen);
+      const remember = (id: string, timestamp: number) =>
+        seen.add(id, timestamp + windowMs, clock.now());
       return inner.subscribe(topic, async (d) => {
         const rule = ruleFor(d.topic);
         if (!rule) return handler(d);
@@ -629,6 +623,71 @@ export interface SealedOpenerKeys {
   x25519?: HpkeKeyPair;
   /** Senders' public keys. */
   directory: SealingDirectory;
+}
+
+/**
+ * The sealed messages a receiver has handled, to refuse copies: each id is
+ * kept until its expiry or until `max` newer ones push it out, oldest first.
+ * A ring of ids beside the map: dropping a Map's oldest entries one by one
+ * makes V8 walk every deleted slot on the next iteration, which cost 20-80
+ * µs per message once `max` was reached.
+ *
+ * @example Usage
+ * ```ts
+ * import { ReplayMemory } from "./sealed_transport.ts";
+ * const seen = new ReplayMemory(2);
+ * seen.add("node:a|m1", 1000, 0);
+ * seen.has("node:a|m1"); // true
+ * seen.add("node:a|m2", 1000, 0);
+ * seen.add("node:a|m3", 1000, 0); // full: m1 goes
+ * seen.has("node:a|m1"); // false
+ * seen.add("node:a|m4", 1000, 2000); // m2 and m3 expired at 1000
+ * seen.size; // 1
+ * ```
+ */
+export class ReplayMemory {
+  #expiry = new Map<string, number>();
+  #ring: string[] = [];
+  #head = 0;
+  #count = 0;
+
+  /** Keeps at most `max` ids (at least 1). */
+  constructor(readonly max: number) {
+    this.max = Math.max(1, Math.floor(max));
+  }
+
+  /** How many ids are kept. */
+  get size(): number {
+    return this.#expiry.size;
+  }
+
+  /** Whether `id` was added and is still kept. */
+  has(id: string): boolean {
+    return this.#expiry.has(id);
+  }
+
+  /**
+   * Keeps `id` until `expiresAt` (an id kept already only takes the new
+   * expiry), after dropping the ids expired at `now` from the oldest on (up
+   * to the first one that is not) and, when full, the oldest.
+   */
+  add(id: string, expiresAt: number, now: number): void {
+    if (this.#expiry.has(id)) {
+      this.#expiry.set(id, expiresAt);
+      return;
+    }
+    while (this.#count > 0) {
+      const oldest = this.#ring[this.#head];
+      const exp = this.#expiry.get(oldest);
+      if (exp !== undefined && exp > now && this.#count < this.max) break;
+      this.#expiry.delete(oldest);
+      this.#head = (this.#head + 1) % this.max;
+      this.#count--;
+    }
+    this.#expiry.set(id, expiresAt);
+    this.#ring[(this.#head + this.#count) % this.max] = id;
+    this.#count++;
+  }
 }
 
 /** Options of {@linkcode sealedOpener}. */

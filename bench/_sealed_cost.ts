@@ -1,0 +1,151 @@
+/**
+ * What sealing and opening cost the main thread, without a broker: node `a`
+ * seals N 1 KiB envelopes through {@linkcode sealedTransport} over an inner
+ * transport that only keeps them (windows of 100, as bench/sealed_payloads.ts
+ * publishes), then node `b`'s sealed subscription is handed each one after a
+ * JSON round trip, as a broker would. Prints, per round and as medians, the
+ * main thread's CPU per message for each side (`/proc/self/task/PID/stat`, so
+ * other processes' load moves it less than wall time). A helper for
+ * profiling (`deno run -A --cpu-prof bench/_sealed_cost.ts`); not in
+ * `deno task bench`.
+ *
+ *   deno run -A bench/_sealed_cost.ts [--messages N] [--rounds R]
+ *
+ * @module
+ */
+import { generateKeyPair } from "../core/security/hpke.ts";
+import {
+  sealedTransport,
+  type SealingKeys,
+  type SealingPolicy,
+} from "../core/security/sealed_transport.ts";
+import { kvSealingDirectory } from "../core/security/sealing_keys.ts";
+import { createEnvelope, type Envelope } from "../core/envelope.ts";
+import type {
+  Delivery,
+  DeliveryHandler,
+  Transport,
+} from "../core/transport.ts";
+import { median, numFlag, round } from "./_util.ts";
+
+const N = numFlag("messages", 20_000);
+const ROUNDS = numFlag("rounds", 7);
+const WARMUP = 2;
+const WINDOW = 100;
+const topic = "sealed.cost";
+
+const kv = await Deno.openKv(":memory:");
+const directory = kvSealingDirectory(kv, { cacheMs: 3_600_000 });
+async function keysOf(id: string): Promise<SealingKeys> {
+  const ed = await crypto.subtle.generateKey({ name: "Ed25519" }, true, [
+    "sign",
+    "verify",
+  ]) as CryptoKeyPair;
+  const x25519 = await generateKeyPair();
+  await directory.publish(
+    id,
+    x25519.publicKey,
+    new Uint8Array(await crypto.subtle.exportKey("raw", ed.publicKey)),
+  );
+  return { id, signingKey: ed.privateKey, x25519, directory };
+}
+
+/** Keeps what is published; `deliver` hands an envelope to the subscriber. */
+function keeper() {
+  const kept: Envelope[] = [];
+  let handler: DeliveryHandler | undefined;
+  const done = () => Promise.resolve();
+  const transport = {
+    name: "keeper",
+    caps: { maxMessageBytes: 1 << 20 },
+    publish(_topic: string, envelope: Envelope) {
+      kept.push(envelope);
+      return Promise.resolve();
+    },
+    subscribe(_topic: string, h: DeliveryHandler) {
+      handler = h;
+      return Promise.resolve({ close: done });
+    },
+    close: done,
+  } as unknown as Transport;
+  const deliver = (envelope: Envelope) =>
+    handler!({
+      envelope,
+      topic: envelope.topic,
+      attempts: 1,
+      ack: done,
+      nak: done,
+      inProgress: done,
+      term: (reason: string) => {
+        throw new Error(`refused: ${reason}`);
+      },
+      settled: false,
+    } as Delivery);
+  return { transport, kept, deliver };
+}
+
+function mainThreadCpuMs(): number {
+  const stat = Deno.readTextFileSync(`/proc/self/task/${Deno.pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+const policy: SealingPolicy = {
+  topics: [{ pattern: "sealed.>", recipients: ["node:b"] }],
+};
+const pub = keeper();
+const sub = keeper();
+const sealer = sealedTransport(pub.transport, policy, await keysOf("node:a"));
+const opener = sealedTransport(sub.transport, policy, await keysOf("node:b"));
+let opened = 0;
+await opener.subscribe(topic, () => {
+  opened++;
+  return Promise.resolve();
+}, { group: "g" });
+
+const seal: number[] = [];
+const open: number[] = [];
+const payload = "x".repeat(1024);
+for (let r = 0; r < WARMUP + ROUNDS; r++) {
+  const envelopes = Array.from(
+    { length: N },
+    () => createEnvelope({ type: "event", topic, source: "bench", payload }),
+  );
+  pub.kept.length = 0;
+  let c0 = mainThreadCpuMs();
+  for (let i = 0; i < N; i += WINDOW) {
+    await Promise.all(
+      envelopes.slice(i, i + WINDOW).map((e) => sealer.publish(topic, e)),
+    );
+  }
+  const sealUs = (mainThreadCpuMs() - c0) * 1000 / N;
+  const wire = pub.kept.map((e) => JSON.parse(JSON.stringify(e)) as Envelope);
+  opened = 0;
+  c0 = mainThreadCpuMs();
+  for (let i = 0; i < N; i += WINDOW) {
+    await Promise.all(wire.slice(i, i + WINDOW).map(sub.deliver));
+  }
+  const openUs = (mainThreadCpuMs() - c0) * 1000 / N;
+  if (opened !== N) throw new Error(`opened ${opened} of ${N}`);
+  if (r >= WARMUP) {
+    seal.push(sealUs);
+    open.push(openUs);
+  }
+  console.error(
+    `round ${r + 1}${r < WARMUP ? " (warm-up)" : ""}: seal ${
+      round(sealUs, 1)
+    } µs, open ${round(openUs, 1)} µs of main-thread CPU per message`,
+  );
+}
+await sealer.close();
+await opener.close();
+kv.close();
+console.log(JSON.stringify({
+  bench: "sealed_cost",
+  unit: "µs of main-thread CPU per message",
+  seal: round(median(seal), 1),
+  open: round(median(open), 1),
+  messages: N,
+  rounds: ROUNDS,
+  loadavg: Deno.readTextFileSync("/proc/loadavg").trim(),
+}));
