@@ -16,12 +16,18 @@
  *
  * Plexus: `enqueue()` calls, 100 at a time (concurrent calls share a commit:
  * the queue's group commit, each resolving once durable), two consumers
- * `claim(50)` and `ackAll`. JetStream: `js.publish` 100 at a time (each
- * resolving on the server's PubAck), one durable pull consumer
- * (`consume()`, 256 buffered) acking each message. Rounds alternate
- * Plexus / JetStream default / JetStream always; medians. Headline ratio:
- * Plexus ÷ JetStream default; `details.ratio_equal_durability`: Plexus ÷
- * JetStream always.
+ * `claim(50)` and `ackAll`. A second Plexus row runs the same with the
+ * opt-in loss window (`commit: { windowMs }`, `--window-ms`, default 20):
+ * enqueues and acks resolve before their commit, and a SIGKILL loses at
+ * most those of the last window (docs/state.md "Commit modes"); it ends
+ * with `close()`, so its last acks are durable inside the timing.
+ * JetStream: `js.publish` 100 at a time (each resolving on the server's
+ * PubAck), one durable pull consumer (`consume()`, 256 buffered) acking
+ * each message. Rounds alternate Plexus sync / Plexus window / JetStream
+ * default / JetStream always; medians. Headline ratio: Plexus sync ÷
+ * JetStream default; `details.ratio_equal_durability`: Plexus sync ÷
+ * JetStream always; `details.ratio_window_vs_default`: Plexus window ÷
+ * JetStream default.
  *
  * @module
  */
@@ -34,7 +40,7 @@ import {
   RetentionPolicy,
   StorageType,
 } from "@nats-io/jetstream";
-import { DurableQueue } from "../../core/state/queue.ts";
+import { DurableQueue, type QueueCommitMode } from "../../core/state/queue.ts";
 import { openStore } from "../../core/state/store.ts";
 import { cpuMs, info, isQuick, median, numFlag, round } from "../_util.ts";
 import { installPeer } from "./_install.ts";
@@ -43,6 +49,8 @@ const quick = isQuick();
 const N = numFlag("messages", quick ? 5_000 : 20_000);
 const ROUNDS = numFlag("rounds", quick ? 1 : 3);
 const WINDOW = 100;
+/** The window of the opt-in group commit row. */
+const WINDOW_MS = numFlag("window-ms", 20);
 const VERSION = "v2.15.3";
 const payload = new TextEncoder().encode(
   JSON.stringify({ x: "y".repeat(1000) }),
@@ -101,10 +109,10 @@ interface Run {
   cpuUs: number;
 }
 
-async function plexusRun(): Promise<Run> {
+async function plexusRun(commit: QueueCommitMode = "sync"): Promise<Run> {
   const dir = await Deno.makeTempDir({ prefix: "plexus-peer-queue-" });
   const kv = await openStore(join(dir, "q.kv"));
-  const q = new DurableQueue<Uint8Array>(kv, "work");
+  const q = new DurableQueue<Uint8Array>(kv, "work", { commit });
   let acked = 0;
   const c0 = cpuMs("self");
   const t0 = performance.now();
@@ -130,6 +138,8 @@ async function plexusRun(): Promise<Run> {
     }
   };
   await Promise.all([producer, consumer(), consumer()]);
+  // The last acks durable too (a no-op in sync mode).
+  await q.close();
   const ms = performance.now() - t0;
   const cpu = cpuMs("self") - c0;
   kv.close();
@@ -186,6 +196,7 @@ const relaxed = await startServer("default", false);
 const always = await startServer("always", true);
 const runs = {
   plexus: [] as Run[],
+  plexusWindow: [] as Run[],
   jsDefault: [] as Run[],
   jsAlways: [] as Run[],
 };
@@ -195,14 +206,15 @@ info(
 try {
   for (let r = 0; r < ROUNDS; r++) {
     runs.plexus.push(await plexusRun());
+    runs.plexusWindow.push(await plexusRun({ windowMs: WINDOW_MS }));
     runs.jsDefault.push(await jetStreamRun(relaxed, r));
     runs.jsAlways.push(await jetStreamRun(always, r));
     info(
-      `  round ${r + 1}: Plexus ${
-        round(runs.plexus[r].perS)
-      } msg/s, JetStream ${round(runs.jsDefault[r].perS)} (default sync), ${
-        round(runs.jsAlways[r].perS)
-      } (sync always)`,
+      `  round ${r + 1}: Plexus ${round(runs.plexus[r].perS)} msg/s (sync), ${
+        round(runs.plexusWindow[r].perS)
+      } (window ${WINDOW_MS} ms), JetStream ${
+        round(runs.jsDefault[r].perS)
+      } (default sync), ${round(runs.jsAlways[r].perS)} (sync always)`,
     );
   }
 } finally {
@@ -226,8 +238,15 @@ console.log(JSON.stringify({
     rounds: ROUNDS,
     jetstream_sync_always: round(m(runs.jsAlways)),
     ratio_equal_durability: round(m(runs.plexus) / m(runs.jsAlways), 2),
+    plexus_window: round(m(runs.plexusWindow)),
+    window_ms: WINDOW_MS,
+    ratio_window_vs_default: round(
+      m(runs.plexusWindow) / m(runs.jsDefault),
+      2,
+    ),
     cpu_us_per_message: {
       plexus: cpu(runs.plexus),
+      plexus_window: cpu(runs.plexusWindow),
       jetstream_default: cpu(runs.jsDefault),
       jetstream_always: cpu(runs.jsAlways),
     },
