@@ -450,24 +450,31 @@ export function createSagaDriver(options: SagaDriverOptions): SagaDriver {
   const sweeping = sweep();
 
   return {
-    async submit(id, def, input) {
-      const token = leaderToken();
-      let t: AppliedTransition;
-      try {
-        t = await store.start(id, def, now(), token ?? undefined, {
-          input,
-          kick: token === null,
-        });
-      } catch (err) {
-        if (!(token !== null && err instanceof FencedError)) throw err;
-        // The term ended under us: start it for whoever leads now.
-        t = await store.start(id, def, now(), undefined, { input, kick: true });
+    // In the saga's chain too: a resume that reads the new saga before this
+    // write's promise resolves may run its first step, and that step's
+    // outcome must not be told before saga.started.
+    submit: (id, def, input) =>
+      serial(id, async () => {
+        const token = leaderToken();
+        let t: AppliedTransition;
+        try {
+          t = await store.start(id, def, now(), token ?? undefined, {
+            input,
+            kick: token === null,
+          });
+        } catch (err) {
+          if (!(token !== null && err instanceof FencedError)) throw err;
+          // The term ended under us: start it for whoever leads now.
+          t = await store.start(id, def, now(), undefined, {
+            input,
+            kick: true,
+          });
+          options.onTransition?.(t);
+          return;
+        }
         options.onTransition?.(t);
-        return;
-      }
-      options.onTransition?.(t);
-      if (token !== null) execute(t.state, t.commands);
-    },
+        if (token !== null) execute(t.state, t.commands);
+      }),
     async apply(id, input) {
       const token = leaderToken();
       if (token !== null) {
