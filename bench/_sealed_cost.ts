@@ -13,13 +13,15 @@
  *
  * @module
  */
-import { generateKeyPair } from "../core/security/hpke.ts";
 import {
   sealedTransport,
   type SealingKeys,
   type SealingPolicy,
 } from "../core/security/sealed_transport.ts";
-import { kvSealingDirectory } from "../core/security/sealing_keys.ts";
+import {
+  freshSealingKeys,
+  kvSealingDirectory,
+} from "../core/security/sealing_keys.ts";
 import { createEnvelope, type Envelope } from "../core/envelope.ts";
 import type {
   Delivery,
@@ -37,17 +39,7 @@ const topic = "sealed.cost";
 const kv = await Deno.openKv(":memory:");
 const directory = kvSealingDirectory(kv, { cacheMs: 3_600_000 });
 async function keysOf(id: string): Promise<SealingKeys> {
-  const ed = await crypto.subtle.generateKey({ name: "Ed25519" }, true, [
-    "sign",
-    "verify",
-  ]) as CryptoKeyPair;
-  const x25519 = await generateKeyPair();
-  await directory.publish(
-    id,
-    x25519.publicKey,
-    new Uint8Array(await crypto.subtle.exportKey("raw", ed.publicKey)),
-  );
-  return { id, signingKey: ed.privateKey, x25519, directory };
+  return await freshSealingKeys(id, directory);
 }
 
 /** Keeps what is published; `deliver` hands an envelope to the subscriber. */

@@ -24,13 +24,15 @@
  */
 import { connectRedisStreams } from "../transports/redis-streams/transport.ts";
 import type { Transport } from "../core/transport.ts";
-import { generateKeyPair } from "../core/security/hpke.ts";
 import {
   sealedTransport,
   type SealingKeys,
   type SealingPolicy,
 } from "../core/security/sealed_transport.ts";
-import { kvSealingDirectory } from "../core/security/sealing_keys.ts";
+import {
+  freshSealingKeys,
+  kvSealingDirectory,
+} from "../core/security/sealing_keys.ts";
 import {
   cpuMs,
   info,
@@ -55,17 +57,7 @@ if (!url) {
 const kv = await Deno.openKv(":memory:");
 const directory = kvSealingDirectory(kv);
 async function keysOf(id: string): Promise<SealingKeys> {
-  const ed = await crypto.subtle.generateKey({ name: "Ed25519" }, true, [
-    "sign",
-    "verify",
-  ]) as CryptoKeyPair;
-  const x25519 = await generateKeyPair();
-  await directory.publish(
-    id,
-    x25519.publicKey,
-    new Uint8Array(await crypto.subtle.exportKey("raw", ed.publicKey)),
-  );
-  return { id, signingKey: ed.privateKey, x25519, directory };
+  return await freshSealingKeys(id, directory);
 }
 const a = await keysOf("node:a");
 const b = await keysOf("node:b");

@@ -27,7 +27,7 @@ import type { Clock } from "../clock.ts";
 import { systemClock } from "../clock.ts";
 import { gatewayAgentKey, sealingKeyKey } from "../state/keys.ts";
 import { retryLocked } from "../state/store.ts";
-import { type HpkeKeyPair, importPrivateKey } from "./hpke.ts";
+import { generateKeyPair, type HpkeKeyPair, importPrivateKey } from "./hpke.ts";
 import { importEd25519PublicKey } from "./ed25519.ts";
 import type { NodeKey } from "./node_key.ts";
 import type { SealingKeys } from "./sealed_transport.ts";
@@ -465,4 +465,36 @@ export async function nodeSealingKeys(options: {
     }),
   );
   return { id, signingKey: options.nodeKey.privateKey, x25519, directory };
+}
+
+/**
+ * Fresh sealing keys for `id`, held in memory only (a new Ed25519 signing
+ * key and X25519 key pair), with both public keys published in `directory`:
+ * for tests, benches and short-lived senders. A node uses
+ * {@linkcode nodeSealingKeys}, whose keys outlive a restart.
+ *
+ * @example Usage
+ * ```ts
+ * import { freshSealingKeys, kvSealingDirectory } from "./sealing_keys.ts";
+ * const kv = await Deno.openKv(":memory:");
+ * const keys = await freshSealingKeys("node:a", kvSealingDirectory(kv));
+ * (await keys.directory.lookup("node:a"))?.x25519.length; // 32
+ * kv.close();
+ * ```
+ */
+export async function freshSealingKeys(
+  id: string,
+  directory: KvSealingDirectory,
+): Promise<SealingKeys> {
+  const ed = await crypto.subtle.generateKey({ name: "Ed25519" }, true, [
+    "sign",
+    "verify",
+  ]) as CryptoKeyPair;
+  const x25519 = await generateKeyPair();
+  await directory.publish(
+    id,
+    x25519.publicKey,
+    new Uint8Array(await crypto.subtle.exportKey("raw", ed.publicKey)),
+  );
+  return { id, signingKey: ed.privateKey, x25519, directory };
 }

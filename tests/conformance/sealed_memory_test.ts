@@ -8,24 +8,16 @@ import {
   memoryTransport,
 } from "../../testing/memory_transport.ts";
 import { conformance } from "../../testing/conformance.ts";
-import { generateKeyPair } from "../../core/security/hpke.ts";
 import { sealedTransport } from "../../core/security/sealed_transport.ts";
-import { kvSealingDirectory } from "../../core/security/sealing_keys.ts";
+import {
+  freshSealingKeys,
+  kvSealingDirectory,
+} from "../../core/security/sealing_keys.ts";
 
 const broker = new MemoryBroker();
 const kv = await Deno.openKv(":memory:");
 const directory = kvSealingDirectory(kv);
-const ed = await crypto.subtle.generateKey({ name: "Ed25519" }, true, [
-  "sign",
-  "verify",
-]) as CryptoKeyPair;
-const x25519 = await generateKeyPair();
-await directory.publish(
-  "node:n1",
-  x25519.publicKey,
-  new Uint8Array(await crypto.subtle.exportKey("raw", ed.publicKey)),
-);
-const keys = { id: "node:n1", signingKey: ed.privateKey, x25519, directory };
+const keys = await freshSealingKeys("node:n1", directory);
 
 conformance(
   "memory, every topic sealed",

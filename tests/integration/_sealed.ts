@@ -9,12 +9,14 @@ import { createEnvelope, type Envelope } from "../../core/envelope.ts";
 import { type Clock, systemClock } from "../../core/clock.ts";
 import { createMetrics } from "../../core/observe/metrics.ts";
 import type { DeadLetter, Delivery, Transport } from "../../core/transport.ts";
-import { generateKeyPair } from "../../core/security/hpke.ts";
 import {
   sealedTransport,
   type SealingPolicy,
 } from "../../core/security/sealed_transport.ts";
-import { kvSealingDirectory } from "../../core/security/sealing_keys.ts";
+import {
+  freshSealingKeys,
+  kvSealingDirectory,
+} from "../../core/security/sealing_keys.ts";
 import { waitFor } from "../../testing/conformance.ts";
 
 /** The plaintext marker that must never reach the broker. */
@@ -52,16 +54,7 @@ export async function sealedRig(broker: SealedBroker, topicPrefix: string) {
   let skew = 0;
   const skewed: Clock = { ...systemClock, now: () => Date.now() + skew };
   async function node(id: string, clock: Clock = systemClock) {
-    const ed = await crypto.subtle.generateKey({ name: "Ed25519" }, true, [
-      "sign",
-      "verify",
-    ]) as CryptoKeyPair;
-    const x25519 = await generateKeyPair();
-    await directory.publish(
-      `node:${id}`,
-      x25519.publicKey,
-      new Uint8Array(await crypto.subtle.exportKey("raw", ed.publicKey)),
-    );
+    const keys = await freshSealingKeys(`node:${id}`, directory);
     const raw = await broker.connect();
     open.push(raw);
     const metrics = createMetrics("plexus_");
@@ -77,12 +70,7 @@ export async function sealedRig(broker: SealedBroker, topicPrefix: string) {
       deadLetters: raw.deadLetters!.bind(raw),
       close: () => Promise.resolve(),
     };
-    const t = sealedTransport(spy, policy, {
-      id: `node:${id}`,
-      signingKey: ed.privateKey,
-      x25519,
-      directory,
-    }, { metrics, clock });
+    const t = sealedTransport(spy, policy, keys, { metrics, clock });
     return { t, raw, metrics, sent };
   }
   const a = await node("a");

@@ -19,6 +19,7 @@ import {
   type SealingPolicy,
 } from "../../core/security/sealed_transport.ts";
 import {
+  freshSealingKeys,
   kvSealingDirectory,
   signSealingKeyStatement,
 } from "../../core/security/sealing_keys.ts";
@@ -105,24 +106,10 @@ Deno.test({
       const kv = await Deno.openKv(kvPath);
       cleanup.push(() => Promise.resolve(kv.close()));
       const directory = kvSealingDirectory(kv, { cacheMs: 0 });
-      const ed = await crypto.subtle.generateKey({ name: "Ed25519" }, true, [
-        "sign",
-        "verify",
-      ]) as CryptoKeyPair;
-      const x25519 = await generateKeyPair();
-      await directory.publish(
-        "node:b",
-        x25519.publicKey,
-        new Uint8Array(await crypto.subtle.exportKey("raw", ed.publicKey)),
-      );
+      const keysB = await freshSealingKeys("node:b", directory);
       const rawB = await connectRedisStreams({ url, prefix });
       cleanup.push(() => rawB.close());
-      const b = sealedTransport(rawB, policy, {
-        id: "node:b",
-        signingKey: ed.privateKey,
-        x25519,
-        directory,
-      });
+      const b = sealedTransport(rawB, policy, keysB);
       const atB: Envelope[] = [];
       const bSub = await b.subscribe(topic, async (d: Delivery) => {
         atB.push(d.envelope);
