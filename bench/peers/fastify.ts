@@ -158,37 +158,31 @@ try {
   ) {
     throw new Error("Fastify does not return the node's /health bytes");
   }
-  // The runtime's floor: a bare Deno.serve returning the same bytes.
-  const bareChild = await spawnDeno("deno-bare", "_http_server.ts", [
-    "bare",
-    "--body-file",
-    join(tmp, "health.body"),
-    "--headers-file",
-    join(tmp, "health.headers"),
-  ], 0);
-  children.push(bareChild);
-  const bare: Server = {
-    label: "deno",
-    child: bareChild,
-    ...(await bareChild.next<{ url: string; pid: number }>(30_000)),
-    results: [],
+  /** A bare Deno.serve (bench/_http_server.ts `mode`) returning the same bytes. */
+  const startBare = async (
+    label: "deno" | "reads",
+    mode: string,
+    headersFile: string,
+  ): Promise<Server> => {
+    const child = await spawnDeno(`deno-${label}`, "_http_server.ts", [
+      mode,
+      "--body-file",
+      join(tmp, "health.body"),
+      "--headers-file",
+      join(tmp, headersFile),
+    ], 0);
+    children.push(child);
+    return {
+      label,
+      child,
+      ...(await child.next<{ url: string; pid: number }>(30_000)),
+      results: [],
+    };
   };
-  // Nearer the node's floor: the same, plus the header reads and the
-  // request id any node makes (bench/_http_server.ts `bare-headers`).
-  const readsChild = await spawnDeno("deno-reads", "_http_server.ts", [
-    "bare-headers",
-    "--body-file",
-    join(tmp, "health.body"),
-    "--headers-file",
-    join(tmp, "health.headers.noid"),
-  ], 0);
-  children.push(readsChild);
-  const reads: Server = {
-    label: "reads",
-    child: readsChild,
-    ...(await readsChild.next<{ url: string; pid: number }>(30_000)),
-    results: [],
-  };
+  // The runtime's floor, and nearer the node's: the same plus the header
+  // reads and the request id any node makes.
+  const bare = await startBare("deno", "bare", "health.headers");
+  const reads = await startBare("reads", "bare-headers", "health.headers.noid");
   const nodeVersion = new TextDecoder().decode(
     (await new Deno.Command("node", { args: ["--version"] }).output()).stdout,
   ).trim();
