@@ -428,10 +428,14 @@ export class PbftNode {
         }'`,
       );
     }
-    const fresh = this.#addPending(r);
     // A client's retry goes out again: replicas that executed it answer
-    // anew. An active primary need not relay: its pre-prepare will.
+    // anew. An active primary need not relay: its pre-prepare will. A
+    // backup does not take a retry as waiting here: after a state transfer
+    // it cannot tell whether the state holds the request (its own copy was
+    // dropped then), and a stale one would time out into a view change
+    // nobody joins; the replicas it relays to watch the retry instead.
     const proposing = !this.#changing && this.primary === this.id;
+    const fresh = options.retry && !proposing ? false : this.#addPending(r);
     if ((fresh && !proposing) || options.retry) this.#relay.push(r);
     if (!fresh && this.#wasExecuted(r)) this.#retried.push(r);
     this.#propose();

@@ -219,6 +219,26 @@ Deno.test("pbft core: a batch that prepares and commits within one Ready is flag
   assert.equal(rd.executed[0].afterPersist, true);
 });
 
+Deno.test("pbft core: a backup relays a client's retry without taking it as waiting (after a state transfer it could be stale), a first request it does take", () => {
+  const c = new TestCluster(4);
+  c.get("2").request(req(1), { retry: true });
+  assert.equal(c.get("2").status().pending, 0);
+  c.processAll();
+  assert.deepEqual(
+    c.inflight.filter((m) => m.from === "2").map((m) => m.payload.type),
+    ["request", "request", "request"],
+  );
+  // Ticking past the view-change timeout: nothing waits, no view change.
+  c.tickAll(30, ["2"]);
+  assert.equal(c.get("2").status().changing, false);
+  c.get("3").request(req(2));
+  assert.equal(c.get("3").status().pending, 1);
+  // The primary takes a retry as waiting: it orders it (at worst a no-op).
+  c.get("1").request(req(3), { retry: true });
+  c.stabilize();
+  assert(c.replica("4").executed.some((e) => e.batch.some((r) => r.t === 3)));
+});
+
 Deno.test("pbft core: checkpoints every K become stable with 2f + 1, and every 4th rewrites the records without what lies below it", () => {
   const c = new TestCluster(4, {
     checkpointInterval: 2,
