@@ -73,6 +73,9 @@ try {
           if (!stop) lat.push(performance.now() - t0);
         } catch {
           failed++;
+          // A write refused at once (the leader stepped down) must not loop
+          // in microtasks: the timer that ends the slice would never run.
+          await new Promise((r) => setTimeout(r, 1));
         }
       }
     };
