@@ -29,6 +29,13 @@
  *   resumption-token handshake → ready → close (built on handshake.ts and
  *   record.ts: the SDK keeps its token private), `ws` = a plain WebSocket
  *   open → close → `{"n","ms","p50","p99"}`.
+ * - `{"cmd":"subscribe","channel","n"}`: the first `n` connected agents
+ *   subscribe to backend channel `channel` (bench/peers/centrifugo.ts),
+ *   each counting the messages whose `payload.msg` holds the current tag →
+ *   `{"subscribed":n,"ms"}`.
+ * - `{"cmd":"expect","tag","n"}`: starts counting messages tagged `tag`;
+ *   replies `{"armed":true}` at once and `{"done":true,"ms"}` when every
+ *   subscribed agent has n of them (`{"error"}` when one gets more).
  * - `{"cmd":"close","set"}` → `{"closed":n}`.
  *
  * @module
@@ -192,6 +199,38 @@ async function connect(set: string, url: string, n: number): Promise<void> {
       );
     }
   }
+}
+
+/** The current `expect` run of the subscribed agents. */
+let fanout:
+  | { tag: string; n: number; done: number; t0: number; counts: number[] }
+  | undefined;
+let subscribed = 0;
+
+async function subscribe(channel: string, n: number): Promise<void> {
+  const list = connected.agent.slice(subscribed, n);
+  if (subscribed + list.length < n) {
+    throw new Error(`subscribe: only ${connected.agent.length} agents`);
+  }
+  await Promise.all(list.map((agent, k) => {
+    const i = subscribed + k;
+    return agent.subscribe(channel, (m) => {
+      const r = fanout;
+      const msg = (m.payload as { msg?: unknown } | null)?.msg;
+      if (!r || typeof msg !== "string" || !msg.startsWith(r.tag)) return;
+      const c = ++r.counts[i];
+      if (c === r.n) {
+        if (++r.done === subscribed) {
+          fanout = undefined;
+          reply({ done: true, ms: performance.now() - r.t0 });
+        }
+      } else if (c > r.n) {
+        fanout = undefined;
+        reply({ error: `agent ${i} got more than ${r.n} tagged ${r.tag}` });
+      }
+    });
+  }));
+  subscribed = n;
 }
 
 /** A JSON string value whose encoding is exactly `size` bytes. */
@@ -403,11 +442,24 @@ for await (const cmd of commands()) {
           Number(cmd.ms),
         ),
       );
+    } else if (cmd.cmd === "subscribe") {
+      await subscribe(String(cmd.channel), Number(cmd.n));
+      reply({ subscribed, ms: performance.now() - t0 });
+    } else if (cmd.cmd === "expect") {
+      fanout = {
+        tag: String(cmd.tag),
+        n: Number(cmd.n),
+        done: 0,
+        t0,
+        counts: new Array(subscribed).fill(0),
+      };
+      reply({ armed: true });
     } else if (cmd.cmd === "close") {
       const set = String(cmd.set);
       let n = 0;
       if (set === "agent") {
         n = connected.agent.length;
+        subscribed = 0;
         await Promise.all(connected.agent.splice(0).map((a) => a.close()));
       } else {
         n = connected.ws.length;

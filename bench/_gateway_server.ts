@@ -22,8 +22,18 @@
  * encodes the reply JSON and seals it as a `res` record answering it
  * (bench/_gateway_clients.ts's `floor` set does the agent's half).
  *
+ * The node's config adds one non-durable channel, {@linkcode FANOUT_CHANNEL}
+ * (agents may subscribe; nothing stored, like a memory broker), to the
+ * gateway's default channels, for bench/peers/centrifugo.ts.
+ *
  * Commands (JSON lines on stdin, one JSON reply each): `{"cmd":"stats"}` →
- * `{"connections":n,"echoed":n,"kv":{"commits":n,"reads":n}}`. The node's
+ * `{"connections":n,"echoed":n,"kv":{"commits":n,"reads":n}}`;
+ * `{"cmd":"broadcast","tag","n","burst","inflight","pad"}` (`node` only)
+ * broadcasts `n` messages `{"msg":"{tag} log line 00000042","pad"}` on
+ * {@linkcode FANOUT_CHANNEL} through the kernel's `gateway:agents`
+ * capability: `inflight` workers, each starting `burst` broadcasts at once
+ * and awaiting them before its next burst → `{"published":n,"ms",
+ * "sentTo":total,"failed":total}`. The node's
  * KV calls are counted by wrapping `Deno.Kv` and `Deno.AtomicOperation`
  * methods in this process (one extra function call each): `commits` =
  * `atomic().commit()`, `set`, `delete`; `reads` = `get`, `getMany`, `list`.
@@ -36,12 +46,16 @@ import { startNode } from "../core/node.ts";
 import { safeStringify } from "../core/observe/logger.ts";
 import type { AgentGateway } from "../gateway/gateway.ts";
 import { localGateway } from "../gateway/mod.ts";
+import { DEFAULT_CHANNELS } from "../gateway/policy.ts";
 import { BUILTINS } from "../builtins.ts";
 import { commands, flag, reply } from "./_util.ts";
 import { RecordOpener, RecordSealer } from "../sdk/protocol/record.ts";
 
 /** The channel name the benchmark's agents send their requests on. */
 export const REQUEST_CHANNEL = "requests";
+
+/** The non-durable channel bench/peers/centrifugo.ts broadcasts on. */
+export const FANOUT_CHANNEL = "fanout";
 
 /** The `floor` set's session keys (agent → node, node → agent): fixed, no handshake. */
 export const FLOOR_KEYS = {
@@ -56,6 +70,7 @@ interface Server {
   url: string;
   token?: string;
   stats(): { connections: number; echoed: number };
+  broadcast?(cmd: Record<string, unknown>): Promise<unknown>;
   close(): Promise<void>;
 }
 
@@ -91,7 +106,17 @@ async function nodeServer(): Promise<Server> {
   const configFile = `${dataDir}/bench-config.json`;
   await Deno.writeTextFile(
     configFile,
-    JSON.stringify({ rateLimit: { enabled: false } }),
+    JSON.stringify({
+      rateLimit: { enabled: false },
+      pluginConfig: {
+        gateway: {
+          channels: {
+            ...DEFAULT_CHANNELS,
+            [FANOUT_CHANNEL]: { subscribe: ["agent"], durable: false },
+          },
+        },
+      },
+    }),
   );
   const parsed = loadConfig([
     "--config",
@@ -129,6 +154,37 @@ async function nodeServer(): Promise<Server> {
       connections: localGateway(node.kernel).connections,
       echoed,
     }),
+    async broadcast(cmd) {
+      const tag = String(cmd.tag);
+      const n = Number(cmd.n);
+      const burst = Number(cmd.burst ?? 16);
+      const pad = String(cmd.pad ?? "");
+      let next = 0;
+      let sentTo = 0;
+      let failed = 0;
+      const t0 = performance.now();
+      const worker = async () => {
+        while (next < n) {
+          const from = next;
+          next = Math.min(n, next + burst);
+          const all = [];
+          for (let i = from; i < next; i++) {
+            all.push(agents.broadcast(FANOUT_CHANNEL, {
+              msg: `${tag} log line ${String(i).padStart(8, "0")}`,
+              pad,
+            }));
+          }
+          for (const r of await Promise.all(all)) {
+            sentTo += r.sentTo.length;
+            failed += r.failed.length + r.queued.length;
+          }
+        }
+      };
+      await Promise.all(
+        Array.from({ length: Number(cmd.inflight ?? 4) }, worker),
+      );
+      return { published: n, ms: performance.now() - t0, sentTo, failed };
+    },
     close: () => node.shutdown("bench done"),
   };
 }
@@ -215,7 +271,13 @@ if (import.meta.main) {
   reply({ ready: true, url: server.url, pid: Deno.pid, token: server.token });
   for await (const cmd of commands()) {
     if (cmd.cmd === "stats") reply({ ...server.stats(), kv: kvCalls });
-    else reply({ error: `unknown command ${JSON.stringify(cmd)}` });
+    else if (cmd.cmd === "broadcast" && server.broadcast) {
+      try {
+        reply(await server.broadcast(cmd));
+      } catch (err) {
+        reply({ error: String((err as Error)?.stack ?? err) });
+      }
+    } else reply({ error: `unknown command ${JSON.stringify(cmd)}` });
   }
   await server.close();
   // Timers of plugins must not keep the process (and a --cpu-prof write) waiting.

@@ -1,7 +1,8 @@
 /**
  * WebSocket fan-out: Plexus's live log stream (`WS /ws?batch=1` of a real
- * node) against Centrifugo v6.9.1 in the same run, both delivering N
- * messages of ~260 bytes to the same 100 WebSocket clients.
+ * node) and the agent gateway's broadcast (100 SDK agents) against
+ * Centrifugo v6.9.1 in the same run, each delivering N messages of ~260
+ * bytes to 100 WebSocket clients.
  *
  *   deno run -A bench/peers/centrifugo.ts [--quick] [--rounds R] [--messages N]
  *
@@ -21,6 +22,30 @@
  * ratio = Plexus ÷ Centrifugo. Server CPU per delivered message is reported
  * beside the rates.
  *
+ * Gateway broadcast (the third contestant, `details.gateway*`): a node of
+ * bench/_gateway_server.ts (`node`, KV file, a non-durable channel
+ * `fanout`) and 100 enrolled agents, the SDK's `connectAgent` (signature
+ * handshake, sealed records), all in one clients process
+ * (bench/_gateway_clients.ts, as bench/gateway.ts runs them), each
+ * subscribed to `fanout`. The node broadcasts the same N messages
+ * (`{"msg","pad"}`, the body of Centrifugo's publishes) through the
+ * kernel's `gateway:agents` capability, in bursts of 16 concurrent
+ * `broadcast()` calls, 4 bursts in flight: the shape of the Centrifugo
+ * side's 16 publishes per `/api/batch` request, 4 requests in flight. Not
+ * `POST /api/v1/agents/broadcast`: it takes one message per request, so
+ * each message would pay an HTTP request, a JWT check and a JSON parse that
+ * Centrifugo's batch spreads over 16; the capability call is what a plugin
+ * that broadcasts does, and it is how the `/ws` contestant publishes too
+ * (in-process). So the comparison leaves Centrifugo paying its HTTP API and
+ * the gateway not. Each agent's copy is a record sealed for its session
+ * (ChaCha20-Poly1305) and the SDK acks each message with a record the node
+ * opens; the main process measures those two record operations alone
+ * (`details.gatewayRecordFloor`): one seal plus one open per delivery is
+ * the least a sealed broadcast costs the node, so `floorRate` = 1 /
+ * (that × 100 agents) on one core, and `gatewayRatioToFloor` = the
+ * measured rate ÷ it. `gatewayKvReadsPerMessage`: the node's KV reads per
+ * broadcast (presence and enrolment lookups), counted by the node process.
+ *
  * @module
  */
 import { join } from "node:path";
@@ -35,6 +60,8 @@ import {
   spawnDeno,
 } from "../_util.ts";
 import { installPeer } from "./_install.ts";
+import { RecordOpener, RecordSealer } from "../../sdk/protocol/record.ts";
+import { FANOUT_CHANNEL } from "../_gateway_server.ts";
 
 const quick = isQuick();
 const ROUNDS = numFlag("rounds", quick ? 2 : 4);
@@ -126,6 +153,65 @@ interface Round {
   serverUsPerDelivery: number;
 }
 
+type Side = "plexus" | "centrifugo" | "gateway";
+
+/**
+ * µs of this thread per record: sealing a gateway `msg` record of a
+ * broadcast (header as the node writes it, `body` as payload) and opening
+ * the agent's `ack` of it. Median of 5 runs of `n` each.
+ */
+function recordCost(body: Uint8Array, n: number) {
+  const agentId = `did:key:z6Mk${"a".repeat(44)}`;
+  const sid = crypto.randomUUID();
+  const ch = `backend.${agentId}.${FANOUT_CHANNEL}`;
+  const seals: number[] = [];
+  const opens: number[] = [];
+  for (let run = 0; run < 5; run++) {
+    const sealer = new RecordSealer(new Uint8Array(32).fill(3));
+    const ackSealer = new RecordSealer(new Uint8Array(32).fill(4));
+    const opener = new RecordOpener(new Uint8Array(32).fill(4));
+    const empty = new Uint8Array(0);
+    const acks: Uint8Array[] = [];
+    for (let i = 0; i < n; i++) {
+      acks.push(ackSealer.seal({
+        sid,
+        from: agentId,
+        to: "backend",
+        ch,
+        type: "ack",
+        id: crypto.randomUUID(),
+        re: crypto.randomUUID(),
+      }, empty));
+    }
+    const ids = Array.from({ length: n }, () => crypto.randomUUID());
+    let t0 = performance.now();
+    for (let i = 0; i < n; i++) {
+      sealer.seal({
+        sid,
+        from: "node:bench",
+        to: agentId,
+        ch,
+        type: "msg",
+        id: ids[i],
+        prio: 4,
+        mt: "notification",
+      }, body);
+    }
+    seals.push((performance.now() - t0) * 1000 / n);
+    t0 = performance.now();
+    for (let i = 0; i < n; i++) opener.open(acks[i]);
+    opens.push((performance.now() - t0) * 1000 / n);
+  }
+  const seal = median(seals);
+  const open = median(opens);
+  return {
+    sealUs: round(seal, 2),
+    openAckUs: round(open, 2),
+    usPerDelivery: round(seal + open, 2),
+    floorRate: round(1e6 / ((seal + open) * CLIENTS)),
+  };
+}
+
 const [binary] = await installPeer("centrifugo");
 const tmp = await Deno.makeTempDir({ prefix: "plexus-peer-centrifugo-" });
 const children: Child[] = [];
@@ -143,12 +229,76 @@ try {
   const hubReady = await hub.next<{ url: string; pid: number }>(30_000);
   const clients = await spawnDeno("clients", "_ws_clients.ts", [], 1);
   children.push(clients);
+  const gwDir = join(tmp, "gateway");
+  await Deno.mkdir(gwDir);
+  const gw = await spawnDeno("gateway", "_gateway_server.ts", [
+    "node",
+    "--data-dir",
+    gwDir,
+  ], 0);
+  children.push(gw);
+  const gwReady = await gw.next<{ url: string; pid: number; token: string }>(
+    30_000,
+  );
+  const agents = await spawnDeno("agents", "_gateway_clients.ts", [], 1);
+  children.push(agents);
+  await agents.send({
+    cmd: "enrol",
+    url: gwReady.url,
+    token: gwReady.token,
+    n: CLIENTS,
+  });
+  await agents.next(120_000);
+  await agents.send({
+    cmd: "connect",
+    set: "agent",
+    url: gwReady.url,
+    n: CLIENTS,
+  });
+  await agents.next(120_000);
+  await agents.send({ cmd: "subscribe", channel: FANOUT_CHANNEL, n: CLIENTS });
+  await agents.next(60_000);
   const runId = crypto.randomUUID().slice(0, 8);
   let seq = 0;
   // Pad Centrifugo's pushes to the size of the hub's messages (~264 B).
   const pad = "x".repeat(150);
 
-  const oneRound = async (side: "plexus" | "centrifugo", n: number) => {
+  const gatewayRound = async (n: number) => {
+    const tag = `bench-${runId}-gateway-${++seq}`;
+    await agents.send({ cmd: "expect", tag, n });
+    await agents.next();
+    await gw.send({ cmd: "stats" });
+    const kv0 = (await gw.next<{ kv: { reads: number } }>()).kv.reads;
+    const cpu0 = cpuMs(gwReady.pid);
+    const clientCpu0 = cpuMs(agents.pid);
+    const t0 = performance.now();
+    const done = agents.next(300_000);
+    await gw.send({ cmd: "broadcast", tag, n, burst: BURST, inflight: 4, pad });
+    const sent = await gw.next<{ sentTo: number; failed: number }>(300_000);
+    await done;
+    const ms = performance.now() - t0;
+    const cpu = cpuMs(gwReady.pid) - cpu0;
+    const clientCpu = cpuMs(agents.pid) - clientCpu0;
+    await gw.send({ cmd: "stats" });
+    const kv1 = (await gw.next<{ kv: { reads: number } }>()).kv.reads;
+    if (sent.sentTo !== n * CLIENTS || sent.failed !== 0) {
+      throw new Error(
+        `gateway broadcast reached ${sent.sentTo} of ${
+          n * CLIENTS
+        } (${sent.failed} failed)`,
+      );
+    }
+    return {
+      rate: n / (ms / 1000),
+      serverUsPerDelivery: cpu * 1000 / (n * CLIENTS),
+      clientUsPerDelivery: clientCpu * 1000 / (n * CLIENTS),
+      kvReadsPerMessage: (kv1 - kv0) / n,
+      avgBytes: NaN,
+    };
+  };
+
+  const oneRound = async (side: Side, n: number) => {
+    if (side === "gateway") return await gatewayRound(n);
     await clients.send(
       side === "plexus"
         ? {
@@ -198,23 +348,44 @@ try {
   );
   await oneRound("plexus", 1000); // warm-up
   await oneRound("centrifugo", 1000);
-  const runs = { plexus: [] as Round[], centrifugo: [] as Round[] };
+  await oneRound("gateway", 1000);
+  const runs = {
+    plexus: [] as Round[],
+    centrifugo: [] as Round[],
+    gateway: [] as (Round & {
+      clientUsPerDelivery: number;
+      kvReadsPerMessage: number;
+    })[],
+  };
+  const sides: Side[] = ["plexus", "centrifugo", "gateway"];
   for (let r = 0; r < ROUNDS; r++) {
-    const order = r % 2
-      ? ["centrifugo", "plexus"] as const
-      : ["plexus", "centrifugo"] as const;
+    // Each side goes first, second and third in turn.
+    const order = sides.map((_, i) => sides[(i + r) % sides.length]);
     for (const side of order) {
       const x = await oneRound(side, N);
-      runs[side].push(x);
+      if (side === "gateway") runs.gateway.push(x as typeof runs.gateway[0]);
+      else runs[side].push(x);
       info(
-        `  round ${r + 1} ${side.padEnd(10)} ${round(x.rate)} msg/s (${
-          round(x.avgBytes)
-        } B each), server ${
-          round(x.serverUsPerDelivery, 2)
-        } µs CPU per delivery`,
+        `  round ${r + 1} ${side.padEnd(10)} ${round(x.rate)} msg/s${
+          Number.isNaN(x.avgBytes) ? "" : ` (${round(x.avgBytes)} B each)`
+        }, server ${round(x.serverUsPerDelivery, 2)} µs CPU per delivery${
+          "clientUsPerDelivery" in x
+            ? `, agents ${round(x.clientUsPerDelivery, 2)}; ${
+              round(x.kvReadsPerMessage, 1)
+            } KV reads per message`
+            : ""
+        }`,
       );
     }
   }
+  const body = new TextEncoder().encode(JSON.stringify({
+    msg: `bench-${runId}-gateway-999 log line 00000042`,
+    pad,
+  }));
+  const floor = recordCost(body, quick ? 5_000 : 20_000);
+  info(
+    `  record layer: seal ${floor.sealUs} µs + open ack ${floor.openAckUs} µs per delivery → floor ${floor.floorRate} msg/s to ${CLIENTS} agents on one core`,
+  );
   const rate = (xs: Round[]) => median(xs.map((x) => x.rate));
   const us = (xs: Round[]) =>
     round(median(xs.map((x) => x.serverUsPerDelivery)), 2);
@@ -238,10 +409,24 @@ try {
       serverCpuUsPerDelivery: {
         plexus: us(runs.plexus),
         centrifugo: us(runs.centrifugo),
+        gateway: us(runs.gateway),
       },
+      gatewayBroadcastRates: runs.gateway.map((x) => round(x.rate)),
+      gatewayRate: round(rate(runs.gateway)),
+      gatewayRatio: round(rate(runs.gateway) / rate(runs.centrifugo), 3),
+      gatewayAgentCpuUsPerDelivery: round(
+        median(runs.gateway.map((x) => x.clientUsPerDelivery)),
+        2,
+      ),
+      gatewayKvReadsPerMessage: round(
+        median(runs.gateway.map((x) => x.kvReadsPerMessage)),
+        1,
+      ),
+      gatewayRecordFloor: floor,
+      gatewayRatioToFloor: round(rate(runs.gateway) / floor.floorRate, 2),
     },
     notes:
-      "Plexus publishes in-process through its logger (WS /ws?batch=1); Centrifugo through its HTTP batch API, 16 per request",
+      "Plexus publishes in-process through its logger (WS /ws?batch=1); Centrifugo through its HTTP batch API, 16 per request; the gateway broadcasts in-process through gateway:agents (16 concurrent broadcast() calls a burst, 4 bursts in flight) to 100 SDK agents, each copy sealed for its agent",
   }));
 } catch (err) {
   info(`centrifugo failed: ${(err as Error).stack ?? err}`);
