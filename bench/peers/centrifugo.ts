@@ -5,6 +5,7 @@
  * bytes to 100 WebSocket clients.
  *
  *   deno run -A bench/peers/centrifugo.ts [--quick] [--rounds R] [--messages N]
+ *     [--gateway-messages G]
  *
  * Needs `go` on PATH the first time: `scripts/peers/centrifugo.sh` builds
  * Centrifugo with `go install` into `~/.cache/plexus/peers/` (modules
@@ -27,7 +28,8 @@
  * `fanout`) and 100 enrolled agents, the SDK's `connectAgent` (signature
  * handshake, sealed records), all in one clients process
  * (bench/_gateway_clients.ts, as bench/gateway.ts runs them), each
- * subscribed to `fanout`. The node broadcasts the same N messages
+ * subscribed to `fanout`. The node broadcasts G messages (4,000; 1,000 with
+ * `--quick`: at ~60 messages/s N would make a round several minutes long)
  * (`{"msg","pad"}`, the body of Centrifugo's publishes) through the
  * kernel's `gateway:agents` capability, in bursts of 16 concurrent
  * `broadcast()` calls, 4 bursts in flight: the shape of the Centrifugo
@@ -67,6 +69,8 @@ const quick = isQuick();
 const ROUNDS = numFlag("rounds", quick ? 2 : 4);
 const N = numFlag("messages", quick ? 5_000 : 20_000);
 const CLIENTS = numFlag("clients", 100);
+/** The gateway delivers ~100 times slower: fewer messages keep its rounds near a minute. */
+const GATEWAY_N = numFlag("gateway-messages", quick ? 1_000 : 4_000);
 const BURST = 16;
 const VERSION = "v6.9.1";
 const API_KEY = "plexus-bench";
@@ -272,9 +276,10 @@ try {
     const cpu0 = cpuMs(gwReady.pid);
     const clientCpu0 = cpuMs(agents.pid);
     const t0 = performance.now();
-    const done = agents.next(300_000);
+    const limit = 60_000 + n * 100;
+    const done = agents.next(limit);
     await gw.send({ cmd: "broadcast", tag, n, burst: BURST, inflight: 4, pad });
-    const sent = await gw.next<{ sentTo: number; failed: number }>(300_000);
+    const sent = await gw.next<{ sentTo: number; failed: number }>(limit);
     await done;
     const ms = performance.now() - t0;
     const cpu = cpuMs(gwReady.pid) - cpu0;
@@ -362,7 +367,7 @@ try {
     // Each side goes first, second and third in turn.
     const order = sides.map((_, i) => sides[(i + r) % sides.length]);
     for (const side of order) {
-      const x = await oneRound(side, N);
+      const x = await oneRound(side, side === "gateway" ? GATEWAY_N : N);
       if (side === "gateway") runs.gateway.push(x as typeof runs.gateway[0]);
       else runs[side].push(x);
       info(
@@ -403,6 +408,7 @@ try {
     details: {
       clients: CLIENTS,
       messages: N,
+      gatewayMessages: GATEWAY_N,
       rounds: ROUNDS,
       plexusRates: runs.plexus.map((x) => round(x.rate)),
       centrifugoRates: runs.centrifugo.map((x) => round(x.rate)),
