@@ -36,8 +36,13 @@ import {
   type SealingPolicy,
 } from "./sealed_transport.ts";
 
-/** The consumer group forwarding nodes share on sealed topics for agents. */
-export const SEALED_FORWARD_GROUP = "plexus.sealed.agents";
+/**
+ * The consumer group forwarding nodes share on sealed topics for agents: a
+ * name every transport takes (Kafka's group names allow no dots; this was
+ * `plexus.sealed.agents`, which Kafka refused, so nothing was forwarded
+ * there).
+ */
+export const SEALED_FORWARD_GROUP = "plexus-sealed-agents";
 
 /** The message type (`mt`) of a sealed envelope handed to an agent. */
 export const SEALED_MESSAGE_TYPE = "plexus.sealed";
