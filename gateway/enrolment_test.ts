@@ -6,6 +6,7 @@ import {
   enrolAgent,
   EnrolmentError,
   getAgent,
+  getAgents,
   listAgents,
   removeAgent,
 } from "./enrolment.ts";
@@ -117,4 +118,39 @@ Deno.test("enrolment: small-order and malformed keys are refused with a reason",
       JSON.stringify(bad),
     );
   }
+});
+
+Deno.test("enrolment: getAgents reads many enrolments in order, null for unknown or malformed ids, past one getMany's 10 keys", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const dids: string[] = [];
+  for (let i = 0; i < 23; i++) {
+    const k = await key();
+    await enrolAgent(
+      kv,
+      {
+        agentId: k.did,
+        publicKey: k.raw.toHex(),
+        roles: ["agent"],
+      },
+      "ops",
+      i,
+    );
+    dids.push(k.did);
+  }
+  const ids = [
+    ...dids.slice(0, 12),
+    "not an id!",
+    (await key()).did,
+    ...dids.slice(12),
+  ];
+  const got = await getAgents(kv, ids);
+  assert.equal(got.length, ids.length);
+  assert.deepEqual(
+    got.map((r) => r?.agentId ?? null),
+    ids.map((id) => dids.includes(id) ? id : null),
+  );
+  for (const [i, id] of ids.entries()) {
+    assert.deepEqual(got[i], await getAgent(kv, id));
+  }
+  assert.deepEqual(await getAgents(kv, []), []);
 });

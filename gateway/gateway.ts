@@ -60,6 +60,7 @@ import {
   enrolAgent,
   EnrolmentError,
   getAgent,
+  getAgents,
   listAgents,
   removeAgent,
 } from "./enrolment.ts";
@@ -703,11 +704,11 @@ export function createGateway(options: GatewayOptions): Gateway {
         queued: [],
         failed: [],
       };
-      const allowed: PresenceRecord[] = [];
-      for (const p of targets) {
-        const agent = await getAgent(kv, p.agentId);
-        if (agent && canSubscribe(policy, agent.roles)) allowed.push(p);
-      }
+      const agents = await getAgents(kv, targets.map((p) => p.agentId));
+      const allowed = targets.filter((_, i) => {
+        const agent = agents[i];
+        return agent !== null && canSubscribe(policy, agent.roles);
+      });
       if (!isDurable(policy)) {
         const text = new TextDecoder().decode(body);
         const pushed = await pushTo(allowed.map((p) => ({
