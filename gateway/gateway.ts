@@ -38,7 +38,7 @@ import {
   type SessionStore,
 } from "../core/state/sessions.ts";
 import type { NodeFetch } from "../core/http/node_client.ts";
-import { Deadlines } from "../sdk/deadlines.ts";
+import { Deadlines } from "../core/resilience/deadlines.ts";
 import { PlexusError } from "../core/errors.ts";
 import { statusCode } from "../core/http/errors.ts";
 import {

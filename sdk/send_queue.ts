@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { type Deadline, Deadlines } from "./deadlines.ts";
+import { type Deadline, Deadlines } from "../core/resilience/deadlines.ts";
 import { AgentError } from "./errors.ts";
 
 /**

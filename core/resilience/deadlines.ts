@@ -4,8 +4,7 @@
  * have passed. A deadline fires no earlier than asked and at most about one
  * tick late. Creating and clearing a timer per request cost ~1.5-1.8 µs of
  * CPU, more than the rest of the SDK's bookkeeping per request
- * (bench/README.md, `gateway`); the mesh transport's requests do the same
- * (`DEADLINE_TICK_MS`).
+ * (bench/README.md, `gateway`).
  *
  * The interval keeps the process alive only while a deadline is pending.
  * When the last one goes it is unref'd (~0.08 µs) and stopped by the next
@@ -13,8 +12,9 @@
  * clear a timer per call either. Where timers cannot be unref'd (a browser)
  * it is stopped at once.
  *
- * Used by the SDK's send queue (a call's timeout) and by the agent
- * gateway (a backend handler's deadline). Not exported from `sdk/mod.ts`.
+ * Used by the SDK's send queue (a call's timeout), the agent gateway (a
+ * backend handler's deadline) and the WebSocket mesh transport (a request's
+ * timeout).
  *
  * @module
  */
