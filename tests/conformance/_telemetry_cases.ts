@@ -138,3 +138,111 @@ export async function checkTelemetry(target: TelemetryTarget): Promise<void> {
     "bad input",
   );
 }
+
+/** A transport under test, and how another client writes raw bytes to it. */
+export interface GarbageTarget extends Omit<TelemetryTarget, "timeoutMs"> {
+  /**
+   * Writes `body` as another client would (the broker's own tool where it is
+   * installed): on `topic`'s plain subject or queue, or, with `keyed`, as a
+   * message with key `k1` (on its partition) — `index` counts the bad bodies.
+   */
+  write(
+    topic: string,
+    body: Uint8Array | string,
+    keyed?: { key: string; index: number },
+  ): Promise<void>;
+  /** What the dead-letter log names as the message id, when it has none. */
+  messageId?: RegExp;
+}
+
+/**
+ * Garbage written by another client — bad JSON, missing fields, wrong types,
+ * non-UTF-8, oversize (the transport must be configured with
+ * `maxMessageBytes: 100_000` and 4 partitions) — is dead-lettered with a
+ * reason naming the fault, counted and logged, and never stalls the topic or
+ * the key's partition: each bad message is followed by good ones, which
+ * arrive.
+ */
+export async function checkGarbage(target: GarbageTarget): Promise<void> {
+  const { transport, name, logs, metrics } = target;
+  const topic = `garbage.t${crypto.randomUUID().slice(0, 8)}`;
+  const got: string[] = [];
+  await transport.subscribe(topic, async (d) => {
+    got.push(d.envelope.id);
+    await d.ack();
+  }, { group: "g" });
+  const good = (n: number) =>
+    createEnvelope({ type: "event", topic, source: "raw", payload: { n } });
+  const garbage: (Uint8Array | string)[] = [
+    '{"id": "x", "type": ', // bad JSON
+    JSON.stringify({ payload: 1 }), // missing fields
+    JSON.stringify({ ...good(0), timestamp: "yesterday", priority: "hi" }),
+    new Uint8Array([0x7b, 0xff, 0xfe, 0x22, 0x7d]), // not UTF-8
+    JSON.stringify({ ...good(0), payload: "x".repeat(100_001) }), // oversize
+  ];
+  const expected: string[] = [];
+  for (const [index, body] of garbage.entries()) {
+    // Each bad message is followed by a good one, on the topic and on a key's partition.
+    await target.write(topic, body);
+    await target.write(topic, body, { key: "k1", index });
+    const e1 = good(index + 1);
+    const e2 = good(index + 100);
+    await transport.publish(topic, e1);
+    await transport.publish(topic, e2, { key: "k1" });
+    expected.push(e1.id, e2.id);
+  }
+  await waitFor(
+    `the ${expected.length} good messages`,
+    () => got.length >= expected.length,
+    10_000,
+  );
+  assert.deepEqual(got.sort(), expected.sort());
+  const bad = garbage.length * 2;
+  await waitFor(
+    `${bad} bad messages counted`,
+    () =>
+      sample(metrics, "plexus_transport_dead_lettered_total", {
+        transport: name,
+        topic,
+        reason: "bad_message",
+      }) === bad,
+    10_000,
+  );
+  const letters = await transport.deadLetters!(topic);
+  assert.equal(letters.length, bad);
+  const reasons = letters.map((l) => l.reason);
+  for (
+    const pattern of [
+      /^bad_message: .* is not JSON/,
+      /^bad_message: .* is not an envelope: id: /,
+      /^bad_message: .* is not an envelope: timestamp: /,
+      /^bad_message: .* is not UTF-8/,
+      /^bad_message: .* is \d+ bytes; the limit is 100000 bytes/,
+    ]
+  ) {
+    assert.equal(
+      reasons.filter((r) => pattern.test(r)).length,
+      2,
+      `${pattern} in ${JSON.stringify(reasons)}`,
+    );
+  }
+  assert.ok(letters.every((l) => l.group === "g" && l.attempts === 1));
+  assert.match(
+    String((letters[0].envelope.payload as { data: string }).data),
+    /"type": $/,
+    "the bad bytes are kept in the dead letter",
+  );
+  const logged = logs.filter((r) =>
+    r.msg === "message dead-lettered" && r.topic === topic
+  );
+  assert.equal(logged.length, bad);
+  if (target.messageId) {
+    assert.match(String(logged[0].messageId), target.messageId);
+  }
+  assert.ok(
+    metrics.render().includes(
+      `plexus_transport_dead_lettered_total{reason="bad_message",topic="${topic}",transport="${name}"} ${bad}`,
+    ),
+    "/metrics shows the count",
+  );
+}
