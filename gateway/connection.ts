@@ -204,6 +204,34 @@ export class AgentConnection {
     return [...this.#subs];
   }
 
+  /** Whether the agent subscribed to backend channel name `name`. */
+  subscribed(name: string): boolean {
+    return this.#subs.has(name);
+  }
+
+  /**
+   * The agent's enrolment (roles included) as this connection last read it:
+   * at authentication, then at every heartbeat, or at once when the agent
+   * is enrolled again through this node ({@linkcode reenrolled}). Undefined
+   * before `ready`.
+   */
+  get agent(): AgentRecord | undefined {
+    return this.#agent;
+  }
+
+  /**
+   * The agent was enrolled again through this node: its new roles hold at
+   * once; a new key closes the connection (4401), as the heartbeat's check
+   * would.
+   */
+  reenrolled(record: AgentRecord): void {
+    if (this.#state !== "ready" || record.agentId !== this.agentId) return;
+    if (record.publicKey !== this.#agent!.publicKey) {
+      return this.close(4401, "agent is no longer enrolled");
+    }
+    this.#agent = record;
+  }
+
   /** Wall-clock ms the session ends. */
   get sessionExpires(): number {
     return this.#sessionExpires;

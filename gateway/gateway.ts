@@ -597,6 +597,54 @@ export function createGateway(options: GatewayOptions): Gateway {
     );
   };
 
+  /**
+   * Every presence record, one KV list shared by the broadcasts that ask
+   * while it is being read (a burst of broadcasts reads presence once).
+   */
+  let presenceRead: Promise<PresenceRecord[]> | undefined;
+  const presenceNow = (): Promise<PresenceRecord[]> =>
+    presenceRead ??= (async () => {
+      const all: PresenceRecord[] = [];
+      for await (const p of presence.list()) all.push(p);
+      return all;
+    })().finally(() => (presenceRead = undefined));
+
+  /**
+   * Who a broadcast on `channel` goes to. `here`: the ready connections on
+   * this node whose agent subscribed to it and whose roles (the enrolment
+   * the connection holds, re-read every heartbeat and at once on a
+   * re-enrolment through this node) allow it: no KV read. `elsewhere`: the
+   * agents presence says are live and subscribed but not connected here,
+   * whose roles allow it by their enrolment read now.
+   */
+  const broadcastTargets = async (
+    channel: string,
+    policy: ReturnType<typeof channelPolicy>,
+  ): Promise<{ here: AgentConnection[]; elsewhere: string[] }> => {
+    const listed = await presenceNow();
+    // Connections here are looked at after the read, so the two views are
+    // of one moment; broadcasts sharing a read continue in call order.
+    const here: AgentConnection[] = [];
+    for (const conn of local.values()) {
+      if (
+        conn.ready && conn.subscribed(channel) &&
+        canSubscribe(policy, conn.agent!.roles)
+      ) here.push(conn);
+    }
+    const now = Date.now();
+    const others = listed.filter((p) =>
+      !local.get(p.agentId)?.ready && isLive(p, now) &&
+      p.channels.includes(channel)
+    ).map((p) => p.agentId);
+    if (others.length === 0) return { here, elsewhere: [] };
+    const agents = await getAgents(kv, others);
+    const elsewhere = others.filter((_, i) => {
+      const agent = agents[i];
+      return agent !== null && canSubscribe(policy, agent.roles);
+    });
+    return { here, elsewhere };
+  };
+
   const api: AgentGateway = {
     request(agentId, channel, body, opts = {}) {
       const conn = local.get(agentId);
@@ -693,60 +741,63 @@ export function createGateway(options: GatewayOptions): Gateway {
       const id = opts.id ?? crypto.randomUUID();
       const priority = opts.priority ?? 4;
       const messageType = opts.messageType ?? "notification";
-      const now = Date.now();
-      const targets: PresenceRecord[] = [];
-      for await (const p of presence.list()) {
-        if (isLive(p, now) && p.channels.includes(channel)) targets.push(p);
-      }
+      const { here, elsewhere } = await broadcastTargets(channel, policy);
       const result: BroadcastResult = {
         messageId: id,
         sentTo: [],
         queued: [],
         failed: [],
       };
-      const agents = await getAgents(kv, targets.map((p) => p.agentId));
-      const allowed = targets.filter((_, i) => {
-        const agent = agents[i];
-        return agent !== null && canSubscribe(policy, agent.roles);
-      });
       if (!isDurable(policy)) {
-        const text = new TextDecoder().decode(body);
-        const pushed = await pushTo(allowed.map((p) => ({
-          agentId: p.agentId,
-          channel,
-          body: text,
-          id,
-          priority,
-          messageType,
-        })));
-        allowed.forEach((p, i) =>
-          (pushed[i] ? result.sentTo : result.failed).push(p.agentId)
-        );
-        return result;
-      }
-      const stored: PresenceRecord[] = [];
-      await Promise.all(allowed.map(async (p) => {
-        try {
-          await outbox.put(p.agentId, channel, body, {
+        const fields = { id, priority, messageType };
+        const [pushedHere, pushedThere] = await Promise.all([
+          Promise.all(
+            here.map((conn) => conn.pushEphemeral(channel, body, fields)),
+          ),
+          elsewhere.length === 0 ? [] : pushTo(elsewhere.map((agentId) => ({
+            agentId,
+            channel,
+            body: new TextDecoder().decode(body),
             id,
             priority,
             messageType,
-            ttlMs: opts.ttlMs,
-            correlationId: opts.correlationId,
-            sender: opts.sender ?? "plugin",
-          });
-          stored.push(p);
-        } catch (err) {
-          log.error("agent message not stored", {
-            agent: p.agentId,
-            error: err,
-          });
-          result.failed.push(p.agentId);
-        }
-      }));
-      const pushed = await wakeAll(stored.map((p) => p.agentId), id);
-      stored.forEach((p, i) =>
-        (pushed[i] ? result.sentTo : result.queued).push(p.agentId)
+          }))),
+        ]);
+        here.forEach((conn, i) =>
+          (pushedHere[i] ? result.sentTo : result.failed).push(conn.agentId)
+        );
+        elsewhere.forEach((agentId, i) =>
+          (pushedThere[i] ? result.sentTo : result.failed).push(agentId)
+        );
+        result.sentTo.sort();
+        result.failed.sort();
+        return result;
+      }
+      const stored: string[] = [];
+      await Promise.all(
+        [...here.map((c) => c.agentId), ...elsewhere].map(async (agentId) => {
+          try {
+            await outbox.put(agentId, channel, body, {
+              id,
+              priority,
+              messageType,
+              ttlMs: opts.ttlMs,
+              correlationId: opts.correlationId,
+              sender: opts.sender ?? "plugin",
+            });
+            stored.push(agentId);
+          } catch (err) {
+            log.error("agent message not stored", {
+              agent: agentId,
+              error: err,
+            });
+            result.failed.push(agentId);
+          }
+        }),
+      );
+      const pushed = await wakeAll(stored, id);
+      stored.forEach((agentId, i) =>
+        (pushed[i] ? result.sentTo : result.queued).push(agentId)
       );
       for (const list of [result.sentTo, result.queued, result.failed]) {
         list.sort();
@@ -784,7 +835,10 @@ export function createGateway(options: GatewayOptions): Gateway {
 
     async enrol(input, by = "plugin") {
       try {
-        return await enrolAgent(kv, input, by);
+        const out = await enrolAgent(kv, input, by);
+        // A connection here takes new roles at once (others at their next heartbeat).
+        if (out.replaced) local.get(out.record.agentId)?.reenrolled(out.record);
+        return out;
       } catch (err) {
         if (err instanceof EnrolmentError) {
           throw new GatewayError(err.status, err.message);

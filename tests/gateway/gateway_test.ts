@@ -600,6 +600,88 @@ Deno.test("gateway: broadcast reaches the connected agents subscribed to the cha
   });
 });
 
+Deno.test("gateway: a burst of broadcasts reads presence once and no enrolment for agents connected here; each agent gets all, in call order", async () => {
+  await withNode({
+    channels: { alerts: { subscribe: ["agent"], durable: false } },
+  }, async (n) => {
+    const keys = await Promise.all([agent(n), agent(n), agent(n)]);
+    const sessions = await Promise.all(keys.map((k) => connect(n.ws, k)));
+    for (const s of sessions) await s.sub("alerts");
+    const kv = kvOf(n);
+    const calls = { list: 0, getMany: 0, get: 0 };
+    const real = { list: kv.list, getMany: kv.getMany, get: kv.get };
+    // Counted on this node's KV handle only (an own property shadows the prototype's).
+    Object.assign(kv, {
+      list: (
+        ...a: Parameters<Deno.Kv["list"]>
+      ) => (calls.list++, real.list.apply(kv, a)),
+      getMany: (
+        ...a: Parameters<Deno.Kv["getMany"]>
+      ) => (calls.getMany++, real.getMany.apply(kv, a as never)),
+      get: (
+        ...a: Parameters<Deno.Kv["get"]>
+      ) => (calls.get++, real.get.apply(kv, a)),
+    });
+    let results;
+    try {
+      results = await Promise.all(
+        Array.from(
+          { length: 20 },
+          (_, i) => n.gateway.broadcast("alerts", { i }, { id: `m-${i}` }),
+        ),
+      );
+    } finally {
+      for (const k of ["list", "getMany", "get"] as const) {
+        delete (kv as unknown as Record<string, unknown>)[k];
+      }
+    }
+    assert.deepEqual(calls, { list: 1, getMany: 0, get: 0 });
+    for (const r of results) {
+      assert.deepEqual(r.sentTo, keys.map((k) => k.id).sort());
+      assert.deepEqual([r.queued, r.failed], [[], []]);
+    }
+    for (const s of sessions) {
+      const got = [];
+      for (let i = 0; i < 20; i++) got.push(json(await s.message("alerts")));
+      assert.deepEqual(got, Array.from({ length: 20 }, (_, i) => ({ i })));
+      s.close();
+    }
+  });
+});
+
+Deno.test("gateway: a broadcast follows a re-enrolment through this node at once: roles that no longer allow the channel leave the agent out", async () => {
+  await withNode({
+    channels: { alerts: { subscribe: ["agent"], durable: false } },
+  }, async (n) => {
+    const [a, b] = await Promise.all([agent(n), agent(n)]);
+    const [sa, sb] = await Promise.all([connect(n.ws, a), connect(n.ws, b)]);
+    await sa.sub("alerts");
+    await sb.sub("alerts");
+    const before = await n.gateway.broadcast("alerts", 1);
+    assert.deepEqual(before.sentTo, [a.id, b.id].sort());
+    const r = await n.post("/api/v1/agents", {
+      agentId: b.id,
+      publicKey: b.publicKey,
+      roles: ["viewer"],
+      replace: true,
+    }, "operator");
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    // Well inside the 30 s heartbeat: taken from the re-enrolment itself.
+    const after = await n.gateway.broadcast("alerts", 2);
+    assert.deepEqual([after.sentTo, after.failed], [[a.id], []]);
+    assert.equal(json(await sa.message("alerts")), 1);
+    assert.equal(json(await sa.message("alerts")), 2);
+    assert.equal(json(await sb.message("alerts")), 1);
+    await sb.ping(); // anything after 1 would have arrived before the pong
+    assert.equal(
+      sb.received.filter((x) => x.header.type === "msg").length,
+      1,
+    );
+    sa.close();
+    sb.close();
+  });
+});
+
 Deno.test("gateway: a non-durable channel is pushed when the agent is subscribed, else fails; never stored", async () => {
   await withNode({
     channels: { alerts: { subscribe: ["agent"], durable: false } },
