@@ -624,7 +624,10 @@ export function createApp(deps: AppDeps): HttpApp {
     app.use(path, audit);
     app.use(path, async (c, next) => {
       await next();
-      c.res = await maybeSignResponse(security, c.req.raw, c.res);
+      // Only a signed answer is set again: Hono's `c.res` setter builds a
+      // new Response and copies every header onto it, even for the same one.
+      const signed = await maybeSignResponse(security, c.req.raw, c.res);
+      if (signed !== c.res) c.res = signed;
     });
     const auth = requireAuth(security.auth, { log, metrics });
     app.use(
