@@ -4,6 +4,7 @@ import { ManualClock } from "../clock.ts";
 import { createLogger } from "../observe/logger.ts";
 import { createTestKernel } from "../testing.ts";
 import {
+  AUDIT_CHUNK_SPAN_MS,
   auditLog,
   listAudit,
   markUnchanged,
@@ -97,6 +98,67 @@ Deno.test("audit: calls within one millisecond list in call order", async () => 
   } finally {
     kv.close();
   }
+});
+
+Deno.test("audit: a group commit stores its records as few values, split by size and time span; listing by since and limit sees each record once, in order, old single-record values too", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const clock = new ManualClock(10_000);
+  const audit = auditLog({
+    kv,
+    log: createLogger({ sinks: [] }),
+    clock,
+    lingerMs: 60_000,
+  });
+  const app = new Hono();
+  app.use("*", audit);
+  app.post("/c/*", (c) => {
+    markUnchanged(c.req.raw);
+    return c.text("ok");
+  });
+  // A record stored one per value, as before chunks (same key shape).
+  const old = {
+    id: "old",
+    at: 9_000,
+    principal: "p",
+    method: "POST",
+    route: "/c/*",
+    path: "/c/old",
+    status: 200,
+    outcome: "ok",
+  };
+  await kv.set(["audit", 9_000, -1, "00000000000000000000"], old);
+  // One group: 40 small calls at 10,000 ms, 3 with ~25 KB paths (over one
+  // value's 60,000 bytes together), then 5 calls 1.5 s later (past one
+  // value's time span).
+  const paths: string[] = [];
+  const call = async (path: string) => {
+    paths.push(path);
+    assert.equal((await app.request(path, { method: "POST" })).status, 200);
+  };
+  for (let i = 0; i < 40; i++) await call(`/c/${i}`);
+  for (let i = 0; i < 3; i++) await call(`/c/big${i}/${"x".repeat(25_000)}`);
+  await clock.advance(AUDIT_CHUNK_SPAN_MS + 500);
+  for (let i = 0; i < 5; i++) await call(`/c/late${i}`);
+  await audit.drain();
+  const values = await Array.fromAsync(kv.list({ prefix: ["audit"] }));
+  // The old value, then the group's: split at the size (40 small + 2 big,
+  // then 1 big) and at the time span (the 5 late ones).
+  assert.equal(values.length, 4, `${values.length} values`);
+  assert.ok(values.slice(1).every((v) => v.value instanceof Uint8Array));
+  const all = await listAudit(kv, { limit: 1000 });
+  assert.deepEqual(all.map((r) => r.path), ["/c/old", ...paths]);
+  // From `since` inside a value keyed earlier: only the later records.
+  const late = await listAudit(kv, { since: 10_000 + AUDIT_CHUNK_SPAN_MS });
+  assert.deepEqual(late.map((r) => r.path), paths.slice(43));
+  // A limit cuts across values, in order.
+  assert.deepEqual(
+    (await listAudit(kv, { since: 9_500, limit: 41 })).map((r) => r.path),
+    paths.slice(0, 41),
+  );
+  assert.deepEqual(
+    (await listAudit(kv, { limit: 2 })).map((r) => r.path),
+    ["/c/old", "/c/0"],
+  );
 });
 
 /** A KV whose commits are counted and held until `open()`. */
