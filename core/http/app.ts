@@ -29,6 +29,7 @@ import type { TaskService } from "../tasks.ts";
 import { clusterView, type Registry } from "../state/registry.ts";
 import { clusterTaskRoutes, taskRoutes } from "./tasks.ts";
 import { serviceRoutes } from "./services.ts";
+import type { ApiEnv } from "./plugin_api.ts";
 import { PlexusError } from "../errors.ts";
 import { auditLog, type AuditMiddleware } from "../security/audit.ts";
 import { clientIp, rateLimit, websocketHandshakeLimit } from "./rate_limit.ts";
@@ -742,18 +743,22 @@ export function createApp(deps: AppDeps): HttpApp {
   };
   // Plugin routes under /api/v1 (ctx.api), after the core ones and behind
   // the whole chain above; the plugin's app gets the verified principal.
-  app.all("/api/v1/:prefix/*", (c) => {
+  app.all("/api/v1/:prefix/*", async (c) => {
     const prefix = c.req.param("prefix");
     const sub = kernel.apiFor(prefix);
     if (!sub) {
       pluginRoutes.set(c.req.raw, "unmatched");
       return notFound(c);
     }
+    // The plugin's app tells which of its routes answered (ApiEnv.route).
+    const env: ApiEnv["Bindings"] = { principal: principalOf(c) };
+    const res = await jsonErrors(sub).fetch(c.req.raw, env);
     pluginRoutes.set(
       c.req.raw,
-      pluginRoute(sub, c.req.method, c.req.path) ?? `/api/v1/${prefix}/*`,
+      env.route ?? pluginRoute(sub, c.req.method, c.req.path) ??
+        `/api/v1/${prefix}/*`,
     );
-    return jsonErrors(sub).fetch(c.req.raw, { principal: principalOf(c) });
+    return res;
   });
 
   // The seed's prompt endpoint: the plugin that claimed /api/v1/prompts

@@ -79,6 +79,58 @@ Deno.test("http: errors are JSON with the right status and no internals", async 
   assert.equal((await missing.json()).error.code, "not_found");
 });
 
+const apiRoutes = definePlugin({
+  manifest: {
+    name: "notes",
+    version: "1.0.0",
+    kind: "extension",
+    api: "^1",
+    provides: ["extension:notes"],
+  },
+  setup(ctx) {
+    ctx.api("notes")
+      .get("/items/:id", "tasks:read", (c) => c.json({ id: c.req.param("id") }))
+      .post(
+        "/items/:id",
+        "tasks:write",
+        (c) => c.json({ id: c.req.param("id") }),
+      )
+      .get("/boom", "tasks:read", () => {
+        throw new Error("secret internals");
+      });
+    return Promise.resolve({ stop: () => Promise.resolve() });
+  },
+});
+
+Deno.test("http: a plugin's /api/v1 routes are labelled by the pattern that answered, refusals and errors too", async () => {
+  await using t = await createTestKernel([apiRoutes]);
+  for (const id of ["1", "2"]) {
+    assert.equal((await t.api(`/api/v1/notes/items/${id}`)).status, 200);
+  }
+  const refused = await t.api(
+    "/api/v1/notes/items/3",
+    { method: "POST" },
+    "viewer",
+  );
+  assert.equal(refused.status, 403);
+  assert.equal((await t.api("/api/v1/notes/boom")).status, 500);
+  assert.equal((await t.api("/api/v1/notes/missing/a")).status, 404);
+  assert.equal((await t.api("/api/v1/ghost/x")).status, 404);
+  const series = (await (await t.request("/metrics")).text()).split("\n")
+    .filter((l) => l.startsWith("plexus_http_requests_total{"))
+    .filter((l) =>
+      l.includes('route="/api/v1/notes') || l.includes("unmatched")
+    )
+    .sort();
+  assert.deepEqual(series, [
+    'plexus_http_requests_total{method="GET",route="/api/v1/notes/*",status="404"} 1',
+    'plexus_http_requests_total{method="GET",route="/api/v1/notes/boom",status="500"} 1',
+    'plexus_http_requests_total{method="GET",route="/api/v1/notes/items/:id",status="200"} 2',
+    'plexus_http_requests_total{method="GET",route="unmatched",status="404"} 1',
+    'plexus_http_requests_total{method="POST",route="/api/v1/notes/items/:id",status="403"} 1',
+  ]);
+});
+
 Deno.test("http: metrics count requests by route pattern, not raw path", async () => {
   await using t = await createTestKernel([routes]);
   await t.request("/plugins/routes/log");

@@ -39,7 +39,12 @@ const PREFIX_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
  * (`POST /send/prompt` is `/api/v1/prompts`).
  */
 export type ApiEnv = {
-  Bindings: { principal?: Principal; path?: string };
+  Bindings: {
+    principal?: Principal;
+    path?: string;
+    /** Set by the app once answered: the pattern of the route that answered (a metrics label). */
+    route?: string;
+  };
   Variables: { principal: Principal };
 };
 
@@ -132,6 +137,9 @@ export function createPluginApi(prefix: string): PluginApi {
     // No principal means the app's auth chain did not run: refused below.
     if (c.env?.principal) c.set("principal", c.env.principal);
     await next();
+    // The route that answered, for the node's metrics: from this match,
+    // not a second one.
+    if (c.env) c.env.route = c.req.routePath;
   });
   const method = (name: "get" | "post" | "put" | "patch" | "delete") => {
     const add: ApiMethod = (path, access, handler) => {
