@@ -53,7 +53,7 @@ import {
   openAuth,
   routeFrame,
 } from "./connection/handshake_state.ts";
-import { Dispatcher } from "./connection/dispatch.ts";
+import { Dispatcher, MAX_ACKS_PER_RECORD } from "./connection/dispatch.ts";
 import { QueueDelivery } from "./connection/delivery.ts";
 import { GatewayRequestError, PendingAsks } from "./connection/requests.ts";
 import { type RecordFields, RecordSender } from "./connection/sender.ts";
@@ -412,6 +412,7 @@ export class AgentConnection {
       resumeExpiresAt: session.expiresAt,
       heartbeatMs: cfg.heartbeatMs,
       sessionExpiresAt: sessionExpires,
+      acks: MAX_ACKS_PER_RECORD,
     });
     this.#state = "ready";
     this.#lastHeard = now;

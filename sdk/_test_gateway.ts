@@ -44,6 +44,11 @@ export interface TestGatewayOptions {
   subscribe?: string[];
   /** Acknowledge agent `msg` records. @default {true} */
   ackPublishes?: boolean;
+  /**
+   * The `acks` sent in `ready`: most message ids one agent `ack` may carry
+   * (its `re` and a JSON array of further ids in its body). @default {undefined: one per ack}
+   */
+  acks?: number;
   /** Answers agent `req` records; a thrown `{code, message}` becomes `err`. */
   onRequest?: (req: ReceivedRecord) => unknown;
 }
@@ -133,6 +138,7 @@ export class TestGateway implements AsyncDisposable {
   subscribe: string[];
   ackPublishes: boolean;
   heartbeatMs: number;
+  readonly #acks?: number;
   /** Refuse new WebSocket upgrades (503) while true. */
   refusing = false;
 
@@ -169,6 +175,7 @@ export class TestGateway implements AsyncDisposable {
     this.subscribe = options.subscribe ?? ["*"];
     this.ackPublishes = options.ackPublishes ?? true;
     this.heartbeatMs = options.heartbeatMs ?? 30_000;
+    this.#acks = options.acks;
     this.#onRequest = options.onRequest;
     setHandler((req) => this.#upgrade(req));
   }
@@ -498,6 +505,7 @@ export class TestGateway implements AsyncDisposable {
         resume: token,
         resumeExpiresAt: Date.now() + 86_400_000,
         heartbeatMs: this.heartbeatMs,
+        ...(this.#acks === undefined ? {} : { acks: this.#acks }),
       })),
     );
     const waiting = [...this.#outbox.get(agent)?.values() ?? []]
@@ -578,8 +586,11 @@ export class TestGateway implements AsyncDisposable {
         reply("ok");
         return;
       case "ack": {
-        const re = String(h.re);
-        this.#outbox.get(c.agent!)?.delete(re);
+        const box = this.#outbox.get(c.agent!);
+        box?.delete(String(h.re));
+        if (Array.isArray(r.payload)) {
+          for (const re of r.payload) box?.delete(String(re));
+        }
         return;
       }
       case "pong":

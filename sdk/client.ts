@@ -339,6 +339,8 @@ export function agentGatewayUrl(url: string | URL): string {
 type Timer = ReturnType<typeof setTimeout>;
 const encoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);
+/** Most message ids the agent puts in one `ack` record, whatever the node allows. */
+const MAX_ACKS = 256;
 interface Connection {
   ws: WebSocketLike;
   phase: "hello" | "welcome" | "auth" | "ready";
@@ -353,6 +355,8 @@ interface Connection {
   sealer?: RecordSealer;
   opener?: RecordOpener;
   heartbeatMs: number;
+  /** Most message ids one `ack` record may carry (`acks` in `ready`); 1 = one each. */
+  acks: number;
   lastRx: number;
   lastPing: number;
   timer?: Timer;
@@ -446,6 +450,9 @@ export class AgentClient implements AsyncDisposable {
   readonly #chains = new Map<string, Promise<void>>();
   /** Ids of handled backend messages (LRU, insertion order). */
   readonly #seen = new Map<string, true>();
+  /** Acks gathered for one record per channel (nodes that take several ids per ack). */
+  readonly #acksDue = new Map<string, string[]>();
+  #acksTimer?: Timer;
   readonly #listeners = new Map<string, Set<(event: never) => void>>();
   readonly #sockets = new Set<Promise<void>>();
   readonly #firstReady = Promise.withResolvers<void>();
@@ -750,6 +757,7 @@ export class AgentClient implements AsyncDisposable {
       clearTimeout(timer);
       this.#drainWaiter = undefined;
     }
+    this.#flushAcks();
     const conn = this.#conn;
     if (conn) {
       this.#conn = undefined;
@@ -835,6 +843,7 @@ export class AgentClient implements AsyncDisposable {
       resumeToken: resume,
       resumeSaved: saved,
       heartbeatMs: 0,
+      acks: 1,
       lastRx: Date.now(),
       lastPing: Date.now(),
       gone: gone.promise,
@@ -1055,6 +1064,9 @@ export class AgentClient implements AsyncDisposable {
       });
     }
     if (typeof body.node === "string") conn.node = body.node;
+    conn.acks = Number.isInteger(body.acks) && (body.acks as number) > 1
+      ? Math.min(body.acks as number, MAX_ACKS)
+      : 1;
     this.#state = "ready";
     this.#reconnect.connected();
     this.#stats.connects++;
@@ -1204,6 +1216,9 @@ export class AgentClient implements AsyncDisposable {
     this.#reconnect.cancel();
     this.#closing = true;
     this.#state = "closed";
+    clearTimeout(this.#acksTimer);
+    this.#acksTimer = undefined;
+    this.#acksDue.clear();
     const err = info.error ??
       new AgentError("closed", "the agent client is closed");
     this.#sendQueue.rejectAll(err);
@@ -1339,7 +1354,7 @@ export class AgentClient implements AsyncDisposable {
       this.#stats.duplicates++;
       this.#seen.delete(h.id);
       this.#seen.set(h.id, true);
-      this.#control(h.ch, "ack", { re: h.id });
+      this.#ack(h.ch, h.id);
       return;
     }
     const handler = this.#subs.get(h.ch)?.onMessage;
@@ -1365,7 +1380,45 @@ export class AgentClient implements AsyncDisposable {
       this.#seen.delete(this.#seen.keys().next().value!);
     }
     // On the current connection: the id is stable across redeliveries.
-    this.#control(h.ch, "ack", { re: h.id });
+    this.#ack(h.ch, h.id);
+  }
+
+  /**
+   * Acknowledges backend message `id` on `ch`. A node that takes several ids
+   * per `ack` (`acks` in its `ready`) gets the acks of a burst together: they
+   * are gathered until the current task ends (a 0 ms timer, so every record
+   * already read has been handled) and sent as one record per channel and
+   * `acks` ids. Acks due when the connection ends are not sent: the node
+   * delivers those messages again and they are acknowledged as duplicates.
+   */
+  #ack(ch: string, id: string): void {
+    const conn = this.#conn;
+    if (conn?.phase !== "ready") return;
+    if (conn.acks <= 1) return this.#control(ch, "ack", { re: id });
+    const due = this.#acksDue.get(ch);
+    if (due) due.push(id);
+    else this.#acksDue.set(ch, [id]);
+    this.#acksTimer ??= setTimeout(() => this.#flushAcks(), 0);
+  }
+
+  #flushAcks(): void {
+    clearTimeout(this.#acksTimer);
+    this.#acksTimer = undefined;
+    const due = [...this.#acksDue];
+    this.#acksDue.clear();
+    const conn = this.#conn;
+    if (conn?.phase !== "ready") return;
+    const per = conn.acks;
+    for (const [ch, ids] of due) {
+      for (let i = 0; i < ids.length; i += per) {
+        const [re, ...more] = ids.slice(i, i + per);
+        this.#write(
+          conn,
+          this.#header(conn, ch, "ack", { re }),
+          more.length ? encoder.encode(JSON.stringify(more)) : EMPTY,
+        );
+      }
+    }
   }
 
   #hold(rec: OpenedRecord): void {

@@ -420,6 +420,39 @@ Deno.test("client: a backend message reaches its handler once and is acknowledge
   assert.equal(ack.body.length, 0);
 });
 
+Deno.test("client: a node that takes several ids per ack gets a burst's acks in fewer records, each id once and in order; a node that does not, one ack each", async () => {
+  for (const acks of [undefined, 256]) {
+    await using t = await setup({ acks });
+    const { gw, key, agent } = t;
+    const seen: string[] = [];
+    await agent.connect();
+    await agent.subscribe("commands", (m) => void seen.push(m.id));
+    const ids = Array.from({ length: 30 }, (_, i) => `m-${i}`);
+    for (const id of ids) gw.send(key.id, "commands", 0, { id });
+    await until(
+      () => gw.outbox(key.id).length === 0,
+      `every message acknowledged (acks ${acks})`,
+    );
+    const records = gw.received.filter((r) => r.header.type === "ack");
+    const acked = records.flatMap((r) => [
+      r.header.re,
+      ...(Array.isArray(r.payload) ? r.payload : []),
+    ]);
+    assert.deepEqual(acked, ids);
+    assert.deepEqual(seen, ids);
+    for (const r of records) {
+      assert.equal(r.header.ch, `backend.${key.id}.commands`);
+    }
+    if (acks === undefined) {
+      assert.equal(records.length, 30);
+      assert.ok(records.every((r) => r.body.length === 0));
+    } else {
+      // Sent in one tick, read in a few: far fewer records than messages.
+      assert.ok(records.length < 30, `${records.length} ack records`);
+    }
+  }
+});
+
 Deno.test("client: a throwing handler leaves the message unacknowledged; the redelivery is handled and acknowledged", async () => {
   await using t = await setup();
   const { gw, key, agent, events } = t;

@@ -111,6 +111,42 @@ export interface DispatchHost {
   fail(err: unknown): void;
 }
 
+/**
+ * Most message ids one `ack` record acknowledges (its `re` and the ids in its
+ * body); the node says so in `ready` (`acks`), and an agent that read it may
+ * acknowledge a burst with one record (docs/protocol.md, "Record types").
+ */
+export const MAX_ACKS_PER_RECORD = 256;
+
+/**
+ * The further message ids an `ack` record's body lists (a JSON array of
+ * strings besides its `re`), or null when the body is not one or lists more
+ * than {@linkcode MAX_ACKS_PER_RECORD} − 1.
+ *
+ * @example Usage
+ * ```ts
+ * import { moreAcked } from "./dispatch.ts";
+ * import assert from "node:assert/strict";
+ * const bytes = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+ * assert.deepEqual(moreAcked(bytes(["m-2", "m-3"])), ["m-2", "m-3"]);
+ * assert.equal(moreAcked(bytes([1])), null);
+ * assert.equal(moreAcked(new TextEncoder().encode("{")), null);
+ * ```
+ */
+export function moreAcked(body: Uint8Array): string[] | null {
+  let ids: unknown;
+  try {
+    ids = JSON.parse(decoder.decode(body));
+  } catch {
+    return null;
+  }
+  if (
+    !Array.isArray(ids) || ids.length >= MAX_ACKS_PER_RECORD ||
+    !ids.every((id) => typeof id === "string")
+  ) return null;
+  return ids;
+}
+
 /** What {@linkcode inboundEnvelope} fills in besides the record. */
 export interface InboundOptions {
   /** The sending agent. */
@@ -258,9 +294,20 @@ export class Dispatcher {
         );
         return;
       }
-      case "ack":
+      case "ack": {
         if (typeof h.re === "string") host.delivery.ack(h.re);
+        if (rec.body.length === 0) return;
+        const more = moreAcked(rec.body);
+        if (!more) {
+          return this.#reply(h, "err", {
+            code: "bad_request",
+            message:
+              `an ack's body lists at most ${MAX_ACKS_PER_RECORD} message ids (a JSON array of strings)`,
+          });
+        }
+        for (const re of more) host.delivery.ack(re);
         return;
+      }
       case "ping":
         host.send({ type: "pong", id: crypto.randomUUID(), re: h.id }, EMPTY);
         return;

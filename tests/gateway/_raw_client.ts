@@ -357,6 +357,8 @@ export class AgentSession {
     resumeExpiresAt: number;
     heartbeatMs: number;
     sessionExpiresAt: number;
+    /** Most message ids one ack record may carry. */
+    acks?: number;
   };
   readonly nodeKey: string;
   /** Every record received (after `ready`), in order. */

@@ -240,6 +240,40 @@ Deno.test("gateway: POST /send delivers to a connected agent ('sent'), the agent
   });
 });
 
+Deno.test("gateway: ready says how many ids one ack may carry; one ack record settles several queue messages; a malformed list gets err", async () => {
+  await withNode({}, async (n) => {
+    const a = await agent(n);
+    const s = await connect(n.ws, a);
+    assert.equal(s.ready.acks, 256);
+    await s.sub("policies");
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await n.post(`/api/v1/agents/${a.id}/send`, {
+        channel: "policies",
+        message: i,
+      });
+      assert.equal(r.body.status, "sent");
+      ids.push(r.body.message_id);
+    }
+    const got = [];
+    for (let i = 0; i < 3; i++) got.push(await s.message("policies"));
+    assert.deepEqual(got.map((m) => m.header.id), ids);
+    s.send({ type: "ack", ch: got[0].header.ch, re: ids[0] }, ids.slice(1));
+    const q = new DurableQueue(kvOf(n), outboxQueueName(a.id, "policies"));
+    await until(async () => {
+      for (const id of ids) {
+        if ((await q.get(id))?.state !== "done") return false;
+      }
+      return true;
+    }, "one ack record to settle all three");
+    const bad = s.send({ type: "ack", ch: got[0].header.ch, re: "x" }, [1, 2]);
+    const err = await s.reply(bad.header.id);
+    assert.equal(err.header.type, "err");
+    assert.equal((json(err) as { code: string }).code, "bad_request");
+    s.close();
+  });
+});
+
 Deno.test("gateway: POST /send refuses bad input with the right status", async () => {
   await withNode({ maxMessageBytes: 4096 }, async (n) => {
     const a = await agent(n);
