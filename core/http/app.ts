@@ -251,10 +251,20 @@ export function createApp(deps: AppDeps): HttpApp {
     await withCorrelation(id, () => next());
     const seconds = (performance.now() - t0) / 1000;
     // Set on the response in place: c.header() after next() would rebuild it.
+    // A page (the dashboard) sets its own, stricter script policy: kept.
+    const headers = c.res.headers;
+    const own = headers.has("content-security-policy");
     try {
-      c.res.headers.set(REQUEST_ID_HEADER, id);
+      for (const [k, v] of API_SECURITY_HEADERS) {
+        if (!own || k !== "content-security-policy") headers.set(k, v);
+      }
+      headers.set(REQUEST_ID_HEADER, id);
     } catch {
-      c.header(REQUEST_ID_HEADER, id); // immutable headers, e.g. a fetched response
+      // Immutable headers, e.g. a fetched response: Hono copies it.
+      for (const [k, v] of API_SECURITY_HEADERS) {
+        if (!own || k !== "content-security-policy") c.header(k, v);
+      }
+      c.header(REQUEST_ID_HEADER, id);
     }
     const route = pluginRoutes.get(c.req.raw) ??
       (c.req.routePath === "/*" ? "unmatched" : c.req.routePath);
@@ -281,18 +291,6 @@ export function createApp(deps: AppDeps): HttpApp {
       },
   );
 
-  app.use(async (c, next) => {
-    await next();
-    // A page (the dashboard) sets its own, stricter script policy: kept.
-    const own = c.res.headers.get("content-security-policy");
-    try {
-      for (const [k, v] of API_SECURITY_HEADERS) c.res.headers.set(k, v);
-      if (own) c.res.headers.set("content-security-policy", own);
-    } catch {
-      for (const [k, v] of API_SECURITY_HEADERS) c.header(k, v); // immutable headers
-      if (own) c.header("content-security-policy", own);
-    }
-  });
   if (deps.corsOrigins?.length) {
     app.use(cors({
       origin: deps.corsOrigins,
@@ -324,16 +322,15 @@ export function createApp(deps: AppDeps): HttpApp {
     allowed: deps.corsOrigins,
     onRefused: () => originRefused.inc(),
   });
-  app.use(async (c, next) => {
-    const refused = refuseOrigin(c.req.raw);
-    if (refused) return refused;
-    await next();
-  });
   const maxBody = deps.bodyLimitBytes ?? 1 << 20;
   const tooLarge = () =>
     errorResponse(413, `request body over ${maxBody} bytes`);
   const limitStream = bodyLimit({ maxSize: maxBody, onError: tooLarge });
+  // One middleware for both (each layer of Hono's chain costs a call and a
+  // promise on every request).
   app.use((c, next) => {
+    const refused = refuseOrigin(c.req.raw);
+    if (refused) return Promise.resolve(refused);
     // A declared length is checked from the header alone, as Hono's
     // bodyLimit does, but without touching `req.body` first: that getter
     // turns a body Deno already holds whole into a stream read chunk by
