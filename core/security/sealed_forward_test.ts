@@ -1,3 +1,4 @@
+import { flipCiphertext } from "./_sealed_testing.ts";
 import assert from "node:assert/strict";
 import { createEnvelope, type Envelope } from "../envelope.ts";
 import { createMetrics } from "../observe/metrics.ts";
@@ -209,11 +210,10 @@ Deno.test("sealed forward: tampered, re-addressed and replayed envelopes are dea
   await r.publish("ops.keys", { secret: SECRET });
   await waitFor("sends", () => r.sent.length === 2, 5000);
   const env = r.sent[0].message;
-  const p = env.payload as Record<string, string>;
   await r.raw.publish("ops.keys", {
     ...env,
     id: crypto.randomUUID(),
-    payload: { ...p, ct: (p.ct[0] === "A" ? "B" : "A") + p.ct.slice(1) },
+    payload: flipCiphertext(env.payload as string, 0),
   });
   await r.raw.publish("ops.other", { ...env, topic: "ops.other" });
   await r.raw.publish("ops.keys", env);

@@ -16,24 +16,31 @@
  * its own; receivers cache unwrapped session keys, so HPKE's two X25519
  * operations are paid per session, not per message.
  *
- * Signature: each message's **header** is a context string and the JSON of
- * its id, type, topic, source, timestamp, correlation id, reply-to,
- * destination, sender, recipients' wraps, session, sequence and ciphertext
- * length (also the payload's AEAD associated data); its **digest** is
- * SHA-256 over the header and the ciphertext. Messages sealed before the
- * next timer tick (up to {@linkcode SEAL_BATCH_MAX}) form a batch: their
- * digests are the leaves of a Merkle tree (leaf and node hashes
- * domain-separated) and the sender signs the tree's root and size once with
- * its Ed25519 node key. Each message carries the signature, the root, its
- * index and its path to the root, so it verifies on its own with the
- * sender's public key alone (anyone can check it; no recipient can forge
- * it). A receiver verifies each batch signature once and remembers the
- * digests under verified roots, so later members of a batch stop climbing
- * at the first one it knows.
+ * Format: the payload travels as one base64url string of a versioned
+ * binary layout (`sealed_format.ts`, docs/wire-format.md): format byte 3,
+ * sender, topic, session id, the recipients' wraps, sequence, ciphertext and
+ * batch proof; {@linkcode SEALED_HEADER} carries the format as a readable
+ * routing header. Format 2 (a JSON object of base64url fields) is refused as
+ * `malformed`, with the reason.
+ *
+ * Signature: each message's **header** is a context string, the JSON of its
+ * id, type, topic, source, timestamp, correlation id, reply-to and
+ * destination, and the payload's bytes up to the ciphertext (also the
+ * payload's AEAD associated data); its **digest** is SHA-256 over the header
+ * and the ciphertext. Messages sealed before the next timer tick (up to
+ * {@linkcode SEAL_BATCH_MAX}) form a batch: their digests are the leaves of a
+ * Merkle tree (leaf and node hashes domain-separated) and the sender signs
+ * the tree's root and size once with its Ed25519 node key. Each message
+ * carries the signature, the root, its index and its path to the root, so it
+ * verifies on its own with the sender's public key alone (anyone can check
+ * it; no recipient can forge it). A receiver verifies each batch signature
+ * once and remembers the digests under verified roots, so later members of a
+ * batch stop climbing at the first one it knows; a delivery whose sender key,
+ * batch and session key are known opens without waiting on a promise.
  *
  * Size: `caps.maxMessageBytes` is the inner transport's limit less what
- * sealing adds (payload base64 and wraps), so a message that fits is
- * accepted on any topic once sealed; it applies to every topic of the
+ * sealing adds (the payload's base64 and the wraps), so a message that fits
+ * is accepted on any topic once sealed; it applies to every topic of the
  * wrapped transport.
  *
  * Refusals (each `term`ed, so dead-lettered with the reason, and counted
@@ -75,6 +82,18 @@ import {
   seal as hpkeSeal,
 } from "./hpke.ts";
 import type { SealingDirectory, SealingPeer } from "./sealing_keys.ts";
+import {
+  decodeSealed,
+  DIGEST_BYTES,
+  ENC_BYTES,
+  encodeSealedHead,
+  proofBytes,
+  SEALED_FORMAT,
+  type SealedFields,
+  type SealedWrap,
+  writeSealedCounters,
+  writeSealedProof,
+} from "./sealed_format.ts";
 
 /** Topics whose payloads are sealed, and to whom. */
 export interface SealedTopicRule {
@@ -176,18 +195,19 @@ export const SEALED_FROM_HEADER = "plexus-sealed-from";
  * ```
  */
 export const SEAL_BATCH_MAX = 64;
-/** Largest batch a receiver accepts (a path of at most 12 digests). */
-const OPEN_BATCH_MAX = 4096;
 /** ChaCha20-Poly1305's tag. */
 const TAG_BYTES = 16;
 /** Bytes sealing adds besides the payload's base64, at most: ids, session, sequence, tag, signature, root, path, header. */
 const SEAL_OVERHEAD_BYTES = 1536;
 /** Bytes each recipient's wrap adds, at most (id up to 70, enc, wrapped key). */
 const SEAL_OVERHEAD_PER_RECIPIENT = 256;
-const VERSION = "2";
+/** The value of {@linkcode SEALED_HEADER}: the payload's format. */
+const VERSION = String(SEALED_FORMAT);
 const INFO = new TextEncoder().encode("plexus-sealed/v1 session key");
-const DIGEST_CONTEXT = "plexus-sealed/v2 message\0";
-const BATCH_CONTEXT = "plexus-sealed/v2 batch\0";
+const DIGEST_CONTEXT = "plexus-sealed/v3 message\0";
+const BATCH_CONTEXT = "plexus-sealed/v3 batch\0";
+/** Path digests the sender leaves room for: log2 of SEAL_BATCH_MAX. */
+const SEAL_PATH_MAX = Math.ceil(Math.log2(SEAL_BATCH_MAX));
 /** Verified batch signatures remembered per sender key. */
 const MAX_VERIFIED_BATCHES = 4096;
 /** Tree nodes under verified roots remembered per sender key (about 2 per message). */
@@ -197,34 +217,14 @@ const B64_IN = { alphabet: "base64url" } as const;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
-/** The sealed payload as it travels (`envelope.payload`). */
-interface SealedPayload {
-  v: string;
-  from: string;
-  topic: string;
-  s: string;
-  w: { r: string; enc: string; k: string }[];
-  n: number;
-  ct: string;
-  /** The sender's Ed25519 signature over the batch (`root`, `m`). */
-  sig: string;
-  /** The Merkle root of the batch's digests. */
-  root: string;
-  /** This message's leaf index in the batch, and the batch's size. */
-  i: number;
-  m: number;
-  /** The sibling digests from this message's leaf up to the root. */
-  p: string[];
-}
-
-/** What the per-message digest covers: everything but the batch proof. */
-type SealedBody = Omit<SealedPayload, "sig" | "root" | "i" | "m" | "p">;
-type BatchProof = Pick<SealedPayload, "sig" | "root" | "i" | "m" | "p">;
-
 interface Session {
-  id: string;
+  /** The session id, and as base64url (in the wraps' associated data). */
+  id: Uint8Array;
+  idText: string;
   key: Uint8Array;
-  wraps: SealedPayload["w"];
+  wraps: SealedWrap[];
+  /** The payload's constant part per topic (format to wraps). */
+  heads: Map<string, Uint8Array>;
   /** The recipients' X25519 keys the wraps were made for. */
   fingerprint: string;
   /** The directory's answers those keys came from, per recipient. */
@@ -409,17 +409,20 @@ export function sealedTransport(
     fingerprint: string,
     lookups: Promise<SealingPeer | undefined>[],
   ): Promise<Session> {
-    const id = crypto.getRandomValues(new Uint8Array(16)).toBase64(B64);
+    const id = crypto.getRandomValues(new Uint8Array(16));
+    const idText = id.toBase64(B64);
     const key = crypto.getRandomValues(new Uint8Array(32));
     const wraps = await Promise.all(peers.map(async (p) => {
-      const aad = encoder.encode(JSON.stringify([keys.id, id, p.id]));
+      const aad = encoder.encode(JSON.stringify([keys.id, idText, p.id]));
       const { enc, ct } = await hpkeSeal(p.x25519, INFO, aad, key);
-      return { r: p.id, enc: enc.toBase64(B64), k: ct.toBase64(B64) };
+      return { r: p.id, enc, k: ct };
     }));
     return {
       id,
+      idText,
       key,
       wraps,
+      heads: new Map(),
       fingerprint,
       lookups,
       next: 0,
@@ -427,11 +430,16 @@ export function sealedTransport(
     };
   }
 
-  async function seal(
+  /**
+   * Seals `envelope` and publishes it once its batch is signed: the
+   * promise of the inner publish.
+   */
+  function seal(
     rule: SealedTopicRule,
     topic: string,
     envelope: Envelope,
-  ): Promise<Envelope> {
+    opts: PublishOptions | undefined,
+  ): Promise<void> {
     if (envelope.topic !== topic) {
       // Receivers refuse a topic mismatch as re-addressed: fail here instead.
       throw new TransportError(
@@ -450,93 +458,137 @@ export function sealedTransport(
       assertFits(envelope, caps.maxMessageBytes);
     }
     const live = session(rule, topic);
-    const s = live instanceof Promise ? await live : live;
-    const n = s.next++;
-    const head = { v: VERSION, from: keys.id, topic, s: s.id, w: s.wraps, n };
-    const header = headerOf(envelope, head, plain.length + TAG_BYTES);
-    const sealed = aeadSeal(s.key, nonceOf(n), header, plain);
-    const proof = await signInBatch(digestOf(header, sealed));
-    sealedCount?.inc();
-    return {
-      ...envelope,
-      headers: { ...envelope.headers, [SEALED_HEADER]: VERSION },
-      payload: { ...head, ct: sealed.toBase64(B64), ...proof },
-    };
+    return live instanceof Promise
+      ? live.then((s) => sealIn(s, topic, envelope, plain, opts))
+      : sealIn(live, topic, envelope, plain, opts);
   }
 
-  // Digests sealed until the next timer tick (setTimeout 0, up to ~2 ms
+  function sealIn(
+    s: Session,
+    topic: string,
+    envelope: Envelope,
+    plain: Uint8Array,
+    opts: PublishOptions | undefined,
+  ): Promise<void> {
+    const n = s.next++;
+    let head = s.heads.get(topic);
+    if (!head) {
+      head = encodeSealedHead(keys.id, topic, s.id, s.wraps);
+      // A wildcard rule may cover many topics: keep the recent ones.
+      if (s.heads.size >= 256) s.heads.clear();
+      s.heads.set(topic, head);
+    }
+    // The whole payload in one buffer, with room for the longest proof.
+    const ctLength = plain.length + TAG_BYTES;
+    const out = new Uint8Array(
+      head.length + 12 + ctLength + proofBytes(SEAL_PATH_MAX),
+    );
+    out.set(head);
+    const ctAt = writeSealedCounters(out, head.length, n, ctLength);
+    const header = headerOf(envelope, out.subarray(0, ctAt));
+    const ct = aeadSeal(s.key, nonceOf(n), header, plain);
+    out.set(ct, ctAt);
+    return signInBatch({
+      leaf: digestOf(header, ct),
+      out,
+      proofAt: ctAt + ctLength,
+      envelope,
+      topic,
+      opts,
+      done: Promise.withResolvers<void>(),
+    });
+  }
+
+  /** A message sealed, waiting for its batch's signature to be published. */
+  interface Waiting {
+    leaf: Uint8Array;
+    out: Uint8Array;
+    proofAt: number;
+    envelope: Envelope;
+    topic: string;
+    opts: PublishOptions | undefined;
+    done: PromiseWithResolvers<void>;
+  }
+
+  // Messages sealed until the next timer tick (setTimeout 0, up to ~2 ms
   // here), signed together then. setImmediate would cut the wait, but
   // publishes spread over I/O callbacks would then go one to a batch.
-  let batch: {
-    leaves: Uint8Array[];
-    waiters: PromiseWithResolvers<BatchProof>[];
-  } | undefined;
+  let batch: Waiting[] | undefined;
 
-  function signInBatch(leaf: Uint8Array): Promise<BatchProof> {
+  function signInBatch(w: Waiting): Promise<void> {
     if (!batch) {
-      const b = {
-        leaves: [] as Uint8Array[],
-        waiters: [] as PromiseWithResolvers<BatchProof>[],
-      };
+      const b: Waiting[] = [];
       batch = b;
       setTimeout(() => {
         if (batch === b) signBatch(b);
       }, 0);
     }
     const b = batch;
-    const waiter = Promise.withResolvers<BatchProof>();
-    b.leaves.push(leaf);
-    b.waiters.push(waiter);
-    if (b.leaves.length >= SEAL_BATCH_MAX) signBatch(b);
-    return waiter.promise;
+    b.push(w);
+    if (b.length >= SEAL_BATCH_MAX) signBatch(b);
+    return w.done.promise;
   }
 
-  async function signBatch(b: NonNullable<typeof batch>) {
+  async function signBatch(b: Waiting[]) {
     if (batch === b) batch = undefined;
+    let sig: Uint8Array;
+    let tree: ReturnType<typeof merkleTree>;
     try {
-      const { root, paths } = merkleTree(b.leaves);
-      const m = b.leaves.length;
-      const sig = new Uint8Array(
+      tree = merkleTree(b.map((w) => w.leaf));
+      sig = new Uint8Array(
         await crypto.subtle.sign(
           "Ed25519",
           keys.signingKey,
-          batchBytes(keys.id, m, root),
+          batchBytes(keys.id, b.length, tree.root),
         ),
-      ).toBase64(B64);
-      const rootB64 = root.toBase64(B64);
-      b.waiters.forEach((w, i) =>
-        w.resolve({
-          sig,
-          root: rootB64,
-          i,
-          m,
-          p: paths[i],
-        })
       );
     } catch (err) {
-      for (const w of b.waiters) w.reject(err);
+      for (const w of b) w.done.reject(err);
+      return;
     }
+    const { root, paths } = tree;
+    const headers = (e: Envelope) => ({
+      ...e.headers,
+      [SEALED_HEADER]: VERSION,
+    });
+    b.forEach((w, i) => {
+      const end = writeSealedProof(
+        w.out,
+        w.proofAt,
+        sig,
+        root,
+        b.length,
+        i,
+        paths[i],
+      );
+      sealedCount?.inc();
+      try {
+        w.done.resolve(inner.publish(w.topic, {
+          ...w.envelope,
+          headers: headers(w.envelope),
+          payload: w.out.subarray(0, end).toBase64(B64),
+        }, w.opts));
+      } catch (err) {
+        w.done.reject(err);
+      }
+    });
   }
 
-  const opener = sealedOpener(keys, {
+  const opener = openerOf(keys, {
     clock,
     replayWindowMs: windowMs,
     clockSkewMs: skewMs,
     onOpened: () => openedCount?.inc(),
   });
-  const open = (d: Delivery) => opener.open(d.envelope, d.topic);
 
   return {
     name: inner.name,
     caps,
     async publish(topic: string, envelope: Envelope, opts?: PublishOptions) {
       const rule = ruleFor(topic);
-      if (!rule) assertFits(envelope, caps.maxMessageBytes);
-      await inner.publish(
-        topic,
-        rule ? await seal(rule, topic, envelope) : envelope,
-        opts,
-      );
+      if (rule) return await seal(rule, topic, envelope, opts);
+      assertFits(envelope, caps.maxMessageBytes);
+      await inner.publish(topic, envelope, opts);
     },
     subscribe(
       topic: string,
@@ -552,7 +604,8 @@ export function sealedTransport(
         if (!rule) return handler(d);
         let opened: Envelope;
         try {
-          opened = await open(d);
+          const now = opener.open(d.envelope, d.topic);
+          opened = now instanceof Promise ? await now : now;
           const seenId = `${opened.headers[SEALED_FROM_HEADER]}|${opened.id}`;
           if (seen.has(seenId)) {
             throw new SealedError(
@@ -744,12 +797,46 @@ export function sealedOpener(
   keys: SealedOpenerKeys,
   options: SealedOpenerOptions = {},
 ): SealedOpener {
+  const { check, open } = openerOf(keys, options);
+  return {
+    async verify(envelope, topic) {
+      const { p } = await check(envelope, topic);
+      return { from: p.from, recipients: p.wraps.map((w) => w.r) };
+    },
+    async open(envelope, topic) {
+      return await open(envelope, topic);
+    },
+  };
+}
+
+/** A sealed payload decoded and its covered fields (the AEAD's associated data). */
+interface Checked {
+  p: SealedFields;
+  header: Uint8Array;
+}
+
+/**
+ * {@linkcode sealedOpener}'s work, synchronous when nothing needs waiting
+ * for (the sender's key looked up, the batch signature verified and the
+ * session key unwrapped before): a promise per message costs what a digest
+ * does.
+ */
+function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
   const clock = options.clock ?? systemClock;
   const windowMs = options.replayWindowMs ?? 300_000;
   const skewMs = options.clockSkewMs ?? 30_000;
   // Unwrapped session keys, by sender, session and our wrap.
-  const sessionKeys = new Map<string, Promise<Uint8Array>>();
+  const sessionKeys = new Map<
+    string,
+    { pending: Promise<Uint8Array>; key?: Uint8Array }
+  >();
   const MAX_SESSION_KEYS = 1024;
+  // The directory's answers already settled (a cached lookup is the same
+  // promise each time), so a known sender costs no wait.
+  const senders = new WeakMap<
+    Promise<SealingPeer | undefined>,
+    SealingPeer
+  >();
 
   // Per sender key (a replaced key starts afresh): batch signatures
   // verified or being verified, and the tree nodes (leaves and inner digests,
@@ -760,11 +847,11 @@ export function sealedOpener(
     { batches: Map<string, Promise<boolean>>; nodes: NodeSet }
   >();
 
-  async function authenticate(
+  function authenticate(
     senderKey: CryptoKey,
-    p: SealedPayload,
+    p: SealedFields,
     leaf: Uint8Array,
-  ): Promise<void> {
+  ): void | Promise<void> {
     let known = verified.get(senderKey);
     if (!known) {
       verified.set(
@@ -773,91 +860,82 @@ export function sealedOpener(
       );
     }
     const { batches, nodes } = known;
-    const batchKey = `${p.m}|${p.root}|${p.sig}`;
-    let node = leaf.toBase64(B64);
+    const node = leaf.toBase64(B64);
     if (nodes.has(node)) return;
+    const batchKey = `${p.m}|${p.root.toBase64(B64)}|${p.sig.toBase64(B64)}`;
     // A member of this batch is being verified: its path likely covers ours.
     const pending = batches.get(batchKey);
-    if (pending) await pending;
-    const learned: string[] = [];
-    const learn = () => {
-      for (const node of learned) nodes.add(node);
-    };
-    let h = leaf;
-    if (nodes.has(node)) return; // learned while we waited
-    learned.push(node);
-    let k = 0;
-    for (
-      let idx = p.i, count = p.m;
-      count > 1;
-      idx >>= 1, count = (count + 1) >> 1
-    ) {
-      if ((idx ^ 1) >= count) continue;
-      const sibling = p.p[k++];
-      let d: Uint8Array;
-      try {
-        d = Uint8Array.fromBase64(sibling ?? "", B64_IN);
-      } catch {
-        d = new Uint8Array();
+    const climb = () => {
+      if (nodes.has(node)) return; // learned while we waited
+      const learned = [node];
+      const learn = () => {
+        for (const node of learned) nodes.add(node);
+      };
+      let h = leaf;
+      let k = 0;
+      for (
+        let idx = p.i, count = p.m;
+        count > 1;
+        idx >>= 1, count = (count + 1) >> 1
+      ) {
+        if ((idx ^ 1) >= count) continue;
+        const sibling = p.path[k++];
+        if (sibling === undefined) {
+          throw new SealedError(
+            "malformed",
+            `the batch path of message ${p.i} of ${p.m} has ${p.path.length} digests, not enough`,
+          );
+        }
+        h = idx & 1 ? nodeHash(sibling, h) : nodeHash(h, sibling);
+        const name = h.toBase64(B64);
+        learned.push(sibling.toBase64(B64));
+        if (nodes.has(name)) return learn();
+        learned.push(name);
       }
-      if (d.length !== 32) {
+      if (k !== p.path.length) {
         throw new SealedError(
           "malformed",
-          `the batch path of message ${p.i} of ${p.m} has ${p.p.length} digests, or one is not a base64url SHA-256`,
+          `the batch path of message ${p.i} of ${p.m} has ${p.path.length} digests, not ${k}`,
         );
       }
-      h = idx & 1 ? nodeHash(d, h) : nodeHash(h, d);
-      node = h.toBase64(B64);
-      learned.push(sibling);
-      if (nodes.has(node)) return learn();
-      learned.push(node);
-    }
-    if (k !== p.p.length) {
-      throw new SealedError(
-        "malformed",
-        `the batch path of message ${p.i} of ${p.m} has ${p.p.length} digests, not ${k}`,
-      );
-    }
-    if (node !== p.root) {
-      throw new SealedError(
-        "bad_signature",
-        `the signature of '${p.from}' does not cover this envelope: its digest is not in the batch it claims (message ${p.i} of ${p.m}; altered after sealing)`,
-      );
-    }
-    let ok = batches.get(batchKey);
-    if (!ok) {
-      let sig: Uint8Array<ArrayBuffer>;
-      try {
-        sig = Uint8Array.fromBase64(p.sig, B64_IN);
-      } catch {
-        throw new SealedError("malformed", "sig is not base64url");
+      if (!equalBytes(h, p.root)) {
+        throw new SealedError(
+          "bad_signature",
+          `the signature of '${p.from}' does not cover this envelope: its digest is not in the batch it claims (message ${p.i} of ${p.m}; altered after sealing)`,
+        );
       }
-      ok = crypto.subtle.verify(
-        "Ed25519",
-        senderKey,
-        sig,
-        batchBytes(p.from, p.m, h),
-      );
-      if (batches.size >= MAX_VERIFIED_BATCHES) {
-        batches.delete(batches.keys().next().value!);
+      let ok = batches.get(batchKey);
+      if (!ok) {
+        ok = crypto.subtle.verify(
+          "Ed25519",
+          senderKey,
+          new Uint8Array(p.sig),
+          batchBytes(p.from, p.m, h),
+        );
+        if (batches.size >= MAX_VERIFIED_BATCHES) {
+          batches.delete(batches.keys().next().value!);
+        }
+        batches.set(batchKey, ok);
+        // Only a good signature is remembered: a bad one must not shadow it.
+        ok.then(
+          (good) => good || batches.delete(batchKey),
+          () => batches.delete(batchKey),
+        );
       }
-      batches.set(batchKey, ok);
-      // Only a good signature is remembered: a bad one must not shadow it.
-      ok.then(
-        (good) => good || batches.delete(batchKey),
-        () => batches.delete(batchKey),
-      );
-    }
-    if (!(await ok)) {
-      throw new SealedError(
-        "bad_signature",
-        `the signature of '${p.from}' does not cover this envelope: the batch signature does not verify over its root (not sealed by '${p.from}')`,
-      );
-    }
-    learn();
+      return ok.then((good) => {
+        if (!good) {
+          throw new SealedError(
+            "bad_signature",
+            `the signature of '${p.from}' does not cover this envelope: the batch signature does not verify over its root (not sealed by '${p.from}')`,
+          );
+        }
+        learn();
+      });
+    };
+    return pending ? pending.then(climb, climb) : climb();
   }
 
-  async function verify(env: Envelope, topic: string) {
+  function check(env: Envelope, topic: string): Checked | Promise<Checked> {
     const p = parseSealed(env.payload);
     if (p.topic !== env.topic || p.topic !== topic) {
       throw new SealedError(
@@ -872,69 +950,111 @@ export function sealedOpener(
         `timestamp ${env.timestamp} is outside the window [now-${windowMs} ms, now+${skewMs} ms] (now ${now})`,
       );
     }
-    let sender: SealingPeer | undefined;
-    try {
-      sender = await keys.directory.lookup(p.from);
-    } catch (err) {
-      throw new SealedError(
+    const unreadable = (err: unknown) =>
+      new SealedError(
         "unknown_sender",
         `the key of sender '${p.from}' cannot be read: ${
           (err as Error).message
         }`,
       );
+    let answer: Promise<SealingPeer | undefined>;
+    try {
+      answer = keys.directory.lookup(p.from);
+    } catch (err) {
+      throw unreadable(err);
     }
+    const sender = senders.get(answer);
+    if (sender) return checkWith(env, p, sender);
+    return answer.then((sender) => {
+      if (sender) senders.set(answer, sender);
+      return checkWith(env, p, sender);
+    }, (err) => {
+      throw unreadable(err);
+    });
+  }
+
+  function checkWith(
+    env: Envelope,
+    p: SealedFields,
+    sender: SealingPeer | undefined,
+  ): Checked | Promise<Checked> {
     if (!sender) {
       throw new SealedError(
         "unknown_sender",
         `sender '${p.from}' has no published key`,
       );
     }
-    let ct: Uint8Array;
-    try {
-      ct = Uint8Array.fromBase64(p.ct, B64_IN);
-    } catch {
-      throw new SealedError("malformed", "ct is not base64url");
-    }
-    const header = headerOf(env, p, ct.length);
-    await authenticate(sender.ed25519, p, digestOf(header, ct));
-    return { p, header, ct };
+    const header = headerOf(env, p.bytes.subarray(0, p.ctAt));
+    const leaf = digestOf(header, p.bytes.subarray(p.ctAt, p.ctEnd));
+    const checked = { p, header };
+    const auth = authenticate(sender.ed25519, p, leaf);
+    return auth ? auth.then(() => checked) : checked;
   }
 
-  async function open(env: Envelope, topic: string): Promise<Envelope> {
-    const { p, header, ct } = await verify(env, topic);
+  function open(env: Envelope, topic: string): Envelope | Promise<Envelope> {
+    const checked = check(env, topic);
+    return checked instanceof Promise
+      ? checked.then((c) => openChecked(env, c))
+      : openChecked(env, checked);
+  }
+
+  function openChecked(
+    env: Envelope,
+    { p, header }: Checked,
+  ): Envelope | Promise<Envelope> {
     if (!keys.id || !keys.x25519) {
       throw new SealedError(
         "not_recipient",
         "this opener has no recipient id or X25519 key",
       );
     }
-    const x25519 = keys.x25519;
-    const recipients = p.w.map((w) => w.r);
-    const mine = p.w.find((w) => w.r === keys.id);
+    const mine = p.wraps.find((w) => w.r === keys.id);
     if (!mine) {
       throw new SealedError(
         "not_recipient",
-        `'${keys.id}' is not among the recipients [${recipients.join(", ")}]`,
+        `'${keys.id}' is not among the recipients [${
+          p.wraps.map((w) => w.r).join(", ")
+        }]`,
       );
     }
-    let key: Uint8Array;
-    try {
-      key = await sessionKey(p, mine, x25519);
-    } catch (err) {
-      throw new SealedError(
+    // The wrap's enc and key lie together in the payload: one name for both.
+    const at = mine.enc.byteOffset - p.bytes.byteOffset;
+    const cacheKey = `${p.from}|${p.session.toBase64(B64)}|${
+      p.bytes.subarray(at, at + ENC_BYTES + 1 + mine.k.length).toBase64(B64)
+    }`;
+    const cached = sessionKeys.get(cacheKey);
+    if (cached?.key) return decrypt(env, p, header, cached.key);
+    const noKey = (err: unknown) =>
+      new SealedError(
         "no_key",
         `this node's X25519 key does not open its wrap for '${keys.id}' (key replaced since the sender looked it up?): ${
           (err as Error).message
         }`,
       );
+    let pending: Promise<Uint8Array>;
+    try {
+      pending = cached?.pending ?? unwrap(p, mine, keys.x25519, cacheKey);
+    } catch (err) {
+      throw noKey(err);
     }
+    return pending.then((key) => decrypt(env, p, header, key), (err) => {
+      throw noKey(err);
+    });
+  }
+
+  function decrypt(
+    env: Envelope,
+    p: SealedFields,
+    header: Uint8Array,
+    key: Uint8Array,
+  ): Envelope {
     let plain: Uint8Array;
     try {
       plain = aeadOpen(
         key,
         nonceOf(p.n),
         header,
-        ct,
+        p.bytes.subarray(p.ctAt, p.ctEnd),
       );
     } catch (err) {
       throw new SealedError(
@@ -960,117 +1080,105 @@ export function sealedOpener(
     };
   }
 
-  function sessionKey(
-    p: SealedPayload,
-    mine: SealedPayload["w"][number],
+  function unwrap(
+    p: SealedFields,
+    mine: SealedWrap,
     x25519: HpkeKeyPair,
+    cacheKey: string,
   ): Promise<Uint8Array> {
-    const cacheKey = `${p.from}|${p.s}|${mine.enc}|${mine.k}`;
-    let key = sessionKeys.get(cacheKey);
-    if (!key) {
-      const aad = encoder.encode(JSON.stringify([p.from, p.s, keys.id]));
-      key = hpkeOpen(
-        x25519,
-        Uint8Array.fromBase64(mine.enc, B64_IN),
-        INFO,
-        aad,
-        Uint8Array.fromBase64(mine.k, B64_IN),
-      );
-      if (sessionKeys.size >= MAX_SESSION_KEYS) {
-        sessionKeys.delete(sessionKeys.keys().next().value!);
-      }
-      sessionKeys.set(cacheKey, key);
-      key.catch(() => sessionKeys.delete(cacheKey));
+    const aad = encoder.encode(
+      JSON.stringify([p.from, p.session.toBase64(B64), keys.id]),
+    );
+    const entry: { pending: Promise<Uint8Array>; key?: Uint8Array } = {
+      pending: hpkeOpen(x25519, mine.enc, INFO, aad, mine.k),
+    };
+    if (sessionKeys.size >= MAX_SESSION_KEYS) {
+      sessionKeys.delete(sessionKeys.keys().next().value!);
     }
-    return key;
+    sessionKeys.set(cacheKey, entry);
+    entry.pending.then(
+      (key) => entry.key = key,
+      () => sessionKeys.delete(cacheKey),
+    );
+    return entry.pending;
   }
 
-  return {
-    async verify(envelope, topic) {
-      const { p } = await verify(envelope, topic);
-      return { from: p.from, recipients: p.w.map((w) => w.r) };
-    },
-    open,
-  };
+  return { check, open };
 }
 
-function parseSealed(payload: unknown): SealedPayload {
+/**
+ * The sealed payload of a delivery decoded, or the refusal: `not_sealed`
+ * for a plain payload, `malformed` for one that claims to be sealed but
+ * does not decode (format 2, the JSON object written before format 3, is
+ * refused so: docs/wire-format.md).
+ */
+function parseSealed(payload: unknown): SealedFields {
+  if (typeof payload === "string") {
+    let bytes: Uint8Array | undefined;
+    try {
+      bytes = Uint8Array.fromBase64(payload, B64_IN);
+    } catch { /* a plain string */ }
+    if (bytes?.[0] !== SEALED_FORMAT) {
+      throw new SealedError(
+        "not_sealed",
+        "the topic is sealed but the payload is a plain string",
+      );
+    }
+    try {
+      return decodeSealed(bytes);
+    } catch (err) {
+      throw new SealedError(
+        "malformed",
+        `the sealed payload does not decode: ${(err as Error).message}`,
+      );
+    }
+  }
   if (
-    payload === null || typeof payload !== "object" || Array.isArray(payload)
+    payload !== null && typeof payload === "object" && !Array.isArray(payload)
   ) {
-    throw new SealedError(
-      "not_sealed",
-      "the topic is sealed but the payload is not a sealed object",
-    );
+    const p = payload as Record<string, unknown>;
+    if (p.v === "2") {
+      throw new SealedError(
+        "malformed",
+        "sealed format 2 (a JSON object) is no longer read: seal with format 3 (a node and SDK of 2026-12-07 or later)",
+      );
+    }
+    if (p.v !== undefined || p.sig !== undefined || p.ct !== undefined) {
+      throw new SealedError(
+        "malformed",
+        `unknown sealed format '${String(p.v)}'`,
+      );
+    }
   }
-  const p = payload as Record<string, unknown>;
-  if (p.v === undefined && p.sig === undefined && p.ct === undefined) {
-    throw new SealedError(
-      "not_sealed",
-      "the topic is sealed but the payload is plain",
-    );
-  }
-  // Bounded before any of them is used as a KV key or decoded.
-  const str = (v: unknown, max: number) =>
-    typeof v === "string" && v.length > 0 && v.length <= max;
-  if (p.v !== VERSION) {
-    throw new SealedError(
-      "malformed",
-      `unknown sealed version '${String(p.v)}'`,
-    );
-  }
-  if (
-    !str(p.from, 256) || !str(p.topic, 512) || !str(p.s, 64) ||
-    !str(p.ct, 1 << 30) || !str(p.sig, 128) ||
-    !Number.isSafeInteger(p.n) || (p.n as number) < 0 ||
-    !str(p.root, 64) || !Number.isSafeInteger(p.m) || (p.m as number) < 1 ||
-    (p.m as number) > OPEN_BATCH_MAX || !Number.isSafeInteger(p.i) ||
-    (p.i as number) < 0 || (p.i as number) >= (p.m as number) ||
-    !Array.isArray(p.p) || p.p.length > 12 ||
-    !p.p.every((d) => str(d, 64)) ||
-    !Array.isArray(p.w) || p.w.length === 0 || p.w.length > 1024 ||
-    !p.w.every((w) =>
-      w !== null && typeof w === "object" && str(w.r, 256) &&
-      str(w.enc, 64) && str(w.k, 128)
-    )
-  ) {
-    throw new SealedError(
-      "malformed",
-      "the sealed payload lacks a field, or one has a wrong type or length (from, topic, s, w[{r, enc, k}], n, ct, sig, root, i, m, p)",
-    );
-  }
-  return p as unknown as SealedPayload;
+  throw new SealedError(
+    "not_sealed",
+    "the topic is sealed but the payload is plain",
+  );
 }
 
 /**
  * What the message's digest covers besides the ciphertext, also the AEAD's
- * associated data: the leaf tag 0x00, a context string, and the covered
- * fields as JSON, ending with the ciphertext's length.
+ * associated data: the leaf tag 0x00, a context string, the envelope's
+ * routing fields as JSON (self-delimiting), then the payload's bytes up to
+ * the ciphertext (format, sender, topic, session, wraps, sequence,
+ * ciphertext length).
  */
-function headerOf(
-  env: Envelope,
-  head: Omit<SealedBody, "ct">,
-  ctLength: number,
-): Uint8Array {
-  return encoder.encode(
-    "\0" + DIGEST_CONTEXT + JSON.stringify([
-      env.id,
-      env.type,
-      env.topic,
-      env.source,
-      env.timestamp,
-      env.correlationId ?? null,
-      env.replyTo ?? null,
-      env.destination ?? null,
-      head.v,
-      head.from,
-      head.topic,
-      head.s,
-      head.w.map((w) => [w.r, w.enc, w.k]),
-      head.n,
-      ctLength,
-    ]),
-  );
+function headerOf(env: Envelope, head: Uint8Array): Uint8Array {
+  const routing = "\0" + DIGEST_CONTEXT + JSON.stringify([
+    env.id,
+    env.type,
+    env.topic,
+    env.source,
+    env.timestamp,
+    env.correlationId ?? null,
+    env.replyTo ?? null,
+    env.destination ?? null,
+  ]);
+  // UTF-8 takes at most 3 bytes per UTF-16 unit.
+  const out = new Uint8Array(routing.length * 3 + head.length);
+  const { written } = encoder.encodeInto(routing, out);
+  out.set(head, written);
+  return out.subarray(0, written + head.length);
 }
 
 /** The message's digest, the Merkle leaf its batch signature covers. */
@@ -1084,9 +1192,11 @@ function batchBytes(
   m: number,
   root: Uint8Array,
 ): Uint8Array<ArrayBuffer> {
-  return encoder.encode(
-    BATCH_CONTEXT + JSON.stringify([from, m, root.toBase64(B64)]),
-  );
+  const head = encoder.encode(BATCH_CONTEXT + JSON.stringify([from, m]));
+  const out = new Uint8Array(head.length + DIGEST_BYTES);
+  out.set(head);
+  out.set(root, head.length);
+  return out;
 }
 
 // Hashed as one buffer: each update() costs a Buffer conversion.
@@ -1121,12 +1231,11 @@ class NodeSet {
 }
 
 /**
- * The Merkle root over `leaves` and each leaf's path (sibling digests,
- * base64url, leaf upwards). A level's odd last node is carried up unpaired.
+ * The Merkle root over `leaves` and each leaf's path (sibling digests, leaf
+ * upwards). A level's odd last node is carried up unpaired.
  */
 function merkleTree(leaves: Uint8Array[]) {
   const levels: Uint8Array[][] = [leaves];
-  const names: string[][] = [];
   for (let level = leaves; level.length > 1;) {
     const next: Uint8Array[] = [];
     for (let j = 0; j < level.length; j += 2) {
@@ -1134,18 +1243,24 @@ function merkleTree(leaves: Uint8Array[]) {
         j + 1 < level.length ? nodeHash(level[j], level[j + 1]) : level[j],
       );
     }
-    names.push(level.map((d) => d.toBase64(B64)));
     levels.push(level = next);
   }
   const paths = leaves.map((_, i) => {
-    const path: string[] = [];
-    for (let l = 0, idx = i; l < names.length; l++, idx >>= 1) {
-      const sibling = names[l][idx ^ 1];
+    const path: Uint8Array[] = [];
+    for (let l = 0, idx = i; l < levels.length - 1; l++, idx >>= 1) {
+      const sibling = levels[l][idx ^ 1];
       if (sibling !== undefined) path.push(sibling);
     }
     return path;
   });
   return { root: levels.at(-1)![0], paths };
+}
+
+/** Whether two byte strings are equal (public values: no constant time needed). */
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let j = 0; j < a.length; j++) if (a[j] !== b[j]) return false;
+  return true;
 }
 
 function nonceOf(n: number): Uint8Array {

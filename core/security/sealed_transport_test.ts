@@ -25,6 +25,15 @@ import {
   type SealingPolicy,
 } from "./sealed_transport.ts";
 import { kvSealingDirectory } from "./sealing_keys.ts";
+import { inspectSealed } from "./sealed_format.ts";
+import {
+  editSealed,
+  flipCiphertext,
+  flipSignature,
+  PROOF_PLACE,
+  sealedFields,
+  withProofOf,
+} from "./_sealed_testing.ts";
 
 const SECRET = "tangerine-7731";
 const policy: SealingPolicy = {
@@ -164,16 +173,16 @@ Deno.test("sealed transport: every recipient gets the plaintext, the broker only
   for (const bytes of r.stored) {
     assert.ok(!bytes.includes(SECRET), bytes);
     assert.ok(!bytes.includes("qty"), bytes);
-    const payload = JSON.parse(bytes).payload;
-    assert.deepEqual(payload.w.map((w: { r: string }) => w.r), [
-      "node:b",
-      "node:c",
-    ]);
+    const stored = JSON.parse(bytes);
+    assert.equal(stored.headers["plexus-sealed"], "3");
+    const payload = inspectSealed(stored.payload);
+    assert.deepEqual(payload.recipients, ["node:b", "node:c"]);
     assert.equal(payload.from, "node:a");
+    assert.equal(payload.format, 3);
   }
   // One session: both messages carry the same wraps, with nonces 0 and 1.
-  const [p0, p1] = r.stored.map((s) => JSON.parse(s).payload);
-  assert.equal(p0.s, p1.s);
+  const [p0, p1] = r.stored.map((s) => inspectSealed(JSON.parse(s).payload));
+  assert.equal(p0.session, p1.session);
   assert.deepEqual([p0.n, p1.n], [0, 1]);
   assert.equal(
     a.metrics.counter("plexus_sealed_messages_total", "").get({
@@ -271,7 +280,8 @@ Deno.test("sealed transport: a sender keeps its session while the directory's an
   });
   const b = await r.node("b", { policy: only() });
   const got = await collect(b.t, "orders.created", "b");
-  const sessionOf = (i: number) => JSON.parse(r.stored[i]).payload.s;
+  const sessionOf = (i: number) =>
+    inspectSealed(JSON.parse(r.stored[i]).payload).session;
   await a.t.publish("orders.created", order());
   await a.t.publish("orders.created", order());
   assert.equal(sessionOf(1), sessionOf(0));
@@ -303,13 +313,10 @@ Deno.test("sealed transport: a tampered ciphertext or envelope field fails the s
   await a.t.publish("orders.created", order());
   await waitFor("the original", () => got.length === 1, 5000);
   const sealed: Envelope = JSON.parse(r.stored[0]);
-  const p = sealed.payload as { ct: string };
-  const flipped = p.ct[5] === "A" ? "B" : "A";
-  const ct = p.ct.slice(0, 5) + flipped + p.ct.slice(6);
   await r.raw.publish("orders.created", {
     ...sealed,
     id: "tampered-ct",
-    payload: { ...p, ct },
+    payload: flipCiphertext(sealed.payload),
   });
   await r.raw.publish("orders.created", {
     ...sealed,
@@ -341,7 +348,8 @@ Deno.test("sealed transport: messages published together share one batch signatu
   );
   await waitFor("all three", () => got.length === 3, 5000);
   assert.equal(
-    new Set(r.stored.map((e) => JSON.parse(e).payload.s)).size,
+    new Set(r.stored.map((e) => inspectSealed(JSON.parse(e).payload).session))
+      .size,
     1,
   );
   // Warm (keys cached, session open): three published in one turn are
@@ -351,20 +359,13 @@ Deno.test("sealed transport: messages published together share one batch signatu
     [0, 1, 2].map(() => a.t.publish("orders.created", order())),
   );
   await waitFor("three more", () => got.length === 6, 5000);
-  const proofs = r.stored.map((e) =>
-    JSON.parse(e).payload as {
-      sig: string;
-      root: string;
-      i: number;
-      m: number;
-      p: string[];
-    }
-  );
-  assert.equal(new Set(proofs.map((p) => p.sig)).size, 1);
-  assert.equal(new Set(proofs.map((p) => p.root)).size, 1);
+  const proofs = r.stored.map((e) => sealedFields(JSON.parse(e).payload));
+  const b64 = (b: Uint8Array) => b.toBase64();
+  assert.equal(new Set(proofs.map((p) => b64(p.sig))).size, 1);
+  assert.equal(new Set(proofs.map((p) => b64(p.root))).size, 1);
   assert.deepEqual(proofs.map((p) => [p.i, p.m]), [[0, 3], [1, 3], [2, 3]]);
   // Leaves 0 and 1 pair up under the root with 2; 2 is carried up alone.
-  assert.deepEqual(proofs.map((p) => p.p.length), [2, 2, 1]);
+  assert.deepEqual(proofs.map((p) => p.path.length), [2, 2, 1]);
   assert.deepEqual(
     got.map((d) => d.envelope.payload),
     [0, 1, 2, 3, 4, 5].map(() => ({ item: SECRET, qty: 2 })),
@@ -380,14 +381,12 @@ Deno.test("sealed transport: a message whose digest is not in its batch's signed
   await Promise.all([0, 1].map(() => a.t.publish("orders.created", order())));
   await waitFor("the originals", () => got.length === 2, 5000);
   const [first, second] = r.stored.map((e) => JSON.parse(e) as Envelope);
-  const p1 = first.payload as Record<string, unknown>;
-  const p2 = second.payload as Record<string, unknown>;
   // Message 1's body with message 2's place in the batch (a copy of a member
   // moved to another index), and message 1 with a field altered.
   await r.raw.publish("orders.created", {
     ...first,
     id: "swapped",
-    payload: { ...p1, i: p2.i, p: p2.p },
+    payload: withProofOf(first.payload, second.payload),
   });
   await r.raw.publish("orders.created", {
     ...first,
@@ -445,12 +444,10 @@ Deno.test("sealed transport: a copy with a forged batch signature is refused and
   // Sealed while nobody listens (the memory broker keeps nothing), replayed below.
   await a.t.publish("orders.created", order());
   const genuine: Envelope = JSON.parse(r.stored[0]);
-  const p = genuine.payload as { sig: string };
-  const flipped = p.sig[10] === "A" ? "B" : "A";
   const got = await collect(b.t, "orders.created", "b");
   await r.raw.publish("orders.created", {
     ...genuine,
-    payload: { ...p, sig: p.sig.slice(0, 10) + flipped + p.sig.slice(11) },
+    payload: flipSignature(genuine.payload),
   });
   await r.raw.publish("orders.created", genuine);
   const [reason] = await deadReason(r.raw, "orders.created");
@@ -550,15 +547,33 @@ Deno.test("sealed transport: a sealed payload with a missing, mistyped or oversi
   await a.t.publish("orders.created", order());
   await waitFor("the original", () => got.length === 1, 5000);
   const sealed: Envelope = JSON.parse(r.stored[0]);
-  const p = sealed.payload as Record<string, unknown>;
+  const edit = (f: Parameters<typeof editSealed>[1]) =>
+    editSealed(sealed.payload, f);
   const bad = [
-    { ...p, from: "x".repeat(3000) },
-    { ...p, n: -1 },
-    { ...p, w: [] },
-    { ...p, v: "3" },
-    { ...p, i: 1 }, // the batch has one message
-    { ...p, p: [p.root] }, // a path one digest too long
-    { ...p, root: 7 },
+    edit((b) => b.subarray(0, b.length - 1)), // truncated
+    edit((b) => {
+      const out = new Uint8Array(b.length + 1);
+      out.set(b);
+      return out;
+    }), // a byte after the proof
+    edit((b) => {
+      b[1] = 255;
+    }), // a sender id longer than the payload holds
+    edit((b, f) => {
+      b[f.sessionAt + 16] = 0;
+      b[f.sessionAt + 17] = 0;
+    }), // no recipient
+    edit((b, f) => {
+      b[f.ctEnd + PROOF_PLACE + 3] = 1;
+    }), // message 1 of a batch of one
+    edit((b, f) => {
+      const out = new Uint8Array(b.length + 32);
+      out.set(b);
+      out[f.ctEnd + PROOF_PLACE + 4] = 1;
+      return out;
+    }), // a path one digest too long
+    { v: "2", from: "node:a", ct: "AAAA", sig: "AAAA" }, // the old JSON format
+    { v: "9", ct: "AAAA" },
   ];
   for (const payload of bad) {
     await r.raw.publish("orders.created", { ...sealed, payload });
@@ -626,7 +641,7 @@ Deno.test("sealed transport: a transport plugin on a node whose config names sea
     await waitFor("delivered", () => got.length === 1, 5000);
     assert.deepEqual(got[0].envelope.payload, { item: SECRET, qty: 2 });
     assert.ok(!stored[0].includes(SECRET), stored[0]);
-    assert.equal(JSON.parse(stored[0]).payload.from, "node:n1");
+    assert.equal(inspectSealed(JSON.parse(stored[0]).payload).from, "node:n1");
     const entry = await kvSealingDirectory(kv).lookup("node:n1");
     assert.equal(entry?.x25519.length, 32);
     const info = await Deno.stat(`${dataDir}/node-x25519.jwk`);

@@ -135,7 +135,10 @@ Deno.test({
           }).output()).stdout,
         );
       }
-      assert.ok(stored.includes('"sig"'), `no sealed entry in ${stored}`);
+      assert.ok(
+        stored.includes('"plexus-sealed":"3"'),
+        `no sealed entry in ${stored}`,
+      );
       assert.ok(!stored.includes(MARKER), `plaintext in Redis: ${stored}`);
       const metrics = await (await fetch(`${recv.url}/metrics`)).text();
       assert.match(metrics, /plexus_sealed_messages_total\{op="opened"\} 1/);

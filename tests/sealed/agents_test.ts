@@ -8,6 +8,7 @@
  * unopened; both open it. Redis' stored bytes (redis-cli XRANGE) hold no
  * plaintext; refusals at the forwarder and at the agent carry their codes.
  */
+import { flipCiphertext } from "../../core/security/_sealed_testing.ts";
 import assert from "node:assert/strict";
 import { createEnvelope, type Envelope } from "../../core/envelope.ts";
 import type { Delivery, Transport } from "../../core/transport.ts";
@@ -180,7 +181,7 @@ Deno.test({
           // The gateway carried the sealed envelope, not the plaintext.
           const carried = JSON.stringify(m.message.payload);
           assert.ok(!carried.includes(MARKER), carried);
-          assert.ok(carried.includes('"sig"'), carried);
+          assert.ok(carried.includes('"plexus-sealed":"3"'), carried);
         },
       );
 
@@ -223,7 +224,10 @@ Deno.test({
           if ((await redisCli("TYPE", k)).trim() !== "stream") continue;
           stored += await redisCli("XRANGE", k, "-", "+");
         }
-        assert.ok(stored.includes('"sig"'), `no sealed entry in ${stored}`);
+        assert.ok(
+          stored.includes('"plexus-sealed":"3"'),
+          `no sealed entry in ${stored}`,
+        );
         assert.ok(!stored.includes(MARKER), `plaintext in Redis: ${stored}`);
       });
 
@@ -259,11 +263,9 @@ Deno.test({
       await t.step(
         "at the agent: a tampered ciphertext is bad_signature",
         async () => {
-          const p = genuine.payload as Record<string, string>;
-          const flipped = p.ct[5] === "A" ? "B" : "A";
           await sendRaw(key.id, {
             ...genuine,
-            payload: { ...p, ct: p.ct.slice(0, 5) + flipped + p.ct.slice(6) },
+            payload: flipCiphertext(genuine.payload),
           });
           const err = await refusal(1);
           assert.ok(err instanceof SealedError);
@@ -324,12 +326,11 @@ Deno.test({
         async () => {
           const raw = await connectRedisStreams({ url, prefix });
           cleanup.push(() => raw.close());
-          const p = genuine.payload as Record<string, string>;
           // Tampered on the broker.
           await raw.publish(topic, {
             ...genuine,
             id: crypto.randomUUID(),
-            payload: { ...p, ct: "A" + p.ct.slice(1) },
+            payload: flipCiphertext(genuine.payload, 0),
           });
           // The genuine message put on another topic of the rule.
           await raw.publish(other, { ...genuine, topic: other });

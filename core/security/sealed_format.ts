@@ -1,0 +1,415 @@
+/**
+ * The binary layout of a sealed payload, format 3 (docs/wire-format.md,
+ * "Sealed payloads"): one versioned byte string holding the sender, topic,
+ * session, recipients' wraps, sequence, ciphertext and batch proof, carried
+ * as `envelope.payload` in base64url (one string; the envelope's routing
+ * fields and headers stay readable on the broker). Integers are big-endian.
+ * {@linkcode sealedTransport} writes it; {@linkcode decodeSealed} reads it;
+ * {@linkcode inspectSealed} shows what a broker tool would not.
+ *
+ * @module
+ */
+
+/** The format byte this module writes and reads. */
+export const SEALED_FORMAT = 3;
+/** Bytes of a session id. */
+export const SESSION_BYTES = 16;
+/** Bytes of a wrap's HPKE `enc` (an X25519 public key). */
+export const ENC_BYTES = 32;
+/** Bytes of an Ed25519 signature. */
+export const SIG_BYTES = 64;
+/** Bytes of a SHA-256 digest (the root and each path entry). */
+export const DIGEST_BYTES = 32;
+/** Largest batch read. */
+const MAX_BATCH = 4096;
+/** Most recipients read. */
+const MAX_WRAPS = 1024;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** One recipient's copy of the session key: its id, HPKE `enc` and wrapped key. */
+export interface SealedWrap {
+  /** The recipient's directory id (`node:ID`, `agent:ID`). */
+  r: string;
+  /** The HPKE encapsulated key (32 bytes). */
+  enc: Uint8Array;
+  /** The session key sealed to the recipient (key and tag). */
+  k: Uint8Array;
+}
+
+/** A format-3 payload decoded; byte fields are views into `bytes`. */
+export interface SealedFields {
+  /** The whole payload. */
+  bytes: Uint8Array;
+  /** The sender's directory id. */
+  from: string;
+  /** The topic it was sealed for. */
+  topic: string;
+  /** The session id (16 bytes). */
+  session: Uint8Array;
+  /** The recipients' wraps, in order. */
+  wraps: SealedWrap[];
+  /** Where the session id starts and the wraps end in `bytes` (a session's constant part). */
+  sessionAt: number;
+  /** End of the wraps in `bytes`. */
+  wrapsEnd: number;
+  /** The message's sequence number in its session (the AEAD nonce). */
+  n: number;
+  /** Offset of the ciphertext (with its tag) in `bytes`. */
+  ctAt: number;
+  /** End of the ciphertext in `bytes` (where the batch proof starts). */
+  ctEnd: number;
+  /** The sender's Ed25519 signature over the batch. */
+  sig: Uint8Array;
+  /** The batch's Merkle root. */
+  root: Uint8Array;
+  /** The batch's size. */
+  m: number;
+  /** This message's leaf index in the batch. */
+  i: number;
+  /** Sibling digests from the leaf up to the root. */
+  path: Uint8Array[];
+}
+
+/**
+ * The part of a payload that is the same for every message of a session on
+ * one topic: format, sender, topic, session id and wraps.
+ *
+ * @example Usage
+ * ```ts
+ * import { encodeSealedHead } from "./sealed_format.ts";
+ * const head = encodeSealedHead("node:a", "orders.created", new Uint8Array(16), [
+ *   { r: "node:b", enc: new Uint8Array(32), k: new Uint8Array(48) },
+ * ]);
+ * head[0]; // 3
+ * ```
+ */
+export function encodeSealedHead(
+  from: string,
+  topic: string,
+  session: Uint8Array,
+  wraps: SealedWrap[],
+): Uint8Array {
+  const f = encoder.encode(from);
+  const t = encoder.encode(topic);
+  const rs = wraps.map((w) => encoder.encode(w.r));
+  if (f.length < 1 || f.length > 255) {
+    throw new RangeError(`sender id '${from}' is not 1-255 bytes`);
+  }
+  if (t.length < 1 || t.length > 0xffff) {
+    throw new RangeError(`topic '${topic}' is not 1-65535 bytes`);
+  }
+  if (session.length !== SESSION_BYTES) {
+    throw new RangeError(`session id is ${session.length} bytes, not 16`);
+  }
+  if (wraps.length < 1 || wraps.length > MAX_WRAPS) {
+    throw new RangeError(`${wraps.length} recipients, not 1-${MAX_WRAPS}`);
+  }
+  let size = 1 + 1 + f.length + 2 + t.length + SESSION_BYTES + 2;
+  wraps.forEach((w, j) => {
+    if (rs[j].length < 1 || rs[j].length > 255) {
+      throw new RangeError(`recipient id '${w.r}' is not 1-255 bytes`);
+    }
+    if (w.enc.length !== ENC_BYTES || w.k.length > 255) {
+      throw new RangeError(`the wrap of '${w.r}' has a wrong enc or key size`);
+    }
+    size += 1 + rs[j].length + ENC_BYTES + 1 + w.k.length;
+  });
+  const out = new Uint8Array(size);
+  let at = 0;
+  out[at++] = SEALED_FORMAT;
+  out[at++] = f.length;
+  out.set(f, at);
+  at += f.length;
+  out[at++] = t.length >>> 8;
+  out[at++] = t.length & 0xff;
+  out.set(t, at);
+  at += t.length;
+  out.set(session, at);
+  at += SESSION_BYTES;
+  out[at++] = wraps.length >>> 8;
+  out[at++] = wraps.length & 0xff;
+  wraps.forEach((w, j) => {
+    out[at++] = rs[j].length;
+    out.set(rs[j], at);
+    at += rs[j].length;
+    out.set(w.enc, at);
+    at += ENC_BYTES;
+    out[at++] = w.k.length;
+    out.set(w.k, at);
+    at += w.k.length;
+  });
+  return out;
+}
+
+/**
+ * Bytes of a batch proof with a path of `pathLength` digests.
+ *
+ * @example Usage
+ * ```ts
+ * import { proofBytes } from "./sealed_format.ts";
+ * proofBytes(6); // 64 + 32 + 2 + 2 + 1 + 6 * 32
+ * ```
+ */
+export function proofBytes(pathLength: number): number {
+  return SIG_BYTES + DIGEST_BYTES + 5 + DIGEST_BYTES * pathLength;
+}
+
+/**
+ * Writes the sequence number and the ciphertext length after `head` in
+ * `out` (sized for head, 12 bytes, the ciphertext and a proof): returns
+ * where the ciphertext goes.
+ *
+ * @example Usage
+ * ```ts
+ * import { writeSealedCounters } from "./sealed_format.ts";
+ * const out = new Uint8Array(64);
+ * writeSealedCounters(out, 10, 7, 100); // 22
+ * ```
+ */
+export function writeSealedCounters(
+  out: Uint8Array,
+  at: number,
+  n: number,
+  ctLength: number,
+): number {
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  view.setUint32(at, Math.floor(n / 0x1_0000_0000));
+  view.setUint32(at + 4, n >>> 0);
+  view.setUint32(at + 8, ctLength);
+  return at + 12;
+}
+
+/**
+ * Writes a batch proof at `at` (signature, root, batch size, index, path):
+ * returns where it ends.
+ *
+ * @example Usage
+ * ```ts
+ * import { proofBytes, writeSealedProof } from "./sealed_format.ts";
+ * const out = new Uint8Array(proofBytes(0));
+ * writeSealedProof(out, 0, new Uint8Array(64), new Uint8Array(32), 1, 0, []); // 101
+ * ```
+ */
+export function writeSealedProof(
+  out: Uint8Array,
+  at: number,
+  sig: Uint8Array,
+  root: Uint8Array,
+  m: number,
+  i: number,
+  path: Uint8Array[],
+): number {
+  out.set(sig, at);
+  at += SIG_BYTES;
+  out.set(root, at);
+  at += DIGEST_BYTES;
+  out[at++] = m >>> 8;
+  out[at++] = m & 0xff;
+  out[at++] = i >>> 8;
+  out[at++] = i & 0xff;
+  out[at++] = path.length;
+  for (const d of path) {
+    out.set(d, at);
+    at += DIGEST_BYTES;
+  }
+  return at;
+}
+
+/**
+ * Reads a format-3 payload; throws `RangeError` naming what is wrong
+ * (truncated, a length out of bounds, trailing bytes, not UTF-8).
+ *
+ * @example Usage
+ * ```ts
+ * import { decodeSealed } from "./sealed_format.ts";
+ * try {
+ *   decodeSealed(new Uint8Array([3, 0]));
+ * } catch (err) {
+ *   (err as Error).message; // "sender id is 0 bytes, not 1-255"
+ * }
+ * ```
+ */
+export function decodeSealed(bytes: Uint8Array): SealedFields {
+  let at = 0;
+  const need = (n: number, what: string) => {
+    if (at + n > bytes.length) {
+      throw new RangeError(
+        `truncated: ${what} needs ${n} bytes at offset ${at}, ${
+          bytes.length - at
+        } left`,
+      );
+    }
+  };
+  const u8 = (what: string) => {
+    need(1, what);
+    return bytes[at++];
+  };
+  const u16 = (what: string) => {
+    need(2, what);
+    const v = (bytes[at] << 8) | bytes[at + 1];
+    at += 2;
+    return v;
+  };
+  const take = (n: number, what: string) => {
+    need(n, what);
+    const v = bytes.subarray(at, at + n);
+    at += n;
+    return v;
+  };
+  const text = (n: number, what: string) => {
+    try {
+      return decoder.decode(take(n, what));
+    } catch (err) {
+      if (err instanceof RangeError) throw err;
+      throw new RangeError(`${what} is not UTF-8`);
+    }
+  };
+  const format = u8("the format byte");
+  if (format !== SEALED_FORMAT) {
+    throw new RangeError(`format ${format}, not ${SEALED_FORMAT}`);
+  }
+  const fromLength = u8("the sender id's length");
+  if (fromLength < 1) {
+    throw new RangeError(`sender id is 0 bytes, not 1-255`);
+  }
+  const from = text(fromLength, "the sender id");
+  const topicLength = u16("the topic's length");
+  if (topicLength < 1) throw new RangeError("topic is 0 bytes");
+  const topic = text(topicLength, "the topic");
+  const sessionAt = at;
+  const session = take(SESSION_BYTES, "the session id");
+  const count = u16("the recipient count");
+  if (count < 1 || count > MAX_WRAPS) {
+    throw new RangeError(`${count} recipients, not 1-${MAX_WRAPS}`);
+  }
+  const wraps: SealedWrap[] = [];
+  for (let j = 0; j < count; j++) {
+    const rLength = u8("a recipient id's length");
+    if (rLength < 1) throw new RangeError(`recipient ${j}'s id is 0 bytes`);
+    const r = text(rLength, "a recipient id");
+    const enc = take(ENC_BYTES, "a wrap's enc");
+    const k = take(u8("a wrapped key's length"), "a wrapped key");
+    wraps.push({ r, enc, k });
+  }
+  const wrapsEnd = at;
+  need(12, "the sequence number and ciphertext length");
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const high = view.getUint32(at);
+  if (high >= 0x20_0000) {
+    throw new RangeError("the sequence number is above 2^53");
+  }
+  const n = high * 0x1_0000_0000 + view.getUint32(at + 4);
+  const ctLength = view.getUint32(at + 8);
+  at += 12;
+  const ctAt = at;
+  take(ctLength, "the ciphertext");
+  const ctEnd = at;
+  const sig = take(SIG_BYTES, "the batch signature");
+  const root = take(DIGEST_BYTES, "the batch root");
+  const m = u16("the batch size");
+  const i = u16("the batch index");
+  if (m < 1 || m > MAX_BATCH || i >= m) {
+    throw new RangeError(`message ${i} of a batch of ${m}`);
+  }
+  const pathLength = u8("the path length");
+  const want = pathLengthOf(i, m);
+  if (pathLength !== want) {
+    throw new RangeError(
+      `message ${i} of a batch of ${m} has a path of ${pathLength} digests, not ${want}`,
+    );
+  }
+  const path: Uint8Array[] = [];
+  for (let j = 0; j < pathLength; j++) {
+    path.push(take(DIGEST_BYTES, "a path digest"));
+  }
+  if (at !== bytes.length) {
+    throw new RangeError(`${bytes.length - at} bytes after the batch proof`);
+  }
+  return {
+    bytes,
+    from,
+    topic,
+    session,
+    wraps,
+    sessionAt,
+    wrapsEnd,
+    n,
+    ctAt,
+    ctEnd,
+    sig,
+    root,
+    m,
+    i,
+    path,
+  };
+}
+
+/**
+ * Digests on the Merkle path of leaf `i` in a batch of `m` (a level's odd
+ * last node is carried up without a sibling).
+ *
+ * @example Usage
+ * ```ts
+ * import { pathLengthOf } from "./sealed_format.ts";
+ * pathLengthOf(2, 3); // 1
+ * ```
+ */
+export function pathLengthOf(i: number, m: number): number {
+  let k = 0;
+  for (let idx = i, count = m; count > 1; idx >>= 1, count = (count + 1) >> 1) {
+    if ((idx ^ 1) < count) k++;
+  }
+  return k;
+}
+
+/** What {@linkcode inspectSealed} shows of a sealed payload. */
+export interface SealedSummary {
+  /** The format byte. */
+  format: number;
+  /** The sender's directory id. */
+  from: string;
+  /** The topic it was sealed for. */
+  topic: string;
+  /** The session id, base64url. */
+  session: string;
+  /** The recipients' directory ids. */
+  recipients: string[];
+  /** The sequence number in the session. */
+  n: number;
+  /** Offset and length of the ciphertext (tag included) in the decoded bytes. */
+  ciphertext: { offset: number; length: number };
+  /** This message's place in its signed batch. */
+  batch: { index: number; size: number };
+}
+
+/**
+ * Decodes a sealed `envelope.payload` (a base64url string) for tools and
+ * tests, without checking any signature or key. Throws `RangeError` when it
+ * is not a format-3 payload.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { inspectSealed } from "./sealed_format.ts";
+ * inspectSealed(envelope.payload).recipients; // ["node:b"]
+ * ```
+ */
+export function inspectSealed(payload: unknown): SealedSummary {
+  if (typeof payload !== "string") {
+    throw new RangeError("a sealed payload is a base64url string");
+  }
+  const p = decodeSealed(
+    Uint8Array.fromBase64(payload, { alphabet: "base64url" }),
+  );
+  return {
+    format: SEALED_FORMAT,
+    from: p.from,
+    topic: p.topic,
+    session: p.session.toBase64({ alphabet: "base64url", omitPadding: true }),
+    recipients: p.wraps.map((w) => w.r),
+    n: p.n,
+    ciphertext: { offset: p.ctAt, length: p.ctEnd - p.ctAt },
+    batch: { index: p.i, size: p.m },
+  };
+}
