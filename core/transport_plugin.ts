@@ -117,7 +117,9 @@ export function transportPlugin<C, T extends Transport>(
       return {
         // With OTel on: publish/deliver spans, traceparent in the headers.
         api: tracedTransport(api),
-        ...(probe ? { health: () => probeHealth(probe, transport) } : {}),
+        ...(probe || forwarding
+          ? { health: () => transportHealth(probe, transport, forwarding) }
+          : {}),
         stop: async () => {
           await forwarding?.close();
           await transport.close();
@@ -176,6 +178,23 @@ async function sealIfConfigured(
     })
   );
   return { api, forwarding };
+}
+
+/**
+ * The probe's answer (up without one) and, on a node forwarding sealed
+ * messages to agents, the forwarder's entry `sealed-forward`: down (the
+ * node degraded) when its subscription failed.
+ */
+async function transportHealth<T>(
+  probe: { name: string; run(transport: T): Promise<unknown> } | undefined,
+  transport: T,
+  forwarding: SealedForwarder | undefined,
+): Promise<Health> {
+  const health: Health = probe
+    ? await probeHealth(probe, transport)
+    : { status: "up" };
+  if (forwarding) health.entries = { "sealed-forward": forwarding.health() };
+  return health;
 }
 
 async function probeHealth<T>(

@@ -24,6 +24,7 @@
  */
 import { type Clock, systemClock } from "../clock.ts";
 import type { Envelope } from "../envelope.ts";
+import type { HealthEntry } from "../plugin.ts";
 import type { Logger } from "../observe/logger.ts";
 import type { MetricsRegistry } from "../observe/metrics.ts";
 import { topicMatches } from "../router.ts";
@@ -103,6 +104,12 @@ export interface SealedForwarder {
    * failed.
    */
   ready: Promise<boolean>;
+  /**
+   * The forwarder's `/health` entry: `down` with the reason once a
+   * subscription failed (sealed messages for agents then wait on the
+   * broker, or go through other nodes), else `up` with what it is doing.
+   */
+  health(): HealthEntry;
   /** Stops waiting and closes the subscriptions. */
   close(): Promise<void>;
 }
@@ -188,8 +195,30 @@ export function forwardSealedToAgents(
     if (closed) await Promise.allSettled(subs.map((s) => s.close()));
     return !closed;
   })();
+  let health: HealthEntry = {
+    status: "up",
+    detail: "waiting for this node's gateway",
+  };
+  ready.then((subscribed) => {
+    health = {
+      status: "up",
+      detail: subscribed
+        ? `forwarding to agents from ${
+          agentRules(policy).flatMap((r) => r.topics).join(", ")
+        }`
+        : "not forwarding: no gateway on this node (other nodes forward)",
+    };
+  }, (err) => {
+    health = {
+      status: "down",
+      detail: `cannot subscribe to forward sealed messages to agents: ${
+        (err as Error).message
+      }`,
+    };
+  });
   return {
     ready,
+    health: () => health,
     async close() {
       closed = true;
       waker.abort();

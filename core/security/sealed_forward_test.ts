@@ -1,5 +1,11 @@
 import { flipCiphertext } from "./_sealed_testing.ts";
 import assert from "node:assert/strict";
+import { z } from "zod";
+import { createKernel } from "../kernel.ts";
+import { createLogger } from "../observe/logger.ts";
+import { createRouter } from "../router.ts";
+import { transportPlugin } from "../transport_plugin.ts";
+import { generateNodeKey } from "./node_key.ts";
 import { createEnvelope, type Envelope } from "../envelope.ts";
 import { createMetrics } from "../observe/metrics.ts";
 import { gatewayAgentKey } from "../state/keys.ts";
@@ -15,6 +21,7 @@ import {
   SealedError,
   sealedOpener,
   sealedTransport,
+  SEALING_POLICY,
   type SealingPolicy,
 } from "./sealed_transport.ts";
 import {
@@ -369,5 +376,105 @@ Deno.test("sealed forward: maxInFlight hands several messages to the gateway at 
     gate.resolve();
     await forwarder.close();
     await raw.close();
+  }
+});
+
+Deno.test("sealed forward: a forwarder whose subscription fails reports down with the reason; one forwarding reports up", async () => {
+  await using r = await rig({ forward: false });
+  const raw = memoryTransport({ broker: r.broker, maxMessageBytes: 1 << 20 });
+  const sink: SealedAgentSink = {
+    send: (_a, _c, _m, opts) =>
+      Promise.resolve({ messageId: opts?.id ?? "", status: "sent" }),
+  };
+  const refusing = {
+    ...raw,
+    subscribe: () => Promise.reject(new Error("NOPERM on ops.keys")),
+  };
+  const broken = forwardSealedToAgents(refusing, policy, {
+    opener: sealedOpener({ directory: r.directory }),
+    sink: () => sink,
+  });
+  const working = forwardSealedToAgents(raw, policy, {
+    opener: sealedOpener({ directory: r.directory }),
+    sink: () => sink,
+  });
+  try {
+    await assert.rejects(broken.ready, /NOPERM on ops.keys/);
+    assert.deepEqual(broken.health(), {
+      status: "down",
+      detail:
+        "cannot subscribe to forward sealed messages to agents: NOPERM on ops.keys",
+    });
+    assert.equal(await working.ready, true);
+    assert.equal(working.health().status, "up");
+    assert.match(working.health().detail!, /^forwarding to agents from /);
+  } finally {
+    await broken.close();
+    await working.close();
+    await raw.close();
+  }
+});
+
+Deno.test("sealed forward: a node whose forwarder cannot subscribe is degraded in /health, with the reason", async () => {
+  const dataDir = await Deno.makeTempDir();
+  const kv = await Deno.openKv(":memory:");
+  const broker = new MemoryBroker();
+  const plugin = transportPlugin({
+    name: "memory",
+    config: z.strictObject({}),
+    connect: () => {
+      const inner = memoryTransport({ broker, maxMessageBytes: 1 << 20 });
+      return Promise.resolve({
+        ...inner,
+        name: inner.name,
+        caps: inner.caps,
+        publish: inner.publish.bind(inner),
+        // The forwarder's group may not read the topic.
+        subscribe: () => Promise.reject(new Error("NOPERM on ops.keys")),
+        close: inner.close.bind(inner),
+      });
+    },
+  });
+  const sink: SealedAgentSink = {
+    send: (_a, _c, _m, opts) =>
+      Promise.resolve({ messageId: opts?.id ?? "", status: "sent" }),
+  };
+  const kernel = createKernel({
+    log: createLogger({ level: "error", sinks: [] }),
+    metrics: createMetrics("plexus_"),
+    kv,
+    router: createRouter(),
+    node: { id: "n1", version: "0", address: "http://127.0.0.1:0", dataDir },
+    core: {
+      "node:key": await generateNodeKey(),
+      "gateway:agents": sink,
+      [SEALING_POLICY]: {
+        topics: [{
+          pattern: "ops.keys",
+          recipients: ["agent:x"],
+          deliver: { channel: "sealed" },
+        }],
+      },
+    },
+  });
+  try {
+    kernel.register(plugin);
+    await kernel.start();
+    const entry = await waitFor("the forwarder's entry down", async () => {
+      const h = await kernel.health();
+      const e = h["memory/sealed-forward"];
+      return e?.status === "down" ? e : undefined;
+    }, 5000);
+    assert.equal(
+      entry.detail,
+      "cannot subscribe to forward sealed messages to agents: NOPERM on ops.keys",
+    );
+    // A down entry makes /health degraded (core/http/app.ts).
+    assert.equal((await kernel.health()).memory.status, "up");
+  } finally {
+    await kernel.stop();
+    stopBroker(broker);
+    kv.close();
+    await Deno.remove(dataDir, { recursive: true });
   }
 });
