@@ -6,9 +6,12 @@
  * ["plugins", plugin, ...]                       plugin-private keyspace (ctx.kv)
  * ["kernel", "health-probe"]                     read by /health
  * ["queue", q, "msg", id]                        queue message record
+ * ["queue", q, "seg", segId]                     packed segment: the ready messages one windowed commit enqueued (≤ 60 KiB)
+ * ["queue", q, "segstate", segId]                a segment's leases, acked and exploded positions (absent until its first claim)
+ * ["queue", q, "segdone", finishedAt, segId]     a segment whose messages are all settled (a sweep deletes it doneRetentionMs later)
  * ["queue", q, "ready", 9 - priority, vs]        ready index → [ids] enqueued by the commit with versionstamp vs (FIFO)
  * ["queue", q, "delayed", availableAt, id]       delayed index → id
- * ["queue", q, "inflight", leaseUntil, id]       lease index → id
+ * ["queue", q, "inflight", leaseUntil, id]       lease index → id ({seg, lease} when id is "segId/leaseId", a packed claim)
  * ["queue", q, "dead", deadAt, id]               dead-letter index → id
  * ["queue", q, "idem", key]                      idempotency key → {id, until}
  * ["queue", q, "count", state]                   KvU64 counters per state
@@ -96,6 +99,19 @@ export function queueKeys(q: string) {
     deadPrefix: ["queue", q, "dead"] as Deno.KvKey,
     dead: (at: number, id: string): Deno.KvKey => ["queue", q, "dead", at, id],
     idem: (key: string): Deno.KvKey => ["queue", q, "idem", key],
+    /** Packed segment `segId`: messages one windowed commit enqueued. */
+    seg: (segId: string): Deno.KvKey => ["queue", q, "seg", segId],
+    /** Leases, acked and exploded positions of segment `segId`. */
+    segState: (segId: string): Deno.KvKey => ["queue", q, "segstate", segId],
+    segDonePrefix: ["queue", q, "segdone"] as Deno.KvKey,
+    /** A finished segment, for the sweep that deletes it after retention. */
+    segDone: (at: number, segId: string): Deno.KvKey => [
+      "queue",
+      q,
+      "segdone",
+      at,
+      segId,
+    ],
     /** Set when an in-flight message is cancelled; its holder polls it (small on purpose). */
     cancel: (id: string): Deno.KvKey => ["queue", q, "cancel", id],
     progress: (id: string): Deno.KvKey => ["queue", q, "progress", id],

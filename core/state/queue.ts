@@ -41,6 +41,19 @@ import { type QueueCountState, queueKeys } from "./keys.ts";
 import { checksPerCommit, retryLocked } from "./store.ts";
 import { backoffDelay } from "../resilience/backoff.ts";
 import { PlexusError } from "../errors.ts";
+import {
+  emptySegState,
+  isReady,
+  leaseOf,
+  leaseToken,
+  packedId,
+  type SegLease,
+  type SegLeaseRef,
+  SEGMENT_BYTES,
+  segmentOf,
+  type SegState,
+  settlePositions,
+} from "./queue_segments.ts";
 
 /** Where a message is in its life. */
 export type MessageState =
@@ -353,11 +366,21 @@ interface Holder<T> {
   closing?: boolean;
   /** Claimed from memory: the group entry that will store it. */
   entry?: GroupedEnqueue<T>;
+  /** Claimed packed: its segment, lease and position (no record of its own). */
+  pack?: { seg: string; lease: string; pos: number };
 }
 
 /** A batched settle in which at least one message was taken back. */
 class BatchLostError extends Error {
   override name = "BatchLostError";
+}
+
+/** A segment as read: its entries, messages and state (empty when absent). */
+interface SegRead<T> {
+  seg: Deno.KvEntryMaybe<QueueMessage<T>[]>;
+  stateEntry: Deno.KvEntryMaybe<SegState>;
+  msgs: QueueMessage<T>[] | null;
+  state: SegState;
 }
 
 /** Part of a ready index entry a claim takes. */
@@ -385,19 +408,27 @@ interface PreparedResult {
 /** Messages one claim commit moves at most (2 mutations each, of KV's 1000). */
 const MAX_CLAIM_PER_COMMIT = 100;
 
-/** Splits picks into groups of at most `entries` entries and `ids` ids. */
-function chunks(picks: Pick[], entries: number, ids: number): Pick[][] {
+/**
+ * Splits picks into groups of at most `checks` checks (one per entry, one
+ * per segment its ids are packed in) and `ids` ids.
+ */
+function chunks(picks: Pick[], checks: number, ids: number): Pick[][] {
   const out: Pick[][] = [];
   let cur: Pick[] = [];
   let n = 0;
+  let c = 0;
   for (const p of picks) {
-    if (cur.length && (cur.length >= entries || n + p.take.length > ids)) {
+    const cost = 1 +
+      new Set(p.take.map(segmentOf).filter((s) => s !== undefined)).size;
+    if (cur.length && (c + cost > checks || n + p.take.length > ids)) {
       out.push(cur);
       cur = [];
       n = 0;
+      c = 0;
     }
     cur.push(p);
     n += p.take.length;
+    c += cost;
   }
   if (cur.length) out.push(cur);
   return out;
@@ -440,7 +471,7 @@ function timeOrderedId(): string {
 const KV_VALUE_BYTES = 65_536;
 
 /** Throws what a commit would: `value` does not fit one KV value. */
-function fitsValue(value: unknown, what: string): void {
+function fitsValue(value: unknown, what: string): number {
   const n = serialize(value).length;
   if (n > KV_VALUE_BYTES) {
     throw new RangeError(
@@ -448,7 +479,11 @@ function fitsValue(value: unknown, what: string): void {
         `store large payloads elsewhere and enqueue a reference`,
     );
   }
+  return n;
 }
+
+/** A versionstamp no commit has: a check against it always fails. */
+const NO_VERSIONSTAMP = "00000000000000000000";
 
 function tooLarge(err: unknown, what: string): never {
   if (err instanceof TypeError && /too large/i.test(err.message)) {
@@ -491,6 +526,11 @@ export class DurableQueue<T = unknown> {
   readonly #maxResult: number;
   readonly #maxGroup: number;
   #group: GroupedEnqueue<T>[] = [];
+  /** Windowed mode: the segment each priority's next ready enqueue joins. */
+  readonly #openSegs = new Map<
+    number,
+    { id: string; n: number; bytes: number }
+  >();
   #flushing = false;
   /** Windowed mode: the window in ms (undefined: sync). */
   readonly #windowMs: number | undefined;
@@ -630,7 +670,8 @@ export class DurableQueue<T = unknown> {
     ) {
       const msg = this.#newMessage(payload, options, this.#clock.now());
       // Refused now, while the caller still hears about it.
-      fitsValue(msg, `enqueue on '${this.name}'`);
+      const bytes = fitsValue(msg, `enqueue on '${this.name}'`);
+      if (msg.state === "ready") msg.id = this.#packedIdFor(msg, bytes);
       const early = await this.#join("enqueue");
       return await new Promise<Enqueued>((resolve, reject) => {
         const ok = { id: msg.id, deduplicated: false };
@@ -714,6 +755,26 @@ export class DurableQueue<T = unknown> {
     }
   }
 
+  /**
+   * Windowed mode: the id of a ready message packed into its priority's open
+   * segment (a new one when that is full: `maxGroup` messages or
+   * {@linkcode SEGMENT_BYTES}). The commit that takes it stores the segment
+   * as one value. A message too large to share a value keeps a plain id.
+   */
+  #packedIdFor(msg: QueueMessage<T>, bytes: number): string {
+    const cost = bytes + 64; // the longer id, the array's own bytes
+    if (cost > SEGMENT_BYTES) return msg.id;
+    let seg = this.#openSegs.get(msg.priority);
+    if (
+      !seg || seg.n >= this.#maxGroup || seg.bytes + cost > SEGMENT_BYTES
+    ) {
+      seg = { id: timeOrderedId(), n: 0, bytes: 0 };
+      this.#openSegs.set(msg.priority, seg);
+    }
+    seg.bytes += cost;
+    return packedId(seg.id, seg.n++);
+  }
+
   #open(verb: string): void {
     if (this.#closed) {
       throw new Error(`Cannot ${verb} on '${this.name}': the queue is closed`);
@@ -788,6 +849,20 @@ export class DurableQueue<T = unknown> {
   async #drain(all = false): Promise<void> {
     for (;;) {
       const enq = this.#group.splice(0, this.#maxGroup);
+      // A segment is written by one commit: its later members come along,
+      // and the segments taken are closed to new members.
+      const segs = new Set(enq.map((g) => segmentOf(g.msg.id)));
+      segs.delete(undefined);
+      if (segs.size) {
+        for (let i = 0; i < this.#group.length;) {
+          if (segs.has(segmentOf(this.#group[i].msg.id))) {
+            enq.push(...this.#group.splice(i, 1));
+          } else i++;
+        }
+        for (const [p, open] of this.#openSegs) {
+          if (segs.has(open.id)) this.#openSegs.delete(p);
+        }
+      }
       for (const g of enq) g.taken = true;
       const acks = this.#acks.splice(0, this.#maxBatch);
       if (enq.length === 0 && acks.length === 0) return;
@@ -878,10 +953,25 @@ export class DurableQueue<T = unknown> {
    */
   async #commitGroup(group: GroupedEnqueue<T>[]): Promise<void> {
     const msgs = group.map((g) => g.msg);
+    // Ready messages with packed ids go into their segments, one value
+    // each; the rest (claimed or acked from memory, delayed) as records.
+    const segs = new Map<string, QueueMessage<T>[]>();
+    const plain: QueueMessage<T>[] = [];
+    for (const m of msgs) {
+      const seg = m.state === "ready" ? segmentOf(m.id) : undefined;
+      if (seg === undefined) plain.push(m);
+      else if (segs.has(seg)) segs.get(seg)!.push(m);
+      else segs.set(seg, [m]);
+    }
     try {
       const { res, retried } = await this.#commit(() => {
         const op = this.#kv.atomic();
-        for (const m of msgs) this.#enqueueInto(op, m, false);
+        for (const m of plain) this.#enqueueInto(op, m, false);
+        for (const [seg, ms] of segs) {
+          op.set(this.#keys.seg(seg), ms);
+          for (const m of ms) this.#addReady(op, m.priority, m.id);
+          this.#count(op, "ready", ms.length);
+        }
         return op;
       });
       // A "database is locked" retry: the first try may have landed.
@@ -900,18 +990,32 @@ export class DurableQueue<T = unknown> {
         claimed.forEach((g, i) => g.stored!.resolve(now[i].versionstamp ?? ""));
       }
     } catch (err) {
-      if (group.length === 1) {
+      // Split in halves, a segment never across two commits.
+      const units: GroupedEnqueue<T>[][] = [];
+      const bySeg = new Map<string, GroupedEnqueue<T>[]>();
+      for (const g of group) {
+        const seg = g.msg.state === "ready" ? segmentOf(g.msg.id) : undefined;
+        if (seg === undefined) units.push([g]);
+        else if (bySeg.has(seg)) bySeg.get(seg)!.push(g);
+        else {
+          bySeg.set(seg, [g]);
+          units.push(bySeg.get(seg)!);
+        }
+      }
+      if (units.length === 1) {
         try {
           tooLarge(err, `enqueue on '${this.name}'`);
         } catch (mapped) {
-          group[0].stored?.reject(mapped);
-          group[0].reject(mapped);
+          for (const g of group) {
+            g.stored?.reject(mapped);
+            g.reject(mapped);
+          }
         }
         return;
       }
-      const half = Math.ceil(group.length / 2);
-      await this.#commitGroup(group.slice(0, half));
-      await this.#commitGroup(group.slice(half));
+      const half = Math.ceil(units.length / 2);
+      await this.#commitGroup(units.slice(0, half).flat());
+      await this.#commitGroup(units.slice(half).flat());
       return;
     }
     if (msgs.some((m) => m.state === "ready")) this.#wake();
@@ -981,6 +1085,11 @@ export class DurableQueue<T = unknown> {
         `Cannot enqueue: maxAttempts must be an integer 1-1000, got ${maxAttempts}`,
       );
     }
+    if (options.id !== undefined && segmentOf(options.id) !== undefined) {
+      throw new RangeError(
+        `Cannot enqueue on '${this.name}': id '${options.id}' has the reserved form of a packed message id (UUIDv7~n)`,
+      );
+    }
     return {
       id: options.id ?? timeOrderedId(),
       queue: this.name,
@@ -1027,12 +1136,146 @@ export class DurableQueue<T = unknown> {
    * read back whole, from its chunks when it has a `resultRef`.
    */
   async get(id: string): Promise<QueueMessage<T> | null> {
-    const m = (await this.#kv.get<QueueMessage<T>>(this.#keys.msg(id))).value;
+    let m = (await this.#kv.get<QueueMessage<T>>(this.#keys.msg(id))).value;
+    const seg = m ? undefined : segmentOf(id);
+    if (seg !== undefined) {
+      const r = await this.#readSeg(seg);
+      const pos = r.msgs?.findIndex((x) => x.id === id) ?? -1;
+      if (pos >= 0 && r.state.out.includes(pos)) {
+        // Moved out to its own record since the read above.
+        m = (await this.#kv.get<QueueMessage<T>>(this.#keys.msg(id))).value;
+      } else if (pos >= 0) m = this.#packedView(r.msgs!, r.state, pos);
+    }
     if (m?.resultRef) {
       const stored = await this.#readResult(id, m.resultRef);
       if (stored) m.result = stored.value;
     }
     return m;
+  }
+
+  /** A segment's messages and state entries, read together. */
+  async #readSegs(segIds: string[]): Promise<Map<string, SegRead<T>>> {
+    const out = new Map<string, SegRead<T>>();
+    await Promise.all(
+      Array.from({ length: Math.ceil(segIds.length / 5) }, async (_, k) => {
+        const part = segIds.slice(k * 5, k * 5 + 5);
+        const es = await this.#kv.getMany<unknown[]>(
+          part.flatMap((s) => [this.#keys.seg(s), this.#keys.segState(s)]),
+        );
+        part.forEach((s, i) => {
+          const seg = es[2 * i] as Deno.KvEntryMaybe<QueueMessage<T>[]>;
+          const st = es[2 * i + 1] as Deno.KvEntryMaybe<SegState>;
+          out.set(s, {
+            seg,
+            stateEntry: st,
+            msgs: seg.value,
+            state: st.value ?? emptySegState(),
+          });
+        });
+      }),
+    );
+    return out;
+  }
+
+  async #readSeg(segId: string): Promise<SegRead<T>> {
+    return (await this.#readSegs([segId])).get(segId)!;
+  }
+
+  /** Packed message at `pos` as a record would show it (not for `out` ones). */
+  #packedView(
+    msgs: QueueMessage<T>[],
+    st: SegState,
+    pos: number,
+  ): QueueMessage<T> {
+    const m = msgs[pos];
+    const lease = leaseOf(st, pos);
+    if (lease) {
+      return {
+        ...m,
+        state: "inflight",
+        attempts: 1,
+        leaseId: lease.id,
+        leaseUntil: lease.until,
+        consumer: lease.consumer,
+      };
+    }
+    if (st.done.includes(pos)) return { ...m, state: "done", attempts: 1 };
+    return m;
+  }
+
+  /**
+   * Writes segment `seg`'s next state into `op`, and deletes the index
+   * entries of leases left empty. When every position is settled the
+   * segment is listed for deletion: a sweep deletes it `doneRetentionMs`
+   * later (its done messages stay readable until then).
+   */
+  #writeSegState(
+    op: Deno.AtomicOperation,
+    seg: string,
+    settled: { next: SegState; emptied: SegLease[]; finished: boolean },
+  ): void {
+    op.set(this.#keys.segState(seg), settled.next);
+    if (settled.finished) {
+      op.set(this.#keys.segDone(this.#clock.now(), seg), seg);
+    }
+    for (const l of settled.emptied) {
+      op.delete(this.#keys.inflight(l.until, leaseToken(seg, l.id)));
+    }
+  }
+
+  /**
+   * Moves the packed message at `pos` of segment `seg`, in flight under
+   * lease `leaseId`, out to its own in-flight record (its lease kept), so
+   * the ordinary per-record transitions apply to it. Returns the record's
+   * entry, or null when the lease no longer holds it.
+   */
+  async #explodeAt(
+    seg: string,
+    pos: number,
+    leaseId?: string,
+  ): Promise<Deno.KvCommitResult | null> {
+    for (let tries = 0; tries < 20; tries++) {
+      const r = await this.#readSeg(seg);
+      const lease = leaseOf(r.state, pos);
+      if (!r.msgs || !lease || (leaseId && lease.id !== leaseId)) return null;
+      const rec = this.#packedView(r.msgs, r.state, pos);
+      const { res } = await this.#commit(() => {
+        const op = this.#kv.atomic().check(r.stateEntry)
+          .set(this.#keys.msg(rec.id), rec)
+          .set(this.#keys.inflight(rec.leaseUntil!, rec.id), rec.id);
+        this.#writeSegState(
+          op,
+          seg,
+          settlePositions(r.state, [pos], "out", r.msgs!.length),
+        );
+        return op;
+      });
+      if (res.ok) return res;
+    }
+    throw new Error(
+      `Cannot move a message of segment '${seg}' on '${this.name}' to its own record: the segment kept changing under 20 tries`,
+    );
+  }
+
+  /**
+   * A packed holder leaves the happy path: its message gets its own record
+   * (or, if a cancel or sweep moved it first, the holder takes that record
+   * when it is still under its lease, else a versionstamp no check passes,
+   * so its verb fails as a lost lease or settles as cancelled).
+   */
+  async #explode(h: Holder<T>): Promise<void> {
+    const { seg, lease, pos } = h.pack!;
+    const res = await this.#explodeAt(seg, pos, lease);
+    h.pack = undefined;
+    if (res) {
+      h.vs = res.versionstamp;
+      return;
+    }
+    const e = await this.#kv.get<QueueMessage<T>>(this.#keys.msg(h.msg.id));
+    if (e.value?.state === "inflight" && e.value.leaseId === h.msg.leaseId) {
+      h.vs = e.versionstamp!;
+      h.msg = e.value;
+    } else h.vs = NO_VERSIONSTAMP;
   }
 
   /**
@@ -1232,7 +1475,23 @@ export class DurableQueue<T = unknown> {
     consumer: string,
   ): Promise<Delivery<T>[] | null> {
     const ids = picks.flatMap((p) => p.take);
-    const msgs = await this.#getMany(ids);
+    // Packed ids still in their segment take the packed path; one that was
+    // moved out to its own record (a nak, an expired lease) is plain.
+    const segIds = [
+      ...new Set(ids.map(segmentOf).filter((s) => s !== undefined)),
+    ];
+    const segs = await this.#readSegs(segIds);
+    const packedAt = new Map<string, { seg: string; pos: number }>();
+    for (const id of ids) {
+      const seg = segmentOf(id);
+      const r = seg === undefined ? undefined : segs.get(seg)!;
+      const pos = r?.msgs?.findIndex((m) => m.id === id) ?? -1;
+      if (pos >= 0 && !r!.state.out.includes(pos)) {
+        packedAt.set(id, { seg: seg!, pos });
+      }
+    }
+    const plainIds = ids.filter((id) => !packedAt.has(id));
+    const msgs = await this.#getMany(plainIds);
     const now = this.#clock.now();
     const claimed: QueueMessage<T>[] = [];
     msgs.forEach((current) => {
@@ -1246,6 +1505,25 @@ export class DurableQueue<T = unknown> {
         consumer,
       });
     });
+    // One lease per segment for all its positions this claim takes.
+    const leases = new Map<string, SegLease>();
+    for (const [, { seg, pos }] of packedAt) {
+      if (!isReady(segs.get(seg)!.state, pos)) continue; // not ready: dropped below
+      let l = leases.get(seg);
+      if (!l) {
+        leases.set(
+          seg,
+          l = {
+            id: crypto.randomUUID(),
+            until: now + leaseMs,
+            consumer,
+            pos: [],
+          },
+        );
+      }
+      l.pos.push(pos);
+    }
+    const nPacked = [...leases.values()].reduce((n, l) => n + l.pos.length, 0);
     const { res, retried } = await this.#commit(() => {
       const op = this.#kv.atomic();
       for (const { entry, rest } of picks) {
@@ -1259,21 +1537,65 @@ export class DurableQueue<T = unknown> {
           m.id,
         );
       }
-      this.#count(op, "ready", -claimed.length);
-      this.#count(op, "inflight", claimed.length);
+      for (const [seg, l] of leases) {
+        const r = segs.get(seg)!;
+        op.check(r.stateEntry)
+          .set(
+            this.#keys.segState(seg),
+            {
+              ...r.state,
+              leases: [...r.state.leases, l],
+            } satisfies SegState,
+          )
+          .set(
+            this.#keys.inflight(l.until, leaseToken(seg, l.id)),
+            { seg, lease: l.id } satisfies SegLeaseRef,
+          );
+      }
+      this.#count(op, "ready", -(claimed.length + nPacked));
+      this.#count(op, "inflight", claimed.length + nPacked);
       return op;
     });
+    let ours = leases;
+    let plainOurs: { m: QueueMessage<T>; vs: string }[];
     if (res.ok) {
-      return claimed.map((m) => this.#delivery(m, res.versionstamp, leaseMs));
+      plainOurs = claimed.map((m) => ({ m, vs: res.versionstamp }));
+    } else {
+      if (!retried) return null;
+      // The locked first try may have landed: our lease ids say what is ours.
+      const after = await this.#getEntries(claimed.map((m) => m.id));
+      plainOurs = after.flatMap((e, i) =>
+        e.value?.leaseId === claimed[i].leaseId
+          ? [{ m: e.value!, vs: e.versionstamp! }]
+          : []
+      );
+      const reread = await this.#readSegs([...leases.keys()]);
+      ours = new Map(
+        [...leases].filter(([seg, l]) =>
+          reread.get(seg)!.state.leases.some((x) => x.id === l.id)
+        ),
+      );
+      if (plainOurs.length === 0 && ours.size === 0) return null;
     }
-    if (!retried) return null;
-    // The locked first try may have landed: our lease ids say what is ours.
-    const after = await this.#getEntries(claimed.map((m) => m.id));
-    const ours = after.filter((e, i) =>
-      e.value?.leaseId === claimed[i].leaseId
-    );
-    if (ours.length === 0) return null;
-    return ours.map((e) => this.#delivery(e.value!, e.versionstamp!, leaseMs));
+    // Deliveries in the order the index listed them (FIFO).
+    const byId = new Map<string, Delivery<T>>();
+    for (const { m, vs } of plainOurs) {
+      byId.set(m.id, this.#delivery(m, vs, leaseMs));
+    }
+    for (const [seg, l] of ours) {
+      const r = segs.get(seg)!;
+      const st: SegState = { ...r.state, leases: [l] };
+      for (const pos of l.pos) {
+        const d = this.#delivery(
+          this.#packedView(r.msgs!, st, pos),
+          "",
+          leaseMs,
+        );
+        this.#holders.get(d)!.pack = { seg, lease: l.id, pos };
+        byId.set(d.id, d);
+      }
+    }
+    return ids.flatMap((id) => byId.has(id) ? [byId.get(id)!] : []);
   }
 
   /** Reads message entries by id, 10 keys per read (KV's limit), in order. */
@@ -1431,7 +1753,25 @@ export class DurableQueue<T = unknown> {
     verb: string,
     final: boolean,
   ): Promise<void> {
-    const run = async () => {
+    const p = Promise.all(holders.map((h) => h.chain)).then(() =>
+      this.#settleNow(holders, build, verb, final)
+    );
+    for (const h of holders) h.chain = p.catch(() => {});
+    return p;
+  }
+
+  /** {@linkcode #settle}'s work, for a caller already in the holders' chains. */
+  async #settleNow(
+    holders: Holder<T>[],
+    build: (
+      op: Deno.AtomicOperation,
+      m: QueueMessage<T>,
+      i: number,
+    ) => Deno.AtomicOperation,
+    verb: string,
+    final: boolean,
+  ): Promise<void> {
+    {
       for (const h of holders) {
         if (h.settled || (h.closing && verb !== "ack")) {
           throw new Error(
@@ -1439,6 +1779,8 @@ export class DurableQueue<T = unknown> {
           );
         }
       }
+      // A packed message leaves the happy path: its own record first.
+      for (const h of holders) if (h.pack) await this.#explode(h);
       const opId = crypto.randomUUID();
       const tagged = holders.map((h) => ({ ...h.msg, lastOp: opId }));
       let res: Deno.KvCommitResult | Deno.KvCommitError;
@@ -1487,10 +1829,7 @@ export class DurableQueue<T = unknown> {
           holders[0].msg.id
         }' on '${this.name}': its lease expired and it was taken back`,
       );
-    };
-    const p = Promise.all(holders.map((h) => h.chain)).then(run);
-    for (const h of holders) h.chain = p.catch(() => {});
-    return p;
+    }
   }
 
   /**
@@ -1623,6 +1962,17 @@ export class DurableQueue<T = unknown> {
     out: (Error | undefined)[],
   ): Promise<void> {
     {
+      // Packed messages acked without a result are marked done in their
+      // segments' states; the rest take the per-record path.
+      const packed = ready.filter((j) => {
+        const p = prepared.get(j)!;
+        return holders[j].pack && p.result === undefined && !p.ref;
+      });
+      if (packed.length) {
+        const errs = await this.#ackPacked(packed.map((j) => holders[j]));
+        packed.forEach((j, k) => (out[j] = errs[k]));
+        ready = ready.filter((j) => !packed.includes(j));
+      }
       const ack = (js: number[]) =>
         this.#settle(
           js.map((j) => holders[j]),
@@ -1647,6 +1997,106 @@ export class DurableQueue<T = unknown> {
         ),
       );
     }
+  }
+
+  /**
+   * Acks packed deliveries (no result) by marking their positions done in
+   * their segments' states: one commit for up to `maxBatch` segments,
+   * checked against each state read, re-read and rebuilt when a claim or
+   * another ack changed one meanwhile. The commit that settles a segment's
+   * last position deletes the segment. A holder whose lease no longer holds
+   * its position (cancelled, taken back by a sweep) takes the per-record
+   * path, which tells it apart. Errors by position (undefined = acked).
+   */
+  #ackPacked(holders: Holder<T>[]): Promise<(Error | undefined)[]> {
+    const run = async () => {
+      const out: (Error | undefined)[] = holders.map(() => undefined);
+      const fallback: number[] = [];
+      let todo = holders.map((_, i) => i).filter((i) => {
+        if (!holders[i].settled) return true;
+        out[i] = new Error(
+          `Cannot ack message '${holders[i].msg.id}': it is already settled`,
+        );
+        return false;
+      });
+      const acked = (i: number) => {
+        const h = holders[i];
+        h.msg = this.#doneRecord(h.msg, {});
+        h.settled = true;
+      };
+      for (let tries = 0; todo.length && tries < 20; tries++) {
+        const segIds = [...new Set(todo.map((i) => holders[i].pack!.seg))]
+          .slice(0, this.#maxBatch);
+        const segs = await this.#readSegs(segIds);
+        const bySeg = new Map<string, number[]>();
+        const next: number[] = [];
+        for (const i of todo) {
+          const { seg, lease, pos } = holders[i].pack!;
+          const r = segs.get(seg);
+          if (!r) {
+            next.push(i); // a later commit's segment
+            continue;
+          }
+          if (leaseOf(r.state, pos)?.id === lease) {
+            if (bySeg.has(seg)) bySeg.get(seg)!.push(i);
+            else bySeg.set(seg, [i]);
+          } else if (
+            tries > 0 && (r.state.done.includes(pos) || !r.msgs)
+          ) {
+            // Only its holder marks a position done, and a segment goes
+            // only when all are settled: an earlier try of ours landed.
+            // (A message moved out has a record: the per-record path.)
+            const rec = r.msgs
+              ? null
+              : (await this.#getMany([holders[i].msg.id]))[0];
+            if (rec) fallback.push(i);
+            else acked(i);
+          } else fallback.push(i);
+        }
+        if (bySeg.size) {
+          const n = [...bySeg.values()].reduce((a, is) => a + is.length, 0);
+          const { res } = await this.#commit(() => {
+            const op = this.#kv.atomic();
+            for (const [seg, is] of bySeg) {
+              const r = segs.get(seg)!;
+              op.check(r.stateEntry);
+              this.#writeSegState(
+                op,
+                seg,
+                settlePositions(
+                  r.state,
+                  is.map((i) => holders[i].pack!.pos),
+                  "done",
+                  r.msgs!.length,
+                ),
+              );
+            }
+            this.#count(op, "inflight", -n);
+            return op;
+          });
+          if (res.ok) { for (const is of bySeg.values()) is.forEach(acked); }
+          else for (const is of bySeg.values()) next.push(...is);
+        }
+        todo = next;
+      }
+      fallback.push(...todo);
+      await Promise.all(fallback.map(async (i) => {
+        try {
+          await this.#settleNow(
+            [holders[i]],
+            (op, m) => this.#ackInto(op, m, {}),
+            "ack",
+            true,
+          );
+        } catch (err) {
+          out[i] = err as Error;
+        }
+      }));
+      return out;
+    };
+    const p = Promise.all(holders.map((h) => h.chain)).then(run);
+    for (const h of holders) h.chain = p.catch(() => {});
+    return p;
   }
 
   /** Deletes result chunks `ref` of a failed ack, unless the record names them after all. */
@@ -1739,13 +2189,19 @@ export class DurableQueue<T = unknown> {
     const now = this.#clock.now();
     let expired = 0;
     let promoted = 0;
-    const leases = this.#kv.list<string>({
+    const leases = this.#kv.list<string | SegLeaseRef>({
       prefix: this.#keys.inflightPrefix,
       end: [...this.#keys.inflightPrefix, now],
     }, {
       limit,
     });
     for await (const e of leases) {
+      if (typeof e.value !== "string") {
+        expired += await this.#expireSegLease(
+          e as Deno.KvEntry<SegLeaseRef>,
+        );
+        continue;
+      }
       const msgEntry = await this.#kv.get<QueueMessage<T>>(
         this.#keys.msg(e.value),
       );
@@ -1785,8 +2241,56 @@ export class DurableQueue<T = unknown> {
       };
       if ((await this.#commit(build)).res.ok && m) promoted++;
     }
+    // Segments all settled longer than the retention go.
+    const old = this.#kv.list<string>({
+      prefix: this.#keys.segDonePrefix,
+      end: [...this.#keys.segDonePrefix, now - this.#retention],
+    }, { limit });
+    for await (const e of old) {
+      await this.#commit(() =>
+        this.#kv.atomic().delete(e.key).delete(this.#keys.seg(e.value))
+          .delete(this.#keys.segState(e.value))
+      );
+    }
     if (promoted > 0 || expired > 0) this.#wake();
     return { expired, promoted };
+  }
+
+  /**
+   * An expired packed claim: each of its messages moves out to its own
+   * record and back to ready (or to the DLQ), in one commit checked against
+   * the segment's state. Returns how many it moved.
+   */
+  async #expireSegLease(e: Deno.KvEntry<SegLeaseRef>): Promise<number> {
+    const { seg, lease } = e.value;
+    const r = await this.#readSeg(seg);
+    const l = r.state.leases.find((x) => x.id === lease);
+    const live = r.msgs && l && l.until === e.key[3] ? l : undefined;
+    const { res } = await this.#commit(() => {
+      const op = this.#kv.atomic().check(e).delete(e.key); // stale unless live
+      if (!live) return op;
+      op.check(r.stateEntry);
+      for (const pos of live.pos) {
+        const m = this.#packedView(r.msgs!, r.state, pos);
+        this.#retryOrDead(
+          op,
+          m,
+          `lease expired (held by ${live.consumer})`,
+          0,
+        );
+      }
+      const settled = settlePositions(
+        r.state,
+        live.pos,
+        "out",
+        r.msgs!.length,
+      );
+      // This lease's index entry is deleted above.
+      settled.emptied = settled.emptied.filter((x) => x.id !== live.id);
+      this.#writeSegState(op, seg, settled);
+      return op;
+    });
+    return res.ok && live ? live.pos.length : 0;
   }
 
   /** Dead-lettered messages, oldest first. */
@@ -1844,6 +2348,12 @@ export class DurableQueue<T = unknown> {
     for (let tries = 0;; tries++) {
       const entry = await this.#kv.get<QueueMessage<T>>(this.#keys.msg(id));
       const m = entry.value;
+      const seg = m ? undefined : segmentOf(id);
+      if (seg !== undefined) {
+        const packed = await this.#cancelPacked(seg, id, reason);
+        if (packed !== "moved") return packed;
+        continue; // in flight: now its own record, cancelled as one
+      }
       if (!m) return { outcome: "unknown" };
       if (
         m.state !== "ready" && m.state !== "delayed" && m.state !== "inflight"
@@ -1900,6 +2410,63 @@ export class DurableQueue<T = unknown> {
         );
       }
     }
+  }
+
+  /**
+   * Cancels packed message `id` of segment `seg`: a ready one is taken out
+   * of its ready index entry (checked, as the claim checks it) and written
+   * cancelled in one commit; an in-flight one is moved out to its own
+   * record ("moved": the caller cancels that record).
+   */
+  async #cancelPacked(
+    seg: string,
+    id: string,
+    reason: string,
+  ): Promise<CancelOutcome<T> | "moved"> {
+    for (let tries = 0; tries < 20; tries++) {
+      const r = await this.#readSeg(seg);
+      const pos = r.msgs?.findIndex((x) => x.id === id) ?? -1;
+      if (pos < 0) return { outcome: "unknown" };
+      if (r.state.out.includes(pos)) return "moved"; // has its own record now
+      const m = this.#packedView(r.msgs!, r.state, pos);
+      if (m.state === "done") return { outcome: "finished", message: m };
+      if (m.state === "inflight") {
+        await this.#explodeAt(seg, pos);
+        return "moved";
+      }
+      // Ready: its index entry is the one the segment's commit wrote.
+      const index = await this.#kv.get<string[]>(
+        this.#keys.ready(m.priority, r.seg.versionstamp!),
+      );
+      const now = this.#clock.now();
+      const next: QueueMessage<T> = {
+        ...m,
+        state: "cancelled",
+        cancelledAt: now,
+        cancelReason: reason,
+        finishedAt: now,
+      };
+      const { res } = await this.#commit(() => {
+        const op = this.#kv.atomic().check(r.stateEntry).check(index)
+          .set(this.#keys.msg(id), next, { expireIn: this.#retention });
+        if (index.value?.includes(id)) {
+          const rest = index.value.filter((x) => x !== id);
+          if (rest.length) op.set(index.key, rest);
+          else op.delete(index.key);
+        }
+        this.#writeSegState(
+          op,
+          seg,
+          settlePositions(r.state, [pos], "out", r.msgs!.length),
+        );
+        this.#count(op, "ready", -1);
+        return op;
+      });
+      if (res.ok) return { outcome: "cancelled", from: "ready", message: next };
+    }
+    throw new Error(
+      `Cannot cancel message '${id}' on '${this.name}': it kept changing under 20 tries`,
+    );
   }
 
   /** The cancel marks of those of `ids` cancelled while in flight. */

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { queueKeys } from "./keys.ts";
 import { DurableQueue, QueueCommitError } from "./queue.ts";
+import { segmentOf, type SegState } from "./queue_segments.ts";
 
 /** A promise with its settle functions outside. */
 function deferred<T = void>() {
@@ -241,22 +242,43 @@ Deno.test("queue window: acks resolve early, land within the window, and cannot 
   await q.close();
 });
 
-Deno.test("queue window: an acknowledged ack that does not land is reported, and the message comes back", async () => {
-  using kv = await Deno.openKv(":memory:");
-  const q = new DurableQueue<number>(kv, "w", { commit: { windowMs: 60_000 } });
-  await q.enqueue(2);
-  await q.flush();
-  const [d2] = await q.claim(1, 60_000, "c");
-  const kv2 = new DurableQueue<number>(kv, "w");
-  // Someone else writes the record before the ack commits (a lease taken back).
-  const stolen = await kv.get<{ state: string }>(queueKeys("w").msg(d2.id));
-  await kv.set(stolen.key, { ...stolen.value, lastOp: "someone-else" });
-  await d2.ack();
-  const err = await q.flush().then(() => null, (e) => e);
-  assert.ok(err instanceof QueueCommitError, `flush threw ${err}`);
-  assert.deepEqual(err.failedAcks, [d2.id]);
-  assert.equal((await kv2.get(d2.id))?.state, "inflight");
-  await q.close();
+Deno.test("queue window: an acknowledged ack that does not land is reported, and the message comes back", async (t) => {
+  for (const how of ["packed", "record"] as const) {
+    await t.step(how, async () => {
+      using kv = await Deno.openKv(":memory:");
+      const q = new DurableQueue<number>(kv, "w", {
+        commit: { windowMs: 60_000 },
+      });
+      // enqueueMany stores records; a windowed enqueue packs a segment.
+      if (how === "record") await q.enqueueMany([{ payload: 2 }]);
+      else await q.enqueue(2);
+      await q.flush();
+      const [d2] = await q.claim(1, 60_000, "c");
+      const kv2 = new DurableQueue<number>(kv, "w");
+      // Someone else takes the lease before the ack commits.
+      const seg = segmentOf(d2.id);
+      assert.equal(seg !== undefined, how === "packed");
+      if (seg !== undefined) {
+        const st = await kv.get<SegState>(queueKeys("w").segState(seg));
+        const [l] = st.value!.leases;
+        await kv.set(st.key, {
+          ...st.value!,
+          leases: [{ ...l, id: "someone-else" }],
+        });
+      } else {
+        const stolen = await kv.get<{ state: string }>(
+          queueKeys("w").msg(d2.id),
+        );
+        await kv.set(stolen.key, { ...stolen.value, lastOp: "someone-else" });
+      }
+      await d2.ack();
+      const err = await q.flush().then(() => null, (e) => e);
+      assert.ok(err instanceof QueueCommitError, `flush threw ${err}`);
+      assert.deepEqual(err.failedAcks, [d2.id]);
+      assert.equal((await kv2.get(d2.id))?.state, "inflight");
+      await q.close();
+    });
+  }
 });
 
 Deno.test("queue window: bad options are refused with the value", () => {
