@@ -334,6 +334,7 @@ export class AgentConnection {
         out.authAt,
         out.sessionExpires,
         !!hello.resume,
+        auth.body.batch === true,
       );
     }).catch((err) => this.#fail(err));
   }
@@ -343,6 +344,7 @@ export class AgentConnection {
     authAt: number,
     sessionExpires: number,
     resumed: boolean,
+    batch: boolean,
   ): Promise<void> {
     const ctx = this.#ctx;
     const cfg = ctx.config;
@@ -415,6 +417,8 @@ export class AgentConnection {
       acks: MAX_ACKS_PER_RECORD,
     });
     this.#state = "ready";
+    // After `ready`, which leaves alone: the agent asked for batched frames.
+    if (batch) this.#sender!.batchFrames();
     this.#lastHeard = now;
     this.#lastWritten = now;
     ctx.metrics.handshake("ok", resumed ? "resumed" : "signature");
@@ -582,6 +586,8 @@ export class AgentConnection {
         agent: this.#hello?.agent,
       });
     }
+    // Records still waiting for a batched frame go before the close frame.
+    this.#sender?.flush();
     try {
       this.socket.close(code, reason);
     } catch { /* already closed */ }

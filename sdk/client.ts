@@ -268,6 +268,8 @@ export interface AgentStats {
   deadConnections: number;
   /** Records received from the node (opened). */
   recordsIn: number;
+  /** Binary frames received after the welcome (a batched frame holds several records). */
+  framesIn: number;
   /** Records sent to the node (sealed). */
   recordsOut: number;
   /** Bytes received in WebSocket messages. */
@@ -341,6 +343,8 @@ const encoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);
 /** Most message ids the agent puts in one `ack` record, whatever the node allows. */
 const MAX_ACKS = 256;
+/** First byte of a node frame holding several records (docs/protocol.md). */
+const BATCH_FRAME_TYPE = 2;
 interface Connection {
   ws: WebSocketLike;
   phase: "hello" | "welcome" | "auth" | "ready";
@@ -465,6 +469,7 @@ export class AgentClient implements AsyncDisposable {
     disconnects: 0,
     deadConnections: 0,
     recordsIn: 0,
+    framesIn: 0,
     recordsOut: 0,
     bytesIn: 0,
     bytesOut: 0,
@@ -970,9 +975,30 @@ export class AgentClient implements AsyncDisposable {
       );
       return;
     }
+    this.#stats.framesIn++;
+    const bytes = new Uint8Array(data);
+    if (bytes[0] === BATCH_FRAME_TYPE && conn.phase === "ready") {
+      // Several records, each a u32 big-endian length and the record.
+      const view = new DataView(data);
+      for (let at = 1; at < bytes.length && this.#conn === conn;) {
+        const len = at + 4 <= bytes.length ? view.getUint32(at) : -1;
+        if (len < 0 || at + 4 + len > bytes.length) {
+          this.#abandon(conn, CloseCode.recordRefused, "truncated batch frame");
+          return;
+        }
+        this.#onRecordBytes(conn, bytes.subarray(at + 4, at + 4 + len));
+        at += 4 + len;
+      }
+      return;
+    }
+    this.#onRecordBytes(conn, bytes);
+  }
+
+  /** One record of the connection (a frame's, or one of a batched frame's). */
+  #onRecordBytes(conn: Connection, bytes: Uint8Array): void {
     let rec: OpenedRecord;
     try {
-      rec = conn.opener!.open(new Uint8Array(data));
+      rec = conn.opener!.open(bytes);
     } catch (err) {
       this.#abandon(
         conn,
@@ -1033,9 +1059,11 @@ export class AgentClient implements AsyncDisposable {
       maxRecordBytes: this.#maxBodyBytes + 64 + 4096 + 16 + 16,
     });
     conn.phase = "auth";
+    // `batch`: this client reads frames holding several records (nodes
+    // that do not know it ignore it).
     const body = conn.resumeToken
-      ? { resume: conn.resumeToken }
-      : { sig: b64u(signature!) };
+      ? { resume: conn.resumeToken, batch: true }
+      : { sig: b64u(signature!), batch: true };
     this.#write(
       conn,
       this.#header(conn, "", "auth", {}, "auth"),

@@ -11,6 +11,14 @@
  * reported to be closed; a buffer that drains below the limit is reported so
  * delivery resumes.
  *
+ * Batched frames: once the agent said it reads them ({@linkcode
+ * RecordSender.batchFrames}, the `batch` of its `auth`), the records sealed
+ * in one turn of the event loop's microtasks (a burst of broadcasts, a
+ * backlog) leave in one WebSocket frame: {@linkcode BATCH_FRAME_TYPE}, then
+ * each record as a u32 big-endian length and the record, in sequence order,
+ * at most {@linkcode BATCH_FRAME_BYTES} a frame. A lone record still leaves
+ * as a plain record frame.
+ *
  * @module
  */
 import type { RecordHeader, RecordSealer } from "../../sdk/protocol/record.ts";
@@ -18,6 +26,10 @@ import type { GatewayConfig, GatewayMetrics } from "./types.ts";
 
 /** A slow consumer is closed once over the limit this long (as the log stream does). */
 export const SLOW_CHECK_MS = 100;
+/** First byte of a frame holding several records (a record's first byte is its version, 1). */
+export const BATCH_FRAME_TYPE = 2;
+/** A batched frame is sent once its records reach this many bytes. */
+export const BATCH_FRAME_BYTES = 64 * 1024;
 
 /** The fields of a record the node sends (`sid`, `from`, `to` are filled in; `ch` defaults to ""). */
 export type RecordFields =
@@ -92,6 +104,10 @@ export class RecordSender {
   readonly #o: RecordSenderOptions;
   #slowSince?: number;
   #slowTimer?: ReturnType<typeof setInterval>;
+  #batch = false;
+  /** Sealed records waiting for the end of this microtask turn (batched frames only). */
+  #pending: Uint8Array[] = [];
+  #pendingBytes = 0;
 
   constructor(options: RecordSenderOptions) {
     this.#o = options;
@@ -129,14 +145,54 @@ export class RecordSender {
       ? body
       : encoder.encode(JSON.stringify(body));
     const frame = this.#o.sealer.seal(header, bytes, signature);
-    socket.send(frame);
     this.#o.metrics.message("out", frame.length);
+    if (!this.#batch) {
+      socket.send(frame);
+      return this.#checkBuffer();
+    }
+    if (this.#pending.length === 0) queueMicrotask(() => this.flush());
+    this.#pending.push(frame);
+    this.#pendingBytes += 4 + frame.length;
+    if (this.#pendingBytes >= BATCH_FRAME_BYTES) this.flush();
+  }
+
+  /**
+   * From now on, records sealed in one microtask turn leave in one frame
+   * (see the module doc): the agent said it reads such frames.
+   */
+  batchFrames(): void {
+    this.#batch = true;
+  }
+
+  /** Sends the records waiting for a batched frame now (before a close, say). */
+  flush(): void {
+    const records = this.#pending;
+    if (records.length === 0) return;
+    this.#pending = [];
+    const bytes = this.#pendingBytes;
+    this.#pendingBytes = 0;
+    const socket = this.#o.socket;
+    if (socket.readyState !== WebSocket.OPEN) return;
+    if (records.length === 1) socket.send(records[0]);
+    else {
+      const frame = new Uint8Array(1 + bytes);
+      const view = new DataView(frame.buffer);
+      frame[0] = BATCH_FRAME_TYPE;
+      let at = 1;
+      for (const r of records) {
+        view.setUint32(at, r.length);
+        frame.set(r, at + 4);
+        at += 4 + r.length;
+      }
+      socket.send(frame);
+    }
     this.#checkBuffer();
   }
 
   /** Whether more is unsent than `sendBufferBytes`. */
   get congested(): boolean {
-    return this.#o.socket.bufferedAmount > this.#o.config.sendBufferBytes;
+    return this.#o.socket.bufferedAmount + this.#pendingBytes >
+      this.#o.config.sendBufferBytes;
   }
 
   /** Ends the slow-consumer watch (the connection is closing). */

@@ -134,6 +134,60 @@ Deno.test("sdk: a backend send on 'policies' reaches the subscribed SDK handler 
   });
 });
 
+Deno.test("sdk: a burst of broadcasts and durable sends reaches the SDK in batched frames, every message once and in order; the batched acks settle every durable one", async () => {
+  await withNode({
+    channels: {
+      policies: { subscribe: ["agent"] },
+      alerts: { subscribe: ["agent"], durable: false },
+    },
+  }, async (n) => {
+    const key = await enrolledKey(n);
+    await using agent = await connectAgent({
+      url: n.url,
+      id: key.id,
+      privateKey: seedOf(key),
+      backoff: TEST_BACKOFF,
+    });
+    const alerts = new Inbox();
+    const policies = new Inbox();
+    await agent.subscribe("alerts", alerts.handler);
+    await agent.subscribe("policies", policies.handler);
+    const gw = n.handle.kernel.get<AgentGateway>("gateway:agents");
+    const framesBefore = agent.stats().framesIn;
+    const recordsBefore = agent.stats().recordsIn;
+    const sent = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => gw.broadcast("alerts", { i })),
+    );
+    assert.ok(sent.every((r) => r.sentTo.length === 1));
+    const got = await alerts.waitFor(40);
+    assert.deepEqual(
+      got.map((m) => m.payload),
+      Array.from({ length: 40 }, (_, i) => ({ i })),
+    );
+    const records = agent.stats().recordsIn - recordsBefore;
+    const frames = agent.stats().framesIn - framesBefore;
+    assert.equal(records, 40);
+    assert.ok(frames < records, `${frames} frames for ${records} records`);
+    // Durable: 20 sends at once; every one is acked (by few ack records).
+    const ids = (await Promise.all(
+      Array.from({ length: 20 }, (_, i) => gw.send(key.id, "policies", { i })),
+    )).map((r) => r.messageId);
+    const msgs = await policies.waitFor(20);
+    assert.deepEqual(new Set(msgs.map((m) => m.id)), new Set(ids));
+    const q = new DurableQueue(
+      n.handle.kernel.get("state:kv"),
+      outboxQueueName(key.id, "policies"),
+    );
+    await until(async () => {
+      for (const id of ids) {
+        if ((await q.get(id))?.state !== "done") return false;
+      }
+      return true;
+    }, "every durable message acked");
+    assert.equal(agent.stats().duplicates, 0);
+  });
+});
+
 Deno.test("sdk: publish on 'heartbeat' resolves on the node's ack, and a router subscriber on the node has the envelope by then", async () => {
   await withNode({}, async (n) => {
     const key = await enrolledKey(n);

@@ -1,0 +1,80 @@
+import assert from "node:assert/strict";
+import { BATCH_FRAME_BYTES, BATCH_FRAME_TYPE, RecordSender } from "./sender.ts";
+import { RecordOpener, RecordSealer } from "../../sdk/protocol/record.ts";
+
+const KEY = new Uint8Array(32).fill(9);
+
+function sender(batch: boolean, sendBufferBytes = 1 << 20) {
+  const frames: Uint8Array[] = [];
+  const socket = {
+    readyState: WebSocket.OPEN as number,
+    bufferedAmount: 0,
+    send: (f: unknown) => void frames.push(f as Uint8Array),
+  };
+  const s = new RecordSender({
+    socket,
+    sealer: new RecordSealer(KEY),
+    sid: "s1",
+    from: "node:n1",
+    to: "agent-1",
+    config: { sendBufferBytes },
+    maxFrame: 1 << 20,
+    metrics: { message: () => {} },
+    closed: () => false,
+    slow: () => {},
+    drained: () => {},
+  });
+  if (batch) s.batchFrames();
+  return { s, frames, socket };
+}
+
+/** The records of a frame, plain or batched. */
+function split(frame: Uint8Array): Uint8Array[] {
+  if (frame[0] !== BATCH_FRAME_TYPE) return [frame];
+  const v = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const out: Uint8Array[] = [];
+  for (let at = 1; at < frame.length;) {
+    const len = v.getUint32(at);
+    out.push(frame.subarray(at + 4, at + 4 + len));
+    at += 4 + len;
+  }
+  return out;
+}
+
+const body = (i: number) => new TextEncoder().encode(String(i));
+
+Deno.test("sender: records sealed in one microtask turn leave in one batched frame, in order; a lone record as a plain frame", async () => {
+  const { s, frames } = sender(true);
+  for (let i = 0; i < 5; i++) s.send({ type: "msg", id: `m-${i}` }, body(i));
+  assert.equal(frames.length, 0, "held until the turn ends");
+  await Promise.resolve();
+  assert.equal(frames.length, 1);
+  assert.equal(frames[0][0], BATCH_FRAME_TYPE);
+  const opener = new RecordOpener(KEY);
+  const ids = split(frames[0]).map((r) => opener.open(r).header.id);
+  assert.deepEqual(ids, ["m-0", "m-1", "m-2", "m-3", "m-4"]);
+  s.send({ type: "msg", id: "alone" }, body(5));
+  await Promise.resolve();
+  assert.equal(frames.length, 2);
+  assert.equal(frames[1][0], 1, "a plain record (version 1)");
+  assert.equal(opener.open(frames[1]).header.id, "alone");
+});
+
+Deno.test("sender: without batchFrames each record is its own frame at once; a full batch and flush() send at once; pending bytes count as congestion", () => {
+  const plain = sender(false);
+  plain.s.send({ type: "msg", id: "a" }, body(1));
+  plain.s.send({ type: "msg", id: "b" }, body(2));
+  assert.equal(plain.frames.length, 2);
+  const { s, frames } = sender(true);
+  const big = new Uint8Array(BATCH_FRAME_BYTES / 4);
+  for (let i = 0; i < 4; i++) s.send({ type: "msg", id: `b-${i}` }, big);
+  assert.equal(frames.length, 1, "sent once over BATCH_FRAME_BYTES");
+  assert.equal(split(frames[0]).length, 4);
+  const tight = sender(true, 100);
+  tight.s.send({ type: "msg", id: "c" }, new Uint8Array(200));
+  assert.equal(tight.s.congested, true, "pending bytes count");
+  tight.s.flush();
+  assert.equal(tight.frames.length, 1);
+  tight.s.flush();
+  assert.equal(tight.frames.length, 1, "nothing twice");
+});
