@@ -9,12 +9,8 @@
 import assert from "node:assert/strict";
 import { createEnvelope } from "../../core/envelope.ts";
 import type { Transport } from "../../core/transport.ts";
-import type { SealingPolicy } from "../../core/security/sealed_transport.ts";
 import { waitFor } from "../../testing/conformance.ts";
-import { DEFAULT_CHANNELS } from "../../gateway/policy.ts";
-import { type SealedMessage, subscribeSealed } from "../../sdk/sealed.ts";
-import { startTestNode } from "../gateway/_node.ts";
-import { enrolledKey, sdkClient, seedOf } from "../gateway/_sdk_helpers.ts";
+import { connectSealedAgent, startSealedAgentNode } from "./_agent_node.ts";
 
 const MARKER = "agent-plaintext-marker-9c27";
 const run = crypto.randomUUID().slice(0, 8);
@@ -68,43 +64,15 @@ for (const c of CASES) {
       const topic = `sealedagents.${run}${c.transport}.keys`;
       const cleanup: (() => Promise<unknown>)[] = [];
       try {
-        // Enrol the agent on a node without the rule (into the KV file),
-        // then start the node under test on the same KV.
-        const first = await startTestNode({ dir, name: "a" });
-        const key = await enrolledKey(first);
-        await first.shutdown();
-        const policy: SealingPolicy = {
-          topics: [{
-            pattern: `sealedagents.${run}${c.transport}.*`,
-            recipients: [`agent:${key.id}`],
-            deliver: { channel: "sealed", topics: [topic] },
-          }],
-        };
-        const node = await startTestNode({
-          dir,
-          name: "a",
-          config: { transport: c.transport, sealed: policy },
+        const { node, key } = await startSealedAgentNode(dir, {
+          transport: c.transport,
           pluginConfig: c.config(),
-          gateway: {
-            channels: {
-              ...DEFAULT_CHANNELS,
-              sealed: { subscribe: ["agent"], durable: true },
-              "sealing-keys": { publish: ["agent"] },
-            },
-            ackTimeoutMs: 5000,
-          },
+          pattern: `sealedagents.${run}${c.transport}.*`,
+          topics: [topic],
         });
         cleanup.push(() => node.shutdown());
-        const agent = sdkClient(node.ws, key);
+        const { agent, opened, refused } = await connectSealedAgent(node, key);
         cleanup.push(() => agent.close());
-        await agent.connect();
-        const opened: SealedMessage[] = [];
-        const refused: unknown[] = [];
-        await subscribeSealed(agent, {
-          seed: seedOf(key),
-          handler: (m) => void opened.push(m),
-          onRefused: (error) => void refused.push(error),
-        });
         const transport = node.handle.kernel.get<Transport>(
           `transport:${c.transport}`,
         );

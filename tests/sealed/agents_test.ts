@@ -30,10 +30,9 @@ import { createMetrics } from "../../core/observe/metrics.ts";
 import { forwardSealedToAgents } from "../../core/security/sealed_forward.ts";
 import { connectRedisStreams } from "../../transports/redis-streams/transport.ts";
 import { DEFAULT_CHANNELS } from "../../gateway/policy.ts";
-import type { AgentMessage } from "../../sdk/client.ts";
-import { type SealedMessage, subscribeSealed } from "../../sdk/sealed.ts";
 import { startTestNode } from "../gateway/_node.ts";
-import { enrolledKey, sdkClient, seedOf } from "../gateway/_sdk_helpers.ts";
+import { enrolledKey } from "../gateway/_sdk_helpers.ts";
+import { connectSealedAgent, startSealedAgentNode } from "./_agent_node.ts";
 
 const url = Deno.env.get("REDIS_URL");
 const required = Deno.env.get("PLEXUS_REQUIRE_SERVICES") === "1";
@@ -72,35 +71,15 @@ Deno.test({
     const cleanup: (() => Promise<unknown>)[] = [];
     try {
       const kvPath = `${dir}/shared.kv`;
-      // The rule names the agent's id, and agents are enrolled through a
-      // node: enrol (into the KV file) on a node without the rule, stop it,
-      // then start the node under test on the same KV.
-      const first = await startTestNode({ dir, name: "a" });
-      const key = await enrolledKey(first);
-      const stranger = await enrolledKey(first);
-      await first.shutdown();
-
-      const policy: SealingPolicy = {
-        topics: [{
+      const { node, key, strangers: [stranger], policy } =
+        await startSealedAgentNode(dir, {
+          transport: "redis-streams",
+          pluginConfig: { "redis-streams": { url, prefix } },
           pattern: `sealedagents.${run}.*`,
-          recipients: [`agent:${key.id}`, "node:b"],
-          deliver: { channel: "sealed", topics: [topic, other] },
-        }],
-      };
-      const node = await startTestNode({
-        dir,
-        name: "a",
-        config: { transport: "redis-streams", sealed: policy },
-        pluginConfig: { "redis-streams": { url, prefix } },
-        gateway: {
-          channels: {
-            ...DEFAULT_CHANNELS,
-            sealed: { subscribe: ["agent"], durable: true },
-            "sealing-keys": { publish: ["agent"] },
-          },
-          ackTimeoutMs: 5000,
-        },
-      });
+          topics: [topic, other],
+          more: ["node:b"],
+          strangers: 1,
+        });
       cleanup.push(() => node.shutdown());
 
       // The node recipient: its own Redis connection, keys in the same KV.
@@ -119,29 +98,18 @@ Deno.test({
       cleanup.push(() => bSub.close());
 
       // The agent, and one that is enrolled but no recipient.
-      const agent = sdkClient(node.ws, key);
-      cleanup.push(() => agent.close());
-      await agent.connect();
       let skewMs = 0;
-      const opened: SealedMessage[] = [];
-      const refused: { error: SealedError; message: AgentMessage }[] = [];
-      const sub = await subscribeSealed(agent, {
-        seed: seedOf(key),
-        handler: (m) => void opened.push(m),
-        onRefused: (error, message) => void refused.push({ error, message }),
-        now: () => Date.now() + skewMs,
-      });
-      assert.equal(sub.id, `agent:${key.id}`);
-      const outsider = sdkClient(node.ws, stranger);
-      cleanup.push(() => outsider.close());
-      await outsider.connect();
-      const strangerOpened: SealedMessage[] = [];
-      const strangerRefused: SealedError[] = [];
-      await subscribeSealed(outsider, {
-        seed: seedOf(stranger),
-        handler: (m) => void strangerOpened.push(m),
-        onRefused: (error) => void strangerRefused.push(error),
-      });
+      const sealedAgent = await connectSealedAgent(
+        node,
+        key,
+        () => Date.now() + skewMs,
+      );
+      const { agent, opened, refused } = sealedAgent;
+      cleanup.push(() => agent.close());
+      assert.equal(sealedAgent.id, `agent:${key.id}`);
+      const outsider = await connectSealedAgent(node, stranger);
+      cleanup.push(() => outsider.agent.close());
+      const strangerOpened = outsider.opened;
 
       const transport = node.handle.kernel.get<Transport>(
         "transport:redis-streams",
@@ -208,7 +176,7 @@ Deno.test({
           );
           // The published key is still the agent's own.
           const peer = await directory.lookup(`agent:${key.id}`);
-          assert.deepEqual(peer?.x25519, sub.x25519);
+          assert.deepEqual(peer?.x25519, sealedAgent.x25519);
           await assert.rejects(
             agent.request("sealing-keys", { op: "lookup", id: "node:nobody" }),
             /no published sealing key/,
@@ -306,7 +274,7 @@ Deno.test({
           await sendRaw(stranger.id, genuine);
           const err = await waitFor(
             "the outsider's refusal",
-            () => strangerRefused[0],
+            () => outsider.refused[0]?.error,
             10_000,
           );
           assert.equal(err.code, "not_recipient", err.message);
@@ -429,16 +397,8 @@ Deno.test({
         gateway,
       });
       cleanup.push(() => a.shutdown());
-      const agent = sdkClient(a.ws, key);
+      const { agent, opened, refused } = await connectSealedAgent(a, key);
       cleanup.push(() => agent.close());
-      await agent.connect();
-      const opened: SealedMessage[] = [];
-      const refused: SealedError[] = [];
-      await subscribeSealed(agent, {
-        seed: seedOf(key),
-        handler: (m) => void opened.push(m),
-        onRefused: (e) => void refused.push(e),
-      });
 
       const kv = await Deno.openKv(`${dir}/shared.kv`);
       cleanup.push(() => Promise.resolve(kv.close()));
