@@ -27,7 +27,9 @@
  * gateway's default channels, for bench/peers/centrifugo.ts.
  *
  * Commands (JSON lines on stdin, one JSON reply each): `{"cmd":"stats"}` →
- * `{"connections":n,"echoed":n,"kv":{"commits":n,"reads":n}}`;
+ * `{"connections":n,"echoed":n,"kv":{"commits":n,"reads":n}}` (`node` also
+ * `"records":{"in","out"}`: the gateway's sealed records received and sent,
+ * from its metrics);
  * `{"cmd":"broadcast","tag","n","burst","inflight","pad"}` (`node` only)
  * broadcasts `n` messages `{"msg":"{tag} log line 00000042","pad"}` on
  * {@linkcode FANOUT_CHANNEL} through the kernel's `gateway:agents`
@@ -70,6 +72,8 @@ interface Server {
   url: string;
   token?: string;
   stats(): { connections: number; echoed: number };
+  /** Sealed agent records the gateway received and sent so far (`node` only). */
+  records?(): Promise<{ in: number; out: number }>;
   broadcast?(cmd: Record<string, unknown>): Promise<unknown>;
   close(): Promise<void>;
 }
@@ -154,6 +158,18 @@ async function nodeServer(): Promise<Server> {
       connections: localGateway(node.kernel).connections,
       echoed,
     }),
+    async records() {
+      const text = await (await fetch(`${node.url}/metrics`)).text();
+      const count = (direction: string) =>
+        Number(
+          text.split("\n").find((l) =>
+            l.startsWith(
+              `plexus_gateway_messages_total{direction="${direction}"} `,
+            )
+          )?.split(" ")[1] ?? 0,
+        );
+      return { in: count("in"), out: count("out") };
+    },
     async broadcast(cmd) {
       const tag = String(cmd.tag);
       const n = Number(cmd.n);
@@ -270,8 +286,13 @@ if (import.meta.main) {
 
   reply({ ready: true, url: server.url, pid: Deno.pid, token: server.token });
   for await (const cmd of commands()) {
-    if (cmd.cmd === "stats") reply({ ...server.stats(), kv: kvCalls });
-    else if (cmd.cmd === "broadcast" && server.broadcast) {
+    if (cmd.cmd === "stats") {
+      reply({
+        ...server.stats(),
+        kv: kvCalls,
+        ...(server.records ? { records: await server.records() } : {}),
+      });
+    } else if (cmd.cmd === "broadcast" && server.broadcast) {
       try {
         reply(await server.broadcast(cmd));
       } catch (err) {
