@@ -127,6 +127,9 @@ export class QueueDelivery {
   readonly #host: DeliveryHost;
   readonly #inflight = new Map<string, InFlight>();
   readonly #pushed = new Set<string>();
+  /** #pushed's ids in the order they came, a ring of PUSHED_MEMORY (the oldest goes first). */
+  readonly #pushedRing: string[] = [];
+  #pushedAt = 0;
   /** Acks for messages not (yet) pushed on this connection (acks may come in a later session). */
   readonly #earlyAcks = new Set<string>();
   readonly #passes: { request(): Promise<void>; settled(): Promise<void> };
@@ -240,7 +243,7 @@ export class QueueDelivery {
       return await this.#giveBack(c, 0, "not delivered: connection closed");
     }
     host.send(header, body, signature);
-    this.#remember(d.id);
+    this.#rememberPushed(d.id);
     host.metrics.delivery("pushed");
     const timer = setTimeout(
       () => this.#ackTimeout(d.id),
@@ -274,11 +277,24 @@ export class QueueDelivery {
       : undefined;
     if (!host.ready()) return false;
     host.send(header, body, signature);
-    this.#remember(fields.id);
+    this.#rememberPushed(fields.id);
     return true;
   }
 
-  #remember(id: string, set = this.#pushed): void {
+  /** #remember for #pushed, which sees every push: no iterator per call. */
+  #rememberPushed(id: string): void {
+    if (this.#pushed.has(id)) return;
+    const ring = this.#pushedRing;
+    if (ring.length < PUSHED_MEMORY) ring.push(id);
+    else {
+      this.#pushed.delete(ring[this.#pushedAt]);
+      ring[this.#pushedAt] = id;
+      this.#pushedAt = (this.#pushedAt + 1) % PUSHED_MEMORY;
+    }
+    this.#pushed.add(id);
+  }
+
+  #remember(id: string, set: Set<string>): void {
     set.add(id);
     if (set.size > PUSHED_MEMORY) set.delete(set.values().next().value!);
   }
