@@ -477,6 +477,41 @@ function labeledExpand(
   return out;
 }
 
+/**
+ * ChaCha20 (RFC 8439 §2.4) without Poly1305: `data` XORed with the key
+ * stream of `key` and the 12-byte `nonce` from 64-byte block `counter` on.
+ * Encrypts and decrypts alike. It authenticates nothing: sealed payloads use
+ * it only under a signature over the ciphertext, checked first.
+ *
+ * @example Usage
+ * ```ts
+ * import { chacha20 } from "./hpke.ts";
+ * const key = new Uint8Array(32);
+ * const nonce = new Uint8Array(12);
+ * const ct = chacha20(key, nonce, 1, new Uint8Array([1, 2, 3]));
+ * chacha20(key, nonce, 1, ct); // Uint8Array [1, 2, 3]
+ * ```
+ */
+export function chacha20(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  counter: number,
+  data: Uint8Array,
+): Uint8Array {
+  if (nonce.length !== 12) {
+    throw new HpkeError(`a ChaCha20 nonce is 12 bytes, not ${nonce.length}`);
+  }
+  // OpenSSL's IV: the 32-bit block counter (little-endian), then the nonce.
+  const iv = new Uint8Array(16);
+  iv[0] = counter & 0xff;
+  iv[1] = (counter >>> 8) & 0xff;
+  iv[2] = (counter >>> 16) & 0xff;
+  iv[3] = counter >>> 24;
+  iv.set(nonce, 4);
+  const out = createCipheriv("chacha20", key, iv).update(data);
+  return new Uint8Array(out.buffer, out.byteOffset, out.length);
+}
+
 function hmac(key: Uint8Array, data: Uint8Array): Uint8Array {
   return new Uint8Array(createHmac("sha256", key).update(data).digest());
 }

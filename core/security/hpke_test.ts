@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   aeadOpen,
   aeadSeal,
+  chacha20,
   deriveKeyPair,
   generateKeyPair,
   HpkeError,
@@ -137,4 +138,26 @@ Deno.test("hpke: aeadOpen refuses a short or altered ciphertext", () => {
     () => aeadOpen(key, nonce, text.encode("a"), ct.subarray(0, 15)),
     HpkeError,
   );
+});
+
+Deno.test("hpke: chacha20 gives the RFC 8439 §2.4.2 ciphertext, and a later counter is the same key stream further on", () => {
+  const key = Uint8Array.from({ length: 32 }, (_, i) => i);
+  const nonce = new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0x4a, 0, 0, 0, 0]);
+  const plain = new TextEncoder().encode(
+    "Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.",
+  );
+  const ct = chacha20(key, nonce, 1, plain);
+  assert.equal(
+    ct.toHex(),
+    "6e2e359a2568f98041ba0728dd0d6981e97e7aec1d4360c20a27afccfd9fae0b" +
+      "f91b65c5524733ab8f593dabcd62b3571639d624e65152ab8f530c359f0861d8" +
+      "07ca0dbf500d6a6156a38e088a22b65e52bc514d16ccf806818ce91ab7793736" +
+      "5af90bbf74a35be6b40b8eedf2785e42874d",
+  );
+  // Block 2 on its own is bytes 64.. of the stream from block 1.
+  assert.deepEqual(
+    chacha20(key, nonce, 2, plain.subarray(64)),
+    ct.subarray(64),
+  );
+  assert.deepEqual(chacha20(key, nonce, 1, ct), plain);
 });

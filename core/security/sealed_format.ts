@@ -1,8 +1,8 @@
 /**
  * The binary layout of a sealed payload, format 3 (docs/wire-format.md,
  * "Sealed payloads"): one versioned byte string holding the sender, topic,
- * session, recipients' wraps, sequence, ciphertext and batch proof, carried
- * as `envelope.payload` in base64url (one string; the envelope's routing
+ * session, recipients' wraps, batch number and key stream block, ciphertext
+ * and batch proof, carried as `envelope.payload` in base64url (one string; the envelope's routing
  * fields and headers stay readable on the broker). Integers are big-endian.
  * {@linkcode sealedTransport} writes it; {@linkcode decodeSealed} reads it;
  * {@linkcode inspectSealed} shows what a broker tool would not.
@@ -54,9 +54,11 @@ export interface SealedFields {
   sessionAt: number;
   /** End of the wraps in `bytes`. */
   wrapsEnd: number;
-  /** The message's sequence number in its session (the AEAD nonce). */
+  /** The batch's number in its session (the ChaCha20 nonce). */
   n: number;
-  /** Offset of the ciphertext (with its tag) in `bytes`. */
+  /** The 64-byte key stream block the ciphertext starts at. */
+  block: number;
+  /** Offset of the ciphertext in `bytes`. */
   ctAt: number;
   /** End of the ciphertext in `bytes` (where the batch proof starts). */
   ctEnd: number;
@@ -156,29 +158,34 @@ export function proofBytes(pathLength: number): number {
   return SIG_BYTES + DIGEST_BYTES + 5 + DIGEST_BYTES * pathLength;
 }
 
+/** Bytes of the batch number, first block and ciphertext length. */
+export const COUNTER_BYTES = 16;
+
 /**
- * Writes the sequence number and the ciphertext length after `head` in
- * `out` (sized for head, 12 bytes, the ciphertext and a proof): returns
- * where the ciphertext goes.
+ * Writes the batch number, the first key stream block and the ciphertext
+ * length at `at` in `out` (sized for the head, {@linkcode COUNTER_BYTES},
+ * the ciphertext and a proof): returns where the ciphertext goes.
  *
  * @example Usage
  * ```ts
  * import { writeSealedCounters } from "./sealed_format.ts";
  * const out = new Uint8Array(64);
- * writeSealedCounters(out, 10, 7, 100); // 22
+ * writeSealedCounters(out, 10, 7, 3, 100); // 26
  * ```
  */
 export function writeSealedCounters(
   out: Uint8Array,
   at: number,
   n: number,
+  block: number,
   ctLength: number,
 ): number {
   const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
   view.setUint32(at, Math.floor(n / 0x1_0000_0000));
   view.setUint32(at + 4, n >>> 0);
-  view.setUint32(at + 8, ctLength);
-  return at + 12;
+  view.setUint32(at + 8, block);
+  view.setUint32(at + 12, ctLength);
+  return at + COUNTER_BYTES;
 }
 
 /**
@@ -259,12 +266,20 @@ export function decodeSealed(bytes: Uint8Array): SealedFields {
     return v;
   };
   const text = (n: number, what: string) => {
-    try {
-      return decoder.decode(take(n, what));
-    } catch (err) {
-      if (err instanceof RangeError) throw err;
-      throw new RangeError(`${what} is not UTF-8`);
+    const b = take(n, what);
+    // Ids and topics are short and mostly ASCII: no decoder call for those.
+    let ascii = "";
+    for (let j = 0; j < b.length; j++) {
+      if (b[j] > 0x7f) {
+        try {
+          return decoder.decode(b);
+        } catch {
+          throw new RangeError(`${what} is not UTF-8`);
+        }
+      }
+      ascii += String.fromCharCode(b[j]);
     }
+    return ascii;
   };
   const format = u8("the format byte");
   if (format !== SEALED_FORMAT) {
@@ -294,15 +309,21 @@ export function decodeSealed(bytes: Uint8Array): SealedFields {
     wraps.push({ r, enc, k });
   }
   const wrapsEnd = at;
-  need(12, "the sequence number and ciphertext length");
+  need(COUNTER_BYTES, "the batch number, block and ciphertext length");
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const high = view.getUint32(at);
   if (high >= 0x20_0000) {
-    throw new RangeError("the sequence number is above 2^53");
+    throw new RangeError("the batch number is above 2^53");
   }
   const n = high * 0x1_0000_0000 + view.getUint32(at + 4);
-  const ctLength = view.getUint32(at + 8);
-  at += 12;
+  const block = view.getUint32(at + 8);
+  const ctLength = view.getUint32(at + 12);
+  if (block + Math.ceil(ctLength / 64) > 0x1_0000_0000) {
+    throw new RangeError(
+      "the ciphertext runs past the key stream's 2^32 blocks",
+    );
+  }
+  at += COUNTER_BYTES;
   const ctAt = at;
   take(ctLength, "the ciphertext");
   const ctEnd = at;
@@ -336,6 +357,7 @@ export function decodeSealed(bytes: Uint8Array): SealedFields {
     sessionAt,
     wrapsEnd,
     n,
+    block,
     ctAt,
     ctEnd,
     sig,
@@ -376,9 +398,11 @@ export interface SealedSummary {
   session: string;
   /** The recipients' directory ids. */
   recipients: string[];
-  /** The sequence number in the session. */
+  /** The batch's number in the session. */
   n: number;
-  /** Offset and length of the ciphertext (tag included) in the decoded bytes. */
+  /** The first key stream block of the ciphertext. */
+  block: number;
+  /** Offset and length of the ciphertext in the decoded bytes. */
   ciphertext: { offset: number; length: number };
   /** This message's place in its signed batch. */
   batch: { index: number; size: number };
@@ -409,6 +433,7 @@ export function inspectSealed(payload: unknown): SealedSummary {
     session: p.session.toBase64({ alphabet: "base64url", omitPadding: true }),
     recipients: p.wraps.map((w) => w.r),
     n: p.n,
+    block: p.block,
     ciphertext: { offset: p.ctAt, length: p.ctEnd - p.ctAt },
     batch: { index: p.i, size: p.m },
   };

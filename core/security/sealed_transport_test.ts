@@ -701,3 +701,38 @@ Deno.test("sealed transport: a full replay memory drops its oldest id in constan
   );
   assert.ok(ms < 8000, `300,000 adds took ${Math.round(ms)} ms`);
 });
+
+Deno.test("sealed transport: a batch's members of different sizes share one key stream, each from its own block, and open in any order", async () => {
+  await using r = await rig();
+  const a = await r.node("a", { cacheMs: 60_000 });
+  const b = await r.node("b");
+  await r.node("c");
+  // Warm the session, then seal five in one turn while nobody listens.
+  await a.t.publish("orders.created", order());
+  r.stored.length = 0;
+  const sizes = [10, 3000, 50, 700, 1];
+  await Promise.all(sizes.map((n) =>
+    a.t.publish(
+      "orders.created",
+      order("orders.created", {
+        payload: { item: SECRET, pad: "x".repeat(n) },
+      }),
+    )
+  ));
+  const sealed = r.stored.map((e) => JSON.parse(e) as Envelope);
+  const fields = sealed.map((e) => inspectSealed(e.payload));
+  assert.equal(new Set(fields.map((f) => f.n)).size, 1);
+  // Each starts on the block after the one before it ends.
+  let next = 0;
+  for (const f of fields) {
+    assert.equal(f.block, next);
+    next += Math.ceil(f.ciphertext.length / 64);
+  }
+  const got = await collect(b.t, "orders.created", "b");
+  for (const e of sealed.toReversed()) await r.raw.publish("orders.created", e);
+  await waitFor("all five", () => got.length === 5, 5000);
+  assert.deepEqual(
+    got.map((d) => (d.envelope.payload as { pad: string }).pad.length),
+    sizes.toReversed(),
+  );
+});
