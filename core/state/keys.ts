@@ -29,7 +29,7 @@
  * ["jwt-revocations"]                            KvU64 count of revocations: a change means reload the revoked ids
  * ["ratelimit", scope, id]                       GCRA state {tat} per principal/IP/handshake scope
  * ["sig-nonce", keyid, nonce]                    RFC 9421 nonce replay store (expireIn past max age)
- * ["audit", at, n, vs]                           audit record of a mutating call, n = the node's call counter (call order within a ms), vs = commit versionstamp (unique across nodes); expireIn = retention
+ * ["audit", at, n, vs]                           audit records of mutating calls, one group commit's as a JSON array (bytes; older values hold one record object), at and n = the earliest record's time and the node's call counter (call order within a ms), vs = commit versionstamp (unique across nodes); expireIn = retention
  * ["keys", keyid]                                trusted key (node or enrolled service key) for JWTs and RFC 9421
  * ["sealing", "keys", id]                        a sealed-payload recipient's public keys {id, x25519, ed25519, sig?, updatedAt} (id: node:ID, or agent:ID with sig, the agent's signed key statement)
  * ["transport-routing", "done", group, id]       exactly-once mark: message id handled by consumer group {topic, at} (expireIn = routing.dedupWindowMs)
@@ -196,12 +196,13 @@ export function signatureNonceKey(keyid: string, nonce: string): Deno.KvKey {
 }
 
 /**
- * An audit record (or the prefix of all of them, in time order; or the
- * start of those from `at`). `n` counts the node's calls, so records of one
- * millisecond sort in call order (records are written in group commits, and
- * KV allows a versionstamp only as a key's last part); `vs` is the commit
- * versionstamp (pass `kv.commitVersionstamp()`), so two nodes' records never
- * share a key.
+ * A value of audit records (or the prefix of all of them, in time order; or
+ * the start of those from `at`): the records of one group commit spanning at
+ * most a second, keyed by the earliest. `n` counts the node's calls, so
+ * records of one millisecond sort in call order (records are written in
+ * group commits, and KV allows a versionstamp only as a key's last part);
+ * `vs` is the commit versionstamp (pass `kv.commitVersionstamp()`), so two
+ * nodes' values never share a key.
  */
 export function auditKey(
   at?: number,
