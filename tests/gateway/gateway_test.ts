@@ -253,7 +253,7 @@ Deno.test("gateway: ready says how many ids one ack may carry; one ack record se
         message: i,
       });
       assert.equal(r.body.status, "sent");
-      ids.push(r.body.message_id);
+      ids.push(r.body.message_id as string);
     }
     const got = [];
     for (let i = 0; i < 3; i++) got.push(await s.message("policies"));
