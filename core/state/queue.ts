@@ -377,7 +377,8 @@ class BatchLostError extends Error {
 
 /** A segment as read: its entries, messages and state (empty when absent). */
 interface SegRead<T> {
-  seg: Deno.KvEntryMaybe<QueueMessage<T>[]>;
+  /** Undefined when only the state was read. */
+  seg?: Deno.KvEntryMaybe<QueueMessage<T>[]>;
   stateEntry: Deno.KvEntryMaybe<SegState>;
   msgs: QueueMessage<T>[] | null;
   state: SegState;
@@ -671,9 +672,12 @@ export class DurableQueue<T = unknown> {
       const msg = this.#newMessage(payload, options, this.#clock.now());
       // Refused now, while the caller still hears about it.
       const bytes = fitsValue(msg, `enqueue on '${this.name}'`);
-      if (msg.state === "ready") msg.id = this.#packedIdFor(msg, bytes);
       const early = await this.#join("enqueue");
       return await new Promise<Enqueued>((resolve, reject) => {
+        // Its segment is chosen as it joins the group, in the same turn: a
+        // drain in between may have closed (and stored) the segment open
+        // before, which must not be written again.
+        if (msg.state === "ready") msg.id = this.#packedIdFor(msg, bytes);
         const ok = { id: msg.id, deduplicated: false };
         if (!early) this.#waiting++;
         this.#group.push({
@@ -1153,22 +1157,35 @@ export class DurableQueue<T = unknown> {
     return m;
   }
 
-  /** A segment's messages and state entries, read together. */
-  async #readSegs(segIds: string[]): Promise<Map<string, SegRead<T>>> {
+  /**
+   * Segments' messages and state entries, read together (or only the
+   * states, when `msgs` is false: an ack needs no payloads).
+   */
+  async #readSegs(
+    segIds: string[],
+    msgs = true,
+  ): Promise<Map<string, SegRead<T>>> {
     const out = new Map<string, SegRead<T>>();
+    const per = msgs ? 5 : 10;
     await Promise.all(
-      Array.from({ length: Math.ceil(segIds.length / 5) }, async (_, k) => {
-        const part = segIds.slice(k * 5, k * 5 + 5);
+      Array.from({ length: Math.ceil(segIds.length / per) }, async (_, k) => {
+        const part = segIds.slice(k * per, k * per + per);
         const es = await this.#kv.getMany<unknown[]>(
-          part.flatMap((s) => [this.#keys.seg(s), this.#keys.segState(s)]),
+          part.flatMap((s) =>
+            msgs
+              ? [this.#keys.seg(s), this.#keys.segState(s)]
+              : [this.#keys.segState(s)]
+          ),
         );
         part.forEach((s, i) => {
-          const seg = es[2 * i] as Deno.KvEntryMaybe<QueueMessage<T>[]>;
-          const st = es[2 * i + 1] as Deno.KvEntryMaybe<SegState>;
+          const seg = msgs
+            ? es[2 * i] as Deno.KvEntryMaybe<QueueMessage<T>[]>
+            : undefined;
+          const st = es[msgs ? 2 * i + 1 : i] as Deno.KvEntryMaybe<SegState>;
           out.set(s, {
             seg,
             stateEntry: st,
-            msgs: seg.value,
+            msgs: seg?.value ?? null,
             state: st.value ?? emptySegState(),
           });
         });
@@ -1544,6 +1561,7 @@ export class DurableQueue<T = unknown> {
             this.#keys.segState(seg),
             {
               ...r.state,
+              n: r.msgs!.length,
               leases: [...r.state.leases, l],
             } satisfies SegState,
           )
@@ -2027,7 +2045,7 @@ export class DurableQueue<T = unknown> {
       for (let tries = 0; todo.length && tries < 20; tries++) {
         const segIds = [...new Set(todo.map((i) => holders[i].pack!.seg))]
           .slice(0, this.#maxBatch);
-        const segs = await this.#readSegs(segIds);
+        const segs = await this.#readSegs(segIds, false);
         const bySeg = new Map<string, number[]>();
         const next: number[] = [];
         for (const i of todo) {
@@ -2041,12 +2059,12 @@ export class DurableQueue<T = unknown> {
             if (bySeg.has(seg)) bySeg.get(seg)!.push(i);
             else bySeg.set(seg, [i]);
           } else if (
-            tries > 0 && (r.state.done.includes(pos) || !r.msgs)
+            tries > 0 && (r.state.done.includes(pos) || !r.stateEntry.value)
           ) {
             // Only its holder marks a position done, and a segment goes
             // only when all are settled: an earlier try of ours landed.
             // (A message moved out has a record: the per-record path.)
-            const rec = r.msgs
+            const rec = r.stateEntry.value
               ? null
               : (await this.#getMany([holders[i].msg.id]))[0];
             if (rec) fallback.push(i);
@@ -2067,7 +2085,7 @@ export class DurableQueue<T = unknown> {
                   r.state,
                   is.map((i) => holders[i].pack!.pos),
                   "done",
-                  r.msgs!.length,
+                  r.state.n!,
                 ),
               );
             }
@@ -2436,7 +2454,7 @@ export class DurableQueue<T = unknown> {
       }
       // Ready: its index entry is the one the segment's commit wrote.
       const index = await this.#kv.get<string[]>(
-        this.#keys.ready(m.priority, r.seg.versionstamp!),
+        this.#keys.ready(m.priority, r.seg!.versionstamp!),
       );
       const now = this.#clock.now();
       const next: QueueMessage<T> = {

@@ -32,6 +32,8 @@ export interface SegLease {
  * deleted by the commit that settles its last position.
  */
 export interface SegState {
+  /** Messages in the segment (set by the first claim). */
+  n?: number;
   leases: SegLease[];
   /** Acked while packed. */
   done: number[];
@@ -161,6 +163,7 @@ export function settlePositions(
     else leases.push(left.length === l.pos.length ? l : { ...l, pos: left });
   }
   const next: SegState = {
+    ...st,
     leases,
     done: how === "done" ? [...st.done, ...pos] : st.done,
     out: how === "out" ? [...st.out, ...pos] : st.out,

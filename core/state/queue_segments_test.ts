@@ -256,3 +256,30 @@ Deno.test("queue segments: an id of the packed form cannot be chosen", async () 
     /reserved form of a packed message id/,
   );
 });
+
+Deno.test("queue segments: an enqueue that waited for room never joins a segment already stored", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const q = new DurableQueue<string>(kv, "s", {
+    commit: { windowMs: 60_000, maxBuffered: 2 },
+  });
+  const a = await q.enqueue("a");
+  const b = await q.enqueue("b");
+  // The buffer is full: c waits for room, which the flush's commit makes.
+  const c = q.enqueue("c");
+  await q.flush();
+  const { id } = await c;
+  await q.flush();
+  assert.notEqual(segmentOf(id), segmentOf(a.id));
+  assert.equal(segmentOf(a.id), segmentOf(b.id));
+  assert.deepEqual(
+    (await Promise.all([a.id, b.id, id].map((x) => q.get(x)))).map((m) =>
+      m?.payload
+    ),
+    ["a", "b", "c"],
+  );
+  assert.deepEqual(
+    (await q.claim(5, 60_000)).map((d) => d.payload),
+    ["a", "b", "c"],
+  );
+  await q.close();
+});
