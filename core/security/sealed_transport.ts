@@ -9,25 +9,25 @@
  * Encryption: the sender keeps one **session** per rule: a random 32-byte
  * content key wrapped once per recipient with single-shot HPKE (one `enc`
  * and one wrapped key per recipient), reused for up to
- * `rotateAfterMessages` messages or `rotateAfterMs`. Each payload is
- * ChaCha20-Poly1305 under the session key with the message's sequence
- * number in the session as nonce (never repeated: the key is new with each
- * session). Every message carries the wraps, so any one message opens on
- * its own; receivers cache unwrapped session keys, so HPKE's two X25519
- * operations are paid per session, not per message.
+ * `rotateAfterMessages` messages or `rotateAfterMs`. Payloads are ChaCha20
+ * under the session key, one key stream per batch (nonce: the session's
+ * batch number; each message from a 64-byte block of its own), without a
+ * Poly1305 tag: the batch signature covers every ciphertext and is checked
+ * before anything is decrypted. Every message carries the wraps, so any one
+ * message opens on its own; receivers cache unwrapped session keys, so
+ * HPKE's two X25519 operations are paid per session, not per message.
  *
  * Format: the payload travels as one base64url string of a versioned
  * binary layout (`sealed_format.ts`, docs/wire-format.md): format byte 3,
- * sender, topic, session id, the recipients' wraps, sequence, ciphertext and
- * batch proof; {@linkcode SEALED_HEADER} carries the format as a readable
+ * sender, topic, session id, the recipients' wraps, batch number and block,
+ * ciphertext and batch proof; {@linkcode SEALED_HEADER} carries the format as a readable
  * routing header. Format 2 (a JSON object of base64url fields) is refused as
  * `malformed`, with the reason.
  *
  * Signature: each message's **header** is a context string, the JSON of its
  * id, type, topic, source, timestamp, correlation id, reply-to and
- * destination, and the payload's bytes up to the ciphertext (also the
- * payload's AEAD associated data); its **digest** is SHA-256 over the header
- * and the ciphertext. Messages sealed before the next timer tick (up to
+ * destination, and the payload's bytes up to the ciphertext; its **digest**
+ * is SHA-256 over the header and the ciphertext. Messages sealed before the next timer tick (up to
  * {@linkcode SEAL_BATCH_MAX}) form a batch: their digests are the leaves of a
  * Merkle tree (leaf and node hashes domain-separated) and the sender signs
  * the tree's root and size once with its Ed25519 node key. Each message
@@ -548,8 +548,7 @@ export function sealedTransport(
           stream.subarray(starts[j] * 64, starts[j] * 64 + w.plain.length),
           w.ctAt,
         );
-        const header = headerOf(w.envelope, w.out.subarray(0, w.ctAt));
-        w.leaf = digestOf(header, w.out.subarray(w.ctAt, ctEnd));
+        w.leaf = digestOf(w.envelope, w.out, ctEnd);
       });
     }
   }
@@ -1026,8 +1025,7 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
         `sender '${p.from}' has no published key`,
       );
     }
-    const header = headerOf(env, p.bytes.subarray(0, p.ctAt));
-    const leaf = digestOf(header, p.bytes.subarray(p.ctAt, p.ctEnd));
+    const leaf = digestOf(env, p.bytes, p.ctEnd);
     const auth = authenticate(sender.ed25519, p, leaf);
     return auth ? auth.then(() => p) : p;
   }
@@ -1240,13 +1238,18 @@ function parseSealed(payload: unknown): SealedFields {
 }
 
 /**
- * What the message's digest covers besides the ciphertext, also the AEAD's
- * associated data: the leaf tag 0x00, a context string, the envelope's
- * routing fields as JSON (self-delimiting), then the payload's bytes up to
- * the ciphertext (format, sender, topic, session, wraps, sequence,
- * ciphertext length).
+ * The message's digest, the Merkle leaf its batch signature covers: SHA-256
+ * over its **header** (the leaf tag 0x00, a context string, the envelope's
+ * routing fields as JSON, self-delimiting, then the payload's bytes up to the
+ * ciphertext: format, sender, topic, session, wraps, batch number, block,
+ * ciphertext length) and the ciphertext; `payload[0, ctEnd)` is those bytes
+ * and the ciphertext, in order.
  */
-function headerOf(env: Envelope, head: Uint8Array): Uint8Array {
+function digestOf(
+  env: Envelope,
+  payload: Uint8Array,
+  ctEnd: number,
+): Uint8Array {
   const routing = "\0" + DIGEST_CONTEXT + JSON.stringify([
     env.id,
     env.type,
@@ -1257,16 +1260,10 @@ function headerOf(env: Envelope, head: Uint8Array): Uint8Array {
     env.replyTo ?? null,
     env.destination ?? null,
   ]);
-  // UTF-8 takes at most 3 bytes per UTF-16 unit.
-  const out = new Uint8Array(routing.length * 3 + head.length);
-  const { written } = encoder.encodeInto(routing, out);
-  out.set(head, written);
-  return out.subarray(0, written + head.length);
-}
-
-/** The message's digest, the Merkle leaf its batch signature covers. */
-function digestOf(header: Uint8Array, ct: Uint8Array): Uint8Array {
-  return createHash("sha256").update(header).update(ct).digest();
+  return createHash("sha256")
+    .update(routing, "utf8")
+    .update(payload.subarray(0, ctEnd))
+    .digest();
 }
 
 /** What the sender's Ed25519 key signs: its id, the batch size and root. */
