@@ -16,8 +16,9 @@
  * in one turn of the event loop's microtasks (a burst of broadcasts, a
  * backlog) leave in one WebSocket frame: {@linkcode BATCH_FRAME_TYPE}, then
  * each record as a u32 big-endian length and the record, in sequence order,
- * at most {@linkcode BATCH_FRAME_BYTES} a frame. A lone record still leaves
- * as a plain record frame.
+ * at most {@linkcode BATCH_FRAME_BYTES} (after the type byte) a frame. A lone
+ * record, or one too big to share a frame, still leaves as a plain record
+ * frame, so no frame is larger than without batching (beyond that limit).
  *
  * @module
  */
@@ -28,7 +29,7 @@ import type { GatewayConfig, GatewayMetrics } from "./types.ts";
 export const SLOW_CHECK_MS = 100;
 /** First byte of a frame holding several records (a record's first byte is its version, 1). */
 export const BATCH_FRAME_TYPE = 2;
-/** A batched frame is sent once its records reach this many bytes. */
+/** Most bytes of records (with their lengths) in one batched frame. */
 export const BATCH_FRAME_BYTES = 64 * 1024;
 
 /** The fields of a record the node sends (`sid`, `from`, `to` are filled in; `ch` defaults to ""). */
@@ -150,10 +151,16 @@ export class RecordSender {
       socket.send(frame);
       return this.#checkBuffer();
     }
+    const size = 4 + frame.length;
+    // What waits goes first if this one would take the frame past the limit.
+    if (this.#pendingBytes + size > BATCH_FRAME_BYTES) this.flush();
+    if (size > BATCH_FRAME_BYTES) {
+      socket.send(frame); // a big record leaves alone, as a plain frame
+      return this.#checkBuffer();
+    }
     if (this.#pending.length === 0) queueMicrotask(() => this.flush());
     this.#pending.push(frame);
-    this.#pendingBytes += 4 + frame.length;
-    if (this.#pendingBytes >= BATCH_FRAME_BYTES) this.flush();
+    this.#pendingBytes += size;
   }
 
   /**

@@ -60,16 +60,26 @@ Deno.test("sender: records sealed in one microtask turn leave in one batched fra
   assert.equal(opener.open(frames[1]).header.id, "alone");
 });
 
-Deno.test("sender: without batchFrames each record is its own frame at once; a full batch and flush() send at once; pending bytes count as congestion", () => {
+Deno.test("sender: without batchFrames each record is its own frame at once; a batch never passes BATCH_FRAME_BYTES, a big record leaves alone, in order; flush() sends at once; pending bytes count as congestion", () => {
   const plain = sender(false);
   plain.s.send({ type: "msg", id: "a" }, body(1));
   plain.s.send({ type: "msg", id: "b" }, body(2));
   assert.equal(plain.frames.length, 2);
   const { s, frames } = sender(true);
-  const big = new Uint8Array(BATCH_FRAME_BYTES / 4);
-  for (let i = 0; i < 4; i++) s.send({ type: "msg", id: `b-${i}` }, big);
-  assert.equal(frames.length, 1, "sent once over BATCH_FRAME_BYTES");
-  assert.equal(split(frames[0]).length, 4);
+  const quarter = new Uint8Array(BATCH_FRAME_BYTES / 4);
+  for (let i = 0; i < 4; i++) s.send({ type: "msg", id: `q-${i}` }, quarter);
+  assert.equal(frames.length, 1, "the 4th would not fit: the 3 before it left");
+  assert.equal(split(frames[0]).length, 3);
+  s.send({ type: "msg", id: "big" }, new Uint8Array(BATCH_FRAME_BYTES));
+  assert.equal(frames.length, 3, "the waiting one first, then the big one");
+  assert.equal(frames[1][0], 1, "q-3 alone: a plain frame");
+  assert.equal(frames[2][0], 1, "big: a plain frame");
+  const opener = new RecordOpener(KEY);
+  const order = frames.flatMap(split).map((r) => opener.open(r).header.id);
+  assert.deepEqual(order, ["q-0", "q-1", "q-2", "q-3", "big"]);
+  assert.ok(
+    frames.every((f) => f[0] === 1 || f.length <= 1 + BATCH_FRAME_BYTES),
+  );
   const tight = sender(true, 100);
   tight.s.send({ type: "msg", id: "c" }, new Uint8Array(200));
   assert.equal(tight.s.congested, true, "pending bytes count");
