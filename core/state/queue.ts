@@ -375,6 +375,20 @@ class BatchLostError extends Error {
   override name = "BatchLostError";
 }
 
+/** A packed message waiting to be moved out to its own record. */
+interface ExplodeRequest {
+  pos: number;
+  leaseId?: string;
+  done: PromiseWithResolvers<Deno.KvCommitResult | null>;
+}
+
+/** A short random wait before retrying a commit that lost a race (ms: up to 2^tries, at most 50). */
+function pause(tries: number): Promise<void> {
+  return new Promise((r) =>
+    setTimeout(r, Math.random() * Math.min(50, 2 ** tries))
+  );
+}
+
 /** A segment as read: its entries, messages and state (empty when absent). */
 interface SegRead<T> {
   /** Undefined when only the state was read. */
@@ -528,6 +542,8 @@ export class DurableQueue<T = unknown> {
   readonly #maxGroup: number;
   #group: GroupedEnqueue<T>[] = [];
   /** Windowed mode: the segment each priority's next ready enqueue joins. */
+  /** Packed messages waiting to move out to records, by segment. */
+  readonly #explodes = new Map<string, ExplodeRequest[]>();
   readonly #openSegs = new Map<
     number,
     { id: string; n: number; bytes: number }
@@ -1242,35 +1258,83 @@ export class DurableQueue<T = unknown> {
 
   /**
    * Moves the packed message at `pos` of segment `seg`, in flight under
-   * lease `leaseId`, out to its own in-flight record (its lease kept), so
-   * the ordinary per-record transitions apply to it. Returns the record's
-   * entry, or null when the lease no longer holds it.
+   * lease `leaseId` (any, when not given), out to its own in-flight record
+   * (its lease kept), so the ordinary per-record transitions apply to it.
+   * Resolves with that commit, or null when the lease no longer holds it.
+   * The moves asked for one segment while a commit is under way share the
+   * next commit: many holders leaving at once (a failing handler's naks)
+   * would otherwise each lose the state's check to the others.
    */
-  async #explodeAt(
+  #explodeAt(
     seg: string,
     pos: number,
     leaseId?: string,
   ): Promise<Deno.KvCommitResult | null> {
-    for (let tries = 0; tries < 20; tries++) {
+    const req: ExplodeRequest = {
+      pos,
+      leaseId,
+      done: Promise.withResolvers(),
+    };
+    const waiting = this.#explodes.get(seg);
+    if (waiting) waiting.push(req);
+    else {
+      this.#explodes.set(seg, [req]);
+      queueMicrotask(() => void this.#runExplodes(seg));
+    }
+    return req.done.promise;
+  }
+
+  async #runExplodes(seg: string): Promise<void> {
+    for (;;) {
+      const reqs = this.#explodes.get(seg)!;
+      if (reqs.length === 0) {
+        this.#explodes.delete(seg);
+        return;
+      }
+      this.#explodes.set(seg, []); // those asking meanwhile: next round
+      try {
+        await this.#explodeBatch(seg, reqs);
+      } catch (err) {
+        for (const r of reqs) r.done.reject(err);
+      }
+    }
+  }
+
+  async #explodeBatch(seg: string, reqs: ExplodeRequest[]): Promise<void> {
+    for (let tries = 0; tries < 50; tries++) {
+      if (tries > 0) await pause(tries);
       const r = await this.#readSeg(seg);
-      const lease = leaseOf(r.state, pos);
-      if (!r.msgs || !lease || (leaseId && lease.id !== leaseId)) return null;
-      const rec = this.#packedView(r.msgs, r.state, pos);
+      const go: ExplodeRequest[] = [];
+      for (const req of reqs) {
+        const lease = leaseOf(r.state, req.pos);
+        if (!r.msgs || !lease || (req.leaseId && lease.id !== req.leaseId)) {
+          req.done.resolve(null);
+        } else go.push(req);
+      }
+      if (go.length === 0) return;
+      const pos = [...new Set(go.map((q) => q.pos))];
       const { res } = await this.#commit(() => {
-        const op = this.#kv.atomic().check(r.stateEntry)
-          .set(this.#keys.msg(rec.id), rec)
-          .set(this.#keys.inflight(rec.leaseUntil!, rec.id), rec.id);
+        const op = this.#kv.atomic().check(r.stateEntry);
+        for (const p of pos) {
+          const rec = this.#packedView(r.msgs!, r.state, p);
+          op.set(this.#keys.msg(rec.id), rec)
+            .set(this.#keys.inflight(rec.leaseUntil!, rec.id), rec.id);
+        }
         this.#writeSegState(
           op,
           seg,
-          settlePositions(r.state, [pos], "out", r.msgs!.length),
+          settlePositions(r.state, pos, "out", r.msgs!.length),
         );
         return op;
       });
-      if (res.ok) return res;
+      if (res.ok) {
+        for (const q of go) q.done.resolve(res);
+        return;
+      }
+      reqs = go;
     }
     throw new Error(
-      `Cannot move a message of segment '${seg}' on '${this.name}' to its own record: the segment kept changing under 20 tries`,
+      `Cannot move messages of segment '${seg}' on '${this.name}' to their own records: the segment kept changing under 50 tries`,
     );
   }
 
@@ -2042,7 +2106,8 @@ export class DurableQueue<T = unknown> {
         h.msg = this.#doneRecord(h.msg, {});
         h.settled = true;
       };
-      for (let tries = 0; todo.length && tries < 20; tries++) {
+      for (let tries = 0; todo.length && tries < 50; tries++) {
+        if (tries > 0) await pause(tries);
         const segIds = [...new Set(todo.map((i) => holders[i].pack!.seg))]
           .slice(0, this.#maxBatch);
         const segs = await this.#readSegs(segIds, false);
@@ -2441,7 +2506,8 @@ export class DurableQueue<T = unknown> {
     id: string,
     reason: string,
   ): Promise<CancelOutcome<T> | "moved"> {
-    for (let tries = 0; tries < 20; tries++) {
+    for (let tries = 0; tries < 50; tries++) {
+      if (tries > 0) await pause(tries);
       const r = await this.#readSeg(seg);
       const pos = r.msgs?.findIndex((x) => x.id === id) ?? -1;
       if (pos < 0) return { outcome: "unknown" };
@@ -2483,7 +2549,7 @@ export class DurableQueue<T = unknown> {
       if (res.ok) return { outcome: "cancelled", from: "ready", message: next };
     }
     throw new Error(
-      `Cannot cancel message '${id}' on '${this.name}': it kept changing under 20 tries`,
+      `Cannot cancel message '${id}' on '${this.name}': it kept changing under 50 tries`,
     );
   }
 

@@ -283,3 +283,96 @@ Deno.test("queue segments: an enqueue that waited for room never joins a segment
   );
   await q.close();
 });
+
+Deno.test("queue segments: a mixed workload on two queue objects ends with every message finished, none acked twice", async () => {
+  using kv = await Deno.openKv(":memory:");
+  // A windowed producer and consumer, and a sync one (another process's
+  // view), racing on the same segments with every verb, cancels and sweeps.
+  const wq = new DurableQueue<number>(kv, "s", { commit: { windowMs: 5 } });
+  const sq = new DurableQueue<number>(kv, "s");
+  let seed = 7;
+  const rnd = () =>
+    (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+  const ids: string[] = [];
+  const acks = new Map<string, number>();
+  let stop = false;
+  const handle = async (q: DurableQueue<number>, d: Delivery<number>) => {
+    const x = rnd();
+    let acked = true;
+    try {
+      if (x < 0.65) await d.ack();
+      else if (x < 0.7) await d.inProgress(500).then(() => d.ack());
+      else if (x < 0.75) await d.ack({ r: d.payload });
+      else {
+        acked = false;
+        if (x < 0.82) await d.nak(0);
+        else if (x < 0.85) await d.term("bad");
+        else if (x < 0.9) await q.cancel(d.id, "c");
+        // else its lease expires
+      }
+      // The sync object's acks tell their outcome at once.
+      if (acked && q === sq) acks.set(d.id, (acks.get(d.id) ?? 0) + 1);
+    } catch (err) {
+      assert.equal((err as Error).name, "LeaseLostError", String(err));
+    }
+  };
+  const consumer = async (q: DurableQueue<number>) => {
+    while (!stop) {
+      const ds = await q.claim(1 + Math.floor(rnd() * 30), 150);
+      if (ds.length) await Promise.all(ds.map((d) => handle(q, d)));
+      else await q.waitForWork(5);
+    }
+  };
+  const background = [
+    consumer(wq),
+    consumer(sq),
+    consumer(wq),
+    consumer(sq),
+    (async () => {
+      while (!stop) {
+        if (ids.length) {
+          await sq.cancel(ids[Math.floor(rnd() * ids.length)], "r");
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    })(),
+    (async () => {
+      while (!stop) {
+        await sq.sweep();
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })(),
+  ];
+  for (let i = 0; i < 600; i += 50) {
+    const r = await Promise.all(
+      Array.from(
+        { length: 50 },
+        (_, k) => wq.enqueue(i + k, { maxAttempts: 5 }),
+      ),
+    );
+    ids.push(...r.map((e) => e.id));
+  }
+  try {
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 50));
+      const st = await sq.stats();
+      if (st.ready + st.inflight + st.delayed === 0) break;
+    }
+  } finally {
+    stop = true;
+    await Promise.all(background);
+  }
+  await wq.close();
+  const states = await Promise.all(
+    ids.map(async (id) => (await sq.get(id))?.state),
+  );
+  const unfinished = ids.filter((_, i) =>
+    !["done", "dead", "cancelled"].includes(states[i]!)
+  );
+  assert.deepEqual(unfinished, []);
+  assert.ok(states.filter((s) => s === "done").length > 300);
+  assert.deepEqual([...acks].filter(([, n]) => n > 1), [], "acked twice");
+  const { oldestReadyAgeMs: _, dead, ...counts } = await sq.stats();
+  assert.deepEqual(counts, { ready: 0, delayed: 0, inflight: 0 });
+  assert.equal(dead, states.filter((s) => s === "dead").length);
+});
