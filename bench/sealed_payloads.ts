@@ -1,9 +1,9 @@
 /**
  * Sealed payloads on Redis Streams: publish → consume messages/s of 1 KiB
- * payloads sealed end to end (HPKE-wrapped session key, ChaCha20-Poly1305,
- * one Ed25519 signature per batch of up to 64 messages over the Merkle root
- * of their digests; core/security/sealed_transport.ts) versus the same
- * transport without sealing, in the same run.
+ * payloads sealed end to end (HPKE-wrapped session key, one ChaCha20 key
+ * stream per batch, one Ed25519 signature per batch of up to 64 messages over
+ * the Merkle root of their digests; core/security/sealed_transport.ts) versus
+ * the same transport without sealing, in the same run.
  *
  *   eval "$(deno task services)"
  *   deno run -A bench/sealed_payloads.ts [--quick] [--messages N] [--rounds R]
