@@ -322,6 +322,8 @@ interface GroupedEnqueue<T> {
    * versionstamp of the commit that stores it (its holder waits for it).
    */
   stored?: PromiseWithResolvers<string>;
+  /** Its position in the segment its commit stored it in, if packed. */
+  pos?: number;
 }
 
 /** An ack waiting for its commit (windowed mode). */
@@ -373,6 +375,19 @@ interface Holder<T> {
 /** A batched settle in which at least one message was taken back. */
 class BatchLostError extends Error {
   override name = "BatchLostError";
+}
+
+/**
+ * The segment a new message is stored in by its windowed commit: a packed
+ * id, and ready, claimed from memory, or acked from memory without a
+ * result (a result stays with a record).
+ */
+function packedSegment(m: QueueMessage<unknown>): string | undefined {
+  if (
+    m.state === "delayed" ||
+    (m.state === "done" && (m.result !== undefined || m.resultRef))
+  ) return undefined;
+  return segmentOf(m.id);
 }
 
 /** A packed message waiting to be moved out to its own record. */
@@ -973,25 +988,24 @@ export class DurableQueue<T = unknown> {
    */
   async #commitGroup(group: GroupedEnqueue<T>[]): Promise<void> {
     const msgs = group.map((g) => g.msg);
-    // Ready messages with packed ids go into their segments, one value
-    // each; the rest (claimed or acked from memory, delayed) as records.
-    const segs = new Map<string, QueueMessage<T>[]>();
+    // Messages with packed ids go into their segments, one value each:
+    // ready ones, and those claimed (or acked without a result) from
+    // memory, whose leases (done marks) the segment's state starts with.
+    // The rest (delayed, acked with a result) as records.
+    const segs = new Map<string, GroupedEnqueue<T>[]>();
     const plain: QueueMessage<T>[] = [];
-    for (const m of msgs) {
-      const seg = m.state === "ready" ? segmentOf(m.id) : undefined;
-      if (seg === undefined) plain.push(m);
-      else if (segs.has(seg)) segs.get(seg)!.push(m);
-      else segs.set(seg, [m]);
+    for (const g of group) {
+      const seg = packedSegment(g.msg);
+      if (seg === undefined) plain.push(g.msg);
+      else if (segs.has(seg)) segs.get(seg)!.push(g);
+      else segs.set(seg, [g]);
     }
+    for (const gs of segs.values()) gs.forEach((g, i) => (g.pos = i));
     try {
       const { res, retried } = await this.#commit(() => {
         const op = this.#kv.atomic();
         for (const m of plain) this.#enqueueInto(op, m, false);
-        for (const [seg, ms] of segs) {
-          op.set(this.#keys.seg(seg), ms);
-          for (const m of ms) this.#addReady(op, m.priority, m.id);
-          this.#count(op, "ready", ms.length);
-        }
+        for (const [seg, gs] of segs) this.#segmentInto(op, seg, gs);
         return op;
       });
       // A "database is locked" retry: the first try may have landed.
@@ -1014,7 +1028,7 @@ export class DurableQueue<T = unknown> {
       const units: GroupedEnqueue<T>[][] = [];
       const bySeg = new Map<string, GroupedEnqueue<T>[]>();
       for (const g of group) {
-        const seg = g.msg.state === "ready" ? segmentOf(g.msg.id) : undefined;
+        const seg = packedSegment(g.msg);
         if (seg === undefined) units.push([g]);
         else if (bySeg.has(seg)) bySeg.get(seg)!.push(g);
         else {
@@ -1040,6 +1054,68 @@ export class DurableQueue<T = unknown> {
     }
     if (msgs.some((m) => m.state === "ready")) this.#wake();
     for (const g of group) g.resolve({ id: g.msg.id, deduplicated: false });
+  }
+
+  /**
+   * Writes segment `seg` of `gs` into `op`: the messages as enqueued, the
+   * ready ones in the ready index, and, when some were claimed or acked
+   * from memory, the state with their leases and done marks.
+   */
+  #segmentInto(
+    op: Deno.AtomicOperation,
+    seg: string,
+    gs: GroupedEnqueue<T>[],
+  ): void {
+    const st: SegState = { n: gs.length, leases: [], done: [], out: [] };
+    const leases = new Map<string, SegLease>();
+    let ready = 0;
+    const stored = gs.map((g, pos) => {
+      const m = g.msg;
+      if (m.state === "ready") {
+        this.#addReady(op, m.priority, m.id);
+        ready++;
+        return m;
+      }
+      if (m.state === "done") st.done.push(pos);
+      else {
+        let l = leases.get(m.leaseId!);
+        if (!l) {
+          leases.set(
+            m.leaseId!,
+            l = {
+              id: m.leaseId!,
+              until: m.leaseUntil!,
+              consumer: m.consumer ?? "anonymous",
+              pos: [],
+            },
+          );
+          st.leases.push(l);
+        }
+        l.pos.push(pos);
+      }
+      // Stored as enqueued: the state says where it is.
+      const base: QueueMessage<T> = { ...m, state: "ready", attempts: 0 };
+      delete base.leaseId;
+      delete base.leaseUntil;
+      delete base.consumer;
+      delete base.finishedAt;
+      return base;
+    });
+    op.set(this.#keys.seg(seg), stored);
+    if (ready < gs.length) {
+      op.set(this.#keys.segState(seg), st);
+      for (const l of st.leases) {
+        op.set(
+          this.#keys.inflight(l.until, leaseToken(seg, l.id)),
+          { seg, lease: l.id } satisfies SegLeaseRef,
+        );
+      }
+      if (st.done.length === gs.length) {
+        op.set(this.#keys.segDone(this.#clock.now(), seg), seg);
+      }
+    }
+    this.#count(op, "ready", ready);
+    this.#count(op, "inflight", gs.length - ready - st.done.length);
   }
 
   /**
@@ -1527,12 +1603,19 @@ export class DurableQueue<T = unknown> {
     if (ready.length === 0) return [];
     ready.sort((a, b) => b.msg.priority - a.msg.priority); // stable: FIFO within
     const now = this.#clock.now();
+    // Packed ones share a lease per segment, as a claim of stored ones.
+    const leases = new Map<string, string>();
     return ready.slice(0, n).map((g) => {
+      const seg = segmentOf(g.msg.id);
+      let leaseId = seg === undefined ? crypto.randomUUID() : leases.get(seg);
+      if (leaseId === undefined) {
+        leases.set(seg!, leaseId = crypto.randomUUID());
+      }
       g.msg = {
         ...g.msg,
         state: "inflight",
         attempts: g.msg.attempts + 1,
-        leaseId: crypto.randomUUID(),
+        leaseId,
         leaseUntil: now + leaseMs,
         consumer,
       };
@@ -1543,6 +1626,10 @@ export class DurableQueue<T = unknown> {
       h.chain = g.stored.promise.then((vs) => {
         h.vs = vs;
         h.entry = undefined;
+        // Stored packed, under its lease: settled through its segment.
+        if (g.pos !== undefined && seg !== undefined) {
+          h.pack = { seg, lease: leaseId, pos: g.pos };
+        }
       });
       // Nobody may be left with an unhandled rejection: verbs see it.
       h.chain.catch(() => {});
