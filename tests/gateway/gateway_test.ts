@@ -8,6 +8,7 @@ import type { Router } from "../../core/router.ts";
 import { verifyMessageSignature } from "../../sdk/protocol/channels.ts";
 import { GatewayRequestError } from "../../gateway/gateway.ts";
 import { outboxQueueName } from "../../gateway/outbox.ts";
+import { enrolAgent } from "../../gateway/enrolment.ts";
 import { DurableQueue } from "../../core/state/queue.ts";
 import { gatewayBodyKey } from "../../core/state/keys.ts";
 import { type AgentKey, connect, json, newAgentKey } from "./_raw_client.ts";
@@ -713,6 +714,33 @@ Deno.test("gateway: a broadcast follows a re-enrolment through this node at once
     );
     sa.close();
     sb.close();
+  });
+});
+
+Deno.test("gateway: a role change that bypasses this node (written to KV, as another node would) reaches its broadcasts at the connection's next heartbeat", async () => {
+  await withNode({
+    heartbeatMs: 150,
+    channels: { alerts: { subscribe: ["agent"], durable: false } },
+  }, async (n) => {
+    const a = await agent(n);
+    const s = await connect(n.ws, a);
+    await s.sub("alerts");
+    assert.deepEqual((await n.gateway.broadcast("alerts", 1)).sentTo, [a.id]);
+    await enrolAgent(kvOf(n), {
+      agentId: a.id,
+      publicKey: a.publicKey,
+      roles: ["viewer"],
+      replace: true,
+    }, "test");
+    const t0 = Date.now();
+    await until(
+      async () => (await n.gateway.broadcast("alerts", 2)).sentTo.length === 0,
+      "the connection to re-read its enrolment",
+    );
+    // Within a heartbeat (150 ms) plus the time a loaded machine adds.
+    assert.ok(Date.now() - t0 < 2000, `${Date.now() - t0} ms`);
+    await s.ping(); // same key: the connection stays
+    s.close();
   });
 });
 
