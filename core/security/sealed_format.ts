@@ -70,8 +70,28 @@ export interface SealedFields {
   m: number;
   /** This message's leaf index in the batch. */
   i: number;
-  /** Sibling digests from the leaf up to the root. */
-  path: Uint8Array[];
+  /** Where the path (sibling digests from the leaf up, 32 bytes each) starts in `bytes`. */
+  pathAt: number;
+  /** Digests on the path. */
+  pathLength: number;
+}
+
+/**
+ * Digest `k` of a decoded payload's Merkle path (leaf upwards), a view into
+ * its bytes; undefined past the path's end.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const sibling = pathDigest(fields, 0);
+ * ```
+ */
+export function pathDigest(
+  p: SealedFields,
+  k: number,
+): Uint8Array | undefined {
+  if (k >= p.pathLength) return undefined;
+  const at = p.pathAt + k * DIGEST_BYTES;
+  return p.bytes.subarray(at, at + DIGEST_BYTES);
 }
 
 /**
@@ -341,10 +361,8 @@ export function decodeSealed(bytes: Uint8Array): SealedFields {
       `message ${i} of a batch of ${m} has a path of ${pathLength} digests, not ${want}`,
     );
   }
-  const path: Uint8Array[] = [];
-  for (let j = 0; j < pathLength; j++) {
-    path.push(take(DIGEST_BYTES, "a path digest"));
-  }
+  const pathAt = at;
+  take(DIGEST_BYTES * pathLength, "the path");
   if (at !== bytes.length) {
     throw new RangeError(`${bytes.length - at} bytes after the batch proof`);
   }
@@ -364,7 +382,8 @@ export function decodeSealed(bytes: Uint8Array): SealedFields {
     root,
     m,
     i,
-    path,
+    pathAt,
+    pathLength,
   };
 }
 

@@ -87,6 +87,7 @@ import {
   DIGEST_BYTES,
   ENC_BYTES,
   encodeSealedHead,
+  pathDigest,
   proofBytes,
   SEALED_FORMAT,
   type SealedFields,
@@ -917,11 +918,11 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
         idx >>= 1, count = (count + 1) >> 1
       ) {
         if ((idx ^ 1) >= count) continue;
-        const sibling = p.path[k++];
+        const sibling = pathDigest(p, k++);
         if (sibling === undefined) {
           throw new SealedError(
             "malformed",
-            `the batch path of message ${p.i} of ${p.m} has ${p.path.length} digests, not enough`,
+            `the batch path of message ${p.i} of ${p.m} has ${p.pathLength} digests, not enough`,
           );
         }
         h = idx & 1 ? nodeHash(sibling, h) : nodeHash(h, sibling);
@@ -930,10 +931,10 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
         if (nodes.has(name)) return learn();
         learned.push(name);
       }
-      if (k !== p.path.length) {
+      if (k !== p.pathLength) {
         throw new SealedError(
           "malformed",
-          `the batch path of message ${p.i} of ${p.m} has ${p.path.length} digests, not ${k}`,
+          `the batch path of message ${p.i} of ${p.m} has ${p.pathLength} digests, not ${k}`,
         );
       }
       if (!equalBytes(h, p.root)) {
@@ -1056,13 +1057,21 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
         }]`,
       );
     }
-    // The wrap's enc and key lie together in the payload: one name for both.
+    // The wrap's enc and key lie together in the payload.
     const at = mine.enc.byteOffset - p.bytes.byteOffset;
+    const wrap = p.bytes.subarray(at, at + ENC_BYTES + 1 + mine.k.length);
+    if (
+      last && last.from === p.from && equalBytes(last.session, p.session) &&
+      equalBytes(last.wrap, wrap)
+    ) return decrypt(env, p, last.key);
     const cacheKey = `${p.from}|${p.session.toBase64(B64)}|${
-      p.bytes.subarray(at, at + ENC_BYTES + 1 + mine.k.length).toBase64(B64)
+      wrap.toBase64(B64)
     }`;
     const cached = sessionKeys.get(cacheKey);
-    if (cached?.key) return decrypt(env, p, cached.key);
+    if (cached?.key) {
+      last = { from: p.from, session: p.session, wrap, key: cached.key };
+      return decrypt(env, p, cached.key);
+    }
     const noKey = (err: unknown) =>
       new SealedError(
         "no_key",
@@ -1080,6 +1089,12 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
       throw noKey(err);
     });
   }
+
+  // The session key opened last and what named it: the messages of one
+  // session, one after another, skip building the cache's name.
+  let last:
+    | { from: string; session: Uint8Array; wrap: Uint8Array; key: Uint8Array }
+    | undefined;
 
   // Key streams of recent batches: a batch's members arrive together, and
   // one ChaCha20 call for the rest of the batch costs what one per message

@@ -365,7 +365,7 @@ Deno.test("sealed transport: messages published together share one batch signatu
   assert.equal(new Set(proofs.map((p) => b64(p.root))).size, 1);
   assert.deepEqual(proofs.map((p) => [p.i, p.m]), [[0, 3], [1, 3], [2, 3]]);
   // Leaves 0 and 1 pair up under the root with 2; 2 is carried up alone.
-  assert.deepEqual(proofs.map((p) => p.path.length), [2, 2, 1]);
+  assert.deepEqual(proofs.map((p) => p.pathLength), [2, 2, 1]);
   assert.deepEqual(
     got.map((d) => d.envelope.payload),
     [0, 1, 2, 3, 4, 5].map(() => ({ item: SECRET, qty: 2 })),
