@@ -240,6 +240,8 @@ const request = (c: Case): Promise<Response> => {
 
 /** This process's CPU µs per request of each case, one value per round. */
 const cpu = new Map<Case, number[]>();
+/** Requests made of each case, warm-up included (to divide a CPU profile by). */
+const made = new Map<Case, number>();
 
 /** Requests/s of `c` over `ms` with `concurrency` loops; throws on a bad answer. */
 async function run(c: Case): Promise<number> {
@@ -261,6 +263,7 @@ async function run(c: Case): Promise<number> {
     }
   }));
   const rate = done / ((performance.now() - t0) / 1000);
+  made.set(c, (made.get(c) ?? 0) + done);
   if (!cpu.has(c)) cpu.set(c, []);
   cpu.get(c)!.push((cpuMs("self") - cpu0) * 1000 / done);
   return rate;
@@ -370,6 +373,9 @@ console.log(JSON.stringify({
     cpu_us_per_request: Object.fromEntries(
       cases.map((c) => [c, round(median(cpu.get(c)!))]),
     ),
+    // Every request of the run, warm-up included: a `--cpu-prof` profile
+    // of a one-case run divided by this is CPU per request by function.
+    requests: Object.fromEntries(made),
     spread: Object.fromEntries(
       cases.map((c) => [c, round(spread(rates[c]), 2)]),
     ),
