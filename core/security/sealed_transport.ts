@@ -648,10 +648,11 @@ export function sealedTransport(
         const rule = ruleFor(d.topic);
         if (!rule) return handler(d);
         let opened: Envelope;
+        let seenId: string;
         try {
           const now = opener.open(d.envelope, d.topic);
           opened = now instanceof Promise ? await now : now;
-          const seenId = `${opened.headers[SEALED_FROM_HEADER]}|${opened.id}`;
+          seenId = `${opened.headers[SEALED_FROM_HEADER]}|${opened.id}`;
           if (seen.has(seenId)) {
             throw new SealedError(
               "replay",
@@ -691,12 +692,7 @@ export function sealedTransport(
         };
         await handler(view);
         // Handled (acked now or by the transport on return): a copy is a replay.
-        if (!naked) {
-          remember(
-            `${opened.headers[SEALED_FROM_HEADER]}|${opened.id}`,
-            opened.timestamp,
-          );
-        }
+        if (!naked) remember(seenId, opened.timestamp);
       }, opts);
     },
     ...(inner.deadLetters
