@@ -1103,6 +1103,7 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
     stream: Uint8Array;
   }[] = [];
   const MAX_STREAMS = 8;
+  let scratch = new Uint8Array(4096);
 
   function decipher(key: Uint8Array, p: SealedFields): Uint8Array {
     const ct = p.bytes.subarray(p.ctAt, p.ctEnd);
@@ -1130,13 +1131,18 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
       }
     }
     const at = (p.block - s.start) * 64;
-    const plain = ct.slice();
+    // Into a scratch buffer: the plaintext is decoded to a string at once.
+    if (scratch.length < ct.length) {
+      scratch = new Uint8Array(Math.max(ct.length, scratch.length * 2));
+    }
+    const plain = scratch.subarray(0, ct.length);
+    plain.set(ct);
     const key32 = s.stream.byteOffset + at;
     let j = 0;
     if (key32 % 4 === 0) {
-      // Four bytes at a time where the key stream is aligned (the copy is).
+      // Four bytes at a time where the key stream is aligned (the scratch is).
       const words = plain.length >>> 2;
-      const dst = new Uint32Array(plain.buffer, 0, words);
+      const dst = new Uint32Array(scratch.buffer, 0, words);
       const src = new Uint32Array(s.stream.buffer, key32, words);
       for (; j < words; j++) dst[j] ^= src[j];
       j = words * 4;
