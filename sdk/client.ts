@@ -454,6 +454,7 @@ export class AgentClient implements AsyncDisposable {
   readonly #chains = new Map<string, Promise<void>>();
   /** Ids of handled backend messages (LRU, insertion order). */
   readonly #seen = new Map<string, true>();
+  #lastChannel: [string, string | undefined] = ["", undefined];
   /** Acks gathered for one record per channel (nodes that take several ids per ack). */
   readonly #acksDue = new Map<string, string[]>();
   #acksTimer?: Timer;
@@ -1311,8 +1312,8 @@ export class AgentClient implements AsyncDisposable {
       }
       case "msg":
       case "req": {
-        const parsed = parseChannel(h.ch);
-        if (parsed?.side !== "backend" || parsed.id !== this.#id) {
+        const name = this.#ownChannelName(h.ch);
+        if (name === undefined) {
           this.#log("warn", "agent ignored a record on a foreign channel", {
             ch: h.ch,
             type: h.type,
@@ -1328,7 +1329,12 @@ export class AgentClient implements AsyncDisposable {
           return;
         }
         if (h.type === "req") void this.#onRequest(conn, rec);
-        else this.#chain(h.ch, () => this.#onMessage(conn, rec, false));
+        else if (rec.signature === undefined && !this.#chains.has(h.ch)) {
+          // Nothing of this channel waits and nothing to verify: handled now,
+          // without a promise (a handler that returns one holds the channel).
+          const pending = this.#deliver(rec, name);
+          if (pending) this.#track(h.ch, pending);
+        } else this.#chain(h.ch, () => this.#onMessage(conn, rec, false, name));
         return;
       }
       default:
@@ -1336,8 +1342,28 @@ export class AgentClient implements AsyncDisposable {
     }
   }
 
+  /**
+   * The name of `ch` when it is one of this agent's backend channels
+   * (`backend.{id}.{name}`), else undefined. The last answer is kept: a
+   * burst is mostly one channel.
+   */
+  #ownChannelName(ch: string): string | undefined {
+    if (ch === this.#lastChannel[0]) return this.#lastChannel[1];
+    const parsed = parseChannel(ch);
+    const name = parsed?.side === "backend" && parsed.id === this.#id
+      ? parsed.name
+      : undefined;
+    this.#lastChannel = [ch, name];
+    return name;
+  }
+
   #chain(ch: string, step: () => Promise<void>): void {
-    const next = (this.#chains.get(ch) ?? Promise.resolve()).then(step).catch(
+    this.#track(ch, (this.#chains.get(ch) ?? Promise.resolve()).then(step));
+  }
+
+  /** Makes `work` the tail of `ch`'s chain: later messages of `ch` wait for it. */
+  #track(ch: string, work: Promise<void>): void {
+    const next = work.catch(
       (err) =>
         this.#log("error", "agent message processing failed", {
           ch,
@@ -1374,9 +1400,20 @@ export class AgentClient implements AsyncDisposable {
     conn: Connection | undefined,
     rec: OpenedRecord,
     verified: boolean,
+    name: string,
   ): Promise<void> {
     if (this.#state === "closed") return;
     if (!verified && !await this.#verified(conn!, rec)) return;
+    await this.#deliver(rec, name);
+  }
+
+  /**
+   * Hands a verified message to its subscription's handler and acknowledges
+   * it once handled. Synchronous unless the handler returns a promise; then
+   * the promise of its outcome.
+   */
+  #deliver(rec: OpenedRecord, name: string): Promise<void> | undefined {
+    if (this.#state === "closed") return;
     const h = rec.header;
     if (this.#seen.has(h.id)) {
       this.#stats.duplicates++;
@@ -1390,18 +1427,33 @@ export class AgentClient implements AsyncDisposable {
       this.#hold(rec);
       return;
     }
+    let result: void | Promise<void>;
     try {
-      await handler(toMessage(rec));
+      result = handler(toMessage(rec, name));
     } catch (err) {
-      this.#stats.handlerErrors++;
-      this.#log("warn", "agent message handler threw; not acknowledged", {
-        ch: h.ch,
-        id: h.id,
-        error: (err as Error).message,
-      });
-      this.#emit("error", { error: err as Error, context: `handler ${h.ch}` });
+      this.#handlerFailed(h, err as Error);
       return;
     }
+    if (typeof (result as Promise<void> | undefined)?.then === "function") {
+      return Promise.resolve(result).then(
+        () => this.#handled(h),
+        (err) => this.#handlerFailed(h, err as Error),
+      );
+    }
+    this.#handled(h);
+  }
+
+  #handlerFailed(h: RecordHeader, err: Error): void {
+    this.#stats.handlerErrors++;
+    this.#log("warn", "agent message handler threw; not acknowledged", {
+      ch: h.ch,
+      id: h.id,
+      error: err?.message,
+    });
+    this.#emit("error", { error: err, context: `handler ${h.ch}` });
+  }
+
+  #handled(h: RecordHeader): void {
     this.#stats.delivered++;
     this.#seen.set(h.id, true);
     if (this.#seen.size > this.#dedupeSize) {
@@ -1461,7 +1513,8 @@ export class AgentClient implements AsyncDisposable {
   /** Hands held messages of `ch` to its new handler. */
   #release(ch: string): void {
     for (const rec of this.#subs.release(ch)) {
-      this.#chain(ch, () => this.#onMessage(undefined, rec, true));
+      const name = parseChannel(ch)!.name;
+      this.#chain(ch, () => this.#onMessage(undefined, rec, true, name));
     }
   }
 
@@ -1690,12 +1743,15 @@ export class AgentClient implements AsyncDisposable {
   }
 }
 
-function toMessage(rec: OpenedRecord): AgentMessage {
+function toMessage(
+  rec: OpenedRecord,
+  name = parseChannel(rec.header.ch)!.name,
+): AgentMessage {
   const h = rec.header;
   const prio = typeof h.prio === "number" ? h.prio : DEFAULT_PRIORITY;
   return {
     channel: h.ch,
-    name: parseChannel(h.ch)!.name,
+    name,
     id: h.id,
     type: typeof h.mt === "string" ? h.mt : undefined,
     priority: prio,

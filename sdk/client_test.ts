@@ -500,6 +500,29 @@ Deno.test("client: handlers run one message at a time per channel, in arrival or
   ]);
 });
 
+Deno.test("client: a handler's promise holds its channel: later messages wait for it; a rejected one is not acknowledged", async () => {
+  await using t = await setup();
+  const { gw, key, agent } = t;
+  const log: string[] = [];
+  const gate = Promise.withResolvers<void>();
+  await agent.connect();
+  // Synchronous for c, a promise for a (pending) and b (rejected).
+  await agent.subscribe("commands", (m) => {
+    log.push(m.id);
+    if (m.id === "a") return gate.promise;
+    if (m.id === "b") return Promise.reject(new Error("no"));
+  });
+  const before = agent.stats().recordsIn;
+  for (const id of ["a", "b", "c"]) gw.send(key.id, "commands", 0, { id });
+  await until(() => agent.stats().recordsIn >= before + 3, "three records");
+  assert.deepEqual(log, ["a"], "b and c wait for a's promise");
+  gate.resolve();
+  await until(() => gw.outbox(key.id).length === 1, "a and c acknowledged");
+  assert.deepEqual(log, ["a", "b", "c"]);
+  assert.deepEqual(gw.outbox(key.id), ["b"]);
+  assert.equal(agent.stats().handlerErrors, 1);
+});
+
 Deno.test("client: a message that arrives before its channel has a handler is held until one is registered", async () => {
   await using t = await setup();
   const { gw, key, agent } = t;

@@ -5,7 +5,7 @@
  * bytes to 100 WebSocket clients.
  *
  *   deno run -A bench/peers/centrifugo.ts [--quick] [--rounds R] [--messages N]
- *     [--gateway-messages G]
+ *     [--gateway-messages G] [--profile DIR]
  *
  * Needs `go` on PATH the first time: `scripts/peers/centrifugo.sh` builds
  * Centrifugo with `go install` into `~/.cache/plexus/peers/` (modules
@@ -52,12 +52,19 @@
  * batched). `gatewayKvReadsPerMessage`: the node's KV reads per broadcast
  * (presence and enrolment lookups), counted by the node process.
  *
+ * `--profile DIR` runs the gateway node and the agents' process under
+ * `--cpu-prof` (`DIR/gateway`, `DIR/agents`); summarize a folder with
+ * `deno run -A bench/_gateway_profile.ts DIR/agents`.
+ *
  * @module
  */
 import { join } from "node:path";
 import {
-  type Child,
+  BENCH_DIR,
+  canPin,
+  Child,
   cpuMs,
+  flag,
   info,
   isQuick,
   median,
@@ -76,6 +83,33 @@ const CLIENTS = numFlag("clients", 100);
 /** The gateway delivers ~100 times slower: fewer messages keep its rounds near a minute. */
 const GATEWAY_N = numFlag("gateway-messages", quick ? 1_000 : 4_000);
 const BURST = 16;
+const PROFILE_DIR = flag("profile") ?? "";
+
+/** `spawnDeno` under `--cpu-prof` into PROFILE_DIR/name, when profiling. */
+async function spawnProfiled(
+  name: string,
+  script: string,
+  args: string[],
+  core: number,
+): Promise<Child> {
+  if (!PROFILE_DIR) return await spawnDeno(name, script, args, core);
+  const denoArgs = [
+    "run",
+    "-A",
+    "--cpu-prof",
+    `--cpu-prof-dir=${PROFILE_DIR}/${name}`,
+    BENCH_DIR + script,
+    ...args,
+  ];
+  const pin = await canPin();
+  const cmd = new Deno.Command(pin ? "taskset" : Deno.execPath(), {
+    args: pin ? ["-c", String(core), Deno.execPath(), ...denoArgs] : denoArgs,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  });
+  return new Child(name, cmd.spawn());
+}
 const VERSION = "v6.9.1";
 const API_KEY = "plexus-bench";
 async function startCentrifugo(dir: string) {
@@ -242,7 +276,7 @@ try {
   children.push(clients);
   const gwDir = join(tmp, "gateway");
   await Deno.mkdir(gwDir);
-  const gw = await spawnDeno("gateway", "_gateway_server.ts", [
+  const gw = await spawnProfiled("gateway", "_gateway_server.ts", [
     "node",
     "--data-dir",
     gwDir,
@@ -251,7 +285,7 @@ try {
   const gwReady = await gw.next<{ url: string; pid: number; token: string }>(
     30_000,
   );
-  const agents = await spawnDeno("agents", "_gateway_clients.ts", [], 1);
+  const agents = await spawnProfiled("agents", "_gateway_clients.ts", [], 1);
   children.push(agents);
   await agents.send({
     cmd: "enrol",

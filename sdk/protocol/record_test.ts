@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createCipheriv } from "node:crypto";
 import {
   nextKey,
   RECORD_PREFIX_BYTES,
@@ -221,4 +222,40 @@ Deno.test("record: a sequence number above 2^53 - 1 (never sent by a sealer) is 
     () => new RecordSealer(key, { afterMessages: 2 ** 53 }),
     RangeError,
   );
+});
+
+/** A sequence-0 record of epoch 0 whose header is exactly `headerBytes`. */
+function rawRecord(headerBytes: Uint8Array, body: Uint8Array): Uint8Array {
+  const aad = new Uint8Array(RECORD_PREFIX_BYTES + headerBytes.length);
+  aad[0] = 1;
+  new DataView(aad.buffer).setUint16(14, headerBytes.length);
+  aad.set(headerBytes, RECORD_PREFIX_BYTES);
+  const c = createCipheriv("chacha20-poly1305", key, new Uint8Array(12), {
+    authTagLength: 16,
+  });
+  c.setAAD(aad, { plaintextLength: body.length });
+  const ct = c.update(body);
+  c.final();
+  const out = new Uint8Array(aad.length + ct.length + 16);
+  out.set(aad);
+  out.set(ct, aad.length);
+  out.set(c.getAuthTag(), aad.length + ct.length);
+  return out;
+}
+
+Deno.test("record: an authentic header that is not UTF-8 is refused; one holding U+FFFD opens", () => {
+  const json = bytes(JSON.stringify(header("1", { ch: "agent.agent-1.X" })));
+  const at = json.indexOf(0x58); // the X
+  const invalid = json.slice();
+  invalid[at] = 0xff; // never valid in UTF-8 (the lenient decoder gives U+FFFD)
+  refused(
+    () => new RecordOpener(key).open(rawRecord(invalid, bytes("x"))),
+    "malformed",
+  );
+  const replacement = header("1", { ch: "agent.agent-1.\uFFFD" });
+  const rec = new RecordOpener(key).open(
+    rawRecord(bytes(JSON.stringify(replacement)), bytes("x")),
+  );
+  assert.deepEqual(rec.header, replacement);
+  assert.equal(text(rec.body), "x");
 });
