@@ -390,6 +390,12 @@ function packedSegment(m: QueueMessage<unknown>): string | undefined {
   return segmentOf(m.id);
 }
 
+/** A stand-in as long as a packed id, until a message joins its segment. */
+const PACKED_ID_SIZE = "00000000-0000-7000-8000-000000000000~000";
+
+/** Segments whose messages a queue keeps for its claims. */
+const SEG_CACHE = 128;
+
 /** A packed message waiting to be moved out to its own record. */
 interface ExplodeRequest {
   pos: number;
@@ -557,6 +563,9 @@ export class DurableQueue<T = unknown> {
   readonly #maxGroup: number;
   #group: GroupedEnqueue<T>[] = [];
   /** Windowed mode: the segment each priority's next ready enqueue joins. */
+  /** Messages of segments seen lately (they never change). */
+  readonly #segCache = new Map<string, QueueMessage<T>[]>();
+  readonly #positions = new WeakMap<QueueMessage<T>[], Map<string, number>>();
   /** Packed messages waiting to move out to records, by segment. */
   readonly #explodes = new Map<string, ExplodeRequest[]>();
   readonly #openSegs = new Map<
@@ -700,7 +709,7 @@ export class DurableQueue<T = unknown> {
       this.#windowMs !== undefined && options.idempotencyKey === undefined &&
       options.id === undefined
     ) {
-      const msg = this.#newMessage(payload, options, this.#clock.now());
+      const msg = this.#newMessage(payload, options, this.#clock.now(), true);
       // Refused now, while the caller still hears about it.
       const bytes = fitsValue(msg, `enqueue on '${this.name}'`);
       const early = await this.#join("enqueue");
@@ -797,8 +806,8 @@ export class DurableQueue<T = unknown> {
    * as one value. A message too large to share a value keeps a plain id.
    */
   #packedIdFor(msg: QueueMessage<T>, bytes: number): string {
-    const cost = bytes + 64; // the longer id, the array's own bytes
-    if (cost > SEGMENT_BYTES) return msg.id;
+    const cost = bytes + 16; // the array's own bytes
+    if (cost > SEGMENT_BYTES) return timeOrderedId();
     let seg = this.#openSegs.get(msg.priority);
     if (
       !seg || seg.n >= this.#maxGroup || seg.bytes + cost > SEGMENT_BYTES
@@ -1001,11 +1010,14 @@ export class DurableQueue<T = unknown> {
       else segs.set(seg, [g]);
     }
     for (const gs of segs.values()) gs.forEach((g, i) => (g.pos = i));
+    const stored = new Map<string, QueueMessage<T>[]>();
     try {
       const { res, retried } = await this.#commit(() => {
         const op = this.#kv.atomic();
         for (const m of plain) this.#enqueueInto(op, m, false);
-        for (const [seg, gs] of segs) this.#segmentInto(op, seg, gs);
+        for (const [seg, gs] of segs) {
+          stored.set(seg, this.#segmentInto(op, seg, gs));
+        }
         return op;
       });
       // A "database is locked" retry: the first try may have landed.
@@ -1016,6 +1028,7 @@ export class DurableQueue<T = unknown> {
           `Cannot enqueue on '${this.name}': the commit of ${msgs.length} message(s) failed its checks`,
         );
       }
+      for (const [seg, ms] of stored) this.#cacheSeg(seg, ms);
       const claimed = group.filter((g) => g.stored);
       if (res.ok) {
         for (const g of claimed) g.stored!.resolve(res.versionstamp);
@@ -1065,7 +1078,7 @@ export class DurableQueue<T = unknown> {
     op: Deno.AtomicOperation,
     seg: string,
     gs: GroupedEnqueue<T>[],
-  ): void {
+  ): QueueMessage<T>[] {
     const st: SegState = { n: gs.length, leases: [], done: [], out: [] };
     const leases = new Map<string, SegLease>();
     let ready = 0;
@@ -1116,6 +1129,7 @@ export class DurableQueue<T = unknown> {
     }
     this.#count(op, "ready", ready);
     this.#count(op, "inflight", gs.length - ready - st.done.length);
+    return stored;
   }
 
   /**
@@ -1165,6 +1179,7 @@ export class DurableQueue<T = unknown> {
     payload: T,
     options: EnqueueOptions,
     now: number,
+    packable = false,
   ): QueueMessage<T> {
     const priority = validPriority(options.priority ?? 4);
     const delayMs = options.delayMs ?? 0;
@@ -1187,7 +1202,9 @@ export class DurableQueue<T = unknown> {
       );
     }
     return {
-      id: options.id ?? timeOrderedId(),
+      // A packable one's id is chosen as it joins a segment.
+      id: options.id ??
+        (packable && delayMs === 0 ? PACKED_ID_SIZE : timeOrderedId()),
       queue: this.name,
       priority,
       payload,
@@ -1236,7 +1253,7 @@ export class DurableQueue<T = unknown> {
     const seg = m ? undefined : segmentOf(id);
     if (seg !== undefined) {
       const r = await this.#readSeg(seg);
-      const pos = r.msgs?.findIndex((x) => x.id === id) ?? -1;
+      const pos = r.msgs ? this.#posOf(r.msgs, id) : -1;
       if (pos >= 0 && r.state.out.includes(pos)) {
         // Moved out to its own record since the read above.
         m = (await this.#kv.get<QueueMessage<T>>(this.#keys.msg(id))).value;
@@ -1255,9 +1272,31 @@ export class DurableQueue<T = unknown> {
    */
   async #readSegs(
     segIds: string[],
-    msgs = true,
+    want: "all" | "state" | "cached" = "all",
   ): Promise<Map<string, SegRead<T>>> {
     const out = new Map<string, SegRead<T>>();
+    if (want === "cached") {
+      // Segments never change: those seen before need only their state.
+      // Taken now: the cache may drop them while the states are read.
+      const cached = new Map(
+        segIds.flatMap((s) => {
+          const m = this.#segCache.get(s);
+          return m ? [[s, m] as const] : [];
+        }),
+      );
+      const miss = segIds.filter((s) => !cached.has(s));
+      const [states, rest] = await Promise.all([
+        this.#readSegs([...cached.keys()], "state"),
+        this.#readSegs(miss, "all"),
+      ]);
+      for (const [s, r] of states) out.set(s, { ...r, msgs: cached.get(s)! });
+      for (const [s, r] of rest) {
+        if (r.msgs) this.#cacheSeg(s, r.msgs);
+        out.set(s, r);
+      }
+      return out;
+    }
+    const msgs = want === "all";
     const per = msgs ? 5 : 10;
     await Promise.all(
       Array.from({ length: Math.ceil(segIds.length / per) }, async (_, k) => {
@@ -1284,6 +1323,24 @@ export class DurableQueue<T = unknown> {
       }),
     );
     return out;
+  }
+
+  /** Keeps segment `seg`'s messages for later claims (the newest 128 segments). */
+  #cacheSeg(seg: string, msgs: QueueMessage<T>[]): void {
+    this.#segCache.set(seg, msgs);
+    if (this.#segCache.size > SEG_CACHE) {
+      this.#segCache.delete(this.#segCache.keys().next().value!);
+    }
+  }
+
+  /** Position of message `id` in segment messages `msgs`, or -1. */
+  #posOf(msgs: QueueMessage<T>[], id: string): number {
+    let m = this.#positions.get(msgs);
+    if (!m) {
+      m = new Map(msgs.map((x, i) => [x.id, i]));
+      this.#positions.set(msgs, m);
+    }
+    return m.get(id) ?? -1;
   }
 
   async #readSeg(segId: string): Promise<SegRead<T>> {
@@ -1648,12 +1705,12 @@ export class DurableQueue<T = unknown> {
     const segIds = [
       ...new Set(ids.map(segmentOf).filter((s) => s !== undefined)),
     ];
-    const segs = await this.#readSegs(segIds);
+    const segs = await this.#readSegs(segIds, "cached");
     const packedAt = new Map<string, { seg: string; pos: number }>();
     for (const id of ids) {
       const seg = segmentOf(id);
       const r = seg === undefined ? undefined : segs.get(seg)!;
-      const pos = r?.msgs?.findIndex((m) => m.id === id) ?? -1;
+      const pos = r?.msgs ? this.#posOf(r.msgs, id) : -1;
       if (pos >= 0 && !r!.state.out.includes(pos)) {
         packedAt.set(id, { seg: seg!, pos });
       }
@@ -2197,7 +2254,7 @@ export class DurableQueue<T = unknown> {
         if (tries > 0) await pause(tries);
         const segIds = [...new Set(todo.map((i) => holders[i].pack!.seg))]
           .slice(0, this.#maxBatch);
-        const segs = await this.#readSegs(segIds, false);
+        const segs = await this.#readSegs(segIds, "state");
         const bySeg = new Map<string, number[]>();
         const next: number[] = [];
         for (const i of todo) {
@@ -2596,7 +2653,7 @@ export class DurableQueue<T = unknown> {
     for (let tries = 0; tries < 50; tries++) {
       if (tries > 0) await pause(tries);
       const r = await this.#readSeg(seg);
-      const pos = r.msgs?.findIndex((x) => x.id === id) ?? -1;
+      const pos = r.msgs ? this.#posOf(r.msgs, id) : -1;
       if (pos < 0) return { outcome: "unknown" };
       if (r.state.out.includes(pos)) return "moved"; // has its own record now
       const m = this.#packedView(r.msgs!, r.state, pos);

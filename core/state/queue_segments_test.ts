@@ -413,3 +413,41 @@ Deno.test("queue segments: messages claimed (and acked) from memory are stored i
   );
   await q.close();
 });
+
+Deno.test("queue segments: a claim keeps the segments it found in the cache while it reads their states", async () => {
+  using raw = await Deno.openKv(":memory:");
+  // While the claim reads the segments' states, 128 newer segments are
+  // stored (and cached): the ones the claim found cached are dropped.
+  let during: (() => Promise<void>) | undefined;
+  const kv = new Proxy(raw, {
+    get(target, prop) {
+      if (prop === "getMany") {
+        return async (keys: Deno.KvKey[]) => {
+          const hook = keys.some((k) => k[2] === "segstate")
+            ? during
+            : undefined;
+          during = undefined;
+          if (hook) await hook();
+          return await target.getMany(keys);
+        };
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  const q = new DurableQueue<number>(kv, "s", {
+    commit: { windowMs: 60_000 },
+  });
+  await q.enqueue(0);
+  await q.flush();
+  during = async () => {
+    for (let i = 1; i <= 128; i++) {
+      await q.enqueue(i);
+      await q.flush();
+    }
+  };
+  const ds = await q.claim(1, 60_000);
+  assert.deepEqual(ds.map((d) => d.payload), [0]);
+  assert.equal((await q.stats()).ready, 128);
+  await q.close();
+});
