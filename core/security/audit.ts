@@ -94,11 +94,27 @@ interface AlongWrite {
   stored: (ok: boolean) => void;
 }
 
-/** Most JSON bytes of records in one KV value (a value holds 64 KiB). */
+/**
+ * Most JSON bytes of records in one KV value (a value holds 64 KiB).
+ *
+ * @example Usage
+ * ```ts
+ * import { AUDIT_CHUNK_BYTES } from "./audit.ts";
+ * import assert from "node:assert/strict";
+ * assert.ok(AUDIT_CHUNK_BYTES < 65_536);
+ * ```
+ */
 export const AUDIT_CHUNK_BYTES = 60_000;
 /**
  * Widest time span of the records in one KV value, ms: a value is keyed by
  * its earliest record, so a listing from `since` starts this much earlier.
+ *
+ * @example Usage
+ * ```ts
+ * import { AUDIT_CHUNK_SPAN_MS } from "./audit.ts";
+ * import assert from "node:assert/strict";
+ * assert.equal(AUDIT_CHUNK_SPAN_MS, 1_000);
+ * ```
  */
 export const AUDIT_CHUNK_SPAN_MS = 1_000;
 
