@@ -392,28 +392,47 @@ export class DenoWebSocket extends EventTarget implements WebSocketLike {
     }
   }
 
+  /**
+   * The next `n` bytes when they are already buffered (in a buffer of their
+   * own), else undefined: frames that arrived together are parsed without
+   * an await each.
+   */
+  #takeBuffered(n: number): Uint8Array<ArrayBuffer> | undefined {
+    if (this.#end - this.#start < n) return undefined;
+    const out = this.#rbuf.slice(this.#start, this.#start + n);
+    this.#start += n;
+    return out;
+  }
+
   async #readFrames(): Promise<void> {
     const parts: Uint8Array<ArrayBuffer>[] = [];
     let opcode = 0; // of the message being reassembled; 0 between messages
     let size = 0;
     while (!this.#closeReceived) {
-      const [b0, b1] = await this.#take(2);
+      let b0: number, b1: number;
+      if (this.#end - this.#start >= 2) {
+        b0 = this.#rbuf[this.#start];
+        b1 = this.#rbuf[this.#start + 1];
+        this.#start += 2;
+      } else [b0, b1] = await this.#take(2);
       const fin = (b0 & 0x80) !== 0;
       const op = b0 & 0x0f;
       if (b0 & 0x70) throw new ProtocolError(1002, "reserved bits set");
       if (b1 & 0x80) throw new ProtocolError(1002, "masked server frame");
       let len = b1 & 0x7f;
       if (len === 126) {
-        len = new DataView((await this.#take(2)).buffer).getUint16(0);
+        const ext = this.#takeBuffered(2) ?? await this.#take(2);
+        len = (ext[0] << 8) | ext[1];
       } else if (len === 127) {
-        const big = new DataView((await this.#take(8)).buffer).getBigUint64(0);
+        const ext = this.#takeBuffered(8) ?? await this.#take(8);
+        const big = new DataView(ext.buffer).getBigUint64(0);
         len = big > BigInt(this.#maxMessageBytes) ? Infinity : Number(big);
       }
       if (op >= 8) {
         if (!fin || len > 125) {
           throw new ProtocolError(1002, "fragmented or long control frame");
         }
-        this.#onControl(op, await this.#take(len));
+        this.#onControl(op, this.#takeBuffered(len) ?? await this.#take(len));
         continue;
       }
       if (op > 2) throw new ProtocolError(1002, `unknown opcode ${op}`);
@@ -426,7 +445,7 @@ export class DenoWebSocket extends EventTarget implements WebSocketLike {
         throw new ProtocolError(1009, `message over ${max} bytes`);
       }
       if (op !== 0) opcode = op;
-      parts.push(await this.#take(len));
+      parts.push(this.#takeBuffered(len) ?? await this.#take(len));
       size += len;
       if (!fin) continue;
       const data = parts.length === 1 ? parts[0] : concat(parts, size);

@@ -107,9 +107,12 @@ function frame(
   mask = false,
 ): Uint8Array {
   const body = typeof payload === "string" ? encoder.encode(payload) : payload;
-  const head = body.length < 126
-    ? [b0, body.length]
-    : [b0, 126, body.length >> 8, body.length & 255];
+  const n = body.length;
+  const head = n < 126
+    ? [b0, n]
+    : n < 65536
+    ? [b0, 126, n >> 8, n & 255]
+    : [b0, 127, 0, 0, 0, 0, n >>> 24, (n >> 16) & 255, (n >> 8) & 255, n & 255];
   if (mask) head[1] |= 0x80, head.push(0, 0, 0, 0);
   const out = new Uint8Array(head.length + body.length);
   out.set(head);
@@ -287,6 +290,49 @@ Deno.test("ws_client: fragmented messages are reassembled, with a ping between f
     1000,
     true,
   ]);
+  await server.done;
+});
+
+Deno.test("ws_client: frames that arrive in one write, or split anywhere, are each delivered intact and in order", async () => {
+  // 7-bit, 16-bit and 64-bit lengths, a ping and an empty message among them.
+  const sizes = [0, 5, 125, 126, 300, 65535, 65536, 70_000, 3];
+  const payload = (n: number, i: number) =>
+    new Uint8Array(n).map((_, j) => (i * 31 + j) & 0xff);
+  const wire = sizes.flatMap((n, i) => [
+    ...(i === 4 ? frame(0x89, "p") : []),
+    ...frame(0x82, payload(n, i)),
+  ]);
+  const bytes = new Uint8Array(wire);
+  await using server = rawServer(async (reader) => {
+    const write = async (b: Uint8Array) => {
+      for (let at = 0; at < b.length;) {
+        at += await reader.conn.write(b.subarray(at));
+      }
+    };
+    await write(bytes); // all at once
+    // Then again, cut every 7 bytes over the first 2 KiB (inside headers
+    // and lengths), then in two big pieces.
+    for (let at = 0; at < 2048; at += 7) {
+      await write(bytes.subarray(at, Math.min(at + 7, 2048)));
+    }
+    await write(bytes.subarray(2048, 100_000));
+    await write(bytes.subarray(100_000));
+    assert.equal((await reader.frame()).op, 10);
+    assert.equal((await reader.frame()).op, 10);
+    assert.equal(await clientCloseCode(reader), 1000);
+    await reader.conn.write(frame(0x88, new Uint8Array([0x03, 0xe8])));
+  });
+  const c = connect(server.url);
+  for (let pass = 0; pass < 2; pass++) {
+    for (const [i, n] of sizes.entries()) {
+      const got = new Uint8Array(await c.next() as ArrayBuffer);
+      assert.equal(got.length, n, `pass ${pass}, message ${i}`);
+
+      assert.deepEqual(got, payload(n, i), `pass ${pass}, message ${i}`);
+    }
+  }
+  c.ws.close(1000);
+  assert.equal((await c.closed).code, 1000);
   await server.done;
 });
 
