@@ -183,6 +183,19 @@ export function storeWithAudit(
   );
 }
 
+/**
+ * Longest path kept in a record, characters: a request head may be 64 KiB,
+ * and one record too big for a KV value would fail its whole group commit.
+ */
+const MAX_PATH_CHARS = 4096;
+
+/** The path as recorded: cut at MAX_PATH_CHARS, the cut marked. */
+function boundedPath(path: string): string {
+  return path.length <= MAX_PATH_CHARS
+    ? path
+    : `${path.slice(0, MAX_PATH_CHARS)}…(${path.length} chars)`;
+}
+
 /** Maps an HTTP status to an audit outcome. */
 export function outcomeOf(status: number): AuditRecord["outcome"] {
   if (status === 401 || status === 403 || status === 429) return "denied";
@@ -349,7 +362,7 @@ export function auditLog(options: AuditOptions): AuditMiddleware {
       principal,
       method: c.req.method,
       route: c.req.routePath,
-      path: c.req.path,
+      path: boundedPath(c.req.path),
       status: c.res.status,
       outcome: outcomeOf(c.res.status),
     };

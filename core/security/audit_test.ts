@@ -111,6 +111,10 @@ Deno.test("audit: a group commit stores its records as few values, split by size
   });
   const app = new Hono();
   app.use("*", audit);
+  app.use("/c/big/*", async (c, next) => {
+    c.set("principal" as never, { sub: "p".repeat(25_000) } as never);
+    await next();
+  });
   app.post("/c/*", (c) => {
     markUnchanged(c.req.raw);
     return c.text("ok");
@@ -127,7 +131,7 @@ Deno.test("audit: a group commit stores its records as few values, split by size
     outcome: "ok",
   };
   await kv.set(["audit", 9_000, -1, "00000000000000000000"], old);
-  // One group: 40 small calls at 10,000 ms, 3 with ~25 KB paths (over one
+  // One group: 40 small calls at 10,000 ms, 3 with ~25 KB principals (over one
   // value's 60,000 bytes together), then 5 calls 1.5 s later (past one
   // value's time span).
   const paths: string[] = [];
@@ -136,7 +140,7 @@ Deno.test("audit: a group commit stores its records as few values, split by size
     assert.equal((await app.request(path, { method: "POST" })).status, 200);
   };
   for (let i = 0; i < 40; i++) await call(`/c/${i}`);
-  for (let i = 0; i < 3; i++) await call(`/c/big${i}/${"x".repeat(25_000)}`);
+  for (let i = 0; i < 3; i++) await call(`/c/big/${i}`);
   await clock.advance(AUDIT_CHUNK_SPAN_MS + 500);
   for (let i = 0; i < 5; i++) await call(`/c/late${i}`);
   await audit.drain();
@@ -159,6 +163,33 @@ Deno.test("audit: a group commit stores its records as few values, split by size
     (await listAudit(kv, { limit: 2 })).map((r) => r.path),
     ["/c/old", "/c/0"],
   );
+});
+
+Deno.test("audit: a record keeps at most 4,096 characters of a path, so a long request line cannot fail its group's commit", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const errors: unknown[] = [];
+  const audit = auditLog({
+    kv,
+    log: createLogger({ sinks: [] }),
+    onError: (err) => errors.push(err),
+  });
+  const app = new Hono();
+  app.use("*", audit);
+  app.post("/c/*", (c) => c.text("ok"));
+  // Decoded to 40,000 quotes, 80,000 bytes of JSON escaped: over a KV value.
+  const long = `/c/${"%22".repeat(40_000)}`;
+  const path = decodeURIComponent(long);
+  const [a, b] = await Promise.all([
+    app.request(long, { method: "POST" }),
+    app.request("/c/short", { method: "POST" }),
+  ]);
+  assert.deepEqual([a.status, b.status], [200, 200]);
+  assert.deepEqual(errors, []);
+  const records = await listAudit(kv);
+  assert.deepEqual(records.map((r) => r.path).sort(), [
+    `${path.slice(0, 4096)}…(${path.length} chars)`,
+    "/c/short",
+  ]);
 });
 
 /** A KV whose commits are counted and held until `open()`. */
