@@ -563,6 +563,8 @@ export class DurableQueue<T = unknown> {
   readonly #maxGroup: number;
   #group: GroupedEnqueue<T>[] = [];
   /** Windowed mode: the segment each priority's next ready enqueue joins. */
+  /** Serialized bytes of a record's fields besides its payload, with slack. */
+  #envelope: number | undefined;
   /** Messages of segments seen lately (they never change). */
   readonly #segCache = new Map<string, QueueMessage<T>[]>();
   readonly #positions = new WeakMap<QueueMessage<T>[], Map<string, number>>();
@@ -711,7 +713,8 @@ export class DurableQueue<T = unknown> {
     ) {
       const msg = this.#newMessage(payload, options, this.#clock.now(), true);
       // Refused now, while the caller still hears about it.
-      const bytes = fitsValue(msg, `enqueue on '${this.name}'`);
+      const bytes = this.#sizeOf(msg) ??
+        fitsValue(msg, `enqueue on '${this.name}'`);
       const early = await this.#join("enqueue");
       return await new Promise<Enqueued>((resolve, reject) => {
         // Its segment is chosen as it joins the group, in the same turn: a
@@ -817,6 +820,25 @@ export class DurableQueue<T = unknown> {
     }
     seg.bytes += cost;
     return packedId(seg.id, seg.n++);
+  }
+
+  /**
+   * An upper bound of `msg`'s serialized size without serializing it, for
+   * a byte or string payload that surely fits a KV value (else undefined:
+   * serialize it). The record's other fields take at most the envelope
+   * measured once, plus slack for larger numbers.
+   */
+  #sizeOf(msg: QueueMessage<T>): number | undefined {
+    const p = msg.payload as unknown;
+    const body = p instanceof Uint8Array
+      ? p.byteLength
+      : typeof p === "string" && p.length < 8192
+      ? 2 * p.length // one or two bytes a character
+      : undefined;
+    if (body === undefined) return undefined;
+    this.#envelope ??= serialize({ ...msg, payload: null }).length + 64;
+    const n = this.#envelope + body + 16;
+    return n <= KV_VALUE_BYTES / 2 ? n : undefined;
   }
 
   #open(verb: string): void {
