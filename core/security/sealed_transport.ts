@@ -81,6 +81,7 @@ import {
   seal as hpkeSeal,
 } from "./hpke.ts";
 import type { SealingDirectory, SealingPeer } from "./sealing_keys.ts";
+import { digestKey, DigestSet } from "./sealed_digests.ts";
 import {
   COUNTER_BYTES,
   decodeSealed,
@@ -874,12 +875,12 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
   >();
 
   // Per sender key (a replaced key starts afresh): batch signatures
-  // verified or being verified, and the tree nodes (leaves and inner digests,
-  // base64url) under a verified root. A message whose climb reaches one of
-  // those nodes is in a batch the sender signed.
+  // verified or being verified, and the tree nodes (leaves and inner
+  // digests, kept as bytes) under a verified root. A message whose climb
+  // reaches one of those nodes is in a batch the sender signed.
   const verified = new WeakMap<
     CryptoKey,
-    { batches: Map<string, Promise<boolean>>; nodes: NodeSet }
+    { batches: Map<number, BatchEntry>; nodes: DigestSet }
   >();
 
   function authenticate(
@@ -891,18 +892,16 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
     if (!known) {
       verified.set(
         senderKey,
-        known = { batches: new Map(), nodes: new NodeSet(MAX_KNOWN_NODES) },
+        known = { batches: new Map(), nodes: new DigestSet(MAX_KNOWN_NODES) },
       );
     }
     const { batches, nodes } = known;
-    const node = leaf.toBase64(B64);
-    if (nodes.has(node)) return;
-    const batchKey = `${p.m}|${p.root.toBase64(B64)}|${p.sig.toBase64(B64)}`;
+    if (nodes.has(leaf)) return;
     // A member of this batch is being verified: its path likely covers ours.
-    const pending = batches.get(batchKey);
+    const pending = batchOf(batches, p)?.ok;
     const climb = () => {
-      if (nodes.has(node)) return; // learned while we waited
-      const learned = [node];
+      if (nodes.has(leaf)) return; // learned while we waited
+      const learned = [leaf];
       const learn = () => {
         for (const node of learned) nodes.add(node);
       };
@@ -922,10 +921,9 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
           );
         }
         h = idx & 1 ? nodeHash(sibling, h) : nodeHash(h, sibling);
-        const name = h.toBase64(B64);
-        learned.push(sibling.toBase64(B64));
-        if (nodes.has(name)) return learn();
-        learned.push(name);
+        learned.push(sibling);
+        if (nodes.has(h)) return learn();
+        learned.push(h);
       }
       if (k !== p.pathLength) {
         throw new SealedError(
@@ -939,25 +937,33 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
           `the signature of '${p.from}' does not cover this envelope: its digest is not in the batch it claims (message ${p.i} of ${p.m}; altered after sealing)`,
         );
       }
-      let ok = batches.get(batchKey);
-      if (!ok) {
-        ok = crypto.subtle.verify(
+      let entry = batchOf(batches, p);
+      if (!entry) {
+        const ok = crypto.subtle.verify(
           "Ed25519",
           senderKey,
           new Uint8Array(p.sig),
           batchBytes(p.from, p.m, h),
         );
-        if (batches.size >= MAX_VERIFIED_BATCHES) {
+        const slot = digestKey(p.root);
+        if (batches.size >= MAX_VERIFIED_BATCHES && !batches.has(slot)) {
           batches.delete(batches.keys().next().value!);
         }
-        batches.set(batchKey, ok);
+        const added: BatchEntry = {
+          m: p.m,
+          root: p.root.slice(),
+          sig: p.sig.slice(),
+          ok,
+        };
+        entry = added;
+        batches.set(slot, added);
         // Only a good signature is remembered: a bad one must not shadow it.
-        ok.then(
-          (good) => good || batches.delete(batchKey),
-          () => batches.delete(batchKey),
-        );
+        const forget = () => {
+          if (batches.get(slot) === added) batches.delete(slot);
+        };
+        ok.then((good) => good || forget(), forget);
       }
-      return ok.then((good) => {
+      return entry.ok.then((good) => {
         if (!good) {
           throw new SealedError(
             "bad_signature",
@@ -1306,25 +1312,24 @@ function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
   return createHash("sha256").update(nodeInput).digest();
 }
 
-/**
- * A bounded set of strings: two generations, the older dropped whole when
- * the newer is full (deleting the oldest entry of a Set one at a time makes
- * V8 walk the deleted slots).
- */
-class NodeSet {
-  #current = new Set<string>();
-  #previous = new Set<string>();
-  constructor(readonly max: number) {}
-  has(node: string): boolean {
-    return this.#current.has(node) || this.#previous.has(node);
-  }
-  add(node: string): void {
-    if (this.#current.size >= this.max / 2) {
-      this.#previous = this.#current;
-      this.#current = new Set();
-    }
-    this.#current.add(node);
-  }
+/** A batch signature verified or being verified, and what it was over. */
+interface BatchEntry {
+  m: number;
+  root: Uint8Array;
+  sig: Uint8Array;
+  ok: Promise<boolean>;
+}
+
+/** The entry of `p`'s batch (same size, root and signature), if any. */
+function batchOf(
+  batches: Map<number, BatchEntry>,
+  p: SealedFields,
+): BatchEntry | undefined {
+  const entry = batches.get(digestKey(p.root));
+  return entry && entry.m === p.m && equalBytes(entry.root, p.root) &&
+      equalBytes(entry.sig, p.sig)
+    ? entry
+    : undefined;
 }
 
 /**
