@@ -129,6 +129,7 @@ export class QueueDelivery {
   readonly #pushed = new Set<string>();
   /** #pushed's ids in the order they came, a ring of PUSHED_MEMORY (the oldest goes first). */
   readonly #pushedRing: string[] = [];
+  readonly #channels = new Map<string, string>();
   #pushedAt = 0;
   /** Acks for messages not (yet) pushed on this connection (acks may come in a later session). */
   readonly #earlyAcks = new Set<string>();
@@ -267,11 +268,11 @@ export class QueueDelivery {
     const header = host.header({
       type: "msg",
       id: fields.id,
-      ch: backendChannel(host.agentId(), name),
+      ch: this.#channel(name),
       prio: fields.priority,
       mt: fields.messageType,
-      ...(fields.cid ? { cid: fields.cid } : {}),
     });
+    if (fields.cid) header.cid = fields.cid;
     const signature = policy?.signed
       ? await signMessage(host.signingKey, encodeHeader(header), body)
       : undefined;
@@ -279,6 +280,20 @@ export class QueueDelivery {
     host.send(header, body, signature);
     this.#rememberPushed(fields.id);
     return true;
+  }
+
+  /**
+   * `backend.{agent}.{name}`, checked once per name (a broadcast pushes to
+   * the same few channels on every connection).
+   */
+  #channel(name: string): string {
+    let ch = this.#channels.get(name);
+    if (ch === undefined) {
+      ch = backendChannel(this.#host.agentId(), name);
+      if (this.#channels.size >= 256) this.#channels.clear();
+      this.#channels.set(name, ch);
+    }
+    return ch;
   }
 
   /** #remember for #pushed, which sees every push: no iterator per call. */
