@@ -630,11 +630,20 @@ export function sealedTransport(
   return {
     name: inner.name,
     caps,
-    async publish(topic: string, envelope: Envelope, opts?: PublishOptions) {
-      const rule = ruleFor(topic);
-      if (rule) return await seal(rule, topic, envelope, opts);
-      assertFits(envelope, caps.maxMessageBytes);
-      await inner.publish(topic, envelope, opts);
+    publish(
+      topic: string,
+      envelope: Envelope,
+      opts?: PublishOptions,
+    ): Promise<void> {
+      // No async frame of its own: a sealed publish is its batch's promise.
+      try {
+        const rule = ruleFor(topic);
+        if (rule) return seal(rule, topic, envelope, opts);
+        assertFits(envelope, caps.maxMessageBytes);
+        return inner.publish(topic, envelope, opts);
+      } catch (err) {
+        return Promise.reject(err);
+      }
     },
     subscribe(
       topic: string,
@@ -674,26 +683,10 @@ export function sealedTransport(
           await d.term(`sealed ${err.code}: ${err.message}`);
           return;
         }
-        let naked = false;
-        const view: Delivery = {
-          envelope: opened,
-          topic: d.topic,
-          key: d.key,
-          attempts: d.attempts,
-          ack: () => d.ack(),
-          nak: (delayMs, error) => {
-            naked = true;
-            return d.nak(delayMs, error);
-          },
-          inProgress: () => d.inProgress(),
-          term: (reason) => d.term(reason),
-          get settled() {
-            return d.settled;
-          },
-        };
+        const view = new OpenedDelivery(opened, d);
         await handler(view);
         // Handled (acked now or by the transport on return): a copy is a replay.
-        if (!naked) remember(seenId, opened.timestamp);
+        if (!view.naked) remember(seenId, opened.timestamp);
       }, opts);
     },
     ...(inner.deadLetters
@@ -718,6 +711,42 @@ export interface SealedOpenerKeys {
   x25519?: HpkeKeyPair;
   /** Senders' public keys. */
   directory: SealingDirectory;
+}
+
+/**
+ * What a sealed subscription's handler gets: the opened envelope, settled
+ * through the transport's delivery. One object, its methods shared, instead
+ * of a closure per method per message.
+ */
+class OpenedDelivery implements Delivery {
+  /** Whether the handler asked for a redelivery (not then a replay). */
+  naked = false;
+  constructor(readonly envelope: Envelope, readonly inner: Delivery) {}
+  get topic(): string {
+    return this.inner.topic;
+  }
+  get key(): string | undefined {
+    return this.inner.key;
+  }
+  get attempts(): number {
+    return this.inner.attempts;
+  }
+  get settled(): boolean {
+    return this.inner.settled;
+  }
+  ack(): Promise<void> {
+    return this.inner.ack();
+  }
+  nak(delayMs?: number, error?: string): Promise<void> {
+    this.naked = true;
+    return this.inner.nak(delayMs, error);
+  }
+  inProgress(): Promise<void> {
+    return this.inner.inProgress();
+  }
+  term(reason: string): Promise<void> {
+    return this.inner.term(reason);
+  }
 }
 
 /**
@@ -1176,12 +1205,14 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
       );
     }
     options.onOpened?.();
-    const { [SEALED_HEADER]: _sealed, ...headers } = env.headers;
-    return {
-      ...env,
-      headers: { ...headers, [SEALED_FROM_HEADER]: p.from },
-      payload,
-    };
+    // The headers without the format's and with the sender's, built in one
+    // pass (a rest pattern with a computed key is V8's slow path).
+    const headers: Record<string, string> = {};
+    for (const name in env.headers) {
+      if (name !== SEALED_HEADER) headers[name] = env.headers[name];
+    }
+    headers[SEALED_FROM_HEADER] = p.from;
+    return { ...env, headers, payload };
   }
 
   function unwrap(

@@ -156,7 +156,7 @@ Deno.test("sealed transport: every recipient gets the plaintext, the broker only
   const c = await r.node("c");
   const atB = await collect(b.t, "orders.created", "b");
   const atC = await collect(c.t, "orders.created", "c");
-  const msg = order();
+  const msg = order("orders.created", { headers: { tenant: "t1" } });
   await a.t.publish("orders.created", msg);
   await a.t.publish("orders.created", order());
   await waitFor(
@@ -168,6 +168,14 @@ Deno.test("sealed transport: every recipient gets the plaintext, the broker only
     assert.deepEqual(d.envelope.payload, { item: SECRET, qty: 2 });
     assert.equal(d.envelope.id, msg.id);
     assert.equal(d.envelope.headers[SEALED_FROM_HEADER], "node:a");
+    // The format's header is the broker's business: not handed on.
+    assert.deepEqual(d.envelope.headers, {
+      tenant: "t1",
+      [SEALED_FROM_HEADER]: "node:a",
+    });
+    assert.equal(d.topic, "orders.created");
+    assert.equal(d.attempts, 1);
+    assert.equal(d.settled, true);
   }
   assert.equal(r.stored.length, 2);
   for (const bytes of r.stored) {
@@ -535,6 +543,24 @@ Deno.test("sealed transport: a redelivery after the handler failed is not taken 
   );
   await waitFor("the second attempt", () => attempts.length === 2, 5000);
   assert.deepEqual(attempts, [1, 2]);
+  assert.deepEqual(await r.raw.deadLetters!("orders.created"), []);
+});
+
+Deno.test("sealed transport: a delivery the handler naks is redelivered and handled, not taken for a replay", async () => {
+  await using r = await rig();
+  const a = await r.node("a");
+  const b = await r.node("b");
+  await r.node("c");
+  const attempts: number[] = [];
+  await b.t.subscribe("orders.created", async (d) => {
+    attempts.push(d.attempts);
+    if (d.attempts === 1) return await d.nak(0, "not yet");
+    await d.ack();
+  }, { group: "b" });
+  await a.t.publish("orders.created", order());
+  await waitFor("the second attempt", () => attempts.length === 2, 5000);
+  assert.deepEqual(attempts, [1, 2]);
+  assert.equal(refused(b.metrics, "replay"), 0);
   assert.deepEqual(await r.raw.deadLetters!("orders.created"), []);
 });
 
