@@ -310,16 +310,62 @@ export function principalOf(c: Context): Principal | undefined {
  */
 export function requirePermission(permission: Permission): MiddlewareHandler {
   return async (c, next) => {
-    const p = principalOf(c);
-    if (!p) return unauthorized();
-    if (!can(p.role, permission)) {
-      return errorResponse(
-        403,
-        `role '${p.role}' lacks permission '${permission}'`,
-      );
-    }
+    const refused = permissionRefusal(principalOf(c), permission);
+    if (refused) return refused;
     await next();
   };
+}
+
+/**
+ * What {@linkcode requirePermission} answers when `principal` may not act
+ * with `permission` (401 without a principal, else 403), or undefined: for
+ * a handler that checks in place of a middleware layer.
+ *
+ * @example Usage
+ * ```ts
+ * import { permissionRefusal } from "./auth.ts";
+ * import assert from "node:assert/strict";
+ * const viewer = { sub: "ci", role: "viewer" as const, via: "jwt" as const, keyid: "k" };
+ * assert.equal(permissionRefusal(viewer, "tasks:read"), undefined);
+ * assert.equal(permissionRefusal(viewer, "admin")?.status, 403);
+ * assert.equal(permissionRefusal(undefined, "tasks:read")?.status, 401);
+ * ```
+ */
+export function permissionRefusal(
+  principal: Principal | undefined,
+  permission: Permission,
+): Response | undefined {
+  if (!principal) return unauthorized();
+  if (!can(principal.role, permission)) {
+    return errorResponse(
+      403,
+      `role '${principal.role}' lacks permission '${permission}'`,
+    );
+  }
+}
+
+/**
+ * What {@linkcode requireNodeSignature} answers when `principal` is not
+ * another node (an RFC 9421 signature by a node key): 403; else undefined.
+ *
+ * @example Usage
+ * ```ts
+ * import { nodeSignatureRefusal } from "./auth.ts";
+ * import assert from "node:assert/strict";
+ * const jwt = { sub: "node:n2", role: "admin" as const, via: "jwt" as const, keyid: "k" };
+ * assert.equal(nodeSignatureRefusal(jwt)?.status, 403);
+ * assert.equal(nodeSignatureRefusal({ ...jwt, via: "signature" }), undefined);
+ * ```
+ */
+export function nodeSignatureRefusal(
+  principal: Principal | undefined,
+): Response | undefined {
+  if (
+    !principal || principal.via !== "signature" ||
+    !principal.sub.startsWith("node:")
+  ) {
+    return errorResponse(403, "node-to-node route: needs a node's signature");
+  }
 }
 
 /**
@@ -327,9 +373,7 @@ export function requirePermission(permission: Permission): MiddlewareHandler {
  * otherwise. For node-to-node routes (gateway wake/push/kick, routed tasks).
  */
 export const requireNodeSignature: MiddlewareHandler = async (c, next) => {
-  const p = principalOf(c);
-  if (!p || p.via !== "signature" || !p.sub.startsWith("node:")) {
-    return errorResponse(403, "node-to-node route: needs a node's signature");
-  }
+  const refused = nodeSignatureRefusal(principalOf(c));
+  if (refused) return refused;
   await next();
 };

@@ -12,9 +12,9 @@ import { Hono } from "hono";
 import type { HonoContext } from "../_npm_types.ts";
 import type { Permission } from "../security/roles.ts";
 import {
+  nodeSignatureRefusal,
+  permissionRefusal,
   type Principal,
-  requireNodeSignature,
-  requirePermission,
 } from "./auth.ts";
 
 /**
@@ -143,14 +143,16 @@ export function createPluginApi(prefix: string): PluginApi {
   });
   const method = (name: "get" | "post" | "put" | "patch" | "delete") => {
     const add: ApiMethod = (path, access, handler) => {
-      if (access === "node") {
-        app[name](
-          path,
-          requirePermission("admin"),
-          requireNodeSignature,
-          handler,
-        );
-      } else app[name](path, requirePermission(access), handler);
+      // The access check in the handler, not as middleware before it: one
+      // layer of Hono's chain (a call and a promise) fewer per request.
+      app[name](path, (c) => {
+        const p = c.env?.principal;
+        const refused = permissionRefusal(
+          p,
+          access === "node" ? "admin" : access,
+        ) ?? (access === "node" ? nodeSignatureRefusal(p) : undefined);
+        return refused ?? handler(c as ApiContext<typeof path>);
+      });
       return routes;
     };
     return add;
