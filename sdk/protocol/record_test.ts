@@ -129,7 +129,7 @@ Deno.test("record: rekey after a count and after a time; the receiver follows on
   const skipping = new RecordSealer(nextKey(nextKey(key)));
   const lagging = new RecordOpener(key);
   const frame = skipping.seal(header("z"), bytes("x"));
-  new DataView(frame.buffer).setUint32(2, 2);
+  new DataView(frame.buffer, frame.byteOffset).setUint32(2, 2);
   refused(() => lagging.open(frame), "bad-epoch");
   // The other direction's key (a reflected record) does not open.
   refused(
@@ -216,7 +216,7 @@ Deno.test("record: a per-message signature covers the exact header bytes and con
 
 Deno.test("record: a sequence number above 2^53 - 1 (never sent by a sealer) is refused", () => {
   const frame = new RecordSealer(key).seal(header("1"), bytes("x"));
-  new DataView(frame.buffer).setUint32(6, 0x20_0000);
+  new DataView(frame.buffer, frame.byteOffset).setUint32(6, 0x20_0000);
   refused(() => new RecordOpener(key).open(frame), "malformed");
   assert.throws(
     () => new RecordSealer(key, { afterMessages: 2 ** 53 }),
@@ -258,4 +258,32 @@ Deno.test("record: an authentic header that is not UTF-8 is refused; one holding
   );
   assert.deepEqual(rec.header, replacement);
   assert.equal(text(rec.body), "x");
+});
+
+Deno.test("record: frames cut from the shared slab never overlap, across slab boundaries; a big frame has its own buffer", () => {
+  const tx = new RecordSealer(key);
+  const rx = new RecordOpener(key);
+  const frames = Array.from(
+    { length: 600 }, // ~300 bytes each: several 64 KiB slabs
+    (_, i) => tx.seal(header(`m${i}`), bytes(`${i}`.padStart(200, "."))),
+  );
+  const copies = frames.map((f) => f.slice());
+  const big = tx.seal(header("big"), new Uint8Array(5000));
+  assert.equal(big.byteOffset, 0);
+  assert.equal(big.buffer.byteLength, big.length);
+  const spans = new Map<ArrayBufferLike, [number, number][]>();
+  for (const f of frames) {
+    const list = spans.get(f.buffer) ?? [];
+    for (const [a, b] of list) {
+      assert.ok(f.byteOffset >= b || f.byteOffset + f.length <= a, "overlap");
+    }
+    list.push([f.byteOffset, f.byteOffset + f.length]);
+    spans.set(f.buffer, list);
+  }
+  assert.ok(spans.size > 1, "more than one slab");
+  for (const [i, f] of frames.entries()) {
+    assert.deepEqual(f, copies[i], `frame ${i} unchanged by later seals`);
+    assert.equal(text(rx.open(f).body), `${i}`.padStart(200, "."));
+  }
+  assert.equal(rx.open(big).body.length, 5000);
 });
