@@ -20,7 +20,9 @@
  * opt-in loss window (`commit: { windowMs }`, `--window-ms`, default 20):
  * enqueues and acks resolve before their commit, and a SIGKILL loses at
  * most those of the last window (docs/state.md "Commit modes"); it ends
- * with `close()`, so its last acks are durable inside the timing.
+ * with `close()`, so its last acks are durable inside the timing. That
+ * mode stores the messages packed, many per KV value (docs/state.md
+ * "Segments"); the sync row keeps a record per message.
  * JetStream: `js.publish` 100 at a time (each resolving on the server's
  * PubAck), one durable pull consumer (`consume()`, 256 buffered) acking
  * each message. Rounds alternate Plexus sync / Plexus window / JetStream
