@@ -32,6 +32,11 @@
  *   any failure fails only its own message.
  * - Wall-clock times (`availableAt`, `leaseUntil`) come from the injected
  *   clock; across machines, keep leases well above the clock skew.
+ * - In the window mode (`commit: { windowMs }`) the ready messages one
+ *   commit stores are packed into segments, one KV value each, claimed and
+ *   acked through a small state value beside it; a message leaving that
+ *   path gets its own record first (`./queue_segments.ts`, docs/state.md
+ *   "Segments").
  *
  * @module
  */
