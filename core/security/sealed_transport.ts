@@ -519,6 +519,14 @@ export function sealedTransport(
    * (nonce: the session's batch number; each message starts on a 64-byte
    * block of its own), and takes each one's digest.
    */
+  let scratchAll = new Uint8Array(0);
+  function batchScratch(length: number): Uint8Array {
+    if (scratchAll.length < length) {
+      scratchAll = new Uint8Array(Math.max(length, scratchAll.length * 2));
+    }
+    return scratchAll.subarray(0, length);
+  }
+
   function encryptBatch(b: Waiting[]) {
     const bySession = new Map<Session, Waiting[]>();
     for (const w of b) {
@@ -534,7 +542,10 @@ export function sealedTransport(
         starts.push(blocks);
         blocks += Math.ceil(w.plain.length / 64);
       }
-      const all = new Uint8Array(blocks * 64);
+      // The batch's plaintexts side by side in a buffer reused from batch to
+      // batch (the cipher writes to a new one; what lies in the gaps between
+      // them is encrypted and dropped).
+      const all = batchScratch(blocks * 64);
       group.forEach((w, j) => all.set(w.plain, starts[j] * 64));
       const stream = chacha20(s.key, nonceOf(n), 0, all);
       group.forEach((w, j) => {
@@ -1153,11 +1164,15 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
       const later = p.m - 1 - p.i;
       const want = blocks + Math.ceil(blocks * later * 1.5);
       const end = Math.min(p.block + Math.min(want, 4096), 0x1_0000_0000);
+      const length = Math.max(end - p.block, blocks) * 64;
+      // The key stream is ChaCha20 over zeros: one zero buffer, never written.
       const stream = chacha20(
         key,
         nonceOf(p.n),
         p.block,
-        new Uint8Array(Math.max(end - p.block, blocks) * 64),
+        length <= ZEROS.length
+          ? ZEROS.subarray(0, length)
+          : new Uint8Array(length),
       );
       s = { key, n: p.n, start: p.block, end, stream };
       if (later > 0) {
@@ -1332,6 +1347,9 @@ function batchBytes(
   out.set(root, head.length);
   return out;
 }
+
+/** The input of a receiver's key streams (up to 4,096 blocks at a time). */
+const ZEROS = new Uint8Array(4096 * 64);
 
 // Hashed as one buffer: each update() costs a Buffer conversion.
 const nodeInput = new Uint8Array(65);
