@@ -626,7 +626,10 @@ export class AgentClient implements AsyncDisposable {
    * channel) and resolves when the node confirms; rejects with an
    * {@linkcode AgentError} (`forbidden`, …) when it refuses. The handler
    * runs for one message at a time per channel; the message is acknowledged
-   * after it resolves. Subscriptions are renewed after every reconnect.
+   * after it resolves. A handler that returns nothing (not a promise) is
+   * called as the record is read, without a promise per message; one that
+   * returns a promise holds its channel until it settles. Subscriptions are
+   * renewed after every reconnect.
    * Called before {@linkcode connect}, it settles after the first handshake:
    * start `connect()` before awaiting it.
    */
