@@ -380,6 +380,51 @@ Deno.test("sealed transport: messages published together share one batch signatu
   );
 });
 
+Deno.test("sealed transport: a batch signature is plain Ed25519 that WebCrypto verifies, and a signing key of another algorithm is refused", async () => {
+  await using r = await rig();
+  const a = await r.node("a");
+  const b = await r.node("b");
+  await r.node("c");
+  const got = await collect(b.t, "orders.created", "b");
+  await Promise.all(
+    [0, 1].map(() => a.t.publish("orders.created", order())),
+  );
+  await waitFor("both", () => got.length === 2, 5000);
+  // What docs/security.md says is signed: the context, 0x00, the JSON of
+  // [sender, m], the root.
+  const p = sealedFields(JSON.parse(r.stored[0]).payload);
+  const head = new TextEncoder().encode(
+    "plexus-sealed/v3 batch\0" + JSON.stringify(["node:a", p.m]),
+  );
+  const signed = new Uint8Array(head.length + 32);
+  signed.set(head);
+  signed.set(p.root, head.length);
+  assert.equal(
+    await crypto.subtle.verify(
+      "Ed25519",
+      a.ed.publicKey,
+      new Uint8Array(p.sig),
+      signed,
+    ),
+    true,
+  );
+  // A key of another algorithm is refused, as WebCrypto refuses it (not
+  // signed with through node:crypto, which would take it).
+  const ecdsa = await crypto.subtle.generateKey(
+    { name: "ECDSA", namedCurve: "P-256" },
+    false,
+    ["sign", "verify"],
+  ) as CryptoKeyPair;
+  const t = sealedTransport(r.raw, policy, {
+    id: "node:a",
+    signingKey: ecdsa.privateKey,
+    x25519: a.x25519,
+    directory: r.directory,
+  });
+  await assert.rejects(t.publish("orders.created", order()));
+  await t.close();
+});
+
 Deno.test("sealed transport: a message whose digest is not in its batch's signed tree is refused, even with a genuine signature and path", async () => {
   await using r = await rig();
   const a = await r.node("a");
