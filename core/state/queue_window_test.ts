@@ -114,6 +114,52 @@ Deno.test("queue window: close() commits what waits, then refuses enqueues and a
   await assert.rejects(d.ack(), /'w': the queue is closed/);
 });
 
+Deno.test("queue window: a window timer due while flush() commits does not start a second commit round beside it", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const gate = deferred();
+  let active = 0;
+  let most = 0;
+  let hooks = 0;
+  let c: Promise<{ id: string }> | undefined;
+  // deno-lint-ignore prefer-const
+  let q: DurableQueue<string>;
+  const hooked = hookedKv(kv, async () => {
+    const n = ++hooks;
+    most = Math.max(most, ++active);
+    try {
+      if (n === 1) await gate.promise; // the full group's round, held
+      if (n === 2) {
+        // flush()'s round for B: C joins while it runs, and the window
+        // timer set for B when the first round ended comes due.
+        c = q.enqueue("c");
+        await new Promise((r) => setTimeout(r, 150));
+      }
+    } finally {
+      active--;
+    }
+  });
+  q = new DurableQueue<string>(hooked, "w", {
+    commit: { windowMs: 100 },
+    maxGroup: 2,
+  });
+  // A full group commits at once; B, acknowledged early, waits for the next.
+  const a = await Promise.all([q.enqueue("a1"), q.enqueue("a2")]);
+  while (hooks < 1) await new Promise((r) => setTimeout(r, 5));
+  const flushed = q.flush();
+  const b = await q.enqueue("b");
+  gate.resolve();
+  await flushed;
+  const cId = await c!;
+  await q.flush();
+  assert.equal(most, 1, "two commit rounds ran at once");
+  const plain = new DurableQueue<string>(kv, "w");
+  const want = [[a[0].id, "a1"], [a[1].id, "a2"], [b.id, "b"], [cId.id, "c"]];
+  for (const [id, v] of want) {
+    assert.equal((await plain.get(id))?.payload, v);
+  }
+  await q.close();
+});
+
 Deno.test("queue window: a full buffer blocks the next call until a commit makes room", async () => {
   using kv = await Deno.openKv(":memory:");
   const gate = deferred();
