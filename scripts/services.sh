@@ -172,8 +172,20 @@ EOF
   mv "$KAFKA_LIBS.tmp" "$KAFKA_LIBS"
 fi
 
+# A Kafka this script started that is still loading its logs (after a
+# SIGKILL it recovers every partition first) has no port open yet: wait for
+# it rather than start a second broker on the same store, which fails on the
+# store's lock and leaves the pid file naming the dead one.
+kafka_starting() {
+  local pid
+  pid=$(cat "$RUN/kafka.pid" 2>/dev/null) || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
+    grep -qa kafka.Kafka "/proc/$pid/cmdline" 2>/dev/null
+}
 if port_open "$KAFKA_PORT"; then
   log "kafka already listening on 127.0.0.1:$KAFKA_PORT"
+elif kafka_starting; then
+  log "kafka (pid $(cat "$RUN/kafka.pid")) is starting; waiting for it"
 else
   KDIR="$RUN/kafka"
   mkdir -p "$KDIR"
@@ -196,6 +208,7 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+num.recovery.threads.per.data.dir=2
 EOF
   cat >"$KDIR/log4j2.properties" <<'EOF'
 status = error
@@ -221,6 +234,8 @@ EOF
     -cp "$KAFKA_LIBS/*" kafka.Kafka "$KDIR/server.properties" \
     </dev/null >"$RUN/kafka.log" 2>&1 &
   echo $! >"$RUN/kafka.pid"
+fi
+if ! port_open "$KAFKA_PORT"; then
   # "Kafka Server started" is logged once the broker has registered with the
   # controller and been unfenced, i.e. it serves metadata and produce requests.
   ok=
