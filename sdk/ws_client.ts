@@ -91,37 +91,68 @@ class ProtocolError extends Error {
   }
 }
 
-/** 4-byte masks cut from one bulk draw of random bytes. */
-let maskPool = new Uint8Array(0);
+/** 4-byte masks cut from one bulk draw of random bytes (as words). */
+let maskPool = new Uint32Array(0);
 let maskAt = 0;
-function nextMask(): Uint8Array {
+function nextMask(): number {
   if (maskAt === maskPool.length) {
-    maskPool = crypto.getRandomValues(new Uint8Array(4096));
+    maskPool = crypto.getRandomValues(new Uint32Array(1024));
     maskAt = 0;
   }
-  return maskPool.subarray(maskAt, maskAt += 4);
+  return maskPool[maskAt++];
 }
 
-/** A masked client frame, its payload 4-byte aligned so masking XORs words. */
+/** Frames up to this size are cut from a shared slab. */
+const SLAB_FRAME_BYTES = 4096;
+const SLAB_BYTES = 64 * 1024;
+let slab = new ArrayBuffer(SLAB_BYTES);
+let slabWords = new Uint32Array(slab);
+let slabAt = 0;
+
+/**
+ * A masked client frame, its payload 4-byte aligned so masking XORs words.
+ * Small frames are views of a shared 64 KiB slab (never handed out twice):
+ * no buffer of their own and no typed-array views made per frame.
+ */
 function encodeFrame(opcode: number, payload: Uint8Array): Uint8Array {
   const len = payload.length;
   const ext = len < 126 ? 0 : len < 65536 ? 2 : 8;
   const at = 2 + ext + 4;
   const pad = (4 - at % 4) % 4;
-  const buf = new Uint8Array(pad + at + len);
-  const view = new DataView(buf.buffer, pad);
-  view.setUint8(0, 0x80 | opcode);
-  view.setUint8(1, 0x80 | (ext === 0 ? len : ext === 2 ? 126 : 127));
-  if (ext === 2) view.setUint16(2, len);
-  if (ext === 8) view.setBigUint64(2, BigInt(len));
-  const mask = nextMask();
-  buf.set(mask, pad + 2 + ext);
+  const size = pad + at + len;
+  let buffer: ArrayBuffer, words: Uint32Array, base: number;
+  if (size <= SLAB_FRAME_BYTES) {
+    if (slabAt + size > SLAB_BYTES) {
+      slab = new ArrayBuffer(SLAB_BYTES);
+      slabWords = new Uint32Array(slab);
+      slabAt = 0;
+    }
+    buffer = slab, words = slabWords, base = slabAt;
+    slabAt += (size + 7) & ~7;
+  } else {
+    buffer = new ArrayBuffer(size);
+    words = new Uint32Array(buffer, 0, size >> 2);
+    base = 0;
+  }
+  const buf = new Uint8Array(buffer, base, size);
+  buf[pad] = 0x80 | opcode;
+  buf[pad + 1] = 0x80 | (ext === 0 ? len : ext === 2 ? 126 : 127);
+  if (ext === 2) buf[pad + 2] = len >>> 8, buf[pad + 3] = len & 0xff;
+  if (ext === 8) {
+    new DataView(buffer, base + pad + 2, 8).setBigUint64(0, BigInt(len));
+  }
+  // The mask word is written and XORed in the platform's byte order: the
+  // bytes on the wire are its bytes, and a word XOR is the byte-wise XOR.
+  const m = nextMask();
+  const first = (base + pad + at) >> 2; // word index of the payload
+  words[first - 1] = m;
   buf.set(payload, pad + at);
-  const words = new Uint32Array(buf.buffer, pad + at, Math.floor(len / 4));
-  // Same byte order on both sides, so a word XOR is the byte-wise XOR.
-  const m = new Uint32Array(mask.buffer, mask.byteOffset, 1)[0];
-  for (let i = 0; i < words.length; i++) words[i] ^= m;
-  for (let i = words.length * 4; i < len; i++) buf[pad + at + i] ^= mask[i & 3];
+  const n = len >> 2;
+  for (let i = first; i < first + n; i++) words[i] ^= m;
+  if (len & 3) {
+    const mask = buf.subarray(pad + at - 4, pad + at);
+    for (let i = n * 4; i < len; i++) buf[pad + at + i] ^= mask[i & 3];
+  }
   return buf.subarray(pad);
 }
 

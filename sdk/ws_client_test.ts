@@ -214,6 +214,30 @@ Deno.test("ws_client: a 16 KiB echo round trip takes well under the 44 ms Nagle 
   await c.closed;
 });
 
+Deno.test("ws_client: 3,000 small messages sent at once (over several shared frame buffers) echo intact and in order, the caller's bytes untouched", async () => {
+  await using server = echoServer();
+  const c = connect(server.url);
+  await c.opened;
+  const sent = Array.from(
+    { length: 3000 },
+    (_, i) => new Uint8Array(i % 301).map((_, j) => (i + j * 7) & 0xff),
+  );
+  const copies = sent.map((b) => b.slice());
+  for (const b of sent) c.ws.send(b);
+  // A corrupt frame makes the server close: fail then, not wait forever.
+  const ended = c.closed.then((ev) => {
+    throw new Error(`closed (${ev.code}) before every message echoed`);
+  });
+  for (const [i, b] of copies.entries()) {
+    const got = await Promise.race([c.next(), ended]);
+    assert.deepEqual(new Uint8Array(got as ArrayBuffer), b, `#${i}`);
+  }
+  assert.deepEqual(sent, copies, "masking never writes the caller's bytes");
+  ended.catch(() => {});
+  c.ws.close();
+  await c.closed;
+});
+
 Deno.test("ws_client: a server close with code and reason reaches onclose, cleanly", async () => {
   await using server = echoServer((socket) => {
     socket.onopen = () => socket.close(4001, "session expired");
