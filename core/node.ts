@@ -588,7 +588,25 @@ export async function startNode(
   // Requests still running at the drain deadline are answered 503. (Deno
   // cannot abort a server whose graceful shutdown has begun: aborting the
   // serve signal then throws an uncaught BadResource and kills the process.)
-  const cutOff = new AbortController();
+  // Each one's resolver waits in a slot of an array (free slots reused), not
+  // as an abort listener: ~0.25 against ~0.65 µs a request for the wrapper in
+  // a micro-benchmark (a Set of resolvers: ~0.6, hashing each closure).
+  const inFlight: (((res: Response) => void) | undefined)[] = [];
+  const freeSlots: number[] = [];
+  const cutOff = () => {
+    const res = errorResponse(
+      503,
+      "node shutting down: request cut off at the deadline",
+    );
+    for (const answer of inFlight) answer?.(res.clone());
+    inFlight.length = 0;
+    freeSlots.length = 0;
+  };
+  const release = (slot: number, answer: (res: Response) => void) => {
+    if (inFlight[slot] !== answer) return; // cut off: the slot is gone
+    inFlight[slot] = undefined;
+    freeSlots.push(slot);
+  };
   const handler = (
     req: Request,
     info: Deno.ServeHandlerInfo<Deno.NetAddr>,
@@ -596,17 +614,15 @@ export async function startNode(
     const res = serveHttp(req, info);
     if (!(res instanceof Promise)) return res;
     return new Promise<Response>((resolve, reject) => {
-      const onCutOff = () =>
-        resolve(
-          errorResponse(
-            503,
-            "node shutting down: request cut off at the deadline",
-          ),
-        );
-      cutOff.signal.addEventListener("abort", onCutOff, { once: true });
-      res.then(resolve, reject).finally(() =>
-        cutOff.signal.removeEventListener("abort", onCutOff)
-      );
+      const slot = freeSlots.length > 0 ? freeSlots.pop()! : inFlight.length;
+      inFlight[slot] = resolve;
+      res.then((r) => {
+        release(slot, resolve);
+        resolve(r);
+      }, (err) => {
+        release(slot, resolve);
+        reject(err);
+      });
     });
   };
   const limits = defaultConnectionLimits();
@@ -721,7 +737,7 @@ export async function startNode(
             deadlineMs: config.shutdownTimeoutMs,
           },
         );
-        cutOff.abort();
+        cutOff();
         // A streaming body may hold its connection; do not wait for ever.
         let grace: ReturnType<typeof setTimeout> | undefined;
         await Promise.race([
