@@ -15,7 +15,7 @@ import {
 } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { bodyLimit } from "hono/body-limit";
-import { cors } from "hono/cors";
+import { cors as honoCors } from "hono/cors";
 import type { Kernel, SwapReport } from "../kernel.ts";
 import type { Logger } from "../observe/logger.ts";
 import { withCorrelation } from "../observe/logger.ts";
@@ -32,12 +32,17 @@ import { serviceRoutes } from "./services.ts";
 import type { ApiEnv } from "./plugin_api.ts";
 import { PlexusError } from "../errors.ts";
 import { auditLog, type AuditMiddleware } from "../security/audit.ts";
-import { clientIp, rateLimit, websocketHandshakeLimit } from "./rate_limit.ts";
+import {
+  clientIp,
+  rateLimit,
+  rateLimitCheck,
+  websocketHandshakeLimit,
+} from "./rate_limit.ts";
 import { upgradeOriginGuard } from "./origin.ts";
 import {
+  authCheck,
   type AuthVariables,
   principalOf,
-  requireAuth,
   requirePermission,
   unauthorized,
 } from "./auth.ts";
@@ -248,7 +253,7 @@ export function createApp(deps: AppDeps): HttpApp {
   const pluginRoutes = new WeakMap<Request, string>();
   const handle = async (c: Context, next: Next, id: string) => {
     const t0 = performance.now();
-    await withCorrelation(id, () => next());
+    await withCorrelation(id, () => cors ? next() : guard(c, next));
     const seconds = (performance.now() - t0) / 1000;
     // Set on the response in place: c.header() after next() would rebuild it.
     // A page (the dashboard) sets its own, stricter script policy: kept.
@@ -291,8 +296,8 @@ export function createApp(deps: AppDeps): HttpApp {
       },
   );
 
-  if (deps.corsOrigins?.length) {
-    app.use(cors({
+  const corsLayer = deps.corsOrigins?.length
+    ? honoCors({
       origin: deps.corsOrigins,
       allowMethods: ["GET", "POST", "PUT", "DELETE", "OPTIONS"],
       allowHeaders: [
@@ -310,8 +315,8 @@ export function createApp(deps: AppDeps): HttpApp {
         "RateLimit-Policy",
       ],
       maxAge: 600,
-    }));
-  }
+    })
+    : undefined;
   // Every WebSocket upgrade on this port (/ws, /ws/agent, plugin links):
   // CORS does not cover them, so a foreign page is refused here.
   const originRefused = metrics.counter(
@@ -326,11 +331,22 @@ export function createApp(deps: AppDeps): HttpApp {
   const tooLarge = () =>
     errorResponse(413, `request body over ${maxBody} bytes`);
   const limitStream = bodyLimit({ maxSize: maxBody, onError: tooLarge });
-  // One middleware for both (each layer of Hono's chain costs a call and a
-  // promise on every request).
-  app.use((c, next) => {
+  /** Answers an error where it was thrown, as Hono's compose does for a layer. */
+  const failed = async (c: Context, err: unknown) => {
+    if (!(err instanceof Error)) throw err;
+    c.error = err;
+    c.res = await onError(err, c);
+  };
+  // Both run in the request-id middleware's place of `next` (or as a layer
+  // of their own after CORS, when CORS is on): each layer of Hono's chain
+  // costs a call and a promise on every request. A refusal or an error is
+  // set as the answer here, as Hono's compose would for a layer.
+  const guard = (c: Context, next: Next): Promise<void> => {
     const refused = refuseOrigin(c.req.raw);
-    if (refused) return Promise.resolve(refused);
+    if (refused) {
+      c.res = refused;
+      return Promise.resolve();
+    }
     // A declared length is checked from the header alone, as Hono's
     // bodyLimit does, but without touching `req.body` first: that getter
     // turns a body Deno already holds whole into a stream read chunk by
@@ -339,12 +355,18 @@ export function createApp(deps: AppDeps): HttpApp {
     const h = c.req.raw.headers;
     const length = h.get("content-length");
     if (length !== null && !h.has("transfer-encoding")) {
-      return parseInt(length, 10) > maxBody
-        ? Promise.resolve(tooLarge())
-        : next();
+      if (parseInt(length, 10) > maxBody) {
+        c.res = tooLarge();
+        return Promise.resolve();
+      }
+      return next();
     }
-    return limitStream(c, next);
-  });
+    return limitStream(c, next).then((res) => {
+      if (res && !c.finalized) c.res = res;
+    }, (err) => failed(c, err));
+  };
+  const cors = corsLayer !== undefined;
+  if (cors) app.use(corsLayer!, guard);
 
   const onError: ErrorHandler = (err, c) => {
     if (err instanceof HTTPException) {
@@ -615,50 +637,92 @@ export function createApp(deps: AppDeps): HttpApp {
 
   // /api/v1 (and /send/prompt, the seed's alias of /api/v1/prompts): the
   // per-IP limit first (cheap, before any signature is checked), then audit
-  // (so refused calls are recorded too), then authentication, then the
-  // per-principal limit.
+  // (so refused calls are recorded too), response signing, authentication,
+  // then the per-principal limit. One middleware runs them all: each layer
+  // of Hono's chain costs an async call and a promise per request. A step
+  // that throws is answered by onError where it stands, as Hono's compose
+  // answers a layer, so the steps around it (audit, headers) see the 500.
+  const ipLimit = security.limits
+    ? rateLimitCheck({
+      limiters: [{ limiter: security.limits.ip, key: clientIp }],
+    })
+    : undefined;
+  const principalLimit = security.limits
+    ? rateLimitCheck({
+      limiters: [{
+        limiter: security.limits.principal,
+        key: (c) => principalOf(c)?.sub,
+      }],
+    })
+    : undefined;
+  const auth = authCheck(security.auth, { log, metrics });
+  /** Authentication, the per-principal limit and the route; never throws an Error. */
+  const admitted = async (c: Context, next: Next, anonymous: boolean) => {
+    try {
+      const open = anonymous ? anonymousPrompt(c) : undefined;
+      if (open) {
+        c.res = await open;
+        return;
+      }
+      const principal = await auth.admit(c);
+      if (principal instanceof Response) {
+        c.res = principal;
+        return;
+      }
+      try {
+        const checked = await principalLimit?.check(c);
+        if (checked instanceof Response) c.res = checked;
+        else {
+          await next();
+          if (checked) principalLimit!.annotate(c, checked);
+        }
+      } catch (err) {
+        await failed(c, err);
+      }
+      auth.annotate(c, principal);
+    } catch (err) {
+      await failed(c, err);
+    }
+  };
+  const signed = async (c: Context, next: Next, anonymous: boolean) => {
+    await admitted(c, next, anonymous);
+    if (!security.signResponses || !c.req.raw.headers.has("accept-signature")) {
+      return;
+    }
+    try {
+      // Only a signed answer is set again: Hono's `c.res` setter builds a
+      // new Response and copies every header onto it.
+      const res = await maybeSignResponse(security, c.req.raw, c.res);
+      if (res !== c.res) c.res = res;
+    } catch (err) {
+      await failed(c, err);
+    }
+  };
   const audits: AuditMiddleware[] = [];
   for (const path of ["/api/v1/*", SEND_PROMPT]) {
-    if (security.limits) {
-      app.use(
-        path,
-        rateLimit({
-          limiters: [{ limiter: security.limits.ip, key: clientIp }],
-        }),
-      );
-    }
     const audit = auditLog({
       kv,
       log,
       onError: (err) => log.warn("audit record not stored", { error: err }),
     });
     audits.push(audit);
-    app.use(path, audit);
+    const anonymous = path === SEND_PROMPT;
     app.use(path, async (c, next) => {
-      await next();
-      // Only a signed answer is set again: Hono's `c.res` setter builds a
-      // new Response and copies every header onto it, even for the same one.
-      const signed = await maybeSignResponse(security, c.req.raw, c.res);
-      if (signed !== c.res) c.res = signed;
+      let checked;
+      if (ipLimit) {
+        try {
+          checked = await ipLimit.check(c);
+        } catch (err) {
+          return await failed(c, err);
+        }
+        if (checked instanceof Response) {
+          c.res = checked;
+          return;
+        }
+      }
+      await audit(c, () => signed(c, next, anonymous));
+      if (checked) ipLimit!.annotate(c, checked);
     });
-    const auth = requireAuth(security.auth, { log, metrics });
-    app.use(
-      path,
-      path === SEND_PROMPT
-        ? (c, next) => anonymousPrompt(c) ?? auth(c, next)
-        : auth,
-    );
-    if (security.limits) {
-      app.use(
-        path,
-        rateLimit({
-          limiters: [{
-            limiter: security.limits.principal,
-            key: (c) => principalOf(c)?.sub,
-          }],
-        }),
-      );
-    }
   }
 
   app.get(

@@ -359,3 +359,50 @@ Deno.test("http: over real HTTP, a body with a declared length is limited by it,
   assert.equal(under.status, 200);
   assert.equal((await under.json()).length, 11);
 });
+
+Deno.test("http: a step of the /api/v1 chain that throws is answered 500 where it stands: audited, with the request id, security and per-IP limit headers", async () => {
+  await using t = await createTestKernel([apiRoutes]);
+  const principal = t.security.limits!.principal;
+  const check = principal.check;
+  principal.check = () => Promise.reject(new Error("limiter store down"));
+  const info = {
+    remoteAddr: { hostname: "203.0.113.9", port: 1, transport: "tcp" },
+  } as Deno.ServeHandlerInfo<Deno.NetAddr>;
+  const token = await t.token("admin", "chain");
+  const call = (id: string) =>
+    t.app.fetch(
+      new Request(`http://localhost/api/v1/notes/items/${id}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "x-request-id": id },
+      }),
+      info,
+    );
+  const res = await call("r-500");
+  principal.check = check;
+  assert.equal(res.status, 500);
+  assert.deepEqual(await res.json(), {
+    error: { code: "internal", message: "internal error" },
+  });
+  assert.equal(res.headers.get("x-request-id"), "r-500");
+  assert.equal(res.headers.get("x-frame-options"), "DENY");
+  assert.match(res.headers.get("ratelimit-policy") ?? "", /^"ip";q=\d+/);
+  // Admitted: the per-IP limit's members first, then the per-principal one's.
+  const ok = await call("r-200");
+  assert.equal(ok.status, 200);
+  assert.match(
+    ok.headers.get("ratelimit-policy") ?? "",
+    /^"ip";q=\d+;w=\d+, "principal";q=\d+;w=\d+$/,
+  );
+  const audit = await (await t.api("/api/v1/audit")).json();
+  const mine = audit.filter((r: { principal: string }) =>
+    r.principal === "chain"
+  ).map((r: { status: number; correlationId: string; route: string }) => [
+    r.correlationId,
+    r.status,
+    r.route,
+  ]);
+  assert.deepEqual(mine, [
+    ["r-500", 500, "/api/v1/*"],
+    ["r-200", 200, "/api/v1/:prefix/*"],
+  ]);
+});

@@ -251,6 +251,58 @@ export function requireAuth(
   auth: Authenticator,
   options: RequireAuthOptions = {},
 ): MiddlewareHandler<{ Variables: AuthVariables }> {
+  const check = authCheck(auth, options);
+  return async (c, next) => {
+    const admitted = await check.admit(c);
+    if (admitted instanceof Response) return admitted;
+    await next();
+    check.annotate(c, admitted);
+  };
+}
+
+/**
+ * The two halves of {@linkcode requireAuth}, for a handler that runs its own
+ * chain (the node's `/api/v1` one) instead of a middleware layer.
+ */
+export interface AuthCheck {
+  /** Sets `principal` and returns it, or returns the 401 (403 for CSRF) to answer. */
+  admit(c: Context): Promise<Principal | Response>;
+  /** Adds `Signature-Verification` to `c.res` for a principal verified by signature. */
+  annotate(c: Context, principal: Principal): void;
+}
+
+/**
+ * Builds {@linkcode requireAuth}'s checks without the middleware around them.
+ *
+ * @example Usage
+ * ```ts
+ * import { authCheck, createAuthenticator } from "./auth.ts";
+ * import { createJwtAuthority } from "../security/jwt.ts";
+ * import { createKeyring } from "../security/keyring.ts";
+ * import { generateNodeKey } from "../security/node_key.ts";
+ * import { kvNonceStore } from "../security/http_signatures/mod.ts";
+ * import { Hono } from "hono";
+ * import assert from "node:assert/strict";
+ * const kv = await Deno.openKv(":memory:");
+ * const jwt = createJwtAuthority(await generateNodeKey(), { kv });
+ * const check = authCheck(
+ *   createAuthenticator({ jwt, keyring: createKeyring(kv), nonceStore: kvNonceStore(kv) }),
+ * );
+ * const app = new Hono().get("/", async (c) => {
+ *   const p = await check.admit(c);
+ *   return p instanceof Response ? p : c.text(p.sub);
+ * });
+ * assert.equal((await app.request("/")).status, 401);
+ * const token = await jwt.issue("ci", "viewer");
+ * const res = await app.request("/", { headers: { authorization: `Bearer ${token}` } });
+ * assert.equal(await res.text(), "ci");
+ * kv.close();
+ * ```
+ */
+export function authCheck(
+  auth: Authenticator,
+  options: RequireAuthOptions = {},
+): AuthCheck {
   const counter = options.metrics?.counter(
     "plexus_auth_total",
     "API authentications by method, outcome and reason",
@@ -263,25 +315,28 @@ export function requireAuth(
     if (!b) bound.set(k, b = counter.labels({ method, outcome, reason }));
     b.inc();
   };
-  return async (c, next) => {
-    const r = await auth.authenticate(c.req.raw);
-    if (!r.ok) {
-      count(r.failure.method, "refused", r.failure.reason);
-      options.log?.warn("authentication refused", {
-        method: r.failure.method,
-        reason: r.failure.reason,
-        detail: r.failure.detail,
-        path: c.req.path,
-      });
-      return r.failure.reason === "csrf"
-        ? errorResponse(403, "missing or wrong CSRF token", "csrf")
-        : unauthorized();
-    }
-    count(r.principal.via, "ok", "ok");
-    c.set("principal", r.principal);
-    await next();
-    const s = r.principal.signature;
-    if (s) {
+  return {
+    async admit(c) {
+      const r = await auth.authenticate(c.req.raw);
+      if (!r.ok) {
+        count(r.failure.method, "refused", r.failure.reason);
+        options.log?.warn("authentication refused", {
+          method: r.failure.method,
+          reason: r.failure.reason,
+          detail: r.failure.detail,
+          path: c.req.path,
+        });
+        return r.failure.reason === "csrf"
+          ? errorResponse(403, "missing or wrong CSRF token", "csrf")
+          : unauthorized();
+      }
+      count(r.principal.via, "ok", "ok");
+      c.set("principal" as never, r.principal as never);
+      return r.principal;
+    },
+    annotate(c, principal) {
+      const s = principal.signature;
+      if (!s) return;
       const v = `verified=?1, signatureValid=?1, ${
         s.agentDid ? `agentDid="${s.agentDid}", ` : ""
       }timestamp="${new Date(s.timestamp).toISOString()}"`;
@@ -290,7 +345,7 @@ export function requireAuth(
       } catch {
         c.header("Signature-Verification", v);
       }
-    }
+    },
   };
 }
 

@@ -133,20 +133,21 @@ export function createPluginApi(prefix: string): PluginApi {
     getPath: (req, options) =>
       (options?.env as ApiEnv["Bindings"] | undefined)?.path ?? honoPath(req),
   }).basePath(`/api/v1/${prefix}`);
-  app.use(async (c, next) => {
-    // No principal means the app's auth chain did not run: refused below.
-    if (c.env?.principal) c.set("principal", c.env.principal);
-    await next();
-    // The route that answered, for the node's metrics: from this match,
-    // not a second one.
-    if (c.env) c.env.route = c.req.routePath;
-  });
   const method = (name: "get" | "post" | "put" | "patch" | "delete") => {
     const add: ApiMethod = (path, access, handler) => {
-      // The access check in the handler, not as middleware before it: one
-      // layer of Hono's chain (a call and a promise) fewer per request.
+      // The caller, the access check and the route label in the handler,
+      // not in middleware before it: with one route matching, Hono calls
+      // the handler without its compose chain (a call and a promise a layer).
       app[name](path, (c) => {
-        const p = c.env?.principal;
+        const env = c.env;
+        const p = env?.principal;
+        if (env) {
+          // The route that answered, for the node's metrics: from this
+          // match, not a second one.
+          env.route = c.req.routePath;
+          if (p) c.set("principal", p);
+        }
+        // No principal means the app's auth chain did not run: refused.
         const refused = permissionRefusal(
           p,
           access === "node" ? "admin" : access,

@@ -324,34 +324,93 @@ function expandIpv6(a: string): string[] | null {
 export function rateLimit(
   options: RateLimitMiddlewareOptions,
 ): MiddlewareHandler {
-  const op = "create rate limit middleware";
+  const limits = rateLimitCheck(options, "create rate limit middleware");
+  return async (c, next) => {
+    const refusal = await limits.check(c);
+    if (refusal instanceof Response) return refusal;
+    await next();
+    limits.annotate(c, refusal);
+  };
+}
+
+/**
+ * The two halves of {@linkcode rateLimit}, for a handler that runs its own
+ * chain (the node's `/api/v1` one) instead of a middleware layer: `check`
+ * spends the request's cost and gives the 429 to answer, or what it
+ * checked; `annotate` adds the RateLimit headers to `c.res` once answered.
+ */
+export interface RateLimitCheck {
+  /** The 429 to answer, or the limiters checked (for `annotate`). */
+  check(c: Context): Promise<Response | RateLimitChecked>;
+  /** Adds the `RateLimit-Policy`/`RateLimit` headers of `checked` to `c.res`. */
+  annotate(c: Context, checked: RateLimitChecked): void;
+}
+
+/** What {@linkcode RateLimitCheck.check} checked, opaque to callers. */
+export type RateLimitChecked = { readonly checked: unknown };
+
+/**
+ * Builds {@linkcode rateLimit}'s checks without the middleware around them.
+ *
+ * @example Usage
+ * ```ts
+ * import { Hono } from "hono";
+ * import { createRateLimiter } from "../security/rate_limit.ts";
+ * import { clientIp, rateLimitCheck } from "./rate_limit.ts";
+ * import assert from "node:assert/strict";
+ * const kv = await Deno.openKv(":memory:");
+ * const perIp = createRateLimiter(kv, { scope: "ip", rate: 1, periodMs: 60_000, burst: 1 });
+ * const limits = rateLimitCheck({ limiters: [{ limiter: perIp, key: clientIp }] });
+ * const app = new Hono().get("/", async (c) => {
+ *   const r = await limits.check(c);
+ *   if (r instanceof Response) return r;
+ *   c.res = c.text("ok");
+ *   limits.annotate(c, r);
+ *   return c.res;
+ * });
+ * const env = { remoteAddr: { hostname: "203.0.113.9", port: 1, transport: "tcp" } };
+ * assert.equal((await app.request("/", {}, env)).headers.get("RateLimit"), '"ip";r=0;t=60');
+ * assert.equal((await app.request("/", {}, env)).status, 429);
+ * kv.close();
+ * ```
+ */
+export function rateLimitCheck(
+  options: RateLimitMiddlewareOptions,
+  op = "create rate limit check",
+): RateLimitCheck {
   if (typeof options !== "object" || options === null) {
     throw new TypeError(`Cannot ${op}: options must be an object`);
   }
   const rules = compileAll(options.limiters, op);
   const headersOnSuccess = options.headersOnSuccess ?? true;
-  return async (c, next) => {
-    const { checked, refused, id } = await checkAll(rules, c);
-    if (refused) return refuse(c, options.onLimited, checked, refused, id!);
-    await next();
-    if (!headersOnSuccess || checked.length === 0) return;
-    const [policy, state] = headerValues(checked);
-    // An inner limiter (e.g. per principal) may have set its members
-    // already, on a refusal or an admitted answer: list ours first, keep its.
-    const join = (name: string, ours: string) => {
-      const inner = c.res.headers.get(name);
-      return inner ? `${ours}, ${inner}` : ours;
-    };
-    const p = join("RateLimit-Policy", policy);
-    const r = join("RateLimit", state);
-    try {
-      c.res.headers.set("RateLimit-Policy", p);
-      c.res.headers.set("RateLimit", r);
-    } catch {
-      // Immutable headers (e.g. a fetched response): let Hono copy it.
-      c.header("RateLimit-Policy", p);
-      c.header("RateLimit", r);
-    }
+  return {
+    async check(c) {
+      const result = await checkAll(rules, c);
+      const { checked, refused, id } = result;
+      if (refused) return refuse(c, options.onLimited, checked, refused, id!);
+      return result;
+    },
+    annotate(c, result) {
+      const { checked } = result as { checked: Checked[] };
+      if (!headersOnSuccess || checked.length === 0) return;
+      const [policy, state] = headerValues(checked);
+      // An inner limiter (e.g. per principal) may have set its members
+      // already, on a refusal or an admitted answer: list ours first, keep its.
+      const join = (name: string, ours: string) => {
+        const inner = c.res.headers.get(name);
+        return inner ? `${ours}, ${inner}` : ours;
+      };
+      const p = join("RateLimit-Policy", policy);
+      const r = join("RateLimit", state);
+      try {
+        c.res.headers.set("RateLimit-Policy", p);
+        c.res.headers.set("RateLimit", r);
+      } catch {
+        // Immutable headers (e.g. a fetched response): let Hono copy it.
+        c.header("RateLimit-Policy", p);
+        c.header("RateLimit", r);
+      }
+    },
   };
 }
 
