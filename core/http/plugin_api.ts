@@ -138,13 +138,16 @@ export function createPluginApi(prefix: string): PluginApi {
       // The caller, the access check and the route label in the handler,
       // not in middleware before it: with one route matching, Hono calls
       // the handler without its compose chain (a call and a promise a layer).
+      // This handler's pattern, read once: Hono's routePath getter builds
+      // an array of the matched routes on every read.
+      let pattern: string | undefined;
       app[name](path, (c) => {
         const env = c.env;
         const p = env?.principal;
         if (env) {
           // The route that answered, for the node's metrics: from this
           // match, not a second one.
-          env.route = c.req.routePath;
+          env.route = pattern ??= c.req.routePath;
           if (p) c.set("principal", p);
         }
         // No principal means the app's auth chain did not run: refused.
