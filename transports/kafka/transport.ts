@@ -8,7 +8,8 @@
  *   the broker's `auto.create.topics.enable` does it). Record value = the
  *   payload's JSON, key = the ordering key, envelope fields in `plexus-*`
  *   headers (wire.ts, docs/wire-format.md).
- * - Publishing: one idempotent producer (acks = all) per transport; publishes
+ * - Publishing: one idempotent producer (acks = all) per transport, replaced
+ *   by a new one after a failed send (`_producer.ts`); publishes
  *   queued while a request is in flight go out as the next batch
  *   (`sendBatch`, at most `maxBatchBytes`). Key → partition by Kafka's
  *   default partitioner (murmur2), the same as Java clients.
@@ -47,13 +48,14 @@ import {
   Kafka,
   logLevel,
   Partitioners,
-  type Producer,
+  type ProducerBatch,
 } from "kafkajs";
 import { Buffer } from "node:buffer";
 import type { Envelope } from "../../core/envelope.ts";
 import type { Logger } from "../../core/observe/logger.ts";
 import type { MetricsRegistry } from "../../core/observe/metrics.ts";
 import { transportTelemetry } from "../_telemetry.ts";
+import { renewingProducer } from "./_producer.ts";
 import {
   assertFits,
   type AttemptError,
@@ -252,12 +254,16 @@ export async function connectKafka(
     connectionTimeout: o.connectTimeoutMs,
     logLevel: logLevel.NOTHING,
   });
-  const producer: Producer = kafka.producer({
-    idempotent: true,
-    maxInFlightRequests: 1,
-    createPartitioner: Partitioners.DefaultPartitioner,
-    allowAutoTopicCreation: true,
-  });
+  // Replaced after a failed send: see _producer.ts (an acknowledged publish
+  // was lost after a broker restart without this).
+  const producer = renewingProducer<ProducerBatch>(() =>
+    kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      createPartitioner: Partitioners.DefaultPartitioner,
+      allowAutoTopicCreation: true,
+    })
+  );
   const admin = kafka.admin();
   try {
     await Promise.all([producer.connect(), admin.connect()]);
