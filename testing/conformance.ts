@@ -773,11 +773,21 @@ export const CASES: ConformanceCase[] = [
           await delay(5);
         }
         await restart;
+        // The counts are taken when the wait ends (a count in the waited-for
+        // text would be the one at its start).
         await waitFor(
-          `all ${acked.length} acknowledged messages (have ${received.size})`,
+          `all ${acked.length} acknowledged messages`,
           () => acked.every((id) => received.has(id)),
           timeoutMs * 6,
-        );
+        ).catch((err) => {
+          const missing = acked.filter((id) => !received.has(id));
+          throw new Error(
+            `${(err as Error).message}: ${missing.length} never arrived (${
+              missing.slice(0, 5).join(", ")
+            }); ${received.size} distinct received`,
+            { cause: err },
+          );
+        });
         console.log(
           `  restart: ${acked.length} acknowledged, ${refused} refused during the restart, ${
             deliveries - received.size
