@@ -31,6 +31,8 @@ export interface RenewingProducer<B> {
 /**
  * Wraps producers made by `make`: after a `sendBatch` that rejects, the
  * producer is disconnected and the next send connects a new one first.
+ * Sends must not overlap (the transport sends one batch at a time): a send
+ * started while another replaces the producer would make a second one.
  *
  * @example Usage
  * ```ts ignore
