@@ -557,6 +557,31 @@ export function createGateway(options: GatewayOptions): Gateway {
     return body;
   };
 
+  /**
+   * Stores a durable message in `agentId`'s outbox; the error's message
+   * (logged) if it could not be stored.
+   */
+  const store = async (
+    agentId: string,
+    channel: string,
+    body: Uint8Array,
+    opts: SendOptions,
+    fields: { id: string; priority: number; messageType: string },
+  ): Promise<string | undefined> => {
+    try {
+      await outbox.put(agentId, channel, body, {
+        ...fields,
+        ttlMs: opts.ttlMs,
+        correlationId: opts.correlationId,
+        sender: opts.sender ?? "plugin",
+      });
+      return undefined;
+    } catch (err) {
+      log.error("agent message not stored", { agent: agentId, error: err });
+      return (err as Error).message;
+    }
+  };
+
   const checkOptions = (o: SendOptions) => {
     if (
       o.priority !== undefined &&
@@ -710,22 +735,13 @@ export function createGateway(options: GatewayOptions): Gateway {
         }]);
         return { messageId: id, status: r ? "sent" : "failed" };
       }
-      try {
-        await outbox.put(agentId, name, body, {
-          id,
-          priority,
-          messageType,
-          ttlMs: opts.ttlMs,
-          correlationId: opts.correlationId,
-          sender: opts.sender ?? "plugin",
-        });
-      } catch (err) {
-        log.error("agent message not stored", { agent: agentId, error: err });
-        return {
-          messageId: id,
-          status: "failed",
-          error: (err as Error).message,
-        };
+      const error = await store(agentId, name, body, opts, {
+        id,
+        priority,
+        messageType,
+      });
+      if (error !== undefined) {
+        return { messageId: id, status: "failed", error };
       }
       const [pushed] = await deliverNow(agentId, [id]);
       return { messageId: id, status: pushed ? "sent" : "queued" };
@@ -776,23 +792,12 @@ export function createGateway(options: GatewayOptions): Gateway {
       const stored: string[] = [];
       await Promise.all(
         [...here.map((c) => c.agentId), ...elsewhere].map(async (agentId) => {
-          try {
-            await outbox.put(agentId, channel, body, {
-              id,
-              priority,
-              messageType,
-              ttlMs: opts.ttlMs,
-              correlationId: opts.correlationId,
-              sender: opts.sender ?? "plugin",
-            });
-            stored.push(agentId);
-          } catch (err) {
-            log.error("agent message not stored", {
-              agent: agentId,
-              error: err,
-            });
-            result.failed.push(agentId);
-          }
+          const error = await store(agentId, channel, body, opts, {
+            id,
+            priority,
+            messageType,
+          });
+          (error === undefined ? stored : result.failed).push(agentId);
         }),
       );
       const pushed = await wakeAll(stored, id);

@@ -543,6 +543,13 @@ function tooLarge(err: unknown, what: string): never {
  */
 const wakers = new Map<string, Set<() => void>>();
 
+/** Adds a settle verb's writes for message `m` (the `i`th held) to `op`. */
+type SettleBuild<T> = (
+  op: Deno.AtomicOperation,
+  m: QueueMessage<T>,
+  i: number,
+) => Deno.AtomicOperation;
+
 /**
  * A durable queue named `name` in `kv`.
  *
@@ -1998,11 +2005,7 @@ export class DurableQueue<T = unknown> {
    */
   #settle(
     holders: Holder<T>[],
-    build: (
-      op: Deno.AtomicOperation,
-      m: QueueMessage<T>,
-      i: number,
-    ) => Deno.AtomicOperation,
+    build: SettleBuild<T>,
     verb: string,
     final: boolean,
   ): Promise<void> {
@@ -2016,11 +2019,7 @@ export class DurableQueue<T = unknown> {
   /** {@linkcode #settle}'s work, for a caller already in the holders' chains. */
   async #settleNow(
     holders: Holder<T>[],
-    build: (
-      op: Deno.AtomicOperation,
-      m: QueueMessage<T>,
-      i: number,
-    ) => Deno.AtomicOperation,
+    build: SettleBuild<T>,
     verb: string,
     final: boolean,
   ): Promise<void> {
