@@ -82,6 +82,7 @@ import {
 } from "./hpke.ts";
 import type { SealingDirectory, SealingPeer } from "./sealing_keys.ts";
 import { digestKey, DigestSet } from "./sealed_digests.ts";
+import { merkleNode } from "./sealed_sha256.ts";
 import {
   COUNTER_BYTES,
   decodeSealed,
@@ -960,7 +961,7 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
             `the batch path of message ${p.i} of ${p.m} has ${p.pathLength} digests, not enough`,
           );
         }
-        h = idx & 1 ? nodeHash(sibling, h) : nodeHash(h, sibling);
+        h = idx & 1 ? merkleNode(sibling, h) : merkleNode(h, sibling);
         learned.push(sibling);
         if (nodes.has(h)) return learn();
         learned.push(h);
@@ -1351,16 +1352,6 @@ function batchBytes(
 /** The input of a receiver's key streams (up to 4,096 blocks at a time). */
 const ZEROS = new Uint8Array(4096 * 64);
 
-// Hashed as one buffer: each update() costs a Buffer conversion.
-const nodeInput = new Uint8Array(65);
-nodeInput[0] = 1;
-
-function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
-  nodeInput.set(left, 1);
-  nodeInput.set(right, 33);
-  return createHash("sha256").update(nodeInput).digest();
-}
-
 /** A batch signature verified or being verified, and what it was over. */
 interface BatchEntry {
   m: number;
@@ -1391,7 +1382,7 @@ function merkleTree(leaves: Uint8Array[]) {
     const next: Uint8Array[] = [];
     for (let j = 0; j < level.length; j += 2) {
       next.push(
-        j + 1 < level.length ? nodeHash(level[j], level[j + 1]) : level[j],
+        j + 1 < level.length ? merkleNode(level[j], level[j + 1]) : level[j],
       );
     }
     levels.push(level = next);
