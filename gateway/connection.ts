@@ -107,6 +107,17 @@ const SIGNATURE_BYTES = 64;
 const encoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);
 
+/**
+ * The frames an agent's `auth` says it reads (docs/protocol.md): `batch:
+ * true` frames of sealed records (1), a number from 2 up sealed batch
+ * frames (2, the highest this node writes), anything else a frame per
+ * record (0).
+ */
+function batchVersion(batch: unknown): 0 | 1 | 2 {
+  if (batch === true || batch === 1) return 1;
+  return typeof batch === "number" && batch >= 2 ? 2 : 0;
+}
+
 /** One agent's WebSocket, from upgrade to close. */
 export class AgentConnection {
   readonly socket: WebSocket;
@@ -334,7 +345,7 @@ export class AgentConnection {
         out.authAt,
         out.sessionExpires,
         !!hello.resume,
-        auth.body.batch === true,
+        batchVersion(auth.body.batch),
       );
     }).catch((err) => this.#fail(err));
   }
@@ -344,7 +355,7 @@ export class AgentConnection {
     authAt: number,
     sessionExpires: number,
     resumed: boolean,
-    batch: boolean,
+    batch: 0 | 1 | 2,
   ): Promise<void> {
     const ctx = this.#ctx;
     const cfg = ctx.config;
@@ -418,7 +429,7 @@ export class AgentConnection {
     });
     this.#state = "ready";
     // After `ready`, which leaves alone: the agent asked for batched frames.
-    if (batch) this.#sender!.batchFrames();
+    if (batch !== 0) this.#sender!.batchFrames(batch);
     this.#lastHeard = now;
     this.#lastWritten = now;
     ctx.metrics.handshake("ok", resumed ? "resumed" : "signature");

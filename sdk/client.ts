@@ -41,10 +41,12 @@ import {
 import {
   encodeHeader,
   type OpenedRecord,
+  readInnerRecord,
   type RecordHeader,
   RecordOpener,
   RecordSealer,
   type RekeyPolicy,
+  SEALED_BATCH_TYPE,
 } from "./protocol/record.ts";
 import {
   agentChannel,
@@ -345,6 +347,11 @@ const EMPTY = new Uint8Array(0);
 const MAX_ACKS = 256;
 /** First byte of a node frame holding several records (docs/protocol.md). */
 const BATCH_FRAME_TYPE = 2;
+/**
+ * The `batch` this client asks for in `auth`: sealed batch frames (a node
+ * that knows only `batch: true` sends it a frame per record).
+ */
+const BATCH_VERSION = 2;
 interface Connection {
   ws: WebSocketLike;
   phase: "hello" | "welcome" | "auth" | "ready";
@@ -995,7 +1002,53 @@ export class AgentClient implements AsyncDisposable {
       }
       return;
     }
+    if (bytes[0] === SEALED_BATCH_TYPE && conn.phase === "ready") {
+      return this.#onSealedBatch(conn, bytes);
+    }
     this.#onRecordBytes(conn, bytes);
+  }
+
+  /**
+   * A sealed batch frame: opened once (window, tag), then its inner records
+   * handled in order as they are read; a bad frame or inner length closes
+   * 4403.
+   */
+  #onSealedBatch(conn: Connection, bytes: Uint8Array): void {
+    const context = {
+      sid: conn.sid!,
+      from: `node:${conn.node}`,
+      to: this.#id,
+      epoch: 0,
+      seq: 0,
+    };
+    let plain: Uint8Array;
+    try {
+      const opened = conn.opener!.openBatch(bytes);
+      plain = opened.plain;
+      context.epoch = opened.epoch;
+      context.seq = opened.seq;
+    } catch (err) {
+      this.#abandon(
+        conn,
+        CloseCode.recordRefused,
+        `record refused: ${(err as Error).message}`,
+      );
+      return;
+    }
+    for (let at = 0; at < plain.length && this.#conn === conn;) {
+      let rec: OpenedRecord;
+      try {
+        ({ record: rec, next: at } = readInnerRecord(plain, at, context));
+      } catch (err) {
+        this.#abandon(
+          conn,
+          CloseCode.recordRefused,
+          `record refused: ${(err as Error).message}`,
+        );
+        return;
+      }
+      this.#onOpened(conn, rec);
+    }
   }
 
   /** One record of the connection (a frame's, or one of a batched frame's). */
@@ -1011,6 +1064,11 @@ export class AgentClient implements AsyncDisposable {
       );
       return;
     }
+    this.#onOpened(conn, rec);
+  }
+
+  /** One opened record: checked for its session and recipient, then handled. */
+  #onOpened(conn: Connection, rec: OpenedRecord): void {
     this.#stats.recordsIn++;
     const h = rec.header;
     if (h.sid !== conn.sid || h.to !== this.#id) {
@@ -1063,11 +1121,11 @@ export class AgentClient implements AsyncDisposable {
       maxRecordBytes: this.#maxBodyBytes + 64 + 4096 + 16 + 16,
     });
     conn.phase = "auth";
-    // `batch`: this client reads frames holding several records (nodes
-    // that do not know it ignore it).
+    // `batch`: this client reads sealed batch frames (nodes that do not
+    // know it ignore it; nodes that know only `true` send plain frames).
     const body = conn.resumeToken
-      ? { resume: conn.resumeToken, batch: true }
-      : { sig: b64u(signature!), batch: true };
+      ? { resume: conn.resumeToken, batch: BATCH_VERSION }
+      : { sig: b64u(signature!), batch: BATCH_VERSION };
     this.#write(
       conn,
       this.#header(conn, "", "auth", {}, "auth"),

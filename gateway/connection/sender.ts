@@ -20,9 +20,25 @@
  * record, or one too big to share a frame, still leaves as a plain record
  * frame, so no frame is larger than without batching (beyond that limit).
  *
+ * Sealed batch frames (`batch: 2` in the agent's `auth`, {@linkcode
+ * RecordSender.batchFrames}`(2)`): the records of one microtask turn are
+ * laid out as inner records in one buffer kept per connection (a
+ * {@linkcode BatchWriter}: header without `sid`/`from`/`to` unless signed,
+ * body, in the clear until sealed) and sealed once, when the turn ends,
+ * as one {@linkcode SEALED_BATCH_TYPE} frame under one sequence number; at
+ * most {@linkcode BATCH_FRAME_BYTES} of inner records a frame. A record too
+ * big for that goes alone as a plain record frame, after what waits. So
+ * one AEAD per frame instead of one per record (docs/protocol.md, "Sealed
+ * batch frames").
+ *
  * @module
  */
-import type { RecordHeader, RecordSealer } from "../../sdk/protocol/record.ts";
+import {
+  BatchWriter,
+  INNER_PREFIX_BYTES,
+  type RecordHeader,
+  type RecordSealer,
+} from "../../sdk/protocol/record.ts";
 import type { GatewayConfig, GatewayMetrics } from "./types.ts";
 
 /** A slow consumer is closed once over the limit this long (as the log stream does). */
@@ -105,7 +121,10 @@ export class RecordSender {
   readonly #o: RecordSenderOptions;
   #slowSince?: number;
   #slowTimer?: ReturnType<typeof setInterval>;
-  #batch = false;
+  /** 0: a frame per record; 1: batched frames of sealed records; 2: sealed batch frames. */
+  #batch: 0 | 1 | 2 = 0;
+  /** Inner records waiting to be sealed at the end of this microtask turn (sealed batch frames). */
+  #writer?: BatchWriter;
   /** Sealed records waiting for the end of this microtask turn (batched frames only). */
   #pending: Uint8Array[] = [];
   #pendingBytes = 0;
@@ -145,6 +164,7 @@ export class RecordSender {
     const bytes = body instanceof Uint8Array
       ? body
       : encoder.encode(JSON.stringify(body));
+    if (this.#batch === 2) return this.#addInner(header, bytes, signature);
     const frame = this.#o.sealer.seal(header, bytes, signature);
     this.#o.metrics.message("out", frame.length);
     if (!this.#batch) {
@@ -163,16 +183,52 @@ export class RecordSender {
     this.#pendingBytes += size;
   }
 
+  /** Puts one record into the sealed batch of this turn (or sends it alone if too big). */
+  #addInner(
+    header: RecordHeader,
+    body: Uint8Array,
+    signature?: Uint8Array,
+  ): void {
+    const writer = this.#writer ??= new BatchWriter();
+    const { sid: _sid, from: _from, to: _to, ...inner } = header;
+    const json = JSON.stringify(signature ? header : inner);
+    // The most this record can take (a header of non-ASCII text takes up
+    // to 3 bytes a character).
+    const most = INNER_PREFIX_BYTES + json.length * 3 + body.length +
+      (signature ? 64 : 0);
+    if (most > BATCH_FRAME_BYTES) {
+      this.flush(); // what waits goes first, then this one alone
+      const frame = this.#o.sealer.seal(header, body, signature);
+      this.#o.metrics.message("out", frame.length);
+      this.#o.socket.send(frame);
+      return this.#checkBuffer();
+    }
+    if (writer.length + most > BATCH_FRAME_BYTES) this.flush();
+    if (writer.count === 0) queueMicrotask(() => this.flush());
+    const n = writer.addJson(json, body, signature);
+    this.#o.metrics.message("out", n);
+  }
+
   /**
    * From now on, records sealed in one microtask turn leave in one frame
-   * (see the module doc): the agent said it reads such frames.
+   * (see the module doc): the agent said it reads such frames. `version`
+   * 2: sealed batch frames (one AEAD a frame); 1: frames of sealed records.
    */
-  batchFrames(): void {
-    this.#batch = true;
+  batchFrames(version: 1 | 2 = 1): void {
+    this.#batch = version;
   }
 
   /** Sends the records waiting for a batched frame now (before a close, say). */
   flush(): void {
+    const writer = this.#writer;
+    if (writer !== undefined && writer.count > 0) {
+      const socket = this.#o.socket;
+      if (socket.readyState !== WebSocket.OPEN) return writer.clear();
+      const frame = this.#o.sealer.sealBatch(writer.bytes());
+      writer.clear();
+      socket.send(frame);
+      return this.#checkBuffer();
+    }
     const records = this.#pending;
     if (records.length === 0) return;
     this.#pending = [];
@@ -198,7 +254,8 @@ export class RecordSender {
 
   /** Whether more is unsent than `sendBufferBytes`. */
   get congested(): boolean {
-    return this.#o.socket.bufferedAmount + this.#pendingBytes >
+    return this.#o.socket.bufferedAmount + this.#pendingBytes +
+        (this.#writer?.length ?? 0) >
       this.#o.config.sendBufferBytes;
   }
 

@@ -1,10 +1,16 @@
 import assert from "node:assert/strict";
 import { BATCH_FRAME_BYTES, BATCH_FRAME_TYPE, RecordSender } from "./sender.ts";
-import { RecordOpener, RecordSealer } from "../../sdk/protocol/record.ts";
+import {
+  type OpenedRecord,
+  readInnerRecord,
+  RecordOpener,
+  RecordSealer,
+  SEALED_BATCH_TYPE,
+} from "../../sdk/protocol/record.ts";
 
 const KEY = new Uint8Array(32).fill(9);
 
-function sender(batch: boolean, sendBufferBytes = 1 << 20) {
+function sender(batch: boolean | 2, sendBufferBytes = 1 << 20) {
   const frames: Uint8Array[] = [];
   const socket = {
     readyState: WebSocket.OPEN as number,
@@ -24,7 +30,8 @@ function sender(batch: boolean, sendBufferBytes = 1 << 20) {
     slow: () => {},
     drained: () => {},
   });
-  if (batch) s.batchFrames();
+  if (batch === 2) s.batchFrames(2);
+  else if (batch) s.batchFrames();
   return { s, frames, socket };
 }
 
@@ -87,4 +94,114 @@ Deno.test("sender: without batchFrames each record is its own frame at once; a b
   assert.equal(tight.frames.length, 1);
   tight.s.flush();
   assert.equal(tight.frames.length, 1, "nothing twice");
+});
+
+const ADDRESS = { sid: "s1", from: "node:n1", to: "agent-1" };
+
+/** The records of any frame (plain or sealed batch), opened in order. */
+function openAll(opener: RecordOpener, frame: Uint8Array): OpenedRecord[] {
+  if (frame[0] !== SEALED_BATCH_TYPE) return [opener.open(frame)];
+  const { plain, epoch, seq } = opener.openBatch(frame);
+  const out: OpenedRecord[] = [];
+  for (let at = 0; at < plain.length;) {
+    const r = readInnerRecord(plain, at, { ...ADDRESS, epoch, seq });
+    out.push(r.record);
+    at = r.next;
+  }
+  return out;
+}
+
+Deno.test("sender: batchFrames(2) seals the records of one microtask turn once, as one sealed batch frame, in order, one sequence number a frame; inner headers leave out sid/from/to", async () => {
+  const { s, frames } = sender(2);
+  for (let i = 0; i < 5; i++) {
+    s.send(
+      { type: "msg", id: `m-${i}`, ch: "backend.agent-1.x", prio: 4 },
+      body(i),
+    );
+  }
+  assert.equal(frames.length, 0, "held until the turn ends");
+  await Promise.resolve();
+  assert.equal(frames.length, 1);
+  assert.equal(frames[0][0], SEALED_BATCH_TYPE);
+  const opener = new RecordOpener(KEY);
+  const recs = openAll(opener, frames[0]);
+  assert.deepEqual(recs.map((r) => r.header.id), [
+    "m-0",
+    "m-1",
+    "m-2",
+    "m-3",
+    "m-4",
+  ]);
+  assert.deepEqual(recs.map((r) => new TextDecoder().decode(r.body)), [
+    "0",
+    "1",
+    "2",
+    "3",
+    "4",
+  ]);
+  assert.deepEqual(
+    [
+      recs[0].header.sid,
+      recs[0].header.from,
+      recs[0].header.to,
+      recs[0].header.prio,
+    ],
+    ["s1", "node:n1", "agent-1", 4],
+  );
+  assert.ok(!new TextDecoder().decode(recs[0].headerBytes).includes("sid"));
+  assert.equal(recs[4].seq, 0, "one sequence number for the whole frame");
+  s.send({ type: "msg", id: "alone" }, body(5));
+  await Promise.resolve();
+  assert.equal(frames.length, 2);
+  assert.equal(
+    frames[1][0],
+    SEALED_BATCH_TYPE,
+    "a lone record: a batch of one",
+  );
+  const [alone] = openAll(opener, frames[1]);
+  assert.deepEqual([alone.header.id, alone.seq], ["alone", 1]);
+  const sig = new Uint8Array(64).fill(7);
+  s.send({ type: "msg", id: "signed" }, body(6), sig);
+  await Promise.resolve();
+  const [signed] = openAll(opener, frames[2]);
+  assert.deepEqual(signed.signature, sig);
+  assert.equal(
+    new TextDecoder().decode(signed.headerBytes),
+    JSON.stringify(s.header({ type: "msg", id: "signed" })),
+    "a signed record keeps its full header, the bytes its signature covers",
+  );
+});
+
+Deno.test("sender: batchFrames(2) keeps a frame under BATCH_FRAME_BYTES of inner records, sends a big record alone as a plain record after what waits, in order; pending bytes count as congestion; a closed socket gets nothing", () => {
+  const { s, frames, socket } = sender(2);
+  const quarter = new Uint8Array(BATCH_FRAME_BYTES / 4);
+  for (let i = 0; i < 4; i++) s.send({ type: "msg", id: `q-${i}` }, quarter);
+  assert.equal(frames.length, 1, "the 4th would not fit: the 3 before it left");
+  s.send({ type: "msg", id: "big" }, new Uint8Array(BATCH_FRAME_BYTES));
+  assert.equal(frames.length, 3, "the waiting one first, then the big one");
+  assert.deepEqual(frames.map((f) => f[0]), [
+    SEALED_BATCH_TYPE,
+    SEALED_BATCH_TYPE,
+    1,
+  ]);
+  const opener = new RecordOpener(KEY);
+  const order = frames.flatMap((f) => openAll(opener, f)).map((r) =>
+    r.header.id
+  );
+  assert.deepEqual(order, ["q-0", "q-1", "q-2", "q-3", "big"]);
+  assert.ok(
+    frames.every((f) => f[0] === 1 || f.length <= 32 + BATCH_FRAME_BYTES),
+  );
+  const tight = sender(2, 100);
+  tight.s.send({ type: "msg", id: "c" }, new Uint8Array(200));
+  assert.equal(tight.s.congested, true, "pending bytes count");
+  tight.s.flush();
+  assert.equal(tight.frames.length, 1);
+  assert.equal(tight.s.congested, false);
+  tight.s.flush();
+  assert.equal(tight.frames.length, 1, "nothing twice");
+  s.send({ type: "msg", id: "late" }, body(1));
+  socket.readyState = WebSocket.CLOSED;
+  s.flush();
+  assert.equal(frames.length, 3, "nothing sent on a closed socket");
 });

@@ -38,6 +38,17 @@ export const FLAG_SIGNED = 1;
 export const MAX_HEADER_BYTES = 4096;
 /** HKDF info for the next epoch's key. */
 export const REKEY_INFO = "plexus-gateway/v1 rekey";
+/**
+ * First byte of a sealed batch frame: the outer bytes of a record (this type
+ * where a record has its version), then one ciphertext of several inner
+ * records ({@linkcode BatchWriter}). docs/protocol.md, "Sealed batch frames".
+ */
+export const SEALED_BATCH_TYPE = 3;
+/** Bytes before an inner record's header: u32 length, flags, u16 header length. */
+export const INNER_PREFIX_BYTES = 7;
+/** Largest sealed batch frame a {@linkcode RecordOpener} accepts whatever its record limit: 64 KiB of inner records, the outer bytes and the tag. */
+export const SEALED_BATCH_MAX_BYTES = 64 * 1024 + RECORD_PREFIX_BYTES +
+  MAX_HEADER_BYTES + TAG_BYTES;
 
 /** The authenticated routing header of a record. */
 export interface RecordHeader {
@@ -197,17 +208,8 @@ export class RecordSealer {
     return this.#epoch;
   }
 
-  /**
-   * Seals one record. `signature`, when given, is put before the body and
-   * flagged. The frame is a view: records up to 4 KiB share 64 KiB buffers
-   * (one allocation per ~150 small records), so its `byteOffset` may be
-   * non-zero and its `buffer` holds other records; copy it to keep it alone.
-   */
-  seal(
-    header: RecordHeader,
-    body: Uint8Array,
-    signature?: Uint8Array,
-  ): Uint8Array<ArrayBuffer> {
+  /** Moves to the next epoch's key once this one sealed its share or aged out. */
+  #rekeyIfDue(): void {
     if (
       this.#seq >= this.#afterMessages ||
       this.#now() - this.#epochStarted >= this.#afterMs
@@ -220,6 +222,75 @@ export class RecordSealer {
       this.#seq = 0;
       this.#epochStarted = this.#now();
     }
+  }
+
+  /**
+   * Seals a sealed batch frame ({@linkcode SEALED_BATCH_TYPE}): `plain` is
+   * the inner records as a {@linkcode BatchWriter} lays them out, sealed
+   * with ONE ChaCha20-Poly1305 operation under the next sequence number (a
+   * frame counts as one record for the replay window and the rekey
+   * schedule). The outer header is empty. The frame is a new buffer, so
+   * `plain` may be reused at once.
+   *
+   * @example Usage
+   * ```ts
+   * import { BatchWriter, RecordOpener, RecordSealer, readInnerRecord } from "./record.ts";
+   * import assert from "node:assert/strict";
+   * const key = new Uint8Array(32).fill(2);
+   * const w = new BatchWriter();
+   * const h = { sid: "s", from: "node:n", to: "a", ch: "backend.a.x", type: "msg", id: "1" };
+   * w.add(h, new TextEncoder().encode("one"));
+   * w.add({ ...h, id: "2" }, new TextEncoder().encode("two"));
+   * const frame = new RecordSealer(key).sealBatch(w.bytes());
+   * const { plain } = new RecordOpener(key).openBatch(frame);
+   * const first = readInnerRecord(plain, 0, h);
+   * assert.equal(first.record.header.id, "1");
+   * assert.equal(readInnerRecord(plain, first.next, h).record.header.id, "2");
+   * ```
+   */
+  sealBatch(plain: Uint8Array): Uint8Array<ArrayBuffer> {
+    this.#rekeyIfDue();
+    const epoch = this.#epoch, seq = this.#seq;
+    const out = new Uint8Array(RECORD_PREFIX_BYTES + plain.length + TAG_BYTES);
+    const view = new DataView(out.buffer);
+    out[0] = SEALED_BATCH_TYPE;
+    out[1] = 0;
+    view.setUint32(2, epoch);
+    view.setUint32(6, Math.floor(seq / 0x1_0000_0000));
+    view.setUint32(10, seq >>> 0);
+    view.setUint16(14, 0);
+    const cipher = createCipheriv(
+      "chacha20-poly1305",
+      this.#key,
+      this.#nonce.of(epoch, seq),
+      AEAD,
+    );
+    cipher.setAAD(out.subarray(0, RECORD_PREFIX_BYTES), {
+      plaintextLength: plain.length,
+    });
+    const c = cipher.update(plain);
+    out.set(c, RECORD_PREFIX_BYTES);
+    const f = cipher.final();
+    let at = RECORD_PREFIX_BYTES + c.length;
+    if (f.length) out.set(f, at);
+    at += f.length;
+    out.set(cipher.getAuthTag(), at);
+    this.#seq++;
+    return out;
+  }
+
+  /**
+   * Seals one record. `signature`, when given, is put before the body and
+   * flagged. The frame is a view: records up to 4 KiB share 64 KiB buffers
+   * (one allocation per ~150 small records), so its `byteOffset` may be
+   * non-zero and its `buffer` holds other records; copy it to keep it alone.
+   */
+  seal(
+    header: RecordHeader,
+    body: Uint8Array,
+    signature?: Uint8Array,
+  ): Uint8Array<ArrayBuffer> {
+    this.#rekeyIfDue();
     if (signature !== undefined && signature.length !== 64) {
       throw new RangeError("signature must be 64 bytes");
     }
@@ -345,10 +416,83 @@ export class RecordOpener {
 
   /** Opens one frame or throws {@linkcode RecordError}. */
   open(frame: Uint8Array): OpenedRecord {
-    if (frame.length > this.#maxBytes) {
+    const d = this.#decrypt(frame, RECORD_VERSION, this.#maxBytes);
+    const { plain, aadEnd, flags } = d;
+    // Authentic: now parse the header and move the window. The header bytes
+    // are a view of the frame (the caller's, not written to here).
+    const headerBytes = frame.subarray(RECORD_PREFIX_BYTES, aadEnd);
+    let header: RecordHeader;
+    try {
+      header = JSON.parse(decodeHeader(headerBytes));
+    } catch {
+      throw new RecordError("malformed", "header is not UTF-8 JSON");
+    }
+    if (!isHeader(header)) {
+      throw new RecordError(
+        "malformed",
+        "header lacks sid/from/to/ch/type/id strings",
+      );
+    }
+    const signed = (flags & FLAG_SIGNED) !== 0;
+    if (signed && plain.length < 64) {
+      throw new RecordError(
+        "malformed",
+        "signed record shorter than its signature",
+      );
+    }
+    this.#accept(d);
+    return {
+      header,
+      body: signed ? plain.subarray(64) : plain,
+      signature: signed ? plain.slice(0, 64) : undefined,
+      headerBytes,
+      epoch: d.epoch,
+      seq: d.seq,
+    };
+  }
+
+  /**
+   * Opens a sealed batch frame ({@linkcode SEALED_BATCH_TYPE}) or throws
+   * {@linkcode RecordError}: the same checks as a record (size, epoch,
+   * replay window, tag), its sequence number taking one slot of the window.
+   * The plaintext holds the inner records; read them in order with
+   * {@linkcode readInnerRecord}. A frame of up to {@linkcode
+   * SEALED_BATCH_MAX_BYTES} is accepted even when the record limit is lower.
+   *
+   * @example Usage
+   * ```ts
+   * import { BatchWriter, RecordOpener, RecordSealer } from "./record.ts";
+   * import assert from "node:assert/strict";
+   * const key = new Uint8Array(32).fill(5);
+   * const w = new BatchWriter();
+   * w.add({ sid: "s", from: "node:n", to: "a", ch: "", type: "ping", id: "p" }, new Uint8Array(0));
+   * const frame = new RecordSealer(key).sealBatch(w.bytes());
+   * const rx = new RecordOpener(key);
+   * assert.equal(rx.openBatch(frame).seq, 0);
+   * assert.throws(() => rx.openBatch(frame), /already received/);
+   * ```
+   */
+  openBatch(
+    frame: Uint8Array,
+  ): { plain: Uint8Array; epoch: number; seq: number } {
+    const d = this.#decrypt(
+      frame,
+      SEALED_BATCH_TYPE,
+      Math.max(this.#maxBytes, SEALED_BATCH_MAX_BYTES),
+    );
+    if (d.flags !== 0) {
+      throw new RecordError("malformed", `sealed batch flags ${d.flags}`);
+    }
+    this.#accept(d);
+    return { plain: d.plain, epoch: d.epoch, seq: d.seq };
+  }
+
+  /** Checks a frame's outer bytes, its place in the window and its tag; returns the plaintext. */
+  #decrypt(frame: Uint8Array, type: number, maxBytes: number): Decrypted {
+    if (frame.length > maxBytes) {
       throw new RecordError(
         "too-large",
-        `record of ${frame.length} bytes (limit ${this.#maxBytes})`,
+        `record of ${frame.length} bytes (limit ${maxBytes})`,
       );
     }
     if (frame.length < RECORD_PREFIX_BYTES + TAG_BYTES) {
@@ -358,8 +502,13 @@ export class RecordOpener {
       );
     }
     const v = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
-    if (frame[0] !== RECORD_VERSION) {
-      throw new RecordError("bad-version", `record version ${frame[0]}`);
+    if (frame[0] !== type) {
+      throw new RecordError(
+        "bad-version",
+        type === RECORD_VERSION
+          ? `record version ${frame[0]}`
+          : `frame type ${frame[0]} (expected ${type})`,
+      );
     }
     const flags = frame[1];
     if ((flags & ~FLAG_SIGNED) !== 0) {
@@ -419,45 +568,31 @@ export class RecordOpener {
     } catch {
       throw new RecordError("bad-tag", "record failed authentication");
     }
-    // Authentic: now parse the header and move the window. The header bytes
-    // are a view of the frame (the caller's, not written to here).
-    const headerBytes = frame.subarray(RECORD_PREFIX_BYTES, aadEnd);
-    let header: RecordHeader;
-    try {
-      header = JSON.parse(decodeHeader(headerBytes));
-    } catch {
-      throw new RecordError("malformed", "header is not UTF-8 JSON");
-    }
-    if (!isHeader(header)) {
-      throw new RecordError(
-        "malformed",
-        "header lacks sid/from/to/ch/type/id strings",
-      );
-    }
-    const signed = (flags & FLAG_SIGNED) !== 0;
-    if (signed && plain.length < 64) {
-      throw new RecordError(
-        "malformed",
-        "signed record shorter than its signature",
-      );
-    }
-    if (!sameEpoch) {
-      this.#key = key;
-      this.#epoch = epoch;
+    return { plain, flags, aadEnd, epoch, seq, key, sameEpoch };
+  }
+
+  /** Moves the window (and the key, on a new epoch) past an authentic frame. */
+  #accept(d: Decrypted): void {
+    if (!d.sameEpoch) {
+      this.#key = d.key;
+      this.#epoch = d.epoch;
       this.#top = -1;
       this.#slots.fill(-1);
     }
-    this.#slots[seq % REPLAY_WINDOW] = seq;
-    if (seq > this.#top) this.#top = seq;
-    return {
-      header,
-      body: signed ? plain.subarray(64) : plain,
-      signature: signed ? plain.slice(0, 64) : undefined,
-      headerBytes,
-      epoch,
-      seq,
-    };
+    this.#slots[d.seq % REPLAY_WINDOW] = d.seq;
+    if (d.seq > this.#top) this.#top = d.seq;
   }
+}
+
+/** What {@linkcode RecordOpener}'s shared checks hand back. */
+interface Decrypted {
+  plain: Uint8Array;
+  flags: number;
+  aadEnd: number;
+  epoch: number;
+  seq: number;
+  key: Uint8Array;
+  sameEpoch: boolean;
 }
 
 const HEADER_KEYS = ["sid", "from", "to", "ch", "type", "id"] as const;
@@ -476,4 +611,236 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   out.set(a);
   out.set(b, a.length);
   return out;
+}
+
+/** The inner header's JSON: without `sid`/`from`/`to` (implied by the session) unless signed. */
+function innerHeaderJson(header: RecordHeader, signed: boolean): string {
+  if (signed) return JSON.stringify(header);
+  const { sid: _sid, from: _from, to: _to, ...inner } = header;
+  return JSON.stringify(inner);
+}
+
+/**
+ * Lays out the inner records of a sealed batch frame in one reusable
+ * buffer. Each inner record is
+ *
+ * ```
+ * offset  size  field
+ * 0       4     L = length of what follows, u32 big-endian
+ * 4       1     flags (bit 0: the body starts with a 64-byte Ed25519 signature)
+ * 5       2     h = header length, u16 big-endian (≤ 4096)
+ * 7       h     header, UTF-8 JSON {"ch","type","id",...}
+ * 7+h     L-3-h body (signature first when flagged)
+ * ```
+ *
+ * An unsigned record's header leaves out `sid`, `from` and `to` (the
+ * session key implies them: the receiver fills in its session id, the
+ * node and itself); a signed one keeps its full header, the exact bytes the
+ * signature covers.
+ *
+ * @example Usage
+ * ```ts
+ * import { BatchWriter, readInnerRecord } from "./record.ts";
+ * import assert from "node:assert/strict";
+ * const w = new BatchWriter();
+ * w.add({ sid: "s", from: "node:n", to: "a", ch: "backend.a.x", type: "msg", id: "1" }, new Uint8Array([7]));
+ * const { record, next } = readInnerRecord(w.bytes(), 0, { sid: "s", from: "node:n", to: "a" });
+ * assert.deepEqual([record.header.sid, record.header.id, [...record.body]], ["s", "1", [7]]);
+ * assert.equal(next, w.length);
+ * ```
+ */
+export class BatchWriter {
+  #buf: Uint8Array;
+  #view: DataView;
+  #at = 0;
+  #count = 0;
+  readonly #initial: number;
+
+  constructor(initialBytes = 8192) {
+    this.#initial = initialBytes;
+    this.#buf = new Uint8Array(initialBytes);
+    this.#view = new DataView(this.#buf.buffer);
+  }
+
+  /** Bytes of inner records so far. */
+  get length(): number {
+    return this.#at;
+  }
+
+  /** Inner records so far. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /**
+   * Appends one inner record (see the class doc); returns the bytes it
+   * took. `signature`, when given, goes before the body and is flagged.
+   */
+  add(
+    header: RecordHeader,
+    body: Uint8Array,
+    signature?: Uint8Array,
+  ): number {
+    return this.addJson(
+      innerHeaderJson(header, signature !== undefined),
+      body,
+      signature,
+    );
+  }
+
+  /** {@linkcode BatchWriter.add} with the inner header's JSON already made. */
+  addJson(json: string, body: Uint8Array, signature?: Uint8Array): number {
+    if (signature !== undefined && signature.length !== 64) {
+      throw new RangeError("signature must be 64 bytes");
+    }
+    const plainLength = body.length + (signature ? 64 : 0);
+    this.#ensure(INNER_PREFIX_BYTES + json.length * 3 + plainLength);
+    const start = this.#at;
+    const buf = this.#buf;
+    const hLen = encoder.encodeInto(
+      json,
+      buf.subarray(start + INNER_PREFIX_BYTES),
+    ).written;
+    if (hLen > MAX_HEADER_BYTES) {
+      throw new RecordError(
+        "malformed",
+        `header is ${hLen} bytes (limit ${MAX_HEADER_BYTES})`,
+      );
+    }
+    this.#view.setUint32(start, 3 + hLen + plainLength);
+    buf[start + 4] = signature ? FLAG_SIGNED : 0;
+    this.#view.setUint16(start + 5, hLen);
+    let at = start + INNER_PREFIX_BYTES + hLen;
+    if (signature) {
+      buf.set(signature, at);
+      at += 64;
+    }
+    buf.set(body, at);
+    at += body.length;
+    this.#at = at;
+    this.#count++;
+    return at - start;
+  }
+
+  /** The inner records so far: a view of the buffer, valid until the next `add` or `clear`. */
+  bytes(): Uint8Array {
+    return this.#buf.subarray(0, this.#at);
+  }
+
+  /** Empties the writer; the buffer is kept (or shrunk back after a big batch). */
+  clear(): void {
+    this.#at = 0;
+    this.#count = 0;
+    if (this.#buf.length > 4 * Math.max(this.#initial, 64 * 1024)) {
+      this.#buf = new Uint8Array(this.#initial);
+      this.#view = new DataView(this.#buf.buffer);
+    }
+  }
+
+  #ensure(more: number): void {
+    const need = this.#at + more;
+    if (need <= this.#buf.length) return;
+    const grown = new Uint8Array(Math.max(need, this.#buf.length * 2));
+    grown.set(this.#buf.subarray(0, this.#at));
+    this.#buf = grown;
+    this.#view = new DataView(grown.buffer);
+  }
+}
+
+/** What a receiver knows from its session: filled in where an inner header leaves them out. */
+export interface InnerRecordContext {
+  /** The session id. */
+  sid: string;
+  /** The sender (`node:{id}`). */
+  from: string;
+  /** The receiver (its agent id). */
+  to: string;
+  /** The frame's epoch, reported on each record. */
+  epoch?: number;
+  /** The frame's sequence number, reported on each record. */
+  seq?: number;
+}
+
+/**
+ * Reads the inner record at `at` of a sealed batch's plaintext (from
+ * {@linkcode RecordOpener.openBatch}); `next` is where the following one
+ * starts (`plain.length` after the last). A length that runs past the
+ * plaintext, or a header that is not JSON with the fields of a record,
+ * throws {@linkcode RecordError} (`malformed`: close 4403).
+ *
+ * @example Usage
+ * ```ts
+ * import { BatchWriter, readInnerRecord } from "./record.ts";
+ * import assert from "node:assert/strict";
+ * const w = new BatchWriter();
+ * w.add({ sid: "s", from: "node:n", to: "a", ch: "", type: "ping", id: "p" }, new Uint8Array(0));
+ * const cut = w.bytes().slice(0, w.length - 1);
+ * assert.throws(() => readInnerRecord(cut, 0, { sid: "s", from: "node:n", to: "a" }), /runs past/);
+ * ```
+ */
+export function readInnerRecord(
+  plain: Uint8Array,
+  at: number,
+  context: InnerRecordContext,
+): { record: OpenedRecord; next: number } {
+  const len = at + INNER_PREFIX_BYTES <= plain.length
+    ? ((plain[at] << 24) | (plain[at + 1] << 16) | (plain[at + 2] << 8) |
+      plain[at + 3]) >>> 0
+    : -1;
+  const end = at + 4 + len;
+  if (len < 3 || end > plain.length) {
+    throw new RecordError(
+      "malformed",
+      `inner record at byte ${at} runs past the frame`,
+    );
+  }
+  const flags = plain[at + 4];
+  if ((flags & ~FLAG_SIGNED) !== 0) {
+    throw new RecordError("malformed", `unknown inner flags ${flags}`);
+  }
+  const hLen = (plain[at + 5] << 8) | plain[at + 6];
+  const hEnd = at + INNER_PREFIX_BYTES + hLen;
+  if (hLen > MAX_HEADER_BYTES || hEnd > end) {
+    throw new RecordError(
+      "malformed",
+      `inner header length ${hLen} does not fit`,
+    );
+  }
+  const headerBytes = plain.subarray(at + INNER_PREFIX_BYTES, hEnd);
+  let header: RecordHeader;
+  try {
+    header = JSON.parse(decodeHeader(headerBytes));
+  } catch {
+    throw new RecordError("malformed", "inner header is not UTF-8 JSON");
+  }
+  if (typeof header !== "object" || header === null || Array.isArray(header)) {
+    throw new RecordError("malformed", "inner header is not a JSON object");
+  }
+  header.sid ??= context.sid;
+  header.from ??= context.from;
+  header.to ??= context.to;
+  if (!isHeader(header)) {
+    throw new RecordError(
+      "malformed",
+      "inner header lacks ch/type/id strings",
+    );
+  }
+  const signed = (flags & FLAG_SIGNED) !== 0;
+  if (signed && end - hEnd < 64) {
+    throw new RecordError(
+      "malformed",
+      "signed inner record shorter than its signature",
+    );
+  }
+  return {
+    record: {
+      header,
+      body: plain.subarray(signed ? hEnd + 64 : hEnd, end),
+      signature: signed ? plain.slice(hEnd, hEnd + 64) : undefined,
+      headerBytes,
+      epoch: context.epoch ?? 0,
+      seq: context.seq ?? 0,
+    },
+    next: end,
+  };
 }

@@ -1,13 +1,17 @@
 import assert from "node:assert/strict";
 import { createCipheriv } from "node:crypto";
 import {
+  BatchWriter,
   nextKey,
+  readInnerRecord,
   RECORD_PREFIX_BYTES,
   RecordError,
   type RecordHeader,
   RecordOpener,
   RecordSealer,
   REPLAY_WINDOW,
+  SEALED_BATCH_TYPE,
+  TAG_BYTES,
 } from "./record.ts";
 
 const key = new Uint8Array(32).fill(7);
@@ -286,4 +290,113 @@ Deno.test("record: frames cut from the shared slab never overlap, across slab bo
     assert.equal(text(rx.open(f).body), `${i}`.padStart(200, "."));
   }
   assert.equal(rx.open(big).body.length, 5000);
+});
+
+const node = (id: string, extra: Partial<RecordHeader> = {}): RecordHeader => ({
+  sid: "s1",
+  from: "node:n1",
+  to: "agent-1",
+  ch: "backend.agent-1.x",
+  type: "msg",
+  id,
+  ...extra,
+});
+const context = { sid: "s1", from: "node:n1", to: "agent-1" };
+
+function readAll(plain: Uint8Array) {
+  const out = [];
+  for (let at = 0; at < plain.length;) {
+    const r = readInnerRecord(plain, at, context);
+    out.push(r.record);
+    at = r.next;
+  }
+  return out;
+}
+
+Deno.test("record: a sealed batch frame carries its inner records in order under one sequence number, the outer bytes authenticated and the inner headers encrypted", () => {
+  const w = new BatchWriter(16);
+  w.add(node("1", { prio: 7, mt: "notification" }), bytes("one"));
+  const sig = new Uint8Array(64).fill(3);
+  w.add(node("2"), bytes("two"), sig);
+  w.add(node("3", { cid: "c-1", att: 2 }), bytes(""));
+  assert.equal(w.count, 3);
+  const tx = new RecordSealer(key);
+  const rx = new RecordOpener(key);
+  const frame = tx.sealBatch(w.bytes());
+  assert.equal(frame[0], SEALED_BATCH_TYPE);
+  assert.equal(frame.length, RECORD_PREFIX_BYTES + w.length + TAG_BYTES);
+  assert.ok(
+    !text(frame).includes("backend.agent-1.x"),
+    "headers are encrypted",
+  );
+  const { plain, seq } = rx.openBatch(frame);
+  assert.equal(seq, 0);
+  const recs = readAll(plain);
+  assert.deepEqual(recs.map((r) => r.header.id), ["1", "2", "3"]);
+  assert.deepEqual(recs.map((r) => text(r.body)), ["one", "two", ""]);
+  assert.deepEqual(recs[0].header, node("1", { prio: 7, mt: "notification" }));
+  assert.deepEqual(recs[1].signature, sig);
+  assert.equal(text(recs[1].headerBytes), JSON.stringify(node("2")));
+  assert.equal(recs[2].header.cid, "c-1");
+  // One sequence number a frame, shared with plain records.
+  w.clear();
+  assert.equal(w.length, 0);
+  assert.equal(rx.open(tx.seal(node("4"), bytes("x"))).seq, 1);
+  w.add(node("5"), bytes("y"));
+  assert.equal(rx.openBatch(tx.sealBatch(w.bytes())).seq, 2);
+});
+
+Deno.test("record: a tampered, replayed, mistyped or truncated sealed batch frame is refused", () => {
+  const w = new BatchWriter();
+  w.add(node("1"), bytes("one"));
+  w.add(node("2"), bytes("two"));
+  const tx = new RecordSealer(key);
+  const frame = tx.sealBatch(w.bytes());
+  for (const at of [1, 5, 13, RECORD_PREFIX_BYTES + 2, frame.length - 1]) {
+    const bad = frame.slice();
+    bad[at] ^= 1;
+    const rx = new RecordOpener(key);
+    assert.throws(() => rx.openBatch(bad), RecordError, `byte ${at}`);
+  }
+  const rx = new RecordOpener(key);
+  rx.openBatch(frame);
+  refused(() => rx.openBatch(frame), "replayed");
+  refused(() => new RecordOpener(key).open(frame), "bad-version");
+  refused(
+    () => new RecordOpener(key).openBatch(tx.seal(node("3"), bytes("z"))),
+    "bad-version",
+  );
+  const plain = w.bytes().slice();
+  refused(() => readAll(plain.subarray(0, plain.length - 1)), "malformed");
+  const long = plain.slice();
+  long[3] += 1; // the first length runs into the second record's prefix
+  refused(() => readAll(long.subarray(0, long.length)), "malformed");
+  refused(
+    () => readInnerRecord(new Uint8Array([0, 0, 0, 2, 0, 0]), 0, context),
+    "malformed",
+  );
+  const notJson = new BatchWriter();
+  notJson.addJson("nope", bytes(""));
+  refused(() => readAll(notJson.bytes()), "malformed");
+  const noType = new BatchWriter();
+  noType.addJson(JSON.stringify({ ch: "", id: "1" }), bytes(""));
+  refused(() => readAll(noType.bytes()), "malformed");
+});
+
+Deno.test("record: sealed batch frames count one each towards the rekey schedule, and open across a rekey", () => {
+  const tx = new RecordSealer(key, { afterMessages: 2 });
+  const rx = new RecordOpener(key);
+  const w = new BatchWriter();
+  for (let i = 0; i < 5; i++) w.add(node(String(i)), bytes(String(i)));
+  const epochs = [];
+  for (let i = 0; i < 5; i++) {
+    const { epoch } = rx.openBatch(tx.sealBatch(w.bytes()));
+    epochs.push(epoch);
+  }
+  assert.deepEqual(
+    epochs,
+    [0, 0, 1, 1, 2],
+    "2 frames (of 5 records each) an epoch",
+  );
+  assert.deepEqual(rx.openBatch(tx.sealBatch(w.bytes())).epoch, 2);
 });
