@@ -326,7 +326,8 @@ const promptsPlugin = definePlugin<PromptsConfig>({
       found: { key?: string; entry?: CacheEntry },
       options: AnswerOptions & {
         requestId: string;
-        signal: AbortSignal;
+        /** Aborted when a streamed prompt's client goes away. */
+        signal?: AbortSignal;
         /** The request being answered (not for streamed answers: already answered). */
         request?: Request;
       },
@@ -495,13 +496,14 @@ const promptsPlugin = definePlugin<PromptsConfig>({
         if (sse && !found.hit) {
           return streamed(input, found, requestId, t0, "MISS");
         }
+        // No `signal` from the request: reading `req.signal` makes Deno
+        // build a DOMException when it aborts it after every response (~10
+        // µs a prompt). A client that leaves before a whole answer does not
+        // stop it; the answer is still cached. A streamed prompt is
+        // cancelled (its stream's `cancel`, above).
         const { result, cache } = found.hit
           ? { result: found.hit, cache: "HIT" as const }
-          : await ask(input, found, {
-            requestId,
-            signal: c.req.raw.signal,
-            request: c.req.raw,
-          }, t0);
+          : await ask(input, found, { requestId, request: c.req.raw }, t0);
         outcome(scenario, t0);
         // A hit changed nothing: its audit record need not be durable first.
         if (found.hit) markUnchanged(c.req.raw);
