@@ -34,8 +34,10 @@
  *   each counting the messages whose `payload.msg` holds the current tag →
  *   `{"subscribed":n,"ms"}`.
  * - `{"cmd":"expect","tag","n"}`: starts counting messages tagged `tag`;
- *   replies `{"armed":true}` at once and `{"done":true,"ms"}` when every
- *   subscribed agent has n of them (`{"error"}` when one gets more).
+ *   replies `{"armed":true,"frames","records"}` at once and
+ *   `{"done":true,"ms","frames","records"}` when every subscribed agent has
+ *   n of them (`{"error"}` when one gets more); `frames`/`records`: what the
+ *   subscribed agents have received so far, in all.
  * - `{"cmd":"close","set"}` → `{"closed":n}`.
  *
  * @module
@@ -201,6 +203,20 @@ async function connect(set: string, url: string, n: number): Promise<void> {
   }
 }
 
+/**
+ * Frames and records the subscribed agents have received so far (a
+ * batched frame holds several records).
+ */
+function received(): { frames: number; records: number } {
+  let frames = 0, records = 0;
+  for (const a of connected.agent.slice(0, subscribed)) {
+    const st = a.stats();
+    frames += st.framesIn;
+    records += st.recordsIn;
+  }
+  return { frames, records };
+}
+
 /** The current `expect` run of the subscribed agents. */
 let fanout:
   | { tag: string; n: number; done: number; t0: number; counts: number[] }
@@ -222,7 +238,7 @@ async function subscribe(channel: string, n: number): Promise<void> {
       if (c === r.n) {
         if (++r.done === subscribed) {
           fanout = undefined;
-          reply({ done: true, ms: performance.now() - r.t0 });
+          reply({ done: true, ms: performance.now() - r.t0, ...received() });
         }
       } else if (c > r.n) {
         fanout = undefined;
@@ -453,7 +469,7 @@ for await (const cmd of commands()) {
         t0,
         counts: new Array(subscribed).fill(0),
       };
-      reply({ armed: true });
+      reply({ armed: true, ...received() });
     } else if (cmd.cmd === "close") {
       const set = String(cmd.set);
       let n = 0;
