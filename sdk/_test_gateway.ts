@@ -19,6 +19,7 @@ import {
   verifyAgentSignature,
 } from "./protocol/handshake.ts";
 import {
+  BatchWriter,
   encodeHeader,
   type OpenedRecord,
   type RecordHeader,
@@ -51,6 +52,12 @@ export interface TestGatewayOptions {
   acks?: number;
   /** Answers agent `req` records; a thrown `{code, message}` becomes `err`. */
   onRequest?: (req: ReceivedRecord) => unknown;
+  /**
+   * Send backend messages to an agent whose `auth` says `batch` ≥ 2 in
+   * sealed batch frames, the messages of one microtask turn in one frame
+   * (as the node does). @default {true}
+   */
+  sealedBatches?: boolean;
 }
 
 /** A record an agent sent. */
@@ -97,6 +104,8 @@ interface Conn {
   muted: boolean;
   timer?: Timer;
   gone: Promise<void>;
+  /** Inner records of the sealed batch of this turn (agents that read them). */
+  batch?: BatchWriter;
 }
 
 interface OutboxEntry {
@@ -139,6 +148,7 @@ export class TestGateway implements AsyncDisposable {
   ackPublishes: boolean;
   heartbeatMs: number;
   readonly #acks?: number;
+  readonly #sealedBatches: boolean;
   /** Refuse new WebSocket upgrades (503) while true. */
   refusing = false;
 
@@ -176,6 +186,7 @@ export class TestGateway implements AsyncDisposable {
     this.ackPublishes = options.ackPublishes ?? true;
     this.heartbeatMs = options.heartbeatMs ?? 30_000;
     this.#acks = options.acks;
+    this.#sealedBatches = options.sealedBatches ?? true;
     this.#onRequest = options.onRequest;
     setHandler((req) => this.#upgrade(req));
   }
@@ -206,6 +217,30 @@ export class TestGateway implements AsyncDisposable {
     if (!c) throw new Error(`${agent} is not connected`);
     this.#byAgent.delete(agent);
     c.ws.close(code, reason);
+  }
+
+  /**
+   * Sends `agent` one frame that `build` makes with its connection's
+   * node → agent sealer (a sealed batch, a tampered or replayed frame);
+   * returns the frame.
+   */
+  sendFrame(
+    agent: string,
+    build: (
+      sealer: RecordSealer,
+      address: { sid: string; from: string; to: string },
+    ) => Uint8Array,
+  ): Uint8Array {
+    const c = this.#byAgent.get(agent);
+    if (!c?.ready) throw new Error(`${agent} is not connected`);
+    this.#flush(c);
+    const frame = build(c.sealer!, {
+      sid: c.keys!.sid,
+      from: `node:${this.nodeId}`,
+      to: agent,
+    });
+    c.ws.send(frame);
+    return frame;
   }
 
   /** From now on `agent`'s connection gets nothing and its records are ignored. */
@@ -483,6 +518,9 @@ export class TestGateway implements AsyncDisposable {
       return;
     }
     clearTimeout(c.timer);
+    if (
+      this.#sealedBatches && typeof body?.batch === "number" && body.batch >= 2
+    ) c.batch = new BatchWriter();
     const previous = this.#byAgent.get(agent);
     if (previous) previous.ws.close(4409, "replaced");
     c.agent = agent;
@@ -615,7 +653,20 @@ export class TestGateway implements AsyncDisposable {
       );
     }
     if (c.ws.readyState !== WebSocket.OPEN) return;
+    if (c.batch) {
+      if (c.batch.count === 0) queueMicrotask(() => this.#flush(c));
+      c.batch.add(header, e.body, signature);
+      return;
+    }
     c.ws.send(c.sealer!.seal(header, e.body, signature));
+  }
+
+  /** Sends the sealed batch of this turn, if any. */
+  #flush(c: Conn): void {
+    if (!c.batch || c.batch.count === 0) return;
+    const frame = c.sealer!.sealBatch(c.batch.bytes());
+    c.batch.clear();
+    if (c.ws.readyState === WebSocket.OPEN) c.ws.send(frame);
   }
 
   #seal(
@@ -624,6 +675,7 @@ export class TestGateway implements AsyncDisposable {
     body: Uint8Array,
   ): void {
     if (c.muted || c.ws.readyState !== WebSocket.OPEN) return;
+    this.#flush(c); // what waits for a batch goes first
     c.ws.send(
       c.sealer!.seal({ sid: c.keys!.sid, ...fields } as RecordHeader, body),
     );

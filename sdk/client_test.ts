@@ -14,6 +14,7 @@ import {
 } from "./client.ts";
 import { startTestGateway, type TestGatewayOptions } from "./_test_gateway.ts";
 import { verifyMessageSignature } from "./protocol/channels.ts";
+import { BatchWriter, type RecordSealer } from "./protocol/record.ts";
 
 function seedOf(key: AgentKey): Uint8Array {
   return Uint8Array.fromBase64(key.privateKey, { alphabet: "base64url" });
@@ -451,6 +452,97 @@ Deno.test("client: a node that takes several ids per ack gets a burst's acks in 
       assert.ok(records.length < 30, `${records.length} ack records`);
     }
   }
+});
+
+Deno.test("client: a burst in sealed batch frames is handled in order and every message acknowledged, in fewer frames than records; a node without sealed batches gets the same", async () => {
+  for (const sealedBatches of [true, false]) {
+    await using t = await setup({ acks: 256, sealedBatches });
+    const { gw, key, agent } = t;
+    const seen: string[] = [];
+    await agent.connect();
+    await agent.subscribe("commands", (m) => void seen.push(m.id));
+    const before = agent.stats();
+    const ids = Array.from({ length: 40 }, (_, i) => `m-${i}`);
+    for (const id of ids) gw.send(key.id, "commands", { id }, { id });
+    await until(
+      () => gw.outbox(key.id).length === 0,
+      `every message acknowledged (sealedBatches ${sealedBatches})`,
+    );
+    assert.deepEqual(seen, ids);
+    const after = agent.stats();
+    const frames = after.framesIn - before.framesIn;
+    const records = after.recordsIn - before.recordsIn;
+    assert.ok(records >= 40, `${records} records`);
+    if (sealedBatches) assert.ok(frames < 10, `${frames} frames`);
+    else assert.equal(frames, records, "a frame per record");
+  }
+});
+
+Deno.test("client: a sealed batch frame that is tampered with, replayed, or whose inner length runs past it closes the connection with 4403; nothing of a tampered one is handled", async () => {
+  const cases: [string, (s: RecordSealer, w: BatchWriter) => Uint8Array][] = [
+    ["tampered", (s, w) => {
+      const f = s.sealBatch(w.bytes());
+      f[f.length - 20] ^= 1;
+      return f;
+    }],
+    [
+      "truncated inner",
+      (s, w) => s.sealBatch(w.bytes().subarray(0, w.length - 1)),
+    ],
+  ];
+  for (const [what, build] of cases) {
+    await using t = await setup();
+    const { gw, key, agent, events } = t;
+    const seen: string[] = [];
+    await agent.connect();
+    await agent.subscribe("commands", (m) => void seen.push(m.id));
+    gw.sendFrame(key.id, (sealer, address) => {
+      const w = new BatchWriter();
+      w.add({
+        ...address,
+        ch: `backend.${key.id}.commands`,
+        type: "msg",
+        id: "x-1",
+      }, new Uint8Array(0));
+      w.add({
+        ...address,
+        ch: `backend.${key.id}.commands`,
+        type: "msg",
+        id: "x-2",
+      }, new Uint8Array([0x31]));
+      return build(sealer, w);
+    });
+    const closed = await until(
+      () => events.find((e) => e.type === "disconnected"),
+      `the drop after a ${what} frame`,
+    );
+    assert.equal((closed.event as { code: number }).code, 4403, what);
+    assert.deepEqual(seen, what === "tampered" ? [] : ["x-1"], what);
+  }
+  await using t = await setup();
+  const { gw, key, agent, events } = t;
+  const seen: string[] = [];
+  await agent.connect();
+  await agent.subscribe("commands", (m) => void seen.push(m.id));
+  const frame = gw.sendFrame(key.id, (sealer, address) => {
+    const w = new BatchWriter();
+    w.add({
+      ...address,
+      ch: `backend.${key.id}.commands`,
+      type: "msg",
+      id: "r-1",
+    }, new Uint8Array([0x31]));
+    return sealer.sealBatch(w.bytes());
+  });
+  await gw.waitFor((r) => r.header.type === "ack" && r.header.re === "r-1");
+  gw.sendFrame(key.id, () => frame);
+  const closed = await until(
+    () => events.find((e) => e.type === "disconnected"),
+    "the drop after a replayed frame",
+  );
+  assert.equal((closed.event as { code: number }).code, 4403);
+  assert.match((closed.event as { reason: string }).reason, /already received/);
+  assert.deepEqual(seen, ["r-1"]);
 });
 
 Deno.test("client: a throwing handler leaves the message unacknowledged; the redelivery is handled and acknowledged", async () => {
