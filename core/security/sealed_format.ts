@@ -38,10 +38,18 @@ export interface SealedWrap {
   k: Uint8Array;
 }
 
-/** A format-3 payload decoded; byte fields are views into `bytes`. */
+/**
+ * A format-3 payload decoded. Byte fields from the session id to the wraps
+ * are views into `head`, the rest views into `bytes`.
+ */
 export interface SealedFields {
   /** The whole payload. */
   bytes: Uint8Array;
+  /**
+   * A copy of the payload's head (format to wraps), shared by the payloads
+   * of a session decoded with one another as `known`.
+   */
+  head: Uint8Array;
   /** The sender's directory id. */
   from: string;
   /** The topic it was sealed for. */
@@ -244,49 +252,44 @@ export function writeSealedProof(
   return at;
 }
 
-/**
- * Reads a format-3 payload; throws `RangeError` naming what is wrong
- * (truncated, a length out of bounds, trailing bytes, not UTF-8).
- *
- * @example Usage
- * ```ts
- * import { decodeSealed } from "./sealed_format.ts";
- * try {
- *   decodeSealed(new Uint8Array([3, 0]));
- * } catch (err) {
- *   (err as Error).message; // "sender id is 0 bytes, not 1-255"
- * }
- * ```
- */
-export function decodeSealed(bytes: Uint8Array): SealedFields {
-  let at = 0;
-  const need = (n: number, what: string) => {
-    if (at + n > bytes.length) {
+/** Reads a payload front to back, naming what is missing when it is short. */
+class Reader {
+  at = 0;
+  constructor(readonly bytes: Uint8Array) {}
+  need(n: number, what: string): void {
+    if (this.at + n > this.bytes.length) {
       throw new RangeError(
-        `truncated: ${what} needs ${n} bytes at offset ${at}, ${
-          bytes.length - at
+        `truncated: ${what} needs ${n} bytes at offset ${this.at}, ${
+          this.bytes.length - this.at
         } left`,
       );
     }
-  };
-  const u8 = (what: string) => {
-    need(1, what);
-    return bytes[at++];
-  };
-  const u16 = (what: string) => {
-    need(2, what);
-    const v = (bytes[at] << 8) | bytes[at + 1];
-    at += 2;
+  }
+  u8(what: string): number {
+    this.need(1, what);
+    return this.bytes[this.at++];
+  }
+  u16(what: string): number {
+    this.need(2, what);
+    const v = (this.bytes[this.at] << 8) | this.bytes[this.at + 1];
+    this.at += 2;
     return v;
-  };
-  const take = (n: number, what: string) => {
-    need(n, what);
-    const v = bytes.subarray(at, at + n);
-    at += n;
+  }
+  u32(): number {
+    const b = this.bytes, at = this.at;
+    this.at += 4;
+    return ((b[at] << 24) | (b[at + 1] << 16) | (b[at + 2] << 8) |
+      b[at + 3]) >>>
+      0;
+  }
+  take(n: number, what: string): Uint8Array {
+    this.need(n, what);
+    const v = this.bytes.subarray(this.at, this.at + n);
+    this.at += n;
     return v;
-  };
-  const text = (n: number, what: string) => {
-    const b = take(n, what);
+  }
+  text(n: number, what: string): string {
+    const b = this.take(n, what);
     // Ids and topics are short and mostly ASCII: no decoder call for those.
     let ascii = "";
     for (let j = 0; j < b.length; j++) {
@@ -300,80 +303,158 @@ export function decodeSealed(bytes: Uint8Array): SealedFields {
       ascii += String.fromCharCode(b[j]);
     }
     return ascii;
-  };
-  const format = u8("the format byte");
+  }
+}
+
+/**
+ * The head decoded (format to wraps), its byte fields views into `head`, a
+ * copy of its bytes: shared by every message of a session decoded after it.
+ */
+function decodeHead(bytes: Uint8Array) {
+  const r = new Reader(bytes);
+  const format = r.u8("the format byte");
   if (format !== SEALED_FORMAT) {
     throw new RangeError(`format ${format}, not ${SEALED_FORMAT}`);
   }
-  const fromLength = u8("the sender id's length");
+  const fromLength = r.u8("the sender id's length");
   if (fromLength < 1) {
     throw new RangeError(`sender id is 0 bytes, not 1-255`);
   }
-  const from = text(fromLength, "the sender id");
-  const topicLength = u16("the topic's length");
+  const from = r.text(fromLength, "the sender id");
+  const topicLength = r.u16("the topic's length");
   if (topicLength < 1) throw new RangeError("topic is 0 bytes");
-  const topic = text(topicLength, "the topic");
-  const sessionAt = at;
-  const session = take(SESSION_BYTES, "the session id");
-  const count = u16("the recipient count");
+  const topic = r.text(topicLength, "the topic");
+  const sessionAt = r.at;
+  r.take(SESSION_BYTES, "the session id");
+  const count = r.u16("the recipient count");
   if (count < 1 || count > MAX_WRAPS) {
     throw new RangeError(`${count} recipients, not 1-${MAX_WRAPS}`);
   }
-  const wraps: SealedWrap[] = [];
+  const spans: [string, number, number][] = [];
   for (let j = 0; j < count; j++) {
-    const rLength = u8("a recipient id's length");
+    const rLength = r.u8("a recipient id's length");
     if (rLength < 1) throw new RangeError(`recipient ${j}'s id is 0 bytes`);
-    const r = text(rLength, "a recipient id");
-    const enc = take(ENC_BYTES, "a wrap's enc");
-    const k = take(u8("a wrapped key's length"), "a wrapped key");
-    wraps.push({ r, enc, k });
+    const id = r.text(rLength, "a recipient id");
+    const encAt = r.at;
+    r.take(ENC_BYTES, "a wrap's enc");
+    spans.push([
+      id,
+      encAt,
+      r.take(r.u8("a wrapped key's length"), "a wrapped key").length,
+    ]);
   }
-  const wrapsEnd = at;
-  need(COUNTER_BYTES, "the batch number, block and ciphertext length");
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const high = view.getUint32(at);
+  const wrapsEnd = r.at;
+  const head = bytes.slice(0, wrapsEnd);
+  const wraps: SealedWrap[] = spans.map(([id, encAt, kLength]) => ({
+    r: id,
+    enc: head.subarray(encAt, encAt + ENC_BYTES),
+    k: head.subarray(encAt + ENC_BYTES + 1, encAt + ENC_BYTES + 1 + kLength),
+  }));
+  return {
+    head,
+    from,
+    topic,
+    session: head.subarray(sessionAt, sessionAt + SESSION_BYTES),
+    wraps,
+    sessionAt,
+    wrapsEnd,
+  };
+}
+
+/** Whether `bytes` starts with `head`. */
+function startsWith(bytes: Uint8Array, head: Uint8Array): boolean {
+  if (bytes.length < head.length) return false;
+  for (let j = head.length - 1; j >= 0; j--) {
+    if (bytes[j] !== head[j]) return false;
+  }
+  return true;
+}
+
+/**
+ * Reads a format-3 payload; throws `RangeError` naming what is wrong
+ * (truncated, a length out of bounds, trailing bytes, not UTF-8). Given
+ * payloads decoded before (`known`), one whose head bytes (format to wraps)
+ * this payload starts with lends it its decoded head: the same bytes decode
+ * to the same fields, so only the rest is read.
+ *
+ * @example Usage
+ * ```ts
+ * import { decodeSealed } from "./sealed_format.ts";
+ * try {
+ *   decodeSealed(new Uint8Array([3, 0]));
+ * } catch (err) {
+ *   (err as Error).message; // "sender id is 0 bytes, not 1-255"
+ * }
+ * ```
+ */
+export function decodeSealed(
+  bytes: Uint8Array,
+  known: readonly SealedFields[] = [],
+): SealedFields {
+  let h:
+    | Pick<
+      SealedFields,
+      "head" | "from" | "topic" | "session" | "wraps" | "sessionAt" | "wrapsEnd"
+    >
+    | undefined;
+  for (const k of known) {
+    // The session id's first byte first: sessions differ there nearly always.
+    if (
+      bytes[k.sessionAt] === k.head[k.sessionAt] && startsWith(bytes, k.head)
+    ) {
+      h = k;
+      break;
+    }
+  }
+  h ??= decodeHead(bytes);
+  const r = new Reader(bytes);
+  r.at = h.wrapsEnd;
+  r.need(COUNTER_BYTES, "the batch number, block and ciphertext length");
+  const high = r.u32();
   if (high >= 0x20_0000) {
     throw new RangeError("the batch number is above 2^53");
   }
-  const n = high * 0x1_0000_0000 + view.getUint32(at + 4);
-  const block = view.getUint32(at + 8);
-  const ctLength = view.getUint32(at + 12);
+  const n = high * 0x1_0000_0000 + r.u32();
+  const block = r.u32();
+  const ctLength = r.u32();
   if (block + Math.ceil(ctLength / 64) > 0x1_0000_0000) {
     throw new RangeError(
       "the ciphertext runs past the key stream's 2^32 blocks",
     );
   }
-  at += COUNTER_BYTES;
-  const ctAt = at;
-  take(ctLength, "the ciphertext");
-  const ctEnd = at;
-  const sig = take(SIG_BYTES, "the batch signature");
-  const root = take(DIGEST_BYTES, "the batch root");
-  const m = u16("the batch size");
-  const i = u16("the batch index");
+  const ctAt = r.at;
+  r.need(ctLength, "the ciphertext");
+  r.at += ctLength;
+  const ctEnd = r.at;
+  const sig = r.take(SIG_BYTES, "the batch signature");
+  const root = r.take(DIGEST_BYTES, "the batch root");
+  const m = r.u16("the batch size");
+  const i = r.u16("the batch index");
   if (m < 1 || m > MAX_BATCH || i >= m) {
     throw new RangeError(`message ${i} of a batch of ${m}`);
   }
-  const pathLength = u8("the path length");
+  const pathLength = r.u8("the path length");
   const want = pathLengthOf(i, m);
   if (pathLength !== want) {
     throw new RangeError(
       `message ${i} of a batch of ${m} has a path of ${pathLength} digests, not ${want}`,
     );
   }
-  const pathAt = at;
-  take(DIGEST_BYTES * pathLength, "the path");
-  if (at !== bytes.length) {
-    throw new RangeError(`${bytes.length - at} bytes after the batch proof`);
+  const pathAt = r.at;
+  r.need(DIGEST_BYTES * pathLength, "the path");
+  r.at += DIGEST_BYTES * pathLength;
+  if (r.at !== bytes.length) {
+    throw new RangeError(`${bytes.length - r.at} bytes after the batch proof`);
   }
   return {
     bytes,
-    from,
-    topic,
-    session,
-    wraps,
-    sessionAt,
-    wrapsEnd,
+    head: h.head,
+    from: h.from,
+    topic: h.topic,
+    session: h.session,
+    wraps: h.wraps,
+    sessionAt: h.sessionAt,
+    wrapsEnd: h.wrapsEnd,
     n,
     block,
     ctAt,

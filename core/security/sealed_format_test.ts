@@ -85,6 +85,41 @@ Deno.test("sealed format: what is written decodes to the same fields, views into
   });
 });
 
+Deno.test("sealed format: a payload starting with a known head's bytes shares its decoded head; any other head is decoded afresh", () => {
+  const first = decodeSealed(payload({ n: 1 }).bytes);
+  const next = decodeSealed(payload({ n: 2, i: 0 }).bytes, [first]);
+  assert.equal(next.head, first.head);
+  assert.equal(next.wraps, first.wraps);
+  assert.deepEqual([next.n, next.i, next.pathLength], [2, 0, 2]);
+  // One byte of a wrapped key differs: the head is read from this payload.
+  const wraps = [{ r: "node:b", enc: fill(32, 1), k: fill(48, 2) }, {
+    r: "agent:did:key:z6Mk",
+    enc: fill(32, 3),
+    k: fill(48, 4),
+  }];
+  wraps[1].k[47] = 5;
+  const other = decodeSealed(payload({ wraps }).bytes, [first]);
+  assert.notEqual(other.head, first.head);
+  assert.equal(other.wraps[1].k[47], 5);
+  assert.equal(first.wraps[1].k[47], 4);
+  // A head cut short (a payload that ends inside it) is not taken as known.
+  const { bytes } = payload();
+  assert.throws(
+    () => decodeSealed(bytes.subarray(0, first.wrapsEnd - 1), [first]),
+    /truncated: a wrapped key needs 48/,
+  );
+  // Errors after the head read the same with a known head.
+  assert.throws(
+    () => decodeSealed(bytes.subarray(0, bytes.length - 1), [first]),
+    /truncated: the path needs 32/,
+  );
+  // The decoded head is a copy: the payload's bytes may be reused.
+  const own = decodeSealed(bytes);
+  bytes.fill(0);
+  assert.deepEqual(own.session, fill(16, 9));
+  assert.deepEqual(own.wraps[0].enc, fill(32, 1));
+});
+
 Deno.test("sealed format: a batch number up to 2^53 - 1 round-trips; ids may be UTF-8", () => {
   const big = Number.MAX_SAFE_INTEGER;
   const wraps = [{ r: "agent:café", enc: fill(32, 1), k: fill(48, 2) }];

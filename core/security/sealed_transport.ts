@@ -908,6 +908,9 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
     { pending: Promise<Uint8Array>; key?: Uint8Array }
   >();
   const MAX_SESSION_KEYS = 1024;
+  // The payloads whose heads were decoded last (newest first): a session's
+  // later messages reuse its decoded head after comparing its bytes.
+  const heads: SealedFields[] = [];
   // The directory's answers already settled (a cached lookup is the same
   // promise each time), so a known sender costs no wait.
   const senders = new WeakMap<
@@ -1021,7 +1024,13 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
     env: Envelope,
     topic: string,
   ): SealedFields | Promise<SealedFields> {
-    const p = parseSealed(env.payload);
+    const p = parseSealed(env.payload, heads);
+    if (p.head !== heads[0]?.head) {
+      const j = heads.findIndex((k) => k.head === p.head);
+      if (j >= 0) heads.splice(j, 1);
+      else if (heads.length >= 4) heads.pop();
+      heads.unshift(p);
+    }
     if (p.topic !== env.topic || p.topic !== topic) {
       throw new SealedError(
         "readdressed",
@@ -1100,19 +1109,30 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
         }]`,
       );
     }
-    // The wrap's enc and key lie together in the payload.
-    const at = mine.enc.byteOffset - p.bytes.byteOffset;
-    const wrap = p.bytes.subarray(at, at + ENC_BYTES + 1 + mine.k.length);
+    // The same head (decoded once, shared): the same sender, session and wrap.
+    if (last?.head === p.head) return decrypt(env, p, last.key);
+    // The wrap's enc and key lie together in the head.
+    const at = mine.enc.byteOffset - p.head.byteOffset;
+    const wrap = p.head.subarray(at, at + ENC_BYTES + 1 + mine.k.length);
     if (
       last && last.from === p.from && equalBytes(last.session, p.session) &&
       equalBytes(last.wrap, wrap)
-    ) return decrypt(env, p, last.key);
+    ) {
+      last.head = p.head;
+      return decrypt(env, p, last.key);
+    }
     const cacheKey = `${p.from}|${p.session.toBase64(B64)}|${
       wrap.toBase64(B64)
     }`;
     const cached = sessionKeys.get(cacheKey);
     if (cached?.key) {
-      last = { from: p.from, session: p.session, wrap, key: cached.key };
+      last = {
+        head: p.head,
+        from: p.from,
+        session: p.session,
+        wrap,
+        key: cached.key,
+      };
       return decrypt(env, p, cached.key);
     }
     const noKey = (err: unknown) =>
@@ -1134,9 +1154,16 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
   }
 
   // The session key opened last and what named it: the messages of one
-  // session, one after another, skip building the cache's name.
+  // session, one after another, skip building the cache's name (and, with
+  // the head decoded for one of them, comparing its bytes).
   let last:
-    | { from: string; session: Uint8Array; wrap: Uint8Array; key: Uint8Array }
+    | {
+      head: Uint8Array;
+      from: string;
+      session: Uint8Array;
+      wrap: Uint8Array;
+      key: Uint8Array;
+    }
     | undefined;
 
   // Key streams of recent batches: a batch's members arrive together, and
@@ -1263,7 +1290,10 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
  * does not decode (format 2, the JSON object written before format 3, is
  * refused so: docs/wire-format.md).
  */
-function parseSealed(payload: unknown): SealedFields {
+function parseSealed(
+  payload: unknown,
+  known: readonly SealedFields[],
+): SealedFields {
   if (typeof payload === "string") {
     let bytes: Uint8Array | undefined;
     try {
@@ -1276,7 +1306,7 @@ function parseSealed(payload: unknown): SealedFields {
       );
     }
     try {
-      return decodeSealed(bytes);
+      return decodeSealed(bytes, known);
     } catch (err) {
       throw new SealedError(
         "malformed",
