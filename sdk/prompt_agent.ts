@@ -22,6 +22,7 @@
  */
 import type { AgentClient, Subscription } from "./client.ts";
 import { AgentError } from "./errors.ts";
+import { ed25519FromSeed } from "./protocol/handshake.ts";
 import { signHop } from "./sage.ts";
 
 /** One hop of a prompt, as the node sends it on `tasks.{capability}`. */
@@ -121,6 +122,13 @@ export function servePrompts(
 ): Promise<Subscription> {
   /** Running hops by request id, so a cancellation reaches them. */
   const running = new Map<string, Set<AbortController>>();
+  // A seed is imported once, at the first signed answer: imported per
+  // signature (its public half exported too) it cost ~80 µs a hop.
+  let signing: Promise<CryptoKey> | undefined;
+  const signingKey = () =>
+    signing ??= options.key instanceof CryptoKey
+      ? Promise.resolve(options.key)
+      : ed25519FromSeed(options.key).then((k) => k.privateKey);
   return agent.handle(`tasks.${capability}`, async (m) => {
     if (isCancel(m.payload)) {
       const hops = running.get(m.payload.cancel);
@@ -168,7 +176,7 @@ export function servePrompts(
     }
     const answer: PromptAnswer = { response };
     if (hop.sage) {
-      answer.signature = await signHop(options.key, {
+      answer.signature = await signHop(await signingKey(), {
         requestId: hop.requestId,
         hop: hop.hop,
         content: response,

@@ -26,10 +26,11 @@ import {
   GatewayRequestError,
 } from "../../gateway/gateway.ts";
 import { Deadlines } from "../../core/resilience/deadlines.ts";
-import { sageDigest, verifyHop } from "../../sdk/sage.ts";
+import type { KeyObject } from "node:crypto";
 import type { PromptsConfig } from "./config.ts";
 import { CAPABILITY_RE } from "./config.ts";
 import type { DidResolvers } from "./did.ts";
+import { checkHop, hopKey } from "./hop_check.ts";
 import type { PromptNode } from "./cluster.ts";
 import type { PromptInput } from "./input.ts";
 
@@ -291,14 +292,16 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
    */
   const keys = new Map<
     string,
-    { did: string; key: Uint8Array; until: number }
+    { did: string; key: KeyObject; until: number }
   >();
+  /** The DID and imported key an answer of `agentId` must be signed with. */
   const keyOf = async (
     agentId: string,
-  ): Promise<{ did: string; key: Uint8Array }> => {
+  ): Promise<{ did: string; key: KeyObject }> => {
     const known = keys.get(agentId);
     if (known && known.until > Date.now()) return known;
-    const found = await readKey(agentId);
+    const { did, key: raw } = await readKey(agentId);
+    const found = { did, key: hopKey(raw) };
     keys.delete(agentId);
     keys.set(agentId, { ...found, until: Date.now() + KEY_CACHE_MS });
     if (keys.size > 10_000) keys.delete(keys.keys().next().value!);
@@ -443,7 +446,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
         );
       }
       let did: string;
-      let key: Uint8Array;
+      let key: KeyObject;
       try {
         ({ did, key } = await keyOf(agent));
       } catch (err) {
@@ -456,7 +459,8 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
         );
       }
       const fields = { requestId: a.requestId, hop, content: response };
-      if (!await verifyHop(key, fields, answer.signature)) {
+      const { valid, digest } = checkHop(key, fields, answer.signature);
+      if (!valid) {
         throw failVerification(
           a,
           hop,
@@ -471,7 +475,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
         from,
         agent,
         agentDid: did,
-        digest: await sageDigest(response),
+        digest,
         signature: answer.signature,
         signatureValid: true,
         timestamp: new Date().toISOString(),

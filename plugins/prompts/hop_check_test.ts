@@ -1,0 +1,61 @@
+import assert from "node:assert/strict";
+import { generateAgentKey } from "../../sdk/keys.ts";
+import { hopSignedBytes, sageDigest, signHop } from "../../sdk/sage.ts";
+import { checkHop, hopDigest, hopKey } from "./hop_check.ts";
+
+const FIELDS = [
+  { requestId: "r1", hop: 0, content: "Booked." },
+  { requestId: '4f0c-é\u2028"q"', hop: 7, content: "ünïcødé 😀 \n\t\\" },
+  { requestId: "", hop: 123456, content: "" },
+];
+
+async function agent() {
+  const k = await generateAgentKey();
+  return {
+    seed: Uint8Array.fromBase64(k.privateKey, { alphabet: "base64url" }),
+    key: hopKey(Uint8Array.fromBase64(k.publicKey, { alphabet: "base64url" })),
+  };
+}
+
+Deno.test("hop check: the digest and signed bytes are the SDK's (what an agent signs verifies here)", async () => {
+  const { seed, key } = await agent();
+  for (const f of FIELDS) {
+    assert.equal(hopDigest(f.content), await sageDigest(f.content));
+    const signed = new TextDecoder().decode(await hopSignedBytes(f));
+    assert.ok(signed.endsWith(hopDigest(f.content) + '"]'), signed);
+    const got = checkHop(key, f, await signHop(seed, f));
+    assert.deepEqual(got, { valid: true, digest: hopDigest(f.content) });
+  }
+});
+
+Deno.test("hop check: another request, hop, answer or key fails; a malformed signature is false, not a throw", async () => {
+  const { seed, key } = await agent();
+  const other = await agent();
+  const f = FIELDS[0];
+  const sig = await signHop(seed, f);
+  assert.equal(checkHop(key, { ...f, requestId: "r2" }, sig).valid, false);
+  assert.equal(checkHop(key, { ...f, hop: 1 }, sig).valid, false);
+  assert.equal(
+    checkHop(key, { ...f, content: "Cancelled." }, sig).valid,
+    false,
+  );
+  assert.equal(checkHop(other.key, f, sig).valid, false);
+  const flipped = Uint8Array.fromBase64(sig, { alphabet: "base64url" });
+  flipped[10] ^= 1;
+  assert.equal(
+    checkHop(key, f, flipped.toBase64({ alphabet: "base64url" })).valid,
+    false,
+  );
+  for (const bad of ["", "!", "AAAA", sig.slice(0, 40)]) {
+    assert.equal(checkHop(key, f, bad).valid, false, bad);
+  }
+  assert.equal(checkHop(key, { ...f, hop: -1 }, sig).valid, false);
+  assert.throws(
+    () => hopKey(new Uint8Array(33)),
+    /32 bytes, the enrolled one is 33/,
+  );
+  assert.throws(
+    () => hopKey(new Uint8Array(32).fill(7)),
+    /not an Ed25519 public key/,
+  );
+});
