@@ -459,27 +459,37 @@ export async function connectKafka(
           return { t, point };
         }).filter(({ t, point }) => point > t.committed);
         if (offsets.length === 0) continue;
+        let failed = offsets;
         try {
           await consumer.commitOffsets(offsets.map(({ t, point }) => ({
             topic: t.topic,
             partition: t.partition,
             offset: String(point),
           })));
-          for (const { t, point } of offsets) {
-            t.committed = Math.max(t.committed, point);
-          }
+          // `committed` moves only on the broker's answer (COMMIT_OFFSETS
+          // below): while KafkaJS restarts a crashed consumer, commitOffsets
+          // returns without error and without committing.
+          failed = offsets.filter(({ t, point }) => t.committed < point);
         } catch {
           // Not a member any more (rebalance) or the broker is away: the
           // next owner resumes from the last commit; retry while we own it.
-          if (gone) break;
-          for (const { t } of offsets) {
-            dirty.set(`${t.topic}:${t.partition}`, t);
-          }
-          await delay(500);
         }
+        if (failed.length === 0) continue;
+        if (gone) break;
+        for (const { t } of failed) dirty.set(`${t.topic}:${t.partition}`, t);
+        await delay(500);
       }
       committing = false;
     }
+    consumer.on(consumer.events.COMMIT_OFFSETS, (e) => {
+      for (const { topic: tp, partitions } of e.payload.topics) {
+        for (const { partition, offset } of partitions) {
+          const t = trackers.get(`${tp}:${partition}`);
+          // The offset is a Long at run time (a string in kafkajs' types).
+          if (t) t.committed = Math.max(t.committed, Number(String(offset)));
+        }
+      }
+    });
     function finish(t: Tracker, offset: number) {
       t.pending.delete(offset);
       dirty.set(`${t.topic}:${t.partition}`, t);
