@@ -19,9 +19,11 @@ import {
 import {
   encodeHeader,
   type OpenedRecord,
+  readInnerRecord,
   type RecordHeader,
   RecordOpener,
   RecordSealer,
+  SEALED_BATCH_TYPE,
 } from "../../sdk/protocol/record.ts";
 import { signMessage } from "../../sdk/protocol/channels.ts";
 import { ed25519DidKey } from "../../core/security/ed25519.ts";
@@ -341,6 +343,8 @@ export interface HandshakeOptions {
   autoPong?: boolean;
   /** Filled with the frames sent. */
   capture?: Partial<HandshakeCapture>;
+  /** The `batch` of the `auth` body (`true`: batched frames, 2: sealed batch frames). */
+  batch?: boolean | number;
 }
 
 /** An authenticated session over a frame socket. */
@@ -363,6 +367,8 @@ export class AgentSession {
   readonly nodeKey: string;
   /** Every record received (after `ready`), in order. */
   readonly received: OpenedRecord[] = [];
+  /** The first byte of every binary frame received (after `ready`), in order. */
+  readonly frameTypes: number[] = [];
   #waiters: {
     pred: (r: OpenedRecord) => boolean;
     resolve: (r: OpenedRecord) => void;
@@ -402,22 +408,57 @@ export class AgentSession {
         return;
       }
       if (!("binary" in f)) continue;
-      let rec: OpenedRecord;
-      try {
-        rec = this.opener.open(f.binary);
-      } catch {
-        continue;
-      }
-      this.received.push(rec);
-      if (this.#autoPong && rec.header.type === "ping") {
-        this.send({ type: "pong", ch: "", re: rec.header.id });
-      }
-      for (const w of [...this.#waiters]) {
-        if (!this.#taken.has(rec) && w.pred(rec)) {
-          this.#taken.add(rec);
-          this.#waiters.splice(this.#waiters.indexOf(w), 1);
-          w.resolve(rec);
+      this.frameTypes.push(f.binary[0]);
+      for (const rec of this.#records(f.binary)) this.#onRecord(rec);
+    }
+  }
+
+  /** The records of a frame (plain, batched or sealed batch); none when refused. */
+  #records(frame: Uint8Array): OpenedRecord[] {
+    try {
+      if (frame[0] === 2) {
+        const v = new DataView(frame.buffer, frame.byteOffset, frame.length);
+        const out: OpenedRecord[] = [];
+        for (let at = 1; at < frame.length;) {
+          const len = v.getUint32(at);
+          out.push(this.opener.open(frame.subarray(at + 4, at + 4 + len)));
+          at += 4 + len;
         }
+        return out;
+      }
+      if (frame[0] === SEALED_BATCH_TYPE) {
+        const { plain, epoch, seq } = this.opener.openBatch(frame);
+        const context = {
+          sid: this.keys.sid,
+          from: `node:${this.ready.node}`,
+          to: this.agentId,
+          epoch,
+          seq,
+        };
+        const out: OpenedRecord[] = [];
+        for (let at = 0; at < plain.length;) {
+          const r = readInnerRecord(plain, at, context);
+          out.push(r.record);
+          at = r.next;
+        }
+        return out;
+      }
+      return [this.opener.open(frame)];
+    } catch {
+      return [];
+    }
+  }
+
+  #onRecord(rec: OpenedRecord): void {
+    this.received.push(rec);
+    if (this.#autoPong && rec.header.type === "ping") {
+      this.send({ type: "pong", ch: "", re: rec.header.id });
+    }
+    for (const w of [...this.#waiters]) {
+      if (!this.#taken.has(rec) && w.pred(rec)) {
+        this.#taken.add(rec);
+        this.#waiters.splice(this.#waiters.indexOf(w), 1);
+        w.resolve(rec);
       }
     }
   }
@@ -607,9 +648,12 @@ export async function handshake(
   );
   const sealer = new RecordSealer(keys.c2s);
   const opener = new RecordOpener(keys.s2c, { maxRecordBytes: 64 << 20 });
-  const body = options.resume
-    ? { resume: options.resume }
-    : { sig: b64u(signature!) };
+  const body = {
+    ...(options.resume
+      ? { resume: options.resume }
+      : { sig: b64u(signature!) }),
+    ...(options.batch === undefined ? {} : { batch: options.batch }),
+  };
   const auth = sealer.seal(
     {
       sid: keys.sid,
