@@ -2615,15 +2615,7 @@ export class DurableQueue<T = unknown> {
       }
       const from = m.state;
       const now = this.#clock.now();
-      const next: QueueMessage<T> = {
-        ...m,
-        state: "cancelled",
-        cancelledAt: now,
-        cancelReason: reason,
-        finishedAt: now,
-      };
-      delete next.leaseId;
-      delete next.leaseUntil;
+      const next = this.#cancelled(m, reason, now);
       // A ready message's index entry was written by the commit that made it
       // ready, so its key ends in the record's versionstamp. Taking the id
       // out (checked) makes a claim that read the record before this commit
@@ -2666,6 +2658,23 @@ export class DurableQueue<T = unknown> {
   }
 
   /**
+   * `m` as cancel writes it: finished at `now` for `reason`, without a lease
+   * (a packed ready message never had one).
+   */
+  #cancelled(m: QueueMessage<T>, reason: string, now: number): QueueMessage<T> {
+    const next: QueueMessage<T> = {
+      ...m,
+      state: "cancelled",
+      cancelledAt: now,
+      cancelReason: reason,
+      finishedAt: now,
+    };
+    delete next.leaseId;
+    delete next.leaseUntil;
+    return next;
+  }
+
+  /**
    * Cancels packed message `id` of segment `seg`: a ready one is taken out
    * of its ready index entry (checked, as the claim checks it) and written
    * cancelled in one commit; an in-flight one is moved out to its own
@@ -2692,14 +2701,7 @@ export class DurableQueue<T = unknown> {
       const index = await this.#kv.get<string[]>(
         this.#keys.ready(m.priority, r.seg!.versionstamp!),
       );
-      const now = this.#clock.now();
-      const next: QueueMessage<T> = {
-        ...m,
-        state: "cancelled",
-        cancelledAt: now,
-        cancelReason: reason,
-        finishedAt: now,
-      };
+      const next = this.#cancelled(m, reason, this.#clock.now());
       const { res } = await this.#commit(() => {
         const op = this.#kv.atomic().check(r.stateEntry).check(index)
           .set(this.#keys.msg(id), next, { expireIn: this.#retention });
