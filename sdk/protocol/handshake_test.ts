@@ -136,6 +136,37 @@ Deno.test("handshake: the documented vectors match an independent implementation
       .decrypt(bytes.slice(aadEnd));
     assert.equal(new TextDecoder().decode(plain), body);
   }
+  // The sealed batch frame: one ChaCha20-Poly1305 over its inner records,
+  // nonce = epoch 0 ‖ sequence 1, additional data = its 16 outer bytes.
+  const sb = v.sealedBatch;
+  const frame = fromHex(sb.frame);
+  assert.equal(frame[0], 3);
+  const batchNonce = new Uint8Array(12);
+  batchNonce[11] = 1;
+  const inner = chacha20poly1305(
+    fromHex(v.keyNodeToAgent),
+    batchNonce,
+    frame.slice(0, 16),
+  ).decrypt(frame.slice(16));
+  assert.equal(inner.toHex(), sb.plaintext);
+  const iv = new DataView(inner.buffer);
+  let at = 0;
+  for (const k of [0, 1]) {
+    const len = iv.getUint32(at);
+    const flags = inner[at + 4];
+    const hLen = iv.getUint16(at + 5);
+    const header = inner.slice(at + 7, at + 7 + hLen);
+    assert.equal(new TextDecoder().decode(header), sb.innerHeaders[k]);
+    let body = inner.slice(at + 7 + hLen, at + 4 + len);
+    assert.equal(flags, k);
+    if (flags === 1) {
+      assert.equal(body.slice(0, 64).toHex(), sb.signature);
+      body = body.slice(64);
+    }
+    assert.equal(new TextDecoder().decode(body), sb.bodies[k]);
+    at += 4 + len;
+  }
+  assert.equal(at, inner.length);
   // Rekey: HKDF(ikm = key, salt = empty, info = "plexus-gateway/v1 rekey").
   assert.equal(
     hkdf(

@@ -21,7 +21,8 @@ import {
   th1Of,
   transcript,
 } from "./handshake.ts";
-import { nextKey, RecordSealer } from "./record.ts";
+import { BatchWriter, encodeHeader, nextKey, RecordSealer } from "./record.ts";
+import { signMessage } from "./channels.ts";
 import { ed25519DidKey } from "../../core/security/ed25519.ts";
 
 const hex = (b: Uint8Array) =>
@@ -64,6 +65,50 @@ export async function protocolVectors(): Promise<Record<string, unknown>> {
     new TextEncoder().encode(authBody),
   );
   const dataRecord = sealer.seal(header, body);
+  // Node → agent: a sealed batch frame at sequence 1 of keyNodeToAgent (the
+  // node's `ready` took 0), an unsigned message and a node-signed one.
+  const nodeSealer = new RecordSealer(n.keys.s2c);
+  nodeSealer.seal({
+    sid: n.keys.sid,
+    from: "node:node-1",
+    to: agentId,
+    ch: "",
+    type: "ready",
+    id: "ready",
+  }, new Uint8Array(0));
+  const inner = [
+    {
+      sid: n.keys.sid,
+      from: "node:node-1",
+      to: agentId,
+      ch: `backend.${agentId}.alerts`,
+      type: "msg",
+      id: "b-1",
+      prio: 4,
+      mt: "notification",
+    },
+    {
+      sid: n.keys.sid,
+      from: "node:node-1",
+      to: agentId,
+      ch: `backend.${agentId}.policies`,
+      type: "msg",
+      id: "b-2",
+      prio: 7,
+      mt: "command",
+      att: 1,
+    },
+  ];
+  const innerBodies = ['{"level":"warn"}', '{"v":2}'];
+  const innerSig = await signMessage(
+    nodeKey.privateKey,
+    encodeHeader(inner[1]),
+    new TextEncoder().encode(innerBodies[1]),
+  );
+  const batch = new BatchWriter();
+  batch.add(inner[0], new TextEncoder().encode(innerBodies[0]));
+  batch.add(inner[1], new TextEncoder().encode(innerBodies[1]), innerSig);
+  const batchFrame = nodeSealer.sealBatch(batch.bytes());
   return {
     inputs: {
       agentSigningSeed: hex(fill(0xa1)),
@@ -102,6 +147,20 @@ export async function protocolVectors(): Promise<Record<string, unknown>> {
       dataHeader: JSON.stringify(header),
       dataBody: new TextDecoder().decode(body),
       data: hex(dataRecord),
+    },
+    sealedBatch: {
+      note:
+        "node → agent, epoch 0, sequence 1 (the node's ready took 0), sealed with keyNodeToAgent, additional data = the 16 outer bytes: b-1 (its inner header without sid/from/to), then b-2, signed by the node key over its full header (kept whole in the inner record) and body",
+      innerHeaders: [
+        JSON.stringify(
+          { ...inner[0], sid: undefined, from: undefined, to: undefined },
+        ),
+        JSON.stringify(inner[1]),
+      ],
+      bodies: innerBodies,
+      signature: hex(innerSig),
+      plaintext: hex(batch.bytes()),
+      frame: hex(batchFrame),
     },
     rekey: {
       epoch1KeyAgentToNode: hex(nextKey(n.keys.c2s)),
