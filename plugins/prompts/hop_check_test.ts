@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
+import type { AgentClient } from "../../sdk/client.ts";
 import { generateAgentKey } from "../../sdk/keys.ts";
+import { servePrompts } from "../../sdk/prompt_agent.ts";
+import { ed25519FromSeed } from "../../sdk/protocol/handshake.ts";
 import { hopSignedBytes, sageDigest, signHop } from "../../sdk/sage.ts";
 import { checkHop, hopDigest, hopKey } from "./hop_check.ts";
 
@@ -58,4 +61,40 @@ Deno.test("hop check: another request, hop, answer or key fails; a malformed sig
     () => hopKey(new Uint8Array(32).fill(7)),
     /not an Ed25519 public key/,
   );
+});
+
+Deno.test("hop check: servePrompts signs as signHop does, from a seed or a CryptoKey, and the node's check takes it", async () => {
+  const k = await generateAgentKey();
+  const seed = Uint8Array.fromBase64(k.privateKey, { alphabet: "base64url" });
+  const key = hopKey(
+    Uint8Array.fromBase64(k.publicKey, { alphabet: "base64url" }),
+  );
+  const { privateKey } = await ed25519FromSeed(seed);
+  for (const signingKey of [seed, privateKey]) {
+    let handler: ((m: { payload: unknown }) => Promise<unknown>) | undefined;
+    const agent = {
+      handle: (_: string, fn: typeof handler) => {
+        handler = fn;
+        return Promise.resolve({});
+      },
+    } as unknown as AgentClient;
+    await servePrompts(agent, "prompt", (hop) => `answer to ${hop.prompt}`, {
+      key: signingKey,
+    });
+    for (const f of FIELDS) {
+      const content = `answer to ${f.content}`;
+      const answer = await handler!({
+        payload: {
+          requestId: f.requestId,
+          hop: f.hop,
+          prompt: f.content,
+          sage: true,
+        },
+      }) as { response: string; signature: string };
+      assert.equal(answer.response, content);
+      const fields = { ...f, content };
+      assert.equal(answer.signature, await signHop(seed, fields));
+      assert.equal(checkHop(key, fields, answer.signature).valid, true);
+    }
+  }
 });
