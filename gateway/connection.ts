@@ -173,6 +173,7 @@ export class AgentConnection {
       ready: () => this.#state === "ready",
       congested: () => this.#sender!.congested,
       header: (fields) => this.#sender!.header(fields),
+      sendShared: (ch, shared) => this.#sender!.sendShared(ch, shared),
       send: (header, body, signature) =>
         this.#sender!.sendHeader(header, body, signature),
       after: (ms, fn) => this.#after(ms, fn),

@@ -26,7 +26,11 @@ import { encodeHeader, type RecordHeader } from "../../sdk/protocol/record.ts";
 import { backendChannel, signMessage } from "../../sdk/protocol/channels.ts";
 import type { Outbox, OutboxMessage } from "../outbox.ts";
 import { channelPolicy, isDurable } from "../policy.ts";
-import type { RecordFields } from "./sender.ts";
+import {
+  type RecordFields,
+  type SharedRecord,
+  sharedRecord,
+} from "./sender.ts";
 import type { GatewayConfig, GatewayMetrics } from "./types.ts";
 
 /** Queue leases outlive the ack timeout by this much, so our nak comes first. */
@@ -62,6 +66,8 @@ export interface DeliveryHost {
   header(fields: RecordFields): RecordHeader;
   /** Seals and sends a record. */
   send(header: RecordHeader, body: Uint8Array, signature?: Uint8Array): void;
+  /** Sends an unsigned record built once for every recipient, on channel `ch` (else `header` + `send`). */
+  sendShared?(ch: string, shared: SharedRecord): void;
   /** Runs `fn` after `ms` unless the connection closes first. */
   after(ms: number, fn: () => void): void;
   /** An unexpected error: close the connection. */
@@ -75,6 +81,9 @@ export interface EphemeralFields {
   messageType: string;
   cid?: string;
 }
+
+/** The shared part of a push, per fields object (one per broadcast). */
+const sharedPushes = new WeakMap<EphemeralFields, SharedRecord>();
 
 interface Claimed {
   name: string;
@@ -265,6 +274,24 @@ export class QueueDelivery {
     const host = this.#host;
     if (!host.ready() || !host.subs.has(name)) return false;
     const policy = channelPolicy(host.config.channels, name);
+    if (!policy?.signed && host.sendShared) {
+      // A broadcast hands every connection the same fields and body: the
+      // record's recipient-independent part is made once for all of them.
+      let shared = sharedPushes.get(fields);
+      if (shared?.body !== body) {
+        shared = sharedRecord({
+          type: "msg",
+          id: fields.id,
+          prio: fields.priority,
+          mt: fields.messageType,
+          ...(fields.cid ? { cid: fields.cid } : {}),
+        }, body);
+        sharedPushes.set(fields, shared);
+      }
+      host.sendShared(this.#channel(name), shared);
+      this.#rememberPushed(fields.id);
+      return true;
+    }
     const header = host.header({
       type: "msg",
       id: fields.id,

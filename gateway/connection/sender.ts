@@ -82,6 +82,40 @@ export interface RecordSenderOptions {
 const encoder = new TextEncoder();
 
 /**
+ * A record that is the same for every recipient but for its channel (a
+ * broadcast's copy): its fields, its body, and its inner header's JSON
+ * after the channel, made once ({@linkcode sharedRecord}).
+ */
+export interface SharedRecord {
+  /** The fields without `ch`. */
+  readonly fields: RecordFields;
+  /** The body. */
+  readonly body: Uint8Array;
+  /** `,"type":…}`: the inner header's JSON after `{"ch":"…"`. */
+  readonly tail: string;
+}
+
+/**
+ * A {@linkcode SharedRecord} of `fields` (no `ch`) and `body`, for
+ * {@linkcode RecordSender.sendShared}.
+ *
+ * @example Usage
+ * ```ts
+ * import { sharedRecord } from "./sender.ts";
+ * import assert from "node:assert/strict";
+ * const r = sharedRecord({ type: "msg", id: "m-1", prio: 4 }, new Uint8Array(0));
+ * assert.equal(r.tail, ',"type":"msg","id":"m-1","prio":4}');
+ * ```
+ */
+export function sharedRecord(
+  fields: RecordFields,
+  body: Uint8Array,
+): SharedRecord {
+  const json = JSON.stringify(fields);
+  return { fields, body, tail: json === "{}" ? "}" : `,${json.slice(1)}` };
+}
+
+/**
  * Seals and sends a connection's records, and watches its send buffer.
  *
  * @example Usage
@@ -181,6 +215,29 @@ export class RecordSender {
     if (this.#pending.length === 0) queueMicrotask(() => this.flush());
     this.#pending.push(frame);
     this.#pendingBytes += size;
+  }
+
+  /**
+   * Sends `shared` on channel `ch`, unsigned. To a connection that reads
+   * sealed batch frames its inner header is `{"ch":…` and the shared tail
+   * (no header object, no JSON of the whole header per recipient);
+   * otherwise as {@linkcode RecordSender.send}.
+   */
+  sendShared(ch: string, shared: SharedRecord): void {
+    if (this.#batch !== 2) {
+      return this.send({ ...shared.fields, ch }, shared.body);
+    }
+    if (this.#o.socket.readyState !== WebSocket.OPEN) return;
+    const json = `{"ch":${JSON.stringify(ch)}${shared.tail}`;
+    const body = shared.body;
+    const writer = this.#writer ??= new BatchWriter();
+    const most = INNER_PREFIX_BYTES + json.length * 3 + body.length;
+    if (most > BATCH_FRAME_BYTES) {
+      return this.sendHeader(this.header({ ...shared.fields, ch }), body);
+    }
+    if (writer.length + most > BATCH_FRAME_BYTES) this.flush();
+    if (writer.count === 0) queueMicrotask(() => this.flush());
+    this.#o.metrics.message("out", writer.addJson(json, body));
   }
 
   /** Puts one record into the sealed batch of this turn (or sends it alone if too big). */

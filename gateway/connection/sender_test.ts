@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { BATCH_FRAME_BYTES, BATCH_FRAME_TYPE, RecordSender } from "./sender.ts";
+import {
+  BATCH_FRAME_BYTES,
+  BATCH_FRAME_TYPE,
+  RecordSender,
+  sharedRecord,
+} from "./sender.ts";
 import {
   type OpenedRecord,
   readInnerRecord,
@@ -204,4 +209,41 @@ Deno.test("sender: batchFrames(2) keeps a frame under BATCH_FRAME_BYTES of inner
   socket.readyState = WebSocket.CLOSED;
   s.flush();
   assert.equal(frames.length, 3, "nothing sent on a closed socket");
+});
+
+Deno.test("sender: sendShared gives every connection the same record but for its channel: an inner record from the shared tail with sealed batch frames, a full record otherwise", async () => {
+  const shared = sharedRecord(
+    { type: "msg", id: "b-1", prio: 4, mt: "notification", cid: "c" },
+    body(1),
+  );
+  const want = {
+    sid: "s1",
+    from: "node:n1",
+    to: "agent-1",
+    ch: "backend.agent-1.alerts",
+    type: "msg",
+    id: "b-1",
+    prio: 4,
+    mt: "notification",
+    cid: "c",
+  };
+  for (const batch of [2, true, false] as const) {
+    const { s, frames } = sender(batch);
+    s.sendShared("backend.agent-1.alerts", shared);
+    s.sendShared("backend.agent-1.alerts", { ...shared, body: body(2) });
+    await Promise.resolve();
+    const opener = new RecordOpener(KEY);
+    const recs = frames.flatMap((f) =>
+      f[0] === BATCH_FRAME_TYPE
+        ? split(f).map((r) => opener.open(r))
+        : openAll(opener, f)
+    );
+    assert.equal(recs.length, 2, `batch ${batch}`);
+    assert.deepEqual({ ...recs[0].header }, want, `batch ${batch}`);
+    assert.deepEqual(recs.map((r) => new TextDecoder().decode(r.body)), [
+      "1",
+      "2",
+    ]);
+    if (batch === 2) assert.equal(frames[0][0], SEALED_BATCH_TYPE);
+  }
 });
