@@ -221,7 +221,7 @@ export async function subscribeSealed(
     options.channel ?? "sealed",
     async (message) => {
       let opened: Envelope;
-      let seenId: string;
+      let from: string;
       try {
         const env = message.payload as Envelope;
         if (
@@ -234,13 +234,11 @@ export async function subscribeSealed(
           );
         }
         opened = await opener.open(env, env.topic);
-        seenId = `${opened.headers[SEALED_FROM_HEADER]}|${opened.id}`;
-        if (seen.has(seenId)) {
+        from = opened.headers[SEALED_FROM_HEADER];
+        if (seen.has(from, opened.id)) {
           throw new SealedError(
             "replay",
-            `message '${opened.id}' from '${
-              opened.headers[SEALED_FROM_HEADER]
-            }' was already handled by this agent`,
+            `message '${opened.id}' from '${from}' was already handled by this agent`,
           );
         }
       } catch (err) {
@@ -260,10 +258,10 @@ export async function subscribeSealed(
       await options.handler({
         envelope: opened,
         payload: opened.payload,
-        from: opened.headers[SEALED_FROM_HEADER],
+        from,
         message,
       });
-      seen.add(seenId, opened.timestamp + windowMs, now());
+      seen.add(from, opened.id, opened.timestamp + windowMs, now());
     },
   );
   return { ...sub, id, x25519: x25519.publicKey };

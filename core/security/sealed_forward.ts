@@ -245,8 +245,8 @@ async function subscribeAll(
   const maxSeen = options.maxSeen ?? policy.maxSeen ?? 100_000;
   const now = () => (options.clock ?? systemClock).now();
   const seen = new ReplayMemory(maxSeen);
-  const remember = (id: string, timestamp: number) =>
-    seen.add(id, timestamp + windowMs, now());
+  const remember = (from: string, id: string, timestamp: number) =>
+    seen.add(from, id, timestamp + windowMs, now());
   const ruleFor = (topic: string) =>
     policy.topics.find((r) => topicMatches(r.pattern, topic));
   const subs: Subscription[] = [];
@@ -267,7 +267,7 @@ async function subscribeAll(
               agents = check.recipients.filter(isAgentRecipient).map((r) =>
                 r.slice(6)
               );
-              if (seen.has(`${from}|${env.id}`)) {
+              if (seen.has(from, env.id)) {
                 throw new SealedError(
                   "replay",
                   `message '${env.id}' from '${from}' was already forwarded here`,
@@ -352,7 +352,7 @@ async function subscribeAll(
               await d.term(`sealed undeliverable: ${undeliverable.join("; ")}`);
               return;
             }
-            remember(`${from}|${env.id}`, env.timestamp);
+            remember(from, env.id, env.timestamp);
             await d.ack();
           }, {
             group: SEALED_FORWARD_GROUP,

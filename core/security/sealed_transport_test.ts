@@ -727,35 +727,45 @@ Deno.test("sealed transport: a transport plugin on a node whose config names sea
 
 Deno.test("sealed transport: the replay memory keeps the newest ids up to its size and drops expired ones from the oldest on", () => {
   const seen = new ReplayMemory(3);
-  for (const id of ["a", "b", "c", "d", "e"]) seen.add(id, 1000, 0);
+  const has = (id: string) => seen.has("node:a", id);
+  for (const id of ["a", "b", "c", "d", "e"]) seen.add("node:a", id, 1000, 0);
   assert.deepEqual(
-    ["a", "b", "c", "d", "e"].map((id) => seen.has(id)),
+    ["a", "b", "c", "d", "e"].map(has),
     [false, false, true, true, true],
   );
   // Added again: kept once, with the later expiry.
-  seen.add("e", 5000, 0);
+  seen.add("node:a", "e", 5000, 0);
   assert.equal(seen.size, 3);
   // At 2000, c and d (1000) have expired; e (5000) stays.
-  seen.add("f", 3000, 2000);
-  assert.deepEqual(
-    ["c", "d", "e", "f"].map((id) => seen.has(id)),
-    [false, false, true, true],
-  );
+  seen.add("node:a", "f", 3000, 2000);
+  assert.deepEqual(["c", "d", "e", "f"].map(has), [false, false, true, true]);
   // The sweep stops at the oldest id not expired (e): f, expired behind
   // it, stays until e goes (a copy of f is outside its window anyway).
-  seen.add("g", 9000, 4000);
-  assert.deepEqual(["e", "f", "g"].map((id) => seen.has(id)), [
-    true,
-    true,
-    true,
-  ]);
-  seen.add("h", 9000, 6000);
-  assert.deepEqual(["e", "f", "g", "h"].map((id) => seen.has(id)), [
-    false,
-    false,
-    true,
-    true,
-  ]);
+  seen.add("node:a", "g", 9000, 4000);
+  assert.deepEqual(["e", "f", "g"].map(has), [true, true, true]);
+  seen.add("node:a", "h", 9000, 6000);
+  assert.deepEqual(["e", "f", "g", "h"].map(has), [false, false, true, true]);
+});
+
+Deno.test("sealed transport: the replay memory keeps ids per sender: one sender's id is not another's, and all share the size", () => {
+  const seen = new ReplayMemory(3);
+  seen.add("node:a", "m1", 1000, 0);
+  assert.ok(seen.has("node:a", "m1"));
+  assert.ok(!seen.has("node:b", "m1"));
+  // Not a concatenation: "node:a|x" + "y" is not "node:a" + "x|y".
+  seen.add("node:a|x", "y", 1000, 0);
+  assert.ok(!seen.has("node:a", "x|y"));
+  seen.add("node:b", "m1", 1000, 0);
+  assert.ok(seen.has("node:b", "m1") && seen.has("node:a", "m1"));
+  // Full: the oldest of any sender goes.
+  seen.add("node:c", "m9", 1000, 0);
+  assert.equal(seen.size, 3);
+  assert.ok(!seen.has("node:a", "m1"));
+  assert.ok(seen.has("node:b", "m1") && seen.has("node:c", "m9"));
+  // Expired at 2000: all three go for the new one.
+  seen.add("node:a", "m1", 3000, 2000);
+  assert.equal(seen.size, 1);
+  assert.ok(seen.has("node:a", "m1") && !seen.has("node:b", "m1"));
 });
 
 Deno.test("sealed transport: a full replay memory drops its oldest id in constant time", () => {
@@ -764,11 +774,11 @@ Deno.test("sealed transport: a full replay memory drops its oldest id in constan
   const max = 100_000;
   const seen = new ReplayMemory(max);
   const t0 = performance.now();
-  for (let i = 0; i < 3 * max; i++) seen.add(`node:a|${i}`, Infinity, i);
+  for (let i = 0; i < 3 * max; i++) seen.add("node:a", `${i}`, Infinity, i);
   const ms = performance.now() - t0;
   assert.equal(seen.size, max);
   assert.ok(
-    seen.has(`node:a|${2 * max}`) && !seen.has(`node:a|${2 * max - 1}`),
+    seen.has("node:a", `${2 * max}`) && !seen.has("node:a", `${2 * max - 1}`),
   );
   assert.ok(ms < 8000, `300,000 adds took ${Math.round(ms)} ms`);
 });
