@@ -100,11 +100,17 @@ export interface PromptCache {
 export interface StoredEntry {
   /** Relative to the cache's store (`["cache", key]`). */
   kvKey: Deno.KvKey;
-  value: CachedAnswer & { storedAt: number };
+  /** The KV value: the answer as JSON bytes. */
+  value: Uint8Array;
+  /** The answer the value holds. */
+  answer: StoredAnswer;
   expireIn: number;
-  /** Estimated bytes of the value. */
+  /** Bytes of the value, and some for its key. */
   bytes: number;
 }
+
+/** An answer and when it was stored, ms since the epoch. */
+type StoredAnswer = CachedAnswer & { storedAt: number };
 
 /** The KV store a cache needs (a plugin's scoped `ctx.kv` is one). */
 export interface CacheKv {
@@ -125,15 +131,15 @@ export interface CacheAtomic {
 /** A put waiting for the group commit it joined. */
 interface Waiting {
   key: string;
-  value: CachedAnswer & { storedAt: number };
-  /** Estimated bytes of its value. */
-  bytes: number;
+  entry: StoredEntry;
   resolve: (stored: boolean) => void;
   reject: (err: unknown) => void;
 }
 
-/** Largest answer stored (a KV value is at most 64 KiB). */
+/** Largest answer stored, characters. */
 const MAX_STORED_CHARS = 20_000;
+/** Largest value stored, bytes (KV takes at most 64 KiB). */
+const MAX_VALUE_BYTES = 60_000;
 /** Most answers in one commit. */
 const MAX_GROUP = 64;
 /** Most estimated bytes in one commit (KV takes ~800 KiB per atomic operation). */
@@ -150,8 +156,31 @@ const MAX_KEYED_CHARS = 2048;
 
 /** A fresh answer kept in memory until `until`. */
 interface Local {
-  value: CachedAnswer & { storedAt: number };
+  value: StoredAnswer;
   until: number;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
+ * A stored answer from its KV value: JSON bytes, or (stored before
+ * 2026-12-07) the object itself; undefined when neither.
+ */
+function storedAnswer(value: unknown): StoredAnswer | undefined {
+  let v = value;
+  if (v instanceof Uint8Array) {
+    try {
+      v = JSON.parse(decoder.decode(v));
+    } catch {
+      return undefined;
+    }
+  }
+  const a = v as Partial<StoredAnswer> | null;
+  return a && typeof a.response === "string" && typeof a.agent === "string" &&
+      typeof a.storedAt === "number"
+    ? a as StoredAnswer
+    : undefined;
 }
 
 /**
@@ -209,19 +238,22 @@ export function createPromptCache(
       state: ageMs <= options.ttlMs ? "fresh" : "stale",
     };
   };
+  // Stored as JSON bytes: KV stores bytes as they are, where an object
+  // goes through V8's serialiser (~5 µs of a prompt).
   const makeEntry = (
     key: string,
     answer: CachedAnswer,
   ): StoredEntry | undefined => {
     if (answer.response.length > MAX_STORED_CHARS) return undefined;
-    const value = {
+    const stored = {
       response: answer.response,
       agent: answer.agent,
       storedAt: now(),
     };
-    // UTF-8 is at most 3 bytes per UTF-16 unit; plus the key and fields.
-    const bytes = 3 * (value.response.length + value.agent.length) + 256;
-    return { kvKey: ["cache", key], value, expireIn, bytes };
+    const value = encoder.encode(JSON.stringify(stored));
+    if (value.length > MAX_VALUE_BYTES) return undefined;
+    const bytes = value.length + 128;
+    return { kvKey: ["cache", key], value, answer: stored, expireIn, bytes };
   };
   let waiting: Waiting[] = [];
   let flushing = false;
@@ -234,19 +266,19 @@ export function createPromptCache(
         let bytes = 0;
         while (
           n < waiting.length && n < MAX_GROUP &&
-          (n === 0 || bytes + waiting[n].bytes <= MAX_GROUP_BYTES)
-        ) bytes += waiting[n++].bytes;
+          (n === 0 || bytes + waiting[n].entry.bytes <= MAX_GROUP_BYTES)
+        ) bytes += waiting[n++].entry.bytes;
         const group = waiting.slice(0, n);
         waiting = waiting.slice(n);
         try {
           const op = kv.atomic();
           for (const w of group) {
-            op.set(["cache", w.key], w.value, { expireIn });
+            op.set(w.entry.kvKey, w.entry.value, { expireIn });
           }
           const res = await op.commit();
           if (!res.ok) throw new Error("the cache commit failed its checks");
           for (const w of group) {
-            remember(w.key, w.value);
+            remember(w.key, w.entry.answer);
             w.resolve(true);
           }
         } catch (err) {
@@ -294,27 +326,24 @@ export function createPromptCache(
         if (at < l.until) return entryOf(l.value, at);
         forget(key);
       }
-      const e = await kv.get<CachedAnswer & { storedAt: number }>([
-        "cache",
-        key,
-      ]);
-      if (!e.value) return undefined;
-      const entry = entryOf(e.value, now());
+      const e = await kv.get<unknown>(["cache", key]);
+      const stored = storedAnswer(e.value);
+      if (!stored) return undefined;
+      const entry = entryOf(stored, now());
       // expireIn is the earliest deletion, not a deadline: check the age.
       if (entry.ageMs > options.ttlMs + options.maxStaleMs) return undefined;
-      if (entry.state === "fresh") remember(key, e.value);
+      if (entry.state === "fresh") remember(key, stored);
       return entry;
     },
     entry: (key, answer) => makeEntry(key, answer),
     stored(key, entry) {
-      remember(key, entry.value);
+      remember(key, entry.answer);
     },
     put(key, answer) {
-      const e = makeEntry(key, answer);
-      if (!e) return Promise.resolve(false);
-      const { value, bytes } = e;
+      const entry = makeEntry(key, answer);
+      if (!entry) return Promise.resolve(false);
       return new Promise<boolean>((resolve, reject) => {
-        waiting.push({ key, value, bytes, resolve, reject });
+        waiting.push({ key, entry, resolve, reject });
         if (!flushing) {
           flushing = true;
           // After this turn's other puts have joined.

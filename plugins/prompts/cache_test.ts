@@ -93,7 +93,7 @@ Deno.test("prompt cache: concurrent puts share group commits, bounded in size, e
   for (let i = 0; i < 40; i++) {
     assert.equal((await cache.get(`k${i}`))?.response, `answer ${i}`);
   }
-  // 30 answers of 19,000 characters (~57 KB each as UTF-8 at worst): 8 a commit.
+  // 30 answers of 19,000 "é" (38 KB each as UTF-8): 13 a commit.
   c.state.commits = 0;
   const big = await Promise.all(
     Array.from(
@@ -103,8 +103,39 @@ Deno.test("prompt cache: concurrent puts share group commits, bounded in size, e
     ),
   );
   assert.deepEqual(big, Array(30).fill(true));
-  assert.equal(c.state.commits, 4);
+  assert.equal(c.state.commits, 3);
   assert.equal((await cache.get("b29"))?.response.length, 19_000);
+});
+
+Deno.test("prompt cache: answers are stored as JSON bytes, those stored as objects are still read, and one over a KV value is not stored", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const cache = createPromptCache(kv, { ttlMs: 60_000, maxStaleMs: 0 });
+  assert.equal(
+    await cache.put("k", { response: "é \u0000", agent: "a" }),
+    true,
+  );
+  const raw = (await kv.get<Uint8Array>(["cache", "k"])).value!;
+  assert.ok(raw instanceof Uint8Array);
+  assert.deepEqual(
+    { ...JSON.parse(new TextDecoder().decode(raw)), storedAt: 0 },
+    { response: "é \u0000", agent: "a", storedAt: 0 },
+  );
+  await kv.set(["cache", "old"], {
+    response: "older",
+    agent: "b",
+    storedAt: Date.now(),
+  });
+  await kv.set(["cache", "junk"], new Uint8Array([1, 2, 3]));
+  const fresh = createPromptCache(kv, { ttlMs: 60_000, maxStaleMs: 0 });
+  assert.equal((await fresh.get("k"))?.response, "é \u0000");
+  assert.equal((await fresh.get("old"))?.agent, "b");
+  assert.equal(await fresh.get("junk"), undefined);
+  // 19,000 control characters: within the character limit, but 114 KB of
+  // JSON (each escaped as \u00XX), over what one KV value holds.
+  const escaped = { response: "\u0001".repeat(19_000), agent: "a" };
+  assert.equal(cache.entry("e", escaped), undefined);
+  assert.equal(await cache.put("e", escaped), false);
+  assert.equal(await cache.get("e"), undefined);
 });
 
 Deno.test("prompt cache: a failed group commit rejects the puts of that group only", async () => {

@@ -250,6 +250,21 @@ const SHORT = 200;
 const KEY_CACHE_MS = 5000;
 const short = (s: string) => s.length > SHORT ? `${s.slice(0, SHORT)}…` : s;
 
+let isoMs = 0;
+let iso = "";
+/**
+ * The time as ISO 8601, formatted once per millisecond: a prompt stamps ~7
+ * records and blocks, most within the same ms (~0.65 µs each formatted).
+ */
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== isoMs) {
+    isoMs = ms;
+    iso = new Date(ms).toISOString();
+  }
+  return iso;
+}
+
 /** Creates the prompt service. */
 export function createPromptService(deps: PromptServiceDeps): PromptService {
   const { gateway, log, config, balancer, resolvers } = deps;
@@ -272,7 +287,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
       from,
       to,
       content: short(content),
-      timestamp: new Date().toISOString(),
+      timestamp: isoNow(),
       messageId: crypto.randomUUID(),
       level,
     };
@@ -478,7 +493,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
         digest,
         signature: answer.signature,
         signatureValid: true,
-        timestamp: new Date().toISOString(),
+        timestamp: isoNow(),
       });
     }
     routing(a, agent, from, response);
@@ -744,7 +759,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
         from: `node:${c.via}`,
         to: p.agent,
         content: `cancel: node ${c.via} gave up on request ${c.requestId}`,
-        timestamp: new Date().toISOString(),
+        timestamp: isoNow(),
         messageId: crypto.randomUUID(),
         level: "warn",
         requestId: c.requestId,
@@ -896,7 +911,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
                   verified: true,
                   agentDid: root.agentDid,
                   signatureValid: true,
-                  timestamp: new Date().toISOString(),
+                  timestamp: isoNow(),
                   chain: [...a.chain].sort((x, y) => x.hop - y.hop),
                 },
               }
@@ -904,7 +919,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
             metadata: {
               requestId,
               processingTime: +(performance.now() - t0).toFixed(2),
-              timestamp: new Date().toISOString(),
+              timestamp: isoNow(),
               agent,
               cached: false,
               ...(input.scenario ? { scenario: input.scenario } : {}),
@@ -1060,7 +1075,7 @@ export function cachedResult(
 ): PromptResult {
   const self = `node:${options.nodeId}`;
   // One clock read for the three timestamps (they fall in the same ms).
-  const now = new Date().toISOString();
+  const now = isoNow();
   const at = () => now;
   const logs: RoutingLog[] = [
     {
