@@ -229,8 +229,9 @@ export class RecordSealer {
    * the inner records as a {@linkcode BatchWriter} lays them out, sealed
    * with ONE ChaCha20-Poly1305 operation under the next sequence number (a
    * frame counts as one record for the replay window and the rekey
-   * schedule). The outer header is empty. The frame is a new buffer, so
-   * `plain` may be reused at once.
+   * schedule). The outer header is empty. The frame does not share bytes
+   * with `plain`, so `plain` may be reused at once; like a record's, a
+   * small frame is a view of a shared slab.
    *
    * @example Usage
    * ```ts
@@ -251,14 +252,25 @@ export class RecordSealer {
   sealBatch(plain: Uint8Array): Uint8Array<ArrayBuffer> {
     this.#rekeyIfDue();
     const epoch = this.#epoch, seq = this.#seq;
-    const out = new Uint8Array(RECORD_PREFIX_BYTES + plain.length + TAG_BYTES);
-    const view = new DataView(out.buffer);
+    // A small frame is cut from the shared slab, as a record's is.
+    const out = frameBytes(RECORD_PREFIX_BYTES + plain.length + TAG_BYTES);
+    const hi = Math.floor(seq / 0x1_0000_0000), lo = seq >>> 0;
     out[0] = SEALED_BATCH_TYPE;
     out[1] = 0;
-    view.setUint32(2, epoch);
-    view.setUint32(6, Math.floor(seq / 0x1_0000_0000));
-    view.setUint32(10, seq >>> 0);
-    view.setUint16(14, 0);
+    out[2] = epoch >>> 24;
+    out[3] = epoch >>> 16;
+    out[4] = epoch >>> 8;
+    out[5] = epoch;
+    out[6] = hi >>> 24;
+    out[7] = hi >>> 16;
+    out[8] = hi >>> 8;
+    out[9] = hi;
+    out[10] = lo >>> 24;
+    out[11] = lo >>> 16;
+    out[12] = lo >>> 8;
+    out[13] = lo;
+    out[14] = 0;
+    out[15] = 0;
     const cipher = createCipheriv(
       "chacha20-poly1305",
       this.#key,
