@@ -1196,10 +1196,13 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
       p.block + blocks <= s.end
     );
     if (!s) {
-      // This message and, if it is not the batch's last, as much again for
-      // each later member (half as much more for their sizes varying).
+      // This message and, if it is not the batch's last, room for each later
+      // member: the larger of its size and the mean of the members before it
+      // (their blocks end where it starts), and a tenth more for sizes varying.
+      // A member past the end makes a stream of its own.
       const later = p.m - 1 - p.i;
-      const want = blocks + Math.ceil(blocks * later * 1.5);
+      const per = p.i > 0 ? Math.max(blocks, Math.ceil(p.block / p.i)) : blocks;
+      const want = blocks + Math.ceil(per * later * 1.1);
       const end = Math.min(p.block + Math.min(want, 4096), 0x1_0000_0000);
       const length = Math.max(end - p.block, blocks) * 64;
       // The key stream is ChaCha20 over zeros: one zero buffer, never written.

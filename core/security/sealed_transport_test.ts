@@ -787,7 +787,7 @@ Deno.test("sealed transport: a batch's members of different sizes share one key 
   await using r = await rig();
   const a = await r.node("a", { cacheMs: 60_000 });
   const b = await r.node("b");
-  await r.node("c");
+  const c = await r.node("c");
   // Warm the session, then seal five in one turn while nobody listens.
   await a.t.publish("orders.created", order());
   r.stored.length = 0;
@@ -815,5 +815,16 @@ Deno.test("sealed transport: a batch's members of different sizes share one key 
   assert.deepEqual(
     got.map((d) => (d.envelope.payload as { pad: string }).pad.length),
     sizes.toReversed(),
+  );
+  // In order, from the middle, then the first: key streams sized from the
+  // members seen (a small first member's stream ends before a large second).
+  const gotC = await collect(c.t, "orders.created", "c");
+  for (const j of [1, 2, 0, 3, 4]) {
+    await r.raw.publish("orders.created", sealed[j]);
+  }
+  await waitFor("all five at c", () => gotC.length === 5, 5000);
+  assert.deepEqual(
+    gotC.map((d) => (d.envelope.payload as { pad: string }).pad.length),
+    [1, 2, 0, 3, 4].map((j) => sizes[j]),
   );
 });
