@@ -345,6 +345,8 @@ const encoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);
 /** Most message ids the agent puts in one `ack` record, whatever the node allows. */
 const MAX_ACKS = 256;
+/** Most acks kept for the next connection when one ends before they are sent. */
+const MAX_CARRIED_ACKS = 4096;
 /** First byte of a node frame holding several records (docs/protocol.md). */
 const BATCH_FRAME_TYPE = 2;
 /**
@@ -464,6 +466,8 @@ export class AgentClient implements AsyncDisposable {
   #lastChannel: [string, string | undefined] = ["", undefined];
   /** Acks gathered for one record per channel (nodes that take several ids per ack). */
   readonly #acksDue = new Map<string, string[]>();
+  /** Ids in #acksDue waiting for a connection (bounded by MAX_CARRIED_ACKS). */
+  #acksCarried = 0;
   #acksTimer?: Timer;
   readonly #listeners = new Map<string, Set<(event: never) => void>>();
   readonly #sockets = new Set<Promise<void>>();
@@ -1180,7 +1184,9 @@ export class AgentClient implements AsyncDisposable {
       heartbeatMs: hb,
     });
     this.#firstReady.resolve();
-    // Subscriptions first, so the node knows them before our sends.
+    // Acks left from the last connection, then subscriptions, so the node
+    // knows them before our sends.
+    if (this.#acksDue.size > 0) this.#flushAcks();
     this.#subs.renew(conn);
     this.#pump();
   }
@@ -1309,6 +1315,7 @@ export class AgentClient implements AsyncDisposable {
     clearTimeout(this.#acksTimer);
     this.#acksTimer = undefined;
     this.#acksDue.clear();
+    this.#acksCarried = 0;
     const err = info.error ??
       new AgentError("closed", "the agent client is closed");
     this.#sendQueue.rejectAll(err);
@@ -1529,26 +1536,39 @@ export class AgentClient implements AsyncDisposable {
    * per `ack` (`acks` in its `ready`) gets the acks of a burst together: they
    * are gathered until the current task ends (a 0 ms timer, so every record
    * already read has been handled) and sent as one record per channel and
-   * `acks` ids. Acks due when the connection ends are not sent: the node
-   * delivers those messages again and they are acknowledged as duplicates.
+   * `acks` ids. Acks due when the connection ends (the node closed it
+   * before the task ended, a handler finished after it) are kept, at most
+   * `MAX_CARRIED_ACKS`, and sent first on the next connection: the
+   * node settles a message whose ack comes before it is delivered again
+   * (docs/protocol.md), so it is not delivered twice.
    */
   #ack(ch: string, id: string): void {
     const conn = this.#conn;
-    if (conn?.phase !== "ready") return;
-    if (conn.acks <= 1) return this.#control(ch, "ack", { re: id });
+    const ready = conn?.phase === "ready";
+    if (ready && conn.acks <= 1) return this.#control(ch, "ack", { re: id });
+    if (!ready && this.#acksCarried >= MAX_CARRIED_ACKS) return;
     const due = this.#acksDue.get(ch);
     if (due) due.push(id);
     else this.#acksDue.set(ch, [id]);
+    if (!ready) {
+      this.#acksCarried++;
+      return;
+    }
     this.#acksTimer ??= setTimeout(() => this.#flushAcks(), 0);
   }
 
   #flushAcks(): void {
     clearTimeout(this.#acksTimer);
     this.#acksTimer = undefined;
+    const conn = this.#conn;
+    if (conn?.phase !== "ready") {
+      // Kept for the next connection (bounded).
+      for (const ids of this.#acksDue.values()) this.#acksCarried += ids.length;
+      return;
+    }
     const due = [...this.#acksDue];
     this.#acksDue.clear();
-    const conn = this.#conn;
-    if (conn?.phase !== "ready") return;
+    this.#acksCarried = 0;
     const per = conn.acks;
     for (const [ch, ids] of due) {
       for (let i = 0; i < ids.length; i += per) {

@@ -545,6 +545,29 @@ Deno.test("client: a sealed batch frame that is tampered with, replayed, or whos
   assert.deepEqual(seen, ["r-1"]);
 });
 
+Deno.test("client: an ack due when the node closes the connection is sent first on the next one", async () => {
+  await using t = await setup({ acks: 256 });
+  const { gw, key, agent } = t;
+  let release!: () => void;
+  const held = new Promise<void>((r) => release = r);
+  let started = false;
+  await agent.connect();
+  await agent.subscribe("commands", async () => {
+    started = true;
+    await held;
+  });
+  const first = gw.sessionOf(key.id)!;
+  gw.send(key.id, "commands", { run: 1 }, { id: "c-1", durable: false });
+  await until(() => started, "the handler to start");
+  gw.kick(key.id, 1001, "node going away");
+  release(); // the handler ends while the connection is gone: its ack is due
+  const ack = await gw.waitFor((r) =>
+    r.header.type === "ack" && r.header.re === "c-1"
+  );
+  assert.notEqual(ack.sid, first, "sent on the next connection");
+  assert.equal(agent.stats().delivered, 1);
+});
+
 Deno.test("client: a throwing handler leaves the message unacknowledged; the redelivery is handled and acknowledged", async () => {
   await using t = await setup();
   const { gw, key, agent, events } = t;
