@@ -537,7 +537,7 @@ try {
       ),
     },
     notes:
-      "Plexus publishes in-process through its logger (WS /ws?batch=1); Centrifugo through its HTTP batch API, 16 per request; the gateway broadcasts in-process through gateway:agents (16 concurrent broadcast() calls a burst, 4 bursts in flight) to 100 SDK agents, each copy sealed for its agent",
+      "Plexus publishes in-process through its logger (WS /ws?batch=1); Centrifugo through its HTTP batch API, 16 per request; the gateway broadcasts in-process through gateway:agents (16 concurrent broadcast() calls a burst, 4 bursts in flight) to 100 SDK agents (batch: 2), each agent's copies of a burst sealed once, as one sealed batch frame",
   }));
 } catch (err) {
   info(`centrifugo failed: ${(err as Error).stack ?? err}`);
