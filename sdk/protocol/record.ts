@@ -22,6 +22,13 @@
  * record is refused. Everything here is synchronous (node:crypto), so records
  * are sealed and sent in sequence order.
  *
+ * A sealed batch frame ({@linkcode SEALED_BATCH_TYPE}, "Sealed batch frames"
+ * in the same document) has a record's outer bytes with type 3 in place of
+ * the version, and ONE ciphertext of several inner records laid out by
+ * {@linkcode BatchWriter}: one AEAD operation and one sequence number for
+ * the lot ({@linkcode RecordSealer.sealBatch}, {@linkcode
+ * RecordOpener.openBatch}, {@linkcode readInnerRecord}).
+ *
  * @module
  */
 import { createCipheriv, createDecipheriv, hkdfSync } from "node:crypto";
