@@ -675,6 +675,7 @@ export class BatchWriter {
   #count = 0;
   readonly #initial: number;
 
+  /** A writer whose buffer starts at `initialBytes` and grows as needed. */
   constructor(initialBytes = 8192) {
     this.#initial = initialBytes;
     this.#buf = new Uint8Array(initialBytes);
