@@ -81,7 +81,11 @@ export interface LogStreamStats {
 
 /** The hub. */
 export interface LogStream {
-  /** Sends a message to every client; `log`/`error`/`status` are kept for replay. */
+  /**
+   * Sends a message to every client; `log`/`error`/`status` are kept for
+   * replay. With no client attached the message is kept unserialized until
+   * one joins, so `payload` must not be changed after the call.
+   */
   publish(type: StreamMessageType, payload: unknown): StreamMessage;
   /**
    * Adds a client socket; replay and live messages start once it opens.
@@ -120,8 +124,10 @@ export function createLogStream(options: LogStreamOptions = {}): LogStream {
   const maxInbound = options.maxInboundBytes ?? 4096;
   const heartbeatMs = options.heartbeatMs ?? 30_000;
   const started = performance.now();
-  // Ring buffer of serialized messages: serialized once, sent to many.
-  const ring: string[] = [];
+  // Ring buffer for replay: a message is serialized once, sent to many. With
+  // no client attached nobody may ever read it, so it is kept as it is and
+  // serialized only when a client joins (most nodes run with none attached).
+  const ring: (string | StreamMessage)[] = [];
   let ringStart = 0;
   const clients = new Set<WebSocket>();
   let published = 0;
@@ -222,17 +228,18 @@ export function createLogStream(options: LogStreamOptions = {}): LogStream {
   ): StreamMessage => {
     const msg = make(type, payload);
     if (closed) return msg;
-    const text = JSON.stringify(msg);
     published++;
     countPublished?.();
+    const text = clients.size > 0 ? JSON.stringify(msg) : undefined;
     if (type !== "heartbeat" && type !== "connection" && replay > 0) {
-      if (ring.length < replay) ring.push(text);
+      const kept = text ?? msg;
+      if (ring.length < replay) ring.push(kept);
       else {
-        ring[ringStart] = text;
+        ring[ringStart] = kept;
         ringStart = (ringStart + 1) % replay;
       }
     }
-    broadcast(text);
+    if (text !== undefined) broadcast(text);
     return msg;
   };
 
@@ -250,7 +257,10 @@ export function createLogStream(options: LogStreamOptions = {}): LogStream {
       return;
     }
     for (let i = 0; i < ring.length; i++) {
-      deliver(socket, ring[(ringStart + i) % ring.length]);
+      const at = (ringStart + i) % ring.length;
+      let text = ring[at];
+      if (typeof text !== "string") ring[at] = text = JSON.stringify(text);
+      deliver(socket, text);
     }
     deliver(
       socket,

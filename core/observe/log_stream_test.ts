@@ -108,6 +108,24 @@ Deno.test("log stream: a new client gets the last 100 messages in order, a conne
   assert.equal(s.hub.stats().bufferSize, 100);
 });
 
+Deno.test("log stream: messages kept while no client was attached and those sent live replay alike, in order, to a later client", async () => {
+  await using s = serveHub({ heartbeatMs: 0 });
+  for (let i = 0; i < 3; i++) s.hub.publish("log", { msg: `before ${i}` });
+  await using a = client(s.url);
+  await a.count(4); // 3 replayed (serialized on join) and the marker
+  for (let i = 0; i < 2; i++) s.hub.publish("log", { msg: `live ${i}` });
+  await a.count(6);
+  await using b = client(s.url);
+  await b.count(6);
+  const logs = (got: typeof a.got) => got.filter((m) => m.type === "log");
+  assert.deepEqual(
+    logs(b.got).map((m) => (m.payload as { msg: string }).msg),
+    ["before 0", "before 1", "before 2", "live 0", "live 1"],
+  );
+  // The same messages, ids and timestamps included, whichever way they were kept.
+  assert.deepEqual(logs(b.got), logs(a.got));
+});
+
 Deno.test("log stream: heartbeats reach clients but are not replayed", async () => {
   await using s = serveHub({ heartbeatMs: 30 });
   await using c = client(s.url);
