@@ -93,7 +93,14 @@ export default definePlugin({
     });
     ctx.http.get("/spin", (c) => {
       setTimeout(() => {
-        for (;;) { /* never yields */ }
+        // Says so first: the note leaves in this turn's check phase (the
+        // sandbox's outbox flush) and the loop starts right after it, with no
+        // message taken in between, so a call sent on seeing the note is
+        // never answered.
+        ctx.router.publish("probe.spinning", true);
+        setImmediate(() => {
+          for (;;) { /* never yields */ }
+        });
       }, 0);
       return c.json({ ok: true });
     });
