@@ -24,6 +24,7 @@
  *
  * @module
  */
+import { createHash } from "node:crypto";
 import { b64u, ed25519FromSeed, ed25519Verify } from "./protocol/handshake.ts";
 
 /** What every hop signature starts with (domain separation). */
@@ -50,11 +51,12 @@ export interface HopFields {
  * (await sageDigest("")).length; // 43
  * ```
  */
-export async function sageDigest(content: string): Promise<string> {
-  return b64u(
-    new Uint8Array(
-      await crypto.subtle.digest("SHA-256", encoder.encode(content)),
-    ),
+export function sageDigest(content: string): Promise<string> {
+  // node:crypto, not WebCrypto: ~2 us here against ~54 us for a
+  // crypto.subtle.digest call (its promise and thread hop). Still a promise,
+  // as callers await it.
+  return Promise.resolve(
+    createHash("sha256").update(content, "utf8").digest("base64url"),
   );
 }
 
