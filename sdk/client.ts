@@ -1562,8 +1562,10 @@ export class AgentClient implements AsyncDisposable {
     this.#acksTimer = undefined;
     const conn = this.#conn;
     if (conn?.phase !== "ready") {
-      // Kept for the next connection (bounded).
-      for (const ids of this.#acksDue.values()) this.#acksCarried += ids.length;
+      // Kept for the next connection (bounded: #ack stops adding at the cap).
+      let kept = 0;
+      for (const ids of this.#acksDue.values()) kept += ids.length;
+      this.#acksCarried = kept;
       return;
     }
     const due = [...this.#acksDue];
