@@ -9,7 +9,13 @@
  * profiling (`deno run -A --cpu-prof bench/_sealed_cost.ts`); not in
  * `deno task bench`.
  *
- *   deno run -A bench/_sealed_cost.ts [--messages N] [--rounds R]
+ *   deno run -A bench/_sealed_cost.ts [--messages N] [--rounds R] [--alloc]
+ *
+ * With `--alloc`, after the warm-up, one more round of each side runs under
+ * V8's sampling heap profiler (objects collected since counted too) and
+ * prints what each side allocates per message: JavaScript heap by
+ * allocating function, biggest first, and ArrayBuffer backing stores
+ * (`external` grown between windows: off the heap, so not sampled).
  *
  * @module
  */
@@ -28,6 +34,8 @@ import type {
   DeliveryHandler,
   Transport,
 } from "../core/transport.ts";
+import { Session } from "node:inspector";
+import process from "node:process";
 import { median, numFlag, round } from "./_util.ts";
 
 const N = numFlag("messages", 20_000);
@@ -35,6 +43,7 @@ const ROUNDS = numFlag("rounds", 7);
 const WARMUP = 2;
 const WINDOW = 100;
 const topic = "sealed.cost";
+const ALLOC = Deno.args.includes("--alloc");
 
 const kv = await Deno.openKv(":memory:");
 const directory = kvSealingDirectory(kv, { cacheMs: 3_600_000 });
@@ -95,28 +104,114 @@ await opener.subscribe(topic, () => {
   return Promise.resolve();
 }, { group: "g" });
 
+/** Runs `step` over `items` in windows; external bytes grown per window. */
+async function windows<T>(
+  items: T[],
+  step: (item: T) => Promise<void>,
+): Promise<number> {
+  let grown = 0;
+  let last = process.memoryUsage().external;
+  for (let i = 0; i < items.length; i += WINDOW) {
+    await Promise.all(items.slice(i, i + WINDOW).map(step));
+    const now = process.memoryUsage().external;
+    if (now > last) grown += now - last;
+    last = now;
+  }
+  return grown;
+}
+
+interface ProfileNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children: ProfileNode[];
+}
+
+/** V8's sampling heap profiler around `run`: bytes by allocating function. */
+async function sampled(run: () => Promise<number>) {
+  const session = new Session();
+  session.connect();
+  const post = (method: string, params: object = {}) =>
+    new Promise<unknown>((resolve, reject) =>
+      session.post(
+        method,
+        params,
+        (err: unknown, r: unknown) => err ? reject(err) : resolve(r),
+      )
+    );
+  await post("HeapProfiler.enable");
+  await post("HeapProfiler.startSampling", {
+    samplingInterval: 256,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  });
+  const external = await run();
+  const { profile } = await post("HeapProfiler.stopSampling") as {
+    profile: { head: ProfileNode };
+  };
+  session.disconnect();
+  const bySite = new Map<string, number>();
+  const walk = (node: ProfileNode, caller: string) => {
+    const f = node.callFrame;
+    const file = f.url.slice(f.url.lastIndexOf("/") + 1);
+    const site = `${f.functionName || "(anonymous)"} ${file}:${
+      f.lineNumber + 1
+    }`;
+    if (node.selfSize > 0) {
+      const name = `${site} ← ${caller}`;
+      bySite.set(name, (bySite.get(name) ?? 0) + node.selfSize);
+    }
+    for (const child of node.children) walk(child, site);
+  };
+  walk(profile.head, "");
+  const sites = [...bySite].sort((x, y) => y[1] - x[1]);
+  const heap = sites.reduce((sum, [, bytes]) => sum + bytes, 0);
+  return { heap, external, sites };
+}
+
+function printAllocations(
+  side: string,
+  a: Awaited<ReturnType<typeof sampled>>,
+) {
+  console.error(
+    `${side}: ${round(a.heap / N)} B of heap and ${
+      round(a.external / N)
+    } B of ArrayBuffers a message; heap by function (← caller):`,
+  );
+  for (const [site, bytes] of a.sites.slice(0, 20)) {
+    console.error(`  ${String(round(bytes / N)).padStart(6)} B  ${site}`);
+  }
+}
+
 const seal: number[] = [];
 const open: number[] = [];
 const payload = "x".repeat(1024);
-for (let r = 0; r < WARMUP + ROUNDS; r++) {
+for (let r = 0; r < WARMUP + ROUNDS + (ALLOC ? 1 : 0); r++) {
   const envelopes = Array.from(
     { length: N },
     () => createEnvelope({ type: "event", topic, source: "bench", payload }),
   );
   pub.kept.length = 0;
-  let c0 = mainThreadCpuMs();
-  for (let i = 0; i < N; i += WINDOW) {
-    await Promise.all(
-      envelopes.slice(i, i + WINDOW).map((e) => sealer.publish(topic, e)),
-    );
+  const profiled = ALLOC && r === WARMUP + ROUNDS;
+  const sealStep = (e: Envelope) => sealer.publish(topic, e);
+  if (profiled) {
+    printAllocations("seal", await sampled(() => windows(envelopes, sealStep)));
   }
+  const wire = () =>
+    pub.kept.map((e) => JSON.parse(JSON.stringify(e)) as Envelope);
+  if (profiled) {
+    const copies = wire();
+    opened = 0;
+    printAllocations("open", await sampled(() => windows(copies, sub.deliver)));
+    if (opened !== N) throw new Error(`opened ${opened} of ${N}`);
+    break;
+  }
+  let c0 = mainThreadCpuMs();
+  await windows(envelopes, sealStep);
   const sealUs = (mainThreadCpuMs() - c0) * 1000 / N;
-  const wire = pub.kept.map((e) => JSON.parse(JSON.stringify(e)) as Envelope);
+  const copies = wire();
   opened = 0;
   c0 = mainThreadCpuMs();
-  for (let i = 0; i < N; i += WINDOW) {
-    await Promise.all(wire.slice(i, i + WINDOW).map(sub.deliver));
-  }
+  await windows(copies, sub.deliver);
   const openUs = (mainThreadCpuMs() - c0) * 1000 / N;
   if (opened !== N) throw new Error(`opened ${opened} of ${N}`);
   if (r >= WARMUP) {
