@@ -44,6 +44,7 @@ import { deserialize, serialize } from "node:v8";
 import { type Clock, systemClock } from "../clock.ts";
 import { type QueueCountState, queueKeys } from "./keys.ts";
 import { checksPerCommit, retryLocked } from "./store.ts";
+import { CommitSize } from "./commit_size.ts";
 import { backoffDelay } from "../resilience/backoff.ts";
 import { PlexusError } from "../errors.ts";
 import {
@@ -443,6 +444,8 @@ const RESULT_SLACK_MS = 600_000;
 /** How an ack stores its result: inline, by reference, or not at all. */
 interface PreparedResult {
   result?: unknown;
+  /** The inline result's serialized bytes. */
+  bytes?: number;
   ref?: StoredResult;
 }
 
@@ -473,6 +476,53 @@ function chunks(picks: Pick[], checks: number, ids: number): Pick[][] {
   }
   if (cur.length) out.push(cur);
   return out;
+}
+
+/**
+ * Splits `picks` after their first `n` ids: what one commit takes, and
+ * what is left for the next. An entry cut in two is left holding its
+ * untaken ids; the commit that takes the first part writes it, so its
+ * versionstamp ("" here) is that commit's, filled in once known.
+ */
+function cutPicks(picks: Pick[], n: number): { picks: Pick[]; left: Pick[] } {
+  const head: Pick[] = [];
+  const left: Pick[] = [];
+  for (const p of picks) {
+    if (n >= p.take.length) {
+      head.push(p);
+      n -= p.take.length;
+    } else if (n > 0) {
+      const rest = [...p.take.slice(n), ...p.rest];
+      head.push({ entry: p.entry, take: p.take.slice(0, n), rest });
+      left.push({
+        entry: { key: p.entry.key, value: rest, versionstamp: "" },
+        take: p.take.slice(n),
+        rest: p.rest,
+      });
+      n = 0;
+    } else left.push(p);
+  }
+  return { picks: head, left };
+}
+
+/** A character V8 cannot store in one byte (beyond Latin-1). */
+const TWO_BYTE = /[\u0100-\uffff]/;
+
+/**
+ * Record `m`'s serialized bytes, without serializing a string or byte
+ * payload: an upper bound, but for a Latin-1 string V8 happens to hold two
+ * bytes a character (a commit KV then refuses as too large is retried
+ * smaller).
+ */
+function recordBytes(m: QueueMessage<unknown>): number {
+  const p = m.payload;
+  const body = p instanceof Uint8Array
+    ? p.byteLength
+    : typeof p === "string"
+    ? (TWO_BYTE.test(p) ? 2 * p.length : p.length)
+    : undefined;
+  if (body === undefined) return serialize(m).length + 16;
+  return serialize({ ...m, payload: null }).length + body + 16;
 }
 
 const MAX_ERRORS = 20;
@@ -525,6 +575,17 @@ function fitsValue(value: unknown, what: string): number {
 
 /** A versionstamp no commit has: a check against it always fails. */
 const NO_VERSIONSTAMP = "00000000000000000000";
+
+/** A commit's outcome; `retried` when a "database is locked" try came first. */
+interface Committed {
+  res: Deno.KvCommitResult | Deno.KvCommitError;
+  retried: boolean;
+}
+
+/** Whether KV refused a commit for its size (a value, a key or the whole). */
+function isTooLarge(err: unknown): boolean {
+  return err instanceof TypeError && /too large/i.test(err.message);
+}
 
 function tooLarge(err: unknown, what: string): never {
   if (err instanceof TypeError && /too large/i.test(err.message)) {
@@ -697,11 +758,7 @@ export class DurableQueue<T = unknown> {
    * Commits the operation `build` makes, retrying "database is locked" with
    * a freshly built operation each time (one cannot be committed twice).
    */
-  async #commit(
-    build: () => Deno.AtomicOperation,
-  ): Promise<
-    { res: Deno.KvCommitResult | Deno.KvCommitError; retried: boolean }
-  > {
+  async #commit(build: () => Deno.AtomicOperation): Promise<Committed> {
     let tries = 0;
     const res = await retryLocked(() => {
       tries++;
@@ -1553,7 +1610,7 @@ export class DurableQueue<T = unknown> {
       );
     }
     if (bytes.length + serialize(m).length <= INLINE_RECORD_BYTES) {
-      return { result };
+      return { result, bytes: bytes.length };
     }
     return { ref: await this.#writeResult(m.id, bytes) };
   }
@@ -1661,12 +1718,12 @@ export class DurableQueue<T = unknown> {
       if (picks.length === 0) break;
       // Try each batch whole; under contention fall back to entry by entry.
       for (const chunk of chunks(picks, this.#maxBatch, MAX_CLAIM_PER_COMMIT)) {
-        const claimed = await this.#claimBatch(chunk, leaseMs, consumer);
+        const claimed = await this.#claimAll(chunk, leaseMs, consumer);
         if (claimed) out.push(...claimed);
         else {
           for (const pick of chunk) {
             out.push(
-              ...(await this.#claimBatch([pick], leaseMs, consumer) ?? []),
+              ...(await this.#claimAll([pick], leaseMs, consumer) ?? []),
             );
           }
         }
@@ -1728,12 +1785,43 @@ export class DurableQueue<T = unknown> {
     });
   }
 
-  async #claimBatch(
+  /**
+   * Claims `picks` in as many commits as their size needs (a commit holds
+   * what fits KV's limits, in order); null when the first commit lost a
+   * race, else what was claimed (the rest is dropped when a later one did).
+   */
+  async #claimAll(
     picks: Pick[],
     leaseMs: number,
     consumer: string,
   ): Promise<Delivery<T>[] | null> {
-    const ids = picks.flatMap((p) => p.take);
+    const out: Delivery<T>[] = [];
+    let cap = Infinity;
+    for (let todo = picks, first = true; todo.length; first = false) {
+      const r = await this.#claimBatch(todo, leaseMs, consumer, cap);
+      if (!r) return first ? null : out;
+      out.push(...r.claimed);
+      todo = r.left;
+      cap = r.cap ?? cap;
+    }
+    return out;
+  }
+
+  /**
+   * One claim commit: the longest prefix of `picks`' ids that fits one
+   * commit (at least one, at most `cap`). `left` is what did not fit, to
+   * claim next (empty when the commit's own versionstamp is unknown: a
+   * later round lists the index again). A commit KV still refuses as too
+   * large commits nothing and asks for half as many (`cap`).
+   */
+  async #claimBatch(
+    picks: Pick[],
+    leaseMs: number,
+    consumer: string,
+    cap: number,
+  ): Promise<{ claimed: Delivery<T>[]; left: Pick[]; cap?: number } | null> {
+    const all = picks;
+    let ids = picks.flatMap((p) => p.take);
     // Packed ids still in their segment take the packed path; one that was
     // moved out to its own record (a nak, an expired lease) is plain.
     const segIds = [
@@ -1752,7 +1840,7 @@ export class DurableQueue<T = unknown> {
     const plainIds = ids.filter((id) => !packedAt.has(id));
     const msgs = await this.#getMany(plainIds);
     const now = this.#clock.now();
-    const claimed: QueueMessage<T>[] = [];
+    let claimed: QueueMessage<T>[] = [];
     msgs.forEach((current) => {
       if (!current || current.state !== "ready") return; // an orphaned index entry: dropped below
       claimed.push({
@@ -1782,46 +1870,71 @@ export class DurableQueue<T = unknown> {
       }
       l.pos.push(pos);
     }
-    const nPacked = [...leases.values()].reduce((n, l) => n + l.pos.length, 0);
-    const { res, retried } = await this.#commit(() => {
-      const op = this.#kv.atomic();
-      for (const { entry, rest } of picks) {
-        op.check(entry);
-        if (rest.length) op.set(entry.key, rest);
-        else op.delete(entry.key);
-      }
-      for (const m of claimed) {
-        op.set(this.#keys.msg(m.id), m).set(
-          this.#keys.inflight(m.leaseUntil!, m.id),
-          m.id,
-        );
-      }
+    let left: Pick[] = [];
+    const fit = Math.min(cap, this.#claimFit(picks, claimed, leases, segs));
+    if (fit < ids.length) {
+      ({ picks, left } = cutPicks(picks, fit));
+      ids = ids.slice(0, fit);
+      const keep = new Set(ids);
+      claimed = claimed.filter((m) => keep.has(m.id));
       for (const [seg, l] of leases) {
-        const r = segs.get(seg)!;
-        op.check(r.stateEntry)
-          .set(
-            this.#keys.segState(seg),
-            {
-              ...r.state,
-              n: r.msgs!.length,
-              leases: [...r.state.leases, l],
-            } satisfies SegState,
-          )
-          .set(
-            this.#keys.inflight(l.until, leaseToken(seg, l.id)),
-            { seg, lease: l.id } satisfies SegLeaseRef,
-          );
+        const msgs = segs.get(seg)!.msgs!;
+        l.pos = l.pos.filter((pos) => keep.has(msgs[pos].id));
+        if (l.pos.length === 0) leases.delete(seg);
       }
-      this.#count(op, "ready", -(claimed.length + nPacked));
-      this.#count(op, "inflight", claimed.length + nPacked);
-      return op;
-    });
+    }
+    const nPacked = [...leases.values()].reduce((n, l) => n + l.pos.length, 0);
+    let commit: Committed;
+    try {
+      commit = await this.#commit(() => {
+        const op = this.#kv.atomic();
+        for (const { entry, rest } of picks) {
+          op.check(entry);
+          if (rest.length) op.set(entry.key, rest);
+          else op.delete(entry.key);
+        }
+        for (const m of claimed) {
+          op.set(this.#keys.msg(m.id), m).set(
+            this.#keys.inflight(m.leaseUntil!, m.id),
+            m.id,
+          );
+        }
+        for (const [seg, l] of leases) {
+          const r = segs.get(seg)!;
+          op.check(r.stateEntry)
+            .set(
+              this.#keys.segState(seg),
+              {
+                ...r.state,
+                n: r.msgs!.length,
+                leases: [...r.state.leases, l],
+              } satisfies SegState,
+            )
+            .set(
+              this.#keys.inflight(l.until, leaseToken(seg, l.id)),
+              { seg, lease: l.id } satisfies SegLeaseRef,
+            );
+        }
+        this.#count(op, "ready", -(claimed.length + nPacked));
+        this.#count(op, "inflight", claimed.length + nPacked);
+        return op;
+      });
+    } catch (err) {
+      if (!isTooLarge(err) || ids.length === 1) throw err;
+      return { claimed: [], left: all, cap: Math.floor(ids.length / 2) };
+    }
+    const { res, retried } = commit;
     let ours = leases;
     let plainOurs: { m: QueueMessage<T>; vs: string }[];
     if (res.ok) {
       plainOurs = claimed.map((m) => ({ m, vs: res.versionstamp }));
+      // An entry cut in two now holds what was left, as of this commit.
+      if (left[0] && left[0].entry.versionstamp === "") {
+        left[0].entry.versionstamp = res.versionstamp;
+      }
     } else {
       if (!retried) return null;
+      left = [];
       // The locked first try may have landed: our lease ids say what is ours.
       const after = await this.#getEntries(claimed.map((m) => m.id));
       plainOurs = after.flatMap((e, i) =>
@@ -1855,7 +1968,53 @@ export class DurableQueue<T = unknown> {
         byId.set(d.id, d);
       }
     }
-    return ids.flatMap((id) => byId.has(id) ? [byId.get(id)!] : []);
+    return {
+      claimed: ids.flatMap((id) => byId.has(id) ? [byId.get(id)!] : []),
+      left,
+    };
+  }
+
+  /**
+   * How many of `picks`' ids, in order, one claim commit can take within
+   * KV's limits (at least one: a message alone always fits).
+   */
+  #claimFit(
+    picks: Pick[],
+    claimed: QueueMessage<T>[],
+    leases: Map<string, SegLease>,
+    segs: Map<string, SegRead<T>>,
+  ): number {
+    const size = new CommitSize().sum(this.#keys.count("ready"))
+      .sum(this.#keys.count("inflight"));
+    const plain = new Map(claimed.map((m) => [m.id, m]));
+    const counted = new Set<string>();
+    let n = 0;
+    for (const { entry, take } of picks) {
+      // The ids left in the entry are at most all of them.
+      size.check(entry.key).set(entry.key, entry.value);
+      for (const id of take) {
+        const m = plain.get(id);
+        const seg = segmentOf(id);
+        if (m) {
+          size.set(this.#keys.msg(id), m, recordBytes(m))
+            .set(this.#keys.inflight(m.leaseUntil!, id), id);
+        } else if (seg !== undefined && leases.has(seg) && !counted.has(seg)) {
+          counted.add(seg);
+          const l = leases.get(seg)!;
+          const r = segs.get(seg)!;
+          const key = this.#keys.segState(seg);
+          size.check(key)
+            .set(key, { ...r.state, n: 0, leases: [...r.state.leases, l] })
+            .set(this.#keys.inflight(l.until, leaseToken(seg, l.id)), {
+              seg,
+              lease: l.id,
+            });
+        }
+        if (!size.fits()) return Math.max(n, 1);
+        n++;
+      }
+    }
+    return n;
   }
 
   /** Reads message entries by id, 10 keys per read (KV's limit), in order. */
@@ -2232,16 +2391,22 @@ export class DurableQueue<T = unknown> {
           "ack",
           true,
         );
-      try {
-        if (ready.length) await ack(ready);
-      } catch (err) {
-        if (ready.length === 1) out[ready[0]] = err as Error;
-        else {
-          await Promise.all(
-            ready.map((j) => ack([j]).catch((e) => (out[j] = e as Error))),
-          );
-        }
-      }
+      // One commit per group that fits KV's limits (done records carry
+      // their payloads and inline results).
+      await Promise.all(
+        this.#fitAcks(holders, ready, prepared).map(async (js) => {
+          try {
+            await ack(js);
+          } catch (err) {
+            if (js.length === 1) out[js[0]] = err as Error;
+            else {
+              await Promise.all(
+                js.map((j) => ack([j]).catch((e) => (out[j] = e as Error))),
+              );
+            }
+          }
+        }),
+      );
       await Promise.all(
         ready.filter((j) => out[j] && prepared.get(j)!.ref).map((j) =>
           this.#dropUnusedResult(holders[j].msg.id, prepared.get(j)!.ref!.ref)
@@ -2249,6 +2414,40 @@ export class DurableQueue<T = unknown> {
         ),
       );
     }
+  }
+
+  /**
+   * Splits acks `ready` (indexes into `holders`) into groups, in order,
+   * each of which one commit holds within KV's limits.
+   */
+  #fitAcks(
+    holders: Holder<T>[],
+    ready: number[],
+    prepared: Map<number, PreparedResult>,
+  ): number[][] {
+    const groups: number[][] = [];
+    let cur: number[] = [];
+    let size = new CommitSize().sum(this.#keys.count("inflight"));
+    for (const j of ready) {
+      const m = holders[j].msg;
+      const p = prepared.get(j)!;
+      const one = new CommitSize().check(this.#keys.msg(m.id))
+        .set(
+          this.#keys.msg(m.id),
+          undefined,
+          recordBytes(m) + (p.bytes ?? 0) + (p.ref ? 256 : 0) + 128,
+        )
+        .delete(this.#keys.inflight(m.leaseUntil ?? 0, m.id));
+      if (cur.length && !new CommitSize().add(size).add(one).fits()) {
+        groups.push(cur);
+        cur = [];
+        size = new CommitSize().sum(this.#keys.count("inflight"));
+      }
+      cur.push(j);
+      size.add(one);
+    }
+    if (cur.length) groups.push(cur);
+    return groups;
   }
 
   /**
