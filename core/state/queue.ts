@@ -525,6 +525,55 @@ function recordBytes(m: QueueMessage<unknown>): number {
   return serialize({ ...m, payload: null }).length + body + 16;
 }
 
+/**
+ * `group` in units one commit must not split: a message stored as its own
+ * record, or all the members of one segment.
+ */
+function enqueueUnits<X extends { msg: QueueMessage<unknown> }>(
+  group: X[],
+): X[][] {
+  const units: X[][] = [];
+  const bySeg = new Map<string, X[]>();
+  for (const g of group) {
+    const seg = packedSegment(g.msg);
+    if (seg === undefined) units.push([g]);
+    else if (bySeg.has(seg)) bySeg.get(seg)!.push(g);
+    else {
+      bySeg.set(seg, [g]);
+      units.push(bySeg.get(seg)!);
+    }
+  }
+  return units;
+}
+
+/**
+ * Splits `items` in order into runs one commit each holds within KV's
+ * limits, `cost` giving an item's share and `base` what every commit
+ * carries anyway (counters). An item too large alone still gets its run:
+ * its commit fails alone, with KV's error.
+ */
+function splitToFit<X>(
+  items: X[],
+  cost: (x: X) => CommitSize,
+  base: () => CommitSize,
+): X[][] {
+  const runs: X[][] = [];
+  let cur: X[] = [];
+  let size = base();
+  for (const x of items) {
+    const one = cost(x);
+    if (cur.length && !new CommitSize().add(size).add(one).fits()) {
+      runs.push(cur);
+      cur = [];
+      size = base();
+    }
+    cur.push(x);
+    size.add(one);
+  }
+  if (cur.length) runs.push(cur);
+  return runs;
+}
+
 const MAX_ERRORS = 20;
 const U64 = 1n << 64n;
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -1087,6 +1136,20 @@ export class DurableQueue<T = unknown> {
    * then fails alone: the others still land.
    */
   async #commitGroup(group: GroupedEnqueue<T>[]): Promise<void> {
+    const units = enqueueUnits(group);
+    if (units.length > 1) {
+      // Many large messages: one commit per run that fits KV's limits.
+      const runs = splitToFit(
+        units,
+        (u) =>
+          u.reduce((c, g) => c.add(this.#enqueueCost(g.msg)), new CommitSize()),
+        () => this.#countersCost(),
+      );
+      if (runs.length > 1) {
+        for (const run of runs) await this.#commitGroup(run.flat());
+        return;
+      }
+    }
     const msgs = group.map((g) => g.msg);
     // Messages with packed ids go into their segments, one value each:
     // ready ones, and those claimed (or acked without a result) from
@@ -1129,17 +1192,6 @@ export class DurableQueue<T = unknown> {
       }
     } catch (err) {
       // Split in halves, a segment never across two commits.
-      const units: GroupedEnqueue<T>[][] = [];
-      const bySeg = new Map<string, GroupedEnqueue<T>[]>();
-      for (const g of group) {
-        const seg = packedSegment(g.msg);
-        if (seg === undefined) units.push([g]);
-        else if (bySeg.has(seg)) bySeg.get(seg)!.push(g);
-        else {
-          bySeg.set(seg, [g]);
-          units.push(bySeg.get(seg)!);
-        }
-      }
       if (units.length === 1) {
         try {
           tooLarge(err, `enqueue on '${this.name}'`);
@@ -1239,10 +1291,24 @@ export class DurableQueue<T = unknown> {
           "Cannot enqueueMany with an idempotency key: use enqueue()",
         );
       }
-      return this.#newMessage(it.payload, it.options ?? {}, now);
+      const m = this.#newMessage(it.payload, it.options ?? {}, now);
+      // Refused before anything is written.
+      if (recordBytes(m) > KV_VALUE_BYTES) {
+        fitsValue(m, `enqueue on '${this.name}'`);
+      }
+      return m;
     });
+    const parts = [];
     for (let i = 0; i < msgs.length; i += this.#maxBatch) {
-      const part = msgs.slice(i, i + this.#maxBatch);
+      parts.push(
+        ...splitToFit(
+          msgs.slice(i, i + this.#maxBatch),
+          (m) => this.#enqueueCost(m),
+          () => this.#countersCost(),
+        ),
+      );
+    }
+    for (const part of parts) {
       let res: Deno.KvCommitResult | Deno.KvCommitError;
       let retried: boolean;
       try {
@@ -1264,6 +1330,21 @@ export class DurableQueue<T = unknown> {
     }
     this.#wake();
     return msgs.map((m) => m.id);
+  }
+
+  /** A record enqueue's share of its commit ({@linkcode #enqueueInto}). */
+  #enqueueCost(m: QueueMessage<T>): CommitSize {
+    const key = this.#keys.msg(m.id);
+    // The id's share of its ready index entry, or its own index entry.
+    return new CommitSize().check(key).set(key, m, recordBytes(m))
+      .set(this.#keys.inflight(m.availableAt, m.id), m.id, 64);
+  }
+
+  /** The counters a commit of enqueues moves. */
+  #countersCost(): CommitSize {
+    return new CommitSize().sum(this.#keys.count("ready"))
+      .sum(this.#keys.count("delayed")).sum(this.#keys.count("inflight"))
+      .set(this.#keys.ready(0, "00000000000000000000"), undefined, 64);
   }
 
   #newMessage(
@@ -2425,29 +2506,17 @@ export class DurableQueue<T = unknown> {
     ready: number[],
     prepared: Map<number, PreparedResult>,
   ): number[][] {
-    const groups: number[][] = [];
-    let cur: number[] = [];
-    let size = new CommitSize().sum(this.#keys.count("inflight"));
-    for (const j of ready) {
+    return splitToFit(ready, (j) => {
       const m = holders[j].msg;
       const p = prepared.get(j)!;
-      const one = new CommitSize().check(this.#keys.msg(m.id))
+      return new CommitSize().check(this.#keys.msg(m.id))
         .set(
           this.#keys.msg(m.id),
           undefined,
           recordBytes(m) + (p.bytes ?? 0) + (p.ref ? 256 : 0) + 128,
         )
         .delete(this.#keys.inflight(m.leaseUntil ?? 0, m.id));
-      if (cur.length && !new CommitSize().add(size).add(one).fits()) {
-        groups.push(cur);
-        cur = [];
-        size = new CommitSize().sum(this.#keys.count("inflight"));
-      }
-      cur.push(j);
-      size.add(one);
-    }
-    if (cur.length) groups.push(cur);
-    return groups;
+    }, () => new CommitSize().sum(this.#keys.count("inflight")));
   }
 
   /**
@@ -2504,6 +2573,18 @@ export class DurableQueue<T = unknown> {
             if (rec) fallback.push(i);
             else acked(i);
           } else fallback.push(i);
+        }
+        // States hold every open lease: as many as fit one commit.
+        const size = new CommitSize().sum(this.#keys.count("inflight"));
+        for (const [seg, is] of bySeg) {
+          const key = this.#keys.segState(seg);
+          size.check(key).set(key, segs.get(seg)!.state)
+            .delete(this.#keys.inflight(0, leaseToken(seg, "")))
+            .set(this.#keys.segDone(0, seg), seg);
+          if (!size.fits() && size.mutations > 4) {
+            bySeg.delete(seg);
+            next.push(...is);
+          }
         }
         if (bySeg.size) {
           const n = [...bySeg.values()].reduce((a, is) => a + is.length, 0);

@@ -83,3 +83,162 @@ Deno.test("queue limits: one claim of 800 messages of 16 KiB claims them all, in
   );
   assert.equal(last.value?.state, "done");
 });
+
+Deno.test("queue limits: enqueueMany of 200 messages of 16 KiB commits them in runs that fit, in order", async () => {
+  await using t = await tempStore();
+  const c = countCommits(t.kv);
+  const q = new DurableQueue<string>(c.kv, "many", { maxBatch: 100 });
+  const ids = await q.enqueueMany(
+    Array.from({ length: 200 }, (_, i) => ({ payload: `${i}:${KIB16}` })),
+  );
+  assert.equal(ids.length, 200);
+  // ~3.3 MB: 5 commits of at most 90 % of KV's 800 KiB (none refused).
+  assert.ok(c.commits() >= 5 && c.commits() <= 6, `${c.commits()} commits`);
+  const ds = await q.claim(200, 60_000);
+  assert.deepEqual(
+    ds.map((d) => Number(d.payload.split(":")[0])),
+    Array.from({ length: 200 }, (_, i) => i),
+  );
+});
+
+Deno.test("queue limits: enqueueMany with one message over KV's value limit writes nothing", async () => {
+  await using t = await tempStore();
+  const q = new DurableQueue<string>(t.kv, "many", { maxBatch: 100 });
+  await assert.rejects(
+    q.enqueueMany(
+      Array.from({ length: 120 }, (_, i) => ({
+        payload: i === 110 ? "y".repeat(70_000) : `m${i}`,
+      })),
+    ),
+    (err: Error) =>
+      err instanceof RangeError && /64 KiB value limit/.test(err.message),
+  );
+  assert.equal((await q.stats()).ready, 0);
+});
+
+Deno.test("queue limits: a group commit of 100 enqueues of 16 KiB is split before KV refuses it", async () => {
+  await using t = await tempStore();
+  const c = countCommits(t.kv);
+  const q = new DurableQueue<string>(c.kv, "group");
+  const done = await Promise.all(
+    Array.from({ length: 100 }, (_, i) => q.enqueue(`${i}:${KIB16}`)),
+  );
+  assert.equal(done.length, 100);
+  // 1.6 MB: 3 commits, each accepted (halving after refusals took 7 tries).
+  assert.equal(c.commits(), 3);
+  const ds = await q.claim(100, 60_000);
+  assert.deepEqual(
+    ds.map((d) => Number(d.payload.split(":")[0])),
+    Array.from({ length: 100 }, (_, i) => i),
+  );
+});
+
+Deno.test("queue limits: in the window mode, 100 acks of 16 KiB records share commits that fit", async () => {
+  await using t = await tempStore();
+  const c = countCommits(t.kv);
+  const q = new DurableQueue<string>(c.kv, "window", {
+    maxBatch: 100,
+    commit: { windowMs: 50 },
+  });
+  // enqueueMany stores records (the window packs only single enqueues).
+  await q.enqueueMany(
+    Array.from({ length: 100 }, (_, i) => ({ payload: `${i}:${KIB16}` })),
+  );
+  const ds = await q.claim(100, 60_000);
+  assert.equal(ds.length, 100);
+  const before = c.commits();
+  await Promise.all(ds.map((d) => d.ack()));
+  await q.flush();
+  // One group of 100 acks: 3 commits, not one refused and 100 singles.
+  assert.ok(c.commits() - before <= 4, `${c.commits() - before} commits`);
+  assert.equal((await q.stats()).inflight, 0);
+  await q.close();
+});
+
+/** `kv` whose commits of more than `max.sets` sets fail as KV fails a too-large one. */
+function refuseLarge(kv: Deno.Kv, max: { sets: number }): Deno.Kv {
+  return new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "atomic") {
+        return () => {
+          const op = target.atomic();
+          let sets = 0;
+          const set = op.set.bind(op);
+          op.set = (...args) => {
+            sets++;
+            return set(...args);
+          };
+          const commit = op.commit.bind(op);
+          op.commit = () => {
+            if (sets > max.sets) {
+              return Promise.reject(
+                new TypeError(
+                  "Total mutation size too large (max 819200 bytes)",
+                ),
+              );
+            }
+            return commit();
+          };
+          return op;
+        };
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+}
+
+Deno.test("queue limits: a claim commit KV refuses as too large is retried smaller and claims all, in order", async () => {
+  await using t = await tempStore();
+  const q = new DurableQueue<string>(t.kv, "refused", { maxBatch: 100 });
+  await q.enqueueMany(
+    Array.from({ length: 30 }, (_, i) => ({ payload: `m${i}` })),
+  );
+  // Each claimed record takes 2 sets: at most 4 records a commit.
+  const strict = new DurableQueue<string>(
+    refuseLarge(t.kv, { sets: 9 }),
+    "refused",
+    {
+      maxBatch: 100,
+    },
+  );
+  const ds = await strict.claim(30, 60_000);
+  assert.deepEqual(
+    ds.map((d) => d.payload),
+    Array.from({ length: 30 }, (_, i) => `m${i}`),
+  );
+  assert.equal((await q.stats()).inflight, 30);
+});
+
+Deno.test("queue limits: packed messages claimed over several commits keep their order and leases", async () => {
+  await using t = await tempStore();
+  const q = new DurableQueue<string>(t.kv, "packed", {
+    maxBatch: 100,
+    commit: { windowMs: 1000 },
+  });
+  // 6 segments of 5 messages, one ready index entry each.
+  for (let s = 0; s < 6; s++) {
+    await Promise.all(
+      Array.from({ length: 5 }, (_, i) => q.enqueue(`m${s * 5 + i}`)),
+    );
+    await q.flush();
+  }
+  await q.close();
+  // A segment's claim writes 3 values (entry, state, lease index entry).
+  const max = { sets: 6 };
+  const strict = new DurableQueue<string>(refuseLarge(t.kv, max), "packed", {
+    maxBatch: 100,
+  });
+  const ds = await strict.claim(30, 60_000);
+  assert.deepEqual(
+    ds.map((d) => d.payload),
+    Array.from({ length: 30 }, (_, i) => `m${i}`),
+  );
+  assert.ok(ds.every((d) => d.id.includes("~")), "stored packed");
+  assert.equal((await strict.stats()).inflight, 30);
+  assert.deepEqual(await strict.claim(1, 60_000), []);
+  max.sets = 1000;
+  const errs = await strict.ackAll(ds);
+  assert.deepEqual(errs.filter((e) => e !== undefined), []);
+  assert.equal((await strict.stats()).inflight, 0);
+});
