@@ -208,12 +208,19 @@ export function writeSealedCounters(
   block: number,
   ctLength: number,
 ): number {
-  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
-  view.setUint32(at, Math.floor(n / 0x1_0000_0000));
-  view.setUint32(at + 4, n >>> 0);
-  view.setUint32(at + 8, block);
-  view.setUint32(at + 12, ctLength);
+  // Byte by byte: no DataView per message.
+  writeU32(out, at, Math.floor(n / 0x1_0000_0000));
+  writeU32(out, at + 4, n >>> 0);
+  writeU32(out, at + 8, block);
+  writeU32(out, at + 12, ctLength);
   return at + COUNTER_BYTES;
+}
+
+function writeU32(out: Uint8Array, at: number, v: number): void {
+  out[at] = v >>> 24;
+  out[at + 1] = v >>> 16;
+  out[at + 2] = v >>> 8;
+  out[at + 3] = v;
 }
 
 /**

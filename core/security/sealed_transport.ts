@@ -453,26 +453,31 @@ export function sealedTransport(
         { data: { topic, envelopeTopic: envelope.topic } },
       );
     }
-    const plain = encoder.encode(JSON.stringify(envelope.payload ?? null));
+    const json = JSON.stringify(envelope.payload ?? null);
     // The size check without serialising the payload twice: exact only when
     // 3 bytes a character (UTF-8's most for a UTF-16 unit) might not fit.
     const surelyFits = envelope.payload !== undefined &&
-      (JSON.stringify({ ...envelope, payload: 0 }).length - 1) * 3 +
-            plain.length <= caps.maxMessageBytes;
+      (JSON.stringify({ ...envelope, payload: 0 }).length - 1 + json.length) *
+            3 <= caps.maxMessageBytes;
     if (!surelyFits && envelopeBytes(envelope) > caps.maxMessageBytes) {
       assertFits(envelope, caps.maxMessageBytes);
     }
     const live = session(rule, topic);
     return live instanceof Promise
-      ? live.then((s) => sealIn(s, topic, envelope, plain, opts))
-      : sealIn(live, topic, envelope, plain, opts);
+      ? live.then((s) => sealIn(s, topic, envelope, json, opts))
+      : sealIn(live, topic, envelope, json, opts);
   }
 
+  /**
+   * Puts a message in the open batch: its head and plaintext written
+   * straight into the batch's buffer, where it is encrypted in place, and
+   * its proof added once the batch is signed.
+   */
   function sealIn(
     s: Session,
     topic: string,
     envelope: Envelope,
-    plain: Uint8Array,
+    json: string,
     opts: PublishOptions | undefined,
   ): Promise<void> {
     s.next++;
@@ -483,31 +488,39 @@ export function sealedTransport(
       if (s.heads.size >= 256) s.heads.clear();
       s.heads.set(topic, head);
     }
-    // The whole payload in one buffer, with room for the longest proof;
-    // the counters, ciphertext and proof are written with the batch.
-    const out = new Uint8Array(
-      head.length + COUNTER_BYTES + plain.length + proofBytes(SEAL_PATH_MAX),
-    );
-    out.set(head);
-    return signInBatch({
+    const b = openBatch();
+    // The ciphertext starts on a 4-byte boundary (XORed a word at a time);
+    // room for UTF-8's most (3 bytes a UTF-16 unit) and the longest proof.
+    const ctAt = (b.used + head.length + COUNTER_BYTES + 3) & ~3;
+    const start = ctAt - COUNTER_BYTES - head.length;
+    reserve(b, ctAt + json.length * 3 + proofBytes(SEAL_PATH_MAX));
+    b.buf.set(head, start);
+    const ctLength = encoder.encodeInto(json, b.buf.subarray(ctAt)).written;
+    b.used = ctAt + ctLength + proofBytes(SEAL_PATH_MAX);
+    const w: Waiting = {
       session: s,
-      plain,
-      out,
-      ctAt: head.length + COUNTER_BYTES,
+      start,
+      ctAt,
+      ctLength,
       leaf: undefined,
       envelope,
       topic,
       opts,
       done: Promise.withResolvers<void>(),
-    });
+    };
+    b.items.push(w);
+    if (b.items.length >= SEAL_BATCH_MAX) signBatch(b);
+    return w.done.promise;
   }
 
   /** A message waiting for its batch: encrypted, signed, then published. */
   interface Waiting {
     session: Session;
-    plain: Uint8Array;
-    out: Uint8Array;
+    /** Where its payload starts in the batch's buffer. */
+    start: number;
+    /** Where its ciphertext starts, and its length. */
     ctAt: number;
+    ctLength: number;
     leaf: Uint8Array | undefined;
     envelope: Envelope;
     topic: string;
@@ -516,92 +529,129 @@ export function sealedTransport(
   }
 
   /**
-   * Encrypts a batch's messages, one ChaCha20 key stream per session in it
-   * (nonce: the session's batch number; each message starts on a 64-byte
-   * block of its own), and takes each one's digest.
+   * Messages sealed together, their payloads side by side in one buffer
+   * (gaps between them are never sent), and a word view of it.
    */
-  let scratchAll = new Uint8Array(0);
-  function batchScratch(length: number): Uint8Array {
-    if (scratchAll.length < length) {
-      scratchAll = new Uint8Array(Math.max(length, scratchAll.length * 2));
-    }
-    return scratchAll.subarray(0, length);
+  interface Batch {
+    items: Waiting[];
+    buf: Uint8Array;
+    words: Uint32Array;
+    used: number;
   }
 
-  function encryptBatch(b: Waiting[]) {
-    const bySession = new Map<Session, Waiting[]>();
-    for (const w of b) {
-      const group = bySession.get(w.session);
-      if (group) group.push(w);
-      else bySession.set(w.session, [w]);
-    }
-    for (const [s, group] of bySession) {
-      const n = s.batches++;
-      const starts: number[] = [];
-      let blocks = 0;
-      for (const w of group) {
-        starts.push(blocks);
-        blocks += Math.ceil(w.plain.length / 64);
-      }
-      // The batch's plaintexts side by side in a buffer reused from batch to
-      // batch (the cipher writes to a new one; what lies in the gaps between
-      // them is encrypted and dropped).
-      const all = batchScratch(blocks * 64);
-      group.forEach((w, j) => all.set(w.plain, starts[j] * 64));
-      const stream = chacha20(s.key, nonceOf(n), 0, all);
-      group.forEach((w, j) => {
-        writeSealedCounters(
-          w.out,
-          w.ctAt - COUNTER_BYTES,
-          n,
-          starts[j],
-          w.plain.length,
-        );
-        const ctEnd = w.ctAt + w.plain.length;
-        w.out.set(
-          stream.subarray(starts[j] * 64, starts[j] * 64 + w.plain.length),
-          w.ctAt,
-        );
-        w.leaf = digestOf(w.envelope, w.out, ctEnd);
-      });
-    }
+  // Buffers of signed batches, reused: a batch's payloads are base64url
+  // strings once it is published.
+  const spare: Uint8Array[] = [];
+
+  function batchBuffer(bytes: number): { buf: Uint8Array; words: Uint32Array } {
+    const buf = new Uint8Array((bytes + 3) & ~3);
+    return { buf, words: new Uint32Array(buf.buffer) };
+  }
+
+  /** The buffer of `b` holds at least `bytes`: a bigger one if not. */
+  function reserve(b: Batch, bytes: number): void {
+    if (b.buf.length >= bytes) return;
+    const { buf, words } = batchBuffer(Math.max(bytes, b.buf.length * 2));
+    buf.set(b.buf.subarray(0, b.used));
+    b.buf = buf;
+    b.words = words;
   }
 
   // Messages sealed until the next timer tick (setTimeout 0, up to ~2 ms
   // here), signed together then. setImmediate would cut the wait, but
   // publishes spread over I/O callbacks would then go one to a batch.
-  let batch: Waiting[] | undefined;
+  let batch: Batch | undefined;
 
-  function signInBatch(w: Waiting): Promise<void> {
-    if (!batch) {
-      const b: Waiting[] = [];
-      batch = b;
-      setTimeout(() => {
-        if (batch === b) signBatch(b);
-      }, 0);
-    }
-    const b = batch;
-    b.push(w);
-    if (b.length >= SEAL_BATCH_MAX) signBatch(b);
-    return w.done.promise;
+  function openBatch(): Batch {
+    if (batch) return batch;
+    const buf = spare.pop();
+    const b: Batch = {
+      items: [],
+      ...(buf ? { buf, words: new Uint32Array(buf.buffer) } : batchBuffer(
+        SEAL_BATCH_MAX * 2048,
+      )),
+      used: 0,
+    };
+    batch = b;
+    setTimeout(() => {
+      if (batch === b) signBatch(b);
+    }, 0);
+    return b;
   }
 
-  async function signBatch(b: Waiting[]) {
+  /**
+   * Encrypts a batch's messages in place, one ChaCha20 key stream per
+   * session in it (nonce: the session's batch number; each message starts
+   * on a 64-byte block of its own), and takes each one's digest.
+   */
+  function encryptBatch(b: Batch) {
+    const bySession = new Map<Session, Waiting[]>();
+    for (const w of b.items) {
+      const group = bySession.get(w.session);
+      if (group) group.push(w);
+      else bySession.set(w.session, [w]);
+    }
+    const { buf, words } = b;
+    for (const [s, group] of bySession) {
+      const n = s.batches++;
+      let blocks = 0;
+      for (const w of group) blocks += Math.ceil(w.ctLength / 64);
+      const length = blocks * 64;
+      // The key stream is ChaCha20 over zeros: one zero buffer, never written.
+      const stream = chacha20(
+        s.key,
+        nonceOf(n),
+        0,
+        length <= ZEROS.length
+          ? ZEROS.subarray(0, length)
+          : new Uint8Array(length),
+      );
+      const aligned = stream.byteOffset % 4 === 0;
+      const streamWords = aligned
+        ? new Uint32Array(stream.buffer, stream.byteOffset, length >>> 2)
+        : undefined;
+      let block = 0;
+      for (const w of group) {
+        writeSealedCounters(
+          buf,
+          w.ctAt - COUNTER_BYTES,
+          n,
+          block,
+          w.ctLength,
+        );
+        const at = block * 64;
+        let j = 0;
+        if (streamWords) {
+          const wordAt = w.ctAt >>> 2, streamAt = at >>> 2;
+          const count = w.ctLength >>> 2;
+          for (; j < count; j++) words[wordAt + j] ^= streamWords[streamAt + j];
+          j = count * 4;
+        }
+        for (; j < w.ctLength; j++) buf[w.ctAt + j] ^= stream[at + j];
+        block += Math.ceil(w.ctLength / 64);
+        w.leaf = digestOf(w.envelope, buf, w.start, w.ctAt + w.ctLength);
+      }
+    }
+  }
+
+  async function signBatch(b: Batch) {
     if (batch === b) batch = undefined;
+    const items = b.items;
     let sig: Uint8Array;
     let tree: ReturnType<typeof merkleTree>;
     try {
       encryptBatch(b);
-      tree = merkleTree(b.map((w) => w.leaf!));
+      tree = merkleTree(items.map((w) => w.leaf!));
       sig = new Uint8Array(
         await crypto.subtle.sign(
           "Ed25519",
           keys.signingKey,
-          batchBytes(keys.id, b.length, tree.root),
+          batchBytes(keys.id, items.length, tree.root),
         ),
       );
     } catch (err) {
-      for (const w of b) w.done.reject(err);
+      for (const w of items) w.done.reject(err);
+      release(b);
       return;
     }
     const { root, paths } = tree;
@@ -609,13 +659,13 @@ export function sealedTransport(
       ...e.headers,
       [SEALED_HEADER]: VERSION,
     });
-    b.forEach((w, i) => {
+    items.forEach((w, i) => {
       const end = writeSealedProof(
-        w.out,
-        w.ctAt + w.plain.length,
+        b.buf,
+        w.ctAt + w.ctLength,
         sig,
         root,
-        b.length,
+        items.length,
         i,
         paths[i],
       );
@@ -624,12 +674,17 @@ export function sealedTransport(
         w.done.resolve(inner.publish(w.topic, {
           ...w.envelope,
           headers: headers(w.envelope),
-          payload: w.out.subarray(0, end).toBase64(B64),
+          payload: b.buf.subarray(w.start, end).toBase64(B64),
         }, w.opts));
       } catch (err) {
         w.done.reject(err);
       }
     });
+    release(b);
+  }
+
+  function release(b: Batch): void {
+    if (spare.length < 4) spare.push(b.buf);
   }
 
   const opener = openerOf(keys, {
@@ -1087,7 +1142,7 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
         `sender '${p.from}' has no published key`,
       );
     }
-    const leaf = digestOf(env, p.bytes, p.ctEnd);
+    const leaf = digestOf(env, p.bytes, 0, p.ctEnd);
     const auth = authenticate(sender.ed25519, p, leaf);
     return auth ? auth.then(() => p) : p;
   }
@@ -1354,12 +1409,13 @@ function parseSealed(
  * over its **header** (the leaf tag 0x00, a context string, the envelope's
  * routing fields as JSON, self-delimiting, then the payload's bytes up to the
  * ciphertext: format, sender, topic, session, wraps, batch number, block,
- * ciphertext length) and the ciphertext; `payload[0, ctEnd)` is those bytes
- * and the ciphertext, in order.
+ * ciphertext length) and the ciphertext; `bytes[start, ctEnd)` is those
+ * bytes and the ciphertext, in order.
  */
 function digestOf(
   env: Envelope,
-  payload: Uint8Array,
+  bytes: Uint8Array,
+  start: number,
   ctEnd: number,
 ): Uint8Array {
   const routing = "\0" + DIGEST_CONTEXT + JSON.stringify([
@@ -1374,7 +1430,7 @@ function digestOf(
   ]);
   return createHash("sha256")
     .update(routing, "utf8")
-    .update(payload.subarray(0, ctEnd))
+    .update(bytes.subarray(start, ctEnd))
     .digest();
 }
 
@@ -1391,7 +1447,7 @@ function batchBytes(
   return out;
 }
 
-/** The input of a receiver's key streams (up to 4,096 blocks at a time). */
+/** The input of key streams (up to 4,096 blocks at a time). */
 const ZEROS = new Uint8Array(4096 * 64);
 
 /** A batch signature verified or being verified, and what it was over. */

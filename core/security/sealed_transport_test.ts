@@ -828,3 +828,47 @@ Deno.test("sealed transport: a batch's members of different sizes share one key 
     [1, 2, 0, 3, 4].map((j) => sizes[j]),
   );
 });
+
+Deno.test("sealed transport: a batch of two sessions that outgrows its buffer, with multi-byte and odd-length payloads, opens to the payloads sealed", async () => {
+  await using r = await rig();
+  const twoRules: SealingPolicy = {
+    topics: [
+      { pattern: "orders.*", recipients: ["node:b"] },
+      { pattern: "audit.>", recipients: ["node:b"] },
+    ],
+  };
+  const a = await r.node("a", { cacheMs: 60_000, policy: twoRules });
+  const b = await r.node("b", { policy: twoRules });
+  // Warm both sessions, then seal 60 in one turn: ~6 KB of UTF-8 each
+  // (room for 3 bytes a character is reserved), 30 on each rule's session.
+  await a.t.publish("orders.created", order());
+  await a.t.publish("audit.log", order("audit.log"));
+  r.stored.length = 0;
+  const pad = (j: number) => "é€x".repeat(700 + j) + "y".repeat(j % 5);
+  const topics = Array.from(
+    { length: 60 },
+    (_, j) => j % 2 ? "audit.log" : "orders.created",
+  );
+  await Promise.all(
+    topics.map((topic, j) =>
+      a.t.publish(topic, order(topic, { payload: { j, pad: pad(j) } }))
+    ),
+  );
+  const sealed = r.stored.map((e) => JSON.parse(e) as Envelope);
+  assert.equal(sealed.length, 60);
+  const roots = sealed.map((e) => sealedFields(e.payload).root.toHex());
+  assert.equal(new Set(roots).size, 1, "one batch signature");
+  assert.equal(
+    new Set(sealed.map((e) => sealedFields(e.payload).session.toHex())).size,
+    2,
+  );
+  const got = await collect(b.t, "orders.created", "b");
+  const gotAudit = await collect(b.t, "audit.log", "b");
+  for (const e of sealed) await r.raw.publish(e.topic, e);
+  await waitFor("all 60", () => got.length + gotAudit.length === 60, 5000);
+  for (const d of [...got, ...gotAudit]) {
+    const { j, pad: text } = d.envelope.payload as { j: number; pad: string };
+    assert.equal(text, pad(j));
+    assert.equal(d.envelope.topic, topics[j]);
+  }
+});
