@@ -14,6 +14,10 @@
  *   atomic commit per batch (each item checked by its ready-index entry, so a
  *   message is claimed by one claimer only). If the batch loses a race it
  *   falls back to claiming item by item, in order.
+ * - No commit outgrows Deno KV's limits (819,200 bytes, 1000 mutations):
+ *   claims, acks, `enqueueMany` and group commits take as many messages as
+ *   fit one commit (`CommitSize`) and commit the rest after, in order
+ *   (docs/state.md "Commit limits").
  * - Each claim counts an attempt. `ack` finishes, `nak(delay)` retries later
  *   (exponential backoff by default), `inProgress` extends the lease, `term`
  *   dead-letters at once. After `maxAttempts` a message goes to the DLQ with
