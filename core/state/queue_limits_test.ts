@@ -242,3 +242,37 @@ Deno.test("queue limits: packed messages claimed over several commits keep their
   assert.deepEqual(errs.filter((e) => e !== undefined), []);
   assert.equal((await strict.stats()).inflight, 0);
 });
+
+Deno.test("queue limits: a packed ack of 100 segments with large states commits in parts that fit", async () => {
+  const kv = await openStore(":memory:");
+  try {
+    const w = new DurableQueue<string>(kv, "states", {
+      maxGroup: 12,
+      commit: { windowMs: 1000 },
+    });
+    for (let s = 0; s < 100; s++) {
+      await Promise.all(
+        Array.from({ length: 12 }, (_, i) => w.enqueue(`${s}.${i}`)),
+      );
+      await w.flush();
+    }
+    await w.close();
+    // One claim per message, each a lease of its own in its segment's
+    // state: 12 leases named by a long consumer, ~9 KB a state.
+    const q = new DurableQueue<string>(kv, "states");
+    const firsts = [];
+    for (let k = 0; k < 1200; k++) {
+      const [d] = await q.claim(1, 60_000, `consumer-${k}-${"c".repeat(700)}`);
+      if (d.payload.endsWith(".0")) firsts.push(d);
+    }
+    assert.equal(firsts.length, 100);
+    assert.ok(firsts.every((d) => d.id.includes("~")), "stored packed");
+    // One ack per segment: 100 states of ~9 KB, over 800 KiB in one commit.
+    const errs = await q.ackAll(firsts);
+    assert.deepEqual(errs.filter((e) => e !== undefined), []);
+    assert.equal((await q.stats()).inflight, 1100);
+    assert.equal((await q.get(firsts[99].id))?.state, "done");
+  } finally {
+    kv.close();
+  }
+});
