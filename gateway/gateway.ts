@@ -129,14 +129,24 @@ export type RequestHandler = (req: AgentRequest) => unknown;
 
 /** The `gateway:agents` capability. */
 export interface AgentGateway {
-  /** Sends `message` (JSON) to one agent on backend channel `channel` (a name, or `backend.{id}.{name}`). */
+  /**
+   * Sends `message` (JSON) to one agent on backend channel `channel` (a
+   * name, or `backend.{id}.{name}`). Resolves after a turn of the event
+   * loop, so a caller that awaits one send after another lets each one's
+   * frame be written as it goes.
+   */
   send(
     agentId: string,
     channel: string,
     message: unknown,
     options?: SendOptions,
   ): Promise<SendResult>;
-  /** Sends `message` to every connected agent subscribed to channel name `channel`. */
+  /**
+   * Sends `message` to every connected agent subscribed to channel name
+   * `channel`. Resolves after a turn of the event loop (one for every
+   * broadcast of the same turn), so a loop of awaited broadcasts has its
+   * frames written as it goes, not once it ends.
+   */
   broadcast(
     channel: string,
     message: unknown,
@@ -260,6 +270,27 @@ const INBOUND_IDS = 256;
 /** Request channels whose handler is remembered (then forgotten all at once). */
 const MAX_HANDLER_CACHE = 10_000;
 const encoder = new TextEncoder();
+/** The pending {@linkcode writesTurn}, shared by every caller of one turn. */
+let turn: Promise<void> | undefined;
+
+/**
+ * Resolves after one turn of the event loop (a 0 ms timer, one for every
+ * caller in the same turn). Deno writes a WebSocket frame in a task of its
+ * own that runs only when JavaScript gives the event loop a turn; a plugin
+ * that awaits broadcasts or sends one after another never does (each await
+ * is a KV operation or a microtask), so without this its frames waited
+ * unwritten until its loop ended (30 awaited broadcasts: none reached the
+ * agent before the last had resolved; bench/peers/centrifugo.ts: the node
+ * produced every frame before the agents got the second) and the send
+ * buffers grew toward the slow-consumer cap with the agents idle.
+ */
+const writesTurn = (): Promise<void> =>
+  turn ??= new Promise<void>((resolve) =>
+    setTimeout(() => {
+      turn = undefined;
+      resolve();
+    }, 0)
+  );
 
 function isPromiseLike(v: unknown): v is PromiseLike<unknown> {
   return typeof (v as PromiseLike<unknown> | null)?.then === "function";
@@ -733,6 +764,7 @@ export function createGateway(options: GatewayOptions): Gateway {
           messageType,
           ...(opts.correlationId ? { correlationId: opts.correlationId } : {}),
         }]);
+        await writesTurn();
         return { messageId: id, status: r ? "sent" : "failed" };
       }
       const error = await store(agentId, name, body, opts, {
@@ -744,6 +776,7 @@ export function createGateway(options: GatewayOptions): Gateway {
         return { messageId: id, status: "failed", error };
       }
       const [pushed] = await deliverNow(agentId, [id]);
+      await writesTurn();
       return { messageId: id, status: pushed ? "sent" : "queued" };
     },
 
@@ -787,6 +820,7 @@ export function createGateway(options: GatewayOptions): Gateway {
         );
         result.sentTo.sort();
         result.failed.sort();
+        await writesTurn();
         return result;
       }
       const stored: string[] = [];
@@ -807,6 +841,7 @@ export function createGateway(options: GatewayOptions): Gateway {
       for (const list of [result.sentTo, result.queued, result.failed]) {
         list.sort();
       }
+      await writesTurn();
       return result;
     },
 
