@@ -58,3 +58,66 @@ Deno.test("delivery: pushed() answers for the last PUSHED_MEMORY ids pushed, old
     kv.close();
   }
 });
+
+Deno.test("delivery: acks of more broadcasts than the early-ack memory holds do not push out an early ack of a durable message, which settles it when claimed", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const { privateKey } = await crypto.subtle.generateKey("Ed25519", false, [
+      "sign",
+    ]) as CryptoKeyPair;
+    const outbox = new Outbox(kv);
+    const sent: string[] = [];
+    const shared: string[] = [];
+    const delivery = new QueueDelivery({
+      config: {
+        channels: {
+          alerts: { durable: false },
+          policies: { durable: true },
+        },
+        maxInFlight: 8,
+        ackTimeoutMs: 30_000,
+      },
+      outbox,
+      metrics: { delivery: () => {}, queueDepth: () => {} },
+      log: console,
+      signingKey: privateKey,
+      owner: "n1/c1",
+      subs: new Set(["alerts", "policies"]),
+      agentId: () => "agent-1",
+      ready: () => true,
+      congested: () => false,
+      header: (f) => ({
+        sid: "s1",
+        from: "node:n1",
+        to: "agent-1",
+        ch: "",
+        ...f,
+      }),
+      send: (h) => void sent.push(h.id),
+      sendShared: (_ch, r) => void shared.push(r.fields.id),
+      after: () => {},
+      fail: (err) => {
+        throw err;
+      },
+    });
+    const id = await outbox.put(
+      "agent-1",
+      "policies",
+      new TextEncoder().encode("{}"),
+    );
+    delivery.ack(id); // processed in an earlier session: an early ack
+    const body = new Uint8Array(0);
+    for (let i = 0; i < PUSHED_MEMORY + 100; i++) {
+      const fields = { id: `b-${i}`, priority: 4, messageType: "n" };
+      assert.equal(await delivery.pushEphemeral("alerts", body, fields), true);
+      delivery.ack(fields.id);
+    }
+    assert.equal(shared.length, PUSHED_MEMORY + 100);
+    await delivery.pump();
+    assert.deepEqual(sent, [], "settled by its early ack, not pushed");
+    assert.equal(await outbox.depth("agent-1"), 0);
+    await delivery.stop(1000);
+  } finally {
+    kv.close();
+  }
+});
