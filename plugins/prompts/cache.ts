@@ -35,7 +35,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 
 /** What is stored for one answer. */
 export interface CachedAnswer {
@@ -194,8 +194,11 @@ function storedAnswer(value: unknown): StoredAnswer | undefined {
  * ```
  */
 export function normalisePrompt(prompt: string): string {
-  return prompt.normalize("NFC").toLowerCase().replace(/\s+/g, " ").trim();
+  // ASCII is its own NFC form: ICU's normalisation is skipped for it.
+  const nfc = NON_ASCII.test(prompt) ? prompt.normalize("NFC") : prompt;
+  return nfc.toLowerCase().replace(/\s+/g, " ").trim();
 }
+const NON_ASCII = /[\u0080-\uffff]/;
 
 /** Creates a cache over `kv`. */
 export function createPromptCache(
@@ -311,8 +314,9 @@ export function createPromptCache(
         input.scenario ?? "",
         vary,
       ]);
-      // Synchronous: WebCrypto's digest was a tenth of a cache hit's CPU.
-      const key = createHash("sha256").update(text).digest("hex");
+      // Synchronous: WebCrypto's digest was a tenth of a cache hit's CPU;
+      // one-shot: createHash builds a Node stream per key.
+      const key = hash("sha256", text, "hex");
       if (raw.length <= MAX_KEYED_CHARS) {
         if (keys.size >= MAX_KEYS) keys.delete(keys.keys().next().value!);
         keys.set(raw, key);

@@ -39,6 +39,9 @@ Deno.test("prompt cache: the key is the normalised prompt, the scenario and the 
     fields: string[] = [],
   ) => cache.key({ prompt, scenario, metadata }, fields);
   assert.equal(normalisePrompt(" Book\ta  ROOM\n"), "book a room");
+  // Non-ASCII goes through NFC (ASCII skips it): a decomposed é is the composed one.
+  assert.equal(normalisePrompt("Cafe\u0301  BAR"), "caf\u00e9 bar");
+  assert.equal(await k("Cafe\u0301"), await k("caf\u00e9"));
   assert.equal(await k("Book a room"), await k("  book a\nROOM "));
   assert.notEqual(await k("Book a room"), await k("Book a room", "hotel"));
   assert.equal(

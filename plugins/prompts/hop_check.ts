@@ -23,12 +23,7 @@
  *
  * @module
  */
-import {
-  createHash,
-  createPublicKey,
-  type KeyObject,
-  verify,
-} from "node:crypto";
+import { createPublicKey, hash, type KeyObject, verify } from "node:crypto";
 import { type HopFields, SAGE_CONTEXT } from "../../sdk/sage.ts";
 
 const encoder = new TextEncoder();
@@ -78,7 +73,8 @@ export function hopKey(publicRaw: Uint8Array): KeyObject {
  * ```
  */
 export function hopDigest(content: string): string {
-  return createHash("sha256").update(content, "utf8").digest("base64url");
+  // One-shot: createHash builds a Node stream per digest.
+  return hash("sha256", content, "base64url");
 }
 
 /**

@@ -243,6 +243,10 @@ interface Active {
   onPartial?: (partial: PartialAnswer) => void;
   /** Hops sent and not answered yet: agent → capabilities. */
   inflight: Map<string, string[]>;
+  /** Rejected when the prompt is aborted (made at the first hop). */
+  aborted?: Promise<never>;
+  /** Rejects `aborted`. */
+  cancel?: () => void;
 }
 
 const SHORT = 200;
@@ -293,7 +297,16 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
     };
     a.logs.push(entry);
     if (log.enabled(level)) {
-      log[level]("routing", { ...entry, requestId: a.requestId });
+      log[level]("routing", {
+        type: "routing",
+        from,
+        to,
+        content: entry.content,
+        timestamp: entry.timestamp,
+        messageId: entry.messageId,
+        level,
+        requestId: a.requestId,
+      });
     }
     a.onLog?.(entry);
   };
@@ -361,6 +374,27 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
     return err;
   };
 
+  /**
+   * The promise every hop of `a` races its answer with: rejected when `a`
+   * is aborted (its client went away, or its deadline passed). One per
+   * prompt, made at its first hop, rejected by the prompt's own abort
+   * listener (no listener or closure per hop).
+   */
+  const abortedOf = (a: Active): Promise<never> => {
+    if (a.aborted) return a.aborted;
+    a.aborted = new Promise<never>((_, reject) => {
+      a.cancel = () =>
+        reject(
+          new PlexusError("cancelled", `request ${a.requestId} was cancelled`, {
+            status: 499,
+          }),
+        );
+    });
+    a.aborted.catch(() => {});
+    if (a.signal.aborted) a.cancel!();
+    return a.aborted;
+  };
+
   /** Where a hop goes: an agent here, or a node with an agent for it. */
   type Target = { agent: string } | { node: PromptNode };
   const label = (t: Target) => "agent" in t ? t.agent : `node:${t.node.id}`;
@@ -385,20 +419,10 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
     const to = label(target);
     routing(a, from, to, String(body.prompt ?? ""));
     a.participants.add(to);
-    let stop = () => {};
-    const aborted = new Promise<never>((_, reject) => {
-      stop = () =>
-        reject(
-          new PlexusError("cancelled", `request ${a.requestId} was cancelled`, {
-            status: 499,
-          }),
-        );
-      if (a.signal.aborted) stop();
-      else a.signal.addEventListener("abort", stop, { once: true });
-    });
-    aborted.catch(() => {});
-    const caps = a.inflight.get(to) ?? [];
-    a.inflight.set(to, [...caps, capability]);
+    const aborted = abortedOf(a);
+    let caps = a.inflight.get(to);
+    if (!caps) a.inflight.set(to, caps = []);
+    caps.push(capability);
     const hopBody = {
       requestId: a.requestId,
       hop,
@@ -432,14 +456,8 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
         a.participants.add(agent);
       }
     } finally {
-      // Unhooked once answered: Deno aborts a request's signal after its
-      // response too, and an error built then (with its stack) was ~5 % of
-      // a prompt's CPU.
-      a.signal.removeEventListener("abort", stop);
-      const left = [...a.inflight.get(to) ?? []];
-      left.splice(left.indexOf(capability), 1);
-      if (left.length) a.inflight.set(to, left);
-      else a.inflight.delete(to);
+      caps.splice(caps.indexOf(capability), 1);
+      if (!caps.length && a.inflight.get(to) === caps) a.inflight.delete(to);
     }
     const answer = raw as { response?: unknown; signature?: unknown } | null;
     if (!answer || typeof answer.response !== "string") {
@@ -809,6 +827,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
     const timer = deadlines.add(config.timeoutMs, () => controller.abort());
     // Gone client or passed deadline: the agents still working are told to stop.
     const onAbort = () => {
+      a.cancel?.();
       for (const [agent, caps] of a.inflight) {
         if (agent.startsWith("node:")) {
           // That node carries the hop: it tells its agent.
