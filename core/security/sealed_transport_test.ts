@@ -20,6 +20,7 @@ import { generateKeyPair } from "./hpke.ts";
 import {
   ReplayMemory,
   SEALED_FROM_HEADER,
+  sealedOpener,
   sealedTransport,
   SEALING_POLICY,
   type SealingPolicy,
@@ -870,5 +871,55 @@ Deno.test("sealed transport: a batch of two sessions that outgrows its buffer, w
     const { j, pad: text } = d.envelope.payload as { j: number; pad: string };
     assert.equal(text, pad(j));
     assert.equal(d.envelope.topic, topics[j]);
+  }
+});
+
+Deno.test("sealed transport: members of a batch opened together, waiting on the sender's key or the session key, open to their own payloads", async () => {
+  await using r = await rig();
+  const twoRules: SealingPolicy = {
+    topics: [
+      { pattern: "orders.*", recipients: ["node:b"] },
+      { pattern: "audit.>", recipients: ["node:b"] },
+    ],
+  };
+  const a = await r.node("a", { cacheMs: 60_000, policy: twoRules });
+  const b = await r.node("b", { policy: twoRules });
+  // Payloads are decoded into one reused buffer: a member that waits must
+  // have kept its own bytes. One opener waits on each sender-key lookup
+  // (the uncached directory); the other knows the sender from another
+  // session's message and waits on this session's key.
+  const cold = sealedOpener({
+    id: "node:b",
+    x25519: b.x25519,
+    directory: r.directory,
+  });
+  const cache = new Map<string, ReturnType<typeof r.directory.lookup>>();
+  const warm = sealedOpener({
+    id: "node:b",
+    x25519: b.x25519,
+    directory: {
+      lookup(id) {
+        if (!cache.has(id)) cache.set(id, r.directory.lookup(id));
+        return cache.get(id)!;
+      },
+    },
+  });
+  await a.t.publish("audit.log", order("audit.log"));
+  const other = JSON.parse(r.stored[0]) as Envelope;
+  await warm.open(other, other.topic);
+  r.stored.length = 0;
+  const payload = (j: number) => ({ j, pad: "z".repeat(j * 7) });
+  await Promise.all(Array.from({ length: 20 }, (_, j) =>
+    a.t.publish(
+      "orders.created",
+      order("orders.created", { payload: payload(j) }),
+    )));
+  const sealed = r.stored.map((e) => JSON.parse(e) as Envelope);
+  const want = sealed.map((_, j) => payload(j));
+  for (const opener of [cold, warm]) {
+    const opened = await Promise.all(
+      sealed.map((e) => opener.open(e, e.topic)),
+    );
+    assert.deepEqual(opened.map((e) => e.payload), want);
   }
 });
