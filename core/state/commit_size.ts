@@ -32,6 +32,8 @@ const MARGIN = 0.9;
 const VALUE_SLACK = 16;
 
 const utf8 = new TextEncoder();
+/** A character outside ASCII: one byte in a key no more, one in a value maybe not. */
+const NON_ASCII = /[\u0080-\uffff]/;
 
 /**
  * The bytes `key` takes in KV's encoding, rounded up: a string or byte part
@@ -48,7 +50,8 @@ export function keyBytes(key: Deno.KvKey): number {
   let n = 0;
   for (const part of key) {
     if (typeof part === "string") {
-      n += 2 + utf8.encode(part).length + zeros(part);
+      n += 2 + zeros(part) +
+        (NON_ASCII.test(part) ? utf8.encode(part).length : part.length);
     } else if (part instanceof Uint8Array) {
       n += 2 + part.length + part.filter((b) => b === 0).length;
     } else if (typeof part === "number") n += 9;
@@ -67,18 +70,65 @@ function zeros(s: string): number {
 /**
  * The serialized bytes of `value` as a KV value, rounded up: a
  * `Uint8Array` is stored as its bytes, a `Deno.KvU64` as 8, anything else
- * as its V8 serialization.
+ * as its V8 serialization, bounded without serializing plain objects,
+ * arrays, strings and numbers (a string counts one byte a character when
+ * it is ASCII, else two; V8 may hold an ASCII string two bytes a character,
+ * e.g. a slice of a non-ASCII one, so a caller whose commit KV still
+ * refuses as too large should retry smaller).
  *
  * @example
  * ```ts
  * import { valueBytes } from "./commit_size.ts";
  * if (valueBytes(new Uint8Array(100)) < 100) throw new Error("unexpected");
+ * if (valueBytes({ id: "a", payload: "x".repeat(1000) }) < 1000) {
+ *   throw new Error("unexpected");
+ * }
  * ```
  */
 export function valueBytes(value: unknown): number {
   if (value instanceof Uint8Array) return value.byteLength + VALUE_SLACK;
-  if (value instanceof Deno.KvU64) return 8 + VALUE_SLACK;
-  return serialize(value).length + VALUE_SLACK;
+  // Deno.KvU64 exists only with KV enabled (--unstable-kv).
+  if (typeof Deno.KvU64 === "function" && value instanceof Deno.KvU64) {
+    return 8 + VALUE_SLACK;
+  }
+  return 2 + v8Bytes(value, 0) + VALUE_SLACK;
+}
+
+/** An upper bound of `v`'s bytes in V8's serialization (no header). */
+function v8Bytes(v: unknown, depth: number): number {
+  switch (typeof v) {
+    case "string":
+      // Tag, length (≤ 5), padding, the characters.
+      return 7 + (NON_ASCII.test(v) ? 2 * v.length : v.length);
+    case "number":
+      return 10;
+    case "boolean":
+    case "undefined":
+      return 1;
+    case "object": {
+      if (v === null) return 1;
+      if (depth > 16) break;
+      if (Array.isArray(v)) {
+        // Dense or sparse: tag, lengths, an index per element at most.
+        let n = 16;
+        for (let i = 0; i < v.length; i++) n += 6 + v8Bytes(v[i], depth + 1);
+        return n;
+      }
+      if (v instanceof Uint8Array && v.byteLength === v.buffer.byteLength) {
+        return v.byteLength + 24;
+      }
+      if (Object.getPrototypeOf(v) !== Object.prototype) break;
+      let n = 7;
+      for (const k in v) {
+        n += v8Bytes(k, depth + 1) +
+          v8Bytes((v as Record<string, unknown>)[k], depth + 1);
+      }
+      return n;
+    }
+  }
+  // Anything else (a bigint, a Date, a Map, a view of a larger buffer...)
+  // as V8 itself serializes it.
+  return serialize(v).length;
 }
 
 /**

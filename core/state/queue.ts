@@ -48,7 +48,7 @@ import { deserialize, serialize } from "node:v8";
 import { type Clock, systemClock } from "../clock.ts";
 import { type QueueCountState, queueKeys } from "./keys.ts";
 import { checksPerCommit, retryLocked } from "./store.ts";
-import { CommitSize } from "./commit_size.ts";
+import { CommitSize, valueBytes } from "./commit_size.ts";
 import { backoffDelay } from "../resilience/backoff.ts";
 import { PlexusError } from "../errors.ts";
 import {
@@ -507,26 +507,6 @@ function cutPicks(picks: Pick[], n: number): { picks: Pick[]; left: Pick[] } {
     } else left.push(p);
   }
   return { picks: head, left };
-}
-
-/** A character V8 cannot store in one byte (beyond Latin-1). */
-const TWO_BYTE = /[\u0100-\uffff]/;
-
-/**
- * Record `m`'s serialized bytes, without serializing a string or byte
- * payload: an upper bound, but for a Latin-1 string V8 happens to hold two
- * bytes a character (a commit KV then refuses as too large is retried
- * smaller).
- */
-function recordBytes(m: QueueMessage<unknown>): number {
-  const p = m.payload;
-  const body = p instanceof Uint8Array
-    ? p.byteLength
-    : typeof p === "string"
-    ? (TWO_BYTE.test(p) ? 2 * p.length : p.length)
-    : undefined;
-  if (body === undefined) return serialize(m).length + 16;
-  return serialize({ ...m, payload: null }).length + body + 16;
 }
 
 /**
@@ -1297,7 +1277,7 @@ export class DurableQueue<T = unknown> {
       }
       const m = this.#newMessage(it.payload, it.options ?? {}, now);
       // Refused before anything is written.
-      if (recordBytes(m) > KV_VALUE_BYTES) {
+      if (valueBytes(m) > KV_VALUE_BYTES) {
         fitsValue(m, `enqueue on '${this.name}'`);
       }
       return m;
@@ -1312,16 +1292,22 @@ export class DurableQueue<T = unknown> {
         ),
       );
     }
-    for (const part of parts) {
+    for (let part = parts.shift(); part; part = parts.shift()) {
       let res: Deno.KvCommitResult | Deno.KvCommitError;
       let retried: boolean;
       try {
         ({ res, retried } = await this.#commit(() => {
           const op = this.#kv.atomic();
-          for (const m of part) this.#enqueueInto(op, m);
+          for (const m of part!) this.#enqueueInto(op, m);
           return op;
         }));
       } catch (err) {
+        // Counted short (see valueBytes): halves, in order.
+        if (isTooLarge(err) && part.length > 1) {
+          const half = Math.ceil(part.length / 2);
+          parts.unshift(part.slice(0, half), part.slice(half));
+          continue;
+        }
         tooLarge(err, `enqueue on '${this.name}'`);
       }
       const landed = !res.ok && retried &&
@@ -1340,7 +1326,7 @@ export class DurableQueue<T = unknown> {
   #enqueueCost(m: QueueMessage<T>): CommitSize {
     const key = this.#keys.msg(m.id);
     // The id's share of its ready index entry, or its own index entry.
-    return new CommitSize().check(key).set(key, m, recordBytes(m))
+    return new CommitSize().check(key).set(key, m)
       .set(this.#keys.inflight(m.availableAt, m.id), m.id, 64);
   }
 
@@ -2081,7 +2067,7 @@ export class DurableQueue<T = unknown> {
         const m = plain.get(id);
         const seg = segmentOf(id);
         if (m) {
-          size.set(this.#keys.msg(id), m, recordBytes(m))
+          size.set(this.#keys.msg(id), m)
             .set(this.#keys.inflight(m.leaseUntil!, id), id);
         } else if (seg !== undefined && leases.has(seg) && !counted.has(seg)) {
           counted.add(seg);
@@ -2517,7 +2503,7 @@ export class DurableQueue<T = unknown> {
         .set(
           this.#keys.msg(m.id),
           undefined,
-          recordBytes(m) + (p.bytes ?? 0) + (p.ref ? 256 : 0) + 128,
+          valueBytes(m) + (p.bytes ?? 0) + (p.ref ? 256 : 0) + 128,
         )
         .delete(this.#keys.inflight(m.leaseUntil ?? 0, m.id));
     }, () => new CommitSize().sum(this.#keys.count("inflight")));
@@ -2590,29 +2576,42 @@ export class DurableQueue<T = unknown> {
             next.push(...is);
           }
         }
-        if (bySeg.size) {
+        while (bySeg.size) {
           const n = [...bySeg.values()].reduce((a, is) => a + is.length, 0);
-          const { res } = await this.#commit(() => {
-            const op = this.#kv.atomic();
-            for (const [seg, is] of bySeg) {
-              const r = segs.get(seg)!;
-              op.check(r.stateEntry);
-              this.#writeSegState(
-                op,
-                seg,
-                settlePositions(
-                  r.state,
-                  is.map((i) => holders[i].pack!.pos),
-                  "done",
-                  r.state.n!,
-                ),
-              );
+          let committed: Committed;
+          try {
+            committed = await this.#commit(() => {
+              const op = this.#kv.atomic();
+              for (const [seg, is] of bySeg) {
+                const r = segs.get(seg)!;
+                op.check(r.stateEntry);
+                this.#writeSegState(
+                  op,
+                  seg,
+                  settlePositions(
+                    r.state,
+                    is.map((i) => holders[i].pack!.pos),
+                    "done",
+                    r.state.n!,
+                  ),
+                );
+              }
+              this.#count(op, "inflight", -n);
+              return op;
+            });
+          } catch (err) {
+            // Counted short (see valueBytes): half the segments wait.
+            if (!isTooLarge(err) || bySeg.size === 1) throw err;
+            for (const seg of [...bySeg.keys()].slice(bySeg.size / 2)) {
+              next.push(...bySeg.get(seg)!);
+              bySeg.delete(seg);
             }
-            this.#count(op, "inflight", -n);
-            return op;
-          });
-          if (res.ok) { for (const is of bySeg.values()) is.forEach(acked); }
-          else for (const is of bySeg.values()) next.push(...is);
+            continue;
+          }
+          if (committed.res.ok) {
+            for (const is of bySeg.values()) is.forEach(acked);
+          } else for (const is of bySeg.values()) next.push(...is);
+          break;
         }
         todo = next;
       }

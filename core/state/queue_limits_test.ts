@@ -237,7 +237,8 @@ Deno.test("queue limits: packed messages claimed over several commits keep their
   assert.ok(ds.every((d) => d.id.includes("~")), "stored packed");
   assert.equal((await strict.stats()).inflight, 30);
   assert.deepEqual(await strict.claim(1, 60_000), []);
-  max.sets = 1000;
+  // Acks of 6 segments: refused whole, then halved down to what lands.
+  max.sets = 3;
   const errs = await strict.ackAll(ds);
   assert.deepEqual(errs.filter((e) => e !== undefined), []);
   assert.equal((await strict.stats()).inflight, 0);
@@ -275,4 +276,21 @@ Deno.test("queue limits: a packed ack of 100 segments with large states commits 
   } finally {
     kv.close();
   }
+});
+
+Deno.test("queue limits: an enqueueMany commit KV refuses as too large is retried in halves, in order", async () => {
+  await using t = await tempStore();
+  // A record takes 1 set (its ready index entry 1 per commit): 8 a commit.
+  const q = new DurableQueue<string>(refuseLarge(t.kv, { sets: 9 }), "halves", {
+    maxBatch: 100,
+  });
+  const ids = await q.enqueueMany(
+    Array.from({ length: 30 }, (_, i) => ({ payload: `m${i}` })),
+  );
+  assert.equal(ids.length, 30);
+  const ds = await q.claim(30, 60_000);
+  assert.deepEqual(
+    ds.map((d) => d.payload),
+    Array.from({ length: 30 }, (_, i) => `m${i}`),
+  );
 });
