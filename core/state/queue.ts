@@ -1327,7 +1327,7 @@ export class DurableQueue<T = unknown> {
     const key = this.#keys.msg(m.id);
     // The id's share of its ready index entry, or its own index entry.
     return new CommitSize().check(key).set(key, m)
-      .set(this.#keys.inflight(m.availableAt, m.id), m.id, 64);
+      .set(this.#keys.inflight(m.availableAt, m.id), m.id);
   }
 
   /** The counters a commit of enqueues moves. */
@@ -1744,10 +1744,16 @@ export class DurableQueue<T = unknown> {
     for await (
       const e of this.#kv.list({ prefix: this.#keys.result(id, ref) })
     ) keys.push(e.key);
-    for (let i = 0; i < keys.length; i += 500) {
+    // Keys end in a caller's id (up to ~2 KiB): as many as fit a commit.
+    const runs = splitToFit(
+      keys,
+      (k) => new CommitSize().delete(k),
+      () => new CommitSize(),
+    );
+    for (const run of runs) {
       await retryLocked(() => {
         const op = this.#kv.atomic();
-        for (const k of keys.slice(i, i + 500)) op.delete(k);
+        for (const k of run) op.delete(k);
         return op.commit();
       });
     }

@@ -294,3 +294,24 @@ Deno.test("queue limits: an enqueueMany commit KV refuses as too large is retrie
     Array.from({ length: 30 }, (_, i) => `m${i}`),
   );
 });
+
+Deno.test("queue limits: 100 messages with 1,500-character ids enqueue and claim in commits within KV's 80 KiB of keys", async () => {
+  await using t = await tempStore();
+  const q = new DurableQueue<string>(t.kv, "long-ids", { maxBatch: 100 });
+  const id = (i: number) =>
+    `${String(i).padStart(4, "0")}-${"k".repeat(1_495)}`;
+  await q.enqueueMany(
+    Array.from({ length: 100 }, (_, i) => ({
+      payload: `m${i}`,
+      options: { id: id(i) },
+    })),
+  );
+  const ds = await q.claim(100, 60_000);
+  assert.deepEqual(
+    ds.map((d) => d.id),
+    Array.from({ length: 100 }, (_, i) => id(i)),
+  );
+  const errs = await q.ackAll(ds);
+  assert.deepEqual(errs.filter((e) => e !== undefined), []);
+  assert.equal((await q.stats()).inflight, 0);
+});
