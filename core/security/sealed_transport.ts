@@ -457,11 +457,14 @@ export function sealedTransport(
       );
     }
     const json = JSON.stringify(envelope.payload ?? null);
-    // The size check without serialising the payload twice: exact only when
-    // 3 bytes a character (UTF-8's most for a UTF-16 unit) might not fit.
-    const surelyFits = envelope.payload !== undefined &&
-      (JSON.stringify({ ...envelope, payload: 0 }).length - 1 + json.length) *
-            3 <= caps.maxMessageBytes;
+    // The size check without serialising the envelope: exact only when a
+    // bound (3 bytes a character of the payload's JSON, UTF-8's most for a
+    // UTF-16 unit) might not fit.
+    const rest = envelope.payload === undefined
+      ? undefined
+      : boundWithoutPayload(envelope);
+    const surelyFits = rest !== undefined &&
+      rest + json.length * 3 <= caps.maxMessageBytes;
     if (!surelyFits && envelopeBytes(envelope) > caps.maxMessageBytes) {
       assertFits(envelope, caps.maxMessageBytes);
     }
@@ -1466,6 +1469,43 @@ function digestOf(
     .update(bytes.subarray(start, ctEnd))
     .digest();
 }
+
+/**
+ * At least the UTF-8 bytes of `envelope`'s JSON without its payload, counted
+ * without serialising it: a string is at most 6 bytes a UTF-16 unit (`\uXXXX`)
+ * and 2 quotes, any other value at most 24, each key and its punctuation
+ * likewise; undefined for a value it does not count (nested deeper than the
+ * headers, delivery options and destination, or not plain data), which the
+ * caller then serialises.
+ */
+function boundWithoutPayload(envelope: Envelope): number | undefined {
+  let bytes = 2;
+  const e = envelope as unknown as Record<string, unknown>;
+  for (const key in e) {
+    if (key === "payload") continue;
+    const v = e[key];
+    bytes += key.length * 6 + 4;
+    if (typeof v === "string") bytes += v.length * 6 + 2;
+    else if (v === null || PRIMITIVE.has(typeof v)) bytes += 24;
+    else if (
+      typeof v === "object" &&
+      (Array.isArray(v) || Object.getPrototypeOf(v) === Object.prototype)
+    ) {
+      const o = v as Record<string, unknown>;
+      bytes += 2;
+      for (const k in o) {
+        const w = o[k];
+        bytes += k.length * 6 + 4;
+        if (typeof w === "string") bytes += w.length * 6 + 2;
+        else if (w === null || PRIMITIVE.has(typeof w)) bytes += 24;
+        else return undefined;
+      }
+    } else return undefined;
+  }
+  return bytes;
+}
+/** Types whose JSON is at most 24 characters (a number's longest; omitted ones count alike). */
+const PRIMITIVE = new Set(["number", "boolean", "undefined"]);
 
 /** What the sender's Ed25519 key signs: its id, the batch size and root. */
 function batchBytes(

@@ -25,7 +25,7 @@ import {
   SEALING_POLICY,
   type SealingPolicy,
 } from "./sealed_transport.ts";
-import { kvSealingDirectory } from "./sealing_keys.ts";
+import { freshSealingKeys, kvSealingDirectory } from "./sealing_keys.ts";
 import { inspectSealed } from "./sealed_format.ts";
 import {
   editSealed,
@@ -921,5 +921,49 @@ Deno.test("sealed transport: members of a batch opened together, waiting on the 
       sealed.map((e) => opener.open(e, e.topic)),
     );
     assert.deepEqual(opened.map((e) => e.payload), want);
+  }
+});
+
+Deno.test("sealed transport: an envelope is refused as too large by its exact size, escapes in headers counted, and one that fits is sealed", async () => {
+  const broker = new MemoryBroker();
+  const kv = await Deno.openKv(":memory:");
+  const directory = kvSealingDirectory(kv);
+  const one: SealingPolicy = {
+    topics: [{ pattern: "orders.*", recipients: ["node:b"] }],
+  };
+  const inner = memoryTransport({ broker, maxMessageBytes: 8192 });
+  const t = sealedTransport(
+    inner,
+    one,
+    await freshSealingKeys("node:a", directory),
+  );
+  await freshSealingKeys("node:b", directory);
+  try {
+    const limit = t.caps.maxMessageBytes; // (8192 - 1536 - 256) * 3/4
+    assert.equal(limit, 4800);
+    // 1,000 control characters: 1,000 bytes raw, 6,000 in JSON.
+    const escaped = order("orders.created", {
+      payload: 1,
+      headers: { x: "\u0001".repeat(1000) },
+    });
+    await assert.rejects(
+      () => t.publish("orders.created", escaped),
+      (err: Error & { code?: string }) => err.code === "too_large",
+    );
+    // 1,000 two-byte characters: 2,000 bytes of JSON, within the limit.
+    const wide = order("orders.created", {
+      payload: 1,
+      headers: { x: "é".repeat(1000) },
+    });
+    await t.publish("orders.created", wide);
+    const big = order("orders.created", { payload: "y".repeat(limit) });
+    await assert.rejects(
+      () => t.publish("orders.created", big),
+      (err: Error & { code?: string }) => err.code === "too_large",
+    );
+  } finally {
+    await t.close();
+    stopBroker(broker);
+    kv.close();
   }
 });
