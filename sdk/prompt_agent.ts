@@ -23,12 +23,7 @@
 import type { AgentClient, Subscription } from "./client.ts";
 import { AgentError } from "./errors.ts";
 import { Buffer } from "node:buffer";
-import {
-  createHash,
-  createPrivateKey,
-  type KeyObject,
-  sign,
-} from "node:crypto";
+import { createPrivateKey, hash, type KeyObject, sign } from "node:crypto";
 import { type HopFields, SAGE_CONTEXT, signHop } from "./sage.ts";
 
 /** One hop of a prompt, as the node sends it on `tasks.{capability}`. */
@@ -239,8 +234,8 @@ function hopSigner(
     if (!Number.isSafeInteger(fields.hop) || fields.hop < 0) {
       return signHop(key, fields);
     }
-    const digest = createHash("sha256").update(fields.content, "utf8")
-      .digest("base64url");
+    // One-shot: createHash builds a Node stream per digest.
+    const digest = hash("sha256", fields.content, "base64url");
     const signed = encoder.encode(
       SAGE_CONTEXT + JSON.stringify([fields.requestId, fields.hop, digest]),
     );
