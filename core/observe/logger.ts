@@ -85,6 +85,18 @@ export interface LoggerOptions {
 
 const encoder = new TextEncoder();
 
+let isoMs = NaN;
+let iso = "";
+/** The time as ISO 8601, formatted once per millisecond (~0.65 µs each). */
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== isoMs) {
+    isoMs = ms;
+    iso = new Date(ms).toISOString();
+  }
+  return iso;
+}
+
 /** The console method Deno's OTel capture exports at each level's severity. */
 const CONSOLE_AT: Record<string, (line: string) => void> = {
   debug: (line) => console.debug(line),
@@ -173,7 +185,7 @@ function makeLogger(
     fields?: Record<string, unknown>,
   ) => {
     if (LOG_LEVELS.indexOf(level) < state.min) return;
-    const record: LogRecord = { ts: new Date().toISOString(), level, msg };
+    const record: LogRecord = { ts: isoNow(), level, msg };
     Object.assign(record, base, fields);
     // Errors have no enumerable fields: make them plain so every sink
     // (stdout, the live log stream) sees the message.
