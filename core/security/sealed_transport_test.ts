@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { z } from "zod";
 import { createKernel } from "../kernel.ts";
 import { createLogger } from "../observe/logger.ts";
@@ -408,6 +409,33 @@ Deno.test("sealed transport: a batch signature is plain Ed25519 that WebCrypto v
       signed,
     ),
     true,
+  );
+  // The root is over the digests it says: SHA-256 of 0x00, the context,
+  // 0x00, the routing fields' JSON and the payload up to the ciphertext's
+  // end; an inner node SHA-256 of 0x01, left, right.
+  const leafOf = (e: Envelope) => {
+    const f = sealedFields(e.payload);
+    return createHash("sha256").update(
+      "\0plexus-sealed/v3 message\0" + JSON.stringify([
+        e.id,
+        e.type,
+        e.topic,
+        e.source,
+        e.timestamp,
+        e.correlationId ?? null,
+        e.replyTo ?? null,
+        e.destination ?? null,
+      ]),
+    ).update(f.bytes.subarray(0, f.ctEnd)).digest();
+  };
+  const [e0, e1] = r.stored.map((s) => JSON.parse(s) as Envelope);
+  const leaves = p.i === 0
+    ? [leafOf(e0), leafOf(e1)]
+    : [leafOf(e1), leafOf(e0)];
+  assert.equal(
+    createHash("sha256").update(new Uint8Array([1])).update(leaves[0])
+      .update(leaves[1]).digest("hex"),
+    p.root.toHex(),
   );
   // A key of another algorithm is refused, as WebCrypto refuses it (not
   // signed with through node:crypto, which would take it).
