@@ -131,9 +131,9 @@ export type RequestHandler = (req: AgentRequest) => unknown;
 export interface AgentGateway {
   /**
    * Sends `message` (JSON) to one agent on backend channel `channel` (a
-   * name, or `backend.{id}.{name}`). Resolves after a turn of the event
-   * loop, so a caller that awaits one send after another lets each one's
-   * frame be written as it goes.
+   * name, or `backend.{id}.{name}`). A caller that awaits one send after
+   * another without letting the event loop turn waits for a turn about
+   * once per 5 ms, so the frames are written as it goes.
    */
   send(
     agentId: string,
@@ -143,9 +143,9 @@ export interface AgentGateway {
   ): Promise<SendResult>;
   /**
    * Sends `message` to every connected agent subscribed to channel name
-   * `channel`. Resolves after a turn of the event loop (one for every
-   * broadcast of the same turn), so a loop of awaited broadcasts has its
-   * frames written as it goes, not once it ends.
+   * `channel`. A loop of awaited broadcasts that does not let the event
+   * loop turn waits for a turn about once per 5 ms, so its frames are
+   * written as it goes, not once it ends.
    */
   broadcast(
     channel: string,
@@ -270,27 +270,48 @@ const INBOUND_IDS = 256;
 /** Request channels whose handler is remembered (then forgotten all at once). */
 const MAX_HANDLER_CACHE = 10_000;
 const encoder = new TextEncoder();
-/** The pending {@linkcode writesTurn}, shared by every caller of one turn. */
+/** The pending {@linkcode writesTurn}: a 0 ms timer, and when it was set. */
 let turn: Promise<void> | undefined;
+let turnSince = 0;
+/** How long frames may wait for a turn of the event loop before a send waits for one. */
+const WRITE_TURN_MS = 5;
 
 /**
- * Resolves after one turn of the event loop (a 0 ms timer, one for every
- * caller in the same turn). Deno writes a WebSocket frame in a task of its
- * own that runs only when JavaScript gives the event loop a turn; a plugin
- * that awaits broadcasts or sends one after another never does (each await
- * is a KV operation or a microtask), so without this its frames waited
- * unwritten until its loop ended (30 awaited broadcasts: none reached the
- * agent before the last had resolved; bench/peers/centrifugo.ts: the node
- * produced every frame before the agents got the second) and the send
- * buffers grew toward the slow-consumer cap with the agents idle.
+ * Makes sure the event loop turns soon after a send or broadcast, without
+ * making every caller wait for it. Deno writes a WebSocket frame in a task
+ * of its own that runs only when JavaScript gives the event loop a turn; a
+ * plugin that awaits broadcasts or sends one after another may never do so
+ * (each await a KV operation or a microtask), and then its frames waited
+ * unwritten until its loop ended (30 awaited broadcasts: 5 reached the agent
+ * before the last had resolved; bench/peers/centrifugo.ts: the node made
+ * every frame before the agents got the second) while the send buffers
+ * grew toward the slow-consumer cap with the agents idle.
+ *
+ * So each call sets a 0 ms timer if none is pending and goes on; the timer
+ * fires at the loop's next turn. A caller waits for it only if it has been
+ * pending {@linkcode WRITE_TURN_MS} or more, i.e. the loop has not turned
+ * since: a producer that gives the loop turns anyway never waits, and one
+ * that does not waits once per {@linkcode WRITE_TURN_MS} (a turn costs ~1-2
+ * ms here: waiting on every call would cap a loop of awaited sends near
+ * 500/s).
  */
-const writesTurn = (): Promise<void> =>
-  turn ??= new Promise<void>((resolve) =>
+const writesTurn = (): Promise<void> | undefined => {
+  const now = performance.now();
+  if (turn !== undefined && now - turnSince < WRITE_TURN_MS) return undefined;
+  // None pending, or one overdue: a timer due by now fires without the loop
+  // going idle, which is what lets Deno's write tasks run; a fresh one makes
+  // it wait (~1 ms).
+  const overdue = turn !== undefined;
+  turnSince = now;
+  const fresh = new Promise<void>((resolve) =>
     setTimeout(() => {
-      turn = undefined;
+      if (turn === fresh) turn = undefined;
       resolve();
     }, 0)
   );
+  turn = fresh;
+  return overdue ? fresh : undefined;
+};
 
 function isPromiseLike(v: unknown): v is PromiseLike<unknown> {
   return typeof (v as PromiseLike<unknown> | null)?.then === "function";

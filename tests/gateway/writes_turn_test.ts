@@ -3,7 +3,7 @@
  * KV read or a microtask, the thread busy in between) has its frames
  * written as it goes: Deno writes a WebSocket frame in a task that runs
  * only when JavaScript gives the event loop a turn, which broadcast() and
- * send() now do before they resolve (gateway.ts, `writesTurn`).
+ * send() wait for once it is 5 ms overdue (gateway.ts, `writesTurn`).
  */
 import assert from "node:assert/strict";
 import type { AgentGateway } from "../../gateway/gateway.ts";
@@ -36,8 +36,11 @@ Deno.test("gateway: a loop of awaited broadcasts and sends, busy between them, h
       );
     const total = 30;
     // While the loop runs nothing else gives the event loop a turn: the
-    // agent's records can only have arrived through broadcast()'s and
-    // send()'s own turns (without them: 5 of the 30 before the loop ended).
+    // agent's records can only arrive through broadcast()'s and send()'s
+    // own turns, taken at least every 5 ms or so (a write, then the test
+    // client's read, each needing one). Without those turns the agent had
+    // 5 of the 30 by the loop's end; with them it lags the loop by a few
+    // windows at most (20-29 of 30 seen here under load).
     for (let i = 0; i < total; i++) {
       const sent = i % 2 === 0
         ? gw.broadcast("alerts", { i })
@@ -47,10 +50,11 @@ Deno.test("gateway: a loop of awaited broadcasts and sends, busy between them, h
     }
     const during = alerts().length;
     assert.ok(
-      during >= total - 1,
+      during >= total / 2,
       `${during} of ${total} messages reached the agent during the loop`,
     );
-    for (let i = during; i < total; i++) await s.message("alerts");
+    // Then all of them (message() takes them in order, from the first).
+    for (let i = 0; i < total; i++) await s.message("alerts");
     const got = alerts().map((r) =>
       JSON.parse(new TextDecoder().decode(r.body)).i
     );
