@@ -315,3 +315,36 @@ Deno.test("queue limits: 100 messages with 1,500-character ids enqueue and claim
   assert.deepEqual(errs.filter((e) => e !== undefined), []);
   assert.equal((await q.stats()).inflight, 0);
 });
+
+Deno.test("queue limits: on a denokv server (KV Connect) too, one claim of 200 messages of 16 KiB claims them all", async () => {
+  const url = Deno.env.get("DENO_KV_URL");
+  if (!url) return; // no server: the local cases above stand
+  const kv = await openStore(url);
+  const name = `limits-${crypto.randomUUID().slice(0, 8)}`;
+  try {
+    // 10 checks a commit here, but up to 100 ids: 10 entries of 10.
+    const q = new DurableQueue<string>(kv, name);
+    await q.enqueueMany(
+      Array.from({ length: 200 }, (_, i) => ({ payload: `${i}:${KIB16}` })),
+    );
+    const ds = await q.claim(200, 60_000);
+    assert.deepEqual(
+      ds.map((d) => Number(d.payload.split(":")[0])),
+      Array.from({ length: 200 }, (_, i) => i),
+    );
+    const errs = await q.ackAll(ds);
+    assert.deepEqual(errs.filter((e) => e !== undefined), []);
+  } finally {
+    // A remote store outlives the test.
+    const keys = [];
+    for await (const e of kv.list({ prefix: ["queue", name] })) {
+      keys.push(e.key);
+    }
+    for (let i = 0; i < keys.length; i += 10) {
+      const op = kv.atomic();
+      for (const k of keys.slice(i, i + 10)) op.delete(k);
+      await op.commit();
+    }
+    kv.close();
+  }
+});
