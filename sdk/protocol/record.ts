@@ -261,40 +261,8 @@ export class RecordSealer {
     const epoch = this.#epoch, seq = this.#seq;
     // A small frame is cut from the shared slab, as a record's is.
     const out = frameBytes(RECORD_PREFIX_BYTES + plain.length + TAG_BYTES);
-    const hi = Math.floor(seq / 0x1_0000_0000), lo = seq >>> 0;
-    out[0] = SEALED_BATCH_TYPE;
-    out[1] = 0;
-    out[2] = epoch >>> 24;
-    out[3] = epoch >>> 16;
-    out[4] = epoch >>> 8;
-    out[5] = epoch;
-    out[6] = hi >>> 24;
-    out[7] = hi >>> 16;
-    out[8] = hi >>> 8;
-    out[9] = hi;
-    out[10] = lo >>> 24;
-    out[11] = lo >>> 16;
-    out[12] = lo >>> 8;
-    out[13] = lo;
-    out[14] = 0;
-    out[15] = 0;
-    const cipher = createCipheriv(
-      "chacha20-poly1305",
-      this.#key,
-      this.#nonce.of(epoch, seq),
-      AEAD,
-    );
-    cipher.setAAD(out.subarray(0, RECORD_PREFIX_BYTES), {
-      plaintextLength: plain.length,
-    });
-    const c = cipher.update(plain);
-    out.set(c, RECORD_PREFIX_BYTES);
-    const f = cipher.final();
-    let at = RECORD_PREFIX_BYTES + c.length;
-    if (f.length) out.set(f, at);
-    at += f.length;
-    out.set(cipher.getAuthTag(), at);
-    this.#seq++;
+    writePrefix(out, SEALED_BATCH_TYPE, 0, epoch, seq, 0);
+    this.#encrypt(out, RECORD_PREFIX_BYTES, epoch, seq, plain);
     return out;
   }
 
@@ -335,47 +303,84 @@ export class RecordSealer {
       );
     }
     const epoch = this.#epoch, seq = this.#seq;
-    const hi = Math.floor(seq / 0x1_0000_0000), lo = seq >>> 0;
-    out[0] = RECORD_VERSION;
-    out[1] = signature ? FLAG_SIGNED : 0;
-    out[2] = epoch >>> 24;
-    out[3] = epoch >>> 16;
-    out[4] = epoch >>> 8;
-    out[5] = epoch;
-    out[6] = hi >>> 24;
-    out[7] = hi >>> 16;
-    out[8] = hi >>> 8;
-    out[9] = hi;
-    out[10] = lo >>> 24;
-    out[11] = lo >>> 16;
-    out[12] = lo >>> 8;
-    out[13] = lo;
-    out[14] = hLen >>> 8;
-    out[15] = hLen;
+    writePrefix(
+      out,
+      RECORD_VERSION,
+      signature ? FLAG_SIGNED : 0,
+      epoch,
+      seq,
+      hLen,
+    );
     const aadEnd = RECORD_PREFIX_BYTES + hLen;
+    if (signature) this.#encrypt(out, aadEnd, epoch, seq, signature, body);
+    else this.#encrypt(out, aadEnd, epoch, seq, body);
+    return out;
+  }
+
+  /**
+   * Encrypts `parts` (the plaintext, in order) into `out` after its first
+   * `aadEnd` bytes (the additional data), then the tag, under the nonce of
+   * `epoch` and `seq`; moves the sequence on.
+   */
+  #encrypt(
+    out: Uint8Array,
+    aadEnd: number,
+    epoch: number,
+    seq: number,
+    ...parts: Uint8Array[]
+  ): void {
     const cipher = createCipheriv(
       "chacha20-poly1305",
       this.#key,
       this.#nonce.of(epoch, seq),
       AEAD,
     );
+    let plainLength = 0;
+    for (const p of parts) plainLength += p.length;
     cipher.setAAD(out.subarray(0, aadEnd), { plaintextLength: plainLength });
     let at = aadEnd;
-    if (signature) {
-      const c = cipher.update(signature);
+    for (const p of parts) {
+      const c = cipher.update(p);
       out.set(c, at);
       at += c.length;
     }
-    const c = cipher.update(body);
-    out.set(c, at);
-    at += c.length;
     const f = cipher.final();
     if (f.length) out.set(f, at);
     at += f.length;
     out.set(cipher.getAuthTag(), at);
     this.#seq++;
-    return out;
   }
+}
+
+/**
+ * Writes a frame's first 16 bytes: type or version, flags, epoch (u32),
+ * sequence (u64) and header length (u16), big-endian.
+ */
+function writePrefix(
+  out: Uint8Array,
+  type: number,
+  flags: number,
+  epoch: number,
+  seq: number,
+  hLen: number,
+): void {
+  const hi = Math.floor(seq / 0x1_0000_0000), lo = seq >>> 0;
+  out[0] = type;
+  out[1] = flags;
+  out[2] = epoch >>> 24;
+  out[3] = epoch >>> 16;
+  out[4] = epoch >>> 8;
+  out[5] = epoch;
+  out[6] = hi >>> 24;
+  out[7] = hi >>> 16;
+  out[8] = hi >>> 8;
+  out[9] = hi;
+  out[10] = lo >>> 24;
+  out[11] = lo >>> 16;
+  out[12] = lo >>> 8;
+  out[13] = lo;
+  out[14] = hLen >>> 8;
+  out[15] = hLen;
 }
 
 /** Records up to this size are cut from a shared slab. */
