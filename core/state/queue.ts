@@ -1865,7 +1865,8 @@ export class DurableQueue<T = unknown> {
   /**
    * Claims `picks` in as many commits as their size needs (a commit holds
    * what fits KV's limits, in order); null when the first commit lost a
-   * race, else what was claimed (the rest is dropped when a later one did).
+   * race, else what was claimed (after a later lost race, the rest entry
+   * by entry).
    */
   async #claimAll(
     picks: Pick[],
@@ -1876,7 +1877,14 @@ export class DurableQueue<T = unknown> {
     let cap = Infinity;
     for (let todo = picks, first = true; todo.length; first = false) {
       const r = await this.#claimBatch(todo, leaseMs, consumer, cap);
-      if (!r) return first ? null : out;
+      if (!r && first) return null;
+      if (!r) {
+        // Lost a race after a first part: the rest entry by entry, in order.
+        for (const pick of todo) {
+          out.push(...(await this.#claimAll([pick], leaseMs, consumer) ?? []));
+        }
+        return out;
+      }
       out.push(...r.claimed);
       todo = r.left;
       cap = r.cap ?? cap;

@@ -11,12 +11,14 @@ import { openStore } from "./store.ts";
 
 /** A KV file in a fresh temp dir, removed on dispose. */
 async function tempStore(): Promise<
-  { kv: Deno.Kv; [Symbol.asyncDispose](): Promise<void> }
+  { kv: Deno.Kv; path: string; [Symbol.asyncDispose](): Promise<void> }
 > {
   const dir = await Deno.makeTempDir({ prefix: "plexus-queue-limits-" });
-  const kv = await openStore(join(dir, "q.kv"));
+  const path = join(dir, "q.kv");
+  const kv = await openStore(path);
   return {
     kv,
+    path,
     async [Symbol.asyncDispose]() {
       kv.close();
       await Deno.remove(dir, { recursive: true });
@@ -346,5 +348,35 @@ Deno.test("queue limits: on a denokv server (KV Connect) too, one claim of 200 m
       await op.commit();
     }
     kv.close();
+  }
+});
+
+Deno.test("queue limits: two handles claiming 400 messages of 16 KiB at once share none and miss none", async () => {
+  await using t = await tempStore();
+  const q = new DurableQueue<string>(t.kv, "race", { maxBatch: 100 });
+  for (let i = 0; i < 400; i += 40) {
+    await q.enqueueMany(
+      Array.from({ length: 40 }, (_, k) => ({ payload: `${i + k}:${KIB16}` })),
+    );
+  }
+  const other = await openStore(t.path);
+  try {
+    const q2 = new DurableQueue<string>(other, "race", { maxBatch: 100 });
+    const got: number[] = [];
+    // Each keeps claiming until the queue is empty.
+    await Promise.all([q, q2].map(async (h) => {
+      for (;;) {
+        const ds = await h.claim(400, 60_000);
+        if (ds.length === 0 && (await h.stats()).ready === 0) return;
+        got.push(...ds.map((d) => Number(d.payload.split(":")[0])));
+      }
+    }));
+    assert.equal(got.length, 400);
+    assert.deepEqual(
+      [...got].sort((a, b) => a - b),
+      Array.from({ length: 400 }, (_, i) => i),
+    );
+  } finally {
+    other.close();
   }
 });
