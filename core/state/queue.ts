@@ -1957,6 +1957,7 @@ export class DurableQueue<T = unknown> {
     }
     let left: Pick[] = [];
     const fit = Math.min(cap, this.#claimFit(picks, claimed, leases, segs));
+    if (fit === 0) return { claimed: [], left: [] };
     if (fit < ids.length) {
       ({ picks, left } = cutPicks(picks, fit));
       ids = ids.slice(0, fit);
@@ -2061,7 +2062,8 @@ export class DurableQueue<T = unknown> {
 
   /**
    * How many of `picks`' ids, in order, one claim commit can take within
-   * KV's limits (at least one: a message alone always fits).
+   * KV's limits: at least one (a message alone always fits), unless the
+   * first is packed in a segment whose state is full.
    */
   #claimFit(
     picks: Pick[],
@@ -2088,8 +2090,13 @@ export class DurableQueue<T = unknown> {
           const l = leases.get(seg)!;
           const r = segs.get(seg)!;
           const key = this.#keys.segState(seg);
+          const state = { ...r.state, n: 0, leases: [...r.state.leases, l] };
+          const bytes = valueBytes(state);
+          // A state holds every open lease of its segment: full (long
+          // consumer names), it takes more once some end.
+          if (bytes > KV_VALUE_BYTES - 1024) return n;
           size.check(key)
-            .set(key, { ...r.state, n: 0, leases: [...r.state.leases, l] })
+            .set(key, state, bytes)
             .set(this.#keys.inflight(l.until, leaseToken(seg, l.id)), {
               seg,
               lease: l.id,

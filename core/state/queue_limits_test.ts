@@ -380,3 +380,35 @@ Deno.test("queue limits: two handles claiming 400 messages of 16 KiB at once sha
     other.close();
   }
 });
+
+Deno.test("queue limits: a segment whose state is full of long-named leases takes no more claims until some end, and no claim throws", async () => {
+  const kv = await openStore(":memory:");
+  try {
+    const w = new DurableQueue<string>(kv, "full", {
+      commit: { windowMs: 1000 },
+    });
+    await Promise.all(
+      Array.from({ length: 100 }, (_, i) => w.enqueue(`m${i}`)),
+    );
+    await w.close();
+    const q = new DurableQueue<string>(kv, "full");
+    // A lease a claim, each ~800 bytes: 100 would be ~80 KB, over a value.
+    const held = [];
+    for (let k = 0; k < 100; k++) {
+      const ds = await q.claim(1, 60_000, `c${k}-${"c".repeat(700)}`);
+      if (ds.length === 0) break;
+      held.push(...ds);
+    }
+    assert.ok(held.length > 50 && held.length < 100, `${held.length} held`);
+    assert.equal((await q.stats()).ready, 100 - held.length);
+    // Leases that end leave room: the rest is claimed, in order.
+    await q.ackAll(held);
+    const rest = await q.claim(100, 60_000, "short");
+    assert.deepEqual(
+      [...held, ...rest].map((d) => d.payload),
+      Array.from({ length: 100 }, (_, i) => `m${i}`),
+    );
+  } finally {
+    kv.close();
+  }
+});
