@@ -559,6 +559,19 @@ function splitToFit<X>(
 }
 
 const MAX_ERRORS = 20;
+/** Longest error or dead-letter reason a record keeps, in characters. */
+const MAX_TEXT_CHARS = 2000;
+/** A stand-in as long as the longest reason, to size a record before it. */
+const MAX_TEXT = "x".repeat(2 * MAX_TEXT_CHARS + 100);
+
+/** `text` cut to {@linkcode MAX_TEXT_CHARS}, saying how much was cut. */
+function clip(text: string): string {
+  return text.length <= MAX_TEXT_CHARS
+    ? text
+    : `${text.slice(0, MAX_TEXT_CHARS)}… (${
+      text.length - MAX_TEXT_CHARS
+    } more characters)`;
+}
 const U64 = 1n << 64n;
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
@@ -2662,14 +2675,25 @@ export class DurableQueue<T = unknown> {
     if (m?.resultRef?.ref !== ref) await this.#deleteResult(id, ref);
   }
 
+  /**
+   * `m`'s error history with `error` added: the last 20 attempts, each
+   * error cut to 2,000 characters, and the oldest dropped while the record
+   * would not fit one KV value (a payload near 60 KiB leaves no room: then
+   * none is kept, and the message still moves).
+   */
   #withError(m: QueueMessage<T>, error: string): AttemptError[] {
     const entry: AttemptError = {
       at: this.#clock.now(),
       attempt: m.attempts,
-      error,
+      error: clip(error),
     };
     if (m.consumer) entry.consumer = m.consumer;
-    return [...m.errors, entry].slice(-MAX_ERRORS);
+    const errors = [...m.errors, entry].slice(-MAX_ERRORS);
+    while (
+      errors.length > 0 &&
+      valueBytes({ ...m, errors, deadReason: MAX_TEXT }) > INLINE_RECORD_BYTES
+    ) errors.shift();
+    return errors;
   }
 
   /** From in-flight: back to ready/delayed, or to the DLQ when attempts are used up. */
@@ -2722,7 +2746,7 @@ export class DurableQueue<T = unknown> {
       ...m,
       state: "dead",
       deadAt: now,
-      deadReason: reason,
+      deadReason: clip(reason),
       errors: addError ? this.#withError(m, reason) : m.errors,
     };
     delete dead.leaseId;

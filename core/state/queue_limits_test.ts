@@ -412,3 +412,24 @@ Deno.test("queue limits: a segment whose state is full of long-named leases take
     kv.close();
   }
 });
+
+Deno.test("queue limits: long errors and dead-letter reasons are cut so a large message's record still fits one KV value", async () => {
+  await using t = await tempStore();
+  const q = new DurableQueue<string>(t.kv, "errors");
+  const { id } = await q.enqueue("p".repeat(50_000), { maxAttempts: 5 });
+  for (let k = 0; k < 3; k++) {
+    const [d] = await q.claim(1, 60_000);
+    // Before: the record outgrew 64 KiB and the nak threw a RangeError.
+    await d.nak(0, `attempt ${k}: ${"e".repeat(10_000)}`);
+  }
+  const m = (await q.get(id))!;
+  assert.equal(m.state, "ready");
+  assert.ok(m.errors.length >= 1 && m.errors.length <= 3);
+  const last = m.errors.at(-1)!.error;
+  assert.match(last, /^attempt 2: e+… \(8011 more characters\)$/);
+  const [d] = await q.claim(1, 60_000);
+  await d.term("r".repeat(100_000));
+  const dead = (await q.get(id))!;
+  assert.equal(dead.state, "dead");
+  assert.equal(dead.deadReason!.length < 2_100, true);
+});
