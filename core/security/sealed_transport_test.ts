@@ -437,8 +437,8 @@ Deno.test("sealed transport: a batch signature is plain Ed25519 that WebCrypto v
       .update(leaves[1]).digest("hex"),
     p.root.toHex(),
   );
-  // A key of another algorithm is refused, as WebCrypto refuses it (not
-  // signed with through node:crypto, which would take it).
+  // A key of another algorithm is refused, as WebCrypto refuses it
+  // (node:crypto, which signs the batches, would take it).
   const ecdsa = await crypto.subtle.generateKey(
     { name: "ECDSA", namedCurve: "P-256" },
     false,
@@ -450,7 +450,10 @@ Deno.test("sealed transport: a batch signature is plain Ed25519 that WebCrypto v
     x25519: a.x25519,
     directory: r.directory,
   });
-  await assert.rejects(t.publish("orders.created", order()));
+  await assert.rejects(
+    t.publish("orders.created", order()),
+    /its signing key is ECDSA, not Ed25519/,
+  );
   await t.close();
 });
 
