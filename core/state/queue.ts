@@ -2969,7 +2969,7 @@ export class DurableQueue<T = unknown> {
         if (from === "inflight") {
           op.delete(this.#keys.inflight(m.leaseUntil!, id)).set(
             this.#keys.cancel(id),
-            { reason, at: now } satisfies CancelMark,
+            { reason: clip(reason), at: now } satisfies CancelMark,
             { expireIn: this.#retention },
           );
         }
@@ -2994,7 +2994,7 @@ export class DurableQueue<T = unknown> {
       ...m,
       state: "cancelled",
       cancelledAt: now,
-      cancelReason: reason,
+      cancelReason: clip(reason),
       finishedAt: now,
     };
     delete next.leaseId;

@@ -433,3 +433,12 @@ Deno.test("queue limits: long errors and dead-letter reasons are cut so a large 
   assert.equal(dead.state, "dead");
   assert.equal(dead.deadReason!.length < 2_100, true);
 });
+
+Deno.test("queue limits: a long cancel reason is cut, so a large message can still be cancelled", async () => {
+  await using t = await tempStore();
+  const q = new DurableQueue<string>(t.kv, "cancel");
+  const { id } = await q.enqueue("p".repeat(60_000));
+  const out = await q.cancel(id, "r".repeat(20_000));
+  assert.equal(out.outcome, "cancelled");
+  assert.ok((await q.get(id))!.cancelReason!.length < 2_100);
+});
