@@ -81,6 +81,15 @@ export interface PromptCache {
     },
     fields: readonly string[],
   ): Promise<string>;
+  /** {@linkcode PromptCache.key}, returned as it is (it never waits). */
+  keyOf(
+    input: {
+      prompt: string;
+      scenario?: string;
+      metadata: Record<string, unknown>;
+    },
+    fields: readonly string[],
+  ): string;
   /** The entry under `key`, fresh or stale; undefined when none or too old. */
   get(key: string): Promise<CacheEntry | undefined>;
   /** Stores an answer; false when it is too large for one KV value (not stored). */
@@ -293,36 +302,46 @@ export function createPromptCache(
     }
   };
 
-  return {
-    key(input, fields) {
-      const vary = fields.length === 0
-        ? []
-        : [...new Set(fields)].sort().map((f) => [
-          f,
-          input.metadata[f] ?? null,
-        ]);
-      // The key is a pure function of these: the same raw request reuses it
-      // (normalising and hashing were ~6 % of a hit's CPU).
-      // A leading tag keeps the two shapes apart (a scenario has no "\n").
-      const raw = vary.length === 0
-        ? `0${input.scenario ?? ""}\n${input.prompt}`
-        : `1${input.scenario ?? ""}\n${JSON.stringify(vary)}\n${input.prompt}`;
-      const known = keys.get(raw);
-      if (known !== undefined) return Promise.resolve(known);
-      const text = JSON.stringify([
-        normalisePrompt(input.prompt),
-        input.scenario ?? "",
-        vary,
-      ]);
-      // Synchronous: WebCrypto's digest was a tenth of a cache hit's CPU;
-      // one-shot: createHash builds a Node stream per key.
-      const key = hash("sha256", text, "hex");
-      if (raw.length <= MAX_KEYED_CHARS) {
-        if (keys.size >= MAX_KEYS) keys.delete(keys.keys().next().value!);
-        keys.set(raw, key);
-      }
-      return Promise.resolve(key);
+  const keyOf = (
+    input: {
+      prompt: string;
+      scenario?: string;
+      metadata: Record<string, unknown>;
     },
+    fields: readonly string[],
+  ): string => {
+    const vary = fields.length === 0
+      ? []
+      : [...new Set(fields)].sort().map((f) => [
+        f,
+        input.metadata[f] ?? null,
+      ]);
+    // The key is a pure function of these: the same raw request reuses it
+    // (normalising and hashing were ~6 % of a hit's CPU).
+    // A leading tag keeps the two shapes apart (a scenario has no "\n").
+    const raw = vary.length === 0
+      ? `0${input.scenario ?? ""}\n${input.prompt}`
+      : `1${input.scenario ?? ""}\n${JSON.stringify(vary)}\n${input.prompt}`;
+    const known = keys.get(raw);
+    if (known !== undefined) return known;
+    const text = JSON.stringify([
+      normalisePrompt(input.prompt),
+      input.scenario ?? "",
+      vary,
+    ]);
+    // Synchronous: WebCrypto's digest was a tenth of a cache hit's CPU;
+    // one-shot: createHash builds a Node stream per key.
+    const key = hash("sha256", text, "hex");
+    if (raw.length <= MAX_KEYED_CHARS) {
+      if (keys.size >= MAX_KEYS) keys.delete(keys.keys().next().value!);
+      keys.set(raw, key);
+    }
+    return key;
+  };
+
+  return {
+    key: (input, fields) => Promise.resolve(keyOf(input, fields)),
+    keyOf,
     async get(key) {
       const l = local.get(key);
       if (l) {

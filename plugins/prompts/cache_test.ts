@@ -43,6 +43,10 @@ Deno.test("prompt cache: the key is the normalised prompt, the scenario and the 
   assert.equal(normalisePrompt("Cafe\u0301  BAR"), "caf\u00e9 bar");
   assert.equal(await k("Cafe\u0301"), await k("caf\u00e9"));
   assert.equal(await k("Book a room"), await k("  book a\nROOM "));
+  assert.equal(
+    cache.keyOf({ prompt: "Book a ROOM", metadata: {} }, []),
+    await k("book a room"),
+  );
   assert.notEqual(await k("Book a room"), await k("Book a room", "hotel"));
   assert.equal(
     await k("x", undefined, { userId: "u1", t: 1 }),

@@ -30,6 +30,11 @@ export interface Limiter {
    * signal's reason when it aborts while waiting.
    */
   acquire(signal?: AbortSignal): Promise<() => void>;
+  /**
+   * A free slot now, without waiting: the function that frees it, or
+   * undefined when every slot is taken (then {@linkcode Limiter.acquire}).
+   */
+  tryAcquire(): (() => void) | undefined;
   /** Holders now. */
   readonly running: number;
   /** Waiting now. */
@@ -55,6 +60,11 @@ export function createLimiter(options: LimiterOptions): Limiter {
     };
   };
   return {
+    tryAcquire() {
+      if (running >= options.maxConcurrent) return undefined;
+      running++;
+      return once();
+    },
     acquire(signal) {
       if (running < options.maxConcurrent) {
         running++;

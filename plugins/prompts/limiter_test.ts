@@ -32,3 +32,18 @@ Deno.test("limiter: a waiter whose signal aborts leaves the queue", async () => 
   release();
   assert.equal(limiter.running, 0);
 });
+
+Deno.test("limiter: tryAcquire takes a free slot at once, none when all are taken", async () => {
+  const limiter = createLimiter({ maxConcurrent: 1, maxQueued: 1 });
+  const release = limiter.tryAcquire();
+  assert.ok(release);
+  assert.equal(limiter.running, 1);
+  assert.equal(limiter.tryAcquire(), undefined);
+  const waiting = limiter.acquire();
+  assert.equal(limiter.queued, 1);
+  release();
+  release(); // a second release of the same slot does nothing
+  (await waiting)();
+  assert.equal(limiter.running, 0);
+  assert.ok(limiter.tryAcquire());
+});

@@ -294,35 +294,39 @@ const promptsPlugin = definePlugin<PromptsConfig>({
 
     type CacheState = "HIT" | "MISS" | "STALE";
     /** The cache key of a prompt (undefined: not cacheable), and a fresh answer when there is one. */
-    const lookup = async (
+    type Found = { key?: string; entry?: CacheEntry; hit?: PromptResult };
+    /**
+     * The cache key and entry of a prompt: at once (no await) when the
+     * cache is not read (SAGE, `no-cache`, cache off), else once read.
+     */
+    const lookup = (
       input: PromptInput,
       requestId: string,
       t0: number,
-    ): Promise<
-      { key?: string; entry?: CacheEntry; hit?: PromptResult }
-    > => {
+    ): Found | Promise<Found> => {
       if (!config.cache.enabled || input.sage) return {};
-      const key = await cache.key(input, input.cacheKeyFields);
+      const key = cache.keyOf(input, input.cacheKeyFields);
       if (input.noCache) {
         cacheResult("bypass").inc();
         return { key };
       }
-      const entry = await cache.get(key);
-      if (entry?.state !== "fresh") {
-        cacheResult("miss").inc();
-        return { key, entry };
-      }
-      cacheResult("hit").inc();
-      return {
-        key,
-        entry,
-        hit: cachedResult(input, entry, {
-          nodeId: ctx.node.id,
-          requestId,
-          startedAt: t0,
-          log: ctx.log,
-        }),
-      };
+      return cache.get(key).then((entry): Found => {
+        if (entry?.state !== "fresh") {
+          cacheResult("miss").inc();
+          return { key, entry };
+        }
+        cacheResult("hit").inc();
+        return {
+          key,
+          entry,
+          hit: cachedResult(input, entry, {
+            nodeId: ctx.node.id,
+            requestId,
+            startedAt: t0,
+            log: ctx.log,
+          }),
+        };
+      });
     };
 
     /** Asks the agents (after a miss), storing the answer; a stale one when none can answer. */
@@ -340,7 +344,9 @@ const promptsPlugin = definePlugin<PromptsConfig>({
     ): Promise<{ result: PromptResult; cache: CacheState }> => {
       const { key } = found;
       const requestId = options.requestId;
-      const release = await limiter.acquire(options.signal);
+      // A free slot is taken without an await (most prompts).
+      const release = limiter.tryAcquire() ??
+        await limiter.acquire(options.signal);
       try {
         const result = await service.answer(input, options);
         if (key !== undefined) {
@@ -496,7 +502,8 @@ const promptsPlugin = definePlugin<PromptsConfig>({
         const input = parsePromptInput(body, c.req.raw.headers, config);
         scenario = input.scenario ?? "none";
         const requestId = crypto.randomUUID();
-        const found = await lookup(input, requestId, t0);
+        const looked = lookup(input, requestId, t0);
+        const found = looked instanceof Promise ? await looked : looked;
         const sse = /\btext\/event-stream\b/.test(c.req.header("accept") ?? "");
         if (sse && !found.hit) {
           return streamed(input, found, requestId, t0, "MISS");

@@ -519,15 +519,34 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
   };
 
   /** An agent here for `capability` picked by the balancer, else a node with one; why none when undefined. */
-  const pickTarget = async (
+  type Pick = { target?: Target; offered: number };
+  /**
+   * An agent here for `capability` picked by the balancer, at once (no
+   * await), else a node with one; why none when no target.
+   */
+  const pickTarget = (
     capability: string,
     exclude: Set<string>,
-  ): Promise<{ target?: Target; offered: number }> => {
-    const local = agentsFor(capability).filter((id) => !exclude.has(id));
-    const picked = balancer.pick(local.map((id) => ({ id })));
-    if (picked) return { target: { agent: picked.id }, offered: local.length };
-    if (local.length || !deps.remote) return { offered: local.length };
-    const nodes = (await deps.remote.nodesFor(capability)).filter((n) =>
+  ): Pick | Promise<Pick> => {
+    const local = agentsFor(capability);
+    const candidates = exclude.size
+      ? local.filter((id) => !exclude.has(id))
+      : local;
+    const picked = balancer.pick(candidates.map((id) => ({ id })));
+    if (picked) {
+      return { target: { agent: picked.id }, offered: candidates.length };
+    }
+    if (candidates.length || !deps.remote) {
+      return { offered: candidates.length };
+    }
+    return pickRemote(capability, exclude);
+  };
+  /** A node with an agent for `capability` (none here). */
+  const pickRemote = async (
+    capability: string,
+    exclude: Set<string>,
+  ): Promise<Pick> => {
+    const nodes = (await deps.remote!.nodesFor(capability)).filter((n) =>
       !exclude.has(`node:${n.id}`)
     );
     if (!nodes.length) return { offered: 0 };
@@ -615,7 +634,8 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
       );
     }
     const capability = p.capability;
-    const { target } = await pickTarget(capability, new Set([asker]));
+    const picking = pickTarget(capability, new Set([asker]));
+    const { target } = picking instanceof Promise ? await picking : picking;
     if (!target) {
       routing(
         a,
@@ -894,7 +914,8 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
       let lastError: unknown;
       let offered = 0;
       for (let attempt = 0; attempt < config.attempts; attempt++) {
-        const pick = await pickTarget(capability, tried);
+        const picking = pickTarget(capability, tried);
+        const pick = picking instanceof Promise ? await picking : picking;
         offered = Math.max(offered, pick.offered);
         const target = pick.target;
         if (!target) break;
