@@ -201,6 +201,8 @@ export const SEALED_FROM_HEADER = "plexus-sealed-from";
  * ```
  */
 export const SEAL_BATCH_MAX = 64;
+/** A batch this large is signed without waiting for the timer tick. */
+const SEAL_BATCH_EAGER = 16;
 /** Bytes sealing adds besides the payload's base64, at most: ids, session, sequence, tag, signature, root, path, header. */
 const SEAL_OVERHEAD_BYTES = 1536;
 /** Bytes each recipient's wrap adds, at most (id up to 70, enc, wrapped key). */
@@ -565,7 +567,10 @@ export function sealedTransport(
 
   // Messages sealed until the next timer tick (setTimeout 0, up to ~2 ms
   // here), signed together then. setImmediate would cut the wait, but
-  // publishes spread over I/O callbacks would then go one to a batch.
+  // publishes spread over I/O callbacks would then go one to a batch. A
+  // burst (SEAL_BATCH_EAGER or more sealed in one run of the event loop's
+  // current job) is signed once that job's microtasks run: it waits for no
+  // timer, and more publishes would not have come before it anyway.
   let batch: Batch | undefined;
 
   function openBatch(): Batch {
@@ -579,6 +584,9 @@ export function sealedTransport(
       used: 0,
     };
     batch = b;
+    queueMicrotask(() => {
+      if (batch === b && b.items.length >= SEAL_BATCH_EAGER) signBatch(b);
+    });
     setTimeout(() => {
       if (batch === b) signBatch(b);
     }, 0);

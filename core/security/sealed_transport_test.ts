@@ -998,3 +998,30 @@ Deno.test("sealed transport: an envelope is refused as too large by its exact si
     kv.close();
   }
 });
+
+Deno.test("sealed transport: a burst of 16 or more sealed in one turn is signed and handed on before the timer tick; fewer wait for it", async () => {
+  await using r = await rig();
+  const a = await r.node("a", { cacheMs: 60_000 });
+  await r.node("b");
+  await r.node("c");
+  await a.t.publish("orders.created", order()); // warm: session open
+  r.stored.length = 0;
+  const burst = Promise.all(
+    Array.from({ length: 20 }, () => a.t.publish("orders.created", order())),
+  );
+  await Promise.resolve(); // the microtasks of this turn, no timer
+  assert.equal(r.stored.length, 20);
+  await burst;
+  r.stored.length = 0;
+  const few = Promise.all(
+    Array.from({ length: 3 }, () => a.t.publish("orders.created", order())),
+  );
+  await Promise.resolve();
+  assert.equal(r.stored.length, 0);
+  await few;
+  assert.equal(r.stored.length, 3);
+  const roots = r.stored.map((e) =>
+    sealedFields(JSON.parse(e).payload).root.toHex()
+  );
+  assert.equal(new Set(roots).size, 1);
+});
