@@ -403,6 +403,14 @@ function packedSegment(m: QueueMessage<unknown>): string | undefined {
 /** A stand-in as long as a packed id, until a message joins its segment. */
 const PACKED_ID_SIZE = "00000000-0000-7000-8000-000000000000~000";
 
+/**
+ * Messages one segment holds at most, whatever `maxGroup` says: a sweep
+ * moves all of an expired lease's messages out in one commit, 4
+ * mutations each (record, lease entry, two counters), within KV's 1000 (600 tiny messages in a segment made
+ * that commit, and so every sweep, throw "Too many mutations").
+ */
+const SEGMENT_MESSAGES = 200;
+
 /** Segments whose messages a queue keeps for its claims. */
 const SEG_CACHE = 128;
 
@@ -919,8 +927,8 @@ export class DurableQueue<T = unknown> {
 
   /**
    * Windowed mode: the id of a ready message packed into its priority's open
-   * segment (a new one when that is full: `maxGroup` messages or
-   * {@linkcode SEGMENT_BYTES}). The commit that takes it stores the segment
+   * segment (a new one when that is full: `maxGroup` messages, at most
+   * {@linkcode SEGMENT_MESSAGES}, or {@linkcode SEGMENT_BYTES}). The commit that takes it stores the segment
    * as one value. A message too large to share a value keeps a plain id.
    */
   #packedIdFor(msg: QueueMessage<T>, bytes: number): string {
@@ -928,7 +936,8 @@ export class DurableQueue<T = unknown> {
     if (cost > SEGMENT_BYTES) return timeOrderedId();
     let seg = this.#openSegs.get(msg.priority);
     if (
-      !seg || seg.n >= this.#maxGroup || seg.bytes + cost > SEGMENT_BYTES
+      !seg || seg.n >= Math.min(this.#maxGroup, SEGMENT_MESSAGES) ||
+      seg.bytes + cost > SEGMENT_BYTES
     ) {
       seg = { id: timeOrderedId(), n: 0, bytes: 0 };
       this.#openSegs.set(msg.priority, seg);
