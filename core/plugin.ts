@@ -88,7 +88,12 @@ export {
   ROLES,
 } from "./security/roles.ts";
 export type { Router, TopicHandler } from "./router.ts";
-export { LOG_LEVELS, type Logger, type LogLevel } from "./observe/logger.ts";
+export {
+  isoNow,
+  LOG_LEVELS,
+  type Logger,
+  type LogLevel,
+} from "./observe/logger.ts";
 export type {
   Counter,
   Gauge,

@@ -17,20 +17,8 @@
  *
  * @module
  */
-import type { LogRecord, LogSink } from "./logger.ts";
+import { isoNow, type LogRecord, type LogSink } from "./logger.ts";
 import type { MetricsRegistry } from "./metrics.ts";
-
-let isoMs = NaN;
-let iso = "";
-/** The time as ISO 8601, formatted once per millisecond (~0.65 µs each). */
-function isoNow(): string {
-  const ms = Date.now();
-  if (ms !== isoMs) {
-    isoMs = ms;
-    iso = new Date(ms).toISOString();
-  }
-  return iso;
-}
 
 const encoder = new TextEncoder();
 

@@ -19,7 +19,12 @@
  *
  * @module
  */
-import { type Balancer, type Logger, PlexusError } from "../../core/plugin.ts";
+import {
+  type Balancer,
+  isoNow,
+  type Logger,
+  PlexusError,
+} from "../../core/plugin.ts";
 import {
   type AgentGateway,
   type AgentRequest,
@@ -253,21 +258,6 @@ const SHORT = 200;
 /** How long an agent's enrolled key is reused for SAGE checks. */
 const KEY_CACHE_MS = 5000;
 const short = (s: string) => s.length > SHORT ? `${s.slice(0, SHORT)}…` : s;
-
-let isoMs = 0;
-let iso = "";
-/**
- * The time as ISO 8601, formatted once per millisecond: a prompt stamps ~7
- * records and blocks, most within the same ms (~0.65 µs each formatted).
- */
-function isoNow(): string {
-  const ms = Date.now();
-  if (ms !== isoMs) {
-    isoMs = ms;
-    iso = new Date(ms).toISOString();
-  }
-  return iso;
-}
 
 /** Creates the prompt service. */
 export function createPromptService(deps: PromptServiceDeps): PromptService {
