@@ -1032,27 +1032,26 @@ export class AgentClient implements AsyncDisposable {
       context.epoch = opened.epoch;
       context.seq = opened.seq;
     } catch (err) {
-      this.#abandon(
-        conn,
-        CloseCode.recordRefused,
-        `record refused: ${(err as Error).message}`,
-      );
-      return;
+      return this.#refused(conn, err);
     }
     for (let at = 0; at < plain.length && this.#conn === conn;) {
       let rec: OpenedRecord;
       try {
         ({ record: rec, next: at } = readInnerRecord(plain, at, context));
       } catch (err) {
-        this.#abandon(
-          conn,
-          CloseCode.recordRefused,
-          `record refused: ${(err as Error).message}`,
-        );
-        return;
+        return this.#refused(conn, err);
       }
       this.#onOpened(conn, rec);
     }
+  }
+
+  /** A record or frame that does not open: the connection closes 4403. */
+  #refused(conn: Connection, err: unknown): void {
+    this.#abandon(
+      conn,
+      CloseCode.recordRefused,
+      `record refused: ${(err as Error).message}`,
+    );
   }
 
   /** One record of the connection (a frame's, or one of a batched frame's). */
@@ -1061,12 +1060,7 @@ export class AgentClient implements AsyncDisposable {
     try {
       rec = conn.opener!.open(bytes);
     } catch (err) {
-      this.#abandon(
-        conn,
-        CloseCode.recordRefused,
-        `record refused: ${(err as Error).message}`,
-      );
-      return;
+      return this.#refused(conn, err);
     }
     this.#onOpened(conn, rec);
   }
