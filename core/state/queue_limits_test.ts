@@ -9,6 +9,7 @@ import { DurableQueue } from "./queue.ts";
 import { queueKeys } from "./keys.ts";
 import { openStore } from "./store.ts";
 import { ManualClock } from "../clock.ts";
+import { countCommits } from "./_count_commits.ts";
 
 /** A KV file in a fresh temp dir, removed on dispose. */
 async function tempStore(): Promise<
@@ -25,29 +26,6 @@ async function tempStore(): Promise<
       await Deno.remove(dir, { recursive: true });
     },
   };
-}
-
-/** `kv` with its commits counted. */
-function countCommits(kv: Deno.Kv): { kv: Deno.Kv; commits: () => number } {
-  let n = 0;
-  const counted = new Proxy(kv, {
-    get(target, prop) {
-      if (prop === "atomic") {
-        return () => {
-          const op = target.atomic();
-          const commit = op.commit.bind(op);
-          op.commit = () => {
-            n++;
-            return commit();
-          };
-          return op;
-        };
-      }
-      const v = Reflect.get(target, prop, target);
-      return typeof v === "function" ? v.bind(target) : v;
-    },
-  });
-  return { kv: counted, commits: () => n };
 }
 
 const KIB16 = "x".repeat(16 * 1024);

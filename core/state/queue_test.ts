@@ -10,6 +10,7 @@ import {
   UnstorableResultError,
 } from "./queue.ts";
 import { openStore } from "./store.ts";
+import { countCommits } from "./_count_commits.ts";
 
 async function setup(name = "jobs") {
   const kv = await Deno.openKv(":memory:");
@@ -614,29 +615,6 @@ Deno.test("queue: chunks of a result whose ack lost its lease are deleted", asyn
   }
   assert.deepEqual(left, []);
 });
-
-/** `kv` with its commits counted. */
-function countCommits(kv: Deno.Kv): { kv: Deno.Kv; commits: () => number } {
-  let n = 0;
-  const counted = new Proxy(kv, {
-    get(target, prop) {
-      if (prop === "atomic") {
-        return () => {
-          const op = target.atomic();
-          const commit = op.commit.bind(op);
-          op.commit = () => {
-            n++;
-            return commit();
-          };
-          return op;
-        };
-      }
-      const v = Reflect.get(target, prop, target);
-      return typeof v === "function" ? v.bind(target) : v;
-    },
-  });
-  return { kv: counted, commits: () => n };
-}
 
 Deno.test("queue: concurrent enqueues share commits (group commit), each durable when it resolves, FIFO kept", async () => {
   const dir = await Deno.makeTempDir({ prefix: "plexus-queue-group-" });
