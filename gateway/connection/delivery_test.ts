@@ -2,40 +2,54 @@ import assert from "node:assert/strict";
 import { PUSHED_MEMORY, QueueDelivery } from "./delivery.ts";
 import { Outbox } from "../outbox.ts";
 
+/** A delivery for agent-1 over `kv`, recording the ids it sends. */
+async function testDelivery(kv: Deno.Kv, o: {
+  channels: Record<string, { durable: boolean }>;
+  subs: string[];
+  sent: string[];
+  shared?: string[];
+  outbox?: Outbox;
+}): Promise<QueueDelivery> {
+  const { privateKey } = await crypto.subtle.generateKey("Ed25519", false, [
+    "sign",
+  ]) as CryptoKeyPair;
+  return new QueueDelivery({
+    config: { channels: o.channels, maxInFlight: 8, ackTimeoutMs: 30_000 },
+    outbox: o.outbox ?? new Outbox(kv),
+    metrics: { delivery: () => {}, queueDepth: () => {} },
+    log: console,
+    signingKey: privateKey,
+    owner: "n1/c1",
+    subs: new Set(o.subs),
+    agentId: () => "agent-1",
+    ready: () => true,
+    congested: () => false,
+    header: (f) => ({
+      sid: "s1",
+      from: "node:n1",
+      to: "agent-1",
+      ch: "",
+      ...f,
+    }),
+    send: (h) => void o.sent.push(h.id),
+    ...(o.shared
+      ? { sendShared: (_ch, r) => void o.shared!.push(r.fields.id) }
+      : {}),
+    after: () => {},
+    fail: (err) => {
+      throw err;
+    },
+  });
+}
+
 Deno.test("delivery: pushed() answers for the last PUSHED_MEMORY ids pushed, oldest forgotten first; a repeat is not counted twice", async () => {
   const kv = await Deno.openKv(":memory:");
   try {
-    const { privateKey } = await crypto.subtle.generateKey("Ed25519", false, [
-      "sign",
-    ]) as CryptoKeyPair;
     const sent: string[] = [];
-    const delivery = new QueueDelivery({
-      config: {
-        channels: { alerts: { durable: false } },
-        maxInFlight: 8,
-        ackTimeoutMs: 30_000,
-      },
-      outbox: new Outbox(kv),
-      metrics: { delivery: () => {}, queueDepth: () => {} },
-      log: console,
-      signingKey: privateKey,
-      owner: "n1/c1",
-      subs: new Set(["alerts"]),
-      agentId: () => "agent-1",
-      ready: () => true,
-      congested: () => false,
-      header: (f) => ({
-        sid: "s1",
-        from: "node:n1",
-        to: "agent-1",
-        ch: "",
-        ...f,
-      }),
-      send: (h) => void sent.push(h.id),
-      after: () => {},
-      fail: (err) => {
-        throw err;
-      },
+    const delivery = await testDelivery(kv, {
+      channels: { alerts: { durable: false } },
+      subs: ["alerts"],
+      sent,
     });
     const fields = (id: string) => ({ id, priority: 4, messageType: "n" });
     const body = new Uint8Array(0);
@@ -62,43 +76,15 @@ Deno.test("delivery: pushed() answers for the last PUSHED_MEMORY ids pushed, old
 Deno.test("delivery: acks of more broadcasts than the early-ack memory holds do not push out an early ack of a durable message, which settles it when claimed", async () => {
   const kv = await Deno.openKv(":memory:");
   try {
-    const { privateKey } = await crypto.subtle.generateKey("Ed25519", false, [
-      "sign",
-    ]) as CryptoKeyPair;
     const outbox = new Outbox(kv);
     const sent: string[] = [];
     const shared: string[] = [];
-    const delivery = new QueueDelivery({
-      config: {
-        channels: {
-          alerts: { durable: false },
-          policies: { durable: true },
-        },
-        maxInFlight: 8,
-        ackTimeoutMs: 30_000,
-      },
+    const delivery = await testDelivery(kv, {
+      channels: { alerts: { durable: false }, policies: { durable: true } },
+      subs: ["alerts", "policies"],
+      sent,
+      shared,
       outbox,
-      metrics: { delivery: () => {}, queueDepth: () => {} },
-      log: console,
-      signingKey: privateKey,
-      owner: "n1/c1",
-      subs: new Set(["alerts", "policies"]),
-      agentId: () => "agent-1",
-      ready: () => true,
-      congested: () => false,
-      header: (f) => ({
-        sid: "s1",
-        from: "node:n1",
-        to: "agent-1",
-        ch: "",
-        ...f,
-      }),
-      send: (h) => void sent.push(h.id),
-      sendShared: (_ch, r) => void shared.push(r.fields.id),
-      after: () => {},
-      fail: (err) => {
-        throw err;
-      },
     });
     const id = await outbox.put(
       "agent-1",
