@@ -27,7 +27,9 @@
  * stored prompt again and again. Rounds alternate the cases; values are
  * medians. `cpu_us_per_request` is this process's CPU (all threads: node,
  * agent and clients) per request of each case, steadier than the rates when
- * others share the machine.
+ * others share the machine; `main_us_per_request` is its main thread's alone
+ * (the one event loop every case runs on, which bounds the rates: work a
+ * Deno op does on another thread counts in the first, not here).
  *
  * @module
  */
@@ -240,6 +242,18 @@ const request = (c: Case): Promise<Response> => {
 
 /** This process's CPU µs per request of each case, one value per round. */
 const cpu = new Map<Case, number[]>();
+/** The same for the main thread alone. */
+const mainCpu = new Map<Case, number[]>();
+
+/** CPU ms of this process's main thread (ns from schedstat; NaN without it). */
+function mainThreadMs(): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/self/task/${Deno.pid}/schedstat`);
+    return Number(stat.slice(0, stat.indexOf(" "))) / 1e6;
+  } catch {
+    return NaN;
+  }
+}
 /** Requests made of each case, warm-up included (to divide a CPU profile by). */
 const made = new Map<Case, number>();
 
@@ -247,7 +261,7 @@ const made = new Map<Case, number>();
 async function run(c: Case): Promise<number> {
   const end = performance.now() + ms;
   let done = 0;
-  const cpu0 = cpuMs("self");
+  const cpu0 = cpuMs("self"), main0 = mainThreadMs();
   const t0 = performance.now();
   await Promise.all(Array.from({ length: concurrency }, async () => {
     while (performance.now() < end) {
@@ -266,6 +280,8 @@ async function run(c: Case): Promise<number> {
   made.set(c, (made.get(c) ?? 0) + done);
   if (!cpu.has(c)) cpu.set(c, []);
   cpu.get(c)!.push((cpuMs("self") - cpu0) * 1000 / done);
+  if (!mainCpu.has(c)) mainCpu.set(c, []);
+  mainCpu.get(c)!.push((mainThreadMs() - main0) * 1000 / done);
   return rate;
 }
 
@@ -294,6 +310,7 @@ if (unknown?.length) {
 const cases = only ? ALL_CASES.filter((c) => only.includes(c)) : ALL_CASES;
 for (const c of cases) await run(c);
 cpu.clear();
+mainCpu.clear();
 
 const rates = Object.fromEntries(
   cases.map((c) => [c, [] as number[]]),
@@ -316,9 +333,9 @@ const m = Object.fromEntries(cases.map((c) => [c, median(rates[c])])) as Record<
   number
 >;
 
-/** CPU per request of `base` ÷ that of `c`, when both ran. */
-function cpuRatio(base: Case, c: Case): number | null {
-  const b = cpu.get(base), x = cpu.get(c);
+/** CPU per request of `base` ÷ that of `c` (in `of`), when both ran. */
+function cpuRatio(base: Case, c: Case, of = cpu): number | null {
+  const b = of.get(base), x = of.get(c);
   return b && x ? round(median(b) / median(x), 2) : null;
 }
 
@@ -368,10 +385,19 @@ console.log(JSON.stringify({
     cache_ratio_by_cpu: cpuRatio("health", "cache_hit"),
     floor_ratio_by_cpu: cpuRatio("health", "floor"),
     cache_to_floor_ratio_by_cpu: cpuRatio("floor", "cache_hit"),
+    // The same from the main thread's CPU alone: the event loop every case
+    // shares, what bounds the rates (an op run on another thread is not in it).
+    ratio_by_main: cpuRatio("bare", "prompt", mainCpu),
+    sage_ratio_by_main: cpuRatio("bare", "prompt_sage", mainCpu),
+    cache_ratio_by_main: cpuRatio("health", "cache_hit", mainCpu),
     // CPU of node, agent and clients together (one process): steadier than
     // rates on a shared machine.
     cpu_us_per_request: Object.fromEntries(
       cases.map((c) => [c, round(median(cpu.get(c)!))]),
+    ),
+    // The main thread's alone (node, agent and clients share it).
+    main_us_per_request: Object.fromEntries(
+      cases.map((c) => [c, round(median(mainCpu.get(c)!))]),
     ),
     // Every request of the run, warm-up included: a `--cpu-prof` profile
     // of a one-case run divided by this is CPU per request by function.
