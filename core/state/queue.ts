@@ -173,6 +173,18 @@ export interface Enqueued {
   deduplicated: boolean;
 }
 
+/** A stored ready message as {@linkcode DurableQueue.peek} lists it. */
+export interface ReadyRef {
+  id: string;
+  priority: number;
+  /**
+   * The versionstamp of the commit that made it ready (its enqueue, or the
+   * nak or sweep that returned it): a smaller one became ready earlier,
+   * across every queue of one KV.
+   */
+  readySince: string;
+}
+
 /** Depth and age figures for metrics. */
 export interface QueueStats {
   ready: number;
@@ -404,10 +416,12 @@ function packedSegment(m: QueueMessage<unknown>): string | undefined {
 const PACKED_ID_SIZE = "00000000-0000-7000-8000-000000000000~000";
 
 /**
- * Messages one segment holds at most, whatever `maxGroup` says: a sweep
- * moves all of an expired lease's messages out in one commit, 4
- * mutations each (record, lease entry, two counters), within KV's 1000 (600 tiny messages in a segment made
- * that commit, and so every sweep, throw "Too many mutations").
+ * Messages one segment holds at most, whatever `maxGroup` says, so moving
+ * a whole expired lease's messages out (4 or 5 mutations each) takes few
+ * commits. Segments stored before this limit may hold more (up to ~300
+ * small ones in 60 KiB): every path that moves many of a segment's
+ * messages at once (a sweep, a burst of naks) splits its work into
+ * commits that fit KV's limits.
  */
 const SEGMENT_MESSAGES = 200;
 
@@ -1629,7 +1643,26 @@ export class DurableQueue<T = unknown> {
         } else go.push(req);
       }
       if (go.length === 0) return;
-      const pos = [...new Set(go.map((q) => q.pos))];
+      // As many as fit one commit (a record and a lease entry each); the
+      // rest in the next round, on a fresh read.
+      const key = this.#keys.segState(seg);
+      const pos = splitToFit(
+        [...new Set(go.map((q) => q.pos))],
+        (p) => {
+          const id = r.msgs![p].id;
+          return new CommitSize()
+            .set(this.#keys.msg(id), undefined, valueBytes(r.msgs![p]) + 256)
+            .set(this.#keys.inflight(0, id), id);
+        },
+        () => {
+          const size = new CommitSize().check(key).set(key, r.state)
+            .set(this.#keys.segDone(0, seg), seg);
+          for (const l of r.state.leases) {
+            size.delete(this.#keys.inflight(l.until, leaseToken(seg, l.id)));
+          }
+          return size;
+        },
+      )[0];
       const { res } = await this.#commit(() => {
         const op = this.#kv.atomic().check(r.stateEntry);
         for (const p of pos) {
@@ -1645,8 +1678,12 @@ export class DurableQueue<T = unknown> {
         return op;
       });
       if (res.ok) {
-        for (const q of go) q.done.resolve(res);
-        return;
+        const moved = new Set(pos);
+        for (const q of go) if (moved.has(q.pos)) q.done.resolve(res);
+        reqs = go.filter((q) => !moved.has(q.pos));
+        if (reqs.length === 0) return;
+        tries = -1; // progress: the next part starts afresh
+        continue;
       }
       reqs = go;
     }
@@ -1831,6 +1868,37 @@ export class DurableQueue<T = unknown> {
     }
     if (this.#windowMs !== undefined && out.length < n) {
       out.push(...this.#claimFromMemory(n - out.length, leaseMs, consumer));
+    }
+    return out;
+  }
+
+  /**
+   * The first `n` stored ready messages, in the order a claim takes them
+   * (highest priority, then the order they became ready), without claiming
+   * them: a claim counts an attempt, a look does not. A consumer of several
+   * queues in one KV merges their heads by `priority`, then `readySince`,
+   * and claims from each queue as many as it picked: a claim takes from the
+   * same head, so it takes those (or, after a race, what came first since).
+   * Messages waiting in memory (window mode) are not listed.
+   */
+  async peek(n: number): Promise<ReadyRef[]> {
+    if (!Number.isInteger(n) || n < 1) {
+      throw new RangeError(
+        `Cannot peek on '${this.name}': n must be a positive integer, got ${n}`,
+      );
+    }
+    const out: ReadyRef[] = [];
+    for await (
+      const e of this.#kv.list<string[]>({ prefix: this.#keys.readyPrefix }, {
+        limit: n,
+      })
+    ) {
+      const priority = 9 - (e.key[3] as number);
+      const readySince = e.key[4] as string;
+      for (const id of e.value.slice(0, n - out.length)) {
+        out.push({ id, priority, readySince });
+      }
+      if (out.length >= n) break;
     }
     return out;
   }
@@ -2848,39 +2916,82 @@ export class DurableQueue<T = unknown> {
 
   /**
    * An expired packed claim: each of its messages moves out to its own
-   * record and back to ready (or to the DLQ), in one commit checked against
-   * the segment's state. Returns how many it moved.
+   * record and back to ready (or to the DLQ), checked against the
+   * segment's state, in as many commits as KV's limits need (up to 5
+   * mutations a message: a segment stored before the 200-message limit,
+   * or one of 200 on their last attempt, is more than one commit holds).
+   * The lease keeps the positions not moved yet, and its index entry goes
+   * with the last of them. A commit that loses a race to a holder or
+   * another sweeper stops here: the next sweep goes on. Returns how many
+   * it moved.
    */
   async #expireSegLease(e: Deno.KvEntry<SegLeaseRef>): Promise<number> {
     const { seg, lease } = e.value;
-    const r = await this.#readSeg(seg);
-    const l = r.state.leases.find((x) => x.id === lease);
-    const live = r.msgs && l && l.until === e.key[3] ? l : undefined;
-    const { res } = await this.#commit(() => {
-      const op = this.#kv.atomic().check(e).delete(e.key); // stale unless live
-      if (!live) return op;
-      op.check(r.stateEntry);
-      for (const pos of live.pos) {
-        const m = this.#packedView(r.msgs!, r.state, pos);
-        this.#retryOrDead(
-          op,
-          m,
-          `lease expired (held by ${live.consumer})`,
-          0,
-        );
+    let moved = 0;
+    for (;;) {
+      const r = await this.#readSeg(seg);
+      const l = r.state.leases.find((x) => x.id === lease);
+      const live = r.msgs && l && l.until === e.key[3] ? l : undefined;
+      const why = `lease expired (held by ${live?.consumer})`;
+      const views = live
+        ? this.#fitExpiry(seg, r, live, why)
+        : [] as QueueMessage<T>[];
+      const last = !live || views.length === live.pos.length;
+      const { res } = await this.#commit(() => {
+        const op = this.#kv.atomic().check(e); // unchanged until the last part
+        if (last) op.delete(e.key); // stale unless live
+        if (!live) return op;
+        op.check(r.stateEntry);
+        for (const m of views) this.#retryOrDead(op, m, why, 0);
+        const pos = views.map((m) => this.#posOf(r.msgs!, m.id));
+        const settled = settlePositions(r.state, pos, "out", r.msgs!.length);
+        // This lease's index entry is deleted above, with its last part.
+        settled.emptied = settled.emptied.filter((x) => x.id !== live.id);
+        this.#writeSegState(op, seg, settled);
+        return op;
+      });
+      if (!res.ok) return moved;
+      moved += views.length;
+      if (last) return moved;
+    }
+  }
+
+  /**
+   * The first of `live`'s positions whose moves out of segment `seg` (read
+   * as `r`) fit one commit, as the records they become (at least one).
+   */
+  #fitExpiry(
+    seg: string,
+    r: SegRead<T>,
+    live: SegLease,
+    why: string,
+  ): QueueMessage<T>[] {
+    const views = live.pos.map((p) => this.#packedView(r.msgs!, r.state, p));
+    const key = this.#keys.segState(seg);
+    const base = () => {
+      const size = new CommitSize()
+        .set(this.#keys.ready(0, NO_VERSIONSTAMP), undefined, 64)
+        .check(key).set(key, r.state)
+        .set(this.#keys.segDone(0, seg), seg);
+      for (const x of r.state.leases) {
+        size.check(this.#keys.inflight(x.until, leaseToken(seg, x.id)))
+          .delete(this.#keys.inflight(x.until, leaseToken(seg, x.id)));
       }
-      const settled = settlePositions(
-        r.state,
-        live.pos,
-        "out",
-        r.msgs!.length,
-      );
-      // This lease's index entry is deleted above.
-      settled.emptied = settled.emptied.filter((x) => x.id !== live.id);
-      this.#writeSegState(op, seg, settled);
-      return op;
-    });
-    return res.ok && live ? live.pos.length : 0;
+      return size;
+    };
+    // A record with the error added, its id in the ready entry, the lease
+    // entry it never had deleted, or a DLQ entry, and two counters each.
+    const extra = 2 * (why.length + MAX_TEXT_CHARS) + 256;
+    return splitToFit(
+      views,
+      (m) =>
+        new CommitSize()
+          .set(this.#keys.msg(m.id), undefined, valueBytes(m) + extra)
+          .delete(this.#keys.inflight(m.leaseUntil!, m.id))
+          .set(this.#keys.dead(0, m.id), m.id)
+          .sum(this.#keys.count("inflight")).sum(this.#keys.count("ready")),
+      base,
+    )[0];
   }
 
   /** Dead-lettered messages, oldest first. */

@@ -452,3 +452,131 @@ Deno.test("queue limits: with maxGroup 1000, a sweep returns an expired packed l
     kv.close();
   }
 });
+
+/**
+ * Writes segment `n` of `count` messages to queue `q` the way a node before
+ * the 200-message limit stored it: one value holding them all, and either
+ * one ready index entry listing them (written by the same commit) or, when
+ * `lease` is given, a state whose one lease holds every position (claimed
+ * from memory before its commit) with that lease's index entry.
+ */
+async function oldSegment(kv: Deno.Kv, q: string, o: {
+  n: number;
+  count: number;
+  now: number;
+  maxAttempts?: number;
+  lease?: { until: number; consumer: string };
+}): Promise<string[]> {
+  const keys = queueKeys(q);
+  const seg = `01900000-0000-7000-8000-${String(o.n).padStart(12, "0")}`;
+  const msgs = Array.from({ length: o.count }, (_, i) => ({
+    id: `${seg}~${i}`,
+    queue: q,
+    priority: 4,
+    payload: o.n * 1000 + i,
+    state: "ready",
+    attempts: 0,
+    maxAttempts: o.maxAttempts ?? 3,
+    backoff: { baseMs: 1000, maxMs: 60_000 },
+    enqueuedAt: o.now,
+    availableAt: o.now,
+    errors: [],
+  }));
+  const ids = msgs.map((m) => m.id);
+  const op = kv.atomic().set(keys.seg(seg), msgs);
+  if (o.lease) {
+    const lease = {
+      id: crypto.randomUUID(),
+      ...o.lease,
+      pos: ids.map((_, i) => i),
+    };
+    op.set(keys.segState(seg), {
+      n: o.count,
+      leases: [lease],
+      done: [],
+      out: [],
+    })
+      .set(keys.inflight(lease.until, `${seg}/${lease.id}`), {
+        seg,
+        lease: lease.id,
+      })
+      .sum(keys.count("inflight"), BigInt(o.count));
+  } else {
+    op.set(keys.ready(4, kv.commitVersionstamp()), ids)
+      .sum(keys.count("ready"), BigInt(o.count));
+  }
+  assert.ok((await op.commit()).ok);
+  return ids;
+}
+
+Deno.test("queue limits: segments of 280 messages stored by older nodes are swept, claimed, naked and acked without a commit past KV's limits, nothing lost", async () => {
+  const kv = await openStore(":memory:");
+  try {
+    const clock = new ManualClock(1_000_000);
+    // Older nodes packed up to ~300 small messages (60 KiB) a segment. One
+    // held by a lease of an older node, all 280 positions; one ready.
+    const held = await oldSegment(kv, "old", {
+      n: 1,
+      count: 280,
+      now: clock.now(),
+      lease: { until: clock.now() + 1000, consumer: "old-node" },
+    });
+    const ready = await oldSegment(kv, "old", {
+      n: 2,
+      count: 280,
+      now: clock.now(),
+    });
+    const q = new DurableQueue<number>(kv, "old", { clock });
+    await clock.advance(2000);
+    // Before: the sweep's one commit of 1,120 mutations threw.
+    assert.deepEqual(await q.sweep(), { expired: 280, promoted: 0 });
+    assert.equal((await q.get(held[279]))!.state, "ready");
+    // Claimed in commits that fit, the ready segment first (it was ready
+    // before the sweep); its packed messages then all naked at once.
+    const packed = await q.claim(280, 60_000, "c1");
+    assert.deepEqual(packed.map((d) => d.id), ready);
+    const records = await q.claim(280, 60_000, "c1");
+    assert.deepEqual(records.map((d) => d.id), held);
+    await Promise.all(packed.map((d) => d.nak(0, "again")));
+    await q.ackAll(records);
+    const again = await q.claim(280, 60_000, "c2");
+    assert.deepEqual(again.map((d) => d.id), ready);
+    assert.deepEqual(await q.ackAll(again), again.map(() => undefined));
+    assert.deepEqual(await q.stats(), {
+      ready: 0,
+      delayed: 0,
+      inflight: 0,
+      dead: 0,
+      oldestReadyAgeMs: 0,
+    });
+    for (const id of [...held, ...ready]) {
+      assert.equal((await q.get(id))?.state, "done", id);
+    }
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("queue limits: an expired packed lease of 200 messages on their last attempt goes to the DLQ, split over commits that fit", async () => {
+  const kv = await openStore(":memory:");
+  try {
+    const clock = new ManualClock(1_000_000);
+    const ids = await oldSegment(kv, "last", {
+      n: 1,
+      count: 200,
+      now: clock.now(),
+      maxAttempts: 1,
+      lease: { until: clock.now() + 1000, consumer: "n1" },
+    });
+    const q = new DurableQueue<number>(kv, "last", { clock });
+    await clock.advance(2000);
+    // 5 mutations a message to the DLQ: 1,000 and more in one commit before.
+    assert.deepEqual(await q.sweep(), { expired: 200, promoted: 0 });
+    const dead = await q.dlq({ limit: 1000 });
+    assert.deepEqual(dead.map((m) => m.id).sort(), [...ids].sort());
+    assert.equal((await q.stats()).dead, 200);
+    assert.equal((await q.stats()).inflight, 0);
+  } finally {
+    kv.close();
+  }
+});

@@ -111,6 +111,26 @@ function rememberBroadcast(id: string): void {
   broadcastIds.add(id);
 }
 
+/**
+ * The recipient-independent part of a non-durable push of `body` with
+ * `fields` (made once per broadcast, see
+ * {@linkcode QueueDelivery.pushShared}); its id is remembered as a
+ * broadcast's.
+ */
+export function sharedPush(
+  fields: EphemeralFields,
+  body: Uint8Array,
+): SharedRecord {
+  rememberBroadcast(fields.id);
+  return sharedRecord({
+    type: "msg",
+    id: fields.id,
+    prio: fields.priority,
+    mt: fields.messageType,
+    ...(fields.cid ? { cid: fields.cid } : {}),
+  }, body);
+}
+
 interface Claimed {
   name: string;
   queue: DurableQueue<OutboxMessage>;
@@ -215,22 +235,41 @@ export class QueueDelivery {
     if (names.length === 0 || free <= 0 || host.congested()) return;
     const sweep = this.#sweepNext;
     this.#sweepNext = false;
-    const claimed: Claimed[] = [];
-    for (const name of names) {
-      const queue = host.outbox.queue(host.agentId(), name);
-      if (sweep) await queue.sweep();
-      for (
-        const delivery of await queue.claim(
-          free,
-          cfg.ackTimeoutMs + LEASE_SLACK_MS,
-          host.owner,
-        )
-      ) claimed.push({ name, queue, delivery });
-    }
-    // Highest priority first, then oldest, across the agent's channels.
+    const queues = names.map((name) => ({
+      name,
+      queue: host.outbox.queue(host.agentId(), name),
+    }));
+    if (sweep) await Promise.all(queues.map((q) => q.queue.sweep()));
+    // The `free` messages that come first across the agent's channels
+    // (highest priority, then oldest), read without claiming: each queue
+    // then claims exactly its share, from the same head, so at most
+    // `maxInFlight` are in flight whatever the number of channels.
+    const heads = (await Promise.all(
+      queues.map(async (q) =>
+        (await q.queue.peek(free)).map((r) => ({ ...r, q }))
+      ),
+    )).flat().sort((a, b) =>
+      b.priority - a.priority ||
+      (a.readySince < b.readySince ? -1 : a.readySince > b.readySince ? 1 : 0)
+    ).slice(0, free);
+    const share = new Map<(typeof queues)[number], number>();
+    const rank = new Map<string, number>();
+    heads.forEach((h, i) => {
+      share.set(h.q, (share.get(h.q) ?? 0) + 1);
+      rank.set(`${h.q.name}\0${h.id}`, i);
+    });
+    const claimed: Claimed[] = (await Promise.all(
+      [...share].map(async ([q, n]) =>
+        (await q.queue.claim(n, cfg.ackTimeoutMs + LEASE_SLACK_MS, host.owner))
+          .map((delivery) => ({ ...q, delivery }))
+      ),
+    )).flat();
+    // In that order (one that came first since the look: by its priority).
+    const rankOf = (c: Claimed) =>
+      rank.get(`${c.name}\0${c.delivery.id}`) ?? heads.length;
     claimed.sort((a, b) =>
       b.delivery.message.priority - a.delivery.message.priority ||
-      a.delivery.message.enqueuedAt - b.delivery.message.enqueuedAt
+      rankOf(a) - rankOf(b)
     );
     for (const c of claimed) await this.#push(c);
     if (sweep || claimed.length) this.refreshDepth();
@@ -305,15 +344,8 @@ export class QueueDelivery {
       // record's recipient-independent part is made once for all of them.
       let shared = sharedPushes.get(fields);
       if (shared?.body !== body) {
-        shared = sharedRecord({
-          type: "msg",
-          id: fields.id,
-          prio: fields.priority,
-          mt: fields.messageType,
-          ...(fields.cid ? { cid: fields.cid } : {}),
-        }, body);
+        shared = sharedPush(fields, body);
         sharedPushes.set(fields, shared);
-        rememberBroadcast(fields.id);
       }
       host.sendShared(this.#channel(name), shared);
       return true;
@@ -332,6 +364,22 @@ export class QueueDelivery {
     if (!host.ready()) return false;
     host.send(header, body, signature);
     this.#rememberPushed(fields.id);
+    return true;
+  }
+
+  /**
+   * {@linkcode QueueDelivery.pushEphemeral} of a record made by
+   * {@linkcode sharedPush} on a channel that is not signed, without a
+   * promise: what a broadcast does for each of its connections. False when
+   * the connection is not ready, not subscribed, or cannot send shared
+   * records.
+   */
+  pushShared(name: string, shared: SharedRecord): boolean {
+    const host = this.#host;
+    if (!host.ready() || !host.subs.has(name) || !host.sendShared) {
+      return false;
+    }
+    host.sendShared(this.#channel(name), shared);
     return true;
   }
 

@@ -9,15 +9,23 @@ async function testDelivery(kv: Deno.Kv, o: {
   sent: string[];
   shared?: string[];
   outbox?: Outbox;
+  maxInFlight?: number;
+  warnings?: unknown[];
 }): Promise<QueueDelivery> {
   const { privateKey } = await crypto.subtle.generateKey("Ed25519", false, [
     "sign",
   ]) as CryptoKeyPair;
   return new QueueDelivery({
-    config: { channels: o.channels, maxInFlight: 8, ackTimeoutMs: 30_000 },
+    config: {
+      channels: o.channels,
+      maxInFlight: o.maxInFlight ?? 8,
+      ackTimeoutMs: 30_000,
+    },
     outbox: o.outbox ?? new Outbox(kv),
     metrics: { delivery: () => {}, queueDepth: () => {} },
-    log: console,
+    log: o.warnings
+      ? { warn: (...args: unknown[]) => void o.warnings!.push(args) }
+      : console,
     signingKey: privateKey,
     owner: "n1/c1",
     subs: new Set(o.subs),
@@ -102,6 +110,57 @@ Deno.test("delivery: acks of more broadcasts than the early-ack memory holds do 
     await delivery.pump();
     assert.deepEqual(sent, [], "settled by its early ack, not pushed");
     assert.equal(await outbox.depth("agent-1"), 0);
+    await delivery.stop(1000);
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("delivery: an agent on 3 durable channels with maxInFlight 4 never holds more than 4 un-acked, and gets them highest priority first, then oldest, across channels", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const outbox = new Outbox(kv);
+    const sent: string[] = [];
+    const warnings: unknown[] = [];
+    let acked = 0;
+    let most = 0;
+    const channels = ["a", "b", "c"];
+    const delivery = await testDelivery(kv, {
+      channels: Object.fromEntries(channels.map((c) => [c, { durable: true }])),
+      subs: channels,
+      sent,
+      outbox,
+      maxInFlight: 4,
+      warnings,
+    });
+    // 20 on each channel, priorities mixed, put one after another: the
+    // order expected is by priority, then by put.
+    const put: { id: string; priority: number }[] = [];
+    for (let i = 0; i < 20; i++) {
+      for (const [k, ch] of channels.entries()) {
+        const priority = (i * 7 + k * 3) % 10;
+        const id = await outbox.put("agent-1", ch, new Uint8Array(1), {
+          priority,
+        });
+        put.push({ id, priority });
+      }
+    }
+    const expected = put.map((p, i) => ({ ...p, i }))
+      .sort((a, b) => b.priority - a.priority || a.i - b.i)
+      .map((p) => p.id);
+    // The agent acks the oldest un-acked record after each pass.
+    for (let pass = 0; acked < expected.length && pass < 200; pass++) {
+      await delivery.pump();
+      most = Math.max(most, sent.length - acked);
+      if (sent.length > acked) delivery.ack(sent[acked++]);
+    }
+    assert.equal(most, 4, "at most maxInFlight un-acked at once");
+    assert.deepEqual(sent, expected);
+    for (let i = 0; i < 50 && await outbox.depth("agent-1") > 0; i++) {
+      await delivery.pump();
+    }
+    assert.equal(await outbox.depth("agent-1"), 0);
+    assert.deepEqual(warnings, []);
     await delivery.stop(1000);
   } finally {
     kv.close();
