@@ -56,7 +56,11 @@ import {
 import { Dispatcher, MAX_ACKS_PER_RECORD } from "./connection/dispatch.ts";
 import { QueueDelivery } from "./connection/delivery.ts";
 import { GatewayRequestError, PendingAsks } from "./connection/requests.ts";
-import { type RecordFields, RecordSender } from "./connection/sender.ts";
+import {
+  type RecordFields,
+  RecordSender,
+  type SharedRecord,
+} from "./connection/sender.ts";
 import type {
   AgentRequest,
   GatewayConfig,
@@ -519,6 +523,15 @@ export class AgentConnection {
     fields: { id: string; priority: number; messageType: string; cid?: string },
   ): Promise<boolean> {
     return this.#delivery.pushEphemeral(name, body, fields);
+  }
+
+  /**
+   * A broadcast's push on a non-durable channel that is not signed: the
+   * record `sharedPush` made once for every connection, sent at once.
+   * True when the agent is subscribed and it was sent.
+   */
+  pushShared(name: string, shared: SharedRecord): boolean {
+    return this.#delivery.pushShared(name, shared);
   }
 
   /**

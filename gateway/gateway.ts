@@ -64,6 +64,7 @@ import {
   listAgents,
   removeAgent,
 } from "./enrolment.ts";
+import { sharedPush } from "./connection/delivery.ts";
 import { Outbox } from "./outbox.ts";
 import {
   createPresence,
@@ -820,10 +821,15 @@ export function createGateway(options: GatewayOptions): Gateway {
       };
       if (!isDurable(policy)) {
         const fields = { id, priority, messageType };
+        // Unsigned: one shared record, pushed to each connection at once
+        // (no promise per connection); signed: each push signs its own.
+        const shared = policy?.signed ? undefined : sharedPush(fields, body);
         const [pushedHere, pushedThere] = await Promise.all([
-          Promise.all(
-            here.map((conn) => conn.pushEphemeral(channel, body, fields)),
-          ),
+          shared
+            ? here.map((conn) => conn.pushShared(channel, shared))
+            : Promise.all(
+              here.map((conn) => conn.pushEphemeral(channel, body, fields)),
+            ),
           elsewhere.length === 0 ? [] : pushTo(elsewhere.map((agentId) => ({
             agentId,
             channel,

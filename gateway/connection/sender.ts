@@ -93,6 +93,10 @@ export interface SharedRecord {
   readonly body: Uint8Array;
   /** `,"type":…}`: the inner header's JSON after `{"ch":"…"`. */
   readonly tail: string;
+  /** `tail`'s UTF-8 bytes, then `body`: an inner record's bytes after `{"ch":"…"`. */
+  readonly rest: Uint8Array;
+  /** How many bytes of `rest` are header (`tail`'s). */
+  readonly restHeader: number;
 }
 
 /**
@@ -112,7 +116,12 @@ export function sharedRecord(
   body: Uint8Array,
 ): SharedRecord {
   const json = JSON.stringify(fields);
-  return { fields, body, tail: json === "{}" ? "}" : `,${json.slice(1)}` };
+  const tail = json === "{}" ? "}" : `,${json.slice(1)}`;
+  const head = encoder.encode(tail);
+  const rest = new Uint8Array(head.length + body.length);
+  rest.set(head);
+  rest.set(body, head.length);
+  return { fields, body, tail, rest, restHeader: head.length };
 }
 
 /**
@@ -162,6 +171,8 @@ export class RecordSender {
   /** Sealed records waiting for the end of this microtask turn (batched frames only). */
   #pending: Uint8Array[] = [];
   #pendingBytes = 0;
+  /** See {@linkcode RecordSender.#chHead}. */
+  readonly #chHeads = new Map<string, Uint8Array>();
 
   constructor(options: RecordSenderOptions) {
     this.#o = options;
@@ -228,16 +239,32 @@ export class RecordSender {
       return this.send({ ...shared.fields, ch }, shared.body);
     }
     if (this.#o.socket.readyState !== WebSocket.OPEN) return;
-    const json = `{"ch":${JSON.stringify(ch)}${shared.tail}`;
-    const body = shared.body;
+    const head = this.#chHead(ch);
     const writer = this.#writer ??= new BatchWriter();
-    const most = INNER_PREFIX_BYTES + json.length * 3 + body.length;
-    if (most > BATCH_FRAME_BYTES) {
-      return this.sendHeader(this.header({ ...shared.fields, ch }), body);
+    const size = INNER_PREFIX_BYTES + head.length + shared.rest.length;
+    if (size > BATCH_FRAME_BYTES) {
+      return this.sendHeader(
+        this.header({ ...shared.fields, ch }),
+        shared.body,
+      );
     }
-    if (writer.length + most > BATCH_FRAME_BYTES) this.flush();
+    if (writer.length + size > BATCH_FRAME_BYTES) this.flush();
     if (writer.count === 0) queueMicrotask(() => this.flush());
-    this.#o.metrics.message("out", writer.addJson(json, body));
+    this.#o.metrics.message(
+      "out",
+      writer.addShared(head, shared.rest, shared.restHeader),
+    );
+  }
+
+  /** `{"ch":"…"` of channel `ch` as UTF-8, made once per channel (a few per connection). */
+  #chHead(ch: string): Uint8Array {
+    let head = this.#chHeads.get(ch);
+    if (head === undefined) {
+      head = encoder.encode(`{"ch":${JSON.stringify(ch)}`);
+      if (this.#chHeads.size >= 256) this.#chHeads.clear();
+      this.#chHeads.set(ch, head);
+    }
+    return head;
   }
 
   /** Puts one record into the sealed batch of this turn (or sends it alone if too big). */

@@ -230,7 +230,10 @@ Deno.test("sender: sendShared gives every connection the same record but for its
   for (const batch of [2, true, false] as const) {
     const { s, frames } = sender(batch);
     s.sendShared("backend.agent-1.alerts", shared);
-    s.sendShared("backend.agent-1.alerts", { ...shared, body: body(2) });
+    s.sendShared(
+      "backend.agent-1.alerts",
+      sharedRecord({ ...shared.fields }, body(2)),
+    );
     await Promise.resolve();
     const opener = new RecordOpener(KEY);
     const recs = frames.flatMap((f) =>

@@ -747,6 +747,35 @@ export class BatchWriter {
     return at - start;
   }
 
+  /**
+   * Appends one unsigned inner record whose header is `head` followed by
+   * the first `restHeader` bytes of `rest`, and whose body is the rest of
+   * `rest`: a record made of a per-recipient start (`{"ch":"…"`, say) and a
+   * part made once for every recipient, copied, not encoded. Returns the
+   * bytes it took.
+   */
+  addShared(head: Uint8Array, rest: Uint8Array, restHeader: number): number {
+    const hLen = head.length + restHeader;
+    if (hLen > MAX_HEADER_BYTES) {
+      throw new RecordError(
+        "malformed",
+        `header is ${hLen} bytes (limit ${MAX_HEADER_BYTES})`,
+      );
+    }
+    const size = INNER_PREFIX_BYTES + head.length + rest.length;
+    this.#ensure(size);
+    const start = this.#at;
+    const buf = this.#buf;
+    this.#view.setUint32(start, size - 4);
+    buf[start + 4] = 0;
+    this.#view.setUint16(start + 5, hLen);
+    buf.set(head, start + INNER_PREFIX_BYTES);
+    buf.set(rest, start + INNER_PREFIX_BYTES + head.length);
+    this.#at = start + size;
+    this.#count++;
+    return size;
+  }
+
   /** The inner records so far: a view of the buffer, valid until the next `add` or `clear`. */
   bytes(): Uint8Array {
     return this.#buf.subarray(0, this.#at);
