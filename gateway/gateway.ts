@@ -276,6 +276,8 @@ let turn: Promise<void> | undefined;
 let turnSince = 0;
 /** How long frames may wait for a turn of the event loop before a send waits for one. */
 const WRITE_TURN_MS = 5;
+/** How old a broadcast's presence list may be when nobody connected, left or changed channels. */
+const PRESENCE_LIST_MAX_AGE_MS = 1000;
 
 /**
  * Makes sure the event loop turns soon after a send or broadcast, without
@@ -676,16 +678,13 @@ export function createGateway(options: GatewayOptions): Gateway {
   };
 
   /**
-   * Every presence record, one KV list shared by the broadcasts that ask
-   * while it is being read (a burst of broadcasts reads presence once).
+   * Every presence record: one version read per burst of broadcasts, the
+   * whole list re-read only when someone connected, left or changed
+   * channels, or at least once a second (`lastSeen` is then at most that
+   * old; liveness allows three heartbeats). Broadcasts that ask while a
+   * read is under way share it.
    */
-  let presenceRead: Promise<PresenceRecord[]> | undefined;
-  const presenceNow = (): Promise<PresenceRecord[]> =>
-    presenceRead ??= (async () => {
-      const all: PresenceRecord[] = [];
-      for await (const p of presence.list()) all.push(p);
-      return all;
-    })().finally(() => (presenceRead = undefined));
+  const presenceNow = () => presence.snapshot(PRESENCE_LIST_MAX_AGE_MS);
 
   /**
    * Who a broadcast on `channel` goes to. `here`: the ready connections on

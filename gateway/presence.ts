@@ -12,7 +12,10 @@
  *
  * @module
  */
-import { gatewayPresenceKey } from "../core/state/keys.ts";
+import {
+  gatewayPresenceKey,
+  gatewayPresenceVersionKey,
+} from "../core/state/keys.ts";
 import { retryLocked } from "../core/state/store.ts";
 import type { NodeEvents } from "../core/events.ts";
 
@@ -82,6 +85,15 @@ export interface PresenceStore {
   remove(agentId: string): Promise<void>;
   /** Every record. */
   list(): AsyncIterable<PresenceRecord>;
+  /**
+   * Every record, as of at most `maxAgeMs` ago: the list read last is
+   * reused while the presence version (moved by every write that changes
+   * who is connected where, or to what) has not moved and it is younger
+   * than `maxAgeMs`, so a reader pays one point read instead of a list.
+   * Only `lastSeen` and `sessionExpires` may be older than the KV's (by at
+   * most `maxAgeMs`). Concurrent callers share one read.
+   */
+  snapshot(maxAgeMs: number): Promise<readonly PresenceRecord[]>;
   /**
    * A health tracker for a new connection of `agentId`: emits
    * `agent.health.changed` on its transitions (see {@linkcode createAgentHealth}).
@@ -223,6 +235,7 @@ export function createPresence(
   kv: Deno.Kv,
   events?: NodeEvents,
 ): PresenceStore {
+  const versionKey = gatewayPresenceVersionKey();
   const cas = async (
     agentId: string,
     next: (cur: PresenceRecord | null) => PresenceRecord | null | undefined,
@@ -234,6 +247,7 @@ export function createPresence(
       if (value === undefined) return { before: entry.value, wrote: false };
       const res = await retryLocked(() => {
         const op = kv.atomic().check(entry);
+        if (membershipMoved(entry.value, value)) op.sum(versionKey, 1n);
         return (value === null ? op.delete(key) : op.set(key, value)).commit();
       });
       if (res.ok) return { before: entry.value, wrote: true };
@@ -242,9 +256,34 @@ export function createPresence(
       `Cannot write presence of '${agentId}': still contended after ${MAX_CAS} attempts`,
     );
   };
+  let cached: { version: bigint; at: number; list: PresenceRecord[] } | null =
+    null;
+  let reading: Promise<readonly PresenceRecord[]> | undefined;
+  const readSnapshot = async (
+    maxAgeMs: number,
+  ): Promise<readonly PresenceRecord[]> => {
+    const now = Date.now();
+    const v = (await kv.get<Deno.KvU64>(versionKey)).value?.value ?? 0n;
+    if (cached && cached.version === v && now - cached.at < maxAgeMs) {
+      return cached.list;
+    }
+    const list: PresenceRecord[] = [];
+    for await (
+      const e of kv.list<PresenceRecord>({ prefix: gatewayPresenceKey() })
+    ) list.push(e.value);
+    // The version was read before the list: a write between the two makes
+    // the next reader list again, never keep an older list.
+    cached = { version: v, at: now, list };
+    return list;
+  };
   return {
     async get(agentId) {
       return (await kv.get<PresenceRecord>(gatewayPresenceKey(agentId))).value;
+    },
+    snapshot(maxAgeMs) {
+      return reading ??= readSnapshot(maxAgeMs).finally(() =>
+        reading = undefined
+      );
     },
     async claim(rec) {
       const { before } = await cas(rec.agentId, () => rec);
@@ -286,7 +325,10 @@ export function createPresence(
       );
     },
     async remove(agentId) {
-      await retryLocked(() => kv.delete(gatewayPresenceKey(agentId)));
+      await retryLocked(() =>
+        kv.atomic().delete(gatewayPresenceKey(agentId)).sum(versionKey, 1n)
+          .commit()
+      );
     },
     async *list() {
       for await (
@@ -294,4 +336,22 @@ export function createPresence(
       ) yield e.value;
     },
   };
+}
+
+/**
+ * Whether a presence write from `before` to `after` changes what a list
+ * reader acts on: who is connected, where, in which session, to which
+ * channels (not `lastSeen` or `sessionExpires`, which heartbeats move).
+ */
+function membershipMoved(
+  before: PresenceRecord | null,
+  after: PresenceRecord | null,
+): boolean {
+  if (before === null || after === null) return before !== after;
+  return before.connected !== after.connected ||
+    before.nodeId !== after.nodeId ||
+    before.session !== after.session ||
+    before.heartbeatMs !== after.heartbeatMs ||
+    before.channels.length !== after.channels.length ||
+    before.channels.some((c, i) => c !== after.channels[i]);
 }

@@ -45,3 +45,43 @@ Deno.test("presence: live means connected and heard from within three heartbeats
   assert.equal(isLive(record({ connected: false }), 1000), false);
   assert.equal(isLive(null, 0), false);
 });
+
+Deno.test("presence: snapshot re-lists only when someone connected, left or changed channels (on any node sharing the KV), or when older than maxAgeMs", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".kv" });
+  try {
+    using kv1 = await Deno.openKv(path);
+    using kv2 = await Deno.openKv(path); // another node's handle
+    const here = createPresence(kv1);
+    const there = createPresence(kv2);
+    const ids = (l: readonly PresenceRecord[]) => l.map((r) => r.agentId);
+    await here.claim(record());
+    const first = await here.snapshot(60_000);
+    assert.deepEqual(ids(first), ["a1"]);
+    // A heartbeat moves lastSeen only: the same list, not read again.
+    assert.equal(await here.update("a1", "s1", { lastSeen: 2000 }), true);
+    assert.equal(await here.snapshot(60_000), first);
+    // A subscription on this node is seen at once.
+    assert.equal(await here.update("a1", "s1", { channels: ["x"] }), true);
+    const second = await here.snapshot(60_000);
+    assert.notEqual(second, first);
+    assert.deepEqual(second[0].channels, ["x"]);
+    // So is an agent connecting through the other node, and one removed.
+    await there.claim(record({ agentId: "a2", nodeId: "n2" }));
+    assert.deepEqual(ids(await here.snapshot(60_000)), ["a1", "a2"]);
+    await there.remove("a2");
+    assert.deepEqual(ids(await here.snapshot(60_000)), ["a1"]);
+    await there.release("a1", "s1", 3000);
+    assert.equal((await here.snapshot(60_000))[0].connected, false);
+    // Past maxAgeMs the list is read again even if nothing moved, so a
+    // heartbeat's lastSeen shows.
+    const third = await here.snapshot(60_000);
+    await there.update("a1", "s1", { lastSeen: 9000 }); // lastSeen only
+    assert.equal(await here.snapshot(60_000), third);
+    assert.notEqual(await here.snapshot(0), third);
+    // Concurrent callers share one read.
+    const [a, b] = await Promise.all([here.snapshot(0), here.snapshot(0)]);
+    assert.equal(a, b);
+  } finally {
+    await Deno.remove(path);
+  }
+});

@@ -243,6 +243,15 @@ export function gatewayPresenceKey(agentId?: string): Deno.KvKey {
     : ["gateway", "presence", agentId];
 }
 
+/**
+ * A counter every presence write that changes who is connected where, or
+ * to which channels, adds one to (heartbeats do not): readers of the whole
+ * list re-read it only when it moved.
+ */
+export function gatewayPresenceVersionKey(): Deno.KvKey {
+  return ["gateway", "presence-version"];
+}
+
 /** The index of an agent's durable queues, one per backend channel name. */
 export function gatewayOutboxKey(
   agentId: string,
