@@ -8,7 +8,11 @@
  * @module
  */
 import { type Clock, systemClock } from "../clock.ts";
-import type { Delivery, DurableQueue } from "./queue.ts";
+import {
+  checkConsumerName,
+  type Delivery,
+  type DurableQueue,
+} from "./queue.ts";
 
 /** Options for {@linkcode consume}. */
 export interface ConsumeOptions {
@@ -16,7 +20,11 @@ export interface ConsumeOptions {
   concurrency?: number;
   /** Lease per claim; renewed every half lease while the handler runs. @default {30000} */
   leaseMs?: number;
-  /** Name recorded on claims and in error history. @default {"anonymous"} */
+  /**
+   * Name recorded on claims and in error history: at most 256 characters
+   * (`MAX_CONSUMER_CHARS`; `consume` throws a `RangeError` beyond).
+   * @default {"anonymous"}
+   */
   consumer?: string;
   /** @default {10} */
   minPollMs?: number;
@@ -70,6 +78,7 @@ export function consume<T>(
   const concurrency = options.concurrency ?? 4;
   const leaseMs = options.leaseMs ?? 30_000;
   const consumer = options.consumer ?? "anonymous";
+  checkConsumerName(consumer, `consume '${queue.name}'`);
   const minPoll = options.minPollMs ?? 10;
   const maxPoll = options.maxPollMs ?? 1000;
   const sweepEvery = options.sweepEveryMs ?? 500;

@@ -586,13 +586,27 @@ const MAX_TEXT_CHARS = 2000;
 /** A stand-in as long as the longest reason, to size a record before it. */
 const MAX_TEXT = "x".repeat(2 * MAX_TEXT_CHARS + 100);
 
-/** `text` cut to {@linkcode MAX_TEXT_CHARS}, saying how much was cut. */
-function clip(text: string): string {
-  return text.length <= MAX_TEXT_CHARS
+/** `text` cut to `max` characters, saying how much was cut. */
+function clip(text: string, max = MAX_TEXT_CHARS): string {
+  return text.length <= max
     ? text
-    : `${text.slice(0, MAX_TEXT_CHARS)}… (${
-      text.length - MAX_TEXT_CHARS
-    } more characters)`;
+    : `${text.slice(0, max)}… (${text.length - max} more characters)`;
+}
+
+/**
+ * `text` cut to what record `m` still has room for as its field `field`
+ * within one KV value (at most {@linkcode MAX_TEXT_CHARS}): a message near
+ * the size limit keeps less of a long dead-letter or cancel reason.
+ */
+function clipInto(m: object, field: string, text: string): string {
+  const limit = KV_VALUE_BYTES - 256;
+  const cut = clip(text);
+  if (valueBytes({ ...m, [field]: cut }) <= limit) return cut;
+  // Tight: measured exactly. Two bytes a character at worst, and the
+  // "… (n more characters)" note.
+  const base = serialize({ ...m, [field]: "" }).length;
+  const room = Math.floor((limit - base) / 2) - 40;
+  return clip(text, Math.max(0, Math.min(MAX_TEXT_CHARS, room)));
 }
 const U64 = 1n << 64n;
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -629,12 +643,62 @@ function timeOrderedId(): string {
 /** KV's largest value, in serialized bytes. */
 const KV_VALUE_BYTES = 65_536;
 
+/**
+ * Longest consumer name a claim takes, in characters: every claimed record
+ * and every lease in a segment's state carries it.
+ */
+export const MAX_CONSUMER_CHARS = 256;
+
+/**
+ * Largest message an enqueue takes, in serialized bytes of its record:
+ * KV's 64 KiB value limit less 1 KiB kept for what a claim adds (lease id
+ * and deadline, a consumer name of up to {@linkcode MAX_CONSUMER_CHARS}
+ * characters, the holder's tag), so a stored message can always be
+ * claimed. Before, a message of 65,200 bytes was stored, and its second
+ * claim, and every claim after it, threw 'Value too large'.
+ */
+export const MAX_MESSAGE_BYTES = KV_VALUE_BYTES - 1024;
+
+/**
+ * Refuses a consumer name longer than {@linkcode MAX_CONSUMER_CHARS} (or
+ * empty) with a `RangeError` naming it; `what` says who asked.
+ *
+ * @example
+ * ```ts
+ * import { checkConsumerName } from "./queue.ts";
+ * checkConsumerName("node-1", "claim"); // fine
+ * try {
+ *   checkConsumerName("x".repeat(300), "claim");
+ *   throw new Error("not refused");
+ * } catch (err) {
+ *   if (!(err instanceof RangeError)) throw err;
+ * }
+ * ```
+ */
+export function checkConsumerName(name: string, what: string): void {
+  if (typeof name !== "string" || name.length === 0) {
+    throw new RangeError(
+      `Cannot ${what}: the consumer name must be a non-empty string, got ${
+        typeof name === "string" ? "''" : typeof name
+      }`,
+    );
+  }
+  if (name.length > MAX_CONSUMER_CHARS) {
+    throw new RangeError(
+      `Cannot ${what}: the consumer name is ${name.length} characters, over the limit of ${MAX_CONSUMER_CHARS} ('${
+        name.slice(0, 40)
+      }…')`,
+    );
+  }
+}
+
 /** Throws what a commit would: `value` does not fit one KV value. */
 function fitsValue(value: unknown, what: string): number {
   const n = serialize(value).length;
-  if (n > KV_VALUE_BYTES) {
+  if (n > MAX_MESSAGE_BYTES) {
     throw new RangeError(
-      `Cannot ${what}: the message is ${n} bytes, over Deno KV's 64 KiB value limit; ` +
+      `Cannot ${what}: the message is ${n} bytes, over the limit of ${MAX_MESSAGE_BYTES} ` +
+        `(it exceeds Deno KV's 64 KiB value limit less 1 KiB kept for the lease a claim adds); ` +
         `store large payloads elsewhere and enqueue a reference`,
     );
   }
@@ -878,6 +942,7 @@ export class DurableQueue<T = unknown> {
       options.id === undefined
     ) {
       const msg = this.#newMessage(payload, options, this.#clock.now());
+      this.#checkSize(msg);
       return await new Promise<Enqueued>((resolve, reject) => {
         this.#group.push({ msg, resolve, reject });
         if (!this.#flushing) {
@@ -890,6 +955,7 @@ export class DurableQueue<T = unknown> {
     for (let tries = 0;; tries++) {
       const now = this.#clock.now();
       const msg = this.#newMessage(payload, options, now);
+      this.#checkSize(msg);
       let idem:
         | { key: Deno.KvKey; versionstamp: string | null; window: number }
         | undefined;
@@ -958,6 +1024,13 @@ export class DurableQueue<T = unknown> {
     }
     seg.bytes += cost;
     return packedId(seg.id, seg.n++);
+  }
+
+  /** Refuses `m` when its record is over {@linkcode MAX_MESSAGE_BYTES}. */
+  #checkSize(m: QueueMessage<T>): void {
+    if (valueBytes(m) > MAX_MESSAGE_BYTES) {
+      fitsValue(m, `enqueue on '${this.name}'`);
+    }
   }
 
   /**
@@ -1313,9 +1386,7 @@ export class DurableQueue<T = unknown> {
       }
       const m = this.#newMessage(it.payload, it.options ?? {}, now);
       // Refused before anything is written.
-      if (valueBytes(m) > KV_VALUE_BYTES) {
-        fitsValue(m, `enqueue on '${this.name}'`);
-      }
+      this.#checkSize(m);
       return m;
     });
     const parts = [];
@@ -1820,7 +1891,9 @@ export class DurableQueue<T = unknown> {
 
   /**
    * Claims up to `n` due messages for `leaseMs`, highest priority first.
-   * Returns fewer (or none) when fewer are ready.
+   * Returns fewer (or none) when fewer are ready. `consumer` names the
+   * claimer in each record and lease: at most
+   * {@linkcode MAX_CONSUMER_CHARS} characters (a `RangeError` beyond).
    */
   async claim(
     n: number,
@@ -1835,6 +1908,7 @@ export class DurableQueue<T = unknown> {
     if (!(leaseMs > 0)) {
       throw new RangeError(`Cannot claim: leaseMs must be > 0, got ${leaseMs}`);
     }
+    checkConsumerName(consumer, `claim on '${this.name}'`);
     const out: Delivery<T>[] = [];
     for (let round = 0; out.length < n && round < 4; round++) {
       const want = n - out.length;
@@ -2823,11 +2897,11 @@ export class DurableQueue<T = unknown> {
       ...m,
       state: "dead",
       deadAt: now,
-      deadReason: clip(reason),
       errors: addError ? this.#withError(m, reason) : m.errors,
     };
     delete dead.leaseId;
     delete dead.leaseUntil;
+    dead.deadReason = clipInto(dead, "deadReason", reason);
     op.set(this.#keys.msg(m.id), dead)
       .set(this.#keys.dead(now, m.id), m.id);
     if (from === "inflight") {
@@ -3114,11 +3188,11 @@ export class DurableQueue<T = unknown> {
       ...m,
       state: "cancelled",
       cancelledAt: now,
-      cancelReason: clip(reason),
       finishedAt: now,
     };
     delete next.leaseId;
     delete next.leaseUntil;
+    next.cancelReason = clipInto(next, "cancelReason", reason);
     return next;
   }
 

@@ -5,7 +5,12 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { DurableQueue } from "./queue.ts";
+import {
+  DurableQueue,
+  MAX_CONSUMER_CHARS,
+  MAX_MESSAGE_BYTES,
+} from "./queue.ts";
+import { consume } from "./consumer.ts";
 import { queueKeys } from "./keys.ts";
 import { openStore } from "./store.ts";
 import { ManualClock } from "../clock.ts";
@@ -229,30 +234,31 @@ Deno.test("queue limits: a packed ack of 100 segments with large states commits 
   const kv = await openStore(":memory:");
   try {
     const w = new DurableQueue<string>(kv, "states", {
-      maxGroup: 12,
+      maxGroup: 16,
       commit: { windowMs: 1000 },
     });
     for (let s = 0; s < 100; s++) {
       await Promise.all(
-        Array.from({ length: 12 }, (_, i) => w.enqueue(`${s}.${i}`)),
+        Array.from({ length: 16 }, (_, i) => w.enqueue(`${s}.${i}`)),
       );
       await w.flush();
     }
     await w.close();
     // One claim per message, each a lease of its own in its segment's
-    // state: 12 leases named by a long consumer, ~9 KB a state.
+    // state: 16 leases named by a long (two-byte) consumer name, ~9.5 KB
+    // a state.
     const q = new DurableQueue<string>(kv, "states");
     const firsts = [];
-    for (let k = 0; k < 1200; k++) {
-      const [d] = await q.claim(1, 60_000, `consumer-${k}-${"c".repeat(700)}`);
+    for (let k = 0; k < 1600; k++) {
+      const [d] = await q.claim(1, 60_000, `consumer-${k}-${"ü".repeat(240)}`);
       if (d.payload.endsWith(".0")) firsts.push(d);
     }
     assert.equal(firsts.length, 100);
     assert.ok(firsts.every((d) => d.id.includes("~")), "stored packed");
-    // One ack per segment: 100 states of ~9 KB, over 800 KiB in one commit.
+    // One ack per segment: 100 states of ~9.5 KB, over 800 KiB in one commit.
     const errs = await q.ackAll(firsts);
     assert.deepEqual(errs.filter((e) => e !== undefined), []);
-    assert.equal((await q.stats()).inflight, 1100);
+    assert.equal((await q.stats()).inflight, 1500);
     assert.equal((await q.get(firsts[99].id))?.state, "done");
   } finally {
     kv.close();
@@ -364,28 +370,30 @@ Deno.test("queue limits: a segment whose state is full of long-named leases take
   const kv = await openStore(":memory:");
   try {
     const w = new DurableQueue<string>(kv, "full", {
+      maxGroup: 200,
       commit: { windowMs: 1000 },
     });
     await Promise.all(
-      Array.from({ length: 100 }, (_, i) => w.enqueue(`m${i}`)),
+      Array.from({ length: 200 }, (_, i) => w.enqueue(`m${i}`)),
     );
     await w.close();
     const q = new DurableQueue<string>(kv, "full");
-    // A lease a claim, each ~800 bytes: 100 would be ~80 KB, over a value.
+    // A lease a claim, each ~600 bytes (a 256-character two-byte name): 200
+    // would be ~120 KB, over a value.
     const held = [];
-    for (let k = 0; k < 100; k++) {
-      const ds = await q.claim(1, 60_000, `c${k}-${"c".repeat(700)}`);
+    for (let k = 0; k < 200; k++) {
+      const ds = await q.claim(1, 60_000, `c${k}-${"ü".repeat(250)}`);
       if (ds.length === 0) break;
       held.push(...ds);
     }
-    assert.ok(held.length > 50 && held.length < 100, `${held.length} held`);
-    assert.equal((await q.stats()).ready, 100 - held.length);
+    assert.ok(held.length > 50 && held.length < 200, `${held.length} held`);
+    assert.equal((await q.stats()).ready, 200 - held.length);
     // Leases that end leave room: the rest is claimed, in order.
     await q.ackAll(held);
-    const rest = await q.claim(100, 60_000, "short");
+    const rest = await q.claim(200, 60_000, "short");
     assert.deepEqual(
       [...held, ...rest].map((d) => d.payload),
-      Array.from({ length: 100 }, (_, i) => `m${i}`),
+      Array.from({ length: 200 }, (_, i) => `m${i}`),
     );
   } finally {
     kv.close();
@@ -579,4 +587,67 @@ Deno.test("queue limits: an expired packed lease of 200 messages on their last a
   } finally {
     kv.close();
   }
+});
+
+Deno.test("queue limits: a consumer name over 256 characters is refused by claim and consume, with the length and the limit", async () => {
+  const kv = await openStore(":memory:");
+  try {
+    const q = new DurableQueue<string>(kv, "names");
+    await q.enqueue("m");
+    const long = "n".repeat(MAX_CONSUMER_CHARS + 1);
+    await assert.rejects(
+      q.claim(1, 1000, long),
+      (err: unknown) =>
+        err instanceof RangeError &&
+        /consumer name is 257 characters, over the limit of 256/.test(
+          err.message,
+        ),
+    );
+    await assert.rejects(q.claim(1, 1000, ""), RangeError);
+    assert.throws(
+      () => consume(q, () => Promise.resolve(), { consumer: long }),
+      /consumer name is 257 characters/,
+    );
+    assert.equal((await q.stats()).ready, 1, "nothing was claimed");
+    const [d] = await q.claim(1, 1000, "n".repeat(MAX_CONSUMER_CHARS));
+    assert.equal(d.message.consumer!.length, MAX_CONSUMER_CHARS);
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("queue limits: the largest message an enqueue takes is claimed again and again under a 256-character two-byte consumer name, naked, dead-lettered and cancelled with long reasons", async () => {
+  await using t = await tempStore();
+  const q = new DurableQueue<string>(t.kv, "largest");
+  // The largest payload taken: one more byte is refused at enqueue.
+  let size = MAX_MESSAGE_BYTES;
+  let id = "";
+  for (; !id; size -= 4) {
+    id = await q.enqueue("p".repeat(size)).then((e) => e.id, (err) => {
+      assert.match(err.message, /over the limit of 64512/);
+      return "";
+    });
+  }
+  assert.ok(size > MAX_MESSAGE_BYTES - 600, `${size}`);
+  await assert.rejects(q.enqueue("p".repeat(MAX_MESSAGE_BYTES)), RangeError);
+  const name = "ü".repeat(MAX_CONSUMER_CHARS);
+  // Before: a message of 65,200 bytes was taken, and its second claim (and
+  // every one after) threw 'Value too large'.
+  for (let k = 0; k < 2; k++) {
+    const [d] = await q.claim(1, 60_000, name);
+    assert.equal(d.id, id);
+    await d.nak(0, "é".repeat(5_000));
+  }
+  const [d] = await q.claim(1, 60_000, name);
+  await d.term("ø".repeat(5_000));
+  const dead = (await q.get(id))!;
+  assert.equal(dead.state, "dead");
+  // Cut to the room left in the record.
+  assert.match(dead.deadReason!, /^ø*… \(\d+ more characters\)$/);
+  const other = (await q.enqueue("p".repeat(size))).id;
+  const [held] = await q.claim(1, 60_000, name);
+  assert.equal(held.id, other);
+  const out = await q.cancel(other, "ø".repeat(5_000));
+  assert.equal(out.outcome, "cancelled");
+  assert.equal((await q.get(other))!.state, "cancelled");
 });

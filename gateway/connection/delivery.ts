@@ -20,7 +20,11 @@
  */
 import { serialPasses } from "./passes.ts";
 import type { Logger } from "../../core/observe/logger.ts";
-import type { Delivery, DurableQueue } from "../../core/state/queue.ts";
+import {
+  checkConsumerName,
+  type Delivery,
+  type DurableQueue,
+} from "../../core/state/queue.ts";
 import { backoffDelay } from "../../core/resilience/backoff.ts";
 import { encodeHeader, type RecordHeader } from "../../sdk/protocol/record.ts";
 import { backendChannel, signMessage } from "../../sdk/protocol/channels.ts";
@@ -52,7 +56,10 @@ export interface DeliveryHost {
   log: Pick<Logger, "warn">;
   /** The node's Ed25519 key, which signs messages on signed channels. */
   signingKey: CryptoKey;
-  /** The lease owner of claims: `{node id}/{connection session}`. */
+  /**
+   * The lease owner of claims: `{node id}/{connection session}`, at most
+   * 256 characters (`MAX_CONSUMER_CHARS`; node ids are at most 64).
+   */
   owner: string;
   /** The agent's subscribed backend channel names (read live). */
   subs: ReadonlySet<string>;
@@ -193,6 +200,8 @@ export class QueueDelivery {
   #depthTimer?: ReturnType<typeof setTimeout>;
 
   constructor(host: DeliveryHost) {
+    // Refused here, once, rather than by every claim of every pass.
+    checkConsumerName(host.owner, "deliver an agent's queues");
     this.#host = host;
     this.#passes = serialPasses(() => this.#pass(), {
       more: () => host.ready(),

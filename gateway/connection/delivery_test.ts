@@ -11,6 +11,7 @@ async function testDelivery(kv: Deno.Kv, o: {
   outbox?: Outbox;
   maxInFlight?: number;
   warnings?: unknown[];
+  owner?: string;
 }): Promise<QueueDelivery> {
   const { privateKey } = await crypto.subtle.generateKey("Ed25519", false, [
     "sign",
@@ -27,7 +28,7 @@ async function testDelivery(kv: Deno.Kv, o: {
       ? { warn: (...args: unknown[]) => void o.warnings!.push(args) }
       : console,
     signingKey: privateKey,
-    owner: "n1/c1",
+    owner: o.owner ?? "n1/c1",
     subs: new Set(o.subs),
     agentId: () => "agent-1",
     ready: () => true,
@@ -162,6 +163,23 @@ Deno.test("delivery: an agent on 3 durable channels with maxInFlight 4 never hol
     assert.equal(await outbox.depth("agent-1"), 0);
     assert.deepEqual(warnings, []);
     await delivery.stop(1000);
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("delivery: a lease owner (node id and session) over 256 characters is refused when the delivery is made, not at each claim", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    await assert.rejects(
+      testDelivery(kv, {
+        channels: { policies: { durable: true } },
+        subs: ["policies"],
+        sent: [],
+        owner: `${"n".repeat(250)}/${crypto.randomUUID()}`,
+      }),
+      /consumer name is 287 characters, over the limit of 256/,
+    );
   } finally {
     kv.close();
   }
