@@ -59,6 +59,7 @@ import {
 import { parseEd25519PublicKey } from "../core/security/ed25519.ts";
 import { openWebSocket, type WebSocketLike } from "./ws_client.ts";
 import { jsonBody, parseBody } from "./_body.ts";
+import { SeenIds } from "./_seen_ids.ts";
 import {
   AgentError,
   CloseCode,
@@ -439,7 +440,6 @@ export class AgentClient implements AsyncDisposable {
   readonly #heartbeatMs?: number;
   readonly #ackTimeoutMs: number;
   readonly #requestTimeoutMs: number;
-  readonly #dedupeSize: number;
   readonly #maxBodyBytes: number;
   readonly #drainMs: number;
   readonly #rekey?: RekeyPolicy;
@@ -461,8 +461,8 @@ export class AgentClient implements AsyncDisposable {
   readonly #subs: Subscriptions<Connection>;
   /** Per-channel processing chains (one message at a time per channel). */
   readonly #chains = new Map<string, Promise<void>>();
-  /** Ids of handled backend messages (LRU, insertion order). */
-  readonly #seen = new Map<string, true>();
+  /** Ids of handled backend messages (LRU). */
+  readonly #seen: SeenIds;
   #lastChannel: [string, string | undefined] = ["", undefined];
   /** Acks gathered for one record per channel (nodes that take several ids per ack). */
   readonly #acksDue = new Map<string, string[]>();
@@ -544,15 +544,16 @@ export class AgentClient implements AsyncDisposable {
     this.#ackTimeoutMs = options.ackTimeoutMs ?? 60_000;
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     const maxQueued = options.maxQueued ?? 1000;
-    this.#dedupeSize = options.dedupeSize ?? 10_000;
+    const dedupeSize = options.dedupeSize ?? 10_000;
     this.#maxBodyBytes = options.maxBodyBytes ?? 1 << 20;
     this.#drainMs = options.drainMs ?? 2000;
     this.#rekey = options.rekey;
-    if (maxQueued < 1 || this.#dedupeSize < 1) {
+    if (maxQueued < 1 || dedupeSize < 1) {
       throw new RangeError(
         "Cannot create agent client: maxQueued and dedupeSize must be at least 1",
       );
     }
+    this.#seen = new SeenIds(dedupeSize);
     this.#sendQueue = new SendQueue({
       maxQueued,
       onDropped: () => this.#stats.dropped++,
@@ -1479,8 +1480,7 @@ export class AgentClient implements AsyncDisposable {
     const h = rec.header;
     if (this.#seen.has(h.id)) {
       this.#stats.duplicates++;
-      this.#seen.delete(h.id);
-      this.#seen.set(h.id, true);
+      this.#seen.add(h.id);
       this.#ack(h.ch, h.id);
       return;
     }
@@ -1517,10 +1517,7 @@ export class AgentClient implements AsyncDisposable {
 
   #handled(h: RecordHeader): void {
     this.#stats.delivered++;
-    this.#seen.set(h.id, true);
-    if (this.#seen.size > this.#dedupeSize) {
-      this.#seen.delete(this.#seen.keys().next().value!);
-    }
+    this.#seen.add(h.id);
     // On the current connection: the id is stable across redeliveries.
     this.#ack(h.ch, h.id);
   }
