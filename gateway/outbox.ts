@@ -10,6 +10,14 @@
  * message references; they go when the message is acked or dead-lettered
  * (and expire on their own past the message's TTL as a backstop).
  *
+ * No commit here outgrows Deno KV's limits, however large the body or the
+ * backlog: chunks are written, and keys deleted (a discard, a purge), in
+ * as many commits as fit (`CommitSize`). Only the enqueue of the message
+ * is atomic: its chunks are all written before it (and deleted if any
+ * write fails), so a reader finds a whole body or no message; a discard or
+ * a purge cut short leaves keys that the next one (or, for chunks, their
+ * expiry) removes.
+ *
  * Each message carries its deadline (`expiresAt`): the consumer checks it
  * at delivery and dead-letters expired ones.
  *
@@ -24,6 +32,7 @@ import {
   queueKeys,
 } from "../core/state/keys.ts";
 import { retryLocked } from "../core/state/store.ts";
+import { CommitSize } from "../core/state/commit_size.ts";
 
 /** The payload of an outbox queue message. */
 export interface OutboxMessage {
@@ -73,8 +82,8 @@ export interface OutboxOptions {
 export const INLINE_BODY_BYTES = 32 * 1024;
 /** Chunk size of larger bodies (below KV's 64 KiB value limit). */
 export const CHUNK_BYTES = 60 * 1024;
-/** Chunks written per atomic commit (KV caps a commit's total size). */
-const CHUNKS_PER_COMMIT = 8;
+/** Keys listed per round of a deletion (then deleted in commits that fit). */
+const DELETE_LIST = 500;
 /** Orphaned chunks outlive their message's TTL by this much at most. */
 const CHUNK_SLACK_MS = 3_600_000;
 
@@ -183,6 +192,11 @@ export class Outbox {
     return id;
   }
 
+  /**
+   * Writes `body`'s chunks, as many a commit as fit KV's limits (the keys
+   * end in the message id, which a sender may choose); if one commit
+   * fails, those written go again and the error is thrown.
+   */
   async #writeChunks(
     queue: string,
     id: string,
@@ -191,19 +205,31 @@ export class Outbox {
     ttlMs: number,
   ): Promise<void> {
     const expireIn = ttlMs + CHUNK_SLACK_MS;
-    for (let i = 0; i < chunks; i += CHUNKS_PER_COMMIT) {
-      const end = Math.min(chunks, i + CHUNKS_PER_COMMIT);
-      await retryLocked(() => {
-        const op = this.#kv.atomic();
-        for (let k = i; k < end; k++) {
-          op.set(
-            gatewayBodyKey(queue, id, k),
-            body.slice(k * CHUNK_BYTES, (k + 1) * CHUNK_BYTES),
-            { expireIn },
-          );
+    const chunk = (k: number) =>
+      body.subarray(k * CHUNK_BYTES, (k + 1) * CHUNK_BYTES);
+    try {
+      for (let i = 0; i < chunks;) {
+        const size = new CommitSize();
+        let end = i;
+        while (end < chunks) {
+          size.set(gatewayBodyKey(queue, id, end), chunk(end));
+          if (end > i && !size.fits()) break;
+          end++;
         }
-        return op.commit();
-      });
+        await retryLocked(() => {
+          const op = this.#kv.atomic();
+          for (let k = i; k < end; k++) {
+            op.set(gatewayBodyKey(queue, id, k), chunk(k).slice(), {
+              expireIn,
+            });
+          }
+          return op.commit();
+        });
+        i = end;
+      }
+    } catch (err) {
+      await this.#deleteChunks(queue, id).catch(() => {});
+      throw err;
     }
   }
 
@@ -241,18 +267,33 @@ export class Outbox {
     await this.#deletePrefix(gatewayBodyKey(queue, id));
   }
 
+  /**
+   * Deletes every key under `prefix`, in commits that fit KV's limits:
+   * keys may end in a sender's message id of up to ~2 KiB, and 500 such
+   * deletes are over KV's 819,200 bytes a commit.
+   */
   async #deletePrefix(prefix: Deno.KvKey): Promise<void> {
     for (;;) {
       const keys: Deno.KvKey[] = [];
       for await (
-        const e of this.#kv.list({ prefix }, { limit: 500 })
+        const e of this.#kv.list({ prefix }, { limit: DELETE_LIST })
       ) keys.push(e.key);
       if (keys.length === 0) return;
-      await retryLocked(() => {
-        const op = this.#kv.atomic();
-        for (const k of keys) op.delete(k);
-        return op.commit();
-      });
+      for (let i = 0; i < keys.length;) {
+        const size = new CommitSize();
+        let end = i;
+        while (end < keys.length) {
+          size.delete(keys[end]);
+          if (end > i && !size.fits()) break;
+          end++;
+        }
+        await retryLocked(() => {
+          const op = this.#kv.atomic();
+          for (let k = i; k < end; k++) op.delete(keys[k]);
+          return op.commit();
+        });
+        i = end;
+      }
     }
   }
 
@@ -275,7 +316,12 @@ export class Outbox {
     return n;
   }
 
-  /** Deletes every queued message of `agentId` (an agent being removed). */
+  /**
+   * Deletes every queued message of `agentId` (an agent being removed):
+   * each channel's queue keys and chunks, then the channel index, in
+   * commits that fit KV's limits (not one atomic step: a purge cut short
+   * leaves the rest for the next).
+   */
   async purge(agentId: string): Promise<void> {
     for (const ch of await this.channels(agentId)) {
       const name = outboxQueueName(agentId, ch);

@@ -83,3 +83,79 @@ Deno.test("outbox: a missing chunk reads as null; purge removes the agent's mess
   assert.equal(await count(kv, ["queue", q.name]), 0);
   assert.equal(await count(kv, gatewayBodyKey(q.name)), 0);
 });
+
+/** A 1,700-character message id: keys ending in it are ~1.8 KB. */
+const longId = (i: number) => `${i}-${"x".repeat(1_700)}`;
+
+Deno.test("outbox: a 31 MiB body under a 1,700-character id is written, read back and discarded in commits within KV's limits", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const outbox = new Outbox(kv, { ttlMs: 60_000 });
+  const body = Uint8Array.from({ length: 31 << 20 }, (_, i) => i % 251);
+  const id = await outbox.put("a1", "files", body, { id: longId(0) });
+  const q = outbox.queue("a1", "files");
+  const chunks = Math.ceil(body.length / CHUNK_BYTES);
+  assert.equal(await count(kv, gatewayBodyKey(q.name, id)), chunks);
+  const [d] = await q.claim(1, 60_000);
+  assert.deepEqual(await outbox.body(q.name, d.id, d.payload), body);
+  // 530 deletes of ~1.8 KB keys: over KV's 819,200 bytes in one commit
+  // (before, the discard threw 'Total mutation size too large').
+  await d.ack();
+  await outbox.discard(q.name, d.id, d.payload);
+  assert.equal(await count(kv, gatewayBodyKey(q.name)), 0);
+});
+
+Deno.test("outbox: purging an agent with 5,000 queued messages under 1,700-character ids deletes them all in commits within KV's limits", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const outbox = new Outbox(kv);
+  await outbox.put("a1", "policies", new Uint8Array(1), { id: longId(0) });
+  const q = outbox.queue("a1", "policies");
+  const payload = {
+    ch: "policies",
+    mt: "notification",
+    expiresAt: Date.now() + 60_000,
+    bytes: 1,
+    body: new Uint8Array(1),
+    sender: "test",
+  };
+  await q.enqueueMany(
+    Array.from({ length: 4_999 }, (_, i) => ({
+      payload,
+      options: { id: longId(i + 1) },
+    })),
+  );
+  assert.equal(await outbox.depth("a1"), 5_000);
+  // Before: 500 deletes of ~1.8 KB keys a commit, and the purge threw.
+  await outbox.purge("a1");
+  assert.equal(await count(kv, ["queue", q.name]), 0);
+  assert.deepEqual(await outbox.channels("a1"), []);
+  assert.equal(await outbox.depth("a1"), 0);
+});
+
+Deno.test("outbox: a body whose chunk write fails part way is not stored: the put rejects and the chunks written go", async () => {
+  using kv = await Deno.openKv(":memory:");
+  let commits = 0;
+  // The third commit fails, after two commits of chunks landed.
+  const failing = new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "atomic") {
+        return () => {
+          const op = target.atomic();
+          const commit = op.commit.bind(op);
+          op.commit = () => {
+            if (++commits === 3) throw new Error("disk full");
+            return commit();
+          };
+          return op;
+        };
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  const outbox = new Outbox(failing);
+  const body = new Uint8Array(40 * CHUNK_BYTES);
+  await assert.rejects(outbox.put("a1", "files", body), /disk full/);
+  const q = outbox.queue("a1", "files");
+  assert.equal(await count(kv, gatewayBodyKey(q.name)), 0);
+  assert.equal(await outbox.depth("a1"), 0);
+});
