@@ -46,6 +46,12 @@ import type { AgentRequest, GatewayConfig, GatewayMetrics } from "./types.ts";
 
 /** Agent requests a connection may have waiting on backend handlers. */
 export const MAX_PENDING_REQUESTS = 256;
+/**
+ * Characters of channel names one connection may be subscribed to at once:
+ * the presence record lists them in one KV value (64 KiB), and a name may
+ * be 519 characters. A `sub` past it gets `err` `bad_request`.
+ */
+export const MAX_SUBSCRIBED_CHARS = 32_768;
 
 const RECORD_ID_RE = /^[\x21-\x7e]{1,128}$/;
 const MESSAGE_TYPE_RE = /^[A-Za-z0-9._-]{1,64}$/;
@@ -478,6 +484,17 @@ export class Dispatcher {
           host.agent().roles.join(", ")
         }] may not subscribe to '${ch.name}'`,
       });
+    }
+    if (!host.subs.has(ch.name)) {
+      let chars = ch.name.length;
+      for (const s of host.subs) chars += s.length;
+      if (chars > MAX_SUBSCRIBED_CHARS) {
+        return this.#reply(h, "err", {
+          code: "bad_request",
+          message:
+            `subscribed channel names would be ${chars} characters, over the limit of ${MAX_SUBSCRIBED_CHARS}: unsubscribe some first`,
+        });
+      }
     }
     host.subs.add(ch.name);
     if (!await host.writePresence({ channels: [...host.subs] })) return;
