@@ -252,21 +252,25 @@ export class QueueDelivery {
     // The `free` messages that come first across the agent's channels
     // (highest priority, then oldest), read without claiming: each queue
     // then claims exactly its share, from the same head, so at most
-    // `maxInFlight` are in flight whatever the number of channels.
-    const heads = (await Promise.all(
-      queues.map(async (q) =>
-        (await q.queue.peek(free)).map((r) => ({ ...r, q }))
-      ),
-    )).flat().sort((a, b) =>
-      b.priority - a.priority ||
-      (a.readySince < b.readySince ? -1 : a.readySince > b.readySince ? 1 : 0)
-    ).slice(0, free);
+    // `maxInFlight` are in flight whatever the number of channels. One
+    // channel needs no look: its claim takes its head.
     const share = new Map<(typeof queues)[number], number>();
     const rank = new Map<string, number>();
-    heads.forEach((h, i) => {
-      share.set(h.q, (share.get(h.q) ?? 0) + 1);
-      rank.set(`${h.q.name}\0${h.id}`, i);
-    });
+    if (queues.length === 1) share.set(queues[0], free);
+    else {
+      const heads = (await Promise.all(
+        queues.map(async (q) =>
+          (await q.queue.peek(free)).map((r) => ({ ...r, q }))
+        ),
+      )).flat().sort((a, b) =>
+        b.priority - a.priority ||
+        (a.readySince < b.readySince ? -1 : a.readySince > b.readySince ? 1 : 0)
+      ).slice(0, free);
+      heads.forEach((h, i) => {
+        share.set(h.q, (share.get(h.q) ?? 0) + 1);
+        rank.set(`${h.q.name}\0${h.id}`, i);
+      });
+    }
     const claimed: Claimed[] = (await Promise.all(
       [...share].map(async ([q, n]) =>
         (await q.queue.claim(n, cfg.ackTimeoutMs + LEASE_SLACK_MS, host.owner))
@@ -275,7 +279,7 @@ export class QueueDelivery {
     )).flat();
     // In that order (one that came first since the look: by its priority).
     const rankOf = (c: Claimed) =>
-      rank.get(`${c.name}\0${c.delivery.id}`) ?? heads.length;
+      rank.get(`${c.name}\0${c.delivery.id}`) ?? free;
     claimed.sort((a, b) =>
       b.delivery.message.priority - a.delivery.message.priority ||
       rankOf(a) - rankOf(b)
