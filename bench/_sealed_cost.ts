@@ -5,11 +5,13 @@
  * publishes), then node `b`'s sealed subscription is handed each one after a
  * JSON round trip, as a broker would. Prints, per round and as medians, the
  * main thread's CPU per message for each side (`/proc/self/task/PID/stat`, so
- * other processes' load moves it less than wall time). A helper for
+ * other processes' load moves it less than wall time) and the process's
+ * (all threads: with the sealed worker, what it moved off the main thread
+ * shows there). `--in-thread` seals and opens without the worker. A helper for
  * profiling (`deno run -A --cpu-prof bench/_sealed_cost.ts`); not in
  * `deno task bench`.
  *
- *   deno run -A bench/_sealed_cost.ts [--messages N] [--rounds R] [--alloc]
+ *   deno run -A bench/_sealed_cost.ts [--messages N] [--rounds R] [--alloc] [--in-thread]
  *
  * With `--alloc`, after the warm-up, one more round of each side runs under
  * V8's sampling heap profiler (objects collected since counted too) and
@@ -36,7 +38,7 @@ import type {
 } from "../core/transport.ts";
 import { Session } from "node:inspector";
 import process from "node:process";
-import { median, numFlag, round } from "./_util.ts";
+import { cpuMs, median, numFlag, round } from "./_util.ts";
 
 const N = numFlag("messages", 20_000);
 const ROUNDS = numFlag("rounds", 7);
@@ -44,6 +46,7 @@ const WARMUP = 2;
 const WINDOW = 100;
 const topic = "sealed.cost";
 const ALLOC = Deno.args.includes("--alloc");
+const WORKER = !Deno.args.includes("--in-thread");
 
 const kv = await Deno.openKv(":memory:");
 const directory = kvSealingDirectory(kv, { cacheMs: 3_600_000 });
@@ -91,13 +94,36 @@ function mainThreadCpuMs(): number {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
+/** CPU ms of this process's Worker threads (named `worker-N`), and all threads. */
+function threadCpuMs(): { workers: number; all: number } {
+  let workers = 0, all = 0;
+  for (const task of Deno.readDirSync("/proc/self/task")) {
+    let stat: string;
+    try {
+      stat = Deno.readTextFileSync(`/proc/self/task/${task.name}/stat`);
+    } catch {
+      continue; // a thread that ended
+    }
+    const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const ms = (Number(fields[11]) + Number(fields[12])) * 10;
+    all += ms;
+    if (name.startsWith("worker-")) workers += ms;
+  }
+  return { workers, all };
+}
+
 const policy: SealingPolicy = {
   topics: [{ pattern: "sealed.>", recipients: ["node:b"] }],
 };
 const pub = keeper();
 const sub = keeper();
-const sealer = sealedTransport(pub.transport, policy, await keysOf("node:a"));
-const opener = sealedTransport(sub.transport, policy, await keysOf("node:b"));
+const sealer = sealedTransport(pub.transport, policy, await keysOf("node:a"), {
+  worker: WORKER,
+});
+const opener = sealedTransport(sub.transport, policy, await keysOf("node:b"), {
+  worker: WORKER,
+});
 let opened = 0;
 await opener.subscribe(topic, () => {
   opened++;
@@ -184,6 +210,10 @@ function printAllocations(
 
 const seal: number[] = [];
 const open: number[] = [];
+const sealAll: number[] = [];
+const openAll: number[] = [];
+const sealWorker: number[] = [];
+const openWorker: number[] = [];
 const payload = "x".repeat(1024);
 for (let r = 0; r < WARMUP + ROUNDS + (ALLOC ? 1 : 0); r++) {
   const envelopes = Array.from(
@@ -205,23 +235,37 @@ for (let r = 0; r < WARMUP + ROUNDS + (ALLOC ? 1 : 0); r++) {
     if (opened !== N) throw new Error(`opened ${opened} of ${N}`);
     break;
   }
-  let c0 = mainThreadCpuMs();
+  let c0 = mainThreadCpuMs(), p0 = cpuMs("self"), w0 = threadCpuMs().workers;
   await windows(envelopes, sealStep);
   const sealUs = (mainThreadCpuMs() - c0) * 1000 / N;
+  const sealAllUs = (cpuMs("self") - p0) * 1000 / N;
+  const sealWorkerUs = (threadCpuMs().workers - w0) * 1000 / N;
   const copies = wire();
   opened = 0;
   c0 = mainThreadCpuMs();
+  p0 = cpuMs("self");
+  w0 = threadCpuMs().workers;
   await windows(copies, sub.deliver);
   const openUs = (mainThreadCpuMs() - c0) * 1000 / N;
+  const openAllUs = (cpuMs("self") - p0) * 1000 / N;
+  const openWorkerUs = (threadCpuMs().workers - w0) * 1000 / N;
   if (opened !== N) throw new Error(`opened ${opened} of ${N}`);
   if (r >= WARMUP) {
     seal.push(sealUs);
     open.push(openUs);
+    sealAll.push(sealAllUs);
+    openAll.push(openAllUs);
+    sealWorker.push(sealWorkerUs);
+    openWorker.push(openWorkerUs);
   }
   console.error(
     `round ${r + 1}${r < WARMUP ? " (warm-up)" : ""}: seal ${
       round(sealUs, 1)
-    } µs, open ${round(openUs, 1)} µs of main-thread CPU per message`,
+    } µs, open ${round(openUs, 1)} µs of main-thread CPU per message (worker ${
+      round(sealWorkerUs, 1)
+    }, ${round(openWorkerUs, 1)}; process ${round(sealAllUs, 1)}, ${
+      round(openAllUs, 1)
+    })`,
   );
 }
 await sealer.close();
@@ -232,6 +276,12 @@ console.log(JSON.stringify({
   unit: "µs of main-thread CPU per message",
   seal: round(median(seal), 1),
   open: round(median(open), 1),
+  worker_thread: {
+    seal: round(median(sealWorker), 1),
+    open: round(median(openWorker), 1),
+  },
+  process: { seal: round(median(sealAll), 1), open: round(median(openAll), 1) },
+  worker: WORKER,
   messages: N,
   rounds: ROUNDS,
   loadavg: Deno.readTextFileSync("/proc/loadavg").trim(),

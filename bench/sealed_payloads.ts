@@ -16,8 +16,10 @@
  * (in its batch) by `a` and verified and opened by `b`, in this one process.
  * The publishing and consuming concurrency is the same on both sides (the
  * same `transportRun`). Rounds alternate plain/sealed; medians; ratio =
- * sealed / plain messages/s; CPU is this process's (all threads) and its
- * main thread's (the one that bounds the rate), per message; the JSON line
+ * sealed / plain messages/s; CPU is this process's (all threads), its
+ * main thread's (the one that bounds the rate) and its Worker threads'
+ * (the sealed transports' workers: core/security/sealed_offload.ts), per
+ * message; the JSON line
  * carries `/proc/loadavg` before and after, as the machine is shared.
  *
  * @module
@@ -65,7 +67,11 @@ const policy: SealingPolicy = {
   topics: [{ pattern: "sealed.>", recipients: ["node:b"] }],
 };
 
-async function run(topic: string, sealed: boolean): Promise<RateRun> {
+async function run(
+  topic: string,
+  sealed: boolean,
+  beforeClose = () => {},
+): Promise<RateRun> {
   const prefix = "bench:sealed:";
   const rawPub = await connectRedisStreams({ url, prefix });
   const rawSub = await connectRedisStreams({ url, prefix });
@@ -76,6 +82,7 @@ async function run(topic: string, sealed: boolean): Promise<RateRun> {
     window: WINDOW,
     maxInFlight: WINDOW,
   });
+  beforeClose();
   await sub.close();
   await rawPub.redis.del(`${prefix}${topic}`);
   await pub.close();
@@ -88,6 +95,23 @@ function mainThreadCpuMs(): number {
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
+/** CPU ms of this process's Worker threads (named `worker-N`). */
+function workerThreadsCpuMs(): number {
+  let ms = 0;
+  for (const task of Deno.readDirSync("/proc/self/task")) {
+    let stat: string;
+    try {
+      stat = Deno.readTextFileSync(`/proc/self/task/${task.name}/stat`);
+    } catch {
+      continue; // a thread that ended
+    }
+    const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+    if (!name.startsWith("worker-")) continue;
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    ms += (Number(fields[11]) + Number(fields[12])) * 10;
+  }
+  return ms;
+}
 const loadavg = () => Deno.readTextFileSync("/proc/loadavg").trim();
 const loadBefore = loadavg();
 
@@ -95,6 +119,7 @@ const plains: RateRun[] = [];
 const seals: RateRun[] = [];
 const cpu = { plain: [] as number[], sealed: [] as number[] };
 const main = { plain: [] as number[], sealed: [] as number[] };
+const workers: number[] = [];
 const cpuNow = () => cpuMs("self");
 info(`sealed_payloads: ${N} messages of 1 KiB on Redis, ${ROUNDS} round(s)`);
 for (let r = 0; r < ROUNDS; r++) {
@@ -105,7 +130,13 @@ for (let r = 0; r < ROUNDS; r++) {
   main.plain.push((mainThreadCpuMs() - m0) / N);
   c0 = cpuNow();
   m0 = mainThreadCpuMs();
-  seals.push(await run(`sealed.${r}.${id}`, true));
+  // The workers of the run's transports end with it: counted before then.
+  const w0 = workerThreadsCpuMs();
+  seals.push(
+    await run(`sealed.${r}.${id}`, true, () => {
+      workers.push((workerThreadsCpuMs() - w0) / N);
+    }),
+  );
   cpu.sealed.push((cpuNow() - c0) / N);
   main.sealed.push((mainThreadCpuMs() - m0) / N);
   info(
@@ -127,7 +158,7 @@ info(
       round(cpuSealed * 1000, 1)
     } µs sealed (main thread ${round(mainPlain * 1000, 1)}, ${
       round(mainSealed * 1000, 1)
-    } µs)`,
+    } µs; sealed workers ${round(median(workers) * 1000, 1)} µs)`,
 );
 console.log(JSON.stringify({
   bench: "sealed_payloads",
@@ -153,6 +184,7 @@ console.log(JSON.stringify({
       plain: round(mainPlain * 1000, 1),
       sealed: round(mainSealed * 1000, 1),
     },
+    sealed_worker_threads_cpu_us_per_message: round(median(workers) * 1000, 1),
     loadavg: { before: loadBefore, after: loadavg() },
   },
   notes: "sender and receiver in one process; target ≥ 0.6",

@@ -40,6 +40,12 @@
  * whose sender key and session key are known opens without waiting on a
  * promise, its payload decoded into a buffer reused from one to the next.
  *
+ * Where: the ChaCha20, digests, trees, signatures and verifications of a
+ * sealed transport run on a worker thread of its own (`sealed_offload.ts`,
+ * `sealed_batch.ts`), a batch or a turn's deliveries handed over as one
+ * buffer; a message whose keys are not known yet, and {@linkcode sealedOpener},
+ * take the same steps in the caller's thread. `worker: false` keeps it all here.
+ *
  * Size: `caps.maxMessageBytes` is the inner transport's limit less what
  * sealing adds (the payload's base64 and the wraps), so a message that fits
  * is accepted on any topic once sealed; it applies to every topic of the
@@ -75,35 +81,41 @@ import {
   type Transport,
   TransportError,
 } from "../transport.ts";
-import {
-  createHash,
-  KeyObject,
-  sign,
-  verify as verifySignature,
-} from "node:crypto";
+import { createHash, KeyObject } from "node:crypto";
 import {
   chacha20,
   type HpkeKeyPair,
   open as hpkeOpen,
   seal as hpkeSeal,
 } from "./hpke.ts";
+import {
+  authenticateProof,
+  equalBytes,
+  LEAF_PREFIX,
+  nonceOf,
+  OPEN_ITEM,
+  type OpenPlan,
+  ProofRefusal,
+  SEAL_ITEM,
+  type SealPlan,
+  sealPlan,
+  type VerifiedBatches,
+  verifiedBatches,
+  ZEROS,
+} from "./sealed_batch.ts";
+import { SealedWorker } from "./sealed_offload.ts";
 import type { SealingDirectory, SealingPeer } from "./sealing_keys.ts";
-import { digestKey, DigestSet } from "./sealed_digests.ts";
-import { merkleNode } from "./sealed_sha256.ts";
 import {
   COUNTER_BYTES,
   decodeSealed,
   DIGEST_BYTES,
   ENC_BYTES,
   encodeSealedHead,
-  pathDigest,
   proofBytes,
   SEALED_FORMAT,
   type SealedFields,
   type SealedWrap,
   SIG_BYTES,
-  writeSealedCounters,
-  writeSealedProof,
 } from "./sealed_format.ts";
 
 /** Topics whose payloads are sealed, and to whom. */
@@ -169,6 +181,12 @@ export interface SealedTransportOptions {
   log?: Logger;
   /** @default {systemClock} */
   clock?: Clock;
+  /**
+   * Seal batches on a worker thread (no Deno permissions; needs
+   * `--unstable-worker-options`): the ChaCha20, digests, Merkle tree and
+   * signature leave the main thread. @default {true}
+   */
+  worker?: boolean;
 }
 
 /** Why a sealed delivery was refused (the first word of its dead-letter reason). */
@@ -215,14 +233,12 @@ const SEAL_OVERHEAD_PER_RECIPIENT = 256;
 /** The value of {@linkcode SEALED_HEADER}: the payload's format. */
 const VERSION = String(SEALED_FORMAT);
 const INFO = new TextEncoder().encode("plexus-sealed/v1 session key");
-const DIGEST_CONTEXT = "plexus-sealed/v3 message\0";
-const BATCH_CONTEXT = "plexus-sealed/v3 batch\0";
 /** Path digests the sender leaves room for: log2 of SEAL_BATCH_MAX. */
 const SEAL_PATH_MAX = Math.ceil(Math.log2(SEAL_BATCH_MAX));
-/** Verified batch signatures remembered per sender key. */
-const MAX_VERIFIED_BATCHES = 4096;
-/** Tree nodes under verified roots remembered per sender key (about 2 per message). */
-const MAX_KNOWN_NODES = 16_384;
+/** Most messages in one job for the worker. */
+const OPEN_JOB_MAX = 128;
+/** A job's buffer to start with (grown when a job needs more). */
+const OPEN_JOB_BYTES = 256 * 1024;
 const B64 = { alphabet: "base64url", omitPadding: true } as const;
 const B64_IN = { alphabet: "base64url" } as const;
 const encoder = new TextEncoder();
@@ -493,9 +509,10 @@ export function sealedTransport(
   }
 
   /**
-   * Puts a message in the open batch: its head and plaintext written
-   * straight into the batch's buffer, where it is encrypted in place, and
-   * its proof added once the batch is signed.
+   * Puts a message in the open batch: its leaf's routing bytes, head and
+   * plaintext written straight into the batch's buffer, one after another
+   * (the digest's input is then one run of bytes), where it is encrypted in
+   * place, and its proof added once the batch is signed.
    */
   function sealIn(
     s: Session,
@@ -512,21 +529,36 @@ export function sealedTransport(
       if (s.heads.size >= 256) s.heads.clear();
       s.heads.set(topic, head);
     }
+    const routing = routingText(envelope);
     const b = openBatch();
-    // The ciphertext starts on a 4-byte boundary (XORed a word at a time);
-    // room for UTF-8's most (3 bytes a UTF-16 unit) and the longest proof.
-    const ctAt = (b.used + head.length + COUNTER_BYTES + 3) & ~3;
-    const start = ctAt - COUNTER_BYTES - head.length;
-    reserve(b, ctAt + json.length * 3 + proofBytes(SEAL_PATH_MAX));
+    // Room for UTF-8's most (3 bytes a UTF-16 unit), 3 bytes of alignment
+    // and the longest proof.
+    reserve(
+      b,
+      b.used + routing.length * 3 + 3 + head.length + COUNTER_BYTES +
+        json.length * 3 + proofBytes(SEAL_PATH_MAX),
+    );
+    let routingAt = b.used;
+    const routingLength =
+      encoder.encodeInto(routing, b.buf.subarray(routingAt)).written;
+    // The ciphertext starts on a 4-byte boundary (XORed a word at a time):
+    // the routing bytes move up to 3 bytes on.
+    const shift = (4 - ((routingAt + routingLength + head.length) & 3)) & 3;
+    if (shift) {
+      b.buf.copyWithin(routingAt + shift, routingAt, routingAt + routingLength);
+      routingAt += shift;
+    }
+    const start = routingAt + routingLength;
     b.buf.set(head, start);
+    const ctAt = start + head.length + COUNTER_BYTES;
     const ctLength = encoder.encodeInto(json, b.buf.subarray(ctAt)).written;
     b.used = ctAt + ctLength + proofBytes(SEAL_PATH_MAX);
     const w: Waiting = {
       session: s,
+      routingAt,
       start,
       ctAt,
       ctLength,
-      leaf: undefined,
       envelope,
       topic,
       opts,
@@ -540,12 +572,13 @@ export function sealedTransport(
   /** A message waiting for its batch: encrypted, signed, then published. */
   interface Waiting {
     session: Session;
-    /** Where its payload starts in the batch's buffer. */
+    /** Where its leaf's routing bytes start in the batch's buffer. */
+    routingAt: number;
+    /** Where its payload starts (its routing bytes end). */
     start: number;
     /** Where its ciphertext starts, and its length. */
     ctAt: number;
     ctLength: number;
-    leaf: Uint8Array | undefined;
     envelope: Envelope;
     topic: string;
     opts: PublishOptions | undefined;
@@ -554,31 +587,24 @@ export function sealedTransport(
 
   /**
    * Messages sealed together, their payloads side by side in one buffer
-   * (gaps between them are never sent), and a word view of it.
+   * (gaps between them are never sent).
    */
   interface Batch {
     items: Waiting[];
-    buf: Uint8Array;
-    words: Uint32Array;
+    buf: Uint8Array<ArrayBuffer>;
     used: number;
   }
 
-  // Buffers of signed batches, reused: a batch's payloads are base64url
+  // Buffers of sealed batches, reused: a batch's payloads are base64url
   // strings once it is published.
-  const spare: Uint8Array[] = [];
-
-  function batchBuffer(bytes: number): { buf: Uint8Array; words: Uint32Array } {
-    const buf = new Uint8Array((bytes + 3) & ~3);
-    return { buf, words: new Uint32Array(buf.buffer) };
-  }
+  const spare: Uint8Array<ArrayBuffer>[] = [];
 
   /** The buffer of `b` holds at least `bytes`: a bigger one if not. */
   function reserve(b: Batch, bytes: number): void {
     if (b.buf.length >= bytes) return;
-    const { buf, words } = batchBuffer(Math.max(bytes, b.buf.length * 2));
+    const buf = new Uint8Array(Math.max(bytes, b.buf.length * 2) + 3 & ~3);
     buf.set(b.buf.subarray(0, b.used));
     b.buf = buf;
-    b.words = words;
   }
 
   // Messages sealed until the next timer tick (setTimeout 0, up to ~2 ms
@@ -591,12 +617,9 @@ export function sealedTransport(
 
   function openBatch(): Batch {
     if (batch) return batch;
-    const buf = spare.pop();
     const b: Batch = {
       items: [],
-      ...(buf ? { buf, words: new Uint32Array(buf.buffer) } : batchBuffer(
-        SEAL_BATCH_MAX * 2048,
-      )),
+      buf: spare.pop() ?? new Uint8Array(SEAL_BATCH_MAX * 2048),
       used: 0,
     };
     batch = b;
@@ -609,66 +632,7 @@ export function sealedTransport(
     return b;
   }
 
-  /**
-   * Encrypts a batch's messages in place, one ChaCha20 key stream per
-   * session in it (nonce: the session's batch number; each message starts
-   * on a 64-byte block of its own), and takes each one's digest.
-   */
-  function encryptBatch(b: Batch) {
-    const bySession = new Map<Session, Waiting[]>();
-    for (const w of b.items) {
-      const group = bySession.get(w.session);
-      if (group) group.push(w);
-      else bySession.set(w.session, [w]);
-    }
-    const { buf, words } = b;
-    for (const [s, group] of bySession) {
-      const n = s.batches++;
-      let blocks = 0;
-      for (const w of group) blocks += Math.ceil(w.ctLength / 64);
-      const length = blocks * 64;
-      // The key stream is ChaCha20 over zeros: one zero buffer, never written.
-      const stream = chacha20(
-        s.key,
-        nonceOf(n),
-        0,
-        length <= ZEROS.length
-          ? ZEROS.subarray(0, length)
-          : new Uint8Array(length),
-      );
-      const aligned = stream.byteOffset % 4 === 0;
-      const streamWords = aligned
-        ? new Uint32Array(stream.buffer, stream.byteOffset, length >>> 2)
-        : undefined;
-      let block = 0;
-      for (const w of group) {
-        writeSealedCounters(
-          buf,
-          w.ctAt - COUNTER_BYTES,
-          n,
-          block,
-          w.ctLength,
-        );
-        const at = block * 64;
-        let j = 0;
-        if (streamWords) {
-          const wordAt = w.ctAt >>> 2, streamAt = at >>> 2;
-          const count = w.ctLength >>> 2;
-          for (; j < count; j++) words[wordAt + j] ^= streamWords[streamAt + j];
-          j = count * 4;
-        }
-        for (; j < w.ctLength; j++) buf[w.ctAt + j] ^= stream[at + j];
-        block += Math.ceil(w.ctLength / 64);
-        w.leaf = digestOf(w.envelope, buf, w.start, w.ctAt + w.ctLength);
-      }
-    }
-  }
-
-  // The node key as a `node:crypto` key: its Ed25519 sign is synchronous
-  // (~15-20 µs). WebCrypto's, a promise, cost the main thread 10-20 µs
-  // alone but ~350 µs a call in the Redis bench (profiled: inside `sign`).
-  let signer: KeyObject | undefined;
-  function signingKey(): KeyObject {
+  function checkSigningKey(): void {
     const algorithm = keys.signingKey.algorithm.name;
     if (algorithm !== "Ed25519") {
       // node:crypto would sign with any key: refuse as WebCrypto would.
@@ -678,58 +642,88 @@ export function sealedTransport(
         { data: { algorithm } },
       );
     }
-    return signer ??= KeyObject.from(keys.signingKey);
   }
 
+  // In this thread, the node key as a `node:crypto` key: its Ed25519 sign is
+  // synchronous (~15-20 µs). WebCrypto's, a promise, cost the main thread
+  // 10-20 µs alone but ~350 µs a call in the Redis bench (profiled).
+  let signer: KeyObject | undefined;
+  // On the worker: the batch's crypto leaves this thread (sealed_offload.ts).
+  const worker = options.worker === false
+    ? undefined
+    : new SealedWorker(keys.id, keys.signingKey);
+  const inFlight = new Set<Promise<void>>();
+
+  /**
+   * Seals a batch (on the worker, or here): each session's batch number
+   * taken now, in order; its messages published in order once it is back.
+   */
   function signBatch(b: Batch) {
     if (batch === b) batch = undefined;
     const items = b.items;
-    let sig: Uint8Array;
-    let tree: ReturnType<typeof merkleTree>;
-    try {
-      encryptBatch(b);
-      tree = merkleTree(items.map((w) => w.leaf!));
-      sig = sign(
-        null,
-        batchBytes(keys.id, items.length, tree.root),
-        signingKey(),
-      );
-    } catch (err) {
+    const plan: SealPlan = {
+      buf: b.buf,
+      items: new Int32Array(items.length * SEAL_ITEM),
+      sessions: [],
+    };
+    const index = new Map<Session, number>();
+    items.forEach((w, i) => {
+      let s = index.get(w.session);
+      if (s === undefined) {
+        index.set(w.session, s = plan.sessions.length);
+        plan.sessions.push({ key: w.session.key, n: w.session.batches++ });
+      }
+      const o = i * SEAL_ITEM;
+      plan.items[o] = w.routingAt;
+      plan.items[o + 1] = w.start;
+      plan.items[o + 2] = w.ctAt;
+      plan.items[o + 3] = w.ctLength;
+      plan.items[o + 4] = s;
+    });
+    const fail = (err: unknown) => {
       for (const w of items) w.done.reject(err);
-      release(b);
+    };
+    try {
+      checkSigningKey();
+      if (!worker) {
+        sealPlan(plan, keys.id, signer ??= KeyObject.from(keys.signingKey));
+      }
+    } catch (err) {
+      fail(err);
+      release(b.buf);
       return;
     }
-    const { root, paths } = tree;
-    const headers = (e: Envelope) => ({
-      ...e.headers,
-      [SEALED_HEADER]: VERSION,
-    });
+    if (!worker) return publishAll(items, plan);
+    const sealed = worker.seal(plan).then(
+      (back) => publishAll(items, back),
+      fail,
+    );
+    inFlight.add(sealed);
+    sealed.finally(() => inFlight.delete(sealed));
+  }
+
+  function publishAll(items: Waiting[], plan: SealPlan): void {
+    const { buf } = plan;
     items.forEach((w, i) => {
-      const end = writeSealedProof(
-        b.buf,
-        w.ctAt + w.ctLength,
-        sig,
-        root,
-        items.length,
-        i,
-        paths[i],
-      );
       sealedCount?.inc();
       try {
         w.done.resolve(inner.publish(w.topic, {
           ...w.envelope,
-          headers: headers(w.envelope),
-          payload: b.buf.subarray(w.start, end).toBase64(B64),
+          headers: { ...w.envelope.headers, [SEALED_HEADER]: VERSION },
+          payload: buf.subarray(w.start, plan.items[i * SEAL_ITEM + 5])
+            .toBase64(B64),
         }, w.opts));
       } catch (err) {
         w.done.reject(err);
       }
     });
-    release(b);
+    release(buf);
   }
 
-  function release(b: Batch): void {
-    if (spare.length < 4) spare.push(b.buf);
+  function release(buf: Uint8Array<ArrayBuffer>): void {
+    if (spare.length < 4 && buf.length >= SEAL_BATCH_MAX * 2048) {
+      spare.push(buf);
+    }
   }
 
   const opener = openerOf(keys, {
@@ -737,6 +731,7 @@ export function sealedTransport(
     replayWindowMs: windowMs,
     clockSkewMs: skewMs,
     onOpened: () => openedCount?.inc(),
+    worker,
   });
 
   return {
@@ -809,7 +804,12 @@ export function sealedTransport(
       ? { listResponders: inner.listResponders.bind(inner) }
       : {}),
     ...(inner.request ? { request: inner.request.bind(inner) } : {}),
-    close: () => inner.close(),
+    async close() {
+      // Batches on the worker are published before the inner transport closes.
+      await Promise.allSettled([...inFlight]);
+      worker?.close();
+      await inner.close();
+    },
   };
 }
 
@@ -947,6 +947,12 @@ export interface SealedOpenerOptions {
   onOpened?: () => void;
 }
 
+/** {@linkcode openerOf}'s options: also where messages are checked and decrypted. */
+interface OpenerOptions extends SealedOpenerOptions {
+  /** Runs of messages arriving together are checked and decrypted there. */
+  worker?: SealedWorker;
+}
+
 /** What {@linkcode SealedOpener.verify} found in a sealed envelope. */
 export interface SealedCheck {
   /** The verified sender's directory id. */
@@ -1006,7 +1012,7 @@ export function sealedOpener(
  * for (the sender's key looked up and the session key unwrapped before): a
  * promise per message costs what a digest does.
  */
-function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
+function openerOf(keys: SealedOpenerKeys, options: OpenerOptions) {
   const clock = options.clock ?? systemClock;
   const windowMs = options.replayWindowMs ?? 300_000;
   const skewMs = options.clockSkewMs ?? 30_000;
@@ -1016,6 +1022,9 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
     { pending: Promise<Uint8Array>; key?: Uint8Array }
   >();
   const MAX_SESSION_KEYS = 1024;
+  // The worker's job of this turn, and buffers of jobs come back.
+  let job: OpenJob | undefined;
+  const spareJobBuffers: Uint8Array<ArrayBuffer>[] = [];
   // Payloads are decoded into this buffer, reused from message to message:
   // a message that has to wait (a key lookup, a batch signature, a session
   // key) takes a copy of its bytes first ({@linkcode own}).
@@ -1040,19 +1049,16 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
   >();
 
   // Per sender key (a replaced key starts afresh): batch signatures
-  // verified, and the tree nodes (leaves and inner
-  // digests, kept as bytes) under a verified root. A message whose climb
-  // reaches one of those nodes is in a batch the sender signed.
-  const verified = new WeakMap<
-    CryptoKey,
-    { batches: Map<number, BatchEntry>; nodes: DigestSet }
-  >();
+  // verified, and the tree nodes (leaves and inner digests, kept as bytes)
+  // under a verified root. A message whose climb reaches one of those nodes
+  // is in a batch the sender signed.
+  const verified = new WeakMap<CryptoKey, VerifiedBatches>();
 
   /**
-   * Checks that `leaf` is under a batch root `p`'s sender signed, and
-   * remembers the tree nodes on its path once it is. Synchronous: the batch
-   * signature is verified here, once per batch (`node:crypto`'s Ed25519,
-   * ~40 µs), so no member of a batch waits on another's verification.
+   * Checks that `leaf` is under a batch root `p`'s sender signed
+   * ({@linkcode authenticateProof}). Synchronous: the batch signature is
+   * verified here, once per batch (`node:crypto`'s Ed25519, ~40 µs), so no
+   * member of a batch waits on another's verification.
    */
   function authenticate(
     senderKey: CryptoKey,
@@ -1060,93 +1066,28 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
     leaf: Uint8Array,
   ): void {
     let known = verified.get(senderKey);
-    if (!known) {
-      verified.set(
-        senderKey,
-        known = { batches: new Map(), nodes: new DigestSet(MAX_KNOWN_NODES) },
-      );
-    }
-    const { batches, nodes } = known;
-    if (nodes.has(leaf)) return;
-    const learned = [leaf];
-    const learn = () => {
-      for (const node of learned) nodes.add(node);
-    };
-    let h = leaf;
-    let k = 0;
-    for (
-      let idx = p.i, count = p.m;
-      count > 1;
-      idx >>= 1, count = (count + 1) >> 1
-    ) {
-      if ((idx ^ 1) >= count) continue;
-      const sibling = pathDigest(p, k++);
-      if (sibling === undefined) {
-        throw new SealedError(
-          "malformed",
-          `the batch path of message ${p.i} of ${p.m} has ${p.pathLength} digests, not enough`,
-        );
-      }
-      h = idx & 1 ? merkleNode(sibling, h) : merkleNode(h, sibling);
-      learned.push(sibling);
-      if (nodes.has(h)) return learn();
-      learned.push(h);
-    }
-    if (k !== p.pathLength) {
-      throw new SealedError(
-        "malformed",
-        `the batch path of message ${p.i} of ${p.m} has ${p.pathLength} digests, not ${k}`,
-      );
-    }
-    if (!equalBytes(h, p.root)) {
-      throw new SealedError(
-        "bad_signature",
-        `the signature of '${p.from}' does not cover this envelope: its digest is not in the batch it claims (message ${p.i} of ${p.m}; altered after sealing)`,
-      );
-    }
-    if (batchOf(batches, p)) return learn();
-    let good: boolean;
+    if (!known) verified.set(senderKey, known = verifiedBatches());
     try {
-      good = verifySignature(
-        null,
-        batchBytes(p.from, p.m, h),
-        publicKeyOf(senderKey),
-        p.sig,
-      );
+      authenticateProof(known, () => publicKeyOf(senderKey), p, leaf);
     } catch (err) {
-      throw new SealedError(
-        "bad_signature",
-        `the key of '${p.from}' does not verify Ed25519 signatures: ${
-          (err as Error).message
-        }`,
-      );
+      if (err instanceof ProofRefusal) {
+        throw new SealedError(err.code, err.message);
+      }
+      throw err;
     }
-    // Only a good signature is remembered: a bad one must not shadow it.
-    if (!good) {
-      throw new SealedError(
-        "bad_signature",
-        `the signature of '${p.from}' does not cover this envelope: the batch signature does not verify over its root (not sealed by '${p.from}')`,
-      );
-    }
-    const slot = digestKey(p.root);
-    if (batches.size >= MAX_VERIFIED_BATCHES && !batches.has(slot)) {
-      batches.delete(batches.keys().next().value!);
-    }
-    batches.set(slot, { m: p.m, root: p.root.slice(), sig: p.sig.slice() });
-    learn();
   }
 
-  function check(
-    env: Envelope,
-    topic: string,
-  ): SealedFields | Promise<SealedFields> {
-    const p = parseSealed(env.payload, heads, wire);
+  function noteHead(p: SealedFields): void {
     if (p.head !== heads[0]?.head) {
       const j = heads.findIndex((k) => k.head === p.head);
       if (j >= 0) heads.splice(j, 1);
       else if (heads.length >= 4) heads.pop();
       heads.unshift(p);
     }
+  }
+
+  /** Refuses a re-addressed message and one outside the replay window. */
+  function checkRouting(env: Envelope, topic: string, p: SealedFields): void {
     if (p.topic !== env.topic || p.topic !== topic) {
       throw new SealedError(
         "readdressed",
@@ -1160,6 +1101,15 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
         `timestamp ${env.timestamp} is outside the window [now-${windowMs} ms, now+${skewMs} ms] (now ${now})`,
       );
     }
+  }
+
+  function check(
+    env: Envelope,
+    topic: string,
+  ): SealedFields | Promise<SealedFields> {
+    const p = parseSealed(env.payload, heads, wire);
+    noteHead(p);
+    checkRouting(env, topic, p);
     const unreadable = (err: unknown) =>
       new SealedError(
         "unknown_sender",
@@ -1225,32 +1175,10 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
         }]`,
       );
     }
-    // The same head (decoded once, shared): the same sender, session and wrap.
-    if (last?.head === p.head) return decrypt(env, p, last.key);
-    // The wrap's enc and key lie together in the head.
-    const at = mine.enc.byteOffset - p.head.byteOffset;
-    const wrap = p.head.subarray(at, at + ENC_BYTES + 1 + mine.k.length);
-    if (
-      last && last.from === p.from && equalBytes(last.session, p.session) &&
-      equalBytes(last.wrap, wrap)
-    ) {
-      last.head = p.head;
-      return decrypt(env, p, last.key);
-    }
-    const cacheKey = `${p.from}|${p.session.toBase64(B64)}|${
-      wrap.toBase64(B64)
-    }`;
+    const known = knownKey(p, mine);
+    if (known) return decrypt(env, p, known);
+    const cacheKey = sessionName(p, mine);
     const cached = sessionKeys.get(cacheKey);
-    if (cached?.key) {
-      last = {
-        head: p.head,
-        from: p.from,
-        session: p.session,
-        wrap,
-        key: cached.key,
-      };
-      return decrypt(env, p, cached.key);
-    }
     const noKey = (err: unknown) =>
       new SealedError(
         "no_key",
@@ -1268,6 +1196,45 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
     return pending.then((key) => decrypt(env, p, key), (err) => {
       throw noKey(err);
     });
+  }
+
+  /** The wrap's enc and key, which lie together in the head. */
+  function wrapOf(p: SealedFields, mine: SealedWrap): Uint8Array {
+    const at = mine.enc.byteOffset - p.head.byteOffset;
+    return p.head.subarray(at, at + ENC_BYTES + 1 + mine.k.length);
+  }
+
+  function sessionName(p: SealedFields, mine: SealedWrap): string {
+    return `${p.from}|${p.session.toBase64(B64)}|${
+      wrapOf(p, mine).toBase64(B64)
+    }`;
+  }
+
+  /** The session key of `p`'s wrap `mine` if it was unwrapped before. */
+  function knownKey(
+    p: SealedFields,
+    mine: SealedWrap,
+  ): Uint8Array | undefined {
+    // The same head (decoded once, shared): the same sender, session and wrap.
+    if (last?.head === p.head) return last.key;
+    const wrap = wrapOf(p, mine);
+    if (
+      last && last.from === p.from && equalBytes(last.session, p.session) &&
+      equalBytes(last.wrap, wrap)
+    ) {
+      last.head = p.head;
+      return last.key;
+    }
+    const cached = sessionKeys.get(sessionName(p, mine));
+    if (!cached?.key) return undefined;
+    last = {
+      head: p.head,
+      from: p.from,
+      session: p.session,
+      wrap,
+      key: cached.key,
+    };
+    return cached.key;
   }
 
   // The session key opened last and what named it: the messages of one
@@ -1372,7 +1339,11 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
     // The sender's signature over the ciphertext held (checked first):
     // what does not decrypt to JSON was encrypted under another key than
     // the one wrapped for us.
-    const plain = decipher(key, p);
+    return opened(env, p.from, decipher(key, p));
+  }
+
+  /** The delivered envelope: `plain` parsed as its payload, from `from`. */
+  function opened(env: Envelope, from: string, plain: Uint8Array): Envelope {
     let payload: unknown;
     try {
       payload = JSON.parse(decoder.decode(plain));
@@ -1389,7 +1360,7 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
     for (const name in env.headers) {
       if (name !== SEALED_HEADER) headers[name] = env.headers[name];
     }
-    headers[SEALED_FROM_HEADER] = p.from;
+    headers[SEALED_FROM_HEADER] = from;
     return { ...env, headers, payload };
   }
 
@@ -1416,7 +1387,159 @@ function openerOf(keys: SealedOpenerKeys, options: SealedOpenerOptions) {
     return entry.pending;
   }
 
-  return { check, open };
+  const worker = options.worker;
+  return {
+    check,
+    open: worker
+      ? (env: Envelope, topic: string) => openOn(worker, env, topic)
+      : open,
+  };
+
+  /**
+   * Messages arriving together (in one turn of the event loop, as a
+   * transport hands over what one read returned), their leaf inputs laid
+   * out in one buffer for the worker.
+   */
+  interface OpenJob {
+    buf: Uint8Array<ArrayBuffer>;
+    used: number;
+    items: number[];
+    keys: Uint8Array[];
+    count: number;
+    ready: PromiseWithResolvers<OpenPlan>;
+  }
+
+  /**
+   * {@linkcode open} with the digests, batch proofs and decryption on the
+   * worker: a message whose sender key and session key are known and which
+   * passes the checks made here (shape, topic, window, recipient) joins this
+   * turn's job; any other takes {@linkcode open} in this thread, which
+   * waits for keys or refuses it with the same reasons in the same order.
+   */
+  function openOn(
+    w: SealedWorker,
+    env: Envelope,
+    topic: string,
+  ): Envelope | Promise<Envelope> {
+    const payload = env.payload;
+    if (typeof payload !== "string" || !keys.id) return open(env, topic);
+    const routing = routingText(env);
+    const j = jobWith(
+      routing.length * 3 + Math.ceil(payload.length / 4) * 3,
+    );
+    const routingAt = j.used;
+    const payloadAt = routingAt +
+      encoder.encodeInto(routing, j.buf.subarray(routingAt)).written;
+    let bytes: Uint8Array | undefined;
+    try {
+      const { read, written } = j.buf.subarray(payloadAt).setFromBase64(
+        payload,
+        B64_IN,
+      );
+      if (read === payload.length) {
+        bytes = j.buf.subarray(payloadAt, payloadAt + written);
+      }
+    } catch { /* refused by open */ }
+    if (bytes?.[0] !== SEALED_FORMAT) return open(env, topic);
+    let p: SealedFields;
+    try {
+      p = decodeSealed(bytes, heads);
+    } catch {
+      return open(env, topic);
+    }
+    noteHead(p);
+    checkRouting(env, topic, p);
+    let answer: Promise<SealingPeer | undefined>;
+    try {
+      answer = keys.directory.lookup(p.from);
+    } catch {
+      return open(env, topic);
+    }
+    const sender = senders.get(answer);
+    const mine = p.wraps.find((w) => w.r === keys.id);
+    const key = sender && mine && knownKey(p, mine);
+    if (!key) return open(env, topic);
+    j.used = payloadAt + bytes.length;
+    const k = j.count++;
+    let keyAt = j.keys.indexOf(key);
+    if (keyAt < 0) keyAt = j.keys.push(key) - 1;
+    j.items.push(
+      routingAt,
+      payloadAt,
+      payloadAt + p.ctAt,
+      payloadAt + p.ctEnd,
+      p.i,
+      p.m,
+      payloadAt + p.pathAt,
+      p.pathLength,
+      w.sender(p.from, sender.ed25519),
+      keyAt,
+      p.n,
+      p.block,
+      0,
+    );
+    const from = p.from;
+    return j.ready.promise.then((plan) => {
+      const o = k * OPEN_ITEM;
+      const outcome = plan.items[o + OPEN_ITEM - 1];
+      if (outcome !== 0) {
+        throw new SealedError(
+          outcome === 1 ? "malformed" : "bad_signature",
+          plan.errors?.[k] ?? "the batch proof does not hold",
+        );
+      }
+      return opened(
+        env,
+        from,
+        plan.buf.subarray(plan.items[o + 2], plan.items[o + 3]),
+      );
+    });
+  }
+
+  /** This turn's job, with room for `bytes` more. */
+  function jobWith(bytes: number): OpenJob {
+    let j = job;
+    if (j && j.count >= OPEN_JOB_MAX) {
+      sendJob(j);
+      j = undefined;
+    }
+    if (!j) {
+      const fresh: OpenJob = j = job = {
+        buf: spareJobBuffers.pop() ?? new Uint8Array(OPEN_JOB_BYTES),
+        used: 0,
+        items: [],
+        keys: [],
+        count: 0,
+        ready: Promise.withResolvers<OpenPlan>(),
+      };
+      queueMicrotask(() => {
+        if (job === fresh) sendJob(fresh);
+      });
+    }
+    if (j.buf.length < j.used + bytes) {
+      const buf = new Uint8Array(Math.max(j.used + bytes, j.buf.length * 2));
+      buf.set(j.buf.subarray(0, j.used));
+      j.buf = buf;
+    }
+    return j;
+  }
+
+  function sendJob(j: OpenJob): void {
+    if (job === j) job = undefined;
+    if (j.count === 0) {
+      spareJobBuffers.push(j.buf);
+      return;
+    }
+    worker!.open({ buf: j.buf, items: new Float64Array(j.items), keys: j.keys })
+      .then((plan) => {
+        j.ready.resolve(plan);
+        // After each member's continuation (queued before this) took its
+        // plaintext.
+        queueMicrotask(() => {
+          if (spareJobBuffers.length < 4) spareJobBuffers.push(plan.buf);
+        });
+      }, (err) => j.ready.reject(err));
+  }
 }
 
 /**
@@ -1493,16 +1616,7 @@ function digestOf(
   start: number,
   ctEnd: number,
 ): Uint8Array {
-  const routing = "\0" + DIGEST_CONTEXT + JSON.stringify([
-    env.id,
-    env.type,
-    env.topic,
-    env.source,
-    env.timestamp,
-    env.correlationId ?? null,
-    env.replyTo ?? null,
-    env.destination ?? null,
-  ]);
+  const routing = routingText(env);
   // One `update` over one buffer: a second costs more than copying the
   // ~1.2 KB after the routing fields' bytes. The digest read as hex: the
   // polyfill copies a binary digest into a Buffer a byte at a time.
@@ -1517,6 +1631,23 @@ function digestOf(
       .digest("hex"),
   );
 }
+/**
+ * The start of a message's leaf digest input: the leaf tag, the context and
+ * the envelope's routing fields as JSON (self-delimiting).
+ */
+function routingText(env: Envelope): string {
+  return LEAF_PREFIX + JSON.stringify([
+    env.id,
+    env.type,
+    env.topic,
+    env.source,
+    env.timestamp,
+    env.correlationId ?? null,
+    env.replyTo ?? null,
+    env.destination ?? null,
+  ]);
+}
+
 /** Where a digest's input is put together, reused. */
 let digestInput = new Uint8Array(4096);
 
@@ -1557,94 +1688,10 @@ function boundWithoutPayload(envelope: Envelope): number | undefined {
 /** Types whose JSON is at most 24 characters (a number's longest; omitted ones count alike). */
 const PRIMITIVE = new Set(["number", "boolean", "undefined"]);
 
-/** What the sender's Ed25519 key signs: its id, the batch size and root. */
-function batchBytes(
-  from: string,
-  m: number,
-  root: Uint8Array,
-): Uint8Array<ArrayBuffer> {
-  const head = encoder.encode(BATCH_CONTEXT + JSON.stringify([from, m]));
-  const out = new Uint8Array(head.length + DIGEST_BYTES);
-  out.set(head);
-  out.set(root, head.length);
-  return out;
-}
-
-/** The input of key streams (up to 4,096 blocks at a time). */
-const ZEROS = new Uint8Array(4096 * 64);
-
-/** A batch signature verified, and what it was over. */
-interface BatchEntry {
-  m: number;
-  root: Uint8Array;
-  sig: Uint8Array;
-}
-
 /** Senders' Ed25519 keys as `node:crypto` keys, for its synchronous verify. */
 const publicKeys = new WeakMap<CryptoKey, KeyObject>();
 function publicKeyOf(key: CryptoKey): KeyObject {
   let k = publicKeys.get(key);
   if (!k) publicKeys.set(key, k = KeyObject.from(key));
   return k;
-}
-
-/** The entry of `p`'s batch (same size, root and signature), if any. */
-function batchOf(
-  batches: Map<number, BatchEntry>,
-  p: SealedFields,
-): BatchEntry | undefined {
-  const entry = batches.get(digestKey(p.root));
-  return entry && entry.m === p.m && equalBytes(entry.root, p.root) &&
-      equalBytes(entry.sig, p.sig)
-    ? entry
-    : undefined;
-}
-
-/**
- * The Merkle root over `leaves` and each leaf's path (sibling digests, leaf
- * upwards). A level's odd last node is carried up unpaired.
- */
-function merkleTree(leaves: Uint8Array[]) {
-  const levels: Uint8Array[][] = [leaves];
-  for (let level = leaves; level.length > 1;) {
-    const next: Uint8Array[] = [];
-    for (let j = 0; j < level.length; j += 2) {
-      next.push(
-        j + 1 < level.length ? merkleNode(level[j], level[j + 1]) : level[j],
-      );
-    }
-    levels.push(level = next);
-  }
-  const paths = leaves.map((_, i) => {
-    const path: Uint8Array[] = [];
-    for (let l = 0, idx = i; l < levels.length - 1; l++, idx >>= 1) {
-      const sibling = levels[l][idx ^ 1];
-      if (sibling !== undefined) path.push(sibling);
-    }
-    return path;
-  });
-  return { root: levels.at(-1)![0], paths };
-}
-
-/** Whether two byte strings are equal (public values: no constant time needed). */
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let j = 0; j < a.length; j++) if (a[j] !== b[j]) return false;
-  return true;
-}
-
-function nonceOf(n: number): Uint8Array {
-  const nonce = new Uint8Array(12);
-  // n < 2^53: the high 32 bits from a division, the low from the remainder.
-  const high = Math.floor(n / 0x1_0000_0000);
-  const low = n >>> 0;
-  nonce[4] = high >>> 24;
-  nonce[5] = high >>> 16;
-  nonce[6] = high >>> 8;
-  nonce[7] = high;
-  nonce[8] = low >>> 24;
-  nonce[9] = low >>> 16;
-  nonce[10] = low >>> 8;
-  nonce[11] = low;
-  return nonce;
 }

@@ -64,6 +64,8 @@ async function rig() {
       cacheMs?: number;
       /** The clock of that view's cache. @default {systemClock} */
       directoryClock?: Clock;
+      /** Seal on the worker. @default {true} */
+      worker?: boolean;
     } = {},
   ) {
     const ed = await crypto.subtle.generateKey({ name: "Ed25519" }, true, [
@@ -102,7 +104,7 @@ async function rig() {
           cacheMs: options.cacheMs,
           clock: options.directoryClock,
         }),
-    }, { metrics, clock: options.clock });
+    }, { metrics, clock: options.clock, worker: options.worker });
     closers.push(t);
     return { t, metrics, x25519, ed };
   }
@@ -1001,7 +1003,8 @@ Deno.test("sealed transport: an envelope is refused as too large by its exact si
 
 Deno.test("sealed transport: a burst of 16 or more sealed in one turn is signed and handed on before the timer tick; fewer wait for it", async () => {
   await using r = await rig();
-  const a = await r.node("a", { cacheMs: 60_000 });
+  // In this thread: the worker's round trip is a task of its own.
+  const a = await r.node("a", { cacheMs: 60_000, worker: false });
   await r.node("b");
   await r.node("c");
   await a.t.publish("orders.created", order()); // warm: session open
@@ -1024,4 +1027,80 @@ Deno.test("sealed transport: a burst of 16 or more sealed in one turn is signed 
     sealedFields(JSON.parse(e).payload).root.toHex()
   );
   assert.equal(new Set(roots).size, 1);
+});
+
+Deno.test("sealed transport: the worker and the node's thread seal alike: each opens what the other sealed, a batch's members opened together in any order, a tampered one among them refused alone", async () => {
+  await using r = await rig();
+  const here = await r.node("a", { cacheMs: 60_000, worker: false });
+  const there = await r.node("d", { cacheMs: 60_000 });
+  const b = await r.node("b", { cacheMs: 60_000 }); // opens on its worker
+  const c = await r.node("c", { cacheMs: 60_000, worker: false });
+  const warmB = await collect(b.t, "orders.created", "b");
+  const warmC = await collect(c.t, "orders.created", "c");
+  // Keys known at b and c first (one rule, one session for both topics):
+  // later messages take b's worker.
+  await here.t.publish("orders.created", order());
+  await there.t.publish("orders.created", order());
+  await waitFor(
+    "the first two",
+    () => warmB.length === 2 && warmC.length === 2,
+    5000,
+  );
+  r.stored.length = 0;
+  const sizes = [10, 3000, 50, 700, 1];
+  const burst = (t: Transport) =>
+    Promise.all(sizes.map((n) =>
+      t.publish(
+        "orders.burst",
+        order("orders.burst", {
+          payload: { item: SECRET, pad: "x".repeat(n) },
+        }),
+      )
+    ));
+  await burst(here.t);
+  await burst(there.t);
+  const sealed = r.stored.map((e) => JSON.parse(e) as Envelope);
+  assert.equal(sealed.length, 10);
+  assert.equal(
+    new Set(sealed.map((e) => sealedFields(e.payload).root.toHex())).size,
+    2,
+  );
+  const tampered = {
+    ...sealed[3],
+    id: "tampered",
+    payload: flipCiphertext(sealed[3].payload),
+  };
+  // Sealed while nobody listened; now in one turn: handed over together.
+  const atB = await collect(b.t, "orders.burst", "b");
+  const atC = await collect(c.t, "orders.burst", "c");
+  await Promise.all(
+    [...sealed.toReversed(), tampered].map((e) =>
+      r.raw.publish("orders.burst", e)
+    ),
+  );
+  await waitFor(
+    "ten at b and c",
+    () => atB.length === 10 && atC.length === 10,
+    5000,
+  );
+  const pads = (got: Delivery[]) =>
+    got.map((d) => (d.envelope.payload as { pad: string }).pad.length)
+      .toSorted((x, y) => x - y);
+  const want = [...sizes, ...sizes].toSorted((x, y) => x - y);
+  assert.deepEqual(pads(atB), want);
+  assert.deepEqual(pads(atC), want);
+  for (const d of atB) {
+    assert.ok(
+      ["node:a", "node:d"].includes(d.envelope.headers[SEALED_FROM_HEADER]),
+    );
+  }
+  const reasons = await deadReason(r.raw, "orders.burst", 2);
+  for (const reason of reasons) {
+    assert.match(
+      reason,
+      /^sealed bad_signature: the signature of 'node:a' does not cover/,
+    );
+  }
+  assert.equal(refused(b.metrics, "bad_signature"), 1);
+  assert.equal(refused(c.metrics, "bad_signature"), 1);
 });
