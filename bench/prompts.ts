@@ -29,7 +29,8 @@
  * agent and clients) per request of each case, steadier than the rates when
  * others share the machine; `main_us_per_request` is its main thread's alone
  * (the one event loop every case runs on, which bounds the rates: work a
- * Deno op does on another thread counts in the first, not here).
+ * Deno op does on another thread counts in the first, not here);
+ * `latency_ms` is each case's p50 and p99 round trip with `C` in flight.
  *
  * @module
  */
@@ -244,6 +245,8 @@ const request = (c: Case): Promise<Response> => {
 const cpu = new Map<Case, number[]>();
 /** The same for the main thread alone. */
 const mainCpu = new Map<Case, number[]>();
+/** Each case's round-trip times (ms), the measured rounds' only. */
+const latencies = new Map<Case, number[]>();
 
 /** CPU ms of this process's main thread (ns from schedstat; NaN without it). */
 function mainThreadMs(): number {
@@ -261,10 +264,13 @@ const made = new Map<Case, number>();
 async function run(c: Case): Promise<number> {
   const end = performance.now() + ms;
   let done = 0;
+  if (!latencies.has(c)) latencies.set(c, []);
+  const times = latencies.get(c)!;
   const cpu0 = cpuMs("self"), main0 = mainThreadMs();
   const t0 = performance.now();
   await Promise.all(Array.from({ length: concurrency }, async () => {
     while (performance.now() < end) {
+      const sent = performance.now();
       const res = await request(c);
       if (res.status !== 200) {
         throw new Error(`${c}: ${res.status} ${await res.text()}`);
@@ -273,6 +279,7 @@ async function run(c: Case): Promise<number> {
         throw new Error(`cache_hit: X-Cache ${res.headers.get("x-cache")}`);
       }
       await res.body?.cancel();
+      times.push(performance.now() - sent);
       done++;
     }
   }));
@@ -311,6 +318,7 @@ const cases = only ? ALL_CASES.filter((c) => only.includes(c)) : ALL_CASES;
 for (const c of cases) await run(c);
 cpu.clear();
 mainCpu.clear();
+latencies.clear();
 
 const rates = Object.fromEntries(
   cases.map((c) => [c, [] as number[]]),
@@ -332,6 +340,12 @@ const m = Object.fromEntries(cases.map((c) => [c, median(rates[c])])) as Record<
   Case,
   number
 >;
+
+/** The `q` quantile (0-1) of `c`'s round-trip times, ms. */
+function quantile(c: Case, q: number): number {
+  const s = latencies.get(c)!.sort((a, b) => a - b);
+  return round(s[Math.min(s.length - 1, Math.floor(q * s.length))], 2);
+}
 
 /** CPU per request of `base` ÷ that of `c` (in `of`), when both ran. */
 function cpuRatio(base: Case, c: Case, of = cpu): number | null {
@@ -398,6 +412,10 @@ console.log(JSON.stringify({
     // The main thread's alone (node, agent and clients share it).
     main_us_per_request: Object.fromEntries(
       cases.map((c) => [c, round(median(mainCpu.get(c)!))]),
+    ),
+    // Round-trip times of the measured rounds, C requests in flight.
+    latency_ms: Object.fromEntries(
+      cases.map((c) => [c, { p50: quantile(c, 0.5), p99: quantile(c, 0.99) }]),
     ),
     // Every request of the run, warm-up included: a `--cpu-prof` profile
     // of a one-case run divided by this is CPU per request by function.

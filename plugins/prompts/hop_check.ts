@@ -1,10 +1,16 @@
 /**
- * The node's check of a SAGE hop signature, synchronous and with the
- * agent's public key imported once: the same bytes as `sdk/sage.ts`
- * (`SAGE_CONTEXT ‖ JSON([requestId, hop, SHA-256 of the answer, base64url])`)
- * checked with `node:crypto`. WebCrypto cost a SAGE prompt ~55 µs per
- * digest (two per hop) and ~130 µs per verification with its key import,
- * against ~2 µs and ~38 µs here (a micro-benchmark on this machine).
+ * The node's check of a SAGE hop signature, with the agent's public key
+ * imported once: the same bytes as `sdk/sage.ts`
+ * (`SAGE_CONTEXT ‖ JSON([requestId, hop, SHA-256 of the answer, base64url])`).
+ *
+ * Which crypto runs where, by what it costs the event loop (the node's main
+ * thread, which every request shares): the Ed25519 verification is
+ * WebCrypto's (`crypto.subtle.verify`), which Deno runs on its blocking
+ * thread pool, ~8-12 µs of the main thread against ~45 µs for
+ * `node:crypto`'s synchronous `verify` (more CPU in all, ~55 µs, but on
+ * another core). The SHA-256 digest stays `node:crypto`'s one-shot `hash`
+ * (~2 µs, where `crypto.subtle.digest` costs the main thread more in its
+ * promise and thread hop than the hash itself).
  *
  * @example Check a hop an agent signed
  * ```ts
@@ -14,44 +20,42 @@
  * import assert from "node:assert/strict";
  * const agent = await generateAgentKey();
  * const seed = Uint8Array.fromBase64(agent.privateKey, { alphabet: "base64url" });
- * const key = hopKey(Uint8Array.fromBase64(agent.publicKey, { alphabet: "base64url" }));
+ * const key = await hopKey(Uint8Array.fromBase64(agent.publicKey, { alphabet: "base64url" }));
  * const hop = { requestId: "r1", hop: 0, content: "Booked." };
  * const signature = await signHop(seed, hop);
- * assert.equal(checkHop(key, hop, signature).valid, true);
- * assert.equal(checkHop(key, { ...hop, hop: 1 }, signature).valid, false);
+ * assert.equal((await checkHop(key, hop, signature)).valid, true);
+ * assert.equal((await checkHop(key, { ...hop, hop: 1 }, signature)).valid, false);
  * ```
  *
  * @module
  */
-import { createPublicKey, hash, type KeyObject, verify } from "node:crypto";
+import { hash } from "node:crypto";
+import { importEd25519PublicKey } from "../../core/security/ed25519.ts";
 import { type HopFields, SAGE_CONTEXT } from "../../sdk/sage.ts";
 
 const encoder = new TextEncoder();
 
 /**
  * An agent's raw 32-byte Ed25519 public key, imported for {@linkcode checkHop};
- * throws a `TypeError` saying why when it is not one (its length, or bytes
- * that are no curve point).
+ * rejects with a `TypeError` saying why when it is not one (its length, bytes
+ * that are no curve point, or a key of small order, which would verify forged
+ * signatures: WebCrypto itself accepts those).
  *
  * @example Usage
  * ```ts
  * import { hopKey } from "./hop_check.ts";
  * import assert from "node:assert/strict";
- * assert.throws(() => hopKey(new Uint8Array(31)), TypeError);
+ * await assert.rejects(hopKey(new Uint8Array(31)), TypeError);
  * ```
  */
-export function hopKey(publicRaw: Uint8Array): KeyObject {
+export async function hopKey(publicRaw: Uint8Array): Promise<CryptoKey> {
   if (publicRaw.length !== 32) {
     throw new TypeError(
       `an Ed25519 public key is 32 bytes, the enrolled one is ${publicRaw.length}`,
     );
   }
-  const x = publicRaw.toBase64({ alphabet: "base64url", omitPadding: true });
   try {
-    return createPublicKey({
-      key: { kty: "OKP", crv: "Ed25519", x },
-      format: "jwk",
-    });
+    return await importEd25519PublicKey(publicRaw);
   } catch (err) {
     throw new TypeError(
       `the enrolled key is not an Ed25519 public key: ${
@@ -79,7 +83,7 @@ export function hopDigest(content: string): string {
 
 /**
  * Checks hop signature `signature` (base64url) of `fields` by `key`: whether
- * it verifies (false for a malformed signature, never a throw), and the
+ * it verifies (false for a malformed signature, never a rejection), and the
  * answer's digest it covers.
  *
  * @example Usage
@@ -87,17 +91,17 @@ export function hopDigest(content: string): string {
  * import { generateAgentKey } from "../../sdk/keys.ts";
  * import { checkHop, hopKey } from "./hop_check.ts";
  * const { publicKey } = await generateAgentKey();
- * const key = hopKey(Uint8Array.fromBase64(publicKey, { alphabet: "base64url" }));
- * checkHop(key, { requestId: "r", hop: 0, content: "" }, "!").valid; // false
+ * const key = await hopKey(Uint8Array.fromBase64(publicKey, { alphabet: "base64url" }));
+ * (await checkHop(key, { requestId: "r", hop: 0, content: "" }, "!")).valid; // false
  * ```
  */
-export function checkHop(
-  key: KeyObject,
+export async function checkHop(
+  key: CryptoKey,
   fields: HopFields,
   signature: string,
-): { valid: boolean; digest: string } {
+): Promise<{ valid: boolean; digest: string }> {
   const digest = hopDigest(fields.content);
-  let sig: Uint8Array;
+  let sig: Uint8Array<ArrayBuffer>;
   try {
     sig = Uint8Array.fromBase64(signature, { alphabet: "base64url" });
   } catch {
@@ -112,7 +116,10 @@ export function checkHop(
     SAGE_CONTEXT + JSON.stringify([fields.requestId, fields.hop, digest]),
   );
   try {
-    return { valid: verify(null, signed, key, sig), digest };
+    return {
+      valid: await crypto.subtle.verify("Ed25519", key, sig, signed),
+      digest,
+    };
   } catch {
     return { valid: false, digest };
   }
