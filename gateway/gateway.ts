@@ -914,17 +914,27 @@ export function createGateway(options: GatewayOptions): Gateway {
     },
 
     async remove(agentId) {
-      if (!await removeAgent(kv, agentId)) return false;
-      await sessions.revokeSubject(`agent:${agentId}`);
-      const conn = gateway.kickLocal(agentId, undefined, 4401, "agent removed");
-      if (conn) await conn.closed;
-      const p = await presence.get(agentId);
-      if (p && p.nodeId !== node.id && isLive(p, Date.now())) {
-        await kickRemote(p, 4401, "agent removed");
+      const existed = await removeAgent(kv, agentId);
+      if (existed) {
+        const conn = gateway.kickLocal(
+          agentId,
+          undefined,
+          4401,
+          "agent removed",
+        );
+        if (conn) await conn.closed;
+        const p = await presence.get(agentId);
+        if (p && p.nodeId !== node.id && isLive(p, Date.now())) {
+          await kickRemote(p, 4401, "agent removed");
+        }
       }
+      // Also when it was gone already: a removal cut short (a crash after
+      // the enrolment went) is finished by the next one, which answers 404.
+      // A connection without an enrolment cannot authenticate again.
+      await sessions.revokeSubject(`agent:${agentId}`);
       await presence.remove(agentId);
       await outbox.purge(agentId);
-      return true;
+      return existed;
     },
 
     get: (agentId) => getAgent(kv, agentId),

@@ -8,9 +8,13 @@ import type { Router } from "../../core/router.ts";
 import { verifyMessageSignature } from "../../sdk/protocol/channels.ts";
 import { GatewayRequestError } from "../../gateway/gateway.ts";
 import { outboxQueueName } from "../../gateway/outbox.ts";
-import { enrolAgent } from "../../gateway/enrolment.ts";
+import { enrolAgent, removeAgent } from "../../gateway/enrolment.ts";
 import { DurableQueue } from "../../core/state/queue.ts";
-import { gatewayBodyKey, gatewayPresenceKey } from "../../core/state/keys.ts";
+import {
+  gatewayBodyKey,
+  gatewayOutboxKey,
+  gatewayPresenceKey,
+} from "../../core/state/keys.ts";
 import { type AgentKey, connect, json, newAgentKey } from "./_raw_client.ts";
 import { startTestNode, type TestNode, until } from "./_node.ts";
 
@@ -782,5 +786,24 @@ Deno.test("gateway: a non-durable channel is pushed when the agent is subscribed
     assert.equal(json(await s.message("alerts")), 2);
     assert.deepEqual(await n.gateway.list().then((l) => l.length), 1);
     s.close();
+  });
+});
+
+Deno.test("gateway: a removal cut short after the enrolment went is finished by the next one, which answers false (404) and purges the queues", async () => {
+  await withNode({}, async (n) => {
+    const a = await agent(n);
+    const sent = await n.gateway.send(a.id, "policies", "queued for later");
+    assert.equal(sent.status, "queued");
+    const q = new DurableQueue(kvOf(n), outboxQueueName(a.id, "policies"));
+    assert.notEqual(await q.get(sent.messageId), null);
+    // As if the node crashed right after removing the enrolment.
+    assert.equal(await removeAgent(kvOf(n), a.id), true);
+    assert.equal(await n.gateway.remove(a.id), false);
+    assert.equal(await q.get(sent.messageId), null);
+    const left = [];
+    for await (
+      const e of kvOf(n).list({ prefix: gatewayOutboxKey(a.id) })
+    ) left.push(e.key);
+    assert.deepEqual(left, []);
   });
 });
