@@ -1353,7 +1353,7 @@ export class AgentClient implements AsyncDisposable {
       case "res": {
         const o = re === undefined ? undefined : this.#sendQueue.get(re);
         if (o?.type === "req") {
-          this.#sendQueue.settle(o, undefined, parseBody(rec.body));
+          this.#sendQueue.settle(o, undefined, payloadOf(rec));
         }
         return;
       }
@@ -1817,6 +1817,21 @@ export class AgentClient implements AsyncDisposable {
   }
 }
 
+/**
+ * A record's body as {@linkcode parseBody} gives it, from the text
+ * {@linkcode readInnerRecord} decoded when it has it (no decoding of its own).
+ */
+function payloadOf(rec: OpenedRecord): unknown {
+  const text = rec.text;
+  if (text === undefined) return parseBody(rec.body);
+  if (text.length === 0) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
 function toMessage(
   rec: OpenedRecord,
   name = parseChannel(rec.header.ch)!.name,
@@ -1831,7 +1846,7 @@ function toMessage(
     priority: prio,
     correlationId: typeof h.cid === "string" ? h.cid : undefined,
     traceparent: typeof h.tp === "string" ? h.tp : undefined,
-    payload: parseBody(rec.body),
+    payload: payloadOf(rec),
     body: rec.body,
     signed: rec.signature !== undefined,
     header: h,

@@ -400,3 +400,30 @@ Deno.test("record: sealed batch frames count one each towards the rekey schedule
   );
   assert.deepEqual(rx.openBatch(tx.sealBatch(w.bytes())).epoch, 2);
 });
+
+Deno.test("record: an ASCII inner record carries its body as text; a non-ASCII, invalid or signed one does not, and its header is read the same", () => {
+  const w = new BatchWriter();
+  const address = { sid: "s1", from: "node:n", to: "a" };
+  const h = header("1", { ...address, ch: "backend.a.x" });
+  w.add(h, bytes('{"n":1}'));
+  w.add({ ...h, id: "2", note: "é" }, bytes('{"n":2}'));
+  w.add({ ...h, id: "3" }, bytes('{"s":"ü"}'));
+  w.add({ ...h, id: "4" }, new Uint8Array([0x7b, 0xff, 0x7d]));
+  w.add({ ...h, id: "5" }, bytes("{}"), new Uint8Array(64).fill(0x41));
+  w.add({ ...h, id: "6" }, new Uint8Array(0));
+  const plain = w.bytes();
+  const got: [string, unknown, string | undefined][] = [];
+  for (let at = 0; at < plain.length;) {
+    const { record, next } = readInnerRecord(plain, at, address);
+    got.push([record.header.id, record.header.note, record.text]);
+    at = next;
+  }
+  assert.deepEqual(got, [
+    ["1", undefined, '{"n":1}'],
+    ["2", "é", undefined],
+    ["3", undefined, undefined],
+    ["4", undefined, undefined],
+    ["5", undefined, undefined],
+    ["6", undefined, ""],
+  ]);
+});
