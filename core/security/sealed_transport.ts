@@ -649,9 +649,11 @@ export function sealedTransport(
   // 10-20 µs alone but ~350 µs a call in the Redis bench (profiled).
   let signer: KeyObject | undefined;
   // On the worker: the batch's crypto leaves this thread (sealed_offload.ts).
-  const worker = options.worker === false
+  const worker = options.worker === false || policy.topics.length === 0
     ? undefined
     : new SealedWorker(keys.id, keys.signingKey);
+  // Started now, not at the first batch: a worker takes ~50 ms to start.
+  void worker?.started;
   const inFlight = new Set<Promise<void>>();
 
   /**
