@@ -52,15 +52,16 @@ export class SeenIds {
 
   /** Remembers `id` as the most recent; forgets the least recent past the size. */
   add(id: string): void {
-    const order = this.#order;
-    if (this.#ids.has(id)) {
+    const order = this.#order, ids = this.#ids;
+    const before = ids.size;
+    ids.add(id); // one lookup: a size that did not grow means seen before
+    if (ids.size === before) {
       order.splice(order.lastIndexOf(id), 1);
       order.push(id);
       return;
     }
-    this.#ids.add(id);
     order.push(id);
-    if (this.#ids.size > this.#size) this.#ids.delete(order[this.#head++]);
+    if (ids.size > this.#size) ids.delete(order[this.#head++]);
     // The entries before the head are gone: dropped once they are half.
     if (this.#head > 1024 && this.#head * 2 > order.length) {
       this.#order = order.slice(this.#head);
