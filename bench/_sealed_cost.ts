@@ -7,11 +7,11 @@
  * main thread's CPU per message for each side (`/proc/self/task/PID/stat`, so
  * other processes' load moves it less than wall time) and the process's
  * (all threads: with the sealed worker, what it moved off the main thread
- * shows there). `--in-thread` seals and opens without the worker. A helper for
+ * shows there). `--worker` seals and opens on the transports' workers. A helper for
  * profiling (`deno run -A --cpu-prof bench/_sealed_cost.ts`); not in
  * `deno task bench`.
  *
- *   deno run -A bench/_sealed_cost.ts [--messages N] [--rounds R] [--alloc] [--in-thread]
+ *   deno run -A bench/_sealed_cost.ts [--messages N] [--rounds R] [--alloc] [--worker]
  *
  * With `--alloc`, after the warm-up, one more round of each side runs under
  * V8's sampling heap profiler (objects collected since counted too) and
@@ -46,7 +46,7 @@ const WARMUP = 2;
 const WINDOW = 100;
 const topic = "sealed.cost";
 const ALLOC = Deno.args.includes("--alloc");
-const WORKER = !Deno.args.includes("--in-thread");
+const WORKER = Deno.args.includes("--worker");
 
 const kv = await Deno.openKv(":memory:");
 const directory = kvSealingDirectory(kv, { cacheMs: 3_600_000 });

@@ -6,7 +6,10 @@
  * the same transport without sealing, in the same run.
  *
  *   eval "$(deno task services)"
- *   deno run -A bench/sealed_payloads.ts [--quick] [--messages N] [--rounds R]
+ *   deno run -A bench/sealed_payloads.ts [--quick] [--messages N] [--rounds R] [--worker]
+ *
+ * Sealing and opening run on the main thread (the transport's default);
+ * `--worker` puts them on each sealed transport's worker (`worker: true`).
  *
  * Both sides as in bench/redis_streams.ts (`transportRun`): a producer
  * publishes N envelopes in windows of 100 concurrent publishes; one
@@ -50,6 +53,7 @@ const quick = isQuick();
 const N = numFlag("messages", quick ? 3000 : 20_000);
 const ROUNDS = numFlag("rounds", quick ? 1 : 3);
 const WINDOW = 100;
+const WORKER = Deno.args.includes("--worker");
 const url = Deno.env.get("REDIS_URL");
 if (!url) {
   console.error('REDIS_URL is not set (run: eval "$(deno task services)")');
@@ -75,8 +79,13 @@ async function run(
   const prefix = "bench:sealed:";
   const rawPub = await connectRedisStreams({ url, prefix });
   const rawSub = await connectRedisStreams({ url, prefix });
-  const pub: Transport = sealed ? sealedTransport(rawPub, policy, a) : rawPub;
-  const sub: Transport = sealed ? sealedTransport(rawSub, policy, b) : rawSub;
+  const options = { worker: WORKER };
+  const pub: Transport = sealed
+    ? sealedTransport(rawPub, policy, a, options)
+    : rawPub;
+  const sub: Transport = sealed
+    ? sealedTransport(rawSub, policy, b, options)
+    : rawSub;
   const result = await transportRun(pub, sub, topic, {
     n: N,
     window: WINDOW,
@@ -174,6 +183,7 @@ console.log(JSON.stringify({
     messages: N,
     rounds: ROUNDS,
     payloadBytes: 1024,
+    sealedOnWorker: WORKER,
     recipients: 1,
     cpu_us_per_message: {
       plain: round(cpuPlain * 1000, 1),

@@ -1,8 +1,8 @@
 /**
- * The sealed worker seen from the node's thread: a sealed transport hands
- * it each batch to seal, and each run of received messages to check and
- * decrypt, as one buffer and its plan (the buffer transferred, not copied),
- * and gets them back in the order sent. The node's thread then only lays
+ * The sealed worker seen from the node's thread: a sealed transport made
+ * with `worker: true` hands it each batch to seal, and each run of received
+ * messages to check and decrypt, as one buffer and its plan (the buffer
+ * transferred, not copied), and gets them back in the order sent. The node's thread then only lays
  * messages out, parses and publishes or delivers them; the ChaCha20, the
  * digests, the Merkle trees and the Ed25519 signatures run on the worker
  * (docs/security.md, "Sealed payloads": what runs where). Until the worker

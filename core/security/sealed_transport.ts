@@ -40,11 +40,12 @@
  * whose sender key and session key are known opens without waiting on a
  * promise, its payload decoded into a buffer reused from one to the next.
  *
- * Where: the ChaCha20, digests, trees, signatures and verifications of a
- * sealed transport run on a worker thread of its own (`sealed_offload.ts`,
+ * Where: with `worker: true`, the ChaCha20, digests, trees, signatures and
+ * verifications of a sealed transport run on a worker thread of its own (`sealed_offload.ts`,
  * `sealed_batch.ts`), a batch or a turn's deliveries handed over as one
  * buffer; a message whose keys are not known yet, and {@linkcode sealedOpener},
- * take the same steps in the caller's thread. `worker: false` keeps it all here.
+ * take the same steps in the caller's thread. Only with `worker: true`; by
+ * default it all runs here.
  *
  * Size: `caps.maxMessageBytes` is the inner transport's limit less what
  * sealing adds (the payload's base64 and the wraps), so a message that fits
@@ -182,9 +183,12 @@ export interface SealedTransportOptions {
   /** @default {systemClock} */
   clock?: Clock;
   /**
-   * Seal batches on a worker thread (no Deno permissions; needs
-   * `--unstable-worker-options`): the ChaCha20, digests, Merkle tree and
-   * signature leave the main thread. @default {true}
+   * Seal and open on a worker thread of the transport's own (no Deno
+   * permissions; needs `--unstable-worker-options`): the ChaCha20, digests,
+   * Merkle trees, signatures and verifications leave the node's thread. It
+   * costs the process more CPU in all (each batch's bytes move between
+   * cores), so it pays only where a core is spare (docs/security.md, "What
+   * runs where"). @default {false}
    */
   worker?: boolean;
 }
@@ -649,7 +653,7 @@ export function sealedTransport(
   // 10-20 µs alone but ~350 µs a call in the Redis bench (profiled).
   let signer: KeyObject | undefined;
   // On the worker: the batch's crypto leaves this thread (sealed_offload.ts).
-  const worker = options.worker === false || policy.topics.length === 0
+  const worker = options.worker !== true || policy.topics.length === 0
     ? undefined
     : new SealedWorker(keys.id, keys.signingKey);
   // Started now, not at the first batch: a worker takes ~50 ms to start.

@@ -64,7 +64,7 @@ async function rig() {
       cacheMs?: number;
       /** The clock of that view's cache. @default {systemClock} */
       directoryClock?: Clock;
-      /** Seal on the worker. @default {true} */
+      /** Seal and open on the worker. @default {false} */
       worker?: boolean;
     } = {},
   ) {
@@ -1003,8 +1003,8 @@ Deno.test("sealed transport: an envelope is refused as too large by its exact si
 
 Deno.test("sealed transport: a burst of 16 or more sealed in one turn is signed and handed on before the timer tick; fewer wait for it", async () => {
   await using r = await rig();
-  // In this thread: the worker's round trip is a task of its own.
-  const a = await r.node("a", { cacheMs: 60_000, worker: false });
+  // In this thread (the default): a worker's round trip is a task of its own.
+  const a = await r.node("a", { cacheMs: 60_000 });
   await r.node("b");
   await r.node("c");
   await a.t.publish("orders.created", order()); // warm: session open
@@ -1032,8 +1032,8 @@ Deno.test("sealed transport: a burst of 16 or more sealed in one turn is signed 
 Deno.test("sealed transport: the worker and the node's thread seal alike: each opens what the other sealed, a batch's members opened together in any order, a tampered one among them refused alone", async () => {
   await using r = await rig();
   const here = await r.node("a", { cacheMs: 60_000, worker: false });
-  const there = await r.node("d", { cacheMs: 60_000 });
-  const b = await r.node("b", { cacheMs: 60_000 }); // opens on its worker
+  const there = await r.node("d", { cacheMs: 60_000, worker: true });
+  const b = await r.node("b", { cacheMs: 60_000, worker: true });
   const c = await r.node("c", { cacheMs: 60_000, worker: false });
   const warmB = await collect(b.t, "orders.created", "b");
   const warmC = await collect(c.t, "orders.created", "c");
