@@ -54,8 +54,11 @@ function tapped(family: string, tap: string): SealedBroker {
     })();
   return {
     async connect() {
+      // The transport declares the `plexus` exchange; on a fresh broker it
+      // exists only from then on, so the tap is bound after connecting.
+      const transport = await connectRabbitmq({ url, groupExpiresMs: 600_000 });
       await declare();
-      return await connectRabbitmq({ url, groupExpiresMs: 600_000 });
+      return transport;
     },
     async stored(topic, messages, dead) {
       const routed = await adminPeek(tap, 100);
