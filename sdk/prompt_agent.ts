@@ -22,8 +22,8 @@
  */
 import type { AgentClient, Subscription } from "./client.ts";
 import { AgentError } from "./errors.ts";
-import { hash } from "node:crypto";
-import { ed25519FromSeed } from "./protocol/handshake.ts";
+import { Buffer } from "node:buffer";
+import { createPrivateKey, hash, type KeyObject, sign } from "node:crypto";
 import { type HopFields, SAGE_CONTEXT, signHop } from "./sage.ts";
 
 /** One hop of a prompt, as the node sends it on `tasks.{capability}`. */
@@ -182,17 +182,36 @@ export function servePrompts(
   });
 }
 
+/** PKCS #8 wrapping of a raw Ed25519 seed (RFC 8410), before the seed. */
+const PKCS8_ED25519 = Uint8Array.of(
+  0x30,
+  0x2e,
+  0x02,
+  0x01,
+  0x00,
+  0x30,
+  0x05,
+  0x06,
+  0x03,
+  0x2b,
+  0x65,
+  0x70,
+  0x04,
+  0x22,
+  0x04,
+  0x20,
+);
 const encoder = new TextEncoder();
 
 /**
  * Signs hops with `key` as `signHop` does (the same bytes; Ed25519 is
- * deterministic, so the same signature), with a seed imported once
- * (`signHop` imports it per call). The signature is WebCrypto's, which Deno
- * computes on its blocking thread pool: ~7-8 µs of the event loop against
- * ~20 µs for `node:crypto`'s synchronous `sign`, so an agent busy with many
- * prompts answers more of them. The digest stays `node:crypto`'s one-shot
- * `hash` (~2 µs; WebCrypto's costs the event loop more than that in its
- * promise alone).
+ * deterministic, so the same signature). A seed is imported once and used
+ * with `node:crypto`: `signHop` imported it per call (and exported its
+ * public half), and WebCrypto's digest and sign cost ~54 and ~38 µs a hop
+ * here against ~2 and ~23. WebCrypto's sign runs on Deno's blocking pool,
+ * but awaiting it wakes the event loop again, which cost an agent's thread
+ * more than the ~20 µs synchronous sign (docs/prompts.md). A CryptoKey goes
+ * to `signHop`.
  */
 function hopSigner(
   key: Uint8Array | CryptoKey,
@@ -200,10 +219,20 @@ function hopSigner(
   if (key instanceof CryptoKey || key.length !== 32) {
     return (fields) => signHop(key, fields);
   }
-  // A seed WebCrypto refuses fails each signature as signHop would.
-  const privateKey = ed25519FromSeed(key).then((k) => k.privateKey);
-  privateKey.catch(() => {});
-  return async (fields) => {
+  const seed = new Uint8Array(PKCS8_ED25519.length + 32);
+  seed.set(PKCS8_ED25519);
+  seed.set(key, PKCS8_ED25519.length);
+  let privateKey: KeyObject;
+  try {
+    privateKey = createPrivateKey({
+      key: Buffer.from(seed),
+      format: "der",
+      type: "pkcs8",
+    });
+  } catch {
+    return (fields) => signHop(key, fields);
+  }
+  return (fields) => {
     // signHop's own refusal of a bad hop number.
     if (!Number.isSafeInteger(fields.hop) || fields.hop < 0) {
       return signHop(key, fields);
@@ -213,8 +242,11 @@ function hopSigner(
     const signed = encoder.encode(
       SAGE_CONTEXT + JSON.stringify([fields.requestId, fields.hop, digest]),
     );
-    return new Uint8Array(
-      await crypto.subtle.sign("Ed25519", await privateKey, signed),
-    ).toBase64({ alphabet: "base64url", omitPadding: true });
+    return Promise.resolve(
+      new Uint8Array(sign(null, signed, privateKey)).toBase64({
+        alphabet: "base64url",
+        omitPadding: true,
+      }),
+    );
   };
 }

@@ -1,16 +1,13 @@
 /**
- * The node's check of a SAGE hop signature, with the agent's public key
- * imported once: the same bytes as `sdk/sage.ts`
- * (`SAGE_CONTEXT ‖ JSON([requestId, hop, SHA-256 of the answer, base64url])`).
- *
- * Which crypto runs where, by what it costs the event loop (the node's main
- * thread, which every request shares): the Ed25519 verification is
- * WebCrypto's (`crypto.subtle.verify`), which Deno runs on its blocking
- * thread pool, ~8-12 µs of the main thread against ~45 µs for
- * `node:crypto`'s synchronous `verify` (more CPU in all, ~55 µs, but on
- * another core). The SHA-256 digest stays `node:crypto`'s one-shot `hash`
- * (~2 µs, where `crypto.subtle.digest` costs the main thread more in its
- * promise and thread hop than the hash itself).
+ * The node's check of a SAGE hop signature, synchronous and with the
+ * agent's public key imported once: the same bytes as `sdk/sage.ts`
+ * (`SAGE_CONTEXT ‖ JSON([requestId, hop, SHA-256 of the answer, base64url])`)
+ * checked with `node:crypto` on the event loop. WebCrypto's Ed25519 runs on
+ * Deno's blocking pool, but an awaited call wakes the event loop again
+ * (~20-40 µs of its CPU when it was idle) and costs ~10 µs more in all; with
+ * 16 prompts in flight it cost the main thread more than the ~45 µs
+ * synchronous verify (docs/prompts.md, "A prompt against the bare sealed
+ * request"). WebCrypto's digest cost ~55 µs against ~2 here.
  *
  * @example Check a hop an agent signed
  * ```ts
@@ -20,42 +17,47 @@
  * import assert from "node:assert/strict";
  * const agent = await generateAgentKey();
  * const seed = Uint8Array.fromBase64(agent.privateKey, { alphabet: "base64url" });
- * const key = await hopKey(Uint8Array.fromBase64(agent.publicKey, { alphabet: "base64url" }));
+ * const key = hopKey(Uint8Array.fromBase64(agent.publicKey, { alphabet: "base64url" }));
  * const hop = { requestId: "r1", hop: 0, content: "Booked." };
  * const signature = await signHop(seed, hop);
- * assert.equal((await checkHop(key, hop, signature)).valid, true);
- * assert.equal((await checkHop(key, { ...hop, hop: 1 }, signature)).valid, false);
+ * assert.equal(checkHop(key, hop, signature).valid, true);
+ * assert.equal(checkHop(key, { ...hop, hop: 1 }, signature).valid, false);
  * ```
  *
  * @module
  */
-import { hash } from "node:crypto";
-import { importEd25519PublicKey } from "../../core/security/ed25519.ts";
+import { createPublicKey, hash, type KeyObject, verify } from "node:crypto";
+import { checkEd25519PublicKey } from "../../core/security/ed25519.ts";
 import { type HopFields, SAGE_CONTEXT } from "../../sdk/sage.ts";
 
 const encoder = new TextEncoder();
 
 /**
  * An agent's raw 32-byte Ed25519 public key, imported for {@linkcode checkHop};
- * rejects with a `TypeError` saying why when it is not one (its length, bytes
- * that are no curve point, or a key of small order, which would verify forged
- * signatures: WebCrypto itself accepts those).
+ * throws a `TypeError` saying why when it is not one (its length, bytes that
+ * are no curve point, or a key of small order, which would verify forged
+ * signatures: `node:crypto` and WebCrypto both take those).
  *
  * @example Usage
  * ```ts
  * import { hopKey } from "./hop_check.ts";
  * import assert from "node:assert/strict";
- * await assert.rejects(hopKey(new Uint8Array(31)), TypeError);
+ * assert.throws(() => hopKey(new Uint8Array(31)), TypeError);
  * ```
  */
-export async function hopKey(publicRaw: Uint8Array): Promise<CryptoKey> {
+export function hopKey(publicRaw: Uint8Array): KeyObject {
   if (publicRaw.length !== 32) {
     throw new TypeError(
       `an Ed25519 public key is 32 bytes, the enrolled one is ${publicRaw.length}`,
     );
   }
+  const x = publicRaw.toBase64({ alphabet: "base64url", omitPadding: true });
   try {
-    return await importEd25519PublicKey(publicRaw);
+    checkEd25519PublicKey(publicRaw);
+    return createPublicKey({
+      key: { kty: "OKP", crv: "Ed25519", x },
+      format: "jwk",
+    });
   } catch (err) {
     throw new TypeError(
       `the enrolled key is not an Ed25519 public key: ${
@@ -83,7 +85,7 @@ export function hopDigest(content: string): string {
 
 /**
  * Checks hop signature `signature` (base64url) of `fields` by `key`: whether
- * it verifies (false for a malformed signature, never a rejection), and the
+ * it verifies (false for a malformed signature, never a throw), and the
  * answer's digest it covers.
  *
  * @example Usage
@@ -91,17 +93,17 @@ export function hopDigest(content: string): string {
  * import { generateAgentKey } from "../../sdk/keys.ts";
  * import { checkHop, hopKey } from "./hop_check.ts";
  * const { publicKey } = await generateAgentKey();
- * const key = await hopKey(Uint8Array.fromBase64(publicKey, { alphabet: "base64url" }));
- * (await checkHop(key, { requestId: "r", hop: 0, content: "" }, "!")).valid; // false
+ * const key = hopKey(Uint8Array.fromBase64(publicKey, { alphabet: "base64url" }));
+ * checkHop(key, { requestId: "r", hop: 0, content: "" }, "!").valid; // false
  * ```
  */
-export async function checkHop(
-  key: CryptoKey,
+export function checkHop(
+  key: KeyObject,
   fields: HopFields,
   signature: string,
-): Promise<{ valid: boolean; digest: string }> {
+): { valid: boolean; digest: string } {
   const digest = hopDigest(fields.content);
-  let sig: Uint8Array<ArrayBuffer>;
+  let sig: Uint8Array;
   try {
     sig = Uint8Array.fromBase64(signature, { alphabet: "base64url" });
   } catch {
@@ -116,10 +118,7 @@ export async function checkHop(
     SAGE_CONTEXT + JSON.stringify([fields.requestId, fields.hop, digest]),
   );
   try {
-    return {
-      valid: await crypto.subtle.verify("Ed25519", key, sig, signed),
-      digest,
-    };
+    return { valid: verify(null, signed, key, sig), digest };
   } catch {
     return { valid: false, digest };
   }

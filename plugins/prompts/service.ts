@@ -31,6 +31,7 @@ import {
   GatewayRequestError,
 } from "../../gateway/gateway.ts";
 import { Deadlines } from "../../core/resilience/deadlines.ts";
+import type { KeyObject } from "node:crypto";
 import type { PromptsConfig } from "./config.ts";
 import { CAPABILITY_RE } from "./config.ts";
 import type { DidResolvers } from "./did.ts";
@@ -309,16 +310,16 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
    */
   const keys = new Map<
     string,
-    { did: string; key: CryptoKey; until: number }
+    { did: string; key: KeyObject; until: number }
   >();
   /** The DID and imported key an answer of `agentId` must be signed with. */
   const keyOf = async (
     agentId: string,
-  ): Promise<{ did: string; key: CryptoKey }> => {
+  ): Promise<{ did: string; key: KeyObject }> => {
     const known = keys.get(agentId);
     if (known && known.until > Date.now()) return known;
     const { did, key: raw } = await readKey(agentId);
-    const found = { did, key: await hopKey(raw) };
+    const found = { did, key: hopKey(raw) };
     keys.delete(agentId);
     keys.set(agentId, { ...found, until: Date.now() + KEY_CACHE_MS });
     if (keys.size > 10_000) keys.delete(keys.keys().next().value!);
@@ -468,7 +469,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
         );
       }
       let did: string;
-      let key: CryptoKey;
+      let key: KeyObject;
       try {
         ({ did, key } = await keyOf(agent));
       } catch (err) {
@@ -481,7 +482,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
         );
       }
       const fields = { requestId: a.requestId, hop, content: response };
-      const { valid, digest } = await checkHop(key, fields, answer.signature);
+      const { valid, digest } = checkHop(key, fields, answer.signature);
       if (!valid) {
         throw failVerification(
           a,
