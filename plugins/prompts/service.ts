@@ -257,6 +257,14 @@ interface Active {
 const SHORT = 200;
 /** How long an agent's enrolled key is reused for SAGE checks. */
 const KEY_CACHE_MS = 5000;
+
+/** Whether `a` and `b` hold the same bytes. */
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 const short = (s: string) => s.length > SHORT ? `${s.slice(0, SHORT)}…` : s;
 
 /** Creates the prompt service. */
@@ -310,7 +318,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
    */
   const keys = new Map<
     string,
-    { did: string; key: KeyObject; until: number }
+    { did: string; key: KeyObject; raw: Uint8Array; until: number }
   >();
   /** The DID and imported key an answer of `agentId` must be signed with. */
   const keyOf = async (
@@ -319,9 +327,12 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
     const known = keys.get(agentId);
     if (known && known.until > Date.now()) return known;
     const { did, key: raw } = await readKey(agentId);
-    const found = { did, key: hopKey(raw) };
+    // The key enrolled before, read again: not imported and checked again
+    // (~0.45 ms on the event loop, mostly the small-order check).
+    const key = known && sameBytes(known.raw, raw) ? known.key : hopKey(raw);
+    const found = { did, key, raw, until: Date.now() + KEY_CACHE_MS };
     keys.delete(agentId);
-    keys.set(agentId, { ...found, until: Date.now() + KEY_CACHE_MS });
+    keys.set(agentId, found);
     if (keys.size > 10_000) keys.delete(keys.keys().next().value!);
     return found;
   };

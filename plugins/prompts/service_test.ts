@@ -4,6 +4,8 @@ import type { AgentGateway } from "../../gateway/gateway.ts";
 import { promptsConfigSchema } from "./config.ts";
 import { createDidResolvers } from "./did.ts";
 import { createPromptService } from "./service.ts";
+import { generateAgentKey } from "../../sdk/keys.ts";
+import { signHop } from "../../sdk/sage.ts";
 
 /** Counts `abort` listeners added to any AbortSignal and not removed, until `restore`. */
 function countAbortListeners() {
@@ -78,4 +80,65 @@ Deno.test("prompt service: an answered prompt leaves no abort listener behind, a
   request.abort();
   assert.equal(sent.length, 1, "no cancel sent after the answer");
   assert.equal(service.active, 0);
+});
+
+Deno.test("prompt service: SAGE checks follow a re-keyed agent once its cached key is 5 s old; the same key read again still verifies", async () => {
+  const first = await generateAgentKey();
+  const second = await generateAgentKey();
+  const seedOf = (k: { privateKey: string }) =>
+    Uint8Array.fromBase64(k.privateKey, { alphabet: "base64url" });
+  let enrolled = first.publicKey;
+  let signer = seedOf(first);
+  const gateway = {
+    capabilities: () => ({ prompt: ["a1"] }),
+    get: () => Promise.resolve({ publicKey: enrolled }),
+    request: async (
+      _agent: string,
+      _topic: string,
+      body: { requestId: string; hop: number },
+    ) => {
+      const fields = {
+        requestId: body.requestId,
+        hop: body.hop,
+        content: "ok",
+      };
+      return { response: "ok", signature: await signHop(signer, fields) };
+    },
+  } as unknown as AgentGateway;
+  const service = createPromptService({
+    gateway,
+    log: createLogger({ sinks: [] }),
+    config: promptsConfigSchema.parse({}),
+    nodeId: "n1",
+    balancer: { name: "first", pick: (c) => c[0], report: () => {} },
+    resolvers: createDidResolvers(),
+  });
+  const ask = () =>
+    service.answer({
+      prompt: "hi",
+      sage: true,
+      metadata: {},
+      cacheKeyFields: [],
+      noCache: false,
+    }, {});
+  const realNow = Date.now;
+  let skew = 0;
+  Date.now = () => realNow() + skew;
+  try {
+    assert.equal((await ask()).sageVerification?.verified, true);
+    // Past the key cache, the same key read again still verifies.
+    skew += 6_000;
+    assert.equal((await ask()).sageVerification?.verified, true);
+    // Re-keyed: within the cache the old key is still the one checked.
+    enrolled = second.publicKey;
+    signer = seedOf(second);
+    await assert.rejects(ask(), /SAGE verification failed/);
+    skew += 6_000;
+    assert.equal((await ask()).sageVerification?.verified, true);
+    // The old key's signatures now fail.
+    signer = seedOf(first);
+    await assert.rejects(ask(), /SAGE verification failed/);
+  } finally {
+    Date.now = realNow;
+  }
 });
