@@ -91,6 +91,8 @@ export interface TestSendOptions {
   signed?: boolean | "bad";
   /** Keep it until acknowledged and send it again on reconnect. @default {true} */
   durable?: boolean;
+  /** Say `"ack": 0` in the header, as a node does for what it did not store. */
+  noAck?: boolean;
 }
 
 interface Conn {
@@ -270,6 +272,7 @@ export class TestGateway implements AsyncDisposable {
       id,
       prio: options.priority ?? 4,
       ...(options.type ? { mt: options.type } : {}),
+      ...(options.noAck ? { ack: 0 } : {}),
     };
     const entry: OutboxEntry = {
       header,

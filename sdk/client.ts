@@ -1481,7 +1481,7 @@ export class AgentClient implements AsyncDisposable {
     if (this.#seen.has(h.id)) {
       this.#stats.duplicates++;
       this.#seen.add(h.id);
-      this.#ack(h.ch, h.id);
+      if (h.ack !== 0) this.#ack(h.ch, h.id);
       return;
     }
     const handler = this.#subs.get(h.ch)?.onMessage;
@@ -1518,8 +1518,10 @@ export class AgentClient implements AsyncDisposable {
   #handled(h: RecordHeader): void {
     this.#stats.delivered++;
     this.#seen.add(h.id);
-    // On the current connection: the id is stable across redeliveries.
-    this.#ack(h.ch, h.id);
+    // `"ack": 0`: the node did not store it and wants no ack
+    // (docs/protocol.md). Otherwise on the current connection: the id is
+    // stable across redeliveries.
+    if (h.ack !== 0) this.#ack(h.ch, h.id);
   }
 
   /**

@@ -545,6 +545,40 @@ Deno.test("client: a sealed batch frame that is tampered with, replayed, or whos
   assert.deepEqual(seen, ["r-1"]);
 });
 
+Deno.test('client: a message whose header says "ack": 0 (not stored by the node) is handled once and not acknowledged; others still are', async () => {
+  for (const acks of [undefined, 256]) {
+    await using t = await setup({ acks });
+    const { gw, key, agent } = t;
+    const seen: string[] = [];
+    await agent.connect();
+    await agent.subscribe("commands", (m) => void seen.push(m.id));
+    gw.send(key.id, "commands", 1, { id: "e-1", durable: false, noAck: true });
+    gw.send(key.id, "commands", 1, { id: "e-1", durable: false, noAck: true });
+    gw.send(key.id, "commands", 2, { id: "d-1" });
+    const ids = (
+      r: { header: { type: string; re?: unknown }; body: Uint8Array },
+    ) =>
+      r.header.type !== "ack" ? [] : [
+        r.header.re,
+        ...(r.body.length ? JSON.parse(new TextDecoder().decode(r.body)) : []),
+      ];
+    await until(
+      () => gw.received.some((r) => ids(r).includes("d-1")),
+      "the durable message's ack",
+    );
+    assert.deepEqual(
+      seen,
+      ["e-1", "d-1"],
+      `acks ${acks}: a repeat id still dropped`,
+    );
+    assert.equal(
+      gw.received.some((r) => ids(r).includes("e-1")),
+      false,
+      `acks ${acks}: no ack of e-1`,
+    );
+  }
+});
+
 Deno.test("client: an ack due when the node closes the connection is sent first on the next one", async () => {
   await using t = await setup({ acks: 256 });
   const { gw, key, agent } = t;

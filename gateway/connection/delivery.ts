@@ -135,6 +135,7 @@ export function sharedPush(
     prio: fields.priority,
     mt: fields.messageType,
     ...(fields.cid ? { cid: fields.cid } : {}),
+    ack: 0, // not stored: nothing to acknowledge (docs/protocol.md)
   }, body);
 }
 
@@ -371,6 +372,7 @@ export class QueueDelivery {
       mt: fields.messageType,
     });
     if (fields.cid) header.cid = fields.cid;
+    header.ack = 0; // not stored: nothing to acknowledge (docs/protocol.md)
     const signature = policy?.signed
       ? await signMessage(host.signingKey, encodeHeader(header), body)
       : undefined;
