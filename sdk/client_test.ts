@@ -672,6 +672,34 @@ Deno.test("client: a handler's promise holds its channel: later messages wait fo
   assert.equal(agent.stats().handlerErrors, 1);
 });
 
+Deno.test("client: a repeat that arrives while its message's handler runs is not handled again; after a rejected promise the repeat is handled", async () => {
+  await using t = await setup();
+  const { gw, key, agent } = t;
+  const calls: string[] = [];
+  const gate = Promise.withResolvers<void>();
+  await agent.connect();
+  await agent.subscribe("commands", (m) => {
+    calls.push(m.id);
+    if (m.id === "p") return gate.promise;
+    if (m.id === "r" && calls.length === 2) {
+      return Promise.reject(new Error("not now"));
+    }
+  });
+  const before = agent.stats().recordsIn;
+  gw.send(key.id, "commands", 0, { id: "p", durable: false });
+  gw.send(key.id, "commands", 0, { id: "p", durable: false });
+  await until(() => agent.stats().recordsIn >= before + 2, "both copies");
+  gate.resolve();
+  await until(() => agent.stats().duplicates === 1, "the repeat dropped");
+  assert.deepEqual(calls, ["p"]);
+  gw.send(key.id, "commands", 0, { id: "r", durable: false });
+  await until(() => agent.stats().handlerErrors === 1, "the rejection");
+  gw.send(key.id, "commands", 0, { id: "r", durable: false });
+  await until(() => calls.length === 3, "the repeat of r");
+  assert.deepEqual(calls, ["p", "r", "r"]);
+  assert.equal(agent.stats().duplicates, 1);
+});
+
 Deno.test("client: a message that arrives before its channel has a handler is held until one is registered", async () => {
   await using t = await setup();
   const { gw, key, agent } = t;
