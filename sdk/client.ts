@@ -1478,10 +1478,13 @@ export class AgentClient implements AsyncDisposable {
   #deliver(rec: OpenedRecord, name: string): Promise<void> | undefined {
     if (this.#state === "closed") return;
     const h = rec.header;
-    if (this.#seen.has(h.id)) {
+    // `"ack": 0`: pushed once and not stored by the node, so never sent
+    // again: neither remembered nor acknowledged (docs/protocol.md).
+    const once = h.ack === 0;
+    if (!once && this.#seen.has(h.id)) {
       this.#stats.duplicates++;
       this.#seen.add(h.id);
-      if (h.ack !== 0) this.#ack(h.ch, h.id);
+      this.#ack(h.ch, h.id);
       return;
     }
     const handler = this.#subs.get(h.ch)?.onMessage;
@@ -1517,11 +1520,10 @@ export class AgentClient implements AsyncDisposable {
 
   #handled(h: RecordHeader): void {
     this.#stats.delivered++;
+    if (h.ack === 0) return; // see #deliver
     this.#seen.add(h.id);
-    // `"ack": 0`: the node did not store it and wants no ack
-    // (docs/protocol.md). Otherwise on the current connection: the id is
-    // stable across redeliveries.
-    if (h.ack !== 0) this.#ack(h.ch, h.id);
+    // On the current connection: the id is stable across redeliveries.
+    this.#ack(h.ch, h.id);
   }
 
   /**
