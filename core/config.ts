@@ -196,6 +196,8 @@ export const configSchema = z.strictObject({
     rotateAfterMs: z.number().int().min(1000).max(86_400_000).default(600_000),
     /** Messages for agents a node hands to its gateway at once per topic; above 1 an agent may get them out of order. */
     forwardMaxInFlight: z.number().int().min(1).max(256).default(1),
+    /** Seal and open on a worker thread of each sealed transport (pays only where a core is spare; docs/security.md, "What runs where"). */
+    worker: z.boolean().default(false),
   }).prefault({}),
   /** Which transport each topic goes to, and its delivery guarantee (docs/transports.md). */
   routing: z.strictObject({
@@ -418,6 +420,8 @@ export interface Config {
     rotateAfterMs: number;
     /** Messages for agents a node hands to its gateway at once per topic; above 1 an agent may get them out of order. */
     forwardMaxInFlight: number;
+    /** Seal and open on a worker thread of each sealed transport (pays only where a core is spare). */
+    worker: boolean;
   };
   /** Which transport each topic goes to, and its delivery guarantee (docs/transports.md). */
   routing: {

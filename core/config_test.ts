@@ -540,3 +540,16 @@ Deno.test("config: sealed rules may name agent recipients, with a deliver channe
     /'agent:' and an agent id/,
   );
 });
+
+Deno.test("config: sealed.worker is off unless set, and must be a boolean", () => {
+  const file = (sealed: unknown) => ({ "c.json": JSON.stringify({ sealed }) });
+  assert.equal(config([], {}, {}).sealed.worker, false);
+  assert.equal(
+    config(["--config", "c.json"], {}, file({ worker: true })).sealed.worker,
+    true,
+  );
+  assert.match(
+    configError(["--config", "c.json"], {}, file({ worker: "yes" })),
+    /sealed\.worker/,
+  );
+});

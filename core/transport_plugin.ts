@@ -155,6 +155,7 @@ async function sealIfConfigured(
   const api = sealedTransport(transport, policy, keys, {
     metrics: ctx.metrics,
     log: ctx.log,
+    worker: policy.worker === true,
   });
   // Agents are recipients through the gateway: this node forwards what is
   // sealed to them, unopened (it holds no key of theirs).

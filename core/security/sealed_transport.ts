@@ -160,6 +160,11 @@ export interface SealingPolicy {
    * above 1 they may reach an agent out of order. @default {1}
    */
   forwardMaxInFlight?: number;
+  /**
+   * The node's sealed transports seal and open on a worker thread
+   * ({@linkcode SealedTransportOptions.worker}). @default {false}
+   */
+  worker?: boolean;
 }
 
 /** This node's sealing identity and where peers' keys are found. */
@@ -657,7 +662,14 @@ export function sealedTransport(
     ? undefined
     : new SealedWorker(keys.id, keys.signingKey);
   // Started now, not at the first batch: a worker takes ~50 ms to start.
-  void worker?.started;
+  void worker?.started.then((ok) => {
+    if (ok) options.log?.info("sealed payloads: crypto on a worker thread");
+    else {
+      options.log?.warn(
+        "sealed payloads: the worker thread could not start (is --unstable-worker-options set?); sealing and opening in this thread",
+      );
+    }
+  });
   const inFlight = new Set<Promise<void>>();
 
   /**

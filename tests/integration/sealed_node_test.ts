@@ -57,98 +57,121 @@ export default {
 };
 `;
 
-Deno.test({
-  name:
-    "sealed node: a node configured with sealed.topics publishes ciphertext to Redis and the recipient node's plugin gets the plaintext",
-  ignore: skip !== undefined && !required,
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    assert.ok(!skip, skip);
-    const shared = await Deno.makeTempDir({ prefix: "plexus-sealed-" });
-    const run = crypto.randomUUID().slice(0, 8);
-    const prefix = `sealed-it-${run}:`;
-    const nodes: PlexusProcess[] = [];
-    try {
-      const start = async (name: string, receive: boolean) => {
-        const plugin = join(shared, `${name}.js`);
-        await Deno.writeTextFile(plugin, probe(receive));
-        const config = await writeConfig(shared, {
-          pluginConfig: { "redis-streams": { url, prefix } },
-          pluginTrust: { sealprobe: "trusted" },
-          sealed: {
-            topics: [{ pattern: "secret.>", recipients: [`node:recv-${run}`] }],
-          },
-        }, `${name}.json`);
-        const p = await startPlexus({
-          args: [
-            "--node-id",
-            `${name}-${run}`,
-            "--transport",
-            "redis-streams",
-            "--plugin",
-            plugin,
-            "--config",
-            config,
-            // One KV for both: the sealing directory lives there.
-            "--kv",
-            join(shared, "cluster.kv"),
-          ],
-          allowWrite: [shared],
+for (const worker of [false, true]) {
+  Deno.test({
+    name:
+      `sealed node: a node configured with sealed.topics publishes ciphertext to Redis and the recipient node's plugin gets the plaintext (sealed.worker ${worker})`,
+    ignore: skip !== undefined && !required,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    async fn() {
+      assert.ok(!skip, skip);
+      const shared = await Deno.makeTempDir({ prefix: "plexus-sealed-" });
+      const run = crypto.randomUUID().slice(0, 8);
+      const prefix = `sealed-it-${run}:`;
+      const nodes: PlexusProcess[] = [];
+      try {
+        const start = async (name: string, receive: boolean) => {
+          const plugin = join(shared, `${name}.js`);
+          await Deno.writeTextFile(plugin, probe(receive));
+          const config = await writeConfig(shared, {
+            pluginConfig: { "redis-streams": { url, prefix } },
+            pluginTrust: { sealprobe: "trusted" },
+            sealed: {
+              topics: [{
+                pattern: "secret.>",
+                recipients: [`node:recv-${run}`],
+              }],
+              worker,
+            },
+          }, `${name}.json`);
+          const p = await startPlexus({
+            args: [
+              "--node-id",
+              `${name}-${run}`,
+              "--transport",
+              "redis-streams",
+              "--plugin",
+              plugin,
+              "--config",
+              config,
+              // One KV for both: the sealing directory lives there.
+              "--kv",
+              join(shared, "cluster.kv"),
+            ],
+            allowWrite: [shared],
+          });
+          nodes.push(p);
+          return p;
+        };
+        const recv = await start("recv", true);
+        const send = await start("send", false);
+        const res = await fetch(`${send.url}/plugins/sealprobe/publish`, {
+          method: "POST",
+          body: JSON.stringify({ note: MARKER, amount: 42 }),
         });
-        nodes.push(p);
-        return p;
-      };
-      const recv = await start("recv", true);
-      const send = await start("send", false);
-      const res = await fetch(`${send.url}/plugins/sealprobe/publish`, {
-        method: "POST",
-        body: JSON.stringify({ note: MARKER, amount: 42 }),
-      });
-      assert.equal(res.status, 200, await res.text());
-      const got = await poll(
-        async () => {
-          const r = await fetch(`${recv.url}/plugins/sealprobe/received`);
-          const list = await r.json();
-          return list.length > 0 && list;
-        },
-        "the opened message at the receiving node",
-        15_000,
-      );
-      assert.deepEqual(got[0].payload, { note: MARKER, amount: 42 });
-      assert.equal(got[0].headers["plexus-sealed-from"], `node:send-${run}`);
-      // What Redis holds for the topic, read with its own CLI.
-      const keys = new TextDecoder().decode(
-        (await new Deno.Command("redis-cli", {
-          args: ["-u", url!, "--scan", "--pattern", `${prefix}*secret.orders*`],
-        }).output()).stdout,
-      ).split("\n").filter(Boolean);
-      let stored = "";
-      for (const key of keys) {
-        const out = await new Deno.Command("redis-cli", {
-          args: ["-u", url!, "TYPE", key],
-        }).output();
-        if (new TextDecoder().decode(out.stdout).trim() !== "stream") continue;
-        stored += new TextDecoder().decode(
-          (await new Deno.Command("redis-cli", {
-            args: ["-u", url!, "XRANGE", key, "-", "+"],
-          }).output()).stdout,
+        assert.equal(res.status, 200, await res.text());
+        const got = await poll(
+          async () => {
+            const r = await fetch(`${recv.url}/plugins/sealprobe/received`);
+            const list = await r.json();
+            return list.length > 0 && list;
+          },
+          "the opened message at the receiving node",
+          15_000,
         );
+        assert.deepEqual(got[0].payload, { note: MARKER, amount: 42 });
+        if (worker) {
+          // Both ends ran their crypto on the worker, not silently in-thread.
+          for (const p of nodes) {
+            await p.waitForLog(
+              (l) => l.msg === "sealed payloads: crypto on a worker thread",
+              "the sealed worker's start",
+            );
+          }
+        }
+        assert.equal(got[0].headers["plexus-sealed-from"], `node:send-${run}`);
+        // What Redis holds for the topic, read with its own CLI.
+        const keys = new TextDecoder().decode(
+          (await new Deno.Command("redis-cli", {
+            args: [
+              "-u",
+              url!,
+              "--scan",
+              "--pattern",
+              `${prefix}*secret.orders*`,
+            ],
+          }).output()).stdout,
+        ).split("\n").filter(Boolean);
+        let stored = "";
+        for (const key of keys) {
+          const out = await new Deno.Command("redis-cli", {
+            args: ["-u", url!, "TYPE", key],
+          }).output();
+          if (
+            new TextDecoder().decode(out.stdout).trim() !== "stream"
+          ) continue;
+          stored += new TextDecoder().decode(
+            (await new Deno.Command("redis-cli", {
+              args: ["-u", url!, "XRANGE", key, "-", "+"],
+            }).output()).stdout,
+          );
+        }
+        assert.ok(
+          stored.includes('"plexus-sealed":"3"'),
+          `no sealed entry in ${stored}`,
+        );
+        assert.ok(!stored.includes(MARKER), `plaintext in Redis: ${stored}`);
+        const metrics = await (await fetch(`${recv.url}/metrics`)).text();
+        assert.match(metrics, /plexus_sealed_messages_total\{op="opened"\} 1/);
+        for (const p of nodes) {
+          const info = await Deno.stat(join(p.dir, "node-x25519.jwk"));
+          assert.equal(info.mode! & 0o777, 0o600);
+        }
+      } finally {
+        for (const p of nodes) await p.close();
+        await Deno.remove(shared, { recursive: true }).catch(() => {});
       }
-      assert.ok(
-        stored.includes('"plexus-sealed":"3"'),
-        `no sealed entry in ${stored}`,
-      );
-      assert.ok(!stored.includes(MARKER), `plaintext in Redis: ${stored}`);
-      const metrics = await (await fetch(`${recv.url}/metrics`)).text();
-      assert.match(metrics, /plexus_sealed_messages_total\{op="opened"\} 1/);
-      for (const p of nodes) {
-        const info = await Deno.stat(join(p.dir, "node-x25519.jwk"));
-        assert.equal(info.mode! & 0o777, 0o600);
-      }
-    } finally {
-      for (const p of nodes) await p.close();
-      await Deno.remove(shared, { recursive: true }).catch(() => {});
-    }
-  },
-});
+    },
+  });
+}
