@@ -31,6 +31,15 @@
  * one AEAD per frame instead of one per record (docs/protocol.md, "Sealed
  * batch frames").
  *
+ * When a batched frame is cut: at the end of the microtask turn in which
+ * its first record came, if the socket has nothing unsent then. If it still
+ * has (the agent is behind, or the last frame has not been written yet:
+ * Deno writes only in turns of the event loop), records keep joining the
+ * frame, and it is cut once the socket has drained (checked by a 0 ms
+ * timer), at {@linkcode BATCH_FRAME_BYTES}, or after {@linkcode
+ * BATCH_WAIT_MS}, whichever comes first (as Centrifugo coalesces the
+ * writes to a client that is behind). Order is kept either way.
+ *
  * @module
  */
 import {
@@ -47,6 +56,11 @@ export const SLOW_CHECK_MS = 100;
 export const BATCH_FRAME_TYPE = 2;
 /** Most bytes of records (with their lengths) in one batched frame. */
 export const BATCH_FRAME_BYTES = 64 * 1024;
+/**
+ * Longest a batched frame waits for the socket to drain before it is cut
+ * anyway (records keep joining it meanwhile; see the module doc).
+ */
+export const BATCH_WAIT_MS = 4;
 
 /** The fields of a record the node sends (`sid`, `from`, `to` are filled in; `ch` defaults to ""). */
 export type RecordFields =
@@ -77,6 +91,12 @@ export interface RecordSenderOptions {
   slow(reason: string): void;
   /** The unsent bytes fell below the limit again: deliver more. */
   drained(): void;
+  /**
+   * Longest a batched frame waits for the socket to drain (ms).
+   *
+   * @default {BATCH_WAIT_MS}
+   */
+  batchWaitMs?: number;
 }
 
 const encoder = new TextEncoder();
@@ -171,6 +191,12 @@ export class RecordSender {
   /** Sealed records waiting for the end of this microtask turn (batched frames only). */
   #pending: Uint8Array[] = [];
   #pendingBytes = 0;
+  /** A {@linkcode RecordSender.#cut} is queued (microtask or timer). */
+  #cutQueued = false;
+  /** The timer of a queued cut that waits for the socket to drain. */
+  #cutTimer?: ReturnType<typeof setTimeout>;
+  /** When the first record of the waiting frame came (`performance.now()`). */
+  #waitingSince = 0;
   /** See {@linkcode RecordSender.#chHead}. */
   readonly #chHeads = new Map<string, Uint8Array>();
 
@@ -223,7 +249,7 @@ export class RecordSender {
       socket.send(frame); // a big record leaves alone, as a plain frame
       return this.#checkBuffer();
     }
-    if (this.#pending.length === 0) queueMicrotask(() => this.flush());
+    if (this.#pending.length === 0) this.#queueCut();
     this.#pending.push(frame);
     this.#pendingBytes += size;
   }
@@ -249,7 +275,7 @@ export class RecordSender {
       );
     }
     if (writer.length + size > BATCH_FRAME_BYTES) this.flush();
-    if (writer.count === 0) queueMicrotask(() => this.flush());
+    if (writer.count === 0) this.#queueCut();
     this.#o.metrics.message(
       "out",
       writer.addShared(head, shared.rest, shared.restHeader),
@@ -288,10 +314,38 @@ export class RecordSender {
       return this.#checkBuffer();
     }
     if (writer.length + most > BATCH_FRAME_BYTES) this.flush();
-    if (writer.count === 0) queueMicrotask(() => this.flush());
+    if (writer.count === 0) this.#queueCut();
     const n = writer.addJson(json, body, signature);
     this.#o.metrics.message("out", n);
   }
+
+  /** The first record of a new frame waits: cut it when this turn ends, or later (module doc). */
+  #queueCut(): void {
+    this.#waitingSince = performance.now();
+    if (this.#cutQueued) return;
+    this.#cutQueued = true;
+    queueMicrotask(this.#cut);
+  }
+
+  /** Cuts the waiting frame, unless the socket still has unsent bytes and the wait is not over. */
+  readonly #cut = (): void => {
+    this.#cutTimer = undefined;
+    if (this.#pending.length === 0 && !this.#writer?.count) {
+      this.#cutQueued = false;
+      return;
+    }
+    const socket = this.#o.socket;
+    if (
+      socket.bufferedAmount > 0 && socket.readyState === WebSocket.OPEN &&
+      performance.now() - this.#waitingSince <
+        (this.#o.batchWaitMs ?? BATCH_WAIT_MS)
+    ) {
+      this.#cutTimer = setTimeout(this.#cut, 0);
+      return;
+    }
+    this.#cutQueued = false;
+    this.flush();
+  };
 
   /**
    * From now on, records sealed in one microtask turn leave in one frame
@@ -304,6 +358,11 @@ export class RecordSender {
 
   /** Sends the records waiting for a batched frame now (before a close, say). */
   flush(): void {
+    if (this.#cutTimer !== undefined) {
+      clearTimeout(this.#cutTimer);
+      this.#cutTimer = undefined;
+      this.#cutQueued = false;
+    }
     const writer = this.#writer;
     if (writer !== undefined && writer.count > 0) {
       const socket = this.#o.socket;

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   BATCH_FRAME_BYTES,
   BATCH_FRAME_TYPE,
+  BATCH_WAIT_MS,
   RecordSender,
   sharedRecord,
 } from "./sender.ts";
@@ -15,7 +16,11 @@ import {
 
 const KEY = new Uint8Array(32).fill(9);
 
-function sender(batch: boolean | 2, sendBufferBytes = 1 << 20) {
+function sender(
+  batch: boolean | 2,
+  sendBufferBytes = 1 << 20,
+  batchWaitMs?: number,
+) {
   const frames: Uint8Array[] = [];
   const socket = {
     readyState: WebSocket.OPEN as number,
@@ -34,6 +39,7 @@ function sender(batch: boolean | 2, sendBufferBytes = 1 << 20) {
     closed: () => false,
     slow: () => {},
     drained: () => {},
+    batchWaitMs,
   });
   if (batch === 2) s.batchFrames(2);
   else if (batch) s.batchFrames();
@@ -249,4 +255,89 @@ Deno.test("sender: sendShared gives every connection the same record but for its
     ]);
     if (batch === 2) assert.equal(frames[0][0], SEALED_BATCH_TYPE);
   }
+});
+
+/** One turn of the event loop (timers included). */
+const turn = () => new Promise((r) => setTimeout(r, 0));
+const ids = (opener: RecordOpener, frame: Uint8Array) =>
+  openAll(opener, frame).map((r) => r.header.id);
+
+Deno.test("sender: while the socket has unsent bytes, records of later turns join the waiting frame; it leaves as ONE sealed batch frame, in order, once the socket drains", async () => {
+  const { s, frames, socket } = sender(2, 1 << 20, 60_000);
+  socket.bufferedAmount = 100; // the last frame is not written yet
+  for (let i = 0; i < 3; i++) s.send({ type: "msg", id: `a-${i}` }, body(i));
+  await Promise.resolve();
+  await turn();
+  await turn();
+  const shared = sharedRecord({ type: "msg", id: "b-0" }, body(3));
+  s.sendShared("alerts", shared);
+  s.send({ type: "msg", id: "b-1" }, body(4));
+  await turn();
+  assert.equal(frames.length, 0, "nothing cut while the socket is behind");
+  assert.ok(s.congested === false);
+  socket.bufferedAmount = 0;
+  while (frames.length === 0) await turn();
+  await turn();
+  assert.equal(frames.length, 1);
+  assert.equal(frames[0][0], SEALED_BATCH_TYPE);
+  const opener = new RecordOpener(KEY);
+  assert.deepEqual(ids(opener, frames[0]), [
+    "a-0",
+    "a-1",
+    "a-2",
+    "b-0",
+    "b-1",
+  ]);
+  // An empty socket: cut at the end of the turn, as before.
+  s.send({ type: "msg", id: "c-0" }, body(5));
+  await Promise.resolve();
+  assert.equal(frames.length, 2);
+  assert.deepEqual(ids(opener, frames[1]), ["c-0"]);
+});
+
+Deno.test("sender: a frame waiting for a socket that never drains is cut after BATCH_WAIT_MS, in order; batched frames of sealed records (batch 1) wait the same way", async () => {
+  assert.ok(BATCH_WAIT_MS > 0 && BATCH_WAIT_MS <= 10);
+  for (const batch of [2, true] as const) {
+    const { s, frames, socket } = sender(batch);
+    socket.bufferedAmount = 1; // never drains
+    for (let i = 0; i < 4; i++) s.send({ type: "msg", id: `m-${i}` }, body(i));
+    await Promise.resolve();
+    assert.equal(frames.length, 0, "waits while the socket is behind");
+    while (frames.length === 0) await turn();
+    assert.equal(frames.length, 1);
+    const opener = new RecordOpener(KEY);
+    const got = batch === 2
+      ? ids(opener, frames[0])
+      : split(frames[0]).map((r) => opener.open(r).header.id);
+    assert.deepEqual(got, ["m-0", "m-1", "m-2", "m-3"]);
+  }
+});
+
+Deno.test("sender: while the socket is behind, a full BATCH_FRAME_BYTES frame is cut at once, and a big record leaves alone right after what waits; flush() sends what waits", async () => {
+  const { s, frames, socket } = sender(2, 1 << 22, 60_000);
+  socket.bufferedAmount = 1;
+  const chunk = new Uint8Array(10_000).fill(120);
+  let i = 0;
+  while (frames.length === 0) {
+    assert.ok(i < 10, "a frame is cut before 10 records of 10 KB");
+    s.send({ type: "msg", id: `m-${i}` }, chunk);
+    i++;
+  }
+  assert.ok(frames[0].length <= BATCH_FRAME_BYTES + 64);
+  const opener = new RecordOpener(KEY);
+  const first = ids(opener, frames[0]);
+  assert.deepEqual(first, Array.from({ length: i - 1 }, (_, k) => `m-${k}`));
+  s.send({ type: "msg", id: "big" }, new Uint8Array(BATCH_FRAME_BYTES + 1));
+  assert.equal(frames.length, 3, "what waited, then the big one, at once");
+  assert.deepEqual(ids(opener, frames[1]), [`m-${i - 1}`]);
+  assert.equal(frames[2][0], 1, "the big one as a plain record");
+  assert.equal(opener.open(frames[2]).header.id, "big");
+  s.send({ type: "msg", id: "last" }, body(0));
+  await turn();
+  assert.equal(frames.length, 3, "still behind: waits");
+  s.flush();
+  assert.equal(frames.length, 4);
+  assert.deepEqual(ids(opener, frames[3]), ["last"]);
+  await turn();
+  assert.equal(frames.length, 4, "nothing left to cut");
 });

@@ -149,3 +149,48 @@ Deno.test("gateway: a sealed-batch reader that stalls under a flood of broadcast
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("gateway: bursts of broadcasts to a sealed-batch agent that stopped reading arrive complete and in order once it reads again (records that waited for the socket to drain join one frame)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "plexus-gw-sealed-behind-" });
+  const n = await startTestNode({
+    dir,
+    gateway: {
+      sendBufferBytes: 16 * 1024 * 1024,
+      channels: { alerts: { subscribe: ["agent"], durable: false } },
+    },
+  });
+  try {
+    const a = await newAgentKey();
+    await n.enrol(a);
+    const tcp = await TcpFrameSocket.open(n.ws);
+    const s = await handshake(tcp, a, { batch: 2 });
+    await s.sub("alerts");
+    const framesBefore = s.frameTypes.length;
+    tcp.pause();
+    const gw = n.handle.kernel.get<AgentGateway>("gateway:agents");
+    const pad = "p".repeat(2 * 1024);
+    const bursts = 40;
+    const total = bursts * 16;
+    for (let b = 0; b < bursts; b++) {
+      const sent = await Promise.all(
+        Array.from(
+          { length: 16 },
+          (_, k) => gw.broadcast("alerts", { i: b * 16 + k, pad }),
+        ),
+      );
+      assert.ok(sent.every((r) => r.sentTo.length === 1));
+    }
+    tcp.resume();
+    const got: number[] = [];
+    for (let i = 0; i < total; i++) {
+      got.push((json(await s.message("alerts", 10_000)) as { i: number }).i);
+    }
+    assert.deepEqual(got, Array.from({ length: total }, (_, i) => i));
+    const types = s.frameTypes.slice(framesBefore);
+    assert.ok(types.every((t) => t === SEALED_BATCH_TYPE), `${types}`);
+    s.close();
+  } finally {
+    await n.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
