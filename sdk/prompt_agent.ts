@@ -24,6 +24,7 @@ import type { AgentClient, Subscription } from "./client.ts";
 import { AgentError } from "./errors.ts";
 import { Buffer } from "node:buffer";
 import { createPrivateKey, hash, type KeyObject, sign } from "node:crypto";
+import { ed25519FromSeed } from "./protocol/handshake.ts";
 import { type HopFields, SAGE_CONTEXT, signHop } from "./sage.ts";
 
 /** One hop of a prompt, as the node sends it on `tasks.{capability}`. */
@@ -71,7 +72,22 @@ export type PromptHandler = (hop: PromptHopContext) => string | Promise<string>;
 export interface ServePromptsOptions {
   /** The key SAGE answers are signed with: the agent's own (its 32-byte seed or private CryptoKey). */
   key: Uint8Array | CryptoKey;
+  /**
+   * SAGE answers waiting to be signed from which a seed's signature is made
+   * with WebCrypto (on Deno's blocking pool) rather than `node:crypto`'s
+   * synchronous sign on the event loop: {@linkcode SIGN_ASYNC_AT} by
+   * default; 1 always WebCrypto, `Infinity` never (docs/prompts.md, "SAGE
+   * crypto that adapts to load").
+   */
+  signAsyncAt?: number;
 }
+
+/**
+ * The default {@linkcode ServePromptsOptions.signAsyncAt}: answers finished
+ * together (hops of one sealed batch) or while signatures run on the pool
+ * are signed there once this many wait.
+ */
+export const SIGN_ASYNC_AT = 4;
 
 /** What the node gets back for one hop. */
 export interface PromptAnswer {
@@ -171,7 +187,7 @@ export function servePrompts(
     }
     const answer: PromptAnswer = { response };
     if (hop.sage) {
-      signer ??= hopSigner(options.key);
+      signer ??= hopSigner(options.key, options.signAsyncAt ?? SIGN_ASYNC_AT);
       answer.signature = await signer({
         requestId: hop.requestId,
         hop: hop.hop,
@@ -205,16 +221,20 @@ const encoder = new TextEncoder();
 
 /**
  * Signs hops with `key` as `signHop` does (the same bytes; Ed25519 is
- * deterministic, so the same signature). A seed is imported once and used
- * with `node:crypto`: `signHop` imported it per call (and exported its
- * public half), and WebCrypto's digest and sign cost ~54 and ~38 µs a hop
- * here against ~2 and ~23. WebCrypto's sign runs on Deno's blocking pool,
- * but awaiting it wakes the event loop again, which cost an agent's thread
- * more than the ~20 µs synchronous sign (docs/prompts.md). A CryptoKey goes
- * to `signHop`.
+ * deterministic, so the same signature). A seed is imported once for each
+ * crypto. While fewer than `asyncAt` answers wait to be signed, with
+ * `node:crypto`'s synchronous sign (~20 µs of the event loop; `signHop`'s
+ * WebCrypto digest and sign cost ~54 and ~38 µs a hop one at a time, as an
+ * awaited call wakes the idle event loop again); when that many wait (the
+ * hops of one sealed batch, or answers finishing while signatures run on
+ * the pool: the loop is busy), with WebCrypto, whose sign runs on Deno's
+ * blocking pool. An answer waits from its handler's return, counted
+ * before one microtask's yield so the answers finished in one turn see each
+ * other. A CryptoKey always goes to `signHop`.
  */
 function hopSigner(
   key: Uint8Array | CryptoKey,
+  asyncAt: number,
 ): (fields: HopFields) => Promise<string> {
   if (key instanceof CryptoKey || key.length !== 32) {
     return (fields) => signHop(key, fields);
@@ -232,21 +252,32 @@ function hopSigner(
   } catch {
     return (fields) => signHop(key, fields);
   }
-  return (fields) => {
+  let web: Promise<CryptoKey> | undefined;
+  let waiting = 0;
+  return async (fields) => {
     // signHop's own refusal of a bad hop number.
     if (!Number.isSafeInteger(fields.hop) || fields.hop < 0) {
       return signHop(key, fields);
     }
-    // One-shot: createHash builds a Node stream per digest.
-    const digest = hash("sha256", fields.content, "base64url");
-    const signed = encoder.encode(
-      SAGE_CONTEXT + JSON.stringify([fields.requestId, fields.hop, digest]),
-    );
-    return Promise.resolve(
-      new Uint8Array(sign(null, signed, privateKey)).toBase64({
+    waiting++;
+    try {
+      // Let the answers finished in this turn count themselves.
+      await undefined;
+      if (waiting >= asyncAt) {
+        web ??= ed25519FromSeed(key).then((k) => k.privateKey);
+        return await signHop(await web, fields);
+      }
+      // One-shot: createHash builds a Node stream per digest.
+      const digest = hash("sha256", fields.content, "base64url");
+      const signed = encoder.encode(
+        SAGE_CONTEXT + JSON.stringify([fields.requestId, fields.hop, digest]),
+      );
+      return new Uint8Array(sign(null, signed, privateKey)).toBase64({
         alphabet: "base64url",
         omitPadding: true,
-      }),
-    );
+      });
+    } finally {
+      waiting--;
+    }
   };
 }

@@ -1,13 +1,13 @@
 /**
- * The node's check of a SAGE hop signature, synchronous and with the
- * agent's public key imported once: the same bytes as `sdk/sage.ts`
- * (`SAGE_CONTEXT ‖ JSON([requestId, hop, SHA-256 of the answer, base64url])`)
- * checked with `node:crypto` on the event loop. WebCrypto's Ed25519 runs on
- * Deno's blocking pool, but an awaited call wakes the event loop again
- * (~20-40 µs of its CPU when it was idle) and costs ~10 µs more in all; with
- * 16 prompts in flight it cost the main thread more than the ~45 µs
- * synchronous verify (docs/prompts.md, "A prompt against the bare sealed
- * request"). WebCrypto's digest cost ~55 µs against ~2 here.
+ * The node's check of a SAGE hop signature, with the agent's public key
+ * imported once: the same bytes as `sdk/sage.ts`
+ * (`SAGE_CONTEXT ‖ JSON([requestId, hop, SHA-256 of the answer, base64url])`).
+ * {@linkcode checkHop} verifies with `node:crypto` on the event loop;
+ * {@linkcode HopChecker} picks it or WebCrypto (on Deno's blocking pool) by
+ * the SAGE hops in flight: an awaited WebCrypto call wakes an idle event
+ * loop again (~20-40 µs of its CPU) and costs ~10 µs more in all, so it pays
+ * only when the loop is busy (docs/prompts.md, "SAGE crypto that adapts to
+ * load"). The digest is always `node:crypto`'s (~2 µs; WebCrypto's ~55).
  *
  * @example Check a hop an agent signed
  * ```ts
@@ -46,6 +46,17 @@ const encoder = new TextEncoder();
  * ```
  */
 export function hopKey(publicRaw: Uint8Array): KeyObject {
+  const key = importHopKey(publicRaw);
+  rawOf.set(key, publicRaw.slice());
+  return key;
+}
+
+/** Each {@linkcode hopKey}'s raw bytes (checked), for its WebCrypto import. */
+const rawOf = new WeakMap<KeyObject, Uint8Array<ArrayBuffer>>();
+/** Each key's WebCrypto import, made the first time a check needs it. */
+const webKeys = new WeakMap<KeyObject, Promise<CryptoKey>>();
+
+function importHopKey(publicRaw: Uint8Array): KeyObject {
   if (publicRaw.length !== 32) {
     throw new TypeError(
       `an Ed25519 public key is 32 bytes, the enrolled one is ${publicRaw.length}`,
@@ -119,6 +130,122 @@ export function checkHop(
   );
   try {
     return { valid: verify(null, signed, key, sig), digest };
+  } catch {
+    return { valid: false, digest };
+  }
+}
+
+/**
+ * How many SAGE hops must be in flight at the node (sent and not yet
+ * checked) for a check to go to WebCrypto rather than `node:crypto`'s
+ * synchronous verify (docs/prompts.md, "SAGE crypto that adapts to load").
+ */
+export const HOP_ASYNC_AT = 32;
+
+/**
+ * Checks hop signatures with the crypto that fits the load: `node:crypto`'s
+ * synchronous verify (~45 µs of the event loop) while fewer than `asyncAt`
+ * SAGE hops are in flight, WebCrypto (run on Deno's blocking pool, ~8-12 µs
+ * of the event loop when many are in flight, but an awaited call that finds
+ * the loop idle wakes it: ~20-40 µs more) when that many are. A hop counts
+ * from {@linkcode HopChecker.begin} (called when it is sent) to its `end`
+ * (after its check, or its failure). Answers to check rarely pile up (one
+ * sealed frame of answers is checked within its turn), so the hops in flight
+ * are the load: with many, the event loop has work queued behind each check
+ * and does not sleep between them. Both paths check the same bytes against
+ * the same key (small-order keys refused by {@linkcode hopKey}).
+ *
+ * @example Usage
+ * ```ts
+ * import { generateAgentKey } from "../../sdk/keys.ts";
+ * import { signHop } from "../../sdk/sage.ts";
+ * import { HopChecker, hopKey } from "./hop_check.ts";
+ * import assert from "node:assert/strict";
+ * const agent = await generateAgentKey();
+ * const seed = Uint8Array.fromBase64(agent.privateKey, { alphabet: "base64url" });
+ * const key = hopKey(Uint8Array.fromBase64(agent.publicKey, { alphabet: "base64url" }));
+ * const hop = { requestId: "r1", hop: 0, content: "Booked." };
+ * const checks = new HopChecker();
+ * checks.begin();
+ * try {
+ *   assert.equal((await checks.check(key, hop, await signHop(seed, hop))).valid, true);
+ * } finally {
+ *   checks.end();
+ * }
+ * ```
+ */
+export class HopChecker {
+  /** SAGE hops in flight now. */
+  pending = 0;
+  /** Checks made by each path (for tests and the bench). */
+  readonly made = { sync: 0, web: 0 };
+  /** @param asyncAt SAGE hops in flight from which checks go to WebCrypto */
+  constructor(readonly asyncAt: number = HOP_ASYNC_AT) {}
+  /** A SAGE hop was sent. */
+  begin(): void {
+    this.pending++;
+  }
+  /** Its check is done (or it failed before): always call after `begin`. */
+  end(): void {
+    this.pending--;
+  }
+  /**
+   * {@linkcode checkHop}, synchronous or on WebCrypto by the hops in
+   * flight; a plain value when synchronous (await it either way).
+   */
+  check(
+    key: KeyObject,
+    fields: HopFields,
+    signature: string,
+  ):
+    | { valid: boolean; digest: string }
+    | Promise<
+      { valid: boolean; digest: string }
+    > {
+    const raw = rawOf.get(key);
+    if (this.pending < this.asyncAt || !raw) {
+      this.made.sync++;
+      return checkHop(key, fields, signature);
+    }
+    this.made.web++;
+    return checkHopWeb(key, raw, fields, signature);
+  }
+}
+
+/** {@linkcode checkHop} through WebCrypto's verify. */
+async function checkHopWeb(
+  key: KeyObject,
+  raw: Uint8Array<ArrayBuffer>,
+  fields: HopFields,
+  signature: string,
+): Promise<{ valid: boolean; digest: string }> {
+  const digest = hopDigest(fields.content);
+  let sig: Uint8Array<ArrayBuffer>;
+  try {
+    sig = Uint8Array.fromBase64(signature, { alphabet: "base64url" });
+  } catch {
+    return { valid: false, digest };
+  }
+  if (
+    sig.length !== 64 || !Number.isSafeInteger(fields.hop) || fields.hop < 0
+  ) {
+    return { valid: false, digest };
+  }
+  let web = webKeys.get(key);
+  if (!web) {
+    web = crypto.subtle.importKey("raw", raw, { name: "Ed25519" }, false, [
+      "verify",
+    ]);
+    webKeys.set(key, web);
+  }
+  const signed = encoder.encode(
+    SAGE_CONTEXT + JSON.stringify([fields.requestId, fields.hop, digest]),
+  );
+  try {
+    return {
+      valid: await crypto.subtle.verify("Ed25519", await web, sig, signed),
+      digest,
+    };
   } catch {
     return { valid: false, digest };
   }

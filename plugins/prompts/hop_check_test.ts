@@ -5,7 +5,7 @@ import { generateAgentKey } from "../../sdk/keys.ts";
 import { servePrompts } from "../../sdk/prompt_agent.ts";
 import { ed25519FromSeed } from "../../sdk/protocol/handshake.ts";
 import { hopSignedBytes, sageDigest, signHop } from "../../sdk/sage.ts";
-import { checkHop, hopDigest, hopKey } from "./hop_check.ts";
+import { checkHop, HopChecker, hopDigest, hopKey } from "./hop_check.ts";
 
 const FIELDS = [
   { requestId: "r1", hop: 0, content: "Booked." },
@@ -116,4 +116,163 @@ Deno.test("hop check: a small-order key, with which node:crypto verifies a forge
   assert.equal(verify(null, signed, taken, new Uint8Array(64)), true);
   assert.throws(() => hopKey(zero), TypeError);
   assert.throws(() => hopKey(zero), /small-order/);
+});
+
+Deno.test("hop check: HopChecker's synchronous and WebCrypto paths take a good signature and refuse bad ones alike", async () => {
+  const { seed, key } = await agent();
+  const other = await agent();
+  for (const asyncAt of [Infinity, 0]) {
+    const checks = new HopChecker(asyncAt);
+    for (const f of FIELDS) {
+      const sig = await signHop(seed, f);
+      assert.deepEqual(await checks.check(key, f, sig), {
+        valid: true,
+        digest: hopDigest(f.content),
+      });
+      const flipped = Uint8Array.fromBase64(sig, { alphabet: "base64url" });
+      flipped[10] ^= 1;
+      for (
+        const [k, g, s] of [
+          [key, { ...f, content: f.content + "!" }, sig],
+          [key, { ...f, hop: f.hop + 1 }, sig],
+          [key, { ...f, requestId: f.requestId + "x" }, sig],
+          [other.key, f, sig],
+          [key, f, flipped.toBase64({ alphabet: "base64url" })],
+          [key, f, "!"],
+          [key, f, sig.slice(0, 40)],
+          [key, { ...f, hop: -1 }, sig],
+        ] as const
+      ) {
+        const got = await checks.check(k, g, s);
+        assert.equal(got.valid, false, `${asyncAt}: ${JSON.stringify(g)}`);
+      }
+    }
+    // Each check went the forced way.
+    const n = FIELDS.length * 9;
+    assert.deepEqual(
+      checks.made,
+      asyncAt === 0 ? { sync: 0, web: n } : { sync: n, web: 0 },
+    );
+  }
+});
+
+Deno.test("hop check: HopChecker goes to WebCrypto only once asyncAt SAGE hops are in flight", async () => {
+  const { seed, key } = await agent();
+  const f = FIELDS[0];
+  const sig = await signHop(seed, f);
+  const checks = new HopChecker(3);
+  checks.begin();
+  const one = checks.check(key, f, sig);
+  assert.ok(!(one instanceof Promise), "one in flight: synchronous");
+  assert.equal(one.valid, true);
+  checks.begin();
+  checks.begin();
+  const three = checks.check(key, f, sig);
+  assert.ok(three instanceof Promise, "three in flight: WebCrypto");
+  assert.equal((await three).valid, true);
+  assert.equal(
+    (await checks.check(key, { ...f, content: "Cancelled." }, sig)).valid,
+    false,
+  );
+  for (let i = 0; i < 3; i++) checks.end();
+  assert.equal(checks.pending, 0);
+  assert.deepEqual(checks.made, { sync: 1, web: 2 });
+});
+
+/** Counts WebCrypto Ed25519 signs while `fn` runs. */
+async function countingWebSigns(fn: () => Promise<void>): Promise<number> {
+  const subtle = crypto.subtle;
+  const original = subtle.sign;
+  let signs = 0;
+  Object.defineProperty(subtle, "sign", {
+    configurable: true,
+    value: (...args: Parameters<SubtleCrypto["sign"]>) => {
+      signs++;
+      return original.apply(subtle, args);
+    },
+  });
+  try {
+    await fn();
+  } finally {
+    delete (subtle as { sign?: unknown }).sign;
+  }
+  return signs;
+}
+
+Deno.test("hop check: servePrompts signs synchronously or with WebCrypto by the answers waiting, the same signatures", async () => {
+  const k = await generateAgentKey();
+  const seed = Uint8Array.fromBase64(k.privateKey, { alphabet: "base64url" });
+  const key = hopKey(
+    Uint8Array.fromBase64(k.publicKey, { alphabet: "base64url" }),
+  );
+  const serve = async (signAsyncAt?: number) => {
+    let handler: ((m: { payload: unknown }) => Promise<unknown>) | undefined;
+    const agent = {
+      handle: (_: string, fn: typeof handler) => {
+        handler = fn;
+        return Promise.resolve({});
+      },
+    } as unknown as AgentClient;
+    await servePrompts(agent, "prompt", (hop) => `answer to ${hop.prompt}`, {
+      key: seed,
+      signAsyncAt,
+    });
+    // 8 hops at once (as a sealed batch delivers them).
+    return (await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        handler!({
+          payload: { requestId: `r${i}`, hop: 0, prompt: `p${i}`, sage: true },
+        })),
+    )) as { response: string; signature: string }[];
+  };
+  const want = await Promise.all(
+    Array.from(
+      { length: 8 },
+      (_, i) =>
+        signHop(seed, {
+          requestId: `r${i}`,
+          hop: 0,
+          content: `answer to p${i}`,
+        }),
+    ),
+  );
+  for (
+    const [signAsyncAt, webSigns] of [
+      [Infinity, 0],
+      [1, 8],
+      [undefined, 8], // default 4: the 8 finish in one turn
+    ] as const
+  ) {
+    let answers: { response: string; signature: string }[] = [];
+    const signs = await countingWebSigns(async () => {
+      answers = await serve(signAsyncAt);
+    });
+    assert.equal(signs, webSigns, `signAsyncAt ${signAsyncAt}`);
+    assert.deepEqual(answers.map((a) => a.signature), want);
+    for (const [i, a] of answers.entries()) {
+      const fields = { requestId: `r${i}`, hop: 0, content: a.response };
+      assert.equal(checkHop(key, fields, a.signature).valid, true);
+    }
+  }
+  // One hop at a time: synchronous under the default.
+  const one = await countingWebSigns(async () => {
+    let handler: ((m: { payload: unknown }) => Promise<unknown>) | undefined;
+    await servePrompts(
+      {
+        handle: (_: string, fn: typeof handler) => {
+          handler = fn;
+          return Promise.resolve({});
+        },
+      } as unknown as AgentClient,
+      "prompt",
+      (hop) => hop.prompt,
+      { key: seed },
+    );
+    for (let i = 0; i < 3; i++) {
+      await handler!({
+        payload: { requestId: `r${i}`, hop: 0, prompt: "x", sage: true },
+      });
+    }
+  });
+  assert.equal(one, 0);
 });

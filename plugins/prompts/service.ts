@@ -35,7 +35,7 @@ import type { KeyObject } from "node:crypto";
 import type { PromptsConfig } from "./config.ts";
 import { CAPABILITY_RE } from "./config.ts";
 import type { DidResolvers } from "./did.ts";
-import { checkHop, hopKey } from "./hop_check.ts";
+import { HopChecker, hopKey } from "./hop_check.ts";
 import type { PromptNode } from "./cluster.ts";
 import type { PromptInput } from "./input.ts";
 
@@ -173,6 +173,8 @@ export interface PromptServiceDeps {
   onRootOutcome?: (agent: string, ok: boolean, latencyMs: number) => void;
   /** Other nodes' agents, used when none here offers a capability. */
   remote?: RemoteHops;
+  /** Checks SAGE hop signatures (a `HopChecker` with its default threshold when absent). */
+  checks?: HopChecker;
 }
 
 /** Hops to agents connected to other nodes (plugins/prompts/mod.ts wires them to node-to-node calls). */
@@ -276,6 +278,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
   // a prompt): it fires up to a tick (5 ms) late; each hop's own gateway
   // timeout is exact.
   const deadlines = new Deadlines();
+  const checks = deps.checks ?? new HopChecker();
 
   const routing = (
     a: Active,
@@ -430,93 +433,105 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
       ...body,
       sage: a.input.sage,
     };
-    let raw: unknown;
-    let agent: string;
+    // A SAGE hop counts from its sending to its check: how many are in
+    // flight decides the check's crypto (HopChecker).
+    const counting = a.input.sage;
+    if (counting) checks.begin();
     try {
-      if ("agent" in target) {
-        agent = target.agent;
-        raw = await Promise.race([
-          gateway.request(agent, `tasks.${capability}`, hopBody, {
-            timeoutMs: remaining,
-          }),
-          aborted,
-        ]);
-      } else {
-        const r = await Promise.race([
-          deps.remote!.hop(
-            target.node,
-            capability,
-            hopBody,
-            remaining,
-            a.signal,
-          ),
-          aborted,
-        ]);
-        agent = r.agent;
-        raw = r.answer;
-        a.participants.add(agent);
-      }
-    } finally {
-      caps.splice(caps.indexOf(capability), 1);
-      if (!caps.length && a.inflight.get(to) === caps) a.inflight.delete(to);
-    }
-    const answer = raw as { response?: unknown; signature?: unknown } | null;
-    if (!answer || typeof answer.response !== "string") {
-      throw new PlexusError(
-        "bad_agent_answer",
-        `agent '${agent}' answered hop ${hop} of request ${a.requestId} without a response text`,
-        { status: 502 },
-      );
-    }
-    const response = answer.response;
-    if (a.input.sage) {
-      if (typeof answer.signature !== "string") {
-        throw failVerification(
-          a,
-          hop,
-          agent,
-          capability,
-          "the answer is not signed",
-        );
-      }
-      let did: string;
-      let key: KeyObject;
+      let raw: unknown;
+      let agent: string;
       try {
-        ({ did, key } = await keyOf(agent));
-      } catch (err) {
-        throw failVerification(
-          a,
-          hop,
-          agent,
-          capability,
-          (err as Error).message,
+        if ("agent" in target) {
+          agent = target.agent;
+          raw = await Promise.race([
+            gateway.request(agent, `tasks.${capability}`, hopBody, {
+              timeoutMs: remaining,
+            }),
+            aborted,
+          ]);
+        } else {
+          const r = await Promise.race([
+            deps.remote!.hop(
+              target.node,
+              capability,
+              hopBody,
+              remaining,
+              a.signal,
+            ),
+            aborted,
+          ]);
+          agent = r.agent;
+          raw = r.answer;
+          a.participants.add(agent);
+        }
+      } finally {
+        caps.splice(caps.indexOf(capability), 1);
+        if (!caps.length && a.inflight.get(to) === caps) a.inflight.delete(to);
+      }
+      const answer = raw as { response?: unknown; signature?: unknown } | null;
+      if (!answer || typeof answer.response !== "string") {
+        throw new PlexusError(
+          "bad_agent_answer",
+          `agent '${agent}' answered hop ${hop} of request ${a.requestId} without a response text`,
+          { status: 502 },
         );
       }
-      const fields = { requestId: a.requestId, hop, content: response };
-      const { valid, digest } = checkHop(key, fields, answer.signature);
-      if (!valid) {
-        throw failVerification(
-          a,
-          hop,
-          agent,
-          capability,
-          "the signature does not verify against the agent's enrolled key",
+      const response = answer.response;
+      if (a.input.sage) {
+        if (typeof answer.signature !== "string") {
+          throw failVerification(
+            a,
+            hop,
+            agent,
+            capability,
+            "the answer is not signed",
+          );
+        }
+        let did: string;
+        let key: KeyObject;
+        try {
+          ({ did, key } = await keyOf(agent));
+        } catch (err) {
+          throw failVerification(
+            a,
+            hop,
+            agent,
+            capability,
+            (err as Error).message,
+          );
+        }
+        const fields = { requestId: a.requestId, hop, content: response };
+        const { valid, digest } = await checks.check(
+          key,
+          fields,
+          answer.signature,
         );
+        if (!valid) {
+          throw failVerification(
+            a,
+            hop,
+            agent,
+            capability,
+            "the signature does not verify against the agent's enrolled key",
+          );
+        }
+        a.chain.push({
+          hop,
+          capability,
+          from,
+          agent,
+          agentDid: did,
+          digest,
+          signature: answer.signature,
+          signatureValid: true,
+          timestamp: isoNow(),
+        });
       }
-      a.chain.push({
-        hop,
-        capability,
-        from,
-        agent,
-        agentDid: did,
-        digest,
-        signature: answer.signature,
-        signatureValid: true,
-        timestamp: isoNow(),
-      });
+      routing(a, agent, from, response);
+      return { response, agent };
+    } finally {
+      if (counting) checks.end();
     }
-    routing(a, agent, from, response);
-    return { response, agent };
   };
 
   /** An agent here for `capability` picked by the balancer, else a node with one; why none when undefined. */

@@ -4,6 +4,7 @@ import type { AgentGateway } from "../../gateway/gateway.ts";
 import { promptsConfigSchema } from "./config.ts";
 import { createDidResolvers } from "./did.ts";
 import { createPromptService } from "./service.ts";
+import { HopChecker } from "./hop_check.ts";
 import { generateAgentKey } from "../../sdk/keys.ts";
 import { signHop } from "../../sdk/sage.ts";
 
@@ -140,5 +141,58 @@ Deno.test("prompt service: SAGE checks follow a re-keyed agent once its cached k
     await assert.rejects(ask(), /SAGE verification failed/);
   } finally {
     Date.now = realNow;
+  }
+});
+
+Deno.test("prompt service: a SAGE answer is verified on either crypto path, and one signed by another key fails the prompt on both", async () => {
+  const agentKey = await generateAgentKey();
+  const other = await generateAgentKey();
+  const seedOf = (k: { privateKey: string }) =>
+    Uint8Array.fromBase64(k.privateKey, { alphabet: "base64url" });
+  let signer = seedOf(agentKey);
+  const gateway = {
+    capabilities: () => ({ prompt: ["a1"] }),
+    get: () => Promise.resolve({ publicKey: agentKey.publicKey }),
+    request: async (
+      _agent: string,
+      _topic: string,
+      body: { requestId: string; hop: number },
+    ) => ({
+      response: "ok",
+      signature: await signHop(signer, {
+        requestId: body.requestId,
+        hop: body.hop,
+        content: "ok",
+      }),
+    }),
+  } as unknown as AgentGateway;
+  for (const asyncAt of [Infinity, 1]) {
+    const checks = new HopChecker(asyncAt);
+    const service = createPromptService({
+      gateway,
+      log: createLogger({ sinks: [] }),
+      config: promptsConfigSchema.parse({}),
+      nodeId: "n1",
+      balancer: { name: "first", pick: (c) => c[0], report: () => {} },
+      resolvers: createDidResolvers(),
+      checks,
+    });
+    const ask = () =>
+      service.answer({
+        prompt: "hi",
+        sage: true,
+        metadata: {},
+        cacheKeyFields: [],
+        noCache: false,
+      }, {});
+    signer = seedOf(agentKey);
+    assert.equal((await ask()).sageVerification?.verified, true);
+    signer = seedOf(other);
+    await assert.rejects(ask(), /SAGE verification failed/);
+    assert.equal(checks.pending, 0, "every begun check ended");
+    assert.deepEqual(
+      checks.made,
+      asyncAt === 1 ? { sync: 0, web: 2 } : { sync: 2, web: 0 },
+    );
   }
 });
