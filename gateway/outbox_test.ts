@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { countCommits } from "../core/state/_count_commits.ts";
 import { ManualClock } from "../core/clock.ts";
 import { gatewayBodyKey } from "../core/state/keys.ts";
 import {
@@ -133,24 +134,9 @@ Deno.test("outbox: purging an agent with 5,000 queued messages under 1,700-chara
 
 Deno.test("outbox: a body whose chunk write fails part way is not stored: the put rejects and the chunks written go", async () => {
   using kv = await Deno.openKv(":memory:");
-  let commits = 0;
   // The third commit fails, after two commits of chunks landed.
-  const failing = new Proxy(kv, {
-    get(target, prop) {
-      if (prop === "atomic") {
-        return () => {
-          const op = target.atomic();
-          const commit = op.commit.bind(op);
-          op.commit = () => {
-            if (++commits === 3) throw new Error("disk full");
-            return commit();
-          };
-          return op;
-        };
-      }
-      const v = Reflect.get(target, prop, target);
-      return typeof v === "function" ? v.bind(target) : v;
-    },
+  const { kv: failing } = countCommits(kv, (n) => {
+    if (n === 3) throw new Error("disk full");
   });
   const outbox = new Outbox(failing);
   const body = new Uint8Array(40 * CHUNK_BYTES);

@@ -6,7 +6,9 @@
 
 /**
  * `kv` with its commits counted: every `atomic().commit()` through the
- * returned handle adds one to `commits()`.
+ * returned handle adds one to `commits()`. `before`, when given, is called
+ * with each commit's number (1, 2, …) before it is made; what it throws
+ * fails that commit (a disk that fails on the third commit, say).
  *
  * @example Usage
  * ```ts ignore
@@ -17,6 +19,7 @@
  */
 export function countCommits(
   kv: Deno.Kv,
+  before?: (n: number) => void,
 ): { kv: Deno.Kv; commits: () => number } {
   let n = 0;
   const counted = new Proxy(kv, {
@@ -27,6 +30,7 @@ export function countCommits(
           const commit = op.commit.bind(op);
           op.commit = () => {
             n++;
+            before?.(n);
             return commit();
           };
           return op;
