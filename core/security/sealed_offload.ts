@@ -74,25 +74,15 @@ export class SealedWorker {
 
   /** Hands `plan` (its buffers transferred) to the worker: it comes back sealed. */
   seal(plan: SealPlan): Promise<SealPlan> {
-    let onWorker: boolean;
-    try {
-      onWorker = this.#onWorker();
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    if (!onWorker) {
-      try {
+    return this.#run(
+      { op: "seal", id: this.#next++, plan },
+      () =>
         sealPlan(
           plan,
           this.from,
           this.#signer ??= KeyObject.from(this.signingKey),
-        );
-        return Promise.resolve(plan);
-      } catch (err) {
-        return Promise.reject(err);
-      }
-    }
-    return this.#call({ op: "seal", id: this.#next++, plan });
+        ),
+    );
   }
 
   /**
@@ -100,21 +90,26 @@ export class SealedWorker {
    * and, when its proof holds, decrypted in place.
    */
   open(plan: OpenPlan): Promise<OpenPlan> {
-    let onWorker: boolean;
+    return this.#run(
+      { op: "open", id: this.#next++, plan },
+      () => openPlan(plan, this.#local),
+    );
+  }
+
+  /** `msg` to the worker, or `here` in this thread when it is not there. */
+  #run<T extends SealPlan | OpenPlan>(
+    msg: SealedWorkerMessage & { id: number; plan: T },
+    here: () => void,
+  ): Promise<T> {
     try {
-      onWorker = this.#onWorker();
+      if (!this.#onWorker()) {
+        here();
+        return Promise.resolve(msg.plan);
+      }
     } catch (err) {
       return Promise.reject(err);
     }
-    if (!onWorker) {
-      try {
-        openPlan(plan, this.#local);
-        return Promise.resolve(plan);
-      } catch (err) {
-        return Promise.reject(err);
-      }
-    }
-    return this.#call({ op: "open", id: this.#next++, plan });
+    return this.#call(msg);
   }
 
   /** The index `open` plans name `key`'s sender by (the worker is told once). */
