@@ -204,6 +204,31 @@ function brokerList(b: string[] | string | undefined): string[] {
     .map((s) => s.trim()).filter(Boolean);
 }
 
+/**
+ * `admin.fetchTopicOffsets(topic)`, asked again for a few seconds while
+ * Kafka answers with an error it calls retriable: a topic just created (a
+ * subscription's, or a dead-letter topic made by the first `term`) may not
+ * have its partition leaders elected yet (NOT_LEADER_FOR_PARTITION,
+ * LEADER_NOT_AVAILABLE). `pause` is for tests.
+ */
+export async function offsetsOf(
+  admin: Pick<Admin, "fetchTopicOffsets">,
+  topic: string,
+  pause: (ms: number) => Promise<void> = (ms) =>
+    new Promise((r) => setTimeout(r, ms)),
+): Promise<Awaited<ReturnType<Admin["fetchTopicOffsets"]>>> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await admin.fetchTopicOffsets(topic);
+    } catch (err) {
+      const retriable = (err as { retriable?: boolean }).retriable ||
+        (err as { cause?: { retriable?: boolean } }).cause?.retriable;
+      if (!retriable || attempt >= 20) throw err;
+      await pause(100 * Math.min(attempt, 5));
+    }
+  }
+}
+
 function unavailable(what: string, err: unknown): TransportError {
   return new TransportError(
     "unavailable",
@@ -403,23 +428,14 @@ export async function connectKafka(
     // to seek to once assigned (records before them are skipped).
     const startAt = new Map<string, number>();
     if (!group) {
-      // A topic just created may not have its partition leaders elected
-      // yet (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE: retriable in
-      // Kafka's own terms): asked again for a few seconds before failing.
-      for (let attempt = 1;; attempt++) {
-        try {
-          for (const p of await admin.fetchTopicOffsets(main)) {
-            startAt.set(`${main}:${p.partition}`, Number(p.high));
-          }
-          break;
-        } catch (err) {
-          const retriable = (err as { retriable?: boolean }).retriable ||
-            (err as { cause?: { retriable?: boolean } }).cause?.retriable;
-          if (!retriable || attempt >= 20) {
-            throw unavailable(`Cannot read the offsets of '${main}'`, err);
-          }
-          await new Promise((r) => setTimeout(r, 100 * Math.min(attempt, 5)));
-        }
+      let offsets;
+      try {
+        offsets = await offsetsOf(admin, main);
+      } catch (err) {
+        throw unavailable(`Cannot read the offsets of '${main}'`, err);
+      }
+      for (const p of offsets) {
+        startAt.set(`${main}:${p.partition}`, Number(p.high));
       }
     }
     const consumer: Consumer = kafka.consumer({
@@ -861,7 +877,7 @@ export async function connectKafka(
     let ends: { partition: number; low: number; high: number }[];
     try {
       if (!(await admin.listTopics()).includes(dlq)) return [];
-      ends = (await admin.fetchTopicOffsets(dlq))
+      ends = (await offsetsOf(admin, dlq))
         .map((p) => ({
           partition: p.partition,
           low: Number(p.low),
