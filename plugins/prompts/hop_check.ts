@@ -113,21 +113,8 @@ export function checkHop(
   fields: HopFields,
   signature: string,
 ): { valid: boolean; digest: string } {
-  const digest = hopDigest(fields.content);
-  let sig: Uint8Array;
-  try {
-    sig = Uint8Array.fromBase64(signature, { alphabet: "base64url" });
-  } catch {
-    return { valid: false, digest };
-  }
-  if (
-    sig.length !== 64 || !Number.isSafeInteger(fields.hop) || fields.hop < 0
-  ) {
-    return { valid: false, digest };
-  }
-  const signed = encoder.encode(
-    SAGE_CONTEXT + JSON.stringify([fields.requestId, fields.hop, digest]),
-  );
+  const { digest, sig, signed } = hopInput(fields, signature);
+  if (!sig) return { valid: false, digest };
   try {
     return { valid: verify(null, signed, key, sig), digest };
   } catch {
@@ -219,18 +206,8 @@ async function checkHopWeb(
   fields: HopFields,
   signature: string,
 ): Promise<{ valid: boolean; digest: string }> {
-  const digest = hopDigest(fields.content);
-  let sig: Uint8Array<ArrayBuffer>;
-  try {
-    sig = Uint8Array.fromBase64(signature, { alphabet: "base64url" });
-  } catch {
-    return { valid: false, digest };
-  }
-  if (
-    sig.length !== 64 || !Number.isSafeInteger(fields.hop) || fields.hop < 0
-  ) {
-    return { valid: false, digest };
-  }
+  const { digest, sig, signed } = hopInput(fields, signature);
+  if (!sig) return { valid: false, digest };
   let web = webKeys.get(key);
   if (!web) {
     web = crypto.subtle.importKey("raw", raw, { name: "Ed25519" }, false, [
@@ -238,9 +215,6 @@ async function checkHopWeb(
     ]);
     webKeys.set(key, web);
   }
-  const signed = encoder.encode(
-    SAGE_CONTEXT + JSON.stringify([fields.requestId, fields.hop, digest]),
-  );
   try {
     return {
       valid: await crypto.subtle.verify("Ed25519", await web, sig, signed),
@@ -249,4 +223,29 @@ async function checkHopWeb(
   } catch {
     return { valid: false, digest };
   }
+}
+
+/**
+ * What both checks verify: the answer's digest, the signature's 64 bytes
+ * (none when it is not base64url of 64 bytes or the hop number is not a
+ * non-negative integer) and the signed bytes.
+ */
+function hopInput(fields: HopFields, signature: string): {
+  digest: string;
+  sig?: Uint8Array<ArrayBuffer>;
+  signed: Uint8Array<ArrayBuffer>;
+} {
+  const digest = hopDigest(fields.content);
+  const signed = encoder.encode(
+    SAGE_CONTEXT + JSON.stringify([fields.requestId, fields.hop, digest]),
+  );
+  let sig: Uint8Array<ArrayBuffer>;
+  try {
+    sig = Uint8Array.fromBase64(signature, { alphabet: "base64url" });
+  } catch {
+    return { digest, signed };
+  }
+  const ok = sig.length === 64 && Number.isSafeInteger(fields.hop) &&
+    fields.hop >= 0;
+  return ok ? { digest, sig, signed } : { digest, signed };
 }
