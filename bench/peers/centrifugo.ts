@@ -5,7 +5,7 @@
  * bytes to 100 WebSocket clients.
  *
  *   deno run -A bench/peers/centrifugo.ts [--quick] [--rounds R] [--messages N]
- *     [--gateway-messages G] [--profile DIR]
+ *     [--gateway-messages G] [--profile DIR] [--sdk-protobuf]
  *
  * Needs `go` on PATH the first time: `scripts/peers/centrifugo.sh` builds
  * Centrifugo with `go install` into `~/.cache/plexus/peers/` (modules
@@ -57,6 +57,17 @@
  * `gatewayKvReadsPerMessage`: the node's KV reads per broadcast
  * (presence and enrolment lookups), counted by the node process.
  *
+ * Centrifugo to its own SDK's clients (the fourth contestant, `sdk`,
+ * `details.centrifugoSdk*`): 100 clients of `centrifuge` 5.8.0 (npm, its
+ * JSON protocol; `--sdk-protobuf` for its Protobuf build) in one Deno
+ * process (bench/peers/_centrifuge_clients.ts), each subscribed to its own
+ * channel for the run and handing every publication, parsed, to a handler
+ * that checks its tag: the like-for-like of the SDK agents, where the raw
+ * clients above only look for the tag in the frame text. G messages a
+ * round, published as for the raw clients. `gatewayRatioToSdk` = gateway
+ * broadcast ÷ this rate. Centrifugo may queue 256 MiB per client here (1
+ * MiB by default, past which it drops a slow client), as the hub may.
+ *
  * `--profile DIR` runs the gateway node and the agents' process under
  * `--cpu-prof` (`DIR/gateway`, `DIR/agents`); summarize a folder with
  * `deno run -A bench/_gateway_profile.ts DIR/agents`.
@@ -94,20 +105,30 @@ const CLIENTS = numFlag("clients", 100);
 const GATEWAY_N = numFlag("gateway-messages", quick ? 1_000 : 4_000);
 const BURST = 16;
 const PROFILE_DIR = flag("profile") ?? "";
+/** `--sdk-protobuf`: Centrifugo's SDK clients on its Protobuf protocol (JSON by default). */
+const SDK_PROTOBUF = Deno.args.includes("--sdk-protobuf");
 
-/** `spawnDeno` under `--cpu-prof` into PROFILE_DIR/name, when profiling. */
+/**
+ * `spawnDeno` (with `denoFlags` before the script), under `--cpu-prof` into
+ * PROFILE_DIR/name when profiling.
+ */
 async function spawnProfiled(
   name: string,
   script: string,
   args: string[],
   core: number,
+  denoFlags: string[] = [],
 ): Promise<Child> {
-  if (!PROFILE_DIR) return await spawnDeno(name, script, args, core);
+  if (!PROFILE_DIR && denoFlags.length === 0) {
+    return await spawnDeno(name, script, args, core);
+  }
   const denoArgs = [
     "run",
     "-A",
-    "--cpu-prof",
-    `--cpu-prof-dir=${PROFILE_DIR}/${name}`,
+    ...denoFlags,
+    ...(PROFILE_DIR
+      ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}/${name}`]
+      : []),
     BENCH_DIR + script,
     ...args,
   ];
@@ -128,7 +149,14 @@ async function startCentrifugo(dir: string) {
   await Deno.writeTextFile(
     conf,
     JSON.stringify({
-      client: { insecure: true, allowed_origins: ["*"] },
+      // The queue a slow client may build before Centrifugo drops it (1 MiB
+      // by default): as large as the hub's (`--max-buffered` below), so the
+      // SDK clients, slower than the raw ones, are not dropped mid-round.
+      client: {
+        insecure: true,
+        allowed_origins: ["*"],
+        queue_max_size: 256 << 20,
+      },
       http_server: { address: "127.0.0.1", port },
       http_api: { key: API_KEY },
       log: { level: "error" },
@@ -169,6 +197,7 @@ async function publishCentrifugo(
   tag: string,
   n: number,
   pad: string,
+  channel = "bench",
 ): Promise<void> {
   let next = 0;
   const worker = async () => {
@@ -179,7 +208,7 @@ async function publishCentrifugo(
       for (let i = from; i < next; i++) {
         commands.push({
           publish: {
-            channel: "bench",
+            channel,
             data: { msg: `${tag} log line ${String(i).padStart(8, "0")}`, pad },
           },
         });
@@ -205,7 +234,10 @@ interface Round {
   serverUsPerDelivery: number;
 }
 
-type Side = "plexus" | "centrifugo" | "gateway";
+type Side = "plexus" | "centrifugo" | "gateway" | "sdk";
+
+/** The channel of the Centrifugo SDK clients (not the raw clients' `bench`). */
+const SDK_CHANNEL = "bench-sdk";
 
 /**
  * µs of this thread per record: sealing a gateway `msg` record of a
@@ -349,6 +381,26 @@ try {
   await agents.next(120_000);
   await agents.send({ cmd: "subscribe", channel: FANOUT_CHANNEL, n: CLIENTS });
   await agents.next(60_000);
+  // Centrifugo's own JavaScript SDK clients: the like-for-like of the SDK
+  // agents (each hands its application a parsed message), connected for
+  // the whole run as the agents are.
+  // `--no-lock`: it imports `centrifuge` from npm by a computed name, kept
+  // out of deno.lock (see there why).
+  const sdk = await spawnProfiled(
+    "sdk",
+    "peers/_centrifuge_clients.ts",
+    SDK_PROTOBUF ? ["--protobuf"] : [],
+    1,
+    ["--no-lock"],
+  );
+  children.push(sdk);
+  await sdk.send({
+    cmd: "connect",
+    url: centrifugo.ws,
+    n: CLIENTS,
+    channel: SDK_CHANNEL,
+  });
+  await sdk.next(120_000);
   const runId = crypto.randomUUID().slice(0, 8);
   let seq = 0;
   // Pad Centrifugo's pushes to the size of the hub's messages (~264 B).
@@ -394,8 +446,30 @@ try {
     };
   };
 
+  const sdkRound = async (n: number) => {
+    const tag = `bench-${runId}-sdk-${++seq}`;
+    await sdk.send({ cmd: "expect", tag, n });
+    await sdk.next();
+    const cpu0 = cpuMs(centrifugo.pid);
+    const clientCpu0 = cpuMs(sdk.pid);
+    const t0 = performance.now();
+    const done = sdk.next(60_000 + n * 100);
+    await publishCentrifugo(centrifugo.base, tag, n, pad, SDK_CHANNEL);
+    await done;
+    const ms = performance.now() - t0;
+    return {
+      rate: n / (ms / 1000),
+      serverUsPerDelivery: (cpuMs(centrifugo.pid) - cpu0) * 1000 /
+        (n * CLIENTS),
+      clientUsPerDelivery: (cpuMs(sdk.pid) - clientCpu0) * 1000 /
+        (n * CLIENTS),
+      avgBytes: NaN,
+    };
+  };
+
   const oneRound = async (side: Side, n: number) => {
     if (side === "gateway") return await gatewayRound(n);
+    if (side === "sdk") return await sdkRound(n);
     await clients.send(
       side === "plexus"
         ? {
@@ -446,9 +520,11 @@ try {
   await oneRound("plexus", 1000); // warm-up
   await oneRound("centrifugo", 1000);
   await oneRound("gateway", 1000);
+  await oneRound("sdk", 1000);
   const runs = {
     plexus: [] as Round[],
     centrifugo: [] as Round[],
+    sdk: [] as (Round & { clientUsPerDelivery: number })[],
     gateway: [] as (Round & {
       clientUsPerDelivery: number;
       kvReadsPerMessage: number;
@@ -456,28 +532,39 @@ try {
       recordsPerFrame: number;
     })[],
   };
-  const sides: Side[] = ["plexus", "centrifugo", "gateway"];
+  const sides: Side[] = ["plexus", "centrifugo", "gateway", "sdk"];
   for (let r = 0; r < ROUNDS; r++) {
     // Each side goes first, second and third in turn.
     const order = sides.map((_, i) => sides[(i + r) % sides.length]);
     for (const side of order) {
-      const x = await oneRound(side, side === "gateway" ? GATEWAY_N : N);
-      if (side === "gateway") runs.gateway.push(x as typeof runs.gateway[0]);
-      else runs[side].push(x);
+      let more = "";
+      let x: Round & { avgBytes: number };
+      if (side === "gateway") {
+        const g = await gatewayRound(GATEWAY_N);
+        runs.gateway.push(g);
+        x = g;
+        more = `, agents ${round(g.clientUsPerDelivery, 2)}; ${
+          round(g.kvReadsPerMessage, 1)
+        } KV reads per message, ${
+          round(g.acksPerDelivery, 3)
+        } ack records per delivery, ${
+          round(g.recordsPerFrame, 1)
+        } records per frame`;
+      } else if (side === "sdk") {
+        const c = await sdkRound(GATEWAY_N);
+        runs.sdk.push(c);
+        x = c;
+        more = `, SDK clients ${round(c.clientUsPerDelivery, 2)}`;
+      } else {
+        x = await oneRound(side, N);
+        runs[side].push(x);
+      }
       info(
         `  round ${r + 1} ${side.padEnd(10)} ${round(x.rate)} msg/s${
           Number.isNaN(x.avgBytes) ? "" : ` (${round(x.avgBytes)} B each)`
-        }, server ${round(x.serverUsPerDelivery, 2)} µs CPU per delivery${
-          "clientUsPerDelivery" in x
-            ? `, agents ${round(x.clientUsPerDelivery, 2)}; ${
-              round(x.kvReadsPerMessage, 1)
-            } KV reads per message, ${
-              round((x as { acksPerDelivery: number }).acksPerDelivery, 3)
-            } ack records per delivery, ${
-              round((x as { recordsPerFrame: number }).recordsPerFrame, 1)
-            } records per frame`
-            : ""
-        }`,
+        }, server ${
+          round(x.serverUsPerDelivery, 2)
+        } µs CPU per delivery${more}`,
       );
     }
   }
@@ -533,13 +620,21 @@ try {
       ),
       gatewayRecordFloor: floor,
       gatewayRatioToFloor: round(rate(runs.gateway) / floor.floorRate, 2),
+      centrifugoSdkRates: runs.sdk.map((x) => round(x.rate)),
+      centrifugoSdkRate: round(rate(runs.sdk)),
+      centrifugoSdkServerCpuUsPerDelivery: us(runs.sdk),
+      centrifugoSdkClientCpuUsPerDelivery: round(
+        median(runs.sdk.map((x) => x.clientUsPerDelivery)),
+        2,
+      ),
+      gatewayRatioToSdk: round(rate(runs.gateway) / rate(runs.sdk), 3),
       gatewayRecordsPerFrame: round(
         median(runs.gateway.map((x) => x.recordsPerFrame)),
         1,
       ),
     },
     notes:
-      "Plexus publishes in-process through its logger (WS /ws?batch=1); Centrifugo through its HTTP batch API, 16 per request; the gateway broadcasts in-process through gateway:agents (16 concurrent broadcast() calls a burst, 4 bursts in flight) to 100 SDK agents (batch: 2), each agent's copies of a burst sealed once, as one sealed batch frame",
+      "Plexus publishes in-process through its logger (WS /ws?batch=1); Centrifugo through its HTTP batch API, 16 per request; the gateway broadcasts in-process through gateway:agents (16 concurrent broadcast() calls a burst, 4 bursts in flight) to 100 SDK agents (batch: 2), each agent's copies of a burst sealed once, as one sealed batch frame; Centrifugo's SDK side: 100 centrifuge-js 5.8.0 clients (JSON protocol) in one Deno process, each handler given the parsed publication",
   }));
 } catch (err) {
   info(`centrifugo failed: ${(err as Error).stack ?? err}`);
