@@ -7,6 +7,7 @@
  *
  *   eval "$(deno task services)"
  *   deno run -A bench/sealed_payloads.ts [--quick] [--messages N] [--rounds R] [--worker]
+ *     [--only plain|sealed]
  *
  * Sealing and opening run on the main thread (the transport's default);
  * `--worker` puts them on each sealed transport's worker (`worker: true`).
@@ -40,6 +41,7 @@ import {
 } from "../core/security/sealing_keys.ts";
 import {
   cpuMs,
+  flag,
   info,
   isQuick,
   median,
@@ -54,6 +56,8 @@ const N = numFlag("messages", quick ? 3000 : 20_000);
 const ROUNDS = numFlag("rounds", quick ? 1 : 3);
 const WINDOW = 100;
 const WORKER = Deno.args.includes("--worker");
+/** `--only plain|sealed`: one side alone, for a profile (`--cpu-prof`); no ratio then. */
+const ONLY = flag("only");
 const url = Deno.env.get("REDIS_URL");
 if (!url) {
   console.error('REDIS_URL is not set (run: eval "$(deno task services)")');
@@ -134,7 +138,8 @@ info(`sealed_payloads: ${N} messages of 1 KiB on Redis, ${ROUNDS} round(s)`);
 for (let r = 0; r < ROUNDS; r++) {
   const id = crypto.randomUUID().slice(0, 8);
   let c0 = cpuNow(), m0 = mainThreadCpuMs();
-  plains.push(await run(`plain.${r}.${id}`, false));
+  if (ONLY === "sealed") plains.push({ perS: NaN } as RateRun);
+  else plains.push(await run(`plain.${r}.${id}`, false));
   cpu.plain.push((cpuNow() - c0) / N);
   main.plain.push((mainThreadCpuMs() - m0) / N);
   c0 = cpuNow();
@@ -142,9 +147,11 @@ for (let r = 0; r < ROUNDS; r++) {
   // The workers of the run's transports end with it: counted before then.
   const w0 = workerThreadsCpuMs();
   seals.push(
-    await run(`sealed.${r}.${id}`, true, () => {
-      workers.push((workerThreadsCpuMs() - w0) / N);
-    }),
+    ONLY === "plain"
+      ? { perS: NaN } as RateRun
+      : await run(`sealed.${r}.${id}`, true, () => {
+        workers.push((workerThreadsCpuMs() - w0) / N);
+      }),
   );
   cpu.sealed.push((cpuNow() - c0) / N);
   main.sealed.push((mainThreadCpuMs() - m0) / N);

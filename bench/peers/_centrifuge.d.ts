@@ -15,8 +15,18 @@ export interface Subscription {
   ready(timeoutMs?: number): Promise<void>;
 }
 
+/** What the `connecting` and `disconnected` events carry. */
+export interface StateContext {
+  code: number;
+  reason: string;
+}
+
 /** One client connection. */
 export class Centrifuge {
+  on(
+    event: "connecting" | "disconnected",
+    fn: (ctx: StateContext) => void,
+  ): this;
   constructor(endpoint: string, options?: { websocket?: unknown });
   newSubscription(channel: string): Subscription;
   connect(): void;

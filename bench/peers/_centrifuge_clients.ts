@@ -70,6 +70,12 @@ function onPublication(i: number, ctx: PublicationContext): void {
   }
 }
 
+function lost(i: number, ctx: { code: number; reason: string }): void {
+  if (!run) return;
+  run = undefined;
+  reply({ error: `client ${i} disconnected (${ctx.code} ${ctx.reason})` });
+}
+
 async function connect(url: string, n: number, channel: string) {
   const t0 = performance.now();
   for (let i = clients.length; i < n; i += 10) {
@@ -79,6 +85,12 @@ async function connect(url: string, n: number, channel: string) {
         const c = new Centrifuge(url, { websocket: WebSocket });
         const sub = c.newSubscription(channel);
         sub.on("publication", (ctx) => onPublication(index, ctx));
+        // A client Centrifugo drops (a slow one past its queue) misses
+        // publications: the run fails at once rather than at its deadline.
+        c.on("disconnected", (ctx) => lost(index, ctx));
+        c.on("connecting", (ctx) => {
+          if (clients[index] === c && ctx.code !== 0) lost(index, ctx);
+        });
         sub.subscribe();
         c.connect();
         clients[index] = c;
