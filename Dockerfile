@@ -17,5 +17,6 @@ USER deno
 EXPOSE 8086
 VOLUME ["/app/data"]
 # Only the permissions the node needs: write access is limited to its data dir.
-ENTRYPOINT ["deno", "run", "--allow-net", "--allow-read", "--allow-write=/app/data", "--allow-env", "--allow-import", "main.ts"]
+# V8 flags: core/runtime_flags.ts (a smaller young generation: shorter GC pauses).
+ENTRYPOINT ["deno", "run", "--v8-flags=--max-semi-space-size=4", "--allow-net", "--allow-read", "--allow-write=/app/data", "--allow-env", "--allow-import", "main.ts"]
 CMD ["serve", "--host", "0.0.0.0", "--data-dir", "/app/data"]

@@ -53,6 +53,7 @@ import { parseEd25519PublicKey } from "./core/security/ed25519.ts";
 import { BUILTINS } from "./builtins.ts";
 import { builtinNames } from "./core/loader.ts";
 import { denoCommand, startLocalCluster } from "./core/local_cluster.ts";
+import { V8_FLAGS_ARG } from "./core/runtime_flags.ts";
 import { raftCommand } from "./consensus/raft/recover.ts";
 
 const COMMANDS = [
@@ -238,6 +239,7 @@ async function dev(argv: string[]): Promise<void> {
     watcher = new Deno.Command(denoCommand(), {
       args: [
         "run",
+        V8_FLAGS_ARG,
         `--watch=${watch.join(",")}`,
         `--watch-exclude=${plugins.join(",")}`,
         "--allow-net",

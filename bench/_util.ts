@@ -6,6 +6,7 @@
  * @module
  */
 
+import { V8_FLAGS_ARG } from "../core/runtime_flags.ts";
 import { fileURLToPath } from "node:url";
 import { createEnvelope, type Envelope } from "../core/envelope.ts";
 import type { Transport } from "../core/transport.ts";
@@ -240,7 +241,9 @@ export async function spawnDeno(
   args: string[],
   core?: number,
 ): Promise<Child> {
-  const denoArgs = ["run", "-A", BENCH_DIR + script, ...args];
+  // The node's runtime flags (core/runtime_flags.ts) for every process a
+  // bench starts: Plexus runs as it ships, baselines beside it alike.
+  const denoArgs = ["run", "-A", V8_FLAGS_ARG, BENCH_DIR + script, ...args];
   const pin = core !== undefined && await canPin();
   const cmd = pin
     ? new Deno.Command("taskset", {

@@ -50,6 +50,7 @@
  *
  * @module
  */
+import { V8_FLAGS_ARG } from "../core/runtime_flags.ts";
 import {
   BENCH_DIR,
   bottleneck,
@@ -131,7 +132,14 @@ async function spawnWith(
   core: number,
   denoFlags: string[],
 ): Promise<Child> {
-  const denoArgs = ["run", "-A", ...denoFlags, BENCH_DIR + script, ...args];
+  const denoArgs = [
+    "run",
+    "-A",
+    V8_FLAGS_ARG,
+    ...denoFlags,
+    BENCH_DIR + script,
+    ...args,
+  ];
   const pin = await canPin();
   const cmd = new Deno.Command(pin ? "taskset" : Deno.execPath(), {
     args: pin ? ["-c", String(core), Deno.execPath(), ...denoArgs] : denoArgs,

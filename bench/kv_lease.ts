@@ -28,6 +28,7 @@
  *
  * @module
  */
+import { V8_FLAGS_ARG } from "../core/runtime_flags.ts";
 import { createJwtAuthority } from "../core/security/jwt.ts";
 import { loadNodeKey, NODE_KEY_FILE } from "../core/security/node_key.ts";
 import { join } from "node:path";
@@ -110,6 +111,7 @@ async function startNode(): Promise<Node> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
+      V8_FLAGS_ARG,
       `--lock=${lock}`,
       "--allow-net",
       "--allow-read",

@@ -28,6 +28,7 @@
  *
  * @module
  */
+import { V8_FLAGS_ARG } from "../core/runtime_flags.ts";
 import { join } from "node:path";
 import { DurableQueue } from "../core/state/queue.ts";
 import { openStore } from "../core/state/store.ts";
@@ -176,6 +177,7 @@ async function spawnWorker(name: string): Promise<Child> {
     args: [
       "run",
       "-A",
+      V8_FLAGS_ARG,
       "--unstable-kv",
       BENCH_DIR + "_kv_queue_worker.ts",
       file,

@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { V8_FLAGS_ARG } from "../core/runtime_flags.ts";
 import { fileURLToPath } from "node:url";
 
 const quick = Deno.args.includes("--quick");
@@ -64,7 +65,14 @@ function checkResult(line: string): Record<string, unknown> | string {
 
 async function runOne(file: string): Promise<Outcome> {
   const path = fileURLToPath(new URL(file, benchDir));
-  const args = ["run", "-A", path, ...(quick ? ["--quick"] : [])];
+  // Each bench runs with the node's runtime flags (core/runtime_flags.ts).
+  const args = [
+    "run",
+    "-A",
+    V8_FLAGS_ARG,
+    path,
+    ...(quick ? ["--quick"] : []),
+  ];
   err(`\n=== deno ${args.join(" ")}`);
   const t0 = performance.now();
   const child = new Deno.Command("deno", {

@@ -25,6 +25,7 @@
  * @module
  */
 import { join } from "node:path";
+import { V8_FLAGS_ARG } from "./runtime_flags.ts";
 import { ed25519 } from "@noble/curves/ed25519.js";
 
 /** Options of {@linkcode startLocalCluster}. */
@@ -209,6 +210,7 @@ export function startLocalCluster(options: LocalClusterOptions): LocalCluster {
     const peers = urls.filter((u) => u !== url);
     const args = [
       "run",
+      V8_FLAGS_ARG,
       ...nodePermissions(dir, kv),
       options.script,
       "serve",

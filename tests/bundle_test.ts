@@ -6,6 +6,7 @@
  * left at the default level is refused saying so.
  */
 import assert from "node:assert/strict";
+import { V8_FLAGS_ARG } from "../core/runtime_flags.ts";
 import { join } from "node:path";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -46,6 +47,7 @@ Deno.test("bundle: dist/plexus.js runs alone with --no-config and loads a plugin
     const child = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
+        V8_FLAGS_ARG,
         "--no-config",
         "--unstable-kv",
         // The plugin's name is read in a Worker with no permissions.
@@ -99,6 +101,7 @@ Deno.test("bundle: dist/plexus.js runs alone with --no-config and loads a plugin
     const refused = await new Deno.Command(Deno.execPath(), {
       args: [
         "run",
+        V8_FLAGS_ARG,
         "--no-config",
         "--unstable-kv",
         "--unstable-worker-options",

@@ -74,6 +74,7 @@
  *
  * @module
  */
+import { V8_FLAGS_ARG } from "../../core/runtime_flags.ts";
 import { join } from "node:path";
 import {
   BENCH_DIR,
@@ -125,6 +126,7 @@ async function spawnProfiled(
   const denoArgs = [
     "run",
     "-A",
+    V8_FLAGS_ARG,
     ...denoFlags,
     ...(PROFILE_DIR
       ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}/${name}`]

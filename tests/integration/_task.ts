@@ -29,6 +29,12 @@ export async function childPids(pid: number): Promise<number[]> {
     .filter(Boolean).map(Number);
 }
 
+/** The command line of process `pid`, split at spaces (from `ps`). */
+export async function cmdline(pid: number): Promise<string[]> {
+  return (await run("ps", ["-o", "args=", "-p", String(pid)])).trim()
+    .split(/\s+/).filter(Boolean);
+}
+
 /** Those of `pids` that are still running (a zombie counts as exited). */
 export async function running(pids: number[]): Promise<number[]> {
   if (pids.length === 0) return [];

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { V8_FLAGS_ARG } from "../../core/runtime_flags.ts";
+import { cmdline } from "./_task.ts";
 import {
   clusterAuth,
   freePortRange,
@@ -87,6 +89,9 @@ Deno.test({
       );
       const [leader, epoch] = first.split("@");
       const pid = cluster.pidOf(leader);
+      // Each node runs with the runtime's flags (core/runtime_flags.ts).
+      const args = await cmdline(pid);
+      assert.ok(args.includes(V8_FLAGS_ARG), args.join(" "));
       Deno.kill(pid, "SIGKILL");
       await poll(
         () =>

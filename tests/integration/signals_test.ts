@@ -11,8 +11,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { FIXTURES, freePort, freePortRange, REPO } from "./_process.ts";
+import { V8_FLAGS_ARG } from "../../core/runtime_flags.ts";
 import {
   childPids,
+  cmdline,
   HAS_PTY,
   kill,
   running,
@@ -163,6 +165,8 @@ Deno.test(
       });
       await nodeUrl(task);
       const node = await taskChild(task);
+      // The node runs with the runtime's flags (core/runtime_flags.ts).
+      assert.ok((await cmdline(node)).includes(V8_FLAGS_ARG));
       kill(-task.pid, "SIGTERM");
       await sleep(LATE_COPY_MS);
       kill(node, "SIGTERM");
@@ -210,6 +214,13 @@ Deno.test(
       await nodeUrl(task);
       const pids = await tree(task.pid);
       const supervisor = await taskChild(task);
+      // The watched node runs with the runtime's flags (core/runtime_flags.ts).
+      const lines = await Promise.all(
+        pids.map((p) => cmdline(p).catch(() => [] as string[])),
+      );
+      const served = lines.filter((l) => l.includes("serve"));
+      assert.ok(served.length > 0, JSON.stringify(lines));
+      for (const l of served) assert.ok(l.includes(V8_FLAGS_ARG), l.join(" "));
       kill(-task.pid, "SIGTERM");
       await sleep(LATE_COPY_MS);
       kill(supervisor, "SIGTERM");
