@@ -52,19 +52,70 @@ Deno.test("sealed worker: a batch it cannot seal is refused with the cause, and 
   }
 });
 
-Deno.test("sealed worker: a worker that fails rejects what it holds with a SealedWorkerError (no hang), and a closed one refuses", async () => {
-  // Not a key: the worker throws on it, outside any batch.
+Deno.test("sealed worker: a signing key that does not import refuses each batch with a SealedWorkerError (no crash, no hang); a closed worker refuses", async () => {
+  // Not a key: the worker cannot import it, and says so per batch.
   const worker = new SealedWorker("node:a", {} as CryptoKey);
   assert.equal(await worker.started, true);
-  await assert.rejects(
-    () => worker.seal(plan()),
-    (err: Error) =>
-      err instanceof SealedWorkerError && /sealed worker/.test(err.message),
-  );
+  for (let i = 0; i < 2; i++) {
+    await assert.rejects(
+      () => worker.seal(plan()),
+      (err: Error) =>
+        err instanceof SealedWorkerError &&
+        /refused a batch: the signing key does not import/.test(err.message),
+    );
+  }
   worker.close();
   await assert.rejects(
     () => worker.seal(plan()),
     (err: Error) =>
       err instanceof SealedWorkerError && /closed/.test(err.message),
   );
+});
+
+Deno.test("sealed worker: a worker that crashes rejects what it holds with a SealedWorkerError (no hang) and is ended", async () => {
+  // A stand-in Worker: ready at once, holds what it is sent, crashes on cue.
+  class CrashingWorker {
+    static last?: CrashingWorker;
+    onmessage: ((e: MessageEvent) => void) | null = null;
+    onerror: ((e: ErrorEvent) => void) | null = null;
+    onmessageerror: (() => void) | null = null;
+    posted: unknown[] = [];
+    terminated = false;
+    constructor() {
+      CrashingWorker.last = this;
+      queueMicrotask(() =>
+        this.onmessage?.(new MessageEvent("message", { data: "ready" }))
+      );
+    }
+    postMessage(msg: unknown) {
+      this.posted.push(msg);
+    }
+    terminate() {
+      this.terminated = true;
+    }
+  }
+  const real = globalThis.Worker;
+  globalThis.Worker = CrashingWorker as unknown as typeof Worker;
+  try {
+    const worker = new SealedWorker("node:a", await ed25519());
+    assert.equal(await worker.started, true);
+    const held = worker.seal(plan());
+    const fake = CrashingWorker.last!;
+    assert.equal(
+      (fake.posted.at(-1) as { op?: string }).op,
+      "seal",
+      "the batch went to the worker",
+    );
+    fake.onerror!(new ErrorEvent("error", { message: "boom" }));
+    await assert.rejects(
+      held,
+      (err: Error) =>
+        err instanceof SealedWorkerError &&
+        /the sealed worker failed: boom/.test(err.message),
+    );
+    assert.equal(fake.terminated, true);
+    worker.close();
+  } finally {
+    globalThis.Worker = real;
+  }
 });

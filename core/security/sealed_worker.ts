@@ -24,6 +24,8 @@ const scope = globalThis as unknown as {
   postMessage(message: unknown, transfer?: Transferable[]): void;
 };
 let signer: KeyObject | undefined;
+/** Why the signing key handed over does not import, when it does not. */
+let keysError: string | undefined;
 let from = "";
 const senders: PlanSender[] = [];
 
@@ -39,7 +41,15 @@ scope.onmessage = (e: MessageEvent) => {
   switch (msg.op) {
     case "keys":
       from = msg.from;
-      signer = KeyObject.from(msg.signingKey);
+      // A key that does not import is each batch's refusal, not a crash:
+      // a crash would be restarted with the same key, again and again.
+      try {
+        signer = KeyObject.from(msg.signingKey);
+      } catch (err) {
+        keysError = `the signing key does not import: ${
+          (err as Error).message
+        }`;
+      }
       return;
     case "sender": {
       const key = msg.key;
@@ -55,7 +65,11 @@ scope.onmessage = (e: MessageEvent) => {
       const { plan } = msg;
       let error: string | undefined;
       try {
-        if (!signer) throw new Error("no signing key was handed to the worker");
+        if (!signer) {
+          throw new Error(
+            keysError ?? "no signing key was handed to the worker",
+          );
+        }
         sealPlan(plan, from, signer);
       } catch (err) {
         error = (err as Error).message;
