@@ -232,32 +232,33 @@ export class Child {
 }
 
 /**
- * Starts `deno run -A bench/<script> ...args` with piped stdin/stdout and
- * inherited stderr, pinned to `core` when `taskset` works.
+ * Starts `deno run -A [denoFlags] bench/<script> ...args` with piped
+ * stdin/stdout and inherited stderr, pinned to `core` when `taskset` works.
  */
 export async function spawnDeno(
   name: string,
   script: string,
   args: string[],
   core?: number,
+  denoFlags: string[] = [],
 ): Promise<Child> {
   // The node's runtime flags (core/runtime_flags.ts) for every process a
   // bench starts: Plexus runs as it ships, baselines beside it alike.
-  const denoArgs = ["run", "-A", V8_FLAGS_ARG, BENCH_DIR + script, ...args];
+  const denoArgs = [
+    "run",
+    "-A",
+    V8_FLAGS_ARG,
+    ...denoFlags,
+    BENCH_DIR + script,
+    ...args,
+  ];
   const pin = core !== undefined && await canPin();
-  const cmd = pin
-    ? new Deno.Command("taskset", {
-      args: ["-c", String(core), Deno.execPath(), ...denoArgs],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "inherit",
-    })
-    : new Deno.Command(Deno.execPath(), {
-      args: denoArgs,
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "inherit",
-    });
+  const cmd = new Deno.Command(pin ? "taskset" : Deno.execPath(), {
+    args: pin ? ["-c", String(core), Deno.execPath(), ...denoArgs] : denoArgs,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  });
   return new Child(name, cmd.spawn());
 }
 

@@ -50,9 +50,7 @@
  *
  * @module
  */
-import { V8_FLAGS_ARG } from "../core/runtime_flags.ts";
 import {
-  BENCH_DIR,
   bottleneck,
   canPin,
   Child,
@@ -63,6 +61,7 @@ import {
   median,
   numFlag,
   round,
+  spawnDeno,
   spread,
   systemCpuMs,
 } from "./_util.ts";
@@ -124,38 +123,12 @@ interface Case {
 const tmp = await Deno.makeTempDir({ prefix: "plexus-bench-gateway-" });
 const children: Child[] = [];
 
-/** Like `spawnDeno` (_util.ts), with extra `deno run` flags (for --cpu-prof). */
-async function spawnWith(
-  name: string,
-  script: string,
-  args: string[],
-  core: number,
-  denoFlags: string[],
-): Promise<Child> {
-  const denoArgs = [
-    "run",
-    "-A",
-    V8_FLAGS_ARG,
-    ...denoFlags,
-    BENCH_DIR + script,
-    ...args,
-  ];
-  const pin = await canPin();
-  const cmd = new Deno.Command(pin ? "taskset" : Deno.execPath(), {
-    args: pin ? ["-c", String(core), Deno.execPath(), ...denoArgs] : denoArgs,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  });
-  return new Child(name, cmd.spawn());
-}
-
 async function startServer(
   label: Side,
   args: string[],
   denoFlags: string[] = [],
 ): Promise<Server> {
-  const child = await spawnWith(
+  const child = await spawnDeno(
     label,
     "_gateway_server.ts",
     [label, ...args],
@@ -290,7 +263,7 @@ try {
   );
   const bare = await startServer("bare", [], profFlags("bare"));
   const floor = await startServer("floor", [], profFlags("floor"));
-  const clients = await spawnWith(
+  const clients = await spawnDeno(
     "clients",
     "_gateway_clients.ts",
     [],

@@ -74,11 +74,8 @@
  *
  * @module
  */
-import { V8_FLAGS_ARG } from "../../core/runtime_flags.ts";
 import { join } from "node:path";
 import {
-  BENCH_DIR,
-  canPin,
   Child,
   cpuMs,
   flag,
@@ -109,39 +106,20 @@ const PROFILE_DIR = flag("profile") ?? "";
 /** `--sdk-protobuf`: Centrifugo's SDK clients on its Protobuf protocol (JSON by default). */
 const SDK_PROTOBUF = Deno.args.includes("--sdk-protobuf");
 
-/**
- * `spawnDeno` (with `denoFlags` before the script), under `--cpu-prof` into
- * PROFILE_DIR/name when profiling.
- */
-async function spawnProfiled(
+/** `spawnDeno` with `denoFlags`, under `--cpu-prof` into PROFILE_DIR/name when profiling. */
+function spawnProfiled(
   name: string,
   script: string,
   args: string[],
   core: number,
   denoFlags: string[] = [],
 ): Promise<Child> {
-  if (!PROFILE_DIR && denoFlags.length === 0) {
-    return await spawnDeno(name, script, args, core);
-  }
-  const denoArgs = [
-    "run",
-    "-A",
-    V8_FLAGS_ARG,
+  return spawnDeno(name, script, args, core, [
     ...denoFlags,
     ...(PROFILE_DIR
       ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}/${name}`]
       : []),
-    BENCH_DIR + script,
-    ...args,
-  ];
-  const pin = await canPin();
-  const cmd = new Deno.Command(pin ? "taskset" : Deno.execPath(), {
-    args: pin ? ["-c", String(core), Deno.execPath(), ...denoArgs] : denoArgs,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  });
-  return new Child(name, cmd.spawn());
+  ]);
 }
 const VERSION = "v6.9.1";
 const API_KEY = "plexus-bench";
