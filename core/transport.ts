@@ -275,6 +275,77 @@ export function envelopeBytes(envelope: Envelope): number {
 }
 
 /**
+ * At least the UTF-8 bytes of `envelope`'s JSON without its payload, counted
+ * without serialising it: a string is at most 6 bytes a UTF-16 unit (`\uXXXX`)
+ * and 2 quotes, any other value at most 24, each key and its punctuation
+ * likewise; undefined for a value it does not count (nested deeper than the
+ * headers, delivery options and destination, or not plain data), which the
+ * caller then serialises.
+ *
+ * @example Usage
+ * ```ts
+ * import { boundWithoutPayload, envelopeBytes } from "./transport.ts";
+ * import { createEnvelope } from "./envelope.ts";
+ * const e = createEnvelope({ type: "event", topic: "t", source: "s", payload: 1 });
+ * boundWithoutPayload(e)! >= envelopeBytes(e); // true
+ * ```
+ */
+export function boundWithoutPayload(envelope: Envelope): number | undefined {
+  let bytes = 2;
+  const e = envelope as unknown as Record<string, unknown>;
+  for (const key in e) {
+    if (key === "payload") continue;
+    const v = e[key];
+    bytes += key.length * 6 + 4;
+    if (typeof v === "string") bytes += v.length * 6 + 2;
+    else if (v === null || PRIMITIVE.has(typeof v)) bytes += 24;
+    else if (
+      typeof v === "object" &&
+      (Array.isArray(v) || Object.getPrototypeOf(v) === Object.prototype)
+    ) {
+      const o = v as Record<string, unknown>;
+      bytes += 2;
+      for (const k in o) {
+        const w = o[k];
+        bytes += k.length * 6 + 4;
+        if (typeof w === "string") bytes += w.length * 6 + 2;
+        else if (w === null || PRIMITIVE.has(typeof w)) bytes += 24;
+        else return undefined;
+      }
+    } else return undefined;
+  }
+  return bytes;
+}
+/** Types whose JSON is at most 24 characters (a number's longest; omitted ones count alike). */
+const PRIMITIVE = new Set(["number", "boolean", "undefined"]);
+
+/**
+ * At least {@linkcode envelopeBytes} of `envelope`, counted without
+ * serialising it, when its payload is a string, number, boolean or null (or
+ * absent); undefined otherwise (an object or array payload, or fields
+ * {@linkcode boundWithoutPayload} does not count).
+ *
+ * @example Usage
+ * ```ts
+ * import { envelopeBytes, envelopeBytesBound } from "./transport.ts";
+ * import { createEnvelope } from "./envelope.ts";
+ * const e = createEnvelope({ type: "event", topic: "t", source: "s", payload: "é" });
+ * envelopeBytesBound(e)! >= envelopeBytes(e); // true
+ * envelopeBytesBound({ ...e, payload: { a: 1 } }); // undefined
+ * ```
+ */
+export function envelopeBytesBound(envelope: Envelope): number | undefined {
+  const p = envelope.payload;
+  let payload: number;
+  if (typeof p === "string") payload = p.length * 6 + 2;
+  else if (p === null || PRIMITIVE.has(typeof p)) payload = 24;
+  else return undefined;
+  const rest = boundWithoutPayload(envelope);
+  // The key, its quotes, colon and comma.
+  return rest === undefined ? undefined : rest + 7 * 6 + 4 + payload;
+}
+
+/**
  * Throws `TransportError("too_large")` when `envelope` exceeds `limit`.
  *
  * @example Usage
@@ -285,7 +356,14 @@ export function envelopeBytes(envelope: Envelope): number {
  * ```
  */
 export function assertFits(envelope: Envelope, limit: number): void {
-  const bytes = envelopeBytes(envelope);
+  // Exact only near the limit: a bound that fits needs no serialising (a
+  // string payload), and JSON whose every UTF-16 unit took UTF-8's most (3
+  // bytes) no encoding.
+  const bound = envelopeBytesBound(envelope);
+  if (bound !== undefined && bound <= limit) return;
+  const json = JSON.stringify(envelope);
+  if (json.length * 3 <= limit) return;
+  const bytes = encoder.encode(json).length;
   if (bytes > limit) {
     throw new TransportError(
       "too_large",

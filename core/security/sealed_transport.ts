@@ -73,9 +73,9 @@ import type { MetricsRegistry } from "../observe/metrics.ts";
 import { topicMatches } from "../router.ts";
 import {
   assertFits,
+  boundWithoutPayload,
   type Delivery,
   type DeliveryHandler,
-  envelopeBytes,
   type PublishOptions,
   type SubscribeOptions,
   type Subscription,
@@ -508,9 +508,7 @@ export function sealedTransport(
       : boundWithoutPayload(envelope);
     const surelyFits = rest !== undefined &&
       rest + json.length * 3 <= caps.maxMessageBytes;
-    if (!surelyFits && envelopeBytes(envelope) > caps.maxMessageBytes) {
-      assertFits(envelope, caps.maxMessageBytes);
-    }
+    if (!surelyFits) assertFits(envelope, caps.maxMessageBytes);
     const live = session(rule, topic);
     return live instanceof Promise
       ? live.then((s) => sealIn(s, topic, envelope, json, opts))
@@ -1669,42 +1667,6 @@ function routingText(env: Envelope): string {
 /** Where a digest's input is put together, reused. */
 let digestInput = new Uint8Array(4096);
 
-/**
- * At least the UTF-8 bytes of `envelope`'s JSON without its payload, counted
- * without serialising it: a string is at most 6 bytes a UTF-16 unit (`\uXXXX`)
- * and 2 quotes, any other value at most 24, each key and its punctuation
- * likewise; undefined for a value it does not count (nested deeper than the
- * headers, delivery options and destination, or not plain data), which the
- * caller then serialises.
- */
-function boundWithoutPayload(envelope: Envelope): number | undefined {
-  let bytes = 2;
-  const e = envelope as unknown as Record<string, unknown>;
-  for (const key in e) {
-    if (key === "payload") continue;
-    const v = e[key];
-    bytes += key.length * 6 + 4;
-    if (typeof v === "string") bytes += v.length * 6 + 2;
-    else if (v === null || PRIMITIVE.has(typeof v)) bytes += 24;
-    else if (
-      typeof v === "object" &&
-      (Array.isArray(v) || Object.getPrototypeOf(v) === Object.prototype)
-    ) {
-      const o = v as Record<string, unknown>;
-      bytes += 2;
-      for (const k in o) {
-        const w = o[k];
-        bytes += k.length * 6 + 4;
-        if (typeof w === "string") bytes += w.length * 6 + 2;
-        else if (w === null || PRIMITIVE.has(typeof w)) bytes += 24;
-        else return undefined;
-      }
-    } else return undefined;
-  }
-  return bytes;
-}
-/** Types whose JSON is at most 24 characters (a number's longest; omitted ones count alike). */
-const PRIMITIVE = new Set(["number", "boolean", "undefined"]);
 
 /** Senders' Ed25519 keys as `node:crypto` keys, for its synchronous verify. */
 const publicKeys = new WeakMap<CryptoKey, KeyObject>();
