@@ -1667,7 +1667,6 @@ function routingText(env: Envelope): string {
 /** Where a digest's input is put together, reused. */
 let digestInput = new Uint8Array(4096);
 
-
 /** Senders' Ed25519 keys as `node:crypto` keys, for its synchronous verify. */
 const publicKeys = new WeakMap<CryptoKey, KeyObject>();
 function publicKeyOf(key: CryptoKey): KeyObject {
