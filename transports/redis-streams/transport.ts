@@ -309,6 +309,29 @@ export async function connectRedisStreams(
       src.partition === undefined
         ? `${group}|${id}`
         : `${group}|#${src.partition}|${id}`;
+    // First deliveries' acks made in one turn go as one XACK per stream (a
+    // command each cost the consumer ~1 KB and a reply to parse); each
+    // delivery's ack() still resolves only once Redis has its XACK.
+    const acking = new Map<
+      string,
+      { ids: string[]; done: PromiseWithResolvers<void> }
+    >();
+    const ackLater = (stream: string, id: string): Promise<void> => {
+      let batch = acking.get(stream);
+      if (!batch) {
+        const b = { ids: [] as string[], done: Promise.withResolvers<void>() };
+        acking.set(stream, batch = b);
+        queueMicrotask(() => {
+          acking.delete(stream);
+          redis.xack(stream, group, ...b.ids).then(
+            () => b.done.resolve(),
+            b.done.reject,
+          );
+        });
+      }
+      batch.ids.push(id);
+      return batch.done.promise;
+    };
     const later = (ms: number, fn: () => void) => {
       const t = setTimeout(() => {
         timers.delete(t);
@@ -456,7 +479,7 @@ export async function connectRedisStreams(
           if (settled) return;
           settled = true;
           // A first delivery has no error history to clear.
-          if (attempts === 1) await redis.xack(src.stream, group, id);
+          if (attempts === 1) await ackLater(src.stream, id);
           else {
             await redis.multi().xack(src.stream, group, id).hdel(
               errorsKey,
