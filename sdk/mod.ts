@@ -82,12 +82,23 @@ export {
   type ServePromptsOptions,
 } from "./prompt_agent.ts";
 export {
+  decodeHopProof,
+  encodeHopProof,
+  hopBatch,
+  hopBatchBytes,
   type HopFields,
+  hopLeaf,
+  type HopProof,
+  hopProofRoot,
   hopSignedBytes,
+  SAGE_BATCH_CONTEXT,
+  SAGE_BATCH_MAX,
   SAGE_CONTEXT,
+  SAGE_LEAF_CONTEXT,
   sageDigest,
   signHop,
   verifyHop,
+  verifyHopProof,
 } from "./sage.ts";
 export {
   AGENT_ID_RE,

@@ -25,7 +25,14 @@ import { AgentError } from "./errors.ts";
 import { Buffer } from "node:buffer";
 import { createPrivateKey, hash, type KeyObject, sign } from "node:crypto";
 import { ed25519FromSeed } from "./protocol/handshake.ts";
-import { type HopFields, SAGE_CONTEXT, signHop } from "./sage.ts";
+import {
+  hopBatch,
+  hopBatchBytes,
+  type HopFields,
+  SAGE_BATCH_MAX,
+  SAGE_CONTEXT,
+  signHop,
+} from "./sage.ts";
 
 /** One hop of a prompt, as the node sends it on `tasks.{capability}`. */
 export interface PromptHop {
@@ -80,6 +87,16 @@ export interface ServePromptsOptions {
    * crypto that adapts to load").
    */
   signAsyncAt?: number;
+  /**
+   * Whether answers finished together (the hops of one sealed batch) share
+   * one signature over the Merkle root of their leaves, each answer carrying
+   * its `proof` (`plexus-sage/v2`, sdk/sage.ts): one Ed25519 sign for the
+   * batch instead of one per answer, and one verify on the node. A single
+   * answer is signed alone (`plexus-sage/v1`) either way. Nodes before
+   * 2026-12-07 refuse batch proofs: set `false` for them.
+   * @default {true}
+   */
+  batch?: boolean;
 }
 
 /**
@@ -95,6 +112,8 @@ export interface PromptAnswer {
   response: string;
   /** base64url Ed25519 signature (SAGE mode only). */
   signature?: string;
+  /** Where the answer sits in the batch `signature` covers, when it was signed in one (sdk/sage.ts `encodeHopProof`). */
+  proof?: string;
 }
 
 /** A node's cancellation of a prompt, sent on the same channel as its hops. */
@@ -139,7 +158,9 @@ export function servePrompts(
 ): Promise<Subscription> {
   /** Running hops by request id, so a cancellation reaches them. */
   const running = new Map<string, Set<AbortController>>();
-  let signer: ((fields: HopFields) => Promise<string>) | undefined;
+  let signer:
+    | ((fields: HopFields) => Promise<{ signature: string; proof?: string }>)
+    | undefined;
   return agent.handle(`tasks.${capability}`, async (m) => {
     if (isCancel(m.payload)) {
       const hops = running.get(m.payload.cancel);
@@ -187,12 +208,18 @@ export function servePrompts(
     }
     const answer: PromptAnswer = { response };
     if (hop.sage) {
-      signer ??= hopSigner(options.key, options.signAsyncAt ?? SIGN_ASYNC_AT);
-      answer.signature = await signer({
+      signer ??= batchSigner(
+        options.key,
+        hopSigner(options.key, options.signAsyncAt ?? SIGN_ASYNC_AT),
+        options.batch ?? true,
+      );
+      const signed = await signer({
         requestId: hop.requestId,
         hop: hop.hop,
         content: response,
       });
+      answer.signature = signed.signature;
+      if (signed.proof !== undefined) answer.proof = signed.proof;
     }
     return answer;
   });
@@ -220,6 +247,79 @@ const PKCS8_ED25519 = Uint8Array.of(
 const encoder = new TextEncoder();
 
 /**
+ * Signs the answers finished in one turn together: each answer waits one
+ * microtask for the others, then a batch of two or more gets one
+ * `node:crypto` signature over its Merkle root (`hopBatch`, up to
+ * `SAGE_BATCH_MAX` a signature) and each answer its proof; an answer alone
+ * goes to `single` (`plexus-sage/v1`), as every answer does with `batch`
+ * off or a key that is not a 32-byte seed.
+ */
+function batchSigner(
+  key: Uint8Array | CryptoKey,
+  single: (fields: HopFields) => Promise<string>,
+  batch: boolean,
+): (fields: HopFields) => Promise<{ signature: string; proof?: string }> {
+  const alone = async (fields: HopFields) => ({
+    signature: await single(fields),
+  });
+  if (!batch || key instanceof CryptoKey || key.length !== 32) return alone;
+  let privateKey: KeyObject | undefined;
+  let waiting: {
+    fields: HopFields;
+    done: PromiseWithResolvers<{ signature: string; proof?: string }>;
+  }[] = [];
+  const flush = () => {
+    const all = waiting;
+    waiting = [];
+    if (all.length === 1) {
+      alone(all[0].fields).then(all[0].done.resolve, all[0].done.reject);
+      return;
+    }
+    for (let at = 0; at < all.length; at += SAGE_BATCH_MAX) {
+      const part = all.slice(at, at + SAGE_BATCH_MAX);
+      if (part.length === 1) {
+        alone(part[0].fields).then(part[0].done.resolve, part[0].done.reject);
+        continue;
+      }
+      try {
+        privateKey ??= seedKey(key);
+        const { root, proofs } = hopBatch(part.map((w) => w.fields));
+        const signature = new Uint8Array(
+          sign(null, hopBatchBytes(part.length, root), privateKey),
+        ).toBase64({ alphabet: "base64url", omitPadding: true });
+        part.forEach((w, i) => w.done.resolve({ signature, proof: proofs[i] }));
+      } catch (err) {
+        for (const w of part) w.done.reject(err);
+      }
+    }
+  };
+  return (fields) => {
+    // hopLeaf's own refusal of a bad hop number, for this answer alone.
+    if (!Number.isSafeInteger(fields.hop) || fields.hop < 0) {
+      return alone(fields);
+    }
+    const done = Promise.withResolvers<
+      { signature: string; proof?: string }
+    >();
+    if (waiting.length === 0) queueMicrotask(flush);
+    waiting.push({ fields, done });
+    return done.promise;
+  };
+}
+
+/** A 32-byte Ed25519 seed as a `node:crypto` private key (RFC 8410 PKCS #8). */
+function seedKey(seed: Uint8Array): KeyObject {
+  const der = new Uint8Array(PKCS8_ED25519.length + 32);
+  der.set(PKCS8_ED25519);
+  der.set(seed, PKCS8_ED25519.length);
+  return createPrivateKey({
+    key: Buffer.from(der),
+    format: "der",
+    type: "pkcs8",
+  });
+}
+
+/**
  * Signs hops with `key` as `signHop` does (the same bytes; Ed25519 is
  * deterministic, so the same signature). A seed is imported once for each
  * crypto. While fewer than `asyncAt` answers wait to be signed, with
@@ -239,16 +339,9 @@ function hopSigner(
   if (key instanceof CryptoKey || key.length !== 32) {
     return (fields) => signHop(key, fields);
   }
-  const seed = new Uint8Array(PKCS8_ED25519.length + 32);
-  seed.set(PKCS8_ED25519);
-  seed.set(key, PKCS8_ED25519.length);
   let privateKey: KeyObject;
   try {
-    privateKey = createPrivateKey({
-      key: Buffer.from(seed),
-      format: "der",
-      type: "pkcs8",
-    });
+    privateKey = seedKey(key);
   } catch {
     return (fields) => signHop(key, fields);
   }

@@ -28,7 +28,13 @@
  */
 import { createPublicKey, hash, type KeyObject, verify } from "node:crypto";
 import { checkEd25519PublicKey } from "../../core/security/ed25519.ts";
-import { type HopFields, SAGE_CONTEXT } from "../../sdk/sage.ts";
+import {
+  decodeHopProof,
+  hopBatchBytes,
+  type HopFields,
+  hopProofRoot,
+  SAGE_CONTEXT,
+} from "../../sdk/sage.ts";
 
 const encoder = new TextEncoder();
 
@@ -120,6 +126,72 @@ export function checkHop(
   } catch {
     return { valid: false, digest };
   }
+}
+
+/** Batch roots whose signature verified, per key: root and size → signature. */
+const verifiedRoots = new WeakMap<KeyObject, Map<string, string>>();
+/** Verified roots remembered per key (oldest forgotten first). */
+const MAX_VERIFIED_ROOTS = 1024;
+
+/**
+ * Checks an answer signed in a batch (`plexus-sage/v2`): its `proof`
+ * (base64url, `encodeHopProof` of `sdk/sage.ts`) must climb from `fields`'
+ * leaf to the proof's root, and `signature` cover that root and the batch's
+ * size by `key`. The signature is verified once per batch (`node:crypto`);
+ * a root and signature verified before are remembered per key, so the
+ * batch's other answers cost only their leaf and path (~1-2 µs each). Only a
+ * good signature is remembered; false for anything malformed, never a
+ * throw.
+ *
+ * @example Usage
+ * ```ts
+ * import { generateAgentKey } from "../../sdk/keys.ts";
+ * import { checkHopProof, hopKey } from "./hop_check.ts";
+ * const { publicKey } = await generateAgentKey();
+ * const key = hopKey(Uint8Array.fromBase64(publicKey, { alphabet: "base64url" }));
+ * checkHopProof(key, { requestId: "r", hop: 0, content: "" }, "!", "!").valid; // false
+ * ```
+ */
+export function checkHopProof(
+  key: KeyObject,
+  fields: HopFields,
+  signature: string,
+  proof: string,
+): { valid: boolean; digest: string } {
+  const digest = hopDigest(fields.content);
+  const p = decodeHopProof(proof);
+  let sig: Uint8Array<ArrayBuffer>;
+  try {
+    sig = Uint8Array.fromBase64(signature, { alphabet: "base64url" });
+  } catch {
+    return { valid: false, digest };
+  }
+  if (!p || sig.length !== 64) return { valid: false, digest };
+  let root: Uint8Array;
+  try {
+    root = hopProofRoot(fields, p, digest);
+  } catch {
+    return { valid: false, digest }; // a hop number that is no leaf's
+  }
+  const rootHex = root.toHex();
+  if (rootHex !== p.root.toHex()) return { valid: false, digest };
+  const slot = `${p.m}:${rootHex}`;
+  let known = verifiedRoots.get(key);
+  if (known?.get(slot) === signature) return { valid: true, digest };
+  let valid: boolean;
+  try {
+    valid = verify(null, hopBatchBytes(p.m, root), key, sig);
+  } catch {
+    return { valid: false, digest };
+  }
+  if (valid) {
+    if (!known) verifiedRoots.set(key, known = new Map());
+    if (known.size >= MAX_VERIFIED_ROOTS) {
+      known.delete(known.keys().next().value!);
+    }
+    known.set(slot, signature);
+  }
+  return { valid, digest };
 }
 
 /**

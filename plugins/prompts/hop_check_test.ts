@@ -4,8 +4,23 @@ import type { AgentClient } from "../../sdk/client.ts";
 import { generateAgentKey } from "../../sdk/keys.ts";
 import { servePrompts } from "../../sdk/prompt_agent.ts";
 import { ed25519FromSeed } from "../../sdk/protocol/handshake.ts";
-import { hopSignedBytes, sageDigest, signHop } from "../../sdk/sage.ts";
-import { checkHop, HopChecker, hopDigest, hopKey } from "./hop_check.ts";
+import {
+  decodeHopProof,
+  encodeHopProof,
+  hopBatch,
+  hopBatchBytes,
+  hopSignedBytes,
+  sageDigest,
+  signHop,
+  verifyHopProof,
+} from "../../sdk/sage.ts";
+import {
+  checkHop,
+  checkHopProof,
+  HopChecker,
+  hopDigest,
+  hopKey,
+} from "./hop_check.ts";
 
 const FIELDS = [
   { requestId: "r1", hop: 0, content: "Booked." },
@@ -199,7 +214,7 @@ async function countingWebSigns(fn: () => Promise<void>): Promise<number> {
   return signs;
 }
 
-Deno.test("hop check: servePrompts signs synchronously or with WebCrypto by the answers waiting, the same signatures", async () => {
+Deno.test("hop check: servePrompts with batches off signs synchronously or with WebCrypto by the answers waiting, the same signatures", async () => {
   const k = await generateAgentKey();
   const seed = Uint8Array.fromBase64(k.privateKey, { alphabet: "base64url" });
   const key = hopKey(
@@ -216,6 +231,7 @@ Deno.test("hop check: servePrompts signs synchronously or with WebCrypto by the 
     await servePrompts(agent, "prompt", (hop) => `answer to ${hop.prompt}`, {
       key: seed,
       signAsyncAt,
+      batch: false,
     });
     // 8 hops at once (as a sealed batch delivers them).
     return (await Promise.all(
@@ -275,4 +291,234 @@ Deno.test("hop check: servePrompts signs synchronously or with WebCrypto by the 
     }
   });
   assert.equal(one, 0);
+});
+
+/** Answers signed as one batch with `seed`: each one's signature and proof. */
+async function signedBatch(seed: Uint8Array, hops: typeof FIELDS) {
+  const { root, proofs } = hopBatch(hops);
+  const { privateKey } = await ed25519FromSeed(seed);
+  const signature = new Uint8Array(
+    await crypto.subtle.sign(
+      "Ed25519",
+      privateKey,
+      hopBatchBytes(hops.length, root),
+    ),
+  ).toBase64({ alphabet: "base64url", omitPadding: true });
+  return { root, signature, proofs };
+}
+
+const MANY = Array.from({ length: 7 }, (_, i) => ({
+  requestId: `r${i % 3}`,
+  hop: i,
+  content: `answer ${i} ü`,
+}));
+
+Deno.test("hop check: answers signed in a batch verify by their proofs, here and by the SDK's verifyHopProof, for every batch size", async () => {
+  const k = await generateAgentKey();
+  const seed = Uint8Array.fromBase64(k.privateKey, { alphabet: "base64url" });
+  const raw = Uint8Array.fromBase64(k.publicKey, { alphabet: "base64url" });
+  const key = hopKey(raw);
+  for (let m = 2; m <= MANY.length; m++) {
+    const hops = [...FIELDS, ...MANY].slice(0, m);
+    const { signature, proofs } = await signedBatch(seed, hops);
+    for (const [i, f] of hops.entries()) {
+      const got = checkHopProof(key, f, signature, proofs[i]);
+      assert.deepEqual(got, { valid: true, digest: hopDigest(f.content) });
+      assert.equal(await verifyHopProof(raw, f, signature, proofs[i]), true);
+      // Not a v1 signature of the hop alone, nor the other way round.
+      assert.equal(checkHop(key, f, signature).valid, false);
+      assert.equal(
+        checkHopProof(key, f, await signHop(seed, f), proofs[i]).valid,
+        false,
+      );
+    }
+  }
+});
+
+Deno.test("hop check: a batch proof refuses another answer, hop, request, index, root, path, size or key, and malformed proofs", async () => {
+  const a = await agent();
+  const b = await agent();
+  const hops = MANY.slice(0, 5);
+  const { signature, proofs } = await signedBatch(a.seed, hops);
+  const f = hops[2];
+  const p = decodeHopProof(proofs[2])!;
+  const flip = (d: Uint8Array) => {
+    const c = d.slice();
+    c[5] ^= 1;
+    return c;
+  };
+  const refused: [string, () => { valid: boolean }][] = [
+    [
+      "another answer",
+      () => checkHopProof(a.key, { ...f, content: "x" }, signature, proofs[2]),
+    ],
+    [
+      "another hop",
+      () => checkHopProof(a.key, { ...f, hop: 9 }, signature, proofs[2]),
+    ],
+    [
+      "another request",
+      () =>
+        checkHopProof(a.key, { ...f, requestId: "r9" }, signature, proofs[2]),
+    ],
+    [
+      "another answer's proof",
+      () => checkHopProof(a.key, f, signature, proofs[3]),
+    ],
+    ["another key", () => checkHopProof(b.key, f, signature, proofs[2])],
+    [
+      "an altered root",
+      () =>
+        checkHopProof(
+          a.key,
+          f,
+          signature,
+          encodeHopProof({ ...p, root: flip(p.root) }),
+        ),
+    ],
+    [
+      "an altered path",
+      () =>
+        checkHopProof(
+          a.key,
+          f,
+          signature,
+          encodeHopProof({ ...p, path: [flip(p.path[0]), ...p.path.slice(1)] }),
+        ),
+    ],
+    [
+      "another size (same tree shape)",
+      () => checkHopProof(a.key, f, signature, encodeHopProof({ ...p, m: 6 })),
+    ],
+    [
+      "a signature by another key",
+      async () =>
+        checkHopProof(
+          a.key,
+          f,
+          (await signedBatch(b.seed, hops)).signature,
+          proofs[2],
+        ),
+    ] as never,
+    [
+      "a truncated proof",
+      () => checkHopProof(a.key, f, signature, proofs[2].slice(0, -4)),
+    ],
+    [
+      "a path too long",
+      () =>
+        checkHopProof(
+          a.key,
+          f,
+          signature,
+          encodeHopProof({ ...p, path: [...p.path, p.root] }),
+        ),
+    ],
+    [
+      "an index past the size",
+      () => checkHopProof(a.key, f, signature, encodeHopProof({ ...p, i: 5 })),
+    ],
+    [
+      "a batch of one",
+      () =>
+        checkHopProof(
+          a.key,
+          f,
+          signature,
+          encodeHopProof({ m: 1, i: 0, root: p.root, path: [] }),
+        ),
+    ],
+    ["not base64url", () => checkHopProof(a.key, f, signature, "!!")],
+    [
+      "a malformed signature",
+      () => checkHopProof(a.key, f, signature.slice(2), proofs[2]),
+    ],
+  ];
+  for (const [what, check] of refused) {
+    assert.equal((await check()).valid, false, what);
+  }
+  // Still good after all that: refusals are not remembered.
+  assert.equal(checkHopProof(a.key, f, signature, proofs[2]).valid, true);
+});
+
+Deno.test("hop check: a verified batch root is remembered per key, and a remembered root takes no other signature", async () => {
+  const a = await agent();
+  const hops = MANY.slice(0, 4);
+  const { root, signature, proofs } = await signedBatch(a.seed, hops);
+  assert.equal(checkHopProof(a.key, hops[0], signature, proofs[0]).valid, true);
+  // A forged signature over the same root and size (a valid base64url of
+  // 64 bytes): remembered roots are matched with their signature.
+  const forged = new Uint8Array(64).toBase64({
+    alphabet: "base64url",
+    omitPadding: true,
+  });
+  assert.equal(checkHopProof(a.key, hops[1], forged, proofs[1]).valid, false);
+  // The other members, checked by their proofs under the remembered root.
+  for (const i of [1, 2, 3]) {
+    assert.equal(
+      checkHopProof(a.key, hops[i], signature, proofs[i]).valid,
+      true,
+    );
+  }
+  // The same root under another key is verified again (and fails).
+  const other = hopKey(
+    Uint8Array.fromBase64((await generateAgentKey()).publicKey, {
+      alphabet: "base64url",
+    }),
+  );
+  assert.equal(
+    checkHopProof(other, hops[1], signature, proofs[1]).valid,
+    false,
+  );
+  assert.equal(decodeHopProof(proofs[1])!.root.toHex(), root.toHex());
+});
+
+Deno.test("hop check: servePrompts signs the answers finished together as one batch, each verifying by its proof, with no WebCrypto sign", async () => {
+  const { seed, key } = await agent();
+  let handler: ((m: { payload: unknown }) => Promise<unknown>) | undefined;
+  await servePrompts(
+    {
+      handle: (_: string, fn: typeof handler) => {
+        handler = fn;
+        return Promise.resolve({});
+      },
+    } as unknown as AgentClient,
+    "prompt",
+    (hop) => `answer to ${hop.prompt}`,
+    { key: seed },
+  );
+  let answers: { response: string; signature: string; proof?: string }[] = [];
+  const signs = await countingWebSigns(async () => {
+    // 8 hops at once (as a sealed batch delivers them).
+    answers = await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        handler!({
+          payload: { requestId: `r${i}`, hop: 0, prompt: `p${i}`, sage: true },
+        })),
+    ) as typeof answers;
+  });
+  assert.equal(signs, 0);
+  assert.equal(
+    new Set(answers.map((a) => a.signature)).size,
+    1,
+    "one signature",
+  );
+  for (const [i, a] of answers.entries()) {
+    const fields = { requestId: `r${i}`, hop: 0, content: a.response };
+    assert.equal(decodeHopProof(a.proof!)?.m, 8);
+    assert.equal(checkHopProof(key, fields, a.signature, a.proof!).valid, true);
+  }
+  // One at a time: each signed alone (v1), no proof.
+  const one = await handler!({
+    payload: { requestId: "r9", hop: 0, prompt: "x", sage: true },
+  }) as { response: string; signature: string; proof?: string };
+  assert.equal(one.proof, undefined);
+  assert.equal(
+    checkHop(
+      key,
+      { requestId: "r9", hop: 0, content: one.response },
+      one.signature,
+    ).valid,
+    true,
+  );
 });

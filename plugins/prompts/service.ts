@@ -35,7 +35,7 @@ import type { KeyObject } from "node:crypto";
 import type { PromptsConfig } from "./config.ts";
 import { CAPABILITY_RE } from "./config.ts";
 import type { DidResolvers } from "./did.ts";
-import { HopChecker, hopKey } from "./hop_check.ts";
+import { checkHopProof, HopChecker, hopKey } from "./hop_check.ts";
 import type { PromptNode } from "./cluster.ts";
 import type { PromptInput } from "./input.ts";
 
@@ -65,7 +65,13 @@ export interface ChainLink {
   agentDid: string;
   /** SHA-256 of the answer, base64url. */
   digest: string;
+  /**
+   * Ed25519, base64url: over this hop alone (`plexus-sage/v1`), or, with
+   * `proof`, over the root of a batch of answers (`plexus-sage/v2`).
+   */
   signature: string;
+  /** Where this answer sits in its signed batch (`sdk/sage.ts` `decodeHopProof`); only for a batch. */
+  proof?: string;
   signatureValid: boolean;
   timestamp: string;
 }
@@ -501,11 +507,21 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
           );
         }
         const fields = { requestId: a.requestId, hop, content: response };
-        const { valid, digest } = await checks.check(
-          key,
-          fields,
-          answer.signature,
-        );
+        // Answers an agent finished together may share one signature, each
+        // with its Merkle proof (sdk/sage.ts, plexus-sage/v2).
+        const proof = (answer as { proof?: unknown }).proof;
+        if (proof !== undefined && typeof proof !== "string") {
+          throw failVerification(
+            a,
+            hop,
+            agent,
+            capability,
+            "the answer's batch proof is not a string",
+          );
+        }
+        const { valid, digest } = proof === undefined
+          ? await checks.check(key, fields, answer.signature)
+          : checkHopProof(key, fields, answer.signature, proof);
         if (!valid) {
           throw failVerification(
             a,
@@ -523,6 +539,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
           agentDid: did,
           digest,
           signature: answer.signature,
+          ...(proof === undefined ? {} : { proof }),
           signatureValid: true,
           timestamp: isoNow(),
         });

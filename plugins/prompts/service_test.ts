@@ -6,7 +6,9 @@ import { createDidResolvers } from "./did.ts";
 import { createPromptService } from "./service.ts";
 import { HopChecker } from "./hop_check.ts";
 import { generateAgentKey } from "../../sdk/keys.ts";
-import { signHop } from "../../sdk/sage.ts";
+import { signHop, verifyHopProof } from "../../sdk/sage.ts";
+import { servePrompts } from "../../sdk/prompt_agent.ts";
+import type { AgentClient } from "../../sdk/client.ts";
 
 /** Counts `abort` listeners added to any AbortSignal and not removed, until `restore`. */
 function countAbortListeners() {
@@ -195,4 +197,89 @@ Deno.test("prompt service: a SAGE answer is verified on either crypto path, and 
       asyncAt === 1 ? { sync: 0, web: 2 } : { sync: 2, web: 0 },
     );
   }
+});
+
+Deno.test("prompt service: SAGE answers an agent signed as one batch carry their proofs in the chain, which a client verifies with the agent's public key; an answer altered after signing fails", async () => {
+  const agentKey = await generateAgentKey();
+  const seed = Uint8Array.fromBase64(agentKey.privateKey, {
+    alphabet: "base64url",
+  });
+  let handler: ((m: { payload: unknown }) => Promise<unknown>) | undefined;
+  await servePrompts(
+    {
+      handle: (_: string, fn: typeof handler) => {
+        handler = fn;
+        return Promise.resolve({});
+      },
+    } as unknown as AgentClient,
+    "prompt",
+    (hop) => `answer to ${hop.prompt}`,
+    { key: seed },
+  );
+  let alter = "";
+  const gateway = {
+    capabilities: () => ({ prompt: ["a1"] }),
+    get: () => Promise.resolve({ publicKey: agentKey.publicKey }),
+    request: async (_agent: string, _topic: string, body: unknown) => {
+      const answer = await handler!({ payload: body }) as { response: string };
+      return answer.response.endsWith(alter) && alter
+        ? { ...answer, response: answer.response + "!" }
+        : answer;
+    },
+  } as unknown as AgentGateway;
+  const service = createPromptService({
+    gateway,
+    log: createLogger({ sinks: [] }),
+    config: promptsConfigSchema.parse({}),
+    nodeId: "n1",
+    balancer: { name: "first", pick: (c) => c[0], report: () => {} },
+    resolvers: createDidResolvers(),
+  });
+  const ask = (prompt: string) =>
+    service.answer({
+      prompt,
+      sage: true,
+      metadata: {},
+      cacheKeyFields: [],
+      noCache: false,
+    }, {});
+  // Eight at once: their hops reach the agent together and are signed as one batch.
+  const answers = await Promise.all(
+    Array.from({ length: 8 }, (_, i) => ask(`p${i}`)),
+  );
+  const raw = Uint8Array.fromBase64(agentKey.publicKey, {
+    alphabet: "base64url",
+  });
+  const signatures = new Set<string>();
+  for (const a of answers) {
+    const v = a.sageVerification!;
+    assert.equal(v.verified, true);
+    const [link] = v.chain;
+    assert.ok(link.proof, "a batch proof in the chain");
+    signatures.add(link.signature);
+    // What a client does from the docs: the answer's text, the request id
+    // and hop, the signature and proof, the agent's enrolled public key.
+    assert.equal(
+      await verifyHopProof(
+        raw,
+        { requestId: a.metadata.requestId, hop: link.hop, content: a.response },
+        link.signature,
+        link.proof!,
+      ),
+      true,
+    );
+  }
+  assert.equal(signatures.size, 1, "one signature for the batch");
+  // One of a batch altered after its signature: that prompt fails, the
+  // others of the batch still verify.
+  alter = "p3";
+  const results = await Promise.allSettled(
+    Array.from({ length: 8 }, (_, i) => ask(`p${i}`)),
+  );
+  const failed = results.flatMap((r, i) => r.status === "rejected" ? [i] : []);
+  assert.deepEqual(failed, [3]);
+  assert.match(
+    String((results[3] as PromiseRejectedResult).reason),
+    /SAGE verification failed/,
+  );
 });
