@@ -271,10 +271,6 @@ function batchSigner(
   const flush = () => {
     const all = waiting;
     waiting = [];
-    if (all.length === 1) {
-      alone(all[0].fields).then(all[0].done.resolve, all[0].done.reject);
-      return;
-    }
     for (let at = 0; at < all.length; at += SAGE_BATCH_MAX) {
       const part = all.slice(at, at + SAGE_BATCH_MAX);
       if (part.length === 1) {
