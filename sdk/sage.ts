@@ -157,9 +157,13 @@ export async function verifyHop(
  * sibling there).
  */
 export interface HopProof {
+  /** The batch's size (2 to {@linkcode SAGE_BATCH_MAX}). */
   m: number;
+  /** This answer's index in the batch (< `m`). */
   i: number;
+  /** The Merkle root the batch signature covers (32 bytes). */
   root: Uint8Array;
+  /** The sibling digests from this answer's leaf up (32 bytes each). */
   path: Uint8Array[];
 }
 
