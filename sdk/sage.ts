@@ -26,6 +26,7 @@
  */
 import { createHash, hash } from "node:crypto";
 import { merkleTree } from "../core/security/sealed_batch.ts";
+import { pathLengthOf } from "../core/security/sealed_format.ts";
 import { merkleNode, sha256 } from "../core/security/sealed_sha256.ts";
 import { b64u, ed25519FromSeed, ed25519Verify } from "./protocol/handshake.ts";
 
@@ -265,15 +266,6 @@ export function encodeHopProof(p: HopProof): string {
   return out.toBase64({ alphabet: "base64url", omitPadding: true });
 }
 
-/** The number of sibling digests leaf `i` of `m` has on its way up. */
-function pathLength(i: number, m: number): number {
-  let n = 0;
-  for (let idx = i, count = m; count > 1; idx >>= 1, count = (count + 1) >> 1) {
-    if ((idx ^ 1) < count) n++;
-  }
-  return n;
-}
-
 /**
  * Reads a proof; undefined when it is not one: not base64url, `m` outside 2
  * to {@linkcode SAGE_BATCH_MAX}, `i` ≥ `m`, or not exactly the digests leaf
@@ -297,7 +289,7 @@ export function decodeHopProof(proof: string): HopProof | undefined {
   const i = (bytes[2] << 8) | bytes[3];
   if (m < 2 || m > SAGE_BATCH_MAX || i >= m) return undefined;
   const n = (bytes.length - 36) / 32;
-  if (n !== pathLength(i, m)) return undefined;
+  if (n !== pathLengthOf(i, m)) return undefined;
   const path: Uint8Array[] = [];
   for (let k = 0; k < n; k++) {
     path.push(bytes.subarray(36 + 32 * k, 68 + 32 * k));

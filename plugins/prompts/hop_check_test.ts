@@ -1,8 +1,6 @@
 import assert from "node:assert/strict";
 import { createPublicKey, verify } from "node:crypto";
-import type { AgentClient } from "../../sdk/client.ts";
 import { generateAgentKey } from "../../sdk/keys.ts";
-import { servePrompts } from "../../sdk/prompt_agent.ts";
 import { ed25519FromSeed } from "../../sdk/protocol/handshake.ts";
 import {
   decodeHopProof,
@@ -21,6 +19,7 @@ import {
   hopDigest,
   hopKey,
 } from "./hop_check.ts";
+import { servedInProcess } from "./_served.ts";
 
 const FIELDS = [
   { requestId: "r1", hop: 0, content: "Booked." },
@@ -87,19 +86,12 @@ Deno.test("hop check: servePrompts signs as signHop does, from a seed or a Crypt
   );
   const { privateKey } = await ed25519FromSeed(seed);
   for (const signingKey of [seed, privateKey]) {
-    let handler: ((m: { payload: unknown }) => Promise<unknown>) | undefined;
-    const agent = {
-      handle: (_: string, fn: typeof handler) => {
-        handler = fn;
-        return Promise.resolve({});
-      },
-    } as unknown as AgentClient;
-    await servePrompts(agent, "prompt", (hop) => `answer to ${hop.prompt}`, {
+    const handler = await servedInProcess((hop) => `answer to ${hop.prompt}`, {
       key: signingKey,
     });
     for (const f of FIELDS) {
       const content = `answer to ${f.content}`;
-      const answer = await handler!({
+      const answer = await handler({
         payload: {
           requestId: f.requestId,
           hop: f.hop,
@@ -221,14 +213,7 @@ Deno.test("hop check: servePrompts with batches off signs synchronously or with 
     Uint8Array.fromBase64(k.publicKey, { alphabet: "base64url" }),
   );
   const serve = async (signAsyncAt?: number) => {
-    let handler: ((m: { payload: unknown }) => Promise<unknown>) | undefined;
-    const agent = {
-      handle: (_: string, fn: typeof handler) => {
-        handler = fn;
-        return Promise.resolve({});
-      },
-    } as unknown as AgentClient;
-    await servePrompts(agent, "prompt", (hop) => `answer to ${hop.prompt}`, {
+    const handler = await servedInProcess((hop) => `answer to ${hop.prompt}`, {
       key: seed,
       signAsyncAt,
       batch: false,
@@ -236,7 +221,7 @@ Deno.test("hop check: servePrompts with batches off signs synchronously or with 
     // 8 hops at once (as a sealed batch delivers them).
     return (await Promise.all(
       Array.from({ length: 8 }, (_, i) =>
-        handler!({
+        handler({
           payload: { requestId: `r${i}`, hop: 0, prompt: `p${i}`, sage: true },
         })),
     )) as { response: string; signature: string }[];
@@ -272,20 +257,9 @@ Deno.test("hop check: servePrompts with batches off signs synchronously or with 
   }
   // One hop at a time: synchronous under the default.
   const one = await countingWebSigns(async () => {
-    let handler: ((m: { payload: unknown }) => Promise<unknown>) | undefined;
-    await servePrompts(
-      {
-        handle: (_: string, fn: typeof handler) => {
-          handler = fn;
-          return Promise.resolve({});
-        },
-      } as unknown as AgentClient,
-      "prompt",
-      (hop) => hop.prompt,
-      { key: seed },
-    );
+    const handler = await servedInProcess((hop) => hop.prompt, { key: seed });
     for (let i = 0; i < 3; i++) {
-      await handler!({
+      await handler({
         payload: { requestId: `r${i}`, hop: 0, prompt: "x", sage: true },
       });
     }
@@ -470,24 +444,15 @@ Deno.test("hop check: a verified batch root is remembered per key, and a remembe
 
 Deno.test("hop check: servePrompts signs the answers finished together as one batch, each verifying by its proof, with no WebCrypto sign", async () => {
   const { seed, key } = await agent();
-  let handler: ((m: { payload: unknown }) => Promise<unknown>) | undefined;
-  await servePrompts(
-    {
-      handle: (_: string, fn: typeof handler) => {
-        handler = fn;
-        return Promise.resolve({});
-      },
-    } as unknown as AgentClient,
-    "prompt",
-    (hop) => `answer to ${hop.prompt}`,
-    { key: seed },
-  );
+  const handler = await servedInProcess((hop) => `answer to ${hop.prompt}`, {
+    key: seed,
+  });
   let answers: { response: string; signature: string; proof?: string }[] = [];
   const signs = await countingWebSigns(async () => {
     // 8 hops at once (as a sealed batch delivers them).
     answers = await Promise.all(
       Array.from({ length: 8 }, (_, i) =>
-        handler!({
+        handler({
           payload: { requestId: `r${i}`, hop: 0, prompt: `p${i}`, sage: true },
         })),
     ) as typeof answers;
@@ -504,7 +469,7 @@ Deno.test("hop check: servePrompts signs the answers finished together as one ba
     assert.equal(checkHopProof(key, fields, a.signature, a.proof!).valid, true);
   }
   // One at a time: each signed alone (v1), no proof.
-  const one = await handler!({
+  const one = await handler({
     payload: { requestId: "r9", hop: 0, prompt: "x", sage: true },
   }) as { response: string; signature: string; proof?: string };
   assert.equal(one.proof, undefined);

@@ -7,8 +7,7 @@ import { createPromptService } from "./service.ts";
 import { HopChecker } from "./hop_check.ts";
 import { generateAgentKey } from "../../sdk/keys.ts";
 import { signHop, verifyHopProof } from "../../sdk/sage.ts";
-import { servePrompts } from "../../sdk/prompt_agent.ts";
-import type { AgentClient } from "../../sdk/client.ts";
+import { servedInProcess } from "./_served.ts";
 
 /** Counts `abort` listeners added to any AbortSignal and not removed, until `restore`. */
 function countAbortListeners() {
@@ -204,24 +203,15 @@ Deno.test("prompt service: SAGE answers an agent signed as one batch carry their
   const seed = Uint8Array.fromBase64(agentKey.privateKey, {
     alphabet: "base64url",
   });
-  let handler: ((m: { payload: unknown }) => Promise<unknown>) | undefined;
-  await servePrompts(
-    {
-      handle: (_: string, fn: typeof handler) => {
-        handler = fn;
-        return Promise.resolve({});
-      },
-    } as unknown as AgentClient,
-    "prompt",
-    (hop) => `answer to ${hop.prompt}`,
-    { key: seed },
-  );
+  const handler = await servedInProcess((hop) => `answer to ${hop.prompt}`, {
+    key: seed,
+  });
   let alter = "";
   const gateway = {
     capabilities: () => ({ prompt: ["a1"] }),
     get: () => Promise.resolve({ publicKey: agentKey.publicKey }),
     request: async (_agent: string, _topic: string, body: unknown) => {
-      const answer = await handler!({ payload: body }) as { response: string };
+      const answer = await handler({ payload: body }) as { response: string };
       return answer.response.endsWith(alter) && alter
         ? { ...answer, response: answer.response + "!" }
         : answer;

@@ -2,7 +2,10 @@ import assert from "node:assert/strict";
 import { Redis } from "ioredis";
 import { createEnvelope } from "../../core/envelope.ts";
 import { waitFor } from "../../testing/conformance.ts";
-import { connectRedisStreams } from "./transport.ts";
+import {
+  connectRedisStreams,
+  type RedisStreamsTransport,
+} from "./transport.ts";
 
 const url = Deno.env.get("REDIS_URL");
 const required = Deno.env.get("PLEXUS_REQUIRE_SERVICES") === "1";
@@ -35,6 +38,21 @@ function spyXack(redis: Redis): { calls: string[][]; failNext: () => void } {
   return { calls, failNext: () => (fail = true) };
 }
 
+/** Publishes `n` events on "orders", one after another. */
+async function publishN(t: RedisStreamsTransport, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    await t.publish(
+      "orders",
+      createEnvelope({
+        type: "event",
+        topic: "orders",
+        source: "test",
+        payload: i,
+      }),
+    );
+  }
+}
+
 Deno.test(
   "redis-streams: first deliveries acked in one turn go as one XACK, and each ack() resolves only once Redis has it",
   opts,
@@ -52,17 +70,7 @@ Deno.test(
     try {
       const N = 60;
       // Published before the subscription reads: one read, one turn of acks.
-      for (let i = 0; i < N; i++) {
-        await t.publish(
-          "orders",
-          createEnvelope({
-            type: "event",
-            topic: "orders",
-            source: "test",
-            payload: i,
-          }),
-        );
-      }
+      await publishN(t, N);
       // Envelope id → stream entry id, to look each one up once acked.
       const entryOf = new Map<string, string>();
       for (const [entry, fields] of await check.xrange(stream, "-", "+")) {
@@ -120,17 +128,7 @@ Deno.test(
       const N = 8;
       const outcomes: string[] = [];
       // Published before the subscription reads: one read, one turn of acks.
-      for (let i = 0; i < N; i++) {
-        await t.publish(
-          "orders",
-          createEnvelope({
-            type: "event",
-            topic: "orders",
-            source: "test",
-            payload: i,
-          }),
-        );
-      }
+      await publishN(t, N);
       spy.failNext();
       await t.subscribe("orders", async (d) => {
         try {
