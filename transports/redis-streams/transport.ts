@@ -5,7 +5,11 @@
  *   subscription group (`XGROUP CREATE … MKSTREAM`); a subscription without a
  *   group gets its own group, destroyed on close.
  * - `XREADGROUP … BLOCK` on a connection of its own per subscription, asking
- *   for at most the free `maxInFlight` slots; `XACK` after the handler.
+ *   for at most the free `maxInFlight` slots; `XACK` after the handler. That
+ *   connection is `resp.ts`, not ioredis: one blocking command at a time
+ *   needs none of a client's queues, and its replies are decoded from one
+ *   reused buffer (TLS and Sentinel URLs keep ioredis). A read unanswered
+ *   10 s past its `BLOCK` time drops the connection and reads again.
  * - Attempts are Redis's delivery count. `nak(delay)` keeps the entry pending
  *   on this consumer (touched with `XCLAIM … JUSTID` so nobody else takes it)
  *   and `XCLAIM`s it back after the delay, which counts the attempt. Errors
@@ -59,6 +63,7 @@ import {
 } from "../../core/transport.ts";
 import { validateTopic } from "../../core/router.ts";
 import { PartitionOwner } from "./partitions.ts";
+import { RespConnection } from "./resp.ts";
 import {
   deadLetterFields,
   decodeDeadLetter,
@@ -152,6 +157,48 @@ if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then
   return -1
 end
 return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])`;
+
+/**
+ * How long past its `BLOCK` time a read may go unanswered before its
+ * connection is taken for dead and opened again.
+ */
+const READ_GRACE_MS = 10_000;
+
+/** A subscription's own connection, for its `XREADGROUP … BLOCK`. */
+interface Reader {
+  /** With `timeoutMs`, a reply not in by then fails (a half-open connection). */
+  call(args: (string | number)[], timeoutMs?: number): Promise<unknown>;
+  disconnect(): void;
+}
+
+/**
+ * Our RESP connection (`resp.ts`, cheaper per entry read than ioredis), or
+ * an ioredis duplicate where that one cannot go (TLS, Sentinel).
+ */
+function readerFor(redis: Redis): Reader {
+  const o = redis.options;
+  if (o.tls || o.sentinels?.length) {
+    const d = redis.duplicate();
+    d.on("error", () => {});
+    return {
+      call: ([cmd, ...args]) => d.call(String(cmd), ...args),
+      disconnect: () => d.disconnect(),
+    };
+  }
+  const c = new RespConnection({
+    host: o.host,
+    port: o.port,
+    path: o.path,
+    username: o.username || undefined,
+    password: o.password || undefined,
+    db: o.db,
+    connectTimeoutMs: o.connectTimeout,
+  });
+  return {
+    call: (args, timeoutMs) => c.command(args, timeoutMs),
+    disconnect: () => c.close(),
+  };
+}
 
 function isNoGroup(err: unknown): boolean {
   return err instanceof Error && err.message.startsWith("NOGROUP");
@@ -264,8 +311,7 @@ export async function connectRedisStreams(
       `~${consumer}.${crypto.randomUUID().slice(0, 8)}`;
     const maxInFlight = Math.max(1, opts.maxInFlight ?? 1);
     const lowWater = Math.max(1, Math.floor(maxInFlight / 4));
-    const reader = redis.duplicate();
-    reader.on("error", () => {});
+    const reader = readerFor(redis);
     const held = new Set<string>();
     const timers = new Set<ReturnType<typeof setTimeout>>();
     const running = new Set<Promise<void>>();
@@ -792,7 +838,8 @@ export async function connectRedisStreams(
         const streams = [main.stream, ...readable.map((n) => parts[n].stream)];
         reading = new Set(readable);
         try {
-          const res = await reader.xreadgroup(
+          const res = await reader.call([
+            "XREADGROUP",
             "GROUP",
             group,
             consumer,
@@ -803,7 +850,7 @@ export async function connectRedisStreams(
             "STREAMS",
             ...streams,
             ...streams.map(() => ">"),
-          ) as [string, Entry[]][] | null;
+          ], o.blockMs + READ_GRACE_MS) as [string, Entry[]][] | null;
           reading = new Set();
           failures = 0;
           for (const [stream, entries] of res ?? []) {
