@@ -124,9 +124,165 @@ export function createEnvelope(
     timestamp?: number;
   },
 ): Envelope {
-  return envelopeSchema.parse({
+  return parseEnvelope({
     id: crypto.randomUUID(),
     timestamp: Date.now(),
     ...fields,
   });
+}
+
+/**
+ * `envelopeSchema.parse(input)`: the same envelope, or the same
+ * {@linkcode ZodError}. What every transport calls per message: the common
+ * input is checked by hand first, and anything that check does not accept
+ * goes through the schema.
+ *
+ * @example Usage
+ * ```ts
+ * import { parseEnvelope } from "./envelope.ts";
+ * const e = parseEnvelope({ id: "1", type: "event", topic: "t", source: "s", timestamp: 1, payload: 1 });
+ * e.delivery.maxAttempts; // 3
+ * ```
+ */
+export function parseEnvelope(input: unknown): Envelope {
+  return commonEnvelope(input) ?? envelopeSchema.parse(input);
+}
+
+/** What {@linkcode safeParseEnvelope} returns: the envelope, or zod's error. */
+export type EnvelopeParse =
+  | { success: true; data: Envelope; error?: undefined }
+  | { success: false; data?: undefined; error: npm.ZodError<Envelope> };
+
+/**
+ * `envelopeSchema.safeParse(input)`, as {@linkcode parseEnvelope} is
+ * `parse`.
+ *
+ * @example Usage
+ * ```ts
+ * import { safeParseEnvelope } from "./envelope.ts";
+ * safeParseEnvelope({ id: "" }).success; // false
+ * ```
+ */
+export function safeParseEnvelope(input: unknown): EnvelopeParse {
+  const data = commonEnvelope(input);
+  if (data) return { success: true, data };
+  return envelopeSchema.safeParse(input) as EnvelopeParse;
+}
+
+const TYPES = new Set<unknown>([
+  "command",
+  "event",
+  "request",
+  "response",
+  "notification",
+]);
+const GUARANTEES = new Set<unknown>([
+  "at-most-once",
+  "at-least-once",
+  "exactly-once",
+]);
+const BACKOFFS = new Set<unknown>(["none", "fixed", "exponential"]);
+const MAX = Number.MAX_SAFE_INTEGER;
+
+const int = (v: unknown, min: number, max: number): boolean =>
+  Number.isSafeInteger(v) && (v as number) >= min && (v as number) <= max;
+const str = (v: unknown, min: number, max: number): boolean =>
+  typeof v === "string" && v.length >= min && v.length <= max;
+const plain = (v: unknown): v is Record<string, unknown> =>
+  typeof v === "object" && v !== null &&
+  Object.getPrototypeOf(v) === Object.prototype;
+
+/**
+ * The envelope `envelopeSchema` would make of `input`, checked and built by
+ * hand: the same members in the same order (optional ones present when the
+ * input has them, even as `undefined`), defaults filled, unknown members
+ * dropped, the arrays and records copied, the payload as it is. `undefined`
+ * for anything it does not take (invalid, or unusual: not a plain object, a
+ * `__proto__` header); the schema decides those. `envelope_test.ts` holds
+ * it to the schema's answers on seeded inputs.
+ */
+function commonEnvelope(input: unknown): Envelope | undefined {
+  if (!plain(input)) return undefined;
+  const i = input;
+  if (
+    !str(i.id, 1, 128) || !TYPES.has(i.type) || !str(i.topic, 1, 512) ||
+    !str(i.source, 1, 256) || !int(i.timestamp, 0, MAX) || !("payload" in i)
+  ) return undefined;
+  const hasDestination = "destination" in i;
+  let destination: string[] | undefined;
+  if (i.destination !== undefined) {
+    const d = i.destination;
+    if (!Array.isArray(d) || d.length > 1024) return undefined;
+    for (let k = 0; k < d.length; k++) {
+      if (!str(d[k], 0, 256)) return undefined;
+    }
+    destination = d.slice();
+  }
+  const hasCorrelation = "correlationId" in i;
+  if (i.correlationId !== undefined && !str(i.correlationId, 0, 128)) {
+    return undefined;
+  }
+  const hasReplyTo = "replyTo" in i;
+  if (i.replyTo !== undefined && !str(i.replyTo, 0, 512)) return undefined;
+  const priority = i.priority === undefined ? 4 : i.priority;
+  if (!int(priority, 0, 9)) return undefined;
+  const hasTtl = "ttlMs" in i;
+  if (i.ttlMs !== undefined && !int(i.ttlMs, 1, MAX)) return undefined;
+  const headers: Record<string, string> = {};
+  if (i.headers !== undefined) {
+    const h = i.headers;
+    if (!plain(h)) return undefined;
+    for (const k in h) {
+      const v = h[k];
+      if (typeof v !== "string" || k === "__proto__") return undefined;
+      headers[k] = v;
+    }
+  }
+  let delivery: Envelope["delivery"];
+  const d = i.delivery;
+  if (d === undefined) {
+    delivery = {
+      guarantee: "at-least-once",
+      maxAttempts: 3,
+      backoff: "exponential",
+      timeoutMs: 30_000,
+      persistent: false,
+    };
+  } else {
+    if (!plain(d)) return undefined;
+    // Defaults for `undefined` only: a `null` is the schema's to refuse.
+    const guarantee = d.guarantee === undefined ? "at-least-once" : d.guarantee;
+    const maxAttempts = d.maxAttempts === undefined ? 3 : d.maxAttempts;
+    const backoff = d.backoff === undefined ? "exponential" : d.backoff;
+    const timeoutMs = d.timeoutMs === undefined ? 30_000 : d.timeoutMs;
+    const persistent = d.persistent === undefined ? false : d.persistent;
+    if (
+      !GUARANTEES.has(guarantee) || !int(maxAttempts, 1, 1000) ||
+      !BACKOFFS.has(backoff) || !int(timeoutMs, 1, MAX) ||
+      typeof persistent !== "boolean"
+    ) return undefined;
+    delivery = {
+      guarantee: guarantee as Envelope["delivery"]["guarantee"],
+      maxAttempts: maxAttempts as number,
+      backoff: backoff as Envelope["delivery"]["backoff"],
+      timeoutMs: timeoutMs as number,
+      persistent,
+    };
+  }
+  const out = {
+    id: i.id,
+    type: i.type,
+    topic: i.topic,
+    source: i.source,
+  } as Record<string, unknown>;
+  if (hasDestination) out.destination = destination;
+  out.timestamp = i.timestamp;
+  if (hasCorrelation) out.correlationId = i.correlationId;
+  if (hasReplyTo) out.replyTo = i.replyTo;
+  out.priority = priority;
+  if (hasTtl) out.ttlMs = i.ttlMs;
+  out.headers = headers;
+  out.payload = i.payload;
+  out.delivery = delivery;
+  return out as unknown as Envelope;
 }

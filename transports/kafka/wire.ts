@@ -6,7 +6,11 @@
  *
  * @module
  */
-import { type Envelope, envelopeSchema } from "../../core/envelope.ts";
+import {
+  type Envelope,
+  parseEnvelope,
+  safeParseEnvelope,
+} from "../../core/envelope.ts";
 import { validateTopic } from "../../core/router.ts";
 import {
   type AttemptError,
@@ -281,71 +285,6 @@ function jsonHeader(headers: FetchedHeaders | undefined, name: string) {
   }
 }
 
-const TYPES = new Set([
-  "command",
-  "event",
-  "request",
-  "response",
-  "notification",
-]);
-const GUARANTEES = new Set(["at-most-once", "at-least-once", "exactly-once"]);
-const BACKOFFS = new Set(["none", "fixed", "exponential"]);
-const int = (v: unknown, min: number, max: number) =>
-  Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
-const str = (v: unknown, max: number) =>
-  typeof v === "string" && v.length >= 1 && v.length <= max;
-
-/**
- * The envelope of the common record (what Plexus writes: full delivery, no
- * optional members) checked by hand, as `envelopeSchema` would accept it;
- * `undefined` sends anything else through the schema. Saves the schema's
- * cost on the consume path.
- */
-function commonEnvelope(i: Record<string, unknown>): Envelope | undefined {
-  const d = i.delivery as Record<string, unknown> | undefined;
-  if (
-    i.destination !== undefined || i.correlationId !== undefined ||
-    i.replyTo !== undefined || i.ttlMs !== undefined ||
-    typeof d !== "object" || d === null || Array.isArray(d) ||
-    !str(i.id, 128) || !TYPES.has(i.type as string) || !str(i.topic, 512) ||
-    !str(i.source, 256) || !int(i.timestamp, 0, Number.MAX_SAFE_INTEGER) ||
-    (i.priority !== undefined && !int(i.priority, 0, 9)) ||
-    !GUARANTEES.has(d.guarantee as string) || !int(d.maxAttempts, 1, 1000) ||
-    !BACKOFFS.has(d.backoff as string) ||
-    !int(d.timeoutMs, 1, Number.MAX_SAFE_INTEGER) ||
-    typeof d.persistent !== "boolean"
-  ) return undefined;
-  let headers = i.headers as Record<string, string> | undefined;
-  if (headers === undefined) headers = {};
-  else if (
-    typeof headers !== "object" || headers === null || Array.isArray(headers)
-  ) {
-    return undefined;
-  } else {
-    for (const k in headers) {
-      if (typeof headers[k] !== "string") return undefined;
-    }
-    headers = { ...headers };
-  }
-  return {
-    id: i.id as string,
-    type: i.type as Envelope["type"],
-    topic: i.topic as string,
-    source: i.source as string,
-    timestamp: i.timestamp as number,
-    priority: (i.priority as number | undefined) ?? 4,
-    headers,
-    payload: i.payload,
-    delivery: {
-      guarantee: d.guarantee as Envelope["delivery"]["guarantee"],
-      maxAttempts: d.maxAttempts as number,
-      backoff: d.backoff as Envelope["delivery"]["backoff"],
-      timeoutMs: d.timeoutMs as number,
-      persistent: d.persistent as boolean,
-    },
-  };
-}
-
 /** A fetched record as {@linkcode decodeRecord} takes it. */
 export interface FetchedRecord {
   key: Uint8Array | string | null;
@@ -480,19 +419,14 @@ export function decodeRecord(
   for (const k of Object.keys(input) as (keyof typeof input)[]) {
     if (input[k] === undefined && k !== "payload") delete input[k];
   }
-  let envelope = commonEnvelope(input);
-  if (!envelope) {
-    const parsed = envelopeSchema.safeParse(input);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new Error(
-        `${where} is not an envelope: ${
-          issue.path.join(".")
-        }: ${issue.message}`,
-      );
-    }
-    envelope = parsed.data;
+  const parsed = safeParseEnvelope(input);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Error(
+      `${where} is not an envelope: ${issue.path.join(".")}: ${issue.message}`,
+    );
   }
+  const envelope = parsed.data;
   const errors = jsonHeader(h, H.errors) ?? [];
   if (!Array.isArray(errors)) {
     throw new Error(`header '${H.errors}' is not a JSON array`);
@@ -554,7 +488,7 @@ export function decodeDeadLetter(
     } catch {
       value = base64(record.value as Uint8Array);
     }
-    envelope = envelopeSchema.parse({
+    envelope = parseEnvelope({
       id: (str(H.id) ||
         `${kafkaTopicName}-${record.partition}-${record.offset}`).slice(0, 128),
       type: "event",

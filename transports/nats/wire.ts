@@ -18,7 +18,11 @@
  *
  * @module
  */
-import { type Envelope, envelopeSchema } from "../../core/envelope.ts";
+import {
+  type Envelope,
+  parseEnvelope,
+  safeParseEnvelope,
+} from "../../core/envelope.ts";
 import { validateTopic } from "../../core/router.ts";
 import {
   type AttemptError,
@@ -231,9 +235,7 @@ export function decodeBody(
   } catch {
     throw new Error(`${where} is not JSON: ${text.slice(0, 60)}`);
   }
-  const common = commonEnvelope(json);
-  if (common) return common;
-  const parsed = envelopeSchema.safeParse(json);
+  const parsed = safeParseEnvelope(json);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     throw new Error(
@@ -243,54 +245,6 @@ export function decodeBody(
     );
   }
   return parsed.data;
-}
-
-const TYPES = new Set([
-  "command",
-  "event",
-  "request",
-  "response",
-  "notification",
-]);
-const GUARANTEES = new Set(["at-most-once", "at-least-once", "exactly-once"]);
-const BACKOFFS = new Set(["none", "fixed", "exponential"]);
-const int = (v: unknown, min: number, max: number) =>
-  Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
-const str = (v: unknown, max: number) =>
-  typeof v === "string" && v.length >= 1 && v.length <= max;
-
-/**
- * The envelope Plexus writes (full delivery, no optional members) checked by
- * hand as `envelopeSchema` would accept it, without the schema's cost on the
- * consume path; `undefined` sends anything else through the schema.
- */
-function commonEnvelope(v: unknown): Envelope | undefined {
-  if (typeof v !== "object" || v === null || Array.isArray(v)) return;
-  const i = v as Record<string, unknown>;
-  const d = i.delivery as Record<string, unknown> | undefined;
-  if (
-    i.destination !== undefined || i.correlationId !== undefined ||
-    i.replyTo !== undefined || i.ttlMs !== undefined ||
-    typeof d !== "object" || d === null || Array.isArray(d) ||
-    !str(i.id, 128) || !TYPES.has(i.type as string) || !str(i.topic, 512) ||
-    !str(i.source, 256) || !int(i.timestamp, 0, Number.MAX_SAFE_INTEGER) ||
-    !int(i.priority, 0, 9) || !("payload" in i) ||
-    !GUARANTEES.has(d.guarantee as string) || !int(d.maxAttempts, 1, 1000) ||
-    !BACKOFFS.has(d.backoff as string) ||
-    !int(d.timeoutMs, 1, Number.MAX_SAFE_INTEGER) ||
-    typeof d.persistent !== "boolean" ||
-    typeof i.headers !== "object" || i.headers === null ||
-    Array.isArray(i.headers)
-  ) return;
-  const headers = i.headers as Record<string, unknown>;
-  for (const k in headers) if (typeof headers[k] !== "string") return;
-  let n = 0;
-  for (const _ in i) n++;
-  let m = 0;
-  for (const _ in d) m++;
-  // Unknown members go through the schema (which strips or refuses them).
-  if (n !== 9 || m !== 5) return;
-  return i as unknown as Envelope;
 }
 
 /** One header value: no CR/LF, at most `max` characters. */
@@ -339,7 +293,7 @@ export function decodeDeadLetter(
     } catch {
       data = `base64:${btoa(String.fromCharCode(...body.slice(0, 65536)))}`;
     }
-    envelope = envelopeSchema.parse({
+    envelope = parseEnvelope({
       id: header(H.origin) || "nats",
       type: "event",
       topic,

@@ -29,7 +29,7 @@ import {
 // The body codec, partition hash and header hygiene are NATS's, unchanged:
 // one envelope JSON and one key → partition mapping on every broker.
 import { decodeBody, fnv1a, headerValue, partitionOf } from "../nats/wire.ts";
-import { type Envelope, envelopeSchema } from "../../core/envelope.ts";
+import { type Envelope, parseEnvelope } from "../../core/envelope.ts";
 
 export { decodeBody, partitionOf };
 
@@ -358,7 +358,7 @@ export function decodeDeadLetter(
     } catch {
       data = `base64:${btoa(String.fromCharCode(...body.slice(0, 65536)))}`;
     }
-    envelope = envelopeSchema.parse({
+    envelope = parseEnvelope({
       id: header(H.origin) || "rabbitmq",
       type: "event",
       topic: header(H.dlqTopic) || topic,

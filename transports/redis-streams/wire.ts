@@ -4,7 +4,11 @@
  *
  * @module
  */
-import { type Envelope, envelopeSchema } from "../../core/envelope.ts";
+import {
+  type Envelope,
+  parseEnvelope,
+  safeParseEnvelope,
+} from "../../core/envelope.ts";
 import type { AttemptError, DeadLetter } from "../../core/transport.ts";
 
 /** Stream of `topic`: `{prefix}{topic}`. */
@@ -155,7 +159,7 @@ export function decodeFields(
     const v = m.get(name);
     return v === undefined ? undefined : Number(v);
   };
-  const parsed = envelopeSchema.safeParse({
+  const parsed = safeParseEnvelope({
     id: m.get("id") ?? entryId,
     type: m.get("type") ?? "event",
     topic: m.get("topic") ?? topic,
@@ -297,7 +301,7 @@ export function decodeDeadLetter(
     } catch { /* kept raw below */ }
   }
   if (envelope === undefined) {
-    envelope = envelopeSchema.parse({
+    envelope = parseEnvelope({
       id: (m.get("id") || entryId).slice(0, 128),
       type: "event",
       topic,
