@@ -74,6 +74,7 @@ import {
 } from "./presence.ts";
 import { canSubscribe, channelPolicy, isDurable } from "./policy.ts";
 import type { NodeEvents } from "../core/events.ts";
+import { deleteOldest } from "../core/oldest.ts";
 
 export { type AgentRequest, GatewayRequestError } from "./connection.ts";
 
@@ -552,7 +553,7 @@ export function createGateway(options: GatewayOptions): Gateway {
       else ids = new Set();
       inbound.set(agentId, ids);
       if (inbound.size > INBOUND_AGENTS) {
-        inbound.delete(inbound.keys().next().value!);
+        deleteOldest(inbound);
       }
       if (ids.has(id)) return true;
       ids.add(id);

@@ -42,6 +42,7 @@ import {
   type SealingPeer,
   signSealingKeyStatement,
 } from "../core/security/sealing_keys.ts";
+import { deleteOldest } from "../core/oldest.ts";
 
 export { SealedError } from "../core/security/sealed_transport.ts";
 
@@ -197,7 +198,7 @@ export async function subscribeSealed(
           ),
         };
       })();
-      if (peers.size >= 1024) peers.delete(peers.keys().next().value!);
+      if (peers.size >= 1024) deleteOldest(peers);
       peers.set(id, { at: now(), peer });
       peer.catch(() => peers.delete(id));
       return peer;

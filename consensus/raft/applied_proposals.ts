@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { deleteOldest } from "../../core/oldest.ts";
 
 /** Options of {@linkcode AppliedProposals}. */
 export interface AppliedProposalsOptions {
@@ -79,7 +80,7 @@ export class AppliedProposals {
       while (s.above.delete(s.low + 1)) s.low++;
     }
     if (this.#sessions.size > this.#maxSessions) {
-      this.#sessions.delete(this.#sessions.keys().next().value!);
+      deleteOldest(this.#sessions);
     }
     return true;
   }

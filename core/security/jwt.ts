@@ -23,6 +23,7 @@ import { retryLocked } from "../state/store.ts";
 import { parseDuration } from "./duration.ts";
 import { NODE_KEY_ALG, type NodeKey } from "./node_key.ts";
 import { isRole, type Role, ROLES } from "./roles.ts";
+import { deleteOldest } from "../oldest.ts";
 
 /** Default `iss` of tokens this node issues and accepts. */
 export const DEFAULT_ISSUER = "plexus";
@@ -462,7 +463,7 @@ export function createJwtAuthority(
       if (claims === undefined) {
         claims = await verifyToken(token);
         if (verified.size >= MAX_CACHED_TOKENS) {
-          verified.delete(verified.keys().next().value!);
+          deleteOldest(verified);
         }
         verified.set(token, claims);
       }

@@ -40,6 +40,7 @@ import type {
   SignatureAlgorithm,
   SignatureKey,
 } from "./http_signatures/mod.ts";
+import { deleteOldest } from "../oldest.ts";
 
 /** A key id: printable ASCII without spaces, quotes or backslashes (an RFC 8941 string), 1-256 characters. */
 export const KEYID_RE = /^[\x21\x23-\x5b\x5d-\x7e]{1,256}$/;
@@ -197,7 +198,7 @@ export function createKeyring(
       hit.key.publicKey === fresh.key.publicKey &&
       hit.key.secret === fresh.key.secret && hit.key.alg === fresh.key.alg
     ) fresh.crypto = hit.crypto;
-    if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!);
+    if (cache.size >= MAX_CACHED) deleteOldest(cache);
     cache.set(keyid, fresh);
     return fresh;
   }

@@ -37,6 +37,7 @@
 import { type Clock, systemClock } from "../clock.ts";
 import { rateLimitKey } from "../state/keys.ts";
 import { retryLocked } from "../state/store.ts";
+import { deleteOldest } from "../oldest.ts";
 
 /** The answer to one {@linkcode RateLimiter.check}. */
 export interface RateLimitDecision {
@@ -303,7 +304,7 @@ export function createRateLimiter(
     // A tat already passed refuses nothing; forget it.
     if (best <= now) return;
     local.set(id, best);
-    if (local.size > maxIds) local.delete(local.keys().next().value!);
+    if (local.size > maxIds) deleteOldest(local);
   };
 
   const readTat = (value: GcraState | null): number | undefined =>

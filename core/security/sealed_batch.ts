@@ -20,6 +20,7 @@ import {
   writeSealedCounters,
   writeSealedProof,
 } from "./sealed_format.ts";
+import { deleteOldest } from "../oldest.ts";
 
 /** What the leaf digest's routing bytes start with: the leaf tag and context. */
 export const LEAF_PREFIX = "\0plexus-sealed/v3 message\0";
@@ -345,7 +346,7 @@ export function authenticateProof(
     );
   }
   if (batches.size >= MAX_VERIFIED_BATCHES && !batches.has(slot)) {
-    batches.delete(batches.keys().next().value!);
+    deleteOldest(batches);
   }
   batches.set(slot, { m: p.m, root: p.root.slice(), sig: p.sig.slice() });
   learn();

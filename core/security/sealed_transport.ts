@@ -118,6 +118,7 @@ import {
   type SealedWrap,
   SIG_BYTES,
 } from "./sealed_format.ts";
+import { deleteOldest } from "../oldest.ts";
 
 /** Topics whose payloads are sealed, and to whom. */
 export interface SealedTopicRule {
@@ -1393,7 +1394,7 @@ function openerOf(keys: SealedOpenerKeys, options: OpenerOptions) {
       pending: hpkeOpen(x25519, mine.enc, INFO, aad, mine.k),
     };
     if (sessionKeys.size >= MAX_SESSION_KEYS) {
-      sessionKeys.delete(sessionKeys.keys().next().value!);
+      deleteOldest(sessionKeys);
     }
     sessionKeys.set(cacheKey, entry);
     entry.pending.then(

@@ -31,6 +31,7 @@ import { generateKeyPair, type HpkeKeyPair, importPrivateKey } from "./hpke.ts";
 import { importEd25519PublicKey } from "./ed25519.ts";
 import type { NodeKey } from "./node_key.ts";
 import type { SealingKeys } from "./sealed_transport.ts";
+import { deleteOldest } from "../oldest.ts";
 
 /** File name of the node's X25519 key inside the data dir. */
 export const SEALING_KEY_FILE = "node-x25519.jwk";
@@ -380,7 +381,7 @@ export function kvSealingDirectory(
       const hit = cache.get(id);
       if (hit && now - hit.at < cacheMs) return hit.peer;
       const peer = load(id);
-      if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!);
+      if (cache.size >= MAX_CACHED) deleteOldest(cache);
       cache.set(id, { at: now, peer });
       peer.catch(() => cache.delete(id));
       return peer;

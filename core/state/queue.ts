@@ -64,6 +64,7 @@ import {
   type SegState,
   settlePositions,
 } from "./queue_segments.ts";
+import { deleteOldest } from "../oldest.ts";
 
 /** Where a message is in its life. */
 export type MessageState =
@@ -1598,7 +1599,7 @@ export class DurableQueue<T = unknown> {
   #cacheSeg(seg: string, msgs: QueueMessage<T>[]): void {
     this.#segCache.set(seg, msgs);
     if (this.#segCache.size > SEG_CACHE) {
-      this.#segCache.delete(this.#segCache.keys().next().value!);
+      deleteOldest(this.#segCache);
     }
   }
 

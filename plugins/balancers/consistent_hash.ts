@@ -25,6 +25,7 @@ import {
   type PickContext,
   weightOf,
 } from "./strategy.ts";
+import { deleteOldest } from "../../core/oldest.ts";
 
 /** Options for {@linkcode createConsistentHash}. */
 export interface ConsistentHashOptions {
@@ -157,7 +158,7 @@ export function createConsistentHash(
     }
     ring = { points: ringPoints, owners, weights, totalWeight };
     rings.set(signature, ring);
-    if (rings.size > 8) rings.delete(rings.keys().next().value!);
+    if (rings.size > 8) deleteOldest(rings);
     return ring;
   };
 

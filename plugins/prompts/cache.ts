@@ -36,6 +36,7 @@
  */
 
 import { hash } from "node:crypto";
+import { deleteOldest } from "../../core/oldest.ts";
 
 /** What is stored for one answer. */
 export interface CachedAnswer {
@@ -239,7 +240,7 @@ export function createPromptCache(
     local.set(key, { value, until });
     localChars += value.response.length;
     while (local.size > MAX_LOCAL || localChars > MAX_LOCAL_CHARS) {
-      forget(local.keys().next().value!);
+      localChars -= deleteOldest(local)!.value.response.length;
     }
   };
   const entryOf = (value: Local["value"], at: number): CacheEntry => {
@@ -333,7 +334,7 @@ export function createPromptCache(
     // one-shot: createHash builds a Node stream per key.
     const key = hash("sha256", text, "hex");
     if (raw.length <= MAX_KEYED_CHARS) {
-      if (keys.size >= MAX_KEYS) keys.delete(keys.keys().next().value!);
+      if (keys.size >= MAX_KEYS) deleteOldest(keys);
       keys.set(raw, key);
     }
     return key;

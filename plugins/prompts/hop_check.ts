@@ -35,6 +35,7 @@ import {
   hopProofRoot,
   SAGE_CONTEXT,
 } from "../../sdk/sage.ts";
+import { deleteOldest } from "../../core/oldest.ts";
 
 const encoder = new TextEncoder();
 
@@ -187,7 +188,7 @@ export function checkHopProof(
   if (valid) {
     if (!known) verifiedRoots.set(key, known = new Map());
     if (known.size >= MAX_VERIFIED_ROOTS) {
-      known.delete(known.keys().next().value!);
+      deleteOldest(known);
     }
     known.set(slot, signature);
   }

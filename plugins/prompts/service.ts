@@ -38,6 +38,7 @@ import type { DidResolvers } from "./did.ts";
 import { checkHopProof, HopChecker, hopKey } from "./hop_check.ts";
 import type { PromptNode } from "./cluster.ts";
 import type { PromptInput } from "./input.ts";
+import { deleteOldest } from "../../core/oldest.ts";
 
 /** One routing step, as logged (the seed's `routing` log payload). */
 export interface RoutingLog {
@@ -342,7 +343,7 @@ export function createPromptService(deps: PromptServiceDeps): PromptService {
     const found = { did, key, raw, until: Date.now() + KEY_CACHE_MS };
     keys.delete(agentId);
     keys.set(agentId, found);
-    if (keys.size > 10_000) keys.delete(keys.keys().next().value!);
+    if (keys.size > 10_000) deleteOldest(keys);
     return found;
   };
   /** The DID and key an answer of `agentId` must be signed with. */
