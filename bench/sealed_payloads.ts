@@ -7,10 +7,14 @@
  *
  *   eval "$(deno task services)"
  *   deno run -A bench/sealed_payloads.ts [--quick] [--messages N] [--rounds R] [--worker]
- *     [--only plain|sealed]
+ *     [--only plain|sealed] [--split]
  *
  * Sealing and opening run on the main thread (the transport's default);
  * `--worker` puts them on each sealed transport's worker (`worker: true`).
+ * `--split` runs node `b` (the consumer) in a process of its own
+ * (`_sealed_consumer.ts`, keys in a shared KV file), as two nodes would:
+ * each process then seals or opens, not both, and the JSON adds the
+ * consumer's main-thread CPU per message.
  *
  * Both sides as in bench/redis_streams.ts (`transportRun`): a producer
  * publishes N envelopes in windows of 100 concurrent publishes; one
@@ -44,12 +48,17 @@ import {
   flag,
   info,
   isQuick,
+  kibEnvelopes,
   median,
   numFlag,
   type RateRun,
+  rateRun,
   round,
+  spawnDeno,
   transportRun,
 } from "./_util.ts";
+import { join } from "node:path";
+import { mainThreadCpuMs, SEALED_POLICY } from "./_sealed_shared.ts";
 
 const quick = isQuick();
 const N = numFlag("messages", quick ? 3000 : 20_000);
@@ -64,16 +73,30 @@ if (!url) {
   Deno.exit(1);
 }
 
-const kv = await Deno.openKv(":memory:");
+const SPLIT = Deno.args.includes("--split");
+// Split: the receiving node's process opens the shared KV file too (its
+// keys go into the same directory).
+const kvDir = SPLIT
+  ? await Deno.makeTempDir({ prefix: "plexus-bench-sealed-" })
+  : undefined;
+const kv = await Deno.openKv(kvDir ? join(kvDir, "kv") : ":memory:");
 const directory = kvSealingDirectory(kv);
 async function keysOf(id: string): Promise<SealingKeys> {
   return await freshSealingKeys(id, directory);
 }
 const a = await keysOf("node:a");
-const b = await keysOf("node:b");
-const policy: SealingPolicy = {
-  topics: [{ pattern: "sealed.>", recipients: ["node:b"] }],
-};
+const b = SPLIT ? undefined : await keysOf("node:b");
+const consumer = kvDir
+  ? await spawnDeno("node b", "_sealed_consumer.ts", [
+    "--kv",
+    join(kvDir, "kv"),
+  ])
+  : undefined;
+if (consumer) await consumer.next();
+const policy: SealingPolicy = SEALED_POLICY;
+
+/** CPU the consumer process spent in the last split run (ms). */
+let consumerCpu = { cpuMs: 0, mainMs: 0 };
 
 async function run(
   topic: string,
@@ -81,6 +104,7 @@ async function run(
   beforeClose = () => {},
 ): Promise<RateRun> {
   const prefix = "bench:sealed:";
+  if (consumer) return await runSplit(topic, sealed, prefix);
   const rawPub = await connectRedisStreams({ url, prefix });
   const rawSub = await connectRedisStreams({ url, prefix });
   const options = { worker: WORKER };
@@ -88,7 +112,7 @@ async function run(
     ? sealedTransport(rawPub, policy, a, options)
     : rawPub;
   const sub: Transport = sealed
-    ? sealedTransport(rawSub, policy, b, options)
+    ? sealedTransport(rawSub, policy, b!, options)
     : rawSub;
   const result = await transportRun(pub, sub, topic, {
     n: N,
@@ -102,12 +126,34 @@ async function run(
   return result;
 }
 
-/** CPU ms of this process's main thread (utime + stime, 10 ms ticks). */
-function mainThreadCpuMs(): number {
-  const stat = Deno.readTextFileSync(`/proc/self/task/${Deno.pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10;
+/**
+ * Node `a` here publishes, node `b` in its own process consumes (as two
+ * nodes would): the rate is `n` over first publish → `b`'s last ack, read
+ * when `b` reports it (a pipe's latency late).
+ */
+async function runSplit(
+  topic: string,
+  sealed: boolean,
+  prefix: string,
+): Promise<RateRun> {
+  const raw = await connectRedisStreams({ url, prefix });
+  const pub: Transport = sealed ? sealedTransport(raw, policy, a) : raw;
+  await consumer!.send({ topic, sealed, n: N, maxInFlight: WINDOW });
+  await consumer!.next();
+  const all = kibEnvelopes(topic, N);
+  const t0 = performance.now();
+  for (let i = 0; i < N; i += WINDOW) {
+    await Promise.all(
+      all.slice(i, i + WINDOW).map((e) => pub.publish(topic, e)),
+    );
+  }
+  consumerCpu = await consumer!.next<typeof consumerCpu>(120_000);
+  const ms = performance.now() - t0;
+  await raw.redis.del(`${prefix}${topic}`);
+  await pub.close();
+  return rateRun(N, ms, []);
 }
+
 /** CPU ms of this process's Worker threads (named `worker-N`). */
 function workerThreadsCpuMs(): number {
   let ms = 0;
@@ -133,6 +179,8 @@ const seals: RateRun[] = [];
 const cpu = { plain: [] as number[], sealed: [] as number[] };
 const main = { plain: [] as number[], sealed: [] as number[] };
 const workers: number[] = [];
+/** Split: the consumer process's main thread, per message. */
+const consumerMain = { plain: [] as number[], sealed: [] as number[] };
 const cpuNow = () => cpuMs("self");
 info(`sealed_payloads: ${N} messages of 1 KiB on Redis, ${ROUNDS} round(s)`);
 for (let r = 0; r < ROUNDS; r++) {
@@ -140,8 +188,10 @@ for (let r = 0; r < ROUNDS; r++) {
   let c0 = cpuNow(), m0 = mainThreadCpuMs();
   if (ONLY === "sealed") plains.push({ perS: NaN } as RateRun);
   else plains.push(await run(`plain.${r}.${id}`, false));
-  cpu.plain.push((cpuNow() - c0) / N);
+  cpu.plain.push((cpuNow() - c0 + consumerCpu.cpuMs) / N);
   main.plain.push((mainThreadCpuMs() - m0) / N);
+  consumerMain.plain.push(consumerCpu.mainMs / N);
+  consumerCpu = { cpuMs: 0, mainMs: 0 };
   c0 = cpuNow();
   m0 = mainThreadCpuMs();
   // The workers of the run's transports end with it: counted before then.
@@ -153,8 +203,10 @@ for (let r = 0; r < ROUNDS; r++) {
         workers.push((workerThreadsCpuMs() - w0) / N);
       }),
   );
-  cpu.sealed.push((cpuNow() - c0) / N);
+  cpu.sealed.push((cpuNow() - c0 + consumerCpu.cpuMs) / N);
   main.sealed.push((mainThreadCpuMs() - m0) / N);
+  consumerMain.sealed.push(consumerCpu.mainMs / N);
+  consumerCpu = { cpuMs: 0, mainMs: 0 };
   info(
     `  round ${r + 1}: plain ${round(plains.at(-1)!.perS)} msg/s, sealed ${
       round(seals.at(-1)!.perS)
@@ -162,6 +214,10 @@ for (let r = 0; r < ROUNDS; r++) {
   );
 }
 kv.close();
+if (consumer) {
+  await consumer.stop();
+  await Deno.remove(kvDir!, { recursive: true });
+}
 const plainPerS = median(plains.map((r) => r.perS));
 const sealedPerS = median(seals.map((r) => r.perS));
 const cpuPlain = median(cpu.plain);
@@ -191,6 +247,15 @@ console.log(JSON.stringify({
     rounds: ROUNDS,
     payloadBytes: 1024,
     sealedOnWorker: WORKER,
+    split: SPLIT,
+    ...(SPLIT
+      ? {
+        consumer_main_thread_cpu_us_per_message: {
+          plain: round(median(consumerMain.plain) * 1000, 1),
+          sealed: round(median(consumerMain.sealed) * 1000, 1),
+        },
+      }
+      : {}),
     recipients: 1,
     cpu_us_per_message: {
       plain: round(cpuPlain * 1000, 1),
@@ -204,5 +269,7 @@ console.log(JSON.stringify({
     sealed_worker_threads_cpu_us_per_message: round(median(workers) * 1000, 1),
     loadavg: { before: loadBefore, after: loadavg() },
   },
-  notes: "sender and receiver in one process; target ≥ 0.6",
+  notes: SPLIT
+    ? "sender and receiver in two processes (--split); target ≥ 0.6"
+    : "sender and receiver in one process; target ≥ 0.6",
 }));
