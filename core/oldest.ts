@@ -14,12 +14,12 @@
  * @module
  */
 
-const cursors = new WeakMap<Map<unknown, unknown>, Iterator<unknown>>();
+const cursors = new WeakMap<object, Iterator<unknown>>();
 
 /**
- * Deletes `map`'s oldest entry (the first in insertion order, so the least
- * recently used one in a map that deletes and sets an entry again on use),
- * and returns its value; `undefined` when the map is empty.
+ * Deletes the oldest entry of a map or set (the first in insertion order,
+ * so the least recently used one where an entry is deleted and set again on
+ * use), and returns its value (a set's: its key); `undefined` when empty.
  *
  * Map iterators are live: one kept between calls has passed only deleted
  * entries, sees entries added since, and a key deleted and set again
@@ -31,9 +31,15 @@ const cursors = new WeakMap<Map<unknown, unknown>, Iterator<unknown>>();
  * const m = new Map([["a", 1], ["b", 2]]);
  * deleteOldest(m); // 1
  * [...m.keys()]; // ["b"]
+ * const s = new Set(["x", "y"]);
+ * deleteOldest(s); // "x"
  * ```
  */
-export function deleteOldest<K, V>(map: Map<K, V>): V | undefined {
+export function deleteOldest<K, V>(map: Map<K, V>): V | undefined;
+export function deleteOldest<K>(set: Set<K>): K | undefined;
+export function deleteOldest<K, V>(
+  map: Map<K, V> | Set<K>,
+): V | K | undefined {
   let cursor = cursors.get(map) as Iterator<K> | undefined;
   let next = cursor?.next();
   if (!next || next.done) {
@@ -43,7 +49,8 @@ export function deleteOldest<K, V>(map: Map<K, V>): V | undefined {
     next = cursor.next();
     if (next.done) return undefined;
   }
-  const value = map.get(next.value);
-  map.delete(next.value);
+  const key = next.value;
+  const value = map instanceof Map ? map.get(key) : key;
+  map.delete(key);
   return value;
 }

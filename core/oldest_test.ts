@@ -69,3 +69,16 @@ Deno.test("deleteOldest: a full map evicting on every insert keeps the newest en
   assert.equal(m.size, 10_000);
   assert.equal(m.keys().next().value, 50_000);
 });
+
+Deno.test("deleteOldest: sets too, and a map and a set keep cursors of their own", () => {
+  const s = new Set(["a", "b", "c"]);
+  const m = new Map([["a", 1], ["b", 2]]);
+  assert.equal(deleteOldest(s), "a");
+  assert.equal(deleteOldest(m), 1);
+  s.delete("b");
+  s.add("b"); // used again: now the newest
+  assert.equal(deleteOldest(s), "c");
+  assert.equal(deleteOldest(s), "b");
+  assert.equal(deleteOldest(s), undefined);
+  assert.equal(deleteOldest(m), 2);
+});

@@ -557,7 +557,7 @@ export function createGateway(options: GatewayOptions): Gateway {
       }
       if (ids.has(id)) return true;
       ids.add(id);
-      if (ids.size > INBOUND_IDS) ids.delete(ids.values().next().value!);
+      if (ids.size > INBOUND_IDS) deleteOldest(ids);
       return false;
     },
   };

@@ -4,14 +4,14 @@
  *
  * @module
  */
+import { deleteOldest } from "../core/oldest.ts";
 
 /**
- * A bounded LRU set of ids. A `Map` kept in insertion order and trimmed
- * with `keys().next()` walks over the holes its deletes leave at the front
- * until the table is rebuilt: ~7 µs an id at 10,000 ids, most of an agent's
- * CPU per message. Here a `Set` answers `has` and a queue beside it keeps
- * the order, trimmed from its head by key (~0.1 µs). An id seen again (a
- * redelivery: rare) is moved to the end of the queue, a linear search.
+ * A bounded LRU set of ids: a `Set` in insertion order, an id seen again
+ * moved to the end, the least recent dropped with `deleteOldest`
+ * (core/oldest.ts: a `keys().next()` from the front walks the holes the
+ * deletes leave there, ~7 µs an id at 10,000 ids, most of an agent's CPU
+ * per message).
  *
  * @example Usage
  * ```ts
@@ -28,9 +28,6 @@
 export class SeenIds {
   readonly #size: number;
   readonly #ids = new Set<string>();
-  /** The ids, least recent first, from `#head` on. */
-  #order: string[] = [];
-  #head = 0;
 
   /** Remembers up to `size` ids (at least 1). */
   constructor(size: number) {
@@ -52,20 +49,9 @@ export class SeenIds {
 
   /** Remembers `id` as the most recent; forgets the least recent past the size. */
   add(id: string): void {
-    const order = this.#order, ids = this.#ids;
-    const before = ids.size;
-    ids.add(id); // one lookup: a size that did not grow means seen before
-    if (ids.size === before) {
-      order.splice(order.lastIndexOf(id), 1);
-      order.push(id);
-      return;
-    }
-    order.push(id);
-    if (ids.size > this.#size) ids.delete(order[this.#head++]);
-    // The entries before the head are gone: dropped once they are half.
-    if (this.#head > 1024 && this.#head * 2 > order.length) {
-      this.#order = order.slice(this.#head);
-      this.#head = 0;
-    }
+    const ids = this.#ids;
+    ids.delete(id);
+    ids.add(id);
+    if (ids.size > this.#size) deleteOldest(ids);
   }
 }

@@ -43,6 +43,7 @@ import type {
   StableCheckpoint,
   ViewChange,
 } from "./types.ts";
+import { deleteOldest } from "../../core/oldest.ts";
 
 /** Options for {@linkcode createPbft}. */
 export interface PbftOptions {
@@ -1528,9 +1529,7 @@ export class PbftNode {
       this.#verified.size > VERIFIED_MAX ||
       this.#verifiedChars > VERIFIED_MAX_CHARS
     ) {
-      const [oldest, itsInput] = this.#verified.entries().next().value!;
-      this.#verified.delete(oldest);
-      this.#verifiedChars -= itsInput.length;
+      this.#verifiedChars -= deleteOldest(this.#verified)!.length;
     }
   }
 

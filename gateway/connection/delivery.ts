@@ -36,6 +36,7 @@ import {
   sharedRecord,
 } from "./sender.ts";
 import type { GatewayConfig, GatewayMetrics } from "./types.ts";
+import { deleteOldest } from "../../core/oldest.ts";
 
 /** Queue leases outlive the ack timeout by this much, so our nak comes first. */
 export const LEASE_SLACK_MS = 5_000;
@@ -427,7 +428,7 @@ export class QueueDelivery {
 
   #remember(id: string, set: Set<string>): void {
     set.add(id);
-    if (set.size > PUSHED_MEMORY) set.delete(set.values().next().value!);
+    if (set.size > PUSHED_MEMORY) deleteOldest(set);
   }
 
   /** The agent acked record `re`: ack its queue message (now, or once claimed). */
