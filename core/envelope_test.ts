@@ -5,6 +5,7 @@ import {
   parseEnvelope,
   safeParseEnvelope,
 } from "./envelope.ts";
+import { mulberry32 } from "./random.ts";
 
 Deno.test("envelope: defaults fill id, timestamp, priority, headers and delivery", () => {
   const e = createEnvelope({
@@ -52,16 +53,6 @@ Deno.test("envelope: out-of-range priority, unknown type and non-string headers 
     );
   }
 });
-
-/** A seeded generator (mulberry32), so a failure replays. */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /** Inputs near every rule of the schema: valid ones, and each way to break one. */
 function randomInput(r: () => number): unknown {
@@ -169,7 +160,7 @@ function randomInput(r: () => number): unknown {
 }
 
 Deno.test("envelope: parseEnvelope and safeParseEnvelope give the schema's answer on every input (seeded)", () => {
-  const r = rng(20261207);
+  const r = mulberry32(20261207);
   let valid = 0;
   for (let n = 0; n < 20_000; n++) {
     const input = randomInput(r);

@@ -1,18 +1,9 @@
 import assert from "node:assert/strict";
 import { deleteOldest } from "./oldest.ts";
-
-/** A seeded generator (mulberry32), so a failure replays. */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
+import { mulberry32 } from "./random.ts";
 
 Deno.test("deleteOldest: evicts what a fresh iterator would, through sets, moves, deletes and clears (seeded)", () => {
-  const r = rng(7);
+  const r = mulberry32(7);
   const fast = new Map<number, number>();
   const slow = new Map<number, number>();
   for (let step = 0; step < 200_000; step++) {

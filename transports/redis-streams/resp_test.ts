@@ -7,6 +7,7 @@ import {
   RespError,
   type RespValue,
 } from "./resp.ts";
+import { mulberry32 } from "../../core/random.ts";
 
 const enc = new TextEncoder();
 const url = Deno.env.get("REDIS_URL");
@@ -21,16 +22,6 @@ function respOf(v: RespValue | RespError): string {
   if (typeof v === "number") return `:${v}\r\n`;
   if (typeof v === "string") return `$${enc.encode(v).length}\r\n${v}\r\n`;
   return `*${v.length}\r\n${v.map(respOf).join("")}`;
-}
-
-/** A seeded generator (mulberry32), so a failure replays. */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
 }
 
 function randomValue(r: () => number, depth = 0): RespValue {
@@ -51,7 +42,7 @@ function randomValue(r: () => number, depth = 0): RespValue {
 }
 
 Deno.test("resp: a reply is complete only at its last byte, and decodes to what was written (seeded)", () => {
-  const r = rng(20261207);
+  const r = mulberry32(20261207);
   for (let n = 0; n < 300; n++) {
     const v = randomValue(r);
     const bytes = enc.encode(respOf(v));
@@ -180,16 +171,27 @@ Deno.test({
   },
 });
 
-Deno.test("resp: a server that never answers times the command out and frees the connection", async () => {
-  const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+/** A TCP server on loopback that accepts and never answers. */
+function silentServer() {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const accepted: Deno.Conn[] = [];
   const acceptLoop = (async () => {
-    for await (const conn of silent) accepted.push(conn);
+    for await (const conn of listener) accepted.push(conn);
   })();
-  const c = new RespConnection({
-    host: "127.0.0.1",
-    port: (silent.addr as Deno.NetAddr).port,
-  });
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    accepted,
+    async close() {
+      listener.close();
+      for (const conn of accepted) conn.close();
+      await acceptLoop.catch(() => {});
+    },
+  };
+}
+
+Deno.test("resp: a server that never answers times the command out and frees the connection", async () => {
+  const server = silentServer();
+  const c = new RespConnection({ host: "127.0.0.1", port: server.port });
   try {
     await assert.rejects(
       () => c.command(["XREADGROUP", "GROUP", "g", "c"], 100),
@@ -197,25 +199,16 @@ Deno.test("resp: a server that never answers times the command out and frees the
     );
     // The next command opens a new connection.
     await assert.rejects(() => c.command(["PING"], 50), /no reply within/);
-    assert.equal(accepted.length, 2);
+    assert.equal(server.accepted.length, 2);
   } finally {
     c.close();
-    silent.close();
-    for (const conn of accepted) conn.close();
-    await acceptLoop.catch(() => {});
+    await server.close();
   }
 });
 
 Deno.test("resp: close() fails the command in flight and every later one", async () => {
-  const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const accepted: Deno.Conn[] = [];
-  const acceptLoop = (async () => {
-    for await (const conn of silent) accepted.push(conn);
-  })();
-  const c = new RespConnection({
-    host: "127.0.0.1",
-    port: (silent.addr as Deno.NetAddr).port,
-  });
+  const server = silentServer();
+  const c = new RespConnection({ host: "127.0.0.1", port: server.port });
   try {
     const pending = c.command(["PING"]);
     await new Promise((r) => setTimeout(r, 50));
@@ -223,8 +216,6 @@ Deno.test("resp: close() fails the command in flight and every later one", async
     await assert.rejects(() => pending);
     await assert.rejects(() => c.command(["PING"]), /closed/);
   } finally {
-    silent.close();
-    for (const conn of accepted) conn.close();
-    await acceptLoop.catch(() => {});
+    await server.close();
   }
 });
