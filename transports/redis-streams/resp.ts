@@ -252,16 +252,21 @@ export class RespConnection {
     timeoutMs: number | undefined,
   ): Promise<RespValue> {
     if (this.#closed) throw new Error("Redis connection closed");
-    const conn = this.#conn ?? await this.#connect();
+    // The deadline covers connecting and AUTH too: a stopped server accepts
+    // connections and answers nothing.
     let timedOut = false;
     const timer = timeoutMs === undefined ? undefined : setTimeout(() => {
       timedOut = true;
-      if (this.#conn === conn) this.#drop();
+      this.#drop();
     }, timeoutMs);
+    let conn = this.#conn;
     try {
+      conn ??= await this.#connect();
+      if (timedOut) throw new Error("timed out");
       return await this.#roundTrip(conn, args);
     } catch (err) {
       if (timedOut) {
+        this.#drop();
         throw new Error(`Redis: no reply within ${timeoutMs} ms`);
       }
       // A reply we could not read leaves the stream out of step: start over.

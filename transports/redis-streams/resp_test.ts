@@ -206,6 +206,29 @@ Deno.test("resp: a server that never answers times the command out and frees the
   }
 });
 
+Deno.test("resp: the deadline covers AUTH on a server that accepts and never answers", async () => {
+  const server = silentServer();
+  const c = new RespConnection({
+    host: "127.0.0.1",
+    port: server.port,
+    password: "pw",
+  });
+  let hung: ReturnType<typeof setTimeout> | undefined;
+  try {
+    // Without the deadline over AUTH the command would never end.
+    const outcome = await Promise.race([
+      c.command(["PING"], 100).then(() => "answered", (e) => e.message),
+      new Promise((r) => hung = setTimeout(() => r("hung"), 2000)),
+    ]);
+    assert.match(String(outcome), /no reply within 100 ms/);
+    assert.equal(server.accepted.length, 1);
+  } finally {
+    clearTimeout(hung);
+    c.close();
+    await server.close();
+  }
+});
+
 Deno.test("resp: close() fails the command in flight and every later one", async () => {
   const server = silentServer();
   const c = new RespConnection({ host: "127.0.0.1", port: server.port });
