@@ -49,7 +49,10 @@ export {
   createEnvelope,
   type Envelope,
   type EnvelopeInput,
+  type EnvelopeParse,
   envelopeSchema,
+  parseEnvelope,
+  safeParseEnvelope,
 } from "./core/envelope.ts";
 export {
   createLogger,

@@ -102,7 +102,14 @@ export type {
   MetricsRegistry,
 } from "./observe/metrics.ts";
 export type { ScopedAtomic, ScopedKv } from "./state/scoped_kv.ts";
-export type { Envelope, EnvelopeDelivery, EnvelopeType } from "./envelope.ts";
+export {
+  type Envelope,
+  type EnvelopeDelivery,
+  type EnvelopeParse,
+  type EnvelopeType,
+  parseEnvelope,
+  safeParseEnvelope,
+} from "./envelope.ts";
 export { PlexusError, type PlexusErrorOptions } from "./errors.ts";
 export {
   transportPlugin,
