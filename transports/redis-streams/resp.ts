@@ -9,9 +9,10 @@
  * (alternated runs, bench/README). Publishing, acks and the rest stay on
  * ioredis, which pipelines them.
  *
- * Not a general client: no pipelining, no pub/sub, no RESP3, no TLS (a
- * `rediss://` URL keeps ioredis for reading too). A lost connection fails
- * the command in flight; the next command connects again.
+ * Not a general client: no pipelining, no pub/sub, no RESP3. TLS as
+ * `Deno.connectTls` does it (the system's roots, `DENO_CERT`, `caCerts`). A
+ * lost connection fails the command in flight; the next command connects
+ * again.
  *
  * @module
  */
@@ -40,6 +41,11 @@ export interface RespOptions {
   db?: number;
   /** Longest wait for a connection. @default {5000} */
   connectTimeoutMs?: number;
+  /**
+   * TLS: the server's certificate is checked for `host` against the
+   * system's roots, those `DENO_CERT` names, and `caCerts` (PEM).
+   */
+  tls?: { caCerts?: string[] };
 }
 
 const CR = 13;
@@ -214,9 +220,13 @@ export class RespConnection {
     const o = this.#o;
     const timeout = o.connectTimeoutMs ?? 5000;
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const connecting = o.path
+    const hostname = o.host ?? "127.0.0.1";
+    const port = o.port ?? 6379;
+    const connecting: Promise<Deno.Conn> = o.path
       ? Deno.connect({ transport: "unix", path: o.path })
-      : Deno.connect({ hostname: o.host ?? "127.0.0.1", port: o.port ?? 6379 });
+      : o.tls
+      ? Deno.connectTls({ hostname, port, caCerts: o.tls.caCerts })
+      : Deno.connect({ hostname, port });
     const conn = await Promise.race([
       connecting,
       new Promise<never>((_, reject) => {
@@ -230,7 +240,8 @@ export class RespConnection {
       conn.close();
       throw new Error("Redis connection closed");
     }
-    if ("setNoDelay" in conn) conn.setNoDelay(true);
+    const tcp = conn as Partial<Deno.TcpConn>;
+    if (typeof tcp.setNoDelay === "function") tcp.setNoDelay(true);
     this.#conn = conn;
     try {
       if (o.password) {

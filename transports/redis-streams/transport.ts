@@ -8,7 +8,8 @@
  *   for at most the free `maxInFlight` slots; `XACK` after the handler. That
  *   connection is `resp.ts`, not ioredis: one blocking command at a time
  *   needs none of a client's queues, and its replies are decoded from one
- *   reused buffer (TLS and Sentinel URLs keep ioredis). A read unanswered
+ *   reused buffer (Sentinel, and TLS options `Deno.connectTls` cannot
+ *   honour, keep ioredis: `respTlsOf`). A read unanswered
  *   10 s past its `BLOCK` time drops the connection and reads again.
  * - Attempts are Redis's delivery count. `nak(delay)` keeps the entry pending
  *   on this consumer (touched with `XCLAIM … JUSTID` so nobody else takes it)
@@ -172,12 +173,54 @@ interface Reader {
 }
 
 /**
+ * How a subscription's reading connection does ioredis's `tls` option:
+ * `null` without TLS, `{ caCerts }` where `Deno.connectTls` can do the same
+ * (TLS on, or with `ca` alone), `undefined` where it cannot (a client
+ * certificate, `rejectUnauthorized: false`, another `servername`…): the
+ * reader is then an ioredis connection too.
+ *
+ * @example Usage
+ * ```ts
+ * import { respTlsOf } from "./transport.ts";
+ * respTlsOf(undefined); // null
+ * respTlsOf(true); // {}
+ * respTlsOf({ rejectUnauthorized: false }); // undefined
+ * ```
+ */
+export function respTlsOf(
+  tls: unknown,
+  host?: string,
+): { caCerts?: string[] } | null | undefined {
+  if (!tls) return null;
+  if (tls === true) return {};
+  if (typeof tls !== "object") return undefined;
+  const t = tls as Record<string, unknown>;
+  for (const k in t) {
+    if (t[k] === undefined) continue;
+    if (k === "servername" && t[k] === host) continue;
+    if (k !== "ca") return undefined;
+  }
+  if (t.ca === undefined) return {};
+  const cas = Array.isArray(t.ca) ? t.ca : [t.ca];
+  const caCerts: string[] = [];
+  for (const ca of cas) {
+    if (typeof ca === "string") caCerts.push(ca);
+    else if (ca instanceof Uint8Array) {
+      caCerts.push(new TextDecoder().decode(ca));
+    } else return undefined;
+  }
+  return { caCerts };
+}
+
+/**
  * Our RESP connection (`resp.ts`, cheaper per entry read than ioredis), or
- * an ioredis duplicate where that one cannot go (TLS, Sentinel).
+ * an ioredis duplicate where that one cannot go (Sentinel, TLS options
+ * `Deno.connectTls` has no equivalent for).
  */
 function readerFor(redis: Redis): Reader {
   const o = redis.options;
-  if (o.tls || o.sentinels?.length) {
+  const tls = respTlsOf(o.tls, o.host);
+  if (tls === undefined || o.sentinels?.length) {
     const d = redis.duplicate();
     d.on("error", () => {});
     return {
@@ -193,6 +236,7 @@ function readerFor(redis: Redis): Reader {
     password: o.password || undefined,
     db: o.db,
     connectTimeoutMs: o.connectTimeout,
+    tls: tls ?? undefined,
   });
   return {
     call: (args, timeoutMs) => c.command(args, timeoutMs),
