@@ -157,7 +157,7 @@ Deno.test({
           "--allow-net",
           "--allow-env",
           "--allow-read",
-          new URL("./_tls_roundtrip.ts", import.meta.url).pathname,
+          new URL("./testdata/tls_roundtrip.ts", import.meta.url).pathname,
           `rediss://localhost:${port}`,
         ],
         env: { DENO_CERT: `${dir}/ca.pem` },

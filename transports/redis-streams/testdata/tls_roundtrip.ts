@@ -7,8 +7,8 @@
  *
  * @module
  */
-import { connectRedisStreams, respTlsOf } from "./transport.ts";
-import { createEnvelope } from "../../core/envelope.ts";
+import { connectRedisStreams, respTlsOf } from "../transport.ts";
+import { createEnvelope } from "../../../core/envelope.ts";
 
 const url = Deno.args[0];
 const t = await connectRedisStreams({ url, blockMs: 100, prefix: "tls:" });
