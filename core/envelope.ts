@@ -6,9 +6,24 @@
 import { z } from "zod";
 import type * as npm from "./_npm_types.ts";
 
+// The enums' values, shared by the schema and the hand check below.
+const TYPE_VALUES = [
+  "command",
+  "event",
+  "request",
+  "response",
+  "notification",
+] as const;
+const GUARANTEE_VALUES = [
+  "at-most-once",
+  "at-least-once",
+  "exactly-once",
+] as const;
+const BACKOFF_VALUES = ["none", "fixed", "exponential"] as const;
+
 const schema = z.object({
   id: z.string().min(1).max(128),
-  type: z.enum(["command", "event", "request", "response", "notification"]),
+  type: z.enum(TYPE_VALUES),
   topic: z.string().min(1).max(512),
   source: z.string().min(1).max(256),
   destination: z.array(z.string().max(256)).max(1024).optional(),
@@ -20,10 +35,9 @@ const schema = z.object({
   headers: z.record(z.string(), z.string()).default({}),
   payload: z.unknown(),
   delivery: z.object({
-    guarantee: z.enum(["at-most-once", "at-least-once", "exactly-once"])
-      .default("at-least-once"),
+    guarantee: z.enum(GUARANTEE_VALUES).default("at-least-once"),
     maxAttempts: z.number().int().min(1).max(1000).default(3),
-    backoff: z.enum(["none", "fixed", "exponential"]).default("exponential"),
+    backoff: z.enum(BACKOFF_VALUES).default("exponential"),
     timeoutMs: z.number().int().positive().default(30_000),
     persistent: z.boolean().default(false),
   }).prefault({}),
@@ -169,19 +183,9 @@ export function safeParseEnvelope(input: unknown): EnvelopeParse {
   return envelopeSchema.safeParse(input) as EnvelopeParse;
 }
 
-const TYPES = new Set<unknown>([
-  "command",
-  "event",
-  "request",
-  "response",
-  "notification",
-]);
-const GUARANTEES = new Set<unknown>([
-  "at-most-once",
-  "at-least-once",
-  "exactly-once",
-]);
-const BACKOFFS = new Set<unknown>(["none", "fixed", "exponential"]);
+const TYPES = new Set<unknown>(TYPE_VALUES);
+const GUARANTEES = new Set<unknown>(GUARANTEE_VALUES);
+const BACKOFFS = new Set<unknown>(BACKOFF_VALUES);
 const MAX = Number.MAX_SAFE_INTEGER;
 
 const int = (v: unknown, min: number, max: number): boolean =>
