@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { RespConnection } from "./resp.ts";
 import { respTlsOf } from "./transport.ts";
+import { makeCerts } from "../../tests/_certs.ts";
 
 function has(cmd: string, ...args: string[]): boolean {
   try {
@@ -29,15 +30,6 @@ Deno.test("respTlsOf: TLS our reader can do, and what it leaves to ioredis", () 
   assert.equal(respTlsOf({ ca: 1 }), undefined);
 });
 
-async function openssl(dir: string, ...args: string[]): Promise<void> {
-  const out = await new Deno.Command("openssl", { args, cwd: dir }).output();
-  if (!out.success) {
-    throw new Error(
-      `openssl ${args[0]}: ${new TextDecoder().decode(out.stderr)}`,
-    );
-  }
-}
-
 function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
@@ -51,58 +43,8 @@ Deno.test({
   ignore: !tools,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "plexus-redis-tls-" });
-    // A CA, and a certificate for localhost it signs.
-    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    await openssl(
-      dir,
-      "req",
-      "-x509",
-      ...ec,
-      "-nodes",
-      "-keyout",
-      "ca.key",
-      "-out",
-      "ca.pem",
-      "-subj",
-      "/CN=plexus-test-ca",
-      "-days",
-      "1",
-    );
-    await openssl(
-      dir,
-      "req",
-      ...ec,
-      "-nodes",
-      "-keyout",
-      "key.pem",
-      "-out",
-      "srv.csr",
-      "-subj",
-      "/CN=localhost",
-    );
-    await Deno.writeTextFile(
-      `${dir}/ext.cnf`,
-      "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    );
-    await openssl(
-      dir,
-      "x509",
-      "-req",
-      "-in",
-      "srv.csr",
-      "-CA",
-      "ca.pem",
-      "-CAkey",
-      "ca.key",
-      "-CAcreateserial",
-      "-out",
-      "cert.pem",
-      "-days",
-      "1",
-      "-extfile",
-      "ext.cnf",
-    );
-    const ca = await Deno.readTextFile(`${dir}/ca.pem`);
+    const certs = await makeCerts(dir);
+    const ca = await Deno.readTextFile(certs.ca);
     const port = freePort();
     const server = new Deno.Command("redis-server", {
       args: [
@@ -113,11 +55,11 @@ Deno.test({
         "--bind",
         "127.0.0.1",
         "--tls-cert-file",
-        "cert.pem",
+        certs.cert,
         "--tls-key-file",
-        "key.pem",
+        certs.key,
         "--tls-ca-cert-file",
-        "ca.pem",
+        certs.ca,
         "--tls-auth-clients",
         "no",
         "--save",
@@ -131,7 +73,7 @@ Deno.test({
     }).spawn();
     try {
       const trusting = new RespConnection({
-        host: "localhost",
+        host: "127.0.0.1",
         port,
         tls: { caCerts: [ca] },
       });
@@ -143,7 +85,7 @@ Deno.test({
       trusting.close();
       assert.equal(pong, "PONG");
       // Without the CA the certificate is refused.
-      const doubting = new RespConnection({ host: "localhost", port, tls: {} });
+      const doubting = new RespConnection({ host: "127.0.0.1", port, tls: {} });
       await assert.rejects(
         () => doubting.command(["PING"], 2000),
         /certificate|issuer/i,
@@ -158,9 +100,9 @@ Deno.test({
           "--allow-env",
           "--allow-read",
           new URL("./testdata/tls_roundtrip.ts", import.meta.url).pathname,
-          `rediss://localhost:${port}`,
+          `rediss://127.0.0.1:${port}`,
         ],
-        env: { DENO_CERT: `${dir}/ca.pem` },
+        env: { DENO_CERT: certs.ca },
         stderr: "inherit",
       }).output();
       assert.ok(out.success, "the round trip process failed");
