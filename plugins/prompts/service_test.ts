@@ -9,6 +9,22 @@ import { generateAgentKey } from "../../sdk/keys.ts";
 import { signHop, verifyHopProof } from "../../sdk/sage.ts";
 import { servedInProcess } from "./_served.ts";
 
+/** The prompt service on node "n1" over `gateway`, defaults but `extra`. */
+function serviceOver(
+  gateway: AgentGateway,
+  extra: Partial<Parameters<typeof createPromptService>[0]> = {},
+) {
+  return createPromptService({
+    gateway,
+    log: createLogger({ sinks: [] }),
+    config: promptsConfigSchema.parse({}),
+    nodeId: "n1",
+    balancer: { name: "first", pick: (c) => c[0], report: () => {} },
+    resolvers: createDidResolvers(),
+    ...extra,
+  });
+}
+
 /** Counts `abort` listeners added to any AbortSignal and not removed, until `restore`. */
 function countAbortListeners() {
   const proto = AbortSignal.prototype as unknown as Record<string, unknown>;
@@ -51,14 +67,7 @@ Deno.test("prompt service: an answered prompt leaves no abort listener behind, a
       return Promise.resolve({ response: "ok" });
     },
   } as unknown as AgentGateway;
-  const service = createPromptService({
-    gateway,
-    log: createLogger({ sinks: [] }),
-    config: promptsConfigSchema.parse({}),
-    nodeId: "n1",
-    balancer: { name: "first", pick: (c) => c[0], report: () => {} },
-    resolvers: createDidResolvers(),
-  });
+  const service = serviceOver(gateway);
   const request = new AbortController();
   const counted = countAbortListeners();
   let response: string | undefined;
@@ -107,14 +116,7 @@ Deno.test("prompt service: SAGE checks follow a re-keyed agent once its cached k
       return { response: "ok", signature: await signHop(signer, fields) };
     },
   } as unknown as AgentGateway;
-  const service = createPromptService({
-    gateway,
-    log: createLogger({ sinks: [] }),
-    config: promptsConfigSchema.parse({}),
-    nodeId: "n1",
-    balancer: { name: "first", pick: (c) => c[0], report: () => {} },
-    resolvers: createDidResolvers(),
-  });
+  const service = serviceOver(gateway);
   const ask = () =>
     service.answer({
       prompt: "hi",
@@ -169,15 +171,7 @@ Deno.test("prompt service: a SAGE answer is verified on either crypto path, and 
   } as unknown as AgentGateway;
   for (const asyncAt of [Infinity, 1]) {
     const checks = new HopChecker(asyncAt);
-    const service = createPromptService({
-      gateway,
-      log: createLogger({ sinks: [] }),
-      config: promptsConfigSchema.parse({}),
-      nodeId: "n1",
-      balancer: { name: "first", pick: (c) => c[0], report: () => {} },
-      resolvers: createDidResolvers(),
-      checks,
-    });
+    const service = serviceOver(gateway, { checks });
     const ask = () =>
       service.answer({
         prompt: "hi",
@@ -217,14 +211,7 @@ Deno.test("prompt service: SAGE answers an agent signed as one batch carry their
         : answer;
     },
   } as unknown as AgentGateway;
-  const service = createPromptService({
-    gateway,
-    log: createLogger({ sinks: [] }),
-    config: promptsConfigSchema.parse({}),
-    nodeId: "n1",
-    balancer: { name: "first", pick: (c) => c[0], report: () => {} },
-    resolvers: createDidResolvers(),
-  });
+  const service = serviceOver(gateway);
   const ask = (prompt: string) =>
     service.answer({
       prompt,
