@@ -258,8 +258,32 @@ export class PlexusProcess {
   ): Promise<Response> {
     const headers = new Headers(init.headers);
     headers.set("authorization", `Bearer ${await this.token(role)}`);
-    return await fetch(new URL(path, this.url), { ...init, headers });
+    const res = await fetch(new URL(path, this.url), { ...init, headers });
+    if (res.status >= 500) await this.#reportServerError(path);
+    return res;
   }
+
+  /**
+   * Prints the node's "unhandled error" log line for a 5xx answer, so a
+   * test failing on the status shows why the node failed, not only that it did.
+   */
+  async #reportServerError(path: string): Promise<void> {
+    const seen = this.records.length;
+    const line = await this.waitForLog(
+      (l) =>
+        l.msg === "unhandled error" && l.path === path.split("?")[0] &&
+        !this.#reported.has(l),
+      "the unhandled error",
+      2_000,
+    ).catch(() => undefined);
+    if (!line) return;
+    this.#reported.add(line);
+    console.error(
+      `plexus ${this.url} answered ${path} with a server error (log line ${seen}):`,
+      JSON.stringify(line),
+    );
+  }
+  #reported = new WeakSet<LogLine>();
 }
 
 /**
