@@ -17,7 +17,6 @@ import {
   parseEd25519PublicKey,
 } from "../core/security/ed25519.ts";
 import { gatewayAgentKey } from "../core/state/keys.ts";
-import { retryLocked } from "../core/state/store.ts";
 import { b64u } from "../sdk/protocol/handshake.ts";
 import { AGENT_ID_RE, isAgentId } from "../sdk/protocol/channels.ts";
 import { roleSchema } from "./policy.ts";
@@ -122,9 +121,7 @@ export async function enrolAgent(
       `agent '${input.agentId}' is already enrolled (send "replace": true to re-enrol it)`,
     );
   }
-  const res = await retryLocked(() =>
-    kv.atomic().check(seen).set(key, record).commit()
-  );
+  const res = await kv.atomic().check(seen).set(key, record).commit();
   if (!res.ok) {
     throw new EnrolmentError(
       409,
@@ -184,7 +181,7 @@ export async function removeAgent(
   const key = gatewayAgentKey(agentId);
   const seen = await kv.get<AgentRecord>(key);
   if (!seen.value) return false;
-  await retryLocked(() => kv.atomic().delete(key).commit());
+  await kv.atomic().delete(key).commit();
   return true;
 }
 

@@ -31,7 +31,6 @@ import {
   gatewayOutboxKey,
   queueKeys,
 } from "../core/state/keys.ts";
-import { retryLocked } from "../core/state/store.ts";
 import { CommitSize } from "../core/state/commit_size.ts";
 
 /** The payload of an outbox queue message. */
@@ -176,9 +175,7 @@ export class Outbox {
       msg.chunks = chunks;
       await this.#writeChunks(q.name, id, body, chunks, ttlMs);
     }
-    await retryLocked(() =>
-      this.#kv.set(gatewayOutboxKey(agentId, channel), { queue: q.name })
-    );
+    await this.#kv.set(gatewayOutboxKey(agentId, channel), { queue: q.name });
     try {
       await q.enqueue(msg, {
         id,
@@ -216,15 +213,13 @@ export class Outbox {
           if (end > i && !size.fits()) break;
           end++;
         }
-        await retryLocked(() => {
-          const op = this.#kv.atomic();
-          for (let k = i; k < end; k++) {
-            op.set(gatewayBodyKey(queue, id, k), chunk(k).slice(), {
-              expireIn,
-            });
-          }
-          return op.commit();
-        });
+        const op = this.#kv.atomic();
+        for (let k = i; k < end; k++) {
+          op.set(gatewayBodyKey(queue, id, k), chunk(k).slice(), {
+            expireIn,
+          });
+        }
+        await op.commit();
         i = end;
       }
     } catch (err) {
@@ -287,11 +282,9 @@ export class Outbox {
           if (end > i && !size.fits()) break;
           end++;
         }
-        await retryLocked(() => {
-          const op = this.#kv.atomic();
-          for (let k = i; k < end; k++) op.delete(keys[k]);
-          return op.commit();
-        });
+        const op = this.#kv.atomic();
+        for (let k = i; k < end; k++) op.delete(keys[k]);
+        await op.commit();
         i = end;
       }
     }

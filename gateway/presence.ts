@@ -16,7 +16,6 @@ import {
   gatewayPresenceKey,
   gatewayPresenceVersionKey,
 } from "../core/state/keys.ts";
-import { retryLocked } from "../core/state/store.ts";
 import type { NodeEvents } from "../core/events.ts";
 
 /** Where and how an agent is (or was last) connected. */
@@ -245,11 +244,10 @@ export function createPresence(
       const entry = await kv.get<PresenceRecord>(key);
       const value = next(entry.value);
       if (value === undefined) return { before: entry.value, wrote: false };
-      const res = await retryLocked(() => {
-        const op = kv.atomic().check(entry);
-        if (membershipMoved(entry.value, value)) op.sum(versionKey, 1n);
-        return (value === null ? op.delete(key) : op.set(key, value)).commit();
-      });
+      const op = kv.atomic().check(entry);
+      if (membershipMoved(entry.value, value)) op.sum(versionKey, 1n);
+      const res = await (value === null ? op.delete(key) : op.set(key, value))
+        .commit();
       if (res.ok) return { before: entry.value, wrote: true };
     }
     throw new Error(
@@ -325,10 +323,8 @@ export function createPresence(
       );
     },
     async remove(agentId) {
-      await retryLocked(() =>
-        kv.atomic().delete(gatewayPresenceKey(agentId)).sum(versionKey, 1n)
-          .commit()
-      );
+      await kv.atomic().delete(gatewayPresenceKey(agentId)).sum(versionKey, 1n)
+        .commit();
     },
     async *list() {
       for await (

@@ -27,7 +27,6 @@ import { createJwtAuthority, JwtError } from "../security/jwt.ts";
 import type { NodeKey } from "../security/node_key.ts";
 import { isRole, type Role } from "../security/roles.ts";
 import { loginLinkUsedKey } from "../state/keys.ts";
-import { retryLocked } from "../state/store.ts";
 import type { AuthFailure, Principal } from "./auth.ts";
 
 /** The kernel capability plugins read the node's {@linkcode OperatorSessions} under. */
@@ -391,10 +390,8 @@ export function createOperatorSessions(
       // Single use: only the first redemption's commit passes the check.
       const key = loginLinkUsedKey(t.jti);
       const expireIn = Math.max(0, t.exp * 1000 - now()) + 120_000;
-      const res = await retryLocked(() =>
-        kv.atomic().check({ key, versionstamp: null })
-          .set(key, { at: now() }, { expireIn }).commit()
-      );
+      const res = await kv.atomic().check({ key, versionstamp: null })
+        .set(key, { at: now() }, { expireIn }).commit();
       if (!res.ok) throw new JwtError(`login link '${t.jti}' already used`);
       return { sub: t.sub, role: t.role };
     },

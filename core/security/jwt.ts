@@ -19,7 +19,6 @@
 import { decodeProtectedHeader, errors, jwtVerify, SignJWT } from "jose";
 import type { Clock } from "../clock.ts";
 import { REVOCATIONS_KEY, revokedJtiKey } from "../state/keys.ts";
-import { retryLocked } from "../state/store.ts";
 import { parseDuration } from "./duration.ts";
 import { NODE_KEY_ALG, type NodeKey } from "./node_key.ts";
 import { isRole, type Role, ROLES } from "./roles.ts";
@@ -383,9 +382,7 @@ export function createJwtAuthority(
   let lastReadStarted = -Infinity;
 
   async function loadRevoked(store: Deno.Kv): Promise<Set<string>> {
-    const counter = await retryLocked(() =>
-      store.get<Deno.KvU64>(REVOCATIONS_KEY)
-    );
+    const counter = await store.get<Deno.KvU64>(REVOCATIONS_KEY);
     const count = counter.value?.value ?? 0n;
     if (mirror?.count === count) return mirror.ids;
     const ids = new Set<string>();
@@ -489,12 +486,10 @@ export function createJwtAuthority(
     // Kept until no clock within the leeway could still accept the token.
     const expireIn = Math.max(0, exp * 1000 - now) + toleranceS * 1000 +
       60_000;
-    await retryLocked(() =>
-      store.atomic()
-        .set(revokedJtiKey(jti), { revokedAt: now, exp }, { expireIn })
-        .sum(REVOCATIONS_KEY, 1n)
-        .commit()
-    );
+    await store.atomic()
+      .set(revokedJtiKey(jti), { revokedAt: now, exp }, { expireIn })
+      .sum(REVOCATIONS_KEY, 1n)
+      .commit();
     mirror?.ids.add(jti); // at once here; elsewhere with the next counter read
   }
 

@@ -26,7 +26,6 @@ import { z } from "zod";
 import type { Clock } from "../clock.ts";
 import { systemClock } from "../clock.ts";
 import { trustedKeyKey } from "../state/keys.ts";
-import { retryLocked } from "../state/store.ts";
 import { describeIssues } from "../plugin.ts";
 import {
   ed25519DidKey,
@@ -188,9 +187,7 @@ export function createKeyring(
     const hit = cache.get(keyid);
     if (hit && now - hit.at < (hit.key ? cacheMs : missCacheMs)) return hit;
     if (!KEYID_RE.test(keyid)) return { at: now };
-    const entry = await retryLocked(() =>
-      kv.get<TrustedKey>(trustedKeyKey(keyid))
-    );
+    const entry = await kv.get<TrustedKey>(trustedKeyKey(keyid));
     const fresh: CacheEntry = { at: now, key: entry.value ?? undefined };
     // Keep the imported CryptoKey while the record is unchanged.
     if (
@@ -283,9 +280,10 @@ export function createKeyring(
       record.keyid = e.keyid ?? `hmac-${crypto.randomUUID()}`;
     }
     const k = trustedKeyKey(record.keyid);
-    const res = await retryLocked(() =>
-      kv.atomic().check({ key: k, versionstamp: null }).set(k, record).commit()
-    );
+    const res = await kv.atomic()
+      .check({ key: k, versionstamp: null })
+      .set(k, record)
+      .commit();
     if (!res.ok) {
       throw new KeyringError(
         `keyid '${record.keyid}' is already enrolled`,
@@ -308,16 +306,16 @@ export function createKeyring(
       createdAt: clock.now(),
       createdBy: `node:${nodeId}`,
     };
-    await retryLocked(() => kv.set(trustedKeyKey(key.kid), record));
+    await kv.set(trustedKeyKey(key.kid), record);
     cache.delete(key.kid);
   }
 
   async function remove(keyid: string): Promise<boolean> {
     if (!KEYID_RE.test(keyid)) return false;
     const k = trustedKeyKey(keyid);
-    const existing = await retryLocked(() => kv.get(k));
+    const existing = await kv.get(k);
     if (existing.versionstamp === null) return false;
-    await retryLocked(() => kv.delete(k));
+    await kv.delete(k);
     cache.delete(keyid);
     return true;
   }

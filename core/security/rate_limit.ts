@@ -14,9 +14,10 @@
  * Rules:
  * - State is `{tat}` (epoch ms) at `rateLimitKey(scope, id)`, written with an
  *   atomic `check(versionstamp)` + `set`, re-read and retried on conflict (a
- *   bounded number of times, with jitter), and with `retryLocked` around every
- *   KV call. `expireIn` only collects idle keys: it is set well past the
- *   moment the stored `tat` stops mattering, so it never decides anything.
+ *   bounded number of times, with jitter); the store retries "database is
+ *   locked" itself (`openStore`). `expireIn` only collects idle keys: it is
+ *   set well past the moment the stored `tat` stops mattering, so it never
+ *   decides anything.
  * - The arithmetic runs in whole microseconds (`T` is rounded to 1 µs), so
  *   "exactly `burst` back to back" holds with no floating-point drift.
  * - Refusals write nothing: a refused request costs nothing.
@@ -36,7 +37,6 @@
  */
 import { type Clock, systemClock } from "../clock.ts";
 import { rateLimitKey } from "../state/keys.ts";
-import { retryLocked } from "../state/store.ts";
 import { deleteOldest } from "../oldest.ts";
 
 /** The answer to one {@linkcode RateLimiter.check}. */
@@ -129,8 +129,6 @@ export interface RateLimiterOptions {
 export const MAX_RATE_LIMIT_ID_BYTES = 1024;
 
 const encoder = new TextEncoder();
-/** Lock retries in the request path give up sooner than the 15 s default. */
-const LOCK_OPTIONS = { deadlineMs: 2_000 };
 const DEFAULT_MAX_IDS = 10_000;
 
 interface GcraState {
@@ -331,10 +329,7 @@ export function createRateLimiter(
     const key = rateLimitKey(scope, id);
     let last: RateLimitDecision | undefined;
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-      const entry = await retryLocked(
-        () => kv.get<GcraState>(key),
-        LOCK_OPTIONS,
-      );
+      const entry = await kv.get<GcraState>(key);
       const now = nowUs();
       const tat = readTat(entry.value);
       const { next, decision } = decide(tat, now, cost);
@@ -344,14 +339,10 @@ export function createRateLimiter(
         return decision;
       }
       const expireIn = Math.max(1, ceilMs(next - now) + Math.ceil(gcSlackMs));
-      const res = await retryLocked(
-        () =>
-          kv.atomic()
-            .check(entry)
-            .set(key, { tat: next / 1000 } satisfies GcraState, { expireIn })
-            .commit(),
-        LOCK_OPTIONS,
-      );
+      const res = await kv.atomic()
+        .check(entry)
+        .set(key, { tat: next / 1000 } satisfies GcraState, { expireIn })
+        .commit();
       if (res.ok) {
         learn(id, next, now);
         stats.admitted++;

@@ -26,7 +26,6 @@ import { join } from "node:path";
 import type { Clock } from "../clock.ts";
 import { systemClock } from "../clock.ts";
 import { gatewayAgentKey, sealingKeyKey } from "../state/keys.ts";
-import { retryLocked } from "../state/store.ts";
 import { generateKeyPair, type HpkeKeyPair, importPrivateKey } from "./hpke.ts";
 import { importEd25519PublicKey } from "./ed25519.ts";
 import type { NodeKey } from "./node_key.ts";
@@ -280,9 +279,7 @@ async function enrolledAgentKey(
   kv: Deno.Kv,
   agentId: string,
 ): Promise<Uint8Array<ArrayBuffer> | undefined> {
-  const entry = await retryLocked(() =>
-    kv.get<{ publicKey?: unknown }>(gatewayAgentKey(agentId))
-  );
+  const entry = await kv.get<{ publicKey?: unknown }>(gatewayAgentKey(agentId));
   const key = entry.value?.publicKey;
   if (typeof key !== "string") return undefined;
   try {
@@ -323,9 +320,7 @@ export function kvSealingDirectory(
   const MAX_CACHED = 10_000;
 
   async function load(id: string): Promise<SealingPeer | undefined> {
-    const entry = await retryLocked(() =>
-      kv.get<StoredPeer>(sealingKeyKey(id))
-    );
+    const entry = await kv.get<StoredPeer>(sealingKeyKey(id));
     const v = entry.value;
     if (
       !v || !B64URL_32_BYTES.test(v.x25519) || !B64URL_32_BYTES.test(v.ed25519)
@@ -394,7 +389,7 @@ export function kvSealingDirectory(
         ed25519: ed25519.toBase64(b64),
         updatedAt: clock.now(),
       };
-      await retryLocked(() => kv.set(sealingKeyKey(id), record));
+      await kv.set(sealingKeyKey(id), record);
       cache.delete(id);
     },
     async publishAgent(agentId, x25519, sig) {
@@ -425,7 +420,7 @@ export function kvSealingDirectory(
         sig: sig.toBase64(B64U),
         updatedAt: clock.now(),
       };
-      await retryLocked(() => kv.set(sealingKeyKey(id), record));
+      await kv.set(sealingKeyKey(id), record);
       cache.delete(id);
     },
   };

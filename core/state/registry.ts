@@ -14,7 +14,6 @@
 import { type Clock, systemClock } from "../clock.ts";
 import type { Consensus, Member } from "../consensus.ts";
 import { nodeKey } from "./keys.ts";
-import { retryLocked } from "./store.ts";
 
 /**
  * A node's load as it reports it. `inflight` is work in progress (HTTP
@@ -285,7 +284,7 @@ export function createRegistry(
       ...(leftAt === undefined ? {} : { leftAt }),
       ...(options.meta ? { meta: options.meta() } : {}),
     };
-    await retryLocked(() => kv.set(nodeKey(nodeId), record, { expireIn }));
+    await kv.set(nodeKey(nodeId), record, { expireIn });
     return record;
   };
 

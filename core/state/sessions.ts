@@ -12,7 +12,6 @@ import { createHash } from "node:crypto";
 import { serialize } from "node:v8";
 import { type Clock, systemClock } from "../clock.ts";
 import { sessionKey, sessionsBySubjectKey } from "./keys.ts";
-import { retryLocked } from "./store.ts";
 
 /** Who a session belongs to: a connected agent or a dashboard operator. */
 export type SessionKind = "agent" | "operator";
@@ -231,13 +230,11 @@ export function createSessionStore(
     );
     for (let i = 0; i < ids.length; i += batch) {
       const chunk = ids.slice(i, i + batch);
-      await retryLocked(() => {
-        const op = kv.atomic();
-        for (const id of chunk) {
-          op.delete(sessionKey(id)).delete(sessionsBySubjectKey(subject, id));
-        }
-        return op.commit();
-      });
+      const op = kv.atomic();
+      for (const id of chunk) {
+        op.delete(sessionKey(id)).delete(sessionsBySubjectKey(subject, id));
+      }
+      await op.commit();
     }
   }
 
@@ -282,14 +279,12 @@ export function createSessionStore(
         );
       }
       const ex = expireIn(session, now);
-      const res = await retryLocked(() =>
-        kv.atomic()
-          // 256 random bits never collide; the check only keeps that an invariant.
-          .check({ key: sessionKey(id), versionstamp: null })
-          .set(sessionKey(id), session, { expireIn: ex })
-          .set(sessionsBySubjectKey(subject, id), null, { expireIn: ex })
-          .commit()
-      );
+      const res = await kv.atomic()
+        // 256 random bits never collide; the check only keeps that an invariant.
+        .check({ key: sessionKey(id), versionstamp: null })
+        .set(sessionKey(id), session, { expireIn: ex })
+        .set(sessionsBySubjectKey(subject, id), null, { expireIn: ex })
+        .commit();
       if (!res.ok) throw new Error(`Cannot ${op}: session id collision`);
       return { token, session };
     },
@@ -320,14 +315,12 @@ export function createSessionStore(
           ),
         };
         const ex = expireIn(next, now);
-        const res = await retryLocked(() =>
-          kv.atomic()
-            .check(entry)
-            .set(key, next, { expireIn: ex })
-            // The index must live as long as the record it points to.
-            .set(sessionsBySubjectKey(s.subject, s.id), null, { expireIn: ex })
-            .commit()
-        );
+        const res = await kv.atomic()
+          .check(entry)
+          .set(key, next, { expireIn: ex })
+          // The index must live as long as the record it points to.
+          .set(sessionsBySubjectKey(s.subject, s.id), null, { expireIn: ex })
+          .commit();
         if (res.ok) return next;
       }
       throw new Error(
@@ -342,13 +335,11 @@ export function createSessionStore(
         const entry = await kv.get<Session>(key);
         if (entry.value === null) return false;
         const s = entry.value;
-        const res = await retryLocked(() =>
-          kv.atomic()
-            .check(entry)
-            .delete(key)
-            .delete(sessionsBySubjectKey(s.subject, s.id))
-            .commit()
-        );
+        const res = await kv.atomic()
+          .check(entry)
+          .delete(key)
+          .delete(sessionsBySubjectKey(s.subject, s.id))
+          .commit();
         if (res.ok) return true;
       }
       throw new Error(

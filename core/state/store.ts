@@ -3,8 +3,11 @@
  * `:memory:`, or a KV Connect URL (self-hosted `denokv`; the access token
  * comes from `DENO_KV_ACCESS_TOKEN`).
  *
- * Several processes may share one KV file; SQLite then reports "database is
- * locked" now and again, so opening is retried with jittered backoff.
+ * Several processes may share one KV file. SQLite then refuses a write with
+ * "database is locked" whenever another process holds the write lock (three
+ * processes committing at once see most commits refused), so a store opened
+ * on a file retries every write, and opening, with jittered backoff: the
+ * callers never see the contention, only its delay.
  *
  * @module
  */
@@ -85,7 +88,9 @@ export async function retryLocked<T>(
 }
 
 /**
- * Opens Deno KV at `spec`, creating the parent folder of a file path.
+ * Opens Deno KV at `spec`, creating the parent folder of a file path. A
+ * file's store retries every write refused with "database is locked" (see
+ * the module doc); `:memory:` and KV Connect stores are returned as opened.
  *
  * @example Usage
  * ```ts
@@ -108,8 +113,10 @@ export async function openStore(
     if (spec !== ":memory:" && !isRemoteKv(spec)) {
       await Deno.mkdir(dirname(spec), { recursive: true });
     }
-    const kv = await retryLocked(() => Deno.openKv(spec), options);
-    if (!isRemoteKv(spec)) localStores.add(kv);
+    const opened = await retryLocked(() => Deno.openKv(spec), options);
+    if (isRemoteKv(spec)) return opened;
+    const kv = spec === ":memory:" ? opened : retryingWrites(opened, options);
+    localStores.add(kv);
     return kv;
   } catch (err) {
     throw new Error(
@@ -117,4 +124,42 @@ export async function openStore(
       { cause: err },
     );
   }
+}
+
+/**
+ * `kv` with its writes (`atomic().commit()`, `set`, `delete`, `enqueue`)
+ * retried by {@linkcode retryLocked}. A refused write changed nothing (SQLite
+ * rolls the transaction back), so running it again is the same as running it
+ * later; an atomic's checks are checked again. Reads never take the write
+ * lock (the file is in WAL mode) and go straight through. The result is a
+ * proxy: `instanceof Deno.Kv` still holds, and `close()` closes `kv`.
+ */
+function retryingWrites(kv: Deno.Kv, options: OpenStoreOptions): Deno.Kv {
+  const retried = new Set<PropertyKey>(["set", "delete", "enqueue"]);
+  // One wrapper per function, made on first use: the hot paths (`get`,
+  // `atomic`) pay a lookup, not a bind, per call. Keyed by the function, so
+  // a member replaced on the handle (a test counting reads) is used.
+  const wrappers = new WeakMap<object, unknown>();
+  const wrap = (prop: PropertyKey, fn: (...a: unknown[]) => unknown) => {
+    if (prop === "atomic") {
+      return () => {
+        const op = fn.call(kv) as Deno.AtomicOperation;
+        const commit = op.commit.bind(op);
+        op.commit = () => retryLocked(commit, options);
+        return op;
+      };
+    }
+    if (!retried.has(prop)) return fn.bind(kv);
+    return (...args: unknown[]) =>
+      retryLocked(() => fn.apply(kv, args) as Promise<unknown>, options);
+  };
+  return new Proxy(kv, {
+    get(target, prop) {
+      const v = Reflect.get(target, prop, target);
+      if (typeof v !== "function") return v;
+      let w = wrappers.get(v);
+      if (w === undefined) wrappers.set(v, w = wrap(prop, v));
+      return w;
+    },
+  });
 }

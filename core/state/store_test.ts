@@ -54,6 +54,48 @@ Deno.test("store: 'database is locked' is retried, other errors are not", async 
   );
 });
 
+Deno.test("store: three processes writing one file at once lose no write and see no 'database is locked'", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "shared.kv");
+    const go = join(dir, "go");
+    const child = new URL("./_store_contention_child.ts", import.meta.url);
+    const run = (mode: string) =>
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--unstable-kv",
+          `--allow-read=${dir}`,
+          `--allow-write=${dir}`,
+          child.pathname,
+          path,
+          go,
+          mode,
+        ],
+        stdout: "piped",
+        stderr: "inherit",
+      }).output();
+    const children = [run("store"), run("store"), run("store")];
+    await new Promise((r) => setTimeout(r, 300));
+    await Deno.writeTextFile(go, "");
+    const lines = (await Promise.all(children)).map((o) => {
+      assert.equal(o.code, 0);
+      return new TextDecoder().decode(o.stdout).trim();
+    });
+    // Every increment of every writer landed: 3 processes × 4 writers × 150.
+    assert.deepEqual(lines, Array(3).fill("done 600 0"));
+    const kv = await openStore(path);
+    try {
+      assert.equal((await kv.get(["n"])).value, 1800);
+      assert.deepEqual(await Array.fromAsync(kv.list({ prefix: ["w"] })), []);
+    } finally {
+      kv.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("store: an unopenable path is an error naming it", async () => {
   const file = await Deno.makeTempFile();
   try {

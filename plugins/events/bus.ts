@@ -17,7 +17,6 @@
  */
 import type { z } from "../../core/plugin.ts";
 import { eventCursorKey } from "../../core/state/keys.ts";
-import { retryLocked } from "../../core/state/store.ts";
 import {
   NODE_EVENT_SCHEMAS,
   type NodeEvent,
@@ -215,9 +214,10 @@ export function createEventBus(
     const save = async () => {
       if (o.name === undefined || offset === saved) return;
       const at = offset;
-      await retryLocked(() =>
-        kv.set(eventCursorKey(o.name!), { offset: at, savedAt: Date.now() })
-      );
+      await kv.set(eventCursorKey(o.name!), {
+        offset: at,
+        savedAt: Date.now(),
+      });
       saved = at;
     };
     const sleep = (ms: number) =>

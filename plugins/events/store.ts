@@ -28,7 +28,6 @@ import {
   eventLogKey,
   eventTimeKey,
 } from "../../core/state/keys.ts";
-import { retryLocked } from "../../core/state/store.ts";
 import { PlexusError } from "../../core/plugin.ts";
 
 /** An event as stored: a node event plus its stream and offset. */
@@ -193,17 +192,16 @@ export function createEventStore(
     for (const [stream, ps] of byStream) {
       batches.set(stream, ps.map((p) => ({ i: p.i, e: p.e })));
     }
-    const res = await retryLocked(() => {
-      const op = kv.atomic();
-      const vs = kv.commitVersionstamp();
-      for (const [stream, batch] of batches) {
-        op.set(eventLogKey(stream, vs), batch);
-        op.set(eventTimeKey(stream, batch[0].e.at, vs), batch.length);
-        op.sum(eventCountKey(stream), BigInt(batch.length));
-      }
-      op.set(EVENT_HEAD_KEY, null);
-      return op.commit();
-    });
+    const op = kv.atomic();
+    const vs = kv.commitVersionstamp();
+    for (const [stream, batch] of batches) {
+      op.set(eventLogKey(stream, vs), batch);
+      op.set(eventTimeKey(stream, batch[0].e.at, vs), batch.length);
+      op.sum(eventCountKey(stream), BigInt(batch.length));
+    }
+    op.set(EVENT_HEAD_KEY, null);
+    const res = await op.commit();
+
     if (!res.ok) throw new Error("event append commit was refused");
     for (const [stream, batch] of batches) {
       const ps = byStream.get(stream)!;
@@ -382,7 +380,7 @@ export function createEventStore(
             n += e.value.length;
           }
           op.sum(eventCountKey(s), U64 - BigInt(n));
-          const res = await retryLocked(() => op.commit());
+          const res = await op.commit();
           // Another node trimmed the same batches first: read again.
           if (!res.ok) {
             count = Number(

@@ -15,7 +15,6 @@
  */
 import { fenceCheck, type FenceToken } from "../../core/state/fence.ts";
 import { sagaKeys } from "../../core/state/keys.ts";
-import { retryLocked } from "../../core/state/store.ts";
 import { PlexusError } from "../../core/plugin.ts";
 import {
   applyInput,
@@ -210,7 +209,7 @@ export function createSagaStore(kv: Deno.Kv): SagaStore {
       if (fence) op.check(fenceCheck(fence));
       index(op, null, t, now);
       if (options?.kick) op.set(k.kick(id), null);
-      const res = await retryLocked(() => op.commit());
+      const res = await op.commit();
       if (!res.ok) {
         if (fence && !await fenceStill(fence)) throw fenced(id, fence);
         throw new PlexusError("conflict", `saga '${id}' exists already`, {
@@ -232,7 +231,7 @@ export function createSagaStore(kv: Deno.Kv): SagaStore {
         if (fence) op.check(fenceCheck(fence));
         index(op, entry.value, t, now);
         if (options?.kick) op.set(k.kick(id), null);
-        const res = await retryLocked(() => op.commit());
+        const res = await op.commit();
         if (res.ok) return { ...t, before: entry.value };
         if (fence && !await fenceStill(fence)) throw fenced(id, fence);
         // Another writer moved the saga on: apply to what it wrote.
@@ -296,7 +295,7 @@ export function createSagaStore(kv: Deno.Kv): SagaStore {
         for await (const d of kv.list({ prefix: [...k.deadPrefix, id] })) {
           op.delete(d.key);
         }
-        await retryLocked(() => op.commit());
+        await op.commit();
         n++;
       }
       return n;

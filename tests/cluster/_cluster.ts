@@ -6,6 +6,7 @@
  */
 import { join } from "node:path";
 import { type PlexusProcess, startPlexus } from "../integration/_process.ts";
+import { openStore } from "../../core/state/store.ts";
 import type { QueueMessage } from "../../core/state/queue.ts";
 import type { TaskBody } from "../../core/tasks.ts";
 
@@ -122,7 +123,7 @@ export async function startCluster(
     nodes.push(node);
     return node;
   };
-  const kv = await Deno.openKv(opened.spec);
+  const kv = await openStore(opened.spec);
   try {
     for (let i = 0; i < options.nodes; i++) await add();
   } catch (err) {

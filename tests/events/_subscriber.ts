@@ -5,11 +5,12 @@
  *
  * deno run --unstable-kv -A tests/events/_subscriber.ts KV OUT NAME
  */
+import { openStore } from "../../core/state/store.ts";
 import { createEventBus } from "../../plugins/events/bus.ts";
 import { createNodeEvents } from "../../core/events.ts";
 
 const [spec, out, name] = Deno.args;
-const kv = await Deno.openKv(spec);
+const kv = await openStore(spec);
 const file = await Deno.open(out, { append: true, create: true });
 const encoder = new TextEncoder();
 const bus = createEventBus(kv, { events: createNodeEvents("subscriber") });

@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { openStore } from "../../core/state/store.ts";
 import { connectRedisStreams } from "../../transports/redis-streams/transport.ts";
 import {
   type DeliveryGuarantee,
@@ -20,7 +21,7 @@ import {
 } from "../../core/transport_routing.ts";
 
 const [kvPath, topic, delivery, mode, consumer] = Deno.args;
-const kv = await Deno.openKv(kvPath);
+const kv = await openStore(kvPath);
 const redis = await connectRedisStreams({
   url: Deno.env.get("REDIS_URL"),
   consumerName: consumer,

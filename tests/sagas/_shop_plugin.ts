@@ -20,7 +20,6 @@
  * @module
  */
 import { definePlugin } from "../../core/plugin.ts";
-import { retryLocked } from "../../core/state/store.ts";
 
 interface Payload {
   saga: { id: string; idempotencyKey: string; compensating: boolean };
@@ -42,32 +41,26 @@ export default definePlugin({
     tasks.register("shop.step", async (raw) => {
       const { saga, input } = raw as Payload;
       const key = saga.idempotencyKey;
-      // Several processes write the shared KV file: a busy one answers
-      // "database is locked", which the node's own writes retry too.
-      await retryLocked(() =>
-        kv.set(["test", "sagas", "calls", key, crypto.randomUUID()], {
-          node: ctx.node.id,
-        })
-      );
+      // The node's KV retries "database is locked" from the other processes
+      // sharing the file.
+      await kv.set(["test", "sagas", "calls", key, crypto.randomUUID()], {
+        node: ctx.node.id,
+      });
       if (input.holdMs) {
-        await retryLocked(() =>
-          kv.set(["test", "sagas", "holding", saga.id, key], {
-            node: ctx.node.id,
-          })
-        );
+        await kv.set(["test", "sagas", "holding", saga.id, key], {
+          node: ctx.node.id,
+        });
         await new Promise((r) => setTimeout(r, input.holdMs));
       }
       if (input.fail) throw new Error(`${input.name} refused`);
-      await retryLocked(() =>
-        kv.atomic()
-          .check({ key: ["test", "sagas", "effect", key], versionstamp: null })
-          .set(["test", "sagas", "effect", key], { node: ctx.node.id })
-          .set(["test", "sagas", "log", saga.id, kv.commitVersionstamp()], {
-            name: input.name,
-            node: ctx.node.id,
-          })
-          .commit()
-      );
+      await kv.atomic()
+        .check({ key: ["test", "sagas", "effect", key], versionstamp: null })
+        .set(["test", "sagas", "effect", key], { node: ctx.node.id })
+        .set(["test", "sagas", "log", saga.id, kv.commitVersionstamp()], {
+          name: input.name,
+          node: ctx.node.id,
+        })
+        .commit();
       return { name: input.name };
     });
     // The types docs/sagas.md's examples name: a charge over 1,000 fails.

@@ -6,7 +6,6 @@
  */
 import { type Clock, systemClock } from "../../clock.ts";
 import { signatureNonceKey } from "../../state/keys.ts";
-import { retryLocked } from "../../state/store.ts";
 import type { NonceStore } from "./verify.ts";
 
 /** Options for {@linkcode kvNonceStore}. */
@@ -63,19 +62,18 @@ export function kvNonceStore(
   const pending: PendingNonce[] = [];
   let inFlight = 0;
 
-  const commit = (items: PendingNonce[]) =>
-    retryLocked(() => {
-      const op = kv.atomic();
-      const seenAt = clock.now();
-      for (const it of items) {
-        op.check({ key: it.key, versionstamp: null }).set(
-          it.key,
-          { seenAt },
-          it.expireIn ? { expireIn: it.expireIn } : undefined,
-        );
-      }
-      return op.commit();
-    });
+  const commit = (items: PendingNonce[]) => {
+    const op = kv.atomic();
+    const seenAt = clock.now();
+    for (const it of items) {
+      op.check({ key: it.key, versionstamp: null }).set(
+        it.key,
+        { seenAt },
+        it.expireIn ? { expireIn: it.expireIn } : undefined,
+      );
+    }
+    return op.commit();
+  };
 
   async function run(batch: PendingNonce[]): Promise<void> {
     // The same key twice in a batch: the first one decides, the rest are replays.
