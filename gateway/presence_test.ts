@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { openStore } from "../core/state/store.ts";
 import { createPresence, isLive, type PresenceRecord } from "./presence.ts";
 
 const record = (over: Partial<PresenceRecord> = {}): PresenceRecord => ({
@@ -49,8 +50,9 @@ Deno.test("presence: live means connected and heard from within three heartbeats
 Deno.test("presence: snapshot re-lists only when someone connected, left or changed channels (on any node sharing the KV), or when older than maxAgeMs", async () => {
   const path = await Deno.makeTempFile({ suffix: ".kv" });
   try {
-    using kv1 = await Deno.openKv(path);
-    using kv2 = await Deno.openKv(path); // another node's handle
+    // As nodes open it: the store retries "database is locked" between handles.
+    using kv1 = await openStore(path);
+    using kv2 = await openStore(path); // another node's handle
     const here = createPresence(kv1);
     const there = createPresence(kv2);
     const ids = (l: readonly PresenceRecord[]) => l.map((r) => r.agentId);

@@ -226,8 +226,9 @@ const STATE = `## State in Deno KV, and leader election
 Every node keeps its shared state in the Deno KV named by \`--kv\`:
 
 - a **local file** (default \`./data/plexus.kv\`): several processes on one
-  machine share it (SQLite's "database is locked" is retried with jitter; a
-  process paused inside a write stalls the others until it resumes);
+  machine share it (SQLite's "database is locked" is retried with jitter on
+  every write, see [state](state.md); a process paused inside a write stalls the
+  others until it resumes);
 - **\`:memory:\`** for a throw-away node;
 - a **KV Connect URL** (\`http://host:4512\`, token in \`DENO_KV_ACCESS_TOKEN\`) of
   a self-hosted [\`denokv\`](https://github.com/denoland/denokv) server, for nodes

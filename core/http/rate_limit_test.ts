@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { openStore } from "../state/store.ts";
 import { join } from "node:path";
 import { type Context, Hono } from "hono";
 import { ManualClock } from "../clock.ts";
@@ -342,7 +343,7 @@ Deno.test("http rate limit: two servers over real HTTP sharing one KV file cut a
     const urls: string[] = [];
     const nodes: RateLimiter[] = [];
     for (const name of ["node-a", "node-b"]) {
-      const kv = await Deno.openKv(path);
+      const kv = await openStore(path); // as a node opens it
       kvs.push(kv);
       const limiter = createRateLimiter(kv, options);
       nodes.push(limiter);

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { openStore } from "./store.ts";
 import { join } from "node:path";
 import { serialize } from "node:v8";
 import { ManualClock } from "../clock.ts";
@@ -313,8 +314,8 @@ Deno.test("sessions: bad inputs fail with errors that name the value", async () 
 Deno.test("sessions: two KV handles on one file (two processes) share sessions", async () => {
   const dir = await Deno.makeTempDir();
   const path = join(dir, "sessions.kv");
-  const kvA = await Deno.openKv(path);
-  const kvB = await Deno.openKv(path);
+  const kvA = await openStore(path); // as nodes open it
+  const kvB = await openStore(path);
   try {
     const clock = new ManualClock(5_000);
     const a = createSessionStore(kvA, { clock });
