@@ -201,7 +201,6 @@ export function createEventStore(
     }
     op.set(EVENT_HEAD_KEY, null);
     const res = await op.commit();
-
     if (!res.ok) throw new Error("event append commit was refused");
     for (const [stream, batch] of batches) {
       const ps = byStream.get(stream)!;
