@@ -11,7 +11,8 @@
 #           127.0.0.1:${PLEXUS_REDIS_PORT:-6390}; the system service is never used
 #   kafka   Apache Kafka (KRaft, one combined broker+controller node) from the
 #           org.apache.kafka:kafka_2.13 jars fetched with Maven
-#           (scripts/kafka-pom.xml), Java 17; 127.0.0.1:${PLEXUS_KAFKA_PORT:-9092}
+#           (scripts/kafka-pom.xml), Java 17; 127.0.0.1:${PLEXUS_KAFKA_PORT:-9092};
+#           waits up to ${PLEXUS_KAFKA_START_S:-240} s for it to start
 #   nats    Debian's nats-server (apt-get when missing) with JetStream, our own
 #           instance on 127.0.0.1:${PLEXUS_NATS_PORT:-4222}, store in $PLEXUS_RUN/nats;
 #           plus the `nats` CLI (natscli, `go install` into the cache) when Go
@@ -229,6 +230,8 @@ EOF
   fi
   log "starting kafka $KAFKA_VERSION (KRaft) on 127.0.0.1:$KAFKA_PORT, controller on :$KAFKA_CONTROLLER_PORT"
   # shellcheck disable=SC2086 # KAFKA_HEAP is a list of JVM options
+  # The last broker's log stays beside the new one, for a restart that failed.
+  [ -e "$RUN/kafka.log" ] && mv -f "$RUN/kafka.log" "$RUN/kafka.log.1"
   setsid nohup java $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$KDIR/log4j2.properties" \
     -cp "$KAFKA_LIBS/*" kafka.Kafka "$KDIR/server.properties" \
@@ -238,18 +241,28 @@ fi
 if ! port_open "$KAFKA_PORT"; then
   # "Kafka Server started" is logged once the broker has registered with the
   # controller and been unfenced, i.e. it serves metadata and produce requests.
+  # A broker SIGKILLed recovers every partition's log first: thousands of
+  # them (each test run makes its own topics) on a busy machine take minutes.
   ok=
-  deadline=$((SECONDS + 90))
+  started=$SECONDS
+  deadline=$((SECONDS + ${PLEXUS_KAFKA_START_S:-240}))
+  kpid=$(cat "$RUN/kafka.pid")
+  why="not ready within $((deadline - SECONDS)) s"
   while [ "$SECONDS" -lt "$deadline" ]; do
     if grep -q "Kafka Server started" "$RUN/kafka.log" && port_open "$KAFKA_PORT"; then ok=1; break; fi
-    kill -0 "$(cat "$RUN/kafka.pid")" 2>/dev/null || break
+    if ! kill -0 "$kpid" 2>/dev/null; then
+      why="exited after $((SECONDS - started)) s"
+      break
+    fi
     sleep 0.1
   done
   if [ -z "$ok" ]; then
-    log "kafka did not become ready within 90 s (or exited); its log: $RUN/kafka.log"
+    log "kafka (pid $kpid) $why; its log: $RUN/kafka.log, the broker's before it: $RUN/kafka.log.1"
     tail -n 30 "$RUN/kafka.log" >&2 || true
+    log "kafka (pid $kpid) $why"
     exit 1
   fi
+  log "kafka ready after $((SECONDS - started)) s"
 fi
 log "kafka tools: java -cp \"\$PLEXUS_KAFKA_LIBS/*\" org.apache.kafka.tools.ConsoleProducer --bootstrap-server 127.0.0.1:$KAFKA_PORT --topic T"
 log "             java -cp \"\$PLEXUS_KAFKA_LIBS/*\" org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server 127.0.0.1:$KAFKA_PORT --topic T --from-beginning"

@@ -71,3 +71,16 @@ Deno.test("testing entry: the linearizability checker tells a stale read from a 
   assert.equal(check(kvModel(), history(2)), "ok");
   assert.equal(check(kvModel(), history(null)), "illegal");
 });
+
+Deno.test("testing entry: a broker that fails to restart fails the restart case with the reason, not as an uncaught rejection", async () => {
+  const b = new MemoryBroker();
+  const restart = CASES.find((c) => c.name.startsWith("the broker restarted"));
+  assert.ok(restart, "the restart case is exported");
+  await assert.rejects(
+    restart.run(() => memoryTransport({ broker: b }), 2_000, {
+      restartBroker: () =>
+        Promise.reject(new Error("services.sh exited 1: kafka exited")),
+    }),
+    /the broker did not restart: services\.sh exited 1: kafka exited/,
+  );
+});

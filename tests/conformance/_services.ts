@@ -67,10 +67,13 @@ export async function restartService(
       stderr: "piped",
     }).output();
     if (!out.success) {
+      // The script's own lines say why; the service's log tail follows them.
+      const err = new TextDecoder().decode(out.stderr);
+      const own = err.split("\n").filter((l) => l.startsWith("services:"));
       throw new Error(
-        `Cannot restart ${name}: services.sh exited ${out.code}: ${
-          new TextDecoder().decode(out.stderr).slice(-500)
-        }`,
+        `Cannot restart ${name}: services.sh exited ${out.code}:\n${
+          own.slice(-5).join("\n")
+        }\n${err.slice(-1500)}`,
       );
     }
     const now = Number(

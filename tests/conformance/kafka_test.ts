@@ -17,5 +17,7 @@ conformance("kafka", connect, {
     : 'KAFKA_BROKERS is not set (run: eval "$(deno task services)")',
   sanitize: false,
   connectModule: new URL("./_kafka_connect.ts", import.meta.url).href,
-  restartBroker: () => restartService("kafka"),
+  // A SIGKILLed broker recovers every partition's log before it serves;
+  // scripts/services.sh waits up to PLEXUS_KAFKA_START_S (240 s) for it.
+  restartBroker: () => restartService("kafka", { timeoutMs: 250_000 }),
 });
