@@ -3,11 +3,12 @@
  * `:memory:`, or a KV Connect URL (self-hosted `denokv`; the access token
  * comes from `DENO_KV_ACCESS_TOKEN`).
  *
- * Several processes may share one KV file. SQLite then refuses a write with
- * "database is locked" whenever another process holds the write lock (three
- * processes committing at once see most commits refused), so a store opened
- * on a file retries every write, and opening, with jittered backoff: the
- * callers never see the contention, only its delay.
+ * Several processes may share one KV file. SQLite then refuses a checked
+ * write with "database is locked" when another process wrote after its check
+ * read (store_test.ts's child on a plain handle: up to 12 % of one
+ * process's increments), so a store opened on a file retries every write, and
+ * opening, with jittered backoff: the callers never see the contention, only
+ * its delay.
  *
  * @module
  */
